@@ -1,0 +1,93 @@
+"""Errors raised by collectives, as types.
+
+Every error a user can act on has its own class and carries the facts needed to act:
+which argument was wrong, which collective and sequence number timed out, which ranks did
+not answer. After any transport error or timeout a communicator is broken (as a gloo
+context is): later calls raise :class:`CommunicatorBrokenError`; recreate it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CollectivesError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class InvalidArgumentError(CollectivesError, ValueError):
+    """An argument was wrong; raised locally, before anything was sent."""
+
+
+class InvalidTypeError(CollectivesError, TypeError):
+    """An argument has a type (or dtype, or dtype/op pair) we cannot work with."""
+
+
+class UnsupportedError(CollectivesError, NotImplementedError):
+    """A feature, transport or optional dependency is not available here."""
+
+
+class StoreError(CollectivesError):
+    """The rendezvous store failed (connection, protocol or authentication)."""
+
+
+class RendezvousTimeoutError(StoreError, TimeoutError):
+    """A key did not appear in the store in time."""
+
+
+class TransportError(CollectivesError):
+    """Moving bytes to or from a peer failed."""
+
+    def __init__(self, message: str, *, peer: int | None = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class ConnectError(TransportError):
+    """A connection to a peer could not be established."""
+
+
+class PeerLostError(TransportError):
+    """A peer went away (closed its end, exited or crashed) while we needed it."""
+
+
+class MessageMismatchError(TransportError):
+    """A message did not fit the receive posted for it (size mismatch across ranks)."""
+
+
+class AuthenticationError(TransportError, StoreError):
+    """A connection did not prove knowledge of the job secret (or spoke another protocol)."""
+
+
+def _ranks_text(ranks: Iterable[int]) -> str:
+    ranks = sorted(set(ranks))
+    return ", ".join(str(r) for r in ranks) if ranks else "none"
+
+
+class CollectiveTimeoutError(CollectivesError, TimeoutError):
+    """A collective did not complete in time.
+
+    Attributes:
+        collective: name of the operation ("all_reduce", "send", ...).
+        seq: the communicator's sequence number of that operation.
+        ranks: the ranks we were still waiting on when time ran out.
+        timeout: the timeout in seconds that expired.
+    """
+
+    def __init__(self, collective: str, seq: int, ranks: Iterable[int], timeout: float) -> None:
+        self.collective = collective
+        self.seq = seq
+        self.ranks = sorted(set(ranks))
+        self.timeout = timeout
+        super().__init__(
+            f"{collective} #{seq} timed out after {timeout:g} s waiting on rank(s) "
+            f"{_ranks_text(self.ranks)}"
+        )
+
+
+class CommunicatorBrokenError(CollectivesError):
+    """An earlier failure left the communicator unusable; create a new one."""
+
+
+class CommunicatorClosedError(CollectivesError):
+    """The communicator was closed (or aborted) by this process."""

@@ -1,0 +1,363 @@
+"""The transport interface: tagged, ordered, full-duplex messages to one peer.
+
+A :class:`Transport` owns one :class:`Channel` per peer it serves (gloo's Context owning
+Pairs). A channel turns ``isend``/``irecv`` of tagged messages into frames on a byte
+stream that the concrete transport provides with two non-blocking calls,
+``_write_some`` and ``_read_some``. Everything else lives here, once:
+
+* framing: a 16-byte header ``(tag: u64, nbytes: u32, flags: u32)`` then the payload;
+  messages larger than ``max_frame_bytes`` are split, the last frame flagged END, so that
+  every length prefix read from a peer is bounded before anything is allocated;
+* matching: a receive takes the next message with its tag, whether it arrived before the
+  receive was posted (kept as an *unexpected* frame) or after (read straight into the
+  receiver's buffer, no intermediate copy);
+* size checks: a message that does not fill its receive exactly raises
+  :class:`MessageMismatchError` instead of returning truncated or mixed data.
+
+Progress is explicit (MPI style): nothing moves unless someone calls ``progress()``. The
+waiting loop in :mod:`collectives.transports.progress` does, and sleeps through
+``Transport.wait_for_activity`` when nothing moves. Transports know nothing of
+collectives; algorithms know only this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import struct
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+from ..errors import MessageMismatchError, PeerLostError, TransportError
+
+HEADER = struct.Struct("<QII")
+HEADER_SIZE = HEADER.size
+FLAG_END = 1
+
+
+class Request:
+    """One posted send or receive. ``done`` turns true once the bytes have been handed
+    to the stream (send) or have all landed in the buffer (receive)."""
+
+    __slots__ = ("channel", "kind", "tag", "nbytes", "done", "error")
+
+    def __init__(self, channel: Channel, kind: str, tag: int, nbytes: int) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.tag = tag
+        self.nbytes = nbytes
+        self.done = False
+        self.error: BaseException | None = None
+
+    @property
+    def peer(self) -> int:
+        return self.channel.peer
+
+    def test(self) -> bool:
+        """Whether the request finished; raises the error that ended it, if any."""
+        if self.error is not None:
+            raise self.error
+        return self.done
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else ("failed" if self.error else "pending")
+        return f"<Request {self.kind} peer={self.peer} tag={self.tag:#x} {self.nbytes} B {state}>"
+
+
+class _SendOp:
+    __slots__ = ("request", "views")
+
+    def __init__(self, request: Request, views: deque[memoryview]) -> None:
+        self.request = request
+        self.views = views
+
+
+class _RecvOp:
+    __slots__ = ("request", "view", "filled")
+
+    def __init__(self, request: Request, view: memoryview) -> None:
+        self.request = request
+        self.view = view
+        self.filled = 0
+
+
+def as_bytes_view(buf: object) -> memoryview:
+    """A flat unsigned-byte view of ``buf`` (any C-contiguous buffer), without copying."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)  # type: ignore[arg-type]
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+class Channel(abc.ABC):
+    """Messages to and from one peer. Not thread-safe: one thread drives a channel."""
+
+    def __init__(self, peer: int, *, max_frame_bytes: int = 64 << 20) -> None:
+        self.peer = peer
+        self.max_frame_bytes = max_frame_bytes
+        self.error: BaseException | None = None
+        self._sendq: deque[_SendOp] = deque()
+        self._posted: dict[int, deque[_RecvOp]] = {}
+        self._unexpected: dict[int, deque[tuple[bytearray, bool]]] = {}
+        # receive state machine: header bytes, then the payload of the current frame
+        self._rx_header = bytearray(HEADER_SIZE)
+        self._rx_header_view = memoryview(self._rx_header)
+        self._rx_have = 0
+        self._rx_target: memoryview | None = None
+        self._rx_got = 0
+        self._rx_tag = 0
+        self._rx_end = False
+        self._rx_op: _RecvOp | None = None
+        self._rx_buffer: bytearray | None = None
+
+    # -- the byte stream a concrete transport provides ------------------------------------
+
+    @abc.abstractmethod
+    def _write_some(self, views: Sequence[memoryview]) -> int:
+        """Write a prefix of the concatenation of ``views`` without blocking; return how
+        many bytes went out (0 when the stream is full). Raise PeerLostError if the peer
+        is gone."""
+
+    @abc.abstractmethod
+    def _read_some(self, into: memoryview) -> int:
+        """Read up to ``len(into)`` bytes without blocking; return how many (0 when none is
+        available). Raise PeerLostError at end of stream."""
+
+    def _close_stream(self) -> None:
+        """Release the stream (socket, mapping); called once by ``close``."""
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether sends or receives are outstanding on this channel."""
+        return bool(self._sendq) or any(self._posted.values())
+
+    def isend(self, data: object, tag: int) -> Request:
+        """Queue ``data`` (any contiguous buffer, kept referenced, not copied) to the peer."""
+        self._check_usable()
+        view = as_bytes_view(data)
+        request = Request(self, "send", tag, len(view))
+        views: deque[memoryview] = deque()
+        offset = 0
+        while True:
+            frame = view[offset : offset + self.max_frame_bytes]
+            offset += len(frame)
+            last = offset >= len(view)
+            views.append(memoryview(HEADER.pack(tag, len(frame), FLAG_END if last else 0)))
+            if len(frame):
+                views.append(frame)
+            if last:
+                break
+        self._sendq.append(_SendOp(request, views))
+        self._progress_send()
+        return request
+
+    def irecv(self, out: object, tag: int) -> Request:
+        """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
+        contiguous); the message must have exactly ``len(out)`` bytes."""
+        self._check_usable()
+        view = as_bytes_view(out)
+        if view.readonly:
+            raise TransportError("irecv: the output buffer is read-only", peer=self.peer)
+        request = Request(self, "recv", tag, len(view))
+        self._posted.setdefault(tag, deque()).append(_RecvOp(request, view))
+        self._deliver_unexpected(tag)
+        return request
+
+    def progress(self) -> bool:
+        """Move whatever can move without blocking; return whether anything moved."""
+        if self.error is not None:
+            return False
+        try:
+            moved = self._progress_send()
+            moved = self._progress_recv() or moved
+        except TransportError as exc:
+            self._fail(exc)
+            raise
+        return moved
+
+    def close(self) -> None:
+        """Close the stream; pending requests fail with PeerLostError."""
+        if self.error is None:
+            self._fail(PeerLostError(f"channel to rank {self.peer} was closed", peer=self.peer))
+        self._close_stream()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        for op in self._sendq:
+            op.request.error = exc
+        for ops in self._posted.values():
+            for rop in ops:
+                rop.request.error = exc
+        self._sendq.clear()
+        self._posted.clear()
+
+    def _progress_send(self) -> bool:
+        moved = False
+        while self._sendq:
+            op = self._sendq[0]
+            views = op.views
+            n = self._write_some(views)
+            if n == 0:
+                break
+            moved = True
+            while n:
+                head = views[0]
+                if n >= len(head):
+                    n -= len(head)
+                    views.popleft()
+                else:
+                    views[0] = head[n:]
+                    n = 0
+            if views:
+                break
+            op.request.done = True
+            self._sendq.popleft()
+        return moved
+
+    def _progress_recv(self) -> bool:
+        moved = False
+        while True:
+            if self._rx_target is None:
+                n = self._read_some(self._rx_header_view[self._rx_have :])
+                if n == 0:
+                    return moved
+                moved = True
+                self._rx_have += n
+                if self._rx_have < HEADER_SIZE:
+                    continue
+                self._rx_have = 0
+                self._start_frame(*HEADER.unpack(self._rx_header))
+            else:
+                want = len(self._rx_target) - self._rx_got
+                if want:
+                    n = self._read_some(self._rx_target[self._rx_got :])
+                    if n == 0:
+                        return moved
+                    moved = True
+                    self._rx_got += n
+                if self._rx_got == len(self._rx_target):
+                    self._finish_frame()
+
+    def _start_frame(self, tag: int, nbytes: int, flags: int) -> None:
+        if nbytes > self.max_frame_bytes:
+            raise MessageMismatchError(
+                f"rank {self.peer} sent a frame of {nbytes} bytes, over the {self.max_frame_bytes}-byte "
+                "frame limit (corrupt stream or mismatched COLLECTIVES_MAX_FRAME_BYTES)",
+                peer=self.peer,
+            )
+        self._rx_tag = tag
+        self._rx_end = bool(flags & FLAG_END)
+        self._rx_got = 0
+        posted = self._posted.get(tag)
+        if posted:
+            op = posted[0]
+            self._check_fits(op, nbytes, self._rx_end)
+            self._rx_op = op
+            self._rx_target = op.view[op.filled : op.filled + nbytes]
+        else:
+            self._rx_op = None
+            self._rx_buffer = bytearray(nbytes)
+            self._rx_target = memoryview(self._rx_buffer)
+
+    def _finish_frame(self) -> None:
+        tag, end, op = self._rx_tag, self._rx_end, self._rx_op
+        nbytes = len(self._rx_target) if self._rx_target is not None else 0
+        self._rx_target = None
+        self._rx_op = None
+        if op is not None:
+            op.filled += nbytes
+            if end:
+                self._complete_recv(tag)
+        else:
+            assert self._rx_buffer is not None
+            self._unexpected.setdefault(tag, deque()).append((self._rx_buffer, end))
+            self._rx_buffer = None
+            self._deliver_unexpected(tag)
+
+    def _check_fits(self, op: _RecvOp, nbytes: int, end: bool) -> None:
+        room = len(op.view) - op.filled
+        if nbytes > room or (end and nbytes != room) or (not end and nbytes == room and room):
+            got = "at least " + str(op.filled + nbytes + 1) if not end else str(op.filled + nbytes)
+            raise MessageMismatchError(
+                f"message tag {op.request.tag:#x} from rank {self.peer} has {got} bytes but the "
+                f"receive posted for it has {len(op.view)} (ranks disagree on the size)",
+                peer=self.peer,
+            )
+
+    def _complete_recv(self, tag: int) -> None:
+        posted = self._posted[tag]
+        posted.popleft().request.done = True
+        if not posted:
+            del self._posted[tag]
+
+    def _deliver_unexpected(self, tag: int) -> None:
+        frames = self._unexpected.get(tag)
+        while frames and self._posted.get(tag):
+            op = self._posted[tag][0]
+            data, end = frames.popleft()
+            try:
+                self._check_fits(op, len(data), end)
+            except MessageMismatchError as exc:
+                self._fail(exc)
+                raise
+            op.view[op.filled : op.filled + len(data)] = data
+            op.filled += len(data)
+            if end:
+                self._complete_recv(tag)
+        if frames is not None and not frames:
+            del self._unexpected[tag]
+
+
+class Transport(abc.ABC):
+    """Connections of one kind (shm, tcp, ...) from this rank to a set of peers.
+
+    Constructing a transport is collective over this rank and ``peers``: each of them
+    constructs its own with the same store, and the constructor returns once every channel
+    is connected (or raises ConnectError / RendezvousTimeoutError).
+
+    Constructor signature shared by all transports::
+
+        Transport(rank: int, size: int, peers: Sequence[int], store: Store,
+                  config: Config, timeout: float)
+    """
+
+    name: ClassVar[str]
+    channels: dict[int, Channel]
+
+    def progress(self) -> bool:
+        """Progress every channel; return whether anything moved."""
+        moved = False
+        for channel in self.channels.values():
+            if channel.progress():
+                moved = True
+        return moved
+
+    def activity_token(self) -> int | None:
+        """A snapshot of this transport's wake-up counter, taken *before* a last progress
+        attempt; ``wait_for_activity`` returns at once if the counter moved since (no lost
+        wake-ups). Transports whose waits are level-triggered (sockets) return None."""
+        return None
+
+    @abc.abstractmethod
+    def wait_for_activity(self, timeout: float, token: int | None = None) -> None:
+        """Block for at most ``timeout`` seconds until some channel may be able to progress
+        (bytes arrived, or room freed for a pending send), or until the wake-up counter
+        differs from ``token``. Spurious returns are allowed."""
+
+    def check_peers(self, peers: Iterable[int]) -> None:
+        """Raise PeerLostError if any of ``peers`` is known to be gone (e.g. process died)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every channel and release OS resources. Idempotent."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} peers={sorted(self.channels)}>"

@@ -1,0 +1,102 @@
+"""Waiting for requests without burning a core: spin briefly, then yield, then sleep.
+
+Eight ranks on two cores must still run well, so a rank that has nothing to do gives its
+core away quickly: a short spin (cheap when the peer answers within microseconds), a few
+``sched_yield`` rounds, then a blocking wait on the transport's OS primitive (a socket
+selector, a futex, a condition variable) with a bounded slice, between which dead peers
+and the deadline are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from ..errors import TransportError
+from .base import Request, Transport
+
+SPIN_SECONDS = 20e-6
+YIELD_SECONDS = 200e-6
+SLEEP_SLICE = 0.05
+
+
+class ProgressEngine:
+    """Drives the transports of one communicator until requests complete."""
+
+    def __init__(self, transports: Sequence[Transport]) -> None:
+        self.transports = list(transports)
+
+    def progress(self) -> bool:
+        moved = False
+        for transport in self.transports:
+            if transport.progress():
+                moved = True
+        return moved
+
+    def wait(
+        self,
+        requests: Iterable[Request],
+        deadline: float,
+        on_timeout: Callable[[list[int]], BaseException],
+    ) -> None:
+        """Progress until every request is done.
+
+        Raises the request's TransportError (PeerLostError, MessageMismatchError, ...) if one
+        fails, or ``on_timeout(pending_peers)`` once ``time.monotonic()`` passes ``deadline``.
+        """
+        pending = [r for r in requests if not r.done]
+        idle_since: float | None = None
+        while True:
+            for r in pending:
+                if r.error is not None:
+                    raise r.error
+            pending = [r for r in pending if not r.done]
+            if not pending:
+                return
+            if self.progress():
+                idle_since = None
+                continue
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
+                continue
+            idle = now - idle_since
+            if idle < SPIN_SECONDS:
+                continue
+            if idle < SPIN_SECONDS + YIELD_SECONDS:
+                os.sched_yield()
+                continue
+            if now >= deadline:
+                raise on_timeout(sorted({r.peer for r in pending}))
+            self._check_peers(pending)
+            # Take wake-up tokens before the last look, so that a wake-up arriving between
+            # that look and the sleep is not lost.
+            tokens = [t.activity_token() for t in self.transports]
+            if self.progress():
+                idle_since = None
+                continue
+            self._sleep(pending, tokens, min(deadline - now, SLEEP_SLICE))
+
+    def _check_peers(self, pending: list[Request]) -> None:
+        by_transport: dict[int, tuple[Transport, set[int]]] = {}
+        for r in pending:
+            t = self._transport_of(r)
+            by_transport.setdefault(id(t), (t, set()))[1].add(r.peer)
+        for transport, peers in by_transport.values():
+            transport.check_peers(peers)
+
+    def _transport_of(self, request: Request) -> Transport:
+        for transport in self.transports:
+            if transport.channels.get(request.peer) is request.channel:
+                return transport
+        raise TransportError(f"no transport owns the channel to rank {request.peer}", peer=request.peer)
+
+    def _sleep(self, pending: list[Request], tokens: list[int | None], timeout: float) -> None:
+        if len(self.transports) == 1:
+            self.transports[0].wait_for_activity(timeout, tokens[0])
+            return
+        # Several transports: none can sleep on the others' primitives, so each takes a
+        # short turn.
+        for transport, token in zip(self.transports, tokens):
+            transport.wait_for_activity(min(timeout, 1e-3), token)
