@@ -1,6 +1,8 @@
 """Rendezvous stores: where ranks meet before they talk."""
 
 from .base import DEFAULT_TIMEOUT, PrefixStore, Store
+from .file_store import FileStore
 from .hash_store import HashStore
+from .tcp_store import TCPStore, TCPStoreServer
 
-__all__ = ["DEFAULT_TIMEOUT", "HashStore", "PrefixStore", "Store"]
+__all__ = ["DEFAULT_TIMEOUT", "FileStore", "HashStore", "PrefixStore", "Store", "TCPStore", "TCPStoreServer"]

@@ -109,6 +109,8 @@ class Channel(abc.ABC):
         self._rx_end = False
         self._rx_op: _RecvOp | None = None
         self._rx_buffer: bytearray | None = None
+        # the peer ended its stream between frames: not an error until we need it
+        self._eof: PeerLostError | None = None
 
     # -- the byte stream a concrete transport provides ------------------------------------
 
@@ -163,6 +165,8 @@ class Channel(abc.ABC):
         request = Request(self, "recv", tag, len(view))
         self._posted.setdefault(tag, deque()).append(_RecvOp(request, view))
         self._deliver_unexpected(tag)
+        if self._eof is not None and not request.done:
+            self._fail(self._eof)
         return request
 
     def progress(self) -> bool:
@@ -223,10 +227,22 @@ class Channel(abc.ABC):
         return moved
 
     def _progress_recv(self) -> bool:
+        if self._eof is not None:
+            if self._posted:
+                raise self._eof
+            return False
         moved = False
         while True:
             if self._rx_target is None:
-                n = self._read_some(self._rx_header_view[self._rx_have :])
+                try:
+                    n = self._read_some(self._rx_header_view[self._rx_have :])
+                except PeerLostError as exc:
+                    if self._rx_have or self._posted:
+                        raise
+                    # A clean end between frames: the peer closed after its last message.
+                    # Only a receive that still needs this peer turns it into an error.
+                    self._eof = exc
+                    return moved
                 if n == 0:
                     return moved
                 moved = True

@@ -1,0 +1,214 @@
+"""``collectives.init()``: find rank, size and a store, then connect the ranks.
+
+Sources, first match wins:
+
+1. explicit arguments: ``init(rank=, size=, store=)``;
+2. our launcher (``collectives-run``): COLLECTIVES_RANK, COLLECTIVES_WORLD_SIZE,
+   COLLECTIVES_STORE_ADDR (host:port of the store it hosts), COLLECTIVES_SECRET;
+3. torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (rank 0 hosts the store there);
+4. nothing: a world of one.
+
+Then every rank publishes its host identity; peers on the same host are connected by
+shared memory and the others by TCP, unless COLLECTIVES_TRANSPORT (or ``transport=``)
+forces one transport for all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .communicator import Communicator
+from .config import TRANSPORTS, Config
+from .errors import InvalidArgumentError
+from .store import HashStore, PrefixStore, Store
+from .transports import transport_class
+from .transports.base import Transport
+
+logger = logging.getLogger("collectives")
+
+DEFAULT_SECRET_NOTE = "no COLLECTIVES_SECRET set"
+
+
+def _configure_logging(config: Config) -> None:
+    if not config.debug:
+        return
+    level = getattr(logging, config.debug.upper(), None)
+    if not isinstance(level, int):
+        return
+    logger.setLevel(level)
+    if not any(getattr(h, "_collectives", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s collectives %(levelname)s %(message)s"))
+        handler._collectives = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def host_identity(config: Config) -> str:
+    """Who shares this machine's memory: the override, else hostname plus boot id."""
+    if config.hostname:
+        return config.hostname
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _int_env(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise InvalidArgumentError(f"{name}={env[name]!r} is not an integer") from None
+
+
+def _split_addr(text: str, name: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgumentError(f"{name}={text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _store_from_env(
+    env: Mapping[str, str], rank: int, config: Config
+) -> tuple[Store | None, list[Any]]:
+    """The store our launcher or torchrun points at (and what to close with it)."""
+    from .store.tcp_store import TCPStore, TCPStoreServer
+
+    secret = config.secret or ""
+    if env.get("COLLECTIVES_STORE_ADDR"):
+        host, port = _split_addr(env["COLLECTIVES_STORE_ADDR"], "COLLECTIVES_STORE_ADDR")
+        return TCPStore(host, port, secret=secret, timeout=config.timeout), []
+    if env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+        host, port = env["MASTER_ADDR"], _int_env(env, "MASTER_PORT")
+        secret = secret or f"torchrun:{env.get('TORCHELASTIC_RUN_ID', '')}:{port}"
+        owned: list[Any] = []
+        if rank == 0:
+            owned.append(TCPStoreServer(host=host, port=port, secret=secret, timeout=config.timeout))
+        return TCPStore(host, port, secret=secret, timeout=config.timeout), owned
+    return None, []
+
+
+def init(
+    rank: int | None = None,
+    size: int | None = None,
+    store: Store | None = None,
+    *,
+    transport: str | None = None,
+    algorithm: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    **settings: Any,
+) -> Communicator:
+    """Create the communicator of this process.
+
+    Args:
+        rank, size: this process's rank and the world size (else read from the environment).
+        store: the rendezvous store (else the one the launcher or torchrun points at).
+        transport: "shm", "tcp" or "inproc" for every peer (default: by host).
+        algorithm: default algorithm ("ring", "tree", "recursive"; default automatic).
+        timeout: seconds any wait may take (default COLLECTIVES_TIMEOUT or 600).
+        settings: other Config fields (e.g. ``chunk_bytes=4096``).
+
+    Raises:
+        InvalidArgumentError: inconsistent or missing rank, size or store.
+        RendezvousTimeoutError / ConnectError: the other ranks did not show up in time.
+    """
+    env = os.environ if env is None else env
+    config = Config.from_env(env)
+    overrides: dict[str, Any] = dict(settings)
+    if transport is not None:
+        if transport not in TRANSPORTS:
+            raise InvalidArgumentError(f"transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
+        overrides["transport"] = transport
+    if algorithm is not None:
+        overrides["algorithm"] = None if algorithm == "auto" else algorithm
+    if timeout is not None:
+        if timeout <= 0:
+            raise InvalidArgumentError(f"timeout: must be positive, got {timeout}")
+        overrides["timeout"] = float(timeout)
+    try:
+        config = dataclasses.replace(config, **overrides)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"init: unknown setting ({exc})") from None
+    _configure_logging(config)
+
+    owned: list[Any] = []
+    if rank is None and size is None:
+        if "COLLECTIVES_RANK" in env:
+            rank, size = _int_env(env, "COLLECTIVES_RANK"), _int_env(env, "COLLECTIVES_WORLD_SIZE")
+        elif "RANK" in env and "WORLD_SIZE" in env:
+            rank, size = _int_env(env, "RANK"), _int_env(env, "WORLD_SIZE")
+        else:
+            rank, size = 0, 1
+    if rank is None or size is None:
+        raise InvalidArgumentError("init: give both rank and size, or neither")
+    if size < 1 or not 0 <= rank < size:
+        raise InvalidArgumentError(f"init: rank {rank} is out of range for world size {size}")
+    if store is None:
+        store, owned = _store_from_env(env, rank, config) if size > 1 else (None, [])
+        if store is None:
+            if size > 1:
+                raise InvalidArgumentError(
+                    "init: no store to meet the other ranks: pass store=, or run under "
+                    "collectives-run or torchrun"
+                )
+            store = HashStore(timeout=config.timeout)
+        owned.append(store)
+    try:
+        return connect(rank, size, store, config, owned=owned)
+    except BaseException:
+        for resource in reversed(owned):
+            resource.close()
+        raise
+
+
+def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None) -> Communicator:
+    """Connect ``rank`` to the other ranks of the job meeting in ``store``."""
+    # Each init of a rank takes the next generation, so that repeated inits on one store
+    # (tests, re-creation after a failure) never read each other's keys.
+    generation = store.add(f"collectives/init/{rank}", 1)
+    cstore = PrefixStore(f"collectives/{generation}", store)
+    if rank == 0:
+        cstore.set("secret", secrets.token_bytes(32))
+    me = host_identity(config)
+    cstore.set(f"host/{rank}", me.encode())
+    hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
+    plan: dict[str, list[int]] = {}
+    for peer in range(size):
+        if peer == rank:
+            continue
+        name = config.transport or ("shm" if hosts[peer] == me else "tcp")
+        plan.setdefault(name, []).append(peer)
+    transports: list[Transport] = []
+    try:
+        for name in ("inproc", "shm", "tcp"):
+            peers = plan.get(name)
+            if not peers:
+                continue
+            # shm and inproc groups are cliques (one host); TCP's peer sets differ by rank,
+            # so it keys its addresses per rank on the communicator's store.
+            group_store = cstore if name == "tcp" else PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
+            transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))
+    except BaseException:
+        for t in transports:
+            t.close()
+        raise
+    comm = Communicator(rank, size, transports, config, owned=owned or [])
+    logger.info(
+        "rank %d/%d on %s: %s",
+        rank,
+        size,
+        me,
+        ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
+    )
+    if size > 1:
+        comm.barrier()
+    return comm

@@ -1,0 +1,79 @@
+"""Which schedule implements which collective, and the automatic choice between them.
+
+Every collective offers ``ring``, ``tree`` and ``recursive``. Where a family has no
+distinct member for a collective, the entry says which schedule stands in and why:
+a recursive-doubling gather *is* a binomial gather (the two name one message pattern),
+and all-to-all is a pairwise exchange under every name, since ring, tree and butterfly
+orders all reduce to it when each rank owes every other rank a distinct block.
+``direct`` needs shared windows, which no transport offers yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import InvalidArgumentError, UnsupportedError
+from . import pairwise, recursive, ring, tree
+
+ScheduleFactory = Callable[..., object]
+
+# (collective) -> {algorithm: schedule factory}; factory signatures by collective:
+#   all_reduce(rank, size, count, segment)
+#   reduce_scatter / all_gather / all_to_all(rank, size, blocks, segment)
+#   broadcast / reduce(rank, size, root, count, segment)
+#   gather / scatter(rank, size, root, blocks, segment)
+SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
+    "all_reduce": {"ring": ring.all_reduce, "tree": tree.all_reduce, "recursive": recursive.all_reduce},
+    "reduce_scatter": {
+        "ring": ring.reduce_scatter,
+        "tree": tree.reduce_scatter,
+        "recursive": recursive.reduce_scatter,
+    },
+    "all_gather": {"ring": ring.all_gather, "tree": tree.all_gather, "recursive": recursive.all_gather},
+    "broadcast": {"ring": ring.broadcast, "tree": tree.broadcast, "recursive": recursive.broadcast},
+    "reduce": {"ring": ring.reduce, "tree": tree.reduce, "recursive": recursive.reduce},
+    "gather": {"ring": ring.gather, "tree": tree.gather, "recursive": tree.gather},
+    "scatter": {"ring": ring.scatter, "tree": tree.scatter, "recursive": tree.scatter},
+    "all_to_all": {"ring": pairwise.all_to_all, "tree": pairwise.all_to_all, "recursive": pairwise.all_to_all},
+}
+
+NAMES = ("ring", "tree", "recursive", "direct")
+
+# Below this many bytes latency (steps) dominates; above it bandwidth does. Python's
+# per-message overhead is large, so the crossover sits higher than in C libraries.
+SMALL_MESSAGE_BYTES = 256 << 10
+
+
+def automatic(collective: str, nbytes: int, size: int) -> str:
+    """A simple size / world-size rule (the tuner of the topology issue replaces it)."""
+    if collective in ("gather", "scatter"):
+        return "tree"
+    if collective == "all_to_all":
+        return "ring"
+    if nbytes < SMALL_MESSAGE_BYTES or size <= 2:
+        return "tree" if collective in ("broadcast", "reduce") else "recursive"
+    return "ring"
+
+
+def select(collective: str, requested: str | None, default: str | None, nbytes: int, size: int) -> str:
+    """The algorithm to run: the caller's choice, else COLLECTIVES_ALGO, else automatic.
+
+    Raises:
+        InvalidArgumentError: ``requested`` names no algorithm.
+        UnsupportedError: ``requested`` is "direct" and no transport offers shared windows.
+    """
+    if requested is not None:
+        name = str(requested).lower()
+        if name == "auto":
+            return automatic(collective, nbytes, size)
+        if name not in NAMES:
+            raise InvalidArgumentError(f"algorithm: {requested!r} is not one of {', '.join(NAMES)}, auto")
+        if name == "direct":
+            raise UnsupportedError(
+                f"algorithm: 'direct' needs transports with shared windows; none of this "
+                f"communicator's transports offers them, so {collective} cannot run it"
+            )
+        return name
+    if default is not None and default in SCHEDULES[collective]:
+        return default
+    return automatic(collective, nbytes, size)

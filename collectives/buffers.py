@@ -1,0 +1,110 @@
+"""Turn what users pass (numpy arrays, torch CPU tensors, DLPack or buffer-protocol objects)
+into flat numpy views of the same memory, and reject what cannot be used.
+
+No copies: a collective writes its result straight into the caller's memory, so a view
+is the only correct answer. What cannot be viewed in place (non-contiguous, read-only
+outputs, device memory before the CUDA issue lands) is refused with an error naming the
+argument, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError, InvalidTypeError
+
+try:  # bfloat16 for numpy comes from ml_dtypes (also a JAX/TF dependency)
+    import ml_dtypes
+
+    BFLOAT16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+    BFLOAT16 = None
+
+INTEGER_KINDS = "iu"
+SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t)
+    for t in (
+        "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "float16", "float32", "float64", "complex64", "complex128",
+    )
+) + ((BFLOAT16,) if BFLOAT16 is not None else ())
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    return "bfloat16" if BFLOAT16 is not None and dtype == BFLOAT16 else str(dtype)
+
+
+def check_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype not in SUPPORTED_DTYPES:
+        supported = ", ".join(dtype_name(d) for d in SUPPORTED_DTYPES)
+        raise InvalidTypeError(f"{name}: dtype {dtype_name(dtype)} is not supported (supported: {supported})")
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "is_contiguous")
+
+
+def _from_torch(tensor: Any, name: str) -> np.ndarray:
+    if tensor.device.type != "cpu":
+        raise InvalidArgumentError(
+            f"{name}: a {tensor.device.type} tensor; only host (CPU) memory is supported so far"
+        )
+    if not tensor.is_contiguous():
+        raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
+    import torch  # already imported by the caller's process, since it made a tensor
+
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        if BFLOAT16 is None:
+            raise InvalidTypeError(f"{name}: bfloat16 tensors need the ml_dtypes package")
+        return tensor.view(torch.int16).numpy().view(BFLOAT16)
+    try:
+        return tensor.numpy()
+    except TypeError as exc:
+        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} is not supported ({exc})") from None
+
+
+def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
+    """A 1-D numpy view of ``obj``'s memory (no copy).
+
+    Raises:
+        InvalidTypeError: ``obj`` exposes no host buffer, or its dtype is unsupported.
+        InvalidArgumentError: not C-contiguous, or read-only while ``writable`` is asked.
+    """
+    if isinstance(obj, np.ndarray):
+        array = obj
+    elif _is_torch_tensor(obj):
+        array = _from_torch(obj, name)
+    elif hasattr(obj, "__dlpack__"):
+        try:
+            array = np.from_dlpack(obj)
+        except (BufferError, TypeError, RuntimeError) as exc:
+            raise InvalidTypeError(f"{name}: cannot view this DLPack object on the host ({exc})") from None
+    else:
+        try:
+            array = np.asarray(memoryview(obj))
+        except TypeError:
+            raise InvalidTypeError(
+                f"{name}: expected a numpy array, a torch CPU tensor, or an object with the buffer "
+                f"protocol or __dlpack__; got {type(obj).__name__}"
+            ) from None
+    if not array.flags.c_contiguous:
+        raise InvalidArgumentError(f"{name}: the array is not C-contiguous (use np.ascontiguousarray)")
+    if writable and not array.flags.writeable:
+        raise InvalidArgumentError(f"{name}: the array is read-only, but the result is written into it")
+    check_dtype(array.dtype, name)
+    return array.reshape(-1)
+
+
+def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.dtype != b.dtype:
+        raise InvalidTypeError(
+            f"{name_b}: dtype {dtype_name(b.dtype)} differs from {name_a}'s {dtype_name(a.dtype)}"
+        )
+
+
+def check_count(array: np.ndarray, expected: int, name: str, why: str) -> None:
+    if array.size != expected:
+        raise InvalidArgumentError(f"{name}: holds {array.size} elements but must hold {expected} ({why})")

@@ -1,0 +1,476 @@
+"""The Communicator: a group of ranks and the collectives they run together.
+
+A call validates its arguments locally (nothing is sent for a wrong call), takes the
+next sequence number, picks an algorithm, builds the schedule and hands it to the
+executor. Every wait is bounded by the communicator's timeout; a timeout or a transport
+failure names the collective, its sequence number and the ranks that did not answer,
+and leaves the communicator broken (later calls raise CommunicatorBrokenError).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .algorithms import barrier as barrier_algorithm
+from .algorithms.execute import Executor
+from .algorithms.registry import SCHEDULES, select
+from .algorithms.schedule import Recv, Schedule, Send, partition
+from .buffers import as_flat_array, check_count, check_same_dtype
+from .config import Config
+from .errors import (
+    CollectiveTimeoutError,
+    CommunicatorBrokenError,
+    CommunicatorClosedError,
+    InvalidArgumentError,
+    PeerLostError,
+    TransportError,
+)
+from .ops import ReduceOp, check_op, finalize
+from .transports.base import Transport
+from .transports.progress import ProgressEngine
+from .work import Work, Worker
+
+logger = logging.getLogger("collectives")
+
+P2P_TAG_BIT = 1 << 62
+MAX_USER_TAG = (1 << 31) - 1
+
+
+def _new_like(template: Any, count: int, dtype: np.dtype) -> Any:
+    """A new output of ``count`` elements of the same kind as ``template`` (torch or numpy)."""
+    if type(template).__module__.startswith("torch"):
+        import torch
+
+        return torch.empty(count, dtype=template.dtype)
+    return np.empty(count, dtype=dtype)
+
+
+class Communicator:
+    """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        transports: Sequence[Transport],
+        config: Config,
+        *,
+        owned: Sequence[Any] = (),
+    ) -> None:
+        self.rank = rank
+        self.size = size
+        self.config = config
+        self.timeout = config.timeout
+        self.transports = list(transports)
+        channels = {peer: ch for t in self.transports for peer, ch in t.channels.items()}
+        self._executor = Executor(channels, ProgressEngine(self.transports))
+        self._owned = list(owned)  # stores/servers to close with us
+        self._seq = 0
+        self._p2p_seq = 0
+        self._issue_lock = threading.Lock()
+        self._run_lock = threading.RLock()
+        self._worker: Worker | None = None
+        self._broken: BaseException | None = None
+        self._closed = False
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def transport_names(self) -> dict[int, str]:
+        """Which transport carries traffic to each peer."""
+        return {peer: t.name for t in self.transports for peer in t.channels}
+
+    def __repr__(self) -> str:
+        names = ",".join(sorted({t.name for t in self.transports})) or "none"
+        state = "CLOSED" if self._closed else ("BROKEN" if self._broken else "OPEN")
+        return f"<Communicator rank={self.rank}/{self.size} transports={names} {state}>"
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish queued operations, then release transports and memory. Idempotent."""
+        if self._closed:
+            return
+        if self._worker is not None:
+            self._worker.stop(timeout=self.timeout)
+        with self._run_lock:
+            self._release()
+
+    def abort(self) -> None:
+        """Tear down at once, from any thread: blocked and later operations fail."""
+        if self._closed:
+            return
+        self._broken = self._broken or CommunicatorClosedError("the communicator was aborted")
+        self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        for transport in self.transports:
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                logger.exception("closing %s failed", transport)
+        self._executor.release_scratch()
+        for resource in self._owned:
+            try:
+                resource.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("closing %s failed", resource)
+        if self._worker is not None:
+            self._worker.stop(timeout=0)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            if isinstance(self._broken, CommunicatorClosedError):
+                raise CommunicatorClosedError(str(self._broken))
+            raise CommunicatorBrokenError(
+                f"an earlier failure left this communicator unusable ({self._broken}); create a new one"
+            ) from self._broken
+        if self._closed:
+            raise CommunicatorClosedError("the communicator is closed")
+
+    def _issue(self, name: str, body: Callable[[int, float], Any], async_op: bool, *, p2p: bool = False) -> Any:
+        """Number the operation, then run it now or queue it behind earlier async work."""
+        self._check_open()
+        with self._issue_lock:
+            if p2p:
+                self._p2p_seq += 1
+                seq = self._p2p_seq
+            else:
+                self._seq += 1
+                seq = self._seq
+
+        def run() -> Any:
+            return self._run(name, seq, body)
+
+        if async_op or (self._worker is not None and self._worker.pending):
+            if self._worker is None:
+                self._worker = Worker(f"collectives-rank{self.rank}")
+            work = self._worker.submit(Work(name, seq), run)
+            return work if async_op else work.wait()
+        return run()
+
+    def _run(self, name: str, seq: int, body: Callable[[int, float], Any]) -> Any:
+        with self._run_lock:
+            self._check_open()
+            deadline = time.monotonic() + self.timeout
+            try:
+                return body(seq, deadline)
+            except CollectiveTimeoutError as exc:
+                self._broken = exc
+                raise
+            except PeerLostError as exc:
+                error = PeerLostError(f"{name} #{seq}: {exc}", peer=exc.peer)
+                self._broken = error
+                raise error from exc
+            except TransportError as exc:
+                error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
+                self._broken = error
+                raise error from exc
+
+    def _execute(
+        self,
+        name: str,
+        seq: int,
+        deadline: float,
+        steps: Schedule,
+        buffers: Sequence[np.ndarray],
+        op: ReduceOp | None = None,
+        tag: int | None = None,
+    ) -> None:
+        def on_timeout(ranks: list[int]) -> BaseException:
+            return CollectiveTimeoutError(name, seq, ranks, self.timeout)
+
+        self._executor.run(
+            steps, buffers, op=op, tag=seq if tag is None else tag, deadline=deadline, on_timeout=on_timeout
+        )
+
+    # -- argument checks ------------------------------------------------------------------
+
+    def _check_rank(self, value: object, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidArgumentError(f"{name}: expected a rank (int), got {type(value).__name__}")
+        if not 0 <= int(value) < self.size:
+            raise InvalidArgumentError(f"{name}: rank {value} is out of range for world size {self.size}")
+        return int(value)
+
+    def _algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
+        return select(collective, requested, self.config.algorithm, nbytes, self.size)
+
+    def _segment(self, array: np.ndarray) -> int:
+        return max(1, self.config.chunk_bytes // max(1, array.itemsize))
+
+    def _reduction(self, op: object, array: np.ndarray, name: str = "op") -> ReduceOp:
+        parsed = ReduceOp.parse(op, name)
+        check_op(parsed, array.dtype, name)
+        return parsed
+
+    # -- collectives ----------------------------------------------------------------------
+
+    def all_reduce(
+        self, x: Any, op: ReduceOp | str = ReduceOp.SUM, *, algorithm: str | None = None, async_op: bool = False
+    ) -> Any:
+        """Reduce ``x`` across all ranks, in place; every rank ends with the same bits.
+
+        Returns ``x`` (or a Work whose ``wait()`` returns it, with ``async_op=True``).
+        """
+        arr = as_flat_array(x, "x", writable=True)
+        rop = self._reduction(op, arr)
+        algo = self._algorithm("all_reduce", algorithm, arr.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            if self.size > 1:
+                steps = SCHEDULES["all_reduce"][algo](self.rank, self.size, arr.size, self._segment(arr))
+                self._execute("all_reduce", seq, deadline, steps, [arr], rop)
+            finalize(rop, arr, self.size)
+            return x
+
+        return self._issue("all_reduce", body, async_op)
+
+    def reduce_scatter(
+        self,
+        x: Any,
+        out: Any = None,
+        op: ReduceOp | str = ReduceOp.SUM,
+        *,
+        algorithm: str | None = None,
+        async_op: bool = False,
+    ) -> Any:
+        """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
+        elements) in ``out``. Returns ``out`` (allocated when None)."""
+        xa = as_flat_array(x, "x")
+        if xa.size % self.size:
+            raise InvalidArgumentError(
+                f"x: holds {xa.size} elements, not a multiple of the world size {self.size}"
+            )
+        k = xa.size // self.size
+        rop = self._reduction(op, xa)
+        if out is None:
+            out = _new_like(x, k, xa.dtype)
+        oa = as_flat_array(out, "out", writable=True)
+        check_same_dtype(xa, oa, "x", "out")
+        check_count(oa, k, "out", f"x holds {xa.size} elements for {self.size} ranks")
+        algo = self._algorithm("reduce_scatter", algorithm, xa.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            blocks = partition(xa.size, self.size)
+            work = xa.copy()
+            if self.size > 1:
+                steps = SCHEDULES["reduce_scatter"][algo](self.rank, self.size, blocks, self._segment(xa))
+                self._execute("reduce_scatter", seq, deadline, steps, [work], rop)
+            offset, length = blocks[self.rank]
+            oa[...] = work[offset : offset + length]
+            finalize(rop, oa, self.size)
+            return out
+
+        return self._issue("reduce_scatter", body, async_op)
+
+    def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
+        """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
+        every rank. Returns ``out`` (allocated when None)."""
+        xa = as_flat_array(x, "x")
+        k = xa.size
+        if out is None:
+            out = _new_like(x, k * self.size, xa.dtype)
+        oa = as_flat_array(out, "out", writable=True)
+        check_same_dtype(xa, oa, "x", "out")
+        check_count(oa, k * self.size, "out", f"world size {self.size} × {k} elements of x")
+        algo = self._algorithm("all_gather", algorithm, oa.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            blocks = partition(oa.size, self.size)
+            offset, length = blocks[self.rank]
+            oa[offset : offset + length] = xa
+            if self.size > 1:
+                steps = SCHEDULES["all_gather"][algo](self.rank, self.size, blocks, self._segment(xa))
+                self._execute("all_gather", seq, deadline, steps, [oa])
+            return out
+
+        return self._issue("all_gather", body, async_op)
+
+    def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
+        """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
+        root = self._check_rank(root, "root")
+        arr = as_flat_array(x, "x", writable=self.rank != root)
+        algo = self._algorithm("broadcast", algorithm, arr.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            if self.size > 1:
+                steps = SCHEDULES["broadcast"][algo](self.rank, self.size, root, arr.size, self._segment(arr))
+                self._execute("broadcast", seq, deadline, steps, [arr])
+            return x
+
+        return self._issue("broadcast", body, async_op)
+
+    def reduce(
+        self,
+        x: Any,
+        root: int = 0,
+        op: ReduceOp | str = ReduceOp.SUM,
+        *,
+        algorithm: str | None = None,
+        async_op: bool = False,
+    ) -> Any:
+        """Reduce ``x`` across ranks into the root's ``x``; other ranks' ``x`` is unchanged."""
+        root = self._check_rank(root, "root")
+        arr = as_flat_array(x, "x", writable=self.rank == root)
+        rop = self._reduction(op, arr)
+        algo = self._algorithm("reduce", algorithm, arr.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            work = arr if self.rank == root else arr.copy()
+            if self.size > 1:
+                steps = SCHEDULES["reduce"][algo](self.rank, self.size, root, arr.size, self._segment(arr))
+                self._execute("reduce", seq, deadline, steps, [work], rop)
+            if self.rank == root:
+                finalize(rop, arr, self.size)
+            return x
+
+        return self._issue("reduce", body, async_op)
+
+    def gather(
+        self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None, async_op: bool = False
+    ) -> Any:
+        """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
+        Returns ``out`` on the root (allocated when None) and None elsewhere."""
+        root = self._check_rank(root, "root")
+        xa = as_flat_array(x, "x")
+        k = xa.size
+        oa: np.ndarray | None = None
+        if self.rank == root:
+            if out is None:
+                out = _new_like(x, k * self.size, xa.dtype)
+            oa = as_flat_array(out, "out", writable=True)
+            check_same_dtype(xa, oa, "x", "out")
+            check_count(oa, k * self.size, "out", f"world size {self.size} × {k} elements of x")
+        algo = self._algorithm("gather", algorithm, k * self.size * xa.itemsize)
+
+        def body(seq: int, deadline: float) -> Any:
+            work = oa if oa is not None else np.empty(k * self.size, dtype=xa.dtype)
+            blocks = partition(work.size, self.size)
+            offset, length = blocks[self.rank]
+            work[offset : offset + length] = xa
+            if self.size > 1:
+                steps = SCHEDULES["gather"][algo](self.rank, self.size, root, blocks, self._segment(xa))
+                self._execute("gather", seq, deadline, steps, [work])
+            return out if self.rank == root else None
+
+        return self._issue("gather", body, async_op)
+
+    def scatter(
+        self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False
+    ) -> Any:
+        """Split the root's ``x`` (size·k elements) into blocks; rank r receives block r in
+        ``out`` (k elements). ``x`` is ignored (may be None) on other ranks. Returns ``out``."""
+        root = self._check_rank(root, "root")
+        oa = as_flat_array(out, "out", writable=True)
+        k = oa.size
+        xa: np.ndarray | None = None
+        if self.rank == root:
+            xa = as_flat_array(x, "x")
+            check_same_dtype(oa, xa, "out", "x")
+            check_count(xa, k * self.size, "x", f"world size {self.size} × {k} elements of out")
+        algo = self._algorithm("scatter", algorithm, k * self.size * oa.itemsize)
+
+        def body(seq: int, deadline: float) -> Any:
+            blocks = partition(k * self.size, self.size)
+            offset, length = blocks[self.rank]
+            if xa is not None:
+                source = xa.copy() if np.shares_memory(xa, oa) else xa
+                work = np.empty(0, dtype=oa.dtype)
+                if self.size > 1:
+                    steps = SCHEDULES["scatter"][algo](self.rank, self.size, root, blocks, self._segment(oa))
+                    self._execute("scatter", seq, deadline, steps, [work, source])
+                oa[...] = source[offset : offset + length]
+            else:
+                work = np.empty(k * self.size, dtype=oa.dtype)
+                steps = SCHEDULES["scatter"][algo](self.rank, self.size, root, blocks, self._segment(oa))
+                self._execute("scatter", seq, deadline, steps, [work, work])
+                oa[...] = work[offset : offset + length]
+            return out
+
+        return self._issue("scatter", body, async_op)
+
+    def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
+        """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
+        block r of ``out``. Returns ``out`` (allocated when None)."""
+        xa = as_flat_array(x, "x")
+        if xa.size % self.size:
+            raise InvalidArgumentError(
+                f"x: holds {xa.size} elements, not a multiple of the world size {self.size}"
+            )
+        if out is None:
+            out = _new_like(x, xa.size, xa.dtype)
+        oa = as_flat_array(out, "out", writable=True)
+        check_same_dtype(xa, oa, "x", "out")
+        check_count(oa, xa.size, "out", "all_to_all output is as large as its input")
+        algo = self._algorithm("all_to_all", algorithm, xa.nbytes)
+
+        def body(seq: int, deadline: float) -> Any:
+            source = xa.copy() if np.shares_memory(xa, oa) else xa
+            blocks = partition(xa.size, self.size)
+            offset, length = blocks[self.rank]
+            oa[offset : offset + length] = source[offset : offset + length]
+            if self.size > 1:
+                steps = SCHEDULES["all_to_all"][algo](self.rank, self.size, blocks, self._segment(xa))
+                self._execute("all_to_all", seq, deadline, steps, [oa, source])
+            return out
+
+        return self._issue("all_to_all", body, async_op)
+
+    def barrier(self, *, async_op: bool = False) -> Any:
+        """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""
+        empty = np.empty(0, dtype=np.uint8)
+
+        def body(seq: int, deadline: float) -> None:
+            self._execute("barrier", seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty])
+
+        return self._issue("barrier", body, async_op)
+
+    # -- point to point -------------------------------------------------------------------
+
+    def _p2p_tag(self, tag: object) -> int:
+        if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= int(tag) <= MAX_USER_TAG:
+            raise InvalidArgumentError(f"tag: expected an int in 0..{MAX_USER_TAG}, got {tag!r}")
+        return P2P_TAG_BIT | int(tag)
+
+    def _p2p_peer(self, peer: object, name: str) -> int:
+        peer = self._check_rank(peer, name)
+        if peer == self.rank:
+            raise InvalidArgumentError(f"{name}: rank {peer} is this rank; send/recv need another rank")
+        return peer
+
+    def send(self, x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
+        """Send ``x`` to rank ``dst``; matched in order with ``recv`` of the same tag there."""
+        dst = self._p2p_peer(dst, "dst")
+        arr = as_flat_array(x, "x")
+        wire_tag = self._p2p_tag(tag)
+
+        def body(seq: int, deadline: float) -> None:
+            self._execute(f"send to rank {dst}", seq, deadline, iter([(Send(dst, 0, arr.size),)]), [arr], tag=wire_tag)
+
+        return self._issue("send", body, async_op, p2p=True)
+
+    def recv(self, x: Any, src: int, *, tag: int = 0, async_op: bool = False) -> Any:
+        """Receive into ``x`` from rank ``src``; the message must have ``x``'s size. Returns ``x``."""
+        src = self._p2p_peer(src, "src")
+        arr = as_flat_array(x, "x", writable=True)
+        wire_tag = self._p2p_tag(tag)
+
+        def body(seq: int, deadline: float) -> Any:
+            self._execute(f"recv from rank {src}", seq, deadline, iter([(Recv(src, 0, arr.size),)]), [arr], tag=wire_tag)
+            return x
+
+        return self._issue("recv", body, async_op, p2p=True)

@@ -1,0 +1,87 @@
+"""Reduction operators and their host kernels (numpy ufuncs writing in place).
+
+Every rank uses the same kernel, element by element with no threads racing, so a
+reduction of the same operands gives the same bits everywhere. All operators here are
+commutative, so ``a op b`` and ``b op a`` are bitwise equal too.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from .buffers import INTEGER_KINDS, dtype_name
+from .errors import InvalidArgumentError, InvalidTypeError
+
+
+class ReduceOp(enum.Enum):
+    """How contributions combine (names as in torch.distributed and NCCL)."""
+
+    SUM = "sum"
+    PROD = "prod"
+    MIN = "min"
+    MAX = "max"
+    AVG = "avg"
+    BAND = "band"
+    BOR = "bor"
+    BXOR = "bxor"
+
+    @classmethod
+    def parse(cls, op: object, name: str = "op") -> ReduceOp:
+        """Accept a ReduceOp, or its name in any case ("sum", "PROD", "product")."""
+        if isinstance(op, ReduceOp):
+            return op
+        if isinstance(op, str):
+            key = op.strip().lower()
+            key = {"product": "prod", "mean": "avg", "average": "avg"}.get(key, key)
+            for member in cls:
+                if member.value == key:
+                    return member
+        raise InvalidArgumentError(
+            f"{name}: {op!r} is not a reduction operator (one of {', '.join(m.name for m in cls)})"
+        )
+
+
+_KERNELS = {
+    ReduceOp.SUM: np.add,
+    ReduceOp.AVG: np.add,
+    ReduceOp.PROD: np.multiply,
+    ReduceOp.MIN: np.minimum,
+    ReduceOp.MAX: np.maximum,
+    ReduceOp.BAND: np.bitwise_and,
+    ReduceOp.BOR: np.bitwise_or,
+    ReduceOp.BXOR: np.bitwise_xor,
+}
+
+
+def check_op(op: ReduceOp, dtype: np.dtype, name: str = "op") -> None:
+    """Refuse dtype/op pairs that have no meaning (bitwise on floats, min on complex)."""
+    kind = dtype.kind
+    if op in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and kind not in INTEGER_KINDS:
+        raise InvalidTypeError(f"{name}: {op.name} needs an integer dtype, not {dtype_name(dtype)}")
+    if op in (ReduceOp.MIN, ReduceOp.MAX) and kind == "c":
+        raise InvalidTypeError(f"{name}: {op.name} is undefined for complex dtype {dtype_name(dtype)}")
+
+
+def reduce_into(op: ReduceOp, dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst = dst op src`` in place."""
+    _KERNELS[op](dst, src, out=dst)
+
+
+def finalize(op: ReduceOp, result: np.ndarray, world_size: int) -> None:
+    """Post-operation on a reduced result: AVG divides by the world size.
+
+    Integers divide truncating toward zero (as C and NCCL do); floats divide in their own
+    precision.
+    """
+    if op is not ReduceOp.AVG or world_size == 1 or result.size == 0:
+        return
+    if result.dtype.kind in INTEGER_KINDS:
+        # floor division, then one step back toward zero where a negative value had a rest
+        adjust = (result < 0) & (result % world_size != 0) if result.dtype.kind == "i" else None
+        np.floor_divide(result, world_size, out=result)
+        if adjust is not None:
+            np.add(result, 1, out=result, where=adjust)
+    else:
+        np.divide(result, result.dtype.type(world_size), out=result)

@@ -1,0 +1,523 @@
+"""A conformance suite every transport must pass (trio's ``check_one_way_stream`` style).
+
+Give :func:`check_transport` a factory that builds a connected world of N transports (one
+per rank, all in this process, ranks being threads) and it checks the contract that
+algorithms rely on:
+
+* zero-byte messages are delivered, and do not blur the frame boundaries around them;
+* a large message goes both ways at once (full duplex, flow control, multi-frame);
+* messages with one tag arrive in the order they were sent (per-tag FIFO), per peer;
+* messages on different tags may be received in any order (here: reverse);
+* a receive can be posted before or after its message arrives;
+* a size mismatch raises :class:`MessageMismatchError` instead of truncating;
+* data sent before a peer closes is still delivered, and after that a receive fails;
+* a peer closing raises :class:`PeerLostError` on the other side, for receives and for
+  sends that cannot complete, instead of hanging;
+* ``ProgressEngine.wait`` with a near deadline and no sender raises the ``on_timeout``
+  error promptly.
+
+Each check is also available on its own in :data:`CONFORMANCE_CHECKS`, so that a test file
+can parametrize over checks x transports. Failures raise :class:`AssertionError` with a
+message that says which rank saw what.
+
+Example::
+
+    from collectives.testing import check_transport
+    from collectives.testing.conformance import build_world
+    check_transport(lambda n: build_world(MyTransport, n))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ..config import Config
+from ..errors import MessageMismatchError, PeerLostError
+from ..store import HashStore, Store
+from ..transports.base import Request, Transport
+from ..transports.progress import ProgressEngine
+
+MakeWorld = Callable[[int], list[Transport]]
+"""``make_world(n)`` returns ``[transport of rank 0, ..., transport of rank n-1]``, connected."""
+
+LARGE_BYTES = 64 << 20
+DEFAULT_TIMEOUT = 20.0
+"""Seconds any single check may wait before it calls the transport hung."""
+TIMEOUT_SLACK = 1.0
+"""How late after its deadline ``ProgressEngine.wait`` may raise and still be 'prompt'."""
+
+
+class _ExpectedTimeout(Exception):
+    """What ``on_timeout`` returns in the timeout check."""
+
+    def __init__(self, peers: list[int]) -> None:
+        super().__init__(f"timed out waiting on {peers}")
+        self.peers = peers
+
+
+# -- building worlds ----------------------------------------------------------------------
+
+
+def build_world(
+    transport_cls: Callable[..., Transport],
+    n: int,
+    *,
+    store: Store | None = None,
+    config: Config | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[Transport]:
+    """Construct ``transport_cls(rank, n, peers, store, config, timeout)`` for every rank, in
+    concurrent threads (construction is collective), and return them in rank order.
+
+    ``store`` defaults to a fresh :class:`HashStore`; put whatever the transport needs
+    beforehand (``store.set("secret", ...)`` for TCP). If any rank fails, the transports
+    that were built are closed and the first error is re-raised.
+    """
+    store = HashStore(timeout=timeout) if store is None else store
+    config = Config() if config is None else config
+    built: list[Transport | None] = [None] * n
+    errors: list[tuple[int, BaseException]] = []
+
+    def construct(rank: int) -> None:
+        peers = [p for p in range(n) if p != rank]
+        try:
+            built[rank] = transport_cls(rank, n, peers, store, config, timeout)
+        except BaseException as exc:
+            errors.append((rank, exc))
+
+    threads = [threading.Thread(target=construct, args=(r,), daemon=True) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 5.0)
+    hung = [r for r, t in enumerate(threads) if t.is_alive()]
+    if errors or hung:
+        for transport in built:
+            if transport is not None:
+                transport.close()
+        if errors:
+            rank, exc = errors[0]
+            raise exc
+        raise AssertionError(f"constructing {getattr(transport_cls, '__name__', transport_cls)} hung on rank(s) {hung}")
+    return [t for t in built if t is not None]
+
+
+def make_inproc_world(n: int) -> list[Transport]:
+    """A world of :class:`InprocTransport` over a fresh HashStore (a :data:`MakeWorld`)."""
+    from ..transports.inproc import InprocTransport
+
+    return build_world(InprocTransport, n)
+
+
+@contextlib.contextmanager
+def _world(make_world: MakeWorld, n: int) -> Iterator[list[Transport]]:
+    transports = make_world(n)
+    try:
+        assert len(transports) == n, f"make_world({n}) returned {len(transports)} transports"
+        for rank, transport in enumerate(transports):
+            peers = set(range(n)) - {rank}
+            assert set(transport.channels) == peers, (
+                f"rank {rank}: channels to {sorted(transport.channels)}, expected {sorted(peers)}"
+            )
+        yield transports
+    finally:
+        for rank, transport in enumerate(transports):
+            try:
+                transport.close()
+                transport.close()  # idempotent
+            except Exception as exc:
+                raise AssertionError(f"rank {rank}: close() raised {type(exc).__name__}: {exc}") from exc
+
+
+def _run_ranks(transports: Sequence[Transport], bodies: dict[int, Callable[[Transport, ProgressEngine], None]],
+               timeout: float) -> None:
+    """Run ``bodies[rank](transport, engine)`` in one thread per rank; re-raise the first
+    failure as an AssertionError naming the rank, or report ranks that hung."""
+    failures: list[tuple[float, int, BaseException]] = []
+
+    def run(rank: int) -> None:
+        try:
+            bodies[rank](transports[rank], ProgressEngine([transports[rank]]))
+        except BaseException as exc:
+            failures.append((time.monotonic(), rank, exc))
+
+    threads = {r: threading.Thread(target=run, args=(r,), name=f"conformance-rank{r}", daemon=True) for r in bodies}
+    for t in threads.values():
+        t.start()
+    deadline = time.monotonic() + timeout + 5.0
+    for t in threads.values():
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = [r for r, t in threads.items() if t.is_alive()]
+    if failures:
+        _, rank, exc = min(failures, key=lambda f: f[0])
+        if isinstance(exc, AssertionError):
+            raise AssertionError(f"rank {rank}: {exc}") from exc
+        raise AssertionError(f"rank {rank}: unexpected {type(exc).__name__}: {exc}") from exc
+    if hung:
+        raise AssertionError(f"rank(s) {hung} hung (still running after {timeout + 5.0:g} s)")
+
+
+def _wait(engine: ProgressEngine, requests: Sequence[Request], timeout: float, what: str) -> None:
+    """Wait for ``requests``; a timeout is a conformance failure (the transport hung)."""
+
+    def hung(peers: list[int]) -> BaseException:
+        return AssertionError(f"{what}: not done after {timeout:g} s (still waiting on rank(s) {peers})")
+
+    engine.wait(requests, time.monotonic() + timeout, hung)
+
+
+def _pattern(nbytes: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(nbytes)
+
+
+def _first_difference(got: bytes | bytearray, want: bytes) -> str:
+    if len(got) != len(want):
+        return f"{len(got)} bytes instead of {len(want)}"
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"first difference at byte {i} of {len(want)} (got {a:#04x}, want {b:#04x})"
+    return "equal"
+
+
+def _assert_received(got: bytearray, want: bytes, what: str) -> None:
+    if got != want:
+        raise AssertionError(f"{what}: wrong data, {_first_difference(got, want)}")
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+
+def check_zero_bytes(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Zero-byte messages complete both ways, and frames around them stay intact."""
+    with _world(make_world, 2) as world:
+
+        def body(me: int) -> Callable[[Transport, ProgressEngine], None]:
+            def run(transport: Transport, engine: ProgressEngine) -> None:
+                peer = 1 - me
+                ch = transport.channels[peer]
+                before, after = _pattern(5, 10 + peer), _pattern(3, 20 + peer)
+                recv_before, recv_empty, recv_after, recv_empty2 = bytearray(5), bytearray(0), bytearray(3), bytearray(0)
+                requests = [
+                    ch.isend(_pattern(5, 10 + me), tag=1),
+                    ch.isend(b"", tag=1),
+                    ch.isend(_pattern(3, 20 + me), tag=1),
+                    ch.isend(bytearray(0), tag=2),
+                    ch.irecv(recv_before, tag=1),
+                    ch.irecv(recv_empty, tag=1),
+                    ch.irecv(recv_after, tag=1),
+                    ch.irecv(recv_empty2, tag=2),
+                ]
+                _wait(engine, requests, timeout, "zero-byte messages")
+                _assert_received(recv_before, before, "5-byte message before a zero-byte one")
+                _assert_received(recv_after, after, "3-byte message after a zero-byte one")
+                assert len(recv_empty) == 0 and len(recv_empty2) == 0
+
+            return run
+
+        _run_ranks(world, {0: body(0), 1: body(1)}, timeout)
+
+
+def check_large_both_ways(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT,
+                          large_bytes: int = LARGE_BYTES) -> None:
+    """Two large messages (odd sizes) cross at once: full duplex with flow control."""
+    sizes = {0: large_bytes, 1: max(0, large_bytes - 3)}
+    payloads = {r: _pattern(sizes[r], 100 + r) for r in (0, 1)}
+    timeout = max(timeout, large_bytes / (8 << 20))  # at least 8 MiB/s, even on slow machines
+    with _world(make_world, 2) as world:
+
+        def body(me: int) -> Callable[[Transport, ProgressEngine], None]:
+            def run(transport: Transport, engine: ProgressEngine) -> None:
+                peer = 1 - me
+                ch = transport.channels[peer]
+                out = bytearray(sizes[peer])
+                requests = [ch.irecv(out, tag=7), ch.isend(payloads[me], tag=7)]
+                _wait(engine, requests, timeout, f"{sizes[me]}-byte send with a {sizes[peer]}-byte receive")
+                _assert_received(out, payloads[peer], f"{sizes[peer]}-byte message from rank {peer}")
+
+            return run
+
+        _run_ranks(world, {0: body(0), 1: body(1)}, timeout)
+
+
+def check_fifo_per_tag(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Several messages with one tag arrive in sending order, separately for each peer.
+
+    Ranks 1 and 2 each send 30 messages of varying size on the same tag to rank 0, which
+    posts half its receives before the messages come and half after.
+    """
+    count = 30
+    sizes = [(i * 7919) % 3000 + (i % 3 == 0) * 70000 for i in range(count)]
+
+    def message(sender: int, i: int) -> bytes:
+        return _pattern(sizes[i], sender * 1000 + i)
+
+    with _world(make_world, 3) as world:
+        posted_half = threading.Event()
+
+        def receiver(transport: Transport, engine: ProgressEngine) -> None:
+            outs = {p: [bytearray(s) for s in sizes] for p in (1, 2)}
+            requests: list[Request] = []
+            for i in range(count // 2):
+                for p in (1, 2):
+                    requests.append(transport.channels[p].irecv(outs[p][i], tag=5))
+            posted_half.set()
+            _wait(engine, requests[:2], timeout, "first receive")  # let the rest arrive early
+            for i in range(count // 2, count):
+                for p in (1, 2):
+                    requests.append(transport.channels[p].irecv(outs[p][i], tag=5))
+            _wait(engine, requests, timeout, f"{count} messages from each of ranks 1 and 2")
+            for p in (1, 2):
+                for i in range(count):
+                    _assert_received(outs[p][i], message(p, i), f"receive #{i} from rank {p} (sent #{i})")
+
+        def sender(me: int) -> Callable[[Transport, ProgressEngine], None]:
+            def run(transport: Transport, engine: ProgressEngine) -> None:
+                posted_half.wait(timeout)
+                ch = transport.channels[0]
+                requests = [ch.isend(message(me, i), tag=5) for i in range(count)]
+                _wait(engine, requests, timeout, f"{count} sends to rank 0")
+
+            return run
+
+        _run_ranks(world, {0: receiver, 1: sender(1), 2: sender(2)}, timeout)
+
+
+def check_tags_reverse_order(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Messages on different tags are received in the reverse of their sending order,
+    each receive awaited before the next is posted (earlier tags must wait, unexpected)."""
+    tags = [0, 1, 2, 3, 0xFFFF, 1 << 32, (1 << 64) - 1]
+    sizes = [1, 0, 40000, 300, 5, 200000, 17]
+    with _world(make_world, 2) as world:
+        queued = threading.Event()
+
+        def sender(transport: Transport, engine: ProgressEngine) -> None:
+            ch = transport.channels[1]
+            requests = [ch.isend(_pattern(s, t % 1000), tag=t) for t, s in zip(tags, sizes)]
+            queued.set()
+            _wait(engine, requests, timeout, "sends on several tags")
+
+        def receiver(transport: Transport, engine: ProgressEngine) -> None:
+            queued.wait(timeout)
+            ch = transport.channels[0]
+            for t, s in reversed(list(zip(tags, sizes))):
+                out = bytearray(s)
+                _wait(engine, [ch.irecv(out, tag=t)], timeout, f"receive tag {t:#x} (reverse order)")
+                _assert_received(out, _pattern(s, t % 1000), f"message on tag {t:#x}")
+
+        _run_ranks(world, {0: sender, 1: receiver}, timeout)
+
+
+def check_recv_before_and_after_arrival(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """A receive posted before its message and one posted after it arrived both work."""
+    with _world(make_world, 2) as world:
+        early_posted = threading.Event()
+
+        def sender(transport: Transport, engine: ProgressEngine) -> None:
+            ch = transport.channels[1]
+            early_posted.wait(timeout)
+            requests = [
+                ch.isend(_pattern(1000, 1), tag=11),  # its receive was posted first
+                ch.isend(_pattern(70000, 2), tag=12),  # arrives before its receive
+                ch.isend(_pattern(10, 3), tag=13),  # its receive proves tag 12 arrived
+            ]
+            _wait(engine, requests, timeout, "three sends")
+
+        def receiver(transport: Transport, engine: ProgressEngine) -> None:
+            ch = transport.channels[0]
+            early = bytearray(1000)
+            early_request = ch.irecv(early, tag=11)
+            early_posted.set()
+            marker = bytearray(10)
+            # Same ordered stream: once tag 13 is in, tag 12 (sent before) is in too.
+            _wait(engine, [early_request, ch.irecv(marker, tag=13)], timeout, "early receive")
+            late = bytearray(70000)
+            _wait(engine, [ch.irecv(late, tag=12)], timeout, "receive posted after its message arrived")
+            _assert_received(early, _pattern(1000, 1), "message whose receive was posted first")
+            _assert_received(marker, _pattern(10, 3), "marker message")
+            _assert_received(late, _pattern(70000, 2), "message that arrived before its receive")
+
+        _run_ranks(world, {0: sender, 1: receiver}, timeout)
+
+
+def check_size_mismatch(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """A message longer or shorter than its receive raises MessageMismatchError, whether
+    the receive was posted before the message arrived or after."""
+    for sent, posted in ((100, 50), (100, 200)):
+        for post_first in (True, False):
+            case = f"{sent}-byte message into a {posted}-byte receive posted {'before' if post_first else 'after'} it"
+            with _world(make_world, 2) as world:
+                posted_event = threading.Event()
+
+                def sender(transport: Transport, engine: ProgressEngine) -> None:
+                    if post_first:
+                        posted_event.wait(timeout)
+                    ch = transport.channels[1]
+                    _wait(engine, [ch.isend(_pattern(sent, 9), tag=3), ch.isend(b"x", tag=4)], timeout, case)
+
+                def receiver(transport: Transport, engine: ProgressEngine) -> None:
+                    ch = transport.channels[0]
+                    out = bytearray(posted)
+                    request: Request | None = None
+                    if post_first:
+                        request = ch.irecv(out, tag=3)
+                        posted_event.set()
+                    else:
+                        marker = bytearray(1)  # sent after the big one: once in, both are
+                        _wait(engine, [ch.irecv(marker, tag=4)], timeout, f"{case}: marker")
+                    try:
+                        if request is None:  # may raise at once: the message is already here
+                            request = ch.irecv(out, tag=3)
+                        _wait(engine, [request], timeout, case)
+                    except MessageMismatchError:
+                        if request is not None and request.done:
+                            raise AssertionError(f"{case}: the receive completed (with wrong data) before "
+                                                 "MessageMismatchError was raised") from None
+                        return
+                    raise AssertionError(f"{case}: the receive completed with data {bytes(out[:16])!r}... "
+                                         "instead of raising MessageMismatchError")
+
+                _run_ranks(world, {0: sender, 1: receiver}, timeout)
+
+
+def check_send_then_close(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """A message whose send completed is delivered even if the sender closes right after
+    (a communicator closes after its last collective); the next receive fails."""
+    with _world(make_world, 2) as world:
+        closed = threading.Event()
+
+        def sender(transport: Transport, engine: ProgressEngine) -> None:
+            _wait(engine, [transport.channels[1].isend(_pattern(3000, 4), tag=6)], timeout, "send before close")
+            transport.close()
+            closed.set()
+
+        def receiver(transport: Transport, engine: ProgressEngine) -> None:
+            closed.wait(timeout)
+            ch = transport.channels[0]
+            out = bytearray(3000)
+            _wait(engine, [ch.irecv(out, tag=6)], timeout, "receive of a message sent before the sender closed")
+            _assert_received(out, _pattern(3000, 4), "message sent before close")
+            try:
+                _wait(engine, [ch.irecv(bytearray(1), tag=6)], timeout, "receive from a closed peer")
+            except PeerLostError:
+                return
+            raise AssertionError("a receive from a peer that had closed completed")
+
+        _run_ranks(world, {0: sender, 1: receiver}, timeout)
+
+
+def check_peer_close(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """A peer that closes makes a pending receive, and a send too large to be buffered,
+    fail with PeerLostError on this side, promptly instead of hanging."""
+    big = 32 << 20  # more than any socket buffer or shared-memory ring holds
+    for direction in ("recv", "send"):
+        with _world(make_world, 2) as world:
+            waiting = threading.Event()
+
+            def closer(transport: Transport, engine: ProgressEngine) -> None:
+                waiting.wait(timeout)
+                time.sleep(0.1)  # let the other side go to sleep in its wait
+                transport.close()
+
+            def victim(transport: Transport, engine: ProgressEngine) -> None:
+                ch = transport.channels[0]
+                if direction == "recv":
+                    request = ch.irecv(bytearray(10), tag=1)
+                else:
+                    request = ch.isend(bytes(big), tag=1)
+                waiting.set()
+                start = time.monotonic()
+                try:
+                    _wait(engine, [request], timeout, f"pending {direction} while the peer closes")
+                except PeerLostError as exc:
+                    if exc.peer not in (None, 0):
+                        raise AssertionError(f"PeerLostError names rank {exc.peer}, not 0") from exc
+                    return
+                raise AssertionError(
+                    f"a {direction} to a peer that closed completed after {time.monotonic() - start:.2f} s "
+                    "instead of raising PeerLostError"
+                )
+
+            _run_ranks(world, {0: closer, 1: victim}, timeout)
+
+
+def check_wait_timeout(make_world: MakeWorld, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``ProgressEngine.wait`` with a near deadline and no sender raises ``on_timeout(peers)``
+    soon after the deadline, naming the peer that did not answer."""
+    with _world(make_world, 2) as world:
+        engine = ProgressEngine([world[1]])
+        request = world[1].channels[0].irecv(bytearray(8), tag=1)
+        seen: list[list[int]] = []
+
+        def on_timeout(peers: list[int]) -> BaseException:
+            seen.append(peers)
+            return _ExpectedTimeout(peers)
+
+        delay = 0.2
+        start = time.monotonic()
+        try:
+            engine.wait([request], start + delay, on_timeout)
+        except _ExpectedTimeout:
+            pass
+        else:
+            raise AssertionError("wait() returned for a receive that nobody sent")
+        elapsed = time.monotonic() - start
+        if elapsed < delay:
+            raise AssertionError(f"wait() timed out after {elapsed:.3f} s, before its {delay} s deadline")
+        if elapsed > delay + TIMEOUT_SLACK:
+            raise AssertionError(f"wait() timed out {elapsed - delay:.2f} s late (deadline {delay} s)")
+        if seen != [[0]]:
+            raise AssertionError(f"on_timeout was called with {seen}, expected [[0]]")
+
+
+CONFORMANCE_CHECKS: dict[str, Callable[..., None]] = {
+    "zero_bytes": check_zero_bytes,
+    "large_both_ways": check_large_both_ways,
+    "fifo_per_tag": check_fifo_per_tag,
+    "tags_reverse_order": check_tags_reverse_order,
+    "recv_before_and_after_arrival": check_recv_before_and_after_arrival,
+    "size_mismatch": check_size_mismatch,
+    "send_then_close": check_send_then_close,
+    "peer_close": check_peer_close,
+    "wait_timeout": check_wait_timeout,
+}
+"""Every check by name; each is called as ``check(make_world, timeout=...)`` (and
+``large_both_ways`` also takes ``large_bytes=``)."""
+
+
+def check_transport(make_world: MakeWorld, *, large_bytes: int = LARGE_BYTES,
+                    timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Run every conformance check against the transport ``make_world`` builds.
+
+    Args:
+        make_world: ``make_world(n)`` returns n connected transports, rank order, built
+            concurrently (see :func:`build_world`).
+        large_bytes: size of the large message sent both ways at once.
+        timeout: seconds after which any single wait counts as a hang.
+
+    Raises:
+        AssertionError: the first check that failed, prefixed with its name.
+    """
+    for name, check in CONFORMANCE_CHECKS.items():
+        kwargs: dict[str, Any] = {"timeout": timeout}
+        if name == "large_both_ways":
+            kwargs["large_bytes"] = large_bytes
+        try:
+            check(make_world, **kwargs)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from exc
+
+
+__all__ = [
+    "CONFORMANCE_CHECKS",
+    "LARGE_BYTES",
+    "MakeWorld",
+    "build_world",
+    "check_transport",
+    "make_inproc_world",
+    *[check.__name__ for check in CONFORMANCE_CHECKS.values()],
+]

@@ -1,0 +1,401 @@
+"""Run a function on every rank of a small world and collect the results (tests, examples).
+
+``run_world(fn, 4)`` calls ``fn(comm)`` on four ranks and returns their results in rank
+order, the way gloo's ``base_test.h`` spawns ranks: threads over one
+:class:`~collectives.store.HashStore` for the ``inproc`` transport, processes for ``shm`` and
+``tcp``. Processes are forked (so closures and lambdas work) and meet through a
+``TCPStoreServer`` that this process hosts for the job, guarded by a fresh random secret.
+
+A failure anywhere surfaces here as :class:`RankError` naming the rank; a rank that hangs is
+bounded by ``timeout`` (processes are killed; threads cannot be, they are left behind as
+daemons and named in the error).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import queue
+import secrets
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CollectivesError, InvalidArgumentError
+from ..store import HashStore, PrefixStore
+
+TERMINATE_GRACE = 2.0
+"""Seconds a child has to exit after SIGTERM before it is sent SIGKILL."""
+FAILURE_GRACE = 5.0
+"""Seconds the other ranks get to finish after one rank failed, before they are abandoned
+(threads) or killed (processes); the first failure is reported either way."""
+
+_THREAD_TRANSPORTS = ("inproc",)
+_PROCESS_TRANSPORTS = ("shm", "tcp")
+
+
+class RankError(CollectivesError):
+    """A rank of a :func:`run_world` job failed, hung or died.
+
+    Attributes:
+        rank: the rank reported (the first to fail; the lowest one still running on timeout).
+        ranks: every rank this error is about (several when they timed out together).
+        exception_type: qualified name of the exception the rank raised (``"ValueError"``,
+            ``"collectives.errors.PeerLostError"``), or None when it hung or died.
+        exception: that exception itself when it could be brought back (always for
+            threads; for processes when it pickles), else None. Also the ``__cause__``.
+        remote_traceback: the traceback text printed where the rank ran ("" if none).
+        exitcode: the process exit status for a rank that died without reporting.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rank: int,
+        ranks: Sequence[int] | None = None,
+        exception_type: str | None = None,
+        exception: BaseException | None = None,
+        remote_traceback: str = "",
+        exitcode: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.ranks = sorted(ranks) if ranks is not None else [rank]
+        self.exception_type = exception_type
+        self.exception = exception
+        self.remote_traceback = remote_traceback
+        self.exitcode = exitcode
+
+
+class RemoteTraceback(Exception):
+    """Carries a traceback printed in another process (shown as the ``__cause__`` chain)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+@dataclass
+class _Outcome:
+    """What one rank reported: a result, or an exception described in words."""
+
+    rank: int
+    ok: bool
+    value: Any = None
+    type_name: str = ""
+    short_type: str = ""
+    message: str = ""
+    traceback_text: str = ""
+    exception: BaseException | None = None
+    died: bool = False
+    """True for a process that exited without reporting; ``value`` is its exit code."""
+
+
+def _describe(rank: int, exc: BaseException) -> _Outcome:
+    cls = type(exc)
+    qualified = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return _Outcome(
+        rank=rank,
+        ok=False,
+        type_name=qualified,
+        short_type=cls.__name__,
+        message=str(exc),
+        traceback_text="".join(traceback.format_exception(exc)),
+        exception=exc,
+    )
+
+
+def _rank_error(outcome: _Outcome) -> RankError:
+    error = RankError(
+        f"rank {outcome.rank} raised {outcome.short_type}: {outcome.message}",
+        rank=outcome.rank,
+        exception_type=outcome.type_name,
+        exception=outcome.exception,
+        remote_traceback=outcome.traceback_text,
+    )
+    error.__cause__ = outcome.exception
+    return error
+
+
+def _timeout_error(unfinished: Sequence[int], timeout: float, how: str) -> RankError:
+    ranks = sorted(unfinished)
+    listed = ", ".join(map(str, ranks))
+    return RankError(
+        f"rank(s) {listed} did not finish within {timeout:g} s ({how})",
+        rank=ranks[0],
+        ranks=ranks,
+    )
+
+
+def _init_comm(rank: int, size: int, store: Any, transport: str, timeout: float, init_kwargs: dict[str, Any]) -> Any:
+    import collectives
+
+    init = getattr(collectives, "init", None)
+    if init is None:  # the public API is assembled in collectives/__init__.py
+        raise CollectivesError("collectives.init is not available (collectives/__init__.py does not export it)")
+    kwargs = {"transport": transport, "timeout": timeout, **init_kwargs}
+    return init(rank=rank, size=size, store=store, **kwargs)
+
+
+def _run_rank(rank: int, size: int, store: Any, transport: str, timeout: float,
+              init_kwargs: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
+    """init, fn(comm), close: the life of one rank (the comm is closed even if fn fails)."""
+    comm = _init_comm(rank, size, store, transport, timeout, init_kwargs)
+    try:
+        result = fn(comm)
+    except BaseException:
+        try:
+            comm.close()
+        except BaseException:  # the fn's failure is the story; a close error would hide it
+            pass
+        raise
+    comm.close()
+    return result
+
+
+def run_world(
+    fn: Callable[[Any], Any],
+    world_size: int,
+    transport: str = "inproc",
+    *,
+    timeout: float = 60.0,
+    **init_kwargs: Any,
+) -> list[Any]:
+    """Run ``fn(comm)`` on ``world_size`` ranks and return the results in rank order.
+
+    Args:
+        fn: called once per rank with that rank's communicator (closed afterwards). With
+            ``shm``/``tcp`` it runs in a forked process and its result must pickle.
+        world_size: number of ranks (1 works).
+        transport: ``"inproc"`` (threads of this process), ``"shm"`` or ``"tcp"`` (processes).
+        timeout: seconds the whole job may take; also the communicator's timeout unless
+            ``init_kwargs`` says otherwise.
+        **init_kwargs: passed on to ``collectives.init`` (``algorithm=...``).
+
+    Returns:
+        ``[fn(comm_0), fn(comm_1), ...]``.
+
+    Raises:
+        RankError: a rank raised (the first one to fail is reported, the original
+            exception chained), died without reporting (its exit code), or the job ran past
+            ``timeout`` (the ranks that did not finish are named).
+        InvalidArgumentError: bad ``world_size``, ``transport`` or ``timeout``.
+    """
+    if not isinstance(world_size, int) or world_size < 1:
+        raise InvalidArgumentError(f"world_size: must be a positive int, got {world_size!r}")
+    if timeout <= 0:
+        raise InvalidArgumentError(f"timeout: must be positive, got {timeout!r}")
+    init_kwargs.setdefault("timeout", timeout)
+    comm_timeout = init_kwargs.pop("timeout")
+    if transport in _THREAD_TRANSPORTS:
+        return _run_threads(fn, world_size, transport, timeout, comm_timeout, init_kwargs)
+    if transport in _PROCESS_TRANSPORTS:
+        return _run_processes(fn, world_size, transport, timeout, comm_timeout, init_kwargs)
+    raise InvalidArgumentError(
+        f"transport: {transport!r} is not one of {', '.join(_THREAD_TRANSPORTS + _PROCESS_TRANSPORTS)}"
+    )
+
+
+# -- threads ----------------------------------------------------------------------------
+
+
+def _run_threads(fn: Callable[[Any], Any], size: int, transport: str, timeout: float,
+                 comm_timeout: float, init_kwargs: dict[str, Any]) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    store = PrefixStore(f"run_world/{uuid.uuid4().hex}", HashStore(timeout=comm_timeout))
+    reports: queue.Queue[_Outcome] = queue.Queue()
+
+    def body(rank: int) -> None:
+        try:
+            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn)
+        except BaseException as exc:  # reported to the caller, who re-raises it
+            reports.put(_describe(rank, exc))
+        else:
+            reports.put(_Outcome(rank=rank, ok=True, value=value))
+
+    threads = [threading.Thread(target=body, args=(r,), name=f"run_world-rank{r}", daemon=True) for r in range(size)]
+    for thread in threads:
+        thread.start()
+    outcomes: dict[int, _Outcome] = {}
+    first_failure: _Outcome | None = None
+    first_failure_at = 0.0
+    while len(outcomes) < size:
+        left = deadline - time.monotonic()
+        if first_failure is not None:
+            left = min(left, first_failure_at + FAILURE_GRACE - time.monotonic())
+        try:
+            outcome = reports.get(timeout=max(0.0, left))
+        except queue.Empty:
+            break
+        outcomes[outcome.rank] = outcome
+        if not outcome.ok and first_failure is None:
+            first_failure, first_failure_at = outcome, time.monotonic()
+    if first_failure is not None:
+        raise _rank_error(first_failure)
+    if len(outcomes) < size:
+        unfinished = [r for r in range(size) if r not in outcomes]
+        raise _timeout_error(unfinished, timeout, "threads cannot be killed; they are left running as daemons")
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [outcomes[r].value for r in range(size)]
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def _child_main(fn: Callable[[Any], Any], rank: int, size: int, transport: str, host: str, port: int,
+                secret: str, comm_timeout: float, init_kwargs: dict[str, Any],
+                conn: multiprocessing.connection.Connection) -> None:
+    """Body of a forked rank: connect to the parent's store, run, report through ``conn``."""
+    try:
+        from ..store.tcp_store import TCPStore
+
+        store = TCPStore(host, port, secret, timeout=comm_timeout)
+        try:
+            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn)
+        finally:
+            store.close()
+        payload = pickle.dumps(("ok", value))
+    except BaseException as exc:
+        out = _describe(rank, exc)
+        try:
+            exc_bytes: bytes | None = pickle.dumps(exc)
+            pickle.loads(exc_bytes)  # must also come back, or the parent learns nothing
+        except BaseException:
+            exc_bytes = None
+        payload = pickle.dumps(("error", out.type_name, out.short_type, out.message, out.traceback_text, exc_bytes))
+    conn.send_bytes(payload)
+    conn.close()
+
+
+def _unpickle_result(rank: int, data: bytes) -> _Outcome:
+    try:
+        message = pickle.loads(data)
+    except BaseException as exc:
+        return _describe(rank, exc)
+    if message[0] == "ok":
+        return _Outcome(rank=rank, ok=True, value=message[1])
+    _, type_name, short_type, text, tb_text, exc_bytes = message
+    exception: BaseException | None = None
+    if exc_bytes is not None:
+        try:
+            exception = pickle.loads(exc_bytes)
+        except BaseException:
+            exception = None
+    if exception is not None:
+        exception.__cause__ = RemoteTraceback(tb_text)
+    else:
+        exception = RemoteTraceback(tb_text)
+    return _Outcome(rank=rank, ok=False, type_name=type_name, short_type=short_type, message=text,
+                    traceback_text=tb_text, exception=exception)
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """SIGTERM every live process, then SIGKILL what is left after a grace period."""
+    live = [p for p in processes if p.is_alive()]
+    for p in live:
+        p.terminate()
+    deadline = time.monotonic() + TERMINATE_GRACE
+    for p in live:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in live:
+        if p.is_alive():
+            p.kill()
+            p.join(5.0)
+
+
+def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout: float,
+                   comm_timeout: float, init_kwargs: dict[str, Any]) -> list[Any]:
+    from ..store.tcp_store import TCPStoreServer
+
+    deadline = time.monotonic() + timeout
+    ctx = multiprocessing.get_context("fork")
+    secret = secrets.token_hex(32)
+    server = TCPStoreServer(host="127.0.0.1", port=0, secret=secret)
+    processes: list[multiprocessing.process.BaseProcess] = []
+    readers: dict[multiprocessing.connection.Connection, int] = {}
+    try:
+        for rank in range(size):
+            # One pipe per child, created just before its fork and closed here right after,
+            # so that no other process holds a write end: a child that dies gives EOF.
+            reader, writer = ctx.Pipe(duplex=False)
+            process = ctx.Process(
+                target=_child_main,
+                args=(fn, rank, size, transport, server.host, server.port, secret, comm_timeout, init_kwargs, writer),
+                name=f"run_world-rank{rank}",
+                daemon=True,
+            )
+            process.start()
+            writer.close()
+            processes.append(process)
+            readers[reader] = rank
+        outcomes = _collect(readers, processes, deadline)
+    finally:
+        _stop(processes)
+        for reader in readers:
+            reader.close()
+        server.close()
+    failures = [o for o in outcomes.values() if not o.ok]  # in order of arrival
+    if failures:
+        first = failures[0]
+        raise _died(first) if first.died else _rank_error(first)
+    unfinished = [r for r in range(size) if r not in outcomes]
+    if unfinished:
+        raise _timeout_error(unfinished, timeout, "their processes were killed")
+    return [outcomes[r].value for r in range(size)]
+
+
+def _died(outcome: _Outcome) -> RankError:
+    return RankError(
+        f"rank {outcome.rank} {outcome.message} without reporting a result",
+        rank=outcome.rank,
+        exitcode=outcome.value,
+    )
+
+
+def _collect(readers: dict[multiprocessing.connection.Connection, int],
+             processes: Sequence[multiprocessing.process.BaseProcess], deadline: float) -> dict[int, _Outcome]:
+    """Read each child's report as it comes (in order of arrival, so the first failure is
+    first), until all reported, the deadline passed, or FAILURE_GRACE after a failure."""
+    outcomes: dict[int, _Outcome] = {}
+    waiting = dict(readers)
+    stop_at = deadline
+    while waiting:
+        left = stop_at - time.monotonic()
+        if left <= 0:
+            break
+        for conn in multiprocessing.connection.wait(list(waiting), timeout=left):
+            rank = waiting.pop(conn)  # type: ignore[call-overload]
+            try:
+                outcome = _unpickle_result(rank, conn.recv_bytes())
+            except (EOFError, OSError):
+                process = processes[rank]
+                process.join(TERMINATE_GRACE)
+                code = process.exitcode
+                outcome = _Outcome(rank=rank, ok=False, value=code, message=_exit_description(code), died=True)
+            outcomes[rank] = outcome
+            if not outcome.ok and stop_at == deadline:
+                stop_at = min(deadline, time.monotonic() + FAILURE_GRACE)
+    return outcomes

@@ -1,0 +1,444 @@
+"""Shared-memory transport: processes on one host exchange bytes through rings in /dev/shm.
+
+Each rank creates one *inbox* segment: a control area, then one single-producer
+single-consumer byte ring per peer that sends to it. Every rank maps every peer's inbox,
+writes into the ring reserved for it there, and rings that peer's *doorbell*, a futex word
+the peer sleeps on when it has nothing to do. Once every peer has mapped it (a store
+barrier), a rank unlinks its own segment: the mappings stay valid, and nothing is left
+in /dev/shm however the processes end (normal exit, exception, SIGKILL).
+
+Layout of a segment (offsets in bytes; each word written by one side only, and the two
+sides' words on separate cache lines)::
+
+    control   0 magic "COLLSHM1" | 8 n_slots u32 | 16 capacity u64 | 24 owner pid u64
+             64 doorbell u32 (peers increment; owner futex-waits)
+            128 sleeping u32 (owner: set while in futex_wait)
+            192 closed u32 (owner: set by close())
+            256 slot table: n_slots x i32, the rank writing into each ring
+    ring i    0 tail u64, 8 want_room u32 (writer) | 64 head u64 (reader) | 128 data[capacity]
+
+Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
+never confuse empty with full. Ordering relies on aligned 8-byte stores being atomic and
+stores not being reordered with stores (x86-64 TSO): the writer copies the bytes, then
+publishes the tail; the reader copies them out, then publishes the head.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+
+from ..config import Config
+from ..errors import ConnectError, InvalidArgumentError, PeerLostError, RendezvousTimeoutError
+from ..store import Store
+from ._futex import futex_wait, futex_wake
+from .base import Channel, Transport
+
+SHM_DIR = "/dev/shm"
+MAGIC = b"COLLSHM1"
+MAX_SLEEP = 0.05
+
+_OFF_NSLOTS = 8
+_OFF_CAPACITY = 16
+_OFF_PID = 24
+_OFF_DOORBELL = 64
+_OFF_SLEEPING = 128
+_OFF_CLOSED = 192
+_OFF_SLOTS = 256
+_RING_TAIL = 0
+_RING_WANT_ROOM = 8
+_RING_HEAD = 64
+_RING_DATA = 128
+
+
+def _align(n: int, to: int = 64) -> int:
+    return (n + to - 1) // to * to
+
+
+def _segment_layout(n_slots: int, capacity: int) -> tuple[int, int, int]:
+    """(offset of the first ring, stride between rings, total bytes)."""
+    first = _align(_OFF_SLOTS + 4 * n_slots, 4096)
+    stride = _align(_RING_DATA + capacity, 4096)
+    return first, stride, first + n_slots * stride
+
+
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rindex(b")") + 2 :].split()
+
+
+def _process_gone(pid: int, start_time: bytes | None) -> str | None:
+    """Why process ``pid`` (started at ``start_time``) is gone, or None if it still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "exited"
+    except PermissionError:
+        pass
+    fields = _proc_stat(pid)
+    if fields is None:
+        return "exited" if os.path.isdir("/proc/self") else None
+    if fields[0] in (b"Z", b"X"):
+        return "exited (zombie)"
+    if start_time is not None and len(fields) > 19 and fields[19] != start_time:
+        return "exited (its pid was reused)"
+    return None
+
+
+class _Segment:
+    """One rank's mapped inbox: control words as ctypes views, ring offsets by writer rank."""
+
+    def __init__(self, mm: mmap.mmap, name: str, owner: int) -> None:
+        if mm[:8] != MAGIC:
+            raise ConnectError(f"shm: segment {name} of rank {owner} is not a collectives inbox", peer=owner)
+        self.mm = mm
+        self.name = name
+        self.owner = owner
+        self.doorbell = ctypes.c_uint32.from_buffer(mm, _OFF_DOORBELL)
+        self.sleeping = ctypes.c_uint32.from_buffer(mm, _OFF_SLEEPING)
+        self.closed = ctypes.c_uint32.from_buffer(mm, _OFF_CLOSED)
+        self.doorbell_address = ctypes.addressof(self.doorbell)
+        self.pid = int.from_bytes(mm[_OFF_PID : _OFF_PID + 8], "little")
+        self.capacity = int.from_bytes(mm[_OFF_CAPACITY : _OFF_CAPACITY + 8], "little")
+        n_slots = int.from_bytes(mm[_OFF_NSLOTS : _OFF_NSLOTS + 4], "little")
+        first, stride, total = _segment_layout(n_slots, self.capacity)
+        if total > len(mm):
+            raise ConnectError(f"shm: segment {name} of rank {owner} is truncated", peer=owner)
+        writers = memoryview(mm)[_OFF_SLOTS : _OFF_SLOTS + 4 * n_slots].cast("i").tolist()
+        self.ring_offsets = {w: first + i * stride for i, w in enumerate(writers)}
+
+    @classmethod
+    def create(cls, rank: int, writers: Sequence[int], capacity: int) -> _Segment:
+        """Create, size and map a fresh inbox with one ring per rank in ``writers``."""
+        _, _, total = _segment_layout(len(writers), capacity)
+        st = os.statvfs(SHM_DIR)
+        available = st.f_bavail * st.f_frsize
+        if total > available:
+            raise ConnectError(cls._no_space(rank, len(writers), capacity, total, available))
+        name = f"collectives-{os.getpid()}-{secrets.token_hex(8)}"
+        path = os.path.join(SHM_DIR, name)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, total)  # reserve now: ENOSPC here, never SIGBUS later
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    avail = os.statvfs(SHM_DIR).f_bavail * st.f_frsize
+                    raise ConnectError(cls._no_space(rank, len(writers), capacity, total, avail)) from None
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(fd, total)
+            mm = mmap.mmap(fd, total)
+        except BaseException:
+            os.unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        mm[_OFF_NSLOTS : _OFF_NSLOTS + 4] = len(writers).to_bytes(4, "little")
+        mm[_OFF_CAPACITY : _OFF_CAPACITY + 8] = capacity.to_bytes(8, "little")
+        mm[_OFF_PID : _OFF_PID + 8] = os.getpid().to_bytes(8, "little")
+        table = b"".join(w.to_bytes(4, "little", signed=True) for w in writers)
+        mm[_OFF_SLOTS : _OFF_SLOTS + len(table)] = table
+        mm[:8] = MAGIC
+        return cls(mm, name, rank)
+
+    @staticmethod
+    def _no_space(rank: int, n: int, capacity: int, required: int, available: int) -> str:
+        return (
+            f"shm: rank {rank} needs {required} bytes in {SHM_DIR} for its inbox ({n} ring(s) of "
+            f"{capacity} bytes) but only {available} bytes are available; free space there, "
+            "enlarge it, or lower COLLECTIVES_SHM_RING_BYTES"
+        )
+
+    @classmethod
+    def open(cls, name: str, owner: int) -> _Segment:
+        """Map the inbox ``name`` that rank ``owner`` created (it must belong to our user)."""
+        if "/" in name or not name.startswith("collectives-"):
+            raise ConnectError(f"shm: rank {owner} published a bad segment name {name!r}", peer=owner)
+        try:
+            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ConnectError(f"shm: cannot open the inbox of rank {owner} ({name}): {exc}", peer=owner) from None
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise ConnectError(f"shm: the inbox of rank {owner} ({name}) belongs to another user", peer=owner)
+            mm = mmap.mmap(fd, st.st_size)
+        finally:
+            os.close(fd)
+        return cls(mm, name, owner)
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(os.path.join(SHM_DIR, self.name))
+        except FileNotFoundError:
+            pass
+
+    def ring_doorbell(self) -> None:
+        """Tell the owner something changed; wake it only if it sleeps."""
+        self.doorbell.value += 1  # c_uint32 wraps
+        if self.sleeping.value:
+            futex_wake(self.doorbell_address)
+
+    def release(self) -> None:
+        """Unmap (if no view into the mapping is still alive; else the GC unmaps later)."""
+        del self.doorbell, self.sleeping, self.closed
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+
+
+class _Ring:
+    """Views of one SPSC ring inside a segment."""
+
+    __slots__ = ("tail", "head", "want_room", "data", "capacity")
+
+    def __init__(self, segment: _Segment, writer: int) -> None:
+        offset = segment.ring_offsets.get(writer)
+        if offset is None:
+            raise ConnectError(
+                f"shm: the inbox of rank {segment.owner} has no ring for rank {writer} "
+                "(the ranks disagree on who talks over shm)",
+                peer=segment.owner,
+            )
+        mm = segment.mm
+        self.capacity = segment.capacity
+        self.tail = ctypes.c_uint64.from_buffer(mm, offset + _RING_TAIL)
+        self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
+        self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
+        self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
+
+    def release(self) -> None:
+        del self.tail, self.want_room, self.head
+        self.data.release()
+
+
+class ShmChannel(Channel):
+    """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
+    ring from it. Head and tail are kept locally too, since only one side writes each."""
+
+    def __init__(self, rank: int, peer: int, mine: _Segment, theirs: _Segment, max_frame_bytes: int) -> None:
+        super().__init__(peer, max_frame_bytes=max_frame_bytes)
+        self.rank = rank
+        self.peer_pid = theirs.pid
+        self._peer_seg = theirs
+        self._out: _Ring | None = _Ring(theirs, rank)
+        self._in: _Ring | None = _Ring(mine, peer)
+        self._tail = 0
+        self._head = 0
+
+    def _lost(self, why: str) -> PeerLostError:
+        return PeerLostError(f"rank {self.peer} (pid {self.peer_pid}) {why}", peer=self.peer)
+
+    def _write_some(self, views: Sequence[memoryview]) -> int:
+        out = self._out
+        if out is None:
+            raise self._lost("is unreachable: the shm channel was closed")
+        if self._peer_seg.closed.value:
+            raise self._lost("closed its shm transport; it reads no more")
+        cap = out.capacity
+        tail = self._tail
+        room = cap - (tail - out.head.value)
+        if room == 0:
+            # Ask the reader to ring us when it frees room, then look once more (it may
+            # have read before it saw the flag).
+            out.want_room.value = 1
+            room = cap - (tail - out.head.value)
+            if room == 0:
+                return 0
+        data = out.data
+        written = 0
+        for view in views:
+            n = min(len(view), room - written)
+            pos = (tail + written) % cap
+            first = min(n, cap - pos)
+            data[pos : pos + first] = view[:first]
+            if first < n:
+                data[: n - first] = view[first:n]
+            written += n
+            if n < len(view):
+                break
+        if not written:
+            return 0
+        self._tail = tail + written
+        out.tail.value = self._tail
+        if written == room:
+            out.want_room.value = 1
+        elif out.want_room.value:
+            out.want_room.value = 0
+        self._peer_seg.ring_doorbell()
+        return written
+
+    def _read_some(self, into: memoryview) -> int:
+        ring = self._in
+        if ring is None:
+            raise self._lost("is unreachable: the shm channel was closed")
+        head = self._head
+        avail = ring.tail.value - head
+        if avail == 0:
+            if len(into) and self._peer_seg.closed.value and ring.tail.value == head and self._needs_peer():
+                raise self._lost("closed its shm transport; nothing is left to read")
+            return 0
+        cap = ring.capacity
+        n = min(avail, len(into))
+        pos = head % cap
+        first = min(n, cap - pos)
+        into[:first] = ring.data[pos : pos + first]
+        if first < n:
+            into[first:n] = ring.data[: n - first]
+        self._head = head + n
+        ring.head.value = self._head
+        if ring.want_room.value:
+            self._peer_seg.ring_doorbell()
+        return n
+
+    def _needs_peer(self) -> bool:
+        """Whether a request (or a half-read frame) still waits on the peer. A peer that
+        closed after its last message is an error only once something needs it, so that
+        progress on an idle channel does not fail waits on other peers."""
+        return self.busy or self._rx_have > 0 or self._rx_target is not None
+
+    def _nothing_left(self) -> bool:
+        """Whether the peer's ring to me is empty (read after seeing it closed or dead)."""
+        return self._in is None or self._in.tail.value == self._head
+
+    def _close_stream(self) -> None:
+        for ring in (self._out, self._in):
+            if ring is not None:
+                ring.release()
+        self._out = self._in = None
+
+
+class ShmTransport(Transport):
+    """Channels to ``peers`` through shared-memory rings; every rank must be on this host."""
+
+    name = "shm"
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        peers: Sequence[int],
+        store: Store,
+        config: Config,
+        timeout: float,
+    ) -> None:
+        peers = sorted(set(peers))
+        if rank in peers or not 0 <= rank < size or any(not 0 <= p < size for p in peers):
+            raise InvalidArgumentError(f"shm: rank {rank} and peers {peers} must be distinct ranks below {size}")
+        capacity = config.shm_ring_bytes
+        if capacity < 1:
+            raise InvalidArgumentError(f"shm: COLLECTIVES_SHM_RING_BYTES must be positive, not {capacity}")
+        self.rank = rank
+        self.channels: dict[int, ShmChannel] = {}  # type: ignore[assignment]
+        self._closed = False
+        self._peer_segs: dict[int, _Segment] = {}
+        self._mine = _Segment.create(rank, peers, capacity)
+        self._start_times: dict[int, bytes | None] = {}
+        try:
+            self._rendezvous(peers, store, timeout)
+            self.channels = {
+                p: ShmChannel(rank, p, self._mine, self._peer_segs[p], config.max_frame_bytes) for p in peers
+            }
+        except BaseException:
+            self._mine.unlink()
+            self.close()
+            raise
+        self._mine.unlink()
+
+    def _rendezvous(self, peers: Sequence[int], store: Store, timeout: float) -> None:
+        """Publish my inbox, map the peers' inboxes, and wait until all have mapped mine."""
+        deadline = time.monotonic() + timeout
+        rank = self.rank
+        store.set(f"shm/{rank}/pid", str(os.getpid()).encode())
+        store.set(f"shm/{rank}/name", self._mine.name.encode())
+        pids: dict[int, int] = {}
+        for p in peers:
+            name = store.get(f"shm/{p}/name", max(0.0, deadline - time.monotonic())).decode()
+            pids[p] = int(store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())))
+            stat = _proc_stat(pids[p])
+            self._start_times[p] = stat[19] if stat is not None and len(stat) > 19 else None
+            segment = _Segment.open(name, p)
+            self._peer_segs[p] = segment
+            if segment.pid != pids[p]:
+                raise ConnectError(f"shm: the inbox of rank {p} names pid {segment.pid}, not {pids[p]}", peer=p)
+        store.set(f"shm/{rank}/mapped", b"1")
+        waiting = list(peers)
+        pause = 1e-4
+        while waiting:
+            waiting = [p for p in waiting if not store.check([f"shm/{p}/mapped"])]
+            for p in waiting:
+                why = _process_gone(pids[p], self._start_times[p])
+                if why is not None:
+                    self._peer_segs[p].unlink()  # it cannot unlink its own any more
+                    raise ConnectError(f"shm: rank {p} (pid {pids[p]}) {why} during setup", peer=p)
+            if waiting:
+                if time.monotonic() >= deadline:
+                    raise RendezvousTimeoutError(
+                        f"shm: rank(s) {', '.join(map(str, waiting))} did not map rank {rank}'s inbox "
+                        f"within {timeout:g} s"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
+
+    def activity_token(self) -> int | None:
+        return None if self._closed else self._mine.doorbell.value
+
+    def wait_for_activity(self, timeout: float, token: int | None = None) -> None:
+        """Sleep on my doorbell until a peer rings it (or ``timeout``, at most 50 ms)."""
+        if self._closed:
+            return
+        mine = self._mine
+        if token is None:
+            token = mine.doorbell.value
+        mine.sleeping.value = 1
+        try:
+            if mine.doorbell.value == token:
+                futex_wait(mine.doorbell_address, token, min(timeout, MAX_SLEEP))
+        finally:
+            mine.sleeping.value = 0
+
+    def check_peers(self, peers: Iterable[int]) -> None:
+        """Raise PeerLostError for a peer that closed or died and left nothing to read."""
+        if self._closed:
+            return
+        for p in peers:
+            channel = self.channels.get(p)
+            if channel is None or channel.error is not None:
+                continue
+            segment = self._peer_segs[p]
+            if segment.closed.value:
+                why = "closed its shm transport"
+            else:
+                why = _process_gone(segment.pid, self._start_times.get(p))
+            if why is not None and channel._nothing_left():
+                exc = PeerLostError(
+                    f"rank {p} (pid {segment.pid}) {why} while rank {self.rank} was waiting for it", peer=p
+                )
+                channel._fail(exc)
+                raise exc
+
+    def close(self) -> None:
+        """Mark my inbox closed, wake the peers so they notice, and unmap everything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._mine.closed.value = 1
+        for segment in self._peer_segs.values():
+            segment.ring_doorbell()
+        for channel in self.channels.values():
+            channel.close()
+        for segment in self._peer_segs.values():
+            segment.release()
+        self._mine.release()

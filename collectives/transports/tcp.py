@@ -1,0 +1,351 @@
+"""TCP transport: one authenticated, non-blocking socket per peer.
+
+Setup (collective over this rank and its peers): each rank that expects incoming
+connections listens on :func:`resolve_bind_address` (loopback unless configured) at an
+ephemeral port and publishes ``host:port`` under ``tcp/addr/{rank}``. For each pair the
+lower rank connects to the higher rank's listener and proves the job secret
+(``store.get("secret")``) with the handshake of :mod:`collectives._handshake`, claiming
+its rank. The listener serves handshakes concurrently in a helper thread, rejects
+strangers (junk, wrong secret, unexpected or duplicate rank, silence) with a warning, and
+is closed once every expected peer has arrived.
+
+After setup the sockets are non-blocking; :class:`TcpChannel` supplies the byte stream
+to the framing in :mod:`collectives.transports.base`, and ``wait_for_activity`` sleeps
+in one selector over every socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+from .._handshake import (
+    HANDSHAKE_TIMEOUT,
+    PURPOSE_DATA,
+    HandshakeResponder,
+    client_handshake,
+    listen_socket,
+    resolve_bind_address,
+    secret_bytes,
+    set_buffer_sizes,
+)
+from ..config import Config
+from ..errors import AuthenticationError, ConnectError, PeerLostError
+from ..store import Store
+from .base import Channel, Transport
+
+logger = logging.getLogger("collectives")
+
+SOCKET_BUFFER_BYTES = 4 << 20
+_MAX_IOV = 64
+
+
+class TcpChannel(Channel):
+    """The stream to one peer over a connected, non-blocking socket."""
+
+    def __init__(self, peer: int, sock: socket.socket, max_frame_bytes: int) -> None:
+        super().__init__(peer, max_frame_bytes=max_frame_bytes)
+        self.sock = sock
+        self.eof = False
+
+    @property
+    def needs_input(self) -> bool:
+        """Whether a receive is posted or a frame is half read (so end of stream is a loss)."""
+        return self._rx_have > 0 or self._rx_target is not None or any(self._posted.values())
+
+    def _write_some(self, views: Sequence[memoryview]) -> int:
+        if not views:
+            return 0
+        try:
+            return self.sock.sendmsg(list(itertools.islice(views, _MAX_IOV)), (), socket.MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise PeerLostError(f"rank {self.peer} is gone: sending to it failed ({exc})", peer=self.peer) from None
+
+    def _read_some(self, into: memoryview) -> int:
+        if not len(into):
+            return 0
+        try:
+            n = self.sock.recv_into(into)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise PeerLostError(f"rank {self.peer} is gone: receiving from it failed ({exc})", peer=self.peer) from None
+        if n == 0:
+            self.eof = True
+            if not self.needs_input:
+                return 0  # a clean close between messages: an error only once we need data
+            raise PeerLostError(
+                f"rank {self.peer} closed the connection (it exited, crashed or closed its communicator)",
+                peer=self.peer,
+            )
+        return n
+
+    def _close_stream(self) -> None:
+        self.sock.close()
+
+
+class _Acceptor(threading.Thread):
+    """Accepts and authenticates the expected lower ranks on a listener, concurrently, so a
+    silent or hostile connection cannot delay the real peers. Closes the listener when done."""
+
+    def __init__(self, rank: int, listener: socket.socket, secret: bytes, expected: set[int], deadline: float) -> None:
+        super().__init__(name=f"TcpTransport-accept:{rank}", daemon=True)
+        self.rank = rank
+        self.listener = listener
+        self.secret = secret
+        self.missing = set(expected)
+        self.deadline = deadline
+        self.accepted: dict[int, socket.socket] = {}
+        self._halt = threading.Event()
+        self.where = "{}:{}".format(*listener.getsockname()[:2])
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _allowed(self, identity: int) -> str | None:
+        if identity in self.missing:
+            return None
+        if identity in self.accepted:
+            return f"claims rank {identity}, which is already connected"
+        return f"claims rank {identity}, which is not expected to connect to rank {self.rank}"
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        pending: dict[socket.socket, HandshakeResponder] = {}
+        self.listener.setblocking(False)
+        sel.register(self.listener, selectors.EVENT_READ)
+        try:
+            while self.missing and not self._halt.is_set():
+                now = time.monotonic()
+                if now >= self.deadline:
+                    return
+                for key, _ in sel.select(min(0.1, self.deadline - now)):
+                    if key.fileobj is self.listener:
+                        self._accept(sel, pending)
+                    else:
+                        self._on_readable(sel, pending, pending[key.fileobj])  # type: ignore[index]
+                now = time.monotonic()
+                for responder in [r for r in pending.values() if r.deadline <= now]:
+                    self._drop(sel, pending, responder, "said nothing within the handshake timeout")
+        finally:
+            for responder in list(pending.values()):
+                sel.unregister(responder.sock)
+                responder.sock.close()
+            sel.close()
+            self.listener.close()
+
+    def _accept(self, sel: selectors.BaseSelector, pending: dict[socket.socket, HandshakeResponder]) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("tcp rank %d listener %s: accept failed: %s", self.rank, self.where, exc)
+                return
+            try:
+                responder = HandshakeResponder(sock, self.secret, PURPOSE_DATA, HANDSHAKE_TIMEOUT, self._allowed)
+            except AuthenticationError as exc:
+                logger.warning("tcp rank %d listener %s: rejected a connection: %s", self.rank, self.where, exc)
+                sock.close()
+                continue
+            pending[sock] = responder
+            sel.register(sock, selectors.EVENT_READ)
+
+    def _on_readable(
+        self, sel: selectors.BaseSelector, pending: dict[socket.socket, HandshakeResponder], responder: HandshakeResponder
+    ) -> None:
+        try:
+            identity = responder.on_readable()
+        except AuthenticationError as exc:
+            responder.reject()
+            self._drop(sel, pending, responder, str(exc), described=True)
+            return
+        if identity is None:
+            return
+        sel.unregister(responder.sock)
+        del pending[responder.sock]
+        self.missing.discard(identity)
+        self.accepted[identity] = responder.sock
+
+    def _drop(
+        self,
+        sel: selectors.BaseSelector,
+        pending: dict[socket.socket, HandshakeResponder],
+        responder: HandshakeResponder,
+        reason: str,
+        described: bool = False,
+    ) -> None:
+        text = reason if described else f"client {responder.address} {reason}"
+        logger.warning("tcp rank %d listener %s: rejected a connection: %s", self.rank, self.where, text)
+        sel.unregister(responder.sock)
+        del pending[responder.sock]
+        responder.sock.close()
+
+
+def _split_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class TcpTransport(Transport):
+    """Authenticated TCP connections from ``rank`` to each of ``peers``."""
+
+    name = "tcp"
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        peers: Sequence[int],
+        store: Store,
+        config: Config,
+        timeout: float,
+    ) -> None:
+        self.rank = rank
+        self.channels: dict[int, TcpChannel] = {}
+        self._sel: selectors.BaseSelector | None = None
+        self._events: dict[int, int] = {}
+        self._acceptor: _Acceptor | None = None
+        self._closed = False
+        self.address: str | None = None
+        deadline = time.monotonic() + timeout
+        peers = sorted(set(peers) - {rank})
+        lower = [p for p in peers if p < rank]
+        higher = [p for p in peers if p > rank]
+        secret = secret_bytes(store.get("secret", timeout))
+        socks: dict[int, socket.socket] = {}
+        try:
+            if lower:
+                host = resolve_bind_address(config)
+                listener = listen_socket(host, 0, backlog=max(128, 2 * len(lower)), bufsize=SOCKET_BUFFER_BYTES)
+                port = listener.getsockname()[1]
+                if host in ("0.0.0.0", "::"):  # explicitly asked for: publish a name peers can reach
+                    host = socket.gethostname()
+                self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                self._acceptor = _Acceptor(rank, listener, secret, set(lower), deadline)
+                self._acceptor.start()
+                store.set(f"tcp/addr/{rank}", self.address.encode())
+            for peer in higher:
+                socks[peer] = self._connect(peer, store, secret, deadline)
+            if self._acceptor is not None:
+                self._acceptor.join(max(0.0, deadline - time.monotonic()) + 1.0)
+                self._acceptor.stop()
+                if self._acceptor.missing:
+                    missing = sorted(self._acceptor.missing)
+                    raise ConnectError(
+                        f"tcp rank {rank}: rank(s) {', '.join(map(str, missing))} did not connect to "
+                        f"{self.address} within {timeout:g} s",
+                        peer=missing[0],
+                    )
+                socks.update(self._acceptor.accepted)
+        except BaseException:
+            if self._acceptor is not None:
+                self._acceptor.stop()
+                self._acceptor.join()
+                socks.update(self._acceptor.accepted)
+            for sock in socks.values():
+                sock.close()
+            raise
+        for peer, sock in socks.items():
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            self.channels[peer] = TcpChannel(peer, sock, config.max_frame_bytes)
+        self._sel = selectors.DefaultSelector()
+        for peer, channel in self.channels.items():
+            self._sel.register(channel.sock, selectors.EVENT_READ, channel)
+            self._events[peer] = selectors.EVENT_READ
+
+    def _connect(self, peer: int, store: Store, secret: bytes, deadline: float) -> socket.socket:
+        """Connect to ``peer``'s listener and authenticate as this rank."""
+        text = store.get(f"tcp/addr/{peer}", max(0.0, deadline - time.monotonic())).decode()
+        host, port = _split_address(text)
+        delay = 0.01
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                sock = self._dial(host, port, left)
+                break
+            except OSError as exc:
+                if left <= delay:
+                    raise ConnectError(
+                        f"tcp rank {self.rank}: cannot connect to rank {peer} at {text}: {exc}", peer=peer
+                    ) from None
+                time.sleep(delay)
+                delay = min(2 * delay, 0.5)
+        try:
+            left = max(0.1, deadline - time.monotonic())
+            client_handshake(sock, secret, PURPOSE_DATA, self.rank, left, where=f"rank {peer} at {text}")
+        except AuthenticationError as exc:
+            sock.close()
+            exc.peer = peer
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def _dial(host: str, port: int, timeout: float) -> socket.socket:
+        family, type_, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            set_buffer_sizes(sock, SOCKET_BUFFER_BYTES)  # before connect, so the window scale fits
+            sock.settimeout(max(0.1, timeout))
+            sock.connect(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def wait_for_activity(self, timeout: float, token: int | None = None) -> None:
+        """Sleep until a socket is readable, or writable where a send is pending."""
+        sel = self._sel
+        if sel is None or self._closed:
+            time.sleep(timeout)
+            return
+        for peer, channel in self.channels.items():
+            old = self._events.get(peer, 0)
+            if channel.error is not None:
+                want = 0
+            else:  # a closed stream is always readable: watch it only while we need its data
+                want = 0 if channel.eof and not channel.needs_input else selectors.EVENT_READ
+                want |= selectors.EVENT_WRITE if channel._sendq else 0
+            if want == old:
+                continue
+            if not want:
+                sel.unregister(channel.sock)
+            elif not old:
+                sel.register(channel.sock, want, channel)
+            else:
+                sel.modify(channel.sock, want, channel)
+            self._events[peer] = want
+        if not any(self._events.values()):
+            time.sleep(timeout)
+            return
+        sel.select(timeout)
+
+    def check_peers(self, peers: Iterable[int]) -> None:
+        """A lost TCP peer shows up as end of stream in ``progress``; nothing to poll."""
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._acceptor is not None:
+            self._acceptor.stop()
+        for peer, channel in self.channels.items():
+            if self._sel is not None and self._events.get(peer):
+                self._sel.unregister(channel.sock)
+            channel.close()
+        self._events.clear()
+        if self._sel is not None:
+            self._sel.close()

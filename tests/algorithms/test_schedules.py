@@ -1,0 +1,206 @@
+"""Every schedule, at every world size 1..17 and awkward counts, run by the simulator
+(no transport) and checked element by element against numpy.
+
+Inputs are built from rank and index (x[r][i] = 1000·r + i + 1), so a misplaced or
+missing block shows up as a wrong value, not as a coincidentally right one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collectives.algorithms import barrier, pairwise
+from collectives.algorithms.registry import SCHEDULES
+from collectives.algorithms.schedule import partition
+from collectives.algorithms.simulate import ScheduleError, simulate
+from collectives.ops import ReduceOp
+
+SIZES = list(range(1, 18))
+ALGORITHMS = ["ring", "tree", "recursive"]
+
+
+def counts_for(size: int) -> list[int]:
+    return sorted({0, 1, size - 1, size, size + 1, 2 * size + 3, 37})
+
+
+def inputs(size: int, count: int) -> list[np.ndarray]:
+    return [np.arange(count, dtype=np.int64) + 1000 * r + 1 for r in range(size)]
+
+
+def run(collective, algo, size, buffers, *args, op=ReduceOp.SUM, segment=3):
+    factory = SCHEDULES[collective][algo]
+    schedules = [factory(r, size, *args, segment) for r in range(size)]
+    return simulate(schedules, buffers, op)
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_all_reduce(algo, size):
+    for count in counts_for(size):
+        xs = inputs(size, count)
+        expected = sum(xs)
+        work = [[x.copy()] for x in xs]
+        schedules = [SCHEDULES["all_reduce"][algo](r, size, count, 3) for r in range(size)]
+        simulate(schedules, work, ReduceOp.SUM)
+        for r in range(size):
+            np.testing.assert_array_equal(work[r][0], expected, err_msg=f"rank {r} count {count}")
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_reduce_scatter(algo, size):
+    for count in counts_for(size):
+        xs = inputs(size, count)
+        blocks = partition(count, size)
+        expected = sum(xs)
+        work = [[x.copy()] for x in xs]
+        schedules = [SCHEDULES["reduce_scatter"][algo](r, size, blocks, 2) for r in range(size)]
+        simulate(schedules, work, ReduceOp.SUM)
+        for r, (offset, length) in enumerate(blocks):
+            np.testing.assert_array_equal(
+                work[r][0][offset : offset + length], expected[offset : offset + length], err_msg=f"rank {r}"
+            )
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_all_gather(algo, size):
+    for count in counts_for(size):
+        blocks = partition(count, size)
+        expected = np.arange(count, dtype=np.int64) * 7 + 5
+        work = []
+        for r, (offset, length) in enumerate(blocks):
+            w = np.full(count, -1, dtype=np.int64)
+            w[offset : offset + length] = expected[offset : offset + length]
+            work.append([w])
+        schedules = [SCHEDULES["all_gather"][algo](r, size, blocks, 2) for r in range(size)]
+        simulate(schedules, work)
+        for r in range(size):
+            np.testing.assert_array_equal(work[r][0], expected, err_msg=f"rank {r} count {count}")
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_broadcast(algo, size):
+    for count in counts_for(size):
+        for root in {0, size // 2, size - 1}:
+            expected = np.arange(count, dtype=np.int64) * 3 + 11
+            work = [[expected.copy() if r == root else np.full(count, -1, dtype=np.int64)] for r in range(size)]
+            schedules = [SCHEDULES["broadcast"][algo](r, size, root, count, 2) for r in range(size)]
+            simulate(schedules, work)
+            for r in range(size):
+                np.testing.assert_array_equal(work[r][0], expected, err_msg=f"rank {r} root {root}")
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_reduce(algo, size):
+    for count in counts_for(size):
+        for root in {0, size // 2, size - 1}:
+            xs = inputs(size, count)
+            work = [[x.copy()] for x in xs]
+            schedules = [SCHEDULES["reduce"][algo](r, size, root, count, 2) for r in range(size)]
+            simulate(schedules, work, ReduceOp.SUM)
+            np.testing.assert_array_equal(work[root][0], sum(xs), err_msg=f"root {root} count {count}")
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_gather(algo, size):
+    for k in (0, 1, 3):
+        count = k * size
+        blocks = partition(count, size)
+        expected = np.arange(count, dtype=np.int64) + 1
+        for root in {0, size // 2, size - 1}:
+            work = []
+            for r, (offset, length) in enumerate(blocks):
+                w = np.full(count, -1, dtype=np.int64)
+                w[offset : offset + length] = expected[offset : offset + length]
+                work.append([w])
+            schedules = [SCHEDULES["gather"][algo](r, size, root, blocks, 2) for r in range(size)]
+            simulate(schedules, work)
+            np.testing.assert_array_equal(work[root][0], expected, err_msg=f"root {root} k {k}")
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+@pytest.mark.parametrize("size", SIZES)
+def test_scatter(algo, size):
+    for k in (0, 1, 3):
+        count = k * size
+        blocks = partition(count, size)
+        source = np.arange(count, dtype=np.int64) + 1
+        for root in {0, size // 2, size - 1}:
+            work = []
+            for r in range(size):
+                w = np.full(count, -1, dtype=np.int64)
+                work.append([w, source if r == root else w])
+            schedules = [SCHEDULES["scatter"][algo](r, size, root, blocks, 2) for r in range(size)]
+            simulate(schedules, work)
+            for r, (offset, length) in enumerate(blocks):
+                if r == root:
+                    continue
+                np.testing.assert_array_equal(
+                    work[r][0][offset : offset + length], source[offset : offset + length], err_msg=f"rank {r}"
+                )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_all_to_all(size):
+    k = 2
+    blocks = partition(k * size, size)
+    xs = [np.arange(k * size, dtype=np.int64) + 1000 * r for r in range(size)]
+    work = []
+    for r in range(size):
+        out = np.full(k * size, -1, dtype=np.int64)
+        offset, length = blocks[r]
+        out[offset : offset + length] = xs[r][offset : offset + length]
+        work.append([out, xs[r]])
+    simulate([pairwise.all_to_all(r, size, blocks, 1) for r in range(size)], work)
+    for r in range(size):
+        for j, (offset, length) in enumerate(blocks):
+            mine = blocks[r]
+            np.testing.assert_array_equal(work[r][0][offset : offset + length], xs[j][mine[0] : mine[0] + mine[1]])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dissemination_barrier_takes_ceil_log2_rounds(size):
+    stats = simulate([barrier.barrier(r, size) for r in range(size)], [[np.empty(0)] for _ in range(size)])
+    rounds = (size - 1).bit_length()
+    assert all(s.steps == rounds for s in stats)
+
+
+def test_barrier_waits_for_everyone():
+    """Every rank must (transitively) hear from every other rank before leaving."""
+    for size in SIZES:
+        heard = [{r} for r in range(size)]
+        distance = 1
+        while distance < size:
+            heard = [heard[r] | heard[(r - distance) % size] for r in range(size)]
+            distance *= 2
+        assert all(h == set(range(size)) for h in heard)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 8])
+def test_ring_all_reduce_moves_the_bandwidth_optimal_volume(size):
+    count = 1000 * size
+    stats = run("all_reduce", "ring", size, [[np.zeros(count, np.int64)] for _ in range(size)], count, segment=count)
+    for s in stats:
+        assert s.elements == 2 * (size - 1) * count // size
+
+
+@pytest.mark.parametrize("size", [2, 4, 8, 16])
+def test_recursive_all_reduce_takes_2_lg_p_steps(size):
+    count = 64 * size
+    stats = run("all_reduce", "recursive", size, [[np.zeros(count, np.int64)] for _ in range(size)], count, segment=count)
+    assert all(s.steps == 2 * (size.bit_length() - 1) for s in stats)
+
+
+def test_simulator_reports_a_deadlock():
+    from collectives.algorithms.schedule import Recv
+
+    def waits_forever(r):
+        yield (Recv(1 - r, 0, 1),)
+
+    with pytest.raises(ScheduleError, match="deadlock"):
+        simulate([waits_forever(0), waits_forever(1)], [[np.zeros(1)], [np.zeros(1)]])
