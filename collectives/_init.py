@@ -201,7 +201,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         for t in transports:
             t.close()
         raise
-    comm = Communicator(rank, size, transports, config, owned=owned or [])
+    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [])
     logger.info(
         "rank %d/%d on %s: %s",
         rank,

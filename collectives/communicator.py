@@ -32,6 +32,7 @@ from .errors import (
     TransportError,
 )
 from .ops import ReduceOp, check_op, finalize
+from .store import Store
 from .transports.base import Transport
 from .transports.progress import ProgressEngine
 from .work import Work, Worker
@@ -61,9 +62,11 @@ class Communicator:
         transports: Sequence[Transport],
         config: Config,
         *,
+        store: Store | None = None,
         owned: Sequence[Any] = (),
     ) -> None:
         self.rank = rank
+        self.store = store
         self.size = size
         self.config = config
         self.timeout = config.timeout
@@ -170,6 +173,7 @@ class Communicator:
                 return body(seq, deadline)
             except CollectiveTimeoutError as exc:
                 self._broken = exc
+                self._diagnose_timeout(exc)
                 raise
             except PeerLostError as exc:
                 error = PeerLostError(f"{name} #{seq}: {exc}", peer=exc.peer)
@@ -179,6 +183,28 @@ class Communicator:
                 error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
                 self._broken = error
                 raise error from exc
+
+    def _diagnose_timeout(self, exc: CollectiveTimeoutError, grace: float = 1.0) -> None:
+        """Ask the store which ranks are stuck in the same operation: those that never say
+        so did not join it (or already left it). Only runs after a timeout."""
+        if self.store is None or self.size == 1:
+            return
+        key = f"stuck/{exc.collective}/{exc.seq}"
+        try:
+            self.store.set(f"{key}/{self.rank}", b"1")
+            deadline = time.monotonic() + min(grace, self.timeout)
+            absent = list(range(self.size))
+            while absent and time.monotonic() < deadline:
+                absent = [r for r in absent if not self.store.check([f"{key}/{r}"])]
+                time.sleep(0.05)
+        except Exception:  # noqa: BLE001 - a dead store must not hide the timeout itself
+            return
+        exc.absent = absent
+        if absent:
+            exc.args = (
+                f"{exc.args[0]}; rank(s) {', '.join(map(str, absent))} never reported being in "
+                f"{exc.collective} #{exc.seq} (not joined, or already finished it)",
+            )
 
     def _execute(
         self,

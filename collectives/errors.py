@@ -79,6 +79,7 @@ class CollectiveTimeoutError(CollectivesError, TimeoutError):
         self.seq = seq
         self.ranks = sorted(set(ranks))
         self.timeout = timeout
+        self.absent: list[int] = []  # ranks that never reported being in this operation
         super().__init__(
             f"{collective} #{seq} timed out after {timeout:g} s waiting on rank(s) "
             f"{_ranks_text(self.ranks)}"
