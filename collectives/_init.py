@@ -91,7 +91,7 @@ def _store_from_env(
         secret = secret or f"torchrun:{env.get('TORCHELASTIC_RUN_ID', '')}:{port}"
         owned: list[Any] = []
         if rank == 0:
-            owned.append(TCPStoreServer(host=host, port=port, secret=secret, timeout=config.timeout))
+            owned.append(TCPStoreServer(host=host, port=port, secret=secret))
         return TCPStore(host, port, secret=secret, timeout=config.timeout), owned
     return None, []
 

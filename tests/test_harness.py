@@ -30,12 +30,11 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def test_results_come_back_in_rank_order(transport: str) -> None:
-    calls = threading.local()  # closures work for forked processes too
+    scale = 10  # a closure: forked processes see it too
 
     def fn(comm: Any) -> tuple[int, int, int]:
-        calls.seen = True
         comm.barrier()
-        return (comm.rank, comm.size, comm.rank * 10)
+        return (comm.rank, comm.size, comm.rank * scale)
 
     assert run_world(fn, 3, transport, timeout=30) == [(0, 3, 0), (1, 3, 10), (2, 3, 20)]
 
@@ -69,6 +68,27 @@ def test_an_exception_is_reraised_naming_the_rank(transport: str) -> None:
     assert error.exception_type == "ValueError"
     assert "boom on purpose" in error.remote_traceback and "in fn" in error.remote_traceback
     assert isinstance(error.__cause__, ValueError) and isinstance(error.exception, ValueError)
+
+
+def test_the_first_failure_is_reported_not_its_consequences(transport: str) -> None:
+    def fn(comm: Any) -> None:
+        if comm.rank == 2:
+            raise KeyError("root cause")
+        comm.barrier()  # the others lose rank 2 here (PeerLostError or a timeout)
+
+    start = time.monotonic()
+    with pytest.raises(RankError, match=r"^rank 2 raised KeyError: 'root cause'$"):
+        run_world(fn, 3, transport, timeout=20)
+    assert time.monotonic() - start < 15
+
+
+def test_the_communicator_is_closed_after_fn() -> None:
+    comms: list[Any] = []
+    run_world(comms.append, 2, "inproc", timeout=30)
+    assert len(comms) == 2
+    for comm in comms:
+        with pytest.raises(collectives.CommunicatorClosedError):
+            comm.barrier()
 
 
 def test_a_library_error_keeps_its_type(transport: str) -> None:
@@ -106,6 +126,7 @@ def test_a_process_killed_without_reporting_is_named_with_its_exit_code(transpor
     def fn(comm: Any) -> None:
         if comm.rank == 0:
             os.kill(os.getpid(), signal.SIGKILL)
+        comm.barrier()  # rank 1 loses rank 0 here; the death is still what is reported
 
     with pytest.raises(RankError, match=r"^rank 0 was killed by SIGKILL \(exit code -9\) without reporting") as info:
         run_world(fn, 2, transport_name, timeout=30)

@@ -19,6 +19,7 @@ import pickle
 import queue
 import secrets
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -99,9 +100,14 @@ class _Outcome:
     exception: BaseException | None = None
     died: bool = False
     """True for a process that exited without reporting; ``value`` is its exit code."""
+    at: float = 0.0
+    """``time.monotonic()`` when the rank failed (system-wide on Linux, so comparable
+    across processes): the root cause is the earliest failure, not the first report, since
+    a failing rank closes its communicator before it reports and its peers may report
+    their PeerLostError sooner."""
 
 
-def _describe(rank: int, exc: BaseException) -> _Outcome:
+def _describe(rank: int, exc: BaseException, at: float | None = None) -> _Outcome:
     cls = type(exc)
     qualified = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return _Outcome(
@@ -112,6 +118,7 @@ def _describe(rank: int, exc: BaseException) -> _Outcome:
         message=str(exc),
         traceback_text="".join(traceback.format_exception(exc)),
         exception=exc,
+        at=time.monotonic() if at is None else at,
     )
 
 
@@ -148,18 +155,28 @@ def _init_comm(rank: int, size: int, store: Any, transport: str, timeout: float,
 
 
 def _run_rank(rank: int, size: int, store: Any, transport: str, timeout: float,
-              init_kwargs: dict[str, Any], fn: Callable[[Any], Any]) -> Any:
-    """init, fn(comm), close: the life of one rank (the comm is closed even if fn fails)."""
-    comm = _init_comm(rank, size, store, transport, timeout, init_kwargs)
+              init_kwargs: dict[str, Any], fn: Callable[[Any], Any], failed_at: list[float]) -> Any:
+    """init, fn(comm), close: the life of one rank (the comm is closed even if fn fails).
+    The moment of a failure is appended to ``failed_at``, before anything is closed."""
+    try:
+        comm = _init_comm(rank, size, store, transport, timeout, init_kwargs)
+    except BaseException:
+        failed_at.append(time.monotonic())
+        raise
     try:
         result = fn(comm)
     except BaseException:
+        failed_at.append(time.monotonic())
         try:
             comm.close()
         except BaseException:  # the fn's failure is the story; a close error would hide it
             pass
         raise
-    comm.close()
+    try:
+        comm.close()
+    except BaseException:
+        failed_at.append(time.monotonic())
+        raise
     return result
 
 
@@ -216,10 +233,11 @@ def _run_threads(fn: Callable[[Any], Any], size: int, transport: str, timeout: f
     reports: queue.Queue[_Outcome] = queue.Queue()
 
     def body(rank: int) -> None:
+        failed_at: list[float] = []
         try:
-            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn)
+            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn, failed_at)
         except BaseException as exc:  # reported to the caller, who re-raises it
-            reports.put(_describe(rank, exc))
+            reports.put(_describe(rank, exc, failed_at[0] if failed_at else None))
         else:
             reports.put(_Outcome(rank=rank, ok=True, value=value))
 
@@ -227,21 +245,18 @@ def _run_threads(fn: Callable[[Any], Any], size: int, transport: str, timeout: f
     for thread in threads:
         thread.start()
     outcomes: dict[int, _Outcome] = {}
-    first_failure: _Outcome | None = None
-    first_failure_at = 0.0
+    stop_at = deadline
     while len(outcomes) < size:
-        left = deadline - time.monotonic()
-        if first_failure is not None:
-            left = min(left, first_failure_at + FAILURE_GRACE - time.monotonic())
         try:
-            outcome = reports.get(timeout=max(0.0, left))
+            outcome = reports.get(timeout=max(0.0, stop_at - time.monotonic()))
         except queue.Empty:
             break
         outcomes[outcome.rank] = outcome
-        if not outcome.ok and first_failure is None:
-            first_failure, first_failure_at = outcome, time.monotonic()
-    if first_failure is not None:
-        raise _rank_error(first_failure)
+        if not outcome.ok and stop_at == deadline:
+            stop_at = min(deadline, time.monotonic() + FAILURE_GRACE)
+    failures = [o for o in outcomes.values() if not o.ok]
+    if failures:
+        raise _rank_error(min(failures, key=lambda o: o.at))
     if len(outcomes) < size:
         unfinished = [r for r in range(size) if r not in outcomes]
         raise _timeout_error(unfinished, timeout, "threads cannot be killed; they are left running as daemons")
@@ -257,23 +272,31 @@ def _child_main(fn: Callable[[Any], Any], rank: int, size: int, transport: str, 
                 secret: str, comm_timeout: float, init_kwargs: dict[str, Any],
                 conn: multiprocessing.connection.Connection) -> None:
     """Body of a forked rank: connect to the parent's store, run, report through ``conn``."""
+    failed_at: list[float] = []
     try:
         from ..store.tcp_store import TCPStore
 
         store = TCPStore(host, port, secret, timeout=comm_timeout)
         try:
-            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn)
+            value = _run_rank(rank, size, store, transport, comm_timeout, init_kwargs, fn, failed_at)
         finally:
             store.close()
         payload = pickle.dumps(("ok", value))
     except BaseException as exc:
-        out = _describe(rank, exc)
+        out = _describe(rank, exc, failed_at[0] if failed_at else None)
         try:
             exc_bytes: bytes | None = pickle.dumps(exc)
             pickle.loads(exc_bytes)  # must also come back, or the parent learns nothing
         except BaseException:
             exc_bytes = None
-        payload = pickle.dumps(("error", out.type_name, out.short_type, out.message, out.traceback_text, exc_bytes))
+        payload = pickle.dumps(
+            ("error", out.type_name, out.short_type, out.message, out.traceback_text, exc_bytes, out.at)
+        )
+    for stream in (sys.stdout, sys.stderr):  # what fn printed comes before the verdict
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     conn.send_bytes(payload)
     conn.close()
 
@@ -285,7 +308,7 @@ def _unpickle_result(rank: int, data: bytes) -> _Outcome:
         return _describe(rank, exc)
     if message[0] == "ok":
         return _Outcome(rank=rank, ok=True, value=message[1])
-    _, type_name, short_type, text, tb_text, exc_bytes = message
+    _, type_name, short_type, text, tb_text, exc_bytes, at = message
     exception: BaseException | None = None
     if exc_bytes is not None:
         try:
@@ -297,7 +320,7 @@ def _unpickle_result(rank: int, data: bytes) -> _Outcome:
     else:
         exception = RemoteTraceback(tb_text)
     return _Outcome(rank=rank, ok=False, type_name=type_name, short_type=short_type, message=text,
-                    traceback_text=tb_text, exception=exception)
+                    traceback_text=tb_text, exception=exception, at=at)
 
 
 def _exit_description(code: int | None) -> str:
@@ -352,14 +375,20 @@ def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout:
             processes.append(process)
             readers[reader] = rank
         outcomes = _collect(readers, processes, deadline)
+        if len(outcomes) == size and all(o.ok for o in outcomes.values()):
+            exit_by = time.monotonic() + TERMINATE_GRACE  # let them exit on their own
+            for process in processes:
+                process.join(max(0.0, exit_by - time.monotonic()))
     finally:
         _stop(processes)
         for reader in readers:
             reader.close()
         server.close()
-    failures = [o for o in outcomes.values() if not o.ok]  # in order of arrival
+    failures = [o for o in outcomes.values() if not o.ok]
     if failures:
-        first = failures[0]
+        # A process that died without a word (SIGKILL, segfault, os._exit) is the likely
+        # cause of its peers' PeerLostError, though we only notice its death afterwards.
+        first = min(failures, key=lambda o: (not o.died, o.at))
         raise _died(first) if first.died else _rank_error(first)
     unfinished = [r for r in range(size) if r not in outcomes]
     if unfinished:
@@ -377,8 +406,8 @@ def _died(outcome: _Outcome) -> RankError:
 
 def _collect(readers: dict[multiprocessing.connection.Connection, int],
              processes: Sequence[multiprocessing.process.BaseProcess], deadline: float) -> dict[int, _Outcome]:
-    """Read each child's report as it comes (in order of arrival, so the first failure is
-    first), until all reported, the deadline passed, or FAILURE_GRACE after a failure."""
+    """Read each child's report as it comes, until all reported, the deadline passed, or
+    FAILURE_GRACE after the first failure arrived."""
     outcomes: dict[int, _Outcome] = {}
     waiting = dict(readers)
     stop_at = deadline
@@ -394,7 +423,8 @@ def _collect(readers: dict[multiprocessing.connection.Connection, int],
                 process = processes[rank]
                 process.join(TERMINATE_GRACE)
                 code = process.exitcode
-                outcome = _Outcome(rank=rank, ok=False, value=code, message=_exit_description(code), died=True)
+                outcome = _Outcome(rank=rank, ok=False, value=code, message=_exit_description(code), died=True,
+                                   at=time.monotonic())
             outcomes[rank] = outcome
             if not outcome.ok and stop_at == deadline:
                 stop_at = min(deadline, time.monotonic() + FAILURE_GRACE)
