@@ -210,5 +210,5 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
     )
     if size > 1:
-        comm.barrier()
+        comm._connect_barrier()
     return comm

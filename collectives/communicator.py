@@ -40,6 +40,7 @@ from .work import Work, Worker
 logger = logging.getLogger("collectives")
 
 P2P_TAG_BIT = 1 << 62
+CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
 
@@ -464,6 +465,17 @@ class Communicator:
             self._execute("barrier", seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty])
 
         return self._issue("barrier", body, async_op)
+
+    def _connect_barrier(self) -> None:
+        """A barrier that proves every channel works, before the user's first operation
+        (it takes no sequence number, so the user's first collective is #1)."""
+        empty = np.empty(0, dtype=np.uint8)
+
+        def body(seq: int, deadline: float) -> None:
+            steps = barrier_algorithm.barrier(self.rank, self.size)
+            self._execute("connect barrier", 0, deadline, steps, [empty], tag=CONTROL_TAG_BIT)
+
+        self._run("connect barrier", 0, body)
 
     # -- point to point -------------------------------------------------------------------
 

@@ -1,0 +1,215 @@
+"""Real processes over shared memory and TCP, at world sizes 2, 3 and 4: every collective
+gives the numpy reference on every rank, a dead peer is reported, a missing rank times
+out with its name, and nothing is left in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives import ReduceOp
+from collectives.testing import RankError, run_world
+
+pytestmark = pytest.mark.multiprocess
+
+TRANSPORTS = ["shm", "tcp"]
+SIZES = [2, 3, 4]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shm_entries() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("collectives-")}
+
+
+def every_collective(comm: collectives.Communicator) -> dict[str, object]:
+    """Run each collective once with rank-and-index inputs; return what this rank saw."""
+    r, n = comm.rank, comm.size
+    got: dict[str, object] = {}
+    for algo in ("ring", "tree", "recursive"):
+        x = np.arange(1001, dtype=np.int64) + 1000 * r
+        comm.all_reduce(x, algorithm=algo)
+        got[f"all_reduce/{algo}"] = x.copy()
+        y = np.arange(7 * n, dtype=np.float64) * (r + 1)
+        got[f"reduce_scatter/{algo}"] = comm.reduce_scatter(y, algorithm=algo).copy()
+        got[f"all_gather/{algo}"] = comm.all_gather(np.full(5, r, dtype=np.int32), algorithm=algo).copy()
+        b = np.arange(9, dtype=np.float32) if r == n - 1 else np.zeros(9, np.float32)
+        got[f"broadcast/{algo}"] = comm.broadcast(b, root=n - 1, algorithm=algo).copy()
+        m = np.arange(6, dtype=np.int64) + r
+        comm.reduce(m, root=0, op=ReduceOp.MAX, algorithm=algo)
+        got[f"reduce/{algo}"] = m.copy()
+        g = comm.gather(np.full(3, r, dtype=np.int16), root=1, algorithm=algo)
+        got[f"gather/{algo}"] = None if g is None else g.copy()
+        src = np.arange(4 * n, dtype=np.int64) if r == 0 else None
+        got[f"scatter/{algo}"] = comm.scatter(src, np.empty(4, np.int64), root=0, algorithm=algo).copy()
+    got["all_to_all"] = comm.all_to_all(np.arange(2 * n, dtype=np.int64) + 100 * r).copy()
+    if n > 1:
+        if r == 0:
+            comm.send(np.array([42, 43]), dst=1)
+        elif r == 1:
+            got["recv"] = comm.recv(np.empty(2, np.int64), src=0).copy()
+    comm.barrier()
+    return got
+
+
+def expected(rank: int, n: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for algo in ("ring", "tree", "recursive"):
+        out[f"all_reduce/{algo}"] = sum(np.arange(1001, dtype=np.int64) + 1000 * q for q in range(n))
+        full = sum(np.arange(7 * n, dtype=np.float64) * (q + 1) for q in range(n))
+        out[f"reduce_scatter/{algo}"] = full[7 * rank : 7 * rank + 7]
+        out[f"all_gather/{algo}"] = np.repeat(np.arange(n, dtype=np.int32), 5)
+        out[f"broadcast/{algo}"] = np.arange(9, dtype=np.float32)
+        out[f"reduce/{algo}"] = np.arange(6) + (n - 1) if rank == 0 else np.arange(6) + rank
+        out[f"gather/{algo}"] = np.repeat(np.arange(n, dtype=np.int16), 3) if rank == 1 else None
+        out[f"scatter/{algo}"] = np.arange(4 * rank, 4 * rank + 4)
+    out["all_to_all"] = np.array([100 * q + 2 * rank + i for q in range(n) for i in range(2)])
+    if rank == 1:
+        out["recv"] = np.array([42, 43])
+    return out
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_collective_over_real_processes(transport, size):
+    before = shm_entries()
+    results = run_world(every_collective, size, transport, timeout=60)
+    for rank, got in enumerate(results):
+        want = expected(rank, size)
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if value is None:
+                assert got[key] is None, key
+            else:
+                np.testing.assert_array_equal(got[key], value, err_msg=f"rank {rank} {key}")
+    assert shm_entries() <= before, "shared-memory segments were left behind"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_large_all_reduce_is_bitwise_identical_on_every_rank(transport):
+    def fn(comm):
+        rng = np.random.default_rng(comm.rank)
+        x = rng.standard_normal(3 << 20 // 4 + 17).astype(np.float32)  # ~3 MiB, several chunks
+        comm.all_reduce(x, algorithm="ring")
+        return x.view(np.uint32).copy()
+
+    results = run_world(fn, 3, transport, timeout=60, chunk_bytes=256 << 10)
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dead_peer_is_named_within_seconds(transport, tmp_path):
+    report = tmp_path / "rank0.txt"
+
+    def fn(comm):
+        comm.barrier()
+        if comm.rank == 1:
+            time.sleep(0.2)
+            os.kill(os.getpid(), 9)
+        start = time.monotonic()
+        try:
+            comm.all_reduce(np.ones(1 << 16))
+            report.write_text("completed")
+        except collectives.PeerLostError as exc:
+            report.write_text(f"{exc.peer}|{time.monotonic() - start:.2f}|{exc}")
+        return None
+
+    with pytest.raises(RankError) as info:
+        run_world(fn, 2, transport, timeout=60)
+    assert info.value.rank == 1  # the killed rank is the one reported
+    peer, seconds, message = report.read_text().split("|", 2)
+    assert peer == "1", message
+    assert float(seconds) < 10, message
+    assert "all_reduce" in message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_timeout_names_the_rank_that_never_joined(transport):
+    def fn(comm):
+        comm.timeout = 1.5
+        if comm.rank == 2:
+            time.sleep(4)
+            return "skipped"
+        try:
+            comm.all_reduce(np.ones(4))
+        except collectives.CollectiveTimeoutError as exc:
+            return (exc.collective, exc.seq, exc.absent)
+        return "completed"
+
+    results = run_world(fn, 3, transport, timeout=30)
+    assert results[2] == "skipped"
+    for name, seq, absent in results[:2]:
+        assert (name, seq) == ("all_reduce", 1)
+        assert absent == [2]
+
+
+LAUNCHED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, collectives
+    comm = collectives.init()
+    x = np.arange(10, dtype=np.float64) + comm.rank
+    comm.all_reduce(x)
+    n = comm.size
+    assert np.array_equal(x, n * np.arange(10) + n * (n - 1) / 2), x
+    print("ok", comm.rank, comm.size, sorted(set(comm.transport_names.values())))
+    comm.close()
+    """
+)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_launcher_runs_a_script_on_every_transport(transport, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(LAUNCHED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "collectives.run", "-n", "3", "--transport", transport, str(script)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for rank in range(3):
+        assert f"[rank {rank}] ok {rank} 3 ['{transport}']" in proc.stdout
+
+
+def test_default_transport_on_one_host_is_shared_memory(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(LAUNCHED_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "COLLECTIVES_TRANSPORT"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "collectives.run", "-n", "2", str(script)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[rank 0] ok 0 2 ['shm']" in proc.stdout
+
+
+def test_init_reads_torchrun_environment(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(LAUNCHED_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
+        env.update(
+            PYTHONPATH=str(REPO), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        )
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, err
+        assert f"ok {rank} 2" in out
