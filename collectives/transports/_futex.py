@@ -13,9 +13,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 
 FUTEX_WAIT = 0
 FUTEX_WAKE = 1
@@ -29,16 +31,10 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-_OP_WAIT = ctypes.c_long(FUTEX_WAIT)  # syscall(2) reads every argument as a long
-_OP_WAKE = ctypes.c_long(FUTEX_WAKE)
-_ZERO = ctypes.c_long(0)
-
-
-def _load_syscall() -> tuple[object, ctypes.c_long] | None:
-    if not sys.platform.startswith("linux"):
-        return None
+def _load_syscall() -> Callable[..., int] | None:
+    """libc's ``syscall`` bound to SYS_futex, or None where futexes cannot be used."""
     number = _SYS_FUTEX.get(platform.machine().lower())
-    if number is None:
+    if not sys.platform.startswith("linux") or number is None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -46,16 +42,18 @@ def _load_syscall() -> tuple[object, ctypes.c_long] | None:
     except (OSError, AttributeError):
         return None
     syscall.restype = ctypes.c_long
-    # Probe: waking nobody on a private word must succeed (returns 0 woken).
-    probe = ctypes.c_uint32(0)
-    if syscall(ctypes.c_long(number), ctypes.byref(probe), ctypes.c_long(FUTEX_WAKE), ctypes.c_long(1), None, None,
-               ctypes.c_long(0)) < 0:
-        return None
-    return syscall, ctypes.c_long(number)
+    sys_futex = ctypes.c_long(number)  # syscall(2) reads every argument as a long
+
+    def futex(address: int, op: int, value: int, timeout: _Timespec | None) -> int:
+        return syscall(sys_futex, ctypes.c_void_p(address), ctypes.c_long(op), ctypes.c_long(value),
+                       None if timeout is None else ctypes.byref(timeout), None, ctypes.c_long(0))
+
+    probe = ctypes.c_uint32(0)  # waking nobody must succeed (seccomp or old kernels: ENOSYS)
+    return futex if futex(ctypes.addressof(probe), FUTEX_WAKE, 1, None) >= 0 else None
 
 
-_SYSCALL = _load_syscall()
-AVAILABLE: bool = _SYSCALL is not None
+_futex = _load_syscall()
+AVAILABLE: bool = _futex is not None
 """Whether the real futex syscall is used (else: polling with short sleeps)."""
 
 
@@ -67,14 +65,12 @@ def futex_wait(address: int, expected: int, timeout: float) -> None:
     """
     if timeout <= 0:
         return
-    if _SYSCALL is not None:
-        syscall, number = _SYSCALL
+    if _futex is not None:
         ts = _Timespec(int(timeout), int((timeout % 1.0) * 1e9))
-        if syscall(number, ctypes.c_void_p(address), _OP_WAIT, ctypes.c_long(expected),  # type: ignore[operator]
-                   ctypes.byref(ts), None, _ZERO) < 0:
+        if _futex(address, FUTEX_WAIT, expected, ts) < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
-                raise OSError(err, f"futex wait failed: {errno.errorcode.get(err, err)}")
+                raise OSError(err, f"futex wait failed: {os.strerror(err)}")
         return
     word = ctypes.c_uint32.from_address(address)
     deadline = time.monotonic() + timeout
@@ -84,6 +80,5 @@ def futex_wait(address: int, expected: int, timeout: float) -> None:
 
 def futex_wake(address: int, n: int = INT_MAX) -> None:
     """Wake up to ``n`` processes sleeping on the u32 at ``address`` (no-op in fallback)."""
-    if _SYSCALL is not None:
-        syscall, number = _SYSCALL
-        syscall(number, ctypes.c_void_p(address), _OP_WAKE, ctypes.c_long(n), None, None, _ZERO)  # type: ignore[operator]
+    if _futex is not None:
+        _futex(address, FUTEX_WAKE, n, None)

@@ -4,8 +4,9 @@ Each rank creates one *inbox* segment: a control area, then one single-producer
 single-consumer byte ring per peer that sends to it. Every rank maps every peer's inbox,
 writes into the ring reserved for it there, and rings that peer's *doorbell*, a futex word
 the peer sleeps on when it has nothing to do. Once every peer has mapped it (a store
-barrier), a rank unlinks its own segment: the mappings stay valid, and nothing is left
-in /dev/shm however the processes end (normal exit, exception, SIGKILL).
+barrier), a rank unlinks its own segment: the mappings stay valid, and from then on
+nothing is left in /dev/shm however the processes end (normal exit, exception, SIGKILL).
+A rank that dies during setup is unlinked by the peers that notice it.
 
 Layout of a segment (offsets in bytes; each word written by one side only, and the two
 sides' words on separate cache lines)::
@@ -18,9 +19,12 @@ sides' words on separate cache lines)::
     ring i    0 tail u64, 8 want_room u32 (writer) | 64 head u64 (reader) | 128 data[capacity]
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
-never confuse empty with full. Ordering relies on aligned 8-byte stores being atomic and
-stores not being reordered with stores (x86-64 TSO): the writer copies the bytes, then
-publishes the tail; the reader copies them out, then publishes the head.
+never confuse empty with full. The writer copies the bytes, then publishes the tail; the
+reader copies them out, then publishes the head. This relies on aligned 8-byte stores
+being atomic and on stores not being reordered with stores (x86-64 TSO); CPUs with weaker
+ordering (aarch64) would need a fence, which plain Python cannot issue. Doorbell
+increments are not atomic and a store may pass a load, so in rare races a wake-up can be
+missed: it then costs one sleep slice (at most MAX_SLEEP), never a hang.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from ..config import Config
-from ..errors import ConnectError, InvalidArgumentError, PeerLostError, RendezvousTimeoutError
+from ..errors import ConnectError, InvalidArgumentError, PeerLostError, RendezvousTimeoutError, UnsupportedError
 from ..store import Store
 from ._futex import futex_wait, futex_wake
 from .base import Channel, Transport
@@ -42,6 +46,7 @@ from .base import Channel, Transport
 SHM_DIR = "/dev/shm"
 MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
+STEP_MIN = 64 << 10
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
@@ -75,6 +80,14 @@ def _proc_stat(pid: int) -> list[bytes] | None:
     except OSError:
         return None
     return text[text.rindex(b")") + 2 :].split()
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace: a peer's pid is meaningful only inside the same one."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _process_gone(pid: int, start_time: bytes | None) -> str | None:
@@ -121,6 +134,8 @@ class _Segment:
     def create(cls, rank: int, writers: Sequence[int], capacity: int) -> _Segment:
         """Create, size and map a fresh inbox with one ring per rank in ``writers``."""
         _, _, total = _segment_layout(len(writers), capacity)
+        if not os.path.isdir(SHM_DIR):
+            raise UnsupportedError(f"shm: {SHM_DIR} does not exist here; use COLLECTIVES_TRANSPORT=tcp")
         st = os.statvfs(SHM_DIR)
         available = st.f_bavail * st.f_frsize
         if total > available:
@@ -237,6 +252,9 @@ class ShmChannel(Channel):
         self._in: _Ring | None = _Ring(mine, peer)
         self._tail = 0
         self._head = 0
+        # Move at most a quarter ring per call and publish it, so that the peer copies
+        # one piece out while we copy the next one in (a pipeline, not turns).
+        self._step = max(STEP_MIN, self._out.capacity // 4)
 
     def _lost(self, why: str) -> PeerLostError:
         return PeerLostError(f"rank {self.peer} (pid {self.peer_pid}) {why}", peer=self.peer)
@@ -258,9 +276,10 @@ class ShmChannel(Channel):
             if room == 0:
                 return 0
         data = out.data
+        budget = min(room, self._step)
         written = 0
         for view in views:
-            n = min(len(view), room - written)
+            n = min(len(view), budget - written)
             pos = (tail + written) % cap
             first = min(n, cap - pos)
             data[pos : pos + first] = view[:first]
@@ -291,7 +310,7 @@ class ShmChannel(Channel):
                 raise self._lost("closed its shm transport; nothing is left to read")
             return 0
         cap = ring.capacity
-        n = min(avail, len(into))
+        n = min(avail, len(into), self._step)
         pos = head % cap
         first = min(n, cap - pos)
         into[:first] = ring.data[pos : pos + first]
@@ -344,8 +363,8 @@ class ShmTransport(Transport):
         self.channels: dict[int, ShmChannel] = {}  # type: ignore[assignment]
         self._closed = False
         self._peer_segs: dict[int, _Segment] = {}
+        self._watch: dict[int, tuple[int, bytes | None]] = {}  # peer -> (pid, start time)
         self._mine = _Segment.create(rank, peers, capacity)
-        self._start_times: dict[int, bytes | None] = {}
         try:
             self._rendezvous(peers, store, timeout)
             self.channels = {
@@ -361,28 +380,29 @@ class ShmTransport(Transport):
         """Publish my inbox, map the peers' inboxes, and wait until all have mapped mine."""
         deadline = time.monotonic() + timeout
         rank = self.rank
-        store.set(f"shm/{rank}/pid", str(os.getpid()).encode())
+        store.set(f"shm/{rank}/pid", f"{os.getpid()} {_pid_namespace()}".encode())
         store.set(f"shm/{rank}/name", self._mine.name.encode())
-        pids: dict[int, int] = {}
         for p in peers:
             name = store.get(f"shm/{p}/name", max(0.0, deadline - time.monotonic())).decode()
-            pids[p] = int(store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())))
-            stat = _proc_stat(pids[p])
-            self._start_times[p] = stat[19] if stat is not None and len(stat) > 19 else None
+            published = store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())).decode()
+            pid_text, _, namespace = published.partition(" ")
             segment = _Segment.open(name, p)
             self._peer_segs[p] = segment
-            if segment.pid != pids[p]:
-                raise ConnectError(f"shm: the inbox of rank {p} names pid {segment.pid}, not {pids[p]}", peer=p)
+            if segment.pid != int(pid_text):
+                raise ConnectError(f"shm: the inbox of rank {p} names pid {segment.pid}, not {pid_text}", peer=p)
+            if namespace == _pid_namespace():  # else its pid means nothing here: rely on its closed flag
+                stat = _proc_stat(segment.pid)
+                self._watch[p] = (segment.pid, stat[19] if stat is not None and len(stat) > 19 else None)
         store.set(f"shm/{rank}/mapped", b"1")
         waiting = list(peers)
         pause = 1e-4
         while waiting:
             waiting = [p for p in waiting if not store.check([f"shm/{p}/mapped"])]
             for p in waiting:
-                why = _process_gone(pids[p], self._start_times[p])
+                why = _process_gone(*self._watch[p]) if p in self._watch else None
                 if why is not None:
                     self._peer_segs[p].unlink()  # it cannot unlink its own any more
-                    raise ConnectError(f"shm: rank {p} (pid {pids[p]}) {why} during setup", peer=p)
+                    raise ConnectError(f"shm: rank {p} (pid {self._peer_segs[p].pid}) {why} during setup", peer=p)
             if waiting:
                 if time.monotonic() >= deadline:
                     raise RendezvousTimeoutError(
@@ -410,21 +430,19 @@ class ShmTransport(Transport):
             mine.sleeping.value = 0
 
     def check_peers(self, peers: Iterable[int]) -> None:
-        """Raise PeerLostError for a peer that closed or died and left nothing to read."""
+        """Raise PeerLostError for a peer whose process died and left nothing to read.
+        (A peer that closed is noticed by ``_read_some``/``_write_some`` themselves.)"""
         if self._closed:
             return
         for p in peers:
             channel = self.channels.get(p)
-            if channel is None or channel.error is not None:
+            if channel is None or channel.error is not None or p not in self._watch:
                 continue
-            segment = self._peer_segs[p]
-            if segment.closed.value:
-                why = "closed its shm transport"
-            else:
-                why = _process_gone(segment.pid, self._start_times.get(p))
+            pid, start_time = self._watch[p]
+            why = _process_gone(pid, start_time)
             if why is not None and channel._nothing_left():
                 exc = PeerLostError(
-                    f"rank {p} (pid {segment.pid}) {why} while rank {self.rank} was waiting for it", peer=p
+                    f"rank {p} (pid {pid}) {why} while rank {self.rank} was waiting for it", peer=p
                 )
                 channel._fail(exc)
                 raise exc

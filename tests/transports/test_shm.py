@@ -34,7 +34,7 @@ from collectives.transports import _futex
 from collectives.transports.progress import ProgressEngine
 from collectives.transports.shm import SHM_DIR, ShmTransport
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm")
+pytestmark = [pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm"), pytest.mark.multiprocess]
 
 CTX = mp.get_context("fork")
 
@@ -171,7 +171,8 @@ def with_transport(fn: Callable[[int, int, ShmTransport], Any], ring_bytes: int 
 
 
 def wait_all(t: ShmTransport, requests: Sequence[Any], timeout: float = 20.0) -> None:
-    ProgressEngine([t]).wait(requests, time.monotonic() + timeout, lambda peers: TimeoutError(f"waiting on {peers}"))
+    engine = ProgressEngine([t])
+    engine.wait(requests, time.monotonic() + timeout, lambda peers: TimeoutError(f"waiting on {peers}"))
 
 
 def leftovers(pids: Sequence[int]) -> list[str]:
@@ -309,7 +310,7 @@ def test_sigkilled_peer_raises_peer_lost_quickly_and_leaves_nothing() -> None:
         wait_all(t, [ch.irecv(first, 0)])
         start = time.monotonic()
         try:
-            wait_all(t, [ch.irecv(bytearray(4), 0)], timeout=30)
+            wait_all(t, [ch.irecv(bytearray(4), 0)], timeout=5)
         except PeerLostError as exc:
             return bytes(first), exc.peer, str(exc), time.monotonic() - start
         return "no error"
@@ -321,6 +322,30 @@ def test_sigkilled_peer_raises_peer_lost_quickly_and_leaves_nothing() -> None:
     assert f"rank 1 (pid {pids[1]})" in message
     assert elapsed < 1.5
     assert leftovers(pids) == []
+
+
+def test_rank_killed_during_setup_is_reported_and_its_segment_removed() -> None:
+    class KillBeforeMapped(DirStore):
+        def set(self, key: str, value: bytes) -> None:
+            if key == "shm/1/mapped":  # rank 1 has mapped rank 0's inbox but not said so
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().set(key, value)
+
+    def body(rank: int, size: int, store: DirStore) -> Any:
+        if rank == 1:
+            store = KillBeforeMapped(store.root)
+        start = time.monotonic()
+        try:
+            ShmTransport(rank, 2, [1 - rank], store, Config(shm_ring_bytes=4096), timeout=10.0)
+        except ConnectError as exc:
+            return exc.peer, str(exc), time.monotonic() - start
+        return "built"
+
+    out, pids = run_ranks(2, body)
+    assert 1 not in out
+    peer, message, elapsed = out[0][1]
+    assert peer == 1 and f"rank 1 (pid {pids[1]})" in message and elapsed < 2.0
+    assert leftovers(pids) == []  # rank 0 removed its own inbox and the dead rank's
 
 
 def test_not_enough_space_is_a_clear_error() -> None:
@@ -414,3 +439,14 @@ def test_futex_wake_from_a_thread() -> None:
         _futex.futex_wait(address, 0, 5.0)
     timer.join()
     assert time.monotonic() - start < 2.0
+
+
+def test_futex_fallback_polls_the_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_futex, "_futex", None)
+    word = ctypes.c_uint32(0)
+    timer = threading.Timer(0.05, lambda: setattr(word, "value", 1))
+    timer.start()
+    start = time.monotonic()
+    _futex.futex_wait(ctypes.addressof(word), 0, 5.0)
+    timer.join()
+    assert word.value == 1 and time.monotonic() - start < 2.0
