@@ -7,8 +7,12 @@ of pytorch/pytorch#107607, where an nmap scan crashed TCPStore)::
     server -> client   MAGIC(8) version(u16) server_nonce(32) purpose(u8)
     client -> server   MAGIC(8) version(u16) client_nonce(32) identity(u32)
                        HMAC(secret, "client" server_nonce purpose identity)
-    server -> client   OK(u8) HMAC(secret, "server" client_nonce server_nonce purpose identity)
+    server -> client   OK(u8) server_identity(u32)
+                       HMAC(secret, "server" client_nonce server_nonce purpose identity server_identity)
                        (or REJECT(u8) and close)
+
+Both sides thus prove the secret (mutual), each proof is bound to fresh nonces (no
+replay), and a data client also learns that it reached the rank it meant to.
 
 Every message has a fixed size, so nothing read from a stranger is used as a length. The
 server half is a non-blocking state machine (:class:`HandshakeResponder`), so one silent
@@ -21,6 +25,7 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import socket
@@ -50,7 +55,8 @@ _STATUS_OK = 1
 _STATUS_REJECT = 0
 HELLO_SIZE = _HELLO.size
 REPLY_SIZE = _REPLY.size
-ACCEPT_SIZE = 1 + MAC_SIZE
+_ACCEPT = struct.Struct(f"<BI{MAC_SIZE}s")
+ACCEPT_SIZE = _ACCEPT.size
 
 _PURPOSE_NAMES = {PURPOSE_STORE: "store", PURPOSE_DATA: "data"}
 
@@ -67,8 +73,10 @@ def _client_mac(secret: bytes, server_nonce: bytes, purpose: int, identity: int)
     return hmac.new(secret, msg, hashlib.sha256).digest()
 
 
-def _server_mac(secret: bytes, client_nonce: bytes, server_nonce: bytes, purpose: int, identity: int) -> bytes:
-    msg = b"server" + client_nonce + server_nonce + bytes([purpose]) + struct.pack("<I", identity)
+def _server_mac(
+    secret: bytes, client_nonce: bytes, server_nonce: bytes, purpose: int, identity: int, server_identity: int
+) -> bytes:
+    msg = b"server" + client_nonce + server_nonce + bytes([purpose]) + struct.pack("<II", identity, server_identity)
     return hmac.new(secret, msg, hashlib.sha256).digest()
 
 
@@ -91,6 +99,7 @@ class HandshakeResponder:
     close; the caller then logs, calls :meth:`reject` and closes. ``deadline`` is the
     ``time.monotonic()`` past which a silent client should be dropped. ``allowed``, if
     given, vets the (authenticated) identity before the client is told it is accepted.
+    ``identity`` is this server's own (its rank, for data listeners).
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class HandshakeResponder:
         purpose: int,
         timeout: float = HANDSHAKE_TIMEOUT,
         allowed: Callable[[int], str | None] | None = None,
+        identity: int = ANONYMOUS,
     ) -> None:
         self.sock = sock
         self.address = describe(sock)
@@ -107,6 +117,7 @@ class HandshakeResponder:
         self._secret = secret
         self._purpose = purpose
         self._allowed = allowed
+        self._identity = identity
         self._nonce = os.urandom(NONCE_SIZE)
         self._buf = bytearray()
         sock.setblocking(False)
@@ -148,7 +159,8 @@ class HandshakeResponder:
         refusal = self._allowed(identity) if self._allowed is not None else None
         if refusal:
             raise AuthenticationError(f"client {self.address}: {refusal}")
-        accept = bytes([_STATUS_OK]) + _server_mac(self._secret, client_nonce, self._nonce, self._purpose, identity)
+        mac = _server_mac(self._secret, client_nonce, self._nonce, self._purpose, identity, self._identity)
+        accept = _ACCEPT.pack(_STATUS_OK, self._identity, mac)
         try:
             sent = self.sock.send(accept)
         except OSError as exc:
@@ -187,8 +199,10 @@ def client_handshake(
     identity: int = ANONYMOUS,
     timeout: float = HANDSHAKE_TIMEOUT,
     where: str | None = None,
+    expect_server: int | None = None,
 ) -> None:
-    """Prove the job secret to the server at the other end of ``sock`` and check its proof.
+    """Prove the job secret to the server at the other end of ``sock`` and check its proof
+    (and, if ``expect_server`` is given, that the server is that identity/rank).
 
     ``sock`` is left blocking with no timeout. Raises :class:`AuthenticationError` naming
     ``where`` (default: the peer address) if either side fails.
@@ -221,9 +235,15 @@ def client_handshake(
             f"{where} rejected our handshake: the job secret differs (check COLLECTIVES_SECRET) "
             "or it expects another identity"
         )
-    expected = _server_mac(secret, client_nonce, server_nonce, purpose, identity)
-    if not hmac.compare_digest(answer[1:], expected):
+    _, server_identity, server_mac = _ACCEPT.unpack(answer)
+    expected = _server_mac(secret, client_nonce, server_nonce, purpose, identity, server_identity)
+    if not hmac.compare_digest(server_mac, expected):
         raise AuthenticationError(f"{where} could not prove the job secret; refusing to talk to it")
+    if expect_server is not None and server_identity != expect_server:
+        raise AuthenticationError(
+            f"{where} is rank {server_identity} of this job, not the rank {expect_server} we meant to reach "
+            "(stale address in the store?)"
+        )
     sock.settimeout(None)
 
 
@@ -246,6 +266,14 @@ def listen_socket(host: str, port: int = 0, backlog: int = 1024, bufsize: int = 
         sock.close()
         raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from None
     return sock
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _sysctl_int(path: str) -> int:

@@ -18,7 +18,6 @@ TIMEOUT at its deadline), so waiting ranks cost no polling traffic.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import logging
 import selectors
@@ -29,7 +28,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from .._handshake import PURPOSE_STORE, HandshakeResponder, client_handshake, listen_socket, secret_bytes
+from .._handshake import (
+    PURPOSE_STORE,
+    HandshakeResponder,
+    client_handshake,
+    is_loopback,
+    listen_socket,
+    secret_bytes,
+)
 from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, RendezvousTimeoutError, StoreError
 from .base import DEFAULT_TIMEOUT, Store
 
@@ -40,18 +46,12 @@ MAX_VALUE_BYTES = 64 << 20
 LISTEN_BACKLOG = 4096
 
 _REQ = struct.Struct("<BIQQq")
+_MAX_BUFFERED = _REQ.size + MAX_KEY_BYTES + 2 * MAX_VALUE_BYTES + (1 << 20)
 _ANS = struct.Struct("<BQq")
 OP_SET, OP_GET, OP_WAIT, OP_ADD, OP_CAS, OP_CHECK, OP_DELETE = range(1, 8)
 ST_OK, ST_TIMEOUT, ST_ERROR = 0, 1, 2
 _OP_NAMES = {OP_SET: "set", OP_GET: "get", OP_WAIT: "wait", OP_ADD: "add", OP_CAS: "compare_set",
              OP_CHECK: "check", OP_DELETE: "delete"}
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class _Conn:
@@ -83,7 +83,8 @@ class TCPStoreServer:
 
     ``host`` defaults to loopback; binding every interface needs ``host="0.0.0.0"`` and a
     non-empty ``secret``. ``handshake_timeout`` is how long a new connection may stay
-    silent before it is dropped.
+    silent before it is dropped. ``timeout`` is accepted for symmetry with
+    :class:`TCPStore`; waits are bounded by the timeout each client request carries.
     """
 
     def __init__(
@@ -92,10 +93,12 @@ class TCPStoreServer:
         port: int = 0,
         *,
         secret: str | bytes,
+        timeout: float = DEFAULT_TIMEOUT,
         handshake_timeout: float = 5.0,
     ) -> None:
+        self.timeout = timeout  # informational: every client request carries its own timeout
         self._secret = secret_bytes(secret)
-        if not self._secret and not _is_loopback(host):
+        if not self._secret and not is_loopback(host):
             raise InvalidArgumentError(f"refusing to serve a store on {host} without a job secret")
         self._handshake_timeout = handshake_timeout
         self._listener = listen_socket(host, port, LISTEN_BACKLOG)
@@ -263,6 +266,10 @@ class TCPStoreServer:
                 self._drop(conn)
                 return
             if conn.parked:  # one request at a time per connection; keep the rest for later
+                if len(buf) > _MAX_BUFFERED:
+                    logger.warning("TCPStoreServer %s:%s: closing %s: too much data sent while a get waits",
+                                   self._host, self._port, conn.address)
+                    self._drop(conn)
                 return
             end = _REQ.size + klen + alen + blen
             if len(buf) < end:

@@ -29,13 +29,14 @@ from .._handshake import (
     PURPOSE_DATA,
     HandshakeResponder,
     client_handshake,
+    is_loopback,
     listen_socket,
     resolve_bind_address,
     secret_bytes,
     set_buffer_sizes,
 )
 from ..config import Config
-from ..errors import AuthenticationError, ConnectError, PeerLostError
+from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, PeerLostError
 from ..store import Store
 from .base import Channel, Transport
 
@@ -151,7 +152,9 @@ class _Acceptor(threading.Thread):
                 logger.warning("tcp rank %d listener %s: accept failed: %s", self.rank, self.where, exc)
                 return
             try:
-                responder = HandshakeResponder(sock, self.secret, PURPOSE_DATA, HANDSHAKE_TIMEOUT, self._allowed)
+                responder = HandshakeResponder(
+                    sock, self.secret, PURPOSE_DATA, HANDSHAKE_TIMEOUT, self._allowed, identity=self.rank
+                )
             except AuthenticationError as exc:
                 logger.warning("tcp rank %d listener %s: rejected a connection: %s", self.rank, self.where, exc)
                 sock.close()
@@ -225,6 +228,10 @@ class TcpTransport(Transport):
         try:
             if lower:
                 host = resolve_bind_address(config)
+                if not secret and not is_loopback(host):
+                    raise InvalidArgumentError(
+                        f"tcp rank {rank}: refusing to listen on {host} without a job secret (set COLLECTIVES_SECRET)"
+                    )
                 listener = listen_socket(host, 0, backlog=max(128, 2 * len(lower)), bufsize=SOCKET_BUFFER_BYTES)
                 port = listener.getsockname()[1]
                 if host in ("0.0.0.0", "::"):  # explicitly asked for: publish a name peers can reach
@@ -282,7 +289,9 @@ class TcpTransport(Transport):
                 delay = min(2 * delay, 0.5)
         try:
             left = max(0.1, deadline - time.monotonic())
-            client_handshake(sock, secret, PURPOSE_DATA, self.rank, left, where=f"rank {peer} at {text}")
+            client_handshake(
+                sock, secret, PURPOSE_DATA, self.rank, left, where=f"rank {peer} at {text}", expect_server=peer
+            )
         except AuthenticationError as exc:
             sock.close()
             exc.peer = peer

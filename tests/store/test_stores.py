@@ -281,11 +281,15 @@ def test_silent_client_is_dropped_and_does_not_block_others(server: TCPStoreServ
     _check_alive(server)
 
 
-@pytest.mark.parametrize("header", [
-    struct.pack("<BIQQq", OP_SET, 1, 2**63, 0, 0),  # value length 2**63
-    struct.pack("<BIQQq", OP_GET, 2**32 - 1, 0, 0, 0),  # key length 4 GiB
-    struct.pack("<BIQQq", 99, 1, 1, 0, 0),  # unknown op
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        struct.pack("<BIQQq", OP_SET, 1, 2**63, 0, 0),
+        struct.pack("<BIQQq", OP_GET, 2**32 - 1, 0, 0, 0),
+        struct.pack("<BIQQq", 99, 1, 1, 0, 0),
+    ],
+    ids=["value-2**63", "key-4GiB", "unknown-op"],
+)
 def test_oversized_prefix_after_handshake_closes_connection(server: TCPStoreServer, header: bytes) -> None:
     with socket.create_connection((server.host, server.port)) as s:
         client_handshake(s, SECRET, PURPOSE_STORE, timeout=2.0)
