@@ -88,6 +88,17 @@ def _store_from_env(
         return TCPStore(host, port, secret=secret, timeout=config.timeout), []
     if env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
         host, port = env["MASTER_ADDR"], _int_env(env, "MASTER_PORT")
+        size = _int_env(env, "WORLD_SIZE") if env.get("WORLD_SIZE") else 1
+        try:
+            from .store.torch_store import TorchStore
+        except ImportError:
+            TorchStore = None  # type: ignore[assignment,misc]  # noqa: N806
+        if TorchStore is not None:
+            # torchrun's agent already serves MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE);
+            # otherwise rank 0 hosts a torch TCPStore there, as init_process_group does.
+            agent = env.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+            store = TorchStore.connect(host, port, rank, size, is_server=rank == 0 and not agent, timeout=config.timeout)
+            return store, []
         secret = secret or f"torchrun:{env.get('TORCHELASTIC_RUN_ID', '')}:{port}"
         owned: list[Any] = []
         if rank == 0:

@@ -213,3 +213,17 @@ def test_init_reads_torchrun_environment(tmp_path):
     for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
         assert p.returncode == 0, err
         assert f"ok {rank} 2" in out
+
+
+def test_init_under_real_torchrun_meets_in_the_agent_store(tmp_path):
+    pytest.importorskip("torch")
+    script = tmp_path / "job.py"
+    script.write_text(LAUNCHED_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("ok ") == 2, proc.stdout
