@@ -226,4 +226,4 @@ def test_init_under_real_torchrun_meets_in_the_agent_store(tmp_path):
         capture_output=True, text=True, timeout=180, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("ok ") == 2, proc.stdout
+    assert proc.stdout.count(" 2 ['shm']") == 2, proc.stdout  # ranks' lines may interleave
