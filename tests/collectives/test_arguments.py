@@ -1,0 +1,367 @@
+"""Wrong calls are refused locally, before anything is sent; what users may pass works.
+
+Each bad call runs on rank 0 of a 2-rank world while rank 1 does nothing: the call must
+raise at once (a call that sent something or waited on its peer would hang until the
+timeout), name the offending argument, and leave the communicator usable with its
+sequence numbers untouched — both ranks then run an all_reduce together, which would
+mismatch (and time out) had the refused call consumed a number or sent a message.
+"""
+
+from __future__ import annotations
+
+import array
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives import InvalidArgumentError, InvalidTypeError, ReduceOp, Work
+from collectives.testing import RankError, run_world
+
+COMM_TIMEOUT = 10.0  # a call that wrongly waits on the idle peer fails within this
+IMMEDIATE = 2.0  # seconds a refused call may take
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def _strided(n: int, dtype: Any = np.float32) -> np.ndarray:
+    return np.zeros(2 * n, dtype=dtype)[::2]
+
+
+def f32(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float32)
+
+
+# (id, call made by rank 0 of a 2-rank world, error type, argument the message names)
+BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
+    # all_reduce
+    ("all_reduce-x-noncontiguous", lambda c: c.all_reduce(_strided(4)), InvalidArgumentError, "x"),
+    ("all_reduce-x-fortran-2d", lambda c: c.all_reduce(np.asfortranarray(np.zeros((3, 2), np.float32))),
+     InvalidArgumentError, "x"),
+    ("all_reduce-x-readonly", lambda c: c.all_reduce(_ro(f32(4))), InvalidArgumentError, "x"),
+    ("all_reduce-x-bytes-readonly", lambda c: c.all_reduce(b"abcd"), InvalidArgumentError, "x"),
+    ("all_reduce-x-bool", lambda c: c.all_reduce(np.zeros(4, np.bool_)), InvalidTypeError, "x"),
+    ("all_reduce-x-object", lambda c: c.all_reduce(np.empty(4, object)), InvalidTypeError, "x"),
+    ("all_reduce-x-str", lambda c: c.all_reduce(np.array(["ab", "cd"])), InvalidTypeError, "x"),
+    ("all_reduce-x-longdouble", lambda c: c.all_reduce(np.zeros(4, np.longdouble)), InvalidTypeError, "x"),
+    ("all_reduce-x-datetime", lambda c: c.all_reduce(np.zeros(4, "datetime64[s]")), InvalidTypeError, "x"),
+    ("all_reduce-x-list", lambda c: c.all_reduce([1.0, 2.0]), InvalidTypeError, "x"),
+    ("all_reduce-x-none", lambda c: c.all_reduce(None), InvalidTypeError, "x"),
+    ("all_reduce-band-float", lambda c: c.all_reduce(f32(4), op=ReduceOp.BAND), InvalidTypeError, "op"),
+    ("all_reduce-bor-float16", lambda c: c.all_reduce(np.zeros(4, np.float16), op="bor"), InvalidTypeError, "op"),
+    ("all_reduce-bxor-complex", lambda c: c.all_reduce(np.zeros(4, np.complex64), op=ReduceOp.BXOR),
+     InvalidTypeError, "op"),
+    ("all_reduce-min-complex", lambda c: c.all_reduce(np.zeros(4, np.complex128), op=ReduceOp.MIN),
+     InvalidTypeError, "op"),
+    ("all_reduce-max-complex", lambda c: c.all_reduce(np.zeros(4, np.complex64), op="max"), InvalidTypeError, "op"),
+    ("all_reduce-op-unknown", lambda c: c.all_reduce(f32(4), op="median"), InvalidArgumentError, "op"),
+    ("all_reduce-op-int", lambda c: c.all_reduce(f32(4), op=3), InvalidArgumentError, "op"),
+    ("all_reduce-algorithm-unknown", lambda c: c.all_reduce(f32(4), algorithm="butterfly"),
+     InvalidArgumentError, "algorithm"),
+    # reduce_scatter
+    ("reduce_scatter-x-not-multiple", lambda c: c.reduce_scatter(f32(5)), InvalidArgumentError, "x"),
+    ("reduce_scatter-out-length", lambda c: c.reduce_scatter(f32(6), np.zeros(2, np.float32)),
+     InvalidArgumentError, "out"),
+    ("reduce_scatter-out-readonly", lambda c: c.reduce_scatter(f32(6), _ro(np.zeros(3, np.float32))),
+     InvalidArgumentError, "out"),
+    ("reduce_scatter-out-noncontiguous", lambda c: c.reduce_scatter(f32(6), _strided(3)), InvalidArgumentError, "out"),
+    ("reduce_scatter-out-dtype", lambda c: c.reduce_scatter(f32(6), np.zeros(3, np.float64)), InvalidTypeError, "out"),
+    ("reduce_scatter-x-noncontiguous", lambda c: c.reduce_scatter(_strided(6)), InvalidArgumentError, "x"),
+    ("reduce_scatter-band-float", lambda c: c.reduce_scatter(f32(6), op="band"), InvalidTypeError, "op"),
+    # all_gather
+    ("all_gather-out-length", lambda c: c.all_gather(f32(3), np.zeros(5, np.float32)), InvalidArgumentError, "out"),
+    ("all_gather-out-readonly", lambda c: c.all_gather(f32(3), _ro(np.zeros(6, np.float32))),
+     InvalidArgumentError, "out"),
+    ("all_gather-out-noncontiguous", lambda c: c.all_gather(f32(3), _strided(6)), InvalidArgumentError, "out"),
+    ("all_gather-out-dtype", lambda c: c.all_gather(f32(3), np.zeros(6, np.int32)), InvalidTypeError, "out"),
+    ("all_gather-out-unsupported", lambda c: c.all_gather(f32(3), np.zeros(6, np.bool_)), InvalidTypeError, "out"),
+    ("all_gather-x-noncontiguous", lambda c: c.all_gather(_strided(3)), InvalidArgumentError, "x"),
+    # broadcast
+    ("broadcast-root-too-big", lambda c: c.broadcast(f32(4), root=2), InvalidArgumentError, "root"),
+    ("broadcast-root-negative", lambda c: c.broadcast(f32(4), root=-1), InvalidArgumentError, "root"),
+    ("broadcast-root-float", lambda c: c.broadcast(f32(4), root=1.0), InvalidArgumentError, "root"),
+    ("broadcast-root-bool", lambda c: c.broadcast(f32(4), root=True), InvalidArgumentError, "root"),
+    ("broadcast-x-readonly-nonroot", lambda c: c.broadcast(_ro(f32(4)), root=1), InvalidArgumentError, "x"),
+    ("broadcast-x-noncontiguous", lambda c: c.broadcast(_strided(4), root=0), InvalidArgumentError, "x"),
+    # reduce
+    ("reduce-root-too-big", lambda c: c.reduce(f32(4), root=5), InvalidArgumentError, "root"),
+    ("reduce-root-negative", lambda c: c.reduce(f32(4), root=-2), InvalidArgumentError, "root"),
+    ("reduce-x-readonly-root", lambda c: c.reduce(_ro(f32(4)), root=0), InvalidArgumentError, "x"),
+    ("reduce-min-complex", lambda c: c.reduce(np.zeros(4, np.complex64), root=1, op="min"), InvalidTypeError, "op"),
+    # gather
+    ("gather-root-too-big", lambda c: c.gather(f32(3), root=2), InvalidArgumentError, "root"),
+    ("gather-out-length-root", lambda c: c.gather(f32(3), np.zeros(3, np.float32), root=0),
+     InvalidArgumentError, "out"),
+    ("gather-out-readonly-root", lambda c: c.gather(f32(3), _ro(np.zeros(6, np.float32)), root=0),
+     InvalidArgumentError, "out"),
+    ("gather-out-noncontiguous-root", lambda c: c.gather(f32(3), _strided(6), root=0), InvalidArgumentError, "out"),
+    ("gather-out-dtype-root", lambda c: c.gather(f32(3), np.zeros(6, np.float16), root=0), InvalidTypeError, "out"),
+    # scatter
+    ("scatter-root-too-big", lambda c: c.scatter(f32(6), np.zeros(3, np.float32), root=2),
+     InvalidArgumentError, "root"),
+    ("scatter-x-length-root", lambda c: c.scatter(f32(5), np.zeros(3, np.float32), root=0), InvalidArgumentError, "x"),
+    ("scatter-out-readonly", lambda c: c.scatter(f32(6), _ro(np.zeros(3, np.float32)), root=0),
+     InvalidArgumentError, "out"),
+    ("scatter-out-readonly-nonroot", lambda c: c.scatter(None, _ro(np.zeros(3, np.float32)), root=1),
+     InvalidArgumentError, "out"),
+    ("scatter-out-noncontiguous", lambda c: c.scatter(f32(6), _strided(3), root=0), InvalidArgumentError, "out"),
+    ("scatter-x-dtype-root", lambda c: c.scatter(np.zeros(6, np.int64), np.zeros(3, np.float32), root=0),
+     InvalidTypeError, "x"),
+    # all_to_all
+    ("all_to_all-x-not-multiple", lambda c: c.all_to_all(f32(5)), InvalidArgumentError, "x"),
+    ("all_to_all-out-length", lambda c: c.all_to_all(f32(6), np.zeros(4, np.float32)), InvalidArgumentError, "out"),
+    ("all_to_all-out-readonly", lambda c: c.all_to_all(f32(6), _ro(np.zeros(6, np.float32))),
+     InvalidArgumentError, "out"),
+    ("all_to_all-out-noncontiguous", lambda c: c.all_to_all(f32(6), _strided(6)), InvalidArgumentError, "out"),
+    ("all_to_all-out-dtype", lambda c: c.all_to_all(f32(6), np.zeros(6, np.complex64)), InvalidTypeError, "out"),
+    # point to point
+    ("send-to-self", lambda c: c.send(f32(2), 0), InvalidArgumentError, "dst"),
+    ("recv-from-self", lambda c: c.recv(f32(2), 0), InvalidArgumentError, "src"),
+    ("send-dst-too-big", lambda c: c.send(f32(2), 2), InvalidArgumentError, "dst"),
+    ("send-dst-negative", lambda c: c.send(f32(2), -1), InvalidArgumentError, "dst"),
+    ("recv-src-too-big", lambda c: c.recv(f32(2), 7), InvalidArgumentError, "src"),
+    ("send-tag-negative", lambda c: c.send(f32(2), 1, tag=-1), InvalidArgumentError, "tag"),
+    ("send-tag-too-big", lambda c: c.send(f32(2), 1, tag=1 << 40), InvalidArgumentError, "tag"),
+    ("recv-tag-str", lambda c: c.recv(f32(2), 1, tag="a"), InvalidArgumentError, "tag"),
+    ("recv-x-readonly", lambda c: c.recv(_ro(f32(2)), 1), InvalidArgumentError, "x"),
+    ("send-x-unsupported", lambda c: c.send(np.zeros(2, np.bool_), 1), InvalidTypeError, "x"),
+    # async: refused at the call, not later through the Work
+    ("async-all_reduce-x-readonly", lambda c: c.all_reduce(_ro(f32(4)), async_op=True), InvalidArgumentError, "x"),
+    ("async-all_gather-out-length", lambda c: c.all_gather(f32(3), np.zeros(2, np.float32), async_op=True),
+     InvalidArgumentError, "out"),
+    ("async-broadcast-root", lambda c: c.broadcast(f32(3), root=9, async_op=True), InvalidArgumentError, "root"),
+]
+
+
+def _names_argument(message: str, name: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
+
+
+def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], name: str) -> None:
+    """Rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once; rank 1
+    makes no call. Then both ranks must still be able to all_reduce together."""
+
+    def fn(comm: Any) -> tuple[float, np.ndarray]:
+        elapsed = 0.0
+        if comm.rank == 0:
+            start = time.monotonic()
+            with pytest.raises(error) as info:
+                bad_call(comm)
+            elapsed = time.monotonic() - start
+            assert _names_argument(str(info.value), name), f"message does not name {name!r}: {info.value}"
+        x = np.array([comm.rank + 1, 10 * (comm.rank + 1)], dtype=np.int64)
+        comm.all_reduce(x)
+        return elapsed, x
+
+    results = run_world(fn, 2, timeout=COMM_TIMEOUT)
+    elapsed = results[0][0]
+    assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
+    for _, x in results:
+        assert x.tolist() == [3, 30], "the follow-up all_reduce saw traffic from the refused call"
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_is_refused_before_anything_is_sent(bad_call: Callable[[Any], Any], error: type[Exception],
+                                                      name: str) -> None:
+    refused_on_one_rank(bad_call, error, name)
+
+
+def test_error_types_are_value_and_type_errors() -> None:
+    assert issubclass(InvalidArgumentError, ValueError)
+    assert issubclass(InvalidTypeError, TypeError)
+
+    def fn(comm: Any) -> None:
+        with pytest.raises(ValueError):
+            comm.all_reduce(_ro(f32(2)))
+        with pytest.raises(TypeError):
+            comm.all_reduce(f32(2), op="band")
+
+    run_world(fn, 1)
+
+
+# -- what users may pass ----------------------------------------------------------------------
+
+
+def test_buffer_protocol_objects_work_as_inputs_and_outputs() -> None:
+    def fn(comm: Any) -> dict[str, Any]:
+        r = comm.rank
+        got: dict[str, Any] = {}
+        ba = bytearray([200, 1 + r, 7])  # uint8: 200 + 200 wraps to 144
+        assert comm.all_reduce(ba) is ba
+        got["bytearray"] = bytes(ba)
+        arr_d = array.array("d", [0.5 + r, -1.0, 2.0 * r])
+        comm.all_reduce(arr_d, op=ReduceOp.MAX)
+        got["array_d"] = arr_d.tolist()
+        arr_i = array.array("i", [r, -r])
+        out = comm.all_gather(arr_i)  # a new output for a buffer-protocol input
+        got["gather_i"] = np.asarray(out).tolist()
+        dst = array.array("i", [0] * 4)
+        assert comm.all_gather(arr_i, dst) is dst
+        got["gather_into_array"] = dst.tolist()
+        got["gather_bytes"] = np.asarray(comm.all_gather(b"ab" if r == 0 else b"cd")).tobytes()  # read-only input
+        mv = memoryview(np.array([1.5, 2.5 * r], dtype=np.float64))
+        comm.all_reduce(mv)
+        got["memoryview"] = list(mv)
+        two_d = np.arange(6, dtype=np.int16).reshape(2, 3) + r
+        assert comm.all_reduce(two_d) is two_d
+        got["2d"] = two_d.tolist()
+        return got
+
+    a, b = run_world(fn, 2)
+    assert a == b
+    assert a["bytearray"] == bytes([144, 3, 14])
+    assert a["array_d"] == [1.5, -1.0, 2.0]
+    assert a["gather_i"] == [0, 0, 1, -1]
+    assert a["gather_into_array"] == [0, 0, 1, -1]
+    assert a["gather_bytes"] == b"abcd"
+    assert a["memoryview"] == [3.0, 2.5]
+    assert a["2d"] == [[1, 3, 5], [7, 9, 11]]
+
+
+def test_read_only_inputs_where_nothing_is_written() -> None:
+    """A non-root's x in reduce and the root's x in broadcast are only read."""
+
+    def fn(comm: Any) -> tuple[Any, Any]:
+        r = comm.rank
+        x = np.array([1.0, 2.0], np.float32) * (r + 1)
+        if r != 0:
+            x = _ro(x)
+        comm.reduce(x, root=0)
+        y = _ro(np.array([5, 6], np.int32)) if r == 1 else np.zeros(2, np.int32)
+        comm.broadcast(y, root=1)
+        return x.tolist(), y.tolist()
+
+    results = run_world(fn, 3)
+    assert results[0] == ([6.0, 12.0], [5, 6])
+    assert results[1] == ([2.0, 4.0], [5, 6])
+    assert results[2] == ([3.0, 6.0], [5, 6])
+
+
+def test_torch_tensors_when_torch_is_installed() -> None:
+    torch = pytest.importorskip("torch")
+
+    def fn(comm: Any) -> list[Any]:
+        r = comm.rank
+        t = torch.tensor([1, 2, 3], dtype=torch.int32) * (r + 1)
+        assert comm.all_reduce(t) is t
+        b = torch.tensor([0.5, 1.5], dtype=torch.bfloat16) * (r + 1)
+        comm.all_reduce(b)
+        g = comm.all_gather(torch.tensor([r], dtype=torch.float64))
+        assert isinstance(g, torch.Tensor), "an output allocated for a tensor input is a tensor"
+        with pytest.raises(InvalidArgumentError, match="x"):
+            comm.all_reduce(torch.zeros(4, 4)[:, 0])
+        return [t.tolist(), b.float().tolist(), g.tolist()]
+
+    a, b = run_world(fn, 2)
+    assert a == b == [[3, 6, 9], [1.5, 4.5], [0.0, 1.0]]
+
+
+# -- async ------------------------------------------------------------------------------------
+
+
+def test_async_op_returns_work_whose_wait_returns_the_result() -> None:
+    def fn(comm: Any) -> list[Any]:
+        r = comm.rank
+        x = np.array([r + 1, 2 * (r + 1)], dtype=np.int32)
+        w1 = comm.all_reduce(x, async_op=True)
+        assert isinstance(w1, Work)
+        out = np.zeros(4, np.float64)
+        w2 = comm.all_gather(np.array([r, r + 0.5]), out, async_op=True)
+        y = np.array([r * 10], np.int64)
+        w3 = comm.broadcast(y, root=1, async_op=True)
+        z = np.array([3 - r], np.int8)
+        comm.all_reduce(z, op="max")  # a synchronous call queues behind the async ones
+        got1 = w1.wait(timeout=COMM_TIMEOUT)
+        assert got1 is x
+        assert w2.wait() is out
+        assert w3.wait() is y
+        for w in (w1, w2, w3):
+            assert w.is_completed()
+        return [x.tolist(), out.tolist(), y.tolist(), z.tolist()]
+
+    results = run_world(fn, 2)
+    assert results[0] == results[1] == [[3, 6], [0.0, 0.5, 1.0, 1.5], [10], [3]]
+
+
+def test_async_gather_returns_none_off_root() -> None:
+    def fn(comm: Any) -> Any:
+        work = comm.gather(np.array([comm.rank], np.int16), root=1, async_op=True)
+        return work.wait()
+
+    results = run_world(fn, 3)
+    assert results[0] is None and results[2] is None
+    assert results[1].tolist() == [0, 1, 2]
+
+
+# -- point to point ---------------------------------------------------------------------------
+
+
+def test_send_recv_tags_match_in_order() -> None:
+    def fn(comm: Any) -> list[list[int]]:
+        if comm.rank == 0:
+            comm.send(np.array([1, 1], np.int32), 1, tag=1)  # A
+            comm.send(np.array([2, 2], np.int32), 1, tag=2)  # B
+            comm.send(np.array([3, 3], np.int32), 1, tag=1)  # C
+            comm.send(np.array([4, 4], np.int32), 1)  # D, default tag 0
+            return []
+        got = []
+        for tag in (2, 0, 1, 1):
+            x = np.zeros(2, np.int32)
+            assert comm.recv(x, 0, tag=tag) is x
+            got.append(x.tolist())
+        return got
+
+    _, received = run_world(fn, 2)
+    # tag 2 first although sent second; the two tag-1 messages in the order they were sent
+    assert received == [[2, 2], [4, 4], [1, 1], [3, 3]]
+
+
+def test_send_recv_interleave_with_collectives() -> None:
+    def fn(comm: Any) -> list[Any]:
+        r = comm.rank
+        x = np.full(3, r + 1, np.float64)
+        if r == 0:
+            comm.send(np.array([7.0, 8.0, 9.0]), 1, tag=5)
+        comm.all_reduce(x)
+        if r == 1:
+            y = np.zeros(3)
+            comm.recv(y, 0, tag=5)
+            return [x.tolist(), y.tolist()]
+        return [x.tolist()]
+
+    a, b = run_world(fn, 2)
+    assert a == [[3.0, 3.0, 3.0]]
+    assert b == [[3.0, 3.0, 3.0], [7.0, 8.0, 9.0]]
+
+
+def test_run_world_reports_the_failing_rank() -> None:
+    """The harness used above re-raises a rank's error naming it (so the tests above fail
+    when a rank's assertion fails)."""
+
+    def fn(comm: Any) -> None:
+        if comm.rank == 1:
+            raise AssertionError("boom")
+
+    with pytest.raises(RankError, match="rank 1") as info:
+        run_world(fn, 2)
+    assert info.value.rank == 1
+
+
+def test_single_rank_world_refuses_too() -> None:
+    comm = collectives.init(0, 1, collectives.store.HashStore(), transport="inproc", timeout=COMM_TIMEOUT)
+    try:
+        with pytest.raises(InvalidArgumentError, match="root"):
+            comm.broadcast(f32(2), root=1)
+        with pytest.raises(InvalidArgumentError, match="dst"):
+            comm.send(f32(2), 0)
+        x = f32(3)
+        assert comm.all_reduce(x, op="avg") is x and x.tolist() == [0.0, 1.0, 2.0]
+    finally:
+        comm.close()
