@@ -1,0 +1,188 @@
+"""Backends: one rank's way of running the collectives the harness times.
+
+Every backend takes nccl-tests' (send, recv) buffers, where in-place means the two are
+the same memory (or, for all_gather / reduce_scatter, one is the rank's block of the
+other). Libraries whose call is in place only (our all_reduce, broadcast, reduce; gloo's)
+get the send data copied into recv first, inside the timed call: that copy is part of
+what an out-of-place collective costs with such an API.
+
+``CollectivesBackend`` runs our library; ``perf.peers.mpi`` and ``perf.peers.gloo`` run
+the same calls through mpi4py and torch.distributed (gloo) for ``--vs``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from typing import Any
+
+import numpy as np
+
+from .colls import DTYPE_NAMES, OP_NAMES
+
+
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.size > 0 and np.shares_memory(a, b))
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    if not same_memory(dst, src):
+        dst[...] = src
+
+
+class Backend:
+    """Interface (and the parts every backend shares)."""
+
+    name = "?"
+    rank = 0
+    size = 1
+    #: dtype names (nccl-tests spelling) and ops this backend can run
+    dtypes: tuple[str, ...] = DTYPE_NAMES
+    ops: tuple[str, ...] = OP_NAMES
+
+    def supports(self, dtype: str, op: str | None) -> str | None:
+        """None if (dtype, op) can run, else why not."""
+        if dtype not in self.dtypes:
+            return f"{self.name} has no {dtype}"
+        if op is not None and op not in self.ops:
+            return f"{self.name} has no {op}"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Versions and settings, for the header and --json."""
+        return {"backend": self.name}
+
+    # the collectives ------------------------------------------------------------------
+    def all_reduce(self, send: np.ndarray, recv: np.ndarray, op: str) -> None: raise NotImplementedError
+    def all_gather(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, op: str) -> None: raise NotImplementedError
+    def broadcast(self, send: np.ndarray, recv: np.ndarray, root: int) -> None: raise NotImplementedError
+    def reduce(self, send: np.ndarray, recv: np.ndarray, op: str, root: int) -> None: raise NotImplementedError
+    def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
+    def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
+    def barrier(self) -> None: raise NotImplementedError
+
+    def gather_all(self, values: np.ndarray) -> np.ndarray:
+        """Every rank's ``values`` (same length everywhere), as a (size, len) array on all
+        ranks. Used to combine timings and error counts when no coordinator does."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class CollectivesBackend(Backend):
+    """Our library, through the public Communicator API."""
+
+    name = "collectives"
+
+    def __init__(self, comm: Any, *, algorithm: str | None = None) -> None:
+        self.comm = comm
+        self.rank = comm.rank
+        self.size = comm.size
+        self.algorithm = None if algorithm in (None, "auto") else algorithm
+
+    @classmethod
+    def connect(cls, rank: int | None = None, size: int | None = None, store: Any = None, *,
+                transport: str | None = None, algorithm: str | None = None,
+                timeout: float | None = None) -> CollectivesBackend:
+        import collectives
+
+        comm = collectives.init(rank, size, store, transport=transport, algorithm=algorithm, timeout=timeout)
+        return cls(comm, algorithm=algorithm)
+
+    def describe(self) -> dict[str, Any]:
+        import collectives
+
+        names = sorted(set(self.comm.transport_names.values())) if self.size > 1 else []
+        return {
+            "backend": self.name,
+            "version": collectives.__version__,
+            "transport": ",".join(names) or "none",
+            "algorithm": self.algorithm or "auto",
+        }
+
+    def all_reduce(self, send: np.ndarray, recv: np.ndarray, op: str) -> None:
+        copy_into(recv, send)
+        self.comm.all_reduce(recv, op=op, algorithm=self.algorithm)
+
+    def all_gather(self, send: np.ndarray, recv: np.ndarray) -> None:
+        self.comm.all_gather(send, recv, algorithm=self.algorithm)
+
+    def reduce_scatter(self, send: np.ndarray, recv: np.ndarray, op: str) -> None:
+        self.comm.reduce_scatter(send, recv, op=op, algorithm=self.algorithm)
+
+    def broadcast(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        if self.rank == root:
+            copy_into(recv, send)
+        self.comm.broadcast(recv, root=root, algorithm=self.algorithm)
+
+    def reduce(self, send: np.ndarray, recv: np.ndarray, op: str, root: int) -> None:
+        if self.rank == root:
+            copy_into(recv, send)
+            self.comm.reduce(recv, root=root, op=op, algorithm=self.algorithm)
+        else:
+            self.comm.reduce(send, root=root, op=op, algorithm=self.algorithm)
+
+    def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
+        self.comm.all_to_all(send, recv, algorithm=self.algorithm)
+
+    def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
+        """Ring shift: send to rank+1, receive from rank-1.
+
+        Our send returns once its data is delivered and a second operation queues behind
+        the first, so both directions cannot be in flight at once; even ranks send first,
+        odd ranks receive first (deadlock-free for any world size >= 2). In place, the
+        outgoing data is saved first.
+        """
+        n, r = self.size, self.rank
+        if n == 1:
+            copy_into(recv, send)
+            return
+        out = send.copy() if same_memory(send, recv) else send
+        if r % 2 == 0:
+            self.comm.send(out, (r + 1) % n)
+            self.comm.recv(recv, (r - 1) % n)
+        else:
+            self.comm.recv(recv, (r - 1) % n)
+            self.comm.send(out, (r + 1) % n)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self.comm.barrier()
+
+    def gather_all(self, values: np.ndarray) -> np.ndarray:
+        values = np.ascontiguousarray(values)
+        out = np.empty(values.size * self.size, dtype=values.dtype)
+        if self.size == 1:
+            out[...] = values
+        else:
+            self.comm.all_gather(values, out)
+        return out.reshape(self.size, values.size)
+
+    def close(self) -> None:
+        self.comm.close()
+
+
+def local_device_index() -> int:
+    """The rank's index among the ranks of its host, where a launcher says so."""
+    for var in ("COLLECTIVES_LOCAL_RANK", "LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return -1
