@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from .algorithms import barrier as barrier_algorithm
+from .algorithms import direct
+from .algorithms import ring as ring_algorithm
 from .algorithms.execute import Executor
 from .algorithms.registry import SCHEDULES, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
@@ -82,6 +84,12 @@ class Communicator:
         self._worker: Worker | None = None
         self._broken: BaseException | None = None
         self._closed = False
+        # Shared windows exist when one shared-memory transport reaches every peer.
+        self._window_transport = next(
+            (t for t in self.transports if t.name == "shm" and len(t.channels) == size - 1), None
+        )
+        self._windows: list[Any] = []  # id 0: the scratch window (None until first use); then comm.alloc's
+        self._window_serial = 0
 
     # -- state ----------------------------------------------------------------------------
 
@@ -125,6 +133,10 @@ class Communicator:
             except Exception:  # noqa: BLE001 - closing must go on for the others
                 logger.exception("closing %s failed", transport)
         self._executor.release_scratch()
+        for window in self._windows:
+            if window is not None:
+                window.close()
+        self._windows.clear()
         for resource in self._owned:
             try:
                 resource.close()
@@ -234,7 +246,87 @@ class Communicator:
         return int(value)
 
     def _algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
-        return select(collective, requested, self.config.algorithm, nbytes, self.size)
+        windows = self._window_transport is not None and self.size > 1
+        return select(collective, requested, self.config.algorithm, nbytes, self.size, windows)
+
+    # -- shared windows -----------------------------------------------------------------
+
+    def _open_window(self, nbytes: int, window_id: int, seq: int, deadline: float) -> Any:
+        """Collectively create a shared window of ``nbytes`` per rank: create my segment,
+        all-gather the names over the channels, map the peers', then unlink mine once
+        every rank has mapped it."""
+        from .transports.shm_window import NAME_BYTES, ShmWindow
+
+        window = ShmWindow(self._window_transport, self.rank, list(range(self.size)), nbytes, window_id)
+        try:
+            names = np.zeros(NAME_BYTES * self.size, dtype=np.uint8)
+            names[self.rank * NAME_BYTES : (self.rank + 1) * NAME_BYTES] = np.frombuffer(window.name(), np.uint8)
+            blocks = partition(names.size, self.size)
+            tag = CONTROL_TAG_BIT | seq
+            self._execute("window setup", seq, deadline, ring_algorithm.all_gather(self.rank, self.size, blocks, names.size), [names], tag=tag)
+            window.attach({r: names[r * NAME_BYTES : (r + 1) * NAME_BYTES].tobytes() for r in range(self.size)})
+            empty = np.empty(0, dtype=np.uint8)
+            self._execute("window setup", seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty], tag=tag)
+        except BaseException:
+            window.close()
+            raise
+        window.unlink_own()
+        return window
+
+    def _scratch_window(self, nbytes: int, seq: int, deadline: float) -> Any:
+        """The scratch window, grown (collectively: every rank asks for the same size) to
+        hold ``nbytes``."""
+        current = self._windows[0] if self._windows else None
+        if current is not None and current.nbytes >= nbytes:
+            return current
+        capacity = 1 << max(20, (max(nbytes, 1) - 1).bit_length())
+        window = self._open_window(capacity, 0, seq, deadline)
+        if current is not None:
+            current.close()
+        if self._windows:
+            self._windows[0] = window
+        else:
+            self._windows.append(window)
+        self._window_serial = 0
+        return window
+
+    def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """A zeroed array in shared memory registered with this communicator (like
+        ncclMemAlloc + window registration): collectives on it copy nothing in or out.
+
+        Collective: every rank calls it with the same shape and dtype, in the same order.
+        Without shared windows (ranks on several hosts) it returns an ordinary array.
+        """
+        dt = np.dtype(dtype)
+        shape_t = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        count = int(np.prod(shape_t, dtype=np.int64))
+        if self._window_transport is None or self.size == 1:
+            return np.zeros(shape_t, dtype=dt)
+
+        def body(seq: int, deadline: float) -> np.ndarray:
+            if not self._windows:
+                self._windows.append(None)  # id 0 is kept for the scratch window
+            window = self._open_window(count * dt.itemsize, len(self._windows), seq, deadline)
+            self._windows.append(window)
+            array = window.data(self.rank)[: count * dt.itemsize].view(dt).reshape(shape_t)
+            array[...] = 0
+            return array
+
+        return self._issue("alloc", body, False)
+
+    def _direct_all_reduce(self, arr: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
+        if not self._windows:
+            self._windows.append(None)
+        in_window = direct.locate(arr, self._windows)[0] != 0 if len(self._windows) > 1 else False
+        scratch = self._scratch_window(0 if in_window else arr.nbytes, seq, deadline)
+        blocks_per_step = max(1, (256 << 10) // arr.itemsize)
+
+        def on_timeout(ranks: list[int]) -> BaseException:
+            return CollectiveTimeoutError("all_reduce", seq, ranks, self.timeout)
+
+        self._window_serial = direct.all_reduce(
+            scratch, self._windows, arr, op, blocks_per_step, self._window_serial, deadline, on_timeout
+        )
 
     def _segment(self, array: np.ndarray) -> int:
         return max(1, self.config.chunk_bytes // max(1, array.itemsize))
@@ -258,7 +350,9 @@ class Communicator:
         algo = self._algorithm("all_reduce", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            if self.size > 1:
+            if self.size > 1 and algo == "direct":
+                self._direct_all_reduce(arr, rop, seq, deadline)
+            elif self.size > 1:
                 steps = SCHEDULES["all_reduce"][algo](self.rank, self.size, arr.size, self._segment(arr))
                 self._execute("all_reduce", seq, deadline, steps, [arr], rop)
             finalize(rop, arr, self.size)

@@ -69,6 +69,11 @@ def reduce_into(op: ReduceOp, dst: np.ndarray, src: np.ndarray) -> None:
     _KERNELS[op](dst, src, out=dst)
 
 
+def reduce_pair(op: ReduceOp, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a op b`` (saves the copy of ``a`` into ``out`` that reduce_into would need)."""
+    _KERNELS[op](a, b, out=out)
+
+
 def finalize(op: ReduceOp, result: np.ndarray, world_size: int) -> None:
     """Post-operation on a reduced result: AVG divides by the world size.
 

@@ -5,7 +5,8 @@ distinct member for a collective, the entry says which schedule stands in and wh
 a recursive-doubling gather *is* a binomial gather (the two name one message pattern),
 and all-to-all is a pairwise exchange under every name, since ring, tree and butterfly
 orders all reduce to it when each rank owes every other rank a distinct block.
-``direct`` needs shared windows, which no transport offers yet.
+``direct`` needs shared windows (every rank on one host over shared memory) and exists
+for all-reduce (``algorithms/direct.py``).
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ("ring", "tree", "recursive", "direct")
+DIRECT = ("all_reduce",)  # collectives with a direct (shared-window) implementation
 
 # Below this many bytes latency (steps) dominates; above it bandwidth does. Python's
 # per-message overhead is large, so the crossover sits higher than in C libraries.
 SMALL_MESSAGE_BYTES = 256 << 10
 
 
-def automatic(collective: str, nbytes: int, size: int) -> str:
+def automatic(collective: str, nbytes: int, size: int, windows: bool = False) -> str:
     """A simple size / world-size rule (the tuner of the topology issue replaces it)."""
+    if windows and collective in DIRECT:
+        return "direct"
     if collective in ("gather", "scatter"):
         return "tree"
     if collective == "all_to_all":
@@ -55,7 +59,9 @@ def automatic(collective: str, nbytes: int, size: int) -> str:
     return "ring"
 
 
-def select(collective: str, requested: str | None, default: str | None, nbytes: int, size: int) -> str:
+def select(
+    collective: str, requested: str | None, default: str | None, nbytes: int, size: int, windows: bool = False
+) -> str:
     """The algorithm to run: the caller's choice, else COLLECTIVES_ALGO, else automatic.
 
     Raises:
@@ -65,15 +71,18 @@ def select(collective: str, requested: str | None, default: str | None, nbytes: 
     if requested is not None:
         name = str(requested).lower()
         if name == "auto":
-            return automatic(collective, nbytes, size)
+            return automatic(collective, nbytes, size, windows)
         if name not in NAMES:
             raise InvalidArgumentError(f"algorithm: {requested!r} is not one of {', '.join(NAMES)}, auto")
         if name == "direct":
-            raise UnsupportedError(
-                f"algorithm: 'direct' needs transports with shared windows; none of this "
-                f"communicator's transports offers them, so {collective} cannot run it"
-            )
+            if collective not in DIRECT:
+                raise UnsupportedError(f"algorithm: 'direct' exists for {', '.join(DIRECT)}, not {collective}")
+            if not windows:
+                raise UnsupportedError(
+                    "algorithm: 'direct' needs shared windows: every rank on this host over shared "
+                    "memory; this communicator has other transports"
+                )
         return name
-    if default is not None and default in SCHEDULES[collective]:
+    if default is not None and (default in SCHEDULES[collective] or (default == "direct" and windows and collective in DIRECT)):
         return default
-    return automatic(collective, nbytes, size)
+    return automatic(collective, nbytes, size, windows)

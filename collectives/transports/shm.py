@@ -108,6 +108,67 @@ def _process_gone(pid: int, start_time: bytes | None) -> str | None:
     return None
 
 
+def create_segment_file(nbytes: int, describe: str) -> tuple[str, mmap.mmap]:
+    """Create and map a fresh 0600 file of ``nbytes`` in /dev/shm under an unguessable name.
+    Space is reserved up front, so a full /dev/shm raises ConnectError naming required and
+    available bytes here instead of SIGBUS later. ``describe`` says what it is for."""
+    if not os.path.isdir(SHM_DIR):
+        raise UnsupportedError(f"shm: {SHM_DIR} does not exist here; use COLLECTIVES_TRANSPORT=tcp")
+
+    def no_space(available: int) -> ConnectError:
+        return ConnectError(
+            f"shm: {describe} needs {nbytes} bytes in {SHM_DIR} but only {available} bytes are "
+            "available; free space there, enlarge it, or lower COLLECTIVES_SHM_RING_BYTES"
+        )
+
+    st = os.statvfs(SHM_DIR)
+    if nbytes > st.f_bavail * st.f_frsize:
+        raise no_space(st.f_bavail * st.f_frsize)
+    name = f"collectives-{os.getpid()}-{secrets.token_hex(8)}"
+    path = os.path.join(SHM_DIR, name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)  # reserve now: ENOSPC here, never SIGBUS later
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise no_space(os.statvfs(SHM_DIR).f_bavail * st.f_frsize) from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, nbytes)
+        mm = mmap.mmap(fd, nbytes)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+    return name, mm
+
+
+def open_segment_file(name: str, owner: int, describe: str) -> mmap.mmap:
+    """Map the segment ``name`` that rank ``owner`` created (it must belong to our user)."""
+    if "/" in name or not name.startswith("collectives-"):
+        raise ConnectError(f"shm: rank {owner} published a bad segment name {name!r}", peer=owner)
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConnectError(f"shm: cannot open the {describe} of rank {owner} ({name}): {exc}", peer=owner) from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise ConnectError(f"shm: the {describe} of rank {owner} ({name}) belongs to another user", peer=owner)
+        return mmap.mmap(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def unlink_segment_file(name: str) -> None:
+    try:
+        os.unlink(os.path.join(SHM_DIR, name))
+    except FileNotFoundError:
+        pass
+
+
 class _Segment:
     """One rank's mapped inbox: control words as ctypes views, ring offsets by writer rank."""
 
@@ -134,31 +195,8 @@ class _Segment:
     def create(cls, rank: int, writers: Sequence[int], capacity: int) -> _Segment:
         """Create, size and map a fresh inbox with one ring per rank in ``writers``."""
         _, _, total = _segment_layout(len(writers), capacity)
-        if not os.path.isdir(SHM_DIR):
-            raise UnsupportedError(f"shm: {SHM_DIR} does not exist here; use COLLECTIVES_TRANSPORT=tcp")
-        st = os.statvfs(SHM_DIR)
-        available = st.f_bavail * st.f_frsize
-        if total > available:
-            raise ConnectError(cls._no_space(rank, len(writers), capacity, total, available))
-        name = f"collectives-{os.getpid()}-{secrets.token_hex(8)}"
-        path = os.path.join(SHM_DIR, name)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            try:
-                os.posix_fallocate(fd, 0, total)  # reserve now: ENOSPC here, never SIGBUS later
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    avail = os.statvfs(SHM_DIR).f_bavail * st.f_frsize
-                    raise ConnectError(cls._no_space(rank, len(writers), capacity, total, avail)) from None
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-                os.ftruncate(fd, total)
-            mm = mmap.mmap(fd, total)
-        except BaseException:
-            os.unlink(path)
-            raise
-        finally:
-            os.close(fd)
+        what = f"the inbox of rank {rank} ({len(writers)} ring(s) of {capacity} bytes)"
+        name, mm = create_segment_file(total, what)
         mm[_OFF_NSLOTS : _OFF_NSLOTS + 4] = len(writers).to_bytes(4, "little")
         mm[_OFF_CAPACITY : _OFF_CAPACITY + 8] = capacity.to_bytes(8, "little")
         mm[_OFF_PID : _OFF_PID + 8] = os.getpid().to_bytes(8, "little")
@@ -167,37 +205,14 @@ class _Segment:
         mm[:8] = MAGIC
         return cls(mm, name, rank)
 
-    @staticmethod
-    def _no_space(rank: int, n: int, capacity: int, required: int, available: int) -> str:
-        return (
-            f"shm: rank {rank} needs {required} bytes in {SHM_DIR} for its inbox ({n} ring(s) of "
-            f"{capacity} bytes) but only {available} bytes are available; free space there, "
-            "enlarge it, or lower COLLECTIVES_SHM_RING_BYTES"
-        )
-
     @classmethod
     def open(cls, name: str, owner: int) -> _Segment:
         """Map the inbox ``name`` that rank ``owner`` created (it must belong to our user)."""
-        if "/" in name or not name.startswith("collectives-"):
-            raise ConnectError(f"shm: rank {owner} published a bad segment name {name!r}", peer=owner)
-        try:
-            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise ConnectError(f"shm: cannot open the inbox of rank {owner} ({name}): {exc}", peer=owner) from None
-        try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid():
-                raise ConnectError(f"shm: the inbox of rank {owner} ({name}) belongs to another user", peer=owner)
-            mm = mmap.mmap(fd, st.st_size)
-        finally:
-            os.close(fd)
+        mm = open_segment_file(name, owner, "inbox")
         return cls(mm, name, owner)
 
     def unlink(self) -> None:
-        try:
-            os.unlink(os.path.join(SHM_DIR, self.name))
-        except FileNotFoundError:
-            pass
+        unlink_segment_file(self.name)
 
     def ring_doorbell(self) -> None:
         """Tell the owner something changed; wake it only if it sleeps."""
@@ -411,6 +426,12 @@ class ShmTransport(Transport):
                     )
                 time.sleep(pause)
                 pause = min(pause * 2, 0.01)
+
+    def ring_peers(self) -> None:
+        """Wake every peer that sleeps on its doorbell (after a shared-window flag changed)."""
+        if not self._closed:
+            for segment in self._peer_segs.values():
+                segment.ring_doorbell()
 
     def activity_token(self) -> int | None:
         return None if self._closed else self._mine.doorbell.value

@@ -1,0 +1,144 @@
+"""Direct (one-copy) all-reduce over shared windows: the two-shot scheme GPU libraries
+use over NVLink, here over /dev/shm.
+
+On one host, copies rather than messages are the cost. Every rank exposes its input in
+its window; rank r reduces block r straight out of every peer's window (reduce-scatter
+by loads), then copies every other block straight out of its owner's window (all-gather
+by loads). Nothing is framed, queued or sent: ranks only publish progress flags.
+
+Per rank and per call: copy in (p-1)/p·n (skipped when the input already lives in a
+window, from ``comm.alloc``), reduce n/p from p sources, copy the reduced block to the
+output, copy in (p-1)/p·n of the others' blocks.
+
+The vector is processed in chunks (each rank's part of a chunk is cache-sized), so that
+one rank copies chunk c+1 in while another still reduces chunk c. Flags, all monotonic
+and written only by their owner (slot numbers below):
+
+    IN   chunk s of my input is in my window (peers may read it)
+    RED  chunk s of my block is reduced in my window (peers may copy it)
+    GOT  I copied chunk s of every block (peers may overwrite their windows)
+    SEG  which window holds my input this call (0: the scratch window)
+    OFF  byte offset of my input in that window
+
+Block r is reduced once, by rank r (its own contribution first, then the others in rank
+order), so every rank gets the same bits and the result does not depend on timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ..ops import ReduceOp, reduce_into, reduce_pair
+from .schedule import partition
+
+IN, RED, GOT, SEG, OFF = range(5)
+
+
+class Window(Protocol):
+    """What the direct algorithms need of a shared window (see transports/shm_window.py)."""
+
+    rank: int
+    ranks: list[int]
+    id: int
+
+    def data(self, rank: int) -> np.ndarray: ...
+    def flag(self, rank: int, slot: int) -> int: ...
+    def post(self, slot: int, value: int, wake: bool = True) -> None: ...
+    def wait(
+        self, rank: int, slot: int, value: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]
+    ) -> None: ...
+
+
+def locate(x: np.ndarray, windows: Sequence[Window]) -> tuple[int, int]:
+    """(window id, byte offset) of ``x`` inside one of this rank's registered windows, or
+    (0, 0) when it lives elsewhere (it is then copied into the scratch window)."""
+    start = x.__array_interface__["data"][0]
+    for window in windows[1:]:
+        base = window.data(window.rank)
+        lo = base.__array_interface__["data"][0]
+        if lo <= start and start + x.nbytes <= lo + base.nbytes:
+            return window.id, start - lo
+    return 0, 0
+
+
+def all_reduce(
+    scratch: Window,
+    windows: Sequence[Window],
+    x: np.ndarray,
+    op: ReduceOp,
+    chunk: int,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Reduce ``x`` in place across the ranks sharing ``scratch``; return the new serial.
+
+    ``windows[i]`` is the window with id i (0: ``scratch``, others registered buffers);
+    ``serial`` is the last chunk number every rank finished (the same on all ranks);
+    ``chunk`` is how many elements of each block one step handles.
+    """
+    me, ranks = scratch.rank, scratch.ranks
+    others = [q for q in ranks if q != me]
+    blocks = partition(x.size, len(ranks))
+    steps = max((length + chunk - 1) // chunk for _, length in blocks)
+    seg, off = locate(x, windows)
+    in_window = seg != 0
+
+    def wait(q: int, slot: int, value: int) -> None:
+        scratch.wait(q, slot, value, deadline, on_timeout)
+
+    # Everyone has finished the previous call: its windows may be overwritten now.
+    for q in others:
+        wait(q, GOT, serial)
+    scratch.post(SEG, seg, wake=False)
+    scratch.post(OFF, off, wake=False)
+    mine = x if in_window else scratch.data(me)[: x.nbytes].view(x.dtype)
+    peer_arrays: dict[int, np.ndarray] = {}
+
+    def peer(q: int) -> np.ndarray:
+        """Rank q's input this call (read its SEG/OFF only after waiting on one of its flags)."""
+        array = peer_arrays.get(q)
+        if array is None:
+            window = windows[scratch.flag(q, SEG)]
+            start = scratch.flag(q, OFF)
+            array = window.data(q)[start : start + x.nbytes].view(x.dtype)
+            peer_arrays[q] = array
+        return array
+
+    for c in range(steps):
+        s = serial + c + 1
+        pieces = [(o + c * chunk, max(0, min(chunk, n - c * chunk))) for o, n in blocks]
+        if not in_window:
+            for q in others:
+                lo, n = pieces[q]
+                if n:
+                    mine[lo : lo + n] = x[lo : lo + n]
+        scratch.post(IN, s)
+        lo, n = pieces[me]
+        if n:
+            # My own contribution first, then the others in rank order: a fixed order per
+            # block, so a rerun gives the same bits; only I reduce block `me`.
+            dst = mine[lo : lo + n]
+            pending = list(others)
+            if in_window:  # dst is my input itself
+                pass
+            else:
+                first = pending.pop(0)
+                wait(first, IN, s)
+                reduce_pair(op, x[lo : lo + n], peer(first)[lo : lo + n], out=dst)
+            for q in pending:
+                wait(q, IN, s)
+                reduce_into(op, dst, peer(q)[lo : lo + n])
+        scratch.post(RED, s)
+        for q in others:
+            qlo, qn = pieces[q]
+            if qn:
+                wait(q, RED, s)
+                x[qlo : qlo + qn] = peer(q)[qlo : qlo + qn]
+        if n and not in_window:
+            x[lo : lo + n] = mine[lo : lo + n]
+        scratch.post(GOT, s)
+    return serial + steps

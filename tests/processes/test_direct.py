@@ -1,0 +1,110 @@
+"""Direct (shared-window) all-reduce over real processes: correct for every op and odd
+sizes, the same bits on every rank, zero-copy on comm.alloc buffers, windows that grow,
+and mixed calls where only some ranks pass registered buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives import ReduceOp
+from collectives.testing import run_world
+from collectives.testing.reference import rank_input
+from collectives.testing.reference import all_reduce as reference_all_reduce
+
+pytestmark = pytest.mark.multiprocess
+
+OPS = [ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MIN, ReduceOp.MAX, ReduceOp.AVG, ReduceOp.BXOR]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_direct_matches_the_reference_for_every_op(size):
+    counts = [0, 1, size - 1, size + 1, 1000, 70001]
+
+    def fn(comm):
+        out = []
+        for op in OPS:
+            dtype = np.int32 if op is ReduceOp.BXOR else np.float64
+            for count in counts:
+                x = rank_input(comm.rank, count, np.dtype(dtype), op)
+                comm.all_reduce(x, op=op, algorithm="direct")
+                out.append(x)
+        return out
+
+    results = run_world(fn, size, "shm", timeout=120)
+    i = 0
+    for op in OPS:
+        dtype = np.int32 if op is ReduceOp.BXOR else np.float64
+        for count in counts:
+            inputs = [rank_input(r, count, np.dtype(dtype), op) for r in range(size)]
+            want = reference_all_reduce(inputs, op)[0]
+            for r in range(size):
+                np.testing.assert_allclose(results[r][i], want, rtol=1e-12, err_msg=f"{op} count {count} rank {r}")
+                assert results[r][i].tobytes() == results[0][i].tobytes()
+            i += 1
+
+
+def test_direct_is_the_automatic_choice_on_one_host_and_gives_identical_bits():
+    def fn(comm):
+        assert comm._algorithm("all_reduce", None, 1 << 20) == "direct"
+        rng = np.random.default_rng(comm.rank)
+        x = rng.standard_normal((1 << 20) + 13).astype(np.float32)
+        first = x.copy()
+        comm.all_reduce(x)
+        comm.all_reduce(first)
+        return x.view(np.uint32).copy(), first.view(np.uint32).copy()
+
+    results = run_world(fn, 3, "shm", timeout=120)
+    for got, again in results:
+        assert np.array_equal(got, results[0][0])
+        assert np.array_equal(again, got)  # run to run
+
+
+def test_alloc_buffers_reduce_in_place_and_mix_with_plain_arrays():
+    def fn(comm):
+        a = comm.alloc((4, 1000), np.int64)
+        assert a.shape == (4, 1000) and not a.any()
+        a[...] = np.arange(4000).reshape(4, 1000) + comm.rank
+        comm.all_reduce(a)
+        # some ranks pass registered buffers, others plain arrays
+        b = comm.alloc(5001, np.float64)
+        x = b if comm.rank % 2 else np.empty(5001)
+        x[...] = comm.rank + 1.0
+        comm.all_reduce(x, op=ReduceOp.MAX)
+        x = x.copy()  # on odd ranks x is b, reused below
+        # a slice of a registered buffer (an offset inside the window)
+        b[...] = comm.rank
+        comm.all_reduce(b[1000:3000])
+        return a.copy(), x.copy(), b[:3001].copy()
+
+    n = 3
+    results = run_world(fn, n, "shm", timeout=120)
+    for a, x, b in results:
+        np.testing.assert_array_equal(a, n * np.arange(4000).reshape(4, 1000) + sum(range(n)))
+        np.testing.assert_array_equal(x, np.full(5001, float(n)))
+        assert np.all(b[1000:3000] == sum(range(n)))
+
+
+def test_the_scratch_window_grows_with_the_message():
+    def fn(comm):
+        sizes = [10, 300000, 10, 3 << 20]
+        out = []
+        for count in sizes:
+            x = np.full(count, comm.rank + 1, dtype=np.int64)
+            comm.all_reduce(x, algorithm="direct")
+            out.append(bool(np.all(x == sum(range(1, comm.size + 1)))))
+        return out
+
+    assert run_world(fn, 2, "shm", timeout=120) == [[True] * 4] * 2
+
+
+def test_direct_refused_where_there_are_no_shared_windows():
+    def fn(comm):
+        with pytest.raises(collectives.UnsupportedError, match="shared windows"):
+            comm.all_reduce(np.ones(4), algorithm="direct")
+        with pytest.raises(collectives.UnsupportedError, match="all_reduce"):
+            comm.broadcast(np.ones(4), algorithm="direct")
+        return comm.alloc(3).tolist()
+
+    assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2
