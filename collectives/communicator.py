@@ -251,7 +251,7 @@ class Communicator:
 
     # -- shared windows -----------------------------------------------------------------
 
-    def _open_window(self, nbytes: int, window_id: int, seq: int, deadline: float) -> Any:
+    def _open_window(self, name: str, nbytes: int, window_id: int, seq: int, deadline: float) -> Any:
         """Collectively create a shared window of ``nbytes`` per rank: create my segment,
         all-gather the names over the channels, map the peers', then unlink mine once
         every rank has mapped it."""
@@ -263,10 +263,10 @@ class Communicator:
             names[self.rank * NAME_BYTES : (self.rank + 1) * NAME_BYTES] = np.frombuffer(window.name(), np.uint8)
             blocks = partition(names.size, self.size)
             tag = CONTROL_TAG_BIT | seq
-            self._execute("window setup", seq, deadline, ring_algorithm.all_gather(self.rank, self.size, blocks, names.size), [names], tag=tag)
+            self._execute(name, seq, deadline, ring_algorithm.all_gather(self.rank, self.size, blocks, names.size), [names], tag=tag)
             window.attach({r: names[r * NAME_BYTES : (r + 1) * NAME_BYTES].tobytes() for r in range(self.size)})
             empty = np.empty(0, dtype=np.uint8)
-            self._execute("window setup", seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty], tag=tag)
+            self._execute(name, seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty], tag=tag)
         except BaseException:
             window.close()
             raise
@@ -280,7 +280,7 @@ class Communicator:
         if current is not None and current.nbytes >= nbytes:
             return current
         capacity = 1 << max(20, (max(nbytes, 1) - 1).bit_length())
-        window = self._open_window(capacity, 0, seq, deadline)
+        window = self._open_window("all_reduce", capacity, 0, seq, deadline)
         if current is not None:
             current.close()
         if self._windows:
@@ -306,7 +306,7 @@ class Communicator:
         def body(seq: int, deadline: float) -> np.ndarray:
             if not self._windows:
                 self._windows.append(None)  # id 0 is kept for the scratch window
-            window = self._open_window(count * dt.itemsize, len(self._windows), seq, deadline)
+            window = self._open_window("alloc", count * dt.itemsize, len(self._windows), seq, deadline)
             self._windows.append(window)
             array = window.data(self.rank)[: count * dt.itemsize].view(dt).reshape(shape_t)
             array[...] = 0

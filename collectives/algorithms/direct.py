@@ -16,7 +16,9 @@ and written only by their owner (slot numbers below):
 
     IN   chunk s of my input is in my window (peers may read it)
     RED  chunk s of my block is reduced in my window (peers may copy it)
-    GOT  I copied chunk s of every block (peers may overwrite their windows)
+    GOT  I copied chunk s of every block (peers may overwrite their windows; a rank whose
+         input lives in a registered window waits for everyone's last GOT before it
+         returns, since its caller may overwrite that buffer at once)
     SEG  which window holds my input this call (0: the scratch window)
     OFF  byte offset of my input in that window
 
@@ -141,4 +143,9 @@ def all_reduce(
         if n and not in_window:
             x[lo : lo + n] = mine[lo : lo + n]
         scratch.post(GOT, s)
+    if in_window:
+        # Peers read my buffer itself: the caller may write into it as soon as we return,
+        # so return only once every peer has copied what it needs from it.
+        for q in others:
+            wait(q, GOT, serial + steps)
     return serial + steps

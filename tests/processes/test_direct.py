@@ -108,3 +108,21 @@ def test_direct_refused_where_there_are_no_shared_windows():
         return comm.alloc(3).tolist()
 
     assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2
+
+
+def test_a_registered_buffer_can_be_rewritten_as_soon_as_the_call_returns():
+    """Peers read a comm.alloc buffer in place, so the call must not return before they
+    are done with it: rewriting it at once must never leak into their results."""
+
+    def fn(comm):
+        buf = comm.alloc(30000, np.float64)
+        bad = 0
+        for i in range(40):
+            buf[...] = comm.rank + i
+            comm.all_reduce(buf)
+            expected = sum(range(comm.size)) + comm.size * i
+            bad += int(np.count_nonzero(buf != expected))
+            buf[...] = -1.0  # what a peer would read if it were still copying
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
