@@ -19,6 +19,7 @@ from .errors import (
     TransportError,
     UnsupportedError,
 )
+from .mpi import from_mpi
 from .ops import ReduceOp
 from .work import Work
 
@@ -38,5 +39,6 @@ __all__ = [
     "TransportError",
     "UnsupportedError",
     "Work",
+    "from_mpi",
     "init",
 ]

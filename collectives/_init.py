@@ -6,7 +6,9 @@ Sources, first match wins:
 2. our launcher (``collectives-run``): COLLECTIVES_RANK, COLLECTIVES_WORLD_SIZE,
    COLLECTIVES_STORE_ADDR (host:port of the store it hosts), COLLECTIVES_SECRET;
 3. torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (rank 0 hosts the store there);
-4. nothing: a world of one.
+4. mpiexec (PMI_RANK, OMPI_COMM_WORLD_RANK, ...; see :mod:`collectives.mpi`): rank and
+   size from ``MPI.COMM_WORLD`` through mpi4py, as ``from_mpi`` does;
+5. nothing: a world of one.
 
 Then every rank publishes its host identity; peers on the same host are connected by
 shared memory and the others by TCP, unless COLLECTIVES_TRANSPORT (or ``transport=``)
@@ -107,6 +109,13 @@ def _store_from_env(
     return None, []
 
 
+def _under_mpiexec(env: Mapping[str, str]) -> bool:
+    """Whether an MPI launcher started this process (PMI_RANK, OMPI_COMM_WORLD_RANK, ...)."""
+    from .mpi import mpiexec_environment
+
+    return mpiexec_environment(env) is not None
+
+
 def init(
     rank: int | None = None,
     size: int | None = None,
@@ -123,7 +132,7 @@ def init(
     Args:
         rank, size: this process's rank and the world size (else read from the environment).
         store: the rendezvous store (else the one the launcher or torchrun points at).
-        transport: "shm", "tcp" or "inproc" for every peer (default: by host).
+        transport: "shm", "tcp", "mpi" or "inproc" for every peer (default: by host).
         algorithm: default algorithm ("ring", "tree", "recursive"; default automatic).
         timeout: seconds any wait may take (default COLLECTIVES_TIMEOUT or 600).
         settings: other Config fields (e.g. ``chunk_bytes=4096``).
@@ -157,6 +166,10 @@ def init(
             rank, size = _int_env(env, "COLLECTIVES_RANK"), _int_env(env, "COLLECTIVES_WORLD_SIZE")
         elif "RANK" in env and "WORLD_SIZE" in env:
             rank, size = _int_env(env, "RANK"), _int_env(env, "WORLD_SIZE")
+        elif store is None and _under_mpiexec(env):
+            from .mpi import init_from_mpiexec  # mpiexec: rank and size come from MPI.COMM_WORLD
+
+            return init_from_mpiexec(config, env)
         else:
             rank, size = 0, 1
     if rank is None or size is None:
@@ -200,7 +213,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         plan.setdefault(name, []).append(peer)
     transports: list[Transport] = []
     try:
-        for name in ("inproc", "shm", "tcp"):
+        for name in ("inproc", "mpi", "shm", "tcp"):
             peers = plan.get(name)
             if not peers:
                 continue

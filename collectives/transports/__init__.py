@@ -7,7 +7,12 @@ import importlib
 from ..errors import UnsupportedError
 from .base import Channel, Request, Transport
 
-_MODULES = {"inproc": ("inproc", "InprocTransport"), "shm": ("shm", "ShmTransport"), "tcp": ("tcp", "TcpTransport")}
+_MODULES = {
+    "inproc": ("inproc", "InprocTransport"),
+    "shm": ("shm", "ShmTransport"),
+    "tcp": ("tcp", "TcpTransport"),
+    "mpi": ("mpi", "MpiTransport"),
+}
 
 
 def transport_class(name: str) -> type[Transport]:

@@ -47,6 +47,7 @@ class ProgressEngine:
         """
         pending = [r for r in requests if not r.done]
         idle_since: float | None = None
+        busy_rounds = 0
         while True:
             for r in pending:
                 if r.error is not None:
@@ -56,6 +57,10 @@ class ProgressEngine:
                 return
             if self.progress():
                 idle_since = None
+                busy_rounds += 1
+                if busy_rounds % 256 == 0 and time.monotonic() >= deadline:
+                    # bytes keep moving, but not the ones awaited: still a timeout
+                    raise on_timeout(sorted({r.peer for r in pending}))
                 continue
             now = time.monotonic()
             if idle_since is None:
