@@ -18,23 +18,71 @@ from ..transports.progress import ProgressEngine
 from .schedule import Recv, Send, Step
 
 
+class _Posted:
+    """The receives of one step, posted (possibly ahead of time), and their folds."""
+
+    __slots__ = ("requests", "folds")
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.folds: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _written_ranges(step: Step, buffers: Sequence[np.ndarray]) -> list[tuple[int, int, int]]:
+    """(buffer identity, start, end) of every range a step reads or writes in place."""
+    return [(id(buffers[o.buf]), o.offset, o.offset + o.count) for o in step if o.count]
+
+
+def _can_post_early(nxt: Step, current: Step, buffers: Sequence[np.ndarray]) -> bool:
+    """Whether the receives of ``nxt`` may be posted while ``current`` is in flight: those
+    landing in scratch always may; those landing in place only if no range of the current
+    step overlaps them (a send still reading it, or a receive or fold writing it)."""
+    busy = _written_ranges(current, buffers)
+    for o in nxt:
+        if isinstance(o, Recv) and not o.reduce and o.count:
+            key = id(buffers[o.buf])
+            end = o.offset + o.count
+            if any(k == key and start < end and o.offset < stop for k, start, stop in busy):
+                return False
+    return True
+
+
 class Executor:
     """Runs schedules for one communicator (one thread at a time)."""
 
     def __init__(self, channels: Mapping[int, Channel], engine: ProgressEngine) -> None:
         self.channels = channels
         self.engine = engine
-        self._scratch: dict[np.dtype, np.ndarray] = {}
+        self._scratch: dict[tuple[np.dtype, int], np.ndarray] = {}
 
-    def _scratch_for(self, dtype: np.dtype, count: int) -> np.ndarray:
-        scratch = self._scratch.get(dtype)
+    def _scratch_for(self, dtype: np.dtype, count: int, parity: int) -> np.ndarray:
+        """One of two scratch slabs: step k and step k+1 (posted early) never share one."""
+        scratch = self._scratch.get((dtype, parity))
         if scratch is None or scratch.size < count:
             scratch = np.empty(max(count, 1), dtype=dtype)
-            self._scratch[dtype] = scratch
+            self._scratch[(dtype, parity)] = scratch
         return scratch[:count]
 
     def release_scratch(self) -> None:
         self._scratch.clear()
+
+    def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int) -> _Posted:
+        posted = _Posted()
+        reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
+        scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
+        used = 0
+        for o in step:
+            if isinstance(o, Recv):
+                dst = buffers[o.buf][o.offset : o.offset + o.count]
+                if o.reduce:
+                    assert scratch is not None
+                    landing = scratch[used : used + o.count]
+                    used += o.count
+                    posted.folds.append((dst, landing))
+                else:
+                    landing = dst
+                posted.requests.append(self.channels[o.peer].irecv(landing, tag))
+        return posted
 
     def run(
         self,
@@ -46,32 +94,34 @@ class Executor:
         deadline: float,
         on_timeout: Callable[[list[int]], BaseException],
     ) -> None:
-        """Execute ``steps`` on ``buffers`` (index WORK, INPUT; flat arrays of one dtype)."""
+        """Execute ``steps`` on ``buffers`` (index WORK, INPUT; flat arrays of one dtype).
+
+        The receives of step k+1 are posted while step k is in flight when that is safe,
+        so a peer running ahead lands its data in place instead of in an unexpected-message
+        buffer, and transfer overlaps the fold of the previous segment.
+        """
         channels = self.channels
-        for step in steps:
-            if not step:
-                continue
-            requests: list[Request] = []
-            folds: list[tuple[np.ndarray, np.ndarray]] = []
-            reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
-            scratch = self._scratch_for(buffers[0].dtype, reduce_total) if reduce_total else None
-            used = 0
-            for o in step:
-                if isinstance(o, Recv):
-                    dst = buffers[o.buf][o.offset : o.offset + o.count]
-                    if o.reduce:
-                        assert scratch is not None
-                        landing = scratch[used : used + o.count]
-                        used += o.count
-                        folds.append((dst, landing))
-                    else:
-                        landing = dst
-                    requests.append(channels[o.peer].irecv(landing, tag))
-            for o in step:
+        pending = (step for step in steps if step)
+        current = next(pending, None)
+        posted = self._post_receives(current, buffers, tag, 0) if current is not None else None
+        parity = 0
+        while current is not None:
+            assert posted is not None
+            requests = list(posted.requests)
+            for o in current:
                 if isinstance(o, Send):
                     requests.append(channels[o.peer].isend(buffers[o.buf][o.offset : o.offset + o.count], tag))
+            nxt = next(pending, None)
+            early: _Posted | None = None
+            if nxt is not None and _can_post_early(nxt, current, buffers):
+                early = self._post_receives(nxt, buffers, tag, 1 - parity)
             self.engine.wait(requests, deadline, on_timeout)
-            if folds:
+            if posted.folds:
                 assert op is not None, "a schedule with reducing receives needs an op"
-                for dst, landing in folds:
+                for dst, landing in posted.folds:
                     reduce_into(op, dst, landing)
+            current = nxt
+            parity = 1 - parity
+            posted = early if early is not None else (
+                self._post_receives(current, buffers, tag, parity) if current is not None else None
+            )
