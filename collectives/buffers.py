@@ -9,6 +9,7 @@ argument, before anything is sent.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,35 @@ def _is_torch_tensor(obj: Any) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "is_contiguous")
 
 
+def torch_bytes_view(tensor: Any) -> np.ndarray:
+    """The raw bytes of a contiguous host tensor as a flat writable uint8 array over the same
+    memory (no copy); the array keeps the tensor alive through its base.
+
+    Not ``Tensor.numpy()``: that marks the tensor's storage as not resizable for good, and
+    FSDP frees unsharded parameters with ``untyped_storage().resize_(0)``.
+    """
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes == 0:
+        return np.empty(0, dtype=np.uint8)
+    raw = (ctypes.c_uint8 * nbytes).from_address(tensor.data_ptr())
+    raw._tensor = tensor  # type: ignore[attr-defined]
+    return np.frombuffer(raw, dtype=np.uint8)
+
+
+def torch_numpy_dtype(torch_dtype: Any) -> np.dtype | None:
+    """The numpy dtype with the same bits as a torch dtype (bool as uint8), or None."""
+    import torch
+
+    if torch_dtype == torch.bfloat16:
+        return BFLOAT16
+    if torch_dtype == torch.bool:
+        return np.dtype(np.uint8)
+    try:
+        return np.dtype(torch.empty(0, dtype=torch_dtype).numpy().dtype)
+    except (TypeError, RuntimeError):
+        return None
+
+
 def _from_torch(tensor: Any, name: str) -> np.ndarray:
     if tensor.device.type != "cpu":
         raise InvalidArgumentError(
@@ -55,15 +85,13 @@ def _from_torch(tensor: Any, name: str) -> np.ndarray:
         raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
     import torch  # already imported by the caller's process, since it made a tensor
 
-    tensor = tensor.detach()
-    if tensor.dtype == torch.bfloat16:
-        if BFLOAT16 is None:
-            raise InvalidTypeError(f"{name}: bfloat16 tensors need the ml_dtypes package")
-        return tensor.view(torch.int16).numpy().view(BFLOAT16)
-    try:
-        return tensor.numpy()
-    except TypeError as exc:
-        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} is not supported ({exc})") from None
+    if tensor.dtype == torch.bool:
+        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} is not supported")
+    dtype = torch_numpy_dtype(tensor.dtype)
+    if dtype is None:
+        what = "bfloat16 tensors need the ml_dtypes package" if tensor.dtype == torch.bfloat16 else "is not supported"
+        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} {what}")
+    return torch_bytes_view(tensor.detach()).view(dtype)
 
 
 def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:

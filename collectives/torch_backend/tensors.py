@@ -1,0 +1,198 @@
+"""Tensors as the communicator wants them: flat, contiguous, host memory, numpy dtypes.
+
+A torch tensor that already is a contiguous CPU tensor is used as it is (the collective
+writes straight into it). Anything else (a non-contiguous view, a slice of a bigger
+buffer, a tensor with a conjugate bit, a CUDA tensor) goes through a contiguous host
+copy: :class:`Staged` loads it when the operation is issued and stores the result back
+into the caller's tensor once the operation has run.
+
+Data-movement collectives (broadcast, gathers, scatter, all-to-all, point-to-point) move
+raw bytes, so every dtype torch has works there (bool, float8, complex32, ...).
+Reductions need a numpy dtype: bool is reduced as uint8 with the operator translated
+(SUM is OR, PRODUCT is AND, as gloo does), bfloat16 through ml_dtypes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..buffers import BFLOAT16, torch_bytes_view
+from ..ops import ReduceOp
+from .errors import InvalidOperation
+
+RedOpType = dist.ReduceOp.RedOpType
+
+_INTEGRAL = {
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.uint16, torch.uint32, torch.uint64,
+}
+_FLOATING = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
+_COMPLEX = {torch.complex64, torch.complex128}
+REDUCIBLE = _INTEGRAL | _FLOATING | _COMPLEX | {torch.bool}
+
+
+def _sync_device(t: torch.Tensor) -> None:
+    """Make the producer of a device tensor finish before the host reads it."""
+    if t.device.type == "cuda":
+        torch.cuda.current_stream(t.device).synchronize()
+
+
+def is_plain(t: torch.Tensor) -> bool:
+    """A contiguous CPU tensor numpy can view as it is."""
+    return (
+        t.device.type == "cpu"
+        and t.is_contiguous()
+        and not t.is_conj()
+        and not t.is_neg()
+        and t.layout == torch.strided
+    )
+
+
+def check_tensor(t: Any, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise InvalidOperation(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise InvalidOperation(f"{name}: {t.layout} tensors are not supported by the collectives backend")
+    if t.is_quantized:
+        raise InvalidOperation(f"{name}: quantized tensors are not supported by the collectives backend")
+    return t
+
+
+class Staged:
+    """A contiguous host tensor standing in for ``user`` (``user`` itself when possible).
+
+    ``load``: the operation reads the tensor (copy the caller's values in at issue time).
+    ``store``: the operation writes it (copy the result back in :meth:`finish`).
+    """
+
+    __slots__ = ("user", "host", "copied", "store")
+
+    def __init__(self, user: torch.Tensor, *, load: bool = True, store: bool = False) -> None:
+        self.user = user
+        self.store = store
+        t = user.detach()
+        if is_plain(t):
+            self.host = t
+            self.copied = False
+            return
+        self.copied = True
+        if load:
+            if t.device.type != "cpu":
+                _sync_device(t)
+            host = t.resolve_conj().resolve_neg().to("cpu", copy=True)
+            self.host = host.contiguous()
+        else:
+            self.host = torch.empty(t.shape, dtype=t.dtype)
+
+    def finish(self) -> None:
+        if self.copied and self.store:
+            with torch.no_grad():
+                self.user.detach().copy_(self.host)
+            if self.user.device.type == "cuda":
+                _sync_device(self.user)
+
+
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
+    torch.bool: np.dtype(np.uint8),
+    torch.uint8: np.dtype(np.uint8),
+    torch.int8: np.dtype(np.int8),
+    torch.int16: np.dtype(np.int16),
+    torch.int32: np.dtype(np.int32),
+    torch.int64: np.dtype(np.int64),
+    torch.uint16: np.dtype(np.uint16),
+    torch.uint32: np.dtype(np.uint32),
+    torch.uint64: np.dtype(np.uint64),
+    torch.float16: np.dtype(np.float16),
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+    torch.complex64: np.dtype(np.complex64),
+    torch.complex128: np.dtype(np.complex128),
+}
+if BFLOAT16 is not None:
+    _NUMPY_DTYPES[torch.bfloat16] = BFLOAT16
+
+
+def bytes_view(t: torch.Tensor) -> np.ndarray:
+    """The raw bytes of a contiguous host tensor, no copy (see ``buffers.torch_bytes_view``)."""
+    return torch_bytes_view(t)
+
+
+def numeric_view(t: torch.Tensor) -> np.ndarray:
+    """A flat numpy view of a contiguous host tensor for reductions (no copy; bool as uint8)."""
+    dtype = _NUMPY_DTYPES.get(t.dtype)
+    if dtype is None:
+        raise InvalidOperation(f"the collectives backend cannot reduce tensors of dtype {t.dtype}")
+    return bytes_view(t).view(dtype)
+
+
+def red_op_type(op: Any) -> Any:
+    """The RedOpType of what torch hands us (a ReduceOp object or a RedOpType)."""
+    if op is None:
+        return RedOpType.SUM
+    inner = getattr(op, "op", None)
+    return inner if inner is not None else op
+
+
+def premul_factor(op: Any) -> float | torch.Tensor:
+    factor = op.factor
+    if isinstance(factor, torch.Tensor):
+        return factor.detach().to("cpu")
+    return float(factor)
+
+
+_PLAIN_OPS = {
+    RedOpType.SUM: ReduceOp.SUM,
+    RedOpType.PRODUCT: ReduceOp.PROD,
+    RedOpType.MIN: ReduceOp.MIN,
+    RedOpType.MAX: ReduceOp.MAX,
+    RedOpType.AVG: ReduceOp.AVG,
+    RedOpType.BAND: ReduceOp.BAND,
+    RedOpType.BOR: ReduceOp.BOR,
+    RedOpType.BXOR: ReduceOp.BXOR,
+    RedOpType.PREMUL_SUM: ReduceOp.SUM,
+}
+# bool is carried as uint8 holding 0 or 1: SUM is OR and PRODUCT is AND (as in gloo)
+_BOOL_OPS = {
+    ReduceOp.SUM: ReduceOp.BOR,
+    ReduceOp.PROD: ReduceOp.BAND,
+    ReduceOp.MIN: ReduceOp.BAND,
+    ReduceOp.MAX: ReduceOp.BOR,
+    ReduceOp.BAND: ReduceOp.BAND,
+    ReduceOp.BOR: ReduceOp.BOR,
+    ReduceOp.BXOR: ReduceOp.BXOR,
+}
+
+
+def resolve_op(op: Any, dtype: torch.dtype, what: str) -> tuple[ReduceOp, float | torch.Tensor | None]:
+    """Our operator for torch's ``op`` on ``dtype``, and the PREMUL_SUM factor (or None).
+
+    Raises InvalidOperation for the pairs gloo refuses too: AVG or PREMUL_SUM on integers
+    and bool, bitwise operators on floating point, ordering operators on complex.
+    """
+    kind = red_op_type(op)
+    ours = _PLAIN_OPS.get(kind)
+    if ours is None:
+        raise InvalidOperation(f"{what}: reduction operator {kind} is not supported")
+    if dtype not in REDUCIBLE:
+        raise InvalidOperation(f"{what}: the collectives backend cannot reduce tensors of dtype {dtype}")
+    factor = premul_factor(op) if kind == RedOpType.PREMUL_SUM else None
+    name = str(kind).rsplit(".", 1)[-1]
+    if kind in (RedOpType.AVG, RedOpType.PREMUL_SUM) and (dtype in _INTEGRAL or dtype == torch.bool):
+        raise InvalidOperation(f"{what}: ReduceOp.{name} needs a floating point or complex dtype, not {dtype}")
+    if ours in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and dtype in _FLOATING | _COMPLEX:
+        raise InvalidOperation(f"{what}: Cannot use ReduceOp.{name} with non-integral dtype {dtype}")
+    if ours in (ReduceOp.MIN, ReduceOp.MAX, ReduceOp.PROD) and dtype in _COMPLEX:
+        raise InvalidOperation(f"{what}: ReduceOp.{name} is not supported on complex dtype {dtype}")
+    if dtype == torch.bool:
+        ours = _BOOL_OPS[ours]
+    return ours, factor
+
+
+def scale_(t: torch.Tensor, factor: float | torch.Tensor) -> None:
+    """``t *= factor`` in t's own dtype (PREMUL_SUM's pre-multiplication)."""
+    with torch.no_grad():
+        t.mul_(factor.to(t.dtype) if isinstance(factor, torch.Tensor) else factor)

@@ -1,0 +1,209 @@
+"""The torch backend inside this process: registration, a one-rank group, Work and futures,
+operator translation, staging. Fast; no other processes."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import collectives.torch_backend as tb
+from collectives.ops import ReduceOp
+from collectives.torch_backend.tensors import Staged, bytes_view, resolve_op
+from tb_launch import REPO, _env
+
+R = dist.ReduceOp
+
+
+def test_import_registers_and_starts_nothing() -> None:
+    code = (
+        "import threading, torch.distributed as dist; n = threading.active_count();"
+        "import collectives.torch_backend as tb;"
+        "assert 'collectives' in dist.Backend.backend_list;"
+        "assert dist.Backend('collectives') == 'collectives';"
+        "assert dist.Backend.backend_capability['collectives'] == ['cpu', 'cuda'];"
+        "assert dist.Backend.default_device_backend_map['cpu'] == 'gloo';"
+        "assert threading.active_count() == n, threading.enumerate(); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.fixture
+def pg():
+    group = tb.CollectivesProcessGroup(dist.HashStore(), 0, 1, datetime.timedelta(seconds=30))
+    yield group
+    group.shutdown()
+
+
+def opts(cls, **fields):
+    o = cls()
+    for k, v in fields.items():
+        setattr(o, k, v)
+    return o
+
+
+def test_one_rank_group_runs_every_method(pg) -> None:
+    t = torch.arange(4.0)
+    work = pg.allreduce([t], opts(dist.AllreduceOptions, reduceOp=R.AVG))
+    assert isinstance(work, dist.Work) and work.wait() and work.is_completed() and work.is_success()
+    assert work.get_future().value()[0] is t
+    assert torch.equal(t, torch.arange(4.0))
+    out = torch.empty(4)
+    pg.all_gather_single(out, torch.ones(4)).wait()
+    assert torch.equal(out, torch.ones(4))
+    rs = torch.empty(2, dtype=torch.int64)
+    pg.reduce_scatter_single(rs, torch.tensor([3, 4]), opts(dist.ReduceScatterOptions, reduceOp=R.MAX)).wait()
+    assert rs.tolist() == [3, 4]
+    got = torch.empty(3)
+    recv = pg.recv([got], 0, 5)
+    pg.send([torch.tensor([1.0, 2.0, 3.0])], 0, 5).wait()
+    recv.wait()
+    assert got.tolist() == [1.0, 2.0, 3.0] and recv._source_rank() == 0
+    any_src = pg.recv_anysource([got], 6)
+    pg.send([torch.tensor([7.0, 8.0, 9.0])], 0, 6)
+    any_src.wait()
+    assert got.tolist() == [7.0, 8.0, 9.0] and any_src._source_rank() == 0
+    pg.barrier().wait()
+    outs = [torch.empty(2)]
+    pg.alltoall(outs, [torch.tensor([5.0, 6.0])]).wait()
+    assert outs[0].tolist() == [5.0, 6.0]
+    assert pg.getBackendName() == "collectives" and pg.name() == "collectives"
+
+
+def test_wrong_arguments_raise_at_the_call(pg) -> None:
+    with pytest.raises(tb.InvalidOperation, match="non-integral") as info:
+        pg.allreduce([torch.ones(2)], opts(dist.AllreduceOptions, reduceOp=R.BAND))
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
+    with pytest.raises(tb.InvalidOperation, match="world size"):
+        pg.all_gather_single(torch.empty(3), torch.empty(2))
+    with pytest.raises(tb.InvalidOperation, match="split"):
+        pg.all_to_all_single(torch.empty(4), torch.empty(4), [3], [4])
+    with pytest.raises(tb.InvalidOperation, match="root"):
+        pg.broadcast([torch.ones(1)], opts(dist.BroadcastOptions, rootRank=3))
+
+
+def test_failures_reach_wait_and_the_future(pg) -> None:
+    pg.comm.abort()  # every later collective fails
+    work = pg.allreduce([torch.ones(3)])
+    future = work.get_future()
+    with pytest.raises(dist.DistBackendError, match=r"all_reduce #1 failed") as info:
+        work.wait()
+    assert "[collectives] group" in str(info.value)
+    assert not work.is_success() and work.exception() is info.value
+    # the future carries a real error: value(), wait() and chained callbacks raise
+    with pytest.raises(RuntimeError, match="all_reduce #1 failed"):
+        future.wait()
+    chained = future.then(lambda f: f.value())
+    with pytest.raises(RuntimeError, match="all_reduce #1 failed"):
+        chained.wait()
+
+
+def test_futures_complete_without_wait_and_callbacks_may_wait(pg) -> None:
+    """DDP only chains on the future; a then() callback may run a blocking collective."""
+    done = threading.Event()
+    seen = []
+
+    def callback(fut):
+        t = torch.ones(2)
+        pg.allreduce([t], opts(dist.AllreduceOptions, asyncOp=False)).wait()  # must not deadlock
+        seen.append(fut.value()[0].tolist())
+        done.set()
+        return fut.value()
+
+    works = [pg.allreduce([torch.full((2,), float(i))]) for i in range(20)]
+    works[5].get_future().then(callback)
+    assert done.wait(10), "the future never completed, or the callback deadlocked"
+    assert seen == [[5.0, 5.0]]
+    order = []
+    futures = [w.get_future() for w in works]
+    for i, f in enumerate(futures):
+        f.add_done_callback(lambda _, i=i: order.append(i))
+    torch.futures.wait_all(futures)
+    assert sorted(order) == list(range(20))
+
+
+def test_wait_timeout_and_coalescing(pg) -> None:
+    work = pg.barrier()
+    assert work.wait(datetime.timedelta(seconds=5))
+    assert work.wait(datetime.timedelta(0))  # kNoTimeout: not "expire at once"
+    pg._start_coalescing(torch.device("cpu"))
+    a, b = torch.ones(2), torch.ones(3)
+    pg.allreduce([a])
+    pg.broadcast([b], opts(dist.BroadcastOptions, rootRank=0))
+    agg = pg._end_coalescing(torch.device("cpu"))
+    assert agg.wait() and agg.get_future().wait() == [a, b]
+
+
+@pytest.mark.parametrize(
+    "dtype, op, ours",
+    [
+        (torch.bool, R.SUM, ReduceOp.BOR),
+        (torch.bool, R.PRODUCT, ReduceOp.BAND),
+        (torch.bool, R.MIN, ReduceOp.BAND),
+        (torch.bool, R.MAX, ReduceOp.BOR),
+        (torch.float32, R.AVG, ReduceOp.AVG),
+        (torch.bfloat16, R.PRODUCT, ReduceOp.PROD),
+        (torch.int64, R.BXOR, ReduceOp.BXOR),
+    ],
+)
+def test_operator_translation(dtype, op, ours) -> None:
+    assert resolve_op(op, dtype, "t") == (ours, None)
+
+
+@pytest.mark.parametrize(
+    "dtype, op, message",
+    [
+        (torch.int32, R.AVG, "floating point"),
+        (torch.bool, R.AVG, "floating point"),
+        (torch.float16, R.BOR, "non-integral"),
+        (torch.complex64, R.MAX, "complex"),
+        (torch.float8_e4m3fn, R.SUM, "cannot reduce"),
+        (torch.int64, dist._make_nccl_premul_sum(2.0), "floating point"),
+    ],
+)
+def test_operator_refusals(dtype, op, message) -> None:
+    with pytest.raises(tb.InvalidOperation, match=message):
+        resolve_op(op, dtype, "t")
+
+
+def test_premul_factor() -> None:
+    assert resolve_op(dist._make_nccl_premul_sum(0.5), torch.float32, "t") == (ReduceOp.SUM, 0.5)
+    op, factor = resolve_op(dist._make_nccl_premul_sum(torch.tensor(0.25)), torch.bfloat16, "t")
+    assert op is ReduceOp.SUM and float(factor) == 0.25
+
+
+def test_staging_keeps_views_and_storage_resizable() -> None:
+    base = torch.zeros(4, 3)
+    stage = Staged(base[:, 1], load=True, store=True)
+    assert stage.copied and stage.host.is_contiguous()
+    stage.host.fill_(5)
+    stage.finish()
+    assert base[:, 1].tolist() == [5.0] * 4 and base[:, 0].tolist() == [0.0] * 4
+    plain = torch.zeros(8)
+    assert not Staged(plain).copied
+    view = bytes_view(plain)
+    view[:4] = 255
+    assert plain[0].item() != 0
+    plain.untyped_storage().resize_(0)  # FSDP frees storages this way; Tensor.numpy() would forbid it
+    conj = torch.tensor([1 + 2j]).conj()
+    assert Staged(conj).host.tolist() == [1 - 2j]
+
+
+def test_default_group_of_one(tmp_path) -> None:
+    """init_process_group("collectives") with an explicit store, then object collectives."""
+    code = (
+        "import torch, torch.distributed as dist, collectives.torch_backend;"
+        "dist.init_process_group('collectives', store=dist.HashStore(), rank=0, world_size=1);"
+        "x = torch.ones(3); dist.all_reduce(x); objs = [None]; dist.all_gather_object(objs, {'a': 1});"
+        "dist.barrier(); assert dist.get_backend() == 'collectives';"
+        "dist.destroy_process_group(); print(x.tolist(), objs)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1.0, 1.0, 1.0] [{'a': 1}]"
