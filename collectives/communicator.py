@@ -90,6 +90,7 @@ class Communicator:
         )
         self._windows: list[Any] = []  # id 0: the scratch window (None until first use); then comm.alloc's
         self._window_serial = 0
+        self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class Communicator:
         )
 
     def _segment(self, array: np.ndarray) -> int:
-        return max(1, self.config.chunk_bytes // max(1, array.itemsize))
+        return max(1, self._chunk_bytes // max(1, array.itemsize))
 
     def _reduction(self, op: object, array: np.ndarray, name: str = "op") -> ReduceOp:
         parsed = ReduceOp.parse(op, name)

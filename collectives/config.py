@@ -10,7 +10,7 @@
 | COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind | loopback |
 | COLLECTIVES_HOSTNAME | host identity override (network namespaces act as hosts) | hostname + boot id |
 | COLLECTIVES_SHM_RING_BYTES | bytes of each shared-memory ring (one per ordered pair) | 4 MiB |
-| COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | 1 MiB |
+| COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | per transport: 1 MiB (shm, inproc, mpi), 4 MiB (tcp) |
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
@@ -56,7 +56,7 @@ class Config:
     socket_addr: str | None = None
     hostname: str | None = None
     shm_ring_bytes: int = 4 << 20
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int | None = None  # None: each transport's own (Transport.chunk_bytes)
     max_frame_bytes: int = 64 << 20
     debug: str | None = None
 
@@ -105,7 +105,7 @@ class Config:
             socket_addr=get("SOCKET_ADDR"),
             hostname=get("HOSTNAME"),
             shm_ring_bytes=size("SHM_RING_BYTES", cls.shm_ring_bytes),
-            chunk_bytes=max(1, size("CHUNK_BYTES", cls.chunk_bytes)),
+            chunk_bytes=max(1, size("CHUNK_BYTES", 0)) if get("CHUNK_BYTES") else None,
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             debug=get("DEBUG"),
         )

@@ -352,6 +352,9 @@ class Transport(abc.ABC):
 
     name: ClassVar[str]
     channels: dict[int, Channel]
+    # The pipelining chunk that suits this transport (NCCL tunes its step per protocol):
+    # large enough to amortise per-message costs, small enough to overlap and stay cached.
+    chunk_bytes: ClassVar[int] = 1 << 20
 
     def progress(self) -> bool:
         """Progress every channel; return whether anything moved."""
