@@ -17,7 +17,6 @@ forces one transport for all.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import secrets
@@ -27,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .communicator import Communicator
-from .config import TRANSPORTS, Config
+from .config import Config
 from .errors import InvalidArgumentError
 from .store import HashStore, PrefixStore, Store
 from .transports import transport_class
@@ -142,22 +141,7 @@ def init(
         RendezvousTimeoutError / ConnectError: the other ranks did not show up in time.
     """
     env = os.environ if env is None else env
-    config = Config.from_env(env)
-    overrides: dict[str, Any] = dict(settings)
-    if transport is not None:
-        if transport not in TRANSPORTS:
-            raise InvalidArgumentError(f"transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
-        overrides["transport"] = transport
-    if algorithm is not None:
-        overrides["algorithm"] = None if algorithm == "auto" else algorithm
-    if timeout is not None:
-        if timeout <= 0:
-            raise InvalidArgumentError(f"timeout: must be positive, got {timeout}")
-        overrides["timeout"] = float(timeout)
-    try:
-        config = dataclasses.replace(config, **overrides)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"init: unknown setting ({exc})") from None
+    config = Config.resolve(env, transport=transport, algorithm=algorithm, timeout=timeout, settings=settings)
     _configure_logging(config)
 
     owned: list[Any] = []

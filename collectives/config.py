@@ -109,3 +109,33 @@ class Config:
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             debug=get("DEBUG"),
         )
+
+    @classmethod
+    def resolve(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        transport: str | None = None,
+        algorithm: str | None = None,
+        timeout: float | None = None,
+        settings: Mapping[str, object] | None = None,
+        caller: str = "init",
+    ) -> Config:
+        """The environment's settings with a caller's explicit arguments on top (what
+        ``init()`` and ``from_mpi()`` take), each checked and named when wrong."""
+        config = cls.from_env(env)
+        overrides: dict[str, object] = dict(settings or {})
+        if transport is not None:
+            if transport not in TRANSPORTS:
+                raise InvalidArgumentError(f"transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
+            overrides["transport"] = transport
+        if algorithm is not None:
+            overrides["algorithm"] = None if algorithm == "auto" else algorithm
+        if timeout is not None:
+            if timeout <= 0:
+                raise InvalidArgumentError(f"timeout: must be positive, got {timeout}")
+            overrides["timeout"] = float(timeout)
+        try:
+            return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise InvalidArgumentError(f"{caller}: unknown setting ({exc})") from None

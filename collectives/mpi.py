@@ -31,7 +31,7 @@ import numpy as np
 
 from ._init import _configure_logging, connect, host_identity
 from .communicator import Communicator
-from .config import TRANSPORTS, Config
+from .config import Config
 from .errors import InvalidArgumentError, UnsupportedError
 from .store import HashStore, PrefixStore
 
@@ -118,22 +118,9 @@ def _make_config(
     settings: Mapping[str, Any],
 ) -> Config:
     """Config from the environment with ``from_mpi``'s arguments on top (as ``init`` does)."""
-    config = Config.from_env(env)
-    overrides: dict[str, Any] = dict(settings)
-    if transport is not None:
-        if transport not in TRANSPORTS:
-            raise InvalidArgumentError(f"transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
-        overrides["transport"] = transport
-    if algorithm is not None:
-        overrides["algorithm"] = None if algorithm == "auto" else algorithm
-    if timeout is not None:
-        if timeout <= 0:
-            raise InvalidArgumentError(f"timeout: must be positive, got {timeout}")
-        overrides["timeout"] = float(timeout)
-    try:
-        return dataclasses.replace(config, **overrides)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"from_mpi: unknown setting ({exc})") from None
+    return Config.resolve(
+        env, transport=transport, algorithm=algorithm, timeout=timeout, settings=settings, caller="from_mpi"
+    )
 
 
 def _hosts_differ(MPI: Any, mpi_comm: Any, config: Config) -> bool:  # noqa: N803

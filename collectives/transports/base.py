@@ -163,16 +163,20 @@ class Channel(abc.ABC):
     def irecv(self, out: object, tag: int) -> Request:
         """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
         contiguous); the message must have exactly ``len(out)`` bytes."""
-        self._check_usable()
-        view = as_bytes_view(out)
-        if view.readonly:
-            raise TransportError("irecv: the output buffer is read-only", peer=self.peer)
-        request = Request(self, "recv", tag, len(view))
+        view, request = self._new_recv(out, tag)
         self._posted.setdefault(tag, deque()).append(_RecvOp(request, view))
         self._deliver_unexpected(tag)
         if self._eof is not None and not request.done:
             self._fail(self._eof)
         return request
+
+    def _new_recv(self, out: object, tag: int) -> tuple[memoryview, Request]:
+        """Check a receive's buffer and make its request (shared by every channel kind)."""
+        self._check_usable()
+        view = as_bytes_view(out)
+        if view.readonly:
+            raise TransportError("irecv: the output buffer is read-only", peer=self.peer)
+        return view, Request(self, "recv", tag, len(view))
 
     def progress(self) -> bool:
         """Move whatever can move without blocking; return whether anything moved."""

@@ -241,11 +241,7 @@ class MpiChannel(Channel):
     def irecv(self, out: object, tag: int) -> Request:
         """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
         contiguous); the message must have exactly ``len(out)`` bytes."""
-        self._check_usable()
-        view = as_bytes_view(out)
-        if view.readonly:
-            raise TransportError("irecv: the output buffer is read-only", peer=self.peer)
-        request = Request(self, "recv", tag, len(view))
+        view, request = self._new_recv(out, tag)
         op = _Op(request, view)
         mpitag = self._tags.mpi_tag(tag)
         if mpitag is None:
