@@ -42,6 +42,10 @@ from .work import Work, Worker
 logger = logging.getLogger("collectives")
 
 P2P_TAG_BIT = 1 << 62
+# Bytes of each rank's block handled per step of the direct all-reduce. Measured on 2 cores
+# (2 and 4 ranks, 16 and 64 MiB): 1 MiB beat 64 KiB and 256 KiB by 2-3x (fewer flag waits
+# and wake-ups) and 4 MiB by ~15%.
+DIRECT_STEP_BYTES = 1 << 20
 CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
@@ -320,7 +324,7 @@ class Communicator:
             self._windows.append(None)
         in_window = direct.locate(arr, self._windows)[0] != 0 if len(self._windows) > 1 else False
         scratch = self._scratch_window(0 if in_window else arr.nbytes, seq, deadline)
-        blocks_per_step = max(1, (256 << 10) // arr.itemsize)
+        blocks_per_step = max(1, DIRECT_STEP_BYTES // arr.itemsize)
 
         def on_timeout(ranks: list[int]) -> BaseException:
             return CollectiveTimeoutError("all_reduce", seq, ranks, self.timeout)
