@@ -358,6 +358,8 @@ class Transport(abc.ABC):
     channels: dict[int, Channel]
     # The pipelining chunk that suits this transport (NCCL tunes its step per protocol):
     # large enough to amortise per-message costs, small enough to overlap and stay cached.
+    # 1 MiB measured best or equal over shm and loopback TCP (512 KiB to 16 MiB tried, 2
+    # ranks, 16 and 64 MiB all-reduce); a transport may override it.
     chunk_bytes: ClassVar[int] = 1 << 20
 
     def progress(self) -> bool:
