@@ -1,6 +1,9 @@
 """Direct (one-copy) all-reduce over shared windows: the two-shot scheme GPU libraries
 use over NVLink, here over /dev/shm.
 
+Small vectors take the one-shot variant: every rank reduces the whole vector itself out
+of all windows (one round of flags). Larger ones take the two-shot scheme below.
+
 On one host, copies rather than messages are the cost. Every rank exposes its input in
 its window; rank r reduces block r straight out of every peer's window (reduce-scatter
 by loads), then copies every other block straight out of its owner's window (all-gather
@@ -66,6 +69,92 @@ def locate(x: np.ndarray, windows: Sequence[Window]) -> tuple[int, int]:
     return 0, 0
 
 
+class _Call:
+    """What one direct call shares between its steps: where every rank's input lives."""
+
+    def __init__(
+        self,
+        scratch: Window,
+        windows: Sequence[Window],
+        x: np.ndarray,
+        serial: int,
+        deadline: float,
+        on_timeout: Callable[[list[int]], BaseException],
+    ) -> None:
+        self.scratch, self.windows, self.x = scratch, windows, x
+        self.deadline, self.on_timeout = deadline, on_timeout
+        self.me, self.ranks = scratch.rank, scratch.ranks
+        self.others = [q for q in self.ranks if q != self.me]
+        seg, off = locate(x, windows)
+        self.in_window = seg != 0
+        # Everyone has finished the previous call: its windows may be overwritten now.
+        for q in self.others:
+            self.wait(q, GOT, serial)
+        scratch.post(SEG, seg, wake=False)
+        scratch.post(OFF, off, wake=False)
+        self.mine = x if self.in_window else scratch.data(self.me)[: x.nbytes].view(x.dtype)
+        self._peers: dict[int, np.ndarray] = {}
+
+    def wait(self, q: int, slot: int, value: int) -> None:
+        self.scratch.wait(q, slot, value, self.deadline, self.on_timeout)
+
+    def peer(self, q: int) -> np.ndarray:
+        """Rank q's input this call (read its SEG/OFF only after waiting on one of its flags)."""
+        array = self._peers.get(q)
+        if array is None:
+            window = self.windows[self.scratch.flag(q, SEG)]
+            start = self.scratch.flag(q, OFF)
+            array = window.data(q)[start : start + self.x.nbytes].view(self.x.dtype)
+            self._peers[q] = array
+        return array
+
+    def finish(self, last: int) -> int:
+        if self.in_window:
+            # Peers read my buffer itself: the caller may write into it as soon as we
+            # return, so return only once every peer has copied what it needs from it.
+            for q in self.others:
+                self.wait(q, GOT, last)
+        return last
+
+
+def all_reduce_one_shot(
+    scratch: Window,
+    windows: Sequence[Window],
+    x: np.ndarray,
+    op: ReduceOp,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Small messages: every rank reduces the whole vector itself, straight out of every
+    window in rank order 0..p-1 (the same operations on the same operands everywhere, so
+    the same bits): one round of flags instead of two, latency over bandwidth."""
+    call = _Call(scratch, windows, x, serial, deadline, on_timeout)
+    s = serial + 1
+    if not call.in_window:
+        call.mine[...] = x
+    scratch.post(IN, s)
+    sources = []
+    for q in call.ranks:
+        if q == call.me:
+            sources.append(x)
+        else:
+            call.wait(q, IN, s)
+            sources.append(call.peer(q))
+    result = np.empty_like(x)
+    if len(sources) > 1:
+        reduce_pair(op, sources[0], sources[1], out=result)
+    for source in sources[2:]:
+        reduce_into(op, result, source)
+    scratch.post(RED, s)
+    if call.in_window:  # peers read x itself: overwrite it only once they are done
+        for q in call.others:
+            call.wait(q, RED, s)
+    x[...] = result
+    scratch.post(GOT, s)
+    return call.finish(s)
+
+
 def all_reduce(
     scratch: Window,
     windows: Sequence[Window],
@@ -82,34 +171,10 @@ def all_reduce(
     ``serial`` is the last chunk number every rank finished (the same on all ranks);
     ``chunk`` is how many elements of each block one step handles.
     """
-    me, ranks = scratch.rank, scratch.ranks
-    others = [q for q in ranks if q != me]
-    blocks = partition(x.size, len(ranks))
+    call = _Call(scratch, windows, x, serial, deadline, on_timeout)
+    me, others, mine, in_window, wait, peer = call.me, call.others, call.mine, call.in_window, call.wait, call.peer
+    blocks = partition(x.size, len(call.ranks))
     steps = max((length + chunk - 1) // chunk for _, length in blocks)
-    seg, off = locate(x, windows)
-    in_window = seg != 0
-
-    def wait(q: int, slot: int, value: int) -> None:
-        scratch.wait(q, slot, value, deadline, on_timeout)
-
-    # Everyone has finished the previous call: its windows may be overwritten now.
-    for q in others:
-        wait(q, GOT, serial)
-    scratch.post(SEG, seg, wake=False)
-    scratch.post(OFF, off, wake=False)
-    mine = x if in_window else scratch.data(me)[: x.nbytes].view(x.dtype)
-    peer_arrays: dict[int, np.ndarray] = {}
-
-    def peer(q: int) -> np.ndarray:
-        """Rank q's input this call (read its SEG/OFF only after waiting on one of its flags)."""
-        array = peer_arrays.get(q)
-        if array is None:
-            window = windows[scratch.flag(q, SEG)]
-            start = scratch.flag(q, OFF)
-            array = window.data(q)[start : start + x.nbytes].view(x.dtype)
-            peer_arrays[q] = array
-        return array
-
     for c in range(steps):
         s = serial + c + 1
         pieces = [(o + c * chunk, max(0, min(chunk, n - c * chunk))) for o, n in blocks]
@@ -125,9 +190,7 @@ def all_reduce(
             # block, so a rerun gives the same bits; only I reduce block `me`.
             dst = mine[lo : lo + n]
             pending = list(others)
-            if in_window:  # dst is my input itself
-                pass
-            else:
+            if not in_window:  # else dst is my input itself
                 first = pending.pop(0)
                 wait(first, IN, s)
                 reduce_pair(op, x[lo : lo + n], peer(first)[lo : lo + n], out=dst)
@@ -143,9 +206,4 @@ def all_reduce(
         if n and not in_window:
             x[lo : lo + n] = mine[lo : lo + n]
         scratch.post(GOT, s)
-    if in_window:
-        # Peers read my buffer itself: the caller may write into it as soon as we return,
-        # so return only once every peer has copied what it needs from it.
-        for q in others:
-            wait(q, GOT, serial + steps)
-    return serial + steps
+    return call.finish(serial + steps)

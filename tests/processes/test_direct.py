@@ -110,12 +110,13 @@ def test_direct_refused_where_there_are_no_shared_windows():
     assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2
 
 
-def test_a_registered_buffer_can_be_rewritten_as_soon_as_the_call_returns():
+@pytest.mark.parametrize("count", [1000, 30000], ids=["one-shot", "two-shot"])
+def test_a_registered_buffer_can_be_rewritten_as_soon_as_the_call_returns(count):
     """Peers read a comm.alloc buffer in place, so the call must not return before they
     are done with it: rewriting it at once must never leak into their results."""
 
     def fn(comm):
-        buf = comm.alloc(30000, np.float64)
+        buf = comm.alloc(count, np.float64)
         bad = 0
         for i in range(40):
             buf[...] = comm.rank + i
