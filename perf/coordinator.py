@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from collectives.mpi import find_mpiexec
 
 from .bench import RankRow, RowSpec
 from .report import RankInfo
@@ -284,7 +285,7 @@ class Coordinator:
         return world
 
     def start_mpi(self, name: str = "mpi") -> RemoteWorld:
-        launcher = shutil.which("mpiexec") or shutil.which("mpirun") or "mpiexec"
+        launcher = find_mpiexec() or "mpiexec"
         world = RemoteWorld(name, self.nranks)
         cmd = [launcher, "-n", str(self.nranks), sys.executable, "-m", "perf.peers.mpi"]
         world.procs.append(self._popen(cmd, self._env(name)))

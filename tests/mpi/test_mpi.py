@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from functools import lru_cache
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collectives.mpi import mpiexec_environment
+from collectives.mpi import find_mpiexec, mpiexec_environment
 from collectives.transports.mpi import TagMap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,8 +34,8 @@ def _mpi_missing() -> str | None:
     """Why mpiexec runs cannot happen here, or None."""
     if importlib.util.find_spec("mpi4py") is None:
         return "mpi4py is not installed (pip install mpi4py mpich)"
-    if shutil.which("mpiexec") is None:
-        return "no mpiexec on PATH (pip install mpich, or install an MPI library)"
+    if find_mpiexec() is None:
+        return "no mpiexec on PATH or beside this Python (pip install mpich, or install an MPI library)"
     probe = subprocess.run(
         [sys.executable, "-c", "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"],
         capture_output=True, text=True, timeout=60,
@@ -51,7 +50,7 @@ def _launcher_flags() -> tuple[str, ...]:
     """Open MPI's mpiexec refuses more ranks than cores, and root, unless told; MPICH's
     hydra oversubscribes and runs as root as it is."""
     try:
-        text = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True, timeout=30).stdout
+        text = subprocess.run([find_mpiexec() or "mpiexec", "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ()
     if "Open MPI" in text or "OpenRTE" in text:
@@ -72,7 +71,7 @@ def test_mpiexec(ranks: int) -> None:
     reason = _mpi_missing()
     if reason:
         pytest.skip(reason)
-    command = ["mpiexec", *_launcher_flags(), "-n", str(ranks), sys.executable, str(SCRIPT)]
+    command = [find_mpiexec() or "mpiexec", *_launcher_flags(), "-n", str(ranks), sys.executable, str(SCRIPT)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=_clean_env(), cwd=REPO)
     except subprocess.TimeoutExpired as exc:
