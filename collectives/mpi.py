@@ -22,10 +22,10 @@ are set.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import hashlib
 import logging
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
