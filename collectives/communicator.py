@@ -322,24 +322,33 @@ class Communicator:
 
         return self._issue("alloc", body, False)
 
-    def _direct_all_reduce(self, arr: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
+    def _direct(
+        self,
+        algorithm: Any,
+        name: str,
+        arr: np.ndarray,
+        op: ReduceOp,
+        seq: int,
+        deadline: float,
+        out: np.ndarray | None = None,
+    ) -> None:
+        """Run a direct (shared-window) algorithm of ``algorithms/direct.py`` on ``arr``."""
         if not self._windows:
-            self._windows.append(None)
-        in_window = direct.locate(arr, self._windows)[0] != 0 if len(self._windows) > 1 else False
-        scratch = self._scratch_window(0 if in_window else arr.nbytes, seq, deadline)
-        blocks_per_step = max(1, DIRECT_STEP_BYTES // arr.itemsize)
+            self._windows.append(None)  # id 0 is the scratch window
+        # Every rank asks for the same size (even one whose input lives in a registered
+        # window and needs no scratch), so all agree on when the scratch grows.
+        scratch = self._scratch_window(arr.nbytes, seq, deadline)
 
         def on_timeout(ranks: list[int]) -> BaseException:
-            return CollectiveTimeoutError("all_reduce", seq, ranks, self.timeout)
+            return CollectiveTimeoutError(name, seq, ranks, self.timeout)
 
-        if arr.nbytes <= DIRECT_ONE_SHOT_BYTES:
-            self._window_serial = direct.all_reduce_one_shot(
-                scratch, self._windows, arr, op, self._window_serial, deadline, on_timeout
-            )
-        else:
-            self._window_serial = direct.all_reduce(
-                scratch, self._windows, arr, op, blocks_per_step, self._window_serial, deadline, on_timeout
-            )
+        buffers = (arr,) if out is None else (arr, out)
+        step: tuple[int, ...] = (max(1, DIRECT_STEP_BYTES // arr.itemsize),)
+        if algorithm is direct.all_reduce and arr.nbytes <= DIRECT_ONE_SHOT_BYTES:
+            algorithm, step = direct.all_reduce_one_shot, ()
+        self._window_serial = algorithm(
+            scratch, self._windows, *buffers, op, *step, self._window_serial, deadline, on_timeout
+        )
 
     def _segment(self, array: np.ndarray) -> int:
         return max(1, self._chunk_bytes // max(1, array.itemsize))
@@ -364,7 +373,7 @@ class Communicator:
 
         def body(seq: int, deadline: float) -> Any:
             if self.size > 1 and algo == "direct":
-                self._direct_all_reduce(arr, rop, seq, deadline)
+                self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
             elif self.size > 1:
                 steps = SCHEDULES["all_reduce"][algo](self.rank, self.size, arr.size, self._segment(arr))
                 self._execute("all_reduce", seq, deadline, steps, [arr], rop)
@@ -399,6 +408,10 @@ class Communicator:
         algo = self._algorithm("reduce_scatter", algorithm, xa.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
+            if self.size > 1 and algo == "direct":
+                self._direct(direct.reduce_scatter, "reduce_scatter", xa, rop, seq, deadline, out=oa)
+                finalize(rop, oa, self.size)
+                return out
             blocks = partition(xa.size, self.size)
             work = xa.copy()
             if self.size > 1:

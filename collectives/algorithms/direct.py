@@ -207,3 +207,43 @@ def all_reduce(
             x[lo : lo + n] = mine[lo : lo + n]
         scratch.post(GOT, s)
     return call.finish(serial + steps)
+
+
+def reduce_scatter(
+    scratch: Window,
+    windows: Sequence[Window],
+    x: np.ndarray,
+    out: np.ndarray,
+    op: ReduceOp,
+    chunk: int,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Rank r reduces block r of every rank's ``x`` straight out of their windows into
+    ``out`` (the first half of the two-shot all-reduce: no all-gather, no extra copy of the
+    result). ``out`` may be a view of ``x``'s own block. Returns the new serial."""
+    call = _Call(scratch, windows, x, serial, deadline, on_timeout)
+    me, others, mine, wait, peer = call.me, call.others, call.mine, call.wait, call.peer
+    blocks = partition(x.size, len(call.ranks))
+    steps = max((length + chunk - 1) // chunk for _, length in blocks)
+    for c in range(steps):
+        s = serial + c + 1
+        pieces = [(o + c * chunk, max(0, min(chunk, n - c * chunk))) for o, n in blocks]
+        if not call.in_window:
+            for q in others:
+                lo, n = pieces[q]
+                if n:
+                    mine[lo : lo + n] = x[lo : lo + n]
+        scratch.post(IN, s)
+        lo, n = pieces[me]
+        if n:
+            dst = out[c * chunk : c * chunk + n]
+            first, rest = others[0], others[1:]
+            wait(first, IN, s)
+            reduce_pair(op, x[lo : lo + n], peer(first)[lo : lo + n], out=dst)
+            for q in rest:
+                wait(q, IN, s)
+                reduce_into(op, dst, peer(q)[lo : lo + n])
+        scratch.post(GOT, s)  # done reading the peers' chunk s
+    return call.finish(serial + steps)

@@ -127,3 +127,41 @@ def test_a_registered_buffer_can_be_rewritten_as_soon_as_the_call_returns(count)
         return bad
 
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_direct_reduce_scatter_matches_the_reference(size):
+    counts = [0, 1, 7, 5000, 70001]  # per-rank block sizes
+    ops = [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, ReduceOp.BXOR]
+
+    def fn(comm):
+        assert comm._algorithm("reduce_scatter", None, 1 << 20) == "direct"
+        out = []
+        for op in ops:
+            dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
+            for k in counts:
+                x = rank_input(comm.rank, k * comm.size, dtype, op)
+                out.append(comm.reduce_scatter(x, op=op).copy())
+                # in place, nccl-tests style: out is this rank's block of x
+                y = rank_input(comm.rank, k * comm.size, dtype, op)
+                comm.reduce_scatter(y, out=y[comm.rank * k : (comm.rank + 1) * k], op=op)
+                out.append(y[comm.rank * k : (comm.rank + 1) * k].copy())
+        # a registered input
+        a = comm.alloc(3 * comm.size, np.int64)
+        a[...] = np.arange(3 * comm.size) + comm.rank
+        out.append(comm.reduce_scatter(a).copy())
+        return out
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for r in range(size):
+        i = 0
+        for op in ops:
+            dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
+            for k in counts:
+                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                for _ in range(2):
+                    np.testing.assert_allclose(results[r][i], full[r * k : (r + 1) * k], rtol=1e-12,
+                                               err_msg=f"{op} k={k} rank {r}")
+                    i += 1
+        want = sum(np.arange(3 * size) + q for q in range(size))[3 * r : 3 * r + 3]
+        np.testing.assert_array_equal(results[r][i], want)
