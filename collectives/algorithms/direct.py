@@ -108,6 +108,15 @@ class _Call:
             self._peers[q] = array
         return array
 
+    def copy_in(self, pieces: Sequence[tuple[int, int]]) -> None:
+        """Copy the parts of my input that peers will read into my window (nothing when
+        the input lives in a registered window already)."""
+        if not self.in_window:
+            for q in self.others:
+                lo, n = pieces[q]
+                if n:
+                    self.mine[lo : lo + n] = self.x[lo : lo + n]
+
     def finish(self, last: int) -> int:
         if self.in_window:
             # Peers read my buffer itself: the caller may write into it as soon as we
@@ -115,6 +124,11 @@ class _Call:
             for q in self.others:
                 self.wait(q, GOT, last)
         return last
+
+
+def _pieces(blocks: Sequence[tuple[int, int]], step: int, chunk: int) -> list[tuple[int, int]]:
+    """The part of every block that step ``step`` handles (empty once a block is done)."""
+    return [(o + step * chunk, max(0, min(chunk, n - step * chunk))) for o, n in blocks]
 
 
 def all_reduce_one_shot(
@@ -177,12 +191,8 @@ def all_reduce(
     steps = max((length + chunk - 1) // chunk for _, length in blocks)
     for c in range(steps):
         s = serial + c + 1
-        pieces = [(o + c * chunk, max(0, min(chunk, n - c * chunk))) for o, n in blocks]
-        if not in_window:
-            for q in others:
-                lo, n = pieces[q]
-                if n:
-                    mine[lo : lo + n] = x[lo : lo + n]
+        pieces = _pieces(blocks, c, chunk)
+        call.copy_in(pieces)
         scratch.post(IN, s)
         lo, n = pieces[me]
         if n:
@@ -224,17 +234,13 @@ def reduce_scatter(
     ``out`` (the first half of the two-shot all-reduce: no all-gather, no extra copy of the
     result). ``out`` may be a view of ``x``'s own block. Returns the new serial."""
     call = _Call(scratch, windows, x, serial, deadline, on_timeout)
-    me, others, mine, wait, peer = call.me, call.others, call.mine, call.wait, call.peer
+    me, others, wait, peer = call.me, call.others, call.wait, call.peer
     blocks = partition(x.size, len(call.ranks))
     steps = max((length + chunk - 1) // chunk for _, length in blocks)
     for c in range(steps):
         s = serial + c + 1
-        pieces = [(o + c * chunk, max(0, min(chunk, n - c * chunk))) for o, n in blocks]
-        if not call.in_window:
-            for q in others:
-                lo, n = pieces[q]
-                if n:
-                    mine[lo : lo + n] = x[lo : lo + n]
+        pieces = _pieces(blocks, c, chunk)
+        call.copy_in(pieces)
         scratch.post(IN, s)
         lo, n = pieces[me]
         if n:
