@@ -732,29 +732,8 @@ def _direct_backend(opts: Options, launcher: str | None) -> Any:
         else:
             rank, size, init = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://"
         return GlooBackend(rank, size, init, timeout)
-    if launcher == "mpiexec":
-        # nccl-tests built with MPI=1: MPI only brings the ranks together; rank 0 hosts a
-        # store and tells the others where it is.
-        import secrets
-
-        from mpi4py import MPI
-
-        from collectives.store.tcp_store import TCPStore, TCPStoreServer
-
-        comm = MPI.COMM_WORLD
-        server = None
-        if comm.Get_rank() == 0:
-            secret = secrets.token_hex(16)
-            server = TCPStoreServer(host="127.0.0.1", port=0, secret=secret)
-            where = (server.port, secret)
-        else:
-            where = None
-        port, secret = comm.bcast(where, root=0)
-        store = TCPStore("127.0.0.1", port, secret=secret, timeout=timeout or 600.0)
-        backend = CollectivesBackend.connect(comm.Get_rank(), comm.Get_size(), store, transport=opts.transport,
-                                             algorithm=opts.algo, timeout=timeout)
-        backend._bootstrap = (server, store)  # type: ignore[attr-defined] # kept open with the backend
-        return backend
+    # Under collectives-run, torchrun or mpiexec (nccl-tests built with MPI=1), init() finds
+    # the ranks itself: under mpiexec it bootstraps from MPI.COMM_WORLD (collectives.from_mpi).
     return CollectivesBackend.connect(transport=opts.transport, algorithm=opts.algo, timeout=timeout)
 
 

@@ -168,7 +168,7 @@ def usage(program: str) -> str:
         "collectives additions:\n\t"
         "[--np <N> start N local ranks (processes) and run the test on them] \n\t"
         "[--algo <ring/tree/recursive/direct/auto> algorithm of our library (also COLLECTIVES_ALGO)] \n\t"
-        "[--transport <shm/tcp> transport of our library (also COLLECTIVES_TRANSPORT)] \n\t"
+        "[--transport <shm/tcp/mpi> transport of our library (also COLLECTIVES_TRANSPORT)] \n\t"
         "[--backend <collectives/mpi/gloo> library the table measures (default: collectives)] \n\t"
         "[--vs <mpi,gloo> also run the sweep on these libraries (needs --np), add ratio columns] \n\t"
         "[--json <file> write every row and the environment as JSON] \n\t"

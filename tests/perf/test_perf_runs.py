@@ -283,3 +283,25 @@ def test_plot_and_json_alone(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert "matplotlib is not installed" in captured.err
+
+
+@pytest.mark.parametrize("transport", ["mpi", "shm"])
+def test_harness_under_mpiexec_like_nccl_tests_built_with_mpi(transport):
+    """mpiexec -n 2 all_reduce_perf: init() bootstraps from MPI.COMM_WORLD; with
+    --transport mpi the data goes over MPI too."""
+    import importlib.util
+
+    from collectives.mpi import find_mpiexec
+
+    mpiexec = find_mpiexec()
+    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("needs mpiexec and mpi4py (pip install mpi4py mpich)")
+    env = {k: v for k, v in _env().items() if not k.startswith(("COLLECTIVES_", "RANK", "WORLD_SIZE"))}
+    proc = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, "-m", "perf.cli", "all_reduce_perf", "--transport", transport,
+         "-b", "8", "-e", "64K", "-f", "64", "-n", "2", "-w", "1", "-c", "1"],
+        capture_output=True, text=True, timeout=180, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"transport {transport}, algorithm auto, 2 ranks (mpiexec)" in proc.stdout
+    assert "# Out of bounds values : 0 OK" in proc.stdout
