@@ -30,7 +30,6 @@ from .errors import (
     CommunicatorBrokenError,
     CommunicatorClosedError,
     InvalidArgumentError,
-    PeerLostError,
     TransportError,
 )
 from .ops import ReduceOp, check_op, finalize
@@ -192,15 +191,13 @@ class Communicator:
             deadline = time.monotonic() + self.timeout
             try:
                 return body(seq, deadline)
-            except CollectiveTimeoutError as exc:
-                self._broken = exc
-                self._diagnose_timeout(exc)
-                raise
-            except PeerLostError as exc:
-                error = PeerLostError(f"{name} #{seq}: {exc}", peer=exc.peer)
-                self._broken = error
-                raise error from exc
-            except TransportError as exc:
+            except (CollectiveTimeoutError, TransportError) as exc:
+                if self._closed:  # abort() from another thread tore the transports down
+                    raise CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted") from exc
+                if isinstance(exc, CollectiveTimeoutError):
+                    self._broken = exc
+                    self._diagnose_timeout(exc)
+                    raise
                 error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
                 self._broken = error
                 raise error from exc

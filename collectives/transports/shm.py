@@ -221,8 +221,9 @@ class _Segment:
             futex_wake(self.doorbell_address)
 
     def release(self) -> None:
-        """Unmap (if no view into the mapping is still alive; else the GC unmaps later)."""
-        del self.doorbell, self.sleeping, self.closed
+        """Unmap if no view into the mapping is alive; else the GC unmaps it later. The
+        control words stay valid until then, so a thread still waiting on them (an
+        abort() from another thread) sees a closed transport, not freed memory."""
         try:
             self.mm.close()
         except BufferError:
@@ -248,11 +249,6 @@ class _Ring:
         self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
         self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
-
-    def release(self) -> None:
-        del self.tail, self.want_room, self.head
-        self.data.release()
-
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
@@ -348,9 +344,8 @@ class ShmChannel(Channel):
         return self._in is None or self._in.tail.value == self._head
 
     def _close_stream(self) -> None:
-        for ring in (self._out, self._in):
-            if ring is not None:
-                ring.release()
+        # Only drop our references: a thread still inside _read_some/_write_some (an
+        # abort() from another thread) keeps valid views; the GC unmaps afterwards.
         self._out = self._in = None
 
 
@@ -426,6 +421,10 @@ class ShmTransport(Transport):
                     )
                 time.sleep(pause)
                 pause = min(pause * 2, 0.01)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def ring_peers(self) -> None:
         """Wake every peer that sleeps on its doorbell (after a shared-window flag changed)."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import ConnectError
+from ..errors import ConnectError, TransportError
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
 FLAG_AREA = 4096
@@ -107,6 +107,8 @@ class ShmWindow:
             else:
                 if now >= deadline:
                     raise on_timeout([rank])
+                if self.closed or transport.closed:
+                    raise TransportError(f"the shared window to rank {rank} was closed (communicator aborted)", peer=rank)
                 transport.check_peers([rank])
                 token = transport.activity_token()
                 if flags[slot] >= value:

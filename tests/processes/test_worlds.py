@@ -241,3 +241,27 @@ def test_init_under_real_torchrun_meets_in_the_agent_store(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(2):
         assert (tmp_path / f"rank{rank}.txt").read_text() == f"ok {rank} 2 ['shm']"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_abort_from_another_thread_unblocks_a_waiting_collective(transport):
+    """comm.abort() from a watchdog thread: the blocked call fails within about a second
+    (not at the timeout), and later calls say the communicator is closed."""
+    import threading
+
+    def fn(comm):
+        if comm.rank == 1:
+            time.sleep(3)  # never joins: rank 0 would wait until its timeout
+            return "absent"
+        threading.Timer(0.5, comm.abort).start()
+        start = time.monotonic()
+        with pytest.raises(collectives.CollectivesError):
+            comm.all_reduce(np.ones(8))
+        took = time.monotonic() - start
+        with pytest.raises(collectives.CommunicatorClosedError):
+            comm.barrier()
+        return took
+
+    took, absent = run_world(fn, 2, transport, timeout=60)
+    assert absent == "absent"
+    assert took < 2.0
