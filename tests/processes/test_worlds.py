@@ -265,3 +265,35 @@ def test_abort_from_another_thread_unblocks_a_waiting_collective(transport):
     took, absent = run_world(fn, 2, transport, timeout=60)
     assert absent == "absent"
     assert took < 2.0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_repeated_init_and_close_leak_no_fds_mappings_or_threads(transport):
+    import gc
+    import threading
+
+    from collectives.store import PrefixStore
+
+    def counts():
+        gc.collect()
+        with open("/proc/self/maps") as f:
+            maps = len(f.read().splitlines())
+        return maps, len(os.listdir("/proc/self/fd")), threading.active_count()
+
+    def cycle(comm, name):
+        c = collectives.init(comm.rank, comm.size, PrefixStore(name, comm.store), transport=transport)
+        c.all_reduce(np.ones(50000))
+        c.close()
+
+    def fn(comm):
+        cycle(comm, "warm-up")
+        before = counts()
+        for i in range(30):
+            cycle(comm, f"cycle{i}")
+        return before, counts()
+
+    existing = shm_entries()
+    for (maps0, fds0, threads0), (maps1, fds1, threads1) in run_world(fn, 2, transport, timeout=120):
+        assert fds1 == fds0 and threads1 == threads0
+        assert maps1 <= maps0 + 3  # allocator arenas may add one or two; 30 leaked windows would add 60+
+    assert shm_entries() <= existing
