@@ -117,6 +117,20 @@ class _Call:
                 if n:
                     self.mine[lo : lo + n] = self.x[lo : lo + n]
 
+    def reduce_block(self, op: ReduceOp, lo: int, n: int, s: int, dst: np.ndarray) -> None:
+        """``dst = my x[lo:lo+n] op peers' x[lo:lo+n] ...``: my own contribution first, then
+        the others in rank order, each once its chunk ``s`` is in (a fixed order per block,
+        so a rerun gives the same bits). ``dst`` may be my input itself."""
+        pending = list(self.others)
+        own = self.x[lo : lo + n]
+        if dst.__array_interface__["data"][0] != own.__array_interface__["data"][0]:
+            first = pending.pop(0)
+            self.wait(first, IN, s)
+            reduce_pair(op, self.x[lo : lo + n], self.peer(first)[lo : lo + n], out=dst)
+        for q in pending:
+            self.wait(q, IN, s)
+            reduce_into(op, dst, self.peer(q)[lo : lo + n])
+
     def finish(self, last: int) -> int:
         if self.in_window:
             # Peers read my buffer itself: the caller may write into it as soon as we
@@ -195,18 +209,8 @@ def all_reduce(
         call.copy_in(pieces)
         scratch.post(IN, s)
         lo, n = pieces[me]
-        if n:
-            # My own contribution first, then the others in rank order: a fixed order per
-            # block, so a rerun gives the same bits; only I reduce block `me`.
-            dst = mine[lo : lo + n]
-            pending = list(others)
-            if not in_window:  # else dst is my input itself
-                first = pending.pop(0)
-                wait(first, IN, s)
-                reduce_pair(op, x[lo : lo + n], peer(first)[lo : lo + n], out=dst)
-            for q in pending:
-                wait(q, IN, s)
-                reduce_into(op, dst, peer(q)[lo : lo + n])
+        if n:  # only I reduce block `me`
+            call.reduce_block(op, lo, n, s, mine[lo : lo + n])
         scratch.post(RED, s)
         for q in others:
             qlo, qn = pieces[q]
@@ -234,7 +238,7 @@ def reduce_scatter(
     ``out`` (the first half of the two-shot all-reduce: no all-gather, no extra copy of the
     result). ``out`` may be a view of ``x``'s own block. Returns the new serial."""
     call = _Call(scratch, windows, x, serial, deadline, on_timeout)
-    me, others, wait, peer = call.me, call.others, call.wait, call.peer
+    me = call.me
     blocks = partition(x.size, len(call.ranks))
     steps = max((length + chunk - 1) // chunk for _, length in blocks)
     for c in range(steps):
@@ -244,12 +248,6 @@ def reduce_scatter(
         scratch.post(IN, s)
         lo, n = pieces[me]
         if n:
-            dst = out[c * chunk : c * chunk + n]
-            first, rest = others[0], others[1:]
-            wait(first, IN, s)
-            reduce_pair(op, x[lo : lo + n], peer(first)[lo : lo + n], out=dst)
-            for q in rest:
-                wait(q, IN, s)
-                reduce_into(op, dst, peer(q)[lo : lo + n])
+            call.reduce_block(op, lo, n, s, out[c * chunk : c * chunk + n])
         scratch.post(GOT, s)  # done reading the peers' chunk s
     return call.finish(serial + steps)
