@@ -170,15 +170,22 @@ def test_dissemination_barrier_takes_ceil_log2_rounds(size):
     assert all(s.steps == rounds for s in stats)
 
 
-def test_barrier_waits_for_everyone():
-    """Every rank must (transitively) hear from every other rank before leaving."""
-    for size in SIZES:
-        heard = [{r} for r in range(size)]
-        distance = 1
-        while distance < size:
-            heard = [heard[r] | heard[(r - distance) % size] for r in range(size)]
-            distance *= 2
-        assert all(h == set(range(size)) for h in heard)
+@pytest.mark.parametrize("size", SIZES)
+def test_barrier_schedule_makes_every_rank_hear_from_every_other(size):
+    """Follow our barrier schedule's receives: after its last step each rank must have
+    heard, directly or through others, from every rank (else it could leave early)."""
+    from collectives.algorithms.schedule import Recv
+
+    heard = [{r} for r in range(size)]
+    steps = [list(barrier.barrier(r, size)) for r in range(size)]
+    for k in range(max((len(s) for s in steps), default=0)):
+        before = [set(h) for h in heard]
+        for r in range(size):
+            if k < len(steps[r]):
+                for o in steps[r][k]:
+                    if isinstance(o, Recv):
+                        heard[r] |= before[o.peer]
+    assert all(h == set(range(size)) for h in heard)
 
 
 @pytest.mark.parametrize("size", [2, 3, 5, 8])
