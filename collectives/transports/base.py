@@ -114,6 +114,10 @@ class Channel(abc.ABC):
         self._rx_end = False
         self._rx_op: _RecvOp | None = None
         self._rx_buffer: bytearray | None = None
+        self._rx_deferred: tuple[int, int, int] | None = None  # a header held back one call
+        # payload bytes that arrived before their receive was posted (each costs one
+        # extra copy): a measure of how well the algorithms keep receives posted ahead
+        self.unexpected_bytes = 0
         # the peer ended its stream between frames: not an error until we need it
         self._eof: PeerLostError | None = None
 
@@ -241,6 +245,10 @@ class Channel(abc.ABC):
                 raise self._eof
             return False
         moved = False
+        if self._rx_deferred is not None:
+            header, self._rx_deferred = self._rx_deferred, None
+            self._start_frame(*header)  # now into a posted receive, else kept as unexpected
+            moved = True
         while True:
             if self._rx_target is None:
                 try:
@@ -259,7 +267,14 @@ class Channel(abc.ABC):
                 if self._rx_have < HEADER_SIZE:
                     continue
                 self._rx_have = 0
-                self._start_frame(*HEADER.unpack(self._rx_header))
+                header = HEADER.unpack(self._rx_header)
+                if header[1] and not self._posted.get(header[0]):
+                    # Nothing is posted for this frame yet: hold it back for one call, so
+                    # that the caller, whose request just completed, can post the receive
+                    # and the payload lands there instead of in an unexpected copy.
+                    self._rx_deferred = header
+                    return True
+                self._start_frame(*header)
             else:
                 want = len(self._rx_target) - self._rx_got
                 if want:
@@ -289,6 +304,7 @@ class Channel(abc.ABC):
             self._rx_target = op.view[op.filled : op.filled + nbytes]
         else:
             self._rx_op = None
+            self.unexpected_bytes += nbytes
             self._rx_buffer = bytearray(nbytes)
             self._rx_target = memoryview(self._rx_buffer)
 

@@ -240,6 +240,30 @@ def test_many_interleaved_tags_small_ring() -> None:
     assert ok_values(run_ranks(2, with_transport(fn, ring_bytes=4099))[0], 2) == [True, True]
 
 
+def test_a_sender_running_ahead_fills_receives_posted_one_by_one_without_extra_copies() -> None:
+    # The pattern of every pipelined algorithm: the receiver posts chunk i+1 only once
+    # chunk i is in, while the sender has already queued all of them. Each chunk must
+    # still land in its posted buffer, not be read ahead into an unexpected copy.
+    chunks, nbytes = 32, 64 << 10
+
+    def fn(rank: int, size: int, t: ShmTransport) -> tuple[bool, int]:
+        ch = t.channels[1 - rank]
+        if rank == 0:
+            sends = [ch.isend(pattern(i, nbytes), i) for i in range(chunks)]
+            wait_all(t, sends)
+            return True, 0
+        time.sleep(0.2)  # let the sender fill the ring
+        ok = True
+        for i in range(chunks):
+            out = np.empty(nbytes, np.uint8)
+            wait_all(t, [ch.irecv(out, i)])
+            ok = ok and np.array_equal(out, pattern(i, nbytes))
+        return ok, ch.unexpected_bytes
+
+    values = ok_values(run_ranks(2, with_transport(fn, ring_bytes=4 << 20))[0], 2)
+    assert tuple(values[1]) == (True, 0)
+
+
 def test_four_ranks_everyone_sends_to_everyone() -> None:
     def fn(rank: int, size: int, t: ShmTransport) -> bool:
         reqs, bufs = [], {}
