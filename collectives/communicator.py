@@ -96,6 +96,8 @@ class Communicator:
         )
         self._windows: list[Any] = []  # id 0: the scratch window (None until first use); then comm.alloc's
         self._window_serial = 0
+        self._small_window: Any = None  # small all-reduces: two halves, one flag per call
+        self._small_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
@@ -144,6 +146,8 @@ class Communicator:
             if window is not None:
                 window.close()
         self._windows.clear()
+        if self._small_window is not None:
+            self._small_window.close()
         for resource in self._owned:
             try:
                 resource.close()
@@ -340,11 +344,21 @@ class Communicator:
             return CollectiveTimeoutError(name, seq, ranks, self.timeout)
 
         buffers = (arr,) if out is None else (arr, out)
-        step: tuple[int, ...] = (max(1, DIRECT_STEP_BYTES // arr.itemsize),)
-        if algorithm is direct.all_reduce and arr.nbytes <= DIRECT_ONE_SHOT_BYTES:
-            algorithm, step = direct.all_reduce_one_shot, ()
+        step = max(1, DIRECT_STEP_BYTES // arr.itemsize)
         self._window_serial = algorithm(
-            scratch, self._windows, *buffers, op, *step, self._window_serial, deadline, on_timeout
+            scratch, self._windows, *buffers, op, step, self._window_serial, deadline, on_timeout
+        )
+
+    def _all_reduce_small(self, arr: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
+        """All-reduce of at most DIRECT_ONE_SHOT_BYTES through the small window."""
+        if self._small_window is None:
+            self._small_window = self._open_window("all_reduce", 2 * DIRECT_ONE_SHOT_BYTES, -1, seq, deadline)
+
+        def on_timeout(ranks: list[int]) -> BaseException:
+            return CollectiveTimeoutError("all_reduce", seq, ranks, self.timeout)
+
+        self._small_serial = direct.all_reduce_small(
+            self._small_window, arr, op, self._small_serial, deadline, on_timeout
         )
 
     def _segment(self, array: np.ndarray) -> int:
@@ -369,7 +383,9 @@ class Communicator:
         algo = self._algorithm("all_reduce", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            if self.size > 1 and algo == "direct":
+            if self.size > 1 and algo == "direct" and arr.nbytes <= DIRECT_ONE_SHOT_BYTES:
+                self._all_reduce_small(arr, rop, seq, deadline)
+            elif self.size > 1 and algo == "direct":
                 self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
             elif self.size > 1:
                 steps = SCHEDULES["all_reduce"][algo](self.rank, self.size, arr.size, self._segment(arr))

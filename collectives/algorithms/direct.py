@@ -1,8 +1,9 @@
 """Direct (one-copy) all-reduce over shared windows: the two-shot scheme GPU libraries
 use over NVLink, here over /dev/shm.
 
-Small vectors take the one-shot variant: every rank reduces the whole vector itself out
-of all windows (one round of flags). Larger ones take the two-shot scheme below.
+Small vectors take the one-shot variant (``all_reduce_small``): every rank reduces the
+whole vector itself out of every rank's copy in a small double-buffered window (one flag
+per call). Larger ones take the two-shot scheme below.
 
 On one host, copies rather than messages are the cost. Every rank exposes its input in
 its window; rank r reduces block r straight out of every peer's window (reduce-scatter
@@ -24,6 +25,7 @@ and written only by their owner (slot numbers below):
          returns, since its caller may overwrite that buffer at once)
     SEG  which window holds my input this call (0: the scratch window)
     OFF  byte offset of my input in that window
+    SMALL  the number of my last small call whose input is in the small window
 
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
@@ -39,7 +41,7 @@ import numpy as np
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
-IN, RED, GOT, SEG, OFF = range(5)
+IN, RED, GOT, SEG, OFF, SMALL = range(6)
 
 
 class Window(Protocol):
@@ -50,6 +52,7 @@ class Window(Protocol):
     id: int
 
     def data(self, rank: int) -> np.ndarray: ...
+    def slices(self, lo: int, hi: int, dtype: np.dtype) -> list[np.ndarray]: ...
     def flag(self, rank: int, slot: int) -> int: ...
     def post(self, slot: int, value: int, wake: bool = True) -> None: ...
     def wait(
@@ -145,42 +148,37 @@ def _pieces(blocks: Sequence[tuple[int, int]], step: int, chunk: int) -> list[tu
     return [(o + step * chunk, max(0, min(chunk, n - step * chunk))) for o, n in blocks]
 
 
-def all_reduce_one_shot(
-    scratch: Window,
-    windows: Sequence[Window],
+def all_reduce_small(
+    small: Window,
     x: np.ndarray,
     op: ReduceOp,
     serial: int,
     deadline: float,
     on_timeout: Callable[[list[int]], BaseException],
 ) -> int:
-    """Small messages: every rank reduces the whole vector itself, straight out of every
-    window in rank order 0..p-1 (the same operations on the same operands everywhere, so
-    the same bits): one round of flags instead of two, latency over bandwidth."""
-    call = _Call(scratch, windows, x, serial, deadline, on_timeout)
+    """Small messages, latency over bandwidth: every rank copies ``x`` into its half
+    ``serial % 2`` of the small window, publishes one flag, and reduces the whole vector
+    itself out of every rank's copy in rank order 0..p-1 (the same operations on the same
+    operands everywhere, so the same bits). Returns the new serial.
+
+    One flag per call suffices: a rank writes half ``s % 2`` again only at call s + 2, and
+    it got past call s + 1 only after every peer had posted s + 1, that is, after every
+    peer had finished reading call s.
+    """
     s = serial + 1
-    if not call.in_window:
-        call.mine[...] = x
-    scratch.post(IN, s)
-    sources = []
-    for q in call.ranks:
-        if q == call.me:
-            sources.append(x)
-        else:
-            call.wait(q, IN, s)
-            sources.append(call.peer(q))
-    result = np.empty_like(x)
+    lo = (s % 2) * (small.nbytes // 2)
+    me = small.rank
+    sources = small.slices(lo, lo + x.nbytes, x.dtype)
+    sources[small.ranks.index(me)][...] = x
+    small.post(SMALL, s)
+    for q in small.ranks:
+        if q != me:
+            small.wait(q, SMALL, s, deadline, on_timeout)
     if len(sources) > 1:
-        reduce_pair(op, sources[0], sources[1], out=result)
+        reduce_pair(op, sources[0], sources[1], out=x)
     for source in sources[2:]:
-        reduce_into(op, result, source)
-    scratch.post(RED, s)
-    if call.in_window:  # peers read x itself: overwrite it only once they are done
-        for q in call.others:
-            call.wait(q, RED, s)
-    x[...] = result
-    scratch.post(GOT, s)
-    return call.finish(s)
+        reduce_into(op, x, source)
+    return s
 
 
 def all_reduce(

@@ -44,6 +44,7 @@ class ShmWindow:
         self._maps: dict[int, mmap.mmap] = {rank: mm}
         self._flags: dict[int, np.ndarray] = {}
         self._data: dict[int, np.ndarray] = {}
+        self._slices: dict[tuple[int, int, np.dtype], list[np.ndarray]] = {}
         self._view(rank)
         self.closed = False
 
@@ -79,6 +80,18 @@ class ShmWindow:
     def data(self, rank: int) -> np.ndarray:
         """Rank ``rank``'s data area as bytes (this rank's own when ``rank == self.rank``)."""
         return self._data[rank]
+
+    def slices(self, lo: int, hi: int, dtype: np.dtype) -> list[np.ndarray]:
+        """Bytes ``lo:hi`` of every rank's data (in ``ranks`` order) as ``dtype`` arrays;
+        cached, since small collectives ask for the same few slices on every call."""
+        key = (lo, hi, dtype)
+        views = self._slices.get(key)
+        if views is None:
+            if len(self._slices) >= 256:
+                self._slices.clear()
+            views = [self._data[r][lo:hi].view(dtype) for r in self.ranks]
+            self._slices[key] = views
+        return views
 
     def flag(self, rank: int, slot: int) -> int:
         return int(self._flags[rank][slot])
@@ -124,6 +137,7 @@ class ShmWindow:
         self.unlink_own()
         self._flags.clear()
         self._data.clear()
+        self._slices.clear()
         for mm in self._maps.values():
             try:
                 mm.close()

@@ -4,6 +4,8 @@ and mixed calls where only some ranks pass registered buffers."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,24 @@ def test_a_registered_buffer_can_be_rewritten_as_soon_as_the_call_returns(count)
             expected = sum(range(comm.size)) + comm.size * i
             bad += int(np.count_nonzero(buf != expected))
             buf[...] = -1.0  # what a peer would read if it were still copying
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+def test_small_all_reduces_back_to_back_at_uneven_speeds_never_mix_calls():
+    """Small all-reduces reuse two halves of one window with a single flag per call: a
+    rank that runs ahead must never overwrite the half a slow peer is still reading."""
+
+    def fn(comm):
+        rng = np.random.default_rng(comm.rank)
+        bad = 0
+        for i in range(300):
+            x = np.full(1 + i % 50, comm.rank * 1000 + i, dtype=np.int64)
+            if rng.random() < 0.1:
+                time.sleep(rng.random() * 2e-3)  # fall behind now and then
+            comm.all_reduce(x)
+            bad += int(np.count_nonzero(x != sum(r * 1000 + i for r in range(comm.size))))
         return bad
 
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
