@@ -37,8 +37,11 @@ def dtype_name(dtype: np.dtype) -> str:
     return "bfloat16" if BFLOAT16 is not None and dtype == BFLOAT16 else str(dtype)
 
 
+_SUPPORTED = frozenset(SUPPORTED_DTYPES)  # a hashed lookup: this check runs on every call
+
+
 def check_dtype(dtype: np.dtype, name: str) -> None:
-    if dtype not in SUPPORTED_DTYPES:
+    if dtype not in _SUPPORTED:
         supported = ", ".join(dtype_name(d) for d in SUPPORTED_DTYPES)
         raise InvalidTypeError(f"{name}: dtype {dtype_name(dtype)} is not supported (supported: {supported})")
 

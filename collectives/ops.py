@@ -33,15 +33,17 @@ class ReduceOp(enum.Enum):
         if isinstance(op, ReduceOp):
             return op
         if isinstance(op, str):
-            key = op.strip().lower()
-            key = {"product": "prod", "mean": "avg", "average": "avg"}.get(key, key)
-            for member in cls:
-                if member.value == key:
-                    return member
+            member = _BY_NAME.get(op)
+            if member is None:
+                member = _BY_NAME.get(op.strip().lower())
+            if member is not None:
+                return member
         raise InvalidArgumentError(
             f"{name}: {op!r} is not a reduction operator (one of {', '.join(m.name for m in cls)})"
         )
 
+
+_BY_NAME = {m.value: m for m in ReduceOp} | {"product": ReduceOp.PROD, "mean": ReduceOp.AVG, "average": ReduceOp.AVG}
 
 _KERNELS = {
     ReduceOp.SUM: np.add,
@@ -55,12 +57,16 @@ _KERNELS = {
 }
 
 
+_BITWISE = frozenset((ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR))
+_ORDERED = frozenset((ReduceOp.MIN, ReduceOp.MAX))
+
+
 def check_op(op: ReduceOp, dtype: np.dtype, name: str = "op") -> None:
     """Refuse dtype/op pairs that have no meaning (bitwise on floats, min on complex)."""
     kind = dtype.kind
-    if op in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and kind not in INTEGER_KINDS:
+    if op in _BITWISE and kind not in INTEGER_KINDS:
         raise InvalidTypeError(f"{name}: {op.name} needs an integer dtype, not {dtype_name(dtype)}")
-    if op in (ReduceOp.MIN, ReduceOp.MAX) and kind == "c":
+    if op in _ORDERED and kind == "c":
         raise InvalidTypeError(f"{name}: {op.name} is undefined for complex dtype {dtype_name(dtype)}")
 
 
