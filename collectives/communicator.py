@@ -10,6 +10,7 @@ and leaves the communicator broken (later calls raise CommunicatorBrokenError).
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from .algorithms import barrier as barrier_algorithm
 from .algorithms import direct
 from .algorithms import ring as ring_algorithm
 from .algorithms.execute import Executor
-from .algorithms.registry import SCHEDULES, select
+from .algorithms.registry import SCHEDULES, automatic, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
 from .buffers import as_flat_array, check_count, check_same_dtype
 from .config import Config
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .ops import ReduceOp, check_op, finalize
 from .store import Store
+from .transports import cma
 from .transports.base import Transport
 from .transports.progress import ProgressEngine
 from .work import Work, Worker
@@ -98,6 +100,9 @@ class Communicator:
         self._window_serial = 0
         self._small_window: Any = None  # small all-reduces: two halves, one flag per call
         self._small_serial = 0
+        self._memory: Any = None  # cma.PeerMemory once probed and allowed
+        self._memory_probed = False
+        self._memory_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
@@ -349,17 +354,47 @@ class Communicator:
             scratch, self._windows, *buffers, op, step, self._window_serial, deadline, on_timeout
         )
 
+    def _small(self, name: str, seq: int, deadline: float) -> Any:
+        """The small window (created collectively on first use): small all-reduces and the
+        flags of single-copy reads."""
+        if self._small_window is None:
+            self._small_window = self._open_window(name, 2 * DIRECT_ONE_SHOT_BYTES, -1, seq, deadline)
+        return self._small_window
+
+    def _timeout_for(self, name: str, seq: int) -> Callable[[list[int]], BaseException]:
+        def on_timeout(ranks: list[int]) -> BaseException:
+            return CollectiveTimeoutError(name, seq, ranks, self.timeout)
+
+        return on_timeout
+
     def _all_reduce_small(self, arr: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
         """All-reduce of at most DIRECT_ONE_SHOT_BYTES through the small window."""
-        if self._small_window is None:
-            self._small_window = self._open_window("all_reduce", 2 * DIRECT_ONE_SHOT_BYTES, -1, seq, deadline)
-
-        def on_timeout(ranks: list[int]) -> BaseException:
-            return CollectiveTimeoutError("all_reduce", seq, ranks, self.timeout)
-
+        window = self._small("all_reduce", seq, deadline)
         self._small_serial = direct.all_reduce_small(
-            self._small_window, arr, op, self._small_serial, deadline, on_timeout
+            window, arr, op, self._small_serial, deadline, self._timeout_for("all_reduce", seq)
         )
+
+    def _peer_memory(self, name: str, seq: int, deadline: float) -> Any:
+        """Reads of peers' memory (process_vm_readv) if the kernel allows them between all
+        of us, else None; probed collectively on first use, so every rank agrees."""
+        if self._memory_probed:
+            return self._memory
+        window = self._small(name, seq, deadline)
+        memory = None
+        if self.config.cross_memory and cma.AVAILABLE:
+            cma.allow_peers()
+            candidate = cma.PeerMemory(self._window_transport.peer_pids())
+            probe = np.frombuffer(secrets.token_bytes(8), dtype=np.uint8).copy()
+            ok, self._memory_serial = direct.probe_peer_memory(
+                window, candidate, probe, self._memory_serial, deadline, self._timeout_for(name, seq)
+            )
+            memory = candidate if ok else None
+            logger.info(
+                "rank %d: single-copy reads of peers' memory %s", self.rank,
+                "work (process_vm_readv)" if ok else "are refused by the kernel; copying through shared memory",
+            )
+        self._memory_probed, self._memory = True, memory
+        return memory
 
     def _segment(self, array: np.ndarray) -> int:
         return max(1, self._chunk_bytes // max(1, array.itemsize))
@@ -451,10 +486,22 @@ class Communicator:
 
         def body(seq: int, deadline: float) -> Any:
             blocks = partition(oa.size, self.size)
+            schedule = algo
+            if self.size > 1 and algo == "direct":
+                memory = self._peer_memory("all_gather", seq, deadline)
+                if memory is not None:
+                    size = xa.itemsize
+                    self._memory_serial = direct.all_gather(
+                        self._small_window, memory, xa.view(np.uint8), oa.view(np.uint8),
+                        [(o * size, n * size) for o, n in blocks], self._memory_serial, deadline,
+                        self._timeout_for("all_gather", seq),
+                    )
+                    return out
+                schedule = automatic("all_gather", oa.nbytes, self.size)  # the same on every rank
             offset, length = blocks[self.rank]
             oa[offset : offset + length] = xa
             if self.size > 1:
-                steps = SCHEDULES["all_gather"][algo](self.rank, self.size, blocks, self._segment(xa))
+                steps = SCHEDULES["all_gather"][schedule](self.rank, self.size, blocks, self._segment(xa))
                 self._execute("all_gather", seq, deadline, steps, [oa])
             return out
 

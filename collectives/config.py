@@ -12,6 +12,7 @@
 | COLLECTIVES_SHM_RING_BYTES | bytes of each shared-memory ring (one per ordered pair) | 4 MiB |
 | COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | the transports' own (Transport.chunk_bytes): 1 MiB |
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
+| COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of peers' memory (process_vm_readv) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 """
@@ -58,6 +59,7 @@ class Config:
     shm_ring_bytes: int = 4 << 20
     chunk_bytes: int | None = None  # None: each transport's own (Transport.chunk_bytes)
     max_frame_bytes: int = 64 << 20
+    cross_memory: bool = True
     debug: str | None = None
 
     @classmethod
@@ -96,6 +98,15 @@ class Config:
             text = get(name)
             return parse_size(text, "COLLECTIVES_" + name) if text else default
 
+        def flag(name: str, default: bool) -> bool:
+            text = get(name)
+            if text is None:
+                return default
+            value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+            if text.strip().lower() not in value:
+                raise InvalidArgumentError(f"COLLECTIVES_{name}={text!r} is not one of 1, 0, true, false, yes, no, on, off")
+            return value[text.strip().lower()]
+
         return cls(
             algorithm=algorithm,
             transport=transport,
@@ -107,6 +118,7 @@ class Config:
             shm_ring_bytes=size("SHM_RING_BYTES", cls.shm_ring_bytes),
             chunk_bytes=max(1, size("CHUNK_BYTES", 0)) if get("CHUNK_BYTES") else None,
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
+            cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
             debug=get("DEBUG"),
         )
 

@@ -27,6 +27,14 @@ and written only by their owner (slot numbers below):
     OFF  byte offset of my input in that window
     SMALL  the number of my last small call whose input is in the small window
 
+The single-copy all-gather (``all_gather``) reads peers' memory with the kernel's help
+instead (``PeerMemory``: process_vm_readv), through flags of its own:
+
+    ADDR    the address of my contribution this call, in my address space
+    POSTED  the number of my last call whose ADDR is set (peers may read from it)
+    READ    the number of my last call whose reads are done (I may return once all are)
+    PROBE, VERDICT  the one-time check that the kernel lets us read each other at all
+
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
 """
@@ -38,10 +46,11 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import TransportError
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
-IN, RED, GOT, SEG, OFF, SMALL = range(6)
+IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT = range(11)
 
 
 class Window(Protocol):
@@ -58,6 +67,16 @@ class Window(Protocol):
     def wait(
         self, rank: int, slot: int, value: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]
     ) -> None: ...
+
+
+class PeerMemory(Protocol):
+    """Reading another rank's memory directly (see transports/cma.py)."""
+
+    def read(self, rank: int, address: int, into: np.ndarray) -> None: ...
+
+
+def address_of(x: np.ndarray) -> int:
+    return int(x.__array_interface__["data"][0])
 
 
 def locate(x: np.ndarray, windows: Sequence[Window]) -> tuple[int, int]:
@@ -249,3 +268,78 @@ def reduce_scatter(
             call.reduce_block(op, lo, n, s, out[c * chunk : c * chunk + n])
         scratch.post(GOT, s)  # done reading the peers' chunk s
     return call.finish(serial + steps)
+
+
+def probe_peer_memory(
+    window: Window,
+    memory: PeerMemory,
+    probe: np.ndarray,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> tuple[bool, int]:
+    """Collectively find out whether every rank can read every other's memory: each
+    publishes the address and value of ``probe`` (8 bytes it keeps alive), reads every
+    peer's, and publishes its verdict. Returns (all could, the new serial); every rank
+    gets the same answer."""
+    s = serial + 1
+    me = window.rank
+    others = [q for q in window.ranks if q != me]
+    window.post(ADDR, address_of(probe), wake=False)
+    window.post(PROBE, int(probe.view(np.uint64)[0]), wake=False)
+    window.post(POSTED, s)
+    ok = True
+    for q in others:
+        window.wait(q, POSTED, s, deadline, on_timeout)
+        got = np.zeros(1, dtype=np.uint64)
+        try:
+            memory.read(q, window.flag(q, ADDR), got.view(np.uint8))
+        except TransportError:
+            ok = False
+            continue
+        ok = ok and int(got[0]) == window.flag(q, PROBE)
+    window.post(VERDICT, 2 * s + int(ok))
+    for q in others:
+        window.wait(q, VERDICT, 2 * s, deadline, on_timeout)
+        ok = ok and window.flag(q, VERDICT) == 2 * s + 1
+    window.post(READ, s)
+    return ok, s
+
+
+def all_gather(
+    window: Window,
+    memory: PeerMemory,
+    x: np.ndarray,
+    out: np.ndarray,
+    blocks: Sequence[tuple[int, int]],
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Single-copy all-gather: every rank publishes where its ``x`` lies and copies every
+    peer's straight out of that peer's memory into its block of ``out`` (``blocks``: byte
+    offset and length per rank; ``x`` and ``out`` as bytes; ``x`` may be my block of
+    ``out`` itself). One copy per byte, where going through shared memory takes two.
+
+    Returns only once every peer has read my ``x``: the caller may overwrite it then.
+    """
+    s = serial + 1
+    me = window.rank
+    ranks = window.ranks
+    lo, n = blocks[me]
+    mine = out[lo : lo + n]
+    if n and address_of(mine) != address_of(x):
+        mine[...] = x
+    window.post(ADDR, address_of(mine), wake=False)
+    window.post(POSTED, s)
+    i = ranks.index(me)
+    others = ranks[i + 1 :] + ranks[:i]  # start after me, so that no rank is read by all at once
+    for q in others:
+        qlo, qn = blocks[q]
+        window.wait(q, POSTED, s, deadline, on_timeout)
+        if qn:
+            memory.read(q, window.flag(q, ADDR), out[qlo : qlo + qn])
+    window.post(READ, s)
+    for q in others:
+        window.wait(q, READ, s, deadline, on_timeout)
+    return s

@@ -6,7 +6,9 @@ a recursive-doubling gather *is* a binomial gather (the two name one message pat
 and all-to-all is a pairwise exchange under every name, since ring, tree and butterfly
 orders all reduce to it when each rank owes every other rank a distinct block.
 ``direct`` needs shared windows (every rank on one host over shared memory) and exists
-for all-reduce and reduce-scatter (``algorithms/direct.py``).
+for all-reduce and reduce-scatter (loads from peers' windows) and all-gather (single-copy
+reads of peers' memory, where the kernel refuses them the automatic choice instead; see
+``algorithms/direct.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ("ring", "tree", "recursive", "direct")
-DIRECT = ("all_reduce", "reduce_scatter")  # collectives with a direct (shared-window) implementation
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather")  # collectives with a direct (one-host) implementation
 
 # Below this many bytes latency (steps) dominates; above it bandwidth does. Python's
 # per-message overhead is large, so the crossover sits higher than in C libraries.

@@ -427,6 +427,10 @@ class ShmTransport(Transport):
     def closed(self) -> bool:
         return self._closed
 
+    def peer_pids(self) -> dict[int, int]:
+        """Each peer's process id as it published it (meaningful only in our pid namespace)."""
+        return {p: segment.pid for p, segment in self._peer_segs.items()}
+
     def ring_peers(self) -> None:
         """Wake every peer that sleeps on its doorbell (after a shared-window flag changed)."""
         if not self._closed:

@@ -185,3 +185,82 @@ def test_direct_reduce_scatter_matches_the_reference(size):
                     i += 1
         want = sum(np.arange(3 * size) + q for q in range(size))[3 * r : 3 * r + 3]
         np.testing.assert_array_equal(results[r][i], want)
+
+
+def _gathered(size, k, dtype):
+    return np.concatenate([rank_input(q, k, dtype, ReduceOp.SUM) for q in range(size)])
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_direct_all_gather_reads_every_block_straight_from_its_owner(size):
+    counts = [0, 1, 7, 5000, 70001, 300000]  # per-rank block sizes (the last ones in 4 MiB pieces)
+    dtypes = [np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.complex128)]
+
+    def fn(comm):
+        assert comm._algorithm("all_gather", None, 1 << 20) == "direct"
+        out = []
+        for dtype in dtypes:
+            for k in counts:
+                x = rank_input(comm.rank, k, dtype, ReduceOp.SUM)
+                out.append(comm.all_gather(x, algorithm="direct").copy())
+                # in place, nccl-tests style: x is this rank's block of out
+                y = np.zeros(k * comm.size, dtype)
+                y[comm.rank * k : (comm.rank + 1) * k] = rank_input(comm.rank, k, dtype, ReduceOp.SUM)
+                comm.all_gather(y[comm.rank * k : (comm.rank + 1) * k], y, algorithm="direct")
+                out.append(y)
+        return out, comm._memory is not None
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for r, (got, single_copy) in enumerate(results):
+        assert single_copy, "process_vm_readv works on this machine, so the probe must say so"
+        i = 0
+        for dtype in dtypes:
+            for k in counts:
+                for _ in range(2):
+                    np.testing.assert_array_equal(got[i], _gathered(size, k, dtype), err_msg=f"{dtype} k={k} rank {r}")
+                    i += 1
+
+
+def test_all_gather_input_can_be_rewritten_as_soon_as_the_call_returns():
+    """Peers read this rank's block out of its memory: the call must not return before
+    they are done, or rewriting the buffer at once would leak into their results."""
+
+    def fn(comm):
+        k = 200000
+        x = np.empty(k, np.float64)
+        out = np.empty(k * comm.size, np.float64)
+        bad = 0
+        for i in range(30):
+            x[...] = comm.rank + 10 * i
+            comm.all_gather(x, out)
+            x[...] = -1.0
+            out_block = out.reshape(comm.size, k)
+            bad += sum(int(np.count_nonzero(out_block[q] != q + 10 * i)) for q in range(comm.size))
+            out[...] = -2.0  # what a peer would read if it were still copying
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("how", ["turned off", "refused by the kernel"])
+def test_all_gather_falls_back_to_copies_where_single_copy_reads_are_not_allowed(how, monkeypatch):
+    from collectives.errors import TransportError
+    from collectives.transports import cma
+
+    settings = {}
+    if how == "turned off":
+        settings["cross_memory"] = False
+    else:
+
+        def refuse(pid, address, into, peer):
+            raise TransportError("process_vm_readv: EPERM (Operation not permitted)", peer=peer)
+
+        monkeypatch.setattr(cma, "read", refuse)  # the forked ranks inherit it
+
+    def fn(comm):
+        x = np.full(1000, comm.rank, np.int32)
+        got = comm.all_gather(x)
+        got2 = comm.all_gather(x, algorithm="direct")
+        return comm._memory is None, got.tolist() == got2.tolist() == np.repeat(np.arange(comm.size), 1000).tolist()
+
+    assert run_world(fn, 3, "shm", timeout=120, **settings) == [(True, True)] * 3
