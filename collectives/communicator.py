@@ -21,6 +21,7 @@ import numpy as np
 from .algorithms import barrier as barrier_algorithm
 from .algorithms import direct
 from .algorithms import ring as ring_algorithm
+from .algorithms import small
 from .algorithms.execute import Executor
 from .algorithms.registry import SCHEDULES, automatic, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
@@ -47,9 +48,6 @@ P2P_TAG_BIT = 1 << 62
 # (2 and 4 ranks, 16 and 64 MiB): 1 MiB beat 64 KiB and 256 KiB by 2-3x (fewer flag waits
 # and wake-ups) and 4 MiB by ~15%.
 DIRECT_STEP_BYTES = 1 << 20
-# Up to this size every rank reduces the whole vector itself (one round of flags instead
-# of two): latency wins over the p-fold reads while the vector is small.
-DIRECT_ONE_SHOT_BYTES = 32 << 10
 CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
@@ -358,7 +356,7 @@ class Communicator:
         """The small window (created collectively on first use): small all-reduces and the
         flags of single-copy reads."""
         if self._small_window is None:
-            self._small_window = self._open_window(name, 2 * DIRECT_ONE_SHOT_BYTES, -1, seq, deadline)
+            self._small_window = self._open_window(name, 2 * small.HALF_BYTES, -1, seq, deadline)
         return self._small_window
 
     def _timeout_for(self, name: str, seq: int) -> Callable[[list[int]], BaseException]:
@@ -367,12 +365,10 @@ class Communicator:
 
         return on_timeout
 
-    def _all_reduce_small(self, arr: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
-        """All-reduce of at most DIRECT_ONE_SHOT_BYTES through the small window."""
-        window = self._small("all_reduce", seq, deadline)
-        self._small_serial = direct.all_reduce_small(
-            window, arr, op, self._small_serial, deadline, self._timeout_for("all_reduce", seq)
-        )
+    def _run_small(self, name: str, algorithm: Callable[..., int], *args: Any, seq: int, deadline: float) -> None:
+        """Run one of ``algorithms/small.py`` (contributions of at most HALF_BYTES)."""
+        window = self._small(name, seq, deadline)
+        self._small_serial = algorithm(window, *args, self._small_serial, deadline, self._timeout_for(name, seq))
 
     def _peer_memory(self, name: str, seq: int, deadline: float) -> Any:
         """Reads of peers' memory (process_vm_readv) if the kernel allows them between all
@@ -418,8 +414,8 @@ class Communicator:
         algo = self._algorithm("all_reduce", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            if self.size > 1 and algo == "direct" and arr.nbytes <= DIRECT_ONE_SHOT_BYTES:
-                self._all_reduce_small(arr, rop, seq, deadline)
+            if self.size > 1 and algo == "direct" and arr.nbytes <= small.HALF_BYTES:
+                self._run_small("all_reduce", small.all_reduce, arr, rop, seq=seq, deadline=deadline)
             elif self.size > 1 and algo == "direct":
                 self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
             elif self.size > 1:
@@ -457,7 +453,10 @@ class Communicator:
 
         def body(seq: int, deadline: float) -> Any:
             if self.size > 1 and algo == "direct":
-                self._direct(direct.reduce_scatter, "reduce_scatter", xa, rop, seq, deadline, out=oa)
+                if xa.nbytes <= small.HALF_BYTES:
+                    self._run_small("reduce_scatter", small.reduce_scatter, xa, oa, rop, seq=seq, deadline=deadline)
+                else:
+                    self._direct(direct.reduce_scatter, "reduce_scatter", xa, rop, seq, deadline, out=oa)
                 finalize(rop, oa, self.size)
                 return out
             blocks = partition(xa.size, self.size)
@@ -487,6 +486,9 @@ class Communicator:
         def body(seq: int, deadline: float) -> Any:
             blocks = partition(oa.size, self.size)
             schedule = algo
+            if self.size > 1 and algo == "direct" and xa.nbytes <= small.HALF_BYTES:
+                self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)
+                return out
             if self.size > 1 and algo == "direct":
                 memory = self._peer_memory("all_gather", seq, deadline)
                 if memory is not None:
@@ -514,9 +516,23 @@ class Communicator:
         algo = self._algorithm("broadcast", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            if self.size > 1:
-                steps = SCHEDULES["broadcast"][algo](self.rank, self.size, root, arr.size, self._segment(arr))
-                self._execute("broadcast", seq, deadline, steps, [arr])
+            if self.size == 1:
+                return x
+            schedule = algo
+            if algo == "direct" and arr.nbytes <= small.HALF_BYTES:
+                self._run_small("broadcast", small.broadcast, arr, root, seq=seq, deadline=deadline)
+                return x
+            if algo == "direct":
+                memory = self._peer_memory("broadcast", seq, deadline)
+                if memory is not None:
+                    self._memory_serial = direct.broadcast(
+                        self._small_window, memory, arr.view(np.uint8), root, self._memory_serial, deadline,
+                        self._timeout_for("broadcast", seq),
+                    )
+                    return x
+                schedule = automatic("broadcast", arr.nbytes, self.size)  # the same on every rank
+            steps = SCHEDULES["broadcast"][schedule](self.rank, self.size, root, arr.size, self._segment(arr))
+            self._execute("broadcast", seq, deadline, steps, [arr])
             return x
 
         return self._issue("broadcast", body, async_op)

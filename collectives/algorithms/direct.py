@@ -1,9 +1,8 @@
 """Direct (one-copy) all-reduce over shared windows: the two-shot scheme GPU libraries
 use over NVLink, here over /dev/shm.
 
-Small vectors take the one-shot variant (``all_reduce_small``): every rank reduces the
-whole vector itself out of every rank's copy in a small double-buffered window (one flag
-per call). Larger ones take the two-shot scheme below.
+Small vectors take ``algorithms/small.py`` instead (one flag per call through a small
+double-buffered window). Larger ones take the two-shot scheme below.
 
 On one host, copies rather than messages are the cost. Every rank exposes its input in
 its window; rank r reduces block r straight out of every peer's window (reduce-scatter
@@ -25,7 +24,8 @@ and written only by their owner (slot numbers below):
          returns, since its caller may overwrite that buffer at once)
     SEG  which window holds my input this call (0: the scratch window)
     OFF  byte offset of my input in that window
-    SMALL  the number of my last small call whose input is in the small window
+    SMALL  the number of my last small call (algorithms/small.py) whose input is in
+           the small window
 
 The single-copy all-gather (``all_gather``) reads peers' memory with the kernel's help
 instead (``PeerMemory``: process_vm_readv), through flags of its own:
@@ -59,6 +59,7 @@ class Window(Protocol):
     rank: int
     ranks: list[int]
     id: int
+    nbytes: int
 
     def data(self, rank: int) -> np.ndarray: ...
     def slices(self, lo: int, hi: int, dtype: np.dtype) -> list[np.ndarray]: ...
@@ -165,39 +166,6 @@ class _Call:
 def _pieces(blocks: Sequence[tuple[int, int]], step: int, chunk: int) -> list[tuple[int, int]]:
     """The part of every block that step ``step`` handles (empty once a block is done)."""
     return [(o + step * chunk, max(0, min(chunk, n - step * chunk))) for o, n in blocks]
-
-
-def all_reduce_small(
-    small: Window,
-    x: np.ndarray,
-    op: ReduceOp,
-    serial: int,
-    deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> int:
-    """Small messages, latency over bandwidth: every rank copies ``x`` into its half
-    ``serial % 2`` of the small window, publishes one flag, and reduces the whole vector
-    itself out of every rank's copy in rank order 0..p-1 (the same operations on the same
-    operands everywhere, so the same bits). Returns the new serial.
-
-    One flag per call suffices: a rank writes half ``s % 2`` again only at call s + 2, and
-    it got past call s + 1 only after every peer had posted s + 1, that is, after every
-    peer had finished reading call s.
-    """
-    s = serial + 1
-    lo = (s % 2) * (small.nbytes // 2)
-    me = small.rank
-    sources = small.slices(lo, lo + x.nbytes, x.dtype)
-    sources[small.ranks.index(me)][...] = x
-    small.post(SMALL, s)
-    for q in small.ranks:
-        if q != me:
-            small.wait(q, SMALL, s, deadline, on_timeout)
-    if len(sources) > 1:
-        reduce_pair(op, sources[0], sources[1], out=x)
-    for source in sources[2:]:
-        reduce_into(op, x, source)
-    return s
 
 
 def all_reduce(
@@ -342,4 +310,36 @@ def all_gather(
     window.post(READ, s)
     for q in others:
         window.wait(q, READ, s, deadline, on_timeout)
+    return s
+
+
+def broadcast(
+    window: Window,
+    memory: PeerMemory,
+    x: np.ndarray,
+    root: int,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Single-copy broadcast: the root publishes where ``x`` lies and every other rank
+    copies it straight into its own ``x`` (bytes). The root returns once all have read.
+
+    Every rank posts every flag on every call, root or not, so that the counters agree
+    whoever the next call's root is.
+    """
+    s = serial + 1
+    me = window.rank
+    if me == root:
+        window.post(ADDR, address_of(x), wake=False)
+    window.post(POSTED, s)
+    if me != root:
+        window.wait(root, POSTED, s, deadline, on_timeout)
+        if x.nbytes:
+            memory.read(root, window.flag(root, ADDR), x)
+    window.post(READ, s)
+    if me == root:
+        for q in window.ranks:
+            if q != me:
+                window.wait(q, READ, s, deadline, on_timeout)
     return s

@@ -6,8 +6,8 @@ a recursive-doubling gather *is* a binomial gather (the two name one message pat
 and all-to-all is a pairwise exchange under every name, since ring, tree and butterfly
 orders all reduce to it when each rank owes every other rank a distinct block.
 ``direct`` needs shared windows (every rank on one host over shared memory) and exists
-for all-reduce and reduce-scatter (loads from peers' windows) and all-gather (single-copy
-reads of peers' memory, where the kernel refuses them the automatic choice instead; see
+for all-reduce and reduce-scatter (loads from peers' windows) and all-gather and broadcast
+(single-copy reads of peers' memory, where the kernel refuses them the automatic choice instead; see
 ``algorithms/direct.py``).
 """
 
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ..errors import InvalidArgumentError, UnsupportedError
 from . import pairwise, recursive, ring, tree
+from .small import HALF_BYTES
 
 ScheduleFactory = Callable[..., object]
 
@@ -41,7 +42,7 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ("ring", "tree", "recursive", "direct")
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather")  # collectives with a direct (one-host) implementation
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")  # collectives with a direct (one-host) implementation
 
 # Below this many bytes latency (steps) dominates; above it bandwidth does. Python's
 # per-message overhead is large, so the crossover sits higher than in C libraries.
@@ -51,6 +52,10 @@ SMALL_MESSAGE_BYTES = 256 << 10
 def automatic(collective: str, nbytes: int, size: int, windows: bool = False) -> str:
     """A simple size / world-size rule (the tuner of the topology issue replaces it)."""
     if windows and collective in DIRECT:
+        if collective == "broadcast" and size == 2 and nbytes > HALF_BYTES:
+            # Two ranks: the pipelined copy through a ring keeps both cores busy (root
+            # copies in while the other copies out) and measured as fast as one read.
+            return "tree"
         return "direct"
     if collective in ("gather", "scatter"):
         return "tree"

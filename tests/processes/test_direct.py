@@ -105,8 +105,10 @@ def test_direct_refused_where_there_are_no_shared_windows():
     def fn(comm):
         with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.all_reduce(np.ones(4), algorithm="direct")
-        with pytest.raises(collectives.UnsupportedError, match="all_reduce"):
+        with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.broadcast(np.ones(4), algorithm="direct")
+        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast"):
+            comm.reduce(np.ones(4), algorithm="direct")
         return comm.alloc(3).tolist()
 
     assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2
@@ -264,3 +266,58 @@ def test_all_gather_falls_back_to_copies_where_single_copy_reads_are_not_allowed
         return comm._memory is None, got.tolist() == got2.tolist() == np.repeat(np.arange(comm.size), 1000).tolist()
 
     assert run_world(fn, 3, "shm", timeout=120, **settings) == [(True, True)] * 3
+
+
+def test_small_broadcasts_from_a_root_that_never_waits_never_overwrite_unread_data():
+    """A broadcast root reads nothing, so only the start-of-call check keeps it from
+    rewriting a half that a slow rank has not read yet."""
+
+    def fn(comm):
+        rng = np.random.default_rng(comm.rank)
+        bad = 0
+        for i in range(300):
+            root = 0 if i < 200 else i % comm.size
+            x = np.full(1 + i % 40, i if comm.rank == root else -1, dtype=np.int64)
+            if comm.rank != root and rng.random() < 0.1:
+                time.sleep(rng.random() * 2e-3)
+            comm.broadcast(x, root)
+            bad += int(np.count_nonzero(x != i))
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_small_collectives_through_the_small_window_match_the_reference(size):
+    ops = [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, ReduceOp.BXOR]
+    counts = [0, 1, 5, 1000]  # per-rank blocks, all within the small window
+
+    def fn(comm):
+        out = []
+        for k in counts:
+            for op in ops:
+                dtype = np.dtype(np.int32 if op is ReduceOp.BXOR else np.float64)
+                x = rank_input(comm.rank, k * comm.size, dtype, op)
+                out.append(comm.reduce_scatter(x, op=op, algorithm="direct").copy())
+            x = rank_input(comm.rank, k, np.dtype(np.float32), ReduceOp.SUM)
+            out.append(comm.all_gather(x, algorithm="direct").copy())
+            for root in range(comm.size):
+                y = rank_input(root, k, np.dtype(np.int16), ReduceOp.SUM) if comm.rank == root else np.zeros(k, np.int16)
+                comm.broadcast(y, root, algorithm="direct")
+                out.append(y)
+        return out
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for r in range(size):
+        i = 0
+        for k in counts:
+            for op in ops:
+                dtype = np.dtype(np.int32 if op is ReduceOp.BXOR else np.float64)
+                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                np.testing.assert_allclose(results[r][i], full[r * k : (r + 1) * k], rtol=1e-12, err_msg=f"{op} k={k}")
+                i += 1
+            np.testing.assert_array_equal(results[r][i], _gathered(size, k, np.dtype(np.float32)))
+            i += 1
+            for root in range(size):
+                np.testing.assert_array_equal(results[r][i], rank_input(root, k, np.dtype(np.int16), ReduceOp.SUM))
+                i += 1

@@ -121,7 +121,7 @@ def lost_peer() -> None:
     time.sleep(1.0)
     attempt("all_reduce", lambda: dist.all_reduce(torch.ones(1 << 16)))
     attempt("recv", lambda: dist.recv(torch.ones(2), src=1))
-    # DDP's reducer waits on the all_reduce futures: the failure surfaces from backward()
+    # DDP fails in its next step: the forward (bucket broadcast) or backward (all_reduce)
     attempt("ddp_backward", lambda: model(torch.ones(3, 4)).sum().backward())
     save()
     os._exit(0)

@@ -68,7 +68,9 @@ def test_lost_peer_fails_fast(tmp_path: Path) -> None:
     assert rec["all_reduce"]["seconds"] < 10 and rec["recv"]["seconds"] < 10
     ddp = rec["ddp_backward"]
     assert not ddp["ok"] and "RuntimeError" in ddp["mro"], ddp
-    assert "all_reduce #" in ddp["message"] and "rank 1" in ddp["message"], ddp["message"]
+    # DDP's second step broadcasts its rebuilt buckets from rank 0 (forward), then
+    # all-reduces gradients (backward): whichever first needs rank 1 names it
+    assert ("all_reduce #" in ddp["message"] or "broadcast #" in ddp["message"]) and "rank 1" in ddp["message"], ddp
     assert ddp["seconds"] < 10
 
 
