@@ -27,10 +27,9 @@ def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
     loop calls this on every iteration."""
     if a is b:
         return True
-    a_data, b_data = a.__array_interface__["data"][0], b.__array_interface__["data"][0]
-    if a_data == b_data and a.nbytes == b.nbytes:
-        return True
-    return a.size > 0 and np.may_share_memory(a, b) and np.shares_memory(a, b)
+    if a.size == 0 or not np.may_share_memory(a, b):  # bounds only: 0.5 us, no dict built
+        return False
+    return np.shares_memory(a, b)
 
 
 def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
