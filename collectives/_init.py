@@ -29,6 +29,7 @@ from .communicator import Communicator
 from .config import Config
 from .errors import InvalidArgumentError
 from .store import HashStore, PrefixStore, Store
+from .topology import PairPlan, describe, select_transport
 from .transports import transport_class
 from .transports.base import Transport
 
@@ -190,11 +191,17 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
     cstore.set(f"host/{rank}", me.encode())
     hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
     plan: dict[str, list[int]] = {}
+    lines: list[str] = []
     for peer in range(size):
         if peer == rank:
             continue
-        name = config.transport or ("shm" if hosts[peer] == me else "tcp")
-        plan.setdefault(name, []).append(peer)
+        if config.transport:
+            forced = "forced by transport=/COLLECTIVES_TRANSPORT"
+            choice = PairPlan(rank, peer, config.transport, None, None, None, forced)  # type: ignore[arg-type]
+        else:  # host buffers; device buffers take the GPU columns of the same table (docs/gpu.md)
+            choice = select_transport(rank, peer, my_host=me, peer_host=hosts[peer])
+        plan.setdefault(choice.transport, []).append(peer)
+        lines.append(describe(choice))
     transports: list[Transport] = []
     try:
         for name in ("inproc", "mpi", "shm", "tcp"):
@@ -217,6 +224,8 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         me,
         ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
     )
+    for line in lines:
+        logger.info("%s", line)
     if size > 1:
         comm._connect_barrier()
     return comm

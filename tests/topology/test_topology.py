@@ -557,3 +557,43 @@ def test_discover_falls_through_when_nvml_cannot_start(monkeypatch: pytest.Monke
 def test_discover_uses_pynvml_when_it_works(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(topo("dgx_h100_nvswitch"), switch=True))
     assert discover({"PATH": str(tmp_path)}).summary() == "8 GPUs (nvml): NV18 x28"
+
+
+def test_init_takes_the_per_pair_choice_and_says_it_at_debug_info(caplog: pytest.LogCaptureFixture) -> None:
+    """connect() asks select_transport for every peer; COLLECTIVES_DEBUG=INFO prints one
+    line per peer. Two ranks on 'host a' and one on 'host b', as threads of this process."""
+    import logging
+    import threading
+
+    from collectives._init import connect
+    from collectives.config import Config
+    from collectives.store import HashStore
+
+    store = HashStore()
+    comms: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def rank_main(rank: int) -> None:
+        config = Config(hostname="a" if rank < 2 else "b", debug="INFO", timeout=30.0, socket_addr="127.0.0.1")
+        try:
+            comms[rank] = connect(rank, 3, store, config)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    with caplog.at_level(logging.INFO, logger="collectives"):
+        threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    try:
+        assert not errors, errors
+        assert comms[0].transport_names == {1: "shm", 2: "tcp"}
+        assert comms[2].transport_names == {0: "tcp", 1: "tcp"}
+        text = caplog.text
+        assert "0[cpu] -> 1[cpu] via shm (same host)" in text
+        assert "0[cpu] -> 2[cpu] via tcp (other host)" in text
+        assert "2[cpu] -> 1[cpu] via tcp (other host)" in text
+    finally:
+        for comm in comms.values():
+            comm.close()
