@@ -486,7 +486,7 @@ class Communicator:
         def body(seq: int, deadline: float) -> Any:
             blocks = partition(oa.size, self.size)
             schedule = algo
-            if self.size > 1 and algo == "direct" and xa.nbytes <= small.HALF_BYTES:
+            if self.size > 1 and algo == "direct" and xa.nbytes <= small.GATHER_BYTES:
                 self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)
                 return out
             if self.size > 1 and algo == "direct":

@@ -26,10 +26,16 @@ from .schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
 
-HALF_BYTES = 32 << 10
-"""Bytes of each half, the largest contribution a small call takes: up to here one round
-of flags beats the two rounds of the chunked direct algorithms (measured: 8 B all-reduce
-58 -> 15 us at 2 ranks)."""
+HALF_BYTES = 512 << 10
+"""Bytes of each half, the largest contribution a small reduction or broadcast takes.
+Measured per call against the chunked direct algorithms (2 ranks / 4 ranks on 2 cores):
+all-reduce of 64 KiB 94 -> 35 / 517 -> 150 us, 512 KiB 378 -> 97 / 1050 -> 355 us,
+broadcast of 512 KiB 85 -> 57 / 302 -> 127 us; at 1 MiB the two were even at 2 ranks."""
+
+GATHER_BYTES = 32 << 10
+"""The largest all-gather contribution taken here: above it the single-copy read of the
+owner's block (two copies fewer per byte) measured faster (128 KiB at 2 ranks: 88-116
+against 207-224 us)."""
 
 
 def _begin(window: Window, serial: int, deadline: float, on_timeout: OnTimeout) -> tuple[int, int]:
