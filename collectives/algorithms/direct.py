@@ -41,7 +41,7 @@ order), so every rank gets the same bits and the result does not depend on timin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -117,6 +117,7 @@ class _Call:
         scratch.post(OFF, off, wake=False)
         self.mine = x if self.in_window else scratch.data(self.me)[: x.nbytes].view(x.dtype)
         self._peers: dict[int, np.ndarray] = {}
+        self.last = serial  # the final serial of the current walk (see steps)
 
     def wait(self, q: int, slot: int, value: int) -> None:
         self.scratch.wait(q, slot, value, self.deadline, self.on_timeout)
@@ -154,6 +155,19 @@ class _Call:
             self.wait(q, IN, s)
             reduce_into(op, dst, self.peer(q)[lo : lo + n])
 
+    def steps(self, chunk: int, serial: int) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+        """Walk the vector in steps of ``chunk`` elements per block: for each, copy my
+        input's piece in, publish IN, and yield (step number c, serial s, every block's
+        piece). ``self.last`` is the final serial once the walk is done."""
+        blocks = partition(self.x.size, len(self.ranks))
+        count = max((length + chunk - 1) // chunk for _, length in blocks)
+        self.last = serial + count
+        for c in range(count):
+            pieces = _pieces(blocks, c, chunk)
+            self.copy_in(pieces)
+            self.scratch.post(IN, serial + c + 1)
+            yield c, serial + c + 1, pieces
+
     def finish(self, last: int) -> int:
         if self.in_window:
             # Peers read my buffer itself: the caller may write into it as soon as we
@@ -186,13 +200,7 @@ def all_reduce(
     """
     call = _Call(scratch, windows, x, serial, deadline, on_timeout)
     me, others, mine, in_window, wait, peer = call.me, call.others, call.mine, call.in_window, call.wait, call.peer
-    blocks = partition(x.size, len(call.ranks))
-    steps = max((length + chunk - 1) // chunk for _, length in blocks)
-    for c in range(steps):
-        s = serial + c + 1
-        pieces = _pieces(blocks, c, chunk)
-        call.copy_in(pieces)
-        scratch.post(IN, s)
+    for _, s, pieces in call.steps(chunk, serial):
         lo, n = pieces[me]
         if n:  # only I reduce block `me`
             call.reduce_block(op, lo, n, s, mine[lo : lo + n])
@@ -205,7 +213,7 @@ def all_reduce(
         if n and not in_window:
             x[lo : lo + n] = mine[lo : lo + n]
         scratch.post(GOT, s)
-    return call.finish(serial + steps)
+    return call.finish(call.last)
 
 
 def reduce_scatter(
@@ -223,19 +231,12 @@ def reduce_scatter(
     ``out`` (the first half of the two-shot all-reduce: no all-gather, no extra copy of the
     result). ``out`` may be a view of ``x``'s own block. Returns the new serial."""
     call = _Call(scratch, windows, x, serial, deadline, on_timeout)
-    me = call.me
-    blocks = partition(x.size, len(call.ranks))
-    steps = max((length + chunk - 1) // chunk for _, length in blocks)
-    for c in range(steps):
-        s = serial + c + 1
-        pieces = _pieces(blocks, c, chunk)
-        call.copy_in(pieces)
-        scratch.post(IN, s)
-        lo, n = pieces[me]
+    for c, s, pieces in call.steps(chunk, serial):
+        lo, n = pieces[call.me]
         if n:
             call.reduce_block(op, lo, n, s, out[c * chunk : c * chunk + n])
         scratch.post(GOT, s)  # done reading the peers' chunk s
-    return call.finish(serial + steps)
+    return call.finish(call.last)
 
 
 def probe_peer_memory(
