@@ -129,6 +129,11 @@ def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
     return array.reshape(-1)
 
 
+def address_of(array: np.ndarray) -> int:
+    """The address of ``array``'s first byte in this process."""
+    return int(array.__array_interface__["data"][0])
+
+
 def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.dtype != b.dtype:
         raise InvalidTypeError(

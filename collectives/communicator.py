@@ -241,11 +241,9 @@ class Communicator:
         op: ReduceOp | None = None,
         tag: int | None = None,
     ) -> None:
-        def on_timeout(ranks: list[int]) -> BaseException:
-            return CollectiveTimeoutError(name, seq, ranks, self.timeout)
-
         self._executor.run(
-            steps, buffers, op=op, tag=seq if tag is None else tag, deadline=deadline, on_timeout=on_timeout
+            steps, buffers, op=op, tag=seq if tag is None else tag, deadline=deadline,
+            on_timeout=self._timeout_for(name, seq),
         )
 
     # -- argument checks ------------------------------------------------------------------
@@ -342,14 +340,10 @@ class Communicator:
         # Every rank asks for the same size (even one whose input lives in a registered
         # window and needs no scratch), so all agree on when the scratch grows.
         scratch = self._scratch_window(arr.nbytes, seq, deadline)
-
-        def on_timeout(ranks: list[int]) -> BaseException:
-            return CollectiveTimeoutError(name, seq, ranks, self.timeout)
-
         buffers = (arr,) if out is None else (arr, out)
         step = max(1, DIRECT_STEP_BYTES // arr.itemsize)
         self._window_serial = algorithm(
-            scratch, self._windows, *buffers, op, step, self._window_serial, deadline, on_timeout
+            scratch, self._windows, *buffers, op, step, self._window_serial, deadline, self._timeout_for(name, seq)
         )
 
     def _small(self, name: str, seq: int, deadline: float) -> Any:

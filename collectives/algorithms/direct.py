@@ -41,12 +41,13 @@ order), so every rank gets the same bits and the result does not depend on timin
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from ..errors import TransportError
+from ..buffers import address_of
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
@@ -74,19 +75,16 @@ class PeerMemory(Protocol):
     """Reading another rank's memory directly (see transports/cma.py)."""
 
     def read(self, rank: int, address: int, into: np.ndarray) -> None: ...
-
-
-def address_of(x: np.ndarray) -> int:
-    return int(x.__array_interface__["data"][0])
+    def probe(self, rank: int, address: int, expected: bytes) -> bool: ...
 
 
 def locate(x: np.ndarray, windows: Sequence[Window]) -> tuple[int, int]:
     """(window id, byte offset) of ``x`` inside one of this rank's registered windows, or
     (0, 0) when it lives elsewhere (it is then copied into the scratch window)."""
-    start = x.__array_interface__["data"][0]
+    start = address_of(x)
     for window in windows[1:]:
         base = window.data(window.rank)
-        lo = base.__array_interface__["data"][0]
+        lo = address_of(base)
         if lo <= start and start + x.nbytes <= lo + base.nbytes:
             return window.id, start - lo
     return 0, 0
@@ -147,7 +145,7 @@ class _Call:
         so a rerun gives the same bits). ``dst`` may be my input itself."""
         pending = list(self.others)
         own = self.x[lo : lo + n]
-        if dst.__array_interface__["data"][0] != own.__array_interface__["data"][0]:
+        if address_of(dst) != address_of(own):
             first = pending.pop(0)
             self.wait(first, IN, s)
             reduce_pair(op, self.x[lo : lo + n], self.peer(first)[lo : lo + n], out=dst)
@@ -260,13 +258,8 @@ def probe_peer_memory(
     ok = True
     for q in others:
         window.wait(q, POSTED, s, deadline, on_timeout)
-        got = np.zeros(1, dtype=np.uint64)
-        try:
-            memory.read(q, window.flag(q, ADDR), got.view(np.uint8))
-        except TransportError:
-            ok = False
-            continue
-        ok = ok and int(got[0]) == window.flag(q, PROBE)
+        expected = window.flag(q, PROBE).to_bytes(8, sys.byteorder)
+        ok = memory.probe(q, window.flag(q, ADDR), expected) and ok
     window.post(VERDICT, 2 * s + int(ok))
     for q in others:
         window.wait(q, VERDICT, 2 * s, deadline, on_timeout)

@@ -140,6 +140,12 @@ class Channel(abc.ABC):
     # -- public ---------------------------------------------------------------------------
 
     @property
+    def mid_frame(self) -> bool:
+        """Whether a frame is partly read (header bytes, a held-back header, or payload):
+        the stream ending now would lose it."""
+        return self._rx_have > 0 or self._rx_target is not None or self._rx_deferred is not None
+
+    @property
     def busy(self) -> bool:
         """Whether sends or receives are outstanding on this channel."""
         return bool(self._sendq) or any(self._posted.values())

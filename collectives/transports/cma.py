@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from ..buffers import address_of
 from ..errors import PeerLostError, TransportError
 
 PR_SET_PTRACER = 0x59616D61
 PR_SET_PTRACER_ANY = ctypes.c_ulong(-1).value
 PIECE_BYTES = 4 << 20
-"""Bytes per syscall: large enough to amortise the call, small enough that a dead peer or
-a deadline is noticed between pieces (4 MiB measured best of 256 KiB to 64 MiB here)."""
+"""Bytes per syscall: large enough to amortise the call, small enough that a dead peer is
+noticed between pieces. Two processes reading 8 MiB from each other at once measured
+2.0 / 2.5 / 3.3 / 2.9 GB/s with 64 KiB / 256 KiB / 4 MiB / 64 MiB pieces."""
 
 
 class _IoVec(ctypes.Structure):
@@ -63,10 +65,6 @@ def allow_peers() -> None:
     where Yama is absent or stricter; the probe then finds out)."""
     if _LIBC is not None:
         _LIBC[1](PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0)
-
-
-def address_of(array: np.ndarray) -> int:
-    return int(array.__array_interface__["data"][0])
 
 
 def read(pid: int, remote_address: int, into: np.ndarray, peer: int) -> None:
@@ -119,3 +117,6 @@ class PeerMemory:
 
     def read(self, rank: int, address: int, into: np.ndarray) -> None:
         read(self.pids[rank], address, into, peer=rank)
+
+    def probe(self, rank: int, address: int, expected: bytes) -> bool:
+        return probe(self.pids[rank], address, expected)

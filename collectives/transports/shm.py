@@ -337,8 +337,7 @@ class ShmChannel(Channel):
         """Whether a request (or a half-read frame) still waits on the peer. A peer that
         closed after its last message is an error only once something needs it, so that
         progress on an idle channel does not fail waits on other peers."""
-        half_read = self._rx_have > 0 or self._rx_target is not None or self._rx_deferred is not None
-        return self.busy or half_read
+        return self.busy or self.mid_frame
 
     def _nothing_left(self) -> bool:
         """Whether the peer's ring to me is empty (read after seeing it closed or dead)."""

@@ -57,12 +57,7 @@ class TcpChannel(Channel):
     @property
     def needs_input(self) -> bool:
         """Whether a receive is posted or a frame is half read (so end of stream is a loss)."""
-        return (
-            self._rx_have > 0
-            or self._rx_target is not None
-            or self._rx_deferred is not None
-            or any(self._posted.values())
-        )
+        return self.mid_frame or any(self._posted.values())
 
     def _write_some(self, views: Sequence[memoryview]) -> int:
         if not views:
