@@ -75,7 +75,9 @@ def test_each_rank_gets_its_environment_and_prefixed_output(tmp_path: Path) -> N
 
 
 def test_no_prefix_passes_output_through(tmp_path: Path) -> None:
-    script = _script(tmp_path, 'import os; print("plain", os.environ["COLLECTIVES_RANK"])')
+    # one write per rank (print writes its pieces separately when unbuffered, and two
+    # ranks sharing the pipe could interleave them: "plainplain  10")
+    script = _script(tmp_path, 'import os, sys; sys.stdout.write("plain " + os.environ["COLLECTIVES_RANK"] + "\\n")')
     done = _launch(["-n", "2", "--no-prefix", str(script)])
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == ["plain 0", "plain 1"]
