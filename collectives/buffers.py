@@ -141,6 +141,13 @@ def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
+def check_same_or_apart(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """``b`` is either ``a`` itself (in place) or memory apart from it: a partial overlap
+    would have the result overwrite input still to be read."""
+    if address_of(a) != address_of(b) and np.may_share_memory(a, b):
+        raise InvalidArgumentError(f"{name_b}: overlaps {name_a} without being the same memory")
+
+
 def check_count(array: np.ndarray, expected: int, name: str, why: str) -> None:
     if array.size != expected:
         raise InvalidArgumentError(f"{name}: holds {array.size} elements but must hold {expected} ({why})")

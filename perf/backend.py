@@ -2,8 +2,7 @@
 
 Every backend takes nccl-tests' (send, recv) buffers, where in-place means the two are
 the same memory (or, for all_gather / reduce_scatter, one is the rank's block of the
-other). Libraries whose call is in place only (our all_reduce, broadcast, reduce; gloo's)
-get the send data copied into recv first, inside the timed call: that copy is part of
+other). Libraries whose call is in place only (our broadcast, reduce; gloo's) get the send data copied into recv first, inside the timed call: that copy is part of
 what an out-of-place collective costs with such an API.
 
 ``CollectivesBackend`` runs our library; ``perf.peers.mpi`` and ``perf.peers.gloo`` run
@@ -125,8 +124,10 @@ class CollectivesBackend(Backend):
         }
 
     def all_reduce(self, send: np.ndarray, recv: np.ndarray, op: str) -> None:
-        copy_into(recv, send)
-        self.comm.all_reduce(recv, op=op, algorithm=self.algorithm)
+        if same_memory(send, recv):
+            self.comm.all_reduce(recv, op=op, algorithm=self.algorithm)
+        else:
+            self.comm.all_reduce(send, op=op, out=recv, algorithm=self.algorithm)
 
     def all_gather(self, send: np.ndarray, recv: np.ndarray) -> None:
         self.comm.all_gather(send, recv, algorithm=self.algorithm)

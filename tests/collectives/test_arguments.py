@@ -54,6 +54,11 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
     ("all_reduce-x-datetime", lambda c: c.all_reduce(np.zeros(4, "datetime64[s]")), InvalidTypeError, "x"),
     ("all_reduce-x-list", lambda c: c.all_reduce([1.0, 2.0]), InvalidTypeError, "x"),
     ("all_reduce-x-none", lambda c: c.all_reduce(None), InvalidTypeError, "x"),
+    ("all_reduce-out-dtype", lambda c: c.all_reduce(f32(4), out=np.zeros(4, np.float64)), InvalidTypeError, "out"),
+    ("all_reduce-out-count", lambda c: c.all_reduce(f32(4), out=f32(5)), InvalidArgumentError, "out"),
+    ("all_reduce-out-readonly", lambda c: c.all_reduce(f32(4), out=_ro(f32(4))), InvalidArgumentError, "out"),
+    ("all_reduce-out-overlaps-x", lambda c: (lambda b: c.all_reduce(b[:4], out=b[2:6]))(f32(8)),
+     InvalidArgumentError, "out"),
     ("all_reduce-band-float", lambda c: c.all_reduce(f32(4), op=ReduceOp.BAND), InvalidTypeError, "op"),
     ("all_reduce-bor-float16", lambda c: c.all_reduce(np.zeros(4, np.float16), op="bor"), InvalidTypeError, "op"),
     ("all_reduce-bxor-complex", lambda c: c.all_reduce(np.zeros(4, np.complex64), op=ReduceOp.BXOR),
@@ -226,9 +231,10 @@ def test_buffer_protocol_objects_work_as_inputs_and_outputs() -> None:
 
 
 def test_read_only_inputs_where_nothing_is_written() -> None:
-    """A non-root's x in reduce and the root's x in broadcast are only read."""
+    """A non-root's x in reduce, the root's x in broadcast and x of an all_reduce into
+    ``out`` are only read."""
 
-    def fn(comm: Any) -> tuple[Any, Any]:
+    def fn(comm: Any) -> tuple[Any, Any, Any]:
         r = comm.rank
         x = np.array([1.0, 2.0], np.float32) * (r + 1)
         if r != 0:
@@ -236,12 +242,15 @@ def test_read_only_inputs_where_nothing_is_written() -> None:
         comm.reduce(x, root=0)
         y = _ro(np.array([5, 6], np.int32)) if r == 1 else np.zeros(2, np.int32)
         comm.broadcast(y, root=1)
-        return x.tolist(), y.tolist()
+        z = _ro(np.array([r, 10 * r], np.int64))
+        out = np.full(2, -1, np.int64)
+        assert comm.all_reduce(z, out=out) is out
+        return x.tolist(), y.tolist(), (z.tolist(), out.tolist())
 
     results = run_world(fn, 3)
-    assert results[0] == ([6.0, 12.0], [5, 6])
-    assert results[1] == ([2.0, 4.0], [5, 6])
-    assert results[2] == ([3.0, 6.0], [5, 6])
+    assert results[0] == ([6.0, 12.0], [5, 6], ([0, 0], [3, 30]))
+    assert results[1] == ([2.0, 4.0], [5, 6], ([1, 10], [3, 30]))
+    assert results[2] == ([3.0, 6.0], [5, 6], ([2, 20], [3, 30]))
 
 
 def test_torch_tensors_when_torch_is_installed() -> None:

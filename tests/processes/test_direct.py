@@ -98,7 +98,8 @@ def test_the_scratch_window_grows_with_the_message():
             out.append(bool(np.all(x == sum(range(1, comm.size + 1)))))
         return out
 
-    assert run_world(fn, 2, "shm", timeout=120) == [[True] * 4] * 2
+    # without single-copy reads, so that the large call goes through the window too
+    assert run_world(fn, 2, "shm", timeout=120, cross_memory=False) == [[True] * 4] * 2
 
 
 def test_direct_refused_where_there_are_no_shared_windows():
@@ -321,3 +322,106 @@ def test_small_collectives_through_the_small_window_match_the_reference(size):
             for root in range(size):
                 np.testing.assert_array_equal(results[r][i], rank_input(root, k, np.dtype(np.int16), ReduceOp.SUM))
                 i += 1
+
+
+@pytest.fixture
+def reads_from_small_sizes(monkeypatch):
+    """All-reduces by reads from 64 KiB, in 4 KiB steps, so that small tests walk many
+    steps (the forked ranks inherit the patched constants)."""
+    from collectives import communicator
+    from collectives.algorithms import direct
+
+    monkeypatch.setattr(direct, "READS_FROM_BYTES", 64 << 10)
+    monkeypatch.setattr(communicator, "DIRECT_STEP_BYTES", 4 << 10)
+    calls = []
+    real = direct.all_reduce_by_reads
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(direct, "all_reduce_by_reads", counted)
+    return calls
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_large_all_reduce_by_reads_matches_the_reference_in_place_and_into_out(size, reads_from_small_sizes):
+    ops = [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, ReduceOp.BXOR]
+    counts = [20001, 70001]  # above the (patched) threshold, blocks of uneven length
+
+    def fn(comm):
+        got = []
+        for op in ops:
+            dtype = np.dtype(np.int32 if op is ReduceOp.BXOR else np.float64)
+            for count in counts:
+                x = rank_input(comm.rank, count, dtype, op)
+                kept = x.copy()
+                out = np.full(count, -7, dtype)
+                assert comm.all_reduce(x, op=op, out=out) is out
+                assert np.array_equal(x, kept)  # x is only read
+                comm.all_reduce(x, op=op)
+                got += [out, x]
+        return got, len(reads_from_small_sizes)
+
+    results = run_world(fn, size, "shm", timeout=120)
+    i = 0
+    for op in ops:
+        dtype = np.dtype(np.int32 if op is ReduceOp.BXOR else np.float64)
+        for count in counts:
+            want = reference_all_reduce([rank_input(r, count, dtype, op) for r in range(size)], op)[0]
+            for r in range(size):
+                for j in (i, i + 1):
+                    np.testing.assert_allclose(results[r][0][j], want, rtol=1e-12, err_msg=f"{op} {count} rank {r}")
+                    assert results[r][0][j].tobytes() == results[0][0][j].tobytes()
+            i += 2
+    assert [calls for _, calls in results] == [2 * len(ops) * len(counts)] * size  # every call went by reads
+
+
+def test_all_reduce_by_reads_buffers_can_be_rewritten_as_soon_as_the_call_returns(reads_from_small_sizes):
+    """Peers read this rank's x and out: the call must not return before they are done."""
+
+    def fn(comm):
+        k = 50000
+        bad = 0
+        x, out = np.empty(k), np.empty(k)
+        for i in range(30):
+            x[...] = comm.rank + 10 * i
+            if i % 2:
+                comm.all_reduce(x, out=out)
+            else:
+                comm.all_reduce(x)
+                out[...] = x
+            x[...] = -1.0  # what a peer would read if it were still copying
+            bad += int(np.count_nonzero(out != sum(range(comm.size)) + comm.size * 10 * i))
+            out[...] = -2.0
+        return bad, len(reads_from_small_sizes)
+
+    assert run_world(fn, 3, "shm", timeout=120) == [(0, 30)] * 3
+
+
+def test_all_reduce_by_reads_gives_way_where_any_rank_passes_a_registered_buffer(reads_from_small_sizes):
+    """comm.alloc buffers take the window scheme (nothing to copy there); the ranks agree
+    on the scheme even when only some of them pass such a buffer."""
+
+    def fn(comm):
+        k = 40000
+        registered = comm.alloc(k, np.float64)
+        x = registered if comm.rank == 1 else np.empty(k)
+        x[...] = comm.rank + 1.0
+        comm.all_reduce(x)
+        mixed_calls = len(reads_from_small_sizes)
+        y = np.full(k, comm.rank + 1.0)
+        comm.all_reduce(y)
+        return x.tolist() == y.tolist() == [comm.size * (comm.size + 1) / 2] * k, mixed_calls, len(reads_from_small_sizes)
+
+    assert run_world(fn, 3, "shm", timeout=120) == [(True, 0, 1)] * 3
+
+
+def test_all_reduce_falls_back_to_the_window_where_reads_are_turned_off(reads_from_small_sizes):
+    def fn(comm):
+        x = np.full(50000, comm.rank, np.int64)
+        out = np.empty_like(x)
+        comm.all_reduce(x, out=out)
+        return comm._memory is None, bool(np.all(out == sum(range(comm.size)))), len(reads_from_small_sizes)
+
+    assert run_world(fn, 3, "shm", timeout=120, cross_memory=False) == [(True, True, 0)] * 3
