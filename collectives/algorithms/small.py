@@ -63,14 +63,17 @@ def _reduce(op: ReduceOp, sources: list[np.ndarray], out: np.ndarray) -> None:
         reduce_into(op, out, source)
 
 
-def all_reduce(window: Window, x: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-    """Every rank reduces the whole of ``x`` itself out of every rank's copy."""
+def all_reduce(
+    window: Window, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout
+) -> int:
+    """Every rank reduces the whole of ``x`` itself out of every rank's copy, into ``out``
+    (which may be ``x``: the sources are the window copies)."""
     s, lo = _begin(window, serial, deadline, on_timeout)
     sources = window.slices(lo, lo + x.nbytes, x.dtype)
     sources[window.ranks.index(window.rank)][...] = x
     window.post(SMALL, s)
     _wait_all(window, s, deadline, on_timeout)
-    _reduce(op, sources, x)
+    _reduce(op, sources, out)
     return s
 
 

@@ -149,11 +149,20 @@ def _names_argument(message: str, name: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
 
 
-def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], name: str) -> None:
+def refused_on_one_rank(
+    bad_call: Callable[[Any], Any],
+    error: type[Exception],
+    name: str,
+    transport: str = "inproc",
+    warm_up: Callable[[Any], Any] | None = None,
+) -> None:
     """Rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once; rank 1
-    makes no call. Then both ranks must still be able to all_reduce together."""
+    makes no call. Then both ranks must still be able to all_reduce together. ``warm_up``
+    runs on both ranks first."""
 
     def fn(comm: Any) -> tuple[float, np.ndarray]:
+        if warm_up is not None:
+            warm_up(comm)
         elapsed = 0.0
         if comm.rank == 0:
             start = time.monotonic()
@@ -165,7 +174,7 @@ def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], 
         comm.all_reduce(x)
         return elapsed, x
 
-    results = run_world(fn, 2, timeout=COMM_TIMEOUT)
+    results = run_world(fn, 2, transport, timeout=COMM_TIMEOUT)
     elapsed = results[0][0]
     assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
     for _, x in results:
@@ -176,6 +185,28 @@ def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], 
 def test_bad_input_is_refused_before_anything_is_sent(bad_call: Callable[[Any], Any], error: type[Exception],
                                                       name: str) -> None:
     refused_on_one_rank(bad_call, error, name)
+
+
+ALL_REDUCE_CALLS = [c for c in BAD_CALLS if c[0].startswith(("all_reduce-", "async-all_reduce-"))]
+
+
+def _good_all_reduces(comm: Any) -> None:
+    """Valid calls of the dtypes and ops the bad ones use, which the fast path remembers."""
+    for op in (ReduceOp.SUM, "sum", "band"):
+        for dtype in (np.float32, np.float16, np.int32, np.int64):
+            if op != "band" or np.dtype(dtype).kind == "i":
+                comm.all_reduce(np.zeros(4, dtype), op=op)
+    comm.all_reduce(f32(4), out=f32(4))
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_REDUCE_CALLS],
+                         ids=[c[0] for c in ALL_REDUCE_CALLS])
+def test_bad_all_reduce_is_refused_after_good_calls_of_its_dtype_and_op(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+) -> None:
+    """Repeated small all_reduces skip the general dispatch (shared memory); they must skip
+    none of its checks."""
+    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_reduces)
 
 
 def test_error_types_are_value_and_type_errors() -> None:

@@ -326,11 +326,12 @@ def test_small_collectives_through_the_small_window_match_the_reference(size):
 
 @pytest.fixture
 def reads_from_small_sizes(monkeypatch):
-    """All-reduces by reads from 64 KiB, in 4 KiB steps, so that small tests walk many
-    steps (the forked ranks inherit the patched constants)."""
+    """All-reduces by reads from 64 KiB (the small window up to 16 KiB), in 4 KiB steps,
+    so that small tests walk many steps (the forked ranks inherit the patched constants)."""
     from collectives import communicator
-    from collectives.algorithms import direct
+    from collectives.algorithms import direct, small
 
+    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
     monkeypatch.setattr(direct, "READS_FROM_BYTES", 64 << 10)
     monkeypatch.setattr(communicator, "DIRECT_STEP_BYTES", 4 << 10)
     calls = []
