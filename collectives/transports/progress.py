@@ -21,11 +21,30 @@ YIELD_SECONDS = 200e-6
 SLEEP_SLICE = 0.05
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def spin_seconds(local_processes: int) -> float:
+    """How long a waiting rank spins before it yields: SPIN_SECONDS, or not at all where
+    this host's ranks outnumber its CPUs, since a spinning rank then holds the core the
+    rank it waits for needs. 8-byte all_reduce, 4 ranks on 2 cores, three interleaved
+    rounds: 80 / 75 / 48 us per call with the spin, 46 / 61 / 48 us without."""
+    return 0.0 if local_processes > usable_cpus() else SPIN_SECONDS
+
+
 class ProgressEngine:
     """Drives the transports of one communicator until requests complete."""
 
     def __init__(self, transports: Sequence[Transport]) -> None:
         self.transports = list(transports)
+        # ranks known to share this host: those behind shared memory, and this one
+        local = 1 + max((len(t.channels) for t in self.transports if t.name == "shm"), default=0)
+        self.spin_seconds = spin_seconds(local)
 
     def progress(self) -> bool:
         moved = False
@@ -67,9 +86,9 @@ class ProgressEngine:
                 idle_since = now
                 continue
             idle = now - idle_since
-            if idle < SPIN_SECONDS:
+            if idle < self.spin_seconds:
                 continue
-            if idle < SPIN_SECONDS + YIELD_SECONDS:
+            if idle < self.spin_seconds + YIELD_SECONDS:
                 os.sched_yield()
                 continue
             if now >= deadline:

@@ -22,13 +22,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ConnectError, TransportError
+from .progress import YIELD_SECONDS, spin_seconds
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
 FLAG_AREA = 4096
 FLAG_STRIDE = 64  # bytes: one flag per cache line
 NAME_BYTES = 64
-SPIN_SECONDS = 20e-6
-YIELD_SECONDS = 200e-6
 
 
 class ShmWindow:
@@ -40,6 +39,7 @@ class ShmWindow:
         self.ranks = ranks
         self.nbytes = nbytes
         self.id = window_id
+        self.spin_seconds = spin_seconds(len(ranks))  # every rank of a window is on this host
         self._name, mm = create_segment_file(FLAG_AREA + max(nbytes, 1), f"a {nbytes}-byte shared window")
         self._maps: dict[int, mmap.mmap] = {rank: mm}
         self._flags: dict[int, np.ndarray] = {}
@@ -110,12 +110,13 @@ class ShmWindow:
             return
         start = time.monotonic()
         transport = self.transport
+        spin = self.spin_seconds
         while True:
             now = time.monotonic()
             idle = now - start
-            if idle < SPIN_SECONDS:
+            if idle < spin:
                 pass
-            elif idle < SPIN_SECONDS + YIELD_SECONDS:
+            elif idle < spin + YIELD_SECONDS:
                 os.sched_yield()
             else:
                 if now >= deadline:

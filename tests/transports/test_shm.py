@@ -474,3 +474,12 @@ def test_futex_fallback_polls_the_word(monkeypatch: pytest.MonkeyPatch) -> None:
     _futex.futex_wait(ctypes.addressof(word), 0, 5.0)
     timer.join()
     assert word.value == 1 and time.monotonic() - start < 2.0
+
+
+def test_waiting_ranks_spin_only_where_every_rank_of_the_host_has_a_cpu(monkeypatch) -> None:
+    """Oversubscribed, a spinning rank holds the core the rank it waits for needs."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    assert progress.spin_seconds(1) == progress.spin_seconds(2) == progress.SPIN_SECONDS > 0
+    assert progress.spin_seconds(3) == progress.spin_seconds(8) == 0.0
