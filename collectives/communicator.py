@@ -620,9 +620,10 @@ class Communicator:
             if algo == "direct":
                 memory = self._peer_memory("broadcast", seq, deadline)
                 if memory is not None:
+                    window = self._small_window
                     self._memory_serial = direct.broadcast(
-                        self._small_window, memory, arr.view(np.uint8), root, self._memory_serial, deadline,
-                        self._timeout_for("broadcast", seq),
+                        window, memory, arr.view(np.uint8), root, self._memory_serial, deadline,
+                        self._timeout_for("broadcast", seq), root_writes=not window.oversubscribed,
                     )
                     return x
                 schedule = automatic("broadcast", arr.nbytes, self.size)  # the same on every rank

@@ -35,6 +35,7 @@ instead (``PeerMemory``: process_vm_readv), through flags of its own:
     READ    the number of my last call whose reads are done (I may return once all are)
     PROBE, VERDICT  the one-time check that the kernel lets us read each other at all
     RESULT  the address of my output this call (``all_reduce_by_reads``)
+    PUSHED  the number of my last broadcast as root whose writes into peers are done
 
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
 both shots done by such reads, so that nothing is staged through a window at all.
@@ -55,7 +56,7 @@ from ..buffers import address_of
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
-IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT = range(12)
+IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED = range(13)
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the
@@ -84,9 +85,10 @@ class Window(Protocol):
 
 
 class PeerMemory(Protocol):
-    """Reading another rank's memory directly (see transports/cma.py)."""
+    """Reading and writing another rank's memory directly (see transports/cma.py)."""
 
     def read(self, rank: int, address: int, into: np.ndarray) -> None: ...
+    def write(self, rank: int, address: int, data: np.ndarray) -> None: ...
     def probe(self, rank: int, address: int, expected: bytes) -> bool: ...
 
 
@@ -346,27 +348,46 @@ def broadcast(
     serial: int,
     deadline: float,
     on_timeout: Callable[[list[int]], BaseException],
+    root_writes: bool = True,
 ) -> int:
-    """Single-copy broadcast: the root publishes where ``x`` lies and every other rank
-    copies it straight into its own ``x`` (bytes). The root returns once all have read.
+    """Single-copy broadcast of ``x`` (bytes). With ``root_writes``, the root's core
+    helps: ``x`` is split in p parts, the root writes part i straight into the i-th
+    rank's ``x`` while every other rank reads the remaining parts straight out of the
+    root's, so each rank copies (p-1)/p of the bytes. Without (ranks outnumber cores,
+    and a root waiting for a descheduled peer would stall the rest), every other rank
+    reads all of it.
 
-    Every rank posts every flag on every call, root or not, so that the counters agree
-    whoever the next call's root is.
+    The root returns once all have read; the others once the root has written their part.
+    Every rank posts ADDR, POSTED and READ on every call, root or not, so that the
+    counters agree whoever the next call's root is.
     """
     s = serial + 1
     me = window.rank
-    if me == root:
-        window.post(ADDR, address_of(x), wake=False)
+    ranks = window.ranks
+    parts = partition(x.nbytes, len(ranks)) if root_writes else [(0, x.nbytes)]
+    window.post(ADDR, address_of(x), wake=False)
     window.post(POSTED, s)
-    if me != root:
-        window.wait(root, POSTED, s, deadline, on_timeout)
-        if x.nbytes:
-            memory.read(root, window.flag(root, ADDR), x)
-    window.post(READ, s)
+    i = ranks.index(me)
     if me == root:
-        for q in window.ranks:
+        if root_writes:
+            for q in ranks[i + 1 :] + ranks[:i]:
+                lo, n = parts[ranks.index(q)]
+                window.wait(q, POSTED, s, deadline, on_timeout)
+                if n:
+                    memory.write(q, window.flag(q, ADDR) + lo, x[lo : lo + n])
+        window.post(PUSHED, s)
+        window.post(READ, s)
+        for q in ranks:
             if q != me:
                 window.wait(q, READ, s, deadline, on_timeout)
+        return s
+    window.wait(root, POSTED, s, deadline, on_timeout)
+    source = window.flag(root, ADDR)
+    for j, (lo, n) in enumerate(parts):
+        if n and (j != i or not root_writes):
+            memory.read(root, source + lo, x[lo : lo + n])
+    window.wait(root, PUSHED, s, deadline, on_timeout)
+    window.post(READ, s)
     return s
 
 

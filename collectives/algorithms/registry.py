@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 from ..errors import InvalidArgumentError, UnsupportedError
 from . import pairwise, recursive, ring, tree
-from .small import HALF_BYTES
 
 ScheduleFactory = Callable[..., object]
 
@@ -52,10 +51,6 @@ SMALL_MESSAGE_BYTES = 256 << 10
 def automatic(collective: str, nbytes: int, size: int, windows: bool = False) -> str:
     """A simple size / world-size rule (the tuner of the topology issue replaces it)."""
     if windows and collective in DIRECT:
-        if collective == "broadcast" and size == 2 and nbytes > HALF_BYTES:
-            # Two ranks: the pipelined copy through a ring keeps both cores busy (root
-            # copies in while the other copies out) and measured as fast as one read.
-            return "tree"
         return "direct"
     if collective in ("gather", "scatter"):
         return "tree"

@@ -1,8 +1,10 @@
-"""Cross-memory attach: copy straight out of a peer process's memory with one syscall.
+"""Cross-memory attach: copy straight out of (or into) a peer process's memory with one
+syscall.
 
 ``process_vm_readv(2)`` moves bytes from another process's address space into ours in a
 single copy, with no shared segment in between (what MPICH and Open MPI call CMA, their
-single-copy path for large messages on one host). The kernel allows it where ptrace
+single-copy path for large messages on one host); ``process_vm_writev`` the other way.
+The kernel allows them where ptrace
 would be allowed: same user, and under Yama's ``ptrace_scope=1`` only once the target
 has named us (or anyone) as its tracer, which :func:`allow_peers` does for this process.
 
@@ -37,22 +39,24 @@ class _IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
-def _load() -> tuple[Any, Any] | None:
+def _load() -> tuple[Any, Any, Any] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         readv = libc.process_vm_readv
+        writev = libc.process_vm_writev
         prctl = libc.prctl
     except (OSError, AttributeError):
         return None
-    readv.restype = ctypes.c_ssize_t
-    readv.argtypes = [
-        ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong,
-    ]
+    for call in (readv, writev):
+        call.restype = ctypes.c_ssize_t
+        call.argtypes = [
+            ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong,
+        ]
     prctl.restype = ctypes.c_int
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    return readv, prctl
+    return readv, writev, prctl
 
 
 _LIBC = _load()
@@ -64,7 +68,7 @@ def allow_peers() -> None:
     """Let processes of our user read our memory under Yama ``ptrace_scope=1`` (a no-op
     where Yama is absent or stricter; the probe then finds out)."""
     if _LIBC is not None:
-        _LIBC[1](PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0)
+        _LIBC[2](PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0)
 
 
 def read(pid: int, remote_address: int, into: np.ndarray, peer: int) -> None:
@@ -75,48 +79,64 @@ def read(pid: int, remote_address: int, into: np.ndarray, peer: int) -> None:
         PeerLostError: the process is gone.
         TransportError: the kernel refused (permissions, a bad address), naming why.
     """
+    _transfer(0, "process_vm_readv", pid, remote_address, into, peer)
+
+
+def write(pid: int, remote_address: int, data: np.ndarray, peer: int) -> None:
+    """Copy ``data`` (C-contiguous) to ``remote_address`` in process ``pid`` (rank
+    ``peer``). Raises as :func:`read` does."""
+    _transfer(1, "process_vm_writev", pid, remote_address, data, peer)
+
+
+def _transfer(which: int, name: str, pid: int, remote_address: int, local: np.ndarray, peer: int) -> None:
     if _LIBC is None:
-        raise TransportError("cross-memory reads (process_vm_readv) do not exist on this platform", peer=peer)
-    readv = _LIBC[0]
-    local, remote = _IoVec(), _IoVec()
-    base = address_of(into)
-    total = into.nbytes
+        raise TransportError(f"cross-memory copies ({name}) do not exist on this platform", peer=peer)
+    call = _LIBC[which]
+    mine, remote = _IoVec(), _IoVec()
+    base = address_of(local)
+    total = local.nbytes
     done = 0
     while done < total:
         n = min(PIECE_BYTES, total - done)
-        local.base, local.len = base + done, n
+        mine.base, mine.len = base + done, n
         remote.base, remote.len = remote_address + done, n
-        got = readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        got = call(pid, ctypes.byref(mine), 1, ctypes.byref(remote), 1, 0)
         if got <= 0:
             code = ctypes.get_errno() if got < 0 else errno.EFAULT
             if code == errno.ESRCH:
-                raise PeerLostError(f"rank {peer} (pid {pid}) exited while its memory was being read", peer=peer)
+                raise PeerLostError(f"rank {peer} (pid {pid}) exited while its memory was being copied", peer=peer)
             raise TransportError(
-                f"process_vm_readv from rank {peer} (pid {pid}) failed: {errno.errorcode.get(code, code)} "
-                f"({os.strerror(code)})",
+                f"{name} with rank {peer} (pid {pid}) failed: {errno.errorcode.get(code, code)} ({os.strerror(code)})",
                 peer=peer,
             )
         done += got
 
 
 def probe(pid: int, remote_address: int, expected: bytes) -> bool:
-    """Whether reading ``len(expected)`` bytes of process ``pid`` works and gives them."""
+    """Whether reading ``len(expected)`` bytes of process ``pid`` works and gives them, and
+    writing them back (unchanged) works too."""
     into = np.empty(len(expected), dtype=np.uint8)
     try:
         read(pid, remote_address, into, peer=-1)
+        if into.tobytes() != expected:
+            return False
+        write(pid, remote_address, into, peer=-1)
     except TransportError:
         return False
-    return into.tobytes() == expected
+    return True
 
 
 class PeerMemory:
-    """Reads from the memory of the ranks ``pids`` names (rank -> pid on this host)."""
+    """Copies from and to the memory of the ranks ``pids`` names (rank -> pid on this host)."""
 
     def __init__(self, pids: dict[int, int]) -> None:
         self.pids = dict(pids)
 
     def read(self, rank: int, address: int, into: np.ndarray) -> None:
         read(self.pids[rank], address, into, peer=rank)
+
+    def write(self, rank: int, address: int, data: np.ndarray) -> None:
+        write(self.pids[rank], address, data, peer=rank)
 
     def probe(self, rank: int, address: int, expected: bytes) -> bool:
         return probe(self.pids[rank], address, expected)

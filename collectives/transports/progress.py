@@ -29,12 +29,17 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def oversubscribed(local_processes: int) -> bool:
+    """Whether this host's ranks outnumber the CPUs we may run on."""
+    return local_processes > usable_cpus()
+
+
 def spin_seconds(local_processes: int) -> float:
     """How long a waiting rank spins before it yields: SPIN_SECONDS, or not at all where
-    this host's ranks outnumber its CPUs, since a spinning rank then holds the core the
-    rank it waits for needs. 8-byte all_reduce, 4 ranks on 2 cores, three interleaved
-    rounds: 80 / 75 / 48 us per call with the spin, 46 / 61 / 48 us without."""
-    return 0.0 if local_processes > usable_cpus() else SPIN_SECONDS
+    the host is oversubscribed, since a spinning rank then holds the core the rank it
+    waits for needs. 8-byte all_reduce, 4 ranks on 2 cores, three interleaved rounds:
+    80 / 75 / 48 us per call with the spin, 46 / 61 / 48 us without."""
+    return 0.0 if oversubscribed(local_processes) else SPIN_SECONDS
 
 
 class ProgressEngine:

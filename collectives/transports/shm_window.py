@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ConnectError, TransportError
-from .progress import YIELD_SECONDS, spin_seconds
+from .progress import SPIN_SECONDS, YIELD_SECONDS, oversubscribed
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
 FLAG_AREA = 4096
@@ -39,7 +39,8 @@ class ShmWindow:
         self.ranks = ranks
         self.nbytes = nbytes
         self.id = window_id
-        self.spin_seconds = spin_seconds(len(ranks))  # every rank of a window is on this host
+        self.oversubscribed = oversubscribed(len(ranks))  # every rank of a window is on this host
+        self.spin_seconds = 0.0 if self.oversubscribed else SPIN_SECONDS
         self._name, mm = create_segment_file(FLAG_AREA + max(nbytes, 1), f"a {nbytes}-byte shared window")
         self._maps: dict[int, mmap.mmap] = {rank: mm}
         self._flags: dict[int, np.ndarray] = {}

@@ -426,3 +426,51 @@ def test_all_reduce_falls_back_to_the_window_where_reads_are_turned_off(reads_fr
         return comm._memory is None, bool(np.all(out == sum(range(comm.size)))), len(reads_from_small_sizes)
 
     assert run_world(fn, 3, "shm", timeout=120, cross_memory=False) == [(True, True, 0)] * 3
+
+
+@pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed: all read", "a core each: the root writes too"])
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatch):
+    from collectives.algorithms import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)  # the single-copy path from 16 KiB
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+
+    def fn(comm):
+        bad = []
+        for count in (20001, 70003):
+            for dtype in (np.uint8, np.float64):
+                for root in range(comm.size):
+                    want = (np.arange(count) * 7 + root).astype(dtype)
+                    x = want.copy() if comm.rank == root else np.zeros(count, dtype)
+                    comm.broadcast(x, root, algorithm="direct")
+                    if not np.array_equal(x, want):
+                        bad.append((count, np.dtype(dtype).name, root))
+        return bad, comm._memory is not None
+
+    assert run_world(fn, size, "shm", timeout=120) == [([], True)] * size
+
+
+def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(monkeypatch):
+    """Receivers read the root's x and the root writes into theirs: neither may return
+    before the other side is done with its buffer."""
+    from collectives.algorithms import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # the root writes too
+
+    def fn(comm):
+        k = 100000
+        x = np.empty(k, np.int64)
+        bad = 0
+        for i in range(40):
+            root = i % comm.size
+            x[...] = i if comm.rank == root else -1
+            comm.broadcast(x, root, algorithm="direct")
+            bad += int(np.count_nonzero(x != i))
+            x[...] = -2  # what the others would see if they were still copying
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]

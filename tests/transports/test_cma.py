@@ -1,4 +1,4 @@
-"""Single-copy reads of another process's memory (process_vm_readv)."""
+"""Single-copy reads of and writes to another process's memory (process_vm_readv/writev)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def test_reads_a_large_range_in_pieces_and_a_slice_at_an_offset(child_with_data)
     part = np.empty(12345, np.uint8)
     cma.read(pid, address + 777, part, peer=1)
     assert np.array_equal(part, data[777 : 777 + 12345])
+
+
+def test_writes_land_in_the_other_process_in_pieces_and_at_an_offset(child_with_data):
+    pid, address, data = child_with_data
+    new = (data + 1).astype(np.uint8)  # 10 MiB: three 4 MiB pieces
+    cma.write(pid, address, new, peer=1)
+    back = np.empty(data.size, np.uint8)
+    cma.read(pid, address, back, peer=1)
+    assert np.array_equal(back, new)
+    cma.write(pid, address + 777, data[:12345], peer=1)
+    cma.read(pid, address, back, peer=1)
+    assert np.array_equal(back[777 : 777 + 12345], data[:12345])
+    assert np.array_equal(back[:777], new[:777]) and np.array_equal(back[777 + 12345 :], new[777 + 12345 :])
+    with pytest.raises(TransportError, match="process_vm_writev with rank 4 .*EFAULT"):
+        cma.write(pid, 8, data[:16], peer=4)
 
 
 def test_probe_checks_the_bytes_not_just_the_call(child_with_data):
