@@ -12,7 +12,7 @@
 | COLLECTIVES_SHM_RING_BYTES | bytes of each shared-memory ring (one per ordered pair) | 4 MiB |
 | COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | the transports' own (Transport.chunk_bytes): 1 MiB |
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
-| COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of peers' memory (process_vm_readv) on one host | on where the kernel allows |
+| COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 """
