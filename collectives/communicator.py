@@ -358,7 +358,9 @@ class Communicator:
         """The small window (created collectively on first use): small all-reduces and the
         flags of single-copy reads."""
         if self._small_window is None:
-            self._small_window = self._open_window(name, 2 * small.HALF_BYTES, -1, seq, deadline)
+            self._small_window = self._open_window(
+                name, 2 * max(small.HALF_BYTES, small.BROADCAST_BYTES), -1, seq, deadline
+            )
         return self._small_window
 
     def _timeout_for(self, name: str, seq: int) -> Callable[[list[int]], BaseException]:
@@ -368,7 +370,7 @@ class Communicator:
         return on_timeout
 
     def _run_small(self, name: str, algorithm: Callable[..., int], *args: Any, seq: int, deadline: float) -> None:
-        """Run one of ``algorithms/small.py`` (contributions of at most HALF_BYTES)."""
+        """Run one of ``algorithms/small.py`` (contributions that fit a half of the window)."""
         window = self._small(name, seq, deadline)
         self._small_serial = algorithm(window, *args, self._small_serial, deadline, self._timeout_for(name, seq))
 
@@ -614,7 +616,7 @@ class Communicator:
             if self.size == 1:
                 return x
             schedule = algo
-            if algo == "direct" and arr.nbytes <= small.HALF_BYTES:
+            if algo == "direct" and arr.nbytes <= small.BROADCAST_BYTES:
                 self._run_small("broadcast", small.broadcast, arr, root, seq=seq, deadline=deadline)
                 return x
             if algo == "direct":

@@ -32,6 +32,15 @@ Measured per call against the chunked direct algorithms (2 ranks / 4 ranks on 2 
 all-reduce of 64 KiB 94 -> 35 / 517 -> 150 us, 512 KiB 378 -> 97 / 1050 -> 355 us,
 broadcast of 512 KiB 85 -> 57 / 302 -> 127 us; at 1 MiB the two were even at 2 ranks."""
 
+BROADCAST_BYTES = 2 << 20
+"""The largest broadcast taken here (the window's halves are as large): one copy in by the
+root and one out by each rank, all in cache, beat the single-copy reads of
+``direct.broadcast`` up to here. Per call, window / single copy: 4 ranks on 2 cores
+1 MiB 170-229 / 486-528 us, 2 MiB 278-325 / 868-1008 us; 2 ranks 1 MiB 81-90 / 133-162,
+2 MiB 109-121 / 218-224 us. At 4 MiB: 4 ranks 1.0-1.1 / 1.7 ms, 2 ranks even; at 8 MiB
+2 ranks 1.3-1.5 / 0.5-0.6 ms. (All-reduce and reduce-scatter of 1-2 MiB measured slower
+here than in their two-shot scheme, so they keep HALF_BYTES.)"""
+
 GATHER_BYTES = 32 << 10
 """The largest all-gather contribution taken here: above it the single-copy read of the
 owner's block (two copies fewer per byte) measured faster (128 KiB at 2 ranks: 88-116

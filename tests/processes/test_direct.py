@@ -434,7 +434,7 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
     from collectives.algorithms import small
     from collectives.transports import progress
 
-    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)  # the single-copy path from 16 KiB
+    monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)  # the single-copy path from 16 KiB
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
 
     def fn(comm):
@@ -458,7 +458,7 @@ def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(m
     from collectives.algorithms import small
     from collectives.transports import progress
 
-    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
+    monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)
     monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # the root writes too
 
     def fn(comm):
@@ -474,3 +474,22 @@ def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(m
         return bad
 
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+def test_broadcasts_up_to_the_window_size_and_just_above_it():
+    """Broadcast takes the small window up to BROADCAST_BYTES (larger than the other
+    collectives' limit) and single-copy reads above it."""
+    from collectives.algorithms import small
+
+    def fn(comm):
+        bad = []
+        for nbytes in (small.HALF_BYTES + 1, small.BROADCAST_BYTES - 3, small.BROADCAST_BYTES, small.BROADCAST_BYTES + 5):
+            for root in range(comm.size):
+                want = (np.arange(nbytes) * 3 + root).astype(np.uint8)
+                x = want.copy() if comm.rank == root else np.zeros(nbytes, np.uint8)
+                comm.broadcast(x, root)
+                if not np.array_equal(x, want):
+                    bad.append((nbytes, root))
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [[]] * 3
