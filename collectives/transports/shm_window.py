@@ -28,6 +28,9 @@ from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_se
 FLAG_AREA = 4096
 FLAG_STRIDE = 64  # bytes: one flag per cache line
 NAME_BYTES = 64
+OVERSUBSCRIBED_SLOT = FLAG_AREA // FLAG_STRIDE - 1
+"""The last flag: 1 + whether this rank sees the host oversubscribed, set before the
+window's name is shared, so that every rank reads every other's view on attach."""
 
 
 class ShmWindow:
@@ -39,8 +42,6 @@ class ShmWindow:
         self.ranks = ranks
         self.nbytes = nbytes
         self.id = window_id
-        self.oversubscribed = oversubscribed(len(ranks))  # every rank of a window is on this host
-        self.spin_seconds = 0.0 if self.oversubscribed else SPIN_SECONDS
         self._name, mm = create_segment_file(FLAG_AREA + max(nbytes, 1), f"a {nbytes}-byte shared window")
         self._maps: dict[int, mmap.mmap] = {rank: mm}
         self._flags: dict[int, np.ndarray] = {}
@@ -48,6 +49,10 @@ class ShmWindow:
         self._slices: dict[tuple[int, int, np.dtype], list[np.ndarray]] = {}
         self._view(rank)
         self.closed = False
+        # Every rank of a window is on this host. Ranks may see different CPU sets (pinned
+        # by a launcher), and algorithms choose by this, so attach() settles on one answer.
+        self._flags[rank][OVERSUBSCRIBED_SLOT] = 1 + int(oversubscribed(len(ranks)))
+        self._settle_oversubscribed()
 
     def _view(self, rank: int) -> None:
         mm = self._maps[rank]
@@ -72,6 +77,13 @@ class ShmWindow:
                 raise ConnectError(f"shm: the window of rank {peer} is smaller than agreed", peer=peer)
             self._maps[peer] = mm
             self._view(peer)
+        self._settle_oversubscribed()
+
+    def _settle_oversubscribed(self) -> None:
+        """Oversubscribed if any rank attached so far says so (all of them once attached:
+        the same answer on every rank)."""
+        self.oversubscribed = any(int(flags[OVERSUBSCRIBED_SLOT]) == 2 for flags in self._flags.values())
+        self.spin_seconds = 0.0 if self.oversubscribed else SPIN_SECONDS
 
     def unlink_own(self) -> None:
         unlink_segment_file(self._name)

@@ -493,3 +493,20 @@ def test_broadcasts_up_to_the_window_size_and_just_above_it():
         return bad
 
     assert run_world(fn, 3, "shm", timeout=120) == [[]] * 3
+
+
+def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkeypatch):
+    """A launcher may pin ranks to different CPU sets; algorithms that choose by
+    oversubscription (the broadcast root writing or not) must choose alike everywhere."""
+    from collectives.algorithms import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)
+
+    def fn(comm):
+        progress.usable_cpus = (lambda: 64) if comm.rank == 0 else (lambda: 1)
+        x = np.arange(50000, dtype=np.int64) if comm.rank == 1 else np.zeros(50000, np.int64)
+        comm.broadcast(x, 1)
+        return comm._small_window.oversubscribed, bool(np.array_equal(x, np.arange(50000)))
+
+    assert run_world(fn, 3, "shm", timeout=120) == [(True, True)] * 3
