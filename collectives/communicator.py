@@ -359,7 +359,7 @@ class Communicator:
         flags of single-copy reads."""
         if self._small_window is None:
             self._small_window = self._open_window(
-                name, 2 * max(small.HALF_BYTES, small.BROADCAST_BYTES), -1, seq, deadline
+                name, 2 * max(small.HALF_BYTES, small.BROADCAST_BYTES, small.GATHER_BYTES), -1, seq, deadline
             )
         return self._small_window
 
@@ -583,7 +583,12 @@ class Communicator:
         def body(seq: int, deadline: float) -> Any:
             blocks = partition(oa.size, self.size)
             schedule = algo
-            if self.size > 1 and algo == "direct" and xa.nbytes <= small.GATHER_BYTES:
+            if (
+                self.size > 1
+                and algo == "direct"
+                and xa.nbytes <= small.GATHER_BYTES
+                and xa.nbytes <= small.gather_bytes(self._small("all_gather", seq, deadline))
+            ):
                 self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)
                 return out
             if self.size > 1 and algo == "direct":

@@ -74,6 +74,7 @@ class Window(Protocol):
     ranks: list[int]
     id: int
     nbytes: int
+    oversubscribed: bool  # the same on every rank
 
     def data(self, rank: int) -> np.ndarray: ...
     def slices(self, lo: int, hi: int, dtype: np.dtype) -> list[np.ndarray]: ...

@@ -41,10 +41,21 @@ root and one out by each rank, all in cache, beat the single-copy reads of
 2 ranks 1.3-1.5 / 0.5-0.6 ms. (All-reduce and reduce-scatter of 1-2 MiB measured slower
 here than in their two-shot scheme, so they keep HALF_BYTES.)"""
 
-GATHER_BYTES = 32 << 10
-"""The largest all-gather contribution taken here: above it the single-copy read of the
-owner's block (two copies fewer per byte) measured faster (128 KiB at 2 ranks: 88-116
-against 207-224 us)."""
+GATHER_BYTES = 1 << 20
+"""The largest all-gather contribution taken here where every rank has a core: the copy
+through the window (in cache) beats the single-copy read of the owner's block, whose
+page pinning costs more at these sizes. Per call, window / reads, 2 ranks: 128 KiB 40-45 /
+107-115 us, 512 KiB 106-115 / 139-167, 1 MiB 178-185 / 252-257."""
+
+GATHER_BYTES_OVERSUBSCRIBED = 32 << 10
+"""The same where ranks outnumber cores: 4 ranks on 2 cores measured the window erratic
+(64 KiB 89 / 251-280 us, but 128 KiB 454-471 / 254-292 and 256 KiB 853 / 352-390), so
+only small contributions take it there."""
+
+
+def gather_bytes(window: Window) -> int:
+    """The largest all-gather contribution to take through ``window``."""
+    return GATHER_BYTES_OVERSUBSCRIBED if window.oversubscribed else GATHER_BYTES
 
 
 def _begin(window: Window, serial: int, deadline: float, on_timeout: OnTimeout) -> tuple[int, int]:

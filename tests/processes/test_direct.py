@@ -510,3 +510,33 @@ def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkey
         return comm._small_window.oversubscribed, bool(np.array_equal(x, np.arange(50000)))
 
     assert run_world(fn, 3, "shm", timeout=120) == [(True, True)] * 3
+
+
+@pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed", "a core each"])
+def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores, monkeypatch):
+    """All-gather takes the window up to gather_bytes (1 MiB where every rank has a core,
+    32 KiB where ranks outnumber cores) and single-copy reads above; both give every
+    block in rank order, in place and not."""
+    from collectives.algorithms import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+
+    def fn(comm):
+        bad = []
+        window_limit = small.gather_bytes(comm._small("all_gather", 0, time.monotonic() + 60))
+        for nbytes in (small.GATHER_BYTES_OVERSUBSCRIBED + 8, small.GATHER_BYTES, small.GATHER_BYTES + 8):
+            k = nbytes // 8
+            x = np.arange(k, dtype=np.int64) + 1000 * comm.rank
+            out = np.full(k * comm.size, -1, np.int64)
+            comm.all_gather(x, out)
+            inplace = np.full(k * comm.size, -1, np.int64)
+            inplace[comm.rank * k : (comm.rank + 1) * k] = x
+            comm.all_gather(inplace[comm.rank * k : (comm.rank + 1) * k], inplace)
+            want = np.concatenate([np.arange(k, dtype=np.int64) + 1000 * r for r in range(comm.size)])
+            if not (np.array_equal(out, want) and np.array_equal(inplace, want)):
+                bad.append(nbytes)
+        return window_limit, bad
+
+    want_limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
+    assert run_world(fn, 3, "shm", timeout=120) == [(want_limit, [])] * 3
