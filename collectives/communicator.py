@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -207,15 +207,20 @@ class Communicator:
             try:
                 return body(seq, deadline)
             except (CollectiveTimeoutError, TransportError) as exc:
-                if self._closed:  # abort() from another thread tore the transports down
-                    raise CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted") from exc
-                if isinstance(exc, CollectiveTimeoutError):
-                    self._broken = exc
-                    self._diagnose_timeout(exc)
-                    raise
-                error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
-                self._broken = error
-                raise error from exc
+                self._fail(name, seq, exc)
+
+    def _fail(self, name: str, seq: int, exc: CollectiveTimeoutError | TransportError) -> NoReturn:
+        """Raise what a timeout or transport failure inside operation ``seq`` means for the
+        caller, marking the communicator broken (call from an ``except`` block)."""
+        if self._closed:  # abort() from another thread tore the transports down
+            raise CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted") from exc
+        if isinstance(exc, CollectiveTimeoutError):
+            self._broken = exc
+            self._diagnose_timeout(exc)
+            raise exc
+        error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
+        self._broken = error
+        raise error from exc
 
     def _diagnose_timeout(self, exc: CollectiveTimeoutError, grace: float = 1.0) -> None:
         """Ask the store which ranks are stuck in the same operation: those that never say
@@ -482,24 +487,25 @@ class Communicator:
     def _all_reduce_small(self, x: np.ndarray, out: np.ndarray, op: ReduceOp) -> np.ndarray:
         """all_reduce of arrays already checked (C-contiguous, ``out`` writable and of x's
         dtype and size, ``op`` valid for the dtype) through the small window, with nothing
-        queued before it: what ``_issue``/``_run`` do, without their general dispatch,
-        which was half the per-call time of an 8-byte all-reduce."""
-        self._check_open()
-        with self._issue_lock:
-            self._seq += 1
-            seq = self._seq
+        queued before it: what ``_issue``/``_run`` do, inline, without their general
+        dispatch, which was half the per-call time of an 8-byte all-reduce."""
         source = x if x.ndim == 1 else x.reshape(-1)
         result = out if out.ndim == 1 else out.reshape(-1)
-
-        def body(seq: int, deadline: float) -> np.ndarray:
-            window = self._small_window or self._small("all_reduce", seq, deadline)
-            self._small_serial = small.all_reduce(
-                window, source, result, op, self._small_serial, deadline, self._timeout_for("all_reduce", seq)
-            )
-            finalize(op, result, self.size)
-            return out
-
-        return self._run("all_reduce", seq, body)
+        with self._run_lock:
+            self._check_open()
+            with self._issue_lock:
+                self._seq += 1
+                seq = self._seq
+            deadline = time.monotonic() + self.timeout
+            try:
+                window = self._small_window or self._small("all_reduce", seq, deadline)
+                self._small_serial = small.all_reduce(
+                    window, source, result, op, self._small_serial, deadline, self._timeout_for("all_reduce", seq)
+                )
+            except (CollectiveTimeoutError, TransportError) as exc:
+                self._fail("all_reduce", seq, exc)
+        finalize(op, result, self.size)
+        return out
 
     def _all_reduce_by_reads(self, x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> bool:
         """The large all-reduce by reads of peers' memory, if the kernel allows them and no

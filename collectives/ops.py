@@ -27,6 +27,10 @@ class ReduceOp(enum.Enum):
     BOR = "bor"
     BXOR = "bxor"
 
+    # Members are singletons compared by identity; Enum's own __hash__ (hash of the name,
+    # in Python) cost about 0.3 us per dict lookup on the small all_reduce's path.
+    __hash__ = object.__hash__
+
     @classmethod
     def parse(cls, op: object, name: str = "op") -> ReduceOp:
         """Accept a ReduceOp, or its name in any case ("sum", "PROD", "product")."""
