@@ -452,7 +452,7 @@ class Communicator:
 
         def body(seq: int, deadline: float) -> Any:
             if self.size > 1 and algo == "direct" and arr.nbytes >= direct.READS_FROM_BYTES:
-                if self._all_reduce_by_reads(xa, arr, rop, seq, deadline):
+                if self._by_reads("all_reduce", direct.all_reduce_by_reads, xa, arr, rop, seq, deadline):
                     finalize(rop, arr, self.size)
                     return result
             if self.size > 1 and algo == "direct" and arr.nbytes <= small.HALF_BYTES:
@@ -507,25 +507,29 @@ class Communicator:
         finalize(op, result, self.size)
         return out
 
-    def _all_reduce_by_reads(self, x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> bool:
-        """The large all-reduce by reads of peers' memory, if the kernel allows them and no
-        rank's buffers live in a registered window (those take the window scheme, which
-        copies nothing, where reads of shared mappings are slow: 16 MiB, 2 ranks, 7.9 ms by
-        reads against 2.2 ms). Returns whether it ran; every rank gets the same answer."""
-        memory = self._peer_memory("all_reduce", seq, deadline)
+    def _by_reads(
+        self, name: str, algorithm: Callable[..., int], x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int,
+        deadline: float,
+    ) -> bool:
+        """Run ``direct.all_reduce_by_reads`` or ``direct.reduce_scatter_by_reads`` if the
+        kernel allows reads of peers' memory and no rank's buffers live in a registered
+        window (those take the window scheme, which copies nothing, where reads of shared
+        mappings are slow: 16 MiB, 2 ranks, 7.9 ms by reads against 2.2 ms). Returns
+        whether it ran; every rank gets the same answer."""
+        memory = self._peer_memory(name, seq, deadline)
         if memory is None:
             return False
         registered = bool(self._windows) and any(direct.locate(a, self._windows)[0] for a in (x, out))
         ok, self._memory_serial = direct.agree(
-            self._small_window, not registered, self._memory_serial, deadline, self._timeout_for("all_reduce", seq)
+            self._small_window, not registered, self._memory_serial, deadline, self._timeout_for(name, seq)
         )
         if not ok:
             return False
         if self._read_piece is None:
             self._read_piece = np.empty(DIRECT_STEP_BYTES, dtype=np.uint8)
-        self._memory_serial = direct.all_reduce_by_reads(
+        self._memory_serial = algorithm(
             self._small_window, memory, x, out, op, max(1, DIRECT_STEP_BYTES // x.itemsize), self._read_piece,
-            self._memory_serial, deadline, self._timeout_for("all_reduce", seq),
+            self._memory_serial, deadline, self._timeout_for(name, seq),
         )
         return True
 
@@ -558,7 +562,10 @@ class Communicator:
             if self.size > 1 and algo == "direct":
                 if xa.nbytes <= small.HALF_BYTES:
                     self._run_small("reduce_scatter", small.reduce_scatter, xa, oa, rop, seq=seq, deadline=deadline)
-                else:
+                elif not (
+                    xa.nbytes >= direct.READS_FROM_BYTES
+                    and self._by_reads("reduce_scatter", direct.reduce_scatter_by_reads, xa, oa, rop, seq, deadline)
+                ):
                     self._direct(direct.reduce_scatter, "reduce_scatter", xa, rop, seq, deadline, out=oa)
                 finalize(rop, oa, self.size)
                 return out

@@ -38,7 +38,8 @@ instead (``PeerMemory``: process_vm_readv), through flags of its own:
     PUSHED  the number of my last broadcast as root whose writes into peers are done
 
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
-both shots done by such reads, so that nothing is staged through a window at all.
+both shots done by such reads, so that nothing is staged through a window at all (and
+large reduce-scatters its first shot, ``reduce_scatter_by_reads``).
 
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
@@ -392,6 +393,50 @@ def broadcast(
     return s
 
 
+def _post_addresses(
+    window: Window, x: np.ndarray, out: np.ndarray, last: int, deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """Publish where my ``x`` and ``out`` lie (POSTED = ``last``), wait for every peer's;
+    return (the other ranks, their inputs' addresses, their outputs' addresses)."""
+    others = [q for q in window.ranks if q != window.rank]
+    window.post(ADDR, address_of(x), wake=False)
+    window.post(RESULT, address_of(out), wake=False)
+    window.post(POSTED, last)
+    inputs, outputs = {}, {}
+    for q in others:
+        window.wait(q, POSTED, last, deadline, on_timeout)
+        inputs[q], outputs[q] = window.flag(q, ADDR), window.flag(q, RESULT)
+    return others, inputs, outputs
+
+
+def _reduce_by_reads(
+    memory: PeerMemory, op: ReduceOp, inputs: dict[int, int], x: np.ndarray, lo: int, n: int, dst: np.ndarray,
+    piece: np.ndarray,
+) -> None:
+    """``dst = x[lo:lo+n] op (every peer's x[lo:lo+n], in rank order)``, each peer's part
+    read into ``piece`` in turn. ``dst`` may be ``x[lo:lo+n]`` itself."""
+    own = x[lo : lo + n]
+    contribution = piece[: n * x.itemsize].view(x.dtype)
+    for i, q in enumerate(inputs):
+        memory.read(q, inputs[q] + lo * x.itemsize, contribution)
+        if i == 0:
+            reduce_pair(op, own, contribution, out=dst)
+        else:
+            reduce_into(op, dst, contribution)
+
+
+def _finish_reads(
+    window: Window, others: Sequence[int], last: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]
+) -> int:
+    """Post that my reads are done and return once every peer's are: the callers may then
+    overwrite the buffers the peers read."""
+    window.post(READ, last)
+    for q in others:
+        window.wait(q, READ, last, deadline, on_timeout)
+    return last
+
+
 def all_reduce_by_reads(
     window: Window,
     memory: PeerMemory,
@@ -419,38 +464,45 @@ def all_reduce_by_reads(
     RED for the step, which it does after reading it.
     """
     me = window.rank
-    others = [q for q in window.ranks if q != me]
     blocks = partition(x.size, len(window.ranks))
     count = max(1, max((length + chunk - 1) // chunk for _, length in blocks))
     last = serial + count
-    size = x.itemsize
-    window.post(ADDR, address_of(x), wake=False)
-    window.post(RESULT, address_of(out), wake=False)
-    window.post(POSTED, last)
-    inputs, outputs = {}, {}
-    for q in others:
-        window.wait(q, POSTED, last, deadline, on_timeout)
-        inputs[q], outputs[q] = window.flag(q, ADDR), window.flag(q, RESULT)
+    others, inputs, outputs = _post_addresses(window, x, out, last, deadline, on_timeout)
     for c in range(count):
         s = serial + c + 1
         pieces = _pieces(blocks, c, chunk)
         lo, n = pieces[me]
         if n:
-            dst, own = out[lo : lo + n], x[lo : lo + n]
-            contribution = piece[: n * size].view(x.dtype)
-            for i, q in enumerate(others):
-                memory.read(q, inputs[q] + lo * size, contribution)
-                if i == 0:
-                    reduce_pair(op, own, contribution, out=dst)
-                else:
-                    reduce_into(op, dst, contribution)
+            _reduce_by_reads(memory, op, inputs, x, lo, n, out[lo : lo + n], piece)
         window.post(RED, s)
         for q in others:
             qlo, qn = pieces[q]
             if qn:
                 window.wait(q, RED, s, deadline, on_timeout)
-                memory.read(q, outputs[q] + qlo * size, out[qlo : qlo + qn])
-    window.post(READ, last)
-    for q in others:
-        window.wait(q, READ, last, deadline, on_timeout)
-    return last
+                memory.read(q, outputs[q] + qlo * x.itemsize, out[qlo : qlo + qn])
+    return _finish_reads(window, others, last, deadline, on_timeout)
+
+
+def reduce_scatter_by_reads(
+    window: Window,
+    memory: PeerMemory,
+    x: np.ndarray,
+    out: np.ndarray,
+    op: ReduceOp,
+    chunk: int,
+    piece: np.ndarray,
+    serial: int,
+    deadline: float,
+    on_timeout: Callable[[list[int]], BaseException],
+) -> int:
+    """Rank r reads block r of every peer's ``x`` and reduces it into ``out`` (the first
+    shot of ``all_reduce_by_reads``): (p-1)/p·n bytes read across per rank, nothing copied
+    into a window. ``out`` may be ``x``'s own block. Returns once every peer has finished
+    reading ``x``."""
+    lo, n = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
+    last = serial + 1
+    others, inputs, _ = _post_addresses(window, x, out, last, deadline, on_timeout)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        _reduce_by_reads(memory, op, inputs, x, lo + start, m, out[start : start + m], piece)
+    return _finish_reads(window, others, last, deadline, on_timeout)

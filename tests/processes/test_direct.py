@@ -342,6 +342,13 @@ def reads_from_small_sizes(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(direct, "all_reduce_by_reads", counted)
+    real_rs = direct.reduce_scatter_by_reads
+
+    def counted_rs(*args, **kwargs):
+        calls.append(2)
+        return real_rs(*args, **kwargs)
+
+    monkeypatch.setattr(direct, "reduce_scatter_by_reads", counted_rs)
     return calls
 
 
@@ -540,3 +547,48 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
 
     want_limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
     assert run_world(fn, 3, "shm", timeout=120) == [(want_limit, [])] * 3
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_large_reduce_scatter_by_reads_matches_the_reference_in_place_and_not(size, reads_from_small_sizes):
+    ops = [ReduceOp.SUM, ReduceOp.MIN, ReduceOp.AVG, ReduceOp.BXOR]
+    k = 20011  # elements per rank: blocks of several 4 KiB steps and a ragged end
+
+    def fn(comm):
+        got = []
+        for op in ops:
+            dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
+            x = rank_input(comm.rank, k * comm.size, dtype, op)
+            kept = x.copy()
+            out = np.full(k, -7, dtype)
+            assert comm.reduce_scatter(x, out, op=op) is out
+            assert np.array_equal(x, kept)
+            mine = x[comm.rank * k : (comm.rank + 1) * k]  # in place, nccl-tests style
+            comm.reduce_scatter(x, mine, op=op)
+            got += [out, mine.copy()]
+        return got, reads_from_small_sizes.count(2)
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for i, op in enumerate(ops):
+        dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
+        want = reference_all_reduce([rank_input(r, k * size, dtype, op) for r in range(size)], op)[0]
+        for r in range(size):
+            for j in (2 * i, 2 * i + 1):
+                np.testing.assert_allclose(results[r][0][j], want[r * k : (r + 1) * k], rtol=1e-12, err_msg=f"{op} rank {r}")
+    assert [calls for _, calls in results] == [2 * len(ops)] * size  # every call went by reads
+
+
+def test_reduce_scatter_by_reads_input_can_be_rewritten_as_soon_as_the_call_returns(reads_from_small_sizes):
+    def fn(comm):
+        k = 20000
+        x = np.empty(k * comm.size)
+        out = np.empty(k)
+        bad = 0
+        for i in range(30):
+            x[...] = comm.rank + 10 * i
+            comm.reduce_scatter(x, out)
+            x[...] = -1.0  # what a peer would read if it were still reading
+            bad += int(np.count_nonzero(out != sum(range(comm.size)) + comm.size * 10 * i))
+        return bad, reads_from_small_sizes.count(2)
+
+    assert run_world(fn, 3, "shm", timeout=120) == [(0, 30)] * 3
