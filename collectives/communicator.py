@@ -527,10 +527,8 @@ class Communicator:
             return False
         if self._read_piece is None:
             self._read_piece = np.empty(DIRECT_STEP_BYTES, dtype=np.uint8)
-        self._memory_serial = algorithm(
-            self._small_window, memory, x, out, op, max(1, DIRECT_STEP_BYTES // x.itemsize), self._read_piece,
-            self._memory_serial, deadline, self._timeout_for(name, seq),
-        )
+        reads = direct.Reads(self._small_window, memory, self._read_piece, deadline, self._timeout_for(name, seq))
+        self._memory_serial = algorithm(reads, x, out, op, self._memory_serial)
         return True
 
     def reduce_scatter(

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -393,116 +393,105 @@ def broadcast(
     return s
 
 
-def _post_addresses(
-    window: Window, x: np.ndarray, out: np.ndarray, last: int, deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> tuple[list[int], dict[int, int], dict[int, int]]:
-    """Publish where my ``x`` and ``out`` lie (POSTED = ``last``), wait for every peer's;
-    return (the other ranks, their inputs' addresses, their outputs' addresses)."""
-    others = [q for q in window.ranks if q != window.rank]
-    window.post(ADDR, address_of(x), wake=False)
-    window.post(RESULT, address_of(out), wake=False)
-    window.post(POSTED, last)
-    inputs, outputs = {}, {}
-    for q in others:
-        window.wait(q, POSTED, last, deadline, on_timeout)
-        inputs[q], outputs[q] = window.flag(q, ADDR), window.flag(q, RESULT)
-    return others, inputs, outputs
+class Reads(NamedTuple):
+    """What the algorithms by reads share: the window whose flags they post, the peers'
+    memory, a cache-sized scratch piece (its size sets the step), and the deadline."""
+
+    window: Window
+    memory: PeerMemory
+    piece: np.ndarray
+    deadline: float
+    on_timeout: Callable[[list[int]], BaseException]
+
+    def step(self, x: np.ndarray) -> int:
+        """Elements of ``x`` per step: as many as the piece holds."""
+        return max(1, self.piece.nbytes // x.itemsize)
+
+    def wait(self, q: int, slot: int, value: int) -> None:
+        self.window.wait(q, slot, value, self.deadline, self.on_timeout)
+
+    def post_addresses(self, x: np.ndarray, out: np.ndarray, last: int) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """Publish where my ``x`` and ``out`` lie (POSTED = ``last``), wait for every
+        peer's; return (the other ranks, their inputs' addresses, their outputs')."""
+        window = self.window
+        others = [q for q in window.ranks if q != window.rank]
+        window.post(ADDR, address_of(x), wake=False)
+        window.post(RESULT, address_of(out), wake=False)
+        window.post(POSTED, last)
+        inputs, outputs = {}, {}
+        for q in others:
+            self.wait(q, POSTED, last)
+            inputs[q], outputs[q] = window.flag(q, ADDR), window.flag(q, RESULT)
+        return others, inputs, outputs
+
+    def reduce(self, op: ReduceOp, inputs: dict[int, int], x: np.ndarray, lo: int, n: int, dst: np.ndarray) -> None:
+        """``dst = x[lo:lo+n] op (every peer's x[lo:lo+n], in rank order)``, each peer's
+        part read into the piece in turn. ``dst`` may be ``x[lo:lo+n]`` itself."""
+        own = x[lo : lo + n]
+        contribution = self.piece[: n * x.itemsize].view(x.dtype)
+        for i, q in enumerate(inputs):
+            self.memory.read(q, inputs[q] + lo * x.itemsize, contribution)
+            if i == 0:
+                reduce_pair(op, own, contribution, out=dst)
+            else:
+                reduce_into(op, dst, contribution)
+
+    def finish(self, others: Sequence[int], last: int) -> int:
+        """Post that my reads are done and return once every peer's are: the callers may
+        then overwrite the buffers the peers read."""
+        self.window.post(READ, last)
+        for q in others:
+            self.wait(q, READ, last)
+        return last
 
 
-def _reduce_by_reads(
-    memory: PeerMemory, op: ReduceOp, inputs: dict[int, int], x: np.ndarray, lo: int, n: int, dst: np.ndarray,
-    piece: np.ndarray,
-) -> None:
-    """``dst = x[lo:lo+n] op (every peer's x[lo:lo+n], in rank order)``, each peer's part
-    read into ``piece`` in turn. ``dst`` may be ``x[lo:lo+n]`` itself."""
-    own = x[lo : lo + n]
-    contribution = piece[: n * x.itemsize].view(x.dtype)
-    for i, q in enumerate(inputs):
-        memory.read(q, inputs[q] + lo * x.itemsize, contribution)
-        if i == 0:
-            reduce_pair(op, own, contribution, out=dst)
-        else:
-            reduce_into(op, dst, contribution)
-
-
-def _finish_reads(
-    window: Window, others: Sequence[int], last: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]
-) -> int:
-    """Post that my reads are done and return once every peer's are: the callers may then
-    overwrite the buffers the peers read."""
-    window.post(READ, last)
-    for q in others:
-        window.wait(q, READ, last, deadline, on_timeout)
-    return last
-
-
-def all_reduce_by_reads(
-    window: Window,
-    memory: PeerMemory,
-    x: np.ndarray,
-    out: np.ndarray,
-    op: ReduceOp,
-    chunk: int,
-    piece: np.ndarray,
-    serial: int,
-    deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> int:
+def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int) -> int:
     """Two-shot all-reduce of ``x`` into ``out`` (``out`` may be ``x``) by reads of peers'
     memory: rank r reads block r of every peer's ``x`` and reduces it into its own ``out``
     (own contribution first, then the others in rank order), then reads every other block,
     reduced, out of its owner's ``out``. Per rank: 2·(p-1)/p·n bytes read across, n/p
     reduced, no copy in or out of a window.
 
-    ``chunk`` elements of each block per step, so that reads of reduced pieces start before
-    whole blocks are done; ``piece`` holds ``chunk`` elements (bytes, cache-resident) of one
-    peer's contribution at a time. Returns the new serial; returns only once every peer has
-    finished reading ``x`` and ``out``, so the caller may overwrite them at once.
+    One piece of each block per step, so that reads of reduced pieces start before whole
+    blocks are done. Returns the new serial; returns only once every peer has finished
+    reading ``x`` and ``out``, so the caller may overwrite them at once.
 
     In place, a rank writes a peer's block of its ``x`` only after that peer has posted
     RED for the step, which it does after reading it.
     """
+    window = reads.window
     me = window.rank
+    chunk = reads.step(x)
     blocks = partition(x.size, len(window.ranks))
     count = max(1, max((length + chunk - 1) // chunk for _, length in blocks))
     last = serial + count
-    others, inputs, outputs = _post_addresses(window, x, out, last, deadline, on_timeout)
+    others, inputs, outputs = reads.post_addresses(x, out, last)
     for c in range(count):
         s = serial + c + 1
         pieces = _pieces(blocks, c, chunk)
         lo, n = pieces[me]
         if n:
-            _reduce_by_reads(memory, op, inputs, x, lo, n, out[lo : lo + n], piece)
+            reads.reduce(op, inputs, x, lo, n, out[lo : lo + n])
         window.post(RED, s)
         for q in others:
             qlo, qn = pieces[q]
             if qn:
-                window.wait(q, RED, s, deadline, on_timeout)
-                memory.read(q, outputs[q] + qlo * x.itemsize, out[qlo : qlo + qn])
-    return _finish_reads(window, others, last, deadline, on_timeout)
+                reads.wait(q, RED, s)
+                reads.memory.read(q, outputs[q] + qlo * x.itemsize, out[qlo : qlo + qn])
+    return reads.finish(others, last)
 
 
-def reduce_scatter_by_reads(
-    window: Window,
-    memory: PeerMemory,
-    x: np.ndarray,
-    out: np.ndarray,
-    op: ReduceOp,
-    chunk: int,
-    piece: np.ndarray,
-    serial: int,
-    deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> int:
+def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int) -> int:
     """Rank r reads block r of every peer's ``x`` and reduces it into ``out`` (the first
     shot of ``all_reduce_by_reads``): (p-1)/p·n bytes read across per rank, nothing copied
     into a window. ``out`` may be ``x``'s own block. Returns once every peer has finished
     reading ``x``."""
+    window = reads.window
     lo, n = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
+    chunk = reads.step(x)
     last = serial + 1
-    others, inputs, _ = _post_addresses(window, x, out, last, deadline, on_timeout)
+    others, inputs, _ = reads.post_addresses(x, out, last)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        _reduce_by_reads(memory, op, inputs, x, lo + start, m, out[start : start + m], piece)
-    return _finish_reads(window, others, last, deadline, on_timeout)
+        reads.reduce(op, inputs, x, lo + start, m, out[start : start + m])
+    return reads.finish(others, last)
