@@ -295,6 +295,9 @@ def test_torch_tensors_when_torch_is_installed() -> None:
         comm.all_reduce(b)
         g = comm.all_gather(torch.tensor([r], dtype=torch.float64))
         assert isinstance(g, torch.Tensor), "an output allocated for a tensor input is a tensor"
+        o = torch.zeros(3, dtype=torch.int32)
+        assert comm.all_reduce(t, out=o, async_op=True).wait() is o  # out= takes tensors too
+        assert torch.equal(o, t * comm.size)
         with pytest.raises(InvalidArgumentError, match="x"):
             comm.all_reduce(torch.zeros(4, 4)[:, 0])
         return [t.tolist(), b.float().tolist(), g.tolist()]
