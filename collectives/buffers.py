@@ -97,6 +97,25 @@ def _from_torch(tensor: Any, name: str) -> np.ndarray:
     return torch_bytes_view(tensor.detach()).view(dtype)
 
 
+_DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm", 13: "cuda managed", 14: "oneapi"}
+"""DLPack device types whose memory the host cannot address (CPU 1, CUDA host 3 and ROCm
+host 11 are host memory, viewed like any other)."""
+
+
+def _device_memory(obj: Any) -> str | None:
+    """The kind of device memory ``obj`` lives in, or None where it is host memory."""
+    if hasattr(obj, "__cuda_array_interface__"):
+        return "cuda"
+    device = getattr(obj, "__dlpack_device__", None)
+    if device is None:
+        return None
+    try:
+        kind = int(device()[0])
+    except Exception:  # noqa: BLE001 - a broken protocol is left to the DLPack import below
+        return None
+    return _DLPACK_DEVICES.get(kind, f"DLPack device type {kind}" if kind not in (1, 3, 11) else None)
+
+
 def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
     """A 1-D numpy view of ``obj``'s memory (no copy).
 
@@ -108,6 +127,10 @@ def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
         array = obj
     elif _is_torch_tensor(obj):
         array = _from_torch(obj, name)
+    elif (device := _device_memory(obj)) is not None:
+        raise InvalidArgumentError(
+            f"{name}: a {device} device buffer; only host (CPU) memory is supported so far (copy it to the host)"
+        )
     elif hasattr(obj, "__dlpack__"):
         try:
             array = np.from_dlpack(obj)

@@ -39,6 +39,25 @@ def f32(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.float32)
 
 
+class _CudaArray:
+    """What a cupy or numba device array shows: __cuda_array_interface__, no host buffer."""
+
+    __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (1 << 40, False), "version": 3}
+
+
+class _DlpackOn:
+    """A DLPack producer on the given device type (2: CUDA, 10: ROCm)."""
+
+    def __init__(self, device_type: int) -> None:
+        self.device_type = device_type
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (self.device_type, 0)
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        raise BufferError("device memory")
+
+
 # (id, call made by rank 0 of a 2-rank world, error type, argument the message names)
 BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
     # all_reduce
@@ -54,6 +73,9 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
     ("all_reduce-x-datetime", lambda c: c.all_reduce(np.zeros(4, "datetime64[s]")), InvalidTypeError, "x"),
     ("all_reduce-x-list", lambda c: c.all_reduce([1.0, 2.0]), InvalidTypeError, "x"),
     ("all_reduce-x-none", lambda c: c.all_reduce(None), InvalidTypeError, "x"),
+    ("all_reduce-x-cuda-array-interface", lambda c: c.all_reduce(_CudaArray()), InvalidArgumentError, "x"),
+    ("all_reduce-x-dlpack-cuda", lambda c: c.all_reduce(_DlpackOn(2)), InvalidArgumentError, "x"),
+    ("all_gather-out-dlpack-rocm", lambda c: c.all_gather(f32(2), _DlpackOn(10)), InvalidArgumentError, "out"),
     ("all_reduce-out-dtype", lambda c: c.all_reduce(f32(4), out=np.zeros(4, np.float64)), InvalidTypeError, "out"),
     ("all_reduce-out-count", lambda c: c.all_reduce(f32(4), out=f32(5)), InvalidArgumentError, "out"),
     ("all_reduce-out-readonly", lambda c: c.all_reduce(f32(4), out=_ro(f32(4))), InvalidArgumentError, "out"),
