@@ -243,6 +243,63 @@ def test_matrix_every_dtype_and_op(collective: str, algorithm: str, n: int) -> N
         check(collective, [results[r][i] for r in range(n)], inputs[i], op=op, root=root, label=label)
 
 
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
+
+
+@pytest.fixture
+def direct_paths_at_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thresholds shrunk so that a few hundred elements walk every path of the direct
+    algorithms: the small window (to 256 B), the two-shot window scheme and the
+    single-copy reads (from 2 KiB), in 512-byte steps. Forked ranks inherit them."""
+    from collectives import communicator
+    from collectives.algorithms import direct, small
+
+    for name in ("HALF_BYTES", "BROADCAST_BYTES", "GATHER_BYTES", "GATHER_BYTES_OVERSUBSCRIBED"):
+        monkeypatch.setattr(small, name, 256)
+    monkeypatch.setattr(direct, "READS_FROM_BYTES", 2048)
+    monkeypatch.setattr(communicator, "DIRECT_STEP_BYTES", 512)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("collective", DIRECT)
+def test_direct_matrix_every_dtype_and_op(collective: str, n: int, direct_paths_at_small_sizes: None) -> None:
+    """The direct algorithms (ranks as processes sharing memory) for every dtype and every
+    op it allows, at counts that land in each path, with outputs preallocated or aliased;
+    all_reduce also into ``out=``."""
+    combos = _combos(collective)
+    salt = zlib.crc32(f"direct/{collective}/{n}".encode())
+    counts = [0, 1, 20, 100, 700] if collective not in BLOCKED else [0, n, 20 * n, 100 * n, 700 * n]
+    cases = []
+    for i, (dtype, op) in enumerate(combos):
+        for j, count in enumerate(counts):
+            cases.append((dtype, op, count, (i + j + salt) % n, (i + j) % 2 == 0, (i + j) % 3 == 1))
+    inputs = {i: make_inputs(collective, n, c[2], c[0], c[1], seed=salt + i, exact=True) for i, c in enumerate(cases)}
+
+    def fn(comm: Any) -> list[Any]:
+        out = []
+        for i, (_dtype, op, _count, root, prealloc, alias) in enumerate(cases):
+            x = inputs[i][comm.rank].copy()
+            out.append(call(comm, collective, x, op=op, root=root, algorithm="direct", preallocate=prealloc,
+                            alias=alias))
+            if collective == "all_reduce":
+                x = inputs[i][comm.rank].copy()
+                into = np.full_like(x, 7)
+                assert comm.all_reduce(x, op=op, out=into, algorithm="direct") is into
+                assert _bytes(x) == _bytes(inputs[i][comm.rank]), "all_reduce into out= changed x"
+                out.append(into)
+        return out
+
+    results = run_world(fn, n, "shm", timeout=WORLD_TIMEOUT)
+    per_case = 2 if collective == "all_reduce" else 1
+    for i, (dtype, op, count, root, _, _) in enumerate(cases):
+        for k in range(per_case):
+            label = (f"direct {collective}(n={n}, count={count}, dtype={dtype_name(dtype)}, op={op and op.name}, "
+                     f"root={root}{', into out=' if k else ''})")
+            check(collective, [results[r][per_case * i + k] for r in range(n)], inputs[i], op=op, root=root,
+                  label=label)
+
+
 # -- hypothesis: random shapes, roots, chunks -------------------------------------------------
 
 
