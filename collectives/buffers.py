@@ -157,6 +157,28 @@ def address_of(array: np.ndarray) -> int:
     return int(array.__array_interface__["data"][0])
 
 
+ALIASED_COPY_BYTES = (128 << 10, 512 << 10)
+"""The sizes at which ``copy_array`` sidesteps memcpy for 4K-aliased buffers (below, the
+difference is a microsecond; from 512 KiB glibc copies another way)."""
+
+
+def copy_array(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` for C-contiguous arrays of one dtype and size, sidestepping a
+    slow path of memcpy: where ``dst`` lies 1 to 31 bytes after ``src`` modulo 4096 (a
+    page-aligned shared window and a malloc'd array are 16 apart), glibc's rep-movsb copy
+    runs about 10x slower on the AMD EPYC we measure on (256 KiB: 156 against 11 us; from
+    4 KiB to 480 KiB). Such copies go through a numpy ufunc over 8-byte words instead
+    (11 us), which no alignment slows."""
+    n = src.nbytes
+    if ALIASED_COPY_BYTES[0] <= n < ALIASED_COPY_BYTES[1] and 0 < (address_of(dst) - address_of(src)) % 4096 < 32:
+        whole = n - n % 8
+        d8, s8 = dst.reshape(-1).view(np.uint8), src.reshape(-1).view(np.uint8)
+        np.bitwise_or(s8[:whole].view(np.uint64), 0, out=d8[:whole].view(np.uint64))
+        d8[whole:] = s8[whole:]
+        return
+    dst[...] = src
+
+
 def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.dtype != b.dtype:
         raise InvalidTypeError(

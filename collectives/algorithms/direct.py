@@ -53,7 +53,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..buffers import address_of
+from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
@@ -153,7 +153,7 @@ class _Call:
             for q in self.others:
                 lo, n = pieces[q]
                 if n:
-                    self.mine[lo : lo + n] = self.x[lo : lo + n]
+                    copy_array(self.mine[lo : lo + n], self.x[lo : lo + n])
 
     def reduce_block(self, op: ReduceOp, lo: int, n: int, s: int, dst: np.ndarray) -> None:
         """``dst = my x[lo:lo+n] op peers' x[lo:lo+n] ...``: my own contribution first, then
@@ -223,9 +223,9 @@ def all_reduce(
             qlo, qn = pieces[q]
             if qn:
                 wait(q, RED, s)
-                x[qlo : qlo + qn] = peer(q)[qlo : qlo + qn]
+                copy_array(x[qlo : qlo + qn], peer(q)[qlo : qlo + qn])
         if n and not in_window:
-            x[lo : lo + n] = mine[lo : lo + n]
+            copy_array(x[lo : lo + n], mine[lo : lo + n])
         scratch.post(GOT, s)
     return call.finish(call.last)
 

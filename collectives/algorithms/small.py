@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..buffers import copy_array
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .direct import SMALL, Window
 from .schedule import partition
@@ -76,7 +77,7 @@ def _wait_all(window: Window, s: int, deadline: float, on_timeout: OnTimeout) ->
 def _reduce(op: ReduceOp, sources: list[np.ndarray], out: np.ndarray) -> None:
     """``out = sources[0] op sources[1] op ...`` in that order (out is none of them)."""
     if len(sources) == 1:
-        out[...] = sources[0]
+        copy_array(out, sources[0])
         return
     reduce_pair(op, sources[0], sources[1], out=out)
     for source in sources[2:]:
@@ -90,7 +91,7 @@ def all_reduce(
     (which may be ``x``: the sources are the window copies)."""
     s, lo = _begin(window, serial, deadline, on_timeout)
     sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    sources[window.ranks.index(window.rank)][...] = x
+    copy_array(sources[window.ranks.index(window.rank)], x)
     window.post(SMALL, s)
     _wait_all(window, s, deadline, on_timeout)
     _reduce(op, sources, out)
@@ -104,7 +105,7 @@ def reduce_scatter(
     ``x``: the sources are the window copies)."""
     s, lo = _begin(window, serial, deadline, on_timeout)
     sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    sources[window.ranks.index(window.rank)][...] = x
+    copy_array(sources[window.ranks.index(window.rank)], x)
     window.post(SMALL, s)
     _wait_all(window, s, deadline, on_timeout)
     offset, length = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
@@ -118,13 +119,13 @@ def all_gather(window: Window, x: np.ndarray, out: np.ndarray, serial: int, dead
     s, lo = _begin(window, serial, deadline, on_timeout)
     me = window.ranks.index(window.rank)
     sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    sources[me][...] = x
+    copy_array(sources[me], x)
     window.post(SMALL, s)
     k = x.size
     for i, q in enumerate(window.ranks):
         if q != window.rank:
             window.wait(q, SMALL, s, deadline, on_timeout)
-        out[i * k : (i + 1) * k] = sources[i]
+        copy_array(out[i * k : (i + 1) * k], sources[i])
     return s
 
 
@@ -135,9 +136,9 @@ def broadcast(
     s, lo = _begin(window, serial, deadline, on_timeout)
     source = window.slices(lo, lo + x.nbytes, x.dtype)[window.ranks.index(root)]
     if window.rank == root:
-        source[...] = x
+        copy_array(source, x)
     window.post(SMALL, s)
     if window.rank != root:
         window.wait(root, SMALL, s, deadline, on_timeout)
-        x[...] = source
+        copy_array(x, source)
     return s

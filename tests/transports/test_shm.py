@@ -483,3 +483,26 @@ def test_waiting_ranks_spin_only_where_every_rank_of_the_host_has_a_cpu(monkeypa
     monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
     assert progress.spin_seconds(1) == progress.spin_seconds(2) == progress.SPIN_SECONDS > 0
     assert progress.spin_seconds(3) == progress.spin_seconds(8) == 0.0
+
+
+@pytest.mark.parametrize("gap", [0, 16, 31, 32, 4095])
+@pytest.mark.parametrize("nbytes", [100, 5000, 200003, 300000])
+def test_copy_array_copies_exactly_whatever_the_alignment(gap: int, nbytes: int) -> None:
+    """copy_array takes another route for 4K-aliased buffers (1-31 bytes apart modulo a
+    page) of 128-512 KiB; every route copies every byte, tail included, and nothing more."""
+    from collectives.buffers import ALIASED_COPY_BYTES, address_of, copy_array
+
+    page = 4096
+    src_pages = mmap.mmap(-1, nbytes + 2 * page)
+    dst_pages = mmap.mmap(-1, nbytes + 3 * page)
+    src = np.frombuffer(src_pages, np.uint8)[page : page + nbytes]
+    start = page + gap
+    dst_all = np.frombuffer(dst_pages, np.uint8)
+    dst = dst_all[start : start + nbytes]
+    assert (address_of(dst) - address_of(src)) % page == gap
+    src[...] = np.random.default_rng(nbytes + gap).integers(0, 256, nbytes, dtype=np.uint8)
+    dst_all[...] = 0xAB
+    copy_array(dst, src)
+    assert np.array_equal(dst, src)
+    assert (dst_all[:start] == 0xAB).all() and (dst_all[start + nbytes :] == 0xAB).all()
+    assert ALIASED_COPY_BYTES[0] <= 200003 < ALIASED_COPY_BYTES[1]  # one case takes the other route
