@@ -486,10 +486,10 @@ def test_waiting_ranks_spin_only_where_every_rank_of_the_host_has_a_cpu(monkeypa
 
 
 @pytest.mark.parametrize("gap", [0, 16, 31, 32, 4095])
-@pytest.mark.parametrize("nbytes", [100, 5000, 200003, 300000])
+@pytest.mark.parametrize("nbytes", [100, 5000, 200003, 300000, 600000])
 def test_copy_array_copies_exactly_whatever_the_alignment(gap: int, nbytes: int) -> None:
     """copy_array takes another route for 4K-aliased buffers (1-31 bytes apart modulo a
-    page) of 128-512 KiB; every route copies every byte, tail included, and nothing more."""
+    page) of 192-512 KiB; every route copies every byte, tail included, and nothing more."""
     from collectives.buffers import ALIASED_COPY_BYTES, address_of, copy_array
 
     page = 4096
