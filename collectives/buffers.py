@@ -187,10 +187,16 @@ def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
+def same_or_apart(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``b`` is ``a`` itself (in place) or memory apart from it (bounds checked
+    first: cheap where they are apart)."""
+    return b is a or not np.may_share_memory(a, b) or address_of(a) == address_of(b)
+
+
 def check_same_or_apart(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     """``b`` is either ``a`` itself (in place) or memory apart from it: a partial overlap
     would have the result overwrite input still to be read."""
-    if address_of(a) != address_of(b) and np.may_share_memory(a, b):
+    if not same_or_apart(a, b):
         raise InvalidArgumentError(f"{name_b}: overlaps {name_a} without being the same memory")
 
 

@@ -25,7 +25,7 @@ from .algorithms import small
 from .algorithms.execute import Executor
 from .algorithms.registry import SCHEDULES, automatic, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
-from .buffers import address_of, as_flat_array, check_count, check_same_dtype, check_same_or_apart
+from .buffers import as_flat_array, check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
 from .config import Config
 from .errors import (
     CollectiveTimeoutError,
@@ -459,7 +459,7 @@ class Communicator:
                 self._run_small("all_reduce", small.all_reduce, xa, arr, rop, seq=seq, deadline=deadline)
             else:
                 if arr is not xa:
-                    arr[...] = xa
+                    copy_array(arr, xa)
                 if self.size > 1 and algo == "direct":
                     self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
                 elif self.size > 1:
@@ -481,7 +481,7 @@ class Communicator:
             and out.size == x.size
             and out.flags.c_contiguous
             and out.flags.writeable
-            and (out is x or not np.may_share_memory(x, out) or address_of(out) == address_of(x))
+            and same_or_apart(x, out)
         )
 
     def _all_reduce_small(self, x: np.ndarray, out: np.ndarray, op: ReduceOp) -> np.ndarray:
@@ -597,7 +597,7 @@ class Communicator:
             if (
                 self.size > 1
                 and algo == "direct"
-                and xa.nbytes <= small.GATHER_BYTES
+                and xa.nbytes <= small.GATHER_BYTES  # the window's limit at most: no window made for more
                 and xa.nbytes <= small.gather_bytes(self._small("all_gather", seq, deadline))
             ):
                 self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)

@@ -487,7 +487,7 @@ def test_waiting_ranks_spin_only_where_every_rank_of_the_host_has_a_cpu(monkeypa
 
 @pytest.mark.parametrize("gap", [0, 16, 31, 32, 4095])
 @pytest.mark.parametrize("nbytes", [100, 5000, 200003, 300000, 600000])
-def test_copy_array_copies_exactly_whatever_the_alignment(gap: int, nbytes: int) -> None:
+def test_copy_array_copies_exactly_whatever_the_alignment(gap: int, nbytes: int, monkeypatch) -> None:
     """copy_array takes another route for 4K-aliased buffers (1-31 bytes apart modulo a
     page) of 192-512 KiB; every route copies every byte, tail included, and nothing more."""
     from collectives.buffers import ALIASED_COPY_BYTES, address_of, copy_array
@@ -502,7 +502,11 @@ def test_copy_array_copies_exactly_whatever_the_alignment(gap: int, nbytes: int)
     assert (address_of(dst) - address_of(src)) % page == gap
     src[...] = np.random.default_rng(nbytes + gap).integers(0, 256, nbytes, dtype=np.uint8)
     dst_all[...] = 0xAB
+    detours = []
+    word_copy = np.bitwise_or
+    monkeypatch.setattr(np, "bitwise_or", lambda *a, **k: detours.append(1) or word_copy(*a, **k))
     copy_array(dst, src)
     assert np.array_equal(dst, src)
     assert (dst_all[:start] == 0xAB).all() and (dst_all[start + nbytes :] == 0xAB).all()
-    assert ALIASED_COPY_BYTES[0] <= 200003 < ALIASED_COPY_BYTES[1]  # one case takes the other route
+    aliased = 0 < gap < 32 and ALIASED_COPY_BYTES[0] <= nbytes < ALIASED_COPY_BYTES[1]
+    assert len(detours) == int(aliased), "the word-wise route is taken exactly for aliased mid-size copies"
