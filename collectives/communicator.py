@@ -9,6 +9,7 @@ and leaves the communicator broken (later calls raise CommunicatorBrokenError).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -48,6 +49,7 @@ P2P_TAG_BIT = 1 << 62
 # (2 and 4 ranks, 16 and 64 MiB): 1 MiB beat 64 KiB and 256 KiB by 2-3x (fewer flag waits
 # and wake-ups) and 4 MiB by ~15%.
 DIRECT_STEP_BYTES = 1 << 20
+MAX_SMALL_PLANS = 64  # shapes of small all-reduces kept for the fast path (all dropped beyond)
 CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
@@ -83,9 +85,10 @@ class Communicator:
         channels = {peer: ch for t in self.transports for peer, ch in t.channels.items()}
         self._executor = Executor(channels, ProgressEngine(self.transports))
         self._owned = list(owned)  # stores/servers to close with us
-        self._seq = 0
-        self._p2p_seq = 0
-        self._issue_lock = threading.Lock()
+        # Operation numbers (for errors and diagnostics): next() on a count is atomic under
+        # the GIL, so threads issuing at once never share a number, and no lock is taken.
+        self._collective_numbers = itertools.count(1)
+        self._p2p_numbers = itertools.count(1)
         self._run_lock = threading.RLock()
         self._worker: Worker | None = None
         self._broken: BaseException | None = None
@@ -103,11 +106,11 @@ class Communicator:
         self._read_piece: np.ndarray | None = None
         # The repeated small all_reduce (a loss, a flag, a norm) skips the general path:
         # whether the default algorithm takes the small window at all, and the
-        # (dtype, op) pairs already checked by a full call.
+        # shapes (dtype, size, op) already checked by a full call, with their plans.
         self._small_all_reduce = self._window_transport is not None and size > 1 and select(
             "all_reduce", None, config.algorithm, 0, size, True
         ) == "direct"
-        self._checked_ops: dict[tuple[np.dtype, Any], ReduceOp] = {}
+        self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan] = {}
         self._memory_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
@@ -182,13 +185,7 @@ class Communicator:
     def _issue(self, name: str, body: Callable[[int, float], Any], async_op: bool, *, p2p: bool = False) -> Any:
         """Number the operation, then run it now or queue it behind earlier async work."""
         self._check_open()
-        with self._issue_lock:
-            if p2p:
-                self._p2p_seq += 1
-                seq = self._p2p_seq
-            else:
-                self._seq += 1
-                seq = self._seq
+        seq = next(self._p2p_numbers if p2p else self._collective_numbers)
 
         def run() -> Any:
             return self._run(name, seq, body)
@@ -431,17 +428,14 @@ class Communicator:
             and algorithm is None
             and not async_op
             and type(x) is np.ndarray
-            and x.nbytes <= small.HALF_BYTES
             and self._worker is None
             and (out is None or type(out) is np.ndarray)
         ):
-            checked = self._checked_ops.get((x.dtype, op)) if isinstance(op, (ReduceOp, str)) else None
-            if checked is not None and x.flags.c_contiguous and self._small_output_ok(x, out):
-                return self._all_reduce_small(x, x if out is None else out, checked)
+            plan = self._small_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
+            if plan is not None and x.flags.c_contiguous and self._small_output_ok(x, out):
+                return self._all_reduce_small(x, x if out is None else out, plan)
         xa = as_flat_array(x, "x", writable=out is None)
         rop = self._reduction(op, xa)
-        if isinstance(op, (ReduceOp, str)):
-            self._checked_ops[(xa.dtype, op)] = rop
         result = x if out is None else out
         arr = xa if out is None else as_flat_array(out, "out", writable=True)
         if out is not None:
@@ -456,7 +450,8 @@ class Communicator:
                     finalize(rop, arr, self.size)
                     return result
             if self.size > 1 and algo == "direct" and arr.nbytes <= small.HALF_BYTES:
-                self._run_small("all_reduce", small.all_reduce, xa, arr, rop, seq=seq, deadline=deadline)
+                plan = self._all_reduce_plan(self._small("all_reduce", seq, deadline), xa, rop, op)
+                self._small_serial = plan(xa, arr, self._small_serial, deadline, self._timeout_for("all_reduce", seq))
             else:
                 if arr is not xa:
                     copy_array(arr, xa)
@@ -484,27 +479,38 @@ class Communicator:
             and same_or_apart(x, out)
         )
 
-    def _all_reduce_small(self, x: np.ndarray, out: np.ndarray, op: ReduceOp) -> np.ndarray:
+    def _all_reduce_plan(self, window: Any, x: np.ndarray, rop: ReduceOp, op: Any) -> small.AllReducePlan:
+        """The plan for small all-reduces of x's shape, kept for the fast path under the
+        operator as the caller spelled it (a ReduceOp or a name): once a full call has
+        checked (dtype, op), later calls of that shape skip the checks."""
+        key = (x.dtype, x.size, op)
+        plan = self._small_plans.get(key) if isinstance(op, (ReduceOp, str)) else None
+        if plan is None or plan.window is not window:
+            plan = small.AllReducePlan(window, x.dtype, x.size, rop)
+            if isinstance(op, (ReduceOp, str)):
+                if len(self._small_plans) >= MAX_SMALL_PLANS:
+                    self._small_plans.clear()
+                self._small_plans[key] = plan
+        return plan
+
+    def _all_reduce_small(self, x: np.ndarray, out: np.ndarray, plan: small.AllReducePlan) -> np.ndarray:
         """all_reduce of arrays already checked (C-contiguous, ``out`` writable and of x's
-        dtype and size, ``op`` valid for the dtype) through the small window, with nothing
-        queued before it: what ``_issue``/``_run`` do, inline, without their general
+        dtype and size, the operator valid for the dtype) through the small window, with
+        nothing queued before it: what ``_issue``/``_run`` do, inline, without their general
         dispatch, which was half the per-call time of an 8-byte all-reduce."""
         source = x if x.ndim == 1 else x.reshape(-1)
         result = out if out.ndim == 1 else out.reshape(-1)
         with self._run_lock:
-            self._check_open()
-            with self._issue_lock:
-                self._seq += 1
-                seq = self._seq
+            if self._closed or self._broken is not None:
+                self._check_open()
+            seq = next(self._collective_numbers)
             deadline = time.monotonic() + self.timeout
             try:
-                window = self._small_window or self._small("all_reduce", seq, deadline)
-                self._small_serial = small.all_reduce(
-                    window, source, result, op, self._small_serial, deadline, self._timeout_for("all_reduce", seq)
-                )
+                self._small_serial = plan(source, result, self._small_serial, deadline, self._timeout_for("all_reduce", seq))
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail("all_reduce", seq, exc)
-        finalize(op, result, self.size)
+        if plan.averages:
+            finalize(ReduceOp.AVG, result, self.size)
         return out
 
     def _by_reads(

@@ -74,6 +74,11 @@ def check_op(op: ReduceOp, dtype: np.dtype, name: str = "op") -> None:
         raise InvalidTypeError(f"{name}: {op.name} is undefined for complex dtype {dtype_name(dtype)}")
 
 
+def kernel_of(op: ReduceOp) -> np.ufunc:
+    """The ufunc that combines two operands of ``op`` (AVG sums; ``finalize`` divides)."""
+    return _KERNELS[op]
+
+
 def reduce_into(op: ReduceOp, dst: np.ndarray, src: np.ndarray) -> None:
     """``dst = dst op src`` in place."""
     _KERNELS[op](dst, src, out=dst)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..buffers import copy_array
-from ..ops import ReduceOp, reduce_into, reduce_pair
+from ..ops import ReduceOp, kernel_of, reduce_into, reduce_pair
 from .direct import SMALL, Window
 from .schedule import partition
 
@@ -84,18 +84,58 @@ def _reduce(op: ReduceOp, sources: list[np.ndarray], out: np.ndarray) -> None:
         reduce_into(op, out, source)
 
 
+class AllReducePlan:
+    """Small all-reduces of one shape (dtype, element count, operator) over one window,
+    with what every call needs looked up once: both halves' views of every rank's copy,
+    the ufunc, the peers' flag words. A repeated small all-reduce (a loss, a norm, a flag)
+    then spends its time on one copy in, one flag and the reduction; the lookups were
+    half of it (8 bytes, 2 ranks, the algorithm alone in a loop: 6.2 us per call through
+    the generic function, 3.0 us for the copy, flag and add by hand)."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+        nbytes = dtype.itemsize * size
+        half = window.nbytes // 2
+        if nbytes > half:
+            raise ValueError(f"a small all-reduce takes at most {half} bytes, not {nbytes}")
+        self.window = window
+        self.me = window.ranks.index(window.rank)
+        self.halves = tuple(window.slices(h * half, h * half + nbytes, dtype) for h in (0, 1))
+        self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+        self.averages = op is ReduceOp.AVG  # the caller divides (ops.finalize)
+        self.kernel = kernel_of(op)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
+        ``out`` (which may be ``x``: the sources are the window copies). Returns the new
+        serial."""
+        window, peers = self.window, self.peers
+        s = serial + 1
+        for q, flags in peers:  # half s % 2 is free once every peer has begun call s - 1
+            if flags[SMALL] < s - 1:
+                window.wait(q, SMALL, s - 1, deadline, on_timeout)
+        sources = self.halves[s & 1]
+        copy_array(sources[self.me], x)
+        window.post(SMALL, s)
+        for q, flags in peers:
+            if flags[SMALL] < s:
+                window.wait(q, SMALL, s, deadline, on_timeout)
+        if len(sources) == 1:
+            copy_array(out, sources[0])
+            return s
+        kernel = self.kernel
+        kernel(sources[0], sources[1], out=out)
+        for source in sources[2:]:
+            kernel(out, source, out=out)
+        return s
+
+
 def all_reduce(
     window: Window, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout
 ) -> int:
     """Every rank reduces the whole of ``x`` itself out of every rank's copy, into ``out``
-    (which may be ``x``: the sources are the window copies)."""
-    s, lo = _begin(window, serial, deadline, on_timeout)
-    sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    copy_array(sources[window.ranks.index(window.rank)], x)
-    window.post(SMALL, s)
-    _wait_all(window, s, deadline, on_timeout)
-    _reduce(op, sources, out)
-    return s
+    (which may be ``x``: the sources are the window copies). One call of an
+    ``AllReducePlan``; keep the plan where the same shape repeats."""
+    return AllReducePlan(window, x.dtype, x.size, op)(x, out, serial, deadline, on_timeout)
 
 
 def reduce_scatter(

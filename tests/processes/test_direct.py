@@ -152,6 +152,39 @@ def test_small_all_reduces_back_to_back_at_uneven_speeds_never_mix_calls():
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
 
 
+def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
+    """The fast path keeps one plan per (dtype, size, op) and drops them all past
+    MAX_SMALL_PLANS: shapes interleaved and repeated, more of them than are kept, each
+    call checked against the reference (AVG divided, into ``out=`` too)."""
+    from collectives.communicator import MAX_SMALL_PLANS
+
+    shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64, np.float64) for n in (1, 2, 7, 300)
+              for op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, "min", "prod")]
+    shapes += [(np.dtype(np.float32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_SMALL_PLANS)]
+    assert len(shapes) > MAX_SMALL_PLANS
+
+    def fn(comm):
+        bad = []
+        for round_ in range(3):
+            for i, (dtype, n, op) in enumerate(shapes):
+                rop = ReduceOp.parse(op)
+                inputs = [rank_input(r, n, dtype, rop, seed=i) for r in range(comm.size)]
+                expected = reference_all_reduce(inputs, rop)[comm.rank]
+                x = inputs[comm.rank].copy()
+                if (i + round_) % 2:
+                    out = np.empty_like(x)
+                    comm.all_reduce(x, op=op, out=out)
+                    ok = np.array_equal(x, inputs[comm.rank]) and np.array_equal(out, expected)
+                else:
+                    comm.all_reduce(x, op=op)
+                    ok = np.array_equal(x, expected)
+                if not ok:
+                    bad.append((round_, str(dtype), n, str(op)))
+        return bad, len(comm._small_plans) <= MAX_SMALL_PLANS
+
+    assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
+
+
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_direct_reduce_scatter_matches_the_reference(size):
     counts = [0, 1, 7, 5000, 70001]  # per-rank block sizes
