@@ -598,18 +598,22 @@ class Communicator:
         algo = self._algorithm("all_gather", algorithm, oa.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            blocks = partition(oa.size, self.size)
             schedule = algo
-            if (
+            fits_window = (
                 self.size > 1
                 and algo == "direct"
                 and xa.nbytes <= small.GATHER_BYTES  # the window's limit at most: no window made for more
                 and xa.nbytes <= small.gather_bytes(self._small("all_gather", seq, deadline))
-            ):
+            )
+            memory = None
+            if fits_window and small.gather_prefers_reads(xa.nbytes):
+                memory = self._peer_memory("all_gather", seq, deadline)
+            if fits_window and memory is None:
                 self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)
                 return out
+            blocks = partition(oa.size, self.size)
             if self.size > 1 and algo == "direct":
-                memory = self._peer_memory("all_gather", seq, deadline)
+                memory = memory or self._peer_memory("all_gather", seq, deadline)
                 if memory is not None:
                     size = xa.itemsize
                     self._memory_serial = direct.all_gather(

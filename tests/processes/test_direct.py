@@ -555,17 +555,28 @@ def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkey
 @pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed", "a core each"])
 def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores, monkeypatch):
     """All-gather takes the window up to gather_bytes (1 MiB where every rank has a core,
-    32 KiB where ranks outnumber cores) and single-copy reads above; both give every
-    block in rank order, in place and not."""
-    from collectives.algorithms import small
+    32 KiB where ranks outnumber cores) except in GATHER_READS_BYTES, and single-copy
+    reads elsewhere; both give every block in rank order, in place and not."""
+    from collectives.algorithms import direct, small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    routes = []
+    for module, name in ((small, "window"), (direct, "reads")):
+        original = module.all_gather
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            routes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "all_gather", counted)  # the forked ranks inherit it
+    lo, hi = small.GATHER_READS_BYTES
+    sizes = (small.GATHER_BYTES_OVERSUBSCRIBED + 8, lo - 8, lo, hi - 8, hi, small.GATHER_BYTES, small.GATHER_BYTES + 8)
 
     def fn(comm):
         bad = []
         window_limit = small.gather_bytes(comm._small("all_gather", 0, time.monotonic() + 60))
-        for nbytes in (small.GATHER_BYTES_OVERSUBSCRIBED + 8, small.GATHER_BYTES, small.GATHER_BYTES + 8):
+        for nbytes in sizes:
             k = nbytes // 8
             x = np.arange(k, dtype=np.int64) + 1000 * comm.rank
             out = np.full(k * comm.size, -1, np.int64)
@@ -576,10 +587,51 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
             want = np.concatenate([np.arange(k, dtype=np.int64) + 1000 * r for r in range(comm.size)])
             if not (np.array_equal(out, want) and np.array_equal(inplace, want)):
                 bad.append(nbytes)
-        return window_limit, bad
+        return window_limit, bad, routes
 
-    want_limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
-    assert run_world(fn, 3, "shm", timeout=120) == [(want_limit, [])] * 3
+    limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
+    want_routes = []
+    for nbytes in sizes:
+        route = "window" if nbytes <= limit and not lo <= nbytes < hi else "reads"
+        want_routes += [route, route]
+    assert run_world(fn, 3, "shm", timeout=120) == [(limit, [], want_routes)] * 3
+
+
+def test_in_place_all_gather_through_the_window_leaves_my_block_where_it_is(monkeypatch):
+    """In place, from IN_PLACE_SKIP_BYTES, my block is already in ``out``: one copy in and
+    p - 1 out, where out of place (or below the size) takes p out."""
+    from collectives.algorithms import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # the window up to 1 MiB
+    copies = []
+    original = small.copy_array
+
+    def counted(dst, src):
+        copies.append(src.nbytes)
+        original(dst, src)
+
+    monkeypatch.setattr(small, "copy_array", counted)
+
+    def fn(comm):
+        got = []
+        for nbytes in (small.IN_PLACE_SKIP_BYTES - 8, small.IN_PLACE_SKIP_BYTES):
+            k = nbytes // 8
+            for in_place in (False, True):
+                out = np.full(k * comm.size, -1, np.int64)
+                x = out[comm.rank * k : (comm.rank + 1) * k] if in_place else np.empty(k, np.int64)
+                x[...] = comm.rank
+                comm.all_gather(x, out)  # once to make the window, then counted
+                del copies[:]
+                comm.all_gather(x, out)
+                ok = np.array_equal(out, np.repeat(np.arange(comm.size), k))
+                got.append((nbytes, in_place, len(copies), ok))
+        return got
+
+    p = 3
+    skip = small.IN_PLACE_SKIP_BYTES
+    want = [(skip - 8, False, p + 1, True), (skip - 8, True, p + 1, True), (skip, False, p + 1, True), (skip, True, p, True)]
+    assert run_world(fn, p, "shm", timeout=120) == [want] * p
 
 
 @pytest.mark.parametrize("size", [2, 3, 4])
