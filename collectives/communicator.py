@@ -54,6 +54,13 @@ CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), o
 MAX_USER_TAG = (1 << 31) - 1
 
 
+def _keep(plans: dict[Any, Any], key: Any, plan: Any) -> None:
+    """Keep ``plan`` for the fast path; past MAX_SMALL_PLANS shapes, start over."""
+    if len(plans) >= MAX_SMALL_PLANS:
+        plans.clear()
+    plans[key] = plan
+
+
 def _new_like(template: Any, count: int, dtype: np.dtype) -> Any:
     """A new output of ``count`` elements of the same kind as ``template`` (torch or numpy)."""
     if type(template).__module__.startswith("torch"):
@@ -111,6 +118,7 @@ class Communicator:
             "all_reduce", None, config.algorithm, 0, size, True
         ) == "direct"
         self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan] = {}
+        self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan] = {}  # likewise all_gather
         self._memory_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
@@ -160,6 +168,8 @@ class Communicator:
             if window is not None:
                 window.close()
         self._windows.clear()
+        self._small_plans.clear()
+        self._gather_plans.clear()
         if self._small_window is not None:
             self._small_window.close()
         for resource in self._owned:
@@ -433,7 +443,12 @@ class Communicator:
         ):
             plan = self._small_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
             if plan is not None and x.flags.c_contiguous and self._small_output_ok(x, out):
-                return self._all_reduce_small(x, x if out is None else out, plan)
+                result = x if out is None else out
+                self._run_plan("all_reduce", plan, x if x.ndim == 1 else x.reshape(-1),
+                               result if result.ndim == 1 else result.reshape(-1))
+                if plan.averages:
+                    finalize(ReduceOp.AVG, result, self.size)
+                return result
         xa = as_flat_array(x, "x", writable=out is None)
         rop = self._reduction(op, xa)
         result = x if out is None else out
@@ -445,6 +460,8 @@ class Communicator:
         algo = self._algorithm("all_reduce", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
+            if arr.size == 0:  # nothing to move (NCCL and MPI return at once too)
+                return result
             if self.size > 1 and algo == "direct" and arr.nbytes >= direct.READS_FROM_BYTES:
                 if self._by_reads("all_reduce", direct.all_reduce_by_reads, xa, arr, rop, seq, deadline):
                     finalize(rop, arr, self.size)
@@ -488,30 +505,24 @@ class Communicator:
         if plan is None or plan.window is not window:
             plan = small.AllReducePlan(window, x.dtype, x.size, rop)
             if isinstance(op, (ReduceOp, str)):
-                if len(self._small_plans) >= MAX_SMALL_PLANS:
-                    self._small_plans.clear()
-                self._small_plans[key] = plan
+                _keep(self._small_plans, key, plan)
         return plan
 
-    def _all_reduce_small(self, x: np.ndarray, out: np.ndarray, plan: small.AllReducePlan) -> np.ndarray:
-        """all_reduce of arrays already checked (C-contiguous, ``out`` writable and of x's
-        dtype and size, the operator valid for the dtype) through the small window, with
-        nothing queued before it: what ``_issue``/``_run`` do, inline, without their general
-        dispatch, which was half the per-call time of an 8-byte all-reduce."""
-        source = x if x.ndim == 1 else x.reshape(-1)
-        result = out if out.ndim == 1 else out.reshape(-1)
+    def _run_plan(self, name: str, plan: small.AllReducePlan | small.AllGatherPlan, x: np.ndarray,
+                  out: np.ndarray) -> None:
+        """Run a small-window plan on flat arrays already checked (C-contiguous, ``out``
+        writable and of the right dtype and size, the operator valid for the dtype), with
+        nothing queued before it: what ``_issue``/``_run`` do, inline, without their
+        general dispatch, which was half the per-call time of an 8-byte all-reduce."""
         with self._run_lock:
             if self._closed or self._broken is not None:
                 self._check_open()
             seq = next(self._collective_numbers)
             deadline = time.monotonic() + self.timeout
             try:
-                self._small_serial = plan(source, result, self._small_serial, deadline, self._timeout_for("all_reduce", seq))
+                self._small_serial = plan(x, out, self._small_serial, deadline, self._timeout_for(name, seq))
             except (CollectiveTimeoutError, TransportError) as exc:
-                self._fail("all_reduce", seq, exc)
-        if plan.averages:
-            finalize(ReduceOp.AVG, result, self.size)
-        return out
+                self._fail(name, seq, exc)
 
     def _by_reads(
         self, name: str, algorithm: Callable[..., int], x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int,
@@ -563,6 +574,8 @@ class Communicator:
         algo = self._algorithm("reduce_scatter", algorithm, xa.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
+            if xa.size == 0:  # nothing to move (NCCL and MPI return at once too)
+                return out
             if self.size > 1 and algo == "direct":
                 if xa.nbytes <= small.HALF_BYTES:
                     self._run_small("reduce_scatter", small.reduce_scatter, xa, oa, rop, seq=seq, deadline=deadline)
@@ -588,6 +601,19 @@ class Communicator:
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
         every rank. Returns ``out`` (allocated when None)."""
+        if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
+            plan = self._gather_plans.get((x.dtype, x.size))
+            if (
+                plan is not None
+                and out.dtype == x.dtype
+                and out.size == x.size * self.size
+                and x.flags.c_contiguous
+                and out.flags.c_contiguous
+                and out.flags.writeable
+            ):
+                self._run_plan("all_gather", plan, x if x.ndim == 1 else x.reshape(-1),
+                               out if out.ndim == 1 else out.reshape(-1))
+                return out
         xa = as_flat_array(x, "x")
         k = xa.size
         if out is None:
@@ -598,6 +624,8 @@ class Communicator:
         algo = self._algorithm("all_gather", algorithm, oa.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
+            if xa.size == 0:  # nothing to move (NCCL and MPI return at once too)
+                return out
             schedule = algo
             fits_window = (
                 self.size > 1
@@ -609,7 +637,12 @@ class Communicator:
             if fits_window and small.gather_prefers_reads(xa.nbytes):
                 memory = self._peer_memory("all_gather", seq, deadline)
             if fits_window and memory is None:
-                self._run_small("all_gather", small.all_gather, xa, oa, seq=seq, deadline=deadline)
+                plan = self._gather_plans.get((xa.dtype, xa.size))
+                if plan is None:
+                    plan = small.AllGatherPlan(self._small_window, xa.dtype, xa.size)
+                    if algorithm is None:  # the default choice for this size: the window, from now on
+                        _keep(self._gather_plans, (xa.dtype, xa.size), plan)
+                self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("all_gather", seq))
                 return out
             blocks = partition(oa.size, self.size)
             if self.size > 1 and algo == "direct":
@@ -639,7 +672,7 @@ class Communicator:
         algo = self._algorithm("broadcast", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
-            if self.size == 1:
+            if self.size == 1 or arr.size == 0:  # nothing to move (NCCL and MPI return at once too)
                 return x
             schedule = algo
             if algo == "direct" and arr.nbytes <= small.BROADCAST_BYTES:

@@ -16,7 +16,7 @@ the same bits. Each function returns the new serial (the same on every rank).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -103,23 +103,42 @@ def _reduce(op: ReduceOp, sources: list[np.ndarray], out: np.ndarray) -> None:
         reduce_into(op, out, source)
 
 
-class AllReducePlan:
-    """Small all-reduces of one shape (dtype, element count, operator) over one window,
-    with what every call needs looked up once: both halves' views of every rank's copy,
-    the ufunc, the peers' flag words. A repeated small all-reduce (a loss, a norm, a flag)
-    then spends its time on one copy in, one flag and the reduction; the lookups were
-    half of it (8 bytes, 2 ranks, the algorithm alone in a loop: 6.2 us per call through
-    the generic function, 3.0 us for the copy, flag and add by hand)."""
+class _Plan:
+    """Small collectives of one shape (dtype, element count) over one window, with what
+    every call needs looked up once: both halves' views of every rank's copy and the
+    peers' flag words. A repeated small call (a loss, a norm, a flag) then spends its time
+    on the copies and one flag; the lookups were half of it (8-byte all-reduce, 2 ranks,
+    the algorithm alone in a loop: 6.2 us per call through the generic function, 3.0 us
+    for the copy, flag and add by hand)."""
 
-    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+    def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
         nbytes = dtype.itemsize * size
         half = window.nbytes // 2
         if nbytes > half:
-            raise ValueError(f"a small all-reduce takes at most {half} bytes, not {nbytes}")
+            raise ValueError(f"a small collective takes at most {half} bytes per rank, not {nbytes}")
         self.window = window
         self.me = window.ranks.index(window.rank)
         self.halves = tuple(window.slices(h * half, h * half + nbytes, dtype) for h in (0, 1))
         self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+
+    def _begin(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """The new serial s, once half s % 2 is free: every peer has begun call s - 1."""
+        s = serial + 1
+        for q, flags in self.peers:
+            if flags[SMALL] < s - 1:
+                self.window.wait(q, SMALL, s - 1, deadline, on_timeout)
+        return s
+
+    def _wait(self, q: int, flags: Sequence[int], s: int, deadline: float, on_timeout: OnTimeout) -> None:
+        if flags[SMALL] < s:
+            self.window.wait(q, SMALL, s, deadline, on_timeout)
+
+
+class AllReducePlan(_Plan):
+    """Small all-reduces of one shape and operator."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+        super().__init__(window, dtype, size)
         self.averages = op is ReduceOp.AVG  # the caller divides (ops.finalize)
         self.kernel = kernel_of(op)
 
@@ -127,17 +146,12 @@ class AllReducePlan:
         """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
         ``out`` (which may be ``x``: the sources are the window copies). Returns the new
         serial."""
-        window, peers = self.window, self.peers
-        s = serial + 1
-        for q, flags in peers:  # half s % 2 is free once every peer has begun call s - 1
-            if flags[SMALL] < s - 1:
-                window.wait(q, SMALL, s - 1, deadline, on_timeout)
+        s = self._begin(serial, deadline, on_timeout)
         sources = self.halves[s & 1]
         copy_array(sources[self.me], x)
-        window.post(SMALL, s)
-        for q, flags in peers:
-            if flags[SMALL] < s:
-                window.wait(q, SMALL, s, deadline, on_timeout)
+        self.window.post(SMALL, s)
+        for q, flags in self.peers:
+            self._wait(q, flags, s, deadline, on_timeout)
         if len(sources) == 1:
             copy_array(out, sources[0])
             return s
@@ -145,6 +159,35 @@ class AllReducePlan:
         kernel(sources[0], sources[1], out=out)
         for source in sources[2:]:
             kernel(out, source, out=out)
+        return s
+
+
+class AllGatherPlan(_Plan):
+    """Small all-gathers of one shape."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
+        super().__init__(window, dtype, size)
+        flags = dict(self.peers)
+        self.blocks = tuple((i, q, flags.get(q), slice(i * size, (i + 1) * size)) for i, q in enumerate(window.ranks))
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
+        ``x`` may be this rank's block of ``out``. Returns the new serial."""
+        s = self._begin(serial, deadline, on_timeout)
+        sources = self.halves[s & 1]
+        me = self.me
+        copy_array(sources[me], x)
+        self.window.post(SMALL, s)
+        # In place (x is my block of out) my block is already there; taking it back from
+        # the window anyway kept the tiniest calls a little faster (no address check), but
+        # costs a copy as large as the block: from IN_PLACE_SKIP_BYTES it is skipped.
+        skip_mine = x.nbytes >= IN_PLACE_SKIP_BYTES and address_of(out[self.blocks[me][3]]) == address_of(x)
+        for i, q, flags, block in self.blocks:
+            if flags is not None:
+                self._wait(q, flags, s, deadline, on_timeout)
+            elif skip_mine:
+                continue
+            copy_array(out[block], sources[i])
         return s
 
 
@@ -174,24 +217,8 @@ def reduce_scatter(
 
 def all_gather(window: Window, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
     """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
-    ``x`` may be this rank's block of ``out``."""
-    s, lo = _begin(window, serial, deadline, on_timeout)
-    me = window.ranks.index(window.rank)
-    sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    copy_array(sources[me], x)
-    window.post(SMALL, s)
-    k = x.size
-    # In place (x is my block of out) my block is already there; taking it back from the
-    # window anyway kept the tiniest calls a little faster (one code path), but costs a
-    # copy as large as the block: from 64 KiB it is skipped.
-    skip_mine = x.nbytes >= IN_PLACE_SKIP_BYTES and address_of(out[me * k : (me + 1) * k]) == address_of(x)
-    for i, q in enumerate(window.ranks):
-        if q != window.rank:
-            window.wait(q, SMALL, s, deadline, on_timeout)
-        elif skip_mine:
-            continue
-        copy_array(out[i * k : (i + 1) * k], sources[i])
-    return s
+    ``x`` may be this rank's block of ``out``. One call of an ``AllGatherPlan``."""
+    return AllGatherPlan(window, x.dtype, x.size)(x, out, serial, deadline, on_timeout)
 
 
 def broadcast(

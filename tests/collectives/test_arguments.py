@@ -231,6 +231,25 @@ def test_bad_all_reduce_is_refused_after_good_calls_of_its_dtype_and_op(
     refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_reduces)
 
 
+ALL_GATHER_CALLS = [c for c in BAD_CALLS if c[0].startswith(("all_gather-", "async-all_gather-"))]
+
+
+def _good_all_gathers(comm: Any) -> None:
+    """Valid all_gathers of the shapes the bad ones use, which the fast path remembers."""
+    for k in (2, 3):
+        comm.all_gather(f32(k), np.zeros(k * comm.size, np.float32))
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_GATHER_CALLS],
+                         ids=[c[0] for c in ALL_GATHER_CALLS])
+def test_bad_all_gather_is_refused_after_good_calls_of_its_shape(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+) -> None:
+    """Repeated small all_gathers skip the general dispatch (shared memory); they must skip
+    none of its checks."""
+    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_gathers)
+
+
 def test_error_types_are_value_and_type_errors() -> None:
     assert issubclass(InvalidArgumentError, ValueError)
     assert issubclass(InvalidTypeError, TypeError)

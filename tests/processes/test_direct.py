@@ -185,6 +185,32 @@ def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
     assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
 
 
+def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
+    """The fast path keeps one all-gather plan per (dtype, size), more shapes than are
+    kept, in place and not, each call checked."""
+    from collectives.communicator import MAX_SMALL_PLANS
+
+    shapes = [(np.dtype(dt), n) for dt in (np.float32, np.int16, np.float64) for n in (1, 3, 1000)]
+    shapes += [(np.dtype(np.int32), n) for n in range(5, 5 + MAX_SMALL_PLANS)]
+
+    def fn(comm):
+        bad = []
+        for round_ in range(3):
+            for i, (dtype, n) in enumerate(shapes):
+                want = np.concatenate([rank_input(r, n, dtype, seed=i) for r in range(comm.size)])
+                out = np.zeros(n * comm.size, dtype)
+                if (i + round_) % 2:
+                    x = out[comm.rank * n : (comm.rank + 1) * n]
+                    x[...] = rank_input(comm.rank, n, dtype, seed=i)
+                else:
+                    x = rank_input(comm.rank, n, dtype, seed=i)
+                if comm.all_gather(x, out) is not out or not np.array_equal(out, want):
+                    bad.append((round_, str(dtype), n))
+        return bad, 0 < len(comm._gather_plans) <= MAX_SMALL_PLANS
+
+    assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
+
+
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_direct_reduce_scatter_matches_the_reference(size):
     counts = [0, 1, 7, 5000, 70001]  # per-rank block sizes
@@ -562,14 +588,14 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
     routes = []
-    for module, name in ((small, "window"), (direct, "reads")):
-        original = module.all_gather
+    for owner, attribute, name in ((small.AllGatherPlan, "__call__", "window"), (direct, "all_gather", "reads")):
+        original = getattr(owner, attribute)
 
         def counted(*args, _original=original, _name=name, **kwargs):
             routes.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(module, "all_gather", counted)  # the forked ranks inherit it
+        monkeypatch.setattr(owner, attribute, counted)  # the forked ranks inherit it
     lo, hi = small.GATHER_READS_BYTES
     sizes = (small.GATHER_BYTES_OVERSUBSCRIBED + 8, lo - 8, lo, hi - 8, hi, small.GATHER_BYTES, small.GATHER_BYTES + 8)
 

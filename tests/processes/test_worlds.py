@@ -95,6 +95,32 @@ def test_every_collective_over_real_processes(transport, size):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_zero_element_collectives_move_nothing_and_wait_for_no_one(transport):
+    """As in NCCL and MPI, a collective of zero elements returns at once: a rank that
+    arrives late holds nobody up, and the calls after it still line up."""
+
+    def fn(comm):
+        if comm.rank == 1:
+            time.sleep(1.0)
+        start = time.monotonic()
+        empty = np.zeros(0, np.float32)
+        comm.all_reduce(empty)
+        comm.all_reduce(empty, out=np.zeros(0, np.float32))
+        got = comm.all_gather(empty)
+        comm.reduce_scatter(empty, np.zeros(0, np.float32))
+        comm.broadcast(empty, root=1)
+        elapsed = time.monotonic() - start
+        x = np.full(3, comm.rank + 1.0)
+        comm.all_reduce(x)
+        return elapsed, got.size, x.tolist()
+
+    results = run_world(fn, 3, transport, timeout=60)
+    for elapsed, size, x in results:
+        assert elapsed < 0.5, f"a zero-element collective waited {elapsed:.2f} s"
+        assert (size, x) == (0, [6.0, 6.0, 6.0])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_large_all_reduce_is_bitwise_identical_on_every_rank(transport):
     def fn(comm):
         rng = np.random.default_rng(comm.rank)
