@@ -119,6 +119,7 @@ class Communicator:
         ) == "direct"
         self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan] = {}
         self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan] = {}  # likewise all_gather
+        self._scatter_plans: dict[tuple[np.dtype, int, Any], small.ReduceScatterPlan] = {}  # and reduce_scatter
         self._memory_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
@@ -170,6 +171,7 @@ class Communicator:
         self._windows.clear()
         self._small_plans.clear()
         self._gather_plans.clear()
+        self._scatter_plans.clear()
         if self._small_window is not None:
             self._small_window.close()
         for resource in self._owned:
@@ -508,7 +510,7 @@ class Communicator:
                 _keep(self._small_plans, key, plan)
         return plan
 
-    def _run_plan(self, name: str, plan: small.AllReducePlan | small.AllGatherPlan, x: np.ndarray,
+    def _run_plan(self, name: str, plan: small.AllReducePlan | small.AllGatherPlan | small.ReduceScatterPlan, x: np.ndarray,
                   out: np.ndarray) -> None:
         """Run a small-window plan on flat arrays already checked (C-contiguous, ``out``
         writable and of the right dtype and size, the operator valid for the dtype), with
@@ -559,6 +561,21 @@ class Communicator:
     ) -> Any:
         """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
         elements) in ``out``. Returns ``out`` (allocated when None)."""
+        if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
+            plan = self._scatter_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
+            if (
+                plan is not None
+                and out.dtype == x.dtype
+                and out.size * self.size == x.size
+                and x.flags.c_contiguous
+                and out.flags.c_contiguous
+                and out.flags.writeable
+            ):
+                self._run_plan("reduce_scatter", plan, x if x.ndim == 1 else x.reshape(-1),
+                               out if out.ndim == 1 else out.reshape(-1))
+                if plan.averages:
+                    finalize(ReduceOp.AVG, out, self.size)
+                return out
         xa = as_flat_array(x, "x")
         if xa.size % self.size:
             raise InvalidArgumentError(
@@ -578,7 +595,10 @@ class Communicator:
                 return out
             if self.size > 1 and algo == "direct":
                 if xa.nbytes <= small.HALF_BYTES:
-                    self._run_small("reduce_scatter", small.reduce_scatter, xa, oa, rop, seq=seq, deadline=deadline)
+                    plan = small.ReduceScatterPlan(self._small("reduce_scatter", seq, deadline), xa.dtype, xa.size, rop)
+                    if algorithm is None and isinstance(op, (ReduceOp, str)):  # the default route for this shape
+                        _keep(self._scatter_plans, (xa.dtype, xa.size, op), plan)
+                    self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("reduce_scatter", seq))
                 elif not (
                     xa.nbytes >= direct.READS_FROM_BYTES
                     and self._by_reads("reduce_scatter", direct.reduce_scatter_by_reads, xa, oa, rop, seq, deadline)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..buffers import address_of, copy_array
-from ..ops import ReduceOp, kernel_of, reduce_into, reduce_pair
+from ..ops import ReduceOp, kernel_of
 from .direct import SMALL, Window
 from .schedule import partition
 
@@ -87,20 +87,14 @@ def _begin(window: Window, serial: int, deadline: float, on_timeout: OnTimeout) 
     return s, (s % 2) * (window.nbytes // 2)
 
 
-def _wait_all(window: Window, s: int, deadline: float, on_timeout: OnTimeout) -> None:
-    for q in window.ranks:
-        if q != window.rank:
-            window.wait(q, SMALL, s, deadline, on_timeout)
-
-
-def _reduce(op: ReduceOp, sources: list[np.ndarray], out: np.ndarray) -> None:
+def _reduce_with(kernel: np.ufunc, sources: Sequence[np.ndarray], out: np.ndarray) -> None:
     """``out = sources[0] op sources[1] op ...`` in that order (out is none of them)."""
     if len(sources) == 1:
         copy_array(out, sources[0])
         return
-    reduce_pair(op, sources[0], sources[1], out=out)
+    kernel(sources[0], sources[1], out=out)
     for source in sources[2:]:
-        reduce_into(op, out, source)
+        kernel(out, source, out=out)
 
 
 class _Plan:
@@ -152,13 +146,27 @@ class AllReducePlan(_Plan):
         self.window.post(SMALL, s)
         for q, flags in self.peers:
             self._wait(q, flags, s, deadline, on_timeout)
-        if len(sources) == 1:
-            copy_array(out, sources[0])
-            return s
-        kernel = self.kernel
-        kernel(sources[0], sources[1], out=out)
-        for source in sources[2:]:
-            kernel(out, source, out=out)
+        _reduce_with(self.kernel, sources, out)
+        return s
+
+
+class ReduceScatterPlan(AllReducePlan):
+    """Small reduce-scatters of one shape (``size``: elements of ``x``) and operator."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+        super().__init__(window, dtype, size, op)
+        offset, length = partition(size, len(window.ranks))[self.me]
+        self.mine = tuple([source[offset : offset + length] for source in half] for half in self.halves)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Rank r reduces block r of every rank's ``x`` into ``out`` (which may be a view
+        of ``x``: the sources are the window copies). Returns the new serial."""
+        s = self._begin(serial, deadline, on_timeout)
+        copy_array(self.halves[s & 1][self.me], x)
+        self.window.post(SMALL, s)
+        for q, flags in self.peers:
+            self._wait(q, flags, s, deadline, on_timeout)
+        _reduce_with(self.kernel, self.mine[s & 1], out)
         return s
 
 
@@ -204,15 +212,8 @@ def reduce_scatter(
     window: Window, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout
 ) -> int:
     """Rank r reduces block r of every rank's ``x`` into ``out`` (which may be a view of
-    ``x``: the sources are the window copies)."""
-    s, lo = _begin(window, serial, deadline, on_timeout)
-    sources = window.slices(lo, lo + x.nbytes, x.dtype)
-    copy_array(sources[window.ranks.index(window.rank)], x)
-    window.post(SMALL, s)
-    _wait_all(window, s, deadline, on_timeout)
-    offset, length = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
-    _reduce(op, [src[offset : offset + length] for src in sources], out)
-    return s
+    ``x``: the sources are the window copies). One call of a ``ReduceScatterPlan``."""
+    return ReduceScatterPlan(window, x.dtype, x.size, op)(x, out, serial, deadline, on_timeout)
 
 
 def all_gather(window: Window, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:

@@ -250,6 +250,26 @@ def test_bad_all_gather_is_refused_after_good_calls_of_its_shape(
     refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_gathers)
 
 
+REDUCE_SCATTER_CALLS = [c for c in BAD_CALLS if c[0].startswith(("reduce_scatter-", "async-reduce_scatter-"))]
+
+
+def _good_reduce_scatters(comm: Any) -> None:
+    """Valid reduce_scatters of the shapes and ops the bad ones use (the fast path's)."""
+    for op in (ReduceOp.SUM, "sum"):
+        comm.reduce_scatter(f32(6), np.zeros(3, np.float32), op=op)
+        comm.reduce_scatter(f32(6), op=op)
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in REDUCE_SCATTER_CALLS],
+                         ids=[c[0] for c in REDUCE_SCATTER_CALLS])
+def test_bad_reduce_scatter_is_refused_after_good_calls_of_its_shape(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+) -> None:
+    """Repeated small reduce_scatters skip the general dispatch (shared memory); they must
+    skip none of its checks."""
+    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_reduce_scatters)
+
+
 def test_error_types_are_value_and_type_errors() -> None:
     assert issubclass(InvalidArgumentError, ValueError)
     assert issubclass(InvalidTypeError, TypeError)

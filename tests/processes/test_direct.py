@@ -155,10 +155,11 @@ def test_small_all_reduces_back_to_back_at_uneven_speeds_never_mix_calls():
 def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
     """The fast path keeps one plan per (dtype, size, op) and drops them all past
     MAX_SMALL_PLANS: shapes interleaved and repeated, more of them than are kept, each
-    call checked against the reference (AVG divided, into ``out=`` too)."""
+    call checked against the reference (AVG divided, into ``out=`` too); reduce_scatter
+    of the same shapes likewise."""
     from collectives.communicator import MAX_SMALL_PLANS
 
-    shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64, np.float64) for n in (1, 2, 7, 300)
+    shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64, np.float64) for n in (1, 2, 7, 300, 303)
               for op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, "min", "prod")]
     shapes += [(np.dtype(np.float32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_SMALL_PLANS)]
     assert len(shapes) > MAX_SMALL_PLANS
@@ -178,11 +179,16 @@ def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
                 else:
                     comm.all_reduce(x, op=op)
                     ok = np.array_equal(x, expected)
+                # reduce_scatter of the same shape: my block of the reduction
+                block = slice(comm.rank * (n // comm.size), (comm.rank + 1) * (n // comm.size))
+                if n % comm.size == 0:
+                    got = comm.reduce_scatter(inputs[comm.rank], op=op)
+                    ok = ok and np.array_equal(got, expected[block])
                 if not ok:
                     bad.append((round_, str(dtype), n, str(op)))
-        return bad, len(comm._small_plans) <= MAX_SMALL_PLANS
+        return bad, len(comm._small_plans) <= MAX_SMALL_PLANS, 0 < len(comm._scatter_plans) <= MAX_SMALL_PLANS
 
-    assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
+    assert run_world(fn, 3, "shm", timeout=180) == [([], True, True)] * 3
 
 
 def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
