@@ -108,6 +108,7 @@ class Communicator:
         self._window_serial = 0
         self._small_window: Any = None  # small all-reduces: two halves, one flag per call
         self._small_serial = 0
+        self._broadcast_serial = 0  # pipelined small broadcasts: their own count (small.pipelined_broadcast)
         self._memory: Any = None  # cma.PeerMemory once probed and allowed
         self._memory_probed = False
         self._read_piece: np.ndarray | None = None
@@ -120,6 +121,7 @@ class Communicator:
         self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan] = {}
         self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan] = {}  # likewise all_gather
         self._scatter_plans: dict[tuple[np.dtype, int, Any], small.ReduceScatterPlan] = {}  # and reduce_scatter
+        self._broadcast_plans: dict[tuple[np.dtype, int], small.PipelinedBroadcastPlan] = {}  # and broadcast
         self._memory_serial = 0
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
@@ -172,6 +174,7 @@ class Communicator:
         self._small_plans.clear()
         self._gather_plans.clear()
         self._scatter_plans.clear()
+        self._broadcast_plans.clear()
         if self._small_window is not None:
             self._small_window.close()
         for resource in self._owned:
@@ -373,7 +376,7 @@ class Communicator:
         flags of single-copy reads."""
         if self._small_window is None:
             self._small_window = self._open_window(
-                name, 2 * max(small.HALF_BYTES, small.BROADCAST_BYTES, small.GATHER_BYTES), -1, seq, deadline
+                name, small.window_bytes(), -1, seq, deadline
             )
         return self._small_window
 
@@ -525,6 +528,18 @@ class Communicator:
                 self._small_serial = plan(x, out, self._small_serial, deadline, self._timeout_for(name, seq))
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail(name, seq, exc)
+
+    def _run_broadcast(self, plan: small.PipelinedBroadcastPlan, x: np.ndarray, root: int) -> None:
+        """``_run_plan`` for a broadcast plan (its own serial)."""
+        with self._run_lock:
+            if self._closed or self._broken is not None:
+                self._check_open()
+            seq = next(self._collective_numbers)
+            deadline = time.monotonic() + self.timeout
+            try:
+                self._broadcast_serial = plan(x, root, self._broadcast_serial, deadline, self._timeout_for("broadcast", seq))
+            except (CollectiveTimeoutError, TransportError) as exc:
+                self._fail("broadcast", seq, exc)
 
     def _by_reads(
         self, name: str, algorithm: Callable[..., int], x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int,
@@ -687,6 +702,11 @@ class Communicator:
 
     def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
+        if algorithm is None and not async_op and type(x) is np.ndarray and type(root) is int and self._worker is None:
+            plan = self._broadcast_plans.get((x.dtype, x.size))
+            if plan is not None and 0 <= root < self.size and x.flags.c_contiguous and (x.flags.writeable or root == self.rank):
+                self._run_broadcast(plan, x if x.ndim == 1 else x.reshape(-1), root)
+                return x
         root = self._check_rank(root, "root")
         arr = as_flat_array(x, "x", writable=self.rank != root)
         algo = self._algorithm("broadcast", algorithm, arr.nbytes)
@@ -695,6 +715,14 @@ class Communicator:
             if self.size == 1 or arr.size == 0:  # nothing to move (NCCL and MPI return at once too)
                 return x
             schedule = algo
+            if algo == "direct" and arr.nbytes <= small.PIPELINED_BROADCAST_BYTES:
+                plan = self._broadcast_plans.get((arr.dtype, arr.size))
+                if plan is None:
+                    plan = small.PipelinedBroadcastPlan(self._small("broadcast", seq, deadline), arr.dtype, arr.size)
+                    if algorithm is None:  # the default route for this shape: the fast path may take it
+                        _keep(self._broadcast_plans, (arr.dtype, arr.size), plan)
+                self._broadcast_serial = plan(arr, root, self._broadcast_serial, deadline, self._timeout_for("broadcast", seq))
+                return x
             if algo == "direct" and arr.nbytes <= small.BROADCAST_BYTES:
                 self._run_small("broadcast", small.broadcast, arr, root, seq=seq, deadline=deadline)
                 return x

@@ -57,7 +57,7 @@ from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from .schedule import partition
 
-IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED = range(13)
+IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED, BROADCAST = range(14)
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the

@@ -270,6 +270,26 @@ def test_bad_reduce_scatter_is_refused_after_good_calls_of_its_shape(
     refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_reduce_scatters)
 
 
+BROADCAST_CALLS = [c for c in BAD_CALLS if c[0].startswith(("broadcast-", "async-broadcast-"))]
+
+
+def _good_broadcasts(comm: Any) -> None:
+    """Valid broadcasts of the shapes the bad ones use, from every root (the fast path's)."""
+    for root in range(comm.size):
+        for k in (3, 4):
+            comm.broadcast(f32(k), root=root)
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in BROADCAST_CALLS],
+                         ids=[c[0] for c in BROADCAST_CALLS])
+def test_bad_broadcast_is_refused_after_good_calls_of_its_shape(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+) -> None:
+    """Repeated small broadcasts skip the general dispatch (shared memory); they must skip
+    none of its checks."""
+    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_broadcasts)
+
+
 def test_error_types_are_value_and_type_errors() -> None:
     assert issubclass(InvalidArgumentError, ValueError)
     assert issubclass(InvalidTypeError, TypeError)

@@ -334,20 +334,34 @@ def test_all_gather_falls_back_to_copies_where_single_copy_reads_are_not_allowed
     assert run_world(fn, 3, "shm", timeout=120, **settings) == [(True, True)] * 3
 
 
-def test_small_broadcasts_from_a_root_that_never_waits_never_overwrite_unread_data():
-    """A broadcast root reads nothing, so only the start-of-call check keeps it from
-    rewriting a half that a slow rank has not read yet."""
+@pytest.mark.parametrize("route", ["pipelined slots", "window halves"])
+def test_small_broadcasts_from_a_root_that_never_waits_never_overwrite_unread_data(route):
+    """A broadcast root reads nothing, so only its check before reusing a slot (pipelined,
+    up to PIPELINED_BROADCAST_SLOTS calls ahead) or a half keeps it from rewriting data
+    a slow rank has not read yet; small all_reduces in between keep their own count."""
+    from collectives.algorithms import small
+
+    lo = 1 if route == "pipelined slots" else small.PIPELINED_BROADCAST_BYTES // 8 + 1  # int64 elements
+    hi = lo + 40
+    assert (hi * 8 <= small.PIPELINED_BROADCAST_BYTES) == (route == "pipelined slots")
+    assert hi * 8 <= small.BROADCAST_BYTES
 
     def fn(comm):
         rng = np.random.default_rng(comm.rank)
         bad = 0
         for i in range(300):
             root = 0 if i < 200 else i % comm.size
-            x = np.full(1 + i % 40, i if comm.rank == root else -1, dtype=np.int64)
+            x = np.full(lo + i % (hi - lo), i if comm.rank == root else -1, dtype=np.int64)
             if comm.rank != root and rng.random() < 0.1:
                 time.sleep(rng.random() * 2e-3)
+            if i == 101 and comm.rank == 2:
+                time.sleep(0.3)  # the root fills every slot and must wait for me
             comm.broadcast(x, root)
             bad += int(np.count_nonzero(x != i))
+            if i % 50 == 0:  # between them the root may run ahead as far as the slots allow
+                y = np.full(3, comm.rank, dtype=np.int64)
+                comm.all_reduce(y)
+                bad += int(np.count_nonzero(y != sum(range(comm.size))))
         return bad
 
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
