@@ -49,7 +49,7 @@ P2P_TAG_BIT = 1 << 62
 # (2 and 4 ranks, 16 and 64 MiB): 1 MiB beat 64 KiB and 256 KiB by 2-3x (fewer flag waits
 # and wake-ups) and 4 MiB by ~15%.
 DIRECT_STEP_BYTES = 1 << 20
-MAX_SMALL_PLANS = 64  # shapes of small all-reduces kept for the fast path (all dropped beyond)
+MAX_SMALL_PLANS = 64  # shapes kept per small collective for the fast path (all dropped beyond)
 CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
@@ -108,7 +108,7 @@ class Communicator:
         self._window_serial = 0
         self._small_window: Any = None  # small all-reduces: two halves, one flag per call
         self._small_serial = 0
-        self._broadcast_serial = 0  # pipelined small broadcasts: their own count (small.pipelined_broadcast)
+        self._broadcast_serial = 0  # pipelined small broadcasts: their own count (small.PipelinedBroadcastPlan)
         self._memory: Any = None  # cma.PeerMemory once probed and allowed
         self._memory_probed = False
         self._read_piece: np.ndarray | None = None
@@ -513,33 +513,37 @@ class Communicator:
                 _keep(self._small_plans, key, plan)
         return plan
 
-    def _run_plan(self, name: str, plan: small.AllReducePlan | small.AllGatherPlan | small.ReduceScatterPlan, x: np.ndarray,
-                  out: np.ndarray) -> None:
-        """Run a small-window plan on flat arrays already checked (C-contiguous, ``out``
-        writable and of the right dtype and size, the operator valid for the dtype), with
-        nothing queued before it: what ``_issue``/``_run`` do, inline, without their
-        general dispatch, which was half the per-call time of an 8-byte all-reduce."""
+    def _run_plan(self, name: str, plan: Any, x: np.ndarray, second: Any) -> None:
+        """Run a small-window plan (``plan(x, second, serial, deadline, on_timeout)``) on
+        arguments already checked (flat, C-contiguous, outputs writable and of the right
+        dtype and size, the operator valid for the dtype), with nothing queued before it:
+        what ``_issue``/``_run`` do, inline, without their general dispatch, which was half
+        the per-call time of an 8-byte all-reduce. Pipelined broadcasts keep their own
+        serial."""
         with self._run_lock:
             if self._closed or self._broken is not None:
                 self._check_open()
             seq = next(self._collective_numbers)
             deadline = time.monotonic() + self.timeout
             try:
-                self._small_serial = plan(x, out, self._small_serial, deadline, self._timeout_for(name, seq))
+                if type(plan) is small.PipelinedBroadcastPlan:
+                    self._broadcast_serial = plan(x, second, self._broadcast_serial, deadline, self._timeout_for(name, seq))
+                else:
+                    self._small_serial = plan(x, second, self._small_serial, deadline, self._timeout_for(name, seq))
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail(name, seq, exc)
 
-    def _run_broadcast(self, plan: small.PipelinedBroadcastPlan, x: np.ndarray, root: int) -> None:
-        """``_run_plan`` for a broadcast plan (its own serial)."""
-        with self._run_lock:
-            if self._closed or self._broken is not None:
-                self._check_open()
-            seq = next(self._collective_numbers)
-            deadline = time.monotonic() + self.timeout
-            try:
-                self._broadcast_serial = plan(x, root, self._broadcast_serial, deadline, self._timeout_for("broadcast", seq))
-            except (CollectiveTimeoutError, TransportError) as exc:
-                self._fail("broadcast", seq, exc)
+    @staticmethod
+    def _plain_output_ok(x: np.ndarray, out: np.ndarray, count: int) -> bool:
+        """Whether the fast path may take ``x`` and write ``out``: C-contiguous, of one
+        dtype, ``out`` writable and of ``count`` elements (as the full path checks)."""
+        return (
+            out.dtype == x.dtype
+            and out.size == count
+            and x.flags.c_contiguous
+            and out.flags.c_contiguous
+            and out.flags.writeable
+        )
 
     def _by_reads(
         self, name: str, algorithm: Callable[..., int], x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int,
@@ -578,14 +582,7 @@ class Communicator:
         elements) in ``out``. Returns ``out`` (allocated when None)."""
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._scatter_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
-            if (
-                plan is not None
-                and out.dtype == x.dtype
-                and out.size * self.size == x.size
-                and x.flags.c_contiguous
-                and out.flags.c_contiguous
-                and out.flags.writeable
-            ):
+            if plan is not None and self._plain_output_ok(x, out, x.size // self.size):
                 self._run_plan("reduce_scatter", plan, x if x.ndim == 1 else x.reshape(-1),
                                out if out.ndim == 1 else out.reshape(-1))
                 if plan.averages:
@@ -638,14 +635,7 @@ class Communicator:
         every rank. Returns ``out`` (allocated when None)."""
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._gather_plans.get((x.dtype, x.size))
-            if (
-                plan is not None
-                and out.dtype == x.dtype
-                and out.size == x.size * self.size
-                and x.flags.c_contiguous
-                and out.flags.c_contiguous
-                and out.flags.writeable
-            ):
+            if plan is not None and self._plain_output_ok(x, out, x.size * self.size):
                 self._run_plan("all_gather", plan, x if x.ndim == 1 else x.reshape(-1),
                                out if out.ndim == 1 else out.reshape(-1))
                 return out
@@ -705,7 +695,7 @@ class Communicator:
         if algorithm is None and not async_op and type(x) is np.ndarray and type(root) is int and self._worker is None:
             plan = self._broadcast_plans.get((x.dtype, x.size))
             if plan is not None and 0 <= root < self.size and x.flags.c_contiguous and (x.flags.writeable or root == self.rank):
-                self._run_broadcast(plan, x if x.ndim == 1 else x.reshape(-1), root)
+                self._run_plan("broadcast", plan, x if x.ndim == 1 else x.reshape(-1), root)
                 return x
         root = self._check_rank(root, "root")
         arr = as_flat_array(x, "x", writable=self.rank != root)
