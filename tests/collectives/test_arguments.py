@@ -209,11 +209,7 @@ def test_bad_input_is_refused_before_anything_is_sent(bad_call: Callable[[Any], 
     refused_on_one_rank(bad_call, error, name)
 
 
-ALL_REDUCE_CALLS = [c for c in BAD_CALLS if c[0].startswith(("all_reduce-", "async-all_reduce-"))]
-
-
 def _good_all_reduces(comm: Any) -> None:
-    """Valid calls of the dtypes and ops the bad ones use, which the fast path remembers."""
     for op in (ReduceOp.SUM, "sum", "band"):
         for dtype in (np.float32, np.float16, np.int32, np.int64):
             if op != "band" or np.dtype(dtype).kind == "i":
@@ -221,73 +217,39 @@ def _good_all_reduces(comm: Any) -> None:
     comm.all_reduce(f32(4), out=f32(4))
 
 
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_REDUCE_CALLS],
-                         ids=[c[0] for c in ALL_REDUCE_CALLS])
-def test_bad_all_reduce_is_refused_after_good_calls_of_its_dtype_and_op(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str
-) -> None:
-    """Repeated small all_reduces skip the general dispatch (shared memory); they must skip
-    none of its checks."""
-    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_reduces)
-
-
-ALL_GATHER_CALLS = [c for c in BAD_CALLS if c[0].startswith(("all_gather-", "async-all_gather-"))]
-
-
 def _good_all_gathers(comm: Any) -> None:
-    """Valid all_gathers of the shapes the bad ones use, which the fast path remembers."""
     for k in (2, 3):
         comm.all_gather(f32(k), np.zeros(k * comm.size, np.float32))
 
 
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_GATHER_CALLS],
-                         ids=[c[0] for c in ALL_GATHER_CALLS])
-def test_bad_all_gather_is_refused_after_good_calls_of_its_shape(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str
-) -> None:
-    """Repeated small all_gathers skip the general dispatch (shared memory); they must skip
-    none of its checks."""
-    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_all_gathers)
-
-
-REDUCE_SCATTER_CALLS = [c for c in BAD_CALLS if c[0].startswith(("reduce_scatter-", "async-reduce_scatter-"))]
-
-
 def _good_reduce_scatters(comm: Any) -> None:
-    """Valid reduce_scatters of the shapes and ops the bad ones use (the fast path's)."""
     for op in (ReduceOp.SUM, "sum"):
         comm.reduce_scatter(f32(6), np.zeros(3, np.float32), op=op)
         comm.reduce_scatter(f32(6), op=op)
 
 
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in REDUCE_SCATTER_CALLS],
-                         ids=[c[0] for c in REDUCE_SCATTER_CALLS])
-def test_bad_reduce_scatter_is_refused_after_good_calls_of_its_shape(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str
-) -> None:
-    """Repeated small reduce_scatters skip the general dispatch (shared memory); they must
-    skip none of its checks."""
-    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_reduce_scatters)
-
-
-BROADCAST_CALLS = [c for c in BAD_CALLS if c[0].startswith(("broadcast-", "async-broadcast-"))]
-
-
 def _good_broadcasts(comm: Any) -> None:
-    """Valid broadcasts of the shapes the bad ones use, from every root (the fast path's)."""
     for root in range(comm.size):
         for k in (3, 4):
             comm.broadcast(f32(k), root=root)
 
 
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in BROADCAST_CALLS],
-                         ids=[c[0] for c in BROADCAST_CALLS])
-def test_bad_broadcast_is_refused_after_good_calls_of_its_shape(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+# Valid calls of the shapes, dtypes and ops the bad calls use, per collective with a fast
+# path: they leave the plans that later calls of those shapes take.
+GOOD_CALLS = {"all_reduce": _good_all_reduces, "all_gather": _good_all_gathers,
+              "reduce_scatter": _good_reduce_scatters, "broadcast": _good_broadcasts}
+FAST_PATH_CALLS = [c for c in BAD_CALLS if c[0].removeprefix("async-").split("-")[0] in GOOD_CALLS]
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name", "collective"),
+                         [(*c[1:], c[0].removeprefix("async-").split("-")[0]) for c in FAST_PATH_CALLS],
+                         ids=[c[0] for c in FAST_PATH_CALLS])
+def test_bad_call_is_refused_after_good_calls_of_its_shape(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str, collective: str
 ) -> None:
-    """Repeated small broadcasts skip the general dispatch (shared memory); they must skip
-    none of its checks."""
-    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=_good_broadcasts)
+    """Repeated small all_reduces, all_gathers, reduce_scatters and broadcasts skip the
+    general dispatch (shared memory); they must skip none of its checks."""
+    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=GOOD_CALLS[collective])
 
 
 def test_error_types_are_value_and_type_errors() -> None:
