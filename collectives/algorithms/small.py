@@ -1,17 +1,20 @@
 """Small collectives on one host, latency over bandwidth: one flag per call.
 
-Every rank owns a small shared window split in two halves. Call s uses half ``s % 2``:
-a rank copies what peers need into its half, publishes ``SMALL = s`` and reads what it
-needs straight out of the peers' halves. Nothing is framed or queued, and the only
-synchronisation is that one counter per rank.
+Every rank owns a small shared window: two halves, then the slots of pipelined
+broadcasts. Call s uses half ``s % 2``: a rank copies what peers need into its half,
+publishes ``SMALL = s`` and reads what it needs straight out of the peers' halves.
+Nothing is framed or queued, and the only synchronisation is that one counter per rank.
 
 Before writing half ``s % 2`` a rank waits until every peer has posted ``s - 1``: a peer
 posts ``s - 1`` when it starts call s - 1, so it has finished call s - 2, the last one
 that read that half. (All-reduce, where everyone waits for everyone within a call, never
-actually waits there; broadcast, where the root waits for nobody, needs it.)
+actually waits there; broadcast, where the root waits for nobody, needs it.) Pipelined
+broadcasts count on their own flag, ``BROADCAST``, and let the root run several calls
+ahead (``PipelinedBroadcastPlan``).
 
-Reductions run in rank order 0..p-1 on the same operands everywhere, so every rank gets
-the same bits. Each function returns the new serial (the same on every rank).
+Repeated calls of one shape run a *plan*: the views and flag words a call needs, looked
+up once. Reductions run in rank order 0..p-1 on the same operands everywhere, so every
+rank gets the same bits. Every call returns the new serial (the same on every rank).
 """
 
 from __future__ import annotations
@@ -218,29 +221,6 @@ class AllGatherPlan(_Plan):
         return s
 
 
-def all_reduce(
-    window: Window, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout
-) -> int:
-    """Every rank reduces the whole of ``x`` itself out of every rank's copy, into ``out``
-    (which may be ``x``: the sources are the window copies). One call of an
-    ``AllReducePlan``; keep the plan where the same shape repeats."""
-    return AllReducePlan(window, x.dtype, x.size, op)(x, out, serial, deadline, on_timeout)
-
-
-def reduce_scatter(
-    window: Window, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int, deadline: float, on_timeout: OnTimeout
-) -> int:
-    """Rank r reduces block r of every rank's ``x`` into ``out`` (which may be a view of
-    ``x``: the sources are the window copies). One call of a ``ReduceScatterPlan``."""
-    return ReduceScatterPlan(window, x.dtype, x.size, op)(x, out, serial, deadline, on_timeout)
-
-
-def all_gather(window: Window, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-    """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
-    ``x`` may be this rank's block of ``out``. One call of an ``AllGatherPlan``."""
-    return AllGatherPlan(window, x.dtype, x.size)(x, out, serial, deadline, on_timeout)
-
-
 def broadcast(
     window: Window, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout
 ) -> int:
@@ -277,7 +257,8 @@ class PipelinedBroadcastPlan:
             for k in range(PIPELINED_BROADCAST_SLOTS)
         )
         self.index = {q: i for i, q in enumerate(window.ranks)}
-        self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+        self.flags = {q: window.flags(q) for q in window.ranks}
+        self.peers = tuple((q, self.flags[q]) for q in window.ranks if q != window.rank)
 
     def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Copy the root's ``x`` into every rank's ``x``. Returns the new serial."""
@@ -291,7 +272,7 @@ class PipelinedBroadcastPlan:
                     window.wait(q, BROADCAST, free, deadline, on_timeout)
             copy_array(source, x)
         else:
-            if window.flags(root)[BROADCAST] < b:
+            if self.flags[root][BROADCAST] < b:
                 window.wait(root, BROADCAST, b, deadline, on_timeout)
             copy_array(x, source)
         window.post(BROADCAST, b)
