@@ -61,6 +61,10 @@ def _keep(plans: dict[Any, Any], key: Any, plan: Any) -> None:
     plans[key] = plan
 
 
+def _flat(array: np.ndarray) -> np.ndarray:
+    return array if array.ndim == 1 else array.reshape(-1)
+
+
 def _new_like(template: Any, count: int, dtype: np.dtype) -> Any:
     """A new output of ``count`` elements of the same kind as ``template`` (torch or numpy)."""
     if type(template).__module__.startswith("torch"):
@@ -386,11 +390,6 @@ class Communicator:
 
         return on_timeout
 
-    def _run_small(self, name: str, algorithm: Callable[..., int], *args: Any, seq: int, deadline: float) -> None:
-        """Run one of ``algorithms/small.py`` (contributions that fit a half of the window)."""
-        window = self._small(name, seq, deadline)
-        self._small_serial = algorithm(window, *args, self._small_serial, deadline, self._timeout_for(name, seq))
-
     def _peer_memory(self, name: str, seq: int, deadline: float) -> Any:
         """Reads of peers' memory (process_vm_readv) if the kernel allows them between all
         of us, else None; probed collectively on first use, so every rank agrees."""
@@ -449,8 +448,7 @@ class Communicator:
             plan = self._small_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
             if plan is not None and x.flags.c_contiguous and self._small_output_ok(x, out):
                 result = x if out is None else out
-                self._run_plan("all_reduce", plan, x if x.ndim == 1 else x.reshape(-1),
-                               result if result.ndim == 1 else result.reshape(-1))
+                self._run_plan("all_reduce", plan, _flat(x), _flat(result))
                 if plan.averages:
                     finalize(ReduceOp.AVG, result, self.size)
                 return result
@@ -472,7 +470,9 @@ class Communicator:
                     finalize(rop, arr, self.size)
                     return result
             if self.size > 1 and algo == "direct" and arr.nbytes <= small.HALF_BYTES:
-                plan = self._all_reduce_plan(self._small("all_reduce", seq, deadline), xa, rop, op)
+                window = self._small("all_reduce", seq, deadline)
+                plan = self._plan(self._small_plans, (xa.dtype, xa.size, op),
+                                  lambda: small.AllReducePlan(window, xa.dtype, xa.size, rop), algorithm is None)
                 self._small_serial = plan(xa, arr, self._small_serial, deadline, self._timeout_for("all_reduce", seq))
             else:
                 if arr is not xa:
@@ -501,16 +501,14 @@ class Communicator:
             and same_or_apart(x, out)
         )
 
-    def _all_reduce_plan(self, window: Any, x: np.ndarray, rop: ReduceOp, op: Any) -> small.AllReducePlan:
-        """The plan for small all-reduces of x's shape, kept for the fast path under the
-        operator as the caller spelled it (a ReduceOp or a name): once a full call has
-        checked (dtype, op), later calls of that shape skip the checks."""
-        key = (x.dtype, x.size, op)
-        plan = self._small_plans.get(key) if isinstance(op, (ReduceOp, str)) else None
-        if plan is None or plan.window is not window:
-            plan = small.AllReducePlan(window, x.dtype, x.size, rop)
-            if isinstance(op, (ReduceOp, str)):
-                _keep(self._small_plans, key, plan)
+    def _plan(self, plans: dict[Any, Any], key: Any, make: Callable[[], Any], keep: bool) -> Any:
+        """The plan kept under ``key``, else a new one from ``make()``, kept for the fast
+        path when ``keep`` (the call took the default route for its shape)."""
+        plan = plans.get(key)
+        if plan is None:
+            plan = make()
+            if keep:
+                _keep(plans, key, plan)
         return plan
 
     def _run_plan(self, name: str, plan: Any, x: np.ndarray, second: Any) -> None:
@@ -583,8 +581,7 @@ class Communicator:
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._scatter_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
             if plan is not None and self._plain_output_ok(x, out, x.size // self.size):
-                self._run_plan("reduce_scatter", plan, x if x.ndim == 1 else x.reshape(-1),
-                               out if out.ndim == 1 else out.reshape(-1))
+                self._run_plan("reduce_scatter", plan, _flat(x), _flat(out))
                 if plan.averages:
                     finalize(ReduceOp.AVG, out, self.size)
                 return out
@@ -607,9 +604,9 @@ class Communicator:
                 return out
             if self.size > 1 and algo == "direct":
                 if xa.nbytes <= small.HALF_BYTES:
-                    plan = small.ReduceScatterPlan(self._small("reduce_scatter", seq, deadline), xa.dtype, xa.size, rop)
-                    if algorithm is None and isinstance(op, (ReduceOp, str)):  # the default route for this shape
-                        _keep(self._scatter_plans, (xa.dtype, xa.size, op), plan)
+                    window = self._small("reduce_scatter", seq, deadline)
+                    plan = self._plan(self._scatter_plans, (xa.dtype, xa.size, op),
+                                      lambda: small.ReduceScatterPlan(window, xa.dtype, xa.size, rop), algorithm is None)
                     self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("reduce_scatter", seq))
                 elif not (
                     xa.nbytes >= direct.READS_FROM_BYTES
@@ -636,8 +633,7 @@ class Communicator:
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._gather_plans.get((x.dtype, x.size))
             if plan is not None and self._plain_output_ok(x, out, x.size * self.size):
-                self._run_plan("all_gather", plan, x if x.ndim == 1 else x.reshape(-1),
-                               out if out.ndim == 1 else out.reshape(-1))
+                self._run_plan("all_gather", plan, _flat(x), _flat(out))
                 return out
         xa = as_flat_array(x, "x")
         k = xa.size
@@ -662,11 +658,8 @@ class Communicator:
             if fits_window and small.gather_prefers_reads(xa.nbytes):
                 memory = self._peer_memory("all_gather", seq, deadline)
             if fits_window and memory is None:
-                plan = self._gather_plans.get((xa.dtype, xa.size))
-                if plan is None:
-                    plan = small.AllGatherPlan(self._small_window, xa.dtype, xa.size)
-                    if algorithm is None:  # the default choice for this size: the window, from now on
-                        _keep(self._gather_plans, (xa.dtype, xa.size), plan)
+                plan = self._plan(self._gather_plans, (xa.dtype, xa.size),
+                                  lambda: small.AllGatherPlan(self._small_window, xa.dtype, xa.size), algorithm is None)
                 self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("all_gather", seq))
                 return out
             blocks = partition(oa.size, self.size)
@@ -695,7 +688,7 @@ class Communicator:
         if algorithm is None and not async_op and type(x) is np.ndarray and type(root) is int and self._worker is None:
             plan = self._broadcast_plans.get((x.dtype, x.size))
             if plan is not None and 0 <= root < self.size and x.flags.c_contiguous and (x.flags.writeable or root == self.rank):
-                self._run_plan("broadcast", plan, x if x.ndim == 1 else x.reshape(-1), root)
+                self._run_plan("broadcast", plan, _flat(x), root)
                 return x
         root = self._check_rank(root, "root")
         arr = as_flat_array(x, "x", writable=self.rank != root)
@@ -706,15 +699,14 @@ class Communicator:
                 return x
             schedule = algo
             if algo == "direct" and arr.nbytes <= small.PIPELINED_BROADCAST_BYTES:
-                plan = self._broadcast_plans.get((arr.dtype, arr.size))
-                if plan is None:
-                    plan = small.PipelinedBroadcastPlan(self._small("broadcast", seq, deadline), arr.dtype, arr.size)
-                    if algorithm is None:  # the default route for this shape: the fast path may take it
-                        _keep(self._broadcast_plans, (arr.dtype, arr.size), plan)
+                window = self._small("broadcast", seq, deadline)
+                plan = self._plan(self._broadcast_plans, (arr.dtype, arr.size),
+                                  lambda: small.PipelinedBroadcastPlan(window, arr.dtype, arr.size), algorithm is None)
                 self._broadcast_serial = plan(arr, root, self._broadcast_serial, deadline, self._timeout_for("broadcast", seq))
                 return x
             if algo == "direct" and arr.nbytes <= small.BROADCAST_BYTES:
-                self._run_small("broadcast", small.broadcast, arr, root, seq=seq, deadline=deadline)
+                plan = small.BroadcastPlan(self._small("broadcast", seq, deadline), arr.dtype, arr.size)
+                self._small_serial = plan(arr, root, self._small_serial, deadline, self._timeout_for("broadcast", seq))
                 return x
             if algo == "direct":
                 memory = self._peer_memory("broadcast", seq, deadline)

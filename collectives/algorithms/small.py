@@ -74,7 +74,7 @@ PIPELINED_BROADCAST_BYTES = 256 << 10
 """The largest broadcast taken through the pipelined slots (``PipelinedBroadcastPlan``).
 Harness, in place, per call, MPICH / ours: 4 ranks on 2 cores 8 B-2 KiB 10-20 / 13-26 us
 (through the halves: 37-47), 128 KiB 64 / 40 (halves: 106), 256 KiB 112 / 92; 2 ranks
-8 B 4.7 / 8.0 (halves: 11-15)."""
+8 B 4.7 / 8.0 (run_world through the halves: 10.9, slots with their plan: 6.9)."""
 
 PIPELINED_BROADCAST_SLOTS = 8
 """How many broadcasts the root may run ahead of the slowest rank."""
@@ -98,15 +98,6 @@ def gather_prefers_reads(nbytes: int) -> bool:
     """Whether an all-gather contribution of ``nbytes`` that the window could take goes by
     single-copy reads instead, where they are allowed (the same answer on every rank)."""
     return GATHER_READS_BYTES[0] <= nbytes < GATHER_READS_BYTES[1]
-
-
-def _begin(window: Window, serial: int, deadline: float, on_timeout: OnTimeout) -> tuple[int, int]:
-    """(the new serial s, the byte offset of half s % 2), once that half is free."""
-    s = serial + 1
-    for q in window.ranks:
-        if q != window.rank:
-            window.wait(q, SMALL, s - 1, deadline, on_timeout)
-    return s, (s % 2) * _half_bytes()
 
 
 def _reduce_with(kernel: np.ufunc, sources: Sequence[np.ndarray], out: np.ndarray) -> None:
@@ -221,19 +212,27 @@ class AllGatherPlan(_Plan):
         return s
 
 
-def broadcast(
-    window: Window, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout
-) -> int:
-    """The root copies ``x`` into its half; every other rank copies it out."""
-    s, lo = _begin(window, serial, deadline, on_timeout)
-    source = window.slices(lo, lo + x.nbytes, x.dtype)[window.ranks.index(root)]
-    if window.rank == root:
-        copy_array(source, x)
-    window.post(SMALL, s)
-    if window.rank != root:
-        window.wait(root, SMALL, s, deadline, on_timeout)
-        copy_array(x, source)
-    return s
+class BroadcastPlan(_Plan):
+    """Broadcasts of one shape through the halves (those too large for the pipelined
+    slots, up to BROADCAST_BYTES)."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
+        super().__init__(window, dtype, size)
+        self.index = {q: i for i, q in enumerate(window.ranks)}
+
+    def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """The root copies ``x`` into its half; every other rank copies it out. Returns
+        the new serial."""
+        window = self.window
+        s = self._begin(serial, deadline, on_timeout)
+        source = self.halves[s & 1][self.index[root]]
+        if window.rank == root:
+            copy_array(source, x)
+        window.post(SMALL, s)
+        if window.rank != root:
+            window.wait(root, SMALL, s, deadline, on_timeout)
+            copy_array(x, source)
+        return s
 
 
 class PipelinedBroadcastPlan:

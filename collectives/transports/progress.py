@@ -35,11 +35,16 @@ def oversubscribed(local_processes: int) -> bool:
 
 
 def spin_seconds(local_processes: int) -> float:
-    """How long a waiting rank spins before it yields: SPIN_SECONDS, or not at all where
-    the host is oversubscribed, since a spinning rank then holds the core the rank it
-    waits for needs. 8-byte all_reduce, 4 ranks on 2 cores, three interleaved rounds:
-    80 / 75 / 48 us per call with the spin, 46 / 61 / 48 us without."""
-    return 0.0 if oversubscribed(local_processes) else SPIN_SECONDS
+    """How long a waiting rank spins before it yields (``spin_for`` this host)."""
+    return spin_for(oversubscribed(local_processes))
+
+
+def spin_for(host_oversubscribed: bool) -> float:
+    """SPIN_SECONDS, or no spin at all where the host is oversubscribed, since a spinning
+    rank then holds the core the rank it waits for needs. 8-byte all_reduce, 4 ranks on 2
+    cores, three interleaved rounds: 80 / 75 / 48 us per call with the spin, 46 / 61 / 48
+    us without."""
+    return 0.0 if host_oversubscribed else SPIN_SECONDS
 
 
 class ProgressEngine:
