@@ -50,6 +50,8 @@ P2P_TAG_BIT = 1 << 62
 # and wake-ups) and 4 MiB by ~15%.
 DIRECT_STEP_BYTES = 1 << 20
 MAX_SMALL_PLANS = 64  # shapes kept per small collective for the fast path (all dropped beyond)
+_PLAN_SERIALS = {small.PipelinedBroadcastPlan: "_broadcast_serial", direct.AllGatherByReads: "_memory_serial"}
+"""The counter each kind of kept plan numbers its calls with (the others: ``_small_serial``)."""
 CONTROL_TAG_BIT = 1 << 61  # the library's own messages (the connect barrier), outside user numbering
 MAX_USER_TAG = (1 << 31) - 1
 
@@ -512,22 +514,20 @@ class Communicator:
         return plan
 
     def _run_plan(self, name: str, plan: Any, x: np.ndarray, second: Any) -> None:
-        """Run a small-window plan (``plan(x, second, serial, deadline, on_timeout)``) on
+        """Run a kept plan (``plan(x, second, serial, deadline, on_timeout)``) on
         arguments already checked (flat, C-contiguous, outputs writable and of the right
         dtype and size, the operator valid for the dtype), with nothing queued before it:
         what ``_issue``/``_run`` do, inline, without their general dispatch, which was half
-        the per-call time of an 8-byte all-reduce. Pipelined broadcasts keep their own
-        serial."""
+        the per-call time of an 8-byte all-reduce. Each kind of plan counts its calls
+        with its own serial (``_PLAN_SERIALS``)."""
         with self._run_lock:
             if self._closed or self._broken is not None:
                 self._check_open()
             seq = next(self._collective_numbers)
             deadline = time.monotonic() + self.timeout
+            serial = _PLAN_SERIALS.get(type(plan), "_small_serial")
             try:
-                if type(plan) is small.PipelinedBroadcastPlan:
-                    self._broadcast_serial = plan(x, second, self._broadcast_serial, deadline, self._timeout_for(name, seq))
-                else:
-                    self._small_serial = plan(x, second, self._small_serial, deadline, self._timeout_for(name, seq))
+                setattr(self, serial, plan(x, second, getattr(self, serial), deadline, self._timeout_for(name, seq)))
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail(name, seq, exc)
 
@@ -662,18 +662,16 @@ class Communicator:
                                   lambda: small.AllGatherPlan(self._small_window, xa.dtype, xa.size), algorithm is None)
                 self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("all_gather", seq))
                 return out
-            blocks = partition(oa.size, self.size)
             if self.size > 1 and algo == "direct":
                 memory = memory or self._peer_memory("all_gather", seq, deadline)
                 if memory is not None:
-                    size = xa.itemsize
-                    self._memory_serial = direct.all_gather(
-                        self._small_window, memory, xa.view(np.uint8), oa.view(np.uint8),
-                        [(o * size, n * size) for o, n in blocks], self._memory_serial, deadline,
-                        self._timeout_for("all_gather", seq),
-                    )
+                    plan = self._plan(self._gather_plans, (xa.dtype, xa.size),
+                                      lambda: direct.AllGatherByReads(self._small_window, memory, xa.itemsize, xa.size),
+                                      algorithm is None)
+                    self._memory_serial = plan(xa, oa, self._memory_serial, deadline, self._timeout_for("all_gather", seq))
                     return out
                 schedule = automatic("all_gather", oa.nbytes, self.size)  # the same on every rank
+            blocks = partition(oa.size, self.size)
             offset, length = blocks[self.rank]
             oa[offset : offset + length] = xa
             if self.size > 1:

@@ -343,6 +343,25 @@ def all_gather(
     return s
 
 
+class AllGatherByReads:
+    """All-gathers of one shape (dtype size ``itemsize``, ``count`` elements per rank) by
+    single-copy reads (:func:`all_gather`), with every rank's block worked out once: a
+    repeated call then costs its flags and copies, not the lookups (2 MiB per rank, 2
+    ranks, the copies stubbed out: 17.7 us per call through the general path, 9.7 for the
+    algorithm alone)."""
+
+    def __init__(self, window: Window, memory: PeerMemory, itemsize: int, count: int) -> None:
+        self.window = window
+        self.memory = memory
+        size = len(window.ranks)
+        self.blocks = [(o * itemsize, n * itemsize) for o, n in partition(count * size, size)]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
+        """Gather every rank's flat ``x`` into flat ``out`` (``x`` may be my block of it).
+        Returns the new serial."""
+        return all_gather(self.window, self.memory, x.view(np.uint8), out.view(np.uint8), self.blocks, serial, deadline, on_timeout)
+
+
 def broadcast(
     window: Window,
     memory: PeerMemory,

@@ -289,6 +289,32 @@ def test_direct_all_gather_reads_every_block_straight_from_its_owner(size):
                     i += 1
 
 
+def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers():
+    """A shape gathered by reads keeps its plan (its blocks), never the buffers: every
+    call reads the addresses its peers post for it, in place and not, whatever arrays
+    they pass this time."""
+    from collectives.algorithms import small
+
+    lo, _ = small.GATHER_READS_BYTES
+    shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # in the reads range; above the window
+
+    def fn(comm):
+        bad = []
+        for i in range(6):
+            for k, dtype in shapes:
+                x = (np.arange(k) % 1000 + 7 * comm.rank + i).astype(dtype)
+                want = np.concatenate([(np.arange(k) % 1000 + 7 * r + i).astype(dtype) for r in range(comm.size)])
+                out = comm.all_gather(x)
+                inplace = np.zeros(k * comm.size, dtype)
+                inplace[comm.rank * k : (comm.rank + 1) * k] = x
+                comm.all_gather(inplace[comm.rank * k : (comm.rank + 1) * k], inplace)
+                if not (np.array_equal(out, want) and np.array_equal(inplace, want)):
+                    bad.append((i, k))
+        return bad, sorted(type(plan).__name__ for plan in comm._gather_plans.values())
+
+    assert run_world(fn, 3, "shm", timeout=120) == [([], ["AllGatherByReads"] * 2)] * 3
+
+
 def test_all_gather_input_can_be_rewritten_as_soon_as_the_call_returns():
     """Peers read this rank's block out of its memory: the call must not return before
     they are done, or rewriting the buffer at once would leak into their results."""
