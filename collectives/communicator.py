@@ -24,7 +24,7 @@ from .algorithms import direct
 from .algorithms import ring as ring_algorithm
 from .algorithms import small
 from .algorithms.execute import Executor
-from .algorithms.registry import SCHEDULES, automatic, select
+from .algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
 from .buffers import as_flat_array, check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
 from .config import Config
@@ -482,7 +482,7 @@ class Communicator:
                 if self.size > 1 and algo == "direct":
                     self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
                 elif self.size > 1:
-                    steps = SCHEDULES["all_reduce"][algo](self.rank, self.size, arr.size, self._segment(arr))
+                    steps = schedule_for("all_reduce", algo, arr.nbytes)(self.rank, self.size, arr.size, self._segment(arr))
                     self._execute("all_reduce", seq, deadline, steps, [arr], rop)
             finalize(rop, arr, self.size)
             return result

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..ops import ReduceOp, reduce_into
+from ..ops import ReduceOp, reduce_into, reduce_pair
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
 from .schedule import Recv, Send, Step
@@ -25,7 +25,7 @@ class _Posted:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
-        self.folds: list[tuple[np.ndarray, np.ndarray]] = []
+        self.folds: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (destination, landing, received first)
 
 
 def _written_ranges(step: Step, buffers: Sequence[np.ndarray]) -> list[tuple[int, int, int]]:
@@ -78,7 +78,7 @@ class Executor:
                     assert scratch is not None
                     landing = scratch[used : used + o.count]
                     used += o.count
-                    posted.folds.append((dst, landing))
+                    posted.folds.append((dst, landing, o.first))
                 else:
                     landing = dst
                 posted.requests.append(self.channels[o.peer].irecv(landing, tag))
@@ -118,8 +118,11 @@ class Executor:
             self.engine.wait(requests, deadline, on_timeout)
             if posted.folds:
                 assert op is not None, "a schedule with reducing receives needs an op"
-                for dst, landing in posted.folds:
-                    reduce_into(op, dst, landing)
+                for dst, landing, first in posted.folds:
+                    if first:
+                        reduce_pair(op, landing, dst, out=dst)
+                    else:
+                        reduce_into(op, dst, landing)
             current = nxt
             parity = 1 - parity
             posted = early if early is not None else (

@@ -14,6 +14,10 @@ hands its even neighbour the result (all-reduce) or its block (reduce-scatter).
 * all-reduce (Rabenseifner) = both: 2 lg p'·α + 2(p'-1)/p'·nβ + (p'-1)/p'·nγ, plus the
   fold (≈ 2nβ + nγ) when p is not a power of two. Each element is summed once by its
   owner, then copied, so all ranks get the same bits.
+* short all-reduce (``all_reduce_short``): recursive doubling of the whole vector, lg p'·α
+  + lg p'·n(β+γ): half the steps, which is what counts while latency dominates (MPICH
+  takes it below 2 KiB). Partners combine the same two operands in the same order, so
+  all ranks still get the same bits.
 * all-gather for any p uses Bruck's dissemination: in round k rank r sends the 2^k blocks
   it holds to r - 2^k and receives the next 2^k from r + 2^k (fewer in the last round):
   ceil(lg p)α + (p-1)/p·nβ, with no rotation because blocks stay at their own offsets.
@@ -90,6 +94,29 @@ def all_reduce(rank: int, size: int, count: int, segment: int) -> Schedule:
     if fold.newrank >= 0:
         yield from _halving(fold, vblocks, segment)
         yield from _doubling(fold, vblocks, segment)
+    if rank < 2 * fold.extra:
+        if rank % 2 == 1:
+            yield from exchange(rank - 1, (0, count), None, None, segment)
+        else:
+            yield from exchange(None, None, rank + 1, (0, count), segment)
+
+
+def all_reduce_short(rank: int, size: int, count: int, segment: int) -> Schedule:
+    """Recursive doubling of the whole vector: at mask = 1, 2, ..., p'/2 a rank swaps its
+    partial result with new rank ^ mask and combines the two, the lower rank's first."""
+    fold = _Fold(rank, size)
+    if rank < 2 * fold.extra:
+        if rank % 2 == 0:
+            yield from exchange(rank + 1, (0, count), None, None, segment)
+        else:
+            yield from exchange(None, None, rank - 1, (0, count), segment, reduce=True, first=True)
+    nr = fold.newrank
+    if nr >= 0:
+        mask = 1
+        while mask < fold.p2:
+            partner = fold.real(nr ^ mask)
+            yield from exchange(partner, (0, count), partner, (0, count), segment, reduce=True, first=nr & mask != 0)
+            mask *= 2
     if rank < 2 * fold.extra:
         if rank % 2 == 1:
             yield from exchange(rank - 1, (0, count), None, None, segment)

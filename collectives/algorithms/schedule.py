@@ -36,13 +36,17 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Recv:
     """Receive ``count`` elements from ``peer`` into ``offset`` of buffer ``buf``;
-    with ``reduce``, fold them into what is there instead of overwriting it."""
+    with ``reduce``, fold them into what is there instead of overwriting it (``there op
+    received``, or ``received op there`` with ``first``: two partners that combine each
+    other's data put the same operand first, so they get the same bits even where the
+    operator is not exactly commutative, as max of -0.0 and 0.0 is not)."""
 
     peer: int
     offset: int
     count: int
     reduce: bool = False
     buf: int = WORK
+    first: bool = False
 
 
 Op = Send | Recv
@@ -97,6 +101,7 @@ def exchange(
     segment: int,
     *,
     reduce: bool = False,
+    first: bool = False,
     send_buf: int = WORK,
 ) -> Schedule:
     """Steps that send one range and receive another at the same time (the ring/butterfly
@@ -107,7 +112,7 @@ def exchange(
     for i in range(max(len(sends), len(recvs))):
         step: list[Op] = []
         if i < len(recvs):
-            step.append(Recv(recv_peer, *recvs[i], reduce=reduce))  # type: ignore[arg-type]
+            step.append(Recv(recv_peer, *recvs[i], reduce=reduce, first=first))  # type: ignore[arg-type]
         if i < len(sends):
             step.append(Send(send_peer, *sends[i], buf=send_buf))  # type: ignore[arg-type]
         yield tuple(step)

@@ -203,6 +203,55 @@ def test_recursive_all_reduce_takes_2_lg_p_steps(size):
     assert all(s.steps == 2 * (size.bit_length() - 1) for s in stats)
 
 
+@pytest.mark.parametrize("size", SIZES)
+def test_short_all_reduce_doubles_the_whole_vector(size):
+    """``recursive.all_reduce_short``: every rank gets the sum, in lg p' exchanges of the
+    whole vector (two more on the ranks folded in and out where p is not a power of two)."""
+    from collectives.algorithms import recursive
+    from collectives.algorithms.schedule import floor_pow2
+
+    for count in counts_for(size):
+        xs = inputs(size, count)
+        work = [[x.copy()] for x in xs]
+        stats = simulate([recursive.all_reduce_short(r, size, count, max(count, 1)) for r in range(size)], work, ReduceOp.SUM)
+        for r in range(size):
+            np.testing.assert_array_equal(work[r][0], sum(xs), err_msg=f"rank {r} count {count}")
+        if count:
+            p2 = floor_pow2(size)
+            folded = 2 * (size - p2)
+            for r, st in enumerate(stats):
+                lg = p2.bit_length() - 1
+                want = 2 if r < folded and r % 2 == 0 else lg + (2 if r < folded else 0)
+                assert st.steps == want, f"rank {r} of {size}: {st.steps} steps"
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 8])
+def test_short_all_reduce_gives_every_rank_the_same_bits(size):
+    """Partners combine the same two operands in the same order: max over -0.0 and 0.0
+    (which numpy's maximum does not treat symmetrically) and float sums whose rounding
+    depends on the order come out bit for bit the same on every rank."""
+    from collectives.algorithms import recursive
+
+    rng = np.random.default_rng(size)
+    signed_zeros = [np.where((np.arange(8) + r) % 2 == 1, -0.0, 0.0).astype(np.float32) for r in range(size)]
+    rounding = [rng.standard_normal(64).astype(np.float32) * 10.0 ** rng.integers(-6, 6, 64) for _ in range(size)]
+    for op, xs in ((ReduceOp.MAX, signed_zeros), (ReduceOp.SUM, rounding)):
+        work = [[x.copy()] for x in xs]
+        simulate([recursive.all_reduce_short(r, size, xs[0].size, 1 << 20) for r in range(size)], work, op)
+        first = work[0][0].tobytes()
+        assert all(w[0].tobytes() == first for w in work), f"{op.name}: ranks differ in their bits"
+
+
+def test_recursive_all_reduce_is_short_up_to_its_limit():
+    from collectives.algorithms import recursive
+    from collectives.algorithms.registry import SHORT_ALL_REDUCE_BYTES, schedule_for
+
+    assert schedule_for("all_reduce", "recursive", 8) is recursive.all_reduce_short
+    assert schedule_for("all_reduce", "recursive", SHORT_ALL_REDUCE_BYTES) is recursive.all_reduce_short
+    assert schedule_for("all_reduce", "recursive", SHORT_ALL_REDUCE_BYTES + 1) is recursive.all_reduce
+    assert schedule_for("all_reduce", "ring", 8) is SCHEDULES["all_reduce"]["ring"]
+
+
 def test_simulator_reports_a_deadlock():
     from collectives.algorithms.schedule import Recv
 
