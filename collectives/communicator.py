@@ -21,9 +21,10 @@ import numpy as np
 
 from .algorithms import barrier as barrier_algorithm
 from .algorithms import direct
+from .algorithms import recursive as recursive_algorithm
 from .algorithms import ring as ring_algorithm
 from .algorithms import small
-from .algorithms.execute import Executor
+from .algorithms.execute import Executor, KeptSchedule
 from .algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
 from .buffers import as_flat_array, check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
@@ -119,12 +120,9 @@ class Communicator:
         self._memory_probed = False
         self._read_piece: np.ndarray | None = None
         # The repeated small all_reduce (a loss, a flag, a norm) skips the general path:
-        # whether the default algorithm takes the small window at all, and the
-        # shapes (dtype, size, op) already checked by a full call, with their plans.
-        self._small_all_reduce = self._window_transport is not None and size > 1 and select(
-            "all_reduce", None, config.algorithm, 0, size, True
-        ) == "direct"
-        self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan] = {}
+        # the shapes (dtype, size, op) already checked by a full call, with their plans
+        # (through the small window, or a kept schedule where there is none).
+        self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan | KeptSchedule] = {}
         self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan] = {}  # likewise all_gather
         self._scatter_plans: dict[tuple[np.dtype, int, Any], small.ReduceScatterPlan] = {}  # and reduce_scatter
         self._broadcast_plans: dict[tuple[np.dtype, int], small.PipelinedBroadcastPlan] = {}  # and broadcast
@@ -440,8 +438,7 @@ class Communicator:
         Returns the result (or a Work whose ``wait()`` returns it, with ``async_op=True``).
         """
         if (
-            self._small_all_reduce
-            and algorithm is None
+            algorithm is None
             and not async_op
             and type(x) is np.ndarray
             and self._worker is None
@@ -450,6 +447,9 @@ class Communicator:
             plan = self._small_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
             if plan is not None and x.flags.c_contiguous and self._small_output_ok(x, out):
                 result = x if out is None else out
+                if type(plan) is KeptSchedule:
+                    self._run_kept("all_reduce", plan, _flat(x), _flat(result))
+                    return result
                 self._run_plan("all_reduce", plan, _flat(x), _flat(result))
                 if plan.averages:
                     finalize(ReduceOp.AVG, result, self.size)
@@ -482,7 +482,11 @@ class Communicator:
                 if self.size > 1 and algo == "direct":
                     self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
                 elif self.size > 1:
-                    steps = schedule_for("all_reduce", algo, arr.nbytes)(self.rank, self.size, arr.size, self._segment(arr))
+                    schedule = schedule_for("all_reduce", algo, arr.nbytes)
+                    steps = schedule(self.rank, self.size, arr.size, self._segment(arr))
+                    if schedule is recursive_algorithm.all_reduce_short and algorithm is None:  # kept for the fast path
+                        steps = self._plan(self._small_plans, (xa.dtype, xa.size, op),
+                                           lambda: KeptSchedule(tuple(steps), rop), True).steps
                     self._execute("all_reduce", seq, deadline, steps, [arr], rop)
             finalize(rop, arr, self.size)
             return result
@@ -530,6 +534,15 @@ class Communicator:
                 setattr(self, serial, plan(x, second, getattr(self, serial), deadline, self._timeout_for(name, seq)))
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail(name, seq, exc)
+
+    def _run_kept(self, name: str, plan: KeptSchedule, x: np.ndarray, out: np.ndarray) -> None:
+        """Run a kept reduction schedule on arguments already checked (as ``_run_plan``),
+        into ``out`` (``x`` copied there first unless it is ``x``), and finish the result."""
+        if out is not x:
+            copy_array(out, x)
+        self._run(name, next(self._collective_numbers),
+                  lambda seq, deadline: self._execute(name, seq, deadline, plan.steps, [out], plan.op))
+        finalize(plan.op, out, self.size)
 
     @staticmethod
     def _plain_output_ok(x: np.ndarray, out: np.ndarray, count: int) -> bool:

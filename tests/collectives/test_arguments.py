@@ -252,6 +252,17 @@ def test_bad_call_is_refused_after_good_calls_of_its_shape(
     refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=GOOD_CALLS[collective])
 
 
+ALL_REDUCE_CALLS = [c for c in FAST_PATH_CALLS if c[0].removeprefix("async-").startswith("all_reduce")]
+
+
+@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_REDUCE_CALLS], ids=[c[0] for c in ALL_REDUCE_CALLS])
+def test_bad_all_reduce_is_refused_after_good_calls_over_tcp(
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+) -> None:
+    """Off shared memory, repeated short all_reduces run kept schedules: same checks."""
+    refused_on_one_rank(bad_call, error, name, transport="tcp", warm_up=_good_all_reduces)
+
+
 def test_error_types_are_value_and_type_errors() -> None:
     assert issubclass(InvalidArgumentError, ValueError)
     assert issubclass(InvalidTypeError, TypeError)

@@ -191,6 +191,43 @@ def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
     assert run_world(fn, 3, "shm", timeout=180) == [([], True, True)] * 3
 
 
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_repeated_short_all_reduces_off_shared_memory_keep_every_result_right(transport):
+    """Without a shared window, short all_reduces keep their schedule per (dtype, size,
+    op) and run it from the fast path: more shapes than are kept, interleaved, repeated,
+    in place and into ``out=``, each checked; a shape above the short limit keeps none."""
+    from collectives.algorithms.execute import KeptSchedule
+    from collectives.algorithms.registry import SHORT_ALL_REDUCE_BYTES
+    from collectives.communicator import MAX_SMALL_PLANS
+
+    shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64) for n in (1, 7, 300)
+              for op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, "prod")]
+    shapes += [(np.dtype(np.int32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_SMALL_PLANS)]
+    shapes += [(np.dtype(np.float64), SHORT_ALL_REDUCE_BYTES // 8 + 1, ReduceOp.SUM)]
+
+    def fn(comm):
+        bad = []
+        for round_ in range(2):
+            for i, (dtype, n, op) in enumerate(shapes):
+                rop = ReduceOp.parse(op)
+                inputs = [rank_input(r, n, dtype, rop, seed=i) for r in range(comm.size)]
+                expected = reference_all_reduce(inputs, rop)[comm.rank]
+                x = inputs[comm.rank].copy()
+                if (i + round_) % 2:
+                    out = np.empty_like(x)
+                    comm.all_reduce(x, op=op, out=out)
+                    ok = np.array_equal(x, inputs[comm.rank]) and np.array_equal(out, expected)
+                else:
+                    comm.all_reduce(x, op=op)
+                    ok = np.array_equal(x, expected)
+                if not ok:
+                    bad.append((round_, str(dtype), n, str(op)))
+        kept = comm._small_plans.values()
+        return bad, 0 < len(kept) <= MAX_SMALL_PLANS and all(type(p) is KeptSchedule for p in kept)
+
+    assert run_world(fn, 3, transport, timeout=180) == [([], True)] * 3
+
+
 def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
     """The fast path keeps one all-gather plan per (dtype, size), more shapes than are
     kept, in place and not, each call checked."""
