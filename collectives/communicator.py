@@ -123,7 +123,7 @@ class Communicator:
         # the shapes (dtype, size, op) already checked by a full call, with their plans
         # (through the small window, or a kept schedule where there is none).
         self._small_plans: dict[tuple[np.dtype, int, Any], small.AllReducePlan | KeptSchedule] = {}
-        self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan] = {}  # likewise all_gather
+        self._gather_plans: dict[tuple[np.dtype, int], small.AllGatherPlan | direct.AllGatherByReads] = {}  # all_gather
         self._scatter_plans: dict[tuple[np.dtype, int, Any], small.ReduceScatterPlan] = {}  # and reduce_scatter
         self._broadcast_plans: dict[tuple[np.dtype, int], small.PipelinedBroadcastPlan] = {}  # and broadcast
         self._memory_serial = 0

@@ -59,7 +59,16 @@ def _fold_in(rank: int, fold: _Fold, count: int, segment: int) -> Schedule:
         if rank % 2 == 0:
             yield from exchange(rank + 1, (0, count), None, None, segment)
         else:
-            yield from exchange(None, None, rank - 1, (0, count), segment, reduce=True)
+            yield from exchange(None, None, rank - 1, (0, count), segment, reduce=True, first=True)
+
+
+def _fold_out(rank: int, fold: _Fold, count: int, segment: int) -> Schedule:
+    """Each odd rank of the fold hands its even neighbour the whole result."""
+    if rank < 2 * fold.extra:
+        if rank % 2 == 1:
+            yield from exchange(rank - 1, (0, count), None, None, segment)
+        else:
+            yield from exchange(None, None, rank + 1, (0, count), segment)
 
 
 def _halving(fold: _Fold, vblocks: list[tuple[int, int]], segment: int) -> Schedule:
@@ -94,22 +103,14 @@ def all_reduce(rank: int, size: int, count: int, segment: int) -> Schedule:
     if fold.newrank >= 0:
         yield from _halving(fold, vblocks, segment)
         yield from _doubling(fold, vblocks, segment)
-    if rank < 2 * fold.extra:
-        if rank % 2 == 1:
-            yield from exchange(rank - 1, (0, count), None, None, segment)
-        else:
-            yield from exchange(None, None, rank + 1, (0, count), segment)
+    yield from _fold_out(rank, fold, count, segment)
 
 
 def all_reduce_short(rank: int, size: int, count: int, segment: int) -> Schedule:
     """Recursive doubling of the whole vector: at mask = 1, 2, ..., p'/2 a rank swaps its
     partial result with new rank ^ mask and combines the two, the lower rank's first."""
     fold = _Fold(rank, size)
-    if rank < 2 * fold.extra:
-        if rank % 2 == 0:
-            yield from exchange(rank + 1, (0, count), None, None, segment)
-        else:
-            yield from exchange(None, None, rank - 1, (0, count), segment, reduce=True, first=True)
+    yield from _fold_in(rank, fold, count, segment)
     nr = fold.newrank
     if nr >= 0:
         mask = 1
@@ -117,11 +118,7 @@ def all_reduce_short(rank: int, size: int, count: int, segment: int) -> Schedule
             partner = fold.real(nr ^ mask)
             yield from exchange(partner, (0, count), partner, (0, count), segment, reduce=True, first=nr & mask != 0)
             mask *= 2
-    if rank < 2 * fold.extra:
-        if rank % 2 == 1:
-            yield from exchange(rank - 1, (0, count), None, None, segment)
-        else:
-            yield from exchange(None, None, rank + 1, (0, count), segment)
+    yield from _fold_out(rank, fold, count, segment)
 
 
 def _vblocks(fold: _Fold, blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
