@@ -152,6 +152,21 @@ def test_small_all_reduces_back_to_back_at_uneven_speeds_never_mix_calls():
     assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
 
 
+def _checked_all_reduce(comm, i, round_, dtype, n, op):
+    """All-reduce shape ``i``'s inputs, in place or (every other call) into ``out=``;
+    returns (right, every rank's input, my expected result)."""
+    rop = ReduceOp.parse(op)
+    inputs = [rank_input(r, n, dtype, rop, seed=i) for r in range(comm.size)]
+    expected = reference_all_reduce(inputs, rop)[comm.rank]
+    x = inputs[comm.rank].copy()
+    if (i + round_) % 2:
+        out = np.empty_like(x)
+        comm.all_reduce(x, op=op, out=out)
+        return np.array_equal(x, inputs[comm.rank]) and np.array_equal(out, expected), inputs, expected
+    comm.all_reduce(x, op=op)
+    return np.array_equal(x, expected), inputs, expected
+
+
 def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
     """The fast path keeps one plan per (dtype, size, op) and drops them all past
     MAX_SMALL_PLANS: shapes interleaved and repeated, more of them than are kept, each
@@ -168,17 +183,7 @@ def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
         bad = []
         for round_ in range(3):
             for i, (dtype, n, op) in enumerate(shapes):
-                rop = ReduceOp.parse(op)
-                inputs = [rank_input(r, n, dtype, rop, seed=i) for r in range(comm.size)]
-                expected = reference_all_reduce(inputs, rop)[comm.rank]
-                x = inputs[comm.rank].copy()
-                if (i + round_) % 2:
-                    out = np.empty_like(x)
-                    comm.all_reduce(x, op=op, out=out)
-                    ok = np.array_equal(x, inputs[comm.rank]) and np.array_equal(out, expected)
-                else:
-                    comm.all_reduce(x, op=op)
-                    ok = np.array_equal(x, expected)
+                ok, inputs, expected = _checked_all_reduce(comm, i, round_, dtype, n, op)
                 # reduce_scatter of the same shape: my block of the reduction
                 block = slice(comm.rank * (n // comm.size), (comm.rank + 1) * (n // comm.size))
                 if n % comm.size == 0:
@@ -209,18 +214,7 @@ def test_repeated_short_all_reduces_off_shared_memory_keep_every_result_right(tr
         bad = []
         for round_ in range(2):
             for i, (dtype, n, op) in enumerate(shapes):
-                rop = ReduceOp.parse(op)
-                inputs = [rank_input(r, n, dtype, rop, seed=i) for r in range(comm.size)]
-                expected = reference_all_reduce(inputs, rop)[comm.rank]
-                x = inputs[comm.rank].copy()
-                if (i + round_) % 2:
-                    out = np.empty_like(x)
-                    comm.all_reduce(x, op=op, out=out)
-                    ok = np.array_equal(x, inputs[comm.rank]) and np.array_equal(out, expected)
-                else:
-                    comm.all_reduce(x, op=op)
-                    ok = np.array_equal(x, expected)
-                if not ok:
+                if not _checked_all_reduce(comm, i, round_, dtype, n, op)[0]:
                     bad.append((round_, str(dtype), n, str(op)))
         kept = comm._small_plans.values()
         return bad, 0 < len(kept) <= MAX_SMALL_PLANS and all(type(p) is KeptSchedule for p in kept)
