@@ -538,10 +538,12 @@ class Communicator:
     def _run_kept(self, name: str, plan: KeptSchedule, x: np.ndarray, out: np.ndarray) -> None:
         """Run a kept reduction schedule on arguments already checked (as ``_run_plan``),
         into ``out`` (``x`` copied there first unless it is ``x``), and finish the result."""
-        if out is not x:
-            copy_array(out, x)
-        self._run(name, next(self._collective_numbers),
-                  lambda seq, deadline: self._execute(name, seq, deadline, plan.steps, [out], plan.op))
+        def body(seq: int, deadline: float) -> None:
+            if out is not x:  # only once the call runs: a closed communicator leaves out alone
+                copy_array(out, x)
+            self._execute(name, seq, deadline, plan.steps, [out], plan.op)
+
+        self._run(name, next(self._collective_numbers), body)
         finalize(plan.op, out, self.size)
 
     @staticmethod
