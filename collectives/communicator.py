@@ -475,7 +475,7 @@ class Communicator:
                 window = self._small("all_reduce", seq, deadline)
                 plan = self._plan(self._small_plans, (xa.dtype, xa.size, op),
                                   lambda: small.AllReducePlan(window, xa.dtype, xa.size, rop), algorithm is None)
-                self._small_serial = plan(xa, arr, self._small_serial, deadline, self._timeout_for("all_reduce", seq))
+                self._call_plan("all_reduce", plan, xa, arr, seq, deadline)
             else:
                 if arr is not xa:
                     copy_array(arr, xa)
@@ -483,10 +483,12 @@ class Communicator:
                     self._direct(direct.all_reduce, "all_reduce", arr, rop, seq, deadline)
                 elif self.size > 1:
                     schedule = schedule_for("all_reduce", algo, arr.nbytes)
-                    steps = schedule(self.rank, self.size, arr.size, self._segment(arr))
+                    args = (self.rank, self.size, arr.size, self._segment(arr))
                     if schedule is recursive_algorithm.all_reduce_short and algorithm is None:  # kept for the fast path
                         steps = self._plan(self._small_plans, (xa.dtype, xa.size, op),
-                                           lambda: KeptSchedule(tuple(steps), rop), True).steps
+                                           lambda: KeptSchedule(tuple(schedule(*args)), rop), True).steps
+                    else:
+                        steps = schedule(*args)
                     self._execute("all_reduce", seq, deadline, steps, [arr], rop)
             finalize(rop, arr, self.size)
             return result
@@ -529,11 +531,15 @@ class Communicator:
                 self._check_open()
             seq = next(self._collective_numbers)
             deadline = time.monotonic() + self.timeout
-            serial = _PLAN_SERIALS.get(type(plan), "_small_serial")
             try:
-                setattr(self, serial, plan(x, second, getattr(self, serial), deadline, self._timeout_for(name, seq)))
+                self._call_plan(name, plan, x, second, seq, deadline)
             except (CollectiveTimeoutError, TransportError) as exc:
                 self._fail(name, seq, exc)
+
+    def _call_plan(self, name: str, plan: Any, x: np.ndarray, second: Any, seq: int, deadline: float) -> None:
+        """Call ``plan`` as operation ``seq``, counting with its kind's serial (``_PLAN_SERIALS``)."""
+        serial = _PLAN_SERIALS.get(type(plan), "_small_serial")
+        setattr(self, serial, plan(x, second, getattr(self, serial), deadline, self._timeout_for(name, seq)))
 
     def _run_kept(self, name: str, plan: KeptSchedule, x: np.ndarray, out: np.ndarray) -> None:
         """Run a kept reduction schedule on arguments already checked (as ``_run_plan``),
@@ -622,7 +628,7 @@ class Communicator:
                     window = self._small("reduce_scatter", seq, deadline)
                     plan = self._plan(self._scatter_plans, (xa.dtype, xa.size, op),
                                       lambda: small.ReduceScatterPlan(window, xa.dtype, xa.size, rop), algorithm is None)
-                    self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("reduce_scatter", seq))
+                    self._call_plan("reduce_scatter", plan, xa, oa, seq, deadline)
                 elif not (
                     xa.nbytes >= direct.READS_FROM_BYTES
                     and self._by_reads("reduce_scatter", direct.reduce_scatter_by_reads, xa, oa, rop, seq, deadline)
@@ -675,7 +681,7 @@ class Communicator:
             if fits_window and memory is None:
                 plan = self._plan(self._gather_plans, (xa.dtype, xa.size),
                                   lambda: small.AllGatherPlan(self._small_window, xa.dtype, xa.size), algorithm is None)
-                self._small_serial = plan(xa, oa, self._small_serial, deadline, self._timeout_for("all_gather", seq))
+                self._call_plan("all_gather", plan, xa, oa, seq, deadline)
                 return out
             if self.size > 1 and algo == "direct":
                 memory = memory or self._peer_memory("all_gather", seq, deadline)
@@ -683,7 +689,7 @@ class Communicator:
                     plan = self._plan(self._gather_plans, (xa.dtype, xa.size),
                                       lambda: direct.AllGatherByReads(self._small_window, memory, xa.itemsize, xa.size),
                                       algorithm is None)
-                    self._memory_serial = plan(xa, oa, self._memory_serial, deadline, self._timeout_for("all_gather", seq))
+                    self._call_plan("all_gather", plan, xa, oa, seq, deadline)
                     return out
                 schedule = automatic("all_gather", oa.nbytes, self.size)  # the same on every rank
             blocks = partition(oa.size, self.size)
@@ -715,11 +721,11 @@ class Communicator:
                 window = self._small("broadcast", seq, deadline)
                 plan = self._plan(self._broadcast_plans, (arr.dtype, arr.size),
                                   lambda: small.PipelinedBroadcastPlan(window, arr.dtype, arr.size), algorithm is None)
-                self._broadcast_serial = plan(arr, root, self._broadcast_serial, deadline, self._timeout_for("broadcast", seq))
+                self._call_plan("broadcast", plan, arr, root, seq, deadline)
                 return x
             if algo == "direct" and arr.nbytes <= small.BROADCAST_BYTES:
                 plan = small.BroadcastPlan(self._small("broadcast", seq, deadline), arr.dtype, arr.size)
-                self._small_serial = plan(arr, root, self._small_serial, deadline, self._timeout_for("broadcast", seq))
+                self._call_plan("broadcast", plan, arr, root, seq, deadline)
                 return x
             if algo == "direct":
                 memory = self._peer_memory("broadcast", seq, deadline)

@@ -84,6 +84,15 @@ def reduce_into(op: ReduceOp, dst: np.ndarray, src: np.ndarray) -> None:
     _KERNELS[op](dst, src, out=dst)
 
 
+def fold_received(op: ReduceOp, dst: np.ndarray, received: np.ndarray, received_first: bool) -> None:
+    """``dst = dst op received`` in place, or ``received op dst`` with ``received_first``
+    (a schedule's reducing receive, ``Recv.first``)."""
+    if received_first:
+        _KERNELS[op](received, dst, out=dst)
+    else:
+        _KERNELS[op](dst, received, out=dst)
+
+
 def reduce_pair(op: ReduceOp, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a op b`` (saves the copy of ``a`` into ``out`` that reduce_into would need)."""
     _KERNELS[op](a, b, out=out)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..ops import ReduceOp, reduce_into, reduce_pair
+from ..ops import ReduceOp, fold_received
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
 from .schedule import Recv, Send, Step
@@ -129,10 +129,7 @@ class Executor:
             if posted.folds:
                 assert op is not None, "a schedule with reducing receives needs an op"
                 for dst, landing, first in posted.folds:
-                    if first:
-                        reduce_pair(op, landing, dst, out=dst)
-                    else:
-                        reduce_into(op, dst, landing)
+                    fold_received(op, dst, landing, first)
             current = nxt
             parity = 1 - parity
             posted = early if early is not None else (

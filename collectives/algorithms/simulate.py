@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ops import ReduceOp, reduce_into, reduce_pair
+from ..ops import ReduceOp, fold_received
 from .schedule import Recv, Schedule, Send, Step
 
 
@@ -90,10 +90,7 @@ def simulate(
                     if o.reduce:
                         if op is None:
                             raise ScheduleError("a reducing receive needs an op")
-                        if o.first:
-                            reduce_pair(op, data, dst, out=dst)
-                        else:
-                            reduce_into(op, dst, data)
+                        fold_received(op, dst, data, o.first)
                     else:
                         dst[...] = data
             advance(r)

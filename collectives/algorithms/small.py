@@ -148,18 +148,18 @@ class AllReducePlan(_Plan):
         super().__init__(window, dtype, size)
         self.averages = op is ReduceOp.AVG  # the caller divides (ops.finalize)
         self.kernel = kernel_of(op)
+        self.operands = self.halves  # per half: what this rank reduces (every rank's copy)
 
     def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
         ``out`` (which may be ``x``: the sources are the window copies). Returns the new
         serial."""
         s = self._begin(serial, deadline, on_timeout)
-        sources = self.halves[s & 1]
-        copy_array(sources[self.me], x)
+        copy_array(self.halves[s & 1][self.me], x)
         self.window.post(SMALL, s)
         for q, flags in self.peers:
             self._wait(q, flags, s, deadline, on_timeout)
-        _reduce_with(self.kernel, sources, out)
+        _reduce_with(self.kernel, self.operands[s & 1], out)
         return s
 
 
@@ -168,19 +168,9 @@ class ReduceScatterPlan(AllReducePlan):
 
     def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
         super().__init__(window, dtype, size, op)
+        # rank r reduces block r of every rank's copy, into ``out`` (which may be a view of x)
         offset, length = partition(size, len(window.ranks))[self.me]
-        self.mine = tuple([source[offset : offset + length] for source in half] for half in self.halves)
-
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Rank r reduces block r of every rank's ``x`` into ``out`` (which may be a view
-        of ``x``: the sources are the window copies). Returns the new serial."""
-        s = self._begin(serial, deadline, on_timeout)
-        copy_array(self.halves[s & 1][self.me], x)
-        self.window.post(SMALL, s)
-        for q, flags in self.peers:
-            self._wait(q, flags, s, deadline, on_timeout)
-        _reduce_with(self.kernel, self.mine[s & 1], out)
-        return s
+        self.operands = tuple([source[offset : offset + length] for source in half] for half in self.halves)
 
 
 class AllGatherPlan(_Plan):
