@@ -10,6 +10,7 @@ argument, before anything is sent.
 from __future__ import annotations
 
 import ctypes
+import sys
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,11 @@ def check_dtype(dtype: np.dtype, name: str) -> None:
         raise InvalidTypeError(f"{name}: dtype {dtype_name(dtype)} is not supported (supported: {supported})")
 
 
-def _is_torch_tensor(obj: Any) -> bool:
-    return type(obj).__module__.startswith("torch") and hasattr(obj, "is_contiguous")
+def is_torch_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is a torch tensor, subclasses included (without importing torch:
+    whoever made a tensor has imported it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 def torch_bytes_view(tensor: Any) -> np.ndarray:
@@ -102,7 +106,7 @@ _DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10
 host 11 are host memory, viewed like any other)."""
 
 
-def _device_memory(obj: Any) -> str | None:
+def device_memory_kind(obj: Any) -> str | None:
     """The kind of device memory ``obj`` lives in, or None where it is host memory."""
     if hasattr(obj, "__cuda_array_interface__"):
         return "cuda"
@@ -125,9 +129,9 @@ def as_flat_array(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
     """
     if isinstance(obj, np.ndarray):
         array = obj
-    elif _is_torch_tensor(obj):
+    elif is_torch_tensor(obj):
         array = _from_torch(obj, name)
-    elif (device := _device_memory(obj)) is not None:
+    elif (device := device_memory_kind(obj)) is not None:
         raise InvalidArgumentError(
             f"{name}: a {device} device buffer; only host (CPU) memory is supported so far (copy it to the host)"
         )

@@ -27,7 +27,7 @@ from .algorithms import small
 from .algorithms.execute import Executor, KeptSchedule
 from .algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
-from .buffers import as_flat_array, check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
+from .buffers import check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
 from .config import Config
 from .errors import (
     CollectiveTimeoutError,
@@ -37,6 +37,7 @@ from .errors import (
     TransportError,
 )
 from .ops import ReduceOp, check_op, finalize
+from .staging import DeviceArray, Staging
 from .store import Store
 from .transports import cma
 from .transports.base import Transport
@@ -66,15 +67,6 @@ def _keep(plans: dict[Any, Any], key: Any, plan: Any) -> None:
 
 def _flat(array: np.ndarray) -> np.ndarray:
     return array if array.ndim == 1 else array.reshape(-1)
-
-
-def _new_like(template: Any, count: int, dtype: np.dtype) -> Any:
-    """A new output of ``count`` elements of the same kind as ``template`` (torch or numpy)."""
-    if type(template).__module__.startswith("torch"):
-        import torch
-
-        return torch.empty(count, dtype=template.dtype)
-    return np.empty(count, dtype=dtype)
 
 
 class Communicator:
@@ -127,6 +119,7 @@ class Communicator:
         self._scatter_plans: dict[tuple[np.dtype, int, Any], small.ReduceScatterPlan] = {}  # and reduce_scatter
         self._broadcast_plans: dict[tuple[np.dtype, int], small.PipelinedBroadcastPlan] = {}  # and broadcast
         self._memory_serial = 0
+        self._warned_staging = False  # device buffers staged through the host: said once
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
@@ -276,6 +269,19 @@ class Communicator:
         )
 
     # -- argument checks ------------------------------------------------------------------
+
+    def _staging(self) -> Staging:
+        """The host stand-ins for one call's device buffers (see ``staging``)."""
+        return Staging(self._note_staged)
+
+    def _note_staged(self, device: DeviceArray, name: str) -> None:
+        """Say once per communicator that device buffers go through host memory."""
+        if not self._warned_staging:
+            self._warned_staging = True
+            logger.warning(
+                "rank %d: %s is a %s; device buffers are copied through host memory (no device "
+                "transport is built yet, see docs/gpu.md)", self.rank, name, device.description,
+            )
 
     def _check_rank(self, value: object, name: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -454,10 +460,11 @@ class Communicator:
                 if plan.averages:
                     finalize(ReduceOp.AVG, result, self.size)
                 return result
-        xa = as_flat_array(x, "x", writable=out is None)
+        stage = self._staging()
+        xa = stage.flat(x, "x", writable=out is None)
         rop = self._reduction(op, xa)
         result = x if out is None else out
-        arr = xa if out is None else as_flat_array(out, "out", writable=True)
+        arr = xa if out is None else stage.flat(out, "out", writable=True, load=False)
         if out is not None:
             check_same_dtype(xa, arr, "x", "out")
             check_count(arr, xa.size, "out", "all_reduce's result is the size of x")
@@ -493,7 +500,7 @@ class Communicator:
             finalize(rop, arr, self.size)
             return result
 
-        return self._issue("all_reduce", body, async_op)
+        return self._issue("all_reduce", stage.wrap(body), async_op)
 
     @staticmethod
     def _small_output_ok(x: np.ndarray, out: np.ndarray | None) -> bool:
@@ -606,7 +613,8 @@ class Communicator:
                 if plan.averages:
                     finalize(ReduceOp.AVG, out, self.size)
                 return out
-        xa = as_flat_array(x, "x")
+        stage = self._staging()
+        xa = stage.flat(x, "x")
         if xa.size % self.size:
             raise InvalidArgumentError(
                 f"x: holds {xa.size} elements, not a multiple of the world size {self.size}"
@@ -614,8 +622,8 @@ class Communicator:
         k = xa.size // self.size
         rop = self._reduction(op, xa)
         if out is None:
-            out = _new_like(x, k, xa.dtype)
-        oa = as_flat_array(out, "out", writable=True)
+            out = stage.new_like(x, k, xa.dtype)
+        oa = stage.flat(out, "out", writable=True, load=False)
         check_same_dtype(xa, oa, "x", "out")
         check_count(oa, k, "out", f"x holds {xa.size} elements for {self.size} ranks")
         algo = self._algorithm("reduce_scatter", algorithm, xa.nbytes)
@@ -646,7 +654,7 @@ class Communicator:
             finalize(rop, oa, self.size)
             return out
 
-        return self._issue("reduce_scatter", body, async_op)
+        return self._issue("reduce_scatter", stage.wrap(body), async_op)
 
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
@@ -656,11 +664,12 @@ class Communicator:
             if plan is not None and self._plain_output_ok(x, out, x.size * self.size):
                 self._run_plan("all_gather", plan, _flat(x), _flat(out))
                 return out
-        xa = as_flat_array(x, "x")
+        stage = self._staging()
+        xa = stage.flat(x, "x")
         k = xa.size
         if out is None:
-            out = _new_like(x, k * self.size, xa.dtype)
-        oa = as_flat_array(out, "out", writable=True)
+            out = stage.new_like(x, k * self.size, xa.dtype)
+        oa = stage.flat(out, "out", writable=True, load=False)
         check_same_dtype(xa, oa, "x", "out")
         check_count(oa, k * self.size, "out", f"world size {self.size} × {k} elements of x")
         algo = self._algorithm("all_gather", algorithm, oa.nbytes)
@@ -700,7 +709,7 @@ class Communicator:
                 self._execute("all_gather", seq, deadline, steps, [oa])
             return out
 
-        return self._issue("all_gather", body, async_op)
+        return self._issue("all_gather", stage.wrap(body), async_op)
 
     def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
@@ -710,7 +719,8 @@ class Communicator:
                 self._run_plan("broadcast", plan, _flat(x), root)
                 return x
         root = self._check_rank(root, "root")
-        arr = as_flat_array(x, "x", writable=self.rank != root)
+        stage = self._staging()
+        arr = stage.flat(x, "x", writable=self.rank != root)
         algo = self._algorithm("broadcast", algorithm, arr.nbytes)
 
         def body(seq: int, deadline: float) -> Any:
@@ -741,7 +751,7 @@ class Communicator:
             self._execute("broadcast", seq, deadline, steps, [arr])
             return x
 
-        return self._issue("broadcast", body, async_op)
+        return self._issue("broadcast", stage.wrap(body), async_op)
 
     def reduce(
         self,
@@ -754,7 +764,8 @@ class Communicator:
     ) -> Any:
         """Reduce ``x`` across ranks into the root's ``x``; other ranks' ``x`` is unchanged."""
         root = self._check_rank(root, "root")
-        arr = as_flat_array(x, "x", writable=self.rank == root)
+        stage = self._staging()
+        arr = stage.flat(x, "x", writable=self.rank == root)
         rop = self._reduction(op, arr)
         algo = self._algorithm("reduce", algorithm, arr.nbytes)
 
@@ -767,7 +778,7 @@ class Communicator:
                 finalize(rop, arr, self.size)
             return x
 
-        return self._issue("reduce", body, async_op)
+        return self._issue("reduce", stage.wrap(body), async_op)
 
     def gather(
         self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None, async_op: bool = False
@@ -775,13 +786,14 @@ class Communicator:
         """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
         Returns ``out`` on the root (allocated when None) and None elsewhere."""
         root = self._check_rank(root, "root")
-        xa = as_flat_array(x, "x")
+        stage = self._staging()
+        xa = stage.flat(x, "x")
         k = xa.size
         oa: np.ndarray | None = None
         if self.rank == root:
             if out is None:
-                out = _new_like(x, k * self.size, xa.dtype)
-            oa = as_flat_array(out, "out", writable=True)
+                out = stage.new_like(x, k * self.size, xa.dtype)
+            oa = stage.flat(out, "out", writable=True, load=False)
             check_same_dtype(xa, oa, "x", "out")
             check_count(oa, k * self.size, "out", f"world size {self.size} × {k} elements of x")
         algo = self._algorithm("gather", algorithm, k * self.size * xa.itemsize)
@@ -796,7 +808,7 @@ class Communicator:
                 self._execute("gather", seq, deadline, steps, [work])
             return out if self.rank == root else None
 
-        return self._issue("gather", body, async_op)
+        return self._issue("gather", stage.wrap(body), async_op)
 
     def scatter(
         self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False
@@ -804,11 +816,12 @@ class Communicator:
         """Split the root's ``x`` (size·k elements) into blocks; rank r receives block r in
         ``out`` (k elements). ``x`` is ignored (may be None) on other ranks. Returns ``out``."""
         root = self._check_rank(root, "root")
-        oa = as_flat_array(out, "out", writable=True)
+        stage = self._staging()
+        oa = stage.flat(out, "out", writable=True, load=False)
         k = oa.size
         xa: np.ndarray | None = None
         if self.rank == root:
-            xa = as_flat_array(x, "x")
+            xa = stage.flat(x, "x")
             check_same_dtype(oa, xa, "out", "x")
             check_count(xa, k * self.size, "x", f"world size {self.size} × {k} elements of out")
         algo = self._algorithm("scatter", algorithm, k * self.size * oa.itemsize)
@@ -830,19 +843,20 @@ class Communicator:
                 oa[...] = work[offset : offset + length]
             return out
 
-        return self._issue("scatter", body, async_op)
+        return self._issue("scatter", stage.wrap(body), async_op)
 
     def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
         block r of ``out``. Returns ``out`` (allocated when None)."""
-        xa = as_flat_array(x, "x")
+        stage = self._staging()
+        xa = stage.flat(x, "x")
         if xa.size % self.size:
             raise InvalidArgumentError(
                 f"x: holds {xa.size} elements, not a multiple of the world size {self.size}"
             )
         if out is None:
-            out = _new_like(x, xa.size, xa.dtype)
-        oa = as_flat_array(out, "out", writable=True)
+            out = stage.new_like(x, xa.size, xa.dtype)
+        oa = stage.flat(out, "out", writable=True, load=False)
         check_same_dtype(xa, oa, "x", "out")
         check_count(oa, xa.size, "out", "all_to_all output is as large as its input")
         algo = self._algorithm("all_to_all", algorithm, xa.nbytes)
@@ -857,7 +871,7 @@ class Communicator:
                 self._execute("all_to_all", seq, deadline, steps, [oa, source])
             return out
 
-        return self._issue("all_to_all", body, async_op)
+        return self._issue("all_to_all", stage.wrap(body), async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""
@@ -895,22 +909,24 @@ class Communicator:
     def send(self, x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
         """Send ``x`` to rank ``dst``; matched in order with ``recv`` of the same tag there."""
         dst = self._p2p_peer(dst, "dst")
-        arr = as_flat_array(x, "x")
+        stage = self._staging()
+        arr = stage.flat(x, "x")
         wire_tag = self._p2p_tag(tag)
 
         def body(seq: int, deadline: float) -> None:
             self._execute(f"send to rank {dst}", seq, deadline, iter([(Send(dst, 0, arr.size),)]), [arr], tag=wire_tag)
 
-        return self._issue("send", body, async_op, p2p=True)
+        return self._issue("send", stage.wrap(body), async_op, p2p=True)
 
     def recv(self, x: Any, src: int, *, tag: int = 0, async_op: bool = False) -> Any:
         """Receive into ``x`` from rank ``src``; the message must have ``x``'s size. Returns ``x``."""
         src = self._p2p_peer(src, "src")
-        arr = as_flat_array(x, "x", writable=True)
+        stage = self._staging()
+        arr = stage.flat(x, "x", writable=True, load=False)
         wire_tag = self._p2p_tag(tag)
 
         def body(seq: int, deadline: float) -> Any:
             self._execute(f"recv from rank {src}", seq, deadline, iter([(Recv(src, 0, arr.size),)]), [arr], tag=wire_tag)
             return x
 
-        return self._issue("recv", body, async_op, p2p=True)
+        return self._issue("recv", stage.wrap(body), async_op, p2p=True)
