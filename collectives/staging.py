@@ -50,6 +50,8 @@ class TorchDeviceArray:
     def __init__(self, tensor: Any, name: str) -> None:
         import torch
 
+        if tensor.device.type == "meta":
+            raise InvalidArgumentError(f"{name}: a meta tensor holds no data to send or receive")
         if not tensor.is_contiguous():
             raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
         dtype = None if tensor.dtype == torch.bool else torch_numpy_dtype(tensor.dtype)

@@ -199,8 +199,9 @@ def test_host_only_calls_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
     [
         (lambda: on_device(torch.zeros(4, 2)).t(), InvalidArgumentError, "not contiguous"),
         (lambda: on_device(torch.zeros(4, dtype=torch.bool)), InvalidTypeError, "torch.bool"),
+        (lambda: torch.zeros(4, device="meta"), InvalidArgumentError, "meta tensor holds no data"),
     ],
-    ids=["noncontiguous", "bool"],
+    ids=["noncontiguous", "bool", "meta"],
 )
 def test_bad_device_tensors_are_refused_by_name(make: Any, error: type[Exception], words: str) -> None:
     def fn(comm: Any) -> None:
