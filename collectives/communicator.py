@@ -275,13 +275,19 @@ class Communicator:
         return Staging(self._note_staged)
 
     def _note_staged(self, device: DeviceArray, name: str) -> None:
-        """Say once per communicator that device buffers go through host memory."""
-        if not self._warned_staging:
-            self._warned_staging = True
-            logger.warning(
-                "rank %d: %s is a %s; device buffers are copied through host memory (no device "
-                "transport is built yet, see docs/gpu.md)", self.rank, name, device.description,
-            )
+        """Say once per communicator that device buffers go through host memory, and by
+        which host transport to each peer (``shm_staged``, ``tcp_staged`` in docs/gpu.md)."""
+        if self._warned_staging:
+            return
+        self._warned_staging = True
+        by_transport: dict[str, list[int]] = {}
+        for peer, transport in sorted(self.transport_names.items()):
+            by_transport.setdefault(transport, []).append(peer)
+        routes = "; ".join(f"{t}_staged to ranks {peers}" for t, peers in sorted(by_transport.items()))
+        logger.warning(
+            "rank %d: %s is a %s; device buffers are copied through host memory (%s): no device "
+            "transport is built yet, see docs/gpu.md", self.rank, name, device.description, routes or "no peers",
+        )
 
     def _check_rank(self, value: object, name: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

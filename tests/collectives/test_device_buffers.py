@@ -182,10 +182,11 @@ def test_staging_is_said_once_per_communicator(caplog: pytest.LogCaptureFixture)
         comm.all_reduce(np.ones(2))
 
     with caplog.at_level(logging.WARNING, logger="collectives"):
-        run_world(fn, 2)
-    said = [r.getMessage() for r in caplog.records if "through host memory" in r.getMessage()]
-    assert sorted(m.split(":")[0] for m in said) == ["rank 0", "rank 1"]
+        run_world(fn, 3)
+    said = sorted(r.getMessage() for r in caplog.records if "through host memory" in r.getMessage())
+    assert [m.split(":")[0] for m in said] == ["rank 0", "rank 1", "rank 2"]
     assert all("x is a torch cuda:0 tensor" in m for m in said)
+    assert "(inproc_staged to ranks [1, 2])" in said[0]  # the host transport carries the copies
 
 
 def test_host_only_calls_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
