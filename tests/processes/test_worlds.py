@@ -179,6 +179,40 @@ def test_timeout_names_the_rank_that_never_joined(transport):
         assert absent == [2]
 
 
+REPEATED_CALLS = {
+    "all_reduce": lambda comm: comm.all_reduce(np.ones(4, np.float32)),
+    "broadcast": lambda comm: comm.broadcast(np.ones(4, np.float32), root=2),  # the absent rank's data
+    "all_gather": lambda comm: comm.all_gather(np.ones(4, np.float32), np.zeros(4 * comm.size, np.float32)),
+    "reduce_scatter": lambda comm: comm.reduce_scatter(np.ones(3 * comm.size, np.float32), np.zeros(3, np.float32)),
+}
+
+
+@pytest.mark.parametrize(("transport", "collective"), [("shm", c) for c in sorted(REPEATED_CALLS)] + [("tcp", "all_reduce")])
+def test_a_repeated_small_collective_that_times_out_names_itself(transport, collective):
+    """Repeated small collectives run kept plans (a fast path of their own: windows over
+    shared memory, kept schedules over TCP): their timeouts still name the collective, its
+    operation number and the rank that never joined."""
+    call = REPEATED_CALLS[collective]
+
+    def fn(comm):
+        for _ in range(3):
+            call(comm)
+        if comm.rank == 2:
+            time.sleep(3)
+            return "skipped"
+        comm.timeout = 1.0
+        try:
+            call(comm)
+        except collectives.CollectiveTimeoutError as exc:
+            return (exc.collective, exc.seq, exc.absent)
+        return "completed"
+
+    results = run_world(fn, 3, transport, timeout=30)
+    assert results[2] == "skipped"
+    for result in results[:2]:
+        assert result == (collective, 4, [2])
+
+
 LAUNCHED_SCRIPT = textwrap.dedent(
     """
     import numpy as np, collectives
