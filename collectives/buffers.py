@@ -69,36 +69,60 @@ def torch_bytes_view(tensor: Any) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8)
 
 
+_TORCH_DTYPES: dict[Any, np.dtype | None] = {}  # torch dtype -> numpy dtype (None: no numpy equivalent)
+
+
 def torch_numpy_dtype(torch_dtype: Any) -> np.dtype | None:
     """The numpy dtype with the same bits as a torch dtype (bool as uint8), or None."""
+    try:
+        return _TORCH_DTYPES[torch_dtype]
+    except KeyError:
+        pass
     import torch
 
     if torch_dtype == torch.bfloat16:
-        return BFLOAT16
-    if torch_dtype == torch.bool:
-        return np.dtype(np.uint8)
-    try:
-        return np.dtype(torch.empty(0, dtype=torch_dtype).numpy().dtype)
-    except (TypeError, RuntimeError):
+        dtype = BFLOAT16
+    elif torch_dtype == torch.bool:
+        dtype = np.dtype(np.uint8)
+    else:
+        try:
+            dtype = np.dtype(torch.empty(0, dtype=torch_dtype).numpy().dtype)
+        except (TypeError, RuntimeError):
+            dtype = None
+    _TORCH_DTYPES[torch_dtype] = dtype  # asked on every call with a tensor: 6 us each without this
+    return dtype
+
+
+def plain_tensor_view(obj: Any) -> np.ndarray | None:
+    """A flat numpy view of ``obj`` if it is a torch tensor the full checks would take as it
+    is (on the CPU, contiguous, not a lazy conjugate or negation, a dtype numpy has, not
+    bool); None for anything else, which ``as_flat_array`` then judges (and names)."""
+    if not is_torch_tensor(obj) or not obj.is_cpu or not obj.is_contiguous() or obj.is_conj() or obj.is_neg():
         return None
+    dtype = torch_numpy_dtype(obj.dtype)
+    if dtype is None or obj.dtype == sys.modules["torch"].bool:
+        return None
+    return torch_bytes_view(obj).view(dtype)
 
 
 def _from_torch(tensor: Any, name: str) -> np.ndarray:
-    if tensor.device.type != "cpu":
+    view = plain_tensor_view(tensor)
+    if view is not None:
+        return view
+    if not tensor.is_cpu:
         raise InvalidArgumentError(
-            f"{name}: a {tensor.device.type} tensor; only host (CPU) memory is supported so far"
+            f"{name}: a {tensor.device.type} tensor; only host (CPU) memory can be viewed here"
         )
     if not tensor.is_contiguous():
         raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
-    import torch  # already imported by the caller's process, since it made a tensor
-
-    if tensor.dtype == torch.bool:
-        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} is not supported")
-    dtype = torch_numpy_dtype(tensor.dtype)
-    if dtype is None:
-        what = "bfloat16 tensors need the ml_dtypes package" if tensor.dtype == torch.bfloat16 else "is not supported"
-        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} {what}")
-    return torch_bytes_view(tensor.detach()).view(dtype)
+    if tensor.is_conj() or tensor.is_neg():
+        raise InvalidArgumentError(
+            f"{name}: the tensor is a lazily conjugated or negated view, whose memory holds other "
+            f"values (call .resolve_conj() or .resolve_neg() first)"
+        )
+    torch = sys.modules["torch"]
+    what = "bfloat16 tensors need the ml_dtypes package" if tensor.dtype == torch.bfloat16 else "is not supported"
+    raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} {what}")
 
 
 _DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm", 13: "cuda managed", 14: "oneapi"}

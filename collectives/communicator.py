@@ -27,7 +27,7 @@ from .algorithms import small
 from .algorithms.execute import Executor, KeptSchedule
 from .algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from .algorithms.schedule import Recv, Schedule, Send, partition
-from .buffers import check_count, check_same_dtype, check_same_or_apart, copy_array, same_or_apart
+from .buffers import check_count, check_same_dtype, check_same_or_apart, copy_array, plain_tensor_view, same_or_apart
 from .config import Config
 from .errors import (
     CollectiveTimeoutError,
@@ -63,6 +63,19 @@ def _keep(plans: dict[Any, Any], key: Any, plan: Any) -> None:
     if len(plans) >= MAX_SMALL_PLANS:
         plans.clear()
     plans[key] = plan
+
+
+def _tensor_views(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Numpy views of ``x`` and ``out`` (or None) where both are torch tensors the checks
+    would take as they are (``buffers.plain_tensor_view``): calls with such tensors then
+    take the paths of arrays, fast path included. None otherwise (the full path judges)."""
+    xv = plain_tensor_view(x)
+    if xv is None:
+        return None
+    if out is None:
+        return xv, None
+    ov = plain_tensor_view(out)
+    return None if ov is None else (xv, ov)
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -450,6 +463,9 @@ class Communicator:
 
         Returns the result (or a Work whose ``wait()`` returns it, with ``async_op=True``).
         """
+        if not async_op and type(x) is not np.ndarray and (views := _tensor_views(x, out)) is not None:
+            self.all_reduce(views[0], op, out=views[1], algorithm=algorithm)
+            return x if out is None else out
         if (
             algorithm is None
             and not async_op
@@ -625,6 +641,9 @@ class Communicator:
     ) -> Any:
         """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
         elements) in ``out``. Returns ``out`` (allocated when None)."""
+        if not async_op and out is not None and type(x) is not np.ndarray and (views := _tensor_views(x, out)):
+            self.reduce_scatter(views[0], views[1], op, algorithm=algorithm)
+            return out
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._scatter_plans.get((x.dtype, x.size, op)) if isinstance(op, (ReduceOp, str)) else None
             if plan is not None and self._plain_output_ok(x, out, x.size // self.size):
@@ -678,6 +697,9 @@ class Communicator:
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
         every rank. Returns ``out`` (allocated when None)."""
+        if not async_op and out is not None and type(x) is not np.ndarray and (views := _tensor_views(x, out)):
+            self.all_gather(views[0], views[1], algorithm=algorithm)
+            return out
         if algorithm is None and not async_op and type(x) is np.ndarray and type(out) is np.ndarray and self._worker is None:
             plan = self._gather_plans.get((x.dtype, x.size))
             if plan is not None and self._plain_output_ok(x, out, x.size * self.size):
@@ -732,6 +754,9 @@ class Communicator:
 
     def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
+        if not async_op and type(x) is not np.ndarray and (view := plain_tensor_view(x)) is not None:
+            self.broadcast(view, root, algorithm=algorithm)
+            return x
         if algorithm is None and not async_op and type(x) is np.ndarray and type(root) is int and self._worker is None:
             plan = self._broadcast_plans.get((x.dtype, x.size))
             if plan is not None and 0 <= root < self.size and x.flags.c_contiguous and (x.flags.writeable or root == self.rank):

@@ -142,7 +142,7 @@ def device_array(obj: Any, name: str) -> DeviceArray | None:
     if isinstance(obj, np.ndarray):
         return None
     if is_torch_tensor(obj):
-        return TorchDeviceArray(obj, name) if obj.device.type != "cpu" else None
+        return None if obj.is_cpu else TorchDeviceArray(obj, name)
     kind = device_memory_kind(obj)
     if kind is None:
         return None

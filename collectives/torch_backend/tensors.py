@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..buffers import BFLOAT16, torch_bytes_view
+from ..buffers import torch_bytes_view, torch_numpy_dtype
 from ..ops import ReduceOp
 from .errors import InvalidOperation
 
@@ -96,26 +96,6 @@ class Staged:
                 _sync_device(self.user)
 
 
-_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
-    torch.bool: np.dtype(np.uint8),
-    torch.uint8: np.dtype(np.uint8),
-    torch.int8: np.dtype(np.int8),
-    torch.int16: np.dtype(np.int16),
-    torch.int32: np.dtype(np.int32),
-    torch.int64: np.dtype(np.int64),
-    torch.uint16: np.dtype(np.uint16),
-    torch.uint32: np.dtype(np.uint32),
-    torch.uint64: np.dtype(np.uint64),
-    torch.float16: np.dtype(np.float16),
-    torch.float32: np.dtype(np.float32),
-    torch.float64: np.dtype(np.float64),
-    torch.complex64: np.dtype(np.complex64),
-    torch.complex128: np.dtype(np.complex128),
-}
-if BFLOAT16 is not None:
-    _NUMPY_DTYPES[torch.bfloat16] = BFLOAT16
-
-
 def bytes_view(t: torch.Tensor) -> np.ndarray:
     """The raw bytes of a contiguous host tensor, no copy (see ``buffers.torch_bytes_view``)."""
     return torch_bytes_view(t)
@@ -123,7 +103,7 @@ def bytes_view(t: torch.Tensor) -> np.ndarray:
 
 def numeric_view(t: torch.Tensor) -> np.ndarray:
     """A flat numpy view of a contiguous host tensor for reductions (no copy; bool as uint8)."""
-    dtype = _NUMPY_DTYPES.get(t.dtype)
+    dtype = torch_numpy_dtype(t.dtype)
     if dtype is None:
         raise InvalidOperation(f"the collectives backend cannot reduce tensors of dtype {t.dtype}")
     return bytes_view(t).view(dtype)

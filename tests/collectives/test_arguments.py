@@ -360,6 +360,47 @@ def test_torch_tensors_when_torch_is_installed() -> None:
     assert a == b == [[3, 6, 9], [1.5, 4.5], [0.0, 1.0]]
 
 
+def test_repeated_calls_with_torch_tensors_match_arrays_and_return_the_tensors() -> None:
+    """Repeated small calls with CPU tensors take the arrays' fast paths (views of the
+    tensors): the results land in the tensors, and match what arrays get."""
+    torch = pytest.importorskip("torch")
+
+    def fn(comm: Any) -> list[Any]:
+        r, p = comm.rank, comm.size
+        got = []
+        for i in range(4):  # the first call of each shape checks in full, then the kept plans
+            x = torch.arange(6, dtype=torch.float32) * (r + 1) + i
+            out = torch.zeros(6)
+            assert comm.all_reduce(x, out=out) is out and comm.all_reduce(x, op="max") is x
+            rs = torch.zeros(6 // p)
+            assert comm.reduce_scatter(torch.arange(6, dtype=torch.float32) + r + i, rs) is rs
+            ag = torch.zeros(2 * p, dtype=torch.int64)
+            assert comm.all_gather(torch.tensor([r, i]), ag) is ag
+            b = torch.full((3,), float(r + i))
+            assert comm.broadcast(b, root=p - 1) is b
+            arrays = [np.arange(6, dtype=np.float32) * (r + 1) + i, np.zeros(6, np.float32)]
+            comm.all_reduce(arrays[0], out=arrays[1])
+            got.append((out.tolist() == arrays[1].tolist(), x.tolist(), rs.tolist(), ag.tolist(), b.tolist()))
+        return got
+
+    for rank, got in enumerate(run_world(fn, 3, "shm")):
+        for i, (same, x, rs, ag, b) in enumerate(got):
+            assert same
+            assert x == [3 * k + i for k in range(6)]
+            assert rs == [3 * (2 * rank + k) + 3 + 3 * i for k in range(2)]
+            assert ag == [0, i, 1, i, 2, i]
+            assert b == [float(2 + i)] * 3
+
+
+def test_lazily_conjugated_tensors_are_refused() -> None:
+    """``t.conj()`` of a complex tensor is a view whose memory holds the unconjugated
+    values: reading its bytes would send the wrong numbers."""
+    torch = pytest.importorskip("torch")
+    refused_on_one_rank(lambda c: c.all_reduce(torch.ones(2, dtype=torch.complex64).conj()), InvalidArgumentError, "x")
+    refused_on_one_rank(lambda c: c.all_gather(torch.ones(2, dtype=torch.complex64),
+                                               torch.zeros(4, dtype=torch.complex64).conj()), InvalidArgumentError, "out")
+
+
 # -- async ------------------------------------------------------------------------------------
 
 

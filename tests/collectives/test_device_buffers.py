@@ -35,6 +35,10 @@ class StandInCuda(torch.Tensor):
     def device(self) -> Any:  # type: ignore[override]
         return torch.device("cuda", 0)
 
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
 
 def on_device(t: Any) -> Any:
     return torch.Tensor._make_subclass(StandInCuda, t)
