@@ -62,7 +62,8 @@ class CollectivesWork(dist.Work):
         self.seq = seq
         self._outputs = outputs
         self._where = where
-        self._done = threading.Event()
+        self._finished = False
+        self._event: threading.Event | None = None  # made only for a wait before the finish
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._source = -1
@@ -71,20 +72,22 @@ class CollectivesWork(dist.Work):
         self._completer: Completer | None = None
 
     def __repr__(self) -> str:
-        state = "failed" if self._error else ("done" if self._done.is_set() else "pending")
+        state = "failed" if self._error else ("done" if self._finished else "pending")
         return f"<CollectivesWork {self.name} #{self.seq} {state}>"
 
     # -- torch's Work API ---------------------------------------------------------------
 
     def wait(self, timeout: Any = None) -> bool:
-        seconds = _seconds(timeout)
-        if seconds > 0:
-            if not self._done.wait(seconds):
+        if not self._finished:
+            seconds = _seconds(timeout)
+            with self._lock:
+                if not self._finished and self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            if event is not None and not event.wait(seconds if seconds > 0 else None):
                 raise dist.DistBackendError(
                     f"{self._where()}: wait() Timed out after {seconds:g} s; {self.name} #{self.seq} has not finished"
                 )
-        else:
-            self._done.wait()
         if self._error is not None:
             raise self._error
         return True
@@ -95,17 +98,17 @@ class CollectivesWork(dist.Work):
             if self._future is None:
                 self._src_future = torch.futures.Future()
                 self._future = self._src_future.then(_unwrap)
-                complete_now = self._done.is_set()
+                complete_now = self._finished
             future = self._future
         if complete_now:
             self._complete_future()
         return future
 
     def is_completed(self) -> bool:
-        return self._done.is_set()
+        return self._finished
 
     def is_success(self) -> bool:
-        return self._done.is_set() and self._error is None
+        return self._finished and self._error is None
 
     def exception(self) -> BaseException | None:
         return self._error
@@ -131,8 +134,11 @@ class CollectivesWork(dist.Work):
             self._source = source
         self._error = error
         with self._lock:
-            self._done.set()
+            self._finished = True
+            event = self._event
             pending_future = self._src_future is not None
+        if event is not None:
+            event.set()
         if pending_future:
             if on_worker and self._completer is not None:
                 self._completer.submit(self)
@@ -209,6 +215,7 @@ class OrderedRunner:
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._draining = 0  # threads in drain()
         self.worker_ident: int | None = None
 
     def claim_or_queue(self, fn: Callable[[], None], *, inline: bool) -> bool:
@@ -231,7 +238,8 @@ class OrderedRunner:
     def release(self) -> None:
         with self._cv:
             self._busy = False
-            self._cv.notify_all()
+            if self._queue or self._thread is not None or self._draining:  # else no one waits
+                self._cv.notify_all()
 
     def _loop(self) -> None:
         self.worker_ident = threading.get_ident()
@@ -253,7 +261,11 @@ class OrderedRunner:
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far has run; return whether it did in time."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._busy and not self._queue, timeout)
+            self._draining += 1
+            try:
+                return self._cv.wait_for(lambda: not self._busy and not self._queue, timeout)
+            finally:
+                self._draining -= 1
 
     def stop(self, timeout: float | None = None) -> None:
         with self._cv:

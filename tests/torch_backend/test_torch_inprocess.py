@@ -178,6 +178,40 @@ def test_premul_factor() -> None:
     assert op is ReduceOp.SUM and float(factor) == 0.25
 
 
+def test_operator_verdicts_are_kept_but_factors_and_refusals_are_not() -> None:
+    """Verdicts are kept per (operator, dtype): a repeated PREMUL_SUM still takes each call's
+    factor, and a refused pair is refused every time."""
+    for factor in (0.5, 2.0, 0.5):
+        assert resolve_op(dist._make_nccl_premul_sum(factor), torch.float32, "t") == (ReduceOp.SUM, factor)
+    for _ in range(2):
+        assert resolve_op(R.SUM, torch.float32, "t") == (ReduceOp.SUM, None)
+        assert resolve_op(R.SUM, torch.bool, "t") == (ReduceOp.BOR, None)
+        with pytest.raises(tb.InvalidOperation, match="non-integral"):
+            resolve_op(R.BAND, torch.float32, "t")
+
+
+def test_a_wait_before_the_finish_blocks_until_it_or_its_timeout() -> None:
+    from collectives.torch_backend.work import CollectivesWork
+
+    work = CollectivesWork("all_reduce", 7, [], lambda: "rank 0")
+    with pytest.raises(dist.DistBackendError, match=r"wait\(\) Timed out after 0.05 s; all_reduce #7"):
+        work.wait(datetime.timedelta(seconds=0.05))
+    assert not work.is_completed()
+    released = []
+    waiter = threading.Thread(target=lambda: released.append(work.wait()))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and not released  # blocked: not finished yet
+    work._finish()
+    waiter.join(5)
+    assert released == [True] and work.is_completed() and work.is_success()
+    failed = CollectivesWork("broadcast", 8, [], lambda: "rank 0")
+    failed._finish(RuntimeError("peer lost"))
+    with pytest.raises(RuntimeError, match="peer lost"):
+        failed.wait()
+    assert failed.is_completed() and not failed.is_success()
+
+
 def test_staging_keeps_views_and_storage_resizable() -> None:
     base = torch.zeros(4, 3)
     stage = Staged(base[:, 1], load=True, store=True)
