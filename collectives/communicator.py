@@ -35,10 +35,11 @@ from .errors import (
     CommunicatorClosedError,
     InvalidArgumentError,
     TransportError,
+    UnsupportedError,
 )
 from .ops import ReduceOp, check_op, finalize
 from .staging import DeviceArray, Staging
-from .store import Store
+from .store import PrefixStore, Store
 from .transports import cma
 from .transports.base import Transport
 from .transports.progress import ProgressEngine
@@ -134,6 +135,7 @@ class Communicator:
         self._memory_serial = 0
         self._warned_staging = False  # device buffers staged through the host: said once
         self._plan_call: tuple[str, int] = ("", 0)  # the operation _run_plan is running
+        self._splits = 0  # split() calls so far: names each split's meeting place in the store
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
@@ -925,6 +927,36 @@ class Communicator:
             self._execute("barrier", seq, deadline, barrier_algorithm.barrier(self.rank, self.size), [empty])
 
         return self._issue("barrier", body, async_op)
+
+    def split(self, color: int | None, key: int | None = None) -> Communicator | None:
+        """A new communicator of the ranks that pass the same ``color``, ranked by ``key``
+        (this rank's number here when None) and then by rank here: ``MPI_Comm_split``,
+        ``ncclCommSplit``. Collective: every rank calls it. A rank passing ``color=None``
+        or a negative color (``MPI_UNDEFINED``, ``NCCL_SPLIT_NOCOLOR``) joins none and gets
+        None. The new communicator has its own transports and operation numbers, meets
+        through this one's store, and is closed on its own; this one stays usable."""
+        for name, value in (("color", color), ("key", key)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise InvalidArgumentError(f"{name}: expected an int or None, got {type(value).__name__}")
+        if self.store is None:
+            raise UnsupportedError("split: this communicator has no store to meet in")
+        if "mpi" in self.transport_names.values():
+            raise UnsupportedError(
+                "split: a communicator over the mpi transport is split through MPI: "
+                "collectives.from_mpi(mpi_comm.Split(color, key), transport='mpi')"
+            )
+        mine = np.array([-1 if color is None or color < 0 else int(color), self.rank if key is None else int(key)],
+                        dtype=np.int64)
+        everyone = self.all_gather(mine).reshape(self.size, 2)
+        self._splits += 1  # the same count on every rank: split is collective
+        if mine[0] < 0:
+            return None
+        members = sorted((int(k), r) for r, (c, k) in enumerate(everyone.tolist()) if c == mine[0])
+        new_rank = members.index((int(mine[1]), self.rank))
+        from ._init import connect  # (the module that builds communicators imports this one)
+
+        store = PrefixStore(f"split/{self._splits}/{int(mine[0])}", self.store)
+        return connect(new_rank, len(members), store, self.config)
 
     def _connect_barrier(self) -> None:
         """A barrier that proves every channel works, before the user's first operation

@@ -224,7 +224,26 @@ def part_split() -> None:
                      f"Split without rank 0, transport={transport!r}")
         sub.Free()
     mpi_conformance.nap_barrier(WORLD)
-    say("from_mpi on Split communicators: members only, ranks and results as MPI's")
+    # Our own split of a from_mpi communicator gives MPI's Split ranks; over the mpi
+    # transport it points to MPI's Split instead.
+    sub = WORLD.Split(r % 2, -r)
+    with collectives.from_mpi(WORLD) as comm:
+        with comm.split(r % 2, -r) as ours:
+            assert (ours.rank, ours.size) == (sub.Get_rank(), sub.Get_size()), (ours.rank, sub.Get_rank())
+            x = inputs(999, np.int64, r)
+            want = np.empty_like(x)
+            sub.Allreduce(x, want)
+            same(ours.all_reduce(x.copy()), want, "comm.split halves: all_reduce")
+    sub.Free()
+    with collectives.from_mpi(WORLD, transport="mpi") as comm:
+        try:
+            comm.split(0)
+        except collectives.UnsupportedError as exc:
+            assert "Split(color, key)" in str(exc), exc
+        else:
+            raise AssertionError("split over the mpi transport did not raise")
+    mpi_conformance.nap_barrier(WORLD)
+    say("from_mpi on Split communicators: members only, ranks and results as MPI's; comm.split as MPI's Split")
 
 
 def part_hosts() -> None:
