@@ -216,7 +216,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         for t in transports:
             t.close()
         raise
-    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [])
+    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], hosts=hosts)
     logger.info(
         "rank %d/%d on %s: %s",
         rank,

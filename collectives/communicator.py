@@ -9,6 +9,7 @@ and leaves the communicator broken (later calls raise CommunicatorBrokenError).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import secrets
@@ -34,12 +35,14 @@ from .errors import (
     CommunicatorBrokenError,
     CommunicatorClosedError,
     InvalidArgumentError,
+    RendezvousTimeoutError,
     TransportError,
     UnsupportedError,
 )
 from .ops import ReduceOp, check_op, finalize
 from .staging import DeviceArray, Staging
 from .store import PrefixStore, Store
+from .topology.hosts import two_level_layout
 from .transports import cma
 from .transports.base import Transport
 from .transports.progress import ProgressEngine
@@ -95,6 +98,7 @@ class Communicator:
         *,
         store: Store | None = None,
         owned: Sequence[Any] = (),
+        hosts: Sequence[str] | None = None,
     ) -> None:
         self.rank = rank
         self.store = store
@@ -136,6 +140,8 @@ class Communicator:
         self._warned_staging = False  # device buffers staged through the host: said once
         self._plan_call: tuple[str, int] = ("", 0)  # the operation _run_plan is running
         self._splits = 0  # split() calls so far: names each split's meeting place in the store
+        self._layout = two_level_layout(hosts) if hosts is not None else None
+        self._levels: tuple[Communicator, Communicator] | None = None  # (this host's ranks, my place on the others)
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
 
     # -- state ----------------------------------------------------------------------------
@@ -190,6 +196,12 @@ class Communicator:
         self._broadcast_plans.clear()
         if self._small_window is not None:
             self._small_window.close()
+        if self._levels is not None:
+            for level in self._levels:
+                if self._broken is not None:
+                    level.abort()
+                else:
+                    level.close()
         for resource in self._owned:
             try:
                 resource.close()
@@ -314,7 +326,73 @@ class Communicator:
 
     def _algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
         windows = self._window_transport is not None and self.size > 1
-        return select(collective, requested, self.config.algorithm, nbytes, self.size, windows)
+        return select(collective, requested, self.config.algorithm, nbytes, self.size, windows, self._layout is not None)
+
+    # -- two levels: within hosts, then across ----------------------------------------------
+
+    def _two_levels(self, seq: int, deadline: float) -> tuple[Communicator, Communicator]:
+        """The communicators of this host's ranks and of the ranks with my place on the
+        other hosts, connected (collectively, through the store, within the current
+        operation's deadline) on first use."""
+        if self._levels is None:
+            from ._init import connect  # (the module that builds communicators imports this one)
+
+            layout = self._layout
+            assert layout is not None and self.store is not None
+            host, place = layout.host_of[self.rank], layout.local_rank(self.rank)
+            config = dataclasses.replace(self.config, timeout=max(deadline - time.monotonic(), 1e-3))
+            members = layout.on_host(host)
+            local = None
+            try:
+                local = connect(place, layout.per_host, PrefixStore(f"levels/host/{host}", self.store), config)
+                members = layout.across(self.rank)
+                across = connect(host, layout.hosts, PrefixStore(f"levels/across/{place}", self.store), config)
+            except RendezvousTimeoutError as exc:
+                if local is not None:
+                    local.close()
+                others = [r for r in members if r != self.rank]
+                raise CollectiveTimeoutError("all_reduce", seq, others, self.timeout) from exc
+            except BaseException:
+                if local is not None:
+                    local.close()
+                raise
+            self._levels = (local, across)
+        return self._levels
+
+    def _hierarchical_all_reduce(self, x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
+        """``out`` = the reduction of every rank's ``x``, in two levels: a reduce-scatter among
+        this host's ranks (shared memory), an all-reduce of my block with the ranks that hold
+        the same block on the other hosts, an all-gather among this host's ranks. Each block is
+        reduced in one place, so every rank gets the same bits. AVG is summed here and
+        divided by the caller."""
+        local, across = self._two_levels(seq, deadline)
+        local.timeout = across.timeout = self.timeout
+        n, per_host = out.size, local.size
+        padded = -(-n // per_host) * per_host
+        if out is not x:
+            copy_array(out, x)
+        work = out if padded == n else np.zeros(padded, dtype=out.dtype)
+        if work is not out:
+            work[:n] = out
+        block = np.empty(padded // per_host, dtype=out.dtype)
+        level_op = ReduceOp.SUM if op is ReduceOp.AVG else op
+        level = local
+        try:
+            local.reduce_scatter(work, block, level_op)
+            level = across
+            across.all_reduce(block, level_op)
+            level = local
+            local.all_gather(block, work)
+        except (CollectiveTimeoutError, TransportError) as exc:
+            layout = self._layout
+            assert layout is not None
+            members = layout.on_host(layout.host_of[self.rank]) if level is local else layout.across(self.rank)
+            if isinstance(exc, CollectiveTimeoutError):
+                raise CollectiveTimeoutError("all_reduce", seq, [members[r] for r in exc.ranks], self.timeout) from exc
+            peer = None if exc.peer is None else members[exc.peer]
+            raise type(exc)(f"{'within' if level is local else 'across'} hosts: {exc}", peer=peer) from exc
+        if work is not out:
+            out[...] = work[:n]
 
     # -- shared windows -----------------------------------------------------------------
 
@@ -498,6 +576,10 @@ class Communicator:
 
         def body(seq: int, deadline: float) -> Any:
             if arr.size == 0:  # nothing to move (NCCL and MPI return at once too)
+                return result
+            if algo == "hierarchical":
+                self._hierarchical_all_reduce(xa, arr, rop, seq, deadline)
+                finalize(rop, arr, self.size)
                 return result
             if self.size > 1 and algo == "direct" and arr.nbytes >= direct.READS_FROM_BYTES:
                 if self._by_reads("all_reduce", direct.all_reduce_by_reads, xa, arr, rop, seq, deadline):

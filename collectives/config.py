@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| COLLECTIVES_ALGO | default algorithm: ring, tree, recursive, direct (like NCCL_ALGO) | automatic |
+| COLLECTIVES_ALGO | default algorithm: ring, tree, recursive, direct, hierarchical (like NCCL_ALGO) | automatic |
 | COLLECTIVES_TRANSPORT | force one transport for every peer: shm, tcp, mpi, inproc | by host |
 | COLLECTIVES_TIMEOUT | seconds any blocking wait may take | 600 |
 | COLLECTIVES_SECRET | per-job secret proven on every TCP connection | made by launcher |
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from .errors import InvalidArgumentError
 
-ALGORITHMS = ("ring", "tree", "recursive", "direct")
+ALGORITHMS = ("ring", "tree", "recursive", "direct", "hierarchical")
 TRANSPORTS = ("shm", "tcp", "inproc", "mpi")
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -36,7 +36,7 @@ LONG_NCCL = {
     "device_cta_count": "V", "output_file": "J", "report_timestamps": "S", "memory": "M", "unalign": "u",
 }
 LONG_OURS = ("np", "algo", "transport", "backend", "json", "plot", "vs", "progress")
-ALGORITHMS = ("ring", "tree", "recursive", "direct", "auto")
+ALGORITHMS = ("ring", "tree", "recursive", "direct", "hierarchical", "auto")
 BACKENDS = ("collectives", "mpi", "gloo")
 
 
@@ -167,7 +167,7 @@ def usage(program: str) -> str:
         "[-h,--help]\n"
         "collectives additions:\n\t"
         "[--np <N> start N local ranks (processes) and run the test on them] \n\t"
-        "[--algo <ring/tree/recursive/direct/auto> algorithm of our library (also COLLECTIVES_ALGO)] \n\t"
+        "[--algo <ring/tree/recursive/direct/hierarchical/auto> algorithm of our library (also COLLECTIVES_ALGO)] \n\t"
         "[--transport <shm/tcp/mpi> transport of our library (also COLLECTIVES_TRANSPORT)] \n\t"
         "[--backend <collectives/mpi/gloo> library the table measures (default: collectives)] \n\t"
         "[--vs <mpi,gloo> also run the sweep on these libraries (needs --np), add ratio columns] \n\t"

@@ -38,7 +38,7 @@ FAILURE_GRACE = 5.0
 (threads) or killed (processes); the first failure is reported either way."""
 
 _THREAD_TRANSPORTS = ("inproc",)
-_PROCESS_TRANSPORTS = ("shm", "tcp")
+_PROCESS_TRANSPORTS = ("shm", "tcp", "auto")
 
 
 class RankError(CollectivesError):
@@ -150,7 +150,10 @@ def _init_comm(rank: int, size: int, store: Any, transport: str, timeout: float,
     init = getattr(collectives, "init", None)
     if init is None:  # the public API is assembled in collectives/__init__.py
         raise CollectivesError("collectives.init is not available (collectives/__init__.py does not export it)")
-    kwargs = {"transport": transport, "timeout": timeout, **init_kwargs}
+    kwargs = {"transport": None if transport == "auto" else transport, "timeout": timeout, **init_kwargs}
+    hosts = kwargs.pop("hosts", None)
+    if hosts is not None:
+        kwargs["hostname"] = hosts[rank]
     return init(rank=rank, size=size, store=store, **kwargs)
 
 
@@ -186,6 +189,7 @@ def run_world(
     transport: str = "inproc",
     *,
     timeout: float = 60.0,
+    hosts: Sequence[str] | None = None,
     **init_kwargs: Any,
 ) -> list[Any]:
     """Run ``fn(comm)`` on ``world_size`` ranks and return the results in rank order.
@@ -194,9 +198,13 @@ def run_world(
         fn: called once per rank with that rank's communicator (closed afterwards). With
             ``shm``/``tcp`` it runs in a forked process and its result must pickle.
         world_size: number of ranks (1 works).
-        transport: ``"inproc"`` (threads of this process), ``"shm"`` or ``"tcp"`` (processes).
+        transport: ``"inproc"`` (threads of this process), ``"shm"`` or ``"tcp"`` (processes),
+            or ``"auto"`` (processes; shared memory between ranks of one host, TCP across).
         timeout: seconds the whole job may take; also the communicator's timeout unless
             ``init_kwargs`` says otherwise.
+        hosts: the host identity of each rank (``COLLECTIVES_HOSTNAME``), to run a job of
+            several hosts on this one: ``hosts=["a", "a", "b", "b"]`` with ``"auto"`` puts
+            ranks 0 and 1 on shared memory, and TCP between them and ranks 2 and 3.
         **init_kwargs: passed on to ``collectives.init`` (``algorithm=...``).
 
     Returns:
@@ -212,6 +220,10 @@ def run_world(
         raise InvalidArgumentError(f"world_size: must be a positive int, got {world_size!r}")
     if timeout <= 0:
         raise InvalidArgumentError(f"timeout: must be positive, got {timeout!r}")
+    if hosts is not None:
+        if len(hosts) != world_size or not all(isinstance(h, str) and h for h in hosts):
+            raise InvalidArgumentError(f"hosts: expected {world_size} non-empty host names, got {hosts!r}")
+        init_kwargs["hosts"] = list(hosts)
     init_kwargs.setdefault("timeout", timeout)
     comm_timeout = init_kwargs.pop("timeout")
     if transport in _THREAD_TRANSPORTS:

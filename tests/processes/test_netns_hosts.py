@@ -1,7 +1,8 @@
 """Two hosts for real: ranks in two network namespaces joined by a veth pair, each
 namespace acting as a host (its own address, COLLECTIVES_HOSTNAME). Ranks on one "host"
 talk over shared memory, across hosts over TCP on the namespaces' addresses, and the
-store listens on the address it is given, not on loopback.
+store listens on the address it is given, not on loopback. The automatic all_reduce runs
+in two levels (within each host, then across).
 
 Needs root and iproute2 (`ip netns`); skipped with the reason otherwise.
 """
@@ -34,6 +35,9 @@ RANK_SCRIPT = textwrap.dedent(
     x = np.arange(1 << 16, dtype=np.float64) + rank
     comm.all_reduce(x, algorithm="ring")
     ok = np.array_equal(x, size * np.arange(1 << 16) + size * (size - 1) / 2)
+    y = np.arange(1 << 16, dtype=np.float64) * (rank + 1)
+    comm.all_reduce(y)  # automatic: in two levels (two hosts of two ranks), TCP between the namespaces
+    ok = ok and np.array_equal(y, np.arange(1 << 16) * size * (size + 1) / 2) and comm._levels is not None
     g = comm.all_gather(np.array([rank]))
     kinds = sorted(f"{p}:{t}" for p, t in comm.transport_names.items())
     with open(out, "w") as f:

@@ -1,0 +1,164 @@
+"""All-reduce in two levels for ranks on several hosts: within each host, then across.
+
+Hosts are host identities (``run_world(hosts=...)``, ``COLLECTIVES_HOSTNAME``): threads of this
+process for the many layouts, processes over shared memory and TCP for the real thing
+(and ``tests/processes/test_netns_hosts.py`` for network namespaces as hosts).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives import CollectiveTimeoutError, ReduceOp, UnsupportedError
+from collectives.testing import run_world
+from collectives.topology.hosts import HostLayout, two_level_layout
+
+LAYOUTS = {
+    "2x2": ["a", "a", "b", "b"],
+    "2x2-interleaved": ["a", "b", "a", "b"],
+    "3x2": ["a", "b", "c", "c", "b", "a"],
+    "2x3": ["a", "a", "a", "b", "b", "b"],
+}
+
+
+def test_layouts_with_two_levels() -> None:
+    layout = two_level_layout(["x", "y", "x", "y"])
+    assert layout == HostLayout(host_of=(0, 1, 0, 1), per_host=2)
+    assert layout.hosts == 2
+    assert layout.on_host(1) == [1, 3]
+    assert [layout.local_rank(r) for r in range(4)] == [0, 0, 1, 1]
+    assert layout.across(2) == [2, 3]
+    assert layout.across(1) == [0, 1]
+    assert two_level_layout(["a", "a"]) is None  # one host
+    assert two_level_layout(["a", "b", "c"]) is None  # one rank per host
+    assert two_level_layout(["a", "a", "a", "b"]) is None  # uneven hosts
+    assert two_level_layout(["a", "a", "b", "b", "c"]) is None
+
+
+def _reduce_everything(comm: Any) -> list[Any]:
+    """All-reduces of awkward sizes, ops and dtypes; what each left, as bytes."""
+    got = []
+    for n in (1, 2, 5, 64, 1001):
+        for dtype, ops in ((np.float64, ("sum", "avg", "max", "min", "prod")), (np.int32, ("sum", "band", "bxor"))):
+            for op in ops:
+                x = ((np.arange(n) % 7) + comm.rank + 1).astype(dtype)
+                out = np.empty_like(x)
+                comm.all_reduce(x, op=op, out=out)
+                comm.all_reduce(x, op=op)  # in place
+                got.append((n, np.dtype(dtype).name, op, out.tobytes(), x.tobytes()))
+    return got
+
+
+def _expected(n: int, dtype: str, op: str, size: int) -> np.ndarray:
+    parts = [((np.arange(n) % 7) + r + 1).astype(dtype) for r in range(size)]
+    if op == "avg":
+        return np.sum(parts, axis=0, dtype=np.float64) / size
+    fold = {"sum": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply,
+            "band": np.bitwise_and, "bxor": np.bitwise_xor}[op]
+    return fold.reduce(np.array(parts), axis=0).astype(dtype)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_two_levels_give_every_rank_the_same_right_bits(layout: str) -> None:
+    hosts = LAYOUTS[layout]
+    results = run_world(_reduce_everything, len(hosts), hosts=hosts)
+    assert all(r == results[0] for r in results), "ranks disagree"
+    for n, dtype, op, out, in_place in results[0]:
+        want = _expected(n, dtype, op, len(hosts))
+        got = np.frombuffer(out, dtype=dtype)
+        assert np.array_equal(np.frombuffer(in_place, dtype=dtype), got), (n, dtype, op)
+        assert np.allclose(got, want, rtol=1e-12) if dtype == "float64" else np.array_equal(got, want), (n, dtype, op)
+
+
+def test_the_automatic_choice_and_what_it_needs() -> None:
+    def fn(comm: Any) -> Any:
+        comm.all_reduce(np.ones(4))
+        with pytest.raises(UnsupportedError, match="'hierarchical' exists for all_reduce"):
+            comm.broadcast(np.ones(4), algorithm="hierarchical")
+        flat = np.ones(4)
+        comm.all_reduce(flat, algorithm="ring")
+        return comm._levels is not None, flat.tolist()
+
+    assert run_world(fn, 4, hosts=LAYOUTS["2x2"]) == [(True, [4.0] * 4)] * 4
+
+    def one_host(comm: Any) -> None:
+        with pytest.raises(UnsupportedError, match="needs ranks on several hosts"):
+            comm.all_reduce(np.ones(4), algorithm="hierarchical")
+        comm.all_reduce(np.ones(4))
+        assert comm._levels is None
+
+    run_world(one_host, 2)
+    run_world(one_host, 3, hosts=["a", "a", "b"])  # uneven: flat
+
+
+def test_collectives_algo_names_it() -> None:
+    config = collectives.config.Config.from_env({"COLLECTIVES_ALGO": "hierarchical"})
+    assert config.algorithm == "hierarchical"
+
+    def fn(comm: Any) -> Any:
+        x = np.arange(3.0)
+        comm.all_reduce(x)
+        comm.broadcast(x)  # the default applies where it exists, the automatic choice elsewhere
+        return comm._levels is not None, x.tolist()
+
+    assert run_world(fn, 4, hosts=LAYOUTS["2x2"], algorithm="hierarchical") == [(True, [0.0, 4.0, 8.0])] * 4
+
+
+@pytest.mark.parametrize("earlier_calls", [0, 2], ids=["while-connecting-the-levels", "levels-connected"])
+def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(earlier_calls: int) -> None:
+    def fn(comm: Any) -> Any:
+        for _ in range(earlier_calls):
+            comm.all_reduce(np.ones(1000))
+        if comm.rank == 3:
+            time.sleep(4)
+            return None
+        comm.timeout = 1.0
+        try:
+            comm.all_reduce(np.ones(1000))
+        except CollectiveTimeoutError as exc:
+            return exc.collective, exc.seq, exc.absent
+        return "completed"
+
+    results = run_world(fn, 4, hosts=LAYOUTS["2x2"], timeout=30)
+    assert results[:3] == [("all_reduce", earlier_calls + 1, [3])] * 3
+
+
+def test_over_shared_memory_within_and_tcp_across() -> None:
+    def fn(comm: Any) -> Any:
+        x = np.arange(1 << 18, dtype=np.float32) * (comm.rank + 1)
+        comm.all_reduce(x)
+        local, across = comm._levels
+        kinds = (sorted(set(local.transport_names.values())), sorted(set(across.transport_names.values())))
+        return bool(np.array_equal(x, np.arange(1 << 18, dtype=np.float32) * 10)), kinds
+
+    results = run_world(fn, 4, "auto", hosts=LAYOUTS["2x2-interleaved"], timeout=120)
+    assert results == [(True, (["shm"], ["tcp"]))] * 4
+
+
+def test_closing_closes_both_levels() -> None:
+    def fn(comm: Any) -> Any:
+        comm.all_reduce(np.ones(8))
+        levels = comm._levels
+        comm.close()
+        return [level._closed for level in levels]
+
+    assert run_world(fn, 4, hosts=LAYOUTS["2x2"]) == [[True, True]] * 4
+
+
+def test_hosts_must_name_every_rank() -> None:
+    with pytest.raises(collectives.InvalidArgumentError, match="hosts: expected 2 non-empty host names"):
+        run_world(lambda comm: None, 2, hosts=["a"])
+
+
+def test_reduce_op_objects_pass_through_the_levels() -> None:
+    def fn(comm: Any) -> Any:
+        x = np.array([comm.rank, -comm.rank], dtype=np.int64)
+        comm.all_reduce(x, op=ReduceOp.MAX)
+        return x.tolist()
+
+    assert run_world(fn, 4, hosts=LAYOUTS["2x2"]) == [[3, 0]] * 4
