@@ -85,6 +85,25 @@ def automatic(collective: str, nbytes: int, size: int, windows: bool = False, ho
     return "ring"
 
 
+_NEEDS = {
+    "direct": (DIRECT, 0, "shared windows: every rank on this host over shared memory; this communicator has other transports"),
+    "hierarchical": (HIERARCHICAL, 1, "ranks on several hosts, the same number (more than one) on each"),
+}
+"""The algorithms that exist for some collectives and layouts only: for which collectives,
+which of (windows, hosts) they need, and what that means."""
+
+
+def _unavailable(name: str, collective: str, windows: bool, hosts: bool) -> str | None:
+    """Why ``name`` cannot run ``collective`` here ("" where it can), or None for an
+    algorithm that every collective and layout has."""
+    if name not in _NEEDS:
+        return None
+    collectives, needed, what = _NEEDS[name]
+    if collective not in collectives:
+        return f"exists for {', '.join(collectives)}, not {collective}"
+    return "" if (windows, hosts)[needed] else f"needs {what}"
+
+
 def select(
     collective: str,
     requested: str | None,
@@ -108,27 +127,10 @@ def select(
             return automatic(collective, nbytes, size, windows, hosts)
         if name not in NAMES:
             raise InvalidArgumentError(f"algorithm: {requested!r} is not one of {', '.join(NAMES)}, auto")
-        if name == "hierarchical":
-            if collective not in HIERARCHICAL:
-                raise UnsupportedError(f"algorithm: 'hierarchical' exists for {', '.join(HIERARCHICAL)}, not {collective}")
-            if not hosts:
-                raise UnsupportedError(
-                    "algorithm: 'hierarchical' needs ranks on several hosts, the same number (more than "
-                    "one) on each"
-                )
-        if name == "direct":
-            if collective not in DIRECT:
-                raise UnsupportedError(f"algorithm: 'direct' exists for {', '.join(DIRECT)}, not {collective}")
-            if not windows:
-                raise UnsupportedError(
-                    "algorithm: 'direct' needs shared windows: every rank on this host over shared "
-                    "memory; this communicator has other transports"
-                )
+        unavailable = _unavailable(name, collective, windows, hosts)
+        if unavailable:
+            raise UnsupportedError(f"algorithm: {name!r} {unavailable}")
         return name
-    if default is not None and (
-        default in SCHEDULES[collective]
-        or (default == "direct" and windows and collective in DIRECT)
-        or (default == "hierarchical" and hosts and collective in HIERARCHICAL)
-    ):
+    if default is not None and (default in SCHEDULES[collective] or _unavailable(default, collective, windows, hosts) == ""):
         return default
     return automatic(collective, nbytes, size, windows, hosts)
