@@ -2,7 +2,7 @@
 
     import collectives
     comm = collectives.init()          # under collectives-run, torchrun, or alone
-    comm.all_reduce(x)                 # x: numpy array or torch CPU tensor, in place
+    comm.all_reduce(x)                 # x: numpy array or torch tensor, in place
 """
 
 from ._init import init
