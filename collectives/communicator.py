@@ -1016,17 +1016,16 @@ class Communicator:
         ``ncclCommSplit``. Collective: every rank calls it. A rank passing ``color=None``
         or a negative color (``MPI_UNDEFINED``, ``NCCL_SPLIT_NOCOLOR``) joins none and gets
         None. The new communicator has its own transports and operation numbers, meets
-        through this one's store, and is closed on its own; this one stays usable."""
+        through this one's store (over the mpi transport: through ``MPI_Comm_split``), and
+        is closed on its own; this one stays usable."""
         for name, value in (("color", color), ("key", key)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise InvalidArgumentError(f"{name}: expected an int or None, got {type(value).__name__}")
+        over_mpi = next((t for t in self.transports if t.name == "mpi"), None)
+        if over_mpi is not None:
+            return self._split_through_mpi(over_mpi.comm, color, key)
         if self.store is None:
             raise UnsupportedError("split: this communicator has no store to meet in")
-        if "mpi" in self.transport_names.values():
-            raise UnsupportedError(
-                "split: a communicator over the mpi transport is split through MPI: "
-                "collectives.from_mpi(mpi_comm.Split(color, key), transport='mpi')"
-            )
         mine = np.array([-1 if color is None or color < 0 else int(color), self.rank if key is None else int(key)],
                         dtype=np.int64)
         everyone = self.all_gather(mine).reshape(self.size, 2)
@@ -1039,6 +1038,22 @@ class Communicator:
 
         store = PrefixStore(f"split/{self._splits}/{int(mine[0])}", self.store)
         return connect(new_rank, len(members), store, self.config)
+
+    def _split_through_mpi(self, mpi_comm: Any, color: int | None, key: int | None) -> Communicator | None:
+        """``split`` of a communicator over the mpi transport: ``Split`` of its MPI
+        communicator, and a communicator over the mpi transport on that."""
+        from mpi4py import MPI
+
+        from .mpi import _connect
+
+        sub = mpi_comm.Split(MPI.UNDEFINED if color is None or color < 0 else int(color),
+                             self.rank if key is None else int(key))
+        if sub == MPI.COMM_NULL:
+            return None
+        try:
+            return _connect(MPI, sub, self.config)  # the transport takes a duplicate of its own
+        finally:
+            sub.Free()
 
     def _connect_barrier(self) -> None:
         """A barrier that proves every channel works, before the user's first operation

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from collectives import InvalidArgumentError, UnsupportedError
+from collectives import InvalidArgumentError
 from collectives.testing import run_world
 
 
@@ -90,12 +90,3 @@ def test_bad_colors_and_keys_are_refused_by_name(color: Any, key: Any, name: str
             comm.split(color, key)
 
     run_world(fn, 1)
-
-
-def test_a_communicator_over_mpi_says_to_split_through_mpi() -> None:
-    def fn(comm: Any) -> None:
-        comm.transports[0].name = "mpi"  # what from_mpi(..., transport="mpi") builds
-        with pytest.raises(UnsupportedError, match=r"Split\(color, key\)"):
-            comm.split(0)
-
-    run_world(fn, 2)

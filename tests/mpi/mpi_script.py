@@ -236,12 +236,15 @@ def part_split() -> None:
             same(ours.all_reduce(x.copy()), want, "comm.split halves: all_reduce")
     sub.Free()
     with collectives.from_mpi(WORLD, transport="mpi") as comm:
-        try:
-            comm.split(0)
-        except collectives.UnsupportedError as exc:
-            assert "Split(color, key)" in str(exc), exc
+        ours = comm.split(None if r == 0 else 1, -r)  # over the mpi transport: through MPI's Split
+        if r == 0:
+            assert ours is None
         else:
-            raise AssertionError("split over the mpi transport did not raise")
+            with ours:
+                assert (ours.rank, ours.size) == (n - 1 - r, n - 1), (ours.rank, r)
+                assert set(ours.transport_names.values()) <= {"mpi"}
+                x = np.full(3, r, dtype=np.int64)
+                same(ours.all_reduce(x), np.full(3, sum(range(1, n)), dtype=np.int64), "comm.split over mpi")
     mpi_conformance.nap_barrier(WORLD)
     say("from_mpi on Split communicators: members only, ranks and results as MPI's; comm.split as MPI's Split")
 
