@@ -183,10 +183,8 @@ class Staging:
         device = self._devices.get(id(template))
         if device is not None:
             return device.new_like(count)
-        if type(template).__module__.startswith("torch"):
-            import torch
-
-            return torch.empty(count, dtype=template.dtype)
+        if is_torch_tensor(template):
+            return sys.modules["torch"].empty(count, dtype=template.dtype)
         return np.empty(count, dtype=dtype)
 
     def wrap(self, body: Callable[[int, float], Any]) -> Callable[[int, float], Any]:
