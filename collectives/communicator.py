@@ -357,6 +357,8 @@ class Communicator:
                     local.close()
                 raise
             self._levels = (local, across)
+            logger.info("rank %d: all_reduce in two levels, %d hosts of %d ranks: within ranks %s, across ranks %s",
+                        self.rank, layout.hosts, layout.per_host, layout.on_host(host), layout.across(self.rank))
         return self._levels
 
     def _hierarchical_all_reduce(self, x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:

@@ -75,6 +75,16 @@ def test_two_levels_give_every_rank_the_same_right_bits(layout: str) -> None:
         assert np.allclose(got, want, rtol=1e-12) if dtype == "float64" else np.array_equal(got, want), (n, dtype, op)
 
 
+def test_the_levels_are_said_at_debug_info(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="collectives"):
+        run_world(lambda comm: comm.all_reduce(np.ones(2)), 4, hosts=LAYOUTS["2x2-interleaved"])
+    said = sorted(r.getMessage() for r in caplog.records if "two levels" in r.getMessage())
+    assert said[0] == "rank 0: all_reduce in two levels, 2 hosts of 2 ranks: within ranks [0, 2], across ranks [0, 1]"
+    assert len(said) == 4
+
+
 def test_the_automatic_choice_and_what_it_needs() -> None:
     def fn(comm: Any) -> Any:
         comm.all_reduce(np.ones(4))
