@@ -216,6 +216,16 @@ def _combos(collective: str) -> list[tuple[np.dtype, ReduceOp | None]]:
 def test_matrix_every_dtype_and_op(collective: str, algorithm: str, n: int) -> None:
     """One world runs the collective for every dtype (and every op that dtype allows),
     cycling counts (0, 1, < n, not divisible, larger), roots, preallocated/aliased outputs."""
+    _matrix(collective, algorithm, n)
+
+
+@pytest.mark.parametrize("hosts", [("a", "a", "b", "b"), ("a", "b", "c", "a", "b", "c")], ids=["2x2", "3x2-interleaved"])
+def test_hierarchical_matrix_every_dtype_and_op(hosts: tuple[str, ...]) -> None:
+    """The same matrix for all_reduce in two levels (ranks on several hosts)."""
+    _matrix("all_reduce", "hierarchical", len(hosts), hosts=hosts)
+
+
+def _matrix(collective: str, algorithm: str, n: int, **world: Any) -> None:
     combos = _combos(collective)
     salt = zlib.crc32(f"{collective}/{algorithm}/{n}".encode())
     counts = [0, 1, n - 1, n + 1, 2 * n + 3, 29] if collective not in BLOCKED else [0, n, 2 * n, 5 * n]
@@ -236,7 +246,7 @@ def test_matrix_every_dtype_and_op(collective: str, algorithm: str, n: int) -> N
         return out
 
     # a small chunk so that even these few elements travel in several segments
-    results = run_world(fn, n, timeout=WORLD_TIMEOUT, chunk_bytes=8 + salt % 17)
+    results = run_world(fn, n, timeout=WORLD_TIMEOUT, chunk_bytes=8 + salt % 17, **world)
     for i, (dtype, op, count, root, _) in enumerate(cases):
         label = (f"{collective}(n={n}, count={count}, dtype={dtype_name(dtype)}, op={op and op.name}, "
                  f"root={root}, algorithm={algorithm})")
