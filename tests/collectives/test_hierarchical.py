@@ -172,3 +172,13 @@ def test_reduce_op_objects_pass_through_the_levels() -> None:
         return x.tolist()
 
     assert run_world(fn, 4, hosts=LAYOUTS["2x2"]) == [[3, 0]] * 4
+
+
+def test_async_all_reduces_in_two_levels() -> None:
+    """Async calls run on the communicator's worker thread, which connects the levels."""
+
+    def fn(comm: Any) -> Any:
+        works = [comm.all_reduce(np.full(100, comm.rank + i, np.float64), async_op=True) for i in range(3)]
+        return [w.wait().tolist()[0] for w in works], comm._levels is not None
+
+    assert run_world(fn, 4, hosts=LAYOUTS["2x2-interleaved"]) == [([6.0, 10.0, 14.0], True)] * 4
