@@ -305,3 +305,17 @@ def test_harness_under_mpiexec_like_nccl_tests_built_with_mpi(transport):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"transport {transport}, algorithm auto, 2 ranks (mpiexec)" in proc.stdout
     assert "# Out of bounds values : 0 OK" in proc.stdout
+
+
+def test_two_levels_against_flat_runs_and_prints_a_row_per_size() -> None:
+    """``perf/two_levels_vs_flat.py``: ranks on emulated hosts, both algorithms, checked."""
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "two_levels_vs_flat.py"), "--np", "4", "--sizes", "8,2K",
+                           "--iters", "2", "--rounds", "1"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if re.search(r"\]\s+\d+\s+recursive\s", line)]
+    assert len(rows) == 2, done.stdout
+    assert "4 ranks as 2 hosts of 2" in done.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "perf" / "two_levels_vs_flat.py"), "--np", "3"], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--np must be a multiple" in bad.stderr
