@@ -140,6 +140,8 @@ class Communicator:
         self._warned_staging = False  # device buffers staged through the host: said once
         self._plan_call: tuple[str, int] = ("", 0)  # the operation _run_plan is running
         self._splits = 0  # split() calls so far: names each split's meeting place in the store
+        self._algorithms_said: set[tuple[str, str]] = set()  # (collective, algorithm) pairs logged at INFO
+        self._label = f"rank {rank}"  # who speaks in log lines
         self._layout = two_level_layout(hosts) if hosts is not None else None
         self._levels: tuple[Communicator, Communicator] | None = None  # (this host's ranks, my place on the others)
         self._chunk_bytes = config.chunk_bytes or min((t.chunk_bytes for t in self.transports), default=1 << 20)
@@ -326,7 +328,14 @@ class Communicator:
 
     def _algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
         windows = self._window_transport is not None and self.size > 1
-        return select(collective, requested, self.config.algorithm, nbytes, self.size, windows, self._layout is not None)
+        algorithm = select(collective, requested, self.config.algorithm, nbytes, self.size, windows,
+                           self._layout is not None)
+        if (collective, algorithm) not in self._algorithms_said and logger.isEnabledFor(logging.INFO):
+            self._algorithms_said.add((collective, algorithm))
+            why = "asked" if requested not in (None, "auto") else (
+                "COLLECTIVES_ALGO" if algorithm == self.config.algorithm else "automatic")
+            logger.info("%s: %s takes %s (%s, first at %d bytes)", self._label, collective, algorithm, why, nbytes)
+        return algorithm
 
     # -- two levels: within hosts, then across ----------------------------------------------
 
@@ -357,6 +366,7 @@ class Communicator:
                     local.close()
                 raise
             self._levels = (local, across)
+            local._label, across._label = f"{self._label} (within its host)", f"{self._label} (across hosts)"
             logger.info("rank %d: all_reduce in two levels, %d hosts of %d ranks: within ranks %s, across ranks %s",
                         self.rank, layout.hosts, layout.per_host, layout.on_host(host), layout.across(self.rank))
         return self._levels
@@ -514,7 +524,7 @@ class Communicator:
             )
             memory = candidate if ok else None
             logger.info(
-                "rank %d: single-copy reads of peers' memory %s", self.rank,
+                "%s: single-copy reads of peers' memory %s", self._label,
                 "work (process_vm_readv)" if ok else "are refused by the kernel; copying through shared memory",
             )
         self._memory_probed, self._memory = True, memory

@@ -182,3 +182,23 @@ def test_async_all_reduces_in_two_levels() -> None:
         return [w.wait().tolist()[0] for w in works], comm._levels is not None
 
     assert run_world(fn, 4, hosts=LAYOUTS["2x2-interleaved"]) == [([6.0, 10.0, 14.0], True)] * 4
+
+
+def test_debug_info_says_each_algorithm_once_with_why(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    def fn(comm: Any) -> None:
+        for _ in range(2):
+            comm.all_reduce(np.ones(4))
+            comm.all_reduce(np.ones(4), algorithm="ring")
+            comm.broadcast(np.ones(4))
+
+    with caplog.at_level(logging.INFO, logger="collectives"):
+        run_world(fn, 4, hosts=LAYOUTS["2x2"])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rank 0: ") and " takes " in r.getMessage()]
+    assert said == ["rank 0: all_reduce takes hierarchical (automatic, first at 32 bytes)",
+                    "rank 0: all_reduce takes ring (asked, first at 32 bytes)",
+                    "rank 0: broadcast takes tree (automatic, first at 32 bytes)"]
+    levels = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rank 0 (")]
+    assert "rank 0 (within its host): reduce_scatter takes recursive (automatic, first at 32 bytes)" in levels
+    assert "rank 0 (across hosts): all_reduce takes recursive (automatic, first at 16 bytes)" in levels
