@@ -1,4 +1,5 @@
-"""Who is where on a host: GPUs, how they are linked, and the transport each pair should use.
+"""Who is where: ranks on hosts, GPUs and how they are linked, and the transport each pair
+should use.
 
 - :mod:`.model`: frozen data (:class:`Gpu`, :class:`Link`, :class:`HostTopology`) with JSON.
 - :mod:`.nvidia_smi`: reads what ``nvidia-smi topo -m`` (and ``topo -p2p r``) prints.
@@ -6,6 +7,8 @@
   nvidia-smi, else none); import it as ``collectives.topology.discover``.
 - :mod:`.select`: the per-pair choice (cuda_ipc, shm_staged, tcp_staged, shm, tcp) and its
   one-line description for COLLECTIVES_DEBUG=INFO.
+- :mod:`.hosts`: which ranks share a host, for algorithms in two levels (within each host,
+  then across).
 
 Everything here is plain Python and runs without a GPU, so the choice is tested on CPU
 against recorded topologies.
