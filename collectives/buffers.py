@@ -105,24 +105,30 @@ def plain_tensor_view(obj: Any) -> np.ndarray | None:
     return torch_bytes_view(obj).view(dtype)
 
 
+def check_torch_tensor(tensor: Any, name: str) -> np.dtype:
+    """The numpy dtype for a torch tensor on any device, after the checks every tensor
+    passes: contiguous, and a dtype numpy has (not bool)."""
+    if not tensor.is_contiguous():
+        raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
+    torch = sys.modules["torch"]
+    dtype = None if tensor.dtype == torch.bool else torch_numpy_dtype(tensor.dtype)
+    if dtype is None:
+        what = "bfloat16 tensors need the ml_dtypes package" if tensor.dtype == torch.bfloat16 else "is not supported"
+        raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} {what}")
+    return dtype
+
+
 def _from_torch(tensor: Any, name: str) -> np.ndarray:
-    view = plain_tensor_view(tensor)
-    if view is not None:
-        return view
     if not tensor.is_cpu:
         raise InvalidArgumentError(
             f"{name}: a {tensor.device.type} tensor; only host (CPU) memory can be viewed here"
         )
-    if not tensor.is_contiguous():
-        raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
     if tensor.is_conj() or tensor.is_neg():
         raise InvalidArgumentError(
             f"{name}: the tensor is a lazily conjugated or negated view, whose memory holds other "
             f"values (call .resolve_conj() or .resolve_neg() first)"
         )
-    torch = sys.modules["torch"]
-    what = "bfloat16 tensors need the ml_dtypes package" if tensor.dtype == torch.bfloat16 else "is not supported"
-    raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} {what}")
+    return torch_bytes_view(tensor).view(check_torch_tensor(tensor, name))
 
 
 _DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm", 13: "cuda managed", 14: "oneapi"}

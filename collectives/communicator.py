@@ -350,16 +350,14 @@ class Communicator:
             assert layout is not None and self.store is not None
             host, place = layout.host_of[self.rank], layout.local_rank(self.rank)
             config = dataclasses.replace(self.config, timeout=max(deadline - time.monotonic(), 1e-3))
-            members = layout.on_host(host)
             local = None
             try:
                 local = connect(place, layout.per_host, PrefixStore(f"levels/host/{host}", self.store), config)
-                members = layout.across(self.rank)
                 across = connect(host, layout.hosts, PrefixStore(f"levels/across/{place}", self.store), config)
             except RendezvousTimeoutError as exc:
                 if local is not None:
                     local.close()
-                others = [r for r in members if r != self.rank]
+                others = [r for r in self._level_members(within=local is None) if r != self.rank]
                 raise CollectiveTimeoutError("all_reduce", seq, others, self.timeout) from exc
             except BaseException:
                 if local is not None:
@@ -367,9 +365,17 @@ class Communicator:
                 raise
             self._levels = (local, across)
             local._label, across._label = f"{self._label} (within its host)", f"{self._label} (across hosts)"
-            logger.info("rank %d: all_reduce in two levels, %d hosts of %d ranks: within ranks %s, across ranks %s",
-                        self.rank, layout.hosts, layout.per_host, layout.on_host(host), layout.across(self.rank))
+            logger.info("%s: all_reduce in two levels, %d hosts of %d ranks: within ranks %s, across ranks %s",
+                        self._label, layout.hosts, layout.per_host, self._level_members(within=True),
+                        self._level_members(within=False))
         return self._levels
+
+    def _level_members(self, *, within: bool) -> list[int]:
+        """My ranks of the members of a level (in its rank order): this host's ranks, or the
+        ranks with my place on every host."""
+        layout = self._layout
+        assert layout is not None
+        return layout.on_host(layout.host_of[self.rank]) if within else layout.across(self.rank)
 
     def _hierarchical_all_reduce(self, x: np.ndarray, out: np.ndarray, op: ReduceOp, seq: int, deadline: float) -> None:
         """``out`` = the reduction of every rank's ``x``, in two levels: a reduce-scatter among
@@ -383,8 +389,9 @@ class Communicator:
         padded = -(-n // per_host) * per_host
         if out is not x:
             copy_array(out, x)
-        work = out if padded == n else np.zeros(padded, dtype=out.dtype)
-        if work is not out:
+        work = out
+        if padded != n:  # blocks of equal size: pad with zeros (left out of the result)
+            work = np.zeros(padded, dtype=out.dtype)
             work[:n] = out
         block = np.empty(padded // per_host, dtype=out.dtype)
         level_op = ReduceOp.SUM if op is ReduceOp.AVG else op
@@ -396,9 +403,7 @@ class Communicator:
             level = local
             local.all_gather(block, work)
         except (CollectiveTimeoutError, TransportError) as exc:
-            layout = self._layout
-            assert layout is not None
-            members = layout.on_host(layout.host_of[self.rank]) if level is local else layout.across(self.rank)
+            members = self._level_members(within=level is local)
             if isinstance(exc, CollectiveTimeoutError):
                 raise CollectiveTimeoutError("all_reduce", seq, [members[r] for r in exc.ranks], self.timeout) from exc
             peer = None if exc.peer is None else members[exc.peer]

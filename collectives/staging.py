@@ -20,8 +20,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .buffers import as_flat_array, check_dtype, device_memory_kind, is_torch_tensor, torch_bytes_view, torch_numpy_dtype
-from .errors import InvalidArgumentError, InvalidTypeError
+from .buffers import (
+    as_flat_array,
+    check_dtype,
+    check_torch_tensor,
+    device_memory_kind,
+    is_torch_tensor,
+    torch_bytes_view,
+)
+from .errors import InvalidArgumentError
 
 
 class DeviceArray(Protocol):
@@ -52,11 +59,7 @@ class TorchDeviceArray:
 
         if tensor.device.type == "meta":
             raise InvalidArgumentError(f"{name}: a meta tensor holds no data to send or receive")
-        if not tensor.is_contiguous():
-            raise InvalidArgumentError(f"{name}: the tensor is not contiguous (call .contiguous() first)")
-        dtype = None if tensor.dtype == torch.bool else torch_numpy_dtype(tensor.dtype)
-        if dtype is None:
-            raise InvalidTypeError(f"{name}: torch dtype {tensor.dtype} is not supported")
+        dtype = check_torch_tensor(tensor, name)
         self.tensor = tensor.detach()
         self.dtype = dtype
         self.description = f"torch {tensor.device} tensor"

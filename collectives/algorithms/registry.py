@@ -86,11 +86,12 @@ def automatic(collective: str, nbytes: int, size: int, windows: bool = False, ho
 
 
 _NEEDS = {
-    "direct": (DIRECT, 0, "shared windows: every rank on this host over shared memory; this communicator has other transports"),
-    "hierarchical": (HIERARCHICAL, 1, "ranks on several hosts, the same number (more than one) on each"),
+    "direct": (DIRECT, "windows",
+               "shared windows: every rank on this host over shared memory; this communicator has other transports"),
+    "hierarchical": (HIERARCHICAL, "hosts", "ranks on several hosts, the same number (more than one) on each"),
 }
 """The algorithms that exist for some collectives and layouts only: for which collectives,
-which of (windows, hosts) they need, and what that means."""
+which of ``select``'s ``windows`` and ``hosts`` they need, and what that means."""
 
 
 def _unavailable(name: str, collective: str, windows: bool, hosts: bool) -> str | None:
@@ -101,7 +102,7 @@ def _unavailable(name: str, collective: str, windows: bool, hosts: bool) -> str 
     collectives, needed, what = _NEEDS[name]
     if collective not in collectives:
         return f"exists for {', '.join(collectives)}, not {collective}"
-    return "" if (windows, hosts)[needed] else f"needs {what}"
+    return "" if {"windows": windows, "hosts": hosts}[needed] else f"needs {what}"
 
 
 def select(
@@ -131,6 +132,8 @@ def select(
         if unavailable:
             raise UnsupportedError(f"algorithm: {name!r} {unavailable}")
         return name
-    if default is not None and (default in SCHEDULES[collective] or _unavailable(default, collective, windows, hosts) == ""):
+    if default is not None and (
+        default in SCHEDULES[collective] or _unavailable(default, collective, windows, hosts) == ""
+    ):
         return default
     return automatic(collective, nbytes, size, windows, hosts)
