@@ -19,49 +19,18 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from .communicator import Communicator
 from .config import Config
+from .connect import configure_logging, connect
 from .errors import InvalidArgumentError
-from .store import HashStore, PrefixStore, Store
-from .topology import PairPlan, describe, select_transport
-from .transports import transport_class
-from .transports.base import Transport
+from .store import HashStore, Store
 
 logger = logging.getLogger("collectives")
 
 DEFAULT_SECRET_NOTE = "no COLLECTIVES_SECRET set"
-
-
-def _configure_logging(config: Config) -> None:
-    if not config.debug:
-        return
-    level = getattr(logging, config.debug.upper(), None)
-    if not isinstance(level, int):
-        return
-    logger.setLevel(level)
-    if not any(getattr(h, "_collectives", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s collectives %(levelname)s %(message)s"))
-        handler._collectives = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-
-
-def host_identity(config: Config) -> str:
-    """Who shares this machine's memory: the override, else hostname plus boot id."""
-    if config.hostname:
-        return config.hostname
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}"
 
 
 def _int_env(env: Mapping[str, str], name: str) -> int:
@@ -143,7 +112,7 @@ def init(
     """
     env = os.environ if env is None else env
     config = Config.resolve(env, transport=transport, algorithm=algorithm, timeout=timeout, settings=settings)
-    _configure_logging(config)
+    configure_logging(config)
 
     owned: list[Any] = []
     if rank is None and size is None:
@@ -177,55 +146,3 @@ def init(
         for resource in reversed(owned):
             resource.close()
         raise
-
-
-def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None) -> Communicator:
-    """Connect ``rank`` to the other ranks of the job meeting in ``store``."""
-    # Each init of a rank takes the next generation, so that repeated inits on one store
-    # (tests, re-creation after a failure) never read each other's keys.
-    generation = store.add(f"collectives/init/{rank}", 1)
-    cstore = PrefixStore(f"collectives/{generation}", store)
-    if rank == 0:
-        cstore.set("secret", secrets.token_bytes(32))
-    me = host_identity(config)
-    cstore.set(f"host/{rank}", me.encode())
-    hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
-    plan: dict[str, list[int]] = {}
-    lines: list[str] = []
-    for peer in range(size):
-        if peer == rank:
-            continue
-        if config.transport:
-            forced = "forced by transport=/COLLECTIVES_TRANSPORT"
-            choice = PairPlan(rank, peer, config.transport, None, None, None, forced)  # type: ignore[arg-type]
-        else:  # host buffers; device buffers take the GPU columns of the same table (docs/gpu.md)
-            choice = select_transport(rank, peer, my_host=me, peer_host=hosts[peer])
-        plan.setdefault(choice.transport, []).append(peer)
-        lines.append(describe(choice))
-    transports: list[Transport] = []
-    try:
-        for name in ("inproc", "mpi", "shm", "tcp"):
-            peers = plan.get(name)
-            if not peers:
-                continue
-            # shm and inproc groups are cliques (one host); TCP's peer sets differ by rank,
-            # so it keys its addresses per rank on the communicator's store.
-            group_store = cstore if name == "tcp" else PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
-            transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))
-    except BaseException:
-        for t in transports:
-            t.close()
-        raise
-    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], hosts=hosts)
-    logger.info(
-        "rank %d/%d on %s: %s",
-        rank,
-        size,
-        me,
-        ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
-    )
-    for line in lines:
-        logger.info("%s", line)
-    if size > 1:
-        comm._connect_barrier()
-    return comm

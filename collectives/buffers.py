@@ -193,8 +193,8 @@ def address_of(array: np.ndarray) -> int:
 
 ALIASED_COPY_BYTES = (192 << 10, 512 << 10)
 """The sizes at which ``copy_array`` sidesteps memcpy for 4K-aliased buffers. From 512 KiB
-glibc copies another way; below 192 KiB the detour measured as often slower as faster
-(all_gather of 128 KiB per rank, 2 ranks: 121 / 222 us in one run, 81 / 50 in another)."""
+glibc copies another way; below 192 KiB the detour measured as often slower as faster.
+Measured: docs/performance.md, "Thresholds", ALIASED_COPY_BYTES."""
 
 
 def copy_array(dst: np.ndarray, src: np.ndarray) -> None:

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ._init import _configure_logging, connect, host_identity
+from . import connect as connecting
+from .connect import configure_logging, connect, host_identity
 from .communicator import Communicator
 from .config import Config
 from .errors import InvalidArgumentError, UnsupportedError
@@ -148,7 +149,7 @@ def _hosts_differ(MPI: Any, mpi_comm: Any, config: Config) -> bool:  # noqa: N80
 def _connect(MPI: Any, mpi_comm: Any, config: Config) -> Communicator:  # noqa: N803
     from .store.mpi_store import MPIStore
 
-    _configure_logging(config)
+    configure_logging(config)
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     if size == 1:
         store: Any = HashStore(timeout=config.timeout)
@@ -181,13 +182,41 @@ def _connect_over_mpi(rank: int, size: int, store: Any, config: Config, mpi_comm
     peers = [p for p in range(size) if p != rank]
     transport = MpiTransport(rank, size, peers, PrefixStore("mpi/0", cstore), config, config.timeout, comm=mpi_comm)
     try:
-        comm = Communicator(rank, size, [transport], config, store=cstore, owned=[store])
+        comm = Communicator(rank, size, [transport], config, store=cstore, owned=[store], splitter=MpiSplitter(mpi_comm))
         logger.info("rank %d/%d: mpi to ranks %s", rank, size, peers)
         comm._connect_barrier()
     except BaseException:
         transport.close()
         raise
     return comm
+
+
+class MpiSplitter:
+    """``Communicator.split`` of a communicator over the mpi transport: ``Split`` of its
+    MPI communicator, and a communicator over the mpi transport on that (the transport
+    takes a duplicate of its own)."""
+
+    def __init__(self, mpi_comm: Any) -> None:
+        self.mpi_comm = mpi_comm
+
+    def __call__(self, comm: Communicator, color: int, key: int) -> Communicator | None:
+        from mpi4py import MPI
+
+        sub = self.mpi_comm.Split(MPI.UNDEFINED if color < 0 else color, key)
+        if sub == MPI.COMM_NULL:
+            return None
+        try:
+            return _connect(MPI, sub, comm.config)
+        finally:
+            sub.Free()
+
+
+def _split_over_mpi(transports: Any, store: Any, config: Config) -> MpiSplitter | None:
+    """The splitter of a communicator that ``connect()`` made over the mpi transport."""
+    return next((MpiSplitter(t.comm) for t in transports if t.name == "mpi"), None)
+
+
+connecting.SPLITTERS["mpi"] = _split_over_mpi
 
 
 def from_mpi(

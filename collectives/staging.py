@@ -13,6 +13,7 @@ returns. A call that fails writes nothing back: the device buffers keep what the
 from __future__ import annotations
 
 import importlib
+import logging
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -28,7 +29,10 @@ from .buffers import (
     is_torch_tensor,
     torch_bytes_view,
 )
+from .engines.call import Call
 from .errors import InvalidArgumentError
+
+logger = logging.getLogger("collectives")
 
 
 class DeviceArray(Protocol):
@@ -190,16 +194,29 @@ class Staging:
             return sys.modules["torch"].empty(count, dtype=template.dtype)
         return np.empty(count, dtype=dtype)
 
-    def wrap(self, body: Callable[[int, float], Any]) -> Callable[[int, float], Any]:
+    def wrap(self, body: Callable[[Call], Any]) -> Callable[[Call], Any]:
         """``body``, followed by the copies back into device outputs (none if it raises)."""
         if not self._stores:
             return body
         stores = self._stores
 
-        def staged(seq: int, deadline: float) -> Any:
-            result = body(seq, deadline)
+        def staged(call: Call) -> Any:
+            result = body(call)
             for device, host in stores:
                 device.from_host(host)
             return result
 
         return staged
+
+
+def warn_staged(rank: int, routes: dict[int, str], device: DeviceArray, name: str) -> None:
+    """Say that device buffers go through host memory, and by which host transport to each
+    peer (``routes``: peer -> transport name; ``shm_staged``, ``tcp_staged`` in docs/gpu.md)."""
+    by_transport: dict[str, list[int]] = {}
+    for peer, transport in sorted(routes.items()):
+        by_transport.setdefault(transport, []).append(peer)
+    said = "; ".join(f"{t}_staged to ranks {peers}" for t, peers in sorted(by_transport.items()))
+    logger.warning(
+        "rank %d: %s is a %s; device buffers are copied through host memory (%s): no device "
+        "transport is built yet, see docs/gpu.md", rank, name, device.description, said or "no peers",
+    )

@@ -8,7 +8,7 @@ orders all reduce to it when each rank owes every other rank a distinct block.
 ``direct`` needs shared windows (every rank on one host over shared memory) and exists
 for all-reduce and reduce-scatter (loads from peers' windows) and all-gather and broadcast
 (single-copy reads of peers' memory, where the kernel refuses them the automatic choice instead; see
-``algorithms/direct.py``).
+``engines/direct.py``).
 """
 
 from __future__ import annotations
@@ -54,9 +54,7 @@ SMALL_MESSAGE_BYTES = 256 << 10
 SHORT_ALL_REDUCE_BYTES = SMALL_MESSAGE_BYTES
 """Recursive all-reduces up to this size double the whole vector (``recursive.all_reduce_short``:
 half the steps) instead of halving then doubling it. MPICH switches at 2 KiB; Python's
-per-step cost moves the crossover up. Over TCP, float32 max, short against halving and
-doubling, µs per call: 2 ranks 8 B 123 / 217, 2 KiB 135 / 228, 256 KiB 162 / 229, 1 MiB
-498 / 738, 4 MiB 2726 / 2478; 4 ranks 8 B 365 / 468, 64 KiB 466 / 763, 256 KiB 688 / 943."""
+per-step cost moves the crossover up. Measured: docs/performance.md, "Thresholds", SHORT_ALL_REDUCE_BYTES."""
 
 
 def schedule_for(collective: str, algorithm: str, nbytes: int) -> ScheduleFactory:
@@ -69,9 +67,8 @@ def schedule_for(collective: str, algorithm: str, nbytes: int) -> ScheduleFactor
 
 def automatic(collective: str, nbytes: int, size: int, windows: bool = False, hosts: bool = False) -> str:
     """A simple size / world-size rule (the tuner of the topology issue replaces it).
-    Hierarchical all-reduces beat flat ones at every size measured (4 ranks as 2 hosts of 2,
-    TCP between them, µs: 8 B 451 / 565, 64 KiB 512 / 813, 1 MiB 2656 / 6412, 16 MiB
-    29860 / 50265)."""
+    Hierarchical all-reduces beat flat ones at every size measured (docs/performance.md,
+    "Thresholds", hierarchical)."""
     if windows and collective in DIRECT:
         return "direct"
     if hosts and collective in HIERARCHICAL:

@@ -9,7 +9,7 @@ would be allowed: same user, and under Yama's ``ptrace_scope=1`` only once the t
 has named us (or anyone) as its tracer, which :func:`allow_peers` does for this process.
 
 Whether it works is a property of the machine (containers often forbid it), so callers
-probe it collectively before relying on it (see ``Communicator._cross_memory``), and
+probe it collectively before relying on it (see ``engines.windows.SharedWindows.peer_memory``), and
 fall back to copies through shared memory where it does not.
 """
 
@@ -31,8 +31,7 @@ PR_SET_PTRACER = 0x59616D61
 PR_SET_PTRACER_ANY = ctypes.c_ulong(-1).value
 PIECE_BYTES = 4 << 20
 """Bytes per syscall: large enough to amortise the call, small enough that a dead peer is
-noticed between pieces. Two processes reading 8 MiB from each other at once measured
-2.0 / 2.5 / 3.3 / 2.9 GB/s with 64 KiB / 256 KiB / 4 MiB / 64 MiB pieces."""
+noticed between pieces. Measured: docs/performance.md, "Thresholds", PIECE_BYTES."""
 
 
 class _IoVec(ctypes.Structure):

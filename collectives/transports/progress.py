@@ -41,9 +41,8 @@ def spin_seconds(local_processes: int) -> float:
 
 def spin_for(host_oversubscribed: bool) -> float:
     """SPIN_SECONDS, or no spin at all where the host is oversubscribed, since a spinning
-    rank then holds the core the rank it waits for needs. 8-byte all_reduce, 4 ranks on 2
-    cores, three interleaved rounds: 80 / 75 / 48 us per call with the spin, 46 / 61 / 48
-    us without."""
+    rank then holds the core the rank it waits for needs (docs/performance.md,
+    "Thresholds", spin_for)."""
     return 0.0 if host_oversubscribed else SPIN_SECONDS
 
 

@@ -353,6 +353,7 @@ class ShmTransport(Transport):
     """Channels to ``peers`` through shared-memory rings; every rank must be on this host."""
 
     name = "shm"
+    offers_windows = True
 
     def __init__(
         self,

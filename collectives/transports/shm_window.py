@@ -1,5 +1,5 @@
 """Shared windows: every rank's buffer mapped into every peer on the host, for direct
-load/store (the one-copy algorithms of ``algorithms/direct.py``).
+load/store (the one-copy algorithms of ``engines/direct.py``).
 
 A window is one /dev/shm segment per rank: a 4 KiB flag area, then the data. Creating
 one is collective over the transport's group: each rank creates its segment, the caller

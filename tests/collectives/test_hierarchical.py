@@ -92,7 +92,7 @@ def test_the_automatic_choice_and_what_it_needs() -> None:
             comm.broadcast(np.ones(4), algorithm="hierarchical")
         flat = np.ones(4)
         comm.all_reduce(flat, algorithm="ring")
-        return comm._levels is not None, flat.tolist()
+        return comm._context.levels.pair is not None, flat.tolist()
 
     assert run_world(fn, 4, hosts=LAYOUTS["2x2"]) == [(True, [4.0] * 4)] * 4
 
@@ -100,7 +100,7 @@ def test_the_automatic_choice_and_what_it_needs() -> None:
         with pytest.raises(UnsupportedError, match="needs ranks on several hosts"):
             comm.all_reduce(np.ones(4), algorithm="hierarchical")
         comm.all_reduce(np.ones(4))
-        assert comm._levels is None
+        assert comm._context.levels is None
 
     run_world(one_host, 2)
     run_world(one_host, 3, hosts=["a", "a", "b"])  # uneven: flat
@@ -114,7 +114,7 @@ def test_collectives_algo_names_it() -> None:
         x = np.arange(3.0)
         comm.all_reduce(x)
         comm.broadcast(x)  # the default applies where it exists, the automatic choice elsewhere
-        return comm._levels is not None, x.tolist()
+        return comm._context.levels.pair is not None, x.tolist()
 
     assert run_world(fn, 4, hosts=LAYOUTS["2x2"], algorithm="hierarchical") == [(True, [0.0, 4.0, 8.0])] * 4
 
@@ -142,7 +142,7 @@ def test_over_shared_memory_within_and_tcp_across() -> None:
     def fn(comm: Any) -> Any:
         x = np.arange(1 << 18, dtype=np.float32) * (comm.rank + 1)
         comm.all_reduce(x)
-        local, across = comm._levels
+        local, across = comm._context.levels.pair
         kinds = (sorted(set(local.transport_names.values())), sorted(set(across.transport_names.values())))
         return bool(np.array_equal(x, np.arange(1 << 18, dtype=np.float32) * 10)), kinds
 
@@ -153,7 +153,7 @@ def test_over_shared_memory_within_and_tcp_across() -> None:
 def test_closing_closes_both_levels() -> None:
     def fn(comm: Any) -> Any:
         comm.all_reduce(np.ones(8))
-        levels = comm._levels
+        levels = comm._context.levels.pair
         comm.close()
         return [level._closed for level in levels]
 
@@ -179,7 +179,7 @@ def test_async_all_reduces_in_two_levels() -> None:
 
     def fn(comm: Any) -> Any:
         works = [comm.all_reduce(np.full(100, comm.rank + i, np.float64), async_op=True) for i in range(3)]
-        return [w.wait().tolist()[0] for w in works], comm._levels is not None
+        return [w.wait().tolist()[0] for w in works], comm._context.levels.pair is not None
 
     assert run_world(fn, 4, hosts=LAYOUTS["2x2-interleaved"]) == [([6.0, 10.0, 14.0], True)] * 4
 

@@ -261,13 +261,13 @@ def direct_paths_at_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Thresholds shrunk so that a few hundred elements walk every path of the direct
     algorithms: the small window (to 256 B), the two-shot window scheme and the
     single-copy reads (from 2 KiB), in 512-byte steps. Forked ranks inherit them."""
-    from collectives import communicator
-    from collectives.algorithms import direct, small
+    from collectives.engines import windows as window_engine
+    from collectives.engines import direct, small
 
     for name in ("HALF_BYTES", "BROADCAST_BYTES", "GATHER_BYTES", "GATHER_BYTES_OVERSUBSCRIBED"):
         monkeypatch.setattr(small, name, 256)
     monkeypatch.setattr(direct, "READS_FROM_BYTES", 2048)
-    monkeypatch.setattr(communicator, "DIRECT_STEP_BYTES", 512)
+    monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 512)
 
 
 @pytest.mark.multiprocess

@@ -49,7 +49,7 @@ def test_direct_matches_the_reference_for_every_op(size):
 
 def test_direct_is_the_automatic_choice_on_one_host_and_gives_identical_bits():
     def fn(comm):
-        assert comm._algorithm("all_reduce", None, 1 << 20) == "direct"
+        assert comm._planner.algorithm("all_reduce", None, 1 << 20) == "direct"
         rng = np.random.default_rng(comm.rank)
         x = rng.standard_normal((1 << 20) + 13).astype(np.float32)
         first = x.copy()
@@ -169,15 +169,15 @@ def _checked_all_reduce(comm, i, round_, dtype, n, op):
 
 def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
     """The fast path keeps one plan per (dtype, size, op) and drops them all past
-    MAX_SMALL_PLANS: shapes interleaved and repeated, more of them than are kept, each
+    MAX_PLANS: shapes interleaved and repeated, more of them than are kept, each
     call checked against the reference (AVG divided, into ``out=`` too); reduce_scatter
     of the same shapes likewise."""
-    from collectives.communicator import MAX_SMALL_PLANS
+    from collectives.plans.base import MAX_PLANS
 
     shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64, np.float64) for n in (1, 2, 7, 300, 303)
               for op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, "min", "prod")]
-    shapes += [(np.dtype(np.float32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_SMALL_PLANS)]
-    assert len(shapes) > MAX_SMALL_PLANS
+    shapes += [(np.dtype(np.float32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_PLANS)]
+    assert len(shapes) > MAX_PLANS
 
     def fn(comm):
         bad = []
@@ -191,7 +191,7 @@ def test_repeated_small_all_reduces_of_many_shapes_keep_every_result_right():
                     ok = ok and np.array_equal(got, expected[block])
                 if not ok:
                     bad.append((round_, str(dtype), n, str(op)))
-        return bad, len(comm._small_plans) <= MAX_SMALL_PLANS, 0 < len(comm._scatter_plans) <= MAX_SMALL_PLANS
+        return bad, len(comm._plans) <= MAX_PLANS, 0 < sum(k[0] == "reduce_scatter" for k in comm._plans) <= MAX_PLANS
 
     assert run_world(fn, 3, "shm", timeout=180) == [([], True, True)] * 3
 
@@ -201,13 +201,13 @@ def test_repeated_short_all_reduces_off_shared_memory_keep_every_result_right(tr
     """Without a shared window, short all_reduces keep their schedule per (dtype, size,
     op) and run it from the fast path: more shapes than are kept, interleaved, repeated,
     in place and into ``out=``, each checked; a shape above the short limit keeps none."""
-    from collectives.algorithms.execute import KeptSchedule
+    from collectives.plans.scheduled import AllReduce
     from collectives.algorithms.registry import SHORT_ALL_REDUCE_BYTES
-    from collectives.communicator import MAX_SMALL_PLANS
+    from collectives.plans.base import MAX_PLANS
 
     shapes = [(np.dtype(dt), n, op) for dt in (np.float32, np.int64) for n in (1, 7, 300)
               for op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, "prod")]
-    shapes += [(np.dtype(np.int32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_SMALL_PLANS)]
+    shapes += [(np.dtype(np.int32), n, ReduceOp.SUM) for n in range(8, 8 + MAX_PLANS)]
     shapes += [(np.dtype(np.float64), SHORT_ALL_REDUCE_BYTES // 8 + 1, ReduceOp.SUM)]
 
     def fn(comm):
@@ -216,8 +216,8 @@ def test_repeated_short_all_reduces_off_shared_memory_keep_every_result_right(tr
             for i, (dtype, n, op) in enumerate(shapes):
                 if not _checked_all_reduce(comm, i, round_, dtype, n, op)[0]:
                     bad.append((round_, str(dtype), n, str(op)))
-        kept = comm._small_plans.values()
-        return bad, 0 < len(kept) <= MAX_SMALL_PLANS and all(type(p) is KeptSchedule for p in kept)
+        kept = [p for k, p in comm._plans.items() if k[0] == "all_reduce"]
+        return bad, 0 < len(kept) <= MAX_PLANS and all(type(p) is AllReduce for p in kept)
 
     assert run_world(fn, 3, transport, timeout=180) == [([], True)] * 3
 
@@ -225,10 +225,10 @@ def test_repeated_short_all_reduces_off_shared_memory_keep_every_result_right(tr
 def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
     """The fast path keeps one all-gather plan per (dtype, size), more shapes than are
     kept, in place and not, each call checked."""
-    from collectives.communicator import MAX_SMALL_PLANS
+    from collectives.plans.base import MAX_PLANS
 
     shapes = [(np.dtype(dt), n) for dt in (np.float32, np.int16, np.float64) for n in (1, 3, 1000)]
-    shapes += [(np.dtype(np.int32), n) for n in range(5, 5 + MAX_SMALL_PLANS)]
+    shapes += [(np.dtype(np.int32), n) for n in range(5, 5 + MAX_PLANS)]
 
     def fn(comm):
         bad = []
@@ -243,7 +243,7 @@ def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
                     x = rank_input(comm.rank, n, dtype, seed=i)
                 if comm.all_gather(x, out) is not out or not np.array_equal(out, want):
                     bad.append((round_, str(dtype), n))
-        return bad, 0 < len(comm._gather_plans) <= MAX_SMALL_PLANS
+        return bad, 0 < sum(k[0] == "all_gather" for k in comm._plans) <= MAX_PLANS
 
     assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
 
@@ -254,7 +254,7 @@ def test_direct_reduce_scatter_matches_the_reference(size):
     ops = [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.AVG, ReduceOp.BXOR]
 
     def fn(comm):
-        assert comm._algorithm("reduce_scatter", None, 1 << 20) == "direct"
+        assert comm._planner.algorithm("reduce_scatter", None, 1 << 20) == "direct"
         out = []
         for op in ops:
             dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
@@ -296,7 +296,7 @@ def test_direct_all_gather_reads_every_block_straight_from_its_owner(size):
     dtypes = [np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.complex128)]
 
     def fn(comm):
-        assert comm._algorithm("all_gather", None, 1 << 20) == "direct"
+        assert comm._planner.algorithm("all_gather", None, 1 << 20) == "direct"
         out = []
         for dtype in dtypes:
             for k in counts:
@@ -307,7 +307,7 @@ def test_direct_all_gather_reads_every_block_straight_from_its_owner(size):
                 y[comm.rank * k : (comm.rank + 1) * k] = rank_input(comm.rank, k, dtype, ReduceOp.SUM)
                 comm.all_gather(y[comm.rank * k : (comm.rank + 1) * k], y, algorithm="direct")
                 out.append(y)
-        return out, comm._memory is not None
+        return out, comm._context.windows.memory is not None
 
     results = run_world(fn, size, "shm", timeout=120)
     for r, (got, single_copy) in enumerate(results):
@@ -324,7 +324,7 @@ def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers():
     """A shape gathered by reads keeps its plan (its blocks), never the buffers: every
     call reads the addresses its peers post for it, in place and not, whatever arrays
     they pass this time."""
-    from collectives.algorithms import small
+    from collectives.engines import small
 
     lo, _ = small.GATHER_READS_BYTES
     shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # in the reads range; above the window
@@ -341,7 +341,7 @@ def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers():
                 comm.all_gather(inplace[comm.rank * k : (comm.rank + 1) * k], inplace)
                 if not (np.array_equal(out, want) and np.array_equal(inplace, want)):
                     bad.append((i, k))
-        return bad, sorted(type(plan).__name__ for plan in comm._gather_plans.values())
+        return bad, sorted(type(plan.route).__name__ for key, plan in comm._plans.items() if key[0] == "all_gather")
 
     assert run_world(fn, 3, "shm", timeout=120) == [([], ["AllGatherByReads"] * 2)] * 3
 
@@ -386,7 +386,7 @@ def test_all_gather_falls_back_to_copies_where_single_copy_reads_are_not_allowed
         x = np.full(1000, comm.rank, np.int32)
         got = comm.all_gather(x)
         got2 = comm.all_gather(x, algorithm="direct")
-        return comm._memory is None, got.tolist() == got2.tolist() == np.repeat(np.arange(comm.size), 1000).tolist()
+        return comm._context.windows.memory is None, got.tolist() == got2.tolist() == np.repeat(np.arange(comm.size), 1000).tolist()
 
     assert run_world(fn, 3, "shm", timeout=120, **settings) == [(True, True)] * 3
 
@@ -396,7 +396,7 @@ def test_small_broadcasts_from_a_root_that_never_waits_never_overwrite_unread_da
     """A broadcast root reads nothing, so only its check before reusing a slot (pipelined,
     up to PIPELINED_BROADCAST_SLOTS calls ahead) or a half keeps it from rewriting data
     a slow rank has not read yet; small all_reduces in between keep their own count."""
-    from collectives.algorithms import small
+    from collectives.engines import small
 
     lo = 1 if route == "pipelined slots" else small.PIPELINED_BROADCAST_BYTES // 8 + 1  # int64 elements
     hi = lo + 40
@@ -464,12 +464,12 @@ def test_small_collectives_through_the_small_window_match_the_reference(size):
 def reads_from_small_sizes(monkeypatch):
     """All-reduces by reads from 64 KiB (the small window up to 16 KiB), in 4 KiB steps,
     so that small tests walk many steps (the forked ranks inherit the patched constants)."""
-    from collectives import communicator
-    from collectives.algorithms import direct, small
+    from collectives.engines import windows as window_engine
+    from collectives.engines import direct, small
 
     monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
     monkeypatch.setattr(direct, "READS_FROM_BYTES", 64 << 10)
-    monkeypatch.setattr(communicator, "DIRECT_STEP_BYTES", 4 << 10)
+    monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 4 << 10)
     calls = []
     real = direct.all_reduce_by_reads
 
@@ -566,7 +566,7 @@ def test_all_reduce_falls_back_to_the_window_where_reads_are_turned_off(reads_fr
         x = np.full(50000, comm.rank, np.int64)
         out = np.empty_like(x)
         comm.all_reduce(x, out=out)
-        return comm._memory is None, bool(np.all(out == sum(range(comm.size)))), len(reads_from_small_sizes)
+        return comm._context.windows.memory is None, bool(np.all(out == sum(range(comm.size)))), len(reads_from_small_sizes)
 
     assert run_world(fn, 3, "shm", timeout=120, cross_memory=False) == [(True, True, 0)] * 3
 
@@ -574,7 +574,7 @@ def test_all_reduce_falls_back_to_the_window_where_reads_are_turned_off(reads_fr
 @pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed: all read", "a core each: the root writes too"])
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatch):
-    from collectives.algorithms import small
+    from collectives.engines import small
     from collectives.transports import progress
 
     monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)  # the single-copy path from 16 KiB
@@ -590,7 +590,7 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
                     comm.broadcast(x, root, algorithm="direct")
                     if not np.array_equal(x, want):
                         bad.append((count, np.dtype(dtype).name, root))
-        return bad, comm._memory is not None
+        return bad, comm._context.windows.memory is not None
 
     assert run_world(fn, size, "shm", timeout=120) == [([], True)] * size
 
@@ -598,7 +598,7 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
 def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(monkeypatch):
     """Receivers read the root's x and the root writes into theirs: neither may return
     before the other side is done with its buffer."""
-    from collectives.algorithms import small
+    from collectives.engines import small
     from collectives.transports import progress
 
     monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)
@@ -622,7 +622,7 @@ def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(m
 def test_broadcasts_up_to_the_window_size_and_just_above_it():
     """Broadcast takes the small window up to BROADCAST_BYTES (larger than the other
     collectives' limit) and single-copy reads above it."""
-    from collectives.algorithms import small
+    from collectives.engines import small
 
     def fn(comm):
         bad = []
@@ -641,7 +641,7 @@ def test_broadcasts_up_to_the_window_size_and_just_above_it():
 def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkeypatch):
     """A launcher may pin ranks to different CPU sets; algorithms that choose by
     oversubscription (the broadcast root writing or not) must choose alike everywhere."""
-    from collectives.algorithms import small
+    from collectives.engines import small
     from collectives.transports import progress
 
     monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)
@@ -650,7 +650,7 @@ def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkey
         progress.usable_cpus = (lambda: 64) if comm.rank == 0 else (lambda: 1)
         x = np.arange(50000, dtype=np.int64) if comm.rank == 1 else np.zeros(50000, np.int64)
         comm.broadcast(x, 1)
-        return comm._small_window.oversubscribed, bool(np.array_equal(x, np.arange(50000)))
+        return comm._context.windows.small_window.oversubscribed, bool(np.array_equal(x, np.arange(50000)))
 
     assert run_world(fn, 3, "shm", timeout=120) == [(True, True)] * 3
 
@@ -660,7 +660,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
     """All-gather takes the window up to gather_bytes (1 MiB where every rank has a core,
     32 KiB where ranks outnumber cores) except in GATHER_READS_BYTES, and single-copy
     reads elsewhere; both give every block in rank order, in place and not."""
-    from collectives.algorithms import direct, small
+    from collectives.engines import direct, small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
@@ -678,7 +678,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
 
     def fn(comm):
         bad = []
-        window_limit = small.gather_bytes(comm._small("all_gather", 0, time.monotonic() + 60))
+        window_limit = small.gather_bytes(_small_window(comm))
         for nbytes in sizes:
             k = nbytes // 8
             x = np.arange(k, dtype=np.int64) + 1000 * comm.rank
@@ -703,7 +703,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
 def test_in_place_all_gather_through_the_window_leaves_my_block_where_it_is(monkeypatch):
     """In place, from IN_PLACE_SKIP_BYTES, my block is already in ``out``: one copy in and
     p - 1 out, where out of place (or below the size) takes p out."""
-    from collectives.algorithms import small
+    from collectives.engines import small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # the window up to 1 MiB
@@ -780,3 +780,12 @@ def test_reduce_scatter_by_reads_input_can_be_rewritten_as_soon_as_the_call_retu
         return bad, reads_from_small_sizes.count(2)
 
     assert run_world(fn, 3, "shm", timeout=120) == [(0, 30)] * 3
+
+
+def _small_window(comm):
+    """The communicator's small window, opened (collectively) if it is not yet."""
+    from collectives.engines.call import Call
+
+    call = Call(60.0)
+    call.name, call.deadline = "all_gather", time.monotonic() + 60
+    return comm._context.windows.small(call)

@@ -37,7 +37,7 @@ RANK_SCRIPT = textwrap.dedent(
     ok = np.array_equal(x, size * np.arange(1 << 16) + size * (size - 1) / 2)
     y = np.arange(1 << 16, dtype=np.float64) * (rank + 1)
     comm.all_reduce(y)  # automatic: in two levels (two hosts of two ranks), TCP between the namespaces
-    ok = ok and np.array_equal(y, np.arange(1 << 16) * size * (size + 1) / 2) and comm._levels is not None
+    ok = ok and np.array_equal(y, np.arange(1 << 16) * size * (size + 1) / 2) and comm._context.levels.pair is not None
     g = comm.all_gather(np.array([rank]))
     kinds = sorted(f"{p}:{t}" for p, t in comm.transport_names.items())
     with open(out, "w") as f:

@@ -9,23 +9,13 @@ messages between a pair match in order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 from ..ops import ReduceOp, fold_received
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
-from .schedule import Recv, Send, Step
-
-
-class KeptSchedule(NamedTuple):
-    """A schedule generated once and kept for a repeated shape: for short messages the
-    generators cost more than the messages (8-byte all-reduce over TCP, 2 ranks: 83 us
-    per call run from the generator, 62 from the kept steps)."""
-
-    steps: tuple[Step, ...]
-    op: ReduceOp
+from ..algorithms.schedule import Recv, Send, Step
 
 
 class _Posted:

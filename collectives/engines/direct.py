@@ -1,7 +1,7 @@
 """Direct (one-copy) all-reduce over shared windows: the two-shot scheme GPU libraries
 use over NVLink, here over /dev/shm.
 
-Small vectors take ``algorithms/small.py`` instead (one flag per call through a small
+Small vectors take ``engines/small.py`` instead (one flag per call through a small
 double-buffered window). Larger ones take the two-shot scheme below.
 
 On one host, copies rather than messages are the cost. Every rank exposes its input in
@@ -24,7 +24,7 @@ and written only by their owner (slot numbers below):
          returns, since its caller may overwrite that buffer at once)
     SEG  which window holds my input this call (0: the scratch window)
     OFF  byte offset of my input in that window
-    SMALL  the number of my last small call (algorithms/small.py) whose input is in
+    SMALL  the number of my last small call (engines/small.py) whose input is in
            the small window
 
 The single-copy all-gather (``all_gather``) reads peers' memory with the kernel's help
@@ -55,17 +55,15 @@ import numpy as np
 
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, reduce_into, reduce_pair
-from .schedule import partition
+from ..algorithms.schedule import partition
 
 IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED, BROADCAST = range(14)
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the
-kernel allows the reads). In place, per call, by reads / through the window (run_world,
-2 ranks): 4 MiB 0.54 / 0.45 ms, 8 MiB 0.93 / 1.5 ms, 16 MiB 3.0 / 4.6 ms, 64 MiB 11 /
-18 ms; 4 ranks 8 MiB 5.0 / 6.6 ms. Below, the syscalls and page pinning of the reads cost
-more than the copy they save. Buffers from ``comm.alloc`` keep the window (reading shared
-mappings measured 3× slower than reading the heap)."""
+kernel allows the reads). Below, the syscalls and page pinning of the reads cost more than
+the copy they save. Buffers from ``comm.alloc`` keep the window (reading shared mappings is
+slower than reading the heap). Measured: docs/performance.md, "Thresholds", READS_FROM_BYTES."""
 
 
 class Window(Protocol):
@@ -346,9 +344,8 @@ def all_gather(
 class AllGatherByReads:
     """All-gathers of one shape (dtype size ``itemsize``, ``count`` elements per rank) by
     single-copy reads (:func:`all_gather`), with every rank's block worked out once: a
-    repeated call then costs its flags and copies, not the lookups (2 MiB per rank, 2
-    ranks, the copies stubbed out: 17.7 us per call through the general path, 9.7 for the
-    algorithm alone)."""
+    repeated call then costs its flags and copies, not the lookups (docs/performance.md,
+    "Thresholds", AllGatherByReads)."""
 
     def __init__(self, window: Window, memory: PeerMemory, itemsize: int, count: int) -> None:
         self.window = window

@@ -26,35 +26,28 @@ import numpy as np
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from .direct import BROADCAST, SMALL, Window
-from .schedule import partition
+from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
 
 HALF_BYTES = 512 << 10
-"""Bytes of each half, the largest contribution a small reduction or broadcast takes.
-Measured per call against the chunked direct algorithms (2 ranks / 4 ranks on 2 cores):
-all-reduce of 64 KiB 94 -> 35 / 517 -> 150 us, 512 KiB 378 -> 97 / 1050 -> 355 us,
-broadcast of 512 KiB 85 -> 57 / 302 -> 127 us; at 1 MiB the two were even at 2 ranks."""
+"""Bytes of each half, the largest contribution a small reduction or broadcast takes: up to
+here one flag per call beats the chunked direct algorithms. Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 
 BROADCAST_BYTES = 2 << 20
 """The largest broadcast taken here (the window's halves are as large): one copy in by the
 root and one out by each rank, all in cache, beat the single-copy reads of
-``direct.broadcast`` up to here. Per call, window / single copy: 4 ranks on 2 cores
-1 MiB 170-229 / 486-528 us, 2 MiB 278-325 / 868-1008 us; 2 ranks 1 MiB 81-90 / 133-162,
-2 MiB 109-121 / 218-224 us. At 4 MiB: 4 ranks 1.0-1.1 / 1.7 ms, 2 ranks even; at 8 MiB
-2 ranks 1.3-1.5 / 0.5-0.6 ms. (All-reduce and reduce-scatter of 1-2 MiB measured slower
-here than in their two-shot scheme, so they keep HALF_BYTES.)"""
+``direct.broadcast`` up to here (all-reduce and reduce-scatter keep HALF_BYTES).
+Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
 
 GATHER_BYTES = 1 << 20
 """The largest all-gather contribution taken here where every rank has a core: the copy
 through the window (in cache) beats the single-copy read of the owner's block, whose
-page pinning costs more at these sizes. Per call, window / reads, 2 ranks: 128 KiB 40-45 /
-107-115 us, 512 KiB 106-115 / 139-167, 1 MiB 178-185 / 252-257."""
+page pinning costs more at these sizes. Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
 GATHER_BYTES_OVERSUBSCRIBED = 32 << 10
-"""The same where ranks outnumber cores: 4 ranks on 2 cores measured the window erratic
-(64 KiB 89 / 251-280 us, but 128 KiB 454-471 / 254-292 and 256 KiB 853 / 352-390), so
-only small contributions take it there."""
+"""The same where ranks outnumber cores, where the window measured erratic: only small
+contributions take it there. Measured: docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
 
 
 IN_PLACE_SKIP_BYTES = 64 << 10
@@ -65,16 +58,13 @@ from the window (below, the extra check cost more than the copy it saves)."""
 GATHER_READS_BYTES = (192 << 10, 512 << 10)
 """Contributions in this range go by single-copy reads where reads are allowed, although
 the window takes those on either side: here the window's copies meet memcpy's 4K-aliasing
-slow path (``buffers.ALIASED_COPY_BYTES``) and its detour is slower cross-core. Per call,
-2 ranks, window / reads: 256 KiB in place 55-59 / 37-41 us, out of place 80-92 / 56-60;
-128 KiB 30-36 / 30-32 and 37-45 / 43-45; 512 KiB 54-57 / 57-63 and 71-102 / 89-98."""
+slow path (``buffers.ALIASED_COPY_BYTES``) and its detour is slower cross-core.
+Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 
 
 PIPELINED_BROADCAST_BYTES = 256 << 10
 """The largest broadcast taken through the pipelined slots (``PipelinedBroadcastPlan``).
-Harness, in place, per call, MPICH / ours: 4 ranks on 2 cores 8 B-2 KiB 10-20 / 13-26 us
-(through the halves: 37-47), 128 KiB 64 / 40 (halves: 106), 256 KiB 112 / 92; 2 ranks
-8 B 4.7 / 8.0 (run_world through the halves: 10.9, slots with their plan: 6.9)."""
+Measured: docs/performance.md, "Thresholds", PIPELINED_BROADCAST_BYTES."""
 
 PIPELINED_BROADCAST_SLOTS = 8
 """How many broadcasts the root may run ahead of the slowest rank."""
@@ -114,9 +104,8 @@ class _Plan:
     """Small collectives of one shape (dtype, element count) over one window, with what
     every call needs looked up once: both halves' views of every rank's copy and the
     peers' flag words. A repeated small call (a loss, a norm, a flag) then spends its time
-    on the copies and one flag; the lookups were half of it (8-byte all-reduce, 2 ranks,
-    the algorithm alone in a loop: 6.2 us per call through the generic function, 3.0 us
-    for the copy, flag and add by hand)."""
+    on the copies and one flag; the lookups were half of it (docs/performance.md,
+    "Thresholds", small plans)."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
         nbytes = dtype.itemsize * size

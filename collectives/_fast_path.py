@@ -1,0 +1,125 @@
+"""The communicator's fast path: a repeated call whose plan is already kept.
+
+A call of a signature seen before (same collective, dtype, count, operator, root, no
+algorithm asked), on plain numpy arrays that pass the same checks the full path makes
+(C-contiguous, outputs writable and of the right dtype and size), runs its kept plan
+inline: no staging, no re-validation, no dispatch through the worker. The repeated small
+all_reduce (a loss, a flag, a norm) spends its time on the data then. CPU torch tensors
+take it through numpy views of their memory. Each function returns None (or False) where
+the call must take the full path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .buffers import plain_tensor_view, same_or_apart
+from .ops import ReduceOp
+
+if TYPE_CHECKING:
+    from .communicator import Communicator
+
+
+def _tensor_views(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Numpy views of ``x`` and ``out`` (or None) where both are torch tensors the checks
+    would take as they are (``buffers.plain_tensor_view``), else None."""
+    xv = plain_tensor_view(x)
+    if xv is None:
+        return None
+    if out is None:
+        return xv, None
+    ov = plain_tensor_view(out)
+    return None if ov is None else (xv, ov)
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return array if array.ndim == 1 else array.reshape(-1)
+
+
+def _output_ok(x: np.ndarray, out: np.ndarray, count: int) -> bool:
+    """Whether ``x`` may be read and ``out`` written as they are: C-contiguous, one dtype,
+    ``out`` writable and of ``count`` elements."""
+    return (
+        out.dtype == x.dtype
+        and out.size == count
+        and x.flags.c_contiguous
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    )
+
+
+def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
+    """The result of a kept all-reduce, or None."""
+    if type(x) is not np.ndarray:
+        views = _tensor_views(x, out)
+        if views is None:
+            return None
+        comm.all_reduce(views[0], op, out=views[1])
+        return x if out is None else out
+    if out is not None and type(out) is not np.ndarray:
+        return None
+    plan = comm._plans.get(("all_reduce", x.dtype, x.size, op, None)) if isinstance(op, (ReduceOp, str)) else None
+    if plan is None or not x.flags.c_contiguous:
+        return None
+    if out is None:
+        if not x.flags.writeable:
+            return None
+        comm._run_kept("all_reduce", plan, _flat(x), _flat(x))
+        return x
+    if not (_output_ok(x, out, x.size) and same_or_apart(x, out)):
+        return None
+    comm._run_kept("all_reduce", plan, _flat(x), _flat(out))
+    return out
+
+
+def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
+    """Whether a kept reduce-scatter ran into ``out``."""
+    if type(x) is not np.ndarray:
+        views = _tensor_views(x, out)
+        if views is None:
+            return False
+        comm.reduce_scatter(views[0], views[1], op)
+        return True
+    if type(out) is not np.ndarray or not isinstance(op, (ReduceOp, str)):
+        return False
+    plan = comm._plans.get(("reduce_scatter", x.dtype, x.size, op, None))
+    if plan is None or not _output_ok(x, out, x.size // comm.size):
+        return False
+    comm._run_kept("reduce_scatter", plan, _flat(x), _flat(out))
+    return True
+
+
+def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
+    """Whether a kept all-gather ran into ``out``."""
+    if type(x) is not np.ndarray:
+        views = _tensor_views(x, out)
+        if views is None:
+            return False
+        comm.all_gather(views[0], views[1])
+        return True
+    if type(out) is not np.ndarray:
+        return False
+    plan = comm._plans.get(("all_gather", x.dtype, x.size, None))
+    if plan is None or not _output_ok(x, out, x.size * comm.size):
+        return False
+    comm._run_kept("all_gather", plan, _flat(x), _flat(out))
+    return True
+
+
+def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
+    """Whether a kept broadcast ran on ``x``."""
+    if type(x) is not np.ndarray:
+        view = plain_tensor_view(x)
+        if view is None:
+            return False
+        comm.broadcast(view, root)
+        return True
+    if type(root) is not int:
+        return False
+    plan = comm._plans.get(("broadcast", x.dtype, x.size, root, None))
+    if plan is None or not x.flags.c_contiguous or not (x.flags.writeable or root == comm.rank):
+        return False
+    comm._run_kept("broadcast", plan, _flat(x), None)
+    return True

@@ -1,0 +1,67 @@
+"""Argument checks of the communicator's calls: local, before anything is sent.
+
+Every check raises an error that names the argument and what is wrong with it, so a
+wrong call fails on the rank that made it instead of hanging or corrupting its peers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .buffers import check_count, check_same_dtype
+from .errors import InvalidArgumentError
+from .ops import ReduceOp, check_op
+from .staging import Staging
+from .tags import MAX_USER_TAG, P2P_TAG_BIT
+
+
+def rank_in(value: object, name: str, size: int) -> int:
+    """``value`` as a rank of a world of ``size``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name}: expected a rank (int), got {type(value).__name__}")
+    if not 0 <= int(value) < size:
+        raise InvalidArgumentError(f"{name}: rank {value} is out of range for world size {size}")
+    return int(value)
+
+
+def reduction(op: object, array: np.ndarray, name: str = "op") -> ReduceOp:
+    """``op`` as a ReduceOp that has a meaning for ``array``'s dtype."""
+    parsed = ReduceOp.parse(op, name)
+    check_op(parsed, array.dtype, name)
+    return parsed
+
+
+def per_rank(array: np.ndarray, name: str, size: int) -> int:
+    """Elements of ``array`` per rank, refusing a count that is not a multiple of ``size``."""
+    if array.size % size:
+        raise InvalidArgumentError(f"{name}: holds {array.size} elements, not a multiple of the world size {size}")
+    return array.size // size
+
+
+def output(stage: Staging, out: Any, like: Any, xa: np.ndarray, count: int, why: str) -> tuple[Any, np.ndarray]:
+    """The call's output (allocated like ``like`` when None) and its flat host view,
+    checked to hold ``count`` elements of ``xa``'s dtype (``why`` says why that many)."""
+    if out is None:
+        out = stage.new_like(like, count, xa.dtype)
+    oa = stage.flat(out, "out", writable=True, load=False)
+    check_same_dtype(xa, oa, "x", "out")
+    check_count(oa, count, "out", why)
+    return out, oa
+
+
+def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int) -> tuple[int, int]:
+    """The other rank of a send or receive, and the tag its messages carry on the wire."""
+    peer = rank_in(peer, name, size)
+    if peer == rank:
+        raise InvalidArgumentError(f"{name}: rank {peer} is this rank; send/recv need another rank")
+    if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= int(tag) <= MAX_USER_TAG:
+        raise InvalidArgumentError(f"tag: expected an int in 0..{MAX_USER_TAG}, got {tag!r}")
+    return peer, P2P_TAG_BIT | int(tag)
+
+
+def color_or_key(name: str, value: object) -> None:
+    """``split``'s color and key are ints or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise InvalidArgumentError(f"{name}: expected an int or None, got {type(value).__name__}")

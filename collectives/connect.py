@@ -1,0 +1,144 @@
+"""Connecting ranks that meet in a store: transports per peer, then a communicator.
+
+Every rank publishes its host identity; peers on the same host are connected by shared
+memory and the others by TCP, unless ``config.transport`` forces one transport for all.
+What the plans need (executor, shared windows, the two levels) is built here and handed
+to the communicator, with the way it splits (``StoreSplitter``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .communicator import Communicator, Splitter
+from .config import Config
+from .plans import PlanContext
+from .store import PrefixStore, Store
+from .topology import PairPlan, describe, select_transport
+from .transports import transport_class
+from .transports.base import Transport
+
+logger = logging.getLogger("collectives")
+
+SPLITTERS: dict[str, Callable[[list[Transport], Store, Config], Splitter | None]] = {}
+"""Splitters by forced transport, where splitting through the store will not do: the mpi
+transport's is registered by ``collectives.mpi`` (its communicators split through
+MPI_Comm_split)."""
+
+
+def configure_logging(config: Config) -> None:
+    if not config.debug:
+        return
+    level = getattr(logging, config.debug.upper(), None)
+    if not isinstance(level, int):
+        return
+    logger.setLevel(level)
+    if not any(getattr(h, "_collectives", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s collectives %(levelname)s %(message)s"))
+        handler._collectives = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def host_identity(config: Config) -> str:
+    """Who shares this machine's memory: the override, else hostname plus boot id."""
+    if config.hostname:
+        return config.hostname
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None) -> Communicator:
+    """Connect ``rank`` to the other ranks of the job meeting in ``store``."""
+    # Each init of a rank takes the next generation, so that repeated inits on one store
+    # (tests, re-creation after a failure) never read each other's keys.
+    generation = store.add(f"collectives/init/{rank}", 1)
+    cstore = PrefixStore(f"collectives/{generation}", store)
+    if rank == 0:
+        cstore.set("secret", secrets.token_bytes(32))
+    me = host_identity(config)
+    cstore.set(f"host/{rank}", me.encode())
+    hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
+    plan: dict[str, list[int]] = {}
+    lines: list[str] = []
+    for peer in range(size):
+        if peer == rank:
+            continue
+        if config.transport:
+            forced = "forced by transport=/COLLECTIVES_TRANSPORT"
+            choice = PairPlan(rank, peer, config.transport, None, None, None, forced)  # type: ignore[arg-type]
+        else:  # host buffers; device buffers take the GPU columns of the same table (docs/gpu.md)
+            choice = select_transport(rank, peer, my_host=me, peer_host=hosts[peer])
+        plan.setdefault(choice.transport, []).append(peer)
+        lines.append(describe(choice))
+    transports: list[Transport] = []
+    try:
+        for name in ("inproc", "mpi", "shm", "tcp"):
+            peers = plan.get(name)
+            if not peers:
+                continue
+            # shm and inproc groups are cliques (one host); TCP's peer sets differ by rank,
+            # so it keys its addresses per rank on the communicator's store.
+            group_store = cstore if name == "tcp" else PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
+            transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))
+    except BaseException:
+        for t in transports:
+            t.close()
+        raise
+    context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=connect)
+    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], context=context,
+                        splitter=_splitter(transports, cstore, config))
+    logger.info(
+        "rank %d/%d on %s: %s",
+        rank,
+        size,
+        me,
+        ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
+    )
+    for line in lines:
+        logger.info("%s", line)
+    if size > 1:
+        comm._connect_barrier()
+    return comm
+
+
+class StoreSplitter:
+    """``Communicator.split`` for communicators that meet in a store: the ranks all-gather
+    their (color, key), each color's members connect anew in a part of the store named by
+    the split's number (the same count on every rank: split is collective), and a barrier
+    of the parent ends it."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self.splits = 0
+
+    def __call__(self, comm: Communicator, color: int, key: int) -> Communicator | None:
+        mine = np.array([color, key], dtype=np.int64)
+        everyone = comm.all_gather(mine).reshape(comm.size, 2)
+        self.splits += 1
+        new = None
+        if color >= 0:
+            members = sorted((int(k), r) for r, (c, k) in enumerate(everyone.tolist()) if c == color)
+            new_rank = members.index((key, comm.rank))
+            new = connect(new_rank, len(members), PrefixStore(f"split/{self.splits}/{color}", self.store), self.config)
+        # Every new communicator is connected before any rank returns: a rank that went on
+        # and closed the parent (whose store the others still meet in) would strand them.
+        comm.barrier()
+        return new
+
+
+def _splitter(transports: list[Transport], store: Store, config: Config) -> Splitter:
+    special = SPLITTERS.get(config.transport or "")
+    return (special and special(transports, store, config)) or StoreSplitter(store, config)

@@ -1,0 +1,86 @@
+"""What plans need from the communicator's connections, built once by ``connect()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..config import Config
+from ..engines.executor import Executor
+from ..engines.windows import SharedWindows
+from ..store import Store
+from ..topology.hosts import two_level_layout
+from ..transports.base import Transport
+from ..transports.progress import ProgressEngine
+from .two_level import Connect, TwoLevels
+
+
+@dataclasses.dataclass
+class PlanContext:
+    """The resources every plan of one communicator draws on.
+
+    Attributes:
+        rank, size: this rank and the world size.
+        executor: runs schedules over every peer's channel.
+        windows: the shared windows where one transport maps every peer's memory, else None.
+        levels: the two levels (within hosts, across) where the ranks' hosts allow them.
+        chunk_bytes: the pipelining chunk of schedules.
+        default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
+        label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
+    """
+
+    rank: int
+    size: int
+    executor: Executor
+    windows: SharedWindows | None
+    levels: TwoLevels | None
+    chunk_bytes: int
+    default_algorithm: str | None
+    label: str
+
+    @classmethod
+    def build(
+        cls,
+        rank: int,
+        size: int,
+        transports: Sequence[Transport],
+        config: Config,
+        *,
+        store: Store | None = None,
+        hosts: Sequence[str] | None = None,
+        connect: Connect | None = None,
+    ) -> PlanContext:
+        """The context of ``transports``: shared windows where one transport offers them to
+        every peer, two levels where ``hosts`` (one identity per rank) span several hosts
+        evenly and ``connect`` can make the levels' communicators."""
+        channels = {peer: ch for t in transports for peer, ch in t.channels.items()}
+        executor = Executor(channels, ProgressEngine(list(transports)))
+        label = f"rank {rank}"
+        window_transport: Any = next(
+            (t for t in transports if t.offers_windows and len(t.channels) == size - 1), None
+        )
+        windows = None
+        if window_transport is not None and size > 1:
+            windows = SharedWindows(window_transport, rank, size, executor, cross_memory=config.cross_memory, label=label)
+        layout = two_level_layout(hosts) if hosts is not None else None
+        levels = None
+        if layout is not None and store is not None and connect is not None:
+            levels = TwoLevels(rank, layout, store, config, connect, label)
+        chunk = config.chunk_bytes or min((t.chunk_bytes for t in transports), default=1 << 20)
+        return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label)
+
+    def relabel(self, label: str) -> None:
+        """Speak as ``label`` from now on (the levels of a two-level communicator)."""
+        self.label = label
+        if self.windows is not None:
+            self.windows.label = label
+
+    def close(self, *, abort: bool) -> None:
+        """Release the windows, the executor's scratch and the levels."""
+        self.executor.release_scratch()
+        if self.windows is not None:
+            self.windows.close()
+        if self.levels is not None:
+            self.levels.close(abort=abort)
+

@@ -1,0 +1,172 @@
+"""The choice of plan for a signature: which algorithm, then which way of running it.
+
+The algorithm is the caller's, else COLLECTIVES_ALGO, else automatic
+(``algorithms.registry.select``); "direct" runs on the shared-window engine,
+"hierarchical" in two levels, every other name as a schedule on the executor. Every rank
+passes the same signature, so every rank builds the same plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..algorithms import barrier as barrier_schedule
+from ..algorithms import recursive
+from ..algorithms.registry import SCHEDULES, automatic, schedule_for, select
+from ..algorithms.schedule import Recv, Send, partition
+from ..engines import small
+from ..ops import ReduceOp
+from . import scheduled, windowed
+from .base import Plan, PlanCache, nothing
+from .context import PlanContext
+from .two_level import TwoLevelAllReduce
+
+logger = logging.getLogger("collectives")
+
+
+class Planner:
+    """Builds and keeps the plans of one communicator."""
+
+    def __init__(self, context: PlanContext) -> None:
+        self.context = context
+        self.cache = PlanCache()
+        self._said: set[tuple[str, str]] = set()  # (collective, algorithm) pairs logged at INFO
+
+    def algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
+        """The algorithm a call of ``nbytes`` takes (raises for a name that cannot run here)."""
+        ctx = self.context
+        name = select(collective, requested, ctx.default_algorithm, nbytes, ctx.size, ctx.windows is not None,
+                      ctx.levels is not None)
+        if (collective, name) not in self._said and logger.isEnabledFor(logging.INFO):
+            self._said.add((collective, name))
+            why = "asked" if requested not in (None, "auto") else (
+                "COLLECTIVES_ALGO" if name == ctx.default_algorithm else "automatic")
+            logger.info("%s: %s takes %s (%s, first at %d bytes)", ctx.label, collective, name, why, nbytes)
+        return name
+
+    def plan(self, key: tuple[Any, ...], nbytes: int, build: Callable[[str], Plan]) -> Plan:
+        """The plan kept under ``key`` (a call's signature: the collective first, the
+        requested algorithm last), else ``build(algorithm)``, kept."""
+        plan = self.cache.get(key)
+        if plan is None:
+            plan = build(self.algorithm(key[0], key[-1], nbytes))
+            self.cache.keep(key, plan)
+        return plan
+
+    def _segment(self, dtype: np.dtype) -> int:
+        return max(1, self.context.chunk_bytes // max(1, dtype.itemsize))
+
+    # -- one builder per collective (algorithm resolved) ---------------------------------
+
+    def all_reduce(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp, requested: str | None) -> Plan:
+        ctx = self.context
+        nbytes = count * dtype.itemsize
+        if count == 0:
+            return nothing
+        if algorithm == "hierarchical":
+            assert ctx.levels is not None  # select() offers it only with levels
+            return TwoLevelAllReduce(ctx.levels, op, ctx.size)
+        if algorithm == "direct":
+            assert ctx.windows is not None  # select() offers it only with windows
+            windows = ctx.windows
+            if nbytes <= small.HALF_BYTES:
+                return windowed.SmallReduction(windows, lambda w: small.AllReducePlan(w, dtype, count, op), op)
+            return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
+        factory = schedule_for("all_reduce", algorithm, nbytes)
+        keep = factory is recursive.all_reduce_short and requested is None  # the repeated small all_reduce
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype), keep=keep)
+        return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
+
+    def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
+        ctx = self.context
+        if count == 0:
+            return nothing
+        if algorithm == "direct":
+            assert ctx.windows is not None
+            windows = ctx.windows
+            if count * dtype.itemsize <= small.HALF_BYTES:
+                return windowed.SmallReduction(windows, lambda w: small.ReduceScatterPlan(w, dtype, count, op), op)
+            return windowed.WindowReduction(windows, op, scatter=True, nbytes=count * dtype.itemsize)
+        blocks = partition(count, ctx.size)
+        steps = scheduled.steps_of(SCHEDULES["reduce_scatter"][algorithm], ctx.rank, ctx.size, blocks,
+                                   self._segment(dtype))
+        return scheduled.ReduceScatter(ctx.executor, steps, op, ctx.rank, ctx.size, count)
+
+    def all_gather(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
+        ctx = self.context
+        if count == 0:
+            return nothing
+
+        def by_schedule(name: str) -> Plan:
+            blocks = partition(count * ctx.size, ctx.size)
+            steps = scheduled.steps_of(SCHEDULES["all_gather"][name], ctx.rank, ctx.size, blocks, self._segment(dtype))
+            return scheduled.AllGather(ctx.executor, steps, ctx.rank, ctx.size, count)
+
+        if algorithm == "direct":
+            assert ctx.windows is not None
+            fallback = automatic("all_gather", count * ctx.size * dtype.itemsize, ctx.size)  # the same on every rank
+            return windowed.WindowAllGather(ctx.windows, dtype, count, lambda: by_schedule(fallback))
+        return by_schedule(algorithm)
+
+    def broadcast(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
+        ctx = self.context
+        if ctx.size == 1 or count == 0:
+            return nothing
+
+        def by_schedule(name: str) -> Plan:
+            factory = SCHEDULES["broadcast"][name]
+            steps = scheduled.steps_of(factory, ctx.rank, ctx.size, root, count, self._segment(dtype))
+            return scheduled.InPlace(ctx.executor, steps)
+
+        if algorithm == "direct":
+            assert ctx.windows is not None
+            nbytes = count * dtype.itemsize
+            if nbytes <= small.PIPELINED_BROADCAST_BYTES:
+                return windowed.PipelinedBroadcast(ctx.windows, root, dtype, count)
+            fallback = automatic("broadcast", nbytes, ctx.size)  # the same on every rank
+            return windowed.WindowBroadcast(ctx.windows, root, dtype, count, lambda: by_schedule(fallback))
+        return by_schedule(algorithm)
+
+    def reduce(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp, root: int) -> Plan:
+        ctx = self.context
+        steps = scheduled.steps_of(SCHEDULES["reduce"][algorithm], ctx.rank, ctx.size, root, count,
+                                   self._segment(dtype))
+        return scheduled.Reduce(ctx.executor, steps, op, ctx.rank, root, ctx.size)
+
+    def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
+        ctx = self.context
+        blocks = partition(count * ctx.size, ctx.size)
+        steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
+                                   self._segment(dtype))
+        return scheduled.Gather(ctx.executor, steps, ctx.rank, ctx.size, count, dtype)
+
+    def scatter(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
+        ctx = self.context
+        blocks = partition(count * ctx.size, ctx.size)
+        steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
+                                   self._segment(dtype))
+        return scheduled.Scatter(ctx.executor, steps, ctx.rank, ctx.size, count)
+
+    def all_to_all(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
+        ctx = self.context
+        blocks = partition(count, ctx.size)
+        steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, blocks,
+                                   self._segment(dtype))
+        return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
+
+    def barrier(self, tag_bits: int = 0) -> Plan:
+        ctx = self.context
+        steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
+        return scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
+
+    def send(self, dst: int, count: int, tag: int) -> Plan:
+        steps = scheduled.steps_of(lambda: iter([(Send(dst, 0, count),)]))
+        return scheduled.Named(self.context.executor, steps, tag, f"send to rank {dst}")
+
+    def recv(self, src: int, count: int, tag: int) -> Plan:
+        steps = scheduled.steps_of(lambda: iter([(Recv(src, 0, count),)]))
+        return scheduled.Named(self.context.executor, steps, tag, f"recv from rank {src}")

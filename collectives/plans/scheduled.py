@@ -1,0 +1,180 @@
+"""Plans that run a schedule on the executor: every collective, over any transport.
+
+Each plan holds what its signature fixes (the schedule's factory and arguments, blocks,
+the segment) and, per call, generates the steps and hands them to the executor with the
+call's sequence number as the tag. Short all-reduces keep their steps (``KeptSteps``):
+for them the generator costs more than the messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ..algorithms.schedule import Step, partition
+from ..buffers import copy_array
+from ..engines.call import Call
+from ..engines.executor import Executor
+from ..ops import ReduceOp, finalize
+
+Steps = Callable[[], Iterable[Step]]
+
+
+def steps_of(factory: Callable[..., Iterable[Step]], *args: Any, keep: bool = False) -> Steps:
+    """The steps of ``factory(*args)`` per call, or generated once and kept (``keep``)."""
+    if keep:
+        kept = tuple(factory(*args))
+        return lambda: kept
+    return lambda: factory(*args)
+
+
+class _Scheduled:
+    """A schedule's steps for one signature, and the executor that runs them."""
+
+    def __init__(self, executor: Executor, steps: Steps, op: ReduceOp | None = None, tag_bits: int = 0) -> None:
+        self.executor = executor
+        self.steps = steps
+        self.op = op
+        self.tag_bits = tag_bits
+
+    def _run(self, buffers: list[np.ndarray], call: Call) -> None:
+        self.executor.run(self.steps(), buffers, op=self.op, tag=self.tag_bits | call.seq, deadline=call.deadline,
+                          on_timeout=call.timed_out)
+
+
+class AllReduce(_Scheduled):
+    """``out`` = the reduction of every rank's ``x``, reduced in place in ``out``."""
+
+    def __init__(self, executor: Executor, steps: Steps, op: ReduceOp, size: int) -> None:
+        super().__init__(executor, steps, op)
+        self.size = size
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        if out is not x:  # only once the call runs: a closed communicator leaves out alone
+            copy_array(out, x)
+        if self.size > 1:
+            self._run([out], call)
+        finalize(self.op, out, self.size)  # type: ignore[arg-type]
+
+
+class ReduceScatter(_Scheduled):
+    """Block ``rank`` of the reduction of every rank's ``x``, into ``out``."""
+
+    def __init__(self, executor: Executor, steps: Steps, op: ReduceOp, rank: int, size: int, count: int) -> None:
+        super().__init__(executor, steps, op)
+        self.size = size
+        self.block = partition(count, size)[rank]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        work = x.copy()
+        if self.size > 1:
+            self._run([work], call)
+        offset, length = self.block
+        out[...] = work[offset : offset + length]
+        finalize(self.op, out, self.size)  # type: ignore[arg-type]
+
+
+class AllGather(_Scheduled):
+    """Every rank's ``x`` into its block of ``out``."""
+
+    def __init__(self, executor: Executor, steps: Steps, rank: int, size: int, count: int) -> None:
+        super().__init__(executor, steps)
+        self.size = size
+        self.block = partition(count * size, size)[rank]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        offset, length = self.block
+        out[offset : offset + length] = x
+        if self.size > 1:
+            self._run([out], call)
+
+
+class InPlace(_Scheduled):
+    """Schedules that work on ``x`` itself: broadcast, barrier, send and receive."""
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        self._run([x], call)
+
+
+class Named(InPlace):
+    """Point-to-point: a schedule of one message, whose timeout names the peer."""
+
+    def __init__(self, executor: Executor, steps: Steps, tag: int, name: str) -> None:
+        super().__init__(executor, steps)
+        self.tag = tag
+        self.name = name
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        call.name = self.name
+        self.executor.run(self.steps(), [x], op=None, tag=self.tag, deadline=call.deadline, on_timeout=call.timed_out)
+
+
+class Reduce(_Scheduled):
+    """The reduction of every rank's ``x`` into the root's ``x``; others' stay as they were."""
+
+    def __init__(self, executor: Executor, steps: Steps, op: ReduceOp, rank: int, root: int, size: int) -> None:
+        super().__init__(executor, steps, op)
+        self.at_root = rank == root
+        self.size = size
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        work = x if self.at_root else x.copy()
+        if self.size > 1:
+            self._run([work], call)
+        if self.at_root:
+            finalize(self.op, x, self.size)  # type: ignore[arg-type]
+
+
+class Gather(_Scheduled):
+    """Every rank's ``x`` into the root's ``out`` (rank order); ``out`` is None elsewhere."""
+
+    def __init__(self, executor: Executor, steps: Steps, rank: int, size: int, count: int, dtype: np.dtype) -> None:
+        super().__init__(executor, steps)
+        self.size, self.count, self.dtype = size, count, dtype
+        self.block = partition(count * size, size)[rank]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None, call: Call) -> None:
+        work = out if out is not None else np.empty(self.count * self.size, dtype=self.dtype)
+        offset, length = self.block
+        work[offset : offset + length] = x
+        if self.size > 1:
+            self._run([work], call)
+
+
+class Scatter(_Scheduled):
+    """Block ``rank`` of the root's ``x`` into ``out`` (``x`` is None off the root)."""
+
+    def __init__(self, executor: Executor, steps: Steps, rank: int, size: int, count: int) -> None:
+        super().__init__(executor, steps)
+        self.size, self.count = size, count
+        self.block = partition(count * size, size)[rank]
+
+    def __call__(self, x: np.ndarray | None, out: np.ndarray, call: Call) -> None:
+        offset, length = self.block
+        if x is not None:
+            source = x.copy() if np.shares_memory(x, out) else x
+            if self.size > 1:
+                self._run([np.empty(0, dtype=out.dtype), source], call)
+            out[...] = source[offset : offset + length]
+        else:
+            work = np.empty(self.count * self.size, dtype=out.dtype)
+            self._run([work, work], call)
+            out[...] = work[offset : offset + length]
+
+
+class AllToAll(_Scheduled):
+    """Block j of ``x`` to rank j, stored there as block ``rank`` of ``out``."""
+
+    def __init__(self, executor: Executor, steps: Steps, rank: int, size: int, count: int) -> None:
+        super().__init__(executor, steps)
+        self.size = size
+        self.block = partition(count, size)[rank]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        source = x.copy() if np.shares_memory(x, out) else x
+        offset, length = self.block
+        out[offset : offset + length] = source[offset : offset + length]
+        if self.size > 1:
+            self._run([out, source], call)

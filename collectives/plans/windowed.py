@@ -1,0 +1,186 @@
+"""Plans on the shared-window engine: every rank on this host, over shared memory.
+
+Small collectives go through the small window (one flag per call: ``engines.small``);
+larger all-reduces and reduce-scatters through the scratch window in two shots
+(``engines.direct``), or by single-copy reads of peers' memory where the kernel allows
+them; all-gathers and broadcasts by single-copy reads, where a window copy does not beat
+them. Each plan counts its calls with the serial of its kind (``SharedWindows``), and
+opens what it needs on first use (collectively: every rank runs the same plan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..buffers import copy_array
+from ..engines import direct, small
+from ..engines.call import Call
+from ..engines import windows as window_engine
+from ..engines.windows import SharedWindows
+from ..ops import ReduceOp, finalize
+from ..plans.base import Plan
+
+
+class SmallReduction:
+    """Small all-reduces (or reduce-scatters) of one shape and operator through the halves."""
+
+    __slots__ = ("windows", "make", "kernel", "op", "averages", "size")
+
+    def __init__(self, windows: SharedWindows, make: Callable[[Any], Any], op: ReduceOp) -> None:
+        self.windows = windows
+        self.make = make  # the engine's plan for the small window, once it is open
+        self.kernel: Any = None
+        self.op = op
+        self.averages = op is ReduceOp.AVG
+        self.size = windows.size
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = self.make(windows.small(call))
+        windows.small_serial = kernel(x, out, windows.small_serial, call.deadline, call.timed_out)
+        if self.averages:
+            finalize(ReduceOp.AVG, out, self.size)
+
+
+class WindowReduction:
+    """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
+    of peers' memory from ``direct.READS_FROM_BYTES`` where allowed, else two shots through
+    the scratch window."""
+
+    def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int) -> None:
+        self.windows = windows
+        self.op = op
+        self.scatter = scatter
+        self.try_reads = nbytes >= direct.READS_FROM_BYTES
+        self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
+        self.two_shot = direct.reduce_scatter if scatter else direct.all_reduce
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        if not (self.try_reads and self._by_reads(x, out, call)):
+            windows = self.windows
+            if not self.scatter and out is not x:
+                copy_array(out, x)
+            # Every rank asks for the same size (even one whose input lives in a registered
+            # window and needs no scratch), so all agree on when the scratch grows.
+            source = x if self.scatter else out
+            scratch = windows.scratch(source.nbytes, call)
+            buffers = (source, out) if self.scatter else (out,)
+            step = max(1, window_engine.DIRECT_STEP_BYTES // source.itemsize)
+            windows.window_serial = self.two_shot(
+                scratch, windows.registered, *buffers, self.op, step, windows.window_serial, call.deadline,
+                call.timed_out,
+            )
+        finalize(self.op, out, self.windows.size)
+
+    def _by_reads(self, x: np.ndarray, out: np.ndarray, call: Call) -> bool:
+        """Run the reads algorithm if the kernel allows reads of peers' memory and no rank's
+        buffers live in a registered window (those take the window scheme, which copies
+        nothing, where reads of shared mappings are slow). Returns whether it ran; every
+        rank gets the same answer."""
+        windows = self.windows
+        reads = windows.reads(call)
+        if reads is None:
+            return False
+        registered = windows.is_registered(x) or windows.is_registered(out)
+        ok, windows.memory_serial = direct.agree(
+            windows.small_window, not registered, windows.memory_serial, call.deadline, call.timed_out
+        )
+        if ok:
+            windows.memory_serial = self.by_reads(reads, x, out, self.op, windows.memory_serial)
+        return ok
+
+
+class WindowAllGather:
+    """All-gathers of one shape: through the small window where the contribution fits it,
+    by single-copy reads where they are allowed and the window does not win, else
+    ``fallback`` (a schedule). The route is found on the first call (it depends on the
+    window and the kernel, the same on every rank) and kept."""
+
+    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, fallback: Callable[[], Plan]) -> None:
+        self.windows = windows
+        self.dtype, self.count = dtype, count
+        self.fallback = fallback
+        self.route: Any = None
+        self.serial = ""  # the windows' serial the route counts with ("" for a schedule)
+
+    def _find_route(self, call: Call) -> None:
+        windows = self.windows
+        nbytes = self.count * self.dtype.itemsize
+        fits_window = nbytes <= small.GATHER_BYTES and nbytes <= small.gather_bytes(windows.small(call))
+        memory = windows.peer_memory(call) if not fits_window or small.gather_prefers_reads(nbytes) else None
+        if fits_window and memory is None:
+            self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
+        elif memory is not None:
+            self.route = direct.AllGatherByReads(windows.small_window, memory, self.dtype.itemsize, self.count)
+            self.serial = "memory_serial"
+        else:
+            self.route = self.fallback()
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        if self.route is None:
+            self._find_route(call)
+        windows = self.windows
+        if self.serial == "small_serial":
+            windows.small_serial = self.route(x, out, windows.small_serial, call.deadline, call.timed_out)
+        elif self.serial:
+            windows.memory_serial = self.route(x, out, windows.memory_serial, call.deadline, call.timed_out)
+        else:
+            self.route(x, out, call)
+
+
+class PipelinedBroadcast:
+    """Small broadcasts from one root through the pipelined slots of the small window."""
+
+    __slots__ = ("windows", "root", "kernel", "dtype", "count")
+
+    def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int) -> None:
+        self.windows = windows
+        self.root = root
+        self.dtype, self.count = dtype, count
+        self.kernel: Any = None
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = small.PipelinedBroadcastPlan(windows.small(call), self.dtype, self.count)
+        windows.broadcast_serial = kernel(x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
+
+
+class WindowBroadcast:
+    """Broadcasts too large for the slots: through the halves up to ``small.BROADCAST_BYTES``,
+    else by single-copy reads (the root writing its share unless ranks outnumber cores),
+    else ``fallback`` (a schedule) where reads are refused."""
+
+    def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int,
+                 fallback: Callable[[], Plan]) -> None:
+        self.windows = windows
+        self.root = root
+        self.dtype, self.count = dtype, count
+        self.halves = count * dtype.itemsize <= small.BROADCAST_BYTES
+        self.fallback = fallback
+        self.kernel: Any = None
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        windows = self.windows
+        if self.halves:
+            if self.kernel is None:
+                self.kernel = small.BroadcastPlan(windows.small(call), self.dtype, self.count)
+            windows.small_serial = self.kernel(x, self.root, windows.small_serial, call.deadline, call.timed_out)
+            return
+        memory = windows.peer_memory(call)
+        if memory is None:
+            if self.kernel is None:
+                self.kernel = self.fallback()
+            self.kernel(x, None, call)
+            return
+        window = windows.small_window
+        windows.memory_serial = direct.broadcast(
+            window, memory, x.view(np.uint8), self.root, windows.memory_serial, call.deadline, call.timed_out,
+            root_writes=not window.oversubscribed,
+        )
