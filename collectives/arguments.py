@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import check_count, check_same_dtype
+from .buffers import check_count, check_same_dtype, check_splits
 from .errors import InvalidArgumentError
 from .ops import ReduceOp, check_op
 from .staging import Staging
@@ -65,3 +65,16 @@ def color_or_key(name: str, value: object) -> None:
     """``split``'s color and key are ints or None."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
         raise InvalidArgumentError(f"{name}: expected an int or None, got {type(value).__name__}")
+
+
+def splits(in_splits: Any, out_splits: Any, rank: int, size: int) -> tuple[list[int], list[int]]:
+    """``all_to_all_v``'s counts per rank, sent and received, each a list of ``size``
+    non-negative ints, agreeing on what this rank sends itself."""
+    sends = check_splits(in_splits, size, "in_splits")
+    recvs = check_splits(out_splits, size, "out_splits")
+    if sends[rank] != recvs[rank]:
+        raise InvalidArgumentError(
+            f"out_splits[{rank}]: this rank sends itself in_splits[{rank}] = {sends[rank]} "
+            f"elements but expects {recvs[rank]}"
+        )
+    return sends, recvs

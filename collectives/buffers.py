@@ -237,3 +237,22 @@ def check_same_or_apart(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) 
 def check_count(array: np.ndarray, expected: int, name: str, why: str) -> None:
     if array.size != expected:
         raise InvalidArgumentError(f"{name}: holds {array.size} elements but must hold {expected} ({why})")
+
+
+def check_splits(splits: Any, size: int, name: str) -> list[int]:
+    """``splits`` as a list of ``size`` non-negative ints (element counts per rank, as
+    MPI_Alltoallv's counts), or InvalidArgumentError naming ``name``."""
+    try:
+        values = list(splits)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{name}: expected a sequence of {size} element counts, got {type(splits).__name__}"
+        ) from None
+    if len(values) != size:
+        raise InvalidArgumentError(f"{name}: holds {len(values)} counts, not one per rank (world size {size})")
+    counts = []
+    for j, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 0:
+            raise InvalidArgumentError(f"{name}[{j}]: expected a non-negative int, got {v!r}")
+        counts.append(int(v))
+    return counts

@@ -1,11 +1,9 @@
 """The Communicator: a group of ranks and the collectives they run together.
 
 A call checks its arguments locally (nothing is sent for a wrong call), finds the plan for
-its signature (``collectives.plans``), takes the next sequence number and runs the plan,
-inline or behind earlier asynchronous work. Every wait is bounded by the communicator's
-timeout; a timeout or a transport failure names the collective, its sequence number and
-the ranks that did not answer, and leaves the communicator broken (later calls raise
-CommunicatorBrokenError).
+its signature (``collectives.plans``) and runs it as the next numbered operation, inline or
+behind earlier asynchronous work. A timeout or transport failure names the collective, its
+number and the ranks that did not answer, and leaves the communicator broken.
 """
 
 from __future__ import annotations
@@ -53,11 +51,9 @@ class Communicator:
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
                  store: Store | None = None, owned: Sequence[Any] = (), context: PlanContext | None = None,
                  splitter: Splitter | None = None) -> None:
-        self.rank = rank
-        self.size = size
-        self.store = store
-        self.config = config
+        self.rank, self.size, self.store, self.config = rank, size, store, config
         self.transports = list(transports)
+        self.timeout = config.timeout  # seconds any wait of an operation may take
         self._call = Call(config.timeout)  # the operation under way, as its waits name it
         self._context = context or PlanContext.build(rank, size, self.transports, config, store=store)
         self._planner = Planner(self._context)
@@ -67,24 +63,14 @@ class Communicator:
         self._owned = list(owned)  # stores/servers to close with us
         # Operation numbers (for errors and diagnostics): next() on a count is atomic under
         # the GIL, so threads issuing at once never share a number, and no lock is taken.
-        self._collective_numbers = itertools.count(1)
-        self._p2p_numbers = itertools.count(1)
+        self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)
         self._run_lock = threading.RLock()
         self._worker: Worker | None = None
-        self._broken: BaseException | None = None
+        self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
         self._warned_staging = False  # device buffers staged through the host: said once
 
     # -- state ----------------------------------------------------------------------------
-
-    @property
-    def timeout(self) -> float:
-        """Seconds any wait of an operation may take."""
-        return self._call.timeout
-
-    @timeout.setter
-    def timeout(self, seconds: float) -> None:
-        self._call.timeout = seconds
 
     @property
     def transport_names(self) -> dict[int, str]:
@@ -162,7 +148,8 @@ class Communicator:
         with self._run_lock:
             self._check_open()
             call = self._call
-            call.name, call.seq, call.deadline = name, seq, time.monotonic() + call.timeout
+            call.name, call.seq, call.timeout = name, seq, self.timeout
+            call.deadline = time.monotonic() + self.timeout
             try:
                 return body(call)
             except (CollectiveTimeoutError, TransportError) as exc:
@@ -180,7 +167,8 @@ class Communicator:
             call = self._call
             call.name = name
             call.seq = seq = next(self._collective_numbers)
-            call.deadline = time.monotonic() + call.timeout
+            call.timeout = timeout = self.timeout
+            call.deadline = time.monotonic() + timeout
             try:
                 plan(x, out, call)
             except (CollectiveTimeoutError, TransportError) as exc:
@@ -228,10 +216,9 @@ class Communicator:
 
         Returns the result (or a Work whose ``wait()`` returns it, with ``async_op=True``).
         """
-        if not async_op and algorithm is None and self._worker is None:
-            done = fast_path.all_reduce(self, x, op, out)
-            if done is not None:
-                return done
+        if not async_op and algorithm is None and self._worker is None and (
+                done := fast_path.all_reduce(self, x, op, out)) is not None:
+            return done
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x", writable=out is None)
         rop = check.reduction(op, xa)
@@ -250,9 +237,9 @@ class Communicator:
                        algorithm: str | None = None, async_op: bool = False) -> Any:
         """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
         elements) in ``out``. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None:
-            if fast_path.reduce_scatter(self, x, out, op):
-                return out
+        if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.reduce_scatter(
+                self, x, out, op):
+            return out
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
         k = check.per_rank(xa, "x", self.size)
@@ -266,9 +253,9 @@ class Communicator:
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
         every rank. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None:
-            if fast_path.all_gather(self, x, out):
-                return out
+        if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.all_gather(
+                self, x, out):
+            return out
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
         k = xa.size
@@ -341,6 +328,24 @@ class Communicator:
         plan = self._planner.plan(("all_to_all", xa.dtype, xa.size, algorithm), xa.nbytes,
                                   lambda a: self._planner.all_to_all(a, xa.dtype, xa.size))
         return self._planned("all_to_all", plan, xa, oa, stage, out, async_op)
+
+    def all_to_all_v(self, x: Any, in_splits: Sequence[int], out_splits: Sequence[int], out: Any = None, *,
+                     algorithm: str | None = None, async_op: bool = False) -> Any:
+        """All-to-all with a count per pair (MPI_Alltoallv; torch's ``all_to_all_single``
+        with split sizes): rank r sends ``in_splits[j]`` elements of ``x`` (consecutive
+        blocks in rank order) to rank j and receives ``out_splits[j]`` from rank j into
+        consecutive blocks of ``out``. Rank r's ``out_splits[j]`` must equal rank j's
+        ``in_splits[r]``: the receiver raises MessageMismatchError where they differ, nothing
+        is truncated. Returns ``out`` (``sum(out_splits)`` elements, allocated when None)."""
+        sends, recvs = check.splits(in_splits, out_splits, self.rank, self.size)
+        stage = Staging(self._note_staged)
+        xa = stage.flat(x, "x")
+        check_count(xa, sum(sends), "x", "the sum of in_splits")
+        out, oa = check.output(stage, out, x, xa, sum(recvs), "the sum of out_splits")
+        check_same_or_apart(xa, oa, "x", "out")
+        key = ("all_to_all_v", xa.dtype, tuple(sends), tuple(recvs), algorithm)
+        plan = self._planner.plan(key, xa.nbytes, lambda a: self._planner.all_to_all_v(sends, recvs))
+        return self._planned("all_to_all_v", plan, xa, oa, stage, out, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""

@@ -38,6 +38,7 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
     "gather": {"ring": ring.gather, "tree": tree.gather, "recursive": tree.gather},
     "scatter": {"ring": ring.scatter, "tree": tree.scatter, "recursive": tree.scatter},
     "all_to_all": {"ring": pairwise.all_to_all, "tree": pairwise.all_to_all, "recursive": pairwise.all_to_all},
+    "all_to_all_v": {"ring": pairwise.all_to_all_v, "tree": pairwise.all_to_all_v, "recursive": pairwise.all_to_all_v},
 }
 
 NAMES = ("ring", "tree", "recursive", "direct", "hierarchical")
@@ -75,7 +76,7 @@ def automatic(collective: str, nbytes: int, size: int, windows: bool = False, ho
         return "hierarchical"
     if collective in ("gather", "scatter"):
         return "tree"
-    if collective == "all_to_all":
+    if collective in ("all_to_all", "all_to_all_v"):
         return "ring"
     if nbytes < SMALL_MESSAGE_BYTES or size <= 2:
         return "tree" if collective in ("broadcast", "reduce") else "recursive"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
-from ..algorithms import recursive
+from ..algorithms import pairwise, recursive
 from ..algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from ..algorithms.schedule import Recv, Send, partition
 from ..engines import small
@@ -157,6 +157,13 @@ class Planner:
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, blocks,
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
+
+    def all_to_all_v(self, sends: list[int], recvs: list[int]) -> Plan:
+        """One exchange under every algorithm name (the name is checked by ``algorithm``)."""
+        ctx = self.context
+        send_blocks, recv_blocks = pairwise.split_blocks(sends), pairwise.split_blocks(recvs)
+        steps = scheduled.steps_of(pairwise.all_to_all_v, ctx.rank, ctx.size, send_blocks, recv_blocks)
+        return scheduled.AllToAllV(ctx.executor, steps, ctx.rank, ctx.size, send_blocks, recv_blocks)
 
     def barrier(self, tag_bits: int = 0) -> Plan:
         ctx = self.context

@@ -178,3 +178,21 @@ class AllToAll(_Scheduled):
         out[offset : offset + length] = source[offset : offset + length]
         if self.size > 1:
             self._run([out, source], call)
+
+
+class AllToAllV(_Scheduled):
+    """Block j of ``x`` (``send_blocks[j]``) to rank j, stored there as its block of
+    ``out`` (``recv_blocks``), one message per pair (``pairwise.all_to_all_v``)."""
+
+    def __init__(self, executor: Executor, steps: Steps, rank: int, size: int,
+                 send_blocks: list[tuple[int, int]], recv_blocks: list[tuple[int, int]]) -> None:
+        super().__init__(executor, steps)
+        self.size = size
+        (self.mine_from, self.mine_count), (self.mine_to, _) = send_blocks[rank], recv_blocks[rank]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        source = x.copy() if np.shares_memory(x, out) else x
+        a, n, b = self.mine_from, self.mine_count, self.mine_to
+        out[b : b + n] = source[a : a + n]
+        if self.size > 1:
+            self._run([out, source], call)

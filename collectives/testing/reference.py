@@ -19,7 +19,7 @@ Semantics (those of the library):
 * Float reductions are computed in float64 (complex128 for complex64) and rounded once to
   the dtype; the library rounds at every step, so floats are compared within
   :func:`tolerance` times :func:`error_scale`.
-* Data movement (broadcast, gather, scatter, all_gather, all_to_all) is exact.
+* Data movement (broadcast, gather, scatter, all_gather, all_to_all, all_to_all_v) is exact.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "all_gather",
     "all_reduce",
     "all_to_all",
+    "all_to_all_v",
     "assert_close",
     "broadcast",
     "error_scale",
@@ -391,6 +392,28 @@ def all_to_all(inputs: Sequence[Any]) -> list[np.ndarray]:
         raise ValueError(f"inputs: {arrays[0].size} elements is not a multiple of the world size {p}")
     k = arrays[0].size // p
     return [np.concatenate([arrays[i][j * k : (j + 1) * k] for i in range(p)]) for j in range(p)]
+
+
+def all_to_all_v(inputs: Sequence[Any], splits: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Rank i sends ``splits[i][j]`` elements (consecutive blocks of its input, in rank
+    order) to rank j; rank j's output is the blocks sent to it, in sender order. Rank j's
+    ``out_splits`` are therefore ``[splits[i][j] for i]``. Inputs may differ in size."""
+    arrays = [np.asarray(x).reshape(-1) for x in inputs]
+    p = len(arrays)
+    if len(splits) != p or any(len(s) != p for s in splits):
+        raise ValueError(f"splits: need {p} rows of {p} counts (one per sender and receiver)")
+    starts = []
+    for i, (a, row) in enumerate(zip(arrays, splits)):
+        if a.dtype != arrays[0].dtype:
+            raise ValueError(f"inputs[{i}]: dtype {a.dtype} differs from inputs[0]'s {arrays[0].dtype}")
+        if sum(row) != a.size:
+            raise ValueError(f"splits[{i}]: adds up to {sum(row)}, inputs[{i}] has {a.size} elements")
+        starts.append(np.concatenate([[0], np.cumsum(row, dtype=np.int64)]))
+    dtype = arrays[0].dtype if arrays else np.dtype(np.float32)
+    return [
+        np.concatenate([arrays[i][starts[i][j] : starts[i][j + 1]] for i in range(p)]).astype(dtype, copy=False)
+        for j in range(p)
+    ]
 
 
 def _check_root(root: int, world_size: int) -> None:

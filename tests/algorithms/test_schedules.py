@@ -15,6 +15,7 @@ from collectives.algorithms.registry import SCHEDULES
 from collectives.algorithms.schedule import partition
 from collectives.algorithms.simulate import ScheduleError, simulate
 from collectives.ops import ReduceOp
+from collectives.testing import reference
 
 SIZES = list(range(1, 18))
 ALGORITHMS = ["ring", "tree", "recursive"]
@@ -260,3 +261,45 @@ def test_simulator_reports_a_deadlock():
 
     with pytest.raises(ScheduleError, match="deadlock"):
         simulate([waits_forever(0), waits_forever(1)], [[np.zeros(1)], [np.zeros(1)]])
+
+
+def _uneven_splits(size: int) -> list[list[int]]:
+    """splits[i][j]: elements rank i sends rank j; zeros included, no two rows alike."""
+    return [[(3 * i + 2 * j) % 4 for j in range(size)] for i in range(size)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_all_to_all_v(size):
+    splits = _uneven_splits(size)
+    xs = [np.arange(sum(splits[r]), dtype=np.int64) + 1000 * r for r in range(size)]
+    want = reference.all_to_all_v(xs, splits)
+    work = []
+    for r in range(size):
+        recvs = [splits[j][r] for j in range(size)]
+        out = np.full(sum(recvs), -1, dtype=np.int64)
+        (a, n), (b, _) = pairwise.split_blocks(splits[r])[r], pairwise.split_blocks(recvs)[r]
+        out[b : b + n] = xs[r][a : a + n]  # the rank's own block, copied by the caller
+        work.append([out, xs[r]])
+    schedules = [
+        pairwise.all_to_all_v(
+            r, size, pairwise.split_blocks(splits[r]), pairwise.split_blocks([splits[j][r] for j in range(size)])
+        )
+        for r in range(size)
+    ]
+    stats = simulate(schedules, work)
+    for r in range(size):
+        np.testing.assert_array_equal(work[r][0], want[r], err_msg=f"rank {r}")
+        assert stats[r].messages == size - 1, "one message per pair, empty ones included"
+
+
+def test_all_to_all_v_mismatch_is_reported_not_truncated():
+    """Rank 1 expects 2 elements from rank 0, which sends 3: the simulator (as the
+    transports do) refuses the message rather than cutting it."""
+    sends = [[0, 3], [1, 0]]
+    recvs = [[0, 1], [2, 0]]
+    schedules = [
+        pairwise.all_to_all_v(r, 2, pairwise.split_blocks(sends[r]), pairwise.split_blocks(recvs[r])) for r in range(2)
+    ]
+    buffers = [[np.zeros(sum(recvs[r]), np.int64), np.arange(sum(sends[r]), dtype=np.int64)] for r in range(2)]
+    with pytest.raises(ScheduleError, match="expects 2 elements from 0, which sent 3"):
+        simulate(schedules, buffers)

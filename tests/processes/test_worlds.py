@@ -19,6 +19,7 @@ import pytest
 import collectives
 from collectives import ReduceOp
 from collectives.testing import RankError, run_world
+from collectives.testing import reference as ref
 
 pytestmark = pytest.mark.multiprocess
 
@@ -52,6 +53,9 @@ def every_collective(comm: collectives.Communicator) -> dict[str, object]:
         src = np.arange(4 * n, dtype=np.int64) if r == 0 else None
         got[f"scatter/{algo}"] = comm.scatter(src, np.empty(4, np.int64), root=0, algorithm=algo).copy()
     got["all_to_all"] = comm.all_to_all(np.arange(2 * n, dtype=np.int64) + 100 * r).copy()
+    ins = [(r + 2 * j) % 3 for j in range(n)]  # uneven, zeros among them
+    got["all_to_all_v"] = comm.all_to_all_v(np.arange(sum(ins), dtype=np.int64) + 100 * r, ins,
+                                            [(q + 2 * r) % 3 for q in range(n)]).copy()
     if n > 1:
         if r == 0:
             comm.send(np.array([42, 43]), dst=1)
@@ -73,6 +77,9 @@ def expected(rank: int, n: int) -> dict[str, object]:
         out[f"gather/{algo}"] = np.repeat(np.arange(n, dtype=np.int16), 3) if rank == 1 else None
         out[f"scatter/{algo}"] = np.arange(4 * rank, 4 * rank + 4)
     out["all_to_all"] = np.array([100 * q + 2 * rank + i for q in range(n) for i in range(2)])
+    splits = [[(q + 2 * j) % 3 for j in range(n)] for q in range(n)]
+    out["all_to_all_v"] = ref.all_to_all_v([np.arange(sum(s), dtype=np.int64) + 100 * q for q, s in enumerate(splits)],
+                                           splits)[rank]
     if rank == 1:
         out["recv"] = np.array([42, 43])
     return out
