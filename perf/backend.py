@@ -65,6 +65,8 @@ class Backend:
     def broadcast(self, send: np.ndarray, recv: np.ndarray, root: int) -> None: raise NotImplementedError
     def reduce(self, send: np.ndarray, recv: np.ndarray, op: str, root: int) -> None: raise NotImplementedError
     def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
+    def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: list[int], recv_counts: list[int]) -> None:
+        raise NotImplementedError
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
     def barrier(self) -> None: raise NotImplementedError
 
@@ -149,6 +151,9 @@ class CollectivesBackend(Backend):
 
     def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
         self.comm.all_to_all(send, recv, algorithm=self.algorithm)
+
+    def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: list[int], recv_counts: list[int]) -> None:
+        self.comm.all_to_all_v(send, send_counts, recv_counts, recv, algorithm=self.algorithm)
 
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
         """Ring shift: send to rank+1, receive from rank-1.

@@ -24,6 +24,7 @@ reduce_scatter_perf = _entry("reduce_scatter_perf")
 broadcast_perf = _entry("broadcast_perf")
 reduce_perf = _entry("reduce_perf")
 alltoall_perf = _entry("alltoall_perf")
+alltoallv_perf = _entry("alltoallv_perf")
 sendrecv_perf = _entry("sendrecv_perf")
 barrier_perf = _entry("barrier_perf")
 

@@ -3,7 +3,14 @@
 Follows nccl-tests' ``*GetCollByteCount`` and ``*GetBw`` (see
 ``shared/reference/nccl_tests_spec.md`` §4-§5): a size ``S`` of an ``e``-byte type on ``n``
 ranks gives ``k = S // e`` elements; collectives whose buffers are divided among ranks
-(all_gather, reduce_scatter, alltoall) trim the per-rank count to a multiple of 16 bytes.
+(all_gather, reduce_scatter, alltoall, alltoallv) trim the per-rank count to a multiple of
+16 bytes.
+
+alltoallv (nccl-tests 2.19 ``alltoallv_perf``) sends blocks of uneven sizes, chosen
+deterministically by :func:`alltoallv_splits`: distance-weighted, as nccl-tests' default
+``NCCL_TESTS_ALLTOALLV_SPREAD=1``, so every rank sends and receives the same total
+(``n·base`` elements, the ``size`` column, which is then also the largest send or receive
+of any rank, nccl-tests' byte count for its bandwidth) and busbw = algbw·(n−1)/n.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ class Collective:
         """busbw = algbw * factor (nccl-tests' doc/PERFORMANCE.md)."""
         if self.name == "all_reduce":
             return 2.0 * (nranks - 1) / nranks
-        if self.name in ("all_gather", "reduce_scatter", "alltoall"):
+        if self.name in ("all_gather", "reduce_scatter", "alltoall", "alltoallv"):
             return (nranks - 1) / nranks
         if self.name == "barrier":
             return 0.0
@@ -69,7 +76,7 @@ class Collective:
             return base, total * itemsize, base, total
         if self.name == "reduce_scatter":
             return base, total * itemsize, total, base
-        return base, total * itemsize, total, total  # alltoall: base elements per peer
+        return base, total * itemsize, total, total  # alltoall(v): base elements per peer (on average)
 
     def bandwidth(self, size_bytes: int, time_us: float, nranks: int) -> tuple[float, float]:
         """(algbw, busbw) in GB/s (1e9 B/s) from the size column and the time."""
@@ -87,6 +94,7 @@ class Collective:
             total = count * nranks
             send_count, recv_count = {
                 "all_gather": (count, total), "reduce_scatter": (total, count), "alltoall": (total, total),
+                "alltoallv": (total, total),
             }[self.name]
         else:
             send_count = recv_count = count
@@ -121,6 +129,9 @@ class Collective:
             b.reduce(send, recv, op, root)  # type: ignore[attr-defined]
         elif name == "alltoall":
             b.alltoall(send, recv)  # type: ignore[attr-defined]
+        elif name == "alltoallv":
+            n, r = b.size, b.rank  # type: ignore[attr-defined]
+            b.alltoallv(send, recv, alltoallv_splits(send.size, n, r), alltoallv_splits(send.size, n, r, receive=True))  # type: ignore[attr-defined]
         elif name == "sendrecv":
             b.sendrecv(send, recv)  # type: ignore[attr-defined]
         elif name == "barrier":
@@ -140,6 +151,7 @@ COLLECTIVES: dict[str, Collective] = {
         Collective("reduce", "reduce_perf", reduces=True, rooted=True, divided=False, loops_ops=True),
         Collective("alltoall", "alltoall_perf", reduces=False, rooted=False, divided=True, loops_ops=False,
                    check_in_place=False),
+        Collective("alltoallv", "alltoallv_perf", reduces=False, rooted=False, divided=True, loops_ops=False),
         Collective("sendrecv", "sendrecv_perf", reduces=False, rooted=False, divided=False, loops_ops=True,
                    check_in_place=False),
         Collective("barrier", "barrier_perf", reduces=False, rooted=False, divided=False, loops_ops=False,
@@ -147,6 +159,23 @@ COLLECTIVES: dict[str, Collective] = {
     )
 }
 BY_PROGRAM = {c.program: c for c in COLLECTIVES.values()}
+
+
+def alltoallv_splits(total: int, nranks: int, rank: int, *, receive: bool = False) -> list[int]:
+    """Elements ``rank`` sends to each rank (or, with ``receive``, receives from each) in
+    alltoallv_perf, out of ``total`` per rank: the block to the peer at distance
+    ``d = (j - rank) mod n`` weighs ``2(n - d) / (n + 1)`` times the even share (near peers
+    get more, the farthest about a ``1/n`` part of it), rounded down; the rank's own block
+    takes what rounding leaves. The counts depend on the distance only, so every rank sends
+    and receives ``total`` elements, and rank j's receive count from i is i's send count to j."""
+    n = nranks
+    if n == 1:
+        return [total]
+    by_distance = [total * 2 * (n - d) // (n * (n + 1)) for d in range(n)]
+    by_distance[0] = total - sum(by_distance[1:])
+    if receive:
+        return [by_distance[(rank - i) % n] for i in range(n)]
+    return [by_distance[(j - rank) % n] for j in range(n)]
 
 
 def sweep_sizes(minbytes: int, maxbytes: int, stepbytes: int, stepfactor: int) -> list[int]:

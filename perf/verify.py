@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .colls import Collective
+from .colls import Collective, alltoallv_splits
 
 _M64 = (1 << 64) - 1
 _FLOAT_FORMAT = {  # dtype name -> (significand bits p, emin, emax) of the normal numbers
@@ -271,6 +271,15 @@ def prepare(coll: Collective, dtype: np.dtype, op: str, nranks: int, rank: int, 
     if name == "alltoall":
         send[...] = nil_data(33 * seed + rank, 0, n * count, dtype)
         return np.concatenate([nil_data(33 * seed + j, rank * count, count, dtype) for j in range(n)])
+    if name == "alltoallv":  # rank j's block for this rank starts where j's splits put it
+        total = n * count
+        send[...] = nil_data(33 * seed + rank, 0, total, dtype)
+        blocks = []
+        for j in range(n):
+            counts = alltoallv_splits(total, n, j)
+            start = sum(counts[:rank])
+            blocks.append(nil_data(33 * seed + j, start, counts[rank], dtype))
+        return np.concatenate(blocks)
     if name == "sendrecv":
         send[...] = nil_data(seed, rank * count, count, dtype)
         return nil_data(seed, ((rank - 1) % n) * count, count, dtype)

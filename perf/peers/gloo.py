@@ -13,6 +13,7 @@ broadcast          ``broadcast`` (root copies send into recv first when out of p
 reduce             ``reduce``: gloo overwrites non-root buffers, so a non-root works
                    on a copy when its buffer must stay unchanged (in place)
 alltoall           ``all_to_all_single`` (in place: the input is copied first)
+alltoallv          ``all_to_all_single`` with split sizes (likewise)
 sendrecv           ``isend`` to rank+1 and ``irecv`` from rank-1, then wait
 barrier            ``barrier``
 =================  ===========================================================
@@ -115,6 +116,11 @@ class GlooBackend(Backend):
     def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
         source = send.copy() if _same(send, recv) else send
         self.dist.all_to_all_single(self.t(recv), self.t(source))
+
+    def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: list[int], recv_counts: list[int]) -> None:
+        source = send.copy() if _same(send, recv) else send
+        self.dist.all_to_all_single(self.t(recv), self.t(source), output_split_sizes=recv_counts,
+                                    input_split_sizes=send_counts)
 
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
         n, r = self.size, self.rank

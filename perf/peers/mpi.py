@@ -10,6 +10,7 @@ reduce_scatter     ``Reduce_scatter_block`` (in place: ``MPI.IN_PLACE`` leaves t
 broadcast          ``Bcast`` (root copies send into recv first when out of place)
 reduce             ``Reduce`` (``MPI.IN_PLACE`` on the root in place)
 alltoall           ``Alltoall`` (``MPI.IN_PLACE`` in place)
+alltoallv          ``Alltoallv`` (in place: the input is copied first)
 sendrecv           ``Sendrecv`` to rank+1 from rank-1 (``Sendrecv_replace`` in place)
 barrier            ``Barrier``
 =================  ===========================================================
@@ -87,6 +88,10 @@ class MpiBackend(Backend):
 
     def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
         self.comm.Alltoall(self._in(send, recv), recv)
+
+    def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: list[int], recv_counts: list[int]) -> None:
+        source = send.copy() if send is recv or (send.size and np.shares_memory(send, recv)) else send
+        self.comm.Alltoallv([source, send_counts], [recv, recv_counts])
 
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
         n, r = self.size, self.rank

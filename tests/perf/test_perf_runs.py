@@ -182,7 +182,7 @@ def test_corrupted_result_is_counted_and_fails(transport, tmp_path):
 @pytest.mark.multiprocess
 def test_every_collective_verifies(transport):
     for program in ("all_gather_perf", "reduce_scatter_perf", "broadcast_perf", "reduce_perf", "alltoall_perf",
-                    "sendrecv_perf"):
+                    "alltoallv_perf", "sendrecv_perf"):
         done = run_cli(program, "--np", "3", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
                        "-d", "int32", "-r", "2")
         assert done.returncode == 0, program + done.stdout + done.stderr
@@ -191,6 +191,9 @@ def test_every_collective_verifies(transport):
         for row in table.rows:
             assert row.oop_wrong == 0
             assert row.ip_wrong == (None if program in ("alltoall_perf", "sendrecv_perf") else 0)
+            if program == "alltoallv_perf":  # per-peer average count; size = n x count x 4 bytes; busbw (n-1)/n
+                assert row.size == 3 * row.count * 4
+                assert row.oop_busbw == pytest.approx(row.oop_algbw * 2 / 3, rel=0.02, abs=0.011)
             assert row.root == (2 if program in ("broadcast_perf", "reduce_perf") else -1)
 
 

@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from perf.colls import COLLECTIVES, DTYPE_NAMES, OP_NAMES, have_dtype, numpy_dtype
+from collectives.testing import reference as ref
+from perf.colls import COLLECTIVES, DTYPE_NAMES, OP_NAMES, alltoallv_splits, have_dtype, numpy_dtype
 from perf.verify import Reduction, count_wrong, finalize_average, nil_data, prepare, tolerance
 
 KERNELS = {"sum": np.add, "avg": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -113,13 +114,17 @@ def _simulate(name, sends, recvs, op, root, n):
         k = sends[0].size // n
         for r in range(n):
             recvs[r][...] = np.concatenate([sends[j][r * k:(r + 1) * k] for j in range(n)])
+    elif name == "alltoallv":
+        splits = [alltoallv_splits(sends[i].size, n, i) for i in range(n)]
+        for r, want in enumerate(ref.all_to_all_v(sends, splits)):
+            recvs[r][...] = want
     elif name == "sendrecv":
         for r in range(n):
             recvs[r][...] = sends[(r - 1) % n]
 
 
 @pytest.mark.parametrize("name", ["all_reduce", "reduce_scatter", "broadcast", "reduce", "all_gather", "alltoall",
-                                  "sendrecv"])
+                                  "alltoallv", "sendrecv"])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_prepare_matches_a_simulated_collective(name, in_place):
     coll = COLLECTIVES[name]
@@ -153,3 +158,16 @@ def test_seeds_differ():
     assert not np.array_equal(nil_data(1, 0, 64, dtype), nil_data(2, 0, 64, dtype))
     for a, b in itertools.combinations(range(3), 2):
         assert not np.array_equal(Reduction("sum", dtype, 3, 1).input(a, 0, 64), Reduction("sum", dtype, 3, 1).input(b, 0, 64))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_alltoallv_splits_are_uneven_and_agree_between_sender_and_receiver(n):
+    total = 16 * n
+    sends = [alltoallv_splits(total, n, r) for r in range(n)]
+    recvs = [alltoallv_splits(total, n, r, receive=True) for r in range(n)]
+    for r in range(n):
+        assert sum(sends[r]) == sum(recvs[r]) == total
+        assert min(sends[r]) >= 0
+        assert recvs[r] == [sends[i][r] for i in range(n)], "rank r's receive counts are the senders' counts to r"
+    if n > 2:
+        assert len(set(sends[0])) > 1, "the blocks must be uneven"
