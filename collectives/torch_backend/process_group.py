@@ -690,23 +690,6 @@ class CollectivesProcessGroup(dist.ProcessGroup):
 
     # -- all-to-all ---------------------------------------------------------------------------------
 
-    def _exchange(self, seq: int, timeout: float, sends: list, recvs: list) -> None:
-        """Run one all-to-all exchange on the point-to-point engine and wait for it."""
-        done = threading.Event()
-        failure: list[BaseException] = []
-
-        def finish(error: BaseException | None, source: int | None) -> None:
-            if error is not None:
-                failure.append(error)
-            done.set()
-
-        deadline = time.monotonic() + timeout
-        self._p2p.exchange(sends, recvs, seq, deadline, finish)
-        if not done.wait(timeout + 5.0):
-            raise dist.DistBackendError(f"all_to_all #{seq} Timed out after {timeout:g} s")
-        if failure:
-            raise failure[0]
-
     def all_to_all_single(
         self,
         output: Any,
@@ -722,26 +705,16 @@ class CollectivesProcessGroup(dist.ProcessGroup):
             raise InvalidOperation(f"all_to_all_single: input dtype {input.dtype} differs from output's {output.dtype}")
         in_bytes = self._split_bytes(input, input_split_sizes, "input")
         out_bytes = self._split_bytes(output, output_split_sizes, "output")
-        if in_bytes[self._rank][1] != out_bytes[self._rank][1]:
+        if in_bytes[self._rank] != out_bytes[self._rank]:
             raise InvalidOperation(
-                f"all_to_all_single: this rank sends itself {in_bytes[self._rank][1]} bytes but expects "
-                f"{out_bytes[self._rank][1]}"
+                f"all_to_all_single: this rank sends itself {in_bytes[self._rank]} bytes but expects "
+                f"{out_bytes[self._rank]}"
             )
         in_stage = Staged(input, load=True)
         out_stage = Staged(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
-            source = bytes_view(in_stage.host)
-            target = bytes_view(out_stage.host)
-            if np.shares_memory(source, target):
-                source = source.copy()
-            me = self._rank
-            (a, n), (b, _) = in_bytes[me], out_bytes[me]
-            target[b : b + n] = source[a : a + n]
-            sends = [(j, source[o : o + c]) for j, (o, c) in enumerate(in_bytes) if j != me]
-            recvs = [(j, target[o : o + c]) for j, (o, c) in enumerate(out_bytes) if j != me]
-            if self._size > 1:
-                self._exchange(seq, timeout, sends, recvs)
+            self.comm.all_to_all_v(bytes_view(in_stage.host), in_bytes, out_bytes, bytes_view(out_stage.host))
             out_stage.finish()
 
         return self._launch("all_to_all_single", body, [output], opts)
@@ -759,28 +732,28 @@ class CollectivesProcessGroup(dist.ProcessGroup):
         _same_dtype(outs, dtype, "alltoall: outputs")
         if ins[self._rank].numel() != outs[self._rank].numel():
             raise InvalidOperation("alltoall: the block this rank sends itself differs in size from the one it expects")
-        in_stages = [Staged(t, load=True) for t in ins]
-        out_stages = [Staged(t, load=False, store=True) for t in outs]
+        in_bytes = [t.numel() * t.element_size() for t in ins]
+        out_bytes = [t.numel() * t.element_size() for t in outs]
+        packed = _consecutive([t.detach() for t in ins])
+        if packed is None or packed.numel() != sum(in_bytes):
+            packed = torch.cat([_as_bytes(t.detach().cpu().resolve_conj().resolve_neg().contiguous()) for t in ins])
+        target = _consecutive(outs)  # the outputs back to back: received in place
+        copy_out = target is None or target.numel() != sum(out_bytes)
+        if copy_out:
+            target = torch.empty(sum(out_bytes), dtype=torch.uint8)
 
         def body(seq: int, timeout: float) -> None:
-            me = self._rank
-            sources = [bytes_view(s.host) for s in in_stages]
-            targets = [bytes_view(s.host) for s in out_stages]
-            mine = sources[me]
-            if np.shares_memory(mine, targets[me]):
-                mine = mine.copy()
-            targets[me][...] = mine
-            sends = [(j, sources[j]) for j in range(self._size) if j != me]
-            recvs = [(j, targets[j]) for j in range(self._size) if j != me]
-            if self._size > 1:
-                self._exchange(seq, timeout, sends, recvs)
-            for s in out_stages:
-                s.finish()
+            self.comm.all_to_all_v(bytes_view(packed), in_bytes, out_bytes, bytes_view(target))
+            if copy_out:
+                offset = 0
+                for o, n in zip(outs, out_bytes):
+                    _copy_out(o, target[offset : offset + n])
+                    offset += n
 
         return self._launch("alltoall", body, outs, opts)
 
-    def _split_bytes(self, t: torch.Tensor, splits: Sequence[int] | None, name: str) -> list[tuple[int, int]]:
-        """(byte offset, byte count) per rank of a dim-0 split of ``t`` (empty: equal split)."""
+    def _split_bytes(self, t: torch.Tensor, splits: Sequence[int] | None, name: str) -> list[int]:
+        """Bytes per rank of a dim-0 split of ``t`` (no splits: an equal split)."""
         rows = t.shape[0] if t.dim() else 1
         row_bytes = (t.numel() // rows) * t.element_size() if rows else 0
         splits = list(splits or [])
@@ -795,12 +768,7 @@ class CollectivesProcessGroup(dist.ProcessGroup):
                 f"all_to_all_single: {name} split sizes {splits} must be {self._size} non-negative numbers "
                 f"adding up to dim 0 ({rows})"
             )
-        result = []
-        offset = 0
-        for s in splits:
-            result.append((offset, s * row_bytes))
-            offset += s * row_bytes
-        return result
+        return [s * row_bytes for s in splits]
 
     # -- broadcast and barrier ------------------------------------------------------------------------
 

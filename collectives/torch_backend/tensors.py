@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 
 from ..buffers import torch_bytes_view, torch_numpy_dtype
-from ..ops import ReduceOp
+from ..errors import InvalidTypeError
+from ..ops import ReduceOp, check_op
 from .errors import InvalidOperation
 
 RedOpType = dist.ReduceOp.RedOpType
@@ -124,7 +125,7 @@ def premul_factor(op: Any) -> float | torch.Tensor:
     return float(factor)
 
 
-_PLAIN_OPS = {
+_TORCH_OPS = {
     RedOpType.SUM: ReduceOp.SUM,
     RedOpType.PRODUCT: ReduceOp.PROD,
     RedOpType.MIN: ReduceOp.MIN,
@@ -135,6 +136,7 @@ _PLAIN_OPS = {
     RedOpType.BXOR: ReduceOp.BXOR,
     RedOpType.PREMUL_SUM: ReduceOp.SUM,
 }
+"""torch's operators as ours (a translation: which dtypes each takes is ``ops.check_op``'s)."""
 # bool is carried as uint8 holding 0 or 1: SUM is OR and PRODUCT is AND (as in gloo)
 _BOOL_OPS = {
     ReduceOp.SUM: ReduceOp.BOR,
@@ -150,29 +152,36 @@ _BOOL_OPS = {
 def resolve_op(op: Any, dtype: torch.dtype, what: str) -> tuple[ReduceOp, float | torch.Tensor | None]:
     """Our operator for torch's ``op`` on ``dtype``, and the PREMUL_SUM factor (or None).
 
-    Raises InvalidOperation for the pairs gloo refuses too: AVG or PREMUL_SUM on integers
-    and bool, bitwise operators on floating point, ordering operators on complex.
+    Which operator takes which dtype is the core's judgement (``ops.check_op``: bitwise
+    operators need integers, ordering ones refuse complex); on top of it torch refuses what
+    gloo refuses and the core allows: AVG or PREMUL_SUM on integers and bool (the core
+    divides integers truncating) and PRODUCT on complex. Raises InvalidOperation.
     """
     kind = red_op_type(op)
     checked = _CHECKED.get((kind, dtype))
     if checked is not None:
         ours, premul = checked
         return ours, (premul_factor(op) if premul else None)
-    ours = _PLAIN_OPS.get(kind)
+    ours = _TORCH_OPS.get(kind)
     if ours is None:
         raise InvalidOperation(f"{what}: reduction operator {kind} is not supported")
-    if dtype not in REDUCIBLE:
+    np_dtype = torch_numpy_dtype(dtype)
+    if np_dtype is None or dtype not in REDUCIBLE:
         raise InvalidOperation(f"{what}: the collectives backend cannot reduce tensors of dtype {dtype}")
-    factor = premul_factor(op) if kind == RedOpType.PREMUL_SUM else None
     name = str(kind).rsplit(".", 1)[-1]
     if kind in (RedOpType.AVG, RedOpType.PREMUL_SUM) and (dtype in _INTEGRAL or dtype == torch.bool):
         raise InvalidOperation(f"{what}: ReduceOp.{name} needs a floating point or complex dtype, not {dtype}")
-    if ours in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and dtype in _FLOATING | _COMPLEX:
-        raise InvalidOperation(f"{what}: Cannot use ReduceOp.{name} with non-integral dtype {dtype}")
-    if ours in (ReduceOp.MIN, ReduceOp.MAX, ReduceOp.PROD) and dtype in _COMPLEX:
+    if ours is ReduceOp.PROD and dtype in _COMPLEX:
         raise InvalidOperation(f"{what}: ReduceOp.{name} is not supported on complex dtype {dtype}")
     if dtype == torch.bool:
         ours = _BOOL_OPS[ours]
+    try:
+        check_op(ours, np_dtype)
+    except InvalidTypeError as exc:
+        if ours in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR):
+            raise InvalidOperation(f"{what}: Cannot use ReduceOp.{name} with non-integral dtype {dtype}") from exc
+        raise InvalidOperation(f"{what}: ReduceOp.{name} is not supported on complex dtype {dtype}") from exc
+    factor = premul_factor(op) if kind == RedOpType.PREMUL_SUM else None
     _CHECKED[(kind, dtype)] = (ours, factor is not None)
     return ours, factor
 
