@@ -20,6 +20,10 @@ from ..errors import (
 )
 
 
+BACKEND_NAME = "collectives"
+"""The name the backend is registered under (``init_process_group("collectives")``)."""
+
+
 class InvalidOperation(RuntimeError, ValueError):
     """A collective was called with arguments it cannot run with (raised before anything is sent)."""
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch.distributed as dist
 
 from ..errors import StoreError
+from .errors import BACKEND_NAME
 
 
 def _seconds(timeout: Any, default: float) -> float:
@@ -103,12 +104,10 @@ def monitored_barrier(group: Any = None, timeout: Any = None, wait_all_ranks: bo
             ("Rank 1 failed to pass monitoredBarrier in 2000 ms", as gloo says it); on the
             other ranks, when rank 0 reports a failure or does not answer in time.
     """
-    from .process_group import CollectivesProcessGroup
-
     pg = group if group is not None else dist.distributed_c10d._get_default_group()
     if dist.distributed_c10d._rank_not_in_group(pg):
         return
-    if not isinstance(pg, CollectivesProcessGroup):
+    if pg.getBackendName() != BACKEND_NAME:  # (by name: process_group imports this module)
         return dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=wait_all_ranks)
     monitored_barrier_on(pg, timeout, wait_all_ranks)
     return None

@@ -16,9 +16,6 @@ progress thread through the public Channel interface (``isend``/``irecv``/``prog
 The thread sleeps on a condition variable while there is nothing to do; while there is, it
 progresses the channels and sleeps on the transports' own wake-ups (at most 1 ms, or 5 ms
 once nothing has moved for 50 ms, so that new requests are picked up promptly).
-
-The same thread serves the group's all-to-all exchanges (:meth:`P2PEngine.exchange`), whose
-message sizes both sides know: those skip the header and use a tag of their own.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,7 +40,6 @@ logger = logging.getLogger("collectives")
 HEADER = struct.Struct("<qQ")
 HEADER_TAG = 1 << 40
 DATA_TAG = 1 << 41
-EXCHANGE_TAG = 1 << 42
 SLEEP_SLICE = 1e-3
 LONG_IDLE = 0.05
 LONG_SLEEP_SLICE = 5e-3
@@ -137,17 +133,6 @@ class P2PEngine:
         ``finish(error, source)`` is called on the engine thread."""
         what = f"recv from rank {src}" if src is not None else "recv from any rank"
         self._submit(lambda: self._post_recv(_PostedRecv(buf, src, tag, finish, deadline, f"{what} (tag {tag})")))
-
-    def exchange(
-        self,
-        sends: Sequence[tuple[int, np.ndarray]],
-        recvs: Sequence[tuple[int, np.ndarray]],
-        seq: int,
-        deadline: float,
-        finish: Finisher,
-    ) -> None:
-        """Post all ``recvs`` and ``sends`` (peer, bytes) of one all-to-all at once."""
-        self._submit(lambda: self._post_exchange(list(sends), list(recvs), seq, deadline, finish))
 
     def close(self) -> None:
         with self._cv:
@@ -395,34 +380,6 @@ class P2PEngine:
             self._ensure_header_recv(peer)
         self._posted.append(posted)
         self._match()
-
-    def _post_exchange(
-        self,
-        sends: list[tuple[int, np.ndarray]],
-        recvs: list[tuple[int, np.ndarray]],
-        seq: int,
-        deadline: float,
-        finish: Finisher,
-    ) -> None:
-        what = f"all_to_all #{seq}"
-        peers = sorted({p for p, _ in sends} | {p for p, _ in recvs})
-        for peer in peers:
-            if not self._usable(peer, what, finish):
-                return
-        tag = EXCHANGE_TAG | (seq & 0xFFFFFFFFFF)
-        requests: list[Request] = []
-        try:
-            for peer, buf in recvs:
-                requests.append(self._channels[peer].irecv(buf, tag))
-            for peer, buf in sends:
-                requests.append(self._channels[peer].isend(buf, tag))
-        except TransportError as exc:
-            peer = exc.peer if exc.peer is not None else peers[0]
-            self._peer_failed(peer, exc)
-            self._break(P2PError(f"{what}: {exc}", peer=peer))
-            finish(P2PError(f"{what}: {exc}", peer=peer), None)
-            return
-        self._pending.append(_Pending(requests, finish, deadline, what, peers, (sends, recvs)))
 
     # -- completion and failure -------------------------------------------------------------
 

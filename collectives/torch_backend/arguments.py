@@ -1,0 +1,78 @@
+"""What every method of the process group does with torch's arguments: lists of
+tensors checked and unpacked, timeouts in seconds, tensors that lie back to back in one
+storage found (so that a collective can write into them at once)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .errors import InvalidOperation
+from .tensors import check_tensor, is_plain
+
+_C10D = torch._C._distributed_c10d
+
+
+def timeout_seconds(timeout: Any, default: float) -> float:
+    """An options object's timeout in seconds, or ``default`` when unset (negative)."""
+    if timeout is None:
+        return default
+    if isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    else:
+        seconds = float(timeout)
+    return seconds if seconds > 0 else default
+
+
+def tensor_list(value: Any, name: str) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidOperation(f"{name}: expected a list of tensors, got {type(value).__name__}")
+    return [check_tensor(t, f"{name}[{i}]") for i, t in enumerate(value)]
+
+
+def one(value: Any, name: str) -> torch.Tensor:
+    tensors = tensor_list(value, name)
+    if len(tensors) != 1:
+        raise InvalidOperation(f"{name}: expected exactly one tensor, got {len(tensors)}")
+    return tensors[0]
+
+
+def same_dtype(tensors: Sequence[torch.Tensor], dtype: torch.dtype, name: str) -> None:
+    for i, t in enumerate(tensors):
+        if t.dtype != dtype:
+            raise InvalidOperation(f"{name}[{i}]: dtype {t.dtype} differs from {dtype}")
+
+
+def copy_bytes_into(dst: torch.Tensor, src_bytes: torch.Tensor) -> None:
+    """Write the bytes ``src_bytes`` (a flat uint8 host tensor) into ``dst`` (any layout, device)."""
+    with torch.no_grad():
+        dst.detach().copy_(src_bytes.view(dst.dtype).view(dst.shape))
+
+
+def as_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A flat uint8 view of a contiguous host tensor."""
+    return t.detach().reshape(-1).view(torch.uint8)
+
+
+def consecutive(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """If ``tensors`` are plain host tensors lying back to back in one storage (torch.chunk
+    of a flat buffer, FSDP1), one flat uint8 tensor over all of them; else None."""
+    if not tensors or not all(is_plain(t) for t in tensors):
+        return None
+    first = tensors[0]
+    storage = first.untyped_storage()
+    start = first.data_ptr()
+    position = start
+    for t in tensors:
+        if t.untyped_storage().data_ptr() != storage.data_ptr() or t.data_ptr() != position:
+            return None
+        position += t.numel() * t.element_size()
+    total = position - start
+    flat = torch.empty(0, dtype=torch.uint8)
+    flat.set_(storage, first.storage_offset() * first.element_size(), (total,))
+    return flat
