@@ -107,7 +107,8 @@ def monitored_barrier(group: Any = None, timeout: Any = None, wait_all_ranks: bo
     pg = group if group is not None else dist.distributed_c10d._get_default_group()
     if dist.distributed_c10d._rank_not_in_group(pg):
         return
-    if pg.getBackendName() != BACKEND_NAME:  # (by name: process_group imports this module)
+    # known by name (process_group imports this module); torch's own groups lack the method
+    if getattr(pg, "getBackendName", lambda: None)() != BACKEND_NAME:
         return dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=wait_all_ranks)
     monitored_barrier_on(pg, timeout, wait_all_ranks)
     return None

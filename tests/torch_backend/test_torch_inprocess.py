@@ -241,3 +241,27 @@ def test_default_group_of_one(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1.0, 1.0, 1.0] [{'a': 1}]"
+
+
+def test_backend_modules_import_each_other_without_a_cycle() -> None:
+    """Within the backend, imports (lazy ones included) form no cycle: process_group uses
+    monitored, never the other way round."""
+    import ast
+
+    package = REPO / "collectives" / "torch_backend"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(a.name for a in node.names)
+        graph[path.stem] = {n for n in names if (package / f"{n}.py").exists()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    cycles = [m for m in graph if reaches(m, m, {m})]
+    assert not cycles, f"modules on an import cycle: {sorted(cycles)}"
