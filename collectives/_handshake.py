@@ -144,6 +144,7 @@ class HandshakeResponder:
         return self._verify(bytes(self._buf))
 
     def _verify(self, reply: bytes) -> int:
+        identity: int  # the reply's "I" field
         magic, version, client_nonce, identity, mac = _REPLY.unpack(reply)
         if magic != MAGIC:
             raise AuthenticationError(f"client {self.address} does not speak the collectives protocol (bad magic)")

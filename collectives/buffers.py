@@ -61,12 +61,13 @@ def torch_bytes_view(tensor: Any) -> np.ndarray:
     Not ``Tensor.numpy()``: that marks the tensor's storage as not resizable for good, and
     FSDP frees unsharded parameters with ``untyped_storage().resize_(0)``.
     """
-    nbytes = tensor.numel() * tensor.element_size()
+    nbytes: int = tensor.numel() * tensor.element_size()
     if nbytes == 0:
         return np.empty(0, dtype=np.uint8)
     raw = (ctypes.c_uint8 * nbytes).from_address(tensor.data_ptr())
-    raw._tensor = tensor  # type: ignore[attr-defined]
-    return np.frombuffer(raw, dtype=np.uint8)
+    raw._tensor = tensor  # type: ignore[attr-defined]  # a ctypes array takes attributes: this one keeps the tensor alive
+    # Through a memoryview (base -> view -> raw): typeshed calls a ctypes array a buffer only on 3.12+.
+    return np.frombuffer(memoryview(raw), dtype=np.uint8)
 
 
 _TORCH_DTYPES: dict[Any, np.dtype | None] = {}  # torch dtype -> numpy dtype (None: no numpy equivalent)

@@ -104,7 +104,8 @@ class TCPStoreServer:
         self._listener = listen_socket(host, port, LISTEN_BACKLOG)
         self._listener.setblocking(False)
         bound = self._listener.getsockname()
-        self._host, self._port = bound[0], bound[1]
+        self._host: str = bound[0]
+        self._port: int = bound[1]
         self._data: dict[bytes, bytes] = {}
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._timers: list[tuple[float, int, object]] = []

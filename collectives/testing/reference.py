@@ -137,11 +137,13 @@ def error_scale(inputs: Sequence[np.ndarray], op: ReduceOp | None) -> np.ndarray
         return np.zeros(0)
     stack = np.stack([np.abs(a.astype(_wide(a.dtype))).astype(np.float64) for a in arrays])
     if op in (ReduceOp.SUM, ReduceOp.AVG):
-        total = stack.sum(axis=0)
+        total: np.ndarray = stack.sum(axis=0)
         return total / len(arrays) if op is ReduceOp.AVG else total
     if op is ReduceOp.PROD:
-        return np.prod(stack, axis=0)
-    return stack[0]
+        product: np.ndarray = np.prod(stack, axis=0)
+        return product
+    first: np.ndarray = stack[0]
+    return first
 
 
 def _widened(a: np.ndarray) -> np.ndarray:
@@ -205,7 +207,8 @@ def _mix(rank: int, index: np.ndarray, seed: int) -> np.ndarray:
              + np.uint64((rank * 0x632BE59BD9B4E019 + seed * 0xD1B54A32D192ED03 + 0x8CB92BA72F3D8DD7) % 2**64))
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        mixed: np.ndarray = z ^ (z >> np.uint64(31))
+        return mixed
 
 
 def rank_input(rank: int, count: int, dtype: Any, op: ReduceOp | None = None, *,
@@ -240,24 +243,27 @@ def rank_input(rank: int, count: int, dtype: Any, op: ReduceOp | None = None, *,
         if width < 64:
             raw = raw & np.uint64((1 << width) - 1)
         unsigned = np.dtype(f"u{dtype.itemsize}")
-        return raw.astype(unsigned).view(dtype).copy()
+        ints: np.ndarray = raw.astype(unsigned).view(dtype).copy()
+        return ints
     if _is_complex(dtype):
         if op is ReduceOp.PROD:
             units = np.array([1, -1, 1j, -1j, 1 + 1j, 1 - 1j], dtype=np.complex128)
-            values = units[(bits % np.uint64(len(units))).astype(np.intp)]
+            values: np.ndarray = units[(bits % np.uint64(len(units))).astype(np.intp)]
             if not exact:
                 values = values * (1 + _unit_float(_mix(rank + 7919, idx, seed)) / 64)
             return values.astype(dtype)
         part = np.dtype(np.float64)
         re = _real_values(bits, op, exact, part)
         im = _real_values(_mix(rank + 104729, idx, seed), op, exact, part)
-        return (re + 1j * im).astype(dtype)
+        pairs: np.ndarray = re + 1j * im
+        return pairs.astype(dtype)
     return _real_values(bits, op, exact, np.dtype(np.float64)).astype(dtype)
 
 
 def _unit_float(bits: np.ndarray) -> np.ndarray:
     """Floats in [-1, 1) from the top 53 bits."""
-    return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 52) - 1.0
+    top: np.ndarray = bits >> np.uint64(11)
+    return top.astype(np.float64) / float(1 << 52) - 1.0
 
 
 def _real_values(bits: np.ndarray, op: ReduceOp | None, exact: bool, dtype: np.dtype) -> np.ndarray:
@@ -269,7 +275,8 @@ def _real_values(bits: np.ndarray, op: ReduceOp | None, exact: bool, dtype: np.d
             magnitude = 1.0 + _unit_float(bits) / 64
         return sign * magnitude
     if exact:
-        return ((bits % np.uint64(33)).astype(np.float64) - 16.0) / 2.0
+        residue: np.ndarray = bits % np.uint64(33)
+        return (residue.astype(np.float64) - 16.0) / 2.0
     sign = np.where((bits & np.uint64(1)) == 0, 1.0, -1.0)
     return sign * (0.125 + 0.875 * (_unit_float(bits) + 1.0) / 2.0)
 
@@ -310,7 +317,7 @@ def _reduce_all(arrays: list[np.ndarray], op: ReduceOp) -> np.ndarray:
     ufunc = _UFUNCS[op]
     n = len(arrays)
     if _is_int(dtype):
-        acc = arrays[0].copy()
+        acc: np.ndarray = arrays[0].copy()
         with np.errstate(over="ignore"):
             for a in arrays[1:]:
                 ufunc(acc, a, out=acc)

@@ -45,8 +45,9 @@ def _load_syscall() -> Callable[..., int] | None:
     sys_futex = ctypes.c_long(number)  # syscall(2) reads every argument as a long
 
     def futex(address: int, op: int, value: int, timeout: _Timespec | None) -> int:
-        return syscall(sys_futex, ctypes.c_void_p(address), ctypes.c_long(op), ctypes.c_long(value),
-                       None if timeout is None else ctypes.byref(timeout), None, ctypes.c_long(0))
+        result: int = syscall(sys_futex, ctypes.c_void_p(address), ctypes.c_long(op), ctypes.c_long(value),
+                              None if timeout is None else ctypes.byref(timeout), None, ctypes.c_long(0))
+        return result  # an int: restype is c_long
 
     probe = ctypes.c_uint32(0)  # waking nobody must succeed (seccomp or old kernels: ENOSYS)
     return futex if futex(ctypes.addressof(probe), FUTEX_WAKE, 1, None) >= 0 else None

@@ -25,12 +25,16 @@ from __future__ import annotations
 import abc
 import struct
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..errors import MessageMismatchError, PeerLostError, TransportError
+
+if TYPE_CHECKING:  # annotations only
+    from ..config import Config
+    from ..store.base import Store
 
 HEADER = struct.Struct("<QII")
 HEADER_SIZE = HEADER.size
@@ -87,10 +91,11 @@ def as_bytes_view(buf: object) -> memoryview:
     """A flat unsigned-byte view of ``buf`` (any C-contiguous buffer), without copying."""
     if isinstance(buf, np.ndarray):
         try:
-            return memoryview(buf).cast("B")  # a quarter of the cost of the view below
+            # ``.data`` is ``memoryview(buf)``; numpy's stubs type ndarray as a buffer only on 3.12+
+            return buf.data.cast("B")  # a quarter of the cost of the view below
         except (ValueError, TypeError):
             # numpy cannot export every dtype through the buffer protocol (bfloat16 cannot)
-            return memoryview(buf.reshape(-1).view(np.uint8))
+            return buf.reshape(-1).view(np.uint8).data
     view = buf if isinstance(buf, memoryview) else memoryview(buf)  # type: ignore[arg-type]
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
@@ -373,14 +378,13 @@ class Transport(abc.ABC):
     constructs its own with the same store, and the constructor returns once every channel
     is connected (or raises ConnectError / RendezvousTimeoutError).
 
-    Constructor signature shared by all transports::
-
-        Transport(rank: int, size: int, peers: Sequence[int], store: Store,
-                  config: Config, timeout: float)
+    Every transport takes the constructor signature declared below, so a caller can build
+    any of them from its class alone.
     """
 
     name: ClassVar[str]
-    channels: dict[int, Channel]
+    # Read-only here, so each transport may hold its own channel class (dict[int, TcpChannel]).
+    channels: Mapping[int, Channel]
     # The pipelining chunk that suits this transport (NCCL tunes its step per protocol):
     # large enough to amortise per-message costs, small enough to overlap and stay cached.
     # 1 MiB measured best or equal over shm and loopback TCP (512 KiB to 16 MiB tried, 2
@@ -389,6 +393,12 @@ class Transport(abc.ABC):
     # Whether this transport can map its peers' memory as shared windows (the direct and
     # small-message engines need it between every pair of ranks).
     offers_windows: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def __init__(
+        self, rank: int, size: int, peers: Sequence[int], store: Store, config: Config, timeout: float
+    ) -> None:
+        """Connect to every rank in ``peers`` (collective over them) within ``timeout`` seconds."""
 
     def progress(self) -> bool:
         """Progress every channel; return whether anything moved."""

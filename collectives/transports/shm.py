@@ -371,7 +371,7 @@ class ShmTransport(Transport):
         if capacity < 1:
             raise InvalidArgumentError(f"shm: COLLECTIVES_SHM_RING_BYTES must be positive, not {capacity}")
         self.rank = rank
-        self.channels: dict[int, ShmChannel] = {}  # type: ignore[assignment]
+        self.channels: dict[int, ShmChannel] = {}
         self._closed = False
         self._peer_segs: dict[int, _Segment] = {}
         self._watch: dict[int, tuple[int, bytes | None]] = {}  # peer -> (pid, start time)
