@@ -41,8 +41,7 @@ from .work import Work, Worker
 logger = logging.getLogger("collectives")
 
 Splitter = Callable[["Communicator", int, int], "Communicator | None"]
-"""How a communicator splits (made by ``connect()``): ``splitter(comm, color, key)`` with
-``color`` >= 0, returning the new communicator of this rank."""
+"""How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
 
 
 class Communicator:
@@ -334,9 +333,8 @@ class Communicator:
         """All-to-all with a count per pair (MPI_Alltoallv; torch's ``all_to_all_single``
         with split sizes): rank r sends ``in_splits[j]`` elements of ``x`` (consecutive
         blocks in rank order) to rank j and receives ``out_splits[j]`` from rank j into
-        consecutive blocks of ``out``. Rank r's ``out_splits[j]`` must equal rank j's
-        ``in_splits[r]``: the receiver raises MessageMismatchError where they differ, nothing
-        is truncated. Returns ``out`` (``sum(out_splits)`` elements, allocated when None)."""
+        consecutive blocks of ``out`` (allocated when None). Rank r's ``out_splits[j]`` must
+        equal rank j's ``in_splits[r]``: else the receiver raises MessageMismatchError."""
         sends, recvs = check.splits(in_splits, out_splits, self.rank, self.size)
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
@@ -353,16 +351,14 @@ class Communicator:
                              async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-        """A zeroed array in shared memory registered with this communicator (like
-        ncclMemAlloc + window registration): collectives on it copy nothing in or out.
-
-        Collective: every rank calls it with the same shape and dtype, in the same order.
-        Without shared windows (ranks on several hosts) it returns an ordinary array.
-        """
+        """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and
+        window registration): collectives on it copy nothing in or out. Collective (same shape
+        and dtype on every rank, in the same order); an ordinary array without shared windows."""
         windows = self._context.windows
         if windows is None:
             return np.zeros(shape, dtype=dtype)
-        return self._issue("alloc", lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)
+        array: np.ndarray = self._issue("alloc", lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)
+        return array
 
     def split(self, color: int | None, key: int | None = None) -> Communicator | None:
         """A new communicator of the ranks that pass the same ``color``, ranked by ``key``
@@ -378,8 +374,7 @@ class Communicator:
                               self.rank if key is None else int(key))
 
     def _connect_barrier(self) -> None:
-        """A barrier that proves every channel works, before the user's first operation
-        (it takes no sequence number, so the user's first collective is #1)."""
+        """A barrier proving every channel works, numbered 0 (the user's first collective is #1)."""
         plan = self._planner.barrier(tag_bits=CONTROL_TAG_BIT)
         self._run("connect barrier", 0, lambda call: plan(np.empty(0, dtype=np.uint8), None, call))
 

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from ..errors import InvalidArgumentError, UnsupportedError
 from . import pairwise, recursive, ring, tree
+from .schedule import Schedule
 
-ScheduleFactory = Callable[..., object]
+ScheduleFactory = Callable[..., Schedule]
 
 # (collective) -> {algorithm: schedule factory}; factory signatures by collective:
 #   all_reduce(rank, size, count, segment)

@@ -58,7 +58,7 @@ class WindowReduction:
         self.scatter = scatter
         self.try_reads = nbytes >= direct.READS_FROM_BYTES
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
-        self.two_shot = direct.reduce_scatter if scatter else direct.all_reduce
+        self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
         if not (self.try_reads and self._by_reads(x, out, call)):
