@@ -24,9 +24,7 @@ import os
 from collections.abc import Mapping
 
 from .errors import InvalidArgumentError
-
-ALGORITHMS = ("ring", "tree", "recursive", "direct", "hierarchical")
-TRANSPORTS = ("shm", "tcp", "inproc", "mpi")
+from .names import ALGORITHMS, TRANSPORTS
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 

@@ -84,10 +84,8 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         lines.append(describe(choice))
     transports: list[Transport] = []
     try:
-        for name in ("inproc", "mpi", "shm", "tcp"):
-            peers = plan.get(name)
-            if not peers:
-                continue
+        for name in sorted(plan):  # the same order on every rank
+            peers = plan[name]
             # shm and inproc groups are cliques (one host); TCP's peer sets differ by rank,
             # so it keys its addresses per rank on the communicator's store.
             group_store = cstore if name == "tcp" else PrefixStore(f"{name}/{min(rank, *peers)}", cstore)

@@ -24,6 +24,8 @@ import getopt
 import re
 from dataclasses import dataclass, field
 
+from collectives import names
+
 from .colls import DTYPE_NAMES, NCCL_ONLY_OPS, OP_NAMES, have_dtype
 
 SHORT = "t:g:b:e:i:f:n:m:w:N:p:I:K:c:o:d:r:z:y:T:hG:C:a:R:x:D:V:J:S:M:u:"
@@ -36,7 +38,7 @@ LONG_NCCL = {
     "device_cta_count": "V", "output_file": "J", "report_timestamps": "S", "memory": "M", "unalign": "u",
 }
 LONG_OURS = ("np", "algo", "transport", "backend", "json", "plot", "vs", "progress")
-ALGORITHMS = ("ring", "tree", "recursive", "direct", "hierarchical", "auto")
+ALGORITHMS = (*names.ALGORITHMS, "auto")
 BACKENDS = ("collectives", "mpi", "gloo")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import InvalidArgumentError, UnsupportedError
+from ..names import ALGORITHMS
 from . import pairwise, recursive, ring, tree
 from .schedule import Schedule
 
@@ -42,7 +43,7 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
     "all_to_all_v": {"ring": pairwise.all_to_all_v, "tree": pairwise.all_to_all_v, "recursive": pairwise.all_to_all_v},
 }
 
-NAMES = ("ring", "tree", "recursive", "direct", "hierarchical")
+NAMES = ALGORITHMS
 DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")  # collectives with a direct (one-host) implementation
 HIERARCHICAL = ("all_reduce",)
 """Collectives with a two-level implementation for ranks on several hosts, the same number on

@@ -5,14 +5,11 @@ from __future__ import annotations
 import importlib
 
 from ..errors import UnsupportedError
+from ..names import TRANSPORTS
 from .base import Channel, Request, Transport
 
-_MODULES = {
-    "inproc": ("inproc", "InprocTransport"),
-    "shm": ("shm", "ShmTransport"),
-    "tcp": ("tcp", "TcpTransport"),
-    "mpi": ("mpi", "MpiTransport"),
-}
+_MODULES = {name: (name, f"{name.capitalize()}Transport") for name in TRANSPORTS}
+"""Each transport's module and class (``transports/shm.py``: ``ShmTransport``)."""
 
 
 def transport_class(name: str) -> type[Transport]:
