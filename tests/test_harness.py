@@ -8,14 +8,12 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 import collectives
 from collectives.errors import CollectivesError
 from collectives.testing import RankError, run_world
-
-if not hasattr(collectives, "init"):
-    pytest.skip("collectives.init is not written yet (run_world calls it)", allow_module_level=True)
 
 PROCESS_TRANSPORTS = ["shm", "tcp"]
 ALL_TRANSPORTS = ["inproc", *PROCESS_TRANSPORTS]
@@ -23,9 +21,6 @@ ALL_TRANSPORTS = ["inproc", *PROCESS_TRANSPORTS]
 
 @pytest.fixture(params=ALL_TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> str:
-    if request.param != "inproc":
-        pytest.importorskip(f"collectives.transports.{request.param}", reason=f"{request.param} transport missing")
-        pytest.importorskip("collectives.store.tcp_store", reason="TCPStoreServer missing")
     return str(request.param)
 
 
@@ -40,7 +35,6 @@ def test_results_come_back_in_rank_order(transport: str) -> None:
 
 
 def test_ranks_really_communicate(transport: str) -> None:
-    np = pytest.importorskip("numpy")
 
     def fn(comm: Any) -> list[float]:
         x = np.arange(4, dtype=np.float64) + 100 * comm.rank
@@ -121,8 +115,6 @@ def test_a_hanging_rank_is_reported_after_the_timeout(transport: str) -> None:
 
 @pytest.mark.parametrize("transport_name", PROCESS_TRANSPORTS)
 def test_a_process_killed_without_reporting_is_named_with_its_exit_code(transport_name: str) -> None:
-    pytest.importorskip(f"collectives.transports.{transport_name}", reason=f"{transport_name} transport missing")
-
     def fn(comm: Any) -> None:
         if comm.rank == 0:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -134,7 +126,6 @@ def test_a_process_killed_without_reporting_is_named_with_its_exit_code(transpor
 
 
 def test_an_unpicklable_result_is_reported() -> None:
-    pytest.importorskip("collectives.transports.tcp", reason="tcp transport missing")
     with pytest.raises(RankError, match=r"^rank 0 raised .*(Pickl|pickle)"):
         run_world(lambda comm: threading.Lock(), 1, "tcp", timeout=30)
 

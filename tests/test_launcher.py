@@ -193,8 +193,6 @@ def test_bad_arguments_are_refused(args: list[str], message: str) -> None:
 
 
 def test_init_reads_rank_and_size_from_the_launcher(tmp_path: Path) -> None:
-    if not hasattr(collectives, "init"):
-        pytest.skip("collectives.init is not written yet (collectives/__init__.py does not export it)")
     script = _script(tmp_path, """
         import collectives
         with collectives.init() as comm:

@@ -35,19 +35,12 @@ def _tcp_world(n: int) -> list[Transport]:
     return build_world(tcp.TcpTransport, n, store=store)
 
 
-WORLDS: dict[str, tuple[str | None, MakeWorld]] = {
-    "inproc": (None, make_inproc_world),
-    "shm": ("collectives.transports.shm", _shm_world),
-    "tcp": ("collectives.transports.tcp", _tcp_world),
-}
+WORLDS: dict[str, MakeWorld] = {"inproc": make_inproc_world, "shm": _shm_world, "tcp": _tcp_world}
 
 
 @pytest.fixture(params=sorted(WORLDS))
 def make_world(request: pytest.FixtureRequest) -> MakeWorld:
-    module, factory = WORLDS[request.param]
-    if module is not None:
-        pytest.importorskip(module, reason=f"{module} is not written yet")
-    return factory
+    return WORLDS[request.param]
 
 
 @pytest.mark.parametrize("check", sorted(CONFORMANCE_CHECKS))
