@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -322,3 +323,17 @@ def test_two_levels_against_flat_runs_and_prints_a_row_per_size() -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "perf" / "two_levels_vs_flat.py"), "--np", "3"], cwd=ROOT,
                          env=_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--np must be a multiple" in bad.stderr
+
+
+def test_builds_side_by_side_runs_both_checkouts_and_prints_ratios(tmp_path: Path) -> None:
+    """``perf/builds_side_by_side.py``: this checkout against a copy of itself, one round."""
+    base = tmp_path / "base"
+    shutil.copytree(ROOT / "collectives", base / "collectives", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "perf", base / "perf", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "builds_side_by_side.py"), "--base", str(base),
+                           "--rounds", "1", "--np", "2", "--collectives", "all_reduce_perf", "--sizes", "1K",
+                           "--iters", "5"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("all_reduce_perf")]
+    assert [(r[2], r[3]) for r in rows] == [("1K", "out_of_place"), ("1K", "in_place")], done.stdout
+    assert all(float(r[4]) > 0 and float(r[5]) > 0 and float(r[6]) > 0 for r in rows)
