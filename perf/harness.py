@@ -25,11 +25,13 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from collectives.environment import detect_launcher as _detect_launcher
 
 from . import report
 from .bench import AVERAGE_NAMES, RankRow, RowSpec, combine_time, combine_wrong, pack, run_row, unpack, warmup
@@ -427,15 +429,10 @@ def _open_json(path: str, exclusive: bool) -> tuple[Any, str] | tuple[None, str]
 # -- running --------------------------------------------------------------------------------
 
 
-def detect_launcher(env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
-    env = os.environ if env is None else env
-    if "COLLECTIVES_RANK" in env:
-        return "collectives-run"
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return "torchrun"
-    if any(v in env for v in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
-        return "mpiexec"
-    return None
+def detect_launcher(env: Mapping[str, str] | None = None) -> str | None:
+    """The launcher that started this process, as ``collectives.init()`` sees it
+    (:func:`collectives.environment.detect_launcher`), or None."""
+    return _detect_launcher(env)
 
 
 def main(program: str, argv: Sequence[str] | None = None) -> int:
