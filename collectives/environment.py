@@ -112,6 +112,7 @@ LOCAL_RANK_VARIABLES: tuple[str, ...] = tuple(name for launcher in LAUNCHERS for
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The environment to read: ``env``, else ``os.environ``."""
     return os.environ if env is None else env
 
 
