@@ -7,7 +7,9 @@ Usage::
 
 The launcher makes a fresh random job secret, hosts a ``TCPStoreServer`` on 127.0.0.1 (an
 ephemeral port) for the ranks to meet through, and starts each rank as
-``sys.executable script args...`` with this environment added to its own:
+``sys.executable script args...`` (all of it through :class:`collectives.spawn.Job`, which
+the test harness and the perf coordinator share) with this environment added to its own,
+less the variables of any launcher that started *us* (:mod:`collectives.environment`):
 
 =============================== ===============================================
 COLLECTIVES_RANK                this rank, 0..N-1
@@ -38,25 +40,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from types import FrameType
 from typing import IO, BinaryIO
 
 from .config import TRANSPORTS
+from .spawn import KILL_GRACE, POLL_INTERVAL, STORE_HOST, Child, Job, exit_status
 
-KILL_GRACE = 5.0
-"""Seconds ranks have to exit after SIGTERM before they get SIGKILL."""
-POLL_INTERVAL = 0.05
-STORE_HOST = "127.0.0.1"
+_exit_status = exit_status  # the name this module had for it
+__all__ = ["KILL_GRACE", "POLL_INTERVAL", "STORE_HOST", "build_parser", "main"]
 
 
 def _positive_int(text: str) -> int:
+    """argparse type of ``-n``: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -67,6 +65,7 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    """argparse type of ``--timeout``: a number above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -77,6 +76,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``collectives-run`` (the script's own arguments pass through)."""
     parser = argparse.ArgumentParser(
         prog="collectives-run",
         description="Start N local ranks of a Python script or module (like torchrun --standalone).",
@@ -109,6 +109,7 @@ class _Forwarder:
         self.thread.start()
 
     def _run(self) -> None:
+        """Copy lines until the rank closes its end of the pipe."""
         try:
             for line in iter(self.source.readline, b""):
                 if not line.endswith(b"\n"):
@@ -124,6 +125,7 @@ class _Forwarder:
 
 
 def _binary(stream: IO[str]) -> BinaryIO:
+    """The bytes side of one of our text streams, where ranks' lines are copied to."""
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
         return buffer  # type: ignore[no-any-return]
@@ -137,65 +139,30 @@ class _TextSink:
         self.stream = stream
 
     def write(self, data: bytes) -> int:
+        """Write ``data`` as text (undecodable bytes replaced)."""
         return self.stream.write(data.decode(errors="replace"))
 
     def flush(self) -> None:
+        """Flush the text stream."""
         self.stream.flush()
 
 
-def _exit_status(returncode: int) -> int:
-    """A child's status as a shell would report it (killed by signal N -> 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-class _Ranks:
-    """The rank processes of one job and how to stop them."""
-
-    def __init__(self, processes: list[subprocess.Popen[bytes]]) -> None:
-        self.processes = processes
-
-    def signal_all(self, signum: int) -> None:
-        for p in self.processes:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signum)  # the rank and whatever it started
-                except (ProcessLookupError, PermissionError):
-                    try:
-                        p.send_signal(signum)
-                    except ProcessLookupError:
-                        pass
-
-    def stop(self, grace: float = KILL_GRACE) -> None:
-        """SIGTERM every live rank, then SIGKILL those still running after ``grace``."""
-        self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while any(p.poll() is None for p in self.processes) and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL)
-        self.signal_all(signal.SIGKILL)
-        for p in self.processes:
-            p.wait()
-
-
-def _rank_env(rank: int, nproc: int, store_addr: str, secret: str, args: argparse.Namespace) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        COLLECTIVES_RANK=str(rank),
-        COLLECTIVES_WORLD_SIZE=str(nproc),
-        COLLECTIVES_LOCAL_RANK=str(rank),
-        COLLECTIVES_LOCAL_WORLD_SIZE=str(nproc),
-        COLLECTIVES_STORE_ADDR=store_addr,
-        COLLECTIVES_SECRET=secret,
-    )
+def _rank_env(job: Job, rank: int, nproc: int, args: argparse.Namespace) -> dict[str, str]:
+    """Rank ``rank``'s environment: ours without any outer launcher's variables, the job's
+    (:meth:`Job.rank_env`), and what the flags set."""
+    extra: dict[str, str] = {}
     if args.timeout is not None:
-        env["COLLECTIVES_TIMEOUT"] = repr(args.timeout)
+        extra["COLLECTIVES_TIMEOUT"] = repr(args.timeout)
     if args.transport is not None:
-        env["COLLECTIVES_TRANSPORT"] = args.transport
+        extra["COLLECTIVES_TRANSPORT"] = args.transport
+    env = job.rank_env(rank, nproc, extra)
     if not args.no_prefix:  # each rank has its own pipe, read line by line
         env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
 def _say(message: str) -> None:
+    """A line of the launcher's own on stderr."""
     print(f"collectives-run: {message}", file=sys.stderr, flush=True)
 
 
@@ -210,82 +177,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no such script: {args.script}")
     command = [sys.executable, *(["-m"] if args.module else []), args.script, *args.script_args]
 
-    from .store.tcp_store import TCPStoreServer
-
-    secret = secrets.token_hex(32)
-    server = TCPStoreServer(host=STORE_HOST, port=0, secret=secret)
-    store_addr = f"{server.host}:{server.port}"
-
     pipe = None if args.no_prefix else subprocess.PIPE
     locks = (threading.Lock(), threading.Lock())
     sinks = (_binary(sys.stdout), _binary(sys.stderr))
     forwarders: list[_Forwarder] = []
-    processes: list[subprocess.Popen[bytes]] = []
-    ranks = _Ranks(processes)
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        ranks.signal_all(signal.SIGKILL if len(received) > 1 else signum)
-
-    previous: dict[int, object] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+    job = Job(host=STORE_HOST)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for rank in range(args.nproc):
-            process = subprocess.Popen(
-                command,
-                env=_rank_env(rank, args.nproc, store_addr, secret, args),
-                stdin=subprocess.DEVNULL,
-                stdout=pipe,
-                stderr=pipe,
-                start_new_session=True,
-            )
-            processes.append(process)
-            if pipe is not None:
-                prefix = f"[rank {rank}] ".encode()
-                assert process.stdout is not None and process.stderr is not None
-                forwarders.append(_Forwarder(process.stdout, sinks[0], locks[0], prefix))
-                forwarders.append(_Forwarder(process.stderr, sinks[1], locks[1], prefix))
-            if received:  # a signal came while we were starting ranks: start no more
-                ranks.signal_all(received[-1])
-                break
-        status = _supervise(ranks)
+        with job.forward_signals() as received:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for rank in range(args.nproc):
+                child = job.popen(command, _rank_env(job, rank, args.nproc, args), stdout=pipe, stderr=pipe)
+                if pipe is not None:
+                    prefix = f"[rank {rank}] ".encode()
+                    process = child.process
+                    assert process.stdout is not None and process.stderr is not None
+                    forwarders.append(_Forwarder(process.stdout, sinks[0], locks[0], prefix))
+                    forwarders.append(_Forwarder(process.stderr, sinks[1], locks[1], prefix))
+                if received:  # a signal came while we were starting ranks: start no more
+                    job.signal_all(received[-1])
+                    break
+            status = job.watch(_said_failure, grace=KILL_GRACE)
     finally:
-        if any(p.poll() is None for p in processes):
-            ranks.stop()
+        job.stop(KILL_GRACE)
         for forwarder in forwarders:
             forwarder.thread.join(1.0)  # a grandchild may still hold the pipe open
-        server.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+        job.close()
     if status == 0 and received:
         status = 128 + received[0]
     return status
 
 
-def _supervise(ranks: _Ranks) -> int:
-    """Wait for every rank; on the first failure stop the others and return its status."""
-    processes = ranks.processes
-    while True:
-        running = False
-        for rank, p in enumerate(processes):
-            code = p.poll()
-            if code is None:
-                running = True
-            elif code != 0:
-                others = [r for r, q in enumerate(processes) if q.poll() is None]
-                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                if others:
-                    _say(f"rank {rank} {how}; stopping rank(s) {', '.join(map(str, others))}")
-                ranks.stop()
-                return _exit_status(code)
-        if not running:  # all exited with 0 (or start was cut short by a signal)
-            return 0
-        time.sleep(POLL_INTERVAL)
+def _said_failure(failed: Child, running: list[Child]) -> None:
+    """Say which rank failed and which ones are being stopped for it."""
+    code = failed.poll() or 0
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    if running:
+        _say(f"rank {failed.rank} {how}; stopping rank(s) {', '.join(str(c.rank) for c in running)}")
 
 
 if __name__ == "__main__":

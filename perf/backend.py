@@ -193,8 +193,8 @@ class CollectivesBackend(Backend):
 
 
 def local_device_index() -> int:
-    """The rank's index among the ranks of its host, where a launcher says so."""
-    for var in ("COLLECTIVES_LOCAL_RANK", "LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return -1
+    """The rank's index among the ranks of its host, where a launcher says so, else -1."""
+    from collectives.environment import local_rank
+
+    found = local_rank()
+    return -1 if found is None else found

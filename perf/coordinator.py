@@ -8,6 +8,10 @@ Worlds (all alive for the whole run, one active at a time):
 * ``gloo`` (``--vs gloo``): N processes of ``python -m perf.peers.gloo``
   (``init_method=tcp://127.0.0.1:<free port>``).
 
+Each world is a :class:`collectives.spawn.Job` (the spawner ``collectives-run`` and
+``run_world`` use too): its processes, its store where it has one, and no variable of a
+launcher that started us in the processes' environment.
+
 Every rank connects back to one loopback listening socket here and then waits, blocked
 in a socket read, for commands (protocol in perf.worker). Worker output goes to our
 stderr, never into the table on stdout.
@@ -19,15 +23,14 @@ import json
 import os
 import secrets
 import selectors
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from collectives.mpi import find_mpiexec
+from collectives.spawn import Child, Job
 
 from .bench import RankRow, RowSpec
 from .report import RankInfo
@@ -35,12 +38,12 @@ from .worker import ENV_CONTROL, ENV_STORE_SECRET, ENV_TOKEN, ENV_WORLD, send_ms
 
 START_TIMEOUT = 120.0  # seconds for a world's ranks to connect and say hello
 ERROR_GRACE = 5.0  # after one rank fails, how long the others get to answer
-KILL_GRACE = 3.0
+KILL_GRACE = 3.0  # after SIGTERM, how long ranks get before SIGKILL
+EXIT_WAIT = 10.0  # after "exit", how long ranks get to leave on their own
 
-_LAUNCHER_VARS = ("COLLECTIVES_RANK", "COLLECTIVES_WORLD_SIZE", "COLLECTIVES_LOCAL_RANK",
-                  "COLLECTIVES_LOCAL_WORLD_SIZE", "COLLECTIVES_STORE_ADDR", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                  "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_PORT",
-                  "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "COLLECTIVES_PERF_CORRUPT")
+_NOT_INHERITED = ("COLLECTIVES_PERF_CORRUPT",)
+"""Our test hook, read here and handed to ranks per row; never inherited by them. (The
+launchers' variables are removed by collectives.spawn.Job.child_env.)"""
 
 
 class WorldFailed(Exception):
@@ -48,18 +51,21 @@ class WorldFailed(Exception):
 
 
 def _free_port() -> int:
+    """A TCP port free on loopback now (for gloo's tcp:// init)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class _Conn:
+    """One rank's control connection: a socket and the bytes of a message not yet complete."""
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.closed = False
 
     def fileno(self) -> int:
+        """The socket's descriptor (for selectors)."""
         return self.sock.fileno()
 
     def read_some(self) -> list[dict[str, Any]]:
@@ -83,12 +89,13 @@ class _Conn:
 
 
 class RemoteWorld:
-    """One world of N ranks in child processes."""
+    """One world of N ranks in child processes, started and stopped through its
+    :class:`collectives.spawn.Job` (which hosts the world's store where it needs one)."""
 
-    def __init__(self, name: str, nranks: int) -> None:
+    def __init__(self, name: str, nranks: int, job: Job) -> None:
         self.name = name
         self.nranks = nranks
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.job = job
         self.conns: dict[int, _Conn] = {}
         self.hellos: dict[int, dict[str, Any]] = {}
         self.failed: str | None = None
@@ -99,25 +106,34 @@ class RemoteWorld:
 
     @property
     def ready(self) -> bool:
+        """Whether every rank said hello and none failed."""
         return self.failed is None and len(self.hellos) == self.nranks
 
     def info(self) -> dict[str, Any]:
+        """What rank 0 said about its library in its hello."""
         return dict(self.hellos[0].get("info", {})) if 0 in self.hellos else {}
 
     def ranks(self) -> list[RankInfo]:
+        """Rank, pid, host and device of every rank, for the table's device lines."""
         return [RankInfo(r, int(h["pid"]), str(h["host"]), int(h.get("device", r)))
                 for r, h in sorted(self.hellos.items())]
 
     def supports(self, dtype: str, op: str | None) -> str | None:
+        """Why this world cannot run ``dtype``/``op``, or None when it can."""
         if dtype not in self.dtypes:
             return f"{self.name} has no {dtype}"
         if op is not None and op not in self.ops and op != "none":
             return f"{self.name} has no {op}"
         return None
 
+    @property
+    def procs(self) -> list[Child]:
+        """The world's processes (one ``mpiexec`` for the mpi world)."""
+        return self.job.children
+
     def exit_status(self) -> str:
-        codes = [p.poll() for p in self.procs]
-        return ", ".join(str(c) for c in codes)
+        """The processes' return codes, for messages (None: still running)."""
+        return ", ".join(str(child.poll()) for child in self.procs)
 
     # -- commands -----------------------------------------------------------------------
 
@@ -167,35 +183,34 @@ class RemoteWorld:
 
     def warmup(self, coll: str, dtype: str, op: str, root: int, minbytes: int, maxbytes: int, iters: int,
                unalign: int = 0) -> None:
+        """Warm every rank up over the sizes of the sweep."""
         self.request({"cmd": "warmup", "coll": coll, "dtype": dtype, "op": op, "root": root,
                       "minbytes": minbytes, "maxbytes": maxbytes, "iters": iters, "unalign": unalign})
 
     def row(self, spec: RowSpec) -> list[RankRow]:
+        """Run one row on every rank; each rank's times and error counts."""
         return [RankRow.from_msg(a) for a in self.request(spec.to_msg())]
 
     # -- life ---------------------------------------------------------------------------
 
     def fail(self, reason: str) -> None:
+        """Mark the world failed (the first reason stays) and kill it."""
         if self.failed is None:
             self.failed = reason
         self.kill()
 
-    def kill(self) -> None:
+    def _close_conns(self) -> None:
+        """Close every control connection (a rank then reads EOF and exits)."""
         for conn in self.conns.values():
             try:
                 conn.sock.close()
             except OSError:
                 pass
-        for p in self.procs:
-            if p.poll() is None:
-                _signal_group(p, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(p, signal.SIGKILL)
-                p.wait()
+
+    def kill(self) -> None:
+        """Stop the processes now: SIGTERM to each process group, SIGKILL after KILL_GRACE."""
+        self._close_conns()
+        self.job.stop(KILL_GRACE)
 
     def stop(self) -> None:
         """Ask the ranks to exit, then make sure they did."""
@@ -204,29 +219,14 @@ class RemoteWorld:
                 self.request({"cmd": "exit"}, timeout=30)
             except WorldFailed:
                 pass
-        for conn in self.conns.values():
-            try:
-                conn.sock.close()
-            except OSError:
-                pass
-        deadline = time.monotonic() + 10
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(p, signal.SIGTERM)
+        self._close_conns()
+        self.job.wait_all(EXIT_WAIT)
         self.kill()
 
-
-def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
-    """Signal the child's process group (mpiexec's ranks with it)."""
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            p.send_signal(sig)
-        except ProcessLookupError:
-            pass
+    def close(self) -> None:
+        """Kill what still runs and close the world's store."""
+        self.kill()
+        self.job.close(KILL_GRACE)
 
 
 class Coordinator:
@@ -241,13 +241,13 @@ class Coordinator:
         self.listener.listen(256)
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.worlds: list[RemoteWorld] = []
-        self._store: Any = None
-        self._pending: list[_Conn] = []
 
     # -- spawning -----------------------------------------------------------------------
 
-    def _env(self, world: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    def _env(self, job: Job, world: str) -> dict[str, str]:
+        """A rank's environment: ours less any launcher's variables and our test hook,
+        the repository on PYTHONPATH, and how to reach this coordinator."""
+        env = {k: v for k, v in job.child_env().items() if k not in _NOT_INHERITED}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env[ENV_CONTROL] = self.address
@@ -256,54 +256,57 @@ class Coordinator:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def _popen(self, cmd: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        # Worker output goes to our stderr: stdout carries only the table.
-        # (file descriptor 2 itself: sys.stderr may be a replacement without one)
-        return subprocess.Popen(list(cmd), env=env, stdin=subprocess.DEVNULL, stdout=2, stderr=2,
-                                start_new_session=True)
+    @staticmethod
+    def _popen(job: Job, cmd: Sequence[str], env: dict[str, str]) -> None:
+        """Start one process of ``job``. Worker output goes to our stderr: stdout carries
+        only the table (file descriptor 2 itself: sys.stderr may be a replacement
+        without one)."""
+        job.popen(cmd, env, stdout=2, stderr=2)
 
     def start_collectives(self, *, transport: str | None, algorithm: str | None, timeout: float | None,
                           name: str = "collectives") -> RemoteWorld:
-        from collectives.store.tcp_store import TCPStoreServer
-
-        secret = secrets.token_hex(16)
-        self._store = TCPStoreServer(host="127.0.0.1", port=0, secret=secret)
-        env = self._env(name)
-        env[ENV_STORE_SECRET] = secret
-        world = RemoteWorld(name, self.nranks)
+        """Start our world: N ``perf.worker`` processes meeting in the job's store."""
+        job = Job()
+        world = RemoteWorld(name, self.nranks, job)
+        self.worlds.append(world)
+        env = self._env(job, name)
+        env[ENV_STORE_SECRET] = job.secret
         for r in range(self.nranks):
             cmd = [sys.executable, "-m", "perf.worker", "--rank", str(r), "--size", str(self.nranks),
-                   "--store", f"127.0.0.1:{self._store.port}"]
+                   "--store", job.store_addr]
             if transport:
                 cmd += ["--transport", transport]
             if algorithm:
                 cmd += ["--algo", algorithm]
             if timeout:
                 cmd += ["--timeout", str(timeout)]
-            world.procs.append(self._popen(cmd, env))
-        self.worlds.append(world)
+            self._popen(job, cmd, env)
         return world
 
     def start_mpi(self, name: str = "mpi") -> RemoteWorld:
+        """Start the MPI peer world: one ``mpiexec -n N`` (MPI's ranks meet through it)."""
         launcher = find_mpiexec() or "mpiexec"
-        world = RemoteWorld(name, self.nranks)
-        cmd = [launcher, "-n", str(self.nranks), sys.executable, "-m", "perf.peers.mpi"]
-        world.procs.append(self._popen(cmd, self._env(name)))
+        job = Job(store=False)
+        world = RemoteWorld(name, self.nranks, job)
         self.worlds.append(world)
+        cmd = [launcher, "-n", str(self.nranks), sys.executable, "-m", "perf.peers.mpi"]
+        self._popen(job, cmd, self._env(job, name))
         return world
 
     def start_gloo(self, *, timeout: float | None = None, name: str = "gloo") -> RemoteWorld:
-        world = RemoteWorld(name, self.nranks)
+        """Start the gloo peer world: N processes meeting at torch's ``tcp://`` init."""
+        job = Job(store=False)
+        world = RemoteWorld(name, self.nranks, job)
+        self.worlds.append(world)
         init = f"tcp://127.0.0.1:{_free_port()}"
-        env = self._env(name)
+        env = self._env(job, name)
         env.setdefault("OMP_NUM_THREADS", "1")
         for r in range(self.nranks):
             cmd = [sys.executable, "-m", "perf.peers.gloo", "--rank", str(r), "--size", str(self.nranks),
                    "--init-method", init]
             if timeout:
                 cmd += ["--timeout", str(timeout)]
-            world.procs.append(self._popen(cmd, env))
-        self.worlds.append(world)
+            self._popen(job, cmd, env)
         return world
 
     # -- meeting ------------------------------------------------------------------------
@@ -345,6 +348,7 @@ class Coordinator:
             sel.close()
 
     def _accept_hello(self, conn: _Conn, hello: dict[str, Any], by_name: dict[str, RemoteWorld]) -> None:
+        """Take a new connection's hello: file it under its world and rank, or refuse it."""
         world = by_name.get(str(hello.get("hello")))
         if hello.get("token") != self.token or world is None:
             conn.sock.close()
@@ -364,11 +368,10 @@ class Coordinator:
 
     def close(self, graceful: bool = True) -> None:
         """Stop every world: ask the ranks to exit (``graceful``), else kill them at once."""
-        for w in self.worlds:
-            if graceful:
-                w.stop()
-            else:
-                w.kill()
-        self.listener.close()
-        if self._store is not None:
-            self._store.close()
+        try:
+            for w in self.worlds:
+                if graceful:
+                    w.stop()
+                w.close()
+        finally:
+            self.listener.close()

@@ -19,258 +19,30 @@ sizes; 3 when the library under test fails; 6 for an invalid world (root out of 
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from collectives.environment import detect_launcher as _detect_launcher
+
 from . import report
-from .bench import AVERAGE_NAMES, RankRow, RowSpec, combine_time, combine_wrong, pack, run_row, unpack, warmup
-from .colls import COLLECTIVES, DTYPE_NAMES, OP_NAMES, Collective, have_dtype, numpy_dtype, sweep_sizes
+from .bench import AVERAGE_NAMES, RankRow, RowSpec, pack, run_row, unpack, warmup
+from .colls import COLLECTIVES, Collective
+from .jsonout import environment, json_document
+from .jsonout import json_targets as _json_targets
 from .options import Options, UsageExit, parse
+from .progress import Printer, note
+from .sweep import CORRUPT_ENV, Cell, LibraryFailure, Row, Runner, SweepResult, format_row, loops, sweep
 
-CORRUPT_ENV = "COLLECTIVES_PERF_CORRUPT"  # test hook: "R" makes rank R flip a result bit before checking
+__all__ = ["CORRUPT_ENV", "Cell", "LibraryFailure", "Printer", "Row", "Runner", "SweepResult", "detect_launcher",
+           "environment", "format_row", "header_lines", "json_document", "loops", "main", "note", "sweep"]
+
 EXIT_OK, EXIT_LIBRARY, EXIT_INVALID, EXIT_RESULTS, EXIT_ARGS = 0, 3, 6, 7, 255
-
-
-class Runner(Protocol):
-    name: str
-    nranks: int
-
-    def warmup(self, coll: str, dtype: str, op: str, root: int, minbytes: int, maxbytes: int, iters: int,
-               unalign: int = 0) -> None: ...
-    def row(self, spec: RowSpec) -> list[RankRow]: ...
-    def supports(self, dtype: str, op: str | None) -> str | None: ...
-    def info(self) -> dict[str, Any]: ...
-
-
-class LibraryFailure(Exception):
-    """The library under test failed (exit status 3)."""
-
-
-# -- output ---------------------------------------------------------------------------------
-
-
-class Printer:
-    """stdout lines of rank 0 (others print nothing), kept apart from the progress bar."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def line(self, text: str = "") -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            from tqdm import tqdm
-
-            tqdm.write(text, file=sys.stdout)
-        else:
-            sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-
-    def lines(self, texts: Sequence[str]) -> None:
-        for t in texts:
-            self.line(t)
-
-    def start_progress(self, total: int | None, mode: str, desc: str) -> None:
-        if not self.enabled or mode == "off":
-            return
-        if mode == "auto" and not (sys.stderr.isatty() or os.environ.get("COLLECTIVES_PERF_PROGRESS") == "1"):
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=total, file=sys.stderr, desc=desc, unit="row", leave=False, dynamic_ncols=True,
-                        delay=0.0 if mode == "on" else 1.0)
-
-    def tick(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def stop_progress(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def note(text: str) -> None:
-    """A note on stderr (never in the table)."""
-    sys.stderr.write(f"{text}\n")
-    sys.stderr.flush()
-
-
-# -- the sweep ------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    time: float
-    algbw: float
-    busbw: float
-    wrong: int | None
-
-    def json(self, cputime: bool) -> dict[str, Any]:
-        return {("cpu_time" if cputime else "time"): self.time, "alg_bw": self.algbw, "bus_bw": self.busbw,
-                "nwrong": None if self.wrong is None else float(self.wrong)}
-
-
-@dataclass
-class Row:
-    size: int
-    count: int
-    type: str
-    redop: str
-    root: int
-    cells: list[Cell]
-    peers: dict[str, list[Cell] | None] = field(default_factory=dict)
-    ratios: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass
-class SweepResult:
-    rows: list[Row] = field(default_factory=list)
-    out_of_bounds: int = 0
-    bw_sum: float = 0.0
-    bw_count: int = 0
-    peer_bw: dict[str, list[float]] = field(default_factory=dict)
-    peer_wrong: dict[str, int] = field(default_factory=dict)
-    stopped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def avg_busbw(self) -> float:
-        return self.bw_sum / self.bw_count if self.bw_count else float("nan")
-
-
-def _cells(coll: Collective, size_bytes: int, ranks: list[RankRow], average: int, nranks: int
-           ) -> tuple[list[Cell], int]:
-    cells, failing = [], 0
-    for p in range(2):
-        t = combine_time([r.time[p] for r in ranks], average)
-        algbw, busbw = coll.bandwidth(size_bytes, t, nranks)
-        wrong, fails = combine_wrong([r.wrong[p] for r in ranks])
-        failing += fails
-        cells.append(Cell(t, algbw, busbw, wrong))
-    return cells, failing
-
-
-def loops(opts: Options, coll: Collective, nranks: int) -> list[tuple[str, str, int]]:
-    """(type, op, root) blocks, in nccl-tests' order."""
-    if coll.name == "barrier":
-        return [("none", "none", -1)]
-    types = [t for t in DTYPE_NAMES if have_dtype(t)] if opts.dtype == "all" else [opts.dtype]
-    if coll.loops_ops:
-        ops = list(OP_NAMES) if opts.op == "all" else [opts.op]
-    else:
-        ops = ["none"]
-    roots = (list(range(nranks)) if opts.root == -1 else [opts.root]) if coll.rooted else [-1]
-    return [(t, o, r) for t in types for o in ops for r in roots]
-
-
-def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], out: Printer) -> SweepResult:
-    n = main.nranks
-    result = SweepResult()
-    sizes = sweep_sizes(opts.minbytes, opts.maxbytes, opts.stepbytes, opts.stepfactor)
-    if coll.name == "barrier":
-        sizes = [0]
-    blocks = loops(opts, coll, n)
-    hook = os.environ.get(CORRUPT_ENV, "").strip()
-    corrupt = int(hook) if hook.lstrip("-").isdigit() else -1
-    active = list(peers)
-    for p in peers:
-        result.peer_bw[p.name] = []
-        result.peer_wrong[p.name] = 0
-    rep = 0
-    cycles = opts.run_cycles
-    total = len(blocks) * len(sizes) * cycles if cycles > 0 else None
-    out.start_progress(total, opts.progress, opts.program)
-    try:
-        for dtype, op, root in blocks:
-            run_op = "sum" if op == "none" else op
-            elem = numpy_dtype(dtype).itemsize if dtype != "none" else 1
-            try:
-                main.warmup(coll.name, dtype, run_op, root, opts.minbytes, opts.maxbytes, opts.warmup_iters,
-                            opts.unalign)
-            except Exception as exc:
-                raise LibraryFailure(str(exc)) from exc
-            for p in list(active):
-                if p.supports(dtype, op if coll.reduces else None) is None:
-                    _peer_call(p, active, result, out, lambda p=p: p.warmup(
-                        coll.name, dtype, run_op, root, opts.minbytes, opts.maxbytes, opts.warmup_iters,
-                        opts.unalign))
-            cycle = 0
-            while cycles <= 0 or cycle < cycles:
-                cycle += 1
-                for size in sizes:
-                    count, size_bytes, _, _ = coll.counts(size, elem, n)
-                    spec = RowSpec(coll.name, dtype, run_op, root, size, opts.iters, opts.agg_iters, opts.check,
-                                   opts.blocking, opts.unalign, (rep + 1, rep + 2), -1)
-                    rep += 2
-                    try:
-                        ours = main.row(dataclasses.replace(spec, corrupt=corrupt))
-                    except Exception as exc:
-                        raise LibraryFailure(str(exc)) from exc
-                    cells, failing = _cells(coll, size_bytes, ours, opts.average, n)
-                    result.out_of_bounds += failing
-                    row = Row(size_bytes, count, dtype, op, root, cells)
-                    for p in peers:
-                        row.peers[p.name] = None
-                        row.ratios[p.name] = None
-                        if p not in active or p.supports(dtype, op if coll.reduces else None) is not None:
-                            continue
-                        theirs = _peer_call(p, active, result, out, lambda p=p: p.row(spec))
-                        if theirs is None:
-                            continue
-                        pcells, _ = _cells(coll, size_bytes, theirs, opts.average, n)
-                        row.peers[p.name] = pcells
-                        result.peer_bw[p.name].extend(c.busbw for c in pcells)
-                        result.peer_wrong[p.name] += sum(1 for c in pcells if c.wrong)
-                        ours_t = cells[0].time + cells[1].time
-                        row.ratios[p.name] = (pcells[0].time + pcells[1].time) / ours_t if ours_t > 0 else None
-                    for c in cells:
-                        result.bw_sum += c.busbw
-                        result.bw_count += 1
-                    result.rows.append(row)
-                    out.line(format_row(row, opts, [p.name for p in peers]))
-                    out.tick()
-    finally:
-        out.stop_progress()
-    return result
-
-
-def _peer_call(peer: Runner, active: list[Runner], result: SweepResult, out: Printer,
-               call: Callable[[], Any]) -> Any:
-    """Run a peer's command; a failing peer is dropped (with a note), never the run."""
-    try:
-        return call()
-    except Exception as exc:  # noqa: BLE001 - a peer's failure is reported, not fatal
-        reason = str(exc).strip().splitlines()
-        short = reason[-1] if reason else type(exc).__name__
-        result.stopped[peer.name] = str(exc)
-        if peer in active:
-            active.remove(peer)
-        out.line(f"# --vs {peer.name} stopped: {short}")
-        note(f"--vs {peer.name} failed:\n{exc}")
-        return None
-
-
-def format_row(row: Row, opts: Options, peer_names: Sequence[str]) -> str:
-    text = report.row_preamble(row.size, row.count, row.type, row.redop, row.root)
-    for cell in row.cells:
-        text += report.row_body(cell.time, cell.algbw, cell.busbw, cell.wrong)
-    if opts.report_timestamps:
-        text += "%21s" % time.strftime("%Y-%m-%d %H:%M:%S")
-    for name in peer_names:
-        text += report.ratio_cell(row.ratios.get(name))
-    return text
 
 
 # -- header, footer, files ------------------------------------------------------------------
@@ -278,6 +50,7 @@ def format_row(row: Row, opts: Options, peer_names: Sequence[str]) -> str:
 
 def header_lines(opts: Options, coll: Collective, main_info: dict[str, Any], nranks: int, how: str,
                  peer_lines: Sequence[str]) -> list[str]:
+    """nccl-tests' banner, then one line on the library measured (transport, algorithm, ranks, how the times combine) and the peers' lines."""
     lines = report.banner_lines(
         coll.program, nthreads=opts.nthreads, ngpus=opts.ngpus, minbytes=opts.minbytes, maxbytes=opts.maxbytes,
         stepbytes=opts.stepbytes, stepfactor=opts.stepfactor, warmup_iters=opts.warmup_iters, iters=opts.iters,
@@ -301,141 +74,13 @@ def header_lines(opts: Options, coll: Collective, main_info: dict[str, Any], nra
     return lines
 
 
-def environment(opts: Options, main_info: dict[str, Any], nranks: int, peer_infos: dict[str, Any]) -> dict[str, Any]:
-    import platform
-    from importlib import metadata
-
-    from .backend import cpu_model, host_name
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    import collectives
-
-    return {
-        "versions": {"collectives": collectives.__version__, "python": platform.python_version(),
-                     "numpy": np.__version__, "mpi4py": version("mpi4py"), "torch": version("torch"),
-                     "ml_dtypes": version("ml_dtypes"), "matplotlib": version("matplotlib"),
-                     "tqdm": version("tqdm"), "nccl_tests_layout": report.NCCL_TESTS_VERSION},
-        "host": host_name(), "platform": platform.platform(), "cpu": cpu_model(),
-        "cores": os.cpu_count(), "usable_cores": usable,
-        "world_size": nranks, "backend": main_info.get("backend", opts.backend),
-        "transport": main_info.get("transport"), "algorithm": main_info.get("algorithm", opts.algo or "auto"),
-        "main": main_info, "peers": peer_infos,
-        "timing": {"average": opts.average, "meaning": AVERAGE_NAMES[opts.average], "iters": opts.iters,
-                   "agg_iters": opts.agg_iters, "warmup_iters": opts.warmup_iters, "blocking": opts.blocking,
-                   "ratio": "vs_<peer> = (peer out-of-place + in-place time) / (our out-of-place + in-place time)"},
-    }
-
-
-_ENV_PREFIXES = ("NCCL_", "COLLECTIVES_", "OMP_", "MKL_", "MPICH_", "MPIR_", "HYDRA_", "OMPI_", "PMI", "TORCH",
-                 "GLOO_", "PYTHONPATH")
-
-
-def _json_env() -> list[str]:
-    """The environment nccl-tests records, limited to what concerns the run, no secrets."""
-    return [f"{k}={v}" for k, v in sorted(os.environ.items())
-            if k.startswith(_ENV_PREFIXES) and not any(s in k for s in ("SECRET", "TOKEN", "PASSWORD", "KEY"))]
-
-
-def json_document(opts: Options, coll: Collective, ranks: Sequence[report.RankInfo], result: SweepResult,
-                  env_info: dict[str, Any], start: str, min_bw: float | None, errors: list[str]) -> dict[str, Any]:
-    """nccl-tests' JSON (version 3 keys, with its string booleans), plus ``environment``
-    and per-row ``peers``."""
-    def b(value: bool) -> str:
-        return "true" if value else "false"
-
-    config: dict[str, Any] = {
-        "nthreads": opts.nthreads, "ngpus": opts.ngpus, "minimum_bytes": opts.minbytes,
-        "maximum_bytes": opts.maxbytes,
-    }
-    if opts.stepfactor > 1:
-        config["step_factor"] = opts.stepfactor
-    else:
-        config["step_bytes"] = opts.stepbytes
-    config.update({
-        "warmup_iters": opts.warmup_iters, "iterations": opts.iters, "aggregated_iterations": opts.agg_iters,
-        "validation": opts.check, "graph": opts.cudagraph, "blocking_collectives": b(bool(opts.blocking)),
-        "per_iter_timing": b(False), "per_iter_skip": 0, "parallel_init": b(False),
-        "devices": [{"rank": r.rank, "group": r.group, "pid": r.pid, "hostname": report.short_host(r.host),
-                     "device": r.device, "device_hex": "0000:00:00", "device_info": r.device_name} for r in ranks],
-    })
-    rows = []
-    for row in result.rows:
-        entry: dict[str, Any] = {
-            "size": row.size, "count": row.count, "type": row.type, "redop": row.redop, "root": "%6i" % row.root,
-            "out_of_place": row.cells[0].json(bool(opts.report_cputime)),
-            "in_place": row.cells[1].json(bool(opts.report_cputime)),
-            "actual_iterations": opts.iters, "experiment_name": "",
-        }
-        if row.peers:
-            entry["peers"] = {
-                name: None if cells is None else {
-                    "out_of_place": cells[0].json(False), "in_place": cells[1].json(False),
-                    "ratio": row.ratios.get(name)}
-                for name, cells in row.peers.items()
-            }
-        rows.append(entry)
-    avg = result.avg_busbw
-    return {
-        "version": 3,
-        "start_time": start,
-        "args": [coll.program, *opts.argv],
-        "env": _json_env(),
-        "nccl_version": 0,
-        "config": config,
-        "results": rows,
-        "out_of_bounds": {"count": result.out_of_bounds, "okay": b(result.out_of_bounds == 0)},
-        "average_bus_bandwidth": {
-            "bandwidth": "nan" if math.isnan(avg) else avg,
-            "okay": "unchecked" if min_bw is None else b(avg >= min_bw * 0.9)},
-        "errors": errors,
-        "end_time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "environment": env_info,
-        "peer_summary": {name: {"avg_bus_bandwidth": (sum(v) / len(v)) if v else None,
-                                "wrong_cells": result.peer_wrong.get(name, 0),
-                                "stopped": result.stopped.get(name)}
-                         for name, v in result.peer_bw.items()},
-    }
-
-
-def _open_json(path: str, exclusive: bool) -> tuple[Any, str] | tuple[None, str]:
-    """nccl-tests' -J never overwrites (path, path.0, path.1, ...); --json does."""
-    if not exclusive:
-        try:
-            return open(path, "w"), path
-        except OSError:
-            return None, path
-    tries, attempt = path, 0
-    while True:
-        try:
-            return open(tries, "x"), tries
-        except FileExistsError:
-            tries = f"{path}.{attempt}"
-            attempt += 1
-        except OSError:
-            return None, tries
-
-
 # -- running --------------------------------------------------------------------------------
 
 
-def detect_launcher(env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
-    env = os.environ if env is None else env
-    if "COLLECTIVES_RANK" in env:
-        return "collectives-run"
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return "torchrun"
-    if any(v in env for v in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
-        return "mpiexec"
-    return None
+def detect_launcher(env: Mapping[str, str] | None = None) -> str | None:
+    """The launcher that started this process, as ``collectives.init()`` sees it
+    (:func:`collectives.environment.detect_launcher`), or None."""
+    return _detect_launcher(env)
 
 
 def main(program: str, argv: Sequence[str] | None = None) -> int:
@@ -453,6 +98,7 @@ def main(program: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _main(program: str, argv: Sequence[str] | None) -> int:
+    """Parse, refuse what cannot run, then run coordinated (``--np``, ``--vs``) or direct."""
     argv = list(sys.argv[1:] if argv is None else argv)
     coll = next((c for c in COLLECTIVES.values() if c.program == program), None)
     if coll is None:
@@ -478,6 +124,7 @@ def _main(program: str, argv: Sequence[str] | None) -> int:
 
 
 def _min_bw() -> float | None:
+    """NCCL_TESTS_MIN_BW as a number (unreadable: 0, as atof), or None when unset."""
     text = os.environ.get("NCCL_TESTS_MIN_BW")
     if not text:
         return None
@@ -490,6 +137,7 @@ def _min_bw() -> float | None:
 def _finish(opts: Options, coll: Collective, out: Printer, ranks: Sequence[report.RankInfo], result: SweepResult,
             env_info: dict[str, Any], start: str, peer_names: Sequence[str], json_targets: list[tuple[Any, str]],
             is_root: bool) -> int:
+    """Footer, failure line, JSON and plot; the exit status (7 for wrong values or too little bandwidth)."""
     min_bw = _min_bw()
     avg = result.avg_busbw
     footer = report.footer_lines(coll.program, result.out_of_bounds, avg, min_bw)
@@ -524,29 +172,15 @@ def _finish(opts: Options, coll: Collective, out: Printer, ranks: Sequence[repor
     return EXIT_RESULTS if failed else EXIT_OK
 
 
-def _json_targets(opts: Options, out: Printer) -> list[tuple[Any, str]]:
-    targets = []
-    for path, exclusive in ((opts.output_file, True), (opts.json, False)):
-        if not path:
-            continue
-        if exclusive and not path.lower().endswith(".json"):
-            continue  # nccl-tests writes only *.json
-        fh, where = _open_json(path, exclusive)
-        if fh is None:
-            out.line(f"# skipping json output; {where} not accessible")
-        else:
-            out.line(f"# Writing JSON output to {where}")
-            targets.append((fh, where))
-    return targets
-
-
 def _check_world(opts: Options, coll: Collective, nranks: int) -> str | None:
+    """Why the world cannot run this test (a root out of range), or None."""
     if coll.rooted and opts.root != -1 and not 0 <= opts.root < nranks:
         return f"invalid root {opts.root}: the world has {nranks} rank{'s' if nranks != 1 else ''} (use -r -1 for all)"
     return None
 
 
 def _run_coordinated(opts: Options, coll: Collective) -> int:
+    """``--np N``: start our world and the peers' (perf.coordinator), sweep, print, stop them."""
     from .coordinator import Coordinator, RemoteWorld, WorldFailed
     from .peers import missing
 
@@ -669,6 +303,7 @@ class _Timed:
 
 
 def _device_name() -> str:
+    """What stands in the table's device column: the CPU model."""
     from .backend import cpu_model
 
     model = cpu_model()
@@ -676,6 +311,7 @@ def _device_name() -> str:
 
 
 def _library_failure(out: Printer, message: str) -> None:
+    """Say that the library under test failed, the way nccl-tests says it, with the details on stderr."""
     from .backend import host_name
 
     first = (message.strip().splitlines() or ["?"])[-1]
@@ -712,6 +348,7 @@ class _Local:
 
 
 def _direct_backend(opts: Options, launcher: str | None) -> Any:
+    """This process as one rank of the backend asked for, meeting the ranks its launcher started."""
     from .backend import CollectivesBackend
 
     timeout = float(opts.timeout) if opts.timeout > 0 else None
@@ -738,6 +375,7 @@ def _direct_backend(opts: Options, launcher: str | None) -> Any:
 
 
 def _gather_ranks(backend: Any) -> list[report.RankInfo]:
+    """Pid, host and device of every rank (an all-gather of fixed-size JSON)."""
     import json
 
     from .backend import host_name, local_device_index
@@ -756,6 +394,7 @@ def _gather_ranks(backend: Any) -> list[report.RankInfo]:
 
 
 def _run_direct(opts: Options, coll: Collective, launcher: str | None) -> int:
+    """One rank of a world a launcher started (or a world of one): sweep; rank 0 prints."""
     try:
         backend = _direct_backend(opts, launcher)
     except Exception:  # noqa: BLE001

@@ -10,8 +10,9 @@
 * An unknown ``-d`` / ``-o`` name prints ``invalid type X, defaulting to float .. `` and
   goes on, as nccl-tests does.
 
-Options that only mean something on a GPU or to NCCL (``-g``, ``-G``, ``-t``, ``-p``,
-``-y``, ``-R``, ``-x``, ``-D``, ``-V``, ``-M``, ``-I``, ``-K``) are accepted; a
+Options that only mean something on a GPU or to NCCL (:data:`NO_MEANING_ON_CPU`: ``-t``,
+``-g``, ``-p``, ``-y``, ``-G``, ``-R``, ``-x``, ``-D``, ``-V``, ``-M``, ``-I``, ``-K``) are
+accepted, so nccl-tests command lines run unchanged; ``--help`` names each and why, and a
 non-default value earns a note on stderr saying what happens instead.
 
 Our own options (long only): ``--np``, ``--algo``, ``--transport``, ``--backend``,
@@ -42,6 +43,30 @@ ALGORITHMS = (*names.ALGORITHMS, "auto")
 BACKENDS = ("collectives", "mpi", "gloo")
 
 
+NO_MEANING_ON_CPU: tuple[tuple[str, str, str], ...] = (
+    ("t", "nthreads", "ranks are processes here, not threads of one process; use --np N"),
+    ("g", "ngpus", "there are no GPUs; every rank is one process on the CPU; use --np N"),
+    ("p", "parallel_init", "parallel communicator init of threads: there are no threads (see -t)"),
+    ("y", "stream_null", "CUDA streams: a CPU collective runs in the calling thread"),
+    ("G", "cudagraph", "CUDA graphs do not exist on the CPU; the timed loop runs as is"),
+    ("R", "local_register", "NCCL buffer registration: the library maps what it shares itself"),
+    ("x", "cta_policy", "NCCL's CTA policy: there are no kernels"),
+    ("D", "device_implementation", "NCCL device-API kernels: there are no kernels"),
+    ("V", "device_cta_count", "CTAs of the -D kernels: there are no kernels"),
+    ("M", "memory", "GPU memory accounting: there is no GPU memory"),
+    ("I", "per_iter_timing", "CUDA-event per-iteration timing: there are no CUDA events"),
+    ("K", "per_iter_skip", "samples left out of -I's statistics: there is no -I"),
+)
+"""(letter, long name, why) of every nccl-tests flag accepted that means nothing on a CPU."""
+
+SAME_ON_CPU: tuple[tuple[str, str], ...] = (
+    ("-z 2", "stream sync without a barrier: a CPU call returns when it is done, so 2 is 0"),
+    ("-C 1", "launch time: a CPU call returns when it is done, so it is the completion time "
+             "(only the header says cputime)"),
+)
+"""nccl-tests flag values that mean the same as another on a CPU."""
+
+
 class UsageExit(Exception):
     """Stop before running: print ``stdout``/``stderr`` text and exit with ``code``."""
 
@@ -52,6 +77,7 @@ class UsageExit(Exception):
 
 @dataclass
 class Options:
+    """Every flag's value after parsing (nccl-tests' defaults), plus our own and the notes to print."""
     program: str
     argv: list[str] = field(default_factory=list)
     nthreads: int = 1
@@ -130,6 +156,7 @@ def parse_size(text: str) -> int:
 
 
 def usage(program: str) -> str:
+    """nccl-tests' usage text for ``program``, then our additions and the flags that mean nothing on a CPU."""
     return (
         f"USAGE: {program} \n\t"
         "[-t,--nthreads <num threads>] \n\t"
@@ -175,8 +202,22 @@ def usage(program: str) -> str:
         "[--vs <mpi,gloo> also run the sweep on these libraries (needs --np), add ratio columns] \n\t"
         "[--json <file> write every row and the environment as JSON] \n\t"
         "[--plot <file.png> plot algbw/busbw against size (needs matplotlib)] \n\t"
-        "[--progress <auto/on/off> progress bar on stderr (needs tqdm; auto: when stderr is a terminal)] \n"
+        "[--progress <auto/on/off> progress on stderr, a bar (tqdm) or a live line per row "
+        "(auto: when stderr is a terminal; stdout is only the table)] \n"
+        + cpu_notes()
     )
+
+
+def cpu_notes() -> str:
+    """The part of the usage that names the flags accepted for nccl-tests' sake which mean
+    nothing (or the same as another) on a CPU, and why."""
+    width = max(len(f"-{letter},--{name}") for letter, name, _ in NO_MEANING_ON_CPU)
+    text = "accepted as nccl-tests does, but meaningless on a CPU (a value other than the default is noted " \
+           "on stderr and ignored):\n"
+    text += "".join(f"\t{f'-{letter},--{name}':<{width}}  {why}\n" for letter, name, why in NO_MEANING_ON_CPU)
+    text += "the same as another on a CPU:\n"
+    text += "".join(f"\t{flag:<{width}}  {why}\n" for flag, why in SAME_ON_CPU)
+    return text
 
 
 def parse(argv: list[str], program: str) -> Options:
@@ -213,6 +254,7 @@ def parse(argv: list[str], program: str) -> Options:
 
 
 def _nccl(opts: Options, letter: str, value: str) -> None:
+    """Apply one nccl-tests flag (by its letter) the way its C code reads the value."""
     sizes = {"b": ("minbytes", "minbytes"), "e": ("maxbytes", "maxbytes"), "i": ("stepbytes", "stepBytes")}
     if letter in sizes:
         attr, label = sizes[letter]
@@ -255,6 +297,7 @@ def _nccl(opts: Options, letter: str, value: str) -> None:
 
 
 def _ours(opts: Options, name: str, value: str) -> None:
+    """Apply one of our long options, refusing a bad value (exit 255)."""
     if name == "np":
         n = strtol(value)
         if n < 1:
@@ -300,17 +343,9 @@ def _explain(opts: Options) -> None:
         w.append(f"-G {opts.cudagraph}: CUDA graphs do not exist on the CPU; the timed loop runs as is "
                  "(graph: 0).")
         opts.cudagraph = 0
-    for letter, attr, meaning in (
-        ("p", "parallel_init", "parallel communicator init of threads"),
-        ("y", "stream_null", "CUDA streams"),
-        ("R", "local_register", "NCCL buffer registration"),
-        ("D", "device_implementation", "NCCL device-API kernels"),
-        ("M", "memory", "GPU memory accounting"),
-        ("I", "per_iter_timing", "CUDA-event per-iteration timing"),
-        ("K", "per_iter_skip", "per-iteration timing"),
-    ):
-        if getattr(opts, attr):
-            w.append(f"-{letter} {getattr(opts, attr)}: {meaning} has no CPU equivalent; ignored.")
+    for letter, attr, why in NO_MEANING_ON_CPU:
+        if letter in "pyRDMIK" and getattr(opts, attr):
+            w.append(f"-{letter} {getattr(opts, attr)}: {why}; ignored.")
             setattr(opts, attr, 0)
     if opts.cta_policy != -1:
         w.append(f"-x {opts.cta_policy}: CTA policies are NCCL's; ignored.")

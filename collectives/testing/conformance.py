@@ -36,18 +36,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from ..config import Config
 from ..errors import MessageMismatchError, PeerLostError
-from ..store import HashStore, Store
 from ..transports.base import Request, Transport
 from ..transports.progress import ProgressEngine
-
-MakeWorld = Callable[[int], list[Transport]]
-"""``make_world(n)`` returns ``[transport of rank 0, ..., transport of rank n-1]``, connected."""
+from .worlds import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported: their home before worlds.py
+from .worlds import MakeWorld as MakeWorld
+from .worlds import build_world as build_world
+from .worlds import make_inproc_world as make_inproc_world
 
 LARGE_BYTES = 64 << 20
-DEFAULT_TIMEOUT = 20.0
-"""Seconds any single check may wait before it calls the transport hung."""
 TIMEOUT_SLACK = 1.0
 """How late after its deadline ``ProgressEngine.wait`` may raise and still be 'prompt'."""
 
@@ -60,62 +57,9 @@ class _ExpectedTimeout(Exception):
         self.peers = peers
 
 
-# -- building worlds ----------------------------------------------------------------------
-
-
-def build_world(
-    transport_cls: Callable[..., Transport],
-    n: int,
-    *,
-    store: Store | None = None,
-    config: Config | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> list[Transport]:
-    """Construct ``transport_cls(rank, n, peers, store, config, timeout)`` for every rank, in
-    concurrent threads (construction is collective), and return them in rank order.
-
-    ``store`` defaults to a fresh :class:`HashStore`; put whatever the transport needs
-    beforehand (``store.set("secret", ...)`` for TCP). If any rank fails, the transports
-    that were built are closed and the first error is re-raised.
-    """
-    store = HashStore(timeout=timeout) if store is None else store
-    config = Config() if config is None else config
-    built: list[Transport | None] = [None] * n
-    errors: list[tuple[int, BaseException]] = []
-
-    def construct(rank: int) -> None:
-        peers = [p for p in range(n) if p != rank]
-        try:
-            built[rank] = transport_cls(rank, n, peers, store, config, timeout)
-        except BaseException as exc:
-            errors.append((rank, exc))
-
-    threads = [threading.Thread(target=construct, args=(r,), daemon=True) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 5.0)
-    hung = [r for r, t in enumerate(threads) if t.is_alive()]
-    if errors or hung:
-        for transport in built:
-            if transport is not None:
-                transport.close()
-        if errors:
-            rank, exc = errors[0]
-            raise exc
-        raise AssertionError(f"constructing {getattr(transport_cls, '__name__', transport_cls)} hung on rank(s) {hung}")
-    return [t for t in built if t is not None]
-
-
-def make_inproc_world(n: int) -> list[Transport]:
-    """A world of :class:`InprocTransport` over a fresh HashStore (a :data:`MakeWorld`)."""
-    from ..transports.inproc import InprocTransport
-
-    return build_world(InprocTransport, n)
-
-
 @contextlib.contextmanager
 def _world(make_world: MakeWorld, n: int) -> Iterator[list[Transport]]:
+    """Build a world of ``n``, check its channels, and close every transport (twice: idempotent) afterwards."""
     transports = make_world(n)
     try:
         assert len(transports) == n, f"make_world({n}) returned {len(transports)} transports"
@@ -172,10 +116,12 @@ def _wait(engine: ProgressEngine, requests: Sequence[Request], timeout: float, w
 
 
 def _pattern(nbytes: int, seed: int) -> bytes:
+    """``nbytes`` reproducible random bytes: misrouted or shifted data cannot pass for right."""
     return random.Random(seed).randbytes(nbytes)
 
 
 def _first_difference(got: bytes | bytearray, want: bytes) -> str:
+    """Where two byte strings first differ, in words."""
     if len(got) != len(want):
         return f"{len(got)} bytes instead of {len(want)}"
     for i, (a, b) in enumerate(zip(got, want)):
@@ -185,6 +131,7 @@ def _first_difference(got: bytes | bytearray, want: bytes) -> str:
 
 
 def _assert_received(got: bytearray, want: bytes, what: str) -> None:
+    """Fail, saying where, unless ``got`` is ``want``."""
     if got != want:
         raise AssertionError(f"{what}: wrong data, {_first_difference(got, want)}")
 
@@ -200,6 +147,7 @@ def _assert_received(got: bytearray, want: bytes, what: str) -> None:
 
 
 class Signal(Protocol):
+    """Orders two ranks within a check: one side sets, the other waits."""
     def set(self) -> None: ...
     def wait(self, timeout: float | None = None) -> Any: ...
 
@@ -248,6 +196,7 @@ _FIFO_SIZES = [(i * 7919) % 3000 + (i % 3 == 0) * 70000 for i in range(_FIFO_COU
 
 
 def _fifo_message(sender: int, i: int) -> bytes:
+    """The ``i``-th message of the per-tag FIFO check from ``sender`` (sizes vary, some multi-frame)."""
     return _pattern(_FIFO_SIZES[i], sender * 1000 + i)
 
 

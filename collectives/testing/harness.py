@@ -4,7 +4,8 @@
 order, the way gloo's ``base_test.h`` spawns ranks: threads over one
 :class:`~collectives.store.HashStore` for the ``inproc`` transport, processes for ``shm`` and
 ``tcp``. Processes are forked (so closures and lambdas work) and meet through a
-``TCPStoreServer`` that this process hosts for the job, guarded by a fresh random secret.
+``TCPStoreServer`` that this process hosts for the job, guarded by a fresh random secret
+(:class:`collectives.spawn.Job`, shared with ``collectives-run`` and the perf coordinator).
 
 A failure anywhere surfaces here as :class:`RankError` naming the rank; a rank that hangs is
 bounded by ``timeout`` (processes are killed; threads cannot be, they are left behind as
@@ -17,7 +18,6 @@ import multiprocessing
 import multiprocessing.connection
 import pickle
 import queue
-import secrets
 import signal
 import sys
 import threading
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CollectivesError, InvalidArgumentError
+from ..spawn import Child, Job
 from ..store import HashStore, PrefixStore
 
 TERMINATE_GRACE = 2.0
@@ -108,6 +109,7 @@ class _Outcome:
 
 
 def _describe(rank: int, exc: BaseException, at: float | None = None) -> _Outcome:
+    """An exception as an outcome: its type, message and traceback in words, and when it happened."""
     cls = type(exc)
     qualified = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return _Outcome(
@@ -123,6 +125,7 @@ def _describe(rank: int, exc: BaseException, at: float | None = None) -> _Outcom
 
 
 def _rank_error(outcome: _Outcome) -> RankError:
+    """The RankError for a rank that raised, its exception chained."""
     error = RankError(
         f"rank {outcome.rank} raised {outcome.short_type}: {outcome.message}",
         rank=outcome.rank,
@@ -135,6 +138,7 @@ def _rank_error(outcome: _Outcome) -> RankError:
 
 
 def _timeout_error(unfinished: Sequence[int], timeout: float, how: str) -> RankError:
+    """The RankError for ranks that did not finish in time."""
     ranks = sorted(unfinished)
     listed = ", ".join(map(str, ranks))
     return RankError(
@@ -145,6 +149,7 @@ def _timeout_error(unfinished: Sequence[int], timeout: float, how: str) -> RankE
 
 
 def _init_comm(rank: int, size: int, store: Any, transport: str, timeout: float, init_kwargs: dict[str, Any]) -> Any:
+    """``collectives.init`` for one rank of the job (its host name, where ``hosts=`` gives one)."""
     import collectives
 
     init = getattr(collectives, "init", None)
@@ -240,6 +245,7 @@ def run_world(
 
 def _run_threads(fn: Callable[[Any], Any], size: int, transport: str, timeout: float,
                  comm_timeout: float, init_kwargs: dict[str, Any]) -> list[Any]:
+    """Run the ranks as threads of this process over one HashStore (the ``inproc`` transport)."""
     deadline = time.monotonic() + timeout
     store = PrefixStore(f"run_world/{uuid.uuid4().hex}", HashStore(timeout=comm_timeout))
     reports: queue.Queue[_Outcome] = queue.Queue()
@@ -297,8 +303,9 @@ def _child_main(fn: Callable[[Any], Any], rank: int, size: int, transport: str, 
     except BaseException as exc:
         out = _describe(rank, exc, failed_at[0] if failed_at else None)
         try:
-            exc_bytes: bytes | None = pickle.dumps(exc)
-            pickle.loads(exc_bytes)  # must also come back, or the parent learns nothing
+            pickled = pickle.dumps(exc)
+            pickle.loads(pickled)  # must also come back, or the parent learns nothing
+            exc_bytes: bytes | None = pickled
         except BaseException:
             exc_bytes = None
         payload = pickle.dumps(
@@ -314,6 +321,7 @@ def _child_main(fn: Callable[[Any], Any], rank: int, size: int, transport: str, 
 
 
 def _unpickle_result(rank: int, data: bytes) -> _Outcome:
+    """What a forked rank reported through its pipe, as an outcome."""
     try:
         message = pickle.loads(data)
     except BaseException as exc:
@@ -336,6 +344,7 @@ def _unpickle_result(rank: int, data: bytes) -> _Outcome:
 
 
 def _exit_description(code: int | None) -> str:
+    """How a process ended, in words (``exited with code 3``, ``was killed by SIGKILL``)."""
     if code is None:
         return "is still running"
     if code < 0:
@@ -347,55 +356,31 @@ def _exit_description(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """SIGTERM every live process, then SIGKILL what is left after a grace period."""
-    live = [p for p in processes if p.is_alive()]
-    for p in live:
-        p.terminate()
-    deadline = time.monotonic() + TERMINATE_GRACE
-    for p in live:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in live:
-        if p.is_alive():
-            p.kill()
-            p.join(5.0)
-
-
 def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout: float,
                    comm_timeout: float, init_kwargs: dict[str, Any]) -> list[Any]:
-    from ..store.tcp_store import TCPStoreServer
-
+    """Fork ``size`` ranks of a job (:class:`collectives.spawn.Job`: its store, its secret)
+    and gather what each reports through its own pipe."""
     deadline = time.monotonic() + timeout
-    ctx = multiprocessing.get_context("fork")
-    secret = secrets.token_hex(32)
-    server = TCPStoreServer(host="127.0.0.1", port=0, secret=secret)
-    processes: list[multiprocessing.process.BaseProcess] = []
     readers: dict[multiprocessing.connection.Connection, int] = {}
-    try:
-        for rank in range(size):
-            # One pipe per child, created just before its fork and closed here right after,
-            # so that no other process holds a write end: a child that dies gives EOF.
-            reader, writer = ctx.Pipe(duplex=False)
-            process = ctx.Process(
-                target=_child_main,
-                args=(fn, rank, size, transport, server.host, server.port, secret, comm_timeout, init_kwargs, writer),
-                name=f"run_world-rank{rank}",
-                daemon=True,
-            )
-            process.start()
-            writer.close()
-            processes.append(process)
-            readers[reader] = rank
-        outcomes = _collect(readers, processes, deadline)
-        if len(outcomes) == size and all(o.ok for o in outcomes.values()):
-            exit_by = time.monotonic() + TERMINATE_GRACE  # let them exit on their own
-            for process in processes:
-                process.join(max(0.0, exit_by - time.monotonic()))
-    finally:
-        _stop(processes)
-        for reader in readers:
-            reader.close()
-        server.close()
+    outcomes: dict[int, _Outcome] = {}
+    with Job() as job:
+        host, port = job.store.host, job.store.port
+        try:
+            for rank in range(size):
+                # One pipe per child, created just before its fork and closed here right after,
+                # so that no other process holds a write end: a child that dies gives EOF.
+                reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+                job.fork(_child_main, (fn, rank, size, transport, host, port, job.secret, comm_timeout, init_kwargs,
+                                       writer), name=f"run_world-rank{rank}")
+                writer.close()
+                readers[reader] = rank
+            outcomes = _collect(readers, job.children, deadline)
+            if len(outcomes) == size and all(o.ok for o in outcomes.values()):
+                job.wait_all(TERMINATE_GRACE)  # let them exit on their own
+        finally:
+            job.stop(TERMINATE_GRACE)
+            for reader in readers:
+                reader.close()
     failures = [o for o in outcomes.values() if not o.ok]
     if failures:
         # A process that died without a word (SIGKILL, segfault, os._exit) is the likely
@@ -409,6 +394,7 @@ def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout:
 
 
 def _died(outcome: _Outcome) -> RankError:
+    """The RankError for a rank that exited without reporting."""
     return RankError(
         f"rank {outcome.rank} {outcome.message} without reporting a result",
         rank=outcome.rank,
@@ -416,8 +402,8 @@ def _died(outcome: _Outcome) -> RankError:
     )
 
 
-def _collect(readers: dict[multiprocessing.connection.Connection, int],
-             processes: Sequence[multiprocessing.process.BaseProcess], deadline: float) -> dict[int, _Outcome]:
+def _collect(readers: dict[multiprocessing.connection.Connection, int], children: Sequence[Child],
+             deadline: float) -> dict[int, _Outcome]:
     """Read each child's report as it comes, until all reported, the deadline passed, or
     FAILURE_GRACE after the first failure arrived."""
     outcomes: dict[int, _Outcome] = {}
@@ -427,14 +413,14 @@ def _collect(readers: dict[multiprocessing.connection.Connection, int],
         left = stop_at - time.monotonic()
         if left <= 0:
             break
-        for conn in multiprocessing.connection.wait(list(waiting), timeout=left):
-            rank = waiting.pop(conn)  # type: ignore[call-overload]
+        for ready in multiprocessing.connection.wait(list(waiting), timeout=left):
+            assert isinstance(ready, multiprocessing.connection.Connection)  # we wait on pipes only
+            conn = ready
+            rank = waiting.pop(conn)
             try:
                 outcome = _unpickle_result(rank, conn.recv_bytes())
             except (EOFError, OSError):
-                process = processes[rank]
-                process.join(TERMINATE_GRACE)
-                code = process.exitcode
+                code = children[rank].wait(TERMINATE_GRACE)
                 outcome = _Outcome(rank=rank, ok=False, value=code, message=_exit_description(code), died=True,
                                    at=time.monotonic())
             outcomes[rank] = outcome

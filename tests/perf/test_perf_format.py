@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import pytest
 
 from perf import report
 from perf.colls import COLLECTIVES, sweep_sizes, warmup_sizes
+from perf.options import parse
 
 # -- size -> count (16-byte per-rank trimming) ----------------------------------------------
 
@@ -176,3 +181,16 @@ def test_combining_ranks():
     row = RankRow([1.5, 2.5], [[0, 4], None])
     assert unpack(pack(row, 2), 2) == row
     assert unpack(pack(RankRow([1.0, 2.0], [None, None]), 0), 0) == RankRow([1.0, 2.0], [None, None])
+
+
+def test_the_readme_main_job_ends_where_it_says() -> None:
+    """README's main job: the sweep its flags make (nccl-tests' loop, last size <= -e)
+    runs from the smallest to the largest size the README names, and -e is printed."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    command = re.search(r"&& (all_reduce_perf [^\n`]*)", readme)
+    assert command, "README has no main-job command"
+    opts = parse(shlex.split(command.group(1))[1:], "all_reduce_perf")
+    sizes = sweep_sizes(opts.minbytes, opts.maxbytes, opts.stepbytes, opts.stepfactor)
+    assert sizes[-1] == opts.maxbytes, f"the sweep ends at {sizes[-1]}, not at -e {opts.maxbytes}"
+    said = re.search(r"(\d+) B to (\d+) MiB", readme)
+    assert said and (int(said.group(1)), int(said.group(2)) << 20) == (sizes[0], sizes[-1])

@@ -74,6 +74,19 @@ def test_unknown_option_prints_usage_and_exits_0(capsys):
     assert "[-b,--minbytes <min size in bytes>]" in capsys.readouterr().out
 
 
+def test_help_names_every_flag_that_means_nothing_on_a_cpu_and_why(capsys):
+    from perf.options import NO_MEANING_ON_CPU, SAME_ON_CPU
+
+    assert harness.main("all_reduce_perf", ["--help"]) == 0
+    text = capsys.readouterr().out
+    notes = text[text.index("meaningless on a CPU"):]
+    for letter, name, why in NO_MEANING_ON_CPU:
+        assert re.search(rf"\t-{letter},--{name} +{re.escape(why)}\n", notes), letter
+    for flag, why in SAME_ON_CPU:
+        assert f"{flag}" in notes and why in notes
+    assert {letter for letter, _, _ in NO_MEANING_ON_CPU} == set("tgpyGRxDVMIK")
+
+
 def test_gpu_flags_are_explained_not_ignored():
     opts = parse(["-g", "4", "-G", "10", "-t", "2"], "all_reduce_perf")
     text = "\n".join(opts.warnings)
