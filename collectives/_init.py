@@ -25,6 +25,7 @@ from typing import Any
 from .communicator import Communicator
 from .config import Config
 from .connect import configure_logging, connect
+from .environment import COLLECTIVES_RUN, MPIEXEC, TORCHRUN, detect_launcher
 from .errors import InvalidArgumentError
 from .store import HashStore, Store
 
@@ -78,13 +79,6 @@ def _store_from_env(
     return None, []
 
 
-def _under_mpiexec(env: Mapping[str, str]) -> bool:
-    """Whether an MPI launcher started this process (PMI_RANK, OMPI_COMM_WORLD_RANK, ...)."""
-    from .mpi import mpiexec_environment
-
-    return mpiexec_environment(env) is not None
-
-
 def init(
     rank: int | None = None,
     size: int | None = None,
@@ -116,11 +110,12 @@ def init(
 
     owned: list[Any] = []
     if rank is None and size is None:
-        if "COLLECTIVES_RANK" in env:
+        launcher = detect_launcher(env)
+        if launcher == COLLECTIVES_RUN.name:
             rank, size = _int_env(env, "COLLECTIVES_RANK"), _int_env(env, "COLLECTIVES_WORLD_SIZE")
-        elif "RANK" in env and "WORLD_SIZE" in env:
+        elif launcher == TORCHRUN.name:
             rank, size = _int_env(env, "RANK"), _int_env(env, "WORLD_SIZE")
-        elif store is None and _under_mpiexec(env):
+        elif store is None and launcher == MPIEXEC.name:
             from .mpi import init_from_mpiexec  # mpiexec: rank and size come from MPI.COMM_WORLD
 
             return init_from_mpiexec(config, env)

@@ -88,15 +88,26 @@ TORCHRUN = Launcher(
 )
 """``torchrun`` (torch.distributed.run), and anything that sets its variables by hand."""
 
+MPI_RANKS: tuple[tuple[str, str | None, str], ...] = (
+    ("PMI_RANK", "PMI_SIZE", "MPICH/Intel MPI (hydra)"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"),
+    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MVAPICH"),
+    ("PMIX_RANK", None, "PMIx"),
+)
+"""Per MPI launcher: the variable holding the rank, the one holding the world size (None
+where it says none), and whose launcher sets them."""
+
+MPI_LOCAL_RANKS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+MPI_LOCAL_SIZES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
 MPIEXEC = Launcher(
     name="mpiexec",
-    reveal=(("PMI_RANK",), ("OMPI_COMM_WORLD_RANK",), ("MV2_COMM_WORLD_RANK",), ("PMIX_RANK",),
-            ("MPI_LOCALRANKID",)),
+    reveal=(*((rank,) for rank, _, _ in MPI_RANKS), ("MPI_LOCALRANKID",)),
     variables=("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_PORT", "PMI_ID", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_NODE_RANK", "MV2_COMM_WORLD_RANK",
                "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE", "PMIX_RANK"),
-    local_rank=("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"),
+    local_rank=MPI_LOCAL_RANKS,
 )
 """MPI launchers: MPICH and Intel MPI (hydra), Open MPI, MVAPICH, PMIx (as
 :func:`collectives.mpi.mpiexec_environment` reads them)."""

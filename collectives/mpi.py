@@ -35,20 +35,12 @@ from . import connect as connecting
 from .connect import configure_logging, connect, host_identity
 from .communicator import Communicator
 from .config import Config
+from .environment import MPI_LOCAL_RANKS, MPI_LOCAL_SIZES, MPI_RANKS
 from .errors import InvalidArgumentError, UnsupportedError
 from .store import HashStore, PrefixStore
 
 logger = logging.getLogger("collectives")
 
-# (variable holding this process's rank, variable holding the world size or None, launcher)
-_LAUNCHER_VARIABLES = (
-    ("PMI_RANK", "PMI_SIZE", "MPICH/Intel MPI (hydra)"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"),
-    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MVAPICH"),
-    ("PMIX_RANK", None, "PMIx"),
-)
-_LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
-_LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 
 
 
@@ -84,7 +76,7 @@ def mpiexec_environment(env: Mapping[str, str] | None = None) -> dict[str, Any] 
     import os
 
     env = os.environ if env is None else env
-    for rank_var, size_var, launcher in _LAUNCHER_VARIABLES:
+    for rank_var, size_var, launcher in MPI_RANKS:
         if rank_var in env:
             found: dict[str, Any] = {
                 "launcher": launcher,
@@ -96,10 +88,10 @@ def mpiexec_environment(env: Mapping[str, str] | None = None) -> dict[str, Any] 
         if "MPI_LOCALRANKID" not in env:
             return None
         found = {"launcher": "MPICH/Intel MPI (hydra)", "rank": None, "size": None}
-    found["local_rank"] = _first_int(env, _LOCAL_RANK_VARIABLES)
-    found["local_size"] = _first_int(env, _LOCAL_SIZE_VARIABLES)
+    found["local_rank"] = _first_int(env, MPI_LOCAL_RANKS)
+    found["local_size"] = _first_int(env, MPI_LOCAL_SIZES)
     if found["size"] is None:
-        found["size"] = _first_int(env, ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
+        found["size"] = _first_int(env, tuple(size for _, size, _ in MPI_RANKS if size))
     return found
 
 
