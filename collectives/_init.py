@@ -93,7 +93,8 @@ def init(
     """Create the communicator of this process.
 
     Args:
-        rank, size: this process's rank and the world size (else read from the environment).
+        rank: this process's rank (else read from the environment).
+        size: the world size (else read from the environment).
         store: the rendezvous store (else the one the launcher or torchrun points at).
         transport: "shm", "tcp", "mpi" or "inproc" for every peer (default: by host).
         algorithm: default algorithm ("ring", "tree", "recursive"; default automatic).

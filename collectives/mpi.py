@@ -228,7 +228,10 @@ def from_mpi(
             this call, unless ``transport="mpi"``: then a private duplicate carries the data.
         transport: "mpi" for every peer, or "shm"/"tcp" (default: shared memory within a
             host, TCP across hosts; COLLECTIVES_TRANSPORT applies too).
-        algorithm, timeout, env, settings: as for :func:`collectives.init`.
+        algorithm: as for :func:`collectives.init`.
+        timeout: as for :func:`collectives.init`.
+        env: as for :func:`collectives.init`.
+        settings: as for :func:`collectives.init`.
 
     Raises:
         InvalidArgumentError: ``mpi_comm`` is COMM_NULL or an intercommunicator, or an
