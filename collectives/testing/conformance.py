@@ -143,7 +143,7 @@ def _assert_received(got: bytearray, want: bytes, what: str) -> None:
 # where a check needs it: one side calls ``signal.set()`` once it has posted something,
 # the other ``signal.wait()`` before it goes on (every rank calls at most one of the two,
 # at most once). Threads pass a ``threading.Event``; ranks that are processes pass a
-# barrier both sides call (tests/mpi/mpi_conformance.py runs these bodies under mpiexec).
+# barrier both sides call (tests/collectives/mpi_conformance.py runs these bodies under mpiexec).
 
 
 class Signal(Protocol):

@@ -2,7 +2,7 @@
 ranks: every dtype, uneven and zero-length splits, ``out`` given or allocated, in place,
 ``async_op``, and a count that two ranks disagree on, which must raise on the receiver
 rather than truncate. Refused arguments are in ``test_arguments.py``; real processes over
-shared memory and TCP in ``tests/processes/test_worlds.py``; the schedule alone in
+shared memory and TCP in ``tests/collectives/test_worlds.py``; the schedule alone in
 ``tests/algorithms/test_schedules.py``."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 No GPU here: a device tensor is played by a CPU tensor whose ``device`` says ``cuda:0``
 (:class:`StandInCuda`), which takes the same code path as a real CUDA tensor (torch's
 ``copy_`` and ``new_empty`` do the moving). What only a GPU shows (streams, pinned
-memory, the driver) is left to ``tests/gpu``.
+memory, the driver) is left to ``tests/collectives/test_cuda_staging.py`` (marker ``cuda``).
 
 Each collective must: give the same result as on host arrays, write it into the caller's
 device buffers (and allocate outputs on the device), leave inputs it only reads alone, and

@@ -303,6 +303,7 @@ def test_plot_and_json_alone(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("transport", ["mpi", "shm"])
+@pytest.mark.mpi
 def test_harness_under_mpiexec_like_nccl_tests_built_with_mpi(transport):
     """mpiexec -n 2 all_reduce_perf: init() bootstraps from MPI.COMM_WORLD; with
     --transport mpi the data goes over MPI too."""

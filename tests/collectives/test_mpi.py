@@ -1,4 +1,4 @@
-"""mpi4py integration under a real mpiexec: tests/mpi/mpi_script.py at 2, 3 and 4 ranks.
+"""mpi4py integration under a real mpiexec: tests/collectives/mpi_script.py at 2, 3 and 4 ranks.
 
 The script checks every collective x algorithm over transport="mpi" and over the default
 transports against MPI's own Allreduce, Reduce_scatter_block, Allgather, Bcast, Reduce,
@@ -23,8 +23,10 @@ import pytest
 from collectives.mpi import find_mpiexec, mpiexec_environment
 from collectives.transports.mpi import TagMap
 
+pytestmark = pytest.mark.mpi
+
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "tests" / "mpi" / "mpi_script.py"
+SCRIPT = REPO / "tests" / "collectives" / "mpi_script.py"
 RUN_TIMEOUT = 180.0
 _OUR_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -2,7 +2,7 @@
 
 Hosts are host identities (``run_world(hosts=...)``, ``COLLECTIVES_HOSTNAME``): threads of this
 process for the many layouts, processes over shared memory and TCP for the real thing
-(and ``tests/processes/test_netns_hosts.py`` for network namespaces as hosts).
+(and ``tests/topology/test_netns_hosts.py`` for network namespaces as hosts).
 """
 
 from __future__ import annotations

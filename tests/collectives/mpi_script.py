@@ -2,14 +2,14 @@
 default transports, plus the MPI transport's conformance suite, communicators made by
 Split, and ``init()`` under mpiexec.
 
-    mpiexec -n 4 python tests/mpi/mpi_script.py
+    mpiexec -n 4 python tests/collectives/mpi_script.py
 
 Every collective x algorithm x dtype (x op for all_reduce) runs on the same inputs as
 MPI's Allreduce, Reduce_scatter_block, Allgather, Bcast, Reduce, Gather, Scatter and
 Alltoall; integers must be exactly equal, floats within tolerance, and all_reduce must
 give the same bits on every rank. Rank 0 prints one line per part and "ALL OK" at the
 end; any failure prints the traceback and aborts the MPI job (exit status non-zero).
-tests/mpi/test_mpi.py runs this at 2, 3 and 4 ranks.
+tests/collectives/test_mpi.py runs this at 2, 3 and 4 ranks.
 """
 
 from __future__ import annotations

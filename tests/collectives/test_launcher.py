@@ -14,7 +14,7 @@ import pytest
 
 import collectives
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.multiprocess
 
 
