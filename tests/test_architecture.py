@@ -174,3 +174,13 @@ def test_no_module_over_600_lines() -> None:
 
 def test_the_communicator_stays_under_400_lines() -> None:
     assert len((ROOT / "communicator.py").read_text().splitlines()) < 400
+
+
+def test_the_tests_mirror_the_source() -> None:
+    """Every folder under tests/ is a package of collectives/ (or the top level, the perf
+    harness, the docs): run environments are markers, not peers of the packages."""
+    tests = Path(__file__).resolve().parent
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    strays = folders - packages - {"collectives", "perf", "docs"}
+    assert not strays, sorted(strays)
