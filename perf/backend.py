@@ -11,7 +11,6 @@ the same calls through mpi4py and torch.distributed (gloo) for ``--vs``.
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 from typing import Any

@@ -21,7 +21,7 @@ from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.windows import SharedWindows
 from ..ops import ReduceOp, finalize
-from ..plans.base import Plan
+from .base import Plan
 
 
 class SmallReduction:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import collectives
-
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.multiprocess
 
