@@ -210,23 +210,21 @@ class MpiChannel(Channel):
 
     @property
     def busy(self) -> bool:
-        return bool(self._sends or self._recvs or self._probed or any(self._overflow_posted.values())
-                    or any(self._late.values()))
+        return bool(self._sends or self._recvs or self._probed or self._intake
+                    or any(self._overflow_posted.values()) or any(self._late.values()))
 
     @property
     def peer_closed(self) -> bool:
         return self._peer_sent is not None
 
-    def isend(self, data: object, tag: int) -> Request:
-        """Post ``data`` (any contiguous buffer, kept referenced, not copied) to the peer."""
-        self._check_usable()
-        view = as_bytes_view(data)
-        request = Request(self, "send", tag, len(view))
+    def _start_send(self, request: Request, view: memoryview) -> None:
+        """Post the send to MPI (``isend`` and the intake come here)."""
+        tag = request.tag
         if self.peer_closed:
             exc = PeerLostError(f"rank {self.peer} closed its MPI channel; cannot send to it", peer=self.peer)
             self._fail(exc)
             request.error = exc
-            return request
+            return
         mpitag = self._tags.mpi_tag(tag)
         if mpitag is None:
             buffer: Any = OVERFLOW_HEADER.pack(tag, len(view)) + bytes(view)
@@ -236,12 +234,10 @@ class MpiChannel(Channel):
         op = _Op(request, buffer, self._call(self._comm.Isend, [buffer, self._mpi.BYTE], self.peer, mpitag))
         self.sent += 1
         self._sends.append(op)
-        return request
 
-    def irecv(self, out: object, tag: int) -> Request:
-        """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
-        contiguous); the message must have exactly ``len(out)`` bytes."""
-        view, request = self._new_recv(out, tag)
+    def _start_recv(self, request: Request, view: memoryview) -> None:
+        """Post the receive (``irecv`` and the intake come here)."""
+        tag = request.tag
         op = _Op(request, view)
         mpitag = self._tags.mpi_tag(tag)
         if mpitag is None:
@@ -256,13 +252,25 @@ class MpiChannel(Channel):
             self._recvs.append(op)
         if self._eof is not None and not request.done:
             self._fail(self._eof)
-        return request
+
+    def probe(self, tag: int) -> bool:
+        """Whether a message tagged ``tag`` waits here unmatched (MPI_Iprobe matches as a
+        receive posted now would, past the receives already posted)."""
+        self._take_intake()
+        mpitag = self._tags.mpi_tag(tag)
+        if mpitag is None:
+            return bool(self._overflow_unexpected.get(tag)) and not self._overflow_posted.get(tag)
+        if self.peer_closed:
+            return bool(self._stash.get(mpitag)) and not self._late.get(mpitag)
+        return bool(self._call(self._comm.Iprobe, self.peer, mpitag))
 
     def progress(self) -> bool:
         """Test what is outstanding; return whether anything completed."""
         if self.error is not None:
             return False
         try:
+            if self._intake:
+                self._take_intake()
             moved = self._progress()
         except TransportError as exc:
             self._fail(exc)
@@ -443,6 +451,7 @@ class MpiChannel(Channel):
 
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
+        self._fail_intake(exc)
         for op in self._sends:
             op.request.error = exc
             _abandon(op.mpi, op.buffer, cancel=False)
