@@ -1,14 +1,11 @@
 """MPI transport: tagged messages over mpi4py, on a private duplicate of an MPI communicator.
 
-Unlike the stream transports (TCP, shared memory), MPI already has messages, tags and
-matching, so :class:`MpiChannel` overrides ``isend``/``irecv``/``progress`` of
-:class:`~collectives.transports.base.Channel` instead of supplying a byte stream: a
-send is one ``Isend``, a receive one ``Irecv`` posted straight into the caller's buffer
-(no intermediate copy, and MPI can move the data as soon as both sides have posted,
-which is what the ring step wants), and progress is ``Test`` on the outstanding
-requests. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in short, growing
-``time.sleep`` slices, because MPICH busy-polls inside blocking calls and 4 ranks on 2
-cores must not starve each other.
+MPI already has messages, tags and matching, so :class:`MpiChannel` overrides how a
+:class:`~collectives.transports.base.Channel` starts sends and receives, probes and
+progresses instead of supplying a byte stream: a send is one ``Isend``, a receive one
+``Irecv`` straight into the caller's buffer (MPI moves the data once both sides posted),
+progress is ``Test``. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in short,
+growing slices (MPICH busy-polls in blocking calls; 4 ranks on 2 cores must not starve).
 
 Where the MPI communicator comes from (the constructor signature is the one every
 transport shares, so it cannot carry an mpi4py object on its own):
@@ -54,9 +51,8 @@ received every message we sent (then it is about to complete; otherwise it gets
 (mpiexec aborts the others), so ``check_peers`` has nothing to poll.
 
 The duplicated communicator is never freed: ``MPI_Comm_free`` is collective while
-``close()`` is not, and a context id freed by one rank and reused by a new communicator
-could match messages still in flight to the old one. Each MPI transport therefore keeps
-one MPI context until ``MPI_Finalize`` (MPICH has about two thousand).
+``close()`` is not, and a context id reused by a new communicator could match messages
+in flight to the old one. So each transport keeps one MPI context until ``MPI_Finalize``.
 """
 
 from __future__ import annotations
@@ -218,16 +214,14 @@ class MpiChannel(Channel):
         return self._peer_sent is not None
 
     def _start_send(self, request: Request, view: memoryview) -> None:
-        """Post the send to MPI (``isend`` and the intake come here)."""
-        tag = request.tag
         if self.peer_closed:
             exc = PeerLostError(f"rank {self.peer} closed its MPI channel; cannot send to it", peer=self.peer)
             self._fail(exc)
             request.error = exc
             return
-        mpitag = self._tags.mpi_tag(tag)
+        mpitag = self._tags.mpi_tag(request.tag)
         if mpitag is None:
-            buffer: Any = OVERFLOW_HEADER.pack(tag, len(view)) + bytes(view)
+            buffer: Any = OVERFLOW_HEADER.pack(request.tag, len(view)) + bytes(view)
             mpitag = self._tags.overflow_tag
         else:
             buffer = view
@@ -236,7 +230,6 @@ class MpiChannel(Channel):
         self._sends.append(op)
 
     def _start_recv(self, request: Request, view: memoryview) -> None:
-        """Post the receive (``irecv`` and the intake come here)."""
         tag = request.tag
         op = _Op(request, view)
         mpitag = self._tags.mpi_tag(tag)
@@ -254,8 +247,7 @@ class MpiChannel(Channel):
             self._fail(self._eof)
 
     def probe(self, tag: int) -> bool:
-        """Whether a message tagged ``tag`` waits here unmatched (MPI_Iprobe matches as a
-        receive posted now would, past the receives already posted)."""
+        """Whether a message tagged ``tag`` waits unmatched (Iprobe: past posted receives)."""
         self._take_intake()
         mpitag = self._tags.mpi_tag(tag)
         if mpitag is None:
