@@ -3,12 +3,12 @@
 torch creates one per group (the default group, every ``new_group`` and DeviceMesh
 dimension) on the member ranks, handing it a store already prefixed for that group. The
 group connects two communicators through that store: one runs the collectives, in the
-order they are issued, and one carries point-to-point traffic and all-to-all exchanges
-(see :mod:`.p2p`), so that ``irecv`` never blocks the collectives nor they it.
+order they are issued, and one carries point-to-point traffic (the core's point-to-point
+engine, see :mod:`.point_to_point`), so that ``irecv`` never blocks the collectives nor they it.
 
 Every method receives torch's arguments (lists of tensors and an options object), checks
-them on the caller's thread (a wrong call raises at once and sends nothing), stages what
-is not a contiguous host tensor (:mod:`.tensors`), and returns a :class:`CollectivesWork`.
+them on the caller's thread (a wrong call raises at once and sends nothing), stands in for
+what the core does not take as it is (:mod:`.tensors`), and returns a :class:`CollectivesWork`.
 A synchronous call (``opts.asyncOp`` false) with nothing queued runs on the caller's
 thread; the rest run on the group's worker thread, in order.
 """
@@ -35,7 +35,6 @@ from .errors import BACKEND_NAME, InvalidOperation, to_torch_error
 from .monitored import monitored_barrier_on
 from .arguments import _C10D, timeout_seconds
 from .movement import DataMovement
-from .p2p import P2PEngine
 from .point_to_point import PointToPoint
 from .reductions import Reductions
 from .work import AggregateWork, Completer, CollectivesWork, OrderedRunner
@@ -79,7 +78,7 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         except BaseException:
             self.comm.close()
             raise
-        self._p2p = P2PEngine(p2p_comm, f"collectives-pg-r{rank}")
+        self._p2p = p2p_comm
         self._runner = OrderedRunner(f"collectives-pg-r{rank}")
 
     # -- identity -------------------------------------------------------------------------
