@@ -196,6 +196,7 @@ class DataMovement:
             if nbytes:
                 self.comm.gather(raw(stage.tensor), None if target is None else raw(target), root)
             if copy_out:
+                assert target is not None  # copy_out only on the root, which has one
                 for j, o in enumerate(outs):
                     copy_bytes_into(o, target[j * nbytes : (j + 1) * nbytes])
 
@@ -284,7 +285,7 @@ class DataMovement:
             packed = torch.cat([raw(StandIn(t).tensor).cpu() for t in ins])
         target = consecutive(outs)  # the outputs back to back: received in place
         copy_out = target is None or target.numel() != sum(out_bytes)
-        if copy_out:
+        if target is None or copy_out:
             target = torch.empty(sum(out_bytes), dtype=torch.uint8)
 
         def body(seq: int, timeout: float) -> None:

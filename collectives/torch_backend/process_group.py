@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -39,12 +39,19 @@ from .point_to_point import PointToPoint
 from .reductions import Reductions
 from .work import AggregateWork, Completer, CollectivesWork, OrderedRunner
 
+if TYPE_CHECKING:
+    from torch.distributed.distributed_c10d import GroupName
+else:  # a NewType of str in the stubs; older torch has no such name
+    GroupName = str
+
 logger = logging.getLogger("collectives")
 
 SHUTDOWN_GRACE = 60.0  # seconds shutdown() lets queued operations finish before aborting
 
 
-class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.ProcessGroup):
+# The ignore below (misc): the mixins' methods take every form torch calls them in (the
+# stubs' overloads, and the argument lists C++ passes) as one signature of Any arguments.
+class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.ProcessGroup):  # type: ignore[misc]
     """A torch process group whose collectives run on :class:`collectives.Communicator`."""
 
     def __init__(
@@ -56,12 +63,12 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         *,
         config: Config | None = None,
     ) -> None:
-        super().__init__(rank, size)
+        super().__init__(rank, size)  # type: ignore[call-arg]  # the (rank, size) constructor, missing from the stubs
         self._rank = rank
         self._size = size
         self._timeout = timeout_seconds(timeout, 1800.0)
         self._config = dataclasses.replace(config or Config.from_env(), timeout=self._timeout)
-        self._group_name = ""
+        self._group_name = GroupName("")
         self._group_desc = ""
         self._store = TorchStore(store, self._timeout)
         self._issue_lock = threading.Lock()
@@ -87,10 +94,10 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         return BACKEND_NAME
 
     def _set_group_name(self, name: str) -> None:
-        self._group_name = name
+        self._group_name = GroupName(name)
 
     @property
-    def group_name(self) -> str:
+    def group_name(self) -> GroupName:
         return self._group_name
 
     def _set_group_desc(self, desc: str) -> None:

@@ -14,7 +14,7 @@ from ..communicator import Communicator
 from ..ops import ReduceOp
 from .arguments import _C10D, one, same_dtype, tensor_list
 from .errors import InvalidOperation
-from .tensors import StandIn, check_tensor, numeric, raw, red_op_type, resolve_op, scale_
+from .tensors import RedOpType, StandIn, check_tensor, numeric, raw, red_op_type, resolve_op, scale_
 from .work import CollectivesWork
 
 
@@ -55,7 +55,7 @@ class Reductions:
     def _sparse_allreduce(self, tensor: torch.Tensor, opts: Any) -> CollectivesWork:
         """A sparse COO all_reduce (SUM, as gloo offers): all-gather every rank's indices and
         values, then sum duplicates in rank order (the same bits on every rank)."""
-        if red_op_type(opts.reduceOp) != dist.ReduceOp.RedOpType.SUM:
+        if red_op_type(opts.reduceOp) != RedOpType.SUM:
             raise InvalidOperation("allreduce: sparse tensors support ReduceOp.SUM only")
         source = tensor.detach().to("cpu").coalesce()
         sparse_dim = source.sparse_dim()

@@ -26,7 +26,7 @@ from ..errors import InvalidTypeError
 from ..ops import ReduceOp, check_op
 from .errors import InvalidOperation
 
-RedOpType = dist.ReduceOp.RedOpType
+RedOpType: Any = dist.ReduceOp.RedOpType  # Any: torch's stubs lack its members (SUM, AVG, ...)
 
 _INTEGRAL = {
     torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
@@ -152,9 +152,10 @@ def resolve_op(op: Any, dtype: torch.dtype, what: str) -> tuple[ReduceOp, float 
     if checked is not None:
         ours, premul = checked
         return ours, (premul_factor(op) if premul else None)
-    ours = _TORCH_OPS.get(kind)
-    if ours is None:
+    translated = _TORCH_OPS.get(kind)
+    if translated is None:
         raise InvalidOperation(f"{what}: reduction operator {kind} is not supported")
+    ours = translated
     np_dtype = torch_numpy_dtype(dtype)
     if np_dtype is None or dtype not in REDUCIBLE:
         raise InvalidOperation(f"{what}: the collectives backend cannot reduce tensors of dtype {dtype}")
