@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..errors import CollectiveTimeoutError, MessageMismatchError, TransportError
+from ..errors import CollectiveTimeoutError, MessageMismatchError, PeerLostError, TransportError
 from ..transports.base import Request
 from ..work import Work
 from .call import Call
@@ -37,6 +37,7 @@ from .executor import Executor
 
 SLICE = 1e-3  # longest the engine's thread holds the lock while it sleeps, or waits for it
 IDLE_EXIT = 1.0  # seconds the thread lingers with nothing to do before it ends
+CHECK_PEERS_EVERY = 0.05  # seconds between asking the transports whether awaited peers are gone
 
 Fail = Callable[[str, int, "CollectiveTimeoutError | TransportError"], NoReturn]
 """The communicator's translation of a failure of operation (name, seq): raises the error
@@ -90,13 +91,17 @@ class PointToPoint:
         """Post ``x`` (kept referenced: unchanged until the Work is done) to ``dst``; return
         the Work (``async_op``), else wait for it here."""
         work = P2PWork(f"send to rank {dst}", seq, dst, time.monotonic() + timeout, timeout, lambda _: None)
+        work.tracked = async_op
         if dst == self.rank:
             with self._cv:
                 self._loopback.setdefault(tag, deque()).append(x.copy())
             work._finish()
             self._post_held(tag, driving=False)
             return work
-        work.requests.append(self.channels[dst].post_send(x, tag))
+        try:
+            work.requests.append(self.channels[dst].post_send(x, tag))
+        except TransportError as exc:  # the channel failed earlier
+            self._fail(work.name, seq, exc)
         return self._track(work) if async_op else self.run(work)
 
     def recv(self, x: np.ndarray, src: int | None, tag: int, seq: int, timeout: float,
@@ -105,12 +110,16 @@ class PointToPoint:
         (``async_op``), else wait for it here. ``result(None)`` is what the Work returns."""
         who = "any rank" if src is None else f"rank {src}"
         work = P2PWork(f"recv from {who}", seq, src, time.monotonic() + timeout, timeout, result)
+        work.tracked = async_op
         with self._cv:
             held = self._held.get(tag)
             if src is None or src == self.rank or held:
                 self._held.setdefault(tag, deque()).append(_Recv(work, x, tag))
             else:
-                work.requests.append(self.channels[src].post_recv(x, tag))
+                try:
+                    work.requests.append(self.channels[src].post_recv(x, tag))
+                except TransportError as exc:  # the channel failed earlier
+                    self._fail(work.name, seq, exc)
         if src is None or src == self.rank:
             self._post_held(tag, driving=False)
         return self._track(work) if async_op else self.run(work)
@@ -162,8 +171,11 @@ class PointToPoint:
                         break
                     work.source = found
                 queue.popleft()
-                work.requests.append(self.channels[work.source].post_recv(held.buffer, tag))
                 moved = True
+                try:
+                    work.requests.append(self.channels[work.source].post_recv(held.buffer, tag))
+                except TransportError as exc:  # the channel failed earlier
+                    work._finish(error=self._failed(work, exc) if work.tracked else exc)
             if queue is not None and not queue:
                 del self._held[tag]
             if not self._loopback.get(tag, True):
@@ -247,6 +259,7 @@ class PointToPoint:
 
     def _loop(self) -> None:
         """The engine's thread: drive the channels while Works are unfinished."""
+        checked = time.monotonic()
         while True:
             with self._cv:
                 if not self._works and not self._cv.wait_for(lambda: bool(self._works), IDLE_EXIT):
@@ -257,12 +270,38 @@ class PointToPoint:
                 continue
             try:
                 if not self._step():
+                    if time.monotonic() - checked > CHECK_PEERS_EVERY:
+                        checked = time.monotonic()
+                        self._check_peers()
                     tokens = [t.activity_token() for t in self.progress.transports]
                     if not self._step():
                         self._sleep(tokens)
             finally:
                 self.lock.release()
             time.sleep(0)  # let a thread waiting for the lock take it
+
+    def _check_peers(self) -> None:
+        """Fail the Works that wait on a rank whose process is gone (a dead process closes
+        nothing: only the transport's ``check_peers`` can tell)."""
+        with self._cv:
+            peers = {w.source for w in self._works if w.source is not None and w.source != self.rank}
+        for transport in self.progress.transports:
+            mine = {p for p in peers if p in transport.channels}
+            if not mine:
+                continue
+            try:
+                transport.check_peers(mine)
+            except PeerLostError as exc:
+                self._lost({exc.peer} if exc.peer is not None else mine, exc)
+            except TransportError as exc:
+                self._lost(mine, exc)
+
+    def _lost(self, peers: set[int], exc: TransportError) -> None:
+        with self._cv:
+            lost = [w for w in self._works if w.source in peers]
+            self._works = [w for w in self._works if w.source not in peers]
+        for work in lost:
+            work._finish(error=self._failed(work, exc))
 
     def _sleep(self, tokens: list[int | None]) -> None:
         transports = self.progress.transports

@@ -405,7 +405,7 @@ class Channel(abc.ABC):
             got = "at least " + str(op.filled + nbytes + 1) if not end else str(op.filled + nbytes)
             raise MessageMismatchError(
                 f"message tag {op.request.tag:#x} from rank {self.peer} has {got} bytes but the "
-                f"receive posted for it has {len(op.view)} (ranks disagree on the size)",
+                f"receive posted for it has room for exactly {len(op.view)} (ranks disagree on the size)",
                 peer=self.peer,
             )
 
