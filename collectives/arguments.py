@@ -51,14 +51,29 @@ def output(stage: Staging, out: Any, like: Any, xa: np.ndarray, count: int, why:
     return out, oa
 
 
-def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int) -> tuple[int, int]:
-    """The other rank of a send or receive, and the tag its messages carry on the wire."""
+def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int, *, async_op: bool = False
+                 ) -> tuple[int, int]:
+    """The other rank of a send or receive, and the tag its messages carry on the wire. This
+    rank itself only with ``async_op``: a blocking send or receive could only wait for itself."""
     peer = rank_in(peer, name, size)
-    if peer == rank:
-        raise InvalidArgumentError(f"{name}: rank {peer} is this rank; send/recv need another rank")
+    if peer == rank and not async_op:
+        raise InvalidArgumentError(
+            f"{name}: rank {peer} is this rank; a blocking send/recv needs another rank (or async_op=True)")
+    return peer, wire_tag(tag)
+
+
+def source_and_tag(src: object, tag: object, rank: int, size: int, *, async_op: bool) -> tuple[int | None, int]:
+    """A receive's source (None: any rank) and wire tag."""
+    if src is None:
+        return None, wire_tag(tag)
+    return peer_and_tag(src, "src", tag, rank, size, async_op=async_op)
+
+
+def wire_tag(tag: object) -> int:
+    """The user's point-to-point ``tag`` as its messages carry it (under ``P2P_TAG_BIT``)."""
     if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= int(tag) <= MAX_USER_TAG:
         raise InvalidArgumentError(f"tag: expected an int in 0..{MAX_USER_TAG}, got {tag!r}")
-    return peer, P2P_TAG_BIT | int(tag)
+    return P2P_TAG_BIT | int(tag)
 
 
 def color_or_key(name: str, value: object) -> None:

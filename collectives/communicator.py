@@ -23,6 +23,7 @@ from .buffers import check_count, check_same_dtype, check_same_or_apart
 from .config import Config
 from .diagnose import name_the_absent
 from .engines.call import Call
+from .engines.point_to_point import PointToPoint
 from .errors import (
     CollectiveTimeoutError,
     CommunicatorBrokenError,
@@ -64,6 +65,7 @@ class Communicator:
         # the GIL, so threads issuing at once never share a number, and no lock is taken.
         self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)
         self._run_lock = threading.RLock()
+        self._p2p = PointToPoint(rank, self._context.executor, self._run_lock, self._fail, lambda: self._closed)
         self._worker: Worker | None = None
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
@@ -381,18 +383,17 @@ class Communicator:
     # -- point to point -------------------------------------------------------------------
 
     def send(self, x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
-        """Send ``x`` to rank ``dst``; matched in order with ``recv`` of the same tag there."""
-        dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size)
-        stage = Staging(self._note_staged)
-        arr = stage.flat(x, "x")
-        plan = self._planner.send(dst, arr.size, wire_tag)
-        return self._planned("send", plan, arr, None, stage, None, async_op, p2p=True)
+        """Send ``x`` to ``dst`` (matched in order by its ``recv`` of this tag), posted at once; async_op: a Work."""
+        dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
+        self._check_open()
+        arr = Staging(self._note_staged).flat(x, "x")
+        return self._p2p.send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, async_op)
 
-    def recv(self, x: Any, src: int, *, tag: int = 0, async_op: bool = False) -> Any:
-        """Receive into ``x`` from rank ``src``; the message must have ``x``'s size. Returns ``x``."""
-        src, wire_tag = check.peer_and_tag(src, "src", tag, self.rank, self.size)
+    def recv(self, x: Any, src: int | None = None, *, tag: int = 0, async_op: bool = False) -> Any:
+        """Receive into ``x`` (the message's size) from rank ``src``, or any rank's first of
+        ``tag`` (None). Returns ``x``, or a Work returning it whose ``source`` is the sender."""
+        src, wire_tag = check.source_and_tag(src, tag, self.rank, self.size, async_op=async_op)
+        self._check_open()
         stage = Staging(self._note_staged)
-        arr = stage.flat(x, "x", writable=True, load=False)
-        plan = self._planner.recv(src, arr.size, wire_tag)
-        return self._planned("recv", plan, arr, None, stage, x, async_op, p2p=True)
-
+        arr, done = stage.flat(x, "x", writable=True, load=False), stage.wrap(lambda c: x)  # (flat first)
+        return self._p2p.recv(arr, src, wire_tag, next(self._p2p_numbers), self.timeout, done, async_op)

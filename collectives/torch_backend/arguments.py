@@ -74,5 +74,5 @@ def consecutive(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
         position += t.numel() * t.element_size()
     total = position - start
     flat = torch.empty(0, dtype=torch.uint8)
-    flat.set_(storage, first.storage_offset() * first.element_size(), (total,))
+    flat.set_(storage, first.storage_offset() * first.element_size(), (total,), (1,))
     return flat

@@ -109,6 +109,7 @@ def monitored_barrier(group: Any = None, timeout: Any = None, wait_all_ranks: bo
         return
     # known by name (process_group imports this module); torch's own groups lack the method
     if getattr(pg, "getBackendName", lambda: None)() != BACKEND_NAME:
-        return dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=wait_all_ranks)
+        dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=wait_all_ranks)
+        return None
     monitored_barrier_on(pg, timeout, wait_all_ranks)
     return None

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from ..communicator import Communicator
 from .arguments import _C10D, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list
 from .errors import InvalidOperation
-from .tensors import Staged, bytes_view, check_tensor, is_plain
+from .tensors import StandIn, check_tensor, raw
 from .work import CollectivesWork
 
 
@@ -53,20 +53,20 @@ class DataMovement:
                 f"holds {tensor.numel()}"
             )
         width = max(sizes)
-        stage = Staged(tensor, load=True)
+        stage = StandIn(tensor, load=True)
         if width == min(sizes):
             target, copy_out = self._gather_target(outs, width)
         else:
             target, copy_out = torch.empty(width * self._size, dtype=torch.uint8), True
 
         def body(seq: int, timeout: float) -> None:
-            source = as_bytes(stage.host)
+            source = as_bytes(stage.tensor)
             if mine != width:
                 padded = torch.zeros(width, dtype=torch.uint8)
                 padded[:mine].copy_(source)
                 source = padded
             if width:
-                self.comm.all_gather(bytes_view(source), bytes_view(target))
+                self.comm.all_gather(raw(source), raw(target))
             if copy_out:
                 for j, o in enumerate(outs):
                     copy_bytes_into(o, target[j * width : j * width + sizes[j]])
@@ -84,12 +84,12 @@ class DataMovement:
                 f"all_gather_single: output holds {output.numel()} elements, not world size {self._size} × "
                 f"input's {input.numel()}"
             )
-        in_stage = Staged(input, load=True)
-        out_stage = Staged(output, load=False, store=True)
+        in_stage = StandIn(input, load=True)
+        out_stage = StandIn(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
             if input.numel():
-                self.comm.all_gather(bytes_view(in_stage.host), bytes_view(out_stage.host))
+                self.comm.all_gather(raw(in_stage.tensor), raw(out_stage.tensor))
             out_stage.finish()
 
         return self._launch("all_gather_single", body, [output], opts)
@@ -111,14 +111,13 @@ class DataMovement:
         packed = torch.empty(total, dtype=torch.uint8)
         offset = 0
         for t, n in zip(inputs, sizes):
-            host = t.detach().cpu().contiguous() if not is_plain(t.detach()) else t.detach()
-            packed[offset : offset + n].copy_(as_bytes(host))
+            packed[offset : offset + n].copy_(raw(StandIn(t).tensor))
             offset += n
 
         def body(seq: int, timeout: float) -> None:
             gathered = torch.empty(total * self._size, dtype=torch.uint8)
             if total:
-                self.comm.all_gather(bytes_view(packed), bytes_view(gathered))
+                self.comm.all_gather(raw(packed), raw(gathered))
             for r in range(self._size):
                 offset = r * total
                 for i, n in enumerate(sizes):
@@ -158,11 +157,11 @@ class DataMovement:
                 raise InvalidOperation(
                     f"all_gather_single_coalesced: pair {i}: output must hold world size {self._size} × input"
                 )
-        stages = [Staged(o, load=False, store=True) for o in outputs]
+        stages = [StandIn(o, load=False, store=True) for o in outputs]
         counts = [x.numel() for x in inputs]
 
         def out_of(r: int, i: int) -> torch.Tensor:
-            return stages[i].host.view(-1)[r * counts[i] : (r + 1) * counts[i]]
+            return stages[i].tensor.view(-1)[r * counts[i] : (r + 1) * counts[i]]
 
         def finish() -> None:
             for s in stages:
@@ -190,13 +189,14 @@ class DataMovement:
         elif outputs not in (None, []) and any(len(x) for x in outputs):
             raise InvalidOperation("gather: only the root passes output tensors")
         nbytes = tensor.numel() * tensor.element_size()
-        stage = Staged(tensor, load=True)
+        stage = StandIn(tensor, load=True)
         target, copy_out = self._gather_target(outs, nbytes) if is_root else (None, False)
 
         def body(seq: int, timeout: float) -> None:
             if nbytes:
-                self.comm.gather(bytes_view(stage.host), None if target is None else bytes_view(target), root)
+                self.comm.gather(raw(stage.tensor), None if target is None else raw(target), root)
             if copy_out:
+                assert target is not None  # copy_out only on the root, which has one
                 for j, o in enumerate(outs):
                     copy_bytes_into(o, target[j * nbytes : (j + 1) * nbytes])
 
@@ -222,15 +222,14 @@ class DataMovement:
             if packed is None or packed.numel() != nbytes * self._size:
                 packed = torch.empty(nbytes * self._size, dtype=torch.uint8)
                 for j, b in enumerate(blocks):
-                    host = b.detach().cpu().contiguous()
-                    packed[j * nbytes : (j + 1) * nbytes].copy_(as_bytes(host))
+                    packed[j * nbytes : (j + 1) * nbytes].copy_(raw(StandIn(b).tensor))
         elif inputs not in (None, []) and any(len(x) for x in inputs):
             raise InvalidOperation("scatter: only the root passes input tensors")
-        stage = Staged(output, load=False, store=True)
+        stage = StandIn(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
             if nbytes:
-                self.comm.scatter(None if packed is None else bytes_view(packed), bytes_view(stage.host), root)
+                self.comm.scatter(None if packed is None else raw(packed), raw(stage.tensor), root)
             stage.finish()
 
         return self._launch("scatter", body, [output], opts)
@@ -257,11 +256,11 @@ class DataMovement:
                 f"all_to_all_single: this rank sends itself {in_bytes[self._rank]} bytes but expects "
                 f"{out_bytes[self._rank]}"
             )
-        in_stage = Staged(input, load=True)
-        out_stage = Staged(output, load=False, store=True)
+        in_stage = StandIn(input, load=True)
+        out_stage = StandIn(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
-            self.comm.all_to_all_v(bytes_view(in_stage.host), in_bytes, out_bytes, bytes_view(out_stage.host))
+            self.comm.all_to_all_v(raw(in_stage.tensor), in_bytes, out_bytes, raw(out_stage.tensor))
             out_stage.finish()
 
         return self._launch("all_to_all_single", body, [output], opts)
@@ -283,14 +282,14 @@ class DataMovement:
         out_bytes = [t.numel() * t.element_size() for t in outs]
         packed = consecutive([t.detach() for t in ins])
         if packed is None or packed.numel() != sum(in_bytes):
-            packed = torch.cat([as_bytes(t.detach().cpu().resolve_conj().resolve_neg().contiguous()) for t in ins])
+            packed = torch.cat([raw(StandIn(t).tensor).cpu() for t in ins])
         target = consecutive(outs)  # the outputs back to back: received in place
         copy_out = target is None or target.numel() != sum(out_bytes)
-        if copy_out:
+        if target is None or copy_out:
             target = torch.empty(sum(out_bytes), dtype=torch.uint8)
 
         def body(seq: int, timeout: float) -> None:
-            self.comm.all_to_all_v(bytes_view(packed), in_bytes, out_bytes, bytes_view(target))
+            self.comm.all_to_all_v(raw(packed), in_bytes, out_bytes, raw(target))
             if copy_out:
                 offset = 0
                 for o, n in zip(outs, out_bytes):
@@ -330,11 +329,11 @@ class DataMovement:
             raise InvalidOperation("broadcast: rootTensor must be 0 (one tensor per rank)")
         root = self._check_root(opts.rootRank, "broadcast")
         is_root = self._rank == root
-        stage = Staged(tensor, load=is_root, store=not is_root)
+        stage = StandIn(tensor, load=is_root, store=not is_root)
 
         def body(seq: int, timeout: float) -> None:
             if tensor.numel():
-                self.comm.broadcast(bytes_view(stage.host), root)
+                self.comm.broadcast(raw(stage.tensor), root)
             stage.finish()
 
         return self._launch("broadcast", body, [tensor], opts)

@@ -3,12 +3,12 @@
 torch creates one per group (the default group, every ``new_group`` and DeviceMesh
 dimension) on the member ranks, handing it a store already prefixed for that group. The
 group connects two communicators through that store: one runs the collectives, in the
-order they are issued, and one carries point-to-point traffic and all-to-all exchanges
-(see :mod:`.p2p`), so that ``irecv`` never blocks the collectives nor they it.
+order they are issued, and one carries point-to-point traffic (the core's point-to-point
+engine, see :mod:`.point_to_point`), so that ``irecv`` never blocks the collectives nor they it.
 
 Every method receives torch's arguments (lists of tensors and an options object), checks
-them on the caller's thread (a wrong call raises at once and sends nothing), stages what
-is not a contiguous host tensor (:mod:`.tensors`), and returns a :class:`CollectivesWork`.
+them on the caller's thread (a wrong call raises at once and sends nothing), stands in for
+what the core does not take as it is (:mod:`.tensors`), and returns a :class:`CollectivesWork`.
 A synchronous call (``opts.asyncOp`` false) with nothing queued runs on the caller's
 thread; the rest run on the group's worker thread, in order.
 """
@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -35,17 +35,23 @@ from .errors import BACKEND_NAME, InvalidOperation, to_torch_error
 from .monitored import monitored_barrier_on
 from .arguments import _C10D, timeout_seconds
 from .movement import DataMovement
-from .p2p import P2PEngine
 from .point_to_point import PointToPoint
 from .reductions import Reductions
 from .work import AggregateWork, Completer, CollectivesWork, OrderedRunner
+
+if TYPE_CHECKING:
+    from torch.distributed.distributed_c10d import GroupName
+else:  # a NewType of str in the stubs; older torch has no such name
+    GroupName = str
 
 logger = logging.getLogger("collectives")
 
 SHUTDOWN_GRACE = 60.0  # seconds shutdown() lets queued operations finish before aborting
 
 
-class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.ProcessGroup):
+# The ignore below (misc): the mixins' methods take every form torch calls them in (the
+# stubs' overloads, and the argument lists C++ passes) as one signature of Any arguments.
+class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.ProcessGroup):  # type: ignore[misc]
     """A torch process group whose collectives run on :class:`collectives.Communicator`."""
 
     def __init__(
@@ -57,12 +63,12 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         *,
         config: Config | None = None,
     ) -> None:
-        super().__init__(rank, size)
+        super().__init__(rank, size)  # type: ignore[call-arg]  # the (rank, size) constructor, missing from the stubs
         self._rank = rank
         self._size = size
         self._timeout = timeout_seconds(timeout, 1800.0)
         self._config = dataclasses.replace(config or Config.from_env(), timeout=self._timeout)
-        self._group_name = ""
+        self._group_name = GroupName("")
         self._group_desc = ""
         self._store = TorchStore(store, self._timeout)
         self._issue_lock = threading.Lock()
@@ -79,7 +85,7 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         except BaseException:
             self.comm.close()
             raise
-        self._p2p = P2PEngine(p2p_comm, f"collectives-pg-r{rank}")
+        self._p2p = p2p_comm
         self._runner = OrderedRunner(f"collectives-pg-r{rank}")
 
     # -- identity -------------------------------------------------------------------------
@@ -88,10 +94,10 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
         return BACKEND_NAME
 
     def _set_group_name(self, name: str) -> None:
-        self._group_name = name
+        self._group_name = GroupName(name)
 
     @property
-    def group_name(self) -> str:
+    def group_name(self) -> GroupName:
         return self._group_name
 
     def _set_group_desc(self, desc: str) -> None:

@@ -14,7 +14,7 @@ from ..communicator import Communicator
 from ..ops import ReduceOp
 from .arguments import _C10D, one, same_dtype, tensor_list
 from .errors import InvalidOperation
-from .tensors import Staged, bytes_view, check_tensor, numeric_view, red_op_type, resolve_op, scale_
+from .tensors import RedOpType, StandIn, check_tensor, numeric, raw, red_op_type, resolve_op, scale_
 from .work import CollectivesWork
 
 
@@ -40,14 +40,14 @@ class Reductions:
             return self._sparse_allreduce(tensors[0], opts)
         tensor = one(tensors, "allreduce: tensors")
         op, factor = resolve_op(opts.reduceOp, tensor.dtype, "allreduce")
-        stage = Staged(tensor, load=True, store=True)
+        stage = StandIn(tensor, load=True, store=True)
 
         def body(seq: int, timeout: float) -> None:
-            host = stage.host
+            host = stage.tensor
             if factor is not None:
                 scale_(host, factor)
             if host.numel():
-                self.comm.all_reduce(numeric_view(host), op)
+                self.comm.all_reduce(numeric(host), op)
             stage.finish()
 
         return self._launch("all_reduce", body, [tensor], opts)
@@ -55,7 +55,7 @@ class Reductions:
     def _sparse_allreduce(self, tensor: torch.Tensor, opts: Any) -> CollectivesWork:
         """A sparse COO all_reduce (SUM, as gloo offers): all-gather every rank's indices and
         values, then sum duplicates in rank order (the same bits on every rank)."""
-        if red_op_type(opts.reduceOp) != dist.ReduceOp.RedOpType.SUM:
+        if red_op_type(opts.reduceOp) != RedOpType.SUM:
             raise InvalidOperation("allreduce: sparse tensors support ReduceOp.SUM only")
         source = tensor.detach().to("cpu").coalesce()
         sparse_dim = source.sparse_dim()
@@ -70,14 +70,14 @@ class Reductions:
             padded.narrow(axis, 0, part.shape[axis]).copy_(part)
             gathered = torch.empty([self._size, *shape], dtype=part.dtype)
             if padded.numel():
-                self.comm.all_gather(bytes_view(padded), bytes_view(gathered))
+                self.comm.all_gather(raw(padded), raw(gathered))
             return torch.cat([gathered[r].narrow(axis, 0, counts[r]) for r in range(self._size)], dim=axis)
 
         def body(seq: int, timeout: float) -> None:
             indices, values = source._indices().contiguous(), source._values().contiguous()
             mine = torch.tensor([indices.shape[1]], dtype=torch.int64)
             counts = torch.empty(self._size, dtype=torch.int64)
-            self.comm.all_gather(bytes_view(mine), bytes_view(counts))
+            self.comm.all_gather(raw(mine), raw(counts))
             n = counts.tolist()
             all_indices = gather_padded(indices, n, 1) if sparse_dim else indices
             all_values = gather_padded(values, n, 0)
@@ -93,7 +93,7 @@ class Reductions:
         if not tensors:
             raise InvalidOperation("allreduce_coalesced: tensors is empty")
         resolved = [resolve_op(opts.reduceOp, t.dtype, "allreduce_coalesced") for t in tensors]
-        stages = [Staged(t, load=True, store=True) for t in tensors]
+        stages = [StandIn(t, load=True, store=True) for t in tensors]
         groups: dict[torch.dtype, list[int]] = {}
         for i, t in enumerate(tensors):
             groups.setdefault(t.dtype, []).append(i)
@@ -101,12 +101,12 @@ class Reductions:
         def body(seq: int, timeout: float) -> None:
             for dtype, members in groups.items():
                 op, factor = resolved[members[0]]
-                hosts = [stages[i].host for i in members]
+                hosts = [stages[i].tensor for i in members]
                 flat = hosts[0].reshape(-1) if len(hosts) == 1 else torch.cat([h.reshape(-1) for h in hosts])
                 if factor is not None:
                     scale_(flat, factor)
                 if flat.numel():
-                    self.comm.all_reduce(numeric_view(flat), op)
+                    self.comm.all_reduce(numeric(flat), op)
                 if len(hosts) > 1:
                     offset = 0
                     for h in hosts:
@@ -123,16 +123,16 @@ class Reductions:
         root = self._check_root(opts.rootRank, "reduce")
         op, factor = resolve_op(opts.reduceOp, tensor.dtype, "reduce")
         is_root = self._rank == root
-        stage = Staged(tensor, load=True, store=is_root)
+        stage = StandIn(tensor, load=True, store=is_root)
 
         def body(seq: int, timeout: float) -> None:
-            host = stage.host
+            host = stage.tensor
             if factor is not None:
                 if not is_root and not stage.copied:
                     host = host.clone()  # leave a non-root's tensor as it was
                 scale_(host, factor)
             if host.numel():
-                self.comm.reduce(numeric_view(host), root, op)
+                self.comm.reduce(numeric(host), root, op)
             stage.finish()
 
         return self._launch("reduce", body, [tensor], opts)
@@ -145,7 +145,7 @@ class Reductions:
         if factor is not None:
             scale_(packed, factor)
         if out.numel():
-            self.comm.reduce_scatter(numeric_view(packed), numeric_view(out), op)
+            self.comm.reduce_scatter(numeric(packed), numeric(out), op)
 
     def reduce_scatter(self, outputs: Any, inputs: Any, opts: Any = None) -> CollectivesWork:
         opts = opts if opts is not None else _C10D.ReduceScatterOptions()
@@ -170,15 +170,15 @@ class Reductions:
             packed = torch.zeros(self._size * width, dtype=output.dtype)
             for j, b in enumerate(blocks):
                 packed[j * width : j * width + counts[j]].copy_(b.detach().reshape(-1))
-        stage = Staged(output, load=False, store=True)
+        stage = StandIn(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
             if even:
-                self._reduce_scatter_flat(packed, stage.host, op, factor)
+                self._reduce_scatter_flat(packed, stage.tensor, op, factor)
             else:
                 block = torch.empty(width, dtype=output.dtype)
                 self._reduce_scatter_flat(packed, block, op, factor)
-                stage.host.view(-1).copy_(block[: counts[self._rank]])
+                stage.tensor.view(-1).copy_(block[: counts[self._rank]])
             stage.finish()
 
         return self._launch("reduce_scatter", body, [output], opts)
@@ -195,14 +195,14 @@ class Reductions:
                 f"{self._size} × output's {output.numel()}"
             )
         op, factor = resolve_op(opts.reduceOp, output.dtype, "reduce_scatter_single")
-        in_stage = Staged(input, load=True)
-        out_stage = Staged(output, load=False, store=True)
+        in_stage = StandIn(input, load=True)
+        out_stage = StandIn(output, load=False, store=True)
 
         def body(seq: int, timeout: float) -> None:
-            packed = in_stage.host
+            packed = in_stage.tensor
             if factor is not None and not in_stage.copied:
                 packed = packed.clone()  # the caller's input stays as it was
-            self._reduce_scatter_flat(packed, out_stage.host, op, factor)
+            self._reduce_scatter_flat(packed, out_stage.tensor, op, factor)
             out_stage.finish()
 
         return self._launch("reduce_scatter_single", body, [output], opts)
@@ -226,7 +226,7 @@ class Reductions:
         op, factor = resolve_op(opts.reduceOp, dtype, "reduce_scatter_single_coalesced")
         # rank r's block of the packed input is the concatenation of every input's block r
         packed = torch.cat([x.detach().cpu().reshape(self._size, -1) for x in inputs], dim=1).reshape(-1)
-        stages = [Staged(o, load=False, store=True) for o in outputs]
+        stages = [StandIn(o, load=False, store=True) for o in outputs]
         counts = [o.numel() for o in outputs]
 
         def body(seq: int, timeout: float) -> None:
@@ -234,7 +234,7 @@ class Reductions:
             self._reduce_scatter_flat(packed, out, op, factor)
             offset = 0
             for s, n in zip(stages, counts):
-                s.host.view(-1).copy_(out[offset : offset + n])
+                s.tensor.view(-1).copy_(out[offset : offset + n])
                 offset += n
                 s.finish()
 

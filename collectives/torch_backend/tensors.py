@@ -1,31 +1,32 @@
-"""Tensors as the communicator wants them: flat, contiguous, host memory, numpy dtypes.
+"""Tensors as the core takes them: contiguous, without lazy conjugation or negation.
 
-A torch tensor that already is a contiguous CPU tensor is used as it is (the collective
-writes straight into it). Anything else (a non-contiguous view, a slice of a bigger
-buffer, a tensor with a conjugate bit, a CUDA tensor) goes through a contiguous host
-copy: :class:`Staged` loads it when the operation is issued and stores the result back
-into the caller's tensor once the operation has run.
+torch accepts what the core refuses (a non-contiguous view, a slice of a bigger buffer, a
+tensor with a conjugate or negative bit). At the edge the backend makes a stand-in
+(:class:`StandIn`): the tensor itself when it already is plain, else a plain copy on the
+tensor's own device, copied back into the caller's tensor after the call where it is an
+output. Device tensors go to the core as they are: ``collectives.staging`` moves them
+through (pinned) host memory on the caller's stream.
 
 Data-movement collectives (broadcast, gathers, scatter, all-to-all, point-to-point) move
-raw bytes, so every dtype torch has works there (bool, float8, complex32, ...).
-Reductions need a numpy dtype: bool is reduced as uint8 with the operator translated
-(SUM is OR, PRODUCT is AND, as gloo does), bfloat16 through ml_dtypes.
+raw bytes (:func:`raw`), so every dtype torch has works there (bool, float8, complex32,
+...). Reductions need a dtype the core reduces (:func:`numeric`): bool is reduced as
+uint8 with the operator translated (SUM is OR, PRODUCT is AND, as gloo does), bfloat16
+through ml_dtypes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..buffers import torch_bytes_view, torch_numpy_dtype
+from ..buffers import torch_numpy_dtype
 from ..errors import InvalidTypeError
 from ..ops import ReduceOp, check_op
 from .errors import InvalidOperation
 
-RedOpType = dist.ReduceOp.RedOpType
+RedOpType: Any = dist.ReduceOp.RedOpType  # Any: torch's stubs lack its members (SUM, AVG, ...)
 
 _INTEGRAL = {
     torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
@@ -36,21 +37,14 @@ _COMPLEX = {torch.complex64, torch.complex128}
 REDUCIBLE = _INTEGRAL | _FLOATING | _COMPLEX | {torch.bool}
 
 
-def _sync_device(t: torch.Tensor) -> None:
-    """Make the producer of a device tensor finish before the host reads it."""
-    if t.device.type == "cuda":
-        torch.cuda.current_stream(t.device).synchronize()
-
-
 def is_plain(t: torch.Tensor) -> bool:
     """A contiguous CPU tensor numpy can view as it is."""
-    return (
-        t.is_cpu
-        and t.is_contiguous()
-        and not t.is_conj()
-        and not t.is_neg()
-        and t.layout == torch.strided
-    )
+    return t.is_cpu and is_core_layout(t)
+
+
+def is_core_layout(t: torch.Tensor) -> bool:
+    """Contiguous and strided, without lazy conjugation or negation: the core takes it (on any device)."""
+    return t.is_contiguous() and not t.is_conj() and not t.is_neg() and t.layout == torch.strided
 
 
 def check_tensor(t: Any, name: str) -> torch.Tensor:
@@ -63,51 +57,47 @@ def check_tensor(t: Any, name: str) -> torch.Tensor:
     return t
 
 
-class Staged:
-    """A contiguous host tensor standing in for ``user`` (``user`` itself when possible).
+class StandIn:
+    """The tensor the core is handed for ``user``: ``user`` itself (detached) when the core
+    takes it as it is, else a plain copy on ``user``'s device.
 
-    ``load``: the operation reads the tensor (copy the caller's values in at issue time).
-    ``store``: the operation writes it (copy the result back in :meth:`finish`).
+    ``load``: the operation reads the tensor (the copy takes the caller's values now).
+    ``store``: the operation writes it (:meth:`finish` copies the result back).
     """
 
-    __slots__ = ("user", "host", "copied", "store")
+    __slots__ = ("user", "tensor", "copied", "store")
 
     def __init__(self, user: torch.Tensor, *, load: bool = True, store: bool = False) -> None:
         self.user = user
         self.store = store
         t = user.detach()
-        if is_plain(t):
-            self.host = t
-            self.copied = False
-            return
-        self.copied = True
-        if load:
-            if t.device.type != "cpu":
-                _sync_device(t)
-            host = t.resolve_conj().resolve_neg().to("cpu", copy=True)
-            self.host = host.contiguous()
+        self.copied = not is_core_layout(t)
+        if not self.copied:
+            self.tensor = t
+        elif load:
+            self.tensor = t.resolve_conj().resolve_neg().contiguous()
         else:
-            self.host = torch.empty(t.shape, dtype=t.dtype)
+            self.tensor = torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
     def finish(self) -> None:
+        """Copy the result into the caller's tensor, where it was a stand-in's."""
         if self.copied and self.store:
             with torch.no_grad():
-                self.user.detach().copy_(self.host)
-            if self.user.device.type == "cuda":
-                _sync_device(self.user)
+                self.user.detach().copy_(self.tensor)
 
 
-def bytes_view(t: torch.Tensor) -> np.ndarray:
-    """The raw bytes of a contiguous host tensor, no copy (see ``buffers.torch_bytes_view``)."""
-    return torch_bytes_view(t)
+def raw(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of a plain tensor as a flat uint8 tensor over the same memory (any dtype)."""
+    return t.reshape(-1).view(torch.uint8)
 
 
-def numeric_view(t: torch.Tensor) -> np.ndarray:
-    """A flat numpy view of a contiguous host tensor for reductions (no copy; bool as uint8)."""
-    dtype = torch_numpy_dtype(t.dtype)
-    if dtype is None:
+def numeric(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor as the core reduces it: bool as uint8 (0 or 1), the rest as it is."""
+    if t.dtype == torch.bool:
+        return t.view(torch.uint8)
+    if torch_numpy_dtype(t.dtype) is None:
         raise InvalidOperation(f"the collectives backend cannot reduce tensors of dtype {t.dtype}")
-    return bytes_view(t).view(dtype)
+    return t
 
 
 def red_op_type(op: Any) -> Any:
@@ -162,9 +152,10 @@ def resolve_op(op: Any, dtype: torch.dtype, what: str) -> tuple[ReduceOp, float 
     if checked is not None:
         ours, premul = checked
         return ours, (premul_factor(op) if premul else None)
-    ours = _TORCH_OPS.get(kind)
-    if ours is None:
+    translated = _TORCH_OPS.get(kind)
+    if translated is None:
         raise InvalidOperation(f"{what}: reduction operator {kind} is not supported")
+    ours = translated
     np_dtype = torch_numpy_dtype(dtype)
     if np_dtype is None or dtype not in REDUCIBLE:
         raise InvalidOperation(f"{what}: the collectives backend cannot reduce tensors of dtype {dtype}")

@@ -18,6 +18,13 @@ Progress is explicit (MPI style): nothing moves unless someone calls ``progress(
 waiting loop in :mod:`collectives.transports.progress` does, and sleeps through
 ``Transport.wait_for_activity`` when nothing moves. Transports know nothing of
 collectives; algorithms know only this interface.
+
+One thread drives a channel at a time. Another thread may still *post* to it:
+``post_send``/``post_recv`` queue the request on an intake that the driving thread takes,
+in posting order, at its next ``progress()`` (point-to-point calls are posted from the
+caller's thread while a collective may be driving the channels). ``probe`` tells whether a
+message of a tag has begun arriving with no receive posted for it (receives from any
+source).
 """
 
 from __future__ import annotations
@@ -112,6 +119,8 @@ class Channel(abc.ABC):
         self._sendq: deque[_SendOp] = deque()
         self._posted: dict[int, deque[_RecvOp]] = {}
         self._unexpected: dict[int, deque[tuple[bytearray, bool]]] = {}
+        # requests posted from other threads, taken in order by the driving thread
+        self._intake: deque[tuple[Request, memoryview]] = deque()
         # receive state machine: header bytes, then the payload of the current frame
         self._rx_header = bytearray(HEADER_SIZE)
         self._rx_header_view = memoryview(self._rx_header)
@@ -156,37 +165,83 @@ class Channel(abc.ABC):
     @property
     def busy(self) -> bool:
         """Whether sends or receives are outstanding on this channel."""
-        return bool(self._sendq) or any(self._posted.values())
+        return bool(self._sendq) or bool(self._intake) or any(self._posted.values())
 
     def isend(self, data: object, tag: int) -> Request:
         """Queue ``data`` (any contiguous buffer, kept referenced, not copied) to the peer."""
         self._check_usable()
         view = as_bytes_view(data)
         request = Request(self, "send", tag, len(view))
+        self._start_send(request, view)
+        return request
+
+    def _start_send(self, request: Request, view: memoryview) -> None:
+        """Put a send on its way (a message transport overrides this and ``_start_recv``)."""
         views: deque[memoryview] = deque()
         offset = 0
         while True:
             frame = view[offset : offset + self.max_frame_bytes]
             offset += len(frame)
             last = offset >= len(view)
-            views.append(memoryview(HEADER.pack(tag, len(frame), FLAG_END if last else 0)))
+            views.append(memoryview(HEADER.pack(request.tag, len(frame), FLAG_END if last else 0)))
             if len(frame):
                 views.append(frame)
             if last:
                 break
         self._sendq.append(_SendOp(request, views))
         self._progress_send()
-        return request
 
     def irecv(self, out: object, tag: int) -> Request:
         """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
         contiguous); the message must have exactly ``len(out)`` bytes."""
         view, request = self._new_recv(out, tag)
+        self._start_recv(request, view)
+        return request
+
+    def _start_recv(self, request: Request, view: memoryview) -> None:
+        tag = request.tag
         self._posted.setdefault(tag, deque()).append(_RecvOp(request, view))
         self._deliver_unexpected(tag)
         if self._eof is not None and not request.done:
             self._fail(self._eof)
+
+    def post_send(self, data: object, tag: int) -> Request:
+        """``isend`` from any thread: queued on the intake, sent from the next ``progress``."""
+        self._check_usable()
+        view = as_bytes_view(data)
+        request = Request(self, "send", tag, len(view))
+        self._intake.append((request, view))
         return request
+
+    def post_recv(self, out: object, tag: int) -> Request:
+        """``irecv`` from any thread: queued on the intake, posted at the next ``progress``
+        (in order with the other posts, so messages of one tag still match in order)."""
+        view, request = self._new_recv(out, tag)
+        self._intake.append((request, view))
+        return request
+
+    def probe(self, tag: int) -> bool:
+        """Whether a message tagged ``tag`` has begun arriving and no receive posted here
+        waits for it (call from the driving thread): a receive posted now takes it."""
+        self._take_intake()
+        if self._posted.get(tag):
+            return False
+        if tag in self._unexpected or (self._rx_deferred is not None and self._rx_deferred[0] == tag):
+            return True
+        return self._rx_target is not None and self._rx_op is None and self._rx_tag == tag
+
+    def _take_intake(self) -> None:
+        """Post what other threads queued, in their order (the driving thread)."""
+        intake = self._intake
+        while intake:
+            request, view = intake.popleft()
+            if self.error is not None:
+                request.error = self.error
+            else:
+                try:
+                    (self._start_send if request.kind == "send" else self._start_recv)(request, view)
+                except TransportError as exc:  # the channel failed: every request knows
+                    request.error = request.error or exc
 
     def _new_recv(self, out: object, tag: int) -> tuple[memoryview, Request]:
         """Check a receive's buffer and make its request (shared by every channel kind)."""
@@ -201,6 +256,8 @@ class Channel(abc.ABC):
         if self.error is not None:
             return False
         try:
+            if self._intake:
+                self._take_intake()
             moved = self._progress_send()
             moved = self._progress_recv() or moved
         except TransportError as exc:
@@ -222,6 +279,7 @@ class Channel(abc.ABC):
 
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
+        self._fail_intake(exc)
         for op in self._sendq:
             op.request.error = exc
         for ops in self._posted.values():
@@ -229,6 +287,10 @@ class Channel(abc.ABC):
                 rop.request.error = exc
         self._sendq.clear()
         self._posted.clear()
+
+    def _fail_intake(self, exc: BaseException) -> None:
+        while self._intake:
+            self._intake.popleft()[0].error = exc
 
     def _progress_send(self) -> bool:
         moved = False
@@ -343,7 +405,7 @@ class Channel(abc.ABC):
             got = "at least " + str(op.filled + nbytes + 1) if not end else str(op.filled + nbytes)
             raise MessageMismatchError(
                 f"message tag {op.request.tag:#x} from rank {self.peer} has {got} bytes but the "
-                f"receive posted for it has {len(op.view)} (ranks disagree on the size)",
+                f"receive posted for it has room for exactly {len(op.view)} (ranks disagree on the size)",
                 peer=self.peer,
             )
 

@@ -1,14 +1,11 @@
 """MPI transport: tagged messages over mpi4py, on a private duplicate of an MPI communicator.
 
-Unlike the stream transports (TCP, shared memory), MPI already has messages, tags and
-matching, so :class:`MpiChannel` overrides ``isend``/``irecv``/``progress`` of
-:class:`~collectives.transports.base.Channel` instead of supplying a byte stream: a
-send is one ``Isend``, a receive one ``Irecv`` posted straight into the caller's buffer
-(no intermediate copy, and MPI can move the data as soon as both sides have posted,
-which is what the ring step wants), and progress is ``Test`` on the outstanding
-requests. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in short, growing
-``time.sleep`` slices, because MPICH busy-polls inside blocking calls and 4 ranks on 2
-cores must not starve each other.
+MPI already has messages, tags and matching, so :class:`MpiChannel` overrides how a
+:class:`~collectives.transports.base.Channel` starts sends and receives, probes and
+progresses instead of supplying a byte stream: a send is one ``Isend``, a receive one
+``Irecv`` straight into the caller's buffer (MPI moves the data once both sides posted),
+progress is ``Test``. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in short,
+growing slices (MPICH busy-polls in blocking calls; 4 ranks on 2 cores must not starve).
 
 Where the MPI communicator comes from (the constructor signature is the one every
 transport shares, so it cannot carry an mpi4py object on its own):
@@ -54,9 +51,8 @@ received every message we sent (then it is about to complete; otherwise it gets
 (mpiexec aborts the others), so ``check_peers`` has nothing to poll.
 
 The duplicated communicator is never freed: ``MPI_Comm_free`` is collective while
-``close()`` is not, and a context id freed by one rank and reused by a new communicator
-could match messages still in flight to the old one. Each MPI transport therefore keeps
-one MPI context until ``MPI_Finalize`` (MPICH has about two thousand).
+``close()`` is not, and a context id reused by a new communicator could match messages
+in flight to the old one. So each transport keeps one MPI context until ``MPI_Finalize``.
 """
 
 from __future__ import annotations
@@ -210,38 +206,31 @@ class MpiChannel(Channel):
 
     @property
     def busy(self) -> bool:
-        return bool(self._sends or self._recvs or self._probed or any(self._overflow_posted.values())
-                    or any(self._late.values()))
+        return bool(self._sends or self._recvs or self._probed or self._intake
+                    or any(self._overflow_posted.values()) or any(self._late.values()))
 
     @property
     def peer_closed(self) -> bool:
         return self._peer_sent is not None
 
-    def isend(self, data: object, tag: int) -> Request:
-        """Post ``data`` (any contiguous buffer, kept referenced, not copied) to the peer."""
-        self._check_usable()
-        view = as_bytes_view(data)
-        request = Request(self, "send", tag, len(view))
+    def _start_send(self, request: Request, view: memoryview) -> None:
         if self.peer_closed:
             exc = PeerLostError(f"rank {self.peer} closed its MPI channel; cannot send to it", peer=self.peer)
             self._fail(exc)
             request.error = exc
-            return request
-        mpitag = self._tags.mpi_tag(tag)
+            return
+        mpitag = self._tags.mpi_tag(request.tag)
         if mpitag is None:
-            buffer: Any = OVERFLOW_HEADER.pack(tag, len(view)) + bytes(view)
+            buffer: Any = OVERFLOW_HEADER.pack(request.tag, len(view)) + bytes(view)
             mpitag = self._tags.overflow_tag
         else:
             buffer = view
         op = _Op(request, buffer, self._call(self._comm.Isend, [buffer, self._mpi.BYTE], self.peer, mpitag))
         self.sent += 1
         self._sends.append(op)
-        return request
 
-    def irecv(self, out: object, tag: int) -> Request:
-        """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
-        contiguous); the message must have exactly ``len(out)`` bytes."""
-        view, request = self._new_recv(out, tag)
+    def _start_recv(self, request: Request, view: memoryview) -> None:
+        tag = request.tag
         op = _Op(request, view)
         mpitag = self._tags.mpi_tag(tag)
         if mpitag is None:
@@ -256,13 +245,24 @@ class MpiChannel(Channel):
             self._recvs.append(op)
         if self._eof is not None and not request.done:
             self._fail(self._eof)
-        return request
+
+    def probe(self, tag: int) -> bool:
+        """Whether a message tagged ``tag`` waits unmatched (Iprobe: past posted receives)."""
+        self._take_intake()
+        mpitag = self._tags.mpi_tag(tag)
+        if mpitag is None:
+            return bool(self._overflow_unexpected.get(tag)) and not self._overflow_posted.get(tag)
+        if self.peer_closed:
+            return bool(self._stash.get(mpitag)) and not self._late.get(mpitag)
+        return bool(self._call(self._comm.Iprobe, self.peer, mpitag))
 
     def progress(self) -> bool:
         """Test what is outstanding; return whether anything completed."""
         if self.error is not None:
             return False
         try:
+            if self._intake:
+                self._take_intake()
             moved = self._progress()
         except TransportError as exc:
             self._fail(exc)
@@ -443,6 +443,7 @@ class MpiChannel(Channel):
 
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
+        self._fail_intake(exc)
         for op in self._sends:
             op.request.error = exc
             _abandon(op.mpi, op.buffer, cancel=False)

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 import collectives.torch_backend as tb
 from collectives.ops import ReduceOp
-from collectives.torch_backend.tensors import Staged, bytes_view, resolve_op
+from collectives.torch_backend.tensors import StandIn, raw, resolve_op
 from tb_launch import REPO, _env
 
 R = dist.ReduceOp
@@ -212,21 +212,87 @@ def test_a_wait_before_the_finish_blocks_until_it_or_its_timeout() -> None:
     assert failed.is_completed() and not failed.is_success()
 
 
-def test_staging_keeps_views_and_storage_resizable() -> None:
+def test_stand_ins_keep_views_and_storage_resizable() -> None:
     base = torch.zeros(4, 3)
-    stage = Staged(base[:, 1], load=True, store=True)
-    assert stage.copied and stage.host.is_contiguous()
-    stage.host.fill_(5)
-    stage.finish()
+    stand_in = StandIn(base[:, 1], load=True, store=True)
+    assert stand_in.copied and stand_in.tensor.is_contiguous()
+    stand_in.tensor.fill_(5)
+    stand_in.finish()
     assert base[:, 1].tolist() == [5.0] * 4 and base[:, 0].tolist() == [0.0] * 4
     plain = torch.zeros(8)
-    assert not Staged(plain).copied
-    view = bytes_view(plain)
+    assert not StandIn(plain).copied and StandIn(plain).tensor.data_ptr() == plain.data_ptr()
+    view = raw(plain)
     view[:4] = 255
     assert plain[0].item() != 0
     plain.untyped_storage().resize_(0)  # FSDP frees storages this way; Tensor.numpy() would forbid it
     conj = torch.tensor([1 + 2j]).conj()
-    assert Staged(conj).host.tolist() == [1 - 2j]
+    assert StandIn(conj).tensor.tolist() == [1 - 2j] and not StandIn(conj).tensor.is_conj()
+    neg = torch.tensor([1 + 2j]).conj().imag  # a lazily negated view
+    assert neg.is_neg() and StandIn(neg).tensor.tolist() == [-2.0] and not StandIn(neg).tensor.is_neg()
+    assert raw(StandIn(torch.tensor([True, False])).tensor).tolist() == [1, 0]
+
+
+class FakeCuda(torch.Tensor):
+    """A CPU tensor that says it lives on ``cuda:0``: the core stages it as it would a real
+    one (see tests/collectives/test_device_buffers.py)."""
+
+    @property
+    def device(self):  # type: ignore[override]
+        return torch.device("cuda", 0)
+
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
+
+def on_device(t: torch.Tensor) -> torch.Tensor:
+    return torch.Tensor._make_subclass(FakeCuda, t)
+
+
+def test_what_torch_takes_and_the_core_refuses_goes_through_stand_ins(pg) -> None:
+    """Non-contiguous, conjugated, negated, bool and device tensors, as inputs and outputs."""
+    grid = torch.zeros(3, 4)
+    pg.allreduce([grid[:, 1]], opts(dist.AllreduceOptions, reduceOp=R.SUM)).wait()
+    src = torch.arange(12.0).reshape(3, 4)
+    pg.broadcast([src.t()[1]], opts(dist.BroadcastOptions, rootRank=0)).wait()
+    assert src.t()[1].tolist() == [1.0, 5.0, 9.0]
+    got = torch.zeros(3, 4)
+    recv = pg.recv([got[:, 2]], 0, 1)
+    pg.send([src.t()[1]], 0, 1).wait()
+    recv.wait()
+    assert got[:, 2].tolist() == [1.0, 5.0, 9.0] and got[:, 1].tolist() == [0.0] * 3
+    z = torch.tensor([1 + 2j, 3 - 1j])
+    out = torch.zeros(2, dtype=torch.complex64)
+    recv = pg.recv([out], 0, 2)
+    pg.send([z.conj()], 0, 2).wait()
+    recv.wait()
+    assert out.tolist() == [1 - 2j, 3 + 1j]
+    neg = z.conj().imag
+    total = torch.zeros(2)
+    recv = pg.recv([total], 0, 3)
+    pg.send([neg], 0, 3).wait()
+    recv.wait()
+    assert total.tolist() == [-2.0, 1.0]
+    flags = torch.tensor([True, False, True])
+    pg.allreduce([flags], opts(dist.AllreduceOptions, reduceOp=R.SUM)).wait()
+    assert flags.tolist() == [True, False, True]
+    bools = torch.zeros(3, dtype=torch.bool)
+    recv = pg.recv([bools], 0, 4)
+    pg.send([flags], 0, 4).wait()
+    recv.wait()
+    assert bools.tolist() == [True, False, True]
+    # device tensors go to the core as they are: it stages them (the same path as real CUDA)
+    device = on_device(torch.arange(4.0))
+    pg.allreduce([device], opts(dist.AllreduceOptions, reduceOp=R.MAX)).wait()
+    assert type(device) is FakeCuda and device.tolist() == [0.0, 1.0, 2.0, 3.0]
+    landing = on_device(torch.zeros(4))
+    recv = pg.recv([landing], 0, 5)
+    pg.send([on_device(torch.arange(4.0) * 2)], 0, 5).wait()
+    recv.wait()
+    assert landing.tolist() == [0.0, 2.0, 4.0, 6.0]
+    gathered = on_device(torch.zeros(4))
+    pg.all_gather_single(gathered, on_device(torch.arange(4.0) + 1)).wait()
+    assert gathered.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_default_group_of_one(tmp_path) -> None:
