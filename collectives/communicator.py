@@ -134,10 +134,10 @@ class Communicator:
         if self._closed:
             raise CommunicatorClosedError("the communicator is closed")
 
-    def _issue(self, name: str, body: Callable[[Call], Any], async_op: bool, *, p2p: bool = False) -> Any:
+    def _issue(self, name: str, body: Callable[[Call], Any], async_op: bool) -> Any:
         """Number the operation, then run it now or queue it behind earlier async work."""
         self._check_open()
-        seq = next(self._p2p_numbers if p2p else self._collective_numbers)
+        seq = next(self._collective_numbers)
         if async_op or (self._worker is not None and self._worker.pending):
             if self._worker is None:
                 self._worker = Worker(f"collectives-rank{self.rank}")
@@ -191,15 +191,14 @@ class Communicator:
         self._broken = error
         raise error from exc
 
-    def _planned(self, name: str, plan: Plan, x: Any, out: Any, stage: Staging, result: Any, async_op: bool,
-                 *, p2p: bool = False) -> Any:
+    def _planned(self, name: str, plan: Plan, x: Any, out: Any, stage: Staging, result: Any, async_op: bool) -> Any:
         """Issue ``plan`` on the checked buffers; the call returns ``result``."""
 
         def body(call: Call) -> Any:
             plan(x, out, call)
             return result
 
-        return self._issue(name, stage.wrap(body), async_op, p2p=p2p)
+        return self._issue(name, stage.wrap(body), async_op)
 
     def _note_staged(self, device: DeviceArray, name: str) -> None:
         """Say once per communicator that device buffers go through host memory."""

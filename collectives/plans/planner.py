@@ -17,7 +17,7 @@ import numpy as np
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import pairwise, recursive
 from ..algorithms.registry import SCHEDULES, automatic, schedule_for, select
-from ..algorithms.schedule import Recv, Send, partition
+from ..algorithms.schedule import partition
 from ..engines import small
 from ..ops import ReduceOp
 from . import scheduled, windowed
@@ -169,11 +169,3 @@ class Planner:
         ctx = self.context
         steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
         return scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
-
-    def send(self, dst: int, count: int, tag: int) -> Plan:
-        steps = scheduled.steps_of(lambda: iter([(Send(dst, 0, count),)]))
-        return scheduled.Named(self.context.executor, steps, tag, f"send to rank {dst}")
-
-    def recv(self, src: int, count: int, tag: int) -> Plan:
-        steps = scheduled.steps_of(lambda: iter([(Recv(src, 0, count),)]))
-        return scheduled.Named(self.context.executor, steps, tag, f"recv from rank {src}")

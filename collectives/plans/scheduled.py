@@ -92,23 +92,10 @@ class AllGather(_Scheduled):
 
 
 class InPlace(_Scheduled):
-    """Schedules that work on ``x`` itself: broadcast, barrier, send and receive."""
+    """Schedules that work on ``x`` itself: broadcast and barrier."""
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         self._run([x], call)
-
-
-class Named(InPlace):
-    """Point-to-point: a schedule of one message, whose timeout names the peer."""
-
-    def __init__(self, executor: Executor, steps: Steps, tag: int, name: str) -> None:
-        super().__init__(executor, steps)
-        self.tag = tag
-        self.name = name
-
-    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
-        call.name = self.name
-        self.executor.run(self.steps(), [x], op=None, tag=self.tag, deadline=call.deadline, on_timeout=call.timed_out)
 
 
 class Reduce(_Scheduled):

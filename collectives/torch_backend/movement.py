@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..communicator import Communicator
 from .arguments import _C10D, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list

@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 

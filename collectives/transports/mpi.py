@@ -75,7 +75,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..store import PrefixStore, Store
-from .base import Channel, Request, Transport, as_bytes_view
+from .base import Channel, Request, Transport
 
 logger = logging.getLogger("collectives")
 
