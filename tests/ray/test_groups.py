@@ -15,6 +15,8 @@ import collectives.ray as cray
 from collectives import PeerLostError
 from collectives.errors import InvalidArgumentError
 
+pytestmark = pytest.mark.ray
+
 TIMEOUT = 30.0
 
 
