@@ -52,6 +52,15 @@ def _settings(config: Config, hosts: str, place: member.Place, several_addresses
     return settings
 
 
+def store_address(places: Sequence[member.Place]) -> tuple[str, bool]:
+    """Where rank 0 serves the store, and whether the members are on several addresses (then
+    every member's TCP listeners bind its node's address too): loopback on one address,
+    rank 0's node address across several, COLLECTIVES_SOCKET_ADDR in rank 0's environment
+    before either."""
+    several = len({p.node_ip for p in places}) > 1
+    return places[0].socket_addr or (places[0].node_ip if several else "127.0.0.1"), several
+
+
 def create_group(actors: Sequence[Any], name: str = "default", *, transport: str | None = None,
                  timeout: float | None = None, hosts: str = "machine") -> None:
     """Connect ``actors`` as a group: rank = position in the list. Returns when every
@@ -92,8 +101,7 @@ def create_group(actors: Sequence[Any], name: str = "default", *, transport: str
     try:
         places: list[member.Place] = gather([a.__ray_call__.remote(member.where) for a in actors], actors,
                                             what=what, timeout=config.timeout, deadline=deadline)
-        several = len({p.node_ip for p in places}) > 1
-        address = places[0].socket_addr or (places[0].node_ip if several else "127.0.0.1")
+        address, several = store_address(places)
         secret = secrets.token_hex(32)
         store_at = gather([actors[0].__ray_call__.remote(member.host_store, name, address, secret)], actors[:1],
                           what=what, timeout=config.timeout, deadline=deadline)[0]
