@@ -21,4 +21,14 @@ from .member import get_communicator
 from .spmd import run
 
 __all__ = ["HOSTS", "RayRankError", "RayRankTimeoutError", "create_group", "destroy_group", "get_communicator",
-           "run"]
+           "register", "run"]
+
+
+def register() -> None:
+    """Make ``"collectives"`` a backend of ``ray.util.collective`` in this process: call it
+    in the driver and in every actor, e.g. with
+    ``ray.init(runtime_env={"worker_process_setup_hook": "collectives.ray.register"})``.
+    Imports ``ray.util.collective`` (and torch where installed), unlike the rest of this package."""
+    from .backend import register as register_backend
+
+    register_backend()
