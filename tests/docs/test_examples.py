@@ -202,6 +202,7 @@ def _environment() -> dict[str, str]:
         if not key.startswith(_LAUNCH_PREFIXES) and key not in _LAUNCH_VARIABLES
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # docs/ray.md: else ray.init writes ~/.ray/auth_token
     return env
 
 
