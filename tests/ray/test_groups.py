@@ -106,21 +106,23 @@ def test_not_an_actor_is_refused_before_anything_runs(workers: Any) -> None:
         cray.create_group([workers[0], "worker"])
 
 
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
-def test_an_actor_killed_mid_collective_is_named_by_every_survivor(ray_cluster: Any, transport: str) -> None:
+# Over TCP in a world of 4, rank 2 waits on rank 3 (which raised, and lives on): it times
+# out instead (docs/ray.md, "Failures"). Over shared memory every rank sees every peer.
+@pytest.mark.parametrize(("transport", "world"), [("shm", 4), ("tcp", 3)])
+def test_an_actor_killed_mid_collective_is_named_by_every_survivor(ray_cluster: Any, transport: str,
+                                                                    world: int) -> None:
     timeout = 10.0
-    actors = [ray_cluster.remote(num_cpus=0)(Worker).remote() for _ in range(3)]
+    actors = [ray_cluster.remote(num_cpus=0)(Worker).remote() for _ in range(world)]
     try:
         cray.create_group(actors, "k", transport=transport, timeout=timeout)
         loops = [a.loop_until_failure.remote("k") for a in actors]
         time.sleep(0.5)
         ray_cluster.kill(actors[1])
         killed = time.monotonic()
-        got = ray_cluster.get([loops[0], loops[2]], timeout=timeout + 10)
+        got = ray_cluster.get([loop for rank, loop in enumerate(loops) if rank != 1], timeout=timeout + 10)
         for kind, peer, message, at in got:
-            assert kind == "PeerLostError" and peer == 1 and "rank 1" in message, message
-            assert at - killed < timeout
-        assert issubclass(PeerLostError, Exception)
+            assert kind == PeerLostError.__name__ and peer == 1 and "rank 1" in message, message
+            assert at - killed < timeout / 2, (at - killed, message)  # not a timeout
     finally:
         cray.destroy_group("k")
         for a in actors:
