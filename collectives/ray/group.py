@@ -98,11 +98,11 @@ def create_group(actors: Sequence[Any], name: str = "default", *, transport: str
         _groups[name] = None
     deadline = time.monotonic() + config.timeout
     what = f"create_group({name!r})"
+    secret = secrets.token_hex(32)
     try:
         places: list[member.Place] = gather([a.__ray_call__.remote(member.where) for a in actors], actors,
                                             what=what, timeout=config.timeout, deadline=deadline)
         address, several = store_address(places)
-        secret = secrets.token_hex(32)
         store_at = gather([actors[0].__ray_call__.remote(member.host_store, name, address, secret)], actors[:1],
                           what=what, timeout=config.timeout, deadline=deadline)[0]
         gather([a.__ray_call__.remote(member.join, name, rank, len(actors), store_at, secret,
@@ -112,7 +112,7 @@ def create_group(actors: Sequence[Any], name: str = "default", *, transport: str
         # Queued behind any join still waiting, so it runs once that gives up: whatever a
         # member kept is closed, and a later create_group of the name starts clean.
         for actor in actors:
-            actor.__ray_call__.remote(member.leave, name, abort=True)
+            actor.__ray_call__.remote(member.leave, name, abort=True, secret=secret)
         with _lock:
             del _groups[name]
         raise

@@ -25,6 +25,7 @@ from ._ray import ray_module
 
 _groups: dict[str, Communicator] = {}
 _servers: dict[str, TCPStoreServer] = {}  # rank 0's store, between hosting it and joining
+_secrets: dict[str, str] = {}  # the secret of the create_group that made each of the above
 _lock = threading.Lock()
 
 
@@ -57,6 +58,7 @@ def host_store(_actor: Any, name: str, address: str, secret: str) -> tuple[str, 
             old.close()
         server = TCPStoreServer(address, 0, secret=secret)
         _servers[name] = server
+        _secrets[name] = secret
     return server.host, server.port
 
 
@@ -85,12 +87,17 @@ def join(_actor: Any, name: str, rank: int, size: int, store_at: tuple[str, int]
         raise
     with _lock:
         _groups[name] = comm
+        _secrets[name] = secret
 
 
-def leave(_actor: Any, name: str, *, abort: bool = False) -> bool:
+def leave(_actor: Any, name: str, *, abort: bool = False, secret: str | None = None) -> bool:
     """Close this actor's communicator of group ``name`` (and the store it owns); False if
-    it had none."""
+    it had none. With ``secret``, only what the ``create_group`` of that secret made: the
+    clean-up of a failed attempt must not end a group of the same name it collided with."""
     with _lock:
+        if secret is not None and _secrets.get(name) != secret:
+            return False
+        _secrets.pop(name, None)
         comm = _groups.pop(name, None)
         server = _servers.pop(name, None)
     if server is not None:

@@ -101,6 +101,23 @@ def test_a_dead_actor_is_named_and_the_group_is_not_made(ray_cluster: Any, worke
     cray.destroy_group("h")
 
 
+def test_a_failed_create_group_leaves_a_group_of_the_same_name_alone(ray_cluster: Any, workers: Any) -> None:
+    """As when another driver made group 'c' on an actor: this driver's attempt fails on
+    that actor, and its clean-up closes only what the attempt made."""
+    cray.create_group(workers[:2], "c", timeout=TIMEOUT)
+    try:
+        first = cray.group._groups.pop("c")  # this driver forgets it; the actors do not
+        with pytest.raises(cray.RayRankError, match=r"rank 1 .* raised InvalidArgumentError: this actor is "
+                                                    r"already rank 0 of group 'c'"):
+            cray.create_group([workers[2], workers[0]], "c", timeout=3.0)
+        got = ray_cluster.get([a.all_reduce.remote("c", 1.0) for a in workers[:2]], timeout=TIMEOUT)
+        assert got == [(0, 2, [2.0, 1.0]), (1, 2, [2.0, 1.0])]
+    finally:
+        cray.group._groups["c"] = first
+        cray.destroy_group("c")
+    ray_cluster.get(workers[2].__ray_ready__.remote(), timeout=TIMEOUT)  # its join gave up (3 s) and cleaned up
+
+
 def test_not_an_actor_is_refused_before_anything_runs(workers: Any) -> None:
     with pytest.raises(InvalidArgumentError, match=r"actors\[1\] is str"):
         cray.create_group([workers[0], "worker"])
