@@ -184,3 +184,20 @@ def test_the_tests_mirror_the_source() -> None:
     folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
     strays = folders - packages - {"collectives", "perf", "docs"}
     assert not strays, sorted(strays)
+
+
+def test_the_ray_integration_is_a_leaf() -> None:
+    """``collectives.ray`` sits on top of the public API: nothing else imports it, and its
+    main path (everything but the ``ray.util.collective`` backend) never imports Ray's
+    collective layer, which imports torch."""
+    graph = _graph()
+    wrong = sorted(f"{m} imports {t}" for m, targets in graph.items() if not m.startswith("collectives.ray")
+                   for t in targets if t.startswith("collectives.ray"))
+    assert not wrong, wrong
+    main_path = [p for p in (ROOT / "ray").glob("*.py") if p.name != "backend.py"]
+    assert main_path
+    for path in main_path:
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+        assert not [n for n in names if n.startswith(("ray.util.collective", "ray.experimental.collective", "torch"))], path

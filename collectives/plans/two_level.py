@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from typing import Any, Protocol
 
@@ -89,6 +90,20 @@ class TwoLevels:
                 level.close()
 
 
+_RANK = re.compile(r"\brank (\d+)\b")
+
+
+def in_global_ranks(message: str, members: list[int]) -> str:
+    """``message`` of a level's communicator, its "rank N" (a rank of that level) said as
+    the rank of the whole communicator, ``members[N]``."""
+
+    def global_rank(match: re.Match[str]) -> str:
+        level_rank = int(match.group(1))
+        return f"rank {members[level_rank]}" if level_rank < len(members) else match.group(0)
+
+    return _RANK.sub(global_rank, message)
+
+
 class TwoLevelAllReduce:
     """``out`` = the reduction of every rank's ``x`` through ``levels`` (``out`` may be ``x``).
     AVG is summed in the levels and divided once at the end."""
@@ -124,7 +139,8 @@ class TwoLevelAllReduce:
             if isinstance(exc, CollectiveTimeoutError):
                 raise CollectiveTimeoutError(call.name, call.seq, [members[r] for r in exc.ranks], call.timeout) from exc
             peer = None if exc.peer is None else members[exc.peer]
-            raise type(exc)(f"{'within' if within else 'across'} hosts: {exc}", peer=peer) from exc
+            where = f"{'within' if within else 'across'} hosts (ranks {', '.join(map(str, members))})"
+            raise type(exc)(f"{where}: {in_global_ranks(str(exc), members)}", peer=peer) from exc
         if work is not out:
             out[...] = work[:n]
         finalize(self.op, out, self.size)

@@ -202,3 +202,28 @@ def test_debug_info_says_each_algorithm_once_with_why(caplog: pytest.LogCaptureF
     levels = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rank 0 (")]
     assert "rank 0 (within its host): reduce_scatter takes recursive (automatic, first at 32 bytes)" in levels
     assert "rank 0 (across hosts): all_reduce takes recursive (automatic, first at 16 bytes)" in levels
+
+
+@pytest.mark.parametrize(("layout", "leaving", "reporter", "level"), [
+    ("2x2", (2, 3), 0, "across hosts (ranks 0, 2)"),  # the level ranks are 0 and 1: rank 1 is global 2
+    ("2x2-interleaved", (2,), 0, "within hosts (ranks 0, 2)"),
+])
+def test_a_failure_in_either_level_names_global_ranks(layout: str, leaving: tuple[int, ...], reporter: int,
+                                                      level: str) -> None:
+    def fn(comm: Any) -> Any:
+        comm.all_reduce(np.ones(1000))  # the levels are connected
+        if comm.rank in leaving:
+            comm.close()
+            return None
+        comm.timeout = 5.0
+        try:
+            comm.all_reduce(np.ones(1000))
+        except collectives.PeerLostError as exc:
+            return exc.peer, str(exc)
+        except collectives.CollectivesError as exc:
+            return None, str(exc)
+        return "completed"
+
+    peer, message = run_world(fn, 4, hosts=LAYOUTS[layout], timeout=30)[reporter]
+    assert peer == 2 and level in message, message
+    assert "rank 2 closed" in message and "rank 1" not in message, message
