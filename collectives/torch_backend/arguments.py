@@ -27,6 +27,22 @@ def timeout_seconds(timeout: Any, default: float) -> float:
     return seconds if seconds > 0 else default
 
 
+def single_pair(op: str, output: Any, input: Any, size: int, *,  # noqa: A002
+                gathers: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(output, input)`` of a ``*_single`` collective, checked: one dtype, and the output
+    (``gathers``: all_gather_single) or the input (reduce_scatter_single) holding world size
+    × the other's elements."""
+    output = check_tensor(output, f"{op}: output")
+    input = check_tensor(input, f"{op}: input")  # noqa: A001
+    if input.dtype != output.dtype:
+        raise InvalidOperation(f"{op}: input dtype {input.dtype} differs from output's {output.dtype}")
+    whole, share = (("output", output), ("input", input)) if gathers else (("input", input), ("output", output))
+    if whole[1].numel() != size * share[1].numel():
+        raise InvalidOperation(f"{op}: {whole[0]} holds {whole[1].numel()} elements, not world size {size} × "
+                               f"{share[0]}'s {share[1].numel()}")
+    return output, input
+
+
 def tensor_list(value: Any, name: str) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]

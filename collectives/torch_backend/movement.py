@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..communicator import Communicator
-from .arguments import _C10D, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list
+from .arguments import _C10D, single_pair, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list
 from .errors import InvalidOperation
 from .tensors import StandIn, check_tensor, raw
 from .work import CollectivesWork
@@ -73,15 +73,7 @@ class DataMovement:
 
     def all_gather_single(self, output: Any, input: Any, opts: Any = None) -> CollectivesWork:  # noqa: A002
         opts = opts if opts is not None else _C10D.AllgatherOptions()
-        output = check_tensor(output, "all_gather_single: output")
-        input = check_tensor(input, "all_gather_single: input")  # noqa: A001
-        if input.dtype != output.dtype:
-            raise InvalidOperation(f"all_gather_single: input dtype {input.dtype} differs from output's {output.dtype}")
-        if output.numel() != self._size * input.numel():
-            raise InvalidOperation(
-                f"all_gather_single: output holds {output.numel()} elements, not world size {self._size} × "
-                f"input's {input.numel()}"
-            )
+        output, input = single_pair("all_gather_single", output, input, self._size, gathers=True)  # noqa: A001
         in_stage = StandIn(input, load=True)
         out_stage = StandIn(output, load=False, store=True)
 

@@ -10,9 +10,9 @@ import torch
 
 from ..communicator import Communicator
 from ..ops import ReduceOp
-from .arguments import _C10D, one, same_dtype, tensor_list
+from .arguments import _C10D, single_pair, one, same_dtype, tensor_list
 from .errors import InvalidOperation
-from .tensors import RedOpType, StandIn, check_tensor, numeric, raw, red_op_type, resolve_op, scale_
+from .tensors import RedOpType, StandIn, numeric, raw, red_op_type, resolve_op, scale_
 from .work import CollectivesWork
 
 
@@ -183,15 +183,7 @@ class Reductions:
 
     def reduce_scatter_single(self, output: Any, input: Any, opts: Any = None) -> CollectivesWork:  # noqa: A002
         opts = opts if opts is not None else _C10D.ReduceScatterOptions()
-        output = check_tensor(output, "reduce_scatter_single: output")
-        input = check_tensor(input, "reduce_scatter_single: input")  # noqa: A001
-        if input.dtype != output.dtype:
-            raise InvalidOperation(f"reduce_scatter_single: input dtype {input.dtype} differs from output's {output.dtype}")
-        if input.numel() != self._size * output.numel():
-            raise InvalidOperation(
-                f"reduce_scatter_single: input holds {input.numel()} elements, not world size "
-                f"{self._size} × output's {output.numel()}"
-            )
+        output, input = single_pair("reduce_scatter_single", output, input, self._size, gathers=False)  # noqa: A001
         op, factor = resolve_op(opts.reduceOp, output.dtype, "reduce_scatter_single")
         in_stage = StandIn(input, load=True)
         out_stage = StandIn(output, load=False, store=True)
