@@ -351,3 +351,15 @@ def test_builds_side_by_side_runs_both_checkouts_and_prints_ratios(tmp_path: Pat
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("all_reduce_perf")]
     assert [(r[2], r[3]) for r in rows] == [("1K", "out_of_place"), ("1K", "in_place")], done.stdout
     assert all(float(r[4]) > 0 and float(r[5]) > 0 and float(r[6]) > 0 for r in rows)
+
+
+def test_call_overhead_prints_a_time_per_case() -> None:
+    """``perf/call_overhead.py``: every case timed, in threads as ranks (fast)."""
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "call_overhead.py"), "--np", "2", "--transport", "inproc",
+                           "--batches", "2", "--calls", "3"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.rsplit(None, 1) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert [name.strip() for name, _ in rows] == ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B",
+                                                  "all_gather 8 B", "all_reduce 64 KiB"], done.stdout
+    assert all(float(us) > 0 for _, us in rows)
