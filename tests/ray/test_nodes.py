@@ -3,34 +3,16 @@ and the two-level all_reduce, as on any multi-host layout."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
+from ray_scripts import run_ray_script
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
 
 
 def test_two_nodes_are_two_hosts() -> None:
     pytest.importorskip("ray")
-    # Its own short folder: Ray's socket paths under it must fit AF_UNIX's 107 bytes.
-    tmp = tempfile.mkdtemp(prefix="cr-")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=tmp,
-               PYTHONPATH=os.pathsep.join(p for p in (str(HERE.parents[1]), str(HERE), os.environ.get("PYTHONPATH")) if p))
-    try:
-        done = subprocess.run([sys.executable, str(HERE / "two_nodes.py")], env=env, capture_output=True,
-                              text=True, timeout=240)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = json.loads(done.stdout)
+    reports = run_ray_script("two_nodes.py", timeout=240)
     assert [r["rank"] for r in reports] == [0, 1, 2, 3]
     assert reports[0]["node"] == reports[1]["node"] != reports[2]["node"] == reports[3]["node"]
     for r in reports:

@@ -3,19 +3,11 @@ a DDP model on our torch backend, and the weights are those of averaged gradient
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
+from ray_scripts import run_ray_script
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
 
 
 def _reference(steps: int) -> list[list[float]]:
@@ -40,16 +32,7 @@ def _reference(steps: int) -> list[list[float]]:
 def test_torch_trainer_trains_ddp_on_the_collectives_backend() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("ray.train")  # ray[train] (requirements-test.txt)
-    tmp = tempfile.mkdtemp(prefix="crt-")  # short: Ray's socket paths must fit AF_UNIX's 107 bytes
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=tmp,
-               PYTHONPATH=os.pathsep.join(p for p in (str(HERE.parents[1]), os.environ.get("PYTHONPATH")) if p))
-    try:
-        done = subprocess.run([sys.executable, str(HERE / "train_ddp.py")], env=env, capture_output=True,
-                              text=True, timeout=300)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    workers = json.loads(done.stdout)
+    workers = run_ray_script("train_ddp.py", timeout=300, prefix="crt-")
     assert [w["backend"] for w in workers] == ["collectives", "collectives"]
     assert workers[0]["params"] == workers[1]["params"]  # DDP keeps the replicas equal
     want = _reference(3)
