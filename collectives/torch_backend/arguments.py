@@ -64,6 +64,21 @@ def same_dtype(tensors: Sequence[torch.Tensor], dtype: torch.dtype, name: str) -
             raise InvalidOperation(f"{name}[{i}]: dtype {t.dtype} differs from {dtype}")
 
 
+def root_blocks(value: Any, op: str, kind: str, size: int, like: torch.Tensor, other: str) -> list[torch.Tensor]:
+    """The root's one list of ``size`` tensors of a gather's outputs or a scatter's inputs
+    (``kind``), each of ``like``'s dtype and element count (``other``: "input"/"output")."""
+    if not isinstance(value, (list, tuple)) or len(value) != 1:
+        raise InvalidOperation(f"{op}: on the root, {kind} must be a list holding one list of tensors")
+    blocks = tensor_list(value[0], f"{op}: {kind}[0]")
+    if len(blocks) != size:
+        raise InvalidOperation(f"{op}: {kind}[0]: expected one tensor per rank ({size}), got {len(blocks)}")
+    same_dtype(blocks, like.dtype, f"{op}: {kind}[0]")
+    for j, b in enumerate(blocks):
+        if b.numel() != like.numel():
+            raise InvalidOperation(f"{op}: {kind}[0][{j}] holds {b.numel()} elements, {other} {like.numel()}")
+    return blocks
+
+
 def copy_bytes_into(dst: torch.Tensor, src_bytes: torch.Tensor) -> None:
     """Write the bytes ``src_bytes`` (a flat uint8 host tensor) into ``dst`` (any layout, device)."""
     with torch.no_grad():

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..communicator import Communicator
-from .arguments import _C10D, single_pair, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list
+from .arguments import _C10D, root_blocks, single_pair, as_bytes, consecutive, copy_bytes_into, one, same_dtype, tensor_list
 from .errors import InvalidOperation
 from .tensors import StandIn, check_tensor, raw
 from .work import CollectivesWork
@@ -168,14 +168,7 @@ class DataMovement:
         is_root = self._rank == root
         outs: list[torch.Tensor] = []
         if is_root:
-            if not isinstance(outputs, (list, tuple)) or len(outputs) != 1:
-                raise InvalidOperation("gather: on the root, outputs must be a list holding one list of tensors")
-            outs = tensor_list(outputs[0], "gather: outputs[0]")
-            self._check_count(outs, "gather: outputs[0]")
-            same_dtype(outs, tensor.dtype, "gather: outputs[0]")
-            for j, o in enumerate(outs):
-                if o.numel() != tensor.numel():
-                    raise InvalidOperation(f"gather: outputs[0][{j}] holds {o.numel()} elements, input {tensor.numel()}")
+            outs = root_blocks(outputs, "gather", "outputs", self._size, tensor, "input")
         elif outputs not in (None, []) and any(len(x) for x in outputs):
             raise InvalidOperation("gather: only the root passes output tensors")
         nbytes = tensor.numel() * tensor.element_size()
@@ -200,14 +193,7 @@ class DataMovement:
         packed: torch.Tensor | None = None
         nbytes = output.numel() * output.element_size()
         if is_root:
-            if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
-                raise InvalidOperation("scatter: on the root, inputs must be a list holding one list of tensors")
-            blocks = tensor_list(inputs[0], "scatter: inputs[0]")
-            self._check_count(blocks, "scatter: inputs[0]")
-            same_dtype(blocks, output.dtype, "scatter: inputs[0]")
-            for j, b in enumerate(blocks):
-                if b.numel() != output.numel():
-                    raise InvalidOperation(f"scatter: inputs[0][{j}] holds {b.numel()} elements, output {output.numel()}")
+            blocks = root_blocks(inputs, "scatter", "inputs", self._size, output, "output")
             packed = consecutive([b.detach() for b in blocks])
             if packed is None or packed.numel() != nbytes * self._size:
                 packed = torch.empty(nbytes * self._size, dtype=torch.uint8)
