@@ -67,12 +67,6 @@ class SharedWindows:
         self._memory_probed = False
         self._read_piece: np.ndarray | None = None
 
-    @property
-    def oversubscribed(self) -> bool:
-        """Whether ranks outnumber cores here (the same answer on every rank); known once the
-        small window is open."""
-        return bool(self.small_window is not None and self.small_window.oversubscribed)
-
     def open(self, nbytes: int, window_id: int, call: Call) -> ShmWindow:
         """Collectively create a window of ``nbytes`` per rank (see the module docstring)."""
         window = ShmWindow(self.transport, self.rank, list(range(self.size)), nbytes, window_id)

@@ -48,8 +48,5 @@ class PlanCache:
             self.plans.clear()
         self.plans[key] = plan
 
-    def __len__(self) -> int:
-        return len(self.plans)
-
     def clear(self) -> None:
         self.plans.clear()

@@ -2,7 +2,7 @@
 
 Each plan holds what its signature fixes (the schedule's factory and arguments, blocks,
 the segment) and, per call, generates the steps and hands them to the executor with the
-call's sequence number as the tag. Short all-reduces keep their steps (``KeptSteps``):
+call's sequence number as the tag. Short all-reduces keep their steps (``steps_of(..., keep=True)``):
 for them the generator costs more than the messages.
 """
 
