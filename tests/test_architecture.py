@@ -178,11 +178,13 @@ def test_the_communicator_stays_under_400_lines() -> None:
 
 def test_the_tests_mirror_the_source() -> None:
     """Every folder under tests/ is a package of collectives/ (or the top level, the perf
-    harness, the docs): run environments are markers, not peers of the packages."""
+    harness, the docs, and the two acceptance suites the issues name: ``faults`` for the
+    reliability guarantees, ``gpu`` for the device check): run environments are markers,
+    not peers of the packages."""
     tests = Path(__file__).resolve().parent
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
-    strays = folders - packages - {"collectives", "perf", "docs"}
+    strays = folders - packages - {"collectives", "perf", "docs", "faults", "gpu"}
     assert not strays, sorted(strays)
 
 
