@@ -38,7 +38,7 @@ from ..buffers import as_flat_array
 from ..communicator import Communicator
 from ..config import Config
 from ..connect import connect
-from ..errors import ConnectError, RendezvousTimeoutError, StoreError
+from ..errors import ConnectError, InvalidArgumentError, RendezvousTimeoutError, StoreError
 from ..store import PrefixStore
 from ..store.tcp_store import TCPStore, TCPStoreServer
 from ._ray import ray_module
@@ -169,3 +169,15 @@ def register() -> None:
     if _global_registry.is_registered(BACKEND):
         return
     register_collective_backend(BACKEND, CollectivesGroup)
+
+
+def communicator_of(group_name: str) -> Communicator:
+    """This process's communicator of the ``ray.util.collective`` group ``group_name`` (of
+    backend "collectives"; made by Ray's ``create_collective_group`` or ``init_collective_group``)."""
+    from ray.util.collective.collective import get_group_handle
+
+    group = get_group_handle(group_name)
+    if not isinstance(group, CollectivesGroup):
+        raise InvalidArgumentError(f"ray.util.collective group {group_name!r} is of backend "
+                                   f"{type(group).__name__}, not {BACKEND!r}")
+    return group.comm

@@ -139,6 +139,12 @@ def destroy_group(name: str = "default") -> None:
     gather(refs, group.actors, what=f"destroy_group({name!r})", timeout=group.timeout, dead_ok=True)
 
 
+def group_names() -> list[str]:
+    """The names of this driver's groups (those fully created)."""
+    with _lock:
+        return [n for n, g in _groups.items() if g is not None]
+
+
 def group_actors(name: str) -> list[Any]:
     """The actors of this driver's group ``name``, by rank."""
     with _lock:
