@@ -95,10 +95,16 @@ def _process_gone(pid: int, start_time: bytes | None) -> str | None:
     return None
 
 
-def _mb(nbytes: int) -> str:
-    """``nbytes`` in MB for messages (one decimal below 10 MB)."""
-    mb = nbytes / (1 << 20)
-    return f"{mb:.1f} MB" if mb < 10 else f"{mb:.0f} MB"
+def _need_have(need: int, have: int) -> str:
+    """"need X MB in /dev/shm, have Y MB", with enough decimals that X and Y differ."""
+    for digits in (1, 3):
+        x, y = f"{need / (1 << 20):.{digits}f}", f"{have / (1 << 20):.{digits}f}"
+        if x != y:
+            break
+    else:
+        x, y = f"{need} bytes", f"{have} bytes"
+        return f"need {x} in {SHM_DIR}, have {y}"
+    return f"need {x} MB in {SHM_DIR}, have {y} MB"
 
 
 def create_segment_file(nbytes: int, describe: str) -> tuple[str, mmap.mmap]:
@@ -110,7 +116,7 @@ def create_segment_file(nbytes: int, describe: str) -> tuple[str, mmap.mmap]:
 
     def no_space(available: int) -> ConnectError:
         return ConnectError(
-            f"shm: need {_mb(nbytes)} in {SHM_DIR}, have {_mb(available)} ({describe}); give it more room "
+            f"shm: {_need_have(nbytes, available)} ({describe}); give it more room "
             "(docker run --shm-size=1g or --ipc=host; a larger tmpfs), free space there, lower "
             "COLLECTIVES_SHM_RING_BYTES, or use COLLECTIVES_TRANSPORT=tcp"
         )
@@ -370,7 +376,11 @@ class ShmTransport(Transport):
         self._peer_segs: dict[int, _Segment] = {}
         self._watch: dict[int, tuple[int, bytes | None]] = {}  # peer -> (pid, start time)
         sweep()  # segments that processes killed during an earlier setup could not unlink
-        self._mine = _Segment.create(rank, peers, capacity)
+        try:
+            self._mine = _Segment.create(rank, peers, capacity)
+        except (ConnectError, UnsupportedError) as exc:  # tell the peers now, not at their timeout
+            store.set(f"shm/{rank}/name", b"!" + str(exc).encode())
+            raise
         try:
             self._rendezvous(peers, store, timeout)
             self.channels = {
@@ -390,6 +400,8 @@ class ShmTransport(Transport):
         store.set(f"shm/{rank}/name", self._mine.name.encode())
         for p in peers:
             name = store.get(f"shm/{p}/name", max(0.0, deadline - time.monotonic())).decode()
+            if name.startswith("!"):
+                raise ConnectError(f"shm: rank {p} could not set up shared memory: {name[1:]}", peer=p)
             published = store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())).decode()
             pid_text, _, namespace = published.partition(" ")
             segment = _Segment.open(name, p)
