@@ -81,6 +81,7 @@ def test_abort_from_another_thread_unblocks_within_a_second_and_a_new_communicat
         return took, int(x[0]), float(big[0])
 
     results = run_world(fn, size, transport, timeout=60)
+    print(f"{transport} n={size}: abort returned in {[round(t * 1000, 1) for r in results for t in r[0]]} ms")
     total = sum(range(size))
     for rank, (took, first, big) in enumerate(results):
         assert first == total and big == size
@@ -117,4 +118,5 @@ def test_close_with_a_dead_peer_returns_within_the_timeout(transport, size, tmp_
         run_world(fn, size, transport, timeout=30)
     took = [float((tmp_path / f"rank{r}").read_text()) for r in range(size) if r != dead]
     assert len(took) == size - 1
+    print(f"{transport} n={size}: close() with a dead peer took {[round(t * 1000, 1) for t in took]} ms")
     assert max(took) < timeout + 5.0, took

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import collectives
+from collectives import run
 
 pytestmark = pytest.mark.multiprocess
 
@@ -133,22 +134,21 @@ def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
     assert not any(_alive(pid) for pid in pids), "orphaned ranks outlived the launcher"
 
 
-def test_python_typed_before_the_script_runs_the_script(tmp_path):
+def test_python_typed_before_the_script_runs_the_script(tmp_path, capsys):
     script = _script(tmp_path, """
-        import sys
-        import collectives
-        with collectives.init() as comm:
-            comm.barrier()
-            print("rank", comm.rank, "of", comm.size, sys.argv[1:])
+        import os, sys
+        print("rank", os.environ["COLLECTIVES_RANK"], "of", os.environ["COLLECTIVES_WORLD_SIZE"], sys.argv[1:])
     """)
     done = subprocess.run([sys.executable, "-m", "collectives.run", "-n", "2", "python", str(script), "--lr", "1"],
                           capture_output=True, text=True, timeout=60, env=_env(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == ["[rank 0] rank 0 of 2 ['--lr', '1']",
                                                 "[rank 1] rank 1 of 2 ['--lr', '1']"]
-    missing = subprocess.run([sys.executable, "-m", "collectives.run", "-n", "2", "python", "nope.py"],
-                             capture_output=True, text=True, timeout=60, env=_env(), cwd=tmp_path)
-    assert missing.returncode == 2 and "no such script: nope.py" in missing.stderr
+    for args, message in ((["python", str(tmp_path / "nope.py")], "no such script:"),
+                          (["python3", "-u"], "was given no script to run")):
+        with pytest.raises(SystemExit) as exited:
+            run.main(["-n", "2", *args])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
 MISTAKES = [
