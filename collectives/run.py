@@ -9,8 +9,9 @@ Usage::
 The launcher makes a fresh random job secret, hosts a ``TCPStoreServer`` on 127.0.0.1 (an
 ephemeral port) for the ranks to meet through, and starts each rank as
 ``sys.executable script args...`` (or, when SCRIPT is a Python interpreter as in
-``collectives-run -n 4 python train.py``, the command as typed; all of it through :class:`collectives.spawn.Job`, which
-the test harness and the perf coordinator share) with this environment added to its own,
+``collectives-run -n 4 python train.py``, the command as typed; all of it through
+:class:`collectives.spawn.Job`, which the test harness and the perf coordinator share)
+with this environment added to its own,
 less the variables of any launcher that started *us* (:mod:`collectives.environment`):
 
 =============================== ===============================================
