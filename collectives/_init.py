@@ -8,7 +8,9 @@ Sources, first match wins:
 3. torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (rank 0 hosts the store there);
 4. mpiexec (PMI_RANK, OMPI_COMM_WORLD_RANK, ...; see :mod:`collectives.mpi`): rank and
    size from ``MPI.COMM_WORLD`` through mpi4py, as ``from_mpi`` does;
-5. nothing: a world of one.
+5. nothing: a world of one. Variables of a launcher set only in part (``WORLD_SIZE`` and
+   ``MASTER_*`` without ``RANK``, say) are an error, not a world of one
+   (:func:`collectives.environment.incomplete_launcher`); so is a rank out of range.
 
 Then every rank publishes its host identity; peers on the same host are connected by
 shared memory and the others by TCP, unless COLLECTIVES_TRANSPORT (or ``transport=``)
@@ -25,7 +27,7 @@ from typing import Any
 from .communicator import Communicator
 from .config import Config
 from .connect import configure_logging, connect
-from .environment import COLLECTIVES_RUN, MPIEXEC, TORCHRUN, detect_launcher
+from .environment import COLLECTIVES_RUN, MPIEXEC, TORCHRUN, detect_launcher, incomplete_launcher
 from .errors import InvalidArgumentError
 from .store import HashStore, Store
 
@@ -39,6 +41,19 @@ def _int_env(env: Mapping[str, str], name: str) -> int:
         return int(env[name])
     except ValueError:
         raise InvalidArgumentError(f"{name}={env[name]!r} is not an integer") from None
+
+
+def _launcher_rank(env: Mapping[str, str], rank_name: str, size_name: str) -> tuple[int, int]:
+    """Rank and world size from a launcher's two variables, checked: a clear error names
+    the variables (a rank out of range is a launcher or job-script mistake)."""
+    rank, size = _int_env(env, rank_name), _int_env(env, size_name)
+    if size < 1:
+        raise InvalidArgumentError(f"init: {size_name}={env[size_name]} must be at least 1")
+    if not 0 <= rank < size:
+        raise InvalidArgumentError(
+            f"init: {rank_name}={env[rank_name]} is out of range for {size_name}={size} (ranks are 0..{size - 1})"
+        )
+    return rank, size
 
 
 def _split_addr(text: str, name: str) -> tuple[str, int]:
@@ -111,11 +126,14 @@ def init(
 
     owned: list[Any] = []
     if rank is None and size is None:
+        missing = incomplete_launcher(env)
+        if missing is not None:
+            raise InvalidArgumentError(f"init: {missing}; set them all, or none for a world of one")
         launcher = detect_launcher(env)
         if launcher == COLLECTIVES_RUN.name:
-            rank, size = _int_env(env, "COLLECTIVES_RANK"), _int_env(env, "COLLECTIVES_WORLD_SIZE")
+            rank, size = _launcher_rank(env, "COLLECTIVES_RANK", "COLLECTIVES_WORLD_SIZE")
         elif launcher == TORCHRUN.name:
-            rank, size = _int_env(env, "RANK"), _int_env(env, "WORLD_SIZE")
+            rank, size = _launcher_rank(env, "RANK", "WORLD_SIZE")
         elif store is None and launcher == MPIEXEC.name:
             from .mpi import init_from_mpiexec  # mpiexec: rank and size come from MPI.COMM_WORLD
 
@@ -131,8 +149,8 @@ def init(
         if store is None:
             if size > 1:
                 raise InvalidArgumentError(
-                    "init: no store to meet the other ranks: pass store=, or run under "
-                    "collectives-run or torchrun"
+                    f"init: no store to meet the other {size - 1} rank(s): pass store=, run under "
+                    "collectives-run or torchrun, or set MASTER_ADDR and MASTER_PORT (rank 0 hosts a store there)"
                 )
             store = HashStore(timeout=config.timeout)
         owned.append(store)

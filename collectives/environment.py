@@ -41,6 +41,7 @@ __all__ = [
     "TORCHRUN",
     "Launcher",
     "detect_launcher",
+    "incomplete_launcher",
     "local_rank",
     "without_launcher",
 ]
@@ -135,6 +136,34 @@ def detect_launcher(env: Mapping[str, str] | None = None) -> str | None:
     for launcher in LAUNCHERS:
         if launcher.started(env):
             return launcher.name
+    return None
+
+
+def incomplete_launcher(env: Mapping[str, str] | None = None) -> str | None:
+    """What is missing where a launcher's variables are only partly set, or None.
+
+    Such an environment (``WORLD_SIZE`` and ``MASTER_*`` without ``RANK``, say: a
+    hand-written job script) would otherwise start every process as a world of one, each
+    training alone. ``RANK`` by itself is a common variable name and says nothing, and a
+    world size of 1 needs no rank; anything else half-set is named here, for ``init()``
+    to refuse.
+    """
+    env = _env(env)
+    if "COLLECTIVES_RANK" not in env:
+        ours = [n for n in ("COLLECTIVES_WORLD_SIZE", "COLLECTIVES_STORE_ADDR") if n in env]
+        if ours and env.get("COLLECTIVES_WORLD_SIZE", "").strip() != "1":
+            return f"{' and '.join(ours)} are set but COLLECTIVES_RANK is not (collectives-run sets all three)"
+    elif "COLLECTIVES_WORLD_SIZE" not in env:
+        return "COLLECTIVES_RANK is set but COLLECTIVES_WORLD_SIZE is not (collectives-run sets both)"
+    if detect_launcher(env) is not None:
+        return None
+    torch = [n for n in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if n in env]
+    if "WORLD_SIZE" in env and env["WORLD_SIZE"].strip() != "1":
+        return f"{', '.join(torch)} {'are' if len(torch) > 1 else 'is'} set but RANK is not (torchrun sets RANK, " \
+               "WORLD_SIZE, MASTER_ADDR and MASTER_PORT for each process)"
+    if "RANK" in env and ("MASTER_ADDR" in env or "MASTER_PORT" in env):
+        return f"RANK and {', '.join(torch)} are set but WORLD_SIZE is not (torchrun sets RANK, WORLD_SIZE, " \
+               "MASTER_ADDR and MASTER_PORT for each process)"
     return None
 
 

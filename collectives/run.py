@@ -4,11 +4,14 @@ Usage::
 
     collectives-run -n 4 train.py --lr 0.1       # or: python -m collectives.run -n 4 ...
     collectives-run -n 4 -m mypkg.train --lr 0.1   # a module, as with python -m
+    collectives-run -n 4 python train.py --lr 0.1  # as mpiexec users type it: the same
 
 The launcher makes a fresh random job secret, hosts a ``TCPStoreServer`` on 127.0.0.1 (an
 ephemeral port) for the ranks to meet through, and starts each rank as
-``sys.executable script args...`` (all of it through :class:`collectives.spawn.Job`, which
-the test harness and the perf coordinator share) with this environment added to its own,
+``sys.executable script args...`` (or, when SCRIPT is a Python interpreter as in
+``collectives-run -n 4 python train.py``, the command as typed; all of it through
+:class:`collectives.spawn.Job`, which the test harness and the perf coordinator share)
+with this environment added to its own,
 less the variables of any launcher that started *us* (:mod:`collectives.environment`):
 
 =============================== ===============================================
@@ -31,15 +34,20 @@ Each line a rank prints is forwarded with a ``[rank N] `` prefix (stdout to stdo
 to stderr; ``--no-prefix`` passes the streams through untouched). When a rank exits with a
 non-zero status the others are stopped (SIGTERM, then SIGKILL after a grace period) and
 that status is the launcher's. SIGINT and SIGTERM sent to the launcher are forwarded to
-every rank (a second one sends SIGKILL). Each rank runs in its own session, so a terminal's
-Ctrl-C reaches the ranks once, through the launcher, and stopping a rank stops the
-processes it started too.
+every rank, stopped (frozen) ones included; ranks still running ``--grace`` seconds later
+(default 5) get SIGKILL, and so does everything at a second signal. Each rank runs in its
+own session, so a terminal's Ctrl-C reaches the ranks once, through the launcher, and
+stopping a rank stops the processes it started too. Each rank is also tied to the
+launcher (``PR_SET_PDEATHSIG``): a launcher killed outright takes its ranks with it. When
+the job ends, shared-memory segments left by ranks stopped during setup are removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -89,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=None,
         help="force one transport for every peer (sets COLLECTIVES_TRANSPORT); inproc needs -n 1",
+    )
+    parser.add_argument(
+        "--grace", type=_positive_float, default=KILL_GRACE,
+        help=f"seconds ranks have to exit after SIGTERM before SIGKILL (default {KILL_GRACE:g})",
     )
     parser.add_argument("--no-prefix", action="store_true", help="do not prefix output lines with [rank N]")
     parser.add_argument("-m", "--module", action="store_true", help="run SCRIPT as a module, like python -m")
@@ -173,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.transport == "inproc" and args.nproc > 1:
         parser.error("--transport inproc connects threads of one process; use shm or tcp with -n > 1")
-    if not args.module and not os.path.exists(args.script):
-        parser.error(f"no such script: {args.script}")
-    command = [sys.executable, *(["-m"] if args.module else []), args.script, *args.script_args]
+    command = _command(parser, args)
 
     pipe = None if args.no_prefix else subprocess.PIPE
     locks = (threading.Lock(), threading.Lock())
@@ -183,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     forwarders: list[_Forwarder] = []
     job = Job(host=STORE_HOST)
     try:
-        with job.forward_signals() as received:
+        with job.forward_signals(grace=args.grace) as received:
             sys.stdout.flush()
             sys.stderr.flush()
             for rank in range(args.nproc):
@@ -197,15 +207,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if received:  # a signal came while we were starting ranks: start no more
                     job.signal_all(received[-1])
                     break
-            status = job.watch(_said_failure, grace=KILL_GRACE)
+            status = job.watch(_said_failure, grace=args.grace)
     finally:
-        job.stop(KILL_GRACE)
+        job.stop(args.grace)
         for forwarder in forwarders:
             forwarder.thread.join(1.0)  # a grandchild may still hold the pipe open
-        job.close()
+        job.close(args.grace)
     if status == 0 and received:
         status = 128 + received[0]
     return status
+
+
+_INTERPRETER = re.compile(r"python[0-9.]*")
+_OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """What each rank runs: ``sys.executable [-m] SCRIPT ARGS``, or, when SCRIPT names a
+    Python interpreter (``collectives-run -n 4 python train.py``, as mpiexec is used), that
+    interpreter with ARGS. Refuses a script that does not exist."""
+    if args.module:
+        return [sys.executable, "-m", args.script, *args.script_args]
+    if os.path.exists(args.script):
+        return [sys.executable, args.script, *args.script_args]
+    interpreter = shutil.which(args.script) if _INTERPRETER.fullmatch(os.path.basename(args.script)) else None
+    if interpreter is None:
+        parser.error(f"no such script: {args.script}")
+    rest = list(args.script_args)
+    i = 0
+    while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-m", "-c", "-"):
+        i += 2 if rest[i] in _OPTIONS_WITH_VALUE else 1
+    if i >= len(rest):
+        parser.error(f"{args.script} was given no script to run: collectives-run -n N [{args.script}] train.py ...")
+    if rest[i] not in ("-m", "-c", "-") and not os.path.exists(rest[i]):
+        parser.error(f"no such script: {rest[i]}")
+    return [interpreter, *rest]
 
 
 def _said_failure(failed: Child, running: list[Child]) -> None:

@@ -15,8 +15,12 @@ Each needs the same few things, written here once:
   (:meth:`Job.rank_env`);
 * watching them (:meth:`Job.watch`: the first child to fail stops the others and its
   status is the job's), forwarding SIGINT/SIGTERM (:meth:`Job.forward_signals`), and
-  stopping them: SIGTERM, a grace period, then SIGKILL (:meth:`Job.stop`). Closing the
-  job stops what still runs and closes the store.
+  stopping them: SIGTERM (and SIGCONT, so that a frozen child gets it), a grace period,
+  then SIGKILL (:meth:`Job.stop`). Closing the job stops what still runs, closes the
+  store, and removes the shared-memory segments its dead children could not unlink
+  (:func:`collectives.transports.shm_names.sweep`);
+* children that die with us: each is tied to its parent with ``PR_SET_PDEATHSIG``
+  (:mod:`collectives.lifeline`), so a launcher killed outright takes its ranks with it.
 
 What differs stays with the caller: how output is carried (the launcher's ``[rank N]``
 prefixes), how results come back (run_world's pipes, the coordinator's control sockets).
@@ -38,6 +42,8 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 from .environment import without_launcher
+from .lifeline import die_with_parent
+from .transports.shm_names import sweep
 
 STORE_HOST = "127.0.0.1"
 """Where the job's store listens: loopback, for ranks on this host."""
@@ -161,6 +167,7 @@ class Job:
 
             self.store = TCPStoreServer(host=host, port=0, secret=self.secret)
         self.children: list[Child] = []
+        self._kill_at: float | None = None  # when a forwarded signal's grace period ends
 
     # -- where the ranks meet -------------------------------------------------------------
 
@@ -203,15 +210,18 @@ class Job:
               stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None) -> CommandChild:
         """Start ``command`` with exactly ``env``, stdin from /dev/null, in a session of its
         own; ``stdout``/``stderr`` as for :class:`subprocess.Popen`."""
+        parent = os.getpid()
         process = subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
-                                   stderr=stderr, start_new_session=True)
+                                   stderr=stderr, start_new_session=True,
+                                   preexec_fn=lambda: die_with_parent(parent))  # noqa: PLW1509
         child = CommandChild(len(self.children), process)
         self.children.append(child)
         return child
 
     def fork(self, target: Callable[..., Any], args: Sequence[Any], *, name: str) -> ForkedChild:
-        """Run ``target(*args)`` in a forked child (a daemon: it dies with us)."""
-        process = multiprocessing.get_context("fork").Process(target=target, args=tuple(args), name=name, daemon=True)
+        """Run ``target(*args)`` in a forked child (a daemon: it dies with us, even killed)."""
+        process = multiprocessing.get_context("fork").Process(
+            target=_tied, args=(os.getpid(), target, tuple(args)), name=name, daemon=True)
         process.start()
         child = ForkedChild(len(self.children), process)
         self.children.append(child)
@@ -234,13 +244,14 @@ class Job:
         return True
 
     def stop(self, grace: float = KILL_GRACE) -> None:
-        """SIGTERM every live child, then SIGKILL those still running after ``grace``
-        seconds, and reap them all."""
+        """SIGTERM every live child (then SIGCONT, so a stopped one receives it), SIGKILL
+        those still running after ``grace`` seconds, and reap them all."""
         live = [child for child in self.children if child.running]
         if not live:
             return
         for child in live:
             child.signal(signal.SIGTERM)
+            child.signal(signal.SIGCONT)
         deadline = time.monotonic() + grace
         while any(child.running for child in live) and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL)
@@ -255,9 +266,14 @@ class Job:
 
         Returns 0 when every child exited with 0, else the first failure's status as a
         shell reports it (:func:`exit_status`). ``on_failure(child, still_running)`` is
-        called before the others are stopped (to say so).
+        called before the others are stopped (to say so). Once a signal forwarded by
+        :meth:`forward_signals` has had its grace period, the children still running
+        (frozen ones too) get SIGKILL.
         """
         while True:
+            if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                self.signal_all(signal.SIGKILL)
+                self._kill_at = None
             running = False
             for child in self.children:
                 code = child.poll()
@@ -273,15 +289,23 @@ class Job:
             time.sleep(POLL_INTERVAL)
 
     @contextmanager
-    def forward_signals(self, signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
-        """While inside, SIGINT and SIGTERM sent to us go to every child (a second one
-        sends SIGKILL). Yields the list of signals received, for the exit status. Outside
-        the main thread, where handlers cannot be set, it forwards nothing."""
+    def forward_signals(self, signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+                        grace: float = KILL_GRACE) -> Iterator[list[int]]:
+        """While inside, SIGINT and SIGTERM sent to us go to every child, followed by
+        SIGCONT so that a stopped child receives it too; a second one sends SIGKILL, and
+        :meth:`watch` sends SIGKILL to whatever still runs ``grace`` seconds after the
+        first. Yields the list of signals received, for the exit status. Outside the main
+        thread, where handlers cannot be set, it forwards nothing."""
         received: list[int] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
             received.append(signum)
-            self.signal_all(signal.SIGKILL if len(received) > 1 else signum)
+            if len(received) > 1:
+                self.signal_all(signal.SIGKILL)
+                return
+            self._kill_at = time.monotonic() + grace
+            self.signal_all(signum)
+            self.signal_all(signal.SIGCONT)
 
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -294,12 +318,14 @@ class Job:
                 signal.signal(signum, handler)
 
     def close(self, grace: float = KILL_GRACE) -> None:
-        """Stop what still runs and close the store."""
+        """Stop what still runs, close the store, and sweep the shared-memory segments of
+        dead processes (a child stopped while it set up shared memory leaves its own)."""
         try:
             self.stop(grace)
         finally:
             if self.store is not None:
                 self.store.close()
+            sweep()
 
     def __enter__(self) -> Job:
         return self
@@ -307,3 +333,9 @@ class Job:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _tied(parent: int, target: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """A forked child's body: tie its life to ``parent``'s, then run ``target(*args)``."""
+    die_with_parent(parent)
+    return target(*args)

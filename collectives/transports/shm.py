@@ -6,7 +6,8 @@ writes into the ring reserved for it there, and rings that peer's *doorbell*, a 
 the peer sleeps on when it has nothing to do. Once every peer has mapped it (a store
 barrier), a rank unlinks its own segment: the mappings stay valid, and from then on
 nothing is left in /dev/shm however the processes end (normal exit, exception, SIGKILL).
-A rank that dies during setup is unlinked by the peers that notice it.
+A rank that dies during setup is unlinked by the peers that notice it, or else by the
+next job's sweep (:mod:`collectives.transports.shm_names`: names carry the owner's pid).
 
 Layout of a segment (offsets in bytes; each word written by one side only, and the two
 sides' words on separate cache lines)::
@@ -33,7 +34,6 @@ import ctypes
 import errno
 import mmap
 import os
-import secrets
 import time
 from collections.abc import Iterable, Sequence
 
@@ -42,6 +42,7 @@ from ..errors import ConnectError, InvalidArgumentError, PeerLostError, Rendezvo
 from ..store import Store
 from ._futex import futex_wait, futex_wake
 from .base import Channel, Transport
+from .shm_names import pid_namespace, proc_stat, segment_name, sweep
 
 SHM_DIR = "/dev/shm"
 MAGIC = b"COLLSHM1"
@@ -72,22 +73,8 @@ def _segment_layout(n_slots: int, capacity: int) -> tuple[int, int, int]:
     return first, stride, first + n_slots * stride
 
 
-def _proc_stat(pid: int) -> list[bytes] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rindex(b")") + 2 :].split()
-
-
-def _pid_namespace() -> str:
-    """This process's pid namespace: a peer's pid is meaningful only inside the same one."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
+_proc_stat = proc_stat  # the names this module had for them
+_pid_namespace = pid_namespace
 
 
 def _process_gone(pid: int, start_time: bytes | None) -> str | None:
@@ -108,6 +95,18 @@ def _process_gone(pid: int, start_time: bytes | None) -> str | None:
     return None
 
 
+def _need_have(need: int, have: int) -> str:
+    """"need X MB in /dev/shm, have Y MB", with enough decimals that X and Y differ."""
+    for digits in (1, 3):
+        x, y = f"{need / (1 << 20):.{digits}f}", f"{have / (1 << 20):.{digits}f}"
+        if x != y:
+            break
+    else:
+        x, y = f"{need} bytes", f"{have} bytes"
+        return f"need {x} in {SHM_DIR}, have {y}"
+    return f"need {x} MB in {SHM_DIR}, have {y} MB"
+
+
 def create_segment_file(nbytes: int, describe: str) -> tuple[str, mmap.mmap]:
     """Create and map a fresh 0600 file of ``nbytes`` in /dev/shm under an unguessable name.
     Space is reserved up front, so a full /dev/shm raises ConnectError naming required and
@@ -117,14 +116,15 @@ def create_segment_file(nbytes: int, describe: str) -> tuple[str, mmap.mmap]:
 
     def no_space(available: int) -> ConnectError:
         return ConnectError(
-            f"shm: {describe} needs {nbytes} bytes in {SHM_DIR} but only {available} bytes are "
-            "available; free space there, enlarge it, or lower COLLECTIVES_SHM_RING_BYTES"
+            f"shm: {_need_have(nbytes, available)} ({describe}); give it more room "
+            "(docker run --shm-size=1g or --ipc=host; a larger tmpfs), free space there, lower "
+            "COLLECTIVES_SHM_RING_BYTES, or use COLLECTIVES_TRANSPORT=tcp"
         )
 
     st = os.statvfs(SHM_DIR)
     if nbytes > st.f_bavail * st.f_frsize:
         raise no_space(st.f_bavail * st.f_frsize)
-    name = f"collectives-{os.getpid()}-{secrets.token_hex(8)}"
+    name = segment_name()
     path = os.path.join(SHM_DIR, name)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
@@ -375,7 +375,12 @@ class ShmTransport(Transport):
         self._closed = False
         self._peer_segs: dict[int, _Segment] = {}
         self._watch: dict[int, tuple[int, bytes | None]] = {}  # peer -> (pid, start time)
-        self._mine = _Segment.create(rank, peers, capacity)
+        sweep()  # segments that processes killed during an earlier setup could not unlink
+        try:
+            self._mine = _Segment.create(rank, peers, capacity)
+        except (ConnectError, UnsupportedError) as exc:  # tell the peers now, not at their timeout
+            store.set(f"shm/{rank}/name", b"!" + str(exc).encode())
+            raise
         try:
             self._rendezvous(peers, store, timeout)
             self.channels = {
@@ -395,6 +400,8 @@ class ShmTransport(Transport):
         store.set(f"shm/{rank}/name", self._mine.name.encode())
         for p in peers:
             name = store.get(f"shm/{p}/name", max(0.0, deadline - time.monotonic())).decode()
+            if name.startswith("!"):
+                raise ConnectError(f"shm: rank {p} could not set up shared memory: {name[1:]}", peer=p)
             published = store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())).decode()
             pid_text, _, namespace = published.partition(" ")
             segment = _Segment.open(name, p)

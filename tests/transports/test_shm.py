@@ -176,7 +176,8 @@ def wait_all(t: ShmTransport, requests: Sequence[Any], timeout: float = 20.0) ->
 
 
 def leftovers(pids: Sequence[int]) -> list[str]:
-    return [f for pid in pids for f in glob.glob(os.path.join(SHM_DIR, f"collectives-{pid}-*"))]
+    # collectives-<pid namespace>-<pid>-<start time>-<random> (shm_names.segment_name)
+    return [f for pid in pids for f in glob.glob(os.path.join(SHM_DIR, f"collectives-*-{pid}-*-*"))]
 
 
 def ok_values(out: dict[int, tuple[str, Any]], size: int) -> list[Any]:
@@ -375,7 +376,7 @@ def test_rank_killed_during_setup_is_reported_and_its_segment_removed() -> None:
 def test_not_enough_space_is_a_clear_error() -> None:
     root = tempfile.mkdtemp()
     try:
-        with pytest.raises(ConnectError, match=r"needs \d+ bytes .* only \d+ bytes are available"):
+        with pytest.raises(ConnectError, match=r"need [\d.]+ MB in /dev/shm, have [\d.]+ MB"):
             ShmTransport(0, 2, [1], DirStore(root), Config(shm_ring_bytes=1 << 60), 1.0)
     finally:
         shutil.rmtree(root)

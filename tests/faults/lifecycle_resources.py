@@ -1,0 +1,72 @@
+"""What a process holds that init/close cycles could leak: descriptors, threads, sockets
+(listening and connected, from /proc/net against our own socket inodes), mappings of
+/dev/shm files, and the library's /dev/shm entries that this process owns (new names
+carry the owner's pid: ``collectives-<ns>-<pid>-...``). Shared by the cycle tests and
+tests/faults/mpi_lifecycle.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+# /proc/net/tcp states (include/net/tcp_states.h)
+_LISTEN = "0A"
+_ESTABLISHED = "01"
+
+
+def _socket_inodes() -> set[str]:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _tcp_sockets(inodes: set[str]) -> tuple[int, int]:
+    """(listening, other) TCP sockets of ours: ports held."""
+    listening = other = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                if fields[3] == _LISTEN:
+                    listening += 1
+                else:
+                    other += 1
+    return listening, other
+
+
+def own_shm_entries() -> list[str]:
+    """The library's /dev/shm entries created by this process."""
+    marker = f"-{os.getpid()}-"
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("collectives-") and marker in n)
+
+
+def snapshot() -> dict[str, object]:
+    """Counts of what this process holds now."""
+    import gc
+
+    gc.collect()
+    inodes = _socket_inodes()
+    listening, connected = _tcp_sockets(inodes)
+    with open("/proc/self/maps") as f:
+        shm_maps = sum(1 for line in f if "/dev/shm/" in line)
+    return {
+        "fds": len(os.listdir("/proc/self/fd")),
+        "threads": threading.active_count(),
+        "tasks": len(os.listdir("/proc/self/task")),
+        "sockets": len(inodes),
+        "listening": listening,
+        "connected": connected,
+        "shm_maps": shm_maps,
+        "shm_entries": own_shm_entries(),
+    }

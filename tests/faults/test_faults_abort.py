@@ -1,0 +1,122 @@
+"""Issue 16, acceptance cases 8 and 9 (second half): ``abort()`` from another thread and
+``close()`` with dead peers, per transport at 2 and 4 ranks (MPI: tests/faults/test_faults_mpi.py).
+
+A blocked collective returns within 1 s of ``abort()`` (small ones wait in the shared
+window, large ones in the rings or sockets: both are tried), later calls raise
+``CommunicatorClosedError`` (or ``CommunicatorBrokenError`` where a peer's abort reached
+the rank first), and a new communicator over the same ranks works. ``close()``
+on survivors whose peer was SIGKILLed, with work still queued, returns within the timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives.store import PrefixStore
+from collectives.testing import run_world
+
+pytestmark = pytest.mark.multiprocess
+
+ABORT_AFTER = 0.3
+"""Seconds a rank waits in a collective before its watchdog thread aborts it."""
+COUNTS = (8, 1 << 18)
+"""Elements of the blocked all-reduce: a small-message plan and a large one."""
+
+
+def _blocked_then_aborted(comm: collectives.Communicator, count: int) -> float:
+    """Enter an all-reduce that cannot finish, abort it from a timer thread; the seconds
+    from abort() to the call's return."""
+    aborted_at: list[float] = []
+
+    def watchdog() -> None:
+        aborted_at.append(time.monotonic())
+        comm.abort()
+
+    timer = threading.Timer(ABORT_AFTER, watchdog)
+    timer.start()
+    with pytest.raises(collectives.CollectivesError):
+        comm.all_reduce(np.ones(count))
+    returned = time.monotonic()
+    timer.join()
+    # Closed, or broken where a peer's abort reached this rank before its own did.
+    later = (collectives.CommunicatorClosedError, collectives.CommunicatorBrokenError)
+    with pytest.raises(later):
+        comm.all_reduce(np.ones(count))
+    with pytest.raises(later):
+        comm.barrier()
+    comm.abort()  # idempotent
+    comm.close()
+    return returned - aborted_at[0]
+
+
+@pytest.mark.parametrize("size", [2, 4])
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_abort_from_another_thread_unblocks_within_a_second_and_a_new_communicator_works(transport, size):
+    absent = size - 1  # never joins the blocked calls, so the others wait until aborted
+
+    def fn(comm):
+        took = []
+        for round_, count in enumerate(COUNTS):
+            store = PrefixStore(f"abort{round_}", comm.store)
+            c = collectives.init(comm.rank, comm.size, store, transport=transport, timeout=30)
+            if comm.rank == absent:
+                time.sleep(ABORT_AFTER + 1.5)  # the others are aborted meanwhile
+                c.abort()
+            else:
+                took.append(_blocked_then_aborted(c, count))
+        again = collectives.init(comm.rank, comm.size, PrefixStore("again", comm.store), transport=transport,
+                                 timeout=30)
+        x = np.full(1000, comm.rank, dtype=np.int64)
+        again.all_reduce(x)
+        big = np.ones(1 << 18)
+        again.all_reduce(big)
+        again.close()
+        return took, int(x[0]), float(big[0])
+
+    results = run_world(fn, size, transport, timeout=60)
+    print(f"{transport} n={size}: abort returned in {[round(t * 1000, 1) for r in results for t in r[0]]} ms")
+    total = sum(range(size))
+    for rank, (took, first, big) in enumerate(results):
+        assert first == total and big == size
+        if rank != absent:
+            assert len(took) == len(COUNTS)
+            assert max(took) < 1.0, f"rank {rank}: abort took {took} s"
+
+
+@pytest.mark.parametrize("size", [2, 4])
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_close_with_a_dead_peer_returns_within_the_timeout(transport, size, tmp_path):
+    timeout = 2.0
+    dead = size - 1
+
+    def fn(comm):
+        c = collectives.init(comm.rank, comm.size, PrefixStore("short", comm.store), transport=transport,
+                             timeout=timeout)
+        c.barrier()
+        if comm.rank == dead:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.2)  # the peer is dead by now
+        work = c.all_reduce(np.ones(1 << 16), async_op=True)  # queued: waits on the dead rank
+        start = time.monotonic()
+        c.close()
+        took = time.monotonic() - start
+        try:
+            work.wait()
+        except collectives.CollectivesError:
+            pass
+        (tmp_path / f"rank{comm.rank}").write_text(repr(took))
+        return took
+
+    with pytest.raises(collectives.testing.RankError, match=f"rank {dead}"):
+        run_world(fn, size, transport, timeout=30)
+    took = [float((tmp_path / f"rank{r}").read_text()) for r in range(size) if r != dead]
+    assert len(took) == size - 1
+    print(f"{transport} n={size}: close() with a dead peer took {[round(t * 1000, 1) for t in took]} ms")
+    assert max(took) < timeout + 5.0, took
