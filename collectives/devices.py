@@ -18,6 +18,7 @@ so CI tests the protocol through ``init()`` without one.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -32,6 +33,14 @@ logger = logging.getLogger("collectives")
 HOST_DEVICE_TOPOLOGY = HostTopology(gpus=(Gpu(0, name="host device"),), source="COLLECTIVES_DEVICE=host")
 
 
+@functools.lru_cache(maxsize=1)
+def _topology() -> HostTopology:
+    """This host's topology, discovered once per process (every split and level reuses it)."""
+    from .topology.discover import discover
+
+    return discover()
+
+
 def _local(config: Config) -> tuple[Any, int, HostTopology] | None:
     """(device, its index in the topology, the topology) for this rank, or None."""
     if config.device == "host":
@@ -44,10 +53,9 @@ def _local(config: Config) -> tuple[Any, int, HostTopology] | None:
     if visible is None:
         return None
     index, bus_id = visible
-    from .topology.discover import discover
     from .transports.device_cuda import CudaDevice
 
-    topology = discover()
+    topology = _topology()
     gpu = topology.index_of(pci_bus_id=bus_id)
     if gpu is None:
         logger.info("device buffers: cuda:%d (%s) is not in this host's topology (%s); they are staged through the host",

@@ -76,8 +76,7 @@ class _Buffers:
             import torch
 
             self.torch = torch
-            self.device = torch.device("cuda", comm.rank % torch.cuda.device_count())
-            torch.cuda.set_device(self.device)
+            self.device = torch.device("cuda", torch.cuda.current_device())
         elif comm._context.device is not None:
             self.host = comm._context.device.device  # the host device (COLLECTIVES_DEVICE=host)
         else:
@@ -139,6 +138,10 @@ def rank_main(args: argparse.Namespace) -> None:
     """One rank of a world: the measurements, printed by rank 0 as ``SWEEP {json}`` lines."""
     import collectives
 
+    if args.backend == "cuda":  # chosen before init(), which binds the communicator to the current device
+        import torch
+
+        torch.cuda.set_device(int(os.environ["COLLECTIVES_RANK"]) % torch.cuda.device_count())
     comm = collectives.init()
     p, r = comm.size, comm.rank
     buffers = _Buffers(args.backend, comm)

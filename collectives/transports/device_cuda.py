@@ -178,6 +178,9 @@ class CudaDevice:
     def _stream(self, stream: int) -> Any:
         return self._cp.cuda.Stream.null if stream == 0 else self._cp.cuda.ExternalStream(stream)
 
+    def _torch_stream(self, torch: Any, stream: int) -> Any:
+        return torch.cuda.default_stream(self.index) if stream == 0 else torch.cuda.ExternalStream(stream)
+
     def _cupy_view(self, span: Span, dtype: np.dtype) -> Any:
         cp = self._cp
         memory = cp.cuda.UnownedMemory(span.memory + span.offset, span.nbytes, None, self.index)
@@ -196,7 +199,7 @@ class CudaDevice:
             torch = importlib.import_module("torch")
             if op not in _TORCH_OPS:
                 raise InvalidArgumentError(f"op: {op.name} is not defined for bfloat16")
-            with torch.cuda.device(self.index), torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+            with torch.cuda.device(self.index), torch.cuda.stream(self._torch_stream(torch, stream)):
                 out = self._torch_view(dst)
                 getattr(torch, _TORCH_OPS[op])(self._torch_view(a), self._torch_view(b), out=out)
             return
@@ -209,7 +212,7 @@ class CudaDevice:
             return
         if dtype.name == "bfloat16":
             torch = importlib.import_module("torch")
-            with torch.cuda.device(self.index), torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+            with torch.cuda.device(self.index), torch.cuda.stream(self._torch_stream(torch, stream)):
                 self._torch_view(span).div_(world_size)
             return
         cp = self._cp

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 
 import ml_dtypes
@@ -18,13 +19,19 @@ from collectives import ReduceOp
 from collectives.ops import finalize, reduce_pair
 
 lib = sys.argv[1]
+rank = int(os.environ["COLLECTIVES_RANK"])
+if lib == "torch":  # the device is chosen before init(), which binds the communicator to it (as NCCL's)
+    import torch
+
+    device = torch.device("cuda", rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+elif lib == "cupy":
+    import cupy
+
+    cupy.cuda.Device(rank % cupy.cuda.runtime.getDeviceCount()).use()
 comm = collectives.init()
 r, p = comm.rank, comm.size
 if lib == "torch":
-    import torch
-
-    device = torch.device("cuda", r % torch.cuda.device_count())
-    torch.cuda.set_device(device)
     TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
              "float64": torch.float64, "int32": torch.int32, "int64": torch.int64}
 
@@ -56,10 +63,6 @@ elif lib == "host":  # COLLECTIVES_DEVICE=host: the same checks on the host devi
 
     dtypes = ["float16", "bfloat16", "float32", "float64", "int32", "int64"]
 else:
-    import cupy
-
-    cupy.cuda.Device(r % cupy.cuda.runtime.getDeviceCount()).use()
-
     def make(values: np.ndarray):
         return cupy.asarray(values)
 
