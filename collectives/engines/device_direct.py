@@ -171,4 +171,10 @@ class DeviceEngine:
         self._publish("done", DONE, s, stream)
 
     def close(self) -> None:
-        self.ipc.close()
+        """Release the device memory and events (``cuda_ipc``), then the host flags window."""
+        try:
+            self.ipc.close()
+        finally:
+            if self._flags is not None:
+                self._flags.close()
+                self._flags = None

@@ -283,4 +283,13 @@ class HostDevice:
         stream.synchronize()
 
     def shutdown(self) -> None:
+        """Stop the stream and unlink whatever memory is still allocated or mapped."""
         self.stream.close()
+        for key in list(self._segments):
+            name, mm, owned = self._segments.pop(key)
+            if owned:
+                unlink_segment_file(name)
+            try:
+                mm.close()
+            except BufferError:
+                pass
