@@ -185,21 +185,30 @@ def rank_main(args: argparse.Namespace) -> None:
 # -- the sweep ------------------------------------------------------------------------------------
 
 
-def _world(args: argparse.Namespace, procs: int, *, staged: bool, extra: list[str]) -> list[dict[str, Any]]:
+def _world(args: argparse.Namespace, procs: int, *, staged: bool, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """The records of one world, and what went wrong ("" when nothing did): a world that
+    fails or runs past ``--timeout`` leaves the others' figures standing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["COLLECTIVES_DEVICE"] = "off" if staged else ("host" if args.backend == "host" else "auto")
     command = [sys.executable, "-m", "collectives.run", "-n", str(procs), "--no-prefix", "-m", "perf.device_sweep",
                "--rank", "--backend", args.backend, "--iters", str(args.iters), "--warmup", str(args.warmup), *extra]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+    what = f"the {procs}-process {'staged' if staged else 'device'} world"
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        records = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("SWEEP ")]
+        return records, f"{what} ran past {args.timeout:.0f} s"
+    records = [json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("SWEEP ")]
     if done.returncode != 0:
-        raise SystemExit(f"device_sweep: the {procs}-process world failed ({done.returncode}):\n"
-                         f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
-    return [json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("SWEEP ")]
+        print(f"{what} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}", file=sys.stderr)
+        return records, f"{what} failed (exit {done.returncode})"
+    return records, ""
 
 
-def summarize(records: list[dict[str, Any]], staged_bytes: int) -> str:
-    """The one-line verdict on the targets of issue 20."""
+def summarize(records: list[dict[str, Any]], staged_bytes: int, errors: list[str] | None = None) -> str:
+    """The one-line verdict on the targets of issue 20 (and what failed, if anything)."""
     copy = next((r["bytes_per_s"] for r in records if r["kind"] == "copy"), None)
     two = {r["bytes"]: r for r in records
            if r["kind"] == "coll" and r["path"] == "cuda_ipc" and r["procs"] == 2 and r["collective"] == "all_reduce"}
@@ -220,6 +229,7 @@ def summarize(records: list[dict[str, Any]], staged_bytes: int) -> str:
     else:
         parts.append(f"no staged measurement at a swept size ({size_text(staged_bytes)})")
     parts.append(f"{wrong} wrong elements")
+    parts += errors or []
     return "device_sweep: " + "; ".join(parts)
 
 
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collectives", default=",".join(COLLECTIVES))
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one world may take")
+    parser.add_argument("--timeout", type=float, default=100.0, help="seconds one world may take (default 100)")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for device_sweep.json (default $OUT)")
     parser.add_argument("--rank", action="store_true", help=argparse.SUPPRESS)  # one rank of a world
     args = parser.parse_args(argv)
@@ -256,20 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         rank_main(args)
         return 0
     records: list[dict[str, Any]] = []
+    errors: list[str] = []
     span = ["--min-bytes", str(args.min_bytes), "--max-bytes", str(args.max_bytes), "--collectives", args.collectives]
-    for i, procs in enumerate(int(p) for p in args.procs.split(",")):
-        copy = ["--copy-bytes", str(args.copy_bytes if i == 0 else 0)]
-        records += _world(args, procs, staged=False, extra=span + copy)
     one = ["--min-bytes", str(args.staged_bytes), "--max-bytes", str(args.staged_bytes), "--collectives", "all_reduce",
            "--copy-bytes", "0"]
-    records += _world(args, 2, staged=True, extra=one)
-    print(table(records))
-    summary = summarize(records, args.staged_bytes)
+    worlds = [(int(p), False, span + ["--copy-bytes", str(args.copy_bytes if i == 0 else 0)])
+              for i, p in enumerate(args.procs.split(","))] + [(2, True, one)]
+    for procs, staged, extra in worlds:
+        got, error = _world(args, procs, staged=staged, extra=extra)
+        print(table(got), flush=True)  # as each world ends: a later failure keeps these
+        records += got
+        errors += [error] if error else []
+    summary = summarize(records, args.staged_bytes, errors)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "device_sweep.json").write_text(json.dumps({"records": records, "summary": summary}, indent=1))
     print(summary, flush=True)
-    return 1 if any(r.get("wrong") for r in records) else 0
+    return 1 if errors or any(r.get("wrong") for r in records) else 0
 
 
 if __name__ == "__main__":

@@ -44,17 +44,17 @@ print(describe(select_transport(0, 1, my_host='h', peer_host='h', device_buffers
 "
 
 step "pytest tests/gpu"
-timeout 200 "$PY" -m pytest -q -p no:cacheprovider -rs tests/gpu 2>&1 | tee "$OUT/pytest.log"
+timeout 170 "$PY" -m pytest -q -p no:cacheprovider -rs tests/gpu 2>&1 | tee "$OUT/pytest.log"
 tests="$(tail -n 1 "$OUT/pytest.log" | tr -d '=' | sed 's/^ *//; s/ *$//')"
 
 step "sweep: python -m perf.device_sweep"
 # shellcheck disable=SC2086  # SWEEP_ARGS: extra flags, word-split on purpose (a CPU dry run: --backend host ...)
-timeout 210 "$PY" -m perf.device_sweep --out "$OUT" ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep.log"
+timeout 160 "$PY" -m perf.device_sweep --out "$OUT" --timeout 70 ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep.log"
 sweep="$(grep '^device_sweep: ' "$OUT/sweep.log" | tail -n 1)"
 
-if [ "$(elapsed)" -lt 250 ]; then
+if [ "$(elapsed)" -lt 280 ]; then
   step "the staged path on the GPU: tests/collectives/test_cuda_staging.py"
-  timeout $(( 330 - $(elapsed) )) "$PY" -m pytest -q -p no:cacheprovider -rs tests/collectives/test_cuda_staging.py 2>&1 \
+  timeout $(( 340 - $(elapsed) )) "$PY" -m pytest -q -p no:cacheprovider -rs tests/collectives/test_cuda_staging.py 2>&1 \
     | tee "$OUT/staging.log"
   tests="$tests; staging: $(tail -n 1 "$OUT/staging.log" | tr -d '=' | sed 's/^ *//; s/ *$//')"
 fi

@@ -40,6 +40,8 @@ def test_the_verdict_weighs_the_weakest_large_size_against_both_targets():
     assert "50x the staged path at 64 MiB (10.00 GB/s; target 20x: PASS)" in summary
     records[3] = _record("cuda_ipc", 1 << 30, 850e9)
     assert "(target 40%: PASS)" in device_sweep.summarize(records, 64 << 20)
+    failed = device_sweep.summarize(records, 64 << 20, ["the 4-process device world ran past 70 s"])
+    assert failed.endswith("0 wrong elements; the 4-process device world ran past 70 s")
 
 
 def test_sizes_double_and_bad_sizes_are_refused():
