@@ -8,6 +8,7 @@ missing event wait in the protocol shows here as wrong data."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import ml_dtypes
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 
 from collectives import ReduceOp
 from collectives.engines.device_direct import ONE_SHOT_BYTES
-from collectives.errors import InvalidArgumentError
+from collectives.errors import CollectiveTimeoutError, InvalidArgumentError
 from collectives.ops import finalize, reduce_pair
 from collectives.testing import run_world
 
@@ -118,3 +119,21 @@ def test_async_calls_host_arrays_wrong_outputs_and_growth_on_the_device_path():
         assert "out: dtype float64 differs from x's float32" in str(seen["wrong out"])
         assert "not a multiple of the world size 2" in str(seen["not a multiple"])
         assert seen["grown"] == 1
+
+
+def _one_rank_absent(comm) -> str:
+    device = comm._context.device.device
+    if comm.rank == 1:
+        time.sleep(2.0)  # never calls: rank 0's wait for its flag must time out, naming it
+        return ""
+    comm.timeout = 0.5
+    try:
+        comm.all_reduce(device.array(np.ones(4, np.float32)))
+    except CollectiveTimeoutError as exc:
+        return f"{exc} | ranks {exc.ranks}"
+    return "no timeout"
+
+
+def test_a_rank_that_never_calls_times_the_device_collective_out_by_name():
+    said = run_world(_one_rank_absent, 2, "shm", timeout=60, device="host")[0]
+    assert "all_reduce" in said and "ranks [1]" in said, said
