@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from . import _device_path as device_path
 from . import _fast_path as fast_path
 from . import arguments as check
 from .buffers import check_count, check_same_dtype, check_same_or_apart
@@ -33,7 +34,7 @@ from .errors import (
 )
 from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
-from .staging import DeviceArray, Staging, warn_staged
+from .staging import NoteStaged, Staging
 from .store import Store
 from .tags import CONTROL_TAG_BIT
 from .transports.base import Transport
@@ -69,7 +70,7 @@ class Communicator:
         self._worker: Worker | None = None
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
-        self._warned_staging = False  # device buffers staged through the host: said once
+        self._note_staged = NoteStaged(self)  # device buffers staged through the host: said once
 
     # -- state ----------------------------------------------------------------------------
 
@@ -193,18 +194,7 @@ class Communicator:
 
     def _planned(self, name: str, plan: Plan, x: Any, out: Any, stage: Staging, result: Any, async_op: bool) -> Any:
         """Issue ``plan`` on the checked buffers; the call returns ``result``."""
-
-        def body(call: Call) -> Any:
-            plan(x, out, call)
-            return result
-
-        return self._issue(name, stage.wrap(body), async_op)
-
-    def _note_staged(self, device: DeviceArray, name: str) -> None:
-        """Say once per communicator that device buffers go through host memory."""
-        if not self._warned_staging:
-            self._warned_staging = True
-            warn_staged(self.rank, self.transport_names, device, name)
+        return self._issue(name, stage.wrap_plan(plan, x, out, result), async_op)
 
     # -- collectives ----------------------------------------------------------------------
 
@@ -218,6 +208,8 @@ class Communicator:
         """
         if not async_op and algorithm is None and self._worker is None and (
                 done := fast_path.all_reduce(self, x, op, out)) is not None:
+            return done
+        if self._context.device and (done := device_path.run(self, "all_reduce", x, out, op, async_op)) is not None:
             return done
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x", writable=out is None)
@@ -240,6 +232,8 @@ class Communicator:
         if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.reduce_scatter(
                 self, x, out, op):
             return out
+        if self._context.device and (done := device_path.run(self, "reduce_scatter", x, out, op, async_op)) is not None:
+            return done
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
         k = check.per_rank(xa, "x", self.size)
@@ -256,6 +250,8 @@ class Communicator:
         if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.all_gather(
                 self, x, out):
             return out
+        if self._context.device and (done := device_path.run(self, "all_gather", x, out, None, async_op)) is not None:
+            return done
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
         k = xa.size
@@ -268,6 +264,8 @@ class Communicator:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
         if not async_op and algorithm is None and self._worker is None and fast_path.broadcast(self, x, root):
             return x
+        if self._context.device and (done := device_path.run(self, "broadcast", x, None, root, async_op)) is not None:
+            return done
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         arr = stage.flat(x, "x", writable=self.rank != root)

@@ -14,6 +14,7 @@
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
+| COLLECTIVES_DEVICE | device buffers: `auto` (cuda_ipc where every peer's GPU allows it, else staged through the host), `off` (always staged), `host` (the device path over host memory: the protocol without a GPU, for tests) | auto |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 """
 
@@ -25,6 +26,8 @@ from collections.abc import Mapping
 
 from .errors import InvalidArgumentError
 from .names import ALGORITHMS, TRANSPORTS
+
+DEVICE_MODES = ("auto", "off", "host")
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -58,6 +61,7 @@ class Config:
     chunk_bytes: int | None = None  # None: each transport's own (Transport.chunk_bytes)
     max_frame_bytes: int = 64 << 20
     cross_memory: bool = True
+    device: str = "auto"
     debug: str | None = None
 
     @classmethod
@@ -84,6 +88,9 @@ class Config:
                 raise InvalidArgumentError(
                     f"COLLECTIVES_TRANSPORT={transport!r} is not one of {', '.join(TRANSPORTS)}"
                 )
+        device = (get("DEVICE") or "auto").lower()
+        if device not in DEVICE_MODES:
+            raise InvalidArgumentError(f"COLLECTIVES_DEVICE={device!r} is not one of {', '.join(DEVICE_MODES)}")
         timeout_text = get("TIMEOUT")
         try:
             timeout = float(timeout_text) if timeout_text else cls.timeout
@@ -117,6 +124,7 @@ class Config:
             chunk_bytes=max(1, size("CHUNK_BYTES", 0)) if get("CHUNK_BYTES") else None,
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
+            device=device,
             debug=get("DEBUG"),
         )
 
@@ -141,6 +149,8 @@ class Config:
             overrides["transport"] = transport
         if algorithm is not None:
             overrides["algorithm"] = None if algorithm == "auto" else algorithm
+        if overrides.get("device", "auto") not in DEVICE_MODES:
+            raise InvalidArgumentError(f"device: {overrides['device']!r} is not one of {', '.join(DEVICE_MODES)}")
         if timeout is not None:
             if timeout <= 0:
                 raise InvalidArgumentError(f"timeout: must be positive, got {timeout}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import devices
 from .communicator import Communicator, Splitter
 from .config import Config
 from .plans import PlanContext
@@ -95,6 +96,13 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
             t.close()
         raise
     context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=connect)
+    try:
+        context.device = devices.choose(rank, size, hosts, cstore, config, context.windows, context.label)
+    except BaseException:
+        context.close(abort=True)
+        for t in transports:
+            t.close()
+        raise
     comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], context=context,
                         splitter=_splitter(transports, cstore, config))
     logger.info(

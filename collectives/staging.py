@@ -208,6 +208,29 @@ class Staging:
 
         return staged
 
+    def wrap_plan(self, plan: Callable[[Any, Any, Call], None], x: Any, out: Any, result: Any) -> Callable[[Call], Any]:
+        """The body of a planned call (``plan(x, out, call)``, returning ``result``), wrapped."""
+
+        def body(call: Call) -> Any:
+            plan(x, out, call)
+            return result
+
+        return self.wrap(body)
+
+
+class NoteStaged:
+    """The ``on_device`` callback of a communicator's :class:`Staging`: says once per
+    communicator that device buffers go through host memory (:func:`warn_staged`)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.said = False
+
+    def __call__(self, device: DeviceArray, name: str) -> None:
+        if not self.said:
+            self.said = True
+            warn_staged(self.comm.rank, self.comm.transport_names, device, name)
+
 
 def warn_staged(rank: int, routes: dict[int, str], device: DeviceArray, name: str) -> None:
     """Say that device buffers go through host memory, and by which host transport to each
@@ -217,6 +240,7 @@ def warn_staged(rank: int, routes: dict[int, str], device: DeviceArray, name: st
         by_transport.setdefault(transport, []).append(peer)
     said = "; ".join(f"{t}_staged to ranks {peers}" for t, peers in sorted(by_transport.items()))
     logger.warning(
-        "rank %d: %s is a %s; device buffers are copied through host memory (%s): no device "
-        "transport is built yet, see docs/gpu.md", rank, name, device.description, said or "no peers",
+        "rank %d: %s is a %s; device buffers are copied through host memory (%s): cuda_ipc does not "
+        "apply here (COLLECTIVES_DEBUG=INFO says why; see docs/gpu.md)", rank, name, device.description,
+        said or "no peers",
     )

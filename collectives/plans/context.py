@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Config
+from ..engines.device_direct import DeviceEngine
 from ..engines.executor import Executor
 from ..engines.windows import SharedWindows
 from ..store import Store
@@ -28,6 +29,8 @@ class PlanContext:
         chunk_bytes: the pipelining chunk of schedules.
         default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
         label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
+        device: the device engine where device buffers stay on the device (cuda_ipc to
+            every peer, chosen by ``collectives.devices``), else None (staged).
     """
 
     rank: int
@@ -38,6 +41,7 @@ class PlanContext:
     chunk_bytes: int
     default_algorithm: str | None
     label: str
+    device: DeviceEngine | None = None
 
     @classmethod
     def build(
@@ -77,7 +81,9 @@ class PlanContext:
             self.windows.label = label
 
     def close(self, *, abort: bool) -> None:
-        """Release the windows, the executor's scratch and the levels."""
+        """Release the device engine, the windows, the executor's scratch and the levels."""
+        if self.device is not None:
+            self.device.close()
         self.executor.release_scratch()
         if self.windows is not None:
             self.windows.close()

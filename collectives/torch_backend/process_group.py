@@ -36,6 +36,7 @@ from .arguments import _C10D, timeout_seconds
 from .movement import DataMovement
 from .point_to_point import PointToPoint
 from .reductions import Reductions
+from .tensors import caller_stream
 from .work import AggregateWork, Completer, CollectivesWork, OrderedRunner
 
 if TYPE_CHECKING:
@@ -179,13 +180,15 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
             seq = self._seq
             work = CollectivesWork(name, seq, outputs, self._where)
             work._completer = completer
+            ordered_on = caller_stream(outputs)  # the issuing thread's, also where the body runs on ours
 
             def run() -> None:
                 on_worker = threading.get_ident() == self._runner.worker_ident
                 error: BaseException | None = None
                 self.comm.timeout = seconds
                 try:
-                    body(seq, seconds)
+                    with ordered_on:
+                        body(seq, seconds)
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiter
                     error = to_torch_error(exc, f"{self._where()}: {name} #{seq}")
                 finally:

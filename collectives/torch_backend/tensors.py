@@ -4,8 +4,10 @@ torch accepts what the core refuses (a non-contiguous view, a slice of a bigger 
 tensor with a conjugate or negative bit). At the edge the backend makes a stand-in
 (:class:`StandIn`): the tensor itself when it already is plain, else a plain copy on the
 tensor's own device, copied back into the caller's tensor after the call where it is an
-output. Device tensors go to the core as they are: ``collectives.staging`` moves them
-through (pinned) host memory on the caller's stream.
+output. Device tensors go to the core as they are: on the device where the communicator
+has a device path (``cuda_ipc``, docs/gpu.md), else ``collectives.staging`` moves them
+through (pinned) host memory; either way on the issuing thread's current stream
+(:func:`caller_stream`).
 
 Data-movement collectives (broadcast, gathers, scatter, all-to-all, point-to-point) move
 raw bytes (:func:`raw`), so every dtype torch has works there (bool, float8, complex32,
@@ -16,6 +18,7 @@ through ml_dtypes.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -84,6 +87,17 @@ class StandIn:
         if self.copied and self.store:
             with torch.no_grad():
                 self.user.detach().copy_(self.tensor)
+
+
+def caller_stream(tensors: list[torch.Tensor]) -> Any:
+    """A context that makes the issuing thread's current stream (on the first CUDA tensor's
+    device) current where it is entered: device collectives (``cuda_ipc``) queue their work
+    on the current stream, and an asynchronous call runs on the backend's own thread, whose
+    current stream would otherwise be the default one. A null context for host tensors."""
+    for t in tensors:
+        if t.is_cuda:
+            return torch.cuda.stream(torch.cuda.current_stream(t.device))
+    return contextlib.nullcontext()
 
 
 def raw(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Device buffers on a real GPU: torch CUDA tensors and cupy arrays through every
+"""Device buffers staged through host memory on a real GPU (COLLECTIVES_DEVICE=off: the
+path where cuda_ipc does not apply): torch CUDA tensors and cupy arrays through every
 collective, between 2, 3 and 4 processes sharing the machine's GPUs (one GPU is enough).
 
 Skipped where no CUDA device is visible (CI, most sessions): the check runs in a child
@@ -93,6 +94,7 @@ def test_device_buffers_through_every_collective_on_a_gpu(tmp_path: Path, lib: s
     script.write_text(textwrap.dedent(SCRIPT))
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
     env["PYTHONPATH"] = str(REPO)
+    env["COLLECTIVES_DEVICE"] = "off"  # staging itself; tests/gpu covers the device path (cuda_ipc)
     done = subprocess.run(
         [sys.executable, "-m", "collectives.run", "-n", str(world_size), str(script), lib],
         capture_output=True, text=True, timeout=300, env=env, cwd=REPO,

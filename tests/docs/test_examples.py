@@ -43,6 +43,7 @@ TIMEOUT = 120.0
 """Seconds one example may take, launcher included (each takes 1 to 10 s on 2 cores)."""
 
 SKIPPED = {
+    ("docs/gpu.md", "needs a CUDA device"),
     ("docs/ray.md", "one line of a TorchTrainer script, not a program; tests/ray/test_train.py runs it"),
     (
         "docs/torch.md",
