@@ -15,6 +15,8 @@
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
+| COLLECTIVES_CHECK | 1: every collective first compares (op, dtype, count, root, reduce op, algorithm) across the ranks and raises CollectiveMismatchError on all of them before data moves (costs one small all-gather per call) | 0 |
+| COLLECTIVES_TRACE_FILE | where the flight recorder dumps each rank's last operations (JSON lines; ``%r`` rank, ``%p`` pid) on a failure and on SIGUSR2 | failures: not dumped; SIGUSR2: ``$TMPDIR/collectives-trace.%r.%p.jsonl`` |
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Config:
     max_frame_bytes: int = 64 << 20
     cross_memory: bool = True
     debug: str | None = None
+    check: bool = False  # COLLECTIVES_CHECK: compare every call's signature across the ranks first
+    trace_file: str | None = None  # COLLECTIVES_TRACE_FILE: where the flight recorder dumps
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -118,6 +122,8 @@ class Config:
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
             debug=get("DEBUG"),
+            check=flag("CHECK", cls.check),
+            trace_file=get("TRACE_FILE"),
         )
 
     @classmethod

@@ -20,6 +20,7 @@ import numpy as np
 from .communicator import Communicator, Splitter
 from .config import Config
 from .plans import PlanContext
+from .skew import agree_on_settings
 from .store import PrefixStore, Store
 from .topology import PairPlan, describe, select_transport
 from .transports import transport_class
@@ -67,6 +68,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
     cstore = PrefixStore(f"collectives/{generation}", store)
     if rank == 0:
         cstore.set("secret", secrets.token_bytes(32))
+    agree_on_settings(cstore, rank, size, config)  # version or setting skew fails here, on every rank
     me = host_identity(config)
     cstore.set(f"host/{rank}", me.encode())
     hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
