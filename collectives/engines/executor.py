@@ -69,7 +69,8 @@ class Executor:
     def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int) -> _Posted:
         posted = _Posted()
         reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
-        scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
+        reduces = any(isinstance(o, Recv) and o.reduce for o in step)  # (empty messages included)
+        scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduces else None
         used = 0
         for o in step:
             if isinstance(o, Recv):
