@@ -71,13 +71,12 @@ class Planner:
         COLLECTIVES_CHECK asks for one (``plans.checked``)."""
         if not self.context.check:
             return plan
-        if self._fingerprints is None:
-            ctx = self.context
-            blocks = partition(FINGERPRINT_WORDS * ctx.size, ctx.size)
-            steps = scheduled.steps_of(SCHEDULES["all_gather"]["ring"], ctx.rank, ctx.size, blocks,
-                                       FINGERPRINT_WORDS, keep=True)
-            exchange = scheduled.AllGather(ctx.executor, steps, ctx.rank, ctx.size, FINGERPRINT_WORDS)
-            exchange.tag_bits = CONTROL_TAG_BIT  # the library's own traffic, numbered with the call
+        if self._fingerprints is None:  # an all-gather as any other (the small window on shared memory)
+            dtype = np.dtype(np.int64)
+            nbytes = FINGERPRINT_WORDS * dtype.itemsize * self.context.size
+            exchange = self.all_gather(self.algorithm("all_gather", None, nbytes), dtype, FINGERPRINT_WORDS)
+            if isinstance(exchange, scheduled.AllGather):
+                exchange.tag_bits = CONTROL_TAG_BIT  # the library's own messages, numbered with the call
             self._fingerprints = exchange
         return CheckedPlan(key, plan, self._fingerprints, self.context.size)
 
