@@ -44,9 +44,10 @@ logger = logging.getLogger("collectives")
 TRACE_ENTRIES = 1024
 """Operations each communicator remembers (a power of two)."""
 TRACE_MASK = TRACE_ENTRIES - 1
-KEY, SEQ, STARTED, ENDED = range(4)
+KEY, SEQ, STARTED, ENDED, QUEUED = range(5)
 """A slot: [signature, sequence number, monotonic start (0.0: queued), monotonic end
-(older than the start until the call completes)]."""
+(older than the start until the call completes), (seq, monotonic time) when an
+asynchronous call was queued (written by asynchronous calls only)]."""
 
 DUMP_SIGNAL = signal.SIGUSR2
 DEFAULT_SIGNAL_PATH = os.path.join(tempfile.gettempdir(), "collectives-trace.%r.%p.jsonl")
@@ -74,14 +75,13 @@ def group_of(store: Any) -> str:
 class FlightRecorder:
     """The last operations of one communicator (see the module docstring)."""
 
-    __slots__ = ("rank", "size", "group", "path", "chosen", "slots", "failures", "queued", "origin", "__weakref__")
+    __slots__ = ("rank", "size", "group", "path", "chosen", "slots", "failures", "origin", "__weakref__")
 
     def __init__(self, rank: int, size: int, store: Any, path: str | None, chosen: dict[Any, str]) -> None:
         self.rank, self.size, self.group, self.path = rank, size, group_of(store), path
         self.chosen = chosen  # the planner's algorithm per signature
-        self.slots: list[list[Any]] = [[None, -1, 0.0, -1.0] for _ in range(TRACE_ENTRIES)]
+        self.slots: list[list[Any]] = [[None, -1, 0.0, -1.0, None] for _ in range(TRACE_ENTRIES)]
         self.failures: dict[int, str] = {}  # seq -> the error, for the seqs still in the ring
-        self.queued: dict[int, float] = {}  # seq -> when an asynchronous call was queued, until it starts
         self.origin = (time.monotonic(), time.time())  # to report wall-clock times
         _live.add(self)
         _install_signal_handler()
@@ -89,8 +89,7 @@ class FlightRecorder:
     def issue(self, key: Hashable, seq: int) -> None:
         """An asynchronous call was queued behind earlier work."""
         slot = self.slots[seq & TRACE_MASK]
-        slot[KEY], slot[SEQ], slot[STARTED], slot[ENDED] = key, seq, 0.0, -1.0
-        self.queued[seq] = time.monotonic()
+        slot[KEY], slot[SEQ], slot[STARTED], slot[ENDED], slot[QUEUED] = key, seq, 0.0, -1.0, (seq, time.monotonic())
 
     def start(self, key: Hashable, seq: int, now: float) -> list[Any]:
         """A call began at ``now``; returns its slot (set its ENDED when it completes)."""
@@ -124,13 +123,13 @@ class FlightRecorder:
         """Every remembered operation, oldest first, as the dump writes it."""
         records = []
         for slot in sorted((list(s) for s in self.slots if s[SEQ] >= 0), key=lambda s: s[SEQ]):
-            key, seq, started, ended = slot
+            key, seq, started, ended, queued = slot
             state = self._state(slot)
             record: dict[str, Any] = {"kind": "op", "comm": self.group, "rank": self.rank, "seq": seq,
                                       **as_dict(signature(key)), "state": state}
             record["algorithm"] = self.chosen.get(key, record["algorithm"])
-            if seq in self.queued:
-                record["issued_at"] = self._wall(self.queued[seq])
+            if queued is not None and queued[0] == seq:
+                record["issued_at"] = self._wall(queued[1])
             if started:
                 record["started_at"] = self._wall(started)
             if state == "completed":

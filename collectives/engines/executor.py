@@ -69,13 +69,12 @@ class Executor:
     def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int) -> _Posted:
         posted = _Posted()
         reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
-        reduces = any(isinstance(o, Recv) and o.reduce for o in step)  # (empty messages included)
-        scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduces else None
+        scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
         used = 0
         for o in step:
             if isinstance(o, Recv):
                 dst = buffers[o.buf][o.offset : o.offset + o.count]
-                if o.reduce:
+                if o.reduce and o.count:  # (an empty message has nothing to fold: it lands in dst)
                     assert scratch is not None
                     landing = scratch[used : used + o.count]
                     used += o.count
