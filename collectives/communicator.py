@@ -24,7 +24,6 @@ from .config import Config
 from .diagnose import name_the_absent
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
-from .flight_recorder import ENDED, TRACE_MASK, Traced
 from .errors import (
     CollectiveTimeoutError,
     CommunicatorBrokenError,
@@ -32,6 +31,7 @@ from .errors import (
     TransportError,
     UnsupportedError,
 )
+from .flight_recorder import ENDED, TRACE_MASK, Traced
 from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
 from .staging import DeviceArray, Staging, warn_staged

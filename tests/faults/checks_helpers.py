@@ -36,6 +36,7 @@ ALGORITHMS = {
     "gather": (None, *SCHEDULES),
     "scatter": (None, *SCHEDULES),
     "all_to_all": (None, *SCHEDULES),
+    "all_to_all_v": (None, *SCHEDULES),
 }
 RECEIVES_NOTHING = {("broadcast", "root"), ("reduce", "other"), ("gather", "other"), ("scatter", "root")}
 """(collective, role) pairs whose rank takes no data from its peers: it may return, with
@@ -65,7 +66,9 @@ def call_with_count(comm: Any, collective: str, k: int, algorithm: str | None) -
         return comm.gather(rank_data(me, k), None, 0, **kw)
     if collective == "scatter":
         return comm.scatter(rank_data(me, k * n) if me == 0 else None, np.zeros(k, np.float32), 0, **kw)
-    return comm.all_to_all(rank_data(me, k * n), **kw)
+    if collective == "all_to_all":
+        return comm.all_to_all(rank_data(me, k * n), **kw)
+    return comm.all_to_all_v(rank_data(me, k * n), [k] * n, [k] * n, **kw)  # as if every rank sent k
 
 
 def expected_result(collective: str, me: int, n: int, k: int) -> Any:
@@ -81,6 +84,7 @@ def expected_result(collective: str, me: int, n: int, k: int) -> Any:
         "gather": np.concatenate(every) if me == 0 else None,
         "scatter": rank_data(0, k * n)[me * k : (me + 1) * k],
         "all_to_all": np.concatenate(blocks),
+        "all_to_all_v": np.concatenate(blocks),
     }[collective]
 
 
