@@ -9,6 +9,7 @@ from ._init import init
 from .communicator import Communicator
 from .config import Config
 from .errors import (
+    CollectiveMismatchError,
     CollectivesError,
     CollectiveTimeoutError,
     CommunicatorBrokenError,
@@ -16,16 +17,19 @@ from .errors import (
     InvalidArgumentError,
     InvalidTypeError,
     PeerLostError,
+    SettingsMismatchError,
     TransportError,
     UnsupportedError,
 )
 from .mpi import from_mpi
 from .ops import ReduceOp
+from . import _version
 from .work import Work
 
-__version__ = "0.1.0"
+__version__ = _version.__version__
 
 __all__ = [
+    "CollectiveMismatchError",
     "CollectiveTimeoutError",
     "CollectivesError",
     "Communicator",
@@ -36,6 +40,7 @@ __all__ = [
     "InvalidTypeError",
     "PeerLostError",
     "ReduceOp",
+    "SettingsMismatchError",
     "TransportError",
     "UnsupportedError",
     "Work",

@@ -51,26 +51,28 @@ def run(comm: Communicator, name: str, x: Any, out: Any, arg: Any, async_op: boo
         return None
     size = comm.size
 
-    def issue(step: Callable[[Call], None], result: Any) -> Any:
+    def issue(arg: Any, step: Callable[[Call], None], result: Any) -> Any:
         def body(call: Call) -> Any:
             step(call)
             return result
 
-        return comm._issue(name, body, async_op)
+        # The signature as communicator.py spells it (the flight recorder and check mode read it).
+        key = (name, xb.dtype, xb.count) + (() if arg is None else (arg,)) + (None,)
+        return comm._issue(key, body, async_op)
 
     if name == "broadcast":
         root = rank_in(arg, "root", size)
-        return issue(lambda call: engine.broadcast(xb, root, call), x)
+        return issue(root, lambda call: engine.broadcast(xb, root, call), x)
     if name == "all_gather":
         out, gathered = _checked_out(engine, x, xb, out, xb.count * size, f"world size {size} × {xb.count} elements of x")
-        return None if gathered is None else issue(lambda call: engine.all_gather(xb, gathered, call), out)
+        return None if gathered is None else issue(None, lambda call: engine.all_gather(xb, gathered, call), out)
     op = ReduceOp.parse(arg, "op")
     check_op(op, xb.dtype, "op")
     if name == "all_reduce":
         reduced = xb if out is None else _checked_out(engine, x, xb, out, xb.count, "all_reduce's result is the size of x")[1]
-        return None if reduced is None else issue(lambda call: engine.all_reduce(xb, reduced, op, call),
+        return None if reduced is None else issue(op, lambda call: engine.all_reduce(xb, reduced, op, call),
                                                   x if out is None else out)
     if xb.count % size:
         raise InvalidArgumentError(f"x: holds {xb.count} elements, not a multiple of the world size {size}")
     out, scattered = _checked_out(engine, x, xb, out, xb.count // size, f"x holds {xb.count} elements for {size} ranks")
-    return None if scattered is None else issue(lambda call: engine.reduce_scatter(xb, scattered, op, call), out)
+    return None if scattered is None else issue(op, lambda call: engine.reduce_scatter(xb, scattered, op, call), out)

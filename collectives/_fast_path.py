@@ -60,17 +60,18 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
         return x if out is None else out
     if out is not None and type(out) is not np.ndarray:
         return None
-    plan = comm._plans.get(("all_reduce", x.dtype, x.size, op, None)) if isinstance(op, (ReduceOp, str)) else None
+    key = ("all_reduce", x.dtype, x.size, op, None)
+    plan = comm._plans.get(key) if isinstance(op, (ReduceOp, str)) else None
     if plan is None or not x.flags.c_contiguous:
         return None
     if out is None:
         if not x.flags.writeable:
             return None
-        comm._run_kept("all_reduce", plan, _flat(x), _flat(x))
+        comm._run_kept(key, plan, _flat(x), _flat(x))
         return x
     if not (_output_ok(x, out, x.size) and same_or_apart(x, out)):
         return None
-    comm._run_kept("all_reduce", plan, _flat(x), _flat(out))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return out
 
 
@@ -84,10 +85,11 @@ def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
         return True
     if type(out) is not np.ndarray or not isinstance(op, (ReduceOp, str)):
         return False
-    plan = comm._plans.get(("reduce_scatter", x.dtype, x.size, op, None))
+    key = ("reduce_scatter", x.dtype, x.size, op, None)
+    plan = comm._plans.get(key)
     if plan is None or not _output_ok(x, out, x.size // comm.size):
         return False
-    comm._run_kept("reduce_scatter", plan, _flat(x), _flat(out))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -101,10 +103,11 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
         return True
     if type(out) is not np.ndarray:
         return False
-    plan = comm._plans.get(("all_gather", x.dtype, x.size, None))
+    key = ("all_gather", x.dtype, x.size, None)
+    plan = comm._plans.get(key)
     if plan is None or not _output_ok(x, out, x.size * comm.size):
         return False
-    comm._run_kept("all_gather", plan, _flat(x), _flat(out))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -118,8 +121,9 @@ def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
         return True
     if type(root) is not int:
         return False
-    plan = comm._plans.get(("broadcast", x.dtype, x.size, root, None))
+    key = ("broadcast", x.dtype, x.size, root, None)
+    plan = comm._plans.get(key)
     if plan is None or not x.flags.c_contiguous or not (x.flags.writeable or root == comm.rank):
         return False
-    comm._run_kept("broadcast", plan, _flat(x), None)
+    comm._run_kept(key, plan, _flat(x), None)
     return True

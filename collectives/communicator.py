@@ -32,6 +32,7 @@ from .errors import (
     TransportError,
     UnsupportedError,
 )
+from .flight_recorder import ENDED, TRACE_MASK, Traced
 from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
 from .staging import NoteStaged, Staging
@@ -46,7 +47,7 @@ Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
 
 
-class Communicator:
+class Communicator(Traced):
     """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
 
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
@@ -71,6 +72,7 @@ class Communicator:
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
         self._note_staged = NoteStaged(self)  # device buffers staged through the host: said once
+        self._start_trace(rank, size, store, config, self._planner.chosen)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -135,46 +137,52 @@ class Communicator:
         if self._closed:
             raise CommunicatorClosedError("the communicator is closed")
 
-    def _issue(self, name: str, body: Callable[[Call], Any], async_op: bool) -> Any:
-        """Number the operation, then run it now or queue it behind earlier async work."""
+    def _issue(self, key: tuple[Any, ...], body: Callable[[Call], Any], async_op: bool) -> Any:
+        """Number the operation (``key``: its signature), then run it now or queue it behind earlier async work."""
         self._check_open()
         seq = next(self._collective_numbers)
         if async_op or (self._worker is not None and self._worker.pending):
             if self._worker is None:
                 self._worker = Worker(f"collectives-rank{self.rank}")
-            work = self._worker.submit(Work(name, seq), lambda: self._run(name, seq, body))
+            self._trace.issue(key, seq)
+            work = self._worker.submit(Work(key[0], seq), lambda: self._run(key, seq, body))
             return work if async_op else work.wait()
-        return self._run(name, seq, body)
+        return self._run(key, seq, body)
 
-    def _run(self, name: str, seq: int, body: Callable[[Call], Any]) -> Any:
+    def _run(self, key: tuple[Any, ...], seq: int, body: Callable[[Call], Any]) -> Any:
         with self._run_lock:
             self._check_open()
             call = self._call
-            call.name, call.seq, call.timeout = name, seq, self.timeout
-            call.deadline = time.monotonic() + self.timeout
+            call.name, call.seq, call.timeout = key[0], seq, self.timeout
+            call.deadline = (now := time.monotonic()) + self.timeout
+            slot = self._trace.start(key, seq, now)
             try:
-                return body(call)
-            except (CollectiveTimeoutError, TransportError) as exc:
-                self._fail(name, seq, exc)
+                result = body(call)
+            except BaseException as exc:
+                self._failed(key[0], seq, exc)
+            slot[ENDED] = time.monotonic()
+            return result
 
-    def _run_kept(self, name: str, plan: Plan, x: np.ndarray, out: Any) -> None:
-        """Run a kept plan on arguments the fast path checked, with nothing queued before
-        it: what ``_issue``/``_run`` do, inline, without their general dispatch (half the
-        per-call time of an 8-byte all-reduce)."""
+    def _run_kept(self, key: tuple[Any, ...], plan: Plan, x: np.ndarray, out: Any) -> None:
+        """Run a kept plan on arguments the fast path checked, nothing queued before it: ``_issue``/``_run``
+        inline, without their general dispatch (half the per-call time of an 8-byte all-reduce)."""
         lock = self._run_lock
         lock.acquire()  # (not ``with``: half the cost; this path is counted in hundreds of ns)
         try:
             if self._closed or self._broken is not None:
                 self._check_open()
             call = self._call
-            call.name = name
+            call.name = key[0]
             call.seq = seq = next(self._collective_numbers)
             call.timeout = timeout = self.timeout
-            call.deadline = time.monotonic() + timeout
+            call.deadline = (now := time.monotonic()) + timeout
+            slot = self._trace_slots[seq & TRACE_MASK]  # the flight recorder, inline (~0.1 us)
+            slot[0], slot[1], slot[2] = key, seq, now
             try:
                 plan(x, out, call)
-            except (CollectiveTimeoutError, TransportError) as exc:
-                self._fail(name, seq, exc)
+            except BaseException as exc:
+                self._failed(key[0], seq, exc)
+            slot[ENDED] = time.monotonic()
         finally:
             lock.release()
 
@@ -192,9 +200,10 @@ class Communicator:
         self._broken = error
         raise error from exc
 
-    def _planned(self, name: str, plan: Plan, x: Any, out: Any, stage: Staging, result: Any, async_op: bool) -> Any:
-        """Issue ``plan`` on the checked buffers; the call returns ``result``."""
-        return self._issue(name, stage.wrap_plan(plan, x, out, result), async_op)
+    def _planned(self, key: tuple[Any, ...], nbytes: int, build: Callable[[str], Plan], x: Any, out: Any,
+                 stage: Staging, result: Any, async_op: bool) -> Any:
+        """Issue the plan of signature ``key`` (``build(algorithm)`` makes it once) on checked buffers."""
+        return self._issue(key, stage.wrap_plan(self._planner.plan(key, nbytes, build), x, out, result), async_op)
 
     # -- collectives ----------------------------------------------------------------------
 
@@ -221,9 +230,8 @@ class Communicator:
             check_count(arr, xa.size, "out", "all_reduce's result is the size of x")
             check_same_or_apart(xa, arr, "x", "out")
         key = ("all_reduce", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
-        plan = self._planner.plan(key, arr.nbytes,
-                                  lambda a: self._planner.all_reduce(a, xa.dtype, xa.size, rop, algorithm))
-        return self._planned("all_reduce", plan, xa, arr, stage, result, async_op)
+        return self._planned(key, arr.nbytes, lambda a: self._planner.all_reduce(a, xa.dtype, xa.size, rop, algorithm),
+                             xa, arr, stage, result, async_op)
 
     def reduce_scatter(self, x: Any, out: Any = None, op: ReduceOp | str = ReduceOp.SUM, *,
                        algorithm: str | None = None, async_op: bool = False) -> Any:
@@ -240,9 +248,8 @@ class Communicator:
         rop = check.reduction(op, xa)
         out, oa = check.output(stage, out, x, xa, k, f"x holds {xa.size} elements for {self.size} ranks")
         key = ("reduce_scatter", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
-        plan = self._planner.plan(key, xa.nbytes,
-                                  lambda a: self._planner.reduce_scatter(a, xa.dtype, xa.size, rop))
-        return self._planned("reduce_scatter", plan, xa, oa, stage, out, async_op)
+        return self._planned(key, xa.nbytes, lambda a: self._planner.reduce_scatter(a, xa.dtype, xa.size, rop),
+                             xa, oa, stage, out, async_op)
 
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
@@ -256,9 +263,8 @@ class Communicator:
         xa = stage.flat(x, "x")
         k = xa.size
         out, oa = check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
-        plan = self._planner.plan(("all_gather", xa.dtype, k, algorithm), oa.nbytes,
-                                  lambda a: self._planner.all_gather(a, xa.dtype, k))
-        return self._planned("all_gather", plan, xa, oa, stage, out, async_op)
+        return self._planned(("all_gather", xa.dtype, k, algorithm), oa.nbytes,
+                             lambda a: self._planner.all_gather(a, xa.dtype, k), xa, oa, stage, out, async_op)
 
     def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
@@ -269,9 +275,8 @@ class Communicator:
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         arr = stage.flat(x, "x", writable=self.rank != root)
-        plan = self._planner.plan(("broadcast", arr.dtype, arr.size, root, algorithm), arr.nbytes,
-                                  lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root))
-        return self._planned("broadcast", plan, arr, None, stage, x, async_op)
+        return self._planned(("broadcast", arr.dtype, arr.size, root, algorithm), arr.nbytes,
+                             lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root), arr, None, stage, x, async_op)
 
     def reduce(self, x: Any, root: int = 0, op: ReduceOp | str = ReduceOp.SUM, *, algorithm: str | None = None,
                async_op: bool = False) -> Any:
@@ -280,9 +285,8 @@ class Communicator:
         stage = Staging(self._note_staged)
         arr = stage.flat(x, "x", writable=self.rank == root)
         rop = check.reduction(op, arr)
-        plan = self._planner.plan(("reduce", arr.dtype, arr.size, rop, root, algorithm), arr.nbytes,
-                                  lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root))
-        return self._planned("reduce", plan, arr, None, stage, x, async_op)
+        return self._planned(("reduce", arr.dtype, arr.size, rop, root, algorithm), arr.nbytes,
+                             lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr, None, stage, x, async_op)
 
     def gather(self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None,
                async_op: bool = False) -> Any:
@@ -295,9 +299,9 @@ class Communicator:
         oa: np.ndarray | None = None
         if self.rank == root:
             out, oa = check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
-        plan = self._planner.plan(("gather", xa.dtype, k, root, algorithm), k * self.size * xa.itemsize,
-                                  lambda a: self._planner.gather(a, xa.dtype, k, root))
-        return self._planned("gather", plan, xa, oa, stage, out if self.rank == root else None, async_op)
+        return self._planned(("gather", xa.dtype, k, root, algorithm), k * self.size * xa.itemsize,
+                             lambda a: self._planner.gather(a, xa.dtype, k, root), xa, oa, stage,
+                             out if self.rank == root else None, async_op)
 
     def scatter(self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None,
                 async_op: bool = False) -> Any:
@@ -312,9 +316,8 @@ class Communicator:
             xa = stage.flat(x, "x")
             check_same_dtype(oa, xa, "out", "x")
             check_count(xa, k * self.size, "x", f"world size {self.size} × {k} elements of out")
-        plan = self._planner.plan(("scatter", oa.dtype, k, root, algorithm), k * self.size * oa.itemsize,
-                                  lambda a: self._planner.scatter(a, oa.dtype, k, root))
-        return self._planned("scatter", plan, xa, oa, stage, out, async_op)
+        return self._planned(("scatter", oa.dtype, k, root, algorithm), k * self.size * oa.itemsize,
+                             lambda a: self._planner.scatter(a, oa.dtype, k, root), xa, oa, stage, out, async_op)
 
     def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
@@ -323,9 +326,8 @@ class Communicator:
         xa = stage.flat(x, "x")
         check.per_rank(xa, "x", self.size)
         out, oa = check.output(stage, out, x, xa, xa.size, "all_to_all output is as large as its input")
-        plan = self._planner.plan(("all_to_all", xa.dtype, xa.size, algorithm), xa.nbytes,
-                                  lambda a: self._planner.all_to_all(a, xa.dtype, xa.size))
-        return self._planned("all_to_all", plan, xa, oa, stage, out, async_op)
+        return self._planned(("all_to_all", xa.dtype, xa.size, algorithm), xa.nbytes,
+                             lambda a: self._planner.all_to_all(a, xa.dtype, xa.size), xa, oa, stage, out, async_op)
 
     def all_to_all_v(self, x: Any, in_splits: Sequence[int], out_splits: Sequence[int], out: Any = None, *,
                      algorithm: str | None = None, async_op: bool = False) -> Any:
@@ -341,13 +343,11 @@ class Communicator:
         out, oa = check.output(stage, out, x, xa, sum(recvs), "the sum of out_splits")
         check_same_or_apart(xa, oa, "x", "out")
         key = ("all_to_all_v", xa.dtype, tuple(sends), tuple(recvs), algorithm)
-        plan = self._planner.plan(key, xa.nbytes, lambda a: self._planner.all_to_all_v(sends, recvs))
-        return self._planned("all_to_all_v", plan, xa, oa, stage, out, async_op)
+        return self._planned(key, xa.nbytes, lambda a: self._planner.all_to_all_v(sends, recvs), xa, oa, stage, out, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""
-        return self._planned("barrier", self._barrier, np.empty(0, dtype=np.uint8), None, Staging(self._note_staged), None,
-                             async_op)
+        return self._issue(("barrier", None), lambda call: self._barrier(np.empty(0, dtype=np.uint8), None, call), async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and
@@ -356,7 +356,7 @@ class Communicator:
         windows = self._context.windows
         if windows is None:
             return np.zeros(shape, dtype=dtype)
-        array: np.ndarray = self._issue("alloc", lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)
+        array: np.ndarray = self._issue(("alloc",), lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)
         return array
 
     def split(self, color: int | None, key: int | None = None) -> Communicator | None:
@@ -375,7 +375,7 @@ class Communicator:
     def _connect_barrier(self) -> None:
         """A barrier proving every channel works, numbered 0 (the user's first collective is #1)."""
         plan = self._planner.barrier(tag_bits=CONTROL_TAG_BIT)
-        self._run("connect barrier", 0, lambda call: plan(np.empty(0, dtype=np.uint8), None, call))
+        self._run(("connect barrier",), 0, lambda call: plan(np.empty(0, dtype=np.uint8), None, call))
 
     # -- point to point -------------------------------------------------------------------
 

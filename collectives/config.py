@@ -16,6 +16,8 @@
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEVICE | device buffers: `auto` (cuda_ipc where every peer's GPU allows it, else staged through the host), `off` (always staged), `host` (the device path over host memory: the protocol without a GPU, for tests) | auto |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
+| COLLECTIVES_CHECK | 1: every collective first compares (op, dtype, count, root, reduce op, algorithm) across the ranks and raises CollectiveMismatchError on all of them before data moves (costs one small all-gather per call) | 0 |
+| COLLECTIVES_TRACE_FILE | where the flight recorder dumps each rank's last operations (JSON lines; ``%r`` rank, ``%p`` pid) on a failure and on SIGUSR2 | failures: not dumped; SIGUSR2: ``$TMPDIR/collectives-trace.%r.%p.jsonl`` |
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Config:
     cross_memory: bool = True
     device: str = "auto"
     debug: str | None = None
+    check: bool = False  # COLLECTIVES_CHECK: compare every call's signature across the ranks first
+    trace_file: str | None = None  # COLLECTIVES_TRACE_FILE: where the flight recorder dumps
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -126,6 +130,8 @@ class Config:
             cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
             device=device,
             debug=get("DEBUG"),
+            check=flag("CHECK", cls.check),
+            trace_file=get("TRACE_FILE"),
         )
 
     @classmethod

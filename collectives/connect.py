@@ -21,6 +21,7 @@ from . import devices
 from .communicator import Communicator, Splitter
 from .config import Config
 from .plans import PlanContext
+from .skew import agree_on_settings
 from .store import PrefixStore, Store
 from .topology import PairPlan, describe, select_transport
 from .transports import transport_class
@@ -60,14 +61,19 @@ def host_identity(config: Config) -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None) -> Communicator:
-    """Connect ``rank`` to the other ranks of the job meeting in ``store``."""
+def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None,
+            agree: bool = True) -> Communicator:
+    """Connect ``rank`` to the other ranks of the job meeting in ``store``. ``agree``: check
+    first that every rank runs the same version with the same settings (not needed where
+    the ranks of an agreed communicator make another: its levels, its splits)."""
     # Each init of a rank takes the next generation, so that repeated inits on one store
     # (tests, re-creation after a failure) never read each other's keys.
     generation = store.add(f"collectives/init/{rank}", 1)
     cstore = PrefixStore(f"collectives/{generation}", store)
     if rank == 0:
         cstore.set("secret", secrets.token_bytes(32))
+    if agree:
+        agree_on_settings(cstore, rank, size, config)  # version or setting skew fails here, on every rank
     me = host_identity(config)
     cstore.set(f"host/{rank}", me.encode())
     hosts = [cstore.get(f"host/{r}", config.timeout).decode() for r in range(size)]
@@ -95,7 +101,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         for t in transports:
             t.close()
         raise
-    context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=connect)
+    context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=_derived)
     try:
         context.device = devices.choose(rank, size, hosts, cstore, config, context.windows, context.label)
     except BaseException:
@@ -119,6 +125,13 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
     return comm
 
 
+def _derived(rank: int, size: int, store: Store, config: Config) -> Communicator:
+    """``connect()`` for a communicator that the ranks of an agreed one make (its levels,
+    its splits), whose settings were compared already (a level's timeout is what is left
+    of its caller's, and differs by rank)."""
+    return connect(rank, size, store, config, agree=False)
+
+
 class StoreSplitter:
     """``Communicator.split`` for communicators that meet in a store: the ranks all-gather
     their (color, key), each color's members connect anew in a part of the store named by
@@ -138,7 +151,7 @@ class StoreSplitter:
         if color >= 0:
             members = sorted((int(k), r) for r, (c, k) in enumerate(everyone.tolist()) if c == color)
             new_rank = members.index((key, comm.rank))
-            new = connect(new_rank, len(members), PrefixStore(f"split/{self.splits}/{color}", self.store), self.config)
+            new = _derived(new_rank, len(members), PrefixStore(f"split/{self.splits}/{color}", self.store), self.config)
         # Every new communicator is connected before any rank returns: a rank that went on
         # and closed the parent (whose store the others still meet in) would strand them.
         comm.barrier()

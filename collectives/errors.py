@@ -92,3 +92,31 @@ class CommunicatorBrokenError(CollectivesError):
 
 class CommunicatorClosedError(CollectivesError):
     """The communicator was closed (or aborted) by this process."""
+
+
+class CollectiveMismatchError(InvalidArgumentError):
+    """Ranks called different collectives, or the same one with different arguments, and
+    ``COLLECTIVES_CHECK`` caught it before any data moved. Raised on every rank alike; the
+    communicator stays usable (every rank gave up the same call).
+
+    Attributes:
+        collective: this rank's call ("all_reduce", ...).
+        seq: its sequence number.
+        field: the first field the ranks disagree on: "op" (the collective), "dtype",
+            "count", "root", "reduce_op" or "algorithm".
+        values: that field's value on each rank, in rank order.
+    """
+
+    def __init__(self, collective: str, seq: int, field: str, values: Iterable[object]) -> None:
+        self.collective = collective
+        self.seq = seq
+        self.field = field
+        self.values = list(values)
+        by_rank = ", ".join(f"rank {r}: {v}" for r, v in enumerate(self.values))
+        super().__init__(f"{collective} #{seq}: the ranks disagree on {field} ({by_rank}) [COLLECTIVES_CHECK]")
+
+
+class SettingsMismatchError(InvalidArgumentError):
+    """Ranks of one job run different library or protocol versions, or differ on a setting
+    that must be the same everywhere (timeout, algorithm, transport, ...); raised by
+    ``init()`` on every rank, naming each differing setting with every rank's value."""

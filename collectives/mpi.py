@@ -37,6 +37,7 @@ from .communicator import Communicator
 from .config import Config
 from .environment import MPI_LOCAL_RANKS, MPI_LOCAL_SIZES, MPI_RANKS
 from .errors import InvalidArgumentError, UnsupportedError
+from .skew import agree_on_settings
 from .store import HashStore, PrefixStore
 
 logger = logging.getLogger("collectives")
@@ -171,6 +172,7 @@ def _connect_over_mpi(rank: int, size: int, store: Any, config: Config, mpi_comm
 
     generation = store.add(f"collectives/init/{rank}", 1)
     cstore = PrefixStore(f"collectives/{generation}", store)
+    agree_on_settings(cstore, rank, size, config)
     peers = [p for p in range(size) if p != rank]
     transport = MpiTransport(rank, size, peers, PrefixStore("mpi/0", cstore), config, config.timeout, comm=mpi_comm)
     try:

@@ -37,6 +37,14 @@ instead (``PeerMemory``: process_vm_readv), through flags of its own:
     RESULT  the address of my output this call (``all_reduce_by_reads``)
     PUSHED  the number of my last broadcast as root whose writes into peers are done
 
+Every call also says how many bytes this rank brings, where its peers read them with the
+flag they already wait on (``LEN`` beside SEG/OFF or ADDR; in the small window one word
+per half, ``HALF_LEN``, and one per broadcast slot, ``SLOT_LEN``, written before the
+serial is posted and not rewritten before every peer is done with that half or slot). A
+rank that finds a peer's count differing from its own raises ``MessageMismatchError``
+instead of reading past or short of what the peer wrote: ranks that disagree on a count
+never return truncated, padded or mixed data.
+
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
 both shots done by such reads, so that nothing is staged through a window at all (and
 large reduce-scatters its first shot, ``reduce_scatter_by_reads``).
@@ -54,16 +62,28 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from ..buffers import address_of, copy_array
+from ..errors import MessageMismatchError
 from ..ops import ReduceOp, reduce_into, reduce_pair
 from ..algorithms.schedule import partition
 
-IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED, BROADCAST = range(14)
+IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED, BROADCAST, LEN = range(15)
+HALF_LEN = 15  # and 16: the bytes in half 0 and half 1 of the small window (engines/small.py)
+SLOT_LEN = 17  # to 17 + PIPELINED_BROADCAST_SLOTS - 1: the bytes in each pipelined broadcast slot
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the
 kernel allows the reads). Below, the syscalls and page pinning of the reads cost more than
 the copy they save. Buffers from ``comm.alloc`` keep the window (reading shared mappings is
 slower than reading the heap). Measured: docs/performance.md, "Thresholds", READS_FROM_BYTES."""
+
+
+def count_mismatch(peer: int, theirs: int, mine: int) -> MessageMismatchError:
+    """The error for a peer that brings ``theirs`` bytes to a call where this rank brings
+    ``mine``: the ranks passed different counts (or dtypes of another size)."""
+    return MessageMismatchError(
+        f"rank {peer} passed {theirs} bytes where this rank passed {mine}: the ranks disagree on the count",
+        peer=peer,
+    )
 
 
 class Window(Protocol):
@@ -128,6 +148,7 @@ class _Call:
             self.wait(q, GOT, serial)
         scratch.post(SEG, seg, wake=False)
         scratch.post(OFF, off, wake=False)
+        scratch.post(LEN, x.nbytes, wake=False)
         self.mine = x if self.in_window else scratch.data(self.me)[: x.nbytes].view(x.dtype)
         self._peers: dict[int, np.ndarray] = {}
         self.last = serial  # the final serial of the current walk (see steps)
@@ -139,6 +160,8 @@ class _Call:
         """Rank q's input this call (read its SEG/OFF only after waiting on one of its flags)."""
         array = self._peers.get(q)
         if array is None:
+            if self.scratch.flag(q, LEN) != self.x.nbytes:
+                raise count_mismatch(q, self.scratch.flag(q, LEN), self.x.nbytes)
             window = self.windows[self.scratch.flag(q, SEG)]
             start = self.scratch.flag(q, OFF)
             array = window.data(q)[start : start + self.x.nbytes].view(self.x.dtype)
@@ -327,12 +350,15 @@ def all_gather(
     if n and address_of(mine) != address_of(x):
         mine[...] = x
     window.post(ADDR, address_of(mine), wake=False)
+    window.post(LEN, x.nbytes, wake=False)
     window.post(POSTED, s)
     i = ranks.index(me)
     others = ranks[i + 1 :] + ranks[:i]  # start after me, so that no rank is read by all at once
     for q in others:
         qlo, qn = blocks[q]
         window.wait(q, POSTED, s, deadline, on_timeout)
+        if window.flag(q, LEN) != x.nbytes:
+            raise count_mismatch(q, window.flag(q, LEN), x.nbytes)
         if qn:
             memory.read(q, window.flag(q, ADDR), out[qlo : qlo + qn])
     window.post(READ, s)
@@ -385,6 +411,7 @@ def broadcast(
     ranks = window.ranks
     parts = partition(x.nbytes, len(ranks)) if root_writes else [(0, x.nbytes)]
     window.post(ADDR, address_of(x), wake=False)
+    window.post(LEN, x.nbytes, wake=False)
     window.post(POSTED, s)
     i = ranks.index(me)
     if me == root:
@@ -392,6 +419,8 @@ def broadcast(
             for q in ranks[i + 1 :] + ranks[:i]:
                 lo, n = parts[ranks.index(q)]
                 window.wait(q, POSTED, s, deadline, on_timeout)
+                if window.flag(q, LEN) != x.nbytes:  # never write past (or short of) a peer's x
+                    raise count_mismatch(q, window.flag(q, LEN), x.nbytes)
                 if n:
                     memory.write(q, window.flag(q, ADDR) + lo, x[lo : lo + n])
         window.post(PUSHED, s)
@@ -401,6 +430,8 @@ def broadcast(
                 window.wait(q, READ, s, deadline, on_timeout)
         return s
     window.wait(root, POSTED, s, deadline, on_timeout)
+    if window.flag(root, LEN) != x.nbytes:
+        raise count_mismatch(root, window.flag(root, LEN), x.nbytes)
     source = window.flag(root, ADDR)
     for j, (lo, n) in enumerate(parts):
         if n and (j != i or not root_writes):
@@ -427,17 +458,22 @@ class Reads(NamedTuple):
     def wait(self, q: int, slot: int, value: int) -> None:
         self.window.wait(q, slot, value, self.deadline, self.on_timeout)
 
-    def post_addresses(self, x: np.ndarray, out: np.ndarray, last: int) -> tuple[list[int], dict[int, int], dict[int, int]]:
-        """Publish where my ``x`` and ``out`` lie (POSTED = ``last``), wait for every
-        peer's; return (the other ranks, their inputs' addresses, their outputs')."""
+    def post_addresses(self, x: np.ndarray, out: np.ndarray, first: int, last: int) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """Publish where my ``x`` and ``out`` lie and how large ``x`` is (POSTED =
+        ``last``), wait for every peer's (any POSTED from ``first`` on is this call's: a
+        peer that passed another count may post another ``last``); return (the other
+        ranks, their inputs' addresses, their outputs')."""
         window = self.window
         others = [q for q in window.ranks if q != window.rank]
         window.post(ADDR, address_of(x), wake=False)
         window.post(RESULT, address_of(out), wake=False)
+        window.post(LEN, x.nbytes, wake=False)
         window.post(POSTED, last)
         inputs, outputs = {}, {}
         for q in others:
-            self.wait(q, POSTED, last)
+            self.wait(q, POSTED, first)
+            if window.flag(q, LEN) != x.nbytes:
+                raise count_mismatch(q, window.flag(q, LEN), x.nbytes)
             inputs[q], outputs[q] = window.flag(q, ADDR), window.flag(q, RESULT)
         return others, inputs, outputs
 
@@ -482,7 +518,7 @@ def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Reduce
     blocks = partition(x.size, len(window.ranks))
     count = max(1, max((length + chunk - 1) // chunk for _, length in blocks))
     last = serial + count
-    others, inputs, outputs = reads.post_addresses(x, out, last)
+    others, inputs, outputs = reads.post_addresses(x, out, serial + 1, last)
     for c in range(count):
         s = serial + c + 1
         pieces = _pieces(blocks, c, chunk)
@@ -507,7 +543,7 @@ def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Re
     lo, n = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
     chunk = reads.step(x)
     last = serial + 1
-    others, inputs, _ = reads.post_addresses(x, out, last)
+    others, inputs, _ = reads.post_addresses(x, out, serial + 1, last)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         reads.reduce(op, inputs, x, lo + start, m, out[start : start + m])

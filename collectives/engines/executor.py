@@ -74,7 +74,7 @@ class Executor:
         for o in step:
             if isinstance(o, Recv):
                 dst = buffers[o.buf][o.offset : o.offset + o.count]
-                if o.reduce:
+                if o.reduce and o.count:  # (an empty message has nothing to fold: it lands in dst)
                     assert scratch is not None
                     landing = scratch[used : used + o.count]
                     used += o.count

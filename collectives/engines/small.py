@@ -12,6 +12,11 @@ actually waits there; broadcast, where the root waits for nobody, needs it.) Pip
 broadcasts count on their own flag, ``BROADCAST``, and let the root run several calls
 ahead (``PipelinedBroadcastPlan``).
 
+Every call also writes how many bytes it put in its half (or slot) beside its flag
+(``direct.HALF_LEN``, ``direct.SLOT_LEN``), and a rank reading a peer's half compares that
+with its own count first: ranks that passed different counts raise
+``MessageMismatchError`` rather than reduce or copy a short or long half.
+
 Repeated calls of one shape run a *plan*: the views and flag words a call needs, looked
 up once. Reductions run in rank order 0..p-1 on the same operands everywhere, so every
 rank gets the same bits. Every call returns the new serial (the same on every rank).
@@ -20,12 +25,13 @@ rank gets the same bits. Every call returns the new serial (the same on every ra
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
-from .direct import BROADCAST, SMALL, Window
+from .direct import BROADCAST, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -113,6 +119,8 @@ class _Plan:
         if nbytes > half:
             raise ValueError(f"a small collective takes at most {half} bytes per rank, not {nbytes}")
         self.window = window
+        self.nbytes = nbytes
+        self.mine: Any = window.flags(window.rank)  # written: this rank's halves' byte counts
         self.me = window.ranks.index(window.rank)
         self.halves = tuple(window.slices(h * half, h * half + nbytes, dtype) for h in (0, 1))
         self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
@@ -126,8 +134,12 @@ class _Plan:
         return s
 
     def _wait(self, q: int, flags: Sequence[int], s: int, deadline: float, on_timeout: OnTimeout) -> None:
+        """Wait until rank q has posted call s, and check that its half holds as many
+        bytes as mine."""
         if flags[SMALL] < s:
             self.window.wait(q, SMALL, s, deadline, on_timeout)
+        if flags[HALF_LEN + (s & 1)] != self.nbytes:
+            raise count_mismatch(q, flags[HALF_LEN + (s & 1)], self.nbytes)
 
 
 class AllReducePlan(_Plan):
@@ -145,6 +157,7 @@ class AllReducePlan(_Plan):
         serial."""
         s = self._begin(serial, deadline, on_timeout)
         copy_array(self.halves[s & 1][self.me], x)
+        self.mine[HALF_LEN + (s & 1)] = self.nbytes
         self.window.post(SMALL, s)
         for q, flags in self.peers:
             self._wait(q, flags, s, deadline, on_timeout)
@@ -177,6 +190,7 @@ class AllGatherPlan(_Plan):
         sources = self.halves[s & 1]
         me = self.me
         copy_array(sources[me], x)
+        self.mine[HALF_LEN + (s & 1)] = self.nbytes
         self.window.post(SMALL, s)
         # In place (x is my block of out) my block is already there; taking it back from
         # the window anyway kept the tiniest calls a little faster (no address check), but
@@ -207,9 +221,12 @@ class BroadcastPlan(_Plan):
         source = self.halves[s & 1][self.index[root]]
         if window.rank == root:
             copy_array(source, x)
+            self.mine[HALF_LEN + (s & 1)] = self.nbytes
         window.post(SMALL, s)
         if window.rank != root:
             window.wait(root, SMALL, s, deadline, on_timeout)
+            if window.flags(root)[HALF_LEN + (s & 1)] != self.nbytes:
+                raise count_mismatch(root, window.flags(root)[HALF_LEN + (s & 1)], self.nbytes)
             copy_array(x, source)
         return s
 
@@ -229,6 +246,7 @@ class PipelinedBroadcastPlan:
         if nbytes > PIPELINED_BROADCAST_BYTES:
             raise ValueError(f"a pipelined broadcast takes at most {PIPELINED_BROADCAST_BYTES} bytes, not {nbytes}")
         self.window = window
+        self.nbytes = nbytes
         first = 2 * _half_bytes()
         self.slots = tuple(
             window.slices(first + k * PIPELINED_BROADCAST_BYTES, first + k * PIPELINED_BROADCAST_BYTES + nbytes, dtype)
@@ -236,6 +254,7 @@ class PipelinedBroadcastPlan:
         )
         self.index = {q: i for i, q in enumerate(window.ranks)}
         self.flags = {q: window.flags(q) for q in window.ranks}
+        self.mine: Any = window.flags(window.rank)  # written: the byte count of each slot
         self.peers = tuple((q, self.flags[q]) for q in window.ranks if q != window.rank)
 
     def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
@@ -249,9 +268,13 @@ class PipelinedBroadcastPlan:
                 if flags[BROADCAST] < free:
                     window.wait(q, BROADCAST, free, deadline, on_timeout)
             copy_array(source, x)
+            self.mine[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS] = self.nbytes
         else:
-            if self.flags[root][BROADCAST] < b:
+            flags = self.flags[root]
+            if flags[BROADCAST] < b:
                 window.wait(root, BROADCAST, b, deadline, on_timeout)
+            if flags[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS] != self.nbytes:
+                raise count_mismatch(root, flags[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS], self.nbytes)
             copy_array(x, source)
         window.post(BROADCAST, b)
         return b

@@ -29,6 +29,7 @@ class PlanContext:
         chunk_bytes: the pipelining chunk of schedules.
         default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
         label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
+        check: compare every call's signature across the ranks first (COLLECTIVES_CHECK).
         device: the device engine where device buffers stay on the device (cuda_ipc to
             every peer, chosen by ``collectives.devices``), else None (staged).
     """
@@ -41,6 +42,7 @@ class PlanContext:
     chunk_bytes: int
     default_algorithm: str | None
     label: str
+    check: bool = False
     device: DeviceEngine | None = None
 
     @classmethod
@@ -72,7 +74,7 @@ class PlanContext:
         if layout is not None and store is not None and connect is not None:
             levels = TwoLevels(rank, layout, store, config, connect, label)
         chunk = config.chunk_bytes or min((t.chunk_bytes for t in transports), default=1 << 20)
-        return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label)
+        return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, config.check)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

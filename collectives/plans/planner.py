@@ -20,8 +20,11 @@ from ..algorithms.registry import SCHEDULES, automatic, schedule_for, select
 from ..algorithms.schedule import partition
 from ..engines import small
 from ..ops import ReduceOp
+from ..tags import CONTROL_TAG_BIT
 from . import scheduled, windowed
-from .base import Plan, PlanCache, nothing
+from .base import MAX_PLANS, Plan, PlanCache, nothing
+from .checked import CheckedPlan
+from .signature import FINGERPRINT_WORDS
 from .context import PlanContext
 from .two_level import TwoLevelAllReduce
 
@@ -35,6 +38,8 @@ class Planner:
         self.context = context
         self.cache = PlanCache()
         self._said: set[tuple[str, str]] = set()  # (collective, algorithm) pairs logged at INFO
+        self.chosen: dict[Any, str] = {}  # the algorithm each signature's plan runs (for the flight recorder)
+        self._fingerprints: Plan | None = None  # the all-gather of COLLECTIVES_CHECK
 
     def algorithm(self, collective: str, requested: str | None, nbytes: int) -> str:
         """The algorithm a call of ``nbytes`` takes (raises for a name that cannot run here)."""
@@ -53,9 +58,27 @@ class Planner:
         requested algorithm last), else ``build(algorithm)``, kept."""
         plan = self.cache.get(key)
         if plan is None:
-            plan = build(self.algorithm(key[0], key[-1], nbytes))
+            algorithm = self.algorithm(key[0], key[-1], nbytes)
+            plan = self.checked(key, build(algorithm))
             self.cache.keep(key, plan)
+            if len(self.chosen) >= 4 * MAX_PLANS:
+                self.chosen.clear()
+            self.chosen[key] = algorithm
         return plan
+
+    def checked(self, key: tuple[Any, ...], plan: Plan) -> Plan:
+        """``plan``, behind a comparison of the call's signature across the ranks where
+        COLLECTIVES_CHECK asks for one (``plans.checked``)."""
+        if not self.context.check:
+            return plan
+        if self._fingerprints is None:  # an all-gather as any other (the small window on shared memory)
+            dtype = np.dtype(np.int64)
+            nbytes = FINGERPRINT_WORDS * dtype.itemsize * self.context.size
+            exchange = self.all_gather(self.algorithm("all_gather", None, nbytes), dtype, FINGERPRINT_WORDS)
+            if isinstance(exchange, scheduled.AllGather):
+                exchange.tag_bits = CONTROL_TAG_BIT  # the library's own messages, numbered with the call
+            self._fingerprints = exchange
+        return CheckedPlan(key, plan, self._fingerprints, self.context.size)
 
     def _segment(self, dtype: np.dtype) -> int:
         return max(1, self.context.chunk_bytes // max(1, dtype.itemsize))
@@ -166,6 +189,9 @@ class Planner:
         return scheduled.AllToAllV(ctx.executor, steps, ctx.rank, ctx.size, send_blocks, recv_blocks)
 
     def barrier(self, tag_bits: int = 0) -> Plan:
+        """The barrier plan (the user's one checked like every call; the library's own,
+        with ``tag_bits``, never)."""
         ctx = self.context
         steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
-        return scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
+        plan = scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
+        return self.checked(("barrier", None), plan) if not tag_bits else plan
