@@ -40,6 +40,7 @@ from .transports.base import Transport
 from .work import Work, Worker
 
 logger = logging.getLogger("collectives")
+_NO_DATA = np.empty(0, dtype=np.uint8)  # a barrier's data
 
 Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
@@ -347,9 +348,10 @@ class Communicator:
         return self._planned("all_to_all_v", plan, xa, oa, stage, out, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
-        """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""
-        return self._planned("barrier", self._barrier, np.empty(0, dtype=np.uint8), None, Staging(self._note_staged), None,
-                             async_op)
+        """Return once every rank has entered the barrier (a flag each in a shared window, else dissemination)."""
+        if not async_op and self._worker is None:
+            return self._run_kept("barrier", self._barrier, _NO_DATA, None)
+        return self._planned("barrier", self._barrier, _NO_DATA, None, Staging(self._note_staged), None, async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and
@@ -358,8 +360,7 @@ class Communicator:
         windows = self._context.windows
         if windows is None:
             return np.zeros(shape, dtype=dtype)
-        array: np.ndarray = self._issue("alloc", lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)
-        return array
+        return self._issue("alloc", lambda call: windows.alloc_array(shape, np.dtype(dtype), call), False)  # type: ignore[no-any-return]
 
     def split(self, color: int | None, key: int | None = None) -> Communicator | None:
         """A new communicator of the ranks that pass the same ``color``, ranked by ``key``

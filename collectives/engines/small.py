@@ -130,6 +130,25 @@ class _Plan:
             self.window.wait(q, SMALL, s, deadline, on_timeout)
 
 
+class BarrierPlan:
+    """Barriers: post the next serial, return once every peer has posted it. A barrier
+    takes a serial like any small call (so the halves' turns stay the same on every rank)
+    but writes no half, so it need not wait for one to be free."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+
+    def __call__(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        s = serial + 1
+        window = self.window
+        window.post(SMALL, s)
+        for q, flags in self.peers:
+            if flags[SMALL] < s:
+                window.wait(q, SMALL, s, deadline, on_timeout)
+        return s
+
+
 class AllReducePlan(_Plan):
     """Small all-reduces of one shape and operator."""
 

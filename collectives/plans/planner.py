@@ -166,6 +166,11 @@ class Planner:
         return scheduled.AllToAllV(ctx.executor, steps, ctx.rank, ctx.size, send_blocks, recv_blocks)
 
     def barrier(self, tag_bits: int = 0) -> Plan:
+        """The flags of the small window where every rank shares this host (not for the
+        library's own barriers, ``tag_bits``, which run before windows can open), else the
+        dissemination schedule."""
         ctx = self.context
+        if ctx.windows is not None and not tag_bits and ctx.default_algorithm in (None, "direct"):
+            return windowed.SmallBarrier(ctx.windows)
         steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
         return scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
