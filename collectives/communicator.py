@@ -42,6 +42,7 @@ from .transports.base import Transport
 from .work import Work, Worker
 
 logger = logging.getLogger("collectives")
+_NO_DATA = np.empty(0, dtype=np.uint8)  # a barrier's data
 
 Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
@@ -346,8 +347,10 @@ class Communicator(Traced):
         return self._planned(key, xa.nbytes, lambda a: self._planner.all_to_all_v(sends, recvs), xa, oa, stage, out, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
-        """Return once every rank has entered the barrier (dissemination, ceil(lg p) rounds)."""
-        return self._issue(("barrier", None), lambda call: self._barrier(np.empty(0, dtype=np.uint8), None, call), async_op)
+        """Return once every rank has entered the barrier (a flag each in a shared window, else dissemination)."""
+        if not async_op and self._worker is None:
+            return self._run_kept(("barrier", None), self._barrier, _NO_DATA, None)
+        return self._issue(("barrier", None), lambda call: self._barrier(_NO_DATA, None, call), async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and

@@ -77,13 +77,19 @@ the copy they save. Buffers from ``comm.alloc`` keep the window (reading shared 
 slower than reading the heap). Measured: docs/performance.md, "Thresholds", READS_FROM_BYTES."""
 
 
+BARRIER_LEN = (1 << 64) - 1
+"""What a barrier writes where a small call writes its byte count (it brings no data)."""
+
+
 def count_mismatch(peer: int, theirs: int, mine: int) -> MessageMismatchError:
     """The error for a peer that brings ``theirs`` bytes to a call where this rank brings
-    ``mine``: the ranks passed different counts (or dtypes of another size)."""
+    ``mine``: the ranks passed different counts (or dtypes of another size), or one of
+    them is in a barrier (``BARRIER_LEN``)."""
+    def said(nbytes: int) -> str:
+        return "is in a barrier" if nbytes == BARRIER_LEN else f"passed {nbytes} bytes"
+
     return MessageMismatchError(
-        f"rank {peer} passed {theirs} bytes where this rank passed {mine}: the ranks disagree on the count",
-        peer=peer,
-    )
+        f"rank {peer} {said(theirs)} where this rank {said(mine)}: the ranks disagree on the call", peer=peer)
 
 
 class Window(Protocol):

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
-from .direct import BROADCAST, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
+from .direct import BARRIER_LEN, BROADCAST, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -140,6 +140,34 @@ class _Plan:
             self.window.wait(q, SMALL, s, deadline, on_timeout)
         if flags[HALF_LEN + (s & 1)] != self.nbytes:
             raise count_mismatch(q, flags[HALF_LEN + (s & 1)], self.nbytes)
+
+
+class BarrierPlan:
+    """Barriers: post the next serial, return once every peer has posted it. A barrier
+    takes a serial like any small call (so the halves' turns stay the same on every rank)
+    and writes ``BARRIER_LEN`` where a data call writes its byte count, so that a barrier
+    meeting a data call raises on both sides instead of passing data to neither."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.mine: Any = window.flags(window.rank)  # written: the word where data calls put their byte count
+        self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+
+    def __call__(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        s = serial + 1
+        window = self.window
+        for q, flags in self.peers:  # my word of half s % 2 is free once every peer began s - 1
+            if flags[SMALL] < s - 1:
+                window.wait(q, SMALL, s - 1, deadline, on_timeout)
+        length = HALF_LEN + (s & 1)
+        self.mine[length] = BARRIER_LEN  # a data call meeting it raises, as below
+        window.post(SMALL, s)
+        for q, flags in self.peers:
+            if flags[SMALL] < s:
+                window.wait(q, SMALL, s, deadline, on_timeout)
+            if flags[length] != BARRIER_LEN:
+                raise count_mismatch(q, flags[length], BARRIER_LEN)
+        return s
 
 
 class AllReducePlan(_Plan):

@@ -189,9 +189,12 @@ class Planner:
         return scheduled.AllToAllV(ctx.executor, steps, ctx.rank, ctx.size, send_blocks, recv_blocks)
 
     def barrier(self, tag_bits: int = 0) -> Plan:
-        """The barrier plan (the user's one checked like every call; the library's own,
-        with ``tag_bits``, never)."""
+        """The flags of the small window where every rank shares this host, else the
+        dissemination schedule; the user's barrier checked like every call (the library's
+        own, with ``tag_bits``, run before windows can open and are never checked)."""
         ctx = self.context
+        if ctx.windows is not None and not tag_bits and ctx.default_algorithm in (None, "direct"):
+            return self.checked(("barrier", None), windowed.SmallBarrier(ctx.windows))
         steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
         plan = scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
         return self.checked(("barrier", None), plan) if not tag_bits else plan

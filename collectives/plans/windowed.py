@@ -47,6 +47,24 @@ class SmallReduction:
             finalize(ReduceOp.AVG, out, self.size)
 
 
+class SmallBarrier:
+    """Barriers through the small window's flags: one post and a read of every peer's flag,
+    where the scheduled barrier sends ceil(lg p) rounds of messages."""
+
+    __slots__ = ("windows", "kernel")
+
+    def __init__(self, windows: SharedWindows) -> None:
+        self.windows = windows
+        self.kernel: Any = None
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = small.BarrierPlan(windows.small(call))
+        windows.small_serial = kernel(windows.small_serial, call.deadline, call.timed_out)
+
+
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
     of peers' memory from ``direct.READS_FROM_BYTES`` where allowed, else two shots through

@@ -1,0 +1,87 @@
+"""The barrier: through the small window's flags where every rank shares the host (one post
+and a read of each peer's flag), through the dissemination schedule elsewhere; on every
+route nobody leaves before the last rank arrives, and barriers interleave with small
+collectives without mixing their turns."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from collectives.plans import windowed
+from collectives.testing import run_world
+
+pytestmark = pytest.mark.multiprocess
+
+LATE = 0.3  # seconds the last rank arrives after the others
+
+
+def _waits_for_the_late_rank(comm):
+    kind = type(comm._barrier).__name__
+    comm.barrier()  # everyone here: the late rank's delay starts together
+    if comm.rank == comm.size - 1:
+        time.sleep(LATE)
+    start = time.monotonic()
+    comm.barrier()
+    return kind, time.monotonic() - start
+
+
+@pytest.mark.parametrize("transport,size,route", [("shm", 2, "SmallBarrier"), ("shm", 4, "SmallBarrier"),
+                                                  ("tcp", 3, "InPlace")])
+def test_nobody_leaves_a_barrier_before_the_last_rank_arrives(transport, size, route):
+    results = run_world(_waits_for_the_late_rank, size, transport, timeout=60)
+    assert {kind for kind, _ in results} == {route}
+    for rank, (_, waited) in enumerate(results[:-1]):
+        assert waited >= LATE * 0.8, f"rank {rank} left after {waited:.3f} s"
+
+
+def test_barriers_between_small_collectives_keep_every_result_right():
+    def fn(comm):
+        assert isinstance(comm._barrier, windowed.SmallBarrier)
+        got = []
+        for i in range(60):
+            x = np.full(3 + i % 5, comm.rank + i, dtype=np.float64)
+            comm.all_reduce(x)
+            if i % 3 == 0:
+                comm.barrier()
+            b = np.full(4, comm.rank * 10.0 + i) if comm.rank == i % comm.size else np.zeros(4)
+            comm.broadcast(b, root=i % comm.size)
+            if i % 2:
+                comm.barrier()
+            got.append((x.copy(), b.copy()))
+        return got
+
+    size = 3
+    results = run_world(fn, size, "shm", timeout=60)
+    for i in range(60):
+        want_x = sum(r + i for r in range(size))
+        want_b = (i % size) * 10.0 + i
+        for rank in range(size):
+            x, b = results[rank][i]
+            assert np.all(x == want_x) and np.all(b == want_b), (rank, i)
+
+
+def test_a_world_asking_for_schedules_keeps_the_dissemination_barrier(monkeypatch):
+    monkeypatch.setenv("COLLECTIVES_ALGO", "ring")
+    results = run_world(_waits_for_the_late_rank, 2, "shm", timeout=60)
+    assert [kind for kind, _ in results] == ["InPlace", "InPlace"]
+    assert results[0][1] >= LATE * 0.8
+
+
+def test_a_barrier_meeting_an_all_reduce_raises_on_both_ranks():
+    def fn(comm):
+        comm.timeout = 5.0
+        try:
+            if comm.rank == 0:
+                comm.barrier()
+            else:
+                comm.all_reduce(np.ones(2))
+        except Exception as exc:  # noqa: BLE001 - the test reads what each rank raised
+            return type(exc).__name__, str(exc)
+        return None
+
+    results = run_world(fn, 2, "shm", timeout=60)
+    assert results[0][0] == "MessageMismatchError" and "rank 1 passed 16 bytes" in results[0][1], results
+    assert results[1][0] == "MessageMismatchError" and "rank 0 is in a barrier" in results[1][1], results
