@@ -15,6 +15,8 @@
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
+| COLLECTIVES_REVOKE_ON_FAILURE | 1: a timeout or lost peer seen by one rank revokes the communicator for every member (docs/fault-tolerance.md) | 0 |
+| COLLECTIVES_RECOVERY_TIMEOUT | seconds an agreement (``agree``, ``shrink``, ``grow``) waits for a rank that neither answers nor is known dead before declaring it failed | 30 |
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Config:
     max_frame_bytes: int = 64 << 20
     cross_memory: bool = True
     debug: str | None = None
+    revoke_on_failure: bool = False
+    recovery_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -96,6 +100,16 @@ class Config:
             text = get(name)
             return parse_size(text, "COLLECTIVES_" + name) if text else default
 
+        def seconds(name: str, default: float) -> float:
+            text = get(name)
+            try:
+                value = float(text) if text else default
+            except ValueError:
+                raise InvalidArgumentError(f"COLLECTIVES_{name}={text!r} is not a number of seconds") from None
+            if value <= 0:
+                raise InvalidArgumentError(f"COLLECTIVES_{name}={text!r} must be positive")
+            return value
+
         def flag(name: str, default: bool) -> bool:
             text = get(name)
             if text is None:
@@ -118,6 +132,8 @@ class Config:
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
             debug=get("DEBUG"),
+            revoke_on_failure=flag("REVOKE_ON_FAILURE", cls.revoke_on_failure),
+            recovery_timeout=seconds("RECOVERY_TIMEOUT", cls.recovery_timeout),
         )
 
     @classmethod

@@ -1,0 +1,49 @@
+"""``shrink``: a new communicator of the members that are alive (ULFM's MPIX_Comm_shrink).
+
+An agreement fixes who is in (the voters, less the excluded); they connect a communicator
+in the store under that round's number, ranked in their old order; a second agreement
+checks that every one of them connected. A member that died after the first agreement
+fails the check (its peers' connect fails, or it does not vote), and the next attempt
+goes on without it: a shrink ends with a working communicator however many members die
+during it, as long as one survives and the store stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from ..errors import CollectivesError
+from ..store import PrefixStore
+from .state import Recovery
+
+if TYPE_CHECKING:
+    from ..communicator import Communicator
+
+logger = logging.getLogger("collectives")
+
+
+def shrink(comm: Communicator, state: Recovery, exclude: Collection[int]) -> Communicator | None:
+    """The communicator of the live, not excluded members (None on an excluded member)."""
+    while True:
+        decision = state.agree(1, exclude)
+        if state.rank in decision.excluded:
+            return None
+        members = [r for r in decision.alive if r not in decision.excluded]
+        new: Communicator | None = None
+        try:
+            store = PrefixStore(f"shrink/{decision.round}", state.store)
+            new = state.connect(members.index(state.rank), len(members), store, comm.config)
+        except CollectivesError as exc:  # a member died after the agreement: try again without it
+            logger.info("rank %d: shrink #%d could not connect (%s); agreeing again", state.rank, decision.round, exc)
+        check = state.agree(int(new is not None))
+        if check.flag and set(members) <= set(check.alive) and new is not None:
+            # The shrunk communicator takes over what this one owned (the store it meets in).
+            new._owned.extend(state.owned_by(comm))
+            del comm._owned[:]
+            comm._owned.append(state)
+            return new
+        if new is not None:
+            new.abort()
+        exclude = set(exclude) | set(decision.excluded)
