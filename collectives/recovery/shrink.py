@@ -2,7 +2,7 @@
 
 An agreement fixes who is in (the voters, less the excluded); they connect a communicator
 in the store under that round's number, ranked in their old order; a second agreement
-checks that every one of them connected. A member that died after the first agreement
+checks that every one of them connected (within ``recovery_timeout``). A member that died after the first agreement
 fails the check (its peers' connect fails, or it does not vote), and the next attempt
 goes on without it: a shrink ends with a working communicator however many members die
 during it, as long as one survives and the store stays up.
@@ -10,6 +10,7 @@ during it, as long as one survives and the store stays up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
@@ -33,8 +34,7 @@ def shrink(comm: Communicator, state: Recovery, exclude: Collection[int]) -> Com
         members = [r for r in decision.alive if r not in decision.excluded]
         new: Communicator | None = None
         try:
-            store = PrefixStore(f"shrink/{decision.round}", state.store)
-            new = state.connect(members.index(state.rank), len(members), store, comm.config)
+            new = _connect(state, members.index(state.rank), len(members), PrefixStore(f"shrink/{decision.round}", state.store))
         except CollectivesError as exc:  # a member died after the agreement: try again without it
             logger.info("rank %d: shrink #%d could not connect (%s); agreeing again", state.rank, decision.round, exc)
         check = state.agree(int(new is not None))
@@ -47,3 +47,12 @@ def shrink(comm: Communicator, state: Recovery, exclude: Collection[int]) -> Com
         if new is not None:
             new.abort()
         exclude = set(exclude) | set(decision.excluded)
+
+
+def _connect(state: Recovery, rank: int, size: int, store: PrefixStore) -> Communicator:
+    """Connect within ``recovery_timeout`` (a member dead since the agreement is waited for
+    that long, not the communicator's whole timeout), then keep the usual timeout."""
+    config = state.config
+    new = state.connect(rank, size, store, dataclasses.replace(config, timeout=min(config.timeout, config.recovery_timeout)))
+    new.config, new.timeout = config, config.timeout
+    return new

@@ -47,17 +47,20 @@ def _child(fn: Callable[..., Any], rank: int, size: int | None, transport: str, 
 
 def run_ranks(fn: Callable[..., Any], size: int, transport: str, *, joiners: int = 0,
               join_fn: Callable[..., Any] | None = None, timeout: float = 5.0, job_timeout: float = 60.0,
-              **settings: Any) -> dict[int, Outcome]:
+              hosts: list[str] | None = None, **settings: Any) -> dict[int, Outcome]:
     """Run ``fn(comm)`` on ranks ``0..size-1`` (and ``join_fn(comm)`` on ``joiners`` processes
-    that call ``collectives.join``, keyed ``size, size+1, ...``); return each one's outcome."""
+    that call ``collectives.join``, keyed ``size, size+1, ...``); return each one's outcome.
+    ``hosts``: each rank's host identity, so that ranks look remote to each other (their
+    deaths are then found by silence, not by their pids)."""
     outcomes: dict[int, Outcome] = {}
     with Job() as job:
         readers = {}
         for i in range(size + joiners):
             reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
             target, rank_size = (fn, size) if i < size else (join_fn, None)
+            mine = {**settings, **({"hostname": hosts[i]} if hosts and i < len(hosts) else {})}
             job.fork(_child, (target, i, rank_size, transport, job.store.host, job.store.port, job.secret, timeout,
-                              settings, writer), name=f"recovery-rank{i}")
+                              mine, writer), name=f"recovery-rank{i}")
             writer.close()
             readers[reader] = i
         deadline = time.monotonic() + job_timeout
