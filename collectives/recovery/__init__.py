@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..store import Store
+from ..store.mpi_store import MPIStore
 from .mixin import Agreement, Recoverable
-from .state import Connect, Recovery
+from .state import Connect, Recovery, root_of
 
 if TYPE_CHECKING:
     from ..communicator import Communicator
@@ -20,7 +21,10 @@ __all__ = ["Agreement", "Recoverable", "Recovery", "attach"]
 
 
 def attach(comm: Communicator, store: Store, connect: Connect, host: str) -> None:
-    """Give ``comm`` (connected in ``store``) its recovery state, closed first when it closes."""
+    """Give ``comm`` (connected in ``store``) its recovery state, closed first when it closes
+    (none over a store that speaks MPI: one rank alone cannot use it, so revoke could not)."""
+    if isinstance(root_of(store)[0], MPIStore):
+        return
     state = Recovery(comm, store, connect, host)
     state.on_revoke = comm._revoke_here
     comm._recovery = state

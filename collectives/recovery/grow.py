@@ -53,9 +53,12 @@ def join_group(store: Store, config: Config, connect: Connect) -> Communicator:
     seen = b""
     while True:
         left = deadline - time.monotonic()
-        if left <= 0:
-            raise RendezvousTimeoutError(f"join: no group offered a place (grow) within {config.timeout:g} s")
-        raw = store.get(OFFER, left)
+        try:
+            if left <= 0:
+                raise RendezvousTimeoutError("")
+            raw = store.get(OFFER, left)
+        except RendezvousTimeoutError:
+            raise RendezvousTimeoutError(f"join: no group offered a place (grow) within {config.timeout:g} s") from None
         if raw == seen:  # that offer is full: wait for the next one
             time.sleep(0.02)
             continue

@@ -16,20 +16,21 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ..errors import StoreError
+from ..errors import RendezvousTimeoutError, StoreError
 from ..store import Store
 
 logger = logging.getLogger("collectives")
 
-FOREVER = 365 * 24 * 3600.0  # a parked get's timeout: the watcher is woken, never times out
+PARK = 24 * 3600.0  # seconds of one parked get; the watcher parks again when one ends unwoken
 CLOSED = b"closed"
 
 
 class Watcher:
     """The thread that waits for this member's ``wake`` key (closed with the communicator)."""
 
-    def __init__(self, store: Store, rank: int, on_revoke: Callable[[str], None]) -> None:
-        self.store = store
+    def __init__(self, store: Store, rank: int, on_revoke: Callable[[str], None], *, ring: Store | None = None) -> None:
+        self.store = store  # where the thread parks (a connection of its own where clients serialise)
+        self.ring = store if ring is None else ring  # where close() wakes it
         self.rank = rank
         self.on_revoke = on_revoke
         self.store_lost = False  # the store went away: nothing will ring us any more
@@ -38,7 +39,12 @@ class Watcher:
 
     def _watch(self) -> None:
         try:
-            why = self.store.get(f"wake/{self.rank}", FOREVER)
+            while True:
+                try:
+                    why = self.store.get(f"wake/{self.rank}", PARK)
+                    break
+                except RendezvousTimeoutError:
+                    continue
             if why != CLOSED:
                 self.on_revoke(self.store.get("revoked", 5.0).decode(errors="replace"))
         except StoreError as exc:
@@ -52,7 +58,7 @@ class Watcher:
         if not self._thread.is_alive():
             return
         try:
-            self.store.compare_set(f"wake/{self.rank}", b"", CLOSED)
+            self.ring.compare_set(f"wake/{self.rank}", b"", CLOSED)
         except StoreError:
             return  # the store is gone; the parked get ends with it
         self._thread.join(5.0)

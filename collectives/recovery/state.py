@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config
 from ..errors import StoreError
 from ..store import PrefixStore, Store
-from ..store.mpi_store import MPIStore
+from ..store.torch_store import TorchStore
 from .agree import Decision, agree_round
 from .liveness import Liveness
 from .revoke import Watcher, publish
@@ -30,6 +30,21 @@ def root_of(store: Store) -> tuple[Store, str]:
     return store, "/".join(reversed(parts))
 
 
+def _waitable(store: Store) -> Store | None:
+    """``store`` on a connection of its own where its client serialises every operation (a
+    torch store: a parked ``get`` would hold up all the others), or None where it cannot
+    have one (the watcher is then left out: a revoke reaches that member when an
+    operation of its fails, or at its next call after the store is checked)."""
+    root, prefix = root_of(store)
+    if not isinstance(root, TorchStore):
+        return store
+    try:
+        own: Store = TorchStore(root.torch_store.clone(), root.timeout)
+    except Exception:  # noqa: BLE001 - stores without clone() (torch's HashStore, older torch)
+        return None
+    return PrefixStore(prefix, own) if prefix else own
+
+
 class Recovery:
     """Recovery state of one member of one communicator (made by ``attach``)."""
 
@@ -43,10 +58,9 @@ class Recovery:
         self.revoked = False
         self.liveness = Liveness(self.store, self.rank, host)
         self.on_revoke: Callable[[str], None] = lambda reason: None
-        # A store that speaks over MPI cannot be waited on from a second thread.
-        root, _ = root_of(store)
-        self.watcher = None if isinstance(root, MPIStore) or self.size == 1 else Watcher(
-            self.store, self.rank, lambda reason: self.on_revoke(reason))
+        waitable = None if self.size == 1 else _waitable(self.store)
+        self.watcher = None if waitable is None else Watcher(
+            waitable, self.rank, lambda reason: self.on_revoke(reason), ring=self.store)
 
     def publish_revoke(self, reason: str) -> str:
         """Tell every member (through the store) that the communicator is revoked."""
