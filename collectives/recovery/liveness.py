@@ -37,5 +37,4 @@ class Liveness:
                 return False
             host, namespace, pid, start = self.store.get(f"process/{rank}", 1.0).decode().split("\n")
             record = self._peers[rank] = (f"{host}\n{namespace}", int(pid), start.encode())
-        place, pid, start = record
-        return place == self.place and _process_gone(pid, start) is not None
+        return record[0] == self.place and _process_gone(record[1], record[2]) is not None

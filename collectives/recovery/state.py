@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config
 from ..errors import StoreError
 from ..store import PrefixStore, Store
 from ..store.torch_store import TorchStore
