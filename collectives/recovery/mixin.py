@@ -15,6 +15,7 @@ from .state import Recovery
 
 if TYPE_CHECKING:
     from ..communicator import Communicator
+    from ..plans import PlanContext
     from ..transports.base import Transport
 
 logger = logging.getLogger("collectives")
@@ -42,6 +43,7 @@ class Recoverable:
     _broken: BaseException | None
     _closed: bool
     _owned: list[Any]
+    _context: PlanContext
     _recovery: Recovery | None = None
 
     def _recovering(self, what: str) -> Recovery:
@@ -75,6 +77,9 @@ class Recoverable:
                 transport.close()
             except Exception:  # noqa: BLE001 - every transport must get its close
                 logger.exception("rank %d: closing %s on revoke failed", self.rank, transport)
+        levels = self._context.levels  # a two-level communicator's levels wait on transports of their own
+        for level in levels.pair if levels is not None and levels.pair is not None else ():
+            level._revoke_here(reason)
 
     def _stopped(self, name: str, seq: int, exc: BaseException) -> CollectivesError | None:
         """What a failure inside operation ``seq`` means when it is not the peer's doing:

@@ -31,11 +31,12 @@ def _child(fn: Callable[..., Any], rank: int, size: int | None, transport: str, 
     from collectives.store.tcp_store import TCPStore
 
     store = TCPStore(host, port, secret, timeout=timeout)
+    forced = None if transport == "auto" else transport  # auto: shm within a host, tcp across
     try:
         if size is None:  # a joiner
-            comm = collectives.join(store, timeout=timeout, transport=transport, **settings)
+            comm = collectives.join(store, timeout=timeout, transport=forced, **settings)
         else:
-            comm = collectives.init(rank, size, store, transport=transport, timeout=timeout, **settings)
+            comm = collectives.init(rank, size, store, transport=forced, timeout=timeout, **settings)
         value = fn(comm)
         payload = pickle.dumps(("ok", value))
     except BaseException as exc:  # reported to the test, which asserts on it

@@ -83,3 +83,47 @@ def test_revoke_on_failure_is_off_by_default_and_read_from_the_environment() -> 
     assert Config.from_env({"COLLECTIVES_RECOVERY_TIMEOUT": "2.5"}).recovery_timeout == 2.5
     with pytest.raises(InvalidArgumentError, match="COLLECTIVES_RECOVERY_TIMEOUT"):
         Config.from_env({"COLLECTIVES_RECOVERY_TIMEOUT": "-1"})
+
+
+def _revoke_ends_a_receive(comm: collectives.Communicator) -> tuple[str, float]:
+    comm.barrier()
+    if comm.rank == 1:  # never sends; revokes instead
+        time.sleep(0.3)
+        comm.revoke()
+        return "revoked", time.time()
+    try:
+        comm.recv(np.empty(4), src=1)
+    except CommunicatorRevokedError:
+        return "raised", time.time()
+    return "received", time.time()
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_revoke_ends_a_pending_receive(transport: str) -> None:
+    out = run_ranks(_revoke_ends_a_receive, 2, transport, timeout=20)
+    (what, raised_at), (_, revoked_at) = out[0][1], out[1][1]
+    assert what == "raised" and raised_at - revoked_at < 1.0, out
+
+
+def test_revoke_reaches_both_levels_of_a_two_level_communicator() -> None:
+    def fn(comm: collectives.Communicator) -> tuple[str, float]:
+        x = np.ones(1 << 16)
+        comm.all_reduce(x, algorithm="hierarchical")  # connects the levels
+        if comm.rank == 3:  # never enters the second all_reduce; revokes, and stays alive
+            time.sleep(0.5)
+            comm.revoke()
+            revoked_at = time.time()
+            time.sleep(2.0)
+            return "revoked", revoked_at
+        try:
+            comm.all_reduce(x, algorithm="hierarchical")
+        except CommunicatorRevokedError:
+            return "raised", time.time()
+        return "completed", time.time()
+
+    out = run_ranks(fn, 4, "auto", timeout=20, hosts=["a", "a", "b", "b"])
+    revoked_at = out[3][1][1]
+    for rank in range(3):
+        what, at = out[rank][1]
+        assert what == "raised" and at - revoked_at < 1.0, out
