@@ -2,10 +2,11 @@
 
 An agreement fixes who is in (the voters, less the excluded); they connect a communicator
 in the store under that round's number, ranked in their old order; a second agreement
-checks that every one of them connected (within ``recovery_timeout``). A member that died after the first agreement
-fails the check (its peers' connect fails, or it does not vote), and the next attempt
-goes on without it: a shrink ends with a working communicator however many members die
-during it, as long as one survives and the store stays up.
+checks that every one of them connected (within ``recovery_timeout``). A member that died
+after the first agreement fails the check (its peers' connect fails, or it does not vote),
+and the next attempt goes on without it: a shrink ends with a working communicator however
+many members die during it, as long as one survives and the store stays up. A failure to
+connect with every member alive (no room in /dev/shm, say) would fail again: it is raised.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from ..errors import CollectivesError
+from ..errors import CollectivesError, ConnectError
 from ..store import PrefixStore
 from .state import Recovery
 
@@ -33,9 +34,11 @@ def shrink(comm: Communicator, state: Recovery, exclude: Collection[int]) -> Com
             return None
         members = [r for r in decision.alive if r not in decision.excluded]
         new: Communicator | None = None
+        failure: CollectivesError | None = None
         try:
             new = _connect(state, members.index(state.rank), len(members), PrefixStore(f"shrink/{decision.round}", state.store))
         except CollectivesError as exc:  # a member died after the agreement: try again without it
+            failure = exc
             logger.info("rank %d: shrink #%d could not connect (%s); agreeing again", state.rank, decision.round, exc)
         check = state.agree(int(new is not None))
         if check.flag and set(members) <= set(check.alive) and new is not None:
@@ -46,6 +49,9 @@ def shrink(comm: Communicator, state: Recovery, exclude: Collection[int]) -> Com
             return new
         if new is not None:
             new.abort()
+        if set(members) <= set(check.alive):  # nobody died, yet someone could not connect: trying again would too
+            raise failure or ConnectError(
+                f"shrink #{decision.round}: a member could not connect the shrunk communicator (its own shrink says why)")
         exclude = set(exclude) | set(decision.excluded)
 
 

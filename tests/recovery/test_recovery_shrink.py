@@ -118,3 +118,25 @@ def test_exclude_names_ranks_of_this_communicator() -> None:
         alone = comm.shrink()
         assert alone is not None and alone.size == 1
         alone.close()
+
+
+def test_a_connect_failure_with_everyone_alive_is_raised_not_retried() -> None:
+    from collectives.errors import ConnectError
+    from collectives.testing import run_world
+
+    def fn(comm: collectives.Communicator) -> str:
+        state = comm._recovery
+        assert state is not None
+        if comm.rank == 1:
+            def refuse(*args: object, **kwargs: object) -> collectives.Communicator:
+                raise ConnectError("no room for the shrunk communicator")
+
+            state.connect = refuse  # type: ignore[assignment]
+        try:
+            comm.shrink()
+        except collectives.CollectivesError as exc:
+            return type(exc).__name__
+        return "shrunk"
+
+    out = run_world(fn, 3, "inproc", timeout=30, recovery_timeout=0.5)
+    assert out[1] == "ConnectError" and all(name != "shrunk" for name in out), out
