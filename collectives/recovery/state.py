@@ -32,14 +32,14 @@ def root_of(store: Store) -> tuple[Store, str]:
 def _waitable(store: Store) -> Store | None:
     """``store`` on a connection of its own where its client serialises every operation (a
     torch store: a parked ``get`` would hold up all the others), or None where it cannot
-    have one (the watcher is then left out: a revoke reaches that member when an
-    operation of its fails, or at its next call after the store is checked)."""
+    have one (the watcher is then left out: a revoke reaches that member when one of its
+    operations next fails, its peers having closed their ends)."""
     root, prefix = root_of(store)
     if not isinstance(root, TorchStore):
         return store
     try:
         own: Store = TorchStore(root.torch_store.clone(), root.timeout)
-    except Exception:  # noqa: BLE001 - stores without clone() (torch's HashStore, older torch)
+    except Exception:  # noqa: BLE001 - stores without clone() (older torch)
         return None
     return PrefixStore(prefix, own) if prefix else own
 
