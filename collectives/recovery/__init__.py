@@ -26,6 +26,6 @@ def attach(comm: Communicator, store: Store, connect: Connect, host: str) -> Non
     if isinstance(root_of(store)[0], MPIStore):
         return
     state = Recovery(comm, store, connect, host)
-    state.on_revoke = comm._revoke_here
     comm._recovery = state
     comm._owned.insert(0, state)
+    state.watch(comm._revoke_here)  # (last: a revoke may come at once, and finds the state in place)

@@ -56,10 +56,13 @@ class Recovery:
         self.excluded: set[int] = set()  # of those, the ones a shrink excluded (alive, but out)
         self.revoked = False
         self.liveness = Liveness(self.store, self.rank, host)
-        self.on_revoke: Callable[[str], None] = lambda reason: None
+        self.watcher: Watcher | None = None
+
+    def watch(self, on_revoke: Callable[[str], None]) -> None:
+        """Start the revoke watcher, which calls ``on_revoke(reason)`` when a member revokes."""
         waitable = None if self.size == 1 else _waitable(self.store)
-        self.watcher = None if waitable is None else Watcher(
-            waitable, self.rank, lambda reason: self.on_revoke(reason), ring=self.store)
+        if waitable is not None:
+            self.watcher = Watcher(waitable, self.rank, on_revoke, ring=self.store)
 
     def publish_revoke(self, reason: str) -> str:
         """Tell every member (through the store) that the communicator is revoked."""
