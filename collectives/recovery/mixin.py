@@ -87,6 +87,8 @@ class Recoverable:
         aborted; under ``revoke_on_failure`` the failure revokes for every member.
         None: report the failure itself."""
         state = self._recovery
+        if self._closed and not isinstance(self._broken, CommunicatorRevokedError):  # abort() from another thread
+            return CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted")
         if state is not None and not state.revoked:
             reason = state.revoked_in_store()
             if reason is None and self.config.revoke_on_failure:
@@ -98,8 +100,6 @@ class Recoverable:
                 self._revoke_here(reason)
         if isinstance(self._broken, CommunicatorRevokedError):
             return CommunicatorRevokedError(f"{name} #{seq}: {self._broken}")
-        if self._closed:
-            return CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted")
         return None
 
     def agree(self, flag: int) -> Agreement:
