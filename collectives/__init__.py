@@ -5,7 +5,7 @@
     comm.all_reduce(x)                 # x: numpy array or torch tensor, in place
 """
 
-from ._init import init
+from ._init import init, join
 from .communicator import Communicator
 from .config import Config
 from .errors import (
@@ -14,31 +14,37 @@ from .errors import (
     CollectiveTimeoutError,
     CommunicatorBrokenError,
     CommunicatorClosedError,
+    CommunicatorRevokedError,
     InvalidArgumentError,
     InvalidTypeError,
     PeerLostError,
     SettingsMismatchError,
+    RankDeclaredFailedError,
     TransportError,
     UnsupportedError,
 )
 from .mpi import from_mpi
 from .ops import ReduceOp
 from . import _version
+from .recovery import Agreement
 from .work import Work
 
 __version__ = _version.__version__
 
 __all__ = [
     "CollectiveMismatchError",
+    "Agreement",
     "CollectiveTimeoutError",
     "CollectivesError",
     "Communicator",
     "CommunicatorBrokenError",
     "CommunicatorClosedError",
+    "CommunicatorRevokedError",
     "Config",
     "InvalidArgumentError",
     "InvalidTypeError",
     "PeerLostError",
+    "RankDeclaredFailedError",
     "ReduceOp",
     "SettingsMismatchError",
     "TransportError",
@@ -46,4 +52,5 @@ __all__ = [
     "Work",
     "from_mpi",
     "init",
+    "join",
 ]

@@ -160,3 +160,39 @@ def init(
         for resource in reversed(owned):
             resource.close()
         raise
+
+
+def join(store: Store | None = None, *, timeout: float | None = None, env: Mapping[str, str] | None = None,
+         **settings: Any) -> Communicator:
+    """Join a running group as a new rank: wait until its members call ``comm.grow(n)``,
+    take one of the ``n`` places, and return the larger communicator (docs/fault-tolerance.md).
+
+    Args:
+        store: the store the group meets in (else the launcher's: COLLECTIVES_STORE_ADDR and
+            COLLECTIVES_SECRET, whose secret every connection to it proves).
+        timeout: seconds to wait for a place, and the new communicator's timeout.
+        settings: other Config fields, as for ``init()``.
+
+    Raises:
+        InvalidArgumentError: no store given or found in the environment.
+        RendezvousTimeoutError: no group offered a place within ``timeout``.
+    """
+    from .recovery.grow import join_group
+
+    env = os.environ if env is None else env
+    config = Config.resolve(env, timeout=timeout, settings=settings, caller="join")
+    configure_logging(config)
+    owned: list[Any] = []
+    if store is None:
+        store, owned = _store_from_env(env, -1, config)  # (rank -1: never the store's server)
+        if store is None:
+            raise InvalidArgumentError("join: no store to meet the group in: pass store=, or set COLLECTIVES_STORE_ADDR")
+        owned.append(store)
+    try:
+        comm = join_group(store, config, connect)
+    except BaseException:
+        for resource in owned:
+            resource.close()
+        raise
+    comm._owned.extend(owned)
+    return comm

@@ -25,16 +25,12 @@ from .config import Config
 from .diagnose import name_the_absent
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
-from .errors import (
-    CollectiveTimeoutError,
-    CommunicatorBrokenError,
-    CommunicatorClosedError,
-    TransportError,
-    UnsupportedError,
-)
+from .errors import (CollectiveTimeoutError, CommunicatorBrokenError, CommunicatorClosedError, CommunicatorRevokedError,
+                     TransportError, UnsupportedError)
 from .flight_recorder import ENDED, TRACE_MASK, Traced
 from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
+from .recovery.mixin import Recoverable
 from .staging import NoteStaged, Staging
 from .store import Store
 from .tags import CONTROL_TAG_BIT
@@ -48,7 +44,7 @@ Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
 
 
-class Communicator(Traced):
+class Communicator(Traced, Recoverable):
     """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
 
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
@@ -130,8 +126,8 @@ class Communicator(Traced):
 
     def _check_open(self) -> None:
         if self._broken is not None:
-            if isinstance(self._broken, CommunicatorClosedError):
-                raise CommunicatorClosedError(str(self._broken))
+            if isinstance(self._broken, (CommunicatorClosedError, CommunicatorRevokedError)):
+                raise type(self._broken)(str(self._broken))
             raise CommunicatorBrokenError(
                 f"an earlier failure left this communicator unusable ({self._broken}); create a new one"
             ) from self._broken
@@ -190,8 +186,8 @@ class Communicator(Traced):
     def _fail(self, name: str, seq: int, exc: CollectiveTimeoutError | TransportError) -> NoReturn:
         """Raise what a timeout or transport failure inside operation ``seq`` means for the
         caller, marking the communicator broken (call from an ``except`` block)."""
-        if self._closed:  # abort() from another thread tore the transports down
-            raise CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted") from exc
+        if (stopped := self._stopped(name, seq, exc)) is not None:  # aborted, or revoked (recovery/mixin.py)
+            raise stopped from exc
         if isinstance(exc, CollectiveTimeoutError):
             self._broken = exc
             if self.store is not None and self.size > 1:

@@ -18,6 +18,8 @@
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 | COLLECTIVES_CHECK | 1: every collective first compares (op, dtype, count, root, reduce op, algorithm) across the ranks and raises CollectiveMismatchError on all of them before data moves (costs one small all-gather per call) | 0 |
 | COLLECTIVES_TRACE_FILE | where the flight recorder dumps each rank's last operations (JSON lines; ``%r`` rank, ``%p`` pid) on a failure and on SIGUSR2 | failures: not dumped; SIGUSR2: ``$TMPDIR/collectives-trace.%r.%p.jsonl`` |
+| COLLECTIVES_REVOKE_ON_FAILURE | 1: a timeout or lost peer seen by one rank revokes the communicator for every member (docs/fault-tolerance.md) | 0 |
+| COLLECTIVES_RECOVERY_TIMEOUT | seconds an agreement (``agree``, ``shrink``, ``grow``) waits for a rank that neither answers nor is known dead before declaring it failed | 30 |
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class Config:
     debug: str | None = None
     check: bool = False  # COLLECTIVES_CHECK: compare every call's signature across the ranks first
     trace_file: str | None = None  # COLLECTIVES_TRACE_FILE: where the flight recorder dumps
+    revoke_on_failure: bool = False
+    recovery_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -107,6 +111,16 @@ class Config:
             text = get(name)
             return parse_size(text, "COLLECTIVES_" + name) if text else default
 
+        def seconds(name: str, default: float) -> float:
+            text = get(name)
+            try:
+                value = float(text) if text else default
+            except ValueError:
+                raise InvalidArgumentError(f"COLLECTIVES_{name}={text!r} is not a number of seconds") from None
+            if value <= 0:
+                raise InvalidArgumentError(f"COLLECTIVES_{name}={text!r} must be positive")
+            return value
+
         def flag(name: str, default: bool) -> bool:
             text = get(name)
             if text is None:
@@ -132,6 +146,8 @@ class Config:
             debug=get("DEBUG"),
             check=flag("CHECK", cls.check),
             trace_file=get("TRACE_FILE"),
+            revoke_on_failure=flag("REVOKE_ON_FAILURE", cls.revoke_on_failure),
+            recovery_timeout=seconds("RECOVERY_TIMEOUT", cls.recovery_timeout),
         )
 
     @classmethod

@@ -22,6 +22,7 @@ from .communicator import Communicator, Splitter
 from .config import Config
 from .plans import PlanContext
 from .skew import agree_on_settings
+from .recovery import attach
 from .store import PrefixStore, Store
 from .topology import PairPlan, describe, select_transport
 from .transports import transport_class
@@ -122,6 +123,7 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
         logger.info("%s", line)
     if size > 1:
         comm._connect_barrier()
+    attach(comm, cstore, connect, me)  # revoke, agree, shrink, grow (collectives/recovery)
     return comm
 
 

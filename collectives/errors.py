@@ -120,3 +120,18 @@ class SettingsMismatchError(InvalidArgumentError):
     """Ranks of one job run different library or protocol versions, or differ on a setting
     that must be the same everywhere (timeout, algorithm, transport, ...); raised by
     ``init()`` on every rank, naming each differing setting with every rank's value."""
+
+class CommunicatorRevokedError(CommunicatorBrokenError):
+    """The communicator was revoked (``comm.revoke()`` by any member, or a failure seen by
+    one rank under ``revoke_on_failure``): every pending and later operation on it raises
+    this. ``agree()`` and ``shrink()`` still work on it (docs/fault-tolerance.md)."""
+
+
+class RankDeclaredFailedError(CommunicatorRevokedError):
+    """The other members' agreement declared this rank failed (it did not take part within
+    ``recovery_timeout``): it is not a member of what they agreed on, and must not go on
+    with them. Attributes: ``round``, the agreement's number on the communicator."""
+
+    def __init__(self, message: str, *, round: int = 0) -> None:  # noqa: A002 - ULFM's word
+        super().__init__(message)
+        self.round = round

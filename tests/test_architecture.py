@@ -137,6 +137,7 @@ FORBIDDEN = {
                                "collectives.communicator"),
     "collectives.transports": ("collectives.engines", "collectives.plans", "collectives.algorithms",
                                "collectives.communicator"),
+    "collectives.recovery": ("collectives.communicator", "collectives.connect", "collectives._init"),
     "collectives.store": ("collectives.engines", "collectives.plans", "collectives.transports",
                           "collectives.communicator"),
 }

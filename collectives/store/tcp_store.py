@@ -150,7 +150,8 @@ class TCPStoreServer:
             while not self._stopping:
                 timeout = None
                 if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                    # (at most an hour: epoll refuses ~25 days, and a client's long wait must not end the server)
+                    timeout = min(max(0.0, self._timers[0][0] - time.monotonic()), 3600.0)
                 for key, mask in self._sel.select(timeout):
                     if key.data == "listener":
                         self._accept()

@@ -50,6 +50,7 @@ SKIPPED = {
         "four alternative calls, not one program: r, n and the store are yours; "
         "tests/torch_backend/test_torch_scenarios.py runs the env://, tcp:// and file:// forms",
     ),
+    ("docs/fault-tolerance.md", "needs a dead rank and torch; tests/recovery/test_recovery_torch.py runs it"),
 }
 """(file, reason) of every ``<!-- example: skip (reason) -->`` block."""
 
