@@ -170,8 +170,9 @@ def join(store: Store | None = None, *, timeout: float | None = None, env: Mappi
     Args:
         store: the store the group meets in (else the launcher's: COLLECTIVES_STORE_ADDR and
             COLLECTIVES_SECRET, whose secret every connection to it proves).
-        timeout: seconds to wait for a place, and the new communicator's timeout.
-        settings: other Config fields, as for ``init()``.
+        timeout: seconds to wait for a place (the new communicator takes the group's timeout).
+        settings: other Config fields, as for ``init()``; they must match the group's
+            (``init()``'s check of versions and settings holds joiners to it too).
 
     Raises:
         InvalidArgumentError: no store given or found in the environment.

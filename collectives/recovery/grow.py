@@ -11,6 +11,7 @@ store numbers them, so two joiners never take the same one), and connects as ran
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING
@@ -39,7 +40,9 @@ def grow(comm: Communicator, state: Recovery, n: int) -> Communicator:
         raise InvalidArgumentError(f"grow: the members passed different n (this rank {n})")
     root, prefix = root_of(state.store)
     place = f"{prefix}/grow/{decision.round}"
-    root.set(OFFER, json.dumps({"place": place, "base": comm.size, "n": n}).encode())
+    # The joiners take the group's timeout (theirs bounds the wait for this offer): init's
+    # check of settings across the ranks then holds them to everything else.
+    root.set(OFFER, json.dumps({"place": place, "base": comm.size, "n": n, "timeout": comm.config.timeout}).encode())
     new = state.connect(comm.rank, comm.size + n, PrefixStore(f"{place}/comm", root), comm.config)
     new._owned.extend(state.owned_by(comm))
     del comm._owned[:]
@@ -66,5 +69,6 @@ def join_group(store: Store, config: Config, connect: Connect) -> Communicator:
         offer = json.loads(raw)
         slot = store.add(f"{offer['place']}/joined", 1)
         if slot <= offer["n"]:
+            joined = dataclasses.replace(config, timeout=offer.get("timeout", config.timeout))
             return connect(offer["base"] + slot - 1, offer["base"] + offer["n"],
-                           PrefixStore(f"{offer['place']}/comm", store), config)
+                           PrefixStore(f"{offer['place']}/comm", store), joined)
