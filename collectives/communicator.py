@@ -21,7 +21,7 @@ from . import _fast_path as fast_path
 from . import arguments as check
 from .buffers import check_count, check_same_dtype, check_same_or_apart
 from .config import Config
-from .diagnose import name_the_absent
+from .diagnose import abandon, explain
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
 from .errors import (
@@ -34,6 +34,7 @@ from .errors import (
 from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
 from .staging import DeviceArray, Staging, warn_staged
+from .stall import watch
 from .store import Store
 from .tags import CONTROL_TAG_BIT
 from .transports.base import Transport
@@ -70,6 +71,7 @@ class Communicator:
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
         self._warned_staging = False  # device buffers staged through the host: said once
+        watch(self)  # stall warnings, and where this process runs for diagnosis (stall.py)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -182,13 +184,12 @@ class Communicator:
         caller, marking the communicator broken (call from an ``except`` block)."""
         if self._closed:  # abort() from another thread tore the transports down
             raise CommunicatorClosedError(f"{name} #{seq} was interrupted: the communicator was aborted") from exc
-        if isinstance(exc, CollectiveTimeoutError):
-            self._broken = exc
-            if self.store is not None and self.size > 1:
-                name_the_absent(exc, self.store, self.rank, self.size, grace=min(1.0, self.timeout))
-            raise exc
-        error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
+        # The root cause the first rank to fail recorded; leaving wakes the ranks waiting on us.
+        error = explain(self.store, self.rank, self.size, name, seq, exc, grace=min(1.0, self.timeout))
         self._broken = error
+        abandon(self.transports)
+        if error is exc:
+            raise exc
         raise error from exc
 
     def _planned(self, name: str, plan: Plan, x: Any, out: Any, stage: Staging, result: Any, async_op: bool) -> Any:

@@ -1,26 +1,278 @@
-"""Which ranks never joined an operation that timed out, asked through the store."""
+"""Why an operation failed, told the same way on every rank: the rank at the root of it.
+
+When a rank dies, its neighbours see their connection to it break and fail; the ranks
+further round the ring then see *those* neighbours leave, and would blame them. So the
+first rank to fail writes the root cause once in the communicator's store (first writer
+wins), tears its transports down so that the ranks waiting on it fail at once instead of
+at their timeout, and every later failure on any rank reads that record and names the
+same rank, operation and sequence number. A timeout asks the store which ranks ever
+reported being in the operation, and looks at the absent ones' processes where it can
+(same machine): dead, stopped ("unresponsive"), or alive elsewhere in the program (it
+skipped the call or is late).
+
+Only failure paths and stall warnings come here: a healthy call never touches the store.
+Store keys (under the communicator's own prefix):
+
+- ``proc/<rank>``: where rank's process runs (machine, pid namespace, pid, start time),
+  written once when the communicator is made;
+- ``stuck/<op>/<seq>/<rank>``: rank is inside ``op #seq`` and waiting (stall or timeout);
+- ``where/<rank>``: the operation rank timed out in;
+- ``fault``: the first failure (JSON: who saw it, whom it blames, how, in which operation).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
-from .errors import CollectiveTimeoutError
+from .errors import (
+    CollectivesError,
+    CollectiveTimeoutError,
+    MessageMismatchError,
+    PeerLostError,
+    TransportError,
+)
 from .store import Store
+from .transports.base import Transport
+from .transports.shm import _pid_namespace, _proc_stat, _process_gone
+
+STORE_BOUND = 3.0
+"""Seconds the store work of one diagnosis may take beyond its grace: a store that does
+not answer (its host frozen) leaves the plain error, it never adds a hang."""
+
+_T = TypeVar("_T")
+_ERROR_TYPES: dict[str, type[TransportError]] = {
+    "PeerLostError": PeerLostError,
+    "MessageMismatchError": MessageMismatchError,
+    "TransportError": TransportError,
+}
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}/{_pid_namespace()}"
+
+
+def publish_process(store: Store, rank: int) -> None:
+    """Say where this rank's process runs, so a peer on the same machine can look at it
+    when it goes silent (one store write when a communicator is made)."""
+    stat = _proc_stat(os.getpid())
+    start = stat[19].decode() if stat is not None and len(stat) > 19 else ""
+    store.set(f"proc/{rank}", json.dumps([_machine(), os.getpid(), start]).encode())
+
+
+def process_state(store: Store, rank: int, settle: float = 0.0) -> tuple[int, str] | None:
+    """``(pid, state)`` of ``rank``'s process if it runs on this machine, else None.
+    ``state`` is "gone", "stopped" or "alive". A process that looks alive is looked at
+    again for up to ``settle`` seconds (a killed one closes its sockets before it is gone)."""
+    try:
+        if not store.check([f"proc/{rank}"]):
+            return None
+        machine, pid, start = json.loads(store.get(f"proc/{rank}", 1.0))
+    except Exception:  # noqa: BLE001 - no record, no verdict
+        return None
+    if machine != _machine():
+        return None
+    until = time.monotonic() + settle
+    while True:
+        if _process_gone(pid, start.encode() or None) is not None:
+            return pid, "gone"
+        stat = _proc_stat(pid)
+        if stat is not None and stat[0] in (b"T", b"t"):
+            return pid, "stopped"
+        if time.monotonic() >= until:
+            return pid, "alive"
+        time.sleep(0.02)
+
+
+@dataclass
+class Fault:
+    """The first failure of a communicator, as its first witness recorded it."""
+
+    witness: int  # the rank that wrote it
+    culprits: list[int]  # the ranks it blames (empty: every rank was there, none answered)
+    kind: str  # "died", "left", "unresponsive", "absent", "stuck" or "error"
+    error: str  # the class survivors raise: PeerLostError, CollectiveTimeoutError, ...
+    op: str
+    seq: int
+    text: str  # what happened, naming the culprits, the operation and its number
+    timeout: float = 0.0
+    at: float = field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Fault:
+        return cls(**json.loads(data))
+
+
+def _bounded(fn: Callable[[], _T], seconds: float) -> _T | None:
+    """``fn()`` in a helper thread, or None if it fails or takes longer than ``seconds``."""
+    box: list[_T] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except Exception:  # noqa: BLE001 - a failed diagnosis leaves the plain error
+            pass
+
+    thread = threading.Thread(target=run, name="collectives-diagnose", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return box[0] if box else None
+
+
+def _record(store: Store, fault: Fault) -> Fault:
+    """Record ``fault`` unless another rank recorded the first failure already: that one."""
+    held = store.compare_set("fault", b"", fault.encode())
+    return Fault.decode(held)
+
+
+def recorded_fault(store: Store) -> Fault | None:
+    """The communicator's first failure, if some rank recorded one."""
+    if not store.check(["fault"]):
+        return None
+    return Fault.decode(store.get("fault", 1.0))
+
+
+def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
+            exc: CollectiveTimeoutError | TransportError, grace: float) -> CollectivesError:
+    """The error this rank raises for ``exc`` in ``name #seq``: the root cause of the
+    communicator's failure as the first rank to fail recorded it (recording it here if
+    this rank is the first). Without a store, or if the store does not answer within
+    ``grace + STORE_BOUND`` seconds, ``exc`` named by its operation."""
+    plain: CollectivesError = exc if isinstance(exc, CollectiveTimeoutError) else type(exc)(
+        f"{name} #{seq}: {exc}", peer=exc.peer)
+    if store is None or size < 2:
+        return plain
+    if isinstance(exc, CollectiveTimeoutError):
+        fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND)
+    else:
+        fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), STORE_BOUND)
+    return plain if fault is None else error_for(fault, rank, name, seq)
+
+
+def error_for(fault: Fault, rank: int, name: str, seq: int) -> CollectivesError:
+    """What ``rank``, failing in ``name #seq``, raises for the communicator's first fault."""
+    text = fault.text if (name, seq) == (fault.op, fault.seq) else f"{name} #{seq}: {fault.text}"
+    if fault.witness != rank:
+        text += f" (reported by rank {fault.witness})"
+    if rank in fault.culprits:
+        text += "; this rank is the one its peers gave up on"
+    if fault.error == "CollectiveTimeoutError":
+        error = CollectiveTimeoutError(name, seq, fault.culprits, fault.timeout)
+        error.absent = list(fault.culprits)
+        error.args = (text,)
+        return error
+    cls = _ERROR_TYPES.get(fault.error, TransportError)
+    peer = fault.culprits[0] if fault.culprits else fault.witness
+    return cls(text, peer=peer)
+
+
+def _transport_failed(store: Store, rank: int, name: str, seq: int, exc: TransportError) -> Fault:
+    """A peer went away (or a message did not fit): the first recorded fault, else this one."""
+    first = recorded_fault(store)
+    if first is not None:
+        return first
+    if not isinstance(exc, PeerLostError) or exc.peer is None:
+        fault = Fault(rank, [rank], "error", type(exc).__name__, name, seq,
+                      f"rank {rank} failed in {name} #{seq}: {exc}")
+        return _record(store, fault)
+    peer = exc.peer
+    state = process_state(store, peer, settle=0.3)
+    if state is None:
+        how, kind = f"died or closed its communicator ({exc})", "died"
+    elif state[1] == "gone":
+        how, kind = f"died (its process, pid {state[0]}, exited)", "died"
+    elif state[1] == "stopped":
+        how, kind = f"is unresponsive (its process, pid {state[0]}, is stopped) and its connection broke", "unresponsive"
+    else:
+        how, kind = f"left (its process, pid {state[0]}, is alive: it closed or aborted its communicator)", "left"
+    return _record(store, Fault(rank, [peer], kind, "PeerLostError", name, seq, f"rank {peer} {how} during {name} #{seq}"))
+
+
+def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, grace: float) -> Fault:
+    """This rank timed out: wait up to ``grace`` for the others to say they are in the
+    operation too (or for a recorded fault), then blame those that never did."""
+    op, seq = exc.collective, exc.seq
+    if op.startswith(("send", "recv")):  # point to point: only its peer was ever expected
+        return _record(store, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
+                                    exc.timeout))
+    store.set(f"where/{rank}", json.dumps([op, seq]).encode())
+    absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]))
+    first = recorded_fault(store)
+    if first is not None:
+        return first
+    exc.absent = absent
+    if not absent:
+        text = (f"{op} #{seq} timed out after {exc.timeout:g} s waiting on rank(s) "
+                f"{', '.join(map(str, exc.ranks)) or 'none'}; every rank reported being in it")
+        return _record(store, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
+    described = [describe_absent(store, r, op, seq, grace) for r in absent]
+    dead = [r for r, (kind, _) in zip(absent, described) if kind == "died"]
+    if dead:
+        text = "; ".join(t for kind, t in described if kind == "died")
+        return _record(store, Fault(rank, dead, "died", "PeerLostError", op, seq, text, exc.timeout))
+    kind = "unresponsive" if any(k == "unresponsive" for k, _ in described) else "absent"
+    text = f"{op} #{seq} timed out after {exc.timeout:g} s: " + "; ".join(t for _, t in described)
+    return _record(store, Fault(rank, absent, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
+
+
+def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
+                    stop: Callable[[], bool] = lambda: False) -> list[int]:
+    """Say in the store that this rank is inside ``op #seq``, and wait up to ``grace``
+    seconds (or until ``stop()``) for the other ranks to say so: those that never do."""
+    key = f"stuck/{op}/{seq}"
+    store.set(f"{key}/{rank}", b"1")
+    deadline = time.monotonic() + grace
+    absent = [r for r in range(size) if r != rank]
+    while absent:
+        absent = [r for r in absent if not store.check([f"{key}/{r}"])]
+        if not absent or time.monotonic() >= deadline or stop():
+            break
+        time.sleep(0.05)
+    return absent
+
+
+def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float) -> tuple[str, str]:
+    """``(kind, text)`` for a rank that never reported being in ``op #seq``."""
+    where = None
+    if store.check([f"where/{peer}"]):
+        where = json.loads(store.get(f"where/{peer}", 1.0))
+    state = process_state(store, peer)
+    if state is not None and state[1] == "gone":
+        return "died", f"rank {peer} died (its process, pid {state[0]}, exited) before or during {op} #{seq}"
+    if state is not None and state[1] == "stopped":
+        return "unresponsive", (f"rank {peer} is unresponsive in {op} #{seq}: its process (pid {state[0]}) "
+                                "is stopped (SIGSTOP, a debugger, or a frozen host)")
+    if where is not None and list(where) != [op, seq]:
+        other, other_seq = where
+        return "absent", (f"rank {peer} completed #{int(other_seq) - 1} and waits in {other} #{other_seq}, "
+                          f"never joined {op} #{seq} (the ranks called different collectives)")
+    done = f"completed #{seq - 1}, " if seq > 1 else ""
+    if state is not None:
+        return "absent", (f"rank {peer} {done}never joined {op} #{seq} (its process, pid {state[0]}, runs "
+                          "elsewhere in its program: it skipped the call or is late)")
+    return "absent", (f"rank {peer} {done}never joined {op} #{seq}: no word from it within {grace:g} s "
+                      "(unresponsive, late, or it skipped the call)")
 
 
 def name_the_absent(exc: CollectiveTimeoutError, store: Store, rank: int, size: int, grace: float) -> None:
-    """Say in ``store`` that this rank is stuck in ``exc``'s operation, and wait up to
-    ``grace`` seconds for the others to say so too: those that never do did not join it
-    (or already left it). Records them in ``exc.absent`` and its message. A dead store
-    leaves ``exc`` as it was: it must not hide the timeout itself."""
-    key = f"stuck/{exc.collective}/{exc.seq}"
+    """Record in ``exc.absent`` (and its message) the ranks that never reported being in
+    its operation within ``grace`` seconds. A dead store leaves ``exc`` as it was."""
     try:
-        store.set(f"{key}/{rank}", b"1")
-        deadline = time.monotonic() + grace
-        absent = list(range(size))
-        while absent and time.monotonic() < deadline:
-            absent = [r for r in absent if not store.check([f"{key}/{r}"])]
-            time.sleep(0.05)
+        absent = reported_absent(store, rank, size, exc.collective, exc.seq, grace)
     except Exception:  # noqa: BLE001
         return
     exc.absent = absent
@@ -29,3 +281,13 @@ def name_the_absent(exc: CollectiveTimeoutError, store: Store, rank: int, size: 
             f"{exc.args[0]}; rank(s) {', '.join(map(str, absent))} never reported being in "
             f"{exc.collective} #{exc.seq} (not joined, or already finished it)",
         )
+
+
+def abandon(transports: Sequence[Transport]) -> None:
+    """Close a failed communicator's transports at once, so that the ranks waiting on
+    this one fail now (and read the recorded fault) rather than at their timeout."""
+    for transport in transports:
+        try:
+            transport.close()
+        except Exception:  # noqa: BLE001 - the others must still close
+            pass
