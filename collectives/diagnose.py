@@ -1,14 +1,15 @@
 """Why an operation failed, told the same way on every rank: the rank at the root of it.
 
 When a rank dies, its neighbours see their connection to it break and fail; the ranks
-further round the ring then see *those* neighbours leave, and would blame them. So the
-first rank to fail writes the root cause once in the communicator's store (first writer
-wins), tears its transports down so that the ranks waiting on it fail at once instead of
-at their timeout, and every later failure on any rank reads that record and names the
-same rank, operation and sequence number. A timeout asks the store which ranks ever
-reported being in the operation, and looks at the absent ones' processes where it can
-(same machine): dead, stopped ("unresponsive"), or alive elsewhere in the program (it
-skipped the call or is late).
+further round the ring then see *those* neighbours leave, and would blame them. So a
+rank that fails writes why in the communicator's store before it tears its transports
+down (which makes the ranks waiting on it fail at once instead of at their timeout): a
+rank that then sees it leave adopts its record, and names the same rank, operation and
+sequence number; a peer that left without a record is a root cause itself. A timeout
+adopts the communicator's first recorded fault, if any; otherwise it asks the store which
+ranks ever reported being in the operation, and looks at the absent ones' processes
+where it can (same machine): dead, stopped ("unresponsive"), or alive elsewhere in the
+program (it skipped the call or is late).
 
 Only failure paths and stall warnings come here: a healthy call never touches the store.
 Store keys (under the communicator's own prefix):
@@ -17,7 +18,8 @@ Store keys (under the communicator's own prefix):
   written once when the communicator is made;
 - ``stuck/<op>/<seq>/<rank>``: rank is inside ``op #seq`` and waiting (stall or timeout);
 - ``where/<rank>``: the operation rank timed out in;
-- ``fault``: the first failure (JSON: who saw it, whom it blames, how, in which operation).
+- ``fault/<rank>``: why rank failed (JSON: who saw it, whom it blames, how, in which
+  operation), and ``fault``: the first such record (first writer wins).
 """
 
 from __future__ import annotations
@@ -133,19 +135,6 @@ def _bounded(fn: Callable[[], _T], seconds: float) -> _T | None:
     return box[0] if box else None
 
 
-def _record(store: Store, fault: Fault) -> Fault:
-    """Record ``fault`` unless another rank recorded the first failure already: that one."""
-    held = store.compare_set("fault", b"", fault.encode())
-    return Fault.decode(held)
-
-
-def recorded_fault(store: Store) -> Fault | None:
-    """The communicator's first failure, if some rank recorded one."""
-    if not store.check(["fault"]):
-        return None
-    return Fault.decode(store.get("fault", 1.0))
-
-
 def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
             exc: CollectiveTimeoutError | TransportError, grace: float) -> CollectivesError:
     """The error this rank raises for ``exc`` in ``name #seq``: the root cause of the
@@ -160,7 +149,9 @@ def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
         fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND)
     else:
         fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), STORE_BOUND)
-    return plain if fault is None else error_for(fault, rank, name, seq)
+    if fault is None or (fault.kind == "error" and fault.witness == rank):
+        return plain
+    return error_for(fault, rank, name, seq)
 
 
 def error_for(fault: Fault, rank: int, name: str, seq: int) -> CollectivesError:
@@ -168,7 +159,7 @@ def error_for(fault: Fault, rank: int, name: str, seq: int) -> CollectivesError:
     text = fault.text if (name, seq) == (fault.op, fault.seq) else f"{name} #{seq}: {fault.text}"
     if fault.witness != rank:
         text += f" (reported by rank {fault.witness})"
-    if rank in fault.culprits:
+    if rank in fault.culprits and fault.kind != "error":
         text += "; this rank is the one its peers gave up on"
     if fault.error == "CollectiveTimeoutError":
         error = CollectiveTimeoutError(name, seq, fault.culprits, fault.timeout)
@@ -181,25 +172,40 @@ def error_for(fault: Fault, rank: int, name: str, seq: int) -> CollectivesError:
 
 
 def _transport_failed(store: Store, rank: int, name: str, seq: int, exc: TransportError) -> Fault:
-    """A peer went away (or a message did not fit): the first recorded fault, else this one."""
-    first = recorded_fault(store)
-    if first is not None:
-        return first
-    if not isinstance(exc, PeerLostError) or exc.peer is None:
-        fault = Fault(rank, [rank], "error", type(exc).__name__, name, seq,
-                      f"rank {rank} failed in {name} #{seq}: {exc}")
-        return _record(store, fault)
-    peer = exc.peer
-    state = process_state(store, peer, settle=0.3)
-    if state is None:
-        how, kind = f"died or closed its communicator ({exc})", "died"
-    elif state[1] == "gone":
-        how, kind = f"died (its process, pid {state[0]}, exited)", "died"
-    elif state[1] == "stopped":
-        how, kind = f"is unresponsive (its process, pid {state[0]}, is stopped) and its connection broke", "unresponsive"
+    """A peer went away (or a message did not fit). A peer that recorded a fault before it
+    left failed because of that fault: this rank adopts it. A peer that left without a
+    record is a root cause itself (it died, froze, or closed on its own). Any other error
+    after another rank's recorded fault is taken as its consequence."""
+    peer = exc.peer if isinstance(exc, PeerLostError) else None
+    if peer is None and (first := _read(store, "fault")) is not None:
+        fault = first  # e.g. a message of the operation the others gave up on, met by a later call
+    elif peer is None:
+        fault = Fault(rank, [rank], "error", type(exc).__name__, name, seq, f"rank {rank} failed in {name} #{seq}: {exc}")
+    elif (theirs := _read(store, f"fault/{peer}")) is not None:
+        fault = theirs
     else:
-        how, kind = f"left (its process, pid {state[0]}, is alive: it closed or aborted its communicator)", "left"
-    return _record(store, Fault(rank, [peer], kind, "PeerLostError", name, seq, f"rank {peer} {how} during {name} #{seq}"))
+        state = process_state(store, peer, settle=0.3)
+        kind, verdict = "died", ""
+        if state is not None and state[1] == "gone":
+            verdict = f"; rank {peer} died (its process, pid {state[0]}, exited)"
+        elif state is not None and state[1] == "stopped":
+            kind, verdict = "unresponsive", f"; rank {peer} is unresponsive (its process, pid {state[0]}, is stopped)"
+        elif state is not None:
+            kind, verdict = "left", f"; rank {peer} closed or abandoned its communicator (its process, pid {state[0]}, is alive)"
+        fault = Fault(rank, [peer], kind, "PeerLostError", name, seq, f"{name} #{seq}: {exc}{verdict}")
+    return _keep(store, rank, fault)
+
+
+def _read(store: Store, key: str) -> Fault | None:
+    return Fault.decode(store.get(key, 1.0)) if store.check([key]) else None
+
+
+def _keep(store: Store, rank: int, fault: Fault) -> Fault:
+    """Record ``fault`` as the reason this rank failed (peers that see it leave adopt it),
+    and as the communicator's first fault unless one is recorded already."""
+    store.set(f"fault/{rank}", fault.encode())
+    store.compare_set("fault", b"", fault.encode())
+    return fault
 
 
 def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, grace: float) -> Fault:
@@ -207,26 +213,26 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
     operation too (or for a recorded fault), then blame those that never did."""
     op, seq = exc.collective, exc.seq
     if op.startswith(("send", "recv")):  # point to point: only its peer was ever expected
-        return _record(store, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
+        return _keep(store, rank, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
                                     exc.timeout))
     store.set(f"where/{rank}", json.dumps([op, seq]).encode())
     absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]))
-    first = recorded_fault(store)
-    if first is not None:
-        return first
+    first = _read(store, "fault")
+    if first is not None:  # another rank failed first (a peer died, or it timed out): its cause
+        return _keep(store, rank, first)
     exc.absent = absent
     if not absent:
         text = (f"{op} #{seq} timed out after {exc.timeout:g} s waiting on rank(s) "
                 f"{', '.join(map(str, exc.ranks)) or 'none'}; every rank reported being in it")
-        return _record(store, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
+        return _keep(store, rank, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
     described = [describe_absent(store, r, op, seq, grace) for r in absent]
     dead = [r for r, (kind, _) in zip(absent, described) if kind == "died"]
     if dead:
         text = "; ".join(t for kind, t in described if kind == "died")
-        return _record(store, Fault(rank, dead, "died", "PeerLostError", op, seq, text, exc.timeout))
+        return _keep(store, rank, Fault(rank, dead, "died", "PeerLostError", op, seq, text, exc.timeout))
     kind = "unresponsive" if any(k == "unresponsive" for k, _ in described) else "absent"
     text = f"{op} #{seq} timed out after {exc.timeout:g} s: " + "; ".join(t for _, t in described)
-    return _record(store, Fault(rank, absent, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
+    return _keep(store, rank, Fault(rank, absent, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
 
 
 def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
