@@ -56,16 +56,19 @@ class _Inspector:
         self.comms: weakref.WeakKeyDictionary[Communicator, _Watched] = weakref.WeakKeyDictionary()
         self.lock = threading.Lock()
         self.pid = os.getpid()
+        self.wake = threading.Event()  # set by add(): a new communicator may need a shorter period
         self.thread = threading.Thread(target=self._loop, name="collectives-stall-inspector", daemon=True)
         self.thread.start()
 
     def add(self, comm: Communicator) -> None:
         with self.lock:
             self.comms[comm] = _Watched()
+        self.wake.set()
 
     def _loop(self) -> None:
         while True:
-            time.sleep(self._pass())
+            self.wake.wait(self._pass())
+            self.wake.clear()
 
     def _pass(self) -> float:
         """Look at every communicator once; return the seconds until the next look (a
