@@ -225,14 +225,18 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
         text = (f"{op} #{seq} timed out after {exc.timeout:g} s waiting on rank(s) "
                 f"{', '.join(map(str, exc.ranks)) or 'none'}; every rank reported being in it")
         return _keep(store, rank, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
-    described = [describe_absent(store, r, op, seq, grace) for r in absent]
-    dead = [r for r, (kind, _) in zip(absent, described) if kind == "died"]
+    described = dict(zip(absent, (describe_absent(store, r, op, seq, grace) for r in absent)))
+    # Ranks still waiting in another operation are held up too; the silent ones are the cause.
+    waiting = [r for r in absent if described[r][0] == "waiting"]
+    culprits = [r for r in absent if r not in waiting] or waiting
+    also = [described[r][1] for r in waiting if r not in culprits]
+    dead = [r for r in culprits if described[r][0] == "died"]
     if dead:
-        text = "; ".join(t for kind, t in described if kind == "died")
+        text = "; ".join([described[r][1] for r in dead] + also)
         return _keep(store, rank, Fault(rank, dead, "died", "PeerLostError", op, seq, text, exc.timeout))
-    kind = "unresponsive" if any(k == "unresponsive" for k, _ in described) else "absent"
-    text = f"{op} #{seq} timed out after {exc.timeout:g} s: " + "; ".join(t for _, t in described)
-    return _keep(store, rank, Fault(rank, absent, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
+    kind = "unresponsive" if any(described[r][0] == "unresponsive" for r in culprits) else "absent"
+    text = f"{op} #{seq} timed out after {exc.timeout:g} s: " + "; ".join([described[r][1] for r in culprits] + also)
+    return _keep(store, rank, Fault(rank, culprits, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
 
 
 def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
@@ -263,9 +267,11 @@ def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float) ->
         return "unresponsive", (f"rank {peer} is unresponsive in {op} #{seq}: its process (pid {state[0]}) "
                                 "is stopped (SIGSTOP, a debugger, or a frozen host)")
     if where is not None and list(where) != [op, seq]:
-        other, other_seq = where
-        return "absent", (f"rank {peer} completed #{int(other_seq) - 1} and waits in {other} #{other_seq}, "
-                          f"never joined {op} #{seq} (the ranks called different collectives)")
+        other, other_seq = where[0], int(where[1])
+        if other_seq == seq:
+            return "absent", f"rank {peer} is in {other} #{seq}, not {op} #{seq} (the ranks called different collectives)"
+        return "waiting", (f"rank {peer} is still waiting in {other} #{other_seq}" if other_seq < seq
+                           else f"rank {peer} is already in {other} #{other_seq}")
     done = f"completed #{seq - 1}, " if seq > 1 else ""
     if state is not None:
         return "absent", (f"rank {peer} {done}never joined {op} #{seq} (its process, pid {state[0]}, runs "
