@@ -73,21 +73,25 @@ def publish_process(store: Store, rank: int) -> None:
     store.set(f"proc/{rank}", json.dumps([_machine(), os.getpid(), start]).encode())
 
 
-def process_state(store: Store, rank: int, settle: float = 0.0) -> tuple[int, str] | None:
-    """``(pid, state)`` of ``rank``'s process if it runs on this machine, else None.
-    ``state`` is "gone", "stopped" or "alive". A process that looks alive is looked at
-    again for up to ``settle`` seconds (a killed one closes its sockets before it is gone)."""
+def process_record(store: Store, rank: int) -> list[object] | None:
+    """What ``publish_process`` said for ``rank`` ([machine, pid, start time]), or None."""
     try:
-        if not store.check([f"proc/{rank}"]):
-            return None
-        machine, pid, start = json.loads(store.get(f"proc/{rank}", 1.0))
+        return json.loads(store.get(f"proc/{rank}", 1.0)) if store.check([f"proc/{rank}"]) else None
     except Exception:  # noqa: BLE001 - no record, no verdict
         return None
-    if machine != _machine():
+
+
+def process_state(record: list[object] | None, settle: float = 0.0) -> tuple[int, str] | None:
+    """``(pid, state)`` of the process ``record`` describes if it runs on this machine,
+    else None. ``state`` is "gone", "stopped" or "alive". A process that looks alive is
+    looked at again for up to ``settle`` seconds (a killed one closes its sockets before
+    it is gone)."""
+    if record is None or record[0] != _machine():
         return None
+    pid, start = int(str(record[1])), str(record[2]).encode() or None
     until = time.monotonic() + settle
     while True:
-        if _process_gone(pid, start.encode() or None) is not None:
+        if _process_gone(pid, start) is not None:
             return pid, "gone"
         stat = _proc_stat(pid)
         if stat is not None and stat[0] in (b"T", b"t"):
@@ -184,7 +188,7 @@ def _transport_failed(store: Store, rank: int, name: str, seq: int, exc: Transpo
     elif (theirs := _read(store, f"fault/{peer}")) is not None:
         fault = theirs
     else:
-        state = process_state(store, peer, settle=0.3)
+        state = process_state(process_record(store, peer), settle=0.3)
         kind, verdict = "died", ""
         if state is not None and state[1] == "gone":
             verdict = f"; rank {peer} died (its process, pid {state[0]}, exited)"
@@ -197,14 +201,21 @@ def _transport_failed(store: Store, rank: int, name: str, seq: int, exc: Transpo
 
 
 def _read(store: Store, key: str) -> Fault | None:
-    return Fault.decode(store.get(key, 1.0)) if store.check([key]) else None
+    """The fault recorded under ``key``; None if there is none, or no store to ask any more."""
+    try:
+        return Fault.decode(store.get(key, 1.0)) if store.check([key]) else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _keep(store: Store, rank: int, fault: Fault) -> Fault:
     """Record ``fault`` as the reason this rank failed (peers that see it leave adopt it),
     and as the communicator's first fault unless one is recorded already."""
-    store.set(f"fault/{rank}", fault.encode())
-    store.compare_set("fault", b"", fault.encode())
+    try:
+        store.set(f"fault/{rank}", fault.encode())
+        store.compare_set("fault", b"", fault.encode())
+    except Exception:  # noqa: BLE001 - the store's host may have left: this rank still knows
+        pass
     return fault
 
 
@@ -216,6 +227,8 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
         return _keep(store, rank, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
                                     exc.timeout))
     store.set(f"where/{rank}", json.dumps([op, seq]).encode())
+    # Read now what may be needed: the rank hosting the store may close it while we wait.
+    records = {r: process_record(store, r) for r in range(size) if r != rank}
     absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]))
     first = _read(store, "fault")
     if first is not None:  # another rank failed first (a peer died, or it timed out): its cause
@@ -225,7 +238,7 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
         text = (f"{op} #{seq} timed out after {exc.timeout:g} s waiting on rank(s) "
                 f"{', '.join(map(str, exc.ranks)) or 'none'}; every rank reported being in it")
         return _keep(store, rank, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
-    described = dict(zip(absent, (describe_absent(store, r, op, seq, grace) for r in absent)))
+    described = {r: describe_absent(store, r, op, seq, grace, records[r]) for r in absent}
     # Ranks still waiting in another operation are held up too; the silent ones are the cause.
     waiting = [r for r in absent if described[r][0] == "waiting"]
     culprits = [r for r in absent if r not in waiting] or waiting
@@ -247,20 +260,26 @@ def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace
     store.set(f"{key}/{rank}", b"1")
     deadline = time.monotonic() + grace
     absent = [r for r in range(size) if r != rank]
-    while absent:
-        absent = [r for r in absent if not store.check([f"{key}/{r}"])]
-        if not absent or time.monotonic() >= deadline or stop():
-            break
-        time.sleep(0.05)
+    try:
+        while absent:
+            absent = [r for r in absent if not store.check([f"{key}/{r}"])]
+            if not absent or time.monotonic() >= deadline or stop():
+                break
+            time.sleep(0.05)
+    except Exception:  # noqa: BLE001 - the store went away meanwhile: those not seen so far
+        pass
     return absent
 
 
-def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float) -> tuple[str, str]:
-    """``(kind, text)`` for a rank that never reported being in ``op #seq``."""
-    where = None
-    if store.check([f"where/{peer}"]):
-        where = json.loads(store.get(f"where/{peer}", 1.0))
-    state = process_state(store, peer)
+def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float,
+                    record: list[object] | None) -> tuple[str, str]:
+    """``(kind, text)`` for a rank that never reported being in ``op #seq``; ``record``:
+    its ``process_record``."""
+    try:
+        where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
+    except Exception:  # noqa: BLE001 - the store went away: what the process says is left
+        where = None
+    state = process_state(record)
     if state is not None and state[1] == "gone":
         return "died", f"rank {peer} died (its process, pid {state[0]}, exited) before or during {op} #{seq}"
     if state is not None and state[1] == "stopped":

@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-from .diagnose import describe_absent, publish_process, reported_absent
+from .diagnose import describe_absent, process_record, publish_process, reported_absent
 
 if TYPE_CHECKING:
     from .communicator import Communicator
@@ -105,7 +105,8 @@ class _Inspector:
                 return
             store.set(f"stall/{name}/{seq}", b"1")
             absent = reported_absent(store, comm.rank, comm.size, name, seq, grace=min(1.0, after / 2))
-            why = "; ".join(describe_absent(store, r, name, seq, min(1.0, after / 2))[1] for r in absent)
+            why = "; ".join(describe_absent(store, r, name, seq, min(1.0, after / 2), process_record(store, r))[1]
+                            for r in absent)
             logger.warning("rank %d: %s #%d has waited %.1f s of its %g s timeout; missing rank(s): %s%s",
                            comm.rank, name, seq, waited, timeout, ", ".join(map(str, absent)) or "none",
                            f" ({why})" if why else " (every rank is in it: waiting on a slow or lost message)")

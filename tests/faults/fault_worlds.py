@@ -3,9 +3,10 @@
 reports each rank writes about the error it raised.
 
 Reports travel through files, not through ``run_world``'s results: a killed rank reports
-nothing, so ``run_world`` raises for it, and the survivors' accounts would be lost. A frozen
-rank is continued (SIGCONT) by the last survivor to write its report, so that it too fails,
-reports and exits, and ``run_world`` returns: every process ends.
+nothing, so ``run_world`` raises for it, and the survivors' accounts would be lost. No
+survivor leaves before every survivor has reported (a store hosted by a rank closes with
+it); then the last one continues (SIGCONT) a frozen rank, so that it too fails, reports
+and exits, and ``run_world`` returns: every process ends.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def signalled_loop(folder: Path, victim: int, sig: int, delay: float = 0.3) -> A
         survivors = [r for r in range(comm.size) if r != victim]
         event = folder / "event.json"
         if comm.rank == victim:
+            (folder / "victim.pid").write_text(str(os.getpid()))
+
             def fire() -> None:
                 _write(event, time.monotonic())
                 os.kill(os.getpid(), sig)
@@ -71,12 +74,29 @@ def signalled_loop(folder: Path, victim: int, sig: int, delay: float = 0.3) -> A
             while not event.exists():  # (it exists: the victim wrote it before it stopped)
                 time.sleep(0.01)
             _write(folder / f"rank{comm.rank}.json", describe(exc, json.loads(event.read_text())))
-        if sig == signal.SIGSTOP and comm.rank != victim and all(
-                (folder / f"rank{r}.json").exists() for r in survivors):
-            os.kill(pids[victim], signal.SIGCONT)  # every survivor has told its story
+        if comm.rank != victim:
+            # No survivor leaves before all have told their story: the rank that hosts the
+            # store (rank 0 under mpiexec) takes it along when it closes.
+            deadline = time.monotonic() + 30
+            while not all((folder / f"rank{r}.json").exists() for r in survivors) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if sig == signal.SIGSTOP and comm.rank == survivors[-1]:
+                os.kill(pids[victim], signal.SIGCONT)
         return "raised"
 
     return fn
+
+
+def sweep_victim(folder: Path) -> None:
+    """Remove the shared memory a killed victim could not (sweeping segments of dead owners
+    at startup is the launcher's job, not this test's)."""
+    pid = (folder / "victim.pid").read_text()
+    for name in os.listdir("/dev/shm"):
+        if name.startswith("collectives-") and f"-{pid}-" in name:
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except FileNotFoundError:
+                pass
 
 
 def reports(folder: Path, ranks: list[int]) -> dict[int, dict[str, Any]]:

@@ -4,7 +4,6 @@ rank signals itself (the store lives in rank 0's process, which must stay up).""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ from fault_worlds import signalled_loop
 
 folder, sig = Path(sys.argv[1]), getattr(signal, sys.argv[2])
 comm = collectives.init(transport="mpi", timeout=60.0)
-(folder / f"pid{comm.rank}").write_text(str(os.getpid()))
 try:
     signalled_loop(folder, comm.size - 1, sig)(comm)
 finally:

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from collectives.testing import RankError, run_world
-from fault_worlds import BOUND, TIMEOUT, figure, reports, seq_named, signalled_loop
+from fault_worlds import BOUND, TIMEOUT, figure, reports, seq_named, signalled_loop, sweep_victim
 
 pytestmark = pytest.mark.multiprocess
 
@@ -22,8 +22,11 @@ VICTIM = 1  # in a ring of 4, ranks 2 and 3 are further round: they must still n
 
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
 def test_a_killed_rank_is_named_by_every_survivor(transport, size, tmp_path):
-    with pytest.raises(RankError) as info:
-        run_world(signalled_loop(tmp_path, VICTIM, signal.SIGKILL), size, transport, timeout=60)
+    try:
+        with pytest.raises(RankError) as info:
+            run_world(signalled_loop(tmp_path, VICTIM, signal.SIGKILL), size, transport, timeout=60)
+    finally:
+        sweep_victim(tmp_path)
     assert info.value.rank == VICTIM and info.value.exitcode == -signal.SIGKILL
     survivors = [r for r in range(size) if r != VICTIM]
     seen = reports(tmp_path, survivors)

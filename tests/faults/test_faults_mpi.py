@@ -1,15 +1,14 @@
 """The failures of test_faults_dead.py over the mpi transport, under a real mpiexec, in
-worlds of 2 and 4. A frozen rank is named "unresponsive" by every survivor within the
-timeout + 5 s, as on the other transports. A killed rank takes the job down: MPI without
-ULFM has no survivors (mpiexec kills every rank when one dies), so the promise there is
-that every process exits within the same bound, none left blocked."""
+worlds of 2 and 4: a frozen rank is named "unresponsive" by every survivor within the
+timeout + 5 s, as on the other transports. A killed rank has no survivors to name it here:
+MPI without ULFM ends the job (mpiexec kills every rank when one dies; MPICH's own
+shared-memory segments of a killed job stay in /dev/shm, so no test kills one)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,20 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def _mpiexec(size: int, folder: Path, sig: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _mpiexec(size: int, folder: Path, sig: str) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("mpi4py")
     mpiexec = find_mpiexec()
     if mpiexec is None:
         pytest.skip("no mpiexec on PATH or beside this Python")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(HERE), env.get("PYTHONPATH")]))
-    proc = subprocess.run([mpiexec, "-n", str(size), sys.executable, str(HERE / "mpi_faults.py"), str(folder), sig],
+    return subprocess.run([mpiexec, "-n", str(size), sys.executable, str(HERE / "mpi_faults.py"), str(folder), sig],
                           capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    return proc, time.monotonic()
 
 
 @pytest.mark.parametrize("size", [2, 4])
 def test_a_frozen_rank_is_named_unresponsive_over_mpi(size, tmp_path):
-    proc, _ = _mpiexec(size, tmp_path, "SIGSTOP")
+    proc = _mpiexec(size, tmp_path, "SIGSTOP")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     victim = size - 1
     seen = reports(tmp_path, list(range(size - 1)))
@@ -49,14 +47,3 @@ def test_a_frozen_rank_is_named_unresponsive_over_mpi(size, tmp_path):
         assert 0.9 * TIMEOUT <= report["after"] < BOUND, (rank, report)
     assert all(f"rank {r} done" in proc.stdout for r in range(size)), proc.stdout  # the frozen one too
     figure(f"freeze mpi n={size}", [r["after"] for r in seen.values()])
-
-
-def test_a_killed_rank_ends_the_mpi_job_with_every_process(tmp_path):
-    proc, ended = _mpiexec(4, tmp_path, "SIGKILL")
-    assert proc.returncode != 0
-    event = float((tmp_path / "event.json").read_text())
-    assert ended - event < BOUND, (ended - event, proc.stderr[-2000:])
-    for rank in range(4):
-        pid = int((tmp_path / f"pid{rank}").read_text())
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", rank
-    figure("kill mpi n=4: mpiexec ended", [ended - event])
