@@ -75,16 +75,22 @@ def signalled_loop(folder: Path, victim: int, sig: int, delay: float = 0.3) -> A
                 time.sleep(0.01)
             _write(folder / f"rank{comm.rank}.json", describe(exc, json.loads(event.read_text())))
         if comm.rank != victim:
-            # No survivor leaves before all have told their story: the rank that hosts the
-            # store (rank 0 under mpiexec) takes it along when it closes.
-            deadline = time.monotonic() + 30
-            while not all((folder / f"rank{r}.json").exists() for r in survivors) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if sig == signal.SIGSTOP and comm.rank == survivors[-1]:
-                os.kill(pids[victim], signal.SIGCONT)
+            # No survivor leaves before all have told their story (and a continued victim
+            # too): the rank that hosts the store (rank 0 under mpiexec) takes it along.
+            _wait_for(folder, survivors)
+            if sig == signal.SIGSTOP:
+                if comm.rank == survivors[-1]:
+                    os.kill(pids[victim], signal.SIGCONT)
+                _wait_for(folder, [victim])
         return "raised"
 
     return fn
+
+
+def _wait_for(folder: Path, ranks: list[int], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not all((folder / f"rank{r}.json").exists() for r in ranks) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def sweep_victim(folder: Path) -> None:
