@@ -248,7 +248,8 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
         text = "; ".join([described[r][1] for r in dead] + also)
         return _keep(store, rank, Fault(rank, dead, "died", "PeerLostError", op, seq, text, exc.timeout))
     kind = "unresponsive" if any(described[r][0] == "unresponsive" for r in culprits) else "absent"
-    text = f"{op} #{seq} timed out after {exc.timeout:g} s: " + "; ".join([described[r][1] for r in culprits] + also)
+    text = (f"{op} #{seq} timed out after {exc.timeout:g} s; missing rank(s) {', '.join(map(str, culprits))}: "
+            + "; ".join([described[r][1] for r in culprits] + also))
     return _keep(store, rank, Fault(rank, culprits, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
 
 
