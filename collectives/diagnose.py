@@ -300,21 +300,6 @@ def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float,
                       "(unresponsive, late, or it skipped the call)")
 
 
-def name_the_absent(exc: CollectiveTimeoutError, store: Store, rank: int, size: int, grace: float) -> None:
-    """Record in ``exc.absent`` (and its message) the ranks that never reported being in
-    its operation within ``grace`` seconds. A dead store leaves ``exc`` as it was."""
-    try:
-        absent = reported_absent(store, rank, size, exc.collective, exc.seq, grace)
-    except Exception:  # noqa: BLE001
-        return
-    exc.absent = absent
-    if absent:
-        exc.args = (
-            f"{exc.args[0]}; rank(s) {', '.join(map(str, absent))} never reported being in "
-            f"{exc.collective} #{exc.seq} (not joined, or already finished it)",
-        )
-
-
 def abandon(transports: Sequence[Transport]) -> None:
     """Close a failed communicator's transports at once, so that the ranks waiting on
     this one fail now (and read the recorded fault) rather than at their timeout."""
