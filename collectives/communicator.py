@@ -22,7 +22,7 @@ from . import _fast_path as fast_path
 from . import arguments as check
 from .buffers import check_count, check_same_dtype, check_same_or_apart
 from .config import Config
-from .diagnose import name_the_absent
+from .diagnose import abandon, explain
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
 from .errors import (CollectiveTimeoutError, CommunicatorBrokenError, CommunicatorClosedError, CommunicatorRevokedError,
@@ -32,6 +32,7 @@ from .ops import ReduceOp
 from .plans import Plan, PlanContext, Planner
 from .recovery.mixin import Recoverable
 from .staging import NoteStaged, Staging
+from .stall import watch
 from .store import Store
 from .tags import CONTROL_TAG_BIT
 from .transports.base import Transport
@@ -70,6 +71,7 @@ class Communicator(Traced, Recoverable):
         self._closed = False
         self._note_staged = NoteStaged(self)  # device buffers staged through the host: said once
         self._start_trace(rank, size, store, config, self._planner.chosen)
+        watch(self)  # stall warnings, and where this process runs for diagnosis (stall.py)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -188,13 +190,12 @@ class Communicator(Traced, Recoverable):
         caller, marking the communicator broken (call from an ``except`` block)."""
         if (stopped := self._stopped(name, seq, exc)) is not None:  # aborted, or revoked (recovery/mixin.py)
             raise stopped from exc
-        if isinstance(exc, CollectiveTimeoutError):
-            self._broken = exc
-            if self.store is not None and self.size > 1:
-                name_the_absent(exc, self.store, self.rank, self.size, grace=min(1.0, self.timeout))
-            raise exc
-        error = type(exc)(f"{name} #{seq}: {exc}", peer=exc.peer)
+        # The root cause the first rank to fail recorded; leaving wakes the ranks waiting on us.
+        error = explain(self.store, self.rank, self.size, name, seq, exc, grace=min(1.0, self.timeout))
         self._broken = error
+        abandon(self.transports)
+        if error is exc:
+            raise exc
         raise error from exc
 
     def _planned(self, key: tuple[Any, ...], nbytes: int, build: Callable[[str], Plan], x: Any, out: Any,

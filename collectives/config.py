@@ -5,6 +5,7 @@
 | COLLECTIVES_ALGO | default algorithm: ring, tree, recursive, direct, hierarchical (like NCCL_ALGO) | automatic |
 | COLLECTIVES_TRANSPORT | force one transport for every peer: shm, tcp, mpi, inproc | by host |
 | COLLECTIVES_TIMEOUT | seconds any blocking wait may take | 600 |
+| COLLECTIVES_STALL_WARNING | seconds an operation may wait before a warning lists the ranks missing from it (0: never) | half the timeout, at most 60 |
 | COLLECTIVES_SECRET | per-job secret proven on every TCP connection | made by launcher |
 | COLLECTIVES_SOCKET_IFNAME | interface whose address TCP listeners bind (like NCCL_SOCKET_IFNAME) | loopback |
 | COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind | loopback |
@@ -57,6 +58,7 @@ class Config:
     algorithm: str | None = None
     transport: str | None = None
     timeout: float = 600.0
+    stall_warning: float | None = None  # None: half the timeout, at most 60 s; 0: no warnings
     secret: str | None = None
     socket_ifname: str | None = None
     socket_addr: str | None = None
@@ -107,6 +109,14 @@ class Config:
         if timeout <= 0:
             raise InvalidArgumentError(f"COLLECTIVES_TIMEOUT={timeout_text!r} must be positive")
 
+        stall_text = get("STALL_WARNING")
+        try:
+            stall_warning = float(stall_text) if stall_text else None
+        except ValueError:
+            raise InvalidArgumentError(f"COLLECTIVES_STALL_WARNING={stall_text!r} is not a number of seconds") from None
+        if stall_warning is not None and stall_warning < 0:
+            raise InvalidArgumentError(f"COLLECTIVES_STALL_WARNING={stall_text!r} must be 0 (off) or positive")
+
         def size(name: str, default: int) -> int:
             text = get(name)
             return parse_size(text, "COLLECTIVES_" + name) if text else default
@@ -134,6 +144,7 @@ class Config:
             algorithm=algorithm,
             transport=transport,
             timeout=timeout,
+            stall_warning=stall_warning,
             secret=get("SECRET"),
             socket_ifname=get("SOCKET_IFNAME"),
             socket_addr=get("SOCKET_ADDR"),

@@ -462,16 +462,19 @@ class ShmTransport(Transport):
             mine.sleeping.value = 0
 
     def check_peers(self, peers: Iterable[int]) -> None:
-        """Raise PeerLostError for a peer whose process died and left nothing to read.
-        (A peer that closed is noticed by ``_read_some``/``_write_some`` themselves.)"""
+        """Raise PeerLostError for a peer whose process died, or that closed its transport,
+        and left nothing to read (the shared-window waits, which read no stream, learn of a
+        peer that left this way; stream reads notice it themselves)."""
         if self._closed:
             return
         for p in peers:
             channel = self.channels.get(p)
-            if channel is None or channel.error is not None or p not in self._watch:
+            if channel is None or channel.error is not None:
                 continue
-            pid, start_time = self._watch[p]
-            why = _process_gone(pid, start_time)
+            pid, start_time = self._watch.get(p, (self._peer_segs[p].pid, None))
+            why = _process_gone(pid, start_time) if p in self._watch else None
+            if why is None and self._peer_segs[p].closed.value:  # alive, but it left (failed or aborted)
+                why = "closed its shm transport"
             if why is not None and channel._nothing_left():
                 exc = PeerLostError(
                     f"rank {p} (pid {pid}) {why} while rank {self.rank} was waiting for it", peer=p

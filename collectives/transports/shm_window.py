@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import ConnectError, TransportError
+from ..errors import ConnectError, PeerLostError, TransportError
 from .progress import YIELD_SECONDS, oversubscribed, spin_for
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
@@ -143,7 +143,12 @@ class ShmWindow:
                     raise on_timeout([rank])
                 if self.closed or transport.closed:
                     raise TransportError(f"the shared window to rank {rank} was closed (communicator aborted)", peer=rank)
-                transport.check_peers([rank])
+                try:
+                    transport.check_peers([rank])
+                except PeerLostError:
+                    if flags[slot] >= value:  # it posted, then left: what we waited for is here
+                        return
+                    raise
                 token = transport.activity_token()
                 if flags[slot] >= value:
                     return
