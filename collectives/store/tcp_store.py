@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from .._handshake import (
     PURPOSE_STORE,
     HandshakeResponder,
+    RejectionLog,
     client_handshake,
     is_loopback,
     listen_socket,
@@ -106,6 +107,7 @@ class TCPStoreServer:
         bound = self._listener.getsockname()
         self._host: str = bound[0]
         self._port: int = bound[1]
+        self.rejections = RejectionLog(f"TCPStoreServer {self._host}:{self._port}")
         self._data: dict[bytes, bytes] = {}
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._timers: list[tuple[float, int, object]] = []
@@ -179,7 +181,7 @@ class TCPStoreServer:
     def _accept(self) -> None:
         for _ in range(256):
             try:
-                sock, _ = self._listener.accept()
+                sock, peer_addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: leave the rest in the backlog
@@ -188,7 +190,7 @@ class TCPStoreServer:
             try:
                 responder = HandshakeResponder(sock, self._secret, PURPOSE_STORE, self._handshake_timeout)
             except AuthenticationError as exc:
-                logger.warning("TCPStoreServer %s:%s: %s", self._host, self._port, exc)
+                self.rejections.reject(f"{peer_addr[0]}:{peer_addr[1]}", str(exc))
                 sock.close()
                 continue
             conn = _Conn(sock, responder)
@@ -214,7 +216,7 @@ class TCPStoreServer:
                 self._answer_parked(item.conn, ST_TIMEOUT)
 
     def _reject(self, conn: _Conn, reason: str) -> None:
-        logger.warning("TCPStoreServer %s:%s: rejected a connection: %s", self._host, self._port, reason)
+        self.rejections.reject(conn.address, reason)
         if conn.responder is not None:
             conn.responder.reject()
         self._drop(conn)
@@ -260,16 +262,13 @@ class TCPStoreServer:
         while len(buf) >= _REQ.size and not conn.closed:
             op, klen, alen, blen, num = _REQ.unpack_from(buf)
             if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
-                logger.warning(
-                    "TCPStoreServer %s:%s: closing %s: bad request header (op %d, key %d B, values %d/%d B)",
-                    self._host, self._port, conn.address, op, klen, alen, blen,
-                )
+                self.rejections.reject(conn.address, f"closed {conn.address} after a bad request header "
+                                       f"(op {op}, key {klen} B, values {alen}/{blen} B)")
                 self._drop(conn)
                 return
             if conn.parked:  # one request at a time per connection; keep the rest for later
                 if len(buf) > _MAX_BUFFERED:
-                    logger.warning("TCPStoreServer %s:%s: closing %s: too much data sent while a get waits",
-                                   self._host, self._port, conn.address)
+                    self.rejections.reject(conn.address, f"closed {conn.address}: too much data sent while a get waits")
                     self._drop(conn)
                 return
             end = _REQ.size + klen + alen + blen
@@ -385,6 +384,8 @@ class TCPStore(Store):
         self.timeout = timeout
         self.server: TCPStoreServer | None = None
         self._secret = secret_bytes(secret)
+        # Private only with a secret; whoever passes a guessable one sets this to False.
+        self.private = bool(self._secret)
         self._lock = threading.Lock()
         self._idle: list[socket.socket] = []
         self._closed = False
