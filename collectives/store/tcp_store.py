@@ -113,6 +113,7 @@ class TCPStoreServer:
         self._timers: list[tuple[float, int, object]] = []
         self._seq = itertools.count()
         self._conns: set[_Conn] = set()
+        self._handshaking: dict[_Conn, None] = {}  # connections mid-handshake, oldest first
         self._scratch = bytearray(1 << 20)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -150,9 +151,11 @@ class TCPStoreServer:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                timeout = None
-                if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                deadlines = [self._timers[0][0]] if self._timers else []
+                first = next(iter(self._handshaking), None)
+                if first is not None and first.responder is not None:
+                    deadlines.append(first.responder.deadline)
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, mask in self._sel.select(timeout):
                     if key.data == "listener":
                         self._accept()
@@ -195,20 +198,26 @@ class TCPStoreServer:
                 continue
             conn = _Conn(sock, responder)
             self._conns.add(conn)
+            self._handshaking[conn] = None
             self._sel.register(sock, selectors.EVENT_READ, conn)
-            self._add_timer(responder.deadline, conn)
 
     def _add_timer(self, deadline: float, item: object) -> None:
         heapq.heappush(self._timers, (deadline, next(self._seq), item))
 
     def _expire(self) -> None:
         now = time.monotonic()
+        # Handshakes share one timeout, so the oldest comes first; a connection leaves this
+        # queue as soon as it is answered or dropped, so a flood leaves nothing behind.
+        while self._handshaking:
+            conn = next(iter(self._handshaking))
+            if conn.responder is not None and conn.responder.deadline > now:
+                break
+            del self._handshaking[conn]
+            if conn.responder is not None and not conn.closed:
+                self._reject(conn, f"client {conn.address} said nothing within {self._handshake_timeout:g} s")
         while self._timers and self._timers[0][0] <= now:
             _, _, item = heapq.heappop(self._timers)
-            if isinstance(item, _Conn):
-                if item.responder is not None and not item.closed:
-                    self._reject(item, f"client {item.address} said nothing within {self._handshake_timeout:g} s")
-            elif isinstance(item, _Waiter) and not item.done:
+            if isinstance(item, _Waiter) and not item.done:
                 item.done = True
                 self._waiters[item.key].remove(item)
                 if not self._waiters[item.key]:
@@ -226,6 +235,8 @@ class TCPStoreServer:
             return
         conn.closed = True
         self._conns.discard(conn)
+        self._handshaking.pop(conn, None)
+        conn.responder = None
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -241,6 +252,7 @@ class TCPStoreServer:
                 return
             if identity is not None:
                 conn.responder = None
+                self._handshaking.pop(conn, None)
             return
         try:
             n = conn.sock.recv_into(self._scratch)
