@@ -4,8 +4,9 @@
 (collectives-run, or a torchrun-style environment). Files in OUT_DIR steer it:
 
 * ``hold-R``: with ``FAULTS_HOLD_RANK=R``, rank R (a slow rank) waits for this file
-  before it dials its first TCP peer, after writing ``holding-R``: until then the ranks
-  that wait for it keep their data listeners open for the test to look at and attack;
+  before it dials its first TCP peer or maps a peer's shared-memory inbox, after writing
+  ``holding-R``: until then the ranks that wait for it keep their data listeners open
+  and their segments in /dev/shm, for the test to look at and attack;
 * ``stop``: the ranks run checked all_reduces until this file appears (at least
   ``FAULTS_MIN_ROUNDS`` of them), then one more, then close.
 
@@ -35,6 +36,22 @@ def wait_for(path: str, limit: float = 120.0) -> None:
         time.sleep(0.02)
 
 
+def hold(out: str, rank: int) -> None:
+    """Make this rank slow: before it dials its first TCP peer or maps its first peer's
+    shared-memory inbox, it says ``holding-R`` and waits for ``hold-R``."""
+    from collectives.transports import shm, tcp
+
+    def held(call):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            open(os.path.join(out, f"holding-{rank}"), "w").close()
+            wait_for(os.path.join(out, f"hold-{rank}"))
+            return call(*args, **kwargs)
+        return wrapper
+
+    tcp.TcpTransport._connect = held(tcp.TcpTransport._connect)  # type: ignore[method-assign]
+    shm._Segment.open = held(shm._Segment.open)  # type: ignore[method-assign]
+
+
 def main() -> None:
     out = sys.argv[1]
     rank = int(os.environ.get("COLLECTIVES_RANK", os.environ.get("RANK", "0")))
@@ -42,16 +59,7 @@ def main() -> None:
         json.dump({"pid": os.getpid(), "launcher": detect_launcher(),
                    "store": os.environ.get("COLLECTIVES_STORE_ADDR"), "secret": os.environ.get("COLLECTIVES_SECRET")}, f)
     if os.environ.get("FAULTS_HOLD_RANK") == str(rank):
-        from collectives.transports import tcp
-
-        dial = tcp.TcpTransport._connect
-
-        def held(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            open(os.path.join(out, f"holding-{rank}"), "w").close()
-            wait_for(os.path.join(out, f"hold-{rank}"))
-            return dial(self, *args, **kwargs)
-
-        tcp.TcpTransport._connect = held  # type: ignore[method-assign]
+        hold(out, rank)
     comm = collectives.init()
     open(os.path.join(out, f"ready-{rank}"), "w").close()
     n, size = 1000, comm.size
