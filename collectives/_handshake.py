@@ -120,9 +120,9 @@ def describe(sock: socket.socket) -> str:
     """``host:port`` of the far end, for messages (``?`` when unknown)."""
     try:
         addr = sock.getpeername()
-        return f"{addr[0]}:{addr[1]}"
     except OSError:
         return "?"
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else (str(addr) or "?")  # AF_UNIX: a path
 
 
 class HandshakeResponder:

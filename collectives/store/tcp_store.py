@@ -55,6 +55,28 @@ _OP_NAMES = {OP_SET: "set", OP_GET: "get", OP_WAIT: "wait", OP_ADD: "add", OP_CA
              OP_CHECK: "check", OP_DELETE: "delete"}
 
 
+def request_length(buf: bytes | bytearray) -> int | None:
+    """How many bytes the request at the start of ``buf`` takes, header included, once its
+    header has arrived (None before). The header is checked first: an unknown op or a
+    length over its bound raises :class:`StoreError`, before anything is waited for or
+    allocated."""
+    if len(buf) < _REQ.size:
+        return None
+    op, klen, alen, blen, _ = _REQ.unpack_from(buf)
+    if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
+        raise StoreError(f"a bad request header (op {op}, key {klen} B, values {alen}/{blen} B)")
+    return _REQ.size + klen + alen + blen
+
+
+def answer_header(header: bytes) -> tuple[int, int, int]:
+    """``(status, value length, number)`` of an answer's header; an unknown status or a
+    value over its bound raises :class:`StoreError` before the value is read."""
+    status, vlen, num = _ANS.unpack(header)
+    if status not in (ST_OK, ST_TIMEOUT, ST_ERROR) or vlen > MAX_VALUE_BYTES:
+        raise StoreError(f"a bad answer header (status {status}, value {vlen} B)")
+    return status, vlen, num
+
+
 class _Conn:
     __slots__ = ("sock", "address", "responder", "inbuf", "outq", "parked", "closed", "writing")
 
@@ -271,21 +293,23 @@ class TCPStoreServer:
 
     def _process(self, conn: _Conn) -> None:
         buf = conn.inbuf
-        while len(buf) >= _REQ.size and not conn.closed:
-            op, klen, alen, blen, num = _REQ.unpack_from(buf)
-            if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
-                self.rejections.reject(conn.address, f"closed {conn.address} after a bad request header "
-                                       f"(op {op}, key {klen} B, values {alen}/{blen} B)")
+        while not conn.closed:
+            try:
+                end = request_length(buf)
+            except StoreError as exc:
+                self.rejections.reject(conn.address, f"closed {conn.address} after {exc}")
                 self._drop(conn)
+                return
+            if end is None:
                 return
             if conn.parked:  # one request at a time per connection; keep the rest for later
                 if len(buf) > _MAX_BUFFERED:
                     self.rejections.reject(conn.address, f"closed {conn.address}: too much data sent while a get waits")
                     self._drop(conn)
                 return
-            end = _REQ.size + klen + alen + blen
             if len(buf) < end:
                 return
+            op, klen, alen, _, num = _REQ.unpack_from(buf)
             k0, a0 = _REQ.size, _REQ.size + klen
             key, a, b = bytes(buf[k0:a0]), bytes(buf[a0 : a0 + alen]), bytes(buf[a0 + alen : end])
             del buf[:end]
@@ -489,9 +513,10 @@ class TCPStore(Store):
             for v in (a, b):
                 if v:
                     sock.sendall(v)
-            status, vlen, rnum = _ANS.unpack(self._recv_exact(sock, _ANS.size))
-            if vlen > MAX_VALUE_BYTES:
-                raise StoreError(f"the store at {self.where} answered with a {vlen}-byte value, over the limit")
+            try:
+                status, vlen, rnum = answer_header(self._recv_exact(sock, _ANS.size))
+            except StoreError as exc:
+                raise StoreError(f"the store at {self.where} answered with {exc}") from None
             value = self._recv_exact(sock, vlen) if vlen else b""
         except socket.timeout:
             sock.close()
