@@ -45,6 +45,7 @@ _TORCH_DTYPES = (
 
 _NONE, _TRUE, _FALSE, _INT, _FLOAT, _COMPLEX, _STR, _BYTES, _BYTEARRAY = b"NTFifcsbB"
 _LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ARRAY, _NPSCALAR, _TENSOR = b"ltdSZagp"
+_SEQUENCE_TAGS: dict[type, int] = {list: _LIST, tuple: _TUPLE, set: _SET, frozenset: _FROZENSET}
 
 
 def encode(obj: Any) -> bytes:
@@ -84,7 +85,7 @@ def _encode(obj: Any, out: bytearray, depth: int) -> None:
     elif kind is bytearray:
         _blob(out, _BYTEARRAY, obj)
     elif kind in (list, tuple, set, frozenset):
-        out.append({list: _LIST, tuple: _TUPLE, set: _SET, frozenset: _FROZENSET}[kind])
+        out.append(_SEQUENCE_TAGS[kind])
         out += _U64.pack(len(obj))
         for item in obj:
             _encode(item, out, depth + 1)

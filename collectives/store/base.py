@@ -84,8 +84,8 @@ class PrefixStore(Store):
         self.store = store
         self.timeout = store.timeout
 
-    @property  # type: ignore[override]  # a class attribute in the base, read through here
-    def private(self) -> bool:
+    @property
+    def private(self) -> bool:  # type: ignore[override]  # a class attribute in the base, read through here
         return self.store.private
 
     def _k(self, key: str) -> str:

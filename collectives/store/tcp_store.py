@@ -65,7 +65,7 @@ def request_length(buf: bytes | bytearray) -> int | None:
     op, klen, alen, blen, _ = _REQ.unpack_from(buf)
     if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
         raise StoreError(f"a bad request header (op {op}, key {klen} B, values {alen}/{blen} B)")
-    return _REQ.size + klen + alen + blen
+    return int(_REQ.size + klen + alen + blen)
 
 
 def answer_header(header: bytes) -> tuple[int, int, int]:

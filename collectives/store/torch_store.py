@@ -32,18 +32,17 @@ class TorchStore(Store):
         whatever ``host`` says): a socket bound here is handed to it."""
         from torch.distributed import TCPStore
 
-        listener = listen_socket(host, port) if is_server else None
+        wait = datetime.timedelta(seconds=timeout)
+        if not is_server:
+            return cls(TCPStore(host, port, size, False, timeout=wait, wait_for_workers=False), timeout)
+        listener = listen_socket(host, port)
         try:
-            store = TCPStore(
-                host, port, size, is_server, timeout=datetime.timedelta(seconds=timeout), wait_for_workers=False,
-                **({"master_listen_fd": listener.fileno()} if listener is not None else {}),
-            )
+            store = TCPStore(host, port, size, True, timeout=wait, wait_for_workers=False,
+                             master_listen_fd=listener.fileno())
         except BaseException:
-            if listener is not None:
-                listener.close()
+            listener.close()
             raise
-        if listener is not None:
-            listener.detach()  # torch's server owns the descriptor now (and closes it)
+        listener.detach()  # torch's server owns the descriptor now (and closes it)
         return cls(store, timeout)
 
     def _with_timeout(self, timeout: float | None) -> None:

@@ -55,19 +55,19 @@ def _warned_sources(lines: list[str], server: str) -> list[str]:
 
 
 def test_junk_scans_and_wrong_secrets_leave_the_servers_and_the_job_unharmed(tmp_path: Path) -> None:
-    # three ranks on TCP; rank 1 is slow to dial, so rank 2's data listener stays open for us
-    job = Job(tmp_path, 3, "collectives-run", base_env(COLLECTIVES_TRANSPORT="tcp", FAULTS_HOLD_RANK="1"))
+    # two ranks on TCP; rank 0 is slow to dial, so rank 1's data listener stays open for us
+    job = Job(tmp_path, 2, "collectives-run", base_env(COLLECTIVES_TRANSPORT="tcp", FAULTS_HOLD_RANK="0"))
     try:
-        launcher, _, _, rank2 = job.pids()
+        launcher, _, rank1 = job.pids()
         info = job.rank_info(0)
         store_at, secret = _split(info["store"]), info["secret"]
-        job.wait_file("holding-1")
+        job.wait_file("holding-0")
         store = TCPStore(*store_at, secret, timeout=30)
-        data_at = _split(store.get("collectives/1/tcp/addr/2").decode())
-        # 1. rank 2's data listener, during setup (claiming to be rank 1, the one it waits for)
-        data_report, data_growth = _attack(data_at, rank2, PURPOSE_DATA, 1)
-        (tmp_path / "hold-1").touch()
-        for rank in range(3):
+        data_at = _split(store.get("collectives/1/tcp/addr/1").decode())
+        # 1. rank 1's data listener, during setup (claiming to be rank 0, the one it waits for)
+        data_report, data_growth = _attack(data_at, rank1, PURPOSE_DATA, 0)
+        (tmp_path / "hold-0").touch()
+        for rank in range(2):
             job.wait_file(f"ready-{rank}")
         # 2. the launcher's store, while the job runs its collectives
         store_report, store_growth = _attack(store_at, launcher, PURPOSE_STORE, 0xFFFFFFFF)
@@ -92,5 +92,5 @@ def test_junk_scans_and_wrong_secrets_leave_the_servers_and_the_job_unharmed(tmp
     lines = job.stderr()[0].splitlines()
     store_lines = [line for line in lines if not line.startswith("[rank")]
     assert sorted(_warned_sources(store_lines, "TCPStoreServer")) == sorted(SOURCES), store_lines[:20]
-    rank2_lines = [line for line in lines if line.startswith("[rank 2]")]
-    assert sorted(_warned_sources(rank2_lines, "tcp rank 2 listener")) == sorted(SOURCES), rank2_lines[:20]
+    rank1_lines = [line for line in lines if line.startswith("[rank 1]")]
+    assert sorted(_warned_sources(rank1_lines, "tcp rank 1 listener")) == sorted(SOURCES), rank1_lines[:20]

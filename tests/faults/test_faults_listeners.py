@@ -21,29 +21,29 @@ CASES = [(launcher, transport) for launcher in ("collectives-run", "torchrun-sty
 def test_a_single_host_job_listens_on_loopback_only(tmp_path: Path, launcher: str, transport: str) -> None:
     if launcher == "torchrun-style":
         pytest.importorskip("torch")  # rank 0 hosts torch's TCPStore on MASTER_PORT, as torchrun's ranks do
-    # On TCP, rank 1 is slow to dial: rank 2's data listener (it waits for rank 1) stays open
-    # meanwhile. Shared memory has no data listener: two ranks show the store's.
-    size = 3 if transport == "tcp" else 2
-    job = Job(tmp_path, size, launcher, base_env(COLLECTIVES_TRANSPORT=transport, FAULTS_HOLD_RANK="1"))
+    # Rank 0 is slow to dial: on TCP, rank 1's data listener (it waits for rank 0) stays open
+    # meanwhile. Shared memory has no data listener, only the store's.
+    job = Job(tmp_path, 2, launcher, base_env(COLLECTIVES_TRANSPORT=transport, FAULTS_HOLD_RANK="0"))
     try:
         pids = job.pids()
-        rank2 = pids[-1] if size == 3 else -1
+        rank1 = pids[-1]
         snapshots = []
         if transport == "tcp":
-            job.wait_file("holding-1")
+            job.wait_file("holding-0")
             deadline = time.monotonic() + 30
-            while not listeners([rank2])[rank2] and time.monotonic() < deadline:
+            while not listeners([rank1])[rank1] and time.monotonic() < deadline:
                 time.sleep(0.02)
             snapshots.append(listeners(pids))
-            assert snapshots[-1][rank2], "rank 2's data listener never showed up in the socket table"
-        (tmp_path / "hold-1").touch()
-        for rank in range(size):
+            assert snapshots[-1][rank1], "rank 1's data listener never showed up in the socket table"
+        (tmp_path / "hold-0").touch()
+        for rank in range(2):
             job.wait_file(f"ready-{rank}")
         snapshots.append(listeners(pids))
         results = job.finish()
     finally:
         job.kill()
     seen = sorted({a for snap in snapshots for addrs in snap.values() for a in addrs})
+    print(f"\n{launcher}/{transport}: listeners of the job's processes: {seen}")
     assert seen, "no listener at all: the store should be one"
     assert all(is_loopback_listener(a) for a in seen), f"listeners beyond loopback: {seen}"
     store_owner = pids[0]  # the launcher (collectives-run), or rank 0 (torchrun-style)

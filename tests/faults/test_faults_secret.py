@@ -61,24 +61,24 @@ def _as_other_user_can_open(path: str) -> bool:
 
 def test_a_client_that_reads_the_whole_torch_store_cannot_join_the_data_plane(tmp_path: Path) -> None:
     torch_dist = pytest.importorskip("torch.distributed")
-    env = base_env(COLLECTIVES_TRANSPORT="tcp", FAULTS_HOLD_RANK="1", COLLECTIVES_DEBUG="DEBUG")
-    job = Job(tmp_path, 3, "torchrun-style", env)
+    env = base_env(COLLECTIVES_TRANSPORT="tcp", FAULTS_HOLD_RANK="0", COLLECTIVES_DEBUG="DEBUG")
+    job = Job(tmp_path, 2, "torchrun-style", env)
     try:
         job.pids()
-        job.wait_file("holding-1")  # rank 2 now waits for rank 1 on its data listener
+        job.wait_file("holding-0")  # rank 1 now waits for rank 0 on its data listener
         spy = torch_dist.TCPStore("127.0.0.1", job.master_port, is_master=False, wait_for_workers=False,
                                   timeout=datetime.timedelta(seconds=30))
-        spy.wait(["collectives/1/tcp/addr/2"])
+        spy.wait(["collectives/1/tcp/addr/1"])
         names = spy.list_keys()
         values = {name: bytes(spy.get(name)) for name in names}
         assert "collectives/1/data/salt" in values and "collectives/1/data/secret-file" in values, sorted(values)
-        host, _, port = values["collectives/1/tcp/addr/2"].decode().rpartition(":")
+        host, _, port = values["collectives/1/tcp/addr/1"].decode().rpartition(":")
         listener = (host, int(port))
         accepted = []
-        for key in _candidate_keys(values):  # claim to be rank 1, the rank it waits for
+        for key in _candidate_keys(values):  # claim to be rank 0, the rank it waits for
             with socket.create_connection(listener) as sock:
                 try:
-                    client_handshake(sock, key, PURPOSE_DATA, 1, timeout=10)
+                    client_handshake(sock, key, PURPOSE_DATA, 0, timeout=10)
                     accepted.append(key)
                 except AuthenticationError:
                     pass
@@ -87,24 +87,26 @@ def test_a_client_that_reads_the_whole_torch_store_cannot_join_the_data_plane(tm
         mode, dir_mode = st.st_mode & 0o777, os.stat(os.path.dirname(secret_file)).st_mode & 0o777
         other_user_reads = _as_other_user_can_open(secret_file) if os.geteuid() == 0 else None
         # control: the file's secret (which only this user can read) passes the MAC check; as
-        # rank 7, which rank 2 does not expect, it is still turned away, and the log says why
+        # rank 7, which rank 1 does not expect, it is still turned away, and the log says why
         with open(secret_file, "rb") as f:
             real = hmac.new(f.read(), b"collectives data key v1" + values["collectives/1/data/salt"],
                             hashlib.sha256).digest()
         with socket.create_connection(listener) as sock, pytest.raises(AuthenticationError):
             client_handshake(sock, real, PURPOSE_DATA, 7, timeout=10)
-        (tmp_path / "hold-1").touch()
+        (tmp_path / "hold-0").touch()
         results = job.finish()
     finally:
         job.kill()
+    print(f"\nread {len(values)} keys of torch's store; {len(_candidate_keys(values))} keys made of them: "
+          f"{len(accepted)} accepted")
     assert not accepted, "a key made of the store's contents passed the data-plane handshake"
     assert (mode, dir_mode) == (0o600, 0o700)
     if other_user_reads is not None:
         assert other_user_reads is False, "another user could read the job's secret file"
     assert not os.path.exists(os.path.dirname(secret_file)), "rank 0 left the secret file behind"
     assert all(r["ok"] for r in results), results
-    rank2 = job.stderr()[2]
-    assert "failed to prove the job secret" in rank2 and "claims rank 7" in rank2, rank2[-3000:]
+    rank1 = job.stderr()[1]
+    assert "failed to prove the job secret" in rank1 and "claims rank 7" in rank1, rank1[-3000:]
 
 
 class OpenStore(HashStore):

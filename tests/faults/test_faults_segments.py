@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -39,18 +40,23 @@ def _other_user_error(path: str) -> int:
 
 
 def test_segments_of_a_running_job_are_private_and_unguessable(tmp_path: Path) -> None:
-    job = Job(tmp_path, 2, "collectives-run", base_env(COLLECTIVES_TRANSPORT="shm", FAULTS_HOLD_RANK="1"))
+    job = Job(tmp_path, 2, "collectives-run", base_env(COLLECTIVES_TRANSPORT="shm", FAULTS_HOLD_RANK="0"))
     try:
         ranks = job.pids()[1:]
-        job.wait_file("holding-1")  # rank 1 has made its inbox and waits before mapping rank 0's
-        names = [n for n in os.listdir(SHM_DIR) if (m := NAME.fullmatch(n)) and int(m.group(1)) in ranks]
+        job.wait_file("holding-0")  # rank 0 has made its inbox and waits before mapping rank 1's
+        deadline = time.monotonic() + 30
+        while True:  # rank 1 makes its inbox in its own time
+            names = [n for n in os.listdir(SHM_DIR) if (m := NAME.fullmatch(n)) and int(m.group(1)) in ranks]
+            if len(names) >= len(ranks) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         found = {}
         for name in names:
             path = os.path.join(SHM_DIR, name)
             st = os.stat(path)
             found[name] = (st.st_mode & 0o777, st.st_uid,
                            _other_user_error(path) if os.geteuid() == 0 else None)
-        (tmp_path / "hold-1").touch()
+        (tmp_path / "hold-0").touch()
         results = job.finish()
     finally:
         job.kill()
