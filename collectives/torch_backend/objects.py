@@ -43,7 +43,8 @@ def _wrap_encoder(original: Callable[..., Any]) -> Callable[..., Any]:
         if not ours(group) or codec() == "pickle":
             return original(obj, device, group)
         data = object_codec.encode(obj)
-        byte_tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+        # a storage of its own: torch resizes it to the largest rank's size (gather_object)
+        byte_tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone().to(device)
         return byte_tensor, torch.tensor([len(data)], dtype=torch.long).to(device)
 
     _object_to_tensor.collectives_original = original  # type: ignore[attr-defined]

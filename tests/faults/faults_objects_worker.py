@@ -50,6 +50,7 @@ def payload(rank: int) -> dict:
         "bytes": bytes([rank, 255]), "list": [1, [2, 3]], "tuple": (rank, "t"), "set": {1, 2},
         "nested": {"a": [{"b": (None, 2.0)}]}, "array": np.arange(6, dtype=np.float32).reshape(2, 3) + rank,
         "tensor": torch.arange(4, dtype=torch.int64) * (rank + 1), "bf16": torch.ones(3, dtype=torch.bfloat16),
+        "pad": "x" * (100 * rank),  # sizes differ by rank: torch pads every encoding to the largest
     }
 
 
