@@ -80,13 +80,49 @@ def _server_mac(
     return hmac.new(secret, msg, hashlib.sha256).digest()
 
 
+class RejectionLog:
+    """Says "rejected a connection" once per source address, not once per connection, so
+    that a scan or a flood of junk cannot flood the log (or grow memory: at most
+    ``max_sources`` addresses are remembered, then one more line says the rest are only
+    counted). Later rejections from a known address are logged at DEBUG and counted."""
+
+    def __init__(self, where: str, max_sources: int = 4096) -> None:
+        self.where = where
+        self.max_sources = max_sources
+        self.counts: dict[str, int] = {}
+        self.unlisted = 0
+
+    def reject(self, address: str, reason: str) -> None:
+        """Log (or count) one rejected connection from ``address`` (``host:port``)."""
+        host = address.rpartition(":")[0] or address
+        seen = self.counts.get(host)
+        if seen is not None:
+            self.counts[host] = seen + 1
+            logger.debug("%s: rejected a connection: %s", self.where, reason)
+            return
+        if len(self.counts) >= self.max_sources:
+            self.unlisted += 1
+            if self.unlisted == 1:
+                logger.warning("%s: rejecting connections from more than %d addresses; counting the rest without "
+                               "naming them", self.where, self.max_sources)
+            return
+        self.counts[host] = 1
+        logger.warning("%s: rejected a connection: %s (further rejections from %s are counted, not logged)",
+                       self.where, reason, host)
+
+    @property
+    def total(self) -> int:
+        """Connections rejected so far."""
+        return sum(self.counts.values()) + self.unlisted
+
+
 def describe(sock: socket.socket) -> str:
     """``host:port`` of the far end, for messages (``?`` when unknown)."""
     try:
         addr = sock.getpeername()
-        return f"{addr[0]}:{addr[1]}"
     except OSError:
         return "?"
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else (str(addr) or "?")  # AF_UNIX: a path
 
 
 class HandshakeResponder:

@@ -86,11 +86,16 @@ def _store_from_env(
             agent = env.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
             store = TorchStore.connect(host, port, rank, size, is_server=rank == 0 and not agent, timeout=config.timeout)
             return store, []
+        # Without torch and COLLECTIVES_SECRET the store's secret is guessable: it keeps scans
+        # out, but the store is not private, so the data plane's keys do not come from it.
+        guessable = not secret
         secret = secret or f"torchrun:{env.get('TORCHELASTIC_RUN_ID', '')}:{port}"
         owned: list[Any] = []
         if rank == 0:
             owned.append(TCPStoreServer(host=host, port=port, secret=secret))
-        return TCPStore(host, port, secret=secret, timeout=config.timeout), owned
+        client = TCPStore(host, port, secret=secret, timeout=config.timeout)
+        client.private = not guessable
+        return client, owned
     return None, []
 
 

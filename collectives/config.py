@@ -7,6 +7,8 @@
 | COLLECTIVES_TIMEOUT | seconds any blocking wait may take | 600 |
 | COLLECTIVES_STALL_WARNING | seconds an operation may wait before a warning lists the ranks missing from it (0: never) | half the timeout, at most 60 |
 | COLLECTIVES_SECRET | per-job secret proven on every TCP connection | made by launcher |
+| COLLECTIVES_INSECURE | 1 lets ranks on several hosts that meet in a store without authentication (torch's TCPStore) connect without COLLECTIVES_SECRET (anyone who can read the store can then join); a warning says so | off: such a job needs COLLECTIVES_SECRET |
+| COLLECTIVES_OBJECT_CODEC | how the torch backend's object collectives (`all_gather_object`, ...) encode and decode: `safe` (plain data, arrays and tensors; never runs code) or `pickle` (any object, and any peer can run code in this process) | safe |
 | COLLECTIVES_SOCKET_IFNAME | interface whose address TCP listeners bind (like NCCL_SOCKET_IFNAME) | loopback |
 | COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind | loopback |
 | COLLECTIVES_HOSTNAME | host identity override (network namespaces act as hosts) | hostname + boot id |
@@ -51,6 +53,16 @@ def parse_size(text: str, name: str = "size") -> int:
     return value
 
 
+OBJECT_CODECS = ("safe", "pickle")
+
+
+def _object_codec(text: str | None) -> str:
+    codec = (text or "safe").strip().lower()
+    if codec not in OBJECT_CODECS:
+        raise InvalidArgumentError(f"COLLECTIVES_OBJECT_CODEC={text!r} is not one of {', '.join(OBJECT_CODECS)}")
+    return codec
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings read once from the environment; arguments to ``init()`` override them."""
@@ -73,6 +85,8 @@ class Config:
     trace_file: str | None = None  # COLLECTIVES_TRACE_FILE: where the flight recorder dumps
     revoke_on_failure: bool = False
     recovery_timeout: float = 30.0
+    insecure: bool = False
+    object_codec: str = "safe"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -159,6 +173,8 @@ class Config:
             trace_file=get("TRACE_FILE"),
             revoke_on_failure=flag("REVOKE_ON_FAILURE", cls.revoke_on_failure),
             recovery_timeout=seconds("RECOVERY_TIMEOUT", cls.recovery_timeout),
+            insecure=flag("INSECURE", cls.insecure),
+            object_codec=_object_codec(get("OBJECT_CODEC")),
         )
 
     @classmethod

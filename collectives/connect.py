@@ -9,7 +9,6 @@ to the communicator, with the way it splits (``StoreSplitter``).
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -20,13 +19,15 @@ import numpy as np
 from . import devices
 from .communicator import Communicator, Splitter
 from .config import Config
+from .data_key import data_key
 from .plans import PlanContext
-from .skew import agree_on_settings
 from .recovery import attach
+from .skew import agree_on_settings
 from .store import PrefixStore, Store
 from .topology import PairPlan, describe, select_transport
 from .transports import transport_class
 from .transports.base import Transport
+from .transports.tcp import TcpTransport
 
 logger = logging.getLogger("collectives")
 
@@ -71,8 +72,6 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
     # (tests, re-creation after a failure) never read each other's keys.
     generation = store.add(f"collectives/init/{rank}", 1)
     cstore = PrefixStore(f"collectives/{generation}", store)
-    if rank == 0:
-        cstore.set("secret", secrets.token_bytes(32))
     if agree:
         agree_on_settings(cstore, rank, size, config)  # version or setting skew fails here, on every rank
     me = host_identity(config)
@@ -90,41 +89,56 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
             choice = select_transport(rank, peer, my_host=me, peer_host=hosts[peer])
         plan.setdefault(choice.transport, []).append(peer)
         lines.append(describe(choice))
+    # TCP carries data on every rank or on none (a rank with a peer on another host means
+    # every rank has one), so the key's derivation is collective over all of them.
+    key, forget_key = data_key(rank, cstore, config, hosts, config.timeout) if "tcp" in plan else (b"", _nothing)
+    try:
+        transports = _transports(rank, size, plan, cstore, config, key)
+        context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=_derived)
+        try:
+            context.device = devices.choose(rank, size, hosts, cstore, config, context.windows, context.label)
+        except BaseException:
+            context.close(abort=True)
+            for t in transports:
+                t.close()
+            raise
+        comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], context=context,
+                            splitter=_splitter(transports, cstore, config))
+        logger.info(
+            "rank %d/%d on %s: %s",
+            rank,
+            size,
+            me,
+            ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
+        )
+        for line in lines:
+            logger.info("%s", line)
+        if size > 1:
+            comm._connect_barrier()
+    finally:
+        forget_key()  # past the barrier every rank holds its key (or the connect failed)
+    attach(comm, cstore, connect, me)  # revoke, agree, shrink, grow (collectives/recovery)
+    return comm
+
+
+def _transports(
+    rank: int, size: int, plan: dict[str, list[int]], cstore: Store, config: Config, key: bytes
+) -> list[Transport]:
+    """One transport per kind in ``plan`` (all closed again if one fails)."""
     transports: list[Transport] = []
     try:
         for name in sorted(plan):  # the same order on every rank
             peers = plan[name]
-            # shm and inproc groups are cliques (one host); TCP's peer sets differ by rank,
-            # so it keys its addresses per rank on the communicator's store.
-            group_store = cstore if name == "tcp" else PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
-            transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))
+            if name == "tcp":  # TCP's peer sets differ by rank: it keys its addresses per rank
+                transports.append(TcpTransport(rank, size, peers, cstore, config, config.timeout, secret=key))
+            else:  # shm and inproc groups are cliques (one host)
+                group_store = PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
+                transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))
     except BaseException:
         for t in transports:
             t.close()
         raise
-    context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=_derived)
-    try:
-        context.device = devices.choose(rank, size, hosts, cstore, config, context.windows, context.label)
-    except BaseException:
-        context.close(abort=True)
-        for t in transports:
-            t.close()
-        raise
-    comm = Communicator(rank, size, transports, config, store=cstore, owned=owned or [], context=context,
-                        splitter=_splitter(transports, cstore, config))
-    logger.info(
-        "rank %d/%d on %s: %s",
-        rank,
-        size,
-        me,
-        ", ".join(f"{name} to ranks {peers}" for name, peers in sorted(plan.items())) or "alone",
-    )
-    for line in lines:
-        logger.info("%s", line)
-    if size > 1:
-        comm._connect_barrier()
-    attach(comm, cstore, connect, me)  # revoke, agree, shrink, grow (collectives/recovery)
-    return comm
+    return transports
 
 
 def _derived(rank: int, size: int, store: Store, config: Config) -> Communicator:
@@ -158,6 +172,10 @@ class StoreSplitter:
         # and closed the parent (whose store the others still meet in) would strand them.
         comm.barrier()
         return new
+
+
+def _nothing() -> None:
+    return None
 
 
 def _splitter(transports: list[Transport], store: Store, config: Config) -> Splitter:

@@ -59,6 +59,10 @@ class AuthenticationError(TransportError, StoreError):
     """A connection did not prove knowledge of the job secret (or spoke another protocol)."""
 
 
+class DecodeError(CollectivesError, ValueError):
+    """Bytes from a peer could not be decoded: corrupt, hostile, or written by another codec."""
+
+
 def _ranks_text(ranks: Iterable[int]) -> str:
     ranks = sorted(set(ranks))
     return ", ".join(str(r) for r in ranks) if ranks else "none"

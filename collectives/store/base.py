@@ -24,6 +24,11 @@ class Store(abc.ABC):
     """
 
     timeout: float = DEFAULT_TIMEOUT
+    private: bool = False
+    """Whether only processes that hold the job's secret can read or write this store (our
+    authenticated TCP store, an in-process one). ``connect()`` then lets the data plane's
+    keys come from it; a store anyone can reach (torch's TCPStore, a file) is never trusted
+    with them (see SECURITY.md)."""
 
     @abc.abstractmethod
     def set(self, key: str, value: bytes) -> None:
@@ -78,6 +83,10 @@ class PrefixStore(Store):
         self.prefix = prefix
         self.store = store
         self.timeout = store.timeout
+
+    @property
+    def private(self) -> bool:  # type: ignore[override]  # a class attribute in the base, read through here
+        return self.store.private
 
     def _k(self, key: str) -> str:
         return f"{self.prefix}/{key}"

@@ -12,6 +12,8 @@ from .base import DEFAULT_TIMEOUT, Store
 class HashStore(Store):
     """A dictionary guarded by a condition variable."""
 
+    private = True  # in this process only
+
     def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
         self._data: dict[str, bytes] = {}

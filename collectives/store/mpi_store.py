@@ -72,6 +72,8 @@ class MPIStore(Store):
             reach it (raised on every rank, with the same cause where it is known).
     """
 
+    private = True  # its secret travels only through MPI
+
     def __init__(
         self,
         mpi_comm: Any,

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from .._handshake import (
     PURPOSE_STORE,
     HandshakeResponder,
+    RejectionLog,
     client_handshake,
     is_loopback,
     listen_socket,
@@ -52,6 +53,28 @@ OP_SET, OP_GET, OP_WAIT, OP_ADD, OP_CAS, OP_CHECK, OP_DELETE = range(1, 8)
 ST_OK, ST_TIMEOUT, ST_ERROR = 0, 1, 2
 _OP_NAMES = {OP_SET: "set", OP_GET: "get", OP_WAIT: "wait", OP_ADD: "add", OP_CAS: "compare_set",
              OP_CHECK: "check", OP_DELETE: "delete"}
+
+
+def request_length(buf: bytes | bytearray) -> int | None:
+    """How many bytes the request at the start of ``buf`` takes, header included, once its
+    header has arrived (None before). The header is checked first: an unknown op or a
+    length over its bound raises :class:`StoreError`, before anything is waited for or
+    allocated."""
+    if len(buf) < _REQ.size:
+        return None
+    op, klen, alen, blen, _ = _REQ.unpack_from(buf)
+    if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
+        raise StoreError(f"a bad request header (op {op}, key {klen} B, values {alen}/{blen} B)")
+    return int(_REQ.size + klen + alen + blen)
+
+
+def answer_header(header: bytes) -> tuple[int, int, int]:
+    """``(status, value length, number)`` of an answer's header; an unknown status or a
+    value over its bound raises :class:`StoreError` before the value is read."""
+    status, vlen, num = _ANS.unpack(header)
+    if status not in (ST_OK, ST_TIMEOUT, ST_ERROR) or vlen > MAX_VALUE_BYTES:
+        raise StoreError(f"a bad answer header (status {status}, value {vlen} B)")
+    return status, vlen, num
 
 
 class _Conn:
@@ -106,11 +129,13 @@ class TCPStoreServer:
         bound = self._listener.getsockname()
         self._host: str = bound[0]
         self._port: int = bound[1]
+        self.rejections = RejectionLog(f"TCPStoreServer {self._host}:{self._port}")
         self._data: dict[bytes, bytes] = {}
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._timers: list[tuple[float, int, object]] = []
         self._seq = itertools.count()
         self._conns: set[_Conn] = set()
+        self._handshaking: dict[_Conn, None] = {}  # connections mid-handshake, oldest first
         self._scratch = bytearray(1 << 20)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -148,10 +173,12 @@ class TCPStoreServer:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                timeout = None
-                if self._timers:
-                    # (at most an hour: epoll refuses ~25 days, and a client's long wait must not end the server)
-                    timeout = min(max(0.0, self._timers[0][0] - time.monotonic()), 3600.0)
+                deadlines = [self._timers[0][0]] if self._timers else []
+                first = next(iter(self._handshaking), None)
+                if first is not None and first.responder is not None:
+                    deadlines.append(first.responder.deadline)
+                # (at most an hour: epoll refuses ~25 days, and a client's long wait must not end the server)
+                timeout = min(max(0.0, min(deadlines) - time.monotonic()), 3600.0) if deadlines else None
                 for key, mask in self._sel.select(timeout):
                     if key.data == "listener":
                         self._accept()
@@ -180,7 +207,7 @@ class TCPStoreServer:
     def _accept(self) -> None:
         for _ in range(256):
             try:
-                sock, _ = self._listener.accept()
+                sock, peer_addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: leave the rest in the backlog
@@ -189,25 +216,31 @@ class TCPStoreServer:
             try:
                 responder = HandshakeResponder(sock, self._secret, PURPOSE_STORE, self._handshake_timeout)
             except AuthenticationError as exc:
-                logger.warning("TCPStoreServer %s:%s: %s", self._host, self._port, exc)
+                self.rejections.reject(f"{peer_addr[0]}:{peer_addr[1]}", str(exc))
                 sock.close()
                 continue
             conn = _Conn(sock, responder)
             self._conns.add(conn)
+            self._handshaking[conn] = None
             self._sel.register(sock, selectors.EVENT_READ, conn)
-            self._add_timer(responder.deadline, conn)
 
     def _add_timer(self, deadline: float, item: object) -> None:
         heapq.heappush(self._timers, (deadline, next(self._seq), item))
 
     def _expire(self) -> None:
         now = time.monotonic()
+        # Handshakes share one timeout, so the oldest comes first; a connection leaves this
+        # queue as soon as it is answered or dropped, so a flood leaves nothing behind.
+        while self._handshaking:
+            conn = next(iter(self._handshaking))
+            if conn.responder is not None and conn.responder.deadline > now:
+                break
+            del self._handshaking[conn]
+            if conn.responder is not None and not conn.closed:
+                self._reject(conn, f"client {conn.address} said nothing within {self._handshake_timeout:g} s")
         while self._timers and self._timers[0][0] <= now:
             _, _, item = heapq.heappop(self._timers)
-            if isinstance(item, _Conn):
-                if item.responder is not None and not item.closed:
-                    self._reject(item, f"client {item.address} said nothing within {self._handshake_timeout:g} s")
-            elif isinstance(item, _Waiter) and not item.done:
+            if isinstance(item, _Waiter) and not item.done:
                 item.done = True
                 self._waiters[item.key].remove(item)
                 if not self._waiters[item.key]:
@@ -215,7 +248,7 @@ class TCPStoreServer:
                 self._answer_parked(item.conn, ST_TIMEOUT)
 
     def _reject(self, conn: _Conn, reason: str) -> None:
-        logger.warning("TCPStoreServer %s:%s: rejected a connection: %s", self._host, self._port, reason)
+        self.rejections.reject(conn.address, reason)
         if conn.responder is not None:
             conn.responder.reject()
         self._drop(conn)
@@ -225,6 +258,8 @@ class TCPStoreServer:
             return
         conn.closed = True
         self._conns.discard(conn)
+        self._handshaking.pop(conn, None)
+        conn.responder = None
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -240,6 +275,7 @@ class TCPStoreServer:
                 return
             if identity is not None:
                 conn.responder = None
+                self._handshaking.pop(conn, None)
             return
         try:
             n = conn.sock.recv_into(self._scratch)
@@ -258,24 +294,23 @@ class TCPStoreServer:
 
     def _process(self, conn: _Conn) -> None:
         buf = conn.inbuf
-        while len(buf) >= _REQ.size and not conn.closed:
-            op, klen, alen, blen, num = _REQ.unpack_from(buf)
-            if op not in _OP_NAMES or klen > MAX_KEY_BYTES or alen > MAX_VALUE_BYTES or blen > MAX_VALUE_BYTES:
-                logger.warning(
-                    "TCPStoreServer %s:%s: closing %s: bad request header (op %d, key %d B, values %d/%d B)",
-                    self._host, self._port, conn.address, op, klen, alen, blen,
-                )
+        while not conn.closed:
+            try:
+                end = request_length(buf)
+            except StoreError as exc:
+                self.rejections.reject(conn.address, f"closed {conn.address} after {exc}")
                 self._drop(conn)
+                return
+            if end is None:
                 return
             if conn.parked:  # one request at a time per connection; keep the rest for later
                 if len(buf) > _MAX_BUFFERED:
-                    logger.warning("TCPStoreServer %s:%s: closing %s: too much data sent while a get waits",
-                                   self._host, self._port, conn.address)
+                    self.rejections.reject(conn.address, f"closed {conn.address}: too much data sent while a get waits")
                     self._drop(conn)
                 return
-            end = _REQ.size + klen + alen + blen
             if len(buf) < end:
                 return
+            op, klen, alen, _, num = _REQ.unpack_from(buf)
             k0, a0 = _REQ.size, _REQ.size + klen
             key, a, b = bytes(buf[k0:a0]), bytes(buf[a0 : a0 + alen]), bytes(buf[a0 + alen : end])
             del buf[:end]
@@ -386,6 +421,8 @@ class TCPStore(Store):
         self.timeout = timeout
         self.server: TCPStoreServer | None = None
         self._secret = secret_bytes(secret)
+        # Private only with a secret; whoever passes a guessable one sets this to False.
+        self.private = bool(self._secret)
         self._lock = threading.Lock()
         self._idle: list[socket.socket] = []
         self._closed = False
@@ -477,9 +514,10 @@ class TCPStore(Store):
             for v in (a, b):
                 if v:
                     sock.sendall(v)
-            status, vlen, rnum = _ANS.unpack(self._recv_exact(sock, _ANS.size))
-            if vlen > MAX_VALUE_BYTES:
-                raise StoreError(f"the store at {self.where} answered with a {vlen}-byte value, over the limit")
+            try:
+                status, vlen, rnum = answer_header(self._recv_exact(sock, _ANS.size))
+            except StoreError as exc:
+                raise StoreError(f"the store at {self.where} answered with {exc}") from None
             value = self._recv_exact(sock, vlen) if vlen else b""
         except socket.timeout:
             sock.close()

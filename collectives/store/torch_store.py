@@ -11,12 +11,14 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from .._handshake import listen_socket
 from ..errors import RendezvousTimeoutError, StoreError
 from .base import DEFAULT_TIMEOUT, Store
 
 
 class TorchStore(Store):
-    """Adapter from a ``torch.distributed.Store`` to :class:`Store`."""
+    """Adapter from a ``torch.distributed.Store`` to :class:`Store`. Not private: torch's
+    TCPStore lets anyone who can connect read and write every key."""
 
     def __init__(self, store: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.torch_store = store
@@ -24,12 +26,23 @@ class TorchStore(Store):
 
     @classmethod
     def connect(cls, host: str, port: int, rank: int, size: int, *, is_server: bool, timeout: float) -> TorchStore:
-        """Connect to (or, with ``is_server``, host) a torch TCPStore at host:port."""
+        """Connect to (or, with ``is_server``, host) a torch TCPStore at host:port.
+
+        A server listens on ``host`` only (torch's own would listen on every interface,
+        whatever ``host`` says): a socket bound here is handed to it."""
         from torch.distributed import TCPStore
 
-        store = TCPStore(
-            host, port, size, is_server, timeout=datetime.timedelta(seconds=timeout), wait_for_workers=False
-        )
+        wait = datetime.timedelta(seconds=timeout)
+        if not is_server:
+            return cls(TCPStore(host, port, size, False, timeout=wait, wait_for_workers=False), timeout)
+        listener = listen_socket(host, port)
+        try:
+            store = TCPStore(host, port, size, True, timeout=wait, wait_for_workers=False,
+                             master_listen_fd=listener.fileno())
+        except BaseException:
+            listener.close()
+            raise
+        listener.detach()  # torch's server owns the descriptor now (and closes it)
         return cls(store, timeout)
 
     def _with_timeout(self, timeout: float | None) -> None:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from .errors import InvalidOperation
 from .monitored import monitored_barrier
+from .objects import install as _install_object_codec
 from .process_group import BACKEND_NAME, CollectivesProcessGroup, create_process_group
 from .work import CollectivesWork
 
@@ -34,8 +35,13 @@ def register() -> None:
 
     Devices: CPU, and CUDA tensors staged through host memory (copied to the host when the
     operation is issued and back when it has run) until a CUDA transport exists.
+
+    Object collectives (``all_gather_object``, ...) on this backend's groups then use the
+    safe codec of :mod:`collectives.object_codec`, not pickle (``COLLECTIVES_OBJECT_CODEC``;
+    see :mod:`.objects`); other backends' groups keep torch's pickle.
     """
     dist.Backend.register_backend(BACKEND_NAME, create_process_group, extended_api=False, devices=["cpu", "cuda"])
+    _install_object_codec()
 
 
 register()

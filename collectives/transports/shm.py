@@ -404,6 +404,8 @@ class ShmTransport(Transport):
                 raise ConnectError(f"shm: rank {p} could not set up shared memory: {name[1:]}", peer=p)
             published = store.get(f"shm/{p}/pid", max(0.0, deadline - time.monotonic())).decode()
             pid_text, _, namespace = published.partition(" ")
+            if not pid_text.isdigit():
+                raise ConnectError(f"shm: rank {p} published {published[:80]!r} as its pid", peer=p)
             segment = _Segment.open(name, p)
             self._peer_segs[p] = segment
             if segment.pid != int(pid_text):

@@ -3,9 +3,10 @@
 Setup (collective over this rank and its peers): each rank that expects incoming
 connections listens on :func:`resolve_bind_address` (loopback unless configured) at an
 ephemeral port and publishes ``host:port`` under ``tcp/addr/{rank}``. For each pair the
-lower rank connects to the higher rank's listener and proves the job secret
-(``store.get("secret")``) with the handshake of :mod:`collectives._handshake`, claiming
-its rank. The listener serves handshakes concurrently in a helper thread, rejects
+lower rank connects to the higher rank's listener and proves the key it was given
+(``connect()`` derives it so that reading the store is not enough, see
+:mod:`collectives.data_key`; without one, ``store.get("secret")``) with the handshake of
+:mod:`collectives._handshake`, claiming its rank. The listener serves handshakes concurrently in a helper thread, rejects
 strangers (junk, wrong secret, unexpected or duplicate rank, silence) with a warning, and
 is closed once every expected peer has arrived.
 
@@ -28,6 +29,7 @@ from .._handshake import (
     HANDSHAKE_TIMEOUT,
     PURPOSE_DATA,
     HandshakeResponder,
+    RejectionLog,
     client_handshake,
     is_loopback,
     listen_socket,
@@ -106,6 +108,7 @@ class _Acceptor(threading.Thread):
         self.accepted: dict[int, socket.socket] = {}
         self._halt = threading.Event()
         self.where = "{}:{}".format(*listener.getsockname()[:2])
+        self.rejections = RejectionLog(f"tcp rank {rank} listener {self.where}")
 
     def stop(self) -> None:
         self._halt.set()
@@ -145,7 +148,7 @@ class _Acceptor(threading.Thread):
     def _accept(self, sel: selectors.BaseSelector, pending: dict[socket.socket, HandshakeResponder]) -> None:
         while True:
             try:
-                sock, _ = self.listener.accept()
+                sock, peer_addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -156,7 +159,7 @@ class _Acceptor(threading.Thread):
                     sock, self.secret, PURPOSE_DATA, HANDSHAKE_TIMEOUT, self._allowed, identity=self.rank
                 )
             except AuthenticationError as exc:
-                logger.warning("tcp rank %d listener %s: rejected a connection: %s", self.rank, self.where, exc)
+                self.rejections.reject(f"{peer_addr[0]}:{peer_addr[1]}", str(exc))
                 sock.close()
                 continue
             pending[sock] = responder
@@ -186,20 +189,23 @@ class _Acceptor(threading.Thread):
         reason: str,
         described: bool = False,
     ) -> None:
-        text = reason if described else f"client {responder.address} {reason}"
-        logger.warning("tcp rank %d listener %s: rejected a connection: %s", self.rank, self.where, text)
+        self.rejections.reject(responder.address, reason if described else f"client {responder.address} {reason}")
         sel.unregister(responder.sock)
         del pending[responder.sock]
         responder.sock.close()
 
 
-def _split_address(text: str) -> tuple[str, int]:
+def _split_address(text: str, peer: int = -1) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as a rank published it; anything else is a ConnectError."""
     host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConnectError(f"rank {peer} published {text[:80]!r} as its address, which is not host:port", peer=peer)
     return host.strip("[]"), int(port)
 
 
 class TcpTransport(Transport):
-    """Authenticated TCP connections from ``rank`` to each of ``peers``."""
+    """Authenticated TCP connections from ``rank`` to each of ``peers``, proving ``secret``
+    (default: the store's ``"secret"`` key, for callers that put one there)."""
 
     name = "tcp"
 
@@ -211,6 +217,8 @@ class TcpTransport(Transport):
         store: Store,
         config: Config,
         timeout: float,
+        *,
+        secret: bytes | None = None,
     ) -> None:
         self.rank = rank
         self.channels: dict[int, TcpChannel] = {}
@@ -223,7 +231,7 @@ class TcpTransport(Transport):
         peers = sorted(set(peers) - {rank})
         lower = [p for p in peers if p < rank]
         higher = [p for p in peers if p > rank]
-        secret = secret_bytes(store.get("secret", timeout))
+        secret = secret_bytes(store.get("secret", timeout) if secret is None else secret)
         socks: dict[int, socket.socket] = {}
         try:
             if lower:
@@ -272,8 +280,8 @@ class TcpTransport(Transport):
 
     def _connect(self, peer: int, store: Store, secret: bytes, deadline: float) -> socket.socket:
         """Connect to ``peer``'s listener and authenticate as this rank."""
-        text = store.get(f"tcp/addr/{peer}", max(0.0, deadline - time.monotonic())).decode()
-        host, port = _split_address(text)
+        text = store.get(f"tcp/addr/{peer}", max(0.0, deadline - time.monotonic())).decode(errors="replace")
+        host, port = _split_address(text, peer)
         delay = 0.01
         while True:
             left = deadline - time.monotonic()
