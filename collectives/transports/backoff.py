@@ -18,7 +18,8 @@ class Backoff:
 
     __slots__ = ("first", "short", "longest", "share", "nap", "idle_since")
 
-    def __init__(self, first: float = 20e-6, short: float = 1e-3, longest: float = 20e-3, share: float = 1 / 16) -> None:
+    def __init__(self, first: float = 20e-6, short: float = 1e-3, longest: float = 20e-3,
+                 share: float = 1 / 16) -> None:
         self.first, self.short, self.longest, self.share = first, short, longest, share
         self.nap = first
         self.idle_since: float | None = None

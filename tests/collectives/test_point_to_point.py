@@ -173,4 +173,6 @@ def test_waiting_for_a_late_sender_sleeps(transport: str) -> None:
     """A receive waiting for a late peer sleeps on the transport (a receive from any source
     used to poll every 250 µs: 12-14 % of a core; the engine's thread every 1 ms: 8-10 %)."""
     shares = run_world(_waits_for_a_late_sender, 2, transport, timeout=60)[0]
+    print(f"\n{transport}: waiting {LATE:g} s for a late sender used " + ", ".join(
+        f"{100 * s:.1f} % of a core in {how}" for how, s in shares.items()))
     assert max(shares.values()) < 0.10, {how: f"{100 * s:.1f} % of a core" for how, s in shares.items()}

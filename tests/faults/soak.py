@@ -10,9 +10,12 @@ fails, :func:`~collectives.testing.reference.assert_close` decides and explains.
 
 The library keeps what it may need again (scratch slabs per dtype, shared windows, plans),
 each bounded by the largest call it has seen: a warm-up pass first runs every collective
-and algorithm at the largest size, so that what grows after it is a leak. Private
-resident memory and open descriptors are sampled after the first thousand random calls
-and at the end.
+and algorithm at the largest size, so that what grows after it is a leak. Descriptors
+and mappings are counted after the first thousand random calls and at the end; private
+resident memory is sampled every hundred calls, and the lowest sample of the first
+thousand calls is compared with the lowest of the last thousand (the allocator keeps or
+returns freed buffers as it pleases, which moves single samples by ±10 MiB; a leak lifts
+the floor).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ LARGE_BYTES = 1 << 20
 LARGE_DTYPES = tuple(np.dtype(t) for t in ("float32", "int64", "uint8"))
 LARGE_SHARE = 0.005  # of the calls: 128 KiB - 1 MiB per rank instead of 8 B - 64 KiB
 FIRST = 1000  # the first thousand random calls: the baseline for growth
+EVERY = 100  # calls between samples of private memory
 
 
 @dataclass
@@ -252,27 +256,31 @@ def sample() -> dict[str, Any]:
 def soak(comm: Any, calls: int, pools: Pools, direct: bool) -> dict[str, Any]:
     """A warm-up pass, then ``calls`` random collectives on ``comm``, each checked (the
     sequence follows from ``pools.seed``). Returns the figures: seconds and CPU seconds of
-    the random calls, calls per collective, and :func:`sample` after the first thousand
-    (``first``) and at the end (``end``), descriptors as a count, plus ``new_descriptors``."""
+    the random calls, calls per collective, :func:`sample` after the first thousand
+    (``first``) and at the end (``end``), descriptors as a count, plus ``new_descriptors``,
+    private memory every thousand calls and its floors over the first and last thousand."""
     assert pools.size == comm.size
     rng = random.Random(pools.seed)
     for i, c in enumerate(warm_up_calls(rng, comm.size, direct)):
         run_call(comm, c, pools, f"warm-up call {i}")
     counts = dict.fromkeys(COLLECTIVES, 0)
     first = sample()
-    trend: list[int] = []  # private bytes every thousand calls
+    private: list[int] = []  # every EVERY calls
     start, cpu = time.monotonic(), time.process_time()
     for i in range(calls):
         if i == FIRST:
             first = sample()
-        if i % FIRST == 0:
-            trend.append(resident_bytes()["anon"])
+        if i % EVERY == 0:
+            private.append(resident_bytes()["anon"])
         c = draw(rng, comm.size, direct)
         counts[c.kind] += 1
         run_call(comm, c, pools, f"call {i}")
     seconds, cpu = time.monotonic() - start, time.process_time() - cpu
+    private.append(resident_bytes()["anon"])
     end = sample()
     new = sorted(end["descriptors"] - first["descriptors"])
     first["descriptors"], end["descriptors"] = len(first["descriptors"]), len(end["descriptors"])
+    window = FIRST // EVERY
     return {"seconds": seconds, "cpu_seconds": cpu, "counts": counts, "first": first, "end": end,
-            "new_descriptors": new, "trend": trend}
+            "new_descriptors": new, "private": private[::window],
+            "private_floor_first": min(private[:window]), "private_floor_last": min(private[-window:])}

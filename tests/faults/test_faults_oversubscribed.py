@@ -74,7 +74,8 @@ def test_small_all_reduces_and_idle_wait_on_two_cores(transport: str, two_cores:
     shares = [r["cpu"] / r["waited"] for r in waiters]
     print(f"\n{transport}: {CALLS} all_reduces of 8 B on {RANKS} ranks over 2 cores took {slowest:.2f} s; "
           f"a rank waiting {min(r['waited'] for r in waiters):.1f}-{max(r['waited'] for r in waiters):.1f} s "
-          f"for a late peer used {100 * max(shares):.2f} % of a core at most ({100 * float(np.mean(shares)):.2f} % on average)")
+          f"for a late peer used {100 * max(shares):.2f} % of a core at most "
+          f"({100 * float(np.mean(shares)):.2f} % on average)")
     assert slowest < CALLS_BOUND_SECONDS
     for r in waiters:
         assert r["waited"] > LATE_SECONDS - 1.0  # they did wait for the late rank
