@@ -1,7 +1,7 @@
 """Messages over 2 GiB (issue 16, acceptance case 20) on shm, tcp and mpi, 2 ranks:
 2^31+3 uint8 elements (so 2^31+3 bytes and 2^31+3 elements) through an in-place
 all_reduce, a broadcast, and one point-to-point message, every byte of each result
-checked (tests/faults/large.py). One 2 GiB buffer per rank: about 4.2 GiB for the job.
+checked (tests/faults/load_large.py). One 2 GiB buffer per rank: about 4.2 GiB for the job.
 
 The seconds of each call are printed (``pytest -s``) and listed in docs/reliability.md.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from large import large_calls
+from load_large import large_calls
 from load_mpiexec import run_mpiexec
 
 from collectives.testing import run_world
@@ -44,6 +44,6 @@ def test_messages_over_2_gib_over_mpi() -> None:
     """The point-to-point message is one MPI_Isend of 2^31+3 bytes: a large count
     (MPI_Isend_c, through mpi4py 4), not a C int."""
     _enough_memory()
-    result = run_mpiexec("large_mpi_script.py", 2, [], timeout=300)
+    result = run_mpiexec("load_large_mpi_script.py", 2, [], timeout=300)
     assert result["ranks"] == 2
     _report("mpi", result["per_rank"])

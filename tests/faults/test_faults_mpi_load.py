@@ -2,7 +2,7 @@
 mpiexec: 1000 all_reduces of 8 B finish, and a rank waiting 5 s for a late peer sleeps
 (the transport polls MPI in growing naps) where MPICH's own blocking Allreduce spins.
 
-The script is tests/faults/mpi_load_script.py; the figures are printed (``pytest -s``) and
+The script is tests/faults/load_mpi_script.py; the figures are printed (``pytest -s``) and
 listed in docs/reliability.md. The shm and tcp cases are in test_faults_oversubscribed.py.
 """
 
@@ -25,7 +25,7 @@ def test_mpi_transport_on_two_cores_small_calls_and_idle_wait() -> None:
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, sorted(before)[:2])  # mpiexec and its ranks inherit it
     try:
-        result = run_mpiexec("mpi_load_script.py", RANKS, [str(LATE_SECONDS), str(MPICH_LATE_SECONDS)], timeout=240)
+        result = run_mpiexec("load_mpi_script.py", RANKS, [str(LATE_SECONDS), str(MPICH_LATE_SECONDS)], timeout=240)
     finally:
         os.sched_setaffinity(0, before)
     shares, mpich = result["shares"], result["mpich_shares"]

@@ -3,7 +3,7 @@ shared memory (10,000 over TCP, to fit the CI budget), every result checked agai
 reference computed from deterministic per-rank inputs, with no growth of private memory
 (its floor), descriptors or mappings between the first thousand calls and the end.
 
-The calls and their checks are in tests/faults/soak.py. The figures are printed
+The calls and their checks are in tests/faults/load_soak.py. The figures are printed
 (``pytest -s``) and listed in docs/reliability.md.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from soak import COLLECTIVES, Pools, soak
+from load_soak import COLLECTIVES, Pools, soak
 
 from collectives.testing import run_world
 

@@ -1,7 +1,7 @@
 """Run under mpiexec (tests/faults/test_faults_mpi_load.py): the load cases of issue 16 over
 the mpi transport, and what MPICH's own blocking wait costs, for comparison.
 
-    mpiexec -n 8 python tests/faults/mpi_load_script.py LATE_SECONDS MPI_LATE_SECONDS
+    mpiexec -n 8 python tests/faults/load_mpi_script.py LATE_SECONDS MPI_LATE_SECONDS
 
 1000 all_reduces of 8 B over ``transport="mpi"`` (timed), then one all_reduce that the last
 rank joins LATE_SECONDS late while every other rank measures the CPU time its process

@@ -6,7 +6,7 @@ the algorithms cut into segments) and as one point-to-point message (one MPI_Ise
 Rank r's input is a pattern of period 251 (a prime: 2^31 is not a multiple of it, so an
 offset truncated to 32 bits, or wrapped, reads a different value), written and checked
 in 16 MiB chunks so that no temporary of the message's size exists beside the buffer.
-Used by test_faults_large.py (shm, tcp) and large_mpi_script.py (mpi).
+Used by test_faults_large.py (shm, tcp) and load_large_mpi_script.py (mpi).
 """
 
 from __future__ import annotations
