@@ -101,6 +101,7 @@ class PointToPoint:
         if dst == self.rank:
             with self._cv:
                 self._loopback.setdefault(tag, deque()).append(x.copy())
+                self._cv.notify_all()
             work._finish()
             self._post_held(tag, driving=False)
             return work
@@ -318,12 +319,12 @@ class PointToPoint:
         tokens = [t.activity_token() for t in transports]
         if self._step():
             return first
-        nap = max(0.0, min(nap, deadline - time.monotonic()))
+        sleep = max(0.0, min(nap, deadline - time.monotonic()))
         if not transports:
-            with self._cv:
-                self._cv.wait(nap)
+            with self._cv:  # a world of one: only a message to itself can come (it notifies)
+                self._cv.wait(sleep)
         for transport, token in zip(transports, tokens):
-            transport.wait_for_activity(nap / len(transports), token)
+            transport.wait_for_activity(sleep / len(transports), token)
         return min(2 * nap, IDLE_SLICE)
 
     # -- synchronous calls ----------------------------------------------------------------
