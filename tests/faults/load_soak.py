@@ -36,7 +36,10 @@ COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduc
                "all_to_all", "all_to_all_v", "barrier", "send_recv")
 WEIGHTS = (6, 2, 2, 3, 2, 1, 1, 1, 1, 1, 1)
 REDUCING = ("all_reduce", "reduce_scatter", "reduce")
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")  # algorithms.registry.DIRECT
+LAYOUT_ALGORITHMS = {  # algorithms.registry: DIRECT (shared windows), HIERARCHICAL (several hosts)
+    "direct": ("all_reduce", "reduce_scatter", "all_gather", "broadcast"),
+    "hierarchical": ("all_reduce",),
+}
 PER_RANK_BLOCKS = ("reduce_scatter", "scatter", "all_to_all")  # inputs of size·k elements
 ALGORITHMS = (None, None, None, "auto", "ring", "tree", "recursive")
 POOL_BYTES = 64 << 10
@@ -98,11 +101,13 @@ def limit(dtype: np.dtype, large: bool) -> int:
     return (LARGE_BYTES if large else POOL_BYTES) // dtype.itemsize
 
 
-def algorithms_for(kind: str, direct: bool) -> tuple[str | None, ...]:
-    return ALGORITHMS + (("direct",) if direct and kind in DIRECT else ())
+def algorithms_for(kind: str, layout: tuple[str, ...]) -> tuple[str | None, ...]:
+    """The algorithms a ``kind`` of call may name, ``layout`` being those of
+    LAYOUT_ALGORITHMS that this job's layout offers."""
+    return ALGORITHMS + tuple(name for name in layout if kind in LAYOUT_ALGORITHMS[name])
 
 
-def draw(rng: random.Random, size: int, direct: bool) -> Call:
+def draw(rng: random.Random, size: int, layout: tuple[str, ...]) -> Call:
     """The next random call (every rank draws the same from the same seed)."""
     kind = rng.choices(COLLECTIVES, WEIGHTS)[0]
     large = rng.random() < LARGE_SHARE
@@ -113,7 +118,7 @@ def draw(rng: random.Random, size: int, direct: bool) -> Call:
         count = rng.randint((128 << 10) // dtype.itemsize, most)
     else:  # log-uniform from 1 element to the pool, and sometimes nothing
         count = 0 if rng.random() < 0.01 else min(most, int(2 ** rng.uniform(0, np.log2(most))))
-    return _complete(rng, kind, dtype, count, op, rng.choice(algorithms_for(kind, direct)), large, size)
+    return _complete(rng, kind, dtype, count, op, rng.choice(algorithms_for(kind, layout)), large, size)
 
 
 def _complete(rng: random.Random, kind: str, dtype: np.dtype, count: int, op: ReduceOp | None,
@@ -129,12 +134,14 @@ def _complete(rng: random.Random, kind: str, dtype: np.dtype, count: int, op: Re
                 tag=rng.randrange(1 << 20), splits=splits)
 
 
-def warm_up_calls(rng: random.Random, size: int, direct: bool) -> list[Call]:
+def warm_up_calls(rng: random.Random, size: int, layout: tuple[str, ...]) -> list[Call]:
     """Calls that take every kept buffer to its high-water mark before the baseline: the
     executor's two scratch slabs per dtype (a short recursive all_reduce receives the whole
-    vector in both; at 1 MiB a tree reduce does, on its root), shared windows (the largest
-    call of every collective), so that what grows afterwards is a leak."""
-    calls = [_complete(rng, "all_reduce", dtype, limit(dtype, False), ReduceOp.SUM, "recursive", False, size)
+    vector in both; at 1 MiB a tree reduce does, on its root), those of the communicators
+    inside a hierarchical plan, shared windows (the largest call of every collective), so
+    that what grows afterwards is a leak."""
+    calls = [_complete(rng, "all_reduce", dtype, limit(dtype, False), ReduceOp.SUM, algorithm, False, size)
+             for algorithm in ("recursive", *layout)  # (a hierarchical plan's communicators have executors too)
              for dtype in SUPPORTED_DTYPES]
     for dtype in LARGE_DTYPES:
         for root in range(size):
@@ -143,7 +150,7 @@ def warm_up_calls(rng: random.Random, size: int, direct: bool) -> list[Call]:
             calls.append(call)
     uint8 = np.dtype(np.uint8)
     for kind in COLLECTIVES:
-        for algorithm in (None, "direct") if direct and kind in DIRECT else (None,):
+        for algorithm in (None, *(name for name in layout if kind in LAYOUT_ALGORITHMS[name])):
             op = ReduceOp.SUM if kind in REDUCING else None
             calls.append(_complete(rng, kind, uint8, limit(uint8, True), op, algorithm, True, size))
     return calls
@@ -253,7 +260,7 @@ def sample() -> dict[str, Any]:
     return {**resident_bytes(), "descriptors": descriptors(), "mappings": mappings()}
 
 
-def soak(comm: Any, calls: int, pools: Pools, direct: bool) -> dict[str, Any]:
+def soak(comm: Any, calls: int, pools: Pools, layout: tuple[str, ...] = ()) -> dict[str, Any]:
     """A warm-up pass, then ``calls`` random collectives on ``comm``, each checked (the
     sequence follows from ``pools.seed``). Returns the figures: seconds and CPU seconds of
     the random calls, calls per collective, :func:`sample` after the first thousand
@@ -261,7 +268,7 @@ def soak(comm: Any, calls: int, pools: Pools, direct: bool) -> dict[str, Any]:
     private memory every thousand calls and its floors over the first and last thousand."""
     assert pools.size == comm.size
     rng = random.Random(pools.seed)
-    for i, c in enumerate(warm_up_calls(rng, comm.size, direct)):
+    for i, c in enumerate(warm_up_calls(rng, comm.size, layout)):
         run_call(comm, c, pools, f"warm-up call {i}")
     counts = dict.fromkeys(COLLECTIVES, 0)
     first = sample()
@@ -272,7 +279,7 @@ def soak(comm: Any, calls: int, pools: Pools, direct: bool) -> dict[str, Any]:
             first = sample()
         if i % EVERY == 0:
             private.append(resident_bytes()["anon"])
-        c = draw(rng, comm.size, direct)
+        c = draw(rng, comm.size, layout)
         counts[c.kind] += 1
         run_call(comm, c, pools, f"call {i}")
     seconds, cpu = time.monotonic() - start, time.process_time() - cpu
