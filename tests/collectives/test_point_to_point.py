@@ -143,11 +143,11 @@ def test_a_size_mismatch_fails_the_receive() -> None:
         assert exc.rank == 1, exc
 
 
-LATE = 2.0
+LATE = 1.0
 
 
 def _waits_for_a_late_sender(comm: Any) -> Any:
-    """Rank 0 waits 2 s for rank 1's message in three ways; returns its CPU share in each."""
+    """Rank 0 waits 1 s for rank 1's message in three ways; returns its CPU share in each."""
     shares = {}
     for how in ("recv from any source", "irecv(...).wait()", "irecv from any source .wait()"):
         x = np.zeros(16, np.float32)
