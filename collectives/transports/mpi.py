@@ -4,8 +4,8 @@ MPI already has messages, tags and matching, so :class:`MpiChannel` overrides ho
 :class:`~collectives.transports.base.Channel` starts sends and receives, probes and
 progresses instead of supplying a byte stream: a send is one ``Isend``, a receive one
 ``Irecv`` straight into the caller's buffer (MPI moves the data once both sides posted),
-progress is ``Test``. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in short,
-growing slices (MPICH busy-polls in blocking calls; 4 ranks on 2 cores must not starve).
+progress is ``Test``. Nothing blocks inside MPI: ``wait_for_activity`` sleeps in growing
+slices (``Backoff``; MPICH busy-polls in blocking calls; 8 ranks on 2 cores must not starve).
 
 Where the MPI communicator comes from (the constructor signature is the one every
 transport shares, so it cannot carry an mpi4py object on its own):
@@ -76,6 +76,7 @@ from ..errors import (
 )
 from ..store import PrefixStore, Store
 from .base import Channel, Request, Transport
+from .backoff import Backoff
 
 logger = logging.getLogger("collectives")
 
@@ -501,7 +502,7 @@ class MpiTransport(Transport):
         self.MPI = MPI
         self.channels: dict[int, MpiChannel] = {}
         self._closed = False
-        self._nap = MIN_NAP
+        self._naps = Backoff(MIN_NAP, MAX_NAP)
         parent = comm if comm is not None else _comm_of_store(store)
         if parent is None:
             parent = _world_if_it_matches(MPI, rank, size)
@@ -534,14 +535,13 @@ class MpiTransport(Transport):
     def progress(self) -> bool:
         moved = super().progress()
         if moved:
-            self._nap = MIN_NAP
+            self._naps.reset()
         return moved
 
     def wait_for_activity(self, timeout: float, token: int | None = None) -> None:
-        """Sleep a short slice (growing while nothing happens): MPI has no descriptor to
-        sleep on, and a blocking MPI wait would spin on a core another rank needs."""
-        time.sleep(max(0.0, min(timeout, self._nap)))
-        self._nap = min(2 * self._nap, MAX_NAP)
+        """Sleep a slice (growing while nothing happens): MPI has no descriptor to sleep
+        on, and a blocking MPI wait would spin on a core another rank needs."""
+        self._naps.sleep(timeout)
 
     def check_peers(self, peers: Iterable[int]) -> None:
         """Nothing to poll: MPI aborts the whole job when one of its processes dies."""
