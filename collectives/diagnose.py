@@ -48,6 +48,11 @@ STORE_BOUND = 3.0
 """Seconds the store work of one diagnosis may take beyond its grace: a store that does
 not answer (its host frozen) leaves the plain error, it never adds a hang."""
 
+TRANSPORT_STORE_BOUND = 1.0
+"""The same for a transport failure (a lost peer, a message that did not fit), whose store
+work is a few reads and one write: a store whose host already closed it (rank 0 done with
+its part of a call, under mpiexec) must not hold the error back for long."""
+
 _T = TypeVar("_T")
 _ERROR_TYPES: dict[str, type[TransportError]] = {
     "PeerLostError": PeerLostError,
@@ -144,7 +149,8 @@ def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
     """The error this rank raises for ``exc`` in ``name #seq``: the root cause of the
     communicator's failure as the first rank to fail recorded it (recording it here if
     this rank is the first). Without a store, or if the store does not answer within
-    ``grace + STORE_BOUND`` seconds, ``exc`` named by its operation."""
+    ``grace + STORE_BOUND`` seconds (``TRANSPORT_STORE_BOUND`` for a transport failure),
+    ``exc`` named by its operation."""
     plain: CollectivesError = exc if isinstance(exc, CollectiveTimeoutError) else type(exc)(
         f"{name} #{seq}: {exc}", peer=exc.peer)
     if store is None or size < 2:
@@ -152,7 +158,7 @@ def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
     if isinstance(exc, CollectiveTimeoutError):
         fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND)
     else:
-        fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), STORE_BOUND)
+        fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), TRANSPORT_STORE_BOUND)
     if fault is None or (fault.kind == "error" and fault.witness == rank):
         return plain
     return error_for(fault, rank, name, seq)
