@@ -17,7 +17,9 @@ from faults_jobs import Job, base_env
 
 pytestmark = pytest.mark.multiprocess
 
-NAME = re.compile(r"collectives-(\d+)-([0-9a-f]{16,})")
+# collectives-<pid namespace>-<pid>-<start time>-<64 random bits> (transports/shm_names.py):
+# group 1 the owner's pid, group 2 the random part.
+NAME = re.compile(r"collectives-[0-9a-f]+-(\d+)-[0-9a-f]+-([0-9a-f]{16})")
 
 
 def _other_user_error(path: str) -> int:
