@@ -14,6 +14,7 @@
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
+| COLLECTIVES_TUNE_FILE | cost profile the tuner reads (JSON from `collectives-tune`) | built in (collectives/tuning/default_profile.json) |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 """
 
@@ -59,6 +60,7 @@ class Config:
     max_frame_bytes: int = 64 << 20
     cross_memory: bool = True
     debug: str | None = None
+    tune_file: str | None = None  # None: the built-in cost profile
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -118,6 +120,7 @@ class Config:
             max_frame_bytes=max(4096, size("MAX_FRAME_BYTES", cls.max_frame_bytes)),
             cross_memory=flag("CROSS_MEMORY", cls.cross_memory),
             debug=get("DEBUG"),
+            tune_file=get("TUNE_FILE"),
         )
 
     @classmethod
