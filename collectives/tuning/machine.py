@@ -4,9 +4,9 @@ Every rank has a port into its host's fabric (shared memory or NVLink), every ho
 more NICs, hosts hang off leaf switches in groups, and leaves meet at a spine through
 uplinks (a two-level fat tree, oversubscribed or not). A message takes a path of links:
 within a host, the sender's port and the receiver's; between hosts, the NICs at both ends
-and, between leaves, the two leaves' uplinks. Each link is busy while a message crosses it,
-so messages that share a link queue behind each other (contention, first come first
-served). A link class carries ``send_share``: the part of the transfer its sender's core
+and, between leaves, the two leaves' uplinks. Each link passes the bytes it is given at its
+own rate, first come first served, so messages that share a link share its bandwidth
+(contention): two messages through one NIC take twice as long as one. A link class carries ``send_share``: the part of the transfer its sender's core
 does (0.5 where ranks copy through shared memory or sockets, the receiver copying out the
 other half; 1 where a DMA engine or NIC moves the bytes and the receiver only waits).
 """
@@ -97,17 +97,19 @@ class Machine:
         return self.inter, links
 
     def message(self, src: int, dst: int, nbytes: int, ready: float) -> tuple[float, float, float]:
+        """Each link serves the bytes it is given first come first served at its own rate; a
+        message is through when every link on its path has passed it, and never sooner than
+        its own α plus its bytes at the path's slowest rate."""
         cls, links = self.path(src, dst)
-        start = ready
-        for link in links:
-            if link.free_at > start:
-                start = link.free_at
         f = self.cpu_factor
+        alpha = cls.alpha * f
         slowest = max(link.cls.beta for link in links) * f
+        done = ready + alpha + nbytes * slowest * cls.send_share
         for link in links:
-            link.free_at = start + nbytes * link.cls.beta * f * cls.send_share
-        sent = start + cls.alpha * f + nbytes * slowest * cls.send_share
-        return sent, sent, nbytes * slowest * (1.0 - cls.send_share)
+            link.free_at = max(link.free_at, ready) + nbytes * link.cls.beta * f * cls.send_share
+            if link.free_at + alpha > done:
+                done = link.free_at + alpha
+        return done, done, nbytes * slowest * (1.0 - cls.send_share)
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma

@@ -20,7 +20,7 @@ from ..algorithms.schedule import Step, partition
 from .events import replay
 from .machine import Machine, link_of
 from .profile import Profile, TransportCosts, current
-from .symmetry import ROTATION_SYMMETRIC, lockstep_time
+from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
 ITEMSIZE = 4
 """Bytes per element of the modelled calls (float32, the harness's default)."""
@@ -56,8 +56,9 @@ def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_b
 
 
 REPLAY_RANKS = 64
-"""Above this many ranks, rotation-symmetric schedules are priced from rank 0's steps alone
-(``symmetry.lockstep_time``); the others are replayed in full while that stays affordable."""
+"""Above this many ranks, symmetric schedules (rings, recursive halving and doubling on powers
+of two) are priced from rank 0's steps alone (``symmetry``); the others are replayed in full
+while that stays affordable."""
 
 REPLAY_EVENTS = 3_000_000
 """The most steps a full replay may take (rank 0's steps times the ranks, an upper bound for
@@ -76,9 +77,14 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
     if size <= 1 or nbytes <= 0:
         return machine.overhead
     if size > REPLAY_RANKS:
+        kind = symmetry_of(collective, algorithm, size)
+        count = -(-nbytes // ITEMSIZE)
+        if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
+            passes = 2 if collective == "all_reduce" else 1
+            return machine.overhead + chain_time(passes, ITEMSIZE, collective != "all_gather", make)
         first = list(schedules(collective, algorithm, nbytes, size, only=0)[0])
-        if (collective, algorithm) in ROTATION_SYMMETRIC:
-            return machine.overhead + lockstep_time(first, size, make, ITEMSIZE)
+        if kind is not None:
+            return machine.overhead + lockstep_time(first, kind, make, ITEMSIZE)
         if len(first) * size > REPLAY_EVENTS:
             raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
     done = replay(schedules(collective, algorithm, nbytes, size), machine, ITEMSIZE)
