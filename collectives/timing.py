@@ -2,13 +2,12 @@
 fits the cost model to and what ``perf/validate_model.py`` checks its predictions against.
 
 Each case (collective, bytes, algorithm) runs a few warm-up calls, then ``rounds`` batches
-of ``calls`` back-to-back calls behind a barrier; a case's time is the median batch's time
+of back-to-back calls behind a barrier; a case's time is the fastest batch's time
 per call on the slowest rank (the caller takes the maximum over ranks).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,7 +59,7 @@ def calls_for(nbytes: int, budget: float = 0.05) -> int:
 
 
 def time_cases(comm: Any, cases: Sequence[Case], rounds: int = 5) -> list[float]:
-    """Seconds per call of each case on this rank (median over ``rounds`` batches),
+    """Seconds per call of each case on this rank (the fastest of ``rounds`` batches: on a shared machine noise only adds time),
     the cases interleaved round by round so that load falls on all of them alike."""
     calls = [_call(comm, c, n, None if a == "auto" else a) for c, n, a in cases]
     per_batch = [calls_for(n) for _, n, _ in cases]
@@ -75,7 +74,7 @@ def time_cases(comm: Any, cases: Sequence[Case], rounds: int = 5) -> list[float]
             for _ in range(per_batch[i]):
                 call()
             samples[i].append((time.perf_counter() - start) / per_batch[i])
-    return [statistics.median(s) for s in samples]
+    return [min(s) for s in samples]
 
 
 def measure(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5, timeout: float = 600,

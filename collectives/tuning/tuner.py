@@ -49,7 +49,7 @@ def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_b
         return [factory(r, size, count, segment) for r in ranks]
     if name in ("broadcast", "reduce"):
         return [factory(r, size, 0, count, segment) for r in ranks]
-    blocks = partition(count, size)
+    blocks = partition(-(-count // size) * size, size)  # one block per rank, of equal size, as the calls pass
     if name in ("gather", "scatter"):
         return [factory(r, size, 0, blocks, segment) for r in ranks]
     return [factory(r, size, blocks, segment) for r in ranks]
