@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=2, help="world size measured (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="batches per case (default 5)")
     parser.add_argument("--out", default=None, help=f"profile file to write (default ${ENV}, else collectives_tune.json)")
+    parser.add_argument("--margin", type=float, default=1.0,
+                        help="how much faster another algorithm must be predicted before the tuner leaves the"
+                             " measured size rule (1.0: twice as fast; default 1.0)")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log) for t in transports}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}")
+    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin)
     profile.save(out)
     print("\n".join(profile.describe()))
     if not args.quiet:

@@ -11,6 +11,7 @@ shm the direct engine is a candidate (shared windows), over tcp it is not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from collectives.algorithms.registry import automatic
@@ -42,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None)
     parser.add_argument("--ranks", default="2,3,4")
     parser.add_argument("--transports", default="shm,tcp")
+    parser.add_argument("--margin", type=float, default=None, help="instead of the profile's margin (0.1: 10 %%)")
     args = parser.parse_args(argv)
     profile = load(args.profile) if args.profile else current()
+    if args.margin is not None:
+        profile = dataclasses.replace(profile, margin=args.margin)
     ranks = [int(r) for r in args.ranks.split(",")]
     transports = args.transports.split(",")
     lines = differences(ranks, transports, profile)
     total = len(transports) * len(ranks) * len(COLLECTIVES) * len(SIZES)
-    print(f"# {profile.source}")
+    print(f"# {profile.source}; margin {profile.margin:g}")
     print(f"# {len(lines)} of {total} choices differ (collective x ranks {args.ranks} x transport x {len(SIZES)} sizes)")
     print("\n".join(lines))
     return 0

@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 times[name] = predict(args.collective, name, nbytes, c, args.transport, profile)
             except tuner.TooLarge:
                 skipped.append(name)
-        chosen = pick(args.collective, nbytes, times, c, args.transport) if times else ""
+        chosen = pick(args.collective, nbytes, times, c, args.transport, profile) if times else ""
         shown = names if algo == "all" else [chosen if algo == "auto" else algo]
         for name in shown:
             if name not in times:

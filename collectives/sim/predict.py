@@ -38,11 +38,12 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     return tuner.replay_time(collective, algorithm, nbytes, c.factory())
 
 
-def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str) -> str:
+def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,
+         profile: Profile) -> str:
     """What the tuner takes given ``times``: the fastest, unless the size rule's choice is
-    within ``tuner.MARGIN`` of it (``tuner.choose``'s rule, on this machine's predictions)."""
+    within the profile's margin of it (``tuner.choose``'s rule, on this machine's predictions)."""
     rule = automatic(collective, nbytes, c.ranks, windows(c, transport))
     best = min(times, key=lambda a: times[a])
-    if rule in times and times[rule] <= times[best] * (1 + tuner.MARGIN):
+    if rule in times and times[rule] <= times[best] * (1 + profile.margin):
         return rule
     return best

@@ -21,6 +21,9 @@ from typing import Any
 from ..errors import InvalidArgumentError
 
 DEFAULT_FILE = Path(__file__).with_name("default_profile.json")
+DEFAULT_MARGIN = 1.0
+"""How much faster (a share: 1.0 is twice as fast) the model must predict another algorithm
+before the tuner leaves the measured size rule's choice, unless a profile says otherwise."""
 ENV = "COLLECTIVES_TUNE_FILE"
 
 
@@ -46,9 +49,10 @@ class Profile:
 
     transports: Mapping[str, TransportCosts]
     source: str = ""
+    margin: float = DEFAULT_MARGIN
 
     def __hash__(self) -> int:  # the tuner's caches key on the profile
-        return hash((self.source, tuple(sorted(self.transports.items()))))
+        return hash((self.source, self.margin, tuple(sorted(self.transports.items()))))
 
     def costs(self, transport: str) -> TransportCosts:
         """The constants of ``transport``; an unmeasured one (mpi, inproc) borrows tcp's."""
@@ -57,7 +61,7 @@ class Profile:
         return self.transports.get("tcp") or next(iter(self.transports.values()))
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source,
+        return {"source": self.source, "margin": self.margin,
                 "transports": {name: dataclasses.asdict(c) for name, c in sorted(self.transports.items())}}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -65,7 +69,8 @@ class Profile:
 
     def describe(self) -> list[str]:
         """One line per transport, in µs and ns per byte (what ``collectives-tune`` prints)."""
-        lines = [f"# cost profile: {self.source}",
+        lines = [f"# cost profile: {self.source}; the rule's choice stands unless another is predicted"
+                 f" {1 + self.margin:g}x as fast",
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
@@ -92,7 +97,10 @@ def from_json(doc: Any, where: str) -> Profile:
         if any(v < 0 for v in dataclasses.astuple(costs)):
             raise InvalidArgumentError(f"{where}: transport {name!r} has a negative cost")
         transports[name] = costs
-    return Profile(transports, str(doc.get("source", where)))
+    margin = doc.get("margin", DEFAULT_MARGIN)
+    if not isinstance(margin, (int, float)) or margin < 0:
+        raise InvalidArgumentError(f"{where}: margin {margin!r} is not a number >= 0")
+    return Profile(transports, str(doc.get("source", where)), float(margin))
 
 
 def load(path: str | os.PathLike[str]) -> Profile:

@@ -19,7 +19,7 @@ from ..algorithms.registry import DIRECT, HIERARCHICAL, SCHEDULES, automatic, sc
 from ..algorithms.schedule import Step, partition
 from .events import replay
 from .machine import Machine, link_of
-from .profile import Profile, TransportCosts, current
+from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
 ITEMSIZE = 4
@@ -30,10 +30,11 @@ SEGMENT_BYTES = 1 << 20
 
 FLAT = ("ring", "tree", "recursive")
 
-MARGIN = 0.10
-"""The size rule (``registry.automatic``, set by measurement on one machine) keeps its choice
-unless another algorithm is predicted faster by more than this share: the model's own error
-is larger than that (docs/simulation.md), so a smaller predicted gain is no evidence."""
+MARGIN = DEFAULT_MARGIN
+"""The default of ``Profile.margin``: the size rule (``registry.automatic``, set by measurement
+on one machine) keeps its choice unless another algorithm is predicted faster by more than
+this share (1.0: twice as fast). The model's error on this project's machine is of that order
+(docs/simulation.md), and the overrides a 10 % margin allowed measured slower, mostly."""
 
 
 def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_bytes: int = SEGMENT_BYTES,
@@ -151,8 +152,8 @@ def candidates(collective: str, windows: bool = False, hosts: bool = False) -> l
 @functools.lru_cache(maxsize=4096)
 def choose(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
            ranks_per_host: int = 0, profile: Profile | None = None) -> str:
-    """The algorithm predicted fastest, where it beats the size rule's choice by more than
-    MARGIN (else the rule's); ties go to the earlier of ring, tree, recursive, direct,
+    """The algorithm predicted fastest, where it beats the size rule's choice by more than the
+    profile's margin (else the rule's); ties go to the earlier of ring, tree, recursive, direct,
     hierarchical. ``ranks_per_host`` > 0 (and < ``size``): several hosts, evenly."""
     hosts = 0 < ranks_per_host < size
     rule = automatic(collective, nbytes, size, windows, hosts)
@@ -161,7 +162,7 @@ def choose(collective: str, nbytes: int, size: int, transport: str = "shm", wind
     names = candidates(collective, windows, hosts)
     times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile)
     best = min(times, key=lambda a: (times[a], names.index(a)))
-    if rule in times and times[rule] <= times[best] * (1 + MARGIN):
+    if rule in times and times[rule] <= times[best] * (1 + (profile or current()).margin):
         return rule
     return best
 

@@ -3,6 +3,7 @@ measured rule within the margin), and the planner taking them."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ def test_the_choice_is_the_fastest_unless_the_rule_is_within_the_margin() -> Non
             times = tuner.fastest(collective, n, 4, "tcp", profile=FLAT)
             chosen = tuner.choose(collective, n, 4, "tcp", profile=FLAT)
             rule = automatic(collective, n, 4)
-            assert times[chosen] <= min(times.values()) * (1 + tuner.MARGIN)
-            assert chosen == rule or times[rule] > times[chosen] * (1 + tuner.MARGIN)
+            assert times[chosen] <= min(times.values()) * (1 + FLAT.margin)
+            assert chosen == rule or times[rule] > times[chosen] * (1 + FLAT.margin)
+            eager = dataclasses.replace(FLAT, margin=0.0)  # no deference to the rule: the fastest
+            assert tuner.choose(collective, n, 4, "tcp", profile=eager) == min(times, key=lambda a: times[a])
 
 
 def test_direct_is_chosen_on_one_host_with_windows_by_the_built_in_profile() -> None:
@@ -82,10 +85,10 @@ def test_a_schedule_too_long_to_replay_is_left_out(monkeypatch: pytest.MonkeyPat
 
 def test_the_planner_takes_the_tuners_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    """A profile where messages cost nothing but bytes cost much makes a bandwidth-optimal
-    broadcast clearly fastest at 3 ranks, where the rule takes the tree."""
+    """A profile where messages cost nothing but bytes cost much, and with no deference to the
+    rule, makes a bandwidth-optimal broadcast fastest at 3 ranks, where the rule takes the tree."""
     path = tmp_path / "bytes.json"
-    Profile({"tcp": TransportCosts(0.0, 0.0, 1e-6, 0.0)}, "bytes only").save(path)
+    Profile({"tcp": TransportCosts(0.0, 0.0, 1e-6, 0.0)}, "bytes only", margin=0.0).save(path)
     monkeypatch.setenv("COLLECTIVES_TUNE_FILE", str(path))
     assert automatic("broadcast", 4096, 3) == "tree"
     expected = tuner.choose("broadcast", 4096, 3, "inproc", profile=load(path))
