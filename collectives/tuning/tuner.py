@@ -56,7 +56,7 @@ def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_b
     return [factory(r, size, blocks, segment) for r in ranks]
 
 
-REPLAY_RANKS = 64
+REPLAY_RANKS = 16
 """Above this many ranks, symmetric schedules (rings, recursive halving and doubling on powers
 of two) are priced from rank 0's steps alone (``symmetry``); the others are replayed in full
 while that stays affordable."""
@@ -66,6 +66,12 @@ REPLAY_EVENTS = 3_000_000
 the trees, whose root does the most); beyond it an algorithm is not priced."""
 
 
+LINEAR_BYTES = 16 << 20
+"""Above this size a call is priced by extending the line through the prices at half this size
+and at this size: by then a schedule is many segments long and its time grows linearly with
+the bytes (the pipeline is full), and replaying every segment of a 1 GiB call would take seconds."""
+
+
 class TooLarge(Exception):
     """Replaying this schedule at this scale would take too long (more than REPLAY_EVENTS steps)."""
 
@@ -73,6 +79,10 @@ class TooLarge(Exception):
 def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine]) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead. Raises TooLarge where the replay would be too long."""
+    if nbytes > LINEAR_BYTES:
+        half = replay_time(collective, algorithm, LINEAR_BYTES // 2, make)
+        full = replay_time(collective, algorithm, LINEAR_BYTES, make)
+        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
     machine = make()
     size = machine.ranks
     if size <= 1 or nbytes <= 0:
@@ -128,6 +138,10 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         inner = direct_time("reduce_scatter", nbytes, k, local) + direct_time("all_gather", nbytes, k, local)
         across = min(predict("all_reduce", a, -(-nbytes // k), size // k, transport, 0, profile) for a in FLAT)
         return inner + across
+    if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
+        half = predict(collective, algorithm, LINEAR_BYTES // 2, size, transport, ranks_per_host, profile)
+        full = predict(collective, algorithm, LINEAR_BYTES, size, transport, ranks_per_host, profile)
+        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
     local = profile.costs("shm") if 0 < ranks_per_host < size else costs
     k = ranks_per_host if 0 < ranks_per_host < size else size
     return replay_time(collective, algorithm, nbytes, lambda: Machine(

@@ -103,3 +103,17 @@ def test_the_planner_takes_the_tuners_choice(tmp_path: Path, monkeypatch: pytest
         assert run_world(fn, 3) == [[0.0, 1.0, 2.0]] * 3
     said = [r.getMessage() for r in caplog.records if "broadcast takes" in r.getMessage()]
     assert said and all(f"broadcast takes {expected} (automatic" in s for s in said), said
+
+
+def test_large_calls_are_priced_on_the_line_through_16_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above LINEAR_BYTES the price extends the line through half of it and it: within 3 % of
+    replaying every segment, at a fraction of the time."""
+    def make() -> Machine:
+        return Machine(3, 3, LinkClass("x", 50e-6, 1e-9), gamma=1e-10, overhead=10e-6)
+
+    for collective, algorithm in (("all_reduce", "ring"), ("broadcast", "recursive"), ("reduce", "tree")):
+        line = tuner.replay_time(collective, algorithm, 64 << 20, make)
+        monkeypatch.setattr(tuner, "LINEAR_BYTES", 1 << 40)
+        exact = tuner.replay_time(collective, algorithm, 64 << 20, make)
+        monkeypatch.undo()
+        assert line == pytest.approx(exact, rel=0.03), (collective, algorithm)
