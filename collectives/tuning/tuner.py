@@ -105,7 +105,7 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
 # all_reduce reads (p-1)/p of n to reduce its block and (p-1)/p of n back; the others move
 # their share once. These are the engine's copies (engines/direct.py, engines/small.py).
-def _direct_factors(collective: str, size: int) -> tuple[float, float]:
+def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
     if collective == "all_reduce":
         return 1.0 + 2 * share, share
@@ -119,7 +119,7 @@ def _direct_factors(collective: str, size: int) -> tuple[float, float]:
 def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) -> float:
     """Seconds of a direct (shared-window) call: its own per-call cost (the engine bypasses
     the schedules' executor, so ``direct_alpha`` is all its overhead), per byte moved, per byte reduced."""
-    moved, reduced = _direct_factors(collective, size)
+    moved, reduced = direct_factors(collective, size)
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
