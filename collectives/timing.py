@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError
+
 Case = tuple[str, int, str]
 """(collective, bytes, algorithm or "auto")."""
 
@@ -50,7 +52,7 @@ def _call(comm: Any, collective: str, nbytes: int, algorithm: str | None) -> Cal
     if collective == "all_to_all":
         x, out = np.zeros(per * p, np.float32), np.empty(per * p, np.float32)
         return lambda: comm.all_to_all(x, out, algorithm=algorithm)
-    raise ValueError(f"collective: {collective!r} is not one of {', '.join(COLLECTIVES)}")
+    raise InvalidArgumentError(f"collective: {collective!r} is not one of {', '.join(COLLECTIVES)}")
 
 
 def calls_for(nbytes: int, budget: float = 0.05) -> int:
@@ -83,6 +85,9 @@ def measure(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5
     per call of each, on the slowest rank."""
     from .testing import run_world
 
+    unknown = sorted({c for c, _, _ in cases} - set(COLLECTIVES))
+    if unknown:  # before starting a world, so the error is ours and not a rank's
+        raise InvalidArgumentError(f"collective: {unknown[0]!r} is not one of {', '.join(COLLECTIVES)}")
     per_rank = run_world(lambda comm: time_cases(comm, cases, rounds), size, transport, timeout=timeout,
                          hosts=hosts)
     return [max(rank[i] for rank in per_rank) for i in range(len(cases))]
