@@ -26,7 +26,7 @@ from .config import parse_size
 from .timing import Case, measure
 from .tuning import tuner
 from .tuning.machine import Machine, link_of
-from .tuning.profile import ENV, Profile, TransportCosts
+from .tuning.profile import DEFAULT_MARGIN, ENV, Profile, TransportCosts
 
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=2, help="world size measured (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="batches per case (default 5)")
     parser.add_argument("--out", default=None, help=f"profile file to write (default ${ENV}, else collectives_tune.json)")
-    parser.add_argument("--margin", type=float, default=1.0,
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                         help="how much faster another algorithm must be predicted before the tuner leaves the"
-                             " measured size rule (1.0: twice as fast; default 1.0)")
+                             f" measured size rule (1.0: twice as fast; default {DEFAULT_MARGIN})")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]

@@ -33,8 +33,8 @@ FLAT = ("ring", "tree", "recursive")
 MARGIN = DEFAULT_MARGIN
 """The default of ``Profile.margin``: the size rule (``registry.automatic``, set by measurement
 on one machine) keeps its choice unless another algorithm is predicted faster by more than
-this share (1.0: twice as fast). The model's error on this project's machine is of that order
-(docs/simulation.md), and the overrides a 10 % margin allowed measured slower, mostly."""
+this share (1.25: 2.25 times as fast). The model's error on this project's machine is of that
+order (docs/simulation.md), and the overrides smaller margins allowed measured slower, mostly."""
 
 
 def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_bytes: int = SEGMENT_BYTES,
