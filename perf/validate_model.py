@@ -82,7 +82,7 @@ def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=90)
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=72)
     markers = {"shm": "o", "tcp": "s"}
     for k, name in enumerate(profiles):
         for transport, marker in markers.items():
