@@ -4,10 +4,12 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts. ``choose`` takes the cheapest of the algorithms that can run here. Every input
-is the same on every rank (the profile is one file, or the built-in one), so every rank
+byte counts. ``choose`` takes the cheapest of the algorithms that can run here where it beats
+the measured size rule's choice by more than the profile's margin, else the rule's. Every
+input is the same on every rank (the profile is one file, or the built-in one), so every rank
 chooses the same algorithm, which the collective needs: ranks that ran different schedules
-would never match their messages.
+would never match their messages. The schedules are priced with 1 MiB segments (the default
+COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
 """
 
 from __future__ import annotations
