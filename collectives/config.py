@@ -18,6 +18,7 @@
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
 | COLLECTIVES_DEVICE | device buffers: `auto` (cuda_ipc where every peer's GPU allows it, else staged through the host), `off` (always staged), `host` (the device path over host memory: the protocol without a GPU, for tests) | auto |
+| COLLECTIVES_TUNE_FILE | cost profile the tuner reads (JSON from `collectives-tune`) | built in (collectives/tuning/default_profile.json) |
 | COLLECTIVES_DEBUG | logging level of the ``collectives`` logger (INFO, DEBUG) | WARNING |
 | COLLECTIVES_CHECK | 1: every collective first compares (op, dtype, count, root, reduce op, algorithm) across the ranks and raises CollectiveMismatchError on all of them before data moves (costs one small all-gather per call) | 0 |
 | COLLECTIVES_TRACE_FILE | where the flight recorder dumps each rank's last operations (JSON lines; ``%r`` rank, ``%p`` pid) on a failure and on SIGUSR2 | failures: not dumped; SIGUSR2: ``$TMPDIR/collectives-trace.%r.%p.jsonl`` |
@@ -87,6 +88,7 @@ class Config:
     recovery_timeout: float = 30.0
     insecure: bool = False
     object_codec: str = "safe"
+    tune_file: str | None = None  # None: the built-in cost profile
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -175,6 +177,7 @@ class Config:
             recovery_timeout=seconds("RECOVERY_TIMEOUT", cls.recovery_timeout),
             insecure=flag("INSECURE", cls.insecure),
             object_codec=_object_codec(get("OBJECT_CODEC")),
+            tune_file=get("TUNE_FILE"),
         )
 
     @classmethod

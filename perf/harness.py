@@ -114,6 +114,10 @@ def _main(program: str, argv: Sequence[str] | None) -> int:
             sys.stderr.write(exc.stderr)
         return exc.code
     launcher = detect_launcher()
+    if opts.algo == "all":
+        from .algo_all import run_all
+
+        return run_all(opts, coll, launcher)
     if opts.np is not None and launcher:
         note(f"--np starts its own ranks; it cannot run under {launcher} (each process already is a rank). "
              "Leave out --np, or start the command alone.")

@@ -39,7 +39,7 @@ LONG_NCCL = {
     "device_cta_count": "V", "output_file": "J", "report_timestamps": "S", "memory": "M", "unalign": "u",
 }
 LONG_OURS = ("np", "algo", "transport", "backend", "json", "plot", "vs", "progress")
-ALGORITHMS = (*names.ALGORITHMS, "auto")
+ALGORITHMS = (*names.ALGORITHMS, "auto", "all")  # all: every algorithm per size (perf.algo_all)
 BACKENDS = ("collectives", "mpi", "gloo")
 
 
@@ -196,7 +196,7 @@ def usage(program: str) -> str:
         "[-h,--help]\n"
         "collectives additions:\n\t"
         "[--np <N> start N local ranks (processes) and run the test on them] \n\t"
-        "[--algo <ring/tree/recursive/direct/hierarchical/auto> algorithm of our library (also COLLECTIVES_ALGO)] \n\t"
+        "[--algo <ring/tree/recursive/direct/hierarchical/auto/all> algorithm of our library (also COLLECTIVES_ALGO); all: each one per size, beside the automatic choice] \n\t"
         "[--transport <shm/tcp/mpi> transport of our library (also COLLECTIVES_TRANSPORT)] \n\t"
         "[--backend <collectives/mpi/gloo> library the table measures (default: collectives)] \n\t"
         "[--vs <mpi,gloo> also run the sweep on these libraries (needs --np), add ratio columns] \n\t"

@@ -129,12 +129,17 @@ def test_no_import_cycles() -> None:
 
 
 # package -> packages it must never import (the layers: API -> plans -> engines -> algorithms
-# and transports -> store; integrations sit on top of the public API)
+# and transports -> store; the tuner (tuning) sits below plans and above algorithms, the
+# simulator (sim) on the tuner; integrations sit on top of the public API)
 FORBIDDEN = {
     "collectives.plans": ("collectives.communicator", "collectives.connect", "collectives._init", "collectives.mpi"),
     "collectives.engines": ("collectives.plans", "collectives.communicator", "collectives.connect"),
     "collectives.algorithms": ("collectives.engines", "collectives.plans", "collectives.transports",
-                               "collectives.communicator"),
+                               "collectives.communicator", "collectives.tuning", "collectives.sim"),
+    "collectives.tuning": ("collectives.engines", "collectives.plans", "collectives.transports",
+                           "collectives.communicator", "collectives.connect", "collectives.sim", "collectives.testing"),
+    "collectives.sim": ("collectives.engines", "collectives.plans", "collectives.transports",
+                        "collectives.communicator", "collectives.connect"),
     "collectives.transports": ("collectives.engines", "collectives.plans", "collectives.algorithms",
                                "collectives.communicator"),
     "collectives.recovery": ("collectives.communicator", "collectives.connect", "collectives._init"),

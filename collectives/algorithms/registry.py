@@ -69,8 +69,9 @@ def schedule_for(collective: str, algorithm: str, nbytes: int) -> ScheduleFactor
 
 
 def automatic(collective: str, nbytes: int, size: int, windows: bool = False, hosts: bool = False) -> str:
-    """A simple size / world-size rule (the tuner of the topology issue replaces it).
-    Hierarchical all-reduces beat flat ones at every size measured (docs/performance.md,
+    """The size / world-size rule, set by measurement on one machine. The automatic choice
+    of a communicator is the tuner's (``collectives.tuning.tuner.choose``), which keeps this
+    rule's choice unless the cost model predicts another algorithm clearly faster. Hierarchical all-reduces beat flat ones at every size measured (docs/performance.md,
     "Thresholds", hierarchical)."""
     if windows and collective in DIRECT:
         return "direct"
@@ -113,19 +114,23 @@ def select(
     size: int,
     windows: bool = False,
     hosts: bool = False,
+    pick: Callable[[str, int, int, bool, bool], str] | None = None,
 ) -> str:
     """The algorithm to run: the caller's choice, else COLLECTIVES_ALGO, else automatic.
     ``hosts``: the ranks sit on several hosts, the same number (more than one) on each.
+    ``pick(collective, nbytes, size, windows, hosts)`` makes the automatic choice (the
+    tuner's, from ``plans``); None: the size rule, :func:`automatic`.
 
     Raises:
         InvalidArgumentError: ``requested`` names no algorithm.
         UnsupportedError: ``requested`` is "direct" and no transport offers shared windows,
             or "hierarchical" without such a layout.
     """
+    pick = pick or automatic
     if requested is not None:
         name = str(requested).lower()
         if name == "auto":
-            return automatic(collective, nbytes, size, windows, hosts)
+            return pick(collective, nbytes, size, windows, hosts)
         if name not in NAMES:
             raise InvalidArgumentError(f"algorithm: {requested!r} is not one of {', '.join(NAMES)}, auto")
         unavailable = _unavailable(name, collective, windows, hosts)
@@ -136,4 +141,4 @@ def select(
         default in SCHEDULES[collective] or _unavailable(default, collective, windows, hosts) == ""
     ):
         return default
-    return automatic(collective, nbytes, size, windows, hosts)
+    return pick(collective, nbytes, size, windows, hosts)

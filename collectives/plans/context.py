@@ -14,6 +14,9 @@ from ..store import Store
 from ..topology.hosts import two_level_layout
 from ..transports.base import Transport
 from ..transports.progress import ProgressEngine
+from ..tuning.profile import Profile
+from ..tuning.profile import current as current_profile
+from ..tuning.profile import load as load_profile
 from .two_level import Connect, TwoLevels
 
 
@@ -29,6 +32,9 @@ class PlanContext:
         chunk_bytes: the pipelining chunk of schedules.
         default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
         label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
+        transport: the transport the tuner prices (the one between hosts where there are several).
+        ranks_per_host: ranks on each host where the levels exist, else 0 (one host, or uneven).
+        profile: the cost profile (COLLECTIVES_TUNE_FILE, else the built-in one).
         check: compare every call's signature across the ranks first (COLLECTIVES_CHECK).
         device: the device engine where device buffers stay on the device (cuda_ipc to
             every peer, chosen by ``collectives.devices``), else None (staged).
@@ -42,6 +48,9 @@ class PlanContext:
     chunk_bytes: int
     default_algorithm: str | None
     label: str
+    transport: str = "shm"
+    ranks_per_host: int = 0
+    profile: Profile | None = None
     check: bool = False
     device: DeviceEngine | None = None
 
@@ -74,7 +83,12 @@ class PlanContext:
         if layout is not None and store is not None and connect is not None:
             levels = TwoLevels(rank, layout, store, config, connect, label)
         chunk = config.chunk_bytes or min((t.chunk_bytes for t in transports), default=1 << 20)
-        return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, config.check)
+        names = [t.name for t in transports]
+        across = next((n for n in names if n != "shm"), names[0] if names else "shm")
+        per_host = layout.per_host if layout is not None and levels is not None else 0
+        profile = load_profile(config.tune_file) if config.tune_file else current_profile()
+        return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, across, per_host, profile,
+                   config.check)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

@@ -1,7 +1,7 @@
 """The choice of plan for a signature: which algorithm, then which way of running it.
 
 The algorithm is the caller's, else COLLECTIVES_ALGO, else automatic
-(``algorithms.registry.select``); "direct" runs on the shared-window engine,
+(``algorithms.registry.select`` with the tuner's choice, ``tuning.tuner.choose``); "direct" runs on the shared-window engine,
 "hierarchical" in two levels, every other name as a schedule on the executor. Every rank
 passes the same signature, so every rank builds the same plan.
 """
@@ -16,11 +16,12 @@ import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import pairwise, recursive
-from ..algorithms.registry import SCHEDULES, automatic, schedule_for, select
+from ..algorithms.registry import SCHEDULES, schedule_for, select
 from ..algorithms.schedule import partition
 from ..engines import small
 from ..ops import ReduceOp
 from ..tags import CONTROL_TAG_BIT
+from ..tuning import tuner
 from . import scheduled, windowed
 from .base import MAX_PLANS, Plan, PlanCache, nothing
 from .checked import CheckedPlan
@@ -45,13 +46,20 @@ class Planner:
         """The algorithm a call of ``nbytes`` takes (raises for a name that cannot run here)."""
         ctx = self.context
         name = select(collective, requested, ctx.default_algorithm, nbytes, ctx.size, ctx.windows is not None,
-                      ctx.levels is not None)
+                      ctx.levels is not None, self.automatic)
         if (collective, name) not in self._said and logger.isEnabledFor(logging.INFO):
             self._said.add((collective, name))
             why = "asked" if requested not in (None, "auto") else (
                 "COLLECTIVES_ALGO" if name == ctx.default_algorithm else "automatic")
             logger.info("%s: %s takes %s (%s, first at %d bytes)", ctx.label, collective, name, why, nbytes)
         return name
+
+    def automatic(self, collective: str, nbytes: int, size: int, windows: bool = False, hosts: bool = False) -> str:
+        """The tuner's choice for this communicator's transport, layout and cost profile
+        (the same on every rank: none of these differ between them)."""
+        ctx = self.context
+        return tuner.choose(collective, nbytes, size, ctx.transport, windows, ctx.ranks_per_host if hosts else 0,
+                            ctx.profile)
 
     def plan(self, key: tuple[Any, ...], nbytes: int, build: Callable[[str], Plan]) -> Plan:
         """The plan kept under ``key`` (a call's signature: the collective first, the
@@ -131,7 +139,7 @@ class Planner:
 
         if algorithm == "direct":
             assert ctx.windows is not None
-            fallback = automatic("all_gather", count * ctx.size * dtype.itemsize, ctx.size)  # the same on every rank
+            fallback = self.automatic("all_gather", count * ctx.size * dtype.itemsize, ctx.size)  # the same on every rank
             return windowed.WindowAllGather(ctx.windows, dtype, count, lambda: by_schedule(fallback))
         return by_schedule(algorithm)
 
@@ -150,7 +158,7 @@ class Planner:
             nbytes = count * dtype.itemsize
             if nbytes <= small.PIPELINED_BROADCAST_BYTES:
                 return windowed.PipelinedBroadcast(ctx.windows, root, dtype, count)
-            fallback = automatic("broadcast", nbytes, ctx.size)  # the same on every rank
+            fallback = self.automatic("broadcast", nbytes, ctx.size)  # the same on every rank
             return windowed.WindowBroadcast(ctx.windows, root, dtype, count, lambda: by_schedule(fallback))
         return by_schedule(algorithm)
 

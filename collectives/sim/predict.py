@@ -1,0 +1,49 @@
+"""Predicted times of every algorithm on a modelled cluster, and the tuner's pick there."""
+
+from __future__ import annotations
+
+from ..algorithms.registry import automatic
+from ..tuning import tuner
+from ..tuning.profile import Profile
+from .cluster import Cluster
+
+BUS_FACTOR = {
+    "all_reduce": lambda p: 2 * (p - 1) / p,
+    "reduce_scatter": lambda p: (p - 1) / p,
+    "all_gather": lambda p: (p - 1) / p,
+    "broadcast": lambda p: 1.0,
+    "reduce": lambda p: 1.0,
+    "gather": lambda p: (p - 1) / p,
+    "scatter": lambda p: (p - 1) / p,
+    "all_to_all": lambda p: (p - 1) / p,
+}
+"""busbw = algbw times this (nccl-tests' factors, doc/PERFORMANCE.md)."""
+
+COLLECTIVES = tuple(BUS_FACTOR)
+
+
+def windows(c: Cluster, transport: str) -> bool:
+    """Whether the direct engine applies: one host over shared memory."""
+    return transport == "shm" and c.ranks_per_host >= c.ranks
+
+
+def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
+    return tuner.candidates(collective, windows(c, transport))
+
+
+def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
+    """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
+    if algorithm == "direct":
+        return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
+    return tuner.replay_time(collective, algorithm, nbytes, c.factory())
+
+
+def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,
+         profile: Profile) -> str:
+    """What the tuner takes given ``times``: the fastest, unless the size rule's choice is
+    within the profile's margin of it (``tuner.choose``'s rule, on this machine's predictions)."""
+    rule = automatic(collective, nbytes, c.ranks, windows(c, transport))
+    best = min(times, key=lambda a: times[a])
+    if rule in times and times[rule] <= times[best] * (1 + profile.margin):
+        return rule
+    return best

@@ -1,0 +1,137 @@
+"""``collectives-tune``: measure the cost model's constants on this machine and write a profile.
+
+A short sweep over the real transports: for each, all-reduces of a few sizes by every
+schedule (ring, tree, recursive) and, over shared memory, by the direct engine, timed by
+``collectives.timing``; then a least-squares fit, in relative error, of the constants of
+``collectives.tuning`` (per-call overhead, α per message, β per byte; γ per reduced byte
+from a timed numpy fold on one core). The profile is printed and written as JSON; point
+``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+
+    collectives-tune                       # shm and tcp, 2 ranks, about a minute
+    collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config import parse_size
+from .timing import Case, measure
+from .tuning import tuner
+from .tuning.machine import Machine, link_of
+from .tuning.profile import DEFAULT_MARGIN, ENV, Profile, TransportCosts
+
+SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
+SCHEDULED = ("ring", "tree", "recursive")
+DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
+
+
+def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
+    """γ: the fastest of ``repeats`` in-place float32 additions of ``nbytes``, per byte."""
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.ones(nbytes // 4, np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.add(a, b, out=a)
+        best = min(best, time.perf_counter() - start)
+    return best / nbytes
+
+
+def _features(case: Case, size: int, gamma: float) -> tuple[list[float], float]:
+    """The model's time of ``case`` as ``features · (overhead, alpha, beta) + fixed`` (the
+    replay is linear in the constants while its critical path stays the same)."""
+    collective, nbytes, algorithm = case
+
+    def at(overhead: float, alpha: float, beta: float, g: float) -> float:
+        costs = TransportCosts(overhead, alpha, beta, g)
+        return tuner.replay_time(collective, algorithm, nbytes,
+                                 lambda: Machine(size, size, link_of("fit", costs), gamma=g, overhead=overhead))
+
+    return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0)], at(0, 0, 0, gamma)
+
+
+def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:
+    """Least squares in relative error (each row weighted by 1/target), no coefficient below 0."""
+    a = np.array(rows, float) / np.array(targets, float)[:, None]
+    y = np.ones(len(targets))
+    free = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while free:
+        sol, *_ = np.linalg.lstsq(a[:, free], y, rcond=None)
+        if (sol >= 0).all():
+            x[:] = 0
+            x[free] = sol
+            break
+        free.pop(int(np.argmin(sol)))
+    return [float(v) for v in x]
+
+
+def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
+                  log: list[str]) -> TransportCosts:
+    """Measure ``transport`` at ``ranks`` ranks and fit its constants."""
+    cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED for n in sizes]
+    direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes] if transport == "shm" else []
+    times = measure(cases + direct, ranks, transport, rounds=rounds)
+    sched_times, direct_times = times[: len(cases)], times[len(cases):]
+    rows, targets = [], []
+    for case, t in zip(cases, sched_times):
+        features, fixed = _features(case, ranks, gamma)
+        rows.append(features)
+        targets.append(max(t - fixed, t * 0.05))
+    overhead, alpha, beta = nonnegative_fit(rows, targets)
+    costs = TransportCosts(overhead, alpha, beta, gamma)
+    if direct:
+        d_rows, d_targets = [], []
+        for (collective, n, _), t in zip(direct, direct_times):
+            moved, reduced = tuner.direct_factors(collective, ranks)
+            d_rows.append([1.0, moved * n])
+            d_targets.append(max(t - reduced * n * gamma, t * 0.05))
+        fixed, d_beta = nonnegative_fit(d_rows, d_targets)
+        costs = dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
+    for case, t in zip(cases + direct, times):
+        predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0, Profile({transport: costs}))
+        log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
+                   f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)")
+    return costs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collectives-tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--transports", default="shm,tcp", help="comma-separated (default shm,tcp)")
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="bytes per call, e.g. 8,64K,4M")
+    parser.add_argument("--ranks", type=int, default=2, help="world size measured (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="batches per case (default 5)")
+    parser.add_argument("--out", default=None, help=f"profile file to write (default ${ENV}, else collectives_tune.json)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="how much faster another algorithm must be predicted before the tuner leaves the"
+                             f" measured size rule (1.0: twice as fast; default {DEFAULT_MARGIN})")
+    parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
+    args = parser.parse_args(argv)
+    sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
+    transports = [t for t in args.transports.split(",") if t]
+    out = args.out or os.environ.get(ENV) or "collectives_tune.json"
+    gamma = fold_seconds_per_byte()
+    log: list[str] = []
+    start = time.perf_counter()
+    measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log) for t in transports}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin)
+    profile.save(out)
+    print("\n".join(profile.describe()))
+    if not args.quiet:
+        print("# fit, case by case:")
+        print("\n".join(log))
+    print(f"# written to {out} in {time.perf_counter() - start:.0f} s; use it with {ENV}={out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

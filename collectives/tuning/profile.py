@@ -1,0 +1,126 @@
+"""The measured constants of the cost model, per transport, and the file that keeps them.
+
+A profile holds, for each transport, what one call costs beyond its messages (``overhead``),
+what one message costs (``alpha``), what one byte on the wire costs (``beta``) and what one
+reduced byte costs (``gamma``), all in seconds; for shared memory also what the one-copy
+direct engine costs per call and per byte (``direct_alpha``, ``direct_beta``), since direct
+algorithms are loads from peers' windows, not messages. ``collectives-tune`` measures them
+and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
+else the built-in one (``default_profile.json``, fitted to this project's measured figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError
+
+DEFAULT_FILE = Path(__file__).with_name("default_profile.json")
+DEFAULT_MARGIN = 1.25
+"""How much faster (a share: 1.25 is 2.25 times as fast) the model must predict another
+algorithm before the tuner leaves the measured size rule's choice, unless a profile says
+otherwise: the size of the model's error on this project's machine (docs/simulation.md)."""
+ENV = "COLLECTIVES_TUNE_FILE"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportCosts:
+    """The α-β-γ constants of one transport, in seconds (per call, message, byte, reduced byte)."""
+
+    overhead: float
+    alpha: float
+    beta: float
+    gamma: float
+    direct_alpha: float = 0.0
+    direct_beta: float = 0.0
+
+    def scaled(self, factor: float) -> TransportCosts:
+        """Every constant times ``factor`` (ranks sharing a core share its time)."""
+        return TransportCosts(*(v * factor for v in dataclasses.astuple(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Costs per transport name, and where they came from (a file, or how they were measured)."""
+
+    transports: Mapping[str, TransportCosts]
+    source: str = ""
+    margin: float = DEFAULT_MARGIN
+
+    def __hash__(self) -> int:  # the tuner's caches key on the profile
+        return hash((self.source, self.margin, tuple(sorted(self.transports.items()))))
+
+    def costs(self, transport: str) -> TransportCosts:
+        """The constants of ``transport``; an unmeasured one (mpi, inproc) borrows tcp's."""
+        if transport in self.transports:
+            return self.transports[transport]
+        return self.transports.get("tcp") or next(iter(self.transports.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "margin": self.margin,
+                "transports": {name: dataclasses.asdict(c) for name, c in sorted(self.transports.items())}}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    def describe(self) -> list[str]:
+        """One line per transport, in µs and ns per byte (what ``collectives-tune`` prints)."""
+        lines = [f"# cost profile: {self.source}; the rule's choice stands unless another is predicted"
+                 f" {1 + self.margin:g}x as fast",
+                 "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"]
+        for name, c in sorted(self.transports.items()):
+            lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
+                         f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}")
+        return lines
+
+
+def from_json(doc: Any, where: str) -> Profile:
+    """A profile from its JSON form; raises InvalidArgumentError naming ``where`` and the fault."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("transports"), dict) or not doc["transports"]:
+        raise InvalidArgumentError(f"{where}: a cost profile is an object with a non-empty 'transports' object")
+    fields = {f.name for f in dataclasses.fields(TransportCosts)}
+    transports: dict[str, TransportCosts] = {}
+    for name, values in doc["transports"].items():
+        if not isinstance(values, dict):
+            raise InvalidArgumentError(f"{where}: transport {name!r} is not an object")
+        unknown = set(values) - fields
+        if unknown:
+            raise InvalidArgumentError(f"{where}: transport {name!r} has unknown fields {sorted(unknown)}")
+        try:
+            costs = TransportCosts(**{k: float(v) for k, v in values.items()})
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"{where}: transport {name!r}: {exc}") from None
+        if any(v < 0 for v in dataclasses.astuple(costs)):
+            raise InvalidArgumentError(f"{where}: transport {name!r} has a negative cost")
+        transports[name] = costs
+    margin = doc.get("margin", DEFAULT_MARGIN)
+    if not isinstance(margin, (int, float)) or margin < 0:
+        raise InvalidArgumentError(f"{where}: margin {margin!r} is not a number >= 0")
+    return Profile(transports, str(doc.get("source", where)), float(margin))
+
+
+def load(path: str | os.PathLike[str]) -> Profile:
+    """The profile in ``path`` (JSON as ``Profile.save`` writes it)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InvalidArgumentError(f"cost profile {str(path)!r}: cannot read it ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"cost profile {str(path)!r}: not JSON ({exc})") from None
+    return from_json(doc, str(path))
+
+
+_cached: dict[str, Profile] = {}
+
+
+def current(env: Mapping[str, str] | None = None) -> Profile:
+    """The profile the tuner uses: ``COLLECTIVES_TUNE_FILE``, else the built-in one (read once each)."""
+    path = (os.environ if env is None else env).get(ENV) or str(DEFAULT_FILE)
+    if path not in _cached:
+        _cached[path] = load(path)
+    return _cached[path]

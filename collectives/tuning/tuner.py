@@ -1,0 +1,213 @@
+"""The tuner: the algorithm the cost model predicts fastest for a call.
+
+``predict`` prices one algorithm for (collective, bytes, world size, layout, transport):
+schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
+(``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
+(loads from shared windows, no messages) and the two-level all-reduce are priced by their
+byte counts. ``choose`` takes the cheapest of the algorithms that can run here where it beats
+the measured size rule's choice by more than the profile's margin, else the rule's. Every
+input is the same on every rank (the profile is one file, or the built-in one), so every rank
+chooses the same algorithm, which the collective needs: ranks that ran different schedules
+would never match their messages. The schedules are priced with 1 MiB segments (the default
+COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+
+from ..algorithms.registry import DIRECT, HIERARCHICAL, SCHEDULES, automatic, schedule_for
+from ..algorithms.schedule import Step, partition
+from .events import replay
+from .machine import Machine, link_of
+from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
+from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
+
+ITEMSIZE = 4
+"""Bytes per element of the modelled calls (float32, the harness's default)."""
+
+SEGMENT_BYTES = 1 << 20
+"""The schedules' pipelining chunk (COLLECTIVES_CHUNK_BYTES' default)."""
+
+FLAT = ("ring", "tree", "recursive")
+
+MARGIN = DEFAULT_MARGIN
+"""The default of ``Profile.margin``: the size rule (``registry.automatic``, set by measurement
+on one machine) keeps its choice unless another algorithm is predicted faster by more than
+this share (1.25: 2.25 times as fast). The model's error on this project's machine is of that
+order (docs/simulation.md), and the overrides smaller margins allowed measured slower, mostly."""
+
+
+def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_bytes: int = SEGMENT_BYTES,
+              only: int | None = None) -> list[Iterator[Step]]:
+    """Every rank's schedule of ``algorithm`` for a ``collective`` of ``nbytes`` (root 0), or
+    rank ``only``'s alone."""
+    count = -(-nbytes // ITEMSIZE)
+    segment = max(1, segment_bytes // ITEMSIZE)
+    name = "all_to_all" if collective == "all_to_all_v" else collective
+    factory = schedule_for(name, algorithm, nbytes)
+    ranks = range(size) if only is None else [only]
+    if name == "all_reduce":
+        return [factory(r, size, count, segment) for r in ranks]
+    if name in ("broadcast", "reduce"):
+        return [factory(r, size, 0, count, segment) for r in ranks]
+    blocks = partition(-(-count // size) * size, size)  # one block per rank, of equal size, as the calls pass
+    if name in ("gather", "scatter"):
+        return [factory(r, size, 0, blocks, segment) for r in ranks]
+    return [factory(r, size, blocks, segment) for r in ranks]
+
+
+REPLAY_RANKS = 16
+"""Above this many ranks, symmetric schedules (rings, recursive halving and doubling on powers
+of two) are priced from rank 0's steps alone (``symmetry``); the others are replayed in full
+while that stays affordable."""
+
+REPLAY_EVENTS = 3_000_000
+"""The most steps a full replay may take (rank 0's steps times the ranks, an upper bound for
+the trees, whose root does the most); beyond it an algorithm is not priced."""
+
+
+LINEAR_BYTES = 16 << 20
+"""Above this size a call is priced by extending the line through the prices at half this size
+and at this size: by then a schedule is many segments long and its time grows linearly with
+the bytes (the pipeline is full), and replaying every segment of a 1 GiB call would take seconds."""
+
+
+class TooLarge(Exception):
+    """Replaying this schedule at this scale would take too long (more than REPLAY_EVENTS steps)."""
+
+
+def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine]) -> float:
+    """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
+    the per-call overhead. Raises TooLarge where the replay would be too long."""
+    if nbytes > LINEAR_BYTES:
+        half = replay_time(collective, algorithm, LINEAR_BYTES // 2, make)
+        full = replay_time(collective, algorithm, LINEAR_BYTES, make)
+        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
+    machine = make()
+    size = machine.ranks
+    if size <= 1 or nbytes <= 0:
+        return machine.overhead
+    if size > REPLAY_RANKS:
+        kind = symmetry_of(collective, algorithm, size)
+        count = -(-nbytes // ITEMSIZE)
+        if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
+            passes = 2 if collective == "all_reduce" else 1
+            return machine.overhead + chain_time(passes, ITEMSIZE, collective != "all_gather", make)
+        first = list(schedules(collective, algorithm, nbytes, size, only=0)[0])
+        if kind is not None:
+            return machine.overhead + lockstep_time(first, kind, make, ITEMSIZE)
+        if len(first) * size > REPLAY_EVENTS:
+            raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
+    done = replay(schedules(collective, algorithm, nbytes, size), machine, ITEMSIZE)
+    return machine.overhead + max(done)
+
+
+# Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
+# all_reduce reads (p-1)/p of n to reduce its block and (p-1)/p of n back; the others move
+# their share once. These are the engine's copies (engines/direct.py, engines/small.py).
+def direct_factors(collective: str, size: int) -> tuple[float, float]:
+    share = (size - 1) / size
+    if collective == "all_reduce":
+        return 1.0 + 2 * share, share
+    if collective == "reduce_scatter":
+        return 1.0 + share, share
+    if collective == "all_gather":
+        return 1.0 + share, 0.0
+    return 1.0, 0.0  # broadcast: every rank copies n once
+
+
+def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) -> float:
+    """Seconds of a direct (shared-window) call: its own per-call cost (the engine bypasses
+    the schedules' executor, so ``direct_alpha`` is all its overhead), per byte moved, per byte reduced."""
+    moved, reduced = direct_factors(collective, size)
+    return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
+
+
+@functools.lru_cache(maxsize=4096)
+def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: str = "shm",
+            ranks_per_host: int = 0, profile: Profile | None = None) -> float:
+    """Predicted seconds of one call. ``ranks_per_host``: 0 for one host; else hosts of that
+    many ranks, ``transport`` between them and shared memory within."""
+    profile = profile or current()
+    costs = profile.costs(transport)
+    if algorithm == "direct":
+        return direct_time(collective, nbytes, size, costs)
+    if algorithm == "hierarchical":
+        k = ranks_per_host
+        local = profile.costs("shm")
+        inner = direct_time("reduce_scatter", nbytes, k, local) + direct_time("all_gather", nbytes, k, local)
+        across = min(predict("all_reduce", a, -(-nbytes // k), size // k, transport, 0, profile) for a in FLAT)
+        return inner + across
+    if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
+        half = predict(collective, algorithm, LINEAR_BYTES // 2, size, transport, ranks_per_host, profile)
+        full = predict(collective, algorithm, LINEAR_BYTES, size, transport, ranks_per_host, profile)
+        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
+    local = profile.costs("shm") if 0 < ranks_per_host < size else costs
+    k = ranks_per_host if 0 < ranks_per_host < size else size
+    return replay_time(collective, algorithm, nbytes, lambda: Machine(
+        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead))
+
+
+def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:
+    """The algorithms that can run ``collective`` here (distinct schedules only)."""
+    names = []
+    seen = set()
+    for name, factory in SCHEDULES.get(collective, SCHEDULES["all_to_all"]).items():
+        if factory not in seen:
+            seen.add(factory)
+            names.append(name)
+    if windows and collective in DIRECT:
+        names.append("direct")
+    if hosts and collective in HIERARCHICAL:
+        names.append("hierarchical")
+    return names
+
+
+@functools.lru_cache(maxsize=4096)
+def choose(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
+           ranks_per_host: int = 0, profile: Profile | None = None) -> str:
+    """The algorithm predicted fastest (priced at ``priced_at(nbytes)``), where it beats the
+    size rule's choice by more than the profile's margin (else the rule's); ties go to the
+    earlier of ring, tree, recursive, direct, hierarchical. ``ranks_per_host`` > 0 (and <
+    ``size``): several hosts, evenly."""
+    hosts = 0 < ranks_per_host < size
+    rule = automatic(collective, nbytes, size, windows, hosts)
+    if size <= 1:
+        return rule
+    return _override(collective, priced_at(nbytes), size, transport, windows, ranks_per_host, profile, rule) or rule
+
+
+def priced_at(nbytes: int) -> int:
+    """The size the tuner prices a call of ``nbytes`` at: the next power of two, so that
+    calls of many sizes (every new shape is a new plan) cost one pricing per octave, not
+    one each (a replay takes 0.1-7 ms at 2-8 ranks). The size rule itself sees the exact size."""
+    return 1 << max(0, nbytes - 1).bit_length() if nbytes > 0 else 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _override(collective: str, nbytes: int, size: int, transport: str, windows: bool, ranks_per_host: int,
+              profile: Profile | None, rule: str) -> str | None:
+    """The algorithm predicted faster than ``rule`` by more than the profile's margin at
+    ``nbytes``, else None."""
+    hosts = 0 < ranks_per_host < size
+    names = candidates(collective, windows, hosts)
+    times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile)
+    best = min(times, key=lambda a: (times[a], names.index(a)))
+    if rule in times and times[rule] <= times[best] * (1 + (profile or current()).margin):
+        return None
+    return best
+
+
+def fastest(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
+            ranks_per_host: int = 0, profile: Profile | None = None) -> dict[str, float]:
+    """Every candidate's predicted seconds (those too large to replay left out)."""
+    hosts = 0 < ranks_per_host < size
+    times = {}
+    for a in candidates(collective, windows, hosts):
+        try:
+            times[a] = predict(collective, a, nbytes, size, transport, ranks_per_host if hosts else 0, profile)
+        except TooLarge:
+            pass
+    return times

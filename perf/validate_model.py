@@ -1,0 +1,138 @@
+"""Predictions against measurements: the cost model's error at the world sizes we can run.
+
+    python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
+    python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
+
+Measures our collectives on this machine (``collectives.timing``: the fastest of a few
+interleaved batches per call, slowest rank) for every world size, transport, algorithm
+and size asked, predicts each with the simulator (``collectives.sim``: this machine's
+cores, so that ranks beyond them share a core) under each profile, and prints a table of
+measured and predicted µs and the error; ``--json`` keeps the rows, ``--plot`` draws
+predicted against measured. ``--hosts 2`` also runs two hosts of p/2 ranks (host identities
+on this machine: shared memory within, TCP across).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+from collectives.config import parse_size
+from collectives.sim.cluster import cluster
+from collectives.sim.predict import predict
+from collectives.timing import measure
+from collectives.tuning.profile import DEFAULT_FILE, Profile, load
+
+ALGORITHMS = {"shm": ("ring", "tree", "recursive", "direct"), "tcp": ("ring", "tree", "recursive")}
+
+
+def run(args: argparse.Namespace, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cores = args.cores or os.cpu_count() or 1
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    for transport in args.transports.split(","):
+        for p in (int(r) for r in args.ranks.split(",")):
+            layouts: list[int | None] = [None] + ([p // args.hosts] if args.hosts > 1 and p % args.hosts == 0
+                                                  and p // args.hosts > 1 and transport == "tcp" else [])
+            for per_host in layouts:
+                algos = ALGORITHMS[transport] if per_host is None else ("ring", "tree", "recursive")
+                cases = [(c, n, a) for c in args.collectives.split(",") for a in algos for n in sizes
+                         if not (a == "direct" and c not in ("all_reduce", "reduce_scatter", "all_gather", "broadcast"))]
+                hosts = [f"h{r // per_host}" for r in range(p)] if per_host else None
+                times = measure(cases, p, "auto" if hosts else transport, rounds=args.rounds, hosts=hosts)
+                for (collective, n, a), t in zip(cases, times):
+                    row: dict[str, Any] = {"transport": transport, "ranks": p, "ranks_per_host": per_host or p,
+                                           "collective": collective, "algorithm": a, "size": n, "measured_us": t * 1e6}
+                    for name, profile in profiles.items():
+                        c = cluster(transport, p, per_host, profile, cores)
+                        row[f"{name}_us"] = predict(collective, a, n, c, transport, profile) * 1e6
+                    rows.append(row)
+                    print(_line(row, profiles), flush=True)
+    return rows
+
+
+def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
+    text = (f"  {row['transport']:<4} {row['ranks']:>2} ({row['ranks_per_host']:>2}/host) {row['collective']:<11}"
+            f" {row['algorithm']:<10} {row['size']:>9} B  measured {row['measured_us']:>10.1f}")
+    for name in profiles:
+        error = (row[f"{name}_us"] - row["measured_us"]) / row["measured_us"] * 100
+        text += f"  {name} {row[f'{name}_us']:>10.1f} ({error:+5.0f} %)"
+    return text
+
+
+def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]:
+    lines = []
+    for name in profiles:
+        errors = [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
+        inside = sum(e <= 0.25 for e in errors)
+        errors.sort()
+        median = errors[len(errors) // 2] if errors else float("nan")
+        lines.append(f"# {name}: {inside} of {len(rows)} predictions within 25 % of the measurement; "
+                     f"median |error| {median * 100:.0f} %")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=72)
+    markers = {"shm": "o", "tcp": "s"}
+    for k, name in enumerate(profiles):
+        for transport, marker in markers.items():
+            pts = [(r["measured_us"], r[f"{name}_us"]) for r in rows if r["transport"] == transport]
+            if pts:
+                ax.scatter(*zip(*pts), s=12, marker=marker, alpha=0.7, label=f"{transport}, {name} profile",
+                           color=f"C{2 * k + (transport == 'tcp')}")
+    low = min(min(r["measured_us"], *(r[f"{n}_us"] for n in profiles)) for r in rows)
+    high = max(max(r["measured_us"], *(r[f"{n}_us"] for n in profiles)) for r in rows)
+    ax.plot([low, high], [low, high], "k-", lw=0.8)
+    ax.plot([low, high], [low * 1.25, high * 1.25], "k:", lw=0.6)
+    ax.plot([low, high], [low * 0.75, high * 0.75], "k:", lw=0.6, label="±25 %")
+    ax.set(xscale="log", yscale="log", xlabel="measured µs per call", ylabel="predicted µs per call",
+           title="cost model: predicted against measured")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="a profile to validate (besides --tune's)")
+    parser.add_argument("--tune", action="store_true", help="fit a profile on this machine first (collectives-tune)")
+    parser.add_argument("--ranks", default="2,3,4,8")
+    parser.add_argument("--transports", default="shm,tcp")
+    parser.add_argument("--collectives", default="all_reduce,all_gather,broadcast")
+    parser.add_argument("--sizes", default="8,64K,1M,4M")
+    parser.add_argument("--hosts", type=int, default=0, help="also run each tcp world as this many hosts")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cores", type=int, default=0, help="cores of this machine (default: os.cpu_count())")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args(argv)
+    profiles = {"built-in": load(args.profile or DEFAULT_FILE)} if not args.profile else {"given": load(args.profile)}
+    if args.tune:
+        from collectives import tune
+
+        path = os.path.join(tempfile.mkdtemp(), "tuned.json")
+        tune.main(["--out", path, "--quiet", "--transports", args.transports])
+        profiles["tuned"] = load(path)
+    rows = run(args, profiles)
+    print("\n".join(summary(rows, profiles)))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"profiles": {n: p.to_json() for n, p in profiles.items()}, "rows": rows}, fh, indent=1)
+            fh.write("\n")
+    if args.plot:
+        plot(rows, profiles, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

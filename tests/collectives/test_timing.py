@@ -1,0 +1,23 @@
+"""``collectives.timing``: every collective it knows runs by every algorithm and gets a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from collectives.errors import InvalidArgumentError
+from collectives.timing import COLLECTIVES, calls_for, measure
+
+
+def test_every_collective_and_algorithm_is_timed() -> None:
+    cases = [(c, 4096, a) for c in COLLECTIVES for a in ("auto", "ring", "tree", "recursive")]
+    times = measure(cases, 3, "inproc", rounds=1)
+    assert len(times) == len(cases) and all(t > 0 for t in times)
+
+
+def test_batches_shrink_as_calls_grow() -> None:
+    assert calls_for(8) == 50 and calls_for(64 << 20) == 1
+
+
+def test_an_unknown_collective_is_named() -> None:
+    with pytest.raises(InvalidArgumentError, match="'barrier' is not one of"):
+        measure([("barrier", 8, "auto")], 1, "inproc")

@@ -1,0 +1,27 @@
+"""``collectives-tune``, in its smallest form: one transport, two sizes, one round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collectives import tune
+from collectives.tuning.profile import load
+
+
+def test_the_fit_is_nonnegative_and_exact_where_it_can_be() -> None:
+    rows = [[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]
+    assert tune.nonnegative_fit(rows, [3.0, 5.0, 7.0]) == pytest.approx([1.0, 2.0])
+    assert min(tune.nonnegative_fit(rows, [7.0, 5.0, 3.0])) >= 0.0
+
+
+@pytest.mark.multiprocess
+def test_a_tiny_sweep_writes_a_profile_and_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tuned.json"
+    assert tune.main(["--transports", "tcp", "--sizes", "8,64K", "--rounds", "1", "--out", str(path)]) == 0
+    profile = load(path)
+    costs = profile.transports["tcp"]
+    assert costs.alpha + costs.overhead > 0 and costs.gamma > 0
+    text = capsys.readouterr().out
+    assert "alpha_us" in text and "measured" in text and str(path) in text

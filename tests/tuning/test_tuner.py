@@ -1,0 +1,119 @@
+"""The tuner: prices that follow the α-β-γ model, choices that follow the prices (or the
+measured rule within the margin), and the planner taking them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collectives.algorithms.registry import automatic
+from collectives.testing import run_world
+from collectives.tuning import tuner
+from collectives.tuning.machine import LinkClass, Machine
+from collectives.tuning.profile import Profile, TransportCosts, load
+
+FLAT = Profile({"tcp": TransportCosts(overhead=10e-6, alpha=100e-6, beta=1e-9, gamma=0.5e-9)}, "flat")
+
+
+def test_a_two_rank_exchange_costs_alpha_plus_its_bytes() -> None:
+    """The short all-reduce at 2 ranks is one exchange of the whole vector: o + α + nβ + nγ."""
+    n = 4096
+    predicted = tuner.predict("all_reduce", "recursive", n, 2, "tcp", 0, FLAT)
+    assert predicted == pytest.approx(10e-6 + 100e-6 + n * 1e-9 + n * 0.5e-9)
+
+
+def test_a_ring_step_is_alpha_plus_its_block() -> None:
+    """Ring all-reduce at p ranks: 2(p-1) steps of α + (n/p)β, and (p-1) folds of n/p."""
+    n, p = 4 << 20, 4
+    predicted = tuner.predict("all_reduce", "ring", n, p, "tcp", 0, FLAT)
+    assert predicted == pytest.approx(10e-6 + 2 * (p - 1) * (100e-6 + n / p * 1e-9) + (p - 1) * n / p * 0.5e-9)
+
+
+def test_latency_wins_small_and_bandwidth_wins_large() -> None:
+    times_small = tuner.fastest("all_reduce", 8, 8, "tcp", profile=FLAT)
+    assert times_small["recursive"] < times_small["tree"] < times_small["ring"]
+    times_large = tuner.fastest("all_reduce", 64 << 20, 8, "tcp", profile=FLAT)
+    assert times_large["ring"] < times_large["tree"]
+
+
+def test_the_choice_is_the_fastest_unless_the_rule_is_within_the_margin() -> None:
+    for collective in ("all_reduce", "broadcast", "reduce", "all_gather"):
+        for n in (8, 64 << 10, 4 << 20):
+            times = tuner.fastest(collective, n, 4, "tcp", profile=FLAT)
+            chosen = tuner.choose(collective, n, 4, "tcp", profile=FLAT)
+            rule = automatic(collective, n, 4)
+            assert times[chosen] <= min(times.values()) * (1 + FLAT.margin)
+            assert chosen == rule or times[rule] > times[chosen] * (1 + FLAT.margin)
+            eager = dataclasses.replace(FLAT, margin=0.0)  # no deference to the rule: the fastest
+            assert tuner.choose(collective, n, 4, "tcp", profile=eager) == min(times, key=lambda a: times[a])
+
+
+def test_direct_is_chosen_on_one_host_with_windows_by_the_built_in_profile() -> None:
+    for collective in ("all_reduce", "reduce_scatter", "all_gather", "broadcast"):
+        for n in (8, 64 << 10, 64 << 20):
+            assert tuner.choose(collective, n, 4, "shm", windows=True) == "direct"
+
+
+def test_rotated_and_xor_steps_price_like_the_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The symmetry shortcut (rank 0's steps, lockstep) against every rank replayed, on a
+    machine of 4 hosts of 4 ranks with slower links between the hosts."""
+    def make() -> Machine:
+        return Machine(16, 4, LinkClass("in", 1e-6, 1e-10, 1.0), LinkClass("out", 5e-6, 1e-9, 1.0), gamma=1e-11,
+                       hosts_per_leaf=2)
+
+    for collective, algorithm in (("all_reduce", "ring"), ("all_reduce", "recursive"), ("all_gather", "ring"),
+                                  ("reduce_scatter", "recursive")):
+        for n in (64, 1 << 20, 8 << 20):
+            monkeypatch.setattr(tuner, "REPLAY_RANKS", 1 << 20)
+            full = tuner.replay_time(collective, algorithm, n, make)
+            monkeypatch.setattr(tuner, "REPLAY_RANKS", 8)
+            shortcut = tuner.replay_time(collective, algorithm, n, make)
+            assert shortcut == pytest.approx(full, rel=0.05), (collective, algorithm, n)
+
+
+def test_a_schedule_too_long_to_replay_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuner, "REPLAY_RANKS", 2)
+    monkeypatch.setattr(tuner, "REPLAY_EVENTS", 10)
+    with pytest.raises(tuner.TooLarge, match="tree at 4 ranks"):
+        tuner.replay_time("all_reduce", "tree", 1 << 20, lambda: Machine(4, 4, LinkClass("x", 1e-6, 1e-9)))
+
+
+def test_the_planner_takes_the_tuners_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A profile where messages cost nothing but bytes cost much, and with no deference to the
+    rule, makes a bandwidth-optimal broadcast fastest at 3 ranks, where the rule takes the tree."""
+    path = tmp_path / "bytes.json"
+    Profile({"tcp": TransportCosts(0.0, 0.0, 1e-6, 0.0)}, "bytes only", margin=0.0).save(path)
+    monkeypatch.setenv("COLLECTIVES_TUNE_FILE", str(path))
+    assert automatic("broadcast", 4096, 3) == "tree"
+    expected = tuner.choose("broadcast", 4096, 3, "inproc", profile=load(path))
+    assert expected != "tree"
+
+    def fn(comm: Any) -> list[float]:
+        x = np.arange(1024, dtype=np.float32) if comm.rank == 0 else np.zeros(1024, np.float32)
+        comm.broadcast(x, 0)
+        return x[:3].tolist()
+
+    with caplog.at_level(logging.INFO, logger="collectives"):
+        assert run_world(fn, 3) == [[0.0, 1.0, 2.0]] * 3
+    said = [r.getMessage() for r in caplog.records if "broadcast takes" in r.getMessage()]
+    assert said and all(f"broadcast takes {expected} (automatic" in s for s in said), said
+
+
+def test_large_calls_are_priced_on_the_line_through_16_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above LINEAR_BYTES the price extends the line through half of it and it: within 3 % of
+    replaying every segment, at a fraction of the time."""
+    def make() -> Machine:
+        return Machine(3, 3, LinkClass("x", 50e-6, 1e-9), gamma=1e-10, overhead=10e-6)
+
+    for collective, algorithm in (("all_reduce", "ring"), ("broadcast", "recursive"), ("reduce", "tree")):
+        line = tuner.replay_time(collective, algorithm, 64 << 20, make)
+        monkeypatch.setattr(tuner, "LINEAR_BYTES", 1 << 40)
+        exact = tuner.replay_time(collective, algorithm, 64 << 20, make)
+        monkeypatch.undo()
+        assert line == pytest.approx(exact, rel=0.03), (collective, algorithm)

@@ -1,0 +1,57 @@
+"""The cost profile: written, read back, refused when wrong, chosen by COLLECTIVES_TUNE_FILE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collectives.errors import InvalidArgumentError
+from collectives.tuning import profile as profiles
+from collectives.tuning.profile import Profile, TransportCosts
+
+
+def test_a_profile_survives_its_file(tmp_path: Path) -> None:
+    original = Profile({"tcp": TransportCosts(1e-5, 2e-5, 3e-10, 4e-11)}, "a test")
+    path = tmp_path / "p.json"
+    original.save(path)
+    assert profiles.load(path) == original
+    assert hash(profiles.load(path)) == hash(original)
+    assert "tcp" in "\n".join(original.describe())
+
+
+def test_an_unmeasured_transport_borrows_tcp() -> None:
+    tcp = TransportCosts(1e-5, 2e-5, 3e-10, 4e-11)
+    assert Profile({"tcp": tcp, "shm": TransportCosts(0, 0, 0, 0)}).costs("mpi") == tcp
+
+
+@pytest.mark.parametrize("doc, fault", [
+    ({"transports": {}}, "non-empty 'transports'"),
+    ({"transports": {"tcp": {"alpha": 1, "speed": 2}}}, "unknown fields"),
+    ({"transports": {"tcp": {"overhead": 0, "alpha": -1, "beta": 0, "gamma": 0}}}, "negative"),
+    ({"transports": {"tcp": {"alpha": 1}}}, "transport 'tcp'"),
+], ids=["empty", "unknown-field", "negative", "missing-field"])
+def test_a_wrong_profile_is_refused_by_name(tmp_path: Path, doc: object, fault: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidArgumentError, match=fault) as info:
+        profiles.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_an_unreadable_profile_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="cannot read"):
+        profiles.load(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{")
+    with pytest.raises(InvalidArgumentError, match="not JSON"):
+        profiles.load(tmp_path / "x.json")
+
+
+def test_the_environment_names_the_profile_else_the_built_in_one(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    Profile({"tcp": TransportCosts(1e-5, 2e-5, 3e-10, 4e-11)}, "mine").save(path)
+    assert profiles.current({profiles.ENV: str(path)}).source == "mine"
+    built_in = profiles.current({})
+    assert {"shm", "tcp"} <= set(built_in.transports)
+    assert built_in.transports["shm"].direct_alpha > 0
