@@ -17,33 +17,51 @@ import numpy as np
 
 from .errors import InvalidArgumentError, InvalidTypeError
 
-try:  # bfloat16 for numpy comes from ml_dtypes (also a JAX/TF dependency)
-    import ml_dtypes
-
-    BFLOAT16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - exercised only without ml_dtypes
-    BFLOAT16 = None
-
 INTEGER_KINDS = "iu"
-SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
+_BUILT_IN = tuple(
     np.dtype(t)
     for t in (
         "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
         "float16", "float32", "float64", "complex64", "complex128",
     )
-) + ((BFLOAT16,) if BFLOAT16 is not None else ())
+)
+_SUPPORTED = set(_BUILT_IN)  # a hashed lookup: this check runs on every call (bfloat16 joins on first use)
+_bfloat16: list[np.dtype | None] = []  # ml_dtypes' bfloat16, once looked up
+
+
+def bfloat16() -> np.dtype | None:
+    """numpy's bfloat16 (from ml_dtypes, also a JAX/TF dependency), or None without it.
+    Imported on first use, not with the package: it is 0.6 s of every process's start, and
+    a bfloat16 array cannot exist before something imported it."""
+    if not _bfloat16:
+        try:
+            import ml_dtypes
+
+            dtype = np.dtype(ml_dtypes.bfloat16)
+            _SUPPORTED.add(dtype)
+            _bfloat16.append(dtype)
+        except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+            _bfloat16.append(None)
+    return _bfloat16[0]
+
+
+def __getattr__(name: str) -> Any:
+    """``BFLOAT16`` and ``SUPPORTED_DTYPES``, which need ml_dtypes, are made on first use."""
+    if name == "BFLOAT16":
+        return bfloat16()
+    if name == "SUPPORTED_DTYPES":
+        bf16 = bfloat16()
+        return _BUILT_IN + ((bf16,) if bf16 is not None else ())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dtype_name(dtype: np.dtype) -> str:
-    return "bfloat16" if BFLOAT16 is not None and dtype == BFLOAT16 else str(dtype)
-
-
-_SUPPORTED = frozenset(SUPPORTED_DTYPES)  # a hashed lookup: this check runs on every call
+    return "bfloat16" if dtype.name == "bfloat16" else str(dtype)
 
 
 def check_dtype(dtype: np.dtype, name: str) -> None:
-    if dtype not in _SUPPORTED:
-        supported = ", ".join(dtype_name(d) for d in SUPPORTED_DTYPES)
+    if dtype not in _SUPPORTED and not (dtype.name == "bfloat16" and dtype == bfloat16()):
+        supported = ", ".join(dtype_name(d) for d in __getattr__("SUPPORTED_DTYPES"))
         raise InvalidTypeError(f"{name}: dtype {dtype_name(dtype)} is not supported (supported: {supported})")
 
 
@@ -82,7 +100,7 @@ def torch_numpy_dtype(torch_dtype: Any) -> np.dtype | None:
     import torch
 
     if torch_dtype == torch.bfloat16:
-        dtype = BFLOAT16
+        dtype = bfloat16()
     elif torch_dtype == torch.bool:
         dtype = np.dtype(np.uint8)
     else:

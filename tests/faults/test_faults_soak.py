@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 RANKS = 4
 SEED = 20260416
-CALLS = {"shm": 20_000, "tcp": 10_000, "two hosts": 3_000}
+CALLS = {"shm": 20_000, "tcp": 4_000, "two hosts": 2_000}  # shm: the 20,000; the others within the CI budget
 JOBS = {  # transport, hosts, the algorithms only this layout offers
     "shm": ("shm", None, ("direct",)),
     "tcp": ("tcp", None, ()),
