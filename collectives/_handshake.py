@@ -378,8 +378,8 @@ def resolve_bind_address(config: Config | None = None, *, routable: bool = False
     if routable and is_loopback(address):
         raise InvalidArgumentError(
             f"{source} is loopback address {address}, but this job's ranks span several hosts: the others "
-            "cannot reach it; choose an interface they can reach (COLLECTIVES_SOCKET_IFNAME=eth0, =10.0.0.0/8 "
-            "or =^lo,docker)"
+            "cannot reach it; choose an interface they can reach (for example COLLECTIVES_SOCKET_IFNAME=eth0, "
+            "COLLECTIVES_SOCKET_IFNAME=10.0.0.0/8 or COLLECTIVES_SOCKET_IFNAME='^lo,docker')"
         )
     return address
 

@@ -50,7 +50,7 @@ class Address:
             return f"{self.ip}%{self.interface}"
         return str(self.ip)
 
-    def rank(self) -> int:
+    def preference(self) -> int:
         """Sort key among candidates: IPv4, then global IPv6, then link-local IPv6."""
         return 0 if self.ip.version == 4 else 2 if self.ip.is_link_local else 1
 
@@ -151,16 +151,16 @@ def select(spec: str, found: list[Address] | None = None) -> Address:
     up = [a for a in found if a.up]
     if exclude:
         left = [a for a in up if not any(_matches(a, exact, n) for n in names) and not any(a.ip in s for s in subnets)]
-        left.sort(key=lambda a: (a.loopback, a.rank()))
+        left.sort(key=lambda a: (a.loopback, a.preference()))
         if left:
             return left[0]
     else:
         for name in names:
-            hits = sorted((a for a in up if _matches(a, exact, name)), key=Address.rank)
+            hits = sorted((a for a in up if _matches(a, exact, name)), key=Address.preference)
             if hits:
                 return hits[0]
         for subnet in subnets:
-            hits = sorted((a for a in up if a.ip in subnet), key=Address.rank)
+            hits = sorted((a for a in up if a.ip in subnet), key=Address.preference)
             if hits:
                 return hits[0]
     raise InvalidArgumentError(
@@ -174,7 +174,7 @@ def routable(found: list[Address] | None = None) -> Address:
     first. Raises :class:`InvalidArgumentError` naming the overrides when there is none."""
     found = addresses() if found is None else found
     usable = [a for a in found if a.up and not a.loopback and not a.interface.startswith(AUTO_EXCLUDED)]
-    usable.sort(key=Address.rank)
+    usable.sort(key=Address.preference)
     if usable:
         return usable[0]
     raise InvalidArgumentError(

@@ -30,7 +30,6 @@ from .base import Store
 from .tcp_store import TCPStore, TCPStoreServer
 
 
-
 def _bcast_json(mpi_comm: Any, value: Any, root: int) -> Any:
     """Broadcast a JSON-able value from ``root`` as raw bytes (no pickle)."""
     from mpi4py import MPI
