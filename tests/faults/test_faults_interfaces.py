@@ -81,38 +81,41 @@ def test_multi_host_picks_the_routable_address_or_refuses() -> None:
 
 JOB_SCRIPT = textwrap.dedent(
     """
-    import json, socket, sys, threading, time
+    import json, socket, sys, threading
     import numpy as np
-    import collectives
+    import collectives, collectives.connect
     from collectives._handshake import advertised_host
     from collectives.store import TCPStore, TCPStoreServer
-    size, store_host, several, env = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", json.loads(sys.argv[4])
-    server = TCPStoreServer(store_host, 0, secret="s")
-    out = {"store": TCPStore(store_host, server.port, "s", timeout=5).where, "wildcard": advertised_host("0.0.0.0"),
-           "hostname": socket.gethostname(), "ranks": {}}
-    if several:  # each thread a machine of its own (COLLECTIVES_HOSTNAME would say "namespaces of one machine")
-        import collectives.connect
-        collectives.connect.host_identity = lambda config: f"machine-{threading.current_thread().name}"
-    def rank(r):
-        store = TCPStore(store_host, server.port, "s", timeout=10)
-        try:
-            comm = collectives.init(r, size, store, transport="tcp", timeout=4, env=env)
-            x = np.full(1000, r + 1.0)
-            comm.all_reduce(x)
-            tcp = [t for t in comm.transports if t.name == "tcp"][0]
-            bound = [c.sock.getsockname()[0] for c in tcp.channels.values()]
-            out["ranks"][r] = {"ok": bool((x == size * (size + 1) / 2).all()), "address": tcp.address,
-                               "local": sorted(set(bound))}
-            comm.close()
-        except Exception as exc:
-            out["ranks"][r] = {"error": f"{type(exc).__name__}: {exc}"}
-        finally:
-            store.close()
-    threads = [threading.Thread(target=rank, args=(r,), name=f"rank-{r}") for r in range(size)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    server.close()
-    print(json.dumps(out))
+    size, cases = int(sys.argv[1]), json.loads(sys.argv[2])
+    identity = collectives.connect.host_identity
+    def job(store_host, several, env):
+        # Several: each thread a machine of its own (COLLECTIVES_HOSTNAME would say "namespaces of one machine").
+        collectives.connect.host_identity = (
+            (lambda config: f"machine-{threading.current_thread().name}") if several else identity)
+        server = TCPStoreServer(store_host, 0, secret="s")
+        out = {"store": TCPStore(store_host, server.port, "s", timeout=5).where,
+               "wildcard": advertised_host("0.0.0.0"), "ranks": {}}
+        def rank(r):
+            store = TCPStore(store_host, server.port, "s", timeout=10)
+            try:
+                comm = collectives.init(r, size, store, transport="tcp", timeout=4, env=env)
+                x = np.full(1000, r + 1.0)
+                comm.all_reduce(x)
+                tcp = [t for t in comm.transports if t.name == "tcp"][0]
+                bound = [c.sock.getsockname()[0] for c in tcp.channels.values()]
+                out["ranks"][r] = {"ok": bool((x == size * (size + 1) / 2).all()), "address": tcp.address,
+                                   "local": sorted(set(bound))}
+                comm.close()
+            except Exception as exc:
+                out["ranks"][r] = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                store.close()
+        threads = [threading.Thread(target=rank, args=(r,), name=f"rank-{r}") for r in range(size)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        server.close()
+        return out
+    print(json.dumps([job(*case) for case in cases]))
     """
 )
 
@@ -155,71 +158,76 @@ def netns_host():
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def _job(ns: str, size: int, store_host: str, several: bool, **env: str) -> dict:
+def _jobs(ns: str, size: int, *cases: tuple[str, bool, dict]) -> list[dict]:
+    """Run each (store host, several machines?, environment) case as one job of ``size``
+    ranks (threads) in the namespace, one process for all of them."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_SOCKET_")}
     environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", JOB_SCRIPT, str(size), store_host,
-           "1" if several else "0", json.dumps(env)]
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", JOB_SCRIPT, str(size), json.dumps(cases)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=environ)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0]
 
 
 @pytest.mark.netns
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("size", [2, 4])
 def test_ranks_on_several_hosts_take_the_veth_not_loopback_or_docker0(netns_host: str, size: int) -> None:
-    out = _job(netns_host, size, "10.9.0.1", several=True)
-    ranks = out["ranks"]
+    several, single = _jobs(netns_host, size, ("10.9.0.1", True, {}), ("127.0.0.1", False, {}))
+    ranks = several["ranks"]
     assert all(ranks[str(r)].get("ok") for r in range(size)), ranks
     # Every rank but 0 listens (for its lower peers) and advertises the veth's address.
-    assert {ranks[str(r)]["address"].rsplit(":", 1)[0] for r in range(1, size)} == {"10.9.0.1"}
+    assert {_host(ranks[str(r)]["address"]) for r in range(1, size)} == {"10.9.0.1"}
     assert {a for r in range(size) for a in ranks[str(r)]["local"]} == {"10.9.0.1"}
     # The host name resolves to 127.0.1.1 there: a wildcard listener advertises the veth instead.
-    assert out["wildcard"] == "10.9.0.1", out
+    assert several["wildcard"] == "10.9.0.1", several
     # One host: loopback, as before.
-    single = _job(netns_host, 2, "127.0.0.1", several=False)
-    assert single["ranks"]["1"]["ok"] and single["ranks"]["1"]["address"].startswith("127.0.0.1:")
+    assert all(single["ranks"][str(r)].get("ok") for r in range(size)), single["ranks"]
+    assert _host(single["ranks"]["1"]["address"]) == "127.0.0.1"
 
 
-@pytest.mark.netns
-@pytest.mark.multiprocess
-@pytest.mark.parametrize("env,expected", [
+OVERRIDES = [
     ({"COLLECTIVES_SOCKET_IFNAME": "docker"}, "172.17.0.1"),
     ({"COLLECTIVES_SOCKET_IFNAME": "^lo,docker"}, "10.9.0.1"),
     ({"COLLECTIVES_SOCKET_IFNAME": "172.16.0.0/12"}, "172.17.0.1"),
-    ({"COLLECTIVES_SOCKET_ADDR": "0.0.0.0"}, "10.9.0.1"),   # advertised: not the 127.0.1.1 the name resolves to
-])
-def test_interface_and_subnet_overrides_are_obeyed(netns_host: str, env: dict, expected: str) -> None:
-    out = _job(netns_host, 2, "10.9.0.1", several=True, **env)
-    assert out["ranks"]["0"].get("ok") and out["ranks"]["1"].get("ok"), out["ranks"]
-    assert out["ranks"]["1"]["address"].rsplit(":", 1)[0] == expected
+    ({"COLLECTIVES_SOCKET_IFNAME": "fe80::1/128"}, "[fe80::1%veth0]"),  # a subnet choosing a scoped address
+    ({"COLLECTIVES_SOCKET_ADDR": "0.0.0.0"}, "10.9.0.1"),  # advertised: not the 127.0.1.1 the name resolves to
+]
 
 
 @pytest.mark.netns
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("env", [{"COLLECTIVES_SOCKET_IFNAME": "lo"}, {"COLLECTIVES_SOCKET_ADDR": "127.0.0.1"},
-                                 {"COLLECTIVES_SOCKET_ADDR": "::1"}])
-def test_several_hosts_refuse_to_advertise_loopback_on_every_rank(netns_host: str, env: dict) -> None:
-    out = _job(netns_host, 2, "10.9.0.1", several=True, **env)
-    for r in ("0", "1"):
-        error = out["ranks"][r].get("error", "")
-        assert error.startswith("InvalidArgumentError") and "loopback" in error and "several hosts" in error, error
+def test_interface_and_subnet_overrides_are_obeyed(netns_host: str) -> None:
+    outs = _jobs(netns_host, 2, *(("10.9.0.1", True, env) for env, _ in OVERRIDES))
+    for (env, expected), out in zip(OVERRIDES, outs):
+        assert out["ranks"]["0"].get("ok") and out["ranks"]["1"].get("ok"), (env, out["ranks"])
+        assert _host(out["ranks"]["1"]["address"]) == expected, (env, out["ranks"])
+
+
+@pytest.mark.netns
+@pytest.mark.multiprocess
+def test_several_hosts_refuse_to_advertise_loopback_on_every_rank(netns_host: str) -> None:
+    envs = [{"COLLECTIVES_SOCKET_IFNAME": "lo"}, {"COLLECTIVES_SOCKET_ADDR": "127.0.0.1"},
+            {"COLLECTIVES_SOCKET_ADDR": "::1"}]
+    for env, out in zip(envs, _jobs(netns_host, 2, *(("10.9.0.1", True, env) for env in envs))):
+        for r in ("0", "1"):
+            error = out["ranks"][r].get("error", "")
+            assert error.startswith("InvalidArgumentError") and "loopback" in error and "several hosts" in error, \
+                (env, error)
 
 
 @pytest.mark.netns
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("size", [2, 4])
 def test_ipv6_loopback_and_scoped_link_local_carry_the_store_and_the_data(netns_host: str, size: int) -> None:
-    out = _job(netns_host, size, "::1", several=False, COLLECTIVES_SOCKET_ADDR="::1")
-    assert out["store"].startswith("[::1]:")
-    assert all(out["ranks"][str(r)].get("ok") for r in range(size)), out["ranks"]
-    assert out["ranks"]["1"]["address"].startswith("[::1]:")
     scoped = "fe80::1%veth0"
-    out = _job(netns_host, size, scoped, several=True, COLLECTIVES_SOCKET_ADDR=scoped)
-    assert out["store"].startswith(f"[{scoped}]:")
-    assert all(out["ranks"][str(r)].get("ok") for r in range(size)), out["ranks"]
-    assert out["ranks"]["1"]["address"].startswith(f"[{scoped}]:")
-    # Chosen by subnet rather than given: the same scoped address.
-    out = _job(netns_host, 2, scoped, several=True, COLLECTIVES_SOCKET_IFNAME="fe80::1/128")
-    assert out["ranks"]["1"].get("ok") and out["ranks"]["1"]["address"].startswith(f"[{scoped}]:"), out["ranks"]
+    loop, link = _jobs(netns_host, size, ("::1", False, {"COLLECTIVES_SOCKET_ADDR": "::1"}),
+                       (scoped, True, {"COLLECTIVES_SOCKET_ADDR": scoped}))
+    for out, host in ((loop, "::1"), (link, scoped)):
+        assert out["store"].startswith(f"[{host}]:")
+        assert all(out["ranks"][str(r)].get("ok") for r in range(size)), out["ranks"]
+        assert _host(out["ranks"]["1"]["address"]) == f"[{host}]"

@@ -97,12 +97,11 @@ CLIENTS_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
     from collectives.store import TCPStore
-    host, port, threads, start_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    results, errors, lock = [], [], threading.Lock()
+    host, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    results, errors, lock, go = [], [], threading.Lock(), threading.Event()
+    start_at = 0.0
     def client():
-        delay = start_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        go.wait()
         t0 = time.time()
         try:
             store = TCPStore(host, port, "secret-512", timeout=60)
@@ -118,6 +117,10 @@ CLIENTS_SCRIPT = textwrap.dedent(
     pool = [threading.Thread(target=client) for _ in range(threads)]
     for t in pool:
         t.start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test says go to every process at once
+    start_at = time.time()
+    go.set()
     for t in pool:
         t.join()
     print(json.dumps({"results": results, "errors": errors[:5], "failed": len(errors)}))
@@ -130,13 +133,18 @@ def test_512_simultaneous_clients_all_connect() -> None:
     processes, threads = 4, 128
     server = TCPStoreServer("127.0.0.1", 0, secret="secret-512")
     try:
-        start_at = time.time() + 3.0  # every client dials at this instant, after its process started
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         procs = [
-            subprocess.Popen([sys.executable, "-c", CLIENTS_SCRIPT, "127.0.0.1", str(server.port), str(threads),
-                              repr(start_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            subprocess.Popen([sys.executable, "-c", CLIENTS_SCRIPT, "127.0.0.1", str(server.port), str(threads)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(processes)
         ]
+        for proc in procs:  # every process has its threads waiting
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:  # then all 512 dial at once
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         admin = TCPStore("127.0.0.1", server.port, "secret-512", timeout=60)
         admin.wait(["arrived"], timeout=60)
         deadline = time.monotonic() + 60
@@ -146,7 +154,7 @@ def test_512_simultaneous_clients_all_connect() -> None:
         admin.set("go", b"1")
         reports = []
         for proc in procs:
-            out, err = proc.communicate(timeout=60)
+            out, err = proc.communicate(timeout=60)  # (stdin closed here)
             assert proc.returncode == 0, err[-2000:]
             reports.append(json.loads(out.strip().splitlines()[-1]))
         admin.close()
