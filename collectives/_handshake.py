@@ -33,6 +33,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from . import _interfaces
 from .config import Config
 from .errors import AuthenticationError, ConnectError, InvalidArgumentError
 
@@ -292,7 +293,7 @@ def listen_socket(host: str, port: int = 0, backlog: int = 1024, bufsize: int = 
     try:
         family, type_, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except OSError as exc:
-        raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from None
+        raise ConnectError(f"cannot listen on {_interfaces.host_port(host, port)}: {exc}") from None
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -301,7 +302,7 @@ def listen_socket(host: str, port: int = 0, backlog: int = 1024, bufsize: int = 
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from None
+        raise ConnectError(f"cannot listen on {_interfaces.host_port(host, port)}: {exc}") from None
     return sock
 
 
@@ -350,24 +351,57 @@ def interface_ipv4(ifname: str) -> str | None:
     return socket.inet_ntoa(packed[20:24])
 
 
-def resolve_bind_address(config: Config | None = None) -> str:
-    """The address TCP listeners bind: COLLECTIVES_SOCKET_ADDR, else the IPv4 address of
-    the first usable interface in COLLECTIVES_SOCKET_IFNAME (comma-separated), else
-    loopback. Never the wildcard unless asked for explicitly, so that single-host jobs are
-    unreachable from the network."""
+def resolve_bind_address(config: Config | None = None, *, routable: bool = False) -> str:
+    """The address TCP listeners bind: COLLECTIVES_SOCKET_ADDR, else the address that
+    COLLECTIVES_SOCKET_IFNAME chooses (names, prefixes, CIDR subnets, ``^`` exclusions:
+    :mod:`collectives._interfaces`), else loopback. Never the wildcard unless asked for
+    explicitly, so that single-host jobs are unreachable from the network.
+
+    ``routable``: the ranks span several machines, so peers elsewhere must reach this
+    address. Then, with nothing configured, the first address not on loopback or a local
+    bridge is taken (:func:`collectives._interfaces.routable`), and a loopback address,
+    configured or chosen, is refused with :class:`InvalidArgumentError`: advertised to
+    another host it would lead that host's ranks to themselves."""
     config = Config.from_env() if config is None else config
     if config.socket_addr:
-        return config.socket_addr
-    if config.socket_ifname:
-        known = {name for _, name in socket.if_nameindex()}
-        names = [n.strip() for n in config.socket_ifname.split(",") if n.strip()]
-        for name in names:
-            if name in known:
-                address = interface_ipv4(name)
-                if address is not None:
-                    return address
+        address, source = config.socket_addr, f"COLLECTIVES_SOCKET_ADDR={config.socket_addr!r}"
+    elif config.socket_ifname:
+        chosen = _interfaces.select(config.socket_ifname)
+        address, source = chosen.host, f"COLLECTIVES_SOCKET_IFNAME={config.socket_ifname!r} ({chosen.interface})"
+    elif routable:
+        chosen = _interfaces.routable()
+        logger.info("ranks on several hosts: listening on %s (%s); COLLECTIVES_SOCKET_IFNAME or "
+                    "COLLECTIVES_SOCKET_ADDR choose another", chosen.host, chosen.interface)
+        return chosen.host
+    else:
+        return "127.0.0.1"
+    if routable and is_loopback(address):
         raise InvalidArgumentError(
-            f"COLLECTIVES_SOCKET_IFNAME={config.socket_ifname!r}: no such interface with an IPv4 "
-            f"address (interfaces here: {', '.join(sorted(known))})"
+            f"{source} is loopback address {address}, but this job's ranks span several hosts: the others "
+            "cannot reach it; choose an interface they can reach (for example COLLECTIVES_SOCKET_IFNAME=eth0, "
+            "COLLECTIVES_SOCKET_IFNAME=10.0.0.0/8 or COLLECTIVES_SOCKET_IFNAME='^lo,docker')"
         )
-    return "127.0.0.1"
+    return address
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def advertised_host(bound: str) -> str:
+    """The host a listener bound to ``bound`` tells its peers to connect to: ``bound``
+    itself, or for a wildcard the host name where it resolves to an address other than
+    loopback (on many systems it resolves to 127.0.1.1), else this host's first routable
+    address (:func:`collectives._interfaces.routable`), else the host name."""
+    if bound not in WILDCARDS:
+        return bound
+    name = socket.gethostname()
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        resolved = set()
+    if resolved and not all(is_loopback(str(a)) for a in resolved):
+        return name
+    try:
+        return _interfaces.routable().host
+    except InvalidArgumentError:
+        return name

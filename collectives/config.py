@@ -9,8 +9,8 @@
 | COLLECTIVES_SECRET | per-job secret proven on every TCP connection | made by launcher |
 | COLLECTIVES_INSECURE | 1 lets ranks on several hosts that meet in a store without authentication (torch's TCPStore) connect without COLLECTIVES_SECRET (anyone who can read the store can then join); a warning says so | off: such a job needs COLLECTIVES_SECRET |
 | COLLECTIVES_OBJECT_CODEC | how the torch backend's object collectives (`all_gather_object`, ...) encode and decode: `safe` (plain data, arrays and tensors; never runs code) or `pickle` (any object, and any peer can run code in this process) | safe |
-| COLLECTIVES_SOCKET_IFNAME | interface whose address TCP listeners bind (like NCCL_SOCKET_IFNAME) | loopback |
-| COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind | loopback |
+| COLLECTIVES_SOCKET_IFNAME | which interface's address TCP listeners bind, in NCCL_SOCKET_IFNAME's syntax plus subnets: comma-separated name prefixes (`eth`, `ib0`) or CIDR subnets (`10.0.0.0/8`, `fd00::/8`); `=` in front: exact names; `^` in front: exclusions (`^lo,docker`); IPv4 first, a link-local IPv6 address with its scope | loopback on one host; across hosts the first address not on loopback or a docker/virbr bridge |
+| COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind (IPv4, IPv6, `fe80::1%eth0`; loopback is refused when the ranks span several hosts) | as COLLECTIVES_SOCKET_IFNAME |
 | COLLECTIVES_HOSTNAME | host identity override (network namespaces act as hosts) | hostname + boot id |
 | COLLECTIVES_SHM_RING_BYTES | bytes of each shared-memory ring (one per ordered pair) | 4 MiB |
 | COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | the transports' own (Transport.chunk_bytes): 1 MiB |

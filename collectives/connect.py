@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import devices
+from ._handshake import resolve_bind_address
 from .communicator import Communicator, Splitter
 from .config import Config
 from .data_key import data_key
@@ -89,11 +90,20 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
             choice = select_transport(rank, peer, my_host=me, peer_host=hosts[peer])
         plan.setdefault(choice.transport, []).append(peer)
         lines.append(describe(choice))
+    # Ranks on several machines: TCP must listen where the others can reach it. Identities
+    # given by COLLECTIVES_HOSTNAME stand for namespaces or tests on one machine, whose
+    # configured address (loopback by default) is kept as it is.
+    routable = len(set(hosts)) > 1 and not config.hostname
+    if routable and "tcp" in plan:
+        # On every rank, before any waits on another: a listener on loopback would be
+        # advertised to hosts that cannot reach it (and rank 0, which only connects, would
+        # otherwise learn of it by a timeout).
+        resolve_bind_address(config, routable=True)
     # TCP carries data on every rank or on none (a rank with a peer on another host means
     # every rank has one), so the key's derivation is collective over all of them.
     key, forget_key = data_key(rank, cstore, config, hosts, config.timeout) if "tcp" in plan else (b"", _nothing)
     try:
-        transports = _transports(rank, size, plan, cstore, config, key)
+        transports = _transports(rank, size, plan, cstore, config, key, routable=routable)
         context = PlanContext.build(rank, size, transports, config, store=cstore, hosts=hosts, connect=_derived)
         try:
             context.device = devices.choose(rank, size, hosts, cstore, config, context.windows, context.label)
@@ -122,15 +132,18 @@ def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[A
 
 
 def _transports(
-    rank: int, size: int, plan: dict[str, list[int]], cstore: Store, config: Config, key: bytes
+    rank: int, size: int, plan: dict[str, list[int]], cstore: Store, config: Config, key: bytes, *,
+    routable: bool = False,
 ) -> list[Transport]:
-    """One transport per kind in ``plan`` (all closed again if one fails)."""
+    """One transport per kind in ``plan`` (all closed again if one fails); ``routable``:
+    the ranks span several hosts, so TCP listeners must be reachable from the others."""
     transports: list[Transport] = []
     try:
         for name in sorted(plan):  # the same order on every rank
             peers = plan[name]
             if name == "tcp":  # TCP's peer sets differ by rank: it keys its addresses per rank
-                transports.append(TcpTransport(rank, size, peers, cstore, config, config.timeout, secret=key))
+                transports.append(TcpTransport(rank, size, peers, cstore, config, config.timeout, secret=key,
+                                               routable=routable))
             else:  # shm and inproc groups are cliques (one host)
                 group_store = PrefixStore(f"{name}/{min(rank, *peers)}", cstore)
                 transports.append(transport_class(name)(rank, size, peers, group_store, config, config.timeout))

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._handshake import resolve_bind_address
+from .._handshake import WILDCARDS, advertised_host, resolve_bind_address
 from ..config import Config
 from ..errors import ConnectError, InvalidArgumentError, StoreError
 from .base import Store
 from .tcp_store import TCPStore, TCPStoreServer
-
-_WILDCARDS = ("0.0.0.0", "::")
 
 
 def _bcast_json(mpi_comm: Any, value: Any, root: int) -> Any:
@@ -98,7 +95,7 @@ class MPIStore(Store):
                 bind = host or resolve_bind_address(config)
                 secret = secrets.token_hex(32)
                 self.server = TCPStoreServer(host=bind, port=0, secret=secret, timeout=self.timeout)
-                address = socket.gethostname() if bind in _WILDCARDS else self.server.host
+                address = advertised_host(bind) if bind in WILDCARDS else self.server.host
                 offer = {"host": address, "port": self.server.port, "secret": secret}
             except Exception as exc:  # noqa: BLE001 - every rank must hear why
                 offer = {"error": f"{type(exc).__name__}: {exc}"}

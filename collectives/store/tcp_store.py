@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import random
 import selectors
 import socket
 import struct
@@ -37,6 +38,7 @@ from .._handshake import (
     listen_socket,
     secret_bytes,
 )
+from .._interfaces import host_port
 from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, RendezvousTimeoutError, StoreError
 from .base import DEFAULT_TIMEOUT, Store
 
@@ -129,7 +131,7 @@ class TCPStoreServer:
         bound = self._listener.getsockname()
         self._host: str = bound[0]
         self._port: int = bound[1]
-        self.rejections = RejectionLog(f"TCPStoreServer {self._host}:{self._port}")
+        self.rejections = RejectionLog(f"TCPStoreServer {host_port(self._host, self._port)}")
         self._data: dict[bytes, bytes] = {}
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._timers: list[tuple[float, int, object]] = []
@@ -166,7 +168,7 @@ class TCPStoreServer:
         self._thread.join(timeout=10)
 
     def __repr__(self) -> str:
-        return f"<TCPStoreServer {self._host}:{self._port}>"
+        return f"<TCPStoreServer {host_port(self._host, self._port)}>"
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -404,7 +406,8 @@ class TCPStore(Store):
     Each concurrent caller uses its own connection from a small pool, so one thread
     blocked in ``get`` never holds up another thread's ``set`` on the same store object.
     Connecting retries refused connections until ``timeout`` (the server may start later),
-    then raises :class:`ConnectError` naming ``host:port``.
+    with exponential backoff and jitter, then raises :class:`ConnectError` naming
+    ``host:port``. ``host`` may be IPv6, a link-local one with its scope (``fe80::1%eth0``).
     """
 
     def __init__(
@@ -452,7 +455,7 @@ class TCPStore(Store):
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     def __repr__(self) -> str:
         return f"<TCPStore {self.where}{' (hosting the server)' if self.server else ''}>"
@@ -472,7 +475,8 @@ class TCPStore(Store):
                     raise ConnectError(
                         f"could not connect to the store at {self.where} within {timeout:g} s: {exc}"
                     ) from None
-                time.sleep(delay)
+                # Jittered: ranks started together (hundreds of them) must not retry in step.
+                time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.5)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

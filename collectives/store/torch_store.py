@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._handshake import listen_socket
-from ..errors import RendezvousTimeoutError, StoreError
+from .._interfaces import host_port
+from ..errors import ConnectError, RendezvousTimeoutError, StoreError
 from .base import DEFAULT_TIMEOUT, Store
 
 
@@ -34,7 +35,14 @@ class TorchStore(Store):
 
         wait = datetime.timedelta(seconds=timeout)
         if not is_server:
-            return cls(TCPStore(host, port, size, False, timeout=wait, wait_for_workers=False), timeout)
+            try:
+                return cls(TCPStore(host, port, size, False, timeout=wait, wait_for_workers=False), timeout)
+            except RuntimeError as exc:  # torch's DistNetworkError, with a C++ stack trace after its first line
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise ConnectError(
+                    f"could not connect to the store at {host_port(host, port)} (torch's TCPStore, MASTER_ADDR and "
+                    f"MASTER_PORT) within {timeout:g} s: {first}"
+                ) from None
         listener = listen_socket(host, port)
         try:
             store = TCPStore(host, port, size, True, timeout=wait, wait_for_workers=False,

@@ -30,6 +30,7 @@ from .._handshake import (
     PURPOSE_DATA,
     HandshakeResponder,
     RejectionLog,
+    advertised_host,
     client_handshake,
     is_loopback,
     listen_socket,
@@ -205,7 +206,9 @@ def _split_address(text: str, peer: int = -1) -> tuple[str, int]:
 
 class TcpTransport(Transport):
     """Authenticated TCP connections from ``rank`` to each of ``peers``, proving ``secret``
-    (default: the store's ``"secret"`` key, for callers that put one there)."""
+    (default: the store's ``"secret"`` key, for callers that put one there). ``routable``:
+    some peer is on another host, so the listener must not be on loopback
+    (:func:`collectives._handshake.resolve_bind_address`)."""
 
     name = "tcp"
 
@@ -219,6 +222,7 @@ class TcpTransport(Transport):
         timeout: float,
         *,
         secret: bytes | None = None,
+        routable: bool = False,
     ) -> None:
         self.rank = rank
         self.channels: dict[int, TcpChannel] = {}
@@ -235,15 +239,14 @@ class TcpTransport(Transport):
         socks: dict[int, socket.socket] = {}
         try:
             if lower:
-                host = resolve_bind_address(config)
+                host = resolve_bind_address(config, routable=routable)
                 if not secret and not is_loopback(host):
                     raise InvalidArgumentError(
                         f"tcp rank {rank}: refusing to listen on {host} without a job secret (set COLLECTIVES_SECRET)"
                     )
                 listener = listen_socket(host, 0, backlog=max(128, 2 * len(lower)), bufsize=SOCKET_BUFFER_BYTES)
                 port = listener.getsockname()[1]
-                if host in ("0.0.0.0", "::"):  # explicitly asked for: publish a name peers can reach
-                    host = socket.gethostname()
+                host = advertised_host(host)  # a wildcard (asked for explicitly): a name peers can reach
                 self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                 self._acceptor = _Acceptor(rank, listener, secret, set(lower), deadline)
                 self._acceptor.start()
