@@ -8,101 +8,59 @@ TCP at 2 and 4 ranks; the block's rules (per thread, nesting, restoring) in one 
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import collectives
-from collectives.errors import CollectiveTimeoutError, InvalidArgumentError
+from collectives.errors import InvalidArgumentError
+from collectives.mpi import find_mpiexec
 from collectives.testing import run_world
 from fault_worlds import figure
+from per_op_timeouts import GROUP, SHORT, check_longer, check_shorter, longer, shorter
 
 WORLDS = [("shm", 2), ("shm", 4), ("tcp", 2), ("tcp", 4)]
-GROUP = 0.4
-"""The group's timeout where a longer per-op one is honoured (seconds)."""
-LATE = 1.2
-"""How late the late rank is: three times the group's timeout."""
-SHORT = 0.5
-"""The per-op timeout that must fire, against a group timeout of 60 s."""
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
 def test_a_longer_per_op_timeout_is_honoured(transport, size):
-    late = size - 1
-
-    def fn(comm):
-        x = np.ones(1000)
-        comm.all_reduce(x)  # #1: everyone connected and there
-        comm.timeout = GROUP
-        took = []
-        with comm.op_timeout(30):
-            if comm.rank == late:
-                time.sleep(LATE)
-            began = time.monotonic()
-            comm.all_reduce(x)  # synchronous: waits LATE > GROUP for the late rank
-            took.append(time.monotonic() - began)
-            if comm.rank == late:
-                time.sleep(LATE)
-            began = time.monotonic()
-            work = comm.all_reduce(x, async_op=True)  # runs on the worker thread, with the block's timeout
-        value = work.wait()  # (waited for outside the block: the value it was issued under holds)
-        took.append(time.monotonic() - began)
-        restored = comm.timeout
-        comm.timeout = 60.0
-        comm.barrier()  # the communicator is healthy
-        return took, restored, float(value[0])
-
-    results = run_world(fn, size, transport, timeout=60)
-    waited = []
-    for rank, (took, restored, value) in enumerate(results):
-        assert value == size ** 3, (rank, value)  # both calls completed, with the right sums
-        assert restored == GROUP  # the group's timeout again after the block
-        if rank != late:
-            assert all(t > GROUP for t in took), (rank, took)  # they did wait past the group's timeout
-            waited += took
+    waited = check_longer(run_world(longer, size, transport, timeout=60))
     figure(f"per-op timeout 30 s honoured past the group's {GROUP} s, {transport} n={size}, waited", waited)
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
 def test_a_shorter_per_op_timeout_fires_at_its_value(transport, size, tmp_path: Path):
-    late = size - 1
-    others = [r for r in range(size) if r != late]
-
-    def fn(comm):
-        x = np.ones(1000)
-        comm.all_reduce(x)  # #1, everyone there; the group's timeout stays 60 s
-        if comm.rank == late:  # absent from #2 until every other rank has given up on it
-            deadline = time.monotonic() + 30
-            while not all((tmp_path / f"rank{r}").exists() for r in others) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return None
-        began = time.monotonic()
-        try:
-            with comm.op_timeout(datetime.timedelta(seconds=SHORT)):
-                comm.all_reduce(x)
-        except CollectiveTimeoutError as exc:
-            after = time.monotonic() - began
-            (tmp_path / f"rank{comm.rank}").touch()
-            return type(exc).__name__, exc.timeout, exc.absent, str(exc), after, comm.timeout
-        (tmp_path / f"rank{comm.rank}").touch()
-        return "returned"
-
-    results = run_world(fn, size, transport, timeout=60)
-    raised = []
-    for rank in others:
-        assert results[rank] != "returned", f"rank {rank} completed all_reduce #2 without rank {late}"
-        name, timeout, absent, message, after, group = results[rank]
-        assert timeout == SHORT and f"after {SHORT:g} s" in message, message
-        assert absent == [late], message
-        assert SHORT <= after < SHORT + 5.0, (after, message)  # at its own value, far from the group's 60 s
-        assert group == 60.0
-        raised.append(after)
+    raised = check_shorter(run_world(shorter(tmp_path), size, transport, timeout=60))
     figure(f"per-op timeout {SHORT} s (group 60 s) raised, {transport} n={size}, after", raised)
+
+
+@pytest.mark.mpi
+@pytest.mark.multiprocess
+def test_per_op_timeouts_over_mpi(tmp_path: Path):
+    """Both cases over the mpi transport under a real mpiexec, at 2 ranks."""
+    pytest.importorskip("mpi4py")
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec on PATH or beside this Python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTIVES_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parents[1]), str(HERE), env.get("PYTHONPATH")]))
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(HERE / "faults_per_op_mpi.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=HERE.parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    waited = check_longer([r["longer"] for r in results])
+    raised = check_shorter([r["shorter"] for r in results])
+    figure(f"per-op timeout 30 s honoured past the group's {GROUP} s, mpi n=2, waited", waited)
+    figure(f"per-op timeout {SHORT} s (group 60 s) raised, mpi n=2, after", raised)
 
 
 def test_the_block_is_per_thread_nests_and_restores():
