@@ -23,6 +23,7 @@ from typing import TypeVar
 from .errors import InvalidArgumentError
 
 T = TypeVar("T")
+_COUNTING = threading.Lock()  # guards the counts of open blocks (opening one is rare; reading is not)
 
 
 def seconds_of(timeout: float | datetime.timedelta, what: str = "timeout") -> float:
@@ -33,25 +34,36 @@ def seconds_of(timeout: float | datetime.timedelta, what: str = "timeout") -> fl
     return float(seconds)
 
 
+class _PerThread(threading.local):
+    """This thread's ``op_timeout`` (None outside any block; a class default, so that a read
+    outside a block raises and catches no AttributeError)."""
+
+    seconds: float | None = None
+
+
 class Timeouts:
     """The timeouts of a communicator (a base of ``Communicator``): the group's, and this
     thread's ``op_timeout`` block, if any."""
 
     _group_timeout: float
-    _per_thread: threading.local
+    _per_thread: _PerThread
+    _open_blocks: int  # in any thread: while none is, a read is one attribute (the per-call path)
 
     @property
     def timeout(self) -> float:
         """Seconds an operation issued now, by this thread, may wait: the innermost
         ``op_timeout`` block's, else the group's. Setting it sets the group's."""
-        seconds: float | None = getattr(self._per_thread, "seconds", None)
+        if not self._open_blocks:
+            return self._group_timeout
+        seconds = self._per_thread.seconds
         return self._group_timeout if seconds is None else seconds
 
     @timeout.setter
     def timeout(self, seconds: float) -> None:
-        if "_per_thread" not in vars(self):  # (set first by the communicator's __init__)
-            self._per_thread = threading.local()
         self._group_timeout = seconds
+        if not hasattr(self, "_per_thread"):  # the first time, in the communicator's __init__
+            # (not vars(self): a __dict__ once asked for makes every attribute read slower)
+            self._per_thread, self._open_blocks = _PerThread(), 0
 
     @contextlib.contextmanager
     def op_timeout(self, timeout: float | datetime.timedelta) -> Iterator[float]:
@@ -66,17 +78,21 @@ class Timeouts:
         """
         seconds = seconds_of(timeout, "op_timeout")
         local = self._per_thread
-        outer = getattr(local, "seconds", None)
+        outer = local.seconds
         local.seconds = seconds
+        with _COUNTING:
+            self._open_blocks += 1
         try:
             yield seconds
         finally:
             local.seconds = outer
+            with _COUNTING:
+                self._open_blocks -= 1
 
     def _carried(self, run: Callable[[], T]) -> Callable[[], T]:
         """``run`` as the worker thread runs it: under the ``op_timeout`` of the thread that
         issued it (the worker has none of its own)."""
-        seconds: float | None = getattr(self._per_thread, "seconds", None)
+        seconds = self._per_thread.seconds
         if seconds is None:
             return run
 
