@@ -141,6 +141,10 @@ def test_a_silent_or_reset_connection_fails_every_rank_in_bounded_time(mode, siz
     for rank, (name, message, took, since_fault) in enumerate(results):
         assert name != "returned", f"rank {rank} returned success from a broken all_reduce ({message})"
         assert took < BOUND, (rank, took, message)
+        if mode == "blackhole":  # everyone alive and in the call, nothing moving: waited out
+            assert name == "CollectiveTimeoutError", (rank, name, message)
+        elif rank == 0:  # the reset reached rank 0 itself: a lost peer, at once
+            assert name == "PeerLostError" and "reset" in message, (rank, name, message)
         after.append(since_fault)
         print(f"\n{mode} n={size} rank {rank}: {name} after {took:.2f} s: {message[:200]}")
     figure(f"tcp {mode} n={size} (timeout {TIMEOUT:g} s): every rank raised, after the fault", after)
