@@ -143,8 +143,8 @@ def test_a_silent_or_reset_connection_fails_every_rank_in_bounded_time(mode, siz
         assert took < BOUND, (rank, took, message)
         if mode == "blackhole":  # everyone alive and in the call, nothing moving: waited out
             assert name == "CollectiveTimeoutError" and "every rank reported being in it" in message, (rank, message)
-        elif rank == 0:  # the reset reached rank 0 itself: a lost peer, at once
-            assert name == "PeerLostError" and "reset" in message, (rank, name, message)
+        elif rank == 0:  # the reset reached rank 0 itself: a lost peer, at once (whichever error came first)
+            assert name == "PeerLostError", (rank, name, message)
         after.append(since_fault)
         print(f"\n{mode} n={size} rank {rank}: {name} after {took:.2f} s: {message[:200]}")
     figure(f"tcp {mode} n={size} (timeout {TIMEOUT:g} s): every rank raised, after the fault", after)
