@@ -35,6 +35,7 @@ from .staging import NoteStaged, Staging
 from .stall import watch
 from .store import Store
 from .tags import CONTROL_TAG_BIT
+from .timeouts import Timeouts
 from .transports.base import Transport
 from .work import Work, Worker
 
@@ -45,7 +46,7 @@ Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
 
 
-class Communicator(Traced, Recoverable):
+class Communicator(Traced, Recoverable, Timeouts):
     """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
 
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
@@ -53,7 +54,7 @@ class Communicator(Traced, Recoverable):
                  splitter: Splitter | None = None) -> None:
         self.rank, self.size, self.store, self.config = rank, size, store, config
         self.transports = list(transports)
-        self.timeout = config.timeout  # seconds any wait of an operation may take
+        self.timeout = config.timeout  # the group's: seconds any wait of an operation may take (timeouts.py)
         self._call = Call(config.timeout)  # the operation under way, as its waits name it
         self._context = context or PlanContext.build(rank, size, self.transports, config, store=store)
         self._planner = Planner(self._context)
@@ -144,7 +145,7 @@ class Communicator(Traced, Recoverable):
             if self._worker is None:
                 self._worker = Worker(f"collectives-rank{self.rank}")
             self._trace.issue(key, seq)
-            work = self._worker.submit(Work(key[0], seq), lambda: self._run(key, seq, body))
+            work = self._worker.submit(Work(key[0], seq), self._carried(lambda: self._run(key, seq, body)))
             return work if async_op else work.wait()
         return self._run(key, seq, body)
 
@@ -173,7 +174,7 @@ class Communicator(Traced, Recoverable):
             call = self._call
             call.name = key[0]
             call.seq = seq = next(self._collective_numbers)
-            call.timeout = timeout = self.timeout
+            call.timeout = timeout = self.timeout if self._open_blocks else self._group_timeout  # (timeout: a property, 60 ns)
             call.deadline = (now := time.monotonic()) + timeout
             slot = self._trace_slots[seq & TRACE_MASK]  # the flight recorder, inline (~0.1 us)
             slot[0], slot[1], slot[2] = key, seq, now

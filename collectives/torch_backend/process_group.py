@@ -185,14 +185,11 @@ class CollectivesProcessGroup(Reductions, DataMovement, PointToPoint, dist.Proce
             def run() -> None:
                 on_worker = threading.get_ident() == self._runner.worker_ident
                 error: BaseException | None = None
-                self.comm.timeout = seconds
-                try:
-                    with ordered_on:
+                try:  # the call's timeout (torch's opts.timeout), for this thread's calls only
+                    with ordered_on, self.comm.op_timeout(seconds):
                         body(seq, seconds)
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiter
                     error = to_torch_error(exc, f"{self._where()}: {name} #{seq}")
-                finally:
-                    self.comm.timeout = self._timeout
                 work._finish(error, on_worker=on_worker)
 
             inline = self._runner.claim_or_queue(run, inline=not async_op)
