@@ -6,8 +6,11 @@ tests/faults/mpi_lifecycle.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import threading
+import time
 
 # /proc/net/tcp states (include/net/tcp_states.h)
 _LISTEN = "0A"
@@ -70,3 +73,22 @@ def snapshot() -> dict[str, object]:
         "shm_maps": shm_maps,
         "shm_entries": own_shm_entries(),
     }
+
+
+class AbortTimer:
+    """``comm.abort()`` from a timer thread after ``seconds`` (a watchdog), noting when."""
+
+    def __init__(self, comm: Any, seconds: float) -> None:
+        self.aborted_at: list[float] = []
+        self.comm = comm
+        self.timer = threading.Timer(seconds, self._abort)
+        self.timer.start()
+
+    def _abort(self) -> None:
+        self.aborted_at.append(time.monotonic())
+        self.comm.abort()
+
+    def seconds_to(self, returned: float) -> float:
+        """Seconds from the abort to ``returned`` (once the timer has fired)."""
+        self.timer.join()
+        return returned - self.aborted_at[0]

@@ -32,11 +32,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        import traceback
+    from mpi_main import main_or_abort
 
-        traceback.print_exc()
-        sys.stdout.flush()
-        WORLD.Abort(1)
+    main_or_abort(main, WORLD)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from mpi4py import MPI
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
 import collectives  # noqa: E402
-from lifecycle_resources import snapshot  # noqa: E402
+from lifecycle_resources import AbortTimer, snapshot  # noqa: E402
 
 ABORT_AFTER = 0.3
 CYCLES = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -35,22 +34,14 @@ def abort_round(world: MPI.Comm, count: int) -> float | None:
         time.sleep(ABORT_AFTER + 1.0)
         comm.abort()
         return None
-    aborted_at: list[float] = []
-
-    def watchdog() -> None:
-        aborted_at.append(time.monotonic())
-        comm.abort()
-
-    timer = threading.Timer(ABORT_AFTER, watchdog)
-    timer.start()
+    watchdog = AbortTimer(comm, ABORT_AFTER)
     try:
         comm.all_reduce(np.ones(count))
     except collectives.CollectivesError:
         pass
     else:
         raise AssertionError("an all-reduce a rank never joined returned after abort()")
-    returned = time.monotonic()
-    timer.join()
+    took = watchdog.seconds_to(time.monotonic())
     for later in (lambda: comm.all_reduce(np.ones(count)), comm.barrier):
         try:
             later()
@@ -59,7 +50,7 @@ def abort_round(world: MPI.Comm, count: int) -> float | None:
         else:
             raise AssertionError("a call on an aborted communicator did not raise")
     comm.close()
-    return returned - aborted_at[0]
+    return took
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 import collectives
 from collectives.store import PrefixStore
 from collectives.testing import run_world
+from lifecycle_resources import AbortTimer
 
 pytestmark = pytest.mark.multiprocess
 
@@ -33,18 +33,10 @@ COUNTS = (8, 1 << 18)
 def _blocked_then_aborted(comm: collectives.Communicator, count: int) -> float:
     """Enter an all-reduce that cannot finish, abort it from a timer thread; the seconds
     from abort() to the call's return."""
-    aborted_at: list[float] = []
-
-    def watchdog() -> None:
-        aborted_at.append(time.monotonic())
-        comm.abort()
-
-    timer = threading.Timer(ABORT_AFTER, watchdog)
-    timer.start()
+    watchdog = AbortTimer(comm, ABORT_AFTER)
     with pytest.raises(collectives.CollectivesError):
         comm.all_reduce(np.ones(count))
-    returned = time.monotonic()
-    timer.join()
+    took = watchdog.seconds_to(time.monotonic())
     # Closed, or broken where a peer's abort reached this rank before its own did.
     later = (collectives.CommunicatorClosedError, collectives.CommunicatorBrokenError)
     with pytest.raises(later):
@@ -53,7 +45,7 @@ def _blocked_then_aborted(comm: collectives.Communicator, count: int) -> float:
         comm.barrier()
     comm.abort()  # idempotent
     comm.close()
-    return returned - aborted_at[0]
+    return took
 
 
 @pytest.mark.parametrize("size", [2, 4])
