@@ -192,7 +192,9 @@ class Communicator(Traced, Recoverable, Timeouts):
         if (stopped := self._stopped(name, seq, exc)) is not None:  # aborted, or revoked (recovery/mixin.py)
             raise stopped from exc
         # The root cause the first rank to fail recorded; leaving wakes the ranks waiting on us.
-        error = explain(self.store, self.rank, self.size, name, seq, exc, grace=min(1.0, self.timeout))
+        error = explain(self.store, self.rank, self.size, name, seq, exc, min(1.0, self.timeout), lambda: self._closed)
+        if self._closed and (stopped := self._stopped(name, seq, exc)) is not None:  # aborted meanwhile
+            raise stopped from exc
         self._broken = error
         abandon(self.transports)
         if error is exc:

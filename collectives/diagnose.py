@@ -128,8 +128,9 @@ class Fault:
         return cls(**json.loads(data))
 
 
-def _bounded(fn: Callable[[], _T], seconds: float) -> _T | None:
-    """``fn()`` in a helper thread, or None if it fails or takes longer than ``seconds``."""
+def _bounded(fn: Callable[[], _T], seconds: float, interrupted: Callable[[], bool] | None = None) -> _T | None:
+    """``fn()`` in a helper thread, or None if it fails, takes longer than ``seconds``, or
+    ``interrupted()`` turns true meanwhile (an ``abort()`` must not wait for a diagnosis)."""
     box: list[_T] = []
 
     def run() -> None:
@@ -140,25 +141,30 @@ def _bounded(fn: Callable[[], _T], seconds: float) -> _T | None:
 
     thread = threading.Thread(target=run, name="collectives-diagnose", daemon=True)
     thread.start()
-    thread.join(seconds)
+    deadline = time.monotonic() + seconds
+    while thread.is_alive() and (left := deadline - time.monotonic()) > 0:
+        thread.join(min(left, 0.01) if interrupted is not None else left)
+        if interrupted is not None and interrupted():
+            return None
     return box[0] if box else None
 
 
 def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
-            exc: CollectiveTimeoutError | TransportError, grace: float) -> CollectivesError:
+            exc: CollectiveTimeoutError | TransportError, grace: float,
+            interrupted: Callable[[], bool] | None = None) -> CollectivesError:
     """The error this rank raises for ``exc`` in ``name #seq``: the root cause of the
     communicator's failure as the first rank to fail recorded it (recording it here if
     this rank is the first). Without a store, or if the store does not answer within
     ``grace + STORE_BOUND`` seconds (``TRANSPORT_STORE_BOUND`` for a transport failure),
-    ``exc`` named by its operation."""
+    ``exc`` named by its operation; likewise at once when ``interrupted()`` turns true."""
     plain: CollectivesError = exc if isinstance(exc, CollectiveTimeoutError) else type(exc)(
         f"{name} #{seq}: {exc}", peer=exc.peer)
     if store is None or size < 2:
         return plain
     if isinstance(exc, CollectiveTimeoutError):
-        fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND)
+        fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND, interrupted)
     else:
-        fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), TRANSPORT_STORE_BOUND)
+        fault = _bounded(lambda: _transport_failed(store, rank, name, seq, exc), TRANSPORT_STORE_BOUND, interrupted)
     if fault is None or (fault.kind == "error" and fault.witness == rank):
         return plain
     return error_for(fault, rank, name, seq)

@@ -33,7 +33,9 @@ protocol, and a ``torch.distributed`` TCPStore pointed at it would fail confusin
 Each line a rank prints is forwarded with a ``[rank N] `` prefix (stdout to stdout, stderr
 to stderr; ``--no-prefix`` passes the streams through untouched). When a rank exits with a
 non-zero status the others are stopped (SIGTERM, then SIGKILL after a grace period) and
-that status is the launcher's. SIGINT and SIGTERM sent to the launcher are forwarded to
+that status is the launcher's; with ``--keep-going`` they run on (a job that recovers with
+``comm.shrink`` needs its survivors, and the launcher's store outlives every rank) and the
+first failure's status is the launcher's once all have ended. SIGINT and SIGTERM sent to the launcher are forwarded to
 every rank, stopped (frozen) ones included; ranks still running ``--grace`` seconds later
 (default 5) get SIGKILL, and so does everything at a second signal. Each rank runs in its
 own session, so a terminal's Ctrl-C reaches the ranks once, through the launcher, and
@@ -101,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace", type=_positive_float, default=KILL_GRACE,
         help=f"seconds ranks have to exit after SIGTERM before SIGKILL (default {KILL_GRACE:g})",
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true",
+        help="when a rank fails, let the others run on (for jobs that recover with comm.shrink; "
+             "docs/fault-tolerance.md); the status is still the first failure's",
     )
     parser.add_argument("--no-prefix", action="store_true", help="do not prefix output lines with [rank N]")
     parser.add_argument("-m", "--module", action="store_true", help="run SCRIPT as a module, like python -m")
@@ -207,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if received:  # a signal came while we were starting ranks: start no more
                     job.signal_all(received[-1])
                     break
-            status = job.watch(_said_failure, grace=args.grace)
+            status = job.watch(_said_failure_keeping if args.keep_going else _said_failure, grace=args.grace,
+                               keep_going=args.keep_going)
     finally:
         job.stop(args.grace)
         for forwarder in forwarders:
@@ -244,12 +252,21 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
     return [interpreter, *rest]
 
 
+def _how(failed: Child) -> str:
+    code = failed.poll() or 0
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
 def _said_failure(failed: Child, running: list[Child]) -> None:
     """Say which rank failed and which ones are being stopped for it."""
-    code = failed.poll() or 0
-    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     if running:
-        _say(f"rank {failed.rank} {how}; stopping rank(s) {', '.join(str(c.rank) for c in running)}")
+        _say(f"rank {failed.rank} {_how(failed)}; stopping rank(s) {', '.join(str(c.rank) for c in running)}")
+
+
+def _said_failure_keeping(failed: Child, running: list[Child]) -> None:
+    """Say which rank failed, and that the others go on (``--keep-going``)."""
+    going = f"rank(s) {', '.join(str(c.rank) for c in running)} go on" if running else "no rank is left"
+    _say(f"rank {failed.rank} {_how(failed)}; {going} (--keep-going)")
 
 
 if __name__ == "__main__":

@@ -261,15 +261,19 @@ class Job:
             child.wait()
 
     def watch(self, on_failure: Callable[[Child, list[Child]], None] | None = None,
-              grace: float = KILL_GRACE) -> int:
+              grace: float = KILL_GRACE, *, keep_going: bool = False) -> int:
         """Wait for every child; when one fails, stop the others and return its status.
 
         Returns 0 when every child exited with 0, else the first failure's status as a
         shell reports it (:func:`exit_status`). ``on_failure(child, still_running)`` is
-        called before the others are stopped (to say so). Once a signal forwarded by
-        :meth:`forward_signals` has had its grace period, the children still running
-        (frozen ones too) get SIGKILL.
+        called before the others are stopped (to say so). With ``keep_going`` the others
+        are not stopped (survivors that recover without the failed rank go on; every
+        failure is said) and the first failure's status is returned once all have ended.
+        Once a signal forwarded by :meth:`forward_signals` has had its grace period, the
+        children still running (frozen ones too) get SIGKILL.
         """
+        first: int | None = None
+        said: set[int] = set()
         while True:
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
                 self.signal_all(signal.SIGKILL)
@@ -279,13 +283,16 @@ class Job:
                 code = child.poll()
                 if code is None:
                     running = True
-                elif code != 0:
+                elif code != 0 and child.rank not in said:
+                    said.add(child.rank)
+                    first = code if first is None else first
                     if on_failure is not None:
                         on_failure(child, [c for c in self.children if c.running])
-                    self.stop(grace)
-                    return exit_status(code)
+                    if not keep_going:
+                        self.stop(grace)
+                        return exit_status(code)
             if not running:
-                return 0
+                return 0 if first is None else exit_status(first)
             time.sleep(POLL_INTERVAL)
 
     @contextmanager
