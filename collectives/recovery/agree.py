@@ -62,7 +62,9 @@ def agree_round(store: Store, round: int, rank: int, size: int, flag: int, *, go
         pause = min(pause * 2, POLL_MAX)
     held = json.loads(s.get("decision", timeout))
     decision = Decision(round, int(held["flag"]), tuple(held["alive"]), tuple(held["excluded"]))
-    if rank not in decision.alive:
+    # A rank the voters excluded may not have voted in time (nobody waits for it): it is out
+    # by request, not declared failed.
+    if rank not in decision.alive and rank not in decision.excluded:
         raise RankDeclaredFailedError(
             f"agreement #{round}: the other members declared rank {rank} failed (it did not vote within "
             f"{timeout:g} s, recovery_timeout); it is not a member of what they agreed on", round=round)

@@ -165,7 +165,6 @@ def candidates(collective: str, windows: bool = False, hosts: bool = False) -> l
     return names
 
 
-@functools.lru_cache(maxsize=4096)
 def choose(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
            ranks_per_host: int = 0, profile: Profile | None = None) -> str:
     """The algorithm predicted fastest (priced at ``priced_at(nbytes)``), where it beats the

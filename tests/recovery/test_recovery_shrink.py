@@ -4,6 +4,8 @@ failures in a row, with failures during the shrink itself, and with exclusions."
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from recovery_world import die, run_ranks
@@ -108,6 +110,17 @@ def _exclude_one(comm: collectives.Communicator) -> tuple[tuple[int, int, int] |
 
 def test_excluded_members_get_none_and_the_rest_renumber() -> None:
     out = run_ranks(_exclude_one, 4, "tcp", timeout=5)
+    assert out == {0: ("ok", ((0, 3, 5), 4)), 1: ("ok", (None, 4)), 2: ("ok", ((1, 3, 5), 4)), 3: ("ok", ((2, 3, 5), 4))}
+
+
+def _exclude_one_that_votes_late(comm: collectives.Communicator) -> tuple[tuple[int, int, int] | None, int]:
+    if comm.rank == 1:
+        time.sleep(0.5)  # the others decide without it: nobody waits for a rank excluded by request
+    return _exclude_one(comm)
+
+
+def test_an_excluded_member_that_votes_late_still_gets_none_not_an_error() -> None:
+    out = run_ranks(_exclude_one_that_votes_late, 4, "shm", timeout=5)
     assert out == {0: ("ok", ((0, 3, 5), 4)), 1: ("ok", (None, 4)), 2: ("ok", ((1, 3, 5), 4)), 3: ("ok", ((2, 3, 5), 4))}
 
 
