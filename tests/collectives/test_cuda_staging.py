@@ -9,7 +9,6 @@ use it then). Each world is started by ``collectives-run``, a fresh interpreter 
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import subprocess
@@ -19,21 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from collectives.testing.devices import cuda_devices as _cuda_devices
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.multiprocess, pytest.mark.cuda]
 
 
-@functools.cache
-def _cuda_devices() -> int:
-    """CUDA devices torch sees, asked in a child process (0 without torch or a GPU)."""
-    if importlib.util.find_spec("torch") is None or not any(Path("/dev").glob("nvidia*")):
-        return 0
-    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
 
-needs_gpu = pytest.mark.skipif("_cuda_devices() == 0", reason="no CUDA device visible (torch.cuda.is_available() is False)")
+needs_gpu = pytest.mark.skipif(_cuda_devices() == 0, reason="no CUDA device visible (torch.cuda.is_available() is False)")
 
 SCRIPT = """
 import sys

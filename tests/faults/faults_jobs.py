@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from lifecycle_resources import socket_inodes
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SCRIPT = HERE / "faults_rank.py"
@@ -104,21 +106,6 @@ class Job:
                 p.wait()
 
 
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        pass
-    return inodes
-
-
 def _address(hex_addr: str) -> str:
     ip, port = hex_addr.split(":")
     raw = bytes.fromhex(ip)
@@ -139,7 +126,7 @@ def listeners(pids: list[int]) -> dict[int, list[str]]:
                 fields = line.split()
                 if fields[3] == "0A":  # TCP_LISTEN
                     table[fields[9]] = _address(fields[1])
-    return {pid: sorted(table[i] for i in _socket_inodes(pid) if i in table) for pid in pids}
+    return {pid: sorted(table[i] for i in socket_inodes(pid) if i in table) for pid in pids}
 
 
 def is_loopback_listener(address: str) -> bool:

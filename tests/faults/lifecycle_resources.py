@@ -17,15 +17,19 @@ _LISTEN = "0A"
 _ESTABLISHED = "01"
 
 
-def _socket_inodes() -> set[str]:
+def socket_inodes(pid: int | str = "self") -> set[str]:
+    """The inodes of the sockets process ``pid`` holds (empty where it cannot be read)."""
     inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
     return inodes
 
 
@@ -59,7 +63,7 @@ def snapshot() -> dict[str, object]:
     import gc
 
     gc.collect()
-    inodes = _socket_inodes()
+    inodes = socket_inodes()
     listening, connected = _tcp_sockets(inodes)
     with open("/proc/self/maps") as f:
         shm_maps = sum(1 for line in f if "/dev/shm/" in line)

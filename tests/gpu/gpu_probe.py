@@ -4,7 +4,6 @@ ranks with ``collectives-run`` (a fresh interpreter per rank, all on this host's
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -15,18 +14,12 @@ from typing import Any
 
 import pytest
 
+from collectives.testing.devices import cuda_devices
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-@functools.cache
-def cuda_devices() -> int:
-    """CUDA devices torch sees, asked in a child process (0 without torch or a GPU)."""
-    if importlib.util.find_spec("torch") is None or not any(Path("/dev").glob("nvidia*")):
-        return 0
-    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
 
 needs_gpu = pytest.mark.skipif(
