@@ -331,6 +331,13 @@ class TcpTransport(Transport):
         if sel is None or self._closed:
             time.sleep(timeout)
             return
+        try:
+            self._watch_and_select(sel, timeout)
+        except (KeyError, ValueError, OSError):
+            if not self._closed:  # else closed meanwhile from another thread (abort): the caller sees it
+                raise
+
+    def _watch_and_select(self, sel: selectors.BaseSelector, timeout: float) -> None:
         for peer, channel in self.channels.items():
             old = self._events.get(peer, 0)
             if channel.error is not None:
@@ -362,10 +369,15 @@ class TcpTransport(Transport):
         self._closed = True
         if self._acceptor is not None:
             self._acceptor.stop()
-        for peer, channel in self.channels.items():
-            if self._sel is not None and self._events.get(peer):
-                self._sel.unregister(channel.sock)
-            channel.close()
+        # Every channel first, each on its own: a close from another thread (``abort()``) races the
+        # waiting thread's selector updates, and one failed unregister must not leave a channel open
+        # (its pending requests would then wait for the peer instead of failing now). Closing the
+        # selector drops every registration at once.
+        for channel in self.channels.values():
+            try:
+                channel.close()
+            except Exception:  # noqa: BLE001 - the other channels must still close
+                logger.debug("closing the channel to rank %d failed", channel.peer, exc_info=True)
         self._events.clear()
         if self._sel is not None:
             self._sel.close()

@@ -204,6 +204,24 @@ def test_peer_close_raises_peer_lost_not_a_hang() -> None:
     run_ranks(2, body)
 
 
+def test_close_from_another_thread_fails_every_pending_request_despite_a_selector_race() -> None:
+    """``abort()`` closes the transport while the waiting thread updates its selector; a
+    registration that thread already dropped must not stop the close at that channel (the
+    requests on the channels after it would then wait for their peers, not fail now)."""
+    def body(rank: int, t: TcpTransport) -> None:
+        if rank != 0:
+            time.sleep(0.5)  # alive and connected, but sends nothing
+            return
+        pending = [t.channels[peer].irecv(bytearray(4), 9) for peer in (1, 2)]
+        t.wait_for_activity(0.01)  # both sockets are now registered
+        t._sel.unregister(t.channels[1].sock)  # what the waiting thread did just before the close
+        t.close()
+        assert all(isinstance(r.error, PeerLostError) for r in pending), [r.error for r in pending]
+        t.wait_for_activity(0.01)  # the waiting thread's next sleep, on a closed selector: no error
+
+    run_ranks(3, body)
+
+
 def test_send_to_closed_peer_raises_peer_lost() -> None:
     def body(rank: int, t: TcpTransport) -> None:
         ch = t.channels[1 - rank]
