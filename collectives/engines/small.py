@@ -31,6 +31,7 @@ import numpy as np
 
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
+from . import small_native
 from .direct import BARRIER_LEN, BROADCAST, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
 from ..algorithms.schedule import partition
 
@@ -141,6 +142,12 @@ class _Plan:
         if flags[HALF_LEN + (s & 1)] != self.nbytes:
             raise count_mismatch(q, flags[HALF_LEN + (s & 1)], self.nbytes)
 
+    def _native(self, kind: int, dtype: np.dtype, op: int = small_native.NO_FOLD,
+                reduced: tuple[int, int] | None = None) -> Any:
+        """The C plan of this shape (``small_native``), or None."""
+        return small_native.plan(self.window, kind, self.halves, flag=SMALL, len_slot=HALF_LEN, nbytes=self.nbytes,
+                                 len_word=self.nbytes, dtype=dtype, op=op, reduced=reduced)
+
 
 class BarrierPlan:
     """Barriers: post the next serial, return once every peer has posted it. A barrier
@@ -152,16 +159,29 @@ class BarrierPlan:
         self.window = window
         self.mine: Any = window.flags(window.rank)  # written: the word where data calls put their byte count
         self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+        self.native = small_native.plan(window, small_native.BARRIER, (), flag=SMALL, len_slot=HALF_LEN, nbytes=0,
+                                        len_word=BARRIER_LEN)
 
     def __call__(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        if self.native is not None:
+            s = self.native(serial)
+            if s > 0:
+                return s
+            if s < 0:  # posted; a peer is late (or met a data call)
+                return self._arrive(-s, deadline, on_timeout)
         s = serial + 1
         window = self.window
         for q, flags in self.peers:  # my word of half s % 2 is free once every peer began s - 1
             if flags[SMALL] < s - 1:
                 window.wait(q, SMALL, s - 1, deadline, on_timeout)
-        length = HALF_LEN + (s & 1)
-        self.mine[length] = BARRIER_LEN  # a data call meeting it raises, as below
+        self.mine[HALF_LEN + (s & 1)] = BARRIER_LEN  # a data call meeting it raises, as below
         window.post(SMALL, s)
+        return self._arrive(s, deadline, on_timeout)
+
+    def _arrive(self, s: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Wait until every peer has posted barrier ``s``."""
+        window = self.window
+        length = HALF_LEN + (s & 1)
         for q, flags in self.peers:
             if flags[SMALL] < s:
                 window.wait(q, SMALL, s, deadline, on_timeout)
@@ -173,20 +193,35 @@ class BarrierPlan:
 class AllReducePlan(_Plan):
     """Small all-reduces of one shape and operator."""
 
-    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp,
+                 reduced: tuple[int, int] | None = None) -> None:
         super().__init__(window, dtype, size)
         self.averages = op is ReduceOp.AVG  # the caller divides (ops.finalize)
         self.kernel = kernel_of(op)
         self.operands = self.halves  # per half: what this rank reduces (every rank's copy)
+        self.fold = small_native.fold_code(dtype, op)
+        self.native = self._native(small_native.ALL_REDUCE, dtype, self.fold, reduced)
 
     def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
         ``out`` (which may be ``x``: the sources are the window copies). Returns the new
         serial."""
+        if self.native is not None:
+            s = self.native(x, out, serial)
+            if s > 0:
+                if self.fold == small_native.NO_FOLD:
+                    _reduce_with(self.kernel, self.operands[s & 1], out)
+                return s
+            if s < 0:  # posted; a peer is late, or passed another count
+                return self._gather(-s, out, deadline, on_timeout)
         s = self._begin(serial, deadline, on_timeout)
         copy_array(self.halves[s & 1][self.me], x)
         self.mine[HALF_LEN + (s & 1)] = self.nbytes
         self.window.post(SMALL, s)
+        return self._gather(s, out, deadline, on_timeout)
+
+    def _gather(self, s: int, out: np.ndarray, deadline: float, on_timeout: OnTimeout) -> int:
+        """Wait for every peer's copy of call ``s``, then reduce them into ``out``."""
         for q, flags in self.peers:
             self._wait(q, flags, s, deadline, on_timeout)
         _reduce_with(self.kernel, self.operands[s & 1], out)
@@ -197,9 +232,9 @@ class ReduceScatterPlan(AllReducePlan):
     """Small reduce-scatters of one shape (``size``: elements of ``x``) and operator."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
-        super().__init__(window, dtype, size, op)
         # rank r reduces block r of every rank's copy, into ``out`` (which may be a view of x)
-        offset, length = partition(size, len(window.ranks))[self.me]
+        offset, length = partition(size, len(window.ranks))[window.ranks.index(window.rank)]
+        super().__init__(window, dtype, size, op, reduced=(offset * dtype.itemsize, length * dtype.itemsize))
         self.operands = tuple([source[offset : offset + length] for source in half] for half in self.halves)
 
 
@@ -210,16 +245,27 @@ class AllGatherPlan(_Plan):
         super().__init__(window, dtype, size)
         flags = dict(self.peers)
         self.blocks = tuple((i, q, flags.get(q), slice(i * size, (i + 1) * size)) for i, q in enumerate(window.ranks))
+        self.native = self._native(small_native.ALL_GATHER, dtype)
 
     def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
         ``x`` may be this rank's block of ``out``. Returns the new serial."""
+        if self.native is not None:
+            s = self.native(x, out, serial)
+            if s > 0:
+                return s
+            if s < 0:  # posted; a peer is late, or passed another count
+                return self._collect(-s, x, out, deadline, on_timeout)
         s = self._begin(serial, deadline, on_timeout)
-        sources = self.halves[s & 1]
-        me = self.me
-        copy_array(sources[me], x)
+        copy_array(self.halves[s & 1][self.me], x)
         self.mine[HALF_LEN + (s & 1)] = self.nbytes
         self.window.post(SMALL, s)
+        return self._collect(s, x, out, deadline, on_timeout)
+
+    def _collect(self, s: int, x: np.ndarray, out: np.ndarray, deadline: float, on_timeout: OnTimeout) -> int:
+        """Copy every rank's block of call ``s`` into ``out``, waiting for each in turn."""
+        sources = self.halves[s & 1]
+        me = self.me
         # In place (x is my block of out) my block is already there; taking it back from
         # the window anyway kept the tiniest calls a little faster (no address check), but
         # costs a copy as large as the block: from IN_PLACE_SKIP_BYTES it is skipped.
@@ -284,9 +330,13 @@ class PipelinedBroadcastPlan:
         self.flags = {q: window.flags(q) for q in window.ranks}
         self.mine: Any = window.flags(window.rank)  # written: the byte count of each slot
         self.peers = tuple((q, self.flags[q]) for q in window.ranks if q != window.rank)
+        self.native = small_native.plan(window, small_native.BROADCAST, self.slots, flag=BROADCAST, len_slot=SLOT_LEN,
+                                        nbytes=nbytes, len_word=nbytes)
 
     def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Copy the root's ``x`` into every rank's ``x``. Returns the new serial."""
+        if self.native is not None and (b := self.native(x, self.index[root], serial)) > 0:
+            return b  # else nothing was done: a slot still being read, or the root is late
         window = self.window
         b = serial + 1
         source = self.slots[b % PIPELINED_BROADCAST_SLOTS][self.index[root]]

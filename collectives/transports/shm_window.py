@@ -116,6 +116,11 @@ class ShmWindow:
         """Rank ``rank``'s flags, read live (``flags(q)[slot]``), for loops that look often."""
         return self._flags[rank]
 
+    def flag_area(self, rank: int) -> np.ndarray:
+        """Rank ``rank``'s flag area as u64 words (flag ``slot`` at word ``slot * FLAG_STRIDE // 8``),
+        for code that reads and writes the flags by address (engines/_small_c.c)."""
+        return np.frombuffer(self._maps[rank], dtype=np.uint64, count=FLAG_AREA // 8)
+
     def post(self, slot: int, value: int, wake: bool = True) -> None:
         """Set my flag ``slot`` to ``value`` and (unless ``wake`` is false) wake peers."""
         self._flags[self.rank][slot] = value

@@ -1,0 +1,387 @@
+/* The happy path of the small-window collectives (engines/small.py) in one C call.
+
+   A small call is a few copies, one flag store, a doorbell ring and a wait on each peer's
+   flag; in Python each of those is an interpreter dispatch of 0.1-0.4 us, more than the work.
+   Here a call does them all, spinning at most ``spin_ns`` (then ``yield_ns`` of sched_yield)
+   on a late peer. It never sleeps and never reports an error: where a peer is late or a
+   byte count differs it returns how far it got, and the Python plan finishes the call with
+   its own waits (futex sleep, liveness and timeout checks) and errors. The GIL stays held,
+   so the windows cannot be closed under a running call (every wait here is bounded).
+
+   Layout (engines/direct.py, transports/shm_window.py): every rank's window starts with a
+   flag area of u64 words, one per 64-byte line, written only by their owner; ``areas``
+   are the data areas a call uses (the two halves, or the pipelined broadcast's slots) of
+   every rank, in window-rank order. Reductions fold in rank order 0..p-1, element by
+   element, as numpy's ufuncs do: the same bits as the Python plans. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+
+#define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
+
+enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3 };
+enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
+enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
+
+typedef struct {
+    PyObject_HEAD
+    int kind, ranks, me, flag, len_slot, areas, op, dtype;
+    Py_ssize_t nbytes, red_offset, red_bytes;
+    uint64_t len_word;
+    int64_t spin_ns, yield_ns;
+    uint64_t **flags;       /* [ranks]: each rank's flag area */
+    char **area;            /* [areas * ranks]: area m of rank r at m * ranks + r */
+    uint32_t **doorbell;    /* [bells] */
+    uint32_t **sleeping;    /* [bells] */
+    int bells;
+    PyObject *keep;         /* what keeps the mappings alive */
+} SmallPlan;
+
+static inline int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline uint64_t load_flag(const SmallPlan *p, int rank, int slot) {
+    return __atomic_load_n(p->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
+}
+
+/* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. */
+static int reach(const SmallPlan *p, int rank, int slot, uint64_t value) {
+    if (load_flag(p, rank, slot) >= value) return 1;
+    int64_t start = now_ns(), spin_until = start + p->spin_ns, yield_until = spin_until + p->yield_ns;
+    for (unsigned i = 1;; i++) {
+        if (load_flag(p, rank, slot) >= value) return 1;
+        if ((i & 63) == 0) {
+            int64_t t = now_ns();
+            if (t >= yield_until) return 0;
+            if (t >= spin_until) sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+static void post(SmallPlan *p, int slot, uint64_t value) {
+    __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELEASE);
+    for (int i = 0; i < p->bells; i++) {
+        __atomic_fetch_add(p->doorbell[i], 1, __ATOMIC_SEQ_CST); /* a full fence before reading sleeping */
+        if (__atomic_load_n(p->sleeping[i], __ATOMIC_SEQ_CST)) {
+#ifdef __linux__
+            syscall(SYS_futex, p->doorbell[i], FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+#endif
+        }
+    }
+}
+
+static void set_word(SmallPlan *p, int slot, uint64_t value) {
+    __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELAXED);
+}
+
+/* -- reductions: out = out op src, element by element ------------------------------- */
+
+#define FOLD_LOOP(T, EXPR)                                                        \
+    {                                                                             \
+        T *o = (T *)out;                                                          \
+        const T *s = (const T *)src;                                              \
+        for (Py_ssize_t i = 0; i < n; i++) { T a = o[i], b = s[i]; o[i] = (EXPR); } \
+    }
+
+#define FOLD_ARITH(T)                                                            \
+    switch (op) {                                                                \
+    case OP_SUM: FOLD_LOOP(T, a + b) break;                                      \
+    case OP_PROD: FOLD_LOOP(T, a * b) break;                                     \
+    default: return 0;                                                           \
+    }
+
+/* Integers wrap as numpy's do: unsigned arithmetic, then the signed view of the bits. */
+#define FOLD_INT(T, U)                                                           \
+    switch (op) {                                                                \
+    case OP_SUM: FOLD_LOOP(T, (T)((U)a + (U)b)) break;                           \
+    case OP_PROD: FOLD_LOOP(T, (T)((U)a * (U)b)) break;                          \
+    case OP_MIN: FOLD_LOOP(T, a < b ? a : b) break;                              \
+    case OP_MAX: FOLD_LOOP(T, a > b ? a : b) break;                              \
+    case OP_BAND: FOLD_LOOP(T, a & b) break;                                     \
+    case OP_BOR: FOLD_LOOP(T, a | b) break;                                      \
+    case OP_BXOR: FOLD_LOOP(T, a ^ b) break;                                     \
+    default: return 0;                                                           \
+    }
+
+static int fold(int dtype, int op, char *out, const char *src, Py_ssize_t nbytes) {
+    Py_ssize_t n;
+    switch (dtype) {
+    case T_F32: n = nbytes / 4; FOLD_ARITH(float) break;
+    case T_F64: n = nbytes / 8; FOLD_ARITH(double) break;
+    case T_I8: n = nbytes; FOLD_INT(int8_t, uint8_t) break;
+    case T_I16: n = nbytes / 2; FOLD_INT(int16_t, uint16_t) break;
+    case T_I32: n = nbytes / 4; FOLD_INT(int32_t, uint32_t) break;
+    case T_I64: n = nbytes / 8; FOLD_INT(int64_t, uint64_t) break;
+    case T_U8: n = nbytes; FOLD_INT(uint8_t, uint8_t) break;
+    case T_U16: n = nbytes / 2; FOLD_INT(uint16_t, uint16_t) break;
+    case T_U32: n = nbytes / 4; FOLD_INT(uint32_t, uint32_t) break;
+    case T_U64: n = nbytes / 8; FOLD_INT(uint64_t, uint64_t) break;
+    default: return 0;
+    }
+    return 1;
+}
+
+static int folds(int dtype, int op) {
+    if (op == OP_NONE || dtype < 0 || dtype >= T_COUNT) return 0;
+    if (dtype == T_F32 || dtype == T_F64) return op == OP_SUM || op == OP_PROD;
+    return 1;
+}
+
+/* -- the calls ----------------------------------------------------------------------- */
+
+static int begun(SmallPlan *p, uint64_t s) {
+    for (int q = 0; q < p->ranks; q++)
+        if (q != p->me && !reach(p, q, p->flag, s - 1)) return 0;
+    return 1;
+}
+
+static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
+    return reach(p, q, p->flag, s) && load_flag(p, q, len_slot) == p->len_word;
+}
+
+/* all_reduce / reduce_scatter / all_gather / barrier over the halves: returns s, 0 when
+   nothing was done (a peer had not begun s - 1), or -s once s is posted but a peer is late
+   or passed another count. */
+static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t serial) {
+    uint64_t s = serial + 1;
+    int h = (int)(s & 1), len_slot = p->len_slot + h;
+    if (!begun(p, s)) return 0;
+    char **half = p->area + (size_t)h * p->ranks;
+    if (p->kind != KIND_BARRIER) memcpy(half[p->me], x, (size_t)p->nbytes);
+    set_word(p, len_slot, p->len_word);
+    post(p, p->flag, s);
+    if (p->kind == KIND_ALL_GATHER) {
+        for (int q = 0; q < p->ranks; q++) {
+            if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+        }
+        for (int q = 0; q < p->ranks; q++) {
+            char *block = out + (size_t)q * p->nbytes;
+            if (block != x) memcpy(block, half[q], (size_t)p->nbytes);
+        }
+        return (long long)s;
+    }
+    for (int q = 0; q < p->ranks; q++)
+        if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+    if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
+        memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
+        for (int q = 1; q < p->ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
+    }
+    return (long long)s;
+}
+
+/* A pipelined broadcast (slot b % areas, flag ``flag``): b, or 0 when nothing was done. */
+static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial) {
+    uint64_t b = serial + 1;
+    int k = (int)(b % (uint64_t)p->areas);
+    char *slot = p->area[(size_t)k * p->ranks + root];
+    if (p->me == root) {
+        uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
+        for (int q = 0; q < p->ranks; q++)
+            if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
+        memcpy(slot, x, (size_t)p->nbytes);
+        set_word(p, p->len_slot + k, p->len_word);
+    } else {
+        if (!reach(p, root, p->flag, b) || load_flag(p, root, p->len_slot + k) != p->len_word) return 0;
+        memcpy(x, slot, (size_t)p->nbytes);
+    }
+    post(p, p->flag, b);
+    return (long long)b;
+}
+
+static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t nargs) {
+    /* (x, out, serial) for the halves; (x, root, serial) for a broadcast; (serial,) for a barrier */
+    Py_buffer xb = {0}, ob = {0};
+    long long result = 0;
+    if (p->kind == KIND_BARRIER) {
+        if (nargs != 1) return PyErr_Format(PyExc_TypeError, "a barrier plan takes (serial)");
+        unsigned long long serial = PyLong_AsUnsignedLongLong(args[0]);
+        if (PyErr_Occurred()) return NULL;
+        return PyLong_FromLongLong(run_halves(p, NULL, NULL, serial));
+    }
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "a small plan takes three arguments");
+    unsigned long long serial = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (p->kind == KIND_BROADCAST) {
+        long root = PyLong_AsLong(args[1]);
+        if (PyErr_Occurred()) return NULL;
+        if (root < 0 || root >= p->ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
+        if (PyObject_GetBuffer(args[0], &xb, root == p->me ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+            PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
+            return PyLong_FromLong(0);
+        }
+        if (xb.len == p->nbytes) result = run_broadcast(p, (char *)xb.buf, (int)root, serial);
+        PyBuffer_Release(&xb);
+        return PyLong_FromLongLong(result);
+    }
+    if (PyObject_GetBuffer(args[0], &xb, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
+        return PyLong_FromLong(0);
+    }
+    if (PyObject_GetBuffer(args[1], &ob, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        PyBuffer_Release(&xb);
+        return PyLong_FromLong(0);
+    }
+    Py_ssize_t want_out = p->kind == KIND_ALL_GATHER ? p->nbytes * p->ranks : p->red_bytes;
+    if (xb.len == p->nbytes && ob.len == want_out) /* else the Python plan does it (and says what is wrong) */
+        result = run_halves(p, (const char *)xb.buf, (char *)ob.buf, serial);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&xb);
+    return PyLong_FromLongLong(result);
+}
+
+static void SmallPlan_dealloc(SmallPlan *p) {
+    PyMem_Free(p->flags);
+    PyMem_Free(p->area);
+    PyMem_Free(p->doorbell);
+    PyMem_Free(p->sleeping);
+    Py_XDECREF(p->keep);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static int addresses(PyObject *seq, Py_ssize_t want, void *into, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != want) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd addresses, expected %zd", what, PySequence_Fast_GET_SIZE(fast), want);
+        Py_DECREF(fast);
+        return -1;
+    }
+    void **out = (void **)into;
+    for (Py_ssize_t i = 0; i < want; i++) {
+        out[i] = PyLong_AsVoidPtr(PySequence_Fast_GET_ITEM(fast, i));
+        if (out[i] == NULL) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: a null address", what);
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
+                            "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep", NULL};
+    int kind, me, flag, len_slot, dtype, op;
+    Py_ssize_t nbytes, red_offset, red_bytes;
+    unsigned long long len_word;
+    long long spin_ns, yield_ns;
+    PyObject *flags, *areas, *doorbells, *sleepers, *keep;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO", names, &kind, &me, &flags, &areas, &doorbells,
+                                     &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
+                                     &red_bytes, &spin_ns, &yield_ns, &keep))
+        return NULL;
+    Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
+    if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
+    if (kind < KIND_ALL_REDUCE || kind > KIND_BROADCAST || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
+        red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
+        (kind != KIND_BARRIER && nareas == 0))
+        return PyErr_Format(PyExc_ValueError, "inconsistent small plan");
+    if (op != OP_NONE && !folds(dtype, op))
+        return PyErr_Format(PyExc_ValueError, "no C fold for dtype code %d and operator code %d", dtype, op);
+    SmallPlan *p = (SmallPlan *)type->tp_alloc(type, 0);
+    if (p == NULL) return NULL;
+    p->kind = kind, p->ranks = (int)ranks, p->me = me, p->flag = flag, p->len_slot = len_slot;
+    p->areas = (int)(nareas / ranks), p->op = op, p->dtype = dtype, p->nbytes = nbytes, p->len_word = len_word;
+    p->red_offset = red_offset, p->red_bytes = red_bytes, p->spin_ns = spin_ns, p->yield_ns = yield_ns;
+    p->bells = (int)bells;
+    p->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
+    p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
+    p->doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    Py_INCREF(keep);
+    p->keep = keep;
+    if (!p->flags || !p->area || !p->doorbell || !p->sleeping) {
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    if (addresses(flags, ranks, p->flags, "flags") < 0 || addresses(areas, nareas, p->area, "areas") < 0 ||
+        addresses(doorbells, bells, p->doorbell, "doorbells") < 0 ||
+        addresses(sleepers, bells, p->sleeping, "sleepers") < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) return PyErr_Format(PyExc_TypeError, "no keyword arguments");
+    return SmallPlan_call((SmallPlan *)self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static PyObject *SmallPlan_tp_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (kwds != NULL && PyDict_Size(kwds)) return PyErr_Format(PyExc_TypeError, "no keyword arguments");
+    return SmallPlan_call((SmallPlan *)self, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
+}
+
+typedef struct {
+    SmallPlan base;
+    vectorcallfunc vectorcall;
+} SmallPlanWithVectorcall;
+
+static PyObject *SmallPlan_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *self = SmallPlan_new(type, args, kwds);
+    if (self != NULL) ((SmallPlanWithVectorcall *)self)->vectorcall = SmallPlan_vectorcall;
+    return self;
+}
+
+static PyTypeObject SmallPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._small_c.SmallPlan",
+    .tp_basicsize = sizeof(SmallPlanWithVectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(SmallPlanWithVectorcall, vectorcall),
+    .tp_new = SmallPlan_new_vc,
+    .tp_call = SmallPlan_tp_call,
+    .tp_dealloc = (destructor)SmallPlan_dealloc,
+    .tp_doc = "One shape of small-window collective, run in C up to the first late peer.",
+};
+
+static PyObject *folds_py(PyObject *self, PyObject *args) {
+    int dtype, op;
+    if (!PyArg_ParseTuple(args, "ii", &dtype, &op)) return NULL;
+    return PyBool_FromLong(folds(dtype, op));
+}
+
+static PyMethodDef methods[] = {
+    {"folds", folds_py, METH_VARARGS, "Whether the C plans fold (dtype code, operator code) themselves."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_small_c", "Small-window collectives in C.", -1, methods};
+
+PyMODINIT_FUNC PyInit__small_c(void) {
+    if (PyType_Ready(&SmallPlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&SmallPlanType);
+    if (PyModule_AddObject(m, "SmallPlan", (PyObject *)&SmallPlanType) < 0) {
+        Py_DECREF(&SmallPlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

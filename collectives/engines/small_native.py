@@ -1,0 +1,87 @@
+"""The C happy path of the small-window plans (``_small_c``), where it is built and allowed.
+
+A small collective's own work is a few copies and flag words; in Python its interpreter
+dispatch costs more than that work (docs/performance.md, "Ninth round"). ``_small_c`` runs
+a whole call in one C function, spinning briefly on a late peer, and returns how far it
+got; the Python plans in ``small.py`` finish what it could not (sleeping waits, liveness,
+timeouts, errors), so both paths give the same results, the same bits and the same errors.
+
+The extension is built by ``pip install`` where a C compiler is present; without one, or
+with ``COLLECTIVES_PURE_PYTHON=1`` (read when a plan is made), every call runs in Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..buffers import ALIASED_COPY_BYTES, address_of
+from ..ops import ReduceOp
+
+try:
+    from . import _small_c  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the Python plans do everything
+    _small_c = None
+
+PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
+
+ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST = range(4)
+"""Kinds of C plan (reduce-scatter is an all-reduce of one block)."""
+
+NO_FOLD = -1
+"""The C plan synchronises and copies, the caller folds (with numpy)."""
+
+MAX_BYTES = ALIASED_COPY_BYTES[0]
+"""The largest contribution taken in C: beyond it the interpreter's share of a call is
+small, and from here ``buffers.copy_array`` sidesteps a slow memcpy that C would meet."""
+
+_DTYPES = {np.dtype(t): code for code, t in enumerate(
+    (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64))}
+_OPS = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PROD: 1, ReduceOp.MIN: 2, ReduceOp.MAX: 3,
+        ReduceOp.BAND: 4, ReduceOp.BOR: 5, ReduceOp.BXOR: 6}
+
+
+def built() -> bool:
+    """Whether the C extension was built (and imports)."""
+    return _small_c is not None
+
+
+def enabled() -> bool:
+    """Whether new plans run in C: built, and not turned off by ``COLLECTIVES_PURE_PYTHON``."""
+    return _small_c is not None and os.environ.get(PURE_PYTHON_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
+    """The operator code the C plan folds with for ``dtype`` and ``op``, or NO_FOLD where
+    numpy must (float16, bfloat16, complex, bool; float MIN/MAX, whose signed zeros and NaNs
+    numpy's vector loops order in their own way)."""
+    dtype_code, op_code = _DTYPES.get(dtype), _OPS.get(op)
+    if _small_c is None or dtype_code is None or op_code is None or not _small_c.folds(dtype_code, op_code):
+        return NO_FOLD
+    return op_code
+
+
+def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
+         nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
+         reduced: tuple[int, int] | None = None) -> Any:
+    """A C plan over ``window`` (``areas``: each area of the call as every window rank's
+    view, in window-rank order), or None where calls run in Python (not built, turned off,
+    too large, or a window that is not shared memory). ``reduced`` is the (byte offset,
+    bytes) of the areas this rank folds (its block, for a reduce-scatter)."""
+    if not enabled() or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER) or not hasattr(window, "flag_area"):
+        return None
+    flags = [window.flag_area(q) for q in window.ranks]
+    bells = window.transport.doorbells()
+    offset, length = reduced if reduced is not None else (0, nbytes)
+    keep = (flags, [list(a) for a in areas], bells)  # the views that keep every mapping alive
+    return _small_c.SmallPlan(
+        kind=kind, me=window.ranks.index(window.rank), flags=[address_of(f) for f in flags],
+        areas=[address_of(view) for area in areas for view in area],
+        doorbells=[ctypes.addressof(d) for d, _ in bells], sleepers=[ctypes.addressof(s) for _, s in bells],
+        flag=flag, len_slot=len_slot, nbytes=nbytes, len_word=len_word,
+        dtype=_DTYPES.get(dtype, -1) if dtype is not None else -1, op=op, red_offset=offset, red_bytes=length,
+        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep)

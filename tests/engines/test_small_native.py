@@ -1,0 +1,170 @@
+"""The small-window collectives in C (engines/_small_c.c) and in Python (engines/small.py)
+give the same results, the same bits and the same errors: every test here runs on both
+(``COLLECTIVES_PURE_PYTHON=1`` turns the C plans off; the forked ranks inherit it)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import collectives
+from collectives import ReduceOp
+from collectives.engines import small_native
+from collectives.errors import MessageMismatchError
+from collectives.ops import kernel_of
+from collectives.store import PrefixStore
+from collectives.testing import run_world
+from collectives.testing.reference import rank_input
+
+pytestmark = pytest.mark.multiprocess
+
+CASES = [  # (dtype, operators): every C fold, and the dtypes and operators numpy folds
+    (np.float32, [ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MIN, ReduceOp.MAX, ReduceOp.AVG]),
+    (np.float64, [ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MAX]),
+    (np.int8, [ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MIN, ReduceOp.BXOR]),
+    (np.int32, [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.BAND, ReduceOp.BOR]),
+    (np.int64, [ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MIN, ReduceOp.AVG]),
+    (np.uint16, [ReduceOp.SUM, ReduceOp.MAX, ReduceOp.BXOR]),
+    (np.uint64, [ReduceOp.SUM, ReduceOp.MIN, ReduceOp.BOR]),
+    (np.float16, [ReduceOp.SUM, ReduceOp.MAX]),
+    (np.complex64, [ReduceOp.SUM]),
+]
+COUNTS = [1, 7, 3001]
+
+
+@pytest.fixture(params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "python":
+        monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    return str(request.param)
+
+
+def _native_plans(comm: collectives.Communicator) -> int:
+    """How many of the communicator's kept plans run in C."""
+    kernels = [getattr(p, "kernel", None) or getattr(p, "route", None) for p in comm._plans.values()]
+    return sum(getattr(k, "native", None) is not None for k in kernels)
+
+
+def _folded(inputs: list[np.ndarray], op: ReduceOp, size: int) -> np.ndarray:
+    """``inputs[0] op inputs[1] op ...`` in rank order with numpy's own kernel: the bits
+    both implementations must give (AVG: the sum, divided as the library divides)."""
+    out = inputs[0].copy()
+    for x in inputs[1:]:
+        kernel_of(op)(out, x, out=out)
+    if op is ReduceOp.AVG:
+        collectives.ops.finalize(op, out, size)
+    return out
+
+
+def test_the_c_extension_is_built() -> None:
+    """``pip install`` builds it where a compiler is present, as on CI: else the "c" half of
+    these tests would run in Python and prove nothing."""
+    assert small_native.built(), "collectives.engines._small_c did not build (pip install -e . with a C compiler)"
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_every_small_collective_gives_numpys_bits_in_rank_order(size: int, implementation: str) -> None:
+    def fn(comm: collectives.Communicator) -> tuple[int, list[tuple[str, bool]]]:
+        checks = []
+        for dtype, ops in CASES:
+            for op in ops:
+                for k in COUNTS:
+                    inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+                    expected = _folded(inputs, op, comm.size)
+                    for round_ in range(3):  # the first call builds the plan, the later ones keep it
+                        x = inputs[comm.rank].copy()
+                        if round_ == 1:
+                            out = np.empty_like(x)
+                            comm.all_reduce(x, op=op, out=out)
+                            got = out
+                        else:
+                            comm.all_reduce(x, op=op)
+                            got = x
+                        checks.append((f"all_reduce {np.dtype(dtype)} {op} {k}", got.tobytes() == expected.tobytes()))
+                    whole = np.concatenate([rank_input(r, k * comm.size, dtype, op, seed=k + 1, exact=False)[None]
+                                            for r in range(comm.size)])
+                    mine = _folded(list(whole), op, comm.size)[comm.rank * k:(comm.rank + 1) * k]
+                    block = np.empty(k, dtype)
+                    for _ in range(2):
+                        comm.reduce_scatter(whole[comm.rank].copy(), block, op=op)
+                        checks.append((f"reduce_scatter {np.dtype(dtype)} {op} {k}", block.tobytes() == mine.tobytes()))
+            for k in COUNTS:
+                x = rank_input(comm.rank, k, dtype, seed=k)
+                gathered = np.empty(k * comm.size, dtype)
+                for _ in range(2):
+                    comm.all_gather(x, gathered)
+                    want = np.concatenate([rank_input(r, k, dtype, seed=k) for r in range(comm.size)])
+                    checks.append((f"all_gather {np.dtype(dtype)} {k}", gathered.tobytes() == want.tobytes()))
+                in_place = np.zeros(k * comm.size, dtype)
+                in_place[comm.rank * k:(comm.rank + 1) * k] = x
+                comm.all_gather(in_place[comm.rank * k:(comm.rank + 1) * k], in_place)
+                checks.append((f"all_gather in place {np.dtype(dtype)} {k}", in_place.tobytes() == want.tobytes()))
+                for root in range(comm.size):
+                    y = rank_input(root, k, dtype, seed=root) if comm.rank == root else np.zeros(k, dtype)
+                    comm.broadcast(y, root)
+                    checks.append((f"broadcast {np.dtype(dtype)} {k} from {root}",
+                                   y.tobytes() == rank_input(root, k, dtype, seed=root).tobytes()))
+            comm.barrier()
+        return _native_plans(comm), [c for c in checks if not c[1]]
+
+    for native, failed in run_world(fn, size, "shm", timeout=240):
+        assert failed == []
+        assert (native > 0) == (implementation == "c")
+
+
+def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implementation: str) -> None:
+    """Ranks falling behind now and then: the C call gives up spinning on a late peer and the
+    Python plan finishes it (or starts it, where a peer had not begun the call before)."""
+    def fn(comm: collectives.Communicator) -> int:
+        rng = np.random.default_rng(comm.rank)
+        bad = 0
+        gathered = np.empty(3 * comm.size, np.int64)
+        for i in range(400):
+            if rng.random() < 0.1:
+                time.sleep(rng.random() * 2e-3)
+            x = np.full(3, comm.rank * 1000 + i, dtype=np.int64)
+            kind = i % 4
+            if kind == 0:
+                comm.all_reduce(x)
+                bad += int(np.count_nonzero(x != sum(r * 1000 + i for r in range(comm.size))))
+            elif kind == 1:
+                comm.all_gather(x, gathered)
+                bad += int(np.count_nonzero(gathered != np.repeat([r * 1000 + i for r in range(comm.size)], 3)))
+            elif kind == 2:
+                root = i % comm.size
+                y = x if comm.rank == root else np.zeros(3, np.int64)
+                comm.broadcast(y, root)
+                bad += int(np.count_nonzero(y != root * 1000 + i))
+            else:
+                comm.barrier()
+        return bad
+
+    assert run_world(fn, 3, "shm", timeout=120) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("call", ["all_reduce", "all_gather", "barrier against all_reduce"])
+def test_ranks_that_pass_different_counts_raise_on_every_rank(call: str, implementation: str) -> None:
+    def fn(world: collectives.Communicator) -> str:
+        comm = collectives.init(world.rank, world.size, PrefixStore("short", world.store), transport="shm", timeout=5)
+        comm.all_reduce(np.ones(4))  # the window is open, and the plan of 4 kept
+        n = 4 + comm.rank
+        try:
+            if call == "all_reduce":
+                comm.all_reduce(np.ones(n))
+            elif call == "all_gather":
+                comm.all_gather(np.ones(n), np.empty(n * comm.size))
+            elif comm.rank == 0:
+                comm.barrier()
+            else:
+                comm.all_reduce(np.ones(4))
+        except MessageMismatchError as exc:
+            return type(exc).__name__
+        finally:
+            comm.abort()
+        return "no error"
+
+    assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
