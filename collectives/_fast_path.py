@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .buffers import plain_tensor_view, same_or_apart
+from .engines.small_native import apart as _apart
 from .ops import ReduceOp
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
             return None
         comm._run_kept(key, plan, _flat(x), _flat(x))
         return x
-    if not (_output_ok(x, out, x.size) and same_or_apart(x, out)):
+    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return None
     comm._run_kept(key, plan, _flat(x), _flat(out))
     return out

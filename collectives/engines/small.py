@@ -143,7 +143,7 @@ class _Plan:
             raise count_mismatch(q, flags[HALF_LEN + (s & 1)], self.nbytes)
 
     def _native(self, kind: int, dtype: np.dtype, op: int = small_native.NO_FOLD,
-                reduced: tuple[int, int] | None = None) -> Any:
+                reduced: tuple[int, int] | None = None) -> small_native.NativePlan | None:
         """The C plan of this shape (``small_native``), or None."""
         return small_native.plan(self.window, kind, self.halves, flag=SMALL, len_slot=HALF_LEN, nbytes=self.nbytes,
                                  len_word=self.nbytes, dtype=dtype, op=op, reduced=reduced)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,6 +32,11 @@ PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
 ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST = range(4)
 """Kinds of C plan (reduce-scatter is an all-reduce of one block)."""
 
+NativePlan = Callable[..., int]
+"""A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast) or ``(serial,)``
+(barrier) -> the call's serial when done, 0 when nothing was done, -serial when posted but
+a peer is late or passed another count."""
+
 NO_FOLD = -1
 """The C plan synchronises and copies, the caller folds (with numpy)."""
 
@@ -43,6 +48,12 @@ _DTYPES = {np.dtype(t): code for code, t in enumerate(
     (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64))}
 _OPS = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PROD: 1, ReduceOp.MIN: 2, ReduceOp.MAX: 3,
         ReduceOp.BAND: 4, ReduceOp.BOR: 5, ReduceOp.BXOR: 6}
+
+
+apart: Callable[[Any, Any], bool | None] | None = None if _small_c is None else _small_c.apart
+"""``apart(a, b)``: whether two buffers are the same memory or do not overlap (None where
+either is not one contiguous buffer), in a third of ``buffers.same_or_apart``'s time; None
+where the extension is not built."""
 
 
 def built() -> bool:
@@ -67,7 +78,7 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
-         reduced: tuple[int, int] | None = None) -> Any:
+         reduced: tuple[int, int] | None = None) -> NativePlan | None:
     """A C plan over ``window`` (``areas``: each area of the call as every window rank's
     view, in window-rank order), or None where calls run in Python (not built, turned off,
     too large, or a window that is not shared memory). ``reduced`` is the (byte offset,
@@ -78,10 +89,10 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
     bells = window.transport.doorbells()
     offset, length = reduced if reduced is not None else (0, nbytes)
     keep = (flags, [list(a) for a in areas], bells)  # the views that keep every mapping alive
-    return _small_c.SmallPlan(
+    return cast(NativePlan, _small_c.SmallPlan(
         kind=kind, me=window.ranks.index(window.rank), flags=[address_of(f) for f in flags],
         areas=[address_of(view) for area in areas for view in area],
         doorbells=[ctypes.addressof(d) for d, _ in bells], sleepers=[ctypes.addressof(s) for _, s in bells],
         flag=flag, len_slot=len_slot, nbytes=nbytes, len_word=len_word,
         dtype=_DTYPES.get(dtype, -1) if dtype is not None else -1, op=op, red_offset=offset, red_bytes=length,
-        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep)
+        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep))

@@ -168,3 +168,12 @@ def test_ranks_that_pass_different_counts_raise_on_every_rank(call: str, impleme
         return "no error"
 
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
+
+
+def test_apart_tells_the_same_memory_and_disjoint_buffers_from_overlapping_ones() -> None:
+    apart = small_native.apart
+    assert apart is not None, "the C extension is not built"
+    a = np.arange(10.0)
+    assert apart(a, a) and apart(a[:5], a[5:]) and apart(a, np.zeros(10))
+    assert apart(a[:5], a[4:]) is False and apart(a[2:], a) is False
+    assert apart(a[::2], a) is None  # not one contiguous buffer: the caller asks numpy

@@ -1,0 +1,99 @@
+"""Issue 18's targets, measured: repeated harness runs against MPICH (and gloo over TCP), medians.
+
+    python perf/targets.py --rounds 3                        # every group below
+    python perf/targets.py --rounds 5 --groups small2,small4 # some of them
+
+Each group is one or more harness invocations (``python -m perf <coll>_perf --np N ... --vs
+PEER --json``); every round runs every invocation once, in an order that alternates from
+round to round so that drift on a shared machine hits all alike. For each cell (collective,
+ranks, size) it prints the median over rounds of the harness's own ratio column (the peer's
+time over ours, out-of-place and in-place added: > 1, we are faster), the rounds' range, and
+whether the median meets the target the group states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+FOUR = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Harness runs of some collectives at one world size, and the ratio their cells must reach."""
+
+    name: str
+    collectives: tuple[str, ...]
+    ranks: int
+    sizes: tuple[str, str, str]  # -b, -e, -f
+    peer: str
+    target: float  # the least median ratio (peer time / ours) that meets the issue's target
+    iters: int
+    transport: str = "shm"
+    env: tuple[tuple[str, str], ...] = ()
+
+
+GROUPS = {g.name: g for g in [
+    Group("small2", FOUR, 2, ("8", "1K", "2"), "mpi", 1 / 1.2, 200),
+    Group("small4", FOUR, 4, ("8", "1K", "2"), "mpi", 1.0, 100),
+    Group("barrier", ("barrier",), 2, ("0", "0", "1"), "mpi", 1 / 1.5, 2000),
+    Group("barrier4", ("barrier",), 4, ("0", "0", "1"), "mpi", 1 / 1.5, 1000),
+    Group("large2", FOUR, 2, ("64K", "64M", "4"), "mpi", 1.0, 20),
+    Group("large4", FOUR, 4, ("64K", "64M", "4"), "mpi", 1.0, 20),
+    Group("tcp2", ("all_reduce",), 2, ("1M", "64M", "2"), "gloo", 1.5, 20, "tcp"),
+    Group("np8", FOUR, 8, ("8", "64M", "8"), "mpi", 1.0, 20),
+    # MPICH made to yield the core at every poll of its busy wait (MPIR_CVAR_POLLS_BEFORE_YIELD,
+    # 1000 polls by default): its setting for hosts with more ranks than cores.
+    Group("np8yield", FOUR, 8, ("8", "64M", "8"), "mpi", 1.0, 20, env=(("MPIR_CVAR_POLLS_BEFORE_YIELD", "1"),)),
+]}
+
+
+def run_once(group: Group, collective: str) -> dict[int, float]:
+    """One harness invocation: {size: ratio} for the group's peer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        b, e, f = group.sizes
+        args = [sys.executable, "-m", "perf", f"{collective}_perf", "--np", str(group.ranks), "-b", b, "-e", e,
+                "-f", f, "-n", str(group.iters), "-c", "0", "--vs", group.peer, "--transport", group.transport,
+                "--json", str(out), "--progress", "off"]
+        done = subprocess.run(args, cwd=HERE, env={**os.environ, **dict(group.env)}, capture_output=True, text=True,
+                              timeout=900)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        rows = json.loads(out.read_text())["results"]
+    return {int(r["size"]): r["peers"][group.peer]["ratio"] for r in rows if r.get("peers", {}).get(group.peer)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--groups", default=",".join(GROUPS), help=f"some of {','.join(GROUPS)}")
+    args = parser.parse_args(argv)
+    runs = [(GROUPS[g], c) for g in args.groups.split(",") for c in GROUPS[g].collectives]
+    ratios: dict[tuple[str, str, int], list[float]] = {}
+    for round_ in range(args.rounds):
+        for group, collective in runs if round_ % 2 == 0 else runs[::-1]:
+            for size, ratio in run_once(group, collective).items():
+                ratios.setdefault((group.name, collective, size), []).append(ratio)
+            print(f"# round {round_ + 1}: {group.name} {collective} done", file=sys.stderr, flush=True)
+    print(f"# median over {args.rounds} rounds of the harness ratio (peer time / ours; > 1: we are faster)")
+    print(f"{'group':<9} {'collective':<15} {'size':>10} {'median':>7} {'range':>13} {'target':>7}  met")
+    for (name, collective, size), values in ratios.items():
+        group = GROUPS[name]
+        median = statistics.median(values)
+        met = "yes" if median >= group.target else "NO"
+        print(f"{name:<9} {collective:<15} {size:>10} {median:>7.2f} {min(values):>6.2f}-{max(values):<6.2f} "
+              f"{group.target:>7.2f}  {met}")
+
+
+if __name__ == "__main__":
+    main()
