@@ -5,7 +5,8 @@ algorithm asked), on plain numpy arrays that pass the same checks the full path 
 (C-contiguous, outputs writable and of the right dtype and size), runs its kept plan
 inline: no staging, no re-validation, no dispatch through the worker. The repeated small
 all_reduce (a loss, a flag, a norm) spends its time on the data then. CPU torch tensors
-take it through numpy views of their memory. Each function returns None (or False) where
+take it through numpy views of their memory. A kept call with no elements only checks
+that the communicator is open: nothing to number, record or wait for (as NCCL and MPI). Each function returns None (or False) where
 the call must take the full path.
 """
 
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .buffers import plain_tensor_view, same_or_apart
+from .plans.base import nothing
 from .engines.small_native import apart as _apart
-from .ops import ReduceOp
 
 if TYPE_CHECKING:
     from .communicator import Communicator
@@ -62,17 +63,24 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
     if out is not None and type(out) is not np.ndarray:
         return None
     key = ("all_reduce", x.dtype, x.size, op, None)
-    plan = comm._plans.get(key) if isinstance(op, (ReduceOp, str)) else None
-    if plan is None or not x.flags.c_contiguous:
+    try:  # plans are kept under ReduceOp members (hashed by identity) and names only
+        plan = comm._plans.get(key)
+    except TypeError:  # an unhashable op: the full path names it
+        return None
+    if plan is None:
         return None
     if out is None:
-        if not x.flags.writeable:
+        flags = x.flags
+        if not flags.c_contiguous or not flags.writeable:
             return None
-        comm._run_kept(key, plan, _flat(x), _flat(x))
+        flat = _flat(x)
+        comm._check_open() if plan is nothing else comm._run_kept(key, plan, flat, flat)
         return x
+    if not x.flags.c_contiguous:
+        return None
     if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return None
-    comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
     return out
 
 
@@ -84,13 +92,16 @@ def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
             return False
         comm.reduce_scatter(views[0], views[1], op)
         return True
-    if type(out) is not np.ndarray or not isinstance(op, (ReduceOp, str)):
+    if type(out) is not np.ndarray:
         return False
     key = ("reduce_scatter", x.dtype, x.size, op, None)
-    plan = comm._plans.get(key)
+    try:  # as in all_reduce
+        plan = comm._plans.get(key)
+    except TypeError:
+        return False
     if plan is None or not _output_ok(x, out, x.size // comm.size):
         return False
-    comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -108,7 +119,7 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
     plan = comm._plans.get(key)
     if plan is None or not _output_ok(x, out, x.size * comm.size):
         return False
-    comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -126,5 +137,5 @@ def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
     plan = comm._plans.get(key)
     if plan is None or not x.flags.c_contiguous or not (x.flags.writeable or root == comm.rank):
         return False
-    comm._run_kept(key, plan, _flat(x), None)
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), None)
     return True

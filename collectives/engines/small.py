@@ -163,12 +163,15 @@ class BarrierPlan:
                                         len_word=BARRIER_LEN)
 
     def __call__(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        if self.native is not None:
-            s = self.native(serial)
-            if s > 0:
-                return s
-            if s < 0:  # posted; a peer is late (or met a data call)
-                return self._arrive(-s, deadline, on_timeout)
+        return self.resume(self.native(serial) if self.native is not None else 0, serial, deadline, on_timeout)
+
+    def resume(self, code: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Finish the barrier after ``serial`` from where the C plan's result ``code`` left it
+        (0: nothing done, as without one)."""
+        if code > 0:
+            return code
+        if code < 0:  # posted; a peer is late (or met a data call)
+            return self._arrive(-code, deadline, on_timeout)
         s = serial + 1
         window = self.window
         for q, flags in self.peers:  # my word of half s % 2 is free once every peer began s - 1
@@ -206,14 +209,19 @@ class AllReducePlan(_Plan):
         """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
         ``out`` (which may be ``x``: the sources are the window copies). Returns the new
         serial."""
-        if self.native is not None:
-            s = self.native(x, out, serial)
-            if s > 0:
-                if self.fold == small_native.NO_FOLD:
-                    _reduce_with(self.kernel, self.operands[s & 1], out)
-                return s
-            if s < 0:  # posted; a peer is late, or passed another count
-                return self._gather(-s, out, deadline, on_timeout)
+        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
+                           on_timeout)
+
+    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
+               on_timeout: OnTimeout) -> int:
+        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
+        (0: nothing done, as without one)."""
+        if code > 0:
+            if self.fold == small_native.NO_FOLD:
+                _reduce_with(self.kernel, self.operands[code & 1], out)
+            return code
+        if code < 0:  # posted; a peer is late, or passed another count
+            return self._gather(-code, out, deadline, on_timeout)
         s = self._begin(serial, deadline, on_timeout)
         copy_array(self.halves[s & 1][self.me], x)
         self.mine[HALF_LEN + (s & 1)] = self.nbytes
@@ -250,12 +258,17 @@ class AllGatherPlan(_Plan):
     def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
         ``x`` may be this rank's block of ``out``. Returns the new serial."""
-        if self.native is not None:
-            s = self.native(x, out, serial)
-            if s > 0:
-                return s
-            if s < 0:  # posted; a peer is late, or passed another count
-                return self._collect(-s, x, out, deadline, on_timeout)
+        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
+                           on_timeout)
+
+    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
+               on_timeout: OnTimeout) -> int:
+        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
+        (0: nothing done, as without one)."""
+        if code > 0:
+            return code
+        if code < 0:  # posted; a peer is late, or passed another count
+            return self._collect(-code, x, out, deadline, on_timeout)
         s = self._begin(serial, deadline, on_timeout)
         copy_array(self.halves[s & 1][self.me], x)
         self.mine[HALF_LEN + (s & 1)] = self.nbytes
@@ -335,8 +348,14 @@ class PipelinedBroadcastPlan:
 
     def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Copy the root's ``x`` into every rank's ``x``. Returns the new serial."""
-        if self.native is not None and (b := self.native(x, self.index[root], serial)) > 0:
-            return b  # else nothing was done: a slot still being read, or the root is late
+        return self.resume(self.native(x, self.index[root], serial) if self.native is not None else 0, x, root,
+                           serial, deadline, on_timeout)
+
+    def resume(self, code: int, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """The C plan's result ``code`` if it broadcast, else the whole broadcast here (0: it
+        did nothing, a slot still being read or the root late)."""
+        if code > 0:
+            return code
         window = self.window
         b = serial + 1
         source = self.slots[b % PIPELINED_BROADCAST_SLOTS][self.index[root]]

@@ -19,6 +19,7 @@ from ..buffers import copy_array
 from ..engines import direct, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
+from ..engines.small_native import NO_FOLD
 from ..engines.windows import SharedWindows
 from ..ops import ReduceOp, finalize
 from .base import Plan
@@ -27,12 +28,14 @@ from .base import Plan
 class SmallReduction:
     """Small all-reduces (or reduce-scatters) of one shape and operator through the halves."""
 
-    __slots__ = ("windows", "make", "kernel", "op", "averages", "size")
+    __slots__ = ("windows", "make", "kernel", "native", "done_in_c", "op", "averages", "size")
 
     def __init__(self, windows: SharedWindows, make: Callable[[Any], Any], op: ReduceOp) -> None:
         self.windows = windows
         self.make = make  # the engine's plan for the small window, once it is open
         self.kernel: Any = None
+        self.native: Any = None  # the kernel's C plan (engines/small_native.py), called here directly
+        self.done_in_c = False  # whether a C call that returns a serial also folded
         self.op = op
         self.averages = op is ReduceOp.AVG
         self.size = windows.size
@@ -42,7 +45,12 @@ class SmallReduction:
         kernel = self.kernel
         if kernel is None:
             kernel = self.kernel = self.make(windows.small(call))
-        windows.small_serial = kernel(x, out, windows.small_serial, call.deadline, call.timed_out)
+            self.native, self.done_in_c = kernel.native, kernel.fold != NO_FOLD
+        native = self.native
+        s = native(x, out, windows.small_serial) if native is not None else 0
+        if s <= 0 or not self.done_in_c:
+            s = kernel.resume(s, x, out, windows.small_serial, call.deadline, call.timed_out)
+        windows.small_serial = s
         if self.averages:
             finalize(ReduceOp.AVG, out, self.size)
 
@@ -51,18 +59,24 @@ class SmallBarrier:
     """Barriers through the small window's flags: one post and a read of every peer's flag,
     where the scheduled barrier sends ceil(lg p) rounds of messages."""
 
-    __slots__ = ("windows", "kernel")
+    __slots__ = ("windows", "kernel", "native")
 
     def __init__(self, windows: SharedWindows) -> None:
         self.windows = windows
         self.kernel: Any = None
+        self.native: Any = None
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
         kernel = self.kernel
         if kernel is None:
             kernel = self.kernel = small.BarrierPlan(windows.small(call))
-        windows.small_serial = kernel(windows.small_serial, call.deadline, call.timed_out)
+            self.native = kernel.native
+        native = self.native
+        s = native(windows.small_serial) if native is not None else 0
+        if s <= 0:
+            s = kernel.resume(s, windows.small_serial, call.deadline, call.timed_out)
+        windows.small_serial = s
 
 
 class WindowReduction:
@@ -144,7 +158,11 @@ class WindowAllGather:
             self._find_route(call)
         windows = self.windows
         if self.serial == "small_serial":
-            windows.small_serial = self.route(x, out, windows.small_serial, call.deadline, call.timed_out)
+            route, native = self.route, self.route.native
+            s = native(x, out, windows.small_serial) if native is not None else 0
+            if s <= 0:
+                s = route.resume(s, x, out, windows.small_serial, call.deadline, call.timed_out)
+            windows.small_serial = s
         elif self.serial:
             windows.memory_serial = self.route(x, out, windows.memory_serial, call.deadline, call.timed_out)
         else:
@@ -154,20 +172,27 @@ class WindowAllGather:
 class PipelinedBroadcast:
     """Small broadcasts from one root through the pipelined slots of the small window."""
 
-    __slots__ = ("windows", "root", "kernel", "dtype", "count")
+    __slots__ = ("windows", "root", "kernel", "native", "root_index", "dtype", "count")
 
     def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int) -> None:
         self.windows = windows
         self.root = root
         self.dtype, self.count = dtype, count
         self.kernel: Any = None
+        self.native: Any = None
+        self.root_index = 0
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
         kernel = self.kernel
         if kernel is None:
             kernel = self.kernel = small.PipelinedBroadcastPlan(windows.small(call), self.dtype, self.count)
-        windows.broadcast_serial = kernel(x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
+            self.native, self.root_index = kernel.native, kernel.index[self.root]
+        native = self.native
+        b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
+        if b <= 0:  # nothing done
+            b = kernel.resume(b, x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
+        windows.broadcast_serial = b
 
 
 class WindowBroadcast:
