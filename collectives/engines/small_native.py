@@ -21,6 +21,7 @@ import numpy as np
 
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
+from .direct import CPU
 
 try:
     from . import _small_c  # type: ignore[attr-defined]
@@ -95,4 +96,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         doorbells=[ctypes.addressof(d) for d, _ in bells], sleepers=[ctypes.addressof(s) for _, s in bells],
         flag=flag, len_slot=len_slot, nbytes=nbytes, len_word=len_word,
         dtype=_DTYPES.get(dtype, -1) if dtype is not None else -1, op=op, red_offset=offset, red_bytes=length,
-        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep))
+        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep, cpu_slot=CPU))
