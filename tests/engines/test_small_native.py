@@ -4,6 +4,7 @@ give the same results, the same bits and the same errors: every test here runs o
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -177,3 +178,31 @@ def test_apart_tells_the_same_memory_and_disjoint_buffers_from_overlapping_ones(
     assert apart(a, a) and apart(a[:5], a[5:]) and apart(a, np.zeros(10))
     assert apart(a[:5], a[4:]) is False and apart(a[2:], a) is False
     assert apart(a[::2], a) is None  # not one contiguous buffer: the caller asks numpy
+
+
+def _cpu_now() -> int:
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[36])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_ranks_the_scheduler_put_on_one_cpu_move_apart_and_keep_their_affinity() -> None:
+    """A futex wake-up places the woken rank on its waker's CPU; two ranks spinning on one
+    CPU while another idles made each call 30x slower. The higher rank moves itself."""
+    def fn(comm: collectives.Communicator) -> tuple[int, int, bool]:
+        allowed = os.sched_getaffinity(0)
+        x = np.ones(2)
+        comm.all_reduce(x)  # the window opens with every CPU allowed: ranks do not outnumber CPUs
+        os.sched_setaffinity(0, {min(allowed)})  # both ranks on one CPU, as after a wake-up
+        for _ in range(50):
+            comm.all_reduce(x)
+        os.sched_setaffinity(0, allowed)  # free to move again; nothing moves them yet
+        for _ in range(500):
+            comm.all_reduce(x)
+        native = comm._plans[("all_reduce", x.dtype, x.size, ReduceOp.SUM, None)].native
+        return native.moves, _cpu_now(), os.sched_getaffinity(0) == allowed
+
+    (moves0, cpu0, kept0), (moves1, cpu1, kept1) = run_world(fn, 2, "shm", timeout=60)
+    assert moves1 >= 1 and moves0 == 0  # the higher rank of the pair moves
+    assert cpu0 != cpu1
+    assert kept0 and kept1
