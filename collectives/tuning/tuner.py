@@ -90,6 +90,9 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
     if size <= 1 or nbytes <= 0:
         return machine.overhead
     if size > REPLAY_RANKS:
+        if machine.oversubscribed:  # one rank's steps priced for all: the cores shared evenly
+            machine = machine.evenly_shared()
+            make = machine.evenly_shared
         kind = symmetry_of(collective, algorithm, size)
         count = -(-nbytes // ITEMSIZE)
         if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
@@ -132,8 +135,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     many ranks, ``transport`` between them and shared memory within."""
     profile = profile or current()
     costs = profile.costs(transport)
-    if algorithm == "direct":
-        return direct_time(collective, nbytes, size, costs)
+    k = ranks_per_host if 0 < ranks_per_host < size else size
+    if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
+        return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
     if algorithm == "hierarchical":
         k = ranks_per_host
         local = profile.costs("shm")
@@ -144,10 +148,11 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         half = predict(collective, algorithm, LINEAR_BYTES // 2, size, transport, ranks_per_host, profile)
         full = predict(collective, algorithm, LINEAR_BYTES, size, transport, ranks_per_host, profile)
         return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
-    local = profile.costs("shm") if 0 < ranks_per_host < size else costs
-    k = ranks_per_host if 0 < ranks_per_host < size else size
+    hosts = 0 < ranks_per_host < size
+    local = profile.costs("shm") if hosts else costs
     return replay_time(collective, algorithm, nbytes, lambda: Machine(
-        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead))
+        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead,
+        cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0))
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:
