@@ -2,7 +2,7 @@
 
     python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
     python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
-    python perf/validate_model.py --from docs/perf/validation.json     # re-predict saved measurements, no measuring
+    python perf/validate_model.py --from docs/perf/validation_calib4.json  # re-predict saved measurements, no measuring
 
 Measures our collectives on this machine (``collectives.timing``: the fastest of a few
 interleaved batches per call, slowest rank) for every world size, transport, algorithm
