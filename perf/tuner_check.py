@@ -26,13 +26,10 @@ from collectives.timing import COLLECTIVES, measure
 from collectives.tuning import tuner
 from collectives.tuning.profile import Profile, current, load
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.algo_all import within  # noqa: E402  (the acceptance rule: 10 %, or 5 µs below 64 KiB)
+
 SIZES = [8 << (2 * i) for i in range(12)]  # 8 B .. 32 MiB by 4
-SMALL = 64 << 10
-
-
-def within(auto: float, best: float, nbytes: int) -> bool:
-    """The acceptance rule (as ``perf/algo_all.py``): within 10 % of the best, or 5 µs below 64 KiB."""
-    return auto <= best * 1.10 or (nbytes < SMALL and auto - best <= 5e-6)
 
 
 def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],
