@@ -80,7 +80,8 @@ def score(rows: list[dict[str, Any]], profile: Profile) -> tuple[list[str], int]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", default=None, help="score saved measurements (files, comma-separated) instead of measuring")
+    parser.add_argument("--from", dest="source", default=None,
+                        help="score saved measurements (files, comma-separated) instead of measuring")
     parser.add_argument("--profile", default=None, help="score the picks of this profile (default: the current one)")
     parser.add_argument("--margin", type=float, default=None, help="instead of the profile's margin (0.1: 10 %%)")
     parser.add_argument("--cores", type=int, default=None, help="instead of the profile's cores (0: not modelled)")

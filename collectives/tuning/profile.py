@@ -24,7 +24,7 @@ DEFAULT_FILE = Path(__file__).with_name("default_profile.json")
 DEFAULT_MARGIN = 1.25
 """How much faster (a share: 1.25 is 2.25 times as fast) the model must predict another
 algorithm before the tuner leaves the measured size rule's choice, unless a profile says
-otherwise: the size of the model's error on this project's machine (docs/simulation.md)."""
+otherwise: the model's error when fitted at 2 ranks alone (docs/simulation.md)."""
 ENV = "COLLECTIVES_TUNE_FILE"
 
 

@@ -4,8 +4,9 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts. ``choose`` takes the cheapest of the algorithms that can run here where it beats
-the measured size rule's choice by more than the profile's margin, else the rule's. Every
+byte counts; with the profile's ``cores``, ranks beyond a host's cores queue for them.
+``choose`` takes the cheapest of the algorithms that can run here where it beats the
+measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
 chooses the same algorithm, which the collective needs: ranks that ran different schedules
 would never match their messages. The schedules are priced with 1 MiB segments (the default
@@ -33,10 +34,11 @@ SEGMENT_BYTES = 1 << 20
 FLAT = ("ring", "tree", "recursive")
 
 MARGIN = DEFAULT_MARGIN
-"""The default of ``Profile.margin``: the size rule (``registry.automatic``, set by measurement
-on one machine) keeps its choice unless another algorithm is predicted faster by more than
-this share (1.25: 2.25 times as fast). The model's error on this project's machine is of that
-order (docs/simulation.md), and the overrides smaller margins allowed measured slower, mostly."""
+"""The default of ``Profile.margin`` for a profile that names none (``collectives-tune``'s, fitted
+at 2 ranks): the size rule (``registry.automatic``, set by measurement on one machine) keeps its
+choice unless another algorithm is predicted faster by more than this share (1.25: 2.25 times
+as fast). The built-in profile, fitted at 2-8 ranks, says 0: its picks measured closer to the
+best than the rule's (docs/simulation.md)."""
 
 
 def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_bytes: int = SEGMENT_BYTES,
