@@ -7,8 +7,9 @@ next step, in time order, so links are reserved in the order messages are sent. 
 sends are issued together; the step ends when its receives have arrived and been copied
 out (and folded, for reducing receives). A receiver that waits copies the bytes out as they
 arrive, so a one-way transfer costs the larger of the two halves, not their sum; a rank that
-was busy sending copies out after (an exchange costs both halves). Messages between two ranks match in order, as on
-a real channel; a schedule that would deadlock raises ``ScheduleError``.
+was busy sending copies out after (an exchange costs both halves). Messages between two
+ranks match in order, as on a real channel; a schedule that would deadlock raises
+``ScheduleError``.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ class Machine:
             (1: a full fat tree; 0.5: 2:1 oversubscribed).
         cpu_factor: every cost times this (ranks sharing a core evenly: ranks per core).
         cores: cores per host (0: as many as ranks); ranks beyond them queue for the cores.
-        mixed_wait: seconds a step that sends and receives over both intra- and inter-host links costs more.
+        mixed_wait: seconds more a step costs whose messages go both within the host and
+            between hosts, sending and receiving.
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
@@ -160,7 +161,7 @@ class Machine:
         extra = max(c.exchange for c in classes) if sends else 0.0
         if waited and self.oversubscribed:
             extra += max(c.wake for c in classes)
-        if sends and self.mixed_wait and len({self.path(rank, p)[0].name for p in (*sends, *recvs)}) > 1:
+        if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         return extra * self.cpu_factor
 
