@@ -3,8 +3,9 @@
 A short sweep over the real transports: for each, all-reduces of a few sizes by every
 schedule (ring, tree, recursive) and, over shared memory, by the direct engine, timed by
 ``collectives.timing``; then a least-squares fit, in relative error, of the constants of
-``collectives.tuning`` (per-call overhead, α per message, β per byte; γ per reduced byte
-from a timed numpy fold on one core). The profile is printed and written as JSON; point
+``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a
+step that sends and receives at once; γ per reduced byte from a timed numpy fold on one
+core), and records this machine's cores. The profile is printed and written as JSON; point
 ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
@@ -33,6 +34,14 @@ SCHEDULED = ("ring", "tree", "recursive")
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
     """γ: the fastest of ``repeats`` in-place float32 additions of ``nbytes``, per byte."""
     a = np.ones(nbytes // 4, np.float32)
@@ -46,16 +55,16 @@ def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
 
 
 def _features(case: Case, size: int, gamma: float) -> tuple[list[float], float]:
-    """The model's time of ``case`` as ``features · (overhead, alpha, beta) + fixed`` (the
-    replay is linear in the constants while its critical path stays the same)."""
+    """The model's time of ``case`` as ``features · (overhead, alpha, beta, exchange) + fixed``
+    (the replay is linear in the constants while its critical path stays the same)."""
     collective, nbytes, algorithm = case
 
-    def at(overhead: float, alpha: float, beta: float, g: float) -> float:
-        costs = TransportCosts(overhead, alpha, beta, g)
+    def at(overhead: float, alpha: float, beta: float, g: float, exchange: float = 0.0) -> float:
+        costs = TransportCosts(overhead, alpha, beta, g, exchange=exchange)
         return tuner.replay_time(collective, algorithm, nbytes,
                                  lambda: Machine(size, size, link_of("fit", costs), gamma=g, overhead=overhead))
 
-    return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0)], at(0, 0, 0, gamma)
+    return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0), at(0, 0, 0, 0, 1)], at(0, 0, 0, gamma)
 
 
 def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:
@@ -86,8 +95,8 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
         features, fixed = _features(case, ranks, gamma)
         rows.append(features)
         targets.append(max(t - fixed, t * 0.05))
-    overhead, alpha, beta = nonnegative_fit(rows, targets)
-    costs = TransportCosts(overhead, alpha, beta, gamma)
+    overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
+    costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
     if direct:
         d_rows, d_targets = [], []
         for (collective, n, _), t in zip(direct, direct_times):
@@ -113,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                         help="how much faster another algorithm must be predicted before the tuner leaves the"
                              f" measured size rule (1.0: twice as fast; default {DEFAULT_MARGIN})")
+    parser.add_argument("--cores", type=int, default=usable_cpus(),
+                        help="cores per host to record: more ranks on a host queue for them"
+                             " (default: this machine's, %(default)s; 0: not modelled)")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -123,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log) for t in transports}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin)
+    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin,
+                      args.cores)
     profile.save(out)
     print("\n".join(profile.describe()))
     if not args.quiet:

@@ -2,6 +2,7 @@
 
     python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
     python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
+    python perf/validate_model.py --from docs/perf/validation_calib4.json  # re-predict saved measurements, no measuring
 
 Measures our collectives on this machine (``collectives.timing``: the fastest of a few
 interleaved batches per call, slowest rank) for every world size, transport, algorithm
@@ -9,7 +10,9 @@ and size asked, predicts each with the simulator (``collectives.sim``: this mach
 cores, so that ranks beyond them share a core) under each profile, and prints a table of
 measured and predicted µs and the error; ``--json`` keeps the rows, ``--plot`` draws
 predicted against measured. ``--hosts 2`` also runs two hosts of p/2 ranks (host identities
-on this machine: shared memory within, TCP across).
+on this machine: shared memory within, TCP across). ``--from FILE`` measures nothing: it
+predicts the rows of a saved ``--json`` again, with the saved profiles (or ``--profile``'s)
+and the current model, so a model change is scored against the same measurements.
 """
 
 from __future__ import annotations
@@ -47,12 +50,25 @@ def run(args: argparse.Namespace, profiles: dict[str, Profile]) -> list[dict[str
                 for (collective, n, a), t in zip(cases, times):
                     row: dict[str, Any] = {"transport": transport, "ranks": p, "ranks_per_host": per_host or p,
                                            "collective": collective, "algorithm": a, "size": n, "measured_us": t * 1e6}
-                    for name, profile in profiles.items():
-                        c = cluster(transport, p, per_host, profile, cores)
-                        row[f"{name}_us"] = predict(collective, a, n, c, transport, profile) * 1e6
+                    row = repredict([row], profiles, cores)[0]
                     rows.append(row)
                     print(_line(row, profiles), flush=True)
     return rows
+
+
+def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: int) -> list[dict[str, Any]]:
+    """Saved rows with every profile's prediction made again by the current model."""
+    out = []
+    for saved in rows:
+        row = {k: v for k, v in saved.items() if not k.endswith("_us") or k == "measured_us"}
+        p, per_host = row["ranks"], row["ranks_per_host"]
+        host_cores = max(1, cores * per_host // p)  # hosts on this machine share its cores
+        for name, profile in profiles.items():
+            c = cluster(row["transport"], p, per_host if per_host < p else None, profile, host_cores)
+            row[f"{name}_us"] = predict(row["collective"], row["algorithm"], row["size"], c, row["transport"],
+                                        profile) * 1e6
+        out.append(row)
+    return out
 
 
 def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
@@ -105,6 +121,8 @@ def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None, help="a profile to validate (besides --tune's)")
+    parser.add_argument("--from", dest="source", default=None,
+                        help="predict the measurements saved by --json again (the current model), measuring nothing")
     parser.add_argument("--tune", action="store_true", help="fit a profile on this machine first (collectives-tune)")
     parser.add_argument("--ranks", default="2,3,4,8")
     parser.add_argument("--transports", default="shm,tcp")
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args(argv)
+    if args.source:
+        return rescore(args)
     profiles = {"built-in": load(args.profile or DEFAULT_FILE)} if not args.profile else {"given": load(args.profile)}
     if args.tune:
         from collectives import tune
@@ -123,7 +143,32 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(tempfile.mkdtemp(), "tuned.json")
         tune.main(["--out", path, "--quiet", "--transports", args.transports])
         profiles["tuned"] = load(path)
+    load_before = os.getloadavg()[0]
     rows = run(args, profiles)
+    print("\n".join(summary(rows, profiles)))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"profiles": {n: p.to_json() for n, p in profiles.items()}, "cores": args.cores or os.cpu_count(),
+                       "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "rows": rows}, fh, indent=1)
+            fh.write("\n")
+    if args.plot:
+        plot(rows, profiles, args.plot)
+    return 0
+
+
+def rescore(args: argparse.Namespace) -> int:
+    """``--from``: the saved rows predicted again, with the saved profiles, or ``--profile`` alone."""
+    from collectives.tuning.profile import from_json
+
+    with open(args.source) as fh:
+        doc = json.load(fh)
+    if args.profile:
+        profiles = {"given": load(args.profile)}
+    else:
+        profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in doc["profiles"].items()}
+    rows = repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)
+    for row in rows:
+        print(_line(row, profiles))
     print("\n".join(summary(rows, profiles)))
     if args.json:
         with open(args.json, "w") as fh:

@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--algo", default="auto", help="an algorithm, auto (the tuner's pick) or all")
     parser.add_argument("--sizes", default="8,1M,64M", help="bytes per call, comma-separated (8,64K,1M,64M)")
     parser.add_argument("--cores", type=int, default=None,
-                        help="cores per host (shm, tcp): ranks beyond them share a core's time")
+                        help="cores per host (shm, tcp): ranks beyond them queue for the cores"
+                             " (default: the profile's cores; 0: not modelled)")
     parser.add_argument("--hosts-per-leaf", type=int, default=None, help="hosts under one leaf switch (fat tree)")
     parser.add_argument("--json", default=None, help="write the rows here")
     return parser
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     profile = load(args.profile) if args.profile else current()
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
-    c = cluster(args.transport, args.ranks, args.ranks_per_host, profile, args.cores, args.hosts_per_leaf)
+    cores = profile.cores if args.cores is None else args.cores  # as the tuner prices: the profile's machine
+    c = cluster(args.transport, args.ranks, args.ranks_per_host, profile, cores, args.hosts_per_leaf)
     names = algorithms(args.collective, c, args.transport)
     if algo not in ("auto", "all") and algo not in names:
         print(f"--algo: {algo!r} does not run {args.collective} on this machine (here: {', '.join(names)})",

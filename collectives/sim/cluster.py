@@ -2,7 +2,7 @@
 
 ``shm`` and ``tcp`` take their links from a cost profile (``collectives-tune``'s, or the
 built-in one): shared memory within a host, TCP between hosts, each rank copying its own
-bytes (and sharing a core with others where ranks outnumber ``cores``). ``nvlink`` is a
+bytes (and queueing for the host's cores where ranks outnumber ``cores``). ``nvlink`` is a
 cluster of 8-GPU nodes: NVLink within a node, one 400 Gb/s NIC per GPU, nodes under leaf
 switches of a non-blocking two-level fat tree; its constants are the public figures of
 such machines (below), not measurements of ours.
@@ -48,17 +48,21 @@ class Cluster:
     uplink_ratio: float = 1.0
     cpu_factor: float = 1.0
     name: str = ""
+    cores: int = 0
+    mixed_wait: float = 0.0
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
                                overhead=self.overhead, nics_per_host=self.nics_per_host,
                                hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
-                               cpu_factor=self.cpu_factor)
+                               cpu_factor=1.0 if self.cores else self.cpu_factor, cores=self.cores,
+                               mixed_wait=self.mixed_wait)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
         tree = f", {self.hosts_per_leaf} hosts per leaf switch" if self.hosts_per_leaf and hosts > 1 else ""
         cpu = f", {self.cpu_factor:g} ranks per core" if self.cpu_factor > 1 else ""
+        cpu += f" (queueing for {self.cores} cores)" if self.cores and self.cpu_factor > 1 else ""
         return (f"{self.name}: {self.ranks} ranks, {hosts} host(s) of {self.ranks_per_host}, "
                 f"within {self.intra.name} (α {self.intra.alpha * 1e6:.2f} µs, {1e-9 / self.intra.beta:.2f} GB/s), "
                 f"across {self.inter.name} (α {self.inter.alpha * 1e6:.2f} µs, {1e-9 / self.inter.beta:.2f} GB/s, "
@@ -80,4 +84,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
     costs = shm if transport == "shm" else tcp
     factor = max(1.0, k / cores) if cores else 1.0
     return Cluster(ranks, k, intra, link_of("tcp", profile.costs("tcp")), costs.gamma, costs.overhead,
-                   hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})")
+                   hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
+                   cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0)

@@ -5,8 +5,11 @@ message is its size, priced by the machine (``machine.Machine``: links with thei
 shared by the messages that cross them). Event-driven: a heap of ranks ready to issue their
 next step, in time order, so links are reserved in the order messages are sent. A step's
 sends are issued together; the step ends when its receives have arrived and been copied
-out (and folded, for reducing receives). Messages between two ranks match in order, as on
-a real channel; a schedule that would deadlock raises ``ScheduleError``.
+out (and folded, for reducing receives). A receiver that waits copies the bytes out as they
+arrive, so a one-way transfer costs the larger of the two halves, not their sum; a rank that
+was busy sending copies out after (an exchange costs both halves). Messages between two
+ranks match in order, as on a real channel; a schedule that would deadlock raises
+``ScheduleError``.
 """
 
 from __future__ import annotations
@@ -32,43 +35,88 @@ class Network(Protocol):
         """Seconds ``rank`` spends folding ``nbytes`` into its buffer."""
         ...
 
+    @property
+    def oversubscribed(self) -> bool:
+        """Whether ranks queue for cores (``acquire``/``release``) rather than each having one."""
+        ...
+
+    def acquire(self, rank: int, t: float) -> float:
+        """When ``rank``, ready to work at ``t``, gets a core."""
+        ...
+
+    def release(self, rank: int, t: float) -> None:
+        """``rank`` gives its core back at ``t``."""
+        ...
+
+    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool) -> float:
+        """Seconds beyond the messages that finishing the step costs ``rank``."""
+        ...
+
 
 def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int = 4) -> list[float]:
-    """Run every rank's schedule on ``network``; the time (s) each rank finishes, from 0."""
+    """Run every rank's schedule on ``network``; the time (s) each rank finishes, from 0.
+
+    Where ranks queue for cores (``network.oversubscribed``), a rank's work is done in two
+    events per step, each holding a core: issuing the sends when it is ready, and copying out
+    (and folding) its receives once they have arrived; events run in time order, so the cores
+    go to ranks first come first served."""
     size = len(schedules)
+    pooled = network.oversubscribed
     inbox: dict[tuple[int, int], deque[tuple[float, float]]] = {}
     blocked: dict[int, tuple[float, Step]] = {}  # rank -> (time its sends were done, step)
     wanted: dict[int, set[int]] = {}  # rank -> peers it still waits on
     done = [0.0] * size
-    ready: list[tuple[float, int]] = [(0.0, r) for r in range(size)]
+    # (time, rank, seconds of receive work to do then, or -1 to start the next step)
+    ready: list[tuple[float, int, float]] = [(0.0, r, -1.0) for r in range(size)]
     heapq.heapify(ready)
 
     def try_finish(r: int, t: float, step: Step) -> bool:
         needed: dict[int, int] = {}
+        sends: list[int] = []
         for o in step:
             if isinstance(o, Recv):
                 needed[o.peer] = needed.get(o.peer, 0) + 1
+            else:
+                sends.append(o.peer)
         short = {p for p, n in needed.items() if len(inbox.get((p, r), ())) < n}
         if short:
             blocked[r] = (t, step)
             wanted[r] = short
             return False
+        work = 0.0
+        waited = False
         for o in step:
             if isinstance(o, Recv):
                 arrival, copy = inbox[(o.peer, r)].popleft()
-                t = max(t, arrival) + copy
-                if o.reduce:
-                    t += network.reduce_cost(r, o.count * itemsize)
-        heapq.heappush(ready, (t, r))
+                waited = waited or arrival > t
+                fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
+                t = max(t + copy, arrival) + fold  # a waiting receiver copies out as the bytes come
+                work += copy + fold
+        extra = network.step_extra(r, sends, list(needed), waited) if needed else 0.0
+        t += extra
+        if pooled and needed:  # the receive work, at its time, on a core
+            heapq.heappush(ready, (t - work - extra, r, work + extra))
+        else:
+            heapq.heappush(ready, (t, r, -1.0))
         return True
 
     while ready:
-        t, r = heapq.heappop(ready)
+        t, r, work = heapq.heappop(ready)
+        if work >= 0:  # receive work (pooled only): on a core, then the next step
+            start = network.acquire(r, t)
+            network.release(r, start + work)
+            heapq.heappush(ready, (start + work, r, -1.0))
+            continue
         step = next(schedules[r], None)
         if step is None:
             done[r] = t
             continue
         woken = []
+        if pooled and any(isinstance(o, Send) for o in step):
+            t = network.acquire(r, t)
+            held = True
+        else:
+            held = False
         for o in step:
             if isinstance(o, Send):
                 if o.peer == r or not 0 <= o.peer < size:
@@ -77,6 +125,8 @@ def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int 
                 inbox.setdefault((r, o.peer), deque()).append((arrival, copy))
                 if o.peer in blocked and r in wanted.get(o.peer, ()):
                     woken.append(o.peer)
+        if held:
+            network.release(r, t)
         try_finish(r, t, step)
         for peer in woken:
             if peer in blocked:

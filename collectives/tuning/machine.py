@@ -9,6 +9,15 @@ own rate, first come first served, so messages that share a link share its bandw
 (contention): two messages through one NIC take twice as long as one. A link class carries ``send_share``: the part of the transfer its sender's core
 does (0.5 where ranks copy through shared memory or sockets, the receiver copying out the
 other half; 1 where a DMA engine or NIC moves the bytes and the receiver only waits).
+
+Cores: where a host has more ranks than ``cores``, the ranks share that host's cores, first
+come first served: a rank issues a step's sends and folds its receives only once it holds a
+core, and pays its link class's ``wake`` to resume after waiting for a message. So steps in
+which every rank works at once (a ring's exchanges) queue for the cores, while a chain, with
+one rank busy at a time, hardly notices them. Beyond the wire: a step that both sends and
+receives costs its link class's ``exchange`` more, and one that sends over one kind of link
+and receives over another (shared memory and a NIC) pays ``mixed_wait``: its wait cannot
+sleep on both.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ class LinkClass:
     alpha: float
     beta: float
     send_share: float = 0.5
+    exchange: float = 0.0
+    wake: float = 0.0
 
 
 @dataclasses.dataclass
@@ -47,12 +58,16 @@ class Machine:
         hosts_per_leaf: hosts under one leaf switch (0: one switch, no spine).
         uplink_ratio: leaf uplink bandwidth over the bandwidth of the NICs below it
             (1: a full fat tree; 0.5: 2:1 oversubscribed).
-        cpu_factor: every cost times this (ranks sharing a core: ranks per core).
+        cpu_factor: every cost times this (ranks sharing a core evenly: ranks per core).
+        cores: cores per host (0: as many as ranks); ranks beyond them queue for the cores.
+        mixed_wait: seconds more a step costs whose messages go both within the host and
+            between hosts, sending and receiving.
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
-                 uplink_ratio: float = 1.0, cpu_factor: float = 1.0) -> None:
+                 uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
+                 mixed_wait: float = 0.0) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -63,6 +78,10 @@ class Machine:
         self.nics = max(1, min(nics_per_host, self.k))
         self.hosts_per_leaf = hosts_per_leaf
         self.uplink_ratio = uplink_ratio
+        self.cores = cores
+        self.mixed_wait = mixed_wait
+        self._pool: dict[int, list[float]] = {}  # host -> when each of its cores is next free
+        self._held: dict[int, int] = {}  # rank -> the core it holds
         self.ports_out = [Link(intra) for _ in range(ranks)]
         self.ports_in = [Link(intra) for _ in range(ranks)]
         self._nic_out: dict[int, Link] = {}
@@ -114,7 +133,48 @@ class Machine:
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma
 
+    @property
+    def oversubscribed(self) -> bool:
+        """Whether a host has more ranks than cores (then ranks queue for them)."""
+        return 0 < self.cores < self.k
+
+    def acquire(self, rank: int, t: float) -> float:
+        """When ``rank``, ready at ``t``, gets a core of its host (``t`` where cores are not short)."""
+        if not self.oversubscribed:
+            return t
+        pool = self._pool.setdefault(rank // self.k, [0.0] * self.cores)
+        core = min(range(self.cores), key=pool.__getitem__)
+        self._held[rank] = core
+        return max(t, pool[core])
+
+    def release(self, rank: int, t: float) -> None:
+        """``rank`` leaves the core ``acquire`` gave it at ``t``."""
+        if self.oversubscribed:
+            self._pool[rank // self.k][self._held.pop(rank)] = t
+
+    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool) -> float:
+        """Seconds beyond its messages that ``rank`` spends finishing a step that sent to
+        ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready)."""
+        if not recvs:
+            return 0.0
+        classes = [self.path(rank, peer)[0] for peer in recvs]
+        extra = max(c.exchange for c in classes) if sends else 0.0
+        if waited and self.oversubscribed:
+            extra += max(c.wake for c in classes)
+        if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
+            extra += self.mixed_wait
+        return extra * self.cpu_factor
+
+    def evenly_shared(self) -> Machine:
+        """This machine (idle) with its cores shared evenly instead of queued for: every cost
+        times ranks per core (what pricing one rank's steps for all of them can model)."""
+        factor = self.k / self.cores if self.oversubscribed else 1.0
+        return Machine(self.ranks, self.k, self.intra, self.inter, gamma=self.gamma / self.cpu_factor,
+                       overhead=self.overhead / self.cpu_factor, nics_per_host=self.nics,
+                       hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
+                       cpu_factor=self.cpu_factor * factor, mixed_wait=self.mixed_wait)
+
 
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
-    """The link class of a measured transport (its α and β)."""
-    return LinkClass(name, costs.alpha, costs.beta, send_share)
+    """The link class of a measured transport (its α, β, exchange and wake costs)."""
+    return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake)

@@ -24,13 +24,20 @@ DEFAULT_FILE = Path(__file__).with_name("default_profile.json")
 DEFAULT_MARGIN = 1.25
 """How much faster (a share: 1.25 is 2.25 times as fast) the model must predict another
 algorithm before the tuner leaves the measured size rule's choice, unless a profile says
-otherwise: the size of the model's error on this project's machine (docs/simulation.md)."""
+otherwise: the model's error when fitted at 2 ranks alone (docs/simulation.md)."""
 ENV = "COLLECTIVES_TUNE_FILE"
 
 
 @dataclasses.dataclass(frozen=True)
 class TransportCosts:
-    """The α-β-γ constants of one transport, in seconds (per call, message, byte, reduced byte)."""
+    """The α-β-γ constants of one transport, in seconds (per call, message, byte, reduced byte).
+
+    Optional (0 in profiles that predate them): ``exchange``, what a step that sends and
+    receives costs beyond a one-way step's α (both ends busy at once); ``wake``, what a rank
+    pays to resume after waiting for a message on a host with more ranks than cores (a
+    context switch); ``mixed_wait``, what a step costs more whose sends and receives use this
+    transport and shared memory at once (its wait cannot sleep on both; between hosts only).
+    """
 
     overhead: float
     alpha: float
@@ -38,6 +45,9 @@ class TransportCosts:
     gamma: float
     direct_alpha: float = 0.0
     direct_beta: float = 0.0
+    exchange: float = 0.0
+    wake: float = 0.0
+    mixed_wait: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -51,9 +61,12 @@ class Profile:
     transports: Mapping[str, TransportCosts]
     source: str = ""
     margin: float = DEFAULT_MARGIN
+    cores: int = 0
+    """Cores per host of the machine the profile describes: where a host has more ranks, they
+    queue for the cores (``machine.Machine``). 0: not modelled (as many cores as ranks)."""
 
     def __hash__(self) -> int:  # the tuner's caches key on the profile
-        return hash((self.source, self.margin, tuple(sorted(self.transports.items()))))
+        return hash((self.source, self.margin, self.cores, tuple(sorted(self.transports.items()))))
 
     def costs(self, transport: str) -> TransportCosts:
         """The constants of ``transport``; an unmeasured one (mpi, inproc) borrows tcp's."""
@@ -62,7 +75,7 @@ class Profile:
         return self.transports.get("tcp") or next(iter(self.transports.values()))
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "margin": self.margin,
+        return {"source": self.source, "margin": self.margin, **({"cores": self.cores} if self.cores else {}),
                 "transports": {name: dataclasses.asdict(c) for name, c in sorted(self.transports.items())}}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -71,11 +84,13 @@ class Profile:
     def describe(self) -> list[str]:
         """One line per transport, in µs and ns per byte (what ``collectives-tune`` prints)."""
         lines = [f"# cost profile: {self.source}; the rule's choice stands unless another is predicted"
-                 f" {1 + self.margin:g}x as fast",
-                 "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"]
+                 f" {1 + self.margin:g}x as fast" + (f"; {self.cores} cores per host" if self.cores else ""),
+                 "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
+                 "  exchange_us  wake_us  mixed_wait_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
-                         f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}")
+                         f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
+                         f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}")
         return lines
 
 
@@ -101,7 +116,10 @@ def from_json(doc: Any, where: str) -> Profile:
     margin = doc.get("margin", DEFAULT_MARGIN)
     if not isinstance(margin, (int, float)) or margin < 0:
         raise InvalidArgumentError(f"{where}: margin {margin!r} is not a number >= 0")
-    return Profile(transports, str(doc.get("source", where)), float(margin))
+    cores = doc.get("cores", 0)
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 0:
+        raise InvalidArgumentError(f"{where}: cores {cores!r} is not a whole number >= 0")
+    return Profile(transports, str(doc.get("source", where)), float(margin), cores)
 
 
 def load(path: str | os.PathLike[str]) -> Profile:

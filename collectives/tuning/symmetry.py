@@ -71,15 +71,21 @@ def step_cost(pattern: Pattern, kind: str, fresh: Callable[[], Machine]) -> floa
     slowest = 0.0
     for r in range(size):
         t = busy[r]
+        waited = False
+        recvs: list[int] = []
         for send, relation, nbytes, reduce in pattern:
             if not send:
                 src = _apply(kind, r, relation, size)
+                recvs.append(src)
                 queue = arrivals.get((src, r))
                 if queue:
                     arrival, copy = queue.pop(0)
                 else:  # blocks of unequal size: the sender's step differs from rank 0's
                     _, arrival, copy = machine.message(src, r, nbytes, 0.0)
-                t = max(t, arrival) + copy + (machine.reduce_cost(r, nbytes) if reduce else 0.0)
+                waited = waited or arrival > t
+                t = max(t + copy, arrival) + (machine.reduce_cost(r, nbytes) if reduce else 0.0)
+        sends = [_apply(kind, r, relation, size) for send, relation, _, _ in pattern if send]
+        t += machine.step_extra(r, sends, recvs, waited)
         slowest = max(slowest, t)
     return slowest
 
@@ -104,5 +110,5 @@ def chain_time(passes: int, nbytes: int, reduce: bool, fresh: Callable[[], Machi
     t = 0.0
     for r in range(size - 1):
         _, arrival, copy = machine.message(r, r + 1, nbytes, t)
-        t = arrival + copy + (machine.reduce_cost(r + 1, nbytes) if reduce else 0.0)
+        t = max(copy, arrival) + (machine.reduce_cost(r + 1, nbytes) if reduce else 0.0)  # r + 1 was waiting
     return passes * t

@@ -4,8 +4,9 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts. ``choose`` takes the cheapest of the algorithms that can run here where it beats
-the measured size rule's choice by more than the profile's margin, else the rule's. Every
+byte counts; with the profile's ``cores``, ranks beyond a host's cores queue for them.
+``choose`` takes the cheapest of the algorithms that can run here where it beats the
+measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
 chooses the same algorithm, which the collective needs: ranks that ran different schedules
 would never match their messages. The schedules are priced with 1 MiB segments (the default
@@ -33,10 +34,11 @@ SEGMENT_BYTES = 1 << 20
 FLAT = ("ring", "tree", "recursive")
 
 MARGIN = DEFAULT_MARGIN
-"""The default of ``Profile.margin``: the size rule (``registry.automatic``, set by measurement
-on one machine) keeps its choice unless another algorithm is predicted faster by more than
-this share (1.25: 2.25 times as fast). The model's error on this project's machine is of that
-order (docs/simulation.md), and the overrides smaller margins allowed measured slower, mostly."""
+"""The default of ``Profile.margin`` for a profile that names none (``collectives-tune``'s, fitted
+at 2 ranks): the size rule (``registry.automatic``, set by measurement on one machine) keeps its
+choice unless another algorithm is predicted faster by more than this share (1.25: 2.25 times
+as fast). The built-in profile, fitted at 2-8 ranks, says 0: its picks measured closer to the
+best than the rule's (docs/simulation.md)."""
 
 
 def schedules(collective: str, algorithm: str, nbytes: int, size: int, segment_bytes: int = SEGMENT_BYTES,
@@ -90,6 +92,9 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
     if size <= 1 or nbytes <= 0:
         return machine.overhead
     if size > REPLAY_RANKS:
+        if machine.oversubscribed:  # one rank's steps priced for all: the cores shared evenly
+            machine = machine.evenly_shared()
+            make = machine.evenly_shared
         kind = symmetry_of(collective, algorithm, size)
         count = -(-nbytes // ITEMSIZE)
         if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
@@ -132,8 +137,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     many ranks, ``transport`` between them and shared memory within."""
     profile = profile or current()
     costs = profile.costs(transport)
-    if algorithm == "direct":
-        return direct_time(collective, nbytes, size, costs)
+    k = ranks_per_host if 0 < ranks_per_host < size else size
+    if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
+        return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
     if algorithm == "hierarchical":
         k = ranks_per_host
         local = profile.costs("shm")
@@ -144,10 +150,11 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         half = predict(collective, algorithm, LINEAR_BYTES // 2, size, transport, ranks_per_host, profile)
         full = predict(collective, algorithm, LINEAR_BYTES, size, transport, ranks_per_host, profile)
         return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
-    local = profile.costs("shm") if 0 < ranks_per_host < size else costs
-    k = ranks_per_host if 0 < ranks_per_host < size else size
+    hosts = 0 < ranks_per_host < size
+    local = profile.costs("shm") if hosts else costs
     return replay_time(collective, algorithm, nbytes, lambda: Machine(
-        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead))
+        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead,
+        cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0))
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

@@ -85,24 +85,25 @@ def test_a_schedule_too_long_to_replay_is_left_out(monkeypatch: pytest.MonkeyPat
 
 def test_the_planner_takes_the_tuners_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    """A profile where messages cost nothing but bytes cost much, and with no deference to the
-    rule, makes a bandwidth-optimal broadcast fastest at 3 ranks, where the rule takes the tree."""
-    path = tmp_path / "bytes.json"
-    Profile({"tcp": TransportCosts(0.0, 0.0, 1e-6, 0.0)}, "bytes only", margin=0.0).save(path)
+    """A profile where a step that sends and receives at once costs much (``exchange``), and
+    with no deference to the rule, makes the tree (one-way steps only) fastest for a 3-rank
+    all_reduce, where the rule takes recursive doubling (exchanges)."""
+    path = tmp_path / "exchanges.json"
+    Profile({"tcp": TransportCosts(0.0, 1e-6, 0.0, 0.0, exchange=1e-3)}, "dear exchanges", margin=0.0).save(path)
     monkeypatch.setenv("COLLECTIVES_TUNE_FILE", str(path))
-    assert automatic("broadcast", 4096, 3) == "tree"
-    expected = tuner.choose("broadcast", 4096, 3, "inproc", profile=load(path))
-    assert expected != "tree"
+    assert automatic("all_reduce", 4096, 3) == "recursive"
+    expected = tuner.choose("all_reduce", 4096, 3, "inproc", profile=load(path))
+    assert expected == "tree"
 
     def fn(comm: Any) -> list[float]:
-        x = np.arange(1024, dtype=np.float32) if comm.rank == 0 else np.zeros(1024, np.float32)
-        comm.broadcast(x, 0)
-        return x[:3].tolist()
+        x = np.full(1024, float(comm.rank), np.float32)
+        comm.all_reduce(x)
+        return x[:2].tolist()
 
     with caplog.at_level(logging.INFO, logger="collectives"):
-        assert run_world(fn, 3) == [[0.0, 1.0, 2.0]] * 3
-    said = [r.getMessage() for r in caplog.records if "broadcast takes" in r.getMessage()]
-    assert said and all(f"broadcast takes {expected} (automatic" in s for s in said), said
+        assert run_world(fn, 3) == [[3.0, 3.0]] * 3
+    said = [r.getMessage() for r in caplog.records if "all_reduce takes" in r.getMessage()]
+    assert said and all(f"all_reduce takes {expected} (automatic" in s for s in said), said
 
 
 def test_large_calls_are_priced_on_the_line_through_16_mib(monkeypatch: pytest.MonkeyPatch) -> None:

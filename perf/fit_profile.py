@@ -1,0 +1,122 @@
+"""Fit every constant of a cost profile to saved measurements at many world sizes.
+
+    python perf/fit_profile.py docs/perf/validation_calib.json --out fitted.json
+    python perf/validate_model.py --from OTHER.json --profile fitted.json     # score it on other data
+
+``collectives-tune`` fits overhead, α and β to 2-rank all-reduces. This fits every constant
+(the direct engine's, ``exchange``, and the ones only larger worlds show: ``wake``,
+``mixed_wait``) to the rows a ``perf/validate_model.py --json`` run kept: every collective,
+algorithm, size, world size and layout it measured. It searches each constant in turn by
+factors (log scale, no derivatives: the replay with queueing cores is not linear in them),
+minimising the mean |log(predicted / measured)|, which the outliers of a shared machine
+cannot drag as they drag squares; in stages (``STAGES``). Shared memory first (its rows),
+then TCP (its rows, the two-host ones too, with shared memory as fitted). Prints the profile
+and the score before and after; ``--out`` writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from collectives.tuning.profile import Profile, from_json, load
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.validate_model import repredict, summary  # noqa: E402
+
+STAGES = (
+    ("worlds within the cores", ("overhead", "alpha", "beta", "exchange", "direct_alpha", "direct_beta"),
+     (4.0, 2.0, 1.4, 1.15, 1.05)),
+    ("every world", ("wake", "mixed_wait"), (4.0, 2.0, 1.4, 1.15, 1.05)),
+    ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "mixed_wait", "direct_alpha",
+                                   "direct_beta"), (1.15, 1.05)),
+)
+"""What is searched, on which rows, by which factors: first what a world with a core per rank
+shows (so that α does not absorb the cost of queueing for cores), then what only larger
+worlds and two hosts show, then everything a little."""
+ONLY = {"shm": {"mixed_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
+"""Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
+FLOOR = {"beta": 1e-12, "direct_beta": 1e-12}
+"""Where a constant at 0 starts its search (1 µs, or these per byte)."""
+
+
+def loss(rows: list[dict[str, Any]], profile: Profile, cores: int) -> float:
+    """Mean |log(predicted / measured)| of ``rows`` under ``profile``."""
+    out = repredict(rows, {"p": profile}, cores)
+    return sum(abs(math.log(max(r["p_us"], 1e-3) / r["measured_us"])) for r in out) / max(1, len(out))
+
+
+def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int, log: list[str]) -> Profile:
+    """``profile`` with ``transport``'s constants searched, stage by stage, to minimise ``loss``."""
+
+    def with_value(p: Profile, name: str, value: float) -> Profile:
+        costs = dataclasses.replace(p.costs(transport), **{name: value})
+        return dataclasses.replace(p, transports={**p.transports, transport: costs})
+
+    for stage, names, factors in STAGES:
+        mine = [r for r in rows if r["transport"] == transport
+                and (stage != STAGES[0][0] or r["ranks"] == r["ranks_per_host"] <= cores)]
+        free = [n for n in names if n not in ONLY[transport]]
+        best = loss(mine, profile, cores)
+        log.append(f"# {transport}, {stage}: {len(mine)} rows, mean |log error| {best:.3f} at the start")
+        for factor in factors:
+            improved = True
+            while improved:
+                improved = False
+                for name in free:
+                    value = getattr(profile.costs(transport), name)
+                    tries = [value * factor, value / factor] if value > 0 else [FLOOR.get(name, 1e-6)]
+                    if value > 0 and factor == factors[0]:
+                        tries.append(0.0)
+                    for v in tries:
+                        candidate = with_value(profile, name, v)
+                        score = loss(mine, candidate, cores)
+                        if score < best - 1e-4:
+                            best, profile, improved = score, candidate, True
+                            break
+            log.append(f"#   factor {factor:g}: mean |log error| {best:.3f}")
+    return profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="a perf/validate_model.py --json file (or several, comma-separated)")
+    parser.add_argument("--start", default=None, help="the profile to start from (default: the file's 'tuned' one)")
+    parser.add_argument("--transports", default="shm,tcp")
+    parser.add_argument("--cores", type=int, default=0, help="cores of the measured machine (default: the file's)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    cores = args.cores
+    docs = []
+    for path in args.source.split(","):
+        with open(path) as fh:
+            doc = json.load(fh)
+        docs.append(doc)
+        rows += doc["rows"]
+        cores = cores or doc.get("cores", 0)
+    cores = cores or os.cpu_count() or 1
+    profile = load(args.start) if args.start else from_json(docs[0]["profiles"]["tuned"], f"{args.source}: tuned")
+    start = profile
+    log: list[str] = []
+    for transport in args.transports.split(","):
+        profile = fit(rows, profile, transport, cores, log)
+    profile = dataclasses.replace(profile, source=f"perf/fit_profile.py {time.strftime('%Y-%m-%d')}: fitted to"
+                                  f" {args.source} ({len(rows)} measurements, {cores} cores), from {start.source}")
+    print("\n".join(log))
+    print("\n".join(profile.describe()))
+    print("\n".join(summary(repredict(rows, {"start": start, "fitted": profile}, cores),
+                            {"start": start, "fitted": profile})))
+    if args.out:
+        profile.save(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

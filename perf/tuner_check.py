@@ -1,0 +1,118 @@
+"""The tuner's acceptance check for every collective at once, measured once and scored offline.
+
+    python perf/tuner_check.py --json docs/perf/choices.json            # measure (a few minutes)
+    python perf/tuner_check.py --from docs/perf/choices.json [--profile FILE]   # score, no measuring
+
+Measuring: for each transport and world size, one world times every algorithm that can run
+each collective (``tuner.candidates``; direct over shm) and the automatic choice, at every size
+of an ``all_reduce_perf -b 8 -e 64M -f 4`` sweep, interleaved (``collectives.timing``: fastest
+of a few batches, slowest rank), and keeps every time with the load average. Scoring: the
+tuner's pick under a profile (the current one, or ``--profile``) is looked up among the times
+measured in the same run and compared with the best of them (``perf.algo_all.within``: 10 %,
+or 5 µs below 64 KiB). Picks are a pure function of profile and model, so a model or profile
+change can be scored against saved measurements without measuring again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from collectives.timing import COLLECTIVES, measure
+from collectives.tuning import tuner
+from collectives.tuning.profile import Profile, current, load
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.algo_all import within  # noqa: E402  (the acceptance rule: 10 %, or 5 µs below 64 KiB)
+
+SIZES = [8 << (2 * i) for i in range(12)]  # 8 B .. 32 MiB by 4
+
+
+def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],
+                rounds: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for transport in transports:
+        for p in ranks:
+            windows = transport == "shm"
+            cases = [(c, n, a) for c in collectives for n in sizes for a in [*tuner.candidates(c, windows), "auto"]]
+            load_before = os.getloadavg()[0]
+            times = measure(cases, p, transport, rounds=rounds, timeout=1800)
+            load_after = os.getloadavg()[0]
+            by_key: dict[tuple[str, int], dict[str, float]] = {}
+            for (c, n, a), t in zip(cases, times):
+                by_key.setdefault((c, n), {})[a] = t * 1e6
+            for (c, n), measured in by_key.items():
+                rows.append({"transport": transport, "ranks": p, "collective": c, "size": n, "times_us": measured,
+                             "load": [round(load_before, 2), round(load_after, 2)]})
+            print(f"# {transport} {p} ranks: {len(cases)} cases, load average {load_before:.2f} -> {load_after:.2f}",
+                  flush=True)
+    return rows
+
+
+def score(rows: list[dict[str, Any]], profile: Profile) -> tuple[list[str], int]:
+    """Lines of a table (one per transport x ranks, a column per collective) and the count within."""
+    table: dict[tuple[str, int], dict[str, list[int]]] = {}
+    misses = []
+    for r in rows:
+        times = {a: t for a, t in r["times_us"].items() if a != "auto"}
+        windows = r["transport"] == "shm"
+        pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], windows, 0, profile)
+        best = min(times, key=lambda a: times[a])
+        ok = within(times[pick] * 1e-6, times[best] * 1e-6, r["size"])
+        cell = table.setdefault((r["transport"], r["ranks"]), {}).setdefault(r["collective"], [0, 0])
+        cell[0] += ok
+        cell[1] += 1
+        if not ok:
+            misses.append(f"  {r['transport']:<4} {r['ranks']} {r['collective']:<14} {r['size']:>9} B  picks {pick:<9}"
+                          f" {times[pick]:10.1f} us  best {best:<9} {times[best]:10.1f} us")
+    collectives = [c for c in COLLECTIVES if any(c in cells for cells in table.values())]
+    lines = ["| transport | ranks | " + " | ".join(collectives) + " |", "|---|---|" + "---|" * len(collectives)]
+    for (transport, p), cells in sorted(table.items()):
+        lines.append(f"| {transport} | {p} | " + " | ".join(f"{cells[c][0]}/{cells[c][1]}" if c in cells else "-"
+                                                       for c in collectives) + " |")
+    inside = sum(cell[0] for cells in table.values() for cell in cells.values())
+    return lines + [f"# tuner within 10 % of the best (5 us below 64 KiB): {inside} of {len(rows)}"] + misses, inside
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", default=None,
+                        help="score saved measurements (files, comma-separated) instead of measuring")
+    parser.add_argument("--profile", default=None, help="score the picks of this profile (default: the current one)")
+    parser.add_argument("--margin", type=float, default=None, help="instead of the profile's margin (0.1: 10 %%)")
+    parser.add_argument("--cores", type=int, default=None, help="instead of the profile's cores (0: not modelled)")
+    parser.add_argument("--ranks", default="2,3,4")
+    parser.add_argument("--transports", default="shm,tcp")
+    parser.add_argument("--collectives", default=",".join(COLLECTIVES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", default=None, help="keep the measurements here")
+    args = parser.parse_args(argv)
+    profile = load(args.profile) if args.profile else current()
+    if args.margin is not None:
+        profile = dataclasses.replace(profile, margin=args.margin)
+    if args.cores is not None:
+        profile = dataclasses.replace(profile, cores=args.cores)
+    if args.source:
+        rows = []
+        for path in args.source.split(","):
+            with open(path) as fh:
+                rows += json.load(fh)["rows"]
+    else:
+        rows = measure_all(args.transports.split(","), [int(r) for r in args.ranks.split(",")],
+                           args.collectives.split(","), SIZES, args.rounds)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"rows": rows}, fh, indent=1)
+                fh.write("\n")
+    lines, _ = score(rows, profile)
+    print(f"# {profile.source}; margin {profile.margin:g}, cores {profile.cores or 'not modelled'}")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Scoring the cost model offline: saved measurements predicted again (validate_model --from),
+the tuner's picks scored against saved times (tuner_check), a profile fitted to them (fit_profile)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectives.tuning import tuner
+from collectives.tuning.profile import Profile, TransportCosts, load
+from perf import fit_profile, tuner_check, validate_model
+
+TRUE = Profile({"tcp": TransportCosts(5e-6, 20e-6, 0.5e-9, 0.02e-9, exchange=10e-6, wake=30e-6)}, "the truth",
+               margin=0.0, cores=2)
+START = Profile({"tcp": TransportCosts(5e-6, 10e-6, 0.2e-9, 0.02e-9)}, "a first guess", margin=0.0, cores=2)
+
+
+def rows_measured_by(profile: Profile) -> list[dict[str, Any]]:
+    """Rows as validate_model keeps them, 'measured' on a machine that is exactly ``profile``."""
+    rows = []
+    for p in (2, 3):
+        for algorithm in ("ring", "tree", "recursive"):
+            for n in (8, 1 << 20):
+                row = {"transport": "tcp", "ranks": p, "ranks_per_host": p, "collective": "all_reduce",
+                       "algorithm": algorithm, "size": n, "measured_us": 0.0}
+                row["measured_us"] = validate_model.repredict([row], {"x": profile}, 2)[0]["x_us"]
+                rows.append(row)
+    return rows
+
+
+def test_saved_rows_are_predicted_again_with_the_saved_profiles(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {"truth": TRUE.to_json()}, "cores": 2, "rows": rows_measured_by(TRUE)}))
+    assert validate_model.main(["--from", str(path)]) == 0
+    assert "# truth: 12 of 12 predictions within 25 %" in capsys.readouterr().out
+
+
+def test_a_fit_from_a_first_guess_comes_near_the_truth(tmp_path: Path) -> None:
+    path = tmp_path / "v.json"
+    rows = rows_measured_by(TRUE)
+    path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    START.save(tmp_path / "start.json")
+    assert fit_profile.main([str(path), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                             "--out", str(tmp_path / "fitted.json")]) == 0
+    fitted = load(tmp_path / "fitted.json")
+    assert fit_profile.loss(rows, fitted, 2) < 0.05 < fit_profile.loss(rows, START, 2)
+
+
+def test_the_picks_are_scored_against_the_times_of_the_same_run() -> None:
+    pick = tuner.choose("all_reduce", 8, 3, "tcp", False, 0, TRUE)
+    other = next(a for a in tuner.candidates("all_reduce") if a != pick)
+    rows = [{"transport": "tcp", "ranks": 3, "collective": "all_reduce", "size": 8,
+             "times_us": {pick: 100.0, other: 150.0}},
+            {"transport": "tcp", "ranks": 3, "collective": "all_reduce", "size": 8,
+             "times_us": {pick: 100.0, other: 50.0}}]
+    lines, inside = tuner_check.score(rows, TRUE)
+    assert inside == 1
+    assert "| tcp | 3 | 1/2 |" in lines
+    assert any(f"picks {pick}" in line and f"best {other}" in line for line in lines)

@@ -1,0 +1,41 @@
+"""The replay's pricing of one step: a waiting receiver copies out as the bytes arrive, a
+busy one after; and the same with ranks queueing for cores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from collectives.algorithms.schedule import Recv, Send, Step
+from collectives.tuning.events import replay
+from collectives.tuning.machine import LinkClass, Machine
+
+ALPHA, BETA, N = 5e-6, 1e-9, 1 << 20
+
+
+def machine(ranks: int = 2, cores: int = 0) -> Machine:
+    return Machine(ranks, ranks, LinkClass("x", ALPHA, BETA, 0.5), cores=cores)
+
+
+def test_a_one_way_message_costs_the_larger_half_of_its_copy() -> None:
+    """The sender writes half, the waiting receiver copies the other half out as it comes."""
+    done = replay([iter([(Send(1, 0, N // 4),)]), iter([(Recv(0, 0, N // 4),)])], machine())
+    assert max(done) == pytest.approx(ALPHA + N * BETA / 2)
+
+
+def test_an_exchange_costs_both_halves() -> None:
+    """Both ranks send, then copy out what came: the copy cannot overlap their own sending."""
+    done = replay([iter([(Send(1 - r, 0, N // 4), Recv(1 - r, 0, N // 4))]) for r in range(2)], machine())
+    assert max(done) == pytest.approx(ALPHA + N * BETA)
+
+
+def test_three_ranks_on_two_cores_take_turns() -> None:
+    """Three ranks each send a message at once: two hold the cores, the third waits for one."""
+    def ring() -> list[Iterator[Step]]:
+        return [iter([(Send((r + 1) % 3, 0, 1), Recv((r - 1) % 3, 0, 1))]) for r in range(3)]
+
+    free = max(replay(ring(), machine(3)))
+    queued = max(replay(ring(), machine(3, cores=2)))
+    assert free == pytest.approx(ALPHA + 4 * BETA)
+    assert queued > free + ALPHA * 0.99
