@@ -23,6 +23,8 @@ logger = logging.getLogger("collectives")
 
 PARK = 24 * 3600.0  # seconds of one parked get; the watcher parks again when one ends unwoken
 CLOSED = b"closed"
+CLOSE_SECONDS = 2.0
+"""The longest ``Watcher.close`` waits on the store, to wake its thread and then for it."""
 
 
 class Watcher:
@@ -54,14 +56,24 @@ class Watcher:
             logger.exception("rank %d: the revoke watcher failed", self.rank)
 
     def close(self) -> None:
-        """Wake the thread and wait for it (it holds a store connection)."""
+        """Wake the thread and wait for it (it holds a store connection), for at most
+        CLOSE_SECONDS: a store whose host has gone (its listener closed: a client retries
+        connecting until its own timeout, minutes) must not hold ``close()`` up. The thread
+        is a daemon, and its parked get ends with the store."""
         if not self._thread.is_alive():
             return
+        ringer = threading.Thread(target=self._ring_closed, name=f"collectives-revoke-close-rank{self.rank}",
+                                  daemon=True)
+        ringer.start()
+        ringer.join(CLOSE_SECONDS)
+        if not ringer.is_alive():
+            self._thread.join(CLOSE_SECONDS)
+
+    def _ring_closed(self) -> None:
         try:
             self.ring.compare_set(f"wake/{self.rank}", b"", CLOSED)
         except StoreError:
-            return  # the store is gone; the parked get ends with it
-        self._thread.join(5.0)
+            pass  # the store is gone; the parked get ends with it
 
 
 def publish(store: Store, size: int, reason: str) -> str:

@@ -127,3 +127,37 @@ def test_revoke_reaches_both_levels_of_a_two_level_communicator() -> None:
     for rank in range(3):
         what, at = out[rank][1]
         assert what == "raised" and at - revoked_at < 1.0, out
+
+
+class _HungStore:
+    """A store whose host went away without closing connections: a parked get never
+    answers, and a new request (a connect retried until the client's timeout) hangs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gone = threading.Event()
+
+    def get(self, key: str, timeout: float) -> bytes:
+        self.gone.wait(timeout)
+        from collectives.errors import StoreError
+
+        raise StoreError("the store went away")
+
+    def compare_set(self, key: str, expected: bytes, desired: bytes) -> bytes:
+        self.gone.wait(60.0)
+        return desired
+
+
+def test_closing_does_not_wait_on_a_store_whose_host_has_gone() -> None:
+    """Ray's destroy_collective_group closes every member at once; the member that hosts the
+    store can go first, and the others' close() then waited on the store for minutes."""
+    from collectives.recovery.revoke import CLOSE_SECONDS, Watcher
+
+    store = _HungStore()
+    watcher = Watcher(store, 0, lambda reason: None)  # type: ignore[arg-type]
+    start = time.monotonic()
+    watcher.close()
+    took = time.monotonic() - start
+    store.gone.set()
+    assert CLOSE_SECONDS * 0.9 <= took < CLOSE_SECONDS + 1.5
