@@ -80,7 +80,8 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
         return None
     if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return None
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
+                                                                  out if out.ndim == 1 else out.reshape(-1))
     return out
 
 
@@ -101,7 +102,8 @@ def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
         return False
     if plan is None or not _output_ok(x, out, x.size // comm.size):
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
+                                                                  out if out.ndim == 1 else out.reshape(-1))
     return True
 
 
@@ -119,7 +121,8 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
     plan = comm._plans.get(key)
     if plan is None or not _output_ok(x, out, x.size * comm.size):
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), _flat(out))
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
+                                                                  out if out.ndim == 1 else out.reshape(-1))
     return True
 
 
@@ -135,7 +138,10 @@ def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
         return False
     key = ("broadcast", x.dtype, x.size, root, None)
     plan = comm._plans.get(key)
-    if plan is None or not x.flags.c_contiguous or not (x.flags.writeable or root == comm.rank):
+    if plan is None:
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, _flat(x), None)
+    flags = x.flags
+    if not flags.c_contiguous or not (flags.writeable or root == comm.rank):
+        return False
+    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1), None)
     return True
