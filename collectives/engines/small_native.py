@@ -21,6 +21,7 @@ import numpy as np
 
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
+from ..transports.progress import YIELD_SECONDS
 from .direct import CPU
 
 try:
@@ -96,4 +97,7 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         doorbells=[ctypes.addressof(d) for d, _ in bells], sleepers=[ctypes.addressof(s) for _, s in bells],
         flag=flag, len_slot=len_slot, nbytes=nbytes, len_word=len_word,
         dtype=_DTYPES.get(dtype, -1) if dtype is not None else -1, op=op, red_offset=offset, red_bytes=length,
-        spin_ns=int(window.spin_seconds * 1e9), yield_ns=0, keep=keep, cpu_slot=CPU))
+        # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
+        # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
+        spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
+        keep=keep, cpu_slot=CPU))
