@@ -125,6 +125,7 @@ class _Plan:
         self.me = window.ranks.index(window.rank)
         self.halves = tuple(window.slices(h * half, h * half + nbytes, dtype) for h in (0, 1))
         self.peers = tuple((q, window.flags(q)) for q in window.ranks if q != window.rank)
+        self.native: small_native.NativePlan | None = None
 
     def _begin(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """The new serial s, once half s % 2 is free: every peer has begun call s - 1."""
@@ -147,6 +148,22 @@ class _Plan:
         """The C plan of this shape (``small_native``), or None."""
         return small_native.plan(self.window, kind, self.halves, flag=SMALL, len_slot=HALF_LEN, nbytes=self.nbytes,
                                  len_word=self.nbytes, dtype=dtype, op=op, reduced=reduced)
+
+
+class _InAndOutPlan(_Plan):
+    """A plan whose calls take an input and an output (all-reduce, reduce-scatter, all-gather)."""
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Run one call (in C where this shape has a C plan, finished by ``resume`` where the C
+        plan stopped); returns the new serial."""
+        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
+                           on_timeout)
+
+    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
+               on_timeout: OnTimeout) -> int:
+        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
+        (0: nothing done, as without a C plan); returns the new serial."""
+        raise NotImplementedError
 
 
 class BarrierPlan:
@@ -193,7 +210,7 @@ class BarrierPlan:
         return s
 
 
-class AllReducePlan(_Plan):
+class AllReducePlan(_InAndOutPlan):
     """Small all-reduces of one shape and operator."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp,
@@ -205,17 +222,10 @@ class AllReducePlan(_Plan):
         self.fold = small_native.fold_code(dtype, op)
         self.native = self._native(small_native.ALL_REDUCE, dtype, self.fold, reduced)
 
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
-        ``out`` (which may be ``x``: the sources are the window copies). Returns the new
-        serial."""
-        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
-                           on_timeout)
-
     def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
                on_timeout: OnTimeout) -> int:
-        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
-        (0: nothing done, as without one)."""
+        """Every rank reduces the whole of ``x`` itself out of every rank's copy, into
+        ``out`` (which may be ``x``: the sources are the window copies)."""
         if code > 0:
             if self.fold == small_native.NO_FOLD:
                 _reduce_with(self.kernel, self.operands[code & 1], out)
@@ -246,7 +256,7 @@ class ReduceScatterPlan(AllReducePlan):
         self.operands = tuple([source[offset : offset + length] for source in half] for half in self.halves)
 
 
-class AllGatherPlan(_Plan):
+class AllGatherPlan(_InAndOutPlan):
     """Small all-gathers of one shape."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
@@ -255,16 +265,10 @@ class AllGatherPlan(_Plan):
         self.blocks = tuple((i, q, flags.get(q), slice(i * size, (i + 1) * size)) for i, q in enumerate(window.ranks))
         self.native = self._native(small_native.ALL_GATHER, dtype)
 
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
-        ``x`` may be this rank's block of ``out``. Returns the new serial."""
-        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
-                           on_timeout)
-
     def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
                on_timeout: OnTimeout) -> int:
-        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
-        (0: nothing done, as without one)."""
+        """Every rank copies every peer's ``x`` out of its half into ``out`` (rank order);
+        ``x`` may be this rank's block of ``out``."""
         if code > 0:
             return code
         if code < 0:  # posted; a peer is late, or passed another count
