@@ -74,6 +74,9 @@ static inline uint64_t load_flag(const SmallPlan *p, int rank, int slot) {
    posted from (and is in its affinity mask): it narrows its mask to that CPU, which migrates
    it at once, then restores the mask. */
 static void separate(SmallPlan *p, int rank) {
+#ifndef __linux__
+    (void)p, (void)rank; /* no per-thread CPU masks to move with */
+#else
     if (p->me < rank) return;
     int here = sched_getcpu();
     if (here < 0 || load_flag(p, rank, p->cpu_slot) != (uint64_t)here + 1) return;
@@ -96,6 +99,15 @@ static void separate(SmallPlan *p, int rank) {
         }
         return;
     }
+#endif
+}
+
+static inline int current_cpu(void) {
+#ifdef __linux__
+    return sched_getcpu();
+#else
+    return -1;
+#endif
 }
 
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. */
@@ -117,7 +129,7 @@ static int reach(SmallPlan *p, int rank, int slot, uint64_t value) {
 
 static void post(SmallPlan *p, int slot, uint64_t value) {
     if (p->cpu_slot >= 0) {
-        int cpu = sched_getcpu();
+        int cpu = current_cpu();
         __atomic_store_n(p->flags[p->me] + (size_t)p->cpu_slot * FLAG_WORDS, (uint64_t)(cpu + 1), __ATOMIC_RELAXED);
     }
     __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELEASE);
