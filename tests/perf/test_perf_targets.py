@@ -1,0 +1,45 @@
+"""perf/targets.py: issue 18's targets as repeated harness runs, one median ratio per cell."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_a_group_prints_each_cells_median_ratio_its_range_target_and_verdict() -> None:
+    from perf.peers import missing
+
+    if missing("mpi"):
+        pytest.skip(f"MPI peer not available: {missing('mpi')}")
+    done = subprocess.run([sys.executable, "perf/targets.py", "--rounds", "2", "--groups", "barrier"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# median over 2 rounds")
+    rows = [line.split() for line in lines[2:]]
+    assert len(rows) == 1
+    group, collective, size, median, spread, target, met = rows[0]
+    low, high = (float(v) for v in spread.split("-"))
+    assert (group, collective, size, target) == ("barrier", "barrier", "0", "0.67")
+    assert 0 < low <= float(median) <= high
+    assert met == ("yes" if float(median) >= 1 / 1.5 else "NO")
+    assert done.stderr.count("done") == 2  # one line per invocation and round
+
+
+def test_the_groups_state_issue_18s_targets() -> None:
+    from perf import targets
+
+    g = targets.GROUPS
+    assert g["small2"].target == pytest.approx(1 / 1.2) and g["small4"].target == 1.0
+    assert g["barrier"].target == g["barrier4"].target == pytest.approx(1 / 1.5)
+    assert g["large2"].sizes[0] == g["large4"].sizes[0] == "64K"
+    assert (g["tcp2"].peer, g["tcp2"].transport, g["tcp2"].target) == ("gloo", "tcp", 1.5)
+    assert g["np8"].ranks == g["np8yield"].ranks == 8
+    assert dict(g["np8yield"].env) == {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
