@@ -52,9 +52,9 @@ GATHER_BYTES = 1 << 20
 through the window (in cache) beats the single-copy read of the owner's block, whose
 page pinning costs more at these sizes. Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
-GATHER_BYTES_OVERSUBSCRIBED = 32 << 10
-"""The same where ranks outnumber cores, where the window measured erratic: only small
-contributions take it there. Measured: docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+GATHER_BYTES_OVERSUBSCRIBED = 128 << 10
+"""The same where ranks outnumber cores, where the window measured erratic before its calls
+ran in C: smaller contributions take it there. Measured: docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
 
 
 IN_PLACE_SKIP_BYTES = 64 << 10
