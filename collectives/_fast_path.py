@@ -5,8 +5,7 @@ algorithm asked), on plain numpy arrays that pass the same checks the full path 
 (C-contiguous, outputs writable and of the right dtype and size), runs its kept plan
 inline: no staging, no re-validation, no dispatch through the worker. The repeated small
 all_reduce (a loss, a flag, a norm) spends its time on the data then. CPU torch tensors
-take it through numpy views of their memory. A kept call with no elements only checks
-that the communicator is open: nothing to number, record or wait for (as NCCL and MPI). Each function returns None (or False) where
+take it through numpy views of their memory. Each function returns None (or False) where
 the call must take the full path.
 """
 
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .buffers import plain_tensor_view, same_or_apart
-from .plans.base import nothing
 from .engines.small_native import apart as _apart
 
 if TYPE_CHECKING:
@@ -74,14 +72,13 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
         if not flags.c_contiguous or not flags.writeable:
             return None
         flat = _flat(x)
-        comm._check_open() if plan is nothing else comm._run_kept(key, plan, flat, flat)
+        comm._run_kept(key, plan, flat, flat)
         return x
     if not x.flags.c_contiguous:
         return None
     if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return None
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
-                                                                  out if out.ndim == 1 else out.reshape(-1))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return out
 
 
@@ -102,8 +99,7 @@ def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
         return False
     if plan is None or not _output_ok(x, out, x.size // comm.size):
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
-                                                                  out if out.ndim == 1 else out.reshape(-1))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -121,8 +117,7 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
     plan = comm._plans.get(key)
     if plan is None or not _output_ok(x, out, x.size * comm.size):
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1),
-                                                                  out if out.ndim == 1 else out.reshape(-1))
+    comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
@@ -143,5 +138,5 @@ def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
     flags = x.flags
     if not flags.c_contiguous or not (flags.writeable or root == comm.rank):
         return False
-    comm._check_open() if plan is nothing else comm._run_kept(key, plan, x if x.ndim == 1 else x.reshape(-1), None)
+    comm._run_kept(key, plan, _flat(x), None)
     return True

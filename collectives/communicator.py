@@ -29,7 +29,7 @@ from .errors import (CollectiveTimeoutError, CommunicatorBrokenError, Communicat
                      TransportError, UnsupportedError)
 from .flight_recorder import ENDED, TRACE_MASK, Traced
 from .ops import ReduceOp
-from .plans import Plan, PlanContext, Planner
+from .plans import Plan, PlanContext, Planner, nothing
 from .recovery.mixin import Recoverable
 from .staging import NoteStaged, Staging
 from .stall import watch
@@ -62,9 +62,7 @@ class Communicator(Traced, Recoverable, Timeouts):
         self._barrier = self._planner.barrier()
         self._splitter = splitter
         self._owned = list(owned)  # stores/servers to close with us
-        # Operation numbers (for errors and diagnostics): next() on a count is atomic under
-        # the GIL, so threads issuing at once never share a number, and no lock is taken.
-        self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)
+        self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)  # next(): atomic, no lock
         self._run_lock = threading.RLock()
         self._p2p = PointToPoint(rank, self._context.executor, self._run_lock, self._fail, lambda: self._closed)
         self._worker: Worker | None = None
@@ -166,6 +164,8 @@ class Communicator(Traced, Recoverable, Timeouts):
     def _run_kept(self, key: tuple[Any, ...], plan: Plan, x: np.ndarray, out: Any) -> None:
         """Run a kept plan on arguments the fast path checked, nothing queued before it: ``_issue``/``_run``
         inline, without their general dispatch (half the per-call time of an 8-byte all-reduce)."""
+        if plan is nothing:  # no elements: nothing to number, record or wait for (NCCL and MPI return at once too)
+            return self._check_open()
         lock = self._run_lock
         lock.acquire()  # (not ``with``: half the cost; this path is counted in hundreds of ns)
         try:

@@ -89,6 +89,7 @@ class Config:
     insecure: bool = False
     object_codec: str = "safe"
     tune_file: str | None = None  # None: the built-in cost profile
+    pure_python: bool = False  # COLLECTIVES_PURE_PYTHON: the small window's calls never in C (engines/small_native.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -178,6 +179,7 @@ class Config:
             insecure=flag("INSECURE", cls.insecure),
             object_codec=_object_codec(get("OBJECT_CODEC")),
             tune_file=get("TUNE_FILE"),
+            pure_python=flag("PURE_PYTHON", cls.pure_python),
         )
 
     @classmethod

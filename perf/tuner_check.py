@@ -28,8 +28,9 @@ from collectives.tuning.profile import Profile, current, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from perf.algo_all import within  # noqa: E402  (the acceptance rule: 10 %, or 5 µs below 64 KiB)
+from perf.colls import sweep_sizes  # noqa: E402
 
-SIZES = [8 << (2 * i) for i in range(12)]  # 8 B .. 32 MiB by 4
+SIZES = sweep_sizes(8, 64 << 20, 0, 4)  # all_reduce_perf -b 8 -e 64M -f 4: 8 B .. 32 MiB by 4
 
 
 def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from collectives.algorithms.registry import automatic
@@ -19,7 +20,10 @@ from collectives.timing import COLLECTIVES
 from collectives.tuning import tuner
 from collectives.tuning.profile import Profile, current, load
 
-SIZES = [8 << (2 * i) for i in range(12)]  # 8 B .. 32 MiB by 4: the sizes of all_reduce_perf -b 8 -e 64M -f 4
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.colls import sweep_sizes  # noqa: E402
+
+SIZES = sweep_sizes(8, 64 << 20, 0, 4)  # the sizes of all_reduce_perf -b 8 -e 64M -f 4: 8 B .. 32 MiB by 4
 
 
 def differences(ranks: list[int], transports: list[str], profile: Profile) -> list[str]:

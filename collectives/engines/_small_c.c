@@ -35,6 +35,7 @@ enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COU
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall; /* how Python calls it: SmallPlan_vectorcall */
     int kind, ranks, me, flag, len_slot, cpu_slot, areas, op, dtype;
     long long moves;        /* how often this rank moved off a peer's CPU (separate()) */
     Py_ssize_t nbytes, red_offset, red_bytes;
@@ -303,6 +304,8 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
     return PyLong_FromLongLong(result);
 }
 
+static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
 static void SmallPlan_dealloc(SmallPlan *p) {
     PyMem_Free(p->flags);
     PyMem_Free(p->area);
@@ -359,6 +362,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->kind = kind, p->ranks = (int)ranks, p->me = me, p->flag = flag, p->len_slot = len_slot;
     p->areas = (int)(nareas / ranks), p->op = op, p->dtype = dtype, p->nbytes = nbytes, p->len_word = len_word;
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->spin_ns = spin_ns, p->yield_ns = yield_ns;
+    p->vectorcall = SmallPlan_vectorcall;
     p->bells = (int)bells, p->cpu_slot = cpu_slot, p->moves = 0;
     p->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
@@ -384,22 +388,6 @@ static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, siz
     return SmallPlan_call((SmallPlan *)self, args, PyVectorcall_NARGS(nargsf));
 }
 
-static PyObject *SmallPlan_tp_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (kwds != NULL && PyDict_Size(kwds)) return PyErr_Format(PyExc_TypeError, "no keyword arguments");
-    return SmallPlan_call((SmallPlan *)self, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
-}
-
-typedef struct {
-    SmallPlan base;
-    vectorcallfunc vectorcall;
-} SmallPlanWithVectorcall;
-
-static PyObject *SmallPlan_new_vc(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *self = SmallPlan_new(type, args, kwds);
-    if (self != NULL) ((SmallPlanWithVectorcall *)self)->vectorcall = SmallPlan_vectorcall;
-    return self;
-}
-
 static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
     (void)closure;
     return PyLong_FromLongLong(p->moves);
@@ -412,11 +400,11 @@ static PyGetSetDef SmallPlan_getset[] = {
 
 static PyTypeObject SmallPlanType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._small_c.SmallPlan",
-    .tp_basicsize = sizeof(SmallPlanWithVectorcall),
+    .tp_basicsize = sizeof(SmallPlan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(SmallPlanWithVectorcall, vectorcall),
-    .tp_new = SmallPlan_new_vc,
-    .tp_call = SmallPlan_tp_call,
+    .tp_vectorcall_offset = offsetof(SmallPlan, vectorcall),
+    .tp_new = SmallPlan_new,
+    .tp_call = PyVectorcall_Call,
     .tp_dealloc = (destructor)SmallPlan_dealloc,
     .tp_getset = SmallPlan_getset,
     .tp_doc = "One shape of small-window collective, run in C up to the first late peer.",

@@ -17,6 +17,10 @@ Every call also writes how many bytes it put in its half (or slot) beside its fl
 with its own count first: ranks that passed different counts raise
 ``MessageMismatchError`` rather than reduce or copy a short or long half.
 
+Where ``small_native`` built a C plan for a shape (``plan.native``), the caller
+(plans/windowed.py) runs it first and hands its result to the plan's ``resume``, which
+finishes the call in Python from where C stopped; ``resume(0, ...)`` runs a whole call.
+
 Repeated calls of one shape run a *plan*: the views and flag words a call needs, looked
 up once. Reductions run in rank order 0..p-1 on the same operands everywhere, so every
 rank gets the same bits. Every call returns the new serial (the same on every rank).
@@ -150,22 +154,6 @@ class _Plan:
                                  len_word=self.nbytes, dtype=dtype, op=op, reduced=reduced)
 
 
-class _InAndOutPlan(_Plan):
-    """A plan whose calls take an input and an output (all-reduce, reduce-scatter, all-gather)."""
-
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Run one call (in C where this shape has a C plan, finished by ``resume`` where the C
-        plan stopped); returns the new serial."""
-        return self.resume(self.native(x, out, serial) if self.native is not None else 0, x, out, serial, deadline,
-                           on_timeout)
-
-    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
-               on_timeout: OnTimeout) -> int:
-        """Finish the call after ``serial`` from where the C plan's result ``code`` left it
-        (0: nothing done, as without a C plan); returns the new serial."""
-        raise NotImplementedError
-
-
 class BarrierPlan:
     """Barriers: post the next serial, return once every peer has posted it. A barrier
     takes a serial like any small call (so the halves' turns stay the same on every rank)
@@ -179,12 +167,9 @@ class BarrierPlan:
         self.native = small_native.plan(window, small_native.BARRIER, (), flag=SMALL, len_slot=HALF_LEN, nbytes=0,
                                         len_word=BARRIER_LEN)
 
-    def __call__(self, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        return self.resume(self.native(serial) if self.native is not None else 0, serial, deadline, on_timeout)
-
     def resume(self, code: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Finish the barrier after ``serial`` from where the C plan's result ``code`` left it
-        (0: nothing done, as without one)."""
+        (0: nothing done, or no C plan: the whole barrier here)."""
         if code > 0:
             return code
         if code < 0:  # posted; a peer is late (or met a data call)
@@ -210,7 +195,7 @@ class BarrierPlan:
         return s
 
 
-class AllReducePlan(_InAndOutPlan):
+class AllReducePlan(_Plan):
     """Small all-reduces of one shape and operator."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp,
@@ -256,7 +241,7 @@ class ReduceScatterPlan(AllReducePlan):
         self.operands = tuple([source[offset : offset + length] for source in half] for half in self.halves)
 
 
-class AllGatherPlan(_InAndOutPlan):
+class AllGatherPlan(_Plan):
     """Small all-gathers of one shape."""
 
     def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
@@ -350,14 +335,10 @@ class PipelinedBroadcastPlan:
         self.native = small_native.plan(window, small_native.BROADCAST, self.slots, flag=BROADCAST, len_slot=SLOT_LEN,
                                         nbytes=nbytes, len_word=nbytes)
 
-    def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Copy the root's ``x`` into every rank's ``x``. Returns the new serial."""
-        return self.resume(self.native(x, self.index[root], serial) if self.native is not None else 0, x, root,
-                           serial, deadline, on_timeout)
-
     def resume(self, code: int, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """The C plan's result ``code`` if it broadcast, else the whole broadcast here (0: it
-        did nothing, a slot still being read or the root late)."""
+        """Copy the root's ``x`` into every rank's ``x``: the C plan's result ``code`` if it
+        broadcast, else the whole broadcast here (0: it did nothing, a slot still being read or
+        the root late; or there is no C plan). Returns the new serial."""
         if code > 0:
             return code
         window = self.window

@@ -7,13 +7,13 @@ got; the Python plans in ``small.py`` finish what it could not (sleeping waits, 
 timeouts, errors), so both paths give the same results, the same bits and the same errors.
 
 The extension is built by ``pip install`` where a C compiler is present; without one, or
-with ``COLLECTIVES_PURE_PYTHON=1`` (read when a plan is made), every call runs in Python.
+with ``COLLECTIVES_PURE_PYTHON=1`` (``Config.pure_python``, which clears the small window's
+``in_c``), every call runs in Python.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ except ImportError:  # no compiler at install time: the Python plans do everythi
     _small_c = None
 
 PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
+"""Set to 1 (``Config.pure_python``): the small window's calls run in Python only."""
 
 ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST = range(4)
 """Kinds of C plan (reduce-scatter is an all-reduce of one block)."""
@@ -63,11 +64,6 @@ def built() -> bool:
     return _small_c is not None
 
 
-def enabled() -> bool:
-    """Whether new plans run in C: built, and not turned off by ``COLLECTIVES_PURE_PYTHON``."""
-    return _small_c is not None and os.environ.get(PURE_PYTHON_ENV, "").strip().lower() in ("", "0", "false", "no")
-
-
 def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
     """The operator code the C plan folds with for ``dtype`` and ``op``, or NO_FOLD where
     numpy must (float16, bfloat16, complex, bool; float MIN/MAX, whose signed zeros and NaNs
@@ -82,10 +78,10 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
          reduced: tuple[int, int] | None = None) -> NativePlan | None:
     """A C plan over ``window`` (``areas``: each area of the call as every window rank's
-    view, in window-rank order), or None where calls run in Python (not built, turned off,
-    too large, or a window that is not shared memory). ``reduced`` is the (byte offset,
+    view, in window-rank order), or None where calls run in Python (not built, too large, or a
+    window whose ``in_c`` is false: turned off, or not a shared-memory window). ``reduced`` is the (byte offset,
     bytes) of the areas this rank folds (its block, for a reduce-scatter)."""
-    if not enabled() or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER) or not hasattr(window, "flag_area"):
+    if _small_c is None or not getattr(window, "in_c", False) or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER):
         return None
     flags = [window.flag_area(q) for q in window.ranks]
     bells = window.transport.doorbells()

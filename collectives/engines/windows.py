@@ -49,13 +49,15 @@ class SharedWindows:
     """
 
     def __init__(
-        self, transport: ShmTransport, rank: int, size: int, executor: Executor, *, cross_memory: bool, label: str
+        self, transport: ShmTransport, rank: int, size: int, executor: Executor, *, cross_memory: bool,
+        label: str, in_c: bool = True,
     ) -> None:
         self.transport = transport
         self.rank = rank
         self.size = size
         self.executor = executor
         self.cross_memory = cross_memory
+        self.in_c = in_c  # the small window's calls may run in C (not COLLECTIVES_PURE_PYTHON)
         self.label = label
         self.registered: list[Any] = [None]  # id 0: the scratch window (None until first use); then alloc's
         self.small_window: Any = None
@@ -90,6 +92,7 @@ class SharedWindows:
         """The small window: small collectives and the flags of single-copy reads."""
         if self.small_window is None:
             self.small_window = self.open(small.window_bytes(), -1, call)
+            self.small_window.in_c = self.in_c
         return self.small_window
 
     def scratch(self, nbytes: int, call: Call) -> Any:

@@ -15,8 +15,8 @@ What plans need (executor, shared windows, the levels' connector) is built by
 communicator.
 """
 
-from .base import Plan, PlanCache
+from .base import Plan, PlanCache, nothing
 from .context import PlanContext
 from .planner import Planner
 
-__all__ = ["Plan", "PlanCache", "PlanContext", "Planner"]
+__all__ = ["Plan", "PlanCache", "PlanContext", "Planner", "nothing"]

@@ -77,7 +77,8 @@ class PlanContext:
         )
         windows = None
         if window_transport is not None and size > 1:
-            windows = SharedWindows(window_transport, rank, size, executor, cross_memory=config.cross_memory, label=label)
+            windows = SharedWindows(window_transport, rank, size, executor, cross_memory=config.cross_memory,
+                                    in_c=not config.pure_python, label=label)
         layout = two_level_layout(hosts) if hosts is not None else None
         levels = None
         if layout is not None and store is not None and connect is not None:

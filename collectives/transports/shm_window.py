@@ -49,6 +49,7 @@ class ShmWindow:
         self._slices: dict[tuple[int, int, np.dtype], list[np.ndarray]] = {}
         self._view(rank)
         self.closed = False
+        self.in_c = False  # whether small calls over it may run in C (set by its user: engines/small_native.py)
         # Every rank of a window is on this host. Ranks may see different CPU sets (pinned
         # by a launcher), and algorithms choose by this, so attach() settles on one answer.
         self._flags[rank][OVERSUBSCRIBED_SLOT] = 1 + int(oversubscribed(len(ranks)))

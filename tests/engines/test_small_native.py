@@ -206,3 +206,14 @@ def test_ranks_the_scheduler_put_on_one_cpu_move_apart_and_keep_their_affinity()
     assert moves1 >= 1 and moves0 == 0  # the higher rank of the pair moves
     assert cpu0 != cpu1
     assert kept0 and kept1
+
+
+def test_the_setting_is_read_like_every_other_flag() -> None:
+    from collectives.config import Config
+    from collectives.errors import InvalidArgumentError
+
+    assert Config.from_env({}).pure_python is False
+    assert Config.from_env({small_native.PURE_PYTHON_ENV: "1"}).pure_python is True
+    assert Config.from_env({small_native.PURE_PYTHON_ENV: "off"}).pure_python is False
+    with pytest.raises(InvalidArgumentError, match="COLLECTIVES_PURE_PYTHON='maybe'"):
+        Config.from_env({small_native.PURE_PYTHON_ENV: "maybe"})
