@@ -46,6 +46,7 @@ typedef struct {
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
     int bells;
+    int len_ring;           /* broadcast: call b's byte count is at len_slot + b % len_ring */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
 
@@ -246,16 +247,16 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
 /* A pipelined broadcast (slot b % areas, flag ``flag``): b, or 0 when nothing was done. */
 static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    int k = (int)(b % (uint64_t)p->areas);
+    int k = (int)(b % (uint64_t)p->areas), len_slot = p->len_slot + (int)(b % (uint64_t)p->len_ring);
     char *slot = p->area[(size_t)k * p->ranks + root];
     if (p->me == root) {
         uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
         for (int q = 0; q < p->ranks; q++)
             if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
         memcpy(slot, x, (size_t)p->nbytes);
-        set_word(p, p->len_slot + k, p->len_word);
+        set_word(p, len_slot, p->len_word);
     } else {
-        if (!reach(p, root, p->flag, b) || load_flag(p, root, p->len_slot + k) != p->len_word) return 0;
+        if (!reach(p, root, p->flag, b) || load_flag(p, root, len_slot) != p->len_word) return 0;
         memcpy(x, slot, (size_t)p->nbytes);
     }
     post(p, p->flag, b);
@@ -339,21 +340,21 @@ static int addresses(PyObject *seq, Py_ssize_t want, void *into, const char *wha
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", NULL};
-    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1;
+                            "cpu_slot", "len_ring", NULL};
+    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
     long long spin_ns, yield_ns;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|i", names, &kind, &me, &flags, &areas, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|ii", names, &kind, &me, &flags, &areas, &doorbells,
                                      &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
-                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot))
+                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
     if (kind < KIND_ALL_REDUCE || kind > KIND_BROADCAST || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
         red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
-        (kind != KIND_BARRIER && nareas == 0))
+        (kind != KIND_BARRIER && nareas == 0) || len_ring < 0 || (len_ring > 0 && len_ring < nareas / ranks))
         return PyErr_Format(PyExc_ValueError, "inconsistent small plan");
     if (op != OP_NONE && !folds(dtype, op))
         return PyErr_Format(PyExc_ValueError, "no C fold for dtype code %d and operator code %d", dtype, op);
@@ -364,6 +365,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->spin_ns = spin_ns, p->yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
     p->bells = (int)bells, p->cpu_slot = cpu_slot, p->moves = 0;
+    p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
     p->doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));

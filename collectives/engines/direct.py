@@ -68,8 +68,8 @@ from ..algorithms.schedule import partition
 
 IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHED, BROADCAST, LEN = range(15)
 HALF_LEN = 15  # and 16: the bytes in half 0 and half 1 of the small window (engines/small.py)
-SLOT_LEN = 17  # to 17 + PIPELINED_BROADCAST_SLOTS - 1: the bytes in each pipelined broadcast slot
-CPU = 25  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
+SLOT_LEN = 17  # to 17 + small.SLOT_LENS - 1 (48): the bytes of pipelined broadcast b at 17 + b % SLOT_LENS
+CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the

@@ -80,10 +80,28 @@ Measured: docs/performance.md, "Thresholds", PIPELINED_BROADCAST_BYTES."""
 PIPELINED_BROADCAST_SLOTS = 8
 """How many broadcasts the root may run ahead of the slowest rank."""
 
+EAGER_BROADCAST_BYTES = 32 << 10
+"""Pipelined broadcasts up to here take slots of their own, EAGER_BROADCAST_SLOTS of them:
+a root of back-to-back small broadcasts then runs that many calls ahead before it waits on
+the slowest rank, as an MPI root does with its eager cells. Eight slots made the root of
+twenty calls (nccl-tests' default) wait for a round of its sleeping peers at eight ranks on
+two cores. Measured: docs/performance.md, "Thresholds", EAGER_BROADCAST_SLOTS."""
+
+EAGER_BROADCAST_SLOTS = 32
+"""How many small broadcasts (at most EAGER_BROADCAST_BYTES) the root may run ahead."""
+
+SLOT_LENS = max(PIPELINED_BROADCAST_SLOTS, EAGER_BROADCAST_SLOTS)
+"""Pipelined broadcast b writes its byte count at flag ``SLOT_LEN + b % SLOT_LENS``, whichever
+slots it takes: the word is rewritten only once the call that last wrote it is done
+everywhere (a root waits for that before it reuses a slot of either kind), and a rank that
+expects the other kind of slot (another count) finds this call's count, never a stale one."""
+
 
 def window_bytes() -> int:
-    """The small window's size: two halves, then the pipelined broadcast's slots."""
-    return 2 * _half_bytes() + PIPELINED_BROADCAST_SLOTS * PIPELINED_BROADCAST_BYTES
+    """The small window's size: two halves, then the pipelined broadcasts' slots, then the
+    small broadcasts' eager slots."""
+    return 2 * _half_bytes() + PIPELINED_BROADCAST_SLOTS * PIPELINED_BROADCAST_BYTES + \
+        EAGER_BROADCAST_SLOTS * EAGER_BROADCAST_BYTES
 
 
 def _half_bytes() -> int:
@@ -309,7 +327,8 @@ class BroadcastPlan(_Plan):
 
 class PipelinedBroadcastPlan:
     """Broadcasts of one shape (dtype, element count, at most PIPELINED_BROADCAST_BYTES)
-    through PIPELINED_BROADCAST_SLOTS slots, with their own serial (every rank counts its
+    through PIPELINED_BROADCAST_SLOTS slots (EAGER_BROADCAST_SLOTS smaller ones up to
+    EAGER_BROADCAST_BYTES), with their own serial (every rank counts its
     broadcasts, so the serials agree) and their own flag. The root copies ``x`` into slot
     ``b % slots`` of its window and returns; every other rank copies it out. The root
     waits only to reuse a slot that a peer may still be reading (broadcast ``b - slots``),
@@ -324,16 +343,18 @@ class PipelinedBroadcastPlan:
         self.window = window
         self.nbytes = nbytes
         first = 2 * _half_bytes()
-        self.slots = tuple(
-            window.slices(first + k * PIPELINED_BROADCAST_BYTES, first + k * PIPELINED_BROADCAST_BYTES + nbytes, dtype)
-            for k in range(PIPELINED_BROADCAST_SLOTS)
-        )
+        if nbytes <= EAGER_BROADCAST_BYTES:
+            first += PIPELINED_BROADCAST_SLOTS * PIPELINED_BROADCAST_BYTES
+            stride, count = EAGER_BROADCAST_BYTES, EAGER_BROADCAST_SLOTS
+        else:
+            stride, count = PIPELINED_BROADCAST_BYTES, PIPELINED_BROADCAST_SLOTS
+        self.slots = tuple(window.slices(first + k * stride, first + k * stride + nbytes, dtype) for k in range(count))
         self.index = {q: i for i, q in enumerate(window.ranks)}
         self.flags = {q: window.flags(q) for q in window.ranks}
         self.mine: Any = window.flags(window.rank)  # written: the byte count of each slot
         self.peers = tuple((q, self.flags[q]) for q in window.ranks if q != window.rank)
         self.native = small_native.plan(window, small_native.BROADCAST, self.slots, flag=BROADCAST, len_slot=SLOT_LEN,
-                                        nbytes=nbytes, len_word=nbytes)
+                                        nbytes=nbytes, len_word=nbytes, len_ring=SLOT_LENS)
 
     def resume(self, code: int, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
         """Copy the root's ``x`` into every rank's ``x``: the C plan's result ``code`` if it
@@ -343,20 +364,21 @@ class PipelinedBroadcastPlan:
             return code
         window = self.window
         b = serial + 1
-        source = self.slots[b % PIPELINED_BROADCAST_SLOTS][self.index[root]]
+        slots, length = self.slots, SLOT_LEN + b % SLOT_LENS
+        source = slots[b % len(slots)][self.index[root]]
         if window.rank == root:
-            free = b - PIPELINED_BROADCAST_SLOTS
+            free = b - len(slots)
             for q, flags in self.peers:
                 if flags[BROADCAST] < free:
                     window.wait(q, BROADCAST, free, deadline, on_timeout)
             copy_array(source, x)
-            self.mine[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS] = self.nbytes
+            self.mine[length] = self.nbytes
         else:
             flags = self.flags[root]
             if flags[BROADCAST] < b:
                 window.wait(root, BROADCAST, b, deadline, on_timeout)
-            if flags[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS] != self.nbytes:
-                raise count_mismatch(root, flags[SLOT_LEN + b % PIPELINED_BROADCAST_SLOTS], self.nbytes)
+            if flags[length] != self.nbytes:
+                raise count_mismatch(root, flags[length], self.nbytes)
             copy_array(x, source)
         window.post(BROADCAST, b)
         return b

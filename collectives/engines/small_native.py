@@ -76,11 +76,12 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
-         reduced: tuple[int, int] | None = None) -> NativePlan | None:
+         reduced: tuple[int, int] | None = None, len_ring: int = 0) -> NativePlan | None:
     """A C plan over ``window`` (``areas``: each area of the call as every window rank's
     view, in window-rank order), or None where calls run in Python (not built, too large, or a
     window whose ``in_c`` is false: turned off, or not a shared-memory window). ``reduced`` is the (byte offset,
-    bytes) of the areas this rank folds (its block, for a reduce-scatter)."""
+    bytes) of the areas this rank folds (its block, for a reduce-scatter). A broadcast finds call b's
+    byte count at flag ``len_slot + b % len_ring`` (0: as many words as areas)."""
     if _small_c is None or not getattr(window, "in_c", False) or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER):
         return None
     flags = [window.flag_area(q) for q in window.ranks]
@@ -96,4 +97,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
         # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-        keep=keep, cpu_slot=CPU))
+        keep=keep, cpu_slot=CPU, len_ring=len_ring))

@@ -391,16 +391,19 @@ def test_all_gather_falls_back_to_copies_where_single_copy_reads_are_not_allowed
     assert run_world(fn, 3, "shm", timeout=120, **settings) == [(True, True)] * 3
 
 
-@pytest.mark.parametrize("route", ["pipelined slots", "window halves"])
+@pytest.mark.parametrize("route", ["eager slots", "pipelined slots", "window halves"])
 def test_small_broadcasts_from_a_root_that_never_waits_never_overwrite_unread_data(route):
-    """A broadcast root reads nothing, so only its check before reusing a slot (pipelined,
-    up to PIPELINED_BROADCAST_SLOTS calls ahead) or a half keeps it from rewriting data
-    a slow rank has not read yet; small all_reduces in between keep their own count."""
+    """A broadcast root reads nothing, so only its check before reusing a slot (up to
+    EAGER_BROADCAST_SLOTS or PIPELINED_BROADCAST_SLOTS calls ahead) or a half keeps it
+    from rewriting data a slow rank has not read yet; small all_reduces in between keep
+    their own count."""
     from collectives.engines import small
 
-    lo = 1 if route == "pipelined slots" else small.PIPELINED_BROADCAST_BYTES // 8 + 1  # int64 elements
+    lo = {"eager slots": 1, "pipelined slots": small.EAGER_BROADCAST_BYTES // 8 + 1,
+          "window halves": small.PIPELINED_BROADCAST_BYTES // 8 + 1}[route]  # int64 elements
     hi = lo + 40
-    assert (hi * 8 <= small.PIPELINED_BROADCAST_BYTES) == (route == "pipelined slots")
+    assert (hi * 8 <= small.EAGER_BROADCAST_BYTES) == (route == "eager slots")
+    assert (lo * 8 > small.EAGER_BROADCAST_BYTES and hi * 8 <= small.PIPELINED_BROADCAST_BYTES) == (route == "pipelined slots")
     assert hi * 8 <= small.BROADCAST_BYTES
 
     def fn(comm):

@@ -171,6 +171,35 @@ def test_ranks_that_pass_different_counts_raise_on_every_rank(call: str, impleme
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
 
 
+@pytest.mark.parametrize("root_sends", ["eager", "pipelined"])
+def test_a_broadcast_receiver_expecting_the_other_kind_of_slot_raises_rather_than_copy_a_stale_one(
+        root_sends: str, implementation: str) -> None:
+    """Broadcasts up to EAGER_BROADCAST_BYTES take slots of their own. After many calls of
+    the receiver's count, every slot and byte-count word it could look at holds that count;
+    the root's call of the other kind must still read as a mismatch, and x stay as it was."""
+    from collectives.engines import small
+
+    tiny, big = 2, small.EAGER_BROADCAST_BYTES // 8 + 1  # int64 elements: eager, pipelined slots
+    sent, expected = (tiny, big) if root_sends == "eager" else (big, tiny)
+
+    def fn(world: collectives.Communicator) -> str:
+        comm = collectives.init(world.rank, world.size, PrefixStore("kinds", world.store), transport="shm", timeout=5)
+        for i in range(small.SLOT_LENS + small.PIPELINED_BROADCAST_SLOTS):
+            comm.broadcast(np.full(expected, i, np.int64), 0)
+        x = np.full(sent, 7, np.int64) if comm.rank == 0 else np.full(expected, -1, np.int64)
+        try:
+            comm.broadcast(x, 0)
+            outcome = "returned"
+        except MessageMismatchError:
+            outcome = "MessageMismatchError"
+        finally:
+            world.barrier()  # the root leaves only once the receiver has looked
+            comm.abort()
+        return f"{outcome}, x kept: {bool(np.all(x == (7 if comm.rank == 0 else -1)))}"
+
+    assert run_world(fn, 2, "shm", timeout=60) == ["returned, x kept: True", "MessageMismatchError, x kept: True"]
+
+
 def test_apart_tells_the_same_memory_and_disjoint_buffers_from_overlapping_ones() -> None:
     apart = small_native.apart
     assert apart is not None, "the C extension is not built"
