@@ -1,14 +1,16 @@
-"""The optional C part: the small-window collectives' happy path (collectives/engines/_small_c.c).
+"""The optional C parts: the small-window collectives' happy path (collectives/engines/_small_c.c)
+and the communicator's fast-path checks (collectives/_fast_c.c).
 
 Everything else is in pyproject.toml. ``optional=True``: where no C compiler is present the
-install goes on without it, and every call runs in Python (collectives/engines/small_native.py).
+install goes on without them, and every call runs in Python (collectives/engines/small_native.py,
+collectives/_fast_path.py).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension(
-    "collectives.engines._small_c",
-    ["collectives/engines/_small_c.c"],
-    extra_compile_args=["-O3", "-std=c11", "-D_GNU_SOURCE"],
-    optional=True,
-)])
+FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE"]
+
+setup(ext_modules=[
+    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], extra_compile_args=FLAGS, optional=True),
+    Extension("collectives._fast_c", ["collectives/_fast_c.c"], extra_compile_args=FLAGS, optional=True),
+])

@@ -58,7 +58,7 @@ class Communicator(Traced, Recoverable, Timeouts):
         self._call = Call(config.timeout)  # the operation under way, as its waits name it
         self._context = context or PlanContext.build(rank, size, self.transports, config, store=store)
         self._planner = Planner(self._context)
-        self._plans = self._planner.cache.plans  # read directly by the fast path
+        self._plans, self._fast = self._planner.cache.plans, fast_path.paths(config.pure_python)  # the fast path's
         self._barrier = self._planner.barrier()
         self._splitter = splitter
         self._owned = list(owned)  # stores/servers to close with us
@@ -217,7 +217,7 @@ class Communicator(Traced, Recoverable, Timeouts):
         Returns the result (or a Work whose ``wait()`` returns it, with ``async_op=True``).
         """
         if not async_op and algorithm is None and self._worker is None and (
-                done := fast_path.all_reduce(self, x, op, out)) is not None:
+                done := self._fast.all_reduce(self, x, op, out)) is not None:
             return done
         if self._context.device and (done := device_path.run(self, "all_reduce", x, out, op, async_op)) is not None:
             return done
@@ -238,7 +238,7 @@ class Communicator(Traced, Recoverable, Timeouts):
                        algorithm: str | None = None, async_op: bool = False) -> Any:
         """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
         elements) in ``out``. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.reduce_scatter(
+        if not async_op and algorithm is None and self._worker is None and out is not None and self._fast.reduce_scatter(
                 self, x, out, op):
             return out
         if self._context.device and (done := device_path.run(self, "reduce_scatter", x, out, op, async_op)) is not None:
@@ -255,7 +255,7 @@ class Communicator(Traced, Recoverable, Timeouts):
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
         every rank. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None and fast_path.all_gather(
+        if not async_op and algorithm is None and self._worker is None and out is not None and self._fast.all_gather(
                 self, x, out):
             return out
         if self._context.device and (done := device_path.run(self, "all_gather", x, out, None, async_op)) is not None:
@@ -269,7 +269,7 @@ class Communicator(Traced, Recoverable, Timeouts):
 
     def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
-        if not async_op and algorithm is None and self._worker is None and fast_path.broadcast(self, x, root):
+        if not async_op and algorithm is None and self._worker is None and self._fast.broadcast(self, x, root):
             return x
         if self._context.device and (done := device_path.run(self, "broadcast", x, None, root, async_op)) is not None:
             return done

@@ -30,7 +30,8 @@ except ImportError:  # no compiler at install time: the Python plans do everythi
     _small_c = None
 
 PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
-"""Set to 1 (``Config.pure_python``): the small window's calls run in Python only."""
+"""Set to 1 (``Config.pure_python``): the small window's calls (and the fast path's checks,
+``_fast_path.paths``) run in Python only."""
 
 ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST = range(4)
 """Kinds of C plan (reduce-scatter is an all-reduce of one block)."""

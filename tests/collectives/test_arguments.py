@@ -272,11 +272,18 @@ FAST_PATH_CALLS = [c for c in BAD_CALLS if c[0].removeprefix("async-").split("-"
 @pytest.mark.parametrize(("bad_call", "error", "name", "collective"),
                          [(*c[1:], c[0].removeprefix("async-").split("-")[0]) for c in FAST_PATH_CALLS],
                          ids=[c[0] for c in FAST_PATH_CALLS])
+@pytest.mark.parametrize("fast_path", ["c", "python"])
 def test_bad_call_is_refused_after_good_calls_of_its_shape(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str, collective: str
+    bad_call: Callable[[Any], Any], error: type[Exception], name: str, collective: str, fast_path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Repeated small all_reduces, all_gathers, reduce_scatters and broadcasts skip the
-    general dispatch (shared memory); they must skip none of its checks."""
+    general dispatch (shared memory); they must skip none of its checks, in C
+    (collectives/_fast_c.c) or in Python (COLLECTIVES_PURE_PYTHON=1)."""
+    if fast_path == "python":
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    else:
+        monkeypatch.delenv("COLLECTIVES_PURE_PYTHON", raising=False)
     refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=GOOD_CALLS[collective])
 
 

@@ -1,0 +1,136 @@
+"""The communicator's fast path (collectives/_fast_path.py) in C and in Python: the same
+answer for every input, the same kept plan run with the same arguments.
+
+A stand-in communicator holds the kept plans and records what ``_run_kept`` is given, so
+every case runs both implementations in this process. (The refusals of bad calls after good
+ones, through real communicators, are in test_arguments.py, on both.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collectives import ReduceOp, _fast_path
+from collectives.config import Config
+
+KINDS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
+
+
+class _Comm:
+    """What the fast path reads of a communicator: ``_plans``, ``size``, ``rank``, ``_run_kept``."""
+
+    def __init__(self, plans: dict[Any, Any], size: int = 2, rank: int = 0) -> None:
+        self._plans, self.size, self.rank = plans, size, rank
+        self.ran: list[tuple[Any, ...]] = []
+
+    def _run_kept(self, key: Any, plan: Any, x: np.ndarray, out: Any) -> None:
+        self.ran.append((key, plan, x.__array_interface__["data"][0], x.shape,
+                         None if out is None else (out.__array_interface__["data"][0], out.shape, out is x)))
+
+
+def test_the_c_fast_path_is_built_and_chosen_unless_pure_python() -> None:
+    assert _fast_path.C is not None, "collectives._fast_c was not built (or reads ndarray headers wrongly)"
+    assert _fast_path.paths(False) is _fast_path.C
+    assert _fast_path.paths(True) is _fast_path.PYTHON
+    assert Config.from_env({"COLLECTIVES_PURE_PYTHON": "1"}).pure_python
+
+
+def test_the_c_fast_path_reads_array_headers_as_numpy_does() -> None:
+    from collectives import _fast_c  # type: ignore[attr-defined]
+
+    base = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    cases = [base, base[:, 1], base[..., ::2], base[::-1], np.asfortranarray(base), base.T, np.ones(()),
+             np.broadcast_to(np.ones(3), (4, 3)), frozen, np.empty((0, 5), np.int8), np.zeros(7, np.complex64),
+             np.zeros(3, [("a", np.int32), ("b", np.float64)])]
+    for a in cases:
+        assert _fast_c.header(a) == (a.flags.c_contiguous, a.flags.writeable, a.size, a.dtype)
+    with pytest.raises(TypeError, match="ndarray"):
+        _fast_c.header([1, 2])
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    base = np.zeros(16, np.float32)
+    frozen = np.zeros(4, np.float32)
+    frozen.flags.writeable = False
+    return {
+        "x": np.zeros(4, np.float32), "x2d": np.zeros((2, 2), np.float32), "strided": base[::4],
+        "frozen": frozen, "f64": np.zeros(4, np.float64), "short": np.zeros(2, np.float32),
+        "long": np.zeros(8, np.float32), "empty": np.zeros(0, np.float32), "overlap": base[2:6],
+        "overlap_in": base[0:4], "apart": base[8:12], "same_start": base[0:4].view(),
+        "out_2d": np.zeros((2, 4), np.float32), "fortran": np.asfortranarray(np.zeros((2, 2), np.float32)),
+    }
+
+
+def _plans(arrays: dict[str, np.ndarray]) -> dict[Any, Any]:
+    """A kept plan for every (collective, dtype, count) the arrays have, under ReduceOp.SUM,
+    "max" and root 0 and 1."""
+    plans: dict[Any, Any] = {}
+    for a in arrays.values():
+        for op in (ReduceOp.SUM, "max"):
+            plans[("all_reduce", a.dtype, a.size, op, None)] = f"all_reduce plan {a.size}"
+            plans[("reduce_scatter", a.dtype, a.size, op, None)] = f"reduce_scatter plan {a.size}"
+        plans[("all_gather", a.dtype, a.size, None)] = f"all_gather plan {a.size}"
+        for root in (0, 1):
+            plans[("broadcast", a.dtype, a.size, root, None)] = f"broadcast plan {a.size}"
+    return plans
+
+
+def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, rank: int = 0) -> tuple[Any, ...]:
+    arrays = _arrays()
+    comm = _Comm(_plans(arrays), rank=rank)
+    x, out = (arrays[x] if isinstance(x, str) else x), (arrays[out] if isinstance(out, str) else out)
+    if kind == "all_reduce":
+        result: Any = paths.all_reduce(comm, x, third, out)
+        result = "x" if result is x else "out" if result is out and out is not None else result
+    elif kind == "reduce_scatter":
+        result = paths.reduce_scatter(comm, x, out, third)
+    elif kind == "all_gather":
+        result = paths.all_gather(comm, x, out)
+    else:
+        result = paths.broadcast(comm, x, third)
+    at = {}  # data addresses -> the names of the arrays there (runs differ in addresses, not in names)
+    for name, a in arrays.items():
+        at.setdefault(a.__array_interface__["data"][0], []).append(name)
+    ran = [(key, plan, at[address], shape, None if o is None else (at[o[0]], *o[1:])) for key, plan, address, shape, o in comm.ran]
+    return result, ran
+
+
+NAMES = list(_arrays())
+CASES = (
+    [("all_reduce", x, out, op) for x in NAMES for out in [None, *NAMES] for op in (ReduceOp.SUM, "max", ReduceOp.MIN)]
+    + [("all_reduce", "x", None, ["unhashable"])]
+    + [("reduce_scatter", x, out, ReduceOp.SUM) for x in NAMES for out in NAMES]
+    + [("all_gather", x, out, None) for x in NAMES for out in NAMES]
+    + [("broadcast", x, None, root) for x in NAMES for root in (0, 1, 2, True, 0.0)]
+    + [(kind, "x", [1.0, 2.0], ReduceOp.SUM) for kind in ("all_reduce", "reduce_scatter", "all_gather")]
+    + [(kind, [1.0, 2.0, 3.0, 4.0], "x", 0) for kind in KINDS]
+)
+
+
+@pytest.mark.parametrize(("kind", "x", "out", "third"), CASES)
+def test_c_and_python_give_the_same_answer_and_run_the_same_plan(kind: str, x: Any, out: Any, third: Any) -> None:
+    assert _fast_path.C is not None
+    for rank in (0, 1):
+        assert _outcome(_fast_path.C, kind, x, out, third, rank) == _outcome(_fast_path.PYTHON, kind, x, out, third, rank)
+
+
+def test_the_fast_path_runs_the_kept_plan_where_the_checks_pass() -> None:
+    """The comparison above would pass if both refused everything: these must run."""
+    assert _fast_path.C is not None
+    for paths in (_fast_path.C, _fast_path.PYTHON):
+        result, ran = _outcome(paths, "all_reduce", "x2d", None, ReduceOp.SUM)
+        assert result == "x" and ran[0][0] == ("all_reduce", np.dtype(np.float32), 4, ReduceOp.SUM, None)
+        assert ran[0][3] == (4,) and ran[0][4][1:] == ((4,), True)  # flat, in place
+        assert _outcome(paths, "all_reduce", "x", "apart", "max")[0] == "out"
+        assert _outcome(paths, "all_reduce", "overlap_in", "overlap", "max") == (None, [])
+        assert _outcome(paths, "reduce_scatter", "x", "short", ReduceOp.SUM)[0] is True
+        assert _outcome(paths, "all_gather", "x", "long", None)[0] is True
+        result, ran = _outcome(paths, "all_gather", "x", "out_2d", None)
+        assert result is True and ran[0][4][1] == (8,)  # out is passed flat
+        assert _outcome(paths, "broadcast", "frozen", None, 0, rank=0)[0] is True  # the root's may be read-only
+        assert _outcome(paths, "broadcast", "frozen", None, 0, rank=1)[0] is False
