@@ -56,9 +56,11 @@ GATHER_BYTES = 1 << 20
 through the window (in cache) beats the single-copy read of the owner's block, whose
 page pinning costs more at these sizes. Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
-GATHER_BYTES_OVERSUBSCRIBED = 128 << 10
+GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
 """The same where ranks outnumber cores, where the window measured erratic before its calls
-ran in C: smaller contributions take it there. Measured: docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
+page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
+"Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
 
 
 IN_PLACE_SKIP_BYTES = 64 << 10
@@ -67,9 +69,10 @@ from the window (below, the extra check cost more than the copy it saves)."""
 
 
 GATHER_READS_BYTES = (192 << 10, 512 << 10)
-"""Contributions in this range go by single-copy reads where reads are allowed, although
-the window takes those on either side: here the window's copies meet memcpy's 4K-aliasing
-slow path (``buffers.ALIASED_COPY_BYTES``) and its detour is slower cross-core.
+"""Contributions in this range go by single-copy reads where reads are allowed and every rank
+has a core, although the window takes those on either side: here the window's copies meet
+memcpy's 4K-aliasing slow path (``buffers.ALIASED_COPY_BYTES``) and its detour is slower
+cross-core. (Where ranks outnumber cores the window measured faster here too.)
 Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 
 
@@ -113,10 +116,10 @@ def gather_bytes(window: Window) -> int:
     return GATHER_BYTES_OVERSUBSCRIBED if window.oversubscribed else GATHER_BYTES
 
 
-def gather_prefers_reads(nbytes: int) -> bool:
-    """Whether an all-gather contribution of ``nbytes`` that the window could take goes by
+def gather_prefers_reads(window: Window, nbytes: int) -> bool:
+    """Whether an all-gather contribution of ``nbytes`` that ``window`` could take goes by
     single-copy reads instead, where they are allowed (the same answer on every rank)."""
-    return GATHER_READS_BYTES[0] <= nbytes < GATHER_READS_BYTES[1]
+    return not window.oversubscribed and GATHER_READS_BYTES[0] <= nbytes < GATHER_READS_BYTES[1]
 
 
 def _reduce_with(kernel: np.ufunc, sources: Sequence[np.ndarray], out: np.ndarray) -> None:

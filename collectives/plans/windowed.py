@@ -143,8 +143,9 @@ class WindowAllGather:
     def _find_route(self, call: Call) -> None:
         windows = self.windows
         nbytes = self.count * self.dtype.itemsize
-        fits_window = nbytes <= small.GATHER_BYTES and nbytes <= small.gather_bytes(windows.small(call))
-        memory = windows.peer_memory(call) if not fits_window or small.gather_prefers_reads(nbytes) else None
+        window = windows.small(call)
+        fits_window = nbytes <= small.GATHER_BYTES and nbytes <= small.gather_bytes(window)
+        memory = windows.peer_memory(call) if not fits_window or small.gather_prefers_reads(window, nbytes) else None
         if fits_window and memory is None:
             self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
         elif memory is not None:

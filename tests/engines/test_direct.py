@@ -320,11 +320,14 @@ def test_direct_all_gather_reads_every_block_straight_from_its_owner(size):
                     i += 1
 
 
-def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers():
+def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers(monkeypatch):
     """A shape gathered by reads keeps its plan (its blocks), never the buffers: every
     call reads the addresses its peers post for it, in place and not, whatever arrays
     they pass this time."""
     from collectives.engines import small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # a core each: GATHER_READS_BYTES go by reads
 
     lo, _ = small.GATHER_READS_BYTES
     shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # in the reads range; above the window
@@ -661,8 +664,8 @@ def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkey
 @pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed", "a core each"])
 def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores, monkeypatch):
     """All-gather takes the window up to gather_bytes (1 MiB where every rank has a core,
-    32 KiB where ranks outnumber cores) except in GATHER_READS_BYTES, and single-copy
-    reads elsewhere; both give every block in rank order, in place and not."""
+    512 KiB where ranks outnumber cores) except in GATHER_READS_BYTES where every rank has a
+    core, and single-copy reads elsewhere; both give every block in rank order, in place and not."""
     from collectives.engines import direct, small
     from collectives.transports import progress
 
@@ -699,7 +702,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
     limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
     want_routes = []
     for nbytes in sizes:
-        route = "window" if nbytes <= limit and not lo <= nbytes < hi else "reads"
+        route = "window" if nbytes <= limit and (cores < 3 or not lo <= nbytes < hi) else "reads"
         want_routes += [route, route]
     assert run_world(fn, 3, "shm", timeout=120) == [(limit, [], want_routes)] * 3
 
