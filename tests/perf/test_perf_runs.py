@@ -363,3 +363,18 @@ def test_call_overhead_prints_a_time_per_case() -> None:
     assert [name.strip() for name, _ in rows] == ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B",
                                                   "all_gather 8 B", "all_reduce 64 KiB"], done.stdout
     assert all(float(us) > 0 for _, us in rows)
+
+
+@pytest.mark.mpi
+def test_call_overhead_beside_mpich() -> None:
+    """``--vs mpi``: the same cases through mpi4py under mpiexec, MPICH's time and the ratio."""
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "call_overhead.py"), "--np", "2", "--batches", "2",
+                           "--calls", "3", "--vs", "mpi"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.rsplit(None, 3) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert [row[0].strip() for row in rows] == ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B",
+                                                "all_gather 8 B", "all_reduce 64 KiB"], done.stdout
+    for _, ours, mpich, ratio in rows:
+        assert float(ours) > 0 and float(mpich) > 0
+        assert abs(float(ratio) - float(mpich) / float(ours)) < 0.01 * float(ratio) + 0.01
