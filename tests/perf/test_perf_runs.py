@@ -353,28 +353,28 @@ def test_builds_side_by_side_runs_both_checkouts_and_prints_ratios(tmp_path: Pat
     assert all(float(r[4]) > 0 and float(r[5]) > 0 and float(r[6]) > 0 for r in rows)
 
 
+CALL_OVERHEAD_CASES = ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B", "all_gather 8 B", "all_reduce 64 KiB"]
+
+
+def _call_overhead_rows(*args: str, columns: int) -> list[list[str]]:
+    """``perf/call_overhead.py --np 2 --batches 2 --calls 3 ARGS``: its rows, each the case
+    name and ``columns`` numbers, in the order of CALL_OVERHEAD_CASES."""
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "call_overhead.py"), "--np", "2", "--batches", "2",
+                           "--calls", "3", *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.rsplit(None, columns) for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert [row[0].strip() for row in rows] == CALL_OVERHEAD_CASES, done.stdout
+    return rows
+
+
 def test_call_overhead_prints_a_time_per_case() -> None:
     """``perf/call_overhead.py``: every case timed, in threads as ranks (fast)."""
-    done = subprocess.run([sys.executable, str(ROOT / "perf" / "call_overhead.py"), "--np", "2", "--transport", "inproc",
-                           "--batches", "2", "--calls", "3"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.rsplit(None, 1) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert [name.strip() for name, _ in rows] == ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B",
-                                                  "all_gather 8 B", "all_reduce 64 KiB"], done.stdout
-    assert all(float(us) > 0 for _, us in rows)
+    assert all(float(us) > 0 for _, us in _call_overhead_rows("--transport", "inproc", columns=1))
 
 
 @pytest.mark.mpi
 def test_call_overhead_beside_mpich() -> None:
     """``--vs mpi``: the same cases through mpi4py under mpiexec, MPICH's time and the ratio."""
-    done = subprocess.run([sys.executable, str(ROOT / "perf" / "call_overhead.py"), "--np", "2", "--batches", "2",
-                           "--calls", "3", "--vs", "mpi"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.rsplit(None, 3) for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert [row[0].strip() for row in rows] == ["all_reduce 8 B", "all_reduce 8 B out=", "broadcast 8 B",
-                                                "all_gather 8 B", "all_reduce 64 KiB"], done.stdout
-    for _, ours, mpich, ratio in rows:
+    for _, ours, mpich, ratio in _call_overhead_rows("--vs", "mpi", columns=3):
         assert float(ours) > 0 and float(mpich) > 0
         assert abs(float(ratio) - float(mpich) / float(ours)) < 0.01 * float(ratio) + 0.01
