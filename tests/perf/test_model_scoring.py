@@ -61,3 +61,16 @@ def test_the_picks_are_scored_against_the_times_of_the_same_run() -> None:
     assert inside == 1
     assert "| tcp | 3 | 1/2 |" in lines
     assert any(f"picks {pick}" in line and f"best {other}" in line for line in lines)
+
+
+def test_a_fit_keeps_what_it_is_told_to_and_prices_calls_back_to_back(tmp_path: Path) -> None:
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows_measured_by(TRUE)}))
+    START.save(tmp_path / "start.json")
+    assert fit_profile.main([str(path), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                             "--keep", "tcp.alpha", "--set", "tcp.crowd_wake=2e-6", "--calls", "2",
+                             "--out", str(tmp_path / "fitted.json")]) == 0
+    fitted = load(tmp_path / "fitted.json")
+    assert fitted.transports["tcp"].alpha == START.transports["tcp"].alpha
+    assert fitted.transports["tcp"].beta != START.transports["tcp"].beta
+    assert fitted.calls == 2
