@@ -3,6 +3,7 @@
     python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
     python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
     python perf/validate_model.py --from docs/perf/validation_calib4.json  # re-predict saved measurements, no measuring
+    python perf/validate_model.py --from B.json,C.json --profile old=OLD.json,new=NEW.json --table
 
 Measures our collectives on this machine (``collectives.timing``: the fastest of a few
 interleaved batches per call, slowest rank) for every world size, transport, algorithm
@@ -92,6 +93,29 @@ def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[st
     return lines
 
 
+def table(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]:
+    """Markdown tables of each profile's median error and count within 25 %, by layout and by algorithm."""
+    def cells(group: list[dict[str, Any]]) -> str:
+        out = []
+        for name in profiles:
+            errors = sorted((r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in group)
+            out.append(f"{errors[len(errors) // 2] * 100:+.0f} % | {sum(abs(e) <= 0.25 for e in errors)}")
+        return " | ".join(out)
+
+    heads = "".join(f" {n}: median error | within 25 % |" for n in profiles)
+    lines = ["| transport | ranks | hosts | cases |" + heads, "|---|---|---|---|" + "---|---|" * len(profiles)]
+    layouts = sorted({(r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]) for r in rows})
+    for transport, p, hosts in layouts:
+        group = [r for r in rows if (r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]) == (transport, p, hosts)]
+        lines.append(f"| {transport} | {p} | {hosts} | {len(group)} | {cells(group)} |")
+    lines.append(f"| **all** | | | **{len(rows)}** | {cells(rows)} |")
+    lines += ["", "| algorithm | cases |" + heads, "|---|---|" + "---|---|" * len(profiles)]
+    for algorithm in sorted({r["algorithm"] for r in rows}):
+        group = [r for r in rows if r["algorithm"] == algorithm]
+        lines.append(f"| {algorithm} | {len(group)} | {cells(group)} |")
+    return lines
+
+
 def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) -> None:
     import matplotlib
 
@@ -133,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=0, help="cores of this machine (default: os.cpu_count())")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--table", action="store_true", help="with --from: markdown tables by layout and algorithm,"
+                                                             " not every row")
     args = parser.parse_args(argv)
     if args.source:
         return rescore(args)
@@ -157,18 +183,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rescore(args: argparse.Namespace) -> int:
-    """``--from``: the saved rows predicted again, with the saved profiles, or ``--profile`` alone."""
+    """``--from``: the saved rows (of one run, or several comma-separated) predicted again, with
+    the first run's saved profiles, or ``--profile``'s (one file, or NAME=FILE,...)."""
     from collectives.tuning.profile import from_json
 
-    with open(args.source) as fh:
-        doc = json.load(fh)
+    docs = []
+    for path in args.source.split(","):
+        with open(path) as fh:
+            docs.append(json.load(fh))
     if args.profile:
-        profiles = {"given": load(args.profile)}
+        named = [item.partition("=") for item in args.profile.split(",")]
+        profiles = {name if file else "given": load(file or name) for name, _, file in named}
     else:
-        profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in doc["profiles"].items()}
-    rows = repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)
-    for row in rows:
-        print(_line(row, profiles))
+        profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in docs[0]["profiles"].items()}
+    rows = [row for doc in docs
+            for row in repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)]
+    print("\n".join(table(rows, profiles)) if args.table else "\n".join(_line(row, profiles) for row in rows))
     print("\n".join(summary(rows, profiles)))
     if args.json:
         with open(args.json, "w") as fh:
