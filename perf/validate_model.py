@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 from collectives.config import parse_size
@@ -72,7 +73,7 @@ def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: i
     return out
 
 
-def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
+def _line(row: dict[str, Any], profiles: Iterable[str]) -> str:
     text = (f"  {row['transport']:<4} {row['ranks']:>2} ({row['ranks_per_host']:>2}/host) {row['collective']:<11}"
             f" {row['algorithm']:<10} {row['size']:>9} B  measured {row['measured_us']:>10.1f}")
     for name in profiles:
@@ -81,7 +82,7 @@ def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
     return text
 
 
-def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]:
+def summary(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
     lines = []
     for name in profiles:
         errors = [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
@@ -93,8 +94,9 @@ def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[st
     return lines
 
 
-def table(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]:
+def table(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
     """Markdown tables of each profile's median error and count within 25 %, by layout and by algorithm."""
+    profiles = list(profiles)
     def cells(group: list[dict[str, Any]]) -> str:
         out = []
         for name in profiles:
@@ -116,7 +118,7 @@ def table(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]
     return lines
 
 
-def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) -> None:
+def plot(rows: list[dict[str, Any]], profiles: Iterable[str], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=0, help="cores of this machine (default: os.cpu_count())")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--baseline", default=None,
+                        help="with --from: also score another run's measurement of each case as its prediction")
     parser.add_argument("--table", action="store_true", help="with --from: markdown tables by layout and algorithm,"
                                                              " not every row")
     args = parser.parse_args(argv)
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _case(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in ("transport", "ranks", "ranks_per_host", "collective", "algorithm", "size"))
+
+
 def rescore(args: argparse.Namespace) -> int:
     """``--from``: the saved rows (of one run, or several comma-separated) predicted again, with
     the first run's saved profiles, or ``--profile``'s (one file, or NAME=FILE,...)."""
@@ -198,14 +206,20 @@ def rescore(args: argparse.Namespace) -> int:
         profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in docs[0]["profiles"].items()}
     rows = [row for doc in docs
             for row in repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)]
-    print("\n".join(table(rows, profiles)) if args.table else "\n".join(_line(row, profiles) for row in rows))
-    print("\n".join(summary(rows, profiles)))
+    names = list(profiles)
+    if args.baseline:  # another run's measurement of each case as its prediction: the runs' own spread
+        with open(args.baseline) as fh:
+            other = {_case(r): r["measured_us"] for r in json.load(fh)["rows"]}
+        rows = [{**row, "baseline_us": other[_case(row)]} for row in rows if _case(row) in other]
+        names.append("baseline")
+    print("\n".join(table(rows, names)) if args.table else "\n".join(_line(row, names) for row in rows))
+    print("\n".join(summary(rows, names)))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"profiles": {n: p.to_json() for n, p in profiles.items()}, "rows": rows}, fh, indent=1)
             fh.write("\n")
     if args.plot:
-        plot(rows, profiles, args.plot)
+        plot(rows, names, args.plot)
     return 0
 
 

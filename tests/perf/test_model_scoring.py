@@ -84,8 +84,10 @@ def test_saved_runs_are_tabled_by_layout_and_algorithm_for_each_named_profile(
     TRUE.save(tmp_path / "true.json")
     START.save(tmp_path / "start.json")
     assert validate_model.main(["--from", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--table", "--profile",
-                                f"truth={tmp_path / 'true.json'},guess={tmp_path / 'start.json'}"]) == 0
+                                f"truth={tmp_path / 'true.json'},guess={tmp_path / 'start.json'}",
+                                "--baseline", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
     assert "| tcp | 3 | 1 | 12 | +0 % | 12 |" in out
     assert "| ring | 8 | +0 % | 8 |" in out
     assert "# truth: 24 of 24 predictions within 25 %" in out
+    assert "# baseline: 24 of 24 predictions within 25 %" in out  # run a's measurements predict b's exactly
