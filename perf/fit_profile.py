@@ -5,13 +5,14 @@
 
 ``collectives-tune`` fits overhead, α and β to 2-rank all-reduces. This fits every constant
 (the direct engine's, ``exchange``, and the ones only larger worlds show: ``wake``,
-``crowd_wake``, ``mixed_wait``, ``split_wait``) to the rows a ``perf/validate_model.py --json`` run kept: every collective,
-algorithm, size, world size and layout it measured. It searches each constant in turn by
-factors (log scale, no derivatives: the replay with queueing cores is not linear in them),
-minimising the mean |log(predicted / measured)|, which the outliers of a shared machine
-cannot drag as they drag squares; in stages (``STAGES``). Shared memory first (its rows),
-then TCP (its rows, the two-host ones too, with shared memory as fitted). Prints the profile
-and the score before and after; ``--out`` writes it.
+``crowd_wake``, ``crowd_beta``, ``mixed_wait``, ``split_wait``) to the rows a ``perf/validate_model.py
+--json`` run kept: every collective, algorithm, size, world size and layout it measured. It
+searches each constant in turn by factors (log scale, no derivatives: the replay with
+queueing cores is not linear in them), minimising the mean |log(predicted / measured)|,
+which the outliers of a shared machine cannot drag as they drag squares; in stages
+(``STAGES``). Shared memory first (its rows), then TCP (its rows, the two-host ones too,
+with shared memory as fitted). Prints the profile and the score before and after; ``--out``
+writes it.
 """
 
 from __future__ import annotations

@@ -106,9 +106,11 @@ def table(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
 
     heads = "".join(f" {n}: median error | within 25 % |" for n in profiles)
     lines = ["| transport | ranks | hosts | cases |" + heads, "|---|---|---|---|" + "---|---|" * len(profiles)]
-    layouts = sorted({(r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]) for r in rows})
-    for transport, p, hosts in layouts:
-        group = [r for r in rows if (r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]) == (transport, p, hosts)]
+    def layout(r: dict[str, Any]) -> tuple[str, int, int]:
+        return r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]
+
+    for transport, p, hosts in sorted({layout(r) for r in rows}):
+        group = [r for r in rows if layout(r) == (transport, p, hosts)]
         lines.append(f"| {transport} | {p} | {hosts} | {len(group)} | {cells(group)} |")
     lines.append(f"| **all** | | | **{len(rows)}** | {cells(rows)} |")
     lines += ["", "| algorithm | cases |" + heads, "|---|---|" + "---|---|" * len(profiles)]

@@ -15,13 +15,14 @@ come first served: a rank issues a step's sends and folds its receives only once
 core, and pays its link class's ``wake`` to resume after waiting for a message, and
 ``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
 queue), and every byte it copies costs ``crowd_beta`` more per rank per core (their copies
-share the caches and the memory bus). So steps in which every rank works at once (a ring's exchanges) queue for the cores,
-while a chain, with one rank busy at a time, hardly notices them. Beyond the wire: a step
-that both sends and receives costs its link class's ``exchange`` more, and one that sends
-over one kind of link and receives over another (shared memory and a NIC) pays
-``mixed_wait``: its wait cannot sleep on both. On hosts of several ranks with more than one
-host, a rank has peers over both kinds of link, and a step in which it waited for a message
-costs ``split_wait`` more: its wait sleeps in slices on each kind in turn.
+share the caches and the memory bus). So steps in which every rank works at once (a ring's
+exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
+them. Beyond the wire: a step that both sends and receives costs its link class's
+``exchange`` more, and one that sends over one kind of link and receives over another
+(shared memory and a NIC) pays ``mixed_wait``: its wait cannot sleep on both. On hosts of
+several ranks with more than one host, a rank has peers over both kinds of link, and a step
+in which it waited for a message costs ``split_wait`` more: its wait sleeps in slices on
+each kind in turn.
 """
 
 from __future__ import annotations

@@ -38,11 +38,11 @@ class TransportCosts:
     context switch); ``crowd_wake``, what it pays more per rank sharing its core (ranks per
     core: it resumes behind them in its core's run queue); ``crowd_beta``, what a byte costs
     more per rank sharing a core on such a host (the ranks' copies share caches and the
-    memory bus); ``mixed_wait``, what a step costs
-    more whose sends and receives use this transport and shared memory at once (its wait
-    cannot sleep on both; between hosts only); ``split_wait``, what a step costs more in which a
-    rank with peers over this transport and over shared memory waited for a message (its
-    wait sleeps in slices on each in turn; between hosts only).
+    memory bus); ``mixed_wait``, what a step costs more whose sends and receives use this
+    transport and shared memory at once (its wait cannot sleep on both; between hosts only);
+    ``split_wait``, what a step costs more in which a rank with peers over this transport
+    and over shared memory waited for a message (its wait sleeps in slices on each in turn;
+    between hosts only).
     """
 
     overhead: float
