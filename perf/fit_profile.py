@@ -5,13 +5,14 @@
 
 ``collectives-tune`` fits overhead, α and β to 2-rank all-reduces. This fits every constant
 (the direct engine's, ``exchange``, and the ones only larger worlds show: ``wake``,
-``mixed_wait``) to the rows a ``perf/validate_model.py --json`` run kept: every collective,
-algorithm, size, world size and layout it measured. It searches each constant in turn by
-factors (log scale, no derivatives: the replay with queueing cores is not linear in them),
-minimising the mean |log(predicted / measured)|, which the outliers of a shared machine
-cannot drag as they drag squares; in stages (``STAGES``). Shared memory first (its rows),
-then TCP (its rows, the two-host ones too, with shared memory as fitted). Prints the profile
-and the score before and after; ``--out`` writes it.
+``crowd_wake``, ``crowd_beta``, ``mixed_wait``, ``split_wait``) to the rows a ``perf/validate_model.py
+--json`` run kept: every collective, algorithm, size, world size and layout it measured. It
+searches each constant in turn by factors (log scale, no derivatives: the replay with
+queueing cores is not linear in them), minimising the mean |log(predicted / measured)|,
+which the outliers of a shared machine cannot drag as they drag squares; in stages
+(``STAGES``). Shared memory first (its rows), then TCP (its rows, the two-host ones too,
+with shared memory as fitted). Prints the profile and the score before and after; ``--out``
+writes it.
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ from perf.validate_model import repredict, summary  # noqa: E402
 STAGES = (
     ("worlds within the cores", ("overhead", "alpha", "beta", "exchange", "direct_alpha", "direct_beta"),
      (4.0, 2.0, 1.4, 1.15, 1.05)),
-    ("every world", ("wake", "mixed_wait"), (4.0, 2.0, 1.4, 1.15, 1.05)),
-    ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "mixed_wait", "direct_alpha",
-                                   "direct_beta"), (1.15, 1.05)),
+    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait"), (4.0, 2.0, 1.4, 1.15, 1.05)),
+    ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "crowd_wake", "crowd_beta",
+                                   "mixed_wait", "split_wait", "direct_alpha", "direct_beta"), (1.15, 1.05)),
 )
 """What is searched, on which rows, by which factors: first what a world with a core per rank
 shows (so that α does not absorb the cost of queueing for cores), then what only larger
 worlds and two hosts show, then everything a little."""
-ONLY = {"shm": {"mixed_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
+ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
 """Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
-FLOOR = {"beta": 1e-12, "direct_beta": 1e-12}
+FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12}
 """Where a constant at 0 starts its search (1 µs, or these per byte)."""
 
 
@@ -52,8 +53,10 @@ def loss(rows: list[dict[str, Any]], profile: Profile, cores: int) -> float:
     return sum(abs(math.log(max(r["p_us"], 1e-3) / r["measured_us"])) for r in out) / max(1, len(out))
 
 
-def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int, log: list[str]) -> Profile:
-    """``profile`` with ``transport``'s constants searched, stage by stage, to minimise ``loss``."""
+def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int, log: list[str],
+        keep: frozenset[str] = frozenset()) -> Profile:
+    """``profile`` with ``transport``'s constants searched, stage by stage, to minimise ``loss``
+    (those named ``transport.constant`` in ``keep`` left as they are)."""
 
     def with_value(p: Profile, name: str, value: float) -> Profile:
         costs = dataclasses.replace(p.costs(transport), **{name: value})
@@ -62,7 +65,7 @@ def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int
     for stage, names, factors in STAGES:
         mine = [r for r in rows if r["transport"] == transport
                 and (stage != STAGES[0][0] or r["ranks"] == r["ranks_per_host"] <= cores)]
-        free = [n for n in names if n not in ONLY[transport]]
+        free = [n for n in names if n not in ONLY[transport] and f"{transport}.{n}" not in keep]
         best = loss(mine, profile, cores)
         log.append(f"# {transport}, {stage}: {len(mine)} rows, mean |log error| {best:.3f} at the start")
         for factor in factors:
@@ -90,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default=None, help="the profile to start from (default: the file's 'tuned' one)")
     parser.add_argument("--transports", default="shm,tcp")
     parser.add_argument("--cores", type=int, default=0, help="cores of the measured machine (default: the file's)")
+    parser.add_argument("--calls", type=int, default=0,
+                        help="price calls back to back, per call of this many (default: the start profile's)")
+    parser.add_argument("--keep", default="", help="constants not to fit, as transport.constant, comma-separated"
+                                                   " (e.g. shm.beta)")
+    parser.add_argument("--set", default="", help="start values, as transport.constant=seconds, comma-separated"
+                                                  " (e.g. shm.wake=0,shm.crowd_wake=1e-5)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -103,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         cores = cores or doc.get("cores", 0)
     cores = cores or os.cpu_count() or 1
     profile = load(args.start) if args.start else from_json(docs[0]["profiles"]["tuned"], f"{args.source}: tuned")
+    if args.calls:
+        profile = dataclasses.replace(profile, calls=args.calls)
+    for item in (i for i in args.set.split(",") if i):
+        name, _, value = item.partition("=")
+        transport, _, constant = name.partition(".")
+        costs = dataclasses.replace(profile.costs(transport), **{constant: float(value)})
+        profile = dataclasses.replace(profile, transports={**profile.transports, transport: costs})
     start = profile
     log: list[str] = []
     for transport in args.transports.split(","):
-        profile = fit(rows, profile, transport, cores, log)
+        profile = fit(rows, profile, transport, cores, log, frozenset(k for k in args.keep.split(",") if k))
     profile = dataclasses.replace(profile, source=f"perf/fit_profile.py {time.strftime('%Y-%m-%d')}: fitted to"
                                   f" {args.source} ({len(rows)} measurements, {cores} cores), from {start.source}")
     print("\n".join(log))

@@ -3,6 +3,7 @@
     python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
     python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
     python perf/validate_model.py --from docs/perf/validation_calib4.json  # re-predict saved measurements, no measuring
+    python perf/validate_model.py --from B.json,C.json --profile old=OLD.json,new=NEW.json --table
 
 Measures our collectives on this machine (``collectives.timing``: the fastest of a few
 interleaved batches per call, slowest rank) for every world size, transport, algorithm
@@ -22,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 from collectives.config import parse_size
@@ -71,7 +73,7 @@ def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: i
     return out
 
 
-def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
+def _line(row: dict[str, Any], profiles: Iterable[str]) -> str:
     text = (f"  {row['transport']:<4} {row['ranks']:>2} ({row['ranks_per_host']:>2}/host) {row['collective']:<11}"
             f" {row['algorithm']:<10} {row['size']:>9} B  measured {row['measured_us']:>10.1f}")
     for name in profiles:
@@ -80,7 +82,7 @@ def _line(row: dict[str, Any], profiles: dict[str, Profile]) -> str:
     return text
 
 
-def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[str]:
+def summary(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
     lines = []
     for name in profiles:
         errors = [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
@@ -92,7 +94,33 @@ def summary(rows: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[st
     return lines
 
 
-def plot(rows: list[dict[str, Any]], profiles: dict[str, Profile], path: str) -> None:
+def table(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
+    """Markdown tables of each profile's median error and count within 25 %, by layout and by algorithm."""
+    profiles = list(profiles)
+    def cells(group: list[dict[str, Any]]) -> str:
+        out = []
+        for name in profiles:
+            errors = sorted((r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in group)
+            out.append(f"{errors[len(errors) // 2] * 100:+.0f} % | {sum(abs(e) <= 0.25 for e in errors)}")
+        return " | ".join(out)
+
+    heads = "".join(f" {n}: median error | within 25 % |" for n in profiles)
+    lines = ["| transport | ranks | hosts | cases |" + heads, "|---|---|---|---|" + "---|---|" * len(profiles)]
+    def layout(r: dict[str, Any]) -> tuple[str, int, int]:
+        return r["transport"], r["ranks"], r["ranks"] // r["ranks_per_host"]
+
+    for transport, p, hosts in sorted({layout(r) for r in rows}):
+        group = [r for r in rows if layout(r) == (transport, p, hosts)]
+        lines.append(f"| {transport} | {p} | {hosts} | {len(group)} | {cells(group)} |")
+    lines.append(f"| **all** | | | **{len(rows)}** | {cells(rows)} |")
+    lines += ["", "| algorithm | cases |" + heads, "|---|---|" + "---|---|" * len(profiles)]
+    for algorithm in sorted({r["algorithm"] for r in rows}):
+        group = [r for r in rows if r["algorithm"] == algorithm]
+        lines.append(f"| {algorithm} | {len(group)} | {cells(group)} |")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]], profiles: Iterable[str], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=0, help="cores of this machine (default: os.cpu_count())")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--baseline", default=None,
+                        help="with --from: also score another run's measurement of each case as its prediction")
+    parser.add_argument("--table", action="store_true", help="with --from: markdown tables by layout and algorithm,"
+                                                             " not every row")
     args = parser.parse_args(argv)
     if args.source:
         return rescore(args)
@@ -156,26 +188,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _case(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in ("transport", "ranks", "ranks_per_host", "collective", "algorithm", "size"))
+
+
 def rescore(args: argparse.Namespace) -> int:
-    """``--from``: the saved rows predicted again, with the saved profiles, or ``--profile`` alone."""
+    """``--from``: the saved rows (of one run, or several comma-separated) predicted again, with
+    the first run's saved profiles, or ``--profile``'s (one file, or NAME=FILE,...)."""
     from collectives.tuning.profile import from_json
 
-    with open(args.source) as fh:
-        doc = json.load(fh)
+    docs = []
+    for path in args.source.split(","):
+        with open(path) as fh:
+            docs.append(json.load(fh))
     if args.profile:
-        profiles = {"given": load(args.profile)}
+        named = [item.partition("=") for item in args.profile.split(",")]
+        profiles = {name if file else "given": load(file or name) for name, _, file in named}
     else:
-        profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in doc["profiles"].items()}
-    rows = repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)
-    for row in rows:
-        print(_line(row, profiles))
-    print("\n".join(summary(rows, profiles)))
+        profiles = {name: from_json(p, f"{args.source}: {name}") for name, p in docs[0]["profiles"].items()}
+    rows = [row for doc in docs
+            for row in repredict(doc["rows"], profiles, args.cores or doc.get("cores") or os.cpu_count() or 1)]
+    names = list(profiles)
+    if args.baseline:  # another run's measurement of each case as its prediction: the runs' own spread
+        with open(args.baseline) as fh:
+            other = {_case(r): r["measured_us"] for r in json.load(fh)["rows"]}
+        rows = [{**row, "baseline_us": other[_case(row)]} for row in rows if _case(row) in other]
+        names.append("baseline")
+    print("\n".join(table(rows, names)) if args.table else "\n".join(_line(row, names) for row in rows))
+    print("\n".join(summary(rows, names)))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"profiles": {n: p.to_json() for n, p in profiles.items()}, "rows": rows}, fh, indent=1)
             fh.write("\n")
     if args.plot:
-        plot(rows, profiles, args.plot)
+        plot(rows, names, args.plot)
     return 0
 
 

@@ -50,13 +50,15 @@ class Cluster:
     name: str = ""
     cores: int = 0
     mixed_wait: float = 0.0
+    split_wait: float = 0.0
+    calls: int = 1
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
                                overhead=self.overhead, nics_per_host=self.nics_per_host,
                                hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
                                cpu_factor=1.0 if self.cores else self.cpu_factor, cores=self.cores,
-                               mixed_wait=self.mixed_wait)
+                               mixed_wait=self.mixed_wait, split_wait=self.split_wait)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -85,4 +87,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
     factor = max(1.0, k / cores) if cores else 1.0
     return Cluster(ranks, k, intra, link_of("tcp", profile.costs("tcp")), costs.gamma, costs.overhead,
                    hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
-                   cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0)
+                   cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
+                   split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls)

@@ -35,7 +35,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
-    return tuner.replay_time(collective, algorithm, nbytes, c.factory())
+    return tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

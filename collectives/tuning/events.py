@@ -60,12 +60,22 @@ def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int 
     events per step, each holding a core: issuing the sends when it is ready, and copying out
     (and folding) its receives once they have arrived; events run in time order, so the cores
     go to ranks first come first served."""
-    size = len(schedules)
+    return replay_calls([schedules], network, itemsize)[-1]
+
+
+def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, itemsize: int = 4) -> list[list[float]]:
+    """Run calls back to back, each rank starting its next call's schedule once it has done
+    the last step of the one before (as a loop of calls does): per call, the time (s) each
+    rank finishes it, from 0. A rank that is done early (a broadcast's root) starts the next
+    call while the others still finish this one."""
+    size = len(calls[0])
+    schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]
+    position = [-1] * size
+    finished = [[0.0] * size for _ in calls]
     pooled = network.oversubscribed
     inbox: dict[tuple[int, int], deque[tuple[float, float]]] = {}
     blocked: dict[int, tuple[float, Step]] = {}  # rank -> (time its sends were done, step)
     wanted: dict[int, set[int]] = {}  # rank -> peers it still waits on
-    done = [0.0] * size
     # (time, rank, seconds of receive work to do then, or -1 to start the next step)
     ready: list[tuple[float, int, float]] = [(0.0, r, -1.0) for r in range(size)]
     heapq.heapify(ready)
@@ -108,8 +118,14 @@ def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int 
             heapq.heappush(ready, (start + work, r, -1.0))
             continue
         step = next(schedules[r], None)
+        while step is None and position[r] + 1 < len(calls):
+            if position[r] >= 0:
+                finished[position[r]][r] = t
+            position[r] += 1
+            schedules[r] = calls[position[r]][r]
+            step = next(schedules[r], None)
         if step is None:
-            done[r] = t
+            finished[position[r]][r] = t
             continue
         woken = []
         if pooled and any(isinstance(o, Send) for o in step):
@@ -138,4 +154,4 @@ def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int 
     leftovers = {k: len(q) for k, q in inbox.items() if q}
     if leftovers:
         raise ScheduleError(f"messages sent but never received: {leftovers}")
-    return done
+    return finished

@@ -12,12 +12,17 @@ other half; 1 where a DMA engine or NIC moves the bytes and the receiver only wa
 
 Cores: where a host has more ranks than ``cores``, the ranks share that host's cores, first
 come first served: a rank issues a step's sends and folds its receives only once it holds a
-core, and pays its link class's ``wake`` to resume after waiting for a message. So steps in
-which every rank works at once (a ring's exchanges) queue for the cores, while a chain, with
-one rank busy at a time, hardly notices them. Beyond the wire: a step that both sends and
-receives costs its link class's ``exchange`` more, and one that sends over one kind of link
-and receives over another (shared memory and a NIC) pays ``mixed_wait``: its wait cannot
-sleep on both.
+core, and pays its link class's ``wake`` to resume after waiting for a message, and
+``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
+queue), and every byte it copies costs ``crowd_beta`` more per rank per core (their copies
+share the caches and the memory bus). So steps in which every rank works at once (a ring's
+exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
+them. Beyond the wire: a step that both sends and receives costs its link class's
+``exchange`` more, and one that sends over one kind of link and receives over another
+(shared memory and a NIC) pays ``mixed_wait``: its wait cannot sleep on both. On hosts of
+several ranks with more than one host, a rank has peers over both kinds of link, and a step
+in which it waited for a message costs ``split_wait`` more: its wait sleeps in slices on
+each kind in turn.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class LinkClass:
     send_share: float = 0.5
     exchange: float = 0.0
     wake: float = 0.0
+    crowd_wake: float = 0.0
+    crowd_beta: float = 0.0
 
 
 @dataclasses.dataclass
@@ -62,12 +69,15 @@ class Machine:
         cores: cores per host (0: as many as ranks); ranks beyond them queue for the cores.
         mixed_wait: seconds more a step costs whose messages go both within the host and
             between hosts, sending and receiving.
+        split_wait: seconds more a step costs in which a rank waited for a message, where
+            hosts have several ranks and there is more than one host (its peers are over two
+            kinds of link).
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
-                 mixed_wait: float = 0.0) -> None:
+                 mixed_wait: float = 0.0, split_wait: float = 0.0) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -80,8 +90,12 @@ class Machine:
         self.uplink_ratio = uplink_ratio
         self.cores = cores
         self.mixed_wait = mixed_wait
+        self.split_wait = split_wait if 1 < self.k < ranks else 0.0
         self._pool: dict[int, list[float]] = {}  # host -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
+        if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
+            intra = self.intra = crowded(intra, self.k / cores)
+            self.inter = crowded(self.inter, self.k / cores) if inter is not None else intra
         self.ports_out = [Link(intra) for _ in range(ranks)]
         self.ports_in = [Link(intra) for _ in range(ranks)]
         self._nic_out: dict[int, Link] = {}
@@ -160,9 +174,11 @@ class Machine:
         classes = [self.path(rank, peer)[0] for peer in recvs]
         extra = max(c.exchange for c in classes) if sends else 0.0
         if waited and self.oversubscribed:
-            extra += max(c.wake for c in classes)
+            extra += max(c.wake + c.crowd_wake * self.k / self.cores for c in classes)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
+        if waited:
+            extra += self.split_wait
         return extra * self.cpu_factor
 
     def evenly_shared(self) -> Machine:
@@ -172,9 +188,16 @@ class Machine:
         return Machine(self.ranks, self.k, self.intra, self.inter, gamma=self.gamma / self.cpu_factor,
                        overhead=self.overhead / self.cpu_factor, nics_per_host=self.nics,
                        hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
-                       cpu_factor=self.cpu_factor * factor, mixed_wait=self.mixed_wait)
+                       cpu_factor=self.cpu_factor * factor, mixed_wait=self.mixed_wait,
+                       split_wait=self.split_wait)
+
+
+def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
+    """``cls`` on a host with ``ranks_per_core`` ranks per core: β plus ``crowd_beta`` per rank per core."""
+    return dataclasses.replace(cls, beta=cls.beta + cls.crowd_beta * ranks_per_core) if cls.crowd_beta else cls
 
 
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
     """The link class of a measured transport (its α, β, exchange and wake costs)."""
-    return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake)
+    return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
+                     costs.crowd_beta)

@@ -35,8 +35,14 @@ class TransportCosts:
     Optional (0 in profiles that predate them): ``exchange``, what a step that sends and
     receives costs beyond a one-way step's α (both ends busy at once); ``wake``, what a rank
     pays to resume after waiting for a message on a host with more ranks than cores (a
-    context switch); ``mixed_wait``, what a step costs more whose sends and receives use this
-    transport and shared memory at once (its wait cannot sleep on both; between hosts only).
+    context switch); ``crowd_wake``, what it pays more per rank sharing its core (ranks per
+    core: it resumes behind them in its core's run queue); ``crowd_beta``, what a byte costs
+    more per rank sharing a core on such a host (the ranks' copies share caches and the
+    memory bus); ``mixed_wait``, what a step costs more whose sends and receives use this
+    transport and shared memory at once (its wait cannot sleep on both; between hosts only);
+    ``split_wait``, what a step costs more in which a rank with peers over this transport
+    and over shared memory waited for a message (its wait sleeps in slices on each in turn;
+    between hosts only).
     """
 
     overhead: float
@@ -48,6 +54,9 @@ class TransportCosts:
     exchange: float = 0.0
     wake: float = 0.0
     mixed_wait: float = 0.0
+    crowd_wake: float = 0.0
+    split_wait: float = 0.0
+    crowd_beta: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -64,9 +73,13 @@ class Profile:
     cores: int = 0
     """Cores per host of the machine the profile describes: where a host has more ranks, they
     queue for the cores (``machine.Machine``). 0: not modelled (as many cores as ranks)."""
+    calls: int = 1
+    """Calls priced back to back, the time per call their mean (up to ``tuner.REPLAY_RANKS``
+    ranks): a loop of calls, as the harness times them, where a rank done with one call (a
+    broadcast's root) starts the next while the others finish. 1: one call alone."""
 
     def __hash__(self) -> int:  # the tuner's caches key on the profile
-        return hash((self.source, self.margin, self.cores, tuple(sorted(self.transports.items()))))
+        return hash((self.source, self.margin, self.cores, self.calls, tuple(sorted(self.transports.items()))))
 
     def costs(self, transport: str) -> TransportCosts:
         """The constants of ``transport``; an unmeasured one (mpi, inproc) borrows tcp's."""
@@ -76,6 +89,7 @@ class Profile:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "margin": self.margin, **({"cores": self.cores} if self.cores else {}),
+                **({"calls": self.calls} if self.calls != 1 else {}),
                 "transports": {name: dataclasses.asdict(c) for name, c in sorted(self.transports.items())}}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -84,13 +98,15 @@ class Profile:
     def describe(self) -> list[str]:
         """One line per transport, in µs and ns per byte (what ``collectives-tune`` prints)."""
         lines = [f"# cost profile: {self.source}; the rule's choice stands unless another is predicted"
-                 f" {1 + self.margin:g}x as fast" + (f"; {self.cores} cores per host" if self.cores else ""),
+                 f" {1 + self.margin:g}x as fast" + (f"; {self.cores} cores per host" if self.cores else "")
+                 + (f"; per call of {self.calls} back to back" if self.calls != 1 else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
-                 "  exchange_us  wake_us  mixed_wait_us"]
+                 "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
-                         f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}")
+                         f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
+                         f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}")
         return lines
 
 
@@ -119,7 +135,10 @@ def from_json(doc: Any, where: str) -> Profile:
     cores = doc.get("cores", 0)
     if not isinstance(cores, int) or isinstance(cores, bool) or cores < 0:
         raise InvalidArgumentError(f"{where}: cores {cores!r} is not a whole number >= 0")
-    return Profile(transports, str(doc.get("source", where)), float(margin), cores)
+    calls = doc.get("calls", 1)
+    if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
+        raise InvalidArgumentError(f"{where}: calls {calls!r} is not a whole number >= 1")
+    return Profile(transports, str(doc.get("source", where)), float(margin), cores, calls)
 
 
 def load(path: str | os.PathLike[str]) -> Profile:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms.registry import DIRECT, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
-from .events import replay
+from .events import replay_calls
 from .machine import Machine, link_of
 from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
@@ -80,12 +80,13 @@ class TooLarge(Exception):
     """Replaying this schedule at this scale would take too long (more than REPLAY_EVENTS steps)."""
 
 
-def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine]) -> float:
+def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
-    the per-call overhead. Raises TooLarge where the replay would be too long."""
+    the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
+    beyond, one call). Raises TooLarge where the replay would be too long."""
     if nbytes > LINEAR_BYTES:
-        half = replay_time(collective, algorithm, LINEAR_BYTES // 2, make)
-        full = replay_time(collective, algorithm, LINEAR_BYTES, make)
+        half = replay_time(collective, algorithm, LINEAR_BYTES // 2, make, calls)
+        full = replay_time(collective, algorithm, LINEAR_BYTES, make, calls)
         return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
     machine = make()
     size = machine.ranks
@@ -105,8 +106,10 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
             return machine.overhead + lockstep_time(first, kind, make, ITEMSIZE)
         if len(first) * size > REPLAY_EVENTS:
             raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
-    done = replay(schedules(collective, algorithm, nbytes, size), machine, ITEMSIZE)
-    return machine.overhead + max(done)
+        calls = 1
+    calls = max(1, calls)
+    done = replay_calls([schedules(collective, algorithm, nbytes, size) for _ in range(calls)], machine, ITEMSIZE)
+    return machine.overhead + max(done[-1]) / calls
 
 
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
@@ -154,7 +157,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     local = profile.costs("shm") if hosts else costs
     return replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead,
-        cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0))
+        cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
+        split_wait=costs.split_wait if hosts else 0.0), profile.calls)
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

@@ -61,3 +61,33 @@ def test_the_picks_are_scored_against_the_times_of_the_same_run() -> None:
     assert inside == 1
     assert "| tcp | 3 | 1/2 |" in lines
     assert any(f"picks {pick}" in line and f"best {other}" in line for line in lines)
+
+
+def test_a_fit_keeps_what_it_is_told_to_and_prices_calls_back_to_back(tmp_path: Path) -> None:
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows_measured_by(TRUE)}))
+    START.save(tmp_path / "start.json")
+    assert fit_profile.main([str(path), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                             "--keep", "tcp.alpha", "--set", "tcp.crowd_wake=2e-6", "--calls", "2",
+                             "--out", str(tmp_path / "fitted.json")]) == 0
+    fitted = load(tmp_path / "fitted.json")
+    assert fitted.transports["tcp"].alpha == START.transports["tcp"].alpha
+    assert fitted.transports["tcp"].beta != START.transports["tcp"].beta
+    assert fitted.calls == 2
+
+
+def test_saved_runs_are_tabled_by_layout_and_algorithm_for_each_named_profile(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = rows_measured_by(TRUE)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    TRUE.save(tmp_path / "true.json")
+    START.save(tmp_path / "start.json")
+    assert validate_model.main(["--from", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--table", "--profile",
+                                f"truth={tmp_path / 'true.json'},guess={tmp_path / 'start.json'}",
+                                "--baseline", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| tcp | 3 | 1 | 12 | +0 % | 12 |" in out
+    assert "| ring | 8 | +0 % | 8 |" in out
+    assert "# truth: 24 of 24 predictions within 25 %" in out
+    assert "# baseline: 24 of 24 predictions within 25 %" in out  # run a's measurements predict b's exactly

@@ -1,5 +1,5 @@
 """The replay's pricing of one step: a waiting receiver copies out as the bytes arrive, a
-busy one after; and the same with ranks queueing for cores."""
+busy one after; the same with ranks queueing for cores; and calls made back to back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from collectives.algorithms.schedule import Recv, Send, Step
-from collectives.tuning.events import replay
+from collectives.tuning import tuner
+from collectives.tuning.events import replay, replay_calls
 from collectives.tuning.machine import LinkClass, Machine
 
 ALPHA, BETA, N = 5e-6, 1e-9, 1 << 20
@@ -39,3 +40,30 @@ def test_three_ranks_on_two_cores_take_turns() -> None:
     queued = max(replay(ring(), machine(3, cores=2)))
     assert free == pytest.approx(ALPHA + 4 * BETA)
     assert queued > free + ALPHA * 0.99
+
+
+def test_calls_back_to_back_overlap_where_a_rank_is_done_early() -> None:
+    """A chain of three (a ring broadcast): the root sends the second call's message as soon as
+    the first is out, so the second call ends one hop after the first, not two; an exchange
+    of two ranks overlaps nothing."""
+    def chain() -> list[Iterator[Step]]:
+        return [iter([(Send(1, 0, 1),)]), iter([(Recv(0, 0, 1),), (Send(2, 0, 1),)]), iter([(Recv(1, 0, 1),)])]
+
+    def wire(ranks: int) -> Machine:
+        return Machine(ranks, ranks, LinkClass("x", ALPHA, 0.0, 0.5))
+
+    first, second = replay_calls([chain(), chain()], wire(3))
+    assert max(first) == pytest.approx(2 * ALPHA)
+    assert max(second) == pytest.approx(3 * ALPHA)
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: wire(3), calls=2) == pytest.approx(1.5 * ALPHA)
+    assert tuner.replay_time("all_gather", "recursive", 8, lambda: wire(2), calls=2) == pytest.approx(
+        tuner.replay_time("all_gather", "recursive", 8, lambda: wire(2)))
+
+
+def test_a_profile_prices_its_calls_back_to_back() -> None:
+    from collectives.tuning.profile import Profile, TransportCosts
+
+    costs = TransportCosts(0.0, ALPHA, 0.0, 0.0)
+    one, two = Profile({"tcp": costs}, "one"), Profile({"tcp": costs}, "two", calls=2)
+    assert tuner.predict("broadcast", "ring", 8, 3, "tcp", 0, one) == pytest.approx(2 * ALPHA)
+    assert tuner.predict("broadcast", "ring", 8, 3, "tcp", 0, two) == pytest.approx(1.5 * ALPHA)

@@ -1,5 +1,6 @@
-"""The model's costs beyond the wire: exchanges, ranks queueing for cores, mixed waits; and
-the profile fields that carry them (optional, so older profiles still load)."""
+"""The model's costs beyond the wire: exchanges, ranks queueing for cores (and their wake-ups
+and bytes costing more the more ranks share a core), mixed and split waits; and the profile
+fields that carry them (optional, so older profiles still load and price as before)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,44 @@ def test_a_waiting_rank_pays_its_wake_only_where_cores_are_short() -> None:
     assert tuner.replay_time("broadcast", "ring", 8, lambda: make(2)) == pytest.approx(2 * ALPHA + 2 * 5e-6)
 
 
+def test_a_woken_rank_pays_crowd_wake_per_rank_sharing_its_core() -> None:
+    """Three ranks on two cores: each hop of a chain of two pays wake plus crowd_wake times
+    1.5 ranks per core; with a core each, neither."""
+    def make(crowd: float, cores: int) -> Machine:
+        return Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, wake=5e-6, crowd_wake=crowd), cores=cores)
+
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(2e-6, 2)) == pytest.approx(
+        2 * ALPHA + 2 * (5e-6 + 1.5 * 2e-6))
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(2e-6, 0)) == pytest.approx(2 * ALPHA)
+
+
+def test_bytes_cost_crowd_beta_more_per_rank_per_core_where_ranks_outnumber_the_cores() -> None:
+    """Four ranks on two cores: each of a chain's three one-way hops of n bytes costs half of
+    n * (beta + crowd_beta * 2) on its receiver; with four cores, crowd_beta costs nothing."""
+    n = 1 << 16
+
+    def make(crowd: float, cores: int) -> Machine:
+        return Machine(4, 4, LinkClass("x", ALPHA, 1e-9, 0.5, crowd_beta=crowd), cores=cores)
+
+    plain = tuner.replay_time("broadcast", "ring", n, lambda: make(0.0, 2))
+    assert tuner.replay_time("broadcast", "ring", n, lambda: make(1e-9, 2)) == pytest.approx(plain + 3 * n * 1e-9)
+    assert tuner.replay_time("broadcast", "ring", n, lambda: make(1e-9, 4)) == pytest.approx(
+        tuner.replay_time("broadcast", "ring", n, lambda: make(0.0, 4)))
+
+
+def test_a_rank_with_peers_over_two_kinds_of_link_pays_split_wait_for_each_step_it_waited() -> None:
+    """Two hosts of two, a tree broadcast from 0: rank 2 waits for 0 (across) before it sends
+    to 3 (within), and 3 waits for 2, so the critical path pays split_wait twice; on one host
+    of four it costs nothing."""
+    def make(split: float, per_host: int) -> Machine:
+        return Machine(4, per_host, LinkClass("shm", ALPHA, 0.0), LinkClass("tcp", 2 * ALPHA, 0.0), split_wait=split)
+
+    plain = tuner.replay_time("broadcast", "tree", 8, lambda: make(0.0, 2))
+    assert plain == pytest.approx(3 * ALPHA)
+    assert tuner.replay_time("broadcast", "tree", 8, lambda: make(100e-6, 2)) == pytest.approx(plain + 2 * 100e-6)
+    assert tuner.replay_time("broadcast", "tree", 8, lambda: make(100e-6, 4)) == pytest.approx(2 * ALPHA)
+
+
 def test_a_wait_over_two_kinds_of_link_pays_the_mixed_wait() -> None:
     """Two hosts of two: a ring step of rank 1 receives over shared memory from 0 and sends
     over the NIC to 2; recursive doubling talks to one kind of link per step."""
@@ -95,11 +134,30 @@ def test_profiles_without_the_new_fields_still_load_and_new_ones_survive_their_f
                                                       "gamma": 1e-11}}}))
     loaded = profiles.load(old)
     assert loaded.cores == 0 and loaded.transports["tcp"].wake == 0.0
-    new = Profile({"tcp": TransportCosts(1e-5, 2e-5, 1e-10, 1e-11, exchange=3e-6, wake=4e-6, mixed_wait=5e-4)},
-                  "new", cores=2)
+    assert loaded.calls == 1 and loaded.transports["tcp"].crowd_wake == loaded.transports["tcp"].crowd_beta == 0.0
+    new = Profile({"tcp": TransportCosts(1e-5, 2e-5, 1e-10, 1e-11, exchange=3e-6, wake=4e-6, mixed_wait=5e-4,
+                                         crowd_wake=6e-6, split_wait=7e-5, crowd_beta=1e-11)}, "new", cores=2, calls=2)
     new.save(tmp_path / "new.json")
     assert profiles.load(tmp_path / "new.json") == new
-    assert "mixed_wait_us" in "\n".join(new.describe())
+    assert "crowd_beta_ns/B" in "\n".join(new.describe()) and "per call of 2 back to back" in new.describe()[0]
+
+
+def test_an_old_profile_prices_as_one_whose_new_fields_are_zero() -> None:
+    old = Profile({"tcp": TransportCosts(1e-5, 2e-5, 1e-10, 1e-11, wake=4e-6)}, "old", cores=2)
+    for n in (8, 1 << 20):
+        assert tuner.predict("all_gather", "ring", n, 4, "tcp", 2, old) == pytest.approx(tuner.predict(
+            "all_gather", "ring", n, 4, "tcp", 2, Profile({"tcp": TransportCosts(
+                1e-5, 2e-5, 1e-10, 1e-11, wake=4e-6, crowd_wake=0.0, split_wait=0.0, crowd_beta=0.0)}, "zeros",
+                cores=2, calls=1)))
+
+
+@pytest.mark.parametrize("calls", [0, 1.5, True])
+def test_a_profile_with_bad_calls_is_refused(tmp_path: Path, calls: object) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"calls": calls, "transports": {"tcp": {"overhead": 0, "alpha": 0, "beta": 0,
+                                                                        "gamma": 0}}}))
+    with pytest.raises(profiles.InvalidArgumentError, match="calls"):
+        profiles.load(path)
 
 
 @pytest.mark.parametrize("cores", [-1, 1.5, True])
