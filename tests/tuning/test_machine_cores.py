@@ -151,19 +151,11 @@ def test_an_old_profile_prices_as_one_whose_new_fields_are_zero() -> None:
                 cores=2, calls=1)))
 
 
-@pytest.mark.parametrize("calls", [0, 1.5, True])
-def test_a_profile_with_bad_calls_is_refused(tmp_path: Path, calls: object) -> None:
+@pytest.mark.parametrize(("field", "value"), [("calls", 0), ("calls", 1.5), ("calls", True),
+                                             ("cores", -1), ("cores", 1.5), ("cores", True)])
+def test_a_profile_with_a_bad_count_is_refused_naming_it(tmp_path: Path, field: str, value: object) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"calls": calls, "transports": {"tcp": {"overhead": 0, "alpha": 0, "beta": 0,
-                                                                        "gamma": 0}}}))
-    with pytest.raises(profiles.InvalidArgumentError, match="calls"):
-        profiles.load(path)
-
-
-@pytest.mark.parametrize("cores", [-1, 1.5, True])
-def test_a_profile_with_bad_cores_is_refused(tmp_path: Path, cores: object) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"cores": cores, "transports": {"tcp": {"overhead": 0, "alpha": 0, "beta": 0,
-                                                                        "gamma": 0}}}))
-    with pytest.raises(profiles.InvalidArgumentError, match="cores"):
+    path.write_text(json.dumps({field: value, "transports": {"tcp": {"overhead": 0, "alpha": 0, "beta": 0,
+                                                                      "gamma": 0}}}))
+    with pytest.raises(profiles.InvalidArgumentError, match=field):
         profiles.load(path)
