@@ -58,7 +58,7 @@ class Communicator(Traced, Recoverable, Timeouts):
         self._call = Call(config.timeout)  # the operation under way, as its waits name it
         self._context = context or PlanContext.build(rank, size, self.transports, config, store=store)
         self._planner = Planner(self._context)
-        self._plans, self._fast = self._planner.cache.plans, fast_path.paths(config.pure_python)  # the fast path's
+        self._plans, self._fast = self._planner.cache.plans, fast_path.paths(config.pure_python)  # the fast path reads
         self._barrier = self._planner.barrier()
         self._splitter = splitter
         self._owned = list(owned)  # stores/servers to close with us

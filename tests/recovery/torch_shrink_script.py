@@ -16,8 +16,8 @@ import collectives.torch_backend  # noqa: F401 - registers the "collectives" bac
 from collectives.store.torch_store import TorchStore
 
 
-def rank_main(rank: int, port: int, out: "multiprocessing.Queue[str]") -> None:
-    store = dist.TCPStore("127.0.0.1", port, 3, False, timeout=datetime.timedelta(seconds=20))
+def rank_main(rank: int, ports: "multiprocessing.Queue[int]", out: "multiprocessing.Queue[str]") -> None:
+    store = dist.TCPStore("127.0.0.1", ports.get(timeout=60), 3, False, timeout=datetime.timedelta(seconds=20))
     comm = collectives.init(rank, 3, TorchStore(store.clone(), timeout=5), timeout=5)  # for recovery
     dist.init_process_group("collectives", store=dist.PrefixStore("first", store), rank=rank, world_size=3,
                             timeout=datetime.timedelta(seconds=5))
@@ -43,12 +43,16 @@ def rank_main(rank: int, port: int, out: "multiprocessing.Queue[str]") -> None:
 
 
 if __name__ == "__main__":
-    server = dist.TCPStore("127.0.0.1", 0, 3, True, timeout=datetime.timedelta(seconds=20), wait_for_workers=False)
+    # The ranks are forked before the store server starts its threads: a child forked while a
+    # server thread held a lock hung in its own TCPStore (about half the runs).
     fork = multiprocessing.get_context("fork")
-    out = fork.Queue()
-    ranks = [fork.Process(target=rank_main, args=(r, server.port, out)) for r in range(3)]
+    ports, out = fork.Queue(), fork.Queue()
+    ranks = [fork.Process(target=rank_main, args=(r, ports, out)) for r in range(3)]
     for p in ranks:
         p.start()
+    server = dist.TCPStore("127.0.0.1", 0, 3, True, timeout=datetime.timedelta(seconds=20), wait_for_workers=False)
+    for _ in ranks:
+        ports.put(server.port)
     for _ in range(2):
         print(out.get(timeout=60))
     for p in ranks:
