@@ -69,8 +69,8 @@ static PyObject *kept(PyObject *comm, PyObject *key) {
     return plan;
 }
 
-static PyObject *key_of(int kind, const ArrayHead *x, PyObject *third, int with_third) {
-    PyObject *count = PyLong_FromSsize_t(count_of(x));
+static PyObject *key_of(int kind, const ArrayHead *x, Py_ssize_t n, PyObject *third, int with_third) {
+    PyObject *count = PyLong_FromSsize_t(n);
     if (count == NULL) return NULL;
     PyObject *key = with_third ? PyTuple_Pack(5, names[kind], x->descr, count, third, Py_None)
                                : PyTuple_Pack(4, names[kind], x->descr, count, Py_None);
@@ -137,7 +137,8 @@ static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t na
     ArrayHead *xa = array_of(x), *oa = NULL;
     if (xa == NULL) return PyObject_Vectorcall(fallback[ALL_REDUCE], args, 4, NULL);
     if (out != Py_None && (oa = array_of(out)) == NULL) Py_RETURN_NONE;
-    PyObject *key = key_of(ALL_REDUCE, xa, op, 1);
+    Py_ssize_t count = count_of(xa);
+    PyObject *key = key_of(ALL_REDUCE, xa, count, op, 1);
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key), *result = Py_None;
     if (plan == NULL) {
@@ -150,7 +151,6 @@ static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t na
         if ((xa->flags & (C_CONTIGUOUS | WRITEABLE)) == (C_CONTIGUOUS | WRITEABLE))
             result = run_kept(comm, key, plan, xa, NULL, 1) < 0 ? NULL : x;
     } else if (xa->flags & C_CONTIGUOUS) {
-        Py_ssize_t count = count_of(xa);
         int ok = output_ok(xa, oa, count);
         if (ok > 0) ok = same_or_apart(xa, oa, count);
         if (ok < 0) result = NULL;
@@ -168,22 +168,20 @@ static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs) {
     ArrayHead *xa = array_of(x), *oa;
     if (xa == NULL) return PyObject_Vectorcall(fallback[kind], args, (size_t)nargs, NULL);
     if ((oa = array_of(out)) == NULL) Py_RETURN_FALSE;
-    PyObject *key = key_of(kind, xa, op, kind == REDUCE_SCATTER);
+    Py_ssize_t count = count_of(xa);
+    PyObject *key = key_of(kind, xa, count, op, kind == REDUCE_SCATTER);
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;
     if (plan != NULL) {
         Py_INCREF(plan);
-        Py_ssize_t count = count_of(xa), want = count;
-        if (kind == REDUCE_SCATTER || kind == ALL_GATHER) {
-            PyObject *size = PyObject_GetAttr(comm, s_size);
-            Py_ssize_t n = size == NULL ? -1 : PyLong_AsSsize_t(size);
-            Py_XDECREF(size);
-            if (n <= 0) ran = -1;
-            else want = kind == REDUCE_SCATTER ? count / n : count * n;
-        }
-        if (ran == 0) {
-            ran = output_ok(xa, oa, want);
+        PyObject *size = PyObject_GetAttr(comm, s_size);  /* out holds count / size or count * size */
+        Py_ssize_t n = size == NULL ? -1 : PyLong_AsSsize_t(size);
+        Py_XDECREF(size);
+        if (n <= 0) {
+            ran = -1;
+        } else {
+            ran = output_ok(xa, oa, kind == REDUCE_SCATTER ? count / n : count * n);
             if (ran > 0) ran = run_kept(comm, key, plan, xa, oa, 0) < 0 ? -1 : 1;
         }
         Py_DECREF(plan);
@@ -213,7 +211,7 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
     ArrayHead *xa = array_of(x);
     if (xa == NULL) return PyObject_Vectorcall(fallback[BROADCAST], args, 3, NULL);
     if (!PyLong_CheckExact(root)) Py_RETURN_FALSE;
-    PyObject *key = key_of(BROADCAST, xa, root, 1);
+    PyObject *key = key_of(BROADCAST, xa, count_of(xa), root, 1);
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;

@@ -9,7 +9,7 @@ take it through numpy views of their memory. Each function returns None (or Fals
 the call must take the full path.
 
 ``_fast_c`` (built by ``pip install`` where a C compiler is present) makes the same checks on
-plain ndarrays by reading their headers, a third of the time these functions take; ``paths``
+plain ndarrays by reading their headers, in under half the time these functions take; ``paths``
 gives the communicator one set or the other (Python where ``Config.pure_python``).
 """
 

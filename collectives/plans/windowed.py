@@ -144,7 +144,7 @@ class WindowAllGather:
         windows = self.windows
         nbytes = self.count * self.dtype.itemsize
         window = windows.small(call)
-        fits_window = nbytes <= small.GATHER_BYTES and nbytes <= small.gather_bytes(window)
+        fits_window = nbytes <= small.gather_bytes(window)  # (at most GATHER_BYTES)
         memory = windows.peer_memory(call) if not fits_window or small.gather_prefers_reads(window, nbytes) else None
         if fits_window and memory is None:
             self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
