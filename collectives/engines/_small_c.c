@@ -36,7 +36,7 @@ enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COU
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* how Python calls it: SmallPlan_vectorcall */
-    int kind, ranks, me, flag, len_slot, cpu_slot, areas, op, dtype;
+    int kind, ranks, me, flag, len_slot, cpu_slot, exit_slot, areas, op, dtype;
     long long moves;        /* how often this rank moved off a peer's CPU (separate()) */
     Py_ssize_t nbytes, red_offset, red_bytes;
     uint64_t len_word;
@@ -214,6 +214,29 @@ static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
     return reach(p, q, p->flag, s) && load_flag(p, q, len_slot) == p->len_word;
 }
 
+/* A barrier returns once every peer runs again. A peer that waited beyond its spin for
+   barrier s says so (its ``exit_slot`` word is 2s until it leaves, then 2s + 1); it may be
+   asleep, and a futex wake-up takes tens of microseconds on a virtual machine. The rank that
+   completes the barrier waits (yielding: the woken peer may be queued on this CPU) until such
+   peers have left, at most EXIT_WAIT_NS, so that the ranks leave together, as they do from
+   MPI's spinning barrier: a clock started after a barrier then starts alike on every rank.
+   Only where ranks do not outnumber CPUs (``spin_ns`` > 0): beyond, every wait yields. */
+#define EXIT_WAIT_NS 2000000
+
+static void await_exits(SmallPlan *p, uint64_t s) {
+    if (p->exit_slot < 0 || p->spin_ns <= 0) return;
+    int64_t until = 0;
+    for (int q = 0; q < p->ranks; q++) {
+        if (q == p->me) continue;
+        while (load_flag(p, q, p->exit_slot) == 2 * s) {
+            int64_t t = now_ns();
+            if (until == 0) until = t + EXIT_WAIT_NS;
+            else if (t >= until) return;
+            sched_yield();
+        }
+    }
+}
+
 /* all_reduce / reduce_scatter / all_gather / barrier over the halves: returns s, 0 when
    nothing was done (a peer had not begun s - 1), or -s once s is posted but a peer is late
    or passed another count. */
@@ -237,6 +260,7 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     }
     for (int q = 0; q < p->ranks; q++)
         if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+    if (p->kind == KIND_BARRIER) await_exits(p, s);
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
         memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
         for (int q = 1; q < p->ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
@@ -340,15 +364,15 @@ static int addresses(PyObject *seq, Py_ssize_t want, void *into, const char *wha
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", NULL};
-    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0;
+                            "cpu_slot", "len_ring", "exit_slot", NULL};
+    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
     long long spin_ns, yield_ns;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|ii", names, &kind, &me, &flags, &areas, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iii", names, &kind, &me, &flags, &areas, &doorbells,
                                      &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
-                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring))
+                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
@@ -364,7 +388,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->areas = (int)(nareas / ranks), p->op = op, p->dtype = dtype, p->nbytes = nbytes, p->len_word = len_word;
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->spin_ns = spin_ns, p->yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
-    p->bells = (int)bells, p->cpu_slot = cpu_slot, p->moves = 0;
+    p->bells = (int)bells, p->cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));

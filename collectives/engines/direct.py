@@ -70,6 +70,7 @@ IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHE
 HALF_LEN = 15  # and 16: the bytes in half 0 and half 1 of the small window (engines/small.py)
 SLOT_LEN = 17  # to 17 + small.SLOT_LENS - 1 (48): the bytes of pipelined broadcast b at 17 + b % SLOT_LENS
 CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
+EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep), 2s + 1 once it left (small.py)
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the

@@ -28,6 +28,8 @@ rank gets the same bits. Every call returns the new serial (the same on every ra
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +38,7 @@ import numpy as np
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from . import small_native
-from .direct import BARRIER_LEN, BROADCAST, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
+from .direct import BARRIER_LEN, BROADCAST, EXITED, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -61,6 +63,11 @@ GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
 ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
 page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
 "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+
+
+EXIT_WAIT_SECONDS = 2e-3
+"""How long the rank that completes a barrier waits for peers that waited it out beyond their
+spin to run again (``BarrierPlan._await_exits``; engines/_small_c.c's EXIT_WAIT_NS)."""
 
 
 IN_PLACE_SKIP_BYTES = 64 << 10
@@ -205,15 +212,40 @@ class BarrierPlan:
         return self._arrive(s, deadline, on_timeout)
 
     def _arrive(self, s: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Wait until every peer has posted barrier ``s``."""
+        """Wait until every peer has posted barrier ``s``. Where ranks do not outnumber CPUs,
+        this rank's ``EXITED`` word says meanwhile that it may be asleep, and the ranks leave
+        together (``_await_exits``)."""
         window = self.window
         length = HALF_LEN + (s & 1)
-        for q, flags in self.peers:
-            if flags[SMALL] < s:
-                window.wait(q, SMALL, s, deadline, on_timeout)
-            if flags[length] != BARRIER_LEN:
-                raise count_mismatch(q, flags[length], BARRIER_LEN)
+        aligned = not window.oversubscribed
+        if aligned:
+            self.mine[EXITED] = 2 * s
+        try:
+            for q, flags in self.peers:
+                if flags[SMALL] < s:
+                    window.wait(q, SMALL, s, deadline, on_timeout)
+                if flags[length] != BARRIER_LEN:
+                    raise count_mismatch(q, flags[length], BARRIER_LEN)
+        finally:
+            if aligned:
+                self.mine[EXITED] = 2 * s + 1
+        if aligned:
+            self._await_exits(s)
         return s
+
+    def _await_exits(self, s: int) -> None:
+        """Yield until no peer is still waiting out barrier ``s`` (woken, it may not run yet),
+        at most ``EXIT_WAIT_SECONDS``: as engines/_small_c.c's ``await_exits``, for the
+        barriers that finish here."""
+        until = 0.0
+        for _, flags in self.peers:
+            while flags[EXITED] == 2 * s:
+                now = time.monotonic()
+                if not until:
+                    until = now + EXIT_WAIT_SECONDS
+                elif now >= until:
+                    return
+                os.sched_yield()
 
 
 class AllReducePlan(_Plan):

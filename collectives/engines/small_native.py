@@ -22,7 +22,7 @@ import numpy as np
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
 from ..transports.progress import YIELD_SECONDS
-from .direct import CPU
+from .direct import CPU, EXITED
 
 try:
     from . import _small_c  # type: ignore[attr-defined]
@@ -98,4 +98,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
         # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-        keep=keep, cpu_slot=CPU, len_ring=len_ring))
+        keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1))

@@ -799,3 +799,17 @@ def _small_window(comm):
     call = Call(60.0)
     call.name, call.deadline = "all_gather", time.monotonic() + 60
     return comm._context.windows.small(call)
+
+
+def test_every_flag_of_the_window_has_a_word_of_its_own():
+    # The flags are numbered by hand across direct.py, small.py and shm_window.py; a word
+    # shared by two flags (say the broadcast byte counts growing into CPU) corrupts both.
+    from collectives.engines import direct, small
+    from collectives.transports import shm_window
+
+    words = [direct.IN, direct.RED, direct.GOT, direct.SEG, direct.OFF, direct.SMALL, direct.ADDR, direct.POSTED,
+             direct.READ, direct.PROBE, direct.VERDICT, direct.RESULT, direct.PUSHED, direct.BROADCAST, direct.LEN,
+             direct.HALF_LEN, direct.HALF_LEN + 1, *range(direct.SLOT_LEN, direct.SLOT_LEN + small.SLOT_LENS),
+             direct.CPU, direct.EXITED, shm_window.OVERSUBSCRIBED_SLOT]
+    assert len(set(words)) == len(words)
+    assert max(words) < shm_window.FLAG_AREA // shm_window.FLAG_STRIDE

@@ -5,13 +5,18 @@ collectives without mixing their turns."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
 import pytest
 
+from collectives.engines import small_native
+from collectives.engines.small import EXIT_WAIT_SECONDS
 from collectives.plans import windowed
 from collectives.testing import run_world
+from collectives.transports.progress import oversubscribed
 
 pytestmark = pytest.mark.multiprocess
 
@@ -86,3 +91,37 @@ def test_a_barrier_meeting_an_all_reduce_raises_on_both_ranks():
     for kind, text in results:  # each names the mismatch the first rank to fail recorded
         assert kind == "MessageMismatchError", results
         assert "is in a barrier" in text and "passed 16 bytes" in text, results
+
+
+def _completes_while_the_early_rank_is_stopped(comm):
+    """Rank 0 waits out the barrier (asleep by then); rank 1 stops it, then completes the
+    barrier: how long rank 1's barrier took."""
+    pids = comm.all_gather(np.array([os.getpid()], dtype=np.int64))
+    comm.barrier()
+    if comm.rank == 0:
+        comm.barrier()
+        return None
+    time.sleep(LATE)  # rank 0 is asleep in the barrier by now
+    os.kill(int(pids[0]), signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        comm.barrier()
+        return time.monotonic() - start
+    finally:
+        os.kill(int(pids[0]), signal.SIGCONT)
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["c", "python"])
+def test_the_last_rank_leaves_a_barrier_once_a_sleeping_rank_runs_again_or_after_a_bounded_wait(
+        pure_python, monkeypatch):
+    # The rank that completes a barrier waits for a rank that slept in it to run again, so
+    # that they leave together (a clock started after the barrier starts alike); a rank that
+    # does not run again (stopped here) holds it EXIT_WAIT_SECONDS at most.
+    if pure_python:
+        monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    if oversubscribed(2):
+        pytest.skip("fewer than 2 CPUs: waits yield, and ranks leave as they may")
+    _, waited = run_world(_completes_while_the_early_rank_is_stopped, 2, "shm", timeout=60)
+    assert EXIT_WAIT_SECONDS <= waited < 1.0
