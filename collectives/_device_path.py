@@ -62,7 +62,10 @@ def run(comm: Communicator, name: str, x: Any, out: Any, arg: Any, async_op: boo
 
     if name == "broadcast":
         root = rank_in(arg, "root", size)
-        return issue(root, lambda call: engine.broadcast(xb, root, call), x)
+        if out is None:
+            return issue(root, lambda call: engine.broadcast(xb, xb, root, call), x)
+        out, into = _checked_out(engine, x, xb, out, xb.count, "broadcast's result is the size of x")
+        return None if into is None else issue(root, lambda call: engine.broadcast(xb, into, root, call), out)
     if name == "all_gather":
         out, gathered = _checked_out(engine, x, xb, out, xb.count * size, f"world size {size} × {xb.count} elements of x")
         return None if gathered is None else issue(None, lambda call: engine.all_gather(xb, gathered, call), out)

@@ -117,16 +117,17 @@ static int output_ok(const ArrayHead *x, const ArrayHead *out, Py_ssize_t count)
 }
 
 /* Whether C-contiguous ``x`` and ``out`` of one dtype and ``count`` elements are the same
-   memory or apart (_fast_path: ``apart`` or ``same_or_apart``). 1, 0, or -1 with an error. */
-static int same_or_apart(const ArrayHead *x, const ArrayHead *out, Py_ssize_t count) {
+   memory or apart (_fast_path: ``apart`` or ``same_or_apart``). 1, 0, or -1 with an error;
+   where apart, ``*nbytes`` is their size in bytes. */
+static int same_or_apart(const ArrayHead *x, const ArrayHead *out, Py_ssize_t count, Py_ssize_t *nbytes) {
     if (x->data == out->data || count == 0) return 1;
     PyObject *item = PyObject_GetAttr(x->descr, s_itemsize);
     if (item == NULL) return -1;
     Py_ssize_t size = PyLong_AsSsize_t(item);
     Py_DECREF(item);
     if (size < 0 && PyErr_Occurred()) return -1;
-    Py_ssize_t nbytes = count * size;
-    return x->data + nbytes <= out->data || out->data + nbytes <= x->data;
+    *nbytes = count * size;
+    return x->data + *nbytes <= out->data || out->data + *nbytes <= x->data;
 }
 
 /* all_reduce(comm, x, op, out): the result of a kept all-reduce, or None. */
@@ -151,8 +152,9 @@ static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t na
         if ((xa->flags & (C_CONTIGUOUS | WRITEABLE)) == (C_CONTIGUOUS | WRITEABLE))
             result = run_kept(comm, key, plan, xa, NULL, 1) < 0 ? NULL : x;
     } else if (xa->flags & C_CONTIGUOUS) {
+        Py_ssize_t nbytes = 0;
         int ok = output_ok(xa, oa, count);
-        if (ok > 0) ok = same_or_apart(xa, oa, count);
+        if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
         if (ok < 0) result = NULL;
         else if (ok > 0) result = run_kept(comm, key, plan, xa, oa, 0) < 0 ? NULL : out;
     }
@@ -203,27 +205,44 @@ static PyObject *all_gather(PyObject *self, PyObject *const *args, Py_ssize_t na
     return into_out(ALL_GATHER, args, nargs);
 }
 
-/* broadcast(comm, x, root): whether the kept broadcast ran on ``x``. */
+/* Whether this rank is ``root``: 1, 0, or -1 with an error set. */
+static int is_root(PyObject *comm, PyObject *root) {
+    PyObject *rank = PyObject_GetAttr(comm, s_rank);
+    int same = rank == NULL ? -1 : PyObject_RichCompareBool(rank, root, Py_EQ);
+    Py_XDECREF(rank);
+    return same;
+}
+
+/* broadcast(comm, x, root, out): whether the kept broadcast ran on ``x`` (or into ``out``,
+   filled from ``x`` on the root first). */
 static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "broadcast(comm, x, root)");
-    PyObject *comm = args[0], *x = args[1], *root = args[2];
-    ArrayHead *xa = array_of(x);
-    if (xa == NULL) return PyObject_Vectorcall(fallback[BROADCAST], args, 3, NULL);
-    if (!PyLong_CheckExact(root)) Py_RETURN_FALSE;
-    PyObject *key = key_of(BROADCAST, xa, count_of(xa), root, 1);
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "broadcast(comm, x, root, out)");
+    PyObject *comm = args[0], *x = args[1], *root = args[2], *out = args[3];
+    ArrayHead *xa = array_of(x), *oa = NULL;
+    if (xa == NULL) return PyObject_Vectorcall(fallback[BROADCAST], args, 4, NULL);
+    if (!PyLong_CheckExact(root) || (out != Py_None && (oa = array_of(out)) == NULL)) Py_RETURN_FALSE;
+    Py_ssize_t count = count_of(xa);
+    PyObject *key = key_of(BROADCAST, xa, count, root, 1);
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;
     if (plan != NULL && (xa->flags & C_CONTIGUOUS)) {
         Py_INCREF(plan);
-        int may = (xa->flags & WRITEABLE) != 0;
-        if (!may) { /* read-only: only the root's */
-            PyObject *rank = PyObject_GetAttr(comm, s_rank);
-            may = rank == NULL ? -1 : PyObject_RichCompareBool(rank, root, Py_EQ);
-            Py_XDECREF(rank);
+        if (oa == NULL) {
+            int may = (xa->flags & WRITEABLE) != 0 ? 1 : is_root(comm, root); /* read-only: only the root's */
+            ran = may < 0 ? -1 : may == 0 ? 0 : run_kept(comm, key, plan, xa, NULL, 0) < 0 ? -1 : 1;
+        } else {
+            Py_ssize_t nbytes = 0;
+            int ok = output_ok(xa, oa, count);
+            if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
+            if (ok > 0 && xa->data != oa->data) {
+                int here = is_root(comm, root);
+                if (here < 0) ok = -1;
+                else if (here) memcpy(oa->data, xa->data, (size_t)nbytes);
+            }
+            ran = ok < 0 ? -1 : ok == 0 ? 0 : run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
         }
-        ran = may < 0 ? -1 : may == 0 ? 0 : run_kept(comm, key, plan, xa, NULL, 0) < 0 ? -1 : 1;
         Py_DECREF(plan);
     }
     Py_DECREF(key);

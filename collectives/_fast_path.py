@@ -125,24 +125,31 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
     return True
 
 
-def broadcast(comm: Communicator, x: Any, root: Any) -> bool:
-    """Whether a kept broadcast ran on ``x``."""
+def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
+    """Whether a kept broadcast ran on ``x`` (or into ``out``, filled from ``x`` on the root)."""
     if type(x) is not np.ndarray:
-        view = plain_tensor_view(x)
-        if view is None:
+        views = _tensor_views(x, out)
+        if views is None:
             return False
-        comm.broadcast(view, root)
+        comm.broadcast(views[0], root, out=views[1])
         return True
-    if type(root) is not int:
+    if type(root) is not int or (out is not None and type(out) is not np.ndarray):
         return False
     key = ("broadcast", x.dtype, x.size, root, None)
     plan = comm._plans.get(key)
-    if plan is None:
+    if plan is None or not x.flags.c_contiguous:
         return False
-    flags = x.flags
-    if not flags.c_contiguous or not (flags.writeable or root == comm.rank):
+    if out is None:
+        if not (x.flags.writeable or root == comm.rank):
+            return False
+        comm._run_kept(key, plan, _flat(x), None)
+        return True
+    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return False
-    comm._run_kept(key, plan, _flat(x), None)
+    flat = _flat(out)
+    if root == comm.rank and x.ctypes.data != out.ctypes.data:
+        np.copyto(flat, _flat(x))
+    comm._run_kept(key, plan, flat, None)
     return True
 
 

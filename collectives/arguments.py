@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import check_count, check_same_dtype, check_splits
+from .buffers import check_count, check_same_dtype, check_same_or_apart, check_splits
 from .errors import InvalidArgumentError
 from .ops import ReduceOp, check_op
 from .staging import Staging
@@ -49,6 +49,29 @@ def output(stage: Staging, out: Any, like: Any, xa: np.ndarray, count: int, why:
     check_same_dtype(xa, oa, "x", "out")
     check_count(oa, count, "out", why)
     return out, oa
+
+
+def same_shape_out(stage: Staging, out: Any, xa: np.ndarray, why: str) -> np.ndarray:
+    """``out``'s flat host view, checked to hold as many elements of ``xa``'s dtype as ``xa``
+    (``why`` says why) and to be ``xa`` itself or apart from it (a partial overlap would
+    read what the call already wrote)."""
+    oa = stage.flat(out, "out", writable=True, load=False)
+    check_same_dtype(xa, oa, "x", "out")
+    check_count(oa, xa.size, "out", why)
+    check_same_or_apart(xa, oa, "x", "out")
+    return oa
+
+
+def broadcast_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray:
+    """The flat buffer a broadcast runs on: ``x`` (written on every rank but the root), or
+    ``out``, checked as all_reduce's is and filled from ``x`` on the root."""
+    xa = stage.flat(x, "x", writable=not is_root and out is None)
+    if out is None:
+        return xa
+    oa = same_shape_out(stage, out, xa, "broadcast's result is the size of x")
+    if is_root and xa.ctypes.data != oa.ctypes.data:  # same memory or apart, checked
+        np.copyto(oa, xa)
+    return oa
 
 
 def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int, *, async_op: bool = False

@@ -225,11 +225,7 @@ class Communicator(Traced, Recoverable, Timeouts):
         xa = stage.flat(x, "x", writable=out is None)
         rop = check.reduction(op, xa)
         result = x if out is None else out
-        arr = xa if out is None else stage.flat(out, "out", writable=True, load=False)
-        if out is not None:
-            check_same_dtype(xa, arr, "x", "out")
-            check_count(arr, xa.size, "out", "all_reduce's result is the size of x")
-            check_same_or_apart(xa, arr, "x", "out")
+        arr = xa if out is None else check.same_shape_out(stage, out, xa, "all_reduce's result is the size of x")
         key = ("all_reduce", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
         return self._planned(key, arr.nbytes, lambda a: self._planner.all_reduce(a, xa.dtype, xa.size, rop, algorithm),
                              xa, arr, stage, result, async_op)
@@ -267,17 +263,21 @@ class Communicator(Traced, Recoverable, Timeouts):
         return self._planned(("all_gather", xa.dtype, k, algorithm), oa.nbytes,
                              lambda a: self._planner.all_gather(a, xa.dtype, k), xa, oa, stage, out, async_op)
 
-    def broadcast(self, x: Any, root: int = 0, *, algorithm: str | None = None, async_op: bool = False) -> Any:
-        """Copy the root's ``x`` into every rank's ``x``. Returns ``x``."""
-        if not async_op and algorithm is None and self._worker is None and self._fast.broadcast(self, x, root):
-            return x
-        if self._context.device and (done := device_path.run(self, "broadcast", x, None, root, async_op)) is not None:
+    def broadcast(self, x: Any, root: int = 0, *, out: Any = None, algorithm: str | None = None,
+                  async_op: bool = False) -> Any:
+        """Copy the root's ``x`` into every rank's ``x``, or, given ``out`` (the size and dtype
+        of ``x`` on every rank; ncclBroadcast's recvbuff), into every rank's ``out``, reading
+        ``x`` on the root only. Returns ``x`` or ``out``."""
+        if not async_op and algorithm is None and self._worker is None and self._fast.broadcast(self, x, root, out):
+            return x if out is None else out
+        if self._context.device and (done := device_path.run(self, "broadcast", x, out, root, async_op)) is not None:
             return done
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
-        arr = stage.flat(x, "x", writable=self.rank != root)
+        arr = check.broadcast_buffer(stage, x, out, self.rank == root)
         return self._planned(("broadcast", arr.dtype, arr.size, root, algorithm), arr.nbytes,
-                             lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root), arr, None, stage, x, async_op)
+                             lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root), arr, None, stage,
+                             x if out is None else out, async_op)
 
     def reduce(self, x: Any, root: int = 0, op: ReduceOp | str = ReduceOp.SUM, *, algorithm: str | None = None,
                async_op: bool = False) -> Any:

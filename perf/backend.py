@@ -2,8 +2,10 @@
 
 Every backend takes nccl-tests' (send, recv) buffers, where in-place means the two are
 the same memory (or, for all_gather / reduce_scatter, one is the rank's block of the
-other). Libraries whose call is in place only (our broadcast, reduce; gloo's) get the send data copied into recv first, inside the timed call: that copy is part of
-what an out-of-place collective costs with such an API.
+other). Calls that are in place only (our reduce; MPI's broadcast; gloo's) get the send
+data copied into recv first, inside the timed call: that copy is part of what an
+out-of-place collective costs with such an API. Our broadcast takes ``out=``
+(ncclBroadcast's recvbuff) and copies on the root itself.
 
 ``CollectivesBackend`` runs our library; ``perf.peers.mpi`` and ``perf.peers.gloo`` run
 the same calls through mpi4py and torch.distributed (gloo) for ``--vs``.
@@ -137,9 +139,10 @@ class CollectivesBackend(Backend):
         self.comm.reduce_scatter(send, recv, op=op, algorithm=self.algorithm)
 
     def broadcast(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
-        if self.rank == root:
-            copy_into(recv, send)
-        self.comm.broadcast(recv, root=root, algorithm=self.algorithm)
+        if send is recv:
+            self.comm.broadcast(recv, root=root, algorithm=self.algorithm)
+        else:
+            self.comm.broadcast(send, root=root, out=recv, algorithm=self.algorithm)
 
     def reduce(self, send: np.ndarray, recv: np.ndarray, op: str, root: int) -> None:
         if self.rank == root:

@@ -159,15 +159,18 @@ class DeviceEngine:
             self.device.copy(out.span.sub(q * k, k), self.ipc.scratch(q).sub(0, k), stream)
         self._publish("done", DONE, s, stream)
 
-    def broadcast(self, x: DeviceBuffer, root: int, call: Call) -> None:
+    def broadcast(self, x: DeviceBuffer, out: DeviceBuffer, root: int, call: Call) -> None:
+        """The root's ``x`` into every rank's ``out`` (``x`` itself for an in-place broadcast)."""
         stream, n = x.stream, x.span.nbytes
         s = self._begin(call, n, stream)
         if self.rank == root:
             self.device.copy(self.ipc.scratch(root).sub(0, n), x.span, stream)
             self._publish("in", IN, s, stream)
+            if out is not x:
+                self.device.copy(out.span, x.span, stream)
         else:
             self._await(root, "in", IN, s, stream, call)
-            self.device.copy(x.span, self.ipc.scratch(root).sub(0, n), stream)
+            self.device.copy(out.span, self.ipc.scratch(root).sub(0, n), stream)
         self._publish("done", DONE, s, stream)
 
     def close(self) -> None:

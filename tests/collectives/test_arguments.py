@@ -117,6 +117,11 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
     ("broadcast-root-bool", lambda c: c.broadcast(f32(4), root=True), InvalidArgumentError, "root"),
     ("broadcast-x-readonly-nonroot", lambda c: c.broadcast(_ro(f32(4)), root=1), InvalidArgumentError, "x"),
     ("broadcast-x-noncontiguous", lambda c: c.broadcast(_strided(4), root=0), InvalidArgumentError, "x"),
+    ("broadcast-out-dtype", lambda c: c.broadcast(f32(4), out=np.zeros(4, np.float64)), InvalidTypeError, "out"),
+    ("broadcast-out-count", lambda c: c.broadcast(f32(4), root=1, out=f32(5)), InvalidArgumentError, "out"),
+    ("broadcast-out-readonly", lambda c: c.broadcast(f32(4), out=_ro(f32(4))), InvalidArgumentError, "out"),
+    ("broadcast-out-overlaps-x", lambda c: (lambda b: c.broadcast(b[:4], out=b[2:6]))(f32(8)),
+     InvalidArgumentError, "out"),
     # reduce
     ("reduce-root-too-big", lambda c: c.reduce(f32(4), root=5), InvalidArgumentError, "root"),
     ("reduce-root-negative", lambda c: c.reduce(f32(4), root=-2), InvalidArgumentError, "root"),
@@ -373,6 +378,29 @@ def test_read_only_inputs_where_nothing_is_written() -> None:
     assert results[2] == ([3.0, 6.0], [5, 6], ([2, 20], [3, 30]))
 
 
+def test_broadcast_into_out_fills_every_ranks_out_and_reads_x_on_the_root_only() -> None:
+    """ncclBroadcast's sendbuff and recvbuff: ``out`` gets the root's ``x`` on every rank, x is
+    left as it was (read-only x on the other ranks too), and repeated calls (the fast path)
+    do the same, in place where ``out`` is ``x``."""
+
+    def fn(comm: Any) -> list[Any]:
+        r, got = comm.rank, []
+        for i in range(3):
+            x = _ro(np.arange(5, dtype=np.float64) + 10 * r + i)
+            out = np.full((5,), -1.0)
+            assert comm.broadcast(x, root=1, out=out) is out
+            y = np.full((2, 3), float(r + i), np.float32)
+            assert comm.broadcast(y, root=0, out=y) is y
+            got.append((out.tolist(), x.tolist(), y.tolist()))
+        return got
+
+    for r, rounds in enumerate(run_world(fn, 3)):
+        for i, (out, x, y) in enumerate(rounds):
+            assert out == [10.0 + i + k for k in range(5)]
+            assert x == [10.0 * r + i + k for k in range(5)]
+            assert y == [[float(i)] * 3] * 2
+
+
 def test_torch_tensors_when_torch_is_installed() -> None:
     torch = pytest.importorskip("torch")
 
@@ -413,6 +441,9 @@ def test_repeated_calls_with_torch_tensors_match_arrays_and_return_the_tensors()
             assert comm.all_gather(torch.tensor([r, i]), ag) is ag
             b = torch.full((3,), float(r + i))
             assert comm.broadcast(b, root=p - 1) is b
+            bo = torch.zeros(3)
+            assert comm.broadcast(torch.full((3,), float(r + 1 + i)), root=0, out=bo) is bo
+            assert bo.tolist() == [1.0 + i] * 3
             arrays = [np.arange(6, dtype=np.float32) * (r + 1) + i, np.zeros(6, np.float32)]
             comm.all_reduce(arrays[0], out=arrays[1])
             got.append((out.tolist() == arrays[1].tolist(), x.tolist(), rs.tolist(), ag.tolist(), b.tolist()))

@@ -54,16 +54,22 @@ def test_the_c_fast_path_reads_array_headers_as_numpy_does() -> None:
 
 
 def _arrays() -> dict[str, np.ndarray]:
-    base = np.zeros(16, np.float32)
-    frozen = np.zeros(4, np.float32)
+    """Arrays of every layout the checks tell apart, each holding values of its own (so that
+    a copy the fast path makes, a broadcast's into ``out`` on the root, shows)."""
+    base = np.arange(1, 17, dtype=np.float32)
+    frozen = np.full(4, -1, np.float32)
     frozen.flags.writeable = False
-    return {
+    arrays = {
         "x": np.zeros(4, np.float32), "x2d": np.zeros((2, 2), np.float32), "strided": base[::4],
         "frozen": frozen, "f64": np.zeros(4, np.float64), "short": np.zeros(2, np.float32),
         "long": np.zeros(8, np.float32), "empty": np.zeros(0, np.float32), "overlap": base[2:6],
         "overlap_in": base[0:4], "apart": base[8:12], "same_start": base[0:4].view(),
         "out_2d": np.zeros((2, 4), np.float32), "fortran": np.asfortranarray(np.zeros((2, 2), np.float32)),
     }
+    for i, a in enumerate(arrays.values()):
+        if a.flags.writeable and a.base is None:
+            a[...] = np.arange(a.size).reshape(a.shape) + 100 * (i + 1)
+    return arrays
 
 
 def _plans(arrays: dict[str, np.ndarray]) -> dict[Any, Any]:
@@ -92,12 +98,12 @@ def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, r
     elif kind == "all_gather":
         result = paths.all_gather(comm, x, out)
     else:
-        result = paths.broadcast(comm, x, third)
+        result = paths.broadcast(comm, x, third, out)
     at = {}  # data addresses -> the names of the arrays there (runs differ in addresses, not in names)
     for name, a in arrays.items():
         at.setdefault(a.__array_interface__["data"][0], []).append(name)
     ran = [(key, plan, at[address], shape, None if o is None else (at[o[0]], *o[1:])) for key, plan, address, shape, o in comm.ran]
-    return result, ran
+    return result, ran, {name: a.tobytes() for name, a in arrays.items()}
 
 
 NAMES = list(_arrays())
@@ -107,7 +113,9 @@ CASES = (
     + [("reduce_scatter", x, out, ReduceOp.SUM) for x in NAMES for out in NAMES]
     + [("all_gather", x, out, None) for x in NAMES for out in NAMES]
     + [("broadcast", x, None, root) for x in NAMES for root in (0, 1, 2, True, 0.0)]
+    + [("broadcast", x, out, root) for x in NAMES for out in NAMES for root in (0, 1, True)]
     + [(kind, "x", [1.0, 2.0], ReduceOp.SUM) for kind in ("all_reduce", "reduce_scatter", "all_gather")]
+    + [("broadcast", "x", [1.0, 2.0, 3.0, 4.0], 0)]
     + [(kind, [1.0, 2.0, 3.0, 4.0], "x", 0) for kind in KINDS]
 )
 
@@ -123,14 +131,20 @@ def test_the_fast_path_runs_the_kept_plan_where_the_checks_pass() -> None:
     """The comparison above would pass if both refused everything: these must run."""
     assert _fast_path.C is not None
     for paths in (_fast_path.C, _fast_path.PYTHON):
-        result, ran = _outcome(paths, "all_reduce", "x2d", None, ReduceOp.SUM)
+        result, ran, _ = _outcome(paths, "all_reduce", "x2d", None, ReduceOp.SUM)
         assert result == "x" and ran[0][0] == ("all_reduce", np.dtype(np.float32), 4, ReduceOp.SUM, None)
         assert ran[0][3] == (4,) and ran[0][4][1:] == ((4,), True)  # flat, in place
         assert _outcome(paths, "all_reduce", "x", "apart", "max")[0] == "out"
-        assert _outcome(paths, "all_reduce", "overlap_in", "overlap", "max") == (None, [])
+        assert _outcome(paths, "all_reduce", "overlap_in", "overlap", "max")[:2] == (None, [])
         assert _outcome(paths, "reduce_scatter", "x", "short", ReduceOp.SUM)[0] is True
         assert _outcome(paths, "all_gather", "x", "long", None)[0] is True
-        result, ran = _outcome(paths, "all_gather", "x", "out_2d", None)
+        result, ran, _ = _outcome(paths, "all_gather", "x", "out_2d", None)
         assert result is True and ran[0][4][1] == (8,)  # out is passed flat
         assert _outcome(paths, "broadcast", "frozen", None, 0, rank=0)[0] is True  # the root's may be read-only
         assert _outcome(paths, "broadcast", "frozen", None, 0, rank=1)[0] is False
+        for rank in (0, 1):  # into out: the root's x copied there first, the plan run on out (flat)
+            result, ran, after = _outcome(paths, "broadcast", "x2d", "apart", 0, rank=rank)
+            assert result is True and ran[0][2] == ["apart"] and ran[0][3] == (4,)
+            assert (after["apart"] == after["x2d"]) == (rank == 0)
+        assert _outcome(paths, "broadcast", "frozen", "x", 0, rank=1)[0] is True  # x is only read, on the root
+        assert _outcome(paths, "broadcast", "x", "frozen", 0)[0] is False

@@ -77,6 +77,10 @@ def _every_collective(comm) -> list[tuple[str, str, bool]]:
             comm.broadcast(x, root=root)
             got = x.get()
             results.append((f"broadcast {what}", _digest(got), got.tobytes() == _input(root, count, dtype, 6).tobytes()))
+            x = device.array(_input(r, count, dtype, 7))  # into out: x read on the root only, left as it was
+            got = comm.broadcast(x, root=0, out=device.empty(count, dtype)).get()
+            results.append((f"broadcast out= {what}", _digest(got), got.tobytes() == _input(0, count, dtype, 7).tobytes()
+                            and x.get().tobytes() == _input(r, count, dtype, 7).tobytes()))
     return results
 
 

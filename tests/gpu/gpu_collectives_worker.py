@@ -122,6 +122,10 @@ for name in dtypes:
         x = make(inputs(r, count, dtype, 6))
         comm.broadcast(x, root=p - 1)
         check(f"broadcast {what}", x, inputs(p - 1, count, dtype, 6))
+        x = make(inputs(r, count, dtype, 7))
+        check(f"broadcast out= {what}", comm.broadcast(x, root=0, out=make(inputs(r, count, dtype, 7) * 0)),
+              inputs(0, count, dtype, 7))
+        check(f"broadcast out= leaves x {what}", x, inputs(r, count, dtype, 7), same=False)
 big = [np.full(3 << 20, q + 1, np.float32) for q in range(p)]  # 12 MiB: the scratch grows
 check("all_reduce grown", comm.all_reduce(make(big[r])), fold(ReduceOp.SUM, big))
 work = comm.all_reduce(make(np.ones(8, np.float32)), async_op=True)
