@@ -378,3 +378,14 @@ def test_call_overhead_beside_mpich() -> None:
     for _, ours, mpich, ratio in _call_overhead_rows("--vs", "mpi", columns=3):
         assert float(ours) > 0 and float(mpich) > 0
         assert abs(float(ratio) - float(mpich) / float(ours)) < 0.01 * float(ratio) + 0.01
+
+
+def test_after_barrier_prints_each_ranks_start_and_time() -> None:
+    """``perf/after_barrier.py``: a row per rank (start after rank 0, µs per call) and the mean."""
+    done = subprocess.run([sys.executable, str(ROOT / "perf" / "after_barrier.py"), "--np", "2", "--batches", "3",
+                           "--calls", "4", "--late-ms", "1"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert [row[:2] for row in rows] == [["collectives", "0"], ["collectives", "1"], ["collectives", "mean"]]
+    assert float(rows[0][2]) == 0.0 and all(float(row[-1]) > 0 for row in rows)
