@@ -74,6 +74,19 @@ def broadcast_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndar
     return oa
 
 
+def reduce_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray:
+    """The flat buffer a reduce runs on: ``x`` (the result on the root), or on the root
+    ``out``, checked as all_reduce's is and filled from ``x`` (``out`` is not used elsewhere,
+    as MPI_Reduce's recvbuf)."""
+    xa = stage.flat(x, "x", writable=is_root and out is None)
+    if out is None or not is_root:
+        return xa
+    oa = same_shape_out(stage, out, xa, "reduce's result is the size of x")
+    if xa.ctypes.data != oa.ctypes.data:  # same memory or apart, checked
+        np.copyto(oa, xa)
+    return oa
+
+
 def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int, *, async_op: bool = False
                  ) -> tuple[int, int]:
     """The other rank of a send or receive, and the tag its messages carry on the wire. This

@@ -279,15 +279,17 @@ class Communicator(Traced, Recoverable, Timeouts):
                              lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root), arr, None, stage,
                              x if out is None else out, async_op)
 
-    def reduce(self, x: Any, root: int = 0, op: ReduceOp | str = ReduceOp.SUM, *, algorithm: str | None = None,
-               async_op: bool = False) -> Any:
-        """Reduce ``x`` across ranks into the root's ``x``; other ranks' ``x`` is unchanged."""
+    def reduce(self, x: Any, root: int = 0, op: ReduceOp | str = ReduceOp.SUM, *, out: Any = None,
+               algorithm: str | None = None, async_op: bool = False) -> Any:
+        """Reduce ``x`` across ranks into the root's ``x``, or, given ``out`` (MPI_Reduce's recvbuf, used
+        on the root only), into the root's ``out`` with ``x`` left as it was. Other ranks' ``x`` is unchanged."""
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
-        arr = stage.flat(x, "x", writable=self.rank == root)
+        arr = check.reduce_buffer(stage, x, out, self.rank == root)
         rop = check.reduction(op, arr)
         return self._planned(("reduce", arr.dtype, arr.size, rop, root, algorithm), arr.nbytes,
-                             lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr, None, stage, x, async_op)
+                             lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr, None, stage,
+                             out if out is not None and self.rank == root else x, async_op)
 
     def gather(self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None,
                async_op: bool = False) -> Any:
@@ -297,12 +299,10 @@ class Communicator(Traced, Recoverable, Timeouts):
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
         k = xa.size
-        oa: np.ndarray | None = None
-        if self.rank == root:
-            out, oa = check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
+        out, oa = (check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
+                   if self.rank == root else (None, None))
         return self._planned(("gather", xa.dtype, k, root, algorithm), k * self.size * xa.itemsize,
-                             lambda a: self._planner.gather(a, xa.dtype, k, root), xa, oa, stage,
-                             out if self.rank == root else None, async_op)
+                             lambda a: self._planner.gather(a, xa.dtype, k, root), xa, oa, stage, out, async_op)
 
     def scatter(self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None,
                 async_op: bool = False) -> Any:

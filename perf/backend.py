@@ -2,10 +2,10 @@
 
 Every backend takes nccl-tests' (send, recv) buffers, where in-place means the two are
 the same memory (or, for all_gather / reduce_scatter, one is the rank's block of the
-other). Calls that are in place only (our reduce; MPI's broadcast; gloo's) get the send
-data copied into recv first, inside the timed call: that copy is part of what an
-out-of-place collective costs with such an API. Our broadcast takes ``out=``
-(ncclBroadcast's recvbuff) and copies on the root itself.
+other). Calls that are in place only (MPI's broadcast; gloo's) get the send data copied
+into recv first, inside the timed call: that copy is part of what an out-of-place
+collective costs with such an API. Our broadcast and reduce take ``out=`` (ncclBroadcast's
+and ncclReduce's recvbuff) and copy on the root themselves.
 
 ``CollectivesBackend`` runs our library; ``perf.peers.mpi`` and ``perf.peers.gloo`` run
 the same calls through mpi4py and torch.distributed (gloo) for ``--vs``.
@@ -145,11 +145,7 @@ class CollectivesBackend(Backend):
             self.comm.broadcast(send, root=root, out=recv, algorithm=self.algorithm)
 
     def reduce(self, send: np.ndarray, recv: np.ndarray, op: str, root: int) -> None:
-        if self.rank == root:
-            copy_into(recv, send)
-            self.comm.reduce(recv, root=root, op=op, algorithm=self.algorithm)
-        else:
-            self.comm.reduce(send, root=root, op=op, algorithm=self.algorithm)
+        self.comm.reduce(send, root=root, op=op, out=None if send is recv else recv, algorithm=self.algorithm)
 
     def alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
         self.comm.all_to_all(send, recv, algorithm=self.algorithm)

@@ -127,6 +127,10 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
     ("reduce-root-negative", lambda c: c.reduce(f32(4), root=-2), InvalidArgumentError, "root"),
     ("reduce-x-readonly-root", lambda c: c.reduce(_ro(f32(4)), root=0), InvalidArgumentError, "x"),
     ("reduce-min-complex", lambda c: c.reduce(np.zeros(4, np.complex64), root=1, op="min"), InvalidTypeError, "op"),
+    ("reduce-out-dtype-root", lambda c: c.reduce(f32(4), root=0, out=np.zeros(4, np.float64)), InvalidTypeError, "out"),
+    ("reduce-out-count-root", lambda c: c.reduce(f32(4), root=0, out=f32(3)), InvalidArgumentError, "out"),
+    ("reduce-out-overlaps-x", lambda c: (lambda b: c.reduce(b[:4], root=0, out=b[1:5]))(f32(8)),
+     InvalidArgumentError, "out"),
     # gather
     ("gather-root-too-big", lambda c: c.gather(f32(3), root=2), InvalidArgumentError, "root"),
     ("gather-out-length-root", lambda c: c.gather(f32(3), np.zeros(3, np.float32), root=0),
@@ -399,6 +403,22 @@ def test_broadcast_into_out_fills_every_ranks_out_and_reads_x_on_the_root_only()
             assert out == [10.0 + i + k for k in range(5)]
             assert x == [10.0 * r + i + k for k in range(5)]
             assert y == [[float(i)] * 3] * 2
+
+
+def test_reduce_into_out_leaves_x_and_uses_out_on_the_root_only() -> None:
+    """MPI_Reduce's recvbuf: the root's ``out`` gets the reduction, every ``x`` (read-only
+    ones too) is left as it was, and ``out`` is not touched elsewhere."""
+
+    def fn(comm: Any) -> list[Any]:
+        x = _ro(np.arange(4, dtype=np.int64) * (comm.rank + 1))
+        out = np.full(4, -1, np.int64)
+        got = comm.reduce(x, root=1, op="sum", out=out)
+        return [got is out, out.tolist(), x.tolist()]
+
+    results = run_world(fn, 3)
+    assert results[1] == [True, [0, 6, 12, 18], [0, 2, 4, 6]]
+    for r in (0, 2):
+        assert results[r] == [False, [-1] * 4, [k * (r + 1) for k in range(4)]]
 
 
 def test_torch_tensors_when_torch_is_installed() -> None:
