@@ -3,11 +3,15 @@ fits the cost model to and what ``perf/validate_model.py`` checks its prediction
 
 Each case (collective, bytes, algorithm) runs a few warm-up calls, then ``rounds`` batches
 of back-to-back calls behind a barrier; a case's time is the fastest batch's time
-per call on the slowest rank (the caller takes the maximum over ranks).
+per call on the slowest rank (the caller takes the maximum over ranks). With ``repeats``
+(``measure_repeats``) all of that is done several times over, every case once per repeat
+before the next repeat begins, so that two repeats of one case are minutes apart at most and
+their difference shows how reproducible the figure is.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,31 +67,50 @@ def calls_for(nbytes: int, budget: float = 0.05) -> int:
 def time_cases(comm: Any, cases: Sequence[Case], rounds: int = 5) -> list[float]:
     """Seconds per call of each case on this rank (the fastest of ``rounds`` batches: on a shared machine noise only adds time),
     the cases interleaved round by round so that load falls on all of them alike."""
+    return [r[0] for r in time_repeats(comm, cases, rounds, 1)]
+
+
+def time_repeats(comm: Any, cases: Sequence[Case], rounds: int = 5, repeats: int = 1) -> list[list[float]]:
+    """Per case, ``time_cases``'s figure ``repeats`` times: every case's ``rounds`` batches
+    (interleaved round by round), then all of them again."""
     calls = [_call(comm, c, n, None if a == "auto" else a) for c, n, a in cases]
     per_batch = [calls_for(n) for _, n, _ in cases]
     for call in calls:  # warm-up: plans built and kept
         call()
         call()
-    samples: list[list[float]] = [[] for _ in cases]
-    for _ in range(rounds):
-        for i, call in enumerate(calls):
-            comm.barrier()
-            start = time.perf_counter()
-            for _ in range(per_batch[i]):
-                call()
-            samples[i].append((time.perf_counter() - start) / per_batch[i])
-    return [min(s) for s in samples]
+    out: list[list[float]] = [[] for _ in cases]
+    for _ in range(repeats):
+        samples: list[list[float]] = [[] for _ in cases]
+        for _ in range(rounds):
+            for i, call in enumerate(calls):
+                comm.barrier()
+                start = time.perf_counter()
+                for _ in range(per_batch[i]):
+                    call()
+                samples[i].append((time.perf_counter() - start) / per_batch[i])
+        for i, s in enumerate(samples):
+            out[i].append(min(s))
+    return out
 
 
 def measure(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5, timeout: float = 600,
-            hosts: Sequence[str] | None = None) -> list[float]:
+            hosts: Sequence[str] | None = None, repeats: int = 1) -> list[float]:
     """Run ``cases`` on a world of ``size`` ranks over ``transport`` (``run_world``); seconds
-    per call of each, on the slowest rank."""
+    per call of each, on the slowest rank (with ``repeats``, the median of the repeats)."""
+    return [statistics.median(r) for r in measure_repeats(cases, size, transport, rounds=rounds, timeout=timeout,
+                                                          hosts=hosts, repeats=repeats)]
+
+
+def measure_repeats(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5, timeout: float = 600,
+                    hosts: Sequence[str] | None = None, repeats: int = 1) -> list[list[float]]:
+    """``measure``, each case's time per repeat (slowest rank of that repeat), in order."""
     from .testing import run_world
 
+    if repeats < 1 or rounds < 1:
+        raise InvalidArgumentError(f"rounds ({rounds}) and repeats ({repeats}) must be at least 1")
     unknown = sorted({c for c, _, _ in cases} - set(COLLECTIVES))
     if unknown:  # before starting a world, so the error is ours and not a rank's
         raise InvalidArgumentError(f"collective: {unknown[0]!r} is not one of {', '.join(COLLECTIVES)}")
-    per_rank = run_world(lambda comm: time_cases(comm, cases, rounds), size, transport, timeout=timeout,
+    per_rank = run_world(lambda comm: time_repeats(comm, cases, rounds, repeats), size, transport, timeout=timeout,
                          hosts=hosts)
-    return [max(rank[i] for rank in per_rank) for i in range(len(cases))]
+    return [[max(rank[i][k] for rank in per_rank) for k in range(repeats)] for i in range(len(cases))]

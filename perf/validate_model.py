@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -29,8 +30,11 @@ from typing import Any
 from collectives.config import parse_size
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
-from collectives.timing import measure
+from collectives.timing import measure_repeats
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.repeats import agreement  # noqa: E402
 
 ALGORITHMS = {"shm": ("ring", "tree", "recursive", "direct"), "tcp": ("ring", "tree", "recursive")}
 
@@ -48,10 +52,14 @@ def run(args: argparse.Namespace, profiles: dict[str, Profile]) -> list[dict[str
                 cases = [(c, n, a) for c in args.collectives.split(",") for a in algos for n in sizes
                          if not (a == "direct" and c not in ("all_reduce", "reduce_scatter", "all_gather", "broadcast"))]
                 hosts = [f"h{r // per_host}" for r in range(p)] if per_host else None
-                times = measure(cases, p, "auto" if hosts else transport, rounds=args.rounds, hosts=hosts)
-                for (collective, n, a), t in zip(cases, times):
+                times = measure_repeats(cases, p, "auto" if hosts else transport, rounds=args.rounds, hosts=hosts,
+                                        repeats=args.repeats)
+                for (collective, n, a), ts in zip(cases, times):
                     row: dict[str, Any] = {"transport": transport, "ranks": p, "ranks_per_host": per_host or p,
-                                           "collective": collective, "algorithm": a, "size": n, "measured_us": t * 1e6}
+                                           "collective": collective, "algorithm": a, "size": n,
+                                           "measured_us": statistics.median(ts) * 1e6}
+                    if len(ts) > 1:
+                        row["repeats_us"] = [round(t * 1e6, 2) for t in ts]
                     row = repredict([row], profiles, cores)[0]
                     rows.append(row)
                     print(_line(row, profiles), flush=True)
@@ -62,7 +70,7 @@ def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: i
     """Saved rows with every profile's prediction made again by the current model."""
     out = []
     for saved in rows:
-        row = {k: v for k, v in saved.items() if not k.endswith("_us") or k == "measured_us"}
+        row = {k: v for k, v in saved.items() if not k.endswith("_us") or k in ("measured_us", "repeats_us")}
         p, per_host = row["ranks"], row["ranks_per_host"]
         host_cores = max(1, cores * per_host // p)  # hosts on this machine share its cores
         for name, profile in profiles.items():
@@ -83,7 +91,8 @@ def _line(row: dict[str, Any], profiles: Iterable[str]) -> str:
 
 
 def summary(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
-    lines = []
+    repeated = [r["repeats_us"] for r in rows if "repeats_us" in r]
+    lines = [agreement(repeated, "cases")] if repeated else []
     for name in profiles:
         errors = [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
         inside = sum(e <= 0.25 for e in errors)
@@ -158,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="8,64K,1M,4M")
     parser.add_argument("--hosts", type=int, default=0, help="also run each tcp world as this many hosts")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure everything this many times over in one run, each case the median of its"
+                             " repeats (and print how far repeats 1 and 2 agree)")
     parser.add_argument("--cores", type=int, default=0, help="cores of this machine (default: os.cpu_count())")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)

@@ -4,7 +4,9 @@ Eight ranks on two cores must still run well, so a rank that has nothing to do g
 core away quickly: a short spin (cheap when the peer answers within microseconds), a few
 ``sched_yield`` rounds, then a blocking wait on the transport's OS primitive (a socket
 selector, a futex, a condition variable) with a bounded slice, between which dead peers
-and the deadline are checked.
+and the deadline are checked. A communicator with several transports (shared memory within
+a host, TCP between hosts) sleeps on the one its pending requests use; only when they span
+several does it take turns, in slices that start short and grow while nothing moves.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .base import Request, Transport
 SPIN_SECONDS = 20e-6
 YIELD_SECONDS = 200e-6
 SLEEP_SLICE = 0.05
+TURN_FIRST = 50e-6
+TURN_MAX = 1e-3
 
 
 def usable_cpus() -> int:
@@ -76,6 +80,7 @@ class ProgressEngine:
         pending = [r for r in requests if not r.done]
         idle_since: float | None = None
         busy_rounds = 0
+        turn = TURN_FIRST
         while True:
             for r in pending:
                 if r.error is not None:
@@ -108,8 +113,10 @@ class ProgressEngine:
             tokens = [t.activity_token() for t in self.transports]
             if self.progress():
                 idle_since = None
+                turn = TURN_FIRST
                 continue
-            self._sleep(pending, tokens, min(deadline - now, SLEEP_SLICE))
+            self._sleep(pending, tokens, min(deadline - now, SLEEP_SLICE), turn)
+            turn = min(2 * turn, TURN_MAX)
 
     def _check_peers(self, pending: list[Request]) -> None:
         by_transport: dict[int, tuple[Transport, set[int]]] = {}
@@ -125,11 +132,18 @@ class ProgressEngine:
                 return transport
         raise TransportError(f"no transport owns the channel to rank {request.peer}", peer=request.peer)
 
-    def _sleep(self, pending: list[Request], tokens: list[int | None], timeout: float) -> None:
+    def _sleep(self, pending: list[Request], tokens: list[int | None], timeout: float, turn: float) -> None:
         if len(self.transports) == 1:
             self.transports[0].wait_for_activity(timeout, tokens[0])
             return
-        # Several transports: none can sleep on the others' primitives, so each takes a
-        # short turn.
-        for transport, token in zip(self.transports, tokens):
-            transport.wait_for_activity(min(timeout, 1e-3), token)
+        # Sleep only on the transports that own a pending request: a wait for a TCP
+        # message that dozed on the shared-memory doorbell first woke up to a slice late.
+        owners = {id(self._transport_of(r)) for r in pending}
+        waited = [(t, token) for t, token in zip(self.transports, tokens) if id(t) in owners]
+        if len(waited) == 1:
+            waited[0][0].wait_for_activity(timeout, waited[0][1])
+            return
+        # Several: none can sleep on the others' primitives, so each takes a turn of
+        # ``turn`` seconds (short at first, growing while nothing moves).
+        for transport, token in waited:
+            transport.wait_for_activity(min(timeout, turn), token)

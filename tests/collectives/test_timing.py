@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collectives.errors import InvalidArgumentError
-from collectives.timing import COLLECTIVES, calls_for, measure
+from collectives.timing import COLLECTIVES, calls_for, measure, measure_repeats
 
 
 def test_every_collective_and_algorithm_is_timed() -> None:
@@ -21,3 +21,15 @@ def test_batches_shrink_as_calls_grow() -> None:
 def test_an_unknown_collective_is_named() -> None:
     with pytest.raises(InvalidArgumentError, match="'barrier' is not one of"):
         measure([("barrier", 8, "auto")], 1, "inproc")
+
+
+def test_repeats_give_one_time_per_case_and_repeat_and_measure_their_median() -> None:
+    cases = [("all_reduce", 64, "ring"), ("broadcast", 4096, "tree")]
+    per_repeat = measure_repeats(cases, 2, "inproc", rounds=1, repeats=3)
+    assert [len(r) for r in per_repeat] == [3, 3] and all(t > 0 for r in per_repeat for t in r)
+    assert len(measure(cases, 2, "inproc", rounds=1, repeats=2)) == 2
+
+
+def test_repeats_below_one_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="repeats \\(0\\) must be at least 1"):
+        measure_repeats([("all_reduce", 8, "auto")], 1, "inproc", repeats=0)

@@ -91,3 +91,32 @@ def test_saved_runs_are_tabled_by_layout_and_algorithm_for_each_named_profile(
     assert "| ring | 8 | +0 % | 8 |" in out
     assert "# truth: 24 of 24 predictions within 25 %" in out
     assert "# baseline: 24 of 24 predictions within 25 %" in out  # run a's measurements predict b's exactly
+
+
+def test_repeats_of_one_run_are_kept_and_their_agreement_printed(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rows = rows_measured_by(TRUE)
+    for k, row in enumerate(rows):  # half the cases' second repeat 50 % slower, half 5 %
+        row["repeats_us"] = [row["measured_us"], row["measured_us"] * (1.5 if k % 2 else 1.05)]
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {"truth": TRUE.to_json()}, "cores": 2, "rows": rows}))
+    assert validate_model.main(["--from", str(path), "--json", str(tmp_path / "again.json")]) == 0
+    assert "agree within 10 % at 6 and within 25 % at 6 of 12 cases" in capsys.readouterr().out
+    again = json.loads((tmp_path / "again.json").read_text())["rows"]
+    assert [r["repeats_us"] for r in again] == [r["repeats_us"] for r in rows]
+
+
+def test_picks_are_scored_against_each_repeat_and_the_runs_own_ceiling(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    pick = tuner.choose("all_reduce", 8, 3, "tcp", False, 0, TRUE)
+    other = next(a for a in tuner.candidates("all_reduce") if a != pick)
+    # repeat 1: the pick is best; repeat 2: the other is, by far; median of two: their mean
+    row = {"transport": "tcp", "ranks": 3, "collective": "all_reduce", "size": 8,
+           "times_us": {pick: 100.0, other: 100.0}, "repeats_us": {pick: [100.0, 100.0], other: [150.0, 50.0]}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"rows": [row]}))
+    TRUE.save(tmp_path / "true.json")
+    assert tuner_check.main(["--from", str(path), "--profile", str(tmp_path / "true.json")]) == 0
+    out = capsys.readouterr().out
+    assert "scored against each repeat alone: 1, 0 of 1; repeat 1's best scored against repeat 2" in out
+    assert "(the run's own ceiling): 0" in out

@@ -1,0 +1,74 @@
+"""The progress engine's sleep where a communicator has several transports (shared memory
+within a host, TCP between hosts): it sleeps on the transport its pending requests use, and
+takes turns, in slices that grow from short, only when they span several."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from collectives.transports.base import Request
+from collectives.transports.progress import SLEEP_SLICE, TURN_FIRST, TURN_MAX, ProgressEngine
+
+
+class FakeTransport:
+    """A transport that records each sleep in ``log``, shared with the others, and finishes
+    every request in ``requests`` (also shared) at the sleep that makes ``wakes``."""
+
+    def __init__(self, name: str, peer: int, log: list[tuple[str, float]], wakes: int,
+                 requests: list[Request]) -> None:
+        self.name = name
+        self.channel = SimpleNamespace(peer=peer)
+        self.channels = {peer: self.channel}
+        self.log = log
+        self.wakes = wakes
+        self.requests = requests
+
+    def request(self) -> Request:
+        r = Request(self.channel, "recv", 0, 8)  # type: ignore[arg-type]
+        self.requests.append(r)
+        return r
+
+    def progress(self) -> bool:
+        return False
+
+    def activity_token(self) -> int | None:
+        return None
+
+    def check_peers(self, peers: Any) -> None:
+        return None
+
+    def wait_for_activity(self, timeout: float, token: int | None = None) -> None:
+        self.log.append((self.name, timeout))
+        if len(self.log) >= self.wakes:
+            for r in self.requests:
+                r.done = True
+
+
+def wait(transports: list[FakeTransport], requests: list[Request]) -> None:
+    engine = ProgressEngine(transports)  # type: ignore[arg-type]
+    engine.wait(requests, time.monotonic() + 60, lambda peers: TimeoutError(f"waiting on {peers}"))
+
+
+def test_a_wait_on_one_transport_sleeps_on_it_alone_for_the_whole_slice() -> None:
+    log: list[tuple[str, float]] = []
+    requests: list[Request] = []
+    shm, tcp = FakeTransport("shm", 1, log, 1, requests), FakeTransport("tcp", 2, log, 1, requests)
+    wait([shm, tcp], [tcp.request()])
+    # before: a 1 ms turn on the shared-memory doorbell first, the TCP message waiting meanwhile
+    assert [name for name, _ in log] == ["tcp"]
+    assert log[0][1] == pytest.approx(SLEEP_SLICE, rel=0.01)
+
+
+def test_a_wait_across_transports_takes_turns_that_grow_from_short() -> None:
+    log: list[tuple[str, float]] = []
+    requests: list[Request] = []
+    shm, tcp = FakeTransport("shm", 1, log, 12, requests), FakeTransport("tcp", 2, log, 12, requests)
+    wait([shm, tcp], [shm.request(), tcp.request()])
+    assert [name for name, _ in log] == ["shm", "tcp"] * 6
+    turns = [timeout for _, timeout in log[::2]]
+    assert turns == pytest.approx([min(TURN_FIRST * 2**i, TURN_MAX) for i in range(6)])
+    assert turns[0] < 1e-4 and turns[-1] == TURN_MAX
