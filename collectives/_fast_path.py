@@ -147,22 +147,56 @@ def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
     if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
         return False
     flat = _flat(out)
-    if root == comm.rank and x.ctypes.data != out.ctypes.data:
+    if root == comm.rank and out is not x:  # (the same memory under another name: copied onto itself)
         np.copyto(flat, _flat(x))
     comm._run_kept(key, plan, flat, None)
     return True
 
 
+def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
+    """The result of a kept reduce (the root's ``x``, or its ``out`` filled from ``x`` first;
+    ``x`` elsewhere, where ``out`` is not used), or None."""
+    if type(x) is not np.ndarray:
+        views = _tensor_views(x, out)
+        if views is None:
+            return None
+        comm.reduce(views[0], root, op, out=views[1])
+        return out if out is not None and root == comm.rank else x
+    if type(root) is not int or (out is not None and type(out) is not np.ndarray):
+        return None
+    key = ("reduce", x.dtype, x.size, op, root, None)
+    try:  # as in all_reduce
+        plan = comm._plans.get(key)
+    except TypeError:
+        return None
+    if plan is None or not x.flags.c_contiguous:
+        return None
+    at_root = root == comm.rank
+    if out is None or not at_root:
+        if at_root and not x.flags.writeable:
+            return None
+        comm._run_kept(key, plan, _flat(x), None)
+        return x
+    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
+        return None
+    flat = _flat(out)
+    if out is not x:  # as in broadcast
+        np.copyto(flat, _flat(x))
+    comm._run_kept(key, plan, flat, None)
+    return out
+
+
 class Paths(NamedTuple):
-    """The fast path's four functions, in C or in Python."""
+    """The fast path's functions, in C (reduce: in Python) or in Python."""
 
     all_reduce: Any
     reduce_scatter: Any
     all_gather: Any
     broadcast: Any
+    reduce: Any
 
 
-PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast)
+PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast, reduce)
 
 
 def _reads_headers(fast_c: Any) -> bool:
@@ -180,10 +214,10 @@ def _load_c() -> Paths | None:
         from . import _fast_c  # type: ignore[attr-defined]
     except ImportError:  # no compiler at install time
         return None
-    _fast_c.setup(np.ndarray, *PYTHON)
+    _fast_c.setup(np.ndarray, *PYTHON[:4])
     if not _reads_headers(_fast_c):
         return None
-    return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast)
+    return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, reduce)
 
 
 C: Paths | None = _load_c()

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import check_count, check_same_dtype, check_same_or_apart, check_splits
+from .buffers import address_of, check_count, check_same_dtype, check_same_or_apart, check_splits
 from .errors import InvalidArgumentError
 from .ops import ReduceOp, check_op
 from .staging import Staging
@@ -69,7 +69,7 @@ def broadcast_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndar
     if out is None:
         return xa
     oa = same_shape_out(stage, out, xa, "broadcast's result is the size of x")
-    if is_root and xa.ctypes.data != oa.ctypes.data:  # same memory or apart, checked
+    if is_root and address_of(xa) != address_of(oa):  # same memory or apart, checked
         np.copyto(oa, xa)
     return oa
 
@@ -82,7 +82,7 @@ def reduce_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray
     if out is None or not is_root:
         return xa
     oa = same_shape_out(stage, out, xa, "reduce's result is the size of x")
-    if xa.ctypes.data != oa.ctypes.data:  # same memory or apart, checked
+    if address_of(xa) != address_of(oa):  # same memory or apart, checked
         np.copyto(oa, xa)
     return oa
 

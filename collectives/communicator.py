@@ -283,21 +283,23 @@ class Communicator(Traced, Recoverable, Timeouts):
                algorithm: str | None = None, async_op: bool = False) -> Any:
         """Reduce ``x`` across ranks into the root's ``x``, or, given ``out`` (MPI_Reduce's recvbuf, used
         on the root only), into the root's ``out`` with ``x`` left as it was. Other ranks' ``x`` is unchanged."""
+        if not async_op and algorithm is None and self._worker is None and (
+                done := self._fast.reduce(self, x, root, op, out)) is not None:
+            return done
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         arr = check.reduce_buffer(stage, x, out, self.rank == root)
         rop = check.reduction(op, arr)
-        return self._planned(("reduce", arr.dtype, arr.size, rop, root, algorithm), arr.nbytes,
-                             lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr, None, stage,
-                             out if out is not None and self.rank == root else x, async_op)
+        key = ("reduce", arr.dtype, arr.size, op if isinstance(op, (ReduceOp, str)) else rop, root, algorithm)
+        return self._planned(key, arr.nbytes, lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr,
+                             None, stage, out if out is not None and self.rank == root else x, async_op)
 
     def gather(self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None,
                async_op: bool = False) -> Any:
         """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
         Returns ``out`` on the root (allocated when None) and None elsewhere."""
         root = check.rank_in(root, "root", self.size)
-        stage = Staging(self._note_staged)
-        xa = stage.flat(x, "x")
+        xa = (stage := Staging(self._note_staged)).flat(x, "x")
         k = xa.size
         out, oa = (check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
                    if self.rank == root else (None, None))
@@ -332,11 +334,10 @@ class Communicator(Traced, Recoverable, Timeouts):
 
     def all_to_all_v(self, x: Any, in_splits: Sequence[int], out_splits: Sequence[int], out: Any = None, *,
                      algorithm: str | None = None, async_op: bool = False) -> Any:
-        """All-to-all with a count per pair (MPI_Alltoallv; torch's ``all_to_all_single``
-        with split sizes): rank r sends ``in_splits[j]`` elements of ``x`` (consecutive
-        blocks in rank order) to rank j and receives ``out_splits[j]`` from rank j into
-        consecutive blocks of ``out`` (allocated when None). Rank r's ``out_splits[j]`` must
-        equal rank j's ``in_splits[r]``: else the receiver raises MessageMismatchError."""
+        """All-to-all with a count per pair (MPI_Alltoallv; torch's ``all_to_all_single`` with split sizes):
+        rank r sends ``in_splits[j]`` elements of ``x`` (consecutive blocks in rank order) to rank j and
+        receives ``out_splits[j]`` from rank j into consecutive blocks of ``out`` (allocated when None). Rank
+        r's ``out_splits[j]`` must equal rank j's ``in_splits[r]``: else the receiver raises MessageMismatchError."""
         sends, recvs = check.splits(in_splits, out_splits, self.rank, self.size)
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
@@ -363,11 +364,10 @@ class Communicator(Traced, Recoverable, Timeouts):
         return array
 
     def split(self, color: int | None, key: int | None = None) -> Communicator | None:
-        """A new communicator of the ranks that pass the same ``color``, ranked by ``key``
-        (this rank's number here when None), then by rank here: ``MPI_Comm_split``,
-        ``ncclCommSplit``. Collective. ``color=None`` or negative (``MPI_UNDEFINED``) joins
-        none and gets None. The new communicator has its own transports and operation
-        numbers (over the mpi transport, through ``MPI_Comm_split``); this one stays usable."""
+        """A new communicator of the ranks that pass the same ``color``, ranked by ``key`` (this rank's
+        number here when None), then by rank here: ``MPI_Comm_split``, ``ncclCommSplit``. Collective.
+        ``color=None`` or negative (``MPI_UNDEFINED``) joins none and gets None. The new communicator has
+        its own transports and operation numbers (over mpi, ``MPI_Comm_split``); this one stays usable."""
         check.color_or_key("color", color)
         check.color_or_key("key", key)
         if self._splitter is None:

@@ -44,7 +44,12 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ALGORITHMS
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")  # collectives with a direct (one-host) implementation
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")  # with a direct (one-host) implementation
+
+DIRECT_REDUCE_BYTES = 64 << 10
+"""The largest reduce the direct engine takes (through the small window's halves, as a small
+all-reduce whose result only the root keeps); a larger one runs the schedule the automatic
+choice takes without windows. Measured: docs/performance.md, "Thresholds", DIRECT_REDUCE_BYTES."""
 HIERARCHICAL = ("all_reduce",)
 """Collectives with a two-level implementation for ranks on several hosts, the same number on
 each: within each host first (shared memory), then across hosts (``communicator``)."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import pairwise, recursive
-from ..algorithms.registry import SCHEDULES, schedule_for, select
+from ..algorithms.registry import DIRECT_REDUCE_BYTES, SCHEDULES, schedule_for, select
 from ..algorithms.schedule import partition
 from ..engines import small
 from ..ops import ReduceOp
@@ -164,9 +164,19 @@ class Planner:
 
     def reduce(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp, root: int) -> Plan:
         ctx = self.context
-        steps = scheduled.steps_of(SCHEDULES["reduce"][algorithm], ctx.rank, ctx.size, root, count,
-                                   self._segment(dtype))
-        return scheduled.Reduce(ctx.executor, steps, op, ctx.rank, root, ctx.size)
+
+        def by_schedule(name: str) -> Plan:
+            steps = scheduled.steps_of(SCHEDULES["reduce"][name], ctx.rank, ctx.size, root, count, self._segment(dtype))
+            return scheduled.Reduce(ctx.executor, steps, op, ctx.rank, root, ctx.size)
+
+        if algorithm == "direct":
+            assert ctx.windows is not None  # select() offers it only with windows
+            nbytes = count * dtype.itemsize
+            fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
+            if 0 < nbytes <= min(DIRECT_REDUCE_BYTES, small.HALF_BYTES):
+                return windowed.SmallReduce(ctx.windows, dtype, count, op, root, lambda: by_schedule(fallback))
+            return by_schedule(fallback)
+        return by_schedule(algorithm)
 
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context

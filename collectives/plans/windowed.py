@@ -55,6 +55,37 @@ class SmallReduction:
             finalize(ReduceOp.AVG, out, self.size)
 
 
+class SmallReduce:
+    """Small reduces of one shape, operator and root where every rank of the window has a
+    core: the small all-reduce through the halves, into ``x`` on the root and into a scratch
+    array elsewhere (whose ``x`` stays as it was); on shared memory the folds of a small call
+    cost less than a schedule's messages. Where ranks outnumber cores, ``fallback`` (a
+    schedule): there the all-reduce's wait of every rank for every other (a round of context
+    switches) cost more than the tree's one-way messages, after which the leaves go on. The
+    route is found on the first call (the window's ``oversubscribed`` is the same on every
+    rank) and kept."""
+
+    __slots__ = ("windows", "make", "fallback", "route", "scratch")
+
+    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, op: ReduceOp, root: int,
+                 fallback: Callable[[], Plan]) -> None:
+        self.windows = windows
+        self.make = lambda: SmallReduction(windows, lambda w: small.AllReducePlan(w, dtype, count, op), op)
+        self.fallback = fallback
+        self.route: Any = None
+        self.scratch = None if windows.rank == root else np.empty(count, dtype=dtype)
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        route = self.route
+        if route is None:
+            oversubscribed = self.windows.small(call).oversubscribed
+            route = self.route = self.fallback() if oversubscribed else self.make()
+        if isinstance(route, SmallReduction):
+            route(x, x if self.scratch is None else self.scratch, call)
+        else:
+            route(x, None, call)
+
+
 class SmallBarrier:
     """Barriers through the small window's flags: one post and a read of every peer's flag,
     where the scheduled barrier sends ceil(lg p) rounds of messages."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
-from ..algorithms.registry import DIRECT, HIERARCHICAL, SCHEDULES, automatic, schedule_for
+from ..algorithms.registry import DIRECT, DIRECT_REDUCE_BYTES, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
 from .events import replay_calls
 from .machine import Machine, link_of
@@ -117,7 +117,7 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 # their share once. These are the engine's copies (engines/direct.py, engines/small.py).
 def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
-    if collective == "all_reduce":
+    if collective in ("all_reduce", "reduce"):  # a small reduce is the small all-reduce, kept by the root
         return 1.0 + 2 * share, share
     if collective == "reduce_scatter":
         return 1.0 + share, share
@@ -141,6 +141,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
+    if algorithm == "direct" and collective == "reduce" and (nbytes > DIRECT_REDUCE_BYTES or 0 < profile.cores < k):
+        algorithm = automatic(collective, nbytes, size)  # what a direct reduce runs there: its schedule
     if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
         return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
     if algorithm == "hierarchical":

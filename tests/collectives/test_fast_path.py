@@ -148,3 +148,26 @@ def test_the_fast_path_runs_the_kept_plan_where_the_checks_pass() -> None:
             assert (after["apart"] == after["x2d"]) == (rank == 0)
         assert _outcome(paths, "broadcast", "frozen", "x", 0, rank=1)[0] is True  # x is only read, on the root
         assert _outcome(paths, "broadcast", "x", "frozen", 0)[0] is False
+
+
+def test_a_kept_reduce_runs_on_x_or_on_the_roots_out() -> None:
+    """Reduce's fast path (Python in both sets): in place on the root's writable ``x``, on any
+    ``x`` elsewhere (where ``out`` is not used), into the root's ``out`` filled from ``x``."""
+    for paths in (_fast_path.C, _fast_path.PYTHON):
+        assert paths is not None
+        for rank, x_name, out_name, ran_on, result in (
+                (0, "x", None, "x", "x"), (0, "frozen", None, None, None), (1, "frozen", None, "frozen", "x"),
+                (0, "x2d", "apart", "apart", "out"), (1, "x", "apart", "x", "x"), (0, "x", "f64", None, None),
+                (0, "overlap_in", "overlap", None, None)):
+            arrays = _arrays()
+            plans = {("reduce", a.dtype, a.size, "sum", 0, None): "reduce plan" for a in arrays.values()}
+            comm = _Comm(plans, rank=rank)
+            x, out = arrays[x_name], None if out_name is None else arrays[out_name]
+            before = x.tobytes()
+            got = paths.reduce(comm, x, 0, "sum", out)
+            assert (None if got is None else "x" if got is x else "out") == result, (rank, x_name, out_name)
+            at = {a.__array_interface__["data"][0]: name for name, a in arrays.items()}
+            assert [at[address] for _, _, address, _, _ in comm.ran] == ([] if ran_on is None else [ran_on])
+            assert x.tobytes() == before
+            if result == "out":
+                assert out.tobytes() == x.tobytes() and comm.ran[0][3] == (4,)

@@ -109,8 +109,10 @@ def test_direct_refused_where_there_are_no_shared_windows():
             comm.all_reduce(np.ones(4), algorithm="direct")
         with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.broadcast(np.ones(4), algorithm="direct")
-        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast"):
+        with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.reduce(np.ones(4), algorithm="direct")
+        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast, reduce"):
+            comm.gather(np.ones(4), algorithm="direct")
         return comm.alloc(3).tolist()
 
     assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2

@@ -59,6 +59,21 @@ def test_direct_is_chosen_on_one_host_with_windows_by_the_built_in_profile() -> 
             assert tuner.choose(collective, n, 4, "shm", windows=True) == "direct"
 
 
+def test_a_direct_reduce_is_the_small_all_reduce_where_ranks_have_cores_and_its_schedule_elsewhere() -> None:
+    from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
+    from collectives.tuning.profile import current
+
+    cores = current().cores
+    assert cores == 2, "the built-in profile prices this machine's 2 cores"
+    for size in (2, 3, 4):
+        for nbytes in (8, DIRECT_REDUCE_BYTES, 4 * DIRECT_REDUCE_BYTES):
+            windowed = size <= cores and nbytes <= DIRECT_REDUCE_BYTES
+            like = ("all_reduce", "direct") if windowed else ("reduce", automatic("reduce", nbytes, size))
+            assert tuner.predict("reduce", "direct", nbytes, size, "shm") == tuner.predict(like[0], like[1], nbytes,
+                                                                                           size, "shm")
+    assert tuner.choose("reduce", 8, 2, "shm", windows=True) == "direct"
+
+
 def test_rotated_and_xor_steps_price_like_the_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The symmetry shortcut (rank 0's steps, lockstep) against every rank replayed, on a
     machine of 4 hosts of 4 ranks with slower links between the hosts."""
