@@ -125,6 +125,25 @@ def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
     return True
 
 
+def all_to_all(comm: Communicator, x: Any, out: Any) -> bool:
+    """Whether a kept all-to-all ran into ``out`` (any overlap with ``x`` is the plan's to
+    handle: the window copies ``x`` before it writes, the schedule copies ``x`` where they share memory)."""
+    if type(x) is not np.ndarray:
+        views = _tensor_views(x, out)
+        if views is None:
+            return False
+        comm.all_to_all(views[0], views[1])
+        return True
+    if type(out) is not np.ndarray:
+        return False
+    key = ("all_to_all", x.dtype, x.size, None)
+    plan = comm._plans.get(key)
+    if plan is None or not _output_ok(x, out, x.size):
+        return False
+    comm._run_kept(key, plan, _flat(x), _flat(out))
+    return True
+
+
 def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
     """Whether a kept broadcast ran on ``x`` (or into ``out``, filled from ``x`` on the root)."""
     if type(x) is not np.ndarray:
@@ -187,16 +206,17 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
 
 
 class Paths(NamedTuple):
-    """The fast path's functions, in C (reduce: in Python) or in Python."""
+    """The fast path's functions, in C (reduce and all_to_all: in Python) or in Python."""
 
     all_reduce: Any
     reduce_scatter: Any
     all_gather: Any
     broadcast: Any
     reduce: Any
+    all_to_all: Any
 
 
-PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast, reduce)
+PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all)
 
 
 def _reads_headers(fast_c: Any) -> bool:
@@ -217,7 +237,7 @@ def _load_c() -> Paths | None:
     _fast_c.setup(np.ndarray, *PYTHON[:4])
     if not _reads_headers(_fast_c):
         return None
-    return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, reduce)
+    return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, reduce, all_to_all)
 
 
 C: Paths | None = _load_c()

@@ -20,11 +20,11 @@ import numpy as np
 from . import _device_path as device_path
 from . import _fast_path as fast_path
 from . import arguments as check
-from .buffers import check_count, check_same_dtype, check_same_or_apart
 from .config import Config
 from .diagnose import abandon, explain
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
+from .exchanges import Exchanges
 from .errors import (CollectiveTimeoutError, CommunicatorBrokenError, CommunicatorClosedError, CommunicatorRevokedError,
                      TransportError, UnsupportedError)
 from .flight_recorder import ENDED, TRACE_MASK, Traced
@@ -46,7 +46,7 @@ Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
 
 
-class Communicator(Traced, Recoverable, Timeouts):
+class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
 
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
@@ -293,59 +293,6 @@ class Communicator(Traced, Recoverable, Timeouts):
         key = ("reduce", arr.dtype, arr.size, op if isinstance(op, (ReduceOp, str)) else rop, root, algorithm)
         return self._planned(key, arr.nbytes, lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr,
                              None, stage, out if out is not None and self.rank == root else x, async_op)
-
-    def gather(self, x: Any, out: Any = None, root: int = 0, *, algorithm: str | None = None,
-               async_op: bool = False) -> Any:
-        """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
-        Returns ``out`` on the root (allocated when None) and None elsewhere."""
-        root = check.rank_in(root, "root", self.size)
-        xa = (stage := Staging(self._note_staged)).flat(x, "x")
-        k = xa.size
-        out, oa = (check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
-                   if self.rank == root else (None, None))
-        return self._planned(("gather", xa.dtype, k, root, algorithm), k * self.size * xa.itemsize,
-                             lambda a: self._planner.gather(a, xa.dtype, k, root), xa, oa, stage, out, async_op)
-
-    def scatter(self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None,
-                async_op: bool = False) -> Any:
-        """Split the root's ``x`` (size·k elements) into blocks; rank r receives block r in
-        ``out`` (k elements). ``x`` is ignored (may be None) on other ranks. Returns ``out``."""
-        root = check.rank_in(root, "root", self.size)
-        stage = Staging(self._note_staged)
-        oa = stage.flat(out, "out", writable=True, load=False)
-        k = oa.size
-        xa: np.ndarray | None = None
-        if self.rank == root:
-            xa = stage.flat(x, "x")
-            check_same_dtype(oa, xa, "out", "x")
-            check_count(xa, k * self.size, "x", f"world size {self.size} × {k} elements of out")
-        return self._planned(("scatter", oa.dtype, k, root, algorithm), k * self.size * oa.itemsize,
-                             lambda a: self._planner.scatter(a, oa.dtype, k, root), xa, oa, stage, out, async_op)
-
-    def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
-        """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
-        block r of ``out``. Returns ``out`` (allocated when None)."""
-        stage = Staging(self._note_staged)
-        xa = stage.flat(x, "x")
-        check.per_rank(xa, "x", self.size)
-        out, oa = check.output(stage, out, x, xa, xa.size, "all_to_all output is as large as its input")
-        return self._planned(("all_to_all", xa.dtype, xa.size, algorithm), xa.nbytes,
-                             lambda a: self._planner.all_to_all(a, xa.dtype, xa.size), xa, oa, stage, out, async_op)
-
-    def all_to_all_v(self, x: Any, in_splits: Sequence[int], out_splits: Sequence[int], out: Any = None, *,
-                     algorithm: str | None = None, async_op: bool = False) -> Any:
-        """All-to-all with a count per pair (MPI_Alltoallv; torch's ``all_to_all_single`` with split sizes):
-        rank r sends ``in_splits[j]`` elements of ``x`` (consecutive blocks in rank order) to rank j and
-        receives ``out_splits[j]`` from rank j into consecutive blocks of ``out`` (allocated when None). Rank
-        r's ``out_splits[j]`` must equal rank j's ``in_splits[r]``: else the receiver raises MessageMismatchError."""
-        sends, recvs = check.splits(in_splits, out_splits, self.rank, self.size)
-        stage = Staging(self._note_staged)
-        xa = stage.flat(x, "x")
-        check_count(xa, sum(sends), "x", "the sum of in_splits")
-        out, oa = check.output(stage, out, x, xa, sum(recvs), "the sum of out_splits")
-        check_same_or_apart(xa, oa, "x", "out")
-        key = ("all_to_all_v", xa.dtype, tuple(sends), tuple(recvs), algorithm)
-        return self._planned(key, xa.nbytes, lambda a: self._planner.all_to_all_v(sends, recvs), xa, oa, stage, out, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (a flag each in a shared window, else dissemination)."""

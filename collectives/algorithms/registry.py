@@ -44,12 +44,20 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ALGORITHMS
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")  # with a direct (one-host) implementation
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")  # one host, shared windows
 
 DIRECT_REDUCE_BYTES = 64 << 10
 """The largest reduce the direct engine takes (through the small window's halves, as a small
 all-reduce whose result only the root keeps); a larger one runs the schedule the automatic
 choice takes without windows. Measured: docs/performance.md, "Thresholds", DIRECT_REDUCE_BYTES."""
+
+DIRECT_ALL_TO_ALL_BYTES = 512 << 10
+"""The largest all-to-all (bytes of ``x``) the direct engine takes, through the small window's
+halves; a larger one runs the schedule the automatic choice takes without windows. Measured:
+docs/performance.md, "Thresholds", DIRECT_ALL_TO_ALL_BYTES."""
+
+DIRECT_LIMITS = {"reduce": DIRECT_REDUCE_BYTES, "all_to_all": DIRECT_ALL_TO_ALL_BYTES}
+"""The direct engine's largest call of the collectives it takes only in part (beyond, their schedule)."""
 HIERARCHICAL = ("all_reduce",)
 """Collectives with a two-level implementation for ranks on several hosts, the same number on
 each: within each host first (shared memory), then across hosts (``communicator``)."""

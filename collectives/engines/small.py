@@ -294,6 +294,34 @@ class ReduceScatterPlan(AllReducePlan):
         self.operands = tuple([source[offset : offset + length] for source in half] for half in self.halves)
 
 
+class AllToAllPlan(_Plan):
+    """Small all-to-alls of one shape (``size``: the elements of ``x``, p blocks of k): every
+    rank copies its whole ``x`` into its half, then takes block ``rank`` of every rank's copy,
+    in rank order, into ``out`` (which may be ``x``: the sources are the window copies)."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
+        super().__init__(window, dtype, size)
+        k = size // len(window.ranks)
+        flags = dict(self.peers)
+        mine = slice(self.me * k, (self.me + 1) * k)
+        self.blocks = tuple((q, flags.get(q), tuple(half[i][mine] for half in self.halves), slice(i * k, (i + 1) * k))
+                            for i, q in enumerate(window.ranks))
+
+    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
+               on_timeout: OnTimeout) -> int:
+        """The whole call (``code``: 0; there is no C plan of this kind). Returns the new serial."""
+        s = self._begin(serial, deadline, on_timeout)
+        h = s & 1
+        copy_array(self.halves[h][self.me], x)
+        self.mine[HALF_LEN + h] = self.nbytes
+        self.window.post(SMALL, s)
+        for q, flags, sources, block in self.blocks:
+            if flags is not None:
+                self._wait(q, flags, s, deadline, on_timeout)
+            copy_array(out[block], sources[h])
+        return s
+
+
 class AllGatherPlan(_Plan):
     """Small all-gathers of one shape."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import pairwise, recursive
-from ..algorithms.registry import DIRECT_REDUCE_BYTES, SCHEDULES, schedule_for, select
+from ..algorithms.registry import DIRECT_ALL_TO_ALL_BYTES, DIRECT_REDUCE_BYTES, SCHEDULES, schedule_for, select
 from ..algorithms.schedule import partition
 from ..engines import small
 from ..ops import ReduceOp
@@ -194,8 +194,15 @@ class Planner:
 
     def all_to_all(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
         ctx = self.context
-        blocks = partition(count, ctx.size)
-        steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, blocks,
+        if count == 0:
+            return nothing
+        if algorithm == "direct":
+            assert ctx.windows is not None  # select() offers it only with windows
+            nbytes = count * dtype.itemsize
+            if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):
+                return windowed.SmallAllToAll(ctx.windows, dtype, count)
+            algorithm = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
+        steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
 

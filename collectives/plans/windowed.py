@@ -86,6 +86,25 @@ class SmallReduce:
             route(x, None, call)
 
 
+class SmallAllToAll:
+    """Small all-to-alls of one shape through the halves (``small.AllToAllPlan``): one copy
+    in, one flag, a block out of each peer's half, instead of a message per pair."""
+
+    __slots__ = ("windows", "dtype", "count", "kernel")
+
+    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int) -> None:
+        self.windows = windows
+        self.dtype, self.count = dtype, count
+        self.kernel: Any = None
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = small.AllToAllPlan(windows.small(call), self.dtype, self.count)
+        windows.small_serial = kernel.resume(0, x, out, windows.small_serial, call.deadline, call.timed_out)
+
+
 class SmallBarrier:
     """Barriers through the small window's flags: one post and a read of every peer's flag,
     where the scheduled barrier sends ceil(lg p) rounds of messages."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
-from ..algorithms.registry import DIRECT, DIRECT_REDUCE_BYTES, HIERARCHICAL, SCHEDULES, automatic, schedule_for
+from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
 from .events import replay_calls
 from .machine import Machine, link_of
@@ -123,6 +123,8 @@ def direct_factors(collective: str, size: int) -> tuple[float, float]:
         return 1.0 + share, share
     if collective == "all_gather":
         return 1.0 + share, 0.0
+    if collective == "all_to_all":  # all of x into the window, as much out of the peers' halves
+        return 2.0, 0.0
     return 1.0, 0.0  # broadcast: every rank copies n once
 
 
@@ -141,8 +143,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
-    if algorithm == "direct" and collective == "reduce" and (nbytes > DIRECT_REDUCE_BYTES or 0 < profile.cores < k):
-        algorithm = automatic(collective, nbytes, size)  # what a direct reduce runs there: its schedule
+    if algorithm == "direct" and collective in DIRECT_LIMITS and (
+            nbytes > DIRECT_LIMITS[collective] or (collective == "reduce" and 0 < profile.cores < k)):
+        algorithm = automatic(collective, nbytes, size)  # what the direct engine runs there: the schedule
     if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
         return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
     if algorithm == "hierarchical":

@@ -278,10 +278,16 @@ def _good_reduces(comm: Any) -> None:
         comm.reduce(np.zeros(4, np.complex64), root=root)
 
 
+def _good_all_to_alls(comm: Any) -> None:
+    comm.all_to_all(f32(6), np.zeros(6, np.float32))
+    comm.all_to_all(f32(6))
+
+
 # Valid calls of the shapes, dtypes and ops the bad calls use, per collective with a fast
 # path: they leave the plans that later calls of those shapes take.
 GOOD_CALLS = {"all_reduce": _good_all_reduces, "all_gather": _good_all_gathers,
-              "reduce_scatter": _good_reduce_scatters, "broadcast": _good_broadcasts, "reduce": _good_reduces}
+              "reduce_scatter": _good_reduce_scatters, "broadcast": _good_broadcasts, "reduce": _good_reduces,
+              "all_to_all": _good_all_to_alls}
 FAST_PATH_CALLS = [c for c in BAD_CALLS if c[0].removeprefix("async-").split("-")[0] in GOOD_CALLS]
 
 
@@ -293,9 +299,9 @@ def test_bad_call_is_refused_after_good_calls_of_its_shape(
     bad_call: Callable[[Any], Any], error: type[Exception], name: str, collective: str, fast_path: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Repeated small all_reduces, all_gathers, reduce_scatters, broadcasts and reduces skip
-    the general dispatch (shared memory); they must skip none of its checks, in C
-    (collectives/_fast_c.c) or in Python (COLLECTIVES_PURE_PYTHON=1)."""
+    """Repeated small all_reduces, all_gathers, reduce_scatters, broadcasts, reduces and
+    all_to_alls skip the general dispatch (shared memory); they must skip none of its
+    checks, in C (collectives/_fast_c.c) or in Python (COLLECTIVES_PURE_PYTHON=1)."""
     if fast_path == "python":
         monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
     else:

@@ -253,7 +253,7 @@ def _matrix(collective: str, algorithm: str, n: int, **world: Any) -> None:
         check(collective, [results[r][i] for r in range(n)], inputs[i], op=op, root=root, label=label)
 
 
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_direct_refused_where_there_are_no_shared_windows():
             comm.broadcast(np.ones(4), algorithm="direct")
         with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.reduce(np.ones(4), algorithm="direct")
-        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast, reduce"):
+        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all"):
             comm.gather(np.ones(4), algorithm="direct")
         return comm.alloc(3).tolist()
 

@@ -37,7 +37,7 @@ COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduc
 WEIGHTS = (6, 2, 2, 3, 2, 1, 1, 1, 1, 1, 1)
 REDUCING = ("all_reduce", "reduce_scatter", "reduce")
 LAYOUT_ALGORITHMS = {  # algorithms.registry: DIRECT (shared windows), HIERARCHICAL (several hosts)
-    "direct": ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce"),
+    "direct": ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all"),
     "hierarchical": ("all_reduce",),
 }
 PER_RANK_BLOCKS = ("reduce_scatter", "scatter", "all_to_all")  # inputs of size·k elements

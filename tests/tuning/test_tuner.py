@@ -74,6 +74,19 @@ def test_a_direct_reduce_is_the_small_all_reduce_where_ranks_have_cores_and_its_
     assert tuner.choose("reduce", 8, 2, "shm", windows=True) == "direct"
 
 
+def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_schedule_beyond() -> None:
+    from collectives.algorithms.registry import DIRECT_ALL_TO_ALL_BYTES
+
+    for size in (2, 4):
+        small = tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm")
+        assert small < tuner.predict("all_to_all", automatic("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size),
+                                     DIRECT_ALL_TO_ALL_BYTES, size, "shm")
+        large = 4 * DIRECT_ALL_TO_ALL_BYTES
+        assert tuner.predict("all_to_all", "direct", large, size, "shm") == tuner.predict(
+            "all_to_all", automatic("all_to_all", large, size), large, size, "shm")
+        assert tuner.choose("all_to_all", 8, size, "shm", windows=True) == "direct"
+
+
 def test_rotated_and_xor_steps_price_like_the_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The symmetry shortcut (rank 0's steps, lockstep) against every rank replayed, on a
     machine of 4 hosts of 4 ranks with slower links between the hosts."""
