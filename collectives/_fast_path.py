@@ -107,41 +107,35 @@ def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
     return True
 
 
-def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
-    """Whether a kept all-gather ran into ``out``."""
+def _into_out(comm: Communicator, name: str, x: Any, out: Any, per_element: int) -> bool:
+    """Whether the kept plan of collective ``name`` (keyed by dtype and count alone) ran from
+    ``x`` into ``out`` of ``per_element`` elements per element of ``x`` (torch tensors: the call
+    made anew with numpy views of them)."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
             return False
-        comm.all_gather(views[0], views[1])
+        getattr(comm, name)(views[0], views[1])
         return True
     if type(out) is not np.ndarray:
         return False
-    key = ("all_gather", x.dtype, x.size, None)
+    key = (name, x.dtype, x.size, None)
     plan = comm._plans.get(key)
-    if plan is None or not _output_ok(x, out, x.size * comm.size):
+    if plan is None or not _output_ok(x, out, x.size * per_element):
         return False
     comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
+
+
+def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
+    """Whether a kept all-gather ran into ``out``."""
+    return _into_out(comm, "all_gather", x, out, comm.size)
 
 
 def all_to_all(comm: Communicator, x: Any, out: Any) -> bool:
     """Whether a kept all-to-all ran into ``out`` (any overlap with ``x`` is the plan's to
     handle: the window copies ``x`` before it writes, the schedule copies ``x`` where they share memory)."""
-    if type(x) is not np.ndarray:
-        views = _tensor_views(x, out)
-        if views is None:
-            return False
-        comm.all_to_all(views[0], views[1])
-        return True
-    if type(out) is not np.ndarray:
-        return False
-    key = ("all_to_all", x.dtype, x.size, None)
-    plan = comm._plans.get(key)
-    if plan is None or not _output_ok(x, out, x.size):
-        return False
-    comm._run_kept(key, plan, _flat(x), _flat(out))
-    return True
+    return _into_out(comm, "all_to_all", x, out, 1)
 
 
 def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
