@@ -76,11 +76,13 @@ def test_a_direct_reduce_is_the_small_all_reduce_where_ranks_have_cores_and_its_
 
 def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_schedule_beyond() -> None:
     from collectives.algorithms.registry import DIRECT_ALL_TO_ALL_BYTES
+    from collectives.tuning.profile import current
 
+    profile = current()
     for size in (2, 4):
-        small = tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm")
-        assert small < tuner.predict("all_to_all", automatic("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size),
-                                     DIRECT_ALL_TO_ALL_BYTES, size, "shm")
+        window = tuner.direct_time("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size, profile.costs("shm")) * max(
+            1.0, size / profile.cores)
+        assert tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm") == window
         large = 4 * DIRECT_ALL_TO_ALL_BYTES
         assert tuner.predict("all_to_all", "direct", large, size, "shm") == tuner.predict(
             "all_to_all", automatic("all_to_all", large, size), large, size, "shm")
