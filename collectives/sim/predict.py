@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..algorithms.registry import DIRECT_LIMITS, automatic
 from ..tuning import tuner
-from ..tuning.cache import beyond, footprint, spilled
 from ..tuning.profile import Profile
 from .cluster import Cluster
 
@@ -41,13 +38,6 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
         algorithm = automatic(collective, nbytes, c.ranks)  # what the direct engine runs there: the schedule
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
-    if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
-        half = predict(collective, algorithm, tuner.LINEAR_BYTES // 2, c, transport, profile)
-        full = predict(collective, algorithm, tuner.LINEAR_BYTES, c, transport, profile)
-        return full + (full - half) * (nbytes - tuner.LINEAR_BYTES) / (tuner.LINEAR_BYTES // 2)
-    share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
-    if share:  # the call's buffers outgrow the last-level cache: every byte costs more
-        c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
     return tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
 
 
