@@ -62,16 +62,22 @@ def same_shape_out(stage: Staging, out: Any, xa: np.ndarray, why: str) -> np.nda
     return oa
 
 
+def _filled_out(stage: Staging, out: Any, xa: np.ndarray, why: str) -> np.ndarray:
+    """``same_shape_out``, holding ``xa``'s values (copied unless it is ``xa``'s memory)."""
+    oa = same_shape_out(stage, out, xa, why)
+    if address_of(xa) != address_of(oa):  # same memory or apart, checked
+        np.copyto(oa, xa)
+    return oa
+
+
 def broadcast_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray:
     """The flat buffer a broadcast runs on: ``x`` (written on every rank but the root), or
     ``out``, checked as all_reduce's is and filled from ``x`` on the root."""
     xa = stage.flat(x, "x", writable=not is_root and out is None)
     if out is None:
         return xa
-    oa = same_shape_out(stage, out, xa, "broadcast's result is the size of x")
-    if is_root and address_of(xa) != address_of(oa):  # same memory or apart, checked
-        np.copyto(oa, xa)
-    return oa
+    why = "broadcast's result is the size of x"
+    return _filled_out(stage, out, xa, why) if is_root else same_shape_out(stage, out, xa, why)
 
 
 def reduce_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray:
@@ -81,10 +87,7 @@ def reduce_buffer(stage: Staging, x: Any, out: Any, is_root: bool) -> np.ndarray
     xa = stage.flat(x, "x", writable=is_root and out is None)
     if out is None or not is_root:
         return xa
-    oa = same_shape_out(stage, out, xa, "reduce's result is the size of x")
-    if address_of(xa) != address_of(oa):  # same memory or apart, checked
-        np.copyto(oa, xa)
-    return oa
+    return _filled_out(stage, out, xa, "reduce's result is the size of x")
 
 
 def peer_and_tag(peer: object, name: str, tag: object, rank: int, size: int, *, async_op: bool = False

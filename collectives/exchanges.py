@@ -33,7 +33,8 @@ class Exchanges:
         """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
         Returns ``out`` on the root (allocated when None) and None elsewhere."""
         root = check.rank_in(root, "root", self.size)
-        xa = (stage := Staging(self._note_staged)).flat(x, "x")
+        stage = Staging(self._note_staged)
+        xa = stage.flat(x, "x")
         k = xa.size
         out, oa = (check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
                    if self.rank == root else (None, None))

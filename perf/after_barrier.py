@@ -17,17 +17,18 @@ time per call. It prints, per rank, the median over batches of when it started a
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from collectives.testing import run_world
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.mpiexec import MpiCalls, run_script  # noqa: E402
 
 
 def _measure(comm: Any, batches: int, calls: int, nbytes: int, late: float) -> list[tuple[float, float]]:
@@ -49,22 +50,6 @@ def _measure(comm: Any, batches: int, calls: int, nbytes: int, late: float) -> l
     return rows
 
 
-class _Mpi:
-    """The calls ``_measure`` makes, through mpi4py."""
-
-    def __init__(self) -> None:
-        from mpi4py import MPI
-
-        self.world = MPI.COMM_WORLD
-        self.rank = self.world.Get_rank()
-
-    def broadcast(self, x: np.ndarray, root: int) -> None:
-        self.world.Bcast(x, root=root)
-
-    def barrier(self) -> None:
-        self.world.Barrier()
-
-
 def _summary(per_rank: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
     """Per rank: the median start after rank 0's (µs) and the median µs per call."""
     return [(statistics.median((mine[0] - zero[0]) * 1e6 for mine, zero in zip(rows, per_rank[0])),
@@ -72,16 +57,9 @@ def _summary(per_rank: list[list[tuple[float, float]]]) -> list[tuple[float, flo
 
 
 def _mpi_rows(size: int, args: argparse.Namespace) -> list[list[tuple[float, float]]]:
-    from collectives.mpi import find_mpiexec
-
-    here = Path(__file__).resolve()
-    done = subprocess.run([find_mpiexec() or "mpiexec", "-n", str(size), sys.executable, str(here), "--under-mpi",
-                           "--batches", str(args.batches), "--calls", str(args.calls), "--bytes", str(args.bytes),
-                           "--late-ms", str(args.late_ms)], capture_output=True, text=True, timeout=600,
-                          cwd=here.parents[1])
-    if done.returncode != 0:
-        raise SystemExit(f"the MPI run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return [[tuple(row) for row in rank] for rank in json.loads(done.stdout.strip().splitlines()[-1])]
+    every = run_script(__file__, size, ["--batches", str(args.batches), "--calls", str(args.calls), "--bytes",
+                                        str(args.bytes), "--late-ms", str(args.late_ms)])
+    return [[tuple(row) for row in rank] for rank in every]
 
 
 def _print(name: str, per_rank: list[list[tuple[float, float]]]) -> None:
@@ -103,10 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     late = args.late_ms / 1e3
     if args.under_mpi:
-        comm = _Mpi()
-        every = comm.world.gather(_measure(comm, args.batches, args.calls, args.bytes, late), root=0)
-        if comm.rank == 0:
-            print(json.dumps(every))
+        comm = MpiCalls()
+        comm.gather_to_root(_measure(comm, args.batches, args.calls, args.bytes, late))
         return 0
     ours = run_world(lambda comm: _measure(comm, args.batches, args.calls, args.bytes, late), args.size, "shm",
                      timeout=600)

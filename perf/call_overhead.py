@@ -15,16 +15,17 @@ time and the ratio (MPICH's time over ours: > 1, we are faster).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from collectives.testing import run_world
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.mpiexec import MpiCalls, run_script  # noqa: E402
 
 
 def _measure(comm: Any, batches: int, calls: int) -> dict[str, float]:
@@ -54,46 +55,8 @@ def _measure(comm: Any, batches: int, calls: int) -> dict[str, float]:
     return best
 
 
-class _Mpi:
-    """The calls ``_measure`` makes, through mpi4py's buffer interface (as perf/peers/mpi.py)."""
-
-    def __init__(self) -> None:
-        from mpi4py import MPI
-
-        self.MPI, self.world = MPI, MPI.COMM_WORLD
-        self.size = self.world.Get_size()
-
-    def all_reduce(self, x: np.ndarray, out: np.ndarray | None = None) -> None:
-        self.world.Allreduce(self.MPI.IN_PLACE if out is None else x, x if out is None else out)
-
-    def broadcast(self, x: np.ndarray, root: int) -> None:
-        self.world.Bcast(x, root=root)
-
-    def all_gather(self, x: np.ndarray, out: np.ndarray) -> None:
-        self.world.Allgather(x, out)
-
-    def barrier(self) -> None:
-        self.world.Barrier()
-
-
-def _under_mpi(batches: int, calls: int) -> None:
-    """One rank of the MPI run: rank 0 prints every rank's times as JSON."""
-    comm = _Mpi()
-    every = comm.world.gather(_measure(comm, batches, calls), root=0)
-    if comm.world.Get_rank() == 0:
-        print(json.dumps(every))
-
-
 def _mpi_times(size: int, batches: int, calls: int) -> list[dict[str, float]]:
-    from collectives.mpi import find_mpiexec
-
-    here = Path(__file__).resolve()
-    done = subprocess.run([find_mpiexec() or "mpiexec", "-n", str(size), sys.executable, str(here), "--under-mpi",
-                           "--batches", str(batches), "--calls", str(calls)],
-                          capture_output=True, text=True, timeout=600, cwd=here.parents[1])
-    if done.returncode != 0:
-        raise SystemExit(f"the MPI run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_script(__file__, size, ["--batches", str(batches), "--calls", str(calls)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--under-mpi", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.under_mpi:
-        _under_mpi(args.batches, args.calls)
+        comm = MpiCalls()
+        comm.gather_to_root(_measure(comm, args.batches, args.calls))
         return 0
     per_rank = run_world(lambda comm: _measure(comm, args.batches, args.calls), args.size, args.transport,
                          timeout=600)

@@ -393,15 +393,15 @@ PAGE_BYTES = 4096
 
 def _map_pages(areas: Sequence[Sequence[np.ndarray]]) -> None:
     """Read a byte of every page of ``areas`` (every rank's view of each), so that the calls
-    that rotate through them do not take their page faults one by one: a broadcast takes a
-    new slot, and on the first round a new page of every rank's window, per call (at 8 ranks,
-    20 calls of 8 B measured 11-19 µs per call in the harness's first row, 3-9 after). Only
-    reads: a peer may be reading a slot of this window meanwhile."""
+    that rotate through them do not take their page faults one by one: a broadcast takes the
+    next slot, on the first round a page new to every rank's page table (docs/performance.md,
+    eleventh round). Only reads: a peer may be reading a slot of this window meanwhile."""
     for area in areas:
         for view in area:
             raw = view.view(np.uint8)
             if raw.size:
-                int(raw[::PAGE_BYTES].max()) + int(raw[-1])
+                raw[::PAGE_BYTES].max()
+                raw[-1].item()
 
 
 class PipelinedBroadcastPlan:

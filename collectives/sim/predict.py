@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..algorithms.registry import DIRECT_LIMITS, automatic
+from ..algorithms.registry import automatic
 from ..tuning import tuner
 from ..tuning.profile import Profile
 from .cluster import Cluster
@@ -33,9 +33,8 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
 
 def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
     """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
-    if algorithm == "direct" and collective in DIRECT_LIMITS and (
-            nbytes > DIRECT_LIMITS[collective] or (collective == "reduce" and c.cpu_factor > 1)):
-        algorithm = automatic(collective, nbytes, c.ranks)  # what the direct engine runs there: the schedule
+    if algorithm == "direct" and tuner.direct_runs_schedule(collective, nbytes, c.cpu_factor > 1):
+        algorithm = automatic(collective, nbytes, c.ranks)
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
     return tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)

@@ -135,6 +135,14 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
+def direct_runs_schedule(collective: str, nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a call given to the direct engine runs the schedule the rule takes without
+    windows instead (plans/planner.py): a reduce or all-to-all beyond its limit, a reduce where
+    ranks outnumber cores."""
+    limit = DIRECT_LIMITS.get(collective)
+    return limit is not None and (nbytes > limit or (collective == "reduce" and oversubscribed))
+
+
 @functools.lru_cache(maxsize=4096)
 def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: str = "shm",
             ranks_per_host: int = 0, profile: Profile | None = None) -> float:
@@ -143,9 +151,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
-    if algorithm == "direct" and collective in DIRECT_LIMITS and (
-            nbytes > DIRECT_LIMITS[collective] or (collective == "reduce" and 0 < profile.cores < k)):
-        algorithm = automatic(collective, nbytes, size)  # what the direct engine runs there: the schedule
+    if algorithm == "direct" and direct_runs_schedule(collective, nbytes, 0 < profile.cores < k):
+        algorithm = automatic(collective, nbytes, size)
     if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
         return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
     if algorithm == "hierarchical":
