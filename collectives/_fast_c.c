@@ -27,7 +27,7 @@ typedef struct { /* the leading fields of numpy's PyArrayObject_fields */
 } ArrayHead;
 
 enum { C_CONTIGUOUS = 0x0001, WRITEABLE = 0x0400 }; /* NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE */
-enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, KINDS };
+enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, KINDS };
 
 static PyTypeObject *ndarray;      /* numpy.ndarray, from setup() */
 static PyObject *fallback[KINDS];  /* the Python fast path, for inputs that are not ndarrays */
@@ -250,6 +250,44 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(ran);
 }
 
+/* reduce(comm, x, root, op, out): the result of a kept reduce (the root's ``x``, or its ``out``
+   filled from ``x`` first; ``x`` elsewhere, where ``out`` is not used), or None. */
+static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "reduce(comm, x, root, op, out)");
+    PyObject *comm = args[0], *x = args[1], *root = args[2], *op = args[3], *out = args[4];
+    ArrayHead *xa = array_of(x), *oa = NULL;
+    if (xa == NULL) return PyObject_Vectorcall(fallback[REDUCE], args, 5, NULL);
+    if (!PyLong_CheckExact(root) || (out != Py_None && (oa = array_of(out)) == NULL)) Py_RETURN_NONE;
+    Py_ssize_t count = count_of(xa);
+    PyObject *n = PyLong_FromSsize_t(count);
+    if (n == NULL) return NULL;
+    PyObject *key = PyTuple_Pack(6, names[REDUCE], xa->descr, n, op, root, Py_None);
+    Py_DECREF(n);
+    if (key == NULL) return NULL;
+    PyObject *plan = kept(comm, key), *result = Py_None;
+    if (plan != NULL && (xa->flags & C_CONTIGUOUS)) {
+        Py_INCREF(plan);
+        int here = is_root(comm, root);
+        if (here < 0) {
+            result = NULL;
+        } else if (oa == NULL || !here) {
+            if (!here || (xa->flags & WRITEABLE)) result = run_kept(comm, key, plan, xa, NULL, 0) < 0 ? NULL : x;
+        } else {
+            Py_ssize_t nbytes = 0;
+            int ok = output_ok(xa, oa, count);
+            if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
+            if (ok > 0 && xa->data != oa->data) memcpy(oa->data, xa->data, (size_t)nbytes);
+            result = ok < 0 ? NULL : ok == 0 ? Py_None : run_kept(comm, key, plan, oa, NULL, 0) < 0 ? NULL : out;
+        }
+        Py_DECREF(plan);
+    }
+    Py_DECREF(key);
+    if (result == NULL || PyErr_Occurred()) return NULL;
+    Py_INCREF(result);
+    return result;
+}
+
 /* header(a): (C-contiguous, writeable, element count, dtype) as read from the header, for
    the check at import that this reading agrees with numpy's. */
 static PyObject *header(PyObject *self, PyObject *a) {
@@ -260,12 +298,12 @@ static PyObject *header(PyObject *self, PyObject *a) {
                          (h->flags & WRITEABLE) ? Py_True : Py_False, count_of(h), h->descr);
 }
 
-/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast): numpy's array type and
-   the Python fast path's functions, which take every other input. */
+/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce): numpy's array
+   type and the Python fast path's functions, which take every other input. */
 static PyObject *setup(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *type, *f[KINDS];
-    if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3])) return NULL;
+    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3], &f[4])) return NULL;
     for (int k = 0; k < KINDS; k++) {
         if (!PyCallable_Check(f[k])) return PyErr_Format(PyExc_TypeError, "setup: fallback %d is not callable", k);
     }
@@ -285,15 +323,16 @@ static PyMethodDef methods[] = {
     {"reduce_scatter", (PyCFunction)(void (*)(void))reduce_scatter, METH_FASTCALL, "Whether a kept reduce-scatter ran."},
     {"all_gather", (PyCFunction)(void (*)(void))all_gather, METH_FASTCALL, "Whether a kept all-gather ran."},
     {"broadcast", (PyCFunction)(void (*)(void))broadcast, METH_FASTCALL, "Whether a kept broadcast ran."},
+    {"reduce", (PyCFunction)(void (*)(void))reduce, METH_FASTCALL, "The result of a kept reduce, or None."},
     {"header", header, METH_O, "(C-contiguous, writeable, count, dtype) read from an ndarray's header."},
-    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast)."},
+    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast_c", "The communicator's fast path in C.", -1, methods};
 
 PyMODINIT_FUNC PyInit__fast_c(void) {
-    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast"};
+    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce"};
     for (int k = 0; k < KINDS; k++)
         if ((names[k] = PyUnicode_InternFromString(kinds[k])) == NULL) return NULL;
     if ((s_plans = PyUnicode_InternFromString("_plans")) == NULL ||

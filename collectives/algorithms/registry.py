@@ -47,8 +47,8 @@ NAMES = ALGORITHMS
 DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")  # one host, shared windows
 
 DIRECT_REDUCE_BYTES = 64 << 10
-"""The largest reduce the direct engine takes (through the small window's halves, as a small
-all-reduce whose result only the root keeps); a larger one runs the schedule the automatic
+"""The largest reduce the direct engine takes (one-way through the small window's slots: the
+other ranks copy in and go on, the root folds); a larger one runs the schedule the automatic
 choice takes without windows. Measured: docs/performance.md, "Thresholds", DIRECT_REDUCE_BYTES."""
 
 DIRECT_ALL_TO_ALL_BYTES = 512 << 10

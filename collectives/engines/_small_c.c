@@ -29,7 +29,7 @@
 
 #define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
 
-enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3 };
+enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4 };
 enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
 enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
 
@@ -46,7 +46,7 @@ typedef struct {
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
     int bells;
-    int len_ring;           /* broadcast: call b's byte count is at len_slot + b % len_ring */
+    int len_ring;           /* broadcast, reduce: call b's byte count is at len_slot + b % len_ring */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
 
@@ -287,8 +287,34 @@ static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial)
     return (long long)b;
 }
 
+/* A pipelined reduce (slot b % areas, flag ``flag``, counted with the broadcasts): every rank
+   but the root copies ``x`` into its slot and returns; the root waits for them all and folds
+   every rank's contribution in rank order into ``x``. b, or 0 when nothing was done. */
+static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
+    uint64_t b = serial + 1;
+    int k = (int)(b % (uint64_t)p->areas), len_slot = p->len_slot + (int)(b % (uint64_t)p->len_ring);
+    char **slot = p->area + (size_t)k * p->ranks;
+    if (p->me != root) {
+        uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
+        for (int q = 0; q < p->ranks; q++)
+            if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
+        memcpy(slot[p->me], x, (size_t)p->nbytes);
+        set_word(p, len_slot, p->len_word);
+    } else {
+        for (int q = 0; q < p->ranks; q++)
+            if (q != p->me && !arrived(p, q, b, len_slot)) return 0;
+        if (p->me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
+            memcpy(slot[p->me], x, (size_t)p->nbytes);
+            memcpy(x, slot[0], (size_t)p->nbytes);
+        }
+        for (int q = 1; q < p->ranks; q++) fold(p->dtype, p->op, x, slot[q], p->nbytes);
+    }
+    post(p, p->flag, b);
+    return (long long)b;
+}
+
 static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t nargs) {
-    /* (x, out, serial) for the halves; (x, root, serial) for a broadcast; (serial,) for a barrier */
+    /* (x, out, serial) for the halves; (x, root, serial) for a broadcast or reduce; (serial,) for a barrier */
     Py_buffer xb = {0}, ob = {0};
     long long result = 0;
     if (p->kind == KIND_BARRIER) {
@@ -300,15 +326,18 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
     if (nargs != 3) return PyErr_Format(PyExc_TypeError, "a small plan takes three arguments");
     unsigned long long serial = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
-    if (p->kind == KIND_BROADCAST) {
+    if (p->kind == KIND_BROADCAST || p->kind == KIND_REDUCE) {
         long root = PyLong_AsLong(args[1]);
         if (PyErr_Occurred()) return NULL;
         if (root < 0 || root >= p->ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
-        if (PyObject_GetBuffer(args[0], &xb, root == p->me ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+        int writes = (root == p->me) == (p->kind == KIND_REDUCE); /* the rank that receives */
+        if (PyObject_GetBuffer(args[0], &xb, writes ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
             PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
             return PyLong_FromLong(0);
         }
-        if (xb.len == p->nbytes) result = run_broadcast(p, (char *)xb.buf, (int)root, serial);
+        if (xb.len == p->nbytes)
+            result = p->kind == KIND_REDUCE ? run_reduce(p, (char *)xb.buf, (int)root, serial)
+                                            : run_broadcast(p, (char *)xb.buf, (int)root, serial);
         PyBuffer_Release(&xb);
         return PyLong_FromLongLong(result);
     }
@@ -376,11 +405,11 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
-    if (kind < KIND_ALL_REDUCE || kind > KIND_BROADCAST || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
+    if (kind < KIND_ALL_REDUCE || kind > KIND_REDUCE || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
         red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
         (kind != KIND_BARRIER && nareas == 0) || len_ring < 0 || (len_ring > 0 && len_ring < nareas / ranks))
         return PyErr_Format(PyExc_ValueError, "inconsistent small plan");
-    if (op != OP_NONE && !folds(dtype, op))
+    if ((op != OP_NONE || kind == KIND_REDUCE) && !folds(dtype, op))
         return PyErr_Format(PyExc_ValueError, "no C fold for dtype code %d and operator code %d", dtype, op);
     SmallPlan *p = (SmallPlan *)type->tp_alloc(type, 0);
     if (p == NULL) return NULL;

@@ -33,11 +33,12 @@ PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
 """Set to 1 (``Config.pure_python``): the small window's calls (and the fast path's checks,
 ``_fast_path.paths``) run in Python only."""
 
-ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST = range(4)
-"""Kinds of C plan (reduce-scatter is an all-reduce of one block)."""
+ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE = range(5)
+"""Kinds of C plan (reduce-scatter is an all-reduce of one block; reduce: the pipelined one
+through the broadcasts' slots)."""
 
 NativePlan = Callable[..., int]
-"""A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast) or ``(serial,)``
+"""A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast, reduce) or ``(serial,)``
 (barrier) -> the call's serial when done, 0 when nothing was done, -serial when posted but
 a peer is late or passed another count."""
 
@@ -80,10 +81,13 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
          reduced: tuple[int, int] | None = None, len_ring: int = 0) -> NativePlan | None:
     """A C plan over ``window`` (``areas``: each area of the call as every window rank's
     view, in window-rank order), or None where calls run in Python (not built, too large, or a
-    window whose ``in_c`` is false: turned off, or not a shared-memory window). ``reduced`` is the (byte offset,
-    bytes) of the areas this rank folds (its block, for a reduce-scatter). A broadcast finds call b's
-    byte count at flag ``len_slot + b % len_ring`` (0: as many words as areas)."""
+    window whose ``in_c`` is false: turned off, or not a shared-memory window; a reduce whose
+    ``op`` C does not fold). ``reduced`` is the (byte offset, bytes) of the areas this rank folds
+    (its block, for a reduce-scatter). A broadcast or reduce finds call b's byte count at flag
+    ``len_slot + b % len_ring`` (0: as many words as areas)."""
     if _small_c is None or not getattr(window, "in_c", False) or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER):
+        return None
+    if kind == REDUCE and op == NO_FOLD:
         return None
     flags = [window.flag_area(q) for q in window.ranks]
     bells = window.transport.doorbells()

@@ -173,8 +173,8 @@ class Planner:
             assert ctx.windows is not None  # select() offers it only with windows
             nbytes = count * dtype.itemsize
             fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
-            if 0 < nbytes <= min(DIRECT_REDUCE_BYTES, small.HALF_BYTES):
-                return windowed.SmallReduce(ctx.windows, dtype, count, op, root, lambda: by_schedule(fallback))
+            if 0 < nbytes <= min(DIRECT_REDUCE_BYTES, small.PIPELINED_BROADCAST_BYTES):
+                return windowed.SmallReduce(ctx.windows, dtype, count, op, root)
             return by_schedule(fallback)
         return by_schedule(algorithm)
 

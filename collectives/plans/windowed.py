@@ -56,34 +56,35 @@ class SmallReduction:
 
 
 class SmallReduce:
-    """Small reduces of one shape, operator and root where every rank of the window has a
-    core: the small all-reduce through the halves, into ``x`` on the root and into a scratch
-    array elsewhere (whose ``x`` stays as it was); on shared memory the folds of a small call
-    cost less than a schedule's messages. Where ranks outnumber cores, ``fallback`` (a
-    schedule): there the all-reduce's wait of every rank for every other (a round of context
-    switches) cost more than the tree's one-way messages, after which the leaves go on. The
-    route is found on the first call (the window's ``oversubscribed`` is the same on every
-    rank) and kept."""
+    """Small reduces of one shape, operator and root through the slots of the small window
+    (``small.PipelinedReducePlan``): every rank but the root copies its ``x`` into its slot
+    and goes on; the root folds them all into its ``x``. Back-to-back reduces then cost a
+    non-root one copy, as an MPI sender's eager message does, not a wait for the root."""
 
-    __slots__ = ("windows", "make", "fallback", "route", "scratch")
+    __slots__ = ("windows", "root", "dtype", "count", "op", "kernel", "native", "root_index", "averages", "done_in_c")
 
-    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, op: ReduceOp, root: int,
-                 fallback: Callable[[], Plan]) -> None:
+    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, op: ReduceOp, root: int) -> None:
         self.windows = windows
-        self.make = lambda: SmallReduction(windows, lambda w: small.AllReducePlan(w, dtype, count, op), op)
-        self.fallback = fallback
-        self.route: Any = None
-        self.scratch = None if windows.rank == root else np.empty(count, dtype=dtype)
+        self.root = root
+        self.dtype, self.count, self.op = dtype, count, op
+        self.kernel: Any = None
+        self.native: Any = None
+        self.root_index = 0
+        self.averages = op is ReduceOp.AVG and windows.rank == root
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
-        route = self.route
-        if route is None:
-            oversubscribed = self.windows.small(call).oversubscribed
-            route = self.route = self.fallback() if oversubscribed else self.make()
-        if isinstance(route, SmallReduction):
-            route(x, x if self.scratch is None else self.scratch, call)
-        else:
-            route(x, None, call)
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = small.PipelinedReducePlan(windows.small(call), self.dtype, self.count, self.op)
+            self.native, self.root_index = kernel.native, kernel.index[self.root]
+        native = self.native
+        b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
+        if b <= 0:  # nothing done
+            b = kernel.resume(b, x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
+        windows.broadcast_serial = b
+        if self.averages:
+            finalize(ReduceOp.AVG, x, windows.size)
 
 
 class SmallAllToAll:

@@ -33,7 +33,7 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
 
 def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
     """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
-    if algorithm == "direct" and tuner.direct_runs_schedule(collective, nbytes, c.cpu_factor > 1):
+    if algorithm == "direct" and tuner.direct_runs_schedule(collective, nbytes):
         algorithm = automatic(collective, nbytes, c.ranks)
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor

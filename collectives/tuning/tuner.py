@@ -117,8 +117,10 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 # their share once. These are the engine's copies (engines/direct.py, engines/small.py).
 def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
-    if collective in ("all_reduce", "reduce"):  # a small reduce is the small all-reduce, kept by the root
+    if collective == "all_reduce":
         return 1.0 + 2 * share, share
+    if collective == "reduce":  # the root: its x into its slot and out again, every peer's slot folded in
+        return float(size + 1), float(size - 1)
     if collective == "reduce_scatter":
         return 1.0 + share, share
     if collective == "all_gather":
@@ -135,12 +137,11 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
-def direct_runs_schedule(collective: str, nbytes: int, oversubscribed: bool) -> bool:
+def direct_runs_schedule(collective: str, nbytes: int) -> bool:
     """Whether a call given to the direct engine runs the schedule the rule takes without
-    windows instead (plans/planner.py): a reduce or all-to-all beyond its limit, a reduce where
-    ranks outnumber cores."""
+    windows instead (plans/planner.py): a reduce or all-to-all beyond its limit."""
     limit = DIRECT_LIMITS.get(collective)
-    return limit is not None and (nbytes > limit or (collective == "reduce" and oversubscribed))
+    return limit is not None and nbytes > limit
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,7 +152,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
-    if algorithm == "direct" and direct_runs_schedule(collective, nbytes, 0 < profile.cores < k):
+    if algorithm == "direct" and direct_runs_schedule(collective, nbytes):
         algorithm = automatic(collective, nbytes, size)
     if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
         return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)

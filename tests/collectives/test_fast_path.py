@@ -83,6 +83,8 @@ def _plans(arrays: dict[str, np.ndarray]) -> dict[Any, Any]:
         plans[("all_gather", a.dtype, a.size, None)] = f"all_gather plan {a.size}"
         for root in (0, 1):
             plans[("broadcast", a.dtype, a.size, root, None)] = f"broadcast plan {a.size}"
+            for op in (ReduceOp.SUM, "max"):
+                plans[("reduce", a.dtype, a.size, op, root, None)] = f"reduce plan {a.size}"
     return plans
 
 
@@ -97,6 +99,9 @@ def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, r
         result = paths.reduce_scatter(comm, x, out, third)
     elif kind == "all_gather":
         result = paths.all_gather(comm, x, out)
+    elif kind == "reduce":  # third: (root, op)
+        result = paths.reduce(comm, x, *third, out)
+        result = "x" if result is x else "out" if result is out and out is not None else result
     else:
         result = paths.broadcast(comm, x, third, out)
     at = {}  # data addresses -> the names of the arrays there (runs differ in addresses, not in names)
@@ -114,9 +119,14 @@ CASES = (
     + [("all_gather", x, out, None) for x in NAMES for out in NAMES]
     + [("broadcast", x, None, root) for x in NAMES for root in (0, 1, 2, True, 0.0)]
     + [("broadcast", x, out, root) for x in NAMES for out in NAMES for root in (0, 1, True)]
+    + [("reduce", x, out, (root, op)) for x in NAMES for out in [None, *NAMES] for root in (0, 1)
+       for op in (ReduceOp.SUM, "max")]
+    + [("reduce", "x", None, (root, op)) for root in (2, True, 0.0) for op in (ReduceOp.SUM, ReduceOp.MIN)]
+    + [("reduce", "x", None, (0, ["unhashable"])), ("reduce", "x", [1.0, 2.0, 3.0, 4.0], (0, "max"))]
     + [(kind, "x", [1.0, 2.0], ReduceOp.SUM) for kind in ("all_reduce", "reduce_scatter", "all_gather")]
     + [("broadcast", "x", [1.0, 2.0, 3.0, 4.0], 0)]
     + [(kind, [1.0, 2.0, 3.0, 4.0], "x", 0) for kind in KINDS]
+    + [("reduce", [1.0, 2.0, 3.0, 4.0], "x", (0, "max"))]
 )
 
 
@@ -151,7 +161,7 @@ def test_the_fast_path_runs_the_kept_plan_where_the_checks_pass() -> None:
 
 
 def test_a_kept_reduce_runs_on_x_or_on_the_roots_out() -> None:
-    """Reduce's fast path (Python in both sets): in place on the root's writable ``x``, on any
+    """Reduce's fast path (C and Python): in place on the root's writable ``x``, on any
     ``x`` elsewhere (where ``out`` is not used), into the root's ``out`` filled from ``x``."""
     for paths in (_fast_path.C, _fast_path.PYTHON):
         assert paths is not None

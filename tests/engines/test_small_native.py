@@ -86,6 +86,12 @@ def test_every_small_collective_gives_numpys_bits_in_rank_order(size: int, imple
                             comm.all_reduce(x, op=op)
                             got = x
                         checks.append((f"all_reduce {np.dtype(dtype)} {op} {k}", got.tobytes() == expected.tobytes()))
+                    for root in range(comm.size):  # the pipelined reduce: the root folds every rank's slot
+                        for _ in range(2):
+                            x = inputs[comm.rank].copy()
+                            comm.reduce(x, root, op=op)
+                            want = expected if comm.rank == root else inputs[comm.rank]
+                            checks.append((f"reduce {np.dtype(dtype)} {op} {k} to {root}", x.tobytes() == want.tobytes()))
                     whole = np.concatenate([rank_input(r, k * comm.size, dtype, op, seed=k + 1, exact=False)[None]
                                             for r in range(comm.size)])
                     mine = _folded(list(whole), op, comm.size)[comm.rank * k:(comm.rank + 1) * k]
@@ -128,7 +134,7 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
             if rng.random() < 0.1:
                 time.sleep(rng.random() * 2e-3)
             x = np.full(3, comm.rank * 1000 + i, dtype=np.int64)
-            kind = i % 4
+            kind = i % 5
             if kind == 0:
                 comm.all_reduce(x)
                 bad += int(np.count_nonzero(x != sum(r * 1000 + i for r in range(comm.size))))
@@ -140,6 +146,11 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
                 y = x if comm.rank == root else np.zeros(3, np.int64)
                 comm.broadcast(y, root)
                 bad += int(np.count_nonzero(y != root * 1000 + i))
+            elif kind == 3:  # one-way: the others run ahead of the root through the broadcasts' slots
+                root = (i // 5) % comm.size
+                comm.reduce(x, root)
+                want = sum(r * 1000 + i for r in range(comm.size)) if comm.rank == root else comm.rank * 1000 + i
+                bad += int(np.count_nonzero(x != want))
             else:
                 comm.barrier()
         return bad
@@ -169,6 +180,26 @@ def test_ranks_that_pass_different_counts_raise_on_every_rank(call: str, impleme
         return "no error"
 
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
+
+
+def test_a_reduce_root_given_another_count_raises_and_keeps_its_x(implementation: str) -> None:
+    """The others post their slots and return (they wait for nobody); the root finds their
+    byte count differs from its own and raises rather than fold a short or long slot."""
+    def fn(world: collectives.Communicator) -> str:
+        comm = collectives.init(world.rank, world.size, PrefixStore("reduce", world.store), transport="shm", timeout=5)
+        comm.reduce(np.ones(4), 0)  # the window is open
+        x = np.full(4 + comm.rank, 7.0)
+        try:
+            comm.reduce(x, 0)
+            outcome = "returned"
+        except MessageMismatchError:
+            outcome = "MessageMismatchError"
+        finally:
+            world.barrier()  # the other leaves only once the root has looked
+            comm.abort()
+        return f"{outcome}, x kept: {bool(np.all(x == 7.0))}"
+
+    assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError, x kept: True", "returned, x kept: True"]
 
 
 @pytest.mark.parametrize("root_sends", ["eager", "pipelined"])

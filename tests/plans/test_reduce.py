@@ -1,16 +1,19 @@
-"""Reduce: on one host over shared memory, small reduces run as the small window's all-reduce
-whose result only the root keeps (``windowed.SmallReduce``) where every rank has a core; larger
-ones, those where ranks outnumber cores, and any asked for by name, run their schedule. Either way the root gets the rank-order reduction and every other
-rank's ``x`` stays as it was."""
+"""Reduce: on one host over shared memory, small reduces run one-way through the small
+window's slots (``windowed.SmallReduce``): every rank but the root copies its ``x`` into its
+slot and goes on, up to a round of slots ahead of the root, which folds them all. Larger ones,
+and any asked for by name, run their schedule. Either way the root gets the rank-order
+reduction and every other rank's ``x`` stays as it was."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
 from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
+from collectives.engines import small
 from collectives.testing import run_world
-from collectives.transports.progress import oversubscribed
 
 pytestmark = pytest.mark.multiprocess
 
@@ -49,8 +52,36 @@ def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduc
                             assert got is True, f"rank {r}'s x changed ({count} {op} root {root})"
                     i += 1
     routes = results[0][1]
-    # the window's all-reduce where every rank has a core, else the schedule (every rank waiting
-    # for every other costs a round of context switches there)
-    small_route = "Reduce" if oversubscribed(size) else "SmallReduction"
-    assert routes[(1, None)] == routes[(300, None)] == ("SmallReduce", small_route)
+    assert routes[(1, None)][0] == routes[(300, None)][0] == "SmallReduce"
     assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"
+
+
+def _run_ahead(comm):
+    """The root starts late; the others reduce a round of slots, then one call more."""
+    slots = small.EAGER_BROADCAST_SLOTS
+    x = np.full(4, comm.rank + 1.0)
+    comm.reduce(x, root=0)  # the window is open and the plan kept
+    comm.barrier()
+    if comm.rank == 0:
+        time.sleep(1.0)
+        started = time.monotonic()
+        sums = []
+        for _ in range(slots + 1):
+            y = np.full(4, 1.0)
+            comm.reduce(y, root=0)
+            sums.append(float(y[0]))
+        return started, sums
+    for _ in range(slots):
+        comm.reduce(x, root=0)
+    ahead = time.monotonic()
+    comm.reduce(x, root=0)  # its slot is the first call's: it waits for the root to read that
+    return ahead, time.monotonic()
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_ranks_other_than_the_root_run_a_round_of_slots_ahead_of_it_and_no_further(size):
+    results = run_world(_run_ahead, size, "shm", timeout=60)
+    started, sums = results[0]
+    assert sums == [1.0 + sum(range(2, size + 1))] * (small.EAGER_BROADCAST_SLOTS + 1)
+    for ahead, done in results[1:]:
+        assert ahead < started < done

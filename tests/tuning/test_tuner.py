@@ -59,19 +59,25 @@ def test_direct_is_chosen_on_one_host_with_windows_by_the_built_in_profile() -> 
             assert tuner.choose(collective, n, 4, "shm", windows=True) == "direct"
 
 
-def test_a_direct_reduce_is_the_small_all_reduce_where_ranks_have_cores_and_its_schedule_elsewhere() -> None:
+def test_a_direct_reduce_is_priced_as_the_roots_copies_up_to_its_limit_and_as_its_schedule_beyond() -> None:
+    """Up to DIRECT_REDUCE_BYTES a reduce goes one-way through the window's slots at every world
+    size (ranks beyond the cores share them); beyond, it runs the rule's schedule."""
     from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
     from collectives.tuning.profile import current
 
-    cores = current().cores
-    assert cores == 2, "the built-in profile prices this machine's 2 cores"
+    profile = current()
+    costs = profile.costs("shm")
+    for size in (2, 3, 4, 8):
+        share = max(1.0, size / profile.cores)
+        for nbytes in (8, DIRECT_REDUCE_BYTES):
+            moved, folded = size + 1, size - 1  # the root's x into its slot and back, every peer's slot folded
+            want = (costs.direct_alpha + nbytes * (moved * costs.direct_beta + folded * costs.gamma)) * share
+            assert tuner.predict("reduce", "direct", nbytes, size, "shm") == pytest.approx(want, rel=1e-12)
+        beyond = DIRECT_REDUCE_BYTES + 8
+        assert tuner.predict("reduce", "direct", beyond, size, "shm") == tuner.predict(
+            "reduce", automatic("reduce", beyond, size), beyond, size, "shm")
     for size in (2, 3, 4):
-        for nbytes in (8, DIRECT_REDUCE_BYTES, 4 * DIRECT_REDUCE_BYTES):
-            windowed = size <= cores and nbytes <= DIRECT_REDUCE_BYTES
-            like = ("all_reduce", "direct") if windowed else ("reduce", automatic("reduce", nbytes, size))
-            assert tuner.predict("reduce", "direct", nbytes, size, "shm") == tuner.predict(like[0], like[1], nbytes,
-                                                                                           size, "shm")
-    assert tuner.choose("reduce", 8, 2, "shm", windows=True) == "direct"
+        assert tuner.choose("reduce", 8, size, "shm", windows=True) == "direct"
 
 
 def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_schedule_beyond() -> None:
