@@ -44,7 +44,8 @@ SCHEDULES: dict[str, dict[str, ScheduleFactory]] = {
 }
 
 NAMES = ALGORITHMS
-DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")  # one host, shared windows
+DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all", "gather",
+          "scatter")  # one host, shared windows
 
 DIRECT_REDUCE_BYTES = 64 << 10
 """The largest reduce the direct engine takes (one-way through the small window's slots: the
@@ -56,7 +57,20 @@ DIRECT_ALL_TO_ALL_BYTES = 512 << 10
 halves; a larger one runs the schedule the automatic choice takes without windows. Measured:
 docs/performance.md, "Thresholds", DIRECT_ALL_TO_ALL_BYTES."""
 
-DIRECT_LIMITS = {"reduce": DIRECT_REDUCE_BYTES, "all_to_all": DIRECT_ALL_TO_ALL_BYTES}
+DIRECT_GATHER_BYTES = 256 << 10
+"""The largest gather (bytes of the root's ``out``) the direct engine takes, one way through
+the small window's slots (at most engines.small.PIPELINED_BROADCAST_BYTES from each rank); a
+larger one runs the schedule the automatic choice takes without windows. Measured:
+docs/performance.md, "Thresholds", DIRECT_GATHER_BYTES."""
+
+DIRECT_SCATTER_BYTES = 256 << 10
+"""The largest scatter (bytes of the root's ``x``, which fills one slot: at most
+engines.small.PIPELINED_BROADCAST_BYTES) the direct engine takes; a larger one runs the
+schedule the automatic choice takes without windows. Measured: docs/performance.md,
+"Thresholds", DIRECT_SCATTER_BYTES."""
+
+DIRECT_LIMITS = {"reduce": DIRECT_REDUCE_BYTES, "all_to_all": DIRECT_ALL_TO_ALL_BYTES, "gather": DIRECT_GATHER_BYTES,
+                 "scatter": DIRECT_SCATTER_BYTES}
 """The direct engine's largest call of the collectives it takes only in part (beyond, their schedule)."""
 HIERARCHICAL = ("all_reduce",)
 """Collectives with a two-level implementation for ranks on several hosts, the same number on

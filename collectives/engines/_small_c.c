@@ -29,7 +29,8 @@
 
 #define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
 
-enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4 };
+enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
+       KIND_SCATTER = 6 };
 enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
 enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
 
@@ -46,7 +47,7 @@ typedef struct {
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
     int bells;
-    int len_ring;           /* broadcast, reduce: call b's byte count is at len_slot + b % len_ring */
+    int len_ring;           /* the slot kinds: call b's byte count is at len_slot + b % len_ring */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
 
@@ -287,22 +288,45 @@ static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial)
     return (long long)b;
 }
 
-/* A pipelined reduce (slot b % areas, flag ``flag``, counted with the broadcasts): every rank
-   but the root copies ``x`` into its slot and returns; the root waits for them all and folds
-   every rank's contribution in rank order into ``x``. b, or 0 when nothing was done. */
+/* The one-way calls through the slots (engines/slots.py): call b uses slot b % areas, flag
+   ``flag`` and byte-count word len_slot + b % len_ring. A writer copies into its own slot once
+   every peer has posted b - areas (none may still read it); a reader waits for the writer's
+   post and count. Each returns b, or 0 when nothing was done. */
+static int slot_free(SmallPlan *p, uint64_t b) {
+    uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
+    for (int q = 0; q < p->ranks; q++)
+        if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
+    return 1;
+}
+
+static char **slots_of(SmallPlan *p, uint64_t b) { return p->area + (size_t)(b % (uint64_t)p->areas) * p->ranks; }
+
+static int len_slot_of(SmallPlan *p, uint64_t b) { return p->len_slot + (int)(b % (uint64_t)p->len_ring); }
+
+/* Writers of call b: copy ``x`` into my slot and set its count. */
+static int write_slot(SmallPlan *p, const char *x, uint64_t b) {
+    if (!slot_free(p, b)) return 0;
+    memcpy(slots_of(p, b)[p->me], x, (size_t)p->nbytes);
+    set_word(p, len_slot_of(p, b), p->len_word);
+    return 1;
+}
+
+/* The root of a reduce or gather: whether every peer has written call b with my count. */
+static int all_written(SmallPlan *p, uint64_t b) {
+    for (int q = 0; q < p->ranks; q++)
+        if (q != p->me && !arrived(p, q, b, len_slot_of(p, b))) return 0;
+    return 1;
+}
+
+/* Reduce: every rank but the root writes ``x``; the root folds every rank's contribution in
+   rank order into ``x``. */
 static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    int k = (int)(b % (uint64_t)p->areas), len_slot = p->len_slot + (int)(b % (uint64_t)p->len_ring);
-    char **slot = p->area + (size_t)k * p->ranks;
     if (p->me != root) {
-        uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
-        for (int q = 0; q < p->ranks; q++)
-            if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
-        memcpy(slot[p->me], x, (size_t)p->nbytes);
-        set_word(p, len_slot, p->len_word);
+        if (!write_slot(p, x, b)) return 0;
     } else {
-        for (int q = 0; q < p->ranks; q++)
-            if (q != p->me && !arrived(p, q, b, len_slot)) return 0;
+        if (!all_written(p, b)) return 0;
+        char **slot = slots_of(p, b);
         if (p->me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
             memcpy(slot[p->me], x, (size_t)p->nbytes);
             memcpy(x, slot[0], (size_t)p->nbytes);
@@ -311,6 +335,71 @@ static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
     }
     post(p, p->flag, b);
     return (long long)b;
+}
+
+/* Gather: every rank but the root writes ``x``; the root copies its ``x`` (first: it may lie
+   in ``out``) and every peer's slot into block q of ``out``. */
+static long long run_gather(SmallPlan *p, const char *x, char *out, int root, uint64_t serial) {
+    uint64_t b = serial + 1;
+    size_t n = (size_t)p->nbytes;
+    if (p->me != root) {
+        if (!write_slot(p, x, b)) return 0;
+    } else {
+        if (!all_written(p, b)) return 0;
+        char **slot = slots_of(p, b);
+        if (out + (size_t)p->me * n != x) memmove(out + (size_t)p->me * n, x, n);
+        for (int q = 0; q < p->ranks; q++)
+            if (q != p->me) memcpy(out + (size_t)q * n, slot[q], n);
+    }
+    post(p, p->flag, b);
+    return (long long)b;
+}
+
+/* Scatter: the root writes all of ``x`` (first: ``out`` may lie in it); every rank copies
+   its block of the root's slot into ``out``. */
+static long long run_scatter(SmallPlan *p, const char *x, char *out, int root, uint64_t serial) {
+    uint64_t b = serial + 1;
+    size_t piece = (size_t)p->nbytes / (size_t)p->ranks;
+    if (p->me == root) {
+        if (!write_slot(p, x, b)) return 0;
+    } else if (!reach(p, root, p->flag, b) || load_flag(p, root, len_slot_of(p, b)) != p->len_word) {
+        return 0;
+    }
+    memcpy(out, slots_of(p, b)[root] + (size_t)p->me * piece, piece);
+    post(p, p->flag, b);
+    return (long long)b;
+}
+
+/* (x, out, root, serial) for a gather or scatter: None for the buffer this rank has not got
+   (a gather's out off the root, a scatter's x off the root). */
+static PyObject *exchange_call(SmallPlan *p, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "a gather or scatter plan takes (x, out, root, serial)");
+    long root = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    unsigned long long serial = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (root < 0 || root >= p->ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
+    int gather = p->kind == KIND_GATHER, at_root = root == p->me;
+    /* what this rank must have: a gather's x, and out on the root; a scatter's out, and x on the root */
+    int want_x = gather || at_root, want_out = !gather || at_root;
+    Py_ssize_t out_len = gather ? p->nbytes * p->ranks : p->nbytes / p->ranks; /* x: a slot's nbytes */
+    Py_buffer xb = {0}, ob = {0};
+    long long result = 0;
+    if (want_x && PyObject_GetBuffer(args[0], &xb, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
+        return PyLong_FromLong(0);
+    }
+    if (want_out && PyObject_GetBuffer(args[1], &ob, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        if (want_x) PyBuffer_Release(&xb);
+        return PyLong_FromLong(0);
+    }
+    if ((!want_x || xb.len == p->nbytes) && (!want_out || ob.len == out_len))
+        result = gather ? run_gather(p, (const char *)xb.buf, (char *)ob.buf, (int)root, serial)
+                        : run_scatter(p, (const char *)xb.buf, (char *)ob.buf, (int)root, serial);
+    if (want_out) PyBuffer_Release(&ob);
+    if (want_x) PyBuffer_Release(&xb);
+    return PyLong_FromLongLong(result);
 }
 
 static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t nargs) {
@@ -323,6 +412,7 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
         if (PyErr_Occurred()) return NULL;
         return PyLong_FromLongLong(run_halves(p, NULL, NULL, serial));
     }
+    if (p->kind == KIND_GATHER || p->kind == KIND_SCATTER) return exchange_call(p, args, nargs);
     if (nargs != 3) return PyErr_Format(PyExc_TypeError, "a small plan takes three arguments");
     unsigned long long serial = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
@@ -405,7 +495,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
-    if (kind < KIND_ALL_REDUCE || kind > KIND_REDUCE || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
+    if (kind < KIND_ALL_REDUCE || kind > KIND_SCATTER || (kind == KIND_SCATTER && nbytes % ranks != 0) || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
         red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
         (kind != KIND_BARRIER && nareas == 0) || len_ring < 0 || (len_ring > 0 && len_ring < nareas / ranks))
         return PyErr_Format(PyExc_ValueError, "inconsistent small plan");

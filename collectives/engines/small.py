@@ -8,10 +8,9 @@ Nothing is framed or queued, and the only synchronisation is that one counter pe
 Before writing half ``s % 2`` a rank waits until every peer has posted ``s - 1``: a peer
 posts ``s - 1`` when it starts call s - 1, so it has finished call s - 2, the last one
 that read that half. (All-reduce, where everyone waits for everyone within a call, never
-actually waits there; broadcast, where the root waits for nobody, needs it.) Pipelined
-broadcasts and reduces count on their own flag, ``BROADCAST``, and go one way through
-slots, so that the ranks that only write run several calls ahead (``PipelinedBroadcastPlan``,
-``PipelinedReducePlan``).
+actually waits there; broadcast, where the root waits for nobody, needs it.) The window's
+slots, after the halves, carry the one-way calls (broadcast, reduce, gather, scatter:
+engines/slots.py), which count on their own flag, ``BROADCAST``.
 
 Every call also writes how many bytes it put in its half (or slot) beside its flag
 (``direct.HALF_LEN``, ``direct.SLOT_LEN``), and a rank reading a peer's half compares that
@@ -39,7 +38,7 @@ import numpy as np
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from . import small_native
-from .direct import BARRIER_LEN, BROADCAST, EXITED, HALF_LEN, SLOT_LEN, SMALL, Window, count_mismatch
+from .direct import BARRIER_LEN, EXITED, HALF_LEN, SMALL, Window, count_mismatch
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -387,121 +386,3 @@ class BroadcastPlan(_Plan):
                 raise count_mismatch(root, window.flags(root)[HALF_LEN + (s & 1)], self.nbytes)
             copy_array(x, source)
         return s
-
-
-PAGE_BYTES = 4096
-
-
-def _map_pages(areas: Sequence[Sequence[np.ndarray]]) -> None:
-    """Read a byte of every page of ``areas`` (every rank's view of each), so that the calls
-    that rotate through them do not take their page faults one by one: a broadcast takes the
-    next slot, on the first round a page new to every rank's page table (docs/performance.md,
-    eleventh round). Only reads: a peer may be reading a slot of this window meanwhile."""
-    for area in areas:
-        for view in area:
-            raw = view.view(np.uint8)
-            if raw.size:
-                raw[::PAGE_BYTES].max()
-                raw[-1].item()
-
-
-class _SlotPlan:
-    """Calls of one shape (dtype, element count, at most PIPELINED_BROADCAST_BYTES) through
-    PIPELINED_BROADCAST_SLOTS slots (EAGER_BROADCAST_SLOTS smaller ones up to
-    EAGER_BROADCAST_BYTES), one-way: the ranks that write (a broadcast's root, a reduce's
-    other ranks) copy into slot ``b % slots`` of their window and return; the rank or ranks
-    that read wait for them. Broadcasts and reduces count on one serial of their own (every
-    rank counts them, so the serials agree) and one flag, ``BROADCAST``: a rank posts b once
-    its part of call b is done, written or read. A writer waits only to reuse a slot that a
-    reader may still be reading (call ``b - slots``), so it runs up to ``slots`` calls ahead,
-    as MPI's senders do with their eager buffers: back-to-back calls then cost a writer one
-    copy, not a round trip with every peer, which on an oversubscribed host is a round of
-    context switches."""
-
-    kind = small_native.BROADCAST
-
-    def __init__(self, window: Window, dtype: np.dtype, size: int, op: int = small_native.NO_FOLD) -> None:
-        nbytes = dtype.itemsize * size
-        if nbytes > PIPELINED_BROADCAST_BYTES:
-            raise ValueError(f"a pipelined call takes at most {PIPELINED_BROADCAST_BYTES} bytes, not {nbytes}")
-        self.window = window
-        self.nbytes = nbytes
-        first = 2 * _half_bytes()
-        if nbytes <= EAGER_BROADCAST_BYTES:
-            first += PIPELINED_BROADCAST_SLOTS * PIPELINED_BROADCAST_BYTES
-            stride, count = EAGER_BROADCAST_BYTES, EAGER_BROADCAST_SLOTS
-        else:
-            stride, count = PIPELINED_BROADCAST_BYTES, PIPELINED_BROADCAST_SLOTS
-        self.slots = tuple(window.slices(first + k * stride, first + k * stride + nbytes, dtype) for k in range(count))
-        _map_pages(self.slots)
-        self.index = {q: i for i, q in enumerate(window.ranks)}
-        self.flags = {q: window.flags(q) for q in window.ranks}
-        self.mine: Any = window.flags(window.rank)  # written: the byte count of each slot
-        self.peers = tuple((q, self.flags[q]) for q in window.ranks if q != window.rank)
-        self.native = small_native.plan(window, self.kind, self.slots, flag=BROADCAST, len_slot=SLOT_LEN,
-                                        nbytes=nbytes, len_word=nbytes, len_ring=SLOT_LENS, dtype=dtype, op=op)
-
-    def _write(self, b: int, x: np.ndarray, deadline: float, on_timeout: OnTimeout) -> None:
-        """Copy ``x`` into my slot of call b once every peer is done with call ``b - slots``."""
-        free = b - len(self.slots)
-        for q, flags in self.peers:
-            if flags[BROADCAST] < free:
-                self.window.wait(q, BROADCAST, free, deadline, on_timeout)
-        copy_array(self.slots[b % len(self.slots)][self.index[self.window.rank]], x)
-        self.mine[SLOT_LEN + b % SLOT_LENS] = self.nbytes
-
-    def _await(self, q: int, b: int, deadline: float, on_timeout: OnTimeout) -> np.ndarray:
-        """Rank q's slot of call b, once q has written it with as many bytes as mine."""
-        flags, length = self.flags[q], SLOT_LEN + b % SLOT_LENS
-        if flags[BROADCAST] < b:
-            self.window.wait(q, BROADCAST, b, deadline, on_timeout)
-        if flags[length] != self.nbytes:
-            raise count_mismatch(q, flags[length], self.nbytes)
-        return self.slots[b % len(self.slots)][self.index[q]]
-
-
-class PipelinedBroadcastPlan(_SlotPlan):
-    """Broadcasts of one shape through the slots: the root copies ``x`` into its slot and
-    returns; every other rank copies it out."""
-
-    def resume(self, code: int, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Copy the root's ``x`` into every rank's ``x``: the C plan's result ``code`` if it
-        broadcast, else the whole broadcast here (0: it did nothing, a slot still being read or
-        the root late; or there is no C plan). Returns the new serial."""
-        if code > 0:
-            return code
-        b = serial + 1
-        if self.window.rank == root:
-            self._write(b, x, deadline, on_timeout)
-        else:
-            copy_array(x, self._await(root, b, deadline, on_timeout))
-        self.window.post(BROADCAST, b)
-        return b
-
-
-class PipelinedReducePlan(_SlotPlan):
-    """Reduces of one shape and operator through the slots: every rank but the root copies
-    ``x`` into its slot and returns; the root waits for them all and folds every rank's
-    contribution, in rank order, into its ``x``."""
-
-    kind = small_native.REDUCE
-
-    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
-        self.kernel = kernel_of(op)
-        super().__init__(window, dtype, size, small_native.fold_code(dtype, op))
-
-    def resume(self, code: int, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Reduce every rank's ``x`` into the root's: the C plan's result ``code`` if it did
-        (the caller divides an average), else the whole call here. Returns the new serial."""
-        if code > 0:
-            return code
-        b = serial + 1
-        if self.window.rank == root:
-            sources = [self._await(q, b, deadline, on_timeout) if q != root else None for q in self.window.ranks]
-            mine = self.slots[b % len(self.slots)][self.index[root]]  # free: every peer has posted b
-            copy_array(mine, x)
-            _reduce_with(self.kernel, [mine if s is None else s for s in sources], x)
-        else:
-            self._write(b, x, deadline, on_timeout)
-        self.window.post(BROADCAST, b)
-        return b

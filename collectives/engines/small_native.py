@@ -33,12 +33,13 @@ PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
 """Set to 1 (``Config.pure_python``): the small window's calls (and the fast path's checks,
 ``_fast_path.paths``) run in Python only."""
 
-ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE = range(5)
-"""Kinds of C plan (reduce-scatter is an all-reduce of one block; reduce: the pipelined one
-through the broadcasts' slots)."""
+ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE, GATHER, SCATTER = range(7)
+"""Kinds of C plan (reduce-scatter is an all-reduce of one block; broadcast, reduce, gather and
+scatter: the one-way calls through the slots, engines/slots.py)."""
 
 NativePlan = Callable[..., int]
-"""A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast, reduce) or ``(serial,)``
+"""A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast, reduce), ``(x, out, root
+index, serial)`` (gather, scatter; ``None`` for the buffer a rank does not have) or ``(serial,)``
 (barrier) -> the call's serial when done, 0 when nothing was done, -serial when posted but
 a peer is late or passed another count."""
 

@@ -43,7 +43,7 @@ class SharedWindows:
 
     Attributes:
         small_serial: calls through the small window's halves (``small._Plan`` kinds).
-        broadcast_serial: pipelined small broadcasts and reduces (``small._SlotPlan`` kinds).
+        broadcast_serial: the one-way calls through the slots (``engines.slots``).
         memory_serial: single-copy reads and agreements (``direct``'s reads flags).
         window_serial: direct all-reduces and reduce-scatters through the scratch window.
     """

@@ -16,9 +16,10 @@ import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import pairwise, recursive
-from ..algorithms.registry import DIRECT_ALL_TO_ALL_BYTES, DIRECT_REDUCE_BYTES, SCHEDULES, schedule_for, select
+from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
+                                   SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
-from ..engines import small
+from ..engines import slots, small
 from ..ops import ReduceOp
 from ..tags import CONTROL_TAG_BIT
 from ..tuning import tuner
@@ -173,13 +174,19 @@ class Planner:
             assert ctx.windows is not None  # select() offers it only with windows
             nbytes = count * dtype.itemsize
             fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
-            if 0 < nbytes <= min(DIRECT_REDUCE_BYTES, small.PIPELINED_BROADCAST_BYTES):
+            if 0 < nbytes <= DIRECT_REDUCE_BYTES:
                 return windowed.SmallReduce(ctx.windows, dtype, count, op, root)
             return by_schedule(fallback)
         return by_schedule(algorithm)
 
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
+        if algorithm == "direct":
+            assert ctx.windows is not None  # select() offers it only with windows
+            nbytes = count * ctx.size * dtype.itemsize
+            if 0 < nbytes <= DIRECT_GATHER_BYTES:
+                return windowed.SlotExchange(ctx.windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
+            algorithm = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))
@@ -187,6 +194,13 @@ class Planner:
 
     def scatter(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
+        if algorithm == "direct":
+            assert ctx.windows is not None  # select() offers it only with windows
+            nbytes = count * ctx.size * dtype.itemsize
+            if 0 < nbytes <= DIRECT_SCATTER_BYTES:
+                return windowed.SlotExchange(ctx.windows, root,
+                                             lambda w: slots.PipelinedScatterPlan(w, dtype, count * ctx.size))
+            algorithm = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))

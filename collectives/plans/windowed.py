@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..buffers import copy_array
-from ..engines import direct, small
+from ..engines import direct, slots, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -57,7 +57,7 @@ class SmallReduction:
 
 class SmallReduce:
     """Small reduces of one shape, operator and root through the slots of the small window
-    (``small.PipelinedReducePlan``): every rank but the root copies its ``x`` into its slot
+    (``slots.PipelinedReducePlan``): every rank but the root copies its ``x`` into its slot
     and goes on; the root folds them all into its ``x``. Back-to-back reduces then cost a
     non-root one copy, as an MPI sender's eager message does, not a wait for the root."""
 
@@ -76,7 +76,7 @@ class SmallReduce:
         windows = self.windows
         kernel = self.kernel
         if kernel is None:
-            kernel = self.kernel = small.PipelinedReducePlan(windows.small(call), self.dtype, self.count, self.op)
+            kernel = self.kernel = slots.PipelinedReducePlan(windows.small(call), self.dtype, self.count, self.op)
             self.native, self.root_index = kernel.native, kernel.index[self.root]
         native = self.native
         b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
@@ -85,6 +85,36 @@ class SmallReduce:
         windows.broadcast_serial = b
         if self.averages:
             finalize(ReduceOp.AVG, x, windows.size)
+
+
+class SlotExchange:
+    """Small gathers or scatters of one shape and root, one way through the slots of the small
+    window (``slots.PipelinedGatherPlan``, ``slots.PipelinedScatterPlan``): a gather's other
+    ranks copy their ``x`` into their slot and go on, and the root copies every slot into its
+    ``out``; a scatter's root copies its ``x`` into its slot and goes on, and every rank copies
+    its block out. Messages of a schedule cost more than these copies on one host."""
+
+    __slots__ = ("windows", "make", "root", "kernel", "native", "root_index")
+
+    def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any]) -> None:
+        self.windows = windows
+        self.make = make  # the engine's plan, once the window is open
+        self.root = root
+        self.kernel: Any = None
+        self.native: Any = None
+        self.root_index = 0
+
+    def __call__(self, x: np.ndarray | None, out: np.ndarray | None, call: Call) -> None:
+        windows = self.windows
+        kernel = self.kernel
+        if kernel is None:
+            kernel = self.kernel = self.make(windows.small(call))
+            self.native, self.root_index = kernel.native, kernel.index[self.root]
+        native = self.native
+        b = native(x, out, self.root_index, windows.broadcast_serial) if native is not None else 0
+        if b <= 0:  # nothing done
+            b = kernel.resume(b, x, out, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
+        windows.broadcast_serial = b
 
 
 class SmallAllToAll:
@@ -238,7 +268,7 @@ class PipelinedBroadcast:
         windows = self.windows
         kernel = self.kernel
         if kernel is None:
-            kernel = self.kernel = small.PipelinedBroadcastPlan(windows.small(call), self.dtype, self.count)
+            kernel = self.kernel = slots.PipelinedBroadcastPlan(windows.small(call), self.dtype, self.count)
             self.native, self.root_index = kernel.native, kernel.index[self.root]
         native = self.native
         b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0

@@ -127,6 +127,10 @@ def direct_factors(collective: str, size: int) -> tuple[float, float]:
         return 1.0 + share, 0.0
     if collective == "all_to_all":  # all of x into the window, as much out of the peers' halves
         return 2.0, 0.0
+    if collective == "gather":  # n: the root's out, its x and every peer's slot copied in
+        return 1.0, 0.0
+    if collective == "scatter":  # n: the root's x into its slot, and its block out again
+        return 1.0 + 1 / size, 0.0
     return 1.0, 0.0  # broadcast: every rank copies n once
 
 

@@ -111,8 +111,13 @@ def test_direct_refused_where_there_are_no_shared_windows():
             comm.broadcast(np.ones(4), algorithm="direct")
         with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.reduce(np.ones(4), algorithm="direct")
-        with pytest.raises(collectives.UnsupportedError, match="all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all"):
+        with pytest.raises(collectives.UnsupportedError, match="shared windows"):
             comm.gather(np.ones(4), algorithm="direct")
+        with pytest.raises(collectives.UnsupportedError, match="shared windows"):
+            comm.scatter(np.ones(4), np.empty(2), algorithm="direct")
+        with pytest.raises(collectives.UnsupportedError,
+                           match="all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all, gather, scatter, not all_to_all_v"):
+            comm.all_to_all_v(np.ones(2), [1, 1], [1, 1], algorithm="direct")
         return comm.alloc(3).tolist()
 
     assert run_world(fn, 2, "tcp", timeout=60) == [[0.0, 0.0, 0.0]] * 2

@@ -134,7 +134,7 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
             if rng.random() < 0.1:
                 time.sleep(rng.random() * 2e-3)
             x = np.full(3, comm.rank * 1000 + i, dtype=np.int64)
-            kind = i % 5
+            kind = i % 7
             if kind == 0:
                 comm.all_reduce(x)
                 bad += int(np.count_nonzero(x != sum(r * 1000 + i for r in range(comm.size))))
@@ -147,10 +147,20 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
                 comm.broadcast(y, root)
                 bad += int(np.count_nonzero(y != root * 1000 + i))
             elif kind == 3:  # one-way: the others run ahead of the root through the broadcasts' slots
-                root = (i // 5) % comm.size
+                root = (i // 7) % comm.size
                 comm.reduce(x, root)
                 want = sum(r * 1000 + i for r in range(comm.size)) if comm.rank == root else comm.rank * 1000 + i
                 bad += int(np.count_nonzero(x != want))
+            elif kind == 4:  # one-way too: the others write, the root reads
+                root = (i // 7) % comm.size
+                got = comm.gather(x, gathered if comm.rank == root else None, root)
+                if comm.rank == root:
+                    bad += int(np.count_nonzero(got != np.repeat([r * 1000 + i for r in range(comm.size)], 3)))
+            elif kind == 5:  # one-way: the root writes, the others read
+                root = (i // 7) % comm.size
+                piece = np.zeros(3, np.int64)
+                comm.scatter(np.arange(3 * comm.size, dtype=np.int64) + i if comm.rank == root else None, piece, root)
+                bad += int(np.count_nonzero(piece != np.arange(3) + 3 * comm.rank + i))
             else:
                 comm.barrier()
         return bad
@@ -180,6 +190,36 @@ def test_ranks_that_pass_different_counts_raise_on_every_rank(call: str, impleme
         return "no error"
 
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
+
+
+@pytest.mark.parametrize("call", ["gather", "scatter"])
+def test_a_gather_root_or_scatter_receiver_given_another_count_raises(call: str, implementation: str) -> None:
+    """The writers post and return; the reader that finds another byte count raises rather than
+    copy a short or long slot, and its buffer stays as it was."""
+    def fn(world: collectives.Communicator) -> str:
+        comm = collectives.init(world.rank, world.size, PrefixStore(call, world.store), transport="shm", timeout=5)
+        n = 4 + comm.rank
+        out = np.full(n * comm.size, 7.0)
+        try:
+            if call == "gather":
+                comm.gather(np.ones(4), np.empty(4 * comm.size) if comm.rank == 0 else None, 0)  # the window is open
+                comm.gather(np.ones(n), out if comm.rank == 0 else None, 0)
+            else:
+                comm.scatter(np.ones(4 * comm.size) if comm.rank == 0 else None, np.empty(4), 0)
+                out = np.full(n, 7.0)
+                comm.scatter(np.ones(n * comm.size) if comm.rank == 0 else None, out, 0)
+            outcome = "returned"
+        except MessageMismatchError:
+            outcome = "MessageMismatchError"
+        finally:
+            world.barrier()  # the writer leaves only once the reader has looked
+            comm.abort()
+        return f"{outcome}, kept: {bool(np.all(out == 7.0))}"
+
+    results = run_world(fn, 2, "shm", timeout=60)
+    reader, writer = results if call == "gather" else results[::-1]
+    assert reader == "MessageMismatchError, kept: True"
+    assert writer.startswith("returned")  # (a scatter's root has its block in its out)
 
 
 def test_a_reduce_root_given_another_count_raises_and_keeps_its_x(implementation: str) -> None:

@@ -95,6 +95,24 @@ def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_
         assert tuner.choose("all_to_all", 8, size, "shm", windows=True) == "direct"
 
 
+@pytest.mark.parametrize("collective", ["gather", "scatter"])
+def test_a_direct_gather_or_scatter_is_priced_as_the_roots_copies_up_to_its_limit_and_as_its_schedule_beyond(
+        collective: str) -> None:
+    from collectives.algorithms.registry import DIRECT_LIMITS
+    from collectives.tuning.profile import current
+
+    profile = current()
+    costs, limit = profile.costs("shm"), DIRECT_LIMITS[collective]
+    for size in (2, 3, 4):
+        moved = 1.0 if collective == "gather" else 1.0 + 1 / size  # a scatter's root copies its own block out too
+        want = (costs.direct_alpha + limit * moved * costs.direct_beta) * max(1.0, size / profile.cores)
+        assert tuner.predict(collective, "direct", limit, size, "shm") == pytest.approx(want, rel=1e-12)
+        large = 4 * limit
+        assert tuner.predict(collective, "direct", large, size, "shm") == tuner.predict(
+            collective, automatic(collective, large, size), large, size, "shm")
+        assert tuner.choose(collective, 8 * size, size, "shm", windows=True) == "direct"
+
+
 def test_rotated_and_xor_steps_price_like_the_full_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """The symmetry shortcut (rank 0's steps, lockstep) against every rank replayed, on a
     machine of 4 hosts of 4 ranks with slower links between the hosts."""
