@@ -47,7 +47,7 @@ NAMES = ALGORITHMS
 DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all", "gather",
           "scatter")  # one host, shared windows
 
-DIRECT_REDUCE_BYTES = 64 << 10
+DIRECT_REDUCE_BYTES = 256 << 10
 """The largest reduce the direct engine takes (one-way through the small window's slots: the
 other ranks copy in and go on, the root folds); a larger one runs the schedule the automatic
 choice takes without windows. Measured: docs/performance.md, "Thresholds", DIRECT_REDUCE_BYTES."""
