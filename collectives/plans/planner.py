@@ -215,7 +215,8 @@ class Planner:
             nbytes = count * dtype.itemsize
             if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):
                 return windowed.SmallAllToAll(ctx.windows, dtype, count)
-            algorithm = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
+            fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
+            return windowed.WindowAllToAll(ctx.windows, dtype, count, lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
