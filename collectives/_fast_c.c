@@ -27,7 +27,7 @@ typedef struct { /* the leading fields of numpy's PyArrayObject_fields */
 } ArrayHead;
 
 enum { C_CONTIGUOUS = 0x0001, WRITEABLE = 0x0400 }; /* NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE */
-enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, KINDS };
+enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, ALL_TO_ALL, KINDS };
 
 static PyTypeObject *ndarray;      /* numpy.ndarray, from setup() */
 static PyObject *fallback[KINDS];  /* the Python fast path, for inputs that are not ndarrays */
@@ -164,7 +164,8 @@ static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t na
     return result;
 }
 
-/* reduce_scatter(comm, x, out, op) and all_gather(comm, x, out): whether the kept plan ran. */
+/* reduce_scatter(comm, x, out, op), all_gather(comm, x, out) and all_to_all(comm, x, out):
+   whether the kept plan ran. */
 static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *comm = args[0], *x = args[1], *out = args[2], *op = kind == REDUCE_SCATTER ? args[3] : NULL;
     ArrayHead *xa = array_of(x), *oa;
@@ -183,7 +184,7 @@ static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs) {
         if (n <= 0) {
             ran = -1;
         } else {
-            ran = output_ok(xa, oa, kind == REDUCE_SCATTER ? count / n : count * n);
+            ran = output_ok(xa, oa, kind == REDUCE_SCATTER ? count / n : kind == ALL_GATHER ? count * n : count);
             if (ran > 0) ran = run_kept(comm, key, plan, xa, oa, 0) < 0 ? -1 : 1;
         }
         Py_DECREF(plan);
@@ -203,6 +204,12 @@ static PyObject *all_gather(PyObject *self, PyObject *const *args, Py_ssize_t na
     (void)self;
     if (nargs != 3) return PyErr_Format(PyExc_TypeError, "all_gather(comm, x, out)");
     return into_out(ALL_GATHER, args, nargs);
+}
+
+static PyObject *all_to_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "all_to_all(comm, x, out)");
+    return into_out(ALL_TO_ALL, args, nargs);
 }
 
 /* Whether this rank is ``root``: 1, 0, or -1 with an error set. */
@@ -298,12 +305,13 @@ static PyObject *header(PyObject *self, PyObject *a) {
                          (h->flags & WRITEABLE) ? Py_True : Py_False, count_of(h), h->descr);
 }
 
-/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce): numpy's array
-   type and the Python fast path's functions, which take every other input. */
+/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all): numpy's
+   array type and the Python fast path's functions, which take every other input. */
 static PyObject *setup(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *type, *f[KINDS];
-    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3], &f[4])) return NULL;
+    if (!PyArg_ParseTuple(args, "O!OOOOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]))
+        return NULL;
     for (int k = 0; k < KINDS; k++) {
         if (!PyCallable_Check(f[k])) return PyErr_Format(PyExc_TypeError, "setup: fallback %d is not callable", k);
     }
@@ -324,15 +332,16 @@ static PyMethodDef methods[] = {
     {"all_gather", (PyCFunction)(void (*)(void))all_gather, METH_FASTCALL, "Whether a kept all-gather ran."},
     {"broadcast", (PyCFunction)(void (*)(void))broadcast, METH_FASTCALL, "Whether a kept broadcast ran."},
     {"reduce", (PyCFunction)(void (*)(void))reduce, METH_FASTCALL, "The result of a kept reduce, or None."},
+    {"all_to_all", (PyCFunction)(void (*)(void))all_to_all, METH_FASTCALL, "Whether a kept all-to-all ran."},
     {"header", header, METH_O, "(C-contiguous, writeable, count, dtype) read from an ndarray's header."},
-    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce)."},
+    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast_c", "The communicator's fast path in C.", -1, methods};
 
 PyMODINIT_FUNC PyInit__fast_c(void) {
-    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce"};
+    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all"};
     for (int k = 0; k < KINDS; k++)
         if ((names[k] = PyUnicode_InternFromString(kinds[k])) == NULL) return NULL;
     if ((s_plans = PyUnicode_InternFromString("_plans")) == NULL ||

@@ -200,7 +200,7 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
 
 
 class Paths(NamedTuple):
-    """The fast path's functions, in C (all_to_all: in Python) or in Python."""
+    """The fast path's functions, in C or in Python."""
 
     all_reduce: Any
     reduce_scatter: Any
@@ -228,11 +228,11 @@ def _load_c() -> Paths | None:
         from . import _fast_c  # type: ignore[attr-defined]
     except ImportError:  # no compiler at install time
         return None
-    _fast_c.setup(np.ndarray, *PYTHON[:5])
+    _fast_c.setup(np.ndarray, *PYTHON)
     if not _reads_headers(_fast_c):
         return None
     return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, _fast_c.reduce,
-                 all_to_all)
+                 _fast_c.all_to_all)
 
 
 C: Paths | None = _load_c()

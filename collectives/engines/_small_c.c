@@ -30,7 +30,7 @@
 #define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
-       KIND_SCATTER = 6 };
+       KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7 };
 enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
 enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
 
@@ -238,7 +238,7 @@ static void await_exits(SmallPlan *p, uint64_t s) {
     }
 }
 
-/* all_reduce / reduce_scatter / all_gather / barrier over the halves: returns s, 0 when
+/* all_reduce / reduce_scatter / all_gather / all_to_all / barrier over the halves: returns s, 0 when
    nothing was done (a peer had not begun s - 1), or -s once s is posted but a peer is late
    or passed another count. */
 static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t serial) {
@@ -261,6 +261,11 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     }
     for (int q = 0; q < p->ranks; q++)
         if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+    if (p->kind == KIND_ALL_TO_ALL) { /* block me of every rank's copy, in rank order (out may be x) */
+        size_t k = (size_t)p->nbytes / (size_t)p->ranks;
+        for (int q = 0; q < p->ranks; q++) memcpy(out + (size_t)q * k, half[q] + (size_t)p->me * k, k);
+        return (long long)s;
+    }
     if (p->kind == KIND_BARRIER) await_exits(p, s);
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
         memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
@@ -495,7 +500,8 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
-    if (kind < KIND_ALL_REDUCE || kind > KIND_SCATTER || (kind == KIND_SCATTER && nbytes % ranks != 0) || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
+    if (kind < KIND_ALL_REDUCE || kind > KIND_ALL_TO_ALL ||
+        ((kind == KIND_SCATTER || kind == KIND_ALL_TO_ALL) && nbytes % ranks != 0) || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
         red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
         (kind != KIND_BARRIER && nareas == 0) || len_ring < 0 || (len_ring > 0 && len_ring < nareas / ranks))
         return PyErr_Format(PyExc_ValueError, "inconsistent small plan");

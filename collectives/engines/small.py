@@ -306,15 +306,22 @@ class AllToAllPlan(_Plan):
         mine = slice(self.me * k, (self.me + 1) * k)
         self.blocks = tuple((q, flags.get(q), tuple(half[i][mine] for half in self.halves), slice(i * k, (i + 1) * k))
                             for i, q in enumerate(window.ranks))
+        self.native = self._native(small_native.ALL_TO_ALL, dtype)
 
     def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
                on_timeout: OnTimeout) -> int:
-        """The whole call (``code``: 0; there is no C plan of this kind). Returns the new serial."""
-        s = self._begin(serial, deadline, on_timeout)
+        """The C plan's result ``code`` if it did the call, the rest of it if it posted (a
+        negative serial: a peer late or another count), else the whole call. Returns the new serial."""
+        if code > 0:
+            return code
+        if code < 0:
+            s = -code
+        else:
+            s = self._begin(serial, deadline, on_timeout)
+            copy_array(self.halves[s & 1][self.me], x)
+            self.mine[HALF_LEN + (s & 1)] = self.nbytes
+            self.window.post(SMALL, s)
         h = s & 1
-        copy_array(self.halves[h][self.me], x)
-        self.mine[HALF_LEN + h] = self.nbytes
-        self.window.post(SMALL, s)
         for q, flags, sources, block in self.blocks:
             if flags is not None:
                 self._wait(q, flags, s, deadline, on_timeout)

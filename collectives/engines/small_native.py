@@ -33,7 +33,7 @@ PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
 """Set to 1 (``Config.pure_python``): the small window's calls (and the fast path's checks,
 ``_fast_path.paths``) run in Python only."""
 
-ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE, GATHER, SCATTER = range(7)
+ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE, GATHER, SCATTER, ALL_TO_ALL = range(8)
 """Kinds of C plan (reduce-scatter is an all-reduce of one block; broadcast, reduce, gather and
 scatter: the one-way calls through the slots, engines/slots.py)."""
 

@@ -81,6 +81,7 @@ def _plans(arrays: dict[str, np.ndarray]) -> dict[Any, Any]:
             plans[("all_reduce", a.dtype, a.size, op, None)] = f"all_reduce plan {a.size}"
             plans[("reduce_scatter", a.dtype, a.size, op, None)] = f"reduce_scatter plan {a.size}"
         plans[("all_gather", a.dtype, a.size, None)] = f"all_gather plan {a.size}"
+        plans[("all_to_all", a.dtype, a.size, None)] = f"all_to_all plan {a.size}"
         for root in (0, 1):
             plans[("broadcast", a.dtype, a.size, root, None)] = f"broadcast plan {a.size}"
             for op in (ReduceOp.SUM, "max"):
@@ -99,6 +100,8 @@ def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, r
         result = paths.reduce_scatter(comm, x, out, third)
     elif kind == "all_gather":
         result = paths.all_gather(comm, x, out)
+    elif kind == "all_to_all":
+        result = paths.all_to_all(comm, x, out)
     elif kind == "reduce":  # third: (root, op)
         result = paths.reduce(comm, x, *third, out)
         result = "x" if result is x else "out" if result is out and out is not None else result
@@ -117,16 +120,17 @@ CASES = (
     + [("all_reduce", "x", None, ["unhashable"])]
     + [("reduce_scatter", x, out, ReduceOp.SUM) for x in NAMES for out in NAMES]
     + [("all_gather", x, out, None) for x in NAMES for out in NAMES]
+    + [("all_to_all", x, out, None) for x in NAMES for out in NAMES]
     + [("broadcast", x, None, root) for x in NAMES for root in (0, 1, 2, True, 0.0)]
     + [("broadcast", x, out, root) for x in NAMES for out in NAMES for root in (0, 1, True)]
     + [("reduce", x, out, (root, op)) for x in NAMES for out in [None, *NAMES] for root in (0, 1)
        for op in (ReduceOp.SUM, "max")]
     + [("reduce", "x", None, (root, op)) for root in (2, True, 0.0) for op in (ReduceOp.SUM, ReduceOp.MIN)]
     + [("reduce", "x", None, (0, ["unhashable"])), ("reduce", "x", [1.0, 2.0, 3.0, 4.0], (0, "max"))]
-    + [(kind, "x", [1.0, 2.0], ReduceOp.SUM) for kind in ("all_reduce", "reduce_scatter", "all_gather")]
+    + [(kind, "x", [1.0, 2.0], ReduceOp.SUM) for kind in ("all_reduce", "reduce_scatter", "all_gather", "all_to_all")]
     + [("broadcast", "x", [1.0, 2.0, 3.0, 4.0], 0)]
     + [(kind, [1.0, 2.0, 3.0, 4.0], "x", 0) for kind in KINDS]
-    + [("reduce", [1.0, 2.0, 3.0, 4.0], "x", (0, "max"))]
+    + [("reduce", [1.0, 2.0, 3.0, 4.0], "x", (0, "max")), ("all_to_all", [1.0, 2.0, 3.0, 4.0], "x", None)]
 )
 
 
@@ -148,6 +152,8 @@ def test_the_fast_path_runs_the_kept_plan_where_the_checks_pass() -> None:
         assert _outcome(paths, "all_reduce", "overlap_in", "overlap", "max")[:2] == (None, [])
         assert _outcome(paths, "reduce_scatter", "x", "short", ReduceOp.SUM)[0] is True
         assert _outcome(paths, "all_gather", "x", "long", None)[0] is True
+        assert _outcome(paths, "all_to_all", "x", "apart", None)[0] is True
+        assert _outcome(paths, "all_to_all", "x", "long", None)[0] is False
         result, ran, _ = _outcome(paths, "all_gather", "x", "out_2d", None)
         assert result is True and ran[0][4][1] == (8,)  # out is passed flat
         assert _outcome(paths, "broadcast", "frozen", None, 0, rank=0)[0] is True  # the root's may be read-only

@@ -110,6 +110,13 @@ def test_every_small_collective_gives_numpys_bits_in_rank_order(size: int, imple
                 in_place[comm.rank * k:(comm.rank + 1) * k] = x
                 comm.all_gather(in_place[comm.rank * k:(comm.rank + 1) * k], in_place)
                 checks.append((f"all_gather in place {np.dtype(dtype)} {k}", in_place.tobytes() == want.tobytes()))
+                sent = rank_input(comm.rank, k * comm.size, dtype, seed=k + 2)
+                want = np.concatenate([rank_input(r, k * comm.size, dtype, seed=k + 2)[comm.rank * k:(comm.rank + 1) * k]
+                                       for r in range(comm.size)])
+                for in_place in (False, True, True):  # in place, the second call takes its kept plan
+                    y = sent.copy()
+                    got = comm.all_to_all(y, y if in_place else np.empty_like(y))
+                    checks.append((f"all_to_all {np.dtype(dtype)} {k} in place {in_place}", got.tobytes() == want.tobytes()))
                 for root in range(comm.size):
                     y = rank_input(root, k, dtype, seed=root) if comm.rank == root else np.zeros(k, dtype)
                     comm.broadcast(y, root)
@@ -134,7 +141,7 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
             if rng.random() < 0.1:
                 time.sleep(rng.random() * 2e-3)
             x = np.full(3, comm.rank * 1000 + i, dtype=np.int64)
-            kind = i % 7
+            kind = i % 8
             if kind == 0:
                 comm.all_reduce(x)
                 bad += int(np.count_nonzero(x != sum(r * 1000 + i for r in range(comm.size))))
@@ -147,17 +154,22 @@ def test_calls_at_uneven_speeds_never_mix_and_late_peers_are_waited_for(implemen
                 comm.broadcast(y, root)
                 bad += int(np.count_nonzero(y != root * 1000 + i))
             elif kind == 3:  # one-way: the others run ahead of the root through the broadcasts' slots
-                root = (i // 7) % comm.size
+                root = (i // 8) % comm.size
                 comm.reduce(x, root)
                 want = sum(r * 1000 + i for r in range(comm.size)) if comm.rank == root else comm.rank * 1000 + i
                 bad += int(np.count_nonzero(x != want))
             elif kind == 4:  # one-way too: the others write, the root reads
-                root = (i // 7) % comm.size
+                root = (i // 8) % comm.size
                 got = comm.gather(x, gathered if comm.rank == root else None, root)
                 if comm.rank == root:
                     bad += int(np.count_nonzero(got != np.repeat([r * 1000 + i for r in range(comm.size)], 3)))
+            elif kind == 6:  # through the halves, every rank waiting for every other
+                sent = np.arange(3 * comm.size, dtype=np.int64) + 100 * comm.rank + i
+                got = comm.all_to_all(sent, np.empty_like(sent))
+                want = np.concatenate([np.arange(3 * comm.rank, 3 * comm.rank + 3) + 100 * r + i for r in range(comm.size)])
+                bad += int(np.count_nonzero(got != want))
             elif kind == 5:  # one-way: the root writes, the others read
-                root = (i // 7) % comm.size
+                root = (i // 8) % comm.size
                 piece = np.zeros(3, np.int64)
                 comm.scatter(np.arange(3 * comm.size, dtype=np.int64) + i if comm.rank == root else None, piece, root)
                 bad += int(np.count_nonzero(piece != np.arange(3) + 3 * comm.rank + i))
