@@ -69,6 +69,12 @@ class Backend:
     def alltoallv(self, send: np.ndarray, recv: np.ndarray, send_counts: list[int], recv_counts: list[int]) -> None:
         raise NotImplementedError
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None: raise NotImplementedError
+    def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None: raise NotImplementedError
+    def scatter(self, send: np.ndarray, recv: np.ndarray, root: int) -> None: raise NotImplementedError
+    def exchange(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
+        """Send ``send`` to ``peer`` and receive ``recv`` from it, both at once (a round of
+        hypercube_perf; the two buffers never overlap)."""
+        raise NotImplementedError
     def barrier(self) -> None: raise NotImplementedError
 
     def gather_all(self, values: np.ndarray) -> np.ndarray:
@@ -172,6 +178,24 @@ class CollectivesBackend(Backend):
         else:
             self.comm.recv(recv, (r - 1) % n)
             self.comm.send(out, (r + 1) % n)
+
+    def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        """``comm.gather``; ``recv`` (ncclGather's recvbuff) is the root's only."""
+        self.comm.gather(send, recv if self.rank == root else None, root=root, algorithm=self.algorithm)
+
+    def scatter(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        """``comm.scatter``; ``send`` is read on the root only."""
+        self.comm.scatter(send if self.rank == root else None, recv, root=root, algorithm=self.algorithm)
+
+    def exchange(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
+        """The lower rank of the pair sends first, the higher receives first (a send returns
+        once delivered, as in :meth:`sendrecv`)."""
+        if self.rank < peer:
+            self.comm.send(send, peer)
+            self.comm.recv(recv, peer)
+        else:
+            self.comm.recv(recv, peer)
+            self.comm.send(send, peer)
 
     def barrier(self) -> None:
         if self.size > 1:

@@ -27,6 +27,9 @@ alltoall_perf = _entry("alltoall_perf")
 alltoallv_perf = _entry("alltoallv_perf")
 sendrecv_perf = _entry("sendrecv_perf")
 barrier_perf = _entry("barrier_perf")
+gather_perf = _entry("gather_perf")
+scatter_perf = _entry("scatter_perf")
+hypercube_perf = _entry("hypercube_perf")
 
 PROGRAMS = tuple(BY_PROGRAM)
 

@@ -3,8 +3,14 @@
 Follows nccl-tests' ``*GetCollByteCount`` and ``*GetBw`` (see
 ``shared/reference/nccl_tests_spec.md`` §4-§5): a size ``S`` of an ``e``-byte type on ``n``
 ranks gives ``k = S // e`` elements; collectives whose buffers are divided among ranks
-(all_gather, reduce_scatter, alltoall, alltoallv) trim the per-rank count to a multiple of
-16 bytes.
+(all_gather, reduce_scatter, alltoall, alltoallv, gather, scatter, hypercube) trim the
+per-rank count to a multiple of 16 bytes.
+
+gather and scatter skip the call when that count is 0, as nccl-tests does. hypercube
+(nccl-tests' ``hypercube_perf``) is an all-gather made of lg(n) rounds of point-to-point
+(:func:`hypercube`); it runs only on a power-of-two world (else nccl-tests prints
+``nRanks N is not a power of 2, skipping`` and no rows), prints an empty redop, and its
+algbw counts the ``(n-1)·count`` elements a rank receives, with busbw = algbw.
 
 alltoallv (nccl-tests 2.19 ``alltoallv_perf``) sends blocks of uneven sizes, chosen
 deterministically by :func:`alltoallv_splits`: distance-weighted, as nccl-tests' default
@@ -52,16 +58,23 @@ class Collective:
     divided: bool              # per-rank count trimmed to 16 bytes; size column = n * count * e
     loops_ops: bool            # loops over -o all (reductions, and sendrecv as nccl-tests does)
     check_in_place: bool = True  # nccl-tests leaves in-place alltoall and sendrecv unchecked
+    op_label: str = "none"     # the redop column of a test without an op (hypercube: "")
+
+    def skips(self, nranks: int) -> str | None:
+        """The line nccl-tests prints instead of any row on this world, or None when it runs."""
+        if self.name == "hypercube" and nranks & (nranks - 1):
+            return f"nRanks {nranks} is not a power of 2, skipping"
+        return None
 
     def factor(self, nranks: int) -> float:
         """busbw = algbw * factor (nccl-tests' doc/PERFORMANCE.md)."""
         if self.name == "all_reduce":
             return 2.0 * (nranks - 1) / nranks
-        if self.name in ("all_gather", "reduce_scatter", "alltoall", "alltoallv"):
+        if self.name in ("all_gather", "reduce_scatter", "alltoall", "alltoallv", "gather", "scatter"):
             return (nranks - 1) / nranks
         if self.name == "barrier":
             return 0.0
-        return 1.0  # broadcast, reduce, sendrecv
+        return 1.0  # broadcast, reduce, sendrecv, hypercube
 
     def counts(self, size: int, itemsize: int, nranks: int) -> tuple[int, int, int, int]:
         """(count column, size column in bytes, send count, recv count) for sweep size ``size``."""
@@ -72,14 +85,17 @@ class Collective:
             return k, k * itemsize, k, k
         base = (k // nranks) & ~(16 // itemsize - 1)
         total = base * nranks
-        if self.name == "all_gather":
+        if self.name in ("all_gather", "gather", "hypercube"):
             return base, total * itemsize, base, total
-        if self.name == "reduce_scatter":
+        if self.name in ("reduce_scatter", "scatter"):
             return base, total * itemsize, total, base
         return base, total * itemsize, total, total  # alltoall(v): base elements per peer (on average)
 
     def bandwidth(self, size_bytes: int, time_us: float, nranks: int) -> tuple[float, float]:
-        """(algbw, busbw) in GB/s (1e9 B/s) from the size column and the time."""
+        """(algbw, busbw) in GB/s (1e9 B/s) from the size column and the time (hypercube:
+        from the ``(n-1)/n`` of it a rank receives)."""
+        if self.name == "hypercube":
+            size_bytes = size_bytes // nranks * (nranks - 1)
         if time_us <= 0:
             algbw = float("inf") if size_bytes else 0.0
         else:
@@ -94,7 +110,8 @@ class Collective:
             total = count * nranks
             send_count, recv_count = {
                 "all_gather": (count, total), "reduce_scatter": (total, count), "alltoall": (total, total),
-                "alltoallv": (total, total),
+                "alltoallv": (total, total), "gather": (count, total), "scatter": (total, count),
+                "hypercube": (count, total),
             }[self.name]
         else:
             send_count = recv_count = count
@@ -104,10 +121,10 @@ class Collective:
 
         if not in_place:
             return alloc(send_count), alloc(recv_count)
-        if self.name == "all_gather":
+        if self.name in ("all_gather", "gather", "hypercube"):
             recv = alloc(recv_count)
             return recv[rank * count:(rank + 1) * count], recv
-        if self.name == "reduce_scatter":
+        if self.name in ("reduce_scatter", "scatter"):
             send = alloc(send_count)
             return send, send[rank * count:(rank + 1) * count]
         buf = alloc(max(send_count, recv_count))
@@ -136,6 +153,14 @@ class Collective:
             b.sendrecv(send, recv)  # type: ignore[attr-defined]
         elif name == "barrier":
             b.barrier()  # type: ignore[attr-defined]
+        elif name == "gather":
+            if send.size:  # nccl-tests calls nothing for a count of 0
+                b.gather(send, recv, root)  # type: ignore[attr-defined]
+        elif name == "scatter":
+            if recv.size:
+                b.scatter(send, recv, root)  # type: ignore[attr-defined]
+        elif name == "hypercube":
+            hypercube(b, send, recv)
         else:  # pragma: no cover - the table below is closed
             raise ValueError(name)
 
@@ -156,9 +181,34 @@ COLLECTIVES: dict[str, Collective] = {
                    check_in_place=False),
         Collective("barrier", "barrier_perf", reduces=False, rooted=False, divided=False, loops_ops=False,
                    check_in_place=False),
+        Collective("gather", "gather_perf", reduces=False, rooted=True, divided=True, loops_ops=False),
+        Collective("scatter", "scatter_perf", reduces=False, rooted=True, divided=True, loops_ops=False),
+        Collective("hypercube", "hypercube_perf", reduces=False, rooted=False, divided=True, loops_ops=False,
+                   op_label=""),
     )
 }
 BY_PROGRAM = {c.program: c for c in COLLECTIVES.values()}
+
+
+def hypercube(backend: object, send: np.ndarray, recv: np.ndarray) -> None:
+    """nccl-tests' ``HyperCubeRunColl``: an all-gather of ``send`` into ``recv`` (rank
+    order) by lg(n) pairwise exchanges through ``backend.exchange`` (a power-of-two world).
+
+    The rank's own block is copied in unless ``send`` already is that block (in place);
+    then in round ``mask`` it sends the ``mask`` blocks from ``s = rank & ~(mask-1)`` to
+    rank ``rank ^ mask`` and receives that rank's ``mask`` blocks from ``s ^ mask``.
+    """
+    n, rank = backend.size, backend.rank  # type: ignore[attr-defined]
+    k = send.size
+    mine = recv[rank * k:(rank + 1) * k]
+    if k and mine.ctypes.data != send.ctypes.data:
+        mine[...] = send
+    mask = 1
+    while mask < n:
+        s = rank & ~(mask - 1)
+        r = s ^ mask
+        backend.exchange(recv[s * k:(s + mask) * k], recv[r * k:(r + mask) * k], rank ^ mask)  # type: ignore[attr-defined]
+        mask <<= 1
 
 
 def alltoallv_splits(total: int, nranks: int, rank: int, *, receive: bool = False) -> list[int]:

@@ -146,7 +146,9 @@ def footer_lines(program: str, out_of_bounds: int, avg_busbw: float, min_bw: flo
         verdict = "FAILED" if avg_busbw < min_bw * 0.9 else "OK"
     return [
         c_format("# %-20s : %d %s", "Out of bounds values", out_of_bounds, "FAILED" if out_of_bounds else "OK"),
-        c_format("# %-20s : %g %s", "Avg bus bandwidth", avg_busbw, verdict),
+        # no cells (hypercube_perf skipped): C's 0.0/0 is the x86 default NaN, printed -nan
+        c_format("# %-20s : %s %s", "Avg bus bandwidth", "-nan", verdict) if math.isnan(avg_busbw)
+        else c_format("# %-20s : %g %s", "Avg bus bandwidth", avg_busbw, verdict),
         "#",
         c_format("# Collective test concluded: %s", program),
         "#",
@@ -190,7 +192,8 @@ def _num(text: str) -> float | None:
 
 
 def parse_table(text: str) -> ParsedTable:
-    """Read nccl-tests style output: every non-``#`` line with at least 13 fields is a row."""
+    """Read nccl-tests style output: every non-``#`` line with at least 13 fields is a row
+    (12 where the redop is empty, as hypercube_perf prints it)."""
     table = ParsedTable(header=[], rows=[])
     for line in text.splitlines():
         if line.startswith("#"):
@@ -204,6 +207,8 @@ def parse_table(text: str) -> ParsedTable:
                 table.avg_busbw = float(line.split(":", 1)[1].split()[0])
             continue
         fields = line.split()
+        if len(fields) >= 12 and fields[3].lstrip("-").isdigit():
+            fields.insert(3, "")  # an empty redop (hypercube_perf): the root came fourth
         if len(fields) < 13:
             continue
         table.rows.append(ParsedRow(

@@ -110,7 +110,7 @@ def loops(opts: Options, coll: Collective, nranks: int) -> list[tuple[str, str, 
     if coll.loops_ops:
         ops = list(OP_NAMES) if opts.op == "all" else [opts.op]
     else:
-        ops = ["none"]
+        ops = [coll.op_label]
     roots = (list(range(nranks)) if opts.root == -1 else [opts.root]) if coll.rooted else [-1]
     return [(t, o, r) for t in types for o in ops for r in roots]
 
@@ -123,6 +123,10 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
     if coll.name == "barrier":
         sizes = [0]
     blocks = loops(opts, coll, n)
+    skip = coll.skips(n)
+    if skip:  # nccl-tests prints this where the rows would be, and runs nothing
+        out.line(skip)
+        blocks = []
     hook = os.environ.get(CORRUPT_ENV, "").strip()
     corrupt = int(hook) if hook.lstrip("-").isdigit() else -1
     active = list(peers)
@@ -135,7 +139,7 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
     out.start_progress(total, opts.progress, opts.program)
     try:
         for dtype, op, root in blocks:
-            run_op = "sum" if op == "none" else op
+            run_op = "sum" if op in ("none", "") else op
             elem = numpy_dtype(dtype).itemsize if dtype != "none" else 1
             try:
                 main.warmup(coll.name, dtype, run_op, root, opts.minbytes, opts.maxbytes, opts.warmup_iters,
@@ -190,7 +194,7 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
 
 def _row_label(size_bytes: int, dtype: str, op: str, root: int, cycle: int) -> str:
     """The running row in words for the progress display: ``4 MiB float sum``."""
-    words = [human_size(size_bytes)] + [w for w in (dtype, op) if w != "none"]
+    words = [human_size(size_bytes)] + [w for w in (dtype, op) if w not in ("none", "")]
     if root >= 0:
         words.append(f"root {root}")
     if cycle:

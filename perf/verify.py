@@ -265,7 +265,7 @@ def prepare(coll: Collective, dtype: np.dtype, op: str, nranks: int, rank: int, 
         if rank == root:
             send[...] = data
         return data
-    if name == "all_gather":
+    if name in ("all_gather", "hypercube"):
         send[...] = nil_data(33 * seed + rank, 0, count, dtype)
         return np.concatenate([nil_data(33 * seed + j, 0, count, dtype) for j in range(n)]) if n else recv.copy()
     if name == "alltoall":
@@ -280,6 +280,13 @@ def prepare(coll: Collective, dtype: np.dtype, op: str, nranks: int, rank: int, 
             start = sum(counts[:rank])
             blocks.append(nil_data(33 * seed + j, start, counts[rank], dtype))
         return np.concatenate(blocks)
+    if name == "gather":  # one sequence, rank r's slice r; a non-root's recv stays as it is
+        send[...] = nil_data(seed, rank * count, count, dtype)
+        return nil_data(seed, 0, n * count, dtype) if rank == root else recv.copy()
+    if name == "scatter":  # the root holds the whole sequence; rank r gets slice r
+        if rank == root:
+            send[...] = nil_data(seed, 0, n * count, dtype)
+        return nil_data(seed, rank * count, count, dtype)
     if name == "sendrecv":
         send[...] = nil_data(seed, rank * count, count, dtype)
         return nil_data(seed, ((rank - 1) % n) * count, count, dtype)

@@ -15,6 +15,11 @@ reduce             ``reduce``: gloo overwrites non-root buffers, so a non-root w
 alltoall           ``all_to_all_single`` (in place: the input is copied first)
 alltoallv          ``all_to_all_single`` with split sizes (likewise)
 sendrecv           ``isend`` to rank+1 and ``irecv`` from rank-1, then wait
+gather             ``gather`` (the root's list: views of its recv blocks; in place,
+                   the root's input is copied first)
+scatter            ``scatter`` (the root's list: views of its send blocks; in place,
+                   the root's own block is copied first)
+hypercube          lg(n) rounds of ``isend``/``irecv`` with rank ^ mask, then wait
 barrier            ``barrier``
 =================  ===========================================================
 
@@ -130,6 +135,32 @@ class GlooBackend(Backend):
             return
         source = send.copy() if _same(send, recv) else send
         reqs = [self.dist.isend(self.t(source), (r + 1) % n), self.dist.irecv(self.t(recv), (r - 1) % n)]
+        for req in reqs:
+            req.wait()
+
+    def _blocks(self, array: np.ndarray) -> list[Any]:
+        """Tensors viewing the ``size`` equal blocks of ``array``."""
+        k = array.size // self.size
+        return [self.t(array[i * k:(i + 1) * k]) for i in range(self.size)]
+
+    def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        if self.rank == root:
+            source = send.copy() if _same(send, recv) else send
+            self.dist.gather(self.t(source), gather_list=self._blocks(recv), dst=root)
+        else:
+            self.dist.gather(self.t(send), dst=root)
+
+    def scatter(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        if self.rank == root:
+            blocks = self._blocks(send)
+            if _same(send, recv):
+                blocks[root] = blocks[root].clone()
+            self.dist.scatter(self.t(recv), scatter_list=blocks, src=root)
+        else:
+            self.dist.scatter(self.t(recv), src=root)
+
+    def exchange(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
+        reqs = [self.dist.isend(self.t(send), peer), self.dist.irecv(self.t(recv), peer)]
         for req in reqs:
             req.wait()
 

@@ -12,6 +12,9 @@ reduce             ``Reduce`` (``MPI.IN_PLACE`` on the root in place)
 alltoall           ``Alltoall`` (``MPI.IN_PLACE`` in place)
 alltoallv          ``Alltoallv`` (in place: the input is copied first)
 sendrecv           ``Sendrecv`` to rank+1 from rank-1 (``Sendrecv_replace`` in place)
+gather             ``Gather`` (``MPI.IN_PLACE`` on the root in place)
+scatter            ``Scatter`` (``MPI.IN_PLACE`` on the root in place)
+hypercube          lg(n) rounds of ``Sendrecv`` with rank ^ mask (perf.colls.hypercube)
 barrier            ``Barrier``
 =================  ===========================================================
 
@@ -99,6 +102,22 @@ class MpiBackend(Backend):
             self.comm.Sendrecv_replace(recv, dest=(r + 1) % n, source=(r - 1) % n)
         else:
             self.comm.Sendrecv(send, dest=(r + 1) % n, recvbuf=recv, source=(r - 1) % n)
+
+    def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        if self.rank == root:
+            self.comm.Gather(self._in(send, recv), recv, root=root)
+        else:
+            self.comm.Gather(send, None, root=root)
+
+    def scatter(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
+        if self.rank == root:
+            in_place = recv.size and np.shares_memory(send, recv)
+            self.comm.Scatter(send, self.MPI.IN_PLACE if in_place else recv, root=root)
+        else:
+            self.comm.Scatter(None, recv, root=root)
+
+    def exchange(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
+        self.comm.Sendrecv(send, dest=peer, recvbuf=recv, source=peer)
 
     def barrier(self) -> None:
         self.comm.Barrier()

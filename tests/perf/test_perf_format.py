@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perf import report
@@ -35,6 +36,13 @@ from perf.options import parse
         ("reduce", 3, 1, 5, 3, 3),
         ("sendrecv", 4096, 4, 3, 1024, 4096),
         ("barrier", 4096, 4, 3, 0, 0),
+        # gather, scatter, hypercube: all_gather's trimming (nccl-tests' *GetCollByteCount)
+        ("gather", 16, 4, 2, 0, 0),
+        ("gather", 1024, 4, 3, 84, 1008),
+        ("scatter", 1000, 8, 4, 30, 960),
+        ("scatter", 32, 4, 2, 4, 32),
+        ("hypercube", 1024, 4, 4, 64, 1024),
+        ("hypercube", 1000, 1, 8, 112, 896),        # 125 -> 112 (multiple of 16 int8)
     ],
 )
 def test_size_to_count(coll, size, itemsize, nranks, count, size_col):
@@ -49,6 +57,10 @@ def test_divided_buffer_counts():
     assert ag[2:] == (84, 252)
     assert rs[2:] == (252, 84)
     assert a2a[2:] == (252, 252)
+    # (send, recv): gather and hypercube send a block and receive n, scatter the other way
+    assert COLLECTIVES["gather"].counts(1024, 4, 3)[2:] == (84, 252)
+    assert COLLECTIVES["hypercube"].counts(1024, 4, 4)[2:] == (64, 256)
+    assert COLLECTIVES["scatter"].counts(1024, 4, 3)[2:] == (252, 84)
 
 
 # -- bandwidth factors ----------------------------------------------------------------------
@@ -60,6 +72,7 @@ def test_divided_buffer_counts():
         ("all_reduce", 4, 1.5), ("all_reduce", 2, 1.0), ("all_reduce", 1, 0.0), ("all_reduce", 8, 1.75),
         ("all_gather", 4, 0.75), ("reduce_scatter", 4, 0.75), ("alltoall", 4, 0.75), ("alltoall", 1, 0.0),
         ("broadcast", 4, 1.0), ("reduce", 4, 1.0), ("sendrecv", 4, 1.0),
+        ("gather", 4, 0.75), ("scatter", 4, 0.75), ("gather", 2, 0.5), ("scatter", 1, 0.0),
     ],
 )
 def test_busbw_factor(coll, nranks, factor):
@@ -67,6 +80,64 @@ def test_busbw_factor(coll, nranks, factor):
     algbw, busbw = COLLECTIVES[coll].bandwidth(2_000_000, 1000.0, nranks)  # 2 MB in 1 ms
     assert algbw == pytest.approx(2.0)  # GB/s, decimal
     assert busbw == pytest.approx(2.0 * factor)
+
+
+def test_hypercube_bandwidth_counts_what_a_rank_receives():
+    """HyperCubeGetBw: algbw from (n-1)·count·e (not the size column), busbw = algbw."""
+    hc = COLLECTIVES["hypercube"]
+    assert hc.factor(4) == 1.0
+    algbw, busbw = hc.bandwidth(2_000_000, 1000.0, 4)  # size column 2 MB: a rank receives 1.5 MB in 1 ms
+    assert algbw == pytest.approx(1.5) and busbw == algbw
+    assert hc.bandwidth(2_000_000, 1000.0, 1) == (0.0, 0.0)
+
+
+def test_hypercube_runs_on_powers_of_two_only():
+    hc = COLLECTIVES["hypercube"]
+    assert [n for n in range(1, 10) if hc.skips(n) is None] == [1, 2, 4, 8]
+    assert hc.skips(6) == "nRanks 6 is not a power of 2, skipping"
+    assert COLLECTIVES["all_gather"].skips(3) is None and COLLECTIVES["gather"].skips(6) is None
+
+
+def test_gather_scatter_hypercube_in_place_layouts():
+    """send = recv + r·count·e (gather, hypercube), recv = send + r·count·e (scatter)."""
+    for name in ("gather", "hypercube"):
+        send, recv = COLLECTIVES[name].buffers(2, 4, 8, np.dtype(np.int32), True)
+        assert (send.size, recv.size) == (8, 32) and send.ctypes.data - recv.ctypes.data == 2 * 8 * 4
+    send, recv = COLLECTIVES["scatter"].buffers(3, 4, 8, np.dtype(np.int32), True)
+    assert (send.size, recv.size) == (32, 8) and recv.ctypes.data - send.ctypes.data == 3 * 8 * 4
+    send, recv = COLLECTIVES["scatter"].buffers(3, 4, 8, np.dtype(np.int32), False)
+    assert (send.size, recv.size) == (32, 8) and not np.shares_memory(send, recv)
+
+
+class _NoRows:
+    """A world of 3 that fails the test if anything is run on it."""
+
+    name, nranks = "collectives", 3
+
+    def warmup(self, *args):
+        raise AssertionError("warmed up")
+
+    def row(self, spec):
+        raise AssertionError(f"ran {spec}")
+
+    def supports(self, dtype, op):
+        return None
+
+    def info(self):
+        return {}
+
+
+def test_hypercube_on_three_ranks_prints_the_skip_line_and_runs_nothing(capsys):
+    from perf.progress import Printer
+    from perf.sweep import sweep
+
+    opts = parse(["-b", "8", "-e", "1K", "-f", "2", "-d", "all"], "hypercube_perf")
+    result = sweep(opts, COLLECTIVES["hypercube"], _NoRows(), [], Printer(True))
+    assert capsys.readouterr().out == "nRanks 3 is not a power of 2, skipping\n"
+    assert result.rows == [] and result.out_of_bounds == 0
+    # the footer of nccl-tests' 0.0/0: -nan, and no verdict against NCCL_TESTS_MIN_BW fails on it
+    footer = report.footer_lines("hypercube_perf", 0, result.avg_busbw, min_bw=5.0)
+    assert footer[:2] == ["# Out of bounds values : 0 OK", "# Avg bus bandwidth    : -nan OK"]
 
 
 # -- sweep ----------------------------------------------------------------------------------
@@ -166,6 +237,34 @@ def test_parse_table_reads_the_layout():
     table = report.parse_table(text)
     assert len(table.rows) == 1 and table.rows[0].size == 8 and table.rows[0].extra == ["2.00"]
     assert table.out_of_bounds == 0 and table.out_of_bounds_ok and table.avg_busbw == 41.8931
+
+
+def test_parse_table_reads_an_empty_redop():
+    """hypercube_perf prints its op name "" in the 6-wide redop column: 12 fields."""
+    line = (report.row_preamble(1024, 64, "float", "", -1) + report.row_body(9.8, 0.08, 0.08, 0)
+            + report.row_body(9.6, 0.08, 0.08, None) + report.ratio_cell(1.25))
+    assert line.startswith("        1024            64     float              -1     9.80")
+    table = report.parse_table("\n".join(SPEC_HEAD + [line, SPEC_ROWS[0][1]]))
+    hc, ar = table.rows
+    assert (hc.size, hc.count, hc.type, hc.redop, hc.root, hc.oop_time) == (1024, 64, "float", "", -1, 9.8)
+    assert (hc.oop_wrong, hc.ip_wrong, hc.extra) == (0, None, ["1.25"])
+    assert (ar.redop, ar.root) == ("sum", -1)
+
+
+def test_every_program_is_a_console_script_and_a_cli_name():
+    import tomllib
+
+    from perf import cli
+    from perf.colls import BY_PROGRAM
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"gather_perf", "scatter_perf", "hypercube_perf"} <= set(BY_PROGRAM)
+    readme = (root / "perf" / "README.md").read_text()
+    for program in BY_PROGRAM:
+        assert scripts[program] == f"perf.cli:{program}"
+        assert callable(getattr(cli, program)) and getattr(cli, program).__name__ == program
+        assert program in cli.PROGRAMS and f"`{program}`" in readme
 
 
 def test_combining_ranks():

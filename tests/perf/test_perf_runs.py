@@ -196,7 +196,7 @@ def test_corrupted_result_is_counted_and_fails(transport, tmp_path):
 @pytest.mark.multiprocess
 def test_every_collective_verifies(transport):
     for program in ("all_gather_perf", "reduce_scatter_perf", "broadcast_perf", "reduce_perf", "alltoall_perf",
-                    "alltoallv_perf", "sendrecv_perf"):
+                    "alltoallv_perf", "sendrecv_perf", "gather_perf", "scatter_perf"):
         done = run_cli(program, "--np", "3", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
                        "-d", "int32", "-r", "2")
         assert done.returncode == 0, program + done.stdout + done.stderr
@@ -205,10 +205,38 @@ def test_every_collective_verifies(transport):
         for row in table.rows:
             assert row.oop_wrong == 0
             assert row.ip_wrong == (None if program in ("alltoall_perf", "sendrecv_perf") else 0)
-            if program == "alltoallv_perf":  # per-peer average count; size = n x count x 4 bytes; busbw (n-1)/n
+            if program in ("alltoallv_perf", "gather_perf", "scatter_perf"):  # size = n x count x 4; busbw (n-1)/n
                 assert row.size == 3 * row.count * 4
                 assert row.oop_busbw == pytest.approx(row.oop_algbw * 2 / 3, rel=0.02, abs=0.011)
-            assert row.root == (2 if program in ("broadcast_perf", "reduce_perf") else -1)
+            assert row.root == (2 if program in ("broadcast_perf", "reduce_perf", "gather_perf", "scatter_perf") else -1)
+            assert row.redop == ("sum" if program in ("reduce_scatter_perf", "reduce_perf", "sendrecv_perf") else "none")
+
+
+@pytest.mark.multiprocess
+def test_hypercube_verifies_on_four_ranks(transport):
+    """lg 4 = 2 rounds of send/recv; an empty redop; algbw from the 3/4 of the size a rank receives."""
+    done = run_cli("hypercube_perf", "--np", "4", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16",
+                   "-n", "1", "-d", "int32")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = report.parse_table(done.stdout)
+    assert [(r.size, r.count, r.redop, r.root) for r in table.rows] == [(64, 4, "", -1), (1024, 64, "", -1)]
+    for row in table.rows:
+        assert row.oop_wrong == 0 and row.ip_wrong == 0
+        assert row.oop_algbw == pytest.approx(row.size * 3 / 4 / row.oop_time / 1e3, abs=0.006)
+        assert row.oop_busbw == row.oop_algbw
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("program", ["gather_perf", "scatter_perf", "hypercube_perf"])
+def test_corrupted_gather_scatter_hypercube_fail(transport, program):
+    """Rank 1 flips a bit of its result (gather's root with -r 1): every cell is caught."""
+    done = run_cli(program, "--np", "2", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
+                   "-r", "1", COLLECTIVES_PERF_CORRUPT="1")
+    assert done.returncode == 7, done.stdout + done.stderr
+    table = report.parse_table(done.stdout)
+    assert len(table.rows) == 2
+    assert all(r.oop_wrong == 1 and r.ip_wrong == 1 for r in table.rows)
+    assert table.out_of_bounds == 4 and table.out_of_bounds_ok is False and " Test failure " in done.stdout
 
 
 _NO_PEERS = ("import sys; sys.modules['mpi4py'] = None; sys.modules['torch'] = None; "
@@ -241,6 +269,26 @@ def test_vs_peers_add_ratio_columns(transport):
         assert len(row.extra) == 2 and all(float(x) > 0 for x in row.extra)
     assert any(line.endswith("#wrong   vs_mpi  vs_gloo") for line in table.header)
     assert "# mpi avg bus bw" in done.stdout and "# gloo avg bus bw" in done.stdout
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("program", ["gather_perf", "scatter_perf", "hypercube_perf"])
+def test_vs_peers_run_gather_scatter_hypercube(transport, program):
+    """MPI's Gather/Scatter/Sendrecv and gloo's gather/scatter/isend+irecv, verified, with a ratio each."""
+    from perf.peers import missing
+
+    if missing("mpi") or missing("gloo"):
+        pytest.skip(f"peers not available: mpi: {missing('mpi')}, gloo: {missing('gloo')}")
+    done = run_cli(program, "--np", "2", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "2",
+                   "-r", "-1", "--vs", "mpi,gloo", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = report.parse_table(done.stdout)
+    assert len(table.rows) == (2 if program == "hypercube_perf" else 4)  # -r -1: a block per root
+    for row in table.rows:
+        assert len(row.extra) == 2 and all(float(x) > 0 for x in row.extra)
+    assert "# mpi avg bus bw       : " in done.stdout and "# gloo avg bus bw      : " in done.stdout
+    assert done.stdout.count("(0 cells with wrong values)") == 2
 
 
 def test_alone_in_process(capsys):

@@ -4,12 +4,15 @@ every wrong element; every collective's expectation matches a simulated collecti
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from collectives.testing import reference as ref
-from perf.colls import COLLECTIVES, DTYPE_NAMES, OP_NAMES, alltoallv_splits, have_dtype, numpy_dtype
+from perf.colls import COLLECTIVES, DTYPE_NAMES, OP_NAMES, alltoallv_splits, have_dtype, hypercube, numpy_dtype
 from perf.verify import Reduction, count_wrong, finalize_average, nil_data, prepare, tolerance
 
 KERNELS = {"sum": np.add, "avg": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -121,14 +124,23 @@ def _simulate(name, sends, recvs, op, root, n):
     elif name == "sendrecv":
         for r in range(n):
             recvs[r][...] = sends[(r - 1) % n]
+    elif name == "gather":  # only the root's buffer changes
+        recvs[root][...] = np.concatenate(sends)
+    elif name == "scatter":
+        k = recvs[0].size
+        for r in range(n):
+            recvs[r][...] = sends[root][r * k:(r + 1) * k]
+    elif name == "hypercube":
+        for r in range(n):
+            recvs[r][...] = np.concatenate(sends)
 
 
 @pytest.mark.parametrize("name", ["all_reduce", "reduce_scatter", "broadcast", "reduce", "all_gather", "alltoall",
-                                  "alltoallv", "sendrecv"])
+                                  "alltoallv", "sendrecv", "gather", "scatter", "hypercube"])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_prepare_matches_a_simulated_collective(name, in_place):
     coll = COLLECTIVES[name]
-    n, root, dtype, op = 3, 1, np.dtype(np.float32), "sum"
+    n, root, dtype, op = (4 if name == "hypercube" else 3), 1, np.dtype(np.float32), "sum"
     count = coll.counts(3000, dtype.itemsize, n)[0]
     bufs = [coll.buffers(r, n, count, dtype, in_place) for r in range(n)]
     expected = [prepare(coll, dtype, op, n, r, root, count, 11, *bufs[r]) for r in range(n)]
@@ -139,6 +151,62 @@ def test_prepare_matches_a_simulated_collective(name, in_place):
     # and a wrong result is noticed
     bufs[2][1].view(np.uint8)[0] ^= 1
     assert count_wrong(bufs[2][1], expected[2]) == 1
+
+
+def test_gather_and_scatter_data_are_one_sequence():
+    """nccl-tests' GatherInitData/ScatterInitData: rank r's block is slice r of one
+    sequence; a gather's non-root expects its receive buffer as it was (its own slice in place)."""
+    dtype, n, k = np.dtype(np.int32), 3, 8
+    whole = nil_data(5, 0, n * k, dtype)
+    gather, scatter = COLLECTIVES["gather"], COLLECTIVES["scatter"]
+    for r in range(n):
+        send, recv = gather.buffers(r, n, k, dtype, True)
+        expected = prepare(gather, dtype, "sum", n, r, 0, k, 5, send, recv)
+        assert np.array_equal(send, whole[r * k:(r + 1) * k])
+        if r == 0:
+            assert np.array_equal(expected, whole)
+        else:
+            assert np.array_equal(expected[r * k:(r + 1) * k], send) and np.count_nonzero(expected) == np.count_nonzero(send)
+        send, recv = scatter.buffers(r, n, k, dtype, False)
+        expected = prepare(scatter, dtype, "sum", n, r, 2, k, 5, send, recv)
+        assert np.array_equal(expected, whole[r * k:(r + 1) * k])
+        assert np.array_equal(send, whole) == (r == 2)
+
+
+class _Pairs:
+    """Ranks as threads whose ``exchange`` swaps copies through one queue per direction."""
+
+    def __init__(self, n: int) -> None:
+        self.size = n
+        self.boxes = {(a, b): queue.Queue() for a in range(n) for b in range(n)}
+        self.rounds: list[tuple[int, int, int]] = []
+
+    def rank_view(self, rank: int) -> SimpleNamespace:
+        def exchange(send, recv, peer):
+            assert not np.shares_memory(send, recv) and send.size == recv.size
+            self.rounds.append((rank, peer, send.size))
+            self.boxes[(rank, peer)].put(send.copy())
+            recv[...] = self.boxes[(peer, rank)].get(timeout=10)
+
+        return SimpleNamespace(rank=rank, size=self.size, exchange=exchange)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_hypercube_gathers_every_block_in_lg_n_rounds(n, in_place):
+    coll, dtype, k = COLLECTIVES["hypercube"], np.dtype(np.float32), 4
+    world = _Pairs(n)
+    bufs = [coll.buffers(r, n, k, dtype, in_place) for r in range(n)]
+    expected = [prepare(coll, dtype, "sum", n, r, -1, k, 3, *bufs[r]) for r in range(n)]
+    threads = [threading.Thread(target=hypercube, args=(world.rank_view(r), *bufs[r])) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for r in range(n):
+        assert count_wrong(bufs[r][1], expected[r]) == 0, (n, in_place, r)
+    rounds = n.bit_length() - 1  # lg n exchanges per rank, with rank ^ 1, ^ 2, ^ 4, each twice the last
+    assert sorted(world.rounds) == sorted((r, r ^ (1 << i), k << i) for r in range(n) for i in range(rounds))
 
 
 def test_in_place_layouts():
