@@ -2,7 +2,7 @@
 
     python perf/targets.py --rounds 3                        # every group below
     python perf/targets.py --rounds 5 --groups small2,small4 # some of them
-    python perf/targets.py --rounds 3 --groups others2,others4,otherslarge2,otherslarge4  # reduce, all-to-all
+    python perf/targets.py --rounds 3 --groups others2,others4,otherslarge2,otherslarge4  # the rooted ones, all-to-all
 
 Each group is one or more harness invocations (``python -m perf <coll>_perf --np N ... --vs
 PEER --json``); every round runs every invocation once, in an order that alternates from
@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
 FOUR = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
-OTHERS = ("reduce", "alltoall")  # the "every collective": the harness's other data-moving rows
+OTHERS = ("reduce", "alltoall", "gather", "scatter")  # the "every collective": the harness's other rows
 
 
 @dataclass(frozen=True)
