@@ -199,8 +199,44 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
     return out
 
 
+def gather(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
+    """Whether a kept gather ran (into the root's ``out``; any overlap with ``x`` is the
+    plan's to handle: the root copies its own ``x`` first)."""
+    if type(x) is not np.ndarray or type(root) is not int:
+        return False
+    key = ("gather", x.dtype, x.size, root, None)
+    plan = comm._plans.get(key)
+    if plan is None or not x.flags.c_contiguous:
+        return False
+    if root != comm.rank:
+        comm._run_kept(key, plan, _flat(x), None)
+        return True
+    if type(out) is not np.ndarray or not _output_ok(x, out, x.size * comm.size):
+        return False
+    comm._run_kept(key, plan, _flat(x), _flat(out))
+    return True
+
+
+def scatter(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
+    """Whether a kept scatter ran into ``out`` (from the root's ``x``; any overlap is the
+    plan's to handle: the root copies all of ``x`` aside first)."""
+    if type(out) is not np.ndarray or type(root) is not int:
+        return False
+    key = ("scatter", out.dtype, out.size, root, None)
+    plan = comm._plans.get(key)
+    if plan is None or not (out.flags.c_contiguous and out.flags.writeable):
+        return False
+    if root != comm.rank:
+        comm._run_kept(key, plan, None, _flat(out))  # type: ignore[arg-type]
+        return True
+    if type(x) is not np.ndarray or x.dtype != out.dtype or x.size != out.size * comm.size or not x.flags.c_contiguous:
+        return False
+    comm._run_kept(key, plan, _flat(x), _flat(out))
+    return True
+
+
 class Paths(NamedTuple):
-    """The fast path's functions, in C or in Python."""
+    """The fast path's functions, in C (gather and scatter: in Python) or in Python."""
 
     all_reduce: Any
     reduce_scatter: Any
@@ -208,9 +244,11 @@ class Paths(NamedTuple):
     broadcast: Any
     reduce: Any
     all_to_all: Any
+    gather: Any
+    scatter: Any
 
 
-PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all)
+PYTHON = Paths(all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all, gather, scatter)
 
 
 def _reads_headers(fast_c: Any) -> bool:
@@ -228,11 +266,11 @@ def _load_c() -> Paths | None:
         from . import _fast_c  # type: ignore[attr-defined]
     except ImportError:  # no compiler at install time
         return None
-    _fast_c.setup(np.ndarray, *PYTHON)
+    _fast_c.setup(np.ndarray, *PYTHON[:6])
     if not _reads_headers(_fast_c):
         return None
     return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, _fast_c.reduce,
-                 _fast_c.all_to_all)
+                 _fast_c.all_to_all, gather, scatter)
 
 
 C: Paths | None = _load_c()

@@ -32,6 +32,8 @@ class Exchanges:
                async_op: bool = False) -> Any:
         """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
         Returns ``out`` on the root (allocated when None) and None elsewhere."""
+        if not async_op and algorithm is None and self._worker is None and self._fast.gather(self, x, out, root):
+            return out if root == self.rank else None
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")
@@ -45,6 +47,8 @@ class Exchanges:
                 async_op: bool = False) -> Any:
         """Split the root's ``x`` (size·k elements) into blocks; rank r receives block r in
         ``out`` (k elements). ``x`` is ignored (may be None) on other ranks. Returns ``out``."""
+        if not async_op and algorithm is None and self._worker is None and self._fast.scatter(self, x, out, root):
+            return out
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         oa = stage.flat(out, "out", writable=True, load=False)

@@ -19,7 +19,8 @@ from ..algorithms import pairwise, recursive
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
-from ..engines import slots, small
+from ..engines import exchange_reads, slots, small
+from ..engines.exchange_reads import ALL_TO_ALL, GATHER, SCATTER
 from ..ops import ReduceOp
 from ..tags import CONTROL_TAG_BIT
 from ..tuning import tuner
@@ -186,7 +187,12 @@ class Planner:
             nbytes = count * ctx.size * dtype.itemsize
             if 0 < nbytes <= DIRECT_GATHER_BYTES:
                 return windowed.SlotExchange(ctx.windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
-            algorithm = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
+            fallback = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
+            if nbytes:
+                return windowed.ReadsExchange(
+                    ctx.windows, lambda w, m: exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root),
+                    lambda: self.gather(fallback, dtype, count, root))
+            algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))
@@ -200,7 +206,13 @@ class Planner:
             if 0 < nbytes <= DIRECT_SCATTER_BYTES:
                 return windowed.SlotExchange(ctx.windows, root,
                                              lambda w: slots.PipelinedScatterPlan(w, dtype, count * ctx.size))
-            algorithm = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
+            fallback = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
+            if nbytes:
+                return windowed.ReadsExchange(
+                    ctx.windows,
+                    lambda w, m: exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, count * ctx.size, root),
+                    lambda: self.scatter(fallback, dtype, count, root))
+            algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))
@@ -216,7 +228,9 @@ class Planner:
             if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):
                 return windowed.SmallAllToAll(ctx.windows, dtype, count)
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
-            return windowed.WindowAllToAll(ctx.windows, dtype, count, lambda: self.all_to_all(fallback, dtype, count))
+            return windowed.ReadsExchange(
+                ctx.windows, lambda w, m: exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count),
+                lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)

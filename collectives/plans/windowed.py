@@ -17,7 +17,6 @@ import numpy as np
 
 from ..buffers import copy_array
 from ..engines import direct, slots, small
-from ..engines.all_to_all_reads import AllToAllByReads
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -118,27 +117,27 @@ class SlotExchange:
         windows.broadcast_serial = b
 
 
-class WindowAllToAll:
-    """All-to-alls too large for the halves: by single-copy reads of peers' memory where the
-    kernel allows them (``all_to_all_reads.AllToAllByReads``), else ``fallback`` (a schedule).
-    The route is found on the first call (the probe is collective: every rank agrees) and kept."""
+class ReadsExchange:
+    """All-to-alls, gathers and scatters too large for the small window: by single-copy reads
+    of peers' memory where the kernel allows them (``engines.exchange_reads.ExchangeByReads``), else
+    ``fallback`` (a schedule). The route is found on the first call (the probe is collective:
+    every rank agrees) and kept."""
 
-    __slots__ = ("windows", "itemsize", "count", "fallback", "route", "reads")
+    __slots__ = ("windows", "make", "fallback", "route", "reads")
 
-    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, fallback: Callable[[], Plan]) -> None:
+    def __init__(self, windows: SharedWindows, make: Callable[[Any, Any], Any], fallback: Callable[[], Plan]) -> None:
         self.windows = windows
-        self.itemsize, self.count = dtype.itemsize, count
+        self.make = make  # (window, peer memory) -> the engine's plan
         self.fallback = fallback
         self.route: Any = None
         self.reads = False
 
-    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+    def __call__(self, x: np.ndarray | None, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
         if self.route is None:
             memory = windows.peer_memory(call)
             self.reads = memory is not None
-            self.route = (AllToAllByReads(windows.small(call), memory, self.itemsize, self.count) if memory is not None
-                          else self.fallback())
+            self.route = self.make(windows.small(call), memory) if memory is not None else self.fallback()
         if self.reads:
             windows.memory_serial = self.route(x, out, windows.memory_serial, call.deadline, call.timed_out)
         else:

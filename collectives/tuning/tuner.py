@@ -143,9 +143,9 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
 
 def direct_runs_schedule(collective: str, nbytes: int) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
-    without windows (plans/planner.py): a reduce, gather or scatter beyond its limit runs it;
-    an all-to-all beyond the halves runs it where the kernel refuses reads of peers' memory
-    and goes by reads elsewhere (engines/all_to_all_reads.py), which no profile term prices yet."""
+    without windows (plans/planner.py): a reduce beyond its limit runs it; an all-to-all,
+    gather or scatter beyond its limit runs it where the kernel refuses reads of peers' memory
+    and goes by reads elsewhere (engines/exchange_reads.py), which no profile term prices yet."""
     limit = DIRECT_LIMITS.get(collective)
     return limit is not None and nbytes > limit
 

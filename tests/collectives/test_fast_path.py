@@ -27,7 +27,7 @@ class _Comm:
         self.ran: list[tuple[Any, ...]] = []
 
     def _run_kept(self, key: Any, plan: Any, x: np.ndarray, out: Any) -> None:
-        self.ran.append((key, plan, x.__array_interface__["data"][0], x.shape,
+        self.ran.append((key, plan, None if x is None else x.__array_interface__["data"][0], None if x is None else x.shape,
                          None if out is None else (out.__array_interface__["data"][0], out.shape, out is x)))
 
 
@@ -187,3 +187,27 @@ def test_a_kept_reduce_runs_on_x_or_on_the_roots_out() -> None:
             assert x.tobytes() == before
             if result == "out":
                 assert out.tobytes() == x.tobytes() and comm.ran[0][3] == (4,)
+
+
+def test_a_kept_gather_or_scatter_runs_where_the_checks_pass() -> None:
+    """Gather's and scatter's fast path (Python in both sets): the root's buffers checked (one
+    dtype, the world's count, C-contiguous, its output writable), the others' only for what
+    they pass; anything else goes to the full path, which says what is wrong."""
+    for paths in (_fast_path.C, _fast_path.PYTHON):
+        assert paths is not None
+        for rank, kind, x_name, out_name, ran in (
+                (0, "gather", "x", "long", ("x", "long")), (1, "gather", "x", None, ("x", None)),
+                (0, "gather", "x", None, None), (0, "gather", "x", "f64", None), (0, "gather", "strided", "long", None),
+                (0, "gather", "x", "frozen", None), (0, "gather", "x2d", "out_2d", ("x2d", "out_2d")),
+                (0, "scatter", "long", "x", ("long", "x")), (1, "scatter", None, "x", (None, "x")),
+                (0, "scatter", None, "x", None), (0, "scatter", "f64", "x", None), (1, "scatter", None, "frozen", None),
+                (0, "scatter", "out_2d", "x2d", ("out_2d", "x2d"))):
+            arrays = _arrays()
+            plans = {(c, a.dtype, a.size, 0, None): f"{c} plan" for a in arrays.values() for c in ("gather", "scatter")}
+            comm = _Comm(plans, size=2, rank=rank)
+            x = None if x_name is None else arrays[x_name]
+            out = None if out_name is None else arrays[out_name]
+            done = getattr(paths, kind)(comm, x, out, 0)
+            at = {a.__array_interface__["data"][0]: name for name, a in arrays.items()}
+            got = [(None if a is None else at[a], None if o is None else at[o[0]]) for _, _, a, _, o in comm.ran]
+            assert (done, got) == ((True, [ran]) if ran else (False, [])), (kind, rank, x_name, out_name)
