@@ -27,7 +27,7 @@ typedef struct { /* the leading fields of numpy's PyArrayObject_fields */
 } ArrayHead;
 
 enum { C_CONTIGUOUS = 0x0001, WRITEABLE = 0x0400 }; /* NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE */
-enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, ALL_TO_ALL, KINDS };
+enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, ALL_TO_ALL, GATHER, SCATTER, KINDS };
 
 static PyTypeObject *ndarray;      /* numpy.ndarray, from setup() */
 static PyObject *fallback[KINDS];  /* the Python fast path, for inputs that are not ndarrays */
@@ -78,10 +78,10 @@ static PyObject *key_of(int kind, const ArrayHead *x, Py_ssize_t n, PyObject *th
     return key;
 }
 
-/* comm._run_kept(key, plan, flat x, flat out or None; ``in_place``: the one flat x twice, as
-   the Python path passes it): 0, or -1 with its error set. */
+/* comm._run_kept(key, plan, flat x or None, flat out or None; ``in_place``: the one flat x
+   twice, as the Python path passes it): 0, or -1 with its error set. */
 static int run_kept(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *x, ArrayHead *out, int in_place) {
-    PyObject *fx = flat(x), *fo = NULL;
+    PyObject *fx = x != NULL ? flat(x) : (Py_INCREF(Py_None), Py_None), *fo = NULL;
     if (fx == NULL) return -1;
     if (in_place) {
         fo = fx;
@@ -295,6 +295,56 @@ static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* gather(comm, x, out, root) and scatter(comm, x, out, root): whether the kept plan ran (the
+   plans take any overlap of x and out: a gather's root copies its own x first, a scatter's
+   root all of x aside). Only the root's other buffer is looked at. */
+static PyObject *exchange(int kind, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *comm = args[0], *x = args[1], *out = args[2], *root = args[3];
+    ArrayHead *mine = array_of(kind == GATHER ? x : out), *other = NULL;  /* what every rank passes */
+    if (mine == NULL) return PyObject_Vectorcall(fallback[kind], args, (size_t)nargs, NULL);
+    if (!PyLong_CheckExact(root)) Py_RETURN_FALSE;
+    Py_ssize_t count = count_of(mine);
+    PyObject *key = key_of(kind, mine, count, root, 1);
+    if (key == NULL) return NULL;
+    PyObject *plan = kept(comm, key);
+    int ran = 0;
+    int usable = (mine->flags & C_CONTIGUOUS) && (kind == GATHER || (mine->flags & WRITEABLE));
+    if (plan != NULL && usable) {
+        Py_INCREF(plan);
+        int here = is_root(comm, root);
+        PyObject *size = here > 0 ? PyObject_GetAttr(comm, s_size) : NULL;
+        Py_ssize_t n = size == NULL ? 0 : PyLong_AsSsize_t(size);
+        Py_XDECREF(size);
+        if (here < 0 || (here > 0 && n <= 0)) {
+            ran = -1;
+        } else if (!here) {
+            ran = run_kept(comm, key, plan, kind == GATHER ? mine : NULL, kind == GATHER ? NULL : mine, 0) < 0 ? -1 : 1;
+        } else if ((other = array_of(kind == GATHER ? out : x)) != NULL) {
+            /* gather: out of count * n, writable; scatter: x of count * n (only read) */
+            ran = kind == GATHER ? output_ok(mine, other, count * n) : output_ok(other, mine, count);
+            if (ran > 0 && kind == SCATTER) ran = count_of(other) == count * n && (other->flags & C_CONTIGUOUS);
+            if (ran > 0)
+                ran = run_kept(comm, key, plan, kind == GATHER ? mine : other, kind == GATHER ? other : mine, 0) < 0 ? -1 : 1;
+        }
+        Py_DECREF(plan);
+    }
+    Py_DECREF(key);
+    if (ran < 0 || PyErr_Occurred()) return NULL;
+    return PyBool_FromLong(ran);
+}
+
+static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "gather(comm, x, out, root)");
+    return exchange(GATHER, args, nargs);
+}
+
+static PyObject *scatter(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "scatter(comm, x, out, root)");
+    return exchange(SCATTER, args, nargs);
+}
+
 /* header(a): (C-contiguous, writeable, element count, dtype) as read from the header, for
    the check at import that this reading agrees with numpy's. */
 static PyObject *header(PyObject *self, PyObject *a) {
@@ -305,12 +355,13 @@ static PyObject *header(PyObject *self, PyObject *a) {
                          (h->flags & WRITEABLE) ? Py_True : Py_False, count_of(h), h->descr);
 }
 
-/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all): numpy's
-   array type and the Python fast path's functions, which take every other input. */
+/* setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all, gather,
+   scatter): numpy's array type and the Python fast path's functions, which take every other input. */
 static PyObject *setup(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *type, *f[KINDS];
-    if (!PyArg_ParseTuple(args, "O!OOOOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]))
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOO", &PyType_Type, &type, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6],
+                          &f[7]))
         return NULL;
     for (int k = 0; k < KINDS; k++) {
         if (!PyCallable_Check(f[k])) return PyErr_Format(PyExc_TypeError, "setup: fallback %d is not callable", k);
@@ -333,15 +384,18 @@ static PyMethodDef methods[] = {
     {"broadcast", (PyCFunction)(void (*)(void))broadcast, METH_FASTCALL, "Whether a kept broadcast ran."},
     {"reduce", (PyCFunction)(void (*)(void))reduce, METH_FASTCALL, "The result of a kept reduce, or None."},
     {"all_to_all", (PyCFunction)(void (*)(void))all_to_all, METH_FASTCALL, "Whether a kept all-to-all ran."},
+    {"gather", (PyCFunction)(void (*)(void))gather, METH_FASTCALL, "Whether a kept gather ran."},
+    {"scatter", (PyCFunction)(void (*)(void))scatter, METH_FASTCALL, "Whether a kept scatter ran."},
     {"header", header, METH_O, "(C-contiguous, writeable, count, dtype) read from an ndarray's header."},
-    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, reduce_scatter, all_gather, broadcast, reduce, all_to_all)."},
+    {"setup", setup, METH_VARARGS, "setup(ndarray, all_reduce, ..., all_to_all, gather, scatter)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast_c", "The communicator's fast path in C.", -1, methods};
 
 PyMODINIT_FUNC PyInit__fast_c(void) {
-    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all"};
+    const char *kinds[KINDS] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all",
+                                "gather", "scatter"};
     for (int k = 0; k < KINDS; k++)
         if ((names[k] = PyUnicode_InternFromString(kinds[k])) == NULL) return NULL;
     if ((s_plans = PyUnicode_InternFromString("_plans")) == NULL ||

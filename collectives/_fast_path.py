@@ -236,7 +236,7 @@ def scatter(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
 
 
 class Paths(NamedTuple):
-    """The fast path's functions, in C (gather and scatter: in Python) or in Python."""
+    """The fast path's functions, in C or in Python."""
 
     all_reduce: Any
     reduce_scatter: Any
@@ -266,11 +266,11 @@ def _load_c() -> Paths | None:
         from . import _fast_c  # type: ignore[attr-defined]
     except ImportError:  # no compiler at install time
         return None
-    _fast_c.setup(np.ndarray, *PYTHON[:6])
+    _fast_c.setup(np.ndarray, *PYTHON)
     if not _reads_headers(_fast_c):
         return None
     return Paths(_fast_c.all_reduce, _fast_c.reduce_scatter, _fast_c.all_gather, _fast_c.broadcast, _fast_c.reduce,
-                 _fast_c.all_to_all, gather, scatter)
+                 _fast_c.all_to_all, _fast_c.gather, _fast_c.scatter)
 
 
 C: Paths | None = _load_c()

@@ -86,6 +86,8 @@ def _plans(arrays: dict[str, np.ndarray]) -> dict[Any, Any]:
             plans[("broadcast", a.dtype, a.size, root, None)] = f"broadcast plan {a.size}"
             for op in (ReduceOp.SUM, "max"):
                 plans[("reduce", a.dtype, a.size, op, root, None)] = f"reduce plan {a.size}"
+            plans[("gather", a.dtype, a.size, root, None)] = f"gather plan {a.size}"
+            plans[("scatter", a.dtype, a.size, root, None)] = f"scatter plan {a.size}"
     return plans
 
 
@@ -102,6 +104,8 @@ def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, r
         result = paths.all_gather(comm, x, out)
     elif kind == "all_to_all":
         result = paths.all_to_all(comm, x, out)
+    elif kind in ("gather", "scatter"):  # third: the root
+        result = getattr(paths, kind)(comm, x, out, third)
     elif kind == "reduce":  # third: (root, op)
         result = paths.reduce(comm, x, *third, out)
         result = "x" if result is x else "out" if result is out and out is not None else result
@@ -110,7 +114,7 @@ def _outcome(paths: _fast_path.Paths, kind: str, x: Any, out: Any, third: Any, r
     at = {}  # data addresses -> the names of the arrays there (runs differ in addresses, not in names)
     for name, a in arrays.items():
         at.setdefault(a.__array_interface__["data"][0], []).append(name)
-    ran = [(key, plan, at[address], shape, None if o is None else (at[o[0]], *o[1:])) for key, plan, address, shape, o in comm.ran]
+    ran = [(key, plan, None if address is None else at[address], shape, None if o is None else (at[o[0]], *o[1:])) for key, plan, address, shape, o in comm.ran]
     return result, ran, {name: a.tobytes() for name, a in arrays.items()}
 
 
@@ -121,6 +125,9 @@ CASES = (
     + [("reduce_scatter", x, out, ReduceOp.SUM) for x in NAMES for out in NAMES]
     + [("all_gather", x, out, None) for x in NAMES for out in NAMES]
     + [("all_to_all", x, out, None) for x in NAMES for out in NAMES]
+    + [(kind, x, out, root) for kind in ("gather", "scatter") for x in [None, *NAMES] for out in [None, *NAMES]
+       for root in (0, 1, True)]
+    + [(kind, "x", "long", root) for kind in ("gather", "scatter") for root in (2, 0.0)]
     + [("broadcast", x, None, root) for x in NAMES for root in (0, 1, 2, True, 0.0)]
     + [("broadcast", x, out, root) for x in NAMES for out in NAMES for root in (0, 1, True)]
     + [("reduce", x, out, (root, op)) for x in NAMES for out in [None, *NAMES] for root in (0, 1)
@@ -190,7 +197,7 @@ def test_a_kept_reduce_runs_on_x_or_on_the_roots_out() -> None:
 
 
 def test_a_kept_gather_or_scatter_runs_where_the_checks_pass() -> None:
-    """Gather's and scatter's fast path (Python in both sets): the root's buffers checked (one
+    """Gather's and scatter's fast path (C and Python): the root's buffers checked (one
     dtype, the world's count, C-contiguous, its output writable), the others' only for what
     they pass; anything else goes to the full path, which says what is wrong."""
     for paths in (_fast_path.C, _fast_path.PYTHON):
