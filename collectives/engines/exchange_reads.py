@@ -1,15 +1,20 @@
-"""Single-copy exchanges on one host: all-to-all, gather and scatter by reads of peers' memory
-(process_vm_readv, ``direct.PeerMemory``).
+"""Single-copy exchanges on one host: all-to-all, gather and scatter by reads and writes of
+peers' memory (process_vm_readv/writev, ``direct.PeerMemory``).
 
 Through shared memory such a call copies each byte twice (into a window or a message cell,
 then out), and a schedule of messages adds a round per peer. Here each byte crosses once.
-Every rank publishes where its ``x`` lies (``ADDR``, its size beside it, ``POSTED``); then
+Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the byte count it
+expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
-- gather: the root reads every peer's ``x`` into block q of its ``out``;
-- scatter: rank r reads block r of the root's ``x`` into its ``out``.
-A rank posts ``READ`` when its reads are done and returns once every rank it may have been
-read by has posted ``READ`` too, so that the caller may overwrite ``x`` at once. Peers are
-read starting after my own rank, so that no rank is read by all at once.
+- gather: the root reads the first 1/p of every peer's block, and each peer writes the rest
+  of its block into the root's ``out``;
+- scatter: each rank reads the first (p-1)/p of its block out of the root's ``x``, and the
+  root writes the rest of every peer's block into that peer's ``out``.
+So that both sides of a gather or scatter copy, each as much as the other (one rank alone
+reading leaves the other core idle; MPI's pipeline through its cells keeps both copying). A
+rank posts ``READ`` when its copies are done and returns once every rank it exchanged with has
+posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
+Peers are taken starting after my own rank, so that no rank is read by all at once.
 """
 
 from __future__ import annotations
@@ -19,31 +24,31 @@ from collections.abc import Callable
 import numpy as np
 
 from ..buffers import address_of, copy_array
-from .direct import ADDR, LEN, POSTED, READ, PeerMemory, Window, count_mismatch
+from .direct import ADDR, LEN, POSTED, READ, RESULT, PeerMemory, Window, count_mismatch
 
 ALL_TO_ALL, GATHER, SCATTER = "all_to_all", "gather", "scatter"
 
 
 class ExchangeByReads:
-    """Exchanges of one kind and shape by reads of peers' memory, counting with the windows'
-    ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, gather) or of
-    the root's ``x`` (scatter); ``root``: the gather's or scatter's root."""
+    """Exchanges of one kind and shape by copies between peers' memory, counting with the
+    windows' ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, gather)
+    or of the root's ``x`` (scatter); ``root``: the gather's or scatter's root."""
 
     def __init__(self, kind: str, window: Window, memory: PeerMemory, itemsize: int, count: int,
                  root: int = 0) -> None:
-        self.kind, self.window, self.memory = kind, window, memory
+        self.kind, self.window, self.memory, self.root = kind, window, memory, root
         ranks = window.ranks
+        p = len(ranks)
         self.me = ranks.index(window.rank)
         self.index = {q: i for i, q in enumerate(ranks)}
-        self.expected = count * itemsize  # the bytes of every x a rank reads from
-        self.k = count if kind == GATHER else count // len(ranks)  # elements per block
-        self.offset = 0 if kind == GATHER else self.me * self.k * itemsize  # what I read: at this byte of x
+        self.expected = count * itemsize  # the bytes of every rank's x (all-to-all, gather) or the root's (scatter)
+        self.k = count if kind == GATHER else count // p  # elements per block
+        self.itemsize = itemsize
+        # gather: the root reads [0, split) of a block and its owner writes the rest; scatter: a
+        # rank reads [0, split) of its block and the root writes the rest
+        self.split = {GATHER: self.k // p, SCATTER: self.k - self.k // p}.get(kind, self.k)
         others = ranks[self.me + 1 :] + ranks[: self.me]
-        at_root = window.rank == root
-        self.sources = others if kind == ALL_TO_ALL or (kind == GATHER and at_root) else (
-            [root] if kind == SCATTER and not at_root else [])
-        self.readers = others if kind == ALL_TO_ALL or (kind == SCATTER and at_root) else (
-            [root] if kind == GATHER and not at_root else [])
+        self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
@@ -53,25 +58,43 @@ class ExchangeByReads:
         if x is not None and out is not None and np.shares_memory(x, out):
             x = x.copy()
         s = serial + 1
-        if x is not None:
-            window.post(ADDR, address_of(x), wake=False)
-            window.post(LEN, x.nbytes, wake=False)
+        window.post(ADDR, 0 if x is None else address_of(x), wake=False)
+        window.post(RESULT, 0 if out is None else address_of(out), wake=False)
+        window.post(LEN, self.expected, wake=False)
         window.post(POSTED, s)
         if out is not None and x is not None:  # my own block
-            if self.kind == GATHER:
-                copy_array(out[me * k : (me + 1) * k], x)
-            else:
-                copy_array(out if self.kind == SCATTER else out[me * k : (me + 1) * k], x[me * k : (me + 1) * k])
+            mine = x if self.kind == GATHER else x[me * k : (me + 1) * k]
+            copy_array(out if self.kind == SCATTER else out[me * k : (me + 1) * k], mine)
         try:
-            for q in self.sources:
-                assert out is not None  # a rank that reads has an out
+            for q in self.partners:
                 window.wait(q, POSTED, s, deadline, on_timeout)
                 if window.flag(q, LEN) != self.expected:
                     raise count_mismatch(q, window.flag(q, LEN), self.expected)
-                into = out if self.kind == SCATTER else out[self.index[q] * k : (self.index[q] + 1) * k]
-                self.memory.read(q, window.flag(q, ADDR) + self.offset, into)
+                self._copy(q, x, out)
         finally:
             window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
-        for q in self.readers:
+        for q in self.partners:
             window.wait(q, READ, s, deadline, on_timeout)
         return s
+
+    def _copy(self, q: int, x: np.ndarray | None, out: np.ndarray | None) -> None:
+        """My share of the exchange with rank q, which has posted where its buffers lie."""
+        window, k, size, split = self.window, self.k, self.itemsize, self.split
+        i, theirs = self.index[q], window.flag(q, ADDR)
+        if self.kind == ALL_TO_ALL:
+            assert out is not None
+            self.memory.read(q, theirs + self.me * k * size, out[i * k : (i + 1) * k])
+        elif self.kind == GATHER and out is not None:  # the root: the head of q's block
+            if split:
+                self.memory.read(q, theirs, out[i * k : i * k + split])
+        elif self.kind == GATHER:  # q is the root: the rest of my block into its out
+            assert x is not None
+            if split < k:
+                self.memory.write(q, window.flag(q, RESULT) + (self.me * k + split) * size, x[split:])
+        elif x is not None:  # scatter's root: the tail of q's block into its out
+            if split < k:
+                self.memory.write(q, window.flag(q, RESULT) + split * size, x[i * k + split : (i + 1) * k])
+        else:  # scatter, q is the root: the head of my block
+            assert out is not None
+            if split:
+                self.memory.read(q, theirs + self.me * k * size, out[:split])

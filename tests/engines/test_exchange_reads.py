@@ -1,8 +1,9 @@
 """All-to-alls too large for the small window's halves, and gathers and scatters too large for
-its slots, read every block straight out of its owner's ``x`` where the kernel allows reads of
-peers' memory (engines/exchange_reads.py), and run their schedule where it does not. A call
-returns only once every rank that reads its ``x`` has done so, so the caller may overwrite it
-at once; ranks that pass different counts raise."""
+its slots, copy every block straight between its owner's and its receiver's memory where the
+kernel allows it (engines/exchange_reads.py: reads, and for gather and scatter writes of the
+rest of each block), and run their schedule where it does not. A call returns only once every
+rank it exchanged with is done, so the caller may overwrite ``x`` at once and finds ``out``
+complete; ranks that pass different counts raise."""
 
 from __future__ import annotations
 
@@ -86,7 +87,9 @@ def test_ranks_that_pass_different_counts_raise_rather_than_read_past_a_block():
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
 
 
-def test_a_gather_root_given_another_count_raises_and_the_others_return():
+def test_a_gather_whose_ranks_pass_different_counts_raises_on_both_sides():
+    """The root reads the head of every block and each rank writes the rest into the root's
+    out, so both sides compare counts before they copy."""
     def fn(world):
         comm = collectives.init(world.rank, world.size, PrefixStore("g", world.store), transport="shm", timeout=5)
         k = _k("gather", comm.size) + comm.rank
@@ -100,4 +103,4 @@ def test_a_gather_root_given_another_count_raises_and_the_others_return():
             comm.abort()
         return outcome
 
-    assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError", "returned"]
+    assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
