@@ -7,12 +7,11 @@ Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the 
 expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
 - gather: the root reads the first 1/p of every peer's block, and each peer writes the rest
-  of its block into the root's ``out``;
-- scatter: each rank reads the first (p-1)/p of its block out of the root's ``x``, and the
-  root writes the rest of every peer's block into that peer's ``out``.
-So that both sides of a gather or scatter copy, each as much as the other (one rank alone
-reading leaves the other core idle; MPI's pipeline through its cells keeps both copying). A
-rank posts ``READ`` when its copies are done and returns once every rank it exchanged with has
+  of its block into the root's ``out``, so that every rank copies as much (the root alone
+  reading everything left the other cores idle, and measured slower);
+- scatter: each rank reads its block out of the root's ``x`` (the root writing a share of each
+  block measured slower).
+A rank posts ``READ`` when its copies are done and returns once every rank it exchanged with has
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
 """
@@ -44,9 +43,8 @@ class ExchangeByReads:
         self.expected = count * itemsize  # the bytes of every rank's x (all-to-all, gather) or the root's (scatter)
         self.k = count if kind == GATHER else count // p  # elements per block
         self.itemsize = itemsize
-        # gather: the root reads [0, split) of a block and its owner writes the rest; scatter: a
-        # rank reads [0, split) of its block and the root writes the rest
-        self.split = {GATHER: self.k // p, SCATTER: self.k - self.k // p}.get(kind, self.k)
+        # gather: the root reads [0, split) of a block and its owner writes the rest
+        self.split = self.k // p if kind == GATHER else self.k
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
 
@@ -55,16 +53,18 @@ class ExchangeByReads:
         """Run the call on flat ``x`` and ``out`` (None where a rank has none; ``out`` may
         overlap ``x``: then ``x`` is first copied aside, since peers read it). Returns the new serial."""
         window, k, me = self.window, self.k, self.me
-        if x is not None and out is not None and np.shares_memory(x, out):
+        if x is not None and out is not None and not self._apart(x, out):
             x = x.copy()
         s = serial + 1
         window.post(ADDR, 0 if x is None else address_of(x), wake=False)
         window.post(RESULT, 0 if out is None else address_of(out), wake=False)
         window.post(LEN, self.expected, wake=False)
         window.post(POSTED, s)
-        if out is not None and x is not None:  # my own block
+        if out is not None and x is not None:  # my own block (in place: already there)
             mine = x if self.kind == GATHER else x[me * k : (me + 1) * k]
-            copy_array(out if self.kind == SCATTER else out[me * k : (me + 1) * k], mine)
+            dst = out if self.kind == SCATTER else out[me * k : (me + 1) * k]
+            if address_of(dst) != address_of(mine):
+                copy_array(dst, mine)
         try:
             for q in self.partners:
                 window.wait(q, POSTED, s, deadline, on_timeout)
@@ -76,6 +76,16 @@ class ExchangeByReads:
         for q in self.partners:
             window.wait(q, READ, s, deadline, on_timeout)
         return s
+
+    def _apart(self, x: np.ndarray, out: np.ndarray) -> bool:
+        """Whether my ``x`` and ``out`` may be used as they are while peers copy: apart, or
+        (gather, scatter) the one block each shares, which only I copy, onto itself."""
+        if not np.shares_memory(x, out):
+            return True
+        k, me = self.k, self.me
+        if self.kind == GATHER:
+            return address_of(x) == address_of(out[me * k : (me + 1) * k]) and x.size == k
+        return self.kind == SCATTER and address_of(out) == address_of(x[me * k : (me + 1) * k]) and out.size == k
 
     def _copy(self, q: int, x: np.ndarray | None, out: np.ndarray | None) -> None:
         """My share of the exchange with rank q, which has posted where its buffers lie."""
@@ -91,10 +101,5 @@ class ExchangeByReads:
             assert x is not None
             if split < k:
                 self.memory.write(q, window.flag(q, RESULT) + (self.me * k + split) * size, x[split:])
-        elif x is not None:  # scatter's root: the tail of q's block into its out
-            if split < k:
-                self.memory.write(q, window.flag(q, RESULT) + split * size, x[i * k + split : (i + 1) * k])
-        else:  # scatter, q is the root: the head of my block
-            assert out is not None
-            if split:
-                self.memory.read(q, theirs + self.me * k * size, out[:split])
+        elif out is not None and x is None:  # scatter, q is the root: my block (the root copies nothing)
+            self.memory.read(q, theirs + self.me * k * size, out)
