@@ -34,16 +34,20 @@ from perf.validate_model import repredict, summary  # noqa: E402
 STAGES = (
     ("worlds within the cores", ("overhead", "alpha", "beta", "exchange", "direct_alpha", "direct_beta"),
      (4.0, 2.0, 1.4, 1.15, 1.05)),
-    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait"), (4.0, 2.0, 1.4, 1.15, 1.05)),
+    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait", "cache_beta", "copy_beta"),
+     (4.0, 2.0, 1.4, 1.15, 1.05)),
     ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "crowd_wake", "crowd_beta",
-                                   "mixed_wait", "split_wait", "direct_alpha", "direct_beta"), (1.15, 1.05)),
+                                   "mixed_wait", "split_wait", "direct_alpha", "direct_beta", "cache_beta",
+                                   "copy_beta"),
+     (1.15, 1.05)),
 )
 """What is searched, on which rows, by which factors: first what a world with a core per rank
 shows (so that α does not absorb the cost of queueing for cores), then what only larger
-worlds and two hosts show, then everything a little."""
+worlds and two hosts show (``cache_beta`` only where the profile has ``cache_bytes``), then
+everything a little."""
 ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
 """Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
-FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12}
+FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12, "cache_beta": 1e-12, "copy_beta": 1e-12}
 """Where a constant at 0 starts its search (1 µs, or these per byte)."""
 
 
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    " (e.g. shm.beta)")
     parser.add_argument("--set", default="", help="start values, as transport.constant=seconds, comma-separated"
                                                   " (e.g. shm.wake=0,shm.crowd_wake=1e-5)")
+    parser.add_argument("--cache-bytes", type=int, default=None,
+                        help="the last-level cache to model, in bytes (default: the start profile's; 0: none)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = load(args.start) if args.start else from_json(docs[0]["profiles"]["tuned"], f"{args.source}: tuned")
     if args.calls:
         profile = dataclasses.replace(profile, calls=args.calls)
+    if args.cache_bytes is not None:
+        profile = dataclasses.replace(profile, cache_bytes=args.cache_bytes)
     for item in (i for i in args.set.split(",") if i):
         name, _, value = item.partition("=")
         transport, _, constant = name.partition(".")
