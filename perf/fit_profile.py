@@ -29,6 +29,7 @@ from typing import Any
 from collectives.tuning.profile import Profile, from_json, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.hold_picks import WORLDS, Hold, parse_worlds  # noqa: E402
 from perf.validate_model import repredict, summary  # noqa: E402
 
 STAGES = (
@@ -58,9 +59,10 @@ def loss(rows: list[dict[str, Any]], profile: Profile, cores: int) -> float:
 
 
 def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int, log: list[str],
-        keep: frozenset[str] = frozenset()) -> Profile:
+        keep: frozenset[str] = frozenset(), hold: Hold | None = None) -> Profile:
     """``profile`` with ``transport``'s constants searched, stage by stage, to minimise ``loss``
-    (those named ``transport.constant`` in ``keep`` left as they are)."""
+    (those named ``transport.constant`` in ``keep`` left as they are; with ``hold``, a step
+    that would move the tuner's picks is not taken)."""
 
     def with_value(p: Profile, name: str, value: float) -> Profile:
         costs = dataclasses.replace(p.costs(transport), **{name: value})
@@ -84,7 +86,7 @@ def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int
                     for v in tries:
                         candidate = with_value(profile, name, v)
                         score = loss(mine, candidate, cores)
-                        if score < best - 1e-4:
+                        if score < best - 1e-4 and (hold is None or hold.keeps(candidate)):
                             best, profile, improved = score, candidate, True
                             break
             log.append(f"#   factor {factor:g}: mean |log error| {best:.3f}")
@@ -105,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                                                   " (e.g. shm.wake=0,shm.crowd_wake=1e-5)")
     parser.add_argument("--cache-bytes", type=int, default=None,
                         help="the last-level cache to model, in bytes (default: the start profile's; 0: none)")
+    parser.add_argument("--hold", default=None,
+                        help="perf/tuner_check.py --json runs, comma-separated: take no step under which one of"
+                             " them scores fewer picks or a pick of the fitted transports moves (perf/hold_picks.py)")
+    parser.add_argument("--hold-worlds", type=parse_worlds, default=WORLDS,
+                        help="with --hold: the worlds whose picks stay, as ranks or ranks:per_host, comma-separated"
+                             " (default 2,3,4)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -129,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, transports={**profile.transports, transport: costs})
     start = profile
     log: list[str] = []
+    hold = Hold(args.hold.split(","), start, args.transports.split(","), args.hold_worlds) if args.hold else None
     for transport in args.transports.split(","):
-        profile = fit(rows, profile, transport, cores, log, frozenset(k for k in args.keep.split(",") if k))
+        profile = fit(rows, profile, transport, cores, log, frozenset(k for k in args.keep.split(",") if k), hold)
     profile = dataclasses.replace(profile, source=f"perf/fit_profile.py {time.strftime('%Y-%m-%d')}: fitted to"
                                   f" {args.source} ({len(rows)} measurements, {cores} cores), from {start.source}")
     print("\n".join(log))

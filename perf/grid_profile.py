@@ -10,7 +10,7 @@ tries every combination of shm ``beta``, ``cache_beta``, ``copy_beta`` (ns per b
 profile's ``cache_bytes`` (MiB) from a start profile, and keeps only those under which no
 choice run (``perf/tuner_check.py --from``) scores fewer picks than the start profile does and
 no shm pick at a power of two from 8 B to 64 MiB, at 2, 3 and 4 ranks, differs from the start
-profile's. Of those it prints the one that predicts most rows of the given validation run
+profile's (``perf/hold_picks.py``). Of those it prints the one that predicts most rows of the given validation run
 within 25 % (ties: the least mean |log error|); ``--out`` writes it.
 """
 
@@ -25,21 +25,11 @@ import os
 import sys
 from typing import Any
 
-from collectives.tuning import tuner
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-from perf.tuner_check import score  # noqa: E402
+from perf.hold_picks import Hold  # noqa: E402
 from perf.validate_model import repredict  # noqa: E402
-
-PICKED = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")
-"""The collectives whose shm picks at every power of two must stay as the start profile's."""
-
-
-def picks(profile: Profile) -> dict[tuple[str, int, int], str]:
-    """The tuner's shm pick at 2, 3 and 4 ranks, every power of two from 8 B to 64 MiB."""
-    return {(c, p, 1 << e): tuner.choose(c, 1 << e, p, "shm", True, 0, profile)
-            for c in PICKED for p in (2, 3, 4) for e in range(3, 27)}
 
 
 def fit_score(rows: list[dict[str, Any]], profile: Profile, cores: int) -> tuple[int, float]:
@@ -77,20 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.source) as fh:
         doc = json.load(fh)
     rows, cores = doc["rows"], doc.get("cores") or os.cpu_count() or 1
-    choice_runs = []
-    for path in args.choices.split(","):
-        with open(path) as fh:
-            choice_runs.append(json.load(fh)["rows"])
     start = load(args.start)
-    floor, held = [score(r, start)[1] for r in choice_runs], picks(start)
-    print(f"# start: {fit_score(rows, start, cores)[0]} of {len(rows)} within 25 %; picks {floor}")
+    hold = Hold(args.choices.split(","), start, ["shm"])
+    print(f"# start: {fit_score(rows, start, cores)[0]} of {len(rows)} within 25 %; picks {hold.floor}")
     best: tuple[tuple[int, float], Profile] | None = None
     for values in itertools.product(args.beta, args.cache_beta, args.cache_mib, args.copy_beta):
         profile = with_memory(start, *values)
-        scored = [score(r, profile)[1] for r in choice_runs]
-        moved = [k for k, v in picks(profile).items() if held[k] != v]
+        scored, moved = hold.scores(profile), hold.moved(profile)
         inside, error = fit_score(rows, profile, cores)
-        kept = all(s >= f for s, f in zip(scored, floor)) and not moved
+        kept = all(s >= f for s, f in zip(scored, hold.floor)) and not moved
         print(f"  beta {values[0]} cache_beta {values[1]} cache {values[2]} MiB copy_beta {values[3]}: {inside}"
               f" within 25 %, mean |log error| {error:.3f}; picks {scored}, {len(moved)} moved"
               f"{'' if kept else ' (not kept)'}", flush=True)

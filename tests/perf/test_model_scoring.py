@@ -147,3 +147,25 @@ def test_the_grid_keeps_only_profiles_that_keep_the_picks_and_takes_the_best_fit
     assert "beta 0.6 " in out and "(not kept)" in out.split("beta 0.6 ")[1].splitlines()[0]
     chosen = load(tmp_path / "chosen.json")
     assert chosen.costs("shm").beta == 1.3e-10 and chosen.cache_bytes == 6 << 20
+
+
+def test_a_held_fit_takes_no_step_that_moves_a_pick(tmp_path: Path) -> None:
+    from perf import hold_picks
+
+    rows = rows_measured_by(TRUE)
+    (tmp_path / "v.json").write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    START.save(tmp_path / "start.json")
+    worlds = [(2, 0)]
+    moved_free = [k for k, v in hold_picks.picks(TRUE, ["tcp"], worlds).items()
+                  if hold_picks.picks(START, ["tcp"], worlds)[k] != v]
+    assert moved_free  # the truth picks otherwise: an unheld fit that comes near it moves picks
+    choices = [{"transport": "tcp", "ranks": 2, "collective": c, "size": n,
+                "times_us": {a: 100.0 for a in tuner.candidates(c)}} for c, n in (("all_reduce", 8),)]
+    (tmp_path / "c.json").write_text(json.dumps({"rows": choices}))
+    assert fit_profile.main([str(tmp_path / "v.json"), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                             "--hold", str(tmp_path / "c.json"), "--hold-worlds", "2",
+                             "--out", str(tmp_path / "held.json")]) == 0
+    held = load(tmp_path / "held.json")
+    hold = hold_picks.Hold([str(tmp_path / "c.json")], START, ["tcp"], worlds)
+    assert hold.moved(held) == [] and hold.keeps(held)
+    assert fit_profile.loss(rows, held, 2) < fit_profile.loss(rows, START, 2)  # it still fits what it can
