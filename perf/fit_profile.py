@@ -29,21 +29,26 @@ from typing import Any
 from collectives.tuning.profile import Profile, from_json, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.hold_picks import WORLDS, Hold, parse_worlds  # noqa: E402
 from perf.validate_model import repredict, summary  # noqa: E402
 
 STAGES = (
     ("worlds within the cores", ("overhead", "alpha", "beta", "exchange", "direct_alpha", "direct_beta"),
      (4.0, 2.0, 1.4, 1.15, 1.05)),
-    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait"), (4.0, 2.0, 1.4, 1.15, 1.05)),
+    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait", "cache_beta", "copy_beta"),
+     (4.0, 2.0, 1.4, 1.15, 1.05)),
     ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "crowd_wake", "crowd_beta",
-                                   "mixed_wait", "split_wait", "direct_alpha", "direct_beta"), (1.15, 1.05)),
+                                   "mixed_wait", "split_wait", "direct_alpha", "direct_beta", "cache_beta",
+                                   "copy_beta"),
+     (1.15, 1.05)),
 )
 """What is searched, on which rows, by which factors: first what a world with a core per rank
 shows (so that α does not absorb the cost of queueing for cores), then what only larger
-worlds and two hosts show, then everything a little."""
+worlds and two hosts show (``cache_beta`` only where the profile has ``cache_bytes``), then
+everything a little."""
 ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
 """Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
-FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12}
+FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12, "cache_beta": 1e-12, "copy_beta": 1e-12}
 """Where a constant at 0 starts its search (1 µs, or these per byte)."""
 
 
@@ -54,9 +59,10 @@ def loss(rows: list[dict[str, Any]], profile: Profile, cores: int) -> float:
 
 
 def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int, log: list[str],
-        keep: frozenset[str] = frozenset()) -> Profile:
+        keep: frozenset[str] = frozenset(), hold: Hold | None = None) -> Profile:
     """``profile`` with ``transport``'s constants searched, stage by stage, to minimise ``loss``
-    (those named ``transport.constant`` in ``keep`` left as they are)."""
+    (those named ``transport.constant`` in ``keep`` left as they are; with ``hold``, a step
+    that would move the tuner's picks is not taken)."""
 
     def with_value(p: Profile, name: str, value: float) -> Profile:
         costs = dataclasses.replace(p.costs(transport), **{name: value})
@@ -80,7 +86,7 @@ def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int
                     for v in tries:
                         candidate = with_value(profile, name, v)
                         score = loss(mine, candidate, cores)
-                        if score < best - 1e-4:
+                        if score < best - 1e-4 and (hold is None or hold.keeps(candidate)):
                             best, profile, improved = score, candidate, True
                             break
             log.append(f"#   factor {factor:g}: mean |log error| {best:.3f}")
@@ -99,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                                                    " (e.g. shm.beta)")
     parser.add_argument("--set", default="", help="start values, as transport.constant=seconds, comma-separated"
                                                   " (e.g. shm.wake=0,shm.crowd_wake=1e-5)")
+    parser.add_argument("--cache-bytes", type=int, default=None,
+                        help="the last-level cache to model, in bytes (default: the start profile's; 0: none)")
+    parser.add_argument("--hold", default=None,
+                        help="perf/tuner_check.py --json runs, comma-separated: take no step under which one of"
+                             " them scores fewer picks or a pick of the fitted transports moves (perf/hold_picks.py)")
+    parser.add_argument("--hold-worlds", type=parse_worlds, default=WORLDS,
+                        help="with --hold: the worlds whose picks stay, as ranks or ranks:per_host, comma-separated"
+                             " (default 2,3,4)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -114,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = load(args.start) if args.start else from_json(docs[0]["profiles"]["tuned"], f"{args.source}: tuned")
     if args.calls:
         profile = dataclasses.replace(profile, calls=args.calls)
+    if args.cache_bytes is not None:
+        profile = dataclasses.replace(profile, cache_bytes=args.cache_bytes)
     for item in (i for i in args.set.split(",") if i):
         name, _, value = item.partition("=")
         transport, _, constant = name.partition(".")
@@ -121,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, transports={**profile.transports, transport: costs})
     start = profile
     log: list[str] = []
+    hold = Hold(args.hold.split(","), start, args.transports.split(","), args.hold_worlds) if args.hold else None
     for transport in args.transports.split(","):
-        profile = fit(rows, profile, transport, cores, log, frozenset(k for k in args.keep.split(",") if k))
+        profile = fit(rows, profile, transport, cores, log, frozenset(k for k in args.keep.split(",") if k), hold)
     profile = dataclasses.replace(profile, source=f"perf/fit_profile.py {time.strftime('%Y-%m-%d')}: fitted to"
                                   f" {args.source} ({len(rows)} measurements, {cores} cores), from {start.source}")
     print("\n".join(log))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..algorithms.registry import automatic
 from ..tuning import tuner
+from ..tuning.cache import beyond, footprint, spilled
+from ..tuning.copies import copy_time
 from ..tuning.profile import Profile
 from .cluster import Cluster
 
@@ -37,7 +41,15 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
         algorithm = automatic(collective, nbytes, c.ranks)
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
-    return tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
+    if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
+        half = predict(collective, algorithm, tuner.LINEAR_BYTES // 2, c, transport, profile)
+        full = predict(collective, algorithm, tuner.LINEAR_BYTES, c, transport, profile)
+        return full + (full - half) * (nbytes - tuner.LINEAR_BYTES) / (tuner.LINEAR_BYTES // 2)
+    share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
+    if share:  # the call's buffers outgrow the last-level cache: every byte costs more
+        c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
+    copies = copy_time(collective, nbytes, c.ranks, c.intra) * c.cpu_factor
+    return copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

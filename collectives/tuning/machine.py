@@ -44,6 +44,8 @@ class LinkClass:
     wake: float = 0.0
     crowd_wake: float = 0.0
     crowd_beta: float = 0.0
+    cache_beta: float = 0.0
+    copy_beta: float = 0.0
 
 
 @dataclasses.dataclass
@@ -198,6 +200,6 @@ def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
 
 
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
-    """The link class of a measured transport (its α, β, exchange and wake costs)."""
+    """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
-                     costs.crowd_beta)
+                     costs.crowd_beta, costs.cache_beta, costs.copy_beta)

@@ -42,7 +42,10 @@ class TransportCosts:
     transport and shared memory at once (its wait cannot sleep on both; between hosts only);
     ``split_wait``, what a step costs more in which a rank with peers over this transport
     and over shared memory waited for a message (its wait sleeps in slices on each in turn;
-    between hosts only).
+    between hosts only); ``cache_beta``, what a byte costs more where the call's buffers
+    outgrow the profile's ``cache_bytes``, times the share of them beyond it (``cache``);
+    ``copy_beta``, per byte a rank copies within its own memory around a schedule (an
+    out-of-place call's input into its work buffer, its block out of it: ``copies``).
     """
 
     overhead: float
@@ -57,6 +60,8 @@ class TransportCosts:
     crowd_wake: float = 0.0
     split_wait: float = 0.0
     crowd_beta: float = 0.0
+    cache_beta: float = 0.0
+    copy_beta: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -77,9 +82,13 @@ class Profile:
     """Calls priced back to back, the time per call their mean (up to ``tuner.REPLAY_RANKS``
     ranks): a loop of calls, as the harness times them, where a rank done with one call (a
     broadcast's root) starts the next while the others finish. 1: one call alone."""
+    cache_bytes: int = 0
+    """The last-level cache of a host, in bytes: a call whose buffers on a host outgrow it pays
+    each transport's ``cache_beta`` per byte times the share beyond it (``cache``). 0: not modelled."""
 
     def __hash__(self) -> int:  # the tuner's caches key on the profile
-        return hash((self.source, self.margin, self.cores, self.calls, tuple(sorted(self.transports.items()))))
+        return hash((self.source, self.margin, self.cores, self.calls, self.cache_bytes,
+                     tuple(sorted(self.transports.items()))))
 
     def costs(self, transport: str) -> TransportCosts:
         """The constants of ``transport``; an unmeasured one (mpi, inproc) borrows tcp's."""
@@ -90,6 +99,7 @@ class Profile:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "margin": self.margin, **({"cores": self.cores} if self.cores else {}),
                 **({"calls": self.calls} if self.calls != 1 else {}),
+                **({"cache_bytes": self.cache_bytes} if self.cache_bytes else {}),
                 "transports": {name: dataclasses.asdict(c) for name, c in sorted(self.transports.items())}}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -99,14 +109,17 @@ class Profile:
         """One line per transport, in µs and ns per byte (what ``collectives-tune`` prints)."""
         lines = [f"# cost profile: {self.source}; the rule's choice stands unless another is predicted"
                  f" {1 + self.margin:g}x as fast" + (f"; {self.cores} cores per host" if self.cores else "")
-                 + (f"; per call of {self.calls} back to back" if self.calls != 1 else ""),
+                 + (f"; per call of {self.calls} back to back" if self.calls != 1 else "")
+                 + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
-                 "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"]
+                 "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
+                 "  cache_beta_ns/B  copy_beta_ns/B"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
                          f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
-                         f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}")
+                         f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
+                         f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}")
         return lines
 
 
@@ -138,7 +151,10 @@ def from_json(doc: Any, where: str) -> Profile:
     calls = doc.get("calls", 1)
     if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
         raise InvalidArgumentError(f"{where}: calls {calls!r} is not a whole number >= 1")
-    return Profile(transports, str(doc.get("source", where)), float(margin), cores, calls)
+    cache_bytes = doc.get("cache_bytes", 0)
+    if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool) or cache_bytes < 0:
+        raise InvalidArgumentError(f"{where}: cache_bytes {cache_bytes!r} is not a whole number of bytes >= 0")
+    return Profile(transports, str(doc.get("source", where)), float(margin), cores, calls, cache_bytes)
 
 
 def load(path: str | os.PathLike[str]) -> Profile:

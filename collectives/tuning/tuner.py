@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
+from .cache import beyond, footprint, spilled
+from .copies import copy_time
 from .events import replay_calls
 from .machine import Machine, link_of
 from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
@@ -174,8 +176,11 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
     hosts = 0 < ranks_per_host < size
     local = profile.costs("shm") if hosts else costs
-    return replay_time(collective, algorithm, nbytes, lambda: Machine(
-        size, k, link_of("shm", local), link_of(transport, costs), gamma=costs.gamma, overhead=costs.overhead,
+    share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
+    intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, costs), share)
+    copies = copy_time(collective, nbytes, size, intra) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
+    return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
+        size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
         split_wait=costs.split_wait if hosts else 0.0), profile.calls)
 

@@ -120,3 +120,52 @@ def test_picks_are_scored_against_each_repeat_and_the_runs_own_ceiling(tmp_path:
     out = capsys.readouterr().out
     assert "scored against each repeat alone: 1, 0 of 1; repeat 1's best scored against repeat 2" in out
     assert "(the run's own ceiling): 0" in out
+
+
+def test_the_grid_keeps_only_profiles_that_keep_the_picks_and_takes_the_best_fit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from perf import grid_profile
+
+    start = load(grid_profile.DEFAULT_FILE)
+    truth = grid_profile.with_memory(start, 0.13, 0.07, 6, 0.05)
+    rows = []
+    for algorithm in ("ring", "tree"):
+        for n in (8, 1 << 20, 8 << 20):
+            row = {"transport": "shm", "ranks": 2, "ranks_per_host": 2, "collective": "all_gather",
+                   "algorithm": algorithm, "size": n, "measured_us": 0.0}
+            row["measured_us"] = validate_model.repredict([row], {"x": truth}, 2)[0]["x_us"] * 3  # all 3x slower
+            rows.append(row)
+    (tmp_path / "v.json").write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    (tmp_path / "c.json").write_text(json.dumps({"rows": [
+        {"transport": "shm", "ranks": 2, "collective": "all_gather", "size": 8 << 20,
+         "times_us": {"ring": 900.0, "tree": 1100.0, "recursive": 900.0, "direct": 500.0}}]}))
+    # beta 0.6 ns/B predicts 4 of the 6 rows within 25 % (0.13: none) but moves picks off the direct engine
+    assert grid_profile.main([str(tmp_path / "v.json"), "--choices", str(tmp_path / "c.json"), "--beta", "0.13,0.6",
+                              "--cache-beta", "0.07", "--cache-mib", "6", "--copy-beta", "0.05",
+                              "--out", str(tmp_path / "chosen.json")]) == 0
+    out = capsys.readouterr().out
+    assert "beta 0.6 " in out and "(not kept)" in out.split("beta 0.6 ")[1].splitlines()[0]
+    chosen = load(tmp_path / "chosen.json")
+    assert chosen.costs("shm").beta == 1.3e-10 and chosen.cache_bytes == 6 << 20
+
+
+def test_a_held_fit_takes_no_step_that_moves_a_pick(tmp_path: Path) -> None:
+    from perf import hold_picks
+
+    rows = rows_measured_by(TRUE)
+    (tmp_path / "v.json").write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    START.save(tmp_path / "start.json")
+    worlds = [(2, 0)]
+    moved_free = [k for k, v in hold_picks.picks(TRUE, ["tcp"], worlds).items()
+                  if hold_picks.picks(START, ["tcp"], worlds)[k] != v]
+    assert moved_free  # the truth picks otherwise: an unheld fit that comes near it moves picks
+    choices = [{"transport": "tcp", "ranks": 2, "collective": c, "size": n,
+                "times_us": {a: 100.0 for a in tuner.candidates(c)}} for c, n in (("all_reduce", 8),)]
+    (tmp_path / "c.json").write_text(json.dumps({"rows": choices}))
+    assert fit_profile.main([str(tmp_path / "v.json"), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                             "--hold", str(tmp_path / "c.json"), "--hold-worlds", "2",
+                             "--out", str(tmp_path / "held.json")]) == 0
+    held = load(tmp_path / "held.json")
+    hold = hold_picks.Hold([str(tmp_path / "c.json")], START, ["tcp"], worlds)
+    assert hold.moved(held) == [] and hold.keeps(held)
+    assert fit_profile.loss(rows, held, 2) < fit_profile.loss(rows, START, 2)  # it still fits what it can
