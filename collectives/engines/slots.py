@@ -85,7 +85,7 @@ class _SlotPlan:
         for q, flags in self.peers:
             if flags[BROADCAST] < free:
                 self.window.wait(q, BROADCAST, free, deadline, on_timeout)
-        copy_array(self.slots[b % len(self.slots)][self.index[self.window.rank]], x)
+        copy_array(self.slots[b % len(self.slots)][self.me], x)
         self.mine[SLOT_LEN + b % SLOT_LENS] = self.nbytes
 
     def _await(self, q: int, b: int, deadline: float, on_timeout: OnTimeout) -> np.ndarray:
@@ -136,7 +136,7 @@ class PipelinedReducePlan(_SlotPlan):
         b = serial + 1
         if self.window.rank == root:
             sources = [self._await(q, b, deadline, on_timeout) if q != root else None for q in self.window.ranks]
-            mine = self.slots[b % len(self.slots)][self.index[root]]  # free: every peer has posted b
+            mine = self.slots[b % len(self.slots)][self.me]  # free: every peer has posted b
             copy_array(mine, x)
             _reduce_with(self.kernel, [mine if s is None else s for s in sources], x)
         else:

@@ -159,7 +159,7 @@ class Planner:
             assert ctx.windows is not None
             nbytes = count * dtype.itemsize
             if nbytes <= small.PIPELINED_BROADCAST_BYTES:
-                return windowed.PipelinedBroadcast(ctx.windows, root, dtype, count)
+                return windowed.OneWay(ctx.windows, root, lambda w: slots.PipelinedBroadcastPlan(w, dtype, count))
             fallback = self.automatic("broadcast", nbytes, ctx.size)  # the same on every rank
             return windowed.WindowBroadcast(ctx.windows, root, dtype, count, lambda: by_schedule(fallback))
         return by_schedule(algorithm)
@@ -176,7 +176,8 @@ class Planner:
             nbytes = count * dtype.itemsize
             fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
             if 0 < nbytes <= DIRECT_REDUCE_BYTES:
-                return windowed.SmallReduce(ctx.windows, dtype, count, op, root)
+                return windowed.OneWay(ctx.windows, root, lambda w: slots.PipelinedReducePlan(w, dtype, count, op),
+                                       averages=op is ReduceOp.AVG and ctx.rank == root)
             return by_schedule(fallback)
         return by_schedule(algorithm)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..buffers import copy_array
-from ..engines import direct, slots, small
+from ..engines import direct, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -53,38 +53,6 @@ class SmallReduction:
         windows.small_serial = s
         if self.averages:
             finalize(ReduceOp.AVG, out, self.size)
-
-
-class SmallReduce:
-    """Small reduces of one shape, operator and root through the slots of the small window
-    (``slots.PipelinedReducePlan``): every rank but the root copies its ``x`` into its slot
-    and goes on; the root folds them all into its ``x``. Back-to-back reduces then cost a
-    non-root one copy, as an MPI sender's eager message does, not a wait for the root."""
-
-    __slots__ = ("windows", "root", "dtype", "count", "op", "kernel", "native", "root_index", "averages", "done_in_c")
-
-    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, op: ReduceOp, root: int) -> None:
-        self.windows = windows
-        self.root = root
-        self.dtype, self.count, self.op = dtype, count, op
-        self.kernel: Any = None
-        self.native: Any = None
-        self.root_index = 0
-        self.averages = op is ReduceOp.AVG and windows.rank == root
-
-    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
-        windows = self.windows
-        kernel = self.kernel
-        if kernel is None:
-            kernel = self.kernel = slots.PipelinedReducePlan(windows.small(call), self.dtype, self.count, self.op)
-            self.native, self.root_index = kernel.native, kernel.index[self.root]
-        native = self.native
-        b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
-        if b <= 0:  # nothing done
-            b = kernel.resume(b, x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
-        windows.broadcast_serial = b
-        if self.averages:
-            finalize(ReduceOp.AVG, x, windows.size)
 
 
 class SlotExchange:
@@ -282,30 +250,38 @@ class WindowAllGather:
             self.route(x, out, call)
 
 
-class PipelinedBroadcast:
-    """Small broadcasts from one root through the pipelined slots of the small window."""
+class OneWay:
+    """Small broadcasts or reduces of one shape and root, one way through the slots of the
+    small window (``slots.PipelinedBroadcastPlan``, ``slots.PipelinedReducePlan``): the ranks
+    that only write (a broadcast's root, a reduce's others) copy ``x`` into their slot and go
+    on; the readers copy or fold it. Back-to-back calls then cost a writer one copy, as an MPI
+    sender's eager message does, not a wait for the readers. ``averages``: this rank divides
+    its result by the world size (an AVG reduce's root)."""
 
-    __slots__ = ("windows", "root", "kernel", "native", "root_index", "dtype", "count")
+    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index", "averages")
 
-    def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int) -> None:
+    def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any], averages: bool = False) -> None:
         self.windows = windows
         self.root = root
-        self.dtype, self.count = dtype, count
+        self.make = make  # the engine's plan, once the window is open
         self.kernel: Any = None
         self.native: Any = None
         self.root_index = 0
+        self.averages = averages
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
         kernel = self.kernel
         if kernel is None:
-            kernel = self.kernel = slots.PipelinedBroadcastPlan(windows.small(call), self.dtype, self.count)
+            kernel = self.kernel = self.make(windows.small(call))
             self.native, self.root_index = kernel.native, kernel.index[self.root]
         native = self.native
         b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
         if b <= 0:  # nothing done
             b = kernel.resume(b, x, self.root, windows.broadcast_serial, call.deadline, call.timed_out)
         windows.broadcast_serial = b
+        if self.averages:
+            finalize(ReduceOp.AVG, x, windows.size)
 
 
 class WindowBroadcast:

@@ -1,5 +1,5 @@
 """Reduce: on one host over shared memory, small reduces run one-way through the small
-window's slots (``windowed.SmallReduce``): every rank but the root copies its ``x`` into its
+window's slots (``windowed.OneWay``): every rank but the root copies its ``x`` into its
 slot and goes on, up to a round of slots ahead of the root, which folds them all. Larger ones,
 and any asked for by name, run their schedule. Either way the root gets the rank-order
 reduction and every other rank's ``x`` stays as it was."""
@@ -52,7 +52,7 @@ def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduc
                             assert got is True, f"rank {r}'s x changed ({count} {op} root {root})"
                     i += 1
     routes = results[0][1]
-    assert routes[(1, None)][0] == routes[(300, None)][0] == "SmallReduce"
+    assert routes[(1, None)][0] == routes[(300, None)][0] == "OneWay"
     assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"
 
 
