@@ -55,29 +55,38 @@ class SmallReduction:
             finalize(ReduceOp.AVG, out, self.size)
 
 
-class SlotExchange:
+class _SlotCall:
+    """What the calls through the slots keep: the engine's plan of their shape and root, made
+    on the first call (the window opens then), its C plan and the root's index in the window."""
+
+    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index")
+
+    def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any]) -> None:
+        self.windows = windows
+        self.root = root
+        self.make = make  # the engine's plan, once the window is open
+        self.kernel: Any = None
+        self.native: Any = None
+        self.root_index = 0
+
+    def _open(self, call: Call) -> Any:
+        kernel = self.kernel = self.make(self.windows.small(call))
+        self.native, self.root_index = kernel.native, kernel.index[self.root]
+        return kernel
+
+
+class SlotExchange(_SlotCall):
     """Small gathers or scatters of one shape and root, one way through the slots of the small
     window (``slots.PipelinedGatherPlan``, ``slots.PipelinedScatterPlan``): a gather's other
     ranks copy their ``x`` into their slot and go on, and the root copies every slot into its
     ``out``; a scatter's root copies its ``x`` into its slot and goes on, and every rank copies
     its block out. Messages of a schedule cost more than these copies on one host."""
 
-    __slots__ = ("windows", "make", "root", "kernel", "native", "root_index")
-
-    def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any]) -> None:
-        self.windows = windows
-        self.make = make  # the engine's plan, once the window is open
-        self.root = root
-        self.kernel: Any = None
-        self.native: Any = None
-        self.root_index = 0
+    __slots__ = ()
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
-        kernel = self.kernel
-        if kernel is None:
-            kernel = self.kernel = self.make(windows.small(call))
-            self.native, self.root_index = kernel.native, kernel.index[self.root]
+        kernel = self.kernel or self._open(call)
         native = self.native
         b = native(x, out, self.root_index, windows.broadcast_serial) if native is not None else 0
         if b <= 0:  # nothing done
@@ -250,7 +259,7 @@ class WindowAllGather:
             self.route(x, out, call)
 
 
-class OneWay:
+class OneWay(_SlotCall):
     """Small broadcasts or reduces of one shape and root, one way through the slots of the
     small window (``slots.PipelinedBroadcastPlan``, ``slots.PipelinedReducePlan``): the ranks
     that only write (a broadcast's root, a reduce's others) copy ``x`` into their slot and go
@@ -258,23 +267,15 @@ class OneWay:
     sender's eager message does, not a wait for the readers. ``averages``: this rank divides
     its result by the world size (an AVG reduce's root)."""
 
-    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index", "averages")
+    __slots__ = ("averages",)
 
     def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any], averages: bool = False) -> None:
-        self.windows = windows
-        self.root = root
-        self.make = make  # the engine's plan, once the window is open
-        self.kernel: Any = None
-        self.native: Any = None
-        self.root_index = 0
+        super().__init__(windows, root, make)
         self.averages = averages
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
-        kernel = self.kernel
-        if kernel is None:
-            kernel = self.kernel = self.make(windows.small(call))
-            self.native, self.root_index = kernel.native, kernel.index[self.root]
+        kernel = self.kernel or self._open(call)
         native = self.native
         b = native(x, self.root_index, windows.broadcast_serial) if native is not None else 0
         if b <= 0:  # nothing done

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,6 +61,19 @@ def _folded(inputs: list[np.ndarray], op: ReduceOp, size: int) -> np.ndarray:
     if op is ReduceOp.AVG:
         collectives.ops.finalize(op, out, size)
     return out
+
+
+def _outcome(world: collectives.Communicator, comm: collectives.Communicator, call: Callable[[], Any]) -> str:
+    """Run ``call`` and say whether it returned or raised MessageMismatchError; the ranks then
+    leave together (a writer only once the reader has looked) and ``comm`` is aborted."""
+    try:
+        call()
+        return "returned"
+    except MessageMismatchError:
+        return "MessageMismatchError"
+    finally:
+        world.barrier()
+        comm.abort()
 
 
 def test_the_c_extension_is_built() -> None:
@@ -211,21 +226,14 @@ def test_a_gather_root_or_scatter_receiver_given_another_count_raises(call: str,
     def fn(world: collectives.Communicator) -> str:
         comm = collectives.init(world.rank, world.size, PrefixStore(call, world.store), transport="shm", timeout=5)
         n = 4 + comm.rank
-        out = np.full(n * comm.size, 7.0)
-        try:
-            if call == "gather":
-                comm.gather(np.ones(4), np.empty(4 * comm.size) if comm.rank == 0 else None, 0)  # the window is open
-                comm.gather(np.ones(n), out if comm.rank == 0 else None, 0)
-            else:
-                comm.scatter(np.ones(4 * comm.size) if comm.rank == 0 else None, np.empty(4), 0)
-                out = np.full(n, 7.0)
-                comm.scatter(np.ones(n * comm.size) if comm.rank == 0 else None, out, 0)
-            outcome = "returned"
-        except MessageMismatchError:
-            outcome = "MessageMismatchError"
-        finally:
-            world.barrier()  # the writer leaves only once the reader has looked
-            comm.abort()
+        out = np.full(n * comm.size if call == "gather" else n, 7.0)
+        if call == "gather":
+            comm.gather(np.ones(4), np.empty(4 * comm.size) if comm.rank == 0 else None, 0)  # the window is open
+            outcome = _outcome(world, comm, lambda: comm.gather(np.ones(n), out if comm.rank == 0 else None, 0))
+        else:
+            comm.scatter(np.ones(4 * comm.size) if comm.rank == 0 else None, np.empty(4), 0)
+            outcome = _outcome(world, comm, lambda: comm.scatter(np.ones(n * comm.size) if comm.rank == 0 else None,
+                                                                  out, 0))
         return f"{outcome}, kept: {bool(np.all(out == 7.0))}"
 
     results = run_world(fn, 2, "shm", timeout=60)
@@ -241,14 +249,7 @@ def test_a_reduce_root_given_another_count_raises_and_keeps_its_x(implementation
         comm = collectives.init(world.rank, world.size, PrefixStore("reduce", world.store), transport="shm", timeout=5)
         comm.reduce(np.ones(4), 0)  # the window is open
         x = np.full(4 + comm.rank, 7.0)
-        try:
-            comm.reduce(x, 0)
-            outcome = "returned"
-        except MessageMismatchError:
-            outcome = "MessageMismatchError"
-        finally:
-            world.barrier()  # the other leaves only once the root has looked
-            comm.abort()
+        outcome = _outcome(world, comm, lambda: comm.reduce(x, 0))
         return f"{outcome}, x kept: {bool(np.all(x == 7.0))}"
 
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError, x kept: True", "returned, x kept: True"]
@@ -270,14 +271,7 @@ def test_a_broadcast_receiver_expecting_the_other_kind_of_slot_raises_rather_tha
         for i in range(small.SLOT_LENS + small.PIPELINED_BROADCAST_SLOTS):
             comm.broadcast(np.full(expected, i, np.int64), 0)
         x = np.full(sent, 7, np.int64) if comm.rank == 0 else np.full(expected, -1, np.int64)
-        try:
-            comm.broadcast(x, 0)
-            outcome = "returned"
-        except MessageMismatchError:
-            outcome = "MessageMismatchError"
-        finally:
-            world.barrier()  # the root leaves only once the receiver has looked
-            comm.abort()
+        outcome = _outcome(world, comm, lambda: comm.broadcast(x, 0))
         return f"{outcome}, x kept: {bool(np.all(x == (7 if comm.rank == 0 else -1)))}"
 
     assert run_world(fn, 2, "shm", timeout=60) == ["returned, x kept: True", "MessageMismatchError, x kept: True"]
