@@ -220,6 +220,23 @@ static int is_root(PyObject *comm, PyObject *root) {
     return same;
 }
 
+/* The kept in-place plan run on ``out`` (checked as ``x``: one dtype and count, the same memory
+   or apart), filled from ``x`` first where this rank is ``fill_root`` (NULL: always, a reduce's
+   root). 1 ran, 0 refused, -1 with an error set. */
+static int run_on_filled_out(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *xa, ArrayHead *oa,
+                             Py_ssize_t count, PyObject *fill_root) {
+    Py_ssize_t nbytes = 0;
+    int ok = output_ok(xa, oa, count);
+    if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
+    if (ok <= 0) return ok;
+    if (xa->data != oa->data) {
+        int fill = fill_root == NULL ? 1 : is_root(comm, fill_root);
+        if (fill < 0) return -1;
+        if (fill) memcpy(oa->data, xa->data, (size_t)nbytes);
+    }
+    return run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
+}
+
 /* broadcast(comm, x, root, out): whether the kept broadcast ran on ``x`` (or into ``out``,
    filled from ``x`` on the root first). */
 static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -240,15 +257,7 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
             int may = (xa->flags & WRITEABLE) != 0 ? 1 : is_root(comm, root); /* read-only: only the root's */
             ran = may < 0 ? -1 : may == 0 ? 0 : run_kept(comm, key, plan, xa, NULL, 0) < 0 ? -1 : 1;
         } else {
-            Py_ssize_t nbytes = 0;
-            int ok = output_ok(xa, oa, count);
-            if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
-            if (ok > 0 && xa->data != oa->data) {
-                int here = is_root(comm, root);
-                if (here < 0) ok = -1;
-                else if (here) memcpy(oa->data, xa->data, (size_t)nbytes);
-            }
-            ran = ok < 0 ? -1 : ok == 0 ? 0 : run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
+            ran = run_on_filled_out(comm, key, plan, xa, oa, count, root);
         }
         Py_DECREF(plan);
     }
@@ -281,11 +290,8 @@ static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         } else if (oa == NULL || !here) {
             if (!here || (xa->flags & WRITEABLE)) result = run_kept(comm, key, plan, xa, NULL, 0) < 0 ? NULL : x;
         } else {
-            Py_ssize_t nbytes = 0;
-            int ok = output_ok(xa, oa, count);
-            if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
-            if (ok > 0 && xa->data != oa->data) memcpy(oa->data, xa->data, (size_t)nbytes);
-            result = ok < 0 ? NULL : ok == 0 ? Py_None : run_kept(comm, key, plan, oa, NULL, 0) < 0 ? NULL : out;
+            int ran = run_on_filled_out(comm, key, plan, xa, oa, count, NULL);
+            result = ran < 0 ? NULL : ran == 0 ? Py_None : out;
         }
         Py_DECREF(plan);
     }

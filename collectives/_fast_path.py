@@ -54,6 +54,25 @@ def _output_ok(x: np.ndarray, out: np.ndarray, count: int) -> bool:
     )
 
 
+def _same_or_apart(x: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``x`` and ``out`` are the same memory or do not overlap (in C where built)."""
+    return (_apart is not None and _apart(x, out)) or same_or_apart(x, out)
+
+
+def _run_on_filled_out(comm: Communicator, key: tuple[Any, ...], plan: Any, x: np.ndarray, out: np.ndarray,
+                       fill: bool) -> bool:
+    """Whether the kept in-place plan ``key`` ran on ``out`` (as ``x`` is checked: one dtype and
+    count, the same memory or apart), filled from ``x`` first where ``fill`` (a broadcast's or
+    reduce's root)."""
+    if not _output_ok(x, out, x.size) or not _same_or_apart(x, out):
+        return False
+    flat = _flat(out)
+    if fill and out is not x:  # (the same memory under another name: copied onto itself)
+        np.copyto(flat, _flat(x))
+    comm._run_kept(key, plan, flat, None)
+    return True
+
+
 def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
     """The result of a kept all-reduce, or None."""
     if type(x) is not np.ndarray:
@@ -80,7 +99,7 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
         return x
     if not x.flags.c_contiguous:
         return None
-    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
+    if not _output_ok(x, out, x.size) or not _same_or_apart(x, out):
         return None
     comm._run_kept(key, plan, _flat(x), _flat(out))
     return out
@@ -157,13 +176,7 @@ def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
             return False
         comm._run_kept(key, plan, _flat(x), None)
         return True
-    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
-        return False
-    flat = _flat(out)
-    if root == comm.rank and out is not x:  # (the same memory under another name: copied onto itself)
-        np.copyto(flat, _flat(x))
-    comm._run_kept(key, plan, flat, None)
-    return True
+    return _run_on_filled_out(comm, key, plan, x, out, fill=root == comm.rank)
 
 
 def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
@@ -190,13 +203,7 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
             return None
         comm._run_kept(key, plan, _flat(x), None)
         return x
-    if not _output_ok(x, out, x.size) or not ((_apart is not None and _apart(x, out)) or same_or_apart(x, out)):
-        return None
-    flat = _flat(out)
-    if out is not x:  # as in broadcast
-        np.copyto(flat, _flat(x))
-    comm._run_kept(key, plan, flat, None)
-    return out
+    return out if _run_on_filled_out(comm, key, plan, x, out, fill=True) else None
 
 
 def gather(comm: Communicator, x: Any, out: Any, root: Any) -> bool:

@@ -274,25 +274,6 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     return (long long)s;
 }
 
-/* A pipelined broadcast (slot b % areas, flag ``flag``): b, or 0 when nothing was done. */
-static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial) {
-    uint64_t b = serial + 1;
-    int k = (int)(b % (uint64_t)p->areas), len_slot = p->len_slot + (int)(b % (uint64_t)p->len_ring);
-    char *slot = p->area[(size_t)k * p->ranks + root];
-    if (p->me == root) {
-        uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
-        for (int q = 0; q < p->ranks; q++)
-            if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
-        memcpy(slot, x, (size_t)p->nbytes);
-        set_word(p, len_slot, p->len_word);
-    } else {
-        if (!reach(p, root, p->flag, b) || load_flag(p, root, len_slot) != p->len_word) return 0;
-        memcpy(x, slot, (size_t)p->nbytes);
-    }
-    post(p, p->flag, b);
-    return (long long)b;
-}
-
 /* The one-way calls through the slots (engines/slots.py): call b uses slot b % areas, flag
    ``flag`` and byte-count word len_slot + b % len_ring. A writer copies into its own slot once
    every peer has posted b - areas (none may still read it); a reader waits for the writer's
@@ -316,11 +297,27 @@ static int write_slot(SmallPlan *p, const char *x, uint64_t b) {
     return 1;
 }
 
+/* Readers of call b: whether rank q has written it, with my count. */
+static int written(SmallPlan *p, int q, uint64_t b) { return arrived(p, q, b, len_slot_of(p, b)); }
+
 /* The root of a reduce or gather: whether every peer has written call b with my count. */
 static int all_written(SmallPlan *p, uint64_t b) {
     for (int q = 0; q < p->ranks; q++)
-        if (q != p->me && !arrived(p, q, b, len_slot_of(p, b))) return 0;
+        if (q != p->me && !written(p, q, b)) return 0;
     return 1;
+}
+
+/* Broadcast: the root writes ``x``; every other rank copies the root's slot into its ``x``. */
+static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial) {
+    uint64_t b = serial + 1;
+    if (p->me == root) {
+        if (!write_slot(p, x, b)) return 0;
+    } else {
+        if (!written(p, root, b)) return 0;
+        memcpy(x, slots_of(p, b)[root], (size_t)p->nbytes);
+    }
+    post(p, p->flag, b);
+    return (long long)b;
 }
 
 /* Reduce: every rank but the root writes ``x``; the root folds every rank's contribution in
@@ -367,7 +364,7 @@ static long long run_scatter(SmallPlan *p, const char *x, char *out, int root, u
     size_t piece = (size_t)p->nbytes / (size_t)p->ranks;
     if (p->me == root) {
         if (!write_slot(p, x, b)) return 0;
-    } else if (!reach(p, root, p->flag, b) || load_flag(p, root, len_slot_of(p, b)) != p->len_word) {
+    } else if (!written(p, root, b)) {
         return 0;
     }
     memcpy(out, slots_of(p, b)[root] + (size_t)p->me * piece, piece);

@@ -167,6 +167,15 @@ class _Plan:
                 self.window.wait(q, SMALL, s - 1, deadline, on_timeout)
         return s
 
+    def _post(self, x: np.ndarray, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Begin call ``serial + 1`` (once its half is free): copy ``x`` into my half, say how
+        many bytes it holds and post. Returns the call's serial."""
+        s = self._begin(serial, deadline, on_timeout)
+        copy_array(self.halves[s & 1][self.me], x)
+        self.mine[HALF_LEN + (s & 1)] = self.nbytes
+        self.window.post(SMALL, s)
+        return s
+
     def _wait(self, q: int, flags: Sequence[int], s: int, deadline: float, on_timeout: OnTimeout) -> None:
         """Wait until rank q has posted call s, and check that its half holds as many
         bytes as mine."""
@@ -268,12 +277,7 @@ class AllReducePlan(_Plan):
             if self.fold == small_native.NO_FOLD:
                 _reduce_with(self.kernel, self.operands[code & 1], out)
             return code
-        if code < 0:  # posted; a peer is late, or passed another count
-            return self._gather(-code, out, deadline, on_timeout)
-        s = self._begin(serial, deadline, on_timeout)
-        copy_array(self.halves[s & 1][self.me], x)
-        self.mine[HALF_LEN + (s & 1)] = self.nbytes
-        self.window.post(SMALL, s)
+        s = -code if code < 0 else self._post(x, serial, deadline, on_timeout)  # (< 0: posted; a peer late)
         return self._gather(s, out, deadline, on_timeout)
 
     def _gather(self, s: int, out: np.ndarray, deadline: float, on_timeout: OnTimeout) -> int:
@@ -314,13 +318,7 @@ class AllToAllPlan(_Plan):
         negative serial: a peer late or another count), else the whole call. Returns the new serial."""
         if code > 0:
             return code
-        if code < 0:
-            s = -code
-        else:
-            s = self._begin(serial, deadline, on_timeout)
-            copy_array(self.halves[s & 1][self.me], x)
-            self.mine[HALF_LEN + (s & 1)] = self.nbytes
-            self.window.post(SMALL, s)
+        s = -code if code < 0 else self._post(x, serial, deadline, on_timeout)
         h = s & 1
         for q, flags, sources, block in self.blocks:
             if flags is not None:
@@ -344,12 +342,7 @@ class AllGatherPlan(_Plan):
         ``x`` may be this rank's block of ``out``."""
         if code > 0:
             return code
-        if code < 0:  # posted; a peer is late, or passed another count
-            return self._collect(-code, x, out, deadline, on_timeout)
-        s = self._begin(serial, deadline, on_timeout)
-        copy_array(self.halves[s & 1][self.me], x)
-        self.mine[HALF_LEN + (s & 1)] = self.nbytes
-        self.window.post(SMALL, s)
+        s = -code if code < 0 else self._post(x, serial, deadline, on_timeout)  # (< 0: posted; a peer late)
         return self._collect(s, x, out, deadline, on_timeout)
 
     def _collect(self, s: int, x: np.ndarray, out: np.ndarray, deadline: float, on_timeout: OnTimeout) -> int:

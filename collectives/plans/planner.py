@@ -174,11 +174,10 @@ class Planner:
         if algorithm == "direct":
             assert ctx.windows is not None  # select() offers it only with windows
             nbytes = count * dtype.itemsize
-            fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
             if 0 < nbytes <= DIRECT_REDUCE_BYTES:
                 return windowed.OneWay(ctx.windows, root, lambda w: slots.PipelinedReducePlan(w, dtype, count, op),
                                        averages=op is ReduceOp.AVG and ctx.rank == root)
-            return by_schedule(fallback)
+            return by_schedule(self.automatic("reduce", nbytes, ctx.size))  # the same on every rank
         return by_schedule(algorithm)
 
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:

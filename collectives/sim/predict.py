@@ -42,9 +42,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     if algorithm == "direct":
         return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
     if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
-        half = predict(collective, algorithm, tuner.LINEAR_BYTES // 2, c, transport, profile)
-        full = predict(collective, algorithm, tuner.LINEAR_BYTES, c, transport, profile)
-        return full + (full - half) * (nbytes - tuner.LINEAR_BYTES) / (tuner.LINEAR_BYTES // 2)
+        return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile))
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))

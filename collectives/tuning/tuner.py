@@ -82,14 +82,20 @@ class TooLarge(Exception):
     """Replaying this schedule at this scale would take too long (more than REPLAY_EVENTS steps)."""
 
 
+def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
+    """The price of ``nbytes`` beyond LINEAR_BYTES on the line through ``price`` at half of
+    LINEAR_BYTES and at LINEAR_BYTES: large calls cost in proportion, and replaying them would
+    cost the model as much."""
+    half, full = price(LINEAR_BYTES // 2), price(LINEAR_BYTES)
+    return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
+
+
 def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
     beyond, one call). Raises TooLarge where the replay would be too long."""
     if nbytes > LINEAR_BYTES:
-        half = replay_time(collective, algorithm, LINEAR_BYTES // 2, make, calls)
-        full = replay_time(collective, algorithm, LINEAR_BYTES, make, calls)
-        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
+        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls))
     machine = make()
     size = machine.ranks
     if size <= 1 or nbytes <= 0:
@@ -160,10 +166,11 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
+    shared = max(1.0, k / profile.cores) if profile.cores else 1.0  # ranks beyond the cores share them evenly
     if algorithm == "direct" and direct_runs_schedule(collective, nbytes):
         algorithm = automatic(collective, nbytes, size)
-    if algorithm == "direct":  # ranks beyond the cores share them evenly (no messages to queue)
-        return direct_time(collective, nbytes, size, costs) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
+    if algorithm == "direct":  # (no messages to queue)
+        return direct_time(collective, nbytes, size, costs) * shared
     if algorithm == "hierarchical":
         k = ranks_per_host
         local = profile.costs("shm")
@@ -171,14 +178,12 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         across = min(predict("all_reduce", a, -(-nbytes // k), size // k, transport, 0, profile) for a in FLAT)
         return inner + across
     if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
-        half = predict(collective, algorithm, LINEAR_BYTES // 2, size, transport, ranks_per_host, profile)
-        full = predict(collective, algorithm, LINEAR_BYTES, size, transport, ranks_per_host, profile)
-        return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
+        return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host, profile))
     hosts = 0 < ranks_per_host < size
     local = profile.costs("shm") if hosts else costs
     share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
     intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, costs), share)
-    copies = copy_time(collective, nbytes, size, intra) * (max(1.0, k / profile.cores) if profile.cores else 1.0)
+    copies = copy_time(collective, nbytes, size, intra) * shared
     return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,

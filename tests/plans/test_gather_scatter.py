@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from collectives.algorithms.registry import DIRECT_GATHER_BYTES, DIRECT_SCATTER_BYTES
-from collectives.engines import slots, small
+from collectives.engines import small
 from collectives.testing import run_world
 
 pytestmark = pytest.mark.multiprocess
@@ -113,4 +113,3 @@ def test_the_slots_hold_what_the_limits_let_through():
     """A gather's contribution and a scatter's whole x each fill one slot."""
     assert DIRECT_GATHER_BYTES <= small.PIPELINED_BROADCAST_BYTES
     assert DIRECT_SCATTER_BYTES <= small.PIPELINED_BROADCAST_BYTES
-    assert issubclass(slots.PipelinedGatherPlan, slots._SlotPlan)
