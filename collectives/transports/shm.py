@@ -62,6 +62,20 @@ _RING_HEAD = 64
 _RING_DATA = 128
 
 
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+: map every page of a range now, writable
+
+
+def _populate(mm: mmap.mmap, offset: int, length: int) -> None:
+    """Map the pages of ``mm[offset:offset + length]`` into this process now: else the first
+    pass of messages through a ring takes a page fault per page, on both sides (an 8 KiB
+    ping-pong then cost several times a warm one: docs/performance.md, "Thresholds")."""
+    start = offset // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
+    except (OSError, ValueError, AttributeError):  # an older kernel: reading a byte maps a page of tmpfs
+        bytes(memoryview(mm)[offset : offset + length : mmap.PAGESIZE])
+
+
 def _align(n: int, to: int = 64) -> int:
     return (n + to - 1) // to * to
 
@@ -249,6 +263,7 @@ class _Ring:
         self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
         self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
+        _populate(mm, offset, _RING_DATA + self.capacity)
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
