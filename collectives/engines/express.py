@@ -1,5 +1,5 @@
-"""The express lane of point-to-point: a blocking send or receive of a small message between
-two ranks on one host moves in one C call (engines/_express_c.c), without the engine's Work,
+"""The express lane of point-to-point: a blocking send or receive of a message of up to 1 MiB
+between two ranks on one host moves in one C call (engines/_express_c.c), without the engine's Work,
 intake and progress loop.
 
 It is only a shortcut: where it cannot take a call as it is (the message over
@@ -32,9 +32,10 @@ try:
 except ImportError:  # no compiler at install time
     Express = None
 
-EXPRESS_BYTES = 64 << 10
-"""Largest message the lane moves: one frame written at once into a ring (a quarter of the
-default ring, the most one write of the engine moves); larger ones stream through the engine."""
+EXPRESS_BYTES = 1 << 20
+"""Largest message the lane moves: one frame, written at once into a ring (the most one write of
+the engine moves, a quarter of the default ring); larger ones stream through the engine, whose
+writer and reader copy at once (docs/performance.md, "Thresholds")."""
 
 
 class Lane(Protocol):
