@@ -350,3 +350,13 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         stage = Staging(self._note_staged)
         arr, done = stage.flat(x, "x", writable=True, load=False), stage.wrap(lambda c: x)  # (flat first)
         return self._p2p.recv(arr, src, wire_tag, next(self._p2p_numbers), self.timeout, done, async_op)
+
+    def sendrecv(self, x: Any, dst: int, out: Any, src: int | None, *, tag: int = 0) -> Any:
+        """Send ``x`` to ``dst`` and receive into ``out`` from ``src`` (None: any rank) at once, as
+        ``MPI_Sendrecv`` does: a ring shift or a swap with a peer never deadlocks, whatever the
+        size, and both directions copy at the same time. Returns ``out``."""
+        if self._broken is None and self._express.send(x, dst, tag):  # sent whole already: only the receive is left
+            return self.recv(out, src, tag=tag)
+        sent, received = self.send(x, dst, tag=tag, async_op=True), self.recv(out, src, tag=tag, async_op=True)
+        sent.wait()
+        return received.wait()
