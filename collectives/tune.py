@@ -9,8 +9,9 @@ core), and records this machine's cores. Over shared memory, where the kernel le
 each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), it also times
 all-to-alls, gathers and scatters by the direct engine at the sizes beyond its small window,
 which go by such reads, and fits their cost per peer and per byte (``tuning/reads.py``);
-elsewhere it leaves them 0, and the tuner prices those calls as the schedules they fall back to. The profile is printed and written as JSON; point
-``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+elsewhere it leaves them 0, and the tuner prices those calls as the schedules they fall back
+to. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
+tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M

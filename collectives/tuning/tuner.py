@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
+from . import reads
 from .cache import beyond, footprint, spilled
 from .copies import copy_time
 from .events import replay_calls
-from . import reads
 from .machine import Machine, link_of
 from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
