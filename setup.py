@@ -10,10 +10,12 @@ collectives/_fast_path.py, and point-to-point through its engine).
 from setuptools import Extension, setup
 
 FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE"]
+WAITS = "collectives/engines/_waits.h"  # included by both engines' C parts
 
 setup(ext_modules=[
-    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], extra_compile_args=FLAGS, optional=True),
-    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], extra_compile_args=FLAGS,
-              optional=True),
+    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS],
+              extra_compile_args=FLAGS, optional=True),
+    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS],
+              extra_compile_args=FLAGS, optional=True),
     Extension("collectives._fast_c", ["collectives/_fast_c.c"], extra_compile_args=FLAGS, optional=True),
 ])

@@ -28,12 +28,8 @@
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
-#ifdef __linux__
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
+
+#include "_waits.h"
 
 #define HEADER_BYTES 16
 #define FLAG_END 1u
@@ -67,28 +63,7 @@ typedef struct {
 static PyObject *s_dtype, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
     *s_rx_deferred, *s_posted, *s_unexpected;
 
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-static void ring_bell(const Lane *lane) {
-    __atomic_fetch_add(lane->bell, 1, __ATOMIC_SEQ_CST); /* a full fence before reading sleeping */
-    if (__atomic_load_n(lane->sleeping, __ATOMIC_SEQ_CST)) {
-#ifdef __linux__
-        syscall(SYS_futex, lane->bell, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-#endif
-    }
-}
+static void ring_bell(const Lane *lane) { ring_doorbell(lane->bell, lane->sleeping); }
 
 /* ``n`` bytes between ``buf`` and the ring ``data`` of ``cap`` bytes at position ``at``,
    wrapping at its end. */
@@ -179,6 +154,24 @@ static int plain(Express *e, PyObject *x) {
     return known;
 }
 
+/* The lane, wire tag and buffer of a call ``(x, peer, tag)``: 1 where the lane may take it (the
+   buffer then to release), 0 where the engine must (nothing held), -1 with an error set. */
+static int take_call(Express *e, PyObject *const *args, Py_ssize_t nargs, const char *usage, int flags, Lane **lane,
+                     uint64_t *tag, Py_buffer *view) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *lane = lane_of(e, args[1]);
+    *tag = wire_tag(e, args[2]);
+    if (*lane == NULL || *tag == 0 || !plain(e, args[0])) return 0;
+    if (PyObject_GetBuffer(args[0], view, flags) != 0) {
+        PyErr_Clear(); /* not contiguous, or read-only for a receive: the engine says so */
+        return 0;
+    }
+    return 1;
+}
+
 /* Take the communicator's lock without waiting: 1 taken, 0 held elsewhere, -1 error. */
 static int try_lock(Express *e) {
     PyObject *got = PyObject_CallMethodOneArg(e->lock, s_acquire, Py_False);
@@ -236,18 +229,12 @@ static int write_frame(Express *e, Lane *lane, uint64_t tag, const char *buf, ui
 
 /* send(x, dst, tag) -> bool: whether ``x`` (a C-contiguous buffer) went to rank ``dst``. */
 static PyObject *Express_send(Express *e, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "send(x, dst, tag)");
-        return NULL;
-    }
-    Lane *lane = lane_of(e, args[1]);
-    uint64_t tag = wire_tag(e, args[2]);
-    if (lane == NULL || tag == 0 || !plain(e, args[0])) Py_RETURN_FALSE;
+    Lane *lane;
+    uint64_t tag;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_C_CONTIGUOUS) != 0) {
-        PyErr_Clear(); /* not a plain contiguous buffer: the engine's staging takes it */
-        Py_RETURN_FALSE;
-    }
+    int ours = take_call(e, args, nargs, "send(x, dst, tag)", PyBUF_C_CONTIGUOUS, &lane, &tag, &view);
+    if (ours < 0) return NULL;
+    if (ours == 0) Py_RETURN_FALSE;
     int sent = 0;
     if (view.len <= e->max_bytes) {
         int taken = try_lock(e);
@@ -333,18 +320,12 @@ static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t 
 /* recv(x, src, tag) -> bool: whether a message from rank ``src`` filled ``x`` (a writable
    C-contiguous buffer). */
 static PyObject *Express_recv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "recv(x, src, tag)");
-        return NULL;
-    }
-    Lane *lane = lane_of(e, args[1]);
-    uint64_t tag = wire_tag(e, args[2]);
-    if (lane == NULL || tag == 0 || !plain(e, args[0])) Py_RETURN_FALSE;
+    Lane *lane;
+    uint64_t tag;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
-    }
+    int ours = take_call(e, args, nargs, "recv(x, src, tag)", PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE, &lane, &tag, &view);
+    if (ours < 0) return NULL;
+    if (ours == 0) Py_RETURN_FALSE;
     int got = NOT_YET;
     PyObject *key = NULL;
     if (view.len <= e->max_bytes && !__atomic_load_n(lane->my_closed, __ATOMIC_ACQUIRE)) {
