@@ -66,7 +66,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)  # next(): atomic, no lock
         self._run_lock = threading.RLock()
         self._p2p = PointToPoint(rank, self._context.executor, self._run_lock, self._fail, lambda: self._closed)
-        self._express = express.lane(self._p2p, size, self._p2p_numbers, config)  # small blocking send/recv in C
+        self._express = express.lane(self._p2p, size, self._p2p_numbers, config)  # blocking send/recv over shm in C
         self._worker: Worker | None = None
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
@@ -111,8 +111,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def _release(self) -> None:
         self._closed = True
         aborted = self._broken is not None
-        for close in [self._express.close] + [t.close for t in self.transports] + [lambda: self._context.close(abort=aborted)] + [
-                o.close for o in self._owned]:
+        closes = [self._express.close] + [t.close for t in self.transports]  # (the lane first: it holds the rings mapped)
+        for close in closes + [lambda: self._context.close(abort=aborted)] + [o.close for o in self._owned]:
             try:
                 close()
             except Exception:  # noqa: BLE001 - closing must go on for the others

@@ -67,8 +67,8 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14+: map every page of a range now, writabl
 
 def _populate(mm: mmap.mmap, offset: int, length: int) -> None:
     """Map the pages of ``mm[offset:offset + length]`` into this process now: else the first
-    pass of messages through a ring takes a page fault per page, on both sides (an 8 KiB
-    ping-pong then cost several times a warm one: docs/performance.md, "Thresholds")."""
+    pass of messages through a ring takes a page fault per page on each side, which small
+    messages feel (docs/performance.md, "Thresholds", ``_populate``)."""
     start = offset // mmap.PAGESIZE * mmap.PAGESIZE
     try:
         mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
