@@ -24,7 +24,7 @@ from .config import Config
 from .diagnose import abandon, explain
 from .engines import express
 from .engines.call import Call
-from .engines.point_to_point import PointToPoint
+from .engines.point_to_point import PointToPoint, sent_work
 from .exchanges import Exchanges
 from .errors import (CollectiveTimeoutError, CommunicatorBrokenError, CommunicatorClosedError, CommunicatorRevokedError,
                      TransportError, UnsupportedError)
@@ -333,8 +333,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
 
     def send(self, x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
         """Send ``x`` to ``dst`` (matched in order by its ``recv`` of this tag), posted at once; async_op: a Work."""
-        if not async_op and self._broken is None and self._express.send(x, dst, tag):
-            return None
+        if self._broken is None and (seq := self._express.send(x, dst, tag)):  # in the ring already
+            return sent_work(dst, seq) if async_op else None
         dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         arr = Staging(self._note_staged).flat(x, "x")

@@ -188,9 +188,12 @@ static int unlock(Express *e) {
     return 0;
 }
 
-static void count_call(Express *e) {
-    PyObject *n = PyIter_Next(e->numbers); /* the engine's numbering of point-to-point calls */
-    Py_XDECREF(n);
+/* What a call the lane took returns: its number in the engine's count of point-to-point calls
+   (a new reference; an int, so true), or NULL with an error set. */
+static PyObject *number_call(Express *e) {
+    PyObject *n = PyIter_Next(e->numbers);
+    if (n == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the point-to-point count ended");
+    return n;
 }
 
 /* -- send --------------------------------------------------------------------------------- */
@@ -227,7 +230,8 @@ static int write_frame(Express *e, Lane *lane, uint64_t tag, const char *buf, ui
     return 1;
 }
 
-/* send(x, dst, tag) -> bool: whether ``x`` (a C-contiguous buffer) went to rank ``dst``. */
+/* send(x, dst, tag) -> the call's number where ``x`` (a C-contiguous buffer) went to rank
+   ``dst``, else False. */
 static PyObject *Express_send(Express *e, PyObject *const *args, Py_ssize_t nargs) {
     Lane *lane;
     uint64_t tag;
@@ -246,11 +250,9 @@ static PyObject *Express_send(Express *e, PyObject *const *args, Py_ssize_t narg
         }
     }
     PyBuffer_Release(&view);
-    if (sent) {
-        e->sends++;
-        count_call(e);
-    }
-    return PyBool_FromLong(sent);
+    if (!sent) Py_RETURN_FALSE;
+    e->sends++;
+    return number_call(e);
 fail:
     PyBuffer_Release(&view);
     return NULL;
@@ -317,8 +319,8 @@ static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t 
     }
 }
 
-/* recv(x, src, tag) -> bool: whether a message from rank ``src`` filled ``x`` (a writable
-   C-contiguous buffer). */
+/* recv(x, src, tag) -> the call's number where a message from rank ``src`` filled ``x`` (a
+   writable C-contiguous buffer), else False. */
 static PyObject *Express_recv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
     Lane *lane;
     uint64_t tag;
@@ -341,11 +343,9 @@ static PyObject *Express_recv(Express *e, PyObject *const *args, Py_ssize_t narg
     }
     Py_XDECREF(key);
     PyBuffer_Release(&view);
-    if (got == TAKEN) {
-        e->recvs++;
-        count_call(e);
-    }
-    return PyBool_FromLong(got == TAKEN);
+    if (got != TAKEN) Py_RETURN_FALSE;
+    e->recvs++;
+    return number_call(e);
 fail:
     Py_XDECREF(key);
     PyBuffer_Release(&view);
@@ -474,9 +474,9 @@ static PyObject *Express_get_recvs(Express *e, void *closure) {
 
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
-     "send(x, dst, tag) -> bool: whether x went to dst by the lane (else nothing moved)"},
+     "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
     {"recv", (PyCFunction)(void (*)(void))Express_recv, METH_FASTCALL,
-     "recv(x, src, tag) -> bool: whether a message from src filled x by the lane (else nothing moved)"},
+     "recv(x, src, tag) -> the call's number where a message from src filled x by the lane, else False"},
     {"close", (PyCFunction)Express_close, METH_NOARGS, "close(): drop the lanes; every later call goes to the engine"},
     {NULL, NULL, 0, NULL},
 };

@@ -39,13 +39,14 @@ writer and reader copy at once (docs/performance.md, "Thresholds")."""
 
 
 class Lane(Protocol):
-    """What the communicator calls: each returns whether the call was made."""
+    """What the communicator calls: each returns the call's number in the communicator's count
+    of point-to-point calls where the lane made it, else False."""
 
     sends: int
     recvs: int
 
-    def send(self, x: Any, dst: Any, tag: Any) -> bool: ...
-    def recv(self, x: Any, src: Any, tag: Any) -> bool: ...
+    def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
+    def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
     def close(self) -> None:
         """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
 
@@ -55,10 +56,10 @@ class NoLane:
 
     sends = recvs = 0
 
-    def send(self, x: Any, dst: Any, tag: Any) -> bool:
+    def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
 
-    def recv(self, x: Any, src: Any, tag: Any) -> bool:
+    def recv(self, x: Any, src: Any, tag: Any) -> int | bool:
         return False
 
     def close(self) -> None:

@@ -64,6 +64,15 @@ class P2PWork(Work):
         self.tracked = False  # finished by the engine (async), else by ``complete`` (sync)
 
 
+def sent_work(dst: int, seq: int) -> P2PWork:
+    """The finished Work of an asynchronous send whose bytes are in the peer's ring already
+    (the express lane, engines/express.py): the buffer may be reused at once."""
+    work = P2PWork(f"send to rank {dst}", seq, dst, 0.0, 0.0, lambda _: None)
+    work.tracked = True
+    work._finish()
+    return work
+
+
 class _Recv:
     """A receive not yet on a channel (from any source, or behind one)."""
 

@@ -85,19 +85,23 @@ def _large_and_async(comm: Any) -> Any:
     big = np.arange(express.EXPRESS_BYTES // 4 + 1, dtype=np.float32)
     if comm.rank == 1:
         comm.send(big, 0)
-        comm.send(np.ones(4), 0, async_op=True).wait()
+        sent = comm.send(np.ones(4), 0, async_op=True)
+        assert sent.is_completed() and sent.wait() is None and "send to rank 0" in repr(sent)
         return _taken(comm)
     out = np.zeros_like(big)
     comm.recv(out, 1)
     small = np.zeros(4)
-    comm.recv(small, 1, async_op=True).wait()
+    received = comm.recv(small, 1, async_op=True)
+    assert received.wait() is small and received.source == 1
     assert np.array_equal(out, big) and small.tolist() == [1.0] * 4
     return _taken(comm)
 
 
 @pytest.mark.multiprocess
-def test_large_messages_and_async_calls_go_through_the_engine() -> None:
-    assert _world(_large_and_async, False) == [(0, 0), (0, 0)]
+def test_large_messages_and_async_receives_go_through_the_engine() -> None:
+    """A small asynchronous send takes the lane: its Work is finished when returned (the bytes
+    are in the peer's ring); an asynchronous receive is posted on the engine."""
+    assert _world(_large_and_async, False) == [(0, 0), (1, 0)]
 
 
 def _tags_out_of_order(comm: Any) -> Any:
