@@ -27,7 +27,7 @@ from ..tags import CONTROL_TAG_BIT
 from ..transports import cma
 from ..transports.shm import ShmTransport
 from ..transports.shm_window import NAME_BYTES, ShmWindow
-from . import direct, exchange_pipe, small
+from . import direct, small
 from .call import Call
 from .executor import Executor
 
@@ -68,7 +68,6 @@ class SharedWindows:
         self._memory: direct.PeerMemory | None = None
         self._memory_probed = False
         self._read_piece: np.ndarray | None = None
-        self._pipe: exchange_pipe.Pipe | None = None
 
     def open(self, nbytes: int, window_id: int, call: Call) -> ShmWindow:
         """Collectively create a window of ``nbytes`` per rank (see the module docstring)."""
@@ -95,12 +94,6 @@ class SharedWindows:
             self.small_window = self.open(small.window_bytes(), -1, call)
             self.small_window.in_c = self.in_c
         return self.small_window
-
-    def pipe(self, call: Call) -> exchange_pipe.Pipe:
-        """The pipe window and its counters (``engines.exchange_pipe``), opened on first use."""
-        if self._pipe is None:
-            self._pipe = exchange_pipe.Pipe(self.open(exchange_pipe.window_bytes(self.size), -2, call))
-        return self._pipe
 
     def scratch(self, nbytes: int, call: Call) -> Any:
         """The scratch window, grown (collectively: every rank asks for the same size) to
@@ -178,5 +171,3 @@ class SharedWindows:
         self.registered = [None]
         if self.small_window is not None:
             self.small_window.close()
-        if self._pipe is not None:
-            self._pipe.window.close()

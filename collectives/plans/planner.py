@@ -19,7 +19,7 @@ from ..algorithms import pairwise, recursive
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
-from ..engines import exchange_pipe, exchange_reads, slots, small
+from ..engines import exchange_reads, slots, small
 from ..engines.exchange_reads import ALL_TO_ALL, GATHER, SCATTER
 from ..ops import ReduceOp
 from ..tags import CONTROL_TAG_BIT
@@ -191,7 +191,7 @@ class Planner:
             if nbytes:
                 return windowed.ReadsExchange(
                     ctx.windows, lambda w, m: exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root),
-                    lambda: self.gather(fallback, dtype, count, root), self._pipe(GATHER, nbytes, dtype, count, root))
+                    lambda: self.gather(fallback, dtype, count, root))
             algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
@@ -211,8 +211,7 @@ class Planner:
                 return windowed.ReadsExchange(
                     ctx.windows,
                     lambda w, m: exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, count * ctx.size, root),
-                    lambda: self.scatter(fallback, dtype, count, root),
-                    self._pipe(SCATTER, nbytes, dtype, count * ctx.size, root))
+                    lambda: self.scatter(fallback, dtype, count, root))
             algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
@@ -231,18 +230,10 @@ class Planner:
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
             return windowed.ReadsExchange(
                 ctx.windows, lambda w, m: exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count),
-                lambda: self.all_to_all(fallback, dtype, count), self._pipe(ALL_TO_ALL, nbytes, dtype, count))
+                lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
-
-    @staticmethod
-    def _pipe(kind: str, nbytes: int, dtype: np.dtype, count: int, root: int = 0) -> Callable[[Any], Any] | None:
-        """The plan through the pipe for an exchange of ``nbytes`` (``count`` elements as
-        ``ExchangeByPipe`` counts them), where the pipe takes that size."""
-        if not exchange_pipe.takes(kind, nbytes):
-            return None
-        return lambda pipe: exchange_pipe.ExchangeByPipe(kind, pipe, dtype.itemsize, count, root)
 
     def all_to_all_v(self, sends: list[int], recvs: list[int]) -> Plan:
         """One exchange under every algorithm name (the name is checked by ``algorithm``)."""

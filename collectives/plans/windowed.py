@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..buffers import copy_array
-from ..engines import direct, exchange_pipe, small
+from ..engines import direct, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -95,46 +95,30 @@ class SlotExchange(_SlotCall):
 
 
 class ReadsExchange:
-    """All-to-alls, gathers and scatters too large for the small window: through the pipe,
-    where ``pipe`` makes a plan for this shape and the ranks do not outnumber the cores (both
-    ends of a pair copy at once: ``engines.exchange_pipe.ExchangeByPipe``); else by single-copy
-    reads of peers' memory where the kernel allows them (``engines.exchange_reads.ExchangeByReads``);
-    else ``fallback`` (a schedule). The route is found on the first call (the window's
-    ``oversubscribed`` and the probe are the same on every rank) and kept."""
+    """All-to-alls, gathers and scatters too large for the small window: by single-copy reads
+    of peers' memory where the kernel allows them (``engines.exchange_reads.ExchangeByReads``), else
+    ``fallback`` (a schedule). The route is found on the first call (the probe is collective:
+    every rank agrees) and kept."""
 
-    __slots__ = ("windows", "make", "fallback", "pipe", "route", "kind")
+    __slots__ = ("windows", "make", "fallback", "route", "reads")
 
-    def __init__(self, windows: SharedWindows, make: Callable[[Any, Any], Any], fallback: Callable[[], Plan],
-                 pipe: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, windows: SharedWindows, make: Callable[[Any, Any], Any], fallback: Callable[[], Plan]) -> None:
         self.windows = windows
         self.make = make  # (window, peer memory) -> the engine's plan
         self.fallback = fallback
-        self.pipe = pipe  # (the pipe) -> the engine's plan through it, where one is kept for this shape
         self.route: Any = None
-        self.kind = ""  # "pipe", "reads" or "schedule"
+        self.reads = False
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
         if self.route is None:
-            self._choose(call)
-        if self.kind == "pipe":
-            self.route(x, out, call.deadline, call.timed_out)
-        elif self.kind == "reads":
+            memory = windows.peer_memory(call)
+            self.reads = memory is not None
+            self.route = self.make(windows.small(call), memory) if memory is not None else self.fallback()
+        if self.reads:
             windows.memory_serial = self.route(x, out, windows.memory_serial, call.deadline, call.timed_out)
         else:
             self.route(x, out, call)
-
-    def _choose(self, call: Call) -> None:
-        windows = self.windows
-        if (self.pipe is not None and windows.size <= exchange_pipe.PIPE_MAX_RANKS
-                and not windows.small(call).oversubscribed):
-            self.kind, self.route = "pipe", self.pipe(windows.pipe(call))
-            return
-        memory = windows.peer_memory(call)
-        if memory is not None:
-            self.kind, self.route = "reads", self.make(windows.small(call), memory)
-        else:
-            self.kind, self.route = "schedule", self.fallback()
 
 
 class SmallAllToAll:
