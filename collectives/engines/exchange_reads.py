@@ -12,11 +12,10 @@ expects beside them in ``LEN``, then ``POSTED``); then
   the rest into each rank's ``out``.
 The root's part of each block (``SHARE``, posted by the root with its addresses) keeps every
 core copying: where the ranks do not outnumber the cores, ``ROOT_SHARE`` of it when the root
-also copies its own block, more when it does not (in place), since one read or write of a
-peer's memory ends when both cores have done their part (the root alone reading or writing
-everything left the other cores idle, and measured slower). Where ranks outnumber the cores,
-a gather's root reads 1/p of each block and a scatter's root writes none, so that no rank
-waits on a root that the scheduler has put aside.
+also copies its own block, more when it does not (in place), so that the root's copies and
+its peers' end together (one side reading or writing everything left the other core idle).
+Where ranks outnumber the cores, a gather's root reads 1/p of each block and a scatter's root
+writes none, so that no rank waits on a root that the scheduler has put aside.
 A rank posts ``READ`` when its copies are done and returns once every rank it exchanged with has
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
