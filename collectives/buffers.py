@@ -18,14 +18,14 @@ import numpy as np
 from .errors import InvalidArgumentError, InvalidTypeError
 
 INTEGER_KINDS = "iu"
-_BUILT_IN = tuple(
+BUILT_IN_DTYPES = tuple(  # the dtypes every call takes without ml_dtypes
     np.dtype(t)
     for t in (
         "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
         "float16", "float32", "float64", "complex64", "complex128",
     )
 )
-_SUPPORTED = set(_BUILT_IN)  # a hashed lookup: this check runs on every call (bfloat16 joins on first use)
+_SUPPORTED = set(BUILT_IN_DTYPES)  # a hashed lookup: this check runs on every call (bfloat16 joins on first use)
 _bfloat16: list[np.dtype | None] = []  # ml_dtypes' bfloat16, once looked up
 
 
@@ -51,7 +51,7 @@ def __getattr__(name: str) -> Any:
         return bfloat16()
     if name == "SUPPORTED_DTYPES":
         bf16 = bfloat16()
-        return _BUILT_IN + ((bf16,) if bf16 is not None else ())
+        return BUILT_IN_DTYPES + ((bf16,) if bf16 is not None else ())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

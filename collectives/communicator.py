@@ -22,6 +22,7 @@ from . import _fast_path as fast_path
 from . import arguments as check
 from .config import Config
 from .diagnose import abandon, explain
+from .engines import express
 from .engines.call import Call
 from .engines.point_to_point import PointToPoint
 from .exchanges import Exchanges
@@ -65,6 +66,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         self._collective_numbers, self._p2p_numbers = itertools.count(1), itertools.count(1)  # next(): atomic, no lock
         self._run_lock = threading.RLock()
         self._p2p = PointToPoint(rank, self._context.executor, self._run_lock, self._fail, lambda: self._closed)
+        self._express = express.lane(self._p2p, size, self._p2p_numbers, config)  # blocking send/recv over shm in C
         self._worker: Worker | None = None
         self._broken: BaseException | None = None  # the failure that left this communicator unusable
         self._closed = False
@@ -109,8 +111,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def _release(self) -> None:
         self._closed = True
         aborted = self._broken is not None
-        for close in [t.close for t in self.transports] + [lambda: self._context.close(abort=aborted)] + [
-                o.close for o in self._owned]:
+        closes = [self._express.close] + [t.close for t in self.transports]  # (the lane first: it holds the rings mapped)
+        for close in closes + [lambda: self._context.close(abort=aborted)] + [o.close for o in self._owned]:
             try:
                 close()
             except Exception:  # noqa: BLE001 - closing must go on for the others
@@ -331,6 +333,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
 
     def send(self, x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
         """Send ``x`` to ``dst`` (matched in order by its ``recv`` of this tag), posted at once; async_op: a Work."""
+        if not async_op and self._broken is None and self._express.send(x, dst, tag):
+            return None
         dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         arr = Staging(self._note_staged).flat(x, "x")
@@ -339,8 +343,20 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def recv(self, x: Any, src: int | None = None, *, tag: int = 0, async_op: bool = False) -> Any:
         """Receive into ``x`` (the message's size) from rank ``src``, or any rank's first of
         ``tag`` (None). Returns ``x``, or a Work returning it whose ``source`` is the sender."""
+        if not async_op and src is not None and self._broken is None and self._express.recv(x, src, tag):
+            return x
         src, wire_tag = check.source_and_tag(src, tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         stage = Staging(self._note_staged)
         arr, done = stage.flat(x, "x", writable=True, load=False), stage.wrap(lambda c: x)  # (flat first)
         return self._p2p.recv(arr, src, wire_tag, next(self._p2p_numbers), self.timeout, done, async_op)
+
+    def sendrecv(self, x: Any, dst: int, out: Any, src: int | None, *, tag: int = 0) -> Any:
+        """Send ``x`` to ``dst`` and receive into ``out`` from ``src`` (None: any rank) at once, as
+        ``MPI_Sendrecv`` does: a ring shift or a swap with a peer never deadlocks, whatever the
+        size, and both directions copy at the same time. Returns ``out``."""
+        if self._broken is None and self._express.send(x, dst, tag):  # sent whole already: only the receive is left
+            return self.recv(out, src, tag=tag)
+        sent, received = self.send(x, dst, tag=tag, async_op=True), self.recv(out, src, tag=tag, async_op=True)
+        sent.wait()
+        return received.wait()

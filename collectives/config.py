@@ -89,7 +89,7 @@ class Config:
     insecure: bool = False
     object_codec: str = "safe"
     tune_file: str | None = None  # None: the built-in cost profile
-    pure_python: bool = False  # COLLECTIVES_PURE_PYTHON: nothing in C (engines/small_native.py, _fast_path.py)
+    pure_python: bool = False  # COLLECTIVES_PURE_PYTHON: nothing in C (engines/small_native.py, _fast_path.py, engines/express.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

@@ -5,8 +5,13 @@ schedule (ring, tree, recursive) and, over shared memory, by the direct engine, 
 ``collectives.timing``; then a least-squares fit, in relative error, of the constants of
 ``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a
 step that sends and receives at once; γ per reduced byte from a timed numpy fold on one
-core), and records this machine's cores. The profile is printed and written as JSON; point
-``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+core), and records this machine's cores. Over shared memory, where the kernel lets ranks read
+each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), it also times
+all-to-alls, gathers and scatters by the direct engine at the sizes beyond its small window,
+which go by such reads, and fits their cost per peer and per byte (``tuning/reads.py``);
+elsewhere it leaves them 0, and the tuner prices those calls as the schedules they fall back
+to. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
+tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
@@ -23,9 +28,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .config import parse_size
+from .algorithms.registry import DIRECT_LIMITS
+from .config import Config, parse_size
 from .timing import Case, measure
-from .tuning import tuner
+from .transports import cma
+from .tuning import reads, tuner
 from .tuning.machine import Machine, link_of
 from .tuning.profile import DEFAULT_MARGIN, ENV, Profile, TransportCosts
 
@@ -83,13 +90,32 @@ def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float]) -
     return [float(v) for v in x]
 
 
+def reads_allowed() -> bool:
+    """Whether the ranks of this machine will exchange by reads of each other's memory."""
+    return Config.from_env().cross_memory and cma.allowed_here()
+
+
+def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: int,
+              costs: TransportCosts) -> TransportCosts:
+    """``costs`` with ``reads_alpha`` and ``reads_beta`` fitted to the exchanges by reads
+    ``cases`` took (``times``, seconds), ``direct_alpha`` kept."""
+    turns = reads.turns(ranks, cores)
+    rows = [[(ranks - 1) * turns, reads.READ_BYTES[c](ranks) * n * turns] for c, n, _ in cases]
+    targets = [max(t - costs.direct_alpha * turns, t * 0.05) for t in times]
+    alpha, beta = nonnegative_fit(rows, targets)
+    return dataclasses.replace(costs, reads_alpha=alpha, reads_beta=beta)
+
+
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
-                  log: list[str]) -> TransportCosts:
+                  log: list[str], cores: int = 0) -> TransportCosts:
     """Measure ``transport`` at ``ranks`` ranks and fit its constants."""
     cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED for n in sizes]
     direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes] if transport == "shm" else []
-    times = measure(cases + direct, ranks, transport, rounds=rounds)
-    sched_times, direct_times = times[: len(cases)], times[len(cases):]
+    by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes if n > DIRECT_LIMITS[c]]
+    if transport != "shm" or not by_reads or not reads_allowed():
+        by_reads = []
+    times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds)
+    sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]
     rows, targets = [], []
     for case, t in zip(cases, sched_times):
         features, fixed = _features(case, ranks, gamma)
@@ -105,8 +131,11 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
             d_targets.append(max(t - reduced * n * gamma, t * 0.05))
         fixed, d_beta = nonnegative_fit(d_rows, d_targets)
         costs = dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
-    for case, t in zip(cases + direct, times):
-        predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0, Profile({transport: costs}))
+    if by_reads:
+        costs = fit_reads(by_reads, times[len(cases) + len(direct):], ranks, cores, costs)
+    for case, t in zip(cases + direct + by_reads, times):
+        predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0,
+                                  Profile({transport: costs}, cores=cores))
         log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
                    f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)")
     return costs
@@ -133,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gamma = fold_seconds_per_byte()
     log: list[str] = []
     start = time.perf_counter()
-    measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log) for t in transports}
+    measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores) for t in transports}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin,
                       args.cores)

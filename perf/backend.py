@@ -160,24 +160,14 @@ class CollectivesBackend(Backend):
         self.comm.all_to_all_v(send, send_counts, recv_counts, recv, algorithm=self.algorithm)
 
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
-        """Ring shift: send to rank+1, receive from rank-1.
-
-        Our send returns once its data is delivered and a second operation queues behind
-        the first, so both directions cannot be in flight at once; even ranks send first,
-        odd ranks receive first (deadlock-free for any world size >= 2). In place, the
-        outgoing data is saved first.
-        """
+        """Ring shift: send to rank+1, receive from rank-1, both at once (``comm.sendrecv``, as
+        MPI's peer calls ``Sendrecv``). In place, the outgoing data is saved first."""
         n, r = self.size, self.rank
         if n == 1:
             copy_into(recv, send)
             return
         out = send.copy() if same_memory(send, recv) else send
-        if r % 2 == 0:
-            self.comm.send(out, (r + 1) % n)
-            self.comm.recv(recv, (r - 1) % n)
-        else:
-            self.comm.recv(recv, (r - 1) % n)
-            self.comm.send(out, (r + 1) % n)
+        self.comm.sendrecv(out, (r + 1) % n, recv, (r - 1) % n)
 
     def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
         """``comm.gather``; ``recv`` (ncclGather's recvbuff) is the root's only."""
@@ -188,14 +178,8 @@ class CollectivesBackend(Backend):
         self.comm.scatter(send if self.rank == root else None, recv, root=root, algorithm=self.algorithm)
 
     def exchange(self, send: np.ndarray, recv: np.ndarray, peer: int) -> None:
-        """The lower rank of the pair sends first, the higher receives first (a send returns
-        once delivered, as in :meth:`sendrecv`)."""
-        if self.rank < peer:
-            self.comm.send(send, peer)
-            self.comm.recv(recv, peer)
-        else:
-            self.comm.recv(recv, peer)
-            self.comm.send(send, peer)
+        """``comm.sendrecv`` with ``peer``: both directions at once."""
+        self.comm.sendrecv(send, peer, recv, peer)
 
     def barrier(self) -> None:
         if self.size > 1:

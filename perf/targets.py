@@ -3,6 +3,7 @@
     python perf/targets.py --rounds 3                        # every group below
     python perf/targets.py --rounds 5 --groups small2,small4 # some of them
     python perf/targets.py --rounds 3 --groups others2,others4,otherslarge2,otherslarge4  # the rooted ones, all-to-all
+    python perf/targets.py --rounds 3 --groups p2p2,p2p4,p2plarge2,p2plarge4  # sendrecv_perf, hypercube_perf
 
 Each group is one or more harness invocations (``python -m perf <coll>_perf --np N ... --vs
 PEER --json``); every round runs every invocation once, in an order that alternates from
@@ -27,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 FOUR = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 OTHERS = ("reduce", "alltoall", "gather", "scatter")  # the "every collective": the harness's other rows
+P2P = ("sendrecv", "hypercube")  # point to point: our harness backend runs them by blocking send and recv
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ GROUPS = {g.name: g for g in [
     Group("others4", OTHERS, 4, ("8", "1K", "2"), "mpi", 1.0, 100),
     Group("otherslarge2", OTHERS, 2, ("64K", "64M", "4"), "mpi", 1.0, 20),
     Group("otherslarge4", OTHERS, 4, ("64K", "64M", "4"), "mpi", 1.0, 20),
+    Group("p2p2", P2P, 2, ("8", "1K", "2"), "mpi", 1 / 1.2, 200),
+    Group("p2p4", P2P, 4, ("8", "1K", "2"), "mpi", 1.0, 100),
+    Group("p2plarge2", P2P, 2, ("64K", "64M", "4"), "mpi", 1.0, 20),
+    Group("p2plarge4", P2P, 4, ("64K", "64M", "4"), "mpi", 1.0, 20),
     Group("tcp2", ("all_reduce",), 2, ("1M", "64M", "2"), "gloo", 1.5, 20, "tcp"),
     Group("np8", FOUR, 8, ("8", "64M", "8"), "mpi", 1.0, 20),
     # MPICH made to yield the core at every poll of its busy wait (MPIR_CVAR_POLLS_BEFORE_YIELD,

@@ -2,6 +2,7 @@
 
     python perf/tuner_check.py --json docs/perf/choices.json            # measure (a few minutes)
     python perf/tuner_check.py --from docs/perf/choices.json [--profile FILE]   # score, no measuring
+    python perf/tuner_check.py --ranks 4,8 --transports tcp --hosts 2 --json two.json   # two hosts each
 
 Measuring: for each transport and world size, one world times every algorithm that can run
 each collective (``tuner.candidates``; direct over shm) and the automatic choice, at every size
@@ -9,7 +10,9 @@ of an ``all_reduce_perf -b 8 -e 64M -f 4`` sweep, interleaved (``collectives.tim
 of a few batches, slowest rank), and keeps every time with the load average. Scoring: the
 tuner's pick under a profile (the current one, or ``--profile``) is looked up among the times
 measured in the same run and compared with the best of them (``perf.algo_all.within``: 10 %,
-or 5 µs below 64 KiB). Picks are a pure function of profile and model, so a model or profile
+or 5 µs below 64 KiB). ``--hosts 2`` runs each tcp world as two hosts of half its ranks
+instead (host identities on this machine, as ``validate_model.py --hosts`` does: shared memory
+within a host, TCP across; the two-level all-reduce among the candidates). Picks are a pure function of profile and model, so a model or profile
 change can be scored against saved measurements without measuring again.
 """
 
@@ -36,14 +39,23 @@ SIZES = sweep_sizes(8, 64 << 20, 0, 4)  # all_reduce_perf -b 8 -e 64M -f 4: 8 B 
 
 
 def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],
-                rounds: int, repeats: int = 1) -> list[dict[str, Any]]:
+                rounds: int, repeats: int = 1, hosts: int = 0) -> list[dict[str, Any]]:
+    """Every world's rows; with ``hosts`` > 1, each tcp world of p ranks as that many hosts of
+    p / hosts ranks instead (host identities on this machine: shared memory within, TCP across;
+    rows then say ``ranks_per_host``)."""
     rows: list[dict[str, Any]] = []
     for transport in transports:
         for p in ranks:
+            per_host = p // hosts if hosts > 1 else 0
+            if per_host and (transport != "tcp" or p % hosts or per_host < 2):
+                continue  # two hosts: tcp between them, at least two ranks on each
             windows = transport == "shm"
-            cases = [(c, n, a) for c in collectives for n in sizes for a in [*tuner.candidates(c, windows), "auto"]]
+            cases = [(c, n, a) for c in collectives for n in sizes
+                     for a in [*tuner.candidates(c, windows, bool(per_host)), "auto"]]
+            names = [f"h{r // per_host}" for r in range(p)] if per_host else None
             load_before = os.getloadavg()[0]
-            times = measure_repeats(cases, p, transport, rounds=rounds, timeout=1800, repeats=repeats)
+            times = measure_repeats(cases, p, "auto" if per_host else transport, rounds=rounds, timeout=1800,
+                                    repeats=repeats, hosts=names)
             load_after = os.getloadavg()[0]
             by_key: dict[tuple[str, int], dict[str, list[float]]] = {}
             for (c, n, a), ts in zip(cases, times):
@@ -52,37 +64,43 @@ def measure_all(transports: list[str], ranks: list[int], collectives: list[str],
                 row: dict[str, Any] = {"transport": transport, "ranks": p, "collective": c, "size": n,
                                        "times_us": {a: statistics.median(ts) for a, ts in measured.items()},
                                        "load": [round(load_before, 2), round(load_after, 2)]}
+                if per_host:
+                    row["ranks_per_host"] = per_host
                 if repeats > 1:
                     row["repeats_us"] = {a: [round(t, 2) for t in ts] for a, ts in measured.items()}
                 rows.append(row)
-            print(f"# {transport} {p} ranks: {len(cases)} cases, load average {load_before:.2f} -> {load_after:.2f}",
-                  flush=True)
+            layout = f" ({hosts} hosts of {per_host})" if per_host else ""
+            print(f"# {transport} {p} ranks{layout}: {len(cases)} cases, load average {load_before:.2f} ->"
+                  f" {load_after:.2f}", flush=True)
     return rows
 
 
 def score(rows: list[dict[str, Any]], profile: Profile) -> tuple[list[str], int]:
     """Lines of a table (one per transport x ranks, a column per collective) and the count within."""
-    table: dict[tuple[str, int], dict[str, list[int]]] = {}
+    table: dict[tuple[str, int, int], dict[str, list[int]]] = {}
     misses = []
     for r in rows:
         times = {a: t for a, t in r["times_us"].items() if a != "auto"}
-        windows = r["transport"] == "shm"
-        pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], windows, 0, profile)
+        k = r.get("ranks_per_host", 0)  # several hosts of k ranks (0: one host)
+        windows = r["transport"] == "shm" and not k
+        pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], windows, k, profile)
         if pick not in times:  # a run from before the direct engine took this collective (reduce, all_to_all)
-            pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], False, 0, profile)
+            pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], False, k, profile)
         best = min(times, key=lambda a: times[a])
         ok = within(times[pick] * 1e-6, times[best] * 1e-6, r["size"])
-        cell = table.setdefault((r["transport"], r["ranks"]), {}).setdefault(r["collective"], [0, 0])
+        cell = table.setdefault((r["transport"], r["ranks"], k), {}).setdefault(r["collective"], [0, 0])
         cell[0] += ok
         cell[1] += 1
         if not ok:
-            misses.append(f"  {r['transport']:<4} {r['ranks']} {r['collective']:<14} {r['size']:>9} B  picks {pick:<9}"
-                          f" {times[pick]:10.1f} us  best {best:<9} {times[best]:10.1f} us")
+            layout = f"{r['ranks']}" + (f" ({k}/host)" if k else "")
+            misses.append(f"  {r['transport']:<4} {layout} {r['collective']:<14} {r['size']:>9} B  picks {pick:<12}"
+                          f" {times[pick]:10.1f} us  best {best:<12} {times[best]:10.1f} us")
     collectives = [c for c in COLLECTIVES if any(c in cells for cells in table.values())]
     lines = ["| transport | ranks | " + " | ".join(collectives) + " |", "|---|---|" + "---|" * len(collectives)]
-    for (transport, p), cells in sorted(table.items()):
-        lines.append(f"| {transport} | {p} | " + " | ".join(f"{cells[c][0]}/{cells[c][1]}" if c in cells else "-"
-                                                       for c in collectives) + " |")
+    for (transport, p, k), cells in sorted(table.items()):
+        ranks = f"{p} ({k} per host)" if k else f"{p}"
+        lines.append(f"| {transport} | {ranks} | " + " | ".join(f"{cells[c][0]}/{cells[c][1]}" if c in cells else "-"
+                                                           for c in collectives) + " |")
     inside = sum(cell[0] for cells in table.values() for cell in cells.values())
     return lines + [f"# tuner within 10 % of the best (5 us below 64 KiB): {inside} of {len(rows)}"] + misses, inside
 
@@ -118,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure everything this many times over, each time the median of its repeats")
+    parser.add_argument("--hosts", type=int, default=0,
+                        help="run each tcp world as this many hosts of ranks / hosts (host identities on this"
+                             " machine: shared memory within, TCP across)")
     parser.add_argument("--json", default=None, help="keep the measurements here")
     args = parser.parse_args(argv)
     profile = load(args.profile) if args.profile else current()
@@ -132,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += json.load(fh)["rows"]
     else:
         rows = measure_all(args.transports.split(","), [int(r) for r in args.ranks.split(",")],
-                           args.collectives.split(","), SIZES, args.rounds, args.repeats)
+                           args.collectives.split(","), SIZES, args.rounds, args.repeats, args.hosts)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump({"rows": rows}, fh, indent=1)

@@ -27,6 +27,8 @@
 #include <sys/syscall.h>
 #endif
 
+#include "_waits.h"
+
 #define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
@@ -50,20 +52,6 @@ typedef struct {
     int len_ring;           /* the slot kinds: call b's byte count is at len_slot + b % len_ring */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 static inline uint64_t load_flag(const SmallPlan *p, int rank, int slot) {
     return __atomic_load_n(p->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
@@ -136,14 +124,7 @@ static void post(SmallPlan *p, int slot, uint64_t value) {
         __atomic_store_n(p->flags[p->me] + (size_t)p->cpu_slot * FLAG_WORDS, (uint64_t)(cpu + 1), __ATOMIC_RELAXED);
     }
     __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELEASE);
-    for (int i = 0; i < p->bells; i++) {
-        __atomic_fetch_add(p->doorbell[i], 1, __ATOMIC_SEQ_CST); /* a full fence before reading sleeping */
-        if (__atomic_load_n(p->sleeping[i], __ATOMIC_SEQ_CST)) {
-#ifdef __linux__
-            syscall(SYS_futex, p->doorbell[i], FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-#endif
-        }
-    }
+    for (int i = 0; i < p->bells; i++) ring_doorbell(p->doorbell[i], p->sleeping[i]);
 }
 
 static void set_word(SmallPlan *p, int slot, uint64_t value) {

@@ -40,7 +40,7 @@ ROOT_SHARE = (0.2, 0.5)
 """At 2 ranks, the share of every peer's block that a gather's or scatter's root copies itself
 (reads or writes) when it also copies its own block, and when it does not (in place); at p
 ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1, 0.2, 0.3,
-0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, thirteenth round."""
+0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
 
 

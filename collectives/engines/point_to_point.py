@@ -91,6 +91,12 @@ class PointToPoint:
         self._loopback: dict[int, deque[np.ndarray]] = {}  # messages to this rank, by tag
         self._thread: threading.Thread | None = None
 
+    @property
+    def held(self) -> dict[int, deque[_Recv]]:
+        """The receives waiting behind one from any source, by wire tag (the express lane,
+        engines/express.py, leaves a tag alone while any are held)."""
+        return self._held
+
     # -- posting (any thread) -------------------------------------------------------------
 
     def send(self, x: np.ndarray, dst: int, tag: int, seq: int, timeout: float, async_op: bool) -> Any:

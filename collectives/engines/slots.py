@@ -183,7 +183,7 @@ class PipelinedScatterPlan(_SlotPlan):
     """Scatters of one shape (``size`` elements of the root's ``x``, p blocks): the root copies
     every block of ``x`` but its own into its slot, posts, then copies its own block into
     ``out`` while the others copy theirs out of the slot (a root that copied all of ``x`` in
-    first kept them waiting for its own block: docs/performance.md, thirteenth round)."""
+    first kept them waiting for its own block: docs/performance.md, fourteenth round)."""
 
     kind = small_native.SCATTER
 

@@ -37,10 +37,11 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
 
 def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
     """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
-    if algorithm == "direct" and tuner.direct_runs_schedule(collective, nbytes):
-        algorithm = automatic(collective, nbytes, c.ranks)
     if algorithm == "direct":
-        return tuner.direct_time(collective, nbytes, c.ranks, profile.costs("shm")) * c.cpu_factor
+        price = tuner.direct_price(collective, nbytes, c.ranks, profile.costs("shm"), c.cores)
+        if price is not None:
+            return price
+        algorithm = automatic(collective, nbytes, c.ranks)
     if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
         return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile))
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)

@@ -125,6 +125,34 @@ def probe(pid: int, remote_address: int, expected: bytes) -> bool:
     return True
 
 
+def allowed_here() -> bool:
+    """Whether the kernel lets this process read and write the memory of another of ours that
+    has named us as its tracer, as ranks do (a forked child, its bytes at the same address):
+    a property of the machine, which ``collectives-tune`` records in the cost profile. Forks."""
+    if _LIBC is None:
+        return False
+    expected = os.urandom(16)
+    mine = np.frombuffer(expected, dtype=np.uint8).copy()
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: let us in, keep its copy of `mine` until told to go
+        try:
+            allow_peers()
+            os.write(ready_w, b"1")
+            os.read(stop_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        return probe(pid, address_of(mine), expected)
+    finally:
+        os.write(stop_w, b"1")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, stop_r, stop_w):
+            os.close(fd)
+
+
 class PeerMemory:
     """Copies from and to the memory of the ranks ``pids`` names (rank -> pid on this host)."""
 

@@ -62,6 +62,20 @@ _RING_HEAD = 64
 _RING_DATA = 128
 
 
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+: map every page of a range now, writable
+
+
+def _populate(mm: mmap.mmap, offset: int, length: int) -> None:
+    """Map the pages of ``mm[offset:offset + length]`` into this process now: else the first
+    pass of messages through a ring takes a page fault per page on each side, which small
+    messages feel (docs/performance.md, "Thresholds", ``_populate``)."""
+    start = offset // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
+    except (OSError, ValueError, AttributeError):  # an older kernel: reading a byte maps a page of tmpfs
+        bytes(memoryview(mm)[offset : offset + length : mmap.PAGESIZE])
+
+
 def _align(n: int, to: int = 64) -> int:
     return (n + to - 1) // to * to
 
@@ -249,10 +263,12 @@ class _Ring:
         self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
         self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
+        _populate(mm, offset, _RING_DATA + self.capacity)
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
-    ring from it. Head and tail are kept locally too, since only one side writes each."""
+    ring from it. Head and tail are read from the ring itself each time (only one side writes
+    each), so that code moving whole frames outside this class (``lane``) stays in step."""
 
     def __init__(self, rank: int, peer: int, mine: _Segment, theirs: _Segment, max_frame_bytes: int) -> None:
         super().__init__(peer, max_frame_bytes=max_frame_bytes)
@@ -261,8 +277,7 @@ class ShmChannel(Channel):
         self._peer_seg = theirs
         self._out: _Ring | None = _Ring(theirs, rank)
         self._in: _Ring | None = _Ring(mine, peer)
-        self._tail = 0
-        self._head = 0
+        self._mine_closed = mine.closed
         # Move at most a quarter ring per call and publish it, so that the peer copies
         # one piece out while we copy the next one in (a pipeline, not turns).
         self._step = max(STEP_MIN, self._out.capacity // 4)
@@ -277,7 +292,7 @@ class ShmChannel(Channel):
         if self._peer_seg.closed.value:
             raise self._lost("closed its shm transport; it reads no more")
         cap = out.capacity
-        tail = self._tail
+        tail = out.tail.value
         room = cap - (tail - out.head.value)
         if room == 0:
             # Ask the reader to ring us when it frees room, then look once more (it may
@@ -301,8 +316,7 @@ class ShmChannel(Channel):
                 break
         if not written:
             return 0
-        self._tail = tail + written
-        out.tail.value = self._tail
+        out.tail.value = tail + written
         if written == room:
             out.want_room.value = 1
         elif out.want_room.value:
@@ -314,7 +328,7 @@ class ShmChannel(Channel):
         ring = self._in
         if ring is None:
             raise self._lost("is unreachable: the shm channel was closed")
-        head = self._head
+        head = ring.head.value
         avail = ring.tail.value - head
         if avail == 0:
             if len(into) and self._peer_seg.closed.value and ring.tail.value == head and self._needs_peer():
@@ -327,8 +341,7 @@ class ShmChannel(Channel):
         into[:first] = ring.data[pos : pos + first]
         if first < n:
             into[first:n] = ring.data[: n - first]
-        self._head = head + n
-        ring.head.value = self._head
+        ring.head.value = head + n
         if ring.want_room.value:
             self._peer_seg.ring_doorbell()
         return n
@@ -341,7 +354,26 @@ class ShmChannel(Channel):
 
     def _nothing_left(self) -> bool:
         """Whether the peer's ring to me is empty (read after seeing it closed or dead)."""
-        return self._in is None or self._in.tail.value == self._head
+        return self._in is None or self._in.tail.value == self._in.head.value
+
+    def lane(self) -> tuple[tuple[int, ...], tuple[object, ...]]:
+        """The addresses of this channel's words, for code that moves whole frames itself
+        (engines/_express_c.c): my ring in the peer's inbox (tail, want_room, head, data), the
+        peer's ring in mine (the same four), the capacity, the peer's doorbell, sleeping and
+        closed words, and my own closed word; then the objects that keep them mapped."""
+        out, into, peer = self._out, self._in, self._peer_seg
+        if out is None or into is None:
+            raise self._lost("is unreachable: the shm channel was closed")
+        words: list[int] = []
+        keep: list[object] = [out, into, peer.doorbell, peer.sleeping, peer.closed, self._mine_closed]
+        for ring in (out, into):
+            data = (ctypes.c_char * ring.capacity).from_buffer(ring.data)
+            keep.append(data)
+            words += [ctypes.addressof(ring.tail), ctypes.addressof(ring.want_room), ctypes.addressof(ring.head),
+                      ctypes.addressof(data)]
+        words += [out.capacity, ctypes.addressof(peer.doorbell), ctypes.addressof(peer.sleeping),
+                  ctypes.addressof(peer.closed), ctypes.addressof(self._mine_closed)]
+        return tuple(words), tuple(keep)
 
     def _close_stream(self) -> None:
         # Only drop our references: a thread still inside _read_some/_write_some (an

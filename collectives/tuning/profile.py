@@ -4,8 +4,9 @@ A profile holds, for each transport, what one call costs beyond its messages (``
 what one message costs (``alpha``), what one byte on the wire costs (``beta``) and what one
 reduced byte costs (``gamma``), all in seconds; for shared memory also what the one-copy
 direct engine costs per call and per byte (``direct_alpha``, ``direct_beta``), since direct
-algorithms are loads from peers' windows, not messages. ``collectives-tune`` measures them
-and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
+algorithms are loads from peers' windows, not messages, and what its exchanges by reads of
+peers' memory cost per peer and per byte (``reads_alpha``, ``reads_beta``). ``collectives-tune``
+measures them and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
 else the built-in one (``default_profile.json``, fitted to this project's measured figures).
 """
 
@@ -45,7 +46,10 @@ class TransportCosts:
     between hosts only); ``cache_beta``, what a byte costs more where the call's buffers
     outgrow the profile's ``cache_bytes``, times the share of them beyond it (``cache``);
     ``copy_beta``, per byte a rank copies within its own memory around a schedule (an
-    out-of-place call's input into its work buffer, its block out of it: ``copies``).
+    out-of-place call's input into its work buffer, its block out of it: ``copies``);
+    ``reads_alpha`` and ``reads_beta``, shared memory only: what an all-to-all, gather or
+    scatter by single-copy reads of peers' memory costs per peer exchanged with and per byte
+    copied (``reads``; ``reads_beta`` 0: reads not priced, as where the kernel refuses them).
     """
 
     overhead: float
@@ -62,6 +66,8 @@ class TransportCosts:
     crowd_beta: float = 0.0
     cache_beta: float = 0.0
     copy_beta: float = 0.0
+    reads_alpha: float = 0.0
+    reads_beta: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -113,13 +119,14 @@ class Profile:
                  + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
                  "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
-                 "  cache_beta_ns/B  copy_beta_ns/B"]
+                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
                          f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
-                         f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}")
+                         f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
+                         f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f}")
         return lines
 
 

@@ -4,7 +4,8 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts; with the profile's ``cores``, ranks beyond a host's cores queue for them.
+byte counts (beyond the small window, all-to-alls, gathers and scatters by reads of peers'
+memory: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them.
 ``choose`` takes the cheapest of the algorithms that can run here where it beats the
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
+from . import reads
 from .cache import beyond, footprint, spilled
 from .copies import copy_time
 from .events import replay_calls
@@ -149,13 +151,24 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
-def direct_runs_schedule(collective: str, nbytes: int) -> bool:
+def direct_runs_schedule(collective: str, nbytes: int, costs: TransportCosts | None = None) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
     without windows (plans/planner.py): a reduce beyond its limit runs it; an all-to-all,
     gather or scatter beyond its limit runs it where the kernel refuses reads of peers' memory
-    and goes by reads elsewhere (engines/exchange_reads.py), which no profile term prices yet."""
+    and goes by reads elsewhere (engines/exchange_reads.py), priced by ``reads`` where
+    ``costs`` (shared memory's) have the reads' terms. Without ``costs``: beyond the limit."""
     limit = DIRECT_LIMITS.get(collective)
-    return limit is not None and nbytes > limit
+    return limit is not None and nbytes > limit and not (costs is not None and reads.priced(collective, costs))
+
+
+def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
+    """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
+    ranks), ``costs`` shared memory's; None where it runs the rule's schedule instead."""
+    if direct_runs_schedule(collective, nbytes, costs):
+        return None
+    if nbytes > DIRECT_LIMITS.get(collective, nbytes):  # beyond the window: by reads
+        return reads.reads_time(collective, nbytes, size, costs, cores)
+    return direct_time(collective, nbytes, size, costs) * (max(1.0, size / cores) if cores else 1.0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -167,10 +180,11 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
     shared = max(1.0, k / profile.cores) if profile.cores else 1.0  # ranks beyond the cores share them evenly
-    if algorithm == "direct" and direct_runs_schedule(collective, nbytes):
-        algorithm = automatic(collective, nbytes, size)
     if algorithm == "direct":  # (no messages to queue)
-        return direct_time(collective, nbytes, size, costs) * shared
+        price = direct_price(collective, nbytes, size, costs, profile.cores)
+        if price is not None:
+            return price
+        algorithm = automatic(collective, nbytes, size)
     if algorithm == "hierarchical":
         k = ranks_per_host
         local = profile.costs("shm")

@@ -176,3 +176,46 @@ def test_waiting_for_a_late_sender_sleeps(transport: str) -> None:
     print(f"\n{transport}: waiting {LATE:g} s for a late sender used " + ", ".join(
         f"{100 * s:.1f} % of a core in {how}" for how, s in shares.items()))
     assert max(shares.values()) < 0.10, {how: f"{100 * s:.1f} % of a core" for how, s in shares.items()}
+
+
+def _shift(comm: Any, n: int) -> list[float]:
+    """A ring shift by ``sendrecv``, of a small message and of one larger than a ring."""
+    out = np.zeros(n, np.float32)
+    got = comm.sendrecv(np.full(n, comm.rank, np.float32), (comm.rank + 1) % comm.size, out,
+                        (comm.rank - 1) % comm.size, tag=4)
+    assert got is out
+    return [float(out[0]), float(out[-1])]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("n", [2, 3 << 20], ids=["8 B", "12 MiB"])
+def test_sendrecv_shifts_a_ring_without_deadlock(transport: str, n: int) -> None:
+    """Every rank sends first and receives second, as MPI_Sendrecv lets it: messages larger
+    than a ring (4 MiB over shm) still pass, both directions at once."""
+    assert run_world(lambda c: _shift(c, n), 3, transport, timeout=60) == [[2.0, 2.0], [0.0, 0.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["c", "python"])
+def test_sendrecv_swaps_with_a_peer_and_with_itself(pure_python: bool) -> None:
+    def fn(comm: Any) -> Any:
+        peer = 1 - comm.rank
+        mine, theirs = np.arange(4, dtype=np.int64) + 10 * comm.rank, np.zeros(4, np.int64)
+        comm.sendrecv(mine, peer, theirs, peer)
+        itself = comm.sendrecv(mine, comm.rank, np.zeros(4, np.int64), comm.rank)
+        return theirs.tolist(), itself.tolist()
+
+    results = run_world(fn, 2, "shm", timeout=60, pure_python=pure_python)
+    assert results == [([10, 11, 12, 13], [0, 1, 2, 3]), ([0, 1, 2, 3], [10, 11, 12, 13])]
+
+
+def test_sendrecv_names_a_bad_output() -> None:
+    def fn(comm: Any) -> Any:
+        frozen = np.zeros(2)
+        frozen.flags.writeable = False
+        with pytest.raises(collectives.InvalidArgumentError, match="read-only"):
+            comm.sendrecv(np.ones(2), 1 - comm.rank, frozen, 1 - comm.rank)
+        out = np.zeros(2)
+        comm.recv(out, 1 - comm.rank)  # the message sent is not lost
+        return out.tolist()
+
+    assert run_world(fn, 2, "shm", timeout=30) == [[1.0, 1.0], [1.0, 1.0]]

@@ -63,6 +63,25 @@ def test_the_picks_are_scored_against_the_times_of_the_same_run() -> None:
     assert any(f"picks {pick}" in line and f"best {other}" in line for line in lines)
 
 
+def test_rows_of_two_hosts_are_scored_by_the_picks_for_two_hosts_in_a_row_of_their_own() -> None:
+    """A choice run with --hosts 2 keeps ranks_per_host: the pick is the tuner's for that layout
+    (the two-level all-reduce among the candidates), not the one-host pick."""
+    profile = Profile({"tcp": TRUE.transports["tcp"], "shm": TransportCosts(2e-6, 5e-6, 0.1e-9, 0.02e-9,
+                                                                          direct_alpha=3e-6, direct_beta=0.05e-9)},
+                      "two hosts", margin=0.0, cores=2)
+    n = 8 << 20
+    pick = tuner.choose("all_reduce", n, 4, "tcp", False, 2, profile)
+    assert pick != tuner.choose("all_reduce", n, 4, "tcp", False, 0, profile)
+    times = {a: 100.0 if a == pick else 50.0 for a in tuner.candidates("all_reduce", hosts=True)}
+    rows = [{"transport": "tcp", "ranks": 4, "ranks_per_host": 2, "collective": "all_reduce", "size": n,
+             "times_us": times},
+            {"transport": "tcp", "ranks": 4, "collective": "all_reduce", "size": n,
+             "times_us": {a: t for a, t in times.items() if a != "hierarchical"}}]
+    lines, inside = tuner_check.score(rows, profile)
+    assert "| tcp | 4 (2 per host) | 0/1 |" in lines and "| tcp | 4 | 1/1 |" in lines and inside == 1
+    assert any("4 (2/host) all_reduce" in line and f"picks {pick}" in line for line in lines)
+
+
 def test_a_fit_keeps_what_it_is_told_to_and_prices_calls_back_to_back(tmp_path: Path) -> None:
     path = tmp_path / "v.json"
     path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows_measured_by(TRUE)}))

@@ -44,6 +44,10 @@ def test_the_groups_state_issue_18s_targets() -> None:
     assert g["otherslarge2"].sizes[0] == g["otherslarge4"].sizes[0] == "64K"
     assert g["otherslarge2"].target == g["otherslarge4"].target == 1.0
     assert set(targets.OTHERS) == {"reduce", "alltoall", "gather", "scatter"}
+    assert set(targets.P2P) == {"sendrecv", "hypercube"}
+    assert g["p2p2"].target == pytest.approx(1 / 1.2) and g["p2p4"].target == 1.0
+    assert g["p2plarge2"].sizes[0] == g["p2plarge4"].sizes[0] == "64K"
+    assert g["p2plarge2"].target == g["p2plarge4"].target == 1.0
     assert (g["tcp2"].peer, g["tcp2"].transport, g["tcp2"].target) == ("gloo", "tcp", 1.5)
     assert g["np8"].ranks == g["np8yield"].ranks == 8
     assert dict(g["np8yield"].env) == {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}

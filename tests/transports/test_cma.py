@@ -81,3 +81,15 @@ def test_a_process_that_is_gone_is_a_lost_peer():
     os.waitpid(pid, 0)
     with pytest.raises(PeerLostError, match="rank 2 .*exited"):
         cma.read(pid, 4096, np.empty(8, np.uint8), peer=2)
+
+
+def test_the_machine_check_agrees_with_a_read_of_a_child_and_says_no_without_the_calls(child_with_data,
+                                                                                      monkeypatch):
+    """allowed_here (what collectives-tune records) forks its own child: here, where reading a
+    child works (the fixture's), it says so; where the calls do not exist, it says no."""
+    pid, address, data = child_with_data
+    into = np.empty(64, dtype=np.uint8)
+    cma.read(pid, address, into, peer=1)
+    assert cma.allowed_here() is True
+    monkeypatch.setattr(cma, "_LIBC", None)
+    assert cma.allowed_here() is False

@@ -436,7 +436,12 @@ def test_futex_wake_crosses_processes_and_wait_checks_the_value() -> None:
     _futex.futex_wait(address, 1, 5.0)  # value differs: returns at once
     assert time.monotonic() - start < 0.5
 
-    child = CTX.Process(target=lambda: (time.sleep(0.2), setattr(word, "value", 1), _futex.futex_wake(address)))
+    def wake() -> None:  # in the child: set the shared word, then wake the parent
+        time.sleep(0.2)
+        ctypes.c_uint32.from_buffer(mm).value = 1
+        _futex.futex_wake(address)
+
+    child = CTX.Process(target=wake)
     child.start()
     start = time.monotonic()
     while word.value == 0 and time.monotonic() - start < 5:

@@ -25,3 +25,22 @@ def test_a_tiny_sweep_writes_a_profile_and_prints_it(tmp_path: Path, capsys: pyt
     assert costs.alpha + costs.overhead > 0 and costs.gamma > 0
     text = capsys.readouterr().out
     assert "alpha_us" in text and "measured" in text and str(path) in text
+
+
+@pytest.mark.multiprocess
+def test_over_shm_it_fits_the_reads_where_the_kernel_allows_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """512 KiB and 2 MiB are beyond the small window of gather and scatter (2 MiB of all-to-all):
+    those calls go by reads, and the profile prices them; with COLLECTIVES_CROSS_MEMORY=0 it
+    leaves them 0 (the schedules)."""
+    from collectives.transports import cma
+
+    path = tmp_path / "tuned.json"
+    assert tune.main(["--transports", "shm", "--sizes", "8,512K,2M", "--rounds", "1", "--out", str(path)]) == 0
+    costs = load(path).transports["shm"]
+    assert (costs.reads_beta > 0) == cma.allowed_here()
+    assert "gather     direct" in capsys.readouterr().out or not cma.allowed_here()
+    monkeypatch.setenv("COLLECTIVES_CROSS_MEMORY", "0")
+    assert tune.main(["--transports", "shm", "--sizes", "8,512K,2M", "--rounds", "1", "--out", str(path)]) == 0
+    costs = load(path).transports["shm"]
+    assert costs.reads_alpha == costs.reads_beta == 0.0

@@ -80,36 +80,46 @@ def test_a_direct_reduce_is_priced_as_the_roots_copies_up_to_its_limit_and_as_it
         assert tuner.choose("reduce", 8, size, "shm", windows=True) == "direct"
 
 
+def without_reads(profile: Profile) -> Profile:
+    """``profile`` as measured where the kernel refuses reads of peers' memory (no reads' terms)."""
+    shm = dataclasses.replace(profile.costs("shm"), reads_alpha=0.0, reads_beta=0.0)
+    return dataclasses.replace(profile, transports={**profile.transports, "shm": shm})
+
+
 def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_schedule_beyond() -> None:
+    """Beyond the limit as the schedule where the profile prices no reads (with reads priced:
+    tests/tuning/test_reads_costs.py)."""
     from collectives.algorithms.registry import DIRECT_ALL_TO_ALL_BYTES
     from collectives.tuning.profile import current
 
-    profile = current()
+    profile = without_reads(current())
     for size in (2, 4):
         window = tuner.direct_time("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size, profile.costs("shm")) * max(
             1.0, size / profile.cores)
-        assert tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm") == window
+        assert tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm", 0, profile) == window
         large = 4 * DIRECT_ALL_TO_ALL_BYTES
-        assert tuner.predict("all_to_all", "direct", large, size, "shm") == tuner.predict(
-            "all_to_all", automatic("all_to_all", large, size), large, size, "shm")
+        assert tuner.predict("all_to_all", "direct", large, size, "shm", 0, profile) == tuner.predict(
+            "all_to_all", automatic("all_to_all", large, size), large, size, "shm", 0, profile)
         assert tuner.choose("all_to_all", 8, size, "shm", windows=True) == "direct"
 
 
 @pytest.mark.parametrize("collective", ["gather", "scatter"])
 def test_a_direct_gather_or_scatter_is_priced_as_the_roots_copies_up_to_its_limit_and_as_its_schedule_beyond(
         collective: str) -> None:
+    """Beyond the limit as the schedule where the profile prices no reads (with reads priced:
+    tests/tuning/test_reads_costs.py)."""
     from collectives.algorithms.registry import DIRECT_LIMITS
     from collectives.tuning.profile import current
 
-    profile = current()
+    profile = without_reads(current())
     costs, limit = profile.costs("shm"), DIRECT_LIMITS[collective]
     for size in (2, 3, 4):
         moved = 1.0 if collective == "gather" else 1.0 + 1 / size  # a scatter's root copies its own block out too
         want = (costs.direct_alpha + limit * moved * costs.direct_beta) * max(1.0, size / profile.cores)
-        assert tuner.predict(collective, "direct", limit, size, "shm") == pytest.approx(want, rel=1e-12)
+        assert tuner.predict(collective, "direct", limit, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
         large = 4 * limit
-        assert tuner.predict(collective, "direct", large, size, "shm") == tuner.predict(
-            collective, automatic(collective, large, size), large, size, "shm")
+        assert tuner.predict(collective, "direct", large, size, "shm", 0, profile) == tuner.predict(
+            collective, automatic(collective, large, size), large, size, "shm", 0, profile)
         assert tuner.choose(collective, 8 * size, size, "shm", windows=True) == "direct"
 
 

@@ -1,0 +1,85 @@
+"""The express lane of point-to-point: a blocking send or receive of a message of up to 1 MiB
+between two ranks on one host moves in one C call (engines/_express_c.c), without the engine's Work,
+intake and progress loop.
+
+It is only a shortcut: where it cannot take a call as it is (the message over
+``EXPRESS_BYTES``, no room in the ring, the peer late past its spin, a frame of another tag
+or size next, anything queued, held or half read on the channel, the lock held by another
+thread, a buffer that is not a plain contiguous one, an argument the engine would refuse), it
+moves nothing and says so, and the caller runs the call through the engine
+(engines/point_to_point.py), which makes the checks and raises the errors. Messages of one
+tag between a pair still match in posting order: the lane takes a frame only when the engine
+has nothing of that tag before it. Where the C part is not built, or ``Config.pure_python``,
+:class:`NoLane` sends every call through the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..buffers import BUILT_IN_DTYPES
+from ..config import Config
+from ..tags import MAX_USER_TAG, P2P_TAG_BIT
+from ..transports.progress import YIELD_SECONDS, oversubscribed
+from ..transports.shm import ShmChannel
+from .point_to_point import PointToPoint
+
+try:
+    from ._express_c import Express  # type: ignore[import-not-found]
+except ImportError:  # no compiler at install time
+    Express = None
+
+EXPRESS_BYTES = 1 << 20
+"""Largest message the lane moves: one frame, written at once into a ring (the most one write of
+the engine moves, a quarter of the default ring); larger ones stream through the engine, whose
+writer and reader copy at once (docs/performance.md, "Thresholds")."""
+
+
+class Lane(Protocol):
+    """What the communicator calls: each returns whether the call was made."""
+
+    sends: int
+    recvs: int
+
+    def send(self, x: Any, dst: Any, tag: Any) -> bool: ...
+    def recv(self, x: Any, src: Any, tag: Any) -> bool: ...
+    def close(self) -> None:
+        """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
+
+
+class NoLane:
+    """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
+
+    sends = recvs = 0
+
+    def send(self, x: Any, dst: Any, tag: Any) -> bool:
+        return False
+
+    def recv(self, x: Any, src: Any, tag: Any) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -> Lane:
+    """The express lane of ``p2p``'s shm channels (``numbers``: the communicator's count of
+    point-to-point calls, which the lane advances for each call it takes)."""
+    channels = {peer: c for peer, c in p2p.channels.items() if isinstance(c, ShmChannel)}
+    if Express is None or config.pure_python or not channels:
+        return NoLane()
+    lanes, keep = {}, []
+    for peer, channel in channels.items():
+        words, kept = channel.lane()
+        lanes[peer] = (channel, words)
+        keep.append(kept)
+    local = len(channels) + 1
+    spin = p2p.progress.spin_seconds
+    crowded = oversubscribed(local)
+    lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
+                          min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0)
+    return lane_

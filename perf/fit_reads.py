@@ -1,0 +1,120 @@
+"""Fit the cost of the single-copy exchanges (``reads_alpha``, ``reads_beta``) to measured calls.
+
+    for p in 2 3 4; do for c in alltoall gather scatter; do
+        python -m perf ${c}_perf --np $p -b 256K -e 64M -f 4 -n 20 --algo all --json r_${c}_$p.json
+    done; done
+    python perf/fit_reads.py r_*.json --merge reads.json              # one file, each time the median
+    python perf/fit_reads.py reads.json --out fitted.json            # fit, print, write the profile
+    python perf/fit_reads.py reads.json --profile fitted.json        # predicted against measured, no fit
+
+Reads the rows ``--algo all --json`` (or ``perf/tuner_check.py --json``) writes and keeps the
+direct engine's times of all-to-alls, gathers and scatters over shared memory beyond the small
+window (``registry.DIRECT_LIMITS``), where it goes by reads of peers' memory
+(``collectives/tuning/reads.py``). The same case in several files counts once, at the median.
+The fit searches a grid of the two constants for the least mean |log(predicted / measured)|,
+the profile's ``direct_alpha`` and ``cores`` kept; it measures nothing, so run it on a machine
+where the reads were allowed (the harness logs it under COLLECTIVES_DEBUG=INFO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+from typing import Any
+
+from collectives.algorithms.registry import DIRECT_LIMITS
+from collectives.tuning import reads
+from collectives.tuning.profile import Profile, current, load
+
+ALPHAS = [i * 0.5e-6 for i in range(81)]  # 0 .. 40 µs per peer
+BETAS = [i * 0.001e-9 for i in range(10, 201)]  # 0.01 .. 0.2 ns/B
+
+
+def load_rows(paths: list[str]) -> list[dict[str, Any]]:
+    """Rows of every file (a list, or ``{"rows": [...]}``), one per case: times the median over
+    the files, ``repeats_us`` every file's time (as ``perf/tuner_check.py --repeats`` keeps them)."""
+    seen: dict[tuple[str, int, str, int], list[dict[str, float]]] = {}
+    for path in paths:
+        with open(path) as fh:
+            doc = json.load(fh)
+        for r in doc["rows"] if isinstance(doc, dict) else doc:
+            seen.setdefault((r["transport"], r["ranks"], r["collective"], r["size"]), []).append(r["times_us"])
+    rows = []
+    for (transport, ranks, collective, size), times in seen.items():
+        names = [a for a in times[0] if all(a in t for t in times)]
+        row: dict[str, Any] = {"transport": transport, "ranks": ranks, "collective": collective, "size": size,
+                               "times_us": {a: statistics.median(t[a] for t in times) for a in names}}
+        row["repeats_us"] = {a: [round(t[a], 2) for t in times] for a in names}
+        rows.append(row)
+    return rows
+
+
+def by_reads(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, float]]:
+    """(collective, ranks, bytes, seconds) of the direct calls that went by reads."""
+    return sorted((r["collective"], r["ranks"], r["size"], r["times_us"]["direct"] * 1e-6) for r in rows
+                  if r["transport"] == "shm" and r["collective"] in reads.READ_BYTES and "direct" in r["times_us"]
+                  and r["size"] > DIRECT_LIMITS[r["collective"]])
+
+
+def mean_log_error(points: list[tuple[str, int, int, float]], profile: Profile) -> float:
+    costs = profile.costs("shm")
+    return statistics.fmean(abs(math.log(reads.reads_time(c, n, p, costs, profile.cores) / t)) for c, p, n, t in points)
+
+
+def fit(points: list[tuple[str, int, int, float]], profile: Profile) -> Profile:
+    """``profile`` with the reads' constants of the grid that predicts ``points`` best."""
+    shm = profile.costs("shm")
+
+    def with_reads(alpha: float, beta: float) -> Profile:
+        costs = dataclasses.replace(shm, reads_alpha=alpha, reads_beta=beta)
+        return dataclasses.replace(profile, transports={**profile.transports, "shm": costs})
+
+    best = min(((a, b) for a in ALPHAS for b in BETAS), key=lambda ab: mean_log_error(points, with_reads(*ab)))
+    return with_reads(*best)
+
+
+def table(points: list[tuple[str, int, int, float]], profile: Profile) -> list[str]:
+    costs = profile.costs("shm")
+    lines = ["| collective | ranks | size | measured µs | predicted µs | error |", "|---|---|---|---|---|---|"]
+    inside = 0
+    for c, p, n, t in points:
+        predicted = reads.reads_time(c, n, p, costs, profile.cores)
+        inside += abs(predicted / t - 1) <= 0.25
+        lines.append(f"| {c} | {p} | {n >> 10} KiB | {t * 1e6:.0f} | {predicted * 1e6:.0f} | {(predicted / t - 1) * 100:+.0f} % |")
+    return lines + [f"# within 25 %: {inside} of {len(points)}; mean |log error| {mean_log_error(points, profile):.3f};"
+                    f" reads_alpha {costs.reads_alpha * 1e6:.2f} us, reads_beta {costs.reads_beta * 1e9:.4f} ns/B,"
+                    f" direct_alpha {costs.direct_alpha * 1e6:.2f} us, cores {profile.cores}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="JSON rows of --algo all or tuner_check")
+    parser.add_argument("--profile", default=None, help="start from (or, without --out, score) this profile")
+    parser.add_argument("--out", default=None, help="fit, and write the profile with the fitted constants here")
+    parser.add_argument("--merge", default=None, help="only write the files' rows as one file (tuner_check --from reads it)")
+    args = parser.parse_args(argv)
+    rows = load_rows(args.files)
+    if args.merge:
+        with open(args.merge, "w") as fh:
+            json.dump({"rows": rows}, fh, indent=1)
+            fh.write("\n")
+        print(f"# {len(rows)} rows written to {args.merge}")
+        return 0
+    points = by_reads(rows)
+    if not points:
+        print("no direct all_to_all, gather or scatter over shm beyond the small window in these files", file=sys.stderr)
+        return 2
+    profile = load(args.profile) if args.profile else current()
+    if args.out:
+        profile = fit(points, profile)
+        profile.save(args.out)
+    print("\n".join(table(points, profile)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
