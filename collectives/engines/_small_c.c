@@ -338,17 +338,24 @@ static long long run_gather(SmallPlan *p, const char *x, char *out, int root, ui
     return (long long)b;
 }
 
-/* Scatter: the root writes all of ``x`` (first: ``out`` may lie in it); every rank copies
-   its block of the root's slot into ``out``. */
+/* Scatter: the root writes every block of ``x`` but its own into its slot and posts, then
+   copies its own block into ``out`` (nothing in place), so that the others start copying theirs
+   while it does; every other rank copies its block of the root's slot into ``out``. */
 static long long run_scatter(SmallPlan *p, const char *x, char *out, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    size_t piece = (size_t)p->nbytes / (size_t)p->ranks;
+    size_t piece = (size_t)p->nbytes / (size_t)p->ranks, mine = (size_t)p->me * piece;
     if (p->me == root) {
-        if (!write_slot(p, x, b)) return 0;
-    } else if (!written(p, root, b)) {
-        return 0;
+        if (!slot_free(p, b)) return 0;
+        char *slot = slots_of(p, b)[p->me];
+        memcpy(slot, x, mine);
+        memcpy(slot + mine + piece, x + mine + piece, (size_t)p->nbytes - mine - piece);
+        set_word(p, len_slot_of(p, b), p->len_word);
+        post(p, p->flag, b);
+        if (out != x + mine) memmove(out, x + mine, piece);
+        return (long long)b;
     }
-    memcpy(out, slots_of(p, b)[root] + (size_t)p->me * piece, piece);
+    if (!written(p, root, b)) return 0;
+    memcpy(out, slots_of(p, b)[root] + mine, piece);
     post(p, p->flag, b);
     return (long long)b;
 }

@@ -36,6 +36,8 @@ instead (``PeerMemory``: process_vm_readv), through flags of its own:
     PROBE, VERDICT  the one-time check that the kernel lets us read each other at all
     RESULT  the address of my output this call (``all_reduce_by_reads``)
     PUSHED  the number of my last broadcast as root whose writes into peers are done
+    SHARE   the bytes of every block a gather's or scatter's root copies itself this call
+            (``exchange_reads``; the other ranks copy the rest of theirs)
 
 Every call also says how many bytes this rank brings, where its peers read them with the
 flag they already wait on (``LEN`` beside SEG/OFF or ADDR; in the small window one word
@@ -71,6 +73,7 @@ HALF_LEN = 15  # and 16: the bytes in half 0 and half 1 of the small window (eng
 SLOT_LEN = 17  # to 17 + small.SLOT_LENS - 1 (48): the bytes of pipelined broadcast or reduce b at 17 + b % SLOT_LENS
 CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
 EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep), 2s + 1 once it left (small.py)
+SHARE = 51  # the bytes of every block that a gather's or scatter's root copies itself this call (exchange_reads.py)
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the

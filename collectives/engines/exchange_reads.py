@@ -6,14 +6,23 @@ then out), and a schedule of messages adds a round per peer. Here each byte cros
 Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the byte count it
 expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
-- gather: the root reads the first 1/p of every peer's block, and each peer writes the rest
-  of its block into the root's ``out``, so that every rank copies as much (the root alone
-  reading everything left the other cores idle, and measured slower);
-- scatter: each rank reads its block out of the root's ``x`` (the root writing a share of each
-  block measured slower).
+- gather: the root reads the head of every peer's block, and each peer writes the rest of
+  its block into the root's ``out``;
+- scatter: each rank reads the head of its block out of the root's ``x``, and the root writes
+  the rest into each rank's ``out``.
+The root's part of each block (``SHARE``, posted by the root with its addresses) keeps every
+core copying: where the ranks do not outnumber the cores, ``ROOT_SHARE`` of it when the root
+also copies its own block, more when it does not (in place), so that the root's copies and
+its peers' end together (one side reading or writing everything left the other core idle).
+Where ranks outnumber the cores, a gather's root reads 1/p of each block and a scatter's root
+writes none, so that no rank waits on a root that the scheduler has put aside.
 A rank posts ``READ`` when its copies are done and returns once every rank it exchanged with has
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
+
+In place, an all-to-all copies aside only the blocks its peers read (not its own, which stays
+where it is), into a buffer the plan keeps: a new buffer on every call took its page faults
+on every call (a 64 MiB all-to-all in place cost four times one out of place).
 """
 
 from __future__ import annotations
@@ -23,9 +32,16 @@ from collections.abc import Callable
 import numpy as np
 
 from ..buffers import address_of, copy_array
-from .direct import ADDR, LEN, POSTED, READ, RESULT, PeerMemory, Window, count_mismatch
+from .direct import ADDR, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
 
 ALL_TO_ALL, GATHER, SCATTER = "all_to_all", "gather", "scatter"
+
+ROOT_SHARE = (0.2, 0.5)
+"""At 2 ranks, the share of every peer's block that a gather's or scatter's root copies itself
+(reads or writes) when it also copies its own block, and when it does not (in place); at p
+ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1, 0.2, 0.3,
+0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
+PAGE_BYTES = 4096
 
 
 class ExchangeByReads:
@@ -43,39 +59,69 @@ class ExchangeByReads:
         self.expected = count * itemsize  # the bytes of every rank's x (all-to-all, gather) or the root's (scatter)
         self.k = count if kind == GATHER else count // p  # elements per block
         self.itemsize = itemsize
-        # gather: the root reads [0, split) of a block and its owner writes the rest
-        self.split = self.k // p if kind == GATHER else self.k
+        self.block = self.k * itemsize  # bytes per block
+        self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
+        self.aside: np.ndarray | None = None  # an in-place all-to-all's blocks for its peers, kept
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
         """Run the call on flat ``x`` and ``out`` (None where a rank has none; ``out`` may
-        overlap ``x``: then ``x`` is first copied aside, since peers read it). Returns the new serial."""
+        overlap ``x``: then what peers read of ``x`` is first copied aside). Returns the new serial."""
         window, k, me = self.window, self.k, self.me
+        own = x  # where my own block comes from: x, or its copy where out overlaps it otherwise
         if x is not None and out is not None and not self._apart(x, out):
-            x = x.copy()
+            x = self._set_aside(x, out)
+            own = own if x is self.aside else x
+        mine = None if own is None else (own if self.kind == GATHER else own[me * k : (me + 1) * k])
         s = serial + 1
+        dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
+        copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
+        share = self._share(copies_own) if window.rank == self.root and self.kind != ALL_TO_ALL else 0
+        window.post(SHARE, share, wake=False)
         window.post(ADDR, 0 if x is None else address_of(x), wake=False)
         window.post(RESULT, 0 if out is None else address_of(out), wake=False)
         window.post(LEN, self.expected, wake=False)
         window.post(POSTED, s)
-        if out is not None and x is not None:  # my own block (in place: already there)
-            mine = x if self.kind == GATHER else x[me * k : (me + 1) * k]
-            dst = out if self.kind == SCATTER else out[me * k : (me + 1) * k]
-            if address_of(dst) != address_of(mine):
-                copy_array(dst, mine)
+        if copies_own:  # my own block (in place: already there)
+            assert dst is not None and mine is not None
+            copy_array(dst, mine)
         try:
             for q in self.partners:
                 window.wait(q, POSTED, s, deadline, on_timeout)
                 if window.flag(q, LEN) != self.expected:
                     raise count_mismatch(q, window.flag(q, LEN), self.expected)
-                self._copy(q, x, out)
+                self._copy(q, x, out, share)
         finally:
             window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
         for q in self.partners:
             window.wait(q, READ, s, deadline, on_timeout)
         return s
+
+    def _share(self, copies_own: bool) -> int:
+        """The bytes of every peer's block that I, the root, copy myself this call (see the
+        module docstring), a whole number of pages."""
+        p = len(self.window.ranks)
+        if not self.spread:
+            return self.block // p if self.kind == GATHER else 0
+        share = int(self.block * ROOT_SHARE[not copies_own] * 2 / p)
+        return min(self.block, share - share % PAGE_BYTES)
+
+    def _set_aside(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """What peers read in place of ``x`` where ``out`` overlaps it: for an all-to-all
+        exactly in place, the blocks they read, in a buffer kept for the next calls; else a copy."""
+        if self.kind != ALL_TO_ALL or address_of(x) != address_of(out) or x.nbytes != out.nbytes:
+            copied: np.ndarray = x.copy()
+            return copied
+        aside = self.aside
+        if aside is None or aside.dtype != x.dtype:
+            aside = self.aside = np.empty(x.shape, x.dtype)
+        k, me = self.k, self.me
+        for i in range(len(self.window.ranks)):
+            if i != me:
+                copy_array(aside[i * k : (i + 1) * k], x[i * k : (i + 1) * k])
+        return aside
 
     def _apart(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether my ``x`` and ``out`` may be used as they are while peers copy: apart, or
@@ -87,19 +133,31 @@ class ExchangeByReads:
             return address_of(x) == address_of(out[me * k : (me + 1) * k]) and x.size == k
         return self.kind == SCATTER and address_of(out) == address_of(x[me * k : (me + 1) * k]) and out.size == k
 
-    def _copy(self, q: int, x: np.ndarray | None, out: np.ndarray | None) -> None:
-        """My share of the exchange with rank q, which has posted where its buffers lie."""
-        window, k, size, split = self.window, self.k, self.itemsize, self.split
+    def _copy(self, q: int, x: np.ndarray | None, out: np.ndarray | None, share: int) -> None:
+        """My part of the exchange with rank q, which has posted where its buffers lie (and, as
+        a root, its ``SHARE``; ``share``: mine, as a root)."""
+        window, block = self.window, self.block
         i, theirs = self.index[q], window.flag(q, ADDR)
+        xb = None if x is None else x.reshape(-1).view(np.uint8)
+        ob = None if out is None else out.reshape(-1).view(np.uint8)
         if self.kind == ALL_TO_ALL:
-            assert out is not None
-            self.memory.read(q, theirs + self.me * k * size, out[i * k : (i + 1) * k])
-        elif self.kind == GATHER and out is not None:  # the root: the head of q's block
-            if split:
-                self.memory.read(q, theirs, out[i * k : i * k + split])
+            assert ob is not None
+            self.memory.read(q, theirs + self.me * block, ob[i * block : (i + 1) * block])
+        elif self.kind == GATHER and q != self.root:  # I am the root: the head of q's block
+            assert ob is not None
+            if share:
+                self.memory.read(q, theirs, ob[i * block : i * block + share])
         elif self.kind == GATHER:  # q is the root: the rest of my block into its out
-            assert x is not None
-            if split < k:
-                self.memory.write(q, window.flag(q, RESULT) + (self.me * k + split) * size, x[split:])
-        elif out is not None and x is None:  # scatter, q is the root: my block (the root copies nothing)
-            self.memory.read(q, theirs + self.me * k * size, out)
+            assert xb is not None
+            head = window.flag(q, SHARE)
+            if head < block:
+                self.memory.write(q, window.flag(q, RESULT) + self.me * block + head, xb[head:])
+        elif q == self.root:  # scatter: the head of my block out of the root's x
+            assert ob is not None
+            head = block - window.flag(q, SHARE)
+            if head > 0:
+                self.memory.read(q, theirs + self.me * block, ob[:head])
+        elif share:  # scatter, I am the root: the tail of q's block into its out
+            assert xb is not None
+            head = block - share
+            self.memory.write(q, window.flag(q, RESULT) + head, xb[i * block + head : (i + 1) * block])

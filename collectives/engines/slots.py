@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import copy_array
+from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BROADCAST, SLOT_LEN, Window, count_mismatch
@@ -79,13 +79,20 @@ class _SlotPlan:
                                         nbytes=nbytes, len_word=nbytes, len_ring=SLOT_LENS, dtype=dtype, op=op)
         self.me = self.index[window.rank]
 
-    def _write(self, b: int, x: np.ndarray, deadline: float, on_timeout: OnTimeout) -> None:
-        """Copy ``x`` into my slot of call b once every peer is done with call ``b - slots``."""
+    def _write(self, b: int, x: np.ndarray, deadline: float, on_timeout: OnTimeout, skip: int = 0) -> None:
+        """Copy ``x`` into my slot of call b once every peer is done with call ``b - slots``
+        (but for its block ``me`` of ``skip`` elements, which nobody reads)."""
         free = b - len(self.slots)
         for q, flags in self.peers:
             if flags[BROADCAST] < free:
                 self.window.wait(q, BROADCAST, free, deadline, on_timeout)
-        copy_array(self.slots[b % len(self.slots)][self.me], x)
+        slot = self.slots[b % len(self.slots)][self.me]
+        if skip:
+            lo, hi = self.me * skip, (self.me + 1) * skip
+            copy_array(slot[:lo], x[:lo])
+            copy_array(slot[hi:], x[hi:])
+        else:
+            copy_array(slot, x)
         self.mine[SLOT_LEN + b % SLOT_LENS] = self.nbytes
 
     def _await(self, q: int, b: int, deadline: float, on_timeout: OnTimeout) -> np.ndarray:
@@ -174,7 +181,9 @@ class PipelinedGatherPlan(_SlotPlan):
 
 class PipelinedScatterPlan(_SlotPlan):
     """Scatters of one shape (``size`` elements of the root's ``x``, p blocks): the root copies
-    all of ``x`` into its slot and returns; rank q copies block q out of it."""
+    every block of ``x`` but its own into its slot, posts, then copies its own block into
+    ``out`` while the others copy theirs out of the slot (a root that copied all of ``x`` in
+    first kept them waiting for its own block: docs/performance.md, fourteenth round)."""
 
     kind = small_native.SCATTER
 
@@ -187,10 +196,12 @@ class PipelinedScatterPlan(_SlotPlan):
         k = out.size
         if self.window.rank == root:
             assert x is not None  # the root's x: checked by the caller
-            self._write(b, x, deadline, on_timeout)  # first: out may lie in x (in place)
-            source = self.slots[b % len(self.slots)][self.me]
-        else:
-            source = self._await(root, b, deadline, on_timeout)
-        copy_array(out, source[self.me * k:(self.me + 1) * k])
+            self._write(b, x, deadline, on_timeout, skip=k)
+            self.window.post(BROADCAST, b)
+            own = x[self.me * k:(self.me + 1) * k]
+            if address_of(out) != address_of(own):  # in place: already there
+                copy_array(out, own)
+            return b
+        copy_array(out, self._await(root, b, deadline, on_timeout)[self.me * k:(self.me + 1) * k])
         self.window.post(BROADCAST, b)
         return b

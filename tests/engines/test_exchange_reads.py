@@ -104,3 +104,81 @@ def test_a_gather_whose_ranks_pass_different_counts_raises_on_both_sides():
         return outcome
 
     assert run_world(fn, 2, "shm", timeout=60) == ["MessageMismatchError"] * 2
+
+
+def _rooted(comm, collective, root, in_place):
+    """Three calls of ``collective`` from ``root`` (new values each time); the rows that came
+    out wrong, and the share of each block the root posted it copies itself (``SHARE``)."""
+    from collectives.engines.direct import SHARE
+
+    k, me, p = _k(collective, comm.size), comm.rank, comm.size
+    mine = slice(me * k, (me + 1) * k)
+    bad = []
+    for rep in range(3):
+        sent = _blocks(p, k, rep + 100 * root)
+        if collective == "gather":
+            out = np.zeros(k * p) if me == root else None
+            x = out[mine] if in_place and me == root else np.empty(k)
+            x[...] = sent[0][mine]
+            comm.gather(x, out, root)
+            got, want = out, sent[0]
+        else:
+            x = sent[0].copy() if me == root else None
+            out = x[mine] if in_place and me == root else np.zeros(k)
+            comm.scatter(x, out, root)
+            got, want = out, sent[0][mine]
+        if got is not None and not np.array_equal(got, want):
+            bad.append(rep)
+    route = next(plan for key, plan in comm._plans.items() if key[0] == collective).route
+    return bad, route.window.flag(root, SHARE), route.block
+
+
+@pytest.mark.parametrize("collective", ["gather", "scatter"])
+@pytest.mark.parametrize("in_place", [False, True], ids=["out of place", "in place"])
+@pytest.mark.parametrize("size,spread", [(2, True), (3, True), (3, False)],
+                         ids=["2 ranks", "3 ranks, as many cores", "3 ranks, fewer cores"])
+def test_the_root_copies_its_share_of_every_block_from_every_root(monkeypatch, collective, in_place, size, spread):
+    """Where the ranks do not outnumber the cores, a gather's or scatter's root copies a share
+    of every peer's block itself (ROOT_SHARE: more in place, where it has no block of its own
+    to copy) while each peer copies the rest; where they do, a gather's root reads 1/p of each
+    block and a scatter's root writes none. Every root, the data right every time."""
+    from collectives.engines.exchange_reads import PAGE_BYTES, ROOT_SHARE
+    from collectives.transports import shm_window
+
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: not spread)
+    for root in range(size):
+        results = run_world(lambda comm: _rooted(comm, collective, root, in_place), size, "shm", timeout=120,
+                            cross_memory=True)
+        block = results[0][2]
+        if spread:
+            share = int(block * ROOT_SHARE[in_place] * 2 / size)
+            share -= share % PAGE_BYTES
+        else:
+            share = block // size if collective == "gather" else 0
+        assert results == [([], share, block)] * size, root
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C fast path", "COLLECTIVES_PURE_PYTHON"])
+def test_an_all_to_all_in_place_sets_aside_only_what_peers_read_in_a_buffer_it_keeps(monkeypatch, pure):
+    """In place, the blocks that peers read are copied aside (a new copy on every call took its
+    page faults every time); my own block stays where it is and is not copied. The same with
+    the fast path in C and in Python."""
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    def fn(comm):
+        k, me = _k("all_to_all", comm.size), comm.rank
+        bad, kept = [], []
+        for rep in range(3):
+            sent = _blocks(comm.size, k, rep)
+            x = sent[me].copy()
+            comm.all_to_all(x, x)
+            if not np.array_equal(x, np.concatenate([sent[q][me * k : (me + 1) * k] for q in range(comm.size)])):
+                bad.append(rep)
+            route = next(plan for key, plan in comm._plans.items() if key[0] == "all_to_all").route
+            kept.append(id(route.aside))
+        # the last call's blocks for my peers are there, each where a peer reads it
+        blocks = route.aside.reshape(comm.size, k)
+        for_peers = all(np.array_equal(blocks[q], sent[me][q * k : (q + 1) * k]) for q in range(comm.size) if q != me)
+        return bad, len(set(kept)), for_peers
+
+    assert run_world(fn, 3, "shm", timeout=120, cross_memory=True) == [([], 1, True)] * 3

@@ -51,8 +51,12 @@ def _exchanges(comm):
     return bad, routes
 
 
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
 @pytest.mark.parametrize("size", [2, 3])
-def test_small_gathers_and_scatters_take_the_slots_and_every_rank_gets_its_blocks(size):
+def test_small_gathers_and_scatters_take_the_slots_and_every_rank_gets_its_blocks(monkeypatch, size, pure):
+    """The same in C and in Python (a scatter's root posts before it copies its own block)."""
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
     for bad, routes in run_world(_exchanges, size, "shm", timeout=120):
         assert bad == []
         for collective in ("gather", "scatter"):
