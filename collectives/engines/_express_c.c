@@ -3,8 +3,8 @@
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
-   about 15 us of interpreter dispatch for an 8-byte message, where the copy takes
-   nanoseconds. Here a blocking send writes its whole frame (transports/base.py: a 16-byte
+   for a small message, many times the copy in interpreter dispatch (docs/performance.md,
+   "Thirteenth round"). Here a blocking send writes its whole frame (transports/base.py: a 16-byte
    header ``tag u64 | nbytes u32 | flags u32``, then the payload) straight into its ring in the
    peer's inbox (transports/shm.py) and rings the peer's doorbell; a blocking receive spins on
    its ring for ``spin_ns`` (then ``yield_ns`` of sched_yield) until a whole frame of its tag

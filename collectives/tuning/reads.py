@@ -32,8 +32,8 @@ READ_BYTES: dict[str, Callable[[int], float]] = {
 x, a gather's out on the root, a scatter's x on the root). A gather's root copies its own block
 and reads the first 1/p of every peer's while each peer writes the rest of its own, (2p − 1)/p²
 of n on the root; but its own block is a copy within its memory, faster than a read across, and
-n/p, the share the engine's split aims at, predicted the measurements better (58 of 81 within
-25 % against 52; docs/simulation.md)."""
+n/p, the share the engine's split aims at, predicted the measurements better (docs/simulation.md,
+"Single-copy reads")."""
 
 
 def priced(collective: str, costs: TransportCosts) -> bool:
