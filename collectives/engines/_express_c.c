@@ -208,7 +208,7 @@ static int send_free(const Lane *lane) {
 }
 
 /* Write one whole frame if the ring has room for it: 1 written, 0 not. */
-static int write_frame(Express *e, Lane *lane, uint64_t tag, const char *buf, uint64_t n) {
+static int write_frame(Lane *lane, uint64_t tag, const char *buf, uint64_t n) {
     if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(lane->my_closed, __ATOMIC_ACQUIRE))
         return 0;
     uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
@@ -226,7 +226,6 @@ static int write_frame(Express *e, Lane *lane, uint64_t tag, const char *buf, ui
     if (frame == room) __atomic_store_n(lane->out_want, 1, __ATOMIC_RELAXED); /* as _write_some: tell me of room */
     else if (__atomic_load_n(lane->out_want, __ATOMIC_RELAXED)) __atomic_store_n(lane->out_want, 0, __ATOMIC_RELAXED);
     ring_bell(lane);
-    (void)e;
     return 1;
 }
 
@@ -245,7 +244,7 @@ static PyObject *Express_send(Express *e, PyObject *const *args, Py_ssize_t narg
         if (taken < 0) goto fail;
         if (taken) {
             int free_ = send_free(lane);
-            if (free_ > 0) sent = write_frame(e, lane, tag, view.buf, (uint64_t)view.len);
+            if (free_ > 0) sent = write_frame(lane, tag, view.buf, (uint64_t)view.len);
             if (unlock(e) < 0 || free_ < 0) goto fail;
         }
     }

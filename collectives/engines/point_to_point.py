@@ -68,7 +68,6 @@ def sent_work(dst: int, seq: int) -> P2PWork:
     """The finished Work of an asynchronous send whose bytes are in the peer's ring already
     (the express lane, engines/express.py): the buffer may be reused at once."""
     work = P2PWork(f"send to rank {dst}", seq, dst, 0.0, 0.0, lambda _: None)
-    work.tracked = True
     work._finish()
     return work
 
