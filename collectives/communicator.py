@@ -335,28 +335,40 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         """Send ``x`` to ``dst`` (matched in order by its ``recv`` of this tag), posted at once; async_op: a Work."""
         if self._broken is None and (seq := self._express.send(x, dst, tag)):  # in the ring already
             return sent_work(dst, seq) if async_op else None
-        dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
-        self._check_open()
-        arr = Staging(self._note_staged).flat(x, "x")
-        return self._p2p.send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, async_op)
+        work = self._post_send(x, dst, tag, async_op, async_op)
+        return self._p2p.track(work) if async_op else self._p2p.run(work)
 
     def recv(self, x: Any, src: int | None = None, *, tag: int = 0, async_op: bool = False) -> Any:
         """Receive into ``x`` (the message's size) from rank ``src``, or any rank's first of
         ``tag`` (None). Returns ``x``, or a Work returning it whose ``source`` is the sender."""
         if not async_op and src is not None and self._broken is None and self._express.recv(x, src, tag):
             return x
+        work = self._post_recv(x, src, tag, async_op, async_op)
+        return self._p2p.track(work) if async_op else self._p2p.run(work)
+
+    def _post_send(self, x: Any, dst: int, tag: int, async_op: bool, tracked: bool, apart_from: Any = None) -> Any:
+        dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
+        self._check_open()
+        arr = Staging(self._note_staged).flat(x, "x")
+        if apart_from is not None and np.may_share_memory(arr, apart_from):
+            arr = arr.copy()  # what arrives must not overwrite what the peer has yet to read
+        return self._p2p.post_send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, tracked)
+
+    def _post_recv(self, x: Any, src: int | None, tag: int, async_op: bool, tracked: bool) -> Any:
         src, wire_tag = check.source_and_tag(src, tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         stage = Staging(self._note_staged)
         arr, done = stage.flat(x, "x", writable=True, load=False), stage.wrap(lambda c: x)  # (flat first)
-        return self._p2p.recv(arr, src, wire_tag, next(self._p2p_numbers), self.timeout, done, async_op)
+        return self._p2p.post_recv(arr, src, wire_tag, next(self._p2p_numbers), self.timeout, done, tracked)
 
     def sendrecv(self, x: Any, dst: int, out: Any, src: int | None, *, tag: int = 0) -> Any:
         """Send ``x`` to ``dst`` and receive into ``out`` from ``src`` (None: any rank) at once, as
         ``MPI_Sendrecv`` does: a ring shift or a swap with a peer never deadlocks, whatever the
-        size, and both directions copy at the same time. Returns ``out``."""
+        size, and both directions copy at the same time. ``x`` and ``out`` may be the same buffer
+        (``MPI_Sendrecv_replace``). Returns ``out``."""
         if self._broken is None and self._express.send(x, dst, tag):  # sent whole already: only the receive is left
             return self.recv(out, src, tag=tag)
-        sent, received = self.send(x, dst, tag=tag, async_op=True), self.recv(out, src, tag=tag, async_op=True)
-        sent.wait()
-        return received.wait()
+        # The receive first, so that a large message of the peer's finds it posted (it is then
+        # copied once, transports/single_copy.py); both are driven on this thread.
+        received = self._post_recv(out, src, tag, True, False)  # (async_op: either may be this rank)
+        return self._p2p.run(self._post_send(x, dst, tag, True, False, apart_from=received.buffer), received)

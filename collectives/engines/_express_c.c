@@ -290,7 +290,7 @@ static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n) {
     memcpy(&got_tag, header, 8);
     memcpy(&nbytes, header + 8, 4);
     memcpy(&flags, header + 12, 4);
-    if (got_tag != tag || nbytes != n || !(flags & FLAG_END)) return NOT_OURS;
+    if (got_tag != tag || nbytes != n || flags != FLAG_END) return NOT_OURS;  /* a whole plain frame only */
     if (have < HEADER_BYTES + n) return NOT_YET;
     if (n) ring_read(lane->in_data, cap, head + HEADER_BYTES, buf, n);
     __atomic_store_n(lane->in_head, head + HEADER_BYTES + n, __ATOMIC_RELEASE);

@@ -62,6 +62,7 @@ class P2PWork(Work):
         self.timeout = timeout
         self.result_of = result  # called once the bytes are in (device buffers copied back)
         self.tracked = False  # finished by the engine (async), else by ``complete`` (sync)
+        self.buffer: np.ndarray | None = None  # a receive's, flat
 
 
 def sent_work(dst: int, seq: int) -> P2PWork:
@@ -107,11 +108,12 @@ class PointToPoint:
 
     # -- posting (any thread) -------------------------------------------------------------
 
-    def send(self, x: np.ndarray, dst: int, tag: int, seq: int, timeout: float, async_op: bool) -> Any:
-        """Post ``x`` (kept referenced: unchanged until the Work is done) to ``dst``; return
-        the Work (``async_op``), else wait for it here."""
+    def post_send(self, x: np.ndarray, dst: int, tag: int, seq: int, timeout: float, tracked: bool = False) -> P2PWork:
+        """Post ``x`` to ``dst``: the Work, for ``track`` (``tracked``) or ``run``. A large
+        message to a peer on this host may be copied by the receiver straight out of ``x``
+        (transports/single_copy.py)."""
         work = P2PWork(f"send to rank {dst}", seq, dst, time.monotonic() + timeout, timeout, lambda _: None)
-        work.tracked = async_op
+        work.tracked = tracked
         if dst == self.rank:
             with self._cv:
                 self._loopback.setdefault(tag, deque()).append(x.copy())
@@ -120,18 +122,19 @@ class PointToPoint:
             self._post_held(tag, driving=False)
             return work
         try:
-            work.requests.append(self.channels[dst].post_send(x, tag))
+            work.requests.append(self.channels[dst].post_send(x, tag, single_copy=True))
         except TransportError as exc:  # the channel failed earlier
             self._fail(work.name, seq, exc)
-        return self._track(work) if async_op else self.run(work)
+        return work
 
-    def recv(self, x: np.ndarray, src: int | None, tag: int, seq: int, timeout: float,
-             result: Callable[[Any], Any], async_op: bool) -> Any:
-        """Post a receive into ``x`` from ``src`` (None: any rank); return the Work
-        (``async_op``), else wait for it here. ``result(None)`` is what the Work returns."""
+    def post_recv(self, x: np.ndarray, src: int | None, tag: int, seq: int, timeout: float,
+                  result: Callable[[Any], Any], tracked: bool = False) -> P2PWork:
+        """Post a receive into ``x`` from ``src`` (None: any rank): the Work, for ``track``
+        (``tracked``) or ``run``."""
         who = "any rank" if src is None else f"rank {src}"
         work = P2PWork(f"recv from {who}", seq, src, time.monotonic() + timeout, timeout, result)
-        work.tracked = async_op
+        work.tracked = tracked
+        work.buffer = x
         with self._cv:
             held = self._held.get(tag)
             if src is None or src == self.rank or held:
@@ -143,9 +146,9 @@ class PointToPoint:
                     self._fail(work.name, seq, exc)
         if src is None or src == self.rank:
             self._post_held(tag, driving=False)
-        return self._track(work) if async_op else self.run(work)
+        return work
 
-    def _track(self, work: P2PWork) -> P2PWork:
+    def track(self, work: P2PWork) -> P2PWork:
         """Keep ``work`` until it finishes, moving it at once where the lock is free."""
         work.tracked = True
         if work.is_completed():
@@ -343,16 +346,20 @@ class PointToPoint:
 
     # -- synchronous calls ----------------------------------------------------------------
 
-    def run(self, work: P2PWork) -> Any:
-        """Wait for a synchronous ``work`` on this thread, driving the channels under the
-        lock; return its result or raise the communicator's error."""
-        call = Call(work.timeout)
-        call.name, call.seq, call.deadline = work.name, work.seq, work.deadline
+    def run(self, *works: P2PWork) -> Any:
+        """Wait for synchronous ``works`` on this thread, driving the channels under the lock
+        (all of them move at once: a send and a receive posted together never wait on each
+        other); return the last one's result or raise the communicator's error."""
+        result = None
         with self.lock:
-            try:
-                return self.complete(work, call)
-            except (CollectiveTimeoutError, TransportError) as exc:
-                self._fail(work.name, work.seq, exc)
+            for work in works:
+                call = Call(work.timeout)
+                call.name, call.seq, call.deadline = work.name, work.seq, work.deadline
+                try:
+                    result = self.complete(work, call)
+                except (CollectiveTimeoutError, TransportError) as exc:
+                    self._fail(work.name, work.seq, exc)
+        return result
 
     def complete(self, work: P2PWork, call: Call) -> Any:
         """Drive the channels until ``work`` (not tracked) is done, the caller holding the

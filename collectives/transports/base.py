@@ -30,7 +30,6 @@ source).
 from __future__ import annotations
 
 import abc
-import struct
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
@@ -38,60 +37,14 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..errors import MessageMismatchError, PeerLostError, TransportError
+from .frames import CONTROL, FLAG_END, HEADER, HEADER_SIZE, PLAIN, SINGLE_COPY, RecvOp, Request, SendOp
+from .single_copy import CONTROL_FLAGS, FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
 
 if TYPE_CHECKING:  # annotations only
     from ..config import Config
     from ..store.base import Store
 
-HEADER = struct.Struct("<QII")
-HEADER_SIZE = HEADER.size
-FLAG_END = 1
-
-
-class Request:
-    """One posted send or receive. ``done`` turns true once the bytes have been handed
-    to the stream (send) or have all landed in the buffer (receive)."""
-
-    __slots__ = ("channel", "kind", "tag", "nbytes", "done", "error")
-
-    def __init__(self, channel: Channel, kind: str, tag: int, nbytes: int) -> None:
-        self.channel = channel
-        self.kind = kind
-        self.tag = tag
-        self.nbytes = nbytes
-        self.done = False
-        self.error: BaseException | None = None
-
-    @property
-    def peer(self) -> int:
-        return self.channel.peer
-
-    def test(self) -> bool:
-        """Whether the request finished; raises the error that ended it, if any."""
-        if self.error is not None:
-            raise self.error
-        return self.done
-
-    def __repr__(self) -> str:
-        state = "done" if self.done else ("failed" if self.error else "pending")
-        return f"<Request {self.kind} peer={self.peer} tag={self.tag:#x} {self.nbytes} B {state}>"
-
-
-class _SendOp:
-    __slots__ = ("request", "views")
-
-    def __init__(self, request: Request, views: deque[memoryview]) -> None:
-        self.request = request
-        self.views = views
-
-
-class _RecvOp:
-    __slots__ = ("request", "view", "filled")
-
-    def __init__(self, request: Request, view: memoryview) -> None:
-        self.request = request
-        self.view = view
-        self.filled = 0
+__all__ = ["FLAG_END", "HEADER", "HEADER_SIZE", "Channel", "Request", "Transport", "as_bytes_view"]
 
 
 def as_bytes_view(buf: object) -> memoryview:
@@ -109,18 +62,24 @@ def as_bytes_view(buf: object) -> memoryview:
     return view
 
 
-class Channel(abc.ABC):
+class Channel(SingleCopyChannel, abc.ABC):
     """Messages to and from one peer. Not thread-safe: one thread drives a channel."""
 
     def __init__(self, peer: int, *, max_frame_bytes: int = 64 << 20) -> None:
         self.peer = peer
         self.max_frame_bytes = max_frame_bytes
         self.error: BaseException | None = None
-        self._sendq: deque[_SendOp] = deque()
-        self._posted: dict[int, deque[_RecvOp]] = {}
-        self._unexpected: dict[int, deque[tuple[bytearray, bool]]] = {}
+        self._sendq: deque[SendOp] = deque()
+        self._posted: dict[int, deque[RecvOp]] = {}
+        self._unexpected: dict[int, deque[tuple[bytearray | Remote, bool]]] = {}
         # requests posted from other threads, taken in order by the driving thread
-        self._intake: deque[tuple[Request, memoryview]] = deque()
+        self._intake: deque[tuple[Request, memoryview, bool]] = deque()  # (.., .., single copy)
+        # single-copy messages (single_copy.py): None where the transport offers none
+        self.single_copy: SingleCopy | None = None
+        self._awaiting: dict[int, SendOp] = {}  # RTS written, by id, till the receiver answers
+        self._remote_held = 0  # Remote entries among the unexpected messages
+        self._rts_payload = bytearray(RTS.size)
+        self._rx_rts = False  # the frame being read is an RTS
         # receive state machine: header bytes, then the payload of the current frame
         self._rx_header = bytearray(HEADER_SIZE)
         self._rx_header_view = memoryview(self._rx_header)
@@ -129,7 +88,7 @@ class Channel(abc.ABC):
         self._rx_got = 0
         self._rx_tag = 0
         self._rx_end = False
-        self._rx_op: _RecvOp | None = None
+        self._rx_op: RecvOp | None = None
         self._rx_buffer: bytearray | None = None
         self._rx_deferred: tuple[int, int, int] | None = None  # a header held back one call
         # payload bytes that arrived before their receive was posted (each costs one
@@ -165,7 +124,7 @@ class Channel(abc.ABC):
     @property
     def busy(self) -> bool:
         """Whether sends or receives are outstanding on this channel."""
-        return bool(self._sendq) or bool(self._intake) or any(self._posted.values())
+        return bool(self._sendq) or bool(self._intake) or any(self._posted.values()) or bool(self._awaiting)
 
     def isend(self, data: object, tag: int) -> Request:
         """Queue ``data`` (any contiguous buffer, kept referenced, not copied) to the peer."""
@@ -177,19 +136,23 @@ class Channel(abc.ABC):
 
     def _start_send(self, request: Request, view: memoryview) -> None:
         """Put a send on its way (a message transport overrides this and ``_start_recv``)."""
+        self._sendq.append(SendOp(request, self._frames(request.tag, view)))
+        self._progress_send()
+
+    def _frames(self, tag: int, view: memoryview) -> deque[memoryview]:
+        """The frames of a message: headers and slices of ``view``, the last flagged END."""
         views: deque[memoryview] = deque()
         offset = 0
         while True:
             frame = view[offset : offset + self.max_frame_bytes]
             offset += len(frame)
             last = offset >= len(view)
-            views.append(memoryview(HEADER.pack(request.tag, len(frame), FLAG_END if last else 0)))
+            views.append(memoryview(HEADER.pack(tag, len(frame), FLAG_END if last else 0)))
             if len(frame):
                 views.append(frame)
             if last:
                 break
-        self._sendq.append(_SendOp(request, views))
-        self._progress_send()
+        return views
 
     def irecv(self, out: object, tag: int) -> Request:
         """Post a receive of the next message tagged ``tag`` into ``out`` (writable,
@@ -200,24 +163,26 @@ class Channel(abc.ABC):
 
     def _start_recv(self, request: Request, view: memoryview) -> None:
         tag = request.tag
-        self._posted.setdefault(tag, deque()).append(_RecvOp(request, view))
+        self._posted.setdefault(tag, deque()).append(RecvOp(request, view))
         self._deliver_unexpected(tag)
         if self._eof is not None and not request.done:
             self._fail(self._eof)
 
-    def post_send(self, data: object, tag: int) -> Request:
-        """``isend`` from any thread: queued on the intake, sent from the next ``progress``."""
+    def post_send(self, data: object, tag: int, *, single_copy: bool = False) -> Request:
+        """``isend`` from any thread: queued on the intake, sent from the next ``progress``.
+        ``single_copy``: the receiver may copy a large message straight from ``data``
+        (single_copy.py), which stays referenced and unchanged until the request is done."""
         self._check_usable()
         view = as_bytes_view(data)
         request = Request(self, "send", tag, len(view))
-        self._intake.append((request, view))
+        self._intake.append((request, view, single_copy))
         return request
 
     def post_recv(self, out: object, tag: int) -> Request:
         """``irecv`` from any thread: queued on the intake, posted at the next ``progress``
         (in order with the other posts, so messages of one tag still match in order)."""
         view, request = self._new_recv(out, tag)
-        self._intake.append((request, view))
+        self._intake.append((request, view, False))
         return request
 
     def probe(self, tag: int) -> bool:
@@ -234,12 +199,17 @@ class Channel(abc.ABC):
         """Post what other threads queued, in their order (the driving thread)."""
         intake = self._intake
         while intake:
-            request, view = intake.popleft()
+            request, view, single_copy = intake.popleft()
             if self.error is not None:
                 request.error = self.error
             else:
                 try:
-                    (self._start_send if request.kind == "send" else self._start_recv)(request, view)
+                    if request.kind != "send":
+                        self._start_recv(request, view)
+                    elif single_copy and self.single_copy is not None and self.single_copy.takes(len(view)):
+                        self._start_single_copy(request, view)
+                    else:
+                        self._start_send(request, view)
                 except TransportError as exc:  # the channel failed: every request knows
                     request.error = request.error or exc
 
@@ -260,6 +230,8 @@ class Channel(abc.ABC):
                 self._take_intake()
             moved = self._progress_send()
             moved = self._progress_recv() or moved
+            if self._remote_held and not moved:
+                moved = self._copy_held()  # nothing else to do: free the senders waiting on them
         except TransportError as exc:
             self._fail(exc)
             raise
@@ -280,12 +252,14 @@ class Channel(abc.ABC):
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
         self._fail_intake(exc)
-        for op in self._sendq:
-            op.request.error = exc
+        for op in (*self._sendq, *self._awaiting.values()):
+            if op.request is not None:
+                op.request.error = exc
         for ops in self._posted.values():
             for rop in ops:
                 rop.request.error = exc
         self._sendq.clear()
+        self._awaiting.clear()
         self._posted.clear()
 
     def _fail_intake(self, exc: BaseException) -> None:
@@ -294,13 +268,22 @@ class Channel(abc.ABC):
 
     def _progress_send(self) -> bool:
         moved = False
-        while self._sendq:
-            op = self._sendq[0]
+        sendq = self._sendq
+        while sendq:
+            op = sendq[0]
+            if op.stalled:  # only answers to the peer's RTS may pass a first RTS awaiting its own
+                behind = next((o for o in sendq if o.kind == CONTROL), None)
+                if behind is None:
+                    break
+                sendq.remove(behind)
+                sendq.appendleft(behind)
+                continue
             views = op.views
             n = self._write_some(views)
             if n == 0:
                 break
             moved = True
+            op.begun = True
             while n:
                 head = views[0]
                 if n >= len(head):
@@ -311,8 +294,13 @@ class Channel(abc.ABC):
                     n = 0
             if views:
                 break
-            op.request.done = True
-            self._sendq.popleft()
+            if op.kind == SINGLE_COPY and self.single_copy is not None and self.single_copy.asking:
+                op.stalled = True  # the channel's first: hold the stream till the answer
+                continue
+            if op.kind == PLAIN:
+                assert op.request is not None
+                op.request.done = True
+            sendq.popleft()
         return moved
 
     def _progress_recv(self) -> bool:
@@ -344,6 +332,9 @@ class Channel(abc.ABC):
                     continue
                 self._rx_have = 0
                 header = HEADER.unpack(self._rx_header)
+                if header[2] & (CONTROL_FLAGS | FLAG_RTS):
+                    self._start_single_copy_frame(*header)
+                    continue
                 if header[1] and not self._posted.get(header[0]):
                     # Nothing is posted for this frame yet: hold it back for one call, so
                     # that the caller, whose request just completed, can post the receive
@@ -385,6 +376,11 @@ class Channel(abc.ABC):
             self._rx_target = memoryview(self._rx_buffer)
 
     def _finish_frame(self) -> None:
+        if self._rx_rts:
+            self._rx_rts = False
+            self._rx_target = None
+            self._take_rts(self._rx_tag)
+            return
         tag, end, op = self._rx_tag, self._rx_end, self._rx_op
         nbytes = len(self._rx_target) if self._rx_target is not None else 0
         self._rx_target = None
@@ -399,7 +395,7 @@ class Channel(abc.ABC):
             self._rx_buffer = None
             self._deliver_unexpected(tag)
 
-    def _check_fits(self, op: _RecvOp, nbytes: int, end: bool) -> None:
+    def _check_fits(self, op: RecvOp, nbytes: int, end: bool) -> None:
         room = len(op.view) - op.filled
         if nbytes > room or (end and nbytes != room) or (not end and nbytes == room and room):
             got = "at least " + str(op.filled + nbytes + 1) if not end else str(op.filled + nbytes)
@@ -425,6 +421,13 @@ class Channel(abc.ABC):
             except MessageMismatchError as exc:
                 self._fail(exc)
                 raise
+            if isinstance(data, Remote):
+                self._remote_held -= 1
+                if not self._fetch(data, op.view[op.filled : op.filled + data.nbytes]):
+                    break  # refused: its bytes follow in frames, into this receive
+                op.filled += data.nbytes
+                self._complete_recv(tag)
+                continue
             op.view[op.filled : op.filled + len(data)] = data
             op.filled += len(data)
             if end:

@@ -41,8 +41,10 @@ from ..config import Config
 from ..errors import ConnectError, InvalidArgumentError, PeerLostError, RendezvousTimeoutError, UnsupportedError
 from ..store import Store
 from ._futex import futex_wait, futex_wake
+from . import cma
 from .base import Channel, Transport
 from .shm_names import pid_namespace, proc_stat, segment_name, sweep
+from .single_copy import SingleCopy
 
 SHM_DIR = "/dev/shm"
 MAGIC = b"COLLSHM1"
@@ -270,10 +272,14 @@ class ShmChannel(Channel):
     ring from it. Head and tail are read from the ring itself each time (only one side writes
     each), so that code moving whole frames outside this class (``lane``) stays in step."""
 
-    def __init__(self, rank: int, peer: int, mine: _Segment, theirs: _Segment, max_frame_bytes: int) -> None:
+    def __init__(self, rank: int, peer: int, mine: _Segment, theirs: _Segment, max_frame_bytes: int,
+                 single_copy: bool = False) -> None:
         super().__init__(peer, max_frame_bytes=max_frame_bytes)
         self.rank = rank
         self.peer_pid = theirs.pid
+        # single_copy: cross-memory copies allowed and the peer's pid meaningful here
+        self.single_copy = SingleCopy(peer, theirs.pid, offer=single_copy, read=single_copy,
+                                      gone=lambda: bool(theirs.closed.value))
         self._peer_seg = theirs
         self._out: _Ring | None = _Ring(theirs, rank)
         self._in: _Ring | None = _Ring(mine, peer)
@@ -415,8 +421,11 @@ class ShmTransport(Transport):
             raise
         try:
             self._rendezvous(peers, store, timeout)
+            single_copy = config.cross_memory and cma.AVAILABLE  # and, per peer, a pid of our namespace
             self.channels = {
-                p: ShmChannel(rank, p, self._mine, self._peer_segs[p], config.max_frame_bytes) for p in peers
+                p: ShmChannel(rank, p, self._mine, self._peer_segs[p], config.max_frame_bytes,
+                              single_copy and p in self._watch)
+                for p in peers
             }
         except BaseException:
             self._mine.unlink()
