@@ -15,11 +15,12 @@ never offers again. A later read that fails is an error of the channel (the send
 its memory is gone).
 
 An RTS that arrives with no receive posted for it is held among the unexpected messages (a
-:class:`Remote`) and copied once one is posted, or into a buffer of its own as soon as a
-``progress`` of the channel finds nothing else to move once it has waited ``HOLD_SECONDS``
-(time for the receive to be posted): a receiver that drives its channels never leaves a
-sender waiting for long, so a program whose sends precede its receives on both sides
-still runs. A receiver that drives nothing (computing, or inside a shared-window collective)
+:class:`Remote`) and copied once one is posted, or into a buffer of its own when a
+``progress`` of the channel finds nothing else to move: at once where this side awaits the
+answer to an RTS of its own to the same peer (two ranks whose sends precede their receives),
+else once the RTS has waited ``HOLD_SECONDS`` (a longer cycle of such ranks; a rank that runs
+a call ahead of its receiver's). A receiver that drives its channels never leaves a sender
+waiting for long, so a program whose sends precede its receives on every side still runs. A receiver that drives nothing (computing, or inside a shared-window collective)
 leaves a blocking send waiting, as MPI's rendezvous does.
 """
 
@@ -48,9 +49,11 @@ CONTROL_FLAGS = FLAG_TAKEN | FLAG_REFUSED
 
 RTS = struct.Struct("<QQQ")  # address, size in bytes, id
 
-HOLD_SECONDS = 1e-3
-"""How long an RTS with no receive posted waits for one before its bytes are copied into a
-buffer of their own (two copies then, as through the ring, but the sender is free)."""
+HOLD_SECONDS = 20e-3
+"""How long an RTS with no receive posted waits for one, while the receiver awaits no answer
+from that peer, before its bytes are copied into a buffer of their own (two copies then, as
+through the ring, but the sender is free). Long enough for a receiver a call behind on an
+oversubscribed host (docs/performance.md, "Thresholds")."""
 
 SINGLE_COPY_BYTES = (1 << 20) + 1
 """Smallest message sent this way: just over the express lane's largest (engines/express.py),
@@ -258,9 +261,9 @@ class SingleCopyChannel:
         return taken
 
     def _copy_held(self) -> bool:
-        """Copy every RTS held past its time into a buffer of its own (see single_copy.py);
-        whether any was."""
-        now = time.monotonic()
+        """Copy every RTS held past its time into a buffer of its own (all of them where this
+        side awaits an answer of the peer's: see the module doc); whether any was."""
+        now = float("inf") if self._awaiting else time.monotonic()
         copied = False
         for tag, frames in list(self._unexpected.items()):
             for i, (data, end) in enumerate(frames):
