@@ -111,7 +111,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def _release(self) -> None:
         self._closed = True
         aborted = self._broken is not None
-        closes = [self._express.close] + [t.close for t in self.transports]  # (the lane first: it holds the rings mapped)
+        # (the engine's thread first, then the lane: it holds the rings mapped)
+        closes = [self._p2p.close, self._express.close] + [t.close for t in self.transports]
         for close in closes + [lambda: self._context.close(abort=aborted)] + [o.close for o in self._owned]:
             try:
                 close()

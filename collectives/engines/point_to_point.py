@@ -99,6 +99,7 @@ class PointToPoint:
         self._held: dict[int, deque[_Recv]] = {}  # by tag
         self._loopback: dict[int, deque[np.ndarray]] = {}  # messages to this rank, by tag
         self._thread: threading.Thread | None = None
+        self._stopping = False  # the communicator closes: the thread fails what is left and ends
 
     @property
     def held(self) -> dict[int, deque[_Recv]]:
@@ -281,15 +282,31 @@ class PointToPoint:
         else:
             work._finish(result)
 
+    def close(self) -> None:
+        """End the engine's thread now (the communicator is closing or aborting; ``closed()``
+        already says so, so whatever is unfinished fails)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)  # it takes the lock for at most SLICE, then sees the flag
+
     def _loop(self) -> None:
         """The engine's thread: drive the channels while Works are unfinished."""
         checked = time.monotonic()
         nap = SLICE
         while True:
             with self._cv:
-                if not self._works and not self._cv.wait_for(lambda: bool(self._works), IDLE_EXIT):
+                idle = not self._stopping and not self._works
+                if idle and not self._cv.wait_for(lambda: bool(self._works) or self._stopping, IDLE_EXIT):
                     self._thread = None
                     return
+                if self._stopping:
+                    self._thread = None
+            if self._stopping:
+                self._reap()  # fails what is left: the communicator is closed
+                return
             if not self.lock.acquire(timeout=SLICE):
                 self._reap()  # a collective holds the lock and drives the channels meanwhile
                 nap = SLICE

@@ -58,22 +58,10 @@ def own_shm_entries() -> list[str]:
     return sorted(n for n in os.listdir("/dev/shm") if n.startswith("collectives-") and marker in n)
 
 
-def _settle_engine_threads() -> None:
-    """Wait for the point-to-point engine threads of communicators used before (earlier tests
-    in this process) to end: each ends on its own ``IDLE_EXIT`` after its last operation, so
-    it is no leak, but a count taken while it lingers differs from one taken after."""
-    from collectives.engines.point_to_point import IDLE_EXIT
-
-    deadline = time.monotonic() + IDLE_EXIT + 1.0
-    while time.monotonic() < deadline and any(t.name.startswith("collectives-p2p-") for t in threading.enumerate()):
-        time.sleep(0.05)
-
-
 def snapshot() -> dict[str, object]:
-    """Counts of what this process holds now (once lingering engine threads have ended)."""
+    """Counts of what this process holds now."""
     import gc
 
-    _settle_engine_threads()
     gc.collect()
     inodes = socket_inodes()
     listening, connected = _tcp_sockets(inodes)
