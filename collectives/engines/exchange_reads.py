@@ -27,12 +27,20 @@ on every call (a 64 MiB all-to-all in place cost four times one out of place).
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..buffers import address_of, copy_array
-from .direct import ADDR, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
+from ..transports.progress import YIELD_SECONDS
+from .direct import ADDR, CPU, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
+
+try:
+    from . import _reads_c  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the calls run in Python
+    _reads_c = None
 
 ALL_TO_ALL, GATHER, SCATTER = "all_to_all", "gather", "scatter"
 
@@ -64,38 +72,63 @@ class ExchangeByReads:
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
         self.aside: np.ndarray | None = None  # an in-place all-to-all's blocks for its peers, kept
+        self.native = self._native()
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
         """Run the call on flat ``x`` and ``out`` (None where a rank has none; ``out`` may
         overlap ``x``: then what peers read of ``x`` is first copied aside). Returns the new serial."""
-        window, k, me = self.window, self.k, self.me
-        own = x  # where my own block comes from: x, or its copy where out overlaps it otherwise
-        if x is not None and out is not None and not self._apart(x, out):
-            x = self._set_aside(x, out)
-            own = own if x is self.aside else x
-        mine = None if own is None else (own if self.kind == GATHER else own[me * k : (me + 1) * k])
+        native = self.native
+        if native is not None:  # the whole call in C, or as far as it got
+            state = native(x, out, self.aside, serial)
+            if state > 0:
+                return int(state)
+            if state < 0:
+                src, _, _, share = self._roles(x, out, fill=False)
+                return self._finish(-state - 1, src, out, serial + 1, share, deadline, on_timeout)
+        window = self.window
+        src, mine, dst, share = self._roles(x, out, fill=True)
         s = serial + 1
-        dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
-        copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
-        share = self._share(copies_own) if window.rank == self.root and self.kind != ALL_TO_ALL else 0
         window.post(SHARE, share, wake=False)
-        window.post(ADDR, 0 if x is None else address_of(x), wake=False)
+        window.post(ADDR, 0 if src is None else address_of(src), wake=False)
         window.post(RESULT, 0 if out is None else address_of(out), wake=False)
         window.post(LEN, self.expected, wake=False)
         window.post(POSTED, s)
-        if copies_own:  # my own block (in place: already there)
-            assert dst is not None and mine is not None
+        if mine is not None and dst is not None:  # my own block (in place: already there)
             copy_array(dst, mine)
-        try:
-            for q in self.partners:
-                window.wait(q, POSTED, s, deadline, on_timeout)
-                if window.flag(q, LEN) != self.expected:
-                    raise count_mismatch(q, window.flag(q, LEN), self.expected)
-                self._copy(q, x, out, share)
-        finally:
-            window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
-        for q in self.partners:
+        return self._finish(0, src, out, s, share, deadline, on_timeout)
+
+    def _roles(self, x: np.ndarray | None, out: np.ndarray | None,
+               fill: bool) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
+        """What peers copy from (``x``, or where ``out`` overlaps it, what was copied aside:
+        by me now where ``fill``, else already by the C plan), my own block and where it goes
+        (both None where I need not copy it), and my share as a root."""
+        k, me = self.k, self.me
+        src = own = x  # own: where my own block comes from: x, or its copy where out overlaps it otherwise
+        if x is not None and out is not None and not self._apart(x, out):
+            src = self._set_aside(x, out) if fill else self.aside
+            own = own if src is self.aside else src
+        mine = None if own is None else (own if self.kind == GATHER else own[me * k : (me + 1) * k])
+        dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
+        copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
+        share = self._share(copies_own) if self.window.rank == self.root and self.kind != ALL_TO_ALL else 0
+        return (src, mine, dst, share) if copies_own else (src, None, None, share)
+
+    def _finish(self, start: int, src: np.ndarray | None, out: np.ndarray | None, s: int, share: int,
+                deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
+        """Call ``s`` from the point where ``partners[:start]`` are done (``start`` beyond them:
+        READ posted too): my copies with the rest, READ, then every partner's READ."""
+        window, partners = self.window, self.partners
+        if start <= len(partners):
+            try:
+                for q in partners[start:]:
+                    window.wait(q, POSTED, s, deadline, on_timeout)
+                    if window.flag(q, LEN) != self.expected:
+                        raise count_mismatch(q, window.flag(q, LEN), self.expected)
+                    self._copy(q, src, out, share)
+            finally:
+                window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
+        for q in partners:
             window.wait(q, READ, s, deadline, on_timeout)
         return s
 
@@ -107,6 +140,25 @@ class ExchangeByReads:
             return self.block // p if self.kind == GATHER else 0
         share = int(self.block * ROOT_SHARE[not copies_own] * 2 / p)
         return min(self.block, share - share % PAGE_BYTES)
+
+    def _native(self) -> Any:
+        """The C plan of this exchange (``_reads_c.ReadsPlan``), or None where calls run in
+        Python: not built, or a window whose ``in_c`` is false (turned off, or not a
+        shared-memory window), or peers' memory that is not reached by process id."""
+        window, pids = self.window, getattr(self.memory, "pids", None)
+        if _reads_c is None or not getattr(window, "in_c", False) or pids is None or self.block == 0:
+            return None
+        ranks = window.ranks
+        flags = [window.flag_area(q) for q in ranks]
+        bells = window.transport.doorbells()
+        return _reads_c.ReadsPlan(
+            kind=(ALL_TO_ALL, GATHER, SCATTER).index(self.kind), me=self.me, root=self.index[self.root],
+            flags=[address_of(f) for f in flags], doorbells=[ctypes.addressof(d) for d, _ in bells],
+            sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
+            partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
+            expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
+            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
+            cpu_slot=CPU, keep=(flags, bells))
 
     def _set_aside(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """What peers read in place of ``x`` where ``out`` overlaps it: for an all-to-all
