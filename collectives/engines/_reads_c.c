@@ -105,30 +105,29 @@ static int overlap(const char *a, size_t na, const char *b, size_t nb) { return 
 
 /* One call: s when done; 0 when nothing was done (the Python plan runs the call); -(1 + i)
    once posted with partners[:i] done; -(npartners + 2) once READ is posted, a partner's READ
-   still to come. */
-static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_t out_len, char *aside,
-                     Py_ssize_t aside_len, uint64_t serial) {
+   (or, in place, the copy of what I read into ``out``) still to come. An all-to-all exactly in
+   place reads into ``inbox`` (the plan's kept buffer) and copies into ``out`` once every peer has
+   read it; other overlaps are the Python plan's (it copies x). */
+static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_t out_len, char *inbox,
+                     Py_ssize_t inbox_len, uint64_t serial) {
     size_t block = (size_t)p->block, expected = (size_t)p->expected;
     int me = p->w.me;
-    const char *src = x, *own = x;
+    char *into = out;
     if (x != NULL && out != NULL && overlap(x, x_len, out, out_len)) {
-        if (p->kind == KIND_ALL_TO_ALL && x == out && aside != NULL && aside_len == p->expected) {
-            for (int q = 0; q < p->w.ranks; q++) /* the blocks peers read, aside; mine stays */
-                if (q != me) copy_bytes(aside + (size_t)q * block, x + (size_t)q * block, block);
-            src = aside;
-        } else if (!(p->kind == KIND_GATHER && x == out + (size_t)me * block) &&
-                   !(p->kind == KIND_SCATTER && out == x + (size_t)me * block)) {
-            return 0; /* the Python plan copies x aside */
-        }
+        if (p->kind == KIND_ALL_TO_ALL && x == out && inbox != NULL && inbox_len == p->expected)
+            into = inbox;
+        else if (!(p->kind == KIND_GATHER && x == out + (size_t)me * block) &&
+                 !(p->kind == KIND_SCATTER && out == x + (size_t)me * block))
+            return 0;
     }
-    const char *mine = own == NULL ? NULL : p->kind == KIND_GATHER ? own : own + (size_t)me * block;
+    const char *mine = x == NULL ? NULL : p->kind == KIND_GATHER ? x : x + (size_t)me * block;
     char *dst = out == NULL ? NULL : p->kind == KIND_SCATTER ? out : out + (size_t)me * block;
     int copies_own = mine != NULL && dst != NULL && dst != mine;
     size_t share = me == p->root && p->kind != KIND_ALL_TO_ALL
                        ? (size_t)(copies_own ? p->share_own : p->share_in_place) : 0;
     uint64_t s = serial + 1;
     set_word(&p->w, p->slot[S_SHARE], share);
-    set_word(&p->w, p->slot[S_ADDR], (uint64_t)(uintptr_t)src);
+    set_word(&p->w, p->slot[S_ADDR], (uint64_t)(uintptr_t)x);
     set_word(&p->w, p->slot[S_RESULT], (uint64_t)(uintptr_t)out);
     set_word(&p->w, p->slot[S_LEN], expected);
     post(&p->w, p->slot[S_POSTED], s);
@@ -136,12 +135,17 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     for (int i = 0; i < p->npartners; i++) {
         int q = p->partners[i];
         if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != expected ||
-            !copy_with(p, q, src, out, share))
+            !copy_with(p, q, x, into, share))
             return -(long long)(1 + i);
     }
     post(&p->w, p->slot[S_READ], s);
     for (int i = 0; i < p->npartners; i++)
         if (!reach(&p->w, p->partners[i], p->slot[S_READ], s)) return -(long long)(p->npartners + 2);
+    if (into != out)
+        for (int i = 0; i < p->npartners; i++) {
+            size_t at = (size_t)p->partners[i] * block;
+            copy_bytes(out + at, into + at, block);
+        }
     return (long long)s;
 }
 
@@ -161,10 +165,10 @@ static int take(PyObject *arg, int writable, Py_ssize_t want, Py_buffer *view) {
     return 1;
 }
 
-/* (x, out, aside, serial): None for the buffer this rank has not got; ``aside``: the plan's kept
+/* (x, out, inbox, serial): None for the buffer this rank has not got; ``inbox``: the plan's kept
    buffer for an all-to-all in place, or None. */
 static PyObject *ReadsPlan_call(ReadsPlan *p, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "a reads plan takes (x, out, aside, serial)");
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "a reads plan takes (x, out, inbox, serial)");
     unsigned long long serial = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
     int at_root = p->w.me == p->root;

@@ -20,9 +20,12 @@ A rank posts ``READ`` when its copies are done and returns once every rank it ex
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
 
-In place, an all-to-all copies aside only the blocks its peers read (not its own, which stays
-where it is), into a buffer the plan keeps: a new buffer on every call took its page faults
-on every call (a 64 MiB all-to-all in place cost four times one out of place).
+In place, an all-to-all reads its peers' blocks into a buffer the plan keeps (its ``inbox``: a
+new buffer on every call took its page faults on every call) and copies them into ``x`` once
+every peer has posted ``READ``; its own block stays where it is. Peers read ``x`` as the caller
+left it: copying the blocks they read aside before posting had them read lines just written on
+another core, slower than reading ``x`` itself (docs/performance.md, "Fifteenth round").
+Overlaps other than exactly in place read from a copy of ``x``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
 
+ALL_TO_ALL_READS_BYTES = 128 << 10
+"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
+ranks do not outnumber the cores (the window's halves below it, and where they do). Measured:
+docs/performance.md, "Thresholds", ALL_TO_ALL_READS_BYTES."""
+SCATTER_SLOTS_BYTES = 128 << 10
+"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
+ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+
 
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
@@ -71,23 +82,23 @@ class ExchangeByReads:
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
-        self.aside: np.ndarray | None = None  # an in-place all-to-all's blocks for its peers, kept
+        self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
         self.native = self._native()
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
         """Run the call on flat ``x`` and ``out`` (None where a rank has none; ``out`` may
-        overlap ``x``: then what peers read of ``x`` is first copied aside). Returns the new serial."""
+        overlap ``x``: see the module docstring). Returns the new serial."""
         native = self.native
         if native is not None:  # the whole call in C, or as far as it got
-            state = native(x, out, self.aside, serial)
+            state = native(x, out, self.inbox, serial)
             if state > 0:
                 return int(state)
             if state < 0:
-                src, _, _, share = self._roles(x, out, fill=False)
-                return self._finish(-state - 1, src, out, serial + 1, share, deadline, on_timeout)
+                src, into, _, _, share = self._roles(x, out)
+                return self._finish(-state - 1, src, into, out, serial + 1, share, deadline, on_timeout)
         window = self.window
-        src, mine, dst, share = self._roles(x, out, fill=True)
+        src, into, mine, dst, share = self._roles(x, out)
         s = serial + 1
         window.post(SHARE, share, wake=False)
         window.post(ADDR, 0 if src is None else address_of(src), wake=False)
@@ -96,28 +107,31 @@ class ExchangeByReads:
         window.post(POSTED, s)
         if mine is not None and dst is not None:  # my own block (in place: already there)
             copy_array(dst, mine)
-        return self._finish(0, src, out, s, share, deadline, on_timeout)
+        return self._finish(0, src, into, out, s, share, deadline, on_timeout)
 
-    def _roles(self, x: np.ndarray | None, out: np.ndarray | None,
-               fill: bool) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
-        """What peers copy from (``x``, or where ``out`` overlaps it, what was copied aside:
-        by me now where ``fill``, else already by the C plan), my own block and where it goes
-        (both None where I need not copy it), and my share as a root."""
+    def _roles(self, x: np.ndarray | None, out: np.ndarray | None) -> tuple[
+            np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
+        """What peers copy from (``x``, or a copy of it where ``out`` overlaps it otherwise than
+        exactly in place), where my reads land (``out``, or in place my ``inbox``), my own block
+        and where it goes (both None where I need not copy it), and my share as a root."""
         k, me = self.k, self.me
-        src = own = x  # own: where my own block comes from: x, or its copy where out overlaps it otherwise
+        src, into = x, out
         if x is not None and out is not None and not self._apart(x, out):
-            src = self._set_aside(x, out) if fill else self.aside
-            own = own if src is self.aside else src
-        mine = None if own is None else (own if self.kind == GATHER else own[me * k : (me + 1) * k])
+            if self._in_place(x, out):
+                into = self._inbox(x)
+            else:
+                src = x.copy()
+        mine = None if src is None else (src if self.kind == GATHER else src[me * k : (me + 1) * k])
         dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
         copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
         share = self._share(copies_own) if self.window.rank == self.root and self.kind != ALL_TO_ALL else 0
-        return (src, mine, dst, share) if copies_own else (src, None, None, share)
+        return (src, into, mine, dst, share) if copies_own else (src, into, None, None, share)
 
-    def _finish(self, start: int, src: np.ndarray | None, out: np.ndarray | None, s: int, share: int,
-                deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
+    def _finish(self, start: int, src: np.ndarray | None, into: np.ndarray | None, out: np.ndarray | None, s: int,
+                share: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
         """Call ``s`` from the point where ``partners[:start]`` are done (``start`` beyond them:
-        READ posted too): my copies with the rest, READ, then every partner's READ."""
+        READ posted too): my copies with the rest, READ, every partner's READ, then (in place)
+        what I read into my ``out``."""
         window, partners = self.window, self.partners
         if start <= len(partners):
             try:
@@ -125,11 +139,17 @@ class ExchangeByReads:
                     window.wait(q, POSTED, s, deadline, on_timeout)
                     if window.flag(q, LEN) != self.expected:
                         raise count_mismatch(q, window.flag(q, LEN), self.expected)
-                    self._copy(q, src, out, share)
+                    self._copy(q, src, into, share)
             finally:
                 window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
         for q in partners:
             window.wait(q, READ, s, deadline, on_timeout)
+        if into is not out:  # every peer has read my x: the blocks I read go in
+            assert into is not None and out is not None
+            k = self.k
+            for q in partners:
+                i = self.index[q]
+                copy_array(out[i * k : (i + 1) * k], into[i * k : (i + 1) * k])
         return s
 
     def _share(self, copies_own: bool) -> int:
@@ -160,20 +180,16 @@ class ExchangeByReads:
             spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
             cpu_slot=CPU, keep=(flags, bells))
 
-    def _set_aside(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """What peers read in place of ``x`` where ``out`` overlaps it: for an all-to-all
-        exactly in place, the blocks they read, in a buffer kept for the next calls; else a copy."""
-        if self.kind != ALL_TO_ALL or address_of(x) != address_of(out) or x.nbytes != out.nbytes:
-            copied: np.ndarray = x.copy()
-            return copied
-        aside = self.aside
-        if aside is None or aside.dtype != x.dtype:
-            aside = self.aside = np.empty(x.shape, x.dtype)
-        k, me = self.k, self.me
-        for i in range(len(self.window.ranks)):
-            if i != me:
-                copy_array(aside[i * k : (i + 1) * k], x[i * k : (i + 1) * k])
-        return aside
+    def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
+        """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""
+        return self.kind == ALL_TO_ALL and address_of(x) == address_of(out) and x.nbytes == out.nbytes
+
+    def _inbox(self, x: np.ndarray) -> np.ndarray:
+        """The buffer an all-to-all in place reads peers' blocks into, kept for the next calls."""
+        inbox = self.inbox
+        if inbox is None or inbox.dtype != x.dtype:
+            inbox = self.inbox = np.empty(x.shape, x.dtype)
+        return inbox
 
     def _apart(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether my ``x`` and ``out`` may be used as they are while peers copy: apart, or
