@@ -22,10 +22,12 @@ Peers are taken starting after my own rank, so that no rank is read by all at on
 
 In place, an all-to-all reads its peers' blocks into a buffer the plan keeps (its ``inbox``: a
 new buffer on every call took its page faults on every call) and copies them into ``x`` once
-every peer has posted ``READ``; its own block stays where it is. Peers read ``x`` as the caller
-left it: copying the blocks they read aside before posting had them read lines just written on
-another core, slower than reading ``x`` itself (docs/performance.md, "Fifteenth round").
-Overlaps other than exactly in place read from a copy of ``x``.
+every peer has posted ``READ``; its own block stays where it is, and peers read ``x`` as the
+caller left it. Overlaps other than exactly in place read from a copy of ``x``.
+
+Where it is built, a call runs in C (``_reads_c.ReadsPlan``: the same flags, shares and copies)
+as far as it can without sleeping; this plan finishes what it could not (docs/performance.md,
+"Fifteenth round").
 """
 
 from __future__ import annotations
