@@ -1,19 +1,23 @@
 """The optional C parts: the small-window collectives' happy path (collectives/engines/_small_c.c),
-the point-to-point express lane (collectives/engines/_express_c.c) and the communicator's
-fast-path checks (collectives/_fast_c.c).
+large exchanges by reads of peers' memory (collectives/engines/_reads_c.c), the point-to-point
+express lane (collectives/engines/_express_c.c) and the communicator's fast-path checks
+(collectives/_fast_c.c).
 
 Everything else is in pyproject.toml. ``optional=True``: where no C compiler is present the
 install goes on without them, and every call runs in Python (collectives/engines/small_native.py,
-collectives/_fast_path.py, and point-to-point through its engine).
+collectives/engines/exchange_reads.py, collectives/_fast_path.py, and point-to-point through its engine).
 """
 
 from setuptools import Extension, setup
 
 FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE"]
-WAITS = "collectives/engines/_waits.h"  # included by both engines' C parts
+WAITS = "collectives/engines/_waits.h"  # included by the engines' C parts
+FLAGS_H = "collectives/engines/_flags.h"  # the window plans' flags (small and reads)
 
 setup(ext_modules=[
-    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS],
+    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS, FLAGS_H],
+              extra_compile_args=FLAGS, optional=True),
+    Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H],
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS],
               extra_compile_args=FLAGS, optional=True),

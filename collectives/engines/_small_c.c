@@ -27,9 +27,7 @@
 #include <sys/syscall.h>
 #endif
 
-#include "_waits.h"
-
-#define FLAG_WORDS 8 /* u64 words per flag (64-byte lines) */
+#include "_flags.h"
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
        KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7 };
@@ -39,97 +37,14 @@ enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COU
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* how Python calls it: SmallPlan_vectorcall */
-    int kind, ranks, me, flag, len_slot, cpu_slot, exit_slot, areas, op, dtype;
-    long long moves;        /* how often this rank moved off a peer's CPU (separate()) */
+    FlagSet w;              /* the window's flags, waits and doorbells (_flags.h) */
+    int kind, flag, len_slot, exit_slot, areas, op, dtype;
     Py_ssize_t nbytes, red_offset, red_bytes;
     uint64_t len_word;
-    int64_t spin_ns, yield_ns;
-    uint64_t **flags;       /* [ranks]: each rank's flag area */
     char **area;            /* [areas * ranks]: area m of rank r at m * ranks + r */
-    uint32_t **doorbell;    /* [bells] */
-    uint32_t **sleeping;    /* [bells] */
-    int bells;
     int len_ring;           /* the slot kinds: call b's byte count is at len_slot + b % len_ring */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
-
-static inline uint64_t load_flag(const SmallPlan *p, int rank, int slot) {
-    return __atomic_load_n(p->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
-}
-
-/* Two ranks that the scheduler put on one CPU, with other CPUs idle, spin against each other:
-   the waiter holds the CPU its peer needs. It happens after a futex wake-up, which places the
-   woken rank beside its waker, and then lasts (a call took 48 us instead of 1.6, at 2 ranks on
-   2 cores). So where ranks do not outnumber CPUs, before spinning on a peer that last posted
-   from this CPU, the higher rank of the two moves itself to a CPU that no rank of the window
-   posted from (and is in its affinity mask): it narrows its mask to that CPU, which migrates
-   it at once, then restores the mask. */
-static void separate(SmallPlan *p, int rank) {
-#ifndef __linux__
-    (void)p, (void)rank; /* no per-thread CPU masks to move with */
-#else
-    if (p->me < rank) return;
-    int here = sched_getcpu();
-    if (here < 0 || load_flag(p, rank, p->cpu_slot) != (uint64_t)here + 1) return;
-    cpu_set_t allowed, free_cpus, one;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-    free_cpus = allowed;
-    CPU_CLR(here, &free_cpus);
-    for (int q = 0; q < p->ranks; q++) {
-        uint64_t cpu = load_flag(p, q, p->cpu_slot);
-        if (q != p->me && cpu > 0 && cpu <= CPU_SETSIZE) CPU_CLR((int)(cpu - 1), &free_cpus);
-    }
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (!CPU_ISSET(cpu, &free_cpus)) continue;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        if (sched_setaffinity(0, sizeof one, &one) == 0) {
-            sched_setaffinity(0, sizeof allowed, &allowed);
-            p->moves++;
-            __atomic_store_n(p->flags[p->me] + (size_t)p->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
-        }
-        return;
-    }
-#endif
-}
-
-static inline int current_cpu(void) {
-#ifdef __linux__
-    return sched_getcpu();
-#else
-    return -1;
-#endif
-}
-
-/* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. */
-static int reach(SmallPlan *p, int rank, int slot, uint64_t value) {
-    if (load_flag(p, rank, slot) >= value) return 1;
-    if (p->spin_ns > 0 && p->cpu_slot >= 0) separate(p, rank);
-    int64_t start = now_ns(), spin_until = start + p->spin_ns, yield_until = spin_until + p->yield_ns;
-    for (unsigned i = 1;; i++) {
-        if (load_flag(p, rank, slot) >= value) return 1;
-        if ((i & 63) == 0) {
-            int64_t t = now_ns();
-            if (t >= yield_until) return 0;
-            if (t >= spin_until) sched_yield();
-        } else {
-            cpu_relax();
-        }
-    }
-}
-
-static void post(SmallPlan *p, int slot, uint64_t value) {
-    if (p->cpu_slot >= 0) {
-        int cpu = current_cpu();
-        __atomic_store_n(p->flags[p->me] + (size_t)p->cpu_slot * FLAG_WORDS, (uint64_t)(cpu + 1), __ATOMIC_RELAXED);
-    }
-    __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELEASE);
-    for (int i = 0; i < p->bells; i++) ring_doorbell(p->doorbell[i], p->sleeping[i]);
-}
-
-static void set_word(SmallPlan *p, int slot, uint64_t value) {
-    __atomic_store_n(p->flags[p->me] + (size_t)slot * FLAG_WORDS, value, __ATOMIC_RELAXED);
-}
 
 /* -- reductions: out = out op src, element by element ------------------------------- */
 
@@ -187,13 +102,13 @@ static int folds(int dtype, int op) {
 /* -- the calls ----------------------------------------------------------------------- */
 
 static int begun(SmallPlan *p, uint64_t s) {
-    for (int q = 0; q < p->ranks; q++)
-        if (q != p->me && !reach(p, q, p->flag, s - 1)) return 0;
+    for (int q = 0; q < p->w.ranks; q++)
+        if (q != p->w.me && !reach(&p->w, q, p->flag, s - 1)) return 0;
     return 1;
 }
 
 static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
-    return reach(p, q, p->flag, s) && load_flag(p, q, len_slot) == p->len_word;
+    return reach(&p->w, q, p->flag, s) && load_flag(&p->w, q, len_slot) == p->len_word;
 }
 
 /* A barrier returns once every peer runs again. A peer that waited beyond its spin for
@@ -206,11 +121,11 @@ static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
 #define EXIT_WAIT_NS 2000000
 
 static void await_exits(SmallPlan *p, uint64_t s) {
-    if (p->exit_slot < 0 || p->spin_ns <= 0) return;
+    if (p->exit_slot < 0 || p->w.spin_ns <= 0) return;
     int64_t until = 0;
-    for (int q = 0; q < p->ranks; q++) {
-        if (q == p->me) continue;
-        while (load_flag(p, q, p->exit_slot) == 2 * s) {
+    for (int q = 0; q < p->w.ranks; q++) {
+        if (q == p->w.me) continue;
+        while (load_flag(&p->w, q, p->exit_slot) == 2 * s) {
             int64_t t = now_ns();
             if (until == 0) until = t + EXIT_WAIT_NS;
             else if (t >= until) return;
@@ -226,31 +141,31 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     uint64_t s = serial + 1;
     int h = (int)(s & 1), len_slot = p->len_slot + h;
     if (!begun(p, s)) return 0;
-    char **half = p->area + (size_t)h * p->ranks;
-    if (p->kind != KIND_BARRIER) memcpy(half[p->me], x, (size_t)p->nbytes);
-    set_word(p, len_slot, p->len_word);
-    post(p, p->flag, s);
+    char **half = p->area + (size_t)h * p->w.ranks;
+    if (p->kind != KIND_BARRIER) memcpy(half[p->w.me], x, (size_t)p->nbytes);
+    set_word(&p->w, len_slot, p->len_word);
+    post(&p->w, p->flag, s);
     if (p->kind == KIND_ALL_GATHER) {
-        for (int q = 0; q < p->ranks; q++) {
-            if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+        for (int q = 0; q < p->w.ranks; q++) {
+            if (q != p->w.me && !arrived(p, q, s, len_slot)) return -(long long)s;
         }
-        for (int q = 0; q < p->ranks; q++) {
+        for (int q = 0; q < p->w.ranks; q++) {
             char *block = out + (size_t)q * p->nbytes;
             if (block != x) memcpy(block, half[q], (size_t)p->nbytes);
         }
         return (long long)s;
     }
-    for (int q = 0; q < p->ranks; q++)
-        if (q != p->me && !arrived(p, q, s, len_slot)) return -(long long)s;
+    for (int q = 0; q < p->w.ranks; q++)
+        if (q != p->w.me && !arrived(p, q, s, len_slot)) return -(long long)s;
     if (p->kind == KIND_ALL_TO_ALL) { /* block me of every rank's copy, in rank order (out may be x) */
-        size_t k = (size_t)p->nbytes / (size_t)p->ranks;
-        for (int q = 0; q < p->ranks; q++) memcpy(out + (size_t)q * k, half[q] + (size_t)p->me * k, k);
+        size_t k = (size_t)p->nbytes / (size_t)p->w.ranks;
+        for (int q = 0; q < p->w.ranks; q++) memcpy(out + (size_t)q * k, half[q] + (size_t)p->w.me * k, k);
         return (long long)s;
     }
     if (p->kind == KIND_BARRIER) await_exits(p, s);
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
         memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
-        for (int q = 1; q < p->ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
+        for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
     }
     return (long long)s;
 }
@@ -261,20 +176,20 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
    post and count. Each returns b, or 0 when nothing was done. */
 static int slot_free(SmallPlan *p, uint64_t b) {
     uint64_t free_from = b > (uint64_t)p->areas ? b - (uint64_t)p->areas : 0;
-    for (int q = 0; q < p->ranks; q++)
-        if (q != p->me && !reach(p, q, p->flag, free_from)) return 0;
+    for (int q = 0; q < p->w.ranks; q++)
+        if (q != p->w.me && !reach(&p->w, q, p->flag, free_from)) return 0;
     return 1;
 }
 
-static char **slots_of(SmallPlan *p, uint64_t b) { return p->area + (size_t)(b % (uint64_t)p->areas) * p->ranks; }
+static char **slots_of(SmallPlan *p, uint64_t b) { return p->area + (size_t)(b % (uint64_t)p->areas) * p->w.ranks; }
 
 static int len_slot_of(SmallPlan *p, uint64_t b) { return p->len_slot + (int)(b % (uint64_t)p->len_ring); }
 
 /* Writers of call b: copy ``x`` into my slot and set its count. */
 static int write_slot(SmallPlan *p, const char *x, uint64_t b) {
     if (!slot_free(p, b)) return 0;
-    memcpy(slots_of(p, b)[p->me], x, (size_t)p->nbytes);
-    set_word(p, len_slot_of(p, b), p->len_word);
+    memcpy(slots_of(p, b)[p->w.me], x, (size_t)p->nbytes);
+    set_word(&p->w, len_slot_of(p, b), p->len_word);
     return 1;
 }
 
@@ -283,21 +198,21 @@ static int written(SmallPlan *p, int q, uint64_t b) { return arrived(p, q, b, le
 
 /* The root of a reduce or gather: whether every peer has written call b with my count. */
 static int all_written(SmallPlan *p, uint64_t b) {
-    for (int q = 0; q < p->ranks; q++)
-        if (q != p->me && !written(p, q, b)) return 0;
+    for (int q = 0; q < p->w.ranks; q++)
+        if (q != p->w.me && !written(p, q, b)) return 0;
     return 1;
 }
 
 /* Broadcast: the root writes ``x``; every other rank copies the root's slot into its ``x``. */
 static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    if (p->me == root) {
+    if (p->w.me == root) {
         if (!write_slot(p, x, b)) return 0;
     } else {
         if (!written(p, root, b)) return 0;
         memcpy(x, slots_of(p, b)[root], (size_t)p->nbytes);
     }
-    post(p, p->flag, b);
+    post(&p->w, p->flag, b);
     return (long long)b;
 }
 
@@ -305,18 +220,18 @@ static long long run_broadcast(SmallPlan *p, char *x, int root, uint64_t serial)
    rank order into ``x``. */
 static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    if (p->me != root) {
+    if (p->w.me != root) {
         if (!write_slot(p, x, b)) return 0;
     } else {
         if (!all_written(p, b)) return 0;
         char **slot = slots_of(p, b);
-        if (p->me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
-            memcpy(slot[p->me], x, (size_t)p->nbytes);
+        if (p->w.me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
+            memcpy(slot[p->w.me], x, (size_t)p->nbytes);
             memcpy(x, slot[0], (size_t)p->nbytes);
         }
-        for (int q = 1; q < p->ranks; q++) fold(p->dtype, p->op, x, slot[q], p->nbytes);
+        for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, x, slot[q], p->nbytes);
     }
-    post(p, p->flag, b);
+    post(&p->w, p->flag, b);
     return (long long)b;
 }
 
@@ -325,16 +240,16 @@ static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
 static long long run_gather(SmallPlan *p, const char *x, char *out, int root, uint64_t serial) {
     uint64_t b = serial + 1;
     size_t n = (size_t)p->nbytes;
-    if (p->me != root) {
+    if (p->w.me != root) {
         if (!write_slot(p, x, b)) return 0;
     } else {
         if (!all_written(p, b)) return 0;
         char **slot = slots_of(p, b);
-        if (out + (size_t)p->me * n != x) memmove(out + (size_t)p->me * n, x, n);
-        for (int q = 0; q < p->ranks; q++)
-            if (q != p->me) memcpy(out + (size_t)q * n, slot[q], n);
+        if (out + (size_t)p->w.me * n != x) memmove(out + (size_t)p->w.me * n, x, n);
+        for (int q = 0; q < p->w.ranks; q++)
+            if (q != p->w.me) memcpy(out + (size_t)q * n, slot[q], n);
     }
-    post(p, p->flag, b);
+    post(&p->w, p->flag, b);
     return (long long)b;
 }
 
@@ -343,20 +258,20 @@ static long long run_gather(SmallPlan *p, const char *x, char *out, int root, ui
    while it does; every other rank copies its block of the root's slot into ``out``. */
 static long long run_scatter(SmallPlan *p, const char *x, char *out, int root, uint64_t serial) {
     uint64_t b = serial + 1;
-    size_t piece = (size_t)p->nbytes / (size_t)p->ranks, mine = (size_t)p->me * piece;
-    if (p->me == root) {
+    size_t piece = (size_t)p->nbytes / (size_t)p->w.ranks, mine = (size_t)p->w.me * piece;
+    if (p->w.me == root) {
         if (!slot_free(p, b)) return 0;
-        char *slot = slots_of(p, b)[p->me];
+        char *slot = slots_of(p, b)[p->w.me];
         memcpy(slot, x, mine);
         memcpy(slot + mine + piece, x + mine + piece, (size_t)p->nbytes - mine - piece);
-        set_word(p, len_slot_of(p, b), p->len_word);
-        post(p, p->flag, b);
+        set_word(&p->w, len_slot_of(p, b), p->len_word);
+        post(&p->w, p->flag, b);
         if (out != x + mine) memmove(out, x + mine, piece);
         return (long long)b;
     }
     if (!written(p, root, b)) return 0;
     memcpy(out, slots_of(p, b)[root] + mine, piece);
-    post(p, p->flag, b);
+    post(&p->w, p->flag, b);
     return (long long)b;
 }
 
@@ -368,11 +283,11 @@ static PyObject *exchange_call(SmallPlan *p, PyObject *const *args, Py_ssize_t n
     if (PyErr_Occurred()) return NULL;
     unsigned long long serial = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
-    if (root < 0 || root >= p->ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
-    int gather = p->kind == KIND_GATHER, at_root = root == p->me;
+    if (root < 0 || root >= p->w.ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
+    int gather = p->kind == KIND_GATHER, at_root = root == p->w.me;
     /* what this rank must have: a gather's x, and out on the root; a scatter's out, and x on the root */
     int want_x = gather || at_root, want_out = !gather || at_root;
-    Py_ssize_t out_len = gather ? p->nbytes * p->ranks : p->nbytes / p->ranks; /* x: a slot's nbytes */
+    Py_ssize_t out_len = gather ? p->nbytes * p->w.ranks : p->nbytes / p->w.ranks; /* x: a slot's nbytes */
     Py_buffer xb = {0}, ob = {0};
     long long result = 0;
     if (want_x && PyObject_GetBuffer(args[0], &xb, PyBUF_SIMPLE) < 0) {
@@ -409,8 +324,8 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
     if (p->kind == KIND_BROADCAST || p->kind == KIND_REDUCE) {
         long root = PyLong_AsLong(args[1]);
         if (PyErr_Occurred()) return NULL;
-        if (root < 0 || root >= p->ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
-        int writes = (root == p->me) == (p->kind == KIND_REDUCE); /* the rank that receives */
+        if (root < 0 || root >= p->w.ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
+        int writes = (root == p->w.me) == (p->kind == KIND_REDUCE); /* the rank that receives */
         if (PyObject_GetBuffer(args[0], &xb, writes ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
             PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
             return PyLong_FromLong(0);
@@ -430,7 +345,7 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
         PyBuffer_Release(&xb);
         return PyLong_FromLong(0);
     }
-    Py_ssize_t want_out = p->kind == KIND_ALL_GATHER ? p->nbytes * p->ranks : p->red_bytes;
+    Py_ssize_t want_out = p->kind == KIND_ALL_GATHER ? p->nbytes * p->w.ranks : p->red_bytes;
     if (xb.len == p->nbytes && ob.len == want_out) /* else the Python plan does it (and says what is wrong) */
         result = run_halves(p, (const char *)xb.buf, (char *)ob.buf, serial);
     PyBuffer_Release(&ob);
@@ -441,10 +356,10 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
 static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 static void SmallPlan_dealloc(SmallPlan *p) {
-    PyMem_Free(p->flags);
+    PyMem_Free(p->w.flags);
     PyMem_Free(p->area);
-    PyMem_Free(p->doorbell);
-    PyMem_Free(p->sleeping);
+    PyMem_Free(p->w.doorbell);
+    PyMem_Free(p->w.sleeping);
     Py_XDECREF(p->keep);
     Py_TYPE(p)->tp_free((PyObject *)p);
 }
@@ -494,25 +409,25 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return PyErr_Format(PyExc_ValueError, "no C fold for dtype code %d and operator code %d", dtype, op);
     SmallPlan *p = (SmallPlan *)type->tp_alloc(type, 0);
     if (p == NULL) return NULL;
-    p->kind = kind, p->ranks = (int)ranks, p->me = me, p->flag = flag, p->len_slot = len_slot;
+    p->kind = kind, p->w.ranks = (int)ranks, p->w.me = me, p->flag = flag, p->len_slot = len_slot;
     p->areas = (int)(nareas / ranks), p->op = op, p->dtype = dtype, p->nbytes = nbytes, p->len_word = len_word;
-    p->red_offset = red_offset, p->red_bytes = red_bytes, p->spin_ns = spin_ns, p->yield_ns = yield_ns;
+    p->red_offset = red_offset, p->red_bytes = red_bytes, p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
-    p->bells = (int)bells, p->cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->moves = 0;
+    p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
-    p->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
+    p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
-    p->doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
-    p->sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
     Py_INCREF(keep);
     p->keep = keep;
-    if (!p->flags || !p->area || !p->doorbell || !p->sleeping) {
+    if (!p->w.flags || !p->area || !p->w.doorbell || !p->w.sleeping) {
         Py_DECREF(p);
         return PyErr_NoMemory();
     }
-    if (addresses(flags, ranks, p->flags, "flags") < 0 || addresses(areas, nareas, p->area, "areas") < 0 ||
-        addresses(doorbells, bells, p->doorbell, "doorbells") < 0 ||
-        addresses(sleepers, bells, p->sleeping, "sleepers") < 0) {
+    if (addresses(flags, ranks, p->w.flags, "flags") < 0 || addresses(areas, nareas, p->area, "areas") < 0 ||
+        addresses(doorbells, bells, p->w.doorbell, "doorbells") < 0 ||
+        addresses(sleepers, bells, p->w.sleeping, "sleepers") < 0) {
         Py_DECREF(p);
         return NULL;
     }
@@ -526,7 +441,7 @@ static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, siz
 
 static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
     (void)closure;
-    return PyLong_FromLongLong(p->moves);
+    return PyLong_FromLongLong(p->w.moves);
 }
 
 static PyGetSetDef SmallPlan_getset[] = {

@@ -20,19 +20,32 @@ A rank posts ``READ`` when its copies are done and returns once every rank it ex
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
 
-In place, an all-to-all copies aside only the blocks its peers read (not its own, which stays
-where it is), into a buffer the plan keeps: a new buffer on every call took its page faults
-on every call (a 64 MiB all-to-all in place cost four times one out of place).
+In place, an all-to-all reads its peers' blocks into a buffer the plan keeps (its ``inbox``: a
+new buffer on every call took its page faults on every call) and copies them into ``x`` once
+every peer has posted ``READ``; its own block stays where it is, and peers read ``x`` as the
+caller left it. Overlaps other than exactly in place read from a copy of ``x``.
+
+Where it is built, a call runs in C (``_reads_c.ReadsPlan``: the same flags, shares and copies)
+as far as it can without sleeping; this plan finishes what it could not (docs/performance.md,
+"Fifteenth round").
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..buffers import address_of, copy_array
-from .direct import ADDR, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
+from ..transports.progress import YIELD_SECONDS
+from .direct import ADDR, CPU, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
+
+try:
+    from . import _reads_c  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the calls run in Python
+    _reads_c = None
 
 ALL_TO_ALL, GATHER, SCATTER = "all_to_all", "gather", "scatter"
 
@@ -42,6 +55,14 @@ ROOT_SHARE = (0.2, 0.5)
 ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1, 0.2, 0.3,
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
+
+ALL_TO_ALL_READS_BYTES = 128 << 10
+"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
+ranks do not outnumber the cores (the window's halves below it, and where they do). Measured:
+docs/performance.md, "Thresholds", ALL_TO_ALL_READS_BYTES."""
+SCATTER_SLOTS_BYTES = 128 << 10
+"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
+ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
 
 
 class ExchangeByReads:
@@ -63,40 +84,74 @@ class ExchangeByReads:
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
-        self.aside: np.ndarray | None = None  # an in-place all-to-all's blocks for its peers, kept
+        self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
+        self.native = self._native()
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
         """Run the call on flat ``x`` and ``out`` (None where a rank has none; ``out`` may
-        overlap ``x``: then what peers read of ``x`` is first copied aside). Returns the new serial."""
-        window, k, me = self.window, self.k, self.me
-        own = x  # where my own block comes from: x, or its copy where out overlaps it otherwise
-        if x is not None and out is not None and not self._apart(x, out):
-            x = self._set_aside(x, out)
-            own = own if x is self.aside else x
-        mine = None if own is None else (own if self.kind == GATHER else own[me * k : (me + 1) * k])
+        overlap ``x``: see the module docstring). Returns the new serial."""
+        native = self.native
+        if native is not None:  # the whole call in C, or as far as it got
+            state = native(x, out, self.inbox, serial)
+            if state > 0:
+                return int(state)
+            if state < 0:
+                src, into, _, _, share = self._roles(x, out)
+                return self._finish(-state - 1, src, into, out, serial + 1, share, deadline, on_timeout)
+        window = self.window
+        src, into, mine, dst, share = self._roles(x, out)
         s = serial + 1
-        dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
-        copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
-        share = self._share(copies_own) if window.rank == self.root and self.kind != ALL_TO_ALL else 0
         window.post(SHARE, share, wake=False)
-        window.post(ADDR, 0 if x is None else address_of(x), wake=False)
+        window.post(ADDR, 0 if src is None else address_of(src), wake=False)
         window.post(RESULT, 0 if out is None else address_of(out), wake=False)
         window.post(LEN, self.expected, wake=False)
         window.post(POSTED, s)
-        if copies_own:  # my own block (in place: already there)
-            assert dst is not None and mine is not None
+        if mine is not None and dst is not None:  # my own block (in place: already there)
             copy_array(dst, mine)
-        try:
-            for q in self.partners:
-                window.wait(q, POSTED, s, deadline, on_timeout)
-                if window.flag(q, LEN) != self.expected:
-                    raise count_mismatch(q, window.flag(q, LEN), self.expected)
-                self._copy(q, x, out, share)
-        finally:
-            window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
-        for q in self.partners:
+        return self._finish(0, src, into, out, s, share, deadline, on_timeout)
+
+    def _roles(self, x: np.ndarray | None, out: np.ndarray | None) -> tuple[
+            np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
+        """What peers copy from (``x``, or a copy of it where ``out`` overlaps it otherwise than
+        exactly in place), where my reads land (``out``, or in place my ``inbox``), my own block
+        and where it goes (both None where I need not copy it), and my share as a root."""
+        k, me = self.k, self.me
+        src, into = x, out
+        if x is not None and out is not None and not self._apart(x, out):
+            if self._in_place(x, out):
+                into = self._inbox(x)
+            else:
+                src = x.copy()
+        mine = None if src is None else (src if self.kind == GATHER else src[me * k : (me + 1) * k])
+        dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
+        copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
+        share = self._share(copies_own) if self.window.rank == self.root and self.kind != ALL_TO_ALL else 0
+        return (src, into, mine, dst, share) if copies_own else (src, into, None, None, share)
+
+    def _finish(self, start: int, src: np.ndarray | None, into: np.ndarray | None, out: np.ndarray | None, s: int,
+                share: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
+        """Call ``s`` from the point where ``partners[:start]`` are done (``start`` beyond them:
+        READ posted too): my copies with the rest, READ, every partner's READ, then (in place)
+        what I read into my ``out``."""
+        window, partners = self.window, self.partners
+        if start <= len(partners):
+            try:
+                for q in partners[start:]:
+                    window.wait(q, POSTED, s, deadline, on_timeout)
+                    if window.flag(q, LEN) != self.expected:
+                        raise count_mismatch(q, window.flag(q, LEN), self.expected)
+                    self._copy(q, src, into, share)
+            finally:
+                window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
+        for q in partners:
             window.wait(q, READ, s, deadline, on_timeout)
+        if into is not out:  # every peer has read my x: the blocks I read go in
+            assert into is not None and out is not None
+            k = self.k
+            for q in partners:
+                i = self.index[q]
+                copy_array(out[i * k : (i + 1) * k], into[i * k : (i + 1) * k])
         return s
 
     def _share(self, copies_own: bool) -> int:
@@ -108,20 +163,35 @@ class ExchangeByReads:
         share = int(self.block * ROOT_SHARE[not copies_own] * 2 / p)
         return min(self.block, share - share % PAGE_BYTES)
 
-    def _set_aside(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """What peers read in place of ``x`` where ``out`` overlaps it: for an all-to-all
-        exactly in place, the blocks they read, in a buffer kept for the next calls; else a copy."""
-        if self.kind != ALL_TO_ALL or address_of(x) != address_of(out) or x.nbytes != out.nbytes:
-            copied: np.ndarray = x.copy()
-            return copied
-        aside = self.aside
-        if aside is None or aside.dtype != x.dtype:
-            aside = self.aside = np.empty(x.shape, x.dtype)
-        k, me = self.k, self.me
-        for i in range(len(self.window.ranks)):
-            if i != me:
-                copy_array(aside[i * k : (i + 1) * k], x[i * k : (i + 1) * k])
-        return aside
+    def _native(self) -> Any:
+        """The C plan of this exchange (``_reads_c.ReadsPlan``), or None where calls run in
+        Python: not built, or a window whose ``in_c`` is false (turned off, or not a
+        shared-memory window), or peers' memory that is not reached by process id."""
+        window, pids = self.window, getattr(self.memory, "pids", None)
+        if _reads_c is None or not getattr(window, "in_c", False) or pids is None or self.block == 0:
+            return None
+        ranks = window.ranks
+        flags = [window.flag_area(q) for q in ranks]
+        bells = window.transport.doorbells()
+        return _reads_c.ReadsPlan(
+            kind=(ALL_TO_ALL, GATHER, SCATTER).index(self.kind), me=self.me, root=self.index[self.root],
+            flags=[address_of(f) for f in flags], doorbells=[ctypes.addressof(d) for d, _ in bells],
+            sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
+            partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
+            expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
+            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
+            cpu_slot=CPU, keep=(flags, bells))
+
+    def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
+        """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""
+        return self.kind == ALL_TO_ALL and address_of(x) == address_of(out) and x.nbytes == out.nbytes
+
+    def _inbox(self, x: np.ndarray) -> np.ndarray:
+        """The buffer an all-to-all in place reads peers' blocks into, kept for the next calls."""
+        inbox = self.inbox
+        if inbox is None or inbox.dtype != x.dtype:
+            inbox = self.inbox = np.empty(x.shape, x.dtype)
+        return inbox
 
     def _apart(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether my ``x`` and ``out`` may be used as they are while peers copy: apart, or

@@ -95,17 +95,19 @@ class SlotExchange(_SlotCall):
 
 
 class ReadsExchange:
-    """All-to-alls, gathers and scatters too large for the small window: by single-copy reads
-    of peers' memory where the kernel allows them (``engines.exchange_reads.ExchangeByReads``), else
-    ``fallback`` (a schedule). The route is found on the first call (the probe is collective:
-    every rank agrees) and kept."""
+    """All-to-alls, gathers and scatters by single-copy reads of peers' memory where the kernel
+    allows them (``engines.exchange_reads.ExchangeByReads``) and ``suits`` the window (None: any),
+    else ``fallback`` (the window's plan, or a schedule). The route is found on the first call
+    (the probe is collective and the window's ``oversubscribed`` agreed: every rank agrees) and kept."""
 
-    __slots__ = ("windows", "make", "fallback", "route", "reads")
+    __slots__ = ("windows", "make", "fallback", "suits", "route", "reads")
 
-    def __init__(self, windows: SharedWindows, make: Callable[[Any, Any], Any], fallback: Callable[[], Plan]) -> None:
+    def __init__(self, windows: SharedWindows, make: Callable[[Any, Any], Any], fallback: Callable[[], Plan],
+                 suits: Callable[[Any], bool] | None = None) -> None:
         self.windows = windows
         self.make = make  # (window, peer memory) -> the engine's plan
         self.fallback = fallback
+        self.suits = suits
         self.route: Any = None
         self.reads = False
 
@@ -113,8 +115,9 @@ class ReadsExchange:
         windows = self.windows
         if self.route is None:
             memory = windows.peer_memory(call)
-            self.reads = memory is not None
-            self.route = self.make(windows.small(call), memory) if memory is not None else self.fallback()
+            window = windows.small(call)
+            self.reads = memory is not None and (self.suits is None or self.suits(window))
+            self.route = self.make(window, memory) if self.reads else self.fallback()
         if self.reads:
             windows.memory_serial = self.route(x, out, windows.memory_serial, call.deadline, call.timed_out)
         else:

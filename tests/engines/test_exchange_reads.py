@@ -158,11 +158,12 @@ def test_the_root_copies_its_share_of_every_block_from_every_root(monkeypatch, c
         assert results == [([], share, block)] * size, root
 
 
-@pytest.mark.parametrize("pure", [False, True], ids=["C fast path", "COLLECTIVES_PURE_PYTHON"])
-def test_an_all_to_all_in_place_sets_aside_only_what_peers_read_in_a_buffer_it_keeps(monkeypatch, pure):
-    """In place, the blocks that peers read are copied aside (a new copy on every call took its
-    page faults every time); my own block stays where it is and is not copied. The same with
-    the fast path in C and in Python."""
+@pytest.mark.parametrize("pure", [False, True], ids=["C plan and fast path", "COLLECTIVES_PURE_PYTHON"])
+def test_an_all_to_all_in_place_reads_into_a_buffer_it_keeps_and_copies_in_once_peers_have_read(monkeypatch, pure):
+    """In place, peers read my ``x`` as it is, and I read their blocks for me into a buffer the
+    plan keeps (a new one on every call took its page faults every time), copied into ``x`` once
+    every peer has read it; my own block stays where it is. The same with the call in C and in
+    Python."""
     if pure:
         monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
     def fn(comm):
@@ -175,10 +176,66 @@ def test_an_all_to_all_in_place_sets_aside_only_what_peers_read_in_a_buffer_it_k
             if not np.array_equal(x, np.concatenate([sent[q][me * k : (me + 1) * k] for q in range(comm.size)])):
                 bad.append(rep)
             route = next(plan for key, plan in comm._plans.items() if key[0] == "all_to_all").route
-            kept.append(id(route.aside))
-        # the last call's blocks for my peers are there, each where a peer reads it
-        blocks = route.aside.reshape(comm.size, k)
-        for_peers = all(np.array_equal(blocks[q], sent[me][q * k : (q + 1) * k]) for q in range(comm.size) if q != me)
-        return bad, len(set(kept)), for_peers
+            kept.append(id(route.inbox))
+        # the last call's blocks from my peers are there, each where I read it
+        blocks = route.inbox.reshape(comm.size, k)
+        from_peers = all(np.array_equal(blocks[q], sent[q][me * k : (me + 1) * k]) for q in range(comm.size) if q != me)
+        return bad, len(set(kept)), from_peers, route.native is None
 
-    assert run_world(fn, 3, "shm", timeout=120, cross_memory=True) == [([], 1, True)] * 3
+    assert run_world(fn, 3, "shm", timeout=120, cross_memory=True) == [([], 1, True, pure)] * 3
+
+
+def _mid(comm, collective):
+    """Calls within the window's limits but from the reads' sizes (ALL_TO_ALL_READS_BYTES,
+    SCATTER_SLOTS_BYTES), out of place and in place: the rows that came out wrong, the route,
+    and whether it runs in C."""
+    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, SCATTER_SLOTS_BYTES
+
+    p, me = comm.size, comm.rank
+    k = ((ALL_TO_ALL_READS_BYTES if collective == "all_to_all" else SCATTER_SLOTS_BYTES) + 8 * p) // 8 // p
+    bad = []
+    for rep in range(4):
+        in_place = rep % 2 == 1
+        sent = _blocks(p, k, rep)
+        mine = slice(me * k, (me + 1) * k)
+        if collective == "all_to_all":
+            x = sent[me].copy()
+            got = comm.all_to_all(x, x if in_place else None)
+            want = np.concatenate([sent[q][mine] for q in range(p)])
+        else:
+            x = sent[0].copy() if me == 0 else None
+            got = x[mine] if in_place and me == 0 else np.zeros(k)
+            comm.scatter(x, got, 0)
+            want = sent[0][mine]
+        if not np.array_equal(got, want):
+            bad.append(rep)
+    route = next(plan for key, plan in comm._plans.items() if key[0] == collective).route
+    return bad, type(route).__name__, getattr(route, "native", None) is not None
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
+@pytest.mark.parametrize("collective", ["all_to_all", "scatter"])
+def test_exchanges_within_the_window_go_by_reads_from_their_threshold(monkeypatch, collective, pure):
+    """From ALL_TO_ALL_READS_BYTES (all-to-all) and beyond SCATTER_SLOTS_BYTES (scatter) up to
+    the window's limits, the calls copy straight between peers' memory, in C where it is built
+    and in Python under COLLECTIVES_PURE_PYTHON, right in and out of place."""
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    results = run_world(lambda comm: _mid(comm, collective), 2, "shm", timeout=120, cross_memory=True)
+    assert results == [([], "ExchangeByReads", not pure)] * 2
+
+
+@pytest.mark.parametrize("collective,window", [("all_to_all", "SmallAllToAll"), ("scatter", "SlotExchange")])
+def test_where_reads_are_refused_exchanges_within_the_window_take_the_window(collective, window):
+    results = run_world(lambda comm: _mid(comm, collective), 2, "shm", timeout=120, cross_memory=False)
+    assert [(bad, name) for bad, name, _ in results] == [([], window)] * 2
+
+
+def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_takes_its_halves(monkeypatch):
+    """Where ranks outnumber the cores, an all-to-all in place by reads measured slower than
+    through the halves, up to their limit: every rank agrees (the window's ``oversubscribed``)."""
+    from collectives.transports import shm_window
+
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
+    results = run_world(lambda comm: _mid(comm, "all_to_all"), 3, "shm", timeout=120, cross_memory=True)
+    assert [(bad, name) for bad, name, _ in results] == [([], "SmallAllToAll")] * 3

@@ -1,0 +1,317 @@
+/* The happy path of large all-to-alls, gathers and scatters by reads and writes of peers'
+   memory (engines/exchange_reads.py) in one C call.
+
+   Such a call is a few flag words, one copy of my own block and a process_vm_readv or
+   process_vm_writev per peer: in Python the posts, waits, views and ctypes calls around them
+   cost as much as the copies of a 256 KiB call (docs/performance.md, "Fifteenth round"). Here
+   a call does them all, spinning at most ``spin_ns`` (then ``yield_ns`` of sched_yield) on a
+   late peer. It never sleeps and never reports an error: where a peer is late, a byte count
+   differs or the kernel refuses a copy, it returns how far it got, and the Python plan finishes
+   the call from there with its own waits (futex sleep, liveness and timeout checks) and
+   errors. Same flags, same order of copies, same shares as the Python plan. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "_flags.h"
+
+enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2 };
+enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
+
+#define PIECE_BYTES ((size_t)4 << 20) /* bytes per syscall, as transports/cma.py */
+#define ALIASED_FROM ((size_t)192 << 10) /* buffers.ALIASED_COPY_BYTES */
+#define ALIASED_TO ((size_t)512 << 10)
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall; /* how Python calls it: ReadsPlan_vectorcall */
+    FlagSet w;
+    int kind, root, npartners;
+    int slot[SLOTS];
+    int *partners;             /* [npartners]: window indices, in the order the Python plan takes them */
+    pid_t *pids;               /* [ranks]: each window rank's process */
+    Py_ssize_t expected, block, share_own, share_in_place;
+    PyObject *keep;            /* what keeps the flag mappings alive */
+} ReadsPlan;
+
+/* ``dst = src`` as buffers.copy_array does it: 4K-aliased copies of the sizes where memcpy is
+   slow go by 8-byte words. */
+static void copy_bytes(char *dst, const char *src, size_t n) {
+    size_t skew = (size_t)((uintptr_t)dst - (uintptr_t)src) % 4096;
+    if (n < ALIASED_FROM || n >= ALIASED_TO || skew == 0 || skew >= 32) {
+        memcpy(dst, src, n);
+        return;
+    }
+    size_t whole = n - n % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t word;
+        memcpy(&word, src + i, 8);
+        memcpy(dst + i, &word, 8);
+    }
+    memcpy(dst + whole, src + whole, n - whole);
+}
+
+/* Copy ``n`` bytes between my ``local`` and ``remote`` in window rank q's process: 1 done, 0
+   refused (the Python plan copies again and says why). */
+static int transfer(ReadsPlan *p, int q, int write, char *local, uint64_t remote, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        size_t piece = n - done < PIECE_BYTES ? n - done : PIECE_BYTES;
+        struct iovec mine = {local + done, piece}, theirs = {(void *)(uintptr_t)(remote + done), piece};
+        ssize_t got = write ? process_vm_writev(p->pids[q], &mine, 1, &theirs, 1, 0)
+                            : process_vm_readv(p->pids[q], &mine, 1, &theirs, 1, 0);
+        if (got <= 0) return 0;
+        done += (size_t)got;
+    }
+    return 1;
+}
+
+/* My part of the exchange with window rank q (exchange_reads.ExchangeByReads._copy). */
+static int copy_with(ReadsPlan *p, int q, const char *src, char *out, size_t share) {
+    size_t block = (size_t)p->block;
+    uint64_t theirs = load_flag(&p->w, q, p->slot[S_ADDR]);
+    switch (p->kind) {
+    case KIND_ALL_TO_ALL:
+        return transfer(p, q, 0, out + (size_t)q * block, theirs + (uint64_t)p->w.me * block, block);
+    case KIND_GATHER:
+        if (q != p->root) return share == 0 || transfer(p, q, 0, out + (size_t)q * block, theirs, share);
+        {
+            size_t head = (size_t)load_flag(&p->w, q, p->slot[S_SHARE]);
+            uint64_t result = load_flag(&p->w, q, p->slot[S_RESULT]);
+            return head >= block || transfer(p, q, 1, (char *)src + head, result + (uint64_t)p->w.me * block + head,
+                                             block - head);
+        }
+    default: /* scatter */
+        if (q == p->root) {
+            size_t given = (size_t)load_flag(&p->w, q, p->slot[S_SHARE]);
+            size_t head = given < block ? block - given : 0;
+            return head == 0 || transfer(p, q, 0, out, theirs + (uint64_t)p->w.me * block, head);
+        }
+        if (share == 0) return 1;
+        {
+            size_t head = block - share;
+            uint64_t result = load_flag(&p->w, q, p->slot[S_RESULT]);
+            return transfer(p, q, 1, (char *)src + (size_t)q * block + head, result + head, share);
+        }
+    }
+}
+
+static int overlap(const char *a, size_t na, const char *b, size_t nb) { return a < b + nb && b < a + na; }
+
+/* One call: s when done; 0 when nothing was done (the Python plan runs the call); -(1 + i)
+   once posted with partners[:i] done; -(npartners + 2) once READ is posted, a partner's READ
+   (or, in place, the copy of what I read into ``out``) still to come. An all-to-all exactly in
+   place reads into ``inbox`` (the plan's kept buffer) and copies into ``out`` once every peer has
+   read it; other overlaps are the Python plan's (it copies x). */
+static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_t out_len, char *inbox,
+                     Py_ssize_t inbox_len, uint64_t serial) {
+    size_t block = (size_t)p->block, expected = (size_t)p->expected;
+    int me = p->w.me;
+    char *into = out;
+    if (x != NULL && out != NULL && overlap(x, x_len, out, out_len)) {
+        if (p->kind == KIND_ALL_TO_ALL && x == out && inbox != NULL && inbox_len == p->expected)
+            into = inbox;
+        else if (!(p->kind == KIND_GATHER && x == out + (size_t)me * block) &&
+                 !(p->kind == KIND_SCATTER && out == x + (size_t)me * block))
+            return 0;
+    }
+    const char *mine = x == NULL ? NULL : p->kind == KIND_GATHER ? x : x + (size_t)me * block;
+    char *dst = out == NULL ? NULL : p->kind == KIND_SCATTER ? out : out + (size_t)me * block;
+    int copies_own = mine != NULL && dst != NULL && dst != mine;
+    size_t share = me == p->root && p->kind != KIND_ALL_TO_ALL
+                       ? (size_t)(copies_own ? p->share_own : p->share_in_place) : 0;
+    uint64_t s = serial + 1;
+    set_word(&p->w, p->slot[S_SHARE], share);
+    set_word(&p->w, p->slot[S_ADDR], (uint64_t)(uintptr_t)x);
+    set_word(&p->w, p->slot[S_RESULT], (uint64_t)(uintptr_t)out);
+    set_word(&p->w, p->slot[S_LEN], expected);
+    post(&p->w, p->slot[S_POSTED], s);
+    if (copies_own) copy_bytes(dst, mine, block);
+    for (int i = 0; i < p->npartners; i++) {
+        int q = p->partners[i];
+        if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != expected ||
+            !copy_with(p, q, x, into, share))
+            return -(long long)(1 + i);
+    }
+    post(&p->w, p->slot[S_READ], s);
+    for (int i = 0; i < p->npartners; i++)
+        if (!reach(&p->w, p->partners[i], p->slot[S_READ], s)) return -(long long)(p->npartners + 2);
+    if (into != out)
+        for (int i = 0; i < p->npartners; i++) {
+            size_t at = (size_t)p->partners[i] * block;
+            copy_bytes(out + at, into + at, block);
+        }
+    return (long long)s;
+}
+
+/* A buffer argument: None (NULL, 1), or a contiguous buffer of ``want`` bytes (1), else 0 (the
+   Python plan takes the call and says what is wrong). */
+static int take(PyObject *arg, int writable, Py_ssize_t want, Py_buffer *view) {
+    if (arg == Py_None) return 1;
+    if (PyObject_GetBuffer(arg, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (want >= 0 && view->len != want) {
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* (x, out, inbox, serial): None for the buffer this rank has not got; ``inbox``: the plan's kept
+   buffer for an all-to-all in place, or None. */
+static PyObject *ReadsPlan_call(ReadsPlan *p, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "a reads plan takes (x, out, inbox, serial)");
+    unsigned long long serial = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    int at_root = p->w.me == p->root;
+    Py_ssize_t ranks = p->w.ranks;
+    int want_x = p->kind != KIND_SCATTER || at_root, want_out = p->kind != KIND_GATHER || at_root;
+    Py_ssize_t x_len = p->kind == KIND_GATHER ? p->block : p->expected;
+    Py_ssize_t out_len = p->kind == KIND_GATHER ? p->block * ranks : p->kind == KIND_SCATTER ? p->block : p->expected;
+    Py_buffer xb = {0}, ob = {0}, ab = {0};
+    long long result = 0;
+    if ((args[0] == Py_None) != !want_x || (args[1] == Py_None) != !want_out) return PyLong_FromLong(0);
+    if (take(args[0], 0, x_len, &xb) && take(args[1], 1, out_len, &ob) && take(args[2], 1, -1, &ab))
+        result = run(p, xb.obj ? xb.buf : NULL, (size_t)x_len, ob.obj ? ob.buf : NULL, (size_t)out_len,
+                     ab.obj ? ab.buf : NULL, ab.obj ? ab.len : 0, serial);
+    if (ab.obj) PyBuffer_Release(&ab);
+    if (ob.obj) PyBuffer_Release(&ob);
+    if (xb.obj) PyBuffer_Release(&xb);
+    return PyLong_FromLongLong(result);
+}
+
+static PyObject *ReadsPlan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) return PyErr_Format(PyExc_TypeError, "no keyword arguments");
+    return ReadsPlan_call((ReadsPlan *)self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static void ReadsPlan_dealloc(ReadsPlan *p) {
+    PyMem_Free(p->w.flags);
+    PyMem_Free(p->w.doorbell);
+    PyMem_Free(p->w.sleeping);
+    PyMem_Free(p->partners);
+    PyMem_Free(p->pids);
+    Py_XDECREF(p->keep);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+/* ``seq`` as ``want`` integers (addresses where ``pointers``) into ``into``; -1 with an error set. */
+static int integers(PyObject *seq, Py_ssize_t want, int pointers, void *into, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != want) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, PySequence_Fast_GET_SIZE(fast), want);
+        Py_DECREF(fast);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < want; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        if (pointers) {
+            ((void **)into)[i] = PyLong_AsVoidPtr(item);
+            if (((void **)into)[i] == NULL && !PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: a null address", what);
+        } else {
+            ((long *)into)[i] = PyLong_AsLong(item);
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"kind", "me", "root", "flags", "doorbells", "sleepers", "pids", "partners", "slots",
+                            "expected", "block", "share_own", "share_in_place", "spin_ns", "yield_ns", "cpu_slot",
+                            "keep", NULL};
+    int kind, me, root, cpu_slot;
+    Py_ssize_t expected, block, share_own, share_in_place;
+    long long spin_ns, yield_ns;
+    PyObject *flags, *doorbells, *sleepers, *pids, *partners, *slots, *keep;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLiO", names, &kind, &me, &root, &flags, &doorbells,
+                                     &sleepers, &pids, &partners, &slots, &expected, &block, &share_own,
+                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &keep))
+        return NULL;
+    Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells),
+               npartners = PySequence_Length(partners);
+    if (ranks < 1 || bells < 0 || npartners < 0) return NULL;
+    if (kind < KIND_ALL_TO_ALL || kind > KIND_SCATTER || me < 0 || me >= ranks || root < 0 || root >= ranks ||
+        block <= 0 || expected < block || share_own < 0 || share_own > block || share_in_place < 0 ||
+        share_in_place > block || spin_ns < 0 || yield_ns < 0 || npartners >= ranks)
+        return PyErr_Format(PyExc_ValueError, "inconsistent reads plan");
+    ReadsPlan *p = (ReadsPlan *)type->tp_alloc(type, 0);
+    if (p == NULL) return NULL;
+    p->vectorcall = ReadsPlan_vectorcall;
+    p->kind = kind, p->root = root, p->npartners = (int)npartners, p->expected = expected, p->block = block;
+    p->share_own = share_own, p->share_in_place = share_in_place;
+    p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
+    p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
+    p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
+    p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->partners = PyMem_Calloc((size_t)npartners + 1, sizeof(int));
+    p->pids = PyMem_Calloc((size_t)ranks, sizeof(pid_t));
+    long *numbers = PyMem_Calloc((size_t)(ranks + npartners + SLOTS), sizeof(long));
+    Py_INCREF(keep);
+    p->keep = keep;
+    if (!p->w.flags || !p->w.doorbell || !p->w.sleeping || !p->partners || !p->pids || !numbers) {
+        PyMem_Free(numbers);
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    int bad = integers(flags, ranks, 1, p->w.flags, "flags") < 0 ||
+              integers(doorbells, bells, 1, p->w.doorbell, "doorbells") < 0 ||
+              integers(sleepers, bells, 1, p->w.sleeping, "sleepers") < 0 ||
+              integers(pids, ranks, 0, numbers, "pids") < 0 ||
+              integers(partners, npartners, 0, numbers + ranks, "partners") < 0 ||
+              integers(slots, SLOTS, 0, numbers + ranks + npartners, "slots") < 0;
+    for (Py_ssize_t i = 0; !bad && i < ranks; i++) p->pids[i] = (pid_t)numbers[i];
+    for (Py_ssize_t i = 0; !bad && i < npartners; i++) {
+        long q = numbers[ranks + i];
+        if (q < 0 || q >= ranks || q == me) bad = (PyErr_Format(PyExc_ValueError, "partner %ld out of range", q), 1);
+        else p->partners[i] = (int)q;
+    }
+    for (int i = 0; !bad && i < SLOTS; i++) p->slot[i] = (int)numbers[ranks + npartners + i];
+    PyMem_Free(numbers);
+    if (bad) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static PyTypeObject ReadsPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._reads_c.ReadsPlan",
+    .tp_basicsize = sizeof(ReadsPlan),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(ReadsPlan, vectorcall),
+    .tp_new = ReadsPlan_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)ReadsPlan_dealloc,
+    .tp_doc = "One shape of exchange by reads of peers' memory, run in C up to the first late peer.",
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_reads_c", "Exchanges by reads of peers' memory in C.", -1,
+                                    NULL};
+
+PyMODINIT_FUNC PyInit__reads_c(void) {
+    if (PyType_Ready(&ReadsPlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&ReadsPlanType);
+    if (PyModule_AddObject(m, "ReadsPlan", (PyObject *)&ReadsPlanType) < 0) {
+        Py_DECREF(&ReadsPlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
