@@ -167,7 +167,8 @@ class ExchangeByReads:
         """The C plan of this exchange (``_reads_c.ReadsPlan``), or None where calls run in
         Python: not built, or a window whose ``in_c`` is false (turned off, or not a
         shared-memory window), or peers' memory that is not reached by process id."""
-        window, pids = self.window, getattr(self.memory, "pids", None)
+        window: Any = self.window  # a shared-memory window (ShmWindow) where ``in_c`` is true
+        pids = getattr(self.memory, "pids", None)
         if _reads_c is None or not getattr(window, "in_c", False) or pids is None or self.block == 0:
             return None
         ranks = window.ranks

@@ -201,22 +201,23 @@ class Planner:
     def scatter(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
         if algorithm == "direct":
-            assert ctx.windows is not None  # select() offers it only with windows
+            windows = ctx.windows
+            assert windows is not None  # select() offers it only with windows
             nbytes = count * ctx.size * dtype.itemsize
 
             def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
                 return exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, count * ctx.size, root)
 
             def by_slots() -> Plan:
-                return windowed.SlotExchange(ctx.windows, root,
+                return windowed.SlotExchange(windows, root,
                                              lambda w: slots.PipelinedScatterPlan(w, dtype, count * ctx.size))
             if 0 < nbytes <= exchange_reads.SCATTER_SLOTS_BYTES:
                 return by_slots()
             if 0 < nbytes <= DIRECT_SCATTER_BYTES:
-                return windowed.ReadsExchange(ctx.windows, by_reads, by_slots)
+                return windowed.ReadsExchange(windows, by_reads, by_slots)
             fallback = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
             if nbytes:
-                return windowed.ReadsExchange(ctx.windows, by_reads, lambda: self.scatter(fallback, dtype, count, root))
+                return windowed.ReadsExchange(windows, by_reads, lambda: self.scatter(fallback, dtype, count, root))
             algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
@@ -228,20 +229,21 @@ class Planner:
         if count == 0:
             return nothing
         if algorithm == "direct":
-            assert ctx.windows is not None  # select() offers it only with windows
+            windows = ctx.windows
+            assert windows is not None  # select() offers it only with windows
             nbytes = count * dtype.itemsize
 
             def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
                 return exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count)
 
             def by_halves() -> Plan:
-                return windowed.SmallAllToAll(ctx.windows, dtype, count)
+                return windowed.SmallAllToAll(windows, dtype, count)
             if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):  # by reads from ALL_TO_ALL_READS_BYTES
                 if nbytes < exchange_reads.ALL_TO_ALL_READS_BYTES:
                     return by_halves()
-                return windowed.ReadsExchange(ctx.windows, by_reads, by_halves, suits=lambda w: not w.oversubscribed)
+                return windowed.ReadsExchange(windows, by_reads, by_halves, suits=lambda w: not w.oversubscribed)
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
-            return windowed.ReadsExchange(ctx.windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
+            return windowed.ReadsExchange(windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
