@@ -96,8 +96,11 @@ def two_hosts(prefix: str = "coll") -> Iterator[list[Host]]:
 def _setns(path: str) -> int:
     """Move the calling thread into the network namespace of the file ``path``; returns a
     descriptor of the namespace it was in (the caller closes it)."""
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NamespaceError(f"network namespace {path}: {exc.strerror} (deleted, or never made?)") from None
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         _enter(target, path)
     except BaseException:
@@ -109,6 +112,7 @@ def _setns(path: str) -> int:
 
 
 def _enter(fd: int, what: str) -> None:
+    """setns(2) into the network namespace of the descriptor ``fd`` (``what`` names it in the error)."""
     if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
         raise NamespaceError(f"setns({what}): {os.strerror(ctypes.get_errno())}")
 

@@ -37,6 +37,11 @@ def test_a_world_in_namespaces_needs_host_names_and_processes() -> None:
         run_world(lambda comm: None, 2, "auto", hosts=["coll-a-x", "elsewhere"], netns=hosts)
 
 
+def test_joining_a_namespace_that_is_not_there_is_an_error_that_names_it() -> None:
+    with pytest.raises(NamespaceError, match="/run/netns/coll-none-x"):
+        netns.join(Host("coll-none-x", "10.213.77.9"))
+
+
 def test_without_root_or_iproute2_making_hosts_says_why() -> None:
     reason = unavailable()
     if reason is None:
