@@ -14,11 +14,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from .testing.netns import Host
 
 Case = tuple[str, int, str]
 """(collective, bytes, algorithm or "auto")."""
@@ -94,15 +97,18 @@ def time_repeats(comm: Any, cases: Sequence[Case], rounds: int = 5, repeats: int
 
 
 def measure(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5, timeout: float = 600,
-            hosts: Sequence[str] | None = None, repeats: int = 1) -> list[float]:
-    """Run ``cases`` on a world of ``size`` ranks over ``transport`` (``run_world``); seconds
-    per call of each, on the slowest rank (with ``repeats``, the median of the repeats)."""
+            hosts: Sequence[str] | None = None, repeats: int = 1,
+            netns: Sequence[Host] | None = None) -> list[float]:
+    """Run ``cases`` on a world of ``size`` ranks over ``transport`` (``run_world``, its
+    ``hosts`` and ``netns``); seconds per call of each, on the slowest rank (with
+    ``repeats``, the median of the repeats)."""
     return [statistics.median(r) for r in measure_repeats(cases, size, transport, rounds=rounds, timeout=timeout,
-                                                          hosts=hosts, repeats=repeats)]
+                                                          hosts=hosts, repeats=repeats, netns=netns)]
 
 
 def measure_repeats(cases: Sequence[Case], size: int, transport: str, *, rounds: int = 5, timeout: float = 600,
-                    hosts: Sequence[str] | None = None, repeats: int = 1) -> list[list[float]]:
+                    hosts: Sequence[str] | None = None, repeats: int = 1,
+                    netns: Sequence[Host] | None = None) -> list[list[float]]:
     """``measure``, each case's time per repeat (slowest rank of that repeat), in order."""
     from .testing import run_world
 
@@ -112,5 +118,5 @@ def measure_repeats(cases: Sequence[Case], size: int, transport: str, *, rounds:
     if unknown:  # before starting a world, so the error is ours and not a rank's
         raise InvalidArgumentError(f"collective: {unknown[0]!r} is not one of {', '.join(COLLECTIVES)}")
     per_rank = run_world(lambda comm: time_repeats(comm, cases, rounds, repeats), size, transport, timeout=timeout,
-                         hosts=hosts)
+                         hosts=hosts, netns=netns)
     return [[max(rank[i][k] for rank in per_rank) for k in range(repeats)] for i in range(len(cases))]

@@ -15,6 +15,12 @@ tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
+    collectives-tune --netns                         # and tcp between two hosts (network namespaces; root)
+
+With ``--netns`` it also sweeps tcp with its two ranks on two hosts made of network
+namespaces joined by a veth pair (:mod:`collectives.testing.netns`), a rank on each, and
+keeps that fit as the profile's ``tcp_hosts`` entry: what a message between hosts costs,
+which the model prices apart from loopback's (``Profile.between_hosts``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +41,10 @@ from .timing import Case, measure
 from .transports import cma
 from .tuning import reads, tuner
 from .tuning.machine import Machine, link_of
-from .tuning.profile import DEFAULT_MARGIN, ENV, Profile, TransportCosts
+from .tuning.profile import BETWEEN_HOSTS, DEFAULT_MARGIN, ENV, Profile, TransportCosts
+
+if TYPE_CHECKING:
+    from .testing.netns import Host
 
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
@@ -107,14 +117,16 @@ def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: 
 
 
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
-                  log: list[str], cores: int = 0) -> TransportCosts:
-    """Measure ``transport`` at ``ranks`` ranks and fit its constants."""
+                  log: list[str], cores: int = 0, places: Sequence[Host] | None = None) -> TransportCosts:
+    """Measure ``transport`` at ``ranks`` ranks and fit its constants; with ``places``, rank
+    r on host ``places[r]`` (a network namespace each: the link between hosts)."""
     cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED for n in sizes]
     direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes] if transport == "shm" else []
     by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes if n > DIRECT_LIMITS[c]]
     if transport != "shm" or not by_reads or not reads_allowed():
         by_reads = []
-    times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds)
+    hosts = [host.name for host in places] if places else None
+    times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
     sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]
     rows, targets = [], []
     for case, t in zip(cases, sched_times):
@@ -133,10 +145,11 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
         costs = dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
     if by_reads:
         costs = fit_reads(by_reads, times[len(cases) + len(direct):], ranks, cores, costs)
+    name = transport + (BETWEEN_HOSTS if places else "")
     for case, t in zip(cases + direct + by_reads, times):
         predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0,
                                   Profile({transport: costs}, cores=cores))
-        log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
+        log.append(f"  {name:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
                    f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)")
     return costs
 
@@ -154,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=usable_cpus(),
                         help="cores per host to record: more ranks on a host queue for them"
                              " (default: this machine's, %(default)s; 0: not modelled)")
+    parser.add_argument("--netns", action="store_true",
+                        help="also measure tcp between two hosts (network namespaces joined by a veth pair, a rank"
+                             f" on each; root): the profile's tcp{BETWEEN_HOSTS} entry")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -163,9 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: list[str] = []
     start = time.perf_counter()
     measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores) for t in transports}
+    if args.netns:
+        from .testing.netns import two_hosts  # test tooling: only when asked
+
+        with two_hosts() as places:
+            measured["tcp" + BETWEEN_HOSTS] = fit_transport("tcp", sizes, 2, args.rounds, gamma, log, args.cores,
+                                                            places)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks, sizes {args.sizes}", args.margin,
-                      args.cores)
+    where = ", tcp also between two hosts (network namespaces)" if args.netns else ""
+    profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks{where}, sizes {args.sizes}",
+                      args.margin, args.cores)
     profile.save(out)
     print("\n".join(profile.describe()))
     if not args.quiet:

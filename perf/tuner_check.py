@@ -3,6 +3,7 @@
     python perf/tuner_check.py --json docs/perf/choices.json            # measure (a few minutes)
     python perf/tuner_check.py --from docs/perf/choices.json [--profile FILE]   # score, no measuring
     python perf/tuner_check.py --ranks 4,8 --transports tcp --hosts 2 --json two.json   # two hosts each
+    python perf/tuner_check.py --ranks 4,8 --transports tcp --hosts 2 --netns --json two.json   # as namespaces (root)
 
 Measuring: for each transport and world size, one world times every algorithm that can run
 each collective (``tuner.candidates``; direct over shm) and the automatic choice, at every size
@@ -12,8 +13,10 @@ tuner's pick under a profile (the current one, or ``--profile``) is looked up am
 measured in the same run and compared with the best of them (``perf.algo_all.within``: 10 %,
 or 5 µs below 64 KiB). ``--hosts 2`` runs each tcp world as two hosts of half its ranks
 instead (host identities on this machine, as ``validate_model.py --hosts`` does: shared memory
-within a host, TCP across; the two-level all-reduce among the candidates). Picks are a pure function of profile and model, so a model or profile
-change can be scored against saved measurements without measuring again.
+within a host, TCP across; the two-level all-reduce among the candidates); with ``--netns``
+the two hosts are network namespaces joined by a veth pair (``collectives.testing.netns``:
+TCP across over the pair's addresses; rows say ``"netns": true``). Picks are a pure function
+of profile and model, so a model or profile change can be scored against saved measurements without measuring again.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from collectives.testing.netns import Host, two_hosts
 from collectives.timing import COLLECTIVES, measure_repeats
 from collectives.tuning import tuner
 from collectives.tuning.profile import Profile, current, load
@@ -39,10 +45,11 @@ SIZES = sweep_sizes(8, 64 << 20, 0, 4)  # all_reduce_perf -b 8 -e 64M -f 4: 8 B 
 
 
 def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],
-                rounds: int, repeats: int = 1, hosts: int = 0) -> list[dict[str, Any]]:
+                rounds: int, repeats: int = 1, hosts: int = 0,
+                places: Sequence[Host] | None = None) -> list[dict[str, Any]]:
     """Every world's rows; with ``hosts`` > 1, each tcp world of p ranks as that many hosts of
-    p / hosts ranks instead (host identities on this machine: shared memory within, TCP across;
-    rows then say ``ranks_per_host``)."""
+    p / hosts ranks instead (host identities on this machine, or the namespaces ``places``:
+    shared memory within, TCP across; rows then say ``ranks_per_host``)."""
     rows: list[dict[str, Any]] = []
     for transport in transports:
         for p in ranks:
@@ -52,10 +59,11 @@ def measure_all(transports: list[str], ranks: list[int], collectives: list[str],
             windows = transport == "shm"
             cases = [(c, n, a) for c in collectives for n in sizes
                      for a in [*tuner.candidates(c, windows, bool(per_host)), "auto"]]
-            names = [f"h{r // per_host}" for r in range(p)] if per_host else None
+            names = [places[r // per_host].name if places else f"h{r // per_host}" for r in range(p)] \
+                if per_host else None
             load_before = os.getloadavg()[0]
             times = measure_repeats(cases, p, "auto" if per_host else transport, rounds=rounds, timeout=1800,
-                                    repeats=repeats, hosts=names)
+                                    repeats=repeats, hosts=names, netns=places if per_host else None)
             load_after = os.getloadavg()[0]
             by_key: dict[tuple[str, int], dict[str, list[float]]] = {}
             for (c, n, a), ts in zip(cases, times):
@@ -66,6 +74,8 @@ def measure_all(transports: list[str], ranks: list[int], collectives: list[str],
                                        "load": [round(load_before, 2), round(load_after, 2)]}
                 if per_host:
                     row["ranks_per_host"] = per_host
+                if per_host and places:
+                    row["netns"] = True
                 if repeats > 1:
                     row["repeats_us"] = {a: [round(t, 2) for t in ts] for a, ts in measured.items()}
                 rows.append(row)
@@ -139,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=0,
                         help="run each tcp world as this many hosts of ranks / hosts (host identities on this"
                              " machine: shared memory within, TCP across)")
+    parser.add_argument("--netns", action="store_true",
+                        help="with --hosts 2: the hosts are two network namespaces joined by a veth pair (root)")
     parser.add_argument("--json", default=None, help="keep the measurements here")
     args = parser.parse_args(argv)
+    if args.netns and args.hosts != 2:
+        parser.error("--netns makes two hosts: give --hosts 2")
     profile = load(args.profile) if args.profile else current()
     if args.margin is not None:
         profile = dataclasses.replace(profile, margin=args.margin)
@@ -152,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             with open(path) as fh:
                 rows += json.load(fh)["rows"]
     else:
-        rows = measure_all(args.transports.split(","), [int(r) for r in args.ranks.split(",")],
-                           args.collectives.split(","), SIZES, args.rounds, args.repeats, args.hosts)
+        with two_hosts() if args.netns else nullcontext() as places:
+            rows = measure_all(args.transports.split(","), [int(r) for r in args.ranks.split(",")],
+                               args.collectives.split(","), SIZES, args.rounds, args.repeats, args.hosts, places)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump({"rows": rows}, fh, indent=1)

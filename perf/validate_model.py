@@ -2,6 +2,7 @@
 
     python perf/validate_model.py --tune                    # fit a profile now, then validate it and the built-in one
     python perf/validate_model.py --profile my.json --ranks 2,4 --transports tcp
+    python perf/validate_model.py --hosts 2 --netns --transports tcp   # the two hosts as network namespaces (root)
     python perf/validate_model.py --from docs/perf/validation_calib4.json  # re-predict saved measurements, no measuring
     python perf/validate_model.py --from B.json,C.json --profile old=OLD.json,new=NEW.json --table
 
@@ -11,7 +12,10 @@ and size asked, predicts each with the simulator (``collectives.sim``: this mach
 cores, so that ranks beyond them share a core) under each profile, and prints a table of
 measured and predicted µs and the error; ``--json`` keeps the rows, ``--plot`` draws
 predicted against measured. ``--hosts 2`` also runs two hosts of p/2 ranks (host identities
-on this machine: shared memory within, TCP across). ``--from FILE`` measures nothing: it
+on this machine: shared memory within, TCP across); with ``--netns`` the two hosts are
+network namespaces joined by a veth pair (``collectives.testing.netns``: each host's ranks
+in its namespace, TCP across over the pair's addresses, the store on the first host's
+address; rows say ``"netns": true``). ``--from FILE`` measures nothing: it
 predicts the rows of a saved ``--json`` again, with the saved profiles (or ``--profile``'s)
 and the current model, so a model change is scored against the same measurements.
 """
@@ -24,12 +28,14 @@ import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from collectives.config import parse_size
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
+from collectives.testing.netns import Host, two_hosts
 from collectives.timing import measure_repeats
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
 
@@ -39,7 +45,10 @@ from perf.repeats import agreement  # noqa: E402
 ALGORITHMS = {"shm": ("ring", "tree", "recursive", "direct"), "tcp": ("ring", "tree", "recursive")}
 
 
-def run(args: argparse.Namespace, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace, profiles: dict[str, Profile],
+        places: Sequence[Host] | None = None) -> list[dict[str, Any]]:
+    """Measure and predict every case; the hosts of the two-host layouts are ``places``'
+    namespaces when given, else host identities."""
     rows: list[dict[str, Any]] = []
     cores = args.cores or os.cpu_count() or 1
     sizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -51,13 +60,16 @@ def run(args: argparse.Namespace, profiles: dict[str, Profile]) -> list[dict[str
                 algos = ALGORITHMS[transport] if per_host is None else ("ring", "tree", "recursive")
                 cases = [(c, n, a) for c in args.collectives.split(",") for a in algos for n in sizes
                          if not (a == "direct" and c not in ("all_reduce", "reduce_scatter", "all_gather", "broadcast"))]
-                hosts = [f"h{r // per_host}" for r in range(p)] if per_host else None
+                hosts = [places[r // per_host].name if places else f"h{r // per_host}" for r in range(p)] \
+                    if per_host else None
                 times = measure_repeats(cases, p, "auto" if hosts else transport, rounds=args.rounds, hosts=hosts,
-                                        repeats=args.repeats)
+                                        repeats=args.repeats, netns=places if hosts else None)
                 for (collective, n, a), ts in zip(cases, times):
                     row: dict[str, Any] = {"transport": transport, "ranks": p, "ranks_per_host": per_host or p,
                                            "collective": collective, "algorithm": a, "size": n,
                                            "measured_us": statistics.median(ts) * 1e6}
+                    if per_host and places:
+                        row["netns"] = True
                     if len(ts) > 1:
                         row["repeats_us"] = [round(t * 1e6, 2) for t in ts]
                     row = repredict([row], profiles, cores)[0]
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collectives", default="all_reduce,all_gather,broadcast")
     parser.add_argument("--sizes", default="8,64K,1M,4M")
     parser.add_argument("--hosts", type=int, default=0, help="also run each tcp world as this many hosts")
+    parser.add_argument("--netns", action="store_true",
+                        help="with --hosts 2: the hosts are two network namespaces joined by a veth pair (root)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure everything this many times over in one run, each case the median of its"
@@ -178,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="with --from: markdown tables by layout and algorithm,"
                                                              " not every row")
     args = parser.parse_args(argv)
+    if args.netns and args.hosts != 2:
+        parser.error("--netns makes two hosts: give --hosts 2")
     if args.source:
         return rescore(args)
     profiles = {"built-in": load(args.profile or DEFAULT_FILE)} if not args.profile else {"given": load(args.profile)}
@@ -188,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         tune.main(["--out", path, "--quiet", "--transports", args.transports])
         profiles["tuned"] = load(path)
     load_before = os.getloadavg()[0]
-    rows = run(args, profiles)
+    with two_hosts() if args.netns else nullcontext() as places:
+        rows = run(args, profiles, places)
     print("\n".join(summary(rows, profiles)))
     if args.json:
         with open(args.json, "w") as fh:

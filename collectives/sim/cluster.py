@@ -85,7 +85,7 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
     intra = link_of("shm", shm) if transport == "shm" or k < ranks else link_of("tcp", tcp)
     costs = shm if transport == "shm" else tcp
     factor = max(1.0, k / cores) if cores else 1.0
-    return Cluster(ranks, k, intra, link_of("tcp", profile.costs("tcp")), costs.gamma, costs.overhead,
+    return Cluster(ranks, k, intra, link_of("tcp", profile.between_hosts("tcp")), costs.gamma, costs.overhead,
                    hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls)

@@ -7,6 +7,10 @@ order, the way gloo's ``base_test.h`` spawns ranks: threads over one
 ``TCPStoreServer`` that this process hosts for the job, guarded by a fresh random secret
 (:class:`collectives.spawn.Job`, shared with ``collectives-run`` and the perf coordinator).
 
+With ``netns=`` (:mod:`collectives.testing.netns`) each rank runs in the network
+namespace of its host and binds that host's address, and the store listens inside the first
+rank's namespace: hosts with addresses of their own on one machine.
+
 A failure anywhere surfaces here as :class:`RankError` naming the rank; a rank that hangs is
 bounded by ``timeout`` (processes are killed; threads cannot be, they are left behind as
 daemons and named in the error).
@@ -31,6 +35,7 @@ from typing import Any
 from ..errors import CollectivesError, InvalidArgumentError
 from ..spawn import Child, Job
 from ..store import HashStore, PrefixStore
+from .netns import Host, inside, join
 
 TERMINATE_GRACE = 2.0
 """Seconds a child has to exit after SIGTERM before it is sent SIGKILL."""
@@ -195,6 +200,7 @@ def run_world(
     *,
     timeout: float = 60.0,
     hosts: Sequence[str] | None = None,
+    netns: Sequence[Host] | None = None,
     **init_kwargs: Any,
 ) -> list[Any]:
     """Run ``fn(comm)`` on ``world_size`` ranks and return the results in rank order.
@@ -210,6 +216,9 @@ def run_world(
         hosts: the host identity of each rank (``COLLECTIVES_HOSTNAME``), to run a job of
             several hosts on this one: ``hosts=["a", "a", "b", "b"]`` with ``"auto"`` puts
             ranks 0 and 1 on shared memory, and TCP between them and ranks 2 and 3.
+        netns: the network namespaces those hosts are (:func:`collectives.testing.netns.two_hosts`),
+            one per name in ``hosts``: each rank (a process) joins its host's namespace and
+            binds its address, and the job's store listens on rank 0's host's address.
         **init_kwargs: passed on to ``collectives.init`` (``algorithm=...``).
 
     Returns:
@@ -229,15 +238,30 @@ def run_world(
         if len(hosts) != world_size or not all(isinstance(h, str) and h for h in hosts):
             raise InvalidArgumentError(f"hosts: expected {world_size} non-empty host names, got {hosts!r}")
         init_kwargs["hosts"] = list(hosts)
+    places = _places(hosts, netns, transport)
     init_kwargs.setdefault("timeout", timeout)
     comm_timeout = init_kwargs.pop("timeout")
     if transport in _THREAD_TRANSPORTS:
         return _run_threads(fn, world_size, transport, timeout, comm_timeout, init_kwargs)
     if transport in _PROCESS_TRANSPORTS:
-        return _run_processes(fn, world_size, transport, timeout, comm_timeout, init_kwargs)
+        return _run_processes(fn, world_size, transport, timeout, comm_timeout, init_kwargs, places)
     raise InvalidArgumentError(
         f"transport: {transport!r} is not one of {', '.join(_THREAD_TRANSPORTS + _PROCESS_TRANSPORTS)}"
     )
+
+
+def _places(hosts: Sequence[str] | None, netns: Sequence[Host] | None, transport: str) -> list[Host] | None:
+    """The namespace of each rank (None without ``netns``), checked against ``hosts``."""
+    if netns is None:
+        return None
+    if hosts is None or transport not in _PROCESS_TRANSPORTS:
+        raise InvalidArgumentError(f"netns: needs hosts= and a transport of processes "
+                                   f"({', '.join(_PROCESS_TRANSPORTS)}), got hosts={hosts!r}, {transport!r}")
+    by_name = {host.name: host for host in netns}
+    unknown = sorted(set(hosts) - set(by_name))
+    if unknown:
+        raise InvalidArgumentError(f"hosts: {unknown[0]!r} is none of the namespaces {sorted(by_name)}")
+    return [by_name[name] for name in hosts]
 
 
 # -- threads ----------------------------------------------------------------------------
@@ -288,10 +312,14 @@ def _run_threads(fn: Callable[[Any], Any], size: int, transport: str, timeout: f
 
 def _child_main(fn: Callable[[Any], Any], rank: int, size: int, transport: str, host: str, port: int,
                 secret: str, comm_timeout: float, init_kwargs: dict[str, Any],
-                conn: multiprocessing.connection.Connection) -> None:
-    """Body of a forked rank: connect to the parent's store, run, report through ``conn``."""
+                conn: multiprocessing.connection.Connection, place: Host | None = None) -> None:
+    """Body of a forked rank: into its host's namespace (``place``), connect to the parent's
+    store, run, report through ``conn``."""
     failed_at: list[float] = []
     try:
+        if place is not None:
+            join(place)
+            init_kwargs = {**init_kwargs, "socket_addr": place.address}
         from ..store.tcp_store import TCPStore
 
         store = TCPStore(host, port, secret, timeout=comm_timeout)
@@ -357,13 +385,19 @@ def _exit_description(code: int | None) -> str:
 
 
 def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout: float,
-                   comm_timeout: float, init_kwargs: dict[str, Any]) -> list[Any]:
-    """Fork ``size`` ranks of a job (:class:`collectives.spawn.Job`: its store, its secret)
-    and gather what each reports through its own pipe."""
+                   comm_timeout: float, init_kwargs: dict[str, Any], places: list[Host] | None) -> list[Any]:
+    """Fork ``size`` ranks of a job (:class:`collectives.spawn.Job`: its store, its secret;
+    with ``places``, the store in rank 0's namespace) and gather what each reports through
+    its own pipe."""
     deadline = time.monotonic() + timeout
     readers: dict[multiprocessing.connection.Connection, int] = {}
     outcomes: dict[int, _Outcome] = {}
-    with Job() as job:
+    if places is None:
+        job = Job()
+    else:
+        with inside(places[0]):  # its socket and its serving thread stay there
+            job = Job(host=places[0].address)
+    with job:
         host, port = job.store.host, job.store.port
         try:
             for rank in range(size):
@@ -371,7 +405,7 @@ def _run_processes(fn: Callable[[Any], Any], size: int, transport: str, timeout:
                 # so that no other process holds a write end: a child that dies gives EOF.
                 reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
                 job.fork(_child_main, (fn, rank, size, transport, host, port, job.secret, comm_timeout, init_kwargs,
-                                       writer), name=f"run_world-rank{rank}")
+                                       writer, places[rank] if places else None), name=f"run_world-rank{rank}")
                 writer.close()
                 readers[reader] = rank
             outcomes = _collect(readers, job.children, deadline)

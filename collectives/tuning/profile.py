@@ -8,6 +8,9 @@ algorithms are loads from peers' windows, not messages, and what its exchanges b
 peers' memory cost per peer and per byte (``reads_alpha``, ``reads_beta``). ``collectives-tune``
 measures them and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
 else the built-in one (``default_profile.json``, fitted to this project's measured figures).
+A transport's link between hosts may cost otherwise than between ranks of one host (loopback
+TCP is not a NIC): an entry ``tcp_hosts`` (``between_hosts``; ``collectives-tune --netns``
+measures one) prices the messages between hosts, and without it they cost what ``tcp``'s do.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ DEFAULT_MARGIN = 1.25
 algorithm before the tuner leaves the measured size rule's choice, unless a profile says
 otherwise: the model's error when fitted at 2 ranks alone (docs/simulation.md)."""
 ENV = "COLLECTIVES_TUNE_FILE"
+BETWEEN_HOSTS = "_hosts"
+"""A transport's name and this (``tcp_hosts``): the entry of its link between hosts."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +106,11 @@ class Profile:
         if transport in self.transports:
             return self.transports[transport]
         return self.transports.get("tcp") or next(iter(self.transports.values()))
+
+    def between_hosts(self, transport: str) -> TransportCosts:
+        """The constants of ``transport``'s link between two hosts: its ``_hosts`` entry where
+        the profile has one, else the transport's own."""
+        return self.transports.get(transport + BETWEEN_HOSTS) or self.costs(transport)
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "margin": self.margin, **({"cores": self.cores} if self.cores else {}),

@@ -26,7 +26,7 @@ from .cache import beyond, footprint, spilled
 from .copies import copy_time
 from .events import replay_calls
 from .machine import Machine, link_of
-from .profile import DEFAULT_MARGIN, Profile, TransportCosts, current
+from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
 ITEMSIZE = 4
@@ -189,14 +189,16 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         k = ranks_per_host
         local = profile.costs("shm")
         inner = direct_time("reduce_scatter", nbytes, k, local) + direct_time("all_gather", nbytes, k, local)
-        across = min(predict("all_reduce", a, -(-nbytes // k), size // k, transport, 0, profile) for a in FLAT)
+        between = transport + BETWEEN_HOSTS if transport + BETWEEN_HOSTS in profile.transports else transport
+        across = min(predict("all_reduce", a, -(-nbytes // k), size // k, between, 0, profile) for a in FLAT)
         return inner + across
     if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
         return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host, profile))
     hosts = 0 < ranks_per_host < size
     local = profile.costs("shm") if hosts else costs
     share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
-    intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, costs), share)
+    link = profile.between_hosts(transport) if hosts else costs
+    intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, link), share)
     copies = copy_time(collective, nbytes, size, intra) * shared
     return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,

@@ -3,6 +3,7 @@ the tuner's picks scored against saved times (tuner_check), a profile fitted to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from collectives.tuning import tuner
 from collectives.tuning.profile import Profile, TransportCosts, load
-from perf import fit_profile, tuner_check, validate_model
+from perf import between_hosts, fit_profile, tuner_check, validate_model
 
 TRUE = Profile({"tcp": TransportCosts(5e-6, 20e-6, 0.5e-9, 0.02e-9, exchange=10e-6, wake=30e-6)}, "the truth",
                margin=0.0, cores=2)
@@ -188,3 +189,19 @@ def test_a_held_fit_takes_no_step_that_moves_a_pick(tmp_path: Path) -> None:
     hold = hold_picks.Hold([str(tmp_path / "c.json")], START, ["tcp"], worlds)
     assert hold.moved(held) == [] and hold.keeps(held)
     assert fit_profile.loss(rows, held, 2) < fit_profile.loss(rows, START, 2)  # it still fits what it can
+
+
+def test_the_link_between_hosts_takes_the_tuned_beta_ratio_and_keeps_every_other_term(tmp_path: Path) -> None:
+    tuned = [Profile({"tcp": TransportCosts(5e-6, 20e-6, b, 0.02e-9),
+                      "tcp_hosts": TransportCosts(9e-6, 10e-6, h, 0.02e-9)})
+             for b, h in ((0.4e-9, 0.6e-9), (0.4e-9, 1.0e-9))]  # β twice loopback's in all; α, overhead noise
+    for k, profile in enumerate(tuned):
+        profile.save(tmp_path / f"t{k}.json")
+    TRUE.save(tmp_path / "base.json")
+    assert between_hosts.main([f"{tmp_path / 't0.json'},{tmp_path / 't1.json'}", "--base", str(tmp_path / "base.json"),
+                               "--out", str(tmp_path / "out.json")]) == 0
+    out = load(tmp_path / "out.json")
+    tcp = TRUE.transports["tcp"]
+    assert out.transports["tcp"] == tcp
+    hosts = out.between_hosts("tcp")
+    assert hosts.beta == pytest.approx(2 * tcp.beta) and dataclasses.replace(hosts, beta=tcp.beta) == tcp

@@ -4,20 +4,22 @@ talk over shared memory, across hosts over TCP on the namespaces' addresses, and
 store listens on the address it is given, not on loopback. The automatic all_reduce runs
 in two levels (within each host, then across).
 
-Needs root and iproute2 (`ip netns`); skipped with the reason otherwise.
+Ranks are started the way a user would, with ``ip netns exec`` (``run_world(netns=...)``,
+which the perf scripts use, has its test in ``tests/testing/test_netns.py``). Needs root and
+iproute2 (`ip netns`); skipped with the reason otherwise.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
+
+from collectives.testing.netns import Host
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.netns]
 
@@ -50,39 +52,10 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-@pytest.fixture
-def two_hosts():
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to make network namespaces")
-    tag = uuid.uuid4().hex[:6]
-    hosts = [f"coll-a-{tag}", f"coll-b-{tag}"]
-    addrs = ["10.213.77.1", "10.213.77.2"]
-    try:
-        _ip("netns", "add", hosts[0])
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot create network namespaces here: {exc.stderr.strip()}")
-    try:
-        _ip("netns", "add", hosts[1])
-        _ip("link", "add", f"va{tag}", "type", "veth", "peer", "name", f"vb{tag}")
-        for host, dev, addr in zip(hosts, (f"va{tag}", f"vb{tag}"), addrs):
-            _ip("link", "set", dev, "netns", host)
-            _ip("-n", host, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", host, "link", "set", dev, "up")
-            _ip("-n", host, "link", "set", "lo", "up")
-        yield list(zip(hosts, addrs))
-    finally:
-        for host in hosts:
-            subprocess.run(["ip", "netns", "del", host], capture_output=True)
-
-
-def test_ranks_on_two_hosts_use_shm_within_and_tcp_across(two_hosts, tmp_path):
+def test_ranks_on_two_hosts_use_shm_within_and_tcp_across(netns_hosts: list[Host], tmp_path: Path) -> None:
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    (host_a, addr_a), (host_b, addr_b) = two_hosts
+    (host_a, addr_a), (host_b, addr_b) = ((host.name, host.address) for host in netns_hosts)
     placement = [(host_a, addr_a), (host_a, addr_a), (host_b, addr_b), (host_b, addr_b)]
     port = 29577
     procs = []

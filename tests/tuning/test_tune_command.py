@@ -44,3 +44,18 @@ def test_over_shm_it_fits_the_reads_where_the_kernel_allows_them(tmp_path: Path,
     assert tune.main(["--transports", "shm", "--sizes", "8,512K,2M", "--rounds", "1", "--out", str(path)]) == 0
     costs = load(path).transports["shm"]
     assert costs.reads_alpha == costs.reads_beta == 0.0
+
+
+@pytest.mark.multiprocess
+@pytest.mark.netns
+def test_with_netns_it_also_fits_tcp_between_two_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from collectives.testing.netns import unavailable
+
+    if unavailable() is not None:
+        pytest.skip(unavailable())
+    path = tmp_path / "tuned.json"
+    assert tune.main(["--transports", "tcp", "--netns", "--sizes", "8,64K", "--rounds", "1", "--out", str(path)]) == 0
+    profile = load(path)
+    assert set(profile.transports) == {"tcp", "tcp_hosts"}
+    assert profile.between_hosts("tcp") is profile.transports["tcp_hosts"]
+    assert "tcp_hosts all_reduce" in capsys.readouterr().out

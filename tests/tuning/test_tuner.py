@@ -182,3 +182,25 @@ def test_large_calls_are_priced_on_the_line_through_16_mib(monkeypatch: pytest.M
         exact = tuner.replay_time(collective, algorithm, 64 << 20, make)
         monkeypatch.undo()
         assert line == pytest.approx(exact, rel=0.03), (collective, algorithm)
+
+
+def test_two_hosts_price_their_link_by_the_between_hosts_entry_and_one_host_keeps_tcps() -> None:
+    """``tcp_hosts`` (collectives-tune --netns) prices the messages between hosts, in the
+    tuner and in the simulator alike; a world on one host does not use it."""
+    from collectives.sim.cluster import cluster
+    from collectives.sim.predict import predict as simulate
+
+    tcp = FLAT.costs("tcp")
+    slower = Profile({**FLAT.transports, "shm": tcp, "tcp_hosts": dataclasses.replace(tcp, beta=3 * tcp.beta)},
+                     "slower between hosts")
+    same = Profile({**FLAT.transports, "shm": tcp}, "same")
+    n = 4 << 20
+    for algorithm in ("ring", "recursive"):
+        assert tuner.predict("all_reduce", algorithm, n, 4, "tcp", 0, slower) == \
+            tuner.predict("all_reduce", algorithm, n, 4, "tcp", 0, same)
+        assert tuner.predict("all_reduce", algorithm, n, 4, "tcp", 2, slower) > \
+            1.2 * tuner.predict("all_reduce", algorithm, n, 4, "tcp", 2, same)
+        assert simulate("all_reduce", algorithm, n, cluster("tcp", 4, 2, slower), "tcp", slower) == \
+            pytest.approx(tuner.predict("all_reduce", algorithm, n, 4, "tcp", 2, slower))
+    assert tuner.predict("all_reduce", "hierarchical", n, 4, "tcp", 2, slower) > \
+        tuner.predict("all_reduce", "hierarchical", n, 4, "tcp", 2, same)

@@ -26,6 +26,13 @@ def test_an_unmeasured_transport_borrows_tcp() -> None:
     assert Profile({"tcp": tcp, "shm": TransportCosts(0, 0, 0, 0)}).costs("mpi") == tcp
 
 
+def test_the_link_between_hosts_is_its_own_entry_else_the_transports() -> None:
+    tcp, veth = TransportCosts(1e-5, 2e-5, 3e-10, 4e-11), TransportCosts(1e-5, 3e-5, 6e-10, 4e-11)
+    assert Profile({"tcp": tcp}).between_hosts("tcp") == tcp
+    both = Profile({"tcp": tcp, "tcp_hosts": veth})
+    assert both.between_hosts("tcp") == veth and both.costs("tcp") == tcp
+
+
 @pytest.mark.parametrize("doc, fault", [
     ({"transports": {}}, "non-empty 'transports'"),
     ({"transports": {"tcp": {"alpha": 1, "speed": 2}}}, "unknown fields"),
