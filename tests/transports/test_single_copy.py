@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from collectives.buffers import address_of
 from collectives.errors import MessageMismatchError, PeerLostError, TransportError
 from collectives.testing import run_world
 from collectives.transports import cma
@@ -89,7 +90,7 @@ def test_a_read_refused_first_is_a_refusal_and_later_an_error() -> None:
     assert receiver.reads is False
     trusted = SingleCopy(0, os.getpid(), offer=True, read=True, gone=lambda: False)
     good = _message(16, 1)
-    assert trusted.fetch(Remote(cma_address(good), 16, 0), memoryview(bytearray(16)))
+    assert trusted.fetch(Remote(address_of(good), 16, 0), memoryview(bytearray(16)))
     with pytest.raises(TransportError, match="process_vm_readv"):
         trusted.fetch(bad, memoryview(bytearray(16)))
 
@@ -98,29 +99,27 @@ def test_bytes_read_after_the_sender_left_are_not_its_message() -> None:
     data = _message(64, 5)
     receiver = SingleCopy(1, os.getpid(), offer=True, read=True, gone=lambda: True)
     with pytest.raises(PeerLostError, match="left before its message was taken"):
-        receiver.fetch(Remote(cma_address(data), 64, 0), memoryview(bytearray(64)))
-
-
-def cma_address(array: np.ndarray) -> int:
-    from collectives.buffers import address_of
-    return address_of(array)
+        receiver.fetch(Remote(address_of(data), 64, 0), memoryview(bytearray(64)))
 
 
 # -- two processes over shm ---------------------------------------------------------------------
 
 
+def _send_one(comm: Any, n: int) -> Any:
+    """Rank 1 sends ``n`` bytes to rank 0 and returns whether its channel offers single copies;
+    rank 0 returns whether the bytes arrived, how many were copied aside, and whether it read."""
+    channel = _channel(comm, 1 - comm.rank)
+    if comm.rank == 1:
+        comm.send(_message(n, 1), 0)
+        return channel.single_copy.offers
+    out = np.zeros(n, np.uint8)
+    comm.recv(out, 1)
+    return np.array_equal(out, _message(n, 1)), channel.unexpected_bytes, channel.single_copy.reads
+
+
 @pytest.mark.parametrize("n", [SINGLE_COPY_BYTES - 1, SINGLE_COPY_BYTES, BIG])
 def test_a_large_message_is_copied_once_from_the_senders_memory(n: int) -> None:
-    def body(comm: Any) -> Any:
-        channel = _channel(comm, 1 - comm.rank)
-        if comm.rank == 1:
-            comm.send(_message(n, 1), 0)
-            return channel.single_copy.offers
-        out = np.zeros(n, np.uint8)
-        comm.recv(out, 1)
-        return np.array_equal(out, _message(n, 1)), channel.unexpected_bytes, channel.single_copy.reads
-
-    (ok, unexpected, reads), offers = _world(body)
+    (ok, unexpected, reads), offers = _world(lambda comm: _send_one(comm, n))
     assert ok and unexpected == 0
     by_single_copy = n >= SINGLE_COPY_BYTES
     assert (reads is True, offers is True) == (by_single_copy, by_single_copy)
@@ -251,14 +250,5 @@ def test_a_message_whose_sender_left_is_an_error_not_its_memory() -> None:
 
 
 def test_without_cross_memory_the_bytes_go_through_the_ring() -> None:
-    def body(comm: Any) -> Any:
-        channel = _channel(comm, 1 - comm.rank)
-        if comm.rank == 1:
-            comm.send(_message(BIG, 1), 0)
-            return channel.single_copy.offers
-        out = np.zeros(BIG, np.uint8)
-        comm.recv(out, 1)
-        return np.array_equal(out, _message(BIG, 1)), channel.single_copy.reads
-
-    (ok, reads), offers = _world(body, cross_memory=False)
+    (ok, _, reads), offers = _world(lambda comm: _send_one(comm, BIG), cross_memory=False)
     assert ok and offers is False and reads is False
