@@ -351,9 +351,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         arr = Staging(self._note_staged).flat(x, "x")
-        if apart_from is not None and np.may_share_memory(arr, apart_from):
-            arr = arr.copy()  # what arrives must not overwrite what the peer has yet to read
-        return self._p2p.post_send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, tracked)
+        aside = apart_from is not None and np.may_share_memory(arr, apart_from)  # (the receive overwrites it)
+        return self._p2p.post_send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, tracked, aside)
 
     def _post_recv(self, x: Any, src: int | None, tag: int, async_op: bool, tracked: bool) -> Any:
         src, wire_tag = check.source_and_tag(src, tag, self.rank, self.size, async_op=async_op)

@@ -161,13 +161,13 @@ class CollectivesBackend(Backend):
 
     def sendrecv(self, send: np.ndarray, recv: np.ndarray) -> None:
         """Ring shift: send to rank+1, receive from rank-1, both at once (``comm.sendrecv``, as
-        MPI's peer calls ``Sendrecv``). In place, the outgoing data is saved first."""
+        MPI's peer calls ``Sendrecv``, and in place ``Sendrecv_replace``: the library saves
+        the outgoing data itself)."""
         n, r = self.size, self.rank
         if n == 1:
             copy_into(recv, send)
             return
-        out = send.copy() if same_memory(send, recv) else send
-        self.comm.sendrecv(out, (r + 1) % n, recv, (r - 1) % n)
+        self.comm.sendrecv(send, (r + 1) % n, recv, (r - 1) % n)
 
     def gather(self, send: np.ndarray, recv: np.ndarray, root: int) -> None:
         """``comm.gather``; ``recv`` (ncclGather's recvbuff) is the root's only."""

@@ -100,6 +100,7 @@ class PointToPoint:
         self._loopback: dict[int, deque[np.ndarray]] = {}  # messages to this rank, by tag
         self._thread: threading.Thread | None = None
         self._stopping = False  # the communicator closes: the thread fails what is left and ends
+        self._aside: np.ndarray | None = None  # kept for sendrecv in place (``_set_aside``)
 
     @property
     def held(self) -> dict[int, deque[_Recv]]:
@@ -109,17 +110,36 @@ class PointToPoint:
 
     # -- posting (any thread) -------------------------------------------------------------
 
-    def post_send(self, x: np.ndarray, dst: int, tag: int, seq: int, timeout: float, tracked: bool = False) -> P2PWork:
+    def _set_aside(self, x: np.ndarray) -> tuple[np.ndarray, Callable[[Any], None]]:
+        """A copy of ``x`` in a buffer kept between calls, and what gives the buffer back once
+        the send is done: a fresh buffer of some MiB would cost its page faults on every call
+        (two threads at once: the second takes a fresh one)."""
+        flat = x.reshape(-1).view(np.uint8)
+        kept, self._aside = self._aside, None
+        if kept is None or kept.nbytes < flat.nbytes:
+            kept = np.empty(flat.nbytes, np.uint8)
+        np.copyto(kept[: flat.nbytes], flat)
+
+        def give_back(_: Any) -> None:
+            self._aside = kept
+        return kept[: flat.nbytes], give_back
+
+    def post_send(self, x: np.ndarray, dst: int, tag: int, seq: int, timeout: float, tracked: bool = False,
+                  aside: bool = False) -> P2PWork:
         """Post ``x`` to ``dst``: the Work, for ``track`` (``tracked``) or ``run``. A large
         message to a peer on this host may be copied by the receiver straight out of ``x``
-        (transports/single_copy.py)."""
-        work = P2PWork(f"send to rank {dst}", seq, dst, time.monotonic() + timeout, timeout, lambda _: None)
+        (transports/single_copy.py). ``aside``: send a copy of ``x`` instead (a receive is about
+        to overwrite it: ``sendrecv`` in place)."""
+        done: Callable[[Any], None] = lambda _: None  # noqa: E731
+        if aside:
+            x, done = self._set_aside(x)
+        work = P2PWork(f"send to rank {dst}", seq, dst, time.monotonic() + timeout, timeout, done)
         work.tracked = tracked
         if dst == self.rank:
             with self._cv:
                 self._loopback.setdefault(tag, deque()).append(x.copy())
                 self._cv.notify_all()
-            work._finish()
+            self._finish(work)
             self._post_held(tag, driving=False)
             return work
         try:
