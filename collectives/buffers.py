@@ -240,6 +240,15 @@ def check_same_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
+def overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the bytes of two C-contiguous arrays overlap (a bounds check on their
+    addresses: ``np.may_share_memory`` costs several times as much per call)."""
+    if not a.nbytes or not b.nbytes:
+        return False
+    lo_a, lo_b = address_of(a), address_of(b)
+    return lo_a < lo_b + b.nbytes and lo_b < lo_a + a.nbytes
+
+
 def same_or_apart(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``b`` is ``a`` itself (in place) or memory apart from it (bounds checked
     first: cheap where they are apart)."""

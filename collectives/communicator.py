@@ -20,6 +20,7 @@ import numpy as np
 from . import _device_path as device_path
 from . import _fast_path as fast_path
 from . import arguments as check
+from .buffers import overlap
 from .config import Config
 from .diagnose import abandon, explain
 from .engines import express
@@ -351,7 +352,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         dst, wire_tag = check.peer_and_tag(dst, "dst", tag, self.rank, self.size, async_op=async_op)
         self._check_open()
         arr = Staging(self._note_staged).flat(x, "x")
-        aside = apart_from is not None and np.may_share_memory(arr, apart_from)  # (the receive overwrites it)
+        aside = apart_from is not None and overlap(arr, apart_from)  # (the receive overwrites it)
         return self._p2p.post_send(arr, dst, wire_tag, next(self._p2p_numbers), self.timeout, tracked, aside)
 
     def _post_recv(self, x: Any, src: int | None, tag: int, async_op: bool, tracked: bool) -> Any:
