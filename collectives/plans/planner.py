@@ -241,7 +241,9 @@ class Planner:
             if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):  # by reads from ALL_TO_ALL_READS_BYTES
                 if nbytes < exchange_reads.ALL_TO_ALL_READS_BYTES:
                     return by_halves()
-                return windowed.ReadsExchange(windows, by_reads, by_halves, suits=lambda w: not w.oversubscribed)
+                lo, hi = exchange_reads.ALL_TO_ALL_READS_CROWDED
+                return windowed.ReadsExchange(windows, by_reads, by_halves,
+                                              suits=lambda w: not w.oversubscribed or lo <= nbytes < hi)
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
             return windowed.ReadsExchange(windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
