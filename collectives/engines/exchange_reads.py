@@ -64,6 +64,10 @@ ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
 """Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
 reads, the others within the window's limit through its halves. Measured: docs/performance.md,
 "Thresholds", ALL_TO_ALL_READS_CROWDED."""
+GATHER_SLOTS_BYTES = 64 << 10
+"""Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
+ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
+they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
 SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""

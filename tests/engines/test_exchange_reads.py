@@ -187,12 +187,13 @@ def test_an_all_to_all_in_place_reads_into_a_buffer_it_keeps_and_copies_in_once_
 
 def _mid(comm, collective, nbytes=None):
     """Calls within the window's limits but from the reads' sizes (ALL_TO_ALL_READS_BYTES,
-    SCATTER_SLOTS_BYTES; or ``x`` of ``nbytes``), out of place and in place: the rows that came
-    out wrong, the route, and whether it runs in C."""
-    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, SCATTER_SLOTS_BYTES
+    GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES; or ``x`` of ``nbytes``), out of place and in place:
+    the rows that came out wrong, the route, and whether it runs in C."""
+    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES
 
     p, me = comm.size, comm.rank
-    k = ((ALL_TO_ALL_READS_BYTES if collective == "all_to_all" else SCATTER_SLOTS_BYTES) + 8 * p) // 8 // p
+    threshold = {"all_to_all": ALL_TO_ALL_READS_BYTES, "gather": GATHER_SLOTS_BYTES, "scatter": SCATTER_SLOTS_BYTES}
+    k = (threshold[collective] + 8 * p) // 8 // p
     if nbytes is not None:
         k = nbytes // 8 // p
     bad = []
@@ -204,6 +205,14 @@ def _mid(comm, collective, nbytes=None):
             x = sent[me].copy()
             got = comm.all_to_all(x, x if in_place else None)
             want = np.concatenate([sent[q][mine] for q in range(p)])
+        elif collective == "gather":
+            got = np.zeros(k * p) if me == 0 else None
+            x = got[mine] if in_place and me == 0 else np.empty(k)
+            x[...] = sent[0][mine]
+            comm.gather(x, got, 0)
+            want = sent[0]
+            if me != 0:
+                got, want = x, x  # nothing arrives here
         else:
             x = sent[0].copy() if me == 0 else None
             got = x[mine] if in_place and me == 0 else np.zeros(k)
@@ -216,9 +225,10 @@ def _mid(comm, collective, nbytes=None):
 
 
 @pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
-@pytest.mark.parametrize("collective", ["all_to_all", "scatter"])
+@pytest.mark.parametrize("collective", ["all_to_all", "gather", "scatter"])
 def test_exchanges_within_the_window_go_by_reads_from_their_threshold(monkeypatch, collective, pure):
-    """From ALL_TO_ALL_READS_BYTES (all-to-all) and beyond SCATTER_SLOTS_BYTES (scatter) up to
+    """From ALL_TO_ALL_READS_BYTES (all-to-all) and beyond GATHER_SLOTS_BYTES (gather) and
+    SCATTER_SLOTS_BYTES (scatter) up to
     the window's limits, the calls copy straight between peers' memory, in C where it is built
     and in Python under COLLECTIVES_PURE_PYTHON, right in and out of place."""
     if pure:
@@ -227,7 +237,8 @@ def test_exchanges_within_the_window_go_by_reads_from_their_threshold(monkeypatc
     assert results == [([], "ExchangeByReads", not pure)] * 2
 
 
-@pytest.mark.parametrize("collective,window", [("all_to_all", "SmallAllToAll"), ("scatter", "SlotExchange")])
+@pytest.mark.parametrize("collective,window", [("all_to_all", "SmallAllToAll"), ("gather", "SlotExchange"),
+                                               ("scatter", "SlotExchange")])
 def test_where_reads_are_refused_exchanges_within_the_window_take_the_window(collective, window):
     results = run_world(lambda comm: _mid(comm, collective), 2, "shm", timeout=120, cross_memory=False)
     assert [(bad, name) for bad, name, _ in results] == [([], window)] * 2
@@ -255,3 +266,13 @@ def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_o
     results = run_world(lambda comm: _mid(comm, "all_to_all", nbytes), 4, "shm", timeout=120, cross_memory=True)
     assert [(bad, name) for bad, name, _ in results] == [([], route)] * 4
     assert all(native == (route == "ExchangeByReads" and not pure) for _, _, native in results)
+
+
+def test_where_ranks_outnumber_the_cores_a_gather_within_the_window_takes_its_slots(monkeypatch):
+    """Where ranks outnumber the cores, a gather within the window's limit goes through its slots
+    (by reads measured slower there): every rank agrees (the window's ``oversubscribed``)."""
+    from collectives.transports import shm_window
+
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
+    results = run_world(lambda comm: _mid(comm, "gather"), 3, "shm", timeout=120, cross_memory=True)
+    assert [(bad, name) for bad, name, _ in results] == [([], "SlotExchange")] * 3
