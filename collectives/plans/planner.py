@@ -183,15 +183,22 @@ class Planner:
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
         if algorithm == "direct":
-            assert ctx.windows is not None  # select() offers it only with windows
+            windows = ctx.windows
+            assert windows is not None  # select() offers it only with windows
             nbytes = count * ctx.size * dtype.itemsize
+
+            def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
+                return exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root)
+
+            def by_slots() -> Plan:
+                return windowed.SlotExchange(windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
+            if 0 < nbytes <= exchange_reads.GATHER_SLOTS_BYTES:
+                return by_slots()
             if 0 < nbytes <= DIRECT_GATHER_BYTES:
-                return windowed.SlotExchange(ctx.windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
+                return windowed.ReadsExchange(windows, by_reads, by_slots, suits=lambda w: not w.oversubscribed)
             fallback = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
             if nbytes:
-                return windowed.ReadsExchange(
-                    ctx.windows, lambda w, m: exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root),
-                    lambda: self.gather(fallback, dtype, count, root))
+                return windowed.ReadsExchange(windows, by_reads, lambda: self.gather(fallback, dtype, count, root))
             algorithm = fallback
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
@@ -241,7 +248,9 @@ class Planner:
             if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):  # by reads from ALL_TO_ALL_READS_BYTES
                 if nbytes < exchange_reads.ALL_TO_ALL_READS_BYTES:
                     return by_halves()
-                return windowed.ReadsExchange(windows, by_reads, by_halves, suits=lambda w: not w.oversubscribed)
+                lo, hi = exchange_reads.ALL_TO_ALL_READS_CROWDED
+                return windowed.ReadsExchange(windows, by_reads, by_halves,
+                                              suits=lambda w: not w.oversubscribed or lo <= nbytes < hi)
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
             return windowed.ReadsExchange(windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),

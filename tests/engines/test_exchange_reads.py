@@ -185,14 +185,17 @@ def test_an_all_to_all_in_place_reads_into_a_buffer_it_keeps_and_copies_in_once_
     assert run_world(fn, 3, "shm", timeout=120, cross_memory=True) == [([], 1, True, pure)] * 3
 
 
-def _mid(comm, collective):
+def _mid(comm, collective, nbytes=None):
     """Calls within the window's limits but from the reads' sizes (ALL_TO_ALL_READS_BYTES,
-    SCATTER_SLOTS_BYTES), out of place and in place: the rows that came out wrong, the route,
-    and whether it runs in C."""
-    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, SCATTER_SLOTS_BYTES
+    GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES; or ``x`` of ``nbytes``), out of place and in place:
+    the rows that came out wrong, the route, and whether it runs in C."""
+    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES
 
     p, me = comm.size, comm.rank
-    k = ((ALL_TO_ALL_READS_BYTES if collective == "all_to_all" else SCATTER_SLOTS_BYTES) + 8 * p) // 8 // p
+    threshold = {"all_to_all": ALL_TO_ALL_READS_BYTES, "gather": GATHER_SLOTS_BYTES, "scatter": SCATTER_SLOTS_BYTES}
+    k = (threshold[collective] + 8 * p) // 8 // p
+    if nbytes is not None:
+        k = nbytes // 8 // p
     bad = []
     for rep in range(4):
         in_place = rep % 2 == 1
@@ -202,6 +205,14 @@ def _mid(comm, collective):
             x = sent[me].copy()
             got = comm.all_to_all(x, x if in_place else None)
             want = np.concatenate([sent[q][mine] for q in range(p)])
+        elif collective == "gather":
+            got = np.zeros(k * p) if me == 0 else None
+            x = got[mine] if in_place and me == 0 else np.empty(k)
+            x[...] = sent[0][mine]
+            comm.gather(x, got, 0)
+            want = sent[0]
+            if me != 0:
+                got, want = x, x  # nothing arrives here
         else:
             x = sent[0].copy() if me == 0 else None
             got = x[mine] if in_place and me == 0 else np.zeros(k)
@@ -214,9 +225,10 @@ def _mid(comm, collective):
 
 
 @pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
-@pytest.mark.parametrize("collective", ["all_to_all", "scatter"])
+@pytest.mark.parametrize("collective", ["all_to_all", "gather", "scatter"])
 def test_exchanges_within_the_window_go_by_reads_from_their_threshold(monkeypatch, collective, pure):
-    """From ALL_TO_ALL_READS_BYTES (all-to-all) and beyond SCATTER_SLOTS_BYTES (scatter) up to
+    """From ALL_TO_ALL_READS_BYTES (all-to-all) and beyond GATHER_SLOTS_BYTES (gather) and
+    SCATTER_SLOTS_BYTES (scatter) up to
     the window's limits, the calls copy straight between peers' memory, in C where it is built
     and in Python under COLLECTIVES_PURE_PYTHON, right in and out of place."""
     if pure:
@@ -225,17 +237,42 @@ def test_exchanges_within_the_window_go_by_reads_from_their_threshold(monkeypatc
     assert results == [([], "ExchangeByReads", not pure)] * 2
 
 
-@pytest.mark.parametrize("collective,window", [("all_to_all", "SmallAllToAll"), ("scatter", "SlotExchange")])
+@pytest.mark.parametrize("collective,window", [("all_to_all", "SmallAllToAll"), ("gather", "SlotExchange"),
+                                               ("scatter", "SlotExchange")])
 def test_where_reads_are_refused_exchanges_within_the_window_take_the_window(collective, window):
     results = run_world(lambda comm: _mid(comm, collective), 2, "shm", timeout=120, cross_memory=False)
     assert [(bad, name) for bad, name, _ in results] == [([], window)] * 2
 
 
-def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_takes_its_halves(monkeypatch):
-    """Where ranks outnumber the cores, an all-to-all in place by reads measured slower than
-    through the halves, up to their limit: every rank agrees (the window's ``oversubscribed``)."""
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
+@pytest.mark.parametrize("which", ["reads", "below", "limit"])
+def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_only_in_its_crowded_range(
+        monkeypatch, which, pure):
+    """Where ranks outnumber the cores, an all-to-all within the window goes by reads from the
+    first size of ALL_TO_ALL_READS_CROWDED and below the second, through the halves below and at
+    the window's limit (in place by reads measured slower there): every rank agrees (the
+    window's ``oversubscribed``), right in and out of place, in C and in Python."""
+    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, ALL_TO_ALL_READS_CROWDED
+    from collectives.engines.small import HALF_BYTES
+    from collectives.transports import shm_window
+
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
+    lo, hi = ALL_TO_ALL_READS_CROWDED
+    assert ALL_TO_ALL_READS_BYTES < lo < hi <= min(DIRECT_ALL_TO_ALL_BYTES, HALF_BYTES)
+    nbytes, route = {"reads": (lo, "ExchangeByReads"), "below": (ALL_TO_ALL_READS_BYTES, "SmallAllToAll"),
+                     "limit": (hi, "SmallAllToAll")}[which]
+    results = run_world(lambda comm: _mid(comm, "all_to_all", nbytes), 4, "shm", timeout=120, cross_memory=True)
+    assert [(bad, name) for bad, name, _ in results] == [([], route)] * 4
+    assert all(native == (route == "ExchangeByReads" and not pure) for _, _, native in results)
+
+
+def test_where_ranks_outnumber_the_cores_a_gather_within_the_window_takes_its_slots(monkeypatch):
+    """Where ranks outnumber the cores, a gather within the window's limit goes through its slots
+    (by reads measured slower there): every rank agrees (the window's ``oversubscribed``)."""
     from collectives.transports import shm_window
 
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
-    results = run_world(lambda comm: _mid(comm, "all_to_all"), 3, "shm", timeout=120, cross_memory=True)
-    assert [(bad, name) for bad, name, _ in results] == [([], "SmallAllToAll")] * 3
+    results = run_world(lambda comm: _mid(comm, "gather"), 3, "shm", timeout=120, cross_memory=True)
+    assert [(bad, name) for bad, name, _ in results] == [([], "SlotExchange")] * 3
