@@ -250,9 +250,9 @@ def overlap(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def same_or_apart(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``b`` is ``a`` itself (in place) or memory apart from it (bounds checked
-    first: cheap where they are apart)."""
-    return b is a or not np.may_share_memory(a, b) or address_of(a) == address_of(b)
+    """Whether ``b`` is ``a`` itself (in place) or memory apart from it (two C-contiguous
+    arrays, as the checks of arguments have them: ``overlap``)."""
+    return b is a or not overlap(a, b) or address_of(a) == address_of(b)
 
 
 def check_same_or_apart(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:

@@ -58,8 +58,8 @@ _OPS = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PROD: 1, ReduceOp.MIN: 2, Red
 
 apart: Callable[[Any, Any], bool | None] | None = None if _small_c is None else _small_c.apart
 """``apart(a, b)``: whether two buffers are the same memory or do not overlap (None where
-either is not one contiguous buffer), in a third of ``buffers.same_or_apart``'s time; None
-where the extension is not built."""
+either is not one contiguous buffer), as ``buffers.same_or_apart`` says, in C; None where the
+extension is not built."""
 
 
 def built() -> bool:

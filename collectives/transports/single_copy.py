@@ -102,15 +102,15 @@ class SingleCopy:
         """Whether a send of ``nbytes`` goes this way."""
         return self.offers is not False and nbytes >= self.min_bytes
 
-    def rts(self, tag: int, data: memoryview, header: struct.Struct) -> tuple[int, bytes]:
-        """The id and the RTS frame (``header`` then payload) of a send of ``data``."""
+    def rts(self, tag: int, data: memoryview) -> tuple[int, bytes]:
+        """The id and the RTS frame (header, then payload) of a send of ``data``."""
         if not self._allowed:
             cma.allow_peers()  # under Yama's ptrace_scope=1, the peer may read us only once named
             self._allowed = True
         id_ = self._next_id
         self._next_id += 1
         address = address_of(np.frombuffer(data, dtype=np.uint8))
-        return id_, header.pack(tag, RTS.size, FLAG_RTS) + RTS.pack(address, len(data), id_)
+        return id_, HEADER.pack(tag, RTS.size, FLAG_RTS) + RTS.pack(address, len(data), id_)
 
     @property
     def asking(self) -> bool:
@@ -154,9 +154,9 @@ class SingleCopy:
         return True
 
     @staticmethod
-    def answer(id_: int, taken: bool, header: struct.Struct) -> bytes:
+    def answer(id_: int, taken: bool) -> bytes:
         """The control frame answering the RTS of message ``id_``."""
-        return header.pack(id_, 0, FLAG_TAKEN if taken else FLAG_REFUSED)
+        return HEADER.pack(id_, 0, FLAG_TAKEN if taken else FLAG_REFUSED)
 
 
 class SingleCopyChannel:
@@ -187,7 +187,7 @@ class SingleCopyChannel:
     def _start_single_copy(self, request: Request, view: memoryview) -> None:
         """Send only where ``view`` lies (an RTS): the receiver copies it from our memory."""
         assert self.single_copy is not None
-        id_, frame = self.single_copy.rts(request.tag, view, HEADER)
+        id_, frame = self.single_copy.rts(request.tag, view)
         op = SendOp(request, deque([memoryview(frame)]), SINGLE_COPY)
         op.data, op.id = view, id_
         self._awaiting[id_] = op
@@ -257,7 +257,7 @@ class SingleCopyChannel:
         bytes follow in frames)."""
         assert self.single_copy is not None
         taken = self.single_copy.fetch(remote, into)
-        self._send_control(SingleCopy.answer(remote.id, taken, HEADER))
+        self._send_control(SingleCopy.answer(remote.id, taken))
         return taken
 
     def _copy_held(self) -> bool:

@@ -71,7 +71,7 @@ def test_the_first_answer_settles_whether_the_channel_offers() -> None:
 def test_an_rts_says_where_the_message_lies_and_the_receiver_copies_it() -> None:
     data = _message(SINGLE_COPY_BYTES, 3)
     sender = SingleCopy(1, os.getpid(), offer=True, read=True, gone=lambda: False)
-    id_, frame = sender.rts(tag=9, data=memoryview(data), header=HEADER)
+    id_, frame = sender.rts(tag=9, data=memoryview(data))
     tag, nbytes, _ = HEADER.unpack(frame[: HEADER.size])
     remote = SingleCopy.remote(frame[HEADER.size :])
     assert (tag, remote.nbytes, remote.id) == (9, data.nbytes, id_) and nbytes == len(frame) - HEADER.size
@@ -79,8 +79,8 @@ def test_an_rts_says_where_the_message_lies_and_the_receiver_copies_it() -> None
     receiver = SingleCopy(0, os.getpid(), offer=True, read=True, gone=lambda: False)
     assert receiver.fetch(remote, memoryview(into))
     assert np.array_equal(into, data) and receiver.reads is True
-    assert HEADER.unpack(SingleCopy.answer(id_, True, HEADER)) == (id_, 0, FLAG_TAKEN)
-    assert HEADER.unpack(SingleCopy.answer(id_, False, HEADER)) == (id_, 0, FLAG_REFUSED)
+    assert HEADER.unpack(SingleCopy.answer(id_, True)) == (id_, 0, FLAG_TAKEN)
+    assert HEADER.unpack(SingleCopy.answer(id_, False)) == (id_, 0, FLAG_REFUSED)
 
 
 def test_a_read_refused_first_is_a_refusal_and_later_an_error() -> None:
