@@ -21,5 +21,6 @@ setup(ext_modules=[
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS],
               extra_compile_args=FLAGS, optional=True),
-    Extension("collectives._fast_c", ["collectives/_fast_c.c"], extra_compile_args=FLAGS, optional=True),
+    Extension("collectives._fast_c", ["collectives/_fast_c.c"], depends=["collectives/_kept_run.h"],
+              extra_compile_args=FLAGS, optional=True),
 ])

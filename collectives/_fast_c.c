@@ -6,7 +6,10 @@
    zero-element call). Here they read the array's header directly; what is not a plain
    ndarray goes to the Python fast path (``setup``'s fallbacks: torch tensors), and what the
    checks refuse returns None/False, so that the call takes the full path, which says what
-   is wrong. The kept plan itself runs through ``comm._run_kept`` as before.
+   is wrong. The kept plan itself runs through the communicator's ``KeptRun`` (below): the
+   bookkeeping of ``Communicator._run_kept`` (its lock, sequence number, deadline and flight
+   recorder slot), the same steps in the same order, without the interpreter's frame, or
+   through ``comm._run_kept`` where the communicator has none.
 
    The array header is numpy's PyArrayObject_fields, whose leading fields have kept their
    layout since numpy 1.7 (2.x included); _fast_path.py checks this reading against numpy's
@@ -14,6 +17,8 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_kept_run.h"
 
 typedef struct { /* the leading fields of numpy's PyArrayObject_fields */
     PyObject_HEAD
@@ -96,13 +101,23 @@ static int run_kept(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *x,
         fo = Py_None;
         Py_INCREF(fo);
     }
-    PyObject *args[5] = {comm, key, plan, fx, fo};
-    PyObject *r = PyObject_VectorcallMethod(s_run_kept, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    int rc;
+    PyObject *runner = PyObject_GetAttr(comm, s_kept_run);  /* (_kept_run.h) */
+    if (runner != NULL && Py_TYPE(runner) == &KeptRunType) {
+        rc = kept_run((KeptRun *)runner, comm, key, plan, fx, fo);
+    } else if (runner != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyObject *args[5] = {comm, key, plan, fx, fo};
+        PyObject *r = PyObject_VectorcallMethod(s_run_kept, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    } else {
+        rc = -1;
+    }
+    Py_XDECREF(runner);
     Py_DECREF(fx);
     Py_DECREF(fo);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
+    return rc;
 }
 
 /* _fast_path._output_ok: one dtype, ``out`` of ``count`` elements, both C-contiguous, ``out``
@@ -411,5 +426,11 @@ PyMODINIT_FUNC PyInit__fast_c(void) {
         (s_size = PyUnicode_InternFromString("size")) == NULL ||
         (s_rank = PyUnicode_InternFromString("rank")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (kept_run_ready(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -9,8 +9,9 @@ take it through numpy views of their memory. Each function returns None (or Fals
 the call must take the full path.
 
 ``_fast_c`` (built by ``pip install`` where a C compiler is present) makes the same checks on
-plain ndarrays by reading their headers, in under half the time these functions take; ``paths``
-gives the communicator one set or the other (Python where ``Config.pure_python``).
+plain ndarrays by reading their headers, in under half the time these functions take, and runs
+the kept plan through the communicator's ``KeptRun`` (``kept_run``: ``_run_kept``'s steps in C);
+``paths`` gives the communicator one set or the other (Python where ``Config.pure_python``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 
 from .buffers import plain_tensor_view, same_or_apart
 from .engines.small_native import apart as _apart
+from .flight_recorder import TRACE_ENTRIES
+from .plans.base import nothing
 
 if TYPE_CHECKING:
     from .communicator import Communicator
@@ -268,10 +271,19 @@ def _reads_headers(fast_c: Any) -> bool:
     return all(fast_c.header(a) == (a.flags.c_contiguous, a.flags.writeable, a.size, a.dtype) for a in cases)
 
 
-def _load_c() -> Paths | None:
+def _import_c() -> Any:
     try:
         from . import _fast_c  # type: ignore[attr-defined]
     except ImportError:  # no compiler at install time
+        return None
+    return _fast_c
+
+
+_fast_c = _import_c()
+
+
+def _load_c() -> Paths | None:
+    if _fast_c is None:
         return None
     _fast_c.setup(np.ndarray, *PYTHON)
     if not _reads_headers(_fast_c):
@@ -287,3 +299,12 @@ C: Paths | None = _load_c()
 def paths(pure_python: bool) -> Paths:
     """The C fast path where it is built and allowed, else the Python one."""
     return PYTHON if pure_python or C is None else C
+
+
+def kept_run(comm: Communicator) -> Any:
+    """The C fast path's runner of ``comm``'s kept plans (``_fast_c.KeptRun``: the steps of
+    ``Communicator._run_kept`` without the interpreter's frame), or None where ``comm`` takes
+    the Python fast path. Call at the end of ``comm.__init__``: it keeps what never changes."""
+    if comm._fast is not C or C is None:
+        return None
+    return _fast_c.KeptRun(comm, nothing, TRACE_ENTRIES)

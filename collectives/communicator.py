@@ -73,6 +73,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         self._closed = False
         self._note_staged = NoteStaged(self)  # device buffers staged through the host: said once
         self._start_trace(rank, size, store, config, self._planner.chosen)
+        self._kept_run = fast_path.kept_run(self)  # _run_kept's steps in C, for the C fast path
         watch(self)  # stall warnings, and where this process runs for diagnosis (stall.py)
 
     # -- state ----------------------------------------------------------------------------
@@ -167,7 +168,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
 
     def _run_kept(self, key: tuple[Any, ...], plan: Plan, x: np.ndarray, out: Any) -> None:
         """Run a kept plan on arguments the fast path checked, nothing queued before it: ``_issue``/``_run``
-        inline, without their general dispatch (half the per-call time of an 8-byte all-reduce)."""
+        inline, without their general dispatch. The C fast path takes these steps in ``_kept_run.h``:
+        change both alike (tests/collectives/test_kept_run.py)."""
         if plan is nothing:  # no elements: nothing to number, record or wait for (NCCL and MPI return at once too)
             return self._check_open()
         lock = self._run_lock
