@@ -215,8 +215,7 @@ static int kept_run(KeptRun *r, PyObject *comm, PyObject *key, PyObject *plan, P
         PyErr_NormalizeException(&type, &exc, &tb);
         if (tb != NULL) PyException_SetTraceback(exc, tb);
         PyObject *raised = PyObject_CallMethodObjArgs(comm, s_failed, name, seq, exc, NULL);
-        Py_XDECREF(raised); /* (it raises: NoReturn) */
-        if (raised == NULL) {
+        if (raised == NULL) { /* (it raises: NoReturn) */
             PyObject *t2, *e2, *tb2;
             PyErr_Fetch(&t2, &e2, &tb2);
             PyErr_NormalizeException(&t2, &e2, &tb2);
@@ -231,7 +230,8 @@ static int kept_run(KeptRun *r, PyObject *comm, PyObject *key, PyObject *plan, P
         Py_XDECREF(type);
         Py_XDECREF(exc);
         Py_XDECREF(tb);
-        goto unlock;
+        if (raised == NULL) goto unlock;
+        done = raised; /* it returned: the call goes on as Python's would after the handler */
     }
     Py_DECREF(done);
     PyObject *ended = PyFloat_FromDouble(monotonic());

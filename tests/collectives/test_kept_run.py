@@ -170,3 +170,16 @@ def test_pure_python_communicators_have_no_runner() -> None:
         assert comm._fast is _fast_path.PYTHON and comm._kept_run is None
     finally:
         comm.close()
+
+
+@pytest.mark.parametrize("runner", [True, False], ids=["KeptRun", "python"])
+def test_a_failure_handler_that_returns_lets_the_call_complete(runner: bool) -> None:
+    comm = _comm(runner, Seen(ValueError("handled")))
+    comm._failed = lambda name, seq, exc: None  # (the real one always raises)
+    try:
+        x = np.zeros(4, dtype=np.float32)
+        assert comm.broadcast(x, 0) is x
+        assert [(e["seq"], e["state"]) for e in comm.trace()] == [(1, "completed")]
+        assert _lock_is_free(comm)
+    finally:
+        comm.close()
