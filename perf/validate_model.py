@@ -85,8 +85,9 @@ def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: i
         row = {k: v for k, v in saved.items() if not k.endswith("_us") or k in ("measured_us", "repeats_us")}
         p, per_host = row["ranks"], row["ranks_per_host"]
         host_cores = max(1, cores * per_host // p)  # hosts on this machine share its cores
-        for name, profile in profiles.items():
-            c = cluster(row["transport"], p, per_host if per_host < p else None, profile, host_cores)
+        for name, profile in profiles.items():  # all of them: a host's ranks use the cores the other's leave
+            c = cluster(row["transport"], p, per_host if per_host < p else None, profile, host_cores,
+                        shared_cores=True)
             row[f"{name}_us"] = predict(row["collective"], row["algorithm"], row["size"], c, row["transport"],
                                         profile) * 1e6
         out.append(row)

@@ -52,13 +52,15 @@ class Cluster:
     mixed_wait: float = 0.0
     split_wait: float = 0.0
     calls: int = 1
+    shared_cores: bool = False
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
                                overhead=self.overhead, nics_per_host=self.nics_per_host,
                                hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
                                cpu_factor=1.0 if self.cores else self.cpu_factor, cores=self.cores,
-                               mixed_wait=self.mixed_wait, split_wait=self.split_wait)
+                               mixed_wait=self.mixed_wait, split_wait=self.split_wait,
+                               shared_cores=self.shared_cores)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -72,9 +74,10 @@ class Cluster:
 
 
 def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Profile, cores: int | None = None,
-            hosts_per_leaf: int | None = None) -> Cluster:
+            hosts_per_leaf: int | None = None, shared_cores: bool = False) -> Cluster:
     """The machine of ``transport`` for ``ranks`` ranks, ``ranks_per_host`` on each host
-    (default: one host for shm and tcp, 8 GPUs for nvlink)."""
+    (default: one host for shm and tcp, 8 GPUs for nvlink); ``shared_cores``: the hosts are
+    parts of one machine and queue for all their ``cores`` together (``Machine``)."""
     if transport == "nvlink":
         k = ranks_per_host or min(8, ranks)
         return Cluster(ranks, k, NVLINK, NIC_400G, GPU_GAMMA, GPU_OVERHEAD, nics_per_host=k,
@@ -88,4 +91,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
     return Cluster(ranks, k, intra, link_of("tcp", profile.between_hosts("tcp")), costs.gamma, costs.overhead,
                    hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
-                   split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls)
+                   split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
+                   shared_cores=shared_cores and k < ranks)

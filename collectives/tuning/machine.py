@@ -10,7 +10,8 @@ own rate, first come first served, so messages that share a link share its bandw
 does (0.5 where ranks copy through shared memory or sockets, the receiver copying out the
 other half; 1 where a DMA engine or NIC moves the bytes and the receiver only waits).
 
-Cores: where a host has more ranks than ``cores``, the ranks share that host's cores, first
+Cores: where a host has more ranks than ``cores``, the ranks share that host's cores (or,
+with ``shared_cores``, hosts that are parts of one machine share all of its cores), first
 come first served: a rank issues a step's sends and folds its receives only once it holds a
 core, and pays its link class's ``wake`` to resume after waiting for a message, and
 ``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
@@ -74,12 +75,16 @@ class Machine:
         split_wait: seconds more a step costs in which a rank waited for a message, where
             hosts have several ranks and there is more than one host (its peers are over two
             kinds of link).
+        shared_cores: the hosts are on one machine (host identities or network namespaces
+            of it, as the validation runs' two-host layouts are): every rank queues for all
+            of their cores together (``cores`` times the hosts), so the ranks of one host use
+            the cores another host's ranks leave while they wait.
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
-                 mixed_wait: float = 0.0, split_wait: float = 0.0) -> None:
+                 mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -93,7 +98,8 @@ class Machine:
         self.cores = cores
         self.mixed_wait = mixed_wait
         self.split_wait = split_wait if 1 < self.k < ranks else 0.0
-        self._pool: dict[int, list[float]] = {}  # host -> when each of its cores is next free
+        self.shared_cores = shared_cores
+        self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
         if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
             intra = self.intra = crowded(intra, self.k / cores)
@@ -158,15 +164,22 @@ class Machine:
         """When ``rank``, ready at ``t``, gets a core of its host (``t`` where cores are not short)."""
         if not self.oversubscribed:
             return t
-        pool = self._pool.setdefault(rank // self.k, [0.0] * self.cores)
-        core = min(range(self.cores), key=pool.__getitem__)
+        key = self._pool_of(rank)
+        pool = self._pool.get(key)
+        if pool is None:
+            pool = self._pool[key] = [0.0] * self.cores * (self.hosts if self.shared_cores else 1)
+        core = min(range(len(pool)), key=pool.__getitem__)
         self._held[rank] = core
         return max(t, pool[core])
 
     def release(self, rank: int, t: float) -> None:
         """``rank`` leaves the core ``acquire`` gave it at ``t``."""
         if self.oversubscribed:
-            self._pool[rank // self.k][self._held.pop(rank)] = t
+            self._pool[self._pool_of(rank)][self._held.pop(rank)] = t
+
+    def _pool_of(self, rank: int) -> int:
+        """The key of the cores ``rank`` queues for: its host's, or the one machine's (``shared_cores``)."""
+        return 0 if self.shared_cores else rank // self.k
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool) -> float:
         """Seconds beyond its messages that ``rank`` spends finishing a step that sent to

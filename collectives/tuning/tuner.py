@@ -168,7 +168,23 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         return None
     if nbytes > DIRECT_LIMITS.get(collective, nbytes):  # beyond the window: by reads
         return reads.reads_time(collective, nbytes, size, costs, cores)
-    return direct_time(collective, nbytes, size, costs) * (max(1.0, size / cores) if cores else 1.0)
+    return direct_time(collective, nbytes, size, costs) * direct_turns(collective, size, cores)
+
+
+DIRECT_SYNCED = frozenset({"all_reduce", "reduce_scatter", "all_gather", "all_to_all"})
+"""Collectives whose direct calls make every rank wait for every peer between phases (each
+rank's block is read by all the others): where ranks outnumber the cores, a phase is done only
+when every rank has had its turn on a core."""
+
+
+def direct_turns(collective: str, size: int, cores: int) -> float:
+    """How many times its cost a direct call of ``size`` ranks on ``cores`` (0: not modelled)
+    takes. Where every rank waits for every peer (``DIRECT_SYNCED``) the ranks beyond the cores
+    run as whole turns (``reads.turns``: 3 ranks on 2 cores as long as 4); in the rooted calls
+    each rank waits for the root alone and the cores are shared evenly (3 on 2: 1.5 times)."""
+    if collective in DIRECT_SYNCED:
+        return float(reads.turns(size, cores))
+    return max(1.0, size / cores) if cores else 1.0
 
 
 @functools.lru_cache(maxsize=4096)

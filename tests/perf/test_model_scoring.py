@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from collectives.tuning import tuner
-from collectives.tuning.profile import Profile, TransportCosts, load
+from collectives.tuning.profile import Profile, TransportCosts, current, load
 from perf import between_hosts, fit_profile, tuner_check, validate_model
 
 TRUE = Profile({"tcp": TransportCosts(5e-6, 20e-6, 0.5e-9, 0.02e-9, exchange=10e-6, wake=30e-6)}, "the truth",
@@ -38,6 +38,25 @@ def test_saved_rows_are_predicted_again_with_the_saved_profiles(tmp_path: Path,
     path.write_text(json.dumps({"profiles": {"truth": TRUE.to_json()}, "cores": 2, "rows": rows_measured_by(TRUE)}))
     assert validate_model.main(["--from", str(path)]) == 0
     assert "# truth: 12 of 12 predictions within 25 %" in capsys.readouterr().out
+
+
+def test_the_two_hosts_of_a_run_are_priced_as_parts_of_one_machine_sharing_its_cores() -> None:
+    """A validation run's two hosts are host identities or namespaces of the measuring machine:
+    its two-host rows are priced with the hosts queueing for all of its cores together."""
+    from collectives.sim.cluster import cluster
+    from collectives.sim.predict import predict
+
+    profile = current()
+    row = {"transport": "tcp", "ranks": 8, "ranks_per_host": 4, "collective": "all_gather", "algorithm": "ring",
+           "size": 8, "measured_us": 1.0}
+    priced = validate_model.repredict([row], {"x": profile}, 2)[0]["x_us"]
+
+    def on(shared: bool) -> float:
+        return predict("all_gather", "ring", 8, cluster("tcp", 8, 4, profile, 1, shared_cores=shared), "tcp",
+                       profile) * 1e6
+
+    assert priced == pytest.approx(on(True))
+    assert on(True) < on(False)  # a host's ranks use the core the other host's leave while they wait
 
 
 def test_a_fit_from_a_first_guess_comes_near_the_truth(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
+
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
+from collectives.tuning import tuner
 from collectives.tuning.profile import current
 
 RUN_G = Path(__file__).resolve().parents[2] / "docs" / "perf" / "validation_calib7.json"
@@ -28,3 +31,19 @@ def test_direct_engine_prices_follow_a_run_they_were_not_fitted_to() -> None:
         errors.append(predicted / r["measured_us"] - 1)
     assert sum(abs(e) <= 0.25 for e in errors) >= 25
     assert abs(statistics.median(errors)) <= 0.10
+
+
+def test_synchronised_direct_calls_beyond_the_cores_take_whole_turns() -> None:
+    costs = current().costs("shm")
+    n = 64 << 10  # within every direct window (beyond, an all-to-all goes by reads)
+    for collective in tuner.DIRECT_SYNCED:
+        alone = tuner.direct_time(collective, n, 3, costs)
+        assert tuner.direct_price(collective, n, 3, costs, cores=2) == pytest.approx(2 * alone)
+        assert tuner.direct_price(collective, n, 3, costs, cores=4) == pytest.approx(alone)
+
+
+def test_rooted_direct_calls_share_the_cores_evenly() -> None:
+    costs = current().costs("shm")
+    alone = tuner.direct_time("broadcast", 1 << 20, 3, costs)
+    assert tuner.direct_price("broadcast", 1 << 20, 3, costs, cores=2) == pytest.approx(1.5 * alone)
+    assert tuner.direct_turns("broadcast", 8, 2) == tuner.direct_turns("all_gather", 8, 2) == 4.0

@@ -159,3 +159,27 @@ def test_a_profile_with_a_bad_count_is_refused_naming_it(tmp_path: Path, field: 
                                                                       "gamma": 0}}}))
     with pytest.raises(profiles.InvalidArgumentError, match=field):
         profiles.load(path)
+
+
+def test_hosts_on_one_machine_queue_for_all_of_its_cores_together() -> None:
+    """Two hosts of two ranks, a core each: as separate machines, host 0's second rank waits
+    for host 0's core while host 1's stands idle; as parts of one machine (``shared_cores``,
+    as the validation runs' host identities and network namespaces are) it takes host 1's."""
+    apart = Machine(4, 2, link(), cores=1)
+    together = Machine(4, 2, link(), cores=1, shared_cores=True)
+    for m in (apart, together):
+        m.release(0, m.acquire(0, 0.0) + 5e-6)
+    assert apart.acquire(1, 0.0) == pytest.approx(5e-6)
+    assert together.acquire(1, 0.0) == 0.0
+    together.release(1, 3e-6)
+    assert together.acquire(2, 0.0) == pytest.approx(3e-6)  # two cores in all, both taken: the first free
+
+
+def test_shared_cores_change_nothing_where_every_rank_works_at_once() -> None:
+    """A ring all-gather on two hosts of two, a core each: every step has all four ranks
+    sending, so two cores in one pool serve them as two cores one per host do."""
+    def make(shared: bool) -> Machine:
+        return Machine(4, 2, link(), link(), cores=1, shared_cores=shared)
+
+    assert tuner.replay_time("all_gather", "ring", 16, lambda: make(True)) == pytest.approx(
+        tuner.replay_time("all_gather", "ring", 16, lambda: make(False)))
