@@ -27,8 +27,9 @@ and written only by their owner (slot numbers below):
     SMALL  the number of my last small call (engines/small.py) whose input is in
            the small window
 
-The single-copy all-gather (``all_gather``) reads peers' memory with the kernel's help
-instead (``PeerMemory``: process_vm_readv), through flags of its own:
+The single-copy algorithms (the broadcast here, ``all_reduce_by_reads``, and the exchanges of
+``exchange_reads``, all-gather among them) read peers' memory with the kernel's help instead
+(``PeerMemory``: process_vm_readv), through flags of their own:
 
     ADDR    the address of my contribution this call, in my address space
     POSTED  the number of my last call whose ADDR is set (peers may read from it)
@@ -334,66 +335,6 @@ def agree(
         yes = yes and window.flag(q, VERDICT) == 2 * s + 1
     window.post(READ, s)
     return yes, s
-
-
-def all_gather(
-    window: Window,
-    memory: PeerMemory,
-    x: np.ndarray,
-    out: np.ndarray,
-    blocks: Sequence[tuple[int, int]],
-    serial: int,
-    deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> int:
-    """Single-copy all-gather: every rank publishes where its ``x`` lies and copies every
-    peer's straight out of that peer's memory into its block of ``out`` (``blocks``: byte
-    offset and length per rank; ``x`` and ``out`` as bytes; ``x`` may be my block of
-    ``out`` itself). One copy per byte, where going through shared memory takes two.
-
-    Returns only once every peer has read my ``x``: the caller may overwrite it then.
-    """
-    s = serial + 1
-    me = window.rank
-    ranks = window.ranks
-    lo, n = blocks[me]
-    mine = out[lo : lo + n]
-    if n and address_of(mine) != address_of(x):
-        mine[...] = x
-    window.post(ADDR, address_of(mine), wake=False)
-    window.post(LEN, x.nbytes, wake=False)
-    window.post(POSTED, s)
-    i = ranks.index(me)
-    others = ranks[i + 1 :] + ranks[:i]  # start after me, so that no rank is read by all at once
-    for q in others:
-        qlo, qn = blocks[q]
-        window.wait(q, POSTED, s, deadline, on_timeout)
-        if window.flag(q, LEN) != x.nbytes:
-            raise count_mismatch(q, window.flag(q, LEN), x.nbytes)
-        if qn:
-            memory.read(q, window.flag(q, ADDR), out[qlo : qlo + qn])
-    window.post(READ, s)
-    for q in others:
-        window.wait(q, READ, s, deadline, on_timeout)
-    return s
-
-
-class AllGatherByReads:
-    """All-gathers of one shape (dtype size ``itemsize``, ``count`` elements per rank) by
-    single-copy reads (:func:`all_gather`), with every rank's block worked out once: a
-    repeated call then costs its flags and copies, not the lookups (docs/performance.md,
-    "Thresholds", AllGatherByReads)."""
-
-    def __init__(self, window: Window, memory: PeerMemory, itemsize: int, count: int) -> None:
-        self.window = window
-        self.memory = memory
-        size = len(window.ranks)
-        self.blocks = [(o * itemsize, n * itemsize) for o, n in partition(count * size, size)]
-
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
-        """Gather every rank's flat ``x`` into flat ``out`` (``x`` may be my block of it).
-        Returns the new serial."""
-        return all_gather(self.window, self.memory, x.view(np.uint8), out.view(np.uint8), self.blocks, serial, deadline, on_timeout)
 
 
 def broadcast(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..buffers import copy_array
-from ..engines import direct, small
+from ..engines import direct, exchange_reads, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -241,7 +241,8 @@ class WindowAllGather:
         if fits_window and memory is None:
             self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
         elif memory is not None:
-            self.route = direct.AllGatherByReads(windows.small_window, memory, self.dtype.itemsize, self.count)
+            self.route = exchange_reads.ExchangeByReads(
+                exchange_reads.ALL_GATHER, windows.small_window, memory, self.dtype.itemsize, self.count)
             self.serial = "memory_serial"
         else:
             self.route = self.fallback()
