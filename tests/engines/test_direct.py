@@ -849,3 +849,43 @@ def test_a_broadcast_plan_maps_its_slots_pages_before_the_calls_rotate_through_t
     # first round of calls took a page fault per call on every rank.
     for present, pages in run_world(_slot_pages_present, 2, "shm", timeout=60):
         assert pages == 64 and present == pages, f"{present} of {pages} slot pages mapped"
+
+
+@pytest.mark.parametrize("cores", [1, 64], ids=["oversubscribed", "a core each"])
+def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cores, monkeypatch):
+    """Beyond the halves, all-reduces take the reads from ALL_REDUCE_READS_FROM_BYTES where every
+    rank has a core, from READS_FROM_BYTES where ranks outnumber cores; reduce-scatters from
+    READS_FROM_BYTES either way; below, two shots through the scratch window. Every path gives
+    the reference's result."""
+    from collectives.engines import direct
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    routes = []
+    for name in ("all_reduce_by_reads", "reduce_scatter_by_reads", "all_reduce", "reduce_scatter"):
+        original = getattr(direct, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            routes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(direct, name, counted)  # the forked ranks inherit it
+    sizes = (direct.ALL_REDUCE_READS_FROM_BYTES - 1024, direct.ALL_REDUCE_READS_FROM_BYTES)
+
+    def fn(comm):
+        bad = []
+        for nbytes in sizes:
+            k = nbytes // 8
+            x = rank_input(comm.rank, k, np.dtype(np.float64), ReduceOp.SUM)
+            want = reference_all_reduce([rank_input(q, k, np.dtype(np.float64), ReduceOp.SUM) for q in range(comm.size)],
+                                        ReduceOp.SUM)[0]
+            got = comm.all_reduce(x, out=np.empty_like(x))
+            block = np.empty(k // comm.size)
+            comm.reduce_scatter(x, block)
+            if not (np.allclose(got, want) and np.allclose(block, want[comm.rank * block.size : (comm.rank + 1) * block.size])):
+                bad.append(nbytes)
+        return bad, routes
+
+    crowded = cores < 2
+    reads = ["all_reduce", "reduce_scatter", "all_reduce" if crowded else "all_reduce_by_reads", "reduce_scatter"]
+    assert run_world(fn, 2, "shm", timeout=120) == [([], reads)] * 2
