@@ -54,9 +54,9 @@ root and one out by each rank, all in cache, beat the single-copy reads of
 Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
 
 GATHER_BYTES = 1 << 20
-"""The largest all-gather contribution taken here where every rank has a core: the copy
-through the window (in cache) beats the single-copy read of the owner's block, whose
-page pinning costs more at these sizes. Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
+"""The largest all-gather contribution taken here where every rank has a core (from
+``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the halves are sized
+for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
 GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
 """The same where ranks outnumber cores, where the window measured erratic before its calls
