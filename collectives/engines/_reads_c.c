@@ -1,5 +1,5 @@
-/* The happy path of large all-to-alls, gathers and scatters by reads and writes of peers'
-   memory (engines/exchange_reads.py) in one C call.
+/* The happy path of large all-to-alls, all-gathers, gathers and scatters by reads and writes
+   of peers' memory (engines/exchange_reads.py) in one C call.
 
    Such a call is a few flag words, one copy of my own block and a process_vm_readv or
    process_vm_writev per peer: in Python the posts, waits, views and ctypes calls around them
@@ -20,7 +20,7 @@
 
 #include "_flags.h"
 
-enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2 };
+enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
 enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
 
 #define PIECE_BYTES ((size_t)4 << 20) /* bytes per syscall, as transports/cma.py */
@@ -32,6 +32,7 @@ typedef struct {
     vectorcallfunc vectorcall; /* how Python calls it: ReadsPlan_vectorcall */
     FlagSet w;
     int kind, root, npartners;
+    int copy_first;            /* an all-gather that copies my block into ``out`` before posting it */
     int slot[SLOTS];
     int *partners;             /* [npartners]: window indices, in the order the Python plan takes them */
     pid_t *pids;               /* [ranks]: each window rank's process */
@@ -78,6 +79,8 @@ static int copy_with(ReadsPlan *p, int q, const char *src, char *out, size_t sha
     switch (p->kind) {
     case KIND_ALL_TO_ALL:
         return transfer(p, q, 0, out + (size_t)q * block, theirs + (uint64_t)p->w.me * block, block);
+    case KIND_ALL_GATHER:
+        return transfer(p, q, 0, out + (size_t)q * block, theirs, block);
     case KIND_GATHER:
         if (q != p->root) return share == 0 || transfer(p, q, 0, out + (size_t)q * block, theirs, share);
         {
@@ -103,6 +106,9 @@ static int copy_with(ReadsPlan *p, int q, const char *src, char *out, size_t sha
 
 static int overlap(const char *a, size_t na, const char *b, size_t nb) { return a < b + nb && b < a + na; }
 
+/* Whether my ``x`` is one whole block: an all-gather's or a gather's. */
+static int whole_x(int kind) { return kind == KIND_GATHER || kind == KIND_ALL_GATHER; }
+
 /* One call: s when done; 0 when nothing was done (the Python plan runs the call); -(1 + i)
    once posted with partners[:i] done; -(npartners + 2) once READ is posted, a partner's READ
    (or, in place, the copy of what I read into ``out``) still to come. An all-to-all exactly in
@@ -116,18 +122,24 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     if (x != NULL && out != NULL && overlap(x, x_len, out, out_len)) {
         if (p->kind == KIND_ALL_TO_ALL && x == out && inbox != NULL && inbox_len == p->expected)
             into = inbox;
-        else if (!(p->kind == KIND_GATHER && x == out + (size_t)me * block) &&
+        else if (!(whole_x(p->kind) && x == out + (size_t)me * block) &&
                  !(p->kind == KIND_SCATTER && out == x + (size_t)me * block))
             return 0;
     }
-    const char *mine = x == NULL ? NULL : p->kind == KIND_GATHER ? x : x + (size_t)me * block;
+    const char *mine = x == NULL ? NULL : whole_x(p->kind) ? x : x + (size_t)me * block;
     char *dst = out == NULL ? NULL : p->kind == KIND_SCATTER ? out : out + (size_t)me * block;
     int copies_own = mine != NULL && dst != NULL && dst != mine;
-    size_t share = me == p->root && p->kind != KIND_ALL_TO_ALL
+    size_t share = me == p->root && (p->kind == KIND_GATHER || p->kind == KIND_SCATTER)
                        ? (size_t)(copies_own ? p->share_own : p->share_in_place) : 0;
     uint64_t s = serial + 1;
     set_word(&p->w, p->slot[S_SHARE], share);
-    set_word(&p->w, p->slot[S_ADDR], (uint64_t)(uintptr_t)x);
+    const char *shown = x; /* where peers read my x */
+    if (p->copy_first && copies_own) {
+        copy_bytes(dst, mine, block);
+        copies_own = 0;
+        shown = dst;
+    }
+    set_word(&p->w, p->slot[S_ADDR], (uint64_t)(uintptr_t)shown);
     set_word(&p->w, p->slot[S_RESULT], (uint64_t)(uintptr_t)out);
     set_word(&p->w, p->slot[S_LEN], expected);
     post(&p->w, p->slot[S_POSTED], s);
@@ -174,8 +186,8 @@ static PyObject *ReadsPlan_call(ReadsPlan *p, PyObject *const *args, Py_ssize_t 
     int at_root = p->w.me == p->root;
     Py_ssize_t ranks = p->w.ranks;
     int want_x = p->kind != KIND_SCATTER || at_root, want_out = p->kind != KIND_GATHER || at_root;
-    Py_ssize_t x_len = p->kind == KIND_GATHER ? p->block : p->expected;
-    Py_ssize_t out_len = p->kind == KIND_GATHER ? p->block * ranks : p->kind == KIND_SCATTER ? p->block : p->expected;
+    Py_ssize_t x_len = whole_x(p->kind) ? p->block : p->expected;
+    Py_ssize_t out_len = whole_x(p->kind) ? p->block * ranks : p->kind == KIND_SCATTER ? p->block : p->expected;
     Py_buffer xb = {0}, ob = {0}, ab = {0};
     long long result = 0;
     if ((args[0] == Py_None) != !want_x || (args[1] == Py_None) != !want_out) return PyLong_FromLong(0);
@@ -232,19 +244,19 @@ static int integers(PyObject *seq, Py_ssize_t want, int pointers, void *into, co
 static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "root", "flags", "doorbells", "sleepers", "pids", "partners", "slots",
                             "expected", "block", "share_own", "share_in_place", "spin_ns", "yield_ns", "cpu_slot",
-                            "keep", NULL};
-    int kind, me, root, cpu_slot;
+                            "copy_first", "keep", NULL};
+    int kind, me, root, cpu_slot, copy_first;
     Py_ssize_t expected, block, share_own, share_in_place;
     long long spin_ns, yield_ns;
     PyObject *flags, *doorbells, *sleepers, *pids, *partners, *slots, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLiO", names, &kind, &me, &root, &flags, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLipO", names, &kind, &me, &root, &flags, &doorbells,
                                      &sleepers, &pids, &partners, &slots, &expected, &block, &share_own,
-                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &keep))
+                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &copy_first, &keep))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells),
                npartners = PySequence_Length(partners);
     if (ranks < 1 || bells < 0 || npartners < 0) return NULL;
-    if (kind < KIND_ALL_TO_ALL || kind > KIND_SCATTER || me < 0 || me >= ranks || root < 0 || root >= ranks ||
+    if (kind < KIND_ALL_TO_ALL || kind > KIND_ALL_GATHER || me < 0 || me >= ranks || root < 0 || root >= ranks ||
         block <= 0 || expected < block || share_own < 0 || share_own > block || share_in_place < 0 ||
         share_in_place > block || spin_ns < 0 || yield_ns < 0 || npartners >= ranks)
         return PyErr_Format(PyExc_ValueError, "inconsistent reads plan");
@@ -252,7 +264,7 @@ static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     if (p == NULL) return NULL;
     p->vectorcall = ReadsPlan_vectorcall;
     p->kind = kind, p->root = root, p->npartners = (int)npartners, p->expected = expected, p->block = block;
-    p->share_own = share_own, p->share_in_place = share_in_place;
+    p->share_own = share_own, p->share_in_place = share_in_place, p->copy_first = copy_first;
     p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
     p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));

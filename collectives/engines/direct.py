@@ -27,8 +27,9 @@ and written only by their owner (slot numbers below):
     SMALL  the number of my last small call (engines/small.py) whose input is in
            the small window
 
-The single-copy all-gather (``all_gather``) reads peers' memory with the kernel's help
-instead (``PeerMemory``: process_vm_readv), through flags of its own:
+The single-copy algorithms (the broadcast here, ``all_reduce_by_reads``, and the exchanges of
+``exchange_reads``, all-gather among them) read peers' memory with the kernel's help instead
+(``PeerMemory``: process_vm_readv), through flags of their own:
 
     ADDR    the address of my contribution this call, in my address space
     POSTED  the number of my last call whose ADDR is set (peers may read from it)
@@ -76,10 +77,24 @@ EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sl
 SHARE = 51  # the bytes of every block that a gather's or scatter's root copies itself this call (exchange_reads.py)
 
 READS_FROM_BYTES = 8 << 20
-"""All-reduces of ordinary arrays from this size take ``all_reduce_by_reads`` (where the
-kernel allows the reads). Below, the syscalls and page pinning of the reads cost more than
-the copy they save. Buffers from ``comm.alloc`` keep the window (reading shared mappings is
-slower than reading the heap). Measured: docs/performance.md, "Thresholds", READS_FROM_BYTES."""
+"""All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
+and ``reduce_scatter_by_reads`` (where the kernel allows the reads). Below, the syscalls and page
+pinning of the reads cost more than the copy they save. Buffers from ``comm.alloc`` keep the
+window (reading shared mappings is slower than reading the heap). Measured: docs/performance.md,
+"Thresholds", READS_FROM_BYTES."""
+
+ALL_REDUCE_READS_FROM_BYTES = 1 << 20
+"""Where every rank has a core, all-reduces take the reads from this size instead (one read of
+each peer's half beat the window's copy in, two-shot reduce and copy out from here). Measured:
+docs/performance.md, "Thresholds", ALL_REDUCE_READS_FROM_BYTES."""
+
+
+def reads_from(scatter: bool, oversubscribed: bool) -> int:
+    """The smallest all-reduce (``scatter``: reduce-scatter) taken by reads, in bytes of ``x``,
+    where ranks outnumber cores (``oversubscribed``, the same on every rank) or not."""
+    if scatter or oversubscribed:
+        return READS_FROM_BYTES
+    return min(ALL_REDUCE_READS_FROM_BYTES, READS_FROM_BYTES)
 
 
 BARRIER_LEN = (1 << 64) - 1
@@ -334,66 +349,6 @@ def agree(
         yes = yes and window.flag(q, VERDICT) == 2 * s + 1
     window.post(READ, s)
     return yes, s
-
-
-def all_gather(
-    window: Window,
-    memory: PeerMemory,
-    x: np.ndarray,
-    out: np.ndarray,
-    blocks: Sequence[tuple[int, int]],
-    serial: int,
-    deadline: float,
-    on_timeout: Callable[[list[int]], BaseException],
-) -> int:
-    """Single-copy all-gather: every rank publishes where its ``x`` lies and copies every
-    peer's straight out of that peer's memory into its block of ``out`` (``blocks``: byte
-    offset and length per rank; ``x`` and ``out`` as bytes; ``x`` may be my block of
-    ``out`` itself). One copy per byte, where going through shared memory takes two.
-
-    Returns only once every peer has read my ``x``: the caller may overwrite it then.
-    """
-    s = serial + 1
-    me = window.rank
-    ranks = window.ranks
-    lo, n = blocks[me]
-    mine = out[lo : lo + n]
-    if n and address_of(mine) != address_of(x):
-        mine[...] = x
-    window.post(ADDR, address_of(mine), wake=False)
-    window.post(LEN, x.nbytes, wake=False)
-    window.post(POSTED, s)
-    i = ranks.index(me)
-    others = ranks[i + 1 :] + ranks[:i]  # start after me, so that no rank is read by all at once
-    for q in others:
-        qlo, qn = blocks[q]
-        window.wait(q, POSTED, s, deadline, on_timeout)
-        if window.flag(q, LEN) != x.nbytes:
-            raise count_mismatch(q, window.flag(q, LEN), x.nbytes)
-        if qn:
-            memory.read(q, window.flag(q, ADDR), out[qlo : qlo + qn])
-    window.post(READ, s)
-    for q in others:
-        window.wait(q, READ, s, deadline, on_timeout)
-    return s
-
-
-class AllGatherByReads:
-    """All-gathers of one shape (dtype size ``itemsize``, ``count`` elements per rank) by
-    single-copy reads (:func:`all_gather`), with every rank's block worked out once: a
-    repeated call then costs its flags and copies, not the lookups (docs/performance.md,
-    "Thresholds", AllGatherByReads)."""
-
-    def __init__(self, window: Window, memory: PeerMemory, itemsize: int, count: int) -> None:
-        self.window = window
-        self.memory = memory
-        size = len(window.ranks)
-        self.blocks = [(o * itemsize, n * itemsize) for o, n in partition(count * size, size)]
-
-    def __call__(self, x: np.ndarray, out: np.ndarray, serial: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> int:
-        """Gather every rank's flat ``x`` into flat ``out`` (``x`` may be my block of it).
-        Returns the new serial."""
-        return all_gather(self.window, self.memory, x.view(np.uint8), out.view(np.uint8), self.blocks, serial, deadline, on_timeout)
 
 
 def broadcast(

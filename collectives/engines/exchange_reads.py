@@ -1,11 +1,14 @@
-"""Single-copy exchanges on one host: all-to-all, gather and scatter by reads and writes of
-peers' memory (process_vm_readv/writev, ``direct.PeerMemory``).
+"""Single-copy exchanges on one host: all-to-all, all-gather, gather and scatter by reads and
+writes of peers' memory (process_vm_readv/writev, ``direct.PeerMemory``).
 
 Through shared memory such a call copies each byte twice (into a window or a message cell,
 then out), and a schedule of messages adds a round per peer. Here each byte crosses once.
 Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the byte count it
 expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
+- all-gather: every rank reads every peer's ``x`` into block q of its ``out`` while it copies
+  its own (one read per peer, nothing staged in a window); from ``ALL_GATHER_COPY_FIRST_BYTES``
+  a rank copies its own block first and peers read it from its ``out`` (as MPICH's ring does);
 - gather: the root reads the head of every peer's block, and each peer writes the rest of
   its block into the root's ``out``;
 - scatter: each rank reads the head of its block out of the root's ``x``, and the root writes
@@ -47,7 +50,10 @@ try:
 except ImportError:  # no compiler at install time: the calls run in Python
     _reads_c = None
 
-ALL_TO_ALL, GATHER, SCATTER = "all_to_all", "gather", "scatter"
+ALL_TO_ALL, GATHER, SCATTER, ALL_GATHER = "all_to_all", "gather", "scatter", "all_gather"
+KINDS = (ALL_TO_ALL, GATHER, SCATTER, ALL_GATHER)
+"""The kinds in the order of ``_reads_c``'s KIND_ numbers."""
+ROOTED = (GATHER, SCATTER)
 
 ROOT_SHARE = (0.2, 0.5)
 """At 2 ranks, the share of every peer's block that a gather's or scatter's root copies itself
@@ -68,6 +74,10 @@ GATHER_SLOTS_BYTES = 64 << 10
 """Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
 ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
 they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
+ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
+"""All-gather blocks from this size are copied into their owner's ``out`` before it posts them
+(peers read them there); smaller ones are posted from ``x`` and copied while peers read them.
+Measured: docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
 SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
@@ -75,8 +85,8 @@ ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES.
 
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
-    windows' ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, gather)
-    or of the root's ``x`` (scatter); ``root``: the gather's or scatter's root."""
+    windows' ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, all-gather,
+    gather) or of the root's ``x`` (scatter); ``root``: the gather's or scatter's root."""
 
     def __init__(self, kind: str, window: Window, memory: PeerMemory, itemsize: int, count: int,
                  root: int = 0) -> None:
@@ -85,13 +95,14 @@ class ExchangeByReads:
         p = len(ranks)
         self.me = ranks.index(window.rank)
         self.index = {q: i for i, q in enumerate(ranks)}
-        self.expected = count * itemsize  # the bytes of every rank's x (all-to-all, gather) or the root's (scatter)
-        self.k = count if kind == GATHER else count // p  # elements per block
+        self.expected = count * itemsize  # the bytes of every rank's x, or of the root's (scatter)
+        self.k = count if kind in (GATHER, ALL_GATHER) else count // p  # elements per block
         self.itemsize = itemsize
         self.block = self.k * itemsize  # bytes per block
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
-        self.partners = others if kind == ALL_TO_ALL or window.rank == root else [root]
+        self.partners = others if kind not in ROOTED or window.rank == root else [root]
+        self.copy_first = kind == ALL_GATHER and self.block >= ALL_GATHER_COPY_FIRST_BYTES
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
         self.native = self._native()
 
@@ -109,6 +120,9 @@ class ExchangeByReads:
                 return self._finish(-state - 1, src, into, out, serial + 1, share, deadline, on_timeout)
         window = self.window
         src, into, mine, dst, share = self._roles(x, out)
+        if self.copy_first and mine is not None and dst is not None:  # peers read my block in my out
+            copy_array(dst, mine)
+            src, mine, dst = dst, None, None
         s = serial + 1
         window.post(SHARE, share, wake=False)
         window.post(ADDR, 0 if src is None else address_of(src), wake=False)
@@ -131,10 +145,10 @@ class ExchangeByReads:
                 into = self._inbox(x)
             else:
                 src = x.copy()
-        mine = None if src is None else (src if self.kind == GATHER else src[me * k : (me + 1) * k])
+        mine = None if src is None else (src if self.kind in (GATHER, ALL_GATHER) else src[me * k : (me + 1) * k])
         dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
         copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
-        share = self._share(copies_own) if self.window.rank == self.root and self.kind != ALL_TO_ALL else 0
+        share = self._share(copies_own) if self.window.rank == self.root else 0
         return (src, into, mine, dst, share) if copies_own else (src, into, None, None, share)
 
     def _finish(self, start: int, src: np.ndarray | None, into: np.ndarray | None, out: np.ndarray | None, s: int,
@@ -164,8 +178,10 @@ class ExchangeByReads:
 
     def _share(self, copies_own: bool) -> int:
         """The bytes of every peer's block that I, the root, copy myself this call (see the
-        module docstring), a whole number of pages."""
+        module docstring), a whole number of pages (none in an all-to-all or all-gather)."""
         p = len(self.window.ranks)
+        if self.kind not in ROOTED:
+            return 0
         if not self.spread:
             return self.block // p if self.kind == GATHER else 0
         share = int(self.block * ROOT_SHARE[not copies_own] * 2 / p)
@@ -183,13 +199,13 @@ class ExchangeByReads:
         flags = [window.flag_area(q) for q in ranks]
         bells = window.transport.doorbells()
         return _reads_c.ReadsPlan(
-            kind=(ALL_TO_ALL, GATHER, SCATTER).index(self.kind), me=self.me, root=self.index[self.root],
+            kind=KINDS.index(self.kind), me=self.me, root=self.index[self.root],
             flags=[address_of(f) for f in flags], doorbells=[ctypes.addressof(d) for d, _ in bells],
             sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
             partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
             expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
             spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-            cpu_slot=CPU, keep=(flags, bells))
+            cpu_slot=CPU, copy_first=self.copy_first, keep=(flags, bells))
 
     def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""
@@ -204,11 +220,11 @@ class ExchangeByReads:
 
     def _apart(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether my ``x`` and ``out`` may be used as they are while peers copy: apart, or
-        (gather, scatter) the one block each shares, which only I copy, onto itself."""
+        (all-gather, gather, scatter) the one block each shares, which only I copy, onto itself."""
         if not np.shares_memory(x, out):
             return True
         k, me = self.k, self.me
-        if self.kind == GATHER:
+        if self.kind in (GATHER, ALL_GATHER):
             return address_of(x) == address_of(out[me * k : (me + 1) * k]) and x.size == k
         return self.kind == SCATTER and address_of(out) == address_of(x[me * k : (me + 1) * k]) and out.size == k
 
@@ -222,6 +238,9 @@ class ExchangeByReads:
         if self.kind == ALL_TO_ALL:
             assert ob is not None
             self.memory.read(q, theirs + self.me * block, ob[i * block : (i + 1) * block])
+        elif self.kind == ALL_GATHER:
+            assert ob is not None
+            self.memory.read(q, theirs, ob[i * block : (i + 1) * block])
         elif self.kind == GATHER and q != self.root:  # I am the root: the head of q's block
             assert ob is not None
             if share:

@@ -54,9 +54,9 @@ root and one out by each rank, all in cache, beat the single-copy reads of
 Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
 
 GATHER_BYTES = 1 << 20
-"""The largest all-gather contribution taken here where every rank has a core: the copy
-through the window (in cache) beats the single-copy read of the owner's block, whose
-page pinning costs more at these sizes. Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
+"""The largest all-gather contribution taken here where every rank has a core (from
+``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the halves are sized
+for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
 GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
 """The same where ranks outnumber cores, where the window measured erratic before its calls
@@ -75,12 +75,12 @@ IN_PLACE_SKIP_BYTES = 64 << 10
 from the window (below, the extra check cost more than the copy it saves)."""
 
 
-GATHER_READS_BYTES = (192 << 10, 512 << 10)
-"""Contributions in this range go by single-copy reads where reads are allowed and every rank
-has a core, although the window takes those on either side: here the window's copies meet
-memcpy's 4K-aliasing slow path (``buffers.ALIASED_COPY_BYTES``) and its detour is slower
-cross-core. (Where ranks outnumber cores the window measured faster here too.)
-Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
+GATHER_READS_BYTES = 16 << 10
+"""Contributions from this size go by single-copy reads (one C call,
+``exchange_reads.ExchangeByReads``) where reads are allowed and every rank has a core, although
+the window could take them up to ``GATHER_BYTES``: one read per peer beat the window's copy in
+and copy out from here. (Where ranks outnumber cores the window measured faster up to its
+limit.) Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 
 
 PIPELINED_BROADCAST_BYTES = 256 << 10
@@ -126,7 +126,7 @@ def gather_bytes(window: Window) -> int:
 def gather_prefers_reads(window: Window, nbytes: int) -> bool:
     """Whether an all-gather contribution of ``nbytes`` that ``window`` could take goes by
     single-copy reads instead, where they are allowed (the same answer on every rank)."""
-    return not window.oversubscribed and GATHER_READS_BYTES[0] <= nbytes < GATHER_READS_BYTES[1]
+    return not window.oversubscribed and nbytes >= GATHER_READS_BYTES
 
 
 def _reduce_with(kernel: np.ufunc, sources: Sequence[np.ndarray], out: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..buffers import copy_array
-from ..engines import direct, small
+from ..engines import direct, exchange_reads, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -173,18 +173,22 @@ class SmallBarrier:
 
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
-    of peers' memory from ``direct.READS_FROM_BYTES`` where allowed, else two shots through
-    the scratch window."""
+    of peers' memory from ``direct.reads_from`` where allowed, else two shots through the
+    scratch window."""
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int) -> None:
         self.windows = windows
         self.op = op
         self.scatter = scatter
-        self.try_reads = nbytes >= direct.READS_FROM_BYTES
+        self.nbytes = nbytes
+        self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        if self.try_reads is None:
+            crowded = self.windows.small(call).oversubscribed
+            self.try_reads = self.nbytes >= direct.reads_from(self.scatter, crowded)
         if not (self.try_reads and self._by_reads(x, out, call)):
             windows = self.windows
             if not self.scatter and out is not x:
@@ -241,7 +245,8 @@ class WindowAllGather:
         if fits_window and memory is None:
             self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
         elif memory is not None:
-            self.route = direct.AllGatherByReads(windows.small_window, memory, self.dtype.itemsize, self.count)
+            self.route = exchange_reads.ExchangeByReads(
+                exchange_reads.ALL_GATHER, windows.small_window, memory, self.dtype.itemsize, self.count)
             self.serial = "memory_serial"
         else:
             self.route = self.fallback()

@@ -337,8 +337,8 @@ def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers(monkeypatch):
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # a core each: GATHER_READS_BYTES go by reads
 
-    lo, _ = small.GATHER_READS_BYTES
-    shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # in the reads range; above the window
+    lo = small.GATHER_READS_BYTES
+    shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # from the reads' size; above the window
 
     def fn(comm):
         bad = []
@@ -354,7 +354,7 @@ def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers(monkeypatch):
                     bad.append((i, k))
         return bad, sorted(type(plan.route).__name__ for key, plan in comm._plans.items() if key[0] == "all_gather")
 
-    assert run_world(fn, 3, "shm", timeout=120) == [([], ["AllGatherByReads"] * 2)] * 3
+    assert run_world(fn, 3, "shm", timeout=120) == [([], ["ExchangeByReads"] * 2)] * 3
 
 
 def test_all_gather_input_can_be_rewritten_as_soon_as_the_call_returns():
@@ -671,16 +671,17 @@ def test_ranks_that_see_different_cpu_sets_settle_on_one_view_of_the_host(monkey
 
 @pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed", "a core each"])
 def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores, monkeypatch):
-    """All-gather takes the window up to gather_bytes (1 MiB where every rank has a core,
-    512 KiB where ranks outnumber cores) except in GATHER_READS_BYTES where every rank has a
-    core, and single-copy reads elsewhere; both give every block in rank order, in place and not."""
-    from collectives.engines import direct, small
+    """Where every rank has a core, all-gather takes the window below GATHER_READS_BYTES and
+    single-copy reads from there; where ranks outnumber cores, the window up to gather_bytes
+    (512 KiB) and reads above. Both give every block in rank order, in place and not."""
+    from collectives.engines import exchange_reads, small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
     monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")  # so every window call passes through resume(), counted
     routes = []
-    for owner, attribute, name in ((small.AllGatherPlan, "resume", "window"), (direct, "all_gather", "reads")):
+    for owner, attribute, name in ((small.AllGatherPlan, "resume", "window"),
+                                   (exchange_reads.ExchangeByReads, "__call__", "reads")):
         original = getattr(owner, attribute)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -688,8 +689,9 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(owner, attribute, counted)  # the forked ranks inherit it
-    lo, hi = small.GATHER_READS_BYTES
-    sizes = (small.GATHER_BYTES_OVERSUBSCRIBED + 8, lo - 8, lo, hi - 8, hi, small.GATHER_BYTES, small.GATHER_BYTES + 8)
+    lo = small.GATHER_READS_BYTES
+    sizes = (lo - 8, lo, small.GATHER_BYTES_OVERSUBSCRIBED, small.GATHER_BYTES_OVERSUBSCRIBED + 8, small.GATHER_BYTES,
+             small.GATHER_BYTES + 8)
 
     def fn(comm):
         bad = []
@@ -710,7 +712,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
     limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
     want_routes = []
     for nbytes in sizes:
-        route = "window" if nbytes <= limit and (cores < 3 or not lo <= nbytes < hi) else "reads"
+        route = "window" if nbytes <= limit and (cores < 3 or nbytes < lo) else "reads"
         want_routes += [route, route]
     assert run_world(fn, 3, "shm", timeout=120) == [(limit, [], want_routes)] * 3
 
@@ -721,7 +723,7 @@ def test_in_place_all_gather_through_the_window_leaves_my_block_where_it_is(monk
     from collectives.engines import small
     from collectives.transports import progress
 
-    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # the window up to 1 MiB
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)  # ranks outnumber cores: the window up to 512 KiB
     copies = []
     original = small.copy_array
 
@@ -847,3 +849,43 @@ def test_a_broadcast_plan_maps_its_slots_pages_before_the_calls_rotate_through_t
     # first round of calls took a page fault per call on every rank.
     for present, pages in run_world(_slot_pages_present, 2, "shm", timeout=60):
         assert pages == 64 and present == pages, f"{present} of {pages} slot pages mapped"
+
+
+@pytest.mark.parametrize("cores", [1, 64], ids=["oversubscribed", "a core each"])
+def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cores, monkeypatch):
+    """Beyond the halves, all-reduces take the reads from ALL_REDUCE_READS_FROM_BYTES where every
+    rank has a core, from READS_FROM_BYTES where ranks outnumber cores; reduce-scatters from
+    READS_FROM_BYTES either way; below, two shots through the scratch window. Every path gives
+    the reference's result."""
+    from collectives.engines import direct
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    routes = []
+    for name in ("all_reduce_by_reads", "reduce_scatter_by_reads", "all_reduce", "reduce_scatter"):
+        original = getattr(direct, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            routes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(direct, name, counted)  # the forked ranks inherit it
+    sizes = (direct.ALL_REDUCE_READS_FROM_BYTES - 1024, direct.ALL_REDUCE_READS_FROM_BYTES)
+
+    def fn(comm):
+        bad = []
+        for nbytes in sizes:
+            k = nbytes // 8
+            x = rank_input(comm.rank, k, np.dtype(np.float64), ReduceOp.SUM)
+            want = reference_all_reduce([rank_input(q, k, np.dtype(np.float64), ReduceOp.SUM) for q in range(comm.size)],
+                                        ReduceOp.SUM)[0]
+            got = comm.all_reduce(x, out=np.empty_like(x))
+            block = np.empty(k // comm.size)
+            comm.reduce_scatter(x, block)
+            if not (np.allclose(got, want) and np.allclose(block, want[comm.rank * block.size : (comm.rank + 1) * block.size])):
+                bad.append(nbytes)
+        return bad, routes
+
+    crowded = cores < 2
+    reads = ["all_reduce", "reduce_scatter", "all_reduce" if crowded else "all_reduce_by_reads", "reduce_scatter"]
+    assert run_world(fn, 2, "shm", timeout=120) == [([], reads)] * 2

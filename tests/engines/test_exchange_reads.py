@@ -276,3 +276,57 @@ def test_where_ranks_outnumber_the_cores_a_gather_within_the_window_takes_its_sl
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
     results = run_world(lambda comm: _mid(comm, "gather"), 3, "shm", timeout=120, cross_memory=True)
     assert [(bad, name) for bad, name, _ in results] == [([], "SlotExchange")] * 3
+
+
+def _all_gathers(comm, nbytes):
+    """All-gathers of ``nbytes`` per rank by reads: out of place (``x`` rewritten as soon as the call
+    returns), in place, and with ``x`` inside ``out`` elsewhere than my block. Returns the calls
+    that came out wrong, the route, whether it runs in C, and whether the address this rank posted
+    for its peers was its block of ``out`` (else its ``x``) on the out-of-place call."""
+    from collectives.buffers import address_of
+    from collectives.engines.direct import ADDR
+
+    p, me = comm.size, comm.rank
+    k = nbytes // 8
+    bad, posted_out = [], []
+    for rep in range(4):
+        blocks = [np.arange(k, dtype=np.float64) + 10**7 * q + rep for q in range(p)]
+        want = np.concatenate(blocks)
+        x = blocks[me].copy()
+        out = np.zeros(k * p)
+        comm.all_gather(x, out)
+        window = comm._context.windows.small_window
+        posted_out.append(window.flag(me, ADDR) == address_of(out[me * k :]))
+        x.fill(-1.0)  # at once: every peer has read it
+        inplace = np.zeros(k * p)
+        inplace[me * k : (me + 1) * k] = blocks[me]
+        comm.all_gather(inplace[me * k : (me + 1) * k], inplace)
+        shifted = np.zeros(k * p)  # x is the block of the next rank: not in place
+        at = ((me + 1) % p) * k
+        shifted[at : at + k] = blocks[me]
+        comm.all_gather(shifted[at : at + k], shifted)
+        if not (np.array_equal(out, want) and np.array_equal(inplace, want) and np.array_equal(shifted, want)):
+            bad.append(rep)
+    route = next(plan for key, plan in comm._plans.items() if key[0] == "all_gather").route
+    return bad, type(route).__name__, route.native is not None, set(posted_out)
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
+@pytest.mark.parametrize("where", ["below", "from"])
+def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monkeypatch, where, pure):
+    """Where every rank has a core, all-gathers from GATHER_READS_BYTES read every peer's block
+    straight out of its memory, in C where it is built and in Python under
+    COLLECTIVES_PURE_PYTHON. Below ALL_GATHER_COPY_FIRST_BYTES a rank posts its ``x`` and copies
+    it into its own block while peers read it; from there it copies first and posts that block.
+    Either way the call returns once every peer has read, in place, out of place and with ``x``
+    inside ``out`` elsewhere."""
+    from collectives.engines.exchange_reads import ALL_GATHER_COPY_FIRST_BYTES
+    from collectives.engines.small import GATHER_READS_BYTES
+    from collectives.transports import progress
+
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    nbytes = {"below": GATHER_READS_BYTES, "from": ALL_GATHER_COPY_FIRST_BYTES}[where]
+    results = run_world(lambda comm: _all_gathers(comm, nbytes), 3, "shm", timeout=120, cross_memory=True)
+    assert results == [([], "ExchangeByReads", not pure, {where == "from"})] * 3
