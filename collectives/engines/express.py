@@ -24,6 +24,7 @@ from ..buffers import BUILT_IN_DTYPES
 from ..config import Config
 from ..tags import MAX_USER_TAG, P2P_TAG_BIT
 from ..transports.progress import YIELD_SECONDS, oversubscribed
+from ..transports.frames import Request
 from ..transports.shm import ShmChannel
 from .point_to_point import PointToPoint
 
@@ -37,6 +38,13 @@ EXPRESS_BYTES = 1 << 20
 the engine moves, a quarter of the default ring); larger ones stream through the engine, whose
 writer and reader copy at once (docs/performance.md, "Thresholds")."""
 
+SWAP_BYTES = 256 << 10
+"""Smallest message a ``sendrecv`` through the lane moves by single copy, both ways in one call
+(the peer copies my message out of my memory while I copy its one out of its memory), where
+the channels have learnt that cross-memory copies work; the engine's single copy on these
+channels starts here too (its first RTS is what teaches them). Below it, two copies through
+the ring (docs/performance.md, "Seventeenth round")."""
+
 
 class Lane(Protocol):
     """What the communicator calls: each returns the call's number in the communicator's count
@@ -44,9 +52,14 @@ class Lane(Protocol):
 
     sends: int
     recvs: int
+    swaps: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
+        """Both at once: True where both moved; ``(send request or None, received)`` where part
+        did (an unfinished send is on its channel, awaiting the peer's answer to its RTS; a
+        receive not done is not posted); False where nothing did."""
     def close(self) -> None:
         """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
 
@@ -54,12 +67,15 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = 0
+    sends = recvs = swaps = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
 
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool:
+        return False
+
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         return False
 
     def close(self) -> None:
@@ -77,10 +93,13 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
         words, kept = channel.lane()
         lanes[peer] = (channel, words)
         keep.append(kept)
+        if channel.single_copy is not None:
+            channel.single_copy.min_bytes = SWAP_BYTES
     local = len(channels) + 1
     spin = p2p.progress.spin_seconds
     crowded = oversubscribed(local)
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
-                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0)
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, SWAP_BYTES,
+                          int(YIELD_SECONDS * 1e9))
     return lane_
