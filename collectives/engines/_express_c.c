@@ -666,7 +666,11 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     }
     PyObject *result = Py_False, *key = NULL;
     Py_INCREF(result);
-    int single = send.len >= e->single_bytes && recv.len >= e->single_bytes;
+    /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
+       cost no more. */
+    int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
+    int single = send.len >= e->single_bytes && recv.len >= e->single_bytes &&
+                 !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
     if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
     if (key == NULL) goto fail;
@@ -680,7 +684,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         r = sends < 0 || reads < 0 ? -1 : sends == WORKS && reads == WORKS ? 1 : 0;
         PyObject *x = args[0];
         const char *from_buf = send.buf;
-        if (r > 0 && overlaps(send.buf, send.len, recv.buf, recv.len)) { /* in place: send a copy */
+        if (r > 0 && in_place) {
             x = aside(e, send.len);
             if (x == NULL) r = -1;
             else {

@@ -38,12 +38,15 @@ EXPRESS_BYTES = 1 << 20
 the engine moves, a quarter of the default ring); larger ones stream through the engine, whose
 writer and reader copy at once (docs/performance.md, "Thresholds")."""
 
-SWAP_BYTES = 256 << 10
+SWAP_BYTES = 512 << 10
 """Smallest message a ``sendrecv`` through the lane moves by single copy, both ways in one call
 (the peer copies my message out of my memory while I copy its one out of its memory), where
 the channels have learnt that cross-memory copies work; the engine's single copy on these
-channels starts here too (its first RTS is what teaches them). Below it, two copies through
-the ring (docs/performance.md, "Seventeenth round")."""
+channels starts here too (its first RTS is what teaches them). Below it, and in place up to
+``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
+SWAP_BYTES_CROWDED = 64 << 10
+"""SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
+waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
 
 
 class Lane(Protocol):
@@ -88,18 +91,18 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     channels = {peer: c for peer, c in p2p.channels.items() if isinstance(c, ShmChannel)}
     if Express is None or config.pure_python or not channels:
         return NoLane()
+    crowded = oversubscribed(len(channels) + 1)
+    swap_bytes = SWAP_BYTES_CROWDED if crowded else SWAP_BYTES
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
         lanes[peer] = (channel, words)
         keep.append(kept)
         if channel.single_copy is not None:
-            channel.single_copy.min_bytes = SWAP_BYTES
-    local = len(channels) + 1
+            channel.single_copy.min_bytes = swap_bytes
     spin = p2p.progress.spin_seconds
-    crowded = oversubscribed(local)
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
-                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, SWAP_BYTES,
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, swap_bytes,
                           int(YIELD_SECONDS * 1e9))
     return lane_

@@ -31,6 +31,7 @@ from collectives.transports.single_copy import FLAG_RTS, RTS, Remote, SingleCopy
 
 SINGLE = 256  # the lanes' single-copy size here
 N = 512  # bytes of the messages that go by single copy
+BEYOND = 2048  # over the lanes' largest frame here (1024)
 
 
 class _Channel(SingleCopyChannel):
@@ -175,11 +176,18 @@ def test_a_small_message_goes_through_the_ring_as_send_and_recv() -> None:
 
 def test_in_place_the_peer_reads_a_copy_of_what_the_buffer_held() -> None:
     lanes = _Lanes()
-    x = _message(N, 6)
+    x = _message(BEYOND, 6)
     assert lanes.sendrecv(x, x) is True
-    assert np.array_equal(x, _message(N, 6))
+    assert np.array_equal(x, _message(BEYOND, 6))
     address = RTS.unpack(lanes.to1.frames()[0][HEADER.size:])[0]
     assert address != address_of(x)
+
+
+def test_in_place_within_the_rings_frame_the_message_goes_through_the_ring() -> None:
+    lanes = _Lanes()
+    x = _message(N, 6)
+    assert lanes.sendrecv(x, x) is True and np.array_equal(x, _message(N, 6))
+    assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, N, FLAG_END) + x.tobytes()]
 
 
 def test_an_rts_unanswered_in_time_is_handed_to_its_channel_and_the_receive_to_the_engine() -> None:
@@ -195,7 +203,7 @@ def test_an_rts_unanswered_in_time_is_handed_to_its_channel_and_the_receive_to_t
 
 def test_an_answer_in_place_hands_over_the_copy_and_the_next_call_copies_aside_anew() -> None:
     lanes = _Lanes(loop=False)
-    x = _message(N, 8)
+    x = _message(BEYOND, 8)
     request, received = lanes.sendrecv(x, x, dst=1, src=2)
     first = lanes.channels[1]._awaiting[0].data
     assert bytes(first) == x.tobytes() and address_of(np.frombuffer(first, np.uint8)) != address_of(x)
@@ -267,7 +275,7 @@ def test_an_rts_that_does_not_fit_the_ring_is_left_to_the_engine() -> None:
     assert lanes.to1.tail == 32
 
 
-@pytest.mark.parametrize("n", [N, 2048], ids=["within the ring's frame", "over it"])
+@pytest.mark.parametrize("n", [N, BEYOND], ids=["within the ring's frame", "over it"])
 def test_a_receive_the_engine_must_check_is_left_to_it_and_the_send_goes_as_send_would(n: int) -> None:
     lanes = _Lanes()
     x, frozen = _message(n, 1), np.zeros(n, np.uint8)
