@@ -1,5 +1,6 @@
 /* The point-to-point engine's express lane: a blocking send or receive of a message of up to a
-   quarter ring over shared memory in one C call.
+   quarter ring over shared memory in one C call; and a sendrecv, both ways in one call, from
+   ``single_bytes`` by single copy (see "sendrecv" below).
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
@@ -677,8 +678,9 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     int taken = try_lock(e);
     if (taken < 0) goto fail;
     if (!taken) goto done;
-    int r = send_free(to);
-    if (r > 0) r = recv_free(e, from, key, single);
+    int r = send_free(to), receive = 1;
+    if (r > 0) r = receive = recv_free(e, from, key, single);
+    if (r == 0 && receive == 0 && !single) r = 1; /* the engine's receive: the send as send() */
     if (r > 0 && single) {
         int sends = single_copy_state(to->channel, s_offers), reads = sends < 0 ? -1 : single_copy_state(from->channel, s_reads);
         r = sends < 0 || reads < 0 ? -1 : sends == WORKS && reads == WORKS ? 1 : 0;
@@ -700,14 +702,15 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
             if (x == e->aside && result != NULL && PyTuple_Check(result) && PyTuple_GET_ITEM(result, 0) != Py_None)
                 Py_CLEAR(e->aside); /* the unfinished send holds it */
         } else if (r == 0 && sends != UNKNOWN && reads != UNKNOWN && send.len <= e->max_bytes && recv.len <= e->max_bytes) {
-            r = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */
-            r = r < 0 ? -1 : !r;
+            int held = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */
+            r = held < 0 ? -1 : 1;
+            receive = !held;
             single = 0;
         }
     }
     if (r > 0 && !single && write_frame(to, tag, send.buf, (uint64_t)send.len)) {
-        int got = __atomic_load_n(from->my_closed, __ATOMIC_ACQUIRE) ? NOT_YET
-                                                                      : wait_frame(e, from, tag, recv.buf, (uint64_t)recv.len);
+        int got = !receive || __atomic_load_n(from->my_closed, __ATOMIC_ACQUIRE)
+                      ? NOT_YET : wait_frame(e, from, tag, recv.buf, (uint64_t)recv.len);
         Py_DECREF(result);
         result = got == TAKEN ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
         e->sends++;

@@ -1,6 +1,7 @@
 """The express lane of point-to-point: a blocking send or receive of a message of up to 1 MiB
 between two ranks on one host moves in one C call (engines/_express_c.c), without the engine's Work,
-intake and progress loop.
+intake and progress loop; so does a ``sendrecv``, both ways, large messages by single copy
+(``SWAP_BYTES``; docs/transports.md says how).
 
 It is only a shortcut: where it cannot take a call as it is (the message over
 ``EXPRESS_BYTES``, no room in the ring, the peer late past its spin, a frame of another tag
@@ -41,8 +42,8 @@ writer and reader copy at once (docs/performance.md, "Thresholds")."""
 SWAP_BYTES = 512 << 10
 """Smallest message a ``sendrecv`` through the lane moves by single copy, both ways in one call
 (the peer copies my message out of my memory while I copy its one out of its memory), where
-the channels have learnt that cross-memory copies work; the engine's single copy on these
-channels starts here too (its first RTS is what teaches them). Below it, and in place up to
+the channels have learnt that cross-memory copies work: the engine's first message this large
+on a channel goes by single copy to ask (``SingleCopy.ask_bytes``). Below it, and in place up to
 ``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
 SWAP_BYTES_CROWDED = 64 << 10
 """SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
@@ -99,7 +100,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
         lanes[peer] = (channel, words)
         keep.append(kept)
         if channel.single_copy is not None:
-            channel.single_copy.min_bytes = swap_bytes
+            channel.single_copy.ask_bytes = swap_bytes  # the engine's first RTS teaches the lane
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,

@@ -94,6 +94,7 @@ class SingleCopy:
         self.pid = pid
         self.gone = gone
         self.min_bytes = min_bytes
+        self.ask_bytes = min_bytes  # a message this large may ask while the answer is unknown
         self.offers: bool | None = None if offer else False  # None: not yet known (the first RTS asks)
         self.reads: bool | None = None if read else False  # None: not yet tried
         self._next_id = 0
@@ -103,7 +104,9 @@ class SingleCopy:
 
     def takes(self, nbytes: int) -> bool:
         """Whether a send of ``nbytes`` goes this way."""
-        return self.offers is not False and nbytes >= self.min_bytes
+        if self.offers is None:  # the first RTS asks
+            return nbytes >= min(self.min_bytes, self.ask_bytes)
+        return self.offers and nbytes >= self.min_bytes
 
     def rts(self, tag: int, data: memoryview) -> tuple[int, bytes]:
         """The id and the RTS frame (header, then payload) of a send of ``data``."""

@@ -174,6 +174,15 @@ def test_a_small_message_goes_through_the_ring_as_send_and_recv() -> None:
     assert (lanes.express.sends, lanes.express.recvs, lanes.express.swaps) == (1, 1, 0)
 
 
+def test_where_the_engine_holds_a_frame_of_the_tag_a_small_send_still_goes() -> None:
+    lanes = _Lanes()
+    lanes.channels[1]._unexpected[P2P_TAG_BIT] = deque([(bytearray(4), True)])
+    x = _message(SINGLE - 1, 4)
+    assert lanes.sendrecv(x, np.zeros(SINGLE - 1, np.uint8)) == (None, False)  # the receive is the engine's
+    assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, SINGLE - 1, FLAG_END) + x.tobytes()]
+    assert lanes.to1.head == 0
+
+
 def test_in_place_the_peer_reads_a_copy_of_what_the_buffer_held() -> None:
     lanes = _Lanes()
     x = _message(BEYOND, 6)
