@@ -28,27 +28,20 @@ from collectives.testing import run_world
 from collectives.transports import cma
 from collectives.transports.frames import FLAG_END, HEADER, SINGLE_COPY
 from collectives.transports.single_copy import FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
+from test_express import _Channel as _IdleChannel  # (this folder: what the lane reads of an idle channel)
 
 SINGLE = 256  # the lanes' single-copy size here
 N = 512  # bytes of the messages that go by single copy
 BEYOND = 2048  # over the lanes' largest frame here (1024)
 
 
-class _Channel(SingleCopyChannel):
+class _Channel(_IdleChannel, SingleCopyChannel):
     """What the lane reads of a ShmChannel: an idle channel whose engine has learnt that single
     copy works both ways (``offers`` and ``reads`` True), with the protocol's own methods."""
 
     def __init__(self, offers: bool | None = True, reads: bool | None = True) -> None:
+        super().__init__()
         self.peer = 1
-        self.error: Any = None
-        self._eof: Any = None
-        self._intake: deque[Any] = deque()
-        self._sendq: deque[Any] = deque()
-        self._rx_have = 0
-        self._rx_target: Any = None
-        self._rx_deferred: Any = None
-        self._posted: dict[int, deque[Any]] = {}
-        self._unexpected: dict[int, deque[Any]] = {}
         self._awaiting: dict[int, Any] = {}
         self._remote_held = 0
         self.single_copy = SingleCopy(1, os.getpid(), offer=True, read=True, gone=lambda: False)
