@@ -29,6 +29,7 @@ from collectives.transports import cma
 from collectives.transports.frames import FLAG_END, HEADER, SINGLE_COPY
 from collectives.transports.single_copy import FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
 from test_express import _Channel as _IdleChannel  # (this folder: what the lane reads of an idle channel)
+from test_express import _Loop
 
 SINGLE = 256  # the lanes' single-copy size here
 N = 512  # bytes of the messages that go by single copy
@@ -59,13 +60,7 @@ class _Ring:
         at = self.words.ctypes.data
         return at, at + 8, at + 16, self.data.ctypes.data
 
-    @property
-    def tail(self) -> int:
-        return int(self.words[0])
-
-    @property
-    def head(self) -> int:
-        return int(self.words[2])
+    tail, head = _Loop.tail, _Loop.head  # (its words in the same places)
 
     def frames(self, start: int = 0) -> list[bytes]:
         """The frames written from ``start`` (no wrap), each header and payload."""
