@@ -369,8 +369,16 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         ``MPI_Sendrecv`` does: a ring shift or a swap with a peer never deadlocks, whatever the
         size, and both directions copy at the same time. ``x`` and ``out`` may be the same buffer
         (``MPI_Sendrecv_replace``). Returns ``out``."""
-        if self._broken is None and self._express.send(x, dst, tag):  # sent whole already: only the receive is left
-            return self.recv(out, src, tag=tag)
+        moved = self._express.sendrecv(x, dst, out, src, tag) if self._broken is None else False
+        if moved is True:
+            return out
+        if isinstance(moved, tuple):  # part moved by the lane: the engine finishes the rest
+            sent, received = moved
+            works = [] if received else [self._post_recv(out, src, tag, True, False)]
+            if sent is not None:
+                works.append(self._p2p.adopt_send(sent, dst, next(self._p2p_numbers), self.timeout))
+            self._p2p.run(*works)
+            return out
         # The receive first, so that a large message of the peer's finds it posted (it is then
         # copied once, transports/single_copy.py); both are driven on this thread.
         received = self._post_recv(out, src, tag, True, False)  # (async_op: either may be this rank)

@@ -1,5 +1,6 @@
 /* The point-to-point engine's express lane: a blocking send or receive of a message of up to a
-   quarter ring over shared memory in one C call.
+   quarter ring over shared memory in one C call; and a sendrecv, both ways in one call, from
+   ``single_bytes`` by single copy (see "sendrecv" below).
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
@@ -28,6 +29,7 @@
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "_waits.h"
 
@@ -49,15 +51,16 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes;
+    Py_ssize_t size, max_bytes, single_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
+    PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
     PyTypeObject *array_type;      /* numpy.ndarray: the lane takes exact ndarrays ... */
     PyObject *dtypes;              /* ... of these dtypes (a tuple, matched by identity) */
     uint64_t tag_bit;
     long long max_tag;
-    int64_t spin_ns, yield_ns;
-    long long sends, recvs;        /* calls the lane took (tests and benchmarks read them) */
+    int64_t spin_ns, yield_ns, swap_yield_ns;
+    long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
 } Express;
 
 static PyObject *s_dtype, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -259,8 +262,9 @@ fail:
 
 /* -- receive ------------------------------------------------------------------------------ */
 
-/* Whether the channel and the engine let a receive of ``tag`` take the ring's next frame now. */
-static int recv_free(Express *e, const Lane *lane, PyObject *tag) {
+/* Whether the channel and the engine let a receive of ``tag`` take the ring's next frame now
+(``held_ok``: messages of the tag held by the engine are the caller's to look at). */
+static int recv_free(Express *e, const Lane *lane, PyObject *tag, int held_ok) {
     PyObject *c = lane->channel;
     int r;
     if ((r = is_set(c, s_error)) != 0) return r < 0 ? -1 : 0;
@@ -270,7 +274,7 @@ static int recv_free(Express *e, const Lane *lane, PyObject *tag) {
     if ((r = is_set(c, s_rx_target)) != 0) return r < 0 ? -1 : 0;
     if ((r = is_set(c, s_rx_deferred)) != 0) return r < 0 ? -1 : 0;
     if ((r = has_entry(c, s_posted, tag)) != 0) return r < 0 ? -1 : 0;
-    if ((r = has_entry(c, s_unexpected, tag)) != 0) return r < 0 ? -1 : 0;
+    if (!held_ok && (r = has_entry(c, s_unexpected, tag)) != 0) return r < 0 ? -1 : 0;
     if ((r = has_entry(e->held, NULL, tag)) != 0) return r < 0 ? -1 : 0;
     return 1;
 }
@@ -335,7 +339,7 @@ static PyObject *Express_recv(Express *e, PyObject *const *args, Py_ssize_t narg
         int taken = try_lock(e);
         if (taken < 0) goto fail;
         if (taken) {
-            int free_ = recv_free(e, lane, key);
+            int free_ = recv_free(e, lane, key, 0);
             if (free_ > 0) got = wait_frame(e, lane, tag, view.buf, (uint64_t)view.len);
             if (unlock(e) < 0 || free_ < 0) goto fail;
         }
@@ -351,6 +355,381 @@ fail:
     return NULL;
 }
 
+/* -- sendrecv: both directions in one call ---------------------------------------------- */
+
+/* A message of at least ``single_bytes`` goes by single copy (transports/single_copy.py): my
+   RTS frame (flags RTS, payload ``address u64 | size u64 | id u64``) says where my bytes lie;
+   the peer's RTS says where its bytes lie, which I copy straight into my receive buffer
+   (process_vm_readv) and answer with TAKEN (a header only: tag = the id, flags TAKEN); my send
+   is done at the peer's TAKEN. Here only where the channel has learnt that both work (the
+   engine's first RTS on it asks), so no RTS here ever stalls its stream. */
+
+#define FLAG_RTS 2u
+#define FLAG_TAKEN 4u
+#define RTS_BYTES 24
+
+static PyObject *s_single_copy, *s_offers, *s_reads, *s_pid, *s_next_id, *s_awaiting, *s_held_rts, *s_drop_held_rts,
+    *s_address, *s_nbytes, *s_id;
+
+enum { NEVER, UNKNOWN, WORKS };
+
+/* What ``channel``'s engine has learnt of single copy (``offers`` for my sends, ``reads`` for
+   my receives): WORKS, NEVER (none on this channel, or refused), UNKNOWN (not yet tried: the
+   engine's first RTS asks), or -1 with an error set. A send also finds it UNKNOWN while an RTS
+   of the engine's awaits its answer. */
+static int single_copy_state(PyObject *channel, PyObject *which) {
+    PyObject *sc = PyObject_GetAttr(channel, s_single_copy);
+    if (sc == NULL) return -1;
+    int state = NEVER;
+    if (sc != Py_None) {
+        PyObject *v = PyObject_GetAttr(sc, which);
+        state = v == NULL ? -1 : v == Py_True ? WORKS : v == Py_None ? UNKNOWN : NEVER;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(sc);
+    if (state == WORKS && which == s_offers) {
+        int r = filled(channel, s_awaiting);
+        state = r < 0 ? -1 : r ? UNKNOWN : WORKS;
+    }
+    return state;
+}
+
+/* An int attribute of the channel's SingleCopy (``pid``, ``_next_id``): 0 with it set, -1 with
+   an error set. With ``bump``, the attribute is advanced by one (the id of a new RTS). */
+static int single_copy_int(PyObject *channel, PyObject *name, long long *value, int bump) {
+    PyObject *sc = PyObject_GetAttr(channel, s_single_copy);
+    if (sc == NULL) return -1;
+    PyObject *v = PyObject_GetAttr(sc, name);
+    int r = -1;
+    if (v != NULL) {
+        *value = PyLong_AsLongLong(v);
+        r = *value == -1 && PyErr_Occurred() ? -1 : 0;
+        if (r == 0 && bump) {
+            PyObject *next = PyLong_FromLongLong(*value + 1);
+            r = next == NULL ? -1 : PyObject_SetAttr(sc, name, next);
+            Py_XDECREF(next);
+        }
+        Py_DECREF(v);
+    }
+    Py_DECREF(sc);
+    return r;
+}
+
+/* Write a header-only or RTS frame of the protocol if the ring has room: 1 written, 0 not. */
+static int write_control(Lane *lane, uint64_t tag, uint32_t flags, const uint64_t *payload, uint32_t n) {
+    uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
+    uint64_t room = cap - (tail - __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
+    if (HEADER_BYTES + n > room) return 0;
+    unsigned char frame[HEADER_BYTES + RTS_BYTES];
+    memcpy(frame, &tag, 8);
+    memcpy(frame + 8, &n, 4);
+    memcpy(frame + 12, &flags, 4);
+    if (n) memcpy(frame + HEADER_BYTES, payload, n);
+    ring_write(lane->out_data, cap, tail, (const char *)frame, HEADER_BYTES + n);
+    __atomic_store_n(lane->out_tail, tail + HEADER_BYTES + n, __ATOMIC_RELEASE);
+    ring_bell(lane);
+    return 1;
+}
+
+/* The header of the next frame in ``lane``'s in-ring, and the bytes there: 0 where no whole
+   header is there yet. */
+static int peek(const Lane *lane, uint64_t *tag, uint32_t *nbytes, uint32_t *flags, uint64_t *have) {
+    uint64_t head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
+    *have = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) - head;
+    if (*have < HEADER_BYTES) return 0;
+    unsigned char header[HEADER_BYTES];
+    ring_read(lane->in_data, lane->capacity, head, (char *)header, HEADER_BYTES);
+    memcpy(tag, header, 8);
+    memcpy(nbytes, header + 8, 4);
+    memcpy(flags, header + 12, 4);
+    return 1;
+}
+
+static void consume(Lane *lane, uint64_t n) {
+    uint64_t head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
+    __atomic_store_n(lane->in_head, head + n, __ATOMIC_RELEASE);
+    if (__atomic_load_n(lane->in_want, __ATOMIC_SEQ_CST)) ring_bell(lane);
+}
+
+typedef struct {
+    Lane *to, *from;
+    uint64_t tag, id;          /* the wire tag of both messages; my RTS's id */
+    char *into;                /* my receive buffer, of n bytes */
+    uint64_t n;
+    pid_t pid;                 /* the process of ``from`` */
+    int sent, received;        /* the peer's TAKEN came; I copied the peer's message */
+} Swap;
+
+enum { IDLE, MOVED, OTHER, STOP };
+
+/* Copy ``size`` bytes at ``address`` in process ``pid`` into ``into``, the GIL released: 0,
+   or -1 where the kernel refused or the process is gone (the engine, reading again, says why). */
+static int read_peer(pid_t pid, uint64_t address, char *into, uint64_t size) {
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t done = 0;
+    while (done < size) {
+        struct iovec mine = {into + done, size - done}, theirs = {(void *)(uintptr_t)(address + done), size - done};
+        ssize_t got = process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
+        if (got <= 0) {
+            ok = 0;
+            break;
+        }
+        done += (uint64_t)got;
+    }
+    Py_END_ALLOW_THREADS
+    return ok ? 0 : -1;
+}
+
+/* The peer's RTS at the head of ``from``: copy its message and answer TAKEN. */
+static int take_rts(Swap *s) {
+    Lane *lane = s->from;
+    uint64_t tag, have, rts[3];
+    uint32_t nbytes, flags;
+    if (!peek(lane, &tag, &nbytes, &flags, &have)) return IDLE;
+    if (tag != s->tag || flags != FLAG_RTS || nbytes != RTS_BYTES) return OTHER;
+    if (have < HEADER_BYTES + RTS_BYTES) return IDLE;
+    ring_read(lane->in_data, lane->capacity, __atomic_load_n(lane->in_head, __ATOMIC_RELAXED) + HEADER_BYTES,
+              (char *)rts, RTS_BYTES);
+    if (rts[1] != s->n) return STOP; /* the sizes differ: the engine says so */
+    uint64_t room = lane->capacity - (__atomic_load_n(lane->out_tail, __ATOMIC_RELAXED) -
+                                      __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
+    if (room < HEADER_BYTES) return IDLE; /* my answer must fit once I have read */
+    if (read_peer(s->pid, rts[0], s->into, s->n) < 0) return STOP;
+    if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) return STOP; /* its memory may not be the message */
+    consume(lane, HEADER_BYTES + RTS_BYTES);
+    write_control(lane, rts[2], FLAG_TAKEN, NULL, 0);
+    s->received = 1;
+    return MOVED;
+}
+
+/* The peer's TAKEN of my RTS at the head of ``to``. */
+static int take_taken(Swap *s) {
+    uint64_t tag, have;
+    uint32_t nbytes, flags;
+    if (!peek(s->to, &tag, &nbytes, &flags, &have)) return IDLE;
+    if (tag != s->id || flags != FLAG_TAKEN || nbytes != 0) return OTHER;
+    consume(s->to, HEADER_BYTES);
+    s->sent = 1;
+    return MOVED;
+}
+
+enum { NONE_HELD = 1, HELD };
+
+/* The RTS the engine of ``channel`` holds first among its messages of ``key`` (its receive
+   was not posted when the RTS came: transports/single_copy.py, Remote), into ``rts``: HELD
+   where there is one, of ``n`` bytes; NONE_HELD where it holds nothing of the tag; 0 where it
+   holds something else (the engine's to take); -1 with an error set. */
+static int held_rts(PyObject *channel, PyObject *key, uint64_t n, uint64_t *rts) {
+    int r = has_entry(channel, s_unexpected, key);
+    if (r <= 0) return r < 0 ? -1 : NONE_HELD;
+    PyObject *remote = PyObject_CallMethodOneArg(channel, s_held_rts, key);
+    if (remote == NULL) return -1;
+    if (remote == Py_None) {
+        Py_DECREF(remote);
+        return 0;
+    }
+    PyObject *names[3] = {s_address, s_nbytes, s_id};
+    for (int i = 0; i < 3 && r >= 0; i++) {
+        PyObject *v = PyObject_GetAttr(remote, names[i]);
+        rts[i] = v == NULL ? 0 : PyLong_AsUnsignedLongLong(v);
+        r = v == NULL || PyErr_Occurred() ? -1 : 0;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(remote);
+    return r < 0 ? -1 : rts[1] == n ? HELD : 0;
+}
+
+/* Copy the peer's message whose RTS the engine holds (``rts``) and answer TAKEN, taking it off
+   the engine's held messages: 0 (the receive then done, or left to the engine where the read
+   failed or my answer finds no room), -1 with an error set. */
+static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
+    Lane *lane = s->from;
+    uint64_t room = lane->capacity - (__atomic_load_n(lane->out_tail, __ATOMIC_RELAXED) -
+                                      __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
+    if (room < HEADER_BYTES || read_peer(s->pid, rts[0], s->into, s->n) < 0 ||
+        __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE))
+        return 0;
+    PyObject *dropped = PyObject_CallMethodOneArg(lane->channel, s_drop_held_rts, key);
+    if (dropped == NULL) return -1;
+    Py_DECREF(dropped);
+    write_control(lane, rts[2], FLAG_TAKEN, NULL, 0);
+    s->received = 1;
+    return 0;
+}
+
+/* Move both directions until done, a frame not theirs is next, or the wait is over: a spin of
+   ``spin_ns``, then sched_yield until ``swap_yield_ns`` more have passed, plus about the time
+   the peer's copy of my message takes (at 2 GB/s). It spins no longer than any other wait:
+   where the peer shares my core, only a yield lets it copy. */
+static void swap_wait(Express *e, Swap *s) {
+    int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(s->n / 2);
+    int64_t start = 0, spin_until = 0, yield_until = 0;
+    for (unsigned i = 1;; i++) {
+        int r = s->received ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
+        if (s->sent && s->received) return;
+        if (r == STOP || t == STOP) return;
+        if (r == MOVED || t == MOVED) continue;
+        if (r == OTHER || t == OTHER) return;
+        if (__atomic_load_n(s->from->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(s->to->peer_closed, __ATOMIC_ACQUIRE))
+            return;
+        if (start == 0) {
+            start = now_ns(), spin_until = start + spin, yield_until = spin_until + yield;
+        } else if ((i & 63) == 0) {
+            int64_t now = now_ns();
+            if (now >= yield_until) return;
+            if (now >= spin_until) sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+/* Whether [a, a+n) and [b, b+m) share a byte. */
+static int overlaps(const char *a, Py_ssize_t n, const char *b, Py_ssize_t m) {
+    return n > 0 && m > 0 && a < b + m && b < a + n;
+}
+
+/* The single-copy swap, the lock held and both channels free: True where both are done; a
+   tuple (send request or None, received) where the engine finishes the rest (my RTS then
+   handed to ``to``'s channel, which awaits its answer); False where nothing moved. */
+static PyObject *swap(Express *e, Lane *to, Lane *from, PyObject *x, const char *send, uint64_t n, Py_buffer *recv,
+                      uint64_t tag, PyObject *key) {
+    long long pid, id;
+    uint64_t held[3]; /* the peer's RTS the engine holds for this tag: address, size, id */
+    if (single_copy_int(from->channel, s_pid, &pid, 0) < 0) return NULL;
+    if (__atomic_load_n(to->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(to->my_closed, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(from->my_closed, __ATOMIC_ACQUIRE))
+        Py_RETURN_FALSE;
+    uint64_t room = to->capacity - (__atomic_load_n(to->out_tail, __ATOMIC_RELAXED) -
+                                    __atomic_load_n(to->out_head, __ATOMIC_ACQUIRE));
+    if (room < HEADER_BYTES + RTS_BYTES) Py_RETURN_FALSE;
+    int holds = held_rts(from->channel, key, n, held);
+    if (holds <= 0) {
+        if (holds < 0) return NULL;
+        Py_RETURN_FALSE;
+    }
+    if (single_copy_int(to->channel, s_next_id, &id, 1) < 0) return NULL;
+    uint64_t rts[3] = {(uint64_t)(uintptr_t)send, n, (uint64_t)id};
+    write_control(to, tag, FLAG_RTS, rts, RTS_BYTES);
+    Swap s = {to, from, tag, (uint64_t)id, recv->buf, (uint64_t)recv->len, (pid_t)pid, 0, 0};
+    if (holds == HELD && take_held(&s, held, key) < 0) return NULL; /* (my RTS first: the peer reads meanwhile) */
+    swap_wait(e, &s);
+    if (s.sent && s.received) Py_RETURN_TRUE;
+    PyObject *request = Py_None;
+    Py_INCREF(request);
+    if (!s.sent) { /* the engine's from here: its channel awaits the answer */
+        Py_DECREF(request);
+        request = PyObject_CallMethod(to->channel, "_adopt_rts", "OKKK", x, (unsigned long long)n, (unsigned long long)tag,
+                                      (unsigned long long)id);
+        if (request == NULL) return NULL;
+    }
+    return Py_BuildValue("(NO)", request, s.received ? Py_True : Py_False);
+}
+
+/* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
+   bytearray, kept between calls: a fresh one would cost its page faults each time); NULL with
+   an error set. */
+static PyObject *aside(Express *e, Py_ssize_t n) {
+    if (e->aside == NULL || PyByteArray_GET_SIZE(e->aside) < n) {
+        Py_CLEAR(e->aside);
+        e->aside = PyByteArray_FromStringAndSize(NULL, n);
+    }
+    return e->aside;
+}
+
+/* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
+   ``src`` filled ``out``; (send request or None, received) where part moved and the engine
+   finishes the rest (an unfinished send is on its channel, a receive not done is not posted);
+   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` go as
+   send() and recv() do; larger ones by single copy where the channels allow. */
+static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "sendrecv(x, dst, out, src, tag)");
+        return NULL;
+    }
+    Lane *to = lane_of(e, args[1]), *from = lane_of(e, args[3]);
+    uint64_t tag = wire_tag(e, args[4]);
+    if (to == NULL || tag == 0 || !plain(e, args[0])) Py_RETURN_FALSE;
+    Py_buffer send, recv;
+    if (from == NULL || !plain(e, args[2]) || PyObject_GetBuffer(args[2], &recv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) {
+        PyErr_Clear(); /* the receive is the engine's (which says what is wrong with it): the send as send() */
+        PyObject *const send_args[3] = {args[0], args[1], args[4]};
+        PyObject *sent = Express_send(e, send_args, 3);
+        if (sent == NULL || sent == Py_False) return sent;
+        Py_DECREF(sent);
+        return Py_BuildValue("(OO)", Py_None, Py_False);
+    }
+    if (PyObject_GetBuffer(args[0], &send, PyBUF_C_CONTIGUOUS) != 0) {
+        PyErr_Clear();
+        PyBuffer_Release(&recv);
+        Py_RETURN_FALSE;
+    }
+    PyObject *result = Py_False, *key = NULL;
+    Py_INCREF(result);
+    /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
+       cost no more. */
+    int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
+    int single = send.len >= e->single_bytes && recv.len >= e->single_bytes &&
+                 !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
+    if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
+    key = PyLong_FromUnsignedLongLong(tag);
+    if (key == NULL) goto fail;
+    int taken = try_lock(e);
+    if (taken < 0) goto fail;
+    if (!taken) goto done;
+    int r = send_free(to), receive = 1;
+    if (r > 0) r = receive = recv_free(e, from, key, single);
+    if (r == 0 && receive == 0 && !single) r = 1; /* the engine's receive: the send as send() */
+    if (r > 0 && single) {
+        int sends = single_copy_state(to->channel, s_offers), reads = sends < 0 ? -1 : single_copy_state(from->channel, s_reads);
+        r = sends < 0 || reads < 0 ? -1 : sends == WORKS && reads == WORKS ? 1 : 0;
+        PyObject *x = args[0];
+        const char *from_buf = send.buf;
+        if (r > 0 && in_place) {
+            x = aside(e, send.len);
+            if (x == NULL) r = -1;
+            else {
+                char *copy = PyByteArray_AS_STRING(x);
+                memcpy(copy, send.buf, (size_t)send.len);
+                from_buf = copy;
+            }
+        }
+        if (r > 0) {
+            Py_DECREF(result);
+            result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &recv, tag, key);
+            if (result != NULL && result != Py_False) e->swaps++;
+            if (x == e->aside && result != NULL && PyTuple_Check(result) && PyTuple_GET_ITEM(result, 0) != Py_None)
+                Py_CLEAR(e->aside); /* the unfinished send holds it */
+        } else if (r == 0 && sends != UNKNOWN && reads != UNKNOWN && send.len <= e->max_bytes && recv.len <= e->max_bytes) {
+            int held = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */
+            r = held < 0 ? -1 : 1;
+            receive = !held;
+            single = 0;
+        }
+    }
+    if (r > 0 && !single && write_frame(to, tag, send.buf, (uint64_t)send.len)) {
+        int got = !receive || __atomic_load_n(from->my_closed, __ATOMIC_ACQUIRE)
+                      ? NOT_YET : wait_frame(e, from, tag, recv.buf, (uint64_t)recv.len);
+        Py_DECREF(result);
+        result = got == TAKEN ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
+        e->sends++;
+        if (got == TAKEN) e->recvs++;
+    }
+    if (unlock(e) < 0 || r < 0 || result == NULL) goto fail;
+done:
+    Py_XDECREF(key);
+    PyBuffer_Release(&send);
+    PyBuffer_Release(&recv);
+    return result;
+fail:
+    Py_XDECREF(result);
+    Py_XDECREF(key);
+    PyBuffer_Release(&send);
+    PyBuffer_Release(&recv);
+    return NULL;
+}
+
 /* -- the type ----------------------------------------------------------------------------- */
 
 static void Express_dealloc(Express *e) {
@@ -362,6 +741,7 @@ static void Express_dealloc(Express *e) {
     Py_XDECREF(e->held);
     Py_XDECREF(e->numbers);
     Py_XDECREF(e->keep);
+    Py_XDECREF(e->aside);
     Py_XDECREF(e->array_type);
     Py_XDECREF(e->dtypes);
     Py_TYPE(e)->tp_free((PyObject *)e);
@@ -400,18 +780,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes;
+    Py_ssize_t size, max_bytes, single_bytes;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
-    long long max_tag, spin_ns, yield_ns;
+    long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLL", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns))
+                                     &yield_ns, &single_bytes, &swap_yield_ns))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -440,6 +820,8 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->keep = keep, e->lock = lock, e->held = held, e->numbers = numbers;
     e->array_type = (PyTypeObject *)array_type, e->dtypes = dtypes;
     e->max_bytes = max_bytes;
+    e->single_bytes = single_bytes;
+    e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
     e->spin_ns = spin_ns;
@@ -471,11 +853,19 @@ static PyObject *Express_get_recvs(Express *e, void *closure) {
     return PyLong_FromLongLong(e->recvs);
 }
 
+static PyObject *Express_get_swaps(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->swaps);
+}
+
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
      "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
     {"recv", (PyCFunction)(void (*)(void))Express_recv, METH_FASTCALL,
      "recv(x, src, tag) -> the call's number where a message from src filled x by the lane, else False"},
+    {"sendrecv", (PyCFunction)(void (*)(void))Express_sendrecv, METH_FASTCALL,
+     "sendrecv(x, dst, out, src, tag) -> True where both moved by the lane, (send request or None, received) where "
+     "part did, else False"},
     {"close", (PyCFunction)Express_close, METH_NOARGS, "close(): drop the lanes; every later call goes to the engine"},
     {NULL, NULL, 0, NULL},
 };
@@ -483,6 +873,7 @@ static PyMethodDef Express_methods[] = {
 static PyGetSetDef Express_getset[] = {
     {"sends", (getter)Express_get_sends, NULL, "sends the lane took", NULL},
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
+    {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -514,6 +905,17 @@ PyMODINIT_FUNC PyInit__express_c(void) {
     INTERN(s_rx_deferred, "_rx_deferred");
     INTERN(s_posted, "_posted");
     INTERN(s_unexpected, "_unexpected");
+    INTERN(s_single_copy, "single_copy");
+    INTERN(s_offers, "offers");
+    INTERN(s_reads, "reads");
+    INTERN(s_pid, "pid");
+    INTERN(s_next_id, "_next_id");
+    INTERN(s_awaiting, "_awaiting");
+    INTERN(s_held_rts, "_held_rts");
+    INTERN(s_drop_held_rts, "_drop_held_rts");
+    INTERN(s_address, "address");
+    INTERN(s_nbytes, "nbytes");
+    INTERN(s_id, "id");
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -1,6 +1,7 @@
 """The express lane of point-to-point: a blocking send or receive of a message of up to 1 MiB
 between two ranks on one host moves in one C call (engines/_express_c.c), without the engine's Work,
-intake and progress loop.
+intake and progress loop; so does a ``sendrecv``, both ways, large messages by single copy
+(``SWAP_BYTES``; docs/transports.md says how).
 
 It is only a shortcut: where it cannot take a call as it is (the message over
 ``EXPRESS_BYTES``, no room in the ring, the peer late past its spin, a frame of another tag
@@ -24,6 +25,7 @@ from ..buffers import BUILT_IN_DTYPES
 from ..config import Config
 from ..tags import MAX_USER_TAG, P2P_TAG_BIT
 from ..transports.progress import YIELD_SECONDS, oversubscribed
+from ..transports.frames import Request
 from ..transports.shm import ShmChannel
 from .point_to_point import PointToPoint
 
@@ -37,6 +39,16 @@ EXPRESS_BYTES = 1 << 20
 the engine moves, a quarter of the default ring); larger ones stream through the engine, whose
 writer and reader copy at once (docs/performance.md, "Thresholds")."""
 
+SWAP_BYTES = 512 << 10
+"""Smallest message a ``sendrecv`` through the lane moves by single copy, both ways in one call
+(the peer copies my message out of my memory while I copy its one out of its memory), where
+the channels have learnt that cross-memory copies work: the engine's first message this large
+on a channel goes by single copy to ask (``SingleCopy.ask_bytes``). Below it, and in place up to
+``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
+SWAP_BYTES_CROWDED = 64 << 10
+"""SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
+waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
+
 
 class Lane(Protocol):
     """What the communicator calls: each returns the call's number in the communicator's count
@@ -44,9 +56,14 @@ class Lane(Protocol):
 
     sends: int
     recvs: int
+    swaps: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
+        """Both at once: True where both moved; ``(send request or None, received)`` where part
+        did (an unfinished send is on its channel, awaiting the peer's answer to its RTS; a
+        receive not done is not posted); False where nothing did."""
     def close(self) -> None:
         """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
 
@@ -54,12 +71,15 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = 0
+    sends = recvs = swaps = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
 
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool:
+        return False
+
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         return False
 
     def close(self) -> None:
@@ -72,15 +92,18 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     channels = {peer: c for peer, c in p2p.channels.items() if isinstance(c, ShmChannel)}
     if Express is None or config.pure_python or not channels:
         return NoLane()
+    crowded = oversubscribed(len(channels) + 1)
+    swap_bytes = SWAP_BYTES_CROWDED if crowded else SWAP_BYTES
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
         lanes[peer] = (channel, words)
         keep.append(kept)
-    local = len(channels) + 1
+        if channel.single_copy is not None:
+            channel.single_copy.ask_bytes = swap_bytes  # the engine's first RTS teaches the lane
     spin = p2p.progress.spin_seconds
-    crowded = oversubscribed(local)
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
-                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0)
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, swap_bytes,
+                          int(YIELD_SECONDS * 1e9))
     return lane_

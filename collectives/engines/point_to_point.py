@@ -148,6 +148,13 @@ class PointToPoint:
             self._fail(work.name, seq, exc)
         return work
 
+    def adopt_send(self, request: Request, dst: int, seq: int, timeout: float) -> P2PWork:
+        """The Work of a send to ``dst`` the express lane began (its RTS written, ``request`` on
+        the channel awaiting the answer: engines/express.py), for ``run``."""
+        work = P2PWork(f"send to rank {dst}", seq, dst, time.monotonic() + timeout, timeout, lambda _: None)
+        work.requests.append(request)
+        return work
+
     def post_recv(self, x: np.ndarray, src: int | None, tag: int, seq: int, timeout: float,
                   result: Callable[[Any], Any], tracked: bool = False) -> P2PWork:
         """Post a receive into ``x`` from ``src`` (None: any rank): the Work, for ``track``

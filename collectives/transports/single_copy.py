@@ -30,7 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from ..buffers import address_of
 from ..errors import MessageMismatchError, PeerLostError, TransportError
 from . import cma
 from .frames import CONTROL, HEADER, PLAIN, SINGLE_COPY, RecvOp, Request, SendOp
+
+if TYPE_CHECKING:
+    from .base import Channel
 
 FLAG_RTS = 2
 """The frame's payload says where a message lies in the sender's memory (``RTS``)."""
@@ -91,6 +94,7 @@ class SingleCopy:
         self.pid = pid
         self.gone = gone
         self.min_bytes = min_bytes
+        self.ask_bytes = min_bytes  # a message this large may ask while the answer is unknown
         self.offers: bool | None = None if offer else False  # None: not yet known (the first RTS asks)
         self.reads: bool | None = None if read else False  # None: not yet tried
         self._next_id = 0
@@ -100,7 +104,9 @@ class SingleCopy:
 
     def takes(self, nbytes: int) -> bool:
         """Whether a send of ``nbytes`` goes this way."""
-        return self.offers is not False and nbytes >= self.min_bytes
+        if self.offers is None:  # the first RTS asks
+            return nbytes >= min(self.min_bytes, self.ask_bytes)
+        return self.offers and nbytes >= self.min_bytes
 
     def rts(self, tag: int, data: memoryview) -> tuple[int, bytes]:
         """The id and the RTS frame (header, then payload) of a send of ``data``."""
@@ -193,6 +199,31 @@ class SingleCopyChannel:
         self._awaiting[id_] = op
         self._sendq.append(op)
         self._progress_send()
+
+    def _adopt_rts(self, data: np.ndarray | bytearray, nbytes: int, tag: int, id_: int) -> Request:
+        """The request of a send whose RTS (message ``id_``, the first ``nbytes`` of ``data``) was
+        written past this channel (engines/_express_c.c): done at the peer's answer, as one sent
+        here."""
+        view = (memoryview(data) if isinstance(data, bytearray) else data.data).cast("B")[:nbytes]
+        request = Request(cast("Channel", self), "send", tag, len(view))
+        op = SendOp(request, deque(), SINGLE_COPY)
+        op.data, op.id = view, id_
+        self._awaiting[id_] = op
+        return request
+
+    def _held_rts(self, tag: int) -> Remote | None:
+        """The RTS first among the messages of ``tag`` held for want of a receive, if the first
+        is one (engines/_express_c.c copies it, then drops it with ``_drop_held_rts``)."""
+        data = self._unexpected[tag][0][0]
+        return data if isinstance(data, Remote) else None
+
+    def _drop_held_rts(self, tag: int) -> None:
+        """Forget the RTS ``_held_rts`` gave: its message was copied and answered."""
+        frames = self._unexpected[tag]
+        frames.popleft()
+        if not frames:
+            del self._unexpected[tag]
+        self._remote_held -= 1
 
     def _send_control(self, frame: bytes) -> None:
         """Queue an answer to the peer where it may go (between whole frames, before any

@@ -259,7 +259,7 @@ class _Loop:
     """An Express whose lane to rank 1 writes into the ring it reads (a loopback), with the
     ring's words in numpy arrays: ``tail``, ``head``, ``want`` and ``bell`` are views of them."""
 
-    def __init__(self, capacity: int = 4096, max_bytes: int = 1024) -> None:
+    def __init__(self, capacity: int = 4096, max_bytes: int = 1024, single_bytes: int = 1 << 30) -> None:
         self.words = np.zeros(16, np.uint64)
         self.data = np.zeros(capacity, np.uint8)
         self.channel, self.held, self.lock = _Channel(), {}, threading.RLock()
@@ -268,7 +268,8 @@ class _Loop:
         ring = (tail, want, head, self.data.ctypes.data)
         lanes = {1: (self.channel, ring + ring + (capacity, bell, sleeping, peer_closed, my_closed))}
         self.express = express.Express(2, lanes, (self.words, self.data), self.lock, self.held, itertools.count(1),
-                                       np.ndarray, BUILT_IN_DTYPES, max_bytes, P2P_TAG_BIT, MAX_USER_TAG, 0, 0)
+                                       np.ndarray, BUILT_IN_DTYPES, max_bytes, P2P_TAG_BIT, MAX_USER_TAG, 0, 0,
+                                       single_bytes, 0)
 
     @property
     def tail(self) -> int:

@@ -58,6 +58,14 @@ def test_only_messages_over_the_threshold_go_by_single_copy() -> None:
     assert not SingleCopy(1, os.getpid(), offer=False, read=True, gone=lambda: False).takes(BIG)
 
 
+def test_the_first_message_asks_from_the_lanes_size_then_the_threshold_holds() -> None:
+    sender = SingleCopy(1, os.getpid(), offer=True, read=True, gone=lambda: False)
+    sender.ask_bytes = 1000  # the express lane's swaps start lower (engines/express.py)
+    assert sender.takes(1000) and not sender.takes(999)
+    sender.answered(True)
+    assert not sender.takes(1000) and sender.takes(SINGLE_COPY_BYTES)
+
+
 def test_the_first_answer_settles_whether_the_channel_offers() -> None:
     taken = SingleCopy(1, os.getpid(), offer=True, read=True, gone=lambda: False)
     assert taken.asking
