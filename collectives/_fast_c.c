@@ -9,7 +9,7 @@
    is wrong. The kept plan itself runs through the communicator's ``KeptRun`` (below): the
    bookkeeping of ``Communicator._run_kept`` (its lock, sequence number, deadline and flight
    recorder slot), the same steps in the same order, without the interpreter's frame, or
-   through ``comm._run_kept`` where the communicator has none.
+   through ``comm._run_kept`` where its ``_kept_run`` is None.
 
    The array header is numpy's PyArrayObject_fields, whose leading fields have kept their
    layout since numpy 1.7 (2.x included); _fast_path.py checks this reading against numpy's
@@ -101,18 +101,15 @@ static int run_kept(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *x,
         fo = Py_None;
         Py_INCREF(fo);
     }
-    int rc;
-    PyObject *runner = PyObject_GetAttr(comm, s_kept_run);  /* (_kept_run.h) */
+    int rc = -1;
+    PyObject *runner = PyObject_GetAttr(comm, s_kept_run);  /* (_kept_run.h; None: the Python steps) */
     if (runner != NULL && Py_TYPE(runner) == &KeptRunType) {
         rc = kept_run((KeptRun *)runner, comm, key, plan, fx, fo);
-    } else if (runner != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
+    } else if (runner != NULL) {
         PyObject *args[5] = {comm, key, plan, fx, fo};
         PyObject *r = PyObject_VectorcallMethod(s_run_kept, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         rc = r == NULL ? -1 : 0;
         Py_XDECREF(r);
-    } else {
-        rc = -1;
     }
     Py_XDECREF(runner);
     Py_DECREF(fx);

@@ -29,8 +29,8 @@
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/uio.h>
 
+#include "_cma.h"
 #include "_waits.h"
 
 #define HEADER_BYTES 16
@@ -465,18 +465,9 @@ enum { IDLE, MOVED, OTHER, STOP };
 /* Copy ``size`` bytes at ``address`` in process ``pid`` into ``into``, the GIL released: 0,
    or -1 where the kernel refused or the process is gone (the engine, reading again, says why). */
 static int read_peer(pid_t pid, uint64_t address, char *into, uint64_t size) {
-    int ok = 1;
+    int ok;
     Py_BEGIN_ALLOW_THREADS
-    uint64_t done = 0;
-    while (done < size) {
-        struct iovec mine = {into + done, size - done}, theirs = {(void *)(uintptr_t)(address + done), size - done};
-        ssize_t got = process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
-        if (got <= 0) {
-            ok = 0;
-            break;
-        }
-        done += (uint64_t)got;
-    }
+    ok = cma_copy(pid, 0, into, address, (size_t)size);
     Py_END_ALLOW_THREADS
     return ok ? 0 : -1;
 }

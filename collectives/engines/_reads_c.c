@@ -16,14 +16,13 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 
+#include "_cma.h"
 #include "_flags.h"
 
 enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
 enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
 
-#define PIECE_BYTES ((size_t)4 << 20) /* bytes per syscall, as transports/cma.py */
 #define ALIASED_FROM ((size_t)192 << 10) /* buffers.ALIASED_COPY_BYTES */
 #define ALIASED_TO ((size_t)512 << 10)
 
@@ -60,16 +59,7 @@ static void copy_bytes(char *dst, const char *src, size_t n) {
 /* Copy ``n`` bytes between my ``local`` and ``remote`` in window rank q's process: 1 done, 0
    refused (the Python plan copies again and says why). */
 static int transfer(ReadsPlan *p, int q, int write, char *local, uint64_t remote, size_t n) {
-    size_t done = 0;
-    while (done < n) {
-        size_t piece = n - done < PIECE_BYTES ? n - done : PIECE_BYTES;
-        struct iovec mine = {local + done, piece}, theirs = {(void *)(uintptr_t)(remote + done), piece};
-        ssize_t got = write ? process_vm_writev(p->pids[q], &mine, 1, &theirs, 1, 0)
-                            : process_vm_readv(p->pids[q], &mine, 1, &theirs, 1, 0);
-        if (got <= 0) return 0;
-        done += (size_t)got;
-    }
-    return 1;
+    return cma_copy(p->pids[q], write, local, remote, n);
 }
 
 /* My part of the exchange with window rank q (exchange_reads.ExchangeByReads._copy). */

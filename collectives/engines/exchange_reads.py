@@ -54,6 +54,8 @@ ALL_TO_ALL, GATHER, SCATTER, ALL_GATHER = "all_to_all", "gather", "scatter", "al
 KINDS = (ALL_TO_ALL, GATHER, SCATTER, ALL_GATHER)
 """The kinds in the order of ``_reads_c``'s KIND_ numbers."""
 ROOTED = (GATHER, SCATTER)
+WHOLE_X = (GATHER, ALL_GATHER)
+"""The kinds whose ``x`` is one whole block (``_reads_c``'s ``whole_x``)."""
 
 ROOT_SHARE = (0.2, 0.5)
 """At 2 ranks, the share of every peer's block that a gather's or scatter's root copies itself
@@ -96,7 +98,7 @@ class ExchangeByReads:
         self.me = ranks.index(window.rank)
         self.index = {q: i for i, q in enumerate(ranks)}
         self.expected = count * itemsize  # the bytes of every rank's x, or of the root's (scatter)
-        self.k = count if kind in (GATHER, ALL_GATHER) else count // p  # elements per block
+        self.k = count if kind in WHOLE_X else count // p  # elements per block
         self.itemsize = itemsize
         self.block = self.k * itemsize  # bytes per block
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
@@ -145,7 +147,7 @@ class ExchangeByReads:
                 into = self._inbox(x)
             else:
                 src = x.copy()
-        mine = None if src is None else (src if self.kind in (GATHER, ALL_GATHER) else src[me * k : (me + 1) * k])
+        mine = None if src is None else (src if self.kind in WHOLE_X else src[me * k : (me + 1) * k])
         dst = None if out is None else (out if self.kind == SCATTER else out[me * k : (me + 1) * k])
         copies_own = mine is not None and dst is not None and address_of(dst) != address_of(mine)
         share = self._share(copies_own) if self.window.rank == self.root else 0
@@ -224,7 +226,7 @@ class ExchangeByReads:
         if not np.shares_memory(x, out):
             return True
         k, me = self.k, self.me
-        if self.kind in (GATHER, ALL_GATHER):
+        if self.kind in WHOLE_X:
             return address_of(x) == address_of(out[me * k : (me + 1) * k]) and x.size == k
         return self.kind == SCATTER and address_of(out) == address_of(x[me * k : (me + 1) * k]) and out.size == k
 

@@ -20,10 +20,12 @@ KINDS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
 
 
 class _Comm:
-    """What the fast path reads of a communicator: ``_plans``, ``size``, ``rank``, ``_run_kept``."""
+    """What the fast path reads of a communicator: ``_plans``, ``size``, ``rank``, ``_run_kept``
+    (``_kept_run`` None: the C path calls ``_run_kept`` too)."""
 
     def __init__(self, plans: dict[Any, Any], size: int = 2, rank: int = 0) -> None:
         self._plans, self.size, self.rank = plans, size, rank
+        self._kept_run = None
         self.ran: list[tuple[Any, ...]] = []
 
     def _run_kept(self, key: Any, plan: Any, x: np.ndarray, out: Any) -> None:
