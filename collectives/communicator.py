@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
@@ -233,8 +234,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         result = x if out is None else out
         arr = xa if out is None else check.same_shape_out(stage, out, xa, "all_reduce's result is the size of x")
         key = ("all_reduce", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
-        return self._planned(key, arr.nbytes, lambda a: self._planner.all_reduce(a, xa.dtype, xa.size, rop, algorithm),
-                             xa, arr, stage, result, async_op)
+        build = partial(self._planner.all_reduce, dtype=xa.dtype, count=xa.size, op=rop, requested=algorithm)
+        return self._planned(key, arr.nbytes, build, xa, arr, stage, result, async_op)
 
     def reduce_scatter(self, x: Any, out: Any = None, op: ReduceOp | str = ReduceOp.SUM, *,
                        algorithm: str | None = None, async_op: bool = False) -> Any:
@@ -251,8 +252,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         rop = check.reduction(op, xa)
         out, oa = check.output(stage, out, x, xa, k, f"x holds {xa.size} elements for {self.size} ranks")
         key = ("reduce_scatter", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
-        return self._planned(key, xa.nbytes, lambda a: self._planner.reduce_scatter(a, xa.dtype, xa.size, rop),
-                             xa, oa, stage, out, async_op)
+        build = partial(self._planner.reduce_scatter, dtype=xa.dtype, count=xa.size, op=rop)
+        return self._planned(key, xa.nbytes, build, xa, oa, stage, out, async_op)
 
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
@@ -267,7 +268,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         k = xa.size
         out, oa = check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
         return self._planned(("all_gather", xa.dtype, k, algorithm), oa.nbytes,
-                             lambda a: self._planner.all_gather(a, xa.dtype, k), xa, oa, stage, out, async_op)
+                             partial(self._planner.all_gather, dtype=xa.dtype, count=k), xa, oa, stage, out, async_op)
 
     def broadcast(self, x: Any, root: int = 0, *, out: Any = None, algorithm: str | None = None,
                   async_op: bool = False) -> Any:
@@ -281,8 +282,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
         arr = check.broadcast_buffer(stage, x, out, self.rank == root)
-        return self._planned(("broadcast", arr.dtype, arr.size, root, algorithm), arr.nbytes,
-                             lambda a: self._planner.broadcast(a, arr.dtype, arr.size, root), arr, None, stage,
+        build = partial(self._planner.broadcast, dtype=arr.dtype, count=arr.size, root=root)
+        return self._planned(("broadcast", arr.dtype, arr.size, root, algorithm), arr.nbytes, build, arr, None, stage,
                              x if out is None else out, async_op)
 
     def reduce(self, x: Any, root: int = 0, op: ReduceOp | str = ReduceOp.SUM, *, out: Any = None,
@@ -297,14 +298,15 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         arr = check.reduce_buffer(stage, x, out, self.rank == root)
         rop = check.reduction(op, arr)
         key = ("reduce", arr.dtype, arr.size, op if isinstance(op, (ReduceOp, str)) else rop, root, algorithm)
-        return self._planned(key, arr.nbytes, lambda a: self._planner.reduce(a, arr.dtype, arr.size, rop, root), arr,
-                             None, stage, out if out is not None and self.rank == root else x, async_op)
+        build = partial(self._planner.reduce, dtype=arr.dtype, count=arr.size, op=rop, root=root)
+        result = out if out is not None and self.rank == root else x
+        return self._planned(key, arr.nbytes, build, arr, None, stage, result, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (a flag each in a shared window, else dissemination)."""
         if not async_op and self._worker is None:
             return self._run_kept(("barrier", None), self._barrier, _NO_DATA, None)
-        return self._issue(("barrier", None), lambda call: self._barrier(_NO_DATA, None, call), async_op)
+        return self._issue(("barrier", None), partial(self._barrier, _NO_DATA, None), async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and

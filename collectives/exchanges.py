@@ -5,6 +5,7 @@ checked as the other collectives' are, then the call runs its plan (``_planned``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,8 @@ class Exchanges:
         out, oa = (check.output(stage, out, x, xa, k * self.size, f"world size {self.size} × {k} elements of x")
                    if self.rank == root else (None, None))
         return self._planned(("gather", xa.dtype, k, root, algorithm), k * self.size * xa.itemsize,
-                             lambda a: self._planner.gather(a, xa.dtype, k, root), xa, oa, stage, out, async_op)
+                             partial(self._planner.gather, dtype=xa.dtype, count=k, root=root),
+                             xa, oa, stage, out, async_op)
 
     def scatter(self, x: Any, out: Any, root: int = 0, *, algorithm: str | None = None,
                 async_op: bool = False) -> Any:
@@ -59,7 +61,8 @@ class Exchanges:
             check_same_dtype(oa, xa, "out", "x")
             check_count(xa, k * self.size, "x", f"world size {self.size} × {k} elements of out")
         return self._planned(("scatter", oa.dtype, k, root, algorithm), k * self.size * oa.itemsize,
-                             lambda a: self._planner.scatter(a, oa.dtype, k, root), xa, oa, stage, out, async_op)
+                             partial(self._planner.scatter, dtype=oa.dtype, count=k, root=root),
+                             xa, oa, stage, out, async_op)
 
     def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
@@ -72,7 +75,8 @@ class Exchanges:
         check.per_rank(xa, "x", self.size)
         out, oa = check.output(stage, out, x, xa, xa.size, "all_to_all output is as large as its input")
         return self._planned(("all_to_all", xa.dtype, xa.size, algorithm), xa.nbytes,
-                             lambda a: self._planner.all_to_all(a, xa.dtype, xa.size), xa, oa, stage, out, async_op)
+                             partial(self._planner.all_to_all, dtype=xa.dtype, count=xa.size),
+                             xa, oa, stage, out, async_op)
 
     def all_to_all_v(self, x: Any, in_splits: Sequence[int], out_splits: Sequence[int], out: Any = None, *,
                      algorithm: str | None = None, async_op: bool = False) -> Any:
