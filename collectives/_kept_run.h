@@ -22,6 +22,7 @@ static PyObject *s_kept_run, *s_run_lock, *s_closed, *s_broken, *s_open_blocks, 
    (``_fast_path.kept_run``); the ring of the dict back to it is collected as a cycle. */
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall;  /* run(comm, key, plan, x, out) from Python: kept_run_vectorcall */
     PyObject *state;            /* the communicator's __dict__ */
     PyObject *acquire, *release; /* its run lock's bound methods */
     PyObject *call;             /* engines.call.Call: the operation under way */
@@ -64,6 +65,8 @@ static void kept_run_dealloc(KeptRun *r) {
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
+static PyObject *kept_run_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
 /* KeptRun(comm, nothing, entries): from a communicator whose __init__ has run. */
 static PyObject *kept_run_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *comm, *nothing;
@@ -75,6 +78,7 @@ static PyObject *kept_run_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     KeptRun *r = (KeptRun *)type->tp_alloc(type, 0);
     if (r == NULL) return NULL;
     PyObject *lock = NULL;
+    r->vectorcall = kept_run_vectorcall;
     r->mask = entries - 1;
     Py_INCREF(nothing);
     r->nothing = nothing;
@@ -118,8 +122,11 @@ static PyTypeObject KeptRunType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "collectives._fast_c.KeptRun",
     .tp_basicsize = sizeof(KeptRun),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "A communicator's kept runs in C: Communicator._run_kept's steps.",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(KeptRun, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_doc = "A communicator's kept runs in C: Communicator._run_kept's steps; called as\n"
+              "run(comm, key, plan, x, out) it is comm._run_kept(key, plan, x, out).",
     .tp_new = kept_run_new,
     .tp_traverse = (traverseproc)kept_run_traverse,
     .tp_clear = (inquiry)kept_run_clear,
@@ -257,6 +264,16 @@ unlock:;
     Py_XDECREF(now);
     Py_XDECREF(deadline);
     return rc;
+}
+
+/* run(comm, key, plan, x, out): ``kept_run`` for Python callers (Communicator.barrier). */
+static PyObject *kept_run_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || PyVectorcall_NARGS(nargsf) != 5)
+        return PyErr_Format(PyExc_TypeError, "KeptRun takes (comm, key, plan, x, out)");
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) == 0)
+        return PyErr_Format(PyExc_TypeError, "KeptRun: the key must be a tuple that starts with the call's name");
+    if (kept_run((KeptRun *)self, args[0], args[1], args[2], args[3], args[4]) < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* Intern the names read and add the type to ``module``: 0, or -1 with an error set. */

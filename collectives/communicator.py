@@ -44,6 +44,7 @@ from .work import Work, Worker
 
 logger = logging.getLogger("collectives")
 _NO_DATA = np.empty(0, dtype=np.uint8)  # a barrier's data
+_BARRIER = ("barrier", None)  # a barrier's plan key
 
 Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 """How a communicator splits (made by ``connect()``): ``splitter(comm, color or -1, key)``."""
@@ -305,8 +306,10 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def barrier(self, *, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier (a flag each in a shared window, else dissemination)."""
         if not async_op and self._worker is None:
-            return self._run_kept(("barrier", None), self._barrier, _NO_DATA, None)
-        return self._issue(("barrier", None), partial(self._barrier, _NO_DATA, None), async_op)
+            if (runner := self._kept_run) is not None:  # _run_kept's steps in C
+                return runner(self, _BARRIER, self._barrier, _NO_DATA, None)
+            return self._run_kept(_BARRIER, self._barrier, _NO_DATA, None)
+        return self._issue(_BARRIER, partial(self._barrier, _NO_DATA, None), async_op)
 
     def alloc(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A zeroed array in shared memory registered with this communicator (ncclMemAlloc and

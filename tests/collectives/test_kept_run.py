@@ -183,3 +183,35 @@ def test_a_failure_handler_that_returns_lets_the_call_complete(runner: bool) -> 
         assert _lock_is_free(comm)
     finally:
         comm.close()
+
+
+@pytest.mark.parametrize("runner", [True, False], ids=["KeptRun", "python"])
+def test_a_barrier_is_numbered_and_recorded_by_either_runner(runner: bool) -> None:
+    comm = _comm(runner, Seen())
+    barrier = Seen()
+    comm._barrier = barrier  # (the planner's barrier: what the runner calls)
+    try:
+        assert comm.barrier() is None
+        comm.broadcast(np.zeros(4, dtype=np.float32), 0)
+        assert comm.barrier() is None
+        assert [(name, seq) for name, seq, *_ in barrier.calls] == [("barrier", 1), ("barrier", 3)]
+        assert [(e["seq"], e["op"], e["state"]) for e in comm.trace()] == [
+            (1, "barrier", "completed"), (2, "broadcast", "completed"), (3, "barrier", "completed")]
+        assert _lock_is_free(comm)
+    finally:
+        comm.close()
+
+
+def test_the_runner_called_from_python_takes_a_communicator_key_plan_and_buffers() -> None:
+    comm = collectives.init(rank=0, size=1)
+    runner = comm._kept_run
+    try:
+        with pytest.raises(TypeError, match="comm, key, plan, x, out"):
+            runner(comm, ("barrier", None), comm._barrier)
+        with pytest.raises(TypeError, match="key must be a tuple"):
+            runner(comm, "barrier", comm._barrier, None, None)
+        with pytest.raises(TypeError, match="comm, key, plan, x, out"):
+            runner(comm, ("barrier", None), comm._barrier, None, out=None)
+        assert [e["op"] for e in comm.trace()] == []  # nothing was numbered
+    finally:
+        comm.close()
