@@ -320,8 +320,7 @@ def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monk
     it into its own block while peers read it; from there it copies first and posts that block.
     Either way the call returns once every peer has read, in place, out of place and with ``x``
     inside ``out`` elsewhere."""
-    from collectives.engines.exchange_reads import ALL_GATHER_COPY_FIRST_BYTES
-    from collectives.engines.small import GATHER_READS_BYTES
+    from collectives.algorithms.direct_routes import ALL_GATHER_COPY_FIRST_BYTES, GATHER_READS_BYTES
     from collectives.transports import progress
 
     if pure:
