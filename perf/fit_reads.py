@@ -8,9 +8,8 @@
     python perf/fit_reads.py reads.json --profile fitted.json        # predicted against measured, no fit
 
 Reads the rows ``--algo all --json`` (or ``perf/tuner_check.py --json``) writes and keeps the
-direct engine's times of all-to-alls, gathers and scatters over shared memory beyond the small
-window (``registry.DIRECT_LIMITS``), where it goes by reads of peers' memory
-(``collectives/tuning/reads.py``). The same case in several files counts once, at the median.
+direct engine's times over shared memory of the calls it runs by reads of peers' memory
+(``collectives/tuning/reads.py``: ``route``, on a host of the profile's cores). The same case in several files counts once, at the median.
 The fit searches a grid of the two constants for the least mean |log(predicted / measured)|,
 the profile's ``direct_alpha`` and ``cores`` kept; it measures nothing, so run it on a machine
 where the reads were allowed (the harness logs it under COLLECTIVES_DEBUG=INFO).
@@ -26,7 +25,6 @@ import statistics
 import sys
 from typing import Any
 
-from collectives.algorithms.registry import DIRECT_LIMITS
 from collectives.tuning import reads
 from collectives.tuning.profile import Profile, current, load
 
@@ -53,11 +51,12 @@ def load_rows(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def by_reads(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, float]]:
-    """(collective, ranks, bytes, seconds) of the direct calls that went by reads."""
+def by_reads(rows: list[dict[str, Any]], cores: int) -> list[tuple[str, int, int, float]]:
+    """(collective, ranks, bytes, seconds) of the direct calls that went by reads on a host of
+    ``cores`` (``reads.route``)."""
     return sorted((r["collective"], r["ranks"], r["size"], r["times_us"]["direct"] * 1e-6) for r in rows
-                  if r["transport"] == "shm" and r["collective"] in reads.READ_BYTES and "direct" in r["times_us"]
-                  and r["size"] > DIRECT_LIMITS[r["collective"]])
+                  if r["transport"] == "shm" and "direct" in r["times_us"]
+                  and reads.route(r["collective"], r["size"], r["ranks"], cores))
 
 
 def mean_log_error(points: list[tuple[str, int, int, float]], profile: Profile) -> float:
@@ -104,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             fh.write("\n")
         print(f"# {len(rows)} rows written to {args.merge}")
         return 0
-    points = by_reads(rows)
-    if not points:
-        print("no direct all_to_all, gather or scatter over shm beyond the small window in these files", file=sys.stderr)
-        return 2
     profile = load(args.profile) if args.profile else current()
+    points = by_reads(rows, profile.cores)
+    if not points:
+        print("no direct call over shm that goes by reads in these files", file=sys.stderr)
+        return 2
     if args.out:
         profile = fit(points, profile)
         profile.save(args.out)
