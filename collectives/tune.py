@@ -106,15 +106,15 @@ def reads_allowed() -> bool:
 
 def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: int,
               costs: TransportCosts) -> TransportCosts:
-    """``costs`` with ``reads_alpha`` and ``reads_beta`` fitted to the calls by reads ``cases``
-    took (``times``, seconds), ``direct_alpha`` and γ kept."""
+    """``costs`` with ``reads_call``, ``reads_alpha`` and ``reads_beta`` fitted to the calls by
+    reads ``cases`` took (``times``, seconds), ``direct_alpha`` and γ kept."""
     rows, targets = [], []
     for (c, n, _), t in zip(cases, times):
-        calls, copies, moved, reduced = reads.terms(c, n, ranks, cores)
-        rows.append([copies, moved])
-        targets.append(max(t - calls * costs.direct_alpha - reduced * costs.gamma, t * 0.05))
-    alpha, beta = nonnegative_fit(rows, targets)
-    return dataclasses.replace(costs, reads_alpha=alpha, reads_beta=beta)
+        terms = reads.terms(c, n, ranks, cores)
+        rows.append([terms.c_calls, terms.copies, terms.moved])
+        targets.append(max(t - terms.engine_calls * costs.direct_alpha - terms.reduced * costs.gamma, t * 0.05))
+    call, alpha, beta = nonnegative_fit(rows, targets)
+    return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
 
 
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,

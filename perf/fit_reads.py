@@ -1,4 +1,4 @@
-"""Fit the cost of the single-copy exchanges (``reads_alpha``, ``reads_beta``) to measured calls.
+"""Fit the cost of the calls by single-copy reads (``reads_call``, ``reads_alpha``, ``reads_beta``) to measurements.
 
     for p in 2 3 4; do for c in alltoall gather scatter; do
         python -m perf ${c}_perf --np $p -b 256K -e 64M -f 4 -n 20 --algo all --json r_${c}_$p.json
@@ -9,9 +9,10 @@
 
 Reads the rows ``--algo all --json`` (or ``perf/tuner_check.py --json``) writes and keeps the
 direct engine's times over shared memory of the calls it runs by reads of peers' memory
-(``collectives/tuning/reads.py``: ``route``, on a host of the profile's cores). The same case in several files counts once, at the median.
-The fit searches a grid of the two constants for the least mean |log(predicted / measured)|,
-the profile's ``direct_alpha`` and ``cores`` kept; it measures nothing, so run it on a machine
+(``collectives/tuning/reads.py``: ``route``, on a host of the profile's cores). The same case
+in several files counts once, at the median.
+The fit searches a grid of the three constants for the least mean |log(predicted / measured)|,
+the profile's ``direct_alpha``, γ and ``cores`` kept; it measures nothing, so run it on a machine
 where the reads were allowed (the harness logs it under COLLECTIVES_DEBUG=INFO).
 """
 
@@ -25,10 +26,13 @@ import statistics
 import sys
 from typing import Any
 
+import numpy as np
+
 from collectives.tuning import reads
 from collectives.tuning.profile import Profile, current, load
 
-ALPHAS = [i * 0.5e-6 for i in range(81)]  # 0 .. 40 µs per peer
+CALLS = [i * 0.25e-6 for i in range(41)]  # 0 .. 10 µs per C call
+ALPHAS = [i * 0.25e-6 for i in range(161)]  # 0 .. 40 µs per read of a peer
 BETAS = [i * 0.001e-9 for i in range(10, 201)]  # 0.01 .. 0.2 ns/B
 
 
@@ -65,15 +69,23 @@ def mean_log_error(points: list[tuple[str, int, int, float]], profile: Profile) 
 
 
 def fit(points: list[tuple[str, int, int, float]], profile: Profile) -> Profile:
-    """``profile`` with the reads' constants of the grid that predicts ``points`` best."""
+    """``profile`` with the reads' constants (``reads_call``, ``reads_alpha``, ``reads_beta``) of
+    the grid that predicts ``points`` best, ``direct_alpha`` and γ kept."""
     shm = profile.costs("shm")
-
-    def with_reads(alpha: float, beta: float) -> Profile:
-        costs = dataclasses.replace(shm, reads_alpha=alpha, reads_beta=beta)
-        return dataclasses.replace(profile, transports={**profile.transports, "shm": costs})
-
-    best = min(((a, b) for a in ALPHAS for b in BETAS), key=lambda ab: mean_log_error(points, with_reads(*ab)))
-    return with_reads(*best)
+    terms = np.array([reads.terms(c, n, p, profile.cores) for c, p, n, _ in points])
+    fixed = terms[:, 0] * shm.direct_alpha + terms[:, 4] * shm.gamma
+    measured = np.log([t for *_, t in points])[:, None]
+    betas = np.array(BETAS)
+    best = (math.inf, 0.0, 0.0, 0.0)
+    for call in CALLS:
+        for alpha in ALPHAS:
+            predicted = (fixed + terms[:, 1] * call + terms[:, 2] * alpha)[:, None] + terms[:, 3:4] * betas[None, :]
+            errors = np.abs(np.log(np.maximum(predicted, 1e-12)) - measured).mean(axis=0)
+            i = int(np.argmin(errors))
+            if errors[i] < best[0]:
+                best = (float(errors[i]), call, alpha, BETAS[i])
+    costs = dataclasses.replace(shm, reads_call=best[1], reads_alpha=best[2], reads_beta=best[3])
+    return dataclasses.replace(profile, transports={**profile.transports, "shm": costs})
 
 
 def table(points: list[tuple[str, int, int, float]], profile: Profile) -> list[str]:
@@ -85,7 +97,8 @@ def table(points: list[tuple[str, int, int, float]], profile: Profile) -> list[s
         inside += abs(predicted / t - 1) <= 0.25
         lines.append(f"| {c} | {p} | {n >> 10} KiB | {t * 1e6:.0f} | {predicted * 1e6:.0f} | {(predicted / t - 1) * 100:+.0f} % |")
     return lines + [f"# within 25 %: {inside} of {len(points)}; mean |log error| {mean_log_error(points, profile):.3f};"
-                    f" reads_alpha {costs.reads_alpha * 1e6:.2f} us, reads_beta {costs.reads_beta * 1e9:.4f} ns/B,"
+                    f" reads_call {costs.reads_call * 1e6:.2f} us, reads_alpha {costs.reads_alpha * 1e6:.2f} us,"
+                    f" reads_beta {costs.reads_beta * 1e9:.4f} ns/B,"
                     f" direct_alpha {costs.direct_alpha * 1e6:.2f} us, cores {profile.cores}"]
 
 

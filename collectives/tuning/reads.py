@@ -14,9 +14,10 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
 - all-reduce from ``reads_from`` (two shots, each a read of every peer's piece of a block, the
   first folded into the rank's own block) and reduce-scatter from there (the first shot alone).
 
-A call costs the engine's ``direct_alpha``, ``reads_alpha`` per read or write of a peer
-(``PEER_COPIES`` per peer), ``reads_beta`` per byte the busiest rank copies (``READ_BYTES``), each
-byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
+A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
+engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
+``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer), ``reads_beta`` per byte
+the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
 whole calls (``turns``): a copy of a few MiB is shorter than the scheduler's slice, so 3 ranks on
 2 cores measure as slow as 4, not 1.5 times as slow as 2 (docs/simulation.md, "Single-copy reads").
 
@@ -28,6 +29,7 @@ one that predates the term) prices these calls as the route the engine takes wit
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT_LIMITS
@@ -86,17 +88,32 @@ def turns(ranks: int, cores: int) -> int:
     return -(-ranks // cores) if cores > 0 else 1
 
 
-def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> tuple[float, float, float, float]:
-    """What one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores`` costs, as
-    multiples of ``direct_alpha``, ``reads_alpha``, ``reads_beta`` and γ: the call, the reads or
-    writes of peers, the bytes the busiest rank copies and those it folds, each times the turns."""
+IN_C = frozenset({"all_to_all", "gather", "scatter", "all_gather"})
+"""The calls by reads that run in one C call (``engines/_reads_c.c``): each costs ``reads_call``
+where the others, whose reads run in Python, cost the engine's ``direct_alpha``."""
+
+
+class Terms(NamedTuple):
+    """What one call by reads costs, as multiples of the profile's constants (each times the turns)."""
+
+    engine_calls: float  # x direct_alpha: the engine's calls in Python
+    c_calls: float  # x reads_call: the calls in one C call
+    copies: float  # x reads_alpha: reads or writes of peers
+    moved: float  # x reads_beta: bytes the busiest rank copies
+    reduced: float  # x gamma: bytes it folds
+
+
+def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> Terms:
+    """The terms of one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
     n = turns(size, cores)
     reduced = REDUCED[collective](size) * nbytes if collective in REDUCED else 0.0
-    return (n, (size - 1) * PEER_COPIES.get(collective, 1) * n, READ_BYTES[collective](size) * nbytes * n,
-            reduced * n)
+    in_c = collective in IN_C
+    return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * n,
+                 READ_BYTES[collective](size) * nbytes * n, reduced * n)
 
 
 def reads_time(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float:
     """Seconds of one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
-    calls, copies, moved, reduced = terms(collective, nbytes, size, cores)
-    return calls * costs.direct_alpha + copies * costs.reads_alpha + moved * costs.reads_beta + reduced * costs.gamma
+    t = terms(collective, nbytes, size, cores)
+    return (t.engine_calls * costs.direct_alpha + t.c_calls * costs.reads_call + t.copies * costs.reads_alpha
+            + t.moved * costs.reads_beta + t.reduced * costs.gamma)

@@ -20,7 +20,7 @@ from collectives.tuning import reads, tuner
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json
 
 SHM = TransportCosts(overhead=3e-6, alpha=10e-6, beta=0.1e-9, gamma=0.02e-9, direct_alpha=6e-6, direct_beta=0.05e-9,
-                     reads_alpha=5e-6, reads_beta=0.08e-9)
+                     reads_alpha=5e-6, reads_beta=0.08e-9, reads_call=2e-6)
 BYTES = {"all_to_all": lambda p: 1.0, "gather": lambda p: 1.0 / p, "scatter": lambda p: 1.0 / p}
 """Bytes the busiest rank copies, times n: an all-to-all's rank its whole out; a gather's and a
 scatter's rank its block."""
@@ -37,7 +37,7 @@ def test_beyond_the_window_a_direct_call_costs_its_handshakes_and_its_bytes_copi
     profile = profile_of(SHM)
     n = 16 << 20
     turns = math.ceil(size / 2)  # ranks beyond the 2 cores wait their turn as whole calls
-    want = (6e-6 + (size - 1) * 5e-6 + BYTES[collective](size) * n * 0.08e-9) * turns
+    want = (2e-6 + (size - 1) * 5e-6 + BYTES[collective](size) * n * 0.08e-9) * turns  # one C call
     assert tuner.predict(collective, "direct", n, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
     schedule = tuner.predict(collective, automatic(collective, n, size), n, size, "shm", 0, profile)
     assert want != pytest.approx(schedule, rel=0.01)  # not the schedule's price, which it used to be
@@ -97,10 +97,10 @@ def test_the_simulator_prices_reads_as_the_tuner_does() -> None:
 def test_a_profile_keeps_the_reads_terms_and_an_old_one_loads_without_them() -> None:
     doc = profile_of(SHM).to_json()
     assert from_json(json.loads(json.dumps(doc)), "x").costs("shm").reads_beta == SHM.reads_beta
-    for name in ("reads_alpha", "reads_beta"):
+    for name in ("reads_alpha", "reads_beta", "reads_call"):
         del doc["transports"]["shm"][name]
     assert from_json(doc, "old").costs("shm").reads_beta == 0.0
-    assert "reads_beta_ns/B" in "\n".join(profile_of(SHM).describe())
+    assert "reads_call_us" in "\n".join(profile_of(SHM).describe())
 
 
 def test_collectives_tune_fits_the_reads_terms_back() -> None:
@@ -111,6 +111,7 @@ def test_collectives_tune_fits_the_reads_terms_back() -> None:
         fitted = tune.fit_reads(cases, times, ranks, cores, start)
         assert fitted.reads_alpha == pytest.approx(SHM.reads_alpha, rel=1e-6)
         assert fitted.reads_beta == pytest.approx(SHM.reads_beta, rel=1e-6)
+        assert fitted.reads_call == pytest.approx(SHM.reads_call, rel=1e-6)
         assert fitted.direct_alpha == SHM.direct_alpha
 
 
@@ -145,14 +146,14 @@ def test_all_gathers_are_priced_by_reads_on_the_engines_route() -> None:
     lo = direct_routes.GATHER_READS_BYTES
     for size, cores in ((2, 2), (4, 4)):
         n = lo * size
-        assert price(lo, size, cores) == pytest.approx(6e-6 + (size - 1) * 5e-6 + n * 0.08e-9, rel=1e-12)
+        assert price(lo, size, cores) == pytest.approx(2e-6 + (size - 1) * 5e-6 + n * 0.08e-9, rel=1e-12)
         below = (lo - 1024) * size
         assert price(lo - 1024, size, cores) == pytest.approx(
             tuner.direct_time("all_gather", below, size, SHM), rel=1e-12)
     for per_rank in (lo, window(True)):  # 4 ranks on 2 cores: the window, in whole turns
         assert price(per_rank, 4, 2) == pytest.approx(2 * tuner.direct_time("all_gather", 4 * per_rank, 4, SHM))
     beyond = window(True) + 4096
-    assert price(beyond, 4, 2) == pytest.approx(2 * (6e-6 + 3 * 5e-6 + 4 * beyond * 0.08e-9), rel=1e-12)
+    assert price(beyond, 4, 2) == pytest.approx(2 * (2e-6 + 3 * 5e-6 + 4 * beyond * 0.08e-9), rel=1e-12)
     assert tuner.predict("all_gather", "direct", 4 * beyond, 4, "shm", 0, profile) == price(beyond, 4, 2)
 
 
@@ -170,8 +171,9 @@ def test_without_reads_an_all_gather_beyond_the_window_is_priced_as_its_schedule
 @pytest.mark.parametrize("collective", ["all_reduce", "reduce_scatter"])
 def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_size(collective: str) -> None:
     """Two shots (an all-reduce) or one (a reduce-scatter), each a read of every peer's part of a
-    block, what is read first folded: from ``reads_from``, which is smaller for an all-reduce
-    where every rank has a core; below it, the two shots through the window."""
+    block, what is read first folded, in Python (the engine's per-call cost, not the C call's):
+    from ``reads_from``, which is smaller for an all-reduce where every rank has a core; below
+    it, the two shots through the window."""
     scatter = collective == "reduce_scatter"
     shots = 1 if scatter else 2
     for size, cores in ((2, 2), (4, 2), (4, 4)):
