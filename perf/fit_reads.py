@@ -5,6 +5,7 @@
     done; done
     python perf/fit_reads.py r_*.json --merge reads.json              # one file, each time the median
     python perf/fit_reads.py reads.json --out fitted.json            # fit, print, write the profile
+    python perf/fit_reads.py reads.json --out fitted.json --reads-call 6.499   # reads_call held (µs)
     python perf/fit_reads.py reads.json --profile fitted.json        # predicted against measured, no fit
 
 Reads the rows ``--algo all --json`` (or ``perf/tuner_check.py --json``) writes and keeps the
@@ -68,16 +69,17 @@ def mean_log_error(points: list[tuple[str, int, int, float]], profile: Profile) 
     return statistics.fmean(abs(math.log(reads.reads_time(c, n, p, costs, profile.cores) / t)) for c, p, n, t in points)
 
 
-def fit(points: list[tuple[str, int, int, float]], profile: Profile) -> Profile:
+def fit(points: list[tuple[str, int, int, float]], profile: Profile, calls: list[float] | None = None) -> Profile:
     """``profile`` with the reads' constants (``reads_call``, ``reads_alpha``, ``reads_beta``) of
-    the grid that predicts ``points`` best, ``direct_alpha`` and γ kept."""
+    the grid that predicts ``points`` best, ``direct_alpha`` and γ kept; ``calls``: the values of
+    ``reads_call`` to try (default ``CALLS``; one value holds it)."""
     shm = profile.costs("shm")
     terms = np.array([reads.terms(c, n, p, profile.cores) for c, p, n, _ in points])
     fixed = terms[:, 0] * shm.direct_alpha + terms[:, 4] * shm.gamma
     measured = np.log([t for *_, t in points])[:, None]
     betas = np.array(BETAS)
     best = (math.inf, 0.0, 0.0, 0.0)
-    for call in CALLS:
+    for call in calls or CALLS:
         for alpha in ALPHAS:
             predicted = (fixed + terms[:, 1] * call + terms[:, 2] * alpha)[:, None] + terms[:, 3:4] * betas[None, :]
             errors = np.abs(np.log(np.maximum(predicted, 1e-12)) - measured).mean(axis=0)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="JSON rows of --algo all or tuner_check")
     parser.add_argument("--profile", default=None, help="start from (or, without --out, score) this profile")
     parser.add_argument("--out", default=None, help="fit, and write the profile with the fitted constants here")
+    parser.add_argument("--reads-call", type=float, default=None,
+                        help="with --out: hold reads_call at this many µs instead of fitting it")
     parser.add_argument("--merge", default=None, help="only write the files' rows as one file (tuner_check --from reads it)")
     args = parser.parse_args(argv)
     rows = load_rows(args.files)
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no direct call over shm that goes by reads in these files", file=sys.stderr)
         return 2
     if args.out:
-        profile = fit(points, profile)
+        profile = fit(points, profile, None if args.reads_call is None else [args.reads_call * 1e-6])
         profile.save(args.out)
     print("\n".join(table(points, profile)))
     return 0
