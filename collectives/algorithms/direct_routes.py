@@ -8,6 +8,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   rank copies its own block into its ``out`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window.
+- All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
+  (``exchange_by_reads``), else through the window's halves or slots.
 
 Every route by reads holds only where the kernel allows them (elsewhere the window, or beyond
 its limit the automatic choice's schedule). Every input is the same on every rank, so every
@@ -51,6 +53,22 @@ ALL_REDUCE_READS_FROM_BYTES = 1 << 20
 each peer's half beat the window's copy in, two-shot reduce and copy out from here). Measured:
 docs/performance.md, "Thresholds", ALL_REDUCE_READS_FROM_BYTES."""
 
+ALL_TO_ALL_READS_BYTES = 128 << 10
+"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
+ranks do not outnumber the cores (the window's halves below it). Measured: docs/performance.md,
+"Thresholds", ALL_TO_ALL_READS_BYTES."""
+ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
+"""Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
+reads, the others within the window's limit through its halves. Measured: docs/performance.md,
+"Thresholds", ALL_TO_ALL_READS_CROWDED."""
+GATHER_SLOTS_BYTES = 64 << 10
+"""Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
+ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
+they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
+SCATTER_SLOTS_BYTES = 128 << 10
+"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
+ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+
 
 def gather_window_bytes(oversubscribed: bool) -> int:
     """The largest all-gather contribution the small window takes, where ranks outnumber cores
@@ -69,6 +87,18 @@ def all_gather_copies_first(block: int) -> bool:
     """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
     peers read them (there), rather than while they read them from ``x``."""
     return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> bool:
+    """Whether an all-to-all, gather or scatter of ``nbytes`` (an all-to-all's ``x``, a gather's
+    or scatter's on the root) that the small window could take goes by single-copy reads where
+    they are allowed (beyond the window's limit, ``registry.DIRECT_LIMITS``, every one does)."""
+    if collective == "gather":
+        return nbytes > GATHER_SLOTS_BYTES and not oversubscribed
+    if collective == "scatter":
+        return nbytes > SCATTER_SLOTS_BYTES
+    lo, hi = ALL_TO_ALL_READS_CROWDED
+    return nbytes >= ALL_TO_ALL_READS_BYTES and (not oversubscribed or lo <= nbytes < hi)
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

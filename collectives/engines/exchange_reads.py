@@ -65,23 +65,6 @@ ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
 
-ALL_TO_ALL_READS_BYTES = 128 << 10
-"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
-ranks do not outnumber the cores (the window's halves below it). Measured: docs/performance.md,
-"Thresholds", ALL_TO_ALL_READS_BYTES."""
-ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
-"""Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
-reads, the others within the window's limit through its halves. Measured: docs/performance.md,
-"Thresholds", ALL_TO_ALL_READS_CROWDED."""
-GATHER_SLOTS_BYTES = 64 << 10
-"""Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
-ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
-they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
-SCATTER_SLOTS_BYTES = 128 << 10
-"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
-ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
-
-
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
     windows' ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, all-gather,

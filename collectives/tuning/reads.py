@@ -4,9 +4,10 @@ On one host, where the kernel allows it, the direct engine copies straight betwe
 address spaces (``process_vm_readv``/``writev``) instead of through its shared windows, on the
 routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
 
-- all-to-all, gather and scatter beyond the small window (``engines/exchange_reads.py``): every
-  rank posts where its buffers lie, waits for each peer it exchanges with to post too, copies
-  its share across with one read or write per peer, and returns once those peers are done;
+- all-to-all, gather and scatter beyond the small window and within it from their sizes
+  (``direct_routes.exchange_by_reads``; ``engines/exchange_reads.py``): every rank posts where
+  its buffers lie, waits for each peer it exchanges with to post too, copies its share across
+  with one read or write per peer, and returns once those peers are done;
 - all-gather beyond the window's limit and, where every rank has a core, from
   ``GATHER_READS_BYTES`` per rank (the same exchange, one C call): one read of each peer's block,
   and the rank's own block copied into its ``out`` (first, from ``ALL_GATHER_COPY_FIRST_BYTES``,
@@ -75,7 +76,8 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
         return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
     if collective in ("all_reduce", "reduce_scatter"):
         return nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
-    return collective in READ_BYTES and nbytes > DIRECT_LIMITS[collective]
+    return collective in DIRECT_LIMITS and collective in READ_BYTES and (
+        nbytes > DIRECT_LIMITS[collective] or direct_routes.exchange_by_reads(collective, nbytes, oversubscribed))
 
 
 def taken(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> bool:

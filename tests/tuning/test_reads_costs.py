@@ -65,12 +65,23 @@ def test_where_the_profile_has_no_reads_a_large_call_is_priced_as_the_schedule_i
         assert not tuner.direct_runs_schedule(collective, n, size, SHM)
 
 
-def test_up_to_the_window_reads_change_nothing() -> None:
+def test_within_the_window_exchanges_are_priced_by_reads_from_the_engines_sizes() -> None:
+    """Below their reads' sizes the reads change nothing (the window's halves or slots); from
+    them, where every rank has a core, a call is priced by reads; where ranks outnumber the
+    cores a gather keeps the slots up to the window's limit."""
     with_reads, without = profile_of(SHM), profile_of(dataclasses.replace(SHM, reads_alpha=0.0, reads_beta=0.0))
-    for collective in BYTES:
-        n = DIRECT_LIMITS[collective]
-        assert tuner.predict(collective, "direct", n, 4, "shm", 0, with_reads) == tuner.predict(
-            collective, "direct", n, 4, "shm", 0, without)
+    below = {"all_to_all": direct_routes.ALL_TO_ALL_READS_BYTES - 4096, "gather": direct_routes.GATHER_SLOTS_BYTES,
+             "scatter": direct_routes.SCATTER_SLOTS_BYTES}
+    for collective, n in below.items():
+        assert tuner.predict(collective, "direct", n, 2, "shm", 0, with_reads) == tuner.predict(
+            collective, "direct", n, 2, "shm", 0, without)
+        start = n + 4096
+        assert start <= DIRECT_LIMITS[collective]
+        assert tuner.predict(collective, "direct", start, 2, "shm", 0, with_reads) == pytest.approx(
+            reads.reads_time(collective, start, 2, SHM, 2), rel=1e-12)
+    n = direct_routes.GATHER_SLOTS_BYTES + 4096
+    assert tuner.predict("gather", "direct", n, 4, "shm", 0, with_reads) == tuner.predict(
+        "gather", "direct", n, 4, "shm", 0, without)
 
 
 def test_the_built_in_profile_prices_reads_and_takes_them_for_large_exchanges() -> None:
