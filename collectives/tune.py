@@ -6,11 +6,11 @@ schedule (ring, tree, recursive) and, over shared memory, by the direct engine, 
 ``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a
 step that sends and receives at once; γ per reduced byte from a timed numpy fold on one
 core), and records this machine's cores. Over shared memory, where the kernel lets ranks read
-each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), it also times
-all-to-alls, gathers and scatters by the direct engine at the sizes beyond its small window,
-which go by such reads, and fits their cost per peer and per byte (``tuning/reads.py``);
-elsewhere it leaves them 0, and the tuner prices those calls as the schedules they fall back
-to. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
+each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), the direct
+engine's calls that go by such reads (all-to-alls, gathers and scatters beyond its small window,
+all-gathers and all-reduces from their sizes: ``reads.route``) fit their cost per peer and per
+byte (``tuning/reads.py``) and the others the engine's window terms; elsewhere the reads' terms
+stay 0, and the tuner prices those calls as the routes taken without them. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
 tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .algorithms.registry import DIRECT_LIMITS
 from .config import Config, parse_size
 from .timing import Case, measure
 from .transports import cma
@@ -107,13 +106,15 @@ def reads_allowed() -> bool:
 
 def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: int,
               costs: TransportCosts) -> TransportCosts:
-    """``costs`` with ``reads_alpha`` and ``reads_beta`` fitted to the exchanges by reads
-    ``cases`` took (``times``, seconds), ``direct_alpha`` kept."""
-    turns = reads.turns(ranks, cores)
-    rows = [[(ranks - 1) * turns, reads.READ_BYTES[c](ranks) * n * turns] for c, n, _ in cases]
-    targets = [max(t - costs.direct_alpha * turns, t * 0.05) for t in times]
-    alpha, beta = nonnegative_fit(rows, targets)
-    return dataclasses.replace(costs, reads_alpha=alpha, reads_beta=beta)
+    """``costs`` with ``reads_call``, ``reads_alpha`` and ``reads_beta`` fitted to the calls by
+    reads ``cases`` took (``times``, seconds), ``direct_alpha`` and γ kept."""
+    rows, targets = [], []
+    for (c, n, _), t in zip(cases, times):
+        terms = reads.terms(c, n, ranks, cores)
+        rows.append([terms.c_calls, terms.copies, terms.moved])
+        targets.append(max(t - terms.engine_calls * costs.direct_alpha - terms.reduced * costs.gamma, t * 0.05))
+    call, alpha, beta = nonnegative_fit(rows, targets)
+    return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
 
 
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
@@ -121,10 +122,11 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     """Measure ``transport`` at ``ranks`` ranks and fit its constants; with ``places``, rank
     r on host ``places[r]`` (a network namespace each: the link between hosts)."""
     cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED for n in sizes]
-    direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes] if transport == "shm" else []
-    by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes if n > DIRECT_LIMITS[c]]
-    if transport != "shm" or not by_reads or not reads_allowed():
-        by_reads = []
+    allowed = transport == "shm" and reads_allowed()  # then the calls that go by reads fit their terms
+    by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes
+                            if allowed and reads.route(c, n, ranks, cores)]
+    direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes if transport == "shm"
+                          and (c, n, "direct") not in by_reads and not tuner.direct_runs_schedule(c, n, ranks, None, cores)]
     hosts = [host.name for host in places] if places else None
     times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
     sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]

@@ -76,27 +76,6 @@ CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_
 EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep), 2s + 1 once it left (small.py)
 SHARE = 51  # the bytes of every block that a gather's or scatter's root copies itself this call (exchange_reads.py)
 
-READS_FROM_BYTES = 8 << 20
-"""All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
-and ``reduce_scatter_by_reads`` (where the kernel allows the reads). Below, the syscalls and page
-pinning of the reads cost more than the copy they save. Buffers from ``comm.alloc`` keep the
-window (reading shared mappings is slower than reading the heap). Measured: docs/performance.md,
-"Thresholds", READS_FROM_BYTES."""
-
-ALL_REDUCE_READS_FROM_BYTES = 1 << 20
-"""Where every rank has a core, all-reduces take the reads from this size instead (one read of
-each peer's half beat the window's copy in, two-shot reduce and copy out from here). Measured:
-docs/performance.md, "Thresholds", ALL_REDUCE_READS_FROM_BYTES."""
-
-
-def reads_from(scatter: bool, oversubscribed: bool) -> int:
-    """The smallest all-reduce (``scatter``: reduce-scatter) taken by reads, in bytes of ``x``,
-    where ranks outnumber cores (``oversubscribed``, the same on every rank) or not."""
-    if scatter or oversubscribed:
-        return READS_FROM_BYTES
-    return min(ALL_REDUCE_READS_FROM_BYTES, READS_FROM_BYTES)
-
-
 BARRIER_LEN = (1 << 64) - 1
 """What a barrier writes where a small call writes its byte count (it brings no data)."""
 

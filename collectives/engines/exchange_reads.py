@@ -7,7 +7,7 @@ Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the 
 expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
 - all-gather: every rank reads every peer's ``x`` into block q of its ``out`` while it copies
-  its own (one read per peer, nothing staged in a window); from ``ALL_GATHER_COPY_FIRST_BYTES``
+  its own (one read per peer, nothing staged in a window); from ``direct_routes.ALL_GATHER_COPY_FIRST_BYTES``
   a rank copies its own block first and peers read it from its ``out`` (as MPICH's ring does);
 - gather: the root reads the head of every peer's block, and each peer writes the rest of
   its block into the root's ``out``;
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..algorithms import direct_routes
 from ..buffers import address_of, copy_array
 from ..transports.progress import YIELD_SECONDS
 from .direct import ADDR, CPU, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
@@ -64,27 +65,6 @@ ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
 
-ALL_TO_ALL_READS_BYTES = 128 << 10
-"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
-ranks do not outnumber the cores (the window's halves below it). Measured: docs/performance.md,
-"Thresholds", ALL_TO_ALL_READS_BYTES."""
-ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
-"""Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
-reads, the others within the window's limit through its halves. Measured: docs/performance.md,
-"Thresholds", ALL_TO_ALL_READS_CROWDED."""
-GATHER_SLOTS_BYTES = 64 << 10
-"""Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
-ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
-they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
-ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
-"""All-gather blocks from this size are copied into their owner's ``out`` before it posts them
-(peers read them there); smaller ones are posted from ``x`` and copied while peers read them.
-Measured: docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
-SCATTER_SLOTS_BYTES = 128 << 10
-"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
-ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
-
-
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
     windows' ``memory_serial``. ``count``: the elements of a rank's ``x`` (all-to-all, all-gather,
@@ -104,7 +84,7 @@ class ExchangeByReads:
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind not in ROOTED or window.rank == root else [root]
-        self.copy_first = kind == ALL_GATHER and self.block >= ALL_GATHER_COPY_FIRST_BYTES
+        self.copy_first = kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block)
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
         self.native = self._native()
 

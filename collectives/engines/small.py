@@ -39,6 +39,7 @@ from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, SMALL, Window, count_mismatch
+from ..algorithms import direct_routes
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -53,18 +54,6 @@ root and one out by each rank, all in cache, beat the single-copy reads of
 ``direct.broadcast`` up to here (all-reduce and reduce-scatter keep HALF_BYTES).
 Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
 
-GATHER_BYTES = 1 << 20
-"""The largest all-gather contribution taken here where every rank has a core (from
-``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the halves are sized
-for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
-
-GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
-"""The same where ranks outnumber cores, where the window measured erratic before its calls
-ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
-page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
-"Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
-
-
 EXIT_WAIT_SECONDS = 2e-3
 """How long the rank that completes a barrier waits for peers that waited it out beyond their
 spin to run again (``BarrierPlan._await_exits``; engines/_small_c.c's EXIT_WAIT_NS)."""
@@ -73,14 +62,6 @@ spin to run again (``BarrierPlan._await_exits``; engines/_small_c.c's EXIT_WAIT_
 IN_PLACE_SKIP_BYTES = 64 << 10
 """From here an in-place all-gather leaves my block where it is instead of copying it back
 from the window (below, the extra check cost more than the copy it saves)."""
-
-
-GATHER_READS_BYTES = 16 << 10
-"""Contributions from this size go by single-copy reads (one C call,
-``exchange_reads.ExchangeByReads``) where reads are allowed and every rank has a core, although
-the window could take them up to ``GATHER_BYTES``: one read per peer beat the window's copy in
-and copy out from here. (Where ranks outnumber cores the window measured faster up to its
-limit.) Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 
 
 PIPELINED_BROADCAST_BYTES = 256 << 10
@@ -115,18 +96,12 @@ def window_bytes() -> int:
 
 
 def _half_bytes() -> int:
-    return max(HALF_BYTES, BROADCAST_BYTES, GATHER_BYTES)
+    return max(HALF_BYTES, BROADCAST_BYTES, direct_routes.GATHER_BYTES)
 
 
 def gather_bytes(window: Window) -> int:
     """The largest all-gather contribution to take through ``window``."""
-    return GATHER_BYTES_OVERSUBSCRIBED if window.oversubscribed else GATHER_BYTES
-
-
-def gather_prefers_reads(window: Window, nbytes: int) -> bool:
-    """Whether an all-gather contribution of ``nbytes`` that ``window`` could take goes by
-    single-copy reads instead, where they are allowed (the same answer on every rank)."""
-    return not window.oversubscribed and nbytes >= GATHER_READS_BYTES
+    return direct_routes.gather_window_bytes(window.oversubscribed)
 
 
 def _reduce_with(kernel: np.ufunc, sources: Sequence[np.ndarray], out: np.ndarray) -> None:

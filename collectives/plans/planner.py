@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
-from ..algorithms import pairwise, recursive
+from ..algorithms import direct_routes, pairwise, recursive
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
@@ -192,10 +192,12 @@ class Planner:
 
             def by_slots() -> Plan:
                 return windowed.SlotExchange(windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
-            if 0 < nbytes <= exchange_reads.GATHER_SLOTS_BYTES:
-                return by_slots()
             if 0 < nbytes <= DIRECT_GATHER_BYTES:
-                return windowed.ReadsExchange(windows, by_reads, by_slots, suits=lambda w: not w.oversubscribed)
+                if not direct_routes.exchange_by_reads(GATHER, nbytes, False):
+                    return by_slots()
+                return windowed.ReadsExchange(windows, by_reads, by_slots,
+                                              suits=lambda w: direct_routes.exchange_by_reads(GATHER, nbytes,
+                                                                                              w.oversubscribed))
             fallback = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
             if nbytes:
                 return windowed.ReadsExchange(windows, by_reads, lambda: self.gather(fallback, dtype, count, root))
@@ -218,10 +220,12 @@ class Planner:
             def by_slots() -> Plan:
                 return windowed.SlotExchange(windows, root,
                                              lambda w: slots.PipelinedScatterPlan(w, dtype, count * ctx.size))
-            if 0 < nbytes <= exchange_reads.SCATTER_SLOTS_BYTES:
-                return by_slots()
             if 0 < nbytes <= DIRECT_SCATTER_BYTES:
-                return windowed.ReadsExchange(windows, by_reads, by_slots)
+                if not direct_routes.exchange_by_reads(SCATTER, nbytes, False):
+                    return by_slots()
+                return windowed.ReadsExchange(windows, by_reads, by_slots,
+                                              suits=lambda w: direct_routes.exchange_by_reads(SCATTER, nbytes,
+                                                                                              w.oversubscribed))
             fallback = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
             if nbytes:
                 return windowed.ReadsExchange(windows, by_reads, lambda: self.scatter(fallback, dtype, count, root))
@@ -245,12 +249,12 @@ class Planner:
 
             def by_halves() -> Plan:
                 return windowed.SmallAllToAll(windows, dtype, count)
-            if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):  # by reads from ALL_TO_ALL_READS_BYTES
-                if nbytes < exchange_reads.ALL_TO_ALL_READS_BYTES:
+            if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):
+                if not direct_routes.exchange_by_reads(ALL_TO_ALL, nbytes, False):
                     return by_halves()
-                lo, hi = exchange_reads.ALL_TO_ALL_READS_CROWDED
                 return windowed.ReadsExchange(windows, by_reads, by_halves,
-                                              suits=lambda w: not w.oversubscribed or lo <= nbytes < hi)
+                                              suits=lambda w: direct_routes.exchange_by_reads(ALL_TO_ALL, nbytes,
+                                                                                              w.oversubscribed))
             fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
             return windowed.ReadsExchange(windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),

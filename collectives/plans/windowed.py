@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..algorithms import direct_routes
 from ..buffers import copy_array
 from ..engines import direct, exchange_reads, small
 from ..engines.call import Call
@@ -173,7 +174,7 @@ class SmallBarrier:
 
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
-    of peers' memory from ``direct.reads_from`` where allowed, else two shots through the
+    of peers' memory from ``direct_routes.reads_from`` where allowed, else two shots through the
     scratch window."""
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int) -> None:
@@ -188,7 +189,7 @@ class WindowReduction:
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
         if self.try_reads is None:
             crowded = self.windows.small(call).oversubscribed
-            self.try_reads = self.nbytes >= direct.reads_from(self.scatter, crowded)
+            self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
         if not (self.try_reads and self._by_reads(x, out, call)):
             windows = self.windows
             if not self.scatter and out is not x:
@@ -240,8 +241,8 @@ class WindowAllGather:
         windows = self.windows
         nbytes = self.count * self.dtype.itemsize
         window = windows.small(call)
-        fits_window = nbytes <= small.gather_bytes(window)  # (at most GATHER_BYTES)
-        memory = windows.peer_memory(call) if not fits_window or small.gather_prefers_reads(window, nbytes) else None
+        fits_window = nbytes <= small.gather_bytes(window)  # (at most direct_routes.GATHER_BYTES)
+        memory = windows.peer_memory(call) if direct_routes.all_gather_by_reads(nbytes, window.oversubscribed) else None
         if fits_window and memory is None:
             self.route, self.serial = small.AllGatherPlan(windows.small_window, self.dtype, self.count), "small_serial"
         elif memory is not None:

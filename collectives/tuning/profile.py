@@ -4,9 +4,9 @@ A profile holds, for each transport, what one call costs beyond its messages (``
 what one message costs (``alpha``), what one byte on the wire costs (``beta``) and what one
 reduced byte costs (``gamma``), all in seconds; for shared memory also what the one-copy
 direct engine costs per call and per byte (``direct_alpha``, ``direct_beta``), since direct
-algorithms are loads from peers' windows, not messages, and what its exchanges by reads of
-peers' memory cost per peer and per byte (``reads_alpha``, ``reads_beta``). ``collectives-tune``
-measures them and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
+algorithms are loads from peers' windows, not messages, and what its calls by reads of peers'
+memory cost per C call, per peer and per byte (``reads_call``, ``reads_alpha``, ``reads_beta``).
+``collectives-tune`` measures them and writes a JSON profile; ``COLLECTIVES_TUNE_FILE`` names the profile the tuner reads,
 else the built-in one (``default_profile.json``, fitted to this project's measured figures).
 A transport's link between hosts may cost otherwise than between ranks of one host (loopback
 TCP is not a NIC): an entry ``tcp_hosts`` (``between_hosts``; ``collectives-tune --netns``
@@ -52,9 +52,11 @@ class TransportCosts:
     outgrow the profile's ``cache_bytes``, times the share of them beyond it (``cache``);
     ``copy_beta``, per byte a rank copies within its own memory around a schedule (an
     out-of-place call's input into its work buffer, its block out of it: ``copies``);
-    ``reads_alpha`` and ``reads_beta``, shared memory only: what an all-to-all, gather or
-    scatter by single-copy reads of peers' memory costs per peer exchanged with and per byte
-    copied (``reads``; ``reads_beta`` 0: reads not priced, as where the kernel refuses them).
+    ``reads_alpha`` and ``reads_beta``, shared memory only: what a call by single-copy reads of
+    peers' memory costs per read or write of a peer and per byte copied (``reads``;
+    ``reads_beta`` 0: reads not priced, as where the kernel refuses them); ``reads_call``, per
+    exchange by reads that runs in one C call (all-to-all, all-gather, gather, scatter), in place
+    of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay.
     """
 
     overhead: float
@@ -73,6 +75,7 @@ class TransportCosts:
     copy_beta: float = 0.0
     reads_alpha: float = 0.0
     reads_beta: float = 0.0
+    reads_call: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -129,14 +132,14 @@ class Profile:
                  + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
                  "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
-                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B"]
+                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
                          f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
                          f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
-                         f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f}")
+                         f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}")
         return lines
 
 

@@ -1,44 +1,88 @@
-"""The single-copy exchanges: all-to-all, gather and scatter by reads of peers' memory.
+"""The direct engine's calls by single-copy reads and writes of peers' memory.
 
-Beyond the small window (``registry.DIRECT_LIMITS``) the direct engine runs these three by
-``process_vm_readv``/``writev`` on one host (``engines/exchange_reads.py``) where the kernel
-allows it: every rank posts where its buffers lie, waits for each peer it exchanges with to
-post too, copies its share straight between the two address spaces, and returns once those
-peers are done. So a call costs the engine's ``direct_alpha``, ``reads_alpha`` per peer a
-rank exchanges with (the root of a gather or scatter, and every rank of an all-to-all, has
-p − 1), and ``reads_beta`` per byte the busiest rank copies (``READ_BYTES``), each byte once.
+On one host, where the kernel allows it, the direct engine copies straight between the ranks'
+address spaces (``process_vm_readv``/``writev``) instead of through its shared windows, on the
+routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
 
-Ranks beyond the host's cores take turns as whole calls (``turns``): a copy of a few MiB is
-shorter than the scheduler's slice, so 3 ranks on 2 cores measure as slow as 4, not 1.5
-times as slow as 2 (docs/simulation.md, "Single-copy reads").
+- all-to-all, gather and scatter beyond the small window and within it from their sizes
+  (``direct_routes.exchange_by_reads``; ``engines/exchange_reads.py``): every rank posts where
+  its buffers lie, waits for each peer it exchanges with to post too, copies its share across
+  with one read or write per peer, and returns once those peers are done;
+- all-gather beyond the window's limit and, where every rank has a core, from
+  ``GATHER_READS_BYTES`` per rank (the same exchange, one C call): one read of each peer's block,
+  and the rank's own block copied into its ``out`` (first, from ``ALL_GATHER_COPY_FIRST_BYTES``,
+  else while the peers read it: the same bytes on every core either way);
+- all-reduce from ``reads_from`` (two shots, each a read of every peer's piece of a block, the
+  first folded into the rank's own block) and reduce-scatter from there (the first shot alone).
+
+A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
+engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
+``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer), ``reads_beta`` per byte
+the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
+whole calls (``turns``): a copy of a few MiB is shorter than the scheduler's slice, so 3 ranks on
+2 cores measure as slow as 4, not 1.5 times as slow as 2 (docs/simulation.md, "Single-copy reads").
 
 Whether the kernel allows the reads is a property of the machine, the same on every rank;
 the profile carries it: ``reads_beta`` 0 (a profile measured where reads were refused, or
-one that predates the term) prices these calls as the schedule the engine falls back to.
+one that predates the term) prices these calls as the route the engine takes without them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
+from ..algorithms import direct_routes
+from ..algorithms.registry import DIRECT_LIMITS
 from .profile import TransportCosts
 
 READ_BYTES: dict[str, Callable[[int], float]] = {
     "all_to_all": lambda p: 1.0,  # a block of every peer's x, and my own block, into my out
     "gather": lambda p: 1.0 / p,  # every rank about its block (see below)
     "scatter": lambda p: 1.0 / p,  # every rank its block of the root's x (the root its own)
+    "all_gather": lambda p: 1.0,  # every peer's block read into my out, and my own block copied there
+    "all_reduce": lambda p: 2 * (p - 1) / p,  # block r of every peer's x, then every reduced block of its owner
+    "reduce_scatter": lambda p: (p - 1) / p,  # block r of every peer's x
 }
 """Bytes the busiest rank copies in one call, as a multiple of the call's size n (an all-to-all's
-x, a gather's out on the root, a scatter's x on the root). A gather's root copies its own block
-and reads the first 1/p of every peer's while each peer writes the rest of its own, (2p − 1)/p²
-of n on the root; but its own block is a copy within its memory, faster than a read across, and
-n/p, the share the engine's split aims at, predicted the measurements better (docs/simulation.md,
-"Single-copy reads")."""
+x, a gather's out on the root, a scatter's x on the root, an all-gather's out, an all-reduce's or
+a reduce-scatter's x). A gather's root copies its own block and reads the first 1/p of every
+peer's while each peer writes the rest of its own, (2p − 1)/p² of n on the root; but its own
+block is a copy within its memory, faster than a read across, and n/p, the share the engine's
+split aims at, predicted the measurements better (docs/simulation.md, "Single-copy reads"). An
+all-gather's own block (out of place, as the harness calls it) is copied at the same rate."""
+
+PEER_COPIES: dict[str, int] = {"all_reduce": 2}
+"""Reads or writes per peer in one call where more than one: an all-reduce reads each peer once
+per shot (others: once)."""
+
+REDUCED: dict[str, Callable[[int], float]] = {
+    "all_reduce": lambda p: (p - 1) / p,  # every peer's part of my block folded into it
+    "reduce_scatter": lambda p: (p - 1) / p,
+}
+"""Bytes the busiest rank folds, as a multiple of n."""
 
 
 def priced(collective: str, costs: TransportCosts) -> bool:
-    """Whether ``costs`` price ``collective`` beyond the small window by reads (else: the schedule)."""
+    """Whether ``costs`` price ``collective``'s route by reads (else: the route taken without them)."""
     return collective in READ_BYTES and costs.reads_beta > 0
+
+
+def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
+    """Whether the direct engine runs a call of ``nbytes`` at ``size`` ranks on one host of
+    ``cores`` (0: as many as ranks) by reads, where the kernel allows them."""
+    oversubscribed = 0 < cores < size
+    if collective == "all_gather":
+        return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
+    if collective in ("all_reduce", "reduce_scatter"):
+        return nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
+    return collective in DIRECT_LIMITS and collective in READ_BYTES and (
+        nbytes > DIRECT_LIMITS[collective] or direct_routes.exchange_by_reads(collective, nbytes, oversubscribed))
+
+
+def taken(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> bool:
+    """Whether such a call is priced by reads: the route, and ``costs`` with the reads' terms."""
+    return priced(collective, costs) and route(collective, nbytes, size, cores)
 
 
 def turns(ranks: int, cores: int) -> int:
@@ -46,7 +90,32 @@ def turns(ranks: int, cores: int) -> int:
     return -(-ranks // cores) if cores > 0 else 1
 
 
+IN_C = frozenset({"all_to_all", "gather", "scatter", "all_gather"})
+"""The calls by reads that run in one C call (``engines/_reads_c.c``): each costs ``reads_call``
+where the others, whose reads run in Python, cost the engine's ``direct_alpha``."""
+
+
+class Terms(NamedTuple):
+    """What one call by reads costs, as multiples of the profile's constants (each times the turns)."""
+
+    engine_calls: float  # x direct_alpha: the engine's calls in Python
+    c_calls: float  # x reads_call: the calls in one C call
+    copies: float  # x reads_alpha: reads or writes of peers
+    moved: float  # x reads_beta: bytes the busiest rank copies
+    reduced: float  # x gamma: bytes it folds
+
+
+def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> Terms:
+    """The terms of one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
+    n = turns(size, cores)
+    reduced = REDUCED[collective](size) * nbytes if collective in REDUCED else 0.0
+    in_c = collective in IN_C
+    return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * n,
+                 READ_BYTES[collective](size) * nbytes * n, reduced * n)
+
+
 def reads_time(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float:
-    """Seconds of one exchange by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
-    moved = READ_BYTES[collective](size) * nbytes
-    return (costs.direct_alpha + (size - 1) * costs.reads_alpha + moved * costs.reads_beta) * turns(size, cores)
+    """Seconds of one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
+    t = terms(collective, nbytes, size, cores)
+    return (t.engine_calls * costs.direct_alpha + t.c_calls * costs.reads_call + t.copies * costs.reads_alpha
+            + t.moved * costs.reads_beta + t.reduced * costs.gamma)

@@ -4,8 +4,7 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts (beyond the small window, all-to-alls, gathers and scatters by reads of peers'
-memory: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them.
+byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them.
 ``choose`` takes the cheapest of the algorithms that can run here where it beats the
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
@@ -19,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
+from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
 from . import reads
@@ -151,22 +151,29 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
-def direct_runs_schedule(collective: str, nbytes: int, costs: TransportCosts | None = None) -> bool:
+def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: TransportCosts | None = None,
+                         cores: int = 0) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
     without windows (plans/planner.py): a reduce beyond its limit runs it; an all-to-all,
-    gather or scatter beyond its limit runs it where the kernel refuses reads of peers' memory
-    and goes by reads elsewhere (engines/exchange_reads.py), priced by ``reads`` where
-    ``costs`` (shared memory's) have the reads' terms. Without ``costs``: beyond the limit."""
-    limit = DIRECT_LIMITS.get(collective)
-    return limit is not None and nbytes > limit and not (costs is not None and reads.priced(collective, costs))
+    gather, scatter or all-gather beyond its window's limit runs it where the kernel refuses
+    reads of peers' memory and goes by reads elsewhere (engines/exchange_reads.py), priced by
+    ``reads`` where ``costs`` (shared memory's) have the reads' terms. Without ``costs``: beyond
+    the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
+    if collective == "all_gather":
+        beyond = nbytes // size > direct_routes.gather_window_bytes(0 < cores < size)
+    else:
+        limit = DIRECT_LIMITS.get(collective)
+        beyond = limit is not None and nbytes > limit
+    return beyond and not (costs is not None and reads.priced(collective, costs))
 
 
 def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
-    ranks), ``costs`` shared memory's; None where it runs the rule's schedule instead."""
-    if direct_runs_schedule(collective, nbytes, costs):
+    ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
+    (``reads``), else through its windows; None where it runs the rule's schedule instead."""
+    if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
-    if nbytes > DIRECT_LIMITS.get(collective, nbytes):  # beyond the window: by reads
+    if reads.taken(collective, nbytes, size, costs, cores):
         return reads.reads_time(collective, nbytes, size, costs, cores)
     return direct_time(collective, nbytes, size, costs) * direct_turns(collective, size, cores)
 
@@ -202,9 +209,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
             return price
         algorithm = automatic(collective, nbytes, size)
     if algorithm == "hierarchical":
-        k = ranks_per_host
-        local = profile.costs("shm")
-        inner = direct_time("reduce_scatter", nbytes, k, local) + direct_time("all_gather", nbytes, k, local)
+        k = ranks_per_host  # within a host, the direct calls of its local communicator
+        inner = sum(predict(c, "direct", nbytes, k, "shm", 0, profile) for c in ("reduce_scatter", "all_gather"))
         between = transport + BETWEEN_HOSTS if transport + BETWEEN_HOSTS in profile.transports else transport
         across = min(predict("all_reduce", a, -(-nbytes // k), size // k, between, 0, profile) for a in FLAT)
         return inner + across

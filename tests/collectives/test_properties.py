@@ -261,12 +261,15 @@ def direct_paths_at_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Thresholds shrunk so that a few hundred elements walk every path of the direct
     algorithms: the small window (to 256 B), the two-shot window scheme and the
     single-copy reads (from 2 KiB), in 512-byte steps. Forked ranks inherit them."""
+    from collectives.algorithms import direct_routes
     from collectives.engines import windows as window_engine
-    from collectives.engines import direct, small
+    from collectives.engines import small
 
-    for name in ("HALF_BYTES", "BROADCAST_BYTES", "GATHER_BYTES", "GATHER_BYTES_OVERSUBSCRIBED"):
+    for name in ("HALF_BYTES", "BROADCAST_BYTES"):
         monkeypatch.setattr(small, name, 256)
-    monkeypatch.setattr(direct, "READS_FROM_BYTES", 2048)
+    for name in ("GATHER_BYTES", "GATHER_BYTES_OVERSUBSCRIBED"):
+        monkeypatch.setattr(direct_routes, name, 256)
+    monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 2048)
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 512)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import collectives
 from collectives import ReduceOp
+from collectives.algorithms import direct_routes
 from collectives.testing import run_world
 from collectives.testing.reference import rank_input
 from collectives.testing.reference import all_reduce as reference_all_reduce
@@ -332,13 +333,12 @@ def test_repeated_all_gathers_by_reads_take_each_calls_own_buffers(monkeypatch):
     """A shape gathered by reads keeps its plan (its blocks), never the buffers: every
     call reads the addresses its peers post for it, in place and not, whatever arrays
     they pass this time."""
-    from collectives.engines import small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 64)  # a core each: GATHER_READS_BYTES go by reads
 
-    lo = small.GATHER_READS_BYTES
-    shapes = [(lo // 4, np.float32), (3 * small.GATHER_BYTES // 8 + 1, np.int64)]  # from the reads' size; above the window
+    lo = direct_routes.GATHER_READS_BYTES
+    shapes = [(lo // 4, np.float32), (3 * direct_routes.GATHER_BYTES // 8 + 1, np.int64)]  # from the reads' size; beyond the window
 
     def fn(comm):
         bad = []
@@ -482,7 +482,7 @@ def reads_from_small_sizes(monkeypatch):
     from collectives.engines import direct, small
 
     monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
-    monkeypatch.setattr(direct, "READS_FROM_BYTES", 64 << 10)
+    monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 4 << 10)
     calls = []
     real = direct.all_reduce_by_reads
@@ -689,9 +689,9 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(owner, attribute, counted)  # the forked ranks inherit it
-    lo = small.GATHER_READS_BYTES
-    sizes = (lo - 8, lo, small.GATHER_BYTES_OVERSUBSCRIBED, small.GATHER_BYTES_OVERSUBSCRIBED + 8, small.GATHER_BYTES,
-             small.GATHER_BYTES + 8)
+    lo = direct_routes.GATHER_READS_BYTES
+    sizes = (lo - 8, lo, direct_routes.GATHER_BYTES_OVERSUBSCRIBED, direct_routes.GATHER_BYTES_OVERSUBSCRIBED + 8,
+             direct_routes.GATHER_BYTES, direct_routes.GATHER_BYTES + 8)
 
     def fn(comm):
         bad = []
@@ -709,7 +709,7 @@ def test_all_gather_through_the_window_up_to_its_limit_and_by_reads_above(cores,
                 bad.append(nbytes)
         return window_limit, bad, routes
 
-    limit = small.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else small.GATHER_BYTES
+    limit = direct_routes.GATHER_BYTES_OVERSUBSCRIBED if cores < 3 else direct_routes.GATHER_BYTES
     want_routes = []
     for nbytes in sizes:
         route = "window" if nbytes <= limit and (cores < 3 or nbytes < lo) else "reads"
@@ -870,7 +870,7 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(direct, name, counted)  # the forked ranks inherit it
-    sizes = (direct.ALL_REDUCE_READS_FROM_BYTES - 1024, direct.ALL_REDUCE_READS_FROM_BYTES)
+    sizes = (direct_routes.ALL_REDUCE_READS_FROM_BYTES - 1024, direct_routes.ALL_REDUCE_READS_FROM_BYTES)
 
     def fn(comm):
         bad = []

@@ -189,7 +189,7 @@ def _mid(comm, collective, nbytes=None):
     """Calls within the window's limits but from the reads' sizes (ALL_TO_ALL_READS_BYTES,
     GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES; or ``x`` of ``nbytes``), out of place and in place:
     the rows that came out wrong, the route, and whether it runs in C."""
-    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES
+    from collectives.algorithms.direct_routes import ALL_TO_ALL_READS_BYTES, GATHER_SLOTS_BYTES, SCATTER_SLOTS_BYTES
 
     p, me = comm.size, comm.rank
     threshold = {"all_to_all": ALL_TO_ALL_READS_BYTES, "gather": GATHER_SLOTS_BYTES, "scatter": SCATTER_SLOTS_BYTES}
@@ -252,7 +252,7 @@ def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_o
     first size of ALL_TO_ALL_READS_CROWDED and below the second, through the halves below and at
     the window's limit (in place by reads measured slower there): every rank agrees (the
     window's ``oversubscribed``), right in and out of place, in C and in Python."""
-    from collectives.engines.exchange_reads import ALL_TO_ALL_READS_BYTES, ALL_TO_ALL_READS_CROWDED
+    from collectives.algorithms.direct_routes import ALL_TO_ALL_READS_BYTES, ALL_TO_ALL_READS_CROWDED
     from collectives.engines.small import HALF_BYTES
     from collectives.transports import shm_window
 
@@ -320,8 +320,7 @@ def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monk
     it into its own block while peers read it; from there it copies first and posts that block.
     Either way the call returns once every peer has read, in place, out of place and with ``x``
     inside ``out`` elsewhere."""
-    from collectives.engines.exchange_reads import ALL_GATHER_COPY_FIRST_BYTES
-    from collectives.engines.small import GATHER_READS_BYTES
+    from collectives.algorithms.direct_routes import ALL_GATHER_COPY_FIRST_BYTES, GATHER_READS_BYTES
     from collectives.transports import progress
 
     if pure:

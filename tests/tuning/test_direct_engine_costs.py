@@ -35,7 +35,7 @@ def test_direct_engine_prices_follow_a_run_they_were_not_fitted_to() -> None:
 
 def test_synchronised_direct_calls_beyond_the_cores_take_whole_turns() -> None:
     costs = current().costs("shm")
-    n = 64 << 10  # within every direct window (beyond, an all-to-all goes by reads)
+    n = 24 << 10  # through every direct window (an all-gather's 8 KiB per rank below the reads' size)
     for collective in tuner.DIRECT_SYNCED:
         alone = tuner.direct_time(collective, n, 3, costs)
         assert tuner.direct_price(collective, n, 3, costs, cores=2) == pytest.approx(2 * alone)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from collectives import tune
+from collectives.algorithms import direct_routes
 from collectives.algorithms.registry import DIRECT_LIMITS, automatic
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
@@ -19,7 +20,7 @@ from collectives.tuning import reads, tuner
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json
 
 SHM = TransportCosts(overhead=3e-6, alpha=10e-6, beta=0.1e-9, gamma=0.02e-9, direct_alpha=6e-6, direct_beta=0.05e-9,
-                     reads_alpha=5e-6, reads_beta=0.08e-9)
+                     reads_alpha=5e-6, reads_beta=0.08e-9, reads_call=2e-6)
 BYTES = {"all_to_all": lambda p: 1.0, "gather": lambda p: 1.0 / p, "scatter": lambda p: 1.0 / p}
 """Bytes the busiest rank copies, times n: an all-to-all's rank its whole out; a gather's and a
 scatter's rank its block."""
@@ -36,7 +37,7 @@ def test_beyond_the_window_a_direct_call_costs_its_handshakes_and_its_bytes_copi
     profile = profile_of(SHM)
     n = 16 << 20
     turns = math.ceil(size / 2)  # ranks beyond the 2 cores wait their turn as whole calls
-    want = (6e-6 + (size - 1) * 5e-6 + BYTES[collective](size) * n * 0.08e-9) * turns
+    want = (2e-6 + (size - 1) * 5e-6 + BYTES[collective](size) * n * 0.08e-9) * turns  # one C call
     assert tuner.predict(collective, "direct", n, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
     schedule = tuner.predict(collective, automatic(collective, n, size), n, size, "shm", 0, profile)
     assert want != pytest.approx(schedule, rel=0.01)  # not the schedule's price, which it used to be
@@ -60,16 +61,27 @@ def test_where_the_profile_has_no_reads_a_large_call_is_priced_as_the_schedule_i
         fallback = automatic(collective, n, size)
         assert tuner.predict(collective, "direct", n, size, "shm", 0, profile) == tuner.predict(
             collective, fallback, n, size, "shm", 0, profile)
-        assert tuner.direct_runs_schedule(collective, n, profile.costs("shm"))
-        assert not tuner.direct_runs_schedule(collective, n, SHM)
+        assert tuner.direct_runs_schedule(collective, n, size, profile.costs("shm"))
+        assert not tuner.direct_runs_schedule(collective, n, size, SHM)
 
 
-def test_up_to_the_window_reads_change_nothing() -> None:
+def test_within_the_window_exchanges_are_priced_by_reads_from_the_engines_sizes() -> None:
+    """Below their reads' sizes the reads change nothing (the window's halves or slots); from
+    them, where every rank has a core, a call is priced by reads; where ranks outnumber the
+    cores a gather keeps the slots up to the window's limit."""
     with_reads, without = profile_of(SHM), profile_of(dataclasses.replace(SHM, reads_alpha=0.0, reads_beta=0.0))
-    for collective in BYTES:
-        n = DIRECT_LIMITS[collective]
-        assert tuner.predict(collective, "direct", n, 4, "shm", 0, with_reads) == tuner.predict(
-            collective, "direct", n, 4, "shm", 0, without)
+    below = {"all_to_all": direct_routes.ALL_TO_ALL_READS_BYTES - 4096, "gather": direct_routes.GATHER_SLOTS_BYTES,
+             "scatter": direct_routes.SCATTER_SLOTS_BYTES}
+    for collective, n in below.items():
+        assert tuner.predict(collective, "direct", n, 2, "shm", 0, with_reads) == tuner.predict(
+            collective, "direct", n, 2, "shm", 0, without)
+        start = n + 4096
+        assert start <= DIRECT_LIMITS[collective]
+        assert tuner.predict(collective, "direct", start, 2, "shm", 0, with_reads) == pytest.approx(
+            reads.reads_time(collective, start, 2, SHM, 2), rel=1e-12)
+    n = direct_routes.GATHER_SLOTS_BYTES + 4096
+    assert tuner.predict("gather", "direct", n, 4, "shm", 0, with_reads) == tuner.predict(
+        "gather", "direct", n, 4, "shm", 0, without)
 
 
 def test_the_built_in_profile_prices_reads_and_takes_them_for_large_exchanges() -> None:
@@ -96,20 +108,21 @@ def test_the_simulator_prices_reads_as_the_tuner_does() -> None:
 def test_a_profile_keeps_the_reads_terms_and_an_old_one_loads_without_them() -> None:
     doc = profile_of(SHM).to_json()
     assert from_json(json.loads(json.dumps(doc)), "x").costs("shm").reads_beta == SHM.reads_beta
-    for name in ("reads_alpha", "reads_beta"):
+    for name in ("reads_alpha", "reads_beta", "reads_call"):
         del doc["transports"]["shm"][name]
     assert from_json(doc, "old").costs("shm").reads_beta == 0.0
-    assert "reads_beta_ns/B" in "\n".join(profile_of(SHM).describe())
+    assert "reads_call_us" in "\n".join(profile_of(SHM).describe())
 
 
 def test_collectives_tune_fits_the_reads_terms_back() -> None:
-    cases = [(c, n, "direct") for c in BYTES for n in (1 << 20, 4 << 20, 16 << 20)]
+    cases = [(c, n, "direct") for c in reads.READ_BYTES for n in (1 << 20, 4 << 20, 16 << 20)]  # γ kept
     for ranks, cores in ((2, 2), (4, 2)):
         times = [reads.reads_time(c, n, ranks, SHM, cores) for c, n, _ in cases]
         start = dataclasses.replace(SHM, reads_alpha=0.0, reads_beta=0.0)
         fitted = tune.fit_reads(cases, times, ranks, cores, start)
         assert fitted.reads_alpha == pytest.approx(SHM.reads_alpha, rel=1e-6)
         assert fitted.reads_beta == pytest.approx(SHM.reads_beta, rel=1e-6)
+        assert fitted.reads_call == pytest.approx(SHM.reads_call, rel=1e-6)
         assert fitted.direct_alpha == SHM.direct_alpha
 
 
@@ -121,10 +134,77 @@ def test_the_saved_reads_measurements_are_predicted_by_the_built_in_profile() ->
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from perf import fit_reads
 
-    points = fit_reads.by_reads(fit_reads.load_rows([str(Path(__file__).resolve().parents[2] / "docs" / "perf"
-                                                         / "reads_calib.json")]))
     profile = current()
+    points = fit_reads.by_reads(fit_reads.load_rows([str(Path(__file__).resolve().parents[2] / "docs" / "perf"
+                                                         / "reads_calib.json")]), profile.cores)
     inside = sum(abs(reads.reads_time(c, n, p, profile.costs("shm"), profile.cores) / t - 1) <= 0.25
                  for c, p, n, t in points)
     as_schedule = sum(abs(tuner.predict(c, automatic(c, n, p), n, p, "shm") / t - 1) <= 0.25 for c, p, n, t in points)
     assert len(points) >= 60 and inside >= 0.65 * len(points) and inside > 2 * as_schedule
+
+
+def test_all_gathers_are_priced_by_reads_on_the_engines_route() -> None:
+    """Per rank: through the window below GATHER_READS_BYTES; by reads from there where every rank
+    has a core, and where ranks outnumber the cores only beyond the window's smaller limit. By
+    reads a call costs one read per peer and every byte of ``out`` once (the own block copied
+    at the reads' rate), times the turns; the route's sizes are the engine's own."""
+    profile = profile_of(SHM)
+    window = direct_routes.gather_window_bytes
+
+    def price(per_rank: int, size: int, cores: int) -> float:
+        return tuner.direct_price("all_gather", per_rank * size, size, SHM, cores) or 0.0
+
+    lo = direct_routes.GATHER_READS_BYTES
+    for size, cores in ((2, 2), (4, 4)):
+        n = lo * size
+        assert price(lo, size, cores) == pytest.approx(2e-6 + (size - 1) * 5e-6 + n * 0.08e-9, rel=1e-12)
+        below = (lo - 1024) * size
+        assert price(lo - 1024, size, cores) == pytest.approx(
+            tuner.direct_time("all_gather", below, size, SHM), rel=1e-12)
+    for per_rank in (lo, window(True)):  # 4 ranks on 2 cores: the window, in whole turns
+        assert price(per_rank, 4, 2) == pytest.approx(2 * tuner.direct_time("all_gather", 4 * per_rank, 4, SHM))
+    beyond = window(True) + 4096
+    assert price(beyond, 4, 2) == pytest.approx(2 * (2e-6 + 3 * 5e-6 + 4 * beyond * 0.08e-9), rel=1e-12)
+    assert tuner.predict("all_gather", "direct", 4 * beyond, 4, "shm", 0, profile) == price(beyond, 4, 2)
+
+
+def test_without_reads_an_all_gather_beyond_the_window_is_priced_as_its_schedule() -> None:
+    profile = profile_of(dataclasses.replace(SHM, reads_alpha=0.0, reads_beta=0.0))
+    for size in (2, 4):
+        inside, beyond = (direct_routes.gather_window_bytes(size > 2) + d for d in (0, 4096))
+        assert tuner.predict("all_gather", "direct", inside * size, size, "shm", 0, profile) == pytest.approx(
+            tuner.direct_price("all_gather", inside * size, size, profile.costs("shm"), 2))
+        n = beyond * size
+        assert tuner.predict("all_gather", "direct", n, size, "shm", 0, profile) == tuner.predict(
+            "all_gather", automatic("all_gather", n, size), n, size, "shm", 0, profile)
+
+
+@pytest.mark.parametrize("collective", ["all_reduce", "reduce_scatter"])
+def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_size(collective: str) -> None:
+    """Two shots (an all-reduce) or one (a reduce-scatter), each a read of every peer's part of a
+    block, what is read first folded, in Python (the engine's per-call cost, not the C call's):
+    from ``reads_from``, which is smaller for an all-reduce where every rank has a core; below
+    it, the two shots through the window."""
+    scatter = collective == "reduce_scatter"
+    shots = 1 if scatter else 2
+    for size, cores in ((2, 2), (4, 2), (4, 4)):
+        start = direct_routes.reads_from(scatter, size > cores)
+        share = (size - 1) / size
+        turns = math.ceil(size / cores)
+        want = (6e-6 + shots * (size - 1) * 5e-6 + shots * share * start * 0.08e-9 + share * start * 0.02e-9) * turns
+        assert tuner.direct_price(collective, start, size, SHM, cores) == pytest.approx(want, rel=1e-12)
+        below = start - 4096
+        assert tuner.direct_price(collective, below, size, SHM, cores) == pytest.approx(
+            tuner.direct_time(collective, below, size, SHM) * turns, rel=1e-12)
+    assert direct_routes.reads_from(False, False) < direct_routes.reads_from(False, True)
+
+
+def test_the_simulator_prices_the_all_gathers_and_all_reduces_by_reads_as_the_tuner_does() -> None:
+    profile = profile_of(SHM)
+    for collective, n in (("all_gather", 64 << 10), ("all_gather", 8 << 20), ("all_reduce", 1 << 20),
+                          ("all_reduce", 8 << 20), ("reduce_scatter", 8 << 20)):
+        for size in (2, 3, 4):
+            assert reads.taken(collective, n, size, SHM, 2) == (size == 2 or n >= 8 << 20)
+            c = cluster("shm", size, None, profile, cores=2)
+            assert sim_predict(collective, "direct", n, c, "shm", profile) == pytest.approx(
+                tuner.predict(collective, "direct", n, size, "shm", 0, profile), rel=1e-12)

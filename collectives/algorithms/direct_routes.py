@@ -1,0 +1,109 @@
+"""Where the direct engine changes route on one host, by size: read by the engines and plans
+that take the routes (``engines/``, ``plans/windowed.py``) and by the cost model that prices
+them (``tuning/reads.py``), so that the model prices the route the library runs.
+
+- All-gathers (bytes of one rank's contribution): through the small window's halves up to
+  ``gather_window_bytes``, by single-copy reads of peers' memory beyond it and, where every
+  rank has a core, from ``GATHER_READS_BYTES`` already; from ``ALL_GATHER_COPY_FIRST_BYTES`` a
+  rank copies its own block into its ``out`` before its peers read it there.
+- All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
+  ``reads_from``, else two shots through the scratch window.
+- All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
+  (``exchange_by_reads``), else through the window's halves or slots.
+
+Every route by reads holds only where the kernel allows them (elsewhere the window, or beyond
+its limit the automatic choice's schedule). Every input is the same on every rank, so every
+rank takes the same route.
+"""
+
+from __future__ import annotations
+
+GATHER_BYTES = 1 << 20
+"""The largest all-gather contribution taken through the small window where every rank has a
+core (from ``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the window's
+halves are sized for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
+
+GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
+"""The same where ranks outnumber cores, where the window measured erratic before its calls
+ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
+page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
+"Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+
+GATHER_READS_BYTES = 16 << 10
+"""Contributions from this size go by single-copy reads (one C call,
+``exchange_reads.ExchangeByReads``) where reads are allowed and every rank has a core, although
+the window could take them up to ``GATHER_BYTES``: one read per peer beat the window's copy in
+and copy out from here. (Where ranks outnumber cores the window measured faster up to its
+limit.) Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
+
+ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
+"""All-gather blocks from this size are copied into their owner's ``out`` before it posts them
+(peers read them there); smaller ones are posted from ``x`` and copied while peers read them.
+Measured: docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
+
+READS_FROM_BYTES = 8 << 20
+"""All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
+and ``reduce_scatter_by_reads`` (where the kernel allows the reads). Below, the syscalls and page
+pinning of the reads cost more than the copy they save. Buffers from ``comm.alloc`` keep the
+window (reading shared mappings is slower than reading the heap). Measured: docs/performance.md,
+"Thresholds", READS_FROM_BYTES."""
+
+ALL_REDUCE_READS_FROM_BYTES = 1 << 20
+"""Where every rank has a core, all-reduces take the reads from this size instead (one read of
+each peer's half beat the window's copy in, two-shot reduce and copy out from here). Measured:
+docs/performance.md, "Thresholds", ALL_REDUCE_READS_FROM_BYTES."""
+
+ALL_TO_ALL_READS_BYTES = 128 << 10
+"""All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
+ranks do not outnumber the cores (the window's halves below it). Measured: docs/performance.md,
+"Thresholds", ALL_TO_ALL_READS_BYTES."""
+ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
+"""Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
+reads, the others within the window's limit through its halves. Measured: docs/performance.md,
+"Thresholds", ALL_TO_ALL_READS_CROWDED."""
+GATHER_SLOTS_BYTES = 64 << 10
+"""Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
+ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
+they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
+SCATTER_SLOTS_BYTES = 128 << 10
+"""Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
+ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+
+
+def gather_window_bytes(oversubscribed: bool) -> int:
+    """The largest all-gather contribution the small window takes, where ranks outnumber cores
+    (``oversubscribed``) or not."""
+    return GATHER_BYTES_OVERSUBSCRIBED if oversubscribed else GATHER_BYTES
+
+
+def all_gather_by_reads(block: int, oversubscribed: bool) -> bool:
+    """Whether an all-gather contribution of ``block`` bytes goes by single-copy reads where
+    they are allowed: beyond the window's limit, and where every rank has a core from
+    ``GATHER_READS_BYTES``."""
+    return block > gather_window_bytes(oversubscribed) or (not oversubscribed and block >= GATHER_READS_BYTES)
+
+
+def all_gather_copies_first(block: int) -> bool:
+    """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
+    peers read them (there), rather than while they read them from ``x``."""
+    return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> bool:
+    """Whether an all-to-all, gather or scatter of ``nbytes`` (an all-to-all's ``x``, a gather's
+    or scatter's on the root) that the small window could take goes by single-copy reads where
+    they are allowed (beyond the window's limit, ``registry.DIRECT_LIMITS``, every one does)."""
+    if collective == "gather":
+        return nbytes > GATHER_SLOTS_BYTES and not oversubscribed
+    if collective == "scatter":
+        return nbytes > SCATTER_SLOTS_BYTES
+    lo, hi = ALL_TO_ALL_READS_CROWDED
+    return nbytes >= ALL_TO_ALL_READS_BYTES and (not oversubscribed or lo <= nbytes < hi)
+
+
+def reads_from(scatter: bool, oversubscribed: bool) -> int:
+    """The smallest all-reduce (``scatter``: reduce-scatter) taken by reads, in bytes of ``x``,
+    where ranks outnumber cores (``oversubscribed``, the same on every rank) or not."""
+    if scatter or oversubscribed:
+        return READS_FROM_BYTES
+    return min(ALL_REDUCE_READS_FROM_BYTES, READS_FROM_BYTES)

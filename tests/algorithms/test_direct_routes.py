@@ -1,0 +1,35 @@
+"""The direct engine's routes by size: what the engines take and the cost model prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from collectives.algorithms import direct_routes as routes
+from collectives.engines import small
+
+
+@pytest.mark.parametrize("oversubscribed", [False, True])
+def test_all_gathers_leave_the_window_beyond_its_limit_and_where_every_rank_has_a_core_from_the_reads_size(
+        oversubscribed: bool) -> None:
+    limit = routes.gather_window_bytes(oversubscribed)
+    assert limit == (routes.GATHER_BYTES_OVERSUBSCRIBED if oversubscribed else routes.GATHER_BYTES)
+    assert not routes.all_gather_by_reads(routes.GATHER_READS_BYTES - 1, oversubscribed)
+    assert routes.all_gather_by_reads(routes.GATHER_READS_BYTES, oversubscribed) == (not oversubscribed)
+    assert routes.all_gather_by_reads(limit, oversubscribed) == (not oversubscribed)
+    assert routes.all_gather_by_reads(limit + 1, oversubscribed)
+
+
+def test_an_all_gather_by_reads_copies_its_own_block_first_from_its_size() -> None:
+    first = routes.ALL_GATHER_COPY_FIRST_BYTES
+    assert routes.all_gather_copies_first(first) and not routes.all_gather_copies_first(first - 1)
+
+
+def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_beyond_the_halves() -> None:
+    """(The cost model prices every direct all-reduce below ``reads_from`` as the window's.)"""
+    assert routes.reads_from(False, False) == routes.ALL_REDUCE_READS_FROM_BYTES
+    assert routes.reads_from(False, True) == routes.reads_from(True, False) == routes.READS_FROM_BYTES
+    assert min(routes.reads_from(s, o) for s in (False, True) for o in (False, True)) > small.HALF_BYTES
+
+
+def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:
+    assert small._half_bytes() >= routes.GATHER_BYTES >= routes.GATHER_BYTES_OVERSUBSCRIBED
