@@ -12,8 +12,11 @@ process); the last run ranks, with the lane and without it (``pure_python``)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import signal
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -24,7 +27,7 @@ from collectives.buffers import BUILT_IN_DTYPES, address_of
 from collectives.engines import express
 from collectives.errors import PeerLostError, TransportError
 from collectives.tags import MAX_USER_TAG, P2P_TAG_BIT
-from collectives.testing import run_world
+from collectives.testing import RankError, run_world
 from collectives.transports import cma
 from collectives.transports.frames import FLAG_END, HEADER, SINGLE_COPY
 from collectives.transports.single_copy import FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
@@ -352,3 +355,60 @@ def test_a_sendrecv_with_a_rank_that_left_fails_with_peer_lost() -> None:
         return comm._express.swaps > 0
 
     assert run_world(body, 2, "shm", timeout=60) == [True, True]
+
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _killed_mid_swap(folder: Any, half: str) -> Any:
+    """Rank 1 takes its half of rank 0's last swap and is killed (SIGKILL) with the other half
+    unanswered. ``"received"``: rank 0 has read the peer's message and awaits the answer to its
+    RTS (rank 1 posts its send, is frozen, and rank 0 kills it once the message is in ``out``);
+    ``"sent"``: rank 1 receives (reads rank 0's message and answers) and kills itself, rank 0
+    awaiting its RTS. Rank 0 writes what it raised."""
+
+    def body(comm: Any) -> Any:
+        peer = 1 - comm.rank
+        pid = int(comm.all_gather(np.array([os.getpid()], np.int64))[1])
+        x, out = _message(BIG, comm.rank), np.zeros(BIG, np.uint8)
+        for _ in range(2):  # the channels learn, then the lane swaps
+            comm.sendrecv(x, peer, out, peer)
+        sent = _message(BIG, 7)
+        if comm.rank == 1:
+            if half == "received":
+                comm.send(sent, 0, async_op=True)  # its RTS out; frozen before it can answer mine
+                os.kill(os.getpid(), signal.SIGSTOP)
+            comm.recv(out, 0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def kill_once_read() -> None:
+            while not np.array_equal(out, sent):
+                time.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+
+        if half == "received":
+            while not _stopped(pid):
+                time.sleep(0.001)
+            threading.Thread(target=kill_once_read, daemon=True).start()
+        swaps = comm._express.swaps
+        try:
+            comm.sendrecv(_message(BIG, 5), peer, out, peer)
+        except PeerLostError as exc:
+            (folder / "rank0").write_text(json.dumps([type(exc).__name__, exc.peer, comm._express.swaps - swaps,
+                                                      bool(np.array_equal(out, sent))]))
+        return "raised"
+
+    return body
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("half", ["received", "sent"])
+def test_a_peer_killed_mid_swap_fails_the_sendrecv_with_peer_lost(half: str, tmp_path: Any) -> None:
+    with pytest.raises(RankError) as info:
+        run_world(_killed_mid_swap(tmp_path, half), 2, "shm", timeout=60)
+    assert info.value.rank == 1 and info.value.exitcode == -signal.SIGKILL
+    # the last call began as a swap; rank 0 had read the peer's message where the peer sent it
+    assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 1, 1, half == "received"]
