@@ -359,9 +359,13 @@ fail:
 #include "_swap.h"
 
 /* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
-   bytearray, kept between calls: a fresh one would cost its page faults each time); NULL with
-   an error set. */
+   bytearray, kept between calls: a fresh one would cost its page faults each time). One that
+   a send handed to the engine still holds (a reference or a view of it besides the lane's) is
+   left to it and a fresh one taken; the engine lets go of it once the send is done, which a
+   blocking sendrecv waits for. NULL with an error set. */
 static PyObject *aside(Express *e, Py_ssize_t n) {
+    if (e->aside != NULL && (Py_REFCNT(e->aside) > 1 || ((PyByteArrayObject *)e->aside)->ob_exports > 0))
+        Py_CLEAR(e->aside);
     if (e->aside == NULL || PyByteArray_GET_SIZE(e->aside) < n) {
         Py_CLEAR(e->aside);
         e->aside = PyByteArray_FromStringAndSize(NULL, n);
@@ -430,8 +434,6 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
             Py_DECREF(result);
             result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &recv, tag, key);
             if (result != NULL && result != Py_False) e->swaps++;
-            if (x == e->aside && result != NULL && PyTuple_Check(result) && PyTuple_GET_ITEM(result, 0) != Py_None)
-                Py_CLEAR(e->aside); /* the unfinished send holds it */
         } else if (r == 0 && sends != UNKNOWN && reads != UNKNOWN && send.len <= e->max_bytes && recv.len <= e->max_bytes) {
             int held = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */
             r = held < 0 ? -1 : 1;

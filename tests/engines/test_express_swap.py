@@ -201,16 +201,30 @@ def test_an_rts_unanswered_in_time_is_handed_to_its_channel_and_the_receive_to_t
     assert address_of(np.frombuffer(op.data, np.uint8)) == address_of(x) and request.nbytes == N
 
 
-def test_an_answer_in_place_hands_over_the_copy_and_the_next_call_copies_aside_anew() -> None:
+def test_an_answer_in_place_hands_over_the_copy_and_the_next_call_copies_aside_anew_while_it_is_held() -> None:
     lanes = _Lanes(loop=False)
     x = _message(BEYOND, 8)
     request, received = lanes.sendrecv(x, x, dst=1, src=2)
     first = lanes.channels[1]._awaiting[0].data
     assert bytes(first) == x.tobytes() and address_of(np.frombuffer(first, np.uint8)) != address_of(x)
-    lanes.channels[1]._awaiting.clear()  # (as the peer's answer would)
+    lanes.channels[1]._awaiting.clear()  # (as the peer's answer would; ``first`` still holds a view)
     lanes.sendrecv(x, x, dst=1, src=2)
     second = lanes.channels[1]._awaiting[1].data
     assert address_of(np.frombuffer(second, np.uint8)) != address_of(np.frombuffer(first, np.uint8))
+
+
+def test_in_place_the_copy_aside_is_taken_again_once_the_engine_has_let_go_of_it() -> None:
+    lanes = _Lanes(loop=False)
+    x = _message(BEYOND, 8)
+    lanes.sendrecv(x, x, dst=1, src=2)
+    first = address_of(np.frombuffer(lanes.channels[1]._awaiting[0].data, np.uint8))
+    lanes.channels[1]._awaiting.clear()  # answered: the engine lets go of the copy
+    taken = bytearray(BEYOND)  # (would be given the copy's memory, had the lane let it go too)
+    y = _message(BEYOND, 9)
+    lanes.sendrecv(y, y, dst=1, src=2)
+    again = lanes.channels[1]._awaiting[1].data
+    assert address_of(np.frombuffer(again, np.uint8)) == first and bytes(again) == _message(BEYOND, 9).tobytes()
+    del taken
 
 
 def test_the_peers_rts_and_its_answer_come_in_either_order() -> None:
