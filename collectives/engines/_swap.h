@@ -206,14 +206,9 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
 /* Move both directions until done, a frame not theirs is next, or the wait is over: a spin of
    ``spin_ns``, then sched_yield until ``swap_yield_ns`` more have passed, plus about the time
    the peer's copy of my message takes (at 2 GB/s). It spins no longer than any other wait:
-   where the peer shares my core, only a yield lets it copy. On a crowded host (the lane's
-   receive yields, ``yield_ns``) that extra is at most ``swap_yield_ns``: a rank yielding for a
-   long read still takes its turns on a core other ranks need, while the engine, handed the
-   rest, sleeps until the peer's frame rings. */
+   where the peer shares my core, only a yield lets it copy. */
 static void swap_wait(Express *e, Swap *s) {
-    int64_t copy = (int64_t)(s->n / 2);
-    if (e->yield_ns > 0 && copy > e->swap_yield_ns) copy = e->swap_yield_ns;
-    int64_t spin = e->spin_ns, yield = e->swap_yield_ns + copy;
+    int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(s->n / 2);
     int64_t start = 0, spin_until = 0, yield_until = 0;
     for (unsigned i = 1;; i++) {
         int r = s->received ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
