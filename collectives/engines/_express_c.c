@@ -1,6 +1,6 @@
 /* The point-to-point engine's express lane: a blocking send or receive of a message of up to a
    quarter ring over shared memory in one C call; and a sendrecv, both ways in one call, from
-   ``single_bytes`` by single copy (see "sendrecv" below).
+   ``single_bytes`` by single copy (_swap.h; see "sendrecv" below).
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
@@ -356,7 +356,7 @@ fail:
 
 /* -- sendrecv: both directions in one call ---------------------------------------------- */
 
-#include "_swap.h"
+#include "_swap.h" /* the single-copy swap: my RTS out, the peer's message read, TAKEN both ways */
 
 /* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
    bytearray, kept between calls: a fresh one would cost its page faults each time). One that
