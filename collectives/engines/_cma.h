@@ -1,4 +1,4 @@
-/* Cross-memory copies for the engines' C parts (_reads_c.c, _express_c.c): the loop that
+/* Cross-memory copies for the engines' C parts (_reads_c.c, _swap.h of _express_c.c): the loop that
    transports/cma.py runs in Python, in pieces of its PIECE_BYTES, each piece one
    process_vm_readv or process_vm_writev. */
 

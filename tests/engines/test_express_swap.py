@@ -12,8 +12,11 @@ process); the last run ranks, with the lane and without it (``pure_python``)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import signal
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -24,7 +27,7 @@ from collectives.buffers import BUILT_IN_DTYPES, address_of
 from collectives.engines import express
 from collectives.errors import PeerLostError, TransportError
 from collectives.tags import MAX_USER_TAG, P2P_TAG_BIT
-from collectives.testing import run_world
+from collectives.testing import RankError, run_world
 from collectives.transports import cma
 from collectives.transports.frames import FLAG_END, HEADER, SINGLE_COPY
 from collectives.transports.single_copy import FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
@@ -198,16 +201,30 @@ def test_an_rts_unanswered_in_time_is_handed_to_its_channel_and_the_receive_to_t
     assert address_of(np.frombuffer(op.data, np.uint8)) == address_of(x) and request.nbytes == N
 
 
-def test_an_answer_in_place_hands_over_the_copy_and_the_next_call_copies_aside_anew() -> None:
+def test_an_answer_in_place_hands_over_the_copy_and_the_next_call_copies_aside_anew_while_it_is_held() -> None:
     lanes = _Lanes(loop=False)
     x = _message(BEYOND, 8)
     request, received = lanes.sendrecv(x, x, dst=1, src=2)
     first = lanes.channels[1]._awaiting[0].data
     assert bytes(first) == x.tobytes() and address_of(np.frombuffer(first, np.uint8)) != address_of(x)
-    lanes.channels[1]._awaiting.clear()  # (as the peer's answer would)
+    lanes.channels[1]._awaiting.clear()  # (as the peer's answer would; ``first`` still holds a view)
     lanes.sendrecv(x, x, dst=1, src=2)
     second = lanes.channels[1]._awaiting[1].data
     assert address_of(np.frombuffer(second, np.uint8)) != address_of(np.frombuffer(first, np.uint8))
+
+
+def test_in_place_the_copy_aside_is_taken_again_once_the_engine_has_let_go_of_it() -> None:
+    lanes = _Lanes(loop=False)
+    x = _message(BEYOND, 8)
+    lanes.sendrecv(x, x, dst=1, src=2)
+    first = address_of(np.frombuffer(lanes.channels[1]._awaiting[0].data, np.uint8))
+    lanes.channels[1]._awaiting.clear()  # answered: the engine lets go of the copy
+    taken = bytearray(BEYOND)  # (would be given the copy's memory, had the lane let it go too)
+    y = _message(BEYOND, 9)
+    lanes.sendrecv(y, y, dst=1, src=2)
+    again = lanes.channels[1]._awaiting[1].data
+    assert address_of(np.frombuffer(again, np.uint8)) == first and bytes(again) == _message(BEYOND, 9).tobytes()
+    del taken
 
 
 def test_the_peers_rts_and_its_answer_come_in_either_order() -> None:
@@ -352,3 +369,60 @@ def test_a_sendrecv_with_a_rank_that_left_fails_with_peer_lost() -> None:
         return comm._express.swaps > 0
 
     assert run_world(body, 2, "shm", timeout=60) == [True, True]
+
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _killed_mid_swap(folder: Any, half: str) -> Any:
+    """Rank 1 takes its half of rank 0's last swap and is killed (SIGKILL) with the other half
+    unanswered. ``"received"``: rank 0 has read the peer's message and awaits the answer to its
+    RTS (rank 1 posts its send, is frozen, and rank 0 kills it once the message is in ``out``);
+    ``"sent"``: rank 1 receives (reads rank 0's message and answers) and kills itself, rank 0
+    awaiting its RTS. Rank 0 writes what it raised."""
+
+    def body(comm: Any) -> Any:
+        peer = 1 - comm.rank
+        pid = int(comm.all_gather(np.array([os.getpid()], np.int64))[1])
+        x, out = _message(BIG, comm.rank), np.zeros(BIG, np.uint8)
+        for _ in range(2):  # the channels learn, then the lane swaps
+            comm.sendrecv(x, peer, out, peer)
+        sent = _message(BIG, 7)
+        if comm.rank == 1:
+            if half == "received":
+                comm.send(sent, 0, async_op=True)  # its RTS out; frozen before it can answer mine
+                os.kill(os.getpid(), signal.SIGSTOP)
+            comm.recv(out, 0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def kill_once_read() -> None:
+            while not np.array_equal(out, sent):
+                time.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+
+        if half == "received":
+            while not _stopped(pid):
+                time.sleep(0.001)
+            threading.Thread(target=kill_once_read, daemon=True).start()
+        swaps = comm._express.swaps
+        try:
+            comm.sendrecv(_message(BIG, 5), peer, out, peer)
+        except PeerLostError as exc:
+            (folder / "rank0").write_text(json.dumps([type(exc).__name__, exc.peer, comm._express.swaps - swaps,
+                                                      bool(np.array_equal(out, sent))]))
+        return "raised"
+
+    return body
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("half", ["received", "sent"])
+def test_a_peer_killed_mid_swap_fails_the_sendrecv_with_peer_lost(half: str, tmp_path: Any) -> None:
+    with pytest.raises(RankError) as info:
+        run_world(_killed_mid_swap(tmp_path, half), 2, "shm", timeout=60)
+    assert info.value.rank == 1 and info.value.exitcode == -signal.SIGKILL
+    # the last call began as a swap; rank 0 had read the peer's message where the peer sent it
+    assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 1, 1, half == "received"]
