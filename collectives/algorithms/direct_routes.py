@@ -7,7 +7,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   rank has a core, from ``GATHER_READS_BYTES`` already; from ``ALL_GATHER_COPY_FIRST_BYTES`` a
   rank copies its own block into its ``out`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
-  ``reads_from``, else two shots through the scratch window.
+  ``reads_from``, else two shots through the scratch window; either way block by block in
+  pieces of ``DIRECT_STEP_BYTES``.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
 
@@ -68,6 +69,20 @@ they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
 SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+
+
+DIRECT_STEP_BYTES = 1 << 20
+"""Bytes of each rank's block handled per step of the direct all-reduce through the window, and
+the piece in which the all-reduces and reduce-scatters by reads read their peers' blocks (one
+read of each peer per piece; an all-reduce's read of a reduced piece waits for its owner's flag).
+Measured: docs/performance.md, "Thresholds", DIRECT_STEP_BYTES."""
+
+
+def reads_pieces(nbytes: int, size: int) -> int:
+    """The pieces of at most ``DIRECT_STEP_BYTES`` in which an all-reduce or reduce-scatter by
+    reads of ``nbytes`` (bytes of ``x``) at ``size`` ranks reads each peer's part of a block."""
+    block = -(-nbytes // size)
+    return max(1, -(-block // DIRECT_STEP_BYTES))
 
 
 def gather_window_bytes(oversubscribed: bool) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
 from ..algorithms import ring as ring_schedules
+from ..algorithms.direct_routes import DIRECT_STEP_BYTES as DIRECT_STEP_BYTES  # the engine's piece, patched here by tests
 from ..algorithms.schedule import partition
 from ..tags import CONTROL_TAG_BIT
 from ..transports import cma
@@ -32,11 +33,6 @@ from .call import Call
 from .executor import Executor
 
 logger = logging.getLogger("collectives")
-
-DIRECT_STEP_BYTES = 1 << 20
-"""Bytes of each rank's block handled per step of the direct all-reduce (and the piece of
-single-copy reads). Measured: docs/performance.md, "Thresholds", DIRECT_STEP_BYTES."""
-
 
 class SharedWindows:
     """The windows, peer-memory reads and serial counters of one communicator's window engine.

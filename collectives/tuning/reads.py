@@ -17,7 +17,8 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
 
 A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
 engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
-``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer), ``reads_beta`` per byte
+``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer, and per piece where the
+reads go piece by piece: ``PIECEWISE``), ``reads_beta`` per byte
 the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
 whole calls (``turns``): a copy of a few MiB is shorter than the scheduler's slice, so 3 ranks on
 2 cores measure as slow as 4, not 1.5 times as slow as 2 (docs/simulation.md, "Single-copy reads").
@@ -55,6 +56,10 @@ all-gather's own block (out of place, as the harness calls it) is copied at the 
 PEER_COPIES: dict[str, int] = {"all_reduce": 2}
 """Reads or writes per peer in one call where more than one: an all-reduce reads each peer once
 per shot (others: once)."""
+
+PIECEWISE = frozenset({"all_reduce", "reduce_scatter"})
+"""The calls by reads that read their peers' blocks piece by piece (``direct_routes.reads_pieces``):
+``PEER_COPIES`` reads of each peer per piece (the others read each peer once per call)."""
 
 REDUCED: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda p: (p - 1) / p,  # every peer's part of my block folded into it
@@ -110,7 +115,8 @@ def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> Terms:
     n = turns(size, cores)
     reduced = REDUCED[collective](size) * nbytes if collective in REDUCED else 0.0
     in_c = collective in IN_C
-    return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * n,
+    pieces = direct_routes.reads_pieces(nbytes, size) if collective in PIECEWISE else 1
+    return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * pieces * n,
                  READ_BYTES[collective](size) * nbytes * n, reduced * n)
 
 

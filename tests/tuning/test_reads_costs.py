@@ -191,12 +191,27 @@ def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_si
         start = direct_routes.reads_from(scatter, size > cores)
         share = (size - 1) / size
         turns = math.ceil(size / cores)
-        want = (6e-6 + shots * (size - 1) * 5e-6 + shots * share * start * 0.08e-9 + share * start * 0.02e-9) * turns
+        pieces = direct_routes.reads_pieces(start, size)
+        want = (6e-6 + shots * (size - 1) * pieces * 5e-6 + shots * share * start * 0.08e-9
+                + share * start * 0.02e-9) * turns
         assert tuner.direct_price(collective, start, size, SHM, cores) == pytest.approx(want, rel=1e-12)
         below = start - 4096
         assert tuner.direct_price(collective, below, size, SHM, cores) == pytest.approx(
             tuner.direct_time(collective, below, size, SHM) * turns, rel=1e-12)
     assert direct_routes.reads_from(False, False) < direct_routes.reads_from(False, True)
+
+
+@pytest.mark.parametrize("collective", ["all_reduce", "reduce_scatter"])
+def test_all_reduces_and_reduce_scatters_by_reads_read_each_peer_once_per_piece_of_a_block(collective: str) -> None:
+    """The engine reads a block in pieces of ``DIRECT_STEP_BYTES``: a block of k pieces costs k
+    reads of each peer per shot, where the exchanges read each peer once."""
+    piece = direct_routes.DIRECT_STEP_BYTES
+    shots = 1 if collective == "reduce_scatter" else 2
+    for size in (2, 4):
+        assert direct_routes.reads_pieces(size * piece, size) == 1
+        assert direct_routes.reads_pieces(size * piece + 1, size) == 2
+        assert reads.terms(collective, 8 * size * piece, size).copies == shots * (size - 1) * 8
+    assert reads.terms("all_to_all", 64 * piece, 2).copies == 1
 
 
 def test_the_simulator_prices_the_all_gathers_and_all_reduces_by_reads_as_the_tuner_does() -> None:
