@@ -17,8 +17,9 @@ typedef struct {
     int ranks, me;          /* the window's ranks, and my index among them */
     int cpu_slot;           /* the flag where each rank says which CPU it last posted from (-1: none) */
     int bells;
-    long long moves;        /* how often this rank moved off a peer's CPU (separate()) */
+    long long moves;        /* how often this rank moved itself to another CPU (separate(), balance()) */
     int64_t spin_ns, yield_ns;
+    int64_t balanced_at;    /* when balance() last looked at where the ranks run (0: never) */
     uint64_t **flags;       /* [ranks]: each rank's flag area */
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
@@ -72,10 +73,78 @@ static inline void separate(FlagSet *w, int rank) {
 #endif
 }
 
+/* Where ranks outnumber CPUs the scheduler can leave more of a window's ranks on one CPU than
+   their share (3 and 1 of 4 ranks on 2 CPUs) and keep them there, since ranks that yield while
+   they wait look busy to its balancer; then every call waits for the crowded CPU's turns. The
+   CPU a rank of ``ranks`` (each rank's last posted CPU + 1 in ``posted``, 0: none) should move
+   to, or -1 where it stays: only the highest of the ranks that last posted from ``here``, where
+   they are more than ceil(ranks / CPUs allowed) and an allowed CPU has fewer than that, to the
+   allowed CPU with the fewest (the lowest of equals). */
+#ifdef __linux__
+static inline int crowded_move(int ranks, int me, const uint64_t *posted, int here, const cpu_set_t *allowed) {
+    int cpus = CPU_COUNT(allowed), crowd = 0;
+    if (cpus <= 1 || here < 0 || !CPU_ISSET(here, allowed)) return -1;
+    for (int q = 0; q < ranks; q++) {
+        if (q != me && posted[q] != (uint64_t)here + 1) continue;
+        if (q > me) return -1; /* a higher rank here moves, not this one */
+        crowd++;
+    }
+    int share = (ranks + cpus - 1) / cpus, best = -1, fewest = share;
+    if (crowd <= share) return -1;
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE && seen < cpus; cpu++) {
+        if (!CPU_ISSET(cpu, allowed)) continue;
+        seen++;
+        if (cpu == here) continue;
+        int n = 0;
+        for (int q = 0; q < ranks; q++)
+            if (q != me && posted[q] == (uint64_t)cpu + 1) n++;
+        if (n < fewest) fewest = n, best = cpu;
+    }
+    return best;
+}
+#endif
+
+#define BALANCE_NS 1000000 /* a rank looks (and moves itself) at most once a millisecond (balance()) */
+#define BALANCE_MAX_RANKS 64
+
+/* Before a yielding wait (ranks outnumber CPUs): move this rank as ``crowded_move`` says, the
+   way separate() moves. */
+static inline void balance(FlagSet *w) {
+#ifdef __linux__
+    if (w->ranks > BALANCE_MAX_RANKS) return;
+    int here = sched_getcpu();
+    if (here < 0) return;
+    uint64_t posted[BALANCE_MAX_RANKS];
+    int crowd = 0;
+    for (int q = 0; q < w->ranks; q++) {
+        posted[q] = q == w->me ? (uint64_t)here + 1 : load_flag(w, q, w->cpu_slot);
+        crowd += posted[q] == (uint64_t)here + 1;
+    }
+    if (crowd < 2) return; /* alone here: nothing to decide */
+    int64_t t = now_ns();
+    if (w->balanced_at != 0 && t - w->balanced_at < BALANCE_NS) return;
+    w->balanced_at = t; /* (the mask is read at most once per BALANCE_NS, moving or not) */
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+    int cpu = crowded_move(w->ranks, w->me, posted, here, &allowed);
+    if (cpu < 0) return;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0) {
+        sched_setaffinity(0, sizeof allowed, &allowed);
+        w->moves++;
+        __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
+    }
+#else
+    (void)w;
+#endif
+}
+
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. */
 static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
     if (load_flag(w, rank, slot) >= value) return 1;
     if (w->spin_ns > 0 && w->cpu_slot >= 0) separate(w, rank);
+    else if (w->yield_ns > 0 && w->cpu_slot >= 0) balance(w);
     int64_t start = now_ns(), spin_until = start + w->spin_ns, yield_until = spin_until + w->yield_ns;
     for (unsigned i = 1;; i++) {
         if (load_flag(w, rank, slot) >= value) return 1;

@@ -445,7 +445,7 @@ static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
 }
 
 static PyGetSetDef SmallPlan_getset[] = {
-    {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved off a CPU a peer posted from.", NULL},
+    {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved itself to another CPU.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -488,8 +488,40 @@ static PyObject *apart_py(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(ok);
 }
 
+/* crowded_move(me, posted, here, allowed): _flags.h's crowded_move on lists (``posted``: each
+   rank's last posted CPU + 1, 0 for none; ``allowed``: CPU numbers), for the tests. */
+static PyObject *crowded_move_py(PyObject *self, PyObject *args) {
+    (void)self;
+    int me, here;
+    PyObject *posted, *allowed;
+    if (!PyArg_ParseTuple(args, "iO!iO!", &me, &PyList_Type, &posted, &here, &PyList_Type, &allowed)) return NULL;
+#ifdef __linux__
+    Py_ssize_t ranks = PyList_GET_SIZE(posted);
+    if (ranks < 1 || ranks > BALANCE_MAX_RANKS || me < 0 || me >= ranks)
+        return PyErr_Format(PyExc_ValueError, "crowded_move: %zd ranks (1 to %d), me %d", ranks, BALANCE_MAX_RANKS, me);
+    uint64_t cpus[BALANCE_MAX_RANKS];
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (Py_ssize_t q = 0; q < ranks; q++) {
+        cpus[q] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(posted, q));
+        if (PyErr_Occurred()) return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(allowed); i++) {
+        long cpu = PyLong_AsLong(PyList_GET_ITEM(allowed, i));
+        if (PyErr_Occurred()) return NULL;
+        if (cpu < 0 || cpu >= CPU_SETSIZE) return PyErr_Format(PyExc_ValueError, "crowded_move: no CPU %ld", cpu);
+        CPU_SET((int)cpu, &set);
+    }
+    return PyLong_FromLong(crowded_move((int)ranks, me, cpus, here, &set));
+#else
+    (void)me, (void)here, (void)posted, (void)allowed;
+    return PyLong_FromLong(-1); /* no per-thread CPU masks to move with */
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"folds", folds_py, METH_VARARGS, "Whether the C plans fold (dtype code, operator code) themselves."},
+    {"crowded_move", crowded_move_py, METH_VARARGS, "Where a crowded rank moves itself (-1: it stays); for the tests."},
     {"apart", (PyCFunction)(void (*)(void))apart_py, METH_FASTCALL, "Whether two buffers are the same or apart."},
     {NULL, NULL, 0, NULL},
 };

@@ -314,6 +314,51 @@ def test_ranks_the_scheduler_put_on_one_cpu_move_apart_and_keep_their_affinity()
     assert kept0 and kept1
 
 
+@pytest.mark.parametrize("posted,allowed,moves", [
+    ([1, 2, 2, 2], [0, 1], {3: 0}),  # 3 of 4 ranks on CPU 1: its highest rank goes to CPU 0
+    ([1, 1, 2, 2], [0, 1], {}),  # their share each: nobody moves
+    ([1, 1, 1, 2, 2, 2, 2, 2], [0, 1], {7: 0}),  # 5 of 8 on CPU 1, against a share of 4
+    ([2, 2, 2], [0, 1], {2: 0}),  # 3 ranks on one of 2 CPUs: a share is 2
+    ([1, 1, 2, 2, 2, 2], [0, 1, 2], {5: 2}),  # to the CPU with the fewest (none on CPU 2)
+    ([1, 2, 2, 2], [1], {}),  # one CPU allowed: nowhere to go
+    ([1, 2, 2, 2], [0, 2], {}),  # CPU 1 is not allowed any more: the mask decides, not the crowd
+    ([0, 0, 2, 2], [0, 1], {}),  # ranks that never posted are nowhere: 2 ranks on CPU 1 are a share
+])
+def test_where_ranks_outnumber_cpus_only_the_highest_rank_of_a_crowded_cpu_moves(
+        posted: list[int], allowed: list[int], moves: dict[int, int]) -> None:
+    from collectives.engines import _small_c  # type: ignore[attr-defined]
+
+    for me in range(len(posted)):
+        here = posted[me] - 1 if posted[me] else 1
+        assert _small_c.crowded_move(me, posted, here, allowed) == moves.get(me, -1), f"rank {me}"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_where_ranks_outnumber_cpus_a_crowded_cpu_sheds_its_highest_rank() -> None:
+    """Four ranks on two CPUs, three of them on one: the scheduler can keep them there (ranks
+    that yield look busy to it), and every call then waited for the crowded CPU's turns (twice
+    the time). The highest rank there moves itself to the other CPU before it waits."""
+    def fn(comm: collectives.Communicator) -> tuple[int, bool]:
+        two = set(sorted(os.sched_getaffinity(0))[:2])
+        os.sched_setaffinity(0, two)  # before the window opens: it sees 4 ranks on 2 CPUs
+        x = np.ones(2)
+        comm.all_reduce(x)
+        assert comm._context.windows.small_window.oversubscribed
+        os.sched_setaffinity(0, {min(two)} if comm.rank == 0 else {max(two)})
+        for _ in range(50):
+            comm.all_reduce(x)
+        os.sched_setaffinity(0, two)  # free to move again; the crowd is where it was
+        for _ in range(1000):
+            comm.all_reduce(x)
+        native = comm._plans[("all_reduce", x.dtype, x.size, ReduceOp.SUM, None)].native
+        return native.moves, os.sched_getaffinity(0) == two
+
+    results = run_world(fn, 4, "shm", timeout=60)
+    moves = [m for m, _ in results]
+    assert moves[0] == 0 and moves[3] >= 1, moves  # the lone rank stays; the crowd's highest moves
+    assert all(kept for _, kept in results)
+
+
 def test_the_setting_is_read_like_every_other_flag() -> None:
     from collectives.config import Config
     from collectives.errors import InvalidArgumentError
