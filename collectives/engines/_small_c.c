@@ -30,7 +30,7 @@
 #include "_flags.h"
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
-       KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7 };
+       KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7, KIND_ALL_REDUCE_TWO_SHOT = 8 };
 enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
 enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
 
@@ -38,7 +38,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* how Python calls it: SmallPlan_vectorcall */
     FlagSet w;              /* the window's flags, waits and doorbells (_flags.h) */
-    int kind, flag, len_slot, exit_slot, areas, op, dtype;
+    int kind, flag, len_slot, exit_slot, red_flag, areas, op, dtype;
     Py_ssize_t nbytes, red_offset, red_bytes;
     uint64_t len_word;
     char **area;            /* [areas * ranks]: area m of rank r at m * ranks + r */
@@ -92,6 +92,8 @@ static int fold(int dtype, int op, char *out, const char *src, Py_ssize_t nbytes
     }
     return 1;
 }
+
+static const int ITEM_SIZE[T_COUNT] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8};
 
 static int folds(int dtype, int op) {
     if (op == OP_NONE || dtype < 0 || dtype >= T_COUNT) return 0;
@@ -166,6 +168,46 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
         memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
         for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
+    }
+    return (long long)s;
+}
+
+/* Block q of a two-shot all-reduce, in bytes: the elements split as algorithms/schedule.py's
+   ``partition`` splits them (the first count % ranks blocks one element longer). */
+static void block_of(SmallPlan *p, int q, size_t *offset, size_t *length) {
+    size_t item = (size_t)ITEM_SIZE[p->dtype], count = (size_t)p->nbytes / item, ranks = (size_t)p->w.ranks;
+    size_t base = count / ranks, extra = count % ranks, i = (size_t)q;
+    *offset = (i * base + (i < extra ? i : extra)) * item;
+    *length = (base + (i < extra ? 1 : 0)) * item;
+}
+
+/* The two-shot all-reduce over the halves (small.TwoShotAllReducePlan): post x in my half;
+   once every peer has, fold block ``me`` of every half in rank order into ``out``, copy it
+   back over block ``me`` of my half (only I read that block of my half this call) and post
+   ``red_flag``; then copy every peer's reduced block out of its half. Returns s, 0 when
+   nothing was done, -2s once x is posted but a peer is late or passed another count, and
+   -(2s + 1) once my block is posted reduced but a peer's is late. */
+static long long run_two_shot(SmallPlan *p, const char *x, char *out, uint64_t serial) {
+    uint64_t s = serial + 1;
+    int h = (int)(s & 1), len_slot = p->len_slot + h;
+    if (!begun(p, s)) return 0;
+    char **half = p->area + (size_t)h * p->w.ranks;
+    memcpy(half[p->w.me], x, (size_t)p->nbytes);
+    set_word(&p->w, len_slot, p->len_word);
+    post(&p->w, p->flag, s);
+    for (int q = 0; q < p->w.ranks; q++)
+        if (q != p->w.me && !arrived(p, q, s, len_slot)) return -2 * (long long)s;
+    size_t offset, length;
+    block_of(p, p->w.me, &offset, &length);
+    memcpy(out + offset, half[0] + offset, length);
+    for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, out + offset, half[q] + offset, (Py_ssize_t)length);
+    memcpy(half[p->w.me] + offset, out + offset, length);
+    post(&p->w, p->red_flag, s);
+    for (int q = 0; q < p->w.ranks; q++) {
+        if (q == p->w.me) continue;
+        if (!reach(&p->w, q, p->red_flag, s)) return -2 * (long long)s - 1;
+        block_of(p, q, &offset, &length);
+        memcpy(out + offset, half[q] + offset, length);
     }
     return (long long)s;
 }
@@ -347,7 +389,8 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
     }
     Py_ssize_t want_out = p->kind == KIND_ALL_GATHER ? p->nbytes * p->w.ranks : p->red_bytes;
     if (xb.len == p->nbytes && ob.len == want_out) /* else the Python plan does it (and says what is wrong) */
-        result = run_halves(p, (const char *)xb.buf, (char *)ob.buf, serial);
+        result = p->kind == KIND_ALL_REDUCE_TWO_SHOT ? run_two_shot(p, (const char *)xb.buf, (char *)ob.buf, serial)
+                                                     : run_halves(p, (const char *)xb.buf, (char *)ob.buf, serial);
     PyBuffer_Release(&ob);
     PyBuffer_Release(&xb);
     return PyLong_FromLongLong(result);
@@ -388,24 +431,26 @@ static int addresses(PyObject *seq, Py_ssize_t want, void *into, const char *wha
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", "exit_slot", NULL};
-    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1;
+                            "cpu_slot", "len_ring", "exit_slot", "red_flag", NULL};
+    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
     long long spin_ns, yield_ns;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iii", names, &kind, &me, &flags, &areas, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiii", names, &kind, &me, &flags, &areas, &doorbells,
                                      &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
-                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot))
+                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot,
+                                     &red_flag))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
-    if (kind < KIND_ALL_REDUCE || kind > KIND_ALL_TO_ALL ||
+    if (kind < KIND_ALL_REDUCE || kind > KIND_ALL_REDUCE_TWO_SHOT ||
+        (kind == KIND_ALL_REDUCE_TWO_SHOT && (red_flag < 0 || op == OP_NONE)) ||
         ((kind == KIND_SCATTER || kind == KIND_ALL_TO_ALL) && nbytes % ranks != 0) || me < 0 || me >= ranks || nbytes < 0 || red_offset < 0 ||
         red_bytes < 0 || red_offset + red_bytes > nbytes || spin_ns < 0 || yield_ns < 0 || nareas % ranks != 0 ||
         (kind != KIND_BARRIER && nareas == 0) || len_ring < 0 || (len_ring > 0 && len_ring < nareas / ranks))
         return PyErr_Format(PyExc_ValueError, "inconsistent small plan");
-    if ((op != OP_NONE || kind == KIND_REDUCE) && !folds(dtype, op))
+    if ((op != OP_NONE || kind == KIND_REDUCE || kind == KIND_ALL_REDUCE_TWO_SHOT) && !folds(dtype, op))
         return PyErr_Format(PyExc_ValueError, "no C fold for dtype code %d and operator code %d", dtype, op);
     SmallPlan *p = (SmallPlan *)type->tp_alloc(type, 0);
     if (p == NULL) return NULL;
@@ -413,7 +458,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->areas = (int)(nareas / ranks), p->op = op, p->dtype = dtype, p->nbytes = nbytes, p->len_word = len_word;
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
-    p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->w.moves = 0;
+    p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));

@@ -39,6 +39,8 @@ The single-copy algorithms (the broadcast here, ``all_reduce_by_reads``, and the
     PUSHED  the number of my last broadcast as root whose writes into peers are done
     SHARE   the bytes of every block a gather's or scatter's root copies itself this call
             (``exchange_reads``; the other ranks copy the rest of theirs)
+    REDUCED the number of my last two-shot small all-reduce whose block ``me`` of my half
+            holds the reduced block (``small.TwoShotAllReducePlan``; peers may copy it)
 
 Every call also says how many bytes this rank brings, where its peers read them with the
 flag they already wait on (``LEN`` beside SEG/OFF or ADDR; in the small window one word
@@ -75,6 +77,7 @@ SLOT_LEN = 17  # to 17 + small.SLOT_LENS - 1 (48): the bytes of pipelined broadc
 CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
 EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep), 2s + 1 once it left (small.py)
 SHARE = 51  # the bytes of every block that a gather's or scatter's root copies itself this call (exchange_reads.py)
+REDUCED = 52  # the number of my last two-shot small all-reduce whose block is reduced in my half (small.py)
 
 BARRIER_LEN = (1 << 64) - 1
 """What a barrier writes where a small call writes its byte count (it brings no data)."""

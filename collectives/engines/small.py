@@ -38,7 +38,7 @@ import numpy as np
 from ..buffers import address_of, copy_array
 from ..ops import ReduceOp, kernel_of
 from . import small_native
-from .direct import BARRIER_LEN, EXITED, HALF_LEN, SMALL, Window, count_mismatch
+from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
 from ..algorithms.schedule import partition
 
@@ -53,6 +53,14 @@ BROADCAST_BYTES = 2 << 20
 root and one out by each rank, all in cache, beat the single-copy reads of
 ``direct.broadcast`` up to here (all-reduce and reduce-scatter keep HALF_BYTES).
 Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
+
+TWO_SHOT_BYTES = 64 << 10
+"""Where ranks outnumber cores, all-reduces through the halves from this size take two shots
+(``TwoShotAllReducePlan``: each rank folds one block of every half, then copies the others'
+reduced blocks) instead of every rank folding the whole vector: a quarter of the folding and
+half the reads of other cores' halves at 4 ranks, for one more flag per call. Measured:
+docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
+
 
 EXIT_WAIT_SECONDS = 2e-3
 """How long the rank that completes a barrier waits for peers that waited it out beyond their
@@ -261,6 +269,53 @@ class AllReducePlan(_Plan):
             self._wait(q, flags, s, deadline, on_timeout)
         _reduce_with(self.kernel, self.operands[s & 1], out)
         return s
+
+
+class TwoShotAllReducePlan(_Plan):
+    """Small all-reduces of one shape and operator in two shots through the halves: every
+    rank posts ``x`` in its half; rank r folds block r of every half in rank order into its
+    ``out``, copies it back over block r of its own half (no other rank reads that block of
+    it this call) and posts ``REDUCED``; every rank then copies each peer's reduced block out
+    of that peer's half. Block r is folded once, by rank r: every rank gets the same bits."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> None:
+        super().__init__(window, dtype, size)
+        self.averages = op is ReduceOp.AVG  # the caller divides (ops.finalize)
+        self.kernel = kernel_of(op)
+        self.fold = small_native.fold_code(dtype, op)
+        self.blocks = tuple(slice(offset, offset + length) for offset, length in partition(size, len(window.ranks)))
+        self.native = small_native.plan(window, small_native.ALL_REDUCE_TWO_SHOT, self.halves, flag=SMALL,
+                                        len_slot=HALF_LEN, nbytes=self.nbytes, len_word=self.nbytes, dtype=dtype,
+                                        op=self.fold, red_flag=REDUCED)
+
+    def resume(self, code: int, x: np.ndarray, out: np.ndarray, serial: int, deadline: float,
+               on_timeout: OnTimeout) -> int:
+        """Finish the call from where the C plan's ``code`` left it: > 0 done; -2s posted, a
+        peer late; -(2s + 1) my block posted reduced, a peer's late; 0 (or no C plan) the
+        whole call here. ``out`` may be ``x``."""
+        if code > 0:
+            return code
+        s, folded = (-code >> 1, -code & 1) if code < 0 else (self._post(x, serial, deadline, on_timeout), 0)
+        halves, mine = self.halves[s & 1], self.blocks[self.me]
+        if not folded:
+            for q, flags in self.peers:
+                self._wait(q, flags, s, deadline, on_timeout)
+            _reduce_with(self.kernel, [half[mine] for half in halves], out[mine])
+            copy_array(halves[self.me][mine], out[mine])
+            self.window.post(REDUCED, s)
+        for i, q in enumerate(self.window.ranks):
+            if i != self.me:
+                self.window.wait(q, REDUCED, s, deadline, on_timeout)
+                copy_array(out[self.blocks[i]], halves[i][self.blocks[i]])
+        return s
+
+
+def all_reduce_plan(window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> AllReducePlan | TwoShotAllReducePlan:
+    """The plan of small all-reduces of this shape over ``window``: two shots where ranks
+    outnumber cores from ``TWO_SHOT_BYTES`` (the same choice on every rank), else one."""
+    if window.oversubscribed and dtype.itemsize * size >= TWO_SHOT_BYTES and size >= len(window.ranks):
+        return TwoShotAllReducePlan(window, dtype, size, op)
+    return AllReducePlan(window, dtype, size, op)
 
 
 class ReduceScatterPlan(AllReducePlan):

@@ -33,9 +33,10 @@ PURE_PYTHON_ENV = "COLLECTIVES_PURE_PYTHON"
 """Set to 1 (``Config.pure_python``): the small window's calls (and the fast path's checks,
 ``_fast_path.paths``) run in Python only."""
 
-ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE, GATHER, SCATTER, ALL_TO_ALL = range(8)
+ALL_REDUCE, ALL_GATHER, BARRIER, BROADCAST, REDUCE, GATHER, SCATTER, ALL_TO_ALL, ALL_REDUCE_TWO_SHOT = range(9)
 """Kinds of C plan (reduce-scatter is an all-reduce of one block; broadcast, reduce, gather and
-scatter: the one-way calls through the slots, engines/slots.py)."""
+scatter: the one-way calls through the slots, engines/slots.py; the two-shot all-reduce,
+``small.TwoShotAllReducePlan``, folds in C or not at all)."""
 
 NativePlan = Callable[..., int]
 """A C plan: ``(x, out, serial)``, ``(x, root index, serial)`` (broadcast, reduce), ``(x, out, root
@@ -79,16 +80,17 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
-         reduced: tuple[int, int] | None = None, len_ring: int = 0) -> NativePlan | None:
+         reduced: tuple[int, int] | None = None, len_ring: int = 0, red_flag: int = -1) -> NativePlan | None:
     """A C plan over ``window`` (``areas``: each area of the call as every window rank's
     view, in window-rank order), or None where calls run in Python (not built, too large, or a
     window whose ``in_c`` is false: turned off, or not a shared-memory window; a reduce whose
     ``op`` C does not fold). ``reduced`` is the (byte offset, bytes) of the areas this rank folds
     (its block, for a reduce-scatter). A broadcast or reduce finds call b's byte count at flag
-    ``len_slot + b % len_ring`` (0: as many words as areas)."""
+    ``len_slot + b % len_ring`` (0: as many words as areas). A two-shot all-reduce posts its
+    reduced block at flag ``red_flag``."""
     if _small_c is None or not getattr(window, "in_c", False) or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER):
         return None
-    if kind == REDUCE and op == NO_FOLD:
+    if kind in (REDUCE, ALL_REDUCE_TWO_SHOT) and op == NO_FOLD:
         return None
     flags = [window.flag_area(q) for q in window.ranks]
     bells = window.transport.doorbells()
@@ -103,4 +105,5 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
         # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-        keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1))
+        keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
+        red_flag=red_flag))

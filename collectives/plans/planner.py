@@ -107,7 +107,7 @@ class Planner:
             assert ctx.windows is not None  # select() offers it only with windows
             windows = ctx.windows
             if nbytes <= small.HALF_BYTES:
-                return windowed.SmallReduction(windows, lambda w: small.AllReducePlan(w, dtype, count, op), op)
+                return windowed.SmallReduction(windows, lambda w: small.all_reduce_plan(w, dtype, count, op), op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
         factory = schedule_for("all_reduce", algorithm, nbytes)
         keep = factory is recursive.all_reduce_short and requested is None  # the repeated small all_reduce

@@ -14,12 +14,13 @@ import pytest
 
 import collectives
 from collectives import ReduceOp
-from collectives.engines import small_native
+from collectives.engines import small, small_native
 from collectives.errors import MessageMismatchError
 from collectives.ops import kernel_of
 from collectives.store import PrefixStore
 from collectives.testing import run_world
 from collectives.testing.reference import rank_input
+from collectives.transports import shm_window
 
 pytestmark = pytest.mark.multiprocess
 
@@ -368,3 +369,34 @@ def test_the_setting_is_read_like_every_other_flag() -> None:
     assert Config.from_env({small_native.PURE_PYTHON_ENV: "off"}).pure_python is False
     with pytest.raises(InvalidArgumentError, match="COLLECTIVES_PURE_PYTHON='maybe'"):
         Config.from_env({small_native.PURE_PYTHON_ENV: "maybe"})
+
+
+def test_two_shot_all_reduces_give_numpys_bits_and_wait_for_late_peers(
+        implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores, all-reduces from ``small.TWO_SHOT_BYTES`` fold one block per
+    rank (``TwoShotAllReducePlan``): the same bits as folding in rank order, in place and out of
+    place, blocks of uneven length, ranks falling behind at either shot, C and Python alike."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit both
+    monkeypatch.setattr(small, "TWO_SHOT_BYTES", 16)
+
+    def fn(comm: collectives.Communicator) -> tuple[set[str], list[str]]:
+        rng = np.random.default_rng(comm.rank)
+        failed = []
+        for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR),
+                          (np.float32, ReduceOp.MAX), (np.float32, ReduceOp.AVG)]:
+            for k in (5, 3001):
+                inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+                expected = _folded(inputs, op, comm.size)
+                for i in range(6):
+                    if rng.random() < 0.3:
+                        time.sleep(rng.random() * 1e-3)
+                    x = inputs[comm.rank].copy()
+                    got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
+                    if got.tobytes() != expected.tobytes():
+                        failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+        kinds = {type(getattr(plan, "kernel", None)).__name__ for plan in comm._plans.values()}
+        return kinds, failed
+
+    for kinds, failed in run_world(fn, 3, "shm", timeout=120):
+        assert failed == []
+        assert "TwoShotAllReducePlan" in kinds
