@@ -37,6 +37,20 @@ static inline int current_cpu(void) {
 #endif
 }
 
+#ifdef __linux__
+/* Move this thread to ``cpu`` at once (its mask narrowed to it, which migrates it), then give
+   it back its mask ``allowed``, and record the CPU in its flag area. */
+static inline void move_to(FlagSet *w, int cpu, const cpu_set_t *allowed) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return;
+    sched_setaffinity(0, sizeof *allowed, allowed);
+    w->moves++;
+    __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
+}
+#endif
+
 /* Two ranks that the scheduler put on one CPU, with other CPUs idle, spin against each other:
    the waiter holds the CPU its peer needs. It happens after a futex wake-up, which places the
    woken rank beside its waker, and then lasts (a call took 48 us instead of 1.6, at 2 ranks on
@@ -51,7 +65,7 @@ static inline void separate(FlagSet *w, int rank) {
     if (w->me < rank) return;
     int here = sched_getcpu();
     if (here < 0 || load_flag(w, rank, w->cpu_slot) != (uint64_t)here + 1) return;
-    cpu_set_t allowed, free_cpus, one;
+    cpu_set_t allowed, free_cpus;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
     free_cpus = allowed;
     CPU_CLR(here, &free_cpus);
@@ -61,13 +75,7 @@ static inline void separate(FlagSet *w, int rank) {
     }
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
         if (!CPU_ISSET(cpu, &free_cpus)) continue;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        if (sched_setaffinity(0, sizeof one, &one) == 0) {
-            sched_setaffinity(0, sizeof allowed, &allowed);
-            w->moves++;
-            __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
-        }
+        move_to(w, cpu, &allowed);
         return;
     }
 #endif
@@ -124,17 +132,10 @@ static inline void balance(FlagSet *w) {
     int64_t t = now_ns();
     if (w->balanced_at != 0 && t - w->balanced_at < BALANCE_NS) return;
     w->balanced_at = t; /* (the mask is read at most once per BALANCE_NS, moving or not) */
-    cpu_set_t allowed, one;
+    cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
     int cpu = crowded_move(w->ranks, w->me, posted, here, &allowed);
-    if (cpu < 0) return;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) == 0) {
-        sched_setaffinity(0, sizeof allowed, &allowed);
-        w->moves++;
-        __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
-    }
+    if (cpu >= 0) move_to(w, cpu, &allowed);
 #else
     (void)w;
 #endif
