@@ -1,4 +1,5 @@
-/* ``KeptRun``: the steps of ``Communicator._run_kept`` in C, for the C fast path (_fast_c.c).
+/* ``KeptRun``: the steps of ``Communicator._run_kept`` in C, for the C fast path (_fast_c.c)
+   and, called from Python, ``Communicator.barrier``.
 
    A repeated small call's own work is a few hundred nanoseconds; the bookkeeping around it in
    Python (the run lock, the sequence number, the deadline, the flight recorder's slot, two
