@@ -40,13 +40,10 @@ from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
+from ..algorithms.direct_routes import HALF_BYTES  # the engine's own name (tests shrink it here)
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
-
-HALF_BYTES = 512 << 10
-"""Bytes of each half, the largest contribution a small reduction or broadcast takes: up to
-here one flag per call beats the chunked direct algorithms. Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 
 BROADCAST_BYTES = 2 << 20
 """The largest broadcast taken here (the window's halves are as large): one copy in by the
