@@ -15,7 +15,7 @@ import pytest
 import collectives
 from collectives import ReduceOp
 from collectives.algorithms import direct_routes
-from collectives.engines import small, small_native
+from collectives.engines import small_native
 from collectives.errors import MessageMismatchError
 from collectives.ops import kernel_of
 from collectives.store import PrefixStore
