@@ -9,6 +9,9 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
   pieces of ``DIRECT_STEP_BYTES``.
+- All-reduces and reduce-scatters up to ``HALF_BYTES`` through the small window's halves; there
+  all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
+  else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
 
@@ -70,6 +73,18 @@ SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
 
+HALF_BYTES = 512 << 10
+"""Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
+reduction or broadcast takes: up to here one flag per call beats the chunked direct algorithms.
+Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
+
+TWO_SHOT_BYTES = 64 << 10
+"""Where ranks outnumber cores, all-reduces through the small window's halves from this size
+take two shots (``engines/small.py``'s ``TwoShotAllReducePlan``: each rank folds one block of
+every half, then copies the others' reduced blocks) instead of every rank folding the whole
+vector: a quarter of the folding and half the reads of other cores' halves at 4 ranks, for one
+more flag per call. Measured: docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
+
 
 DIRECT_STEP_BYTES = 1 << 20
 """Bytes of each rank's block handled per step of the direct all-reduce through the window, and
@@ -102,6 +117,13 @@ def all_gather_copies_first(block: int) -> bool:
     """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
     peers read them (there), rather than while they read them from ``x``."""
     return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def two_shot(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``, at most ``HALF_BYTES``) through the
+    small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
+    from ``TWO_SHOT_BYTES``."""
+    return oversubscribed and nbytes >= TWO_SHOT_BYTES
 
 
 def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> bool:

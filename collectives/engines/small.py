@@ -40,27 +40,16 @@ from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
+from ..algorithms.direct_routes import HALF_BYTES  # the engine's own name (tests shrink it here)
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
-
-HALF_BYTES = 512 << 10
-"""Bytes of each half, the largest contribution a small reduction or broadcast takes: up to
-here one flag per call beats the chunked direct algorithms. Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 
 BROADCAST_BYTES = 2 << 20
 """The largest broadcast taken here (the window's halves are as large): one copy in by the
 root and one out by each rank, all in cache, beat the single-copy reads of
 ``direct.broadcast`` up to here (all-reduce and reduce-scatter keep HALF_BYTES).
 Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
-
-TWO_SHOT_BYTES = 64 << 10
-"""Where ranks outnumber cores, all-reduces through the halves from this size take two shots
-(``TwoShotAllReducePlan``: each rank folds one block of every half, then copies the others'
-reduced blocks) instead of every rank folding the whole vector: a quarter of the folding and
-half the reads of other cores' halves at 4 ranks, for one more flag per call. Measured:
-docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
-
 
 EXIT_WAIT_SECONDS = 2e-3
 """How long the rank that completes a barrier waits for peers that waited it out beyond their
@@ -311,9 +300,10 @@ class TwoShotAllReducePlan(_Plan):
 
 
 def all_reduce_plan(window: Window, dtype: np.dtype, size: int, op: ReduceOp) -> AllReducePlan | TwoShotAllReducePlan:
-    """The plan of small all-reduces of this shape over ``window``: two shots where ranks
-    outnumber cores from ``TWO_SHOT_BYTES`` (the same choice on every rank), else one."""
-    if window.oversubscribed and dtype.itemsize * size >= TWO_SHOT_BYTES and size >= len(window.ranks):
+    """The plan of small all-reduces of this shape over ``window``: two shots where
+    ``direct_routes.two_shot`` says (the same choice on every rank) and every rank has an
+    element of its own to fold, else one."""
+    if direct_routes.two_shot(dtype.itemsize * size, window.oversubscribed) and size >= len(window.ranks):
         return TwoShotAllReducePlan(window, dtype, size, op)
     return AllReducePlan(window, dtype, size, op)
 

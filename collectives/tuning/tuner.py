@@ -151,6 +151,21 @@ def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) 
     return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
 
 
+TWO_SHOT_MOVED = 3.0
+"""Bytes each rank copies in a direct all-reduce in two shots, as a multiple of n: ``x`` into its
+window, block r of every rank's copy read and folded (its own block too), that block copied back
+over its own copy, the p - 1 other reduced blocks copied out (n/p + (p - 1)/p of n)."""
+
+
+def two_shot_time(nbytes: int, size: int, costs: TransportCosts) -> float:
+    """Seconds of one turn of a direct all-reduce in two shots through the small window's halves
+    (``direct_routes.two_shot``, the engine's ``TwoShotAllReducePlan``): ``TWO_SHOT_MOVED`` per byte copied, (p - 1)/p of n folded, and for
+    the second flag, whose wait every rank yields through, one more context switch (``wake``; the
+    ranks queued ahead of it are the turns' ``direct_turns``)."""
+    share = (size - 1) / size
+    return costs.direct_alpha + costs.wake + nbytes * (TWO_SHOT_MOVED * costs.direct_beta + share * costs.gamma)
+
+
 def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: TransportCosts | None = None,
                          cores: int = 0) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
@@ -170,11 +185,15 @@ def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: Transpo
 def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
-    (``reads``), else through its windows; None where it runs the rule's schedule instead."""
+    (``reads``), else through its windows (all-reduces within the small window's halves in two shots
+    where ``direct_routes.two_shot`` says: ``two_shot_time``); None where it runs the rule's schedule instead."""
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if reads.taken(collective, nbytes, size, costs, cores):
         return reads.reads_time(collective, nbytes, size, costs, cores)
+    if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
+            nbytes, 0 < cores < size):
+        return two_shot_time(nbytes, size, costs) * direct_turns(collective, size, cores)
     return direct_time(collective, nbytes, size, costs) * direct_turns(collective, size, cores)
 
 

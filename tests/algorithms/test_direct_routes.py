@@ -33,3 +33,11 @@ def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_bey
 
 def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:
     assert small._half_bytes() >= routes.GATHER_BYTES >= routes.GATHER_BYTES_OVERSUBSCRIBED
+
+
+def test_small_all_reduces_take_two_shots_only_where_ranks_outnumber_cores_from_the_two_shot_size() -> None:
+    """(Below the halves' limit: the same decision ``small.all_reduce_plan`` and the cost model take.)"""
+    two = routes.TWO_SHOT_BYTES
+    assert routes.two_shot(two, True) and not routes.two_shot(two - 1, True)
+    assert not routes.two_shot(two, False) and not routes.two_shot(small.HALF_BYTES, False)
+    assert two <= small.HALF_BYTES

@@ -14,7 +14,8 @@ import pytest
 
 import collectives
 from collectives import ReduceOp
-from collectives.engines import small, small_native
+from collectives.algorithms import direct_routes
+from collectives.engines import small_native
 from collectives.errors import MessageMismatchError
 from collectives.ops import kernel_of
 from collectives.store import PrefixStore
@@ -373,11 +374,11 @@ def test_the_setting_is_read_like_every_other_flag() -> None:
 
 def test_two_shot_all_reduces_give_numpys_bits_and_wait_for_late_peers(
         implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where ranks outnumber cores, all-reduces from ``small.TWO_SHOT_BYTES`` fold one block per
+    """Where ranks outnumber cores, all-reduces from ``direct_routes.TWO_SHOT_BYTES`` fold one block per
     rank (``TwoShotAllReducePlan``): the same bits as folding in rank order, in place and out of
     place, blocks of uneven length, ranks falling behind at either shot, C and Python alike."""
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit both
-    monkeypatch.setattr(small, "TWO_SHOT_BYTES", 16)
+    monkeypatch.setattr(direct_routes, "TWO_SHOT_BYTES", 16)
 
     def fn(comm: collectives.Communicator) -> tuple[set[str], list[str]]:
         rng = np.random.default_rng(comm.rank)

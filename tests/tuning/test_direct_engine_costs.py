@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from collectives.algorithms import direct_routes
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
 from collectives.tuning import tuner
@@ -47,3 +48,18 @@ def test_rooted_direct_calls_share_the_cores_evenly() -> None:
     alone = tuner.direct_time("broadcast", 1 << 20, 3, costs)
     assert tuner.direct_price("broadcast", 1 << 20, 3, costs, cores=2) == pytest.approx(1.5 * alone)
     assert tuner.direct_turns("broadcast", 8, 2) == tuner.direct_turns("all_gather", 8, 2) == 4.0
+
+
+def test_all_reduces_in_two_shots_pay_their_extra_copies_and_flag_where_ranks_outnumber_cores() -> None:
+    """From ``direct_routes.TWO_SHOT_BYTES`` on a crowded host every rank copies ``x`` in, reads and
+    folds its block of every copy, copies it back and copies the p - 1 other blocks out (3n), and
+    waits once more; below that size, or where every rank has a core, the window's price stays."""
+    costs = current().costs("shm")
+    n = direct_routes.TWO_SHOT_BYTES
+    turn = costs.direct_alpha + costs.wake + n * (3 * costs.direct_beta + 0.75 * costs.gamma)
+    assert tuner.direct_price("all_reduce", n, 4, costs, cores=2) == pytest.approx(2 * turn)
+    below = n - 4
+    assert tuner.direct_price("all_reduce", below, 4, costs, cores=2) == pytest.approx(
+        2 * tuner.direct_time("all_reduce", below, 4, costs))
+    assert tuner.direct_price("all_reduce", n, 4, costs, cores=4) == pytest.approx(
+        tuner.direct_time("all_reduce", n, 4, costs))
