@@ -11,6 +11,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   pieces of ``DIRECT_STEP_BYTES``.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
+- Reduces beyond the small window's slots (``registry.DIRECT_REDUCE_BYTES``): by reads from
+  ``REDUCE_READS_BYTES``, else the automatic choice's schedule.
 
 Every route by reads holds only where the kernel allows them (elsewhere the window, or beyond
 its limit the automatic choice's schedule). Every input is the same on every rank, so every
@@ -69,6 +71,11 @@ they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
 SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+REDUCE_READS_BYTES = 2 << 20
+"""Reduces (bytes of ``x``) from this size go by reads (``direct.reduce_by_reads``: every rank
+folds a block, the root reads the folded blocks) where the kernel allows them; smaller ones
+beyond the slots run their schedule, whose pipelined copies beat the reads' syscalls and
+whole-block waits at 1 MiB. Measured: docs/performance.md, "Eighteenth round: reduce by reads"."""
 
 
 DIRECT_STEP_BYTES = 1 << 20

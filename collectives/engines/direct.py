@@ -52,7 +52,8 @@ never return truncated, padded or mixed data.
 
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
 both shots done by such reads, so that nothing is staged through a window at all (and
-large reduce-scatters its first shot, ``reduce_scatter_by_reads``).
+large reduce-scatters its first shot, ``reduce_scatter_by_reads``; large reduces that shot,
+then the root reads every reduced block, ``reduce_by_reads``).
 
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
@@ -495,4 +496,43 @@ def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Re
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         reads.reduce(op, inputs, x, lo + start, m, out[start : start + m])
+    return reads.finish(others, last)
+
+
+def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp, root: int, serial: int) -> int:
+    """Reduce of ``x`` into the root's ``x`` by reads of peers' memory, in two shots: rank r
+    reads block r of every peer's ``x`` and folds it (own contribution first, then the others
+    in rank order) into ``kept`` (the root: into block r of its ``x``); then the root reads
+    every folded block out of its owner's ``kept`` into its ``x``. Every rank folds a share,
+    where a root that read whole vectors would fold them all: per rank (p-1)/p·n bytes read
+    across and n/p folded, the root (p-1)/p·n more. Other ranks' ``x`` are only read.
+
+    One piece of each block per step (as ``all_reduce_by_reads``), so that the root reads
+    folded pieces while their owners fold the next. ``kept``: at least the largest block's
+    elements, the plan's, kept between calls. Returns the new serial once every peer is done
+    reading my ``x`` and ``kept`` (the root writes a piece of block q of its ``x`` only after
+    rank q posted RED for it, which it does after reading it)."""
+    window = reads.window
+    ranks = window.ranks
+    me = ranks.index(window.rank)
+    chunk = reads.step(x)
+    blocks = partition(x.size, len(ranks))
+    count = max(1, max((length + chunk - 1) // chunk for _, length in blocks))
+    last = serial + count
+    at_root = window.rank == root
+    mine = x[blocks[me][0] : blocks[me][0] + blocks[me][1]] if at_root else kept[: blocks[me][1]]
+    others, inputs, outputs = reads.post_addresses(x, mine, serial + 1, last)
+    for c in range(count):
+        s = serial + c + 1
+        pieces = _pieces(blocks, c, chunk)
+        lo, n = pieces[me]
+        if n:
+            reads.reduce(op, inputs, x, lo, n, mine[c * chunk : c * chunk + n])
+        window.post(RED, s)
+        if at_root:
+            for q in others:
+                qlo, qn = pieces[ranks.index(q)]
+                if qn:
+                    reads.wait(q, RED, s)
+                    reads.memory.read(q, outputs[q] + c * chunk * x.itemsize, x[qlo : qlo + qn])
     return reads.finish(others, last)
