@@ -225,10 +225,11 @@ class WindowReduction:
 
 
 class ReduceByReads:
-    """Reduces too large for the slots: by reads of peers' memory where the kernel allows them
-    (``direct.reduce_by_reads``: every rank folds a block, the root reads the reduced blocks),
-    else ``fallback`` (a schedule). The route is found on the first call (the probe is
-    collective: every rank agrees) and kept."""
+    """Reduces too large for the slots: by reads of peers' memory from
+    ``direct_routes.reduce_reads_from`` where the kernel allows them (``direct.reduce_by_reads``:
+    every rank folds a block, the root reads the folded blocks), else ``fallback`` (a schedule).
+    The route is found on the first call (the probe is collective and the window's
+    ``oversubscribed`` agreed: every rank agrees) and kept."""
 
     __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept")
 
@@ -238,13 +239,15 @@ class ReduceByReads:
         self.op, self.root = op, root
         self.dtype, self.count = dtype, count
         self.fallback = fallback
-        self.route: Any = None  # the fallback plan where reads are refused
+        self.route: Any = None  # the fallback plan, where reads are refused or the call is below their size
         self.kept: np.ndarray | None = None  # where this rank folds its block (reads: found on the first call)
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
         if self.kept is None and self.route is None:
-            if windows.peer_memory(call) is None:
+            crowded = windows.small(call).oversubscribed
+            if self.count * self.dtype.itemsize < direct_routes.reduce_reads_from(crowded) or (
+                    windows.peer_memory(call) is None):
                 self.route = self.fallback()
             else:
                 self.kept = np.empty(-(-self.count // windows.size), self.dtype)

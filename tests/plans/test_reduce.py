@@ -44,7 +44,7 @@ def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduc
     _check(results, size)
     routes = results[0][1]
     assert routes[(1, None)][0] == routes[(300, None)][0] == "OneWay"
-    assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"  # below REDUCE_READS_BYTES
+    assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"  # below the reads' sizes
 
 
 def _check(results, size):
@@ -86,7 +86,7 @@ def _rewritten_at_once(comm):
 @pytest.fixture
 def reads_from_the_slots(monkeypatch):
     """Reduces by reads from just beyond the slots (``LARGE``), not from their own size."""
-    monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", DIRECT_REDUCE_BYTES + 1)
+    monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
 
 
 def test_large_reduces_by_reads_give_the_root_the_reduction(reads_from_the_slots):
