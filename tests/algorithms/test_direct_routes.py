@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collectives.algorithms import direct_routes as routes
+from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
 from collectives.engines import small
 
 
@@ -33,3 +34,9 @@ def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_bey
 
 def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:
     assert small._half_bytes() >= routes.GATHER_BYTES >= routes.GATHER_BYTES_OVERSUBSCRIBED
+
+
+def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_beyond_the_slots() -> None:
+    assert routes.reduce_reads_from(False) == routes.REDUCE_READS_BYTES[0]
+    assert routes.reduce_reads_from(True) == routes.REDUCE_READS_BYTES[1]
+    assert routes.reduce_reads_from(False) >= routes.reduce_reads_from(True) > DIRECT_REDUCE_BYTES
