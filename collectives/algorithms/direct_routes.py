@@ -14,6 +14,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
+- Reduces beyond the small window's slots (``registry.DIRECT_REDUCE_BYTES``): by reads from
+  ``reduce_reads_from``, else the automatic choice's schedule.
 
 Every route by reads holds only where the kernel allows them (elsewhere the window, or beyond
 its limit the automatic choice's schedule). Every input is the same on every rank, so every
@@ -72,6 +74,12 @@ they do). Measured: docs/performance.md, "Thresholds", GATHER_SLOTS_BYTES."""
 SCATTER_SLOTS_BYTES = 128 << 10
 """Scatters (bytes of the root's ``x``) up to this size go through the window's slots, larger
 ones by reads. Measured: docs/performance.md, "Thresholds", SCATTER_SLOTS_BYTES."""
+REDUCE_READS_BYTES = (4 << 20, 2 << 20)
+"""Reduces (bytes of ``x``) from the first size where every rank has a core, from the second
+where ranks outnumber the cores, go by reads (``direct.reduce_by_reads``: every rank folds a
+block, the root reads the folded blocks) where the kernel allows them; smaller ones beyond the
+slots run their schedule, whose pipelined copies beat the reads' syscalls and whole-block waits
+there. Measured: docs/performance.md, "Eighteenth round: reduce by reads"."""
 
 HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
@@ -136,6 +144,12 @@ def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> boo
         return nbytes > SCATTER_SLOTS_BYTES
     lo, hi = ALL_TO_ALL_READS_CROWDED
     return nbytes >= ALL_TO_ALL_READS_BYTES and (not oversubscribed or lo <= nbytes < hi)
+
+
+def reduce_reads_from(oversubscribed: bool) -> int:
+    """The smallest reduce taken by reads, in bytes of ``x``, where ranks outnumber cores
+    (``oversubscribed``, the same on every rank) or not."""
+    return REDUCE_READS_BYTES[oversubscribed]
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

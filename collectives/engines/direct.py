@@ -52,7 +52,8 @@ never return truncated, padded or mixed data.
 
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
 both shots done by such reads, so that nothing is staged through a window at all (and
-large reduce-scatters its first shot, ``reduce_scatter_by_reads``).
+large reduce-scatters its first shot, ``reduce_scatter_by_reads``; large reduces that shot,
+then the root reads every reduced block, ``reduce_by_reads``).
 
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
@@ -406,6 +407,13 @@ class Reads(NamedTuple):
     def wait(self, q: int, slot: int, value: int) -> None:
         self.window.wait(q, slot, value, self.deadline, self.on_timeout)
 
+    def walk(self, x: np.ndarray, serial: int) -> tuple[list[tuple[int, int]], int, int]:
+        """(every rank's block of ``x``, elements per step, the call's last serial: one step
+        per piece of the longest block) of a call that reads piece by piece."""
+        chunk = self.step(x)
+        blocks = partition(x.size, len(self.window.ranks))
+        return blocks, chunk, serial + max(1, max((length + chunk - 1) // chunk for _, length in blocks))
+
     def post_addresses(self, x: np.ndarray, out: np.ndarray, first: int, last: int) -> tuple[list[int], dict[int, int], dict[int, int]]:
         """Publish where my ``x`` and ``out`` lie and how large ``x`` is (POSTED =
         ``last``), wait for every peer's (any POSTED from ``first`` on is this call's: a
@@ -460,20 +468,10 @@ def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Reduce
     In place, a rank writes a peer's block of its ``x`` only after that peer has posted
     RED for the step, which it does after reading it.
     """
-    window = reads.window
-    me = window.rank
-    chunk = reads.step(x)
-    blocks = partition(x.size, len(window.ranks))
-    count = max(1, max((length + chunk - 1) // chunk for _, length in blocks))
-    last = serial + count
+    blocks, chunk, last = reads.walk(x, serial)
     others, inputs, outputs = reads.post_addresses(x, out, serial + 1, last)
-    for c in range(count):
-        s = serial + c + 1
-        pieces = _pieces(blocks, c, chunk)
-        lo, n = pieces[me]
-        if n:
-            reads.reduce(op, inputs, x, lo, n, out[lo : lo + n])
-        window.post(RED, s)
+    lo, n = blocks[reads.window.ranks.index(reads.window.rank)]
+    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, out[lo : lo + n]):
         for q in others:
             qlo, qn = pieces[q]
             if qn:
@@ -496,3 +494,48 @@ def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Re
         m = min(chunk, n - start)
         reads.reduce(op, inputs, x, lo + start, m, out[start : start + m])
     return reads.finish(others, last)
+
+
+def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp, root: int, serial: int) -> int:
+    """Reduce of ``x`` into the root's ``x`` by reads of peers' memory, in two shots: rank r
+    reads block r of every peer's ``x`` and folds it (own contribution first, then the others
+    in rank order) into ``kept`` (the root: into block r of its ``x``); then the root reads
+    every folded block out of its owner's ``kept`` into its ``x``. Every rank folds a share,
+    where a root that read whole vectors would fold them all: per rank (p-1)/p·n bytes read
+    across and n/p folded, the root (p-1)/p·n more. Other ranks' ``x`` are only read.
+
+    One piece of each block per step (as ``all_reduce_by_reads``), so that the root reads
+    folded pieces while their owners fold the next. ``kept``: at least the largest block's
+    elements, the plan's, kept between calls. Returns the new serial once every peer is done
+    reading my ``x`` and ``kept`` (the root writes a piece of block q of its ``x`` only after
+    rank q posted RED for it, which it does after reading it)."""
+    ranks = reads.window.ranks
+    blocks, chunk, last = reads.walk(x, serial)
+    lo, n = blocks[ranks.index(reads.window.rank)]
+    at_root = reads.window.rank == root
+    mine = x[lo : lo + n] if at_root else kept[:n]
+    others, inputs, outputs = reads.post_addresses(x, mine, serial + 1, last)
+    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, mine):
+        if at_root:
+            for q in others:
+                qlo, qn = pieces[ranks.index(q)]
+                if qn:
+                    reads.wait(q, RED, s)
+                    reads.memory.read(q, outputs[q] + (s - serial - 1) * chunk * x.itemsize, x[qlo : qlo + qn])
+    return reads.finish(others, last)
+
+
+def _folded_pieces(reads: Reads, op: ReduceOp, x: np.ndarray, inputs: dict[int, int], blocks: Sequence[tuple[int, int]],
+                   chunk: int, serial: int, last: int, mine: np.ndarray) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """The first shot of the calls by reads that fold, step by step: fold piece c of my block of
+    every rank's ``x`` into ``mine[c·chunk:]`` (my block's destination), post RED, and yield
+    (the step's serial, every block's piece)."""
+    me = reads.window.ranks.index(reads.window.rank)
+    for c in range(last - serial):
+        s = serial + c + 1
+        pieces = _pieces(blocks, c, chunk)
+        lo, n = pieces[me]
+        if n:
+            reads.reduce(op, inputs, x, lo, n, mine[c * chunk : c * chunk + n])
+        reads.window.post(RED, s)
+        yield s, pieces

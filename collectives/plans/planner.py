@@ -177,7 +177,10 @@ class Planner:
             if 0 < nbytes <= DIRECT_REDUCE_BYTES:
                 return windowed.OneWay(ctx.windows, root, lambda w: slots.PipelinedReducePlan(w, dtype, count, op),
                                        averages=op is ReduceOp.AVG and ctx.rank == root)
-            return by_schedule(self.automatic("reduce", nbytes, ctx.size))  # the same on every rank
+            fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
+            if nbytes >= min(direct_routes.REDUCE_READS_BYTES):
+                return windowed.ReduceByReads(ctx.windows, op, root, dtype, count, lambda: by_schedule(fallback))
+            return by_schedule(fallback)
         return by_schedule(algorithm)
 
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:

@@ -224,6 +224,43 @@ class WindowReduction:
         return ok
 
 
+class ReduceByReads:
+    """Reduces too large for the slots: by reads of peers' memory from
+    ``direct_routes.reduce_reads_from`` where the kernel allows them (``direct.reduce_by_reads``:
+    every rank folds a block, the root reads the folded blocks), else ``fallback`` (a schedule).
+    The route is found on the first call (the probe is collective and the window's
+    ``oversubscribed`` agreed: every rank agrees) and kept."""
+
+    __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept")
+
+    def __init__(self, windows: SharedWindows, op: ReduceOp, root: int, dtype: np.dtype, count: int,
+                 fallback: Callable[[], Plan]) -> None:
+        self.windows = windows
+        self.op, self.root = op, root
+        self.dtype, self.count = dtype, count
+        self.fallback = fallback
+        self.route: Any = None  # the fallback plan, where reads are refused or the call is below their size
+        self.kept: np.ndarray | None = None  # where this rank folds its block (reads: found on the first call)
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        windows = self.windows
+        if self.kept is None and self.route is None:
+            crowded = windows.small(call).oversubscribed
+            if self.count * self.dtype.itemsize < direct_routes.reduce_reads_from(crowded) or (
+                    windows.peer_memory(call) is None):
+                self.route = self.fallback()
+            else:
+                self.kept = np.empty(-(-self.count // windows.size), self.dtype)
+        if self.route is not None:
+            self.route(x, out, call)
+            return
+        reads = windows.reads(call)
+        assert reads is not None and self.kept is not None  # allowed on the first call, kept
+        windows.memory_serial = direct.reduce_by_reads(reads, x, self.kept, self.op, self.root, windows.memory_serial)
+        if self.op is ReduceOp.AVG and windows.rank == self.root:
+            finalize(ReduceOp.AVG, x, windows.size)
+
+
 class WindowAllGather:
     """All-gathers of one shape: through the small window where the contribution fits it,
     by single-copy reads where they are allowed and the window does not win, else

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collectives.algorithms import direct_routes as routes
+from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
 from collectives.engines import small
 
 
@@ -41,3 +42,9 @@ def test_small_all_reduces_take_two_shots_only_where_ranks_outnumber_cores_from_
     assert routes.two_shot(two, True) and not routes.two_shot(two - 1, True)
     assert not routes.two_shot(two, False) and not routes.two_shot(small.HALF_BYTES, False)
     assert two <= small.HALF_BYTES
+
+
+def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_beyond_the_slots() -> None:
+    assert routes.reduce_reads_from(False) == routes.REDUCE_READS_BYTES[0]
+    assert routes.reduce_reads_from(True) == routes.REDUCE_READS_BYTES[1]
+    assert routes.reduce_reads_from(False) >= routes.reduce_reads_from(True) > DIRECT_REDUCE_BYTES

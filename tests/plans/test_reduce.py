@@ -1,8 +1,10 @@
 """Reduce: on one host over shared memory, small reduces run one-way through the small
 window's slots (``windowed.OneWay``): every rank but the root copies its ``x`` into its
-slot and goes on, up to a round of slots ahead of the root, which folds them all. Larger ones,
-and any asked for by name, run their schedule. Either way the root gets the rank-order
-reduction and every other rank's ``x`` stays as it was."""
+slot and goes on, up to a round of slots ahead of the root, which folds them all. Larger ones
+go by reads of peers' memory (``windowed.ReduceByReads``: every rank folds a block, the root
+reads the folded blocks) where the kernel allows them, else run their schedule, as any asked
+for by name does. Either way the root gets the rank-order reduction and every other rank's
+``x`` stays as it was."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import time
 import numpy as np
 import pytest
 
+from collectives.algorithms import direct_routes
 from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
 from collectives.engines import small
+from collectives.engines import windows as window_engine
 from collectives.testing import run_world
 
 pytestmark = pytest.mark.multiprocess
@@ -37,6 +41,14 @@ def _reduces(comm):
 @pytest.mark.parametrize("size", [2, 3])
 def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduction(size):
     results = run_world(_reduces, size, "shm", timeout=60)
+    _check(results, size)
+    routes = results[0][1]
+    assert routes[(1, None)][0] == routes[(300, None)][0] == "OneWay"
+    assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"  # below the reads' sizes
+
+
+def _check(results, size):
+    """Every call of ``_reduces`` gave its root the reduction and left the others' ``x``."""
     i = 0
     for count, _ in ((1, None), (300, None), (LARGE, None), (300, "tree")):
         parts = [np.arange(count, dtype=np.float64) * (r + 1) + r for r in range(size)]
@@ -51,9 +63,45 @@ def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduc
                         else:
                             assert got is True, f"rank {r}'s x changed ({count} {op} root {root})"
                     i += 1
-    routes = results[0][1]
-    assert routes[(1, None)][0] == routes[(300, None)][0] == "OneWay"
-    assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"
+
+
+def _rewritten_at_once(comm):
+    """Large reduces to a root that changes, every rank rewriting its ``x`` as soon as the call
+    returns (peers read it, and the root reads every rank's folded block: none may return
+    before they are done); returns the wrong elements seen and the plan's route."""
+    k = LARGE + 7  # blocks of uneven length
+    x = np.empty(k)
+    bad = 0
+    for i in range(8):
+        root = i % comm.size
+        x[...] = comm.rank + 10 * i
+        comm.reduce(x, root=root)
+        if comm.rank == root:
+            bad += int(np.count_nonzero(x != sum(range(comm.size)) + comm.size * 10 * i))
+        x[...] = -1.0  # what a peer would read if it were still copying
+    [plan] = [p for key, p in comm._plans.items() if key[0] == "reduce" and key[2] == k and key[4] == 0]
+    return bad, type(getattr(plan, "plan", plan)).__name__, type(getattr(plan, "route", None)).__name__
+
+
+@pytest.fixture
+def reads_from_the_slots(monkeypatch):
+    """Reduces by reads from just beyond the slots (``LARGE``), not from their own size."""
+    monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
+
+
+def test_large_reduces_by_reads_give_the_root_the_reduction(reads_from_the_slots):
+    results = run_world(_reduces, 3, "shm", timeout=60)
+    assert results[0][1][(LARGE, None)] == ("ReduceByReads", "NoneType")
+    _check(results, 3)
+
+
+def test_large_reduces_by_reads_return_only_once_peers_are_done_with_the_buffers(reads_from_the_slots, monkeypatch):
+    monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 64 << 10)  # blocks of two pieces, one short
+    assert run_world(_rewritten_at_once, 3, "shm", timeout=60) == [(0, "ReduceByReads", "NoneType")] * 3
+
+
+def test_large_reduces_run_their_schedule_where_reads_are_turned_off(reads_from_the_slots):
+    assert run_world(_rewritten_at_once, 3, "shm", timeout=60, cross_memory=False) == [(0, "ReduceByReads", "Reduce")] * 3
 
 
 def _run_ahead(comm):
