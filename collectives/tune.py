@@ -38,6 +38,7 @@ import numpy as np
 from .config import Config, parse_size
 from .timing import Case, measure
 from .transports import cma
+from .transports.progress import usable_cpus
 from .tuning import reads, tuner
 from .tuning.machine import Machine, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_MARGIN, ENV, Profile, TransportCosts
@@ -48,14 +49,6 @@ if TYPE_CHECKING:
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
