@@ -186,15 +186,17 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``), else through its windows (all-reduces within the small window's halves in two shots
-    where ``direct_routes.two_shot`` says: ``two_shot_time``); None where it runs the rule's schedule instead."""
+    where ``direct_routes.two_shot`` says: ``two_shot_time``), in turns beyond the cores
+    (``direct_turns``, and ``switches`` between them); None where it runs the rule's schedule instead."""
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if reads.taken(collective, nbytes, size, costs, cores):
         return reads.reads_time(collective, nbytes, size, costs, cores)
+    turns = direct_turns(collective, size, cores)
     if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
             nbytes, 0 < cores < size):
-        return two_shot_time(nbytes, size, costs) * direct_turns(collective, size, cores)
-    return direct_time(collective, nbytes, size, costs) * direct_turns(collective, size, cores)
+        return two_shot_time(nbytes, size, costs) * turns + switches(collective, turns, costs)
+    return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
 
 
 DIRECT_SYNCED = frozenset({"all_reduce", "reduce_scatter", "all_gather", "all_to_all"})
@@ -211,6 +213,15 @@ def direct_turns(collective: str, size: int, cores: int) -> float:
     if collective in DIRECT_SYNCED:
         return float(reads.turns(size, cores))
     return max(1.0, size / cores) if cores else 1.0
+
+
+def switches(collective: str, turns: float, costs: TransportCosts) -> float:
+    """Seconds a window call of ``turns`` whole turns spends handing the cores from one turn's
+    ranks to the next's: where every rank waits for every peer (``DIRECT_SYNCED``), each turn
+    beyond the first costs ``direct_sync`` (the ranks that posted yield at a flag and resume once
+    the ranks queued behind them have posted theirs); the rooted calls, whose ranks wait for the
+    root alone, hand over nothing."""
+    return (turns - 1) * costs.direct_sync if collective in DIRECT_SYNCED else 0.0
 
 
 @functools.lru_cache(maxsize=4096)
