@@ -169,17 +169,17 @@ def two_shot_time(nbytes: int, size: int, costs: TransportCosts) -> float:
 def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: TransportCosts | None = None,
                          cores: int = 0) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
-    without windows (plans/planner.py): a reduce beyond its limit runs it; an all-to-all,
-    gather, scatter or all-gather beyond its window's limit runs it where the kernel refuses
-    reads of peers' memory and goes by reads elsewhere (engines/exchange_reads.py), priced by
-    ``reads`` where ``costs`` (shared memory's) have the reads' terms. Without ``costs``: beyond
-    the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
+    without windows (plans/planner.py): beyond its window's limit, a call runs it where the kernel
+    refuses reads of peers' memory and where its route takes no reads (a reduce below
+    ``direct_routes.reduce_reads_from``), and goes by reads elsewhere (engines/exchange_reads.py,
+    direct.reduce_by_reads), priced by ``reads`` where ``costs`` (shared memory's) have the reads'
+    terms. Without ``costs``: beyond the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
     if collective == "all_gather":
         beyond = nbytes // size > direct_routes.gather_window_bytes(0 < cores < size)
     else:
         limit = DIRECT_LIMITS.get(collective)
         beyond = limit is not None and nbytes > limit
-    return beyond and not (costs is not None and reads.priced(collective, costs))
+    return beyond and not (costs is not None and reads.taken(collective, nbytes, size, costs, cores))
 
 
 def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
