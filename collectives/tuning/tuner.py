@@ -22,7 +22,7 @@ from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
 from . import reads
-from .cache import beyond, footprint, spilled
+from .cache import beyond, footprint, spilled, windowed
 from .copies import copy_time
 from .events import replay_calls
 from .machine import Machine, link_of
@@ -182,17 +182,21 @@ def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: Transpo
     return beyond and not (costs is not None and reads.taken(collective, nbytes, size, costs, cores))
 
 
-def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
+def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0,
+                 cache_bytes: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``), else through its windows (all-reduces within the small window's halves in two shots
     where ``direct_routes.two_shot`` says: ``two_shot_time``), in turns beyond the cores
-    (``direct_turns``, and ``switches`` between them); None where it runs the rule's schedule instead."""
+    (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
+    ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
+    schedule instead."""
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if reads.taken(collective, nbytes, size, costs, cores):
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
+    costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
     if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
             nbytes, 0 < cores < size):
         return two_shot_time(nbytes, size, costs) * turns + switches(collective, turns, costs)
@@ -234,7 +238,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     k = ranks_per_host if 0 < ranks_per_host < size else size
     shared = max(1.0, k / profile.cores) if profile.cores else 1.0  # ranks beyond the cores share them evenly
     if algorithm == "direct":  # (no messages to queue)
-        price = direct_price(collective, nbytes, size, costs, profile.cores)
+        price = direct_price(collective, nbytes, size, costs, profile.cores, profile.cache_bytes)
         if price is not None:
             return price
         algorithm = automatic(collective, nbytes, size)
