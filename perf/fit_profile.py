@@ -35,18 +35,19 @@ from perf.validate_model import repredict, summary  # noqa: E402
 STAGES = (
     ("worlds within the cores", ("overhead", "alpha", "beta", "exchange", "direct_alpha", "direct_beta"),
      (4.0, 2.0, 1.4, 1.15, 1.05)),
-    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait", "cache_beta", "copy_beta"),
+    ("every world", ("wake", "crowd_wake", "crowd_beta", "mixed_wait", "split_wait", "cache_beta", "copy_beta",
+                     "direct_sync"),
      (4.0, 2.0, 1.4, 1.15, 1.05)),
     ("every world, all together", ("overhead", "alpha", "beta", "exchange", "wake", "crowd_wake", "crowd_beta",
                                    "mixed_wait", "split_wait", "direct_alpha", "direct_beta", "cache_beta",
-                                   "copy_beta"),
+                                   "copy_beta", "direct_sync"),
      (1.15, 1.05)),
 )
 """What is searched, on which rows, by which factors: first what a world with a core per rank
 shows (so that α does not absorb the cost of queueing for cores), then what only larger
-worlds and two hosts show (``cache_beta`` only where the profile has ``cache_bytes``), then
-everything a little."""
-ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta"}}
+worlds and two hosts show (``direct_sync`` among them; ``cache_beta`` only where the profile
+has ``cache_bytes``), then everything a little."""
+ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta", "direct_sync"}}
 """Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
 FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12, "cache_beta": 1e-12, "copy_beta": 1e-12}
 """Where a constant at 0 starts its search (1 µs, or these per byte)."""

@@ -38,7 +38,7 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
 def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
     """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
     if algorithm == "direct":
-        price = tuner.direct_price(collective, nbytes, c.ranks, profile.costs("shm"), c.cores)
+        price = tuner.direct_price(collective, nbytes, c.ranks, profile.costs("shm"), c.cores, profile.cache_bytes)
         if price is not None:
             return price
         algorithm = automatic(collective, nbytes, c.ranks)

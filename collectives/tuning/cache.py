@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .machine import LinkClass
+from .profile import TransportCosts
 
 BUFFERS: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda p: 2.0,
@@ -54,3 +55,13 @@ def spilled(cls: LinkClass, share: float) -> LinkClass:
         return cls
     extra = cls.cache_beta * share
     return dataclasses.replace(cls, beta=cls.beta + extra, copy_beta=cls.copy_beta + extra if cls.copy_beta else 0.0)
+
+
+def windowed(costs: TransportCosts, share: float) -> TransportCosts:
+    """``costs`` with the direct engine's ``direct_beta`` raised by half of ``cache_beta`` times
+    ``share`` (the bytes beyond the cache): ``direct_beta`` prices one copy of a byte, through a
+    window, where β prices a message's byte, two copies (the sender's half and the receiver's,
+    ``machine.LinkClass.send_share``), which ``spilled`` raises by the whole ``cache_beta``."""
+    if not share or not costs.cache_beta:
+        return costs
+    return dataclasses.replace(costs, direct_beta=costs.direct_beta + costs.cache_beta * share / 2)

@@ -15,7 +15,8 @@ with ``shared_cores``, hosts that are parts of one machine share all of its core
 come first served: a rank issues a step's sends and folds its receives only once it holds a
 core, and pays its link class's ``wake`` to resume after waiting for a message, and
 ``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
-queue), and every byte it copies costs ``crowd_beta`` more per rank per core (their copies
+queue; a rank with peers on other hosts pays the dearer of its message's link and the link
+between hosts, whose channels its wait polls on every pass whatever it waits for), and every byte it copies costs ``crowd_beta`` more per rank per core (their copies
 share the caches and the memory bus). So steps in which every rank works at once (a ring's
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
@@ -189,7 +190,10 @@ class Machine:
         classes = [self.path(rank, peer)[0] for peer in recvs]
         extra = max(c.exchange for c in classes) if sends else 0.0
         if waited and self.oversubscribed:
-            extra += max(c.wake + c.crowd_wake * self.k / self.cores for c in classes)
+            # a rank with peers on other hosts polls their link on every pass of its wait
+            # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
+            waits = classes + [self.inter] if self.k < self.ranks else classes
+            extra += max(c.wake + c.crowd_wake * self.k / self.cores for c in waits)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:

@@ -56,7 +56,10 @@ class TransportCosts:
     peers' memory costs per read or write of a peer and per byte copied (``reads``;
     ``reads_beta`` 0: reads not priced, as where the kernel refuses them); ``reads_call``, per
     exchange by reads that runs in one C call (all-to-all, all-gather, gather, scatter), in place
-    of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay.
+    of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay;
+    ``direct_sync``, shared memory only: per turn beyond the first of a direct call through the
+    windows in which every rank waits for every peer, where ranks outnumber the cores (the cores
+    handed from one turn's ranks to the next's at a flag: ``tuner.switches``).
     """
 
     overhead: float
@@ -76,6 +79,7 @@ class TransportCosts:
     reads_alpha: float = 0.0
     reads_beta: float = 0.0
     reads_call: float = 0.0
+    direct_sync: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -132,14 +136,15 @@ class Profile:
                  + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
                  "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
-                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us"]
+                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us  direct_sync_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
                          f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
                          f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
-                         f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}")
+                         f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}"
+                         f" {c.direct_sync * 1e6:>15.2f}")
         return lines
 
 

@@ -13,7 +13,10 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
   and the rank's own block copied into its ``out`` (first, from ``ALL_GATHER_COPY_FIRST_BYTES``,
   else while the peers read it: the same bytes on every core either way);
 - all-reduce from ``reads_from`` (two shots, each a read of every peer's piece of a block, the
-  first folded into the rank's own block) and reduce-scatter from there (the first shot alone).
+  first folded into the rank's own block) and reduce-scatter from there (the first shot alone);
+- reduce from ``reduce_reads_from`` (``direct.reduce_by_reads``: the all-reduce's first shot on
+  every rank, then the root reads every folded block, so the root reads and folds what an
+  all-reduce's rank does).
 
 A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
 engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
@@ -44,6 +47,7 @@ READ_BYTES: dict[str, Callable[[int], float]] = {
     "all_gather": lambda p: 1.0,  # every peer's block read into my out, and my own block copied there
     "all_reduce": lambda p: 2 * (p - 1) / p,  # block r of every peer's x, then every reduced block of its owner
     "reduce_scatter": lambda p: (p - 1) / p,  # block r of every peer's x
+    "reduce": lambda p: 2 * (p - 1) / p,  # the root: block r of every peer's x, then every folded block
 }
 """Bytes the busiest rank copies in one call, as a multiple of the call's size n (an all-to-all's
 x, a gather's out on the root, a scatter's x on the root, an all-gather's out, an all-reduce's or
@@ -53,17 +57,18 @@ block is a copy within its memory, faster than a read across, and n/p, the share
 split aims at, predicted the measurements better (docs/simulation.md, "Single-copy reads"). An
 all-gather's own block (out of place, as the harness calls it) is copied at the same rate."""
 
-PEER_COPIES: dict[str, int] = {"all_reduce": 2}
+PEER_COPIES: dict[str, int] = {"all_reduce": 2, "reduce": 2}
 """Reads or writes per peer in one call where more than one: an all-reduce reads each peer once
-per shot (others: once)."""
+per shot, a reduce's root too (others: once)."""
 
-PIECEWISE = frozenset({"all_reduce", "reduce_scatter"})
+PIECEWISE = frozenset({"all_reduce", "reduce_scatter", "reduce"})
 """The calls by reads that read their peers' blocks piece by piece (``direct_routes.reads_pieces``):
 ``PEER_COPIES`` reads of each peer per piece (the others read each peer once per call)."""
 
 REDUCED: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda p: (p - 1) / p,  # every peer's part of my block folded into it
     "reduce_scatter": lambda p: (p - 1) / p,
+    "reduce": lambda p: (p - 1) / p,  # every rank folds its block of every peer's x
 }
 """Bytes the busiest rank folds, as a multiple of n."""
 
@@ -81,6 +86,8 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
         return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
     if collective in ("all_reduce", "reduce_scatter"):
         return nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
+    if collective == "reduce":  # beyond the slots, else the slots' pipelined reduce
+        return nbytes > DIRECT_LIMITS[collective] and nbytes >= direct_routes.reduce_reads_from(oversubscribed)
     return collective in DIRECT_LIMITS and collective in READ_BYTES and (
         nbytes > DIRECT_LIMITS[collective] or direct_routes.exchange_by_reads(collective, nbytes, oversubscribed))
 

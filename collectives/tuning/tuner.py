@@ -22,7 +22,7 @@ from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import Step, partition
 from . import reads
-from .cache import beyond, footprint, spilled
+from .cache import beyond, footprint, spilled, windowed
 from .copies import copy_time
 from .events import replay_calls
 from .machine import Machine, link_of
@@ -169,32 +169,38 @@ def two_shot_time(nbytes: int, size: int, costs: TransportCosts) -> float:
 def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: TransportCosts | None = None,
                          cores: int = 0) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
-    without windows (plans/planner.py): a reduce beyond its limit runs it; an all-to-all,
-    gather, scatter or all-gather beyond its window's limit runs it where the kernel refuses
-    reads of peers' memory and goes by reads elsewhere (engines/exchange_reads.py), priced by
-    ``reads`` where ``costs`` (shared memory's) have the reads' terms. Without ``costs``: beyond
-    the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
+    without windows (plans/planner.py): beyond its window's limit, a call runs it where the kernel
+    refuses reads of peers' memory and where its route takes no reads (a reduce below
+    ``direct_routes.reduce_reads_from``), and goes by reads elsewhere (engines/exchange_reads.py,
+    direct.reduce_by_reads), priced by ``reads`` where ``costs`` (shared memory's) have the reads'
+    terms. Without ``costs``: beyond the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
     if collective == "all_gather":
         beyond = nbytes // size > direct_routes.gather_window_bytes(0 < cores < size)
     else:
         limit = DIRECT_LIMITS.get(collective)
         beyond = limit is not None and nbytes > limit
-    return beyond and not (costs is not None and reads.priced(collective, costs))
+    return beyond and not (costs is not None and reads.taken(collective, nbytes, size, costs, cores))
 
 
-def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float | None:
+def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0,
+                 cache_bytes: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``), else through its windows (all-reduces within the small window's halves in two shots
-    where ``direct_routes.two_shot`` says: ``two_shot_time``); None where it runs the rule's schedule instead."""
+    where ``direct_routes.two_shot`` says: ``two_shot_time``), in turns beyond the cores
+    (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
+    ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
+    schedule instead."""
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if reads.taken(collective, nbytes, size, costs, cores):
         return reads.reads_time(collective, nbytes, size, costs, cores)
+    turns = direct_turns(collective, size, cores)
+    costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
     if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
             nbytes, 0 < cores < size):
-        return two_shot_time(nbytes, size, costs) * direct_turns(collective, size, cores)
-    return direct_time(collective, nbytes, size, costs) * direct_turns(collective, size, cores)
+        return two_shot_time(nbytes, size, costs) * turns + switches(collective, turns, costs)
+    return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
 
 
 DIRECT_SYNCED = frozenset({"all_reduce", "reduce_scatter", "all_gather", "all_to_all"})
@@ -213,6 +219,15 @@ def direct_turns(collective: str, size: int, cores: int) -> float:
     return max(1.0, size / cores) if cores else 1.0
 
 
+def switches(collective: str, turns: float, costs: TransportCosts) -> float:
+    """Seconds a window call of ``turns`` whole turns spends handing the cores from one turn's
+    ranks to the next's: where every rank waits for every peer (``DIRECT_SYNCED``), each turn
+    beyond the first costs ``direct_sync`` (the ranks that posted yield at a flag and resume once
+    the ranks queued behind them have posted theirs); the rooted calls, whose ranks wait for the
+    root alone, hand over nothing."""
+    return (turns - 1) * costs.direct_sync if collective in DIRECT_SYNCED else 0.0
+
+
 @functools.lru_cache(maxsize=4096)
 def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: str = "shm",
             ranks_per_host: int = 0, profile: Profile | None = None) -> float:
@@ -223,7 +238,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     k = ranks_per_host if 0 < ranks_per_host < size else size
     shared = max(1.0, k / profile.cores) if profile.cores else 1.0  # ranks beyond the cores share them evenly
     if algorithm == "direct":  # (no messages to queue)
-        price = direct_price(collective, nbytes, size, costs, profile.cores)
+        price = direct_price(collective, nbytes, size, costs, profile.cores, profile.cache_bytes)
         if price is not None:
             return price
         algorithm = automatic(collective, nbytes, size)

@@ -15,7 +15,7 @@ from collectives.errors import InvalidArgumentError
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
 from collectives.tuning import tuner
-from collectives.tuning.cache import beyond, footprint
+from collectives.tuning.cache import beyond, footprint, windowed
 from collectives.tuning.copies import LOCAL_COPIES
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json, load
 
@@ -113,3 +113,19 @@ def test_without_the_copies_the_in_cache_beta_would_take_the_ring(collective: st
     # all_gather direct 122-124, ring 134-157
     no_copies = with_shm(current(), copy_beta=0.0)
     assert tuner.choose(collective, 2 * MiB, 2, "shm", True, 0, no_copies) == "ring"
+
+
+def test_the_direct_engines_window_copies_beyond_the_cache_cost_half_cache_beta_more() -> None:
+    """``direct_beta`` prices one copy of a byte where β prices a message's two (the sender's
+    half and the receiver's), so a window's byte beyond the cache costs half of ``cache_beta``
+    more, times the share of the call's buffers beyond it; reads of peers' memory pay nothing more."""
+    costs = dataclasses.replace(SHM, direct_alpha=5e-6, direct_beta=0.05e-9, cache_beta=1e-10)
+    n = 256 << 10  # within the broadcast's window: 8 ranks' 1.125 n of buffers, 2.25 MiB
+    assert tuner.direct_price("broadcast", n, 8, costs, 0, 2 * MiB) == pytest.approx(
+        tuner.direct_time("broadcast", n, 8, windowed(costs, 1 - 2 / 2.25)))
+    assert windowed(costs, 0.5).direct_beta == pytest.approx(0.05e-9 + 0.25e-10)
+    assert tuner.direct_price("broadcast", n, 8, costs, 0, 4 * MiB) == tuner.direct_price("broadcast", n, 8, costs)
+    reads_costs = dataclasses.replace(costs, reads_alpha=4e-6, reads_beta=0.08e-9)
+    big = 64 * MiB
+    assert tuner.direct_price("all_to_all", big, 2, reads_costs, 0, 2 * MiB) == tuner.direct_price(
+        "all_to_all", big, 2, reads_costs)

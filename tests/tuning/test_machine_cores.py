@@ -80,6 +80,19 @@ def test_bytes_cost_crowd_beta_more_per_rank_per_core_where_ranks_outnumber_the_
         tuner.replay_time("broadcast", "ring", n, lambda: make(0.0, 4)))
 
 
+def test_a_rank_with_peers_on_other_hosts_resumes_at_their_links_cost_whatever_it_waited_for() -> None:
+    """Two hosts of two on one core each: in a tree broadcast ranks 1 and 3 wait for messages
+    within their host, yet every rank polls its channels to the other host on every pass of its
+    wait, so each resumes at the dearer link's wake: a free wake within hosts changes nothing."""
+    def make(shm_wake: float, tcp_wake: float) -> Machine:
+        return Machine(4, 2, LinkClass("shm", ALPHA, 0.0, wake=shm_wake), LinkClass("tcp", 2 * ALPHA, 0.0,
+                                                                                   wake=tcp_wake), cores=1)
+
+    dear = tuner.replay_time("broadcast", "tree", 8, lambda: make(20e-6, 20e-6))
+    assert tuner.replay_time("broadcast", "tree", 8, lambda: make(0.0, 20e-6)) == pytest.approx(dear)
+    assert dear > tuner.replay_time("broadcast", "tree", 8, lambda: make(0.0, 0.0)) + 20e-6
+
+
 def test_a_rank_with_peers_over_two_kinds_of_link_pays_split_wait_for_each_step_it_waited() -> None:
     """Two hosts of two, a tree broadcast from 0: rank 2 waits for 0 (across) before it sends
     to 3 (within), and 3 waits for 2, so the critical path pays split_wait twice; on one host

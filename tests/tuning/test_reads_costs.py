@@ -86,7 +86,7 @@ def test_within_the_window_exchanges_are_priced_by_reads_from_the_engines_sizes(
 
 def test_the_built_in_profile_prices_reads_and_takes_them_for_large_exchanges() -> None:
     profile = current()
-    assert reads.priced("gather", profile.costs("shm")) and not reads.priced("reduce", profile.costs("shm"))
+    assert reads.priced("gather", profile.costs("shm")) and not reads.priced("broadcast", profile.costs("shm"))
     for collective in BYTES:
         for size in (2, 3, 4):
             n = 64 << 20
@@ -223,3 +223,26 @@ def test_the_simulator_prices_the_all_gathers_and_all_reduces_by_reads_as_the_tu
             c = cluster("shm", size, None, profile, cores=2)
             assert sim_predict(collective, "direct", n, c, "shm", profile) == pytest.approx(
                 tuner.predict(collective, "direct", n, size, "shm", 0, profile), rel=1e-12)
+
+
+@pytest.mark.parametrize("size, cores", [(2, 2), (4, 2), (3, 4)])
+def test_a_reduce_goes_by_reads_from_the_engines_size_at_an_all_reduces_price(size: int, cores: int) -> None:
+    """``direct.reduce_by_reads``: every rank reads and folds its block of every peer's x, then
+    the root reads every folded block: the root copies and folds what an all-reduce's rank does."""
+    profile = profile_of(SHM, cores)
+    start = direct_routes.reduce_reads_from(size > cores)
+    assert start > DIRECT_LIMITS["reduce"]
+    for n in (start, 4 * start):
+        want = reads.reads_time("all_reduce", n, size, SHM, cores)
+        assert reads.reads_time("reduce", n, size, SHM, cores) == pytest.approx(want, rel=1e-12)
+        assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
+
+
+def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule() -> None:
+    profile = profile_of(SHM)
+    for size in (2, 4):
+        n = direct_routes.reduce_reads_from(size > 2) // 2
+        assert n > DIRECT_LIMITS["reduce"]
+        assert tuner.direct_runs_schedule("reduce", n, size, SHM, 2)
+        assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == tuner.predict(
+            "reduce", automatic("reduce", n, size), n, size, "shm", 0, profile)

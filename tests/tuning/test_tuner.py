@@ -94,9 +94,11 @@ def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_
 
     profile = without_reads(current())
     for size in (2, 4):
-        window = tuner.direct_time("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size, profile.costs("shm")) * max(
-            1.0, size / profile.cores)
-        assert tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm", 0, profile) == window
+        turns = max(1.0, size / profile.cores)
+        window = tuner.direct_time("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size, profile.costs("shm")) * turns
+        window += tuner.switches("all_to_all", turns, profile.costs("shm"))
+        assert tuner.predict("all_to_all", "direct", DIRECT_ALL_TO_ALL_BYTES, size, "shm", 0, profile) == (
+            pytest.approx(window, rel=1e-12))
         large = 4 * DIRECT_ALL_TO_ALL_BYTES
         assert tuner.predict("all_to_all", "direct", large, size, "shm", 0, profile) == tuner.predict(
             "all_to_all", automatic("all_to_all", large, size), large, size, "shm", 0, profile)
