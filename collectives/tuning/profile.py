@@ -59,7 +59,11 @@ class TransportCosts:
     of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay;
     ``direct_sync``, shared memory only: per turn beyond the first of a direct call through the
     windows in which every rank waits for every peer, where ranks outnumber the cores (the cores
-    handed from one turn's ranks to the next's at a flag: ``tuner.switches``).
+    handed from one turn's ranks to the next's at a flag: ``tuner.switches``);
+    ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
+    split): a sender whose step receives nothing goes on after ``send_overhead`` (the send
+    call; over loopback TCP the stack runs in it), and the receiver of a message that was
+    already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
     """
 
     overhead: float
@@ -80,6 +84,8 @@ class TransportCosts:
     reads_beta: float = 0.0
     reads_call: float = 0.0
     direct_sync: float = 0.0
+    send_overhead: float = 0.0
+    recv_overhead: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
