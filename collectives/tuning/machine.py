@@ -26,7 +26,7 @@ several ranks with more than one host, a rank has peers over both kinds of link,
 in which it waited for a message costs ``split_wait`` more: its wait sleeps in slices on
 each kind in turn. A link class may split a one-way message's α (``send_overhead``,
 ``recv_overhead``): a sender whose step receives nothing (a tree's root) goes on once the
-send call is done, so its second message leaves after one overhead and not after a whole α,
+send path is done, so its second message leaves after one overhead and not after a whole α,
 while a chain still waits α at every hop; the receiver of a message already there pays its
 receive overhead.
 """
@@ -161,7 +161,7 @@ class Machine:
         copy = nbytes * slowest * (1.0 - cls.send_share)
         if not (cls.send_overhead and one_way):
             return done, done, copy
-        handed = min(cls.send_overhead * f, alpha)  # the sender goes on once the socket has the message
+        handed = min(cls.send_overhead * f, alpha)  # the sender goes on once its send path is done
         return done - (alpha - handed), done, copy + min(cls.recv_overhead * f, alpha - handed)
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:

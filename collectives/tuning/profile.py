@@ -61,8 +61,8 @@ class TransportCosts:
     windows in which every rank waits for every peer, where ranks outnumber the cores (the cores
     handed from one turn's ranks to the next's at a flag: ``tuner.switches``);
     ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
-    split): a sender whose step receives nothing goes on after ``send_overhead`` (the send
-    call; over loopback TCP the stack runs in it), and the receiver of a message that was
+    split): a sender whose step receives nothing goes on after ``send_overhead`` (its side of
+    the transport's send path), and the receiver of a message that was
     already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
     """
 

@@ -1,5 +1,5 @@
-"""A one-way message split LogP-style: the sender is busy ``send_overhead`` of α (the send
-call; on loopback TCP the stack runs in it), the receiver ``recv_overhead`` after the message
+"""A one-way message split LogP-style: the sender is busy ``send_overhead`` of α (its side of
+the transport's send path), the receiver ``recv_overhead`` after the message
 is there, and the rest is latency. Only a step that receives nothing goes on early; steps
 that also receive, and profiles without the fields (0), price α whole as before."""
 
