@@ -26,9 +26,11 @@ from ..algorithms.simulate import ScheduleError
 class Network(Protocol):
     """What the replay asks of a machine (``machine.Machine`` is the one implementation)."""
 
-    def message(self, src: int, dst: int, nbytes: int, ready: float) -> tuple[float, float, float]:
+    def message(self, src: int, dst: int, nbytes: int, ready: float,
+                one_way: bool = False) -> tuple[float, float, float]:
         """Send ``nbytes`` from ``src`` at ``ready``: (when the sender is free again, when the
-        message has arrived, how long the receiver then spends copying it out)."""
+        message has arrived, how long the receiver then spends copying it out); ``one_way``: the
+        sender's step receives nothing (it goes on once the message is handed over)."""
         ...
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
@@ -133,11 +135,12 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             held = True
         else:
             held = False
+        one_way = not any(isinstance(o, Recv) for o in step)
         for o in step:
             if isinstance(o, Send):
                 if o.peer == r or not 0 <= o.peer < size:
                     raise ScheduleError(f"rank {r} sends to invalid peer {o.peer}")
-                t, arrival, copy = network.message(r, o.peer, o.count * itemsize, t)
+                t, arrival, copy = network.message(r, o.peer, o.count * itemsize, t, one_way)
                 inbox.setdefault((r, o.peer), deque()).append((arrival, copy))
                 if o.peer in blocked and r in wanted.get(o.peer, ()):
                     woken.append(o.peer)

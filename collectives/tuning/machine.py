@@ -24,7 +24,11 @@ them. Beyond the wire: a step that both sends and receives costs its link class'
 (shared memory and a NIC) pays ``mixed_wait``: its wait cannot sleep on both. On hosts of
 several ranks with more than one host, a rank has peers over both kinds of link, and a step
 in which it waited for a message costs ``split_wait`` more: its wait sleeps in slices on
-each kind in turn.
+each kind in turn. A link class may split a one-way message's α (``send_overhead``,
+``recv_overhead``): a sender whose step receives nothing (a tree's root) goes on once the
+send path is done, so its second message leaves after one overhead and not after a whole α,
+while a chain still waits α at every hop; the receiver of a message already there pays its
+receive overhead.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class LinkClass:
     crowd_beta: float = 0.0
     cache_beta: float = 0.0
     copy_beta: float = 0.0
+    send_overhead: float = 0.0
+    recv_overhead: float = 0.0
 
 
 @dataclasses.dataclass
@@ -138,7 +144,8 @@ class Machine:
             links.append(self._get(self._down, hd // self.hosts_per_leaf, self._uplink_cls))
         return self.inter, links
 
-    def message(self, src: int, dst: int, nbytes: int, ready: float) -> tuple[float, float, float]:
+    def message(self, src: int, dst: int, nbytes: int, ready: float,
+                one_way: bool = False) -> tuple[float, float, float]:
         """Each link serves the bytes it is given first come first served at its own rate; a
         message is through when every link on its path has passed it, and never sooner than
         its own α plus its bytes at the path's slowest rate."""
@@ -151,7 +158,11 @@ class Machine:
             link.free_at = max(link.free_at, ready) + nbytes * link.cls.beta * f * cls.send_share
             if link.free_at + alpha > done:
                 done = link.free_at + alpha
-        return done, done, nbytes * slowest * (1.0 - cls.send_share)
+        copy = nbytes * slowest * (1.0 - cls.send_share)
+        if not (cls.send_overhead and one_way):
+            return done, done, copy
+        handed = min(cls.send_overhead * f, alpha)  # the sender goes on once its send path is done
+        return done - (alpha - handed), done, copy + min(cls.recv_overhead * f, alpha - handed)
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma
@@ -219,4 +230,5 @@ def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
-                     costs.crowd_beta, costs.cache_beta, costs.copy_beta)
+                     costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
+                     costs.recv_overhead)

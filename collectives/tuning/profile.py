@@ -59,7 +59,11 @@ class TransportCosts:
     of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay;
     ``direct_sync``, shared memory only: per turn beyond the first of a direct call through the
     windows in which every rank waits for every peer, where ranks outnumber the cores (the cores
-    handed from one turn's ranks to the next's at a flag: ``tuner.switches``).
+    handed from one turn's ranks to the next's at a flag: ``tuner.switches``);
+    ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
+    split): a sender whose step receives nothing goes on after ``send_overhead`` (its side of
+    the transport's send path), and the receiver of a message that was
+    already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
     """
 
     overhead: float
@@ -80,6 +84,8 @@ class TransportCosts:
     reads_beta: float = 0.0
     reads_call: float = 0.0
     direct_sync: float = 0.0
+    send_overhead: float = 0.0
+    recv_overhead: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -136,7 +142,8 @@ class Profile:
                  + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
                  "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
-                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us  direct_sync_us"]
+                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us  direct_sync_us"
+                 "  send_overhead_us  recv_overhead_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
@@ -144,7 +151,7 @@ class Profile:
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
                          f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
                          f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}"
-                         f" {c.direct_sync * 1e6:>15.2f}")
+                         f" {c.direct_sync * 1e6:>15.2f} {c.send_overhead * 1e6:>17.2f} {c.recv_overhead * 1e6:>17.2f}")
         return lines
 
 
