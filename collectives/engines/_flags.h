@@ -39,13 +39,19 @@ static inline int current_cpu(void) {
 
 #ifdef __linux__
 /* Move this thread to ``cpu`` at once (its mask narrowed to it, which migrates it), then give
-   it back its mask ``allowed``, and record the CPU in its flag area. */
-static inline void move_to(FlagSet *w, int cpu, const cpu_set_t *allowed) {
+   it back its mask ``allowed``: 1 moved, 0 not (the mask untouched). */
+static inline int move_self(int cpu, const cpu_set_t *allowed) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) return;
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return 0;
     sched_setaffinity(0, sizeof *allowed, allowed);
+    return 1;
+}
+
+/* move_self(), and record the CPU in this rank's flag area. */
+static inline void move_to(FlagSet *w, int cpu, const cpu_set_t *allowed) {
+    if (!move_self(cpu, allowed)) return;
     w->moves++;
     __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
 }

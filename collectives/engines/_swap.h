@@ -80,6 +80,7 @@ static int write_control(Lane *lane, uint64_t tag, uint32_t flags, const uint64_
     memcpy(frame + 12, &flags, 4);
     if (n) memcpy(frame + HEADER_BYTES, payload, n);
     ring_write(lane->out_data, cap, tail, (const char *)frame, HEADER_BYTES + n);
+    note_cpu(lane);
     __atomic_store_n(lane->out_tail, tail + HEADER_BYTES + n, __ATOMIC_RELEASE);
     ring_bell(lane);
     return 1;
@@ -219,6 +220,7 @@ static void swap_wait(Express *e, Swap *s) {
         if (__atomic_load_n(s->from->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(s->to->peer_closed, __ATOMIC_ACQUIRE))
             return;
         if (start == 0) {
+            if (spin > 0) apart(e, s->from);
             start = now_ns(), spin_until = start + spin, yield_until = spin_until + yield;
         } else if ((i & 63) == 0) {
             int64_t now = now_ns();

@@ -53,15 +53,15 @@ class _Channel(_IdleChannel, SingleCopyChannel):
 
 
 class _Ring:
-    """A ring's words (tail, want room, head) and bytes."""
+    """A ring's words (tail, want room, head, the writer's CPU) and bytes."""
 
     def __init__(self, capacity: int) -> None:
-        self.words = np.zeros(3, np.uint64)
+        self.words = np.zeros(4, np.uint64)
         self.data = np.zeros(capacity, np.uint8)
 
     def lane_words(self) -> tuple[int, ...]:
         at = self.words.ctypes.data
-        return at, at + 8, at + 16, self.data.ctypes.data
+        return at, at + 8, at + 16, at + 24, self.data.ctypes.data
 
     tail, head = _Loop.tail, _Loop.head  # (its words in the same places)
 
@@ -99,7 +99,7 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, 0, 0, SINGLE, 0)
+                                       MAX_USER_TAG, 0, 0, SINGLE, 0, 0)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
