@@ -21,7 +21,7 @@ setup(ext_modules=[
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H, CMA],
               extra_compile_args=FLAGS, optional=True),
-    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, FLAGS_H, CMA, SWAP],
+    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP],
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives._fast_c", ["collectives/_fast_c.c"], depends=["collectives/_kept_run.h"],
               extra_compile_args=FLAGS, optional=True),

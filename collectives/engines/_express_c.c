@@ -30,7 +30,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "_flags.h"
 #include "_waits.h"
 
 #define HEADER_BYTES 16
@@ -51,7 +50,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, rank, max_bytes, single_bytes;
+    Py_ssize_t size, max_bytes, single_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -61,7 +60,7 @@ typedef struct {
     long long max_tag;
     int64_t spin_ns, yield_ns, swap_yield_ns;
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
-    long long moves;               /* how often this rank moved itself to another CPU (apart()) */
+    long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
 } Express;
 
 static PyObject *s_dtype, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -75,36 +74,16 @@ static void note_cpu(Lane *lane) {
     if (__atomic_load_n(lane->out_cpu, __ATOMIC_RELAXED) != cpu) __atomic_store_n(lane->out_cpu, cpu, __ATOMIC_RELAXED);
 }
 
-/* Before spinning on the peer of ``from`` (where ranks spin: they do not outnumber CPUs), as
-   the window's flag waits do (_flags.h, separate()): two ranks that the scheduler put on one
-   CPU, with another idle, spin against each other, each holding the CPU the other needs to
-   write (a 128 KiB swap took 55 us instead of 7 for whole runs, docs/performance.md,
-   "Nineteenth round"). So where the peer last wrote from this CPU, the higher rank of the two
-   moves itself to a CPU of its mask that none of its peers last wrote from, keeping its mask. */
-static void apart(Express *e, Lane *from) {
-#ifndef __linux__
-    (void)e, (void)from; /* no per-thread CPU masks to move with */
-#else
-    if (e->rank < from - e->lanes) return;
-    int here = sched_getcpu();
-    if (here < 0 || __atomic_load_n(from->in_cpu, __ATOMIC_RELAXED) != (uint32_t)here + 1) return;
-    cpu_set_t allowed, free_cpus;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-    free_cpus = allowed;
-    CPU_CLR(here, &free_cpus);
-    for (Py_ssize_t q = 0; q < e->size; q++) {
-        uint32_t cpu = e->lanes[q].channel == NULL ? 0 : __atomic_load_n(e->lanes[q].in_cpu, __ATOMIC_RELAXED);
-        if (cpu > 0 && cpu <= CPU_SETSIZE) CPU_CLR((int)cpu - 1, &free_cpus);
-    }
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (!CPU_ISSET(cpu, &free_cpus)) continue;
-        if (move_self(cpu, &allowed)) {
-            e->moves++;
-            __atomic_store_n(from->out_cpu, (uint32_t)cpu + 1, __ATOMIC_RELAXED);
-        }
-        return;
-    }
-#endif
+/* Whether the peer of ``from`` last wrote from the CPU I run on (where ranks spin: they do not
+   outnumber CPUs). Two ranks that the scheduler keeps on one CPU (it does where a third task
+   busies the other) spin against each other, each holding the CPU the other needs to write:
+   a 128 KiB swap then took 55-80 us instead of 7 for whole runs. Moving the higher rank to the
+   other CPU, as the window's flag waits do (_flags.h, separate()), put it beside the third task
+   there, and calls took milliseconds (docs/performance.md, "Nineteenth round, point to point").
+   So a wait beside its peer yields from the start, for as long as it would have spun. */
+static int beside(Lane *from) {
+    int here = current_cpu();
+    return here >= 0 && __atomic_load_n(from->in_cpu, __ATOMIC_RELAXED) == (uint32_t)here + 1;
 }
 
 /* ``n`` bytes between ``buf`` and the ring ``data`` of ``cap`` bytes at position ``at``,
@@ -349,11 +328,12 @@ static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t 
     /* Where ranks spin, the spin also covers the writer's copy of a frame this size (about n/8
        ns, 8 GB/s: the tail is published once the whole frame is in). */
     int64_t spin = e->spin_ns > 0 ? e->spin_ns + (int64_t)(n / 8) : 0;
-    if (spin > 0) apart(e, lane);
     int64_t start = now_ns(), spin_until = start + spin, yield_until = spin_until + e->yield_ns;
+    int yielding = spin > 0 && beside(lane);
+    if (yielding) spin_until = start, e->besides++;
     for (unsigned i = 1;; i++) {
         if ((got = take_frame(lane, tag, buf, n)) != NOT_YET) return got;
-        if ((i & 63) == 0) {
+        if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return NOT_YET;
             if (t >= spin_until) sched_yield();
@@ -557,21 +537,21 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns, rank) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes, rank;
+    Py_ssize_t size, max_bytes, single_bytes;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "rank", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnLn", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns, &rank))
+                                     &yield_ns, &single_bytes, &swap_yield_ns))
         return NULL;
-    if (size < 1 || rank < 0 || rank >= size || tag_bit == 0 || max_bytes < 0) {
-        PyErr_SetString(PyExc_ValueError, "Express: size >= 1, 0 <= rank < size, tag_bit != 0 and max_bytes >= 0");
+    if (size < 1 || tag_bit == 0 || max_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
         return NULL;
     }
     Express *e = (Express *)type->tp_alloc(type, 0);
@@ -582,7 +562,6 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return PyErr_NoMemory();
     }
     e->size = size;
-    e->rank = rank;
     PyObject *peer, *entry;
     Py_ssize_t pos = 0;
     while (PyDict_Next(lanes, &pos, &peer, &entry)) {
@@ -636,9 +615,9 @@ static PyObject *Express_get_swaps(Express *e, void *closure) {
     return PyLong_FromLongLong(e->swaps);
 }
 
-static PyObject *Express_get_moves(Express *e, void *closure) {
+static PyObject *Express_get_besides(Express *e, void *closure) {
     (void)closure;
-    return PyLong_FromLongLong(e->moves);
+    return PyLong_FromLongLong(e->besides);
 }
 
 static PyMethodDef Express_methods[] = {
@@ -657,7 +636,7 @@ static PyGetSetDef Express_getset[] = {
     {"sends", (getter)Express_get_sends, NULL, "sends the lane took", NULL},
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
-    {"moves", (getter)Express_get_moves, NULL, "how often this rank moved itself off its peer's CPU", NULL},
+    {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

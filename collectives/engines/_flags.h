@@ -29,29 +29,15 @@ static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
     return __atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
 }
 
-static inline int current_cpu(void) {
-#ifdef __linux__
-    return sched_getcpu();
-#else
-    return -1;
-#endif
-}
-
 #ifdef __linux__
 /* Move this thread to ``cpu`` at once (its mask narrowed to it, which migrates it), then give
-   it back its mask ``allowed``: 1 moved, 0 not (the mask untouched). */
-static inline int move_self(int cpu, const cpu_set_t *allowed) {
+   it back its mask ``allowed``, and record the CPU in its flag area. */
+static inline void move_to(FlagSet *w, int cpu, const cpu_set_t *allowed) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) return 0;
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return;
     sched_setaffinity(0, sizeof *allowed, allowed);
-    return 1;
-}
-
-/* move_self(), and record the CPU in this rank's flag area. */
-static inline void move_to(FlagSet *w, int cpu, const cpu_set_t *allowed) {
-    if (!move_self(cpu, allowed)) return;
     w->moves++;
     __atomic_store_n(w->flags[w->me] + (size_t)w->cpu_slot * FLAG_WORDS, (uint64_t)cpu + 1, __ATOMIC_RELAXED);
 }

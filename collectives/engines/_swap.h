@@ -211,6 +211,7 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
 static void swap_wait(Express *e, Swap *s) {
     int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(s->n / 2);
     int64_t start = 0, spin_until = 0, yield_until = 0;
+    int yielding = 0;
     for (unsigned i = 1;; i++) {
         int r = s->received ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
         if (s->sent && s->received) return;
@@ -220,9 +221,10 @@ static void swap_wait(Express *e, Swap *s) {
         if (__atomic_load_n(s->from->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(s->to->peer_closed, __ATOMIC_ACQUIRE))
             return;
         if (start == 0) {
-            if (spin > 0) apart(e, s->from);
             start = now_ns(), spin_until = start + spin, yield_until = spin_until + yield;
-        } else if ((i & 63) == 0) {
+            yielding = spin > 0 && beside(s->from); /* (as wait_frame) */
+            if (yielding) spin_until = start, e->besides++;
+        } else if ((i & 63) == 0 || yielding) {
             int64_t now = now_ns();
             if (now >= yield_until) return;
             if (now >= spin_until) sched_yield();

@@ -99,7 +99,7 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, 0, 0, SINGLE, 0, 0)
+                                       MAX_USER_TAG, 0, 0, SINGLE, 0)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
