@@ -1,6 +1,7 @@
 /* The point-to-point engine's express lane: a blocking send or receive of a message of up to a
    quarter ring over shared memory in one C call; and a sendrecv, both ways in one call, from
-   ``single_bytes`` by single copy (_swap.h; see "sendrecv" below).
+   ``single_bytes`` by single copy (_swap.h; see "sendrecv" below), from ``apart_bytes`` where the
+   message and the receive's buffer are parts of different arrays.
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
@@ -50,7 +51,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -63,7 +64,7 @@ typedef struct {
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
 } Express;
 
-static PyObject *s_dtype, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
+static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
     *s_rx_deferred, *s_posted, *s_unexpected;
 
 static void ring_bell(const Lane *lane) { ring_doorbell(lane->bell, lane->sleeping); }
@@ -395,11 +396,37 @@ static PyObject *aside(Express *e, Py_ssize_t n) {
     return e->aside;
 }
 
+/* The object that owns the memory of ``x`` (numpy keeps the owner as a view's ``base``): a new
+   reference, ``x`` itself where it has no base. */
+static PyObject *owner(PyObject *x) {
+    PyObject *b = PyObject_GetAttr(x, s_base);
+    if (b == NULL) PyErr_Clear();
+    if (b == NULL || b == Py_None) {
+        Py_XDECREF(b);
+        Py_INCREF(x);
+        return x;
+    }
+    return b;
+}
+
+/* Whether ``x`` and ``out`` are parts of different arrays. A block of one array sent while
+   another block of it is received (hypercube_perf's exchange) reads slower by single copy
+   than through the ring where the sender has just written its block; separate arrays do not
+   (docs/performance.md, "Eighteenth round, point to point at 256 KiB"). */
+static int apart(PyObject *x, PyObject *out) {
+    PyObject *a = owner(x), *b = owner(out);
+    int different = a != b;
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return different;
+}
+
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
    ``src`` filled ``out``; (send request or None, received) where part moved and the engine
    finishes the rest (an unfinished send is on its channel, a receive not done is not posted);
-   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` go as
-   send() and recv() do; larger ones by single copy where the channels allow. */
+   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` (below
+   ``apart_bytes`` where ``x`` and ``out`` are parts of different arrays) go as send() and
+   recv() do; larger ones by single copy where the channels allow. */
 static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "sendrecv(x, dst, out, src, tag)");
@@ -427,7 +454,9 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
        cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
-    int single = send.len >= e->single_bytes && recv.len >= e->single_bytes &&
+    Py_ssize_t least = e->single_bytes;
+    if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
+    int single = send.len >= least && recv.len >= least &&
                  !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
     if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
@@ -537,18 +566,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|n", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns))
+                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -578,6 +607,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->array_type = (PyTypeObject *)array_type, e->dtypes = dtypes;
     e->max_bytes = max_bytes;
     e->single_bytes = single_bytes;
+    e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
@@ -657,6 +687,7 @@ PyMODINIT_FUNC PyInit__express_c(void) {
     if (PyType_Ready(&ExpressType) < 0) return NULL;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(s_dtype, "dtype");
+    INTERN(s_base, "base");
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");
     INTERN(s_error, "error");
