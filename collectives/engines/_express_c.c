@@ -81,7 +81,9 @@ static void note_cpu(Lane *lane) {
    a 128 KiB swap then took 55-80 us instead of 7 for whole runs. Moving the higher rank to the
    other CPU, as the window's flag waits do (_flags.h, separate()), put it beside the third task
    there, and calls took milliseconds (docs/performance.md, "Nineteenth round, point to point").
-   So a wait beside its peer yields from the start, for as long as it would have spun. */
+   So the swap's wait beside its peer yields from the start, for as long as it would have spun.
+   (The ring's wait does not: its ranks spin long enough that the scheduler keeps them apart,
+   and yielding from the start there cost hypercube_perf's 256 KiB exchange under load.) */
 static int beside(Lane *from) {
     int here = current_cpu();
     return here >= 0 && __atomic_load_n(from->in_cpu, __ATOMIC_RELAXED) == (uint32_t)here + 1;
@@ -330,11 +332,9 @@ static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t 
        ns, 8 GB/s: the tail is published once the whole frame is in). */
     int64_t spin = e->spin_ns > 0 ? e->spin_ns + (int64_t)(n / 8) : 0;
     int64_t start = now_ns(), spin_until = start + spin, yield_until = spin_until + e->yield_ns;
-    int yielding = spin > 0 && beside(lane);
-    if (yielding) spin_until = start, e->besides++;
     for (unsigned i = 1;; i++) {
         if ((got = take_frame(lane, tag, buf, n)) != NOT_YET) return got;
-        if ((i & 63) == 0 || yielding) {
+        if ((i & 63) == 0) {
             int64_t t = now_ns();
             if (t >= yield_until) return NOT_YET;
             if (t >= spin_until) sched_yield();

@@ -222,7 +222,7 @@ static void swap_wait(Express *e, Swap *s) {
             return;
         if (start == 0) {
             start = now_ns(), spin_until = start + spin, yield_until = spin_until + yield;
-            /* (as wait_frame, for the lane's frame sizes: beyond, the spin is a sliver of the wait) */
+            /* (beside(); for the lane's frame sizes: beyond, the spin is a sliver of the wait) */
             yielding = spin > 0 && s->n <= (uint64_t)e->max_bytes && beside(s->from);
             if (yielding) spin_until = start, e->besides++;
         } else if ((i & 63) == 0 || yielding) {

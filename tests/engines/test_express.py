@@ -472,30 +472,6 @@ def test_a_send_says_which_cpu_it_wrote_from() -> None:
     assert loop.cpu - 1 in {before, _libc.sched_getcpu()}
 
 
-def _waited(peer_cpu: Any) -> int:
-    """A receive that waits (nothing comes), on one CPU, where the peer last wrote from the CPU
-    ``peer_cpu(here)``: how many waits the lane began by yielding."""
-    loop = _Loop(spin_ns=1_000_000)
-    allowed = os.sched_getaffinity(0)
-    here = min(allowed)
-    os.sched_setaffinity(0, {here})
-    try:
-        loop.words[7] = peer_cpu(here) + 1
-        assert not loop.recv(np.zeros(1))
-    finally:
-        os.sched_setaffinity(0, allowed)
-    return int(loop.express.besides)
-
-
-def test_a_wait_beside_its_peer_yields_from_the_start() -> None:
-    assert _waited(lambda here: here) == 1
-
-
-def test_a_wait_whose_peer_wrote_elsewhere_or_never_spins() -> None:
-    assert _waited(lambda here: here + 1) == 0
-    assert _waited(lambda here: -1) == 0  # (0 in the word: not known)
-
-
 def _on_one_cpu(size: int) -> Any:
     """Both ranks pinned to one CPU (as the scheduler keeps them where a third task busies the
     other) for their sendrecvs."""
@@ -516,10 +492,9 @@ def _on_one_cpu(size: int) -> Any:
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("size", [64, express.SWAP_BYTES], ids=["ring", "swap"])
-def test_ranks_on_one_cpu_yield_to_each_other_from_the_start(size: int) -> None:
-    """Two ranks on one CPU that spin hold the CPU the other needs to write: the ring's wait and
-    the swap's yield from the start where the peer last wrote from their CPU."""
-    results = run_world(_on_one_cpu(size), 2, "shm", timeout=60)
+def test_ranks_on_one_cpu_yield_to_each_other_from_the_start_of_a_swap() -> None:
+    """Two ranks on one CPU that spin hold the CPU the other needs to write: the swap's wait
+    yields from the start where the peer last wrote from its CPU."""
+    results = run_world(_on_one_cpu(express.SWAP_BYTES), 2, "shm", timeout=60)
     assert all(ok for _, ok in results)
     assert sum(besides for besides, _ in results) > 0, results

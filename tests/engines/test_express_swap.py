@@ -86,7 +86,8 @@ class _Lanes:
     is the ring in (it answers itself); else lanes to ranks 1 and 2, each with a ring out (``to1``,
     ``to2``) and a ring in (``from1``, ``from2``) that the test writes as the peer would."""
 
-    def __init__(self, loop: bool = True, capacity: int = 4096, apart: int = SINGLE, **channel: Any) -> None:
+    def __init__(self, loop: bool = True, capacity: int = 4096, apart: int = SINGLE, spin_ns: int = 0,
+                 **channel: Any) -> None:
         self.flags = np.zeros(4, np.uint64)  # bell, sleeping, peer closed, my closed
         at = self.flags.ctypes.data
         tail_words = (capacity, at, at + 8, at + 16, at + 24)
@@ -100,7 +101,7 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, 0, 0, SINGLE, 0, apart)
+                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
@@ -124,6 +125,31 @@ def test_a_swap_writes_an_rts_copies_the_peers_message_and_answers_it_as_the_eng
     assert lanes.to1.head == lanes.to1.tail  # my own answer taken
     assert lanes.channels[1].single_copy._next_id == 1 and not lanes.channels[1]._awaiting
     assert lanes.express.swaps == 1
+
+
+def _swap_waited(peer_cpu: Any, n: int = N) -> int:
+    """A swap whose peer never answers, on one CPU, where the peer last wrote from the CPU
+    ``peer_cpu(here)``: how many waits the lane began by yielding."""
+    lanes = _Lanes(loop=False, spin_ns=1_000_000)
+    allowed = os.sched_getaffinity(0)
+    here = min(allowed)
+    os.sched_setaffinity(0, {here})
+    try:
+        lanes.from1.words[3] = peer_cpu(here) + 1
+        assert lanes.sendrecv(_message(n, 1), np.zeros(n, np.uint8)) not in (True, False)  # handed to the engine
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return int(lanes.express.besides)
+
+
+def test_a_swap_beside_its_peer_yields_from_the_start() -> None:
+    assert _swap_waited(lambda here: here) == 1
+
+
+def test_a_swap_whose_peer_wrote_elsewhere_or_never_or_beyond_the_frame_size_spins() -> None:
+    assert _swap_waited(lambda here: here + 1) == 0
+    assert _swap_waited(lambda here: -1) == 0  # (0 in the word: not known)
+    assert _swap_waited(lambda here: here, n=BEYOND) == 0
 
 
 def test_the_ids_of_the_rts_follow_the_engines_count() -> None:
