@@ -1,6 +1,7 @@
 /* The point-to-point engine's express lane: a blocking send or receive of a message of up to a
    quarter ring over shared memory in one C call; and a sendrecv, both ways in one call, from
-   ``single_bytes`` by single copy (_swap.h; see "sendrecv" below).
+   ``single_bytes`` by single copy (_swap.h; see "sendrecv" below), from ``apart_bytes`` where the
+   message and the receive's buffer are parts of different arrays.
 
    Through the engine (engines/point_to_point.py) a send or receive makes a Work, posts a
    request on its channel's intake and drives the progress loop until the frame has moved:
@@ -34,14 +35,14 @@
 
 #define HEADER_BYTES 16
 #define FLAG_END 1u
-#define LANE_WORDS 13
+#define LANE_WORDS 15
 
 typedef struct {
     uint64_t *out_tail, *out_head; /* my ring in the peer's inbox */
-    uint32_t *out_want;
+    uint32_t *out_want, *out_cpu;  /* (out_cpu: the CPU I last wrote from + 1) */
     char *out_data;
     uint64_t *in_tail, *in_head;   /* the peer's ring in my inbox */
-    uint32_t *in_want;
+    uint32_t *in_want, *in_cpu;    /* (in_cpu: the CPU the peer last wrote from + 1) */
     char *in_data;
     uint64_t capacity;
     uint32_t *bell, *sleeping, *peer_closed, *my_closed;
@@ -50,7 +51,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -60,12 +61,33 @@ typedef struct {
     long long max_tag;
     int64_t spin_ns, yield_ns, swap_yield_ns;
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
+    long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
 } Express;
 
-static PyObject *s_dtype, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
+static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
     *s_rx_deferred, *s_posted, *s_unexpected;
 
 static void ring_bell(const Lane *lane) { ring_doorbell(lane->bell, lane->sleeping); }
+
+/* Say which CPU I write from (before the tail that publishes the bytes), for apart(). */
+static void note_cpu(Lane *lane) {
+    uint32_t cpu = (uint32_t)(current_cpu() + 1);
+    if (__atomic_load_n(lane->out_cpu, __ATOMIC_RELAXED) != cpu) __atomic_store_n(lane->out_cpu, cpu, __ATOMIC_RELAXED);
+}
+
+/* Whether the peer of ``from`` last wrote from the CPU I run on (where ranks spin: they do not
+   outnumber CPUs). Two ranks that the scheduler keeps on one CPU (it does where a third task
+   busies the other) spin against each other, each holding the CPU the other needs to write:
+   a 128 KiB swap then took 55-80 us instead of 7 for whole runs. Moving the higher rank to the
+   other CPU, as the window's flag waits do (_flags.h, separate()), put it beside the third task
+   there, and calls took milliseconds (docs/performance.md, "Nineteenth round, point to point").
+   So the swap's wait beside its peer yields from the start, for as long as it would have spun.
+   (The ring's wait does not: its ranks spin long enough that the scheduler keeps them apart,
+   and yielding from the start there cost hypercube_perf's 256 KiB exchange under load.) */
+static int beside(Lane *from) {
+    int here = current_cpu();
+    return here >= 0 && __atomic_load_n(from->in_cpu, __ATOMIC_RELAXED) == (uint32_t)here + 1;
+}
 
 /* ``n`` bytes between ``buf`` and the ring ``data`` of ``cap`` bytes at position ``at``,
    wrapping at its end. */
@@ -224,6 +246,7 @@ static int write_frame(Lane *lane, uint64_t tag, const char *buf, uint64_t n) {
     memcpy(header + 12, &flags, 4);
     ring_write(lane->out_data, cap, tail, (const char *)header, HEADER_BYTES);
     if (n) ring_write(lane->out_data, cap, tail + HEADER_BYTES, buf, n);
+    note_cpu(lane);
     __atomic_store_n(lane->out_tail, tail + frame, __ATOMIC_RELEASE);
     if (frame == room) __atomic_store_n(lane->out_want, 1, __ATOMIC_RELAXED); /* as _write_some: tell me of room */
     else if (__atomic_load_n(lane->out_want, __ATOMIC_RELAXED)) __atomic_store_n(lane->out_want, 0, __ATOMIC_RELAXED);
@@ -373,11 +396,37 @@ static PyObject *aside(Express *e, Py_ssize_t n) {
     return e->aside;
 }
 
+/* The object that owns the memory of ``x`` (numpy keeps the owner as a view's ``base``): a new
+   reference, ``x`` itself where it has no base. */
+static PyObject *owner(PyObject *x) {
+    PyObject *b = PyObject_GetAttr(x, s_base);
+    if (b == NULL) PyErr_Clear();
+    if (b == NULL || b == Py_None) {
+        Py_XDECREF(b);
+        Py_INCREF(x);
+        return x;
+    }
+    return b;
+}
+
+/* Whether ``x`` and ``out`` are parts of different arrays. A block of one array sent while
+   another block of it is received (hypercube_perf's exchange) reads slower by single copy
+   than through the ring where the sender has just written its block; separate arrays do not
+   (docs/performance.md, "Eighteenth round, point to point at 256 KiB"). */
+static int apart(PyObject *x, PyObject *out) {
+    PyObject *a = owner(x), *b = owner(out);
+    int different = a != b;
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return different;
+}
+
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
    ``src`` filled ``out``; (send request or None, received) where part moved and the engine
    finishes the rest (an unfinished send is on its channel, a receive not done is not posted);
-   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` go as
-   send() and recv() do; larger ones by single copy where the channels allow. */
+   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` (below
+   ``apart_bytes`` where ``x`` and ``out`` are parts of different arrays) go as send() and
+   recv() do; larger ones by single copy where the channels allow. */
 static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "sendrecv(x, dst, out, src, tag)");
@@ -405,7 +454,9 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
        cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
-    int single = send.len >= e->single_bytes && recv.len >= e->single_bytes &&
+    Py_ssize_t least = e->single_bytes;
+    if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
+    int single = send.len >= least && recv.len >= least &&
                  !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
     if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
@@ -482,7 +533,7 @@ static void Express_dealloc(Express *e) {
 
 static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
     if (!PyTuple_Check(words) || PyTuple_GET_SIZE(words) != LANE_WORDS) {
-        PyErr_SetString(PyExc_ValueError, "a lane is a tuple of 13 ints (ShmChannel.lane)");
+        PyErr_SetString(PyExc_ValueError, "a lane is a tuple of 15 ints (ShmChannel.lane)");
         return -1;
     }
     uint64_t w[LANE_WORDS];
@@ -493,16 +544,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
     lane->out_tail = (uint64_t *)(uintptr_t)w[0];
     lane->out_want = (uint32_t *)(uintptr_t)w[1];
     lane->out_head = (uint64_t *)(uintptr_t)w[2];
-    lane->out_data = (char *)(uintptr_t)w[3];
-    lane->in_tail = (uint64_t *)(uintptr_t)w[4];
-    lane->in_want = (uint32_t *)(uintptr_t)w[5];
-    lane->in_head = (uint64_t *)(uintptr_t)w[6];
-    lane->in_data = (char *)(uintptr_t)w[7];
-    lane->capacity = w[8];
-    lane->bell = (uint32_t *)(uintptr_t)w[9];
-    lane->sleeping = (uint32_t *)(uintptr_t)w[10];
-    lane->peer_closed = (uint32_t *)(uintptr_t)w[11];
-    lane->my_closed = (uint32_t *)(uintptr_t)w[12];
+    lane->out_cpu = (uint32_t *)(uintptr_t)w[3];
+    lane->out_data = (char *)(uintptr_t)w[4];
+    lane->in_tail = (uint64_t *)(uintptr_t)w[5];
+    lane->in_want = (uint32_t *)(uintptr_t)w[6];
+    lane->in_head = (uint64_t *)(uintptr_t)w[7];
+    lane->in_cpu = (uint32_t *)(uintptr_t)w[8];
+    lane->in_data = (char *)(uintptr_t)w[9];
+    lane->capacity = w[10];
+    lane->bell = (uint32_t *)(uintptr_t)w[11];
+    lane->sleeping = (uint32_t *)(uintptr_t)w[12];
+    lane->peer_closed = (uint32_t *)(uintptr_t)w[13];
+    lane->my_closed = (uint32_t *)(uintptr_t)w[14];
     if (lane->capacity == 0) {
         PyErr_SetString(PyExc_ValueError, "a lane's ring has no capacity");
         return -1;
@@ -513,18 +566,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|n", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns))
+                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -554,6 +607,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->array_type = (PyTypeObject *)array_type, e->dtypes = dtypes;
     e->max_bytes = max_bytes;
     e->single_bytes = single_bytes;
+    e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
@@ -591,6 +645,11 @@ static PyObject *Express_get_swaps(Express *e, void *closure) {
     return PyLong_FromLongLong(e->swaps);
 }
 
+static PyObject *Express_get_besides(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->besides);
+}
+
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
      "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
@@ -607,6 +666,7 @@ static PyGetSetDef Express_getset[] = {
     {"sends", (getter)Express_get_sends, NULL, "sends the lane took", NULL},
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
+    {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -627,6 +687,7 @@ PyMODINIT_FUNC PyInit__express_c(void) {
     if (PyType_Ready(&ExpressType) < 0) return NULL;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(s_dtype, "dtype");
+    INTERN(s_base, "base");
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");
     INTERN(s_error, "error");

@@ -29,14 +29,6 @@ static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
     return __atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
 }
 
-static inline int current_cpu(void) {
-#ifdef __linux__
-    return sched_getcpu();
-#else
-    return -1;
-#endif
-}
-
 #ifdef __linux__
 /* Move this thread to ``cpu`` at once (its mask narrowed to it, which migrates it), then give
    it back its mask ``allowed``, and record the CPU in its flag area. */

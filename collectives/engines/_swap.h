@@ -80,6 +80,7 @@ static int write_control(Lane *lane, uint64_t tag, uint32_t flags, const uint64_
     memcpy(frame + 12, &flags, 4);
     if (n) memcpy(frame + HEADER_BYTES, payload, n);
     ring_write(lane->out_data, cap, tail, (const char *)frame, HEADER_BYTES + n);
+    note_cpu(lane);
     __atomic_store_n(lane->out_tail, tail + HEADER_BYTES + n, __ATOMIC_RELEASE);
     ring_bell(lane);
     return 1;
@@ -210,6 +211,7 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
 static void swap_wait(Express *e, Swap *s) {
     int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(s->n / 2);
     int64_t start = 0, spin_until = 0, yield_until = 0;
+    int yielding = 0;
     for (unsigned i = 1;; i++) {
         int r = s->received ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
         if (s->sent && s->received) return;
@@ -220,7 +222,10 @@ static void swap_wait(Express *e, Swap *s) {
             return;
         if (start == 0) {
             start = now_ns(), spin_until = start + spin, yield_until = spin_until + yield;
-        } else if ((i & 63) == 0) {
+            /* (beside(); for the lane's frame sizes: beyond, the spin is a sliver of the wait) */
+            yielding = spin > 0 && s->n <= (uint64_t)e->max_bytes && beside(s->from);
+            if (yielding) spin_until = start, e->besides++;
+        } else if ((i & 63) == 0 || yielding) {
             int64_t now = now_ns();
             if (now >= yield_until) return;
             if (now >= spin_until) sched_yield();

@@ -5,6 +5,7 @@
 #ifndef COLLECTIVES_WAITS_H
 #define COLLECTIVES_WAITS_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <time.h>
 #ifdef __linux__
@@ -12,6 +13,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+
+/* The CPU this thread runs on, -1 where unknown. */
+static inline int current_cpu(void) {
+#ifdef __linux__
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
 
 static inline int64_t now_ns(void) {
     struct timespec ts;

@@ -45,6 +45,11 @@ SWAP_BYTES = 512 << 10
 the channels have learnt that cross-memory copies work: the engine's first message this large
 on a channel goes by single copy to ask (``SingleCopy.ask_bytes``). Below it, and in place up to
 ``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
+SWAP_BYTES_APART = 128 << 10
+"""SWAP_BYTES where the message and the receive's buffer are parts of different arrays: their
+swap gains from here; a block of one array sent while another block of it is received (an
+exchange of an all-gather's blocks) loses below SWAP_BYTES where its sender has just written it
+(docs/performance.md, "Eighteenth round, point to point at 256 KiB")."""
 SWAP_BYTES_CROWDED = 64 << 10
 """SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
 waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
@@ -94,16 +99,17 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
         return NoLane()
     crowded = oversubscribed(len(channels) + 1)
     swap_bytes = SWAP_BYTES_CROWDED if crowded else SWAP_BYTES
+    apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
         lanes[peer] = (channel, words)
         keep.append(kept)
         if channel.single_copy is not None:
-            channel.single_copy.ask_bytes = swap_bytes  # the engine's first RTS teaches the lane
+            channel.single_copy.ask_bytes = apart_bytes  # the engine's first RTS teaches the lane
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, swap_bytes,
-                          int(YIELD_SECONDS * 1e9))
+                          int(YIELD_SECONDS * 1e9), apart_bytes)
     return lane_

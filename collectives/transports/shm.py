@@ -17,7 +17,7 @@ sides' words on separate cache lines)::
             128 sleeping u32 (owner: set while in futex_wait)
             192 closed u32 (owner: set by close())
             256 slot table: n_slots x i32, the rank writing into each ring
-    ring i    0 tail u64, 8 want_room u32 (writer) | 64 head u64 (reader) | 128 data[capacity]
+    ring i    0 tail u64, 8 want_room u32, 16 cpu u32 (writer) | 64 head u64 (reader) | 128 data[capacity]
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
 never confuse empty with full. The writer copies the bytes, then publishes the tail; the
@@ -60,6 +60,7 @@ _OFF_CLOSED = 192
 _OFF_SLOTS = 256
 _RING_TAIL = 0
 _RING_WANT_ROOM = 8
+_RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
 _RING_HEAD = 64
 _RING_DATA = 128
 
@@ -249,7 +250,7 @@ class _Segment:
 class _Ring:
     """Views of one SPSC ring inside a segment."""
 
-    __slots__ = ("tail", "head", "want_room", "data", "capacity")
+    __slots__ = ("tail", "head", "want_room", "cpu", "data", "capacity")
 
     def __init__(self, segment: _Segment, writer: int) -> None:
         offset = segment.ring_offsets.get(writer)
@@ -263,6 +264,7 @@ class _Ring:
         self.capacity = segment.capacity
         self.tail = ctypes.c_uint64.from_buffer(mm, offset + _RING_TAIL)
         self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
+        self.cpu = ctypes.c_uint32.from_buffer(mm, offset + _RING_CPU)
         self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
         _populate(mm, offset, _RING_DATA + self.capacity)
@@ -364,8 +366,8 @@ class ShmChannel(Channel):
 
     def lane(self) -> tuple[tuple[int, ...], tuple[object, ...]]:
         """The addresses of this channel's words, for code that moves whole frames itself
-        (engines/_express_c.c): my ring in the peer's inbox (tail, want_room, head, data), the
-        peer's ring in mine (the same four), the capacity, the peer's doorbell, sleeping and
+        (engines/_express_c.c): my ring in the peer's inbox (tail, want_room, head, cpu, data),
+        the peer's ring in mine (the same five), the capacity, the peer's doorbell, sleeping and
         closed words, and my own closed word; then the objects that keep them mapped."""
         out, into, peer = self._out, self._in, self._peer_seg
         if out is None or into is None:
@@ -376,7 +378,7 @@ class ShmChannel(Channel):
             data = (ctypes.c_char * ring.capacity).from_buffer(ring.data)
             keep.append(data)
             words += [ctypes.addressof(ring.tail), ctypes.addressof(ring.want_room), ctypes.addressof(ring.head),
-                      ctypes.addressof(data)]
+                      ctypes.addressof(ring.cpu), ctypes.addressof(data)]
         words += [out.capacity, ctypes.addressof(peer.doorbell), ctypes.addressof(peer.sleeping),
                   ctypes.addressof(peer.closed), ctypes.addressof(self._mine_closed)]
         return tuple(words), tuple(keep)

@@ -6,7 +6,9 @@ with the lane and without it (``pure_python``)."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -271,18 +273,20 @@ class _Channel:
 
 class _Loop:
     """An Express whose lane to rank 1 writes into the ring it reads (a loopback), with the
-    ring's words in numpy arrays: ``tail``, ``head``, ``want`` and ``bell`` are views of them."""
+    ring's words in numpy arrays: ``tail``, ``head``, ``want``, ``bell`` and ``cpu`` are views of
+    them. ``spin_ns``: how long a receive spins."""
 
-    def __init__(self, capacity: int = 4096, max_bytes: int = 1024, single_bytes: int = 1 << 30) -> None:
+    def __init__(self, capacity: int = 4096, max_bytes: int = 1024, single_bytes: int = 1 << 30,
+                 spin_ns: int = 0) -> None:
         self.words = np.zeros(16, np.uint64)
         self.data = np.zeros(capacity, np.uint8)
         self.channel, self.held, self.lock = _Channel(), {}, threading.RLock()
         at = self.words.ctypes.data
-        tail, want, head, bell, sleeping, peer_closed, my_closed = (at + 8 * i for i in range(7))
-        ring = (tail, want, head, self.data.ctypes.data)
+        tail, want, head, bell, sleeping, peer_closed, my_closed, cpu = (at + 8 * i for i in range(8))
+        ring = (tail, want, head, cpu, self.data.ctypes.data)
         lanes = {1: (self.channel, ring + ring + (capacity, bell, sleeping, peer_closed, my_closed))}
         self.express = express.Express(2, lanes, (self.words, self.data), self.lock, self.held, itertools.count(1),
-                                       np.ndarray, BUILT_IN_DTYPES, max_bytes, P2P_TAG_BIT, MAX_USER_TAG, 0, 0,
+                                       np.ndarray, BUILT_IN_DTYPES, max_bytes, P2P_TAG_BIT, MAX_USER_TAG, spin_ns, 0,
                                        single_bytes, 0)
 
     @property
@@ -292,6 +296,11 @@ class _Loop:
     @property
     def head(self) -> int:
         return int(self.words[2])
+
+    @property
+    def cpu(self) -> int:
+        """The CPU the ring's writer last wrote from + 1 (0: none yet)."""
+        return int(self.words[7])
 
     def send(self, x: Any, tag: Any = 0, dst: Any = 1) -> bool:
         return bool(self.express.send(x, dst, tag))
@@ -463,3 +472,43 @@ def test_a_closed_lane_sends_every_call_to_the_engine() -> None:
     loop.express.close()
     assert not loop.send(np.zeros(1)) and not loop.recv(np.zeros(1))
     assert (loop.tail, loop.head) == (24, 0)
+
+
+# -- ranks on one CPU ------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def test_a_send_says_which_cpu_it_wrote_from() -> None:
+    loop = _Loop()
+    before = _libc.sched_getcpu()
+    assert loop.send(np.zeros(4))
+    assert loop.cpu - 1 in {before, _libc.sched_getcpu()}
+
+
+def _on_one_cpu(size: int) -> Any:
+    """Both ranks pinned to one CPU (as the scheduler keeps them where a third task busies the
+    other) for their sendrecvs."""
+    def body(comm: Any) -> tuple[int, bool]:
+        allowed = os.sched_getaffinity(0)
+        peer = 1 - comm.rank
+        x, out = np.full(size, comm.rank, np.uint8), np.zeros(size, np.uint8)
+        for _ in range(3):  # the channels learn single copy (the swap's sizes)
+            comm.sendrecv(x, peer, out, peer)
+        os.sched_setaffinity(0, {min(allowed)})
+        try:
+            for _ in range(50):
+                comm.sendrecv(x, peer, out, peer)
+        finally:
+            os.sched_setaffinity(0, allowed)
+        return comm._express.besides, bool(np.all(out == peer))
+    return body
+
+
+@pytest.mark.multiprocess
+def test_ranks_on_one_cpu_yield_to_each_other_from_the_start_of_a_swap() -> None:
+    """Two ranks on one CPU that spin hold the CPU the other needs to write: the swap's wait
+    yields from the start where the peer last wrote from its CPU."""
+    results = run_world(_on_one_cpu(express.SWAP_BYTES), 2, "shm", timeout=60)
+    assert all(ok for _, ok in results)
+    assert sum(besides for besides, _ in results) > 0, results

@@ -35,6 +35,7 @@ from test_express import _Channel as _IdleChannel  # (this folder: what the lane
 from test_express import _Loop
 
 SINGLE = 256  # the lanes' single-copy size here
+APART = 128  # ... and where the message and the receive are parts of different arrays
 N = 512  # bytes of the messages that go by single copy
 BEYOND = 2048  # over the lanes' largest frame here (1024)
 
@@ -53,15 +54,15 @@ class _Channel(_IdleChannel, SingleCopyChannel):
 
 
 class _Ring:
-    """A ring's words (tail, want room, head) and bytes."""
+    """A ring's words (tail, want room, head, the writer's CPU) and bytes."""
 
     def __init__(self, capacity: int) -> None:
-        self.words = np.zeros(3, np.uint64)
+        self.words = np.zeros(4, np.uint64)
         self.data = np.zeros(capacity, np.uint8)
 
     def lane_words(self) -> tuple[int, ...]:
         at = self.words.ctypes.data
-        return at, at + 8, at + 16, self.data.ctypes.data
+        return at, at + 8, at + 16, at + 24, self.data.ctypes.data
 
     tail, head = _Loop.tail, _Loop.head  # (its words in the same places)
 
@@ -85,7 +86,8 @@ class _Lanes:
     is the ring in (it answers itself); else lanes to ranks 1 and 2, each with a ring out (``to1``,
     ``to2``) and a ring in (``from1``, ``from2``) that the test writes as the peer would."""
 
-    def __init__(self, loop: bool = True, capacity: int = 4096, **channel: Any) -> None:
+    def __init__(self, loop: bool = True, capacity: int = 4096, apart: int = SINGLE, spin_ns: int = 0,
+                 **channel: Any) -> None:
         self.flags = np.zeros(4, np.uint64)  # bell, sleeping, peer closed, my closed
         at = self.flags.ctypes.data
         tail_words = (capacity, at, at + 8, at + 16, at + 24)
@@ -99,7 +101,7 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, 0, 0, SINGLE, 0)
+                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
@@ -123,6 +125,31 @@ def test_a_swap_writes_an_rts_copies_the_peers_message_and_answers_it_as_the_eng
     assert lanes.to1.head == lanes.to1.tail  # my own answer taken
     assert lanes.channels[1].single_copy._next_id == 1 and not lanes.channels[1]._awaiting
     assert lanes.express.swaps == 1
+
+
+def _swap_waited(peer_cpu: Any, n: int = N) -> int:
+    """A swap whose peer never answers, on one CPU, where the peer last wrote from the CPU
+    ``peer_cpu(here)``: how many waits the lane began by yielding."""
+    lanes = _Lanes(loop=False, spin_ns=1_000_000)
+    allowed = os.sched_getaffinity(0)
+    here = min(allowed)
+    os.sched_setaffinity(0, {here})
+    try:
+        lanes.from1.words[3] = peer_cpu(here) + 1
+        assert lanes.sendrecv(_message(n, 1), np.zeros(n, np.uint8)) not in (True, False)  # handed to the engine
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return int(lanes.express.besides)
+
+
+def test_a_swap_beside_its_peer_yields_from_the_start() -> None:
+    assert _swap_waited(lambda here: here) == 1
+
+
+def test_a_swap_whose_peer_wrote_elsewhere_or_never_or_beyond_the_frame_size_spins() -> None:
+    assert _swap_waited(lambda here: here + 1) == 0
+    assert _swap_waited(lambda here: -1) == 0  # (0 in the word: not known)
+    assert _swap_waited(lambda here: here, n=BEYOND) == 0
 
 
 def test_the_ids_of_the_rts_follow_the_engines_count() -> None:
@@ -163,6 +190,27 @@ def test_a_small_message_goes_through_the_ring_as_send_and_recv() -> None:
     assert lanes.sendrecv(x, out) is True and np.array_equal(out, x)
     assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, SINGLE - 1, FLAG_END) + x.tobytes()]
     assert (lanes.express.sends, lanes.express.recvs, lanes.express.swaps) == (1, 1, 0)
+
+
+def test_from_the_apart_size_separate_arrays_swap_and_two_blocks_of_one_array_go_through_the_ring() -> None:
+    lanes, n = _Lanes(apart=APART), (APART + SINGLE) // 2
+    x, out = _message(n, 3), np.zeros(n, np.uint8)
+    assert lanes.sendrecv(x, out) is True and np.array_equal(out, x)
+    assert lanes.express.swaps == 1
+    assert HEADER.unpack(lanes.to1.frames()[0][:HEADER.size])[2] == FLAG_RTS
+    blocks = np.concatenate([_message(n, 5), np.zeros(n, np.uint8)])  # an all-gather's exchange
+    start = lanes.to1.tail
+    assert lanes.sendrecv(blocks[:n], blocks[n:]) is True and np.array_equal(blocks[n:], blocks[:n])
+    assert lanes.to1.frames(start) == [HEADER.pack(P2P_TAG_BIT, n, FLAG_END) + _message(n, 5).tobytes()]
+    assert lanes.express.swaps == 1
+
+
+def test_below_the_apart_size_separate_arrays_go_through_the_ring() -> None:
+    lanes = _Lanes(apart=APART)
+    x, out = _message(APART - 1, 3), np.zeros(APART - 1, np.uint8)
+    assert lanes.sendrecv(x, out) is True and np.array_equal(out, x)
+    assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, APART - 1, FLAG_END) + x.tobytes()]
+    assert lanes.express.swaps == 0
 
 
 def test_where_the_engine_holds_a_frame_of_the_tag_a_small_send_still_goes() -> None:
@@ -305,7 +353,7 @@ def test_a_receive_the_engine_must_check_is_left_to_it_and_the_send_goes_as_send
 # -- between processes ------------------------------------------------------------------------
 
 BIG = 4 << 20
-SIZES = [express.SWAP_BYTES, BIG, express.SWAP_BYTES + 8]
+SIZES = [express.SWAP_BYTES_APART, express.SWAP_BYTES, BIG, express.SWAP_BYTES + 8]
 
 
 def _ring_shift(comm: Any, in_place: bool, rounds: int = 4) -> Any:
