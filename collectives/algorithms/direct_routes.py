@@ -93,6 +93,13 @@ every half, then copies the others' reduced blocks) instead of every rank foldin
 vector: a quarter of the folding and half the reads of other cores' halves at 4 ranks, for one
 more flag per call. Measured: docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
 
+BROADCAST_HALVES_CROWDED_BYTES = 8 << 20
+"""Where ranks outnumber cores, broadcasts too large for the small window's halves up to this
+size go through them piece by piece (``small.PiecewiseBroadcastPlan``) instead of by single-copy
+reads: a copy into shared memory by the root and one out by every other rank beat every
+reader's ``process_vm_readv`` there. Measured: docs/performance.md, "Thresholds",
+BROADCAST_HALVES_CROWDED_BYTES."""
+
 
 DIRECT_STEP_BYTES = 1 << 20
 """Bytes of each rank's block handled per step of the direct all-reduce through the window, and
@@ -132,6 +139,13 @@ def two_shot(nbytes: int, oversubscribed: bool) -> bool:
     small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
     from ``TWO_SHOT_BYTES``."""
     return oversubscribed and nbytes >= TWO_SHOT_BYTES
+
+
+def broadcast_by_halves(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a broadcast of ``nbytes`` too large for the halves at once goes through them piece
+    by piece: where ranks outnumber cores (``oversubscribed``, the same on every rank), up to
+    ``BROADCAST_HALVES_CROWDED_BYTES``."""
+    return oversubscribed and nbytes <= BROADCAST_HALVES_CROWDED_BYTES
 
 
 def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> bool:

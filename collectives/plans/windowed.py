@@ -333,23 +333,29 @@ class OneWay(_SlotCall):
 
 class WindowBroadcast:
     """Broadcasts too large for the slots: through the halves up to ``small.BROADCAST_BYTES``,
-    else by single-copy reads (the root writing its share unless ranks outnumber cores),
-    else ``fallback`` (a schedule) where reads are refused."""
+    beyond it through them piece by piece where ranks outnumber cores
+    (``direct_routes.broadcast_by_halves``), else by single-copy reads (the root writing its share
+    unless ranks outnumber cores), else ``fallback`` (a schedule) where reads are refused."""
 
     def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int,
                  fallback: Callable[[], Plan]) -> None:
         self.windows = windows
         self.root = root
         self.dtype, self.count = dtype, count
-        self.halves = count * dtype.itemsize <= small.BROADCAST_BYTES
+        self.halves: bool | None = True if count * dtype.itemsize <= small.BROADCAST_BYTES else None
         self.fallback = fallback
         self.kernel: Any = None
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
+        if self.halves is None:  # found on the first call (the window says whether ranks outnumber cores)
+            crowded = windows.small(call).oversubscribed
+            self.halves = direct_routes.broadcast_by_halves(self.count * self.dtype.itemsize, crowded)
         if self.halves:
             if self.kernel is None:
-                self.kernel = small.BroadcastPlan(windows.small(call), self.dtype, self.count)
+                whole = self.count * self.dtype.itemsize <= small.BROADCAST_BYTES
+                plan = small.BroadcastPlan if whole else small.PiecewiseBroadcastPlan
+                self.kernel = plan(windows.small(call), self.dtype, self.count)
             windows.small_serial = self.kernel(x, self.root, windows.small_serial, call.deadline, call.timed_out)
             return
         memory = windows.peer_memory(call)

@@ -592,6 +592,7 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
     from collectives.transports import progress
 
     monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)  # the single-copy path from 16 KiB
+    monkeypatch.setattr(direct_routes, "BROADCAST_HALVES_CROWDED_BYTES", 0)  # even where ranks outnumber cores
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
 
     def fn(comm):
@@ -607,6 +608,38 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
         return bad, comm._context.windows.memory is not None
 
     assert run_world(fn, size, "shm", timeout=120) == [([], True)] * size
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_broadcasts_beyond_the_halves_go_through_them_piece_by_piece_where_ranks_outnumber_cores(size, monkeypatch):
+    """Every piece one small call through the halves: every size (whole pieces and a last short
+    one), every dtype and every root gives the root's bits on every rank, back to back."""
+    from collectives.engines import small
+    from collectives.transports import progress
+
+    piece = 64 << 10
+    sizes = (small.PIPELINED_BROADCAST_BYTES + 8, 300000, 8 * piece)  # beyond the slots
+    monkeypatch.setattr(small, "BROADCAST_BYTES", piece)
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    calls = []
+    whole = small.BroadcastPlan.__call__
+    monkeypatch.setattr(small.BroadcastPlan, "__call__", lambda self, *a: calls.append(self.nbytes) or whole(self, *a))
+
+    def fn(comm):
+        bad = []
+        for nbytes in sizes:
+            for dtype in (np.uint8, np.int32, np.float64):
+                count = nbytes // np.dtype(dtype).itemsize
+                for root in range(comm.size):
+                    want = (np.arange(count) * 7 + root).astype(dtype)
+                    x = want.copy() if comm.rank == root else np.zeros(count, dtype)
+                    comm.broadcast(x, root, algorithm="direct")
+                    if not np.array_equal(x, want):
+                        bad.append((nbytes, np.dtype(dtype).name, root))
+        return bad, comm._context.windows.small_window.oversubscribed, max(calls), len(calls)
+
+    pieces = sum(-(-nbytes // piece) for nbytes in sizes) * 3 * size
+    assert run_world(fn, size, "shm", timeout=120) == [([], True, piece, pieces)] * size
 
 
 def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(monkeypatch):
