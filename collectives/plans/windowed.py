@@ -175,13 +175,17 @@ class SmallBarrier:
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
     of peers' memory from ``direct_routes.reads_from`` where allowed, else two shots through the
-    scratch window."""
+    scratch window; reduce-scatters that ``direct_routes.reduce_scatter_by_halves`` sends there
+    through the halves after all (``halves``: the engine's plan, made once the window is open)."""
 
-    def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int) -> None:
+    def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int,
+                 halves: Callable[[Any], Any] | None = None) -> None:
         self.windows = windows
         self.op = op
         self.scatter = scatter
         self.nbytes = nbytes
+        self.halves = halves
+        self.small: SmallReduction | None = None
         self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
@@ -190,6 +194,11 @@ class WindowReduction:
         if self.try_reads is None:
             crowded = self.windows.small(call).oversubscribed
             self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
+            if self.halves is not None and direct_routes.reduce_scatter_by_halves(self.nbytes, crowded):
+                self.small = SmallReduction(self.windows, self.halves, self.op)
+        if self.small is not None:
+            self.small(x, out, call)
+            return
         if not (self.try_reads and self._by_reads(x, out, call)):
             windows = self.windows
             if not self.scatter and out is not x:

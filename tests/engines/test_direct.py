@@ -295,6 +295,59 @@ def test_direct_reduce_scatter_matches_the_reference(size):
         np.testing.assert_array_equal(results[r][i], want)
 
 
+@pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed: the halves", "a core each: the scratch window"])
+def test_reduce_scatters_beyond_half_bytes_take_the_halves_where_ranks_outnumber_cores(cores, monkeypatch):
+    """Up to REDUCE_SCATTER_HALVES_CROWDED_BYTES where ranks outnumber cores (else two shots' first
+    through the scratch window): every dtype and op the route takes, out of place and in place,
+    each block the reference's, and the reduction the same bits whether a rank reads it back or
+    computes it again."""
+    from collectives.engines import direct, small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    routes = []
+    for name in ("reduce_scatter", "reduce_scatter_by_reads"):
+        original = getattr(direct, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            routes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(direct, name, counted)  # the forked ranks inherit it
+    size = 4
+    limit = direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
+    cases = [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.AVG), (np.int32, ReduceOp.MAX),
+             (np.int64, ReduceOp.BXOR), (np.float32, ReduceOp.PROD), (np.int16, ReduceOp.MIN)]
+
+    def fn(comm):
+        out = []
+        for dtype, op in cases:
+            dtype = np.dtype(dtype)
+            for nbytes in (small.HALF_BYTES + 64 * dtype.itemsize * comm.size, limit):
+                k = nbytes // dtype.itemsize // comm.size
+                x = rank_input(comm.rank, k * comm.size, dtype, op)
+                out.append(comm.reduce_scatter(x, op=op).copy())
+                comm.reduce_scatter(x, out=x[comm.rank * k : (comm.rank + 1) * k], op=op)  # in place
+                out.append(x[comm.rank * k : (comm.rank + 1) * k].copy())
+        return out, comm._context.windows.small_window.oversubscribed, routes
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for r in range(size):
+        blocks, crowded, taken = results[r]
+        assert crowded == (cores < size)
+        assert taken == ([] if crowded else ["reduce_scatter"] * 2 * 2 * len(cases))
+        i = 0
+        for dtype, op in cases:
+            dtype = np.dtype(dtype)
+            for nbytes in (small.HALF_BYTES + 64 * dtype.itemsize * size, limit):
+                k = nbytes // dtype.itemsize // size
+                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                want = full[r * k : (r + 1) * k]
+                np.testing.assert_allclose(blocks[i], want, rtol=1e-5, err_msg=f"{op} {dtype} {nbytes} rank {r}")
+                np.testing.assert_array_equal(blocks[i + 1], blocks[i])  # in place: the same bits
+                i += 2
+
+
 def _gathered(size, k, dtype):
     return np.concatenate([rank_input(q, k, dtype, ReduceOp.SUM) for q in range(size)])
 
