@@ -649,18 +649,24 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
 
     def fn(comm):
-        bad = []
-        for count in (20001, 70003):
-            for dtype in (np.uint8, np.float64):
-                for root in range(comm.size):
-                    want = (np.arange(count) * 7 + root).astype(dtype)
-                    x = want.copy() if comm.rank == root else np.zeros(count, dtype)
-                    comm.broadcast(x, root, algorithm="direct")
-                    if not np.array_equal(x, want):
-                        bad.append((count, np.dtype(dtype).name, root))
+        bad = _broadcasts_from_every_root(comm, [(count, dtype) for count in (20001, 70003) for dtype in (np.uint8, np.float64)])
         return bad, comm._context.windows.memory is not None
 
     assert run_world(fn, size, "shm", timeout=120) == [([], True)] * size
+
+
+def _broadcasts_from_every_root(comm, shapes):
+    """Direct broadcasts of every (count, dtype) from every root: those whose result on this rank
+    is not the root's."""
+    bad = []
+    for count, dtype in shapes:
+        for root in range(comm.size):
+            want = (np.arange(count) * 7 + root).astype(dtype)
+            x = want.copy() if comm.rank == root else np.zeros(count, dtype)
+            comm.broadcast(x, root, algorithm="direct")
+            if not np.array_equal(x, want):
+                bad.append((count, np.dtype(dtype).name, root))
+    return bad
 
 
 @pytest.mark.parametrize("size", [3, 4])
@@ -679,17 +685,8 @@ def test_broadcasts_beyond_the_halves_go_through_them_piece_by_piece_where_ranks
     monkeypatch.setattr(small.BroadcastPlan, "__call__", lambda self, *a: calls.append(self.nbytes) or whole(self, *a))
 
     def fn(comm):
-        bad = []
-        for nbytes in sizes:
-            for dtype in (np.uint8, np.int32, np.float64):
-                count = nbytes // np.dtype(dtype).itemsize
-                for root in range(comm.size):
-                    want = (np.arange(count) * 7 + root).astype(dtype)
-                    x = want.copy() if comm.rank == root else np.zeros(count, dtype)
-                    comm.broadcast(x, root, algorithm="direct")
-                    if not np.array_equal(x, want):
-                        bad.append((nbytes, np.dtype(dtype).name, root))
-        return bad, comm._context.windows.small_window.oversubscribed, max(calls), len(calls)
+        shapes = [(nbytes // np.dtype(dtype).itemsize, dtype) for nbytes in sizes for dtype in (np.uint8, np.int32, np.float64)]
+        return _broadcasts_from_every_root(comm, shapes), comm._context.windows.small_window.oversubscribed, max(calls), len(calls)
 
     pieces = sum(-(-nbytes // piece) for nbytes in sizes) * 3 * size
     assert run_world(fn, size, "shm", timeout=120) == [([], True, piece, pieces)] * size
