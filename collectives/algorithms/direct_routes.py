@@ -30,11 +30,11 @@ GATHER_BYTES = 1 << 20
 core (from ``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the window's
 halves are sized for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
-GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
-"""The same where ranks outnumber cores, where the window measured erratic before its calls
-ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
-page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
-"Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+GATHER_BYTES_OVERSUBSCRIBED = 128 << 10
+"""The same where ranks outnumber cores: smaller contributions take the window there (against
+single-copy reads, whose syscalls and page pinning grow with the ranks), larger ones the reads in
+one C call, which beat the window's copy in and copies out from here. Measured:
+docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
 
 GATHER_READS_BYTES = 16 << 10
 """Contributions from this size go by single-copy reads (one C call,
