@@ -150,10 +150,11 @@ def two_shot(nbytes: int, oversubscribed: bool) -> bool:
 
 
 def reduce_scatter_by_halves(nbytes: int, oversubscribed: bool) -> bool:
-    """Whether a reduce-scatter of ``nbytes`` (bytes of ``x``) goes through the small window's
-    halves: up to ``HALF_BYTES``, and where ranks outnumber cores (``oversubscribed``, the same on
-    every rank) up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``."""
-    return nbytes <= (REDUCE_SCATTER_HALVES_CROWDED_BYTES if oversubscribed else HALF_BYTES)
+    """Whether a reduce-scatter of ``nbytes`` (bytes of ``x``) beyond ``HALF_BYTES`` goes through
+    the small window's halves after all: where ranks outnumber cores (``oversubscribed``, the same
+    on every rank), up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES`` and below the reads' size
+    (``reads_from``)."""
+    return oversubscribed and nbytes <= REDUCE_SCATTER_HALVES_CROWDED_BYTES and nbytes < reads_from(True, True)
 
 
 def broadcast_by_halves(nbytes: int, oversubscribed: bool) -> bool:

@@ -96,6 +96,11 @@ def _half_bytes() -> int:
     return max(HALF_BYTES, BROADCAST_BYTES, direct_routes.GATHER_BYTES)
 
 
+def halves_take(nbytes: int) -> bool:
+    """Whether a contribution of ``nbytes`` fits the small window's halves."""
+    return nbytes <= _half_bytes()
+
+
 def gather_bytes(window: Window) -> int:
     """The largest all-gather contribution to take through ``window``."""
     return direct_routes.gather_window_bytes(window.oversubscribed)

@@ -194,7 +194,8 @@ class WindowReduction:
         if self.try_reads is None:
             crowded = self.windows.small(call).oversubscribed
             self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
-            if self.halves is not None and direct_routes.reduce_scatter_by_halves(self.nbytes, crowded):
+            if (self.halves is not None and small.halves_take(self.nbytes)
+                    and direct_routes.reduce_scatter_by_halves(self.nbytes, crowded)):
                 self.small = SmallReduction(self.windows, self.halves, self.op)
         if self.small is not None:
             self.small(x, out, call)

@@ -59,7 +59,7 @@ def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_
 
 def test_reduce_scatters_take_the_halves_beyond_half_bytes_only_where_ranks_outnumber_cores() -> None:
     limit = routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
-    assert routes.reduce_scatter_by_halves(routes.HALF_BYTES, False)
     assert not routes.reduce_scatter_by_halves(routes.HALF_BYTES + 1, False)
+    assert routes.reduce_scatter_by_halves(routes.HALF_BYTES + 1, True)
     assert routes.reduce_scatter_by_halves(limit, True) and not routes.reduce_scatter_by_halves(limit + 1, True)
     assert routes.HALF_BYTES < limit <= small._half_bytes() and limit < routes.reads_from(True, True)

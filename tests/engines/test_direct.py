@@ -938,8 +938,9 @@ def test_a_broadcast_plan_maps_its_slots_pages_before_the_calls_rotate_through_t
 def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cores, monkeypatch):
     """Beyond the halves, all-reduces take the reads from ALL_REDUCE_READS_FROM_BYTES where every
     rank has a core, from READS_FROM_BYTES where ranks outnumber cores; reduce-scatters from
-    READS_FROM_BYTES either way; below, two shots through the scratch window. Every path gives
-    the reference's result."""
+    READS_FROM_BYTES either way; below, two shots through the scratch window (reduce-scatters
+    where ranks outnumber cores: the halves, up to REDUCE_SCATTER_HALVES_CROWDED_BYTES). Every
+    path gives the reference's result."""
     from collectives.engines import direct
     from collectives.transports import progress
 
@@ -970,5 +971,7 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
         return bad, routes
 
     crowded = cores < 2
-    reads = ["all_reduce", "reduce_scatter", "all_reduce" if crowded else "all_reduce_by_reads", "reduce_scatter"]
+    assert max(sizes) <= direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
+    reads = (["all_reduce", "all_reduce"] if crowded
+             else ["all_reduce", "reduce_scatter", "all_reduce_by_reads", "reduce_scatter"])
     assert run_world(fn, 2, "shm", timeout=120) == [([], reads)] * 2
