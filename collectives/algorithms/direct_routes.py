@@ -9,7 +9,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
   pieces of ``DIRECT_STEP_BYTES``.
-- All-reduces and reduce-scatters up to ``HALF_BYTES`` through the small window's halves; there
+- All-reduces and reduce-scatters up to ``HALF_BYTES`` through the small window's halves
+  (reduce-scatters where ranks outnumber cores up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
   else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
@@ -29,11 +30,11 @@ GATHER_BYTES = 1 << 20
 core (from ``GATHER_READS_BYTES`` only where the kernel refuses single-copy reads; the window's
 halves are sized for it). Measured: docs/performance.md, "Thresholds", GATHER_BYTES."""
 
-GATHER_BYTES_OVERSUBSCRIBED = 512 << 10
-"""The same where ranks outnumber cores, where the window measured erratic before its calls
-ran in C: smaller contributions take it there (against single-copy reads, whose syscalls and
-page pinning grow with the ranks, it wins most at 8 ranks). Measured: docs/performance.md,
-"Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
+GATHER_BYTES_OVERSUBSCRIBED = 128 << 10
+"""The same where ranks outnumber cores: smaller contributions take the window there (against
+single-copy reads, whose syscalls and page pinning grow with the ranks), larger ones the reads in
+one C call, which beat the window's copy in and copies out from here. Measured:
+docs/performance.md, "Thresholds", GATHER_BYTES_OVERSUBSCRIBED."""
 
 GATHER_READS_BYTES = 16 << 10
 """Contributions from this size go by single-copy reads (one C call,
@@ -93,6 +94,20 @@ every half, then copies the others' reduced blocks) instead of every rank foldin
 vector: a quarter of the folding and half the reads of other cores' halves at 4 ranks, for one
 more flag per call. Measured: docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
 
+REDUCE_SCATTER_HALVES_CROWDED_BYTES = 2 << 20
+"""Where ranks outnumber cores, reduce-scatters (bytes of ``x``) beyond ``HALF_BYTES`` up to this
+size (at most the halves' size, ``small._half_bytes``) go through the small window's halves too
+(``small.ReduceScatterPlan``: one flag per call, the halves alternating) instead of two shots'
+first through the scratch window, whose calls wait for every peer to be done with the last.
+Measured: docs/performance.md, "Thresholds", REDUCE_SCATTER_HALVES_CROWDED_BYTES."""
+
+BROADCAST_HALVES_CROWDED_BYTES = 8 << 20
+"""Where ranks outnumber cores, broadcasts too large for the small window's halves up to this
+size go through them piece by piece (``small.PiecewiseBroadcastPlan``) instead of by single-copy
+reads: a copy into shared memory by the root and one out by every other rank beat every
+reader's ``process_vm_readv`` there. Measured: docs/performance.md, "Thresholds",
+BROADCAST_HALVES_CROWDED_BYTES."""
+
 
 DIRECT_STEP_BYTES = 1 << 20
 """Bytes of each rank's block handled per step of the direct all-reduce through the window, and
@@ -132,6 +147,21 @@ def two_shot(nbytes: int, oversubscribed: bool) -> bool:
     small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
     from ``TWO_SHOT_BYTES``."""
     return oversubscribed and nbytes >= TWO_SHOT_BYTES
+
+
+def reduce_scatter_by_halves(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a reduce-scatter of ``nbytes`` (bytes of ``x``) beyond ``HALF_BYTES`` goes through
+    the small window's halves after all: where ranks outnumber cores (``oversubscribed``, the same
+    on every rank), up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES`` and below the reads' size
+    (``reads_from``)."""
+    return oversubscribed and nbytes <= REDUCE_SCATTER_HALVES_CROWDED_BYTES and nbytes < reads_from(True, True)
+
+
+def broadcast_by_halves(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a broadcast of ``nbytes`` too large for the halves at once goes through them piece
+    by piece: where ranks outnumber cores (``oversubscribed``, the same on every rank), up to
+    ``BROADCAST_HALVES_CROWDED_BYTES``."""
+    return oversubscribed and nbytes <= BROADCAST_HALVES_CROWDED_BYTES
 
 
 def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> bool:

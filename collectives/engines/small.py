@@ -96,6 +96,11 @@ def _half_bytes() -> int:
     return max(HALF_BYTES, BROADCAST_BYTES, direct_routes.GATHER_BYTES)
 
 
+def halves_take(nbytes: int) -> bool:
+    """Whether a contribution of ``nbytes`` fits the small window's halves."""
+    return nbytes <= _half_bytes()
+
+
 def gather_bytes(window: Window) -> int:
     """The largest all-gather contribution to take through ``window``."""
     return direct_routes.gather_window_bytes(window.oversubscribed)
@@ -406,3 +411,23 @@ class BroadcastPlan(_Plan):
                 raise count_mismatch(root, window.flags(root)[HALF_LEN + (s & 1)], self.nbytes)
             copy_array(x, source)
         return s
+
+
+class PiecewiseBroadcastPlan:
+    """Broadcasts larger than BROADCAST_BYTES through the halves, a piece of at most
+    BROADCAST_BYTES per small call (``BroadcastPlan``): the root copies piece k + 1 into the
+    other half while the others copy piece k out of this one. Where ranks outnumber cores
+    these copies through shared memory beat the single-copy reads, whose page pinning every
+    reader pays (``direct_routes.broadcast_by_halves``)."""
+
+    def __init__(self, window: Window, dtype: np.dtype, size: int) -> None:
+        step = max(1, BROADCAST_BYTES // dtype.itemsize)
+        self.pieces = [(lo, min(step, size - lo)) for lo in range(0, size, step)]
+        self.plans = {n: BroadcastPlan(window, dtype, n) for n in {n for _, n in self.pieces}}
+
+    def __call__(self, x: np.ndarray, root: int, serial: int, deadline: float, on_timeout: OnTimeout) -> int:
+        """Every piece in turn, each one small call. Returns the new serial."""
+        flat = x.reshape(-1)
+        for lo, n in self.pieces:
+            serial = self.plans[n](flat[lo : lo + n], root, serial, deadline, on_timeout)
+        return serial

@@ -121,9 +121,12 @@ class Planner:
         if algorithm == "direct":
             assert ctx.windows is not None
             windows = ctx.windows
+            def halves(w: Any) -> small.ReduceScatterPlan:
+                return small.ReduceScatterPlan(w, dtype, count, op)
+
             if count * dtype.itemsize <= small.HALF_BYTES:
-                return windowed.SmallReduction(windows, lambda w: small.ReduceScatterPlan(w, dtype, count, op), op)
-            return windowed.WindowReduction(windows, op, scatter=True, nbytes=count * dtype.itemsize)
+                return windowed.SmallReduction(windows, halves, op)
+            return windowed.WindowReduction(windows, op, scatter=True, nbytes=count * dtype.itemsize, halves=halves)
         blocks = partition(count, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["reduce_scatter"][algorithm], ctx.rank, ctx.size, blocks,
                                    self._segment(dtype))

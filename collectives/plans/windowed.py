@@ -175,13 +175,17 @@ class SmallBarrier:
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
     of peers' memory from ``direct_routes.reads_from`` where allowed, else two shots through the
-    scratch window."""
+    scratch window; reduce-scatters that ``direct_routes.reduce_scatter_by_halves`` sends there
+    through the halves after all (``halves``: the engine's plan, made once the window is open)."""
 
-    def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int) -> None:
+    def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int,
+                 halves: Callable[[Any], Any] | None = None) -> None:
         self.windows = windows
         self.op = op
         self.scatter = scatter
         self.nbytes = nbytes
+        self.halves = halves
+        self.small: SmallReduction | None = None
         self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
@@ -190,6 +194,12 @@ class WindowReduction:
         if self.try_reads is None:
             crowded = self.windows.small(call).oversubscribed
             self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
+            if (self.halves is not None and small.halves_take(self.nbytes)
+                    and direct_routes.reduce_scatter_by_halves(self.nbytes, crowded)):
+                self.small = SmallReduction(self.windows, self.halves, self.op)
+        if self.small is not None:
+            self.small(x, out, call)
+            return
         if not (self.try_reads and self._by_reads(x, out, call)):
             windows = self.windows
             if not self.scatter and out is not x:
@@ -333,23 +343,29 @@ class OneWay(_SlotCall):
 
 class WindowBroadcast:
     """Broadcasts too large for the slots: through the halves up to ``small.BROADCAST_BYTES``,
-    else by single-copy reads (the root writing its share unless ranks outnumber cores),
-    else ``fallback`` (a schedule) where reads are refused."""
+    beyond it through them piece by piece where ranks outnumber cores
+    (``direct_routes.broadcast_by_halves``), else by single-copy reads (the root writing its share
+    unless ranks outnumber cores), else ``fallback`` (a schedule) where reads are refused."""
 
     def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int,
                  fallback: Callable[[], Plan]) -> None:
         self.windows = windows
         self.root = root
         self.dtype, self.count = dtype, count
-        self.halves = count * dtype.itemsize <= small.BROADCAST_BYTES
+        self.halves: bool | None = True if count * dtype.itemsize <= small.BROADCAST_BYTES else None
         self.fallback = fallback
         self.kernel: Any = None
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
+        if self.halves is None:  # found on the first call (the window says whether ranks outnumber cores)
+            crowded = windows.small(call).oversubscribed
+            self.halves = direct_routes.broadcast_by_halves(self.count * self.dtype.itemsize, crowded)
         if self.halves:
             if self.kernel is None:
-                self.kernel = small.BroadcastPlan(windows.small(call), self.dtype, self.count)
+                whole = self.count * self.dtype.itemsize <= small.BROADCAST_BYTES
+                plan = small.BroadcastPlan if whole else small.PiecewiseBroadcastPlan
+                self.kernel = plan(windows.small(call), self.dtype, self.count)
             windows.small_serial = self.kernel(x, self.root, windows.small_serial, call.deadline, call.timed_out)
             return
         memory = windows.peer_memory(call)

@@ -48,3 +48,18 @@ def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_bey
     assert routes.reduce_reads_from(False) == routes.REDUCE_READS_BYTES[0]
     assert routes.reduce_reads_from(True) == routes.REDUCE_READS_BYTES[1]
     assert routes.reduce_reads_from(False) >= routes.reduce_reads_from(True) > DIRECT_REDUCE_BYTES
+
+
+def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
+    limit = routes.BROADCAST_HALVES_CROWDED_BYTES
+    assert routes.broadcast_by_halves(small.BROADCAST_BYTES + 1, True)
+    assert routes.broadcast_by_halves(limit, True) and not routes.broadcast_by_halves(limit + 1, True)
+    assert not routes.broadcast_by_halves(small.BROADCAST_BYTES + 1, False)
+
+
+def test_reduce_scatters_take_the_halves_beyond_half_bytes_only_where_ranks_outnumber_cores() -> None:
+    limit = routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
+    assert not routes.reduce_scatter_by_halves(routes.HALF_BYTES + 1, False)
+    assert routes.reduce_scatter_by_halves(routes.HALF_BYTES + 1, True)
+    assert routes.reduce_scatter_by_halves(limit, True) and not routes.reduce_scatter_by_halves(limit + 1, True)
+    assert routes.HALF_BYTES < limit <= small._half_bytes() and limit < routes.reads_from(True, True)

@@ -295,6 +295,59 @@ def test_direct_reduce_scatter_matches_the_reference(size):
         np.testing.assert_array_equal(results[r][i], want)
 
 
+@pytest.mark.parametrize("cores", [2, 64], ids=["oversubscribed: the halves", "a core each: the scratch window"])
+def test_reduce_scatters_beyond_half_bytes_take_the_halves_where_ranks_outnumber_cores(cores, monkeypatch):
+    """Up to REDUCE_SCATTER_HALVES_CROWDED_BYTES where ranks outnumber cores (else two shots' first
+    through the scratch window): every dtype and op the route takes, out of place and in place,
+    each block the reference's, and the reduction the same bits whether a rank reads it back or
+    computes it again."""
+    from collectives.engines import direct, small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    routes = []
+    for name in ("reduce_scatter", "reduce_scatter_by_reads"):
+        original = getattr(direct, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            routes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(direct, name, counted)  # the forked ranks inherit it
+    size = 4
+    limit = direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
+    cases = [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.AVG), (np.int32, ReduceOp.MAX),
+             (np.int64, ReduceOp.BXOR), (np.float32, ReduceOp.PROD), (np.int16, ReduceOp.MIN)]
+
+    def fn(comm):
+        out = []
+        for dtype, op in cases:
+            dtype = np.dtype(dtype)
+            for nbytes in (small.HALF_BYTES + 64 * dtype.itemsize * comm.size, limit):
+                k = nbytes // dtype.itemsize // comm.size
+                x = rank_input(comm.rank, k * comm.size, dtype, op)
+                out.append(comm.reduce_scatter(x, op=op).copy())
+                comm.reduce_scatter(x, out=x[comm.rank * k : (comm.rank + 1) * k], op=op)  # in place
+                out.append(x[comm.rank * k : (comm.rank + 1) * k].copy())
+        return out, comm._context.windows.small_window.oversubscribed, routes
+
+    results = run_world(fn, size, "shm", timeout=120)
+    for r in range(size):
+        blocks, crowded, taken = results[r]
+        assert crowded == (cores < size)
+        assert taken == ([] if crowded else ["reduce_scatter"] * 2 * 2 * len(cases))
+        i = 0
+        for dtype, op in cases:
+            dtype = np.dtype(dtype)
+            for nbytes in (small.HALF_BYTES + 64 * dtype.itemsize * size, limit):
+                k = nbytes // dtype.itemsize // size
+                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                want = full[r * k : (r + 1) * k]
+                np.testing.assert_allclose(blocks[i], want, rtol=1e-5, err_msg=f"{op} {dtype} {nbytes} rank {r}")
+                np.testing.assert_array_equal(blocks[i + 1], blocks[i])  # in place: the same bits
+                i += 2
+
+
 def _gathered(size, k, dtype):
     return np.concatenate([rank_input(q, k, dtype, ReduceOp.SUM) for q in range(size)])
 
@@ -592,21 +645,51 @@ def test_direct_broadcast_from_every_root_is_single_copy(size, cores, monkeypatc
     from collectives.transports import progress
 
     monkeypatch.setattr(small, "BROADCAST_BYTES", 16 << 10)  # the single-copy path from 16 KiB
+    monkeypatch.setattr(direct_routes, "BROADCAST_HALVES_CROWDED_BYTES", 0)  # even where ranks outnumber cores
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
 
     def fn(comm):
-        bad = []
-        for count in (20001, 70003):
-            for dtype in (np.uint8, np.float64):
-                for root in range(comm.size):
-                    want = (np.arange(count) * 7 + root).astype(dtype)
-                    x = want.copy() if comm.rank == root else np.zeros(count, dtype)
-                    comm.broadcast(x, root, algorithm="direct")
-                    if not np.array_equal(x, want):
-                        bad.append((count, np.dtype(dtype).name, root))
+        bad = _broadcasts_from_every_root(comm, [(count, dtype) for count in (20001, 70003) for dtype in (np.uint8, np.float64)])
         return bad, comm._context.windows.memory is not None
 
     assert run_world(fn, size, "shm", timeout=120) == [([], True)] * size
+
+
+def _broadcasts_from_every_root(comm, shapes):
+    """Direct broadcasts of every (count, dtype) from every root: those whose result on this rank
+    is not the root's."""
+    bad = []
+    for count, dtype in shapes:
+        for root in range(comm.size):
+            want = (np.arange(count) * 7 + root).astype(dtype)
+            x = want.copy() if comm.rank == root else np.zeros(count, dtype)
+            comm.broadcast(x, root, algorithm="direct")
+            if not np.array_equal(x, want):
+                bad.append((count, np.dtype(dtype).name, root))
+    return bad
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_broadcasts_beyond_the_halves_go_through_them_piece_by_piece_where_ranks_outnumber_cores(size, monkeypatch):
+    """Every piece one small call through the halves: every size (whole pieces and a last short
+    one), every dtype and every root gives the root's bits on every rank, back to back."""
+    from collectives.engines import small
+    from collectives.transports import progress
+
+    piece = 64 << 10
+    sizes = (small.PIPELINED_BROADCAST_BYTES + 8, 300000, 8 * piece)  # beyond the slots
+    monkeypatch.setattr(small, "BROADCAST_BYTES", piece)
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    calls = []
+    whole = small.BroadcastPlan.__call__
+    monkeypatch.setattr(small.BroadcastPlan, "__call__", lambda self, *a: calls.append(self.nbytes) or whole(self, *a))
+
+    def fn(comm):
+        shapes = [(nbytes // np.dtype(dtype).itemsize, dtype) for nbytes in sizes for dtype in (np.uint8, np.int32, np.float64)]
+        return _broadcasts_from_every_root(comm, shapes), comm._context.windows.small_window.oversubscribed, max(calls), len(calls)
+
+    pieces = sum(-(-nbytes // piece) for nbytes in sizes) * 3 * size
+    assert run_world(fn, size, "shm", timeout=120) == [([], True, piece, pieces)] * size
 
 
 def test_direct_broadcast_buffers_can_be_rewritten_as_soon_as_the_call_returns(monkeypatch):
@@ -855,8 +938,9 @@ def test_a_broadcast_plan_maps_its_slots_pages_before_the_calls_rotate_through_t
 def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cores, monkeypatch):
     """Beyond the halves, all-reduces take the reads from ALL_REDUCE_READS_FROM_BYTES where every
     rank has a core, from READS_FROM_BYTES where ranks outnumber cores; reduce-scatters from
-    READS_FROM_BYTES either way; below, two shots through the scratch window. Every path gives
-    the reference's result."""
+    READS_FROM_BYTES either way; below, two shots through the scratch window (reduce-scatters
+    where ranks outnumber cores: the halves, up to REDUCE_SCATTER_HALVES_CROWDED_BYTES). Every
+    path gives the reference's result."""
     from collectives.engines import direct
     from collectives.transports import progress
 
@@ -887,5 +971,7 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
         return bad, routes
 
     crowded = cores < 2
-    reads = ["all_reduce", "reduce_scatter", "all_reduce" if crowded else "all_reduce_by_reads", "reduce_scatter"]
+    assert max(sizes) <= direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES
+    reads = (["all_reduce", "all_reduce"] if crowded
+             else ["all_reduce", "reduce_scatter", "all_reduce_by_reads", "reduce_scatter"])
     assert run_world(fn, 2, "shm", timeout=120) == [([], reads)] * 2
