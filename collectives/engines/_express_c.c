@@ -78,7 +78,7 @@ static void note_cpu(Lane *lane) {
 /* Whether the peer of ``from`` last wrote from the CPU I run on (where ranks spin: they do not
    outnumber CPUs). Two ranks that the scheduler keeps on one CPU (it does where a third task
    busies the other) spin against each other, each holding the CPU the other needs to write:
-   a 128 KiB swap then took 55-80 us instead of 7 for whole runs. Moving the higher rank to the
+   swaps then took several times as long for whole runs. Moving the higher rank to the
    other CPU, as the window's flag waits do (_flags.h, separate()), put it beside the third task
    there, and calls took milliseconds (docs/performance.md, "Nineteenth round, point to point").
    So the swap's wait beside its peer yields from the start, for as long as it would have spun.
