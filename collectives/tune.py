@@ -160,6 +160,9 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
     send, recv = nonnegative_fit(rows, targets, relative=False)
     send = min(send, costs.alpha)
     split = dataclasses.replace(costs, send_overhead=send, recv_overhead=min(recv, costs.alpha - send))
+    if split.recv_overhead < recv:  # then it is a bound, not a measurement: say so
+        log.append(f"  {transport:<4} recv_overhead capped at alpha - send_overhead ({split.recv_overhead * 1e6:.2f} us;"
+                   f" the fit wanted {recv * 1e6:.2f} us): the reduces at 3 ranks cost more than a message's alpha")
     for case, t2, t3 in zip(cases, two, three):
         model = (_tree_time(case, 3, split) - _tree_time(case, 2, split)) * 1e6
         log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  3 ranks {t3 * 1e6:8.1f} us"

@@ -46,11 +46,13 @@ def test_a_burst_no_dearer_at_3_ranks_than_at_2_fits_no_overheads(monkeypatch: p
     assert (fitted.send_overhead, fitted.recv_overhead) == (0.0, 0.0)
 
 
-def test_the_split_never_exceeds_alpha(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_split_never_exceeds_alpha_and_a_capped_one_is_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tune, "measure",
                         lambda cases, size, transport, **_: [1e-3 * (size - 1)] * len(cases))
-    fitted = tune.fit_split("tcp", TransportCosts(3e-6, 20e-6, 0.3e-9, GAMMA), 1, [])
+    log: list[str] = []
+    fitted = tune.fit_split("tcp", TransportCosts(3e-6, 20e-6, 0.3e-9, GAMMA), 1, log)
     assert fitted.send_overhead + fitted.recv_overhead <= fitted.alpha * (1 + 1e-12)
+    assert any("recv_overhead capped" in line for line in log)
 
 
 def test_the_tuned_tcp_profile_keeps_and_prints_the_split(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
