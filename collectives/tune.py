@@ -5,7 +5,9 @@ schedule (ring, tree, recursive) and, over shared memory, by the direct engine, 
 ``collectives.timing``; then a least-squares fit, in relative error, of the constants of
 ``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a
 step that sends and receives at once; γ per reduced byte from a timed numpy fold on one
-core), and records this machine's cores. Over shared memory, where the kernel lets ranks read
+core), and records this machine's cores. Over tcp it then splits a one-way message's α
+(``send_overhead``, ``recv_overhead``: ``fit_split``) from tree broadcasts and reduces at 3
+ranks set against the same at 2, every other constant kept; shared memory stays unsplit. Over shared memory, where the kernel lets ranks read
 each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), the direct
 engine's calls that go by such reads (all-to-alls, gathers and scatters beyond its small window,
 all-gathers and all-reduces from their sizes: ``reads.route``) fit their cost per peer and per
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
+BURST_SIZES = (8, 1 << 10)
+SPLIT = ("tcp",)
+"""The transports whose one-way message α the model splits (``send_overhead``, ``recv_overhead``)."""
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
 
 
@@ -76,10 +81,13 @@ def _features(case: Case, size: int, gamma: float) -> tuple[list[float], float]:
     return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0), at(0, 0, 0, 0, 1)], at(0, 0, 0, gamma)
 
 
-def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:
-    """Least squares in relative error (each row weighted by 1/target), no coefficient below 0."""
-    a = np.array(rows, float) / np.array(targets, float)[:, None]
-    y = np.ones(len(targets))
+def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], relative: bool = True) -> list[float]:
+    """Least squares in relative error (each row weighted by 1/target; ``relative`` False: in
+    absolute error, for targets that are differences and may be near 0), no coefficient below 0."""
+    a = np.array(rows, float)
+    y = np.array(targets, float)
+    if relative:
+        a, y = a / y[:, None], np.ones(len(targets))
     free = list(range(a.shape[1]))
     x = np.zeros(a.shape[1])
     while free:
@@ -108,6 +116,58 @@ def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: 
         targets.append(max(t - terms.engine_calls * costs.direct_alpha - terms.reduced * costs.gamma, t * 0.05))
     call, alpha, beta = nonnegative_fit(rows, targets)
     return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
+
+
+def _tree_time(case: Case, ranks: int, costs: TransportCosts) -> float:
+    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue)."""
+    collective, nbytes, algorithm = case
+    return tuner.replay_time(collective, algorithm, nbytes, lambda: Machine(
+        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead))
+
+
+def split_features(case: Case, costs: TransportCosts) -> tuple[list[float], float]:
+    """What 3 ranks cost more than 2 for ``case``, in the model, as ``features ·
+    (send_overhead, recv_overhead) + fixed``: linear while both are above 0 and their sum
+    within α, so taken from points inside (at 0 the model leaves α unsplit)."""
+    def more(send: float, recv: float) -> float:
+        split = dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)
+        return _tree_time(case, 3, split) - _tree_time(case, 2, split)
+
+    unit = costs.alpha / 4
+    if unit <= 0:
+        return [0.0, 0.0], more(0.0, 0.0)
+    base = more(unit, unit)
+    features = [(more(2 * unit, unit) - base) / unit, (more(unit, 2 * unit) - base) / unit]
+    return features, base - unit * sum(features)
+
+
+def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str],
+              sizes: Sequence[int] = BURST_SIZES) -> TransportCosts:
+    """``costs`` with ``send_overhead`` and ``recv_overhead`` fitted to one-way bursts: tree
+    broadcasts and reduces of ``sizes`` at 3 ranks less the same at 2. The root of a broadcast
+    at 3 ranks sends twice in a step that receives nothing, so it costs one sender's turn more
+    than at 2 (``send_overhead``: after it the sender is free again); the root of a reduce at
+    3 finds its second message already there and pays what taking it costs
+    (``recv_overhead``). The other constants are kept (fitted before at 2 ranks)."""
+    cases: list[Case] = [(c, n, "tree") for c in ("broadcast", "reduce") for n in sizes]
+    two = measure(cases, 2, transport, rounds=rounds)
+    three = measure(cases, 3, transport, rounds=rounds)
+    rows, targets = [], []
+    for case, t2, t3 in zip(cases, two, three):
+        features, fixed = split_features(case, costs)
+        rows.append(features)
+        targets.append(t3 - t2 - fixed)
+    send, recv = nonnegative_fit(rows, targets, relative=False)
+    send = min(send, costs.alpha)
+    split = dataclasses.replace(costs, send_overhead=send, recv_overhead=min(recv, costs.alpha - send))
+    if split.recv_overhead < recv:  # then it is a bound, not a measurement: say so
+        log.append(f"  {transport:<4} recv_overhead capped at alpha - send_overhead ({split.recv_overhead * 1e6:.2f} us;"
+                   f" the fit wanted {recv * 1e6:.2f} us): the reduces at 3 ranks cost more than a message's alpha")
+    for case, t2, t3 in zip(cases, two, three):
+        model = (_tree_time(case, 3, split) - _tree_time(case, 2, split)) * 1e6
+        log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  3 ranks {t3 * 1e6:8.1f} us"
+                   f"  2 ranks {t2 * 1e6:8.1f} us  more {(t3 - t2) * 1e6:7.1f} us  model more {model:7.1f} us")
+    return split
 
 
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
@@ -165,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--netns", action="store_true",
                         help="also measure tcp between two hosts (network namespaces joined by a veth pair, a rank"
                              f" on each; root): the profile's tcp{BETWEEN_HOSTS} entry")
+    parser.add_argument("--no-split", action="store_true",
+                        help="leave tcp's one-way α unsplit (send_overhead, recv_overhead 0) instead of timing"
+                             " tree broadcasts and reduces at 3 ranks against 2")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -174,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: list[str] = []
     start = time.perf_counter()
     measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores) for t in transports}
+    for t in transports:
+        if t in SPLIT and not args.no_split:
+            measured[t] = fit_split(t, measured[t], args.rounds, log)
     if args.netns:
         from .testing.netns import two_hosts  # test tooling: only when asked
 
