@@ -2,8 +2,9 @@
 fits the cost model to and what ``perf/validate_model.py`` checks its predictions against.
 
 Each case (collective, bytes, algorithm) runs a few warm-up calls, then ``rounds`` batches
-of back-to-back calls behind a barrier; a case's time is the fastest batch's time
-per call on the slowest rank (the caller takes the maximum over ranks). With ``repeats``
+of back-to-back calls behind a barrier, the cases in another order each round (``round_order``);
+a case's time is the fastest batch's time per call on the slowest rank (the caller takes the
+maximum over ranks). With ``repeats``
 (``measure_repeats``) all of that is done several times over, every case once per repeat
 before the next repeat begins, so that two repeats of one case are minutes apart at most and
 their difference shows how reproducible the figure is.
@@ -67,6 +68,15 @@ def calls_for(nbytes: int, budget: float = 0.05) -> int:
     return max(1, min(50, int(budget * 1e9 / max(nbytes, 1 << 14))))
 
 
+def round_order(n: int, k: int) -> list[int]:
+    """The order of ``n`` cases in round ``k`` (the same on every rank): rotated by ``k`` and, in
+    odd rounds, reversed, so that a case does not always follow the same one. A batch's time
+    depends on how the case before left the ranks (one still finishing while the other starts
+    the barrier): in a fixed order that cost falls on the same case every round."""
+    order = [(i + k) % n for i in range(n)]
+    return order[::-1] if k % 2 else order
+
+
 def time_cases(comm: Any, cases: Sequence[Case], rounds: int = 5) -> list[float]:
     """Seconds per call of each case on this rank (the fastest of ``rounds`` batches: on a shared machine noise only adds time),
     the cases interleaved round by round so that load falls on all of them alike."""
@@ -84,8 +94,9 @@ def time_repeats(comm: Any, cases: Sequence[Case], rounds: int = 5, repeats: int
     out: list[list[float]] = [[] for _ in cases]
     for _ in range(repeats):
         samples: list[list[float]] = [[] for _ in cases]
-        for _ in range(rounds):
-            for i, call in enumerate(calls):
+        for k in range(rounds):
+            for i in round_order(len(calls), k):
+                call = calls[i]
                 comm.barrier()
                 start = time.perf_counter()
                 for _ in range(per_batch[i]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collectives.errors import InvalidArgumentError
-from collectives.timing import COLLECTIVES, calls_for, measure, measure_repeats
+from collectives.timing import COLLECTIVES, calls_for, measure, measure_repeats, round_order
 
 
 def test_every_collective_and_algorithm_is_timed() -> None:
@@ -33,3 +33,11 @@ def test_repeats_give_one_time_per_case_and_repeat_and_measure_their_median() ->
 def test_repeats_below_one_are_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="repeats \\(0\\) must be at least 1"):
         measure_repeats([("all_reduce", 8, "auto")], 1, "inproc", repeats=0)
+
+
+def test_each_round_times_every_case_once_after_other_predecessors() -> None:
+    rounds = [round_order(4, k) for k in range(4)]
+    assert all(sorted(r) == [0, 1, 2, 3] for r in rounds)
+    before = {case: {r[j - 1] for r in rounds for j in range(1, 4) if r[j] == case} for case in range(4)}
+    assert all(len(b) >= 2 for b in before.values())  # a fixed order gives each case one predecessor
+    assert round_order(1, 3) == [0] and round_order(0, 2) == []
