@@ -1,18 +1,19 @@
 """``collectives-tune``: measure the cost model's constants on this machine and write a profile.
 
-A short sweep over the real transports: for each, all-reduces of a few sizes by every
-schedule (ring, tree, recursive) and, over shared memory, by the direct engine, timed by
+A short sweep over the real transports: for each, all-reduces of a few sizes by every schedule
+(ring, tree, recursive) and, over shared memory, by the direct engine, timed by
 ``collectives.timing``; then a least-squares fit, in relative error, of the constants of
-``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a
-step that sends and receives at once; γ per reduced byte from a timed numpy fold on one
-core), and records this machine's cores. Over tcp it then splits a one-way message's α
-(``send_overhead``, ``recv_overhead``: ``fit_split``) from tree broadcasts and reduces at 3
-ranks set against the same at 2, every other constant kept; shared memory stays unsplit. Over shared memory, where the kernel lets ranks read
-each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY not 0), the direct
-engine's calls that go by such reads (all-to-alls, gathers and scatters beyond its small window,
-all-gathers and all-reduces from their sizes: ``reads.route``) fit their cost per peer and per
-byte (``tuning/reads.py``) and the others the engine's window terms; elsewhere the reads' terms
-stay 0, and the tuner prices those calls as the routes taken without them. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
+``collectives.tuning`` (per-call overhead, α per message, β per byte, the extra cost of a step
+that sends and receives at once; γ per reduced byte from a timed numpy fold on one core), and
+records this machine's cores. Over tcp it then splits a one-way message's α (``send_overhead``,
+``recv_overhead``: ``fit_split``) from tree broadcasts and reduces at 3 ranks set against the
+same at 2, every other constant kept; shared memory stays unsplit. Over shared memory, where the
+kernel lets ranks read each other's memory (``cma.allowed_here``, and COLLECTIVES_CROSS_MEMORY
+not 0), the direct engine's calls that go by such reads (all-to-alls, gathers and scatters
+beyond its small window, all-gathers and all-reduces from their sizes: ``reads.route``) fit
+their cost per peer and per byte (``tuning/reads.py``) and the others the engine's window terms;
+elsewhere the reads' terms stay 0, and the tuner prices those calls as the routes taken without
+them. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
 tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
@@ -68,15 +69,18 @@ def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
     return best / nbytes
 
 
+def _model_time(case: Case, ranks: int, costs: TransportCosts) -> float:
+    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue)."""
+    collective, nbytes, algorithm = case
+    return tuner.replay_time(collective, algorithm, nbytes, lambda: Machine(
+        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead))
+
+
 def _features(case: Case, size: int, gamma: float) -> tuple[list[float], float]:
     """The model's time of ``case`` as ``features · (overhead, alpha, beta, exchange) + fixed``
     (the replay is linear in the constants while its critical path stays the same)."""
-    collective, nbytes, algorithm = case
-
     def at(overhead: float, alpha: float, beta: float, g: float, exchange: float = 0.0) -> float:
-        costs = TransportCosts(overhead, alpha, beta, g, exchange=exchange)
-        return tuner.replay_time(collective, algorithm, nbytes,
-                                 lambda: Machine(size, size, link_of("fit", costs), gamma=g, overhead=overhead))
+        return _model_time(case, size, TransportCosts(overhead, alpha, beta, g, exchange=exchange))
 
     return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0), at(0, 0, 0, 0, 1)], at(0, 0, 0, gamma)
 
@@ -118,20 +122,13 @@ def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: 
     return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
 
 
-def _tree_time(case: Case, ranks: int, costs: TransportCosts) -> float:
-    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue)."""
-    collective, nbytes, algorithm = case
-    return tuner.replay_time(collective, algorithm, nbytes, lambda: Machine(
-        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead))
-
-
 def split_features(case: Case, costs: TransportCosts) -> tuple[list[float], float]:
     """What 3 ranks cost more than 2 for ``case``, in the model, as ``features ·
     (send_overhead, recv_overhead) + fixed``: linear while both are above 0 and their sum
     within α, so taken from points inside (at 0 the model leaves α unsplit)."""
     def more(send: float, recv: float) -> float:
         split = dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)
-        return _tree_time(case, 3, split) - _tree_time(case, 2, split)
+        return _model_time(case, 3, split) - _model_time(case, 2, split)
 
     unit = costs.alpha / 4
     if unit <= 0:
@@ -164,7 +161,7 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
         log.append(f"  {transport:<4} recv_overhead capped at alpha - send_overhead ({split.recv_overhead * 1e6:.2f} us;"
                    f" the fit wanted {recv * 1e6:.2f} us): the reduces at 3 ranks cost more than a message's alpha")
     for case, t2, t3 in zip(cases, two, three):
-        model = (_tree_time(case, 3, split) - _tree_time(case, 2, split)) * 1e6
+        model = (_model_time(case, 3, split) - _model_time(case, 2, split)) * 1e6
         log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  3 ranks {t3 * 1e6:8.1f} us"
                    f"  2 ranks {t2 * 1e6:8.1f} us  more {(t3 - t2) * 1e6:7.1f} us  model more {model:7.1f} us")
     return split

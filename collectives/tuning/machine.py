@@ -16,8 +16,9 @@ come first served: a rank issues a step's sends and folds its receives only once
 core, and pays its link class's ``wake`` to resume after waiting for a message, and
 ``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
 queue; a rank with peers on other hosts pays the dearer of its message's link and the link
-between hosts, whose channels its wait polls on every pass whatever it waits for), and every byte it copies costs ``crowd_beta`` more per rank per core (their copies
-share the caches and the memory bus). So steps in which every rank works at once (a ring's
+between hosts, whose channels its wait polls on every pass whatever it waits for), and every
+byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
+the memory bus). So steps in which every rank works at once (a ring's
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
 ``exchange`` more, and one that sends over one kind of link and receives over another
