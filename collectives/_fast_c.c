@@ -9,7 +9,8 @@
    is wrong. The kept plan itself runs through the communicator's ``KeptRun`` (below): the
    bookkeeping of ``Communicator._run_kept`` (its lock, sequence number, deadline and flight
    recorder slot), the same steps in the same order, without the interpreter's frame, or
-   through ``comm._run_kept`` where its ``_kept_run`` is None.
+   through ``comm._run_kept`` where its ``_kept_run`` is None. Each function takes the requested
+   algorithm as an optional last argument: a call that names one finds its own kept plan.
 
    The array header is numpy's PyArrayObject_fields, whose leading fields have kept their
    layout since numpy 1.7 (2.x included); _fast_path.py checks this reading against numpy's
@@ -74,11 +75,20 @@ static PyObject *kept(PyObject *comm, PyObject *key) {
     return plan;
 }
 
-static PyObject *key_of(int kind, const ArrayHead *x, Py_ssize_t n, PyObject *third, int with_third) {
+/* The algorithm a call asked for: its last argument where it passed ``arity + 1`` (the
+   communicator does), else None (the automatic choice). */
+static inline PyObject *algorithm_of(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t arity) {
+    return nargs > arity ? args[arity] : Py_None;
+}
+
+/* The plan key (the Python path's): the collective, dtype, count, ``third`` where
+   ``with_third`` (an operator or root), then the requested ``algorithm``. */
+static PyObject *key_of(int kind, const ArrayHead *x, Py_ssize_t n, PyObject *third, int with_third,
+                        PyObject *algorithm) {
     PyObject *count = PyLong_FromSsize_t(n);
     if (count == NULL) return NULL;
-    PyObject *key = with_third ? PyTuple_Pack(5, names[kind], x->descr, count, third, Py_None)
-                               : PyTuple_Pack(4, names[kind], x->descr, count, Py_None);
+    PyObject *key = with_third ? PyTuple_Pack(5, names[kind], x->descr, count, third, algorithm)
+                               : PyTuple_Pack(4, names[kind], x->descr, count, algorithm);
     Py_DECREF(count);
     return key;
 }
@@ -142,16 +152,16 @@ static int same_or_apart(const ArrayHead *x, const ArrayHead *out, Py_ssize_t co
     return x->data + *nbytes <= out->data || out->data + *nbytes <= x->data;
 }
 
-/* all_reduce(comm, x, op, out): the result of a kept all-reduce, or None. */
+/* all_reduce(comm, x, op, out[, algorithm]): the result of a kept all-reduce, or None. */
 static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "all_reduce(comm, x, op, out)");
+    if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "all_reduce(comm, x, op, out[, algorithm])");
     PyObject *comm = args[0], *x = args[1], *op = args[2], *out = args[3];
     ArrayHead *xa = array_of(x), *oa = NULL;
-    if (xa == NULL) return PyObject_Vectorcall(fallback[ALL_REDUCE], args, 4, NULL);
+    if (xa == NULL) return PyObject_Vectorcall(fallback[ALL_REDUCE], args, (size_t)nargs, NULL);
     if (out != Py_None && (oa = array_of(out)) == NULL) Py_RETURN_NONE;
     Py_ssize_t count = count_of(xa);
-    PyObject *key = key_of(ALL_REDUCE, xa, count, op, 1);
+    PyObject *key = key_of(ALL_REDUCE, xa, count, op, 1, algorithm_of(args, nargs, 4));
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key), *result = Py_None;
     if (plan == NULL) {
@@ -176,15 +186,16 @@ static PyObject *all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t na
     return result;
 }
 
-/* reduce_scatter(comm, x, out, op), all_gather(comm, x, out) and all_to_all(comm, x, out):
+/* reduce_scatter(comm, x, out, op), all_gather(comm, x, out) and all_to_all(comm, x, out), each
+   with the requested algorithm after them where given (``arity``: the arguments before it):
    whether the kept plan ran. */
-static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t arity) {
     PyObject *comm = args[0], *x = args[1], *out = args[2], *op = kind == REDUCE_SCATTER ? args[3] : NULL;
     ArrayHead *xa = array_of(x), *oa;
     if (xa == NULL) return PyObject_Vectorcall(fallback[kind], args, (size_t)nargs, NULL);
     if ((oa = array_of(out)) == NULL) Py_RETURN_FALSE;
     Py_ssize_t count = count_of(xa);
-    PyObject *key = key_of(kind, xa, count, op, kind == REDUCE_SCATTER);
+    PyObject *key = key_of(kind, xa, count, op, kind == REDUCE_SCATTER, algorithm_of(args, nargs, arity));
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;
@@ -208,20 +219,20 @@ static PyObject *into_out(int kind, PyObject *const *args, Py_ssize_t nargs) {
 
 static PyObject *reduce_scatter(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "reduce_scatter(comm, x, out, op)");
-    return into_out(REDUCE_SCATTER, args, nargs);
+    if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "reduce_scatter(comm, x, out, op[, algorithm])");
+    return into_out(REDUCE_SCATTER, args, nargs, 4);
 }
 
 static PyObject *all_gather(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "all_gather(comm, x, out)");
-    return into_out(ALL_GATHER, args, nargs);
+    if (nargs != 3 && nargs != 4) return PyErr_Format(PyExc_TypeError, "all_gather(comm, x, out[, algorithm])");
+    return into_out(ALL_GATHER, args, nargs, 3);
 }
 
 static PyObject *all_to_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "all_to_all(comm, x, out)");
-    return into_out(ALL_TO_ALL, args, nargs);
+    if (nargs != 3 && nargs != 4) return PyErr_Format(PyExc_TypeError, "all_to_all(comm, x, out[, algorithm])");
+    return into_out(ALL_TO_ALL, args, nargs, 3);
 }
 
 /* Whether this rank is ``root``: 1, 0, or -1 with an error set. */
@@ -249,17 +260,17 @@ static int run_on_filled_out(PyObject *comm, PyObject *key, PyObject *plan, Arra
     return run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
 }
 
-/* broadcast(comm, x, root, out): whether the kept broadcast ran on ``x`` (or into ``out``,
+/* broadcast(comm, x, root, out[, algorithm]): whether the kept broadcast ran on ``x`` (or into ``out``,
    filled from ``x`` on the root first). */
 static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "broadcast(comm, x, root, out)");
+    if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "broadcast(comm, x, root, out[, algorithm])");
     PyObject *comm = args[0], *x = args[1], *root = args[2], *out = args[3];
     ArrayHead *xa = array_of(x), *oa = NULL;
-    if (xa == NULL) return PyObject_Vectorcall(fallback[BROADCAST], args, 4, NULL);
+    if (xa == NULL) return PyObject_Vectorcall(fallback[BROADCAST], args, (size_t)nargs, NULL);
     if (!PyLong_CheckExact(root) || (out != Py_None && (oa = array_of(out)) == NULL)) Py_RETURN_FALSE;
     Py_ssize_t count = count_of(xa);
-    PyObject *key = key_of(BROADCAST, xa, count, root, 1);
+    PyObject *key = key_of(BROADCAST, xa, count, root, 1, algorithm_of(args, nargs, 4));
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;
@@ -278,19 +289,19 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(ran);
 }
 
-/* reduce(comm, x, root, op, out): the result of a kept reduce (the root's ``x``, or its ``out``
+/* reduce(comm, x, root, op, out[, algorithm]): the result of a kept reduce (the root's ``x``, or its ``out``
    filled from ``x`` first; ``x`` elsewhere, where ``out`` is not used), or None. */
 static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "reduce(comm, x, root, op, out)");
+    if (nargs != 5 && nargs != 6) return PyErr_Format(PyExc_TypeError, "reduce(comm, x, root, op, out[, algorithm])");
     PyObject *comm = args[0], *x = args[1], *root = args[2], *op = args[3], *out = args[4];
     ArrayHead *xa = array_of(x), *oa = NULL;
-    if (xa == NULL) return PyObject_Vectorcall(fallback[REDUCE], args, 5, NULL);
+    if (xa == NULL) return PyObject_Vectorcall(fallback[REDUCE], args, (size_t)nargs, NULL);
     if (!PyLong_CheckExact(root) || (out != Py_None && (oa = array_of(out)) == NULL)) Py_RETURN_NONE;
     Py_ssize_t count = count_of(xa);
     PyObject *n = PyLong_FromSsize_t(count);
     if (n == NULL) return NULL;
-    PyObject *key = PyTuple_Pack(6, names[REDUCE], xa->descr, n, op, root, Py_None);
+    PyObject *key = PyTuple_Pack(6, names[REDUCE], xa->descr, n, op, root, algorithm_of(args, nargs, 5));
     Py_DECREF(n);
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key), *result = Py_None;
@@ -313,7 +324,7 @@ static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* gather(comm, x, out, root) and scatter(comm, x, out, root): whether the kept plan ran (the
+/* gather(comm, x, out, root[, algorithm]) and scatter(...): whether the kept plan ran (the
    plans take any overlap of x and out: a gather's root copies its own x first, a scatter's
    root all of x aside). Only the root's other buffer is looked at. */
 static PyObject *exchange(int kind, PyObject *const *args, Py_ssize_t nargs) {
@@ -322,7 +333,7 @@ static PyObject *exchange(int kind, PyObject *const *args, Py_ssize_t nargs) {
     if (mine == NULL) return PyObject_Vectorcall(fallback[kind], args, (size_t)nargs, NULL);
     if (!PyLong_CheckExact(root)) Py_RETURN_FALSE;
     Py_ssize_t count = count_of(mine);
-    PyObject *key = key_of(kind, mine, count, root, 1);
+    PyObject *key = key_of(kind, mine, count, root, 1, algorithm_of(args, nargs, 4));
     if (key == NULL) return NULL;
     PyObject *plan = kept(comm, key);
     int ran = 0;
@@ -353,13 +364,13 @@ static PyObject *exchange(int kind, PyObject *const *args, Py_ssize_t nargs) {
 
 static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "gather(comm, x, out, root)");
+    if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "gather(comm, x, out, root[, algorithm])");
     return exchange(GATHER, args, nargs);
 }
 
 static PyObject *scatter(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "scatter(comm, x, out, root)");
+    if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "scatter(comm, x, out, root[, algorithm])");
     return exchange(SCATTER, args, nargs);
 }
 

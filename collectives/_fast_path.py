@@ -1,7 +1,7 @@
 """The communicator's fast path: a repeated call whose plan is already kept.
 
-A call of a signature seen before (same collective, dtype, count, operator, root, no
-algorithm asked), on plain numpy arrays that pass the same checks the full path makes
+A call of a signature seen before (same collective, dtype, count, operator, root, and the
+same algorithm asked, or none), on plain numpy arrays that pass the same checks the full path makes
 (C-contiguous, outputs writable and of the right dtype and size), runs its kept plan
 inline: no staging, no re-validation, no dispatch through the worker. The repeated small
 all_reduce (a loss, a flag, a norm) spends its time on the data then. CPU torch tensors
@@ -57,6 +57,15 @@ def _output_ok(x: np.ndarray, out: np.ndarray, count: int) -> bool:
     )
 
 
+def _kept(comm: Communicator, key: tuple[Any, ...]) -> Any:
+    """The plan kept under ``key``, or None, also where ``key`` does not hash (an unhashable
+    operator or algorithm: the full path names it)."""
+    try:  # plans are kept under ReduceOp members (hashed by identity) and names only
+        return comm._plans.get(key)
+    except TypeError:
+        return None
+
+
 def _same_or_apart(x: np.ndarray, out: np.ndarray) -> bool:
     """Whether ``x`` and ``out`` are the same memory or do not overlap (in C where built)."""
     return (_apart is not None and _apart(x, out)) or same_or_apart(x, out)
@@ -76,21 +85,18 @@ def _run_on_filled_out(comm: Communicator, key: tuple[Any, ...], plan: Any, x: n
     return True
 
 
-def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
+def all_reduce(comm: Communicator, x: Any, op: Any, out: Any, algorithm: Any = None) -> Any:
     """The result of a kept all-reduce, or None."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
             return None
-        comm.all_reduce(views[0], op, out=views[1])
+        comm.all_reduce(views[0], op, out=views[1], algorithm=algorithm)
         return x if out is None else out
     if out is not None and type(out) is not np.ndarray:
         return None
-    key = ("all_reduce", x.dtype, x.size, op, None)
-    try:  # plans are kept under ReduceOp members (hashed by identity) and names only
-        plan = comm._plans.get(key)
-    except TypeError:  # an unhashable op: the full path names it
-        return None
+    key = ("all_reduce", x.dtype, x.size, op, algorithm)
+    plan = _kept(comm, key)
     if plan is None:
         return None
     if out is None:
@@ -108,28 +114,25 @@ def all_reduce(comm: Communicator, x: Any, op: Any, out: Any) -> Any:
     return out
 
 
-def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any) -> bool:
+def reduce_scatter(comm: Communicator, x: Any, out: Any, op: Any, algorithm: Any = None) -> bool:
     """Whether a kept reduce-scatter ran into ``out``."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
             return False
-        comm.reduce_scatter(views[0], views[1], op)
+        comm.reduce_scatter(views[0], views[1], op, algorithm=algorithm)
         return True
     if type(out) is not np.ndarray:
         return False
-    key = ("reduce_scatter", x.dtype, x.size, op, None)
-    try:  # as in all_reduce
-        plan = comm._plans.get(key)
-    except TypeError:
-        return False
+    key = ("reduce_scatter", x.dtype, x.size, op, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not _output_ok(x, out, x.size // comm.size):
         return False
     comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
-def _into_out(comm: Communicator, name: str, x: Any, out: Any, per_element: int) -> bool:
+def _into_out(comm: Communicator, name: str, x: Any, out: Any, per_element: int, algorithm: Any) -> bool:
     """Whether the kept plan of collective ``name`` (keyed by dtype and count alone) ran from
     ``x`` into ``out`` of ``per_element`` elements per element of ``x`` (torch tensors: the call
     made anew with numpy views of them)."""
@@ -137,41 +140,41 @@ def _into_out(comm: Communicator, name: str, x: Any, out: Any, per_element: int)
         views = _tensor_views(x, out)
         if views is None:
             return False
-        getattr(comm, name)(views[0], views[1])
+        getattr(comm, name)(views[0], views[1], algorithm=algorithm)
         return True
     if type(out) is not np.ndarray:
         return False
-    key = (name, x.dtype, x.size, None)
-    plan = comm._plans.get(key)
+    key = (name, x.dtype, x.size, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not _output_ok(x, out, x.size * per_element):
         return False
     comm._run_kept(key, plan, _flat(x), _flat(out))
     return True
 
 
-def all_gather(comm: Communicator, x: Any, out: Any) -> bool:
+def all_gather(comm: Communicator, x: Any, out: Any, algorithm: Any = None) -> bool:
     """Whether a kept all-gather ran into ``out``."""
-    return _into_out(comm, "all_gather", x, out, comm.size)
+    return _into_out(comm, "all_gather", x, out, comm.size, algorithm)
 
 
-def all_to_all(comm: Communicator, x: Any, out: Any) -> bool:
+def all_to_all(comm: Communicator, x: Any, out: Any, algorithm: Any = None) -> bool:
     """Whether a kept all-to-all ran into ``out`` (any overlap with ``x`` is the plan's to
     handle: the window copies ``x`` before it writes, the schedule copies ``x`` where they share memory)."""
-    return _into_out(comm, "all_to_all", x, out, 1)
+    return _into_out(comm, "all_to_all", x, out, 1, algorithm)
 
 
-def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
+def broadcast(comm: Communicator, x: Any, root: Any, out: Any, algorithm: Any = None) -> bool:
     """Whether a kept broadcast ran on ``x`` (or into ``out``, filled from ``x`` on the root)."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
             return False
-        comm.broadcast(views[0], root, out=views[1])
+        comm.broadcast(views[0], root, out=views[1], algorithm=algorithm)
         return True
     if type(root) is not int or (out is not None and type(out) is not np.ndarray):
         return False
-    key = ("broadcast", x.dtype, x.size, root, None)
-    plan = comm._plans.get(key)
+    key = ("broadcast", x.dtype, x.size, root, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not x.flags.c_contiguous:
         return False
     if out is None:
@@ -182,22 +185,19 @@ def broadcast(comm: Communicator, x: Any, root: Any, out: Any) -> bool:
     return _run_on_filled_out(comm, key, plan, x, out, fill=root == comm.rank)
 
 
-def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
+def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any, algorithm: Any = None) -> Any:
     """The result of a kept reduce (the root's ``x``, or its ``out`` filled from ``x`` first;
     ``x`` elsewhere, where ``out`` is not used), or None."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
             return None
-        comm.reduce(views[0], root, op, out=views[1])
+        comm.reduce(views[0], root, op, out=views[1], algorithm=algorithm)
         return out if out is not None and root == comm.rank else x
     if type(root) is not int or (out is not None and type(out) is not np.ndarray):
         return None
-    key = ("reduce", x.dtype, x.size, op, root, None)
-    try:  # as in all_reduce
-        plan = comm._plans.get(key)
-    except TypeError:
-        return None
+    key = ("reduce", x.dtype, x.size, op, root, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not x.flags.c_contiguous:
         return None
     at_root = root == comm.rank
@@ -209,13 +209,13 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any) -> Any:
     return out if _run_on_filled_out(comm, key, plan, x, out, fill=True) else None
 
 
-def gather(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
+def gather(comm: Communicator, x: Any, out: Any, root: Any, algorithm: Any = None) -> bool:
     """Whether a kept gather ran (into the root's ``out``; any overlap with ``x`` is the
     plan's to handle: the root copies its own ``x`` first)."""
     if type(x) is not np.ndarray or type(root) is not int:
         return False
-    key = ("gather", x.dtype, x.size, root, None)
-    plan = comm._plans.get(key)
+    key = ("gather", x.dtype, x.size, root, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not x.flags.c_contiguous:
         return False
     if root != comm.rank:
@@ -227,13 +227,13 @@ def gather(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
     return True
 
 
-def scatter(comm: Communicator, x: Any, out: Any, root: Any) -> bool:
+def scatter(comm: Communicator, x: Any, out: Any, root: Any, algorithm: Any = None) -> bool:
     """Whether a kept scatter ran into ``out`` (from the root's ``x``; any overlap is the
     plan's to handle: the root copies all of ``x`` aside first)."""
     if type(out) is not np.ndarray or type(root) is not int:
         return False
-    key = ("scatter", out.dtype, out.size, root, None)
-    plan = comm._plans.get(key)
+    key = ("scatter", out.dtype, out.size, root, algorithm)
+    plan = _kept(comm, key)
     if plan is None or not (out.flags.c_contiguous and out.flags.writeable):
         return False
     if root != comm.rank:

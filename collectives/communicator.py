@@ -224,8 +224,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
 
         Returns the result (or a Work whose ``wait()`` returns it, with ``async_op=True``).
         """
-        if not async_op and algorithm is None and self._worker is None and (
-                done := self._fast.all_reduce(self, x, op, out)) is not None:
+        if not async_op and self._worker is None and (
+                done := self._fast.all_reduce(self, x, op, out, algorithm)) is not None:
             return done
         if self._context.device and (done := device_path.run(self, "all_reduce", x, out, op, async_op)) is not None:
             return done
@@ -242,8 +242,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
                        algorithm: str | None = None, async_op: bool = False) -> Any:
         """Reduce ``x`` (size·k elements) across ranks; rank r receives block r (k
         elements) in ``out``. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None and self._fast.reduce_scatter(
-                self, x, out, op):
+        if not async_op and self._worker is None and out is not None and self._fast.reduce_scatter(
+                self, x, out, op, algorithm):
             return out
         if self._context.device and (done := device_path.run(self, "reduce_scatter", x, out, op, async_op)) is not None:
             return done
@@ -259,8 +259,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     def all_gather(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Gather every rank's ``x`` (k elements) into ``out`` (size·k, in rank order) on
         every rank. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None and self._fast.all_gather(
-                self, x, out):
+        if not async_op and self._worker is None and out is not None and self._fast.all_gather(
+                self, x, out, algorithm):
             return out
         if self._context.device and (done := device_path.run(self, "all_gather", x, out, None, async_op)) is not None:
             return done
@@ -276,7 +276,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         """Copy the root's ``x`` into every rank's ``x``, or, given ``out`` (the size and dtype
         of ``x`` on every rank; ncclBroadcast's recvbuff), into every rank's ``out``, reading
         ``x`` on the root only. Returns ``x`` or ``out``."""
-        if not async_op and algorithm is None and self._worker is None and self._fast.broadcast(self, x, root, out):
+        if not async_op and self._worker is None and self._fast.broadcast(self, x, root, out, algorithm):
             return x if out is None else out
         if self._context.device and (done := device_path.run(self, "broadcast", x, out, root, async_op)) is not None:
             return done
@@ -291,8 +291,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
                algorithm: str | None = None, async_op: bool = False) -> Any:
         """Reduce ``x`` across ranks into the root's ``x``, or, given ``out`` (MPI_Reduce's recvbuf, used
         on the root only), into the root's ``out`` with ``x`` left as it was. Other ranks' ``x`` is unchanged."""
-        if not async_op and algorithm is None and self._worker is None and (
-                done := self._fast.reduce(self, x, root, op, out)) is not None:
+        if not async_op and self._worker is None and (
+                done := self._fast.reduce(self, x, root, op, out, algorithm)) is not None:
             return done
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)

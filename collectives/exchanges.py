@@ -33,7 +33,7 @@ class Exchanges:
                async_op: bool = False) -> Any:
         """Gather every rank's ``x`` into the root's ``out`` (size·k, rank order).
         Returns ``out`` on the root (allocated when None) and None elsewhere."""
-        if not async_op and algorithm is None and self._worker is None and self._fast.gather(self, x, out, root):
+        if not async_op and self._worker is None and self._fast.gather(self, x, out, root, algorithm):
             return out if root == self.rank else None
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
@@ -49,7 +49,7 @@ class Exchanges:
                 async_op: bool = False) -> Any:
         """Split the root's ``x`` (size·k elements) into blocks; rank r receives block r in
         ``out`` (k elements). ``x`` is ignored (may be None) on other ranks. Returns ``out``."""
-        if not async_op and algorithm is None and self._worker is None and self._fast.scatter(self, x, out, root):
+        if not async_op and self._worker is None and self._fast.scatter(self, x, out, root, algorithm):
             return out
         root = check.rank_in(root, "root", self.size)
         stage = Staging(self._note_staged)
@@ -67,8 +67,8 @@ class Exchanges:
     def all_to_all(self, x: Any, out: Any = None, *, algorithm: str | None = None, async_op: bool = False) -> Any:
         """Rank r sends block j of ``x`` (size·k elements) to rank j, which stores it as
         block r of ``out``. Returns ``out`` (allocated when None)."""
-        if not async_op and algorithm is None and self._worker is None and out is not None and self._fast.all_to_all(
-                self, x, out):
+        if not async_op and self._worker is None and out is not None and self._fast.all_to_all(
+                self, x, out, algorithm):
             return out
         stage = Staging(self._note_staged)
         xa = stage.flat(x, "x")

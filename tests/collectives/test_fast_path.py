@@ -220,3 +220,45 @@ def test_a_kept_gather_or_scatter_runs_where_the_checks_pass() -> None:
             at = {a.__array_interface__["data"][0]: name for name, a in arrays.items()}
             got = [(None if a is None else at[a], None if o is None else at[o[0]]) for _, _, a, _, o in comm.ran]
             assert (done, got) == ((True, [ran]) if ran else (False, [])), (kind, rank, x_name, out_name)
+
+
+def test_a_call_that_names_an_algorithm_runs_the_plan_kept_for_that_algorithm() -> None:
+    """The requested algorithm is the plan key's last item, in C as in Python: a call naming
+    ``ring`` runs the plan kept for ``ring`` (not the automatic one), a call naming an
+    algorithm with no plan kept, or an unhashable one, takes the full path."""
+    dtype = np.dtype(np.float32)
+    plans = {("all_reduce", dtype, 4, "sum", "ring"): "ring all_reduce", ("all_reduce", dtype, 4, "sum", None): "auto",
+             ("reduce_scatter", dtype, 4, "sum", "ring"): "ring reduce_scatter",
+             ("all_gather", dtype, 2, "ring"): "ring all_gather", ("all_to_all", dtype, 4, "pairwise"): "pairwise",
+             ("broadcast", dtype, 4, 0, "tree"): "tree broadcast", ("reduce", dtype, 4, "sum", 0, "tree"): "tree reduce",
+             ("gather", dtype, 4, 0, "direct"): "direct gather", ("scatter", dtype, 2, 0, "direct"): "direct scatter"}
+    calls = {  # kind: (arguments before the algorithm, the algorithm kept)
+        "all_reduce": (lambda a: (a["x"], "sum", None), "ring"),
+        "reduce_scatter": (lambda a: (a["x"], a["short"], "sum"), "ring"),
+        "all_gather": (lambda a: (a["short"], a["x"]), "ring"),
+        "all_to_all": (lambda a: (a["x"], a["apart"]), "pairwise"),
+        "broadcast": (lambda a: (a["x"], 0, None), "tree"),
+        "reduce": (lambda a: (a["x"], 0, "sum", None), "tree"),
+        "gather": (lambda a: (a["x"], a["long"], 0), "direct"),
+        "scatter": (lambda a: (a["x"], a["short"], 0), "direct"),
+    }
+    for paths in (_fast_path.C, _fast_path.PYTHON):
+        assert paths is not None
+        for kind, (arguments, kept) in calls.items():
+            for algorithm, ran in ((kept, plans[_key_of(kind, dtype, kept)]), ("no such", None),
+                                   (["unhashable"], None)):
+                comm = _Comm(plans)
+                done = getattr(paths, kind)(comm, *arguments(_arrays()), algorithm)
+                assert [plan for _, plan, *_ in comm.ran] == ([] if ran is None else [ran]), (paths, kind, algorithm)
+                assert bool(done is not None and done is not False) == (ran is not None), (paths, kind, algorithm)
+    comm = _Comm(plans)  # the automatic choice's plan, as before
+    assert _fast_path.C.all_reduce(comm, _arrays()["x"], "sum", None) is not None and comm.ran[0][1] == "auto"
+
+
+def _key_of(kind: str, dtype: np.dtype, algorithm: Any) -> tuple[Any, ...]:
+    """The plan key the cases above keep for ``kind`` (count 4, root 0, operator "sum")."""
+    return {"all_reduce": ("all_reduce", dtype, 4, "sum", algorithm),
+            "reduce_scatter": ("reduce_scatter", dtype, 4, "sum", algorithm),
+            "all_gather": ("all_gather", dtype, 2, algorithm), "all_to_all": ("all_to_all", dtype, 4, algorithm),
+            "broadcast": ("broadcast", dtype, 4, 0, algorithm), "reduce": ("reduce", dtype, 4, "sum", 0, algorithm),
+            "gather": ("gather", dtype, 4, 0, algorithm), "scatter": ("scatter", dtype, 2, 0, algorithm)}[kind]
