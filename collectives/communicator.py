@@ -235,7 +235,7 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         result = x if out is None else out
         arr = xa if out is None else check.same_shape_out(stage, out, xa, "all_reduce's result is the size of x")
         key = ("all_reduce", xa.dtype, xa.size, op if isinstance(op, (ReduceOp, str)) else rop, algorithm)
-        build = partial(self._planner.all_reduce, dtype=xa.dtype, count=xa.size, op=rop, requested=algorithm)
+        build = partial(self._planner.all_reduce, dtype=xa.dtype, count=xa.size, op=rop)
         return self._planned(key, arr.nbytes, build, xa, arr, stage, result, async_op)
 
     def reduce_scatter(self, x: Any, out: Any = None, op: ReduceOp | str = ReduceOp.SUM, *,

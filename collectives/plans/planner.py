@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..algorithms import barrier as barrier_schedule
-from ..algorithms import direct_routes, pairwise, recursive
+from ..algorithms import direct_routes, pairwise
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
@@ -95,7 +95,7 @@ class Planner:
 
     # -- one builder per collective (algorithm resolved) ---------------------------------
 
-    def all_reduce(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp, requested: str | None) -> Plan:
+    def all_reduce(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
         ctx = self.context
         nbytes = count * dtype.itemsize
         if count == 0:
@@ -110,8 +110,7 @@ class Planner:
                 return windowed.SmallReduction(windows, lambda w: small.all_reduce_plan(w, dtype, count, op), op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
         factory = schedule_for("all_reduce", algorithm, nbytes)
-        keep = factory is recursive.all_reduce_short and requested is None  # the repeated small all_reduce
-        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype), keep=keep)
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype))
         return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
 
     def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
@@ -281,6 +280,6 @@ class Planner:
         ctx = self.context
         if ctx.windows is not None and not tag_bits and ctx.default_algorithm in (None, "direct"):
             return self.checked(("barrier", None), windowed.SmallBarrier(ctx.windows))
-        steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size, keep=True)
+        steps = scheduled.steps_of(barrier_schedule.barrier, ctx.rank, ctx.size)
         plan = scheduled.InPlace(ctx.executor, steps, tag_bits=tag_bits)
         return self.checked(("barrier", None), plan) if not tag_bits else plan

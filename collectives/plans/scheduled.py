@@ -2,8 +2,8 @@
 
 Each plan holds what its signature fixes (the schedule's factory and arguments, blocks,
 the segment) and, per call, generates the steps and hands them to the executor with the
-call's sequence number as the tag. Short all-reduces keep their steps (``steps_of(..., keep=True)``):
-for them the generator costs more than the messages.
+call's sequence number as the tag. Short schedules keep their steps (``steps_of``): for them the
+generator costs more than the messages.
 """
 
 from __future__ import annotations
@@ -22,12 +22,22 @@ from ..ops import ReduceOp, finalize
 Steps = Callable[[], Iterable[Step]]
 
 
-def steps_of(factory: Callable[..., Iterable[Step]], *args: Any, keep: bool = False) -> Steps:
-    """The steps of ``factory(*args)`` per call, or generated once and kept (``keep``)."""
-    if keep:
-        kept = tuple(factory(*args))
-        return lambda: kept
-    return lambda: factory(*args)
+KEPT_STEPS = 64
+"""The most steps a plan keeps: a schedule of more is generated anew each call (its messages
+outweigh the generator, and its steps would hold memory for as long as the plan is kept)."""
+
+
+def steps_of(factory: Callable[..., Iterable[Step]], *args: Any) -> Steps:
+    """The steps of ``factory(*args)``: generated once and kept where there are at most
+    ``KEPT_STEPS`` of them (the same steps every call: the schedule is a pure function of its
+    arguments), else generated per call."""
+    kept: list[Step] = []
+    for step in factory(*args):
+        if len(kept) == KEPT_STEPS:
+            return lambda: factory(*args)
+        kept.append(step)
+    steps = tuple(kept)
+    return lambda: steps
 
 
 class _Scheduled:
