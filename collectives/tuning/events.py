@@ -9,7 +9,11 @@ out (and folded, for reducing receives). A receiver that waits copies the bytes 
 arrive, so a one-way transfer costs the larger of the two halves, not their sum; a rank that
 was busy sending copies out after (an exchange costs both halves). Messages between two
 ranks match in order, as on a real channel; a schedule that would deadlock raises
-``ScheduleError``.
+``ScheduleError``. In a call whose messages flow one way (``flows_one_way``: a broadcast's or a
+reduce's tree or chain), a rank that resumes after a wait is told how many ranks of its cores
+the replay then holds blocked for a message not yet sent, itself counted (``Network.step_extra``'s
+``waiting``), since in a loop of such calls the ranks upstream run ahead instead of waiting
+beside it.
 """
 
 from __future__ import annotations
@@ -50,9 +54,43 @@ class Network(Protocol):
         """``rank`` gives its core back at ``t``."""
         ...
 
-    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool) -> float:
-        """Seconds beyond the messages that finishing the step costs ``rank``."""
+    def same_cores(self, a: int, b: int) -> bool:
+        """Whether ranks ``a`` and ``b`` queue for the same cores."""
         ...
+
+    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
+                   waiting: int = 0) -> float:
+        """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
+        call whose messages flow one way, the ranks (itself among them) then waiting on its
+        cores (0: not counted)."""
+        ...
+
+
+def flows_one_way(steps: Sequence[Sequence[Step]]) -> bool:
+    """Whether every message of a call flows one way: its sends, as a graph from sender to
+    receiver, have no cycle (a broadcast's, a reduce's, a gather's or a scatter's tree or
+    chain), so no rank ever waits for a message from a rank it sent to, directly or not (a
+    ring's, an exchange's or a tree all-reduce's messages come back round)."""
+    succ: dict[int, set[int]] = {}
+    for r, rank_steps in enumerate(steps):
+        for step in rank_steps:
+            for o in step:
+                if isinstance(o, Send) and o.peer != r:
+                    succ.setdefault(r, set()).add(o.peer)
+    indegree = {r: 0 for r in range(len(steps))}
+    for peers in succ.values():
+        for q in peers:
+            indegree[q] = indegree.get(q, 0) + 1
+    free = [r for r, n in indegree.items() if n == 0]
+    seen = 0
+    while free:  # Kahn's sort: every rank comes free only if nothing loops back to it
+        r = free.pop()
+        seen += 1
+        for q in succ.get(r, ()):
+            indegree[q] -= 1
+            if indegree[q] == 0:
+                free.append(q)
+    return seen == len(indegree)
 
 
 def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int = 4) -> list[float]:
@@ -71,6 +109,9 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     rank finishes it, from 0. A rank that is done early (a broadcast's root) starts the next
     call while the others still finish this one."""
     size = len(calls[0])
+    first_call = [list(s) for s in calls[0]]  # read once, to see whether its messages flow one way
+    flowing = flows_one_way(first_call)
+    calls = [[iter(s) for s in first_call], *calls[1:]]
     schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]
     position = [-1] * size
     finished = [[0.0] * size for _ in calls]
@@ -104,7 +145,9 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
                 fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
                 t = max(t + copy, arrival) + fold  # a waiting receiver copies out as the bytes come
                 work += copy + fold
-        extra = network.step_extra(r, sends, list(needed), waited) if needed else 0.0
+        # in a call that flows one way, the ranks blocked beside it as it resumes (itself too)
+        waiting = 1 + sum(1 for q in blocked if network.same_cores(q, r)) if flowing and waited else 0
+        extra = network.step_extra(r, sends, list(needed), waited, waiting) if needed else 0.0
         t += extra
         if pooled and needed:  # the receive work, at its time, on a core
             heapq.heappush(ready, (t - work - extra, r, work + extra))

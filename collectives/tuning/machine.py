@@ -29,7 +29,12 @@ each kind in turn. A link class may split a one-way message's α (``send_overhea
 ``recv_overhead``): a sender whose step receives nothing (a tree's root) goes on once the
 send path is done, so its second message leaves after one overhead and not after a whole α,
 while a chain still waits α at every hop; the receiver of a message already there pays its
-receive overhead.
+receive overhead. A machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake
+in a call whose messages flow one way (``events.flows_one_way``) by the ranks then waiting on its
+cores rather than by all of them: in a loop of such calls the ranks upstream run ahead into
+later calls, working (the core queue prices that) or done, not waiting in the run queue ahead
+of it; where messages come back round (rings, exchanges) every rank waits in every phase and
+the crowd stays the host's ranks per core.
 """
 
 from __future__ import annotations
@@ -87,12 +92,15 @@ class Machine:
             of it, as the validation runs' two-host layouts are): every rank queues for all
             of their cores together (``cores`` times the hosts), so the ranks of one host use
             the cores another host's ranks leave while they wait.
+        crowd_of_waiters: in calls whose messages flow one way, ``crowd_wake`` counts the
+            ranks waiting on a rank's cores when it resumes, not all of them (``step_extra``).
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
-                 mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False) -> None:
+                 mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
+                 crowd_of_waiters: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -107,6 +115,7 @@ class Machine:
         self.mixed_wait = mixed_wait
         self.split_wait = split_wait if 1 < self.k < ranks else 0.0
         self.shared_cores = shared_cores
+        self.crowd_of_waiters = crowd_of_waiters
         self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
         if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
@@ -194,9 +203,16 @@ class Machine:
         """The key of the cores ``rank`` queues for: its host's, or the one machine's (``shared_cores``)."""
         return 0 if self.shared_cores else rank // self.k
 
-    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool) -> float:
+    def same_cores(self, a: int, b: int) -> bool:
+        """Whether ranks ``a`` and ``b`` queue for the same cores."""
+        return self._pool_of(a) == self._pool_of(b)
+
+    def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
+                   waiting: int = 0) -> float:
         """Seconds beyond its messages that ``rank`` spends finishing a step that sent to
-        ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready)."""
+        ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready;
+        ``waiting``: in a call that flows one way, the ranks then waiting on its cores, itself
+        among them, or 0)."""
         if not recvs:
             return 0.0
         classes = [self.path(rank, peer)[0] for peer in recvs]
@@ -205,12 +221,20 @@ class Machine:
             # a rank with peers on other hosts polls their link on every pass of its wait
             # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
             waits = classes + [self.inter] if self.k < self.ranks else classes
-            extra += max(c.wake + c.crowd_wake * self.k / self.cores for c in waits)
+            extra += max(c.wake + c.crowd_wake * self.crowd(waiting) for c in waits)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:
             extra += self.split_wait
         return extra * self.cpu_factor
+
+    def crowd(self, waiting: int = 0) -> float:
+        """Ranks per core that a resuming rank queues behind: the host's ranks per core (its
+        run queue), or with ``crowd_of_waiters`` and a count of ``waiting`` ranks, those per core
+        of the cores they queue for."""
+        if waiting and self.crowd_of_waiters:
+            return waiting / (self.cores * (self.hosts if self.shared_cores else 1))
+        return self.k / self.cores
 
     def evenly_shared(self) -> Machine:
         """This machine (idle) with its cores shared evenly instead of queued for: every cost
@@ -220,12 +244,19 @@ class Machine:
                        overhead=self.overhead / self.cpu_factor, nics_per_host=self.nics,
                        hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
                        cpu_factor=self.cpu_factor * factor, mixed_wait=self.mixed_wait,
-                       split_wait=self.split_wait)
+                       split_wait=self.split_wait, crowd_of_waiters=self.crowd_of_waiters)
 
 
 def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
     """``cls`` on a host with ``ranks_per_core`` ranks per core: β plus ``crowd_beta`` per rank per core."""
     return dataclasses.replace(cls, beta=cls.beta + cls.crowd_beta * ranks_per_core) if cls.crowd_beta else cls
+
+
+def crowd_of_waiters(transport: str) -> bool:
+    """Whether ``transport``'s waits count the crowd of a one-way call by the ranks waiting
+    (``Machine``'s ``crowd_of_waiters``): tcp's (within hosts and between them); shared memory's
+    not (docs/simulation.md, *The twenty-second round: tcp*)."""
+    return transport.split("_")[0] == "tcp"
 
 
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:

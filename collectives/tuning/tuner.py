@@ -25,7 +25,7 @@ from . import reads
 from .cache import beyond, footprint, spilled, windowed
 from .copies import copy_time
 from .events import replay_calls
-from .machine import Machine, link_of
+from .machine import Machine, crowd_of_waiters, link_of
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
@@ -259,7 +259,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
-        split_wait=costs.split_wait if hosts else 0.0), profile.calls)
+        split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport)), profile.calls)
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

@@ -1,0 +1,38 @@
+"""The cases the model is furthest off across saved runs: grouped by case, ranked by the median
+of predicted / measured over the runs, worst first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from collectives.tuning.profile import Profile, TransportCosts
+from perf import validate_model, worst_cases
+
+TRUE = Profile({"tcp": TransportCosts(5e-6, 20e-6, 0.5e-9, 0.02e-9, exchange=10e-6)}, "the truth", margin=0.0, cores=2)
+
+
+def run(tmp_path: Path, name: str, off: dict[str, float]) -> str:
+    """A saved run 'measured' on a machine that is the truth, each algorithm's times divided by ``off``."""
+    rows: list[dict[str, Any]] = []
+    for algorithm, factor in off.items():
+        row = {"transport": "tcp", "ranks": 2, "ranks_per_host": 2, "collective": "all_reduce",
+               "algorithm": algorithm, "size": 8, "measured_us": 0.0}
+        row["measured_us"] = validate_model.repredict([row], {"x": TRUE}, 2)[0]["x_us"] / factor
+        rows.append(row)
+    path = tmp_path / name
+    path.write_text(json.dumps({"rows": rows}))
+    return str(path)
+
+
+def test_cases_are_ranked_by_the_median_error_over_the_runs(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(TRUE.to_json()))
+    paths = [run(tmp_path, "a.json", {"ring": 1.0, "tree": 2.0, "recursive": 0.8}),
+             run(tmp_path, "b.json", {"ring": 1.1, "tree": 3.0, "recursive": 0.8}),
+             run(tmp_path, "c.json", {"ring": 1.0, "tree": 0.5, "recursive": 0.8})]
+    ranked = worst_cases.worst(worst_cases.cases(paths, str(profile), 2))
+    assert [case[2] for _, case, _ in ranked] == ["tree", "recursive", "ring"]
+    ratio, case, runs = ranked[0]
+    assert ratio == 2.0 and len(runs) == 3  # the median of 2, 3 and 0.5 times the measurement
