@@ -54,6 +54,7 @@ class Cluster:
     calls: int = 1
     shared_cores: bool = False
     crowd_of_waiters: bool = False
+    sticky: bool = False
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
@@ -61,7 +62,8 @@ class Cluster:
                                hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
                                cpu_factor=1.0 if self.cores else self.cpu_factor, cores=self.cores,
                                mixed_wait=self.mixed_wait, split_wait=self.split_wait,
-                               shared_cores=self.shared_cores, crowd_of_waiters=self.crowd_of_waiters)
+                               shared_cores=self.shared_cores, crowd_of_waiters=self.crowd_of_waiters,
+                               sticky=self.sticky)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -93,4 +95,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
-                   shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport))
+                   shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
+                   sticky=transport == "shm")

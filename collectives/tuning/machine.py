@@ -18,7 +18,12 @@ core, and pays its link class's ``wake`` to resume after waiting for a message, 
 queue; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
 byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
-the memory bus). So steps in which every rank works at once (a ring's
+the memory bus). With ``sticky`` (one host over shared memory) a rank keeps to its core, as the
+kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
+the core it last ran on, and moves to another core that frees sooner only where it last ran
+``MIGRATION_COST`` before (a task that ran more recently is cache-hot and stays); its
+``crowd_wake`` counts the ranks whose home is its own core (3 ranks on 2 cores: 2 on one, 1 on
+the other), not the ranks per core on average. So steps in which every rank works at once (a ring's
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
 ``exchange`` more, and one that sends over one kind of link and receives over another
@@ -42,6 +47,11 @@ from __future__ import annotations
 import dataclasses
 
 from .profile import TransportCosts
+
+
+MIGRATION_COST = 500e-6
+"""Seconds within which a rank that ran is cache-hot and stays queued on its core rather than
+moving to another that frees sooner: the kernel's ``sched_migration_cost`` default (0.5 ms)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +104,15 @@ class Machine:
             the cores another host's ranks leave while they wait.
         crowd_of_waiters: in calls whose messages flow one way, ``crowd_wake`` counts the
             ranks waiting on a rank's cores when it resumes, not all of them (``step_extra``).
+        sticky: on one host, ranks keep to their cores (``acquire``) instead of taking
+            whichever frees first, and ``crowd_wake`` counts the ranks of their own core.
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
-                 crowd_of_waiters: bool = False) -> None:
+                 crowd_of_waiters: bool = False, sticky: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -118,6 +130,9 @@ class Machine:
         self.crowd_of_waiters = crowd_of_waiters
         self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
+        self.sticky = sticky and self.k >= ranks
+        self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
+        self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
         if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
             intra = self.intra = crowded(intra, self.k / cores)
             self.inter = crowded(self.inter, self.k / cores) if inter is not None else intra
@@ -190,14 +205,30 @@ class Machine:
         pool = self._pool.get(key)
         if pool is None:
             pool = self._pool[key] = [0.0] * self.cores * (self.hosts if self.shared_cores else 1)
-        core = min(range(len(pool)), key=pool.__getitem__)
+        core = self._sticky_core(rank, t, pool) if self.sticky else min(range(len(pool)), key=pool.__getitem__)
         self._held[rank] = core
         return max(t, pool[core])
+
+    def _sticky_core(self, rank: int, t: float, pool: list[float]) -> int:
+        """The core a rank ready at ``t`` runs on where ranks keep to their cores: its last one if
+        free, else one idle at ``t``, else its last one's queue, unless another core frees sooner
+        and the rank last ran ``MIGRATION_COST`` or more before then (no longer cache-hot)."""
+        last = self._last.get(rank, rank % len(pool))
+        if pool[last] > t:
+            idle = [c for c in range(len(pool)) if pool[c] <= t]
+            soonest = min(range(len(pool)), key=pool.__getitem__)
+            if idle:
+                last = idle[0]
+            elif pool[soonest] < pool[last] and pool[soonest] - self._ran.get(rank, 0.0) >= MIGRATION_COST:
+                last = soonest
+        self._last[rank] = last
+        return last
 
     def release(self, rank: int, t: float) -> None:
         """``rank`` leaves the core ``acquire`` gave it at ``t``."""
         if self.oversubscribed:
             self._pool[self._pool_of(rank)][self._held.pop(rank)] = t
+            self._ran[rank] = t
 
     def _pool_of(self, rank: int) -> int:
         """The key of the cores ``rank`` queues for: its host's, or the one machine's (``shared_cores``)."""
@@ -221,7 +252,8 @@ class Machine:
             # a rank with peers on other hosts polls their link on every pass of its wait
             # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
             waits = classes + [self.inter] if self.k < self.ranks else classes
-            extra += max(c.wake + c.crowd_wake * self.crowd(waiting) for c in waits)
+            crowd = self.home_ranks(rank) if self.sticky else self.crowd(waiting)
+            extra += max(c.wake + c.crowd_wake * crowd for c in waits)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:
@@ -235,6 +267,10 @@ class Machine:
         if waiting and self.crowd_of_waiters:
             return waiting / (self.cores * (self.hosts if self.shared_cores else 1))
         return self.k / self.cores
+
+    def home_ranks(self, rank: int) -> int:
+        """How many ranks of a sticky host start on ``rank``'s core (rank r on core r mod cores)."""
+        return len(range(rank % self.k % self.cores, self.k, self.cores))
 
     def evenly_shared(self) -> Machine:
         """This machine (idle) with its cores shared evenly instead of queued for: every cost

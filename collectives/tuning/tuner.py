@@ -259,7 +259,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
-        split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport)), profile.calls)
+        split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
+        sticky=transport == "shm"), profile.calls)
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

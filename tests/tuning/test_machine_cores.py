@@ -11,7 +11,8 @@ import pytest
 
 from collectives.tuning import tuner
 from collectives.tuning import profile as profiles
-from collectives.tuning.machine import LinkClass, Machine
+from collectives.sim.cluster import cluster
+from collectives.tuning.machine import MIGRATION_COST, LinkClass, Machine
 from collectives.tuning.profile import Profile, TransportCosts
 
 ALPHA = 10e-6
@@ -196,3 +197,63 @@ def test_shared_cores_change_nothing_where_every_rank_works_at_once() -> None:
 
     assert tuner.replay_time("all_gather", "ring", 16, lambda: make(True)) == pytest.approx(
         tuner.replay_time("all_gather", "ring", 16, lambda: make(False)))
+
+
+def sticky_machine(**kw: float) -> Machine:
+    """Three ranks on two cores keeping to their cores, as one host over shared memory."""
+    return Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, 0.0, kw.get("wake", 0.0), kw.get("crowd_wake", 0.0)),
+                   cores=2, sticky=True)
+
+
+def test_a_sticky_rank_queues_on_its_own_core_while_it_is_cache_hot() -> None:
+    """Rank 2 last ran on core 0 at 5 µs; core 0 is busy until 100 µs, core 1 frees at 20 µs:
+    within ``MIGRATION_COST`` of its last run it waits for core 0 (where the shared pool would
+    give it core 1 at 20 µs), but it takes a core that is idle when it wakes."""
+    m = sticky_machine()
+    assert m.acquire(2, 0.0) == 0.0  # its home: core 2 mod 2
+    m.release(2, 5e-6)
+    assert m.acquire(0, 5e-6) == pytest.approx(5e-6)
+    m.release(0, 100e-6)
+    assert m.acquire(1, 0.0) == 0.0
+    m.release(1, 20e-6)
+    assert m.acquire(2, 10e-6) == pytest.approx(100e-6)
+    m.release(2, 110e-6)
+    assert m.acquire(0, 105e-6) == pytest.approx(105e-6)  # core 0 busy until 110 µs, core 1 idle since 20
+    m.release(0, 115e-6)
+    assert m.acquire(0, 120e-6) == pytest.approx(120e-6)  # it now runs on core 1, free again
+
+
+def test_a_sticky_rank_moves_to_a_core_that_frees_sooner_once_it_is_cold() -> None:
+    """The same queue, but core 1 frees at 600 µs and core 0 at 900: rank 2 last ran at 5 µs,
+    more than ``MIGRATION_COST`` before core 1 frees, so it moves there."""
+    assert MIGRATION_COST == pytest.approx(500e-6)
+    m = sticky_machine()
+    m.acquire(2, 0.0)
+    m.release(2, 5e-6)
+    m.acquire(0, 5e-6)
+    m.release(0, 900e-6)
+    m.acquire(1, 0.0)
+    m.release(1, 600e-6)
+    assert m.acquire(2, 10e-6) == pytest.approx(600e-6)
+
+
+def test_a_sticky_rank_pays_crowd_wake_for_the_ranks_of_its_own_core() -> None:
+    """Three ranks on two cores: ranks 0 and 2 start on core 0, rank 1 alone on core 1; a wait
+    costs wake plus crowd_wake times the ranks of the waiter's core (2 or 1), where the shared
+    pool charges every rank the mean, 1.5."""
+    m = sticky_machine(wake=1e-6, crowd_wake=4e-6)
+    assert [m.home_ranks(r) for r in range(3)] == [2, 1, 2]
+    assert m.step_extra(0, [], [1], True) == pytest.approx(1e-6 + 2 * 4e-6)
+    assert m.step_extra(1, [], [0], True) == pytest.approx(1e-6 + 4e-6)
+    pooled = Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, 0.0, 1e-6, 4e-6), cores=2)
+    assert pooled.step_extra(1, [], [0], True) == pytest.approx(1e-6 + 1.5 * 4e-6)
+
+
+def test_only_one_host_over_shared_memory_keeps_its_ranks_to_their_cores() -> None:
+    """The tuner and the simulator build sticky machines for shm on one host; tcp, and hosts
+    that share one machine's cores, keep the shared pool."""
+    profile = profiles.current()
+    assert cluster("shm", 3, None, profile, 2).factory()().sticky
+    assert not cluster("tcp", 3, None, profile, 2).factory()().sticky
+    assert not cluster("tcp", 4, 2, profile, 2, shared_cores=True).factory()().sticky
+    assert not Machine(4, 2, link(), cores=2, sticky=True).sticky  # two hosts
