@@ -46,7 +46,14 @@ limit.) Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
 """All-gather blocks from this size are copied into their owner's ``out`` before it posts them
 (peers read them there); smaller ones are posted from ``x`` and copied while peers read them.
-Measured: docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
+Only where the call runs in Python: in C ``ALL_GATHER_STREAM_BYTES`` takes them. Measured:
+docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
+
+ALL_GATHER_STREAM_BYTES = 1 << 20
+"""All-gather blocks from this size, where the call runs in C, are posted from ``x`` and copied
+into their owner's ``out`` with non-temporal stores (the copy neither reads the lines it
+overwrites nor evicts the peer blocks the rank's reads bring in). Smaller ones fit the cache that
+the ordinary copy leaves them in. Measured: docs/performance.md, "Twentieth round"."""
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
@@ -140,6 +147,11 @@ def all_gather_copies_first(block: int) -> bool:
     """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
     peers read them (there), rather than while they read them from ``x``."""
     return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def all_gather_streams(block: int) -> bool:
+    """Whether an all-gather by reads in C copies its own ``block`` bytes with non-temporal stores."""
+    return block >= ALL_GATHER_STREAM_BYTES
 
 
 def two_shot(nbytes: int, oversubscribed: bool) -> bool:
