@@ -94,6 +94,12 @@ HALF_BYTES = 512 << 10
 reduction or broadcast takes: up to here one flag per call beats the chunked direct algorithms.
 Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 
+ALL_REDUCE_HALVES_BYTES = 1 << 20
+"""All-reduces (bytes of ``x``) up to this size go through the small window's halves (the
+other small reductions and broadcasts up to ``HALF_BYTES``): at 1 MiB the halves' copy in and
+one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores.
+Measured: docs/performance.md, "Twentieth round"."""
+
 TWO_SHOT_BYTES = 64 << 10
 """Where ranks outnumber cores, all-reduces through the small window's halves from this size
 take two shots (``engines/small.py``'s ``TwoShotAllReducePlan``: each rank folds one block of

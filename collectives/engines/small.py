@@ -40,7 +40,7 @@ from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
-from ..algorithms.direct_routes import HALF_BYTES  # the engine's own name (tests shrink it here)
+from ..algorithms.direct_routes import ALL_REDUCE_HALVES_BYTES, HALF_BYTES  # the engine's own (tests shrink them)
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]

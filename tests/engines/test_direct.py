@@ -534,7 +534,8 @@ def reads_from_small_sizes(monkeypatch):
     from collectives.engines import windows as window_engine
     from collectives.engines import direct, small
 
-    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
+    for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):
+        monkeypatch.setattr(small, name, 16 << 10)
     monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 4 << 10)
     calls = []
