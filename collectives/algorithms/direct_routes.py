@@ -49,11 +49,12 @@ ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
 Only where the call runs in Python: in C ``ALL_GATHER_STREAM_BYTES`` takes them. Measured:
 docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
 
-ALL_GATHER_STREAM_BYTES = 1 << 20
+ALL_GATHER_STREAM_BYTES = 16 << 20
 """All-gather blocks from this size, where the call runs in C, are posted from ``x`` and copied
 into their owner's ``out`` with non-temporal stores (the copy neither reads the lines it
-overwrites nor evicts the peer blocks the rank's reads bring in). Smaller ones fit the cache that
-the ordinary copy leaves them in. Measured: docs/performance.md, "Twentieth round"."""
+overwrites nor evicts the peer blocks the rank's reads bring in). Below it the streamed copy
+measured even or slower in the harness's sweeps (where the smaller rows leave the caches warm).
+Measured: docs/performance.md, "Twentieth round"."""
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
