@@ -101,6 +101,12 @@ def halves_take(nbytes: int) -> bool:
     return nbytes <= _half_bytes()
 
 
+def all_reduce_halves_take(nbytes: int) -> bool:
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``) goes through the halves (the other
+    reductions up to ``HALF_BYTES``)."""
+    return nbytes <= ALL_REDUCE_HALVES_BYTES
+
+
 def gather_bytes(window: Window) -> int:
     """The largest all-gather contribution to take through ``window``."""
     return direct_routes.gather_window_bytes(window.oversubscribed)
