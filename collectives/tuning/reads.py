@@ -84,9 +84,8 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     oversubscribed = 0 < cores < size
     if collective == "all_gather":
         return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
-    if collective in ("all_reduce", "reduce_scatter"):  # beyond the halves
-        halves = direct_routes.ALL_REDUCE_HALVES_BYTES if collective == "all_reduce" else direct_routes.HALF_BYTES
-        return nbytes > halves and nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
+    if collective in ("all_reduce", "reduce_scatter"):
+        return nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
     if collective == "reduce":  # beyond the slots, else the slots' pipelined reduce
         return nbytes > DIRECT_LIMITS[collective] and nbytes >= direct_routes.reduce_reads_from(oversubscribed)
     return collective in DIRECT_LIMITS and collective in READ_BYTES and (

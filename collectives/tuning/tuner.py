@@ -197,7 +197,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
-    if collective == "all_reduce" and nbytes <= direct_routes.ALL_REDUCE_HALVES_BYTES and direct_routes.two_shot(
+    if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
             nbytes, 0 < cores < size):
         return two_shot_time(nbytes, size, costs) * turns + switches(collective, turns, costs)
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
