@@ -4,13 +4,15 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 
 - All-gathers (bytes of one rank's contribution): through the small window's halves up to
   ``gather_window_bytes``, by single-copy reads of peers' memory beyond it and, where every
-  rank has a core, from ``GATHER_READS_BYTES`` already; from ``ALL_GATHER_COPY_FIRST_BYTES`` a
-  rank copies its own block into its ``out`` before its peers read it there.
+  rank has a core, from ``GATHER_READS_BYTES`` already; in C from ``ALL_GATHER_STREAM_BYTES``
+  a rank copies its own block into its ``out`` by non-temporal stores, in Python from
+  ``ALL_GATHER_COPY_FIRST_BYTES`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
   pieces of ``DIRECT_STEP_BYTES``.
-- All-reduces and reduce-scatters up to ``HALF_BYTES`` through the small window's halves
-  (reduce-scatters where ranks outnumber cores up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
+- All-reduces up to ``ALL_REDUCE_HALVES_BYTES`` and reduce-scatters up to ``HALF_BYTES`` through
+  the small window's halves (reduce-scatters where ranks outnumber cores up to
+  ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
   else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
@@ -98,8 +100,9 @@ Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 ALL_REDUCE_HALVES_BYTES = 1 << 20
 """All-reduces (bytes of ``x``) up to this size go through the small window's halves (the
 other small reductions and broadcasts up to ``HALF_BYTES``): at 1 MiB the halves' copy in and
-one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores.
-Measured: docs/performance.md, "Twentieth round"."""
+one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores. (The
+cost model still prices 1 MiB on the routes its runs were measured on.) Measured:
+docs/performance.md, "Twentieth round"."""
 
 TWO_SHOT_BYTES = 64 << 10
 """Where ranks outnumber cores, all-reduces through the small window's halves from this size
