@@ -4,13 +4,15 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 
 - All-gathers (bytes of one rank's contribution): through the small window's halves up to
   ``gather_window_bytes``, by single-copy reads of peers' memory beyond it and, where every
-  rank has a core, from ``GATHER_READS_BYTES`` already; from ``ALL_GATHER_COPY_FIRST_BYTES`` a
-  rank copies its own block into its ``out`` before its peers read it there.
+  rank has a core, from ``GATHER_READS_BYTES`` already; in C from ``ALL_GATHER_STREAM_BYTES``
+  a rank copies its own block into its ``out`` by non-temporal stores, in Python from
+  ``ALL_GATHER_COPY_FIRST_BYTES`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
   pieces of ``DIRECT_STEP_BYTES``.
-- All-reduces and reduce-scatters up to ``HALF_BYTES`` through the small window's halves
-  (reduce-scatters where ranks outnumber cores up to ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
+- All-reduces up to ``ALL_REDUCE_HALVES_BYTES`` and reduce-scatters up to ``HALF_BYTES`` through
+  the small window's halves (reduce-scatters where ranks outnumber cores up to
+  ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
   else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
@@ -46,7 +48,15 @@ limit.) Measured: docs/performance.md, "Thresholds", GATHER_READS_BYTES."""
 ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
 """All-gather blocks from this size are copied into their owner's ``out`` before it posts them
 (peers read them there); smaller ones are posted from ``x`` and copied while peers read them.
-Measured: docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
+Only where the call runs in Python: in C ``ALL_GATHER_STREAM_BYTES`` takes them. Measured:
+docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
+
+ALL_GATHER_STREAM_BYTES = 16 << 20
+"""All-gather blocks from this size, where the call runs in C, are posted from ``x`` and copied
+into their owner's ``out`` with non-temporal stores (the copy neither reads the lines it
+overwrites nor evicts the peer blocks the rank's reads bring in). Below it the streamed copy
+measured even or slower in the harness's sweeps (where the smaller rows leave the caches warm).
+Measured: docs/performance.md, "Twentieth round"."""
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
@@ -86,6 +96,13 @@ HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
 reduction or broadcast takes: up to here one flag per call beats the chunked direct algorithms.
 Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
+
+ALL_REDUCE_HALVES_BYTES = 1 << 20
+"""All-reduces (bytes of ``x``) up to this size go through the small window's halves (the
+other small reductions and broadcasts up to ``HALF_BYTES``): at 1 MiB the halves' copy in and
+one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores. (The
+cost model still prices 1 MiB on the routes its runs were measured on.) Measured:
+docs/performance.md, "Twentieth round"."""
 
 TWO_SHOT_BYTES = 64 << 10
 """Where ranks outnumber cores, all-reduces through the small window's halves from this size
@@ -140,6 +157,11 @@ def all_gather_copies_first(block: int) -> bool:
     """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
     peers read them (there), rather than while they read them from ``x``."""
     return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def all_gather_streams(block: int) -> bool:
+    """Whether an all-gather by reads in C copies its own ``block`` bytes with non-temporal stores."""
+    return block >= ALL_GATHER_STREAM_BYTES
 
 
 def two_shot(nbytes: int, oversubscribed: bool) -> bool:

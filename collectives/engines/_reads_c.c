@@ -17,6 +17,10 @@
 #include <string.h>
 #include <sys/types.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "_cma.h"
 #include "_flags.h"
 
@@ -32,6 +36,7 @@ typedef struct {
     FlagSet w;
     int kind, root, npartners;
     int copy_first;            /* an all-gather that copies my block into ``out`` before posting it */
+    int stream;                /* an all-gather that copies my block with non-temporal stores */
     int slot[SLOTS];
     int *partners;             /* [npartners]: window indices, in the order the Python plan takes them */
     pid_t *pids;               /* [ranks]: each window rank's process */
@@ -54,6 +59,31 @@ static void copy_bytes(char *dst, const char *src, size_t n) {
         memcpy(dst + i, &word, 8);
     }
     memcpy(dst + whole, src + whole, n - whole);
+}
+
+/* ``dst = src`` with non-temporal stores (where the compiler has SSE2, else memcpy): the copy's
+   lines go to memory without being read first and without evicting what the reads that follow
+   need. */
+static void stream_bytes(char *dst, const char *src, size_t n) {
+#ifdef __SSE2__
+    size_t head = (size_t)(-(uintptr_t)dst) & 63;
+    if (head > n) head = n;
+    memcpy(dst, src, head);
+    dst += head, src += head, n -= head;
+    size_t whole = n - n % 64;
+    for (size_t i = 0; i < whole; i += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + i)), b = _mm_loadu_si128((const __m128i *)(src + i + 16)),
+                c = _mm_loadu_si128((const __m128i *)(src + i + 32)), d = _mm_loadu_si128((const __m128i *)(src + i + 48));
+        _mm_stream_si128((__m128i *)(dst + i), a);
+        _mm_stream_si128((__m128i *)(dst + i + 16), b);
+        _mm_stream_si128((__m128i *)(dst + i + 32), c);
+        _mm_stream_si128((__m128i *)(dst + i + 48), d);
+    }
+    _mm_sfence();
+    memcpy(dst + whole, src + whole, n - whole);
+#else
+    memcpy(dst, src, n);
+#endif
 }
 
 /* Copy ``n`` bytes between my ``local`` and ``remote`` in window rank q's process: 1 done, 0
@@ -133,7 +163,7 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     set_word(&p->w, p->slot[S_RESULT], (uint64_t)(uintptr_t)out);
     set_word(&p->w, p->slot[S_LEN], expected);
     post(&p->w, p->slot[S_POSTED], s);
-    if (copies_own) copy_bytes(dst, mine, block);
+    if (copies_own) (p->stream ? stream_bytes : copy_bytes)(dst, mine, block);
     for (int i = 0; i < p->npartners; i++) {
         int q = p->partners[i];
         if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != expected ||
@@ -234,14 +264,14 @@ static int integers(PyObject *seq, Py_ssize_t want, int pointers, void *into, co
 static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "root", "flags", "doorbells", "sleepers", "pids", "partners", "slots",
                             "expected", "block", "share_own", "share_in_place", "spin_ns", "yield_ns", "cpu_slot",
-                            "copy_first", "keep", NULL};
-    int kind, me, root, cpu_slot, copy_first;
+                            "copy_first", "stream", "keep", NULL};
+    int kind, me, root, cpu_slot, copy_first, stream;
     Py_ssize_t expected, block, share_own, share_in_place;
     long long spin_ns, yield_ns;
     PyObject *flags, *doorbells, *sleepers, *pids, *partners, *slots, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLipO", names, &kind, &me, &root, &flags, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLippO", names, &kind, &me, &root, &flags, &doorbells,
                                      &sleepers, &pids, &partners, &slots, &expected, &block, &share_own,
-                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &copy_first, &keep))
+                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &copy_first, &stream, &keep))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells),
                npartners = PySequence_Length(partners);
@@ -254,7 +284,7 @@ static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     if (p == NULL) return NULL;
     p->vectorcall = ReadsPlan_vectorcall;
     p->kind = kind, p->root = root, p->npartners = (int)npartners, p->expected = expected, p->block = block;
-    p->share_own = share_own, p->share_in_place = share_in_place, p->copy_first = copy_first;
+    p->share_own = share_own, p->share_in_place = share_in_place, p->copy_first = copy_first, p->stream = stream;
     p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
     p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));

@@ -7,8 +7,10 @@ Every rank publishes where its ``x`` and ``out`` lie (``ADDR``, ``RESULT``, the 
 expects beside them in ``LEN``, then ``POSTED``); then
 - all-to-all: rank r reads block r of every peer's ``x`` into block q of its ``out``;
 - all-gather: every rank reads every peer's ``x`` into block q of its ``out`` while it copies
-  its own (one read per peer, nothing staged in a window); from ``direct_routes.ALL_GATHER_COPY_FIRST_BYTES``
-  a rank copies its own block first and peers read it from its ``out`` (as MPICH's ring does);
+  its own (one read per peer, nothing staged in a window); in C from
+  ``direct_routes.ALL_GATHER_STREAM_BYTES`` with non-temporal stores, in Python from
+  ``direct_routes.ALL_GATHER_COPY_FIRST_BYTES`` first, peers reading it from its ``out`` (as
+  MPICH's ring does);
 - gather: the root reads the head of every peer's block, and each peer writes the rest of
   its block into the root's ``out``;
 - scatter: each rank reads the head of its block out of the root's ``x``, and the root writes
@@ -84,9 +86,11 @@ class ExchangeByReads:
         self.spread = not window.oversubscribed  # whether the root's share keeps every core copying
         others = ranks[self.me + 1 :] + ranks[: self.me]
         self.partners = others if kind not in ROOTED or window.rank == root else [root]
-        self.copy_first = kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block)
+        in_c = self._in_c()
+        self.stream = in_c and kind == ALL_GATHER and direct_routes.all_gather_streams(self.block)
+        self.copy_first = kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block) and not self.stream
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
-        self.native = self._native()
+        self.native = self._native() if in_c else None
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
                  on_timeout: Callable[[list[int]], BaseException]) -> int:
@@ -169,14 +173,17 @@ class ExchangeByReads:
         share = int(self.block * ROOT_SHARE[not copies_own] * 2 / p)
         return min(self.block, share - share % PAGE_BYTES)
 
+    def _in_c(self) -> bool:
+        """Whether calls run in C (``_native``): not where it is not built, nor on a window whose
+        ``in_c`` is false (turned off, or not a shared-memory window), nor where peers' memory is
+        not reached by process id."""
+        return (_reads_c is not None and getattr(self.window, "in_c", False)
+                and getattr(self.memory, "pids", None) is not None and self.block > 0)
+
     def _native(self) -> Any:
-        """The C plan of this exchange (``_reads_c.ReadsPlan``), or None where calls run in
-        Python: not built, or a window whose ``in_c`` is false (turned off, or not a
-        shared-memory window), or peers' memory that is not reached by process id."""
+        """The C plan of this exchange (``_reads_c.ReadsPlan``), where ``_in_c``."""
         window: Any = self.window  # a shared-memory window (ShmWindow) where ``in_c`` is true
-        pids = getattr(self.memory, "pids", None)
-        if _reads_c is None or not getattr(window, "in_c", False) or pids is None or self.block == 0:
-            return None
+        pids: Any = getattr(self.memory, "pids")
         ranks = window.ranks
         flags = [window.flag_area(q) for q in ranks]
         bells = window.transport.doorbells()
@@ -187,7 +194,7 @@ class ExchangeByReads:
             partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
             expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
             spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-            cpu_slot=CPU, copy_first=self.copy_first, keep=(flags, bells))
+            cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream, keep=(flags, bells))
 
     def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""

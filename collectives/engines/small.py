@@ -40,7 +40,7 @@ from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
-from ..algorithms.direct_routes import HALF_BYTES  # the engine's own name (tests shrink it here)
+from ..algorithms.direct_routes import ALL_REDUCE_HALVES_BYTES, HALF_BYTES  # the engine's own (tests shrink them)
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
@@ -99,6 +99,12 @@ def _half_bytes() -> int:
 def halves_take(nbytes: int) -> bool:
     """Whether a contribution of ``nbytes`` fits the small window's halves."""
     return nbytes <= _half_bytes()
+
+
+def all_reduce_halves_take(nbytes: int) -> bool:
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``) goes through the halves (the other
+    reductions up to ``HALF_BYTES``)."""
+    return nbytes <= ALL_REDUCE_HALVES_BYTES
 
 
 def gather_bytes(window: Window) -> int:

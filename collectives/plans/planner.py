@@ -106,7 +106,7 @@ class Planner:
         if algorithm == "direct":
             assert ctx.windows is not None  # select() offers it only with windows
             windows = ctx.windows
-            if nbytes <= small.HALF_BYTES:
+            if small.all_reduce_halves_take(nbytes):
                 return windowed.SmallReduction(windows, lambda w: small.all_reduce_plan(w, dtype, count, op), op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
         factory = schedule_for("all_reduce", algorithm, nbytes)

@@ -26,10 +26,13 @@ def test_an_all_gather_by_reads_copies_its_own_block_first_from_its_size() -> No
 
 
 def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_beyond_the_halves() -> None:
-    """(The cost model prices every direct all-reduce below ``reads_from`` as the window's.)"""
+    """(The cost model prices every direct all-reduce below ``reads_from`` as the window's.)
+    All-reduces take the halves up to ``ALL_REDUCE_HALVES_BYTES``, the other reductions up to
+    ``HALF_BYTES``."""
     assert routes.reads_from(False, False) == routes.ALL_REDUCE_READS_FROM_BYTES
     assert routes.reads_from(False, True) == routes.reads_from(True, False) == routes.READS_FROM_BYTES
     assert min(routes.reads_from(s, o) for s in (False, True) for o in (False, True)) > small.HALF_BYTES
+    assert small.HALF_BYTES <= small.ALL_REDUCE_HALVES_BYTES <= small._half_bytes()
 
 
 def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:

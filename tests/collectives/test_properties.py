@@ -265,7 +265,7 @@ def direct_paths_at_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     from collectives.engines import windows as window_engine
     from collectives.engines import small
 
-    for name in ("HALF_BYTES", "BROADCAST_BYTES"):
+    for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES", "BROADCAST_BYTES"):
         monkeypatch.setattr(small, name, 256)
     for name in ("GATHER_BYTES", "GATHER_BYTES_OVERSUBSCRIBED"):
         monkeypatch.setattr(direct_routes, name, 256)

@@ -534,7 +534,8 @@ def reads_from_small_sizes(monkeypatch):
     from collectives.engines import windows as window_engine
     from collectives.engines import direct, small
 
-    monkeypatch.setattr(small, "HALF_BYTES", 16 << 10)
+    for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):
+        monkeypatch.setattr(small, name, 16 << 10)
     monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 4 << 10)
     calls = []
@@ -940,11 +941,13 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
     rank has a core, from READS_FROM_BYTES where ranks outnumber cores; reduce-scatters from
     READS_FROM_BYTES either way; below, two shots through the scratch window (reduce-scatters
     where ranks outnumber cores: the halves, up to REDUCE_SCATTER_HALVES_CROWDED_BYTES). Every
-    path gives the reference's result."""
-    from collectives.engines import direct
+    path gives the reference's result. (All-reduces keep the halves up to ALL_REDUCE_HALVES_BYTES,
+    shrunk here to HALF_BYTES so that both sizes leave them.)"""
+    from collectives.engines import direct, small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
+    monkeypatch.setattr(small, "ALL_REDUCE_HALVES_BYTES", small.HALF_BYTES)
     routes = []
     for name in ("all_reduce_by_reads", "reduce_scatter_by_reads", "all_reduce", "reduce_scatter"):
         original = getattr(direct, name)

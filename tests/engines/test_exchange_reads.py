@@ -316,16 +316,19 @@ def _all_gathers(comm, nbytes):
 def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monkeypatch, where, pure):
     """Where every rank has a core, all-gathers from GATHER_READS_BYTES read every peer's block
     straight out of its memory, in C where it is built and in Python under
-    COLLECTIVES_PURE_PYTHON. Below ALL_GATHER_COPY_FIRST_BYTES a rank posts its ``x`` and copies
-    it into its own block while peers read it; from there it copies first and posts that block.
-    Either way the call returns once every peer has read, in place, out of place and with ``x``
-    inside ``out`` elsewhere."""
-    from collectives.algorithms.direct_routes import ALL_GATHER_COPY_FIRST_BYTES, GATHER_READS_BYTES
+    COLLECTIVES_PURE_PYTHON. A rank posts its ``x`` and copies it into its own block while peers
+    read it; in C from ALL_GATHER_STREAM_BYTES that copy goes by non-temporal stores (here blocks
+    of an odd number of elements, so that most land off any alignment), in Python from
+    ALL_GATHER_COPY_FIRST_BYTES it copies first and posts that block. Either way the call returns
+    once every peer has read, in place, out of place and with ``x`` inside ``out`` elsewhere,
+    every block bit for bit."""
+    from collectives.algorithms.direct_routes import (ALL_GATHER_COPY_FIRST_BYTES, ALL_GATHER_STREAM_BYTES,
+                                                      GATHER_READS_BYTES)
     from collectives.transports import progress
 
     if pure:
         monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
     monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
-    nbytes = {"below": GATHER_READS_BYTES, "from": ALL_GATHER_COPY_FIRST_BYTES}[where]
+    nbytes = {"below": GATHER_READS_BYTES, "from": max(ALL_GATHER_COPY_FIRST_BYTES, ALL_GATHER_STREAM_BYTES) + 24}[where]
     results = run_world(lambda comm: _all_gathers(comm, nbytes), 3, "shm", timeout=120, cross_memory=True)
-    assert results == [([], "ExchangeByReads", not pure, {where == "from"})] * 3
+    assert results == [([], "ExchangeByReads", not pure, {where == "from" and pure})] * 3

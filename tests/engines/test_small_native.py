@@ -401,3 +401,33 @@ def test_two_shot_all_reduces_give_numpys_bits_and_wait_for_late_peers(
     for kinds, failed in run_world(fn, 3, "shm", timeout=120):
         assert failed == []
         assert "TwoShotAllReducePlan" in kinds
+
+
+def test_all_reduces_take_the_halves_up_to_their_own_limit_beyond_the_other_reductions(implementation: str) -> None:
+    """All-reduces go through the halves up to ``ALL_REDUCE_HALVES_BYTES`` (beyond ``HALF_BYTES``,
+    where reduce-scatters leave them) with numpy's bits in rank order, in place and out of place;
+    one element more takes the larger route."""
+    limit = direct_routes.ALL_REDUCE_HALVES_BYTES
+    assert limit > direct_routes.HALF_BYTES
+
+    def fn(comm: collectives.Communicator) -> tuple[dict[str, str], list[str]]:
+        failed, kernels = [], {}
+        for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR),
+                          (np.int32, ReduceOp.MAX), (np.float32, ReduceOp.AVG)]:
+            for k in (limit // np.dtype(dtype).itemsize, limit // np.dtype(dtype).itemsize + 1):
+                inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+                expected = _folded(inputs, op, comm.size)
+                for i in range(3):
+                    x = inputs[comm.rank].copy()
+                    got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
+                    if got.tobytes() != expected.tobytes():
+                        failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+                plan = next(p for key, p in comm._plans.items() if key[0] == "all_reduce" and k in key)
+                kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = type(
+                    getattr(plan, "kernel", None)).__name__
+        return kernels, failed
+
+    for kernels, failed in run_world(fn, 2, "shm", timeout=120):
+        assert failed == []
+        for case, kernel in kernels.items():
+            assert (kernel in ("AllReducePlan", "TwoShotAllReducePlan")) == case.endswith(f" {limit}"), case
