@@ -110,6 +110,6 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
-                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, swap_bytes,
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
                           int(YIELD_SECONDS * 1e9), apart_bytes)
     return lane_
