@@ -51,7 +51,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -481,13 +481,12 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     }
     PyObject *result = Py_False, *key = NULL;
     Py_INCREF(result);
-    /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
-       cost no more. */
+    /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
+       copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
-    int single = send.len >= least && recv.len >= least &&
-                 !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
+    int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
     if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
     if (key == NULL) goto fail;
@@ -601,18 +600,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes]) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|n", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes))
+                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -643,6 +642,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->max_bytes = max_bytes;
     e->single_bytes = single_bytes;
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
+    e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;

@@ -53,6 +53,10 @@ exchange of an all-gather's blocks) loses below SWAP_BYTES where its sender has 
 SWAP_BYTES_CROWDED = 64 << 10
 """SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
 waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
+SWAP_BYTES_IN_PLACE_CROWDED = 128 << 10
+"""Where ranks outnumber cores, the smallest ``sendrecv`` in place that goes by single copy (the
+message copied aside first, then swapped); elsewhere only those beyond ``EXPRESS_BYTES`` do,
+the ring's two copies costing less than a copy aside and a read where each rank has a core."""
 
 
 class Lane(Protocol):
@@ -100,6 +104,8 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     crowded = oversubscribed(len(channels) + 1)
     swap_bytes = SWAP_BYTES_CROWDED if crowded else SWAP_BYTES
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
+    max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
+    aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -109,7 +115,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
             channel.single_copy.ask_bytes = apart_bytes  # the engine's first RTS teaches the lane
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
-                          min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
+                          max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
-                          int(YIELD_SECONDS * 1e9), apart_bytes)
+                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes)
     return lane_
