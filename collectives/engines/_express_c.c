@@ -14,9 +14,9 @@
 
    It takes the lane only when nothing could come between: the communicator's lock is free (it
    is held here, so no other thread drives the channels meanwhile), the channel has no error,
-   nothing on its intake, no send queued (a send) or no frame half read, held back, unexpected
-   or posted for this tag (a receive), and no receive of this tag is held by the engine (from any
-   source). Otherwise, and wherever a frame does not fit the ring's free room or its header
+   nothing on its intake, no send queued (a send) or no frame half read, unexpected or posted
+   for this tag and no header held back but this receive's own (a receive), and no receive of
+   this tag is held by the engine (from any source). Otherwise, and wherever a frame does not fit the ring's free room or its header
    differs from what the receive expects, it returns False having moved nothing, and the engine
    runs the call (with its waits, errors and timeouts). It never sleeps and never raises for
    the peer: the GIL stays held, and every wait here is bounded.

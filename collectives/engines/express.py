@@ -4,8 +4,9 @@ intake and progress loop; so does a ``sendrecv``, both ways, large messages by s
 (``SWAP_BYTES``; docs/transports.md says how).
 
 It is only a shortcut: where it cannot take a call as it is (the message over
-``EXPRESS_BYTES``, no room in the ring, the peer late past its spin, a frame of another tag
-or size next, anything queued, held or half read on the channel, the lock held by another
+``EXPRESS_BYTES``, no room in the ring, the peer late past its spin and yield, a frame of
+another tag or size next, anything queued, held or half read on the channel (but the header
+of this very message, read ahead and held back by the engine), the lock held by another
 thread, a buffer that is not a plain contiguous one, an argument the engine would refuse), it
 moves nothing and says so, and the caller runs the call through the engine
 (engines/point_to_point.py), which makes the checks and raises the errors. Messages of one
