@@ -45,7 +45,8 @@ SWAP_BYTES = 512 << 10
 (the peer copies my message out of my memory while I copy its one out of its memory), where
 the channels have learnt that cross-memory copies work: the engine's first message this large
 on a channel goes by single copy to ask (``SingleCopy.ask_bytes``). Below it, and in place up to
-``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
+``EXPRESS_BYTES`` (``SWAP_BYTES_IN_PLACE_CROWDED`` where ranks outnumber cores), two copies
+through the ring (docs/performance.md, "Seventeenth round")."""
 SWAP_BYTES_APART = 128 << 10
 """SWAP_BYTES where the message and the receive's buffer are parts of different arrays: their
 swap gains from here; a block of one array sent while another block of it is received (an
