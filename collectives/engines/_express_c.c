@@ -14,9 +14,9 @@
 
    It takes the lane only when nothing could come between: the communicator's lock is free (it
    is held here, so no other thread drives the channels meanwhile), the channel has no error,
-   nothing on its intake, no send queued (a send) or no frame half read, held back, unexpected
-   or posted for this tag (a receive), and no receive of this tag is held by the engine (from any
-   source). Otherwise, and wherever a frame does not fit the ring's free room or its header
+   nothing on its intake, no send queued (a send) or no frame half read, unexpected or posted
+   for this tag and no header held back but this receive's own (a receive), and no receive of
+   this tag is held by the engine (from any source). Otherwise, and wherever a frame does not fit the ring's free room or its header
    differs from what the receive expects, it returns False having moved nothing, and the engine
    runs the call (with its waits, errors and timeouts). It never sleeps and never raises for
    the peer: the GIL stays held, and every wait here is bounded.
@@ -51,7 +51,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -284,9 +284,27 @@ fail:
 
 /* -- receive ------------------------------------------------------------------------------ */
 
-/* Whether the channel and the engine let a receive of ``tag`` take the ring's next frame now
-(``held_ok``: messages of the tag held by the engine are the caller's to look at). */
-static int recv_free(Express *e, const Lane *lane, PyObject *tag, int held_ok) {
+/* Whether the header the engine read and held back one call (``_rx_deferred``: the peer's next
+   frame came before its receive was posted, transports/base.py) is a whole plain message of
+   ``tag`` and ``n`` bytes: 1 it is (its payload is next in the ring), 0 not, -1 with an error set. */
+static int deferred_is(PyObject *deferred, uint64_t tag, uint64_t n) {
+    if (!PyTuple_Check(deferred) || PyTuple_GET_SIZE(deferred) != 3) return 0;
+    uint64_t h[3];
+    for (int i = 0; i < 3; i++) {
+        h[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(deferred, i));
+        if (PyErr_Occurred()) return -1;
+    }
+    return h[0] == tag && h[1] == n && h[2] == FLAG_END;
+}
+
+/* Whether the channel and the engine let a receive of ``tag`` (``wire`` on the wire, ``n``
+   bytes) take the ring's next frame now (``held_ok``: messages of the tag held by the engine are
+   the caller's to look at). With ``headless`` (else NULL), a header the engine held back is
+   taken too where it is this receive's: *headless is then 1, and only its payload is in the
+   ring. Without it, a rank whose engine took one receive (its peer's frame late for the lane's
+   wait) read the next frame's header ahead, so the next call's receive was the engine's too, and
+   so on: a mode where every receive cost the engine's progress loop. */
+static int recv_free(Express *e, const Lane *lane, PyObject *tag, int held_ok, uint64_t wire, uint64_t n, int *headless) {
     PyObject *c = lane->channel;
     int r;
     if ((r = is_set(c, s_error)) != 0) return r < 0 ? -1 : 0;
@@ -294,54 +312,66 @@ static int recv_free(Express *e, const Lane *lane, PyObject *tag, int held_ok) {
     if ((r = filled(c, s_intake)) != 0) return r < 0 ? -1 : 0;
     if ((r = filled(c, s_rx_have)) != 0) return r < 0 ? -1 : 0;
     if ((r = is_set(c, s_rx_target)) != 0) return r < 0 ? -1 : 0;
-    if ((r = is_set(c, s_rx_deferred)) != 0) return r < 0 ? -1 : 0;
     if ((r = has_entry(c, s_posted, tag)) != 0) return r < 0 ? -1 : 0;
     if (!held_ok && (r = has_entry(c, s_unexpected, tag)) != 0) return r < 0 ? -1 : 0;
     if ((r = has_entry(e->held, NULL, tag)) != 0) return r < 0 ? -1 : 0;
-    return 1;
+    PyObject *deferred = PyObject_GetAttr(c, s_rx_deferred);
+    if (deferred == NULL) return -1;
+    r = deferred == Py_None ? 1 : headless == NULL ? 0 : deferred_is(deferred, wire, n);
+    Py_DECREF(deferred);
+    if (headless != NULL) *headless = r > 0 && deferred != Py_None;
+    return r;
 }
 
 enum { NOT_YET, TAKEN, NOT_OURS };
 
 /* Look at the ring once: take the next frame into ``buf`` if it is whole and is ``tag``'s,
-   of ``n`` bytes, the message's last. */
-static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n) {
+   of ``n`` bytes, the message's last (``headless``: its header was read already, and only the
+   payload is next). */
+static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n, int headless) {
     uint64_t cap = lane->capacity, head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
     uint64_t have = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) - head;
-    if (have < HEADER_BYTES) return NOT_YET;
-    unsigned char header[HEADER_BYTES];
-    ring_read(lane->in_data, cap, head, (char *)header, HEADER_BYTES);
-    uint64_t got_tag;
-    uint32_t nbytes, flags;
-    memcpy(&got_tag, header, 8);
-    memcpy(&nbytes, header + 8, 4);
-    memcpy(&flags, header + 12, 4);
-    if (got_tag != tag || nbytes != n || flags != FLAG_END) return NOT_OURS;  /* a whole plain frame only */
-    if (have < HEADER_BYTES + n) return NOT_YET;
-    if (n) ring_read(lane->in_data, cap, head + HEADER_BYTES, buf, n);
-    __atomic_store_n(lane->in_head, head + HEADER_BYTES + n, __ATOMIC_RELEASE);
+    uint64_t skip = headless ? 0 : HEADER_BYTES;
+    if (!headless) {
+        if (have < HEADER_BYTES) return NOT_YET;
+        unsigned char header[HEADER_BYTES];
+        ring_read(lane->in_data, cap, head, (char *)header, HEADER_BYTES);
+        uint64_t got_tag;
+        uint32_t nbytes, flags;
+        memcpy(&got_tag, header, 8);
+        memcpy(&nbytes, header + 8, 4);
+        memcpy(&flags, header + 12, 4);
+        if (got_tag != tag || nbytes != n || flags != FLAG_END) return NOT_OURS;  /* a whole plain frame only */
+    }
+    if (have < skip + n) return NOT_YET;
+    if (n) ring_read(lane->in_data, cap, head + skip, buf, n);
+    __atomic_store_n(lane->in_head, head + skip + n, __ATOMIC_RELEASE);
     if (__atomic_load_n(lane->in_want, __ATOMIC_SEQ_CST)) ring_bell(lane); /* the writer waits for room */
     return TAKEN;
 }
 
-/* Spin (then yield) until the frame is taken or is not ours, or the wait is over. */
-static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t n) {
-    int got = take_frame(lane, tag, buf, n);
-    if (got != NOT_YET || __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) return got;
-    /* Where ranks spin, the spin also covers the writer's copy of a frame this size (about n/8
-       ns, 8 GB/s: the tail is published once the whole frame is in). */
-    int64_t spin = e->spin_ns > 0 ? e->spin_ns + (int64_t)(n / 8) : 0;
-    int64_t start = now_ns(), spin_until = start + spin, yield_until = spin_until + e->yield_ns;
-    for (unsigned i = 1;; i++) {
-        if ((got = take_frame(lane, tag, buf, n)) != NOT_YET) return got;
-        if ((i & 63) == 0) {
-            int64_t t = now_ns();
-            if (t >= yield_until) return NOT_YET;
-            if (t >= spin_until) sched_yield();
-        } else {
-            cpu_relax();
+/* Spin (then yield) until the frame is taken or is not ours, or the wait is over; a frame
+   taken headless (its header held back by the engine) is then no longer the engine's. */
+static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t n, int headless) {
+    int got = take_frame(lane, tag, buf, n, headless);
+    if (got == NOT_YET && !__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
+        /* Where ranks spin, the spin also covers the writer's copy of a frame this size (about
+           n/8 ns, 8 GB/s: the tail is published once the whole frame is in). */
+        int64_t spin = e->spin_ns > 0 ? e->spin_ns + (int64_t)(n / 8) : 0;
+        int64_t start = now_ns(), spin_until = start + spin, yield_until = spin_until + e->yield_ns;
+        for (unsigned i = 1;; i++) {
+            if ((got = take_frame(lane, tag, buf, n, headless)) != NOT_YET) break;
+            if ((i & 63) == 0) {
+                int64_t t = now_ns();
+                if (t >= yield_until) break;
+                if (t >= spin_until) sched_yield();
+            } else {
+                cpu_relax();
+            }
         }
     }
+    if (got == TAKEN && headless && PyObject_SetAttr(lane->channel, s_rx_deferred, Py_None) < 0) return -1;
+    return got;
 }
 
 /* recv(x, src, tag) -> the call's number where a message from rank ``src`` filled ``x`` (a
@@ -361,9 +391,9 @@ static PyObject *Express_recv(Express *e, PyObject *const *args, Py_ssize_t narg
         int taken = try_lock(e);
         if (taken < 0) goto fail;
         if (taken) {
-            int free_ = recv_free(e, lane, key, 0);
-            if (free_ > 0) got = wait_frame(e, lane, tag, view.buf, (uint64_t)view.len);
-            if (unlock(e) < 0 || free_ < 0) goto fail;
+            int headless = 0, free_ = recv_free(e, lane, key, 0, tag, (uint64_t)view.len, &headless);
+            if (free_ > 0) got = wait_frame(e, lane, tag, view.buf, (uint64_t)view.len, headless);
+            if (unlock(e) < 0 || free_ < 0 || got < 0) goto fail;
         }
     }
     Py_XDECREF(key);
@@ -451,21 +481,20 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     }
     PyObject *result = Py_False, *key = NULL;
     Py_INCREF(result);
-    /* In place, a swap sends a copy (``aside``): up to the ring's frame, the ring's two copies
-       cost no more. */
+    /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
+       copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
-    int single = send.len >= least && recv.len >= least &&
-                 !(in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes);
+    int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
     if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
     if (key == NULL) goto fail;
     int taken = try_lock(e);
     if (taken < 0) goto fail;
     if (!taken) goto done;
-    int r = send_free(to), receive = 1;
-    if (r > 0) r = receive = recv_free(e, from, key, single);
+    int r = send_free(to), receive = 1, headless = 0;
+    if (r > 0) r = receive = recv_free(e, from, key, single, tag, (uint64_t)recv.len, single ? NULL : &headless);
     if (r == 0 && receive == 0 && !single) r = 1; /* the engine's receive: the send as send() */
     if (r > 0 && single) {
         int sends = single_copy_state(to->channel, s_offers), reads = sends < 0 ? -1 : single_copy_state(from->channel, s_reads);
@@ -494,8 +523,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     }
     if (r > 0 && !single && write_frame(to, tag, send.buf, (uint64_t)send.len)) {
         int got = !receive || __atomic_load_n(from->my_closed, __ATOMIC_ACQUIRE)
-                      ? NOT_YET : wait_frame(e, from, tag, recv.buf, (uint64_t)recv.len);
+                      ? NOT_YET : wait_frame(e, from, tag, recv.buf, (uint64_t)recv.len, headless);
         Py_DECREF(result);
+        if (got < 0) {
+            unlock(e);
+            result = NULL;
+            goto fail;
+        }
         result = got == TAKEN ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
         e->sends++;
         if (got == TAKEN) e->recvs++;
@@ -566,18 +600,18 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes]) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|n", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes))
+                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -608,6 +642,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->max_bytes = max_bytes;
     e->single_bytes = single_bytes;
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
+    e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;

@@ -4,8 +4,9 @@ intake and progress loop; so does a ``sendrecv``, both ways, large messages by s
 (``SWAP_BYTES``; docs/transports.md says how).
 
 It is only a shortcut: where it cannot take a call as it is (the message over
-``EXPRESS_BYTES``, no room in the ring, the peer late past its spin, a frame of another tag
-or size next, anything queued, held or half read on the channel, the lock held by another
+``EXPRESS_BYTES``, no room in the ring, the peer late past its spin and yield, a frame of
+another tag or size next, anything queued, held or half read on the channel (but the header
+of this very message, read ahead and held back by the engine), the lock held by another
 thread, a buffer that is not a plain contiguous one, an argument the engine would refuse), it
 moves nothing and says so, and the caller runs the call through the engine
 (engines/point_to_point.py), which makes the checks and raises the errors. Messages of one
@@ -44,7 +45,8 @@ SWAP_BYTES = 512 << 10
 (the peer copies my message out of my memory while I copy its one out of its memory), where
 the channels have learnt that cross-memory copies work: the engine's first message this large
 on a channel goes by single copy to ask (``SingleCopy.ask_bytes``). Below it, and in place up to
-``EXPRESS_BYTES``, two copies through the ring (docs/performance.md, "Seventeenth round")."""
+``EXPRESS_BYTES`` (``SWAP_BYTES_IN_PLACE_CROWDED`` where ranks outnumber cores), two copies
+through the ring (docs/performance.md, "Seventeenth round")."""
 SWAP_BYTES_APART = 128 << 10
 """SWAP_BYTES where the message and the receive's buffer are parts of different arrays: their
 swap gains from here; a block of one array sent while another block of it is received (an
@@ -53,6 +55,10 @@ exchange of an all-gather's blocks) loses below SWAP_BYTES where its sender has 
 SWAP_BYTES_CROWDED = 64 << 10
 """SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
 waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
+SWAP_BYTES_IN_PLACE_CROWDED = 128 << 10
+"""Where ranks outnumber cores, the smallest ``sendrecv`` in place that goes by single copy (the
+message copied aside first, then swapped); elsewhere only those beyond ``EXPRESS_BYTES`` do,
+the ring's two copies costing less than a copy aside and a read where each rank has a core."""
 
 
 class Lane(Protocol):
@@ -100,6 +106,8 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     crowded = oversubscribed(len(channels) + 1)
     swap_bytes = SWAP_BYTES_CROWDED if crowded else SWAP_BYTES
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
+    max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
+    aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -109,7 +117,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
             channel.single_copy.ask_bytes = apart_bytes  # the engine's first RTS teaches the lane
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
-                          min(EXPRESS_BYTES, config.max_frame_bytes), P2P_TAG_BIT, MAX_USER_TAG,
-                          int(spin * 1e9), int(YIELD_SECONDS * 1e9) if crowded else 0, swap_bytes,
-                          int(YIELD_SECONDS * 1e9), apart_bytes)
+                          max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
+                          int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
+                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes)
     return lane_

@@ -414,6 +414,50 @@ def test_a_receive_takes_its_frame_past_other_tags_posted_unexpected_or_held() -
     assert loop.recv(out) and out.tolist() == [1.0, 1.0]
 
 
+def _held_back(loop: _Loop, header: tuple[int, int, int]) -> None:
+    """As the engine does where a frame comes before its receive is posted: it reads the
+    frame's header out of the ring and holds it back (transports/base.py, ``_rx_deferred``)."""
+    loop.words[2] += HEADER.size
+    loop.channel._rx_deferred = header
+
+
+def test_a_receive_takes_the_payload_whose_header_the_engine_held_back() -> None:
+    loop = _Loop()
+    assert loop.send(np.array([3.0, 4.0]), tag=2)
+    _held_back(loop, (P2P_TAG_BIT | 2, 16, FLAG_END))
+    out = np.zeros(2)
+    assert loop.recv(out, tag=2) and out.tolist() == [3.0, 4.0]
+    assert loop.head == loop.tail == 32 and loop.channel._rx_deferred is None
+
+
+def test_a_sendrecv_through_the_ring_takes_the_payload_whose_header_the_engine_held_back() -> None:
+    loop = _Loop()
+    assert loop.send(np.array([3.0, 4.0]), tag=2)
+    _held_back(loop, (P2P_TAG_BIT | 2, 16, FLAG_END))
+    out = np.zeros(2)
+    assert loop.express.sendrecv(np.array([5.0, 6.0]), 1, out, 1, 2) is True
+    assert out.tolist() == [3.0, 4.0] and loop.channel._rx_deferred is None
+    assert loop.recv(out, tag=2) and out.tolist() == [5.0, 6.0]  # the frame it sent, next
+
+
+@pytest.mark.parametrize("header", [(P2P_TAG_BIT | 3, 16, FLAG_END), (P2P_TAG_BIT | 2, 8, FLAG_END),
+                                    (P2P_TAG_BIT | 2, 16, 0)], ids=["another tag", "another size", "not the last"])
+def test_a_header_held_back_for_another_message_leaves_the_receive_to_the_engine(header: tuple[int, int, int]) -> None:
+    loop = _Loop()
+    assert loop.send(np.array([3.0, 4.0]), tag=2)
+    _held_back(loop, header)
+    assert not loop.recv(np.zeros(2), tag=2)
+    assert loop.head == HEADER.size and loop.channel._rx_deferred == header
+
+
+def test_a_receive_whose_held_back_payload_is_not_all_there_leaves_it_to_the_engine() -> None:
+    loop = _Loop()
+    assert loop.send(np.array([3.0, 4.0]), tag=2)
+    _held_back(loop, (P2P_TAG_BIT | 2, 24, FLAG_END))
+    assert not loop.recv(np.zeros(3), tag=2)
+    assert loop.head == HEADER.size and loop.channel._rx_deferred is not None
+
+
 def test_the_lane_waits_for_a_lock_another_thread_holds() -> None:
     loop = _Loop()
     assert loop.send(np.zeros(2))

@@ -87,7 +87,7 @@ class _Lanes:
     ``to2``) and a ring in (``from1``, ``from2``) that the test writes as the peer would."""
 
     def __init__(self, loop: bool = True, capacity: int = 4096, apart: int = SINGLE, spin_ns: int = 0,
-                 **channel: Any) -> None:
+                 aside: int = -1, **channel: Any) -> None:
         self.flags = np.zeros(4, np.uint64)  # bell, sleeping, peer closed, my closed
         at = self.flags.ctypes.data
         tail_words = (capacity, at, at + 8, at + 16, at + 24)
@@ -101,7 +101,7 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart)
+                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart, aside)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
@@ -236,6 +236,19 @@ def test_in_place_within_the_rings_frame_the_message_goes_through_the_ring() -> 
     x = _message(N, 6)
     assert lanes.sendrecv(x, x) is True and np.array_equal(x, _message(N, 6))
     assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, N, FLAG_END) + x.tobytes()]
+
+
+def test_in_place_from_the_aside_size_the_message_swaps_a_copy_and_below_it_goes_through_the_ring() -> None:
+    lanes = _Lanes(aside=N)
+    x = _message(N, 6)
+    assert lanes.sendrecv(x, x) is True and np.array_equal(x, _message(N, 6))
+    assert lanes.express.swaps == 1
+    address = RTS.unpack(lanes.to1.frames()[0][HEADER.size:])[0]
+    assert address != address_of(x)
+    start, y = lanes.to1.tail, _message(N - 1, 7)
+    assert lanes.sendrecv(y, y) is True and np.array_equal(y, _message(N - 1, 7))
+    assert lanes.to1.frames(start) == [HEADER.pack(P2P_TAG_BIT, N - 1, FLAG_END) + y.tobytes()]
+    assert lanes.express.swaps == 1
 
 
 def test_an_rts_unanswered_in_time_is_handed_to_its_channel_and_the_receive_to_the_engine() -> None:
