@@ -1,14 +1,17 @@
 """The cases the model is furthest off, across several saved validation runs.
 
     python perf/worst_cases.py --from docs/perf/validation_calib6.json,docs/perf/validation_calib7.json
-    python perf/worst_cases.py --from A.json,B.json --transport tcp --collective broadcast --top 20
+    python perf/worst_cases.py docs/perf/validation_calib*.json --transport tcp --collective broadcast --top 20
+    python perf/worst_cases.py docs/perf/validation_calib*.json --transport shm --by ranks,algorithm --measured-over-predicted
 
 Predicts the rows of each saved ``perf/validate_model.py --json`` file again with the current
 model (``validate_model.repredict``, under ``--profile`` or the built-in profile), groups them by
-case (transport, collective, algorithm, ranks, ranks per host, size), and prints the cases by
-how far the median of predicted / measured over the runs lies from 1, worst first, with how many
-runs predicted the case within 25 % and each run's measurement. An error of the same sign in
-every run is the model's; one that flips from run to run is the machine's.
+``--by`` (by default the whole case: transport, collective, algorithm, ranks, ranks per host,
+size), and prints the groups by how far the median ratio over the runs lies from 1 (in log),
+worst first: the median and range, how many rows are within 25 %, the median prediction, and each
+run's median ratio. An error of the same sign in every run is the model's; one that flips from run
+to run is the machine's. The ratio is predicted / measured, or measured / predicted with
+``--measured-over-predicted``.
 """
 
 from __future__ import annotations
@@ -21,52 +24,87 @@ import statistics
 import sys
 from typing import Any
 
-from collectives.tuning.profile import current, load
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from collectives.tuning.profile import current, load  # noqa: E402
 from perf.validate_model import repredict  # noqa: E402
 
-Case = tuple[str, str, str, int, int, int]
+CASE = ("transport", "collective", "algorithm", "ranks", "ranks_per_host", "size")
+"""The row fields of one case."""
+
+Runs = dict[str, list[tuple[float, float]]]
+"""Per saved file, the (predicted µs, measured µs) of a group's rows in it."""
 
 
-def cases(paths: list[str], profile_path: str | None, cores: int) -> dict[Case, list[tuple[float, float]]]:
-    """Every case of the files: (predicted µs, measured µs) per run that measured it."""
+def _rows(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        saved = json.load(f)
+    rows: list[dict[str, Any]] = saved["rows"] if isinstance(saved, dict) else saved
+    return rows
+
+
+def saved_cores(path: str) -> int:
+    """The cores a saved run records for its machine (2, this machine's, where it records none)."""
+    with open(path) as f:
+        saved = json.load(f)
+    return int(saved.get("cores") or 2) if isinstance(saved, dict) else 2
+
+
+def cases(paths: list[str], profile_path: str | None, cores: int, by: tuple[str, ...] = CASE,
+          transport: str | None = None, collective: str | None = None) -> dict[tuple[Any, ...], Runs]:
+    """Per group of the rows' ``by`` fields (of ``transport`` and ``collective`` where given),
+    per file: (predicted µs, measured µs) of its rows."""
     profile = load(profile_path) if profile_path else current()
-    out: dict[Case, list[tuple[float, float]]] = {}
+    out: dict[tuple[Any, ...], Runs] = {}
     for path in paths:
-        with open(path) as f:
-            rows: list[dict[str, Any]] = json.load(f)["rows"]
+        rows = [r for r in _rows(path) if (transport is None or r["transport"] == transport)
+                and (collective is None or r["collective"] == collective)]
         for r in repredict(rows, {"now": profile}, cores):
-            key = (r["transport"], r["collective"], r["algorithm"], r["ranks"], r["ranks_per_host"], r["size"])
-            out.setdefault(key, []).append((r["now_us"], r["measured_us"]))
+            out.setdefault(tuple(r[k] for k in by), {}).setdefault(path, []).append((r["now_us"], r["measured_us"]))
     return out
 
 
-def worst(found: dict[Case, list[tuple[float, float]]]) -> list[tuple[float, Case, list[tuple[float, float]]]]:
-    """The cases with the median of predicted / measured, furthest from 1 (in log) first."""
-    ranked = [(statistics.median(p / m for p, m in runs), case, runs) for case, runs in found.items()]
+def ratio(predicted: float, measured: float, measured_over_predicted: bool = False) -> float:
+    """Predicted / measured, or its inverse."""
+    return measured / predicted if measured_over_predicted else predicted / measured
+
+
+def worst(found: dict[tuple[Any, ...], Runs], measured_over_predicted: bool = False
+          ) -> list[tuple[float, tuple[Any, ...], Runs]]:
+    """The groups with the median ratio over all their rows, furthest from 1 (in log) first."""
+    ranked = [(statistics.median(ratio(p, m, measured_over_predicted) for rows in runs.values() for p, m in rows),
+               key, runs) for key, runs in found.items()]
     return sorted(ranked, key=lambda x: -abs(math.log(x[0])))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", required=True, help="saved validate_model.py --json files, comma-separated")
+    parser.add_argument("files", nargs="*", help="saved runs of perf/validate_model.py --json")
+    parser.add_argument("--from", dest="source", default="", help="more saved runs, comma-separated")
     parser.add_argument("--profile", default=None, help="a profile file (default: the built-in one)")
-    parser.add_argument("--cores", type=int, default=2, help="cores of the machine the runs were measured on")
+    parser.add_argument("--cores", type=int, default=0, help="the measured machine's cores (default: the first run's)")
     parser.add_argument("--transport", default=None)
     parser.add_argument("--collective", default=None)
-    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--by", default=",".join(CASE), help="the row fields of a group")
+    parser.add_argument("--top", type=int, default=30, help="how many groups to print, worst first")
+    parser.add_argument("--measured-over-predicted", action="store_true", help="ratios measured / predicted")
     args = parser.parse_args(argv)
-    ranked = [w for w in worst(cases(args.source.split(","), args.profile, args.cores))
-              if (args.transport is None or w[1][0] == args.transport)
-              and (args.collective is None or w[1][1] == args.collective)]
-    print("# transport collective algorithm ranks (per host) size: median predicted / measured, runs within 25 %,"
-          " median predicted us, measured us per run")
-    for ratio, (transport, collective, algorithm, p, k, size), runs in ranked[:args.top]:
-        inside = sum(abs(pr / m - 1) <= 0.25 for pr, m in runs)
-        measured = " ".join(f"{m:.0f}" for _, m in runs)
-        print(f"  {transport:<4} {collective:<14} {algorithm:<10} {p:>2} ({k:>2}) {size:>9} B  {ratio:5.2f}"
-              f"  {inside}/{len(runs)}  {statistics.median(pr for pr, _ in runs):9.1f}  {measured}")
+    paths = [*args.files, *(p for p in args.source.split(",") if p)]
+    if not paths:
+        parser.error("no saved runs: name them, or give --from")
+    by = tuple(args.by.split(","))
+    flip = args.measured_over_predicted
+    found = cases(paths, args.profile, args.cores or saved_cores(paths[0]), by, args.transport, args.collective)
+    print(f"# {len(found)} groups by {args.by}; {'measured / predicted' if flip else 'predicted / measured'}, worst first")
+    print(f"# {' '.join(by)} | median (min-max) | within 25 % | median predicted us | per run: "
+          + " ".join(os.path.basename(p) for p in paths))
+    for median, key, runs in worst(found, flip)[:args.top]:
+        every = [ratio(p, m, flip) for rows in runs.values() for p, m in rows]
+        inside = sum(abs(p / m - 1) <= 0.25 for rows in runs.values() for p, m in rows)
+        per_run = " ".join(f"{statistics.median(ratio(p, m, flip) for p, m in runs[path]):.2f}" if path in runs
+                           else "-" for path in paths)
+        predicted = statistics.median(p for rows in runs.values() for p, _ in rows)
+        print(f"  {' '.join(str(k) for k in key)} | {median:.2f} ({min(every):.2f}-{max(every):.2f}) | "
+              f"{inside}/{len(every)} | {predicted:.1f} | {per_run}")
     return 0
 
 

@@ -36,3 +36,15 @@ def test_cases_are_ranked_by_the_median_error_over_the_runs(tmp_path: Path) -> N
     assert [case[2] for _, case, _ in ranked] == ["tree", "recursive", "ring"]
     ratio, case, runs = ranked[0]
     assert ratio == 2.0 and len(runs) == 3  # the median of 2, 3 and 0.5 times the measurement
+
+
+def test_groups_may_be_coarser_and_ratios_measured_over_predicted(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(TRUE.to_json()))
+    paths = [run(tmp_path, "a.json", {"ring": 1.0, "tree": 2.0, "recursive": 0.8}),
+             run(tmp_path, "b.json", {"ring": 1.0, "tree": 4.0, "recursive": 0.5})]
+    [(ratio, key, runs)] = worst_cases.worst(worst_cases.cases(paths, str(profile), 2, by=("transport",)),
+                                              measured_over_predicted=True)
+    assert key == ("tcp",) and sorted(runs) == sorted(paths) and len(runs[paths[0]]) == 3
+    assert abs(ratio - 1.0) < 1e-9  # the median of 1, 1/2, 1.25, 1, 1/4, 2
+    assert worst_cases.cases(paths, str(profile), 2, transport="shm") == {}
