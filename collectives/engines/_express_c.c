@@ -32,22 +32,7 @@
 #include <string.h>
 
 #include "_waits.h"
-
-#define HEADER_BYTES 16
-#define FLAG_END 1u
-#define LANE_WORDS 15
-
-typedef struct {
-    uint64_t *out_tail, *out_head; /* my ring in the peer's inbox */
-    uint32_t *out_want, *out_cpu;  /* (out_cpu: the CPU I last wrote from + 1) */
-    char *out_data;
-    uint64_t *in_tail, *in_head;   /* the peer's ring in my inbox */
-    uint32_t *in_want, *in_cpu;    /* (in_cpu: the CPU the peer last wrote from + 1) */
-    char *in_data;
-    uint64_t capacity;
-    uint32_t *bell, *sleeping, *peer_closed, *my_closed;
-    PyObject *channel;             /* the ShmChannel; NULL where the peer is not over shm */
-} Lane;
+#include "_lane_ring.h" /* the Lane: its rings, frames written and taken */
 
 typedef struct {
     PyObject_HEAD
@@ -67,76 +52,7 @@ typedef struct {
 static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
     *s_rx_deferred, *s_posted, *s_unexpected;
 
-static void ring_bell(const Lane *lane) { ring_doorbell(lane->bell, lane->sleeping); }
-
-/* Say which CPU I write from (before the tail that publishes the bytes), for apart(). */
-static void note_cpu(Lane *lane) {
-    uint32_t cpu = (uint32_t)(current_cpu() + 1);
-    if (__atomic_load_n(lane->out_cpu, __ATOMIC_RELAXED) != cpu) __atomic_store_n(lane->out_cpu, cpu, __ATOMIC_RELAXED);
-}
-
-/* Whether the peer of ``from`` last wrote from the CPU I run on (where ranks spin: they do not
-   outnumber CPUs). Two ranks that the scheduler keeps on one CPU (it does where a third task
-   busies the other) spin against each other, each holding the CPU the other needs to write:
-   swaps then took several times as long for whole runs. Moving the higher rank to the
-   other CPU, as the window's flag waits do (_flags.h, separate()), put it beside the third task
-   there, and calls took milliseconds (docs/performance.md, "Nineteenth round, point to point").
-   So the swap's wait beside its peer yields from the start, for as long as it would have spun.
-   (The ring's wait does not: its ranks spin long enough that the scheduler keeps them apart,
-   and yielding from the start there cost hypercube_perf's 256 KiB exchange under load.) */
-static int beside(Lane *from) {
-    int here = current_cpu();
-    return here >= 0 && __atomic_load_n(from->in_cpu, __ATOMIC_RELAXED) == (uint32_t)here + 1;
-}
-
-/* ``n`` bytes between ``buf`` and the ring ``data`` of ``cap`` bytes at position ``at``,
-   wrapping at its end. */
-static void ring_write(char *data, uint64_t cap, uint64_t at, const char *buf, uint64_t n) {
-    uint64_t pos = at % cap, first = n < cap - pos ? n : cap - pos;
-    memcpy(data + pos, buf, first);
-    if (first < n) memcpy(data, buf + first, n - first);
-}
-
-static void ring_read(const char *data, uint64_t cap, uint64_t at, char *buf, uint64_t n) {
-    uint64_t pos = at % cap, first = n < cap - pos ? n : cap - pos;
-    memcpy(buf, data + pos, first);
-    if (first < n) memcpy(buf + first, data, n - first);
-}
-
-/* Whether attribute ``name`` of ``o`` is None (0), not None (1); -1 with an error set. */
-static int is_set(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    int set = v != Py_None;
-    Py_DECREF(v);
-    return set;
-}
-
-/* Whether the container attribute ``name`` of ``o`` is non-empty; -1 with an error set. */
-static int filled(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    int full = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return full;
-}
-
-/* Whether ``dict`` (attribute ``name`` of ``o``, or ``o`` itself where name is NULL) holds
-   a non-empty entry under ``key``; -1 with an error set. */
-static int has_entry(PyObject *o, PyObject *name, PyObject *key) {
-    PyObject *d = name != NULL ? PyObject_GetAttr(o, name) : (Py_INCREF(o), o);
-    if (d == NULL) return -1;
-    int found = 0;
-    if (!PyDict_Check(d)) {
-        found = 1; /* not what this file was written against: leave it to the engine */
-    } else {
-        PyObject *v = PyDict_GetItemWithError(d, key);
-        if (v != NULL) found = PyObject_IsTrue(v);
-        else if (PyErr_Occurred()) found = -1;
-    }
-    Py_DECREF(d);
-    return found;
-}
+#include "_lane_gate.h" /* whether the engine lets the lane take a call */
 
 /* The lane to ``peer`` (a Python int), or NULL where the call is not the lane's: not an exact
    int (a numpy integer or a bool), out of range, or no shm channel. */
@@ -222,38 +138,6 @@ static PyObject *number_call(Express *e) {
 
 /* -- send --------------------------------------------------------------------------------- */
 
-/* Whether the channel lets a send go now: no error, nothing on the intake or queued. */
-static int send_free(const Lane *lane) {
-    int r;
-    if ((r = is_set(lane->channel, s_error)) != 0) return r < 0 ? -1 : 0;
-    if ((r = filled(lane->channel, s_intake)) != 0) return r < 0 ? -1 : 0;
-    if ((r = filled(lane->channel, s_sendq)) != 0) return r < 0 ? -1 : 0;
-    return 1;
-}
-
-/* Write one whole frame if the ring has room for it: 1 written, 0 not. */
-static int write_frame(Lane *lane, uint64_t tag, const char *buf, uint64_t n) {
-    if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(lane->my_closed, __ATOMIC_ACQUIRE))
-        return 0;
-    uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
-    uint64_t room = cap - (tail - __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
-    uint64_t frame = HEADER_BYTES + n;
-    if (frame > room) return 0;
-    unsigned char header[HEADER_BYTES];
-    uint32_t nbytes = (uint32_t)n, flags = FLAG_END;
-    memcpy(header, &tag, 8); /* little-endian, as struct "<QII" (x86-64, aarch64) */
-    memcpy(header + 8, &nbytes, 4);
-    memcpy(header + 12, &flags, 4);
-    ring_write(lane->out_data, cap, tail, (const char *)header, HEADER_BYTES);
-    if (n) ring_write(lane->out_data, cap, tail + HEADER_BYTES, buf, n);
-    note_cpu(lane);
-    __atomic_store_n(lane->out_tail, tail + frame, __ATOMIC_RELEASE);
-    if (frame == room) __atomic_store_n(lane->out_want, 1, __ATOMIC_RELAXED); /* as _write_some: tell me of room */
-    else if (__atomic_load_n(lane->out_want, __ATOMIC_RELAXED)) __atomic_store_n(lane->out_want, 0, __ATOMIC_RELAXED);
-    ring_bell(lane);
-    return 1;
-}
-
 /* send(x, dst, tag) -> the call's number where ``x`` (a C-contiguous buffer) went to rank
    ``dst``, else False. */
 static PyObject *Express_send(Express *e, PyObject *const *args, Py_ssize_t nargs) {
@@ -283,72 +167,6 @@ fail:
 }
 
 /* -- receive ------------------------------------------------------------------------------ */
-
-/* Whether the header the engine read and held back one call (``_rx_deferred``: the peer's next
-   frame came before its receive was posted, transports/base.py) is a whole plain message of
-   ``tag`` and ``n`` bytes: 1 it is (its payload is next in the ring), 0 not, -1 with an error set. */
-static int deferred_is(PyObject *deferred, uint64_t tag, uint64_t n) {
-    if (!PyTuple_Check(deferred) || PyTuple_GET_SIZE(deferred) != 3) return 0;
-    uint64_t h[3];
-    for (int i = 0; i < 3; i++) {
-        h[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(deferred, i));
-        if (PyErr_Occurred()) return -1;
-    }
-    return h[0] == tag && h[1] == n && h[2] == FLAG_END;
-}
-
-/* Whether the channel and the engine let a receive of ``tag`` (``wire`` on the wire, ``n``
-   bytes) take the ring's next frame now (``held_ok``: messages of the tag held by the engine are
-   the caller's to look at). With ``headless`` (else NULL), a header the engine held back is
-   taken too where it is this receive's: *headless is then 1, and only its payload is in the
-   ring. Without it, a rank whose engine took one receive (its peer's frame late for the lane's
-   wait) read the next frame's header ahead, so the next call's receive was the engine's too, and
-   so on: a mode where every receive cost the engine's progress loop. */
-static int recv_free(Express *e, const Lane *lane, PyObject *tag, int held_ok, uint64_t wire, uint64_t n, int *headless) {
-    PyObject *c = lane->channel;
-    int r;
-    if ((r = is_set(c, s_error)) != 0) return r < 0 ? -1 : 0;
-    if ((r = is_set(c, s_eof)) != 0) return r < 0 ? -1 : 0;
-    if ((r = filled(c, s_intake)) != 0) return r < 0 ? -1 : 0;
-    if ((r = filled(c, s_rx_have)) != 0) return r < 0 ? -1 : 0;
-    if ((r = is_set(c, s_rx_target)) != 0) return r < 0 ? -1 : 0;
-    if ((r = has_entry(c, s_posted, tag)) != 0) return r < 0 ? -1 : 0;
-    if (!held_ok && (r = has_entry(c, s_unexpected, tag)) != 0) return r < 0 ? -1 : 0;
-    if ((r = has_entry(e->held, NULL, tag)) != 0) return r < 0 ? -1 : 0;
-    PyObject *deferred = PyObject_GetAttr(c, s_rx_deferred);
-    if (deferred == NULL) return -1;
-    r = deferred == Py_None ? 1 : headless == NULL ? 0 : deferred_is(deferred, wire, n);
-    Py_DECREF(deferred);
-    if (headless != NULL) *headless = r > 0 && deferred != Py_None;
-    return r;
-}
-
-enum { NOT_YET, TAKEN, NOT_OURS };
-
-/* Look at the ring once: take the next frame into ``buf`` if it is whole and is ``tag``'s,
-   of ``n`` bytes, the message's last (``headless``: its header was read already, and only the
-   payload is next). */
-static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n, int headless) {
-    uint64_t cap = lane->capacity, head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
-    uint64_t have = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) - head;
-    uint64_t skip = headless ? 0 : HEADER_BYTES;
-    if (!headless) {
-        if (have < HEADER_BYTES) return NOT_YET;
-        unsigned char header[HEADER_BYTES];
-        ring_read(lane->in_data, cap, head, (char *)header, HEADER_BYTES);
-        uint64_t got_tag;
-        uint32_t nbytes, flags;
-        memcpy(&got_tag, header, 8);
-        memcpy(&nbytes, header + 8, 4);
-        memcpy(&flags, header + 12, 4);
-        if (got_tag != tag || nbytes != n || flags != FLAG_END) return NOT_OURS;  /* a whole plain frame only */
-    }
-    if (have < skip + n) return NOT_YET;
-    if (n) ring_read(lane->in_data, cap, head + skip, buf, n);
-    __atomic_store_n(lane->in_head, head + skip + n, __ATOMIC_RELEASE);
-    if (__atomic_load_n(lane->in_want, __ATOMIC_SEQ_CST)) ring_bell(lane); /* the writer waits for room */
-    return TAKEN;
-}
 
 /* Spin (then yield) until the frame is taken or is not ours, or the wait is over; a frame
    taken headless (its header held back by the engine) is then no longer the engine's. */
@@ -563,40 +381,6 @@ static void Express_dealloc(Express *e) {
     Py_XDECREF(e->array_type);
     Py_XDECREF(e->dtypes);
     Py_TYPE(e)->tp_free((PyObject *)e);
-}
-
-static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
-    if (!PyTuple_Check(words) || PyTuple_GET_SIZE(words) != LANE_WORDS) {
-        PyErr_SetString(PyExc_ValueError, "a lane is a tuple of 15 ints (ShmChannel.lane)");
-        return -1;
-    }
-    uint64_t w[LANE_WORDS];
-    for (int i = 0; i < LANE_WORDS; i++) {
-        w[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(words, i));
-        if (PyErr_Occurred()) return -1;
-    }
-    lane->out_tail = (uint64_t *)(uintptr_t)w[0];
-    lane->out_want = (uint32_t *)(uintptr_t)w[1];
-    lane->out_head = (uint64_t *)(uintptr_t)w[2];
-    lane->out_cpu = (uint32_t *)(uintptr_t)w[3];
-    lane->out_data = (char *)(uintptr_t)w[4];
-    lane->in_tail = (uint64_t *)(uintptr_t)w[5];
-    lane->in_want = (uint32_t *)(uintptr_t)w[6];
-    lane->in_head = (uint64_t *)(uintptr_t)w[7];
-    lane->in_cpu = (uint32_t *)(uintptr_t)w[8];
-    lane->in_data = (char *)(uintptr_t)w[9];
-    lane->capacity = w[10];
-    lane->bell = (uint32_t *)(uintptr_t)w[11];
-    lane->sleeping = (uint32_t *)(uintptr_t)w[12];
-    lane->peer_closed = (uint32_t *)(uintptr_t)w[13];
-    lane->my_closed = (uint32_t *)(uintptr_t)w[14];
-    if (lane->capacity == 0) {
-        PyErr_SetString(PyExc_ValueError, "a lane's ring has no capacity");
-        return -1;
-    }
-    Py_INCREF(channel);
-    lane->channel = channel;
-    return 0;
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
