@@ -176,6 +176,19 @@ static PyObject *timeout_of(KeptRun *r, PyObject *comm) {
     return t;
 }
 
+/* What call ``n`` records as its key: the key of call n - 1 where the two are equal, else ``key``
+   (borrowed). A key is a new tuple per call, and the ring keeps each until it comes round
+   (TRACE_ENTRIES calls): a new object the garbage collector counts for every call, so that a run
+   of calls on a fresh communicator set off a collection every few hundred of them, in the middle
+   of a call on every rank at once. A repeated call keeps one key object in the ring instead. */
+static PyObject *ring_key(KeptRun *r, Py_ssize_t n, PyObject *key) {
+    PyObject *prev = PyList_GET_ITEM(PyList_GET_ITEM(r->slots, (n - 1) & r->mask), KEY);
+    if (prev == key || !PyTuple_CheckExact(prev) || PyTuple_GET_SIZE(prev) != PyTuple_GET_SIZE(key)) return key;
+    int same = PyObject_RichCompareBool(prev, key, Py_EQ);
+    if (same < 0) PyErr_Clear(); /* (keys that cannot be compared: the call's own is recorded) */
+    return same > 0 ? prev : key;
+}
+
 /* Communicator._run_kept(key, plan, x, out), step for step: 0, or -1 with the error set. */
 static int kept_run(KeptRun *r, PyObject *comm, PyObject *key, PyObject *plan, PyObject *x, PyObject *out) {
     if (plan == r->nothing) { /* nothing to number, record or wait for */
@@ -212,7 +225,7 @@ static int kept_run(KeptRun *r, PyObject *comm, PyObject *key, PyObject *plan, P
     set_field(r, F_TIMEOUT, timeout);
     set_field(r, F_DEADLINE, deadline);
     PyObject *slot = PyList_GET_ITEM(r->slots, n & r->mask);
-    put(slot, KEY, key);
+    put(slot, KEY, ring_key(r, n, key));
     put(slot, SEQ, seq);
     put(slot, STARTED, now);
     PyObject *args[3] = {x, out, r->call};

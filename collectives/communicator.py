@@ -185,6 +185,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
             call.timeout = timeout = self.timeout if self._open_blocks else self._group_timeout  # (timeout: a property, 60 ns)
             call.deadline = (now := time.monotonic()) + timeout
             slot = self._trace_slots[seq & TRACE_MASK]  # the flight recorder, inline (~0.1 us)
+            if (last := self._trace_slots[(seq - 1) & TRACE_MASK][0]) == key:  # one key object for a repeated call
+                key = last  # (the ring would keep a new tuple per call: work for the garbage collector, _kept_run.h)
             slot[0], slot[1], slot[2] = key, seq, now
             try:
                 plan(x, out, call)

@@ -186,6 +186,33 @@ def test_a_failure_handler_that_returns_lets_the_call_complete(runner: bool) -> 
 
 
 @pytest.mark.parametrize("runner", [True, False], ids=["KeptRun", "python"])
+def test_a_repeated_call_keeps_one_key_in_the_recorder_and_leaves_the_collector_nothing(runner: bool) -> None:
+    comm = _comm(runner, Seen())
+    comm._plans[KEY] = lambda x, out, call: None  # (a plan that keeps nothing of its calls)
+    try:
+        x = np.arange(4, dtype=np.float32)
+        comm.broadcast(x, 0)
+        gc.collect()
+        gc.disable()  # (the count of new objects below is the collector's trigger)
+        try:
+            before = gc.get_count()[0]
+            for _ in range(100):
+                comm.broadcast(x, 0)
+            grown = gc.get_count()[0] - before
+        finally:
+            gc.enable()
+        keys = [comm._trace_slots[seq][0] for seq in range(1, 102)]
+        assert all(key == KEY for key in keys)
+        assert len({id(key) for key in keys}) == 1, "a new key object per call lives on in the ring"
+        assert grown < 10, f"{grown} objects for the collector after 100 calls"
+        comm._plans[("broadcast", np.dtype(np.float64), 4, 0, None)] = comm._plans[KEY]
+        comm.broadcast(np.zeros(4), 0)  # another key is recorded as itself
+        assert comm._trace_slots[102][0] == ("broadcast", np.dtype(np.float64), 4, 0, None)
+    finally:
+        comm.close()
+
+
+@pytest.mark.parametrize("runner", [True, False], ids=["KeptRun", "python"])
 def test_a_barrier_is_numbered_and_recorded_by_either_runner(runner: bool) -> None:
     comm = _comm(runner, Seen())
     barrier = Seen()
