@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..tuning.machine import LinkClass, Machine, crowd_of_waiters, link_of
+from ..tuning.machine import LinkClass, Machine, crowd_of_waiters, keeps_cores, link_of
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")
@@ -96,4 +96,4 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
                    shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
-                   sticky=transport == "shm")
+                   sticky=keeps_cores(transport))

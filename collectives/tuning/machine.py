@@ -295,6 +295,13 @@ def crowd_of_waiters(transport: str) -> bool:
     return transport.split("_")[0] == "tcp"
 
 
+def keeps_cores(transport: str) -> bool:
+    """Whether ``transport``'s ranks keep to their cores in the model (``Machine``'s ``sticky``):
+    shared memory's (the transport it was checked on; others take whichever core frees first:
+    docs/simulation.md, *The twenty-second round: shared memory*)."""
+    return transport == "shm"
+
+
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
