@@ -82,7 +82,15 @@ def run_once(group: Group, collective: str) -> dict[int, float]:
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         rows = json.loads(out.read_text())["results"]
-    return {int(r["size"]): r["peers"][group.peer]["ratio"] for r in rows if r.get("peers", {}).get(group.peer)}
+    return cells(rows, group.peer, collective)
+
+
+def cells(rows: list[dict], peer: str, collective: str) -> dict[int, float]:
+    """{size: ratio} of a harness run's rows that time a call: a data collective's row of 0 bytes
+    (sizes that trim to no element at this world size, e.g. a 4-rank scatter of 8 B) times two
+    empty loops, neither library calling anything, so it is left out; a barrier's 0 B is its call."""
+    return {int(r["size"]): r["peers"][peer]["ratio"] for r in rows
+            if r.get("peers", {}).get(peer) and (int(r["size"]) > 0 or collective == "barrier")}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,3 +51,12 @@ def test_the_groups_state_issue_18s_targets() -> None:
     assert (g["tcp2"].peer, g["tcp2"].transport, g["tcp2"].target) == ("gloo", "tcp", 1.5)
     assert g["np8"].ranks == g["np8yield"].ranks == 8
     assert dict(g["np8yield"].env) == {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
+
+
+def test_a_data_collectives_empty_row_is_left_out_and_a_barriers_is_kept() -> None:
+    from perf import targets
+
+    rows = [{"size": 0, "peers": {"mpi": {"ratio": 0.98}}}, {"size": 16, "peers": {"mpi": {"ratio": 1.3}}},
+            {"size": 32, "peers": {}}]
+    assert targets.cells(rows, "mpi", "scatter") == {16: 1.3}
+    assert targets.cells(rows[:1], "mpi", "barrier") == {0: 0.98}
