@@ -3,7 +3,9 @@
 For each step it posts the receives (straight into the destination, or into scratch when
 the data is to be reduced), then the sends, waits for all of them through the progress
 engine, and finally folds the scratch into the destinations. One tag per collective;
-messages between a pair match in order.
+messages between a pair match in order. An out-of-place call may hand the executor its input
+as the work buffer's ``source``: the work buffer then takes the input's values only where a
+step needs them there (``pending_copy``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..ops import ReduceOp, fold_received
+from ..ops import ReduceOp, fold_received, reduce_pair
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
-from ..algorithms.schedule import Recv, Send, Step
+from ..algorithms.schedule import WORK, Recv, Send, Step
+from .pending_copy import PendingCopy
 
 
 class _Posted:
@@ -25,7 +28,7 @@ class _Posted:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
-        self.folds: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (destination, landing, received first)
+        self.folds: list[tuple[Recv, np.ndarray, np.ndarray]] = []  # (receive, destination, landing)
 
 
 def _written_ranges(step: Step, buffers: Sequence[np.ndarray]) -> list[tuple[int, int, int]]:
@@ -66,7 +69,8 @@ class Executor:
     def release_scratch(self) -> None:
         self._scratch.clear()
 
-    def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int) -> _Posted:
+    def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int,
+                       pending: PendingCopy | None) -> _Posted:
         posted = _Posted()
         reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
         scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
@@ -78,9 +82,11 @@ class Executor:
                     assert scratch is not None
                     landing = scratch[used : used + o.count]
                     used += o.count
-                    posted.folds.append((dst, landing, o.first))
+                    posted.folds.append((o, dst, landing))
                 else:
                     landing = dst
+                    if pending is not None and o.buf == WORK:  # from now on only the message may land there
+                        pending.written(o.offset, o.offset + o.count)
                 posted.requests.append(self.channels[o.peer].irecv(landing, tag))
         return posted
 
@@ -93,35 +99,59 @@ class Executor:
         tag: int,
         deadline: float,
         on_timeout: Callable[[list[int]], BaseException],
-    ) -> None:
+        source: np.ndarray | None = None,
+    ) -> PendingCopy | None:
         """Execute ``steps`` on ``buffers`` (index WORK, INPUT; flat arrays of one dtype).
 
         The receives of step k+1 are posted while step k is in flight when that is safe,
         so a peer running ahead lands its data in place instead of in an unexpected-message
-        buffer, and transfer overlaps the fold of the previous segment.
+        buffer, and transfer overlaps the fold of the previous segment. With ``source`` the
+        work buffer starts as a copy of it, made range by range only where a step reads the
+        work buffer in place (sends and folds of untouched ranges read ``source`` instead);
+        the ranges no step wrote are returned for the caller to copy as far as it needs them.
         """
         channels = self.channels
-        pending = (step for step in steps if step)
-        current = next(pending, None)
-        posted = self._post_receives(current, buffers, tag, 0) if current is not None else None
+        pending = PendingCopy(source, buffers[WORK]) if source is not None else None
+        remaining = (step for step in steps if step)
+        current = next(remaining, None)
+        posted = self._post_receives(current, buffers, tag, 0, pending) if current is not None else None
         parity = 0
         while current is not None:
             assert posted is not None
             requests = list(posted.requests)
             for o in current:
                 if isinstance(o, Send):
-                    requests.append(channels[o.peer].isend(buffers[o.buf][o.offset : o.offset + o.count], tag))
-            nxt = next(pending, None)
+                    start, end = o.offset, o.offset + o.count
+                    payload = buffers[o.buf][start:end]
+                    if pending is not None and o.buf == WORK:
+                        if pending.untouched(start, end):
+                            payload = pending.source[start:end]
+                        else:
+                            pending.fill(start, end)
+                    requests.append(channels[o.peer].isend(payload, tag))
+            nxt = next(remaining, None)
             early: _Posted | None = None
             if nxt is not None and _can_post_early(nxt, current, buffers):
-                early = self._post_receives(nxt, buffers, tag, 1 - parity)
+                early = self._post_receives(nxt, buffers, tag, 1 - parity, pending)
             self.engine.wait(requests, deadline, on_timeout)
             if posted.folds:
                 assert op is not None, "a schedule with reducing receives needs an op"
-                for dst, landing, first in posted.folds:
-                    fold_received(op, dst, landing, first)
+                for o, dst, landing in posted.folds:
+                    if pending is not None and o.buf == WORK:
+                        start, end = o.offset, o.offset + o.count
+                        if pending.untouched(start, end):  # dst = x op received, without copying x first
+                            held = pending.source[start:end]
+                            if o.first:
+                                reduce_pair(op, landing, held, dst)
+                            else:
+                                reduce_pair(op, held, landing, dst)
+                            pending.written(start, end)
+                            continue
+                        pending.fill(start, end)
+                    fold_received(op, dst, landing, o.first)
             current = nxt
             parity = 1 - parity
             posted = early if early is not None else (
-                self._post_receives(current, buffers, tag, parity) if current is not None else None
+                self._post_receives(current, buffers, tag, parity, pending) if current is not None else None
             )
+        return pending

@@ -3,7 +3,8 @@
 Each plan holds what its signature fixes (the schedule's factory and arguments, blocks,
 the segment) and, per call, generates the steps and hands them to the executor with the
 call's sequence number as the tag. Short schedules keep their steps (``steps_of``): for them the
-generator costs more than the messages.
+generator costs more than the messages. Out of place from ``PENDING_COPY_BYTES``, the work
+buffer takes the input's values only where a step needs them there (``engines/pending_copy.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..algorithms.schedule import Step, partition
 from ..buffers import copy_array
 from ..engines.call import Call
 from ..engines.executor import Executor
+from ..engines.pending_copy import PendingCopy
 from ..ops import ReduceOp, finalize
 
 Steps = Callable[[], Iterable[Step]]
@@ -25,6 +27,17 @@ Steps = Callable[[], Iterable[Step]]
 KEPT_STEPS = 64
 """The most steps a plan keeps: a schedule of more is generated anew each call (its messages
 outweigh the generator, and its steps would hold memory for as long as the plan is kept)."""
+
+
+PENDING_COPY_BYTES = 64 * 1024
+"""From this size an out-of-place all-reduce, reduce-scatter or reduce hands its input to the
+executor as the work buffer's source instead of copying it in whole first: sends and folds read
+the input where nothing was written yet. Below it one copy costs less than keeping the ranges."""
+
+
+def pends(x: np.ndarray, work: np.ndarray) -> bool:
+    """Whether ``work`` may take ``x``'s values range by range: large enough, and apart."""
+    return x.nbytes >= PENDING_COPY_BYTES and not np.may_share_memory(x, work)
 
 
 def steps_of(factory: Callable[..., Iterable[Step]], *args: Any) -> Steps:
@@ -49,9 +62,9 @@ class _Scheduled:
         self.op = op
         self.tag_bits = tag_bits
 
-    def _run(self, buffers: list[np.ndarray], call: Call) -> None:
-        self.executor.run(self.steps(), buffers, op=self.op, tag=self.tag_bits | call.seq, deadline=call.deadline,
-                          on_timeout=call.timed_out)
+    def _run(self, buffers: list[np.ndarray], call: Call, source: np.ndarray | None = None) -> PendingCopy | None:
+        return self.executor.run(self.steps(), buffers, op=self.op, tag=self.tag_bits | call.seq, deadline=call.deadline,
+                          on_timeout=call.timed_out, source=source)
 
 
 class AllReduce(_Scheduled):
@@ -62,10 +75,15 @@ class AllReduce(_Scheduled):
         self.size = size
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
-        if out is not x:  # only once the call runs: a closed communicator leaves out alone
-            copy_array(out, x)
-        if self.size > 1:
-            self._run([out], call)
+        if out is not x and self.size > 1 and pends(x, out):
+            left = self._run([out], call, source=x)
+            assert left is not None
+            left.finish()
+        else:
+            if out is not x:  # only once the call runs: a closed communicator leaves out alone
+                copy_array(out, x)
+            if self.size > 1:
+                self._run([out], call)
         finalize(self.op, out, self.size)  # type: ignore[arg-type]
 
 
@@ -78,10 +96,16 @@ class ReduceScatter(_Scheduled):
         self.block = partition(count, size)[rank]
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
-        work = x.copy()
-        if self.size > 1:
-            self._run([work], call)
         offset, length = self.block
+        if self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
+            work = np.empty_like(x)
+            left = self._run([work], call, source=x)
+            assert left is not None
+            left.fill(offset, offset + length)  # only this rank's block is read
+        else:
+            work = x.copy()
+            if self.size > 1:
+                self._run([work], call)
         out[...] = work[offset : offset + length]
         finalize(self.op, out, self.size)  # type: ignore[arg-type]
 
@@ -117,9 +141,12 @@ class Reduce(_Scheduled):
         self.size = size
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
-        work = x if self.at_root else x.copy()
-        if self.size > 1:
-            self._run([work], call)
+        if not self.at_root and self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
+            self._run([np.empty_like(x)], call, source=x)
+        else:
+            work = x if self.at_root else x.copy()
+            if self.size > 1:
+                self._run([work], call)
         if self.at_root:
             finalize(self.op, x, self.size)  # type: ignore[arg-type]
 
