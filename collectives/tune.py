@@ -190,7 +190,7 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     if direct:
         d_rows, d_targets = [], []
         for (collective, n, _), t in zip(direct, direct_times):
-            moved, reduced = tuner.direct_factors(collective, ranks)
+            moved, reduced = tuner.window_factors(collective, n, ranks, cores)
             d_rows.append([1.0, moved * n])
             d_targets.append(max(t - reduced * n * gamma, t * 0.05))
         fixed, d_beta = nonnegative_fit(d_rows, d_targets)

@@ -97,11 +97,17 @@ HALF_BYTES = 512 << 10
 reduction or broadcast takes: up to here one flag per call beats the chunked direct algorithms.
 Measured: docs/performance.md, "Thresholds", HALF_BYTES."""
 
+BROADCAST_BYTES = 2 << 20
+"""The largest broadcast taken through the small window's halves at once (``engines/small.py``;
+the halves are as large): one copy in by the root and one out by each rank, all in cache, beat
+the single-copy reads of ``direct.broadcast`` up to here (all-reduce and reduce-scatter keep
+HALF_BYTES). Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
+
 ALL_REDUCE_HALVES_BYTES = 1 << 20
 """All-reduces (bytes of ``x``) up to this size go through the small window's halves (the
 other small reductions and broadcasts up to ``HALF_BYTES``): at 1 MiB the halves' copy in and
-one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores. (The
-cost model still prices 1 MiB on the routes its runs were measured on.) Measured:
+one or two shots beat the reads in Python at 2 ranks and the scratch window at 4 on 2 cores.
+Measured:
 docs/performance.md, "Twentieth round"."""
 
 TWO_SHOT_BYTES = 64 << 10
@@ -169,6 +175,18 @@ def two_shot(nbytes: int, oversubscribed: bool) -> bool:
     small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
     from ``TWO_SHOT_BYTES``."""
     return oversubscribed and nbytes >= TWO_SHOT_BYTES
+
+
+def all_reduce_by_halves(nbytes: int) -> bool:
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``) goes through the small window's halves
+    (in one shot, or two where ``two_shot`` says), whatever the reads' size."""
+    return nbytes <= ALL_REDUCE_HALVES_BYTES
+
+
+def broadcast_by_reads(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a broadcast of ``nbytes`` goes by single-copy reads where they are allowed: too
+    large for the halves at once and not through them piece by piece (``broadcast_by_halves``)."""
+    return nbytes > BROADCAST_BYTES and not broadcast_by_halves(nbytes, oversubscribed)
 
 
 def reduce_scatter_by_halves(nbytes: int, oversubscribed: bool) -> bool:

@@ -40,16 +40,10 @@ from ..ops import ReduceOp, kernel_of
 from . import small_native
 from .direct import BARRIER_LEN, EXITED, HALF_LEN, REDUCED, SMALL, Window, count_mismatch
 from ..algorithms import direct_routes
-from ..algorithms.direct_routes import ALL_REDUCE_HALVES_BYTES, HALF_BYTES  # the engine's own (tests shrink them)
+from ..algorithms.direct_routes import ALL_REDUCE_HALVES_BYTES, BROADCAST_BYTES, HALF_BYTES  # the engine's own (tests shrink them)
 from ..algorithms.schedule import partition
 
 OnTimeout = Callable[[list[int]], BaseException]
-
-BROADCAST_BYTES = 2 << 20
-"""The largest broadcast taken here (the window's halves are as large): one copy in by the
-root and one out by each rank, all in cache, beat the single-copy reads of
-``direct.broadcast`` up to here (all-reduce and reduce-scatter keep HALF_BYTES).
-Measured: docs/performance.md, "Thresholds", BROADCAST_BYTES."""
 
 EXIT_WAIT_SECONDS = 2e-3
 """How long the rank that completes a barrier waits for peers that waited it out beyond their

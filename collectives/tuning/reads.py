@@ -16,7 +16,10 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
   first folded into the rank's own block) and reduce-scatter from there (the first shot alone);
 - reduce from ``reduce_reads_from`` (``direct.reduce_by_reads``: the all-reduce's first shot on
   every rank, then the root reads every folded block, so the root reads and folds what an
-  all-reduce's rank does).
+  all-reduce's rank does);
+- broadcast where ``direct_routes.broadcast_by_reads`` says (``direct.broadcast``): where every
+  rank has a core the root writes a part into every peer while each peer reads the others out of
+  the root, where ranks outnumber cores every peer reads all of it.
 
 A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
 engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
@@ -48,6 +51,7 @@ READ_BYTES: dict[str, Callable[[int], float]] = {
     "all_reduce": lambda p: 2 * (p - 1) / p,  # block r of every peer's x, then every reduced block of its owner
     "reduce_scatter": lambda p: (p - 1) / p,  # block r of every peer's x
     "reduce": lambda p: 2 * (p - 1) / p,  # the root: block r of every peer's x, then every folded block
+    "broadcast": lambda p: (p - 1) / p,  # the root writes a part to every peer, each peer reads the others
 }
 """Bytes the busiest rank copies in one call, as a multiple of the call's size n (an all-to-all's
 x, a gather's out on the root, a scatter's x on the root, an all-gather's out, an all-reduce's or
@@ -56,6 +60,11 @@ peer's while each peer writes the rest of its own, (2p − 1)/p² of n on the ro
 block is a copy within its memory, faster than a read across, and n/p, the share the engine's
 split aims at, predicted the measurements better (docs/simulation.md, "Single-copy reads"). An
 all-gather's own block (out of place, as the harness calls it) is copied at the same rate."""
+
+CROWDED_READ_BYTES: dict[str, Callable[[int], float]] = {
+    "broadcast": lambda p: 1.0,  # the root writes nothing: every peer reads all of x
+}
+"""``READ_BYTES`` where ranks outnumber cores, for the calls whose route changes there."""
 
 PEER_COPIES: dict[str, int] = {"all_reduce": 2, "reduce": 2}
 """Reads or writes per peer in one call where more than one: an all-reduce reads each peer once
@@ -84,8 +93,12 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     oversubscribed = 0 < cores < size
     if collective == "all_gather":
         return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
-    if collective in ("all_reduce", "reduce_scatter"):
-        return nbytes >= direct_routes.reads_from(collective == "reduce_scatter", oversubscribed)
+    if collective == "all_reduce":
+        return not direct_routes.all_reduce_by_halves(nbytes) and nbytes >= direct_routes.reads_from(False, oversubscribed)
+    if collective == "reduce_scatter":
+        return nbytes >= direct_routes.reads_from(True, oversubscribed)
+    if collective == "broadcast":
+        return direct_routes.broadcast_by_reads(nbytes, oversubscribed)
     if collective == "reduce":  # beyond the slots, else the slots' pipelined reduce
         return nbytes > DIRECT_LIMITS[collective] and nbytes >= direct_routes.reduce_reads_from(oversubscribed)
     return collective in DIRECT_LIMITS and collective in READ_BYTES and (
@@ -123,8 +136,10 @@ def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> Terms:
     reduced = REDUCED[collective](size) * nbytes if collective in REDUCED else 0.0
     in_c = collective in IN_C
     pieces = direct_routes.reads_pieces(nbytes, size) if collective in PIECEWISE else 1
+    crowded = 0 < cores < size and collective in CROWDED_READ_BYTES
+    share = (CROWDED_READ_BYTES if crowded else READ_BYTES)[collective](size)
     return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * pieces * n,
-                 READ_BYTES[collective](size) * nbytes * n, reduced * n)
+                 share * nbytes * n, reduced * n)
 
 
 def reads_time(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0) -> float:

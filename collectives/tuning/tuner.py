@@ -166,6 +166,30 @@ def two_shot_time(nbytes: int, size: int, costs: TransportCosts) -> float:
     return costs.direct_alpha + costs.wake + nbytes * (TWO_SHOT_MOVED * costs.direct_beta + share * costs.gamma)
 
 
+def one_shot_factors(size: int) -> tuple[float, float]:
+    """Bytes each rank copies and folds in a direct all-reduce in one shot through the small
+    window's halves (the engine's ``AllReducePlan``), as multiples of n: ``x`` into its half, then
+    all p halves read and the whole vector folded by every rank itself, (p - 1) n."""
+    return 1.0 + size, size - 1.0
+
+
+def one_shot_time(nbytes: int, size: int, costs: TransportCosts) -> float:
+    """Seconds of one turn of a direct all-reduce in one shot through the small window's halves."""
+    moved, reduced = one_shot_factors(size)
+    return costs.direct_alpha + nbytes * (moved * costs.direct_beta + reduced * costs.gamma)
+
+
+def window_factors(collective: str, nbytes: int, size: int, cores: int = 0) -> tuple[float, float]:
+    """Bytes each rank copies and folds, as multiples of n, in a direct call through the windows
+    of ``nbytes`` at ``size`` ranks on ``cores`` (0: as many as ranks): an all-reduce through the
+    halves in one shot or two (``direct_routes``), any other call as ``direct_factors`` says."""
+    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes):
+        if direct_routes.two_shot(nbytes, 0 < cores < size):
+            return TWO_SHOT_MOVED, (size - 1) / size
+        return one_shot_factors(size)
+    return direct_factors(collective, size)
+
+
 def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: TransportCosts | None = None,
                          cores: int = 0) -> bool:
     """Whether a call given to the direct engine is priced as the schedule the rule takes
@@ -186,8 +210,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
                  cache_bytes: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
-    (``reads``), else through its windows (all-reduces within the small window's halves in two shots
-    where ``direct_routes.two_shot`` says: ``two_shot_time``), in turns beyond the cores
+    (``reads``), else through its windows (all-reduces within the small window's halves in one
+    shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
     ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
     schedule instead."""
@@ -197,9 +221,9 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
-    if collective == "all_reduce" and nbytes <= direct_routes.HALF_BYTES and direct_routes.two_shot(
-            nbytes, 0 < cores < size):
-        return two_shot_time(nbytes, size, costs) * turns + switches(collective, turns, costs)
+    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes):
+        shots = two_shot_time if direct_routes.two_shot(nbytes, 0 < cores < size) else one_shot_time
+        return shots(nbytes, size, costs) * turns + switches(collective, turns, costs)
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
 
 

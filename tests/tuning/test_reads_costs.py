@@ -86,7 +86,7 @@ def test_within_the_window_exchanges_are_priced_by_reads_from_the_engines_sizes(
 
 def test_the_built_in_profile_prices_reads_and_takes_them_for_large_exchanges() -> None:
     profile = current()
-    assert reads.priced("gather", profile.costs("shm")) and not reads.priced("broadcast", profile.costs("shm"))
+    assert reads.priced("gather", profile.costs("shm")) and not reads.priced("barrier", profile.costs("shm"))
     for collective in BYTES:
         for size in (2, 3, 4):
             n = 64 << 20
@@ -183,12 +183,15 @@ def test_without_reads_an_all_gather_beyond_the_window_is_priced_as_its_schedule
 def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_size(collective: str) -> None:
     """Two shots (an all-reduce) or one (a reduce-scatter), each a read of every peer's part of a
     block, what is read first folded, in Python (the engine's per-call cost, not the C call's):
-    from ``reads_from``, which is smaller for an all-reduce where every rank has a core; below
-    it, the two shots through the window."""
+    from ``reads_from``, which is smaller for an all-reduce where every rank has a core, and
+    beyond the halves' all-reduces (``direct_routes.all_reduce_by_halves``); below it, the two
+    shots through the scratch window (an all-reduce's window: below)."""
     scatter = collective == "reduce_scatter"
     shots = 1 if scatter else 2
     for size, cores in ((2, 2), (4, 2), (4, 4)):
         start = direct_routes.reads_from(scatter, size > cores)
+        while not scatter and direct_routes.all_reduce_by_halves(start):
+            start += 4096
         share = (size - 1) / size
         turns = math.ceil(size / cores)
         pieces = direct_routes.reads_pieces(start, size)
@@ -196,8 +199,9 @@ def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_si
                 + share * start * 0.02e-9) * turns
         assert tuner.direct_price(collective, start, size, SHM, cores) == pytest.approx(want, rel=1e-12)
         below = start - 4096
-        assert tuner.direct_price(collective, below, size, SHM, cores) == pytest.approx(
-            tuner.direct_time(collective, below, size, SHM) * turns, rel=1e-12)
+        if scatter or not direct_routes.all_reduce_by_halves(below):
+            assert tuner.direct_price(collective, below, size, SHM, cores) == pytest.approx(
+                tuner.direct_time(collective, below, size, SHM) * turns, rel=1e-12)
     assert direct_routes.reads_from(False, False) < direct_routes.reads_from(False, True)
 
 
@@ -216,7 +220,7 @@ def test_all_reduces_and_reduce_scatters_by_reads_read_each_peer_once_per_piece_
 
 def test_the_simulator_prices_the_all_gathers_and_all_reduces_by_reads_as_the_tuner_does() -> None:
     profile = profile_of(SHM)
-    for collective, n in (("all_gather", 64 << 10), ("all_gather", 8 << 20), ("all_reduce", 1 << 20),
+    for collective, n in (("all_gather", 64 << 10), ("all_gather", 8 << 20), ("all_reduce", 2 << 20),
                           ("all_reduce", 8 << 20), ("reduce_scatter", 8 << 20)):
         for size in (2, 3, 4):
             assert reads.taken(collective, n, size, SHM, 2) == (size == 2 or n >= 8 << 20)
@@ -246,3 +250,21 @@ def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule() -> No
         assert tuner.direct_runs_schedule("reduce", n, size, SHM, 2)
         assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == tuner.predict(
             "reduce", automatic("reduce", n, size), n, size, "shm", 0, profile)
+
+
+def test_a_broadcast_beyond_the_halves_goes_by_reads_each_rank_copying_its_share() -> None:
+    """``direct.broadcast``: where every rank has a core the root writes a part into every peer
+    while each peer reads the others out of the root, (p - 1)/p of n on every rank; where ranks
+    outnumber cores the halves take it piece by piece up to ``BROADCAST_HALVES_CROWDED_BYTES``
+    (the window's price), and beyond every peer reads all of it."""
+    profile = profile_of(SHM)
+    n = 2 * direct_routes.BROADCAST_BYTES
+    assert reads.route("broadcast", n, 2, 2) and not reads.route("broadcast", direct_routes.BROADCAST_BYTES, 2, 2)
+    want = 6e-6 + 5e-6 + 0.5 * n * 0.08e-9  # in Python: the engine's call, one write or read of the peer
+    assert tuner.predict("broadcast", "direct", n, 2, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
+    assert not reads.route("broadcast", n, 4, 2)
+    assert tuner.predict("broadcast", "direct", n, 4, "shm", 0, profile) == pytest.approx(
+        2 * tuner.direct_time("broadcast", n, 4, SHM), rel=1e-12)
+    crowded = 2 * direct_routes.BROADCAST_HALVES_CROWDED_BYTES
+    assert reads.terms("broadcast", crowded, 4, 2).moved == 2 * crowded  # two turns, each reader all of x
+    assert reads.terms("broadcast", crowded, 4, 0).moved == 0.75 * crowded
