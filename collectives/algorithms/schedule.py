@@ -22,6 +22,13 @@ from dataclasses import dataclass
 WORK = 0
 INPUT = 1
 
+PENDING_COPY_BYTES = 2 << 20
+"""From this size (bytes of ``x``) an out-of-place all-reduce, reduce-scatter or non-root reduce
+hands its input to the executor as the work buffer's source instead of copying it in whole
+first: sends and folds read the input where no step wrote yet (``out = x op received``). Below
+it one copy and in-place folds cost less than folds from a third buffer. Read by the plans that
+run schedules and by the cost model's local copies (``tuning/copies.py``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Send:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..algorithms.schedule import Step, partition
+from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from ..buffers import copy_array
 from ..engines.call import Call
 from ..engines.executor import Executor
@@ -27,12 +27,6 @@ Steps = Callable[[], Iterable[Step]]
 KEPT_STEPS = 64
 """The most steps a plan keeps: a schedule of more is generated anew each call (its messages
 outweigh the generator, and its steps would hold memory for as long as the plan is kept)."""
-
-
-PENDING_COPY_BYTES = 64 * 1024
-"""From this size an out-of-place all-reduce, reduce-scatter or reduce hands its input to the
-executor as the work buffer's source instead of copying it in whole first: sends and folds read
-the input where nothing was written yet. Below it one copy costs less than keeping the ranges."""
 
 
 def pends(x: np.ndarray, work: np.ndarray) -> bool:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from collectives.algorithms.schedule import PENDING_COPY_BYTES
 from collectives.errors import InvalidArgumentError
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
 from collectives.tuning import tuner
 from collectives.tuning.cache import beyond, footprint, windowed
-from collectives.tuning.copies import LOCAL_COPIES
+from collectives.tuning.copies import LOCAL_COPIES, copy_time
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json, load
 
 MiB = 1 << 20
@@ -57,6 +58,14 @@ def test_the_copies_around_a_schedule_cost_copy_beta_per_byte_of_the_busiest_ran
     # the direct engine's own byte counts price its copies: it pays nothing more
     assert tuner.predict("reduce_scatter", "direct", n, 2, "shm", 0, copying) == tuner.predict(
         "reduce_scatter", "direct", n, 2, "shm", 0, plain)
+
+
+def test_from_the_pending_copy_size_a_reduce_scatter_copies_its_block_out_only() -> None:
+    link = dataclasses.replace(SHM, copy_beta=2e-10)
+    below, at = PENDING_COPY_BYTES - 1024, PENDING_COPY_BYTES
+    for collective, before, after in (("reduce_scatter", 1.5, 0.5), ("reduce", 1.0, 1.0), ("all_gather", 0.5, 0.5)):
+        assert copy_time(collective, below, 2, link) == pytest.approx(before * below * 2e-10), collective
+        assert copy_time(collective, at, 2, link) == pytest.approx(after * at * 2e-10), collective
 
 
 def test_copies_beyond_the_cache_cost_cache_beta_more() -> None:
