@@ -4,8 +4,10 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 
 - All-gathers (bytes of one rank's contribution): through the small window's halves up to
   ``gather_window_bytes``, by single-copy reads of peers' memory beyond it and, where every
-  rank has a core, from ``GATHER_READS_BYTES`` already; in C from ``ALL_GATHER_STREAM_BYTES``
-  a rank copies its own block into its ``out`` by non-temporal stores, in Python from
+  rank has a core, from ``GATHER_READS_BYTES`` already; where every rank has a core, from
+  ``ALL_GATHER_WRITES_BYTES`` below ``ALL_GATHER_STREAM_BYTES`` every rank writes its block into
+  its peers' memory instead (``all_gather_writes``); in C from ``ALL_GATHER_STREAM_BYTES`` a rank
+  copies its own block into its ``out`` by non-temporal stores, in Python from
   ``ALL_GATHER_COPY_FIRST_BYTES`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
@@ -57,6 +59,19 @@ into their owner's ``out`` with non-temporal stores (the copy neither reads the 
 overwrites nor evicts the peer blocks the rank's reads bring in). Below it the streamed copy
 measured even or slower in the harness's sweeps (where the smaller rows leave the caches warm).
 Measured: docs/performance.md, "Twentieth round"."""
+
+ALL_GATHER_WRITES_BYTES = 512 << 10
+"""Where every rank has a core, all-gather blocks from this size below ``ALL_GATHER_STREAM_BYTES``
+go by writes: each rank writes its block into every peer's ``out`` (``process_vm_writev``) and
+copies it into its own, piece by piece (``ALL_GATHER_WRITE_PIECE_BYTES``), instead of reading
+every peer's block: the same bytes, but the second pass over each piece of ``x`` reads it from
+the cache. Smaller blocks measured even; where ranks outnumber the cores, mixed. Measured:
+docs/performance.md, "Twenty-first round"."""
+
+ALL_GATHER_WRITE_PIECE_BYTES = 512 << 10
+"""The piece of an all-gather by writes (``ALL_GATHER_WRITES_BYTES``): written to every peer, then
+copied into the rank's own ``out``, before the next. Measured: docs/performance.md,
+"Twenty-first round"."""
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
@@ -157,6 +172,14 @@ def all_gather_copies_first(block: int) -> bool:
     """Whether an all-gather by reads copies its own ``block`` bytes into ``out`` before its
     peers read them (there), rather than while they read them from ``x``."""
     return block >= ALL_GATHER_COPY_FIRST_BYTES
+
+
+def all_gather_writes(block: int, oversubscribed: bool) -> bool:
+    """Whether an all-gather by single-copy copies of ``block`` bytes a rank writes its block into
+    its peers' ``out`` (rather than reading theirs): where every rank has a core
+    (``oversubscribed``, the same on every rank), from ``ALL_GATHER_WRITES_BYTES`` below
+    ``ALL_GATHER_STREAM_BYTES``. The same on every rank, in C and in Python alike."""
+    return not oversubscribed and ALL_GATHER_WRITES_BYTES <= block < ALL_GATHER_STREAM_BYTES
 
 
 def all_gather_streams(block: int) -> bool:

@@ -25,6 +25,17 @@ def test_an_all_gather_by_reads_copies_its_own_block_first_from_its_size() -> No
     assert routes.all_gather_copies_first(first) and not routes.all_gather_copies_first(first - 1)
 
 
+@pytest.mark.parametrize("oversubscribed", [False, True])
+def test_all_gathers_write_their_blocks_from_the_writes_size_below_the_streamed_copy_where_every_rank_has_a_core(
+        oversubscribed: bool) -> None:
+    first, stream = routes.ALL_GATHER_WRITES_BYTES, routes.ALL_GATHER_STREAM_BYTES
+    assert first < stream
+    assert not routes.all_gather_writes(first - 1, oversubscribed)
+    assert routes.all_gather_writes(first, oversubscribed) == (not oversubscribed)
+    assert routes.all_gather_writes(stream - 1, oversubscribed) == (not oversubscribed)
+    assert not routes.all_gather_writes(stream, oversubscribed)
+
+
 def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_beyond_the_halves() -> None:
     """(The cost model prices every direct all-reduce below ``reads_from`` as the window's.)
     All-reduces take the halves up to ``ALL_REDUCE_HALVES_BYTES``, the other reductions up to
