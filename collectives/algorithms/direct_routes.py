@@ -16,7 +16,7 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   the small window's halves (reduce-scatters where ranks outnumber cores up to
   ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
-  else every rank folds the whole vector.
+  where every rank has a core from ``TWO_SHOT_CORES_BYTES``, else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
 - Reduces beyond the small window's slots (``registry.DIRECT_REDUCE_BYTES``): by reads from
@@ -126,6 +126,13 @@ every half, then copies the others' reduced blocks) instead of every rank foldin
 vector: a quarter of the folding and half the reads of other cores' halves at 4 ranks, for one
 more flag per call. Measured: docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
 
+TWO_SHOT_CORES_BYTES = HALF_BYTES + 1
+"""Where every rank has a core, all-reduces through the small window's halves beyond
+``HALF_BYTES`` (the sizes only the all-reduce takes through them, up to
+``ALL_REDUCE_HALVES_BYTES``) take two shots too: there the halved fold and reads of the peer's
+half beat every rank folding the whole vector; at ``HALF_BYTES`` they measured even. Measured:
+docs/performance.md, "Twenty-first round"."""
+
 REDUCE_SCATTER_HALVES_CROWDED_BYTES = 2 << 20
 """Where ranks outnumber cores, reduce-scatters (bytes of ``x``) beyond ``HALF_BYTES`` up to this
 size (at most the halves' size, ``small._half_bytes``) go through the small window's halves too
@@ -188,10 +195,11 @@ def all_gather_streams(block: int) -> bool:
 
 
 def two_shot(nbytes: int, oversubscribed: bool) -> bool:
-    """Whether an all-reduce of ``nbytes`` (bytes of ``x``, at most ``HALF_BYTES``) through the
-    small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
-    from ``TWO_SHOT_BYTES``."""
-    return oversubscribed and nbytes >= TWO_SHOT_BYTES
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``, at most ``ALL_REDUCE_HALVES_BYTES``)
+    through the small window's halves takes two shots: where ranks outnumber cores
+    (``oversubscribed``, the same on every rank) from ``TWO_SHOT_BYTES``, else from
+    ``TWO_SHOT_CORES_BYTES``."""
+    return nbytes >= (TWO_SHOT_BYTES if oversubscribed else TWO_SHOT_CORES_BYTES)
 
 
 def reduce_scatter_by_halves(nbytes: int, oversubscribed: bool) -> bool:

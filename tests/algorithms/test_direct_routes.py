@@ -50,12 +50,15 @@ def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:
     assert small._half_bytes() >= routes.GATHER_BYTES >= routes.GATHER_BYTES_OVERSUBSCRIBED
 
 
-def test_small_all_reduces_take_two_shots_only_where_ranks_outnumber_cores_from_the_two_shot_size() -> None:
-    """(Below the halves' limit: the same decision ``small.all_reduce_plan`` and the cost model take.)"""
+def test_small_all_reduces_take_two_shots_where_ranks_outnumber_cores_from_the_two_shot_size_else_beyond_half() -> None:
+    """(The same decision ``small.all_reduce_plan`` and, up to ``HALF_BYTES``, the cost model take.)"""
     two = routes.TWO_SHOT_BYTES
     assert routes.two_shot(two, True) and not routes.two_shot(two - 1, True)
     assert not routes.two_shot(two, False) and not routes.two_shot(small.HALF_BYTES, False)
     assert two <= small.HALF_BYTES
+    cores = routes.TWO_SHOT_CORES_BYTES
+    assert routes.two_shot(cores, False) and not routes.two_shot(cores - 1, False)
+    assert small.HALF_BYTES < cores <= routes.ALL_REDUCE_HALVES_BYTES
 
 
 def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_beyond_the_slots() -> None:

@@ -431,3 +431,39 @@ def test_all_reduces_take_the_halves_up_to_their_own_limit_beyond_the_other_redu
         assert failed == []
         for case, kernel in kernels.items():
             assert (kernel in ("AllReducePlan", "TwoShotAllReducePlan")) == case.endswith(f" {limit}"), case
+
+
+def test_where_every_rank_has_a_core_all_reduces_beyond_the_other_reductions_halves_take_two_shots(
+        implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every rank has a core, all-reduces through the halves from ``TWO_SHOT_CORES_BYTES``
+    (beyond ``HALF_BYTES``) up to ``ALL_REDUCE_HALVES_BYTES`` take two shots, smaller ones one: the
+    same bits as folding in rank order, in place and out of place, an odd count of elements (blocks
+    of uneven length), C and Python alike."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: False)  # the forked ranks inherit it
+    first = direct_routes.TWO_SHOT_CORES_BYTES
+    assert direct_routes.HALF_BYTES < first <= direct_routes.ALL_REDUCE_HALVES_BYTES
+
+    def fn(comm: collectives.Communicator) -> tuple[dict[int, str], list[str]]:
+        failed, kernels = [], {}
+        for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR),
+                          (np.float32, ReduceOp.AVG)]:
+            item = np.dtype(dtype).itemsize
+            for k in (direct_routes.HALF_BYTES // item, -(-first // item) | 1, direct_routes.ALL_REDUCE_HALVES_BYTES // item):
+                inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+                expected = _folded(inputs, op, comm.size)
+                for i in range(3):
+                    x = inputs[comm.rank].copy()
+                    got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
+                    if got.tobytes() != expected.tobytes():
+                        failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+                plan = next(p for key, p in comm._plans.items() if key[0] == "all_reduce" and k in key)
+                kernels[k * item] = type(getattr(plan, "kernel", None)).__name__
+        return kernels, failed
+
+    half = direct_routes.HALF_BYTES
+    for kernels, failed in run_world(fn, 2, "shm", timeout=120):
+        assert failed == []
+        assert kernels[half] == "AllReducePlan"
+        assert {n: kernel for n, kernel in kernels.items() if n != half} == {
+            n: "TwoShotAllReducePlan" for n in kernels if n != half}
+        assert len(kernels) >= 4
