@@ -4,8 +4,10 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 
 - All-gathers (bytes of one rank's contribution): through the small window's halves up to
   ``gather_window_bytes``, by single-copy reads of peers' memory beyond it and, where every
-  rank has a core, from ``GATHER_READS_BYTES`` already; in C from ``ALL_GATHER_STREAM_BYTES``
-  a rank copies its own block into its ``out`` by non-temporal stores, in Python from
+  rank has a core, from ``GATHER_READS_BYTES`` already; where every rank has a core, from
+  ``ALL_GATHER_WRITES_BYTES`` below ``ALL_GATHER_STREAM_BYTES`` every rank writes its block into
+  its peers' memory instead (``all_gather_writes``); in C from ``ALL_GATHER_STREAM_BYTES`` a rank
+  copies its own block into its ``out`` by non-temporal stores, in Python from
   ``ALL_GATHER_COPY_FIRST_BYTES`` before its peers read it there.
 - All-reduces and reduce-scatters too large for the halves (bytes of ``x``): by reads from
   ``reads_from``, else two shots through the scratch window; either way block by block in
@@ -14,7 +16,7 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   the small window's halves (reduce-scatters where ranks outnumber cores up to
   ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
-  else every rank folds the whole vector.
+  where every rank has a core from ``TWO_SHOT_CORES_BYTES``, else every rank folds the whole vector.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
 - Reduces beyond the small window's slots (``registry.DIRECT_REDUCE_BYTES``): by reads from
@@ -57,6 +59,19 @@ into their owner's ``out`` with non-temporal stores (the copy neither reads the 
 overwrites nor evicts the peer blocks the rank's reads bring in). Below it the streamed copy
 measured even or slower in the harness's sweeps (where the smaller rows leave the caches warm).
 Measured: docs/performance.md, "Twentieth round"."""
+
+ALL_GATHER_WRITES_BYTES = 512 << 10
+"""Where every rank has a core, all-gather blocks from this size below ``ALL_GATHER_STREAM_BYTES``
+go by writes: each rank writes its block into every peer's ``out`` (``process_vm_writev``) and
+copies it into its own, piece by piece (``ALL_GATHER_WRITE_PIECE_BYTES``), instead of reading
+every peer's block: the same bytes, but the second pass over each piece of ``x`` reads it from
+the cache. Smaller blocks measured even; where ranks outnumber the cores, mixed. Measured:
+docs/performance.md, "Twenty-first round"."""
+
+ALL_GATHER_WRITE_PIECE_BYTES = 512 << 10
+"""The piece of an all-gather by writes (``ALL_GATHER_WRITES_BYTES``): written to every peer, then
+copied into the rank's own ``out``, before the next. Measured: docs/performance.md,
+"Twenty-first round"."""
 
 READS_FROM_BYTES = 8 << 20
 """All-reduces and reduce-scatters of ordinary arrays from this size take ``all_reduce_by_reads``
@@ -117,6 +132,13 @@ every half, then copies the others' reduced blocks) instead of every rank foldin
 vector: a quarter of the folding and half the reads of other cores' halves at 4 ranks, for one
 more flag per call. Measured: docs/performance.md, "Thresholds", TWO_SHOT_BYTES."""
 
+TWO_SHOT_CORES_BYTES = HALF_BYTES + 1
+"""Where every rank has a core, all-reduces through the small window's halves beyond
+``HALF_BYTES`` (the sizes only the all-reduce takes through them, up to
+``ALL_REDUCE_HALVES_BYTES``) take two shots too: there the halved fold and reads of the peer's
+half beat every rank folding the whole vector; at ``HALF_BYTES`` they measured even. Measured:
+docs/performance.md, "Twenty-first round"."""
+
 REDUCE_SCATTER_HALVES_CROWDED_BYTES = 2 << 20
 """Where ranks outnumber cores, reduce-scatters (bytes of ``x``) beyond ``HALF_BYTES`` up to this
 size (at most the halves' size, ``small._half_bytes``) go through the small window's halves too
@@ -165,16 +187,25 @@ def all_gather_copies_first(block: int) -> bool:
     return block >= ALL_GATHER_COPY_FIRST_BYTES
 
 
+def all_gather_writes(block: int, oversubscribed: bool) -> bool:
+    """Whether an all-gather by single-copy copies of ``block`` bytes a rank writes its block into
+    its peers' ``out`` (rather than reading theirs): where every rank has a core
+    (``oversubscribed``, the same on every rank), from ``ALL_GATHER_WRITES_BYTES`` below
+    ``ALL_GATHER_STREAM_BYTES``. The same on every rank, in C and in Python alike."""
+    return not oversubscribed and ALL_GATHER_WRITES_BYTES <= block < ALL_GATHER_STREAM_BYTES
+
+
 def all_gather_streams(block: int) -> bool:
     """Whether an all-gather by reads in C copies its own ``block`` bytes with non-temporal stores."""
     return block >= ALL_GATHER_STREAM_BYTES
 
 
 def two_shot(nbytes: int, oversubscribed: bool) -> bool:
-    """Whether an all-reduce of ``nbytes`` (bytes of ``x``, at most ``HALF_BYTES``) through the
-    small window's halves takes two shots: where ranks outnumber cores (``oversubscribed``, the same on every rank)
-    from ``TWO_SHOT_BYTES``."""
-    return oversubscribed and nbytes >= TWO_SHOT_BYTES
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``, at most ``ALL_REDUCE_HALVES_BYTES``)
+    through the small window's halves takes two shots: where ranks outnumber cores
+    (``oversubscribed``, the same on every rank) from ``TWO_SHOT_BYTES``, else from
+    ``TWO_SHOT_CORES_BYTES``."""
+    return nbytes >= (TWO_SHOT_BYTES if oversubscribed else TWO_SHOT_CORES_BYTES)
 
 
 def all_reduce_by_halves(nbytes: int) -> bool:

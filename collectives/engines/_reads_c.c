@@ -8,7 +8,8 @@
    late peer. It never sleeps and never reports an error: where a peer is late, a byte count
    differs or the kernel refuses a copy, it returns how far it got, and the Python plan finishes
    the call from there with its own waits (futex sleep, liveness and timeout checks) and
-   errors. Same flags, same order of copies, same shares as the Python plan. */
+   errors. Same flags, same copies, same shares as the Python plan (an all-gather by writes
+   here takes its own block piece by piece between the writes). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,6 +38,7 @@ typedef struct {
     int kind, root, npartners;
     int copy_first;            /* an all-gather that copies my block into ``out`` before posting it */
     int stream;                /* an all-gather that copies my block with non-temporal stores */
+    Py_ssize_t write_piece;    /* an all-gather that writes my block into peers' ``out`` in pieces of this size */
     int slot[SLOTS];
     int *partners;             /* [npartners]: window indices, in the order the Python plan takes them */
     pid_t *pids;               /* [ranks]: each window rank's process */
@@ -124,10 +126,52 @@ static int copy_with(ReadsPlan *p, int q, const char *src, char *out, size_t sha
     }
 }
 
+/* An all-gather by writes: piece by piece, my block into every peer's ``out`` (the partners in
+   order), then into mine, so that the piece I write twice is read from my cache the second time
+   (exchange_reads.ExchangeByReads._copy writes the same bytes). 1 done; 0 where a peer is late, a
+   byte count differs or the kernel refuses a write, with my own block copied all the same (the
+   Python plan writes to every peer again). */
+static int write_all(ReadsPlan *p, const char *mine, char *dst, int copies_own, uint64_t s) {
+    size_t block = (size_t)p->block, piece = (size_t)p->write_piece;
+    for (int i = 0; i < p->npartners; i++) {
+        int q = p->partners[i];
+        if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != (uint64_t)p->expected)
+            goto refused;
+    }
+    for (size_t at = 0; at < block; at += piece) {
+        size_t m = block - at < piece ? block - at : piece;
+        for (int i = 0; i < p->npartners; i++) {
+            int q = p->partners[i];
+            uint64_t theirs = load_flag(&p->w, q, p->slot[S_RESULT]) + (uint64_t)p->w.me * block + at;
+            if (!transfer(p, q, 1, (char *)mine + at, theirs, m)) goto refused;
+        }
+        if (copies_own) copy_bytes(dst + at, mine + at, m);
+    }
+    return 1;
+refused:
+    if (copies_own) copy_bytes(dst, mine, block);
+    return 0;
+}
+
 static int overlap(const char *a, size_t na, const char *b, size_t nb) { return a < b + nb && b < a + na; }
 
 /* Whether my ``x`` is one whole block: an all-gather's or a gather's. */
 static int whole_x(int kind) { return kind == KIND_GATHER || kind == KIND_ALL_GATHER; }
+
+/* After my copies: READ, every partner's READ, then (an all-to-all in place) what I read into
+   ``out``. s when done, -(npartners + 2) where a partner's READ is still to come. */
+static long long finish(ReadsPlan *p, char *out, const char *into, uint64_t s) {
+    size_t block = (size_t)p->block;
+    post(&p->w, p->slot[S_READ], s);
+    for (int i = 0; i < p->npartners; i++)
+        if (!reach(&p->w, p->partners[i], p->slot[S_READ], s)) return -(long long)(p->npartners + 2);
+    if (into != out)
+        for (int i = 0; i < p->npartners; i++) {
+            size_t at = (size_t)p->partners[i] * block;
+            copy_bytes(out + at, into + at, block);
+        }
+    return (long long)s;
+}
 
 /* One call: s when done; 0 when nothing was done (the Python plan runs the call); -(1 + i)
    once posted with partners[:i] done; -(npartners + 2) once READ is posted, a partner's READ
@@ -154,7 +198,7 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     uint64_t s = serial + 1;
     set_word(&p->w, p->slot[S_SHARE], share);
     const char *shown = x; /* where peers read my x */
-    if (p->copy_first && copies_own) {
+    if (p->copy_first && copies_own && !p->write_piece) {
         copy_bytes(dst, mine, block);
         copies_own = 0;
         shown = dst;
@@ -163,6 +207,10 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     set_word(&p->w, p->slot[S_RESULT], (uint64_t)(uintptr_t)out);
     set_word(&p->w, p->slot[S_LEN], expected);
     post(&p->w, p->slot[S_POSTED], s);
+    if (p->write_piece) {
+        if (!write_all(p, mine, dst, copies_own, s)) return -1;
+        return finish(p, out, into, s);
+    }
     if (copies_own) (p->stream ? stream_bytes : copy_bytes)(dst, mine, block);
     for (int i = 0; i < p->npartners; i++) {
         int q = p->partners[i];
@@ -170,15 +218,7 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
             !copy_with(p, q, x, into, share))
             return -(long long)(1 + i);
     }
-    post(&p->w, p->slot[S_READ], s);
-    for (int i = 0; i < p->npartners; i++)
-        if (!reach(&p->w, p->partners[i], p->slot[S_READ], s)) return -(long long)(p->npartners + 2);
-    if (into != out)
-        for (int i = 0; i < p->npartners; i++) {
-            size_t at = (size_t)p->partners[i] * block;
-            copy_bytes(out + at, into + at, block);
-        }
-    return (long long)s;
+    return finish(p, out, into, s);
 }
 
 /* A buffer argument: None (NULL, 1), or a contiguous buffer of ``want`` bytes (1), else 0 (the
@@ -264,27 +304,28 @@ static int integers(PyObject *seq, Py_ssize_t want, int pointers, void *into, co
 static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "root", "flags", "doorbells", "sleepers", "pids", "partners", "slots",
                             "expected", "block", "share_own", "share_in_place", "spin_ns", "yield_ns", "cpu_slot",
-                            "copy_first", "stream", "keep", NULL};
+                            "copy_first", "stream", "write_piece", "keep", NULL};
     int kind, me, root, cpu_slot, copy_first, stream;
-    Py_ssize_t expected, block, share_own, share_in_place;
+    Py_ssize_t expected, block, share_own, share_in_place, write_piece;
     long long spin_ns, yield_ns;
     PyObject *flags, *doorbells, *sleepers, *pids, *partners, *slots, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLippO", names, &kind, &me, &root, &flags, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOOOOOOnnnnLLippnO", names, &kind, &me, &root, &flags, &doorbells,
                                      &sleepers, &pids, &partners, &slots, &expected, &block, &share_own,
-                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &copy_first, &stream, &keep))
+                                     &share_in_place, &spin_ns, &yield_ns, &cpu_slot, &copy_first, &stream, &write_piece, &keep))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells),
                npartners = PySequence_Length(partners);
     if (ranks < 1 || bells < 0 || npartners < 0) return NULL;
     if (kind < KIND_ALL_TO_ALL || kind > KIND_ALL_GATHER || me < 0 || me >= ranks || root < 0 || root >= ranks ||
         block <= 0 || expected < block || share_own < 0 || share_own > block || share_in_place < 0 ||
-        share_in_place > block || spin_ns < 0 || yield_ns < 0 || npartners >= ranks)
+        share_in_place > block || write_piece < 0 || (write_piece > 0 && kind != KIND_ALL_GATHER) || spin_ns < 0 || yield_ns < 0 || npartners >= ranks)
         return PyErr_Format(PyExc_ValueError, "inconsistent reads plan");
     ReadsPlan *p = (ReadsPlan *)type->tp_alloc(type, 0);
     if (p == NULL) return NULL;
     p->vectorcall = ReadsPlan_vectorcall;
     p->kind = kind, p->root = root, p->npartners = (int)npartners, p->expected = expected, p->block = block;
     p->share_own = share_own, p->share_in_place = share_in_place, p->copy_first = copy_first, p->stream = stream;
+    p->write_piece = write_piece;
     p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
     p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));

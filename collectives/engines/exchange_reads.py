@@ -10,7 +10,9 @@ expects beside them in ``LEN``, then ``POSTED``); then
   its own (one read per peer, nothing staged in a window); in C from
   ``direct_routes.ALL_GATHER_STREAM_BYTES`` with non-temporal stores, in Python from
   ``direct_routes.ALL_GATHER_COPY_FIRST_BYTES`` first, peers reading it from its ``out`` (as
-  MPICH's ring does);
+  MPICH's ring does); where every rank has a core, sizes in
+  ``direct_routes.all_gather_writes`` go the other way: every rank writes its block into block
+  r of every peer's ``out`` and reads none;
 - gather: the root reads the head of every peer's block, and each peer writes the rest of
   its block into the root's ``out``;
 - scatter: each rank reads the head of its block out of the root's ``x``, and the root writes
@@ -88,7 +90,10 @@ class ExchangeByReads:
         self.partners = others if kind not in ROOTED or window.rank == root else [root]
         in_c = self._in_c()
         self.stream = in_c and kind == ALL_GATHER and direct_routes.all_gather_streams(self.block)
-        self.copy_first = kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block) and not self.stream
+        self.writes = kind == ALL_GATHER and direct_routes.all_gather_writes(self.block, window.oversubscribed)
+        """Whether every rank writes its block into its peers' ``out`` (in C and in Python alike)."""
+        self.copy_first = (kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block)
+                           and not self.stream and not self.writes)
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
         self.native = self._native() if in_c else None
 
@@ -194,7 +199,8 @@ class ExchangeByReads:
             partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
             expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
             spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-            cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream, keep=(flags, bells))
+            cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream,
+            write_piece=direct_routes.ALL_GATHER_WRITE_PIECE_BYTES if self.writes else 0, keep=(flags, bells))
 
     def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""
@@ -227,6 +233,9 @@ class ExchangeByReads:
         if self.kind == ALL_TO_ALL:
             assert ob is not None
             self.memory.read(q, theirs + self.me * block, ob[i * block : (i + 1) * block])
+        elif self.kind == ALL_GATHER and self.writes:  # my block into block me of q's out
+            assert xb is not None
+            self.memory.write(q, window.flag(q, RESULT) + self.me * block, xb)
         elif self.kind == ALL_GATHER:
             assert ob is not None
             self.memory.read(q, theirs, ob[i * block : (i + 1) * block])

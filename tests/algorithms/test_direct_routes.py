@@ -25,6 +25,17 @@ def test_an_all_gather_by_reads_copies_its_own_block_first_from_its_size() -> No
     assert routes.all_gather_copies_first(first) and not routes.all_gather_copies_first(first - 1)
 
 
+@pytest.mark.parametrize("oversubscribed", [False, True])
+def test_all_gathers_write_their_blocks_from_the_writes_size_below_the_streamed_copy_where_every_rank_has_a_core(
+        oversubscribed: bool) -> None:
+    first, stream = routes.ALL_GATHER_WRITES_BYTES, routes.ALL_GATHER_STREAM_BYTES
+    assert first < stream
+    assert not routes.all_gather_writes(first - 1, oversubscribed)
+    assert routes.all_gather_writes(first, oversubscribed) == (not oversubscribed)
+    assert routes.all_gather_writes(stream - 1, oversubscribed) == (not oversubscribed)
+    assert not routes.all_gather_writes(stream, oversubscribed)
+
+
 def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_beyond_the_halves() -> None:
     """(The cost model prices every direct all-reduce below ``reads_from`` as the window's.)
     All-reduces take the halves up to ``ALL_REDUCE_HALVES_BYTES``, the other reductions up to
@@ -39,12 +50,15 @@ def test_the_small_window_holds_the_largest_contribution_it_takes() -> None:
     assert small._half_bytes() >= routes.GATHER_BYTES >= routes.GATHER_BYTES_OVERSUBSCRIBED
 
 
-def test_small_all_reduces_take_two_shots_only_where_ranks_outnumber_cores_from_the_two_shot_size() -> None:
-    """(Below the halves' limit: the same decision ``small.all_reduce_plan`` and the cost model take.)"""
+def test_small_all_reduces_take_two_shots_where_ranks_outnumber_cores_from_the_two_shot_size_else_beyond_half() -> None:
+    """(The same decision ``small.all_reduce_plan`` and, up to ``HALF_BYTES``, the cost model take.)"""
     two = routes.TWO_SHOT_BYTES
     assert routes.two_shot(two, True) and not routes.two_shot(two - 1, True)
     assert not routes.two_shot(two, False) and not routes.two_shot(small.HALF_BYTES, False)
     assert two <= small.HALF_BYTES
+    cores = routes.TWO_SHOT_CORES_BYTES
+    assert routes.two_shot(cores, False) and not routes.two_shot(cores - 1, False)
+    assert small.HALF_BYTES < cores <= routes.ALL_REDUCE_HALVES_BYTES
 
 
 def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_beyond_the_slots() -> None:

@@ -332,3 +332,53 @@ def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monk
     nbytes = {"below": GATHER_READS_BYTES, "from": max(ALL_GATHER_COPY_FIRST_BYTES, ALL_GATHER_STREAM_BYTES) + 24}[where]
     results = run_world(lambda comm: _all_gathers(comm, nbytes), 3, "shm", timeout=120, cross_memory=True)
     assert results == [([], "ExchangeByReads", not pure, {where == "from" and pure})] * 3
+
+
+def _all_gathers_by_writes(comm, nbytes):
+    """All-gathers of ``nbytes`` per rank: out of place with rank 0 late (so that its peers' C
+    calls give up waiting and finish in Python), out of place, in place, and rank 0 in place while
+    its peers are not. Returns the calls that came out wrong and whether the route writes, in C."""
+    import time
+
+    p, me = comm.size, comm.rank
+    k = nbytes // 8
+    bad = []
+    for rep in range(4):
+        blocks = [np.arange(k, dtype=np.float64) + 10**7 * q + rep for q in range(p)]
+        want = np.concatenate(blocks)
+        in_place = rep == 2 or (rep == 3 and me == 0)
+        out = np.zeros(k * p)
+        x = out[me * k : (me + 1) * k] if in_place else np.empty(k)
+        x[...] = blocks[me]
+        if rep == 0 and me == 0:
+            time.sleep(0.2)
+        comm.all_gather(x, out)
+        if not in_place:
+            x.fill(-1.0)  # at once: every peer is done with it
+        if not np.array_equal(out, want):
+            bad.append(rep)
+    route = next(plan for key, plan in comm._plans.items() if key[0] == "all_gather").route
+    return bad, route.writes, route.native is not None
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
+@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("where", ["from", "last"])
+def test_where_every_rank_has_a_core_mid_sized_all_gathers_write_every_block_into_the_peers_out(
+        monkeypatch, where, size, pure):
+    """Where every rank has a core, all-gather blocks from ALL_GATHER_WRITES_BYTES below
+    ALL_GATHER_STREAM_BYTES go the other way: every rank writes its block into every peer's ``out``
+    (in C piece by piece, its own copy between the pieces) and reads none, in C and in Python alike,
+    also where a late peer leaves the C call to finish in Python and where some ranks are in place
+    and others not. Blocks of an odd number of float64s, so that pieces land off any alignment;
+    every block bit for bit."""
+    from collectives.algorithms.direct_routes import ALL_GATHER_STREAM_BYTES, ALL_GATHER_WRITES_BYTES
+    from collectives.transports import progress
+
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    nbytes = {"from": ALL_GATHER_WRITES_BYTES + 24, "last": ALL_GATHER_STREAM_BYTES - 8}[where]
+    results = run_world(lambda comm: _all_gathers_by_writes(comm, nbytes), size, "shm", timeout=120, cross_memory=True)
+    assert results == [([], True, not pure)] * size
+

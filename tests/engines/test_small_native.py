@@ -403,31 +403,56 @@ def test_two_shot_all_reduces_give_numpys_bits_and_wait_for_late_peers(
         assert "TwoShotAllReducePlan" in kinds
 
 
+def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
+        dict[str, str], list[str]]:
+    """All-reduces of every (dtype, operator, count) in ``cases``, three calls each (in place, out
+    of place, in place), against folding in rank order: the plan that took each case (keyed
+    "dtype op bytes") and the calls whose bits differed."""
+    failed, kernels = [], {}
+    for dtype, op, k in cases:
+        inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+        expected = _folded(inputs, op, comm.size)
+        for i in range(3):
+            x = inputs[comm.rank].copy()
+            got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
+            if got.tobytes() != expected.tobytes():
+                failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+        plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
+        kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = type(getattr(plan, "kernel", None)).__name__
+    return kernels, failed
+
+
 def test_all_reduces_take_the_halves_up_to_their_own_limit_beyond_the_other_reductions(implementation: str) -> None:
     """All-reduces go through the halves up to ``ALL_REDUCE_HALVES_BYTES`` (beyond ``HALF_BYTES``,
     where reduce-scatters leave them) with numpy's bits in rank order, in place and out of place;
     one element more takes the larger route."""
     limit = direct_routes.ALL_REDUCE_HALVES_BYTES
     assert limit > direct_routes.HALF_BYTES
+    cases = [(dtype, op, limit // np.dtype(dtype).itemsize + extra)
+             for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR),
+                               (np.int32, ReduceOp.MAX), (np.float32, ReduceOp.AVG)] for extra in (0, 1)]
 
-    def fn(comm: collectives.Communicator) -> tuple[dict[str, str], list[str]]:
-        failed, kernels = [], {}
-        for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR),
-                          (np.int32, ReduceOp.MAX), (np.float32, ReduceOp.AVG)]:
-            for k in (limit // np.dtype(dtype).itemsize, limit // np.dtype(dtype).itemsize + 1):
-                inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
-                expected = _folded(inputs, op, comm.size)
-                for i in range(3):
-                    x = inputs[comm.rank].copy()
-                    got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
-                    if got.tobytes() != expected.tobytes():
-                        failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
-                plan = next(p for key, p in comm._plans.items() if key[0] == "all_reduce" and k in key)
-                kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = type(
-                    getattr(plan, "kernel", None)).__name__
-        return kernels, failed
-
-    for kernels, failed in run_world(fn, 2, "shm", timeout=120):
+    for kernels, failed in run_world(lambda comm: _all_reduce_kernels(comm, cases), 2, "shm", timeout=120):
         assert failed == []
         for case, kernel in kernels.items():
             assert (kernel in ("AllReducePlan", "TwoShotAllReducePlan")) == case.endswith(f" {limit}"), case
+
+
+def test_where_every_rank_has_a_core_all_reduces_beyond_the_other_reductions_halves_take_two_shots(
+        implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every rank has a core, all-reduces through the halves from ``TWO_SHOT_CORES_BYTES``
+    (beyond ``HALF_BYTES``) up to ``ALL_REDUCE_HALVES_BYTES`` take two shots, those of ``HALF_BYTES``
+    one: the same bits as folding in rank order, in place and out of place, an odd count of
+    elements (blocks of uneven length), C and Python alike."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: False)  # the forked ranks inherit it
+    half, first, limit = direct_routes.HALF_BYTES, direct_routes.TWO_SHOT_CORES_BYTES, direct_routes.ALL_REDUCE_HALVES_BYTES
+    assert half < first <= limit
+    cases = [(dtype, op, k) for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD),
+                                              (np.int8, ReduceOp.BXOR), (np.float32, ReduceOp.AVG)]
+             for item in [np.dtype(dtype).itemsize] for k in (half // item, -(-first // item) | 1, limit // item)]
+
+    for kernels, failed in run_world(lambda comm: _all_reduce_kernels(comm, cases), 2, "shm", timeout=120):
+        assert failed == []
+        assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
+                           "AllReducePlan" if k * np.dtype(dtype).itemsize == half else "TwoShotAllReducePlan"
+                           for dtype, op, k in cases}
