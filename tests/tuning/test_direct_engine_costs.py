@@ -81,12 +81,12 @@ def test_all_reduces_in_two_shots_pay_their_extra_copies_and_flag_where_ranks_ou
     assert tuner.direct_price("all_reduce", n, 4, costs, cores=4) == pytest.approx(tuner.one_shot_time(n, 4, costs))
 
 
-@pytest.mark.parametrize("size, cores, shots", [(2, 2, 1), (4, 2, 2), (8, 2, 2)])
+@pytest.mark.parametrize("size, cores, shots", [(2, 2, 2), (4, 2, 2), (8, 2, 2)])
 def test_all_reduces_up_to_the_halves_limit_are_priced_through_the_halves_not_by_reads(size: int, cores: int,
                                                                                       shots: int) -> None:
     """Up to ``ALL_REDUCE_HALVES_BYTES`` (beyond ``HALF_BYTES`` and from the reads' size where every
-    rank has a core) the engine takes the halves: one shot where every rank has a core, two where
-    ranks outnumber cores; beyond it the reads (or the scratch window)."""
+    rank has a core) the engine takes the halves: two shots (where every rank has a core, from
+    ``TWO_SHOT_CORES_BYTES``; one below it); beyond it the reads (or the scratch window)."""
     costs = current().costs("shm")
     n = direct_routes.ALL_REDUCE_HALVES_BYTES
     assert n > direct_routes.HALF_BYTES and n >= direct_routes.reads_from(False, False)
@@ -96,6 +96,10 @@ def test_all_reduces_up_to_the_halves_limit_are_priced_through_the_halves_not_by
         turn * turns + (turns - 1) * costs.direct_sync)
     assert tuner.window_factors("all_reduce", n, size, cores) == (
         (tuner.TWO_SHOT_MOVED, (size - 1) / size) if shots == 2 else tuner.one_shot_factors(size))
+    if size <= cores:
+        below = direct_routes.TWO_SHOT_CORES_BYTES - 1
+        assert tuner.direct_price("all_reduce", below, size, costs, cores) == pytest.approx(
+            tuner.one_shot_time(below, size, costs))
     beyond = 2 * n
     assert tuner.direct_price("all_reduce", beyond, size, costs, cores) != pytest.approx(
         tuner.direct_price("all_reduce", n, size, costs, cores) * 2, rel=1e-6)
