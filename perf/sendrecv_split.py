@@ -1,0 +1,94 @@
+"""What a 2-rank ``sendrecv`` costs beside the bytes it moves: our call against a copy of the same
+size on one rank while the other copies too.
+
+    python perf/sendrecv_split.py --bytes 256K 1M 4M --calls 200 --batches 5
+
+Each rank runs, in turn, batches of back-to-back calls of each case (a barrier before each
+batch) and keeps the median batch's µs per call; rank 0's are printed:
+
+- ``out``, ``in``, ``shared``: ``comm.sendrecv`` with the peer out of place (separate arrays),
+  in place (``MPI_Sendrecv_replace``) and between the two halves of one array (hypercube_perf's
+  exchange), with the calls the lane swapped by single copy (``swaps``) or sent through its
+  ring (``ring``);
+- ``entry``: the lane's C call with a peer it refuses at once (the call's own floor);
+- ``memcpy``: ``numpy.copyto`` of the message into the receive buffer;
+- ``readv``: ``process_vm_readv`` of the message out of this rank's own memory (the single-copy
+  swap's read, without a peer's cache in the way).
+
+The split of a swap into its checks, its handshake, its read and its wait for the peer's answer
+needs counters inside the C call (docs/performance.md, "Twenty-first round, point to point").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from collectives.buffers import address_of
+from collectives.testing import run_world
+from collectives.transports import cma
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> float:
+    """The median batch's µs per call, after 20 untimed calls."""
+    for _ in range(20):
+        call()
+    times = []
+    for _ in range(batches):
+        comm.barrier()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(times)
+
+
+def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[float, int, int]]:
+    """Per case: (µs per call, calls swapped, calls through the ring) on this rank."""
+    peer, pid = 1 - comm.rank, os.getpid()
+    x, out = np.ones(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
+    halves = np.zeros(2 * nbytes, np.uint8)
+    mine, theirs = (halves[:nbytes], halves[nbytes:]) if comm.rank == 0 else (halves[nbytes:], halves[:nbytes])
+    lane = comm._express
+    cases: dict[str, Callable[[], Any]] = {
+        "out": lambda: comm.sendrecv(x, peer, out, peer),
+        "in": lambda: comm.sendrecv(x, peer, x, peer),
+        "shared": lambda: comm.sendrecv(mine, peer, theirs, peer),
+        "entry": lambda: lane.sendrecv(x, -1, out, peer, 0),
+        "memcpy": lambda: np.copyto(out, x),
+        "readv": lambda: cma.read(pid, address_of(x), out, comm.rank),
+    }
+    result = {}
+    for name, call in cases.items():
+        swaps, sends = lane.swaps, lane.sends
+        us = _batches(comm, call, calls, batches)
+        result[name] = (us, lane.swaps - swaps, lane.sends - sends)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bytes", nargs="+", default=["256K", "1M", "4M"])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=5)
+    args = parser.parse_args()
+    for text in args.bytes:
+        nbytes = _size(text)
+        ranks = run_world(lambda comm: _cases(comm, nbytes, args.calls, args.batches), 2, "shm", timeout=600)
+        for name, (us, swaps, ring) in ranks[0].items():
+            print(f"{text:>6} {name:7s} {us:9.1f} us/call  swaps {swaps:5d}  ring {ring:5d}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""perf/sendrecv_split.py: a 2-rank sendrecv against a copy and a cross-memory read of its size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.multiprocess
+def test_each_case_prints_its_time_and_which_way_the_lane_moved_the_calls() -> None:
+    done = subprocess.run([sys.executable, "perf/sendrecv_split.py", "--bytes", "64K", "2M", "--calls", "3",
+                           "--batches", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [(size, case) for size in ("64K", "2M")
+                                            for case in ("out", "in", "shared", "entry", "memcpy", "readv")]
+    assert all(float(r[2]) > 0 for r in rows)
+    moved = {(r[0], r[1]): (int(r[5]), int(r[7])) for r in rows}  # (swaps, ring)
+    calls = 20 + 3  # the untimed calls, then one batch
+    assert moved["64K", "out"] == moved["64K", "in"] == moved["64K", "shared"] == (0, calls)
+    for case in ("out", "in", "shared"):  # (the first large call of all teaches the channels single copy)
+        swaps, ring = moved["2M", case]
+        assert calls - 1 <= swaps <= calls and ring == 0, (case, swaps, ring)
+    assert moved["64K", "memcpy"] == moved["2M", "readv"] == (0, 0)
