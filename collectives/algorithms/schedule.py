@@ -29,24 +29,6 @@ first: sends and folds read the input where no step wrote yet (``out = x op rece
 it one copy and in-place folds cost less than folds from a third buffer. Read by the plans that
 run schedules and by the cost model's local copies (``tuning/copies.py``)."""
 
-FOLDING = ("all_reduce", "reduce_scatter", "reduce")
-"""The collectives whose schedules fold what they receive."""
-
-TCP_FOLD_SEGMENT_BYTES = 256 << 10
-"""Over tcp between two ranks, the schedules of ``FOLDING`` pipeline in segments of at most this
-size instead of the transport's chunk: each received segment is folded while it is still in the
-core's cache. Where ranks share cores at three or more, and for the moves without a fold, the
-larger chunk measured as fast or faster (docs/performance.md, "Twenty-first round")."""
-
-
-def segment_bytes(chunk_bytes: int, collective: str, transport: str, size: int) -> int:
-    """The pipelining segment of ``collective``'s schedule over ``transport`` at ``size`` ranks,
-    where the transport's chunk is ``chunk_bytes``: the same on every rank (it fixes the
-    messages). Read by the planner and by the cost model's replay."""
-    if transport == "tcp" and size == 2 and collective in FOLDING:
-        return min(chunk_bytes, TCP_FOLD_SEGMENT_BYTES)
-    return chunk_bytes
-
 
 @dataclass(frozen=True, slots=True)
 class Send:

@@ -29,9 +29,7 @@ class PlanContext:
         executor: runs schedules over every peer's channel.
         windows: the shared windows where one transport maps every peer's memory, else None.
         levels: the two levels (within hosts, across) where the ranks' hosts allow them.
-        chunk_bytes: the pipelining chunk of schedules (``algorithms.schedule.segment_bytes`` may
-            take a smaller one for some; COLLECTIVES_CHUNK_BYTES sets every one).
-        chunk_fixed: whether the chunk was set (COLLECTIVES_CHUNK_BYTES, ``init(chunk_bytes=)``).
+        chunk_bytes: the pipelining chunk of schedules.
         default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
         label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
         transport: the transport the tuner prices (the one between hosts where there are several).
@@ -55,7 +53,6 @@ class PlanContext:
     profile: Profile | None = None
     check: bool = False
     device: DeviceEngine | None = None
-    chunk_fixed: bool = False
 
     @classmethod
     def build(
@@ -92,7 +89,7 @@ class PlanContext:
         per_host = layout.per_host if layout is not None and levels is not None else 0
         profile = load_profile(config.tune_file) if config.tune_file else current_profile()
         return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, across, per_host, profile,
-                   config.check, chunk_fixed=bool(config.chunk_bytes))
+                   config.check)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

@@ -18,7 +18,7 @@ from ..algorithms import barrier as barrier_schedule
 from ..algorithms import direct_routes, pairwise
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
-from ..algorithms.schedule import partition, segment_bytes
+from ..algorithms.schedule import partition
 from ..engines import exchange_reads, slots, small
 from ..engines.exchange_reads import ALL_TO_ALL, GATHER, SCATTER
 from ..ops import ReduceOp
@@ -90,12 +90,8 @@ class Planner:
             self._fingerprints = exchange
         return CheckedPlan(key, plan, self._fingerprints, self.context.size)
 
-    def _segment(self, dtype: np.dtype, collective: str = "") -> int:
-        """Elements per pipelined segment of ``collective``'s schedule (``schedule.segment_bytes``,
-        unless the chunk was set)."""
-        ctx = self.context
-        chunk = ctx.chunk_bytes if ctx.chunk_fixed else segment_bytes(ctx.chunk_bytes, collective, ctx.transport, ctx.size)
-        return max(1, chunk // max(1, dtype.itemsize))
+    def _segment(self, dtype: np.dtype) -> int:
+        return max(1, self.context.chunk_bytes // max(1, dtype.itemsize))
 
     # -- one builder per collective (algorithm resolved) ---------------------------------
 
@@ -114,7 +110,7 @@ class Planner:
                 return windowed.SmallReduction(windows, lambda w: small.all_reduce_plan(w, dtype, count, op), op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
         factory = schedule_for("all_reduce", algorithm, nbytes)
-        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype, "all_reduce"))
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype))
         return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
 
     def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
@@ -132,7 +128,7 @@ class Planner:
             return windowed.WindowReduction(windows, op, scatter=True, nbytes=count * dtype.itemsize, halves=halves)
         blocks = partition(count, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["reduce_scatter"][algorithm], ctx.rank, ctx.size, blocks,
-                                   self._segment(dtype, "reduce_scatter"))
+                                   self._segment(dtype))
         return scheduled.ReduceScatter(ctx.executor, steps, op, ctx.rank, ctx.size, count)
 
     def all_gather(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
@@ -174,8 +170,7 @@ class Planner:
         ctx = self.context
 
         def by_schedule(name: str) -> Plan:
-            steps = scheduled.steps_of(SCHEDULES["reduce"][name], ctx.rank, ctx.size, root, count,
-                                       self._segment(dtype, "reduce"))
+            steps = scheduled.steps_of(SCHEDULES["reduce"][name], ctx.rank, ctx.size, root, count, self._segment(dtype))
             return scheduled.Reduce(ctx.executor, steps, op, ctx.rank, root, ctx.size)
 
         if algorithm == "direct":

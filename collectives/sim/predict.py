@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from ..algorithms.registry import automatic
-from ..algorithms.schedule import segment_bytes
 from ..tuning import tuner
 from ..tuning.cache import beyond, footprint, spilled
 from ..tuning.copies import copy_time
@@ -49,8 +48,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
     copies = copy_time(collective, nbytes, c.ranks, c.intra) * c.cpu_factor
-    return copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls,
-                                      segment_bytes(tuner.SEGMENT_BYTES, collective, transport, c.ranks))
+    return copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
-from ..algorithms.schedule import Step, partition, segment_bytes
+from ..algorithms.schedule import Step, partition
 from . import reads
 from .cache import beyond, footprint, spilled, windowed
 from .copies import copy_time
@@ -92,14 +92,12 @@ def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
     return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
 
 
-def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1,
-                segment: int = SEGMENT_BYTES) -> float:
+def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
-    beyond, one call), its schedules pipelined in ``segment`` bytes. Raises TooLarge where the
-    replay would be too long."""
+    beyond, one call). Raises TooLarge where the replay would be too long."""
     if nbytes > LINEAR_BYTES:
-        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls, segment))
+        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls))
     machine = make()
     size = machine.ranks
     if size <= 1 or nbytes <= 0:
@@ -113,14 +111,14 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
         if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
             passes = 2 if collective == "all_reduce" else 1
             return machine.overhead + chain_time(passes, ITEMSIZE, collective != "all_gather", make)
-        first = list(schedules(collective, algorithm, nbytes, size, segment, only=0)[0])
+        first = list(schedules(collective, algorithm, nbytes, size, only=0)[0])
         if kind is not None:
             return machine.overhead + lockstep_time(first, kind, make, ITEMSIZE)
         if len(first) * size > REPLAY_EVENTS:
             raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
         calls = 1
     calls = max(1, calls)
-    done = replay_calls([schedules(collective, algorithm, nbytes, size, segment) for _ in range(calls)], machine, ITEMSIZE)
+    done = replay_calls([schedules(collective, algorithm, nbytes, size) for _ in range(calls)], machine, ITEMSIZE)
     return machine.overhead + max(done[-1]) / calls
 
 
@@ -286,7 +284,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
-        sticky=keeps_cores(transport)), profile.calls, segment_bytes(SEGMENT_BYTES, collective, transport, size))
+        sticky=keeps_cores(transport)), profile.calls)
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:
