@@ -7,7 +7,6 @@ import dataclasses
 from ..algorithms.registry import automatic
 from ..tuning import tuner
 from ..tuning.cache import beyond, footprint, spilled
-from ..tuning.copies import copy_time
 from ..tuning.profile import Profile
 from .cluster import Cluster
 
@@ -47,7 +46,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
-    copies = copy_time(collective, nbytes, c.ranks, c.intra) * c.cpu_factor
+    copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
     return copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
 
 

@@ -5,17 +5,19 @@ out-of-place reduce_scatter copies its whole input into a work buffer and its bl
 it, an all-gather its input into its block of the output, a reduce's non-root ranks their
 input into a work buffer (the schedule folds into it); from ``PENDING_COPY_BYTES`` those work
 buffers take the input only where a step reads them, which the schedules here never need
-(``PENDING_LOCAL_COPIES``). The replay prices messages only; these
-copies cost ``copy_beta`` per byte of the rank that copies most (``LOCAL_COPIES``), plus
-``cache_beta`` times the share of the call's buffers beyond the cache (``cache.spilled``).
-The direct engine is priced by its own byte counts and does not pay them again.
+(``PENDING_LOCAL_COPIES``), but a receive folded into a range no step wrote yet reads the
+input as a third buffer (``third_buffer_folds``), at about the price of the copy it saved. The
+replay prices messages only; these copies and folds cost ``copy_beta`` per byte of the rank
+that copies most (``LOCAL_COPIES``), plus ``cache_beta`` times the share of the call's buffers
+beyond the cache (``cache.spilled``). The direct engine is priced by its own byte counts and
+does not pay them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from ..algorithms.schedule import PENDING_COPY_BYTES
+from ..algorithms.schedule import PENDING_COPY_BYTES, WORK, Recv, Step
 from .machine import LinkClass
 
 LOCAL_COPIES: dict[str, Callable[[int], float]] = {
@@ -23,7 +25,7 @@ LOCAL_COPIES: dict[str, Callable[[int], float]] = {
     "broadcast": lambda p: 0.0,  # the schedule works on x itself
     "reduce_scatter": lambda p: 1.0 + 1.0 / p,  # x into the work buffer, block out of it
     "all_gather": lambda p: 1.0 / p,  # x into its block of out
-    "reduce": lambda p: 1.0,  # a non-root's x into its work buffer
+    "reduce": lambda p: 1.0,  # a non-root's x into its work buffer (the root folds into x)
     "gather": lambda p: 1.0 / p,
     "scatter": lambda p: 1.0 / p,  # the block out of the root's x (or the work buffer)
     "all_to_all": lambda p: 1.0 / p,  # the own block of x into out
@@ -32,12 +34,44 @@ LOCAL_COPIES: dict[str, Callable[[int], float]] = {
 
 PENDING_LOCAL_COPIES: dict[str, Callable[[int], float]] = {
     "reduce_scatter": lambda p: 1.0 / p,  # its block out of the work buffer; sends and folds read x
+    "reduce": lambda p: 0.0,  # sends and folds read x
 }
-"""The local copies of the collectives whose work buffer pends from ``PENDING_COPY_BYTES``. A
-non-root reduce pends too and copies nothing, but keeps its ``LOCAL_COPIES`` share: the replay
-underprices the schedules' large reduces at three ranks on one host (measured well above the
-direct engine, priced just below it without the share: docs/simulation.md), and the share keeps
-the choice there until the replay prices them."""
+"""The local copies of the collectives whose work buffer pends from ``PENDING_COPY_BYTES``."""
+
+PENDING_RANKS: dict[str, Callable[[int], bool]] = {
+    "reduce": lambda rank: rank != 0,  # the root (0, as priced) folds into its x in place
+    "reduce_scatter": lambda rank: True,
+}
+"""The ranks whose work buffer pends, by collective, where not all of them do."""
+
+
+def third_buffer_folds(steps: Iterable[Step], itemsize: int) -> int:
+    """Bytes of ``steps`` (one rank's schedule, its work buffer pending) that fold a receive
+    into a range of the work buffer no step wrote yet: those folds read the input, the
+    received bytes and write the work buffer (``out = x op received``), a third stream beside
+    an in-place fold's two, which costs about the copy that the pending buffer saved."""
+    written: list[tuple[int, int]] = []  # sorted, disjoint
+    folded = 0
+    for step in steps:
+        for o in step:
+            if not isinstance(o, Recv) or o.buf != WORK or o.count <= 0:
+                continue
+            start, end = o.offset, o.offset + o.count
+            if o.reduce:
+                folded += (end - start) - sum(max(0, min(b, end) - max(a, start)) for a, b in written)
+            written = _merged(written, start, end)
+    return folded * itemsize
+
+
+def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """Sorted disjoint ``ranges`` with ``[start, end)`` added."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted([*ranges, (start, end)]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def copy_time(collective: str, nbytes: int, size: int, link: LinkClass) -> float:

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
-from ..algorithms.schedule import Step, partition
+from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from . import reads
 from .cache import beyond, footprint, spilled, windowed
-from .copies import copy_time
+from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import replay_calls
-from .machine import Machine, crowd_of_waiters, keeps_cores, link_of
+from .machine import LinkClass, Machine, crowd_of_waiters, keeps_cores, link_of
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
@@ -82,6 +82,28 @@ the bytes (the pipeline is full), and replaying every segment of a 1 GiB call wo
 
 class TooLarge(Exception):
     """Replaying this schedule at this scale would take too long (more than REPLAY_EVENTS steps)."""
+
+
+def local_copy_time(collective: str, algorithm: str, nbytes: int, size: int, link: LinkClass) -> float:
+    """Seconds of one call's local copies (``copies.copy_time``) and, where its work buffers
+    pend, of the folds that read the input (``copies.third_buffer_folds``), of the rank that folds
+    most, at ``link``'s ``copy_beta`` (0: not modelled)."""
+    if not link.copy_beta:
+        return 0.0
+    return copy_time(collective, nbytes, size, link) + pending_folds(collective, algorithm, nbytes, size) * link.copy_beta
+
+
+@functools.lru_cache(maxsize=1024)
+def pending_folds(collective: str, algorithm: str, nbytes: int, size: int) -> int:
+    """Bytes the rank that folds most from its input folds so in one call (0 below
+    ``PENDING_COPY_BYTES``); beyond REPLAY_RANKS, of three ranks (the first non-root, the middle
+    and the last one)."""
+    if nbytes < PENDING_COPY_BYTES or size <= 1 or collective not in PENDING_RANKS or algorithm not in FLAT:
+        return 0
+    ranks = range(size) if size <= REPLAY_RANKS else sorted({1, size // 2, size - 1})
+    pending = [r for r in ranks if PENDING_RANKS[collective](r)]
+    return max((third_buffer_folds(schedules(collective, algorithm, nbytes, size, only=r)[0], ITEMSIZE)
+                for r in pending), default=0)
 
 
 def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
@@ -279,7 +301,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
     link = profile.between_hosts(transport) if hosts else costs
     intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, link), share)
-    copies = copy_time(collective, nbytes, size, intra) * shared
+    copies = local_copy_time(collective, algorithm, nbytes, size, intra) * shared
     return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,

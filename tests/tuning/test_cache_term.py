@@ -60,10 +60,10 @@ def test_the_copies_around_a_schedule_cost_copy_beta_per_byte_of_the_busiest_ran
         "reduce_scatter", "direct", n, 2, "shm", 0, plain)
 
 
-def test_from_the_pending_copy_size_a_reduce_scatter_copies_its_block_out_only() -> None:
+def test_from_the_pending_copy_size_a_reduce_scatter_copies_its_block_out_only_and_a_reduce_nothing() -> None:
     link = dataclasses.replace(SHM, copy_beta=2e-10)
     below, at = PENDING_COPY_BYTES - 1024, PENDING_COPY_BYTES
-    for collective, before, after in (("reduce_scatter", 1.5, 0.5), ("reduce", 1.0, 1.0), ("all_gather", 0.5, 0.5)):
+    for collective, before, after in (("reduce_scatter", 1.5, 0.5), ("reduce", 1.0, 0.0), ("all_gather", 0.5, 0.5)):
         assert copy_time(collective, below, 2, link) == pytest.approx(before * below * 2e-10), collective
         assert copy_time(collective, at, 2, link) == pytest.approx(after * at * 2e-10), collective
 
