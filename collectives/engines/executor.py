@@ -57,6 +57,7 @@ class Executor:
         self.channels = channels
         self.engine = engine
         self._scratch: dict[tuple[np.dtype, int], np.ndarray] = {}
+        self._work: dict[np.dtype, np.ndarray] = {}
 
     def _scratch_for(self, dtype: np.dtype, count: int, parity: int) -> np.ndarray:
         """One of two scratch slabs: step k and step k+1 (posted early) never share one."""
@@ -66,8 +67,19 @@ class Executor:
             self._scratch[(dtype, parity)] = scratch
         return scratch[:count]
 
+    def work_for(self, dtype: np.dtype, count: int) -> np.ndarray:
+        """A work buffer of ``count`` elements for one call whose input pends (``PendingCopy``),
+        kept from call to call: a fresh one of many MiB is mapped anew by the allocator each time,
+        and the call's first writes would fault in its pages."""
+        work = self._work.get(dtype)
+        if work is None or work.size < count:
+            work = np.empty(max(count, 1), dtype=dtype)
+            self._work[dtype] = work
+        return work[:count]
+
     def release_scratch(self) -> None:
         self._scratch.clear()
+        self._work.clear()
 
     def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int,
                        pending: PendingCopy | None) -> _Posted:

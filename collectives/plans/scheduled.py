@@ -92,7 +92,7 @@ class ReduceScatter(_Scheduled):
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
         offset, length = self.block
         if self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
-            work = np.empty_like(x)
+            work = self.executor.work_for(x.dtype, x.size)
             left = self._run([work], call, source=x)
             assert left is not None
             left.fill(offset, offset + length)  # only this rank's block is read
@@ -136,7 +136,7 @@ class Reduce(_Scheduled):
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         if not self.at_root and self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
-            self._run([np.empty_like(x)], call, source=x)
+            self._run([self.executor.work_for(x.dtype, x.size)], call, source=x)
         else:
             work = x if self.at_root else x.copy()
             if self.size > 1:
