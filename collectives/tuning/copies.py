@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..algorithms.schedule import PENDING_COPY_BYTES, WORK, Recv, Step
+from ..algorithms.unwritten import Unwritten
 from .machine import LinkClass
 
 LOCAL_COPIES: dict[str, Callable[[int], float]] = {
@@ -50,28 +51,16 @@ def third_buffer_folds(steps: Iterable[Step], itemsize: int) -> int:
     into a range of the work buffer no step wrote yet: those folds read the input, the
     received bytes and write the work buffer (``out = x op received``), a third stream beside
     an in-place fold's two, which costs about the copy that the pending buffer saved."""
-    written: list[tuple[int, int]] = []  # sorted, disjoint
+    unwritten = Unwritten(1 << 62)
     folded = 0
     for step in steps:
         for o in step:
             if not isinstance(o, Recv) or o.buf != WORK or o.count <= 0:
                 continue
-            start, end = o.offset, o.offset + o.count
             if o.reduce:
-                folded += (end - start) - sum(max(0, min(b, end) - max(a, start)) for a, b in written)
-            written = _merged(written, start, end)
+                folded += unwritten.overlap(o.offset, o.offset + o.count)
+            unwritten.written(o.offset, o.offset + o.count)
     return folded * itemsize
-
-
-def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Sorted disjoint ``ranges`` with ``[start, end)`` added."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted([*ranges, (start, end)]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def copy_time(collective: str, nbytes: int, size: int, link: LinkClass) -> float:
