@@ -24,15 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from collectives.config import parse_size
 from collectives.engines import express
 from collectives.testing import run_world
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20}
-    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def _loop(comm: Any, nbytes: int, calls: int, written: bool, shared: bool,
@@ -77,8 +73,8 @@ def main() -> None:
     parser.add_argument("--pinned", type=int, default=0)
     args = parser.parse_args()
     if args.swap_bytes is not None:
-        express.SWAP_BYTES = _size(args.swap_bytes)
-    nbytes = _size(args.bytes)
+        express.SWAP_BYTES = parse_size(args.swap_bytes)
+    nbytes = parse_size(args.bytes)
     for run in range(args.runs):
         ranks = run_world(lambda comm: _loop(comm, nbytes, args.calls, args.written, args.shared, args.pinned), 2, "shm",
                           timeout=120)

@@ -31,13 +31,9 @@ from typing import Any
 import numpy as np
 
 from collectives.buffers import address_of
+from collectives.config import parse_size
 from collectives.testing import run_world
 from collectives.transports import cma
-
-
-def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20}
-    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> float:
@@ -84,7 +80,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
     for text in args.bytes:
-        nbytes = _size(text)
+        nbytes = parse_size(text)
         ranks = run_world(lambda comm: _cases(comm, nbytes, args.calls, args.batches), 2, "shm", timeout=600)
         for name, (us, swaps, ring) in ranks[0].items():
             print(f"{text:>6} {name:7s} {us:9.1f} us/call  swaps {swaps:5d}  ring {ring:5d}", flush=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..ops import ReduceOp, fold_received, reduce_pair
+from ..ops import ReduceOp, fold_received
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
 from ..algorithms.schedule import WORK, Recv, Send, Step
@@ -134,12 +134,8 @@ class Executor:
             for o in current:
                 if isinstance(o, Send):
                     start, end = o.offset, o.offset + o.count
-                    payload = buffers[o.buf][start:end]
-                    if pending is not None and o.buf == WORK:
-                        if pending.untouched(start, end):
-                            payload = pending.source[start:end]
-                        else:
-                            pending.fill(start, end)
+                    payload = (pending.payload(start, end) if pending is not None and o.buf == WORK
+                               else buffers[o.buf][start:end])
                     requests.append(channels[o.peer].isend(payload, tag))
             nxt = next(remaining, None)
             early: _Posted | None = None
@@ -150,17 +146,9 @@ class Executor:
                 assert op is not None, "a schedule with reducing receives needs an op"
                 for o, dst, landing in posted.folds:
                     if pending is not None and o.buf == WORK:
-                        start, end = o.offset, o.offset + o.count
-                        if pending.untouched(start, end):  # dst = x op received, without copying x first
-                            held = pending.source[start:end]
-                            if o.first:
-                                reduce_pair(op, landing, held, dst)
-                            else:
-                                reduce_pair(op, held, landing, dst)
-                            pending.written(start, end)
-                            continue
-                        pending.fill(start, end)
-                    fold_received(op, dst, landing, o.first)
+                        pending.fold(op, o.offset, o.offset + o.count, landing, o.first)
+                    else:
+                        fold_received(op, dst, landing, o.first)
             current = nxt
             parity = 1 - parity
             posted = early if early is not None else (

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..algorithms.unwritten import Unwritten
 from ..buffers import copy_array
+from ..ops import ReduceOp, fold_received, reduce_pair
 
 
 class PendingCopy(Unwritten):
@@ -27,6 +28,30 @@ class PendingCopy(Unwritten):
                              f"({source.dtype}[{source.size}])")
         super().__init__(work.size)
         self.source, self.work = source, work
+
+    def payload(self, start: int, end: int) -> np.ndarray:
+        """What a send of ``[start, end)`` of the work buffer reads: the source's range while no
+        step wrote any of it, else the work buffer's, its pending parts copied first."""
+        if self.untouched(start, end):
+            return self.source[start:end]
+        self.fill(start, end)
+        return self.work[start:end]
+
+    def fold(self, op: ReduceOp, start: int, end: int, received: np.ndarray, received_first: bool) -> None:
+        """Fold ``received`` into ``[start, end)`` of the work buffer (``Recv.first`` order): from
+        the source straight into the work buffer where no step wrote the range yet
+        (``work = x op received``), else in place after the pending parts are copied."""
+        dst = self.work[start:end]
+        if self.untouched(start, end):
+            held = self.source[start:end]
+            if received_first:
+                reduce_pair(op, received, held, dst)
+            else:
+                reduce_pair(op, held, received, dst)
+            self.written(start, end)
+            return
+        self.fill(start, end)
+        fold_received(op, dst, received, received_first)
 
     def fill(self, start: int, end: int) -> None:
         """Copy the source into what is still pending of ``[start, end)`` (a step reads it in place)."""

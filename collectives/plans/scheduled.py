@@ -29,9 +29,10 @@ KEPT_STEPS = 64
 outweigh the generator, and its steps would hold memory for as long as the plan is kept)."""
 
 
-def pends(x: np.ndarray, work: np.ndarray) -> bool:
-    """Whether ``work`` may take ``x``'s values range by range: large enough, and apart."""
-    return x.nbytes >= PENDING_COPY_BYTES and not np.may_share_memory(x, work)
+def pends(x: np.ndarray, work: np.ndarray | None = None) -> bool:
+    """Whether a work buffer may take ``x``'s values range by range: ``x`` large enough, and
+    apart from ``work`` (the caller's; None: one of the executor's own)."""
+    return x.nbytes >= PENDING_COPY_BYTES and (work is None or not np.may_share_memory(x, work))
 
 
 def steps_of(factory: Callable[..., Iterable[Step]], *args: Any) -> Steps:
@@ -60,6 +61,13 @@ class _Scheduled:
         return self.executor.run(self.steps(), buffers, op=self.op, tag=self.tag_bits | call.seq, deadline=call.deadline,
                           on_timeout=call.timed_out, source=source)
 
+    def _run_pending(self, x: np.ndarray, work: np.ndarray, call: Call) -> PendingCopy:
+        """Run with ``work`` taking ``x``'s values only where a step needs them there; the ranges
+        left for the caller to copy as far as it reads them."""
+        left = self._run([work], call, source=x)
+        assert left is not None
+        return left
+
 
 class AllReduce(_Scheduled):
     """``out`` = the reduction of every rank's ``x``, reduced in place in ``out``."""
@@ -70,9 +78,7 @@ class AllReduce(_Scheduled):
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
         if out is not x and self.size > 1 and pends(x, out):
-            left = self._run([out], call, source=x)
-            assert left is not None
-            left.finish()
+            self._run_pending(x, out, call).finish()
         else:
             if out is not x:  # only once the call runs: a closed communicator leaves out alone
                 copy_array(out, x)
@@ -91,11 +97,9 @@ class ReduceScatter(_Scheduled):
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
         offset, length = self.block
-        if self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
+        if self.size > 1 and pends(x):
             work = self.executor.work_for(x.dtype, x.size)
-            left = self._run([work], call, source=x)
-            assert left is not None
-            left.fill(offset, offset + length)  # only this rank's block is read
+            self._run_pending(x, work, call).fill(offset, offset + length)  # only this rank's block is read
         else:
             work = x.copy()
             if self.size > 1:
@@ -135,8 +139,8 @@ class Reduce(_Scheduled):
         self.size = size
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
-        if not self.at_root and self.size > 1 and x.nbytes >= PENDING_COPY_BYTES:
-            self._run([self.executor.work_for(x.dtype, x.size)], call, source=x)
+        if not self.at_root and self.size > 1 and pends(x):
+            self._run_pending(x, self.executor.work_for(x.dtype, x.size), call)
         else:
             work = x if self.at_root else x.copy()
             if self.size > 1:
