@@ -21,6 +21,7 @@ from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES,
 from ..algorithms.schedule import partition
 from ..engines import exchange_reads, slots, small
 from ..engines.exchange_reads import ALL_TO_ALL, GATHER, SCATTER
+from ..engines.windows import SharedWindows
 from ..ops import ReduceOp
 from ..tags import CONTROL_TAG_BIT
 from ..tuning import tuner
@@ -185,28 +186,36 @@ class Planner:
             return by_schedule(fallback)
         return by_schedule(algorithm)
 
+    def _by_reads_or(self, kind: str, collective: str, nbytes: int, limit: int,
+                     by_reads: Callable[[Any, Any], exchange_reads.ExchangeByReads],
+                     within: Callable[[SharedWindows], Plan],
+                     beyond: Callable[[str], Plan]) -> Plan:
+        """The direct route of an exchange of ``nbytes`` (> 0) of ``kind``: up to ``limit`` by
+        reads where ``direct_routes`` says they suit the ranks' cores, else ``within(windows)``;
+        beyond ``limit`` by reads, else ``beyond`` with the automatic choice for ``collective``
+        (the same on every rank)."""
+        windows = self.context.windows
+        assert windows is not None  # select() offers direct only with windows
+        if nbytes <= limit:
+            if not direct_routes.exchange_by_reads(kind, nbytes, False):
+                return within(windows)
+            return windowed.ReadsExchange(windows, by_reads, lambda: within(windows),
+                                          suits=lambda w: direct_routes.exchange_by_reads(kind, nbytes, w.oversubscribed))
+        fallback = self.automatic(collective, nbytes, self.context.size)
+        return windowed.ReadsExchange(windows, by_reads, lambda: beyond(fallback))
+
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
         if algorithm == "direct":
-            windows = ctx.windows
-            assert windows is not None  # select() offers it only with windows
             nbytes = count * ctx.size * dtype.itemsize
-
-            def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
-                return exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root)
-
-            def by_slots() -> Plan:
-                return windowed.SlotExchange(windows, root, lambda w: slots.PipelinedGatherPlan(w, dtype, count))
-            if 0 < nbytes <= DIRECT_GATHER_BYTES:
-                if not direct_routes.exchange_by_reads(GATHER, nbytes, False):
-                    return by_slots()
-                return windowed.ReadsExchange(windows, by_reads, by_slots,
-                                              suits=lambda w: direct_routes.exchange_by_reads(GATHER, nbytes,
-                                                                                              w.oversubscribed))
-            fallback = self.automatic("gather", nbytes, ctx.size)  # the same on every rank
             if nbytes:
-                return windowed.ReadsExchange(windows, by_reads, lambda: self.gather(fallback, dtype, count, root))
-            algorithm = fallback
+                return self._by_reads_or(
+                    GATHER, "gather", nbytes, DIRECT_GATHER_BYTES,
+                    lambda w, m: exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root),
+                    lambda windows: windowed.SlotExchange(windows, root,
+                                                          lambda w: slots.PipelinedGatherPlan(w, dtype, count)),
+                    lambda name: self.gather(name, dtype, count, root))
+            algorithm = self.automatic("gather", nbytes, ctx.size)  # an empty call: the schedule's
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))
@@ -215,26 +224,16 @@ class Planner:
     def scatter(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
         ctx = self.context
         if algorithm == "direct":
-            windows = ctx.windows
-            assert windows is not None  # select() offers it only with windows
             nbytes = count * ctx.size * dtype.itemsize
-
-            def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
-                return exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, count * ctx.size, root)
-
-            def by_slots() -> Plan:
-                return windowed.SlotExchange(windows, root,
-                                             lambda w: slots.PipelinedScatterPlan(w, dtype, count * ctx.size))
-            if 0 < nbytes <= DIRECT_SCATTER_BYTES:
-                if not direct_routes.exchange_by_reads(SCATTER, nbytes, False):
-                    return by_slots()
-                return windowed.ReadsExchange(windows, by_reads, by_slots,
-                                              suits=lambda w: direct_routes.exchange_by_reads(SCATTER, nbytes,
-                                                                                              w.oversubscribed))
-            fallback = self.automatic("scatter", nbytes, ctx.size)  # the same on every rank
+            total = count * ctx.size
             if nbytes:
-                return windowed.ReadsExchange(windows, by_reads, lambda: self.scatter(fallback, dtype, count, root))
-            algorithm = fallback
+                return self._by_reads_or(
+                    SCATTER, "scatter", nbytes, DIRECT_SCATTER_BYTES,
+                    lambda w, m: exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, total, root),
+                    lambda windows: windowed.SlotExchange(windows, root,
+                                                          lambda w: slots.PipelinedScatterPlan(w, dtype, total)),
+                    lambda name: self.scatter(name, dtype, count, root))
+            algorithm = self.automatic("scatter", nbytes, ctx.size)  # an empty call: the schedule's
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
                                    self._segment(dtype))
@@ -245,23 +244,11 @@ class Planner:
         if count == 0:
             return nothing
         if algorithm == "direct":
-            windows = ctx.windows
-            assert windows is not None  # select() offers it only with windows
-            nbytes = count * dtype.itemsize
-
-            def by_reads(w: Any, m: Any) -> exchange_reads.ExchangeByReads:
-                return exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count)
-
-            def by_halves() -> Plan:
-                return windowed.SmallAllToAll(windows, dtype, count)
-            if nbytes <= min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES):
-                if not direct_routes.exchange_by_reads(ALL_TO_ALL, nbytes, False):
-                    return by_halves()
-                return windowed.ReadsExchange(windows, by_reads, by_halves,
-                                              suits=lambda w: direct_routes.exchange_by_reads(ALL_TO_ALL, nbytes,
-                                                                                              w.oversubscribed))
-            fallback = self.automatic("all_to_all", nbytes, ctx.size)  # the same on every rank
-            return windowed.ReadsExchange(windows, by_reads, lambda: self.all_to_all(fallback, dtype, count))
+            return self._by_reads_or(
+                ALL_TO_ALL, "all_to_all", count * dtype.itemsize, min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES),
+                lambda w, m: exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count),
+                lambda windows: windowed.SmallAllToAll(windows, dtype, count),
+                lambda name: self.all_to_all(name, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
                                    self._segment(dtype))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
