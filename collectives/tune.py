@@ -43,7 +43,7 @@ from .timing import Case, measure
 from .transports import cma
 from .transports.progress import usable_cpus
 from .tuning import reads, tuner
-from .tuning.machine import Machine, link_of
+from .tuning.machine import Machine, copies_whole, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_MARGIN, ENV, Profile, TransportCosts
 
 if TYPE_CHECKING:
@@ -69,18 +69,19 @@ def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
     return best / nbytes
 
 
-def _model_time(case: Case, ranks: int, costs: TransportCosts) -> float:
-    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue)."""
+def _model_time(case: Case, ranks: int, costs: TransportCosts, whole: bool = False) -> float:
+    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue;
+    ``whole``: receivers copy a message out once all of it is in, ``machine.copies_whole``)."""
     collective, nbytes, algorithm = case
     return tuner.replay_time(collective, algorithm, nbytes, lambda: Machine(
-        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead))
+        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead, whole_messages=whole))
 
 
-def _features(case: Case, size: int, gamma: float) -> tuple[list[float], float]:
+def _features(case: Case, size: int, gamma: float, whole: bool = False) -> tuple[list[float], float]:
     """The model's time of ``case`` as ``features · (overhead, alpha, beta, exchange) + fixed``
     (the replay is linear in the constants while its critical path stays the same)."""
     def at(overhead: float, alpha: float, beta: float, g: float, exchange: float = 0.0) -> float:
-        return _model_time(case, size, TransportCosts(overhead, alpha, beta, g, exchange=exchange))
+        return _model_time(case, size, TransportCosts(overhead, alpha, beta, g, exchange=exchange), whole)
 
     return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0), at(0, 0, 0, 0, 1)], at(0, 0, 0, gamma)
 
@@ -182,7 +183,7 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]
     rows, targets = [], []
     for case, t in zip(cases, sched_times):
-        features, fixed = _features(case, ranks, gamma)
+        features, fixed = _features(case, ranks, gamma, copies_whole(transport))
         rows.append(features)
         targets.append(max(t - fixed, t * 0.05))
     overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)

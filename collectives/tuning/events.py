@@ -7,7 +7,12 @@ next step, in time order, so links are reserved in the order messages are sent. 
 sends are issued together; the step ends when its receives have arrived and been copied
 out (and folded, for reducing receives). A receiver that waits copies the bytes out as they
 arrive, so a one-way transfer costs the larger of the two halves, not their sum; a rank that
-was busy sending copies out after (an exchange costs both halves). Messages between two
+was busy sending copies out after (an exchange costs both halves). Where the network copies
+messages whole (``Network.whole_messages``: shared memory, whose channel publishes a piece
+once it is all written), a waiting receiver copies out after the whole message is in, both
+halves in turn, except in a call whose messages flow one way: in a loop of such calls the
+sender writes the next call's message while the receiver copies out this one's, which the
+overlapped halves stand for in a replay of a few calls. Messages between two
 ranks match in order, as on a real channel; a schedule that would deadlock raises
 ``ScheduleError``. In a call whose messages flow one way (``flows_one_way``: a broadcast's or a
 reduce's tree or chain), a rank that resumes after a wait is told how many ranks of its cores
@@ -39,6 +44,11 @@ class Network(Protocol):
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         """Seconds ``rank`` spends folding ``nbytes`` into its buffer."""
+        ...
+
+    @property
+    def whole_messages(self) -> bool:
+        """Whether a receiver copies a message out only once all of it is in."""
         ...
 
     @property
@@ -111,6 +121,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     size = len(calls[0])
     first_call = [list(s) for s in calls[0]]  # read once, to see whether its messages flow one way
     flowing = flows_one_way(first_call)
+    in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
     calls = [[iter(s) for s in first_call], *calls[1:]]
     schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]
     position = [-1] * size
@@ -143,7 +154,8 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
                 arrival, copy = inbox[(o.peer, r)].popleft()
                 waited = waited or arrival > t
                 fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
-                t = max(t + copy, arrival) + fold  # a waiting receiver copies out as the bytes come
+                # a waiting receiver copies out as the bytes come, or after all of them (in_turn)
+                t = (max(t, arrival) + copy if in_turn else max(t + copy, arrival)) + fold
                 work += copy + fold
         # in a call that flows one way, the ranks blocked beside it as it resumes (itself too)
         waiting = 1 + sum(1 for q in blocked if network.same_cores(q, r)) if flowing and waited else 0

@@ -34,7 +34,10 @@ each kind in turn. A link class may split a one-way message's α (``send_overhea
 ``recv_overhead``): a sender whose step receives nothing (a tree's root) goes on once the
 send path is done, so its second message leaves after one overhead and not after a whole α,
 while a chain still waits α at every hop; the receiver of a message already there pays its
-receive overhead. A machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake
+receive overhead. With ``whole_messages`` (one host over shared memory) the receiver of a
+message copies it out only once the sender has written all of it: a channel publishes a piece
+of up to a quarter ring at once (a schedule's segments fit in one), so the two halves of a
+message that a rank waits for run one after the other, not overlapped (``events.replay``). A machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake
 in a call whose messages flow one way (``events.flows_one_way``) by the ranks then waiting on its
 cores rather than by all of them: in a loop of such calls the ranks upstream run ahead into
 later calls, working (the core queue prices that) or done, not waiting in the run queue ahead
@@ -106,13 +109,15 @@ class Machine:
             ranks waiting on a rank's cores when it resumes, not all of them (``step_extra``).
         sticky: on one host, ranks keep to their cores (``acquire``) instead of taking
             whichever frees first, and ``crowd_wake`` counts the ranks of their own core.
+        whole_messages: on one host, a receiver copies a message out only once all of it
+            has been written (``copies_whole``).
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
-                 crowd_of_waiters: bool = False, sticky: bool = False) -> None:
+                 crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -131,6 +136,7 @@ class Machine:
         self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
         self.sticky = sticky and self.k >= ranks
+        self.whole_messages = whole_messages and self.k >= ranks
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
         if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
@@ -299,6 +305,14 @@ def keeps_cores(transport: str) -> bool:
     """Whether ``transport``'s ranks keep to their cores in the model (``Machine``'s ``sticky``):
     shared memory's (the transport it was checked on; others take whichever core frees first:
     docs/simulation.md, *The twenty-second round: shared memory*)."""
+    return transport == "shm"
+
+
+def copies_whole(transport: str) -> bool:
+    """Whether ``transport``'s receivers copy a message out only once all of it is in
+    (``Machine``'s ``whole_messages``): shared memory's, whose channels publish a piece of up to
+    a quarter ring at once (docs/simulation.md, *The twenty-sixth round: shared memory*); a
+    socket's receiver reads the bytes as they come."""
     return transport == "shm"
 
 

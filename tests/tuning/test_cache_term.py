@@ -119,8 +119,9 @@ def test_the_in_cache_beta_keeps_the_direct_engine_for_large_calls(collective: s
 @pytest.mark.parametrize("collective", ["reduce_scatter", "all_gather"])
 def test_without_the_copies_the_in_cache_beta_would_take_the_ring(collective: str) -> None:
     # choice runs 5 and 6, 2 MiB at 2 ranks: reduce_scatter direct 110 us, ring 241-253;
-    # all_gather direct 122-124, ring 134-157
-    no_copies = with_shm(current(), copy_beta=0.0)
+    # all_gather direct 122-124, ring 134-157; with the 6 MiB cache these terms were chosen with
+    # (a 3 MiB one since puts the 2 MiB all_gather's buffers beyond it, and the ring pays that)
+    no_copies = dataclasses.replace(with_shm(current(), copy_beta=0.0), cache_bytes=6 * MiB)
     assert tuner.choose(collective, 2 * MiB, 2, "shm", True, 0, no_copies) == "ring"
 
 

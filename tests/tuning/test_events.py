@@ -67,3 +67,37 @@ def test_a_profile_prices_its_calls_back_to_back() -> None:
     one, two = Profile({"tcp": costs}, "one"), Profile({"tcp": costs}, "two", calls=2)
     assert tuner.predict("broadcast", "ring", 8, 3, "tcp", 0, one) == pytest.approx(2 * ALPHA)
     assert tuner.predict("broadcast", "ring", 8, 3, "tcp", 0, two) == pytest.approx(1.5 * ALPHA)
+
+
+def whole(ranks: int = 2) -> Machine:
+    return Machine(ranks, ranks, LinkClass("x", ALPHA, BETA, 0.5), whole_messages=True)
+
+
+def test_where_messages_are_copied_whole_a_round_trip_pays_both_halves_each_way() -> None:
+    """Over shared memory a channel publishes a message once all of it is written, so a rank
+    that waits for it copies out after, not as it comes: there and back costs α and both
+    halves of the copy each way, where overlapped halves would cost one half each way."""
+    def there_and_back() -> list[Iterator[Step]]:
+        return [iter([(Send(1, 0, N // 4),), (Recv(1, 0, N // 4),)]),
+                iter([(Recv(0, 0, N // 4),), (Send(0, 0, N // 4),)])]
+
+    assert max(replay(there_and_back(), machine())) == pytest.approx(2 * (ALPHA + N * BETA / 2))
+    assert max(replay(there_and_back(), whole())) == pytest.approx(2 * (ALPHA + N * BETA))
+
+
+def test_a_call_whose_messages_flow_one_way_keeps_its_halves_overlapped() -> None:
+    """A broadcast's chain: in a loop the sender writes the next call's message while the
+    receiver copies out this one's, which the overlapped halves stand for."""
+    chain = [iter([(Send(1, 0, N // 4),)]), iter([(Recv(0, 0, N // 4),)])]
+    assert max(replay(chain, whole())) == pytest.approx(ALPHA + N * BETA / 2)
+
+
+def test_shared_memory_prices_the_two_rank_tree_all_reduce_with_its_messages_whole() -> None:
+    """The tuner's shm machine copies messages whole, tcp's does not: the 2-rank tree
+    all-reduce (there and back) costs more over shm than the ring (an exchange each way)."""
+    from collectives.tuning.profile import Profile, TransportCosts
+
+    costs = TransportCosts(0.0, ALPHA, BETA, 0.0)
+    profile = Profile({"shm": costs, "tcp": costs}, "flat")
+    tree = {t: tuner.predict("all_reduce", "tree", N, 2, t, 0, profile) for t in ("shm", "tcp")}
+    assert tree["shm"] == pytest.approx(tree["tcp"] + N * BETA, rel=0.02)

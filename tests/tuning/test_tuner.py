@@ -88,11 +88,11 @@ def without_reads(profile: Profile) -> Profile:
 
 def test_a_direct_all_to_all_is_priced_as_the_window_up_to_its_limit_and_as_its_schedule_beyond() -> None:
     """Beyond the limit as the schedule where the profile prices no reads (with reads priced:
-    tests/tuning/test_reads_costs.py)."""
+    tests/tuning/test_reads_costs.py; the cache term apart: tests/tuning/test_cache_term.py)."""
     from collectives.algorithms.registry import DIRECT_ALL_TO_ALL_BYTES
     from collectives.tuning.profile import current
 
-    profile = without_reads(current())
+    profile = dataclasses.replace(without_reads(current()), cache_bytes=0)
     for size in (2, 4):
         turns = max(1.0, size / profile.cores)
         window = tuner.direct_time("all_to_all", DIRECT_ALL_TO_ALL_BYTES, size, profile.costs("shm")) * turns
