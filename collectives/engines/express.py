@@ -55,10 +55,13 @@ exchange of an all-gather's blocks) loses below SWAP_BYTES where its sender has 
 SWAP_BYTES_CROWDED = 64 << 10
 """SWAP_BYTES where this host runs more ranks than it has cores: a receiver through the ring
 waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
-SWAP_BYTES_IN_PLACE_CROWDED = 128 << 10
+SWAP_BYTES_IN_PLACE_CROWDED = 64 << 10
 """Where ranks outnumber cores, the smallest ``sendrecv`` in place that goes by single copy (the
-message copied aside first, then swapped); elsewhere only those beyond ``EXPRESS_BYTES`` do,
-the ring's two copies costing less than a copy aside and a read where each rank has a core."""
+message copied aside first, then swapped): through the ring, ranks that find their peer's frame
+there run ahead of it, and every few calls one waits out its peer's turn on a shared core
+(docs/performance.md, "Twenty-second round, four ranks on two cores"); elsewhere only those
+beyond ``EXPRESS_BYTES`` do, the ring's two copies costing less than a copy aside and a read
+where each rank has a core."""
 
 
 class Lane(Protocol):

@@ -487,3 +487,35 @@ def test_a_peer_killed_mid_swap_fails_the_sendrecv_with_peer_lost(half: str, tmp
     assert info.value.rank == 1 and info.value.exitcode == -signal.SIGKILL
     # the last call began as a swap; rank 0 had read the peer's message where the peer sent it
     assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 1, 1, half == "received"]
+
+
+def _in_place_swaps(comm: Any) -> Any:
+    """After out-of-place calls that teach the channels single copy, in-place ring shifts of
+    ``SWAP_BYTES_IN_PLACE_CROWDED`` bytes and of a little less: whether every message arrived,
+    and how many of each size the lane swapped."""
+    r, n = comm.rank, comm.size
+    ok, swapped = [], []
+    for size in (express.SWAP_BYTES_APART, express.SWAP_BYTES_CROWDED):
+        comm.sendrecv(_message(size, r), (r + 1) % n, np.zeros(size, np.uint8), (r - 1) % n)
+    for size in (express.SWAP_BYTES_IN_PLACE_CROWDED, express.SWAP_BYTES_IN_PLACE_CROWDED - 8):
+        before = comm._express.swaps
+        for i in range(3):
+            x = _message(size, r + i)
+            comm.sendrecv(x, (r + 1) % n, x, (r - 1) % n)
+            ok.append(bool(np.array_equal(x, _message(size, (r - 1) % n + i))))
+        swapped.append(comm._express.swaps - before)
+    return all(ok), swapped
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("cores", [1, 64], ids=["ranks outnumber cores", "a core each"])
+def test_in_place_where_ranks_outnumber_cores_sendrecv_swaps_a_copy_from_the_crowded_size(
+        cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores an in-place ``sendrecv`` from ``SWAP_BYTES_IN_PLACE_CROWDED``
+    goes by the copy aside and the swap, below it through the ring; with a core each, through
+    the ring up to ``EXPRESS_BYTES``."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
+    results = run_world(_in_place_swaps, 2, "shm", timeout=60)
+    assert results == [(True, [3, 0] if cores == 1 else [0, 0])] * 2
