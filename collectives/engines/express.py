@@ -59,6 +59,11 @@ SWAP_BYTES_IN_PLACE_CROWDED = 128 << 10
 """Where ranks outnumber cores, the smallest ``sendrecv`` in place that goes by single copy (the
 message copied aside first, then swapped); elsewhere only those beyond ``EXPRESS_BYTES`` do,
 the ring's two copies costing less than a copy aside and a read where each rank has a core."""
+HALF_BYTES = 256 << 10
+"""Where each rank has a core, the smallest ``sendrecv`` in place with one peer that the two
+ranks swap by halves, each moving half of the buffer both ways by single copy with no copy
+aside (engines/_half_swap.h), where both are in the lane at once; otherwise it goes as before
+(docs/performance.md, "Twenty-second round, point to point")."""
 
 
 class Lane(Protocol):
@@ -68,6 +73,7 @@ class Lane(Protocol):
     sends: int
     recvs: int
     swaps: int
+    halves: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
@@ -82,7 +88,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = 0
+    sends = recvs = swaps = halves = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
@@ -108,6 +114,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
+    half_bytes = -1 if crowded else HALF_BYTES
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -119,5 +126,5 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
-                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes)
+                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes)
     return lane_

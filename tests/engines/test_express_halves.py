@@ -1,0 +1,107 @@
+"""A ``sendrecv`` in place with one peer through the express lane (engines/_half_swap.h): where
+both ranks are in the lane at once, each moves half of the buffer both ways (reads the peer's
+half into a bounce buffer, writes its own over it, copies the bounce into its buffer), bound by
+a word both compare-and-swap; where the peer does not come in time, or comes with another
+call, the offer is withdrawn and the call goes as before. Every case runs with the lane and
+without it (``pure_python``: the engine's copy aside), and must deliver the same bytes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collectives.engines import express
+from collectives.testing import run_world
+
+pytestmark = pytest.mark.multiprocess
+
+PIECE = 256 << 10  # the bounce buffer's piece (BOUNCE_BYTES)
+
+
+def _message(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n, np.uint8)
+
+
+def _learn(comm: Any) -> None:
+    """One large out-of-place sendrecv: the channels learn that single copy works both ways."""
+    big = _message(2 << 20, comm.rank)
+    comm.sendrecv(big, 1 - comm.rank, np.zeros_like(big), 1 - comm.rank)
+
+
+def _late(seconds: float) -> None:
+    """Come late by ``seconds``, busy (a sleep would hand the core over)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def _swaps_in_place(comm: Any, sizes: list[int], rounds: int = 4) -> Any:
+    """``rounds`` sendrecvs in place a size, each rank late in turn: whether every buffer came
+    to hold the peer's message, and how many the lane swapped by halves."""
+    peer, ok = 1 - comm.rank, []
+    _learn(comm)
+    for n in sizes:
+        for i in range(rounds):
+            x = _message(n, 10 * comm.rank + i)
+            comm.barrier()
+            if comm.rank == i % 2:  # the other rank offers, this one accepts
+                _late(30e-6)
+            comm.sendrecv(x, peer, x, peer)
+            ok.append(bool(np.array_equal(x, _message(n, 10 * peer + i))))
+    return all(ok), comm._express.halves
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure_python: bool) -> None:
+    sizes = [express.HALF_BYTES, express.HALF_BYTES + 7, 3 * PIECE + 1, (4 << 20) + 13]
+    results = run_world(lambda comm: _swaps_in_place(comm, sizes), 2, "shm", timeout=60, pure_python=pure_python)
+    assert all(ok for ok, _ in results)
+    halves = [h for _, h in results]
+    assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
+
+
+def test_sizes_of_a_few_bytes_split_where_the_lower_half_is_empty_or_odd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(express, "HALF_BYTES", 1)  # (read where each forked rank makes its lane)
+    results = run_world(lambda comm: _swaps_in_place(comm, [1, 63, 64, 129, 1000], rounds=2), 2, "shm", timeout=60)
+    assert all(ok for ok, _ in results)
+    assert results[0][1] > 0
+
+
+def _in_place_against(comm: Any, peer_call: str) -> Any:
+    """Rank 0 sendrecvs in place; rank 1 answers with ``peer_call``: a sendrecv out of place,
+    or a send then a receive. Whether both got the other's message, and rank 0's halves."""
+    n, peer = 2 << 20, 1 - comm.rank
+    _learn(comm)
+    mine, theirs = _message(n, comm.rank), _message(n, peer)
+    if comm.rank == 0:
+        comm.sendrecv(mine, 1, mine, 1)
+        return bool(np.array_equal(mine, theirs)), comm._express.halves
+    out = np.zeros(n, np.uint8)
+    if peer_call == "sendrecv out of place":
+        comm.sendrecv(mine, 0, out, 0)
+    else:
+        comm.send(mine, 0)
+        comm.recv(out, 0)
+    return bool(np.array_equal(out, theirs)), comm._express.halves
+
+
+@pytest.mark.parametrize("peer_call", ["sendrecv out of place", "send then recv"])
+def test_a_peer_in_another_call_leaves_the_offer_unaccepted_and_the_call_goes_as_before(peer_call: str) -> None:
+    results = run_world(lambda comm: _in_place_against(comm, peer_call), 2, "shm", timeout=60)
+    assert results == [(True, 0), (True, 0)]
+
+
+def test_a_peer_late_past_the_offer_finds_it_withdrawn_and_the_call_goes_as_before() -> None:
+    def body(comm: Any) -> Any:
+        _learn(comm)
+        x = _message(1 << 20, comm.rank)
+        comm.barrier()
+        if comm.rank == 1:
+            time.sleep(0.05)
+        comm.sendrecv(x, 1 - comm.rank, x, 1 - comm.rank)
+        return bool(np.array_equal(x, _message(1 << 20, 1 - comm.rank))), comm._express.halves
+
+    assert run_world(body, 2, "shm", timeout=60) == [(True, 0), (True, 0)]
