@@ -36,7 +36,7 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_apart_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -48,7 +48,7 @@ typedef struct {
     int64_t spin_ns, yield_ns, swap_yield_ns;
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
-    long long halves;              /* sendrecvs in place the lane swapped by halves (_half_swap.h) */
+    long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
 } Express;
 
 static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -230,7 +230,7 @@ fail:
 /* -- sendrecv: both directions in one call ---------------------------------------------- */
 
 #include "_swap.h" /* the single-copy swap: my RTS out, the peer's message read, TAKEN both ways */
-#include "_half_swap.h" /* in place with one peer: each rank moves half of the buffer both ways */
+#include "_half_swap.h" /* with one peer: each rank moves half of the message both ways */
 
 /* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
    bytearray, kept between calls: a fresh one would cost its page faults each time). One that
@@ -272,10 +272,10 @@ static int apart(PyObject *x, PyObject *out) {
     return different;
 }
 
-/* The in-place swap by halves with the peer of ``lane`` where the channel and the engine let
-   it go now (as a swap's gate: nothing queued, held or half read, single copy known to work
-   both ways): HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, or -1 with an error set. */
-static int by_halves(Express *e, Lane *lane, PyObject *key, char *buf, uint64_t n, uint64_t tag) {
+/* The swap by halves with the peer of ``lane`` where the channel and the engine let it go now
+   (as a swap's gate: nothing queued, held or half read, single copy known to work both ways):
+   HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, or -1 with an error set. */
+static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag) {
     int r = send_free(lane);
     if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
     if (r > 0) r = single_copy_state(lane->channel, s_offers);
@@ -284,7 +284,7 @@ static int by_halves(Express *e, Lane *lane, PyObject *key, char *buf, uint64_t 
     if (r != WORKS) return HALF_NOT_TAKEN;
     long long pid;
     if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
-    return half_swap(e, lane, buf, n, tag, (pid_t)pid);
+    return half_swap(e, lane, send, recv, n, tag, (pid_t)pid);
 }
 
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
@@ -320,10 +320,14 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
        copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
-    /* In place with one peer, from ``half_bytes``: the halves first (_half_swap.h), and only
-       where the peer does not take them, the copy aside or the ring. */
-    int halves = in_place && to == from && send.buf == recv.buf && send.len == recv.len && send.len >= e->half_bytes &&
-                 to->deal != NULL;
+    /* With one peer, from ``half_bytes`` (from ``half_apart_bytes`` where ``x`` and ``out``
+       are parts of different arrays; out of place up to ``max_bytes`` only): the halves first
+       (_half_swap.h), and only where the peer does not take them, the copy aside, the swap or
+       the ring. */
+    int halves = to == from && to->deal != NULL && send.len == recv.len &&
+                 (in_place ? send.buf == recv.buf : send.len <= e->max_bytes);
+    if (halves && send.len < e->half_bytes)
+        halves = !in_place && send.len >= e->half_apart_bytes && apart(args[0], args[2]);
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
@@ -334,7 +338,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     if (taken < 0) goto fail;
     if (!taken) goto done;
     if (halves) {
-        int h = by_halves(e, to, key, recv.buf, (uint64_t)recv.len, tag);
+        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag);
         if (h != HALF_NOT_TAKEN) {
             Py_DECREF(result);
             result = h == HALF_DONE ? (Py_INCREF(Py_True), Py_True) : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
@@ -422,20 +426,21 @@ static void Express_dealloc(Express *e) {
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
    max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes,
-   half_bytes]) */
+   half_bytes, half_apart_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1,
+               half_apart_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
                             "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes",
-                            "half_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnn", names, &size, &PyDict_Type, &lanes, &keep,
+                            "half_bytes", "half_apart_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
                                      &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes,
-                                     &half_bytes))
+                                     &half_bytes, &half_apart_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -468,6 +473,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->half_bytes = half_bytes < 0 ? PY_SSIZE_T_MAX : half_bytes;
+    e->half_apart_bytes = half_apart_bytes < 0 ? e->half_bytes : half_apart_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
@@ -532,7 +538,7 @@ static PyGetSetDef Express_getset[] = {
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
-    {"halves", (getter)Express_get_halves, NULL, "sendrecvs in place the lane swapped by halves", NULL},
+    {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

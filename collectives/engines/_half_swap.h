@@ -1,20 +1,21 @@
-/* The in-place swap of the express lane's sendrecv (_express_c.c, which includes this after
-   _swap.h): two ranks that both send and receive one buffer with each other (MPI's
-   Sendrecv_replace) each move half of it both ways, with no copy aside and no frame on the
-   rings, so that no engine ever sees it.
+/* The swap by halves of the express lane's sendrecv (_express_c.c, which includes this after
+   _swap.h): two ranks that send to and receive from each other, each in place (MPI's
+   Sendrecv_replace) or out of place, each move half of the message both ways, with no copy
+   aside and no frame on the rings, so that no engine ever sees it.
 
-   The buffer's first half is the lower rank's, the rest the higher's. For each piece of its
-   half, a rank reads the peer's bytes into a bounce buffer (process_vm_readv), writes its own
-   bytes over them in the peer's buffer (process_vm_writev), then copies the bounce into its
-   own buffer. The two halves are apart, so neither rank waits for the other between pieces: a
-   rank overwrites only bytes that it has itself read, mine or the peer's. Per rank that is
-   half a read, half a write and half a copy, where the copy aside was a whole copy and a whole
-   read (docs/performance.md, "Twenty-second round, point to point").
+   The message's first half is the lower rank's, the rest the higher's. For each piece of its
+   half, a rank reads the peer's message (process_vm_readv) into its receive buffer, or where
+   it sends in place into a bounce buffer, then writes its own message into the peer's receive
+   buffer (process_vm_writev), then copies the bounce into its buffer. The two halves are
+   apart, so neither rank waits for the other between pieces: a rank overwrites only bytes that
+   it has itself read, of its buffer or the peer's. Per rank that is half a read and half a
+   write (and in place half a copy), where the single-copy swap was a whole read and in place
+   a whole copy aside before it (docs/performance.md, "Twenty-second round, point to point").
 
    Both ranks must agree to it, and a rank whose peer is late must be able to withdraw (it then
    runs the call the old way): so the agreement is a word both compare-and-swap, the *deal*, in
    the lower rank's ring to the higher one (transports/shm.py): 0 free; OFFER_LOW or OFFER_HIGH
-   (that rank's slot holds its buffer's address, size and wire tag); ACCEPTED (the peer saw the
+   (that rank's slot holds its buffers' addresses, the size and the wire tag); ACCEPTED (the peer saw the
    offer, its slot matching: both are bound). The offerer withdraws (OFFER back to 0) where no
    one accepts in time; the compare-and-swap that wins decides. Once bound, each rank says it
    is done with its half by advancing the count in its slot, and returns once the peer's count
@@ -33,7 +34,7 @@
 #include "_waits.h"
 
 enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3 };
-enum { SLOT_ADDRESS, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
+enum { SLOT_SEND, SLOT_RECV, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
 enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST };
 
 #define BOUNCE_BYTES ((uint64_t)256 << 10) /* a piece: read, written and copied while in my cache */
@@ -89,15 +90,19 @@ static int bind_half(Express *e, Lane *lane, uint64_t n) {
     return 1;
 }
 
-/* My half, both ways, in pieces through ``bounce``, the GIL released: 1, or 0 where a copy
-   failed (the peer gone: its memory is not the message's). */
-static int move_half(pid_t pid, char *buf, uint64_t theirs, uint64_t from, uint64_t to, char *bounce) {
-    int ok = 1;
+/* My half [from, to), both ways, in pieces, the GIL released: the peer's message (at
+   ``their_send``) into ``recv`` (through ``bounce`` where ``recv`` is ``send``), mine into its
+   receive buffer (``their_recv``). 1, or 0 where a copy failed (the peer gone: its memory is
+   not the message's). */
+static int move_half(pid_t pid, const char *send, char *recv, uint64_t their_send, uint64_t their_recv, uint64_t from,
+                     uint64_t to, char *bounce) {
+    int ok = 1, in_place = send == recv;
     Py_BEGIN_ALLOW_THREADS
     for (uint64_t at = from; at < to && ok; at += BOUNCE_BYTES) {
         size_t piece = (size_t)(to - at < BOUNCE_BYTES ? to - at : BOUNCE_BYTES);
-        ok = cma_copy(pid, 0, bounce, theirs + at, piece) && cma_copy(pid, 1, buf + at, theirs + at, piece);
-        if (ok) memcpy(buf + at, bounce, piece);
+        ok = cma_copy(pid, 0, in_place ? bounce : recv + at, their_send + at, piece) &&
+             cma_copy(pid, 1, (char *)send + at, their_recv + at, piece);
+        if (ok && in_place) memcpy(recv + at, bounce, piece);
     }
     Py_END_ALLOW_THREADS
     return ok;
@@ -123,26 +128,30 @@ static int await_peer_half(Express *e, Lane *lane, uint64_t count, pid_t pid, ui
     }
 }
 
-/* The in-place swap of ``buf`` (``n`` bytes, ``tag`` on the wire) with the peer of ``lane``
-   (process ``pid``), the lock held and the channel free: HALF_DONE, HALF_NOT_TAKEN (nothing
-   moved: the caller runs the call otherwise), HALF_PEER_LOST (bound, but the peer died before
-   its half was done: the engine's receive says so), or -1 with an error set. */
-static int half_swap(Express *e, Lane *lane, char *buf, uint64_t n, uint64_t tag, pid_t pid) {
+/* The swap by halves of ``send`` into the peer's receive buffer and of its message into
+   ``recv`` (``send`` itself in place; ``n`` bytes each, ``tag`` on the wire) with the peer of
+   ``lane`` (process ``pid``), the lock held and the channel free: HALF_DONE, HALF_NOT_TAKEN
+   (nothing moved: the caller runs the call otherwise), HALF_PEER_LOST (bound, but the peer
+   died before its half was done: the engine's receive says so), or -1 with an error set. */
+static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint64_t n, uint64_t tag, pid_t pid) {
     if (lane->deal == NULL || !rings_empty(lane)) return HALF_NOT_TAKEN;
-    if (e->bounce == NULL && (e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
+    if (send == recv && e->bounce == NULL && (e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     uint64_t *slot = lane->my_slot;
-    __atomic_store_n(&slot[SLOT_ADDRESS], (uint64_t)(uintptr_t)buf, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)send, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)recv, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_NBYTES], n, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
     if (!bind_half(e, lane, n)) return HALF_NOT_TAKEN;
-    uint64_t theirs = __atomic_load_n(&lane->peer_slot[SLOT_ADDRESS], __ATOMIC_ACQUIRE);
+    uint64_t their_send = __atomic_load_n(&lane->peer_slot[SLOT_SEND], __ATOMIC_ACQUIRE);
+    uint64_t their_recv = __atomic_load_n(&lane->peer_slot[SLOT_RECV], __ATOMIC_ACQUIRE);
     uint64_t split = n / 2 / 64 * 64, count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
-    if (!move_half(pid, buf, theirs, lane->low ? 0 : split, lane->low ? split : n, e->bounce)) return HALF_PEER_LOST;
+    if (!move_half(pid, send, recv, their_send, their_recv, lane->low ? 0 : split, lane->low ? split : n, e->bounce))
+        return HALF_PEER_LOST;
     __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
-    return await_peer_half(e, lane, count, pid, theirs) ? HALF_DONE : HALF_PEER_LOST;
+    return await_peer_half(e, lane, count, pid, their_recv) ? HALF_DONE : HALF_PEER_LOST;
 }
 
 #endif

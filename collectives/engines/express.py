@@ -60,10 +60,15 @@ SWAP_BYTES_IN_PLACE_CROWDED = 128 << 10
 message copied aside first, then swapped); elsewhere only those beyond ``EXPRESS_BYTES`` do,
 the ring's two copies costing less than a copy aside and a read where each rank has a core."""
 HALF_BYTES = 256 << 10
-"""Where each rank has a core, the smallest ``sendrecv`` in place with one peer that the two
-ranks swap by halves, each moving half of the buffer both ways by single copy with no copy
-aside (engines/_half_swap.h), where both are in the lane at once; otherwise it goes as before
-(docs/performance.md, "Twenty-second round, point to point")."""
+"""Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
+by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
+where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
+without an upper bound; out of place up to ``EXPRESS_BYTES``, beyond which the whole read of
+the single-copy swap costs less (docs/performance.md, "Twenty-second round, point to
+point"). Below it, in place, a buffer just written by its rank goes faster through the ring."""
+HALF_BYTES_APART = 64 << 10
+"""HALF_BYTES where the message and the receive's buffer are parts of different arrays (out of
+place): there the halves beat the ring and the swap whether the message was just written or not."""
 
 
 class Lane(Protocol):
@@ -114,7 +119,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
-    half_bytes = -1 if crowded else HALF_BYTES
+    half_bytes, half_apart_bytes = (-1, -1) if crowded else (HALF_BYTES, HALF_BYTES_APART)
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -126,5 +131,6 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
-                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes)
+                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes,
+                          half_apart_bytes)
     return lane_

@@ -17,13 +17,13 @@ sides' words on separate cache lines)::
             128 sleeping u32 (owner: set while in futex_wait)
             192 closed u32 (owner: set by close())
             256 slot table: n_slots x i32, the rank writing into each ring
-    ring i    0 tail u64, 8 want_room u32, 16 cpu u32, 24 slot u64[4] (writer), 56 deal u64 (both)
-             | 64 head u64 (reader) | 128 data[capacity]
+    ring i    0 tail u64, 8 want_room u32, 16 cpu u32, 24 slot u64[5] (writer)
+             | 64 head u64 (reader), 96 deal u64 (both) | 128 data[capacity]
 
-The slot and the deal are the express lane's in-place swap's (engines/_half_swap.h): the slot
-(address, size, wire tag, halves done) says where the writer's buffer lies; the deal, used only
-in the ring from the lower rank to the higher, is the one word both sides write, by
-compare-and-swap only.
+The slot and the deal are the express lane's swap by halves (engines/_half_swap.h): the slot
+(send and receive addresses, size, wire tag, halves done) says where the writer's buffers lie;
+the deal, used only in the ring from the lower rank to the higher, is the one word both sides
+write, by compare-and-swap only.
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
 never confuse empty with full. The writer copies the bytes, then publishes the tail; the
@@ -67,8 +67,8 @@ _OFF_SLOTS = 256
 _RING_TAIL = 0
 _RING_WANT_ROOM = 8
 _RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
-_RING_SLOT = 24  # the express lane's in-place swap: the writer's slot, 4 u64 ...
-_RING_DEAL = 56  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
+_RING_SLOT = 24  # the express lane's swap by halves: the writer's slot, 5 u64 ...
+_RING_DEAL = 96  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
 _RING_HEAD = 64
 _RING_DATA = 128
 
@@ -376,7 +376,7 @@ class ShmChannel(Channel):
         """The addresses of this channel's words, for code that moves whole frames itself
         (engines/_express_c.c): my ring in the peer's inbox (tail, want_room, head, cpu, data),
         the peer's ring in mine (the same five), the capacity, the peer's doorbell, sleeping and
-        closed words, and my own closed word; my slot, the peer's, the deal of the in-place swap
+        closed words, and my own closed word; my slot, the peer's, the deal of the swap by halves
         and whether I am the lower rank; then the objects that keep them mapped."""
         out, into, peer = self._out, self._in, self._peer_seg
         if out is None or into is None:

@@ -1,8 +1,8 @@
-"""A ``sendrecv`` in place with one peer through the express lane (engines/_half_swap.h): where
-both ranks are in the lane at once, each moves half of the buffer both ways (reads the peer's
-half into a bounce buffer, writes its own over it, copies the bounce into its buffer), bound by
-a word both compare-and-swap; where the peer does not come in time, or comes with another
-call, the offer is withdrawn and the call goes as before. Every case runs with the lane and
+"""A ``sendrecv`` with one peer through the express lane by halves (engines/_half_swap.h): where
+both ranks are in the lane at once, each moves half of the message both ways (reads the peer's
+half into its receive, through a bounce buffer in place, and writes its own over the peer's),
+bound by a word both compare-and-swap; where the peer does not come in time, or comes with
+another call, the offer is withdrawn and the call goes as before. Every case runs with the lane and
 without it (``pure_python``: the engine's copy aside), and must deliver the same bytes."""
 
 from __future__ import annotations
@@ -38,34 +38,64 @@ def _late(seconds: float) -> None:
         pass
 
 
-def _swaps_in_place(comm: Any, sizes: list[int], rounds: int = 4) -> Any:
-    """``rounds`` sendrecvs in place a size, each rank late in turn: whether every buffer came
-    to hold the peer's message, and how many the lane swapped by halves."""
+def _buffers(comm: Any, n: int, seed: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """My message and my receive's buffer: one buffer (``in place``), two arrays (``apart``),
+    two blocks of one array (``one array``), or in place on rank 0 and apart on rank 1
+    (``mixed``)."""
+    x = _message(n, seed)
+    if how == "in place" or (how == "mixed" and comm.rank == 0):
+        return x, x
+    if how == "one array":
+        both = np.zeros(2 * n, np.uint8)
+        both[:n] = x
+        return both[:n], both[n:]
+    return x, np.zeros(n, np.uint8)
+
+
+def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4) -> Any:
+    """``rounds`` sendrecvs with the peer a size, each rank late in turn: whether every receive
+    came to hold the peer's message, and how many calls the lane swapped by halves."""
     peer, ok = 1 - comm.rank, []
     _learn(comm)
     for n in sizes:
         for i in range(rounds):
-            x = _message(n, 10 * comm.rank + i)
+            x, out = _buffers(comm, n, 10 * comm.rank + i, how)
             comm.barrier()
             if comm.rank == i % 2:  # the other rank offers, this one accepts
                 _late(30e-6)
-            comm.sendrecv(x, peer, x, peer)
-            ok.append(bool(np.array_equal(x, _message(n, 10 * peer + i))))
+            comm.sendrecv(x, peer, out, peer)
+            ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
     return all(ok), comm._express.halves
 
 
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure_python: bool) -> None:
     sizes = [express.HALF_BYTES, express.HALF_BYTES + 7, 3 * PIECE + 1, (4 << 20) + 13]
-    results = run_world(lambda comm: _swaps_in_place(comm, sizes), 2, "shm", timeout=60, pure_python=pure_python)
+    results = run_world(lambda comm: _swaps(comm, sizes), 2, "shm", timeout=60, pure_python=pure_python)
     assert all(ok for ok, _ in results)
     halves = [h for _, h in results]
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
+@pytest.mark.parametrize("how", ["apart", "one array", "mixed"])
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half(how: str, pure_python: bool) -> None:
+    sizes = [express.HALF_BYTES_APART, express.HALF_BYTES + 7, express.EXPRESS_BYTES]
+    results = run_world(lambda comm: _swaps(comm, sizes, how, rounds=2), 2, "shm", timeout=60,
+                        pure_python=pure_python)
+    assert all(ok for ok, _ in results)
+    halves = [h for _, h in results]
+    assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
+
+
+def test_beyond_the_lanes_frame_out_of_place_goes_by_the_whole_swap() -> None:
+    results = run_world(lambda comm: _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2), 2, "shm", timeout=60)
+    assert results == [(True, 0), (True, 0)]
+
+
 def test_sizes_of_a_few_bytes_split_where_the_lower_half_is_empty_or_odd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(express, "HALF_BYTES", 1)  # (read where each forked rank makes its lane)
-    results = run_world(lambda comm: _swaps_in_place(comm, [1, 63, 64, 129, 1000], rounds=2), 2, "shm", timeout=60)
+    results = run_world(lambda comm: _swaps(comm, [1, 63, 64, 129, 1000], rounds=2), 2, "shm", timeout=60)
     assert all(ok for ok, _ in results)
     assert results[0][1] > 0
 
