@@ -109,13 +109,15 @@ static int move_half(pid_t pid, const char *send, char *recv, uint64_t their_sen
 }
 
 /* Wait until the peer's count of halves done reaches ``count``: 1, or 0 where the peer is
-   gone. The peer is bound and copying, so this wait has no deadline but its life: it spins,
-   then yields, and looks at the peer's process every millisecond. */
+   gone. The peer is bound and copying, so this wait has no deadline but its life: it spins
+   (beside its peer it yields from the start, as the swap's wait), then yields, and looks at
+   the peer's process every millisecond. */
 static int await_peer_half(Express *e, Lane *lane, uint64_t count, pid_t pid, uint64_t theirs) {
     int64_t start = now_ns(), spin_until = start + e->spin_ns, look = start + 1000000;
+    if (e->spin_ns > 0 && beside(lane)) spin_until = start, e->besides++;
     for (unsigned i = 1;; i++) {
         if (__atomic_load_n(&lane->peer_slot[SLOT_DONE], __ATOMIC_ACQUIRE) >= count) return 1;
-        if ((i & 63) == 0) {
+        if ((i & 63) == 0 || spin_until == start) {
             int64_t now = now_ns();
             if (now >= look) {
                 if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE) || peer_lost(pid, theirs)) return 0;
@@ -140,6 +142,7 @@ static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint6
         return -1;
     }
     uint64_t *slot = lane->my_slot;
+    note_cpu(lane); /* (for the peer's beside()) */
     __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)send, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)recv, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_NBYTES], n, __ATOMIC_RELAXED);
