@@ -66,9 +66,10 @@ where both are in the lane at once (otherwise it goes as before): in place with 
 without an upper bound; out of place up to ``EXPRESS_BYTES``, beyond which the whole read of
 the single-copy swap costs less (docs/performance.md, "Twenty-second round, point to
 point"). Below it, in place, a buffer just written by its rank goes faster through the ring."""
-HALF_BYTES_APART = 64 << 10
+HALF_BYTES_APART = 128 << 10
 """HALF_BYTES where the message and the receive's buffer are parts of different arrays (out of
-place): there the halves beat the ring and the swap whether the message was just written or not."""
+place): from here the halves beat the ring and the swap whether the message was just written by
+its rank or not; below, a message just written goes faster through the ring."""
 
 
 class Lane(Protocol):
