@@ -7,6 +7,10 @@ without it (``pure_python``: the engine's copy aside), and must deliver the same
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -14,7 +18,8 @@ import numpy as np
 import pytest
 
 from collectives.engines import express
-from collectives.testing import run_world
+from collectives.errors import PeerLostError
+from collectives.testing import RankError, run_world
 
 pytestmark = pytest.mark.multiprocess
 
@@ -135,3 +140,35 @@ def test_a_peer_late_past_the_offer_finds_it_withdrawn_and_the_call_goes_as_befo
         return bool(np.array_equal(x, _message(1 << 20, 1 - comm.rank))), comm._express.halves
 
     assert run_world(body, 2, "shm", timeout=60) == [(True, 0), (True, 0)]
+
+
+def _killed_while_bound(folder: Any) -> Any:
+    """Both ranks swap 64 MiB in place by halves; a thread of rank 0 kills rank 1 (SIGKILL)
+    while rank 0 copies its half (the GIL released), so that rank 0's wait for the peer's half
+    finds it gone. Rank 0 writes what it raised."""
+
+    def body(comm: Any) -> Any:
+        n, peer = 64 << 20, 1 - comm.rank
+        pid = int(comm.all_gather(np.array([os.getpid()], np.int64))[1])
+        _learn(comm)
+        x = _message(n, comm.rank)
+        comm.barrier()
+        comm.sendrecv(x, peer, x, peer)  # (the pages of both buffers mapped)
+        halves = comm._express.halves
+        comm.barrier()
+        if comm.rank == 0:
+            threading.Timer(0.003, os.kill, (pid, signal.SIGKILL)).start()
+        try:
+            comm.sendrecv(x, peer, x, peer)
+        except PeerLostError as exc:
+            (folder / "rank0").write_text(json.dumps([type(exc).__name__, exc.peer, halves > 0]))
+        return "raised"
+
+    return body
+
+
+def test_a_peer_killed_during_the_swap_by_halves_fails_it_with_peer_lost(tmp_path: Any) -> None:
+    with pytest.raises(RankError) as info:
+        run_world(_killed_while_bound(tmp_path), 2, "shm", timeout=60)
+    assert info.value.rank == 1 and info.value.exitcode == -signal.SIGKILL
+    assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 1, True]
