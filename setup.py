@@ -15,6 +15,7 @@ WAITS = "collectives/engines/_waits.h"  # included by the engines' C parts
 FLAGS_H = "collectives/engines/_flags.h"  # the window plans' flags (small and reads)
 CMA = "collectives/engines/_cma.h"  # cross-memory copies (reads and express)
 SWAP = "collectives/engines/_swap.h"  # the express lane's single-copy swap
+HALF_SWAP = "collectives/engines/_half_swap.h"  # ... and its in-place swap by halves
 LANE = ["collectives/engines/_lane_ring.h", "collectives/engines/_lane_gate.h"]  # the express lane's rings and gates
 
 setup(ext_modules=[
@@ -22,7 +23,7 @@ setup(ext_modules=[
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H, CMA],
               extra_compile_args=FLAGS, optional=True),
-    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP, *LANE],
+    Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP, HALF_SWAP, *LANE],
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives._fast_c", ["collectives/_fast_c.c"], depends=["collectives/_kept_run.h"],
               extra_compile_args=FLAGS, optional=True),

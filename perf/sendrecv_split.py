@@ -8,8 +8,8 @@ batch) and keeps the median batch's µs per call; rank 0's are printed:
 
 - ``out``, ``in``, ``shared``: ``comm.sendrecv`` with the peer out of place (separate arrays),
   in place (``MPI_Sendrecv_replace``) and between the two halves of one array (hypercube_perf's
-  exchange), with the calls the lane swapped by single copy (``swaps``) or sent through its
-  ring (``ring``);
+  exchange), with the calls the lane swapped by single copy (``swaps``), by halves
+  (``halves``, engines/_half_swap.h) or sent through its ring (``ring``);
 - ``entry``: the lane's C call with a peer it refuses at once (the call's own floor);
 - ``memcpy``: ``numpy.copyto`` of the message into the receive buffer;
 - ``readv``: ``process_vm_readv`` of the message out of this rank's own memory (the single-copy
@@ -50,8 +50,8 @@ def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> fl
     return statistics.median(times)
 
 
-def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[float, int, int]]:
-    """Per case: (µs per call, calls swapped, calls through the ring) on this rank."""
+def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[float, int, int, int]]:
+    """Per case: (µs per call, calls swapped, by halves, through the ring) on this rank."""
     peer, pid = 1 - comm.rank, os.getpid()
     x, out = np.ones(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
     halves = np.zeros(2 * nbytes, np.uint8)
@@ -67,9 +67,9 @@ def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[
     }
     result = {}
     for name, call in cases.items():
-        swaps, sends = lane.swaps, lane.sends
+        swaps, halves, sends = lane.swaps, lane.halves, lane.sends
         us = _batches(comm, call, calls, batches)
-        result[name] = (us, lane.swaps - swaps, lane.sends - sends)
+        result[name] = (us, lane.swaps - swaps, lane.halves - halves, lane.sends - sends)
     return result
 
 
@@ -82,8 +82,9 @@ def main() -> None:
     for text in args.bytes:
         nbytes = parse_size(text)
         ranks = run_world(lambda comm: _cases(comm, nbytes, args.calls, args.batches), 2, "shm", timeout=600)
-        for name, (us, swaps, ring) in ranks[0].items():
-            print(f"{text:>6} {name:7s} {us:9.1f} us/call  swaps {swaps:5d}  ring {ring:5d}", flush=True)
+        for name, (us, swaps, halves, ring) in ranks[0].items():
+            print(f"{text:>6} {name:7s} {us:9.1f} us/call  swaps {swaps:5d}  halves {halves:5d}  ring {ring:5d}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,11 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_apart_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
+    char *bounce;                  /* the in-place swap's pieces (_half_swap.h), taken at its first */
     PyTypeObject *array_type;      /* numpy.ndarray: the lane takes exact ndarrays ... */
     PyObject *dtypes;              /* ... of these dtypes (a tuple, matched by identity) */
     uint64_t tag_bit;
@@ -47,6 +48,7 @@ typedef struct {
     int64_t spin_ns, yield_ns, swap_yield_ns;
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
+    long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
 } Express;
 
 static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -228,6 +230,7 @@ fail:
 /* -- sendrecv: both directions in one call ---------------------------------------------- */
 
 #include "_swap.h" /* the single-copy swap: my RTS out, the peer's message read, TAKEN both ways */
+#include "_half_swap.h" /* with one peer: each rank moves half of the message both ways */
 
 /* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
    bytearray, kept between calls: a fresh one would cost its page faults each time). One that
@@ -269,6 +272,21 @@ static int apart(PyObject *x, PyObject *out) {
     return different;
 }
 
+/* The swap by halves with the peer of ``lane`` where the channel and the engine let it go now
+   (as a swap's gate: nothing queued, held or half read, single copy known to work both ways):
+   HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, or -1 with an error set. */
+static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag) {
+    int r = send_free(lane);
+    if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
+    if (r > 0) r = single_copy_state(lane->channel, s_offers);
+    if (r == WORKS) r = single_copy_state(lane->channel, s_reads);
+    if (r < 0) return -1;
+    if (r != WORKS) return HALF_NOT_TAKEN;
+    long long pid;
+    if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
+    return half_swap(e, lane, send, recv, n, tag, (pid_t)pid);
+}
+
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
    ``src`` filled ``out``; (send request or None, received) where part moved and the engine
    finishes the rest (an unfinished send is on its channel, a receive not done is not posted);
@@ -302,15 +320,37 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
        copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
+    /* With one peer, from ``half_bytes`` (from ``half_apart_bytes`` where ``x`` and ``out``
+       are parts of different arrays; out of place up to ``max_bytes`` only): the halves first
+       (_half_swap.h), and only where the peer does not take them, the copy aside, the swap or
+       the ring. */
+    int halves = to == from && to->deal != NULL && send.len == recv.len &&
+                 (in_place ? send.buf == recv.buf : send.len <= e->max_bytes);
+    if (halves && send.len < e->half_bytes)
+        halves = !in_place && send.len >= e->half_apart_bytes && apart(args[0], args[2]);
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
-    if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
+    if (!single && !halves && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
     if (key == NULL) goto fail;
     int taken = try_lock(e);
     if (taken < 0) goto fail;
     if (!taken) goto done;
+    if (halves) {
+        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag);
+        if (h != HALF_NOT_TAKEN) {
+            Py_DECREF(result);
+            result = h == HALF_DONE ? (Py_INCREF(Py_True), Py_True) : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
+            if (h == HALF_DONE) e->halves++;
+            if (unlock(e) < 0 || result == NULL) goto fail;
+            goto done;
+        }
+        if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) {
+            if (unlock(e) < 0) goto fail;
+            goto done;
+        }
+    }
     int r = send_free(to), receive = 1, headless = 0;
     if (r > 0) r = receive = recv_free(e, from, key, single, tag, (uint64_t)recv.len, single ? NULL : &headless);
     if (r == 0 && receive == 0 && !single) r = 1; /* the engine's receive: the send as send() */
@@ -378,24 +418,29 @@ static void Express_dealloc(Express *e) {
     Py_XDECREF(e->numbers);
     Py_XDECREF(e->keep);
     Py_XDECREF(e->aside);
+    free(e->bounce);
     Py_XDECREF(e->array_type);
     Py_XDECREF(e->dtypes);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
-   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes]) */
+   max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes,
+   half_bytes, half_apart_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1,
+               half_apart_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
-                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nn", names, &size, &PyDict_Type, &lanes, &keep,
+                            "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes",
+                            "half_bytes", "half_apart_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
-                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes))
+                                     &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes,
+                                     &half_bytes, &half_apart_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -427,6 +472,8 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->single_bytes = single_bytes;
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
+    e->half_bytes = half_bytes < 0 ? PY_SSIZE_T_MAX : half_bytes;
+    e->half_apart_bytes = half_apart_bytes < 0 ? e->half_bytes : half_apart_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
@@ -469,6 +516,11 @@ static PyObject *Express_get_besides(Express *e, void *closure) {
     return PyLong_FromLongLong(e->besides);
 }
 
+static PyObject *Express_get_halves(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->halves);
+}
+
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
      "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
@@ -486,6 +538,7 @@ static PyGetSetDef Express_getset[] = {
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
+    {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -15,6 +15,7 @@
 #define HEADER_BYTES 16
 #define FLAG_END 1u
 #define LANE_WORDS 15
+#define LANE_WORDS_HALF 19 /* ... and the in-place swap's words (_half_swap.h) */
 
 
 typedef struct {
@@ -26,6 +27,8 @@ typedef struct {
     char *in_data;
     uint64_t capacity;
     uint32_t *bell, *sleeping, *peer_closed, *my_closed;
+    uint64_t *my_slot, *peer_slot, *deal; /* the in-place swap's (_half_swap.h); NULL: none */
+    int low;                       /* whether I am the lower rank of the two */
     PyObject *channel;             /* the ShmChannel; NULL where the peer is not over shm */
 } Lane;
 
@@ -115,15 +118,17 @@ static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n, int headl
     return TAKEN;
 }
 
-/* The lane's words (``ShmChannel.lane``: addresses in this process and the capacity) into
+/* The lane's words (``ShmChannel.lane``: addresses in this process and the capacity; then,
+   where there are 19, the in-place swap's slots, deal and whether I am the lower rank) into
    ``lane``, which keeps ``channel``. 0, or -1 with an error set. */
 static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
-    if (!PyTuple_Check(words) || PyTuple_GET_SIZE(words) != LANE_WORDS) {
-        PyErr_SetString(PyExc_ValueError, "a lane is a tuple of 15 ints (ShmChannel.lane)");
+    Py_ssize_t count = PyTuple_Check(words) ? PyTuple_GET_SIZE(words) : 0;
+    if (count != LANE_WORDS && count != LANE_WORDS_HALF) {
+        PyErr_SetString(PyExc_ValueError, "a lane is a tuple of 15 or 19 ints (ShmChannel.lane)");
         return -1;
     }
-    uint64_t w[LANE_WORDS];
-    for (int i = 0; i < LANE_WORDS; i++) {
+    uint64_t w[LANE_WORDS_HALF] = {0};
+    for (Py_ssize_t i = 0; i < count; i++) {
         w[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(words, i));
         if (PyErr_Occurred()) return -1;
     }
@@ -142,6 +147,11 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
     lane->sleeping = (uint32_t *)(uintptr_t)w[12];
     lane->peer_closed = (uint32_t *)(uintptr_t)w[13];
     lane->my_closed = (uint32_t *)(uintptr_t)w[14];
+    lane->my_slot = (uint64_t *)(uintptr_t)w[15];
+    lane->peer_slot = (uint64_t *)(uintptr_t)w[16];
+    lane->deal = (uint64_t *)(uintptr_t)w[17];
+    lane->low = w[18] != 0;
+    if (lane->my_slot == NULL || lane->peer_slot == NULL) lane->deal = NULL;
     if (lane->capacity == 0) {
         PyErr_SetString(PyExc_ValueError, "a lane's ring has no capacity");
         return -1;

@@ -60,8 +60,19 @@ SWAP_BYTES_IN_PLACE_CROWDED = 64 << 10
 message copied aside first, then swapped): through the ring, ranks that find their peer's frame
 there run ahead of it, and every few calls one waits out its peer's turn on a shared core
 (docs/performance.md, "Twenty-second round, four ranks on two cores"); elsewhere only those
-beyond ``EXPRESS_BYTES`` do, the ring's two copies costing less than a copy aside and a read
-where each rank has a core."""
+beyond ``EXPRESS_BYTES`` that the swap by halves does not take (``HALF_BYTES``) do, the ring's
+two copies costing less than a copy aside and a read where each rank has a core."""
+HALF_BYTES = 256 << 10
+"""Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
+by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
+where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
+without an upper bound; out of place up to ``EXPRESS_BYTES``, beyond which the whole read of
+the single-copy swap costs less (docs/performance.md, "Twenty-second round, point to
+point"). Below it, in place, a buffer just written by its rank goes faster through the ring."""
+HALF_BYTES_APART = 128 << 10
+"""HALF_BYTES where the message and the receive's buffer are parts of different arrays (out of
+place): from here the halves beat the ring and the swap whether the message was just written by
+its rank or not; below, a message just written goes faster through the ring."""
 
 
 class Lane(Protocol):
@@ -71,6 +82,7 @@ class Lane(Protocol):
     sends: int
     recvs: int
     swaps: int
+    halves: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
@@ -85,7 +97,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = 0
+    sends = recvs = swaps = halves = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
@@ -111,6 +123,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
+    half_bytes, half_apart_bytes = (-1, -1) if crowded else (HALF_BYTES, HALF_BYTES_APART)
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -122,5 +135,6 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
-                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes)
+                          int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes,
+                          half_apart_bytes)
     return lane_

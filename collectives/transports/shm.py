@@ -17,7 +17,13 @@ sides' words on separate cache lines)::
             128 sleeping u32 (owner: set while in futex_wait)
             192 closed u32 (owner: set by close())
             256 slot table: n_slots x i32, the rank writing into each ring
-    ring i    0 tail u64, 8 want_room u32, 16 cpu u32 (writer) | 64 head u64 (reader) | 128 data[capacity]
+    ring i    0 tail u64, 8 want_room u32, 16 cpu u32, 24 slot u64[5] (writer)
+             | 64 head u64 (reader), 96 deal u64 (both) | 128 data[capacity]
+
+The slot and the deal are the express lane's swap by halves (engines/_half_swap.h): the slot
+(send and receive addresses, size, wire tag, halves done) says where the writer's buffers lie;
+the deal, used only in the ring from the lower rank to the higher, is the one word both sides
+write, by compare-and-swap only.
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
 never confuse empty with full. The writer copies the bytes, then publishes the tail; the
@@ -61,6 +67,8 @@ _OFF_SLOTS = 256
 _RING_TAIL = 0
 _RING_WANT_ROOM = 8
 _RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
+_RING_SLOT = 24  # the express lane's swap by halves: the writer's slot, 5 u64 ...
+_RING_DEAL = 96  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
 _RING_HEAD = 64
 _RING_DATA = 128
 
@@ -368,7 +376,8 @@ class ShmChannel(Channel):
         """The addresses of this channel's words, for code that moves whole frames itself
         (engines/_express_c.c): my ring in the peer's inbox (tail, want_room, head, cpu, data),
         the peer's ring in mine (the same five), the capacity, the peer's doorbell, sleeping and
-        closed words, and my own closed word; then the objects that keep them mapped."""
+        closed words, and my own closed word; my slot, the peer's, the deal of the swap by halves
+        and whether I am the lower rank; then the objects that keep them mapped."""
         out, into, peer = self._out, self._in, self._peer_seg
         if out is None or into is None:
             raise self._lost("is unreachable: the shm channel was closed")
@@ -381,6 +390,9 @@ class ShmChannel(Channel):
                       ctypes.addressof(ring.cpu), ctypes.addressof(data)]
         words += [out.capacity, ctypes.addressof(peer.doorbell), ctypes.addressof(peer.sleeping),
                   ctypes.addressof(peer.closed), ctypes.addressof(self._mine_closed)]
+        low = self.rank < self.peer
+        words += [ctypes.addressof(out.tail) + _RING_SLOT, ctypes.addressof(into.tail) + _RING_SLOT,
+                  ctypes.addressof((out if low else into).tail) + _RING_DEAL, int(low)]
         return tuple(words), tuple(keep)
 
     def _close_stream(self) -> None:

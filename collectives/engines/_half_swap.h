@@ -1,0 +1,159 @@
+/* The swap by halves of the express lane's sendrecv (_express_c.c, which includes this after
+   _swap.h): two ranks that send to and receive from each other, each in place (MPI's
+   Sendrecv_replace) or out of place, each move half of the message both ways, with no copy
+   aside and no frame on the rings, so that no engine ever sees it.
+
+   The message's first half is the lower rank's, the rest the higher's. For each piece of its
+   half, a rank reads the peer's message (process_vm_readv) into its receive buffer, or where
+   it sends in place into a bounce buffer, then writes its own message into the peer's receive
+   buffer (process_vm_writev), then copies the bounce into its buffer. The two halves are
+   apart, so neither rank waits for the other between pieces: a rank overwrites only bytes that
+   it has itself read, of its buffer or the peer's. Per rank that is half a read and half a
+   write (and in place half a copy), where the single-copy swap was a whole read and in place
+   a whole copy aside before it (docs/performance.md, "Twenty-second round, point to point").
+
+   Both ranks must agree to it, and a rank whose peer is late must be able to withdraw (it then
+   runs the call the old way): so the agreement is a word both compare-and-swap, the *deal*, in
+   the lower rank's ring to the higher one (transports/shm.py): 0 free; OFFER_LOW or OFFER_HIGH
+   (that rank's slot holds its buffers' addresses, the size and the wire tag); ACCEPTED (the peer saw the
+   offer, its slot matching: both are bound). The offerer withdraws (OFFER back to 0) where no
+   one accepts in time; the compare-and-swap that wins decides. Once bound, each rank says it
+   is done with its half by advancing the count in its slot, and returns once the peer's count
+   has caught up: only then does its buffer hold the whole message. */
+
+#ifndef COLLECTIVES_HALF_SWAP_H
+#define COLLECTIVES_HALF_SWAP_H
+
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "_cma.h"
+#include "_waits.h"
+
+enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3 };
+enum { SLOT_SEND, SLOT_RECV, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
+enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST };
+
+#define BOUNCE_BYTES ((uint64_t)256 << 10) /* a piece: read, written and copied while in my cache */
+
+/* Whether the peer's process can no longer be read (gone, or a zombie): a byte of its buffer
+   read to see. */
+static int peer_lost(pid_t pid, uint64_t address) {
+    char byte;
+    struct iovec mine = {&byte, 1}, theirs = {(void *)(uintptr_t)address, 1};
+    return process_vm_readv(pid, &mine, 1, &theirs, 1, 0) != 1 && errno == ESRCH;
+}
+
+/* The rings between us are empty both ways: nothing I sent before this call is still unread by
+   the peer, nothing it sent is unread by me. So no message of this tag can come before the
+   swap's (which goes on no ring), on either side. */
+static int rings_empty(const Lane *lane) {
+    return __atomic_load_n(lane->out_tail, __ATOMIC_ACQUIRE) == __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) == __atomic_load_n(lane->in_head, __ATOMIC_ACQUIRE);
+}
+
+/* Bind both ranks to the in-place swap, or not: 1 bound, 0 not (nothing of mine left on the
+   deal). Accepts the peer's offer where its slot matches mine, else offers and waits as the
+   swap's wait does (a spin, then yields), and withdraws where no one accepts in time. */
+static int bind_half(Express *e, Lane *lane, uint64_t n) {
+    uint64_t *deal = lane->deal, *theirs = lane->peer_slot;
+    uint64_t mine = lane->low ? OFFER_LOW : OFFER_HIGH, peer = lane->low ? OFFER_HIGH : OFFER_LOW;
+    uint64_t expected = DEAL_FREE;
+    if (!__atomic_compare_exchange_n(deal, &expected, mine, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        if (expected != peer || __atomic_load_n(&theirs[SLOT_NBYTES], __ATOMIC_ACQUIRE) != n ||
+            __atomic_load_n(&theirs[SLOT_TAG], __ATOMIC_ACQUIRE) != lane->my_slot[SLOT_TAG])
+            return 0; /* another call's offer, or a stale deal: the peer withdraws it */
+        return __atomic_compare_exchange_n(deal, &expected, ACCEPTED, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(n / 2);
+    int64_t start = now_ns(), spin_until = start + spin, until = spin_until + yield;
+    if (spin > 0 && beside(lane)) spin_until = start, e->besides++;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(deal, __ATOMIC_ACQUIRE) == ACCEPTED) break;
+        if ((i & 63) == 0 || spin_until == start) {
+            int64_t now = now_ns();
+            if (now >= until || __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
+                expected = mine;
+                if (__atomic_compare_exchange_n(deal, &expected, DEAL_FREE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                    return 0;
+                break; /* accepted meanwhile */
+            }
+            if (now >= spin_until) sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+    __atomic_store_n(deal, DEAL_FREE, __ATOMIC_RELEASE); /* the peer's next offer may come */
+    return 1;
+}
+
+/* My half [from, to), both ways, in pieces, the GIL released: the peer's message (at
+   ``their_send``) into ``recv`` (through ``bounce`` where ``recv`` is ``send``), mine into its
+   receive buffer (``their_recv``). 1, or 0 where a copy failed (the peer gone: its memory is
+   not the message's). */
+static int move_half(pid_t pid, const char *send, char *recv, uint64_t their_send, uint64_t their_recv, uint64_t from,
+                     uint64_t to, char *bounce) {
+    int ok = 1, in_place = send == recv;
+    Py_BEGIN_ALLOW_THREADS
+    for (uint64_t at = from; at < to && ok; at += BOUNCE_BYTES) {
+        size_t piece = (size_t)(to - at < BOUNCE_BYTES ? to - at : BOUNCE_BYTES);
+        ok = cma_copy(pid, 0, in_place ? bounce : recv + at, their_send + at, piece) &&
+             cma_copy(pid, 1, (char *)send + at, their_recv + at, piece);
+        if (ok && in_place) memcpy(recv + at, bounce, piece);
+    }
+    Py_END_ALLOW_THREADS
+    return ok;
+}
+
+/* Wait until the peer's count of halves done reaches ``count``: 1, or 0 where the peer is
+   gone. The peer is bound and copying, so this wait has no deadline but its life: it spins
+   (beside its peer it yields from the start, as the swap's wait), then yields, and looks at
+   the peer's process every millisecond. */
+static int await_peer_half(Express *e, Lane *lane, uint64_t count, pid_t pid, uint64_t theirs) {
+    int64_t start = now_ns(), spin_until = start + e->spin_ns, look = start + 1000000;
+    if (e->spin_ns > 0 && beside(lane)) spin_until = start, e->besides++;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(&lane->peer_slot[SLOT_DONE], __ATOMIC_ACQUIRE) >= count) return 1;
+        if ((i & 63) == 0 || spin_until == start) {
+            int64_t now = now_ns();
+            if (now >= look) {
+                if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE) || peer_lost(pid, theirs)) return 0;
+                look = now + 1000000;
+            }
+            if (now >= spin_until) sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+/* The swap by halves of ``send`` into the peer's receive buffer and of its message into
+   ``recv`` (``send`` itself in place; ``n`` bytes each, ``tag`` on the wire) with the peer of
+   ``lane`` (process ``pid``), the lock held and the channel free: HALF_DONE, HALF_NOT_TAKEN
+   (nothing moved: the caller runs the call otherwise), HALF_PEER_LOST (bound, but the peer
+   died before its half was done: the engine's receive says so), or -1 with an error set. */
+static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint64_t n, uint64_t tag, pid_t pid) {
+    if (lane->deal == NULL || !rings_empty(lane)) return HALF_NOT_TAKEN;
+    if (send == recv && e->bounce == NULL && (e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t *slot = lane->my_slot;
+    note_cpu(lane); /* (for the peer's beside()) */
+    __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)send, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)recv, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_NBYTES], n, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
+    if (!bind_half(e, lane, n)) return HALF_NOT_TAKEN;
+    uint64_t their_send = __atomic_load_n(&lane->peer_slot[SLOT_SEND], __ATOMIC_ACQUIRE);
+    uint64_t their_recv = __atomic_load_n(&lane->peer_slot[SLOT_RECV], __ATOMIC_ACQUIRE);
+    uint64_t split = n / 2 / 64 * 64, count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
+    if (!move_half(pid, send, recv, their_send, their_recv, lane->low ? 0 : split, lane->low ? split : n, e->bounce))
+        return HALF_PEER_LOST;
+    __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
+    return await_peer_half(e, lane, count, pid, their_recv) ? HALF_DONE : HALF_PEER_LOST;
+}
+
+#endif
