@@ -37,8 +37,9 @@ while a chain still waits α at every hop; the receiver of a message already the
 receive overhead. With ``whole_messages`` (one host over shared memory) the receiver of a
 message copies it out only once the sender has written all of it: a channel publishes a piece
 of up to a quarter ring at once (a schedule's segments fit in one), so the two halves of a
-message that a rank waits for run one after the other, not overlapped (``events.replay``). A machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake
-in a call whose messages flow one way (``events.flows_one_way``) by the ranks then waiting on its
+message that a rank waits for run one after the other, not overlapped (``events.replay``). A
+machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake in a call whose
+messages flow one way (``events.flows_one_way``) by the ranks then waiting on its
 cores rather than by all of them: in a loop of such calls the ranks upstream run ahead into
 later calls, working (the core queue prices that) or done, not waiting in the run queue ahead
 of it; where messages come back round (rings, exchanges) every rank waits in every phase and
