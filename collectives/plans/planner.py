@@ -186,14 +186,14 @@ class Planner:
             return by_schedule(fallback)
         return by_schedule(algorithm)
 
-    def _by_reads_or(self, kind: str, collective: str, nbytes: int, limit: int,
+    def _by_reads_or(self, kind: str, nbytes: int, limit: int,
                      by_reads: Callable[[Any, Any], exchange_reads.ExchangeByReads],
                      within: Callable[[SharedWindows], Plan],
                      beyond: Callable[[str], Plan]) -> Plan:
-        """The direct route of an exchange of ``nbytes`` (> 0) of ``kind``: up to ``limit`` by
-        reads where ``direct_routes`` says they suit the ranks' cores, else ``within(windows)``;
-        beyond ``limit`` by reads, else ``beyond`` with the automatic choice for ``collective``
-        (the same on every rank)."""
+        """The direct route of an exchange of ``nbytes`` (> 0) of ``kind`` (the collective's name:
+        gather, scatter, all_to_all): up to ``limit`` by reads where ``direct_routes`` says they
+        suit the ranks' cores, else ``within(windows)``; beyond ``limit`` by reads, else ``beyond``
+        with the automatic choice for ``kind`` (the same on every rank)."""
         windows = self.context.windows
         assert windows is not None  # select() offers direct only with windows
         if nbytes <= limit:
@@ -201,7 +201,7 @@ class Planner:
                 return within(windows)
             return windowed.ReadsExchange(windows, by_reads, lambda: within(windows),
                                           suits=lambda w: direct_routes.exchange_by_reads(kind, nbytes, w.oversubscribed))
-        fallback = self.automatic(collective, nbytes, self.context.size)
+        fallback = self.automatic(kind, nbytes, self.context.size)
         return windowed.ReadsExchange(windows, by_reads, lambda: beyond(fallback))
 
     def gather(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
@@ -210,7 +210,7 @@ class Planner:
             nbytes = count * ctx.size * dtype.itemsize
             if nbytes:
                 return self._by_reads_or(
-                    GATHER, "gather", nbytes, DIRECT_GATHER_BYTES,
+                    GATHER, nbytes, DIRECT_GATHER_BYTES,
                     lambda w, m: exchange_reads.ExchangeByReads(GATHER, w, m, dtype.itemsize, count, root),
                     lambda windows: windowed.SlotExchange(windows, root,
                                                           lambda w: slots.PipelinedGatherPlan(w, dtype, count)),
@@ -228,7 +228,7 @@ class Planner:
             total = count * ctx.size
             if nbytes:
                 return self._by_reads_or(
-                    SCATTER, "scatter", nbytes, DIRECT_SCATTER_BYTES,
+                    SCATTER, nbytes, DIRECT_SCATTER_BYTES,
                     lambda w, m: exchange_reads.ExchangeByReads(SCATTER, w, m, dtype.itemsize, total, root),
                     lambda windows: windowed.SlotExchange(windows, root,
                                                           lambda w: slots.PipelinedScatterPlan(w, dtype, total)),
@@ -245,7 +245,7 @@ class Planner:
             return nothing
         if algorithm == "direct":
             return self._by_reads_or(
-                ALL_TO_ALL, "all_to_all", count * dtype.itemsize, min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES),
+                ALL_TO_ALL, count * dtype.itemsize, min(DIRECT_ALL_TO_ALL_BYTES, small.HALF_BYTES),
                 lambda w, m: exchange_reads.ExchangeByReads(ALL_TO_ALL, w, m, dtype.itemsize, count),
                 lambda windows: windowed.SmallAllToAll(windows, dtype, count),
                 lambda name: self.all_to_all(name, dtype, count))
