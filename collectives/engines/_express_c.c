@@ -331,7 +331,8 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
-    if (!single && !halves && (send.len > e->max_bytes || recv.len > e->max_bytes)) goto done;
+    int beyond_frame = !single && (send.len > e->max_bytes || recv.len > e->max_bytes); /* only the engine's */
+    if (beyond_frame && !halves) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
     if (key == NULL) goto fail;
     int taken = try_lock(e);
@@ -346,7 +347,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
             if (unlock(e) < 0 || result == NULL) goto fail;
             goto done;
         }
-        if (!single && (send.len > e->max_bytes || recv.len > e->max_bytes)) {
+        if (beyond_frame) {
             if (unlock(e) < 0) goto fail;
             goto done;
         }
