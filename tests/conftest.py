@@ -1,7 +1,10 @@
-"""Fixtures shared by test packages: network namespaces as two hosts (``netns_hosts``)."""
+"""Fixtures shared by test packages: network namespaces as two hosts (``netns_hosts``), and
+``arrivals``, by which a rank of a test world waits for the others' news instead of sleeping."""
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,3 +21,28 @@ def netns_hosts() -> Iterator[list[Host]]:
             yield hosts
     except NamespaceError as exc:
         pytest.skip(f"cannot create network namespaces here: {exc}")
+
+
+class Arrivals:
+    """A count that ranks of one world raise (``arrive``) and one rank waits for (``wait``):
+    a rank that must stay away until the others have timed out waits for exactly that,
+    where a fixed sleep had to guess a margin. Works across threads and forked processes
+    (a semaphore made before the world forks)."""
+
+    def __init__(self) -> None:
+        self._count = multiprocessing.get_context("fork").Semaphore(0)
+
+    def arrive(self) -> None:
+        self._count.release()
+
+    def wait(self, count: int, timeout: float = 30.0) -> bool:
+        """Whether ``count`` arrivals came within ``timeout`` seconds (False: the test fails
+        on what the others returned, not here)."""
+        deadline = time.monotonic() + timeout
+        return all(self._count.acquire(timeout=max(0.0, deadline - time.monotonic())) for _ in range(count))
+
+
+@pytest.fixture
+def arrivals() -> Arrivals:
+    """An :class:`Arrivals` for one test's world (made before it forks)."""
+    return Arrivals()

@@ -167,16 +167,18 @@ def test_dead_peer_is_named_within_seconds(transport, tmp_path):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_timeout_names_the_rank_that_never_joined(transport):
+def test_timeout_names_the_rank_that_never_joined(transport, arrivals):
     def fn(comm):
         comm.timeout = 1.5
         if comm.rank == 2:
-            time.sleep(4)
+            arrivals.wait(2)  # alive, not joining, until both others timed out
             return "skipped"
         try:
             comm.all_reduce(np.ones(4))
         except collectives.CollectiveTimeoutError as exc:
             return (exc.collective, exc.seq, exc.absent)
+        finally:
+            arrivals.arrive()
         return "completed"
 
     results = run_world(fn, 3, transport, timeout=30)
@@ -195,7 +197,7 @@ REPEATED_CALLS = {
 
 
 @pytest.mark.parametrize(("transport", "collective"), [("shm", c) for c in sorted(REPEATED_CALLS)] + [("tcp", "all_reduce")])
-def test_a_repeated_small_collective_that_times_out_names_itself(transport, collective):
+def test_a_repeated_small_collective_that_times_out_names_itself(transport, collective, arrivals):
     """Repeated small collectives run kept plans (a fast path of their own: windows over
     shared memory, kept schedules over TCP): their timeouts still name the collective, its
     operation number and the rank that never joined."""
@@ -205,13 +207,15 @@ def test_a_repeated_small_collective_that_times_out_names_itself(transport, coll
         for _ in range(3):
             call(comm)
         if comm.rank == 2:
-            time.sleep(3)
+            arrivals.wait(2)  # alive, not joining, until both others timed out
             return "skipped"
         comm.timeout = 1.0
         try:
             call(comm)
         except collectives.CollectiveTimeoutError as exc:
             return (exc.collective, exc.seq, exc.absent)
+        finally:
+            arrivals.arrive()
         return "completed"
 
     results = run_world(fn, 3, transport, timeout=30)
@@ -311,22 +315,25 @@ def test_init_under_real_torchrun_meets_in_the_agent_store(tmp_path):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_abort_from_another_thread_unblocks_a_waiting_collective(transport):
+def test_abort_from_another_thread_unblocks_a_waiting_collective(transport, arrivals):
     """comm.abort() from a watchdog thread: the blocked call fails within about a second
     (not at the timeout), and later calls say the communicator is closed."""
     import threading
 
     def fn(comm):
         if comm.rank == 1:
-            time.sleep(3)  # never joins: rank 0 would wait until its timeout
+            arrivals.wait(1)  # never joins: rank 0 would wait until its timeout
             return "absent"
         threading.Timer(0.5, comm.abort).start()
         start = time.monotonic()
-        with pytest.raises(collectives.CollectivesError):
-            comm.all_reduce(np.ones(8))
-        took = time.monotonic() - start
-        with pytest.raises(collectives.CommunicatorClosedError):
-            comm.barrier()
+        try:
+            with pytest.raises(collectives.CollectivesError):
+                comm.all_reduce(np.ones(8))
+            took = time.monotonic() - start
+            with pytest.raises(collectives.CommunicatorClosedError):
+                comm.barrier()
+        finally:
+            arrivals.arrive()
         return took
 
     took, absent = run_world(fn, 2, transport, timeout=60)

@@ -7,7 +7,6 @@ process for the many layouts, processes over shared memory and TCP for the real 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -120,18 +119,20 @@ def test_collectives_algo_names_it() -> None:
 
 
 @pytest.mark.parametrize("earlier_calls", [0, 2], ids=["while-connecting-the-levels", "levels-connected"])
-def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(earlier_calls: int) -> None:
+def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(earlier_calls: int, arrivals: Any) -> None:
     def fn(comm: Any) -> Any:
         for _ in range(earlier_calls):
             comm.all_reduce(np.ones(1000))
         if comm.rank == 3:
-            time.sleep(4)
+            arrivals.wait(3)  # alive, not joining, until the three others timed out
             return None
         comm.timeout = 1.0
         try:
             comm.all_reduce(np.ones(1000))
         except CollectiveTimeoutError as exc:
             return exc.collective, exc.seq, exc.absent
+        finally:
+            arrivals.arrive()
         return "completed"
 
     results = run_world(fn, 4, hosts=LAYOUTS["2x2"], timeout=30)
