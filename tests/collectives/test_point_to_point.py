@@ -110,16 +110,19 @@ def test_send_to_itself_needs_async_op() -> None:
         comm.close()
 
 
-def test_an_unmatched_receive_times_out_naming_the_peer() -> None:
+def test_an_unmatched_receive_times_out_naming_the_peer(arrivals: Any) -> None:
     def fn(comm: Any) -> Any:
         if comm.rank == 1:
-            time.sleep(1.5)
+            arrivals.wait(1)  # alive, sending nothing, until rank 0 timed out
             return None
         comm.timeout = 0.5
         started = time.monotonic()
         work = comm.recv(np.zeros(2), 1, tag=4, async_op=True)
-        with pytest.raises(CollectiveTimeoutError, match=r"recv from rank 1 #1 timed out .* rank\(s\) 1") as info:
-            work.wait()
+        try:
+            with pytest.raises(CollectiveTimeoutError, match=r"recv from rank 1 #1 timed out .* rank\(s\) 1") as info:
+                work.wait()
+        finally:
+            arrivals.arrive()
         assert info.value.ranks == [1] and 0.4 < time.monotonic() - started < 5
         with pytest.raises(CommunicatorBrokenError):
             comm.send(np.zeros(2), 1)
@@ -143,11 +146,11 @@ def test_a_size_mismatch_fails_the_receive() -> None:
         assert exc.rank == 1, exc
 
 
-LATE = 1.0
+LATE = 0.5
 
 
 def _waits_for_a_late_sender(comm: Any) -> Any:
-    """Rank 0 waits 1 s for rank 1's message in three ways; returns its CPU share in each."""
+    """Rank 0 waits half a second for rank 1's message in three ways; returns its CPU share in each."""
     shares = {}
     for how in ("recv from any source", "irecv(...).wait()", "irecv from any source .wait()"):
         x = np.zeros(16, np.float32)
