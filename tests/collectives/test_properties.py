@@ -42,8 +42,10 @@ SAME_ON_EVERY_RANK = ("all_reduce", "all_gather", "broadcast")
 ALIASABLE = ("all_to_all", "all_gather", "reduce_scatter", "scatter")
 WORLD_TIMEOUT = 60.0
 
+# 100 drawn shapes per collective: the matrix above already runs every dtype x op x named
+# algorithm x world size (2, 3, 4, 7) deterministically; these add the shapes around them.
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
