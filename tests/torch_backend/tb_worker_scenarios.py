@@ -87,13 +87,13 @@ def wait_for_rank0(limit: float = 20.0) -> None:
 def timeouts() -> None:
     """Rank 1 never joins: rank 0's operations raise after their timeout, naming it.
 
-    ``dist.barrier(timeout=1.5 s)`` on a group whose default is 60 s, then an all_reduce
-    on a group created with a 2 s timeout, then a recv on that group."""
+    ``dist.barrier(timeout=1 s)`` on a group whose default is 60 s, then an all_reduce
+    on a group created with a 1 s timeout, then a recv on that group."""
     init_group(60)
     dist.all_reduce(torch.ones(1))  # a first one that works
-    group = dist.new_group(timeout=datetime.timedelta(seconds=2))
+    group = dist.new_group(timeout=datetime.timedelta(seconds=1))
     if rank == 0:
-        attempt("barrier", lambda: dist.barrier(timeout=datetime.timedelta(seconds=1.5)))
+        attempt("barrier", lambda: dist.barrier(timeout=datetime.timedelta(seconds=1)))
         attempt("all_reduce", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("after", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("recv", lambda: dist.recv(torch.ones(2), src=1, group=group))
