@@ -5,6 +5,7 @@ turns one rank's failure into a revoke for all."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,7 +107,7 @@ def test_revoke_ends_a_pending_receive(transport: str) -> None:
     assert what == "raised" and raised_at - revoked_at < 1.0, out
 
 
-def test_revoke_reaches_both_levels_of_a_two_level_communicator() -> None:
+def test_revoke_reaches_both_levels_of_a_two_level_communicator(arrivals: Any) -> None:
     def fn(comm: collectives.Communicator) -> tuple[str, float]:
         x = np.ones(1 << 16)
         comm.all_reduce(x, algorithm="hierarchical")  # connects the levels
@@ -114,12 +115,14 @@ def test_revoke_reaches_both_levels_of_a_two_level_communicator() -> None:
             time.sleep(0.5)
             comm.revoke()
             revoked_at = time.time()
-            time.sleep(2.0)
+            arrivals.wait(3, timeout=10)  # until the three others are out of their call
             return "revoked", revoked_at
         try:
             comm.all_reduce(x, algorithm="hierarchical")
         except CommunicatorRevokedError:
             return "raised", time.time()
+        finally:
+            arrivals.arrive()
         return "completed", time.time()
 
     out = run_ranks(fn, 4, "auto", timeout=20, hosts=["a", "a", "b", "b"])
