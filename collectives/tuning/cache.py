@@ -65,3 +65,13 @@ def windowed(costs: TransportCosts, share: float) -> TransportCosts:
     if not share or not costs.cache_beta:
         return costs
     return dataclasses.replace(costs, direct_beta=costs.direct_beta + costs.cache_beta * share / 2)
+
+
+def read_spilled(costs: TransportCosts, share: float) -> TransportCosts:
+    """``costs`` with the reads' ``reads_beta`` raised by the whole ``cache_beta`` times ``share``
+    (the bytes beyond the cache): for the calls by reads that fold each piece into their output
+    (``reads.SPILLS``), where the rank's own input, the piece read and the output stream beside
+    each read byte."""
+    if not share or not costs.cache_beta:
+        return costs
+    return dataclasses.replace(costs, reads_beta=costs.reads_beta + costs.cache_beta * share)

@@ -81,6 +81,13 @@ REDUCED: dict[str, Callable[[int], float]] = {
 }
 """Bytes the busiest rank folds, as a multiple of n."""
 
+SPILLS = frozenset({"all_reduce", "reduce_scatter"})
+"""The calls by reads whose reads cost ``cache_beta`` more per byte beyond the cache
+(``cache.read_spilled``): they fold every piece read into the rank's output, out of place,
+three streams a byte (``direct.reduce_scatter_by_reads``), and measured beyond the cache above
+``reads_beta`` and γ together. A reduce's pieces fold into its kept buffer or the root's ``x``
+and measured at the price without it (docs/simulation.md, *The twenty-seventh round*)."""
+
 
 def priced(collective: str, costs: TransportCosts) -> bool:
     """Whether ``costs`` price ``collective``'s route by reads (else: the route taken without them)."""

@@ -22,7 +22,7 @@ from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from . import reads
-from .cache import beyond, footprint, spilled, windowed
+from .cache import beyond, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import replay_calls
 from .machine import LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, link_of
@@ -232,7 +232,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
                  cache_bytes: int = 0) -> float | None:
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
-    (``reads``), else through its windows (all-reduces within the small window's halves in one
+    (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
+    rate), else through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
     ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
@@ -240,6 +241,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if reads.taken(collective, nbytes, size, costs, cores):
+        if collective in reads.SPILLS:
+            costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))

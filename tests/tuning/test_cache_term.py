@@ -15,7 +15,7 @@ from collectives.algorithms.schedule import PENDING_COPY_BYTES
 from collectives.errors import InvalidArgumentError
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
-from collectives.tuning import tuner
+from collectives.tuning import reads, tuner
 from collectives.tuning.cache import beyond, footprint, windowed
 from collectives.tuning.copies import LOCAL_COPIES, copy_time
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json, load
@@ -139,3 +139,22 @@ def test_the_direct_engines_window_copies_beyond_the_cache_cost_half_cache_beta_
     big = 64 * MiB
     assert tuner.direct_price("all_to_all", big, 2, reads_costs, 0, 2 * MiB) == tuner.direct_price(
         "all_to_all", big, 2, reads_costs)
+
+
+def test_the_reads_that_fold_into_the_output_pay_cache_beta_per_byte_beyond_the_cache() -> None:
+    """The direct all-reduce and reduce-scatter by reads fold every piece read into the rank's
+    output (its input, the piece and the output stream beside each byte read): beyond the cache
+    each byte read costs the whole ``cache_beta`` more, times the share of the buffers beyond it;
+    a reduce by reads, whose pieces fold into its kept buffer or the root's x, pays nothing more."""
+    costs = dataclasses.replace(SHM, reads_alpha=4e-6, reads_beta=0.08e-9)
+    big = 64 * MiB
+    for collective in sorted(reads.SPILLS):
+        for size in (2, 4):
+            share = beyond(footprint(collective, big, size, size), 2 * MiB)
+            spilled_reads = dataclasses.replace(costs, reads_beta=0.08e-9 + 1e-10 * share)
+            assert tuner.direct_price(collective, big, size, costs, 0, 2 * MiB) == pytest.approx(
+                reads.reads_time(collective, big, size, spilled_reads), rel=1e-12)
+            assert tuner.direct_price(collective, big, size, costs, 0, 2 * MiB) > tuner.direct_price(
+                collective, big, size, costs)
+    assert tuner.direct_price("reduce", big, 2, costs, 0, 2 * MiB) == tuner.direct_price("reduce", big, 2, costs)
+

@@ -62,3 +62,11 @@ def test_the_environment_names_the_profile_else_the_built_in_one(tmp_path: Path)
     built_in = profiles.current({})
     assert {"shm", "tcp"} <= set(built_in.transports)
     assert built_in.transports["shm"].direct_alpha > 0
+
+
+def test_the_built_in_profile_folds_a_shared_memory_byte_no_faster_than_it_copies_it_once() -> None:
+    """A fold reads two streams and writes one, the direct engine's copy of a byte through a
+    window reads one and writes one: the built-in γ is the fold measured on this machine, not a
+    rate below the copy's (docs/simulation.md, *The twenty-seventh round*)."""
+    shm = profiles.current({}).costs("shm")
+    assert shm.gamma >= shm.direct_beta
