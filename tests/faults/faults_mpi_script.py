@@ -4,9 +4,10 @@
 
 Each case makes a fresh communicator with ``from_mpi(MPI.COMM_WORLD, transport="mpi")``:
 a count mismatch (the last rank one element fewer) for every collective x schedule
-(checking off), COLLECTIVES_CHECK's field diff, and a timeout skew at init. Rank 0 checks
-every rank's outcomes and prints "[n=N] ALL OK"; tests/faults/test_faults_mpi_checks.py
-runs it at 2 and 4 ranks.
+(checking off; once more for the ring all_reduce with rank 0, the store's host, closing
+as soon as it has raised), COLLECTIVES_CHECK's field diff, and a timeout skew at init.
+Rank 0 checks every rank's outcomes and prints "[n=N] ALL OK";
+tests/faults/test_faults_mpi_checks.py runs it at 2 and 4 ranks.
 """
 
 from __future__ import annotations
@@ -33,20 +34,27 @@ def comm_over_mpi(**settings: object) -> collectives.Communicator:
     return collectives.from_mpi(WORLD, transport="mpi", **settings)  # type: ignore[arg-type]
 
 
+def count_case(collective: str, algorithm: str | None, store_kept: bool) -> tuple[str, str | None, int, str]:
+    """One count mismatch on a fresh communicator. With ``store_kept``, every rank has its
+    outcome before rank 0 closes (taking the store its process hosts along); without, each
+    closes at once, so a rank may diagnose its failure after the store's host has left."""
+    comm = comm_over_mpi()
+    start = time.monotonic()
+    outcome = count_outcome(comm, collective, 4, algorithm)
+    if time.monotonic() - start > 2.5:
+        outcome += " (waited out the timeout)"
+    if store_kept:
+        WORLD.Barrier()
+    comm.close()
+    WORLD.Barrier()
+    return collective, algorithm, 4, outcome
+
+
 def count_cases() -> list[tuple[str, str | None, int, str]]:
-    outcomes = []
-    for collective, algorithms in ALGORITHMS.items():
-        for algorithm in algorithms:
-            if algorithm == "direct":
-                continue  # shared windows only
-            comm = comm_over_mpi()
-            start = time.monotonic()
-            outcome = count_outcome(comm, collective, 4, algorithm)
-            if time.monotonic() - start > 2.5:
-                outcome += " (waited out the timeout)"
-            comm.close()
-            WORLD.Barrier()
-            outcomes.append((collective, algorithm, 4, outcome))
+    outcomes = [count_case(collective, algorithm, store_kept=True)
+                for collective, algorithms in ALGORITHMS.items()
+                for algorithm in algorithms if algorithm != "direct"]  # direct: shared windows only
+    outcomes.append(count_case("all_reduce", "ring", store_kept=False))
     return outcomes
 
 

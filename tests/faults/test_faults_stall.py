@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,33 +18,46 @@ from collectives.testing import run_world
 from fault_worlds import figure
 
 STALL = 0.5
-LATE = 2.0
+WARN_BY = 2.0
+"""Seconds into the stalled call by which the warning must have come: the stall period,
+the inspector's period and its question to the peers, with room for a loaded machine."""
+PATIENCE = 30.0
+"""Seconds the late rank stays away at most, waiting for the others' warnings: reached only
+when a warning never comes."""
 WORLDS = [("shm", 2), ("shm", 4), ("tcp", 2), ("tcp", 4)]
 
 
 class _Kept(logging.Handler):
-    def __init__(self) -> None:
+    """Keeps the warnings logged, with when; touches ``signal`` (if given) at the first."""
+
+    def __init__(self, signal: Path | None = None) -> None:
         super().__init__(logging.WARNING)
         self.kept: list[tuple[float, str]] = []
+        self.signal = signal
 
     def emit(self, record: logging.LogRecord) -> None:
         self.kept.append((time.monotonic(), record.getMessage()))
+        if self.signal is not None:
+            self.signal.touch()
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
-def test_a_stalled_collective_warns_naming_the_missing_rank_before_the_timeout(transport, size):
+def test_a_stalled_collective_warns_naming_the_missing_rank_before_the_timeout(transport, size, tmp_path):
     late = size - 1
+    warned = [tmp_path / f"warned{r}" for r in range(size) if r != late]
 
     def fn(comm):
-        kept = _Kept()
+        kept = _Kept(tmp_path / f"warned{comm.rank}")
         logging.getLogger("collectives").addHandler(kept)
         x = np.ones(1000)
         comm.all_reduce(x)  # #1, everyone there
-        if comm.rank == late:
-            time.sleep(LATE)
+        if comm.rank == late:  # stays away until every other rank has warned (PATIENCE at most)
+            deadline = time.monotonic() + PATIENCE
+            while not all(w.exists() for w in warned) and time.monotonic() < deadline:
+                time.sleep(0.01)
         began = time.monotonic()
-        comm.all_reduce(x)  # #2: waits LATE seconds for the late rank, then completes
+        comm.all_reduce(x)  # #2: waits for the late rank, then completes
         ended = time.monotonic()
         return [(at - began, text) for at, text in kept.kept], ended - began, x[0]
 
@@ -57,7 +71,7 @@ def test_a_stalled_collective_warns_naming_the_missing_rank_before_the_timeout(t
         assert warnings, f"rank {rank} waited {took:.2f} s without a warning"
         at, text = warnings[0]
         assert "all_reduce #2 has waited" in text and f"missing rank(s): {late} (" in text, text
-        assert STALL <= at < took, (at, took, text)  # after the stall period, before it completed
+        assert STALL <= at < min(took, WARN_BY), (at, took, text)  # after the stall period, before it completed
         waited.append(at)
     figure(f"stall warning {transport} n={size} (stall_warning {STALL} s)", waited)
 
