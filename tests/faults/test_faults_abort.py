@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,13 +30,6 @@ COUNTS = (8, 1 << 18)
 """Elements of the blocked all-reduce: a small-message plan and a large one."""
 PATIENCE = 30.0
 """Seconds the absent rank waits for the others to be aborted: reached only when they never are."""
-
-
-def _wait_for_files(paths: list[Path]) -> None:
-    """Wait (at most PATIENCE) until every one of ``paths`` exists."""
-    deadline = time.monotonic() + PATIENCE
-    while not all(p.exists() for p in paths) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def _blocked_then_aborted(comm: collectives.Communicator, count: int) -> float:
@@ -61,7 +53,7 @@ def _blocked_then_aborted(comm: collectives.Communicator, count: int) -> float:
 @pytest.mark.parametrize("size", [2, 4])
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_abort_from_another_thread_unblocks_within_a_second_and_a_new_communicator_works(transport, size,
-                                                                                          tmp_path):
+                                                                                          arrivals):
     absent = size - 1  # never joins the blocked calls, so the others wait until aborted
 
     def fn(comm):
@@ -70,13 +62,13 @@ def test_abort_from_another_thread_unblocks_within_a_second_and_a_new_communicat
             store = PrefixStore(f"abort{round_}", comm.store)
             c = collectives.init(comm.rank, comm.size, store, transport=transport, timeout=30)
             if comm.rank == absent:  # until the others have been aborted and closed
-                _wait_for_files([tmp_path / f"aborted{round_}-{r}" for r in range(comm.size) if r != absent])
+                arrivals.wait(comm.size - 1, PATIENCE)
                 c.abort()
             else:
                 try:
                     took.append(_blocked_then_aborted(c, count))
                 finally:
-                    (tmp_path / f"aborted{round_}-{comm.rank}").touch()
+                    arrivals.arrive()
         again = collectives.init(comm.rank, comm.size, PrefixStore("again", comm.store), transport=transport,
                                  timeout=30)
         x = np.full(1000, comm.rank, dtype=np.int64)

@@ -12,8 +12,6 @@ that last operation (test below; docs/reliability.md says so).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,20 +27,8 @@ PATIENCE = 30.0
 """Seconds a rank waits for the others to have raised: reached only when they never do."""
 
 
-def _gave_up(folder: Path, rank: int) -> None:
-    """Rank ``rank`` has raised its error (and its communicator recorded the fault)."""
-    (folder / f"gave_up{rank}").touch()
-
-
-def _wait_until_given_up(folder: Path, ranks: list[int]) -> None:
-    """Wait (at most PATIENCE) until every one of ``ranks`` has raised."""
-    deadline = time.monotonic() + PATIENCE
-    while not all((folder / f"gave_up{r}").exists() for r in ranks) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
-def test_a_rank_that_skips_a_collective_is_named_with_its_last_completed_one(transport, size, tmp_path):
+def test_a_rank_that_skips_a_collective_is_named_with_its_last_completed_one(transport, size, arrivals):
     skipper = size - 1
     others = [r for r in range(size) if r != skipper]
 
@@ -52,7 +38,7 @@ def test_a_rank_that_skips_a_collective_is_named_with_its_last_completed_one(tra
             comm.all_reduce(x)
         comm.timeout = TIMEOUT
         if comm.rank == skipper:
-            _wait_until_given_up(tmp_path, others)  # skips #42 until the others have timed out
+            arrivals.wait(len(others), PATIENCE)  # skips #42 until the others have timed out
             try:
                 comm.barrier()  # its #42: the others have given up
             except collectives.CollectivesError as exc:
@@ -63,7 +49,7 @@ def test_a_rank_that_skips_a_collective_is_named_with_its_last_completed_one(tra
         except collectives.CollectiveTimeoutError as exc:
             return type(exc).__name__, str(exc), (exc.collective, exc.seq, exc.absent)
         finally:
-            _gave_up(tmp_path, comm.rank)
+            arrivals.arrive()
         return "completed", "", None
 
     results = run_world(fn, size, transport, timeout=60)
@@ -78,7 +64,7 @@ def test_a_rank_that_skips_a_collective_is_named_with_its_last_completed_one(tra
     assert "this rank is the one its peers gave up on" in message, message
 
 
-def test_a_skip_hidden_by_matching_sizes_is_named_where_the_calls_stop_lining_up(tmp_path):
+def test_a_skip_hidden_by_matching_sizes_is_named_where_the_calls_stop_lining_up(arrivals):
     """Rank 3 skips call 42 of 50, all of one size: calls 42-49 pair rank 3's call k+1
     with the others' call k (wrong sums for the others, no error: COLLECTIVES_CHECK is
     what catches it there), and the others' call 50, which rank 3 never makes, names it."""
@@ -95,9 +81,9 @@ def test_a_skip_hidden_by_matching_sizes_is_named_where_the_calls_stop_lining_up
                 if call == 49:
                     comm.timeout = TIMEOUT
         except collectives.CollectiveTimeoutError as exc:
-            _gave_up(tmp_path, comm.rank)
+            arrivals.arrive()
             return wrong, str(exc)
-        _wait_until_given_up(tmp_path, [0, 1, 2])  # rank 3: done after its 49th call; the others wait for #50
+        arrivals.wait(3, PATIENCE)  # rank 3: done after its 49th call; the others wait for #50
         return wrong, "completed"
 
     results = run_world(fn, 4, "shm", timeout=60)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -28,34 +28,31 @@ WORLDS = [("shm", 2), ("shm", 4), ("tcp", 2), ("tcp", 4)]
 
 
 class _Kept(logging.Handler):
-    """Keeps the warnings logged, with when; touches ``signal`` (if given) at the first."""
+    """Keeps the warnings logged, with when; calls ``at_first`` (if given) at the first."""
 
-    def __init__(self, signal: Path | None = None) -> None:
+    def __init__(self, at_first: Callable[[], None] | None = None) -> None:
         super().__init__(logging.WARNING)
         self.kept: list[tuple[float, str]] = []
-        self.signal = signal
+        self.at_first = at_first
 
     def emit(self, record: logging.LogRecord) -> None:
         self.kept.append((time.monotonic(), record.getMessage()))
-        if self.signal is not None:
-            self.signal.touch()
+        if self.at_first is not None and len(self.kept) == 1:
+            self.at_first()
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize(("transport", "size"), WORLDS)
-def test_a_stalled_collective_warns_naming_the_missing_rank_before_the_timeout(transport, size, tmp_path):
+def test_a_stalled_collective_warns_naming_the_missing_rank_before_the_timeout(transport, size, arrivals):
     late = size - 1
-    warned = [tmp_path / f"warned{r}" for r in range(size) if r != late]
 
     def fn(comm):
-        kept = _Kept(tmp_path / f"warned{comm.rank}")
+        kept = _Kept(arrivals.arrive)
         logging.getLogger("collectives").addHandler(kept)
         x = np.ones(1000)
         comm.all_reduce(x)  # #1, everyone there
         if comm.rank == late:  # stays away until every other rank has warned (PATIENCE at most)
-            deadline = time.monotonic() + PATIENCE
-            while not all(w.exists() for w in warned) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            arrivals.wait(size - 1, PATIENCE)
         began = time.monotonic()
         comm.all_reduce(x)  # #2: waits for the late rank, then completes
         ended = time.monotonic()
