@@ -85,7 +85,7 @@ def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure
 @pytest.mark.parametrize("how", ["apart", "one array", "mixed"])
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half(how: str, pure_python: bool) -> None:
-    sizes = [express.HALF_BYTES_APART, express.HALF_BYTES + 7, express.EXPRESS_BYTES]
+    sizes = [express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES + 7, express.EXPRESS_BYTES]
     results = run_world(lambda comm: _swaps(comm, sizes, how, rounds=2), 2, "shm", timeout=60,
                         pure_python=pure_python)
     assert all(ok for ok, _ in results)
