@@ -66,13 +66,16 @@ HALF_BYTES = 256 << 10
 """Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
 by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
 where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
-without an upper bound; out of place up to ``EXPRESS_BYTES``, beyond which the whole read of
-the single-copy swap costs less (docs/performance.md, "Twenty-second round, point to
-point"). Below it, in place, a buffer just written by its rank goes faster through the ring."""
+without an upper bound (out of place: ``HALF_BYTES_OUT_OF_PLACE`` up to ``EXPRESS_BYTES``,
+beyond which the whole read of the single-copy swap costs less; docs/performance.md,
+"Twenty-second round, point to point"). Below it, in place, a buffer just written by its rank
+goes faster through the ring."""
 HALF_BYTES_OUT_OF_PLACE = 128 << 10
-"""HALF_BYTES where the message and the receive's buffer are parts of different arrays (out of
-place): from here the halves beat the ring and the swap whether the message was just written by
-its rank or not; below, a message just written goes faster through the ring."""
+"""HALF_BYTES out of place, whether the message and the receive's buffer are separate arrays or
+blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
+was not just written by its rank and are level with it where it was; below, a message just
+written goes faster through the ring (docs/performance.md, "Twenty-third round, point to
+point")."""
 
 
 class Lane(Protocol):
