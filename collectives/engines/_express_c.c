@@ -325,12 +325,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
        copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
-    /* With one peer, in place from ``half_bytes``, out of place from ``half_out_bytes`` up to
-       ``max_bytes``: the halves first (_half_swap.h), and only where the peer does not take
-       them, the copy aside, the swap or the ring. */
+    /* With one peer, in place from ``half_bytes``, out of place from ``half_out_bytes`` (up to
+       ``max_bytes`` where ``x`` and ``out`` are parts of different arrays, beyond which their
+       whole swap costs less): the halves first (_half_swap.h), and only where the peer does
+       not take them, the copy aside, the swap or the ring. */
     int halves = to == from && to->deal != NULL && send.len == recv.len &&
                  (in_place ? send.buf == recv.buf && send.len >= e->half_bytes
-                           : send.len >= e->half_out_bytes && send.len <= e->max_bytes);
+                           : send.len >= e->half_out_bytes && (send.len <= e->max_bytes || !apart(args[0], args[2])));
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);

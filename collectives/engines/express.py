@@ -66,10 +66,11 @@ HALF_BYTES = 256 << 10
 """Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
 by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
 where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
-without an upper bound (out of place: ``HALF_BYTES_OUT_OF_PLACE`` up to ``EXPRESS_BYTES``,
-beyond which the whole read of the single-copy swap costs less; docs/performance.md,
-"Twenty-second round, point to point"). Below it, in place, a buffer just written by its rank
-goes faster through the ring."""
+without an upper bound (out of place: from ``HALF_BYTES_OUT_OF_PLACE``; without an upper bound
+for blocks of one array, up to ``EXPRESS_BYTES`` for separate arrays, beyond which their
+whole read by the single-copy swap costs less; docs/performance.md, "Twenty-second round, point
+to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
+by its rank goes faster through the ring."""
 HALF_BYTES_OUT_OF_PLACE = 128 << 10
 """HALF_BYTES out of place, whether the message and the receive's buffer are separate arrays or
 blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message

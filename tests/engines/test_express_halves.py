@@ -117,9 +117,14 @@ def test_where_no_larger_message_taught_single_copy_the_halves_sizes_ask_the_eng
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
-def test_beyond_the_lanes_frame_out_of_place_goes_by_the_whole_swap() -> None:
-    results = run_world(lambda comm: _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2), 2, "shm", timeout=60)
-    assert results == [(True, 0), (True, 0)]
+def test_beyond_the_lanes_frame_separate_arrays_go_by_the_whole_swap_blocks_of_one_array_by_halves() -> None:
+    def both(comm: Any) -> Any:
+        apart = _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2)
+        return apart, _swaps(comm, [express.EXPRESS_BYTES + 64], "one array", rounds=2)[0], comm._express.halves
+
+    results = run_world(both, 2, "shm", timeout=60)
+    assert [apart for apart, _, _ in results] == [(True, 0), (True, 0)]
+    assert all(ok for _, ok, _ in results) and results[0][2] == results[1][2] > 0, results
 
 
 def test_sizes_of_a_few_bytes_split_where_the_lower_half_is_empty_or_odd(monkeypatch: pytest.MonkeyPatch) -> None:
