@@ -36,7 +36,7 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_apart_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_out_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -274,13 +274,18 @@ static int apart(PyObject *x, PyObject *out) {
 
 /* The swap by halves with the peer of ``lane`` where the channel and the engine let it go now
    (as a swap's gate: nothing queued, held or half read, single copy known to work both ways):
-   HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, or -1 with an error set. */
+   HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, HALF_ASK (single copy not yet known: the engine's
+   call asks, up to HALF_ASKS calls a lane), or -1 with an error set. */
 static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag) {
     int r = send_free(lane);
     if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
     if (r > 0) r = single_copy_state(lane->channel, s_offers);
     if (r == WORKS) r = single_copy_state(lane->channel, s_reads);
     if (r < 0) return -1;
+    if (r == UNKNOWN && lane->asks < HALF_ASKS) {
+        lane->asks++;
+        return HALF_ASK;
+    }
     if (r != WORKS) return HALF_NOT_TAKEN;
     long long pid;
     if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
@@ -320,14 +325,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     /* In place, a swap sends a copy (``aside``), from ``aside_bytes``: below, the ring's two
        copies cost no more. */
     int in_place = overlaps(send.buf, send.len, recv.buf, recv.len);
-    /* With one peer, from ``half_bytes`` (from ``half_apart_bytes`` where ``x`` and ``out``
-       are parts of different arrays; out of place up to ``max_bytes`` only): the halves first
-       (_half_swap.h), and only where the peer does not take them, the copy aside, the swap or
-       the ring. */
+    /* With one peer, in place from ``half_bytes``, out of place from ``half_out_bytes`` (up to
+       ``max_bytes`` where ``x`` and ``out`` are parts of different arrays, beyond which their
+       whole swap costs less): the halves first (_half_swap.h), and only where the peer does
+       not take them, the copy aside, the swap or the ring. */
     int halves = to == from && to->deal != NULL && send.len == recv.len &&
-                 (in_place ? send.buf == recv.buf : send.len <= e->max_bytes);
-    if (halves && send.len < e->half_bytes)
-        halves = !in_place && send.len >= e->half_apart_bytes && apart(args[0], args[2]);
+                 (in_place ? send.buf == recv.buf && send.len >= e->half_bytes
+                           : send.len >= e->half_out_bytes && (send.len <= e->max_bytes || !apart(args[0], args[2])));
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
@@ -340,6 +344,10 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     if (!taken) goto done;
     if (halves) {
         int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag);
+        if (h == HALF_ASK) {
+            if (unlock(e) < 0) goto fail;
+            goto done;
+        }
         if (h != HALF_NOT_TAKEN) {
             Py_DECREF(result);
             result = h == HALF_DONE ? (Py_INCREF(Py_True), Py_True) : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
@@ -427,21 +435,21 @@ static void Express_dealloc(Express *e) {
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
    max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes,
-   half_bytes, half_apart_bytes]) */
+   half_bytes, half_out_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1,
-               half_apart_bytes = -1;
+               half_out_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
                             "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes",
-                            "half_bytes", "half_apart_bytes", NULL};
+                            "half_bytes", "half_out_bytes", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
                                      &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes,
-                                     &half_bytes, &half_apart_bytes))
+                                     &half_bytes, &half_out_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -474,7 +482,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->half_bytes = half_bytes < 0 ? PY_SSIZE_T_MAX : half_bytes;
-    e->half_apart_bytes = half_apart_bytes < 0 ? e->half_bytes : half_apart_bytes;
+    e->half_out_bytes = half_out_bytes < 0 || half_out_bytes > e->half_bytes ? e->half_bytes : half_out_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;

@@ -34,7 +34,12 @@
 
 enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3 };
 enum { SLOT_SEND, SLOT_RECV, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
-enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST };
+enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST, HALF_ASK };
+
+/* Calls of a lane that go to the engine while single copy is not yet known on its channel, so
+   that the engine's RTS asks (what a run whose only large messages are the halves' would
+   otherwise never do); past them, the call goes as before (the ring or the swap). */
+#define HALF_ASKS 8
 
 #define BOUNCE_BYTES ((uint64_t)256 << 10) /* a piece: read, written and copied while in my cache */
 

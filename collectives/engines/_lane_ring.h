@@ -29,6 +29,7 @@ typedef struct {
     uint32_t *bell, *sleeping, *peer_closed, *my_closed;
     uint64_t *my_slot, *peer_slot, *deal; /* the in-place swap's (_half_swap.h); NULL: none */
     int low;                       /* whether I am the lower rank of the two */
+    unsigned asks;                 /* calls the halves handed to the engine to learn single copy */
     PyObject *channel;             /* the ShmChannel; NULL where the peer is not over shm */
 } Lane;
 

@@ -66,13 +66,17 @@ HALF_BYTES = 256 << 10
 """Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
 by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
 where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
-without an upper bound; out of place up to ``EXPRESS_BYTES``, beyond which the whole read of
-the single-copy swap costs less (docs/performance.md, "Twenty-second round, point to
-point"). Below it, in place, a buffer just written by its rank goes faster through the ring."""
-HALF_BYTES_APART = 128 << 10
-"""HALF_BYTES where the message and the receive's buffer are parts of different arrays (out of
-place): from here the halves beat the ring and the swap whether the message was just written by
-its rank or not; below, a message just written goes faster through the ring."""
+without an upper bound (out of place: from ``HALF_BYTES_OUT_OF_PLACE``; without an upper bound
+for blocks of one array, up to ``EXPRESS_BYTES`` for separate arrays, beyond which their
+whole read by the single-copy swap costs less; docs/performance.md, "Twenty-second round, point
+to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
+by its rank goes faster through the ring."""
+HALF_BYTES_OUT_OF_PLACE = 128 << 10
+"""HALF_BYTES out of place, whether the message and the receive's buffer are separate arrays or
+blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
+was not just written by its rank and are level with it where it was; below, a message just
+written goes faster through the ring (docs/performance.md, "Twenty-third round, point to
+point")."""
 
 
 class Lane(Protocol):
@@ -123,7 +127,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
-    half_bytes, half_apart_bytes = (-1, -1) if crowded else (HALF_BYTES, HALF_BYTES_APART)
+    half_bytes, half_out_bytes = (-1, -1) if crowded else (HALF_BYTES, HALF_BYTES_OUT_OF_PLACE)
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -136,5 +140,5 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
                           int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes,
-                          half_apart_bytes)
+                          half_out_bytes)
     return lane_

@@ -57,11 +57,13 @@ def _buffers(comm: Any, n: int, seed: int, how: str) -> tuple[np.ndarray, np.nda
     return x, np.zeros(n, np.uint8)
 
 
-def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4) -> Any:
-    """``rounds`` sendrecvs with the peer a size, each rank late in turn: whether every receive
-    came to hold the peer's message, and how many calls the lane swapped by halves."""
+def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4, learn: bool = True) -> Any:
+    """``rounds`` sendrecvs with the peer a size, each rank late in turn (after one large message
+    that teaches the channels single copy, with ``learn``): whether every receive came to hold
+    the peer's message, and how many calls the lane swapped by halves."""
     peer, ok = 1 - comm.rank, []
-    _learn(comm)
+    if learn:
+        _learn(comm)
     for n in sizes:
         for i in range(rounds):
             x, out = _buffers(comm, n, 10 * comm.rank + i, how)
@@ -85,7 +87,7 @@ def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure
 @pytest.mark.parametrize("how", ["apart", "one array", "mixed"])
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half(how: str, pure_python: bool) -> None:
-    sizes = [express.HALF_BYTES_APART, express.HALF_BYTES + 7, express.EXPRESS_BYTES]
+    sizes = [express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES + 7, express.EXPRESS_BYTES]
     results = run_world(lambda comm: _swaps(comm, sizes, how, rounds=2), 2, "shm", timeout=60,
                         pure_python=pure_python)
     assert all(ok for ok, _ in results)
@@ -93,9 +95,36 @@ def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
-def test_beyond_the_lanes_frame_out_of_place_goes_by_the_whole_swap() -> None:
-    results = run_world(lambda comm: _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2), 2, "shm", timeout=60)
-    assert results == [(True, 0), (True, 0)]
+def test_blocks_of_one_array_from_the_out_of_place_size_go_by_halves_odd_sizes_too() -> None:
+    """hypercube_perf's exchange at 256 KiB: blocks of 128 KiB of one array."""
+    sizes = [express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES_OUT_OF_PLACE + 7]
+    results = run_world(lambda comm: _swaps(comm, sizes, "one array", rounds=2), 2, "shm", timeout=60)
+    assert all(ok for ok, _ in results)
+    assert results[0][1] == results[1][1] > 0, results
+
+
+@pytest.mark.parametrize("how", ["in place", "one array"])
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_where_no_larger_message_taught_single_copy_the_halves_sizes_ask_the_engine_then_go_by_halves(
+        how: str, pure_python: bool) -> None:
+    """No message beyond the halves' sizes first: the first calls go to the engine, whose RTS
+    asks whether single copy works; the later ones by halves (the engine's in pure Python)."""
+    sizes = [express.HALF_BYTES + 7]
+    results = run_world(lambda comm: _swaps(comm, sizes, how, rounds=12, learn=False), 2, "shm", timeout=60,
+                        pure_python=pure_python)
+    assert all(ok for ok, _ in results)
+    halves = [h for _, h in results]
+    assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
+
+
+def test_beyond_the_lanes_frame_separate_arrays_go_by_the_whole_swap_blocks_of_one_array_by_halves() -> None:
+    def both(comm: Any) -> Any:
+        apart = _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2)
+        return apart, _swaps(comm, [express.EXPRESS_BYTES + 64], "one array", rounds=2)[0], comm._express.halves
+
+    results = run_world(both, 2, "shm", timeout=60)
+    assert [apart for apart, _, _ in results] == [(True, 0), (True, 0)]
+    assert all(ok for _, ok, _ in results) and results[0][2] == results[1][2] > 0, results
 
 
 def test_sizes_of_a_few_bytes_split_where_the_lower_half_is_empty_or_odd(monkeypatch: pytest.MonkeyPatch) -> None:
