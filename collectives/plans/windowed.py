@@ -10,6 +10,7 @@ opens what it needs on first use (collectively: every rank runs the same plan).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -294,7 +295,7 @@ class PiecewiseReduce:
         calls: dict[int, OneWay] = {}  # one plan per piece length (at most two)
         for _, n in blocks:
             if n not in calls:
-                calls[n] = OneWay(windows, root, lambda w, n=n: slots.PipelinedReducePlan(w, dtype, n, op))
+                calls[n] = OneWay(windows, root, functools.partial(slots.PipelinedReducePlan, dtype=dtype, size=n, op=op))
         self.pieces = tuple((lo, lo + n, calls[n]) for lo, n in blocks)
         self.averages = op is ReduceOp.AVG and windows.rank == root
         self.size = windows.size

@@ -217,16 +217,16 @@ def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: Transpo
     """Whether a call given to the direct engine is priced as the schedule the rule takes
     without windows (plans/planner.py): beyond its window's limit, a call runs it where the kernel
     refuses reads of peers' memory and where its route takes no reads (a reduce below
-    ``direct_routes.reduce_reads_from``, but where ``direct_routes.reduce_by_pieces`` takes the slots
-    piece by piece, priced as the slots), and goes by reads elsewhere (engines/exchange_reads.py,
+    ``direct_routes.reduce_reads_from``; where ranks outnumber cores the engine takes the slots
+    piece by piece there, ``direct_routes.reduce_by_pieces``, still priced as the schedule:
+    docs/performance.md, "Twenty-third round"), and goes by reads elsewhere (engines/exchange_reads.py,
     direct.reduce_by_reads), priced by ``reads`` where ``costs`` (shared memory's) have the reads'
     terms. Without ``costs``: beyond the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
     if collective == "all_gather":
         beyond = nbytes // size > direct_routes.gather_window_bytes(0 < cores < size)
     else:
         limit = DIRECT_LIMITS.get(collective)
-        beyond = limit is not None and nbytes > limit and not (
-            collective == "reduce" and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size))  # the slots, piece by piece
+        beyond = limit is not None and nbytes > limit
     return beyond and not (costs is not None and reads.taken(collective, nbytes, size, costs, cores))
 
 

@@ -242,23 +242,14 @@ def test_a_reduce_goes_by_reads_from_the_engines_size_at_an_all_reduces_price(si
         assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
 
 
-def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule_where_every_rank_has_a_core() -> None:
-    for size, cores in ((2, 2), (4, 4)):
-        profile = profile_of(SHM, cores)
-        n = direct_routes.reduce_reads_from(False) // 2
+def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule() -> None:
+    profile = profile_of(SHM)
+    for size in (2, 4):
+        n = direct_routes.reduce_reads_from(size > 2) // 2
         assert n > DIRECT_LIMITS["reduce"]
-        assert tuner.direct_runs_schedule("reduce", n, size, SHM, cores)
+        assert tuner.direct_runs_schedule("reduce", n, size, SHM, 2)
         assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == tuner.predict(
             "reduce", automatic("reduce", n, size), n, size, "shm", 0, profile)
-
-
-def test_a_reduce_below_the_reads_where_ranks_outnumber_cores_is_priced_as_the_slots() -> None:
-    """``windowed.PiecewiseReduce``: one-way calls through the slots, a slot's worth each."""
-    n = direct_routes.reduce_reads_from(True) // 2
-    assert direct_routes.reduce_by_pieces(n, True) and n > DIRECT_LIMITS["reduce"]
-    assert not tuner.direct_runs_schedule("reduce", n, 4, SHM, 2)
-    want = tuner.direct_time("reduce", n, 4, SHM) * tuner.direct_turns("reduce", 4, 2)
-    assert tuner.direct_price("reduce", n, 4, SHM, 2) == pytest.approx(want + tuner.switches("reduce", tuner.direct_turns("reduce", 4, 2), SHM), rel=1e-12)
 
 
 def test_a_broadcast_beyond_the_halves_goes_by_reads_each_rank_copying_its_share() -> None:
