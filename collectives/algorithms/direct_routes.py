@@ -20,7 +20,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
 - All-to-alls, gathers and scatters within the window's limits: by reads from their sizes
   (``exchange_by_reads``), else through the window's halves or slots.
 - Reduces beyond the small window's slots (``registry.DIRECT_REDUCE_BYTES``): by reads from
-  ``reduce_reads_from``, else the automatic choice's schedule.
+  ``reduce_reads_from``; below it, where ranks outnumber cores, through the slots a slot's
+  worth at a time (``reduce_by_pieces``), else the automatic choice's schedule.
 
 Every route by reads holds only where the kernel allows them (elsewhere the window, or beyond
 its limit the automatic choice's schedule). Every input is the same on every rank, so every
@@ -251,6 +252,15 @@ def reduce_reads_from(oversubscribed: bool) -> int:
     """The smallest reduce taken by reads, in bytes of ``x``, where ranks outnumber cores
     (``oversubscribed``, the same on every rank) or not."""
     return REDUCE_READS_BYTES[oversubscribed]
+
+
+def reduce_by_pieces(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a reduce of ``nbytes`` (bytes of ``x``) too large for one slot goes through the
+    slots a slot's worth at a time (``windowed.PiecewiseReduce``: the other ranks copy each piece
+    in and go on, the root folds), not the schedule: where ranks outnumber cores, below the reads'
+    size. There the schedule's steps wait on ranks that share a core at every hop. Measured:
+    docs/performance.md, "Twenty-third round"."""
+    return oversubscribed and nbytes < reduce_reads_from(True)
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

@@ -50,8 +50,9 @@ DIRECT = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "
 DIRECT_REDUCE_BYTES = 256 << 10
 """The largest reduce the direct engine takes (one-way through the small window's slots: the
 other ranks copy in and go on, the root folds); a larger one goes by reads of peers' memory from
-``direct_routes.reduce_reads_from`` where the kernel allows them, else runs the schedule the
-automatic choice takes without windows. Measured: docs/performance.md, "Thresholds",
+``direct_routes.reduce_reads_from`` where the kernel allows them, below it through the slots
+piece by piece where ranks outnumber cores (``direct_routes.reduce_by_pieces``), else runs the
+schedule the automatic choice takes without windows. Measured: docs/performance.md, "Thresholds",
 DIRECT_REDUCE_BYTES."""
 
 DIRECT_ALL_TO_ALL_BYTES = 512 << 10

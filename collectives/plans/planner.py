@@ -181,9 +181,7 @@ class Planner:
                 return windowed.OneWay(ctx.windows, root, lambda w: slots.PipelinedReducePlan(w, dtype, count, op),
                                        averages=op is ReduceOp.AVG and ctx.rank == root)
             fallback = self.automatic("reduce", nbytes, ctx.size)  # the same on every rank
-            if nbytes >= min(direct_routes.REDUCE_READS_BYTES):
-                return windowed.ReduceByReads(ctx.windows, op, root, dtype, count, lambda: by_schedule(fallback))
-            return by_schedule(fallback)
+            return windowed.LargeReduce(ctx.windows, op, root, dtype, count, lambda: by_schedule(fallback))
         return by_schedule(algorithm)
 
     def _by_reads_or(self, kind: str, nbytes: int, limit: int,

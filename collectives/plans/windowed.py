@@ -10,14 +10,16 @@ opens what it needs on first use (collectively: every rank runs the same plan).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..algorithms import direct_routes
+from ..algorithms.schedule import partition
 from ..buffers import copy_array
-from ..engines import direct, exchange_reads, small
+from ..engines import direct, exchange_reads, slots, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
 from ..engines.small_native import NO_FOLD
@@ -234,12 +236,14 @@ class WindowReduction:
         return ok
 
 
-class ReduceByReads:
-    """Reduces too large for the slots: by reads of peers' memory from
+class LargeReduce:
+    """Reduces too large for one slot. By reads of peers' memory from
     ``direct_routes.reduce_reads_from`` where the kernel allows them (``direct.reduce_by_reads``:
-    every rank folds a block, the root reads the folded blocks), else ``fallback`` (a schedule).
-    The route is found on the first call (the probe is collective and the window's
-    ``oversubscribed`` agreed: every rank agrees) and kept."""
+    every rank folds a block, the root reads the folded blocks); below, where
+    ``direct_routes.reduce_by_pieces`` says, through the slots piece by piece
+    (``PiecewiseReduce``); else ``fallback`` (a schedule). The route is found on the first call
+    (the probe is collective and the window's ``oversubscribed`` agreed: every rank agrees) and
+    kept."""
 
     __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept")
 
@@ -249,18 +253,13 @@ class ReduceByReads:
         self.op, self.root = op, root
         self.dtype, self.count = dtype, count
         self.fallback = fallback
-        self.route: Any = None  # the fallback plan, where reads are refused or the call is below their size
+        self.route: Any = None  # pieces or the fallback plan, where the call is below the reads' size or they are refused
         self.kept: np.ndarray | None = None  # where this rank folds its block (reads: found on the first call)
 
     def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
         if self.kept is None and self.route is None:
-            crowded = windows.small(call).oversubscribed
-            if self.count * self.dtype.itemsize < direct_routes.reduce_reads_from(crowded) or (
-                    windows.peer_memory(call) is None):
-                self.route = self.fallback()
-            else:
-                self.kept = np.empty(-(-self.count // windows.size), self.dtype)
+            self._find_route(call)
         if self.route is not None:
             self.route(x, out, call)
             return
@@ -269,6 +268,43 @@ class ReduceByReads:
         windows.memory_serial = direct.reduce_by_reads(reads, x, self.kept, self.op, self.root, windows.memory_serial)
         if self.op is ReduceOp.AVG and windows.rank == self.root:
             finalize(ReduceOp.AVG, x, windows.size)
+
+    def _find_route(self, call: Call) -> None:
+        windows = self.windows
+        crowded = windows.small(call).oversubscribed
+        nbytes = self.count * self.dtype.itemsize
+        if direct_routes.reduce_by_pieces(nbytes, crowded):
+            self.route = PiecewiseReduce(windows, self.root, self.dtype, self.count, self.op)
+        elif nbytes < direct_routes.reduce_reads_from(crowded) or windows.peer_memory(call) is None:
+            self.route = self.fallback()
+        else:
+            self.kept = np.empty(-(-self.count // windows.size), self.dtype)
+
+
+class PiecewiseReduce:
+    """Reduces too large for one slot, through the slots in pieces of at most a slot, each a
+    one-way call (``OneWay`` over ``slots.PipelinedReducePlan``): the other ranks copy a piece
+    into a slot and go on to the next, up to a round of slots ahead of the root, which folds
+    each piece as it comes. Every piece is folded in rank order: the bits of one whole call."""
+
+    __slots__ = ("pieces", "averages", "size")
+
+    def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int, op: ReduceOp) -> None:
+        per_slot = small.PIPELINED_BROADCAST_BYTES // dtype.itemsize
+        blocks = partition(count, -(-count // per_slot))
+        calls: dict[int, OneWay] = {}  # one plan per piece length (at most two)
+        for _, n in blocks:
+            if n not in calls:
+                calls[n] = OneWay(windows, root, functools.partial(slots.PipelinedReducePlan, dtype=dtype, size=n, op=op))
+        self.pieces = tuple((lo, lo + n, calls[n]) for lo, n in blocks)
+        self.averages = op is ReduceOp.AVG and windows.rank == root
+        self.size = windows.size
+
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+        for lo, hi, one_way in self.pieces:
+            one_way(x[lo:hi], None, call)
+        if self.averages:
+            finalize(ReduceOp.AVG, x, self.size)
 
 
 class WindowAllGather:

@@ -217,7 +217,9 @@ def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: Transpo
     """Whether a call given to the direct engine is priced as the schedule the rule takes
     without windows (plans/planner.py): beyond its window's limit, a call runs it where the kernel
     refuses reads of peers' memory and where its route takes no reads (a reduce below
-    ``direct_routes.reduce_reads_from``), and goes by reads elsewhere (engines/exchange_reads.py,
+    ``direct_routes.reduce_reads_from``; where ranks outnumber cores the engine takes the slots
+    piece by piece there, ``direct_routes.reduce_by_pieces``, still priced as the schedule:
+    docs/performance.md, "Twenty-third round"), and goes by reads elsewhere (engines/exchange_reads.py,
     direct.reduce_by_reads), priced by ``reads`` where ``costs`` (shared memory's) have the reads'
     terms. Without ``costs``: beyond the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
     if collective == "all_gather":

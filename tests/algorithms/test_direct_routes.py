@@ -67,6 +67,13 @@ def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_bey
     assert routes.reduce_reads_from(False) >= routes.reduce_reads_from(True) > DIRECT_REDUCE_BYTES
 
 
+def test_reduces_below_the_reads_take_the_slots_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
+    crowded = routes.reduce_reads_from(True)
+    assert routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, True) and routes.reduce_by_pieces(crowded - 1, True)
+    assert not routes.reduce_by_pieces(crowded, True)
+    assert not routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, False)
+
+
 def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
     limit = routes.BROADCAST_HALVES_CROWDED_BYTES
     assert routes.broadcast_by_halves(small.BROADCAST_BYTES + 1, True)

@@ -1,9 +1,10 @@
 """Reduce: on one host over shared memory, small reduces run one-way through the small
 window's slots (``windowed.OneWay``): every rank but the root copies its ``x`` into its
 slot and goes on, up to a round of slots ahead of the root, which folds them all. Larger ones
-go by reads of peers' memory (``windowed.ReduceByReads``: every rank folds a block, the root
-reads the folded blocks) where the kernel allows them, else run their schedule, as any asked
-for by name does. Either way the root gets the rank-order reduction and every other rank's
+go by reads of peers' memory (``windowed.LargeReduce``: every rank folds a block, the root
+reads the folded blocks) where the kernel allows them; below the reads' size, where ranks
+outnumber cores, through the slots a slot's worth at a time (``windowed.PiecewiseReduce``);
+else they run their schedule, as any asked for by name does. Either way the root gets the rank-order reduction and every other rank's
 ``x`` stays as it was."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
 from collectives.engines import small
 from collectives.engines import windows as window_engine
 from collectives.plans.planner import Planner
+from collectives.transports import shm_window
 from collectives.testing import run_world
 
 pytestmark = pytest.mark.multiprocess
@@ -40,12 +42,23 @@ def _reduces(comm):
 
 
 @pytest.mark.parametrize("size", [2, 3])
-def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduction(size):
+def test_small_reduces_take_the_window_and_every_reduce_gives_the_root_the_reduction(size, monkeypatch):
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: False)  # the forked ranks inherit it
     results = run_world(_reduces, size, "shm", timeout=60)
     _check(results, size)
     routes = results[0][1]
     assert routes[(1, None)][0] == routes[(300, None)][0] == "OneWay"
-    assert routes[(LARGE, None)][0] == routes[(300, "tree")][0] == "Reduce"  # below the reads' sizes
+    # below the reads' sizes a schedule: the direct engine's fallback, or the automatic choice's own
+    assert routes[(LARGE, None)] in {("LargeReduce", "Reduce"), ("Reduce", "NoneType")}
+    assert routes[(300, "tree")][0] == "Reduce"
+
+
+def test_reduces_beyond_a_slot_take_the_slots_piece_by_piece_where_ranks_outnumber_cores(monkeypatch):
+    """``LARGE`` float64s: two pieces of uneven length; every piece folded in rank order."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    results = run_world(_reduces, 2, "shm", timeout=60)
+    _check(results, 2)
+    assert results[0][1][(LARGE, None)] == ("LargeReduce", "PiecewiseReduce")
 
 
 def _check(results, size):
@@ -102,17 +115,17 @@ def reads_from_the_slots(monkeypatch):
 
 def test_large_reduces_by_reads_give_the_root_the_reduction(reads_from_the_slots):
     results = run_world(_reduces, 3, "shm", timeout=60)
-    assert results[0][1][(LARGE, None)] == ("ReduceByReads", "NoneType")
+    assert results[0][1][(LARGE, None)] == ("LargeReduce", "NoneType")
     _check(results, 3)
 
 
 def test_large_reduces_by_reads_return_only_once_peers_are_done_with_the_buffers(reads_from_the_slots, monkeypatch):
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", 64 << 10)  # blocks of two pieces, one short
-    assert run_world(_rewritten_at_once, 3, "shm", timeout=60) == [(0, "ReduceByReads", "NoneType")] * 3
+    assert run_world(_rewritten_at_once, 3, "shm", timeout=60) == [(0, "LargeReduce", "NoneType")] * 3
 
 
 def test_large_reduces_run_their_schedule_where_reads_are_turned_off(reads_from_the_slots):
-    assert run_world(_rewritten_at_once, 3, "shm", timeout=60, cross_memory=False) == [(0, "ReduceByReads", "Reduce")] * 3
+    assert run_world(_rewritten_at_once, 3, "shm", timeout=60, cross_memory=False) == [(0, "LargeReduce", "Reduce")] * 3
 
 
 def _run_ahead(comm):
