@@ -8,7 +8,6 @@ missing event wait in the protocol shows here as wrong data."""
 from __future__ import annotations
 
 import hashlib
-import time
 
 import ml_dtypes
 import numpy as np
@@ -125,19 +124,20 @@ def test_async_calls_host_arrays_wrong_outputs_and_growth_on_the_device_path():
         assert seen["grown"] == 1
 
 
-def _one_rank_absent(comm) -> str:
-    device = comm._context.device.device
-    if comm.rank == 1:
-        time.sleep(2.0)  # never calls: rank 0's wait for its flag must time out, naming it
-        return ""
-    comm.timeout = 0.5
-    try:
-        comm.all_reduce(device.array(np.ones(4, np.float32)))
-    except CollectiveTimeoutError as exc:
-        return f"{exc} | ranks {exc.ranks}"
-    return "no timeout"
+def test_a_rank_that_never_calls_times_the_device_collective_out_by_name(arrivals):
+    def fn(comm) -> str:
+        device = comm._context.device.device
+        if comm.rank == 1:
+            arrivals.wait(1)  # alive, never calling, until rank 0's wait for its flag timed out
+            return ""
+        comm.timeout = 0.5
+        try:
+            comm.all_reduce(device.array(np.ones(4, np.float32)))
+        except CollectiveTimeoutError as exc:
+            return f"{exc} | ranks {exc.ranks}"
+        finally:
+            arrivals.arrive()
+        return "no timeout"
 
-
-def test_a_rank_that_never_calls_times_the_device_collective_out_by_name():
-    said = run_world(_one_rank_absent, 2, "shm", timeout=60, device="host")[0]
+    said = run_world(fn, 2, "shm", timeout=60, device="host")[0]
     assert "all_reduce" in said and "ranks [1]" in said, said

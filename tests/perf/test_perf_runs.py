@@ -34,6 +34,29 @@ def run_cli(*args: str, timeout: float = 120, code: str | None = None, **env: st
     return subprocess.run(cmd, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
+_EACH = textwrap.dedent("""
+    import sys
+    from perf.harness import main
+    for program in sys.argv[1].split(","):
+        code = main(program, sys.argv[2:])
+        print(f"#> {program} exited {code}", flush=True)
+""")
+
+
+def run_programs(programs: list[str], *args: str, timeout: float = 120, **env: str) -> dict[str, tuple[int, str]]:
+    """Each program with the same flags, one after another in one driver process (each still
+    starts its own ranks): program -> (exit code, its stdout). Saves a driver's start per program."""
+    done = run_cli(",".join(programs), *args, timeout=timeout, code=_EACH, **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs, rest = {}, done.stdout
+    for program in programs:
+        marker = re.search(rf"^#> {program} exited (\d+)\n", rest, re.MULTILINE)
+        assert marker, f"{program} did not finish:\n{rest}{done.stderr}"
+        runs[program] = (int(marker[1]), rest[:marker.start()])
+        rest = rest[marker.end():]
+    return runs
+
+
 # -- flags ------------------------------------------------------------------------------------
 
 
@@ -195,12 +218,13 @@ def test_corrupted_result_is_counted_and_fails(transport, tmp_path):
 
 @pytest.mark.multiprocess
 def test_every_collective_verifies(transport):
-    for program in ("all_gather_perf", "reduce_scatter_perf", "broadcast_perf", "reduce_perf", "alltoall_perf",
-                    "alltoallv_perf", "sendrecv_perf", "gather_perf", "scatter_perf"):
-        done = run_cli(program, "--np", "3", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
-                       "-d", "int32", "-r", "2")
-        assert done.returncode == 0, program + done.stdout + done.stderr
-        table = report.parse_table(done.stdout)
+    programs = ["all_gather_perf", "reduce_scatter_perf", "broadcast_perf", "reduce_perf", "alltoall_perf",
+                "alltoallv_perf", "sendrecv_perf", "gather_perf", "scatter_perf"]
+    runs = run_programs(programs, "--np", "3", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
+                        "-d", "int32", "-r", "2", timeout=300)
+    for program, (code, stdout) in runs.items():
+        assert code == 0, program + stdout
+        table = report.parse_table(stdout)
         assert len(table.rows) == 2
         for row in table.rows:
             assert row.oop_wrong == 0
@@ -227,16 +251,16 @@ def test_hypercube_verifies_on_four_ranks(transport):
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("program", ["gather_perf", "scatter_perf", "hypercube_perf"])
-def test_corrupted_gather_scatter_hypercube_fail(transport, program):
+def test_corrupted_gather_scatter_hypercube_fail(transport):
     """Rank 1 flips a bit of its result (gather's root with -r 1): every cell is caught."""
-    done = run_cli(program, "--np", "2", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
-                   "-r", "1", COLLECTIVES_PERF_CORRUPT="1")
-    assert done.returncode == 7, done.stdout + done.stderr
-    table = report.parse_table(done.stdout)
-    assert len(table.rows) == 2
-    assert all(r.oop_wrong == 1 and r.ip_wrong == 1 for r in table.rows)
-    assert table.out_of_bounds == 4 and table.out_of_bounds_ok is False and " Test failure " in done.stdout
+    runs = run_programs(["gather_perf", "scatter_perf", "hypercube_perf"], "--np", "2", "--transport", transport,
+                        "-b", "64", "-e", "1K", "-f", "16", "-n", "1", "-r", "1", COLLECTIVES_PERF_CORRUPT="1")
+    for program, (code, stdout) in runs.items():
+        assert code == 7, program + stdout
+        table = report.parse_table(stdout)
+        assert len(table.rows) == 2
+        assert all(r.oop_wrong == 1 and r.ip_wrong == 1 for r in table.rows)
+        assert table.out_of_bounds == 4 and table.out_of_bounds_ok is False and " Test failure " in stdout
 
 
 _NO_PEERS = ("import sys; sys.modules['mpi4py'] = None; sys.modules['torch'] = None; "
@@ -273,22 +297,22 @@ def test_vs_peers_add_ratio_columns(transport):
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-@pytest.mark.parametrize("program", ["gather_perf", "scatter_perf", "hypercube_perf"])
-def test_vs_peers_run_gather_scatter_hypercube(transport, program):
+def test_vs_peers_run_gather_scatter_hypercube(transport):
     """MPI's Gather/Scatter/Sendrecv and gloo's gather/scatter/isend+irecv, verified, with a ratio each."""
     from perf.peers import missing
 
     if missing("mpi") or missing("gloo"):
         pytest.skip(f"peers not available: mpi: {missing('mpi')}, gloo: {missing('gloo')}")
-    done = run_cli(program, "--np", "2", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "2",
-                   "-r", "-1", "--vs", "mpi,gloo", timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    table = report.parse_table(done.stdout)
-    assert len(table.rows) == (2 if program == "hypercube_perf" else 4)  # -r -1: a block per root
-    for row in table.rows:
-        assert len(row.extra) == 2 and all(float(x) > 0 for x in row.extra)
-    assert "# mpi avg bus bw       : " in done.stdout and "# gloo avg bus bw      : " in done.stdout
-    assert done.stdout.count("(0 cells with wrong values)") == 2
+    runs = run_programs(["gather_perf", "scatter_perf", "hypercube_perf"], "--np", "2", "--transport", transport,
+                        "-b", "64", "-e", "1K", "-f", "16", "-n", "2", "-r", "-1", "--vs", "mpi,gloo", timeout=300)
+    for program, (code, stdout) in runs.items():
+        assert code == 0, program + stdout
+        table = report.parse_table(stdout)
+        assert len(table.rows) == (2 if program == "hypercube_perf" else 4)  # -r -1: a block per root
+        for row in table.rows:
+            assert len(row.extra) == 2 and all(float(x) > 0 for x in row.extra)
+        assert "# mpi avg bus bw       : " in stdout and "# gloo avg bus bw      : " in stdout
+        assert stdout.count("(0 cells with wrong values)") == 2
 
 
 def test_alone_in_process(capsys):

@@ -305,8 +305,13 @@ def test_client_refuses_a_server_that_is_not_a_store() -> None:
     def serve() -> None:
         conn, _ = listener.accept()
         conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n" + b"\0" * 64)
-        time.sleep(0.5)
-        conn.close()
+        conn.settimeout(10.0)
+        with conn:  # open until the client has read the greeting and hung up (or reset)
+            try:
+                while conn.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
 
     thread = threading.Thread(target=serve)
     thread.start()

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 import warnings
+from typing import Any
 
 import torch.distributed as dist
 
@@ -25,14 +26,9 @@ from tb_cases import CASES, Ctx  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
-def main() -> None:
-    out_dir = sys.argv[1]
-    only = sys.argv[2:]
-    timeout = datetime.timedelta(seconds=float(os.environ.get("TB_TIMEOUT", "60")))
-    dist.init_process_group("collectives", timeout=timeout)
+def run_cases(out_dir: str, ours: Any, gloo: Any, only: list[str]) -> None:
+    """Every case (or those in ``only``) on ``ours`` against ``gloo``; outcomes to OUT_DIR/rank{r}.json."""
     rank, size = dist.get_rank(), dist.get_world_size()
-    gloo = dist.new_group(backend="gloo", timeout=timeout)
-    ours = dist.group.WORLD
     results: dict[str, dict[str, object]] = {}
     path = os.path.join(out_dir, f"rank{rank}.json")
     for name, fn in CASES.items():
@@ -50,6 +46,12 @@ def main() -> None:
         os.replace(path + ".tmp", path)
         # a gloo barrier keeps the ranks in step between cases even if a case failed on one rank
         dist.barrier(group=gloo)
+
+
+def main() -> None:
+    timeout = datetime.timedelta(seconds=float(os.environ.get("TB_TIMEOUT", "60")))
+    dist.init_process_group("collectives", timeout=timeout)
+    run_cases(sys.argv[1], dist.group.WORLD, dist.new_group(backend="gloo", timeout=timeout), sys.argv[2:])
     dist.destroy_process_group()
 
 

@@ -84,6 +84,26 @@ def wait_for_rank0(limit: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def wait_gone(peer: int, limit: float = 20.0) -> None:
+    """Return once rank ``peer`` has saved its record (with its pid) and exited: its process
+    is gone or a zombie (the launcher reaps the ranks in order), its sockets closed."""
+    path = os.path.join(out_dir, f"rank{peer}.json")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                pid = json.load(f)["pid"]
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError as exc:
+            if exc.filename.startswith("/proc/"):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+
+
 def timeouts() -> None:
     """Rank 1 never joins: rank 0's operations raise after their timeout, naming it.
 
@@ -116,9 +136,10 @@ def lost_peer() -> None:
     model = DDP(torch.nn.Linear(4, 2), process_group=ddp_group)
     model(torch.ones(3, 4)).sum().backward()  # one step that works
     if rank == 1:
+        record["pid"] = os.getpid()
         save()
         os._exit(0)
-    time.sleep(1.0)
+    wait_gone(1)
     attempt("all_reduce", lambda: dist.all_reduce(torch.ones(1 << 16)))
     attempt("recv", lambda: dist.recv(torch.ones(2), src=1))
     # DDP fails in its next step: the forward (bucket broadcast) or backward (all_reduce)
@@ -128,14 +149,15 @@ def lost_peer() -> None:
 
 
 def monitored() -> None:
-    """monitored_barrier: every rank arrives; then rank 2 does not; then ranks 1 and 2 do not."""
+    """monitored_barrier: every rank arrives; then rank 2 does not; then ranks 1 and 2 do not
+    (they wait for rank 0's record, so its last wait needs no margin for late arrivals)."""
     init_group(60)
     attempt("all_arrive", lambda: tb.monitored_barrier(timeout=datetime.timedelta(seconds=10)))
     if rank != 2:
         attempt("two_missing", lambda: tb.monitored_barrier(timeout=datetime.timedelta(seconds=1.5)))
     if rank == 0:
         attempt("all_missing",
-                lambda: tb.monitored_barrier(timeout=datetime.timedelta(seconds=1.5), wait_all_ranks=True))
+                lambda: tb.monitored_barrier(timeout=datetime.timedelta(seconds=0.5), wait_all_ranks=True))
     try:
         dist.monitored_barrier()
     except Exception as exc:  # noqa: BLE001

@@ -128,12 +128,9 @@ def fsdp1(ours: Any, gloo: Any, rank: int) -> dict[str, Any]:
     return compare(results[0], results[1], start)
 
 
-def main() -> None:
-    out_dir = sys.argv[1]
-    dist.init_process_group("collectives", timeout=datetime.timedelta(seconds=120))
+def train_all(out_dir: str, ours: Any, gloo: Any) -> None:
+    """Every scenario on ``ours`` and on ``gloo``; their differences to OUT_DIR/rank{r}.json."""
     rank, size = dist.get_rank(), dist.get_world_size()
-    ours = dist.group.WORLD
-    gloo = dist.new_group(backend="gloo")
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
@@ -158,6 +155,11 @@ def main() -> None:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(results, f)
         dist.barrier(group=gloo)
+
+
+def main() -> None:
+    dist.init_process_group("collectives", timeout=datetime.timedelta(seconds=120))
+    train_all(sys.argv[1], dist.group.WORLD, dist.new_group(backend="gloo"))
     dist.destroy_process_group()
 
 

@@ -1,11 +1,13 @@
 """The torch backend inside this process: registration, a one-rank group, Work and futures,
-operator translation, staging. Fast; no other processes."""
+operator translation, staging. Fast; one other process (a fresh import of the backend)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
@@ -20,18 +22,47 @@ from tb_launch import REPO, _env
 R = dist.ReduceOp
 
 
-def test_import_registers_and_starts_nothing() -> None:
-    code = (
-        "import threading, torch.distributed as dist; n = threading.active_count();"
-        "import collectives.torch_backend as tb;"
-        "assert 'collectives' in dist.Backend.backend_list;"
-        "assert dist.Backend('collectives') == 'collectives';"
-        "assert dist.Backend.backend_capability['collectives'] == ['cpu', 'cuda'];"
-        "assert dist.Backend.default_device_backend_map['cpu'] == 'gloo';"
-        "assert threading.active_count() == n, threading.enumerate(); print('ok')"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+_FRESH = textwrap.dedent("""
+    import json, threading, traceback
+
+    def imports():
+        import torch.distributed as dist
+        n = threading.active_count()
+        import collectives.torch_backend
+        assert 'collectives' in dist.Backend.backend_list
+        assert dist.Backend('collectives') == 'collectives'
+        assert dist.Backend.backend_capability['collectives'] == ['cpu', 'cuda']
+        assert dist.Backend.default_device_backend_map['cpu'] == 'gloo'
+        assert threading.active_count() == n, threading.enumerate()
+        return 'ok'
+
+    def group_of_one():
+        import torch, torch.distributed as dist
+        dist.init_process_group('collectives', store=dist.HashStore(), rank=0, world_size=1)
+        x = torch.ones(3); dist.all_reduce(x); objs = [None]; dist.all_gather_object(objs, {'a': 1})
+        dist.barrier(); assert dist.get_backend() == 'collectives'
+        dist.destroy_process_group()
+        return [x.tolist(), objs]
+
+    for part in (imports, group_of_one):  # in this order: the import is checked in a fresh process
+        try:
+            print(json.dumps({part.__name__: part()}))
+        except Exception:
+            print(json.dumps({part.__name__: 'raised: ' + traceback.format_exc()}))
+""")
+
+
+@pytest.fixture(scope="module")
+def fresh() -> dict:
+    """What ``_FRESH``'s parts returned in a new process (one start of torch for both tests)."""
+    out = subprocess.run([sys.executable, "-c", _FRESH], env=_env(), cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {k: v for line in out.stdout.splitlines() for k, v in json.loads(line).items()}
+
+
+def test_import_registers_and_starts_nothing(fresh) -> None:
+    assert fresh["imports"] == "ok"
 
 
 @pytest.fixture
@@ -295,18 +326,9 @@ def test_what_torch_takes_and_the_core_refuses_goes_through_stand_ins(pg) -> Non
     assert gathered.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_default_group_of_one(tmp_path) -> None:
+def test_default_group_of_one(fresh) -> None:
     """init_process_group("collectives") with an explicit store, then object collectives."""
-    code = (
-        "import torch, torch.distributed as dist, collectives.torch_backend;"
-        "dist.init_process_group('collectives', store=dist.HashStore(), rank=0, world_size=1);"
-        "x = torch.ones(3); dist.all_reduce(x); objs = [None]; dist.all_gather_object(objs, {'a': 1});"
-        "dist.barrier(); assert dist.get_backend() == 'collectives';"
-        "dist.destroy_process_group(); print(x.tolist(), objs)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[1.0, 1.0, 1.0] [{'a': 1}]"
+    assert fresh["group_of_one"] == [[1.0, 1.0, 1.0], [{"a": 1}]]
 
 
 def test_backend_modules_import_each_other_without_a_cycle() -> None:

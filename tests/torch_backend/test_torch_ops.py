@@ -2,7 +2,8 @@
 
 One torchrun launch per world size runs all cases of tb_cases.py (the default group is
 ``init_process_group("collectives")``, env:// through torchrun's store; the reference is a
-gloo group over the same ranks); each case is then reported here as its own test.
+gloo group over the same ranks); each case is then reported here as its own test. The
+launch (the ``launched`` fixture) runs test_torch_training.py's scenarios too.
 """
 
 from __future__ import annotations
@@ -10,30 +11,15 @@ from __future__ import annotations
 import pytest
 
 from tb_cases import CASES
-from tb_launch import torchrun
 
 pytestmark = pytest.mark.multiprocess
 WORLDS = [2, 3]
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[int, object]:
-    runs: dict[int, object] = {}
-
-    def get(world: int) -> tuple[list[dict], str]:
-        if world not in runs:
-            out = tmp_path_factory.mktemp(f"ops{world}")
-            launch = torchrun("tb_worker_ops.py", world, [str(out)], timeout=150)
-            runs[world] = (launch.results(out, world), launch.output[-4000:] if launch.returncode else "")
-        return runs[world]  # type: ignore[return-value]
-
-    return get  # type: ignore[return-value]
-
-
 @pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_op_matches_gloo(outcomes, world: int, name: str) -> None:
-    per_rank, launch_output = outcomes(world)
+def test_op_matches_gloo(launched, world: int, name: str) -> None:
+    per_rank, launch_output = launched(world, "ops")
     problems = []
     for rank, results in enumerate(per_rank):
         if name not in results:

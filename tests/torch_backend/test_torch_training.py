@@ -1,11 +1,11 @@
 """DDP, FSDP2 (fully_shard) and FSDP1 train the same small model on the collectives backend
-and on gloo, under torchrun with 2 and 3 ranks; final parameters must agree within 1e-5."""
+and on gloo, under torchrun with 2 and 3 ranks; final parameters must agree within 1e-5.
+The launch per world size (the ``launched`` fixture) runs the ops cases of test_torch_ops.py
+first."""
 
 from __future__ import annotations
 
 import pytest
-
-from tb_launch import torchrun
 
 pytestmark = pytest.mark.multiprocess
 WORLDS = [2, 3]
@@ -26,24 +26,10 @@ TOLERANCE = 1e-5
 FP16_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory):
-    runs: dict[int, tuple[list[dict], str]] = {}
-
-    def get(world: int) -> tuple[list[dict], str]:
-        if world not in runs:
-            out = tmp_path_factory.mktemp(f"train{world}")
-            launch = torchrun("tb_worker_train.py", world, [str(out)], timeout=150)
-            runs[world] = (launch.results(out, world), launch.output[-4000:] if launch.returncode else "")
-        return runs[world]
-
-    return get
-
-
 @pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_training_matches_gloo(outcomes, world: int, scenario: str) -> None:
-    per_rank, launch_output = outcomes(world)
+def test_training_matches_gloo(launched, world: int, scenario: str) -> None:
+    per_rank, launch_output = launched(world, "train")
     tolerance = FP16_TOLERANCE if "fp16" in scenario else TOLERANCE
     for rank, results in enumerate(per_rank):
         result = results.get(scenario)
