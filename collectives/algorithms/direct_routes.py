@@ -258,9 +258,10 @@ def reduce_by_pieces(nbytes: int, oversubscribed: bool) -> bool:
     """Whether a reduce of ``nbytes`` (bytes of ``x``) too large for one slot goes through the
     slots a slot's worth at a time (``windowed.PiecewiseReduce``: the other ranks copy each piece
     in and go on, the root folds), not the schedule: where ranks outnumber cores, below the reads'
-    size. There the schedule's steps wait on ranks that share a core at every hop. Measured:
+    size. There the schedule's steps wait on ranks that share a core at every hop. A reduce of
+    nothing has no piece: it takes the schedule, which returns at once. Measured:
     docs/performance.md, "Twenty-third round"."""
-    return oversubscribed and nbytes < reduce_reads_from(True)
+    return oversubscribed and 0 < nbytes < reduce_reads_from(True)
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

@@ -72,6 +72,7 @@ def test_reduces_below_the_reads_take_the_slots_piece_by_piece_only_where_ranks_
     assert routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, True) and routes.reduce_by_pieces(crowded - 1, True)
     assert not routes.reduce_by_pieces(crowded, True)
     assert not routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, False)
+    assert not routes.reduce_by_pieces(0, True)  # nothing to cut: the schedule returns at once
 
 
 def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
