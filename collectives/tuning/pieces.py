@@ -1,25 +1,22 @@
-"""The direct engine's reduces through the slots piece by piece, priced as the one-way pipeline
-they are.
+"""The direct engine's reduces through the slots piece by piece, priced from what they do.
 
 Where ranks outnumber cores, a reduce too large for one slot and below the reads' size
 (``direct_routes.reduce_by_pieces``; ``plans/windowed.PiecewiseReduce``) is cut into pieces of
-at most a slot (``registry.DIRECT_REDUCE_BYTES``), each a one-way call through the slots: every
-rank but the root copies its piece into a slot and goes on to the next, up to a round of slots
-ahead; the root copies its own piece into its slot and folds the ``p`` pieces, in rank order, into
-its ``x``. No writer waits for the root while a slot is free, so the writers' copies run on the
-cores the root leaves them while the root folds the piece before; the call takes the first
-piece's copies (the pipeline's fill), then per piece the root's fold and the handshake of the
-root waking to a piece a writer posted (``wake``). The writers' copies of a piece, (p - 1) of
-them on the cores the root leaves, are shorter than the root's fold, which copies p + 1 pieces'
-bytes and folds p - 1: the root bounds the pipeline. Priced as one slot call per piece with every rank sharing the cores evenly (the
-window's price, ``tuner.direct_time`` times the turns), the writers' run-ahead is missed and the
-call is priced at twice the root's time at 4 ranks on 2 cores (docs/simulation.md, "The
-twenty-eighth round").
+at most a slot (``registry.DIRECT_REDUCE_BYTES``), each a one-way call through the slots
+(``engines/_small_c.c``, ``run_reduce``): every rank but the root copies its piece into a slot and
+goes on, up to a round of slots ahead; the root waits for the p - 1 pieces and folds them, in
+rank order, into its ``x`` (a root other than rank 0 first swaps its piece for rank 0's, two
+copies more, left out: the tuner's runs and the harness reduce to rank 0).
+
+Per piece the call costs the root's fold of p - 1 pieces (γ each byte), the writers' p - 1
+copies of a piece (``direct_beta`` each byte), the engine's call (``direct_alpha``) and the
+root's wake to the piece a writer posted (``wake``). The copies and the fold are counted in turn,
+not side by side on the two cores: measured at 4 and 8 ranks on 2 cores, a piece takes what the
+root's fold and the writers' copies take together, not the longer of them (docs/simulation.md,
+"The twenty-eighth round"). Each piece's slots and ``x`` fit the cache: no cache term.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT_REDUCE_BYTES
@@ -33,25 +30,12 @@ def taken(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
             and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size))
 
 
-class Stages(NamedTuple):
-    """Seconds of one piece's stages and how many pieces there are."""
-
-    count: int  # pieces
-    fold: float  # the root: its piece into its slot and out again, the p pieces folded
-    copies: float  # the writers' copies of a piece, on the cores the root leaves them
+def count(nbytes: int) -> int:
+    """How many pieces a reduce of ``nbytes`` is cut into: slots' worths, the last one short."""
+    return -(-nbytes // DIRECT_REDUCE_BYTES)
 
 
-def stages(nbytes: int, size: int, costs: TransportCosts, cores: int) -> Stages:
-    """The stages of a reduce of ``nbytes`` at ``size`` ranks on ``cores`` in pieces of a slot."""
-    count = -(-nbytes // DIRECT_REDUCE_BYTES)
-    piece = nbytes / count
-    fold = costs.direct_alpha + piece * ((size + 1) * costs.direct_beta + (size - 1) * costs.gamma)
-    copies = (size - 1) * piece * costs.direct_beta / max(1, cores - 1)
-    return Stages(count, fold, copies)
-
-
-def pieces_time(nbytes: int, size: int, costs: TransportCosts, cores: int) -> float:
-    """Seconds of a reduce of ``nbytes`` at ``size`` ranks on ``cores`` piece by piece: the
-    first piece's copies, then per piece the root's fold and its wake to the piece."""
-    s = stages(nbytes, size, costs, cores)
-    return s.copies + s.count * (s.fold + costs.wake)
+def pieces_time(nbytes: int, size: int, costs: TransportCosts) -> float:
+    """Seconds of a reduce of ``nbytes`` at ``size`` ranks piece by piece: per piece the engine's
+    call and the root's wake, per byte the root's p - 1 folds and the writers' p - 1 copies."""
+    return count(nbytes) * (costs.direct_alpha + costs.wake) + nbytes * (size - 1) * (costs.gamma + costs.direct_beta)

@@ -236,7 +236,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate), a reduce piece by piece through the slots as the pipeline it is (``pieces``), else
+    rate), a reduce piece by piece through the slots as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
@@ -245,7 +245,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
     if pieces.taken(collective, nbytes, size, cores):
-        return pieces.pieces_time(nbytes, size, windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes)), cores)
+        return pieces.pieces_time(nbytes, size, costs)
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
