@@ -1,8 +1,9 @@
-"""The direct engine's reduces through the slots piece by piece, priced from what they do.
+"""The direct engine's reduces one way through the slots where ranks outnumber cores, in pieces
+of at most a slot, priced from what they do.
 
-Where ranks outnumber cores, a reduce too large for one slot and below the reads' size
-(``direct_routes.reduce_by_pieces``; ``plans/windowed.PiecewiseReduce``) is cut into pieces of
-at most a slot (``registry.DIRECT_REDUCE_BYTES``), each a one-way call through the slots
+Where ranks outnumber cores, a direct reduce below the reads' size goes through the slots: up
+to a slot (``registry.DIRECT_REDUCE_BYTES``) as one one-way call, beyond it cut into pieces of a
+slot (``direct_routes.reduce_by_pieces``; ``plans/windowed.PiecewiseReduce``), each such a call
 (``engines/_small_c.c``, ``run_reduce``): every rank but the root copies its piece into a slot and
 goes on, up to a round of slots ahead; the root waits for the p - 1 pieces and folds them, in
 rank order, into its ``x`` (a root other than rank 0 first swaps its piece for rank 0's, two
@@ -25,9 +26,8 @@ from .profile import TransportCosts
 
 def taken(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     """Whether the direct engine runs a call of ``nbytes`` at ``size`` ranks on one host of
-    ``cores`` (0: as many as ranks) piece by piece through the slots."""
-    return (collective == "reduce" and nbytes > DIRECT_REDUCE_BYTES
-            and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size))
+    ``cores`` (0: as many as ranks) one way through the slots in pieces of at most a slot."""
+    return collective == "reduce" and nbytes > 0 and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size)
 
 
 def count(nbytes: int) -> int:

@@ -236,7 +236,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate), a reduce piece by piece through the slots as ``pieces`` measured it, else
+    rate), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of

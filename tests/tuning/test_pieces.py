@@ -1,4 +1,4 @@
-"""A reduce piece by piece through the slots (where ranks outnumber cores, beyond one slot and
+"""A reduce one way through the slots in pieces of at most a slot (where ranks outnumber cores,
 below the reads' size) is priced from what it does (tuning/pieces.py): per piece the engine's
 call and the root's wake, per byte the root's p - 1 folds and the writers' p - 1 copies."""
 
@@ -16,10 +16,10 @@ SHM = TransportCosts(overhead=3e-6, alpha=10e-6, beta=0.1e-9, gamma=0.05e-9, dir
 SLOT = DIRECT_REDUCE_BYTES
 
 
-def test_the_pieces_are_taken_where_ranks_outnumber_cores_beyond_a_slot_below_the_reads() -> None:
+def test_the_pieces_are_taken_where_ranks_outnumber_cores_below_the_reads() -> None:
     top = direct_routes.reduce_reads_from(True)
     assert pieces.taken("reduce", SLOT + 1, 4, 2) and pieces.taken("reduce", top - 1, 3, 2)
-    assert not pieces.taken("reduce", SLOT, 4, 2)  # one slot: the slots' own reduce
+    assert pieces.taken("reduce", SLOT, 4, 2) and pieces.taken("reduce", 8, 8, 2)  # one piece: the same one-way call
     assert not pieces.taken("reduce", top, 4, 2)  # the reads' size
     assert not pieces.taken("reduce", 4 * SLOT, 2, 2) and not pieces.taken("reduce", 4 * SLOT, 4, 0)
     assert not pieces.taken("broadcast", 4 * SLOT, 4, 2)
@@ -35,6 +35,7 @@ def test_a_piecewise_reduce_costs_a_call_and_a_wake_per_piece_and_the_folds_and_
 
 
 def test_an_uneven_last_piece_costs_one_call_more_and_its_bytes() -> None:
+    assert pieces.count(8) == 1 and pieces.count(SLOT) == 1
     assert pieces.count(SLOT + 1) == 2 and pieces.count(2 * SLOT) == 2
     assert pieces.pieces_time(SLOT + SLOT // 2, 4, SHM) == pytest.approx(
         2 * 3e-6 + 1.5 * SLOT * 3 * 0.09e-9, rel=1e-12)
