@@ -42,7 +42,7 @@ from .config import Config, parse_size
 from .timing import Case, measure
 from .transports import cma
 from .transports.progress import usable_cpus
-from .tuning import reads, tuner
+from .tuning import pieces, reads, tuner
 from .tuning.machine import Machine, copies_whole, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_MARGIN, ENV, Profile, TransportCosts
 
@@ -177,7 +177,8 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes
                             if allowed and reads.route(c, n, ranks, cores)]
     direct: list[Case] = [(c, n, "direct") for c in DIRECT_COLLECTIVES for n in sizes if transport == "shm"
-                          and (c, n, "direct") not in by_reads and not tuner.direct_runs_schedule(c, n, ranks, None, cores)]
+                          and (c, n, "direct") not in by_reads and not tuner.direct_runs_schedule(c, n, ranks, None, cores)
+                          and not pieces.taken(c, n, ranks, cores)]  # a pipeline: not the window's terms
     hosts = [host.name for host in places] if places else None
     times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
     sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
-from . import reads
+from . import pieces, reads
 from .cache import beyond, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import replay_calls
@@ -217,17 +217,18 @@ def direct_runs_schedule(collective: str, nbytes: int, size: int, costs: Transpo
     """Whether a call given to the direct engine is priced as the schedule the rule takes
     without windows (plans/planner.py): beyond its window's limit, a call runs it where the kernel
     refuses reads of peers' memory and where its route takes no reads (a reduce below
-    ``direct_routes.reduce_reads_from``; where ranks outnumber cores the engine takes the slots
-    piece by piece there, ``direct_routes.reduce_by_pieces``, still priced as the schedule:
-    docs/performance.md, "Twenty-third round"), and goes by reads elsewhere (engines/exchange_reads.py,
+    ``direct_routes.reduce_reads_from``, but where ranks outnumber cores: the slots piece by
+    piece there, ``pieces``), and goes by reads elsewhere (engines/exchange_reads.py,
     direct.reduce_by_reads), priced by ``reads`` where ``costs`` (shared memory's) have the reads'
-    terms. Without ``costs``: beyond the limit. ``size`` ranks on one host of ``cores`` (0: as many as ranks)."""
+    terms. Without ``costs``: beyond the limit and not in pieces. ``size`` ranks on one host of
+    ``cores`` (0: as many as ranks)."""
     if collective == "all_gather":
         beyond = nbytes // size > direct_routes.gather_window_bytes(0 < cores < size)
     else:
         limit = DIRECT_LIMITS.get(collective)
         beyond = limit is not None and nbytes > limit
-    return beyond and not (costs is not None and reads.taken(collective, nbytes, size, costs, cores))
+    return beyond and not pieces.taken(collective, nbytes, size, cores) and not (
+        costs is not None and reads.taken(collective, nbytes, size, costs, cores))
 
 
 def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts, cores: int = 0,
@@ -235,13 +236,16 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate), else through its windows (all-reduces within the small window's halves in one
+    rate), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
+    through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
     ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
     schedule instead."""
     if direct_runs_schedule(collective, nbytes, size, costs, cores):
         return None
+    if pieces.taken(collective, nbytes, size, cores):
+        return pieces.pieces_time(nbytes, size, costs)
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))

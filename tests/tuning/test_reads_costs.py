@@ -242,14 +242,14 @@ def test_a_reduce_goes_by_reads_from_the_engines_size_at_an_all_reduces_price(si
         assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == pytest.approx(want, rel=1e-12)
 
 
-def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule() -> None:
+def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule_where_every_rank_has_a_core() -> None:
+    """Where ranks outnumber cores it goes through the slots piece by piece (tests/tuning/test_pieces.py)."""
     profile = profile_of(SHM)
-    for size in (2, 4):
-        n = direct_routes.reduce_reads_from(size > 2) // 2
-        assert n > DIRECT_LIMITS["reduce"]
-        assert tuner.direct_runs_schedule("reduce", n, size, SHM, 2)
-        assert tuner.predict("reduce", "direct", n, size, "shm", 0, profile) == tuner.predict(
-            "reduce", automatic("reduce", n, size), n, size, "shm", 0, profile)
+    n = direct_routes.reduce_reads_from(False) // 2
+    assert n > DIRECT_LIMITS["reduce"]
+    assert tuner.direct_runs_schedule("reduce", n, 2, SHM, 2)
+    assert tuner.predict("reduce", "direct", n, 2, "shm", 0, profile) == tuner.predict(
+        "reduce", automatic("reduce", n, 2), n, 2, "shm", 0, profile)
 
 
 def test_a_broadcast_beyond_the_halves_goes_by_reads_each_rank_copying_its_share() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from collectives.algorithms.registry import automatic
 from collectives.testing import run_world
-from collectives.tuning import tuner
+from collectives.tuning import pieces, tuner
 from collectives.tuning.machine import LinkClass, Machine
 from collectives.tuning.profile import Profile, TransportCosts, load
 
@@ -60,22 +60,26 @@ def test_direct_is_chosen_on_one_host_with_windows_by_the_built_in_profile() -> 
 
 
 def test_a_direct_reduce_is_priced_as_the_roots_copies_up_to_its_limit_and_as_its_schedule_beyond() -> None:
-    """Up to DIRECT_REDUCE_BYTES a reduce goes one-way through the window's slots at every world
-    size (ranks beyond the cores share them); beyond, it runs the rule's schedule."""
+    """Where every rank has a core: up to DIRECT_REDUCE_BYTES a reduce goes one-way through the
+    window's slots, beyond it runs the rule's schedule. Where ranks outnumber cores the slots take
+    it piece by piece, one piece up to a slot (tests/tuning/test_pieces.py)."""
     from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
     from collectives.tuning.profile import current
 
     profile = current()
     costs = profile.costs("shm")
-    for size in (2, 3, 4, 8):
-        share = max(1.0, size / profile.cores)
-        for nbytes in (8, DIRECT_REDUCE_BYTES):
-            moved, folded = size + 1, size - 1  # the root's x into its slot and back, every peer's slot folded
-            want = (costs.direct_alpha + nbytes * (moved * costs.direct_beta + folded * costs.gamma)) * share
-            assert tuner.predict("reduce", "direct", nbytes, size, "shm") == pytest.approx(want, rel=1e-12)
-        beyond = DIRECT_REDUCE_BYTES + 8
-        assert tuner.predict("reduce", "direct", beyond, size, "shm") == tuner.predict(
-            "reduce", automatic("reduce", beyond, size), beyond, size, "shm")
+    size = profile.cores
+    for nbytes in (8, DIRECT_REDUCE_BYTES):
+        moved, folded = size + 1, size - 1  # the root's x into its slot and back, every peer's slot folded
+        want = costs.direct_alpha + nbytes * (moved * costs.direct_beta + folded * costs.gamma)
+        assert tuner.predict("reduce", "direct", nbytes, size, "shm") == pytest.approx(want, rel=1e-12)
+    beyond = DIRECT_REDUCE_BYTES + 8
+    assert tuner.predict("reduce", "direct", beyond, size, "shm") == tuner.predict(
+        "reduce", automatic("reduce", beyond, size), beyond, size, "shm")
+    for size in (3, 4, 8):
+        for nbytes in (8, DIRECT_REDUCE_BYTES, beyond):
+            assert tuner.predict("reduce", "direct", nbytes, size, "shm") == pytest.approx(
+                pieces.pieces_time(nbytes, size, costs), rel=1e-12)
     for size in (2, 3, 4):
         assert tuner.choose("reduce", 8, size, "shm", windows=True) == "direct"
 
