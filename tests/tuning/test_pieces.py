@@ -16,6 +16,15 @@ SHM = TransportCosts(overhead=3e-6, alpha=10e-6, beta=0.1e-9, gamma=0.05e-9, dir
 SLOT = DIRECT_REDUCE_BYTES
 
 
+def test_the_price_cuts_the_pieces_the_library_cuts() -> None:
+    """The model may not import the engines: its piece (a direct reduce's slot) must be the
+    size plans/windowed.PiecewiseReduce cuts by (the pipelined slot)."""
+    from collectives.engines import small
+
+    assert SLOT == small.PIPELINED_BROADCAST_BYTES
+    assert pieces.count(SLOT) == 1 and pieces.count(SLOT + 1) == 2 and pieces.count(4 * SLOT) == 4
+
+
 def test_the_pieces_are_taken_where_ranks_outnumber_cores_below_the_reads() -> None:
     top = direct_routes.reduce_reads_from(True)
     assert pieces.taken("reduce", SLOT + 1, 4, 2) and pieces.taken("reduce", top - 1, 3, 2)
