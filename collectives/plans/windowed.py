@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..algorithms import direct_routes
+from ..algorithms.registry import DIRECT_REDUCE_BYTES
 from ..algorithms.schedule import partition
 from ..buffers import copy_array
 from ..engines import direct, exchange_reads, slots, small
@@ -290,8 +291,8 @@ class PiecewiseReduce:
     __slots__ = ("pieces", "averages", "size")
 
     def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int, op: ReduceOp) -> None:
-        per_slot = small.PIPELINED_BROADCAST_BYTES // dtype.itemsize
-        blocks = partition(count, -(-count // per_slot))
+        per_piece = DIRECT_REDUCE_BYTES // dtype.itemsize  # what one one-way reduce takes (the planner's limit)
+        blocks = partition(count, -(-count // per_piece))
         calls: dict[int, OneWay] = {}  # one plan per piece length (at most two)
         for _, n in blocks:
             if n not in calls:

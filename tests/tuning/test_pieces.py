@@ -16,13 +16,22 @@ SHM = TransportCosts(overhead=3e-6, alpha=10e-6, beta=0.1e-9, gamma=0.05e-9, dir
 SLOT = DIRECT_REDUCE_BYTES
 
 
-def test_the_price_cuts_the_pieces_the_library_cuts() -> None:
-    """The model may not import the engines: its piece (a direct reduce's slot) must be the
-    size plans/windowed.PiecewiseReduce cuts by (the pipelined slot)."""
-    from collectives.engines import small
+@pytest.mark.parametrize("nbytes", [SLOT + 8, 4 * SLOT, 7 * SLOT - 8])
+def test_the_price_counts_the_pieces_the_library_cuts(nbytes: int) -> None:
+    """plans/windowed.PiecewiseReduce cuts by DIRECT_REDUCE_BYTES, as the model counts; each
+    piece is one one-way call through a slot, so it must fit one."""
+    from types import SimpleNamespace
 
-    assert SLOT == small.PIPELINED_BROADCAST_BYTES
-    assert pieces.count(SLOT) == 1 and pieces.count(SLOT + 1) == 2 and pieces.count(4 * SLOT) == 4
+    import numpy as np
+
+    from collectives import ReduceOp
+    from collectives.engines import small
+    from collectives.plans.windowed import PiecewiseReduce
+
+    assert SLOT <= small.PIPELINED_BROADCAST_BYTES
+    plan = PiecewiseReduce(SimpleNamespace(rank=0, size=4), 0, np.dtype(np.float64), nbytes // 8, ReduceOp.SUM)
+    assert len(plan.pieces) == pieces.count(nbytes)
+    assert max(hi - lo for lo, hi, _ in plan.pieces) * 8 <= SLOT
 
 
 def test_the_pieces_are_taken_where_ranks_outnumber_cores_below_the_reads() -> None:
