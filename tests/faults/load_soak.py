@@ -156,6 +156,10 @@ def warm_up_calls(rng: random.Random, size: int, layout: tuple[str, ...]) -> lis
     return calls
 
 
+WARM_UP_TAG = 1 << 20
+"""The tag of ``start_point_to_point``'s messages: beyond the random calls' (``_complete``)."""
+
+
 def start_point_to_point(comm: Any) -> None:
     """Receives posted before any send (a barrier between), so that each rank's point-to-point
     engine starts its thread for pending works (once per communicator, on the first work that
@@ -165,9 +169,9 @@ def start_point_to_point(comm: Any) -> None:
         return
     dst, src = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     got = np.empty(4, np.float64)
-    receiving = comm.recv(got, src, tag=(1 << 20) + 1, async_op=True)
+    receiving = comm.recv(got, src, tag=WARM_UP_TAG, async_op=True)
     comm.barrier()
-    comm.send(np.full(4, float(comm.rank)), dst, tag=(1 << 20) + 1)
+    comm.send(np.full(4, float(comm.rank)), dst, tag=WARM_UP_TAG)
     receiving.wait()
     if not np.array_equal(got, np.full(4, float(src))):
         raise AssertionError(f"rank {comm.rank}: the warm-up receive from rank {src} got {got!r}")

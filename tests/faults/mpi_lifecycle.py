@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -24,26 +23,22 @@ import collectives  # noqa: E402
 from lifecycle_resources import AbortTimer, snapshot  # noqa: E402
 
 ABORT_AFTER = 0.3
-PATIENCE = 30.0
-"""Seconds the absent rank waits for the others to be aborted: reached only when they never are."""
 CYCLES = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 
 
 def abort_round(world: MPI.Comm, count: int) -> float | None:
-    """One blocked all-reduce, aborted; seconds from abort() to the call's return."""
+    """One blocked all-reduce, aborted; seconds from abort() to the call's return. The absent
+    rank stays away until the others have been aborted: an MPI barrier they enter once out."""
     comm = collectives.from_mpi(world, transport="mpi", timeout=30)
     absent = world.size - 1
-    if world.rank == absent:  # until the others have been aborted (PATIENCE at most)
-        done = [Path(sys.argv[1]) / f"aborted{count}-{r}" for r in range(world.size) if r != absent]
-        deadline = time.monotonic() + PATIENCE
-        while not all(d.exists() for d in done) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    if world.rank == absent:
+        world.Barrier()
         comm.abort()
         return None
     try:
         return _aborted(comm, count)
     finally:
-        (Path(sys.argv[1]) / f"aborted{count}-{world.rank}").touch()
+        world.Barrier()
 
 
 def _aborted(comm: collectives.Communicator, count: int) -> float:
