@@ -1,15 +1,17 @@
-"""The host's memory bandwidth: a floor under a schedule whose buffers outgrow the cache.
+"""The host's memory traffic: a floor under a schedule whose buffers outgrow the cache.
 
-The replay prices each rank's copies on its own core, each at the spilled β
-(``cache.spilled``), as if every core had the memory to itself. Beyond the cache the
-ranks of a host draw on one memory, so a call takes at least the bytes all of them stream
-to and from it, at ``cache_beta`` a byte (the rate beyond the cache), times the share of the
-buffers beyond it. A byte sent is read from its buffer once, a byte received written once, and a
-byte received and folded read and written in its destination (the piece itself lands in a
-scratch slab, which stays in the cache, as the transport's ring does). The 2-rank reduce of 32
-MiB on shared memory (the root folding every byte the other rank sends, three streams a byte)
-took this floor where the replay, its two cores in parallel, priced the root's work alone
-(docs/simulation.md, *The thirtieth round*).
+The replay prices each rank's copies on its own core at the spilled β (``cache.spilled``),
+the ranks' work side by side. Beyond the cache that work does not overlap as the replay has it:
+a 2-rank reduce of 8 or 32 MiB on shared memory took about what the two ranks' streams to
+memory take added up, the sender's read of its input and the root's fold of each piece into its
+``x`` (read and written), three streams a byte at ``cache_beta`` each, where the replay priced
+the root's work alone, 0.75 of the time (docs/simulation.md, *The thirtieth round*; whether the
+cores share one memory bus or something else serialises them was not settled there). So a
+call of one host takes at least the bytes all its ranks stream, at ``cache_beta`` a byte times
+the share of the buffers beyond the cache. A byte sent from a range the rank has not written
+in the call is read from memory once (one it received or folded earlier it sends from the
+cache), a byte received written once, a byte folded read and written in its destination (the
+piece lands in a scratch slab that stays in the cache, as the transport's ring does).
 """
 
 from __future__ import annotations
