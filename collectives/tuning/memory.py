@@ -5,7 +5,7 @@ the ranks' work side by side. Beyond the cache that work does not overlap as the
 a 2-rank reduce of 8 or 32 MiB on shared memory took about what the two ranks' streams to
 memory take added up, the sender's read of its input and the root's fold of each piece into its
 ``x`` (read and written), three streams a byte at ``cache_beta`` each, where the replay priced
-the root's work alone, 0.75 of the time (docs/simulation.md, *The thirtieth round*; whether the
+the root's work alone (docs/simulation.md, *The thirtieth round*; whether the
 cores share one memory bus or something else serialises them was not settled there). So a
 call of one host takes at least the bytes all its ranks stream, at ``cache_beta`` a byte times
 the share of the buffers beyond the cache. A byte sent from a range the rank has not written

@@ -4,7 +4,8 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them.
+byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them; beyond the cache a schedule of one host takes
+at least its ranks' streams to memory (``memory``).
 ``choose`` takes the cheapest of the algorithms that can run here where it beats the
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
@@ -114,7 +115,7 @@ def streamed(collective: str, algorithm: str, nbytes: int, size: int) -> int:
 
 
 def memory_floor(collective: str, algorithm: str, nbytes: int, size: int, link: LinkClass, share: float) -> float:
-    """Seconds under which a schedule of one host cannot run for its memory's bandwidth
+    """Seconds under which a schedule of one host cannot run for its ranks' streams to memory
     (``memory.floor_time``; 0 beyond REPLAY_RANKS, where the replay prices one rank's steps)."""
     if algorithm not in FLAT or size <= 1 or size > REPLAY_RANKS or not share or not link.cache_beta:
         return 0.0
