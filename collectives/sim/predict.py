@@ -47,7 +47,8 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
     copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
-    return copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls)
+    floor = tuner.memory_floor(collective, algorithm, nbytes, c.ranks, c.intra, share) if c.ranks_per_host >= c.ranks else 0.0
+    return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls))
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

@@ -4,7 +4,8 @@
 schedules (ring, tree, recursive) are replayed on a modelled machine of this layout
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
-byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them.
+byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them; beyond the cache a schedule of one host takes
+at least its ranks' streams to memory (``memory``).
 ``choose`` takes the cheapest of the algorithms that can run here where it beats the
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
-from . import pieces, reads
+from . import memory, pieces, reads
 from .cache import beyond, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import replay_calls
@@ -104,6 +105,21 @@ def pending_folds(collective: str, algorithm: str, nbytes: int, size: int) -> in
     pending = [r for r in ranks if PENDING_RANKS[collective](r)]
     return max((third_buffer_folds(schedules(collective, algorithm, nbytes, size, only=r)[0], ITEMSIZE)
                 for r in pending), default=0)
+
+
+@functools.lru_cache(maxsize=1024)
+def streamed(collective: str, algorithm: str, nbytes: int, size: int) -> int:
+    """Bytes a one-host call of ``algorithm`` streams to and from memory, all ranks together
+    (``memory.streamed``)."""
+    return memory.streamed(schedules(collective, algorithm, nbytes, size), ITEMSIZE)
+
+
+def memory_floor(collective: str, algorithm: str, nbytes: int, size: int, link: LinkClass, share: float) -> float:
+    """Seconds under which a schedule of one host cannot run for its ranks' streams to memory
+    (``memory.floor_time``; 0 beyond REPLAY_RANKS, where the replay prices one rank's steps)."""
+    if algorithm not in FLAT or size <= 1 or size > REPLAY_RANKS or not share or not link.cache_beta:
+        return 0.0
+    return memory.floor_time(streamed(collective, algorithm, nbytes, size), link, share)
 
 
 def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
@@ -311,11 +327,12 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     link = profile.between_hosts(transport) if hosts else costs
     intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, link), share)
     copies = local_copy_time(collective, algorithm, nbytes, size, intra) * shared
-    return copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
+    floor = 0.0 if hosts else memory_floor(collective, algorithm, nbytes, size, intra, share)
+    return max(floor, copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
-        sticky=keeps_cores(transport), whole_messages=copies_whole(transport)), profile.calls)
+        sticky=keeps_cores(transport), whole_messages=copies_whole(transport)), profile.calls))
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

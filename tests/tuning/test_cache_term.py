@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from collectives.algorithms.schedule import PENDING_COPY_BYTES
 from collectives.errors import InvalidArgumentError
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
-from collectives.tuning import reads, tuner
+from collectives.tuning import memory, reads, tuner
 from collectives.tuning.cache import beyond, footprint, windowed
 from collectives.tuning.copies import LOCAL_COPIES, copy_time
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json, load
@@ -32,6 +33,16 @@ def with_shm(profile: Profile, **changes: float) -> Profile:
     return dataclasses.replace(profile, source=f"{profile.source} {changes}",
                                transports={**profile.transports,
                                            "shm": dataclasses.replace(profile.costs("shm"), **changes)})
+
+
+@pytest.fixture(autouse=True)
+def replay_terms_alone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """These tests price the replay's memory terms: with ``SHM``'s ``cache_beta`` as large as its β
+    the memory floor (tuning/memory.py, tests/tuning/test_memory.py) would price their large calls."""
+    monkeypatch.setattr(memory, "floor_time", lambda streamed_bytes, link, share: 0.0)
+    tuner.predict.cache_clear()
+    yield
+    tuner.predict.cache_clear()
 
 
 def test_bytes_beyond_the_cache_cost_more_and_none_without_a_cache() -> None:
