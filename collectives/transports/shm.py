@@ -526,13 +526,20 @@ class ShmTransport(Transport):
     def check_peers(self, peers: Iterable[int]) -> None:
         """Raise PeerLostError for a peer whose process died, or that closed its transport,
         and left nothing to read (the shared-window waits, which read no stream, learn of a
-        peer that left this way; stream reads notice it themselves)."""
+        peer that left this way; stream reads notice it themselves).
+
+        A peer once found lost stays lost: every later check raises again. A window wait
+        that finds the value it waited for posted by a peer that then died returns that
+        value and goes on (shm_window.py); its next wait on that peer must fail at once,
+        not skip the peer's failed channel and sleep out the whole timeout."""
         if self._closed:
             return
         for p in peers:
             channel = self.channels.get(p)
-            if channel is None or channel.error is not None:
+            if channel is None:
                 continue
+            if isinstance(channel.error, PeerLostError):
+                raise PeerLostError(str(channel.error), peer=p)
             pid, start_time = self._watch.get(p, (self._peer_segs[p].pid, None))
             why = _process_gone(pid, start_time) if p in self._watch else None
             if why is None and self._peer_segs[p].closed.value:  # alive, but it left (failed or aborted)
@@ -541,7 +548,8 @@ class ShmTransport(Transport):
                 exc = PeerLostError(
                     f"rank {p} (pid {pid}) {why} while rank {self.rank} was waiting for it", peer=p
                 )
-                channel._fail(exc)
+                if channel.error is None:  # (failed otherwise before: that error stays the channel's)
+                    channel._fail(exc)
                 raise exc
 
     def close(self) -> None:
