@@ -118,14 +118,14 @@ def posted_then_killed_loop(folder: Path, victim: int, calls: int, timeout: floa
         done: list[int] = []  # one entry per call completed
         check = ShmTransport.check_peers
 
-        def late_check(transport: ShmTransport, peers: Any) -> None:
+        def late_check(transport: ShmTransport, peers: Any, **how: Any) -> None:
             peers = list(peers)
             if len(done) >= calls - 1 and victim in peers and not held:
                 held.append(True)
                 until = time.monotonic() + 10.0
                 while _process_gone(int(pids[victim]), None) is None and time.monotonic() < until:
                     time.sleep(0.005)
-            check(transport, peers)
+            check(transport, peers, **how)
 
         ShmTransport.check_peers = late_check  # type: ignore[method-assign]  # (this forked rank only)
         try:
