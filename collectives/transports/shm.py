@@ -523,25 +523,38 @@ class ShmTransport(Transport):
         finally:
             mine.sleeping.value = 0
 
-    def check_peers(self, peers: Iterable[int]) -> None:
-        """Raise PeerLostError for a peer whose process died, or that closed its transport,
-        and left nothing to read (the shared-window waits, which read no stream, learn of a
-        peer that left this way; stream reads notice it themselves)."""
+    def check_peers(self, peers: Iterable[int], *, reads: bool = True) -> None:
+        """Raise PeerLostError for a peer whose process died, or that closed its transport.
+
+        ``reads``: whether the caller waits to read the peers' streams. Stream reads notice a
+        closed peer themselves, and a peer that left its last messages in the ring is lost to
+        them only once they are read, so for them only a peer that left nothing to read is
+        lost (and its channel fails). The shared-window waits (``reads=False``) read no
+        stream: a peer that left is lost to them whatever it left unread (a message nobody
+        received yet), and its channel is left to the stream.
+
+        A peer once found lost stays lost: every later check raises again. A window wait
+        that finds the value it waited for posted by a peer that then died returns that
+        value and goes on (shm_window.py); its next wait on that peer must fail at once,
+        not skip the peer's failed channel and sleep out the whole timeout."""
         if self._closed:
             return
         for p in peers:
             channel = self.channels.get(p)
-            if channel is None or channel.error is not None:
+            if channel is None:
                 continue
+            if isinstance(channel.error, PeerLostError):
+                raise PeerLostError(str(channel.error), peer=p)
             pid, start_time = self._watch.get(p, (self._peer_segs[p].pid, None))
             why = _process_gone(pid, start_time) if p in self._watch else None
             if why is None and self._peer_segs[p].closed.value:  # alive, but it left (failed or aborted)
                 why = "closed its shm transport"
-            if why is not None and channel._nothing_left():
+            if why is not None and (not reads or channel._nothing_left()):
                 exc = PeerLostError(
                     f"rank {p} (pid {pid}) {why} while rank {self.rank} was waiting for it", peer=p
                 )
-                channel._fail(exc)
+                if reads and channel.error is None:  # (failed otherwise before: that error stays the channel's)
+                    channel._fail(exc)
                 raise exc
 
     def close(self) -> None:

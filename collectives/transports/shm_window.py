@@ -150,7 +150,7 @@ class ShmWindow:
                 if self.closed or transport.closed:
                     raise TransportError(f"the shared window to rank {rank} was closed (communicator aborted)", peer=rank)
                 try:
-                    transport.check_peers([rank])
+                    transport.check_peers([rank], reads=False)  # (its stream may hold what nobody reads)
                 except PeerLostError:
                     if flags[slot] >= value:  # it posted, then left: what we waited for is here
                         return

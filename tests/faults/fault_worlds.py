@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import collectives
+from collectives.transports.shm import ShmTransport, _process_gone
 
 TIMEOUT = 1.0
 """The communicators' timeout in these tests (seconds): short, so the suite stays fast (a
@@ -84,6 +85,59 @@ def signalled_loop(folder: Path, victim: int, sig: int, delay: float = 0.3) -> A
                 if comm.rank == survivors[-1]:
                     os.kill(pids[victim], signal.SIGCONT)
                 _wait_for(folder, [victim])
+        return "raised"
+
+    return fn
+
+
+def posted_then_killed_loop(folder: Path, victim: int, calls: int, timeout: float) -> Any:
+    """The ``fn`` for ``run_world`` (shared memory): all_reduce of 8 KiB (the small window's
+    halves) until an error, with ``timeout``. ``victim`` completes ``calls`` calls, the last one
+    a second late, and kills itself (SIGKILL) at once after it: the others are already
+    waiting for its last post then. Each survivor's first liveness check of ``victim`` in
+    that call is held until the victim is gone, as if the survivor were preempted between
+    reading the victim's flag (not posted yet) and checking its process: the check then
+    sees it dead and the flag posted, so the wait returns what it waited for, and it is
+    the *next* call's wait that must name the victim. Every rank writes
+    ``rank<r>.json`` (with ``held``: whether the check was held, the case under test)."""
+
+    def fn(comm: collectives.Communicator) -> str:
+        pids = comm.all_gather(np.array([os.getpid()], dtype=np.int64)).tolist()
+        comm.timeout = timeout
+        x = np.ones(1024)
+        event = folder / "event.json"
+        if comm.rank == victim:
+            (folder / "victim.pid").write_text(str(os.getpid()))
+            for _ in range(calls - 1):
+                comm.all_reduce(x)
+            time.sleep(1.0)  # the survivors wait for the last call's post meanwhile
+            comm.all_reduce(x)
+            _write(event, time.monotonic())
+            os.kill(os.getpid(), signal.SIGKILL)
+        held: list[bool] = []
+        done: list[int] = []  # one entry per call completed
+        check = ShmTransport.check_peers
+
+        def late_check(transport: ShmTransport, peers: Any, **how: Any) -> None:
+            peers = list(peers)
+            if len(done) >= calls - 1 and victim in peers and not held:
+                held.append(True)
+                until = time.monotonic() + 10.0
+                while _process_gone(int(pids[victim]), None) is None and time.monotonic() < until:
+                    time.sleep(0.005)
+            check(transport, peers, **how)
+
+        ShmTransport.check_peers = late_check  # type: ignore[method-assign]  # (this forked rank only)
+        try:
+            while True:
+                comm.all_reduce(x)
+                done.append(1)
+        except collectives.CollectivesError as exc:
+            while not event.exists():
+                time.sleep(0.01)
+            _write(folder / f"rank{comm.rank}.json",
+                   {**describe(exc, json.loads(event.read_text())), "held": bool(held), "calls": len(done)})
+        _wait_for(folder, [r for r in range(comm.size) if r != victim])
         return "raised"
 
     return fn

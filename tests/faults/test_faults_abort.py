@@ -118,3 +118,40 @@ def test_close_with_a_dead_peer_returns_within_the_timeout(transport, size, tmp_
     assert len(took) == size - 1
     print(f"{transport} n={size}: close() with a dead peer took {[round(t * 1000, 1) for t in took]} ms")
     assert max(took) < timeout + 5.0, took
+
+
+@pytest.mark.parametrize("leave", ["abort", "close"])
+def test_a_rank_that_left_with_a_message_unread_is_named_at_once_by_a_window_wait(leave, tmp_path):
+    # Rank 1 sends rank 0 a message it never receives, then leaves (aborts or closes its
+    # communicator) and stays alive; rank 0's next small all-reduce waits for it in the shared
+    # window. The unread message in the ring once hid that rank 1 left: the window wait
+    # (which reads no stream) slept out its whole timeout.
+    timeout = 3.0
+    left, told = tmp_path / "left", tmp_path / "told"
+
+    def fn(comm):
+        comm.timeout = timeout
+        x = np.ones(8)
+        comm.all_reduce(x)  # the small window is open
+        if comm.rank == 1:
+            comm.send(np.ones(4), 0, tag=7)  # never received
+            comm.abort() if leave == "abort" else comm.close()
+            left.write_text("1")
+            deadline = time.monotonic() + PATIENCE
+            while not told.exists() and time.monotonic() < deadline:  # alive while rank 0 waits
+                time.sleep(0.01)
+            return None
+        while not left.exists():
+            time.sleep(0.01)
+        start = time.monotonic()
+        try:
+            comm.all_reduce(x)
+        except collectives.PeerLostError as exc:
+            return exc.peer, str(exc), time.monotonic() - start
+        finally:
+            told.write_text("1")
+        return None
+
+    peer, message, took = run_world(fn, 2, "shm", timeout=30)[0]
+    assert peer == 1 and "rank 1" in message and "closed or abandoned its communicator" in message, message
+    assert took < timeout / 2, (took, message)  # named, not waited out

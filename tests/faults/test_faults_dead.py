@@ -12,7 +12,8 @@ import signal
 import pytest
 
 from collectives.testing import RankError, run_world
-from fault_worlds import BOUND, TIMEOUT, figure, reports, seq_named, signalled_loop, sweep_victim
+from fault_worlds import (BOUND, TIMEOUT, figure, posted_then_killed_loop, reports, seq_named, signalled_loop,
+                          sweep_victim)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -56,3 +57,25 @@ def test_a_frozen_rank_is_named_unresponsive_by_every_survivor(transport, size, 
     woken = reports(tmp_path, [VICTIM])[VICTIM]
     assert "this rank is the one its peers gave up on" in woken["message"], woken
     figure(f"freeze {transport} n={size}", [r["after"] for r in seen.values()])
+
+
+def test_a_rank_killed_right_after_its_post_is_named_at_once_by_survivors_that_saw_it_go(tmp_path):
+    # Each survivor's wait for the victim's last post finds it posted by a process already
+    # dead, and returns it; the next call's wait on the victim must fail at once (it once
+    # skipped the victim, whose channel the first check had marked failed, and slept out the
+    # whole timeout: tests/ray/test_groups.py's flake, where one survivor timed out).
+    timeout, calls = 2.0, 20  # (a survivor that waits it out still reports before run_world gives up on it)
+    try:
+        with pytest.raises(RankError) as info:
+            run_world(posted_then_killed_loop(tmp_path, VICTIM, calls, timeout), 4, "shm", timeout=60)
+    finally:
+        sweep_victim(tmp_path)
+    assert info.value.rank == VICTIM and info.value.exitcode == -signal.SIGKILL
+    seen = reports(tmp_path, [0, 2, 3])
+    for rank, report in seen.items():
+        message = report["message"]
+        assert report["held"] and report["calls"] == calls, (rank, report)  # the case under test happened
+        assert report["type"] == "PeerLostError" and report["peer"] == VICTIM, (rank, message)
+        assert f"all_reduce #{calls + 2}" in message and f"rank {VICTIM} died" in message, (rank, message)
+        assert report["after"] < timeout / 2, (rank, report)  # named, not waited out
+    figure("kill after its post, shm n=4", [r["after"] for r in seen.values()])

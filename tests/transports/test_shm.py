@@ -349,6 +349,35 @@ def test_sigkilled_peer_raises_peer_lost_quickly_and_leaves_nothing() -> None:
     assert leftovers(pids) == []
 
 
+def test_a_peer_found_lost_stays_lost_for_every_later_check() -> None:
+    # A window wait that finds its value posted by a peer that then died returns it; its
+    # next wait on that peer asks again, and must hear the same answer, not silence.
+    def fn(rank: int, size: int, t: ShmTransport) -> Any:
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        answers = []
+        deadline = time.monotonic() + 10
+        while not answers and time.monotonic() < deadline:  # (until its process is seen gone)
+            try:
+                t.check_peers([1])
+                time.sleep(0.01)
+            except PeerLostError as exc:
+                answers.append((exc.peer, str(exc)))
+        for _ in range(2):
+            try:
+                t.check_peers([1])
+                answers.append(None)
+            except PeerLostError as exc:
+                answers.append((exc.peer, str(exc)))
+        return answers
+
+    out, pids = run_ranks(2, with_transport(fn))
+    first, *later = out[0][1]
+    assert first is not None and first[0] == 1 and f"rank 1 (pid {pids[1]})" in first[1]
+    assert later == [first, first]
+    assert leftovers(pids) == []
+
+
 def test_rank_killed_during_setup_is_reported_and_its_segment_removed() -> None:
     class KillBeforeMapped(DirStore):
         def set(self, key: str, value: bytes) -> None:
