@@ -63,7 +63,10 @@ class TransportCosts:
     ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
     split): a sender whose step receives nothing goes on after ``send_overhead`` (its side of
     the transport's send path), and the receiver of a message that was
-    already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
+    already there pays ``recv_overhead`` to take it (``machine.Machine.message``);
+    ``loop_step``, ``loop_send`` and ``loop_recv`` (0: not priced so), one host only: a rank's
+    work in a loop of short one-way calls, per step, per message sent and per message received,
+    where the loop is priced as the cores' work rather than replayed (``loop``).
     """
 
     overhead: float
@@ -86,6 +89,9 @@ class TransportCosts:
     direct_sync: float = 0.0
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
+    loop_step: float = 0.0
+    loop_send: float = 0.0
+    loop_recv: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
