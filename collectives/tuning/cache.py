@@ -75,3 +75,25 @@ def read_spilled(costs: TransportCosts, share: float) -> TransportCosts:
     if not share or not costs.cache_beta:
         return costs
     return dataclasses.replace(costs, reads_beta=costs.reads_beta + costs.cache_beta * share)
+
+
+
+FOLD_SPILL = 0.75
+"""The share of ``cache_beta`` a byte folded into a destination beyond the cache costs more
+than ``gamma`` (the in-cache fold), times the share of that destination beyond the cache
+(``fold_gamma``). Fitted to the saved choice runs and validation runs (docs/simulation.md, *The
+thirty-first round*), not to a probe: the fold probes measured a smaller rise on the earlier
+machine and a larger one at 32 MiB on the later one."""
+
+
+def fold_gamma(gamma: float, cache_beta: float, nbytes: int, cache_bytes: int) -> float:
+    """``gamma`` for the folds of a call of ``nbytes`` on one host: raised by ``FOLD_SPILL`` times
+    ``cache_beta`` times the share of a rank's ``nbytes`` beyond a cache of ``cache_bytes`` (0:
+    not modelled). A fold reads and writes its destination, one rank's buffer of n (the received
+    piece sits in a scratch slab that stays in the cache), so the rise follows that buffer's size,
+    not the host's footprint (``footprint``): a rank whose buffer fits folds at the cache's rate
+    however many ranks share the host, and a rank that folds several children's pieces into it,
+    as a tree's root does, pays the rise on each."""
+    if not cache_beta or cache_bytes <= 0:
+        return gamma
+    return gamma + FOLD_SPILL * cache_beta * beyond(float(nbytes), cache_bytes)

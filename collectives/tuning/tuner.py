@@ -5,7 +5,8 @@ schedules (ring, tree, recursive) are replayed on a modelled machine of this lay
 (``events.replay`` on ``machine.Machine``) with the profile's α, β, γ; the direct engine
 (loads from shared windows, no messages) and the two-level all-reduce are priced by their
 byte counts (where the engine reads peers' memory instead, by the reads' terms: ``reads``); with the profile's ``cores``, ranks beyond a host's cores queue for them; beyond the cache a schedule of one host takes
-at least its ranks' streams to memory (``memory``).
+at least its ranks' streams to memory (``memory``), and its folds into a rank's buffer beyond the cache pay
+more than γ (``cache.fold_gamma``).
 ``choose`` takes the cheapest of the algorithms that can run here where it beats the
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
@@ -23,7 +24,7 @@ from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from . import loop, memory, pieces, reads
-from .cache import beyond, footprint, read_spilled, spilled, windowed
+from .cache import beyond, fold_gamma, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import flows_one_way, replay_calls
 from .machine import LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, link_of
@@ -334,8 +335,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, link), share)
     copies = local_copy_time(collective, algorithm, nbytes, size, intra) * shared
     floor = 0.0 if hosts else memory_floor(collective, algorithm, nbytes, size, intra, share)
+    gamma = costs.gamma if hosts else fold_gamma(costs.gamma, intra.cache_beta, nbytes, profile.cache_bytes)
     return max(floor, copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
-        size, k, intra, inter, gamma=costs.gamma, overhead=costs.overhead,
+        size, k, intra, inter, gamma=gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
         sticky=keeps_cores(transport), whole_messages=copies_whole(transport)), profile.calls))

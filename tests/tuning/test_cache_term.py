@@ -16,7 +16,7 @@ from collectives.algorithms.schedule import PENDING_COPY_BYTES
 from collectives.errors import InvalidArgumentError
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict as sim_predict
-from collectives.tuning import memory, reads, tuner
+from collectives.tuning import cache, memory, reads, tuner
 from collectives.tuning.cache import beyond, footprint, windowed
 from collectives.tuning.copies import LOCAL_COPIES, copy_time
 from collectives.tuning.profile import Profile, TransportCosts, current, from_json, load
@@ -38,8 +38,11 @@ def with_shm(profile: Profile, **changes: float) -> Profile:
 @pytest.fixture(autouse=True)
 def replay_terms_alone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """These tests price the replay's memory terms: with ``SHM``'s ``cache_beta`` as large as its β
-    the memory floor (tuning/memory.py, tests/tuning/test_memory.py) would price their large calls."""
+    the memory floor (tuning/memory.py, tests/tuning/test_memory.py) would price their large calls,
+    and the folds' rise beyond the cache (``cache.fold_gamma``, tests/tuning/test_fold_gamma.py)
+    would add to the β they measure."""
     monkeypatch.setattr(memory, "floor_time", lambda streamed_bytes, link, share: 0.0)
+    monkeypatch.setattr(cache, "FOLD_SPILL", 0.0)
     tuner.predict.cache_clear()
     yield
     tuner.predict.cache_clear()
