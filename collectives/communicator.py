@@ -380,14 +380,11 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         if moved is True:
             return out
         if isinstance(moved, tuple):  # part moved by the lane: the engine finishes the rest
-            sent, received, held = moved if len(moved) == 3 else (*moved, None)  # held: in place (Lane)
-            into = out if held is None else np.frombuffer(held, out.dtype).reshape(out.shape)
-            works = [] if received else [self._post_recv(into, src, tag, True, False)]
+            sent, received = moved
+            works = [] if received else [self._post_recv(out, src, tag, True, False)]
             if sent is not None:
                 works.append(self._p2p.adopt_send(sent, dst, next(self._p2p_numbers), self.timeout))
             self._p2p.run(*works)
-            if held is not None:  # the peer's message, kept apart until my send was read
-                np.copyto(out, into)
             return out
         # The receive first, so that a large message of the peer's finds it posted (it is then
         # copied once, transports/single_copy.py); both are driven on this thread.

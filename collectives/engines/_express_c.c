@@ -40,9 +40,7 @@ typedef struct {
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
-    char *bounce;                  /* the in-place swap's pieces (_half_swap.h), taken at its first; and
-                                      where a swap in place reads the peer's message (held()) */
-    uint64_t bounce_bytes;         /* its size */
+    char *bounce;                  /* the in-place swap's pieces (_half_swap.h), taken at its first */
     PyTypeObject *array_type;      /* numpy.ndarray: the lane takes exact ndarrays ... */
     PyObject *dtypes;              /* ... of these dtypes (a tuple, matched by identity) */
     uint64_t tag_bit;
@@ -249,41 +247,6 @@ static PyObject *aside(Express *e, Py_ssize_t n) {
     return e->aside;
 }
 
-/* The bounce buffer of at least ``n`` bytes (and at least a piece of the halves): 0, or -1 with
-   an error set. */
-static int bounce_of(Express *e, uint64_t n) {
-    if (n < BOUNCE_BYTES) n = BOUNCE_BYTES;
-    if (e->bounce != NULL && e->bounce_bytes >= n) return 0;
-    char *b = realloc(e->bounce, n);
-    if (b == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    e->bounce = b, e->bounce_bytes = n;
-    return 0;
-}
-
-/* A swap in place that read the peer's message into the bounce (``in_bounce``) rather than send
-   a copy aside: what the caller gets, from the swap's ``result`` (a new reference, stolen).
-   Done both ways: the bounce copied into ``recv`` (my message was read: its bytes may go) and
-   True. My send still the engine's, ``(request, received, held)``: ``held`` a bytearray of
-   ``n`` bytes, holding the peer's message where it came, else the buffer to receive it into,
-   which the caller copies into its buffer once the send is done (the peer reads my buffer
-   until then). Otherwise (nothing moved, or only my send) ``result`` as it is. */
-static PyObject *held(Express *e, PyObject *result, char *recv, uint64_t n) {
-    if (result == Py_True) {
-        memcpy(recv, e->bounce, n);
-        return result;
-    }
-    if (result == NULL || !PyTuple_Check(result) || PyTuple_GET_ITEM(result, 0) == Py_None) return result;
-    PyObject *request = PyTuple_GET_ITEM(result, 0), *received = PyTuple_GET_ITEM(result, 1);
-    PyObject *into = PyByteArray_FromStringAndSize(received == Py_True ? e->bounce : NULL, (Py_ssize_t)n);
-    PyObject *three = into == NULL ? NULL : PyTuple_Pack(3, request, received, into);
-    Py_XDECREF(into);
-    Py_DECREF(result);
-    return three;
-}
-
 /* The object that owns the memory of ``x`` (numpy keeps the owner as a view's ``base``): a new
    reference, ``x`` itself where it has no base. */
 static PyObject *owner(PyObject *x) {
@@ -332,8 +295,7 @@ static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, ch
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
    ``src`` filled ``out``; (send request or None, received) where part moved and the engine
    finishes the rest (an unfinished send is on its channel, a receive not done is not posted);
-   (send request, received, held) where that send was in place (held()); False where nothing
-   moved. Messages of up to ``max_bytes`` below ``single_bytes`` (below
+   False where nothing moved. Messages of up to ``max_bytes`` below ``single_bytes`` (below
    ``apart_bytes`` where ``x`` and ``out`` are parts of different arrays) go as send() and
    recv() do; larger ones by single copy where the channels allow. */
 static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t nargs) {
@@ -406,15 +368,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         r = sends < 0 || reads < 0 ? -1 : sends == WORKS && reads == WORKS ? 1 : 0;
         PyObject *x = args[0];
         const char *from_buf = send.buf;
-        Py_buffer into = recv; /* where the peer's message is read */
-        /* In place up to a frame: the peer's message read into the bounce, copied in once my
-           message is read; no copy aside, which the peer read slower than the message itself
-           (docs/performance.md, "Twenty-fourth round, point to point"). */
-        int bounced = r > 0 && in_place && send.buf == recv.buf && send.len == recv.len && send.len <= e->max_bytes;
-        if (bounced) {
-            if (bounce_of(e, (uint64_t)recv.len) < 0) r = -1;
-            else into.buf = e->bounce;
-        } else if (r > 0 && in_place) {
+        if (r > 0 && in_place) {
             x = aside(e, send.len);
             if (x == NULL) r = -1;
             else {
@@ -425,8 +379,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         }
         if (r > 0) {
             Py_DECREF(result);
-            result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &into, tag, key);
-            if (bounced) result = held(e, result, recv.buf, (uint64_t)recv.len);
+            result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &recv, tag, key);
             if (result != NULL && result != Py_False) e->swaps++;
         } else if (r == 0 && sends != UNKNOWN && reads != UNKNOWN && send.len <= e->max_bytes && recv.len <= e->max_bytes) {
             int held = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */

@@ -141,12 +141,9 @@ static int await_peer_half(Express *e, Lane *lane, uint64_t count, pid_t pid, ui
    died before its half was done: the engine's receive says so), or -1 with an error set. */
 static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint64_t n, uint64_t tag, pid_t pid) {
     if (lane->deal == NULL || !rings_empty(lane)) return HALF_NOT_TAKEN;
-    if (send == recv && e->bounce == NULL) {
-        if ((e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        e->bounce_bytes = BOUNCE_BYTES;
+    if (send == recv && e->bounce == NULL && (e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
     uint64_t *slot = lane->my_slot;
     note_cpu(lane); /* (for the peer's beside()) */

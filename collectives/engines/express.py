@@ -57,8 +57,7 @@ SWAP_BYTES_CROWDED = 64 << 10
 waits for its sender to be scheduled and copy in, a swap's reader copies by itself."""
 SWAP_BYTES_IN_PLACE_CROWDED = 64 << 10
 """Where ranks outnumber cores, the smallest ``sendrecv`` in place that goes by single copy (the
-peer reads the buffer itself and the peer's message waits in the lane's bounce buffer until it
-has; beyond ``EXPRESS_BYTES`` the message is copied aside first): through the ring, ranks that find their peer's frame
+message copied aside first, then swapped): through the ring, ranks that find their peer's frame
 there run ahead of it, and every few calls one waits out its peer's turn on a shared core
 (docs/performance.md, "Twenty-second round, four ranks on two cores"); elsewhere only those
 beyond ``EXPRESS_BYTES`` that the swap by halves does not take (``HALF_BYTES``) do, the ring's
@@ -80,10 +79,6 @@ written goes faster through the ring (docs/performance.md, "Twenty-third round, 
 point")."""
 
 
-Moved = bool | tuple[Request | None, bool] | tuple[Request, bool, bytearray]
-"""What a lane's ``sendrecv`` did (``Lane.sendrecv``)."""
-
-
 class Lane(Protocol):
     """What the communicator calls: each returns the call's number in the communicator's count
     of point-to-point calls where the lane made it, else False."""
@@ -95,12 +90,10 @@ class Lane(Protocol):
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
-    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> Moved:
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         """Both at once: True where both moved; ``(send request or None, received)`` where part
         did (an unfinished send is on its channel, awaiting the peer's answer to its RTS; a
-        receive not done is not posted), ``(send request, received, held)`` where an in-place
-        send is unfinished (``held``: the peer's message, or the buffer to receive it into,
-        for the caller to copy into ``out`` once the send is done); False where nothing did."""
+        receive not done is not posted); False where nothing did."""
     def close(self) -> None:
         """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
 
@@ -116,7 +109,7 @@ class NoLane:
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool:
         return False
 
-    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> Moved:
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         return False
 
     def close(self) -> None:

@@ -238,12 +238,13 @@ def test_in_place_within_the_rings_frame_the_message_goes_through_the_ring() -> 
     assert lanes.to1.frames() == [HEADER.pack(P2P_TAG_BIT, N, FLAG_END) + x.tobytes()]
 
 
-def test_in_place_from_the_aside_size_the_message_swaps_and_below_it_goes_through_the_ring() -> None:
-    lanes = _Lanes(aside=N)  # (within the frame the peer reads the buffer itself: test_express_in_place.py)
+def test_in_place_from_the_aside_size_the_message_swaps_a_copy_and_below_it_goes_through_the_ring() -> None:
+    lanes = _Lanes(aside=N)
     x = _message(N, 6)
     assert lanes.sendrecv(x, x) is True and np.array_equal(x, _message(N, 6))
     assert lanes.express.swaps == 1
-    assert HEADER.unpack(lanes.to1.frames()[0][:HEADER.size])[2] == FLAG_RTS
+    address = RTS.unpack(lanes.to1.frames()[0][HEADER.size:])[0]
+    assert address != address_of(x)
     start, y = lanes.to1.tail, _message(N - 1, 7)
     assert lanes.sendrecv(y, y) is True and np.array_equal(y, _message(N - 1, 7))
     assert lanes.to1.frames(start) == [HEADER.pack(P2P_TAG_BIT, N - 1, FLAG_END) + y.tobytes()]
