@@ -36,7 +36,7 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_out_bytes;
+    Py_ssize_t size, max_bytes, single_bytes, apart_bytes, aside_bytes, half_bytes, half_out_bytes, push_bytes;
     Lane *lanes;                   /* [size] */
     PyObject *lock, *held, *numbers, *keep;
     PyObject *aside;               /* a bytearray: what a sendrecv in place sends (``aside``) */
@@ -49,6 +49,7 @@ typedef struct {
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
+    long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
 } Express;
 
 static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -276,7 +277,8 @@ static int apart(PyObject *x, PyObject *out) {
    (as a swap's gate: nothing queued, held or half read, single copy known to work both ways):
    HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, HALF_ASK (single copy not yet known: the engine's
    call asks, up to HALF_ASKS calls a lane), or -1 with an error set. */
-static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag) {
+static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag,
+                     int pushed) {
     int r = send_free(lane);
     if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
     if (r > 0) r = single_copy_state(lane->channel, s_offers);
@@ -289,7 +291,7 @@ static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, ch
     if (r != WORKS) return HALF_NOT_TAKEN;
     long long pid;
     if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
-    return half_swap(e, lane, send, recv, n, tag, (pid_t)pid);
+    return half_swap(e, lane, send, recv, n, tag, (pid_t)pid, pushed);
 }
 
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
@@ -331,7 +333,10 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
        not take them, the copy aside, the swap or the ring. */
     int halves = to == from && to->deal != NULL && send.len == recv.len &&
                  (in_place ? send.buf == recv.buf && send.len >= e->half_bytes
-                           : send.len >= e->half_out_bytes && (send.len <= e->max_bytes || !apart(args[0], args[2])));
+                           : send.len >= e->push_bytes && (send.len <= e->max_bytes || !apart(args[0], args[2])));
+    /* Out of place from ``push_bytes`` below ``half_out_bytes``: each rank writes its whole
+       message into the peer's receive (push()), both bound as for the halves. */
+    int pushed = halves && !in_place && send.len < e->half_out_bytes;
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
@@ -343,7 +348,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     if (taken < 0) goto fail;
     if (!taken) goto done;
     if (halves) {
-        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag);
+        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag, pushed);
         if (h == HALF_ASK) {
             if (unlock(e) < 0) goto fail;
             goto done;
@@ -351,7 +356,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         if (h != HALF_NOT_TAKEN) {
             Py_DECREF(result);
             result = h == HALF_DONE ? (Py_INCREF(Py_True), Py_True) : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
-            if (h == HALF_DONE) e->halves++;
+            if (h == HALF_DONE) e->halves++, e->pushes += pushed;
             if (unlock(e) < 0 || result == NULL) goto fail;
             goto done;
         }
@@ -435,21 +440,21 @@ static void Express_dealloc(Express *e) {
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
    max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes,
-   half_bytes, half_out_bytes]) */
+   half_bytes, half_out_bytes, push_bytes]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1,
-               half_out_bytes = -1;
+               half_out_bytes = -1, push_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
     long long max_tag, spin_ns, yield_ns, swap_yield_ns;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
                             "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes",
-                            "half_bytes", "half_out_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnn", names, &size, &PyDict_Type, &lanes, &keep,
+                            "half_bytes", "half_out_bytes", "push_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnnn", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
                                      &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes,
-                                     &half_bytes, &half_out_bytes))
+                                     &half_bytes, &half_out_bytes, &push_bytes))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -483,6 +488,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->half_bytes = half_bytes < 0 ? PY_SSIZE_T_MAX : half_bytes;
     e->half_out_bytes = half_out_bytes < 0 || half_out_bytes > e->half_bytes ? e->half_bytes : half_out_bytes;
+    e->push_bytes = push_bytes < 0 || push_bytes > e->half_out_bytes ? e->half_out_bytes : push_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
@@ -530,6 +536,11 @@ static PyObject *Express_get_halves(Express *e, void *closure) {
     return PyLong_FromLongLong(e->halves);
 }
 
+static PyObject *Express_get_pushes(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->pushes);
+}
+
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
      "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
@@ -548,6 +559,7 @@ static PyGetSetDef Express_getset[] = {
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
     {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},
+    {"pushes", (getter)Express_get_pushes, NULL, "of them, those where each rank wrote its whole message", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -72,11 +72,19 @@ whole read by the single-copy swap costs less; docs/performance.md, "Twenty-seco
 to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
 by its rank goes faster through the ring."""
 HALF_BYTES_OUT_OF_PLACE = 128 << 10
-"""HALF_BYTES out of place, whether the message and the receive's buffer are separate arrays or
+"""HALF_BYTES out of place (from ``PUSH_BYTES`` each rank writes its whole message instead), whether the message and the receive's buffer are separate arrays or
 blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
 was not just written by its rank and are level with it where it was; below, a message just
 written goes faster through the ring (docs/performance.md, "Twenty-third round, point to
 point")."""
+
+PUSH_BYTES = 64 << 10
+"""Where each rank has a core, the smallest out-of-place ``sendrecv`` with one peer below
+``HALF_BYTES_OUT_OF_PLACE`` that the two ranks swap by writing each its whole message into the
+other's receive buffer (``process_vm_writev``; bound as the halves are, engines/_half_swap.h):
+one copy a rank, of a message in its own cache, where the ring makes two and the halves read
+half of the peer's message out of the peer's cache (docs/performance.md, "Twenty-fourth round,
+point to point")."""
 
 
 class Lane(Protocol):
@@ -87,6 +95,7 @@ class Lane(Protocol):
     recvs: int
     swaps: int
     halves: int
+    pushes: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
@@ -101,7 +110,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = halves = 0
+    sends = recvs = swaps = halves = pushes = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
@@ -127,18 +136,19 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
-    half_bytes, half_out_bytes = (-1, -1) if crowded else (HALF_BYTES, HALF_BYTES_OUT_OF_PLACE)
+    half_bytes, half_out_bytes, push_bytes = (-1, -1, -1) if crowded else (HALF_BYTES, HALF_BYTES_OUT_OF_PLACE,
+                                                                           PUSH_BYTES)
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
         lanes[peer] = (channel, words)
         keep.append(kept)
         if channel.single_copy is not None:
-            channel.single_copy.ask_bytes = apart_bytes  # the engine's first RTS teaches the lane
+            channel.single_copy.ask_bytes = min(apart_bytes, PUSH_BYTES if push_bytes > 0 else apart_bytes)  # (teaches the lane)
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
                           int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes,
-                          half_out_bytes)
+                          half_out_bytes, push_bytes)
     return lane_

@@ -1,0 +1,75 @@
+"""An out-of-place ``sendrecv`` with one peer from ``PUSH_BYTES`` below ``HALF_BYTES_OUT_OF_PLACE``
+through the express lane (engines/_half_swap.h, ``push``): where both ranks are in the lane at
+once, each writes its whole message into the other's receive buffer, bound as the halves are
+(test_express_halves.py); in place, where ranks outnumber cores, or where the peer does not
+come with the same call, the call goes as before. Every case runs with the lane and without it
+(``pure_python``), and must deliver the same bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collectives.engines import express
+from collectives.testing import run_world
+from test_express_halves import _buffers, _late, _learn, _message  # (this folder)
+
+pytestmark = pytest.mark.multiprocess
+
+SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_PLACE - 1]
+
+
+def _pushes(comm: Any, how: str, learn: bool = True, rounds: int = 4) -> Any:
+    """``rounds`` sendrecvs with the peer a size of SIZES, each rank late in turn: whether every
+    receive came to hold the peer's message, and the calls the lane swapped by halves and, of
+    them, by each rank writing its whole message."""
+    peer, ok = 1 - comm.rank, []
+    if learn:
+        _learn(comm)
+    for n in SIZES:
+        for i in range(rounds):
+            x, out = _buffers(comm, n, 10 * comm.rank + i, how)
+            comm.barrier()
+            if comm.rank == i % 2:  # the other rank offers, this one accepts
+                _late(30e-6)
+            comm.sendrecv(x, peer, out, peer)
+            ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
+            ok.append(bool(np.array_equal(x, _message(n, 10 * comm.rank + i))) or out is x)  # mine left as it was
+    return all(ok), comm._express.halves, comm._express.pushes
+
+
+@pytest.mark.parametrize("how", ["apart", "one array"])
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_out_of_place_below_the_halves_each_rank_writes_its_whole_message_into_the_peers(
+        how: str, pure_python: bool) -> None:
+    results = run_world(lambda comm: _pushes(comm, how), 2, "shm", timeout=60, pure_python=pure_python)
+    assert all(ok for ok, _, _ in results)
+    pushes = [p for _, _, p in results]
+    assert pushes[0] == pushes[1] and (pushes[0] > 0) is (not pure_python), pushes
+    assert all(halves == pushed for _, halves, pushed in results)  # (all of the halves' calls here)
+
+
+@pytest.mark.parametrize("how", ["in place", "mixed"])
+def test_in_place_on_either_side_nothing_is_pushed_and_the_messages_arrive(how: str) -> None:
+    """In place (and where one rank is in place, the other not: its offer finds no taker and is
+    withdrawn), the message goes through the ring as below ``PUSH_BYTES``."""
+    results = run_world(lambda comm: _pushes(comm, how, rounds=2), 2, "shm", timeout=60)
+    assert all(ok for ok, _, _ in results)
+    assert [p for _, _, p in results] == [0, 0], results
+
+
+def test_where_no_larger_message_taught_single_copy_the_first_calls_ask_the_engine_then_push() -> None:
+    results = run_world(lambda comm: _pushes(comm, "apart", learn=False, rounds=12), 2, "shm", timeout=60)
+    assert all(ok for ok, _, _ in results)
+    assert results[0][2] == results[1][2] > 0, results
+
+
+def test_where_ranks_outnumber_cores_nothing_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
+    results = run_world(lambda comm: _pushes(comm, "apart", rounds=2), 2, "shm", timeout=60)
+    assert all(ok for ok, _, _ in results)
+    assert [p for _, _, p in results] == [0, 0], results
