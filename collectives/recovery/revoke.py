@@ -59,7 +59,8 @@ class Watcher:
         """Wake the thread and wait for it (it holds a store connection), for at most
         CLOSE_SECONDS: a store whose host has gone (its listener closed: a client retries
         connecting until its own timeout, minutes) must not hold ``close()`` up. The thread
-        is a daemon, and its parked get ends with the store."""
+        is a daemon, and its parked get ends with the store, or when the caller closes its
+        store client (``TCPStore.close`` ends the requests in flight)."""
         if not self._thread.is_alive():
             return
         ringer = threading.Thread(target=self._ring_closed, name=f"collectives-revoke-close-rank{self.rank}",

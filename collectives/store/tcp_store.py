@@ -17,6 +17,7 @@ TIMEOUT at its deadline), so waiting ranks cost no polling traffic.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -83,14 +84,11 @@ class _Conn:
     __slots__ = ("sock", "address", "responder", "inbuf", "outq", "parked", "closed", "writing")
 
     def __init__(self, sock: socket.socket, responder: HandshakeResponder) -> None:
-        self.sock = sock
-        self.address = responder.address
+        self.sock, self.address = sock, responder.address
         self.responder: HandshakeResponder | None = responder
         self.inbuf = bytearray()
         self.outq: deque[memoryview] = deque()
-        self.parked = False
-        self.closed = False
-        self.writing = False
+        self.parked = self.closed = self.writing = False
 
 
 class _Waiter:
@@ -428,6 +426,7 @@ class TCPStore(Store):
         self.private = bool(self._secret)
         self._lock = threading.Lock()
         self._idle: list[socket.socket] = []
+        self._busy: set[socket.socket] = set()  # in a request now: close() ends it (a parked get)
         self._closed = False
         self._idle.append(self._connect(timeout if connect_timeout is None else connect_timeout))
 
@@ -491,13 +490,16 @@ class TCPStore(Store):
         with self._lock:
             if self._closed:
                 raise StoreError(f"the store client of {self.where} was closed")
-            if self._idle:
-                return self._idle.pop()
-        return self._connect(self.timeout)
-
-    def _release(self, sock: socket.socket) -> None:
+            sock = self._idle.pop() if self._idle else None
+        sock = sock or self._connect(self.timeout)
         with self._lock:
-            if not self._closed:
+            self._busy.add(sock)
+        return sock
+
+    def _release(self, sock: socket.socket, reuse: bool = True) -> None:
+        with self._lock:
+            self._busy.discard(sock)
+            if reuse and not self._closed:
                 self._idle.append(sock)
                 return
         sock.close()
@@ -524,13 +526,13 @@ class TCPStore(Store):
                 raise StoreError(f"the store at {self.where} answered with {exc}") from None
             value = self._recv_exact(sock, vlen) if vlen else b""
         except socket.timeout:
-            sock.close()
+            self._release(sock, reuse=False)
             raise StoreError(f"the store at {self.where} did not answer {_OP_NAMES[op]}({key!r}) in time") from None
         except OSError as exc:
-            sock.close()
+            self._release(sock, reuse=False)
             raise StoreError(f"lost the connection to the store at {self.where} during {_OP_NAMES[op]}({key!r}): {exc}") from None
         except BaseException:
-            sock.close()
+            self._release(sock, reuse=False)
             raise
         self._release(sock)
         if status == ST_ERROR:
@@ -585,9 +587,13 @@ class TCPStore(Store):
                 raise self._timeout_error([k for k in keys if not self.check([k])], timeout) from None
 
     def close(self) -> None:
-        with self._lock:
+        """Close; a request in flight on another thread (a parked ``get``) ends with a StoreError."""
+        with self._lock:  # held: a busy socket is closed by its thread only after it left _busy
             self._closed = True
             idle, self._idle = self._idle, []
+            for sock in self._busy:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         for sock in idle:
             sock.close()
         if self.server is not None:

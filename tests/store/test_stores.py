@@ -197,6 +197,19 @@ def test_blocked_get_does_not_block_other_threads(server: TCPStoreServer) -> Non
     client.close()
 
 
+def test_close_ends_a_get_parked_on_another_thread(server: TCPStoreServer) -> None:
+    """A parked get (a revoke watcher's, whose wake-up came too late) ends with a StoreError
+    when its client closes, though the server lives on: its thread and its connection do not
+    outlive the client."""
+    client = TCPStore(server.host, server.port, SECRET, timeout=10.0)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, "never-set", 10.0)
+        time.sleep(0.2)  # parked on the server by now
+        client.close()
+        with pytest.raises(StoreError):
+            waiting.result(timeout=3)
+
+
 def test_large_value_and_limits(server: TCPStoreServer) -> None:
     client = TCPStore(server.host, server.port, SECRET, timeout=5.0)
     big = bytes(range(256)) * (32 << 10)  # 8 MiB
