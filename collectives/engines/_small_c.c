@@ -119,11 +119,12 @@ static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
    completes the barrier waits (yielding: the woken peer may be queued on this CPU) until such
    peers have left, at most EXIT_WAIT_NS, so that the ranks leave together, as they do from
    MPI's spinning barrier: a clock started after a barrier then starts alike on every rank.
-   Only where ranks do not outnumber CPUs (``spin_ns`` > 0): beyond, every wait yields. */
+   Where ranks outnumber CPUs too: there a woken rank can wait milliseconds for a core, and
+   the ranks that left without it would wait for it in their next call instead. */
 #define EXIT_WAIT_NS 2000000
 
 static void await_exits(SmallPlan *p, uint64_t s) {
-    if (p->exit_slot < 0 || p->w.spin_ns <= 0) return;
+    if (p->exit_slot < 0) return;
     int64_t until = 0;
     for (int q = 0; q < p->w.ranks; q++) {
         if (q == p->w.me) continue;

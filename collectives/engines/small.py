@@ -198,14 +198,11 @@ class BarrierPlan:
         return self._arrive(s, deadline, on_timeout)
 
     def _arrive(self, s: int, deadline: float, on_timeout: OnTimeout) -> int:
-        """Wait until every peer has posted barrier ``s``. Where ranks do not outnumber CPUs,
-        this rank's ``EXITED`` word says meanwhile that it may be asleep, and the ranks leave
-        together (``_await_exits``)."""
+        """Wait until every peer has posted barrier ``s``. This rank's ``EXITED`` word says
+        meanwhile that it may be asleep, and the ranks leave together (``_await_exits``)."""
         window = self.window
         length = HALF_LEN + (s & 1)
-        aligned = not window.oversubscribed
-        if aligned:
-            self.mine[EXITED] = 2 * s
+        self.mine[EXITED] = 2 * s
         try:
             for q, flags in self.peers:
                 if flags[SMALL] < s:
@@ -213,10 +210,8 @@ class BarrierPlan:
                 if flags[length] != BARRIER_LEN:
                     raise count_mismatch(q, flags[length], BARRIER_LEN)
         finally:
-            if aligned:
-                self.mine[EXITED] = 2 * s + 1
-        if aligned:
-            self._await_exits(s)
+            self.mine[EXITED] = 2 * s + 1
+        self._await_exits(s)
         return s
 
     def _await_exits(self, s: int) -> None:

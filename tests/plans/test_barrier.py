@@ -125,3 +125,21 @@ def test_the_last_rank_leaves_a_barrier_once_a_sleeping_rank_runs_again_or_after
         pytest.skip("fewer than 2 CPUs: waits yield, and ranks leave as they may")
     _, waited = run_world(_completes_while_the_early_rank_is_stopped, 2, "shm", timeout=60)
     assert EXIT_WAIT_SECONDS <= waited < 1.0
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["c", "python"])
+def test_where_ranks_outnumber_cpus_the_last_rank_also_waits_for_a_sleeping_rank(pure_python, monkeypatch):
+    # Two ranks confined to one CPU: every wait yields, and a woken rank can wait long for
+    # the core; the ranks still leave together, within the same bounded wait.
+    if pure_python:
+        monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # the ranks inherit it: 2 ranks on 1 CPU
+    try:
+        assert oversubscribed(2)
+        _, waited = run_world(_completes_while_the_early_rank_is_stopped, 2, "shm", timeout=60)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert EXIT_WAIT_SECONDS <= waited < 1.0
