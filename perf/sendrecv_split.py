@@ -9,7 +9,9 @@ batch) and keeps the median batch's µs per call; rank 0's are printed:
 - ``out``, ``in``, ``shared``: ``comm.sendrecv`` with the peer out of place (separate arrays),
   in place (``MPI_Sendrecv_replace``) and between the two halves of one array (hypercube_perf's
   exchange), with the calls the lane swapped by single copy (``swaps``), by halves
-  (``halves``, engines/_half_swap.h) or sent through its ring (``ring``);
+  (``halves``, engines/_half_swap.h; out of place below the halves' size, the push, each rank
+  writing its whole message into the peer's receive, bound and counted as the halves are) or
+  sent through its ring (``ring``);
 - ``entry``: the lane's C call with a peer it refuses at once (the call's own floor);
 - ``memcpy``: ``numpy.copyto`` of the message into the receive buffer;
 - ``readv``: ``process_vm_readv`` of the message out of this rank's own memory (the single-copy

@@ -60,7 +60,8 @@ def _buffers(comm: Any, n: int, seed: int, how: str) -> tuple[np.ndarray, np.nda
 def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4, learn: bool = True) -> Any:
     """``rounds`` sendrecvs with the peer a size, each rank late in turn (after one large message
     that teaches the channels single copy, with ``learn``): whether every receive came to hold
-    the peer's message, and how many calls the lane swapped by halves."""
+    the peer's message (and out of place, its own left as it was), and how many calls the lane
+    swapped by halves."""
     peer, ok = 1 - comm.rank, []
     if learn:
         _learn(comm)
@@ -72,6 +73,7 @@ def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4, 
                 _late(30e-6)
             comm.sendrecv(x, peer, out, peer)
             ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
+            ok.append(bool(np.array_equal(x, _message(n, 10 * comm.rank + i))) or out is x)  # mine left as it was
     return all(ok), comm._express.halves
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 
 from collectives.engines import express
 from collectives.testing import run_world
-from test_express_halves import _buffers, _late, _learn, _message  # (this folder)
+from test_express_halves import _swaps  # (this folder)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -22,22 +21,11 @@ SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_P
 
 
 def _pushes(comm: Any, how: str, learn: bool = True, rounds: int = 4) -> Any:
-    """``rounds`` sendrecvs with the peer a size of SIZES, each rank late in turn: whether every
-    receive came to hold the peer's message, and the calls the lane swapped by halves and, of
-    them, by each rank writing its whole message."""
-    peer, ok = 1 - comm.rank, []
-    if learn:
-        _learn(comm)
-    for n in SIZES:
-        for i in range(rounds):
-            x, out = _buffers(comm, n, 10 * comm.rank + i, how)
-            comm.barrier()
-            if comm.rank == i % 2:  # the other rank offers, this one accepts
-                _late(30e-6)
-            comm.sendrecv(x, peer, out, peer)
-            ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
-            ok.append(bool(np.array_equal(x, _message(n, 10 * comm.rank + i))) or out is x)  # mine left as it was
-    return all(ok), comm._express.halves, comm._express.pushes
+    """``_swaps`` at the SIZES (each rank late in turn): whether every receive came to hold the
+    peer's message, the calls the lane swapped by halves and, of them, by each rank writing its
+    whole message."""
+    ok, halves = _swaps(comm, SIZES, how, rounds=rounds, learn=learn)
+    return ok, halves, comm._express.pushes
 
 
 @pytest.mark.parametrize("how", ["apart", "one array"])
