@@ -56,6 +56,11 @@ def test_abort_and_cycles_over_mpi(ranks: int, tmp_path: Path) -> None:
         aborted = [t for t in r["abort"] if t is not None]
         assert len(aborted) == (0 if r["rank"] == ranks - 1 else 2)
         assert all(t < 1.0 for t in aborted), r["abort"]
-        assert r["after"] == r["before"], f"rank {r['rank']}: {r['before']} -> {r['after']}"
+        # The cycles add nothing; a thread of the rounds before them (an aborted communicator's,
+        # still ending at the first count) may have ended since: fewer threads is no leak.
+        before, after = r["before"], r["after"]
+        grew = {k: (before[k], after[k]) for k in before
+                if (after[k] > before[k] if k in ("threads", "tasks") else after[k] != before[k])}
+        assert not grew, f"rank {r['rank']}: {before} -> {after}"
         print(f"mpi n={ranks} rank {r['rank']}: abort returned in {aborted} s; "
               f"{r['cycles']} cycles in {r['seconds']:.2f} s")
