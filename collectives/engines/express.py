@@ -144,7 +144,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
         lanes[peer] = (channel, words)
         keep.append(kept)
         if channel.single_copy is not None:
-            channel.single_copy.ask_bytes = min(apart_bytes, PUSH_BYTES if push_bytes > 0 else apart_bytes)  # (teaches the lane)
+            channel.single_copy.ask_bytes = min(apart_bytes, push_bytes) if push_bytes > 0 else apart_bytes  # (teaches the lane)
     spin = p2p.progress.spin_seconds
     lane_: Lane = Express(size, lanes, tuple(keep), p2p.lock, p2p.held, numbers, np.ndarray, BUILT_IN_DTYPES,
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,

@@ -6,7 +6,7 @@ import dataclasses
 
 from ..algorithms.registry import automatic
 from ..tuning import tuner
-from ..tuning.cache import beyond, fold_gamma, footprint, spilled
+from ..tuning.cache import beyond, footprint, spilled
 from ..tuning.profile import Profile
 from .cluster import Cluster
 
@@ -46,10 +46,12 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
-    if c.ranks_per_host >= c.ranks:
-        c = dataclasses.replace(c, gamma=fold_gamma(c.gamma, c.intra.cache_beta, nbytes, profile.cache_bytes))
+    floor = 0.0
+    if c.ranks_per_host >= c.ranks:  # one host: its memory's floor, and folds beyond the cache
+        floor, gamma = tuner.beyond_the_cache(collective, algorithm, nbytes, c.ranks, c.intra, c.gamma, share,
+                                              profile.cache_bytes)
+        c = dataclasses.replace(c, gamma=gamma)
     copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
-    floor = tuner.memory_floor(collective, algorithm, nbytes, c.ranks, c.intra, share) if c.ranks_per_host >= c.ranks else 0.0
     return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls))
 
 

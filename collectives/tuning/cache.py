@@ -77,7 +77,6 @@ def read_spilled(costs: TransportCosts, share: float) -> TransportCosts:
     return dataclasses.replace(costs, reads_beta=costs.reads_beta + costs.cache_beta * share)
 
 
-
 FOLD_SPILL = 0.75
 """The share of ``cache_beta`` a byte folded into a destination beyond the cache costs more
 than ``gamma`` (the in-cache fold), times the share of that destination beyond the cache

@@ -123,6 +123,14 @@ def memory_floor(collective: str, algorithm: str, nbytes: int, size: int, link: 
     return memory.floor_time(streamed(collective, algorithm, nbytes, size), link, share)
 
 
+def beyond_the_cache(collective: str, algorithm: str, nbytes: int, size: int, intra: LinkClass, gamma: float,
+                     share: float, cache_bytes: int) -> tuple[float, float]:
+    """A one-host call's terms beyond the cache: (the floor of its ranks' streams to memory,
+    ``memory_floor``; γ raised for folds into a rank's buffer beyond the cache, ``fold_gamma``)."""
+    return (memory_floor(collective, algorithm, nbytes, size, intra, share),
+            fold_gamma(gamma, intra.cache_beta, nbytes, cache_bytes))
+
+
 def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
     """The price of ``nbytes`` beyond LINEAR_BYTES on the line through ``price`` at half of
     LINEAR_BYTES and at LINEAR_BYTES: large calls cost in proportion, and replaying them would
@@ -334,8 +342,8 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     link = profile.between_hosts(transport) if hosts else costs
     intra, inter = spilled(link_of("shm", local), share), spilled(link_of(transport, link), share)
     copies = local_copy_time(collective, algorithm, nbytes, size, intra) * shared
-    floor = 0.0 if hosts else memory_floor(collective, algorithm, nbytes, size, intra, share)
-    gamma = costs.gamma if hosts else fold_gamma(costs.gamma, intra.cache_beta, nbytes, profile.cache_bytes)
+    floor, gamma = (0.0, costs.gamma) if hosts else beyond_the_cache(
+        collective, algorithm, nbytes, size, intra, costs.gamma, share, profile.cache_bytes)
     return max(floor, copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
