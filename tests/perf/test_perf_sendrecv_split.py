@@ -23,9 +23,11 @@ def test_each_case_prints_its_time_and_which_way_the_lane_moved_the_calls() -> N
     moved = {(r[0], r[1]): (int(r[5]), int(r[7]), int(r[9])) for r in rows}  # (swaps, halves, ring)
     calls = 20 + 3  # the untimed calls, then one batch
     assert moved["64K", "in"] == (0, 0, calls)  # in place below the halves: the ring
-    for case in ("out", "shared"):  # out of place from PUSH_BYTES: pushed (counted with the halves), but
-        swaps, halves, ring = moved["64K", case]  # a call while single copy is not yet known (the engine's)
-        assert swaps == ring == 0 and calls - 1 <= halves <= calls, (case, swaps, halves, ring)
+    # Out of place from PUSH_BYTES: pushed (counted with the halves) where the peer comes in time,
+    # else through the ring; a call while single copy is not yet known goes to the engine.
+    for case in ("out", "shared"):
+        swaps, halves, ring = moved["64K", case]
+        assert swaps == 0 and halves > 0 and calls - 1 <= halves + ring <= calls, (case, swaps, halves, ring)
     for case in ("out", "in", "shared"):  # (the first large call of all teaches the channels single copy)
         swaps, halves, ring = moved["2M", case]
         assert calls - 1 <= swaps + halves <= calls and ring == 0, (case, swaps, halves, ring)
