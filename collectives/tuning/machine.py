@@ -74,9 +74,6 @@ class LinkClass:
     copy_beta: float = 0.0
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
-    loop_step: float = 0.0
-    loop_send: float = 0.0
-    loop_recv: float = 0.0
 
 
 @dataclasses.dataclass
@@ -324,4 +321,4 @@ def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkCl
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
                      costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
-                     costs.recv_overhead, costs.loop_step, costs.loop_send, costs.loop_recv)
+                     costs.recv_overhead)

@@ -32,6 +32,10 @@ otherwise: the model's error when fitted at 2 ranks alone (docs/simulation.md)."
 ENV = "COLLECTIVES_TUNE_FILE"
 BETWEEN_HOSTS = "_hosts"
 """A transport's name and this (``tcp_hosts``): the entry of its link between hosts."""
+RETIRED_FIELDS = frozenset({"loop_step", "loop_send", "loop_recv"})
+"""Constants of models since removed, which older profile files (and saved runs' profiles)
+still carry: read and ignored (the loop of short one-way calls, docs/simulation.md, *The
+thirty-second round*)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +67,7 @@ class TransportCosts:
     ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
     split): a sender whose step receives nothing goes on after ``send_overhead`` (its side of
     the transport's send path), and the receiver of a message that was
-    already there pays ``recv_overhead`` to take it (``machine.Machine.message``);
-    ``loop_step``, ``loop_send`` and ``loop_recv`` (0: not priced so), one host only: a rank's
-    work in a loop of short one-way calls, per step, per message sent and per message received,
-    where the loop is priced as the cores' work rather than replayed (``loop``).
+    already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
     """
 
     overhead: float
@@ -89,9 +90,6 @@ class TransportCosts:
     direct_sync: float = 0.0
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
-    loop_step: float = 0.0
-    loop_send: float = 0.0
-    loop_recv: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -170,11 +168,11 @@ def from_json(doc: Any, where: str) -> Profile:
     for name, values in doc["transports"].items():
         if not isinstance(values, dict):
             raise InvalidArgumentError(f"{where}: transport {name!r} is not an object")
-        unknown = set(values) - fields
+        unknown = set(values) - fields - RETIRED_FIELDS
         if unknown:
             raise InvalidArgumentError(f"{where}: transport {name!r} has unknown fields {sorted(unknown)}")
         try:
-            costs = TransportCosts(**{k: float(v) for k, v in values.items()})
+            costs = TransportCosts(**{k: float(v) for k, v in values.items() if k in fields})
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"{where}: transport {name!r}: {exc}") from None
         if any(v < 0 for v in dataclasses.astuple(costs)):

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
-from . import loop, memory, pieces, reads
+from . import memory, pieces, reads
 from .cache import beyond, fold_gamma, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
-from .events import flows_one_way, replay_calls
+from .events import replay_calls
 from .machine import LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, link_of
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
@@ -142,9 +142,7 @@ def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
 def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
-    beyond, one call); up to REPLAY_RANKS ranks on one host whose link prices loops
-    (``loop.priced``), a call whose messages flow one way and whose root runs a batch ahead,
-    as the cores' work (``loop.loop_time``). Raises TooLarge where the replay would be too long."""
+    beyond, one call). Raises TooLarge where the replay would be too long."""
     if nbytes > LINEAR_BYTES:
         return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls))
     machine = make()
@@ -167,10 +165,6 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
             raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
         calls = 1
     calls = max(1, calls)
-    if size <= REPLAY_RANKS and machine.k >= size and loop.priced(machine.intra) and loop.runs_ahead(nbytes):
-        steps = [list(s) for s in schedules(collective, algorithm, nbytes, size)]
-        if flows_one_way(steps):  # a loop whose root runs ahead: the cores' work (``loop``)
-            return machine.overhead + loop.loop_time(steps, machine, ITEMSIZE)
     done = replay_calls([schedules(collective, algorithm, nbytes, size) for _ in range(calls)], machine, ITEMSIZE)
     return machine.overhead + max(done[-1]) / calls
 

@@ -47,6 +47,14 @@ def test_a_wrong_profile_is_refused_by_name(tmp_path: Path, doc: object, fault: 
     assert str(path) in str(info.value)
 
 
+def test_a_profile_with_a_retired_models_fields_is_read_without_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    costs = {"overhead": 0, "alpha": 1e-5, "beta": 1e-10, "gamma": 1e-11}
+    path.write_text(json.dumps({"transports": {"shm": {**costs, "loop_step": 7.5e-6, "loop_send": 7e-6,
+                                                       "loop_recv": 7e-6}}}))
+    assert profiles.load(path).costs("shm") == TransportCosts(**costs)
+
+
 def test_an_unreadable_profile_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="cannot read"):
         profiles.load(tmp_path / "missing.json")
