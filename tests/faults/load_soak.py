@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,22 +272,42 @@ def run_call(comm: Any, c: Call, pools: Pools, what: str) -> None:
         check(got, inputs[src])
 
 
-def mappings() -> int:
-    """How many memory mappings this process has (a segment mapped and never unmapped
-    shows here even once its descriptor is closed)."""
+def mappings() -> set[str]:
+    """This process's memory mappings, each as its address range, permissions and path (a
+    segment mapped and never unmapped shows here even once its descriptor is closed)."""
     with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
+        return {" ".join(line.split()[:2] + line.split()[5:]) for line in f}
+
+
+ARENA_BYTES = 64 << 20
+"""The reservation of one glibc malloc arena (HEAP_MAX_SIZE on 64-bit): a thread that mallocs
+while another holds its arena gets a new one, mapped as a read-write head and the rest of the
+reservation with no access, which ends on this alignment. glibc bounds their number (8 per
+core); it is not a leak."""
+
+
+def new_arenas(new_mappings: Sequence[str]) -> int:
+    """How many of ``new_mappings`` (as :func:`mappings` writes them) are the no-access rest
+    of a new malloc arena's reservation (each comes with its read-write head)."""
+    count = 0
+    for line in new_mappings:
+        fields = line.split()
+        if len(fields) == 2 and fields[1] == "---p" and int(fields[0].split("-")[1], 16) % ARENA_BYTES == 0:
+            count += 1
+    return count
 
 
 def sample() -> dict[str, Any]:
-    return {**resident_bytes(), "descriptors": descriptors(), "mappings": mappings()}
+    return {**resident_bytes(), "descriptors": descriptors(), "mappings": mappings(),
+            "threads": {f"{t.name} ({t.native_id})" for t in threading.enumerate()}}
 
 
 def soak(comm: Any, calls: int, pools: Pools, layout: tuple[str, ...] = ()) -> dict[str, Any]:
     """A warm-up pass, then ``calls`` random collectives on ``comm``, each checked (the
     sequence follows from ``pools.seed``). Returns the figures: seconds and CPU seconds of
     the random calls, calls per collective, :func:`sample` after the first thousand
-    (``first``) and at the end (``end``), descriptors as a count, plus ``new_descriptors``,
+    (``first``) and at the end (``end``), descriptors and mappings as counts, plus
+    ``new_descriptors`` and ``new_mappings`` (those at the end not there at first),
     private memory every thousand calls and its floors over the first and last thousand."""
     assert pools.size == comm.size
     rng = random.Random(pools.seed)
@@ -308,8 +330,12 @@ def soak(comm: Any, calls: int, pools: Pools, layout: tuple[str, ...] = ()) -> d
     private.append(resident_bytes()["anon"])
     end = sample()
     new = sorted(end["descriptors"] - first["descriptors"])
-    first["descriptors"], end["descriptors"] = len(first["descriptors"]), len(end["descriptors"])
+    new_mappings = sorted(end["mappings"] - first["mappings"])
+    new_threads = sorted(end["threads"] - first["threads"])
+    for counted in ("descriptors", "mappings", "threads"):
+        first[counted], end[counted] = len(first[counted]), len(end[counted])
     window = FIRST // EVERY
     return {"seconds": seconds, "cpu_seconds": cpu, "counts": counts, "first": first, "end": end,
-            "new_descriptors": new, "private": private[::window],
+            "new_descriptors": new, "new_mappings": new_mappings,
+            "new_threads": new_threads, "private": private[::window],
             "private_floor_first": min(private[:window]), "private_floor_last": min(private[-window:])}
