@@ -1,4 +1,5 @@
-"""One local Ray cluster for every Ray test of a run (``ray.init`` takes seconds), with the
+"""One local Ray cluster for the Ray tests of a run (``ray.init`` takes seconds), shut down after
+the last of them (its daemons would otherwise run beside every later test), with the
 actors importing this checkout of collectives."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ ROOT = str(Path(__file__).resolve().parents[2])
 HERE = str(Path(__file__).resolve().parent)  # actor classes defined in the test modules
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ray = pytest.importorskip("ray")  # the optional extra; pinned in requirements-test.txt
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray 2.60 writes ~/.ray/auth_token
