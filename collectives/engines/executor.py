@@ -5,8 +5,8 @@ the data is to be reduced), then the sends, waits for all of them through the pr
 engine, and finally folds the scratch into the destinations. A reducing receive of at least
 ``STREAM_FOLD_BYTES`` whose destination no other operation in flight touches is folded as it
 arrives instead (``fold_sink.py``: over shm straight from the channel's ring, without the copy
-into scratch), where the channel takes sinks. One tag per collective;
-messages between a pair match in order. An out-of-place call may hand the executor its input
+into scratch), where the channel takes sinks (which ones: ``algorithms/arrival.py``). One tag per
+collective; messages between a pair match in order. An out-of-place call may hand the executor its input
 as the work buffer's ``source``: the work buffer then takes the input's values only where a
 step needs them there (``pending_copy``).
 """
@@ -20,15 +20,12 @@ import numpy as np
 from ..ops import ReduceOp, fold_received
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
+from ..algorithms.arrival import STREAM_FOLD_BYTES, Ranges, can_post_early, folds_on_arrival, ranges
 from ..algorithms.schedule import WORK, Recv, Send, Step
 from .fold_sink import FoldSink
 from .pending_copy import PendingCopy
 
-STREAM_FOLD_BYTES = 64 << 10
-"""From this size a reducing receive is folded as it arrives where it may (see the module doc);
-below it the fold's cost per piece outweighs the copy it saves."""
-
-Ranges = list[tuple[int, int, int]]
+__all__ = ["STREAM_FOLD_BYTES", "Executor"]
 
 
 class _Posted:
@@ -39,31 +36,6 @@ class _Posted:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.folds: list[tuple[Recv, np.ndarray, np.ndarray]] = []  # (receive, destination, landing)
-
-
-def _written_ranges(step: Step, buffers: Sequence[np.ndarray]) -> Ranges:
-    """(buffer identity, start, end) of every range a step reads or writes in place."""
-    return [(id(buffers[o.buf]), o.offset, o.offset + o.count) for o in step if o.count]
-
-
-def _overlaps(o: Recv, buffers: Sequence[np.ndarray], ranges: Ranges) -> bool:
-    key, end = id(buffers[o.buf]), o.offset + o.count
-    return any(k == key and start < end and o.offset < stop for k, start, stop in ranges)
-
-
-def _can_post_early(nxt: Step, busy: Ranges, buffers: Sequence[np.ndarray]) -> bool:
-    """Whether the receives of ``nxt`` may be posted while a step whose ranges are ``busy`` is in
-    flight: those landing in scratch always may; those landing in place only if no range of the
-    current step overlaps them (a send still reading it, or a receive or fold writing it)."""
-    return not any(isinstance(o, Recv) and not o.reduce and o.count and _overlaps(o, buffers, busy) for o in nxt)
-
-
-def _streams(o: Recv, step: Step, busy: Ranges | None, buffers: Sequence[np.ndarray]) -> bool:
-    """Whether a reducing receive may fold as it arrives (one of ``STREAM_FOLD_BYTES`` or more): its
-    destination touched by no other operation of its step nor of the step in flight (``busy``), so
-    that no send reads it meanwhile and folds into it keep the schedule's order."""
-    others = _written_ranges(tuple(p for p in step if p is not o), buffers)
-    return not _overlaps(o, buffers, others) and (busy is None or not _overlaps(o, buffers, busy))
 
 
 class Executor:
@@ -104,16 +76,15 @@ class Executor:
         """Post the receives of ``step``, while a step whose ranges are ``busy`` is in flight (None:
         none is)."""
         posted = _Posted()
-        least = STREAM_FOLD_BYTES // buffers[0].itemsize
-        streams = {id(o) for o in step if isinstance(o, Recv) and o.reduce and o.count >= least
-                   and self.channels[o.peer].takes_sinks and _streams(o, step, busy, buffers)}
-        reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce and id(o) not in streams)
+        arriving = folds_on_arrival(step, busy, lambda b: id(buffers[b]), buffers[0].itemsize) if op is not None else ()
+        streams = [i for i in arriving if self.channels[step[i].peer].takes_sinks]
+        reduce_total = sum(o.count for i, o in enumerate(step) if isinstance(o, Recv) and o.reduce and i not in streams)
         scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
         used = 0
-        for o in step:
+        for i, o in enumerate(step):
             if isinstance(o, Recv):
                 dst = buffers[o.buf][o.offset : o.offset + o.count]
-                if id(o) in streams:
+                if i in streams:
                     assert op is not None, "a schedule with reducing receives needs an op"
                     source = None
                     if pending is not None and o.buf == WORK:  # folded from x where no step wrote yet
@@ -178,8 +149,8 @@ class Executor:
             nxt = next(remaining, None)
             early: _Posted | None = None
             if nxt is not None:
-                busy = _written_ranges(current, buffers)
-                if _can_post_early(nxt, busy, buffers):
+                busy = ranges(current, lambda b: id(buffers[b]))
+                if can_post_early(nxt, busy, lambda b: id(buffers[b])):
                     early = self._post_receives(nxt, buffers, tag, 1 - parity, pending, op, busy)
             self.engine.wait(requests, deadline, on_timeout)
             if posted.folds:
