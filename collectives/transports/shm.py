@@ -56,9 +56,7 @@ SHM_DIR = "/dev/shm"
 MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
 STEP_MIN = 64 << 10
-FEED_MIN = 64 << 10
-"""The fewest bytes of a frame a sink is handed at once from the ring (fewer only where the frame
-has fewer left, or the ring is smaller): a fold costs more per call than a copy."""
+FEED_MIN = 64 << 10  # the fewest bytes a sink is handed at once (but a frame's last, or a small ring's)
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
