@@ -2,8 +2,11 @@
 
 For each step it posts the receives (straight into the destination, or into scratch when
 the data is to be reduced), then the sends, waits for all of them through the progress
-engine, and finally folds the scratch into the destinations. One tag per collective;
-messages between a pair match in order. An out-of-place call may hand the executor its input
+engine, and finally folds the scratch into the destinations. A reducing receive of at least
+``STREAM_FOLD_BYTES`` whose destination no other operation in flight touches is folded as it
+arrives instead (``fold_sink.py``: over shm straight from the channel's ring, without the copy
+into scratch), where the channel takes sinks (which ones: ``algorithms/arrival.py``). One tag per
+collective; messages between a pair match in order. An out-of-place call may hand the executor its input
 as the work buffer's ``source``: the work buffer then takes the input's values only where a
 step needs them there (``pending_copy``).
 """
@@ -17,8 +20,12 @@ import numpy as np
 from ..ops import ReduceOp, fold_received
 from ..transports.base import Channel, Request
 from ..transports.progress import ProgressEngine
+from ..algorithms.arrival import STREAM_FOLD_BYTES, Ranges, can_post_early, folds_on_arrival, ranges
 from ..algorithms.schedule import WORK, Recv, Send, Step
+from .fold_sink import FoldSink
 from .pending_copy import PendingCopy
+
+__all__ = ["STREAM_FOLD_BYTES", "Executor"]
 
 
 class _Posted:
@@ -31,25 +38,6 @@ class _Posted:
         self.folds: list[tuple[Recv, np.ndarray, np.ndarray]] = []  # (receive, destination, landing)
 
 
-def _written_ranges(step: Step, buffers: Sequence[np.ndarray]) -> list[tuple[int, int, int]]:
-    """(buffer identity, start, end) of every range a step reads or writes in place."""
-    return [(id(buffers[o.buf]), o.offset, o.offset + o.count) for o in step if o.count]
-
-
-def _can_post_early(nxt: Step, current: Step, buffers: Sequence[np.ndarray]) -> bool:
-    """Whether the receives of ``nxt`` may be posted while ``current`` is in flight: those
-    landing in scratch always may; those landing in place only if no range of the current
-    step overlaps them (a send still reading it, or a receive or fold writing it)."""
-    busy = _written_ranges(current, buffers)
-    for o in nxt:
-        if isinstance(o, Recv) and not o.reduce and o.count:
-            key = id(buffers[o.buf])
-            end = o.offset + o.count
-            if any(k == key and start < end and o.offset < stop for k, start, stop in busy):
-                return False
-    return True
-
-
 class Executor:
     """Runs schedules for one communicator (one thread at a time)."""
 
@@ -58,6 +46,8 @@ class Executor:
         self.engine = engine
         self._scratch: dict[tuple[np.dtype, int], np.ndarray] = {}
         self._work: dict[np.dtype, np.ndarray] = {}
+        self.scratch_folds = 0  # elements received into scratch, then folded (a count for tests)
+        self.streamed_folds = 0  # elements folded as they arrived
 
     def _scratch_for(self, dtype: np.dtype, count: int, parity: int) -> np.ndarray:
         """One of two scratch slabs: step k and step k+1 (posted early) never share one."""
@@ -82,18 +72,37 @@ class Executor:
         self._work.clear()
 
     def _post_receives(self, step: Step, buffers: Sequence[np.ndarray], tag: int, parity: int,
-                       pending: PendingCopy | None) -> _Posted:
+                       pending: PendingCopy | None, op: ReduceOp | None, busy: Ranges | None) -> _Posted:
+        """Post the receives of ``step``, while a step whose ranges are ``busy`` is in flight (None:
+        none is)."""
         posted = _Posted()
-        reduce_total = sum(o.count for o in step if isinstance(o, Recv) and o.reduce)
+        arriving = folds_on_arrival(step, busy, lambda b: id(buffers[b]), buffers[0].itemsize) if op is not None else ()
+        streams = [i for i in arriving if self.channels[step[i].peer].takes_sinks]
+        reduce_total = sum(o.count for i, o in enumerate(step) if isinstance(o, Recv) and o.reduce and i not in streams)
         scratch = self._scratch_for(buffers[0].dtype, reduce_total, parity) if reduce_total else None
         used = 0
-        for o in step:
+        for i, o in enumerate(step):
             if isinstance(o, Recv):
                 dst = buffers[o.buf][o.offset : o.offset + o.count]
+                if i in streams:
+                    assert op is not None, "a schedule with reducing receives needs an op"
+                    source = None
+                    if pending is not None and o.buf == WORK:  # folded from x where no step wrote yet
+                        start, end = o.offset, o.offset + o.count
+                        if pending.untouched(start, end):
+                            source = pending.source[start:end]
+                            pending.written(start, end)
+                        else:
+                            pending.fill(start, end)
+                    sink = FoldSink(op, dst, o.first, source)
+                    self.streamed_folds += o.count
+                    posted.requests.append(self.channels[o.peer].irecv_sink(sink, o.count * dst.itemsize, tag))
+                    continue
                 if o.reduce and o.count:  # (an empty message has nothing to fold: it lands in dst)
                     assert scratch is not None
                     landing = scratch[used : used + o.count]
                     used += o.count
+                    self.scratch_folds += o.count
                     posted.folds.append((o, dst, landing))
                 else:
                     landing = dst
@@ -126,7 +135,7 @@ class Executor:
         pending = PendingCopy(source, buffers[WORK]) if source is not None else None
         remaining = (step for step in steps if step)
         current = next(remaining, None)
-        posted = self._post_receives(current, buffers, tag, 0, pending) if current is not None else None
+        posted = self._post_receives(current, buffers, tag, 0, pending, op, None) if current is not None else None
         parity = 0
         while current is not None:
             assert posted is not None
@@ -139,8 +148,10 @@ class Executor:
                     requests.append(channels[o.peer].isend(payload, tag))
             nxt = next(remaining, None)
             early: _Posted | None = None
-            if nxt is not None and _can_post_early(nxt, current, buffers):
-                early = self._post_receives(nxt, buffers, tag, 1 - parity, pending)
+            if nxt is not None:
+                busy = ranges(current, lambda b: id(buffers[b]))
+                if can_post_early(nxt, busy, lambda b: id(buffers[b])):
+                    early = self._post_receives(nxt, buffers, tag, 1 - parity, pending, op, busy)
             self.engine.wait(requests, deadline, on_timeout)
             if posted.folds:
                 assert op is not None, "a schedule with reducing receives needs an op"
@@ -152,6 +163,6 @@ class Executor:
             current = nxt
             parity = 1 - parity
             posted = early if early is not None else (
-                self._post_receives(current, buffers, tag, parity, pending) if current is not None else None
+                self._post_receives(current, buffers, tag, parity, pending, op, None) if current is not None else None
             )
         return pending

@@ -37,14 +37,18 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..errors import MessageMismatchError, PeerLostError, TransportError
-from .frames import CONTROL, FLAG_END, HEADER, HEADER_SIZE, PLAIN, SINGLE_COPY, RecvOp, Request, SendOp
+from .frames import CONTROL, FLAG_END, HEADER, HEADER_SIZE, NO_VIEW, PLAIN, SINGLE_COPY, RecvOp, Request, SendOp, Sink
 from .single_copy import CONTROL_FLAGS, FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
 
 if TYPE_CHECKING:  # annotations only
     from ..config import Config
     from ..store.base import Store
 
-__all__ = ["FLAG_END", "HEADER", "HEADER_SIZE", "Channel", "Request", "Transport", "as_bytes_view"]
+__all__ = ["FLAG_END", "HEADER", "HEADER_SIZE", "Channel", "Request", "Sink", "Transport", "as_bytes_view"]
+
+FEED_BYTES = 256 << 10
+"""The bounce buffer through which a channel hands a sink the bytes it reads (``_feed_some``),
+where the transport cannot lend its own: small enough to stay in the cache for the sink."""
 
 
 def as_bytes_view(buf: object) -> memoryview:
@@ -64,6 +68,7 @@ def as_bytes_view(buf: object) -> memoryview:
 
 class Channel(SingleCopyChannel, abc.ABC):
     """Messages to and from one peer. Not thread-safe: one thread drives a channel."""
+
 
     def __init__(self, peer: int, *, max_frame_bytes: int = 64 << 20) -> None:
         self.peer = peer
@@ -91,6 +96,10 @@ class Channel(SingleCopyChannel, abc.ABC):
         self._rx_op: RecvOp | None = None
         self._rx_buffer: bytearray | None = None
         self._rx_deferred: tuple[int, int, int] | None = None  # a header held back one call
+        self._rx_sink: Sink | None = None  # the frame being read goes to a sink ...
+        self._rx_size = 0  # ... this many bytes of it (its target is then empty)
+        self._bounce: memoryview | None = None  # what _feed_some reads through, and
+        self._bounce_have = 0  # how much of it waits for the sink
         # payload bytes that arrived before their receive was posted (each costs one
         # extra copy): a measure of how well the algorithms keep receives posted ahead
         self.unexpected_bytes = 0
@@ -162,11 +171,29 @@ class Channel(SingleCopyChannel, abc.ABC):
         return request
 
     def _start_recv(self, request: Request, view: memoryview) -> None:
-        tag = request.tag
-        self._posted.setdefault(tag, deque()).append(RecvOp(request, view))
+        self._post(RecvOp(request, view))
+
+    def _post(self, op: RecvOp) -> None:
+        tag = op.request.tag
+        self._posted.setdefault(tag, deque()).append(op)
         self._deliver_unexpected(tag)
-        if self._eof is not None and not request.done:
+        if self._eof is not None and not op.request.done:
             self._fail(self._eof)
+
+    @property
+    def takes_sinks(self) -> bool:
+        """Whether ``irecv_sink`` may be called: not on a channel whose receives match other than
+        on this byte stream (a message transport's, as MPI's, overriding ``_start_recv``)."""
+        return type(self)._start_recv is Channel._start_recv
+
+    def irecv_sink(self, sink: Sink, nbytes: int, tag: int) -> Request:
+        """Post a receive of the next message tagged ``tag``, of exactly ``nbytes``, whose bytes
+        are handed to ``sink`` in order as they are read (``takes_sinks`` channels only): the
+        receiver uses them where they arrive instead of a buffer they are first copied into."""
+        self._check_usable()
+        request = Request(self, "recv", tag, nbytes)
+        self._post(RecvOp(request, NO_VIEW, sink))
+        return request
 
     def post_send(self, data: object, tag: int, *, single_copy: bool = False) -> Request:
         """``isend`` from any thread: queued on the intake, sent from the next ``progress``.
@@ -343,15 +370,34 @@ class Channel(SingleCopyChannel, abc.ABC):
                     return True
                 self._start_frame(*header)
             else:
-                want = len(self._rx_target) - self._rx_got
+                sink = self._rx_sink
+                size = len(self._rx_target) if sink is None else self._rx_size
+                want = size - self._rx_got
                 if want:
-                    n = self._read_some(self._rx_target[self._rx_got :])
+                    n = self._read_some(self._rx_target[self._rx_got :]) if sink is None else self._feed_some(sink, want)
                     if n == 0:
                         return moved
                     moved = True
                     self._rx_got += n
-                if self._rx_got == len(self._rx_target):
+                if self._rx_got == size:
                     self._finish_frame()
+
+    def _feed_some(self, sink: Sink, want: int) -> int:
+        """Read up to ``want`` bytes of the frame being read (``want`` ends it) for ``sink``; return
+        how many (0 when none is available). Here through a bounce buffer of ``FEED_BYTES``, handed
+        over when full or at the frame's end; a transport whose bytes can be lent in place overrides
+        this."""
+        bounce = self._bounce
+        if bounce is None:
+            bounce = self._bounce = memoryview(bytearray(FEED_BYTES))
+        have = self._bounce_have
+        n = self._read_some(bounce[have : have + min(want, FEED_BYTES - have)])
+        have += n
+        if have and (have == FEED_BYTES or n == want):
+            sink.feed(bounce[:have])
+            have = 0
+        self._bounce_have = have
+        return n
 
     def _start_frame(self, tag: int, nbytes: int, flags: int) -> None:
         if nbytes > self.max_frame_bytes:
@@ -368,7 +414,10 @@ class Channel(SingleCopyChannel, abc.ABC):
             op = posted[0]
             self._check_fits(op, nbytes, self._rx_end)
             self._rx_op = op
-            self._rx_target = op.view[op.filled : op.filled + nbytes]
+            if op.sink is not None:
+                self._rx_sink, self._rx_size, self._rx_target = op.sink, nbytes, NO_VIEW
+            else:
+                self._rx_target = op.view[op.filled : op.filled + nbytes]
         else:
             self._rx_op = None
             self.unexpected_bytes += nbytes
@@ -382,7 +431,8 @@ class Channel(SingleCopyChannel, abc.ABC):
             self._take_rts(self._rx_tag)
             return
         tag, end, op = self._rx_tag, self._rx_end, self._rx_op
-        nbytes = len(self._rx_target) if self._rx_target is not None else 0
+        nbytes = self._rx_size if self._rx_sink is not None else len(self._rx_target) if self._rx_target is not None else 0
+        self._rx_sink = None
         self._rx_target = None
         self._rx_op = None
         if op is not None:
@@ -396,14 +446,25 @@ class Channel(SingleCopyChannel, abc.ABC):
             self._deliver_unexpected(tag)
 
     def _check_fits(self, op: RecvOp, nbytes: int, end: bool) -> None:
-        room = len(op.view) - op.filled
+        room = op.request.nbytes - op.filled
         if nbytes > room or (end and nbytes != room) or (not end and nbytes == room and room):
             got = "at least " + str(op.filled + nbytes + 1) if not end else str(op.filled + nbytes)
             raise MessageMismatchError(
                 f"message tag {op.request.tag:#x} from rank {self.peer} has {got} bytes but the "
-                f"receive posted for it has room for exactly {len(op.view)} (ranks disagree on the size)",
+                f"receive posted for it has room for exactly {op.request.nbytes} (ranks disagree on the size)",
                 peer=self.peer,
             )
+
+    def _fetch_into(self, op: RecvOp, remote: Remote) -> bool:
+        """``_fetch`` of the whole message ``remote`` for the receive ``op`` (into its view, or
+        into a buffer handed to its sink); whether it came."""
+        if op.sink is None:
+            return self._fetch(remote, op.view[op.filled : op.filled + remote.nbytes])
+        held = memoryview(bytearray(remote.nbytes))
+        if not self._fetch(remote, held):
+            return False
+        op.sink.feed(held)
+        return True
 
     def _complete_recv(self, tag: int) -> None:
         posted = self._posted[tag]
@@ -423,12 +484,15 @@ class Channel(SingleCopyChannel, abc.ABC):
                 raise
             if isinstance(data, Remote):
                 self._remote_held -= 1
-                if not self._fetch(data, op.view[op.filled : op.filled + data.nbytes]):
+                if not self._fetch_into(op, data):
                     break  # refused: its bytes follow in frames, into this receive
                 op.filled += data.nbytes
                 self._complete_recv(tag)
                 continue
-            op.view[op.filled : op.filled + len(data)] = data
+            if op.sink is not None:
+                op.sink.feed(memoryview(data))
+            else:
+                op.view[op.filled : op.filled + len(data)] = data
             op.filled += len(data)
             if end:
                 self._complete_recv(tag)

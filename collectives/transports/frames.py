@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only
     from .base import Channel
@@ -68,10 +68,25 @@ class SendOp:
         self.stalled = False  # a first RTS, written: the stream waits for its answer
 
 
-class RecvOp:
-    __slots__ = ("request", "view", "filled")
+class Sink(Protocol):
+    """Where a receive's bytes go when they land in no buffer: handed over in order, piece by
+    piece, as the channel reads them (a reducing receive folds each piece straight into its
+    destination: engines/fold_sink.py). A piece is lent for the call only."""
 
-    def __init__(self, request: Request, view: memoryview) -> None:
+    def feed(self, data: memoryview) -> None: ...
+
+
+NO_VIEW = memoryview(b"")
+"""The view of a receive into a sink (it has none)."""
+
+
+class RecvOp:
+    """A posted receive: into ``view``, or, with ``sink``, handed to it (``view`` then empty)."""
+
+    __slots__ = ("request", "view", "filled", "sink")
+
+    def __init__(self, request: Request, view: memoryview, sink: Sink | None = None) -> None:
         self.request = request
         self.view = view
         self.filled = 0
+        self.sink = sink

@@ -48,7 +48,7 @@ from ..errors import ConnectError, InvalidArgumentError, PeerLostError, Rendezvo
 from ..store import Store
 from ._futex import futex_wait, futex_wake
 from . import cma
-from .base import Channel, Transport
+from .base import Channel, Sink, Transport
 from .shm_names import pid_namespace, proc_stat, segment_name, sweep
 from .single_copy import SingleCopy
 
@@ -56,6 +56,7 @@ SHM_DIR = "/dev/shm"
 MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
 STEP_MIN = 64 << 10
+FEED_MIN = 64 << 10  # the fewest bytes a sink is handed at once (but a frame's last, or a small ring's)
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
@@ -357,6 +358,32 @@ class ShmChannel(Channel):
         into[:first] = ring.data[pos : pos + first]
         if first < n:
             into[first:n] = ring.data[: n - first]
+        ring.head.value = head + n
+        if ring.want_room.value:
+            self._peer_seg.ring_doorbell()
+        return n
+
+    def _feed_some(self, sink: Sink, want: int) -> int:
+        """Hand ``sink`` up to ``want`` bytes straight from the ring, where they lie (no copy out of
+        it first), and free their room only after it took them."""
+        ring = self._in
+        if ring is None:
+            raise self._lost("is unreachable: the shm channel was closed")
+        head = ring.head.value
+        avail = ring.tail.value - head
+        cap = ring.capacity
+        if avail < min(want, FEED_MIN, cap) and not self._peer_seg.closed.value:
+            return 0  # more is on its way: wait for a piece worth a call
+        if avail == 0:
+            if self._needs_peer():
+                raise self._lost("closed its shm transport; nothing is left to read")
+            return 0
+        n = min(avail, want, self._step)
+        pos = head % cap
+        first = min(n, cap - pos)
+        sink.feed(ring.data[pos : pos + first])
+        if first < n:
+            sink.feed(ring.data[: n - first])
         ring.head.value = head + n
         if ring.want_room.value:
             self._peer_seg.ring_doorbell()

@@ -189,6 +189,7 @@ class SingleCopyChannel:
         def _frames(self, tag: int, view: memoryview) -> deque[memoryview]: ...
         def _check_fits(self, op: RecvOp, nbytes: int, end: bool) -> None: ...
         def _complete_recv(self, tag: int) -> None: ...
+        def _fetch_into(self, op: RecvOp, remote: Remote) -> bool: ...
 
     def _start_single_copy(self, request: Request, view: memoryview) -> None:
         """Send only where ``view`` lies (an RTS): the receiver copies it from our memory."""
@@ -279,7 +280,7 @@ class SingleCopyChannel:
             return
         op = posted[0]
         self._check_fits(op, remote.nbytes, True)
-        if self._fetch(remote, op.view[op.filled : op.filled + remote.nbytes]):
+        if self._fetch_into(op, remote):
             op.filled += remote.nbytes
             self._complete_recv(tag)
 

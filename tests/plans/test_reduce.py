@@ -157,3 +157,34 @@ def test_ranks_other_than_the_root_run_a_round_of_slots_ahead_of_it_and_no_furth
     assert sums == [1.0 + sum(range(2, size + 1))] * (small.EAGER_BROADCAST_SLOTS + 1)
     for ahead, done in results[1:]:
         assert ahead < started < done
+
+
+ODD = (5 << 20) // 16 + 3  # float64 elements: past the pending copy's size, in 1 MiB segments and a short one
+
+
+def _by_name(comm):
+    got = []
+    for algorithm in ("ring", "tree"):
+        for root in range(comm.size):
+            for op in ("sum", "max"):
+                x = (np.arange(ODD, dtype=np.float64) * (comm.rank + 1) + comm.rank) % 1001
+                kept = x.copy()
+                comm.reduce(x, root=root, op=op, algorithm=algorithm)
+                got.append(x if comm.rank == root else bool((x == kept).all()))
+    return got
+
+
+def test_reduces_by_name_give_every_root_the_reduction_of_an_odd_count_as_its_pieces_fold_on_arrival():
+    """The ring's and the tree's segments fold as they arrive (``engines/executor.py``); the root
+    gets the reduction at every root, every other rank's ``x`` stays as it was."""
+    results = run_world(_by_name, 3, "inproc", timeout=60)
+    xs = [(np.arange(ODD, dtype=np.float64) * (r + 1) + r) % 1001 for r in range(3)]
+    want = {"sum": xs[0] + xs[1] + xs[2], "max": np.maximum(np.maximum(xs[0], xs[1]), xs[2])}
+    i = 0
+    for _ in ("ring", "tree"):
+        for root in range(3):
+            for op in ("sum", "max"):
+                for rank in range(3):
+                    got = results[rank][i]
+                    assert np.array_equal(got, want[op]) if rank == root else got is True
+                i += 1
