@@ -99,6 +99,7 @@ class RemoteWorld:
         self.conns: dict[int, _Conn] = {}
         self.hellos: dict[int, dict[str, Any]] = {}
         self.failed: str | None = None
+        self.started_as: tuple[Any, ...] = (name,)  # how it was started: a kept world is reused only alike
         self.dtypes: set[str] = set()
         self.ops: set[str] = set()
 
@@ -263,11 +264,33 @@ class Coordinator:
         without one)."""
         job.popen(cmd, env, stdout=2, stderr=2)
 
+    def _kept(self, name: str, started_as: tuple[Any, ...]) -> RemoteWorld | None:
+        """The world ``name`` this coordinator still runs from an earlier run (perf.kept),
+        when it was started alike and is well; one that differs or failed is stopped."""
+        for world in [w for w in self.worlds if w.name == name]:
+            if world.started_as == started_as and world.ready and all(p.poll() is None for p in world.procs):
+                return world
+            world.stop()
+            world.close()
+            self.worlds.remove(world)
+        return None
+
+    def drop_failed(self) -> None:
+        """Close and forget the worlds that failed (the others stay for the next run)."""
+        for world in [w for w in self.worlds if not w.ready]:
+            world.close()
+            self.worlds.remove(world)
+
     def start_collectives(self, *, transport: str | None, algorithm: str | None, timeout: float | None,
                           name: str = "collectives") -> RemoteWorld:
         """Start our world: N ``perf.worker`` processes meeting in the job's store."""
+        started_as = (name, transport, algorithm, timeout)
+        kept = self._kept(name, started_as)
+        if kept is not None:
+            return kept
         job = Job()
         world = RemoteWorld(name, self.nranks, job)
+        world.started_as = started_as
         self.worlds.append(world)
         env = self._env(job, name)
         env[ENV_STORE_SECRET] = job.secret
@@ -285,6 +308,9 @@ class Coordinator:
 
     def start_mpi(self, name: str = "mpi") -> RemoteWorld:
         """Start the MPI peer world: one ``mpiexec -n N`` (MPI's ranks meet through it)."""
+        kept = self._kept(name, (name,))
+        if kept is not None:
+            return kept
         launcher = find_mpiexec() or "mpiexec"
         job = Job(store=False)
         world = RemoteWorld(name, self.nranks, job)
@@ -295,8 +321,12 @@ class Coordinator:
 
     def start_gloo(self, *, timeout: float | None = None, name: str = "gloo") -> RemoteWorld:
         """Start the gloo peer world: N processes meeting at torch's ``tcp://`` init."""
+        kept = self._kept(name, (name, timeout))
+        if kept is not None:
+            return kept
         job = Job(store=False)
         world = RemoteWorld(name, self.nranks, job)
+        world.started_as = (name, timeout)
         self.worlds.append(world)
         init = f"tcp://127.0.0.1:{_free_port()}"
         env = self._env(job, name)

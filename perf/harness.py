@@ -185,7 +185,8 @@ def _check_world(opts: Options, coll: Collective, nranks: int) -> str | None:
 
 def _run_coordinated(opts: Options, coll: Collective) -> int:
     """``--np N``: start our world and the peers' (perf.coordinator), sweep, print, stop them."""
-    from .coordinator import Coordinator, RemoteWorld, WorldFailed
+    from . import kept
+    from .coordinator import RemoteWorld, WorldFailed
     from .peers import missing
 
     nranks = opts.np or 1
@@ -198,9 +199,9 @@ def _run_coordinated(opts: Options, coll: Collective) -> int:
     out = Printer(True)
     out.lines(opts.notes)
     start = time.strftime("%Y-%m-%d %H:%M:%S")
-    coord = Coordinator(nranks, timeout=opts.timeout or None)
+    coord = kept.coordinator(nranks, opts.timeout or None)
     skip: list[str] = []
-    interrupted = False
+    interrupted = completed = False
     try:
         if opts.backend == "mpi":
             why = missing("mpi")
@@ -266,6 +267,7 @@ def _run_coordinated(opts: Options, coll: Collective) -> int:
             for fh, _ in json_targets:
                 fh.close()
             return EXIT_LIBRARY
+        completed = True
         return _finish(opts, coll, out, ranks, result, env_info, start, [p.name for p in peers], json_targets,
                        True)
     except WorldFailed as exc:
@@ -279,7 +281,7 @@ def _run_coordinated(opts: Options, coll: Collective) -> int:
         interrupted = True
         raise
     finally:
-        coord.close(graceful=not interrupted)
+        kept.release(coord, graceful=not interrupted, completed=completed)
 
 
 class _Timed:

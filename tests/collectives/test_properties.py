@@ -8,7 +8,7 @@ Two layers:
 * hypothesis tests per collective drawing the world size (1..9), the element count (0,
   fewer than the ranks, not divisible by them, larger), the root, a small ``chunk_bytes``
   (multi-segment pipelines) or the default, exact or rounding-sensitive inputs and a
-  preallocated or library-allocated output.
+  preallocated or library-allocated output; each drawn world runs a few drawn calls.
 
 Results are compared with :mod:`collectives.testing.reference` (integers and data
 movement bit for bit, floats within its tolerance); all_reduce, all_gather and broadcast
@@ -44,8 +44,13 @@ WORLD_TIMEOUT = 60.0
 
 # 100 drawn shapes per collective: the matrix above already runs every dtype x op x named
 # algorithm x world size (2, 3, 4, 7) deterministically; these add the shapes around them.
+# A drawn world (its size and chunk_bytes) runs CALLS_PER_WORLD drawn calls, one after
+# another, each checked on its own: a world's start-up, which costs about what its calls
+# do, is paid once per CALLS_PER_WORLD shapes, and a call also meets a communicator that
+# already ran another.
+CALLS_PER_WORLD = 2
 PROPERTY_SETTINGS = settings(
-    max_examples=100,
+    max_examples=100 // CALLS_PER_WORLD,
     deadline=None,
     derandomize=True,
     database=None,
@@ -185,22 +190,29 @@ def make_inputs(collective: str, n: int, count: int, dtype: np.dtype, op: Reduce
     return [ref.rank_input(r, count, dtype, op, seed=seed, exact=exact) for r in range(n)]
 
 
-def run_case(collective: str, *, n: int, count: int, dtype: np.dtype, op: ReduceOp | None, root: int,
-             algorithm: str | None, chunk_bytes: int | None, seed: int = 0, exact: bool = True,
-             preallocate: bool = False, alias: bool = False, async_op: bool = False) -> list[Any]:
-    inputs = make_inputs(collective, n, count, dtype, op, seed, exact)
+def run_cases(collective: str, *, n: int, chunk_bytes: int | None, calls: list[dict[str, Any]]) -> list[list[Any]]:
+    """The ``calls`` (count, dtype, op, root, algorithm, seed, exact, preallocate, alias,
+    async_op) one after another in one world of ``n`` ranks, each checked against the
+    reference; what every rank ended with, per call."""
+    inputs = [make_inputs(collective, n, c["count"], c["dtype"], c["op"], c["seed"], c["exact"]) for c in calls]
     kwargs = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
 
-    def fn(comm: Any) -> Any:
-        return call(comm, collective, inputs[comm.rank].copy(), op=op, root=root,
-                    algorithm=algorithm, preallocate=preallocate, alias=alias, async_op=async_op)
+    def fn(comm: Any) -> list[Any]:
+        return [call(comm, collective, inputs[i][comm.rank].copy(), op=c["op"], root=c["root"],
+                     algorithm=c["algorithm"], preallocate=c["preallocate"], alias=c["alias"],
+                     async_op=c["async_op"]) for i, c in enumerate(calls)]
 
     results = run_world(fn, n, timeout=WORLD_TIMEOUT, **kwargs)
-    label = (f"{collective}(n={n}, count={count}, dtype={dtype_name(dtype)}, op={op and op.name}, "
-             f"root={root}, algorithm={algorithm}, chunk_bytes={chunk_bytes}, seed={seed}, exact={exact}, "
-             f"alias={alias}, async_op={async_op})")
-    check(collective, results, inputs, op=op, root=root, label=label)
-    return results
+    per_call = []
+    for i, c in enumerate(calls):
+        label = (f"{collective}(n={n}, count={c['count']}, dtype={dtype_name(c['dtype'])}, "
+                 f"op={c['op'] and c['op'].name}, root={c['root']}, algorithm={c['algorithm']}, "
+                 f"chunk_bytes={chunk_bytes}, seed={c['seed']}, exact={c['exact']}, alias={c['alias']}, "
+                 f"async_op={c['async_op']}, call {i + 1} of {len(calls)} in the world)")
+        got = [results[r][i] for r in range(n)]
+        check(collective, got, inputs[i], op=c["op"], root=c["root"], label=label)
+        per_call.append(got)
+    return per_call
 
 
 # -- the matrix: every dtype × op, per collective × algorithm × world size -------------------
@@ -318,9 +330,8 @@ def test_direct_matrix_every_dtype_and_op(collective: str, n: int, direct_paths_
 # -- hypothesis: random shapes, roots, chunks -------------------------------------------------
 
 
-@st.composite
-def cases(draw: st.DrawFn, collective: str, dtypes: tuple[np.dtype, ...] = DTYPES) -> dict[str, Any]:
-    n = draw(st.integers(1, 9), label="world size")
+def _call(draw: st.DrawFn, collective: str, n: int, dtypes: tuple[np.dtype, ...]) -> dict[str, Any]:
+    """One call's draws for a world of ``n`` ranks: shape, dtype, op, root, algorithm, data, outputs."""
     dtype = draw(st.sampled_from(dtypes), label="dtype")
     op = draw(st.sampled_from(ref.ops_for(dtype)), label="op") if collective in REDUCTIONS else None
     if collective in BLOCKED:
@@ -337,13 +348,11 @@ def cases(draw: st.DrawFn, collective: str, dtypes: tuple[np.dtype, ...] = DTYPE
             label="count",
         )
     return {
-        "n": n,
         "count": count,
         "dtype": dtype,
         "op": op,
         "root": draw(st.integers(0, n - 1), label="root"),
         "algorithm": draw(st.sampled_from(ALGORITHMS), label="algorithm"),
-        "chunk_bytes": draw(st.one_of(st.none(), st.integers(8, 64)), label="chunk_bytes"),
         "seed": draw(st.integers(0, 2**31 - 1), label="seed"),
         "exact": draw(st.booleans(), label="exact"),
         "preallocate": draw(st.booleans(), label="preallocate"),
@@ -352,84 +361,106 @@ def cases(draw: st.DrawFn, collective: str, dtypes: tuple[np.dtype, ...] = DTYPE
     }
 
 
-@PROPERTY_SETTINGS
-@given(case=cases("all_reduce"))
-def test_all_reduce_matches_reference(case: dict[str, Any]) -> None:
-    run_case("all_reduce", **case)
+@st.composite
+def worlds(draw: st.DrawFn, collective: str, dtypes: tuple[np.dtype, ...] = DTYPES) -> dict[str, Any]:
+    """A world (its size, its ``chunk_bytes``) and the CALLS_PER_WORLD calls drawn for it."""
+    n = draw(st.integers(1, 9), label="world size")
+    chunk_bytes = draw(st.one_of(st.none(), st.integers(8, 64)), label="chunk_bytes")
+    return {"n": n, "chunk_bytes": chunk_bytes,
+            "calls": [_call(draw, collective, n, dtypes) for _ in range(CALLS_PER_WORLD)]}
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("reduce_scatter"))
-def test_reduce_scatter_matches_reference(case: dict[str, Any]) -> None:
-    run_case("reduce_scatter", **case)
+@given(world=worlds("all_reduce"))
+def test_all_reduce_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("all_reduce", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("all_gather"))
-def test_all_gather_matches_reference(case: dict[str, Any]) -> None:
-    run_case("all_gather", **case)
+@given(world=worlds("reduce_scatter"))
+def test_reduce_scatter_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("reduce_scatter", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("broadcast"))
-def test_broadcast_matches_reference(case: dict[str, Any]) -> None:
-    run_case("broadcast", **case)
+@given(world=worlds("all_gather"))
+def test_all_gather_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("all_gather", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("reduce"))
-def test_reduce_matches_reference(case: dict[str, Any]) -> None:
-    run_case("reduce", **case)
+@given(world=worlds("broadcast"))
+def test_broadcast_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("broadcast", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("gather"))
-def test_gather_matches_reference(case: dict[str, Any]) -> None:
-    run_case("gather", **case)
+@given(world=worlds("reduce"))
+def test_reduce_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("reduce", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("scatter"))
-def test_scatter_matches_reference(case: dict[str, Any]) -> None:
-    run_case("scatter", **case)
+@given(world=worlds("gather"))
+def test_gather_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("gather", **world)
 
 
 @PROPERTY_SETTINGS
-@given(case=cases("all_to_all"))
-def test_all_to_all_matches_reference(case: dict[str, Any]) -> None:
-    run_case("all_to_all", **case)
+@given(world=worlds("scatter"))
+def test_scatter_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("scatter", **world)
+
+
+@PROPERTY_SETTINGS
+@given(world=worlds("all_to_all"))
+def test_all_to_all_matches_reference(world: dict[str, Any]) -> None:
+    run_cases("all_to_all", **world)
 
 
 # -- determinism ------------------------------------------------------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=100)
-@given(
-    collective=st.sampled_from(REDUCTIONS),
-    algorithm=st.sampled_from(NAMED_ALGORITHMS),
-    case=cases("all_reduce", dtypes=FLOAT_DTYPES),
-)
-def test_reductions_are_deterministic(collective: str, algorithm: str, case: dict[str, Any]) -> None:
+@st.composite
+def reductions(draw: st.DrawFn) -> dict[str, Any]:
+    """A world and the CALLS_PER_WORLD reductions (each its collective and algorithm) drawn for it."""
+    n = draw(st.integers(1, 9), label="world size")
+    chunk_bytes = draw(st.one_of(st.none(), st.integers(8, 64)), label="chunk_bytes")
+    calls = []
+    for _ in range(CALLS_PER_WORLD):
+        collective = draw(st.sampled_from(REDUCTIONS), label="collective")
+        algorithm = draw(st.sampled_from(NAMED_ALGORITHMS), label="named algorithm")
+        c = _call(draw, "all_reduce", n, FLOAT_DTYPES)
+        count = n * max(1, c["count"] // n) if collective == "reduce_scatter" else c["count"]
+        calls.append({**c, "collective": collective, "algorithm": algorithm, "count": count})
+    return {"n": n, "chunk_bytes": chunk_bytes, "calls": calls}
+
+
+@PROPERTY_SETTINGS
+@given(world=reductions())
+def test_reductions_are_deterministic(world: dict[str, Any]) -> None:
     """The same reduction of inputs whose rounding depends on the order gives the same
     bits twice in one world and again in a fresh world (per algorithm)."""
-    n, dtype, op, root, chunk = case["n"], case["dtype"], case["op"], case["root"], case["chunk_bytes"]
-    count = n * max(1, case["count"] // n) if collective == "reduce_scatter" else case["count"]
-    inputs = make_inputs(collective, n, count, dtype, op, case["seed"], exact=False)
+    n, chunk, calls = world["n"], world["chunk_bytes"], world["calls"]
+    inputs = [make_inputs(c["collective"], n, c["count"], c["dtype"], c["op"], c["seed"], exact=False) for c in calls]
     kwargs = {} if chunk is None else {"chunk_bytes": chunk}
 
     def fn(comm: Any) -> list[Any]:
-        return [call(comm, collective, inputs[comm.rank].copy(), op=op, root=root,
-                     algorithm=algorithm, preallocate=True) for _ in range(2)]
+        return [[call(comm, c["collective"], inputs[i][comm.rank].copy(), op=c["op"], root=c["root"],
+                      algorithm=c["algorithm"], preallocate=True) for _ in range(2)] for i, c in enumerate(calls)]
 
     first = run_world(fn, n, timeout=WORLD_TIMEOUT, **kwargs)
     second = run_world(fn, n, timeout=WORLD_TIMEOUT, **kwargs)
-    label = f"{collective}(n={n}, count={count}, dtype={dtype_name(dtype)}, op={op.name}, algorithm={algorithm})"
-    for r in range(n):
-        a, b = first[r]
-        c, _ = second[r]
-        assert _bytes(a) == _bytes(b), f"{label}: rank {r} got different bits on the second call in one world"
-        assert _bytes(a) == _bytes(c), f"{label}: rank {r} got different bits in a second world"
-    check(collective, [first[r][0] for r in range(n)], inputs, op=op, root=root, label=label)
+    for i, c in enumerate(calls):
+        label = (f"{c['collective']}(n={n}, count={c['count']}, dtype={dtype_name(c['dtype'])}, op={c['op'].name}, "
+                 f"algorithm={c['algorithm']}, call {i + 1} of {len(calls)} in the world)")
+        for r in range(n):
+            a, b = first[r][i]
+            d, _ = second[r][i]
+            assert _bytes(a) == _bytes(b), f"{label}: rank {r} got different bits on the second call in one world"
+            assert _bytes(a) == _bytes(d), f"{label}: rank {r} got different bits in a second world"
+        check(c["collective"], [first[r][i][0] for r in range(n)], inputs[i], op=c["op"], root=c["root"],
+              label=label)
 
 
 @pytest.mark.parametrize("algorithm", NAMED_ALGORITHMS)
@@ -438,10 +469,11 @@ def test_all_reduce_bits_identical_on_every_rank_with_rounding(algorithm: str, d
     """Inputs whose sum rounds differently in different orders: every rank must still
     end with the same bits (each element reduced in one order everywhere)."""
     dt = ref.BFLOAT16 if dtype == "bfloat16" else np.dtype(dtype)
-    for n in (3, 5, 8, 9):
-        for op in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PROD):
-            run_case("all_reduce", n=n, count=3 * n + 2, dtype=dt, op=op, root=0, algorithm=algorithm,
-                     chunk_bytes=8, seed=n, exact=False)
+    for n in (3, 5, 8, 9):  # one world per size runs the three ops
+        run_cases("all_reduce", n=n, chunk_bytes=8, calls=[
+            {"count": 3 * n + 2, "dtype": dt, "op": op, "root": 0, "algorithm": algorithm, "seed": n,
+             "exact": False, "preallocate": False, "alias": False, "async_op": False}
+            for op in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PROD)])
 
 
 # -- many asynchronous collectives in flight --------------------------------------------------

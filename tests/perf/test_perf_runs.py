@@ -37,15 +37,18 @@ def run_cli(*args: str, timeout: float = 120, code: str | None = None, **env: st
 _EACH = textwrap.dedent("""
     import sys
     from perf.harness import main
-    for program in sys.argv[1].split(","):
-        code = main(program, sys.argv[2:])
-        print(f"#> {program} exited {code}", flush=True)
+    from perf.kept import keep_worlds
+    with keep_worlds():
+        for program in sys.argv[1].split(","):
+            code = main(program, sys.argv[2:])
+            print(f"#> {program} exited {code}", flush=True)
 """)
 
 
 def run_programs(programs: list[str], *args: str, timeout: float = 120, **env: str) -> dict[str, tuple[int, str]]:
-    """Each program with the same flags, one after another in one driver process (each still
-    starts its own ranks): program -> (exit code, its stdout). Saves a driver's start per program."""
+    """Each program with the same flags, one after another in one driver process, on the
+    same worlds (perf.kept: ours and the peers' start once, not once per program):
+    program -> (exit code, its stdout)."""
     done = run_cli(",".join(programs), *args, timeout=timeout, code=_EACH, **env)
     assert done.returncode == 0, done.stdout + done.stderr
     runs, rest = {}, done.stdout
@@ -222,6 +225,9 @@ def test_every_collective_verifies(transport):
                 "alltoallv_perf", "sendrecv_perf", "gather_perf", "scatter_perf"]
     runs = run_programs(programs, "--np", "3", "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "1",
                         "-d", "int32", "-r", "2", timeout=300)
+    pids = {tuple(re.findall(r" Pid +(\d+) ", "\n".join(report.parse_table(stdout).ranks)))
+            for _, stdout in runs.values()}
+    assert len(pids) == 1 and len(next(iter(pids))) == 3, f"one world of 3 ranks for the 9 programs: {pids}"
     for program, (code, stdout) in runs.items():
         assert code == 0, program + stdout
         table = report.parse_table(stdout)
@@ -277,35 +283,38 @@ def test_vs_with_missing_peers_prints_skip(transport):
     assert [len(line.split()) for line in done.stdout.splitlines() if line and line[0] != "#"] == [13]
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-def test_vs_peers_add_ratio_columns(transport):
+@pytest.fixture(scope="module")
+def peer_runs(transport) -> dict[str, tuple[int, str]]:
+    """all_reduce, gather, scatter and hypercube with ``--vs mpi,gloo`` in one driver (the
+    peers' worlds start once for the four); skipped where a peer is missing."""
     from perf.peers import missing
 
     if missing("mpi") or missing("gloo"):
         pytest.skip(f"peers not available: mpi: {missing('mpi')}, gloo: {missing('gloo')}")
-    done = run_cli("all_reduce_perf", "--np", "2", "--transport", transport, "-b", "8", "-e", "64", "-f", "8",
-                   "-n", "2", "--vs", "mpi,gloo", timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    table = report.parse_table(done.stdout)
+    return run_programs(["all_reduce_perf", "gather_perf", "scatter_perf", "hypercube_perf"], "--np", "2",
+                        "--transport", transport, "-b", "64", "-e", "1K", "-f", "16", "-n", "2", "-r", "-1",
+                        "--vs", "mpi,gloo", timeout=300)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_vs_peers_add_ratio_columns(peer_runs):
+    code, stdout = peer_runs["all_reduce_perf"]
+    assert code == 0, stdout
+    table = report.parse_table(stdout)
     assert len(table.rows) == 2
     for row in table.rows:
         assert len(row.extra) == 2 and all(float(x) > 0 for x in row.extra)
     assert any(line.endswith("#wrong   vs_mpi  vs_gloo") for line in table.header)
-    assert "# mpi avg bus bw" in done.stdout and "# gloo avg bus bw" in done.stdout
+    assert "# mpi avg bus bw" in stdout and "# gloo avg bus bw" in stdout
 
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-def test_vs_peers_run_gather_scatter_hypercube(transport):
+def test_vs_peers_run_gather_scatter_hypercube(peer_runs):
     """MPI's Gather/Scatter/Sendrecv and gloo's gather/scatter/isend+irecv, verified, with a ratio each."""
-    from perf.peers import missing
-
-    if missing("mpi") or missing("gloo"):
-        pytest.skip(f"peers not available: mpi: {missing('mpi')}, gloo: {missing('gloo')}")
-    runs = run_programs(["gather_perf", "scatter_perf", "hypercube_perf"], "--np", "2", "--transport", transport,
-                        "-b", "64", "-e", "1K", "-f", "16", "-n", "2", "-r", "-1", "--vs", "mpi,gloo", timeout=300)
-    for program, (code, stdout) in runs.items():
+    for program in ("gather_perf", "scatter_perf", "hypercube_perf"):
+        code, stdout = peer_runs[program]
         assert code == 0, program + stdout
         table = report.parse_table(stdout)
         assert len(table.rows) == (2 if program == "hypercube_perf" else 4)  # -r -1: a block per root
