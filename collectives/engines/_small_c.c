@@ -16,6 +16,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -350,6 +351,22 @@ static PyObject *exchange_call(SmallPlan *p, PyObject *const *args, Py_ssize_t n
     return PyLong_FromLongLong(result);
 }
 
+/* A broadcast's or reduce's call serial + 1 on ``x`` (root: a window index in range): its serial, or 0
+   where nothing was done (the Python plan takes it, and says what is wrong with ``x``). */
+static long long one_way(SmallPlan *p, PyObject *x, int root, uint64_t serial) {
+    Py_buffer xb;
+    int writes = (root == p->w.me) == (p->kind == KIND_REDUCE); /* the rank that receives */
+    if (PyObject_GetBuffer(x, &xb, writes ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long result = 0;
+    if (xb.len == p->nbytes)
+        result = p->kind == KIND_REDUCE ? run_reduce(p, (char *)xb.buf, root, serial) : run_broadcast(p, (char *)xb.buf, root, serial);
+    PyBuffer_Release(&xb);
+    return result;
+}
+
 static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t nargs) {
     /* (x, out, serial) for the halves; (x, root, serial) for a broadcast or reduce; (serial,) for a barrier */
     Py_buffer xb = {0}, ob = {0};
@@ -368,16 +385,7 @@ static PyObject *SmallPlan_call(SmallPlan *p, PyObject *const *args, Py_ssize_t 
         long root = PyLong_AsLong(args[1]);
         if (PyErr_Occurred()) return NULL;
         if (root < 0 || root >= p->w.ranks) return PyErr_Format(PyExc_ValueError, "root index %ld out of range", root);
-        int writes = (root == p->w.me) == (p->kind == KIND_REDUCE); /* the rank that receives */
-        if (PyObject_GetBuffer(args[0], &xb, writes ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
-            PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
-            return PyLong_FromLong(0);
-        }
-        if (xb.len == p->nbytes)
-            result = p->kind == KIND_REDUCE ? run_reduce(p, (char *)xb.buf, (int)root, serial)
-                                            : run_broadcast(p, (char *)xb.buf, (int)root, serial);
-        PyBuffer_Release(&xb);
-        return PyLong_FromLongLong(result);
+        return PyLong_FromLongLong(one_way(p, args[0], (int)root, serial));
     }
     if (PyObject_GetBuffer(args[0], &xb, PyBUF_SIMPLE) < 0) {
         PyErr_Clear(); /* the Python plan takes it (and says what is wrong) */
@@ -507,6 +515,105 @@ static PyTypeObject SmallPlanType = {
     .tp_doc = "One shape of small-window collective, run in C up to the first late peer.",
 };
 
+/* -- a one-way call's plan (plans/windowed.py's OneWay) ------------------------------ */
+
+/* The base type of ``OneWay``: called as plan(x, out, call), it runs the call in C once ``arm``
+   gave it the shape's C plan (a broadcast or reduce), and otherwise, or where C did nothing (a
+   slot still being read, a writer late, another count), calls the Python plan's
+   ``run(x, out, call)``. A repeated one-way call then costs no Python frame of its own. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *plan;    /* the SmallPlan, once armed (NULL: every call runs in Python) */
+    PyObject *windows; /* what counts the one-way calls: its ``broadcast_serial`` */
+    int root;          /* the root's index in the window */
+    long long done;    /* calls done here in C */
+} OneWayCall;
+
+static PyObject *s_serial, *s_run;
+
+static int OneWayCall_traverse(OneWayCall *c, visitproc visit, void *arg) {
+    Py_VISIT(c->plan);
+    Py_VISIT(c->windows);
+    return 0;
+}
+
+static int OneWayCall_clear(OneWayCall *c) {
+    Py_CLEAR(c->plan);
+    Py_CLEAR(c->windows);
+    return 0;
+}
+
+static void OneWayCall_dealloc(OneWayCall *c) {
+    PyObject_GC_UnTrack(c);
+    OneWayCall_clear(c);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyObject *OneWayCall_call(OneWayCall *c, PyObject *args, PyObject *kwargs) {
+    if (c->plan != NULL && kwargs == NULL && PyTuple_GET_SIZE(args) == 3) {
+        PyObject *s = PyObject_GetAttr(c->windows, s_serial);
+        if (s == NULL) return NULL;
+        unsigned long long serial = PyLong_AsUnsignedLongLong(s);
+        Py_DECREF(s);
+        if (PyErr_Occurred()) return NULL;
+        long long b = one_way((SmallPlan *)c->plan, PyTuple_GET_ITEM(args, 0), c->root, serial);
+        if (b > 0) {
+            PyObject *v = PyLong_FromLongLong(b);
+            int stored = v == NULL ? -1 : PyObject_SetAttr(c->windows, s_serial, v);
+            Py_XDECREF(v);
+            if (stored < 0) return NULL;
+            c->done++;
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *run = PyObject_GetAttr((PyObject *)c, s_run);
+    if (run == NULL) return NULL;
+    PyObject *result = PyObject_Call(run, args, kwargs);
+    Py_DECREF(run);
+    return result;
+}
+
+/* arm(plan, windows, root_index): run the calls in C from now on, through ``plan``. */
+static PyObject *OneWayCall_arm(OneWayCall *c, PyObject *args) {
+    PyObject *plan, *windows;
+    int root;
+    if (!PyArg_ParseTuple(args, "O!Oi", &SmallPlanType, &plan, &windows, &root)) return NULL;
+    SmallPlan *p = (SmallPlan *)plan;
+    if (p->kind != KIND_BROADCAST && p->kind != KIND_REDUCE)
+        return PyErr_Format(PyExc_ValueError, "a one-way call runs a broadcast or reduce plan, not kind %d", p->kind);
+    if (root < 0 || root >= p->w.ranks) return PyErr_Format(PyExc_ValueError, "root index %d out of range", root);
+    Py_INCREF(plan);
+    Py_INCREF(windows);
+    Py_XSETREF(c->plan, plan);
+    Py_XSETREF(c->windows, windows);
+    c->root = root;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef OneWayCall_methods[] = {
+    {"arm", (PyCFunction)OneWayCall_arm, METH_VARARGS, "arm(plan, windows, root_index): run the calls in C from now on."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef OneWayCall_members[] = {
+    {"done", T_LONGLONG, offsetof(OneWayCall, done), READONLY, "Calls done in C (not by run)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject OneWayCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._small_c.OneWayCall",
+    .tp_basicsize = sizeof(OneWayCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_call = (ternaryfunc)OneWayCall_call,
+    .tp_traverse = (traverseproc)OneWayCall_traverse,
+    .tp_clear = (inquiry)OneWayCall_clear,
+    .tp_dealloc = (destructor)OneWayCall_dealloc,
+    .tp_methods = OneWayCall_methods,
+    .tp_members = OneWayCall_members,
+    .tp_doc = "The base of a one-way call's plan: its calls in C once armed, else run(x, out, call).",
+};
+
 static PyObject *folds_py(PyObject *self, PyObject *args) {
     int dtype, op;
     if (!PyArg_ParseTuple(args, "ii", &dtype, &op)) return NULL;
@@ -575,12 +682,13 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_small_c", "Small-window collectives in C.", -1, methods};
 
 PyMODINIT_FUNC PyInit__small_c(void) {
-    if (PyType_Ready(&SmallPlanType) < 0) return NULL;
+    if (PyType_Ready(&SmallPlanType) < 0 || PyType_Ready(&OneWayCallType) < 0) return NULL;
+    if ((s_serial = PyUnicode_InternFromString("broadcast_serial")) == NULL ||
+        (s_run = PyUnicode_InternFromString("run")) == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    Py_INCREF(&SmallPlanType);
-    if (PyModule_AddObject(m, "SmallPlan", (PyObject *)&SmallPlanType) < 0) {
-        Py_DECREF(&SmallPlanType);
+    if (PyModule_AddType(m, &SmallPlanType) < 0 || PyModule_AddType(m, &OneWayCallType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

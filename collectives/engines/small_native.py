@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -61,6 +61,30 @@ apart: Callable[[Any, Any], bool | None] | None = None if _small_c is None else 
 """``apart(a, b)``: whether two buffers are the same memory or do not overlap (None where
 either is not one contiguous buffer), as ``buffers.same_or_apart`` says, in C; None where the
 extension is not built."""
+
+
+class _OneWayInPython:
+    """``OneWayBase`` where the extension is not built: every call runs the plan's ``run``."""
+
+    __slots__ = ()
+    done = 0  # calls done in C: none here
+
+    def __call__(self, x: Any, out: Any, call: Any) -> None:
+        self.run(x, out, call)  # type: ignore[attr-defined]
+
+    def arm(self, plan: Any, windows: Any, root_index: int) -> None:
+        """Nothing to arm: no C plans."""
+
+
+if TYPE_CHECKING:
+    OneWayBase = _OneWayInPython
+else:
+    OneWayBase = _OneWayInPython if _small_c is None else _small_c.OneWayCall
+"""The base of a one-way call's plan (plans/windowed.py's ``OneWay``): called as ``plan(x, out,
+call)``, once ``arm(plan, windows, root_index)`` gave it its shape's C plan (a broadcast or a
+reduce) it runs the call in C, counting it in ``done`` and the serial in
+``windows.broadcast_serial``, without a Python frame of its own; unarmed, or where the C plan did
+nothing (a slot still being read, a writer late, another count), it calls ``run(x, out, call)``."""
 
 
 def built() -> bool:

@@ -23,7 +23,7 @@ from ..buffers import copy_array
 from ..engines import direct, exchange_reads, slots, small
 from ..engines.call import Call
 from ..engines import windows as window_engine
-from ..engines.small_native import NO_FOLD
+from ..engines.small_native import NO_FOLD, OneWayBase
 from ..engines.windows import SharedWindows
 from ..ops import ReduceOp, finalize
 from .base import Plan
@@ -352,21 +352,37 @@ class WindowAllGather:
             self.route(x, out, call)
 
 
-class OneWay(_SlotCall):
+class OneWay(OneWayBase):
     """Small broadcasts or reduces of one shape and root, one way through the slots of the
     small window (``slots.PipelinedBroadcastPlan``, ``slots.PipelinedReducePlan``): the ranks
     that only write (a broadcast's root, a reduce's others) copy ``x`` into their slot and go
     on; the readers copy or fold it. Back-to-back calls then cost a writer one copy, as an MPI
     sender's eager message does, not a wait for the readers. ``averages``: this rank divides
-    its result by the world size (an AVG reduce's root)."""
+    its result by the world size (an AVG reduce's root). Once the window is open, a shape with a
+    C plan that nothing follows in Python (no average) is armed: its calls run in C
+    (``small_native.OneWayBase``), ``run`` only where C did nothing."""
 
-    __slots__ = ("averages",)
+    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index", "averages")
 
     def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any], averages: bool = False) -> None:
-        super().__init__(windows, root, make)
+        self.windows = windows
+        self.root = root
+        self.make = make  # the engine's plan, once the window is open
+        self.kernel: Any = None
+        self.native: Any = None
+        self.root_index = 0
         self.averages = averages
 
-    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+    def _open(self, call: Call) -> Any:
+        kernel = self.kernel = self.make(self.windows.small(call))
+        self.native, self.root_index = kernel.native, kernel.index[self.root]
+        if self.native is not None and not self.averages:
+            self.arm(self.native, self.windows, self.root_index)
+        return kernel
+
+    def run(self, x: np.ndarray, out: None, call: Call) -> None:
+        """The call in Python: the C plan first where there is one, else or where it did nothing
+        the engine's plan."""
         windows = self.windows
         kernel = self.kernel or self._open(call)
         native = self.native

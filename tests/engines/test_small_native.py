@@ -456,3 +456,52 @@ def test_where_every_rank_has_a_core_all_reduces_beyond_the_other_reductions_hal
         assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
                            "AllReducePlan" if k * np.dtype(dtype).itemsize == half else "TwoShotAllReducePlan"
                            for dtype, op, k in cases}
+
+
+def _one_way_calls(comm: collectives.Communicator) -> tuple[dict[str, int], list[str]]:
+    """Three calls of each small reduce (every C fold and two that numpy folds, every root,
+    into ``x`` and into ``out=``) and broadcast (every root): how many calls each kept one-way
+    plan did in C (``OneWayBase.done``), and the calls whose result was wrong."""
+    done, wrong = {}, []
+    for dtype, ops in CASES:
+        for op in ops:
+            for k in (1, 7, 200):
+                inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+                expected = _folded(inputs, op, comm.size)
+                for root in range(comm.size):
+                    for into_out in (False, True, False):
+                        x = inputs[comm.rank].copy()
+                        out = np.empty_like(x) if into_out else None
+                        got = comm.reduce(x, root, op=op, out=out)
+                        want = expected if comm.rank == root else inputs[comm.rank]
+                        if got.tobytes() != want.tobytes() or x.tobytes() != (
+                                want if out is None else inputs[comm.rank]).tobytes():
+                            wrong.append(f"reduce {np.dtype(dtype)} {op} {k} to {root} out={into_out}")
+        for root in range(comm.size):
+            for _ in range(3):
+                y = rank_input(root, 7, dtype, seed=root) if comm.rank == root else np.zeros(7, dtype)
+                comm.broadcast(y, root)
+                if y.tobytes() != rank_input(root, 7, dtype, seed=root).tobytes():
+                    wrong.append(f"broadcast {np.dtype(dtype)} from {root}")
+    for key, plan in comm._plans.items():
+        if key[0] in ("reduce", "broadcast"):
+            plan = getattr(plan, "plan", plan)
+            assert isinstance(plan, small_native.OneWayBase), key
+            done[" ".join(map(str, key[:-1]))] = plan.done
+    comm.barrier()
+    return done, wrong
+
+
+def test_repeated_one_way_calls_run_in_c_with_numpys_bits_where_a_c_plan_folds_them(implementation: str) -> None:
+    """A kept small reduce or broadcast runs in C once its window is open (``OneWayBase``: no
+    Python frame of the plan's own) wherever the window has a C plan that nothing follows in
+    Python: every broadcast, a reduce not where numpy folds (float16, complex64) or the root
+    divides an average; never with the C plans off; every result the rank-order fold's bits, whichever runs it."""
+    folds_in_c = {str(np.dtype(dtype)) for dtype in (np.float32, np.float64, np.int8, np.int32, np.int64, np.uint16,
+                                                     np.uint64)}
+    for done, wrong in run_world(_one_way_calls, 3, "shm", timeout=120):
+        assert wrong == []
+        for key, calls in done.items():
+            name, dtype, *rest = key.split(" ")
+            in_c = implementation == "c" and (name == "broadcast" or dtype in folds_in_c and "AVG" not in key)
+            assert (calls > 0) == in_c, (key, calls)
