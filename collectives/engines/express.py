@@ -63,14 +63,15 @@ there run ahead of it, and every few calls one waits out its peer's turn on a sh
 beyond ``EXPRESS_BYTES`` that the swap by halves does not take (``HALF_BYTES``) do, the ring's
 two copies costing less than a copy aside and a read where each rank has a core."""
 HALF_BYTES = 256 << 10
-"""Where each rank has a core, the smallest ``sendrecv`` with one peer that the two ranks swap
+"""The smallest ``sendrecv`` with one peer that the two ranks swap
 by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
 where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
 without an upper bound (out of place: from ``HALF_BYTES_OUT_OF_PLACE``; without an upper bound
 for blocks of one array, up to ``EXPRESS_BYTES`` for separate arrays, beyond which their
 whole read by the single-copy swap costs less; docs/performance.md, "Twenty-second round, point
 to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
-by its rank goes faster through the ring."""
+by its rank goes faster through the ring; where ranks outnumber cores, in place, the copy aside
+and the swap from ``SWAP_BYTES_IN_PLACE_CROWDED``."""
 HALF_BYTES_OUT_OF_PLACE = 128 << 10
 """HALF_BYTES out of place (from ``PUSH_BYTES`` each rank writes its whole message instead), whether the message and the receive's buffer are separate arrays or
 blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
@@ -78,8 +79,15 @@ was not just written by its rank and are level with it where it was; below, a me
 written goes faster through the ring (docs/performance.md, "Twenty-third round, point to
 point")."""
 
+HALF_BYTES_OUT_OF_PLACE_CROWDED = HALF_BYTES
+"""HALF_BYTES_OUT_OF_PLACE where ranks outnumber cores: below it each rank pushes its whole
+message (``PUSH_BYTES``). There the single-copy swap's waits hand a late peer's call to the
+engine, where the halves and the push, once bound, each copy by themselves; pushing the
+4-rank hypercube's 64 and 128 KiB blocks beat both the swap and the halves
+(docs/performance.md, "Twenty-fifth round, the 4-rank hypercube")."""
+
 PUSH_BYTES = 64 << 10
-"""Where each rank has a core, the smallest out-of-place ``sendrecv`` with one peer below
+"""The smallest out-of-place ``sendrecv`` with one peer below
 ``HALF_BYTES_OUT_OF_PLACE`` that the two ranks swap by writing each its whole message into the
 other's receive buffer (``process_vm_writev``; bound as the halves are, engines/_half_swap.h):
 one copy a rank, of a message in its own cache, where the ring makes two and the halves read
@@ -136,8 +144,8 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     apart_bytes = min(SWAP_BYTES_APART, swap_bytes)
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
-    half_bytes, half_out_bytes, push_bytes = (-1, -1, -1) if crowded else (HALF_BYTES, HALF_BYTES_OUT_OF_PLACE,
-                                                                           PUSH_BYTES)
+    half_out_bytes = HALF_BYTES_OUT_OF_PLACE_CROWDED if crowded else HALF_BYTES_OUT_OF_PLACE
+    half_bytes, push_bytes = HALF_BYTES, PUSH_BYTES
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()

@@ -86,6 +86,18 @@ def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
+def test_in_place_where_ranks_outnumber_cores_the_halves_take_the_copy_asides_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
+    results = run_world(lambda comm: _swaps(comm, [express.HALF_BYTES, express.HALF_BYTES + 7], rounds=2), 2, "shm",
+                        timeout=60)
+    assert all(ok for ok, _ in results)
+    halves = [h for _, h in results]
+    assert halves[0] == halves[1] > 0, halves
+
+
 @pytest.mark.parametrize("how", ["apart", "one array", "mixed"])
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half(how: str, pure_python: bool) -> None:

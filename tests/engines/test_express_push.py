@@ -1,9 +1,9 @@
 """An out-of-place ``sendrecv`` with one peer from ``PUSH_BYTES`` below ``HALF_BYTES_OUT_OF_PLACE``
-through the express lane (engines/_half_swap.h, ``push``): where both ranks are in the lane at
-once, each writes its whole message into the other's receive buffer, bound as the halves are
-(test_express_halves.py); in place, where ranks outnumber cores, or where the peer does not
-come with the same call, the call goes as before. Every case runs with the lane and without it
-(``pure_python``), and must deliver the same bytes."""
+(``HALF_BYTES_OUT_OF_PLACE_CROWDED`` where ranks outnumber cores) through the express lane
+(engines/_half_swap.h, ``push``): where both ranks are in the lane at once, each writes its
+whole message into the other's receive buffer, bound as the halves are (test_express_halves.py);
+in place, or where the peer does not come with the same call, the call goes as before. Every
+case runs with the lane and without it (``pure_python``), and must deliver the same bytes."""
 
 from __future__ import annotations
 
@@ -54,10 +54,31 @@ def test_where_no_larger_message_taught_single_copy_the_first_calls_ask_the_engi
     assert results[0][2] == results[1][2] > 0, results
 
 
-def test_where_ranks_outnumber_cores_nothing_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_where_ranks_outnumber_cores_out_of_place_below_the_crowded_halves_is_pushed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores, out of place, each rank writes its whole message up to
+    ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` (beyond ``HALF_BYTES_OUT_OF_PLACE``, where ranks with a
+    core each swap by halves)."""
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
-    results = run_world(lambda comm: _pushes(comm, "apart", rounds=2), 2, "shm", timeout=60)
+    sizes = [express.PUSH_BYTES, express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 16]
+    results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
+                        timeout=60)
+    assert all(ok for ok, _, _ in results)
+    pushes = [p for _, _, p in results]
+    assert pushes[0] == pushes[1] > 0, pushes
+    assert all(halves == pushed for _, halves, pushed in results)  # (none by halves)
+
+
+def test_where_ranks_outnumber_cores_the_crowded_halves_size_goes_by_halves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 1)
+    sizes = [express.HALF_BYTES_OUT_OF_PLACE_CROWDED, express.HALF_BYTES_OUT_OF_PLACE_CROWDED + 7]
+    results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
+                        timeout=60)
     assert all(ok for ok, _, _ in results)
     assert [p for _, _, p in results] == [0, 0], results
+    halves = [h for _, h, _ in results]
+    assert halves[0] == halves[1] > 0, halves
