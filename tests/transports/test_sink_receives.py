@@ -59,7 +59,8 @@ def _wait(transport: Transport, requests: list) -> None:
 
 def _exchange(world: list[Transport], messages: list[bytes], *, post_first: bool) -> list[Pieces]:
     """Rank 0 sends ``messages`` (tags 1, 2, ...) to rank 1, which receives each into a sink,
-    posted before the sends start (``post_first``) or only once all are on their way."""
+    posted before the sends start (``post_first``) or only once all are on their way; then
+    the world is closed."""
     sinks = [Pieces() for _ in messages]
     posted = threading.Event()
     sent = threading.Event()
@@ -80,10 +81,14 @@ def _exchange(world: list[Transport], messages: list[bytes], *, post_first: bool
         _wait(world[1], requests)
 
     threads = [threading.Thread(target=f) for f in (sender, receiver)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for transport in world:
+            transport.close()
     return sinks
 
 
@@ -94,11 +99,7 @@ def test_a_sink_is_handed_every_byte_of_its_message_in_order(kind: str, post_fir
     sizes = [0, 1, 4099, FEED_BYTES + 13, 3 * FEED_BYTES + 5]
     messages = [rng.randbytes(n) for n in sizes]
     world = WORLDS[kind](2)
-    try:
-        sinks = _exchange(world, messages, post_first=post_first)
-    finally:
-        for t in world:
-            t.close()
+    sinks = _exchange(world, messages, post_first=post_first)
     assert [s.got for s in sinks] == messages
 
 
@@ -106,11 +107,7 @@ def test_over_shm_a_sink_is_handed_the_ring_itself_across_its_wrap_at_any_byte()
     # an odd ring, and an odd message first: the pieces start and wrap off any element's bounds
     world = _shm(2, Config(shm_ring_bytes=100_003))
     messages = [b"x" * 7] + [random.Random(i).randbytes(250_001) for i in range(3)]
-    try:
-        sinks = _exchange(world, messages, post_first=True)
-    finally:
-        for t in world:
-            t.close()
+    sinks = _exchange(world, messages, post_first=True)
     assert [s.got for s in sinks] == messages
     owners = {type(o) for s in sinks for o in s.owners}
     assert owners == {mmap.mmap}  # not copied out of the ring into a buffer first
