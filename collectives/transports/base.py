@@ -69,7 +69,6 @@ def as_bytes_view(buf: object) -> memoryview:
 class Channel(SingleCopyChannel, abc.ABC):
     """Messages to and from one peer. Not thread-safe: one thread drives a channel."""
 
-
     def __init__(self, peer: int, *, max_frame_bytes: int = 64 << 20) -> None:
         self.peer = peer
         self.max_frame_bytes = max_frame_bytes
