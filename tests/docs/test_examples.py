@@ -20,8 +20,8 @@ Each example runs in a fresh empty folder, in a process group of its own (killed
 ``TIMEOUT`` seconds), with this checkout first on PYTHONPATH and no launcher variables
 inherited from the environment. Examples under a launcher the machine lacks (torch, mpi4py
 with mpiexec) are skipped with the reason. The examples that start a Ray cluster of their
-own (``SIDE_BY_SIDE``) run side by side, all started at the first one's test: each spends
-most of its time waiting on its cluster's processes, which the others' fill.
+own (``SIDE_BY_SIDE``) run side by side, all those selected started at the first one's
+test: each leaves a core idle part of the time, waiting on its cluster's processes.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _side_by_side(example: Example) -> bool:
 
 SIDE_BY_SIDE = [e for e in PYTHON_EXAMPLES if _side_by_side(e) and not e.skip_reason]
 """The examples run together: much of each one's time goes to starting and stopping its
-Ray cluster, mostly waiting on the cluster's processes."""
+Ray cluster, partly waiting on the cluster's processes."""
 
 
 def _execute(example: Example, folder: Path) -> tuple[list[str], int, str]:
@@ -248,10 +248,12 @@ def _execute(example: Example, folder: Path) -> tuple[list[str], int, str]:
 
 
 class SideBySide:
-    """Runs of the ``SIDE_BY_SIDE`` examples, all started when the first is asked for."""
+    """Runs of the ``SIDE_BY_SIDE`` examples among ``selected``, all started when the first
+    is asked for."""
 
-    def __init__(self, folders: pytest.TempPathFactory) -> None:
+    def __init__(self, folders: pytest.TempPathFactory, selected: set[str]) -> None:
         self.folders = folders
+        self.selected = selected
         self.lock = threading.Lock()
         self.pool: ThreadPoolExecutor | None = None
         self.runs: dict[str, Future[tuple[list[str], int, str]]] = {}
@@ -259,7 +261,8 @@ class SideBySide:
     def result(self, example: Example) -> tuple[list[str], int, str]:
         with self.lock:
             if self.pool is None:
-                runnable = [e for e in SIDE_BY_SIDE if _missing_launcher(e) is None]
+                runnable = [e for e in SIDE_BY_SIDE
+                            if (e.id in self.selected or e is example) and _missing_launcher(e) is None]
                 self.pool = ThreadPoolExecutor(max(1, len(runnable)), thread_name_prefix="docs-example")
                 for other in runnable:
                     folder = self.folders.mktemp(re.sub(r"\W", "_", other.id))
@@ -272,8 +275,10 @@ class SideBySide:
 
 
 @pytest.fixture(scope="module")
-def side_by_side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SideBySide]:
-    runs = SideBySide(tmp_path_factory)
+def side_by_side(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SideBySide]:
+    params = [getattr(getattr(item, "callspec", None), "params", {}) for item in request.session.items]
+    selected = {p["example"].id for p in params if isinstance(p.get("example"), Example)}
+    runs = SideBySide(tmp_path_factory, selected)
     yield runs
     runs.close()
 
