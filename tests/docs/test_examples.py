@@ -19,7 +19,9 @@ the last non-blank line before its opening fence (invisible on GitHub and on the
 Each example runs in a fresh empty folder, in a process group of its own (killed after
 ``TIMEOUT`` seconds), with this checkout first on PYTHONPATH and no launcher variables
 inherited from the environment. Examples under a launcher the machine lacks (torch, mpi4py
-with mpiexec) are skipped with the reason.
+with mpiexec) are skipped with the reason. The examples that start a Ray cluster of their
+own (``SIDE_BY_SIDE``) run side by side, all those selected started at the first one's
+test: each leaves a core idle part of the time, waiting on its cluster's processes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -224,15 +229,69 @@ def _run(command: list[str], cwd: Path) -> tuple[int, str]:
     return proc.returncode, output
 
 
+def _side_by_side(example: Example) -> bool:
+    """Whether ``example`` starts a Ray cluster of its own (``ray.init(`` at the start of a line)."""
+    return re.search(r"^ray\.init\(", example.code, re.MULTILINE) is not None
+
+
+SIDE_BY_SIDE = [e for e in PYTHON_EXAMPLES if _side_by_side(e) and not e.skip_reason]
+"""The examples run together: much of each one's time goes to starting and stopping its
+Ray cluster, partly waiting on the cluster's processes."""
+
+
+def _execute(example: Example, folder: Path) -> tuple[list[str], int, str]:
+    """Run ``example`` as its marker says, in ``folder``: (command, exit status, output)."""
+    script = folder / "example.py"
+    script.write_text(example.code, encoding="utf-8")
+    command = example.command(script)
+    return (command, *_run(command, folder))
+
+
+class SideBySide:
+    """Runs of the ``SIDE_BY_SIDE`` examples among ``selected``, all started when the first
+    is asked for."""
+
+    def __init__(self, folders: pytest.TempPathFactory, selected: set[str]) -> None:
+        self.folders = folders
+        self.selected = selected
+        self.lock = threading.Lock()
+        self.pool: ThreadPoolExecutor | None = None
+        self.runs: dict[str, Future[tuple[list[str], int, str]]] = {}
+
+    def result(self, example: Example) -> tuple[list[str], int, str]:
+        with self.lock:
+            if self.pool is None:
+                runnable = [e for e in SIDE_BY_SIDE
+                            if (e.id in self.selected or e is example) and _missing_launcher(e) is None]
+                self.pool = ThreadPoolExecutor(max(1, len(runnable)), thread_name_prefix="docs-example")
+                for other in runnable:
+                    folder = self.folders.mktemp(re.sub(r"\W", "_", other.id))
+                    self.runs[other.id] = self.pool.submit(_execute, other, folder)
+        return self.runs[example.id].result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def side_by_side(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SideBySide]:
+    params = [getattr(getattr(item, "callspec", None), "params", {}) for item in request.session.items]
+    selected = {p["example"].id for p in params if isinstance(p.get("example"), Example)}
+    runs = SideBySide(tmp_path_factory, selected)
+    yield runs
+    runs.close()
+
+
 @pytest.mark.parametrize("example", PYTHON_EXAMPLES, ids=[e.id for e in PYTHON_EXAMPLES])
-def test_example_runs(example: Example, tmp_path: Path) -> None:
+def test_example_runs(example: Example, tmp_path: Path, side_by_side: SideBySide) -> None:
     if example.skip_reason:
         pytest.skip(example.skip_reason)
     reason = _missing_launcher(example)
     if reason:
         pytest.skip(reason)
-    script = tmp_path / "example.py"
-    script.write_text(example.code, encoding="utf-8")
-    command = example.command(script)
-    status, output = _run(command, tmp_path)
+    if example in SIDE_BY_SIDE:
+        command, status, output = side_by_side.result(example)
+    else:
+        command, status, output = _execute(example, tmp_path)
     assert status == 0, f"{example.id} failed (exit {status}) under {' '.join(command)}:\n{output[-6000:]}"

@@ -1,4 +1,5 @@
-"""Start ranks for the torch backend tests: under torchrun, or as plain processes.
+"""Start ranks for the torch backend tests: under torchrun, or forked from a process that
+imported torch once (``Zygote``).
 
 Every rank's stdout and stderr are kept; a launch that runs past its timeout is killed
 (process group and all) and reported, never left hanging.
@@ -67,20 +68,48 @@ def torchrun(script: str, nproc: int, args: list[str], timeout: float = 120, env
     return _run(cmd, _env(env), timeout)
 
 
-def ranks(script: str, world: int, args: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> list[Launch]:
-    """Start ``world`` plain processes ``python script RANK WORLD args`` at once; wait for all."""
-    procs = []
-    for r in range(world):
-        cmd = [sys.executable, str(HERE / script), str(r), str(world), *args]
-        procs.append(subprocess.Popen(cmd, env=_env(env), cwd=REPO, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
-    launches = []
-    for p in procs:
+class Zygote:
+    """Ranks forked from one process that imported ``module`` (tb_zygote.py): a scenario's
+    ranks start in milliseconds instead of importing torch each. Use as a context manager;
+    one scenario at a time."""
+
+    def __init__(self, module: str, logs: Path) -> None:
+        self.logs = logs
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "tb_zygote.py"), module], env=_env(), cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()
+        if ready.strip() != "ready":
+            self.close()
+            raise RuntimeError(f"tb_zygote.py {module} did not start (exit {self.proc.returncode}): {ready!r}")
+
+    def ranks(self, world: int, args: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> list[Launch]:
+        """``module.main([rank, world, *args])`` in ``world`` forked ranks at once; wait for all."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        logs = self.logs / f"launch{len(list(self.logs.iterdir()))}"
+        logs.mkdir()
+        request = {"world": world, "args": args, "env": env or {}, "timeout": timeout, "logs": str(logs)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"tb_zygote.py exited (status {self.proc.wait()}) while running {args}")
+        return [Launch(o["returncode"], (logs / f"rank{r}.log").read_text(errors="replace"), o["timed_out"])
+                for r, o in enumerate(json.loads(answer))]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         try:
-            out, _ = p.communicate(timeout=timeout)
-            launches.append(Launch(p.returncode, out, False))
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            out, _ = p.communicate()
-            launches.append(Launch(-9, out, True))
-    return launches
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> Zygote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -2,6 +2,9 @@
 
     python tb_worker_scenarios.py RANK WORLD SCENARIO OUT_DIR INIT_METHOD
 
+(test_torch_scenarios.py forks the ranks from a process that imported this module instead:
+``main(argv)`` with the same arguments, tb_zygote.py.)
+
 INIT_METHOD is passed to ``init_process_group`` as it is (``tcp://...``, ``file://...``), or
 ``env`` for env:// with MASTER_ADDR/MASTER_PORT from the environment. The rank records what
 happened (results, the error it saw, how long it took) in OUT_DIR/rank{RANK}.json.
@@ -22,8 +25,9 @@ import torch.distributed as dist
 
 import collectives.torch_backend as tb
 
-rank, world, scenario, out_dir, init = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-record: dict[str, Any] = {"rank": rank}
+# This rank's arguments (set by main) and what it records.
+rank, world, scenario, out_dir, init = 0, 0, "", "", ""
+record: dict[str, Any] = {}
 
 
 def save() -> None:
@@ -104,16 +108,21 @@ def wait_gone(peer: int, limit: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+SHORT_TIMEOUT = 0.5
+"""Seconds of the timeouts scenario's timeouts (recorded: the test checks each wait lasted that long)."""
+
+
 def timeouts() -> None:
     """Rank 1 never joins: rank 0's operations raise after their timeout, naming it.
 
-    ``dist.barrier(timeout=1 s)`` on a group whose default is 60 s, then an all_reduce
-    on a group created with a 1 s timeout, then a recv on that group."""
+    ``dist.barrier(timeout=SHORT_TIMEOUT)`` on a group whose default is 60 s, then an
+    all_reduce on a group created with that timeout, then a recv on that group."""
     init_group(60)
+    record["timeout"] = SHORT_TIMEOUT
     dist.all_reduce(torch.ones(1))  # a first one that works
-    group = dist.new_group(timeout=datetime.timedelta(seconds=1))
+    group = dist.new_group(timeout=datetime.timedelta(seconds=SHORT_TIMEOUT))
     if rank == 0:
-        attempt("barrier", lambda: dist.barrier(timeout=datetime.timedelta(seconds=1)))
+        attempt("barrier", lambda: dist.barrier(timeout=datetime.timedelta(seconds=SHORT_TIMEOUT)))
         attempt("all_reduce", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("after", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("recv", lambda: dist.recv(torch.ones(2), src=1, group=group))
@@ -192,10 +201,18 @@ SCENARIOS = {
     "size_mismatch": size_mismatch,
 }
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """Run scenario ``argv[2]`` as rank ``argv[0]`` of ``argv[1]`` (OUT_DIR, INIT_METHOD follow)."""
+    global rank, world, scenario, out_dir, init, record
+    rank, world, scenario, out_dir, init = int(argv[0]), int(argv[1]), argv[2], argv[3], argv[4]
+    record = {"rank": rank}
     try:
         SCENARIOS[scenario]()
     except Exception:  # noqa: BLE001
         record["crash"] = traceback.format_exc()
         save()
         raise
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
