@@ -241,7 +241,8 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
     store.set(f"where/{rank}", json.dumps([op, seq]).encode())
     # Read now what may be needed: the rank hosting the store may close it while we wait.
     records = {r: process_record(store, r) for r in range(size) if r != rank}
-    absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]))
+    absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]),
+                             silenced=lambda r: _silenced(records[r]))
     first = _read(store, "fault")
     if first is not None:  # another rank failed first (a peer died, or it timed out): its cause
         return _keep(store, rank, first)
@@ -265,10 +266,20 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
     return _keep(store, rank, Fault(rank, culprits, kind, "CollectiveTimeoutError", op, seq, text, exc.timeout))
 
 
+def _silenced(record: list[object] | None) -> bool:
+    """Whether the process ``record`` describes can say nothing: it runs on this machine and
+    is gone or stopped."""
+    state = process_state(record)
+    return state is not None and state[1] != "alive"
+
+
 def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
-                    stop: Callable[[], bool] = lambda: False) -> list[int]:
+                    stop: Callable[[], bool] = lambda: False,
+                    silenced: Callable[[int], bool] = lambda r: False) -> list[int]:
     """Say in the store that this rank is inside ``op #seq``, and wait up to ``grace``
-    seconds (or until ``stop()``) for the other ranks to say so: those that never do."""
+    seconds (or until ``stop()``) for the other ranks to say so: those that never do. The
+    wait ends early once every rank still absent is ``silenced`` (its process gone or
+    stopped): the grace is for ranks that are late, and these cannot report at all."""
     key = f"stuck/{op}/{seq}"
     store.set(f"{key}/{rank}", b"1")
     deadline = time.monotonic() + grace
@@ -276,7 +287,7 @@ def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace
     try:
         while absent:
             absent = [r for r in absent if not store.check([f"{key}/{r}"])]
-            if not absent or time.monotonic() >= deadline or stop():
+            if not absent or time.monotonic() >= deadline or stop() or all(map(silenced, absent)):
                 break
             time.sleep(0.05)
     except Exception:  # noqa: BLE001 - the store went away meanwhile: those not seen so far

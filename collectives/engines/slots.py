@@ -23,6 +23,7 @@ whole call in Python with its sleeping waits, timeouts and errors.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,25 @@ from .small import (EAGER_BROADCAST_BYTES, EAGER_BROADCAST_SLOTS, PIPELINED_BROA
                     SLOT_LENS, OnTimeout, _half_bytes, _reduce_with)
 
 PAGE_BYTES = 4096
+
+
+_MAPPED: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], int]] = weakref.WeakKeyDictionary()
+"""Per window, per run of slots (its first byte and stride): the bytes of each slot whose
+pages :func:`_map_pages` has touched in this process. A plan per shape is made again and
+again (the plan cache is bounded), and the pages stay mapped: only a longer slot touches
+new ones."""
+
+
+def _map_slots(window: Window, first: int, stride: int, nbytes: int, slots: Sequence[Sequence[np.ndarray]]) -> None:
+    """:func:`_map_pages` of ``slots`` (``nbytes`` each, from ``first`` by ``stride`` in
+    ``window``), unless this process has touched them already."""
+    try:
+        mapped = _MAPPED.setdefault(window, {})
+    except TypeError:  # a window that cannot be referenced weakly: touch them every time
+        mapped = {}
+    if mapped.get((first, stride), -1) < nbytes:
+        _map_pages(slots)
+        mapped[(first, stride)] = nbytes
 
 
 def _map_pages(areas: Sequence[Sequence[np.ndarray]]) -> None:
@@ -70,7 +90,7 @@ class _SlotPlan:
         else:
             stride, count = PIPELINED_BROADCAST_BYTES, PIPELINED_BROADCAST_SLOTS
         self.slots = tuple(window.slices(first + k * stride, first + k * stride + nbytes, dtype) for k in range(count))
-        _map_pages(self.slots)
+        _map_slots(window, first, stride, nbytes, self.slots)
         self.index = {q: i for i, q in enumerate(window.ranks)}
         self.flags = {q: window.flags(q) for q in window.ranks}
         self.mine: Any = window.flags(window.rank)  # written: the byte count of each slot

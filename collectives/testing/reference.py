@@ -300,10 +300,14 @@ def _check_inputs(inputs: Sequence[Any]) -> list[np.ndarray]:
 
 
 def _avg_int(total: np.ndarray, world_size: int) -> np.ndarray:
-    """Divide the wrapped integer sum by the world size, truncating toward zero."""
-    values = [int(v) for v in total.tolist()]
-    out = [abs(v) // world_size * (1 if v >= 0 else -1) for v in values]
-    return np.array(out, dtype=object).astype(total.dtype) if out else total.copy()
+    """Divide the wrapped integer sum by the world size, truncating toward zero: in 64 bits,
+    where every integer dtype's values and their quotients are exact, floor division
+    moved up by one for the negative sums it does not divide."""
+    wide = total.astype(np.int64 if total.dtype.kind == "i" else np.uint64)
+    quotient = wide // world_size
+    if total.dtype.kind == "i":
+        quotient += (wide < 0) & (wide % world_size != 0)
+    return quotient.astype(total.dtype)
 
 
 def _reduce_all(arrays: list[np.ndarray], op: ReduceOp) -> np.ndarray:

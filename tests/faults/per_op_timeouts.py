@@ -13,9 +13,9 @@ import numpy as np
 
 from collectives.errors import CollectiveTimeoutError
 
-GROUP = 0.4
+GROUP = 0.2
 """The group's timeout where a longer per-op one is honoured (seconds)."""
-LATE = 1.2
+LATE = 0.6
 """How late the late rank is: three times the group's timeout."""
 SHORT = 0.5
 """The per-op timeout that must fire, against a group timeout of 60 s."""

@@ -2,7 +2,7 @@
 finishing, and a rank that waits for a late peer sleeps instead of spinning.
 
 Each job pins its ranks to two CPUs (``taskset -c 0,1``, inherited by the forked ranks),
-runs 1000 all_reduces of 8 bytes and times them, then lets the last rank arrive 2 s late
+runs 1000 all_reduces of 8 bytes and times them, then lets the last rank arrive 1 s late
 to one more all_reduce while the others measure the CPU time their process used over
 that wait (``time.process_time()``: user and system time of all its threads). The figures are
 printed (``pytest -s``) and listed in docs/reliability.md; the MPI counterpart is in
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 RANKS = 8
 CALLS = 1000
-LATE_SECONDS = 2.0
+LATE_SECONDS = 1.0
 """How late the last rank comes: long against a waiting rank's first phases (200 µs of
 sched_yield, then sleep on the transport), so a spin anywhere in the wait shows; a rank
 spinning through it takes what it gets of a core (2/7 with 7 waiting on 2 cores), far
@@ -82,5 +82,5 @@ def test_small_all_reduces_and_idle_wait_on_two_cores(transport: str, two_cores:
           f"({100 * float(np.mean(shares)):.2f} % on average)")
     assert slowest < CALLS_BOUND_SECONDS
     for r in waiters:
-        assert r["waited"] > LATE_SECONDS - 1.0  # they did wait for the late rank
+        assert r["waited"] > LATE_SECONDS / 2  # they did wait for the late rank
     assert max(shares) < MAX_CORE_SHARE, f"waiting ranks used {[f'{100 * s:.1f} %' for s in shares]} of a core"

@@ -21,7 +21,7 @@ from collectives.testing import run_world
 
 pytestmark = pytest.mark.multiprocess
 
-TIMEOUT = 1.0
+TIMEOUT = 0.6
 WORLDS = [("shm", 2), ("shm", 4), ("tcp", 2), ("tcp", 4)]
 PATIENCE = 30.0
 """Seconds a rank waits for the others to have raised: reached only when they never do."""

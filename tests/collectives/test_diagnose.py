@@ -1,0 +1,66 @@
+"""``collectives.diagnose``: a rank that timed out waits a grace for its peers to say they are
+in the operation, and gives up on the wait early once every peer still silent is a process
+of this machine that is stopped or gone (it could never say so)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from collectives.diagnose import _silenced, process_record, publish_process, reported_absent
+from collectives.store import HashStore
+
+LONG_GRACE = 60.0
+"""A grace no check here may wait out: returning well before it is the behaviour checked."""
+
+
+def _record_of(pid: int) -> list[object]:
+    """The ``proc/<rank>`` record of process ``pid`` (as publish_process writes it for itself)."""
+    store = HashStore()
+    publish_process(store, 0)
+    machine, _, _ = process_record(store, 0) or [None, None, None]
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    return [machine, pid, start]
+
+
+def test_a_stopped_or_gone_process_is_silenced_a_running_one_or_another_machines_is_not():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = _record_of(child.pid)
+        assert not _silenced(record)
+        child.send_signal(signal.SIGSTOP)
+        while not _silenced(record):  # (the stop lands at once; /proc says so soon after)
+            time.sleep(0.01)
+        assert not _silenced(["another-machine", child.pid, record[2]])
+        assert not _silenced(None)  # no record: nothing known
+    finally:
+        child.kill()
+        child.wait()
+    assert _silenced(record)  # gone
+
+
+def test_the_wait_ends_once_every_absent_rank_is_silenced():
+    store = HashStore()
+    store.set("stuck/all_reduce/7/1", b"1")  # rank 1 is in it; ranks 2 and 3 never will be
+    began = time.monotonic()
+    absent = reported_absent(store, 0, 4, "all_reduce", 7, LONG_GRACE, silenced=lambda r: r in (2, 3))
+    assert absent == [2, 3]
+    assert time.monotonic() - began < LONG_GRACE / 2
+    assert store.check(["stuck/all_reduce/7/0"])  # this rank said it is in it
+
+
+def test_a_rank_that_may_still_report_is_waited_for():
+    store = HashStore()
+    looks: list[int] = []
+
+    def silenced(r: int) -> bool:
+        looks.append(r)
+        if looks.count(1) == 3:  # the late rank 1 says it is in the operation after a few looks
+            store.set("stuck/barrier/2/1", b"1")
+        return r == 2
+
+    assert reported_absent(store, 0, 3, "barrier", 2, LONG_GRACE, silenced=silenced) == [2]
+    assert reported_absent(HashStore(), 0, 2, "barrier", 2, 0.1) == [1]  # nobody silenced: the whole grace
