@@ -213,44 +213,6 @@ def _names_argument(message: str, name: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
 
 
-def refused_on_one_rank(
-    bad_call: Callable[[Any], Any],
-    error: type[Exception],
-    name: str,
-    transport: str = "inproc",
-    warm_up: Callable[[Any], Any] | None = None,
-) -> None:
-    """Rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once; rank 1
-    makes no call. Then both ranks must still be able to all_reduce together. ``warm_up``
-    runs on both ranks first."""
-
-    def fn(comm: Any) -> tuple[float, np.ndarray]:
-        if warm_up is not None:
-            warm_up(comm)
-        elapsed = 0.0
-        if comm.rank == 0:
-            start = time.monotonic()
-            with pytest.raises(error) as info:
-                bad_call(comm)
-            elapsed = time.monotonic() - start
-            assert _names_argument(str(info.value), name), f"message does not name {name!r}: {info.value}"
-        x = np.array([comm.rank + 1, 10 * (comm.rank + 1)], dtype=np.int64)
-        comm.all_reduce(x)
-        return elapsed, x
-
-    results = run_world(fn, 2, transport, timeout=COMM_TIMEOUT)
-    elapsed = results[0][0]
-    assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
-    for _, x in results:
-        assert x.tolist() == [3, 30], "the follow-up all_reduce saw traffic from the refused call"
-
-
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
-def test_bad_input_is_refused_before_anything_is_sent(bad_call: Callable[[Any], Any], error: type[Exception],
-                                                      name: str) -> None:
-    refused_on_one_rank(bad_call, error, name)
-
-
 def _good_all_reduces(comm: Any) -> None:
     for op in (ReduceOp.SUM, "sum", "band"):
         for dtype in (np.float32, np.float16, np.int32, np.int64):
@@ -314,11 +276,11 @@ def _refusal(comm: Any, bad_call: Callable[[Any], Any], error: type[Exception], 
 
 def refused_in_turn(cases: list[tuple[str, Callable[[Any], Any], type[Exception], str, Callable[[Any], Any]]],
                     transport: str) -> dict[str, Refusal]:
-    """``refused_on_one_rank`` for many bad calls in one world (one started per call was most of
-    these tests' time): for each ``(id, bad_call, error, name, warm_up)``, both ranks run
-    ``warm_up``, rank 0 makes ``bad_call`` and rank 1 none, then both all_reduce together, which
-    mismatches or times out, here and in every later case, had the refused call consumed a
-    sequence number or sent a message."""
+    """Many bad calls in turn in one 2-rank world (a world started per call was most of these
+    tests' time): for each ``(id, bad_call, error, name, warm_up)``, both ranks run ``warm_up``,
+    rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once, and rank 1
+    makes none; then both all_reduce together, which mismatches or times out, here and in
+    every later case, had the refused call consumed a sequence number or sent a message."""
 
     def fn(comm: Any) -> dict[str, tuple[str, float, list[int]]]:
         comm.timeout = COMM_TIMEOUT
@@ -344,15 +306,19 @@ ALL_REDUCE_CALLS = [c for c in FAST_PATH_CALLS if _collective(c[0]) == "all_redu
 
 @pytest.fixture(scope="module")
 def refusals() -> Callable[[str, str], dict[str, Refusal]]:
-    """``refused_in_turn`` of FAST_PATH_CALLS over shared memory with the fast path in C or in
-    Python ("c", "python"), and of ALL_REDUCE_CALLS over TCP ("tcp", ""): each world run once
-    for the module, each case then asserted by its own test."""
+    """``refused_in_turn`` of BAD_CALLS in threads ("inproc", "": no calls before), of
+    FAST_PATH_CALLS over shared memory with the fast path in C or in Python ("shm", "c" or
+    "python"), and of ALL_REDUCE_CALLS over TCP ("tcp", ""): each world run once for the
+    module, each case then asserted by its own test."""
     done: dict[tuple[str, str], dict[str, Refusal]] = {}
 
     def get(transport: str, fast_path: str) -> dict[str, Refusal]:
         if (transport, fast_path) not in done:
-            calls = FAST_PATH_CALLS if transport == "shm" else ALL_REDUCE_CALLS
-            cases = [(c[0], *c[1:], GOOD_CALLS[_collective(c[0])]) for c in calls]
+            if transport == "inproc":
+                cases = [(*c, _no_calls) for c in BAD_CALLS]
+            else:
+                calls = FAST_PATH_CALLS if transport == "shm" else ALL_REDUCE_CALLS
+                cases = [(*c, GOOD_CALLS[_collective(c[0])]) for c in calls]
             with pytest.MonkeyPatch.context() as env:
                 if fast_path == "python":
                     env.setenv("COLLECTIVES_PURE_PYTHON", "1")
@@ -364,11 +330,27 @@ def refusals() -> Callable[[str, str], dict[str, Refusal]]:
     return get
 
 
+def _no_calls(comm: Any) -> None:
+    pass
+
+
 def _assert_refused(refusal: Refusal) -> None:
     what, elapsed, follow_ups = refusal
     assert what == "", what
     assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
     assert follow_ups == [[3, 30]] * 2, "the follow-up all_reduce saw traffic from the refused call"
+
+
+def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], name: str) -> None:
+    """``bad_call`` refused on rank 0 of a world of threads of its own (``refused_in_turn``)."""
+    _assert_refused(refused_in_turn([("call", bad_call, error, name, _no_calls)], "inproc")["call"])
+
+
+@pytest.mark.parametrize("case", [c[0] for c in BAD_CALLS])
+def test_bad_input_is_refused_before_anything_is_sent(
+    case: str, refusals: Callable[[str, str], dict[str, Refusal]],
+) -> None:
+    _assert_refused(refusals("inproc", "")[case])
 
 
 @pytest.mark.parametrize("case", [c[0] for c in FAST_PATH_CALLS])
