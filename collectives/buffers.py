@@ -10,6 +10,7 @@ argument, before anything is sent.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import sys
 from typing import Any
 
@@ -61,8 +62,16 @@ def dtype_name(dtype: np.dtype) -> str:
 
 def check_dtype(dtype: np.dtype, name: str) -> None:
     if dtype not in _SUPPORTED and not (dtype.name == "bfloat16" and dtype == bfloat16()):
-        supported = ", ".join(dtype_name(d) for d in __getattr__("SUPPORTED_DTYPES"))
+        supported = ", ".join(supported_names())
         raise InvalidTypeError(f"{name}: dtype {dtype_name(dtype)} is not supported (supported: {supported})")
+
+
+def supported_names() -> list[str]:
+    """The names of SUPPORTED_DTYPES, for an error message: bfloat16 where ml_dtypes is installed,
+    found without importing it (its import made the refusal of a wrong dtype the slowest of all)."""
+    names = [dtype_name(d) for d in BUILT_IN_DTYPES]
+    has_bfloat16 = _bfloat16[0] is not None if _bfloat16 else importlib.util.find_spec("ml_dtypes") is not None
+    return names + ["bfloat16"] if has_bfloat16 else names
 
 
 def is_torch_tensor(obj: Any) -> bool:

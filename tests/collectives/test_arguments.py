@@ -204,46 +204,13 @@ BAD_CALLS: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
 ]
 
 
+def _collective(case: str) -> str:
+    """The collective a BAD_CALLS id names."""
+    return case.removeprefix("async-").split("-")[0]
+
+
 def _names_argument(message: str, name: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
-
-
-def refused_on_one_rank(
-    bad_call: Callable[[Any], Any],
-    error: type[Exception],
-    name: str,
-    transport: str = "inproc",
-    warm_up: Callable[[Any], Any] | None = None,
-) -> None:
-    """Rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once; rank 1
-    makes no call. Then both ranks must still be able to all_reduce together. ``warm_up``
-    runs on both ranks first."""
-
-    def fn(comm: Any) -> tuple[float, np.ndarray]:
-        if warm_up is not None:
-            warm_up(comm)
-        elapsed = 0.0
-        if comm.rank == 0:
-            start = time.monotonic()
-            with pytest.raises(error) as info:
-                bad_call(comm)
-            elapsed = time.monotonic() - start
-            assert _names_argument(str(info.value), name), f"message does not name {name!r}: {info.value}"
-        x = np.array([comm.rank + 1, 10 * (comm.rank + 1)], dtype=np.int64)
-        comm.all_reduce(x)
-        return elapsed, x
-
-    results = run_world(fn, 2, transport, timeout=COMM_TIMEOUT)
-    elapsed = results[0][0]
-    assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
-    for _, x in results:
-        assert x.tolist() == [3, 30], "the follow-up all_reduce saw traffic from the refused call"
-
-
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
-def test_bad_input_is_refused_before_anything_is_sent(bad_call: Callable[[Any], Any], error: type[Exception],
-                                                      name: str) -> None:
-    refused_on_one_rank(bad_call, error, name)
 
 
 def _good_all_reduces(comm: Any) -> None:
@@ -288,36 +255,121 @@ def _good_all_to_alls(comm: Any) -> None:
 GOOD_CALLS = {"all_reduce": _good_all_reduces, "all_gather": _good_all_gathers,
               "reduce_scatter": _good_reduce_scatters, "broadcast": _good_broadcasts, "reduce": _good_reduces,
               "all_to_all": _good_all_to_alls}
-FAST_PATH_CALLS = [c for c in BAD_CALLS if c[0].removeprefix("async-").split("-")[0] in GOOD_CALLS]
+FAST_PATH_CALLS = [c for c in BAD_CALLS if _collective(c[0]) in GOOD_CALLS]
 
 
-@pytest.mark.parametrize(("bad_call", "error", "name", "collective"),
-                         [(*c[1:], c[0].removeprefix("async-").split("-")[0]) for c in FAST_PATH_CALLS],
-                         ids=[c[0] for c in FAST_PATH_CALLS])
+Refusal = tuple[str, float, list[list[int]]]
+"""What went wrong with one bad call on rank 0 ("" if it was refused as it must be), the seconds
+it took, and each rank's follow-up all_reduce."""
+
+
+def _refusal(comm: Any, bad_call: Callable[[Any], Any], error: type[Exception], name: str) -> str:
+    """What is wrong with how ``bad_call`` went ("" if it raised ``error`` naming ``name``)."""
+    try:
+        bad_call(comm)
+    except error as exc:
+        return "" if _names_argument(str(exc), name) else f"message does not name {name!r}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported to the test as it is
+        return f"raised {type(exc).__name__}, not {error.__name__}: {exc}"
+    return "returned"
+
+
+def refused_in_turn(cases: list[tuple[str, Callable[[Any], Any], type[Exception], str, Callable[[Any], Any]]],
+                    transport: str) -> dict[str, Refusal]:
+    """Many bad calls in turn in one 2-rank world (a world started per call was most of these
+    tests' time): for each ``(id, bad_call, error, name, warm_up)``, both ranks run ``warm_up``,
+    rank 0 makes ``bad_call``, which must raise ``error`` naming ``name`` at once, and rank 1
+    makes none; then both all_reduce together, which mismatches or times out, here and in
+    every later case, had the refused call consumed a sequence number or sent a message."""
+
+    def fn(comm: Any) -> dict[str, tuple[str, float, list[int]]]:
+        comm.timeout = COMM_TIMEOUT
+        seen = {}
+        for case, bad_call, error, name, warm_up in cases:
+            warm_up(comm)
+            what, elapsed = "", 0.0
+            if comm.rank == 0:
+                start = time.monotonic()
+                what = _refusal(comm, bad_call, error, name)
+                elapsed = time.monotonic() - start
+            x = np.array([comm.rank + 1, 10 * (comm.rank + 1)], dtype=np.int64)
+            comm.all_reduce(x)
+            seen[case] = (what, elapsed, x.tolist())
+        return seen
+
+    ranks = run_world(fn, 2, transport, timeout=COMM_TIMEOUT + 5 * len(cases))
+    return {case: (what, elapsed, [rank[case][2] for rank in ranks]) for case, (what, elapsed, _) in ranks[0].items()}
+
+
+ALL_REDUCE_CALLS = [c for c in FAST_PATH_CALLS if _collective(c[0]) == "all_reduce"]
+
+
+@pytest.fixture(scope="module")
+def refusals() -> Callable[[str, str], dict[str, Refusal]]:
+    """``refused_in_turn`` of BAD_CALLS in threads ("inproc", "": no calls before), of
+    FAST_PATH_CALLS over shared memory with the fast path in C or in Python ("shm", "c" or
+    "python"), and of ALL_REDUCE_CALLS over TCP ("tcp", ""): each world run once for the
+    module, each case then asserted by its own test."""
+    done: dict[tuple[str, str], dict[str, Refusal]] = {}
+
+    def get(transport: str, fast_path: str) -> dict[str, Refusal]:
+        if (transport, fast_path) not in done:
+            if transport == "inproc":
+                cases = [(*c, _no_calls) for c in BAD_CALLS]
+            else:
+                calls = FAST_PATH_CALLS if transport == "shm" else ALL_REDUCE_CALLS
+                cases = [(*c, GOOD_CALLS[_collective(c[0])]) for c in calls]
+            with pytest.MonkeyPatch.context() as env:
+                if fast_path == "python":
+                    env.setenv("COLLECTIVES_PURE_PYTHON", "1")
+                elif fast_path == "c":
+                    env.delenv("COLLECTIVES_PURE_PYTHON", raising=False)
+                done[transport, fast_path] = refused_in_turn(cases, transport)
+        return done[transport, fast_path]
+
+    return get
+
+
+def _no_calls(comm: Any) -> None:
+    pass
+
+
+def _assert_refused(refusal: Refusal) -> None:
+    what, elapsed, follow_ups = refusal
+    assert what == "", what
+    assert elapsed < IMMEDIATE, f"the refused call took {elapsed:.2f} s"
+    assert follow_ups == [[3, 30]] * 2, "the follow-up all_reduce saw traffic from the refused call"
+
+
+def refused_on_one_rank(bad_call: Callable[[Any], Any], error: type[Exception], name: str) -> None:
+    """``bad_call`` refused on rank 0 of a world of threads of its own (``refused_in_turn``)."""
+    _assert_refused(refused_in_turn([("call", bad_call, error, name, _no_calls)], "inproc")["call"])
+
+
+@pytest.mark.parametrize("case", [c[0] for c in BAD_CALLS])
+def test_bad_input_is_refused_before_anything_is_sent(
+    case: str, refusals: Callable[[str, str], dict[str, Refusal]],
+) -> None:
+    _assert_refused(refusals("inproc", "")[case])
+
+
+@pytest.mark.parametrize("case", [c[0] for c in FAST_PATH_CALLS])
 @pytest.mark.parametrize("fast_path", ["c", "python"])
 def test_bad_call_is_refused_after_good_calls_of_its_shape(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str, collective: str, fast_path: str,
-    monkeypatch: pytest.MonkeyPatch,
+    case: str, fast_path: str, refusals: Callable[[str, str], dict[str, Refusal]],
 ) -> None:
     """Repeated small all_reduces, all_gathers, reduce_scatters, broadcasts, reduces and
     all_to_alls skip the general dispatch (shared memory); they must skip none of its
     checks, in C (collectives/_fast_c.c) or in Python (COLLECTIVES_PURE_PYTHON=1)."""
-    if fast_path == "python":
-        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
-    else:
-        monkeypatch.delenv("COLLECTIVES_PURE_PYTHON", raising=False)
-    refused_on_one_rank(bad_call, error, name, transport="shm", warm_up=GOOD_CALLS[collective])
+    _assert_refused(refusals("shm", fast_path)[case])
 
 
-ALL_REDUCE_CALLS = [c for c in FAST_PATH_CALLS if c[0].removeprefix("async-").startswith("all_reduce")]
-
-
-@pytest.mark.parametrize(("bad_call", "error", "name"), [c[1:] for c in ALL_REDUCE_CALLS], ids=[c[0] for c in ALL_REDUCE_CALLS])
+@pytest.mark.parametrize("case", [c[0] for c in ALL_REDUCE_CALLS])
 def test_bad_all_reduce_is_refused_after_good_calls_over_tcp(
-    bad_call: Callable[[Any], Any], error: type[Exception], name: str
+    case: str, refusals: Callable[[str, str], dict[str, Refusal]],
 ) -> None:
     """Off shared memory, repeated short all_reduces run kept schedules: same checks."""
-    refused_on_one_rank(bad_call, error, name, transport="tcp", warm_up=_good_all_reduces)
+    _assert_refused(refusals("tcp", "")[case])
 
 
 def test_error_types_are_value_and_type_errors() -> None:

@@ -257,6 +257,12 @@ def test_repeated_small_all_gathers_of_many_shapes_keep_every_block_right():
     assert run_world(fn, 3, "shm", timeout=180) == [([], True)] * 3
 
 
+def _reduced(size, k, dtype, op):
+    """The reference reduction of ``size`` ranks' inputs of ``k * size`` elements (rank r's block
+    is ``[r * k : (r + 1) * k]``): computed once per case, not again for every rank checked."""
+    return reference_all_reduce([rank_input(q, k * size, np.dtype(dtype), op) for q in range(size)], op)[0]
+
+
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_direct_reduce_scatter_matches_the_reference(size):
     counts = [0, 1, 7, 5000, 70001]  # per-rank block sizes
@@ -281,12 +287,12 @@ def test_direct_reduce_scatter_matches_the_reference(size):
         return out
 
     results = run_world(fn, size, "shm", timeout=120)
+    fulls = {(op, k): _reduced(size, k, np.int64 if op is ReduceOp.BXOR else np.float64, op) for op in ops for k in counts}
     for r in range(size):
         i = 0
         for op in ops:
-            dtype = np.dtype(np.int64 if op is ReduceOp.BXOR else np.float64)
             for k in counts:
-                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                full = fulls[op, k]
                 for _ in range(2):
                     np.testing.assert_allclose(results[r][i], full[r * k : (r + 1) * k], rtol=1e-12,
                                                err_msg=f"{op} k={k} rank {r}")
@@ -332,6 +338,10 @@ def test_reduce_scatters_beyond_half_bytes_take_the_halves_where_ranks_outnumber
         return out, comm._context.windows.small_window.oversubscribed, routes
 
     results = run_world(fn, size, "shm", timeout=120)
+    fulls = {}  # every rank's block of one reduction, computed once
+    for dtype, op in cases:
+        for nbytes in (small.HALF_BYTES + 64 * np.dtype(dtype).itemsize * size, limit):
+            fulls[dtype, op, nbytes] = _reduced(size, nbytes // np.dtype(dtype).itemsize // size, dtype, op)
     for r in range(size):
         blocks, crowded, taken = results[r]
         assert crowded == (cores < size)
@@ -341,8 +351,7 @@ def test_reduce_scatters_beyond_half_bytes_take_the_halves_where_ranks_outnumber
             dtype = np.dtype(dtype)
             for nbytes in (small.HALF_BYTES + 64 * dtype.itemsize * size, limit):
                 k = nbytes // dtype.itemsize // size
-                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
-                want = full[r * k : (r + 1) * k]
+                want = fulls[dtype.type, op, nbytes][r * k : (r + 1) * k]
                 np.testing.assert_allclose(blocks[i], want, rtol=1e-5, err_msg=f"{op} {dtype} {nbytes} rank {r}")
                 np.testing.assert_array_equal(blocks[i + 1], blocks[i])  # in place: the same bits
                 i += 2
@@ -515,15 +524,16 @@ def test_small_collectives_through_the_small_window_match_the_reference(size):
         return out
 
     results = run_world(fn, size, "shm", timeout=120)
+    fulls = {(k, op): _reduced(size, k, np.int32 if op is ReduceOp.BXOR else np.float64, op) for k in counts for op in ops}
+    gathered = {k: _gathered(size, k, np.dtype(np.float32)) for k in counts}
     for r in range(size):
         i = 0
         for k in counts:
             for op in ops:
-                dtype = np.dtype(np.int32 if op is ReduceOp.BXOR else np.float64)
-                full = reference_all_reduce([rank_input(q, k * size, dtype, op) for q in range(size)], op)[0]
+                full = fulls[k, op]
                 np.testing.assert_allclose(results[r][i], full[r * k : (r + 1) * k], rtol=1e-12, err_msg=f"{op} k={k}")
                 i += 1
-            np.testing.assert_array_equal(results[r][i], _gathered(size, k, np.dtype(np.float32)))
+            np.testing.assert_array_equal(results[r][i], gathered[k])
             i += 1
             for root in range(size):
                 np.testing.assert_array_equal(results[r][i], rank_input(root, k, np.dtype(np.int16), ReduceOp.SUM))
