@@ -523,10 +523,10 @@ def test_in_place_where_ranks_outnumber_cores_sendrecv_swaps_a_copy_from_the_cro
 
 
 def _ring_shift_waits(comm: Any) -> Any:
-    """Out-of-place ring shifts of ``SWAP_BYTES_CROWDED`` bytes (two peers: the swap, not the
-    halves): whether every message arrived, the calls the lane swapped, and its swap waits that
-    yielded at every poll."""
-    r, n, size = comm.rank, comm.size, express.SWAP_BYTES_CROWDED
+    """Out-of-place ring shifts of separate arrays that swap whether or not ranks outnumber cores
+    (two peers: the swap, not the halves): whether every message arrived, the calls the lane
+    swapped, and its swap waits that yielded at every poll."""
+    r, n, size = comm.rank, comm.size, max(express.SWAP_BYTES_CROWDED, express.SWAP_BYTES_APART)
     ok, before, waits = [], comm._express.swaps, comm._express.crowded_waits
     for i in range(8):
         out = np.zeros(size, np.uint8)
@@ -546,9 +546,6 @@ def test_where_ranks_outnumber_cores_the_swaps_waits_yield_at_every_poll(
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
     results = run_world(_ring_shift_waits, 3, "shm", timeout=60)
-    assert all(ok for ok, _, _ in results), results
-    if cores == 1:
-        assert all(swaps >= 7 for _, swaps, _ in results), results
-        assert sum(waits for _, _, waits in results) > 0, results
-    else:
-        assert sum(waits for _, _, waits in results) == 0, results
+    assert all(ok and swaps >= 7 for ok, swaps, _ in results), results
+    waits = sum(waits for _, _, waits in results)
+    assert (waits > 0) if cores == 1 else (waits == 0), results
