@@ -48,6 +48,7 @@ typedef struct {
     int64_t spin_ns, yield_ns, swap_yield_ns;
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
+    long long crowded_waits;       /* swap waits that yielded at every poll, ranks outnumbering cores */
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
     long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
 } Express;
@@ -531,6 +532,11 @@ static PyObject *Express_get_besides(Express *e, void *closure) {
     return PyLong_FromLongLong(e->besides);
 }
 
+static PyObject *Express_get_crowded_waits(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->crowded_waits);
+}
+
 static PyObject *Express_get_halves(Express *e, void *closure) {
     (void)closure;
     return PyLong_FromLongLong(e->halves);
@@ -558,6 +564,8 @@ static PyGetSetDef Express_getset[] = {
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
+    {"crowded_waits", (getter)Express_get_crowded_waits, NULL, "swap waits that yielded at every poll, ranks outnumbering cores",
+     NULL},
     {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},
     {"pushes", (getter)Express_get_pushes, NULL, "of them, those where each rank wrote its whole message", NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -207,7 +207,9 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
 /* Move both directions until done, a frame not theirs is next, or the wait is over: a spin of
    ``spin_ns``, then sched_yield until ``swap_yield_ns`` more have passed, plus about the time
    the peer's copy of my message takes (at 2 GB/s). It spins no longer than any other wait:
-   where the peer shares my core, only a yield lets it copy. */
+   where the peer shares my core, only a yield lets it copy. Where ranks outnumber cores (no
+   spin) every poll yields: the 63 pause hints between two yields held the core a peer needed
+   for its read or its answer (docs/performance.md, "Twenty-sixth round, the 4-rank sendrecv"). */
 static void swap_wait(Express *e, Swap *s) {
     int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(s->n / 2);
     int64_t start = 0, spin_until = 0, yield_until = 0;
@@ -225,6 +227,7 @@ static void swap_wait(Express *e, Swap *s) {
             /* (beside(); for the lane's frame sizes: beyond, the spin is a sliver of the wait) */
             yielding = spin > 0 && s->n <= (uint64_t)e->max_bytes && beside(s->from);
             if (yielding) spin_until = start, e->besides++;
+            if (spin <= 0) yielding = 1, e->crowded_waits++;
         } else if ((i & 63) == 0 || yielding) {
             int64_t now = now_ns();
             if (now >= yield_until) return;

@@ -520,3 +520,32 @@ def test_in_place_where_ranks_outnumber_cores_sendrecv_swaps_a_copy_from_the_cro
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
     results = run_world(_in_place_swaps, 2, "shm", timeout=60)
     assert results == [(True, [3, 0] if cores == 1 else [0, 0])] * 2
+
+
+def _ring_shift_waits(comm: Any) -> Any:
+    """Out-of-place ring shifts of separate arrays that swap whether or not ranks outnumber cores
+    (two peers: the swap, not the halves): whether every message arrived, the calls the lane
+    swapped, and its swap waits that yielded at every poll."""
+    r, n, size = comm.rank, comm.size, max(express.SWAP_BYTES_CROWDED, express.SWAP_BYTES_APART)
+    ok, before, waits = [], comm._express.swaps, comm._express.crowded_waits
+    for i in range(8):
+        out = np.zeros(size, np.uint8)
+        comm.sendrecv(_message(size, r + i), (r + 1) % n, out, (r - 1) % n)
+        ok.append(bool(np.array_equal(out, _message(size, (r - 1) % n + i))))
+    return all(ok), comm._express.swaps - before, comm._express.crowded_waits - waits
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("cores", [1, 64], ids=["ranks outnumber cores", "a core each"])
+def test_where_ranks_outnumber_cores_the_swaps_waits_yield_at_every_poll(
+        cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores (no spin) a swap that waits for its peers yields at every
+    poll; where each rank has a core it spins first, as before. The messages arrive whole either
+    way (the first call teaches the channels single copy, through the engine)."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
+    results = run_world(_ring_shift_waits, 3, "shm", timeout=60)
+    assert all(ok and swaps >= 7 for ok, swaps, _ in results), results
+    waits = sum(waits for _, _, waits in results)
+    assert (waits > 0) if cores == 1 else (waits == 0), results
