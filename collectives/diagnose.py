@@ -236,7 +236,8 @@ def _keep(store: Store, rank: int, fault: Fault) -> Fault:
 
 def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, grace: float) -> Fault:
     """This rank timed out: wait up to ``grace`` for the others to say they are in the
-    operation too (or for a recorded fault), then blame those that never did."""
+    operation too (or for a recorded fault; or until those still silent are stopped, gone,
+    or timed out in another operation), then blame those that never did."""
     op, seq = exc.collective, exc.seq
     if op.startswith(("send", "recv")):  # point to point: only its peer was ever expected
         return _keep(store, rank, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
