@@ -53,6 +53,9 @@ Splitter = Callable[["Communicator", int, int], "Communicator | None"]
 class Communicator(Traced, Recoverable, Timeouts, Exchanges):
     """Ranks ``0..size-1`` connected by transports; create it with ``collectives.init()``."""
 
+    diagnoses_timeouts = True
+    """False for a level of a two-level plan: the call running it diagnoses its timeouts (diagnose.explain)."""
+
     def __init__(self, rank: int, size: int, transports: Sequence[Transport], config: Config, *,
                  store: Store | None = None, owned: Sequence[Any] = (), context: PlanContext | None = None,
                  splitter: Splitter | None = None) -> None:
@@ -202,7 +205,8 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         if (stopped := self._stopped(name, seq, exc)) is not None:  # aborted, or revoked (recovery/mixin.py)
             raise stopped from exc
         # The root cause the first rank to fail recorded; leaving wakes the ranks waiting on us.
-        error = explain(self.store, self.rank, self.size, name, seq, exc, min(1.0, self.timeout), lambda: self._closed)
+        error = explain(self.store, self.rank, self.size, name, seq, exc, min(1.0, self.timeout), lambda: self._closed,
+                        diagnose_timeout=self.diagnoses_timeouts)
         if self._closed and (stopped := self._stopped(name, seq, exc)) is not None:  # aborted meanwhile
             raise stopped from exc
         self._broken = error

@@ -151,15 +151,18 @@ def _bounded(fn: Callable[[], _T], seconds: float, interrupted: Callable[[], boo
 
 def explain(store: Store | None, rank: int, size: int, name: str, seq: int,
             exc: CollectiveTimeoutError | TransportError, grace: float,
-            interrupted: Callable[[], bool] | None = None) -> CollectivesError:
+            interrupted: Callable[[], bool] | None = None, *, diagnose_timeout: bool = True) -> CollectivesError:
     """The error this rank raises for ``exc`` in ``name #seq``: the root cause of the
     communicator's failure as the first rank to fail recorded it (recording it here if
     this rank is the first). Without a store, or if the store does not answer within
     ``grace + STORE_BOUND`` seconds (``TRANSPORT_STORE_BOUND`` for a transport failure),
-    ``exc`` named by its operation; likewise at once when ``interrupted()`` turns true."""
+    ``exc`` named by its operation; likewise at once when ``interrupted()`` turns true.
+    ``diagnose_timeout=False`` returns a timeout as it is, at once: the communicator is a
+    level of a larger operation, whose own diagnosis waits the one grace for every rank
+    (a grace per level would add up)."""
     plain: CollectivesError = exc if isinstance(exc, CollectiveTimeoutError) else type(exc)(
         f"{name} #{seq}: {exc}", peer=exc.peer)
-    if store is None or size < 2:
+    if store is None or size < 2 or (isinstance(exc, CollectiveTimeoutError) and not diagnose_timeout):
         return plain
     if isinstance(exc, CollectiveTimeoutError):
         fault = _bounded(lambda: _timed_out(store, rank, size, exc, grace), grace + STORE_BOUND, interrupted)
@@ -233,7 +236,8 @@ def _keep(store: Store, rank: int, fault: Fault) -> Fault:
 
 def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, grace: float) -> Fault:
     """This rank timed out: wait up to ``grace`` for the others to say they are in the
-    operation too (or for a recorded fault), then blame those that never did."""
+    operation too (or for a recorded fault; or until those still silent are stopped, gone,
+    or timed out in another operation), then blame those that never did."""
     op, seq = exc.collective, exc.seq
     if op.startswith(("send", "recv")):  # point to point: only its peer was ever expected
         return _keep(store, rank, Fault(rank, list(exc.ranks), "absent", "CollectiveTimeoutError", op, seq, str(exc),
@@ -242,7 +246,7 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
     # Read now what may be needed: the rank hosting the store may close it while we wait.
     records = {r: process_record(store, r) for r in range(size) if r != rank}
     absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]),
-                             silenced=lambda r: _silenced(records[r]))
+                             silenced=lambda r: _silenced(records[r]) or _elsewhere(store, r, op, seq))
     first = _read(store, "fault")
     if first is not None:  # another rank failed first (a peer died, or it timed out): its cause
         return _keep(store, rank, first)
@@ -273,13 +277,25 @@ def _silenced(record: list[object] | None) -> bool:
     return state is not None and state[1] != "alive"
 
 
+def _elsewhere(store: Store, peer: int, op: str, seq: int) -> bool:
+    """Whether ``peer`` said it timed out in an operation other than ``op #seq`` (an earlier
+    one it is held in, a later one it moved on to, or a different collective): it fails
+    there, and will never say it is in this one."""
+    try:
+        where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
+    except Exception:  # noqa: BLE001 - nothing read, nothing known
+        return False
+    return where is not None and list(where) != [op, seq]
+
+
 def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
                     stop: Callable[[], bool] = lambda: False,
                     silenced: Callable[[int], bool] = lambda r: False) -> list[int]:
     """Say in the store that this rank is inside ``op #seq``, and wait up to ``grace``
     seconds (or until ``stop()``) for the other ranks to say so: those that never do. The
-    wait ends early once every rank still absent is ``silenced`` (its process gone or
-    stopped): the grace is for ranks that are late, and these cannot report at all."""
+    wait ends early once every rank still absent is ``silenced``: it cannot report at all
+    (its process gone or stopped) or never will (it timed out in another operation); the
+    grace is for ranks that are late."""
     key = f"stuck/{op}/{seq}"
     store.set(f"{key}/{rank}", b"1")
     deadline = time.monotonic() + grace

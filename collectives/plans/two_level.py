@@ -75,6 +75,7 @@ class TwoLevels:
             raise
         local.relabel(f"{self.label} (within its host)")
         across.relabel(f"{self.label} (across hosts)")
+        local.diagnoses_timeouts = across.diagnoses_timeouts = False  # the whole call's diagnosis: one grace, not three
         self.pair = (local, across)
         logger.info("%s: all_reduce in two levels, %d hosts of %d ranks: within ranks %s, across ranks %s",
                     self.label, layout.hosts, layout.per_host, self.members(within=True), self.members(within=False))

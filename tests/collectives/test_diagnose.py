@@ -1,15 +1,18 @@
 """``collectives.diagnose``: a rank that timed out waits a grace for its peers to say they are
 in the operation, and gives up on the wait early once every peer still silent is a process
-of this machine that is stopped or gone (it could never say so)."""
+of this machine that is stopped or gone (it could never say so), or said it timed out in
+another operation (it never will)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
-from collectives.diagnose import _silenced, process_record, publish_process, reported_absent
+from collectives.diagnose import _elsewhere, _silenced, _timed_out, process_record, publish_process, reported_absent
+from collectives.errors import CollectiveTimeoutError
 from collectives.store import HashStore
 
 LONG_GRACE = 60.0
@@ -64,3 +67,25 @@ def test_a_rank_that_may_still_report_is_waited_for():
 
     assert reported_absent(store, 0, 3, "barrier", 2, LONG_GRACE, silenced=silenced) == [2]
     assert reported_absent(HashStore(), 0, 2, "barrier", 2, 0.1) == [1]  # nobody silenced: the whole grace
+
+
+def test_a_rank_that_timed_out_in_another_operation_is_elsewhere():
+    store = HashStore()
+    assert not _elsewhere(store, 1, "all_reduce", 7)  # no word: it may still come
+    for where, elsewhere in ((["all_reduce", 7], False), (["all_reduce", 6], True), (["all_reduce", 8], True),
+                             (["broadcast", 7], True)):
+        store.set("where/1", json.dumps(where).encode())
+        assert _elsewhere(store, 1, "all_reduce", 7) is elsewhere, where
+
+
+def test_the_wait_ends_once_the_absent_ranks_timed_out_elsewhere():
+    # Ranks 0 and 2 finished all_reduce #6 and time out in #7; rank 1 still waits in #6 on a
+    # frozen rank (over mpi at 4 ranks): rank 0 need not wait out the grace for rank 1's word.
+    store = HashStore()
+    store.set("stuck/all_reduce/7/2", b"1")
+    store.set("where/1", json.dumps(["all_reduce", 6]).encode())
+    began = time.monotonic()
+    fault = _timed_out(store, 0, 3, CollectiveTimeoutError("all_reduce", 7, [1], 1.0), LONG_GRACE)
+    assert time.monotonic() - began < LONG_GRACE / 2
+    assert (fault.culprits, fault.op, fault.seq) == ([1], "all_reduce", 7)
+    assert "rank 1 is still waiting in all_reduce #6" in fault.text

@@ -29,7 +29,8 @@ TIMEOUT = 1.0
 """The communicators' timeout in these tests (seconds): short, so the suite stays fast (a
 frozen rank is waited out; a killed one is seen at once). The diagnosis after it keeps
 its own grace of up to 1 s for the survivors to say they are in the operation, which ends
-once only the frozen rank, seen stopped, is missing."""
+once only the frozen rank, seen stopped, and survivors that timed out in another operation
+are missing."""
 BOUND = TIMEOUT + 5.0
 """What the guarantee allows: every survivor raises within the timeout + 5 s."""
 ELEMENTS = 1 << 15  # 256 KiB of float64: several steps per all_reduce on every transport

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import collectives
-from collectives import CollectiveTimeoutError, ReduceOp, UnsupportedError
+from collectives import CollectiveTimeoutError, ReduceOp, UnsupportedError, diagnose
 from collectives.testing import run_world
 from collectives.topology.hosts import HostLayout, two_level_layout
 
@@ -119,14 +119,24 @@ def test_collectives_algo_names_it() -> None:
 
 
 @pytest.mark.parametrize("earlier_calls", [0, 2], ids=["while-connecting-the-levels", "levels-connected"])
-def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(earlier_calls: int, arrivals: Any) -> None:
+def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(
+        earlier_calls: int, arrivals: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    graces: list[tuple[str, int, int]] = []  # (operation, number, communicator size) of each wait for the others' word
+    waited_for = diagnose.reported_absent
+
+    def counted(store: Any, rank: int, size: int, op: str, seq: int, *args: Any, **kwargs: Any) -> list[int]:
+        graces.append((op, seq, size))
+        return waited_for(store, rank, size, op, seq, *args, **kwargs)
+
+    monkeypatch.setattr(diagnose, "reported_absent", counted)  # (ranks are threads of this process here)
+
     def fn(comm: Any) -> Any:
         for _ in range(earlier_calls):
             comm.all_reduce(np.ones(1000))
         if comm.rank == 3:
             arrivals.wait(3)  # alive, not joining, until the three others timed out
             return None
-        comm.timeout = 0.5  # waited out about three times over (two levels, then the whole)
+        comm.timeout = 0.5  # waited out once, then one grace for the others' word (the whole call's, not a level's)
         try:
             comm.all_reduce(np.ones(1000))
         except CollectiveTimeoutError as exc:
@@ -137,6 +147,9 @@ def test_a_rank_missing_on_one_host_is_named_in_the_all_reduce_it_missed(earlier
 
     results = run_world(fn, 4, hosts=LAYOUTS["2x2"], timeout=30)
     assert results[:3] == [("all_reduce", earlier_calls + 1, [3])] * 3
+    # One grace per rank that timed out, in the whole communicator's diagnosis: the levels'
+    # communicators (2 ranks each) leave theirs to it, so the error comes a timeout + one grace in.
+    assert graces == [("all_reduce", earlier_calls + 1, 4)] * 3
 
 
 def test_over_shared_memory_within_and_tcp_across() -> None:
