@@ -468,6 +468,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
+    p->w.crowded_waits = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
@@ -498,8 +499,15 @@ static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
     return PyLong_FromLongLong(p->w.moves);
 }
 
+static PyObject *SmallPlan_crowded_waits(SmallPlan *p, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(p->w.crowded_waits);
+}
+
 static PyGetSetDef SmallPlan_getset[] = {
     {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved itself to another CPU.", NULL},
+    {"crowded_waits", (getter)SmallPlan_crowded_waits, NULL,
+     "Waits that yielded at every poll, ranks outnumbering CPUs.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
