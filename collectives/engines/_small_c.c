@@ -94,6 +94,70 @@ static int fold(int dtype, int op, char *out, const char *src, Py_ssize_t nbytes
     return 1;
 }
 
+/* out = a op b in one pass (a and b never alias out here): a call's first fold, which would
+   otherwise copy a into out and fold b over it, passing over out twice. */
+#define FOLD3_LOOP(T, EXPR)                                                       \
+    {                                                                             \
+        T *o = (T *)out;                                                          \
+        const T *l = (const T *)left, *r = (const T *)right;                      \
+        for (Py_ssize_t i = 0; i < n; i++) { T a = l[i], b = r[i]; o[i] = (EXPR); } \
+    }
+
+#define FOLD3_ARITH(T)                                                           \
+    switch (op) {                                                                \
+    case OP_SUM: FOLD3_LOOP(T, a + b) break;                                     \
+    case OP_PROD: FOLD3_LOOP(T, a * b) break;                                    \
+    default: return 0;                                                           \
+    }
+
+#define FOLD3_INT(T, U)                                                          \
+    switch (op) {                                                                \
+    case OP_SUM: FOLD3_LOOP(T, (T)((U)a + (U)b)) break;                          \
+    case OP_PROD: FOLD3_LOOP(T, (T)((U)a * (U)b)) break;                         \
+    case OP_MIN: FOLD3_LOOP(T, a < b ? a : b) break;                             \
+    case OP_MAX: FOLD3_LOOP(T, a > b ? a : b) break;                             \
+    case OP_BAND: FOLD3_LOOP(T, a & b) break;                                    \
+    case OP_BOR: FOLD3_LOOP(T, a | b) break;                                     \
+    case OP_BXOR: FOLD3_LOOP(T, a ^ b) break;                                    \
+    default: return 0;                                                           \
+    }
+
+static int fold3(int dtype, int op, char *out, const char *left, const char *right, Py_ssize_t nbytes) {
+    Py_ssize_t n;
+    switch (dtype) {
+    case T_F32: n = nbytes / 4; FOLD3_ARITH(float) break;
+    case T_F64: n = nbytes / 8; FOLD3_ARITH(double) break;
+    case T_I8: n = nbytes; FOLD3_INT(int8_t, uint8_t) break;
+    case T_I16: n = nbytes / 2; FOLD3_INT(int16_t, uint16_t) break;
+    case T_I32: n = nbytes / 4; FOLD3_INT(int32_t, uint32_t) break;
+    case T_I64: n = nbytes / 8; FOLD3_INT(int64_t, uint64_t) break;
+    case T_U8: n = nbytes; FOLD3_INT(uint8_t, uint8_t) break;
+    case T_U16: n = nbytes / 2; FOLD3_INT(uint16_t, uint16_t) break;
+    case T_U32: n = nbytes / 4; FOLD3_INT(uint32_t, uint32_t) break;
+    case T_U64: n = nbytes / 8; FOLD3_INT(uint64_t, uint64_t) break;
+    default: return 0;
+    }
+    return 1;
+}
+
+/* Folds ``nbytes`` at ``offset`` of every rank's half into ``out`` (``out`` already offset) in
+   rank order: the first two sources in one pass (a copy where there is one rank). My own source
+   is ``x`` where that is safe: the same bytes as my half, still in this core's cache and not
+   among the lines my peers are reading from my half at that moment. Safe where ``out`` does not
+   overlap ``x``, or is the same bytes and my source is read in the first pass (element by
+   element, before the element is written). */
+static void fold_halves(SmallPlan *p, char **half, const char *x, char *out, size_t offset, Py_ssize_t nbytes) {
+    int me = p->w.me, ranks = p->w.ranks;
+    const char *mine = x + offset;
+    int apart = out + nbytes <= x || x + p->nbytes <= out;
+    if (!(apart || (out == mine && me <= 1))) mine = half[me] + offset;
+#define SOURCE(q) ((q) == me ? mine : half[q] + offset)
+    if (ranks > 1) fold3(p->dtype, p->op, out, SOURCE(0), SOURCE(1), nbytes);
+    else memcpy(out, SOURCE(0), (size_t)nbytes);
+    for (int q = 2; q < ranks; q++) fold(p->dtype, p->op, out, SOURCE(q), nbytes);
+#undef SOURCE
+}
+
 static const int ITEM_SIZE[T_COUNT] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8};
 
 static int folds(int dtype, int op) {
@@ -168,8 +232,7 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     }
     if (p->kind == KIND_BARRIER) await_exits(p, s);
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
-        memcpy(out, half[0] + p->red_offset, (size_t)p->red_bytes);
-        for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, out, half[q] + p->red_offset, p->red_bytes);
+        fold_halves(p, half, x, out, (size_t)p->red_offset, p->red_bytes);
     }
     return (long long)s;
 }
@@ -201,8 +264,7 @@ static long long run_two_shot(SmallPlan *p, const char *x, char *out, uint64_t s
         if (q != p->w.me && !arrived(p, q, s, len_slot)) return -2 * (long long)s;
     size_t offset, length;
     block_of(p, p->w.me, &offset, &length);
-    memcpy(out + offset, half[0] + offset, length);
-    for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, out + offset, half[q] + offset, (Py_ssize_t)length);
+    fold_halves(p, half, x, out + offset, offset, (Py_ssize_t)length);
     memcpy(half[p->w.me] + offset, out + offset, length);
     post(&p->w, p->red_flag, s);
     for (int q = 0; q < p->w.ranks; q++) {
@@ -468,7 +530,6 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->red_offset = red_offset, p->red_bytes = red_bytes, p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
     p->vectorcall = SmallPlan_vectorcall;
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
-    p->w.crowded_waits = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
@@ -499,15 +560,8 @@ static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
     return PyLong_FromLongLong(p->w.moves);
 }
 
-static PyObject *SmallPlan_crowded_waits(SmallPlan *p, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(p->w.crowded_waits);
-}
-
 static PyGetSetDef SmallPlan_getset[] = {
     {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved itself to another CPU.", NULL},
-    {"crowded_waits", (getter)SmallPlan_crowded_waits, NULL,
-     "Waits that yielded at every poll, ranks outnumbering CPUs.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

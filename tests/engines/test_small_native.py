@@ -505,27 +505,3 @@ def test_repeated_one_way_calls_run_in_c_with_numpys_bits_where_a_c_plan_folds_t
             name, dtype, *rest = key.split(" ")
             in_c = implementation == "c" and (name == "broadcast" or dtype in folds_in_c and "AVG" not in key)
             assert (calls > 0) == in_c, (key, calls)
-
-
-@pytest.mark.parametrize("cores", [1, 64], ids=["ranks outnumber cores", "a core each"])
-def test_where_ranks_outnumber_cpus_a_plans_waits_yield_at_every_poll(
-        cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where ranks outnumber CPUs (no spin) a C plan waiting for its peers' flags yields at
-    every poll; where each rank has a CPU it spins first, as before."""
-    from collectives.transports import progress
-
-    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
-
-    def fn(comm: collectives.Communicator) -> tuple[bool, int]:
-        ok = []
-        for _ in range(50):
-            x = np.ones(2)
-            comm.all_reduce(x)
-            ok.append(bool((x == 2).all()))
-        native = comm._plans[("all_reduce", x.dtype, x.size, ReduceOp.SUM, None)].native
-        return all(ok), native.crowded_waits
-
-    results = run_world(fn, 2, "shm", timeout=60)
-    assert all(ok for ok, _ in results), results
-    waits = sum(waits for _, waits in results)
-    assert (waits > 0) if cores == 1 else (waits == 0), results
