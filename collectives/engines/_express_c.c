@@ -49,6 +49,7 @@ typedef struct {
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
     long long crowded_waits;       /* swap waits that yielded at every poll, ranks outnumbering cores */
+    long long crowded_frame_waits; /* receives' frame waits that yielded at every poll, ranks outnumbering cores */
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
     long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
 } Express;
@@ -173,7 +174,8 @@ fail:
 /* -- receive ------------------------------------------------------------------------------ */
 
 /* Spin (then yield) until the frame is taken or is not ours, or the wait is over; a frame
-   taken headless (its header held back by the engine) is then no longer the engine's. */
+   taken headless (its header held back by the engine) is then no longer the engine's. Where
+   ranks outnumber cores (no spin) every poll yields, as the swap's wait does (_swap.h). */
 static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t n, int headless) {
     int got = take_frame(lane, tag, buf, n, headless);
     if (got == NOT_YET && !__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
@@ -181,9 +183,11 @@ static int wait_frame(Express *e, Lane *lane, uint64_t tag, char *buf, uint64_t 
            n/8 ns, 8 GB/s: the tail is published once the whole frame is in). */
         int64_t spin = e->spin_ns > 0 ? e->spin_ns + (int64_t)(n / 8) : 0;
         int64_t start = now_ns(), spin_until = start + spin, yield_until = spin_until + e->yield_ns;
+        int yielding = spin <= 0;
+        if (yielding) e->crowded_frame_waits++;
         for (unsigned i = 1;; i++) {
             if ((got = take_frame(lane, tag, buf, n, headless)) != NOT_YET) break;
-            if ((i & 63) == 0) {
+            if ((i & 63) == 0 || yielding) {
                 int64_t t = now_ns();
                 if (t >= yield_until) break;
                 if (t >= spin_until) sched_yield();
@@ -537,6 +541,11 @@ static PyObject *Express_get_crowded_waits(Express *e, void *closure) {
     return PyLong_FromLongLong(e->crowded_waits);
 }
 
+static PyObject *Express_get_crowded_frame_waits(Express *e, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(e->crowded_frame_waits);
+}
+
 static PyObject *Express_get_halves(Express *e, void *closure) {
     (void)closure;
     return PyLong_FromLongLong(e->halves);
@@ -564,6 +573,8 @@ static PyGetSetDef Express_getset[] = {
     {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
     {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
     {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
+    {"crowded_frame_waits", (getter)Express_get_crowded_frame_waits, NULL,
+     "receives' frame waits that yielded at every poll, ranks outnumbering cores", NULL},
     {"crowded_waits", (getter)Express_get_crowded_waits, NULL, "swap waits that yielded at every poll, ranks outnumbering cores",
      NULL},
     {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},

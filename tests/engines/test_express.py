@@ -556,3 +556,33 @@ def test_ranks_on_one_cpu_yield_to_each_other_from_the_start_of_a_swap() -> None
     results = run_world(_on_one_cpu(express.SWAP_BYTES), 2, "shm", timeout=60)
     assert all(ok for _, ok in results)
     assert sum(besides for besides, _ in results) > 0, results
+
+
+def _ping_pong_waits(comm: Any) -> Any:
+    """Small messages back and forth (each receive waits for its peer's answer): whether each
+    arrived, and the lane's frame waits that yielded at every poll."""
+    x, ok, before = np.zeros(4, np.int64), [], comm._express.crowded_frame_waits
+    for i in range(20):
+        if comm.rank == 0:
+            comm.send(np.full(4, i, np.int64), 1, tag=3)
+            comm.recv(x, 1, tag=4)
+        else:
+            comm.recv(x, 0, tag=3)
+            comm.send(x + 1, 0, tag=4)
+        ok.append(bool((x == i + 1 - comm.rank).all()))  # rank 0 gets i + 1 back, rank 1 gets i
+    return all(ok), comm._express.crowded_frame_waits - before
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("cores", [1, 64], ids=["ranks outnumber cores", "a core each"])
+def test_where_ranks_outnumber_cores_a_receives_frame_wait_yields_at_every_poll(
+        cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores (no spin) a receive waiting for its frame yields at every
+    poll; where each rank has a core it spins first, as before."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
+    results = run_world(_ping_pong_waits, 2, "shm", timeout=60)
+    assert all(ok for ok, _ in results), results
+    waits = sum(waits for _, waits in results)
+    assert (waits > 0) if cores == 1 else (waits == 0), results
