@@ -47,55 +47,8 @@ typedef struct {
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
 
-/* -- reductions: out = out op src, element by element ------------------------------- */
-
-#define FOLD_LOOP(T, EXPR)                                                        \
-    {                                                                             \
-        T *o = (T *)out;                                                          \
-        const T *s = (const T *)src;                                              \
-        for (Py_ssize_t i = 0; i < n; i++) { T a = o[i], b = s[i]; o[i] = (EXPR); } \
-    }
-
-#define FOLD_ARITH(T)                                                            \
-    switch (op) {                                                                \
-    case OP_SUM: FOLD_LOOP(T, a + b) break;                                      \
-    case OP_PROD: FOLD_LOOP(T, a * b) break;                                     \
-    default: return 0;                                                           \
-    }
-
-/* Integers wrap as numpy's do: unsigned arithmetic, then the signed view of the bits. */
-#define FOLD_INT(T, U)                                                           \
-    switch (op) {                                                                \
-    case OP_SUM: FOLD_LOOP(T, (T)((U)a + (U)b)) break;                           \
-    case OP_PROD: FOLD_LOOP(T, (T)((U)a * (U)b)) break;                          \
-    case OP_MIN: FOLD_LOOP(T, a < b ? a : b) break;                              \
-    case OP_MAX: FOLD_LOOP(T, a > b ? a : b) break;                              \
-    case OP_BAND: FOLD_LOOP(T, a & b) break;                                     \
-    case OP_BOR: FOLD_LOOP(T, a | b) break;                                      \
-    case OP_BXOR: FOLD_LOOP(T, a ^ b) break;                                     \
-    default: return 0;                                                           \
-    }
-
-static int fold(int dtype, int op, char *out, const char *src, Py_ssize_t nbytes) {
-    Py_ssize_t n;
-    switch (dtype) {
-    case T_F32: n = nbytes / 4; FOLD_ARITH(float) break;
-    case T_F64: n = nbytes / 8; FOLD_ARITH(double) break;
-    case T_I8: n = nbytes; FOLD_INT(int8_t, uint8_t) break;
-    case T_I16: n = nbytes / 2; FOLD_INT(int16_t, uint16_t) break;
-    case T_I32: n = nbytes / 4; FOLD_INT(int32_t, uint32_t) break;
-    case T_I64: n = nbytes / 8; FOLD_INT(int64_t, uint64_t) break;
-    case T_U8: n = nbytes; FOLD_INT(uint8_t, uint8_t) break;
-    case T_U16: n = nbytes / 2; FOLD_INT(uint16_t, uint16_t) break;
-    case T_U32: n = nbytes / 4; FOLD_INT(uint32_t, uint32_t) break;
-    case T_U64: n = nbytes / 8; FOLD_INT(uint64_t, uint64_t) break;
-    default: return 0;
-    }
-    return 1;
-}
-
-/* out = a op b in one pass (a and b never alias out here): a call's first fold, which would
-   otherwise copy a into out and fold b over it, passing over out twice. */
+/* -- reductions: out = left op right, element by element (each element read before it is
+   written, so left may be out itself) ------------------------------------------------ */
 #define FOLD3_LOOP(T, EXPR)                                                       \
     {                                                                             \
         T *o = (T *)out;                                                          \
@@ -138,6 +91,11 @@ static int fold3(int dtype, int op, char *out, const char *left, const char *rig
     default: return 0;
     }
     return 1;
+}
+
+/* out = out op src: the folds after a call's first. */
+static int fold(int dtype, int op, char *out, const char *src, Py_ssize_t nbytes) {
+    return fold3(dtype, op, out, out, src, nbytes);
 }
 
 /* Folds ``nbytes`` at ``offset`` of every rank's half into ``out`` (``out`` already offset) in
