@@ -56,17 +56,21 @@ typedef struct {
         for (Py_ssize_t i = 0; i < n; i++) { T a = l[i], b = r[i]; o[i] = (EXPR); } \
     }
 
+/* The ops every dtype folds: floats in their own arithmetic (U = T), integers wrapping as
+   numpy's do (unsigned arithmetic U, then T's view of the bits). */
+#define FOLD3_SUM_PROD(T, U)                                                     \
+    case OP_SUM: FOLD3_LOOP(T, (T)((U)a + (U)b)) break;                          \
+    case OP_PROD: FOLD3_LOOP(T, (T)((U)a * (U)b)) break;
+
 #define FOLD3_ARITH(T)                                                           \
     switch (op) {                                                                \
-    case OP_SUM: FOLD3_LOOP(T, a + b) break;                                     \
-    case OP_PROD: FOLD3_LOOP(T, a * b) break;                                    \
+    FOLD3_SUM_PROD(T, T)                                                         \
     default: return 0;                                                           \
     }
 
 #define FOLD3_INT(T, U)                                                          \
     switch (op) {                                                                \
-    case OP_SUM: FOLD3_LOOP(T, (T)((U)a + (U)b)) break;                          \
-    case OP_PROD: FOLD3_LOOP(T, (T)((U)a * (U)b)) break;                         \
+    FOLD3_SUM_PROD(T, U)                                                         \
     case OP_MIN: FOLD3_LOOP(T, a < b ? a : b) break;                             \
     case OP_MAX: FOLD3_LOOP(T, a > b ? a : b) break;                             \
     case OP_BAND: FOLD3_LOOP(T, a & b) break;                                    \
