@@ -245,8 +245,9 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
     store.set(f"where/{rank}", json.dumps([op, seq]).encode())
     # Read now what may be needed: the rank hosting the store may close it while we wait.
     records = {r: process_record(store, r) for r in range(size) if r != rank}
+    wheres: dict[int, list[object]] = {}  # each where/<r> once read: written once (r's communicator then breaks)
     absent = reported_absent(store, rank, size, op, seq, grace, stop=lambda: store.check(["fault"]),
-                             silenced=lambda r: _silenced(records[r]) or _elsewhere(store, r, op, seq))
+                             silenced=lambda r: _silenced(records[r]) or _elsewhere(store, r, op, seq, wheres))
     first = _read(store, "fault")
     if first is not None:  # another rank failed first (a peer died, or it timed out): its cause
         return _keep(store, rank, first)
@@ -277,14 +278,20 @@ def _silenced(record: list[object] | None) -> bool:
     return state is not None and state[1] != "alive"
 
 
-def _elsewhere(store: Store, peer: int, op: str, seq: int) -> bool:
+def _elsewhere(store: Store, peer: int, op: str, seq: int, known: dict[int, list[object]] | None = None) -> bool:
     """Whether ``peer`` said it timed out in an operation other than ``op #seq`` (an earlier
     one it is held in, a later one it moved on to, or a different collective): it fails
-    there, and will never say it is in this one."""
-    try:
-        where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
-    except Exception:  # noqa: BLE001 - nothing read, nothing known
-        return False
+    there, and will never say it is in this one. ``known``: the ``where/<peer>`` read so far,
+    kept there once read (a rank writes it once, as its communicator breaks), so that a wait
+    that asks at every poll asks the store only until the answer is there."""
+    where = None if known is None else known.get(peer)
+    if where is None:
+        try:
+            where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
+        except Exception:  # noqa: BLE001 - nothing read, nothing known
+            return False
+        if where is not None and known is not None:
+            known[peer] = list(where)
     return where is not None and list(where) != [op, seq]
 
 

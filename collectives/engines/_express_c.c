@@ -27,7 +27,9 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -516,46 +518,6 @@ static PyObject *Express_close(Express *e, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Express_get_sends(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->sends);
-}
-
-static PyObject *Express_get_recvs(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->recvs);
-}
-
-static PyObject *Express_get_swaps(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->swaps);
-}
-
-static PyObject *Express_get_besides(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->besides);
-}
-
-static PyObject *Express_get_crowded_waits(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->crowded_waits);
-}
-
-static PyObject *Express_get_crowded_frame_waits(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->crowded_frame_waits);
-}
-
-static PyObject *Express_get_halves(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->halves);
-}
-
-static PyObject *Express_get_pushes(Express *e, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(e->pushes);
-}
-
 static PyMethodDef Express_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Express_send, METH_FASTCALL,
      "send(x, dst, tag) -> the call's number where x went to dst by the lane, else False (nothing moved)"},
@@ -568,19 +530,20 @@ static PyMethodDef Express_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef Express_getset[] = {
-    {"sends", (getter)Express_get_sends, NULL, "sends the lane took", NULL},
-    {"recvs", (getter)Express_get_recvs, NULL, "receives the lane took", NULL},
-    {"swaps", (getter)Express_get_swaps, NULL, "sendrecvs the lane began by single copy", NULL},
-    {"besides", (getter)Express_get_besides, NULL, "waits that yielded from the start, the peer on this CPU", NULL},
-    {"crowded_frame_waits", (getter)Express_get_crowded_frame_waits, NULL,
-     "receives' frame waits that yielded at every poll, ranks outnumbering cores", NULL},
-    {"crowded_waits", (getter)Express_get_crowded_waits, NULL, "swap waits that yielded at every poll, ranks outnumbering cores",
-     NULL},
-    {"halves", (getter)Express_get_halves, NULL, "sendrecvs the lane swapped by halves", NULL},
-    {"pushes", (getter)Express_get_pushes, NULL, "of them, those where each rank wrote its whole message", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+/* The counters, read-only ints: members read straight from the struct (one table, no getter each). */
+#define COUNTER(name, doc) {#name, T_LONGLONG, offsetof(Express, name), READONLY, doc}
+static PyMemberDef Express_members[] = {
+    COUNTER(sends, "sends the lane took"),
+    COUNTER(recvs, "receives the lane took"),
+    COUNTER(swaps, "sendrecvs the lane began by single copy"),
+    COUNTER(besides, "waits that yielded from the start, the peer on this CPU"),
+    COUNTER(crowded_frame_waits, "receives' frame waits that yielded at every poll, ranks outnumbering cores"),
+    COUNTER(crowded_waits, "swap waits that yielded at every poll, ranks outnumbering cores"),
+    COUNTER(halves, "sendrecvs the lane swapped by halves"),
+    COUNTER(pushes, "of them, those where each rank wrote its whole message"),
+    {NULL, 0, 0, 0, NULL},
 };
+#undef COUNTER
 
 static PyTypeObject ExpressType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._express_c.Express",
@@ -590,7 +553,7 @@ static PyTypeObject ExpressType = {
     .tp_new = Express_new,
     .tp_dealloc = (destructor)Express_dealloc,
     .tp_methods = Express_methods,
-    .tp_getset = Express_getset,
+    .tp_members = Express_members,
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_express_c", "The point-to-point express lane.", -1, NULL};

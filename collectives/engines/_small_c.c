@@ -56,17 +56,21 @@ typedef struct {
         for (Py_ssize_t i = 0; i < n; i++) { T a = l[i], b = r[i]; o[i] = (EXPR); } \
     }
 
+/* The ops every dtype folds: floats in their own arithmetic (U = T), integers wrapping as
+   numpy's do (unsigned arithmetic U, then T's view of the bits). */
+#define FOLD3_SUM_PROD(T, U)                                                     \
+    case OP_SUM: FOLD3_LOOP(T, (T)((U)a + (U)b)) break;                          \
+    case OP_PROD: FOLD3_LOOP(T, (T)((U)a * (U)b)) break;
+
 #define FOLD3_ARITH(T)                                                           \
     switch (op) {                                                                \
-    case OP_SUM: FOLD3_LOOP(T, a + b) break;                                     \
-    case OP_PROD: FOLD3_LOOP(T, a * b) break;                                    \
+    FOLD3_SUM_PROD(T, T)                                                         \
     default: return 0;                                                           \
     }
 
 #define FOLD3_INT(T, U)                                                          \
     switch (op) {                                                                \
-    case OP_SUM: FOLD3_LOOP(T, (T)((U)a + (U)b)) break;                          \
-    case OP_PROD: FOLD3_LOOP(T, (T)((U)a * (U)b)) break;                         \
+    FOLD3_SUM_PROD(T, U)                                                         \
     case OP_MIN: FOLD3_LOOP(T, a < b ? a : b) break;                             \
     case OP_MAX: FOLD3_LOOP(T, a > b ? a : b) break;                             \
     case OP_BAND: FOLD3_LOOP(T, a & b) break;                                    \
@@ -118,10 +122,10 @@ static void fold_halves(SmallPlan *p, char **half, const char *x, char *out, siz
 
 static const int ITEM_SIZE[T_COUNT] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8};
 
+/* Whether fold3 folds (dtype, op): asked of fold3 itself, over no elements, so that what a plan
+   is let take and what it can fold never disagree. */
 static int folds(int dtype, int op) {
-    if (op == OP_NONE || dtype < 0 || dtype >= T_COUNT) return 0;
-    if (dtype == T_F32 || dtype == T_F64) return op == OP_SUM || op == OP_PROD;
-    return 1;
+    return fold3(dtype, op, NULL, NULL, NULL, 0);
 }
 
 /* -- the calls ----------------------------------------------------------------------- */

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,18 +59,30 @@ class SmallReduction:
             finalize(ReduceOp.AVG, out, self.size)
 
 
+_SLOT_CALL_FIELDS = ("windows", "root", "make", "kernel", "native", "root_index")
+
+
 class _SlotCall:
     """What the calls through the slots keep: the engine's plan of their shape and root, made
-    on the first call (the window opens then), its C plan and the root's index in the window."""
+    on the first call (the window opens then), its C plan and the root's index in the window.
+    The fields (``_SLOT_CALL_FIELDS``) are each subclass's own slots: ``OneWay``'s first base
+    is a C type with a layout of its own, which a base with slots of its own would clash with."""
 
-    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index")
+    if not TYPE_CHECKING:  # (mypy would take the empty slots for the fields' absence)
+        __slots__ = ()
+    windows: SharedWindows
+    root: int
+    make: Callable[[Any], Any]
+    kernel: Any
+    native: Any
+    root_index: int
 
     def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any]) -> None:
         self.windows = windows
         self.root = root
         self.make = make  # the engine's plan, once the window is open
-        self.kernel: Any = None
-        self.native: Any = None
+        self.kernel = None
+        self.native = None
         self.root_index = 0
 
     def _open(self, call: Call) -> Any:
@@ -86,7 +98,7 @@ class SlotExchange(_SlotCall):
     ``out``; a scatter's root copies its ``x`` into its slot and goes on, and every rank copies
     its block out. Messages of a schedule cost more than these copies on one host."""
 
-    __slots__ = ()
+    __slots__ = _SLOT_CALL_FIELDS
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
@@ -352,7 +364,7 @@ class WindowAllGather:
             self.route(x, out, call)
 
 
-class OneWay(OneWayBase):
+class OneWay(OneWayBase, _SlotCall):
     """Small broadcasts or reduces of one shape and root, one way through the slots of the
     small window (``slots.PipelinedBroadcastPlan``, ``slots.PipelinedReducePlan``): the ranks
     that only write (a broadcast's root, a reduce's others) copy ``x`` into their slot and go
@@ -362,20 +374,14 @@ class OneWay(OneWayBase):
     C plan that nothing follows in Python (no average) is armed: its calls run in C
     (``small_native.OneWayBase``), ``run`` only where C did nothing."""
 
-    __slots__ = ("windows", "root", "make", "kernel", "native", "root_index", "averages")
+    __slots__ = (*_SLOT_CALL_FIELDS, "averages")
 
     def __init__(self, windows: SharedWindows, root: int, make: Callable[[Any], Any], averages: bool = False) -> None:
-        self.windows = windows
-        self.root = root
-        self.make = make  # the engine's plan, once the window is open
-        self.kernel: Any = None
-        self.native: Any = None
-        self.root_index = 0
+        _SlotCall.__init__(self, windows, root, make)
         self.averages = averages
 
     def _open(self, call: Call) -> Any:
-        kernel = self.kernel = self.make(self.windows.small(call))
-        self.native, self.root_index = kernel.native, kernel.index[self.root]
+        kernel = _SlotCall._open(self, call)
         if self.native is not None and not self.averages:
             self.arm(self.native, self.windows, self.root_index)
         return kernel

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from collectives.diagnose import _elsewhere, _silenced, _timed_out, process_record, publish_process, reported_absent
 from collectives.errors import CollectiveTimeoutError
@@ -89,3 +90,31 @@ def test_the_wait_ends_once_the_absent_ranks_timed_out_elsewhere():
     assert time.monotonic() - began < LONG_GRACE / 2
     assert (fault.culprits, fault.op, fault.seq) == ([1], "all_reduce", 7)
     assert "rank 1 is still waiting in all_reduce #6" in fault.text
+
+
+def test_the_wait_reads_where_a_rank_timed_out_once_it_is_there():
+    # Rank 1 timed out in #6 (it said so once, and is silenced by it); rank 2 is late and joins
+    # #7 after a few polls: meanwhile rank 1's word is not asked for again at every poll.
+    class Counting(HashStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads: list[str] = []
+            self.polls = 0  # polls of rank 2 since rank 1's word was first read
+
+        def get(self, key: str, timeout: float | None = None) -> bytes:
+            self.reads.append(key)
+            return super().get(key, timeout)
+
+        def check(self, keys: Sequence[str]) -> bool:
+            if list(keys) == ["stuck/all_reduce/7/2"] and "where/1" in self.reads:
+                self.polls += 1
+                if self.polls == 4:
+                    self.set("stuck/all_reduce/7/2", b"1")
+            return super().check(keys)
+
+    store = Counting()
+    store.set("where/1", json.dumps(["all_reduce", 6]).encode())
+    fault = _timed_out(store, 0, 3, CollectiveTimeoutError("all_reduce", 7, [1, 2], 1.0), LONG_GRACE)
+    assert store.polls >= 4  # the wait polled while rank 2 was late
+    assert fault.culprits == [1]
+    assert store.reads.count("where/1") == 2  # once in the wait, once to describe it

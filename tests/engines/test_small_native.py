@@ -84,6 +84,23 @@ def test_the_c_extension_is_built() -> None:
     assert small_native.built(), "collectives.engines._small_c did not build (pip install -e . with a C compiler)"
 
 
+def test_c_folds_every_integer_operator_and_only_sum_and_product_of_floats() -> None:
+    """What a C plan is let fold is what its fold loop folds (``folds`` asks the loop): every
+    operator of every integer dtype, SUM and PROD (AVG's sum) of floats, no code beyond them."""
+    if not small_native.built():
+        pytest.skip("the C extension is not built (test_the_c_extension_is_built says so)")
+    from collectives.engines import _small_c  # type: ignore[attr-defined]
+
+    for dtype in small_native._DTYPES:
+        floats = dtype.kind == "f"
+        for op in small_native._OPS:
+            folds = small_native.fold_code(dtype, op) != small_native.NO_FOLD
+            assert folds == (not floats or op in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PROD)), (dtype, op)
+    codes = set(small_native._DTYPES.values())
+    assert not any(_small_c.folds(d, o) for d in (-1, *codes, max(codes) + 1) for o in (-1, 7)), "codes beyond the ops"
+    assert not any(_small_c.folds(max(codes) + 1, o) for o in range(7)), "a code beyond the dtypes"
+
+
 @pytest.mark.parametrize("size", [2, 3])
 def test_every_small_collective_gives_numpys_bits_in_rank_order(size: int, implementation: str) -> None:
     def fn(comm: collectives.Communicator) -> tuple[int, list[tuple[str, bool]]]:
