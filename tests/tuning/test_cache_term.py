@@ -134,8 +134,11 @@ def test_the_in_cache_beta_keeps_the_direct_engine_for_large_calls(collective: s
 def test_without_the_copies_the_in_cache_beta_would_take_the_ring(collective: str) -> None:
     # choice runs 5 and 6, 2 MiB at 2 ranks: reduce_scatter direct 110 us, ring 241-253;
     # all_gather direct 122-124, ring 134-157; with the 6 MiB cache these terms were chosen with
-    # (a 3 MiB one since puts the 2 MiB all_gather's buffers beyond it, and the ring pays that)
-    no_copies = dataclasses.replace(with_shm(current(), copy_beta=0.0), cache_bytes=6 * MiB)
+    # (a 3 MiB one since puts the 2 MiB all_gather's buffers beyond it, and the ring pays that),
+    # and the per-call and per-exchange terms of those runs' machine (this one's, from the
+    # thirty-fourth round, make the ring's exchanges dear enough to lose without the copies)
+    no_copies = dataclasses.replace(with_shm(current(), copy_beta=0.0, overhead=0.0, exchange=5.844e-6),
+                                    cache_bytes=6 * MiB)
     assert tuner.choose(collective, 2 * MiB, 2, "shm", True, 0, no_copies) == "ring"
 
 
