@@ -18,6 +18,8 @@ typedef struct {
     int cpu_slot;           /* the flag where each rank says which CPU it last posted from (-1: none) */
     int bells;
     long long moves;        /* how often this rank moved itself to another CPU (separate(), balance()) */
+    int every_poll;         /* reach() yields at every poll (a plan's choice: ranks outnumber CPUs, its size) */
+    long long crowded_waits; /* reach() waits that yielded at every poll */
     int64_t spin_ns, yield_ns;
     int64_t balanced_at;    /* when balance() last looked at where the ranks run (0: never) */
     uint64_t **flags;       /* [ranks]: each rank's flag area */
@@ -133,15 +135,19 @@ static inline void balance(FlagSet *w) {
 #endif
 }
 
-/* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. */
+/* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. Where
+   the plan set ``every_poll`` (ranks outnumber CPUs, a small call: _small_c.c) every poll
+   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. */
 static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
     if (load_flag(w, rank, slot) >= value) return 1;
     if (w->spin_ns > 0 && w->cpu_slot >= 0) separate(w, rank);
     else if (w->yield_ns > 0 && w->cpu_slot >= 0) balance(w);
     int64_t start = now_ns(), spin_until = start + w->spin_ns, yield_until = spin_until + w->yield_ns;
+    int yielding = w->every_poll;
+    if (yielding) w->crowded_waits++;
     for (unsigned i = 1;; i++) {
         if (load_flag(w, rank, slot) >= value) return 1;
-        if ((i & 63) == 0) {
+        if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return 0;
             if (t >= spin_until) sched_yield();

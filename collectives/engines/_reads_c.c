@@ -328,6 +328,7 @@ static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->write_piece = write_piece;
     p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
     p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
+    p->w.every_poll = 0, p->w.crowded_waits = 0; /* a yield every 64th poll, crowded or not */
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
     p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));

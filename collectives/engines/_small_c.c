@@ -32,6 +32,13 @@
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
        KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7, KIND_ALL_REDUCE_TWO_SHOT = 8 };
+/* Where ranks outnumber CPUs (no spin, a yield budget) a plan of fewer bytes than this waits
+   for its peers' flags yielding at every poll (reach(), _flags.h), as the lane's waits do; from
+   this size (the two-shot all-reduce's, direct_routes.TWO_SHOT_BYTES), where a peer's copies and
+   folds outlast many turns, a yield every 64th poll as before (docs/performance.md,
+   "Twenty-eighth round, crowded waits by size"). */
+#define CROWDED_POLL_BYTES ((Py_ssize_t)64 << 10)
+
 enum { OP_NONE = -1, OP_SUM = 0, OP_PROD = 1, OP_MIN = 2, OP_MAX = 3, OP_BAND = 4, OP_BOR = 5, OP_BXOR = 6 };
 enum { T_F32, T_F64, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_COUNT };
 
@@ -493,6 +500,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->vectorcall = SmallPlan_vectorcall;
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
+    p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
     p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
@@ -522,8 +530,15 @@ static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
     return PyLong_FromLongLong(p->w.moves);
 }
 
+static PyObject *SmallPlan_crowded_waits(SmallPlan *p, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(p->w.crowded_waits);
+}
+
 static PyGetSetDef SmallPlan_getset[] = {
     {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved itself to another CPU.", NULL},
+    {"crowded_waits", (getter)SmallPlan_crowded_waits, NULL,
+     "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -712,7 +727,8 @@ PyMODINIT_FUNC PyInit__small_c(void) {
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddType(m, &SmallPlanType) < 0 || PyModule_AddType(m, &OneWayCallType) < 0) {
+    if (PyModule_AddType(m, &SmallPlanType) < 0 || PyModule_AddType(m, &OneWayCallType) < 0 ||
+        PyModule_AddIntConstant(m, "CROWDED_POLL_BYTES", (long)CROWDED_POLL_BYTES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

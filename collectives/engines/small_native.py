@@ -51,6 +51,11 @@ MAX_BYTES = ALIASED_COPY_BYTES[0]
 """The largest contribution taken in C: beyond it the interpreter's share of a call is
 small, and from here ``buffers.copy_array`` sidesteps a slow memcpy that C would meet."""
 
+CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
+"""Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
+every poll, a larger one every 64th poll (``_small_c``; docs/performance.md, "Twenty-eighth
+round, crowded waits by size")."""
+
 _DTYPES = {np.dtype(t): code for code, t in enumerate(
     (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64))}
 _OPS = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PROD: 1, ReduceOp.MIN: 2, ReduceOp.MAX: 3,

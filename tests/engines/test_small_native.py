@@ -522,3 +522,38 @@ def test_repeated_one_way_calls_run_in_c_with_numpys_bits_where_a_c_plan_folds_t
             name, dtype, *rest = key.split(" ")
             in_c = implementation == "c" and (name == "broadcast" or dtype in folds_in_c and "AVG" not in key)
             assert (calls > 0) == in_c, (key, calls)
+
+
+def _all_reduce_waits(comm: collectives.Communicator, count: int) -> tuple[bool, int | None]:
+    """Fifty all-reduces of ``count`` float64: whether each was right, and the C plan's waits
+    that yielded at every poll (None: the calls had no C plan)."""
+    ok = []
+    for _ in range(50):
+        x = np.ones(count)
+        comm.all_reduce(x)
+        ok.append(bool((x == comm.size).all()))
+    plan = comm._plans[("all_reduce", x.dtype, x.size, ReduceOp.SUM, None)]
+    native = getattr(getattr(plan, "kernel", plan), "native", None)
+    return all(ok), None if native is None else native.crowded_waits
+
+
+@pytest.mark.parametrize("cores,nbytes,every_poll", [
+    (1, 16, True),
+    (1, small_native.CROWDED_POLL_BYTES - 8, True),
+    (1, small_native.CROWDED_POLL_BYTES, False),
+    (64, 16, False),
+], ids=["ranks outnumber cores", "ranks outnumber cores, just below the bound", "ranks outnumber cores, from the bound",
+        "a core each"])
+def test_where_ranks_outnumber_cpus_a_plans_waits_yield_at_every_poll_below_its_bound(
+        cores: int, nbytes: int, every_poll: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber CPUs (no spin) a C plan of fewer than ``CROWDED_POLL_BYTES`` waiting
+    for its peers' flags yields at every poll; a larger one, and every plan where each rank has a
+    CPU, polls as before (a yield every 64th poll, after the spin where there is one)."""
+    from collectives.transports import progress
+
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(progress, "usable_cpus", lambda: cores)  # the forked ranks inherit it
+    results = run_world(lambda comm: _all_reduce_waits(comm, nbytes // 8), 2, "shm", timeout=60)
+    assert all(ok and waits is not None for ok, waits in results), results
+    waits = sum(waits or 0 for _, waits in results)
+    assert (waits > 0) if every_poll else (waits == 0), results
