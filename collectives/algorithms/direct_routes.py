@@ -13,7 +13,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   ``reads_from``, else two shots through the scratch window; either way block by block in
   pieces of ``DIRECT_STEP_BYTES``.
 - All-reduces up to ``ALL_REDUCE_HALVES_BYTES`` and reduce-scatters up to ``HALF_BYTES`` through
-  the small window's halves (reduce-scatters where ranks outnumber cores up to
+  the small window's halves (where ranks outnumber cores all-reduces up to
+  ``ALL_REDUCE_HALVES_CROWDED_BYTES``, reduce-scatters up to
   ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
   where every rank has a core from ``TWO_SHOT_CORES_BYTES``, else every rank folds the whole vector.
@@ -126,6 +127,15 @@ one or two shots beat the reads in Python at 2 ranks and the scratch window at 4
 Measured:
 docs/performance.md, "Twentieth round"."""
 
+ALL_REDUCE_HALVES_CROWDED_BYTES = 2 << 20
+"""Where ranks outnumber cores, all-reduces (bytes of ``x``) beyond ``ALL_REDUCE_HALVES_BYTES`` up
+to this size (at most the halves' size, ``small._half_bytes``, and below the reads' size) go
+through the small window's halves too, in two shots (``TwoShotAllReducePlan``: one flag per shot,
+the halves alternating), instead of two shots through the scratch window, whose calls wait for
+every peer to be done with the last. Where every rank has a core the halves measured no better
+than the reads beyond ``ALL_REDUCE_HALVES_BYTES`` ("Twenty-first round"). Measured:
+docs/performance.md, "Twenty-eighth round, eight ranks at 2 MiB"."""
+
 TWO_SHOT_BYTES = 64 << 10
 """Where ranks outnumber cores, all-reduces through the small window's halves from this size
 take two shots (``engines/small.py``'s ``TwoShotAllReducePlan``: each rank folds one block of
@@ -209,10 +219,19 @@ def two_shot(nbytes: int, oversubscribed: bool) -> bool:
     return nbytes >= (TWO_SHOT_BYTES if oversubscribed else TWO_SHOT_CORES_BYTES)
 
 
-def all_reduce_by_halves(nbytes: int) -> bool:
+def all_reduce_by_halves(nbytes: int, oversubscribed: bool) -> bool:
     """Whether an all-reduce of ``nbytes`` (bytes of ``x``) goes through the small window's halves
-    (in one shot, or two where ``two_shot`` says), whatever the reads' size."""
-    return nbytes <= ALL_REDUCE_HALVES_BYTES
+    (in one shot, or two where ``two_shot`` says), whatever the reads' size: up to
+    ``ALL_REDUCE_HALVES_BYTES``, beyond it where ``all_reduce_halves_crowded`` says."""
+    return nbytes <= ALL_REDUCE_HALVES_BYTES or all_reduce_halves_crowded(nbytes, oversubscribed)
+
+
+def all_reduce_halves_crowded(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether an all-reduce of ``nbytes`` (bytes of ``x``) beyond ``ALL_REDUCE_HALVES_BYTES`` goes
+    through the small window's halves after all: where ranks outnumber cores (``oversubscribed``,
+    the same on every rank), up to ``ALL_REDUCE_HALVES_CROWDED_BYTES`` and below the reads' size
+    (``reads_from``)."""
+    return oversubscribed and nbytes <= ALL_REDUCE_HALVES_CROWDED_BYTES and nbytes < reads_from(False, True)
 
 
 def broadcast_by_reads(nbytes: int, oversubscribed: bool) -> bool:

@@ -107,9 +107,12 @@ class Planner:
         if algorithm == "direct":
             assert ctx.windows is not None  # select() offers it only with windows
             windows = ctx.windows
+            def halves(w: Any) -> Any:
+                return small.all_reduce_plan(w, dtype, count, op)
+
             if small.all_reduce_halves_take(nbytes):
-                return windowed.SmallReduction(windows, lambda w: small.all_reduce_plan(w, dtype, count, op), op)
-            return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes)
+                return windowed.SmallReduction(windows, halves, op)
+            return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes, halves=halves)
         factory = schedule_for("all_reduce", algorithm, nbytes)
         steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype))
         return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)

@@ -190,8 +190,9 @@ class SmallBarrier:
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
     of peers' memory from ``direct_routes.reads_from`` where allowed, else two shots through the
-    scratch window; reduce-scatters that ``direct_routes.reduce_scatter_by_halves`` sends there
-    through the halves after all (``halves``: the engine's plan, made once the window is open)."""
+    scratch window; those that ``direct_routes.reduce_scatter_by_halves`` or
+    ``direct_routes.all_reduce_halves_crowded`` send there (where ranks outnumber cores) through the
+    halves after all (``halves``: the engine's plan, made once the window is open)."""
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int,
                  halves: Callable[[Any], Any] | None = None) -> None:
@@ -209,8 +210,8 @@ class WindowReduction:
         if self.try_reads is None:
             crowded = self.windows.small(call).oversubscribed
             self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
-            if (self.halves is not None and small.halves_take(self.nbytes)
-                    and direct_routes.reduce_scatter_by_halves(self.nbytes, crowded)):
+            by_halves = direct_routes.reduce_scatter_by_halves if self.scatter else direct_routes.all_reduce_halves_crowded
+            if self.halves is not None and small.halves_take(self.nbytes) and by_halves(self.nbytes, crowded):
                 self.small = SmallReduction(self.windows, self.halves, self.op)
         if self.small is not None:
             self.small(x, out, call)

@@ -101,7 +101,7 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     if collective == "all_gather":
         return direct_routes.all_gather_by_reads(nbytes // size, oversubscribed)
     if collective == "all_reduce":
-        return not direct_routes.all_reduce_by_halves(nbytes) and nbytes >= direct_routes.reads_from(False, oversubscribed)
+        return not direct_routes.all_reduce_by_halves(nbytes, oversubscribed) and nbytes >= direct_routes.reads_from(False, oversubscribed)
     if collective == "reduce_scatter":
         return nbytes >= direct_routes.reads_from(True, oversubscribed)
     if collective == "broadcast":

@@ -230,7 +230,7 @@ def window_factors(collective: str, nbytes: int, size: int, cores: int = 0) -> t
     """Bytes each rank copies and folds, as multiples of n, in a direct call through the windows
     of ``nbytes`` at ``size`` ranks on ``cores`` (0: as many as ranks): an all-reduce through the
     halves in one shot or two (``direct_routes``), any other call as ``direct_factors`` says."""
-    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes):
+    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes, 0 < cores < size):
         if direct_routes.two_shot(nbytes, 0 < cores < size):
             return TWO_SHOT_MOVED, (size - 1) / size
         return one_shot_factors(size)
@@ -277,7 +277,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
-    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes):
+    if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes, 0 < cores < size):
         shots = two_shot_time if direct_routes.two_shot(nbytes, 0 < cores < size) else one_shot_time
         return shots(nbytes, size, costs) * turns + switches(collective, turns, costs)
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)

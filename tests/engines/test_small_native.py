@@ -15,7 +15,7 @@ import pytest
 import collectives
 from collectives import ReduceOp
 from collectives.algorithms import direct_routes
-from collectives.engines import small_native
+from collectives.engines import small, small_native
 from collectives.errors import MessageMismatchError
 from collectives.ops import kernel_of
 from collectives.store import PrefixStore
@@ -435,6 +435,7 @@ def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, R
             if got.tobytes() != expected.tobytes():
                 failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
         plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
+        plan = getattr(plan, "small", None) or plan  # a larger route's hand-off to the halves (plans/windowed.py)
         kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = type(getattr(plan, "kernel", None)).__name__
     return kernels, failed
 
@@ -472,6 +473,27 @@ def test_where_every_rank_has_a_core_all_reduces_beyond_the_other_reductions_hal
         assert failed == []
         assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
                            "AllReducePlan" if k * np.dtype(dtype).itemsize == half else "TwoShotAllReducePlan"
+                           for dtype, op, k in cases}
+
+
+def test_where_ranks_outnumber_cores_all_reduces_beyond_the_halves_limit_take_two_shots_through_them_up_to_the_crowded_one(
+        implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores, all-reduces beyond ``ALL_REDUCE_HALVES_BYTES`` up to
+    ``ALL_REDUCE_HALVES_CROWDED_BYTES`` go through the halves after all, in two shots (the larger
+    route hands them over on its first call); one element more takes the scratch window. The same
+    bits as folding in rank order, in place and out of place, an odd count of elements, C and
+    Python alike."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    low, limit = direct_routes.ALL_REDUCE_HALVES_BYTES, direct_routes.ALL_REDUCE_HALVES_CROWDED_BYTES
+    assert low < limit <= small._half_bytes() and limit < direct_routes.reads_from(False, True)
+    cases = [(dtype, op, k) for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD),
+                                              (np.int8, ReduceOp.BXOR), (np.float32, ReduceOp.AVG)]
+             for item in [np.dtype(dtype).itemsize] for k in ((low // item + 1) | 1, limit // item, limit // item + 1)]
+
+    for kernels, failed in run_world(lambda comm: _all_reduce_kernels(comm, cases), 2, "shm", timeout=120):
+        assert failed == []
+        assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
+                           "TwoShotAllReducePlan" if k * np.dtype(dtype).itemsize <= limit else "NoneType"
                            for dtype, op, k in cases}
 
 

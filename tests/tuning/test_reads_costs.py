@@ -190,7 +190,7 @@ def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_si
     shots = 1 if scatter else 2
     for size, cores in ((2, 2), (4, 2), (4, 4)):
         start = direct_routes.reads_from(scatter, size > cores)
-        while not scatter and direct_routes.all_reduce_by_halves(start):
+        while not scatter and direct_routes.all_reduce_by_halves(start, size > cores):
             start += 4096
         share = (size - 1) / size
         turns = math.ceil(size / cores)
@@ -199,7 +199,7 @@ def test_all_reduces_and_reduce_scatters_are_priced_by_reads_from_the_engines_si
                 + share * start * 0.02e-9) * turns
         assert tuner.direct_price(collective, start, size, SHM, cores) == pytest.approx(want, rel=1e-12)
         below = start - 4096
-        if scatter or not direct_routes.all_reduce_by_halves(below):
+        if scatter or not direct_routes.all_reduce_by_halves(below, size > cores):
             assert tuner.direct_price(collective, below, size, SHM, cores) == pytest.approx(
                 tuner.direct_time(collective, below, size, SHM) * turns, rel=1e-12)
     assert direct_routes.reads_from(False, False) < direct_routes.reads_from(False, True)
