@@ -38,6 +38,9 @@ class PlanContext:
         check: compare every call's signature across the ranks first (COLLECTIVES_CHECK).
         device: the device engine where device buffers stay on the device (cuda_ipc to
             every peer, chosen by ``collectives.devices``), else None (staged).
+        large_chunk: (from, chunk): an all-reduce of at least ``from`` bytes pipelines in
+            ``chunk`` (``Transport.large_chunk``, where every transport has the same and no
+            COLLECTIVES_CHUNK_BYTES is set), else None.
     """
 
     rank: int
@@ -53,6 +56,7 @@ class PlanContext:
     profile: Profile | None = None
     check: bool = False
     device: DeviceEngine | None = None
+    large_chunk: tuple[int, int] | None = None
 
     @classmethod
     def build(
@@ -88,8 +92,10 @@ class PlanContext:
         across = next((n for n in names if n != "shm"), names[0] if names else "shm")
         per_host = layout.per_host if layout is not None and levels is not None else 0
         profile = load_profile(config.tune_file) if config.tune_file else current_profile()
+        larges = {t.large_chunk for t in transports}
+        large = larges.pop() if len(larges) == 1 and not config.chunk_bytes else None
         return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, across, per_host, profile,
-                   config.check)
+                   config.check, large_chunk=large)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

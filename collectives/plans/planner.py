@@ -91,8 +91,14 @@ class Planner:
             self._fingerprints = exchange
         return CheckedPlan(key, plan, self._fingerprints, self.context.size)
 
-    def _segment(self, dtype: np.dtype) -> int:
-        return max(1, self.context.chunk_bytes // max(1, dtype.itemsize))
+    def _segment(self, dtype: np.dtype, nbytes: int = 0) -> int:
+        """The pipelining chunk in elements of ``dtype``; a reduction of ``nbytes`` (0: not one)
+        takes the transport's larger chunk from its size on (``PlanContext.large_chunk``)."""
+        chunk = self.context.chunk_bytes
+        large = self.context.large_chunk
+        if large is not None and nbytes >= large[0]:
+            chunk = large[1]
+        return max(1, chunk // max(1, dtype.itemsize))
 
     # -- one builder per collective (algorithm resolved) ---------------------------------
 
@@ -114,7 +120,7 @@ class Planner:
                 return windowed.SmallReduction(windows, halves, op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes, halves=halves)
         factory = schedule_for("all_reduce", algorithm, nbytes)
-        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype))
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype, nbytes))
         return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
 
     def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:

@@ -518,6 +518,8 @@ class Transport(abc.ABC):
     # 1 MiB measured best or equal over shm and loopback TCP (512 KiB to 16 MiB tried, 2
     # ranks, 16 and 64 MiB all-reduce); a transport may override it.
     chunk_bytes: ClassVar[int] = 1 << 20
+    # (from, chunk): a reduction of at least ``from`` bytes pipelines in ``chunk`` instead; None: never
+    large_chunk: ClassVar[tuple[int, int] | None] = None
     # Whether this transport can map its peers' memory as shared windows (the direct and
     # small-message engines need it between every pair of ranks).
     offers_windows: ClassVar[bool] = False
