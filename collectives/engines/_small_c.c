@@ -525,21 +525,12 @@ static PyObject *SmallPlan_vectorcall(PyObject *self, PyObject *const *args, siz
     return SmallPlan_call((SmallPlan *)self, args, PyVectorcall_NARGS(nargsf));
 }
 
-static PyObject *SmallPlan_moves(SmallPlan *p, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(p->w.moves);
-}
-
-static PyObject *SmallPlan_crowded_waits(SmallPlan *p, void *closure) {
-    (void)closure;
-    return PyLong_FromLongLong(p->w.crowded_waits);
-}
-
-static PyGetSetDef SmallPlan_getset[] = {
-    {"moves", (getter)SmallPlan_moves, NULL, "How often this rank moved itself to another CPU.", NULL},
-    {"crowded_waits", (getter)SmallPlan_crowded_waits, NULL,
-     "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES).", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+/* The counters, read-only ints read straight from the flag set (one table, as the lane's). */
+static PyMemberDef SmallPlan_members[] = {
+    {"moves", T_LONGLONG, offsetof(SmallPlan, w.moves), READONLY, "How often this rank moved itself to another CPU."},
+    {"crowded_waits", T_LONGLONG, offsetof(SmallPlan, w.crowded_waits), READONLY,
+     "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES)."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject SmallPlanType = {
@@ -550,7 +541,7 @@ static PyTypeObject SmallPlanType = {
     .tp_new = SmallPlan_new,
     .tp_call = PyVectorcall_Call,
     .tp_dealloc = (destructor)SmallPlan_dealloc,
-    .tp_getset = SmallPlan_getset,
+    .tp_members = SmallPlan_members,
     .tp_doc = "One shape of small-window collective, run in C up to the first late peer.",
 };
 
