@@ -61,13 +61,20 @@ _ERROR_TYPES: dict[str, type[TransportError]] = {
 }
 
 
-def _machine() -> str:
+def this_machine() -> str:
+    """This machine as its hostname plus boot id: what every process sharing its memory says
+    (``connect.host_identity`` without an override)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except OSError:
         boot = ""
-    return f"{socket.gethostname()}/{boot}/{_pid_namespace()}"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _machine() -> str:
+    """This machine and this process's pid namespace: where a pid in a record can be looked at."""
+    return f"{this_machine()}/{_pid_namespace()}"
 
 
 def publish_process(store: Store, rank: int) -> None:

@@ -147,3 +147,16 @@ def test_the_wait_reads_where_a_rank_timed_out_once_it_is_there():
     assert store.polls >= 4  # the wait polled while rank 2 was late
     assert fault.culprits == [1]
     assert store.reads.count("where/1") == 1  # once in the wait; the description reuses it
+
+
+def test_a_process_record_names_the_machine_as_connect_names_the_host():
+    # One reading of hostname and boot id: the record adds the pid namespace; an override of
+    # the host identity (COLLECTIVES_HOSTNAME) names the host, not the machine of the record.
+    from collectives.config import Config
+    from collectives.connect import host_identity
+
+    store = HashStore()
+    publish_process(store, 0)
+    machine = process_record(store, 0)[0]
+    assert isinstance(machine, str) and machine.startswith(host_identity(Config()) + "/")
+    assert host_identity(Config(hostname="h1")) == "h1"
