@@ -9,7 +9,6 @@ to the communicator, with the way it splits (``StoreSplitter``).
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from ._handshake import resolve_bind_address
 from .communicator import Communicator, Splitter
 from .config import Config
 from .data_key import data_key
+from .diagnose import this_machine
 from .plans import PlanContext
 from .recovery import attach
 from .skew import agree_on_settings
@@ -54,14 +54,7 @@ def configure_logging(config: Config) -> None:
 
 def host_identity(config: Config) -> str:
     """Who shares this machine's memory: the override, else hostname plus boot id."""
-    if config.hostname:
-        return config.hostname
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}"
+    return config.hostname or this_machine()
 
 
 def connect(rank: int, size: int, store: Store, config: Config, *, owned: list[Any] | None = None,

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import (
     CollectivesError,
@@ -61,13 +61,20 @@ _ERROR_TYPES: dict[str, type[TransportError]] = {
 }
 
 
-def _machine() -> str:
+def this_machine() -> str:
+    """This machine as its hostname plus boot id: what every process sharing its memory says
+    (``connect.host_identity`` without an override)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except OSError:
         boot = ""
-    return f"{socket.gethostname()}/{boot}/{_pid_namespace()}"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _machine() -> str:
+    """This machine and this process's pid namespace: where a pid in a record can be looked at."""
+    return f"{this_machine()}/{_pid_namespace()}"
 
 
 def publish_process(store: Store, rank: int) -> None:
@@ -256,7 +263,7 @@ def _timed_out(store: Store, rank: int, size: int, exc: CollectiveTimeoutError, 
         text = (f"{op} #{seq} timed out after {exc.timeout:g} s waiting on rank(s) "
                 f"{', '.join(map(str, exc.ranks)) or 'none'}; every rank reported being in it")
         return _keep(store, rank, Fault(rank, [], "stuck", "CollectiveTimeoutError", op, seq, text, exc.timeout))
-    described = {r: describe_absent(store, r, op, seq, grace, records[r]) for r in absent}
+    described = {r: describe_absent(store, r, op, seq, grace, records[r], wheres) for r in absent}
     # Ranks still waiting in another operation are held up too; the silent ones are the cause.
     waiting = [r for r in absent if described[r][0] == "waiting"]
     culprits = [r for r in absent if r not in waiting] or waiting
@@ -281,18 +288,27 @@ def _silenced(record: list[object] | None) -> bool:
 def _elsewhere(store: Store, peer: int, op: str, seq: int, known: dict[int, list[object]] | None = None) -> bool:
     """Whether ``peer`` said it timed out in an operation other than ``op #seq`` (an earlier
     one it is held in, a later one it moved on to, or a different collective): it fails
-    there, and will never say it is in this one. ``known``: the ``where/<peer>`` read so far,
-    kept there once read (a rank writes it once, as its communicator breaks), so that a wait
-    that asks at every poll asks the store only until the answer is there."""
-    where = None if known is None else known.get(peer)
-    if where is None:
-        try:
-            where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
-        except Exception:  # noqa: BLE001 - nothing read, nothing known
-            return False
-        if where is not None and known is not None:
-            known[peer] = list(where)
+    there, and will never say it is in this one. ``known``: as :func:`_where`'s."""
+    where = _where(store, peer, known)
     return where is not None and list(where) != [op, seq]
+
+
+def _where(store: Store, peer: int, known: dict[int, list[object]] | None = None) -> list[Any] | None:
+    """The ``[op, seq]`` that ``peer`` said it timed out in; None while it has not (or no store
+    answers). ``known``: the words read so far, kept there once read (a rank writes it once, as
+    its communicator breaks), so that a wait that asks at every poll, and the description
+    after it, ask the store only until the answer is there: one ``check`` a poll until then
+    (the store has no get that does not wait), one ``get`` once, nothing after."""
+    if known is not None and peer in known:
+        return known[peer]
+    key = f"where/{peer}"
+    try:
+        where = json.loads(store.get(key, 1.0)) if store.check([key]) else None
+    except Exception:  # noqa: BLE001 - nothing read, nothing known
+        return None
+    if where is not None and known is not None:
+        known[peer] = list(where)
+    return where
 
 
 def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace: float,
@@ -319,13 +335,10 @@ def reported_absent(store: Store, rank: int, size: int, op: str, seq: int, grace
 
 
 def describe_absent(store: Store, peer: int, op: str, seq: int, grace: float,
-                    record: list[object] | None) -> tuple[str, str]:
+                    record: list[object] | None, known: dict[int, list[object]] | None = None) -> tuple[str, str]:
     """``(kind, text)`` for a rank that never reported being in ``op #seq``; ``record``:
-    its ``process_record``."""
-    try:
-        where = json.loads(store.get(f"where/{peer}", 1.0)) if store.check([f"where/{peer}"]) else None
-    except Exception:  # noqa: BLE001 - the store went away: what the process says is left
-        where = None
+    its ``process_record``; ``known``: the ``where`` words already read (:func:`_where`)."""
+    where = _where(store, peer, known)  # None also where the store went away: what the process says is left
     state = process_state(record)
     if state is not None and state[1] == "gone":
         return "died", f"rank {peer} died (its process, pid {state[0]}, exited) before or during {op} #{seq}"

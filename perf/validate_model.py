@@ -103,15 +103,23 @@ def _line(row: dict[str, Any], profiles: Iterable[str]) -> str:
     return text
 
 
+def relative_errors(rows: list[dict[str, Any]], name: str) -> list[float]:
+    """Each row's |predicted - measured| / measured under the profile ``name``."""
+    return [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
+
+
+def count_within(rows: list[dict[str, Any]], name: str) -> int:
+    """How many rows the profile ``name`` predicts within 25 % of the measurement (a run's score)."""
+    return sum(e <= 0.25 for e in relative_errors(rows, name))
+
+
 def summary(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
     repeated = [r["repeats_us"] for r in rows if "repeats_us" in r]
     lines = [agreement(repeated, "cases")] if repeated else []
     for name in profiles:
-        errors = [abs(r[f"{name}_us"] - r["measured_us"]) / r["measured_us"] for r in rows]
-        inside = sum(e <= 0.25 for e in errors)
-        errors.sort()
+        errors = sorted(relative_errors(rows, name))
         median = errors[len(errors) // 2] if errors else float("nan")
-        lines.append(f"# {name}: {inside} of {len(rows)} predictions within 25 % of the measurement; "
+        lines.append(f"# {name}: {count_within(rows, name)} of {len(rows)} predictions within 25 % of the measurement; "
                      f"median |error| {median * 100:.0f} %")
     return lines
 

@@ -72,25 +72,23 @@ def _subtree(v: int, size: int) -> tuple[int, int]:
     return v, min(v + extent, size)
 
 
+def _pieces(w: int, root: int, size: int, blocks: list[tuple[int, int]], segment: int) -> list[tuple[int, int]]:
+    """The segments (offset, length) of the blocks of the subtree rooted at relative rank ``w``,
+    in rank order: what moves over the edge between ``w`` and its parent, either way."""
+    first, last = _subtree(w, size)
+    return [(o, n) for start, length in wrapped_spans(blocks, root + first, last - first)
+            for o, n in segments(start, length, segment)]
+
+
 def gather(rank: int, size: int, root: int, blocks: list[tuple[int, int]], segment: int) -> Schedule:
     """Binomial gather of rank-ordered blocks into the root's WORK buffer; each rank
     starts with its own block in place in its WORK buffer."""
     v = (rank - root) % size
     for child in _children(v, size):
-        first, last = _subtree(child, size)
-        yield tuple(
-            Recv(_real(child, root, size), o, n)
-            for start, length in wrapped_spans(blocks, root + first, last - first)
-            for o, n in segments(start, length, segment)
-        )
+        yield tuple(Recv(_real(child, root, size), o, n) for o, n in _pieces(child, root, size, blocks, segment))
     if v:
-        first, last = _subtree(v, size)
         parent = _real(v - lowest_bit(v), root, size)
-        yield tuple(
-            Send(parent, o, n)
-            for start, length in wrapped_spans(blocks, root + first, last - first)
-            for o, n in segments(start, length, segment)
-        )
+        yield tuple(Send(parent, o, n) for o, n in _pieces(v, root, size, blocks, segment))
 
 
 def scatter(
@@ -100,21 +98,12 @@ def scatter(
     every rank's WORK buffer at the same offsets."""
     v = (rank - root) % size
     if v:
-        first, last = _subtree(v, size)
         parent = _real(v - lowest_bit(v), root, size)
-        yield tuple(
-            Recv(parent, o, n)
-            for start, length in wrapped_spans(blocks, root + first, last - first)
-            for o, n in segments(start, length, segment)
-        )
+        yield tuple(Recv(parent, o, n) for o, n in _pieces(v, root, size, blocks, segment))
     buf = root_buf if v == 0 else WORK
     for child in reversed(_children(v, size)):
-        first, last = _subtree(child, size)
-        yield tuple(
-            Send(_real(child, root, size), o, n, buf=buf)
-            for start, length in wrapped_spans(blocks, root + first, last - first)
-            for o, n in segments(start, length, segment)
-        )
+        to = _real(child, root, size)
+        yield tuple(Send(to, o, n, buf=buf) for o, n in _pieces(child, root, size, blocks, segment))
 
 
 def all_reduce(rank: int, size: int, count: int, segment: int) -> Schedule:

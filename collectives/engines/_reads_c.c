@@ -24,6 +24,7 @@
 
 #include "_cma.h"
 #include "_flags.h"
+#include "_sequences.h" /* the constructor's addresses and numbers */
 
 enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
 enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
@@ -273,32 +274,6 @@ static void ReadsPlan_dealloc(ReadsPlan *p) {
     PyMem_Free(p->pids);
     Py_XDECREF(p->keep);
     Py_TYPE(p)->tp_free((PyObject *)p);
-}
-
-/* ``seq`` as ``want`` integers (addresses where ``pointers``) into ``into``; -1 with an error set. */
-static int integers(PyObject *seq, Py_ssize_t want, int pointers, void *into, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL) return -1;
-    if (PySequence_Fast_GET_SIZE(fast) != want) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, PySequence_Fast_GET_SIZE(fast), want);
-        Py_DECREF(fast);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < want; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-        if (pointers) {
-            ((void **)into)[i] = PyLong_AsVoidPtr(item);
-            if (((void **)into)[i] == NULL && !PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: a null address", what);
-        } else {
-            ((long *)into)[i] = PyLong_AsLong(item);
-        }
-        if (PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-    }
-    Py_DECREF(fast);
-    return 0;
 }
 
 static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {

@@ -29,6 +29,7 @@
 #endif
 
 #include "_flags.h"
+#include "_sequences.h" /* the constructor's addresses */
 
 enum { KIND_ALL_REDUCE = 0, KIND_ALL_GATHER = 1, KIND_BARRIER = 2, KIND_BROADCAST = 3, KIND_REDUCE = 4, KIND_GATHER = 5,
        KIND_SCATTER = 6, KIND_ALL_TO_ALL = 7, KIND_ALL_REDUCE_TWO_SHOT = 8 };
@@ -445,27 +446,6 @@ static void SmallPlan_dealloc(SmallPlan *p) {
     PyMem_Free(p->w.sleeping);
     Py_XDECREF(p->keep);
     Py_TYPE(p)->tp_free((PyObject *)p);
-}
-
-static int addresses(PyObject *seq, Py_ssize_t want, void *into, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL) return -1;
-    if (PySequence_Fast_GET_SIZE(fast) != want) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd addresses, expected %zd", what, PySequence_Fast_GET_SIZE(fast), want);
-        Py_DECREF(fast);
-        return -1;
-    }
-    void **out = (void **)into;
-    for (Py_ssize_t i = 0; i < want; i++) {
-        out[i] = PyLong_AsVoidPtr(PySequence_Fast_GET_ITEM(fast, i));
-        if (out[i] == NULL) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: a null address", what);
-            Py_DECREF(fast);
-            return -1;
-        }
-    }
-    Py_DECREF(fast);
-    return 0;
 }
 
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {

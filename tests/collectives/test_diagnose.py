@@ -12,7 +12,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from collectives.diagnose import _elsewhere, _silenced, _timed_out, process_record, publish_process, reported_absent
+from collectives.diagnose import (_elsewhere, _silenced, _timed_out, describe_absent, process_record, publish_process,
+                                  reported_absent)
 from collectives.errors import CollectiveTimeoutError
 from collectives.store import HashStore
 
@@ -79,6 +80,34 @@ def test_a_rank_that_timed_out_in_another_operation_is_elsewhere():
         assert _elsewhere(store, 1, "all_reduce", 7) is elsewhere, where
 
 
+def test_where_a_rank_timed_out_is_asked_of_the_store_only_until_it_is_known():
+    # A wait asks at every poll: one check a poll while rank 1 has said nothing, one get once
+    # it has, then nothing more of the store; a description after the wait reuses the answer.
+    class Counting(HashStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[str] = []
+
+        def get(self, key: str, timeout: float | None = None) -> bytes:
+            self.asked.append(f"get {key}")
+            return super().get(key, timeout)
+
+        def check(self, keys: Sequence[str]) -> bool:
+            self.asked.extend(f"check {k}" for k in keys)
+            return super().check(keys)
+
+    store = Counting()
+    known: dict[int, list[object]] = {}
+    for _ in range(3):
+        assert not _elsewhere(store, 1, "all_reduce", 7, known)
+    store.set("where/1", json.dumps(["all_reduce", 6]).encode())
+    for _ in range(3):
+        assert _elsewhere(store, 1, "all_reduce", 7, known)
+    assert describe_absent(store, 1, "all_reduce", 7, 1.0, None, known) == (
+        "waiting", "rank 1 is still waiting in all_reduce #6")
+    assert store.asked == ["check where/1"] * 4 + ["get where/1"]
+
+
 def test_the_wait_ends_once_the_absent_ranks_timed_out_elsewhere():
     # Ranks 0 and 2 finished all_reduce #6 and time out in #7; rank 1 still waits in #6 on a
     # frozen rank (over mpi at 4 ranks): rank 0 need not wait out the grace for rank 1's word.
@@ -117,4 +146,17 @@ def test_the_wait_reads_where_a_rank_timed_out_once_it_is_there():
     fault = _timed_out(store, 0, 3, CollectiveTimeoutError("all_reduce", 7, [1, 2], 1.0), LONG_GRACE)
     assert store.polls >= 4  # the wait polled while rank 2 was late
     assert fault.culprits == [1]
-    assert store.reads.count("where/1") == 2  # once in the wait, once to describe it
+    assert store.reads.count("where/1") == 1  # once in the wait; the description reuses it
+
+
+def test_a_process_record_names_the_machine_as_connect_names_the_host():
+    # One reading of hostname and boot id: the record adds the pid namespace; an override of
+    # the host identity (COLLECTIVES_HOSTNAME) names the host, not the machine of the record.
+    from collectives.config import Config
+    from collectives.connect import host_identity
+
+    store = HashStore()
+    publish_process(store, 0)
+    machine = process_record(store, 0)[0]
+    assert isinstance(machine, str) and machine.startswith(host_identity(Config()) + "/")
+    assert host_identity(Config(hostname="h1")) == "h1"

@@ -84,6 +84,31 @@ def test_the_c_extension_is_built() -> None:
     assert small_native.built(), "collectives.engines._small_c did not build (pip install -e . with a C compiler)"
 
 
+def test_both_c_window_plans_refuse_a_null_or_missing_address_alike() -> None:
+    """The small and the reads plan read their addresses with one reader (``_sequences.h``): a null
+    address, or fewer sleepers than doorbells, is a ValueError naming the argument, in the same
+    words from either constructor; numbers that are not addresses are counted as items."""
+    from collectives.engines import _reads_c, _small_c  # type: ignore[attr-defined]  # not built: this fails
+
+    def small(flags: list[int], bells: list[int], sleepers: list[int]) -> None:  # a barrier, no op
+        _small_c.SmallPlan(2, 0, flags, [], bells, sleepers, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, None)
+
+    def reads(flags: list[int], bells: list[int], sleepers: list[int], pids: list[int]) -> None:  # an all-to-all
+        _reads_c.ReadsPlan(0, 0, 0, flags, bells, sleepers, pids, [1], [0] * 6, 8, 8, 0, 0, 0, 0, -1, False, False, 0,
+                           None)
+
+    with pytest.raises(ValueError, match="^flags: a null address$"):
+        small([0], [], [])
+    with pytest.raises(ValueError, match="^flags: a null address$"):
+        reads([0, 0], [], [], [1, 2])
+    with pytest.raises(ValueError, match="^sleepers: 0 addresses, expected 1$"):
+        small([1], [1], [])
+    with pytest.raises(ValueError, match="^sleepers: 0 addresses, expected 1$"):
+        reads([1, 1], [1], [], [1, 2])
+    with pytest.raises(ValueError, match="^pids: 1 items, expected 2$"):
+        reads([1, 1], [], [], [1])
+
+
 def test_c_folds_every_integer_operator_and_only_sum_and_product_of_floats() -> None:
     """What a C plan is let fold is what its fold loop folds (``folds`` asks the loop): every
     operator of every integer dtype, SUM and PROD (AVG's sum) of floats, no code beyond them."""

@@ -108,6 +108,18 @@ def wait_gone(peer: int, limit: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def end_after_rank0() -> None:
+    """Rank 0 records that it is done; every other rank stays alive until it has (an exit
+    before would be a lost peer in rank 0's record); then each saves its record and exits."""
+    if rank == 0:
+        record["done"] = True
+        save()
+    else:
+        wait_for_rank0()
+    save()
+    os._exit(0)
+
+
 SHORT_TIMEOUT = 0.5
 """Seconds of the timeouts scenario's timeouts (recorded: the test checks each wait lasted that long)."""
 
@@ -126,12 +138,7 @@ def timeouts() -> None:
         attempt("all_reduce", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("after", lambda: dist.all_reduce(torch.ones(4), group=group))
         attempt("recv", lambda: dist.recv(torch.ones(2), src=1, group=group))
-        record["done"] = True
-        save()
-    else:
-        wait_for_rank0()
-    save()
-    os._exit(0)
+    end_after_rank0()
 
 
 def lost_peer() -> None:
@@ -171,13 +178,7 @@ def monitored() -> None:
         dist.monitored_barrier()
     except Exception as exc:  # noqa: BLE001
         record["torch_refuses"] = str(exc)
-    if rank == 0:
-        record["done"] = True
-        save()
-    else:
-        wait_for_rank0()
-    save()
-    os._exit(0)
+    end_after_rank0()
 
 
 def size_mismatch() -> None:
