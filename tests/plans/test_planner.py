@@ -1,6 +1,7 @@
-"""plans/planner.py: the pipelining chunk of a scheduled all-reduce. A transport may name a larger
-chunk for large reductions (``Transport.large_chunk``: TCP's 2 MiB from 32 MiB); below that size,
-for the other collectives, and where COLLECTIVES_CHUNK_BYTES is set, the chunk is the usual one."""
+"""plans/planner.py: the pipelining step of a scheduled all-reduce, the one rule the tuner prices
+(``steps.step_bytes``, for the context's transport). TCP steps in 2 MiB from 32 MiB
+(``Transport.large_chunk`` describes it); below that size, for the other collectives, and where
+COLLECTIVES_CHUNK_BYTES is set, the step is the usual one."""
 
 from __future__ import annotations
 
@@ -74,3 +75,11 @@ def test_an_explicit_chunk_wins_over_the_transports_larger_one() -> None:
     planner = Planner(_context(TcpTransport, Config(chunk_bytes=MIB // 2)))
     assert planner.context.large_chunk is None
     assert _largest_message(planner, 2 * LARGE_FROM_BYTES) == MIB // 2
+
+
+def test_a_world_of_shm_and_tcp_peers_steps_as_the_transport_the_tuner_prices() -> None:
+    """The tuner prices such a world by its transport between hosts (``PlanContext.transport``);
+    the schedules step as it prices them."""
+    context = PlanContext.build(0, 3, [_Idle(ShmTransport), _Idle(TcpTransport)], Config())
+    assert context.transport == "tcp"
+    assert _largest_message(Planner(context), 2 * LARGE_FROM_BYTES) == LARGE_CHUNK_BYTES
