@@ -10,7 +10,7 @@ from ..config import Config
 from ..engines.device_direct import DeviceEngine
 from ..engines.executor import Executor
 from ..engines.windows import SharedWindows
-from ..steps import LARGER_STEPS, step_bytes
+from ..steps import LARGER_STEP_RANKS, LARGER_STEPS, step_bytes
 from ..store import Store
 from ..topology.hosts import two_level_layout
 from ..transports.base import Transport
@@ -100,13 +100,15 @@ class PlanContext:
     def large_chunk(self) -> tuple[int, int] | None:
         """(from, chunk): an all-reduce of at least ``from`` bytes steps in ``chunk`` (the
         rule's larger step for this context's transport), else None."""
-        return None if self.chunk_fixed else LARGER_STEPS.get(self.transport)
+        if self.chunk_fixed or self.size > LARGER_STEP_RANKS:
+            return None
+        return LARGER_STEPS.get(self.transport)
 
     def step_bytes(self, collective: str, nbytes: int) -> int:
         """The pipelining step of a ``collective`` of ``nbytes``: the one rule that the tuner
         prices (``steps.step_bytes`` for the transport it prices, ``transport``), unless
         COLLECTIVES_CHUNK_BYTES sets one step for every call."""
-        return self.chunk_bytes if self.chunk_fixed else step_bytes(self.transport, collective, nbytes)
+        return self.chunk_bytes if self.chunk_fixed else step_bytes(self.transport, collective, nbytes, self.size)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

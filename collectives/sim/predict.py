@@ -45,7 +45,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
             return price
         algorithm = automatic(collective, nbytes, c.ranks)
     if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
-        step = step or step_bytes(transport, collective, nbytes)
+        step = step or step_bytes(transport, collective, nbytes, c.ranks)
         return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile, step))
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
@@ -57,7 +57,7 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
         c = dataclasses.replace(c, gamma=gamma)
     copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
     return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls,
-                                                   transport, step))
+                                                   transport, step or step_bytes(transport, collective, nbytes, c.ranks)))
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

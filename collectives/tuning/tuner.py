@@ -148,7 +148,7 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
     beyond, one call), in the steps a call of ``nbytes`` over ``transport`` runs (``step``, else
     ``steps.step_bytes``; a call priced on the line keeps its own step at the line's ends).
     Raises TooLarge where the replay would be too long."""
-    step = step or step_bytes(transport, collective, nbytes)
+    step = step or step_bytes(transport, collective, nbytes, make().ranks)
     if nbytes > LINEAR_BYTES:
         return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls, transport, step))
     machine = make()
@@ -335,9 +335,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         between = transport + BETWEEN_HOSTS if transport + BETWEEN_HOSTS in profile.transports else transport
         share_bytes = -(-nbytes // k)
         across = min(predict("all_reduce", a, share_bytes, size // k, between, 0, profile,
-                             step_bytes(transport, "all_reduce", share_bytes)) for a in FLAT)
+                             step_bytes(transport, "all_reduce", share_bytes, size // k)) for a in FLAT)
         return inner + across
-    step = step or step_bytes(transport, collective, nbytes)
+    step = step or step_bytes(transport, collective, nbytes, size)
     if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
         return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host,
                                                      profile, step))
@@ -373,7 +373,8 @@ def candidates(collective: str, windows: bool = False, hosts: bool = False) -> l
 
 def choose(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
            ranks_per_host: int = 0, profile: Profile | None = None) -> str:
-    """The algorithm predicted fastest (priced at ``priced_at(nbytes)``), where it beats the
+    """The algorithm predicted fastest (priced at ``priced_at(nbytes)`` in the steps a call of
+    ``nbytes`` runs, ``steps.step_bytes``), where it beats the
     size rule's choice by more than the profile's margin (else the rule's); ties go to the
     earlier of ring, tree, recursive, direct, hierarchical. ``ranks_per_host`` > 0 (and <
     ``size``): several hosts, evenly."""
@@ -381,7 +382,9 @@ def choose(collective: str, nbytes: int, size: int, transport: str = "shm", wind
     rule = automatic(collective, nbytes, size, windows, hosts)
     if size <= 1:
         return rule
-    return _override(collective, priced_at(nbytes), size, transport, windows, ranks_per_host, profile, rule) or rule
+    step = step_bytes(transport, collective, nbytes, size)  # the call's own step, not the priced size's
+    return _override(collective, priced_at(nbytes), size, transport, windows, ranks_per_host, profile, rule,
+                     step) or rule
 
 
 def priced_at(nbytes: int) -> int:
@@ -393,12 +396,12 @@ def priced_at(nbytes: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _override(collective: str, nbytes: int, size: int, transport: str, windows: bool, ranks_per_host: int,
-              profile: Profile | None, rule: str) -> str | None:
+              profile: Profile | None, rule: str, step: int = 0) -> str | None:
     """The algorithm predicted faster than ``rule`` by more than the profile's margin at
-    ``nbytes``, else None."""
+    ``nbytes`` in steps of ``step`` (0: ``nbytes``'s own), else None."""
     hosts = 0 < ranks_per_host < size
     names = candidates(collective, windows, hosts)
-    times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile)
+    times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile, step)
     best = min(times, key=lambda a: (times[a], names.index(a)))
     if rule in times and times[rule] <= times[best] * (1 + (profile or current()).margin):
         return None
@@ -406,13 +409,14 @@ def _override(collective: str, nbytes: int, size: int, transport: str, windows: 
 
 
 def fastest(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
-            ranks_per_host: int = 0, profile: Profile | None = None) -> dict[str, float]:
-    """Every candidate's predicted seconds (those too large to replay left out)."""
+            ranks_per_host: int = 0, profile: Profile | None = None, step: int = 0) -> dict[str, float]:
+    """Every candidate's predicted seconds (those too large to replay left out), in steps of
+    ``step`` (0: the ones a call of ``nbytes`` runs)."""
     hosts = 0 < ranks_per_host < size
     times = {}
     for a in candidates(collective, windows, hosts):
         try:
-            times[a] = predict(collective, a, nbytes, size, transport, ranks_per_host if hosts else 0, profile)
+            times[a] = predict(collective, a, nbytes, size, transport, ranks_per_host if hosts else 0, profile, step)
         except TooLarge:
             pass
     return times

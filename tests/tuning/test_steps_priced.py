@@ -49,7 +49,7 @@ class _Idle(Transport):
 def test_the_tuner_replays_the_steps_the_planner_builds(kind: type[Transport], nbytes: int, algorithm: str) -> None:
     planner = Planner(PlanContext.build(0, 2, [_Idle(kind)], Config()))
     plan: Any = planner.all_reduce(algorithm, F32, nbytes // 4, ReduceOp.SUM)
-    step = step_bytes(kind.name, "all_reduce", nbytes)
+    step = step_bytes(kind.name, "all_reduce", nbytes, 2)
     priced: list[Step] = list(tuner.schedules("all_reduce", algorithm, nbytes, 2, step, only=0)[0])
     assert _largest(plan.steps()) == _largest(priced) == step
 
@@ -78,4 +78,34 @@ def test_predict_prices_the_rules_step_for_the_calls_size() -> None:
 
 
 def test_the_between_hosts_entry_of_a_profile_steps_as_its_transport() -> None:
-    assert step_bytes("tcp" + BETWEEN_HOSTS, "all_reduce", TCP_LARGE_FROM_BYTES) == TCP_LARGE_STEP_BYTES
+    assert step_bytes("tcp" + BETWEEN_HOSTS, "all_reduce", TCP_LARGE_FROM_BYTES, 2) == TCP_LARGE_STEP_BYTES
+
+
+def test_choose_prices_the_calls_own_step_not_the_priced_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call just below the larger step's threshold is priced at the next power of two, which
+    may reach it; it still runs, and is priced, in the usual step."""
+    seen: list[int] = []
+    real = tuner.predict
+
+    def spy(*args: Any) -> float:
+        seen.append(args[7])
+        return real(*args)
+
+    below = TCP_LARGE_FROM_BYTES - (1 << 20)
+    assert tuner.priced_at(below) >= TCP_LARGE_FROM_BYTES  # the priced size reaches the threshold
+    monkeypatch.setattr(tuner, "predict", spy)
+    tuner._override.cache_clear()
+    try:
+        tuner.choose("all_reduce", below, 2, "tcp")
+        assert seen and set(seen) == {STEP_BYTES}
+        seen.clear()
+        tuner.choose("all_reduce", TCP_LARGE_FROM_BYTES, 2, "tcp")
+        assert seen and set(seen) == {TCP_LARGE_STEP_BYTES}
+    finally:
+        tuner._override.cache_clear()
+
+
+def test_a_larger_world_is_priced_in_the_usual_step() -> None:
+    n = 2 * TCP_LARGE_FROM_BYTES
+    assert tuner.predict("all_reduce", "ring", n, 3, "tcp") == pytest.approx(
+        tuner.predict("all_reduce", "ring", n, 3, "tcp", 0, None, STEP_BYTES))
