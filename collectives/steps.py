@@ -17,11 +17,11 @@ STEP_BYTES = 1 << 20
 enough to amortise per-message costs, small enough to overlap and stay cached; measured best
 or equal over shm and loopback TCP (512 KiB to 16 MiB tried, 2 ranks, 16 and 64 MiB all-reduce)."""
 
-TCP_LARGE_FROM_BYTES = 16 << 20
+TCP_LARGE_FROM_BYTES = 32 << 20
 """From this size a 2-rank all-reduce over TCP steps in ``TCP_LARGE_STEP_BYTES``: half the steps
-of the 1 MiB one, each of which ends in a wait for the peer's segment (docs/performance.md: from
-32 MiB in the twenty-eighth round, from 16 MiB in the twenty-ninth; below 16 MiB the 1 MiB step
-stays, as a5e00e5 and the twenty-second round chose)."""
+of the 1 MiB one, each of which ends in a wait for the peer's segment (docs/performance.md,
+twenty-eighth round; below it the 1 MiB step stays, as a5e00e5 and the twenty-second round chose:
+from 16 MiB it measured no better in the twenty-ninth)."""
 
 TCP_LARGE_STEP_BYTES = 2 << 20
 
