@@ -13,7 +13,7 @@
 | COLLECTIVES_SOCKET_ADDR | explicit address TCP listeners bind (IPv4, IPv6, `fe80::1%eth0`; loopback is refused when the ranks span several hosts) | as COLLECTIVES_SOCKET_IFNAME |
 | COLLECTIVES_HOSTNAME | host identity override (network namespaces act as hosts) | hostname + boot id |
 | COLLECTIVES_SHM_RING_BYTES | bytes of each shared-memory ring (one per ordered pair) | 4 MiB |
-| COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms | the transports' own (Transport.chunk_bytes): 1 MiB |
+| COLLECTIVES_CHUNK_BYTES | pipelining chunk of bulk algorithms, one for every call | the step rule the tuner prices (collectives.steps): 1 MiB, 2 MiB for tcp all-reduces from 32 MiB |
 | COLLECTIVES_MAX_FRAME_BYTES | largest frame on a stream; larger messages are split | 64 MiB |
 | COLLECTIVES_CROSS_MEMORY | 0 turns off single-copy reads of and writes to peers' memory (process_vm_readv/writev) on one host | on where the kernel allows |
 | COLLECTIVES_TOPO_FILE | recorded GPU topology (`nvidia-smi topo -m` text, optionally followed by `topo -p2p r`, or JSON from `python -m collectives.topology.discover`), used instead of probing, like NCCL_TOPO_FILE | probe |
@@ -77,7 +77,7 @@ class Config:
     socket_addr: str | None = None
     hostname: str | None = None
     shm_ring_bytes: int = 4 << 20
-    chunk_bytes: int | None = None  # None: each transport's own (Transport.chunk_bytes)
+    chunk_bytes: int | None = None  # None: the step rule (steps.step_bytes)
     max_frame_bytes: int = 64 << 20
     cross_memory: bool = True
     device: str = "auto"

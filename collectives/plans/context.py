@@ -10,6 +10,7 @@ from ..config import Config
 from ..engines.device_direct import DeviceEngine
 from ..engines.executor import Executor
 from ..engines.windows import SharedWindows
+from ..steps import LARGER_STEP_RANKS, LARGER_STEPS, step_bytes
 from ..store import Store
 from ..topology.hosts import two_level_layout
 from ..transports.base import Transport
@@ -29,7 +30,8 @@ class PlanContext:
         executor: runs schedules over every peer's channel.
         windows: the shared windows where one transport maps every peer's memory, else None.
         levels: the two levels (within hosts, across) where the ranks' hosts allow them.
-        chunk_bytes: the pipelining chunk of schedules.
+        chunk_bytes: the pipelining step of every schedule where COLLECTIVES_CHUNK_BYTES sets one
+            (``chunk_fixed``), else the step of calls the larger steps do not cover.
         default_algorithm: COLLECTIVES_ALGO (or ``init(algorithm=)``), else None.
         label: who speaks in log lines ("rank 3", "rank 3 (within its host)").
         transport: the transport the tuner prices (the one between hosts where there are several).
@@ -38,9 +40,8 @@ class PlanContext:
         check: compare every call's signature across the ranks first (COLLECTIVES_CHECK).
         device: the device engine where device buffers stay on the device (cuda_ipc to
             every peer, chosen by ``collectives.devices``), else None (staged).
-        large_chunk: (from, chunk): an all-reduce of at least ``from`` bytes pipelines in
-            ``chunk`` (``Transport.large_chunk``, where every transport has the same and no
-            COLLECTIVES_CHUNK_BYTES is set), else None.
+        chunk_fixed: COLLECTIVES_CHUNK_BYTES (or ``init(chunk_bytes=)``) is set: every call
+            steps in ``chunk_bytes``; else the one rule, ``steps.step_bytes`` (``step_bytes``).
     """
 
     rank: int
@@ -56,7 +57,7 @@ class PlanContext:
     profile: Profile | None = None
     check: bool = False
     device: DeviceEngine | None = None
-    large_chunk: tuple[int, int] | None = None
+    chunk_fixed: bool = False
 
     @classmethod
     def build(
@@ -92,10 +93,22 @@ class PlanContext:
         across = next((n for n in names if n != "shm"), names[0] if names else "shm")
         per_host = layout.per_host if layout is not None and levels is not None else 0
         profile = load_profile(config.tune_file) if config.tune_file else current_profile()
-        larges = {t.large_chunk for t in transports}
-        large = larges.pop() if len(larges) == 1 and not config.chunk_bytes else None
         return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, across, per_host, profile,
-                   config.check, large_chunk=large)
+                   config.check, chunk_fixed=bool(config.chunk_bytes))
+
+    @property
+    def large_chunk(self) -> tuple[int, int] | None:
+        """(from, chunk): an all-reduce of at least ``from`` bytes steps in ``chunk`` (the
+        rule's larger step for this context's transport), else None."""
+        if self.chunk_fixed or self.size > LARGER_STEP_RANKS:
+            return None
+        return LARGER_STEPS.get(self.transport)
+
+    def step_bytes(self, collective: str, nbytes: int) -> int:
+        """The pipelining step of a ``collective`` of ``nbytes``: the one rule that the tuner
+        prices (``steps.step_bytes`` for the transport it prices, ``transport``), unless
+        COLLECTIVES_CHUNK_BYTES sets one step for every call."""
+        return self.chunk_bytes if self.chunk_fixed else step_bytes(self.transport, collective, nbytes, self.size)
 
     def relabel(self, label: str) -> None:
         """Speak as ``label`` from now on (the levels of a two-level communicator)."""

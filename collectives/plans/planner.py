@@ -91,14 +91,10 @@ class Planner:
             self._fingerprints = exchange
         return CheckedPlan(key, plan, self._fingerprints, self.context.size)
 
-    def _segment(self, dtype: np.dtype, nbytes: int = 0) -> int:
-        """The pipelining chunk in elements of ``dtype``; a reduction of ``nbytes`` (0: not one)
-        takes the transport's larger chunk from its size on (``PlanContext.large_chunk``)."""
-        chunk = self.context.chunk_bytes
-        large = self.context.large_chunk
-        if large is not None and nbytes >= large[0]:
-            chunk = large[1]
-        return max(1, chunk // max(1, dtype.itemsize))
+    def _segment(self, collective: str, dtype: np.dtype, nbytes: int) -> int:
+        """The pipelining step of a ``collective`` of ``nbytes`` in elements of ``dtype``: the
+        one rule the tuner prices too (``PlanContext.step_bytes``)."""
+        return max(1, self.context.step_bytes(collective, nbytes) // max(1, dtype.itemsize))
 
     # -- one builder per collective (algorithm resolved) ---------------------------------
 
@@ -120,7 +116,7 @@ class Planner:
                 return windowed.SmallReduction(windows, halves, op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes, halves=halves)
         factory = schedule_for("all_reduce", algorithm, nbytes)
-        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment(dtype, nbytes))
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment("all_reduce", dtype, nbytes))
         return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
 
     def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
@@ -138,7 +134,7 @@ class Planner:
             return windowed.WindowReduction(windows, op, scatter=True, nbytes=count * dtype.itemsize, halves=halves)
         blocks = partition(count, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["reduce_scatter"][algorithm], ctx.rank, ctx.size, blocks,
-                                   self._segment(dtype))
+                                   self._segment("reduce_scatter", dtype, count * dtype.itemsize))
         return scheduled.ReduceScatter(ctx.executor, steps, op, ctx.rank, ctx.size, count)
 
     def all_gather(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
@@ -148,7 +144,8 @@ class Planner:
 
         def by_schedule(name: str) -> Plan:
             blocks = partition(count * ctx.size, ctx.size)
-            steps = scheduled.steps_of(SCHEDULES["all_gather"][name], ctx.rank, ctx.size, blocks, self._segment(dtype))
+            steps = scheduled.steps_of(SCHEDULES["all_gather"][name], ctx.rank, ctx.size, blocks,
+                                       self._segment("all_gather", dtype, count * ctx.size * dtype.itemsize))
             return scheduled.AllGather(ctx.executor, steps, ctx.rank, ctx.size, count)
 
         if algorithm == "direct":
@@ -164,7 +161,8 @@ class Planner:
 
         def by_schedule(name: str) -> Plan:
             factory = SCHEDULES["broadcast"][name]
-            steps = scheduled.steps_of(factory, ctx.rank, ctx.size, root, count, self._segment(dtype))
+            steps = scheduled.steps_of(factory, ctx.rank, ctx.size, root, count,
+                                       self._segment("broadcast", dtype, count * dtype.itemsize))
             return scheduled.InPlace(ctx.executor, steps)
 
         if algorithm == "direct":
@@ -180,7 +178,8 @@ class Planner:
         ctx = self.context
 
         def by_schedule(name: str) -> Plan:
-            steps = scheduled.steps_of(SCHEDULES["reduce"][name], ctx.rank, ctx.size, root, count, self._segment(dtype))
+            steps = scheduled.steps_of(SCHEDULES["reduce"][name], ctx.rank, ctx.size, root, count,
+                                       self._segment("reduce", dtype, count * dtype.itemsize))
             return scheduled.Reduce(ctx.executor, steps, op, ctx.rank, root, ctx.size)
 
         if algorithm == "direct":
@@ -225,7 +224,7 @@ class Planner:
             algorithm = self.automatic("gather", nbytes, ctx.size)  # an empty call: the schedule's
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["gather"][algorithm], ctx.rank, ctx.size, root, blocks,
-                                   self._segment(dtype))
+                                   self._segment("gather", dtype, count * ctx.size * dtype.itemsize))
         return scheduled.Gather(ctx.executor, steps, ctx.rank, ctx.size, count, dtype)
 
     def scatter(self, algorithm: str, dtype: np.dtype, count: int, root: int) -> Plan:
@@ -243,7 +242,7 @@ class Planner:
             algorithm = self.automatic("scatter", nbytes, ctx.size)  # an empty call: the schedule's
         blocks = partition(count * ctx.size, ctx.size)
         steps = scheduled.steps_of(SCHEDULES["scatter"][algorithm], ctx.rank, ctx.size, root, blocks,
-                                   self._segment(dtype))
+                                   self._segment("scatter", dtype, count * ctx.size * dtype.itemsize))
         return scheduled.Scatter(ctx.executor, steps, ctx.rank, ctx.size, count)
 
     def all_to_all(self, algorithm: str, dtype: np.dtype, count: int) -> Plan:
@@ -257,7 +256,7 @@ class Planner:
                 lambda windows: windowed.SmallAllToAll(windows, dtype, count),
                 lambda name: self.all_to_all(name, dtype, count))
         steps = scheduled.steps_of(SCHEDULES["all_to_all"][algorithm], ctx.rank, ctx.size, partition(count, ctx.size),
-                                   self._segment(dtype))
+                                   self._segment("all_to_all", dtype, count * dtype.itemsize))
         return scheduled.AllToAll(ctx.executor, steps, ctx.rank, ctx.size, count)
 
     def all_to_all_v(self, sends: list[int], recvs: list[int]) -> Plan:

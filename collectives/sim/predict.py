@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..algorithms.registry import automatic
+from ..steps import step_bytes
 from ..tuning import tuner
 from ..tuning.cache import beyond, footprint, spilled
 from ..tuning.profile import Profile
@@ -34,15 +35,18 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
     return tuner.candidates(collective, windows(c, transport))
 
 
-def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile) -> float:
-    """Seconds of one call; raises ``tuner.TooLarge`` where the replay would take too long."""
+def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile,
+            step: int = 0) -> float:
+    """Seconds of one call, in the steps it runs (``step``, else ``steps.step_bytes``'s for
+    ``nbytes``); raises ``tuner.TooLarge`` where the replay would take too long."""
     if algorithm == "direct":
         price = tuner.direct_price(collective, nbytes, c.ranks, profile.costs("shm"), c.cores, profile.cache_bytes)
         if price is not None:
             return price
         algorithm = automatic(collective, nbytes, c.ranks)
     if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
-        return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile))
+        step = step or step_bytes(transport, collective, nbytes, c.ranks)
+        return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile, step))
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
@@ -52,7 +56,8 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
                                               profile.cache_bytes)
         c = dataclasses.replace(c, gamma=gamma)
     copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
-    return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls))
+    return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls,
+                                                   transport, step or step_bytes(transport, collective, nbytes, c.ranks)))
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..errors import MessageMismatchError, PeerLostError, TransportError
+from ..steps import STEP_BYTES
 from .frames import CONTROL, FLAG_END, HEADER, HEADER_SIZE, NO_VIEW, PLAIN, SINGLE_COPY, RecvOp, Request, SendOp, Sink
 from .single_copy import CONTROL_FLAGS, FLAG_RTS, RTS, Remote, SingleCopy, SingleCopyChannel
 
@@ -513,12 +514,10 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     # Read-only here, so each transport may hold its own channel class (dict[int, TcpChannel]).
     channels: Mapping[int, Channel]
-    # The pipelining chunk that suits this transport (NCCL tunes its step per protocol):
-    # large enough to amortise per-message costs, small enough to overlap and stay cached.
-    # 1 MiB measured best or equal over shm and loopback TCP (512 KiB to 16 MiB tried, 2
-    # ranks, 16 and 64 MiB all-reduce); a transport may override it.
-    chunk_bytes: ClassVar[int] = 1 << 20
-    # (from, chunk): a reduction of at least ``from`` bytes pipelines in ``chunk`` instead; None: never
+    # The pipelining step of its calls, by collective and size, is one rule that the tuner
+    # prices too (``collectives.steps``); these two describe it for this transport's name.
+    chunk_bytes: ClassVar[int] = STEP_BYTES
+    # (from, chunk): an all-reduce of at least ``from`` bytes steps in ``chunk``; None: never
     large_chunk: ClassVar[tuple[int, int] | None] = None
     # Whether this transport can map its peers' memory as shared windows (the direct and
     # small-message engines need it between every pair of ranks).

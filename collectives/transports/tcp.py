@@ -40,17 +40,16 @@ from .._handshake import (
 )
 from ..config import Config
 from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, PeerLostError
+from ..steps import LARGER_STEPS
 from ..store import Store
 from .base import Channel, Transport
 
 logger = logging.getLogger("collectives")
 
 SOCKET_BUFFER_BYTES = 4 << 20
-LARGE_FROM_BYTES = 32 << 20
-"""From this size a reduction over TCP pipelines in ``LARGE_CHUNK_BYTES``: half the steps of the
-1 MiB chunk, each of which ends in a wait for the peer's segment (measured in performance.md's
-twenty-eighth round; below it the 1 MiB chunk stays, as a5e00e5 and the twenty-second round chose)."""
-LARGE_CHUNK_BYTES = 2 << 20
+LARGE_FROM_BYTES, LARGE_CHUNK_BYTES = LARGER_STEPS["tcp"]
+"""From LARGE_FROM_BYTES an all-reduce over TCP steps in LARGE_CHUNK_BYTES (the one rule,
+``collectives.steps``; these names kept for their callers)."""
 _MAX_IOV = 64
 
 

@@ -11,8 +11,9 @@ more than γ (``cache.fold_gamma``).
 measured size rule's choice by more than the profile's margin, else the rule's. Every
 input is the same on every rank (the profile is one file, or the built-in one), so every rank
 chooses the same algorithm, which the collective needs: ranks that ran different schedules
-would never match their messages. The schedules are priced with 1 MiB segments (the default
-COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
+would never match their messages. The schedules are priced with the steps that run
+(``steps.step_bytes``, the rule the plans ask: 1 MiB, larger for large all-reduces over tcp;
+not COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
+from ..steps import STEP_BYTES, step_bytes
 from . import memory, pieces, reads
 from .cache import beyond, fold_gamma, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
@@ -34,8 +36,8 @@ from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 ITEMSIZE = 4
 """Bytes per element of the modelled calls (float32, the harness's default)."""
 
-SEGMENT_BYTES = 1 << 20
-"""The schedules' pipelining chunk (COLLECTIVES_CHUNK_BYTES' default)."""
+SEGMENT_BYTES = STEP_BYTES
+"""The schedules' pipelining step where no transport names a larger one (``steps.STEP_BYTES``)."""
 
 FLAT = ("ring", "tree", "recursive")
 
@@ -139,12 +141,16 @@ def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
     return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
 
 
-def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1) -> float:
+def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1,
+                transport: str = "shm", step: int = 0) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
-    beyond, one call). Raises TooLarge where the replay would be too long."""
+    beyond, one call), in the steps a call of ``nbytes`` over ``transport`` runs (``step``, else
+    ``steps.step_bytes``; a call priced on the line keeps its own step at the line's ends).
+    Raises TooLarge where the replay would be too long."""
+    step = step or step_bytes(transport, collective, nbytes, make().ranks)
     if nbytes > LINEAR_BYTES:
-        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls))
+        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls, transport, step))
     machine = make()
     size = machine.ranks
     if size <= 1 or nbytes <= 0:
@@ -158,14 +164,14 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
         if kind == ROTATION and algorithm == "ring" and count < size:  # the real blocks go hop by hop
             passes = 2 if collective == "all_reduce" else 1
             return machine.overhead + chain_time(passes, ITEMSIZE, collective != "all_gather", make)
-        first = list(schedules(collective, algorithm, nbytes, size, only=0)[0])
+        first = list(schedules(collective, algorithm, nbytes, size, step, only=0)[0])
         if kind is not None:
             return machine.overhead + lockstep_time(first, kind, make, ITEMSIZE)
         if len(first) * size > REPLAY_EVENTS:
             raise TooLarge(f"{collective} {algorithm} at {size} ranks: about {len(first) * size} steps to replay")
         calls = 1
     calls = max(1, calls)
-    done = replay_calls([schedules(collective, algorithm, nbytes, size) for _ in range(calls)], machine, ITEMSIZE)
+    done = replay_calls([schedules(collective, algorithm, nbytes, size, step) for _ in range(calls)], machine, ITEMSIZE)
     return machine.overhead + max(done[-1]) / calls
 
 
@@ -310,9 +316,10 @@ def switches(collective: str, turns: float, costs: TransportCosts) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: str = "shm",
-            ranks_per_host: int = 0, profile: Profile | None = None) -> float:
+            ranks_per_host: int = 0, profile: Profile | None = None, step: int = 0) -> float:
     """Predicted seconds of one call. ``ranks_per_host``: 0 for one host; else hosts of that
-    many ranks, ``transport`` between them and shared memory within."""
+    many ranks, ``transport`` between them and shared memory within. ``step``: the schedules'
+    step (0: the one a call of ``nbytes`` runs, ``steps.step_bytes``)."""
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
@@ -326,10 +333,14 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         k = ranks_per_host  # within a host, the direct calls of its local communicator
         inner = sum(predict(c, "direct", nbytes, k, "shm", 0, profile) for c in ("reduce_scatter", "all_gather"))
         between = transport + BETWEEN_HOSTS if transport + BETWEEN_HOSTS in profile.transports else transport
-        across = min(predict("all_reduce", a, -(-nbytes // k), size // k, between, 0, profile) for a in FLAT)
+        share_bytes = -(-nbytes // k)
+        across = min(predict("all_reduce", a, share_bytes, size // k, between, 0, profile,
+                             step_bytes(transport, "all_reduce", share_bytes, size // k)) for a in FLAT)
         return inner + across
+    step = step or step_bytes(transport, collective, nbytes, size)
     if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
-        return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host, profile))
+        return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host,
+                                                     profile, step))
     hosts = 0 < ranks_per_host < size
     local = profile.costs("shm") if hosts else costs
     share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
@@ -342,7 +353,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         size, k, intra, inter, gamma=gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
-        sticky=keeps_cores(transport), whole_messages=copies_whole(transport)), profile.calls))
+        sticky=keeps_cores(transport), whole_messages=copies_whole(transport)), profile.calls, transport, step))
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:
@@ -362,7 +373,8 @@ def candidates(collective: str, windows: bool = False, hosts: bool = False) -> l
 
 def choose(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
            ranks_per_host: int = 0, profile: Profile | None = None) -> str:
-    """The algorithm predicted fastest (priced at ``priced_at(nbytes)``), where it beats the
+    """The algorithm predicted fastest (priced at ``priced_at(nbytes)`` in the steps a call of
+    ``nbytes`` runs, ``steps.step_bytes``), where it beats the
     size rule's choice by more than the profile's margin (else the rule's); ties go to the
     earlier of ring, tree, recursive, direct, hierarchical. ``ranks_per_host`` > 0 (and <
     ``size``): several hosts, evenly."""
@@ -370,7 +382,9 @@ def choose(collective: str, nbytes: int, size: int, transport: str = "shm", wind
     rule = automatic(collective, nbytes, size, windows, hosts)
     if size <= 1:
         return rule
-    return _override(collective, priced_at(nbytes), size, transport, windows, ranks_per_host, profile, rule) or rule
+    step = step_bytes(transport, collective, nbytes, size)  # the call's own step, not the priced size's
+    return _override(collective, priced_at(nbytes), size, transport, windows, ranks_per_host, profile, rule,
+                     step) or rule
 
 
 def priced_at(nbytes: int) -> int:
@@ -382,12 +396,12 @@ def priced_at(nbytes: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _override(collective: str, nbytes: int, size: int, transport: str, windows: bool, ranks_per_host: int,
-              profile: Profile | None, rule: str) -> str | None:
+              profile: Profile | None, rule: str, step: int = 0) -> str | None:
     """The algorithm predicted faster than ``rule`` by more than the profile's margin at
-    ``nbytes``, else None."""
+    ``nbytes`` in steps of ``step`` (0: ``nbytes``'s own), else None."""
     hosts = 0 < ranks_per_host < size
     names = candidates(collective, windows, hosts)
-    times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile)
+    times = fastest(collective, nbytes, size, transport, windows, ranks_per_host, profile, step)
     best = min(times, key=lambda a: (times[a], names.index(a)))
     if rule in times and times[rule] <= times[best] * (1 + (profile or current()).margin):
         return None
@@ -395,13 +409,14 @@ def _override(collective: str, nbytes: int, size: int, transport: str, windows: 
 
 
 def fastest(collective: str, nbytes: int, size: int, transport: str = "shm", windows: bool = False,
-            ranks_per_host: int = 0, profile: Profile | None = None) -> dict[str, float]:
-    """Every candidate's predicted seconds (those too large to replay left out)."""
+            ranks_per_host: int = 0, profile: Profile | None = None, step: int = 0) -> dict[str, float]:
+    """Every candidate's predicted seconds (those too large to replay left out), in steps of
+    ``step`` (0: the ones a call of ``nbytes`` runs)."""
     hosts = 0 < ranks_per_host < size
     times = {}
     for a in candidates(collective, windows, hosts):
         try:
-            times[a] = predict(collective, a, nbytes, size, transport, ranks_per_host if hosts else 0, profile)
+            times[a] = predict(collective, a, nbytes, size, transport, ranks_per_host if hosts else 0, profile, step)
         except TooLarge:
             pass
     return times

@@ -1,6 +1,7 @@
-"""plans/planner.py: the pipelining chunk of a scheduled all-reduce. A transport may name a larger
-chunk for large reductions (``Transport.large_chunk``: TCP's 2 MiB from 32 MiB); below that size,
-for the other collectives, and where COLLECTIVES_CHUNK_BYTES is set, the chunk is the usual one."""
+"""plans/planner.py: the pipelining step of a scheduled all-reduce, the one rule the tuner prices
+(``steps.step_bytes``, for the context's transport and size). TCP steps in 2 MiB from 32 MiB at 2 ranks
+(``Transport.large_chunk`` describes it); below that size, for the other collectives, and where
+COLLECTIVES_CHUNK_BYTES is set, the step is the usual one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collectives.config import Config
 from collectives.ops import ReduceOp
 from collectives.plans.context import PlanContext
 from collectives.plans.planner import Planner
+from collectives.steps import step_bytes
 from collectives.transports.base import Transport
 from collectives.transports.shm import ShmTransport
 from collectives.transports.tcp import LARGE_CHUNK_BYTES, LARGE_FROM_BYTES, TcpTransport
@@ -74,3 +76,14 @@ def test_an_explicit_chunk_wins_over_the_transports_larger_one() -> None:
     planner = Planner(_context(TcpTransport, Config(chunk_bytes=MIB // 2)))
     assert planner.context.large_chunk is None
     assert _largest_message(planner, 2 * LARGE_FROM_BYTES) == MIB // 2
+
+
+def test_a_world_of_shm_and_tcp_peers_steps_as_the_tuner_prices_it() -> None:
+    """The tuner prices such a world by its transport between hosts (``PlanContext.transport``)
+    and its size; the schedules step as it prices them (3 ranks: the usual step)."""
+    context = PlanContext.build(0, 3, [_Idle(ShmTransport), _Idle(TcpTransport)], Config())
+    assert context.transport == "tcp"
+    assert context.large_chunk is None
+    assert context.step_bytes("all_reduce", 2 * LARGE_FROM_BYTES) == step_bytes("tcp", "all_reduce",
+                                                                                 2 * LARGE_FROM_BYTES, 3)
+    assert _largest_message(Planner(context), 2 * LARGE_FROM_BYTES) == TcpTransport.chunk_bytes

@@ -397,3 +397,14 @@ def test_interface_bind_needs_a_secret() -> None:
 
     assert run_ranks(2, body, store=store, config=config)[1] == address
     assert store.get("tcp/addr/1").startswith(f"{address}:".encode())
+
+
+def test_tcps_larger_step_is_the_one_rule_the_tuner_prices() -> None:
+    """TcpTransport.large_chunk and tcp.LARGE_FROM_BYTES / LARGE_CHUNK_BYTES (kept for their
+    callers) describe ``steps.step_bytes`` for tcp (at 2 ranks), not a rule of their own."""
+    from collectives.steps import STEP_BYTES, step_bytes
+    from collectives.transports.tcp import LARGE_CHUNK_BYTES, LARGE_FROM_BYTES
+
+    assert TcpTransport.large_chunk == (LARGE_FROM_BYTES, LARGE_CHUNK_BYTES)
+    assert TcpTransport.chunk_bytes == STEP_BYTES == step_bytes("tcp", "all_reduce", LARGE_FROM_BYTES - 1, 2)
+    assert step_bytes("tcp", "all_reduce", LARGE_FROM_BYTES, 2) == LARGE_CHUNK_BYTES
