@@ -22,15 +22,13 @@
 #include <emmintrin.h>
 #endif
 
+#include "_copy.h"
 #include "_cma.h"
 #include "_flags.h"
 #include "_sequences.h" /* the constructor's addresses and numbers */
 
 enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
 enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
-
-#define ALIASED_FROM ((size_t)192 << 10) /* buffers.ALIASED_COPY_BYTES */
-#define ALIASED_TO ((size_t)512 << 10)
 
 typedef struct {
     PyObject_HEAD
@@ -46,23 +44,6 @@ typedef struct {
     Py_ssize_t expected, block, share_own, share_in_place;
     PyObject *keep;            /* what keeps the flag mappings alive */
 } ReadsPlan;
-
-/* ``dst = src`` as buffers.copy_array does it: 4K-aliased copies of the sizes where memcpy is
-   slow go by 8-byte words. */
-static void copy_bytes(char *dst, const char *src, size_t n) {
-    size_t skew = (size_t)((uintptr_t)dst - (uintptr_t)src) % 4096;
-    if (n < ALIASED_FROM || n >= ALIASED_TO || skew == 0 || skew >= 32) {
-        memcpy(dst, src, n);
-        return;
-    }
-    size_t whole = n - n % 8;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t word;
-        memcpy(&word, src + i, 8);
-        memcpy(dst + i, &word, 8);
-    }
-    memcpy(dst + whole, src + whole, n - whole);
-}
 
 /* ``dst = src`` with non-temporal stores (where the compiler has SSE2, else memcpy): the copy's
    lines go to memory without being read first and without evicting what the reads that follow

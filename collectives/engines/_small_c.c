@@ -28,6 +28,7 @@
 #include <sys/syscall.h>
 #endif
 
+#include "_copy.h"
 #include "_flags.h"
 #include "_sequences.h" /* the constructor's addresses */
 
@@ -227,7 +228,7 @@ static long long run_two_shot(SmallPlan *p, const char *x, char *out, uint64_t s
     int h = (int)(s & 1), len_slot = p->len_slot + h;
     if (!begun(p, s)) return 0;
     char **half = p->area + (size_t)h * p->w.ranks;
-    memcpy(half[p->w.me], x, (size_t)p->nbytes);
+    copy_bytes(half[p->w.me], x, (size_t)p->nbytes);
     set_word(&p->w, len_slot, p->len_word);
     post(&p->w, p->flag, s);
     for (int q = 0; q < p->w.ranks; q++)
@@ -235,13 +236,13 @@ static long long run_two_shot(SmallPlan *p, const char *x, char *out, uint64_t s
     size_t offset, length;
     block_of(p, p->w.me, &offset, &length);
     fold_halves(p, half, x, out + offset, offset, (Py_ssize_t)length);
-    memcpy(half[p->w.me] + offset, out + offset, length);
+    copy_bytes(half[p->w.me] + offset, out + offset, length);
     post(&p->w, p->red_flag, s);
     for (int q = 0; q < p->w.ranks; q++) {
         if (q == p->w.me) continue;
         if (!reach(&p->w, q, p->red_flag, s)) return -2 * (long long)s - 1;
         block_of(p, q, &offset, &length);
-        memcpy(out + offset, half[q] + offset, length);
+        copy_bytes(out + offset, half[q] + offset, length);
     }
     return (long long)s;
 }

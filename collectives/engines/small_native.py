@@ -51,6 +51,13 @@ MAX_BYTES = ALIASED_COPY_BYTES[0]
 """The largest contribution taken in C: beyond it the interpreter's share of a call is
 small, and from here ``buffers.copy_array`` sidesteps a slow memcpy that C would meet."""
 
+CROWDED_TWO_SHOT_BYTES = 2 << 20
+"""Where ranks outnumber CPUs the two-shot all-reduce is taken in C up to this size (every size
+the halves hold) rather than ``MAX_BYTES``: with eight ranks on two cores the Python plan's wait
+per peer and shot, each a turn of the interpreter while the peers queue for a core, cost more
+than the copies (docs/performance.md, "Twenty-ninth round, eight ranks at 256 KiB and the 2 MiB
+all_gather"). Where every rank has a core the bound stays ``MAX_BYTES``."""
+
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
 every poll, a larger one every 64th poll (``_small_c``; docs/performance.md, "Twenty-eighth
@@ -117,7 +124,9 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
     (its block, for a reduce-scatter). A broadcast or reduce finds call b's byte count at flag
     ``len_slot + b % len_ring`` (0: as many words as areas). A two-shot all-reduce posts its
     reduced block at flag ``red_flag``."""
-    if _small_c is None or not getattr(window, "in_c", False) or nbytes > MAX_BYTES or (nbytes == 0 and kind != BARRIER):
+    crowded_two_shot = kind == ALL_REDUCE_TWO_SHOT and getattr(window, "oversubscribed", False)
+    bound = CROWDED_TWO_SHOT_BYTES if crowded_two_shot else MAX_BYTES
+    if _small_c is None or not getattr(window, "in_c", False) or nbytes > bound or (nbytes == 0 and kind != BARRIER):
         return None
     if kind in (REDUCE, ALL_REDUCE_TWO_SHOT) and op == NO_FOLD:
         return None

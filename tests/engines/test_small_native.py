@@ -520,6 +520,49 @@ def test_where_ranks_outnumber_cores_all_reduces_beyond_the_halves_limit_take_tw
                            for dtype, op, k in cases}
 
 
+def _two_shot_plans(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
+        dict[str, bool], list[str]]:
+    """All-reduces of every (dtype, operator, count) in ``cases``, three calls each (in place, out
+    of place, in place), against folding in rank order: whether each case's two-shot plan has a C
+    plan (keyed "dtype op bytes"), and the calls whose bits differed."""
+    in_c, failed = {}, []
+    for dtype, op, k in cases:
+        inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+        expected = _folded(inputs, op, comm.size)
+        for i in range(3):
+            x = inputs[comm.rank].copy()
+            got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
+            if got.tobytes() != expected.tobytes():
+                failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+        plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
+        kernel = getattr(getattr(plan, "small", None) or plan, "kernel", None)
+        assert isinstance(kernel, small.TwoShotAllReducePlan), (k, type(kernel).__name__)
+        in_c[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = kernel.native is not None
+    return in_c, failed
+
+
+@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
+def test_two_shot_all_reduces_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
+        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores the two-shot all-reduce has a C plan at every size the halves
+    take it (up to ``CROWDED_TWO_SHOT_BYTES``), beyond ``MAX_BYTES`` too; where every rank has a
+    core, none beyond ``MAX_BYTES`` (the Python plan, as before). The same bits as folding in rank
+    order either way, in place and out of place, odd counts (blocks of uneven length)."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
+    assert small_native.MAX_BYTES < direct_routes.TWO_SHOT_CORES_BYTES
+    assert small_native.CROWDED_TWO_SHOT_BYTES == direct_routes.ALL_REDUCE_HALVES_CROWDED_BYTES
+    sizes = ((small_native.MAX_BYTES + 1, direct_routes.ALL_REDUCE_HALVES_BYTES, small_native.CROWDED_TWO_SHOT_BYTES)
+             if crowded else (direct_routes.TWO_SHOT_CORES_BYTES, direct_routes.ALL_REDUCE_HALVES_BYTES))
+    cases = [(dtype, op, k) for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD),
+                                              (np.int8, ReduceOp.BXOR)]
+             for item in [np.dtype(dtype).itemsize] for k in {(-(-n // item)) | 1 if n % 2 else n // item for n in sizes}]
+
+    for in_c, failed in run_world(lambda comm: _two_shot_plans(comm, cases), 2, "shm", timeout=120):
+        assert failed == []
+        assert in_c == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}": crowded for dtype, op, k in cases}
+
+
 def _one_way_calls(comm: collectives.Communicator) -> tuple[dict[str, int], list[str]]:
     """Three calls of each small reduce (every C fold and two that numpy folds, every root,
     into ``x`` and into ``out=``) and broadcast (every root): how many calls each kept one-way
