@@ -100,14 +100,17 @@ static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
 
 /* My half [from, to), both ways, in pieces, the GIL released: the peer's message (at
    ``their_send``) into ``recv`` (through ``bounce`` where ``recv`` is ``send``), mine into its
-   receive buffer (``their_recv``). 1, or 0 where a copy failed (the peer gone: its memory is
-   not the message's). */
+   receive buffer (``their_recv``). In place a piece is the bounce's; out of place nothing is
+   staged, so a piece is a cross-memory copy's whole (PIECE_BYTES): fewer system calls, each
+   pinning more pages at once (docs/performance.md, "Twenty-ninth round, the cells short by a
+   hair"). 1, or 0 where a copy failed (the peer gone: its memory is not the message's). */
 static int move_half(pid_t pid, const char *send, char *recv, uint64_t their_send, uint64_t their_recv, uint64_t from,
                      uint64_t to, char *bounce) {
     int ok = 1, in_place = send == recv;
+    uint64_t step = in_place ? BOUNCE_BYTES : (uint64_t)PIECE_BYTES;
     Py_BEGIN_ALLOW_THREADS
-    for (uint64_t at = from; at < to && ok; at += BOUNCE_BYTES) {
-        size_t piece = (size_t)(to - at < BOUNCE_BYTES ? to - at : BOUNCE_BYTES);
+    for (uint64_t at = from; at < to && ok; at += step) {
+        size_t piece = (size_t)(to - at < step ? to - at : step);
         ok = cma_copy(pid, 0, in_place ? bounce : recv + at, their_send + at, piece) &&
              cma_copy(pid, 1, (char *)send + at, their_recv + at, piece);
         if (ok && in_place) memcpy(recv + at, bounce, piece);

@@ -24,6 +24,7 @@ from collectives.testing import RankError, run_world
 pytestmark = pytest.mark.multiprocess
 
 PIECE = 256 << 10  # the bounce buffer's piece (BOUNCE_BYTES)
+CMA_PIECE = 4 << 20  # out of place, a piece is one cross-memory copy's (PIECE_BYTES, engines/_cma.h)
 
 
 def _message(n: int, seed: int) -> np.ndarray:
@@ -115,6 +116,15 @@ def test_blocks_of_one_array_from_the_out_of_place_size_go_by_halves_odd_sizes_t
     results = run_world(lambda comm: _swaps(comm, sizes, "one array", rounds=2), 2, "shm", timeout=60)
     assert all(ok for ok, _ in results)
     assert results[0][1] == results[1][1] > 0, results
+
+
+def test_out_of_place_a_half_larger_than_a_piece_goes_in_pieces_of_one_cross_memory_copy_and_a_tail() -> None:
+    """hypercube_perf's 2-rank exchange from 16 MiB: each half spans pieces of PIECE_BYTES
+    (not the bounce's), the last one a few bytes; every byte lands, both ranks by halves."""
+    sizes = [2 * CMA_PIECE + 13, 2 * CMA_PIECE + 2 * PIECE + 1]
+    results = run_world(lambda comm: _swaps(comm, sizes, "one array", rounds=2), 2, "shm", timeout=60)
+    assert all(ok for ok, _ in results)
+    assert results[0][1] == results[1][1] == 2 * len(sizes), results
 
 
 @pytest.mark.parametrize("how", ["in place", "one array"])
