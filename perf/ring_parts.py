@@ -4,8 +4,8 @@ The 3-rank tcp all-reduce of 32 MiB is priced on the ring about as fast as on th
 schedule while measured 20-25 % slower (docs/performance.md, "Twenty-ninth round"). This script
 measures, at 2 and 3 ranks over tcp, the ring all-reduce beside its two halves run alone (the
 ring reduce-scatter, which folds, and the ring all-gather, which does not: a reduce-scatter of
-N bytes and an all-gather into N bytes are the all-reduce's two phases), the recursive
-all-reduce. At 2 ranks a ring step sends and receives over one socket (both directions at
+N bytes and an all-gather into N bytes move what the all-reduce's two phases move, though called
+alone each runs its own plan, out of place), the recursive all-reduce. At 2 ranks a ring step sends and receives over one socket (both directions at
 once); at 3 ranks each of a rank's two sockets carries one direction. Every row is priced by the tuner's model as
 ``perf/validate_model.py`` prices it (this machine's cores, the hosts' cores shared), and once
 more replayed in full (``replayed``: not on the line through 8 and 16 MiB that ``predict``
