@@ -220,7 +220,7 @@ class WindowReduction:
             windows = self.windows
             into: dict[str, np.ndarray] = {}
             if not self.scatter and out is not x:
-                if windows.is_registered(x):  # peers read x itself: fold in a copy of it
+                if windows.is_registered(x) or np.may_share_memory(x, out):  # peers read x itself; out overlaps x
                     copy_array(out, x)
                 else:  # peers read my copy of x in the scratch window: the result straight into out
                     into["out"] = out
