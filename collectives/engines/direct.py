@@ -236,15 +236,22 @@ def all_reduce(
     serial: int,
     deadline: float,
     on_timeout: Callable[[list[int]], BaseException],
+    out: np.ndarray | None = None,
 ) -> int:
-    """Reduce ``x`` in place across the ranks sharing ``scratch``; return the new serial.
+    """Reduce ``x`` across the ranks sharing ``scratch``, in place, or into ``out`` where given
+    (``x`` then untouched: the peers read my copy of it in the scratch window, so the result goes
+    straight into ``out``, with no copy of ``x`` into it first); return the new serial.
 
     ``windows[i]`` is the window with id i (0: ``scratch``, others registered buffers);
     ``serial`` is the last chunk number every rank finished (the same on all ranks);
-    ``chunk`` is how many elements of each block one step handles.
+    ``chunk`` is how many elements of each block one step handles. ``out`` needs ``x`` outside
+    the registered windows (where peers read ``x`` itself, my block is folded into it).
     """
     call = _Call(scratch, windows, x, serial, deadline, on_timeout)
     me, others, mine, in_window, wait, peer = call.me, call.others, call.mine, call.in_window, call.wait, call.peer
+    if out is not None and in_window:
+        raise ValueError("all_reduce into out needs x outside the registered windows")
+    dst = x if out is None else out
     for _, s, pieces in call.steps(chunk, serial):
         lo, n = pieces[me]
         if n:  # only I reduce block `me`
@@ -254,9 +261,9 @@ def all_reduce(
             qlo, qn = pieces[q]
             if qn:
                 wait(q, RED, s)
-                copy_array(x[qlo : qlo + qn], peer(q)[qlo : qlo + qn])
+                copy_array(dst[qlo : qlo + qn], peer(q)[qlo : qlo + qn])
         if n and not in_window:
-            copy_array(x[lo : lo + n], mine[lo : lo + n])
+            copy_array(dst[lo : lo + n], mine[lo : lo + n])
         scratch.post(GOT, s)
     return call.finish(call.last)
 

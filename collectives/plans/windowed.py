@@ -218,17 +218,21 @@ class WindowReduction:
             return
         if not (self.try_reads and self._by_reads(x, out, call)):
             windows = self.windows
+            into: dict[str, np.ndarray] = {}
             if not self.scatter and out is not x:
-                copy_array(out, x)
+                if windows.is_registered(x) or np.may_share_memory(x, out):  # peers read x itself; out overlaps x
+                    copy_array(out, x)
+                else:  # peers read my copy of x in the scratch window: the result straight into out
+                    into["out"] = out
             # Every rank asks for the same size (even one whose input lives in a registered
             # window and needs no scratch), so all agree on when the scratch grows.
-            source = x if self.scatter else out
+            source = x if self.scatter or into else out
             scratch = windows.scratch(source.nbytes, call)
-            buffers = (source, out) if self.scatter else (out,)
+            buffers = (source, out) if self.scatter else (source,)
             step = max(1, window_engine.DIRECT_STEP_BYTES // source.itemsize)
             windows.window_serial = self.two_shot(
                 scratch, windows.registered, *buffers, self.op, step, windows.window_serial, call.deadline,
-                call.timed_out,
+                call.timed_out, **into,
             )
         finalize(self.op, out, self.windows.size)
 

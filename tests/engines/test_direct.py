@@ -993,3 +993,48 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
     reads = (["all_reduce", "all_reduce"] if crowded
              else ["all_reduce", "reduce_scatter", "all_reduce_by_reads", "reduce_scatter"])
     assert run_world(fn, 2, "shm", timeout=120) == [([], reads)] * 2
+
+
+def test_scratch_window_all_reduces_into_out_fold_straight_into_it_and_leave_x_untouched(monkeypatch):
+    """Through the scratch window, an all-reduce into ``out`` folds straight into it (no copy of
+    ``x`` into ``out`` first) where ``x`` lives outside the registered windows, and into a copy
+    of ``x`` where it lives in one (peers read ``x`` itself there); either way ``x`` is untouched
+    and ``out`` has the in-place call's bits, on every rank alike (3 ranks, odd counts, some
+    ranks passing registered buffers; the halves' limit shrunk so that the call leaves them)."""
+    from collectives.engines import direct, small
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    for module in (small, direct_routes):
+        monkeypatch.setattr(module, "ALL_REDUCE_HALVES_BYTES", 1 << 10)
+    into = []
+    original = direct.all_reduce
+
+    def counted(*args, **kwargs):
+        into.append("out" in kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(direct, "all_reduce", counted)  # the forked ranks inherit it
+    k = 40001
+
+    def fn(comm):
+        registered = comm.alloc(k, np.float32)
+        results = []
+        for op in (ReduceOp.SUM, ReduceOp.AVG):
+            for mixed in (False, True):
+                x = registered if mixed and comm.rank % 2 else np.empty(k, np.float32)
+                x[...] = rank_input(comm.rank, k, np.dtype(np.float32), op)
+                before = x.copy()
+                out = comm.all_reduce(x, op=op, out=np.empty_like(x), algorithm="direct")
+                untouched = np.array_equal(x, before)
+                comm.all_reduce(x, op=op, algorithm="direct")
+                results.append((untouched, np.array_equal(out.view(np.uint32), x.view(np.uint32)), out.view(np.uint32).copy()))
+        return results, into
+
+    results = run_world(fn, 3, "shm", timeout=120)
+    for rank, (calls, into_out) in enumerate(results):
+        assert [(untouched, same) for untouched, same, _ in calls] == [(True, True)] * 4
+        for call, first in zip(calls, results[0][0]):
+            assert np.array_equal(call[2], first[2])
+        odd = rank % 2 == 1  # these ranks pass the registered buffer in the mixed calls
+        assert into_out == [True, False, not odd, False] * 2
