@@ -14,7 +14,8 @@ them (``tuning/reads.py``), so that the model prices the route the library runs.
   pieces of ``DIRECT_STEP_BYTES``.
 - All-reduces up to ``ALL_REDUCE_HALVES_BYTES`` and reduce-scatters up to ``HALF_BYTES`` through
   the small window's halves (where ranks outnumber cores all-reduces up to
-  ``ALL_REDUCE_HALVES_CROWDED_BYTES``, reduce-scatters up to
+  ``ALL_REDUCE_HALVES_CROWDED_BYTES``, beyond it piece by piece up to
+  ``ALL_REDUCE_PIECES_CROWDED_BYTES``, reduce-scatters up to
   ``REDUCE_SCATTER_HALVES_CROWDED_BYTES``); there
   all-reduces, where ranks outnumber cores, from ``TWO_SHOT_BYTES`` in two shots (``two_shot``),
   where every rank has a core from ``TWO_SHOT_CORES_BYTES``, else every rank folds the whole vector.
@@ -150,6 +151,15 @@ TWO_SHOT_CORES_BYTES = HALF_BYTES + 1
 half beat every rank folding the whole vector; at ``HALF_BYTES`` they measured even. Measured:
 docs/performance.md, "Twenty-first round"."""
 
+ALL_REDUCE_PIECES_CROWDED_BYTES = 8 << 20
+"""Where ranks outnumber cores, all-reduces (bytes of ``x``) beyond ``ALL_REDUCE_HALVES_CROWDED_BYTES``
+up to this size (and below the reads' size) go through the small window's halves too, piece by
+piece (``all_reduce_pieces``; ``plans/windowed.py``'s ``PiecewiseAllReduce``): each piece one call
+of the halves' two-shot plan, the halves alternating, so a rank copies piece k + 1 into one half
+while its peers still read piece k out of the other, instead of two shots through the scratch
+window in numpy. Measured: docs/performance.md, "Thirtieth round, crowded all-reduces of 2-8
+MiB"."""
+
 REDUCE_SCATTER_HALVES_CROWDED_BYTES = 2 << 20
 """Where ranks outnumber cores, reduce-scatters (bytes of ``x``) beyond ``HALF_BYTES`` up to this
 size (at most the halves' size, ``small._half_bytes``) go through the small window's halves too
@@ -229,9 +239,21 @@ def all_reduce_by_halves(nbytes: int, oversubscribed: bool) -> bool:
 def all_reduce_halves_crowded(nbytes: int, oversubscribed: bool) -> bool:
     """Whether an all-reduce of ``nbytes`` (bytes of ``x``) beyond ``ALL_REDUCE_HALVES_BYTES`` goes
     through the small window's halves after all: where ranks outnumber cores (``oversubscribed``,
-    the same on every rank), up to ``ALL_REDUCE_HALVES_CROWDED_BYTES`` and below the reads' size
-    (``reads_from``)."""
-    return oversubscribed and nbytes <= ALL_REDUCE_HALVES_CROWDED_BYTES and nbytes < reads_from(False, True)
+    the same on every rank), up to ``ALL_REDUCE_HALVES_CROWDED_BYTES`` in one call, beyond it up to
+    ``ALL_REDUCE_PIECES_CROWDED_BYTES`` piece by piece (``all_reduce_pieces``), below the reads' size
+    (``reads_from``) either way."""
+    limit = max(ALL_REDUCE_HALVES_CROWDED_BYTES, ALL_REDUCE_PIECES_CROWDED_BYTES)
+    return oversubscribed and nbytes <= limit and nbytes < reads_from(False, True)
+
+
+def all_reduce_pieces(nbytes: int, oversubscribed: bool) -> int:
+    """How many calls through the small window's halves an all-reduce of ``nbytes`` (bytes of
+    ``x``) that goes through them (``all_reduce_by_halves``) takes: one up to
+    ``ALL_REDUCE_HALVES_CROWDED_BYTES`` (or where every rank has a core), beyond it one per piece of
+    at most that size (the engine splits the elements as evenly)."""
+    if not (oversubscribed and nbytes > max(ALL_REDUCE_HALVES_BYTES, ALL_REDUCE_HALVES_CROWDED_BYTES)):
+        return 1
+    return -(-nbytes // ALL_REDUCE_HALVES_CROWDED_BYTES)
 
 
 def broadcast_by_reads(nbytes: int, oversubscribed: bool) -> bool:

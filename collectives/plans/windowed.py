@@ -187,12 +187,36 @@ class SmallBarrier:
         windows.small_serial = s
 
 
+class PiecewiseAllReduce:
+    """All-reduces too large for one call through the halves, where ranks outnumber cores
+    (``direct_routes.all_reduce_pieces``): through them a piece at a time, each piece one small
+    all-reduce (``SmallReduction`` over ``small.all_reduce_plan`` of its length: at most two
+    lengths, each with its C plan). The halves alternate from call to call, so a rank copies piece
+    k + 1 into one while its peers still read piece k out of the other. Each piece's blocks are
+    folded in rank order by their owner: every rank gets the same bits, those of one whole call."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, windows: SharedWindows, dtype: np.dtype, count: int, op: ReduceOp, pieces: int) -> None:
+        calls: dict[int, SmallReduction] = {}  # one plan per piece length
+        for _, n in partition(count, pieces):
+            if n not in calls:
+                calls[n] = SmallReduction(windows, functools.partial(small.all_reduce_plan, dtype=dtype, size=n, op=op), op)
+        self.pieces = tuple((lo, lo + n, calls[n]) for lo, n in partition(count, pieces))
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+        for lo, hi, reduction in self.pieces:
+            reduction(flat_x[lo:hi], flat_out[lo:hi], call)
+
+
 class WindowReduction:
     """All-reduces (``scatter=False``) or reduce-scatters too large for the halves: by reads
     of peers' memory from ``direct_routes.reads_from`` where allowed, else two shots through the
     scratch window; those that ``direct_routes.reduce_scatter_by_halves`` or
     ``direct_routes.all_reduce_halves_crowded`` send there (where ranks outnumber cores) through the
-    halves after all (``halves``: the engine's plan, made once the window is open)."""
+    halves after all (``halves``: the engine's plan, made once the window is open), all-reduces
+    larger than one call takes piece by piece (``PiecewiseAllReduce``)."""
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, *, scatter: bool, nbytes: int,
                  halves: Callable[[Any], Any] | None = None) -> None:
@@ -201,7 +225,7 @@ class WindowReduction:
         self.scatter = scatter
         self.nbytes = nbytes
         self.halves = halves
-        self.small: SmallReduction | None = None
+        self.small: SmallReduction | PiecewiseAllReduce | None = None
         self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
@@ -211,8 +235,12 @@ class WindowReduction:
             crowded = self.windows.small(call).oversubscribed
             self.try_reads = self.nbytes >= direct_routes.reads_from(self.scatter, crowded)
             by_halves = direct_routes.reduce_scatter_by_halves if self.scatter else direct_routes.all_reduce_halves_crowded
-            if self.halves is not None and small.halves_take(self.nbytes) and by_halves(self.nbytes, crowded):
-                self.small = SmallReduction(self.windows, self.halves, self.op)
+            if self.halves is not None and by_halves(self.nbytes, crowded):
+                pieces = 1 if self.scatter else direct_routes.all_reduce_pieces(self.nbytes, crowded)
+                if pieces > 1:
+                    self.small = PiecewiseAllReduce(self.windows, x.dtype, x.size, self.op, pieces)
+                elif small.halves_take(self.nbytes):
+                    self.small = SmallReduction(self.windows, self.halves, self.op)
         if self.small is not None:
             self.small(x, out, call)
             return

@@ -269,7 +269,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
     rate), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
-    shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``), in turns beyond the cores
+    shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``,
+    each of ``direct_routes.all_reduce_pieces`` a call of its own, its copies those of its piece), in turns beyond the cores
     (``direct_turns``, and ``switches`` between them), the window's copies beyond a host's cache of
     ``cache_bytes`` (0: not modelled) at ``cache.windowed``'s rate; None where it runs the rule's
     schedule instead."""
@@ -282,10 +283,13 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
-    costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
     if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes, 0 < cores < size):
-        shots = two_shot_time if direct_routes.two_shot(nbytes, 0 < cores < size) else one_shot_time
-        return shots(nbytes, size, costs) * turns + switches(collective, turns, costs)
+        calls = direct_routes.all_reduce_pieces(nbytes, 0 < cores < size)  # each piece a call of its own
+        piece = -(-nbytes // calls)
+        costs = windowed(costs, beyond(footprint(collective, piece, size, size), cache_bytes))
+        shots = two_shot_time if direct_routes.two_shot(piece, 0 < cores < size) else one_shot_time
+        return calls * (shots(piece, size, costs) * turns + switches(collective, turns, costs))
+    costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
 
 

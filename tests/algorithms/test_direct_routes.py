@@ -88,3 +88,18 @@ def test_reduce_scatters_take_the_halves_beyond_half_bytes_only_where_ranks_outn
     assert routes.reduce_scatter_by_halves(routes.HALF_BYTES + 1, True)
     assert routes.reduce_scatter_by_halves(limit, True) and not routes.reduce_scatter_by_halves(limit + 1, True)
     assert routes.HALF_BYTES < limit <= small._half_bytes() and limit < routes.reads_from(True, True)
+
+
+def test_crowded_all_reduces_beyond_one_call_through_the_halves_take_them_piece_by_piece_below_the_reads() -> None:
+    """Where ranks outnumber cores, all-reduces beyond ``ALL_REDUCE_HALVES_CROWDED_BYTES`` go through
+    the halves a piece of at most that size per call, up to ``ALL_REDUCE_PIECES_CROWDED_BYTES`` and
+    below the reads' size; where every rank has a core, never beyond ``ALL_REDUCE_HALVES_BYTES``."""
+    one, limit, reads = (routes.ALL_REDUCE_HALVES_CROWDED_BYTES, routes.ALL_REDUCE_PIECES_CROWDED_BYTES,
+                         routes.reads_from(False, True))
+    assert one < limit <= reads
+    assert routes.all_reduce_pieces(one, True) == 1 and routes.all_reduce_pieces(one + 1, True) == 2
+    assert routes.all_reduce_pieces(2 * one, True) == 2 and routes.all_reduce_pieces(3 * one - 1, True) == 3
+    assert routes.all_reduce_halves_crowded(one + 1, True) and routes.all_reduce_halves_crowded(min(limit, reads - 1), True)
+    assert not routes.all_reduce_halves_crowded(reads, True) and not routes.all_reduce_halves_crowded(limit + 1, True)
+    assert not routes.all_reduce_by_halves(one + 1, False) and routes.all_reduce_pieces(one + 1, False) == 1
+    assert routes.all_reduce_pieces(routes.ALL_REDUCE_HALVES_BYTES, True) == 1

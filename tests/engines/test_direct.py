@@ -955,14 +955,15 @@ def test_all_reduces_go_by_reads_from_their_size_where_every_rank_has_a_core(cor
     READS_FROM_BYTES either way; below, two shots through the scratch window (reduce-scatters
     where ranks outnumber cores: the halves, up to REDUCE_SCATTER_HALVES_CROWDED_BYTES). Every
     path gives the reference's result. (All-reduces keep the halves up to ALL_REDUCE_HALVES_BYTES,
-    where ranks outnumber cores up to ALL_REDUCE_HALVES_CROWDED_BYTES, both shrunk here to
-    HALF_BYTES so that both sizes leave them.)"""
+    where ranks outnumber cores up to ALL_REDUCE_HALVES_CROWDED_BYTES and piece by piece up to
+    ALL_REDUCE_PIECES_CROWDED_BYTES, all shrunk here to HALF_BYTES so that both sizes leave them.)"""
     from collectives.engines import direct, small
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: cores)
     monkeypatch.setattr(small, "ALL_REDUCE_HALVES_BYTES", small.HALF_BYTES)
     monkeypatch.setattr(direct_routes, "ALL_REDUCE_HALVES_CROWDED_BYTES", small.HALF_BYTES)
+    monkeypatch.setattr(direct_routes, "ALL_REDUCE_PIECES_CROWDED_BYTES", small.HALF_BYTES)
     routes = []
     for name in ("all_reduce_by_reads", "reduce_scatter_by_reads", "all_reduce", "reduce_scatter"):
         original = getattr(direct, name)

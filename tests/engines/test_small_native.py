@@ -17,6 +17,7 @@ from collectives import ReduceOp
 from collectives.algorithms import direct_routes
 from collectives.engines import small, small_native
 from collectives.errors import MessageMismatchError
+from collectives.plans import windowed
 from collectives.ops import kernel_of
 from collectives.store import PrefixStore
 from collectives.testing import run_world
@@ -459,7 +460,10 @@ def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, R
                 failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
         plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
         plan = getattr(plan, "small", None) or plan  # a larger route's hand-off to the halves (plans/windowed.py)
-        kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = type(getattr(plan, "kernel", None)).__name__
+        name = type(getattr(plan, "kernel", None)).__name__
+        if isinstance(plan, windowed.PiecewiseAllReduce):  # "pieces x the pieces' plans"
+            name = f"{len(plan.pieces)} x " + ",".join(sorted({type(r.kernel).__name__ for _, _, r in plan.pieces}))
+        kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = name
     return kernels, failed
 
 
@@ -503,9 +507,9 @@ def test_where_ranks_outnumber_cores_all_reduces_beyond_the_halves_limit_take_tw
         implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where ranks outnumber cores, all-reduces beyond ``ALL_REDUCE_HALVES_BYTES`` up to
     ``ALL_REDUCE_HALVES_CROWDED_BYTES`` go through the halves after all, in two shots (the larger
-    route hands them over on its first call); one element more takes the scratch window. The same
-    bits as folding in rank order, in place and out of place, an odd count of elements, C and
-    Python alike."""
+    route hands them over on its first call); one element more takes them in two pieces
+    (``PiecewiseAllReduce``, below). The same bits as folding in rank order, in place and out of
+    place, an odd count of elements, C and Python alike."""
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
     low, limit = direct_routes.ALL_REDUCE_HALVES_BYTES, direct_routes.ALL_REDUCE_HALVES_CROWDED_BYTES
     assert low < limit <= small._half_bytes() and limit < direct_routes.reads_from(False, True)
@@ -516,7 +520,7 @@ def test_where_ranks_outnumber_cores_all_reduces_beyond_the_halves_limit_take_tw
     for kernels, failed in run_world(lambda comm: _all_reduce_kernels(comm, cases), 2, "shm", timeout=120):
         assert failed == []
         assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
-                           "TwoShotAllReducePlan" if k * np.dtype(dtype).itemsize <= limit else "NoneType"
+                           "TwoShotAllReducePlan" if k * np.dtype(dtype).itemsize <= limit else "2 x TwoShotAllReducePlan"
                            for dtype, op, k in cases}
 
 
@@ -561,6 +565,33 @@ def test_two_shot_all_reduces_beyond_the_c_bound_run_in_c_only_where_ranks_outnu
     for in_c, failed in run_world(lambda comm: _two_shot_plans(comm, cases), 2, "shm", timeout=120):
         assert failed == []
         assert in_c == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}": crowded for dtype, op, k in cases}
+
+
+def test_where_ranks_outnumber_cores_larger_all_reduces_take_the_halves_piece_by_piece_up_to_the_pieces_limit(
+        implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores, all-reduces beyond ``ALL_REDUCE_HALVES_CROWDED_BYTES`` up to
+    ``ALL_REDUCE_PIECES_CROWDED_BYTES`` go through the halves piece by piece (``PiecewiseAllReduce``:
+    as many pieces as ``direct_routes.all_reduce_pieces`` says, each a two-shot call); one element
+    more takes the scratch window. The bits of folding the whole call in rank order, in place and
+    out of place, pieces of uneven length (an odd count), C and Python alike. (The limits shrunk.)"""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit these
+    monkeypatch.setattr(direct_routes, "TWO_SHOT_BYTES", 16)
+    for module in (small, direct_routes):
+        monkeypatch.setattr(module, "ALL_REDUCE_HALVES_BYTES", 1 << 10)
+    monkeypatch.setattr(direct_routes, "ALL_REDUCE_HALVES_CROWDED_BYTES", 4 << 10)
+    monkeypatch.setattr(direct_routes, "ALL_REDUCE_PIECES_CROWDED_BYTES", 16 << 10)
+    one, limit = 4 << 10, 16 << 10
+    cases = [(dtype, op, k) for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD),
+                                              (np.int8, ReduceOp.BXOR), (np.float32, ReduceOp.AVG)]
+             for item in [np.dtype(dtype).itemsize] for k in ((one // item + 1) | 1, limit // item, limit // item + 1)]
+
+    def expected(nbytes: int) -> str:
+        return "NoneType" if nbytes > limit else f"{-(-nbytes // one)} x TwoShotAllReducePlan"
+
+    for kernels, failed in run_world(lambda comm: _all_reduce_kernels(comm, cases), 2, "shm", timeout=120):
+        assert failed == []
+        assert kernels == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}":
+                           expected(k * np.dtype(dtype).itemsize) for dtype, op, k in cases}
 
 
 def _one_way_calls(comm: collectives.Communicator) -> tuple[dict[str, int], list[str]]:
