@@ -444,12 +444,12 @@ def test_two_shot_all_reduces_give_numpys_bits_and_wait_for_late_peers(
         assert "TwoShotAllReducePlan" in kinds
 
 
-def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
-        dict[str, str], list[str]]:
+def _checked_all_reduces(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
+        dict[str, Any], list[str]]:
     """All-reduces of every (dtype, operator, count) in ``cases``, three calls each (in place, out
-    of place, in place), against folding in rank order: the plan that took each case (keyed
-    "dtype op bytes") and the calls whose bits differed."""
-    failed, kernels = [], {}
+    of place, in place), against folding in rank order: the plan each case left behind, past a
+    larger route's hand-off to the halves (keyed "dtype op bytes"), and the calls whose bits differed."""
+    failed, plans = [], {}
     for dtype, op, k in cases:
         inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
         expected = _folded(inputs, op, comm.size)
@@ -459,12 +459,22 @@ def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, R
             if got.tobytes() != expected.tobytes():
                 failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
         plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
-        plan = getattr(plan, "small", None) or plan  # a larger route's hand-off to the halves (plans/windowed.py)
-        name = type(getattr(plan, "kernel", None)).__name__
-        if isinstance(plan, windowed.PiecewiseAllReduce):  # "pieces x the pieces' plans"
-            name = f"{len(plan.pieces)} x " + ",".join(sorted({type(r.kernel).__name__ for _, _, r in plan.pieces}))
-        kernels[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = name
-    return kernels, failed
+        plans[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = getattr(plan, "small", None) or plan
+    return plans, failed
+
+
+def _all_reduce_kernels(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
+        dict[str, str], list[str]]:
+    """``_checked_all_reduces``, each case's plan named: its kernel's type, or "pieces x the pieces'
+    kernels" for ``PiecewiseAllReduce``."""
+    plans, failed = _checked_all_reduces(comm, cases)
+
+    def name(plan: Any) -> str:
+        if isinstance(plan, windowed.PiecewiseAllReduce):
+            return f"{len(plan.pieces)} x " + ",".join(sorted({type(r.kernel).__name__ for _, _, r in plan.pieces}))
+        return type(getattr(plan, "kernel", None)).__name__
+
+    return {key: name(plan) for key, plan in plans.items()}, failed
 
 
 def test_all_reduces_take_the_halves_up_to_their_own_limit_beyond_the_other_reductions(implementation: str) -> None:
@@ -526,22 +536,13 @@ def test_where_ranks_outnumber_cores_all_reduces_beyond_the_halves_limit_take_tw
 
 def _two_shot_plans(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
         dict[str, bool], list[str]]:
-    """All-reduces of every (dtype, operator, count) in ``cases``, three calls each (in place, out
-    of place, in place), against folding in rank order: whether each case's two-shot plan has a C
-    plan (keyed "dtype op bytes"), and the calls whose bits differed."""
-    in_c, failed = {}, []
-    for dtype, op, k in cases:
-        inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
-        expected = _folded(inputs, op, comm.size)
-        for i in range(3):
-            x = inputs[comm.rank].copy()
-            got = comm.all_reduce(x, op=op, out=np.empty_like(x) if i % 2 else None)
-            if got.tobytes() != expected.tobytes():
-                failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
-        plan = next(p for key, p in comm._plans.items() if key[:4] == ("all_reduce", np.dtype(dtype), k, op))
-        kernel = getattr(getattr(plan, "small", None) or plan, "kernel", None)
-        assert isinstance(kernel, small.TwoShotAllReducePlan), (k, type(kernel).__name__)
-        in_c[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = kernel.native is not None
+    """``_checked_all_reduces``, each case's plan a two-shot one: whether it has a C plan."""
+    plans, failed = _checked_all_reduces(comm, cases)
+    in_c = {}
+    for key, plan in plans.items():
+        kernel = getattr(plan, "kernel", None)
+        assert isinstance(kernel, small.TwoShotAllReducePlan), (key, type(kernel).__name__)
+        in_c[key] = kernel.native is not None
     return in_c, failed
 
 
