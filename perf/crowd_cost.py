@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -30,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from collectives.sim.cluster import cluster  # noqa: E402
 from collectives.sim.predict import predict  # noqa: E402
-from collectives.tuning.profile import DEFAULT_FILE, Profile, load  # noqa: E402
+from collectives.tuning.profile import Profile, load  # noqa: E402
+from perf import saved_rows  # noqa: E402
 
 LAYOUTS = [(2, 2), (3, 2), (4, 2), (8, 2), (2, 1), (3, 1), (4, 1)]
 """(ranks, CPUs they are pinned to): 1, 1.5, 2 and 4 ranks a core over two CPUs; 2, 3, 4 on one."""
@@ -102,22 +102,12 @@ def table(rows: list[dict[str, Any]], profile: Profile) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="measure, and write the rows here")
-    parser.add_argument("--from", dest="source", help="price the rows saved in this file (measure nothing)")
-    parser.add_argument("--profile", default=DEFAULT_FILE, help="the profile to price with (default: built-in)")
     parser.add_argument("--transports", default=",".join(TRANSPORTS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
+    saved_rows.add_arguments(parser, repeats=3, rounds=5, cores=False)  # it pins its own CPUs
     args = parser.parse_args(argv)
     profile = load(args.profile)
-    if args.source:
-        with open(args.source) as f:
-            rows = json.load(f)["rows"]
-    else:
-        rows = measure(tuple(args.transports.split(",")), args.repeats, args.rounds)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"script": "perf/crowd_cost.py", "rows": rows}, f, indent=1)
+    rows, _ = saved_rows.rows_and_cores(args, "perf/crowd_cost.py", lambda: measure(
+        tuple(args.transports.split(",")), args.repeats, args.rounds))
     print("\n".join(table(rows, profile)))
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from typing import Any
@@ -26,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from collectives.sim.cluster import cluster  # noqa: E402
 from collectives.sim.predict import predict  # noqa: E402
 from collectives.timing import measure_repeats  # noqa: E402
-from collectives.tuning.profile import DEFAULT_FILE, Profile, load  # noqa: E402
+from collectives.tuning.profile import Profile, load  # noqa: E402
+from perf import saved_rows  # noqa: E402
 
 CASES = [(c, n, "tree") for c in ("broadcast", "reduce") for n in (8, 1 << 10, 64 << 10)]
 STEP = 0.5e-6
@@ -78,23 +78,10 @@ def fit(rows: list[dict[str, Any]], profile: Profile, cores: int) -> tuple[float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", help="saved rows to fit (measure nothing)")
-    parser.add_argument("--json", help="measure and save the rows here")
-    parser.add_argument("--profile", default=str(DEFAULT_FILE))
-    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=20)
+    saved_rows.add_arguments(parser, repeats=5, rounds=20)
     args = parser.parse_args(argv)
     profile = load(args.profile)
-    if args.source:
-        with open(args.source) as f:
-            data = json.load(f)
-        rows, cores = data["rows"], data.get("cores", args.cores)
-    else:
-        rows, cores = measured(args.repeats, args.rounds), args.cores
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"cores": cores, "load": os.getloadavg(), "rows": rows}, f, indent=1)
+    rows, cores = saved_rows.rows_and_cores(args, "perf/refit_split.py", lambda: measured(args.repeats, args.rounds))
     tcp = profile.costs("tcp")
     send, recv, lines = fit(rows, profile, cores)
     print("\n".join(lines))

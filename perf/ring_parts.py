@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -30,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from collectives.sim.cluster import cluster  # noqa: E402
 from collectives.sim.predict import predict  # noqa: E402
 from collectives.tuning import tuner  # noqa: E402
-from collectives.tuning.profile import DEFAULT_FILE, Profile, load  # noqa: E402
+from collectives.tuning.profile import Profile, load  # noqa: E402
+from perf import saved_rows  # noqa: E402
 
 CASES = [("all_reduce", "ring"), ("reduce_scatter", "ring"), ("all_gather", "ring"), ("all_reduce", "recursive")]
 SIZES = (4 << 20, 32 << 20)
@@ -85,24 +85,10 @@ def table(rows: list[dict[str, Any]], profile: Profile, cores: int) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="measure, and write the rows here")
-    parser.add_argument("--from", dest="source", help="price the rows saved in this file (measure nothing)")
-    parser.add_argument("--profile", default=DEFAULT_FILE, help="the profile to price with (default: built-in)")
-    parser.add_argument("--cores", type=int, default=0, help="cores of the machine (default: os.cpu_count())")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
+    saved_rows.add_arguments(parser, repeats=3, rounds=5)
     args = parser.parse_args(argv)
     profile = load(args.profile)
-    cores = args.cores or os.cpu_count() or 1
-    if args.source:
-        with open(args.source) as f:
-            doc = json.load(f)
-        rows, cores = doc["rows"], args.cores or doc.get("cores") or cores
-    else:
-        rows = measure(args.repeats, args.rounds)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"script": "perf/ring_parts.py", "cores": cores, "rows": rows}, f, indent=1)
+    rows, cores = saved_rows.rows_and_cores(args, "perf/ring_parts.py", lambda: measure(args.repeats, args.rounds))
     print("\n".join(table(rows, profile, cores)))
     return 0
 
