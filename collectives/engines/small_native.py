@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
 from ..transports.progress import YIELD_SECONDS
@@ -51,7 +52,7 @@ MAX_BYTES = ALIASED_COPY_BYTES[0]
 """The largest contribution taken in C: beyond it the interpreter's share of a call is
 small, and from here ``buffers.copy_array`` sidesteps a slow memcpy that C would meet."""
 
-CROWDED_TWO_SHOT_BYTES = 2 << 20
+CROWDED_TWO_SHOT_BYTES = ALL_REDUCE_HALVES_CROWDED_BYTES
 """Where ranks outnumber CPUs the two-shot all-reduce is taken in C up to this size (every size
 the halves hold) rather than ``MAX_BYTES``: with eight ranks on two cores the Python plan's wait
 per peer and shot, each a turn of the interpreter while the peers queue for a core, cost more
