@@ -68,10 +68,6 @@ class Network(Protocol):
         """Whether ranks ``a`` and ``b`` queue for the same cores."""
         ...
 
-    def begin(self, one_way: bool) -> None:
-        """Told before the first step whether the replayed calls' messages flow one way."""
-        ...
-
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
                    waiting: int = 0) -> float:
         """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
@@ -125,7 +121,6 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     size = len(calls[0])
     first_call = [list(s) for s in calls[0]]  # read once, to see whether its messages flow one way
     flowing = flows_one_way(first_call)
-    network.begin(flowing)
     in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
     calls = [[iter(s) for s in first_call], *calls[1:]]
     schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]

@@ -18,16 +18,12 @@ core, and pays its link class's ``wake`` to resume after waiting for a message, 
 queue; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
 byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
-the memory bus). With ``sticky`` (one host over shared memory or tcp) a rank keeps to its core, as the
+the memory bus). With ``sticky`` (one host over shared memory) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
 ``MIGRATION_COST`` before (a task that ran more recently is cache-hot and stays); its
 ``crowd_wake`` counts the ranks whose home is its own core (3 ranks on 2 cores: 2 on one, 1 on
-the other), not the ranks per core on average. Over tcp (``keeps_cores_flowing`` false) ranks
-keep to their cores only in calls whose messages come back round (rings, exchanges: every rank
-waits briefly at every step, yielding and runnable, so the kernel moves no queued rank onto its
-core); in calls that flow one way they take whichever core frees first, as the ranks ahead of the
-flow finish and sleep (``begin``). So steps in which every rank works at once (a ring's
+the other), not the ranks per core on average. So steps in which every rank works at once (a ring's
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
 ``exchange`` more, and one that sends over one kind of link and receives over another
@@ -114,8 +110,6 @@ class Machine:
             ranks waiting on a rank's cores when it resumes, not all of them (``step_extra``).
         sticky: on one host, ranks keep to their cores (``acquire``) instead of taking
             whichever frees first, and ``crowd_wake`` counts the ranks of their own core.
-        sticky_flowing: with ``sticky``, whether ranks keep to their cores in calls whose
-            messages flow one way too (else only in the others: ``begin``).
         whole_messages: on one host, a receiver copies a message out only once all of it
             has been written (``copies_whole``).
     """
@@ -124,8 +118,7 @@ class Machine:
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
-                 crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False,
-                 sticky_flowing: bool = True) -> None:
+                 crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -143,8 +136,7 @@ class Machine:
         self.crowd_of_waiters = crowd_of_waiters
         self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
-        self.sticky = self._keeps = sticky and self.k >= ranks
-        self.sticky_flowing = sticky_flowing
+        self.sticky = sticky and self.k >= ranks
         self.whole_messages = whole_messages and self.k >= ranks
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
@@ -203,11 +195,6 @@ class Machine:
             return done, done, copy
         handed = min(cls.send_overhead * f, alpha)  # the sender goes on once its send path is done
         return done - (alpha - handed), done, copy + min(cls.recv_overhead * f, alpha - handed)
-
-    def begin(self, one_way: bool) -> None:
-        """Told before a replay's first step whether its calls' messages flow one way: ranks keep
-        to their cores (``sticky``) in such calls only where ``sticky_flowing`` says so."""
-        self.sticky = self._keeps and (self.sticky_flowing or not one_way)
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma
@@ -317,17 +304,8 @@ def crowd_of_waiters(transport: str) -> bool:
 
 def keeps_cores(transport: str) -> bool:
     """Whether ``transport``'s ranks keep to their cores in the model (``Machine``'s ``sticky``):
-    shared memory's (docs/simulation.md, *The twenty-second round: shared memory*) and tcp's, whose
-    ranks wait by the same progress engine (*The thirty-eighth round*); others take whichever
-    core frees first."""
-    return transport in ("shm", "tcp")
-
-
-def keeps_cores_flowing(transport: str) -> bool:
-    """Whether ``transport``'s ranks keep to their cores also in calls whose messages flow one
-    way (``Machine``'s ``sticky_flowing``): shared memory's; tcp's take whichever core frees
-    first there, as their one-way calls were priced (``crowd_of_waiters``; docs/simulation.md,
-    *The thirty-eighth round*)."""
+    shared memory's (the transport it was checked on; others take whichever core frees first:
+    docs/simulation.md, *The twenty-second round: shared memory*)."""
     return transport == "shm"
 
 
