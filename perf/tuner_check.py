@@ -2,6 +2,7 @@
 
     python perf/tuner_check.py --json docs/perf/choices.json            # measure (a few minutes)
     python perf/tuner_check.py --from docs/perf/choices.json [--profile FILE]   # score, no measuring
+    python perf/tuner_check.py --transports tcp --sizes 16M,32M,64M --json big.json   # these sizes only
     python perf/tuner_check.py --ranks 4,8 --transports tcp --hosts 2 --json two.json   # two hosts each
     python perf/tuner_check.py --ranks 4,8 --transports tcp --hosts 2 --netns --json two.json   # as namespaces (root)
 
@@ -39,9 +40,20 @@ from collectives.tuning.profile import Profile, current, load
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from perf.algo_all import within  # noqa: E402  (the acceptance rule: 10 %, or 5 µs below 64 KiB)
 from perf.colls import sweep_sizes  # noqa: E402
+from perf.options import parse_size  # noqa: E402
 from perf.repeats import agreement  # noqa: E402
 
 SIZES = sweep_sizes(8, 64 << 20, 0, 4)  # all_reduce_perf -b 8 -e 64M -f 4: 8 B .. 32 MiB by 4
+
+
+def measured_sizes(text: str | None) -> list[int]:
+    """The sizes ``--sizes`` names (``16M,32M,64M``: nccl-tests' units), or the sweep's (``SIZES``) without it."""
+    if not text:
+        return list(SIZES)
+    sizes = [parse_size(s) for s in text.split(",")]
+    if any(n <= 0 for n in sizes):
+        raise ValueError(f"--sizes: {text!r} is not a list of positive sizes (e.g. 16M,32M,64M)")
+    return sizes
 
 
 def measure_all(transports: list[str], ranks: list[int], collectives: list[str], sizes: list[int],
@@ -143,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", default="2,3,4")
     parser.add_argument("--transports", default="shm,tcp")
     parser.add_argument("--collectives", default=",".join(COLLECTIVES))
+    parser.add_argument("--sizes", default=None,
+                        help="measure these sizes (comma-separated, e.g. 16M,32M,64M) instead of the 8 B - 32 MiB sweep")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure everything this many times over, each time the median of its repeats")
@@ -160,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, margin=args.margin)
     if args.cores is not None:
         profile = dataclasses.replace(profile, cores=args.cores)
+    try:
+        sizes = measured_sizes(args.sizes)
+    except ValueError as e:
+        parser.error(str(e))
     if args.source:
         rows = []
         for path in args.source.split(","):
@@ -168,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with two_hosts() if args.netns else nullcontext() as places:
             rows = measure_all(args.transports.split(","), [int(r) for r in args.ranks.split(",")],
-                               args.collectives.split(","), SIZES, args.rounds, args.repeats, args.hosts, places)
+                               args.collectives.split(","), sizes, args.rounds, args.repeats, args.hosts, places)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump({"rows": rows}, fh, indent=1)
