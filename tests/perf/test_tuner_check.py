@@ -27,7 +27,7 @@ def test_a_size_that_is_not_one_is_refused(text: str) -> None:
 
 
 def test_choice_run_18_times_every_flat_algorithm_and_the_pick_from_16_to_64_mib() -> None:
-    """docs/perf/choices_calib18_tcp.json (docs/simulation.md, the thirty-eighth round): tcp
+    """docs/perf/choices_calib18_tcp.json (docs/simulation.md, the thirty-ninth round): tcp
     all-reduces of 16, 32 and 64 MiB at 2, 3 and 4 ranks, three repeats of each time."""
     path = Path(tuner_check.__file__).resolve().parent.parent / "docs" / "perf" / "choices_calib18_tcp.json"
     doc = json.loads(path.read_text())
