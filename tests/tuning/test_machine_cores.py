@@ -249,6 +249,28 @@ def test_a_sticky_rank_pays_crowd_wake_for_the_ranks_of_its_own_core() -> None:
     assert pooled.step_extra(1, [], [0], True) == pytest.approx(1e-6 + 1.5 * 4e-6)
 
 
+def test_ranks_taking_turns_on_one_core_pay_one_wake_and_crowd_wake_a_step_however_many() -> None:
+    """k ranks on one core (k = 2, 3, 4; kept to it or pooled): every step a rank receives in
+    resumes it from the core's run queue once, waited or not, at wake plus crowd_wake, not k
+    crowd_wakes; a step that receives nothing pays none."""
+    for k in (2, 3, 4):
+        for sticky in (True, False):
+            m = Machine(k, k, LinkClass("x", ALPHA, 0.0, 0.5, wake=1e-6, crowd_wake=4e-6), cores=1, sticky=sticky)
+            assert m.one_core
+            assert m.step_extra(0, [1], [k - 1], True) == pytest.approx(1e-6 + 4e-6)
+            assert m.step_extra(0, [1], [k - 1], False) == pytest.approx(1e-6 + 4e-6)
+            assert m.step_extra(0, [1], [], False) == 0.0
+
+
+def test_one_core_means_every_rank_queues_for_that_one_core() -> None:
+    """Two cores, a core each, or hosts of one core sharing the machine's two: not one core;
+    hosts of one core each, queueing apart: one core each."""
+    assert not sticky_machine().one_core
+    assert not Machine(2, 2, link(), cores=2).one_core and not Machine(3, 3, link()).one_core
+    assert not Machine(4, 2, link(), link(), cores=1, shared_cores=True).one_core
+    assert Machine(4, 2, link(), link(), cores=1).one_core
+
+
 def test_only_one_host_over_shared_memory_keeps_its_ranks_to_their_cores() -> None:
     """The tuner and the simulator build sticky machines for shm on one host; tcp, and hosts
     that share one machine's cores, keep the shared pool."""
