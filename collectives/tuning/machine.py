@@ -13,9 +13,10 @@ other half; 1 where a DMA engine or NIC moves the bytes and the receiver only wa
 Cores: where a host has more ranks than ``cores``, the ranks share that host's cores (or,
 with ``shared_cores``, hosts that are parts of one machine share all of its cores), first
 come first served: a rank issues a step's sends and folds its receives only once it holds a
-core, and pays its link class's ``wake`` to resume after waiting for a message, and
-``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
-queue; where all of them share one core, ``wake`` + ``crowd_wake`` once at every step it
+core, and pays its link class's ``wake`` to resume after waiting for a message (with a
+core each, where cores are counted, ``wake`` alone: it still switches back in after its wait,
+nobody queued ahead), and ``crowd_wake`` more per rank sharing its core (it resumes behind
+them in the core's run queue; where all of them share one core, ``wake`` + ``crowd_wake`` once at every step it
 receives in, waited or not, whatever their number: measured so, the ranks taking turns on the
 core; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
@@ -264,6 +265,9 @@ class Machine:
             waits = classes + [self.inter] if self.k < self.ranks else classes
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             extra += max(c.wake + c.crowd_wake * crowd for c in waits)
+        elif waited and self.cores:
+            # a core each: the rank still resumes after its wait (a context switch), nobody queued ahead
+            extra += max(c.wake for c in classes)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:

@@ -47,13 +47,30 @@ def test_ranks_beyond_the_cores_queue_for_them_in_a_ring_but_hardly_in_a_chain()
     assert tuner.replay_time("broadcast", "ring", 16, lambda: machine(2)) == pytest.approx(chain_free)
 
 
-def test_a_waiting_rank_pays_its_wake_only_where_cores_are_short() -> None:
+def test_a_waiting_rank_pays_its_wake_where_cores_are_short_and_none_where_they_are_not_counted() -> None:
     def make(cores: int) -> Machine:
         return Machine(3, 3, link(wake=5e-6), cores=cores)
 
     free = tuner.replay_time("broadcast", "ring", 8, lambda: make(0))
     assert free == pytest.approx(2 * ALPHA)  # a chain of two hops; nobody queues, nobody pays a wake
     assert tuner.replay_time("broadcast", "ring", 8, lambda: make(2)) == pytest.approx(2 * ALPHA + 2 * 5e-6)
+
+
+def test_a_rank_with_a_core_of_its_own_pays_wake_alone_after_a_wait_where_cores_are_counted() -> None:
+    """Three ranks on four cores: a rank whose message came after it was ready still switches
+    back in (``wake``), with nobody queued ahead (no ``crowd_wake``); one that did not wait pays
+    nothing, and where cores are not counted (0) no step pays a wake. A chain of two hops pays
+    it at each."""
+    def make(cores: int) -> Machine:
+        return Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, wake=5e-6, crowd_wake=2e-6), cores=cores)
+
+    m = make(4)
+    assert not m.oversubscribed
+    assert m.step_extra(1, [], [0], True) == pytest.approx(5e-6)
+    assert m.step_extra(1, [], [0], False) == 0.0
+    assert make(0).step_extra(1, [], [0], True) == 0.0
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(4)) == pytest.approx(2 * ALPHA + 2 * 5e-6)
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(0)) == pytest.approx(2 * ALPHA)
 
 
 def test_a_woken_rank_pays_crowd_wake_per_rank_sharing_its_core() -> None:
