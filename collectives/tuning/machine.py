@@ -13,9 +13,12 @@ other half; 1 where a DMA engine or NIC moves the bytes and the receiver only wa
 Cores: where a host has more ranks than ``cores``, the ranks share that host's cores (or,
 with ``shared_cores``, hosts that are parts of one machine share all of its cores), first
 come first served: a rank issues a step's sends and folds its receives only once it holds a
-core, and pays its link class's ``wake`` to resume after waiting for a message, and
-``crowd_wake`` more per rank sharing its core (it resumes behind them in the core's run
-queue; a rank with peers on other hosts pays the dearer of its message's link and the link
+core, and pays its link class's ``wake`` to resume after waiting for a message (with a
+core each, where cores are counted, ``wake`` alone: it still switches back in after its wait,
+nobody queued ahead), and ``crowd_wake`` more per rank sharing its core (it resumes behind
+them in the core's run queue; where all of them share one core, ``wake`` + ``crowd_wake`` once at every step it
+receives in, waited or not, whatever their number: measured so, the ranks taking turns on the
+core; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
 byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
 the memory bus). With ``sticky`` (one host over shared memory) a rank keeps to its core, as the
@@ -255,17 +258,28 @@ class Machine:
             return 0.0
         classes = [self.path(rank, peer)[0] for peer in recvs]
         extra = max(c.exchange for c in classes) if sends else 0.0
-        if waited and self.oversubscribed:
+        one_core = self.one_core
+        if (waited or one_core) and self.oversubscribed:
             # a rank with peers on other hosts polls their link on every pass of its wait
             # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
             waits = classes + [self.inter] if self.k < self.ranks else classes
-            crowd = self.home_ranks(rank) if self.sticky else self.crowd(waiting)
+            crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             extra += max(c.wake + c.crowd_wake * crowd for c in waits)
+        elif waited and self.cores:
+            # a core each: the rank still resumes after its wait (a context switch), nobody queued ahead
+            extra += max(c.wake for c in classes)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:
             extra += self.split_wait
         return extra * self.cpu_factor
+
+    @property
+    def one_core(self) -> bool:
+        """Whether the ranks a rank queues with take turns on one core: then every step it
+        receives in resumes it from that core's run queue once (``wake`` + ``crowd_wake``), however
+        many ranks share the core (docs/simulation.md, *The thirty-eighth round*)."""
+        return self.oversubscribed and self.cores * (self.hosts if self.shared_cores else 1) == 1
 
     def crowd(self, waiting: int = 0) -> float:
         """Ranks per core that a resuming rank queues behind: the host's ranks per core (its

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collectives.tuning.profile import current
 from perf import crowd_cost
 
@@ -37,6 +39,19 @@ def test_the_crowd_terms_price_only_ranks_beyond_the_cores() -> None:
         crowded = _row(transport, 2, 1)
         assert crowd_cost.price(crowded, profile) > crowd_cost.price(crowded, bare)
         assert crowd_cost.price(crowded, profile) > crowd_cost.price(alone, profile)
+
+
+def test_on_one_cpu_the_crowd_terms_add_one_wake_a_message_however_many_ranks() -> None:
+    """As measured (docs/simulation.md, the thirty-eighth round): on one core a message costs
+    the same at 2, 3 and 4 ranks, and the model's crowd terms add wake + crowd_wake a message
+    (a step's price over the ranks taking turns on the core), not more as ranks are added."""
+    profile, bare = current(), crowd_cost.without_crowd(current())
+    for transport in crowd_cost.TRANSPORTS:
+        costs = profile.costs(transport)
+        for ranks in (2, 3, 4):
+            row = _row(transport, ranks, 1)
+            added = (crowd_cost.price(row, profile) - crowd_cost.price(row, bare)) / crowd_cost.steps(ranks) / ranks
+            assert added == pytest.approx((costs.wake + costs.crowd_wake) * 1e6, rel=1e-3)
 
 
 def test_the_table_has_a_line_per_row() -> None:

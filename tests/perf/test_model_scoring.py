@@ -191,11 +191,14 @@ def test_the_grid_keeps_only_profiles_that_keep_the_picks_and_takes_the_best_fit
 def test_a_held_fit_takes_no_step_that_moves_a_pick(tmp_path: Path) -> None:
     from perf import hold_picks
 
-    rows = rows_measured_by(TRUE)
+    # a truth whose 2-rank picks differ from the first guess's: with a core each, a rank that
+    # waited pays its wake (tuning/machine.py), and TRUE's 30 us wake makes its picks the guess's
+    truth = Profile({"tcp": dataclasses.replace(TRUE.transports["tcp"], wake=5e-6)}, "the truth", margin=0.0, cores=2)
+    rows = rows_measured_by(truth)
     (tmp_path / "v.json").write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
     START.save(tmp_path / "start.json")
     worlds = [(2, 0)]
-    moved_free = [k for k, v in hold_picks.picks(TRUE, ["tcp"], worlds).items()
+    moved_free = [k for k, v in hold_picks.picks(truth, ["tcp"], worlds).items()
                   if hold_picks.picks(START, ["tcp"], worlds)[k] != v]
     assert moved_free  # the truth picks otherwise: an unheld fit that comes near it moves picks
     choices = [{"transport": "tcp", "ranks": 2, "collective": c, "size": n,

@@ -47,13 +47,30 @@ def test_ranks_beyond_the_cores_queue_for_them_in_a_ring_but_hardly_in_a_chain()
     assert tuner.replay_time("broadcast", "ring", 16, lambda: machine(2)) == pytest.approx(chain_free)
 
 
-def test_a_waiting_rank_pays_its_wake_only_where_cores_are_short() -> None:
+def test_a_waiting_rank_pays_its_wake_where_cores_are_short_and_none_where_they_are_not_counted() -> None:
     def make(cores: int) -> Machine:
         return Machine(3, 3, link(wake=5e-6), cores=cores)
 
     free = tuner.replay_time("broadcast", "ring", 8, lambda: make(0))
     assert free == pytest.approx(2 * ALPHA)  # a chain of two hops; nobody queues, nobody pays a wake
     assert tuner.replay_time("broadcast", "ring", 8, lambda: make(2)) == pytest.approx(2 * ALPHA + 2 * 5e-6)
+
+
+def test_a_rank_with_a_core_of_its_own_pays_wake_alone_after_a_wait_where_cores_are_counted() -> None:
+    """Three ranks on four cores: a rank whose message came after it was ready still switches
+    back in (``wake``), with nobody queued ahead (no ``crowd_wake``); one that did not wait pays
+    nothing, and where cores are not counted (0) no step pays a wake. A chain of two hops pays
+    it at each."""
+    def make(cores: int) -> Machine:
+        return Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, wake=5e-6, crowd_wake=2e-6), cores=cores)
+
+    m = make(4)
+    assert not m.oversubscribed
+    assert m.step_extra(1, [], [0], True) == pytest.approx(5e-6)
+    assert m.step_extra(1, [], [0], False) == 0.0
+    assert make(0).step_extra(1, [], [0], True) == 0.0
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(4)) == pytest.approx(2 * ALPHA + 2 * 5e-6)
+    assert tuner.replay_time("broadcast", "ring", 8, lambda: make(0)) == pytest.approx(2 * ALPHA)
 
 
 def test_a_woken_rank_pays_crowd_wake_per_rank_sharing_its_core() -> None:
@@ -247,6 +264,28 @@ def test_a_sticky_rank_pays_crowd_wake_for_the_ranks_of_its_own_core() -> None:
     assert m.step_extra(1, [], [0], True) == pytest.approx(1e-6 + 4e-6)
     pooled = Machine(3, 3, LinkClass("x", ALPHA, 0.0, 0.5, 0.0, 1e-6, 4e-6), cores=2)
     assert pooled.step_extra(1, [], [0], True) == pytest.approx(1e-6 + 1.5 * 4e-6)
+
+
+def test_ranks_taking_turns_on_one_core_pay_one_wake_and_crowd_wake_a_step_however_many() -> None:
+    """k ranks on one core (k = 2, 3, 4; kept to it or pooled): every step a rank receives in
+    resumes it from the core's run queue once, waited or not, at wake plus crowd_wake, not k
+    crowd_wakes; a step that receives nothing pays none."""
+    for k in (2, 3, 4):
+        for sticky in (True, False):
+            m = Machine(k, k, LinkClass("x", ALPHA, 0.0, 0.5, wake=1e-6, crowd_wake=4e-6), cores=1, sticky=sticky)
+            assert m.one_core
+            assert m.step_extra(0, [1], [k - 1], True) == pytest.approx(1e-6 + 4e-6)
+            assert m.step_extra(0, [1], [k - 1], False) == pytest.approx(1e-6 + 4e-6)
+            assert m.step_extra(0, [1], [], False) == 0.0
+
+
+def test_one_core_means_every_rank_queues_for_that_one_core() -> None:
+    """Two cores, a core each, or hosts of one core sharing the machine's two: not one core;
+    hosts of one core each, queueing apart: one core each."""
+    assert not sticky_machine().one_core
+    assert not Machine(2, 2, link(), cores=2).one_core and not Machine(3, 3, link()).one_core
+    assert not Machine(4, 2, link(), link(), cores=1, shared_cores=True).one_core
+    assert Machine(4, 2, link(), link(), cores=1).one_core
 
 
 def test_only_one_host_over_shared_memory_keeps_its_ranks_to_their_cores() -> None:
