@@ -68,6 +68,12 @@ ROOT_SHARE = (0.2, 0.5)
 ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1, 0.2, 0.3,
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
+CROWDED_ALL_GATHER_YIELD_SECONDS = 20e-3
+"""Where ranks outnumber cores, how long an all-gather's C plan yields to a late peer before it
+hands the call back to the Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds):
+at 4 and 8 ranks on 2 cores a peer is late by most of a call's copies (a few milliseconds at
+the sizes that take reads there), and a hand-back mid-call cost more than the turns it saved.
+Measured: docs/performance.md, "Thirty-first round, the all_gather cells"."""
 
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
@@ -198,9 +204,16 @@ class ExchangeByReads:
             sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
             partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
             expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
-            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
-            cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream,
+            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(self._yield_seconds() * 1e9), cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream,
             write_piece=direct_routes.ALL_GATHER_WRITE_PIECE_BYTES if self.writes else 0, keep=(flags, bells))
+
+    def _yield_seconds(self) -> float:
+        """How long the C plan yields to a late peer before handing the call back: only where
+        ranks outnumber cores (elsewhere it spins, then hands back), longer for an all-gather
+        (``CROWDED_ALL_GATHER_YIELD_SECONDS``)."""
+        if not self.window.oversubscribed:
+            return 0.0
+        return CROWDED_ALL_GATHER_YIELD_SECONDS if self.kind == ALL_GATHER else YIELD_SECONDS
 
     def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""

@@ -382,3 +382,61 @@ def test_where_every_rank_has_a_core_mid_sized_all_gathers_write_every_block_int
     results = run_world(lambda comm: _all_gathers_by_writes(comm, nbytes), size, "shm", timeout=120, cross_memory=True)
     assert results == [([], True, not pure)] * size
 
+
+
+def _crowded_all_gathers(comm, nbytes):
+    """All-gathers of ``nbytes`` per rank by reads: on time (the plan made), with rank 0 late by more
+    than any yield window, on time again. Returns the calls that came out wrong, how long the C plan
+    yields before handing a call back (all-gather, and an all-to-all's for comparison), and how
+    many calls this rank handed back to the Python plan's sleeping waits."""
+    import time
+
+    from collectives.engines.exchange_reads import ExchangeByReads
+
+    handed_back = []
+    finish = ExchangeByReads._finish
+
+    def counted(self, start, *args):
+        handed_back.append(start)
+        return finish(self, start, *args)
+
+    ExchangeByReads._finish = counted  # this rank's process only (forked)
+    p, me = comm.size, comm.rank
+    k = nbytes // 8
+    bad = []
+    for rep in range(3):
+        blocks = [np.arange(k, dtype=np.float64) + 10**7 * q + rep for q in range(p)]
+        x, out = blocks[me].copy(), np.zeros(k * p)
+        if rep == 1 and me == 0:
+            time.sleep(0.1)
+        comm.all_gather(x, out)
+        x.fill(-1.0)  # at once: every peer has read it
+        if not np.array_equal(out, np.concatenate(blocks)):
+            bad.append(rep)
+    handed = len(handed_back) > 0
+    comm.all_to_all(np.zeros(_k("all_to_all", p) * p))  # by reads too, for its yield window
+    routes = {key[0]: plan.route for key, plan in comm._plans.items() if key[0] in ("all_gather", "all_to_all")}
+    yields = tuple(routes[c]._yield_seconds() for c in ("all_gather", "all_to_all"))
+    return bad, yields, handed if me else None
+
+
+@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
+def test_where_ranks_outnumber_the_cores_an_all_gather_by_reads_yields_longer_before_handing_back(
+        monkeypatch, crowded):
+    """Where ranks outnumber the cores, an all-gather's C plan yields to a late peer for
+    CROWDED_ALL_GATHER_YIELD_SECONDS before handing the call to the Python plan's sleeping waits,
+    other kinds (an all-to-all) for YIELD_SECONDS; where every rank has a core none yields (it
+    spins). A peer later than that still hands the call back, and every block comes out right."""
+    from collectives.algorithms.direct_routes import gather_window_bytes
+    from collectives.engines.exchange_reads import CROWDED_ALL_GATHER_YIELD_SECONDS
+    from collectives.transports import progress, shm_window
+    from collectives.transports.progress import YIELD_SECONDS
+
+    assert YIELD_SECONDS < CROWDED_ALL_GATHER_YIELD_SECONDS < 0.1  # rank 0's lateness exceeds both
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)
+    if not crowded:
+        monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    nbytes = max(gather_window_bytes(True), gather_window_bytes(False)) + 24
+    results = run_world(lambda comm: _crowded_all_gathers(comm, nbytes), 3, "shm", timeout=120, cross_memory=True)
+    yields = (CROWDED_ALL_GATHER_YIELD_SECONDS, YIELD_SECONDS) if crowded else (0.0, 0.0)
+    assert results == [([], yields, None)] + [([], yields, True)] * 2
