@@ -204,7 +204,8 @@ class ExchangeByReads:
             sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
             partners=[self.index[q] for q in self.partners], slots=(POSTED, READ, ADDR, RESULT, LEN, SHARE),
             expected=self.expected, block=self.block, share_own=self._share(True), share_in_place=self._share(False),
-            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(self._yield_seconds() * 1e9), cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream,
+            spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(self._yield_seconds() * 1e9),
+            cpu_slot=CPU, copy_first=self.copy_first, stream=self.stream,
             write_piece=direct_routes.ALL_GATHER_WRITE_PIECE_BYTES if self.writes else 0, keep=(flags, bells))
 
     def _yield_seconds(self) -> float:
