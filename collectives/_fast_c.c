@@ -38,7 +38,7 @@ enum { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST, REDUCE, ALL_TO_ALL, GA
 static PyTypeObject *ndarray;      /* numpy.ndarray, from setup() */
 static PyObject *fallback[KINDS];  /* the Python fast path, for inputs that are not ndarrays */
 static PyObject *names[KINDS];     /* "all_reduce", ...: the first item of each plan key */
-static PyObject *s_plans, *s_run_kept, *s_reshape, *s_itemsize, *s_size, *s_rank, *minus_one;
+static PyObject *s_plans, *s_run_kept, *s_reshape, *s_itemsize, *s_size, *s_rank, *s_folds_into_out, *minus_one;
 
 static inline ArrayHead *array_of(PyObject *o) {
     return ndarray != NULL && Py_TYPE(o) == ndarray ? (ArrayHead *)o : NULL;
@@ -260,6 +260,27 @@ static int run_on_filled_out(PyObject *comm, PyObject *key, PyObject *plan, Arra
     return run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
 }
 
+/* The kept reduce plan run with the root's ``out`` (checked as ``x``) where the plan folds into it
+   straight (its ``folds_into_out``: ``x`` only read, no copy of ``x`` into ``out`` first), else
+   on ``out`` filled from ``x``. 1 ran, 0 refused, -1 with an error set. */
+static int run_reduce_into_out(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *xa, ArrayHead *oa,
+                               Py_ssize_t count) {
+    PyObject *folds = NULL;
+    int rc = _PyObject_LookupAttr(plan, s_folds_into_out, &folds);
+    if (rc > 0) {
+        rc = PyObject_IsTrue(folds);
+        Py_DECREF(folds);
+    }
+    if (rc < 0) return -1;
+    if (rc == 0) return run_on_filled_out(comm, key, plan, xa, oa, count, NULL);
+    Py_ssize_t nbytes = 0;
+    int ok = output_ok(xa, oa, count);
+    if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
+    if (ok <= 0) return ok;
+    int same = xa->data == oa->data;  /* the same memory: in place */
+    return run_kept(comm, key, plan, same ? oa : xa, same ? NULL : oa, 0) < 0 ? -1 : 1;
+}
+
 /* broadcast(comm, x, root, out[, algorithm]): whether the kept broadcast ran on ``x`` (or into ``out``,
    filled from ``x`` on the root first). */
 static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -289,8 +310,8 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(ran);
 }
 
-/* reduce(comm, x, root, op, out[, algorithm]): the result of a kept reduce (the root's ``x``, or its ``out``
-   filled from ``x`` first; ``x`` elsewhere, where ``out`` is not used), or None. */
+/* reduce(comm, x, root, op, out[, algorithm]): the result of a kept reduce (the root's ``x``, or its ``out``: folded into
+   straight where the plan does, else filled from ``x`` first; ``x`` elsewhere, where ``out`` is not used), or None. */
 static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 5 && nargs != 6) return PyErr_Format(PyExc_TypeError, "reduce(comm, x, root, op, out[, algorithm])");
@@ -313,7 +334,7 @@ static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         } else if (oa == NULL || !here) {
             if (!here || (xa->flags & WRITEABLE)) result = run_kept(comm, key, plan, xa, NULL, 0) < 0 ? NULL : x;
         } else {
-            int ran = run_on_filled_out(comm, key, plan, xa, oa, count, NULL);
+            int ran = run_reduce_into_out(comm, key, plan, xa, oa, count);
             result = ran < 0 ? NULL : ran == 0 ? Py_None : out;
         }
         Py_DECREF(plan);
@@ -432,7 +453,8 @@ PyMODINIT_FUNC PyInit__fast_c(void) {
         (s_reshape = PyUnicode_InternFromString("reshape")) == NULL ||
         (s_itemsize = PyUnicode_InternFromString("itemsize")) == NULL ||
         (s_size = PyUnicode_InternFromString("size")) == NULL ||
-        (s_rank = PyUnicode_InternFromString("rank")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL)
+        (s_rank = PyUnicode_InternFromString("rank")) == NULL ||
+        (s_folds_into_out = PyUnicode_InternFromString("folds_into_out")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -186,8 +186,9 @@ def broadcast(comm: Communicator, x: Any, root: Any, out: Any, algorithm: Any = 
 
 
 def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any, algorithm: Any = None) -> Any:
-    """The result of a kept reduce (the root's ``x``, or its ``out`` filled from ``x`` first;
-    ``x`` elsewhere, where ``out`` is not used), or None."""
+    """The result of a kept reduce (the root's ``x``, or its ``out``: folded into straight where the
+    plan does, ``folds_into_out``, else filled from ``x`` first; ``x`` elsewhere, where ``out`` is
+    not used), or None."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
@@ -206,6 +207,15 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any, algorithm: 
             return None
         comm._run_kept(key, plan, _flat(x), None)
         return x
+    if getattr(plan, "folds_into_out", False):  # (windowed.LargeReduce: x read, out written, no copy between)
+        if not _output_ok(x, out, x.size) or not _same_or_apart(x, out):
+            return None
+        flat = _flat(out)
+        if out.ctypes.data == x.ctypes.data:  # the same memory: in place
+            comm._run_kept(key, plan, flat, None)
+        else:
+            comm._run_kept(key, plan, _flat(x), flat)
+        return out
     return out if _run_on_filled_out(comm, key, plan, x, out, fill=True) else None
 
 

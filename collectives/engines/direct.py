@@ -503,8 +503,10 @@ def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Re
     return reads.finish(others, last)
 
 
-def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp, root: int, serial: int) -> int:
-    """Reduce of ``x`` into the root's ``x`` by reads of peers' memory, in two shots: rank r
+def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp, root: int, serial: int,
+                    out: np.ndarray | None = None) -> int:
+    """Reduce of ``x`` into the root's ``x`` (or, given ``out`` apart from ``x`` there, into the root's
+    ``out``, its ``x`` only read: no copy of ``x`` into ``out`` first) by reads of peers' memory, in two shots: rank r
     reads block r of every peer's ``x`` and folds it (own contribution first, then the others
     in rank order) into ``kept`` (the root: into block r of its ``x``); then the root reads
     every folded block out of its owner's ``kept`` into its ``x``. Every rank folds a share,
@@ -520,7 +522,8 @@ def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp,
     blocks, chunk, last = reads.walk(x, serial)
     lo, n = blocks[ranks.index(reads.window.rank)]
     at_root = reads.window.rank == root
-    mine = x[lo : lo + n] if at_root else kept[:n]
+    result = x if out is None or not at_root else out
+    mine = result[lo : lo + n] if at_root else kept[:n]
     others, inputs, outputs = reads.post_addresses(x, mine, serial + 1, last)
     for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, mine):
         if at_root:
@@ -528,7 +531,7 @@ def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp,
                 qlo, qn = pieces[ranks.index(q)]
                 if qn:
                     reads.wait(q, RED, s)
-                    reads.memory.read(q, outputs[q] + (s - serial - 1) * chunk * x.itemsize, x[qlo : qlo + qn])
+                    reads.memory.read(q, outputs[q] + (s - serial - 1) * chunk * x.itemsize, result[qlo : qlo + qn])
     return reads.finish(others, last)
 
 

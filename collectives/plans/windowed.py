@@ -289,9 +289,11 @@ class LargeReduce:
     ``direct_routes.reduce_by_pieces`` says, through the slots piece by piece
     (``PiecewiseReduce``); else ``fallback`` (a schedule). The route is found on the first call
     (the probe is collective and the window's ``oversubscribed`` agreed: every rank agrees) and
-    kept."""
+    kept. The root's ``out`` (apart from its ``x``; None: in place) is folded into straight by
+    the reads; the other routes run in place on it, filled from ``x`` first."""
 
     __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept")
+    folds_into_out = True  # the fast paths pass a reduce's root ``out`` (apart from ``x``) as it is
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, root: int, dtype: np.dtype, count: int,
                  fallback: Callable[[], Plan]) -> None:
@@ -302,18 +304,21 @@ class LargeReduce:
         self.route: Any = None  # pieces or the fallback plan, where the call is below the reads' size or they are refused
         self.kept: np.ndarray | None = None  # where this rank folds its block (reads: found on the first call)
 
-    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
+    def __call__(self, x: np.ndarray, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
         if self.kept is None and self.route is None:
             self._find_route(call)
         if self.route is not None:
-            self.route(x, out, call)
+            if out is not None:
+                np.copyto(out, x)
+            self.route(x if out is None else out, None, call)
             return
         reads = windows.reads(call)
         assert reads is not None and self.kept is not None  # allowed on the first call, kept
-        windows.memory_serial = direct.reduce_by_reads(reads, x, self.kept, self.op, self.root, windows.memory_serial)
+        windows.memory_serial = direct.reduce_by_reads(reads, x, self.kept, self.op, self.root, windows.memory_serial,
+                                                       out)
         if self.op is ReduceOp.AVG and windows.rank == self.root:
-            finalize(ReduceOp.AVG, x, windows.size)
+            finalize(ReduceOp.AVG, x if out is None else out, windows.size)
 
     def _find_route(self, call: Call) -> None:
         windows = self.windows

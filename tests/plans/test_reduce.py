@@ -16,7 +16,7 @@ import pytest
 
 from collectives.algorithms import direct_routes
 from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
-from collectives.engines import small
+from collectives.engines import small, small_native
 from collectives.engines import windows as window_engine
 from collectives.plans.planner import Planner
 from collectives.transports import shm_window
@@ -188,3 +188,56 @@ def test_reduces_by_name_give_every_root_the_reduction_of_an_odd_count_as_its_pi
                     got = results[rank][i]
                     assert np.array_equal(got, want[op]) if rank == root else got is True
                 i += 1
+
+
+def _into_out(comm):
+    """Reduces of an odd count into the root's ``out`` by reads (twice a shape: the second call
+    takes the fast path); returns, per call, the root's ``out`` and whether its ``x`` stayed,
+    and which ``out`` the reads folded into (True: the root's own, passed as it is)."""
+    from collectives.engines import direct
+
+    folded = []
+    reduce_by_reads = direct.reduce_by_reads
+
+    def spy(reads, x, kept, op, root, serial, out=None):
+        if comm.rank == root:
+            folded.append(out is not None)
+        return reduce_by_reads(reads, x, kept, op, root, serial, out)
+
+    direct.reduce_by_reads = spy
+    got = []
+    for root in range(comm.size):
+        for op in ("sum", "avg"):
+            for _ in range(2):
+                x = np.arange(LARGE + 7, dtype=np.float64) * (comm.rank + 1) + comm.rank
+                kept = x.copy()
+                out = np.full_like(x, np.nan)
+                result = comm.reduce(x, root=root, op=op, out=out)
+                got.append((out if comm.rank == root and result is out else None, bool((x == kept).all())))
+    return got, folded
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["c", "python"])
+def test_large_reduces_by_reads_fold_straight_into_the_roots_out_and_leave_its_x(reads_from_the_slots, pure_python,
+                                                                                monkeypatch):
+    """The root's ``out`` is passed to the reads as it is on the fast path (the first call of a
+    shape fills it from ``x`` and reduces in place): no copy of ``x`` into ``out`` first."""
+    if pure_python:
+        monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    results = run_world(_into_out, 3, "shm", timeout=60)
+    parts = [np.arange(LARGE + 7, dtype=np.float64) * (r + 1) + r for r in range(3)]
+    i = 0
+    for root in range(3):
+        for op in ("sum", "avg"):
+            want = sum(parts) / (3 if op == "avg" else 1)
+            for _ in range(2):
+                for r in range(3):
+                    out, x_kept = results[r][0][i]
+                    assert x_kept, f"rank {r}'s x changed ({op} root {root})"
+                    if r == root:
+                        np.testing.assert_allclose(out, want, err_msg=f"{op} root {root}")
+                i += 1
+    for r in range(3):
+        assert results[r][1] == [False, True] * 2, f"rank {r} folded into: {results[r][1]}"
