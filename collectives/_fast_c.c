@@ -310,8 +310,9 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(ran);
 }
 
-/* reduce(comm, x, root, op, out[, algorithm]): the result of a kept reduce (the root's ``x``, or its ``out``: folded into
-   straight where the plan does, else filled from ``x`` first; ``x`` elsewhere, where ``out`` is not used), or None. */
+/* reduce(comm, x, root, op, out[, algorithm]): the result of a kept reduce (the root's ``x``, or its
+   ``out``: folded into straight where the plan does, else filled from ``x`` first; ``x`` elsewhere,
+   where ``out`` is not used), or None. */
 static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 5 && nargs != 6) return PyErr_Format(PyExc_TypeError, "reduce(comm, x, root, op, out[, algorithm])");
@@ -454,7 +455,8 @@ PyMODINIT_FUNC PyInit__fast_c(void) {
         (s_itemsize = PyUnicode_InternFromString("itemsize")) == NULL ||
         (s_size = PyUnicode_InternFromString("size")) == NULL ||
         (s_rank = PyUnicode_InternFromString("rank")) == NULL ||
-        (s_folds_into_out = PyUnicode_InternFromString("folds_into_out")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL)
+        (s_folds_into_out = PyUnicode_InternFromString("folds_into_out")) == NULL ||
+        (minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
