@@ -181,7 +181,7 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     int h = (int)(s & 1), len_slot = p->len_slot + h;
     if (!begun(p, s)) return 0;
     char **half = p->area + (size_t)h * p->w.ranks;
-    if (p->kind != KIND_BARRIER) memcpy(half[p->w.me], x, (size_t)p->nbytes);
+    if (p->kind != KIND_BARRIER) copy_bytes(half[p->w.me], x, (size_t)p->nbytes);
     set_word(&p->w, len_slot, p->len_word);
     post(&p->w, p->flag, s);
     if (p->kind == KIND_ALL_GATHER) {

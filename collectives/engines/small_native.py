@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES
+from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES, REDUCE_SCATTER_HALVES_CROWDED_BYTES
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
 from ..transports.progress import YIELD_SECONDS
@@ -58,6 +58,11 @@ the halves hold) rather than ``MAX_BYTES``: with eight ranks on two cores the Py
 per peer and shot, each a turn of the interpreter while the peers queue for a core, cost more
 than the copies (docs/performance.md, "Twenty-ninth round, eight ranks at 256 KiB and the 2 MiB
 all_gather"). Where every rank has a core the bound stays ``MAX_BYTES``."""
+
+CROWDED_REDUCE_SCATTER_BYTES = REDUCE_SCATTER_HALVES_CROWDED_BYTES
+"""The same for the reduce-scatter through the halves (an all-reduce of one block, ``reduced``):
+where ranks outnumber CPUs taken in C at every size the halves take it, for the same reason
+(docs/performance.md, "Thirty-first round, crowded reduce-scatters in C")."""
 
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
@@ -115,6 +120,17 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
     return op_code
 
 
+def _bound(kind: int, scatter: bool, crowded: bool) -> int:
+    """The largest call (bytes per rank) of ``kind`` taken in C: ``MAX_BYTES``, except where ranks
+    outnumber CPUs the two-shot all-reduce and the reduce-scatter (``scatter``: an all-reduce of one
+    block) up to their crowded bounds."""
+    if crowded and kind == ALL_REDUCE_TWO_SHOT:
+        return CROWDED_TWO_SHOT_BYTES
+    if crowded and kind == ALL_REDUCE and scatter:
+        return CROWDED_REDUCE_SCATTER_BYTES
+    return MAX_BYTES
+
+
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
          reduced: tuple[int, int] | None = None, len_ring: int = 0, red_flag: int = -1) -> NativePlan | None:
@@ -125,8 +141,7 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
     (its block, for a reduce-scatter). A broadcast or reduce finds call b's byte count at flag
     ``len_slot + b % len_ring`` (0: as many words as areas). A two-shot all-reduce posts its
     reduced block at flag ``red_flag``."""
-    crowded_two_shot = kind == ALL_REDUCE_TWO_SHOT and getattr(window, "oversubscribed", False)
-    bound = CROWDED_TWO_SHOT_BYTES if crowded_two_shot else MAX_BYTES
+    bound = _bound(kind, reduced is not None, getattr(window, "oversubscribed", False))
     if _small_c is None or not getattr(window, "in_c", False) or nbytes > bound or (nbytes == 0 and kind != BARRIER):
         return None
     if kind in (REDUCE, ALL_REDUCE_TWO_SHOT) and op == NO_FOLD:

@@ -568,6 +568,53 @@ def test_two_shot_all_reduces_beyond_the_c_bound_run_in_c_only_where_ranks_outnu
         assert in_c == {f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}": crowded for dtype, op, k in cases}
 
 
+def _checked_reduce_scatters(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[
+        dict[str, bool], list[str]]:
+    """Reduce-scatters of every (dtype, operator, elements of a block) in ``cases``, three calls each
+    (out of place, in place into x's own block, out of place), against folding in rank order: whether
+    each case's halves plan has a C plan (keyed "dtype op bytes of x"), and the calls whose bits differed."""
+    failed, in_c = [], {}
+    for dtype, op, m in cases:
+        k = m * comm.size
+        inputs = [rank_input(r, k, dtype, op, seed=m, exact=False) for r in range(comm.size)]
+        expected = _folded(inputs, op, comm.size)[comm.rank * m:(comm.rank + 1) * m]
+        for i in range(3):
+            x = inputs[comm.rank].copy()
+            out = x[comm.rank * m:(comm.rank + 1) * m] if i == 1 else np.empty(m, dtype)
+            comm.reduce_scatter(x, out, op=op)
+            if out.tobytes() != expected.tobytes():
+                failed.append(f"{np.dtype(dtype)} {op} {k} call {i}")
+        plan = next(p for key, p in comm._plans.items() if key[:4] == ("reduce_scatter", np.dtype(dtype), k, op))
+        kernel = getattr(getattr(plan, "small", None) or plan, "kernel", None)
+        assert isinstance(kernel, small.ReduceScatterPlan), (dtype, op, k, type(kernel).__name__)
+        in_c[f"{np.dtype(dtype)} {op} {k * np.dtype(dtype).itemsize}"] = kernel.native is not None
+    return in_c, failed
+
+
+@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
+def test_reduce_scatters_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
+        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores the reduce-scatter through the halves has a C plan at every size
+    they take it (up to ``CROWDED_REDUCE_SCATTER_BYTES``, the halves' crowded limit), beyond
+    ``MAX_BYTES`` too; where every rank has a core, none beyond ``MAX_BYTES`` (the Python plan, up
+    to ``HALF_BYTES``). The same bits as folding in rank order either way, in place and out of
+    place, blocks of an odd count; a float MAX (numpy folds after the C plan's copies) too."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
+    limit = small_native.CROWDED_REDUCE_SCATTER_BYTES
+    assert limit == direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES <= small._half_bytes()
+    assert small_native.MAX_BYTES < direct_routes.HALF_BYTES < limit
+    sizes = (small_native.MAX_BYTES + 1, limit) if crowded else (small_native.MAX_BYTES + 1, direct_routes.HALF_BYTES)
+    cases = [(dtype, op, m) for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD),
+                                              (np.int8, ReduceOp.BXOR), (np.float32, ReduceOp.MAX)]
+             for item in [np.dtype(dtype).itemsize]
+             for m in {(n // (2 * item) + 1) | 1 if n % 2 else n // (2 * item) for n in sizes}]
+
+    for in_c, failed in run_world(lambda comm: _checked_reduce_scatters(comm, cases), 2, "shm", timeout=120):
+        assert failed == []
+        assert in_c == {f"{np.dtype(dtype)} {op} {2 * m * np.dtype(dtype).itemsize}": crowded for dtype, op, m in cases}
+
+
 def test_where_ranks_outnumber_cores_larger_all_reduces_take_the_halves_piece_by_piece_up_to_the_pieces_limit(
         implementation: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where ranks outnumber cores, all-reduces beyond ``ALL_REDUCE_HALVES_CROWDED_BYTES`` up to
