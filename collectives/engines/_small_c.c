@@ -265,7 +265,7 @@ static int len_slot_of(SmallPlan *p, uint64_t b) { return p->len_slot + (int)(b 
 /* Writers of call b: copy ``x`` into my slot and set its count. */
 static int write_slot(SmallPlan *p, const char *x, uint64_t b) {
     if (!slot_free(p, b)) return 0;
-    memcpy(slots_of(p, b)[p->w.me], x, (size_t)p->nbytes);
+    copy_bytes(slots_of(p, b)[p->w.me], x, (size_t)p->nbytes);
     set_word(&p->w, len_slot_of(p, b), p->len_word);
     return 1;
 }
@@ -303,8 +303,8 @@ static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
         if (!all_written(p, b)) return 0;
         char **slot = slots_of(p, b);
         if (p->w.me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
-            memcpy(slot[p->w.me], x, (size_t)p->nbytes);
-            memcpy(x, slot[0], (size_t)p->nbytes);
+            copy_bytes(slot[p->w.me], x, (size_t)p->nbytes);
+            copy_bytes(x, slot[0], (size_t)p->nbytes);
         }
         for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, x, slot[q], p->nbytes);
     }
