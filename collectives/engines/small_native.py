@@ -71,11 +71,12 @@ slot (every size the slots take a reduce, and each piece of a larger one, ``Piec
 rather than ``MAX_BYTES`` (docs/performance.md, "Thirty-second round, crowded reduces")."""
 
 CROWDED_REDUCE_YIELD_SECONDS = 20e-3
-"""How long a crowded reduce's C plan yields to a late peer before it hands the call back to the
-Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds): a root whose writers share
-two cores with seven other ranks finds them late most calls, and a hand-back costs it a futex
-sleep and the interpreter's wait loop while the writers wait on it in turn (as for the crowded
-all-gather by reads, ``exchange_reads.CROWDED_ALL_GATHER_YIELD_SECONDS``)."""
+"""How long a crowded reduce's root yields in C to a late writer before it hands the call back to
+the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the other kinds): a root
+whose writers share two cores with seven other ranks finds them late most calls, and a hand-back
+costs it a futex sleep and the interpreter's wait loop (as for the crowded all-gather by reads,
+``exchange_reads.CROWDED_ALL_GATHER_YIELD_SECONDS``). The writers keep the short window: seven of
+them yielding rather than sleeping while the root folds took the root's core."""
 
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
@@ -146,13 +147,13 @@ def _bound(kind: int, scatter: bool, crowded: bool) -> int:
     return MAX_BYTES
 
 
-def _yield_seconds(kind: int, crowded: bool) -> float:
+def _yield_seconds(kind: int, crowded: bool, root: bool = False) -> float:
     """How long a C plan of ``kind`` yields to a late peer before handing the call back: none
-    where every rank has a CPU (it spins), ``CROWDED_REDUCE_YIELD_SECONDS`` for a crowded reduce,
-    else ``YIELD_SECONDS``."""
+    where every rank has a CPU (it spins), ``CROWDED_REDUCE_YIELD_SECONDS`` for a crowded reduce's
+    ``root``, else ``YIELD_SECONDS``."""
     if not crowded:
         return 0.0
-    return CROWDED_REDUCE_YIELD_SECONDS if kind == REDUCE else YIELD_SECONDS
+    return CROWDED_REDUCE_YIELD_SECONDS if kind == REDUCE and root else YIELD_SECONDS
 
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
@@ -183,5 +184,6 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
         # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(_yield_seconds(kind, window.oversubscribed) * 1e9),
+        root_yield_ns=int(_yield_seconds(kind, window.oversubscribed, root=True) * 1e9),
         keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
         red_flag=red_flag))

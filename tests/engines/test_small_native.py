@@ -780,12 +780,14 @@ def test_reduces_through_the_slots_beyond_the_c_bound_run_in_c_only_where_ranks_
 
 
 def test_a_crowded_reduce_yields_to_late_peers_longer_before_handing_back() -> None:
-    """Where ranks outnumber cores a reduce's C plan yields ``CROWDED_REDUCE_YIELD_SECONDS`` to a late
-    peer (its root waits for seven writers sharing two cores) and every other kind ``YIELD_SECONDS``;
-    where each rank has a core none yields (they spin)."""
+    """Where ranks outnumber cores a reduce's root yields ``CROWDED_REDUCE_YIELD_SECONDS`` in C to a late
+    writer, its writers and every other kind ``YIELD_SECONDS``; where each rank has a core none
+    yields (they spin)."""
     from collectives.transports.progress import YIELD_SECONDS
     assert small_native.CROWDED_REDUCE_YIELD_SECONDS > YIELD_SECONDS
-    assert small_native._yield_seconds(small_native.REDUCE, True) == small_native.CROWDED_REDUCE_YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, True, root=True) == small_native.CROWDED_REDUCE_YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, True) == YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, False, root=True) == 0.0
     for kind in (small_native.BROADCAST, small_native.ALL_REDUCE, small_native.GATHER, small_native.ALL_REDUCE_TWO_SHOT):
-        assert small_native._yield_seconds(kind, True) == YIELD_SECONDS
+        assert small_native._yield_seconds(kind, True) == small_native._yield_seconds(kind, True, root=True) == YIELD_SECONDS
     assert small_native._yield_seconds(small_native.REDUCE, False) == 0.0
