@@ -53,6 +53,7 @@ typedef struct {
     uint64_t len_word;
     char **area;            /* [areas * ranks]: area m of rank r at m * ranks + r */
     int len_ring;           /* the slot kinds: call b's byte count is at len_slot + b % len_ring */
+    int64_t root_yield_ns;  /* a reduce's root yields this long to late writers (the others w.yield_ns) */
     PyObject *keep;         /* what keeps the mappings alive */
 } SmallPlan;
 
@@ -265,7 +266,7 @@ static int len_slot_of(SmallPlan *p, uint64_t b) { return p->len_slot + (int)(b 
 /* Writers of call b: copy ``x`` into my slot and set its count. */
 static int write_slot(SmallPlan *p, const char *x, uint64_t b) {
     if (!slot_free(p, b)) return 0;
-    memcpy(slots_of(p, b)[p->w.me], x, (size_t)p->nbytes);
+    copy_bytes(slots_of(p, b)[p->w.me], x, (size_t)p->nbytes);
     set_word(&p->w, len_slot_of(p, b), p->len_word);
     return 1;
 }
@@ -300,11 +301,15 @@ static long long run_reduce(SmallPlan *p, char *x, int root, uint64_t serial) {
     if (p->w.me != root) {
         if (!write_slot(p, x, b)) return 0;
     } else {
-        if (!all_written(p, b)) return 0;
+        int64_t writers_yield_ns = p->w.yield_ns;
+        p->w.yield_ns = p->root_yield_ns;
+        int ready = all_written(p, b);
+        p->w.yield_ns = writers_yield_ns;
+        if (!ready) return 0;
         char **slot = slots_of(p, b);
         if (p->w.me != 0) { /* x is rank me's operand: fold from rank 0's, in order */
-            memcpy(slot[p->w.me], x, (size_t)p->nbytes);
-            memcpy(x, slot[0], (size_t)p->nbytes);
+            copy_bytes(slot[p->w.me], x, (size_t)p->nbytes);
+            copy_bytes(x, slot[0], (size_t)p->nbytes);
         }
         for (int q = 1; q < p->w.ranks; q++) fold(p->dtype, p->op, x, slot[q], p->nbytes);
     }
@@ -452,16 +457,16 @@ static void SmallPlan_dealloc(SmallPlan *p) {
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", "exit_slot", "red_flag", NULL};
+                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", NULL};
     int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
-    long long spin_ns, yield_ns;
+    long long spin_ns, yield_ns, root_yield_ns = -1;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiii", names, &kind, &me, &flags, &areas, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiL", names, &kind, &me, &flags, &areas, &doorbells,
                                      &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
                                      &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot,
-                                     &red_flag))
+                                     &red_flag, &root_yield_ns))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
@@ -481,6 +486,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->vectorcall = SmallPlan_vectorcall;
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
+    p->root_yield_ns = root_yield_ns >= 0 ? root_yield_ns : yield_ns;
     p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));

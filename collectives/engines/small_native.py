@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES, REDUCE_SCATTER_HALVES_CROWDED_BYTES
+from ..algorithms.registry import DIRECT_REDUCE_BYTES
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
 from ..transports.progress import YIELD_SECONDS
@@ -63,6 +64,19 @@ CROWDED_REDUCE_SCATTER_BYTES = REDUCE_SCATTER_HALVES_CROWDED_BYTES
 """The same for the reduce-scatter through the halves (an all-reduce of one block, ``reduced``):
 where ranks outnumber CPUs taken in C at every size the halves take it, for the same reason
 (docs/performance.md, "Thirty-first round, crowded reduce-scatters in C")."""
+
+CROWDED_REDUCE_BYTES = DIRECT_REDUCE_BYTES
+"""Where ranks outnumber CPUs the one-way reduce through the slots is taken in C up to a whole
+slot (every size the slots take a reduce, and each piece of a larger one, ``PiecewiseReduce``)
+rather than ``MAX_BYTES`` (docs/performance.md, "Thirty-second round, crowded reduces")."""
+
+CROWDED_REDUCE_YIELD_SECONDS = 20e-3
+"""How long a crowded reduce's root yields in C to a late writer before it hands the call back to
+the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the other kinds): a root
+whose writers share two cores with seven other ranks finds them late most calls, and a hand-back
+costs it a futex sleep and the interpreter's wait loop (as for the crowded all-gather by reads,
+``exchange_reads.CROWDED_ALL_GATHER_YIELD_SECONDS``). The writers keep the short window: seven of
+them yielding rather than sleeping while the root folds took the root's core."""
 
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
@@ -122,13 +136,24 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
 
 def _bound(kind: int, scatter: bool, crowded: bool) -> int:
     """The largest call (bytes per rank) of ``kind`` taken in C: ``MAX_BYTES``, except where ranks
-    outnumber CPUs the two-shot all-reduce and the reduce-scatter (``scatter``: an all-reduce of one
-    block) up to their crowded bounds."""
+    outnumber CPUs the two-shot all-reduce, the reduce-scatter (``scatter``: an all-reduce of one
+    block) and the slots' reduce up to their crowded bounds."""
     if crowded and kind == ALL_REDUCE_TWO_SHOT:
         return CROWDED_TWO_SHOT_BYTES
     if crowded and kind == ALL_REDUCE and scatter:
         return CROWDED_REDUCE_SCATTER_BYTES
+    if crowded and kind == REDUCE:
+        return CROWDED_REDUCE_BYTES
     return MAX_BYTES
+
+
+def _yield_seconds(kind: int, crowded: bool, root: bool = False) -> float:
+    """How long a C plan of ``kind`` yields to a late peer before handing the call back: none
+    where every rank has a CPU (it spins), ``CROWDED_REDUCE_YIELD_SECONDS`` for a crowded reduce's
+    ``root``, else ``YIELD_SECONDS``."""
+    if not crowded:
+        return 0.0
+    return CROWDED_REDUCE_YIELD_SECONDS if kind == REDUCE and root else YIELD_SECONDS
 
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
@@ -158,6 +183,7 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         dtype=_DTYPES.get(dtype, -1) if dtype is not None else -1, op=op, red_offset=offset, red_bytes=length,
         # Where ranks outnumber CPUs nobody spins, and a late peer is waited for by yielding the
         # CPU to it, in C first (a check and a sched_yield per turn, not a Python loop's).
-        spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(YIELD_SECONDS * 1e9) if window.oversubscribed else 0,
+        spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(_yield_seconds(kind, window.oversubscribed) * 1e9),
+        root_yield_ns=int(_yield_seconds(kind, window.oversubscribed, root=True) * 1e9),
         keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
         red_flag=red_flag))

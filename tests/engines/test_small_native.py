@@ -724,3 +724,70 @@ def test_where_ranks_outnumber_cpus_a_plans_waits_yield_at_every_poll_below_its_
     assert all(ok and waits is not None for ok, waits in results), results
     waits = sum(waits or 0 for _, waits in results)
     assert (waits > 0) if every_poll else (waits == 0), results
+
+
+def _one_way_done(plan: Any) -> int:
+    """Calls a kept reduce plan did in C: its one-way call's, or its pieces' summed."""
+    plan = getattr(plan, "plan", plan)
+    if isinstance(plan, small_native.OneWayBase):
+        return plan.done
+    route = getattr(plan, "route", None)
+    assert isinstance(route, windowed.PiecewiseReduce), type(plan)
+    return sum(one_way.done for _, _, one_way in route.pieces)
+
+
+def _checked_reduces(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[dict[str, int], list[str]]:
+    """Three direct reduces of each case to every root, in place, into ``out=`` and in place again:
+    the calls each kept plan did in C, and the calls whose result or ``x`` was wrong."""
+    done, wrong = {}, []
+    for dtype, op, k in cases:
+        inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
+        expected = _folded(inputs, op, comm.size)
+        for root in range(comm.size):
+            for into_out in (False, True, False):
+                x = inputs[comm.rank].copy()
+                out = np.empty_like(x) if into_out else None
+                got = comm.reduce(x, root, op=op, out=out, algorithm="direct")
+                want = expected if comm.rank == root else inputs[comm.rank]
+                if got.tobytes() != want.tobytes() or x.tobytes() != (want if out is None else inputs[comm.rank]).tobytes():
+                    wrong.append(f"{np.dtype(dtype)} {op} {k} to {root} out={into_out}")
+    for key, plan in comm._plans.items():
+        if key[0] == "reduce":
+            name = f"{key[1]} {key[3]} {key[2]}"
+            done[name] = done.get(name, 0) + _one_way_done(plan)
+    comm.barrier()
+    return done, wrong
+
+
+@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
+def test_reduces_through_the_slots_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
+        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores a reduce through the slots has a C plan up to a whole slot
+    (``CROWDED_REDUCE_BYTES``), beyond ``MAX_BYTES`` too, and so has each piece of a larger one
+    (``PiecewiseReduce``); where every rank has a core, none beyond ``MAX_BYTES``. The bits of
+    folding in rank order at every root, in place and into ``out=``, counts odd."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
+    assert small_native.MAX_BYTES < small_native.CROWDED_REDUCE_BYTES == windowed.DIRECT_REDUCE_BYTES
+    one = [(dtype, op, (small_native.MAX_BYTES // np.dtype(dtype).itemsize + 1) | 1)
+           for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR)]]
+    # two pieces, each beyond MAX_BYTES: where ranks outnumber cores only (else reads or a schedule)
+    two = [(np.float32, ReduceOp.SUM, 2 * (small_native.MAX_BYTES // 4 + 8) + 1)] if crowded else []
+    for done, wrong in run_world(lambda comm: _checked_reduces(comm, one + two), 3, "shm", timeout=120):
+        assert wrong == []
+        assert set(done) == {f"{np.dtype(dtype)} {op} {k}" for dtype, op, k in one + two}
+        assert {key: calls > 0 for key, calls in done.items()} == {key: crowded for key in done}, done
+
+
+def test_a_crowded_reduce_yields_to_late_peers_longer_before_handing_back() -> None:
+    """Where ranks outnumber cores a reduce's root yields ``CROWDED_REDUCE_YIELD_SECONDS`` in C to a late
+    writer, its writers and every other kind ``YIELD_SECONDS``; where each rank has a core none
+    yields (they spin)."""
+    from collectives.transports.progress import YIELD_SECONDS
+    assert small_native.CROWDED_REDUCE_YIELD_SECONDS > YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, True, root=True) == small_native.CROWDED_REDUCE_YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, True) == YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, False, root=True) == 0.0
+    for kind in (small_native.BROADCAST, small_native.ALL_REDUCE, small_native.GATHER, small_native.ALL_REDUCE_TWO_SHOT):
+        assert small_native._yield_seconds(kind, True) == small_native._yield_seconds(kind, True, root=True) == YIELD_SECONDS
+    assert small_native._yield_seconds(small_native.REDUCE, False) == 0.0
