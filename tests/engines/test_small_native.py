@@ -642,6 +642,24 @@ def test_where_ranks_outnumber_cores_larger_all_reduces_take_the_halves_piece_by
                            expected(k * np.dtype(dtype).itemsize) for dtype, op, k in cases}
 
 
+def _reduces_to_every_root(comm: collectives.Communicator, inputs: list[np.ndarray], op: ReduceOp, label: str,
+                           **options: Any) -> list[str]:
+    """Reduces of ``inputs`` (this rank's: ``inputs[comm.rank]``) to every root, in place, into
+    ``out=`` and in place again: the calls (``label``, root, whether into ``out``) whose result was
+    wrong, or that wrote ``x`` where it should only have been read."""
+    expected = _folded(inputs, op, comm.size)
+    wrong = []
+    for root in range(comm.size):
+        for into_out in (False, True, False):
+            x = inputs[comm.rank].copy()
+            out = np.empty_like(x) if into_out else None
+            got = comm.reduce(x, root, op=op, out=out, **options)
+            want = expected if comm.rank == root else inputs[comm.rank]
+            if got.tobytes() != want.tobytes() or x.tobytes() != (want if out is None else inputs[comm.rank]).tobytes():
+                wrong.append(f"{label} to {root} out={into_out}")
+    return wrong
+
+
 def _one_way_calls(comm: collectives.Communicator) -> tuple[dict[str, int], list[str]]:
     """Three calls of each small reduce (every C fold and two that numpy folds, every root,
     into ``x`` and into ``out=``) and broadcast (every root): how many calls each kept one-way
@@ -651,16 +669,7 @@ def _one_way_calls(comm: collectives.Communicator) -> tuple[dict[str, int], list
         for op in ops:
             for k in (1, 7, 200):
                 inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
-                expected = _folded(inputs, op, comm.size)
-                for root in range(comm.size):
-                    for into_out in (False, True, False):
-                        x = inputs[comm.rank].copy()
-                        out = np.empty_like(x) if into_out else None
-                        got = comm.reduce(x, root, op=op, out=out)
-                        want = expected if comm.rank == root else inputs[comm.rank]
-                        if got.tobytes() != want.tobytes() or x.tobytes() != (
-                                want if out is None else inputs[comm.rank]).tobytes():
-                            wrong.append(f"reduce {np.dtype(dtype)} {op} {k} to {root} out={into_out}")
+                wrong += _reduces_to_every_root(comm, inputs, op, f"reduce {np.dtype(dtype)} {op} {k}")
         for root in range(comm.size):
             for _ in range(3):
                 y = rank_input(root, 7, dtype, seed=root) if comm.rank == root else np.zeros(7, dtype)
@@ -742,15 +751,7 @@ def _checked_reduces(comm: collectives.Communicator, cases: list[tuple[Any, Redu
     done, wrong = {}, []
     for dtype, op, k in cases:
         inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
-        expected = _folded(inputs, op, comm.size)
-        for root in range(comm.size):
-            for into_out in (False, True, False):
-                x = inputs[comm.rank].copy()
-                out = np.empty_like(x) if into_out else None
-                got = comm.reduce(x, root, op=op, out=out, algorithm="direct")
-                want = expected if comm.rank == root else inputs[comm.rank]
-                if got.tobytes() != want.tobytes() or x.tobytes() != (want if out is None else inputs[comm.rank]).tobytes():
-                    wrong.append(f"{np.dtype(dtype)} {op} {k} to {root} out={into_out}")
+        wrong += _reduces_to_every_root(comm, inputs, op, f"{np.dtype(dtype)} {op} {k}", algorithm="direct")
     for key, plan in comm._plans.items():
         if key[0] == "reduce":
             name = f"{key[1]} {key[3]} {key[2]}"
