@@ -45,10 +45,10 @@ class TransportCosts:
     Optional (0 in profiles that predate them): ``exchange``, what a step that sends and
     receives costs beyond a one-way step's α (both ends busy at once); ``wake``, what a rank
     pays to resume after waiting for a message on a host whose cores are counted (a context
-    switch; with a core each, nothing more); ``crowd_wake``, what it pays more per rank sharing its core (ranks per
-    core: it resumes behind them in its core's run queue; where all share one core, once); ``crowd_beta``, what a byte costs
-    more per rank sharing a core on such a host (the ranks' copies share caches and the
-    memory bus); ``mixed_wait``, what a step costs more whose sends and receives use this
+    switch; with a core each, nothing more); ``crowd_wake``, what it pays more per rank
+    sharing its core (ranks per core: it resumes behind them in its core's run queue; where
+    all share one core, once); ``crowd_beta``, what a byte costs more per rank sharing a core
+    on such a host (the ranks' copies share caches and the memory bus); ``mixed_wait``, what a step costs more whose sends and receives use this
     transport and shared memory at once (its wait cannot sleep on both; between hosts only);
     ``split_wait``, what a step costs more in which a rank with peers over this transport
     and over shared memory waited for a message (its wait sleeps in slices on each in turn;
