@@ -245,14 +245,16 @@ static int is_root(PyObject *comm, PyObject *root) {
 
 /* The kept in-place plan run on ``out`` (checked as ``x``: one dtype and count, the same memory
    or apart), filled from ``x`` first where this rank is ``fill_root`` (NULL: always, a reduce's
-   root). 1 ran, 0 refused, -1 with an error set. */
+   root); or, where the plan ``folds_into_out`` and ``out`` is apart from ``x``, run on ``x`` into
+   ``out`` (``x`` only read, nothing copied first). 1 ran, 0 refused, -1 with an error set. */
 static int run_on_filled_out(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *xa, ArrayHead *oa,
-                             Py_ssize_t count, PyObject *fill_root) {
+                             Py_ssize_t count, PyObject *fill_root, int folds_into_out) {
     Py_ssize_t nbytes = 0;
     int ok = output_ok(xa, oa, count);
     if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
     if (ok <= 0) return ok;
     if (xa->data != oa->data) {
+        if (folds_into_out) return run_kept(comm, key, plan, xa, oa, 0) < 0 ? -1 : 1;
         int fill = fill_root == NULL ? 1 : is_root(comm, fill_root);
         if (fill < 0) return -1;
         if (fill) memcpy(oa->data, xa->data, (size_t)nbytes);
@@ -260,25 +262,16 @@ static int run_on_filled_out(PyObject *comm, PyObject *key, PyObject *plan, Arra
     return run_kept(comm, key, plan, oa, NULL, 0) < 0 ? -1 : 1;
 }
 
-/* The kept reduce plan run with the root's ``out`` (checked as ``x``) where the plan folds into it
-   straight (its ``folds_into_out``: ``x`` only read, no copy of ``x`` into ``out`` first), else
-   on ``out`` filled from ``x``. 1 ran, 0 refused, -1 with an error set. */
-static int run_reduce_into_out(PyObject *comm, PyObject *key, PyObject *plan, ArrayHead *xa, ArrayHead *oa,
-                               Py_ssize_t count) {
+/* Whether a kept reduce plan folds into the root's ``out`` straight (its ``folds_into_out``,
+   windowed.LargeReduce): 1, 0, or -1 with an error set. */
+static int folds_into_out(PyObject *plan) {
     PyObject *folds = NULL;
     int rc = _PyObject_LookupAttr(plan, s_folds_into_out, &folds);
     if (rc > 0) {
         rc = PyObject_IsTrue(folds);
         Py_DECREF(folds);
     }
-    if (rc < 0) return -1;
-    if (rc == 0) return run_on_filled_out(comm, key, plan, xa, oa, count, NULL);
-    Py_ssize_t nbytes = 0;
-    int ok = output_ok(xa, oa, count);
-    if (ok > 0) ok = same_or_apart(xa, oa, count, &nbytes);
-    if (ok <= 0) return ok;
-    int same = xa->data == oa->data;  /* the same memory: in place */
-    return run_kept(comm, key, plan, same ? oa : xa, same ? NULL : oa, 0) < 0 ? -1 : 1;
+    return rc;
 }
 
 /* broadcast(comm, x, root, out[, algorithm]): whether the kept broadcast ran on ``x`` (or into ``out``,
@@ -301,7 +294,7 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
             int may = (xa->flags & WRITEABLE) != 0 ? 1 : is_root(comm, root); /* read-only: only the root's */
             ran = may < 0 ? -1 : may == 0 ? 0 : run_kept(comm, key, plan, xa, NULL, 0) < 0 ? -1 : 1;
         } else {
-            ran = run_on_filled_out(comm, key, plan, xa, oa, count, root);
+            ran = run_on_filled_out(comm, key, plan, xa, oa, count, root, 0);
         }
         Py_DECREF(plan);
     }
@@ -335,7 +328,8 @@ static PyObject *reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         } else if (oa == NULL || !here) {
             if (!here || (xa->flags & WRITEABLE)) result = run_kept(comm, key, plan, xa, NULL, 0) < 0 ? NULL : x;
         } else {
-            int ran = run_reduce_into_out(comm, key, plan, xa, oa, count);
+            int folds = folds_into_out(plan);
+            int ran = folds < 0 ? -1 : run_on_filled_out(comm, key, plan, xa, oa, count, NULL, folds);
             result = ran < 0 ? NULL : ran == 0 ? Py_None : out;
         }
         Py_DECREF(plan);

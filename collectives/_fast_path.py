@@ -72,13 +72,17 @@ def _same_or_apart(x: np.ndarray, out: np.ndarray) -> bool:
 
 
 def _run_on_filled_out(comm: Communicator, key: tuple[Any, ...], plan: Any, x: np.ndarray, out: np.ndarray,
-                       fill: bool) -> bool:
+                       fill: bool, folds_into_out: bool = False) -> bool:
     """Whether the kept in-place plan ``key`` ran on ``out`` (as ``x`` is checked: one dtype and
     count, the same memory or apart), filled from ``x`` first where ``fill`` (a broadcast's or
-    reduce's root)."""
+    reduce's root); or, where the plan ``folds_into_out`` and ``out`` is apart from ``x``, ran on
+    ``x`` into ``out`` (``x`` only read, nothing copied first)."""
     if not _output_ok(x, out, x.size) or not _same_or_apart(x, out):
         return False
     flat = _flat(out)
+    if folds_into_out and out.ctypes.data != x.ctypes.data:
+        comm._run_kept(key, plan, _flat(x), flat)
+        return True
     if fill and out is not x:  # (the same memory under another name: copied onto itself)
         np.copyto(flat, _flat(x))
     comm._run_kept(key, plan, flat, None)
@@ -207,16 +211,8 @@ def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any, algorithm: 
             return None
         comm._run_kept(key, plan, _flat(x), None)
         return x
-    if getattr(plan, "folds_into_out", False):  # (windowed.LargeReduce: x read, out written, no copy between)
-        if not _output_ok(x, out, x.size) or not _same_or_apart(x, out):
-            return None
-        flat = _flat(out)
-        if out.ctypes.data == x.ctypes.data:  # the same memory: in place
-            comm._run_kept(key, plan, flat, None)
-        else:
-            comm._run_kept(key, plan, _flat(x), flat)
-        return out
-    return out if _run_on_filled_out(comm, key, plan, x, out, fill=True) else None
+    folds = getattr(plan, "folds_into_out", False)  # (windowed.LargeReduce: x read, out written, no copy between)
+    return out if _run_on_filled_out(comm, key, plan, x, out, fill=True, folds_into_out=folds) else None
 
 
 def gather(comm: Communicator, x: Any, out: Any, root: Any, algorithm: Any = None) -> bool:
