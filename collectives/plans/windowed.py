@@ -310,7 +310,7 @@ class LargeReduce:
             self._find_route(call)
         if self.route is not None:
             if out is not None:
-                np.copyto(out, x)
+                copy_array(out, x)
             self.route(x if out is None else out, None, call)
             return
         reads = windows.reads(call)
