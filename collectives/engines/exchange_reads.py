@@ -47,7 +47,7 @@ import numpy as np
 
 from ..algorithms import direct_routes
 from ..buffers import address_of, copy_array
-from ..transports.progress import YIELD_SECONDS
+from ..transports.progress import LATE_PEER_YIELD_SECONDS, compiled_yield_seconds
 from .direct import ADDR, CPU, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
 
 try:
@@ -68,12 +68,10 @@ ROOT_SHARE = (0.2, 0.5)
 ranks, 2/p of these. The peer copies the rest at the same time. Measured (0, 0.1, 0.2, 0.3,
 0.5 out of place; 0.3 to 0.6 in place): docs/performance.md, fourteenth round."""
 PAGE_BYTES = 4096
-CROWDED_ALL_GATHER_YIELD_SECONDS = 20e-3
+CROWDED_ALL_GATHER_YIELD_SECONDS = LATE_PEER_YIELD_SECONDS
 """Where ranks outnumber cores, how long an all-gather's C plan yields to a late peer before it
-hands the call back to the Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds):
-at 4 and 8 ranks on 2 cores a peer is late by most of a call's copies (a few milliseconds at
-the sizes that take reads there), and a hand-back mid-call cost more than the turns it saved.
-Measured: docs/performance.md, "Thirty-first round, the all_gather cells"."""
+hands the call back to the Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds;
+``progress.compiled_yield_seconds``)."""
 
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the
@@ -210,11 +208,8 @@ class ExchangeByReads:
 
     def _yield_seconds(self) -> float:
         """How long the C plan yields to a late peer before handing the call back: only where
-        ranks outnumber cores (elsewhere it spins, then hands back), longer for an all-gather
-        (``CROWDED_ALL_GATHER_YIELD_SECONDS``)."""
-        if not self.window.oversubscribed:
-            return 0.0
-        return CROWDED_ALL_GATHER_YIELD_SECONDS if self.kind == ALL_GATHER else YIELD_SECONDS
+        ranks outnumber cores, longer for an all-gather (``CROWDED_ALL_GATHER_YIELD_SECONDS``)."""
+        return compiled_yield_seconds(self.window.oversubscribed, waits_for_late_peers=self.kind == ALL_GATHER)
 
     def _in_place(self, x: np.ndarray, out: np.ndarray) -> bool:
         """Whether this is an all-to-all exactly in place (``out`` is ``x``'s memory)."""

@@ -23,7 +23,7 @@ from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES, REDUCE_S
 from ..algorithms.registry import DIRECT_REDUCE_BYTES
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
-from ..transports.progress import YIELD_SECONDS
+from ..transports.progress import LATE_PEER_YIELD_SECONDS, compiled_yield_seconds
 from .direct import CPU, EXITED
 
 try:
@@ -70,13 +70,11 @@ CROWDED_REDUCE_BYTES = DIRECT_REDUCE_BYTES
 slot (every size the slots take a reduce, and each piece of a larger one, ``PiecewiseReduce``)
 rather than ``MAX_BYTES`` (docs/performance.md, "Thirty-second round, crowded reduces")."""
 
-CROWDED_REDUCE_YIELD_SECONDS = 20e-3
+CROWDED_REDUCE_YIELD_SECONDS = LATE_PEER_YIELD_SECONDS
 """How long a crowded reduce's root yields in C to a late writer before it hands the call back to
-the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the other kinds): a root
-whose writers share two cores with seven other ranks finds them late most calls, and a hand-back
-costs it a futex sleep and the interpreter's wait loop (as for the crowded all-gather by reads,
-``exchange_reads.CROWDED_ALL_GATHER_YIELD_SECONDS``). The writers keep the short window: seven of
-them yielding rather than sleeping while the root folds took the root's core."""
+the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the other kinds;
+``progress.compiled_yield_seconds``). The writers keep the short window: seven of them yielding
+rather than sleeping while the root folds took the root's core."""
 
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
@@ -151,9 +149,7 @@ def _yield_seconds(kind: int, crowded: bool, root: bool = False) -> float:
     """How long a C plan of ``kind`` yields to a late peer before handing the call back: none
     where every rank has a CPU (it spins), ``CROWDED_REDUCE_YIELD_SECONDS`` for a crowded reduce's
     ``root``, else ``YIELD_SECONDS``."""
-    if not crowded:
-        return 0.0
-    return CROWDED_REDUCE_YIELD_SECONDS if kind == REDUCE and root else YIELD_SECONDS
+    return compiled_yield_seconds(crowded, waits_for_late_peers=kind == REDUCE and root)
 
 
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,

@@ -23,6 +23,22 @@ YIELD_SECONDS = 200e-6
 SLEEP_SLICE = 0.05
 TURN_FIRST = 50e-6
 TURN_MAX = 1e-3
+LATE_PEER_YIELD_SECONDS = 20e-3
+"""Where ranks outnumber cores, how long a compiled plan's wait that has nothing of its own left
+to do but wait for late peers (a crowded all-gather by reads, a crowded reduce's root) yields to
+them before it hands the call back to the Python plan's sleeping waits: a peer there is late by
+most of a call's copies, and a hand-back mid-call costs a futex sleep and the interpreter's wait
+loop. Measured: docs/performance.md, "Thirty-first round, the all_gather cells" and "Thirty-second
+round, crowded reduces"."""
+
+
+def compiled_yield_seconds(crowded: bool, waits_for_late_peers: bool = False) -> float:
+    """How long a compiled plan's wait yields to a late peer before handing the call back: none
+    where every rank has a core (it spins, then hands back), ``LATE_PEER_YIELD_SECONDS`` for a wait
+    that ``waits_for_late_peers`` where ranks outnumber cores, else ``YIELD_SECONDS``."""
+    if not crowded:
+        return 0.0
+    return LATE_PEER_YIELD_SECONDS if waits_for_late_peers else YIELD_SECONDS
 
 
 def usable_cpus() -> int:

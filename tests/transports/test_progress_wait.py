@@ -72,3 +72,14 @@ def test_a_wait_across_transports_takes_turns_that_grow_from_short() -> None:
     turns = [timeout for _, timeout in log[::2]]
     assert turns == pytest.approx([min(TURN_FIRST * 2**i, TURN_MAX) for i in range(6)])
     assert turns[0] < 1e-4 and turns[-1] == TURN_MAX
+
+
+def test_a_compiled_plan_yields_to_late_peers_only_where_ranks_outnumber_cores() -> None:
+    """Where every rank has a core a compiled plan's wait spins and hands back (no yield window);
+    where ranks outnumber cores it yields ``YIELD_SECONDS``, and ``LATE_PEER_YIELD_SECONDS`` where
+    it has nothing left to do but wait for late peers."""
+    from collectives.transports.progress import LATE_PEER_YIELD_SECONDS, YIELD_SECONDS, compiled_yield_seconds
+
+    assert compiled_yield_seconds(False) == compiled_yield_seconds(False, waits_for_late_peers=True) == 0.0
+    assert compiled_yield_seconds(True) == YIELD_SECONDS
+    assert compiled_yield_seconds(True, waits_for_late_peers=True) == LATE_PEER_YIELD_SECONDS > YIELD_SECONDS
