@@ -28,8 +28,10 @@ import time
 
 import numpy as np
 
+from collectives.transports.tcp import SOCKET_BUFFER_BYTES
+
 MIB = 1 << 20
-BUFFER = 4 * MIB
+BUFFER = SOCKET_BUFFER_BYTES  # the transport's socket buffers
 PIECE = 2 * MIB
 PIPE_BYTES = 1 * MIB
 READ_BYTES = 256 << 10
