@@ -34,6 +34,12 @@ LARGER_STEP_RANKS = 2
 the 32 MiB tcp all-reduce to a ring measured slower than its 1 MiB-step pick
 (docs/performance.md, twenty-ninth round), so larger worlds keep the usual step."""
 
+TCP_SOCKET_BUFFER_BYTES = 4 << 20
+"""The send and receive buffers tcp asks of the kernel for each socket (``transports.tcp``'s
+``SOCKET_BUFFER_BYTES``): a sender hands up to this much to one peer and goes on; beyond it, it
+waits in its send path for the receiver. Here, with the steps, so the tuner prices what the
+transport runs (``tuning.machine.lockstep_bytes``)."""
+
 STEPPED = ("all_reduce",)
 """The collectives whose step may grow with the call (the others keep ``STEP_BYTES``)."""
 

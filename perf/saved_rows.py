@@ -1,4 +1,4 @@
-"""The measure-or-reread arguments of the model's measurement scripts (crowd_cost, ring_parts,
+"""The measure-or-reread arguments of the model's measurement scripts (crowd_cost, ring_parts, tree_parts,
 refit_split): ``--json`` keeps what was measured, ``--from`` rereads it and measures nothing, and
 the rows keep the cores they were measured on, so a reread prices them on that machine's cores."""
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..tuning.machine import LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, link_of
+from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
+                              lockstep_bytes,
+                              link_of)
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")
@@ -56,6 +58,8 @@ class Cluster:
     crowd_of_waiters: bool = False
     sticky: bool = False
     whole_messages: bool = False
+    sticky_flowing: bool = True
+    lockstep_bytes: int = 0
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
@@ -64,7 +68,8 @@ class Cluster:
                                cpu_factor=1.0 if self.cores else self.cpu_factor, cores=self.cores,
                                mixed_wait=self.mixed_wait, split_wait=self.split_wait,
                                shared_cores=self.shared_cores, crowd_of_waiters=self.crowd_of_waiters,
-                               sticky=self.sticky, whole_messages=self.whole_messages)
+                               sticky=self.sticky, whole_messages=self.whole_messages,
+                               sticky_flowing=self.sticky_flowing, lockstep_bytes=self.lockstep_bytes)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -97,4 +102,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
                    shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
-                   sticky=keeps_cores(transport), whole_messages=copies_whole(transport))
+                   sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
+                   sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport))

@@ -40,13 +40,13 @@ from .._handshake import (
 )
 from ..config import Config
 from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, PeerLostError
-from ..steps import LARGER_STEPS
+from ..steps import LARGER_STEPS, TCP_SOCKET_BUFFER_BYTES
 from ..store import Store
 from .base import Channel, Transport
 
 logger = logging.getLogger("collectives")
 
-SOCKET_BUFFER_BYTES = 4 << 20
+SOCKET_BUFFER_BYTES = TCP_SOCKET_BUFFER_BYTES  # the one size, collectives.steps; this name kept for its callers
 LARGE_FROM_BYTES, LARGE_CHUNK_BYTES = LARGER_STEPS["tcp"]
 """From LARGE_FROM_BYTES an all-reduce over TCP steps in LARGE_CHUNK_BYTES (the one rule,
 ``collectives.steps``; these names kept for their callers)."""

@@ -68,6 +68,11 @@ class Network(Protocol):
         """Whether ranks ``a`` and ``b`` queue for the same cores."""
         ...
 
+    def begin(self, one_way: bool, largest: int = 0) -> None:
+        """Told before the first step whether the replayed calls' messages flow one way, and the
+        most bytes one rank sends one peer in a call (``largest``)."""
+        ...
+
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
                    waiting: int = 0) -> float:
         """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
@@ -113,6 +118,19 @@ def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int 
     return replay_calls([schedules], network, itemsize)[-1]
 
 
+def largest_to_a_peer(steps: Sequence[Sequence[Step]], itemsize: int) -> int:
+    """The most bytes one rank sends one peer over a call (``steps``: a schedule per rank)."""
+    largest = 0
+    for schedule in steps:
+        to: dict[int, int] = {}
+        for step in schedule:
+            for o in step:
+                if isinstance(o, Send):
+                    to[o.peer] = to.get(o.peer, 0) + o.count * itemsize
+        largest = max(largest, *to.values(), 0)
+    return largest
+
+
 def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, itemsize: int = 4) -> list[list[float]]:
     """Run calls back to back, each rank starting its next call's schedule once it has done
     the last step of the one before (as a loop of calls does): per call, the time (s) each
@@ -121,6 +139,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     size = len(calls[0])
     first_call = [list(s) for s in calls[0]]  # read once, to see whether its messages flow one way
     flowing = flows_one_way(first_call)
+    network.begin(flowing, largest_to_a_peer(first_call, itemsize))
     in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
     calls = [[iter(s) for s in first_call], *calls[1:]]
     schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]

@@ -21,12 +21,18 @@ receives in, waited or not, whatever their number: measured so, the ranks taking
 core; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
 byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
-the memory bus). With ``sticky`` (one host over shared memory) a rank keeps to its core, as the
+the memory bus). With ``sticky`` (one host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
 ``MIGRATION_COST`` before (a task that ran more recently is cache-hot and stays); its
 ``crowd_wake`` counts the ranks whose home is its own core (3 ranks on 2 cores: 2 on one, 1 on
-the other), not the ranks per core on average. So steps in which every rank works at once (a ring's
+the other), not the ranks per core on average. Over tcp (``keeps_cores_flowing`` false) ranks
+keep to their cores only in calls whose messages come back round (rings, exchanges: every rank
+waits briefly at every step, yielding and runnable, so the kernel moves no queued rank onto its
+core), and only where a rank sends one peer more in the call than tcp's socket buffers hold
+(``lockstep_bytes``: the sender then waits on its receiver's pace, runnable, rather than running
+ahead and sleeping); in calls that flow one way they take whichever core frees first, as the
+ranks ahead of the flow finish and sleep (``begin``). So steps in which every rank works at once (a ring's
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
 ``exchange`` more, and one that sends over one kind of link and receives over another
@@ -53,12 +59,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..steps import TCP_SOCKET_BUFFER_BYTES
 from .profile import TransportCosts
 
 
 MIGRATION_COST = 500e-6
 """Seconds within which a rank that ran is cache-hot and stays queued on its core rather than
 moving to another that frees sooner: the kernel's ``sched_migration_cost`` default (0.5 ms)."""
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +121,10 @@ class Machine:
             ranks waiting on a rank's cores when it resumes, not all of them (``step_extra``).
         sticky: on one host, ranks keep to their cores (``acquire``) instead of taking
             whichever frees first, and ``crowd_wake`` counts the ranks of their own core.
+        sticky_flowing: with ``sticky``, whether ranks keep to their cores in calls whose
+            messages flow one way too (else only in the others: ``begin``).
+        lockstep_bytes: where ``sticky_flowing`` is false, ranks keep to their cores only in
+            calls in which a rank sends one peer more than this (``begin``; 0: any call).
         whole_messages: on one host, a receiver copies a message out only once all of it
             has been written (``copies_whole``).
     """
@@ -121,7 +133,8 @@ class Machine:
                  gamma: float = 0.0, overhead: float = 0.0, nics_per_host: int = 1, hosts_per_leaf: int = 0,
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
-                 crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False) -> None:
+                 crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False,
+                 sticky_flowing: bool = True, lockstep_bytes: int = 0) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -139,7 +152,9 @@ class Machine:
         self.crowd_of_waiters = crowd_of_waiters
         self._pool: dict[int, list[float]] = {}  # host (0 for all, shared) -> when each of its cores is next free
         self._held: dict[int, int] = {}  # rank -> the core it holds
-        self.sticky = sticky and self.k >= ranks
+        self.sticky = self._keeps = sticky and self.k >= ranks
+        self.sticky_flowing = sticky_flowing
+        self.lockstep_bytes = lockstep_bytes
         self.whole_messages = whole_messages and self.k >= ranks
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
@@ -198,6 +213,13 @@ class Machine:
             return done, done, copy
         handed = min(cls.send_overhead * f, alpha)  # the sender goes on once its send path is done
         return done - (alpha - handed), done, copy + min(cls.recv_overhead * f, alpha - handed)
+
+    def begin(self, one_way: bool, largest: int = 0) -> None:
+        """Told before a replay's first step whether its calls' messages flow one way and the most
+        bytes one rank sends one peer in a call (``largest``): ranks keep to their cores
+        (``sticky``) in one-way calls only where ``sticky_flowing`` says so, and in the others
+        only where ``largest`` is beyond ``lockstep_bytes``."""
+        self.sticky = self._keeps and (self.sticky_flowing or (not one_way and largest > self.lockstep_bytes))
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma
@@ -318,8 +340,17 @@ def crowd_of_waiters(transport: str) -> bool:
 
 def keeps_cores(transport: str) -> bool:
     """Whether ``transport``'s ranks keep to their cores in the model (``Machine``'s ``sticky``):
-    shared memory's (the transport it was checked on; others take whichever core frees first:
-    docs/simulation.md, *The twenty-second round: shared memory*)."""
+    shared memory's (docs/simulation.md, *The twenty-second round: shared memory*) and tcp's, whose
+    ranks wait by the same progress engine (*The thirty-ninth round*); others take whichever
+    core frees first."""
+    return transport in ("shm", "tcp")
+
+
+def keeps_cores_flowing(transport: str) -> bool:
+    """Whether ``transport``'s ranks keep to their cores also in calls whose messages flow one
+    way (``Machine``'s ``sticky_flowing``): shared memory's; tcp's take whichever core frees
+    first there, as their one-way calls were priced (``crowd_of_waiters``; docs/simulation.md,
+    *The thirty-ninth round*)."""
     return transport == "shm"
 
 
@@ -336,3 +367,10 @@ def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkCl
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
                      costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
                      costs.recv_overhead)
+
+
+def lockstep_bytes(transport: str) -> int:
+    """Bytes beyond which a step's messages to one peer hold its sender to its receiver's pace
+    (``Machine``'s ``lockstep_bytes``): tcp's socket buffers, which a sender fills and then
+    waits on, runnable, while its receiver drains them; 0 for the others."""
+    return TCP_SOCKET_BUFFER_BYTES if transport == "tcp" else 0

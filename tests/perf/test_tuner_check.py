@@ -38,3 +38,18 @@ def test_choice_run_18_times_every_flat_algorithm_and_the_pick_from_16_to_64_mib
         assert r["transport"] == "tcp" and r["collective"] == "all_reduce"
         assert set(r["times_us"]) == {"ring", "tree", "recursive", "auto"}
         assert all(len(ts) == 3 for ts in r["repeats_us"].values())
+
+
+def test_choice_run_19_times_every_collective_at_five_six_and_eight_ranks() -> None:
+    """docs/perf/choices_calib19_tcp.json (docs/simulation.md, the fortieth round): every
+    collective over tcp at 5, 6 and 8 ranks, at 8 B, 64 KiB, 1, 8 and 32 MiB, two repeats."""
+    path = Path(tuner_check.__file__).resolve().parent.parent / "docs" / "perf" / "choices_calib19_tcp.json"
+    doc = json.loads(path.read_text())
+    assert doc["cores"] == 2 and doc["repeats"] == 2
+    rows = doc["rows"]
+    sizes = [8, 64 << 10, 1 << 20, 8 << 20, 32 << 20]
+    assert sorted((r["ranks"], r["collective"], r["size"]) for r in rows) == sorted(
+        (p, c, n) for p in (5, 6, 8) for c in tuner_check.COLLECTIVES for n in sizes)
+    for r in rows:
+        assert r["transport"] == "tcp" and "auto" in r["times_us"]
+        assert all(len(ts) == 2 for ts in r["repeats_us"].values())

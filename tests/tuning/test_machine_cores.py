@@ -12,7 +12,8 @@ import pytest
 from collectives.tuning import tuner
 from collectives.tuning import profile as profiles
 from collectives.sim.cluster import cluster
-from collectives.tuning.machine import MIGRATION_COST, LinkClass, Machine
+from collectives.tuning.events import largest_to_a_peer
+from collectives.tuning.machine import MIGRATION_COST, LinkClass, Machine, link_of, lockstep_bytes
 from collectives.tuning.profile import Profile, TransportCosts
 
 ALPHA = 10e-6
@@ -288,11 +289,75 @@ def test_one_core_means_every_rank_queues_for_that_one_core() -> None:
     assert Machine(4, 2, link(), link(), cores=1).one_core
 
 
-def test_only_one_host_over_shared_memory_keeps_its_ranks_to_their_cores() -> None:
-    """The tuner and the simulator build sticky machines for shm on one host; tcp, and hosts
-    that share one machine's cores, keep the shared pool."""
+def test_only_one_host_keeps_its_ranks_to_their_cores() -> None:
+    """The tuner and the simulator build sticky machines for shm and tcp on one host (tcp's in
+    calls whose messages come back round only: ``begin``); hosts that share one machine's cores,
+    and the simulator's other links, keep the shared pool."""
     profile = profiles.current()
     assert cluster("shm", 3, None, profile, 2).factory()().sticky
-    assert not cluster("tcp", 3, None, profile, 2).factory()().sticky
+    assert cluster("tcp", 3, None, profile, 2).factory()().sticky
     assert not cluster("tcp", 4, 2, profile, 2, shared_cores=True).factory()().sticky
     assert not Machine(4, 2, link(), cores=2, sticky=True).sticky  # two hosts
+    assert not cluster("nvlink", 16, None, profile).factory()().sticky
+
+
+def test_tcp_keeps_its_ranks_to_their_cores_only_where_messages_come_back_round() -> None:
+    """Told that a call flows one way (``begin``), a tcp machine's ranks take whichever core
+    frees first (the shared pool); in rings and exchanges they keep to their cores, as shm's
+    do in both."""
+    tcp = cluster("tcp", 3, None, profiles.current(), 2).factory()()
+    shm = cluster("shm", 3, None, profiles.current(), 2).factory()()
+    tcp.begin(True)
+    shm.begin(True)
+    assert not tcp.sticky and shm.sticky
+    tcp.begin(False, 64 << 20)  # a large call (below: only beyond the socket buffers)
+    assert tcp.sticky
+    pooled = Machine(3, 3, link(), cores=2)
+    pooled.begin(False, 64 << 20)
+    assert not pooled.sticky  # begin keeps to what the machine was built with
+
+
+def test_tcp_keeps_its_ranks_to_their_cores_only_where_a_call_outgrows_its_socket_buffers() -> None:
+    """Rings and exchanges over tcp keep their ranks to their cores only where a rank sends one
+    peer more than the socket buffers hold in the call (a sender then waits on its receiver,
+    runnable); below, and in one-way calls, the ranks take whichever core frees first. shm's
+    keep to their cores at any size."""
+    from collectives.transports.tcp import SOCKET_BUFFER_BYTES
+
+    assert lockstep_bytes("tcp") == SOCKET_BUFFER_BYTES and lockstep_bytes("shm") == 0
+    for largest, kept in ((0, False), (SOCKET_BUFFER_BYTES, False), (SOCKET_BUFFER_BYTES + 1, True)):
+        tcp = cluster("tcp", 4, None, profiles.current(), 2).factory()()
+        tcp.begin(False, largest)
+        assert tcp.sticky == kept, largest
+        tcp.begin(True, largest)
+        assert not tcp.sticky
+        shm = cluster("shm", 4, None, profiles.current(), 2).factory()()
+        shm.begin(False, largest)
+        assert shm.sticky
+
+
+def test_a_call_counts_the_most_bytes_one_rank_sends_one_peer() -> None:
+    """Summed over the call's steps, per rank and peer: a ring all-reduce of 3 ranks sends its
+    next neighbour 2 (p - 1) blocks of n / p."""
+    steps = [list(s) for s in tuner.schedules("all_reduce", "ring", 3 << 20, 3, 1 << 20)]
+    assert largest_to_a_peer(steps, 4) == 4 << 20  # 2 (p - 1) blocks of 1 MiB to the next rank
+    assert largest_to_a_peer([[], []], 4) == 0
+
+
+def test_a_replay_tells_the_machine_how_its_messages_flow() -> None:
+    """A tcp tree broadcast over three ranks on two cores is priced on the shared pool, as
+    before; a ring all-reduce keeps its ranks to their cores, where two of the three queue on
+    one core and it costs more than on the pool."""
+    costs = profiles.current().costs("tcp")
+    tcp = link_of("tcp", costs)
+
+    def make(sticky: bool, flowing: bool = False) -> Machine:
+        return Machine(3, 3, tcp, cores=2, sticky=sticky, sticky_flowing=flowing, crowd_of_waiters=True)
+
+    n = 1 << 20
+    assert tuner.replay_time("broadcast", "tree", n, lambda: make(True)) == pytest.approx(
+        tuner.replay_time("broadcast", "tree", n, lambda: make(False)))
+    assert tuner.replay_time("broadcast", "tree", n, lambda: make(True, True)) != pytest.approx(
+        tuner.replay_time("broadcast", "tree", n, lambda: make(False)))
+    assert tuner.replay_time("all_reduce", "ring", n, lambda: make(True)) > tuner.replay_time(
+        "all_reduce", "ring", n, lambda: make(False))
