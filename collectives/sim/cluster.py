@@ -14,8 +14,7 @@ import dataclasses
 from collections.abc import Callable
 
 from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
-                              lockstep_bytes,
-                              link_of)
+                              link_of, lockstep_bytes)
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")

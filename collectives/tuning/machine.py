@@ -68,7 +68,6 @@ MIGRATION_COST = 500e-6
 moving to another that frees sooner: the kernel's ``sched_migration_cost`` default (0.5 ms)."""
 
 
-
 @dataclasses.dataclass(frozen=True)
 class LinkClass:
     """One kind of link: seconds per message, seconds per byte, and the sender's share of the transfer."""
