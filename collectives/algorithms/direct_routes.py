@@ -109,6 +109,12 @@ where ranks outnumber the cores, go by reads (``direct.reduce_by_reads``: every 
 block, the root reads the folded blocks) where the kernel allows them; smaller ones beyond the
 slots run their schedule, whose pipelined copies beat the reads' syscalls and whole-block waits
 there. Measured: docs/performance.md, "Eighteenth round: reduce by reads"."""
+REDUCE_PIECES_CROWDED_RANKS = (4, 16 << 20)
+"""Where ranks outnumber cores in a group of at most the first count of ranks, reduces go by reads
+only from the second size instead (``REDUCE_READS_BYTES``' second), the smaller ones through the
+slots piece by piece in C: with three peers a piece the root's fold keeps up, with seven it does
+not (at 8 ranks the pieces were slower from 4 MiB). Measured at 4 and 8 ranks on 2 cores:
+docs/performance.md, "Thirty-third round, crowded reduces from 2 MiB"."""
 
 HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
@@ -289,20 +295,23 @@ def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> boo
     return nbytes >= ALL_TO_ALL_READS_BYTES and (not oversubscribed or lo <= nbytes < hi)
 
 
-def reduce_reads_from(oversubscribed: bool) -> int:
-    """The smallest reduce taken by reads, in bytes of ``x``, where ranks outnumber cores
-    (``oversubscribed``, the same on every rank) or not."""
+def reduce_reads_from(oversubscribed: bool, size: int) -> int:
+    """The smallest reduce taken by reads, in bytes of ``x``, at ``size`` ranks where they outnumber
+    cores (``oversubscribed``, the same on every rank) or not (``REDUCE_PIECES_CROWDED_RANKS``)."""
+    few, start = REDUCE_PIECES_CROWDED_RANKS
+    if oversubscribed and size <= few:
+        return start
     return REDUCE_READS_BYTES[oversubscribed]
 
 
-def reduce_by_pieces(nbytes: int, oversubscribed: bool) -> bool:
+def reduce_by_pieces(nbytes: int, oversubscribed: bool, size: int) -> bool:
     """Whether a reduce of ``nbytes`` (bytes of ``x``) too large for one slot goes through the
     slots a slot's worth at a time (``windowed.PiecewiseReduce``: the other ranks copy each piece
     in and go on, the root folds), not the schedule: where ranks outnumber cores, below the reads'
     size. There the schedule's steps wait on ranks that share a core at every hop. A reduce of
     nothing has no piece: it takes the schedule, which returns at once. Measured:
     docs/performance.md, "Twenty-third round"."""
-    return oversubscribed and 0 < nbytes < reduce_reads_from(True)
+    return oversubscribed and 0 < nbytes < reduce_reads_from(True, size)
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

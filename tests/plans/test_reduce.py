@@ -103,6 +103,8 @@ def reads_from_the_slots(monkeypatch):
     direct engine the automatic choice there, which the cost model, pricing the reads at that size
     (where the engine leaves them for the schedules), would not take."""
     monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
+    few, _ = direct_routes.REDUCE_PIECES_CROWDED_RANKS  # 3 ranks on 2 cores are a crowded few
+    monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (few, DIRECT_REDUCE_BYTES + 1))
     automatic = Planner.automatic
 
     def direct_for_reduces(self, collective, nbytes, size, windows=False, hosts=False):
