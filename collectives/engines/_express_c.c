@@ -48,6 +48,7 @@ typedef struct {
     uint64_t tag_bit;
     long long max_tag;
     int64_t spin_ns, yield_ns, swap_yield_ns;
+    int64_t shift_yield_ns;        /* swap_yield_ns for a swap with two peers (to != from: a shift) */
     long long sends, recvs, swaps; /* calls the lane took (tests and benchmarks read them) */
     long long besides;             /* waits that yielded from the start, the peer on my CPU (beside()) */
     long long crowded_waits;       /* swap waits that yielded at every poll, ranks outnumbering cores */
@@ -447,21 +448,21 @@ static void Express_dealloc(Express *e) {
 
 /* Express(size, lanes: {peer: (channel, words)}, keep, lock, held, numbers, array_type, dtypes,
    max_bytes, tag_bit, max_tag, spin_ns, yield_ns, single_bytes, swap_yield_ns[, apart_bytes, aside_bytes,
-   half_bytes, half_out_bytes, push_bytes]) */
+   half_bytes, half_out_bytes, push_bytes, shift_yield_ns]) */
 static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Py_ssize_t size, max_bytes, single_bytes, apart_bytes = -1, aside_bytes = -1, half_bytes = -1,
                half_out_bytes = -1, push_bytes = -1;
     PyObject *lanes, *keep, *lock, *held, *numbers, *array_type, *dtypes;
     unsigned long long tag_bit;
-    long long max_tag, spin_ns, yield_ns, swap_yield_ns;
+    long long max_tag, spin_ns, yield_ns, swap_yield_ns, shift_yield_ns = -1;
     static char *names[] = {"size", "lanes", "keep", "lock", "held", "numbers", "array_type", "dtypes", "max_bytes", "tag_bit", "max_tag",
                             "spin_ns", "yield_ns", "single_bytes", "swap_yield_ns", "apart_bytes", "aside_bytes",
-                            "half_bytes", "half_out_bytes", "push_bytes", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnnn", names, &size, &PyDict_Type, &lanes, &keep,
+                            "half_bytes", "half_out_bytes", "push_bytes", "shift_yield_ns", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nO!OOO!OO!O!nKLLLnL|nnnnnL", names, &size, &PyDict_Type, &lanes, &keep,
                                      &lock, &PyDict_Type, &held, &numbers, &PyType_Type, &array_type, &PyTuple_Type,
                                      &dtypes, &max_bytes, &tag_bit, &max_tag, &spin_ns,
                                      &yield_ns, &single_bytes, &swap_yield_ns, &apart_bytes, &aside_bytes,
-                                     &half_bytes, &half_out_bytes, &push_bytes))
+                                     &half_bytes, &half_out_bytes, &push_bytes, &shift_yield_ns))
         return NULL;
     if (size < 1 || tag_bit == 0 || max_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "Express: size >= 1, tag_bit != 0 and max_bytes >= 0");
@@ -497,6 +498,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->half_out_bytes = half_out_bytes < 0 || half_out_bytes > e->half_bytes ? e->half_bytes : half_out_bytes;
     e->push_bytes = push_bytes < 0 || push_bytes > e->half_out_bytes ? e->half_out_bytes : push_bytes;
     e->swap_yield_ns = swap_yield_ns;
+    e->shift_yield_ns = shift_yield_ns < 0 ? swap_yield_ns : shift_yield_ns;
     e->tag_bit = tag_bit;
     e->max_tag = max_tag;
     e->spin_ns = spin_ns;
@@ -541,6 +543,8 @@ static PyMemberDef Express_members[] = {
     COUNTER(crowded_waits, "swap waits that yielded at every poll, ranks outnumbering cores"),
     COUNTER(halves, "sendrecvs the lane swapped by halves"),
     COUNTER(pushes, "of them, those where each rank wrote its whole message"),
+    {"shift_yield_ns", T_LONGLONG, offsetof(Express, shift_yield_ns), READONLY,
+     "how long a swap with two peers yields for them (ns, beyond the peer's copy) before handing the call back"},
     {NULL, 0, 0, 0, NULL},
 };
 #undef COUNTER

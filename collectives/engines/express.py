@@ -94,6 +94,14 @@ one copy a rank, of a message in its own cache, where the ring makes two and the
 half of the peer's message out of the peer's cache (docs/performance.md, "Twenty-fourth round,
 point to point")."""
 
+SHIFT_YIELD_SECONDS_CROWDED = 2e-3
+"""Where ranks outnumber cores, how long the single-copy swap of a ``sendrecv`` with two peers (a
+shift: to one rank, from another) yields for them before it hands the call to the engine
+(elsewhere, and for a swap with one peer, ``YIELD_SECONDS``; beyond it, about the peer's copy):
+a peer there is late by its turn on a shared core, and a call handed back costs the engine's
+Python path and a sleep on the doorbell (docs/performance.md, "Thirty-third round, the 4-rank
+sendrecv's swap")."""
+
 
 class Lane(Protocol):
     """What the communicator calls: each returns the call's number in the communicator's count
@@ -146,6 +154,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
     half_out_bytes = HALF_BYTES_OUT_OF_PLACE_CROWDED if crowded else HALF_BYTES_OUT_OF_PLACE
     half_bytes, push_bytes = HALF_BYTES, PUSH_BYTES
+    shift_yield = SHIFT_YIELD_SECONDS_CROWDED if crowded else YIELD_SECONDS
     lanes, keep = {}, []
     for peer, channel in channels.items():
         words, kept = channel.lane()
@@ -158,5 +167,5 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
                           max_bytes, P2P_TAG_BIT, MAX_USER_TAG,
                           int(spin * 1e9), int(YIELD_SECONDS * 1e9), swap_bytes,
                           int(YIELD_SECONDS * 1e9), apart_bytes, aside_bytes, half_bytes,
-                          half_out_bytes, push_bytes)
+                          half_out_bytes, push_bytes, int(shift_yield * 1e9))
     return lane_

@@ -87,7 +87,7 @@ class _Lanes:
     ``to2``) and a ring in (``from1``, ``from2``) that the test writes as the peer would."""
 
     def __init__(self, loop: bool = True, capacity: int = 4096, apart: int = SINGLE, spin_ns: int = 0,
-                 aside: int = -1, **channel: Any) -> None:
+                 aside: int = -1, shift_yield_ns: int = -1, **channel: Any) -> None:
         self.flags = np.zeros(4, np.uint64)  # bell, sleeping, peer closed, my closed
         at = self.flags.ctypes.data
         tail_words = (capacity, at, at + 8, at + 16, at + 24)
@@ -101,7 +101,8 @@ class _Lanes:
         self.lock = threading.RLock()
         self.express = express.Express(3, lanes, (self.flags, self.to1, self.to2, self.from1, self.from2), self.lock,
                                        self.held, itertools.count(1), np.ndarray, BUILT_IN_DTYPES, 1024, P2P_TAG_BIT,
-                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart, aside)
+                                       MAX_USER_TAG, spin_ns, 0, SINGLE, 0, apart, aside,
+                                       shift_yield_ns=shift_yield_ns)
 
     def sendrecv(self, x: np.ndarray, out: np.ndarray, tag: int = 0, dst: int = 1, src: int = 1) -> Any:
         return self.express.sendrecv(x, dst, out, src, tag)
