@@ -211,7 +211,8 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
    the 4-rank sendrecv's swap"), plus about the time the peer's copy of my message takes (at
    2 GB/s). It spins no longer than any other wait: where the peer shares my core, only a
    yield lets it copy. Where ranks outnumber cores (no spin) every poll yields: the 63 pause
-   hints between two yields held the core a peer needed for its read or its answer (docs/performance.md, "Twenty-sixth round, the 4-rank sendrecv"). */
+   hints between two yields held the core a peer needed for its read or its answer
+   (docs/performance.md, "Twenty-sixth round, the 4-rank sendrecv"). */
 static void swap_wait(Express *e, Swap *s) {
     int64_t spin = e->spin_ns, wait = s->to != s->from ? e->shift_yield_ns : e->swap_yield_ns;
     int64_t yield = wait + (int64_t)(s->n / 2);
