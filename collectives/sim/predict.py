@@ -36,9 +36,10 @@ def algorithms(collective: str, c: Cluster, transport: str) -> list[str]:
 
 
 def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport: str, profile: Profile,
-            step: int = 0) -> float:
+            step: int = 0, lockstep: int = -1) -> float:
     """Seconds of one call, in the steps it runs (``step``, else ``steps.step_bytes``'s for
-    ``nbytes``); raises ``tuner.TooLarge`` where the replay would take too long."""
+    ``nbytes``; ``lockstep``: as ``tuner.replay_time``'s); raises ``tuner.TooLarge`` where the
+    replay would take too long."""
     if algorithm == "direct":
         price = tuner.direct_price(collective, nbytes, c.ranks, profile.costs("shm"), c.cores, profile.cache_bytes)
         if price is not None:
@@ -46,7 +47,9 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
         algorithm = automatic(collective, nbytes, c.ranks)
     if nbytes > tuner.LINEAR_BYTES and profile.cache_bytes:  # the line through 8 and 16 MiB, as the tuner draws it
         step = step or step_bytes(transport, collective, nbytes, c.ranks)
-        return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile, step))
+        kept = tuner.line_lockstep(collective, algorithm, nbytes, c.ranks, step, c.lockstep_bytes)
+        return tuner.on_the_line(nbytes, lambda n: predict(collective, algorithm, n, c, transport, profile, step,
+                                                           kept))
     share = beyond(footprint(collective, nbytes, c.ranks, c.ranks_per_host), profile.cache_bytes)
     if share:  # the call's buffers outgrow the last-level cache: every byte costs more
         c = dataclasses.replace(c, intra=spilled(c.intra, share), inter=spilled(c.inter, share))
@@ -57,7 +60,8 @@ def predict(collective: str, algorithm: str, nbytes: int, c: Cluster, transport:
         c = dataclasses.replace(c, gamma=gamma)
     copies = tuner.local_copy_time(collective, algorithm, nbytes, c.ranks, c.intra) * c.cpu_factor
     return max(floor, copies + tuner.replay_time(collective, algorithm, nbytes, c.factory(), c.calls,
-                                                   transport, step or step_bytes(transport, collective, nbytes, c.ranks)))
+                                                   transport, step or step_bytes(transport, collective, nbytes, c.ranks),
+                                                   lockstep))
 
 
 def pick(collective: str, nbytes: int, times: dict[str, float], c: Cluster, transport: str,

@@ -28,7 +28,7 @@ from ..steps import STEP_BYTES, step_bytes
 from . import memory, pieces, reads
 from .cache import beyond, fold_gamma, footprint, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
-from .events import replay_calls
+from .events import largest_to_a_peer, replay_calls
 from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
                       link_of, lockstep_bytes)
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
@@ -142,17 +142,40 @@ def on_the_line(nbytes: int, price: Callable[[int], float]) -> float:
     return full + (full - half) * (nbytes - LINEAR_BYTES) / (LINEAR_BYTES // 2)
 
 
+KEEPS_ALWAYS, KEEPS_NEVER = 0, 1 << 62
+"""``Machine.lockstep_bytes`` that keeps a tcp call's ranks to their cores whatever it sends a
+peer, and that never does: what the ends of a call's line are replayed with (``line_lockstep``)."""
+
+
+def line_lockstep(collective: str, algorithm: str, nbytes: int, size: int, step: int, bound: int) -> int:
+    """The ``lockstep_bytes`` with which the two ends of the line that prices a call of ``nbytes``
+    are replayed: the call's own rule (it keeps its cores where it sends one peer more than
+    ``machine.lockstep_bytes``), not each end's, so that the line's slope does not carry a switch
+    of the rule between its ends (a 3-rank tcp all-gather by Bruck's steps sends each peer 2.7 MiB
+    at 8 MiB, on the shared pool, and 5.3 MiB at 16 MiB, kept); ``bound``: the machine's
+    ``lockstep_bytes``; -1 where no rule by size applies (``bound`` 0, or one rank's steps priced)."""
+    if not bound or size > REPLAY_RANKS:
+        return -1
+    steps = [list(s) for s in schedules(collective, algorithm, nbytes, size, step)]
+    return KEEPS_ALWAYS if largest_to_a_peer(steps, ITEMSIZE) > bound else KEEPS_NEVER
+
+
 def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[], Machine], calls: int = 1,
-                transport: str = "shm", step: int = 0) -> float:
+                transport: str = "shm", step: int = 0, lockstep: int = -1) -> float:
     """Seconds ``algorithm`` takes on the machine ``make()`` builds (the slowest rank), with
     the per-call overhead: per call of ``calls`` made back to back (up to REPLAY_RANKS ranks;
     beyond, one call), in the steps a call of ``nbytes`` over ``transport`` runs (``step``, else
-    ``steps.step_bytes``; a call priced on the line keeps its own step at the line's ends).
-    Raises TooLarge where the replay would be too long."""
+    ``steps.step_bytes``; a call priced on the line keeps its own step and its own rule of
+    cores, ``line_lockstep``, at the line's ends; ``lockstep`` >= 0 replaces the machine's
+    ``lockstep_bytes``). Raises TooLarge where the replay would be too long."""
     step = step or step_bytes(transport, collective, nbytes, make().ranks)
     if nbytes > LINEAR_BYTES:
-        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls, transport, step))
+        machine = make()
+        kept = line_lockstep(collective, algorithm, nbytes, machine.ranks, step, machine.lockstep_bytes)
+        return on_the_line(nbytes, lambda n: replay_time(collective, algorithm, n, make, calls, transport, step, kept))
     machine = make()
+    if lockstep >= 0:
+        machine.lockstep_bytes = lockstep
     size = machine.ranks
     if size <= 1 or nbytes <= 0:
         return machine.overhead
@@ -321,10 +344,11 @@ def switches(collective: str, turns: float, costs: TransportCosts) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: str = "shm",
-            ranks_per_host: int = 0, profile: Profile | None = None, step: int = 0) -> float:
+            ranks_per_host: int = 0, profile: Profile | None = None, step: int = 0, lockstep: int = -1) -> float:
     """Predicted seconds of one call. ``ranks_per_host``: 0 for one host; else hosts of that
     many ranks, ``transport`` between them and shared memory within. ``step``: the schedules'
-    step (0: the one a call of ``nbytes`` runs, ``steps.step_bytes``)."""
+    step (0: the one a call of ``nbytes`` runs, ``steps.step_bytes``); ``lockstep``: as
+    ``replay_time``'s (the line's ends)."""
     profile = profile or current()
     costs = profile.costs(transport)
     k = ranks_per_host if 0 < ranks_per_host < size else size
@@ -344,8 +368,9 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         return inner + across
     step = step or step_bytes(transport, collective, nbytes, size)
     if nbytes > LINEAR_BYTES:  # as replay_time does, through this cache: the line's two ends are shared
+        kept = line_lockstep(collective, algorithm, nbytes, size, step, lockstep_bytes(transport)) if k >= size else -1
         return on_the_line(nbytes, lambda n: predict(collective, algorithm, n, size, transport, ranks_per_host,
-                                                     profile, step))
+                                                     profile, step, kept))
     hosts = 0 < ranks_per_host < size
     local = profile.costs("shm") if hosts else costs
     share = beyond(footprint(collective, nbytes, size, k), profile.cache_bytes)
@@ -360,7 +385,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
         sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
         sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport)),
-        profile.calls, transport, step))
+        profile.calls, transport, step, lockstep))
 
 
 def candidates(collective: str, windows: bool = False, hosts: bool = False) -> list[str]:

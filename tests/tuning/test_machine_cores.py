@@ -361,3 +361,36 @@ def test_a_replay_tells_the_machine_how_its_messages_flow() -> None:
         tuner.replay_time("broadcast", "tree", n, lambda: make(False)))
     assert tuner.replay_time("all_reduce", "ring", n, lambda: make(True)) > tuner.replay_time(
         "all_reduce", "ring", n, lambda: make(False))
+
+
+def test_the_line_of_a_large_tcp_call_keeps_its_cores_at_both_ends_by_the_calls_own_rule() -> None:
+    """A 3-rank tcp all-gather by Bruck's steps sends each peer 2.7 MiB at 8 MiB and 5.3 MiB at
+    16 MiB: replayed as themselves, the line's two ends would fall on either side of the socket
+    buffers and its slope carry the switch to kept cores. Both ends take the call's own rule."""
+    big = 32 << 20
+    assert tuner.line_lockstep("all_gather", "recursive", big, 3, 1 << 20, lockstep_bytes("tcp")) == tuner.KEEPS_ALWAYS
+    assert tuner.line_lockstep("all_gather", "recursive", big, 3, 1 << 20, 0) == -1  # shm: no rule by size
+    assert tuner.line_lockstep("all_gather", "recursive", big, 3, 1 << 20, big) == tuner.KEEPS_NEVER
+    half, full = tuner.LINEAR_BYTES // 2, tuner.LINEAR_BYTES
+    ends = [tuner.predict("all_gather", "recursive", n, 3, "tcp", lockstep=tuner.KEEPS_ALWAYS) for n in (half, full)]
+    assert tuner.predict("all_gather", "recursive", big, 3, "tcp") == pytest.approx(
+        tuner.on_the_line(big, dict(zip((half, full), ends)).__getitem__))
+    assert ends[0] > tuner.predict("all_gather", "recursive", half, 3, "tcp")  # 8 MiB alone is on the pool
+
+
+def test_the_simulator_draws_the_same_line_as_the_tuner() -> None:
+    """``sim.predict`` prices a large tcp call on the line with the call's own rule too."""
+    from collectives.sim.predict import predict
+
+    profile = profiles.current()
+    c = cluster("tcp", 3, None, profile, profile.cores)
+    for algorithm in ("ring", "recursive"):
+        assert predict("all_gather", algorithm, 64 << 20, c, "tcp", profile) == pytest.approx(
+            tuner.predict("all_gather", algorithm, 64 << 20, 3, "tcp"), rel=1e-6)
+
+
+def test_the_3_rank_tcp_all_gather_takes_bruck_at_32_and_64_mib() -> None:
+    """Measured ahead of or level with the ring at both sizes (docs/simulation.md, the forty-first
+    round); priced below it once the line's ends keep their cores as the call does."""
+    for size in (32 << 20, 64 << 20):
+        assert tuner.choose("all_gather", size, 3, "tcp") == "recursive"
