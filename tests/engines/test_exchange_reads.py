@@ -334,6 +334,25 @@ def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monk
     assert results == [([], "ExchangeByReads", not pure, {where == "from" and pure})] * 3
 
 
+@pytest.mark.parametrize("extra", [0, 24])
+def test_at_two_ranks_all_gathers_from_the_streamed_size_read_in_c_with_every_block_right(monkeypatch, extra):
+    """At 2 ranks, each with a core, blocks from ALL_GATHER_STREAM_BYTES (the harness's 16 MiB of
+    ``out``, and an odd count of float64s beyond it) go by reads in C with the streamed own copy,
+    not by writes: out of place, in place and with ``x`` inside ``out`` elsewhere, bit for bit."""
+    from collectives.algorithms.direct_routes import ALL_GATHER_STREAM_BYTES
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+
+    def body(comm):
+        bad, name, in_c, _ = _all_gathers(comm, ALL_GATHER_STREAM_BYTES + extra)
+        route = next(plan for key, plan in comm._plans.items() if key[0] == "all_gather").route
+        return bad, name, in_c, route.stream, route.writes
+
+    results = run_world(body, 2, "shm", timeout=120, cross_memory=True)
+    assert results == [([], "ExchangeByReads", True, True, False)] * 2
+
+
 def _all_gathers_by_writes(comm, nbytes):
     """All-gathers of ``nbytes`` per rank: out of place with rank 0 late (so that its peers' C
     calls give up waiting and finish in Python), out of place, in place, and rank 0 in place while
