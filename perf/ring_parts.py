@@ -37,13 +37,15 @@ SIZES = (4 << 20, 32 << 20)
 RANKS = (2, 3)
 
 
-def measure(repeats: int, rounds: int) -> list[dict[str, Any]]:
-    """Every case at every size, at 2 and 3 ranks over tcp: one row each."""
+def measure(repeats: int, rounds: int, ranks_list: tuple[int, ...] = RANKS,
+            parts: list[tuple[str, str]] = CASES, sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
+    """Every case of ``parts`` (collective, algorithm) at every size and world size over tcp
+    (by default the ring's, at 2 and 3 ranks): one row each."""
     from collectives.timing import measure_repeats
 
     rows = []
-    for ranks in RANKS:
-        cases = [(c, n, a) for n in SIZES for c, a in CASES]
+    for ranks in ranks_list:
+        cases = [(c, n, a) for n in sizes for c, a in parts]
         started = time.strftime("%H:%M:%S", time.gmtime())
         for (collective, size, algorithm), times in zip(cases, measure_repeats(cases, ranks, "tcp", rounds=rounds,
                                                                                repeats=repeats)):

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from collectives.tuning.profile import load  # noqa: E402
 from perf import saved_rows  # noqa: E402
-from perf.ring_parts import table  # noqa: E402
+from perf.ring_parts import measure as measure_parts, table  # noqa: E402
 
 CASES = [("all_reduce", "tree"), ("reduce", "tree"), ("broadcast", "tree"),
          ("all_reduce", "recursive"), ("reduce_scatter", "recursive"), ("all_gather", "recursive")]
@@ -35,19 +34,8 @@ RANKS = (4,)
 
 
 def measure(repeats: int, rounds: int, ranks_list: tuple[int, ...] = RANKS) -> list[dict[str, Any]]:
-    """Every case at every size and world size over tcp: one row each."""
-    from collectives.timing import measure_repeats
-
-    rows = []
-    for ranks in ranks_list:
-        cases = [(c, n, a) for n in SIZES for c, a in CASES]
-        started = time.strftime("%H:%M:%S", time.gmtime())
-        for (collective, size, algorithm), times in zip(cases, measure_repeats(cases, ranks, "tcp", rounds=rounds,
-                                                                               repeats=repeats)):
-            times = sorted(t * 1e6 for t in times)
-            rows.append({"collective": collective, "algorithm": algorithm, "size": size, "ranks": ranks,
-                         "measured_us": times[len(times) // 2], "repeats_us": times, "utc": started})
-    return rows
+    """Every case at every size and world size over tcp: one row each (``ring_parts.measure``'s rows)."""
+    return measure_parts(repeats, rounds, ranks_list, CASES, SIZES)
 
 
 def main(argv: list[str] | None = None) -> int:
