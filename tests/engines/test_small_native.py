@@ -809,3 +809,54 @@ def test_a_crowded_reduce_yields_to_late_peers_longer_before_handing_back() -> N
     for kind in (small_native.BROADCAST, small_native.ALL_REDUCE, small_native.GATHER, small_native.ALL_REDUCE_TWO_SHOT):
         assert small_native._yield_seconds(kind, True) == small_native._yield_seconds(kind, True, root=True) == YIELD_SECONDS
     assert small_native._yield_seconds(small_native.REDUCE, False) == 0.0
+
+
+def test_only_a_crowded_reduce_sleeps_on_its_own_doorbell() -> None:
+    """A crowded reduce's C plan is given the rank's own (doorbell, sleeping) words to sleep on
+    once its yields come back late; every other kind, and every plan where each rank has a core,
+    only yields."""
+    from types import SimpleNamespace
+    words, peers = (object(), object()), [(object(), object())]
+    transport = SimpleNamespace(doorbells=lambda own=False: [words] if own else peers)
+    crowded = SimpleNamespace(oversubscribed=True, transport=transport)
+    assert small_native._own_bell(crowded, small_native.REDUCE) == words
+    for kind in (small_native.BROADCAST, small_native.ALL_REDUCE, small_native.GATHER, small_native.BARRIER):
+        assert small_native._own_bell(crowded, kind) is None
+    assert small_native._own_bell(SimpleNamespace(oversubscribed=False, transport=transport), small_native.REDUCE) is None
+    assert 0 < small_native.LATE_YIELD_SECONDS < small_native.CONTENDED_SECONDS <= small_native.CROWDED_REDUCE_YIELD_SECONDS
+
+
+def _late_reduces(comm: collectives.Communicator) -> tuple[int, int, int]:
+    """Reduces of 4 int64 to root 0, writers late now and then, once by more than the root's
+    yield window: the wrong results, the calls done in C, and the polls that slept on the bell."""
+    rng = np.random.default_rng(comm.rank)
+    wrong = 0
+    for i in range(60):
+        if comm.rank == 1 and i == 30:
+            time.sleep(3 * small_native.CROWDED_REDUCE_YIELD_SECONDS)  # later than any C wait
+        elif comm.rank != 0 and rng.random() < 0.2:
+            time.sleep(rng.random() * 2e-3)
+        x = np.full(4, comm.rank + i, dtype=np.int64)
+        comm.reduce(x, 0)
+        want = sum(r + i for r in range(comm.size)) if comm.rank == 0 else comm.rank + i
+        wrong += int(np.count_nonzero(x != want))
+    plan = next(p for key, p in comm._plans.items() if key[0] == "reduce")
+    plan = getattr(plan, "plan", plan)
+    comm.barrier()
+    return wrong, plan.done, plan.native.bell_sleeps
+
+
+def test_a_crowded_reduce_whose_yields_come_back_late_sleeps_and_still_hands_late_calls_to_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every yield counts as late (``LATE_YIELD_SECONDS`` 0: as when a process outside the job
+    holds the CPU) a crowded reduce's C waits sleep on the rank's doorbell, woken by the posts they
+    wait for; a writer later than the root's whole window still hands the root's call to the
+    Python waits (with their liveness and timeout checks), and every result is right."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    monkeypatch.setattr(small_native, "LATE_YIELD_SECONDS", 0.0)
+    results = run_world(_late_reduces, 3, "shm", timeout=60)
+    assert [wrong for wrong, _, _ in results] == [0, 0, 0]
+    root_done, root_sleeps = results[0][1], results[0][2]
+    assert 0 < root_done < 60  # in C, but for the call the late writer handed to Python
+    assert root_sleeps > 0
