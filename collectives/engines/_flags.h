@@ -25,12 +25,6 @@ typedef struct {
     uint64_t **flags;       /* [ranks]: each rank's flag area */
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
-    uint32_t *my_doorbell;  /* my own doorbell and sleeping words: set, a yielding wait sleeps on it instead */
-    uint32_t *my_sleeping;
-    long long bell_sleeps;  /* reach() polls that slept on my doorbell */
-    int64_t late_yield_at;  /* when a yield of reach() last came back late (0: never) */
-    int64_t late_yield_ns;  /* a yield that gave the CPU away this long is late: something outside the job runs */
-    int64_t contended_ns;   /* after a late yield, the waits sleep on my doorbell this long rather than yield */
 } FlagSet;
 
 static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
@@ -141,30 +135,6 @@ static inline void balance(FlagSet *w) {
 #endif
 }
 
-#ifdef __linux__
-#define BELL_SLEEP_NS 1000000 /* one sleep on my doorbell at most (then the wait looks at its clock again) */
-
-/* Where a plan gave my_doorbell (a crowded reduce: small_native.py), a yield that came back
-   later than late_yield_ns says a process outside the job shares the CPU; for contended_ns
-   after it, the waits sleep on the doorbell rather than yield.
-
-   Sleep on my doorbell (a peer's post rings it) until it rings, ``left_ns`` pass or a
-   millisecond, unless rank's flag ``slot`` reached ``value`` meanwhile. A waiter that sleeps
-   rather than yields is woken by the post it waits for, and the scheduler lets a woken task
-   run promptly, where a yielding one waits behind whatever else shares its CPU. */
-static inline void bell_sleep(FlagSet *w, int rank, int slot, uint64_t value, int64_t left_ns) {
-    uint32_t token = __atomic_load_n(w->my_doorbell, __ATOMIC_SEQ_CST);
-    __atomic_store_n(w->my_sleeping, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_SEQ_CST) < value) {
-        int64_t ns = left_ns < BELL_SLEEP_NS ? left_ns : BELL_SLEEP_NS;
-        struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-        w->bell_sleeps++;
-        syscall(SYS_futex, w->my_doorbell, FUTEX_WAIT, token, &ts, NULL, 0);
-    }
-    __atomic_store_n(w->my_sleeping, 0, __ATOMIC_SEQ_CST);
-}
-#endif
-
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. Where
    the plan set ``every_poll`` (ranks outnumber CPUs, a small call: _small_c.c) every poll
    yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. */
@@ -180,18 +150,7 @@ static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
         if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return 0;
-            if (t >= spin_until) {
-#ifdef __linux__
-                if (w->my_doorbell != NULL && yielding && w->late_yield_at != 0 && t - w->late_yield_at < w->contended_ns) {
-                    bell_sleep(w, rank, slot, value, yield_until - t);
-                    continue;
-                }
-                sched_yield();
-                if (w->my_doorbell != NULL && now_ns() - t >= w->late_yield_ns) w->late_yield_at = now_ns();
-#else
-                sched_yield();
-#endif
-            }
+            if (t >= spin_until) sched_yield();
         } else {
             cpu_relax();
         }

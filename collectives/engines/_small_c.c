@@ -457,17 +457,16 @@ static void SmallPlan_dealloc(SmallPlan *p) {
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", "my_doorbell", "my_sleeping", "late_yield_ns", "contended_ns", NULL};
+                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", NULL};
     int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
-    long long spin_ns, yield_ns, root_yield_ns = -1, late_yield_ns = 1000000, contended_ns = 10000000;
-    unsigned long long my_doorbell = 0, my_sleeping = 0;
+    long long spin_ns, yield_ns, root_yield_ns = -1;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiLKKLL", names, &kind, &me, &flags, &areas, &doorbells,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiL", names, &kind, &me, &flags, &areas, &doorbells,
                                      &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
                                      &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot,
-                                     &red_flag, &root_yield_ns, &my_doorbell, &my_sleeping, &late_yield_ns, &contended_ns))
+                                     &red_flag, &root_yield_ns))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
@@ -488,9 +487,6 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->root_yield_ns = root_yield_ns >= 0 ? root_yield_ns : yield_ns;
-    p->w.late_yield_ns = late_yield_ns, p->w.contended_ns = contended_ns;
-    if (my_doorbell != 0 && my_sleeping != 0)
-        p->w.my_doorbell = (uint32_t *)(uintptr_t)my_doorbell, p->w.my_sleeping = (uint32_t *)(uintptr_t)my_sleeping;
     p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
@@ -521,8 +517,6 @@ static PyMemberDef SmallPlan_members[] = {
     {"moves", T_LONGLONG, offsetof(SmallPlan, w.moves), READONLY, "How often this rank moved itself to another CPU."},
     {"crowded_waits", T_LONGLONG, offsetof(SmallPlan, w.crowded_waits), READONLY,
      "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES)."},
-    {"bell_sleeps", T_LONGLONG, offsetof(SmallPlan, w.bell_sleeps), READONLY,
-     "Polls of those waits that slept on this rank's doorbell (my_doorbell) instead of yielding."},
     {NULL, 0, 0, 0, NULL},
 };
 

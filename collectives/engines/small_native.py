@@ -76,17 +76,6 @@ the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the othe
 ``progress.compiled_yield_seconds``). The writers keep the short window: seven of them yielding
 rather than sleeping while the root folds took the root's core."""
 
-LATE_YIELD_SECONDS = 1e-3
-"""Where a crowded reduce's C wait (a writer's for a free slot, the root's for its writers) gave
-its CPU away for this long in one ``sched_yield``, a process outside the job shares the CPU: the
-plan's waits then sleep on the rank's doorbell for ``CONTENDED_SECONDS`` (a peer's post wakes it,
-and a woken task preempts the outsider, where a yielding one waits out the outsider's time slice),
-still within the yield window, so a rank later than that still hands the call back to the Python
-waits (docs/performance.md, "Thirty-third round, the 4-rank small reduces")."""
-
-CONTENDED_SECONDS = 10e-3
-"""How long after a late yield a crowded reduce's C waits sleep rather than yield."""
-
 CROWDED_POLL_BYTES: int = 64 << 10 if _small_c is None else _small_c.CROWDED_POLL_BYTES
 """Where ranks outnumber CPUs a C plan of fewer bytes waits for its peers' flags yielding at
 every poll, a larger one every 64th poll (``_small_c``; docs/performance.md, "Twenty-eighth
@@ -163,15 +152,6 @@ def _yield_seconds(kind: int, crowded: bool, root: bool = False) -> float:
     return compiled_yield_seconds(crowded, waits_for_late_peers=kind == REDUCE and root)
 
 
-def _own_bell(window: Any, kind: int) -> tuple[ctypes.c_uint32, ctypes.c_uint32] | None:
-    """The (doorbell, sleeping) words a C plan of ``kind`` sleeps on (``_flags.h``'s ``bell_sleep``)
-    once its yields come back late (``LATE_YIELD_SECONDS``), or None where it only yields: a crowded
-    reduce's."""
-    if kind != REDUCE or not getattr(window, "oversubscribed", False):
-        return None
-    return cast(tuple[ctypes.c_uint32, ctypes.c_uint32], window.transport.doorbells(own=True)[0])
-
-
 def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag: int, len_slot: int,
          nbytes: int, len_word: int, dtype: np.dtype | None = None, op: int = NO_FOLD,
          reduced: tuple[int, int] | None = None, len_ring: int = 0, red_flag: int = -1) -> NativePlan | None:
@@ -190,8 +170,7 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
     flags = [window.flag_area(q) for q in window.ranks]
     bells = window.transport.doorbells()
     offset, length = reduced if reduced is not None else (0, nbytes)
-    own = _own_bell(window, kind)
-    keep = (flags, [list(a) for a in areas], bells, own)  # the views that keep every mapping alive
+    keep = (flags, [list(a) for a in areas], bells)  # the views that keep every mapping alive
     return cast(NativePlan, _small_c.SmallPlan(
         kind=kind, me=window.ranks.index(window.rank), flags=[address_of(f) for f in flags],
         areas=[address_of(view) for area in areas for view in area],
@@ -203,6 +182,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(_yield_seconds(kind, window.oversubscribed) * 1e9),
         root_yield_ns=int(_yield_seconds(kind, window.oversubscribed, root=True) * 1e9),
         keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
-        red_flag=red_flag, my_doorbell=ctypes.addressof(own[0]) if own else 0,
-        my_sleeping=ctypes.addressof(own[1]) if own else 0, late_yield_ns=int(LATE_YIELD_SECONDS * 1e9),
-        contended_ns=int(CONTENDED_SECONDS * 1e9)))
+        red_flag=red_flag))

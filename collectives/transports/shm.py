@@ -528,10 +528,10 @@ class ShmTransport(Transport):
             for segment in self._peer_segs.values():
                 segment.ring_doorbell()
 
-    def doorbells(self, own: bool = False) -> list[tuple[ctypes.c_uint32, ctypes.c_uint32]]:
-        """The (doorbell, sleeping) words ``ring_peers`` rings, one pair per peer, for code that rings them
-        itself (engines/_small_c.c), or (``own``) mine, which they ring and I sleep on; holding them keeps them mapped."""
-        return [(s.doorbell, s.sleeping) for s in ([self._mine] if own else self._peer_segs.values())]
+    def doorbells(self) -> list[tuple[ctypes.c_uint32, ctypes.c_uint32]]:
+        """The (doorbell, sleeping) words ``ring_peers`` rings, one pair per peer, for code
+        that rings them itself (engines/_small_c.c); holding them keeps their mapping alive."""
+        return [(segment.doorbell, segment.sleeping) for segment in self._peer_segs.values()]
 
     def activity_token(self) -> int | None:
         return None if self._closed else self._mine.doorbell.value
