@@ -5,8 +5,7 @@ from another waits ``shift_yield_ns`` for its peers before it hands the call to 
 engine's waits, and a peer that died still fails it there.
 
 The first tests run the C part alone (test_express_swap.py's lanes to ranks 1 and 2, whose
-peers never answer);
-the last run ranks."""
+peers never answer); the last run ranks."""
 
 from __future__ import annotations
 
