@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from collectives.transports.tcp import SOCKET_BUFFER_BYTES
+from perf.options import parse_size
+from perf.tcp_send_paths import cpu_ms
 
 MIB = 1 << 20
 PIECE = 2 * MIB  # the transport's step at these sizes (collectives.steps)
@@ -65,11 +66,6 @@ def build(directory: str) -> ctypes.CDLL:
                                     ctypes.c_size_t, ctypes.c_size_t, ctypes.c_long, ctypes.c_int, ctypes.c_void_p]
     lib.pair_all_reduce.restype = ctypes.c_int
     return lib
-
-
-def _cpu_ms() -> tuple[float, float]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime * 1e3, r.ru_stime * 1e3
 
 
 def _values(n: int, rank: int) -> np.ndarray:
@@ -105,12 +101,12 @@ def _loop_rank(lib: ctypes.CDLL, sock: socket.socket, rank: int, n: int, calls: 
     ok = bool(np.array_equal(x, _expected(n)))
     for i in range(3):
         stats[i] = 0
-    u0, s0 = _cpu_ms()
+    u0, s0 = cpu_ms()
     t0 = time.perf_counter()
     for _ in range(calls):
         call(x)
     wall = (time.perf_counter() - t0) * 1e3 / calls
-    u1, s1 = _cpu_ms()
+    u1, s1 = cpu_ms()
     counts = "/".join(str(stats[i] // calls) for i in range(3))
     os.write(out_fd, f"{rank} {wall:.2f} {(u1 - u0) / calls:.2f} {(s1 - s0) / calls:.2f} {int(ok)} {counts}\n".encode())
 
@@ -160,12 +156,12 @@ def _library_rank(comm: Any, n: int, calls: int) -> tuple[float, float, float, b
     x[:] = _values(n, comm.rank)
     comm.all_reduce(x)
     ok = bool(np.array_equal(x, _expected(n)))
-    u0, s0 = _cpu_ms()
+    u0, s0 = cpu_ms()
     t0 = time.perf_counter()
     for _ in range(calls):
         comm.all_reduce(x)
     wall = (time.perf_counter() - t0) * 1e3 / calls
-    u1, s1 = _cpu_ms()
+    u1, s1 = cpu_ms()
     return wall, (u1 - u0) / calls, (s1 - s0) / calls, ok
 
 
@@ -178,9 +174,11 @@ def measure_library(nbytes: int, calls: int) -> Row:
 
 
 def _size(text: str) -> int:
-    text = text.strip().upper()
-    scale = {"K": 1 << 10, "M": MIB}.get(text[-1:], 1)
-    return int(text.rstrip("KM")) * scale
+    """A read size as the harness reads sizes (``perf.options.parse_size``: 256K, 1M)."""
+    nbytes = parse_size(text)
+    if nbytes <= 0:
+        raise ValueError(f"not a read size: {text!r}")
+    return nbytes
 
 
 def main() -> None:

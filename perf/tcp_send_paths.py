@@ -44,7 +44,8 @@ class _IOVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
-def _cpu_ms() -> tuple[float, float]:
+def cpu_ms() -> tuple[float, float]:
+    """This process's user and system CPU so far, in ms."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime * 1e3, r.ru_stime * 1e3
 
@@ -55,13 +56,13 @@ def _receive(port: int, nbytes: int, reps: int, out_fd: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
     dst = np.empty(nbytes, np.uint8)
     view = memoryview(dst)
-    u0, s0 = _cpu_ms()
+    u0, s0 = cpu_ms()
     for _ in range(reps):
         got = 0
         while got < nbytes:
             got += sock.recv_into(view[got : got + READ_BYTES])
         sock.sendall(b"k")
-    u1, s1 = _cpu_ms()
+    u1, s1 = cpu_ms()
     ok = bool((dst == (reps - 1) % 251).all())
     os.write(out_fd, f"{(u1 - u0) / reps:.1f} {(s1 - s0) / reps:.1f} {int(ok)}".encode())
 
@@ -127,13 +128,13 @@ def measure(path: str, nbytes: int, reps: int) -> dict[str, float | int | None]:
     user = sys_ = wall = 0.0
     for rep in range(reps):
         src[:] = rep % 251  # outside the timing: the receiver checks the last payload
-        u0, s0 = _cpu_ms()
+        u0, s0 = cpu_ms()
         t0 = time.perf_counter()
         _send_all(path, sock, src, pipe)
         if sock.recv(1) != b"k":  # every byte read: the buffer may change again
             raise RuntimeError("the receiver did not acknowledge")
         wall += time.perf_counter() - t0
-        u1, s1 = _cpu_ms()
+        u1, s1 = cpu_ms()
         user, sys_ = user + u1 - u0, sys_ + s1 - s0
         if path == "zerocopy":
             code = _drain_completions(sock)
