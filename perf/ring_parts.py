@@ -66,10 +66,11 @@ def replayed_in_full() -> Iterator[None]:
         tuner.LINEAR_BYTES = kept
 
 
-def price(row: dict[str, Any], profile: Profile, cores: int) -> float:
-    """µs of the row's call on ``profile``'s model, as ``perf/validate_model.py`` prices it."""
+def price(row: dict[str, Any], profile: Profile, cores: int, step: int = 0) -> float:
+    """µs of the row's call on ``profile``'s model, as ``perf/validate_model.py`` prices it (in
+    steps of ``step``; 0: the rule's)."""
     c = cluster("tcp", row["ranks"], None, profile, cores, shared_cores=True)
-    return predict(row["collective"], row["algorithm"], row["size"], c, "tcp", profile) * 1e6
+    return predict(row["collective"], row["algorithm"], row["size"], c, "tcp", profile, step=step) * 1e6
 
 
 def table(rows: list[dict[str, Any]], profile: Profile, cores: int) -> list[str]:

@@ -20,15 +20,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from collectives.sim.cluster import cluster  # noqa: E402
-from collectives.sim.predict import predict  # noqa: E402
 from collectives.tuning.profile import Profile, load  # noqa: E402
-from perf import saved_rows  # noqa: E402
+from perf import ring_parts, saved_rows  # noqa: E402
 
 COLLECTIVES = ("all_gather", "reduce_scatter")
 ALGORITHMS = ("ring", "recursive")
@@ -43,9 +40,9 @@ def measure(repeats: int, rounds: int, passes: int = 2, ranks_list: tuple[int, .
             steps: tuple[int, ...] = STEPS, sizes: tuple[int, ...] = SIZES,
             algorithms: tuple[str, ...] = ALGORITHMS) -> list[dict[str, Any]]:
     """One row per pass, world size, step, size, collective and algorithm over tcp (the median of
-    ``repeats`` repeats of ``rounds`` rounds, the slowest rank's)."""
-    from collectives.timing import measure_repeats
-
+    ``repeats`` repeats of ``rounds`` rounds, the slowest rank's; ``ring_parts.measure``'s rows
+    with the step, the pass and the load before and after)."""
+    parts = [(c, a) for c in COLLECTIVES for a in algorithms]
     kept = os.environ.get("COLLECTIVES_CHUNK_BYTES")
     rows = []
     try:
@@ -53,14 +50,12 @@ def measure(repeats: int, rounds: int, passes: int = 2, ranks_list: tuple[int, .
             for ranks in ranks_list:
                 for step in steps:
                     os.environ["COLLECTIVES_CHUNK_BYTES"] = str(step)
-                    cases = [(c, n, a) for n in sizes for c in COLLECTIVES for a in algorithms]
-                    started, load_at = time.strftime("%H:%M:%S", time.gmtime()), os.getloadavg()[0]
-                    for (collective, size, algorithm), times in zip(cases, measure_repeats(
-                            cases, ranks, "tcp", rounds=rounds, repeats=repeats)):
-                        times = sorted(t * 1e6 for t in times)
-                        rows.append({"collective": collective, "algorithm": algorithm, "size": size, "ranks": ranks,
-                                     "chunk": step, "pass": number, "measured_us": times[len(times) // 2],
-                                     "repeats_us": times, "utc": started, "load": [load_at, os.getloadavg()[0]]})
+                    load_at = os.getloadavg()[0]
+                    measured = ring_parts.measure(repeats, rounds, (ranks,), parts, sizes)
+                    for row in measured:
+                        row.update(chunk=step, load=[load_at, os.getloadavg()[0]])
+                        row["pass"] = number
+                    rows += measured
     finally:
         if kept is None:
             os.environ.pop("COLLECTIVES_CHUNK_BYTES", None)
@@ -70,9 +65,8 @@ def measure(repeats: int, rounds: int, passes: int = 2, ranks_list: tuple[int, .
 
 
 def price(row: dict[str, Any], step: int, profile: Profile, cores: int) -> float:
-    """µs of the row's call at ``step`` on ``profile``'s model, as ``perf/validate_model.py`` prices it."""
-    c = cluster("tcp", row["ranks"], None, profile, cores, shared_cores=True)
-    return predict(row["collective"], row["algorithm"], row["size"], c, "tcp", profile, step=step) * 1e6
+    """µs of the row's call at ``step`` on ``profile``'s model (``ring_parts.price``)."""
+    return ring_parts.price(row, profile, cores, step)
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[tuple[int, str, int, str], dict[int, list[float]]]:
