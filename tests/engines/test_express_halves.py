@@ -78,6 +78,7 @@ def _swaps(comm: Any, sizes: list[int], how: str = "in place", rounds: int = 4, 
     return all(ok), comm._express.halves
 
 
+@pytest.mark.usefixtures("patient_offers")
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure_python: bool) -> None:
     sizes = [express.HALF_BYTES, express.HALF_BYTES + 7, 3 * PIECE + 1, (4 << 20) + 13]
@@ -87,6 +88,7 @@ def test_in_place_each_rank_moves_half_both_ways_whichever_rank_comes_first(pure
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
+@pytest.mark.usefixtures("patient_offers")
 def test_in_place_where_ranks_outnumber_cores_the_halves_take_the_copy_asides_place(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from collectives.transports import progress
@@ -99,6 +101,7 @@ def test_in_place_where_ranks_outnumber_cores_the_halves_take_the_copy_asides_pl
     assert halves[0] == halves[1] > 0, halves
 
 
+@pytest.mark.usefixtures("patient_offers")
 @pytest.mark.parametrize("how", ["apart", "one array", "mixed"])
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half(how: str, pure_python: bool) -> None:
@@ -110,6 +113,7 @@ def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
+@pytest.mark.usefixtures("patient_offers")
 def test_blocks_of_one_array_from_the_out_of_place_size_go_by_halves_odd_sizes_too() -> None:
     """hypercube_perf's exchange at 256 KiB: blocks of 128 KiB of one array."""
     sizes = [express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES_OUT_OF_PLACE + 7]
@@ -118,6 +122,7 @@ def test_blocks_of_one_array_from_the_out_of_place_size_go_by_halves_odd_sizes_t
     assert results[0][1] == results[1][1] > 0, results
 
 
+@pytest.mark.usefixtures("patient_offers")
 def test_out_of_place_a_half_larger_than_a_piece_goes_in_pieces_of_one_cross_memory_copy_and_a_tail() -> None:
     """hypercube_perf's 2-rank exchange from 16 MiB: each half spans pieces of PIECE_BYTES
     (not the bounce's), the last one a few bytes; every byte lands, both ranks by halves."""
@@ -127,6 +132,7 @@ def test_out_of_place_a_half_larger_than_a_piece_goes_in_pieces_of_one_cross_mem
     assert results[0][1] == results[1][1] == 2 * len(sizes), results
 
 
+@pytest.mark.usefixtures("patient_offers")
 @pytest.mark.parametrize("how", ["in place", "one array"])
 @pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
 def test_where_no_larger_message_taught_single_copy_the_halves_sizes_ask_the_engine_then_go_by_halves(
@@ -141,6 +147,7 @@ def test_where_no_larger_message_taught_single_copy_the_halves_sizes_ask_the_eng
     assert halves[0] == halves[1] and (halves[0] > 0) is (not pure_python), halves
 
 
+@pytest.mark.usefixtures("patient_offers")
 def test_beyond_the_lanes_frame_separate_arrays_go_by_the_whole_swap_blocks_of_one_array_by_halves() -> None:
     def both(comm: Any) -> Any:
         apart = _swaps(comm, [express.EXPRESS_BYTES + 64], "apart", rounds=2)
@@ -151,6 +158,7 @@ def test_beyond_the_lanes_frame_separate_arrays_go_by_the_whole_swap_blocks_of_o
     assert all(ok for _, ok, _ in results) and results[0][2] == results[1][2] > 0, results
 
 
+@pytest.mark.usefixtures("patient_offers")
 def test_sizes_of_a_few_bytes_split_where_the_lower_half_is_empty_or_odd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(express, "HALF_BYTES", 1)  # (read where each forked rank makes its lane)
     results = run_world(lambda comm: _swaps(comm, [1, 63, 64, 129, 1000], rounds=2), 2, "shm", timeout=60)
@@ -225,3 +233,13 @@ def test_a_peer_killed_during_the_swap_by_halves_fails_it_with_peer_lost(tmp_pat
         run_world(_killed_while_bound(tmp_path), 2, "shm", timeout=60)
     assert info.value.rank == 1 and info.value.exitcode == -signal.SIGKILL
     assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 1, True]
+
+
+@pytest.mark.usefixtures("patient_offers")
+def test_the_patient_offers_of_the_counting_tests_reach_the_forked_ranks_lanes() -> None:
+    """(What the tests above that count the halves rely on: conftest.py's wait is the lanes'.)"""
+    from collectives.transports.progress import YIELD_SECONDS
+
+    assert express.YIELD_SECONDS > 10 * YIELD_SECONDS
+    waits = run_world(lambda comm: comm._express.shift_yield_ns, 2, "shm", timeout=60)
+    assert waits == [int(express.YIELD_SECONDS * 1e9)] * 2, waits

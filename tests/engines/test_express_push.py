@@ -15,7 +15,7 @@ from collectives.engines import express
 from collectives.testing import run_world
 from test_express_halves import _swaps  # (this folder)
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("patient_offers")]  # (conftest.py)
 
 SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_PLACE - 1]
 

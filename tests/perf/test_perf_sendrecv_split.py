@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CALLS = 20 + 3  # the untimed calls, then one batch
+RUNS = 3
+"""The lane binds a call by halves only where the peer comes within its wait (200 µs); on a machine
+slowed by work outside the test every call of a run can miss it (each byte still right). The counts
+of each run are checked; that the halves were taken, over up to this many runs."""
 
 
-@pytest.mark.multiprocess
-def test_each_case_prints_its_time_and_which_way_the_lane_moved_the_calls() -> None:
+def _moved() -> dict[tuple[str, str], tuple[int, int, int]]:
+    """One run at 64 KiB and 2 MiB: (swaps, halves, ring) by (size, case), its rows checked."""
     done = subprocess.run([sys.executable, "perf/sendrecv_split.py", "--bytes", "64K", "2M", "--calls", "3",
                            "--batches", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -20,18 +25,29 @@ def test_each_case_prints_its_time_and_which_way_the_lane_moved_the_calls() -> N
     assert [(r[0], r[1]) for r in rows] == [(size, case) for size in ("64K", "2M")
                                             for case in ("out", "in", "shared", "entry", "memcpy", "readv")]
     assert all(float(r[2]) > 0 for r in rows)
-    moved = {(r[0], r[1]): (int(r[5]), int(r[7]), int(r[9])) for r in rows}  # (swaps, halves, ring)
-    calls = 20 + 3  # the untimed calls, then one batch
-    assert moved["64K", "in"] == (0, 0, calls)  # in place below the halves: the ring
+    moved = {(r[0], r[1]): (int(r[5]), int(r[7]), int(r[9])) for r in rows}
+    assert moved["64K", "in"] == (0, 0, CALLS)  # in place below the halves: the ring
     # Out of place from PUSH_BYTES: pushed (counted with the halves) where the peer comes in time,
     # else through the ring; a call while single copy is not yet known goes to the engine.
     for case in ("out", "shared"):
         swaps, halves, ring = moved["64K", case]
-        assert swaps == 0 and halves > 0 and calls - 1 <= halves + ring <= calls, (case, swaps, halves, ring)
+        assert swaps == 0 and CALLS - 1 <= halves + ring <= CALLS, (case, swaps, halves, ring)
     for case in ("out", "in", "shared"):  # (the first large call of all teaches the channels single copy)
         swaps, halves, ring = moved["2M", case]
-        assert calls - 1 <= swaps + halves <= calls and ring == 0, (case, swaps, halves, ring)
-        # separate arrays beyond the lane's frame, the whole swap; in place and blocks of one array,
-        # by halves (where the peer comes in time: else the copy aside and the swap, or the swap)
-        assert halves == 0 if case == "out" else halves > 0, (case, swaps, halves)
+        assert CALLS - 1 <= swaps + halves <= CALLS and ring == 0, (case, swaps, halves, ring)
+    # separate arrays beyond the lane's frame, the whole swap
+    assert moved["2M", "out"][1] == 0, moved["2M", "out"]
     assert moved["64K", "memcpy"] == moved["2M", "readv"] == (0, 0, 0)
+    return moved
+
+
+@pytest.mark.multiprocess
+def test_each_case_prints_its_time_and_which_way_the_lane_moved_the_calls() -> None:
+    # pushed below the halves' size out of place; in place and blocks of one array by halves at 2 MiB
+    # (where the peer comes in time: else the copy aside and the swap, or the ring)
+    bound = [("64K", "out"), ("64K", "shared"), ("2M", "in"), ("2M", "shared")]
+    for _ in range(RUNS):
+        moved = _moved()
+        if all(moved[cell][1] > 0 for cell in bound):
+            break
+    assert all(moved[cell][1] > 0 for cell in bound), moved
