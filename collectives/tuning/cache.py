@@ -67,6 +67,17 @@ def windowed(costs: TransportCosts, share: float) -> TransportCosts:
     return dataclasses.replace(costs, direct_beta=costs.direct_beta + costs.cache_beta * share / 2)
 
 
+def read_once(costs: TransportCosts, share: float) -> TransportCosts:
+    """``costs`` with the reads' ``reads_beta`` at the window's rate for one copy of a byte
+    (``windowed``'s ``direct_beta``: in the cache ``direct_beta``, beyond it half of ``cache_beta``
+    more times ``share``), for the calls by reads that copy each byte once and fold nothing
+    (``reads.ONCE``): ``reads_beta`` is one rate fitted to all-to-alls, gathers and scatters of
+    512 KiB-64 MiB, mostly beyond the cache, where an all-gather's reads and writes measured their
+    cost per byte growing with the call's buffers as the window's copies do (docs/simulation.md,
+    *The forty-third round*)."""
+    return dataclasses.replace(costs, reads_beta=windowed(costs, share).direct_beta)
+
+
 def read_spilled(costs: TransportCosts, share: float) -> TransportCosts:
     """``costs`` with the reads' ``reads_beta`` raised by the whole ``cache_beta`` times ``share``
     (the bytes beyond the cache): for the calls by reads that fold each piece into their output

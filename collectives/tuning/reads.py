@@ -88,6 +88,13 @@ three streams a byte (``direct.reduce_scatter_by_reads``), and measured beyond t
 ``reads_beta`` and γ together. A reduce's pieces fold into its kept buffer or the root's ``x``
 and measured at the price without it (docs/simulation.md, *The twenty-seventh round*)."""
 
+ONCE = frozenset({"all_gather"})
+"""The calls by reads whose bytes are priced at the window's rate for one copy, within the cache
+and beyond it (``cache.read_once``), not at ``reads_beta``: an all-gather reads (or, where every
+rank has a core, writes) each peer's block once and copies its own, folding nothing; measured
+from 64 KiB to 16 MiB at 2-8 ranks its cost per byte grows with its buffers past the cache
+(docs/simulation.md, *The forty-third round*)."""
+
 
 def priced(collective: str, costs: TransportCosts) -> bool:
     """Whether ``costs`` price ``collective``'s route by reads (else: the route taken without them)."""

@@ -26,7 +26,7 @@ from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from ..steps import STEP_BYTES, step_bytes
 from . import memory, pieces, reads
-from .cache import beyond, fold_gamma, footprint, read_spilled, spilled, windowed
+from .cache import beyond, fold_gamma, footprint, read_once, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import largest_to_a_peer, replay_calls
 from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
@@ -291,7 +291,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
+    rate; an all-gather's, which copy each byte once, at the window's rate, ``cache.read_once``,
+    where the profile models the cache), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``,
     each of ``direct_routes.all_reduce_pieces`` a call of its own, its copies those of its piece), in turns beyond the cores
@@ -305,6 +306,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
+        elif collective in reads.ONCE and cache_bytes > 0 and costs.cache_beta:
+            costs = read_once(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
         return reads.reads_time(collective, nbytes, size, costs, cores)
     turns = direct_turns(collective, size, cores)
     if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes, 0 < cores < size):
