@@ -3,13 +3,14 @@
     python perf/worst_cases.py --from docs/perf/validation_calib6.json,docs/perf/validation_calib7.json
     python perf/worst_cases.py docs/perf/validation_calib*.json --transport tcp --collective broadcast --top 20
     python perf/worst_cases.py docs/perf/validation_calib*.json --transport shm --by ranks,algorithm --measured-over-predicted
+    python perf/worst_cases.py docs/perf/validation_calib2[2-5]_shm.json --by family,crowded,band  # coarse classes
 
 Predicts the rows of each saved ``perf/validate_model.py --json`` file again with the current
 model (``validate_model.repredict``, under ``--profile`` or the built-in profile), groups them by
 ``--by`` (by default the whole case: transport, collective, algorithm, ranks, ranks per host,
-size), and prints the groups by how far the median ratio over the runs lies from 1 (in log),
-worst first: the median and range, how many rows are within 25 %, the median prediction, and each
-run's median ratio. An error of the same sign in every run is the model's; one that flips from run
+size; or coarser: ``DERIVED``), and prints the groups by how far the median ratio over the runs lies
+from 1 (in log), worst first: the median and range, how many rows are within 25 %, how many are
+predicted more than 25 % under and over, the median prediction, and each run's median ratio. An error of the same sign in every run is the model's; one that flips from run
 to run is the machine's. The ratio is predicted / measured, or measured / predicted with
 ``--measured-over-predicted``.
 """
@@ -22,6 +23,7 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
@@ -30,6 +32,17 @@ from perf.validate_model import repredict  # noqa: E402
 
 CASE = ("transport", "collective", "algorithm", "ranks", "ranks_per_host", "size")
 """The row fields of one case."""
+
+LARGE_BYTES = 1 << 20
+"""Where ``band`` says large: the validation runs' sizes 8 B and 64 KiB are small, 1 and 4 MiB large."""
+
+DERIVED: dict[str, Callable[[dict[str, Any], int], str]] = {
+    "family": lambda row, cores: "direct" if row["algorithm"] == "direct" else "schedule",
+    "crowded": lambda row, cores: "crowded" if row["ranks"] > cores else "a core each",
+    "band": lambda row, cores: "large" if row["size"] >= LARGE_BYTES else "small",
+}
+"""Coarser fields ``--by`` may name beside the rows' own: the direct engine or a schedule (ring,
+tree, recursive), whether the ranks outnumber the measured machine's cores, small or large."""
 
 Runs = dict[str, list[tuple[float, float]]]
 """Per saved file, the (predicted µs, measured µs) of a group's rows in it."""
@@ -59,8 +72,15 @@ def cases(paths: list[str], profile_path: str | None, cores: int, by: tuple[str,
         rows = [r for r in _rows(path) if (transport is None or r["transport"] == transport)
                 and (collective is None or r["collective"] == collective)]
         for r in repredict(rows, {"now": profile}, cores):
-            out.setdefault(tuple(r[k] for k in by), {}).setdefault(path, []).append((r["now_us"], r["measured_us"]))
+            key = tuple(DERIVED[k](r, cores) if k in DERIVED else r[k] for k in by)
+            out.setdefault(key, {}).setdefault(path, []).append((r["now_us"], r["measured_us"]))
     return out
+
+
+def misses(runs: Runs) -> tuple[int, int]:
+    """A group's rows predicted more than 25 % under their measurement, and more than 25 % over."""
+    every = [p / m - 1 for rows in runs.values() for p, m in rows]
+    return sum(e < -0.25 for e in every), sum(e > 0.25 for e in every)
 
 
 def ratio(predicted: float, measured: float, measured_over_predicted: bool = False) -> float:
@@ -84,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=0, help="the measured machine's cores (default: the first run's)")
     parser.add_argument("--transport", default=None)
     parser.add_argument("--collective", default=None)
-    parser.add_argument("--by", default=",".join(CASE), help="the row fields of a group")
+    parser.add_argument("--by", default=",".join(CASE),
+                        help=f"the row fields of a group, or of {', '.join(DERIVED)} (coarser: DERIVED)")
     parser.add_argument("--top", type=int, default=30, help="how many groups to print, worst first")
     parser.add_argument("--measured-over-predicted", action="store_true", help="ratios measured / predicted")
     args = parser.parse_args(argv)
@@ -92,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         parser.error("no saved runs: name them, or give --from")
     by = tuple(args.by.split(","))
+    unknown = [k for k in by if k not in CASE and k not in DERIVED]
+    if unknown:
+        parser.error(f"--by names no field {', '.join(unknown)}: rows have {', '.join(CASE)}; "
+                     f"coarser: {', '.join(DERIVED)}")
     flip = args.measured_over_predicted
     found = cases(paths, args.profile, args.cores or saved_cores(paths[0]), by, args.transport, args.collective)
     print(f"# {len(found)} groups by {args.by}; {'measured / predicted' if flip else 'predicted / measured'}, worst first")
-    print(f"# {' '.join(by)} | median (min-max) | within 25 % | median predicted us | per run: "
+    print(f"# {' '.join(by)} | median (min-max) | within 25 % | under / over | median predicted us | per run: "
           + " ".join(os.path.basename(p) for p in paths))
     for median, key, runs in worst(found, flip)[:args.top]:
         every = [ratio(p, m, flip) for rows in runs.values() for p, m in rows]
@@ -103,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         per_run = " ".join(f"{statistics.median(ratio(p, m, flip) for p, m in runs[path]):.2f}" if path in runs
                            else "-" for path in paths)
         predicted = statistics.median(p for rows in runs.values() for p, _ in rows)
+        under, over = misses(runs)
         print(f"  {' '.join(str(k) for k in key)} | {median:.2f} ({min(every):.2f}-{max(every):.2f}) | "
-              f"{inside}/{len(every)} | {predicted:.1f} | {per_run}")
+              f"{inside}/{len(every)} | {under} / {over} | {predicted:.1f} | {per_run}")
     return 0
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collectives.tuning.profile import Profile, TransportCosts
 from perf import validate_model, worst_cases
 
@@ -48,3 +50,20 @@ def test_groups_may_be_coarser_and_ratios_measured_over_predicted(tmp_path: Path
     assert key == ("tcp",) and sorted(runs) == sorted(paths) and len(runs[paths[0]]) == 3
     assert abs(ratio - 1.0) < 1e-9  # the median of 1, 1/2, 1.25, 1, 1/4, 2
     assert worst_cases.cases(paths, str(profile), 2, transport="shm") == {}
+
+
+def test_groups_may_be_the_coarse_classes_and_count_the_misses_under_and_over(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(TRUE.to_json()))
+    paths = [run(tmp_path, "a.json", {"ring": 1.0, "tree": 2.0, "recursive": 0.5})]
+    found = worst_cases.cases(paths, str(profile), 2, by=("family", "crowded", "band"))
+    assert list(found) == [("schedule", "a core each", "small")]
+    assert worst_cases.misses(found["schedule", "a core each", "small"]) == (1, 1)  # tree under, recursive over
+    assert list(worst_cases.cases(paths, str(profile), 1, by=("crowded",))) == [("crowded",)]  # 2 ranks, 1 core
+
+
+def test_a_group_field_that_rows_do_not_have_is_refused_by_name(capsys: Any) -> None:
+    with pytest.raises(SystemExit) as info:
+        worst_cases.main(["x.json", "--by", "ranks,colour"])
+    assert info.value.code == 2
+    assert "--by names no field colour" in capsys.readouterr().err
