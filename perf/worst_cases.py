@@ -10,9 +10,9 @@ model (``validate_model.repredict``, under ``--profile`` or the built-in profile
 ``--by`` (by default the whole case: transport, collective, algorithm, ranks, ranks per host,
 size; or coarser: ``DERIVED``), and prints the groups by how far the median ratio over the runs lies
 from 1 (in log), worst first: the median and range, how many rows are within 25 %, how many are
-predicted more than 25 % under and over, the median prediction, and each run's median ratio. An error of the same sign in every run is the model's; one that flips from run
-to run is the machine's. The ratio is predicted / measured, or measured / predicted with
-``--measured-over-predicted``.
+predicted more than 25 % under and over, the median prediction, and each run's median ratio. An
+error of the same sign in every run is the model's; one that flips from run to run is the machine's.
+The ratio is predicted / measured, or measured / predicted with ``--measured-over-predicted``.
 """
 
 from __future__ import annotations
