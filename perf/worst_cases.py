@@ -4,6 +4,7 @@
     python perf/worst_cases.py docs/perf/validation_calib*.json --transport tcp --collective broadcast --top 20
     python perf/worst_cases.py docs/perf/validation_calib*.json --transport shm --by ranks,algorithm --measured-over-predicted
     python perf/worst_cases.py docs/perf/validation_calib2[2-5]_shm.json --by family,crowded,band  # coarse classes
+    python perf/worst_cases.py docs/perf/validation_calib26_tcp.json --by ranks --against OTHER.json  # one machine?
 
 Predicts the rows of each saved ``perf/validate_model.py --json`` file again with the current
 model (``validate_model.repredict``, under ``--profile`` or the built-in profile), groups them by
@@ -13,6 +14,7 @@ from 1 (in log), worst first: the median and range, how many rows are within 25 
 predicted more than 25 % under and over, the median prediction, and each run's median ratio. An
 error of the same sign in every run is the model's; one that flips from run to run is the machine's.
 The ratio is predicted / measured, or measured / predicted with ``--measured-over-predicted``.
+With ``--against``, also each world's measurements over the same cases in other runs.
 """
 
 from __future__ import annotations
@@ -96,6 +98,24 @@ def worst(found: dict[tuple[Any, ...], Runs], measured_over_predicted: bool = Fa
     return sorted(ranked, key=lambda x: -abs(math.log(x[0])))
 
 
+def measured_over(paths: list[str], others: list[str]) -> dict[tuple[int, int], float]:
+    """Per world (ranks, ranks per host): the median, over the cases both sets of saved runs
+    measured, of a row's measurement over the same case's in ``others`` (their median where several
+    runs did): whether two runs of the same cases saw the same machine."""
+    theirs: dict[tuple[Any, ...], list[float]] = {}
+    for path in others:
+        for r in _rows(path):
+            theirs.setdefault(tuple(r[k] for k in CASE), []).append(r["measured_us"])
+    ratios: dict[tuple[int, int], list[float]] = {}
+    for path in paths:
+        for r in _rows(path):
+            case = tuple(r[k] for k in CASE)
+            if case in theirs:
+                ratios.setdefault((r["ranks"], r["ranks_per_host"]), []).append(
+                    r["measured_us"] / statistics.median(theirs[case]))
+    return {world: statistics.median(v) for world, v in sorted(ratios.items())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="saved runs of perf/validate_model.py --json")
@@ -108,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the row fields of a group, or of {', '.join(DERIVED)} (coarser: DERIVED)")
     parser.add_argument("--top", type=int, default=30, help="how many groups to print, worst first")
     parser.add_argument("--measured-over-predicted", action="store_true", help="ratios measured / predicted")
+    parser.add_argument("--against", default="", help="other saved runs of the same cases, comma-separated: "
+                        "print the runs' measurements over theirs, per world size")
     args = parser.parse_args(argv)
     paths = [*args.files, *(p for p in args.source.split(",") if p)]
     if not paths:
@@ -131,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         under, over = misses(runs)
         print(f"  {' '.join(str(k) for k in key)} | {median:.2f} ({min(every):.2f}-{max(every):.2f}) | "
               f"{inside}/{len(every)} | {under} / {over} | {predicted:.1f} | {per_run}")
+    if args.against:
+        print("# measured over the same case in " + ", ".join(os.path.basename(p) for p in args.against.split(","))
+              + " (median per world: ranks/per host)")
+        for (ranks, per_host), over in measured_over(paths, args.against.split(",")).items():
+            print(f"  {ranks}/{per_host} {over:5.2f}")
     return 0
 
 

@@ -67,3 +67,22 @@ def test_a_group_field_that_rows_do_not_have_is_refused_by_name(capsys: Any) -> 
         worst_cases.main(["x.json", "--by", "ranks,colour"])
     assert info.value.code == 2
     assert "--by names no field colour" in capsys.readouterr().err
+
+
+def _saved(tmp_path: Path, name: str, measured: dict[tuple[int, int, str], float]) -> str:
+    rows = [{"transport": "tcp", "ranks": ranks, "ranks_per_host": ranks, "collective": "all_reduce",
+             "algorithm": algorithm, "size": size, "measured_us": us}
+            for (ranks, size, algorithm), us in measured.items()]
+    path = tmp_path / name
+    path.write_text(json.dumps({"rows": rows}))
+    return str(path)
+
+
+def test_against_takes_the_median_over_the_cases_both_measured_per_world(tmp_path: Path) -> None:
+    mine = _saved(tmp_path, "m.json", {(2, 8, "ring"): 30.0, (2, 1024, "ring"): 60.0, (2, 4096, "ring"): 90.0,
+                                       (3, 8, "ring"): 50.0})
+    theirs = [_saved(tmp_path, "a.json", {(2, 8, "ring"): 10.0, (2, 1024, "ring"): 30.0, (3, 8, "ring"): 100.0,
+                                          (3, 8, "tree"): 100.0}),  # another case: not compared
+              _saved(tmp_path, "b.json", {(2, 8, "ring"): 20.0})]
+    ratios = worst_cases.measured_over([mine], theirs)
+    assert ratios == {(2, 2): pytest.approx(2.0), (3, 3): pytest.approx(0.5)}  # 30/15, 60/30; 4096 unmatched
