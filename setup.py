@@ -14,6 +14,7 @@ FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE"]
 WAITS = "collectives/engines/_waits.h"  # included by the engines' C parts
 FLAGS_H = "collectives/engines/_flags.h"  # the window plans' flags (small and reads)
 SEQUENCES = "collectives/engines/_sequences.h"  # Python sequences into C arrays (small and reads)
+FOLD = "collectives/engines/_fold.h"  # the C folds (small and reads)
 COPY = "collectives/engines/_copy.h"  # copies that sidestep memcpy's 4K-aliased slow path (small and reads)
 CMA = "collectives/engines/_cma.h"  # cross-memory copies (reads and express)
 SWAP = "collectives/engines/_swap.h"  # the express lane's single-copy swap
@@ -21,9 +22,9 @@ HALF_SWAP = "collectives/engines/_half_swap.h"  # ... and its in-place swap by h
 LANE = ["collectives/engines/_lane_ring.h", "collectives/engines/_lane_gate.h"]  # the express lane's rings and gates
 
 setup(ext_modules=[
-    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY],
+    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY, FOLD],
               extra_compile_args=FLAGS, optional=True),
-    Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY, CMA],
+    Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY, CMA, FOLD],
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP, HALF_SWAP, *LANE],
               extra_compile_args=FLAGS, optional=True),

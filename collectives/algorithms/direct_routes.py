@@ -119,6 +119,16 @@ slots piece by piece in C: with three peers a piece the root's fold keeps up, wi
 not (at 8 ranks the pieces were slower from 4 MiB). Measured at 4 and 8 ranks on 2 cores:
 docs/performance.md, "Thirty-third round, crowded reduces from 2 MiB"."""
 
+FOLDS_IN_C_BYTES = 8 << 20
+"""Where ranks outnumber cores, reduces and reduce-scatters by reads (bytes of ``x``) below this
+size run in C (``exchange_reads.fold_plan``: the Python plan's steps, its waits yielding up to
+``exchange_reads.FOLD_YIELD_SECONDS`` before the Python plan's sleeping waits take over); larger
+ones in Python. At 8 ranks on 2 cores the C plan took 0.67-0.93 of the Python plan's time at 2 and
+4 MiB in 11 of 12 pairs each, 0.81-1.37 at 8 MiB, 1.02-1.40 at 16 MiB; the reduce-scatters by reads
+(from ``READS_FROM_BYTES``) 0.79-1.01 at 8-16 MiB where the same code at 4 MiB took 0.95-0.99: not
+taken. So the crowded 8-rank reduces of 2-4 MiB run in C, nothing else. Measured:
+docs/performance.md, "Thirty-fourth round, crowded reduces by reads in C"."""
+
 HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
 reduction or broadcast takes: up to here one flag per call beats the chunked direct algorithms.
@@ -305,6 +315,12 @@ def reduce_reads_from(oversubscribed: bool, size: int) -> int:
     if oversubscribed and size <= few:
         return start
     return REDUCE_READS_BYTES[oversubscribed]
+
+
+def folds_in_c(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether a reduce or reduce-scatter by reads of ``nbytes`` (bytes of ``x``) runs in C where the
+    extension is built: where ranks outnumber cores, below ``FOLDS_IN_C_BYTES``."""
+    return oversubscribed and nbytes < FOLDS_IN_C_BYTES
 
 
 def reduce_by_pieces(nbytes: int, oversubscribed: bool, size: int) -> bool:

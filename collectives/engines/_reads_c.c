@@ -1,5 +1,6 @@
 /* The happy path of large all-to-alls, all-gathers, gathers and scatters by reads and writes
-   of peers' memory (engines/exchange_reads.py) in one C call.
+   of peers' memory (engines/exchange_reads.py) in one C call; below, that of the reduces and
+   reduce-scatters by reads (engines/direct.py), ``FoldPlan``.
 
    Such a call is a few flag words, one copy of my own block and a process_vm_readv or
    process_vm_writev per peer: in Python the posts, waits, views and ctypes calls around them
@@ -25,6 +26,7 @@
 #include "_copy.h"
 #include "_cma.h"
 #include "_flags.h"
+#include "_fold.h"
 #include "_sequences.h" /* the constructor's addresses and numbers */
 
 enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
@@ -330,16 +332,259 @@ static PyTypeObject ReadsPlanType = {
     .tp_doc = "One shape of exchange by reads of peers' memory, run in C up to the first late peer.",
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_reads_c", "Exchanges by reads of peers' memory in C.", -1,
-                                    NULL};
+/* -- folds by reads: reduces and reduce-scatters (engines/direct.py's reduce_by_reads and
+   reduce_scatter_by_reads) --------------------------------------------------------------
+
+   Rank r reads block r of every peer's ``x``, a step's piece at a time, and folds it into its
+   ``mine`` (own contribution first, then the others in rank order: the bits of the Python
+   plan's numpy folds); a reduce posts RED after each step and its root reads every peer's
+   folded piece of the step out of the peer's ``mine`` into its ``result`` (in the Python plan's
+   order). Same flags and addresses as the Python plan: ADDR (my x), RESULT (my mine), LEN,
+   POSTED, RED, READ. Hands back where a peer is late, a count differs or the kernel refuses a
+   read: the Python plan resumes from the state returned (direct.py, ``FOLD_*``). */
+
+enum { F_POSTED, F_READ, F_ADDR, F_RESULT, F_LEN, F_RED, FSLOTS }; /* indices into ``slot`` */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall; /* how Python calls it: FoldPlan_vectorcall */
+    FlagSet w;
+    int root;                  /* the reduce's root, -1: a reduce-scatter */
+    int dtype, op, itemsize;
+    int slot[FSLOTS];
+    pid_t *pids;               /* [ranks]: each window rank's process */
+    uint64_t *inputs, *outputs; /* [ranks]: the peers' x and mine this call */
+    Py_ssize_t count, chunk, sub; /* elements of x, elements per step, bytes per read (a step's piece in parts) */
+    PyObject *keep;
+} FoldPlan;
+
+/* Block q of ``count`` elements in ``ranks`` parts: the first count % ranks one element longer
+   (algorithms/schedule.py's partition). */
+static void fold_block(const FoldPlan *p, int q, Py_ssize_t *lo, Py_ssize_t *n) {
+    Py_ssize_t ranks = p->w.ranks, base = p->count / ranks, extra = p->count % ranks;
+    *n = base + (q < extra);
+    *lo = q * base + (q < extra ? q : extra);
+}
+
+/* Steps of a call: one per piece of the longest block (at least one). */
+static Py_ssize_t fold_steps(const FoldPlan *p) {
+    Py_ssize_t lo, n;
+    fold_block(p, 0, &lo, &n);
+    Py_ssize_t steps = (n + p->chunk - 1) / p->chunk;
+    return steps < 1 ? 1 : steps;
+}
+
+/* dst[:m] = own[:m] op (every peer's x at element ``at``, in rank order), each peer's part read
+   into ``piece`` in reads of at most ``sub`` bytes (every element folded in the same order as a
+   whole piece at a time: the same bits). 1 done; 0 where the kernel refused a read, which it does
+   only for a peer that is gone (the Python plan's read of it raises). */
+static int fold_piece(FoldPlan *p, char *dst, const char *own, Py_ssize_t at, Py_ssize_t m, char *piece) {
+    size_t item = (size_t)p->itemsize, total = (size_t)m * item, sub = (size_t)p->sub;
+    int me = p->w.me, ranks = p->w.ranks;
+    for (size_t off = 0; off < total; off += sub) {
+        size_t len = total - off < sub ? total - off : sub;
+        int first = 1;
+        for (int q = 0; q < ranks; q++) {
+            if (q == me) continue;
+            if (!cma_copy(p->pids[q], 0, piece, p->inputs[q] + ((size_t)at * item + off), len)) return 0;
+            if (first) fold3(p->dtype, p->op, dst + off, own + off, piece, (Py_ssize_t)len);
+            else fold(p->dtype, p->op, dst + off, piece, (Py_ssize_t)len);
+            first = 0;
+        }
+    }
+    return 1;
+}
+
+/* One call. s when done; 0 when nothing was done (the Python plan runs the call); else
+   -(1 + k): k = 0, posted but a peer's POSTED (or its count) still to come; k = 1 + c * ranks
+   + phase, step c to do from ``phase`` (0: its fold; 1 + i: folded and RED posted, the root's
+   reads of i of the others done; a reduce-scatter's steps are its pieces, with no RED); c = the
+   steps: READ posted, a peer's READ still to come. */
+static long long fold_run(FoldPlan *p, const char *x, char *mine, char *result, char *piece, uint64_t serial) {
+    int me = p->w.me, ranks = p->w.ranks;
+    size_t item = (size_t)p->itemsize;
+    Py_ssize_t lo, n, steps = p->root < 0 ? 1 : fold_steps(p);
+    fold_block(p, me, &lo, &n);
+    uint64_t last = serial + (uint64_t)steps;
+    set_word(&p->w, p->slot[F_ADDR], (uint64_t)(uintptr_t)x);
+    set_word(&p->w, p->slot[F_RESULT], (uint64_t)(uintptr_t)mine);
+    set_word(&p->w, p->slot[F_LEN], (uint64_t)p->count * item);
+    post(&p->w, p->slot[F_POSTED], last);
+    for (int q = 0; q < ranks; q++) {
+        if (q == me) continue;
+        if (!reach(&p->w, q, p->slot[F_POSTED], serial + 1) ||
+            load_flag(&p->w, q, p->slot[F_LEN]) != (uint64_t)p->count * item)
+            return -1;
+        p->inputs[q] = load_flag(&p->w, q, p->slot[F_ADDR]);
+        p->outputs[q] = load_flag(&p->w, q, p->slot[F_RESULT]);
+    }
+    if (p->root < 0) { /* a reduce-scatter: my block in steps, no RED */
+        for (Py_ssize_t at = 0; at < n; at += p->chunk) {
+            Py_ssize_t m = n - at < p->chunk ? n - at : p->chunk;
+            if (!fold_piece(p, mine + (size_t)at * item, x + (size_t)(lo + at) * item, lo + at, m, piece))
+                return -(2 + (long long)at / p->chunk * ranks);
+        }
+    } else {
+        for (Py_ssize_t c = 0; c < steps; c++) {
+            uint64_t s = serial + 1 + (uint64_t)c;
+            Py_ssize_t at = c * p->chunk, m = n - at < p->chunk ? n - at : p->chunk;
+            if (m > 0 && !fold_piece(p, mine + (size_t)at * item, x + (size_t)(lo + at) * item, lo + at, m, piece))
+                return -(2 + (long long)c * ranks);
+            post(&p->w, p->slot[F_RED], s);
+            if (me != p->root) continue;
+            for (int q = 0, i = 0; q < ranks; q++) {
+                if (q == me) continue;
+                Py_ssize_t qlo, qn;
+                fold_block(p, q, &qlo, &qn);
+                Py_ssize_t qm = qn - at < p->chunk ? qn - at : p->chunk;
+                if (qm > 0) {
+                    if (!reach(&p->w, q, p->slot[F_RED], s) ||
+                        !cma_copy(p->pids[q], 0, result + (size_t)(qlo + at) * item, p->outputs[q] + (size_t)at * item,
+                                  (size_t)qm * item))
+                        return -(2 + (long long)c * ranks + 1 + i);
+                }
+                i++;
+            }
+        }
+    }
+    post(&p->w, p->slot[F_READ], last);
+    /* the steps done (a reduce-scatter's: its pieces) */
+    long long done = p->root < 0 ? (n + p->chunk - 1) / p->chunk : steps;
+    for (int q = 0; q < ranks; q++)
+        if (q != me && !reach(&p->w, q, p->slot[F_READ], last)) return -(2 + done * ranks);
+    return (long long)last;
+}
+
+/* (x, mine, result, piece, serial): my whole x; where my block is folded (the root's: its block
+   of ``result``); the root's result (None elsewhere and in a reduce-scatter); the scratch piece.
+   0 (the Python plan runs the call) where a buffer is not what the plan's shape says, or where
+   ``mine`` overlaps ``x`` other than as my own block of it, or ``result`` overlaps ``x`` other
+   than as x itself. */
+static PyObject *FoldPlan_call(FoldPlan *p, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "a fold plan takes (x, mine, result, piece, serial)");
+    unsigned long long serial = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    size_t item = (size_t)p->itemsize, bytes = (size_t)p->count * item;
+    Py_ssize_t lo, n;
+    fold_block(p, p->w.me, &lo, &n);
+    int at_root = p->w.me == p->root;
+    if ((args[2] == Py_None) == at_root || p->w.ranks < 2) return PyLong_FromLong(0);
+    Py_buffer xb = {0}, mb = {0}, rb = {0}, pb = {0};
+    long long state = 0;
+    if (take(args[0], 0, (Py_ssize_t)bytes, &xb) && take(args[1], 1, n * p->itemsize, &mb) &&
+        take(args[2], 1, at_root ? (Py_ssize_t)bytes : -1, &rb) && take(args[3], 1, -1, &pb) && pb.obj &&
+        pb.len >= (p->chunk * p->itemsize < p->sub ? p->chunk * p->itemsize : p->sub)) {
+        const char *x = xb.buf, *own = x + (size_t)lo * item;
+        char *mine = mb.buf;
+        int mine_ok = !overlap(x, bytes, mine, (size_t)n * item) || mine == own;
+        int result_ok = !at_root || rb.buf == (void *)x || !overlap(x, bytes, rb.buf, bytes);
+        if (at_root && mine != (char *)rb.buf + (size_t)lo * item) mine_ok = 0;
+        if (mine_ok && result_ok)
+            state = fold_run(p, x, mine, rb.obj ? rb.buf : NULL, pb.buf, serial);
+    }
+    if (pb.obj) PyBuffer_Release(&pb);
+    if (rb.obj) PyBuffer_Release(&rb);
+    if (mb.obj) PyBuffer_Release(&mb);
+    if (xb.obj) PyBuffer_Release(&xb);
+    return PyLong_FromLongLong(state);
+}
+
+static PyObject *FoldPlan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) return PyErr_Format(PyExc_TypeError, "no keyword arguments");
+    return FoldPlan_call((FoldPlan *)self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static void FoldPlan_dealloc(FoldPlan *p) {
+    PyMem_Free(p->w.flags);
+    PyMem_Free(p->w.doorbell);
+    PyMem_Free(p->w.sleeping);
+    PyMem_Free(p->pids);
+    PyMem_Free(p->inputs);
+    PyMem_Free(p->outputs);
+    Py_XDECREF(p->keep);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *FoldPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"me", "root", "flags", "doorbells", "sleepers", "pids", "slots", "count", "itemsize",
+                            "dtype", "op", "chunk", "sub", "spin_ns", "yield_ns", "cpu_slot", "keep", NULL};
+    int me, root, itemsize, dtype, op, cpu_slot;
+    Py_ssize_t count, chunk, sub;
+    long long spin_ns, yield_ns;
+    PyObject *flags, *doorbells, *sleepers, *pids, *slots, *keep;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOOniiinnLLiO", names, &me, &root, &flags, &doorbells,
+                                     &sleepers, &pids, &slots, &count, &itemsize, &dtype, &op, &chunk, &sub,
+                                     &spin_ns, &yield_ns, &cpu_slot, &keep))
+        return NULL;
+    Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells);
+    if (ranks < 1 || bells < 0) return NULL;
+    if (me < 0 || me >= ranks || root < -1 || root >= ranks || count < 1 || chunk < 1 || sub < itemsize ||
+        sub % itemsize || dtype < 0 || dtype >= T_COUNT || itemsize != ITEM_SIZE[dtype] || !folds(dtype, op) ||
+        spin_ns < 0 || yield_ns < 0)
+        return PyErr_Format(PyExc_ValueError, "inconsistent fold plan");
+    FoldPlan *p = (FoldPlan *)type->tp_alloc(type, 0);
+    if (p == NULL) return NULL;
+    p->vectorcall = FoldPlan_vectorcall;
+    p->root = root, p->dtype = dtype, p->op = op, p->itemsize = itemsize;
+    p->count = count, p->chunk = chunk, p->sub = sub;
+    p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
+    p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
+    p->w.every_poll = 0, p->w.crowded_waits = 0;
+    p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
+    p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    p->pids = PyMem_Calloc((size_t)ranks, sizeof(pid_t));
+    p->inputs = PyMem_Calloc((size_t)ranks, sizeof(uint64_t));
+    p->outputs = PyMem_Calloc((size_t)ranks, sizeof(uint64_t));
+    long *numbers = PyMem_Calloc((size_t)(ranks + FSLOTS), sizeof(long));
+    Py_INCREF(keep);
+    p->keep = keep;
+    if (!p->w.flags || !p->w.doorbell || !p->w.sleeping || !p->pids || !p->inputs || !p->outputs || !numbers) {
+        PyMem_Free(numbers);
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    int bad = integers(flags, ranks, 1, p->w.flags, "flags") < 0 ||
+              integers(doorbells, bells, 1, p->w.doorbell, "doorbells") < 0 ||
+              integers(sleepers, bells, 1, p->w.sleeping, "sleepers") < 0 ||
+              integers(pids, ranks, 0, numbers, "pids") < 0 || integers(slots, FSLOTS, 0, numbers + ranks, "slots") < 0;
+    for (Py_ssize_t i = 0; !bad && i < ranks; i++) p->pids[i] = (pid_t)numbers[i];
+    for (int i = 0; !bad && i < FSLOTS; i++) p->slot[i] = (int)numbers[ranks + i];
+    PyMem_Free(numbers);
+    if (bad) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static PyTypeObject FoldPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._reads_c.FoldPlan",
+    .tp_basicsize = sizeof(FoldPlan),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(FoldPlan, vectorcall),
+    .tp_new = FoldPlan_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)FoldPlan_dealloc,
+    .tp_doc = "One shape of reduce or reduce-scatter by reads of peers' memory, run in C up to the first late peer.",
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_reads_c",
+                                    "Exchanges, reduces and reduce-scatters by reads of peers' memory in C.", -1, NULL};
 
 PyMODINIT_FUNC PyInit__reads_c(void) {
-    if (PyType_Ready(&ReadsPlanType) < 0) return NULL;
+    if (PyType_Ready(&ReadsPlanType) < 0 || PyType_Ready(&FoldPlanType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&ReadsPlanType);
     if (PyModule_AddObject(m, "ReadsPlan", (PyObject *)&ReadsPlanType) < 0) {
         Py_DECREF(&ReadsPlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FoldPlanType);
+    if (PyModule_AddObject(m, "FoldPlan", (PyObject *)&FoldPlanType) < 0) {
+        Py_DECREF(&FoldPlanType);
         Py_DECREF(m);
         return NULL;
     }

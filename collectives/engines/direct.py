@@ -53,7 +53,9 @@ never return truncated, padded or mixed data.
 Large all-reduces of ordinary arrays take ``all_reduce_by_reads``: the two-shot scheme with
 both shots done by such reads, so that nothing is staged through a window at all (and
 large reduce-scatters its first shot, ``reduce_scatter_by_reads``; large reduces that shot,
-then the root reads every reduced block, ``reduce_by_reads``).
+then the root reads every reduced block, ``reduce_by_reads``). Those two take a C plan
+(``FoldPlan``) where the plans have one: it runs the call up to the first late peer, and they go on
+from where it stopped.
 
 Block r is reduced once, by rank r (its own contribution first, then the others in rank
 order), so every rank gets the same bits and the result does not depend on timing.
@@ -427,11 +429,17 @@ class Reads(NamedTuple):
         peer that passed another count may post another ``last``); return (the other
         ranks, their inputs' addresses, their outputs')."""
         window = self.window
-        others = [q for q in window.ranks if q != window.rank]
         window.post(ADDR, address_of(x), wake=False)
         window.post(RESULT, address_of(out), wake=False)
         window.post(LEN, x.nbytes, wake=False)
         window.post(POSTED, last)
+        return self.posted(x, first)
+
+    def posted(self, x: np.ndarray, first: int) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """Wait for every peer's addresses (POSTED from ``first`` on; mine posted already: by
+        ``post_addresses`` or a C plan that handed the call back); return as ``post_addresses``."""
+        window = self.window
+        others = [q for q in window.ranks if q != window.rank]
         inputs, outputs = {}, {}
         for q in others:
             self.wait(q, POSTED, first)
@@ -487,24 +495,49 @@ def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: Reduce
     return reads.finish(others, last)
 
 
-def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int) -> int:
+FoldPlan = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray, int], int]
+"""A C plan of a reduce or reduce-scatter by reads (``_reads_c.FoldPlan``, made by
+``exchange_reads.fold_plan``): called ``(x, mine, result or None, piece, serial)``, it runs the
+call as these functions do up to the first late peer and returns the call's last serial, 0
+where it did nothing, or ``-1 - k`` where it stopped (``_resumed``)."""
+
+
+def _resumed(reads: Reads, x: np.ndarray, mine: np.ndarray, first: int, last: int, state: int
+             ) -> tuple[list[int], dict[int, int], dict[int, int], int, int]:
+    """Where a call by reads that folds goes on after its C plan returned ``state`` (0: nothing
+    done): my addresses posted (here where the C plan did nothing), every peer's, and the (step,
+    phase) to go on from: phase 0 the step's fold, 1 + i the root's reads from the i-th of the
+    others on (the step folded and its RED posted); the step past the last: READ posted."""
+    if state == 0:
+        others, inputs, outputs = reads.post_addresses(x, mine, first, last)
+        return others, inputs, outputs, 0, 0
+    others, inputs, outputs = reads.posted(x, first)
+    step, phase = divmod(max(0, -state - 2), len(reads.window.ranks))
+    return others, inputs, outputs, step, phase
+
+
+def reduce_scatter_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int,
+                            native: FoldPlan | None = None) -> int:
     """Rank r reads block r of every peer's ``x`` and reduces it into ``out`` (the first
     shot of ``all_reduce_by_reads``): (p-1)/p·n bytes read across per rank, nothing copied
     into a window. ``out`` may be ``x``'s own block. Returns once every peer has finished
-    reading ``x``."""
+    reading ``x``. ``native``: its C plan, which runs the call up to the first late peer."""
     window = reads.window
     lo, n = partition(x.size, len(window.ranks))[window.ranks.index(window.rank)]
     chunk = reads.step(x)
     last = serial + 1
-    others, inputs, _ = reads.post_addresses(x, out, serial + 1, last)
-    for start in range(0, n, chunk):
+    state = 0 if native is None else native(x, out, None, reads.piece, serial)
+    if state > 0:
+        return int(state)
+    others, inputs, _, step, _ = _resumed(reads, x, out, serial + 1, last, state)
+    for start in range(step * chunk, n, chunk):
         m = min(chunk, n - start)
         reads.reduce(op, inputs, x, lo + start, m, out[start : start + m])
     return reads.finish(others, last)
 
 
 def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp, root: int, serial: int,
-                    out: np.ndarray | None = None) -> int:
+                    out: np.ndarray | None = None, native: FoldPlan | None = None) -> int:
     """Reduce of ``x`` into the root's ``x`` (or, given ``out`` apart from ``x`` there, into the root's
     ``out``, its ``x`` only read: no copy of ``x`` into ``out`` first) by reads of peers' memory, in two shots: rank r
     reads block r of every peer's ``x`` and folds it (own contribution first, then the others
@@ -517,17 +550,21 @@ def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp,
     folded pieces while their owners fold the next. ``kept``: at least the largest block's
     elements, the plan's, kept between calls. Returns the new serial once every peer is done
     reading my ``x`` and ``kept`` (the root writes a piece of block q of its ``x`` only after
-    rank q posted RED for it, which it does after reading it)."""
+    rank q posted RED for it, which it does after reading it). ``native``: its C plan, which
+    runs the call up to the first late peer; this goes on from where it stopped."""
     ranks = reads.window.ranks
     blocks, chunk, last = reads.walk(x, serial)
     lo, n = blocks[ranks.index(reads.window.rank)]
     at_root = reads.window.rank == root
     result = x if out is None or not at_root else out
     mine = result[lo : lo + n] if at_root else kept[:n]
-    others, inputs, outputs = reads.post_addresses(x, mine, serial + 1, last)
-    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, mine):
+    state = 0 if native is None else native(x, mine, result if at_root else None, reads.piece, serial)
+    if state > 0:
+        return int(state)
+    others, inputs, outputs, step, phase = _resumed(reads, x, mine, serial + 1, last, state)
+    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, mine, step, phase > 0):
         if at_root:
-            for q in others:
+            for q in others[phase - 1 if phase and s == serial + 1 + step else 0 :]:
                 qlo, qn = pieces[ranks.index(q)]
                 if qn:
                     reads.wait(q, RED, s)
@@ -536,16 +573,19 @@ def reduce_by_reads(reads: Reads, x: np.ndarray, kept: np.ndarray, op: ReduceOp,
 
 
 def _folded_pieces(reads: Reads, op: ReduceOp, x: np.ndarray, inputs: dict[int, int], blocks: Sequence[tuple[int, int]],
-                   chunk: int, serial: int, last: int, mine: np.ndarray) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-    """The first shot of the calls by reads that fold, step by step: fold piece c of my block of
-    every rank's ``x`` into ``mine[c·chunk:]`` (my block's destination), post RED, and yield
-    (the step's serial, every block's piece)."""
+                   chunk: int, serial: int, last: int, mine: np.ndarray, first: int = 0, folded: bool = False
+                   ) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """The first shot of the calls by reads that fold, step by step from step ``first`` (its fold
+    and RED already done where ``folded``): fold piece c of my block of every rank's ``x`` into
+    ``mine[c·chunk:]`` (my block's destination), post RED, and yield (the step's serial, every
+    block's piece)."""
     me = reads.window.ranks.index(reads.window.rank)
-    for c in range(last - serial):
+    for c in range(first, last - serial):
         s = serial + c + 1
         pieces = _pieces(blocks, c, chunk)
-        lo, n = pieces[me]
-        if n:
-            reads.reduce(op, inputs, x, lo, n, mine[c * chunk : c * chunk + n])
-        reads.window.post(RED, s)
+        if not (folded and c == first):
+            lo, n = pieces[me]
+            if n:
+                reads.reduce(op, inputs, x, lo, n, mine[c * chunk : c * chunk + n])
+            reads.window.post(RED, s)
         yield s, pieces

@@ -34,7 +34,9 @@ caller left it. Overlaps other than exactly in place read from a copy of ``x``.
 
 Where it is built, a call runs in C (``_reads_c.ReadsPlan``: the same flags, shares and copies)
 as far as it can without sleeping; this plan finishes what it could not (docs/performance.md,
-"Fifteenth round").
+"Fifteenth round"). Likewise, where ranks outnumber cores, the reduces and reduce-scatters by reads
+(``direct.reduce_by_reads``, ``direct.reduce_scatter_by_reads``) through ``fold_plan``
+(``_reads_c.FoldPlan``; docs/performance.md, "Thirty-fourth round").
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ import numpy as np
 
 from ..algorithms import direct_routes
 from ..buffers import address_of, copy_array
+from ..ops import ReduceOp
 from ..transports.progress import LATE_PEER_YIELD_SECONDS, compiled_yield_seconds
-from .direct import ADDR, CPU, LEN, POSTED, READ, RESULT, SHARE, PeerMemory, Window, count_mismatch
+from . import small_native
+from .direct import ADDR, CPU, LEN, POSTED, READ, RED, RESULT, SHARE, FoldPlan, PeerMemory, Window, count_mismatch
 
 try:
     from . import _reads_c  # type: ignore[attr-defined]
@@ -72,6 +76,50 @@ CROWDED_ALL_GATHER_YIELD_SECONDS = LATE_PEER_YIELD_SECONDS
 """Where ranks outnumber cores, how long an all-gather's C plan yields to a late peer before it
 hands the call back to the Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds;
 ``progress.compiled_yield_seconds``)."""
+
+FOLD_READ_BYTES = 1 << 20
+"""The bytes of one read of a peer's part in a fold plan's step (each folded before the next is
+read): the Python plan's whole piece (``direct_routes.DIRECT_STEP_BYTES``)."""
+
+
+FOLD_YIELD_SECONDS = 2e-3
+"""Where ranks outnumber cores (the only place ``fold_plan`` makes a plan), how long a fold plan's
+wait yields to a late peer before handing the call back to the Python plan's sleeping waits. With
+``YIELD_SECONDS`` (0.2 ms) most calls went back before the first step (a peer not yet posted) and
+ran as slowly as in Python; with ``LATE_PEER_YIELD_SECONDS`` (20 ms) the yielding ranks took the
+folding ranks' turns in some runs (2 MiB at 1.1-2.4 times the Python plan's time in 6 of 12
+pairs); 2 ms kept the C plan's gain without that (docs/performance.md, "Thirty-fourth round")."""
+
+
+def fold_plan(window: Window, memory: PeerMemory, dtype: np.dtype, count: int, op: ReduceOp, root: int | None,
+              chunk: int) -> FoldPlan | None:
+    """The C plan of a reduce (to window rank ``root``) or, ``root`` None, a reduce-scatter by reads
+    of ``count`` elements of ``dtype`` in steps of ``chunk`` elements (``direct.Reads.step``), for
+    ``direct.reduce_by_reads`` / ``direct.reduce_scatter_by_reads``; None where those run in Python:
+    the extension not built, a window whose ``in_c`` is false, peers not reached by process id,
+    a dtype and operator C does not fold (``small_native.fold_code``), fewer than two ranks, or
+    a size ``direct_routes.folds_in_c`` leaves to Python (every rank with a core, or large)."""
+    op_code = small_native.fold_code(dtype, op)
+    pids: Any = getattr(memory, "pids", None)
+    if (_reads_c is None or not getattr(window, "in_c", False) or pids is None or op_code == small_native.NO_FOLD
+            or len(window.ranks) < 2 or count < 1
+            or not direct_routes.folds_in_c(count * dtype.itemsize, window.oversubscribed)):
+        return None
+    shm: Any = window  # a shared-memory window (ShmWindow) where ``in_c`` is true
+    ranks = shm.ranks
+    flags = [shm.flag_area(q) for q in ranks]
+    bells = shm.transport.doorbells()
+    sub = max(dtype.itemsize, FOLD_READ_BYTES - FOLD_READ_BYTES % dtype.itemsize)
+    plan: FoldPlan = _reads_c.FoldPlan(
+        me=ranks.index(shm.rank), root=-1 if root is None else ranks.index(root),
+        flags=[address_of(f) for f in flags], doorbells=[ctypes.addressof(d) for d, _ in bells],
+        sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
+        slots=(POSTED, READ, ADDR, RESULT, LEN, RED), count=count, itemsize=dtype.itemsize,
+        dtype=small_native.dtype_code(dtype), op=op_code, chunk=chunk, sub=sub,
+        spin_ns=int(shm.spin_seconds * 1e9), yield_ns=int(FOLD_YIELD_SECONDS * 1e9),
+        cpu_slot=CPU, keep=(flags, bells))
+    return plan
+
 
 class ExchangeByReads:
     """Exchanges of one kind and shape by copies between peers' memory, counting with the

@@ -132,6 +132,11 @@ def fold_code(dtype: np.dtype, op: ReduceOp) -> int:
     return op_code
 
 
+def dtype_code(dtype: np.dtype) -> int:
+    """The C folds' code of ``dtype`` (``_fold.h``), -1 where it has none."""
+    return _DTYPES.get(dtype, -1)
+
+
 def _bound(kind: int, scatter: bool, crowded: bool) -> int:
     """The largest call (bytes per rank) of ``kind`` taken in C: ``MAX_BYTES``, except where ranks
     outnumber CPUs the two-shot all-reduce, the reduce-scatter (``scatter``: an all-reduce of one

@@ -228,6 +228,8 @@ class WindowReduction:
         self.small: SmallReduction | PiecewiseAllReduce | None = None
         self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
+        self.native: direct.FoldPlan | None = None  # a reduce-scatter's C plan by reads (made on its first call)
+        self.native_made = False
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
 
     def __call__(self, x: np.ndarray, out: np.ndarray, call: Call) -> None:
@@ -277,7 +279,14 @@ class WindowReduction:
         ok, windows.memory_serial = direct.agree(
             windows.small_window, not registered, windows.memory_serial, call.deadline, call.timed_out
         )
-        if ok:
+        if ok and self.scatter:
+            if not self.native_made:
+                self.native_made = True
+                self.native = exchange_reads.fold_plan(reads.window, reads.memory, x.dtype, x.size, self.op, None,
+                                                       reads.step(x))
+            windows.memory_serial = direct.reduce_scatter_by_reads(reads, x, out, self.op, windows.memory_serial,
+                                                                   self.native)
+        elif ok:
             windows.memory_serial = self.by_reads(reads, x, out, self.op, windows.memory_serial)
         return ok
 
@@ -290,9 +299,10 @@ class LargeReduce:
     (``PiecewiseReduce``); else ``fallback`` (a schedule). The route is found on the first call
     (the probe is collective and the window's ``oversubscribed`` agreed: every rank agrees) and
     kept. The root's ``out`` (apart from its ``x``; None: in place) is folded into straight by
-    the reads; the other routes run in place on it, filled from ``x`` first."""
+    the reads; the other routes run in place on it, filled from ``x`` first. The reads run in C
+    where ``exchange_reads.fold_plan`` makes a plan (``direct_routes.folds_in_c``)."""
 
-    __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept")
+    __slots__ = ("windows", "op", "root", "dtype", "count", "fallback", "route", "kept", "native")
     folds_into_out = True  # the fast paths pass a reduce's root ``out`` (apart from ``x``) as it is
 
     def __init__(self, windows: SharedWindows, op: ReduceOp, root: int, dtype: np.dtype, count: int,
@@ -303,6 +313,7 @@ class LargeReduce:
         self.fallback = fallback
         self.route: Any = None  # pieces or the fallback plan, where the call is below the reads' size or they are refused
         self.kept: np.ndarray | None = None  # where this rank folds its block (reads: found on the first call)
+        self.native: direct.FoldPlan | None = None  # the reads' C plan (``exchange_reads.fold_plan``), with ``kept``
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None, call: Call) -> None:
         windows = self.windows
@@ -316,7 +327,7 @@ class LargeReduce:
         reads = windows.reads(call)
         assert reads is not None and self.kept is not None  # allowed on the first call, kept
         windows.memory_serial = direct.reduce_by_reads(reads, x, self.kept, self.op, self.root, windows.memory_serial,
-                                                       out)
+                                                       out, self.native)
         if self.op is ReduceOp.AVG and windows.rank == self.root:
             finalize(ReduceOp.AVG, x if out is None else out, windows.size)
 
@@ -330,6 +341,11 @@ class LargeReduce:
             self.route = self.fallback()
         else:
             self.kept = np.empty(-(-self.count // windows.size), self.dtype)
+            reads = windows.reads(call)
+            assert reads is not None  # peer_memory allowed them just above
+            chunk = max(1, reads.piece.nbytes // self.dtype.itemsize)  # reads.step's
+            self.native = exchange_reads.fold_plan(reads.window, reads.memory, self.dtype, self.count, self.op,
+                                                   self.root, chunk)
 
 
 class PiecewiseReduce:

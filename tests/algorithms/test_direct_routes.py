@@ -92,6 +92,17 @@ def test_reduces_below_the_reads_take_the_slots_piece_by_piece_only_where_ranks_
     assert not routes.reduce_by_pieces(0, True, size)  # nothing to cut: the schedule returns at once
 
 
+def test_crowded_reduces_by_reads_of_eight_ranks_fold_in_c_below_the_c_bound_and_nothing_where_ranks_have_cores(
+        ) -> None:
+    """The crowded 8-rank reduces by reads (from ``REDUCE_READS_BYTES``' second) run in C below
+    ``FOLDS_IN_C_BYTES``, the larger ones and where every rank has a core in Python."""
+    start, bound = routes.reduce_reads_from(True, 8), routes.FOLDS_IN_C_BYTES
+    assert start < bound
+    assert routes.folds_in_c(start, True) and routes.folds_in_c(bound - 1, True)
+    assert not routes.folds_in_c(bound, True)
+    assert not routes.folds_in_c(start, False) and not routes.folds_in_c(routes.reduce_reads_from(False, 2), False)
+
+
 def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
     limit = routes.BROADCAST_HALVES_CROWDED_BYTES
     assert routes.broadcast_by_halves(small.BROADCAST_BYTES + 1, True)

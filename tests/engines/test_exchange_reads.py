@@ -7,14 +7,27 @@ complete; ranks that pass different counts raise."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from typing import Any
+
 import numpy as np
 import pytest
 
 import collectives
-from collectives.algorithms.registry import DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_SCATTER_BYTES
-from collectives.errors import MessageMismatchError
+from collectives.algorithms import direct_routes
+from collectives.algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES,
+                                             DIRECT_SCATTER_BYTES)
+from collectives.algorithms.schedule import partition
+from collectives.engines import direct, exchange_reads, small, small_native
+from collectives.engines import windows as window_engine
+from collectives.errors import MessageMismatchError, PeerLostError
+from collectives.ops import ReduceOp
+from collectives.plans.planner import Planner
 from collectives.store import PrefixStore
-from collectives.testing import run_world
+from collectives.testing import RankError, run_world
+from collectives.transports import shm_window
 
 pytestmark = pytest.mark.multiprocess
 
@@ -459,3 +472,232 @@ def test_where_ranks_outnumber_the_cores_an_all_gather_by_reads_yields_longer_be
     results = run_world(lambda comm: _crowded_all_gathers(comm, nbytes), 3, "shm", timeout=120, cross_memory=True)
     yields = (CROWDED_ALL_GATHER_YIELD_SECONDS, YIELD_SECONDS) if crowded else (0.0, 0.0)
     assert results == [([], yields, None)] + [([], yields, True)] * 2
+
+
+# -- reduces and reduce-scatters by reads where ranks outnumber cores: their C plans (fold_plan) --
+
+STEP_BYTES = 16 << 10
+"""The reads' step in these tests: blocks of several steps, the last one short."""
+
+
+@pytest.fixture
+def crowded_reads(monkeypatch):
+    """Ranks that outnumber cores (forced), reduces by reads from just beyond the slots and
+    reduce-scatters from 64 KiB (the halves up to 16 KiB), in steps of ``STEP_BYTES`` (the forked
+    ranks inherit all of it)."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
+    monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
+    monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (1, DIRECT_REDUCE_BYTES + 1))
+    monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
+    for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):  # the small window's halves up to 16 KiB
+        monkeypatch.setattr(small, name, 16 << 10)
+    monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", STEP_BYTES)
+    automatic = Planner.automatic
+
+    def direct_for_reduces(self, collective, nbytes, size, windows=False, hosts=False):
+        if collective == "reduce" and windows:
+            return "direct"
+        return automatic(self, collective, nbytes, size, windows, hosts)
+
+    monkeypatch.setattr(Planner, "automatic", direct_for_reduces)
+
+
+def _recorded_fold_plans(wrap: Any = None) -> list[list[int]]:
+    """In this rank: make ``exchange_reads.fold_plan``'s plans record what every call returned (one
+    list per plan made), ``wrap(plan)`` instead of the plan where given (None: no plan)."""
+    made = exchange_reads.fold_plan
+    states: list[list[int]] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        plan = made(*args, **kwargs)
+        if plan is None or wrap is not None and wrap(plan) is None:
+            return None
+        inner = plan if wrap is None else wrap(plan)
+        mine: list[int] = []
+        states.append(mine)
+
+        def recorded(*call: Any) -> int:
+            state = inner(*call)
+            mine.append(int(state))
+            return state
+
+        return recorded
+
+    exchange_reads.fold_plan = recording  # type: ignore[assignment]
+    return states
+
+
+FOLD_CASES = [  # (dtype, op, elements): every kind of fold C does, one it does not (float MAX), odd counts
+    ("float32", ReduceOp.SUM, (DIRECT_REDUCE_BYTES >> 2) + 4099),
+    ("float64", ReduceOp.PROD, (DIRECT_REDUCE_BYTES >> 3) + 2053),
+    ("int8", ReduceOp.BXOR, DIRECT_REDUCE_BYTES + 16387),
+    ("int64", ReduceOp.SUM, (DIRECT_REDUCE_BYTES >> 3) + 1029),
+    ("uint16", ReduceOp.MAX, (DIRECT_REDUCE_BYTES >> 1) + 8195),
+    ("float32", ReduceOp.AVG, (DIRECT_REDUCE_BYTES >> 2) + 4099),
+    ("float32", ReduceOp.MAX, (DIRECT_REDUCE_BYTES >> 2) + 4099),
+]
+
+
+def _part(rank: int, dtype: str, op: ReduceOp, count: int) -> np.ndarray:
+    """Rank ``rank``'s contribution: values whose folds round (floats) or wrap (integers)."""
+    rng = np.random.default_rng(rank)
+    if np.dtype(dtype).kind == "f":
+        values = rng.standard_normal(count) * 3
+        return (1 + values / 100 if op is ReduceOp.PROD else values).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, count, dtype=dtype, endpoint=True)
+
+
+def _fold_calls(comm: Any) -> tuple[list[bytes], list[list[int]]]:
+    """Every case as reduces to roots 0 and last, in place and into ``out=``, then as reduce-scatters
+    out of place and into x's own block: what each call left (the root's result, or whether x
+    was left as it was; the reduce-scatter's block), and what the fold plans returned."""
+    states = _recorded_fold_plans()
+    p, me, got = comm.size, comm.rank, []
+    for dtype, op, count in FOLD_CASES:
+        for root in (0, p - 1):
+            for into_out in (False, True):
+                x = _part(me, dtype, op, count)
+                out = np.full_like(x, 7) if into_out and me == root else None
+                comm.reduce(x, root=root, op=op, out=out)
+                if me == root:
+                    got.append((x if out is None else out).tobytes())
+                else:
+                    got.append(bytes([np.array_equal(x, _part(me, dtype, op, count))]))
+        k = count // p + 1
+        x = _part(me, dtype, op, k * p)
+        block = np.full(k, 7, dtype)
+        comm.reduce_scatter(x, block, op=op)
+        comm.reduce_scatter(x, x[me * k : (me + 1) * k], op=op)
+        got += [block.tobytes(), x[me * k : (me + 1) * k].tobytes()]
+    return got, states
+
+
+def _folded_in_rank_order(parts: list[np.ndarray], op: ReduceOp) -> np.ndarray:
+    """The reduction the Python plans define: block r folded by rank r, its own part first, then
+    the others in rank order."""
+    ufunc = {ReduceOp.SUM: np.add, ReduceOp.PROD: np.multiply, ReduceOp.MAX: np.maximum,
+             ReduceOp.BXOR: np.bitwise_xor}[op]
+    out = np.empty_like(parts[0])
+    for r, (lo, n) in enumerate(partition(parts[0].size, len(parts))):
+        folded = parts[r][lo : lo + n]
+        for q in (q for q in range(len(parts)) if q != r):
+            folded = ufunc(folded, parts[q][lo : lo + n])
+        out[lo : lo + n] = folded
+    return out
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_crowded_reduces_and_reduce_scatters_by_reads_fold_in_c_with_the_python_plans_bits(crowded_reads, monkeypatch,
+                                                                                          size):
+    """Where ranks outnumber cores a reduce or reduce-scatter by reads runs in C (``fold_plan``) for
+    every dtype and operator C folds, and leaves the same bytes as the Python plan (run with the C
+    parts off): every root, in place and into ``out=``, odd counts of several steps; float MAX
+    (numpy's fold) gets no C plan."""
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1.0)  # no hand-back here: the calls in C
+    in_c = run_world(_fold_calls, size, "shm", timeout=180)
+    monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    in_python = run_world(_fold_calls, size, "shm", timeout=180)
+    for r in range(size):
+        assert in_c[r][0] == in_python[r][0], f"rank {r}: the C plans' bytes differ from the Python plan's"
+        assert in_python[r][1] == [], "the Python plan made C plans"
+        in_c_cases = [case for case in FOLD_CASES if (case[0], case[1]) != ("float32", ReduceOp.MAX)]
+        calls = [state for states in in_c[r][1] for state in states]
+        assert len(calls) == 6 * len(in_c_cases), in_c[r][1]  # four reduces and two reduce-scatters a case
+        assert all(state > 0 for state in calls), in_c[r][1]  # done in C every call
+    i = 0
+    for dtype, op, count in FOLD_CASES:
+        parts = [_part(r, dtype, op, count) for r in range(size)]
+        want = None if op is ReduceOp.AVG else _folded_in_rank_order(parts, op).tobytes()
+        for root in (0, size - 1):
+            for _ in range(2):
+                assert want is None or in_c[root][0][i] == want, (dtype, op, root)
+                assert all(in_c[r][0][i] == b"\x01" for r in range(size) if r != root), "a peer's x changed"
+                i += 1
+        k = count // size + 1
+        parts = [_part(r, dtype, op, k * size) for r in range(size)]
+        if op is not ReduceOp.AVG:
+            folded = _folded_in_rank_order(parts, op)
+            for r in range(size):
+                assert in_c[r][0][i] == in_c[r][0][i + 1] == folded[r * k : (r + 1) * k].tobytes(), (dtype, op, r)
+        i += 2
+
+
+LATE_COUNT = (DIRECT_REDUCE_BYTES >> 2) + 4099
+"""float32 elements of the reduces below: beyond the slots, blocks of several steps (one short)."""
+
+
+def _late_peer(comm: Any) -> tuple[bool, list[list[int]]]:
+    """Reduces to rank 0 where rank 2 folds in Python and late (every piece 20 ms behind), so that
+    the others' C plans hand their calls back mid-call; whether every result was right."""
+    if comm.rank == 2:
+        states = _recorded_fold_plans(wrap=lambda plan: None)
+        reduce = direct.Reads.reduce
+
+        def late(self: Any, *args: Any) -> None:
+            time.sleep(0.02)
+            reduce(self, *args)
+
+        direct.Reads.reduce = late  # type: ignore[method-assign]
+    else:
+        states = _recorded_fold_plans()
+    count = LATE_COUNT
+    right = True
+    for rep in range(3):
+        x = _part(comm.rank, "float32", ReduceOp.SUM, count) + rep
+        comm.reduce(x, root=0)
+        if comm.rank == 0:
+            want = _folded_in_rank_order([_part(r, "float32", ReduceOp.SUM, count) + rep for r in range(comm.size)],
+                                         ReduceOp.SUM)
+            right = right and x.tobytes() == want.tobytes()
+    return right, states
+
+
+def test_a_crowded_reduce_by_reads_hands_a_late_peer_back_to_the_python_plan_mid_call(crowded_reads, monkeypatch):
+    """A fold plan that finds a peer late (its fold's RED, or its READ) hands the call back where it
+    stopped, and the Python plan finishes it: the root's result the bits of folding in rank order."""
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1e-3)
+    results = run_world(_late_peer, 4, "shm", timeout=120)
+    assert [right for right, _ in results] == [True] * 4
+    root_states = results[0][1][0]
+    steps = -(-partition(LATE_COUNT, 4)[0][1] // (STEP_BYTES // 4))
+    mid_call = [-state - 2 for state in root_states if state < -1 and (-state - 2) // 4 < steps]
+    assert any(k % 4 > 0 for k in mid_call), root_states  # stopped among the root's reads of a step's pieces
+    assert results[2][1] == []  # (rank 2 ran in Python)
+
+
+def _killed_peer(folder: Any) -> Any:
+    """Rank 2 folds its first piece in Python and dies (os._exit) before its second; the root's C
+    plan waits for the piece, hands the call back, and the Python plan's wait finds rank 2 gone."""
+
+    def body(comm: Any) -> str:
+        if comm.rank == 2:
+            _recorded_fold_plans(wrap=lambda plan: None)
+            reduce, pieces = direct.Reads.reduce, []
+
+            def dies(self: Any, *args: Any) -> None:
+                pieces.append(1)
+                if len(pieces) > 1:
+                    os._exit(3)
+                reduce(self, *args)
+
+            direct.Reads.reduce = dies  # type: ignore[method-assign]
+        states = _recorded_fold_plans() if comm.rank != 2 else []
+        x = np.ones(LATE_COUNT, np.float32)
+        try:
+            comm.reduce(x, root=0)
+        except PeerLostError as exc:
+            (folder / f"rank{comm.rank}").write_text(json.dumps([type(exc).__name__, exc.peer, states]))
+        return "raised"
+
+    return body
+
+
+def test_a_peer_killed_during_a_crowded_reduce_by_reads_fails_it_with_peer_lost(crowded_reads, tmp_path, monkeypatch):
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1e-3)
+    with pytest.raises(RankError) as info:
+        run_world(_killed_peer(tmp_path), 3, "shm", timeout=60)
+    assert info.value.rank == 2 and info.value.exitcode == 3
+    name, peer, states = json.loads((tmp_path / "rank0").read_text())
+    assert (name, peer) == ("PeerLostError", 2)
+    assert len(states) == 1 and states[0][0] < 0, states  # the root's C plan handed the call back

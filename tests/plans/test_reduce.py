@@ -201,10 +201,10 @@ def _into_out(comm):
     folded = []
     reduce_by_reads = direct.reduce_by_reads
 
-    def spy(reads, x, kept, op, root, serial, out=None):
+    def spy(reads, x, kept, op, root, serial, out=None, native=None):
         if comm.rank == root:
             folded.append(out is not None)
-        return reduce_by_reads(reads, x, kept, op, root, serial, out)
+        return reduce_by_reads(reads, x, kept, op, root, serial, out, native)
 
     direct.reduce_by_reads = spy
     got = []
