@@ -1,11 +1,13 @@
 """The optional C parts: the small-window collectives' happy path (collectives/engines/_small_c.c),
 large exchanges by reads of peers' memory (collectives/engines/_reads_c.c), the point-to-point
-express lane (collectives/engines/_express_c.c) and the communicator's fast-path checks
+express lane (collectives/engines/_express_c.c), the 2-rank tcp all-reduce's loop
+(collectives/engines/_tcp_pair_c.c) and the communicator's fast-path checks
 (collectives/_fast_c.c).
 
 Everything else is in pyproject.toml. ``optional=True``: where no C compiler is present the
 install goes on without them, and every call runs in Python (collectives/engines/small_native.py,
-collectives/engines/exchange_reads.py, collectives/_fast_path.py, and point-to-point through its engine).
+collectives/engines/exchange_reads.py, collectives/_fast_path.py, point-to-point through its engine, and the
+2-rank tcp all-reduce through the executor).
 """
 
 from setuptools import Extension, setup
@@ -28,6 +30,8 @@ setup(ext_modules=[
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP, HALF_SWAP, *LANE],
               extra_compile_args=FLAGS, optional=True),
+    Extension("collectives.engines._tcp_pair_c", ["collectives/engines/_tcp_pair_c.c"], extra_compile_args=FLAGS,
+              optional=True),
     Extension("collectives._fast_c", ["collectives/_fast_c.c"], depends=["collectives/_kept_run.h"],
               extra_compile_args=FLAGS, optional=True),
 ])

@@ -42,6 +42,7 @@ class PlanContext:
             every peer, chosen by ``collectives.devices``), else None (staged).
         chunk_fixed: COLLECTIVES_CHUNK_BYTES (or ``init(chunk_bytes=)``) is set: every call
             steps in ``chunk_bytes``; else the one rule, ``steps.step_bytes`` (``step_bytes``).
+        in_c: the engines' C parts may run (not ``Config.pure_python``).
     """
 
     rank: int
@@ -58,6 +59,7 @@ class PlanContext:
     check: bool = False
     device: DeviceEngine | None = None
     chunk_fixed: bool = False
+    in_c: bool = True
 
     @classmethod
     def build(
@@ -94,7 +96,7 @@ class PlanContext:
         per_host = layout.per_host if layout is not None and levels is not None else 0
         profile = load_profile(config.tune_file) if config.tune_file else current_profile()
         return cls(rank, size, executor, windows, levels, chunk, config.algorithm, label, across, per_host, profile,
-                   config.check, chunk_fixed=bool(config.chunk_bytes))
+                   config.check, chunk_fixed=bool(config.chunk_bytes), in_c=not config.pure_python)
 
     @property
     def large_chunk(self) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ from ..algorithms import direct_routes, pairwise
 from ..algorithms.registry import (DIRECT_ALL_TO_ALL_BYTES, DIRECT_GATHER_BYTES, DIRECT_REDUCE_BYTES, DIRECT_SCATTER_BYTES,
                                    SCHEDULES, schedule_for, select)
 from ..algorithms.schedule import partition
-from ..engines import exchange_reads, slots, small
+from ..engines import exchange_reads, slots, small, tcp_pair
 from ..engines.exchange_reads import ALL_TO_ALL, GATHER, SCATTER
 from ..engines.windows import SharedWindows
 from ..ops import ReduceOp
@@ -116,8 +116,15 @@ class Planner:
                 return windowed.SmallReduction(windows, halves, op)
             return windowed.WindowReduction(windows, op, scatter=False, nbytes=nbytes, halves=halves)
         factory = schedule_for("all_reduce", algorithm, nbytes)
-        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, self._segment("all_reduce", dtype, nbytes))
-        return scheduled.AllReduce(ctx.executor, steps, op, ctx.size)
+        segment = self._segment("all_reduce", dtype, nbytes)
+        steps = scheduled.steps_of(factory, ctx.rank, ctx.size, count, segment)
+        pair = None
+        if algorithm == "recursive" and tcp_pair.takes(ctx.executor.channels, ctx.size, dtype, count, op, segment,
+                                                        ctx.in_c):
+            channel = next(iter(ctx.executor.channels.values()))
+            pair = tcp_pair.PairLoop(channel, ctx.rank, dtype, count, segment,  # type: ignore[arg-type]
+                                     ctx.executor.engine.spin_seconds)
+        return scheduled.AllReduce(ctx.executor, steps, op, ctx.size, pair)
 
     def reduce_scatter(self, algorithm: str, dtype: np.dtype, count: int, op: ReduceOp) -> Plan:
         ctx = self.context

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import selectors
 import socket
 import threading
@@ -39,10 +40,11 @@ from .._handshake import (
     set_buffer_sizes,
 )
 from ..config import Config
-from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, PeerLostError
+from ..errors import AuthenticationError, ConnectError, InvalidArgumentError, PeerLostError, TransportError
 from ..steps import LARGER_STEPS, TCP_SOCKET_BUFFER_BYTES
 from ..store import Store
 from .base import Channel, Transport
+from .frames import HEADER
 
 logger = logging.getLogger("collectives")
 
@@ -51,6 +53,7 @@ LARGE_FROM_BYTES, LARGE_CHUNK_BYTES = LARGER_STEPS["tcp"]
 """From LARGE_FROM_BYTES an all-reduce over TCP steps in LARGE_CHUNK_BYTES (the one rule,
 ``collectives.steps``; these names kept for their callers)."""
 _MAX_IOV = 64
+SELECT_SLICE = 0.05  # the longest sleep of ``take_frame`` between checks of its deadline
 
 
 class TcpChannel(Channel):
@@ -97,6 +100,44 @@ class TcpChannel(Channel):
 
     def _close_stream(self) -> None:
         self.sock.close()
+
+    # -- for a reader of the socket outside the channel (engines/tcp_pair.py) ---------------
+
+    def stream_idle(self, tag: int) -> bool:
+        """Whether the socket's streams are at frame boundaries with nothing of this channel in
+        flight (no send queued, no receive posted, no frame half read, nothing of ``tag`` held):
+        only then may another reader and writer take the socket for a call of ``tag`` and hand it
+        back, the frames it moved being the ones this channel would have moved."""
+        return (self.error is None and self._eof is None and not self.eof and not self.busy and not self.mid_frame
+                and not self._unexpected.get(tag) and not self._remote_held)
+
+    def take_frame(self, header: bytes, deadline: float) -> bool:
+        """Read the frame whose ``header`` another reader took off the stream (a message of another
+        tag, between the frames it reads), into this channel as it would have read it: held as an
+        unexpected message. False where ``deadline`` (``time.monotonic()``) passed first."""
+        try:
+            self._start_frame(*HEADER.unpack(header))
+            target = self._rx_target  # idle, so nothing posted: an unexpected message's buffer
+            assert target is not None and self._rx_sink is None
+            while self._rx_got < len(target):  # this frame's bytes only: the next header is the other reader's
+                n = self._read_some(target[self._rx_got :])
+                if n:
+                    self._rx_got += n
+                    continue
+                if time.monotonic() >= deadline:
+                    return False
+                select.select([self.sock], [], [], SELECT_SLICE)
+            self._finish_frame()
+        except TransportError as exc:
+            if self.error is None:
+                self._fail(exc)
+            raise
+        return True
+
+    def fail_stream(self, exc: TransportError) -> None:
+        """The stream broke under another reader or writer: fail every request of this channel with ``exc``."""
+        if self.error is None:
+            self._fail(exc)
 
 
 class _Acceptor(threading.Thread):
