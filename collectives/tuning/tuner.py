@@ -201,7 +201,8 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
 # all_reduce reads (p-1)/p of n to reduce its block and (p-1)/p of n back; the others move
-# their share once. These are the engine's copies (engines/direct.py, engines/small.py).
+# their share once. These are the engine's copies (engines/direct.py, engines/small.py;
+# the all-gather's: _small_c.c's run_halves and small.AllGatherPlan).
 def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
     if collective == "all_reduce":
@@ -210,8 +211,8 @@ def direct_factors(collective: str, size: int) -> tuple[float, float]:
         return float(size + 1), float(size - 1)
     if collective == "reduce_scatter":
         return 1.0 + share, share
-    if collective == "all_gather":
-        return 1.0 + share, 0.0
+    if collective == "all_gather":  # x (n/p) into my half, every rank's block (n, mine too) out of the halves
+        return 1.0 + 1 / size, 0.0
     if collective == "all_to_all":  # all of x into the window, as much out of the peers' halves
         return 2.0, 0.0
     if collective == "gather":  # n: the root's out, its x and every peer's slot copied in
