@@ -292,8 +292,10 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate; an all-gather's, which copy each byte once, at the window's rate, ``cache.read_once``,
-    where the profile models the cache), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
+    rate; an all-gather's, which copy each byte once, by their steps where every rank has a core
+    and the profile measured them, ``reads.once_time``, else at the window's rate,
+    ``cache.read_once``, where the profile models the cache), a reduce one way through the slots
+    where ranks outnumber cores as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``,
     each of ``direct_routes.all_reduce_pieces`` a call of its own, its copies those of its piece), in turns beyond the cores
@@ -307,6 +309,9 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
+        elif reads.once_priced(collective, size, costs, cores):
+            share = beyond(footprint(collective, nbytes, size, size), cache_bytes)
+            return reads.once_time(nbytes, size, costs, share)
         elif collective in reads.ONCE and cache_bytes > 0 and costs.cache_beta:
             costs = read_once(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
         return reads.reads_time(collective, nbytes, size, costs, cores)
