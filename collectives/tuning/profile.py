@@ -67,7 +67,12 @@ class TransportCosts:
     ``send_overhead`` and ``recv_overhead``, a one-way message's α split LogP-style (0: not
     split): a sender whose step receives nothing goes on after ``send_overhead`` (its side of
     the transport's send path), and the receiver of a message that was
-    already there pays ``recv_overhead`` to take it (``machine.Machine.message``).
+    already there pays ``recv_overhead`` to take it (``machine.Machine.message``);
+    ``peer_alpha``, ``peer_beta`` and ``heap_beta``, shared memory only, the steps of an all-gather
+    by single copies where every rank has a core, as ``perf/cma_copies.py`` times them alone: per
+    ``process_vm_readv`` or ``process_vm_writev``, per byte read from a peer's heap or written into
+    it (the two measured alike), per byte copied within a rank's heap, all in the cache
+    (``reads.once_time``; ``heap_beta`` 0: priced by ``reads.reads_time`` instead).
     """
 
     overhead: float
@@ -90,6 +95,9 @@ class TransportCosts:
     direct_sync: float = 0.0
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
+    peer_alpha: float = 0.0
+    peer_beta: float = 0.0
+    heap_beta: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
@@ -147,7 +155,7 @@ class Profile:
                  "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
                  "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
                  "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us  direct_sync_us"
-                 "  send_overhead_us  recv_overhead_us"]
+                 "  peer_alpha_us  peer_beta_ns/B  heap_beta_ns/B  send_overhead_us  recv_overhead_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
@@ -155,7 +163,8 @@ class Profile:
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"
                          f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
                          f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}"
-                         f" {c.direct_sync * 1e6:>15.2f} {c.send_overhead * 1e6:>17.2f} {c.recv_overhead * 1e6:>17.2f}")
+                         f" {c.direct_sync * 1e6:>15.2f} {c.peer_alpha * 1e6:>14.2f} {c.peer_beta * 1e9:>15.4f}"
+                         f" {c.heap_beta * 1e9:>15.4f} {c.send_overhead * 1e6:>17.2f} {c.recv_overhead * 1e6:>17.2f}")
         return lines
 
 

@@ -43,6 +43,9 @@ from ..algorithms import direct_routes
 from ..algorithms.registry import DIRECT_LIMITS
 from .profile import TransportCosts
 
+CMA_PIECE_BYTES = 4 << 20
+"""Bytes per ``process_vm_readv`` of a read (``engines/_cma.h``, ``transports/cma.py``)."""
+
 READ_BYTES: dict[str, Callable[[int], float]] = {
     "all_to_all": lambda p: 1.0,  # a block of every peer's x, and my own block, into my out
     "gather": lambda p: 1.0 / p,  # every rank about its block (see below)
@@ -161,3 +164,27 @@ def reads_time(collective: str, nbytes: int, size: int, costs: TransportCosts, c
     t = terms(collective, nbytes, size, cores)
     return (t.engine_calls * costs.direct_alpha + t.c_calls * costs.reads_call + t.copies * costs.reads_alpha
             + t.moved * costs.reads_beta + t.reduced * costs.gamma)
+
+
+def once_priced(collective: str, size: int, costs: TransportCosts, cores: int = 0) -> bool:
+    """Whether a call by reads is priced by its steps (``once_time``): an all-gather where every
+    rank has a core, under ``costs`` with the steps' terms (``heap_beta``)."""
+    return collective in ONCE and costs.heap_beta > 0 and not 0 < cores < size
+
+
+def once_time(nbytes: int, size: int, costs: TransportCosts, share: float = 0.0) -> float:
+    """Seconds of an all-gather by single copies of ``nbytes`` (its ``out``) at ``size`` ranks, each
+    on a core of its own, by its steps (``engines/_reads_c.c``): the C call (``reads_call``), a
+    ``process_vm_readv`` or ``process_vm_writev`` per peer and piece (``peer_alpha``), the rank's own
+    block copied within its heap (``heap_beta``) and every peer's block read, or where
+    ``direct_routes.all_gather_writes`` says its block written into every peer (``peer_beta``);
+    beyond the cache (``share`` of the host's buffers) each byte of ``out`` half of ``cache_beta``
+    more times ``share``, as the window's copies (``cache.windowed``). Measured alone, the steps
+    add up to the route's time: ``perf/cma_copies.py`` (docs/simulation.md, *The forty-fifth
+    round*)."""
+    block = nbytes // size
+    writes = direct_routes.all_gather_writes(block, False)
+    piece = direct_routes.ALL_GATHER_WRITE_PIECE_BYTES if writes else CMA_PIECE_BYTES
+    pieces = max(1, -(-block // piece))
+    return (costs.reads_call + (size - 1) * pieces * costs.peer_alpha + block * costs.heap_beta
+            + (nbytes - block) * costs.peer_beta + nbytes * costs.cache_beta * share / 2)

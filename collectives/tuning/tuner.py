@@ -201,7 +201,8 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
 # all_reduce reads (p-1)/p of n to reduce its block and (p-1)/p of n back; the others move
-# their share once. These are the engine's copies (engines/direct.py, engines/small.py).
+# their share once. These are the engine's copies (engines/direct.py, engines/small.py;
+# the all-gather's: _small_c.c's run_halves and small.AllGatherPlan).
 def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
     if collective == "all_reduce":
@@ -210,8 +211,8 @@ def direct_factors(collective: str, size: int) -> tuple[float, float]:
         return float(size + 1), float(size - 1)
     if collective == "reduce_scatter":
         return 1.0 + share, share
-    if collective == "all_gather":
-        return 1.0 + share, 0.0
+    if collective == "all_gather":  # x (n/p) into my half, every rank's block (n, mine too) out of the halves
+        return 1.0 + 1 / size, 0.0
     if collective == "all_to_all":  # all of x into the window, as much out of the peers' halves
         return 2.0, 0.0
     if collective == "gather":  # n: the root's out, its x and every peer's slot copied in
@@ -291,8 +292,10 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     """Seconds of a call the direct engine takes on one host of ``cores`` (0: as many as
     ranks), ``costs`` shared memory's: by reads of peers' memory where it takes them
     (``reads``; beyond the cache, the reads that fold into the output at ``cache.read_spilled``'s
-    rate; an all-gather's, which copy each byte once, at the window's rate, ``cache.read_once``,
-    where the profile models the cache), a reduce one way through the slots where ranks outnumber cores as ``pieces`` measured it, else
+    rate; an all-gather's, which copy each byte once, by their steps where every rank has a core
+    and the profile measured them, ``reads.once_time``, else at the window's rate,
+    ``cache.read_once``, where the profile models the cache), a reduce one way through the slots
+    where ranks outnumber cores as ``pieces`` measured it, else
     through its windows (all-reduces within the small window's halves in one
     shot, ``one_shot_time``, or in two where ``direct_routes.two_shot`` says, ``two_shot_time``,
     each of ``direct_routes.all_reduce_pieces`` a call of its own, its copies those of its piece), in turns beyond the cores
@@ -306,6 +309,9 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
+        elif reads.once_priced(collective, size, costs, cores):
+            share = beyond(footprint(collective, nbytes, size, size), cache_bytes)
+            return reads.once_time(nbytes, size, costs, share)
         elif collective in reads.ONCE and cache_bytes > 0 and costs.cache_beta:
             costs = read_once(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
         return reads.reads_time(collective, nbytes, size, costs, cores)

@@ -109,3 +109,18 @@ def test_all_reduces_up_to_the_halves_limit_are_priced_through_the_halves_not_by
     if size <= cores:
         assert tuner.direct_price("all_reduce", beyond, size, costs, cores) == pytest.approx(
             reads.reads_time("all_reduce", beyond, size, costs, cores))
+
+
+@pytest.mark.parametrize("size", [3, 4, 8])
+def test_an_all_gather_through_the_halves_is_priced_at_its_block_in_and_every_block_out(size: int) -> None:
+    # small.AllGatherPlan and _small_c.c's run_halves: a rank copies its x (n/p) into its half and
+    # every rank's block (n, its own too) out of the halves, whatever the ranks; priced at (p - 1)/p
+    # of n in, the 8-rank 1 MiB call cost 587 us against 207-478 measured (docs/simulation.md,
+    # "The forty-fifth round").
+    costs = current().costs("shm")
+    block = 8 << 10  # through the window at every size (below GATHER_READS_BYTES)
+    n = block * size
+    assert tuner.direct_time("all_gather", n, size, costs) == pytest.approx(
+        costs.direct_alpha + (block + n) * costs.direct_beta)
+    assert tuner.direct_price("all_gather", n, size, costs, cores=size) == pytest.approx(
+        costs.direct_alpha + (block + n) * costs.direct_beta)
