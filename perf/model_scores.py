@@ -13,6 +13,8 @@ measurement (``validate_model.py --from FILE --profile``, the run's own cores). 
 ``--choices`` and ``--validation`` it scores the sets docs/simulation.md quotes: choice runs 1–14
 and validation runs F–V. Each run is printed with its count, then each set's counts on one line
 with their sum. Nothing is measured: picks and predictions are pure functions of profile and model.
+With ``--undisturbed`` the validation rows measured beside other work (``perf/disturbed.py``) are
+set aside: each run's count is then of the rows kept, and the rows set aside are counted and printed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf import disturbed  # noqa: E402
 from perf.tuner_check import score  # noqa: E402
 from perf.validate_model import count_within, repredict  # noqa: E402
 
@@ -53,9 +56,17 @@ def choice_score(path: Path, profile: Profile) -> tuple[int, int]:
     return score(rows, profile)[1], len(rows)
 
 
-def validation_score(path: Path, profile: Profile, cores: int = 0) -> tuple[int, int]:
-    """Rows of a validation run predicted within 25 %, and the run's rows (``cores``: instead of the run's own)."""
+def validation_score(path: Path, profile: Profile, cores: int = 0, undisturbed: float | None = None,
+                     aside: list[str] | None = None) -> tuple[int, int]:
+    """Rows of a validation run predicted within 25 %, and the run's rows (``cores``: instead of
+    the run's own). With ``undisturbed``, of the rows kept by ``disturbed.split`` at that
+    threshold, what was set aside described in ``aside``."""
     rows, saved_cores = _rows(path)
+    if undisturbed is not None:
+        kept, set_aside, unrecorded = disturbed.split(rows, undisturbed)
+        if aside is not None:
+            aside += disturbed.describe(rows, set_aside, unrecorded, undisturbed, path.name)
+        rows = kept
     predicted = repredict(rows, {"p": profile}, cores or saved_cores or os.cpu_count() or 1)
     return count_within(predicted, "p"), len(rows)
 
@@ -84,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validation", default=None,
                         help="perf/validate_model.py runs, comma-separated (default: runs F-V; '' for none)")
     parser.add_argument("--cores", type=int, default=0, help="instead of each validation run's own cores")
+    disturbed.add_argument(parser)
     args = parser.parse_args(argv)
     profile = load(args.profile)
     print(f"# profile {args.profile}; margin {profile.margin:g}, cores {profile.cores or 'not modelled'}")
@@ -95,7 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(report(f"{title} (tuner within 10 % of the best)", scored, choices)))
     if validations:
         title = "validation F-V" if args.validation is None else "validation runs"
-        scored = {label: validation_score(path, profile, args.cores) for label, path in validations.items()}
+        aside: list[str] = []
+        scored = {label: validation_score(path, profile, args.cores, args.undisturbed, aside)
+                  for label, path in validations.items()}
+        if args.undisturbed is not None:
+            title += f", undisturbed (at most {args.undisturbed:g} cores outside)"
+            print("\n".join(aside))
         print("\n".join(report(f"{title} (predictions within 25 %)", scored, validations)))
     return 0
 

@@ -18,6 +18,10 @@ in its namespace, TCP across over the pair's addresses, the store on the first h
 address; rows say ``"netns": true``). ``--from FILE`` measures nothing: it
 predicts the rows of a saved ``--json`` again, with the saved profiles (or ``--profile``'s)
 and the current model, so a model change is scored against the same measurements.
+Each measured row also keeps ``outside_cores``: the cores' worth of CPU work outside the job
+that ran while its case was timed (``collectives.timing.measure_outside``; the file's
+``outside`` names the counter), so that a row measured beside other work can be set aside
+(``perf/disturbed.py``); files saved before it have none and stay readable.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from collectives.config import parse_size
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
 from collectives.testing.netns import Host, two_hosts
-from collectives.timing import measure_repeats
+from collectives.timing import machine_cpu, measure_outside
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf.disturbed import FIELD as OUTSIDE  # noqa: E402
+from perf.disturbed import THRESHOLD  # noqa: E402
 from perf.repeats import agreement  # noqa: E402
 
 ALGORITHMS = {"shm": ("ring", "tree", "recursive", "direct"), "tcp": ("ring", "tree", "recursive")}
@@ -62,9 +68,9 @@ def run(args: argparse.Namespace, profiles: dict[str, Profile],
                          if not (a == "direct" and c not in ("all_reduce", "reduce_scatter", "all_gather", "broadcast"))]
                 hosts = [places[r // per_host].name if places else f"h{r // per_host}" for r in range(p)] \
                     if per_host else None
-                times = measure_repeats(cases, p, "auto" if hosts else transport, rounds=args.rounds, hosts=hosts,
-                                        repeats=args.repeats, netns=places if hosts else None)
-                for (collective, n, a), ts in zip(cases, times):
+                times, outside = measure_outside(cases, p, "auto" if hosts else transport, rounds=args.rounds,
+                                                 hosts=hosts, repeats=args.repeats, netns=places if hosts else None)
+                for (collective, n, a), ts, cores_outside in zip(cases, times, outside):
                     row: dict[str, Any] = {"transport": transport, "ranks": p, "ranks_per_host": per_host or p,
                                            "collective": collective, "algorithm": a, "size": n,
                                            "measured_us": statistics.median(ts) * 1e6}
@@ -72,6 +78,8 @@ def run(args: argparse.Namespace, profiles: dict[str, Profile],
                         row["netns"] = True
                     if len(ts) > 1:
                         row["repeats_us"] = [round(t * 1e6, 2) for t in ts]
+                    if cores_outside is not None:
+                        row[OUTSIDE] = round(cores_outside, 3)
                     row = repredict([row], profiles, cores)[0]
                     rows.append(row)
                     print(_line(row, profiles), flush=True)
@@ -100,6 +108,8 @@ def _line(row: dict[str, Any], profiles: Iterable[str]) -> str:
     for name in profiles:
         error = (row[f"{name}_us"] - row["measured_us"]) / row["measured_us"] * 100
         text += f"  {name} {row[f'{name}_us']:>10.1f} ({error:+5.0f} %)"
+    if OUTSIDE in row:
+        text += f"  outside {row[OUTSIDE]:.2f} cores"
     return text
 
 
@@ -116,6 +126,11 @@ def count_within(rows: list[dict[str, Any]], name: str) -> int:
 def summary(rows: list[dict[str, Any]], profiles: Iterable[str]) -> list[str]:
     repeated = [r["repeats_us"] for r in rows if "repeats_us" in r]
     lines = [agreement(repeated, "cases")] if repeated else []
+    outside = sorted(r[OUTSIDE] for r in rows if OUTSIDE in r)
+    if outside:
+        lines.append(f"# work outside the job: median {statistics.median(outside):.2f} cores, max {outside[-1]:.2f};"
+                     f" {sum(o > THRESHOLD for o in outside)} of {len(rows)} rows above {THRESHOLD:g}"
+                     " (disturbed: perf/disturbed.py)")
     for name in profiles:
         errors = sorted(relative_errors(rows, name))
         median = errors[len(errors) // 2] if errors else float("nan")
@@ -218,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary(rows, profiles)))
     if args.json:
         with open(args.json, "w") as fh:
+            reader = machine_cpu()
             json.dump({"profiles": {n: p.to_json() for n, p in profiles.items()}, "cores": args.cores or os.cpu_count(),
-                       "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "rows": rows}, fh, indent=1)
+                       "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                       "outside": reader[1] if reader else None, "rows": rows}, fh, indent=1)
             fh.write("\n")
     if args.plot:
         plot(rows, profiles, args.plot)

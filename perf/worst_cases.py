@@ -14,7 +14,9 @@ from 1 (in log), worst first: the median and range, how many rows are within 25 
 predicted more than 25 % under and over, the median prediction, and each run's median ratio. An
 error of the same sign in every run is the model's; one that flips from run to run is the machine's.
 The ratio is predicted / measured, or measured / predicted with ``--measured-over-predicted``.
-With ``--against``, also each world's measurements over the same cases in other runs.
+With ``--against``, also each world's measurements over the same cases in other runs. With
+``--undisturbed`` the rows measured beside other work (``perf/disturbed.py``) are set aside, in
+both, and counted and printed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from collectives.tuning.profile import current, load  # noqa: E402
+from perf import disturbed  # noqa: E402
 from perf.validate_model import repredict  # noqa: E402
 
 CASE = ("transport", "collective", "algorithm", "ranks", "ranks_per_host", "size")
@@ -50,11 +53,18 @@ Runs = dict[str, list[tuple[float, float]]]
 """Per saved file, the (predicted µs, measured µs) of a group's rows in it."""
 
 
-def _rows(path: str) -> list[dict[str, Any]]:
+def _rows(path: str, undisturbed: float | None = None, aside: list[str] | None = None) -> list[dict[str, Any]]:
+    """A saved run's rows; with ``undisturbed``, those ``disturbed.split`` keeps at that threshold,
+    what it set aside described in ``aside``."""
     with open(path) as f:
         saved = json.load(f)
     rows: list[dict[str, Any]] = saved["rows"] if isinstance(saved, dict) else saved
-    return rows
+    if undisturbed is None:
+        return rows
+    kept, set_aside, unrecorded = disturbed.split(rows, undisturbed)
+    if aside is not None:
+        aside += disturbed.describe(rows, set_aside, unrecorded, undisturbed, os.path.basename(path))
+    return kept
 
 
 def saved_cores(path: str) -> int:
@@ -65,13 +75,14 @@ def saved_cores(path: str) -> int:
 
 
 def cases(paths: list[str], profile_path: str | None, cores: int, by: tuple[str, ...] = CASE,
-          transport: str | None = None, collective: str | None = None) -> dict[tuple[Any, ...], Runs]:
+          transport: str | None = None, collective: str | None = None, undisturbed: float | None = None,
+          aside: list[str] | None = None) -> dict[tuple[Any, ...], Runs]:
     """Per group of the rows' ``by`` fields (of ``transport`` and ``collective`` where given),
-    per file: (predicted µs, measured µs) of its rows."""
+    per file: (predicted µs, measured µs) of its rows (with ``undisturbed``, of those ``_rows`` keeps)."""
     profile = load(profile_path) if profile_path else current()
     out: dict[tuple[Any, ...], Runs] = {}
     for path in paths:
-        rows = [r for r in _rows(path) if (transport is None or r["transport"] == transport)
+        rows = [r for r in _rows(path, undisturbed, aside) if (transport is None or r["transport"] == transport)
                 and (collective is None or r["collective"] == collective)]
         for r in repredict(rows, {"now": profile}, cores):
             key = tuple(DERIVED[k](r, cores) if k in DERIVED else r[k] for k in by)
@@ -98,17 +109,18 @@ def worst(found: dict[tuple[Any, ...], Runs], measured_over_predicted: bool = Fa
     return sorted(ranked, key=lambda x: -abs(math.log(x[0])))
 
 
-def measured_over(paths: list[str], others: list[str]) -> dict[tuple[int, int], float]:
+def measured_over(paths: list[str], others: list[str], undisturbed: float | None = None,
+                  aside: list[str] | None = None) -> dict[tuple[int, int], float]:
     """Per world (ranks, ranks per host): the median, over the cases both sets of saved runs
     measured, of a row's measurement over the same case's in ``others`` (their median where several
-    runs did): whether two runs of the same cases saw the same machine."""
+    runs did): whether two runs of the same cases saw the same machine (``undisturbed``: as ``_rows``)."""
     theirs: dict[tuple[Any, ...], list[float]] = {}
     for path in others:
-        for r in _rows(path):
+        for r in _rows(path, undisturbed, aside):
             theirs.setdefault(tuple(r[k] for k in CASE), []).append(r["measured_us"])
     ratios: dict[tuple[int, int], list[float]] = {}
     for path in paths:
-        for r in _rows(path):
+        for r in _rows(path, undisturbed):
             case = tuple(r[k] for k in CASE)
             if case in theirs:
                 ratios.setdefault((r["ranks"], r["ranks_per_host"]), []).append(
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measured-over-predicted", action="store_true", help="ratios measured / predicted")
     parser.add_argument("--against", default="", help="other saved runs of the same cases, comma-separated: "
                         "print the runs' measurements over theirs, per world size")
+    disturbed.add_argument(parser)
     args = parser.parse_args(argv)
     paths = [*args.files, *(p for p in args.source.split(",") if p)]
     if not paths:
@@ -140,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--by names no field {', '.join(unknown)}: rows have {', '.join(CASE)}; "
                      f"coarser: {', '.join(DERIVED)}")
     flip = args.measured_over_predicted
-    found = cases(paths, args.profile, args.cores or saved_cores(paths[0]), by, args.transport, args.collective)
+    aside: list[str] = []
+    found = cases(paths, args.profile, args.cores or saved_cores(paths[0]), by, args.transport, args.collective,
+                  args.undisturbed, aside)
+    if aside:
+        print("\n".join(aside))
     print(f"# {len(found)} groups by {args.by}; {'measured / predicted' if flip else 'predicted / measured'}, worst first")
     print(f"# {' '.join(by)} | median (min-max) | within 25 % | under / over | median predicted us | per run: "
           + " ".join(os.path.basename(p) for p in paths))
@@ -154,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {' '.join(str(k) for k in key)} | {median:.2f} ({min(every):.2f}-{max(every):.2f}) | "
               f"{inside}/{len(every)} | {under} / {over} | {predicted:.1f} | {per_run}")
     if args.against:
+        aside = []
+        against = measured_over(paths, args.against.split(","), args.undisturbed, aside)
+        if aside:
+            print("\n".join(aside))
         print("# measured over the same case in " + ", ".join(os.path.basename(p) for p in args.against.split(","))
               + " (median per world: ranks/per host)")
-        for (ranks, per_host), over in measured_over(paths, args.against.split(",")).items():
-            print(f"  {ranks}/{per_host} {over:5.2f}")
+        for (ranks, per_host), ratio_ in against.items():
+            print(f"  {ranks}/{per_host} {ratio_:5.2f}")
     return 0
 
 

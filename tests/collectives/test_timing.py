@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 
 from collectives.errors import InvalidArgumentError
-from collectives.timing import COLLECTIVES, calls_for, measure, measure_repeats, round_order
+from collectives.timing import (COLLECTIVES, calls_for, machine_cpu, measure, measure_outside, measure_repeats,
+                                outside_shares, round_order)
 
 
 def test_every_collective_and_algorithm_is_timed() -> None:
@@ -41,3 +45,31 @@ def test_each_round_times_every_case_once_after_other_predecessors() -> None:
     before = {case: {r[j - 1] for r in rounds for j in range(1, 4) if r[j] == case} for case in range(4)}
     assert all(len(b) >= 2 for b in before.values())  # a fixed order gives each case one predecessor
     assert round_order(1, 3) == [0] and round_order(0, 2) == []
+
+
+def test_the_machines_cpu_time_counts_this_process_work() -> None:
+    reader = machine_cpu()
+    assert reader is not None, "a Linux machine has /proc/stat at least"
+    read, source = reader
+    assert source in ("cpuacct.usage", "cpu.stat", "/proc/stat")
+    used, own = read(), time.process_time()
+    while time.process_time() - own < 0.1:
+        pass
+    assert read() - used >= 0.07  # every task's time, this loop's 0.1 s among it (/proc/stat: 10 ms ticks)
+
+
+def test_outside_work_is_the_machines_time_less_each_process_once_over_the_span() -> None:
+    """Per case (span s, own CPU s, machine CPU s); rank 0 alone reads the machine (others NaN)."""
+    nan = math.nan
+    rank0 = [[2.0, 1.5, 4.0], [1.0, 0.5, 1.0]]
+    rank1 = [[2.0, 1.0, nan], [1.0, 0.5, nan]]
+    assert outside_shares([(rank0, 10), (rank1, 11)]) == [0.75, 0.0]  # (4 - 2.5) / 2, (1 - 1) / 1
+    assert outside_shares([(rank0, 10), (rank1, 10)]) == [1.25, 0.5]  # threads of one process: its time once
+    assert outside_shares([(rank1, 11), (rank0, 10)]) == [None, None]  # rank 0 could not read the machine
+
+
+def test_measure_outside_gives_the_times_of_measure_repeats_and_a_share_per_case() -> None:
+    cases = [("all_reduce", 64, "ring"), ("broadcast", 4096, "tree")]
+    times, outside = measure_outside(cases, 2, "inproc", rounds=1, repeats=2)
+    assert [len(r) for r in times] == [2, 2] and all(t > 0 for r in times for t in r)
+    assert len(outside) == 2 and all(isinstance(o, float) and math.isfinite(o) for o in outside)
