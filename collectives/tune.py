@@ -13,8 +13,11 @@ not 0), the direct engine's calls that go by such reads (all-to-alls, gathers an
 beyond its small window, all-gathers and all-reduces from their sizes: ``reads.route``) fit
 their cost per peer and per byte (``tuning/reads.py``) and the others the engine's window terms;
 elsewhere the reads' terms stay 0, and the tuner prices those calls as the routes taken without
-them. The profile is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the
-tuner uses it.
+them. There it also times the single copies of the direct all-gather alone (``single_copies``: two
+processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_writev`` of blocks of
+8-128 KiB, 0.3-2 s) for ``peer_alpha``, ``peer_beta`` and ``heap_beta`` (``reads.once_time``);
+where cross-memory copies are refused it says so and keeps the built-in profile's. The profile is
+printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks, about a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
@@ -38,13 +41,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import single_copies
 from .config import Config, parse_size
 from .timing import Case, measure
 from .transports import cma
 from .transports.progress import usable_cpus
 from .tuning import pieces, reads, tuner
 from .tuning.machine import Machine, copies_whole, link_of
-from .tuning.profile import BETWEEN_HOSTS, DEFAULT_MARGIN, ENV, Profile, TransportCosts
+from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, DEFAULT_MARGIN, ENV, Profile, TransportCosts, load
 
 if TYPE_CHECKING:
     from .testing.netns import Host
@@ -123,6 +127,36 @@ def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: 
     return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
 
 
+def fit_copies(costs: TransportCosts, allowed: bool, log: list[str]) -> TransportCosts:
+    """``costs`` with ``peer_alpha``, ``peer_beta`` and ``heap_beta`` measured by timing the single
+    copies alone (``single_copies.measure``), or, where cross-memory copies are not ``allowed`` or
+    cannot be timed, the built-in profile's; either way says which in a ``# `` line of ``log``."""
+    why = None if allowed else "cross-memory copies are not allowed here (COLLECTIVES_CROSS_MEMORY=0 or ptrace refused)"
+    began = time.perf_counter()
+    if why is None:
+        try:
+            steps, _ = single_copies.measure()
+        except single_copies.CopiesRefused as exc:
+            why = str(exc)
+        else:
+            if min(steps) <= 0:
+                why = (f"a line came out at or below 0 ({steps.peer_alpha * 1e6:.2f} us, {steps.peer_beta * 1e9:.4f}"
+                       f" and {steps.heap_beta * 1e9:.4f} ns/B): too noisy to keep")
+    if why is not None:
+        built_in = load(DEFAULT_FILE).costs("shm")
+        log.append(f"# shm single copies not measured: {why}; peer_alpha {built_in.peer_alpha * 1e6:.2f} us, peer_beta"
+                   f" {built_in.peer_beta * 1e9:.4f} ns/B and heap_beta {built_in.heap_beta * 1e9:.4f} ns/B kept"
+                   " from the built-in profile")
+        return dataclasses.replace(costs, peer_alpha=built_in.peer_alpha, peer_beta=built_in.peer_beta,
+                                   heap_beta=built_in.heap_beta)
+    sizes = single_copies.STEP_SIZES
+    log.append(f"# shm single copies measured (two processes, a core each, blocks of {sizes[0] >> 10}-{sizes[-1] >> 10}"
+               f" KiB, medians of 5 lines): peer_alpha {steps.peer_alpha * 1e6:.2f} us, peer_beta"
+               f" {steps.peer_beta * 1e9:.4f} ns/B, heap_beta {steps.heap_beta * 1e9:.4f} ns/B"
+               f" ({time.perf_counter() - began:.1f} s)")
+    return dataclasses.replace(costs, **steps._asdict())
+
+
 def split_features(case: Case, costs: TransportCosts) -> tuple[list[float], float]:
     """What 3 ranks cost more than 2 for ``case``, in the model, as ``features ·
     (send_overhead, recv_overhead) + fixed``: linear while both are above 0 and their sum
@@ -199,6 +233,8 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
         costs = dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
     if by_reads:
         costs = fit_reads(by_reads, times[len(cases) + len(direct):], ranks, cores, costs)
+    if transport == "shm":
+        costs = fit_copies(costs, allowed, log)
     name = transport + (BETWEEN_HOSTS if places else "")
     for case, t in zip(cases + direct + by_reads, times):
         predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0,
@@ -251,9 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       args.margin, args.cores)
     profile.save(out)
     print("\n".join(profile.describe()))
+    notes = [line for line in log if line.startswith("# ")]  # what was measured apart, or not: always said
+    if notes:
+        print("\n".join(notes))
     if not args.quiet:
         print("# fit, case by case:")
-        print("\n".join(log))
+        print("\n".join(line for line in log if line not in notes))
     print(f"# written to {out} in {time.perf_counter() - start:.0f} s; use it with {ENV}={out}")
     return 0
 

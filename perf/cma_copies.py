@@ -7,8 +7,9 @@ are of ``direct_routes.ALL_GATHER_WRITES_BYTES`` and more, a ``process_vm_writev
 its block into every peer's ``out`` and the same piece into its own, read from the cache the second
 time (writes); plus flags. This times those steps without the flags: two processes, each pinned to
 its own core, each running the same loop at once on its own buffers and its peer's (as the two
-ranks of an all-gather do), in C (``cc``), the median over ``--rounds`` of the mean over
-``--calls`` calls, per step:
+ranks of an all-gather do), in C (``engines/_reads_c.c``'s ``time_copies``), the median over
+``--rounds`` of the mean over ``--calls`` calls, per step (``collectives/single_copies.py``, by
+which ``collectives-tune`` times ``memcpy``, ``read`` and ``write`` for the profile):
 
 - ``memcpy``: ``block`` bytes of my heap into my heap;
 - ``read`` / ``write``: one ``process_vm_readv`` / ``process_vm_writev`` of ``block`` bytes
@@ -25,134 +26,14 @@ and per byte (docs/simulation.md, *The forty-fifth round*).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from collectives.single_copies import MODES, fit, run  # noqa: E402
 from perf.options import parse_size  # noqa: E402
-
-SOURCE = r"""
-#define _GNU_SOURCE
-#include <stdint.h>
-#include <string.h>
-#include <sys/uio.h>
-#include <time.h>
-
-static int64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static int cma(int pid, int write, char *local, uint64_t remote, size_t n) {
-    struct iovec mine = {local, n}, theirs = {(void *)(uintptr_t)remote, n};
-    ssize_t got = write ? process_vm_writev(pid, &mine, 1, &theirs, 1, 0)
-                        : process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
-    return got == (ssize_t)n;
-}
-
-/* mode 0 memcpy, 1 read, 2 write, 3 memcpy + read, 4 write + memcpy piece by piece. Mean ns a call, -1 refused. */
-int64_t loop(int mode, int pid, char *src, char *dst, char *peer_src, char *peer_dst, size_t n, size_t piece,
-             int calls) {
-    int64_t t0 = now_ns();
-    for (int c = 0; c < calls; c++) {
-        switch (mode) {
-        case 0: memcpy(dst, src, n); break;
-        case 1: if (!cma(pid, 0, dst, (uint64_t)(uintptr_t)peer_src, n)) return -1; break;
-        case 2: if (!cma(pid, 1, src, (uint64_t)(uintptr_t)peer_dst, n)) return -1; break;
-        case 3: memcpy(dst + n, src, n); if (!cma(pid, 0, dst, (uint64_t)(uintptr_t)peer_src, n)) return -1; break;
-        default:
-            for (size_t at = 0; at < n; at += piece) {
-                size_t m = n - at < piece ? n - at : piece;
-                if (!cma(pid, 1, src + at, (uint64_t)(uintptr_t)(peer_dst + at), m)) return -1;
-                memcpy(dst + n + at, src + at, m);
-            }
-        }
-    }
-    return (now_ns() - t0) / calls;
-}
-"""
-
-MODES = ("memcpy", "read", "write", "reads", "writes")
-PIECE_BYTES = 512 << 10  # direct_routes.ALL_GATHER_WRITE_PIECE_BYTES
-
-
-def build() -> ctypes.CDLL:
-    """Compile ``SOURCE`` with the system's C compiler and load it."""
-    folder = Path(tempfile.mkdtemp(prefix="cma_copies_"))
-    (folder / "loop.c").write_text(SOURCE)
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(folder / "loop.so"), str(folder / "loop.c")], check=True)
-    lib = ctypes.CDLL(str(folder / "loop.so"))
-    lib.loop.restype = ctypes.c_int64
-    lib.loop.argtypes = [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_size_t, ctypes.c_size_t,
-                                                                                   ctypes.c_int]
-    return lib
-
-
-def _barrier(me: int, pipes: tuple[tuple[int, int], tuple[int, int]]) -> None:
-    """Both processes pass together (one byte each way)."""
-    os.write(pipes[me][1], b"x")
-    os.read(pipes[1 - me][0], 1)
-
-
-def run(sizes: list[int], calls: int, rounds: int) -> list[dict[str, Any]]:
-    """Time every mode and size on two processes; rows of the parent's (rank 0's) medians, with rank 1's."""
-    lib = build()
-    largest = max(sizes)
-    src = np.ones(largest, np.uint8)  # the same addresses in both processes after fork, each its own pages
-    dst = np.zeros(2 * largest, np.uint8)  # a read lands in the first half, my own copy in the second
-    a, b = src.ctypes.data, dst.ctypes.data
-    pipes = (os.pipe(), os.pipe())
-    result = os.pipe()
-    parent = os.getpid()
-    pid = os.fork()
-    me, peer = (0, pid) if pid else (1, parent)
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[me % len(cpus)]})
-    src[:] = 1 + me  # each process's own pages (copy on write)
-    dst[:] = 0
-    rows = []
-    for n in sizes:
-        for m, mode in enumerate(MODES):
-            times = []
-            for _ in range(rounds):
-                _barrier(me, pipes)
-                lib.loop(m, peer, a, b, a, b, n, PIECE_BYTES, max(1, calls // 4))  # warm
-                _barrier(me, pipes)
-                times.append(lib.loop(m, peer, a, b, a, b, n, PIECE_BYTES, calls))
-            rows.append({"mode": mode, "bytes": n, "us": statistics.median(times) / 1e3})
-    if me == 1:
-        os.write(result[1], json.dumps(rows).encode())
-        os.close(result[1])
-        os._exit(0)
-    os.close(result[1])
-    data = b""
-    while chunk := os.read(result[0], 1 << 16):
-        data += chunk
-    os.waitpid(pid, 0)
-    for row, other in zip(rows, json.loads(data)):
-        row["peer_us"] = other["us"]
-    return rows
-
-
-def fit(rows: list[dict[str, Any]], mode: str, most: int) -> tuple[float, float]:
-    """(µs a call, ns a byte) of the least-squares line through ``mode``'s rows up to ``most`` bytes,
-    each row the slower process's time."""
-    pts = [(r["bytes"], max(r["us"], r["peer_us"])) for r in rows if r["mode"] == mode and r["bytes"] <= most]
-    x = np.array([p[0] for p in pts], float)
-    y = np.array([p[1] for p in pts], float)
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(intercept), float(slope * 1e3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -569,8 +569,67 @@ static PyTypeObject FoldPlanType = {
     .tp_doc = "One shape of reduce or reduce-scatter by reads of peers' memory, run in C up to the first late peer.",
 };
 
+/* The single copies of an all-gather's steps, timed alone (collectives/single_copies.py, collectives-tune,
+   perf/cma_copies.py): ``calls`` back-to-back copies of ``n`` bytes, no flags; the mean ns a call, -1 where the
+   kernel refused one. Modes: 0 memcpy my src into my dst, 1 one process_vm_readv of the peer's src into my dst,
+   2 one process_vm_writev of my src into the peer's dst, 3 memcpy (into dst + n) then read (the route by reads),
+   4 write then memcpy into dst + n, piece by piece (the route by writes). One syscall a copy, as the plans'
+   copies of blocks within a piece. */
+static int copy_once(pid_t pid, int write, char *local, uint64_t remote, size_t n) {
+    struct iovec mine = {local, n}, theirs = {(void *)(uintptr_t)remote, n};
+    ssize_t got = write ? process_vm_writev(pid, &mine, 1, &theirs, 1, 0)
+                        : process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
+    return got == (ssize_t)n;
+}
+
+static int64_t copy_loop(int mode, pid_t pid, char *src, char *dst, uint64_t peer_src, uint64_t peer_dst, size_t n,
+                         size_t piece, int calls) {
+    int64_t t0 = now_ns();
+    for (int c = 0; c < calls; c++) {
+        switch (mode) {
+        case 0: memcpy(dst, src, n); break;
+        case 1: if (!copy_once(pid, 0, dst, peer_src, n)) return -1; break;
+        case 2: if (!copy_once(pid, 1, src, peer_dst, n)) return -1; break;
+        case 3: memcpy(dst + n, src, n); if (!copy_once(pid, 0, dst, peer_src, n)) return -1; break;
+        default:
+            for (size_t at = 0; at < n; at += piece) {
+                size_t m = n - at < piece ? n - at : piece;
+                if (!copy_once(pid, 1, src + at, peer_dst + at, m)) return -1;
+                memcpy(dst + n + at, src + at, m);
+            }
+        }
+    }
+    return (now_ns() - t0) / (calls > 0 ? calls : 1);
+}
+
+static PyObject *time_copies(PyObject *self, PyObject *args) {
+    int mode, pid, calls;
+    unsigned long long src, dst, peer_src, peer_dst;
+    Py_ssize_t n, piece;
+    if (!PyArg_ParseTuple(args, "iiKKKKnni", &mode, &pid, &src, &dst, &peer_src, &peer_dst, &n, &piece, &calls))
+        return NULL;
+    if (mode < 0 || mode > 4 || n < 0 || piece <= 0 || calls < 1) {
+        PyErr_SetString(PyExc_ValueError, "time_copies: mode 0-4, n >= 0, piece > 0 and calls >= 1");
+        return NULL;
+    }
+    int64_t ns;
+    Py_BEGIN_ALLOW_THREADS
+    ns = copy_loop(mode, (pid_t)pid, (char *)(uintptr_t)src, (char *)(uintptr_t)dst, peer_src, peer_dst, (size_t)n,
+                   (size_t)piece, calls);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(ns);
+}
+
+static PyMethodDef functions[] = {
+    {"time_copies", time_copies, METH_VARARGS,
+     "time_copies(mode, pid, src, dst, peer_src, peer_dst, n, piece, calls): mean ns a call of the single copies"
+     " (0 memcpy, 1 read, 2 write, 3 memcpy + read, 4 write + memcpy by pieces); -1 where the kernel refused one."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_reads_c",
-                                    "Exchanges, reduces and reduce-scatters by reads of peers' memory in C.", -1, NULL};
+                                    "Exchanges, reduces and reduce-scatters by reads of peers' memory in C.", -1,
+                                    functions};
 
 PyMODINIT_FUNC PyInit__reads_c(void) {
     if (PyType_Ready(&ReadsPlanType) < 0 || PyType_Ready(&FoldPlanType) < 0) return NULL;
