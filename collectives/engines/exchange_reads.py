@@ -173,7 +173,9 @@ class ExchangeByReads:
         self.copy_first = (kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block)
                            and not self.stream and not self.writes)
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
-        self.staged: set[int] = set()  # in place: the peers whose block this call read into the inbox
+        self.staged: set[int] | None = set()
+        """In place, the peers whose block the last call read into the inbox where it ended in Python;
+        None where it ended in C (the C plan's ``staged`` bits: ``staged_peers``)."""
         self.native = self._native() if in_c else None
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
@@ -184,6 +186,7 @@ class ExchangeByReads:
         if native is not None:  # the whole call in C, or as far as it got
             state = native(x, out, self.inbox, serial)
             if state > 0:
+                self.staged = None
                 return int(state)
             if state < 0:
                 src, into, _, _, share = self._roles(x, out)
@@ -230,6 +233,8 @@ class ExchangeByReads:
         READ posted too): my copies with the rest, READ, every partner's READ, then (in place)
         what I read into my ``out``."""
         window, partners = self.window, self.partners
+        staged = self.staged
+        assert staged is not None
         if start <= len(partners):
             try:
                 for q in partners[start:]:
@@ -241,7 +246,7 @@ class ExchangeByReads:
                         self._swap(q, out, into)
                         continue
                     if into is not out:
-                        self.staged.add(q)
+                        staged.add(q)
                     self._copy(q, src, into, share)
             finally:
                 window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
@@ -251,11 +256,20 @@ class ExchangeByReads:
             assert into is not None and out is not None
             k = self.k
             for q in partners:
-                if q not in self.staged:
+                if q not in staged:
                     continue
                 i = self.index[q]
                 copy_array(out[i * k : (i + 1) * k], into[i * k : (i + 1) * k])
         return s
+
+    def staged_peers(self) -> set[int]:
+        """The peers whose block the last call read into the inbox to copy in after their READ (in
+        place, from peers not in place), wherever the call ended."""
+        if self.staged is not None:
+            return set(self.staged)
+        native: Any = self.native  # staged is None only after a call that ended in C
+        bits = int(native.staged)
+        return {q for q in self.partners if bits >> self.index[q] & 1}
 
     def _swap(self, q: int, out: np.ndarray, inbox: np.ndarray) -> None:
         """My part of the swap with rank q, both of us in place (``swap_part``): that part of q's
