@@ -95,10 +95,11 @@ ALL_TO_ALL_READS_BYTES = 128 << 10
 """All-to-alls (bytes of ``x``) from this size up to the small window's limit go by reads where
 ranks do not outnumber the cores (the window's halves below it). Measured: docs/performance.md,
 "Thresholds", ALL_TO_ALL_READS_BYTES."""
-ALL_TO_ALL_READS_CROWDED = (256 << 10, 512 << 10)
-"""Where ranks outnumber the cores, all-to-alls from the first size and below the second go by
-reads, the others within the window's limit through its halves. Measured: docs/performance.md,
-"Thresholds", ALL_TO_ALL_READS_CROWDED."""
+ALL_TO_ALL_READS_CROWDED = 256 << 10
+"""Where ranks outnumber the cores, all-to-alls from this size go by reads, smaller ones within the
+window's limit through its halves. Measured: docs/performance.md, "Thresholds",
+ALL_TO_ALL_READS_CROWDED (up to the window's limit since in place swaps blocks: "Thirty-fourth
+round, the in-place all-to-all")."""
 GATHER_SLOTS_BYTES = 64 << 10
 """Gathers (bytes of the root's ``out``) up to this size go through the window's slots, larger
 ones within the window's limit by reads where ranks do not outnumber the cores (the slots where
@@ -304,8 +305,7 @@ def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> boo
         return nbytes > GATHER_SLOTS_BYTES and not oversubscribed
     if collective == "scatter":
         return nbytes > SCATTER_SLOTS_BYTES
-    lo, hi = ALL_TO_ALL_READS_CROWDED
-    return nbytes >= ALL_TO_ALL_READS_BYTES and (not oversubscribed or lo <= nbytes < hi)
+    return nbytes >= (ALL_TO_ALL_READS_CROWDED if oversubscribed else ALL_TO_ALL_READS_BYTES)
 
 
 def reduce_reads_from(oversubscribed: bool, size: int) -> int:

@@ -14,6 +14,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -44,8 +45,14 @@ typedef struct {
     int *partners;             /* [npartners]: window indices, in the order the Python plan takes them */
     pid_t *pids;               /* [ranks]: each window rank's process */
     Py_ssize_t expected, block, share_own, share_in_place;
+    unsigned long long staged; /* an all-to-all in place: bit q set where this call read peer q's block
+                                  into ``inbox``, to copy into ``out`` after q's READ (q not in place) */
     PyObject *keep;            /* what keeps the flag mappings alive */
 } ReadsPlan;
+
+#define SWAPS 1 /* an all-to-all's SHARE word: exactly in place, so pairs of such ranks swap blocks */
+#define SWAP_PIECE ((size_t)64 << 10) /* bytes a swap reads, writes and copies back at a time */
+#define MAX_SWAP_RANKS 64 /* ``staged``'s bits */
 
 /* ``dst = src`` with non-temporal stores (where the compiler has SSE2, else memcpy): the copy's
    lines go to memory without being read first and without evicting what the reads that follow
@@ -110,6 +117,36 @@ static int copy_with(ReadsPlan *p, int q, const char *src, char *out, size_t sha
     }
 }
 
+/* The part of the pair of blocks (my block q, q's block me) that I swap with window rank q in an
+   all-to-all where both of us are in place (exchange_reads.swap_part): partner i
+   is (me + 1 + i) mod p; nearer than half the ranks ahead of me, all of it; exactly half, the
+   first half where me < q, the rest where not; farther, none (q swaps it). */
+static void swap_part(ReadsPlan *p, int i, int q, size_t *at, size_t *n) {
+    size_t block = (size_t)p->block, half = (block / 2) & ~(size_t)63;
+    int d = i + 1, ranks = p->w.ranks;
+    *at = 0, *n = 0;
+    if (2 * d < ranks) *n = block;
+    else if (2 * d == ranks) {
+        if (p->w.me < q) *n = half;
+        else *at = half, *n = block - half;
+    }
+}
+
+/* Swap bytes [at, at + n) of my block q (in ``x``, which is ``out``) with those of q's block me:
+   a piece of q's into ``temp``, a piece of mine into q's, ``temp`` into mine. 1 done, 0 refused. */
+static int swap_with(ReadsPlan *p, int q, char *x, char *temp, size_t at, size_t n) {
+    size_t block = (size_t)p->block;
+    uint64_t theirs = load_flag(&p->w, q, p->slot[S_ADDR]) + (uint64_t)p->w.me * block + at;
+    uint64_t result = load_flag(&p->w, q, p->slot[S_RESULT]) + (uint64_t)p->w.me * block + at;
+    char *mine = x + (size_t)q * block + at;
+    for (size_t done = 0; done < n; done += SWAP_PIECE) {
+        size_t m = n - done < SWAP_PIECE ? n - done : SWAP_PIECE;
+        if (!transfer(p, q, 0, temp, theirs + done, m) || !transfer(p, q, 1, mine + done, result + done, m)) return 0;
+        copy_bytes(mine + done, temp, m);
+    }
+    return 1;
+}
+
 /* An all-gather by writes: piece by piece, my block into every peer's ``out`` (the partners in
    order), then into mine, so that the piece I write twice is read from my cache the second time
    (exchange_reads.ExchangeByReads._copy writes the same bytes). 1 done; 0 where a peer is late, a
@@ -152,7 +189,7 @@ static long long finish(ReadsPlan *p, char *out, const char *into, uint64_t s) {
     if (into != out)
         for (int i = 0; i < p->npartners; i++) {
             size_t at = (size_t)p->partners[i] * block;
-            copy_bytes(out + at, into + at, block);
+            if (p->staged >> p->partners[i] & 1) copy_bytes(out + at, into + at, block);
         }
     return (long long)s;
 }
@@ -160,15 +197,18 @@ static long long finish(ReadsPlan *p, char *out, const char *into, uint64_t s) {
 /* One call: s when done; 0 when nothing was done (the Python plan runs the call); -(1 + i)
    once posted with partners[:i] done; -(npartners + 2) once READ is posted, a partner's READ
    (or, in place, the copy of what I read into ``out``) still to come. An all-to-all exactly in
-   place reads into ``inbox`` (the plan's kept buffer) and copies into ``out`` once every peer has
-   read it; other overlaps are the Python plan's (it copies x). */
+   place (at most MAX_SWAP_RANKS ranks) posts SWAPS: with a peer that posted it too, one of us swaps
+   the pair of blocks (``swap_part``) through ``inbox`` (the plan's kept buffer); from a peer that
+   did not, it reads into ``inbox`` and copies into ``out`` once that peer has read it (``staged``);
+   other overlaps are the Python plan's (it copies x). */
 static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_t out_len, char *inbox,
                      Py_ssize_t inbox_len, uint64_t serial) {
     size_t block = (size_t)p->block, expected = (size_t)p->expected;
     int me = p->w.me;
     char *into = out;
     if (x != NULL && out != NULL && overlap(x, x_len, out, out_len)) {
-        if (p->kind == KIND_ALL_TO_ALL && x == out && inbox != NULL && inbox_len == p->expected)
+        if (p->kind == KIND_ALL_TO_ALL && x == out && inbox != NULL && inbox_len == p->expected &&
+            p->w.ranks <= MAX_SWAP_RANKS)
             into = inbox;
         else if (!(whole_x(p->kind) && x == out + (size_t)me * block) &&
                  !(p->kind == KIND_SCATTER && out == x + (size_t)me * block))
@@ -180,7 +220,9 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     size_t share = me == p->root && (p->kind == KIND_GATHER || p->kind == KIND_SCATTER)
                        ? (size_t)(copies_own ? p->share_own : p->share_in_place) : 0;
     uint64_t s = serial + 1;
-    set_word(&p->w, p->slot[S_SHARE], share);
+    int swaps = into != out; /* an all-to-all exactly in place */
+    p->staged = 0;
+    set_word(&p->w, p->slot[S_SHARE], swaps ? SWAPS : share);
     const char *shown = x; /* where peers read my x */
     if (p->copy_first && copies_own && !p->write_piece) {
         copy_bytes(dst, mine, block);
@@ -198,9 +240,16 @@ static long long run(ReadsPlan *p, const char *x, size_t x_len, char *out, size_
     if (copies_own) (p->stream ? stream_bytes : copy_bytes)(dst, mine, block);
     for (int i = 0; i < p->npartners; i++) {
         int q = p->partners[i];
-        if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != expected ||
-            !copy_with(p, q, x, into, share))
+        if (!reach(&p->w, q, p->slot[S_POSTED], s) || load_flag(&p->w, q, p->slot[S_LEN]) != expected)
             return -(long long)(1 + i);
+        if (swaps && load_flag(&p->w, q, p->slot[S_SHARE]) == SWAPS) {
+            size_t at, n;
+            swap_part(p, i, q, &at, &n);
+            if (n && !swap_with(p, q, out, into + (size_t)q * block, at, n)) return -(long long)(1 + i);
+            continue;
+        }
+        if (into != out) p->staged |= 1ull << q;
+        if (!copy_with(p, q, x, into, share)) return -(long long)(1 + i);
     }
     return finish(p, out, into, s);
 }
@@ -321,6 +370,12 @@ static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)p;
 }
 
+static PyMemberDef ReadsPlan_members[] = {
+    {"staged", T_ULONGLONG, offsetof(ReadsPlan, staged), READONLY,
+     "an all-to-all in place: bit q set where the last call read peer q's block into the inbox"},
+    {NULL},
+};
+
 static PyTypeObject ReadsPlanType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "collectives.engines._reads_c.ReadsPlan",
     .tp_basicsize = sizeof(ReadsPlan),
@@ -330,6 +385,7 @@ static PyTypeObject ReadsPlanType = {
     .tp_call = PyVectorcall_Call,
     .tp_dealloc = (destructor)ReadsPlan_dealloc,
     .tp_doc = "One shape of exchange by reads of peers' memory, run in C up to the first late peer.",
+    .tp_members = ReadsPlan_members,
 };
 
 /* -- folds by reads: reduces and reduce-scatters (engines/direct.py's reduce_by_reads and

@@ -27,10 +27,15 @@ A rank posts ``READ`` when its copies are done and returns once every rank it ex
 posted ``READ`` too, so that the caller may overwrite ``x`` at once and find ``out`` complete.
 Peers are taken starting after my own rank, so that no rank is read by all at once.
 
-In place, an all-to-all reads its peers' blocks into a buffer the plan keeps (its ``inbox``: a
-new buffer on every call took its page faults on every call) and copies them into ``x`` once
-every peer has posted ``READ``; its own block stays where it is, and peers read ``x`` as the
-caller left it. Overlaps other than exactly in place read from a copy of ``x``.
+In place, an all-to-all posts ``SWAPS`` in its ``SHARE`` word. Two ranks in place swap their pair
+of blocks (my block q, q's block r) and only one of them copies each byte (``swap_part``): a
+piece of q's block is read into a buffer the plan keeps (its ``inbox``: a new buffer on every
+call took its page faults on every call), a piece of mine written into q's, then the piece read
+copied into mine; so a rank copies 1.5 blocks per peer at 4 ranks where reading every block into
+the inbox and copying it back after every peer's ``READ`` copied 2 (docs/performance.md,
+"Thirty-fourth round, the in-place all-to-all"). From a peer not in place it reads into the inbox
+and copies the block into ``x`` once that peer has posted ``READ``; its own block stays where it
+is. Overlaps other than exactly in place read from a copy of ``x``.
 
 Where it is built, a call runs in C (``_reads_c.ReadsPlan``: the same flags, shares and copies)
 as far as it can without sleeping; this plan finishes what it could not (docs/performance.md,
@@ -77,6 +82,12 @@ CROWDED_ALL_GATHER_YIELD_SECONDS = LATE_PEER_YIELD_SECONDS
 hands the call back to the Python plan's sleeping waits (``YIELD_SECONDS`` for the other kinds;
 ``progress.compiled_yield_seconds``)."""
 
+SWAPS = 1
+"""An all-to-all's ``SHARE`` word (0 otherwise): this rank is exactly in place, so that a peer in
+place too swaps blocks with it (``swap_part``)."""
+MAX_SWAP_RANKS = 64
+"""The most ranks whose in-place all-to-all runs in C (its ``staged`` bits); more run in Python."""
+
 FOLD_READ_BYTES = 1 << 20
 """The bytes of one read of a peer's part in a fold plan's step (each folded before the next is
 read): the Python plan's whole piece (``direct_routes.DIRECT_STEP_BYTES``)."""
@@ -89,6 +100,21 @@ wait yields to a late peer before handing the call back to the Python plan's sle
 ran as slowly as in Python; with ``LATE_PEER_YIELD_SECONDS`` (20 ms) the yielding ranks took the
 folding ranks' turns in some runs (2 MiB at 1.1-2.4 times the Python plan's time in 6 of 12
 pairs); 2 ms kept the C plan's gain without that (docs/performance.md, "Thirty-fourth round")."""
+
+
+def swap_part(me: int, q: int, ranks: int, block: int) -> tuple[int, int]:
+    """(offset, bytes) of the pair of blocks (my block q, q's block me, of ``block`` bytes) that window
+    rank ``me`` swaps with window rank ``q`` of ``ranks`` in an all-to-all where both are in place:
+    q nearer than half the ranks ahead of me, all of it; exactly half, the first half (cut at 64
+    bytes) where I come first, the rest where not; farther, none (q swaps it). So every pair is
+    swapped once, and every rank swaps (ranks - 1) / 2 blocks' worth (``_reads_c.c``'s swap_part)."""
+    d = (q - me) % ranks
+    half = (block // 2) & ~63
+    if 2 * d < ranks:
+        return 0, block
+    if 2 * d == ranks:
+        return (0, half) if me < q else (half, block - half)
+    return 0, 0
 
 
 def fold_plan(window: Window, memory: PeerMemory, dtype: np.dtype, count: int, op: ReduceOp, root: int | None,
@@ -147,6 +173,9 @@ class ExchangeByReads:
         self.copy_first = (kind == ALL_GATHER and direct_routes.all_gather_copies_first(self.block)
                            and not self.stream and not self.writes)
         self.inbox: np.ndarray | None = None  # where an all-to-all in place reads peers' blocks, kept
+        self.staged: set[int] | None = set()
+        """In place, the peers whose block the last call read into the inbox where it ended in Python;
+        None where it ended in C (the C plan's ``staged`` bits: ``staged_peers``)."""
         self.native = self._native() if in_c else None
 
     def __call__(self, x: np.ndarray | None, out: np.ndarray | None, serial: int, deadline: float,
@@ -157,9 +186,12 @@ class ExchangeByReads:
         if native is not None:  # the whole call in C, or as far as it got
             state = native(x, out, self.inbox, serial)
             if state > 0:
+                self.staged = None
                 return int(state)
             if state < 0:
                 src, into, _, _, share = self._roles(x, out)
+                staged = int(native.staged)
+                self.staged = {q for q in self.partners if staged >> self.index[q] & 1}
                 return self._finish(-state - 1, src, into, out, serial + 1, share, deadline, on_timeout)
         window = self.window
         src, into, mine, dst, share = self._roles(x, out)
@@ -167,7 +199,8 @@ class ExchangeByReads:
             copy_array(dst, mine)
             src, mine, dst = dst, None, None
         s = serial + 1
-        window.post(SHARE, share, wake=False)
+        self.staged = set()
+        window.post(SHARE, SWAPS if into is not out else share, wake=False)
         window.post(ADDR, 0 if src is None else address_of(src), wake=False)
         window.post(RESULT, 0 if out is None else address_of(out), wake=False)
         window.post(LEN, self.expected, wake=False)
@@ -200,12 +233,20 @@ class ExchangeByReads:
         READ posted too): my copies with the rest, READ, every partner's READ, then (in place)
         what I read into my ``out``."""
         window, partners = self.window, self.partners
+        staged = self.staged
+        assert staged is not None
         if start <= len(partners):
             try:
                 for q in partners[start:]:
                     window.wait(q, POSTED, s, deadline, on_timeout)
                     if window.flag(q, LEN) != self.expected:
                         raise count_mismatch(q, window.flag(q, LEN), self.expected)
+                    if into is not out and window.flag(q, SHARE) == SWAPS:
+                        assert out is not None and into is not None
+                        self._swap(q, out, into)
+                        continue
+                    if into is not out:
+                        staged.add(q)
                     self._copy(q, src, into, share)
             finally:
                 window.post(READ, s)  # (also after a mismatch: no rank waits on me for nothing)
@@ -215,9 +256,34 @@ class ExchangeByReads:
             assert into is not None and out is not None
             k = self.k
             for q in partners:
+                if q not in staged:
+                    continue
                 i = self.index[q]
                 copy_array(out[i * k : (i + 1) * k], into[i * k : (i + 1) * k])
         return s
+
+    def staged_peers(self) -> set[int]:
+        """The peers whose block the last call read into the inbox to copy in after their READ (in
+        place, from peers not in place), wherever the call ended."""
+        if self.staged is not None:
+            return set(self.staged)
+        native: Any = self.native  # staged is None only after a call that ended in C
+        bits = int(native.staged)
+        return {q for q in self.partners if bits >> self.index[q] & 1}
+
+    def _swap(self, q: int, out: np.ndarray, inbox: np.ndarray) -> None:
+        """My part of the swap with rank q, both of us in place (``swap_part``): that part of q's
+        block me into my ``inbox``, of my block q into q's, then the inbox's into mine."""
+        at, n = swap_part(self.me, self.index[q], len(self.window.ranks), self.block)
+        if not n:
+            return
+        i, block = self.index[q], self.block
+        mine = out.reshape(-1).view(np.uint8)[i * block + at : i * block + at + n]
+        temp = inbox.reshape(-1).view(np.uint8)[i * block + at : i * block + at + n]
+        window = self.window
+        self.memory.read(q, window.flag(q, ADDR) + self.me * block + at, temp)
+        self.memory.write(q, window.flag(q, RESULT) + self.me * block + at, mine)
+        copy_array(mine, temp)
 
     def _share(self, copies_own: bool) -> int:
         """The bytes of every peer's block that I, the root, copy myself this call (see the

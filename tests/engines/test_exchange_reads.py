@@ -171,31 +171,73 @@ def test_the_root_copies_its_share_of_every_block_from_every_root(monkeypatch, c
         assert results == [([], share, block)] * size, root
 
 
+@pytest.mark.parametrize("ranks", [2, 3, 4, 5, 6])
+def test_ranks_in_place_swap_every_pair_of_blocks_once_and_share_the_swaps_evenly(ranks):
+    """Both in place, each pair of blocks (r's block q, q's block r) is swapped by exactly one of
+    the two ranks, or half by each at the opposite rank of an even count, whatever the block's
+    bytes (cut at 64); so every rank swaps (ranks - 1) / 2 blocks' worth, to 64 bytes."""
+    for block in (64, 4096, 131075, 1 << 18):
+        swapped = {r: 0 for r in range(ranks)}
+        for r in range(ranks):
+            for q in range(r + 1, ranks):
+                at_r, n_r = exchange_reads.swap_part(r, q, ranks, block)
+                at_q, n_q = exchange_reads.swap_part(q, r, ranks, block)
+                covered = sorted((at, at + n) for at, n in ((at_r, n_r), (at_q, n_q)) if n)
+                assert covered[0][0] == 0 and covered[-1][1] == block, (r, q, block)
+                assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), (r, q, block)
+                swapped[r] += n_r
+                swapped[q] += n_q
+        assert sum(swapped.values()) == block * ranks * (ranks - 1) // 2
+        spread = max(swapped.values()) - min(swapped.values())
+        assert spread == 0 if ranks % 2 else spread < 128, swapped
+
+
+def _in_place_all_to_all(comm, dtype, extra, out_of_place=()):
+    """Three all-to-alls in place of blocks ``extra`` elements past the window's limit (``dtype``;
+    the ranks in ``out_of_place`` pass a separate ``out``): the calls that came out wrong, whether
+    the plan kept one inbox, the peers whose blocks the last call read into it, and whether it
+    ran in Python."""
+    p, me = comm.size, comm.rank
+    k = DIRECT_ALL_TO_ALL_BYTES // np.dtype(dtype).itemsize // p + extra
+    bad, kept = [], []
+    for rep in range(3):
+        sent = [((np.arange(k * p) * 7 + 31 * q + rep) % 251).astype(dtype) for q in range(p)]
+        x = sent[me].copy()
+        got = comm.all_to_all(x, None if me in out_of_place else x)
+        if not np.array_equal(got, np.concatenate([sent[q][me * k : (me + 1) * k] for q in range(p)])):
+            bad.append(rep)
+        route = next(plan for key, plan in comm._plans.items() if key[0] == "all_to_all").route
+        kept.append(id(route.inbox))
+    return bad, len(set(kept) - {id(None)}), sorted(route.staged_peers()), route.native is None
+
+
 @pytest.mark.parametrize("pure", [False, True], ids=["C plan and fast path", "COLLECTIVES_PURE_PYTHON"])
-def test_an_all_to_all_in_place_reads_into_a_buffer_it_keeps_and_copies_in_once_peers_have_read(monkeypatch, pure):
-    """In place, peers read my ``x`` as it is, and I read their blocks for me into a buffer the
-    plan keeps (a new one on every call took its page faults every time), copied into ``x`` once
-    every peer has read it; my own block stays where it is. The same with the call in C and in
-    Python."""
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+@pytest.mark.parametrize("dtype, extra", [(np.float64, 3), (np.uint8, 131)], ids=["float64", "odd bytes"])
+def test_an_all_to_all_in_place_swaps_blocks_with_peers_in_place_through_a_buffer_it_keeps(
+        monkeypatch, pure, ranks, dtype, extra):
+    """Ranks all in place swap their pairs of blocks through a buffer each plan keeps (a new one
+    on every call took its page faults every time) and read none into it to copy in later; the
+    bytes are those of the call out of place, in C and in Python alike, blocks of odd sizes too."""
     if pure:
         monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
-    def fn(comm):
-        k, me = _k("all_to_all", comm.size), comm.rank
-        bad, kept = [], []
-        for rep in range(3):
-            sent = _blocks(comm.size, k, rep)
-            x = sent[me].copy()
-            comm.all_to_all(x, x)
-            if not np.array_equal(x, np.concatenate([sent[q][me * k : (me + 1) * k] for q in range(comm.size)])):
-                bad.append(rep)
-            route = next(plan for key, plan in comm._plans.items() if key[0] == "all_to_all").route
-            kept.append(id(route.inbox))
-        # the last call's blocks from my peers are there, each where I read it
-        blocks = route.inbox.reshape(comm.size, k)
-        from_peers = all(np.array_equal(blocks[q], sent[q][me * k : (me + 1) * k]) for q in range(comm.size) if q != me)
-        return bad, len(set(kept)), from_peers, route.native is None
+    results = run_world(lambda comm: _in_place_all_to_all(comm, dtype, extra), ranks, "shm", timeout=120,
+                        cross_memory=True)
+    assert results == [([], 1, [], pure)] * ranks
 
-    assert run_world(fn, 3, "shm", timeout=120, cross_memory=True) == [([], 1, True, pure)] * 3
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C plan and fast path", "COLLECTIVES_PURE_PYTHON"])
+def test_an_all_to_all_in_place_reads_the_block_of_a_peer_out_of_place_and_copies_it_in_once_read(
+        monkeypatch, pure):
+    """A rank in place swaps with the peers in place, but reads the block of a peer that passed a
+    separate ``out`` (which reads its own block out of my ``x``) into its inbox and copies it in once
+    that peer has read; the peer out of place reads every block straight into its ``out``."""
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    results = run_world(lambda comm: _in_place_all_to_all(comm, np.float64, 5, out_of_place=(1,)), 4, "shm",
+                        timeout=120, cross_memory=True)
+    assert results[1] == ([], 0, [], pure)
+    assert [results[r] for r in (0, 2, 3)] == [([], 1, [1], pure)] * 3
 
 
 def _mid(comm, collective, nbytes=None):
@@ -259,12 +301,12 @@ def test_where_reads_are_refused_exchanges_within_the_window_take_the_window(col
 
 @pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
 @pytest.mark.parametrize("which", ["reads", "below", "limit"])
-def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_only_in_its_crowded_range(
+def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_from_its_crowded_size(
         monkeypatch, which, pure):
-    """Where ranks outnumber the cores, an all-to-all within the window goes by reads from the
-    first size of ALL_TO_ALL_READS_CROWDED and below the second, through the halves below and at
-    the window's limit (in place by reads measured slower there): every rank agrees (the
-    window's ``oversubscribed``), right in and out of place, in C and in Python."""
+    """Where ranks outnumber the cores, an all-to-all within the window goes by reads from
+    ALL_TO_ALL_READS_CROWDED up to the window's limit, through the halves below it (by reads
+    measured slower there): every rank agrees (the window's ``oversubscribed``), right in and out
+    of place, in C and in Python."""
     from collectives.algorithms.direct_routes import ALL_TO_ALL_READS_BYTES, ALL_TO_ALL_READS_CROWDED
     from collectives.engines.small import HALF_BYTES
     from collectives.transports import shm_window
@@ -272,10 +314,11 @@ def test_where_ranks_outnumber_the_cores_an_all_to_all_within_the_window_reads_o
     if pure:
         monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
-    lo, hi = ALL_TO_ALL_READS_CROWDED
-    assert ALL_TO_ALL_READS_BYTES < lo < hi <= min(DIRECT_ALL_TO_ALL_BYTES, HALF_BYTES)
-    nbytes, route = {"reads": (lo, "ExchangeByReads"), "below": (ALL_TO_ALL_READS_BYTES, "SmallAllToAll"),
-                     "limit": (hi, "SmallAllToAll")}[which]
+    limit = min(DIRECT_ALL_TO_ALL_BYTES, HALF_BYTES)
+    assert ALL_TO_ALL_READS_BYTES < ALL_TO_ALL_READS_CROWDED < limit
+    nbytes, route = {"reads": (ALL_TO_ALL_READS_CROWDED, "ExchangeByReads"),
+                     "below": (ALL_TO_ALL_READS_CROWDED - 64 * 1024, "SmallAllToAll"),
+                     "limit": (limit, "ExchangeByReads")}[which]
     results = run_world(lambda comm: _mid(comm, "all_to_all", nbytes), 4, "shm", timeout=120, cross_memory=True)
     assert [(bad, name) for bad, name, _ in results] == [([], route)] * 4
     assert all(native == (route == "ExchangeByReads" and not pure) for _, _, native in results)
