@@ -24,9 +24,11 @@ HALF_SWAP = "collectives/engines/_half_swap.h"  # ... and its in-place swap by h
 LANE = ["collectives/engines/_lane_ring.h", "collectives/engines/_lane_gate.h"]  # the express lane's rings and gates
 
 setup(ext_modules=[
-    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY, FOLD],
+    Extension("collectives.engines._small_c", ["collectives/engines/_small_c.c"],
+              depends=[WAITS, FLAGS_H, SEQUENCES, COPY, FOLD],
               extra_compile_args=FLAGS, optional=True),
-    Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"], depends=[WAITS, FLAGS_H, SEQUENCES, COPY, CMA, FOLD],
+    Extension("collectives.engines._reads_c", ["collectives/engines/_reads_c.c"],
+              depends=[WAITS, FLAGS_H, SEQUENCES, COPY, CMA, FOLD],
               extra_compile_args=FLAGS, optional=True),
     Extension("collectives.engines._express_c", ["collectives/engines/_express_c.c"], depends=[WAITS, CMA, SWAP, HALF_SWAP, *LANE],
               extra_compile_args=FLAGS, optional=True),
