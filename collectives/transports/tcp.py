@@ -129,8 +129,7 @@ class TcpChannel(Channel):
                 select.select([self.sock], [], [], SELECT_SLICE)
             self._finish_frame()
         except TransportError as exc:
-            if self.error is None:
-                self._fail(exc)
+            self.fail_stream(exc)
             raise
         return True
 
