@@ -190,8 +190,7 @@ class ExchangeByReads:
                 return int(state)
             if state < 0:
                 src, into, _, _, share = self._roles(x, out)
-                staged = int(native.staged)
-                self.staged = {q for q in self.partners if staged >> self.index[q] & 1}
+                self.staged = self._staged_bits(int(native.staged))
                 return self._finish(-state - 1, src, into, out, serial + 1, share, deadline, on_timeout)
         window = self.window
         src, into, mine, dst, share = self._roles(x, out)
@@ -268,7 +267,10 @@ class ExchangeByReads:
         if self.staged is not None:
             return set(self.staged)
         native: Any = self.native  # staged is None only after a call that ended in C
-        bits = int(native.staged)
+        return self._staged_bits(int(native.staged))
+
+    def _staged_bits(self, bits: int) -> set[int]:
+        """The peers the C plan's ``staged`` bits name (bit i: the peer of window index i)."""
         return {q for q in self.partners if bits >> self.index[q] & 1}
 
     def _swap(self, q: int, out: np.ndarray, inbox: np.ndarray) -> None:
