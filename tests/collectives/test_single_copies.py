@@ -45,6 +45,11 @@ def test_without_the_c_loop_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
         single_copies.run([8 << 10])
 
 
+def test_the_c_part_that_times_the_copies_is_built() -> None:
+    """(So that the skip below stands for this machine, never for our own build.)"""
+    assert single_copies._reads_c is not None, "collectives.engines._reads_c did not build (pip install -e .)"
+
+
 @pytest.mark.multiprocess
 @pytest.mark.skipif(single_copies.unavailable() is not None or not cma.allowed_here(),
                     reason="no cross-memory copies or no second core here")
