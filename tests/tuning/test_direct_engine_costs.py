@@ -5,7 +5,9 @@ the shm rows of O and Q (docs/simulation.md, "The twenty-fourth round: shared me
 window's copies beyond the cache at half ``cache_beta`` (``cache.windowed``), the all-reduces up
 to ``ALL_REDUCE_HALVES_BYTES`` through the halves. With the constants of the slow path (4.75 µs,
 4 µs) the model priced those runs' direct calls 43-46 % slow in the median, 16 and 17 of 48
-within 25 %; now 34 and 36."""
+within 25 %; then 34 and 36. Since the forty-eighth round the built-in profile's shm terms are those
+of this machine's quiet runs (2026-12-07): O and Q are priced by the profile of their machine state,
+saved as docs/perf/profile_builtin_before_calib24.json, and the quiet runs by the built-in one."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from collectives.algorithms import direct_routes
 from collectives.sim.cluster import cluster
 from collectives.sim.predict import predict
 from collectives.tuning import reads, tuner
-from collectives.tuning.profile import current
+from collectives.tuning.profile import Profile, current, load
 
 RUNS = Path(__file__).resolve().parents[2] / "docs" / "perf"
 
@@ -29,17 +31,35 @@ def test_direct_engine_prices_follow_the_runs_of_the_fast_path(name: str, monkey
     # The runs' routes: they measured the scratch window where ranks outnumber cores beyond
     # ALL_REDUCE_HALVES_CROWDED_BYTES (the halves piece by piece since the thirtieth round).
     monkeypatch.setattr(direct_routes, "ALL_REDUCE_PIECES_CROWDED_BYTES", direct_routes.ALL_REDUCE_HALVES_CROWDED_BYTES)
-    doc = json.loads((RUNS / name).read_text())
+    # The built-in profile of that machine state (the profile of main before the forty-eighth round's
+    # refit to this session's quiet runs, docs/simulation.md): the runs measured the state it was fitted to.
+    errors = direct_errors(RUNS / name, load(RUNS / "profile_builtin_before_calib24.json"))
+    assert sum(abs(e) <= 0.25 for e in errors) >= 34
+    assert abs(statistics.median(errors)) <= 0.1
+
+
+@pytest.mark.parametrize("name", ["validation_quiet_shm_calib23.json", "validation_quiet_shm_calib24.json"])
+def test_the_built_in_profile_prices_the_direct_calls_of_this_machines_quiet_runs(name: str) -> None:
+    """The two quiet runs (nothing beside them, docs/simulation.md's forty-seventh and forty-eighth
+    rounds), the built-in profile's shm terms refitted to the first and held out on the second: the
+    profile before the refit priced their direct calls 16-18 % slow in the median, 27 and 32 of 48
+    within 25 %; now 33 and 39."""
+    errors = direct_errors(RUNS / name, current())
+    assert sum(abs(e) <= 0.25 for e in errors) >= 32
+    assert abs(statistics.median(errors)) <= 0.1
+
+
+def direct_errors(path: Path, profile: Profile) -> list[float]:
+    """Each direct row's predicted time over its measured time, minus one."""
+    doc = json.loads(path.read_text())
     rows = [r for r in doc["rows"] if r["algorithm"] == "direct"]
     assert len(rows) == 48
-    profile = current()
     errors = []
     for r in rows:
         c = cluster("shm", r["ranks"], None, profile, doc["cores"])
         predicted = predict(r["collective"], "direct", r["size"], c, "shm", profile) * 1e6
         errors.append(predicted / r["measured_us"] - 1)
-    assert sum(abs(e) <= 0.25 for e in errors) >= 34
-    assert abs(statistics.median(errors)) <= 0.1
+    return errors
 
 
 def test_synchronised_direct_calls_beyond_the_cores_take_whole_turns_and_a_switch_between_them() -> None:
