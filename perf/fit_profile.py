@@ -29,6 +29,7 @@ from typing import Any
 from collectives.tuning.profile import Profile, from_json, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from perf import disturbed  # noqa: E402
 from perf.hold_picks import WORLDS, Hold, parse_worlds  # noqa: E402
 from perf.validate_model import repredict, summary  # noqa: E402
 
@@ -49,6 +50,9 @@ worlds and two hosts show (``direct_sync`` among them; ``cache_beta`` only where
 has ``cache_bytes``), then everything a little."""
 ONLY = {"shm": {"mixed_wait", "split_wait"}, "tcp": {"direct_alpha", "direct_beta", "direct_sync"}}
 """Constants a transport does not use (shared memory has no other hosts; TCP no direct engine)."""
+SPLIT = ("send_overhead", "recv_overhead")
+"""A one-way message's α split (``collectives-tune``'s ``fit_split``, tcp): searched with the first and
+last stages where the start profile splits it (0 there means not split, not a split of 0)."""
 FLOOR = {"beta": 1e-12, "direct_beta": 1e-12, "crowd_beta": 1e-12, "cache_beta": 1e-12, "copy_beta": 1e-12}
 """Where a constant at 0 starts its search (1 µs, or these per byte)."""
 
@@ -72,7 +76,8 @@ def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int
     for stage, names, factors in STAGES:
         mine = [r for r in rows if r["transport"] == transport
                 and (stage != STAGES[0][0] or r["ranks"] == r["ranks_per_host"] <= cores)]
-        free = [n for n in names if n not in ONLY[transport] and f"{transport}.{n}" not in keep]
+        split = SPLIT if profile.costs(transport).send_overhead > 0 and "alpha" in names else ()
+        free = [n for n in (*names, *split) if n not in ONLY[transport] and f"{transport}.{n}" not in keep]
         best = loss(mine, profile, cores)
         log.append(f"# {transport}, {stage}: {len(mine)} rows, mean |log error| {best:.3f} at the start")
         for factor in factors:
@@ -82,7 +87,7 @@ def fit(rows: list[dict[str, Any]], profile: Profile, transport: str, cores: int
                 for name in free:
                     value = getattr(profile.costs(transport), name)
                     tries = [value * factor, value / factor] if value > 0 else [FLOOR.get(name, 1e-6)]
-                    if value > 0 and factor == factors[0]:
+                    if value > 0 and factor == factors[0] and name not in SPLIT:
                         tries.append(0.0)
                     for v in tries:
                         candidate = with_value(profile, name, v)
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --hold: the worlds whose picks stay, as ranks or ranks:per_host, comma-separated"
                              " (default 2,3,4)")
     parser.add_argument("--out", default=None)
+    disturbed.add_argument(parser)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     cores = args.cores
@@ -123,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(path) as fh:
             doc = json.load(fh)
         docs.append(doc)
-        rows += doc["rows"]
+        mine = doc["rows"]
+        if args.undisturbed is not None:
+            mine, aside, unrecorded = disturbed.split(mine, args.undisturbed)
+            print("\n".join(disturbed.describe(doc["rows"], aside, unrecorded, args.undisturbed, path)))
+        rows += mine
         cores = cores or doc.get("cores", 0)
     cores = cores or os.cpu_count() or 1
     profile = load(args.start) if args.start else from_json(docs[0]["profiles"]["tuned"], f"{args.source}: tuned")

@@ -15,6 +15,9 @@ and validation runs F–V. Each run is printed with its count, then each set's c
 with their sum. Nothing is measured: picks and predictions are pure functions of profile and model.
 With ``--undisturbed`` the validation rows measured beside other work (``perf/disturbed.py``) are
 set aside: each run's count is then of the rows kept, and the rows set aside are counted and printed.
+``--picks`` scores the validation runs as choice runs too: a validation run times every algorithm of
+each case, so the tuner's pick there is scored as a choice run's is (``validation_picks``), on the
+machine state the run measured; a profile that prices the rows closer can still pick worse.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from collectives.tuning import tuner
 from collectives.tuning.profile import DEFAULT_FILE, Profile, load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
@@ -71,6 +75,34 @@ def validation_score(path: Path, profile: Profile, cores: int = 0, undisturbed: 
     return count_within(predicted, "p"), len(rows)
 
 
+def validation_picks(path: Path, profile: Profile, undisturbed: float | None = None) -> tuple[int, int]:
+    """Cases of a validation run (collective, size, layout; every algorithm timed) where the tuner's
+    pick under ``profile`` is within 10 % of the fastest algorithm timed (5 µs below 64 KiB), and the
+    cases scored: with ``undisturbed``, those none of whose rows ``disturbed.split`` sets aside; a
+    case whose pick the run did not time is not scored."""
+    rows, _ = _rows(path)
+    aside: list[dict[str, Any]] = []
+    if undisturbed is not None:
+        rows, aside, _ = disturbed.split(rows, undisturbed)
+
+    def case(r: dict[str, Any]) -> tuple[str, str, int, int, int]:
+        return r["transport"], r["collective"], r["size"], r["ranks"], r.get("ranks_per_host", r["ranks"])
+
+    left_out = {case(r) for r in aside}
+    times: dict[tuple[str, str, int, int, int], dict[str, float]] = {}
+    for r in rows:
+        if case(r) not in left_out:
+            times.setdefault(case(r), {})[r["algorithm"]] = r["measured_us"]
+    cases = []
+    for (transport, collective, size, ranks, per_host), measured in times.items():
+        k = 0 if per_host >= ranks else per_host  # choice runs say 0 for one host
+        windows = transport == "shm" and not k
+        if tuner.choose(collective, size, ranks, transport, windows, k, profile) in measured:
+            cases.append({"transport": transport, "collective": collective, "size": size, "ranks": ranks,
+                          "ranks_per_host": k, "times_us": measured})
+    return score(cases, profile)[1], len(cases)
+
+
 def report(title: str, scores: dict[str, tuple[int, int]], files: dict[str, Path]) -> list[str]:
     """One line per run, then the set's counts in order and their sum."""
     lines = [f"# {title}"]
@@ -96,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="perf/validate_model.py runs, comma-separated (default: runs F-V; '' for none)")
     parser.add_argument("--cores", type=int, default=0, help="instead of each validation run's own cores")
     disturbed.add_argument(parser)
+    parser.add_argument("--picks", action="store_true",
+                        help="score the tuner's picks against the validation runs' times of every algorithm too")
     args = parser.parse_args(argv)
     profile = load(args.profile)
     print(f"# profile {args.profile}; margin {profile.margin:g}, cores {profile.cores or 'not modelled'}")
@@ -114,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             title += f", undisturbed (at most {args.undisturbed:g} cores outside)"
             print("\n".join(aside))
         print("\n".join(report(f"{title} (predictions within 25 %)", scored, validations)))
+        if args.picks:
+            picked = {label: validation_picks(path, profile, args.undisturbed) for label, path in validations.items()}
+            print("\n".join(report(f"{title} as choice runs (tuner within 10 % of the best timed)", picked,
+                                    validations)))
     return 0
 
 

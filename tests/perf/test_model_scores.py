@@ -62,3 +62,32 @@ def test_by_default_it_scores_choice_runs_1_to_14_and_validation_runs_f_to_v() -
     assert "".join(model_scores.VALIDATION_RUNS) == "FGHIJKLMNOPQRSTUV"
     for name in [*model_scores.CHOICE_RUNS.values(), *model_scores.VALIDATION_RUNS.values()]:
         assert (model_scores.RUNS / name).is_file(), name
+
+
+def test_a_validation_runs_cases_are_scored_as_a_choice_runs_by_the_pick_among_the_algorithms_it_timed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each case of a validation run (collective, size, layout) timed every algorithm: the pick is within
+    when its time is within 10 % of the fastest (5 µs below 64 KiB); a case with a disturbed row is left
+    out with ``--undisturbed``."""
+    from collectives.tuning import tuner
+    from collectives.tuning.profile import load
+
+    profile = load(DEFAULT_FILE)
+    pick = tuner.choose("all_reduce", 1 << 20, 3, "tcp", False, 0, profile)
+    other = next(a for a in ("ring", "tree", "recursive") if a != pick)
+
+    def row(size: int, algorithm: str, us: float, outside: float = 0.0) -> dict[str, object]:
+        return {"transport": "tcp", "ranks": 3, "ranks_per_host": 3, "collective": "all_reduce", "size": size,
+                "algorithm": algorithm, "measured_us": us, "outside_cores": outside}
+
+    path = tmp_path / "v.json"
+    for other_us, within in ((500.0, 0), (950.0, 1)):
+        rows = [row(1 << 20, pick, 1000.0), row(1 << 20, other, other_us)]
+        path.write_text(json.dumps({"cores": 2, "rows": rows}))
+        assert model_scores.validation_picks(path, profile) == (within, 1)
+    rows += [row(1 << 21, a, 1000.0, outside=1.0 if a == pick else 0.0) for a in ("ring", "tree", "recursive")]
+    path.write_text(json.dumps({"cores": 2, "rows": rows}))
+    assert model_scores.validation_picks(path, profile)[1] == 2
+    assert model_scores.validation_picks(path, profile, 0.5) == (1, 1)
+    model_scores.main(["--choices", "", "--validation", str(path), "--undisturbed", "--picks"])
+    assert "as choice runs (tuner within 10 % of the best timed): 1 (sum 1 of 1)" in capsys.readouterr().out

@@ -262,3 +262,50 @@ def test_the_built_in_profile_prices_this_machines_held_out_tcp_run_within_25_pe
     doc = json.loads((Path(__file__).parents[2] / "docs/perf/validation_calib29_tcp.json").read_text())
     out = validate_model.repredict(doc["rows"], {"x": current()}, doc["cores"])
     assert sum(abs(r["x_us"] / r["measured_us"] - 1) <= 0.25 for r in out) >= 80
+
+
+def test_a_fit_told_undisturbed_sets_aside_the_rows_measured_beside_other_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rows that record more than half a core of work outside the job (perf/disturbed.py), here
+    three times their time, are left out of the fit with ``--undisturbed`` and pull it off without."""
+    rows = rows_measured_by(TRUE)
+    for row in rows:
+        row["outside_cores"] = 0.0
+    slowed = [{**r, "measured_us": 3 * r["measured_us"], "outside_cores": 1.0} for r in rows[:6]]
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows + slowed}))
+    START.save(tmp_path / "start.json")
+    fitted = {}
+    for told in (True, False):
+        out = tmp_path / f"fitted_{told}.json"
+        assert fit_profile.main([str(path), "--start", str(tmp_path / "start.json"), "--transports", "tcp",
+                                 "--out", str(out), *(["--undisturbed"] if told else [])]) == 0
+        fitted[told] = fit_profile.loss(rows, load(out), 2)
+    assert "6 of 18 rows set aside" in capsys.readouterr().out
+    assert fitted[True] < 0.05 < fitted[False]
+
+
+def test_a_fit_searches_tcps_one_way_split_only_where_the_start_splits_it(tmp_path: Path) -> None:
+    """A broadcast's root goes on after ``send_overhead``: rows priced with a split are fitted
+    back toward it from a start with another split, and a start without one stays unsplit
+    (0 is no split, not a split of 0)."""
+    truth = Profile({"tcp": dataclasses.replace(TRUE.transports["tcp"], send_overhead=4e-6, recv_overhead=2e-6)},
+                    "the truth", margin=0.0, cores=2)
+    rows = [{"transport": "tcp", "ranks": p, "ranks_per_host": p, "collective": c, "algorithm": a, "size": n,
+             "measured_us": 0.0}
+            for p in (2, 3, 4) for c in ("broadcast", "all_reduce") for a in ("tree", "ring") for n in (8, 1 << 16)]
+    for row in rows:
+        row["measured_us"] = validate_model.repredict([row], {"x": truth}, 2)[0]["x_us"]
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"profiles": {}, "cores": 2, "rows": rows}))
+    split = Profile({"tcp": dataclasses.replace(TRUE.transports["tcp"], send_overhead=16e-6, recv_overhead=2e-6)},
+                    "a split too dear", margin=0.0, cores=2)
+    for name, start in (("split", split), ("unsplit", TRUE)):
+        start.save(tmp_path / f"{name}.json")
+        assert fit_profile.main([str(path), "--start", str(tmp_path / f"{name}.json"), "--transports", "tcp",
+                                 "--out", str(tmp_path / f"{name}_fitted.json")]) == 0
+    fitted = load(tmp_path / "split_fitted.json").transports["tcp"]
+    assert 0 < fitted.send_overhead < 16e-6
+    assert fit_profile.loss(rows, load(tmp_path / "split_fitted.json"), 2) < fit_profile.loss(rows, split, 2)
+    unsplit = load(tmp_path / "unsplit_fitted.json").transports["tcp"]
+    assert (unsplit.send_overhead, unsplit.recv_overhead) == (0.0, 0.0)
