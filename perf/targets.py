@@ -69,8 +69,9 @@ GROUPS = {g.name: g for g in [
 ]}
 
 
-def run_once(group: Group, collective: str) -> dict[int, float]:
-    """One harness invocation: {size: ratio} for the group's peer."""
+def run_once(group: Group, collective: str, keep: list[dict] | None = None) -> dict[int, float]:
+    """One harness invocation: {size: ratio} for the group's peer; its rows (both libraries' µs out
+    of place and in place) appended to ``keep`` where given."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run.json"
         b, e, f = group.sizes
@@ -82,6 +83,11 @@ def run_once(group: Group, collective: str) -> dict[int, float]:
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         rows = json.loads(out.read_text())["results"]
+    if keep is not None:
+        keep.append({"group": group.name, "collective": collective, "rows": [
+            {"size": int(r["size"]), "ours": [r["out_of_place"]["time"], r["in_place"]["time"]],
+             "peer": [r["peers"][group.peer]["out_of_place"]["time"], r["peers"][group.peer]["in_place"]["time"]],
+             "ratio": r["peers"][group.peer]["ratio"]} for r in rows if r.get("peers", {}).get(group.peer)]})
     return cells(rows, group.peer, collective)
 
 
@@ -97,12 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"some of {','.join(GROUPS)}")
+    parser.add_argument("--json", default="", help="keep every run's rows (both libraries' µs) here")
     args = parser.parse_args(argv)
+    keep: list[dict] | None = [] if args.json else None
     runs = [(GROUPS[g], c) for g in args.groups.split(",") for c in GROUPS[g].collectives]
     ratios: dict[tuple[str, str, int], list[float]] = {}
     for round_ in range(args.rounds):
         for group, collective in runs if round_ % 2 == 0 else runs[::-1]:
-            for size, ratio in run_once(group, collective).items():
+            for size, ratio in run_once(group, collective, keep).items():
                 ratios.setdefault((group.name, collective, size), []).append(ratio)
             print(f"# round {round_ + 1}: {group.name} {collective} done", file=sys.stderr, flush=True)
     print(f"# median over {args.rounds} rounds of the harness ratio (peer time / ours; > 1: we are faster)")
@@ -113,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         met = "yes" if median >= group.target else "NO"
         print(f"{name:<9} {collective:<15} {size:>10} {median:>7.2f} {min(values):>6.2f}-{max(values):<6.2f} "
               f"{group.target:>7.2f}  {met}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "runs": keep}, indent=1))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,14 @@ CROWDED_REDUCE_BYTES = DIRECT_REDUCE_BYTES
 slot (every size the slots take a reduce, and each piece of a larger one, ``PiecewiseReduce``)
 rather than ``MAX_BYTES`` (docs/performance.md, "Thirty-second round, crowded reduces")."""
 
+SLOT_BROADCAST_BYTES = 256 << 10
+"""The one-way broadcast through the slots is taken in C up to a whole slot
+(``small.PIPELINED_BROADCAST_BYTES``, every size the slots take a broadcast), whether ranks
+outnumber CPUs or not, rather than ``MAX_BYTES``: from 192 KiB every call ran in Python, its
+readers' waits and the root's wait for a free slot turns of the interpreter (at 4 ranks on 2 cores
+while the ranks queue for a core), and the reader's copy goes by ``copy_bytes`` as ``copy_array``'s
+would (docs/performance.md, "Thirty-fifth round, the 256 KiB cells that swing")."""
+
 CROWDED_REDUCE_YIELD_SECONDS = LATE_PEER_YIELD_SECONDS
 """How long a crowded reduce's root yields in C to a late writer before it hands the call back to
 the Python plan's sleeping waits (``YIELD_SECONDS`` for the writers and the other kinds;
@@ -138,15 +146,18 @@ def dtype_code(dtype: np.dtype) -> int:
 
 
 def _bound(kind: int, scatter: bool, crowded: bool) -> int:
-    """The largest call (bytes per rank) of ``kind`` taken in C: ``MAX_BYTES``, except where ranks
-    outnumber CPUs the two-shot all-reduce, the reduce-scatter (``scatter``: an all-reduce of one
-    block) and the slots' reduce up to their crowded bounds."""
+    """The largest call (bytes per rank) of ``kind`` taken in C: ``MAX_BYTES``, except the slots'
+    broadcast (a whole slot) and, where ranks outnumber CPUs, the two-shot all-reduce, the
+    reduce-scatter (``scatter``: an all-reduce of one block) and the slots' reduce up to their
+    crowded bounds."""
     if crowded and kind == ALL_REDUCE_TWO_SHOT:
         return CROWDED_TWO_SHOT_BYTES
     if crowded and kind == ALL_REDUCE and scatter:
         return CROWDED_REDUCE_SCATTER_BYTES
     if crowded and kind == REDUCE:
         return CROWDED_REDUCE_BYTES
+    if kind == BROADCAST:
+        return SLOT_BROADCAST_BYTES
     return MAX_BYTES
 
 

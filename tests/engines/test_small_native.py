@@ -780,6 +780,50 @@ def test_reduces_through_the_slots_beyond_the_c_bound_run_in_c_only_where_ranks_
         assert {key: calls > 0 for key, calls in done.items()} == {key: crowded for key in done}, done
 
 
+def _checked_broadcasts(comm: collectives.Communicator,
+                        cases: list[tuple[Any, int, int]]) -> tuple[dict[str, int], list[str]]:
+    """Three direct broadcasts of each case (dtype, count, the byte offset of ``x`` from a page) from
+    every root, in place: the calls each kept plan did in C, and the calls whose result was wrong."""
+    done, wrong = {}, []
+    for dtype, k, skew in cases:
+        name = f"{np.dtype(dtype)} {k}"
+        for root in range(comm.size):
+            for call in range(3):
+                raw = np.zeros(k * np.dtype(dtype).itemsize + 2 * 4096, np.uint8)
+                start = -raw.ctypes.data % 4096 + skew  # 4K-aliased with the page-aligned slots where skew < 32
+                x = raw[start:start + k * np.dtype(dtype).itemsize].view(dtype)
+                want = rank_input(root, k, dtype, ReduceOp.SUM, seed=k + call, exact=False)
+                if comm.rank == root:
+                    x[...] = want
+                comm.broadcast(x, root=root, algorithm="direct")
+                if not np.array_equal(x.view(np.uint8), want.view(np.uint8)):
+                    wrong.append(f"{name} root {root} call {call}")
+    for key, plan in comm._plans.items():
+        if key[0] == "broadcast":
+            name = f"{np.dtype(key[1])} {key[2]}"
+            done[name] = done.get(name, 0) + _one_way_done(plan)
+    comm.barrier()
+    return done, wrong
+
+
+@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
+def test_broadcasts_through_the_slots_beyond_the_c_bound_run_in_c_up_to_a_whole_slot(
+        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broadcast through the slots has a C plan up to a whole slot (``SLOT_BROADCAST_BYTES``),
+    beyond ``MAX_BYTES`` too, where ranks outnumber cores and where every rank has a core. Every
+    rank gets the root's bits from every root, ``x`` 4K-aliased with the slots or not, the count
+    odd or a whole slot."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
+    assert small_native.MAX_BYTES < small_native.SLOT_BROADCAST_BYTES == small.PIPELINED_BROADCAST_BYTES
+    cases = [(np.float32, (small_native.MAX_BYTES // 4 + 1) | 1, 8),
+             (np.float64, small.PIPELINED_BROADCAST_BYTES // 8, 0), (np.int8, small_native.MAX_BYTES + 3, 100)]
+    for done, wrong in run_world(lambda comm: _checked_broadcasts(comm, cases), 3, "shm", timeout=120):
+        assert wrong == []
+        assert set(done) == {f"{np.dtype(dtype)} {k}" for dtype, k, _ in cases}, done
+        assert all(calls > 0 for calls in done.values()), done
+
+
 def test_a_crowded_few_ranks_reduce_beyond_the_many_ranks_reads_size_runs_its_pieces_in_c(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a few ranks outnumber cores (``REDUCE_PIECES_CROWDED_RANKS``) a reduce from the size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-def test_a_group_prints_each_cells_median_ratio_its_range_target_and_verdict() -> None:
+def test_a_group_prints_each_cells_median_ratio_its_range_target_and_verdict(tmp_path: Path) -> None:
+    """... and with ``--json`` keeps every run's rows: both libraries' µs out of place and in place
+    beside the ratio the median was taken of."""
     from perf.peers import missing
 
     if missing("mpi"):
         pytest.skip(f"MPI peer not available: {missing('mpi')}")
-    done = subprocess.run([sys.executable, "perf/targets.py", "--rounds", "2", "--groups", "barrier"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    kept = tmp_path / "runs.json"
+    done = subprocess.run([sys.executable, "perf/targets.py", "--rounds", "2", "--groups", "barrier",
+                           "--json", str(kept)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("# median over 2 rounds")
@@ -31,6 +35,12 @@ def test_a_group_prints_each_cells_median_ratio_its_range_target_and_verdict() -
     assert 0 < low <= float(median) <= high
     assert met == ("yes" if float(median) >= 1 / 1.5 else "NO")
     assert done.stderr.count("done") == 2  # one line per invocation and round
+    runs = json.loads(kept.read_text())["runs"]
+    assert [(r["group"], r["collective"], [row["size"] for row in r["rows"]]) for r in runs] == \
+        [("barrier", "barrier", [0])] * 2
+    assert sorted(round(r["rows"][0]["ratio"], 2) for r in runs) == [low, high]  # as printed
+    assert all(len(r["rows"][0]["ours"]) == len(r["rows"][0]["peer"]) == 2 for r in runs)
+    assert all(t > 0 for r in runs for t in r["rows"][0]["ours"] + r["rows"][0]["peer"])
 
 
 def test_the_groups_state_issue_18s_targets() -> None:
