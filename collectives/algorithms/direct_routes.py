@@ -56,15 +56,16 @@ ALL_GATHER_COPY_FIRST_BYTES = 2 << 20
 Only where the call runs in Python: in C ``ALL_GATHER_STREAM_BYTES`` takes them. Measured:
 docs/performance.md, "Thresholds", ALL_GATHER_COPY_FIRST_BYTES."""
 
-ALL_GATHER_STREAM_BYTES = 8 << 20
+ALL_GATHER_STREAM_BYTES = 16 << 20
 """All-gather blocks from this size, where the call runs in C, are posted from ``x`` and copied
 into their owner's ``out`` with non-temporal stores (the copy neither reads the lines it
 overwrites nor evicts the peer blocks the rank's reads bring in), and every peer reads them from
-``x``. Below it the streamed copy measured even or slower in the harness's sweeps (where the
-smaller rows leave the caches warm); at 8 MiB blocks (2 ranks, 16 MiB of ``out``) it beat the
-writes, whose two ranks' ``process_vm_writev`` at once and cached own copy fight over memory.
-Measured: docs/performance.md, "Twentieth round" and "Thirty-third round, the 2-rank 16 MiB
-all_gather"."""
+``x``; below it, from ``ALL_GATHER_WRITES_BYTES``, the writes take them. 8 MiB blocks (2 ranks,
+the harness's 16 MiB of ``out``) went by these reads for a round (then faster than the writes);
+on the machine of the thirty-fifth round the writes, whose second pass over each piece of ``x``
+reads it from the cache, beat them by a fifth out of place in the harness's sweep. Measured:
+docs/performance.md, "Twentieth round", "Thirty-third round, the 2-rank 16 MiB all_gather" and
+"Thirty-fifth round, a staging ring for the 2-rank 16 MiB all_gather"."""
 
 ALL_GATHER_WRITES_BYTES = 512 << 10
 """Where every rank has a core, all-gather blocks from this size below ``ALL_GATHER_STREAM_BYTES``

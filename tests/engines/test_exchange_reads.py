@@ -392,7 +392,7 @@ def test_an_all_gather_by_reads_posts_its_x_or_from_a_size_its_block_of_out(monk
 
 @pytest.mark.parametrize("extra", [0, 24])
 def test_at_two_ranks_all_gathers_from_the_streamed_size_read_in_c_with_every_block_right(monkeypatch, extra):
-    """At 2 ranks, each with a core, blocks from ALL_GATHER_STREAM_BYTES (the harness's 16 MiB of
+    """At 2 ranks, each with a core, blocks from ALL_GATHER_STREAM_BYTES (the harness's 32 MiB of
     ``out``, and an odd count of float64s beyond it) go by reads in C with the streamed own copy,
     not by writes: out of place, in place and with ``x`` inside ``out`` elsewhere, bit for bit."""
     from collectives.algorithms.direct_routes import ALL_GATHER_STREAM_BYTES
@@ -457,6 +457,78 @@ def test_where_every_rank_has_a_core_mid_sized_all_gathers_write_every_block_int
     results = run_world(lambda comm: _all_gathers_by_writes(comm, nbytes), size, "shm", timeout=120, cross_memory=True)
     assert results == [([], True, not pure)] * size
 
+
+
+def _harness_cell(comm, dtype, count):
+    """The harness's 2-rank 16 MiB all-gather: blocks of ``count`` elements of ``dtype``, out of
+    place (``x`` rewritten as soon as the call returns) and in place, twice. Returns the calls
+    that came out wrong, whether the route writes, and whether it runs in C."""
+    p, me = comm.size, comm.rank
+    bad = []
+    for rep in range(2):
+        blocks = [(np.arange(count) * (q + 3) + rep).astype(dtype) for q in range(p)]
+        want = np.concatenate(blocks)
+        x = blocks[me].copy()
+        out = np.zeros(count * p, dtype)
+        comm.all_gather(x, out)
+        x.fill(7)  # at once: every peer is done with it
+        inplace = np.zeros(count * p, dtype)
+        inplace[me * count : (me + 1) * count] = blocks[me]
+        comm.all_gather(inplace[me * count : (me + 1) * count], inplace)
+        if not (np.array_equal(out, want) and np.array_equal(inplace, want)):
+            bad.append(rep)
+    route = next(plan for key, plan in comm._plans.items() if key[0] == "all_gather").route
+    return bad, route.writes, route.native is not None
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["C", "COLLECTIVES_PURE_PYTHON"])
+@pytest.mark.parametrize("dtype, extra", [("float32", 0), ("int16", 3)])
+def test_at_two_ranks_the_harness_16_mib_all_gather_writes_every_block_in_c_and_python_alike(
+        monkeypatch, dtype, extra, pure):
+    """At 2 ranks, each with a core, blocks of 8 MiB (the harness's 16 MiB of ``out``; and an odd
+    count of int16s beyond it) lie below ALL_GATHER_STREAM_BYTES and go by writes: in C, and under
+    COLLECTIVES_PURE_PYTHON in Python with the same bytes, out of place and in place."""
+    from collectives.transports import progress
+
+    if pure:
+        monkeypatch.setenv("COLLECTIVES_PURE_PYTHON", "1")
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    count = (8 << 20) // np.dtype(dtype).itemsize + extra
+    assert direct_routes.all_gather_writes(count * np.dtype(dtype).itemsize, False)
+    results = run_world(lambda comm: _harness_cell(comm, dtype, count), 2, "shm", timeout=120, cross_memory=True)
+    assert results == [([], True, not pure)] * 2
+
+
+def _killed_writer(folder: Any) -> Any:
+    """Both ranks all-gather 8 MiB blocks by writes once; rank 1 then dies (os._exit) before the
+    second call, and rank 0's C plan, its peer's POSTED never coming, hands the call back to the
+    Python plan, whose wait finds rank 1 gone."""
+
+    def body(comm: Any) -> str:
+        count = (8 << 20) // 4
+        x = np.full(count, comm.rank + 1, np.float32)
+        out = np.zeros(2 * count, np.float32)
+        comm.all_gather(x, out)
+        if comm.rank == 1:
+            os._exit(3)
+        try:
+            comm.all_gather(x, out)
+        except PeerLostError as exc:
+            (folder / "rank0").write_text(json.dumps([type(exc).__name__, exc.peer, float(out[count])]))
+        return "raised"
+
+    return body
+
+
+def test_a_peer_killed_before_an_all_gather_by_writes_fails_it_with_peer_lost(tmp_path, monkeypatch):
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 64)
+    with pytest.raises(RankError) as info:
+        run_world(_killed_writer(tmp_path), 2, "shm", timeout=60, cross_memory=True)
+    assert info.value.rank == 1 and info.value.exitcode == 3
+    name, peer, first = json.loads((tmp_path / "rank0").read_text())
+    assert (name, peer, first) == ("PeerLostError", 1, 2.0)  # the first call's block of rank 1 in place
 
 
 def _crowded_all_gathers(comm, nbytes):
