@@ -88,7 +88,7 @@ DISTURBED_CORES = 0.5
 case was disturbed (``perf/disturbed.py``'s threshold, measured in docs/simulation.md, the
 forty-sixth round: quiet rows read at most 0.49 cores, rows beside a busy loop over 0.5 and about
 twice as slow)."""
-RETRIES = 3
+RETRIES = 8
 """How many times over the disturbed cases of a world are timed again before they are left out."""
 RETRY_PAUSE = 5.0
 """Seconds to wait before timing disturbed cases again: other work on a shared machine comes and goes."""
@@ -96,13 +96,15 @@ RETRY_PAUSE = 5.0
 
 def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int, log: list[str],
                   hosts: Sequence[str] | None = None, places: Sequence[Host] | None = None,
-                  retries: int = RETRIES, pause: float = RETRY_PAUSE) -> tuple[list[float], list[bool]]:
+                  retries: int | None = None, pause: float | None = None) -> tuple[list[float], list[bool]]:
     """Seconds per call of each of ``cases`` (``measure_outside``) and whether it ran undisturbed
     (at most ``DISTURBED_CORES`` outside the job, or not readable here): the disturbed ones are timed
-    again up to ``retries`` times, ``pause`` seconds apart, and a ``# `` line of ``log`` says how many stayed disturbed. On a
+    again up to ``retries`` times (default ``RETRIES``), ``pause`` seconds apart (``RETRY_PAUSE``), and a ``# `` line of ``log`` says how many stayed disturbed. On a
     shared machine other work slows the ranks' calls, the crowded ones most (on 2 cores, 3-4 tcp
     ranks measured 1.5-2.8 times a quiet run's beside another session's work), and a constant fitted
     to such a call prices that work, not the machine."""
+    retries = RETRIES if retries is None else retries
+    pause = RETRY_PAUSE if pause is None else pause
     repeats, outside = measure_outside(cases, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
     times = [statistics.median(r) for r in repeats]
     quiet = [o is None or o <= DISTURBED_CORES for o in outside]
@@ -386,11 +388,19 @@ def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, lo
     return fitted
 
 
-def undisturbed(timed: list[tuple[Case, float]], quiet: Sequence[bool], least: int) -> list[tuple[Case, float]]:
-    """The ``timed`` cases that ran undisturbed, or all of them where fewer than ``least`` did (a fit
-    needs as many rows as it has unknowns)."""
+def undisturbed(timed: list[tuple[Case, float]], quiet: Sequence[bool], least: int) -> list[tuple[Case, float]] | None:
+    """The ``timed`` cases that ran undisturbed, or None where fewer than half of them or than
+    ``least`` (a fit's unknowns) did: a fit to the rest would price the other work, not the machine."""
     kept = [pair for pair, q in zip(timed, quiet) if q]
-    return kept if len(kept) >= least else timed
+    return kept if len(kept) >= max(least, (len(timed) + 1) // 2) else None
+
+
+def built_in_terms(transport: str, names: Sequence[str], costs: TransportCosts, why: str,
+                   log: list[str]) -> TransportCosts:
+    """``costs`` with ``names`` from the built-in profile's ``transport``, and a ``# `` line of ``log`` saying so."""
+    built_in = load(DEFAULT_FILE).costs(transport)
+    log.append(f"# {transport}: {why}; {', '.join(names)} kept from the built-in profile")
+    return dataclasses.replace(costs, **{n: getattr(built_in, n) for n in names})
 
 
 def fit_window(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, gamma: float,
@@ -462,21 +472,33 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     parts = (slice(0, len(cases)), slice(len(cases), len(cases) + len(direct)), slice(len(cases) + len(direct), None))
     sched, window, reads_part = (undisturbed(list(zip((cases + direct + by_reads)[p], times[p])), quiet[p], least)
                                  for p, least in zip(parts, (4, 2, 3)))
+    disturbed = f"too few calls undisturbed at {ranks} ranks"
     cache_bytes = 0
-    rows, targets = [], []
-    for case, t in (undisturbed([p for p in sched if in_cache(p[0], ranks)], [True] * len(sched), 4) if cached
-                    else sched):
-        features, fixed = _features(case, ranks, gamma, copies_whole(transport), calls)
-        rows.append(features)
-        targets.append(max(t - fixed, t * 0.05))
-    overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
-    costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
+    costs = TransportCosts(0.0, 0.0, 0.0, gamma)
+    fitted = [pair for pair in sched or [] if not cached or in_cache(pair[0], ranks)]
+    if len(fitted) >= 4:
+        rows, targets = [], []
+        for case, t in fitted:
+            features, fixed = _features(case, ranks, gamma, copies_whole(transport), calls)
+            rows.append(features)
+            targets.append(max(t - fixed, t * 0.05))
+        overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
+        costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
+    else:
+        costs = built_in_terms(transport, ("overhead", "alpha", "beta", "exchange"), costs, disturbed, log)
     if window:
         costs = fit_window(window, ranks, cores, gamma, costs)
+    elif direct:
+        costs = built_in_terms(transport, ("direct_alpha", "direct_beta"), costs, disturbed, log)
     if reads_part:
         costs = fit_reads([c for c, _ in reads_part], [t for _, t in reads_part], ranks, cores, costs)
-    if cached:
+    elif by_reads:
+        costs = built_in_terms(transport, ("reads_call", "reads_alpha", "reads_beta"), costs, disturbed, log)
+    if cached and sched is not None and len(fitted) >= 4:
         costs, cache_bytes = fit_cache(sched, ranks, transport, cores, calls, costs, log)
+    elif cached:
+        costs = built_in_terms(transport, ("cache_beta",), costs, disturbed, log)
+        cache_bytes = load(DEFAULT_FILE).cache_bytes
     if transport == "shm":
         costs = fit_copies(costs, allowed, log)
     name = transport + (BETWEEN_HOSTS if places else "")

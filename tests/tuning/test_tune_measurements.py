@@ -143,3 +143,20 @@ def test_the_measured_terms_land_in_the_profile(tmp_path: Path, monkeypatch: pyt
         assert costs.crowd_wake > 0 and costs.crowd_beta > 0
         assert "# tcp crowded sweep (" in capsys.readouterr().out
     assert json.loads(path.read_text())["calls"] == 2
+
+
+def test_two_ranks_timed_beside_other_work_keep_the_built_in_constants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where fewer than half of a part's calls ran undisturbed, a fit would price the other work: the
+    built-in profile's constants of that part are kept, and the printout says so."""
+    monkeypatch.setattr(tune, "measure_outside", priced(TCP, "tcp", outside=1.0))
+    monkeypatch.setattr(tune, "RETRY_PAUSE", 0.0)
+    log: list[str] = []
+    costs, cache_bytes = tune.fit_transport("tcp", (8, 65536), 2, 1, 0.03e-9, log, CORES, calls=2)
+    built_in = load(DEFAULT_FILE).costs("tcp")
+    assert (costs.alpha, costs.beta, costs.exchange) == (built_in.alpha, built_in.beta, built_in.exchange)
+    assert costs.gamma == 0.03e-9 and cache_bytes == 0
+    assert "# tcp: too few calls undisturbed at 2 ranks; overhead, alpha, beta, exchange kept from the built-in" \
+           " profile" in log
+    monkeypatch.setattr(tune, "measure_outside", priced(TCP, "tcp", outside=0.0))
+    costs, _ = tune.fit_transport("tcp", (8, 4096, 65536, 1 << 20), 2, 1, TCP.gamma, [], CORES, calls=2)
+    assert costs.alpha == pytest.approx(TCP.alpha, rel=0.1)  # undisturbed: measured
