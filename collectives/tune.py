@@ -16,10 +16,16 @@ elsewhere the reads' terms stay 0, and the tuner prices those calls as the route
 them. There it also times the single copies of the direct all-gather alone (``single_copies``: two
 processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_writev`` of blocks of
 8-128 KiB, 0.3-2 s) for ``peer_alpha``, ``peer_beta`` and ``heap_beta`` (``reads.once_time``);
-where cross-memory copies are refused it says so and keeps the built-in profile's. The profile is
-printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+where cross-memory copies are refused it says so and keeps the built-in profile's. Over shared memory
+it adds all-reduces of 16 MiB and fits the cache (``fit_cache``: ``cache_bytes``, ``cache_beta``); it
+times a local copy for ``copy_beta``; then worlds of more ranks than cores (``fit_crowd``) for
+``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show. Every
+case is timed with the other work beside it read, and one timed beside over half a core of it is timed
+again or left out (``measure_quiet``); a part of the sweep left with too few keeps the built-in
+profile's constants and says so. The profile (``calls`` 2: the sweep times loops of calls, as the
+harness does) is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
 
-    collectives-tune                       # shm and tcp, 2 ranks, about a minute
+    collectives-tune                       # shm and tcp, 2 ranks and the crowded worlds, under a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
     collectives-tune --netns                         # and tcp between two hosts (network namespaces; root)
 
@@ -74,7 +80,7 @@ CALLS = 2
 """The profile's ``calls``: the sweep times loops of calls, in which a rank done with one starts the next, as
 the harness and the validation runs do; the built-in profile's, and the constants are fitted under it."""
 CACHE_SIZES = (16 << 20,)
-"""Bytes per call of the shm all-reduces added to the sweep for the cache (``fit_cache``): beyond any cache candidate."""
+"""Bytes per call of the shm all-reduces added to the sweep for the cache (``fit_cache``): beyond any candidate."""
 CACHE_CANDIDATES = (1 << 20, 3 << 19, 2 << 20, 3 << 20, 4 << 20, 6 << 20, 8 << 20)
 """The effective last-level caches per host ``fit_cache`` tries (``Profile.cache_bytes``)."""
 CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
@@ -99,10 +105,11 @@ def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int
                   retries: int | None = None, pause: float | None = None) -> tuple[list[float], list[bool]]:
     """Seconds per call of each of ``cases`` (``measure_outside``) and whether it ran undisturbed
     (at most ``DISTURBED_CORES`` outside the job, or not readable here): the disturbed ones are timed
-    again up to ``retries`` times (default ``RETRIES``), ``pause`` seconds apart (``RETRY_PAUSE``), and a ``# `` line of ``log`` says how many stayed disturbed. On a
-    shared machine other work slows the ranks' calls, the crowded ones most (on 2 cores, 3-4 tcp
-    ranks measured 1.5-2.8 times a quiet run's beside another session's work), and a constant fitted
-    to such a call prices that work, not the machine."""
+    again up to ``retries`` times (default ``RETRIES``), ``pause`` seconds apart (``RETRY_PAUSE``), and
+    a ``# `` line of ``log`` says how many stayed disturbed. On a shared machine other work slows the
+    ranks' calls, the crowded ones most (on 2 cores, 3-4 tcp ranks measured 1.5-2.8 times a quiet
+    run's beside another session's work), and a constant fitted to such a call prices that work, not
+    the machine."""
     retries = RETRIES if retries is None else retries
     pause = RETRY_PAUSE if pause is None else pause
     repeats, outside = measure_outside(cases, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
@@ -378,7 +385,8 @@ def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, lo
         values = ", ".join(f"{t} {getattr(fitted, t) * 1e9:.4f} ns/B" if t.endswith("beta")
                            else f"{t} {getattr(fitted, t) * 1e6:.2f} us" for t in terms)
         log.append(f"# {transport} crowded sweep ({', '.join(str(r) for r in worlds)} ranks on {cores} cores,"
-                   f" {len(at)} calls undisturbed): {values}; mean |log error| {error(costs):.3f} -> {error(fitted):.3f}")
+                   f" {len(at)} calls undisturbed): {values}; mean |log error| {error(costs):.3f}"
+                   f" -> {error(fitted):.3f}")
     profile = Profile({transport: fitted}, cores=cores, calls=calls, cache_bytes=cache_bytes)
     for ((collective, n, algorithm), ranks), t, q in zip(every, measured, quiet):
         predicted = tuner.predict(collective, algorithm, n, ranks, transport, 0, profile)
