@@ -160,3 +160,22 @@ def test_two_ranks_timed_beside_other_work_keep_the_built_in_constants(monkeypat
     monkeypatch.setattr(tune, "measure_outside", priced(TCP, "tcp", outside=0.0))
     costs, _ = tune.fit_transport("tcp", (8, 4096, 65536, 1 << 20), 2, 1, TCP.gamma, [], CORES, calls=2)
     assert costs.alpha == pytest.approx(TCP.alpha, rel=0.1)  # undisturbed: measured
+
+
+def test_reads_call_is_what_the_smallest_all_gather_by_single_copies_costs_beyond_its_steps() -> None:
+    """At 2 ranks every call by reads makes one C call and one copy of a peer, so fitted together the
+    two fall into one (``reads_call`` went to 0); the all-gathers priced by their measured steps tell it."""
+    costs = TransportCosts(0.0, 12e-6, 0.1e-9, 0.05e-9, direct_alpha=1e-6, reads_alpha=1e-6, reads_beta=0.05e-9,
+                           peer_alpha=0.75e-6, peer_beta=0.036e-9, heap_beta=0.0205e-9)
+    truth = dataclasses.replace(costs, reads_call=2e-6)
+    gathers = [("all_gather", n, "direct") for n in (65536, 524288)]
+    timed = [(case, tune.reads.once_time(case[1], 2, truth) + (0.5e-6 if case[1] > 65536 else 0.0))
+             for case in gathers]
+    assert tune.fit_reads_call(timed, 2, 2, 0, costs) == pytest.approx(2e-6)
+    assert tune.fit_reads_call([], 2, 2, 0, costs) is None
+    others: list[Case] = [("all_to_all", n, "direct") for n in (524288, 4 << 20)] + [("gather", 4 << 20, "direct")]
+    times = [tune.reads.reads_time(c, n, 2, truth, 2) for c, n, _ in others]
+    fitted = tune.fit_reads(others, times, 2, 2, costs, call=2e-6)
+    assert fitted.reads_call == 2e-6
+    assert fitted.reads_alpha == pytest.approx(truth.reads_alpha, rel=1e-6)
+    assert fitted.reads_beta == pytest.approx(truth.reads_beta, rel=1e-6)
