@@ -83,6 +83,9 @@ CACHE_SIZES = (16 << 20,)
 """Bytes per call of the shm all-reduces added to the sweep for the cache (``fit_cache``): beyond any candidate."""
 CACHE_CANDIDATES = (1 << 20, 3 << 19, 2 << 20, 3 << 20, 4 << 20, 6 << 20, 8 << 20)
 """The effective last-level caches per host ``fit_cache`` tries (``Profile.cache_bytes``)."""
+CROWD_REPEATS = 3
+"""Each crowded case is the median of this many repeats: ranks queued for the cores measured up to twice
+as slow from one repeat to the next (4 tcp ranks, 64 KiB-1 MiB), as the validation runs' repeats do."""
 CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 """The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
 MAX_CROWD_RANKS = 8
@@ -102,9 +105,10 @@ RETRY_PAUSE = 5.0
 
 def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int, log: list[str],
                   hosts: Sequence[str] | None = None, places: Sequence[Host] | None = None,
-                  retries: int | None = None, pause: float | None = None) -> tuple[list[float], list[bool]]:
-    """Seconds per call of each of ``cases`` (``measure_outside``) and whether it ran undisturbed
-    (at most ``DISTURBED_CORES`` outside the job, or not readable here): the disturbed ones are timed
+                  retries: int | None = None, pause: float | None = None,
+                  repeats: int = 1) -> tuple[list[float], list[bool]]:
+    """Seconds per call of each of ``cases`` (``measure_outside``, the median of ``repeats``) and whether
+    it ran undisturbed (at most ``DISTURBED_CORES`` outside the job, or not readable here): the disturbed ones are timed
     again up to ``retries`` times (default ``RETRIES``), ``pause`` seconds apart (``RETRY_PAUSE``), and
     a ``# `` line of ``log`` says how many stayed disturbed. On a shared machine other work slows the
     ranks' calls, the crowded ones most (on 2 cores, 3-4 tcp ranks measured 1.5-2.8 times a quiet
@@ -112,17 +116,18 @@ def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int
     the machine."""
     retries = RETRIES if retries is None else retries
     pause = RETRY_PAUSE if pause is None else pause
-    repeats, outside = measure_outside(cases, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
-    times = [statistics.median(r) for r in repeats]
+    timed, outside = measure_outside(cases, ranks, transport, rounds=rounds, hosts=hosts, netns=places,
+                                     repeats=repeats)
+    times = [statistics.median(r) for r in timed]
     quiet = [o is None or o <= DISTURBED_CORES for o in outside]
     for _ in range(retries):
         again = [i for i, q in enumerate(quiet) if not q]
         if not again:
             break
         time.sleep(pause)
-        repeats, outside = measure_outside([cases[i] for i in again], ranks, transport, rounds=rounds, hosts=hosts,
-                                           netns=places)
-        for i, r, o in zip(again, repeats, outside):
+        timed, outside = measure_outside([cases[i] for i in again], ranks, transport, rounds=rounds, hosts=hosts,
+                                         netns=places, repeats=repeats)
+        for i, r, o in zip(again, timed, outside):
             if o is None or o <= DISTURBED_CORES:
                 times[i], quiet[i] = statistics.median(r), True
     left = len(quiet) - sum(quiet)
@@ -231,8 +236,9 @@ def fit_reads_call(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, 
     """``reads_call`` from the all-gathers by single copies ``timed`` where they are priced by their
     steps (``reads.once_time``: the C call, then ``peer_alpha``, ``heap_beta`` and ``peer_beta`` as
     ``single_copies`` measured them alone): what the smallest cost beyond its steps, where its bytes
-    weigh least (None where there is none; 1.9-2.1 µs in three sweeps here, the built-in 1.25). Fitted with the other calls by reads it went to 0 at 2 ranks, and the
-    steps alone priced the 2-rank all-gathers of 64 KiB at 0.6 of their time."""
+    weigh least (None where there is none; 1.6-2.1 µs in six sweeps here, the built-in 1.25). Fitted
+    with the other calls by reads it went to 0 at 2 ranks, and the steps alone priced the 2-rank
+    all-gathers of 64 KiB at 0.6 of their time."""
     zero = dataclasses.replace(costs, reads_call=0.0)
     beyond_steps = [(n, t - reads.once_time(n, ranks, zero, beyond(footprint(c, n, ranks, ranks), cache_bytes)))
                     for (c, n, _), t in timed if reads.once_priced(c, ranks, zero, cores)]
@@ -383,7 +389,7 @@ def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, lo
     measured: list[float] = []
     quiet: list[bool] = []
     for ranks in worlds:
-        times, kept = measure_quiet(cases, ranks, transport, rounds, log)
+        times, kept = measure_quiet(cases, ranks, transport, rounds, log, repeats=CROWD_REPEATS)
         every += [(case, ranks) for case in cases]
         measured += times
         quiet += kept
