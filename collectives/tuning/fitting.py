@@ -45,7 +45,7 @@ def fit_reads_call(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, 
     """``reads_call`` from the all-gathers by single copies ``timed`` where they are priced by their
     steps (``reads.once_time``: the C call, then ``peer_alpha``, ``heap_beta`` and ``peer_beta`` as
     ``single_copies`` measured them alone): what the smallest cost beyond its steps, where its bytes
-    weigh least (None where there is none; 1.6-2.1 µs in six sweeps here, the built-in 1.25). Fitted
+    weigh least (None where there is none; 1.55-1.92 µs in six sweeps here, the built-in 1.25). Fitted
     with the other calls by reads it went to 0 at 2 ranks, and the steps alone priced the 2-rank
     all-gathers of 64 KiB at 0.6 of their time."""
     zero = dataclasses.replace(costs, reads_call=0.0)
