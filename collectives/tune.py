@@ -16,10 +16,16 @@ elsewhere the reads' terms stay 0, and the tuner prices those calls as the route
 them. There it also times the single copies of the direct all-gather alone (``single_copies``: two
 processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_writev`` of blocks of
 8-128 KiB, 0.3-2 s) for ``peer_alpha``, ``peer_beta`` and ``heap_beta`` (``reads.once_time``);
-where cross-memory copies are refused it says so and keeps the built-in profile's. The profile is
-printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+where cross-memory copies are refused it says so and keeps the built-in profile's. Over shared memory
+it adds all-reduces of 16 MiB and fits the cache (``fit_cache``: ``cache_bytes``, ``cache_beta``); it
+times a local copy for ``copy_beta``; then worlds of more ranks than cores (``fit_crowd``) for
+``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show. Every
+case is timed with the other work beside it read, and one timed beside over half a core of it is timed
+again or left out (``measure_quiet``); a part of the sweep left with too few keeps the built-in
+profile's constants and says so. The profile (``calls`` 2: the sweep times loops of calls, as the
+harness does) is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
 
-    collectives-tune                       # shm and tcp, 2 ranks, about a minute
+    collectives-tune                       # shm and tcp, 2 ranks and the crowded worlds, under a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
     collectives-tune --netns                         # and tcp between two hosts (network namespaces; root)
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -43,10 +50,11 @@ import numpy as np
 
 from . import single_copies
 from .config import Config, parse_size
-from .timing import Case, measure
+from .timing import Case, measure, measure_outside
 from .transports import cma
 from .transports.progress import usable_cpus
 from .tuning import pieces, reads, tuner
+from .tuning.fitting import crowd_error, fit_cache, fit_reads_call, fit_window, in_cache, nonnegative_fit, search_terms
 from .tuning.machine import Machine, copies_whole, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, DEFAULT_MARGIN, ENV, Profile, TransportCosts, load
 
@@ -59,6 +67,71 @@ BURST_SIZES = (8, 1 << 10)
 SPLIT = ("tcp",)
 """The transports whose one-way message α the model splits (``send_overhead``, ``recv_overhead``)."""
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
+CROWD_SIZES = (8, 64 << 10, 1 << 20)
+"""Bytes per call of the crowded sweep (``fit_crowd``): a wake's cost shows at the small ones, a byte's at 1 MiB."""
+CROWD_SCHEDULES = (("all_reduce", "ring"), ("all_reduce", "tree"), ("all_reduce", "recursive"),
+                   ("all_gather", "ring"), ("broadcast", "tree"))
+CROWD_DIRECT = (("all_reduce", 8), ("all_reduce", 64 << 10), ("all_gather", 8), ("all_gather", 64 << 10))
+"""Direct calls through the window at the crowded worlds (shm): every rank waits for every peer, ``direct_sync``."""
+CROWD_TERMS = ("crowd_wake", "crowd_beta")
+"""The constants the crowded sweep fits, and over shared memory ``direct_sync`` too."""
+CALLS = 2
+"""The profile's ``calls``: the sweep times loops of calls, in which a rank done with one starts the next, as
+the harness and the validation runs do; the built-in profile's, and the constants are fitted under it."""
+CACHE_SIZES = (16 << 20,)
+"""Bytes per call of the shm all-reduces added to the sweep for the cache (``fit_cache``): beyond any candidate."""
+CROWD_REPEATS = 3
+"""Each crowded case is the median of this many repeats: ranks queued for the cores measured up to twice
+as slow from one repeat to the next (4 tcp ranks, 64 KiB-1 MiB), as the validation runs' repeats do."""
+CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
+"""The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
+MAX_CROWD_RANKS = 8
+"""No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
+
+
+DISTURBED_CORES = 0.5
+"""Above this many cores' worth of CPU work outside the sweep's ranks while a case was timed, the
+case was disturbed (``perf/disturbed.py``'s threshold, measured in docs/simulation.md, the
+forty-sixth round: quiet rows read at most 0.49 cores, rows beside a busy loop over 0.5 and about
+twice as slow)."""
+RETRIES = 8
+"""How many times over the disturbed cases of a world are timed again before they are left out."""
+RETRY_PAUSE = 5.0
+"""Seconds to wait before timing disturbed cases again: other work on a shared machine comes and goes."""
+
+
+def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int, log: list[str],
+                  hosts: Sequence[str] | None = None, places: Sequence[Host] | None = None,
+                  retries: int | None = None, pause: float | None = None,
+                  repeats: int = 1) -> tuple[list[float], list[bool]]:
+    """Seconds per call of each of ``cases`` (``measure_outside``, the median of ``repeats``) and whether
+    it ran undisturbed (at most ``DISTURBED_CORES`` outside the job, or not readable here): the disturbed ones are timed
+    again up to ``retries`` times (default ``RETRIES``), ``pause`` seconds apart (``RETRY_PAUSE``), and
+    a ``# `` line of ``log`` says how many stayed disturbed. On a shared machine other work slows the
+    ranks' calls, the crowded ones most (on 2 cores, 3-4 tcp ranks measured 1.5-2.8 times a quiet
+    run's beside another session's work), and a constant fitted to such a call prices that work, not
+    the machine."""
+    retries = RETRIES if retries is None else retries
+    pause = RETRY_PAUSE if pause is None else pause
+    timed, outside = measure_outside(cases, ranks, transport, rounds=rounds, hosts=hosts, netns=places,
+                                     repeats=repeats)
+    times = [statistics.median(r) for r in timed]
+    quiet = [o is None or o <= DISTURBED_CORES for o in outside]
+    for _ in range(retries):
+        again = [i for i, q in enumerate(quiet) if not q]
+        if not again:
+            break
+        time.sleep(pause)
+        timed, outside = measure_outside([cases[i] for i in again], ranks, transport, rounds=rounds, hosts=hosts,
+                                         netns=places, repeats=repeats)
+        for i, r, o in zip(again, timed, outside):
+            if o is None or o <= DISTURBED_CORES:
+                times[i], quiet[i] = statistics.median(r), True
+    left = len(quiet) - sum(quiet)
+    if left:
+        log.append(f"# {transport} at {ranks} ranks: {left} of {len(cases)} calls disturbed (over {DISTURBED_CORES:g}"
+                   f" cores of other work beside them, {retries + 1} tries), left out of the fit")
+    return times, quiet
 
 
 def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
@@ -73,40 +146,43 @@ def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
     return best / nbytes
 
 
-def _model_time(case: Case, ranks: int, costs: TransportCosts, whole: bool = False) -> float:
-    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (one call, no core queue;
-    ``whole``: receivers copy a message out once all of it is in, ``machine.copies_whole``)."""
+COPY_BYTES = 1 << 20
+"""Bytes of the timed local copy for ``copy_beta`` (``copy_seconds_per_byte``): the model's rate is the
+cache's (``cache.spilled`` adds ``cache_beta`` beyond it); here a numpy copy ran at 0.022 ns/B at 256 KiB,
+0.036 at 1 MiB (the built-in profile's fitted 0.039-0.05) and 0.067 from 4 MiB, out of the cores' 2 MiB L2."""
+
+
+def copy_seconds_per_byte(nbytes: int = COPY_BYTES, repeats: int = 20) -> float:
+    """``copy_beta``: the fastest of ``repeats`` numpy copies of ``nbytes`` into another buffer, per
+    byte: the copies a rank makes within its own memory around a schedule (``tuning/copies.py``:
+    an all-gather's input into its block of the output), which the transports' sweeps, all-reduces
+    in place, never make."""
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.zeros(nbytes // 4, np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - start)
+    return best / nbytes
+
+
+def _model_time(case: Case, ranks: int, costs: TransportCosts, whole: bool = False, calls: int = 1) -> float:
+    """The model's time of ``case`` at ``ranks`` ranks with ``costs`` (no core queue; ``whole``:
+    receivers copy a message out once all of it is in, ``machine.copies_whole``), per call of
+    ``calls`` back to back (``Profile.calls``)."""
     collective, nbytes, algorithm = case
     return tuner.replay_time(collective, algorithm, nbytes, lambda: Machine(
-        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead, whole_messages=whole))
+        ranks, ranks, link_of("fit", costs), gamma=costs.gamma, overhead=costs.overhead, whole_messages=whole), calls)
 
 
-def _features(case: Case, size: int, gamma: float, whole: bool = False) -> tuple[list[float], float]:
+def _features(case: Case, size: int, gamma: float, whole: bool = False, calls: int = 1) -> tuple[list[float], float]:
     """The model's time of ``case`` as ``features · (overhead, alpha, beta, exchange) + fixed``
     (the replay is linear in the constants while its critical path stays the same)."""
     def at(overhead: float, alpha: float, beta: float, g: float, exchange: float = 0.0) -> float:
-        return _model_time(case, size, TransportCosts(overhead, alpha, beta, g, exchange=exchange), whole)
+        return _model_time(case, size, TransportCosts(overhead, alpha, beta, g, exchange=exchange), whole, calls)
 
     return [at(1, 0, 0, 0), at(0, 1, 0, 0), at(0, 0, 1, 0), at(0, 0, 0, 0, 1)], at(0, 0, 0, gamma)
-
-
-def nonnegative_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], relative: bool = True) -> list[float]:
-    """Least squares in relative error (each row weighted by 1/target; ``relative`` False: in
-    absolute error, for targets that are differences and may be near 0), no coefficient below 0."""
-    a = np.array(rows, float)
-    y = np.array(targets, float)
-    if relative:
-        a, y = a / y[:, None], np.ones(len(targets))
-    free = list(range(a.shape[1]))
-    x = np.zeros(a.shape[1])
-    while free:
-        sol, *_ = np.linalg.lstsq(a[:, free], y, rcond=None)
-        if (sol >= 0).all():
-            x[:] = 0
-            x[free] = sol
-            break
-        free.pop(int(np.argmin(sol)))
-    return [float(v) for v in x]
 
 
 def reads_allowed() -> bool:
@@ -115,15 +191,21 @@ def reads_allowed() -> bool:
 
 
 def fit_reads(cases: Sequence[Case], times: Sequence[float], ranks: int, cores: int,
-              costs: TransportCosts) -> TransportCosts:
+              costs: TransportCosts, call: float | None = None) -> TransportCosts:
     """``costs`` with ``reads_call``, ``reads_alpha`` and ``reads_beta`` fitted to the calls by
-    reads ``cases`` took (``times``, seconds), ``direct_alpha`` and γ kept."""
+    reads ``cases`` took (``times``, seconds), ``direct_alpha`` and γ kept; with ``call``, that
+    ``reads_call`` (measured apart, ``fit_reads_call``: at 2 ranks every call by reads makes one C
+    call and one copy of a peer, so the fit cannot tell the two apart) and the other two fitted."""
     rows, targets = [], []
     for (c, n, _), t in zip(cases, times):
         terms = reads.terms(c, n, ranks, cores)
-        rows.append([terms.c_calls, terms.copies, terms.moved])
-        targets.append(max(t - terms.engine_calls * costs.direct_alpha - terms.reduced * costs.gamma, t * 0.05))
-    call, alpha, beta = nonnegative_fit(rows, targets)
+        rows.append([terms.c_calls, terms.copies, terms.moved] if call is None else [terms.copies, terms.moved])
+        fixed = terms.engine_calls * costs.direct_alpha + terms.reduced * costs.gamma
+        targets.append(max(t - fixed - (terms.c_calls * call if call is not None else 0.0), t * 0.05))
+    if call is None:
+        call, alpha, beta = nonnegative_fit(rows, targets)
+    else:
+        alpha, beta = nonnegative_fit(rows, targets)
     return dataclasses.replace(costs, reads_call=call, reads_alpha=alpha, reads_beta=beta)
 
 
@@ -202,11 +284,94 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
     return split
 
 
+def crowd_worlds(cores: int) -> list[int]:
+    """The world sizes of the crowded sweep on a host of ``cores`` cores: one rank more than the
+    cores, and two a core (3 and 4 ranks on 2 cores); none where the cores are not counted or
+    two a core would be more than ``MAX_CROWD_RANKS``."""
+    return [cores + 1, 2 * cores] if 0 < cores and 2 * cores <= MAX_CROWD_RANKS else []
+
+
+def crowd_cases(transport: str) -> list[Case]:
+    """The crowded sweep's calls over ``transport``: schedules of every shape at ``CROWD_SIZES``
+    and, over shared memory, direct calls through the window."""
+    cases: list[Case] = [(c, n, a) for c, a in CROWD_SCHEDULES for n in CROWD_SIZES]
+    if transport == "shm":
+        cases += [(c, n, "direct") for c, n in CROWD_DIRECT]
+    return cases
+
+
+def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, log: list[str],
+              cache_bytes: int = 0, calls: int = 1) -> TransportCosts:
+    """``costs`` with ``crowd_wake`` and ``crowd_beta`` (and over shared memory ``direct_sync``)
+    fitted to worlds with more ranks than the host's ``cores`` (``crowd_worlds``), every constant
+    measured at 2 ranks kept: two ranks with a core each show none of them, so a profile without
+    this sweep prices every crowded call as if each rank had a core of its own."""
+    worlds = crowd_worlds(cores)
+    if not worlds:
+        log.append(f"# {transport} crowded sweep not run: {cores} cores counted (it runs where 2 x cores is 1 to"
+                   f" {MAX_CROWD_RANKS // 2}); crowd_wake, crowd_beta and direct_sync stay 0")
+        return costs
+    cases = crowd_cases(transport)
+    every: list[tuple[Case, int]] = []
+    measured: list[float] = []
+    quiet: list[bool] = []
+    for ranks in worlds:
+        times, kept = measure_quiet(cases, ranks, transport, rounds, log, repeats=CROWD_REPEATS)
+        every += [(case, ranks) for case in cases]
+        measured += times
+        quiet += kept
+    at = [pair for pair, q in zip(every, quiet) if q]
+    times = [t for t, q in zip(measured, quiet) if q]
+    terms = CROWD_TERMS + (("direct_sync",) if transport == "shm" else ())
+    if len(at) < len(every) // 2:
+        built_in = load(DEFAULT_FILE).costs(transport)
+        log.append(f"# {transport} crowded sweep: only {len(at)} of {len(every)} calls undisturbed;"
+                   f" {', '.join(terms)} kept from the built-in profile")
+        fitted = dataclasses.replace(costs, **{t: getattr(built_in, t) for t in terms})
+    else:
+        def error(trial: TransportCosts) -> float:
+            return crowd_error(at, times, transport, Profile({transport: trial}, cores=cores, calls=calls,
+                                                             cache_bytes=cache_bytes))
+
+        fitted = search_terms(terms, CROWD_SCALES, error, costs)
+        values = ", ".join(f"{t} {getattr(fitted, t) * 1e9:.4f} ns/B" if t.endswith("beta")
+                           else f"{t} {getattr(fitted, t) * 1e6:.2f} us" for t in terms)
+        log.append(f"# {transport} crowded sweep ({', '.join(str(r) for r in worlds)} ranks on {cores} cores,"
+                   f" {len(at)} calls undisturbed): {values}; mean |log error| {error(costs):.3f}"
+                   f" -> {error(fitted):.3f}")
+    profile = Profile({transport: fitted}, cores=cores, calls=calls, cache_bytes=cache_bytes)
+    for ((collective, n, algorithm), ranks), t, q in zip(every, measured, quiet):
+        predicted = tuner.predict(collective, algorithm, n, ranks, transport, 0, profile)
+        log.append(f"  {transport:<4} {collective:<10} {algorithm:<10} {n:>9} B  {ranks} ranks  measured"
+                   f" {t * 1e6:10.1f} us  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)"
+                   + ("" if q else "  disturbed"))
+    return fitted
+
+
+def undisturbed(timed: list[tuple[Case, float]], quiet: Sequence[bool], least: int) -> list[tuple[Case, float]] | None:
+    """The ``timed`` cases that ran undisturbed, or None where fewer than half of them or than
+    ``least`` (a fit's unknowns) did: a fit to the rest would price the other work, not the machine."""
+    kept = [pair for pair, q in zip(timed, quiet) if q]
+    return kept if len(kept) >= max(least, (len(timed) + 1) // 2) else None
+
+
+def built_in_terms(transport: str, names: Sequence[str], costs: TransportCosts, why: str,
+                   log: list[str]) -> TransportCosts:
+    """``costs`` with ``names`` from the built-in profile's ``transport``, and a ``# `` line of ``log`` saying so."""
+    built_in = load(DEFAULT_FILE).costs(transport)
+    log.append(f"# {transport}: {why}; {', '.join(names)} kept from the built-in profile")
+    return dataclasses.replace(costs, **{n: getattr(built_in, n) for n in names})
+
+
 def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int, gamma: float,
-                  log: list[str], cores: int = 0, places: Sequence[Host] | None = None) -> TransportCosts:
+                  log: list[str], cores: int = 0, places: Sequence[Host] | None = None,
+                  calls: int = 1) -> tuple[TransportCosts, int]:
     """Measure ``transport`` at ``ranks`` ranks and fit its constants; with ``places``, rank
-    r on host ``places[r]`` (a network namespace each: the link between hosts)."""
-    cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED for n in sizes]
+    r on host ``places[r]`` (a network namespace each: the link between hosts). Over shared memory
+    on one host also the cache (``fit_cache``): the constants, and the cache per host found (0: none)."""
+    cached = transport == "shm" and not places
+    cases: list[Case] = [("all_reduce", n, a) for a in SCHEDULED
+                         for n in list(sizes) + [n for n in CACHE_SIZES if cached and n not in sizes]]
     allowed = transport == "shm" and reads_allowed()  # then the calls that go by reads fit their terms
     by_reads: list[Case] = [(c, n, "direct") for c in reads.READ_BYTES for n in sizes
                             if allowed and reads.route(c, n, ranks, cores)]
@@ -214,34 +379,50 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
                           and (c, n, "direct") not in by_reads and not tuner.direct_runs_schedule(c, n, ranks, None, cores)
                           and not pieces.taken(c, n, ranks, cores)]  # a pipeline: not the window's terms
     hosts = [host.name for host in places] if places else None
-    times = measure(cases + direct + by_reads, ranks, transport, rounds=rounds, hosts=hosts, netns=places)
-    sched_times, direct_times = times[: len(cases)], times[len(cases): len(cases) + len(direct)]
-    rows, targets = [], []
-    for case, t in zip(cases, sched_times):
-        features, fixed = _features(case, ranks, gamma, copies_whole(transport))
-        rows.append(features)
-        targets.append(max(t - fixed, t * 0.05))
-    overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
-    costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
-    if direct:
-        d_rows, d_targets = [], []
-        for (collective, n, _), t in zip(direct, direct_times):
-            moved, reduced = tuner.window_factors(collective, n, ranks, cores)
-            d_rows.append([1.0, moved * n])
-            d_targets.append(max(t - reduced * n * gamma, t * 0.05))
-        fixed, d_beta = nonnegative_fit(d_rows, d_targets)
-        costs = dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
-    if by_reads:
-        costs = fit_reads(by_reads, times[len(cases) + len(direct):], ranks, cores, costs)
+    times, quiet = measure_quiet(cases + direct + by_reads, ranks, transport, rounds, log, hosts, places)
+    parts = (slice(0, len(cases)), slice(len(cases), len(cases) + len(direct)), slice(len(cases) + len(direct), None))
+    sched, window, reads_part = (undisturbed(list(zip((cases + direct + by_reads)[p], times[p])), quiet[p], least)
+                                 for p, least in zip(parts, (4, 2, 3)))
+    disturbed = f"too few calls undisturbed at {ranks} ranks"
+    cache_bytes = 0
+    costs = TransportCosts(0.0, 0.0, 0.0, gamma)
+    fitted = [pair for pair in sched or [] if not cached or in_cache(pair[0], ranks)]
+    if len(fitted) >= 4:
+        rows, targets = [], []
+        for case, t in fitted:
+            features, fixed = _features(case, ranks, gamma, copies_whole(transport), calls)
+            rows.append(features)
+            targets.append(max(t - fixed, t * 0.05))
+        overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
+        costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
+    else:
+        costs = built_in_terms(transport, ("overhead", "alpha", "beta", "exchange"), costs, disturbed, log)
+    if window:
+        costs = fit_window(window, ranks, cores, gamma, costs)
+    elif direct:
+        costs = built_in_terms(transport, ("direct_alpha", "direct_beta"), costs, disturbed, log)
+    if cached and sched is not None and len(fitted) >= 4:
+        costs, cache_bytes = fit_cache(sched, ranks, transport, cores, calls, costs, log)
+    elif cached:
+        costs = built_in_terms(transport, ("cache_beta",), costs, disturbed, log)
+        cache_bytes = load(DEFAULT_FILE).cache_bytes
     if transport == "shm":
         costs = fit_copies(costs, allowed, log)
+    if reads_part:
+        call = fit_reads_call(reads_part, ranks, cores, cache_bytes, costs)
+        others = [(case, t) for case, t in reads_part if not reads.once_priced(case[0], ranks, costs, cores)]
+        costs = fit_reads([c for c, _ in others or reads_part], [t for _, t in others or reads_part], ranks, cores,
+                          costs, call if others else None)
+    elif by_reads:
+        costs = built_in_terms(transport, ("reads_call", "reads_alpha", "reads_beta"), costs, disturbed, log)
     name = transport + (BETWEEN_HOSTS if places else "")
-    for case, t in zip(cases + direct + by_reads, times):
+    for case, t, q in zip(cases + direct + by_reads, times, quiet):
         predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0,
-                                  Profile({transport: costs}, cores=cores))
+                                  Profile({transport: costs}, cores=cores, calls=calls, cache_bytes=cache_bytes))
         log.append(f"  {name:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
-                   f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)")
-    return costs
+                   f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)"
+                   + ("" if q else "  disturbed"))
+    return costs, cache_bytes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,28 +444,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-split", action="store_true",
                         help="leave tcp's one-way α unsplit (send_overhead, recv_overhead 0) instead of timing"
                              " tree broadcasts and reduces at 3 ranks against 2")
+    parser.add_argument("--calls", type=int, default=CALLS,
+                        help="price a call as the mean of this many back to back, as the sweep (and the harness)"
+                             " times loops of calls (default %(default)s, as the built-in profile)")
+    parser.add_argument("--no-crowd", action="store_true",
+                        help="leave crowd_wake, crowd_beta and direct_sync 0 instead of timing worlds of more ranks"
+                             " than cores (cores + 1 and 2 x cores ranks)")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
     transports = [t for t in args.transports.split(",") if t]
     out = args.out or os.environ.get(ENV) or "collectives_tune.json"
     gamma = fold_seconds_per_byte()
+    copy_beta = copy_seconds_per_byte()
     log: list[str] = []
     start = time.perf_counter()
-    measured = {t: fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores) for t in transports}
+    measured, cache_bytes = {}, 0
+    for t in transports:
+        measured[t], found = fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores, calls=args.calls)
+        measured[t] = dataclasses.replace(measured[t], copy_beta=copy_beta)
+        cache_bytes = found or cache_bytes  # shared memory's: the transport whose copies it measures
     for t in transports:
         if t in SPLIT and not args.no_split:
             measured[t] = fit_split(t, measured[t], args.rounds, log)
+        if not args.no_crowd:
+            measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, log, cache_bytes, args.calls)
     if args.netns:
         from .testing.netns import two_hosts  # test tooling: only when asked
 
         with two_hosts() as places:
-            measured["tcp" + BETWEEN_HOSTS] = fit_transport("tcp", sizes, 2, args.rounds, gamma, log, args.cores,
-                                                            places)
+            measured["tcp" + BETWEEN_HOSTS], _ = fit_transport("tcp", sizes, 2, args.rounds, gamma, log, args.cores,
+                                                               places, args.calls)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     where = ", tcp also between two hosts (network namespaces)" if args.netns else ""
     profile = Profile(measured, f"collectives-tune {stamp}, {args.ranks} ranks{where}, sizes {args.sizes}",
-                      args.margin, args.cores)
+                      args.margin, args.cores, args.calls, cache_bytes)
     profile.save(out)
     print("\n".join(profile.describe()))
     notes = [line for line in log if line.startswith("# ")]  # what was measured apart, or not: always said
