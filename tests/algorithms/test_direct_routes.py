@@ -36,12 +36,14 @@ def test_all_gathers_write_their_blocks_from_the_writes_size_below_the_streamed_
     assert not routes.all_gather_writes(stream, oversubscribed)
 
 
-def test_a_two_rank_all_gather_of_16_mib_streams_its_own_copy_and_reads_its_peer_s_block() -> None:
-    """The harness's 16 MiB cell at 2 ranks (8 MiB blocks, every rank with a core): by reads with
-    the streamed own copy, not by writes (docs/performance.md, "Thirty-third round")."""
+def test_a_two_rank_all_gather_of_16_mib_writes_its_block_and_one_of_32_mib_streams() -> None:
+    """The harness's 16 MiB cell at 2 ranks (8 MiB blocks, every rank with a core): by writes, whose
+    own copy reads each piece of ``x`` from the cache (it went by reads with the streamed own copy
+    for a round: docs/performance.md, "Thirty-third round" and "Thirty-fifth round, a staging ring
+    for the 2-rank 16 MiB all_gather"); the 32 MiB cell's 16 MiB blocks stream."""
     block = 8 << 20
-    assert routes.all_gather_streams(block) and not routes.all_gather_writes(block, False)
-    assert routes.all_gather_writes(block // 2, False) and not routes.all_gather_streams(block // 2)
+    assert routes.all_gather_writes(block, False) and not routes.all_gather_streams(block)
+    assert routes.all_gather_streams(2 * block) and not routes.all_gather_writes(2 * block, False)
 
 
 def test_all_reduces_go_by_reads_sooner_where_every_rank_has_a_core_and_only_beyond_the_halves() -> None:

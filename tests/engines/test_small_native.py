@@ -745,17 +745,23 @@ def _one_way_done(plan: Any) -> int:
     return sum(one_way.done for _, _, one_way in route.pieces)
 
 
+def _done_in_c(comm: collectives.Communicator, kind: str, name: Callable[[Any], str]) -> dict[str, int]:
+    """The calls each kept plan of ``kind`` did in C, by ``name`` of its plan key."""
+    done: dict[str, int] = {}
+    for key, plan in comm._plans.items():
+        if key[0] == kind:
+            done[name(key)] = done.get(name(key), 0) + _one_way_done(plan)
+    return done
+
+
 def _checked_reduces(comm: collectives.Communicator, cases: list[tuple[Any, ReduceOp, int]]) -> tuple[dict[str, int], list[str]]:
     """Three direct reduces of each case to every root, in place, into ``out=`` and in place again:
     the calls each kept plan did in C, and the calls whose result or ``x`` was wrong."""
-    done, wrong = {}, []
+    wrong: list[str] = []
     for dtype, op, k in cases:
         inputs = [rank_input(r, k, dtype, op, seed=k, exact=False) for r in range(comm.size)]
         wrong += _reduces_to_every_root(comm, inputs, op, f"{np.dtype(dtype)} {op} {k}", algorithm="direct")
-    for key, plan in comm._plans.items():
-        if key[0] == "reduce":
-            name = f"{key[1]} {key[3]} {key[2]}"
-            done[name] = done.get(name, 0) + _one_way_done(plan)
+    done = _done_in_c(comm, "reduce", lambda key: f"{key[1]} {key[3]} {key[2]}")
     comm.barrier()
     return done, wrong
 
@@ -784,7 +790,7 @@ def _checked_broadcasts(comm: collectives.Communicator,
                         cases: list[tuple[Any, int, int]]) -> tuple[dict[str, int], list[str]]:
     """Three direct broadcasts of each case (dtype, count, the byte offset of ``x`` from a page) from
     every root, in place: the calls each kept plan did in C, and the calls whose result was wrong."""
-    done, wrong = {}, []
+    wrong = []
     for dtype, k, skew in cases:
         name = f"{np.dtype(dtype)} {k}"
         for root in range(comm.size):
@@ -798,10 +804,7 @@ def _checked_broadcasts(comm: collectives.Communicator,
                 comm.broadcast(x, root=root, algorithm="direct")
                 if not np.array_equal(x.view(np.uint8), want.view(np.uint8)):
                     wrong.append(f"{name} root {root} call {call}")
-    for key, plan in comm._plans.items():
-        if key[0] == "broadcast":
-            name = f"{np.dtype(key[1])} {key[2]}"
-            done[name] = done.get(name, 0) + _one_way_done(plan)
+    done = _done_in_c(comm, "broadcast", lambda key: f"{np.dtype(key[1])} {key[2]}")
     comm.barrier()
     return done, wrong
 
