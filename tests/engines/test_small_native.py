@@ -49,6 +49,14 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     return str(request.param)
 
 
+@pytest.fixture(params=[True, False], ids=["ranks outnumber cores", "a core each"])
+def crowded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The C plans, on a host whose ranks outnumber its cores or not (the forked ranks inherit both)."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: request.param)
+    return bool(request.param)
+
+
 def _native_plans(comm: collectives.Communicator) -> int:
     """How many of the communicator's kept plans run in C."""
     kernels = [getattr(p, "kernel", None) or getattr(p, "route", None) for p in comm._plans.values()]
@@ -546,15 +554,11 @@ def _two_shot_plans(comm: collectives.Communicator, cases: list[tuple[Any, Reduc
     return in_c, failed
 
 
-@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
-def test_two_shot_all_reduces_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
-        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_shot_all_reduces_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(crowded: bool) -> None:
     """Where ranks outnumber cores the two-shot all-reduce has a C plan at every size the halves
     take it (up to ``CROWDED_TWO_SHOT_BYTES``), beyond ``MAX_BYTES`` too; where every rank has a
     core, none beyond ``MAX_BYTES`` (the Python plan, as before). The same bits as folding in rank
     order either way, in place and out of place, odd counts (blocks of uneven length)."""
-    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
-    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
     assert small_native.MAX_BYTES < direct_routes.TWO_SHOT_CORES_BYTES
     assert small_native.CROWDED_TWO_SHOT_BYTES == direct_routes.ALL_REDUCE_HALVES_CROWDED_BYTES
     sizes = ((small_native.MAX_BYTES + 1, direct_routes.ALL_REDUCE_HALVES_BYTES, small_native.CROWDED_TWO_SHOT_BYTES)
@@ -591,16 +595,12 @@ def _checked_reduce_scatters(comm: collectives.Communicator, cases: list[tuple[A
     return in_c, failed
 
 
-@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
-def test_reduce_scatters_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
-        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reduce_scatters_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(crowded: bool) -> None:
     """Where ranks outnumber cores the reduce-scatter through the halves has a C plan at every size
     they take it (up to ``CROWDED_REDUCE_SCATTER_BYTES``, the halves' crowded limit), beyond
     ``MAX_BYTES`` too; where every rank has a core, none beyond ``MAX_BYTES`` (the Python plan, up
     to ``HALF_BYTES``). The same bits as folding in rank order either way, in place and out of
     place, blocks of an odd count; a float MAX (numpy folds after the C plan's copies) too."""
-    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
-    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
     limit = small_native.CROWDED_REDUCE_SCATTER_BYTES
     assert limit == direct_routes.REDUCE_SCATTER_HALVES_CROWDED_BYTES <= small._half_bytes()
     assert small_native.MAX_BYTES < direct_routes.HALF_BYTES < limit
@@ -766,15 +766,11 @@ def _checked_reduces(comm: collectives.Communicator, cases: list[tuple[Any, Redu
     return done, wrong
 
 
-@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
-def test_reduces_through_the_slots_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(
-        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reduces_through_the_slots_beyond_the_c_bound_run_in_c_only_where_ranks_outnumber_cores(crowded: bool) -> None:
     """Where ranks outnumber cores a reduce through the slots has a C plan up to a whole slot
     (``CROWDED_REDUCE_BYTES``), beyond ``MAX_BYTES`` too, and so has each piece of a larger one
     (``PiecewiseReduce``); where every rank has a core, none beyond ``MAX_BYTES``. The bits of
     folding in rank order at every root, in place and into ``out=``, counts odd."""
-    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
-    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
     assert small_native.MAX_BYTES < small_native.CROWDED_REDUCE_BYTES == windowed.DIRECT_REDUCE_BYTES
     one = [(dtype, op, (small_native.MAX_BYTES // np.dtype(dtype).itemsize + 1) | 1)
            for dtype, op in [(np.float32, ReduceOp.SUM), (np.float64, ReduceOp.PROD), (np.int8, ReduceOp.BXOR)]]
@@ -809,15 +805,11 @@ def _checked_broadcasts(comm: collectives.Communicator,
     return done, wrong
 
 
-@pytest.mark.parametrize("crowded", [True, False], ids=["ranks outnumber cores", "a core each"])
-def test_broadcasts_through_the_slots_beyond_the_c_bound_run_in_c_up_to_a_whole_slot(
-        crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broadcasts_through_the_slots_beyond_the_c_bound_run_in_c_up_to_a_whole_slot(crowded: bool) -> None:
     """A broadcast through the slots has a C plan up to a whole slot (``SLOT_BROADCAST_BYTES``),
     beyond ``MAX_BYTES`` too, where ranks outnumber cores and where every rank has a core. Every
     rank gets the root's bits from every root, ``x`` 4K-aliased with the slots or not, the count
     odd or a whole slot."""
-    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
-    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: crowded)  # the forked ranks inherit it
     assert small_native.MAX_BYTES < small_native.SLOT_BROADCAST_BYTES == small.PIPELINED_BROADCAST_BYTES
     cases = [(np.float32, (small_native.MAX_BYTES // 4 + 1) | 1, 8),
              (np.float64, small.PIPELINED_BROADCAST_BYTES // 8, 0), (np.int8, small_native.MAX_BYTES + 3, 100)]
