@@ -33,6 +33,33 @@
 enum { KIND_ALL_TO_ALL = 0, KIND_GATHER = 1, KIND_SCATTER = 2, KIND_ALL_GATHER = 3 }; /* exchange_reads.KINDS */
 enum { S_POSTED, S_READ, S_ADDR, S_RESULT, S_LEN, S_SHARE, SLOTS }; /* indices into ``slot`` */
 
+/* A plan's flag set from its constructor's arguments (ReadsPlan, FoldPlan): the window's flag areas,
+   doorbells and sleepers' words, my index and CPU slot, the waits' spin and yield; -1 with an error
+   set (the arrays taken so far are freed with the plan, ``free_flag_set``). */
+static int take_flag_set(FlagSet *w, PyObject *flags, PyObject *doorbells, PyObject *sleepers, Py_ssize_t ranks,
+                         Py_ssize_t bells, int me, int cpu_slot, long long spin_ns, long long yield_ns) {
+    w->ranks = (int)ranks, w->me = me, w->cpu_slot = cpu_slot, w->bells = (int)bells, w->moves = 0;
+    w->spin_ns = spin_ns, w->yield_ns = yield_ns;
+    w->every_poll = 0, w->crowded_waits = 0; /* a yield every 64th poll, crowded or not */
+    w->flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
+    w->doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    w->sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    if (!w->flags || !w->doorbell || !w->sleeping) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int bad = integers(flags, ranks, 1, w->flags, "flags") < 0 ||
+              integers(doorbells, bells, 1, w->doorbell, "doorbells") < 0 ||
+              integers(sleepers, bells, 1, w->sleeping, "sleepers") < 0;
+    return bad ? -1 : 0;
+}
+
+static void free_flag_set(FlagSet *w) {
+    PyMem_Free(w->flags);
+    PyMem_Free(w->doorbell);
+    PyMem_Free(w->sleeping);
+}
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* how Python calls it: ReadsPlan_vectorcall */
@@ -299,9 +326,7 @@ static PyObject *ReadsPlan_vectorcall(PyObject *self, PyObject *const *args, siz
 }
 
 static void ReadsPlan_dealloc(ReadsPlan *p) {
-    PyMem_Free(p->w.flags);
-    PyMem_Free(p->w.doorbell);
-    PyMem_Free(p->w.sleeping);
+    free_flag_set(&p->w);
     PyMem_Free(p->partners);
     PyMem_Free(p->pids);
     Py_XDECREF(p->keep);
@@ -333,26 +358,21 @@ static PyObject *ReadsPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->kind = kind, p->root = root, p->npartners = (int)npartners, p->expected = expected, p->block = block;
     p->share_own = share_own, p->share_in_place = share_in_place, p->copy_first = copy_first, p->stream = stream;
     p->write_piece = write_piece;
-    p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
-    p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
-    p->w.every_poll = 0, p->w.crowded_waits = 0; /* a yield every 64th poll, crowded or not */
-    p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
-    p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
-    p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    Py_INCREF(keep);
+    p->keep = keep;
+    if (take_flag_set(&p->w, flags, doorbells, sleepers, ranks, bells, me, cpu_slot, spin_ns, yield_ns) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
     p->partners = PyMem_Calloc((size_t)npartners + 1, sizeof(int));
     p->pids = PyMem_Calloc((size_t)ranks, sizeof(pid_t));
     long *numbers = PyMem_Calloc((size_t)(ranks + npartners + SLOTS), sizeof(long));
-    Py_INCREF(keep);
-    p->keep = keep;
-    if (!p->w.flags || !p->w.doorbell || !p->w.sleeping || !p->partners || !p->pids || !numbers) {
+    if (!p->partners || !p->pids || !numbers) {
         PyMem_Free(numbers);
         Py_DECREF(p);
         return PyErr_NoMemory();
     }
-    int bad = integers(flags, ranks, 1, p->w.flags, "flags") < 0 ||
-              integers(doorbells, bells, 1, p->w.doorbell, "doorbells") < 0 ||
-              integers(sleepers, bells, 1, p->w.sleeping, "sleepers") < 0 ||
-              integers(pids, ranks, 0, numbers, "pids") < 0 ||
+    int bad = integers(pids, ranks, 0, numbers, "pids") < 0 ||
               integers(partners, npartners, 0, numbers + ranks, "partners") < 0 ||
               integers(slots, SLOTS, 0, numbers + ranks + npartners, "slots") < 0;
     for (Py_ssize_t i = 0; !bad && i < ranks; i++) p->pids[i] = (pid_t)numbers[i];
@@ -551,9 +571,7 @@ static PyObject *FoldPlan_vectorcall(PyObject *self, PyObject *const *args, size
 }
 
 static void FoldPlan_dealloc(FoldPlan *p) {
-    PyMem_Free(p->w.flags);
-    PyMem_Free(p->w.doorbell);
-    PyMem_Free(p->w.sleeping);
+    free_flag_set(&p->w);
     PyMem_Free(p->pids);
     PyMem_Free(p->inputs);
     PyMem_Free(p->outputs);
@@ -583,27 +601,22 @@ static PyObject *FoldPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     p->vectorcall = FoldPlan_vectorcall;
     p->root = root, p->dtype = dtype, p->op = op, p->itemsize = itemsize;
     p->count = count, p->chunk = chunk, p->sub = sub;
-    p->w.ranks = (int)ranks, p->w.me = me, p->w.cpu_slot = cpu_slot, p->w.bells = (int)bells, p->w.moves = 0;
-    p->w.spin_ns = spin_ns, p->w.yield_ns = yield_ns;
-    p->w.every_poll = 0, p->w.crowded_waits = 0;
-    p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
-    p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
-    p->w.sleeping = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
+    Py_INCREF(keep);
+    p->keep = keep;
+    if (take_flag_set(&p->w, flags, doorbells, sleepers, ranks, bells, me, cpu_slot, spin_ns, yield_ns) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
     p->pids = PyMem_Calloc((size_t)ranks, sizeof(pid_t));
     p->inputs = PyMem_Calloc((size_t)ranks, sizeof(uint64_t));
     p->outputs = PyMem_Calloc((size_t)ranks, sizeof(uint64_t));
     long *numbers = PyMem_Calloc((size_t)(ranks + FSLOTS), sizeof(long));
-    Py_INCREF(keep);
-    p->keep = keep;
-    if (!p->w.flags || !p->w.doorbell || !p->w.sleeping || !p->pids || !p->inputs || !p->outputs || !numbers) {
+    if (!p->pids || !p->inputs || !p->outputs || !numbers) {
         PyMem_Free(numbers);
         Py_DECREF(p);
         return PyErr_NoMemory();
     }
-    int bad = integers(flags, ranks, 1, p->w.flags, "flags") < 0 ||
-              integers(doorbells, bells, 1, p->w.doorbell, "doorbells") < 0 ||
-              integers(sleepers, bells, 1, p->w.sleeping, "sleepers") < 0 ||
-              integers(pids, ranks, 0, numbers, "pids") < 0 || integers(slots, FSLOTS, 0, numbers + ranks, "slots") < 0;
+    int bad = integers(pids, ranks, 0, numbers, "pids") < 0 || integers(slots, FSLOTS, 0, numbers + ranks, "slots") < 0;
     for (Py_ssize_t i = 0; !bad && i < ranks; i++) p->pids[i] = (pid_t)numbers[i];
     for (int i = 0; !bad && i < FSLOTS; i++) p->slot[i] = (int)numbers[ranks + i];
     PyMem_Free(numbers);

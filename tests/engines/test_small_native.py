@@ -118,6 +118,22 @@ def test_both_c_window_plans_refuse_a_null_or_missing_address_alike() -> None:
         reads([1, 1], [], [], [1])
 
 
+def test_the_fold_plan_takes_its_flag_set_as_the_reads_plan_does() -> None:
+    """The reads plan and the fold plan take their flags, doorbells and sleepers with one helper
+    (``take_flag_set`` in ``_reads_c.c``): the same refusals, in the same words."""
+    from collectives.engines import _reads_c  # type: ignore[attr-defined]  # not built: this fails
+
+    def fold(flags: list[int], bells: list[int], sleepers: list[int], pids: list[int]) -> None:  # a float32 sum
+        _reads_c.FoldPlan(0, 0, flags, bells, sleepers, pids, [0] * 6, 4, 4, 0, 0, 1, 4, 0, 0, -1, None)
+
+    with pytest.raises(ValueError, match="^flags: a null address$"):
+        fold([0, 0], [], [], [1, 2])
+    with pytest.raises(ValueError, match="^sleepers: 0 addresses, expected 1$"):
+        fold([1, 1], [1], [], [1, 2])
+    with pytest.raises(ValueError, match="^pids: 1 items, expected 2$"):
+        fold([1, 1], [], [], [1])
+
+
 def test_c_folds_every_integer_operator_and_only_sum_and_product_of_floats() -> None:
     """What a C plan is let fold is what its fold loop folds (``folds`` asks the loop): every
     operator of every integer dtype, SUM and PROD (AVG's sum) of floats, no code beyond them."""
