@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from collectives.plans.planner import Planner
 from collectives.testing.netns import Host, NamespaceError, two_hosts
 
 
@@ -46,3 +47,18 @@ class Arrivals:
 def arrivals() -> Arrivals:
     """An :class:`Arrivals` for one test's world (made before it forks)."""
     return Arrivals()
+
+
+@pytest.fixture
+def direct_reduces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The automatic choice of a reduce through the windows is the direct engine (the forked ranks
+    inherit it): for tests of the engine's routes at sizes where the cost model would take a schedule."""
+    automatic = Planner.automatic
+
+    def direct_for_reduces(self: Planner, collective: str, nbytes: int, size: int, windows: bool = False,
+                           hosts: bool = False) -> str:
+        if collective == "reduce" and windows:
+            return "direct"
+        return automatic(self, collective, nbytes, size, windows, hosts)
+
+    monkeypatch.setattr(Planner, "automatic", direct_for_reduces)

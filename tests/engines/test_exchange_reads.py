@@ -24,7 +24,6 @@ from collectives.engines import direct, exchange_reads, small, small_native
 from collectives.engines import windows as window_engine
 from collectives.errors import MessageMismatchError, PeerLostError
 from collectives.ops import ReduceOp
-from collectives.plans.planner import Planner
 from collectives.store import PrefixStore
 from collectives.testing import RankError, run_world
 from collectives.transports import shm_window
@@ -596,7 +595,7 @@ STEP_BYTES = 16 << 10
 
 
 @pytest.fixture
-def crowded_reads(monkeypatch):
+def crowded_reads(monkeypatch, direct_reduces):
     """Ranks that outnumber cores (forced), reduces by reads from just beyond the slots and
     reduce-scatters from 64 KiB (the halves up to 16 KiB), in steps of ``STEP_BYTES`` (the forked
     ranks inherit all of it)."""
@@ -607,14 +606,6 @@ def crowded_reads(monkeypatch):
     for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):  # the small window's halves up to 16 KiB
         monkeypatch.setattr(small, name, 16 << 10)
     monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", STEP_BYTES)
-    automatic = Planner.automatic
-
-    def direct_for_reduces(self, collective, nbytes, size, windows=False, hosts=False):
-        if collective == "reduce" and windows:
-            return "direct"
-        return automatic(self, collective, nbytes, size, windows, hosts)
-
-    monkeypatch.setattr(Planner, "automatic", direct_for_reduces)
 
 
 def _recorded_fold_plans(wrap: Any = None) -> list[list[int]]:

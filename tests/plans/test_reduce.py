@@ -18,7 +18,6 @@ from collectives.algorithms import direct_routes
 from collectives.algorithms.registry import DIRECT_REDUCE_BYTES
 from collectives.engines import small, small_native
 from collectives.engines import windows as window_engine
-from collectives.plans.planner import Planner
 from collectives.transports import shm_window
 from collectives.testing import run_world
 
@@ -98,21 +97,13 @@ def _rewritten_at_once(comm):
 
 
 @pytest.fixture
-def reads_from_the_slots(monkeypatch):
+def reads_from_the_slots(monkeypatch, direct_reduces):
     """Reduces by reads from just beyond the slots (``LARGE``), not from their own size; and the
     direct engine the automatic choice there, which the cost model, pricing the reads at that size
     (where the engine leaves them for the schedules), would not take."""
     monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
     few, _ = direct_routes.REDUCE_PIECES_CROWDED_RANKS  # 3 ranks on 2 cores are a crowded few
     monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (few, DIRECT_REDUCE_BYTES + 1))
-    automatic = Planner.automatic
-
-    def direct_for_reduces(self, collective, nbytes, size, windows=False, hosts=False):
-        if collective == "reduce" and windows:
-            return "direct"
-        return automatic(self, collective, nbytes, size, windows, hosts)
-
-    monkeypatch.setattr(Planner, "automatic", direct_for_reduces)
 
 
 def test_large_reduces_by_reads_give_the_root_the_reduction(reads_from_the_slots):
