@@ -324,10 +324,8 @@ def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, lo
     times = [t for t, q in zip(measured, quiet) if q]
     terms = CROWD_TERMS + (("direct_sync",) if transport == "shm" else ())
     if len(at) < len(every) // 2:
-        built_in = load(DEFAULT_FILE).costs(transport)
-        log.append(f"# {transport} crowded sweep: only {len(at)} of {len(every)} calls undisturbed;"
-                   f" {', '.join(terms)} kept from the built-in profile")
-        fitted = dataclasses.replace(costs, **{t: getattr(built_in, t) for t in terms})
+        fitted = built_in_terms(transport, terms, costs,
+                                f"crowded sweep: only {len(at)} of {len(every)} calls undisturbed", log)
     else:
         def error(trial: TransportCosts) -> float:
             return crowd_error(at, times, transport, Profile({transport: trial}, cores=cores, calls=calls,

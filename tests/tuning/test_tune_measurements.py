@@ -162,6 +162,21 @@ def test_two_ranks_timed_beside_other_work_keep_the_built_in_constants(monkeypat
     assert costs.alpha == pytest.approx(TCP.alpha, rel=0.1)  # undisturbed: measured
 
 
+def test_crowded_worlds_timed_beside_other_work_keep_the_built_in_crowd_terms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crowded sweep, too, keeps the built-in profile's terms where fewer than half its calls ran
+    undisturbed (``built_in_terms``), and says so."""
+    monkeypatch.setattr(tune, "measure_outside", priced(SHM, "shm", CACHE, outside=1.0))
+    monkeypatch.setattr(tune, "RETRY_PAUSE", 0.0)
+    log: list[str] = []
+    start = dataclasses.replace(SHM, crowd_wake=0.0, crowd_beta=0.0, direct_sync=0.0)
+    fitted = tune.fit_crowd("shm", start, CORES, 1, log, CACHE, 2)
+    built_in = load(DEFAULT_FILE).costs("shm")
+    assert (fitted.crowd_wake, fitted.crowd_beta, fitted.direct_sync) == (
+        built_in.crowd_wake, built_in.crowd_beta, built_in.direct_sync)
+    assert any(line.startswith("# shm: crowded sweep: only 0 of ") and line.endswith(
+        "; crowd_wake, crowd_beta, direct_sync kept from the built-in profile") for line in log), log
+
+
 def test_reads_call_is_what_the_smallest_all_gather_by_single_copies_costs_beyond_its_steps() -> None:
     """At 2 ranks every call by reads makes one C call and one copy of a peer, so fitted together the
     two fall into one (``reads_call`` went to 0); the all-gathers priced by their measured steps tell it."""
