@@ -105,9 +105,10 @@ def score(rows: list[dict[str, Any]], profile: Profile) -> tuple[list[str], int]
         times = {a: t for a, t in r["times_us"].items() if a != "auto"}
         k = r.get("ranks_per_host", 0)  # several hosts of k ranks (0: one host)
         windows = r["transport"] == "shm" and not k
-        pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], windows, k, profile)
+        priced = profile if r.get("netns") else profile.over_loopback()  # host identities: loopback between them
+        pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], windows, k, priced)
         if pick not in times:  # a run from before the direct engine took this collective (reduce, all_to_all)
-            pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], False, k, profile)
+            pick = tuner.choose(r["collective"], r["size"], r["ranks"], r["transport"], False, k, priced)
         best = min(times, key=lambda a: times[a])
         ok = within(times[pick] * 1e-6, times[best] * 1e-6, r["size"])
         cell = table.setdefault((r["transport"], r["ranks"], k), {}).setdefault(r["collective"], [0, 0])

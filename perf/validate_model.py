@@ -94,6 +94,8 @@ def repredict(rows: list[dict[str, Any]], profiles: dict[str, Profile], cores: i
         p, per_host = row["ranks"], row["ranks_per_host"]
         host_cores = max(1, cores * per_host // p)  # hosts on this machine share its cores
         for name, profile in profiles.items():  # all of them: a host's ranks use the cores the other's leave
+            if not row.get("netns"):
+                profile = profile.over_loopback()  # host identities: loopback between them, not tcp_hosts's link
             c = cluster(row["transport"], p, per_host if per_host < p else None, profile, host_cores,
                         shared_cores=True)
             row[f"{name}_us"] = predict(row["collective"], row["algorithm"], row["size"], c, row["transport"],
@@ -172,13 +174,18 @@ def plot(rows: list[dict[str, Any]], profiles: Iterable[str], path: str) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=72)
-    markers = {"shm": "o", "tcp": "s"}
+    def layout(r: dict[str, Any]) -> str:
+        if r["ranks_per_host"] >= r["ranks"]:
+            return r["transport"]
+        return f"{r['transport']}, two hosts" + (" (netns)" if r.get("netns") else "")
+
+    markers = {"shm": "o", "tcp": "s", "tcp, two hosts": "^", "tcp, two hosts (netns)": "D"}
     for k, name in enumerate(profiles):
-        for transport, marker in markers.items():
-            pts = [(r["measured_us"], r[f"{name}_us"]) for r in rows if r["transport"] == transport]
+        for j, (kind, marker) in enumerate(markers.items()):
+            pts = [(r["measured_us"], r[f"{name}_us"]) for r in rows if layout(r) == kind]
             if pts:
-                ax.scatter(*zip(*pts), s=12, marker=marker, alpha=0.7, label=f"{transport}, {name} profile",
-                           color=f"C{2 * k + (transport == 'tcp')}")
+                ax.scatter(*zip(*pts), s=12, marker=marker, alpha=0.7, label=f"{kind}, {name} profile",
+                           color=f"C{len(markers) * k + j}")
     low = min(min(r["measured_us"], *(r[f"{n}_us"] for n in profiles)) for r in rows)
     high = max(max(r["measured_us"], *(r[f"{n}_us"] for n in profiles)) for r in rows)
     ax.plot([low, high], [low, high], "k-", lw=0.8)

@@ -137,6 +137,15 @@ class Profile:
         the profile has one, else the transport's own."""
         return self.transports.get(transport + BETWEEN_HOSTS) or self.costs(transport)
 
+    def over_loopback(self) -> Profile:
+        """This profile with no link between hosts (every ``_hosts`` entry dropped): the prices of
+        hosts that are host identities on one machine, whose messages between them go over its
+        loopback as its ranks' do (``perf/validate_model.py --hosts``, without ``--netns``)."""
+        if not any(name.endswith(BETWEEN_HOSTS) for name in self.transports):
+            return self
+        return dataclasses.replace(self, transports={name: c for name, c in self.transports.items()
+                                                     if not name.endswith(BETWEEN_HOSTS)})
+
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "margin": self.margin, **({"cores": self.cores} if self.cores else {}),
                 **({"calls": self.calls} if self.calls != 1 else {}),

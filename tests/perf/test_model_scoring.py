@@ -231,6 +231,38 @@ def test_the_link_between_hosts_takes_the_tuned_beta_ratio_and_keeps_every_other
     assert hosts.beta == pytest.approx(2 * tcp.beta) and dataclasses.replace(hosts, beta=tcp.beta) == tcp
 
 
+def test_two_host_rows_price_tcp_hosts_only_between_namespaces_and_host_identities_over_loopback() -> None:
+    """A validation row of two host identities measured loopback between them, so a profile's
+    ``tcp_hosts`` (the veth pair of ``--netns``) does not price it; a row with ``"netns": true``
+    is priced by it (the fifty-second round, docs/simulation.md)."""
+    tcp = TRUE.transports["tcp"]
+    veth = Profile({**TRUE.transports, "tcp_hosts": dataclasses.replace(tcp, beta=2 * tcp.beta)}, "veth",
+                   margin=0.0, cores=2)
+    row = {"transport": "tcp", "ranks": 4, "ranks_per_host": 2, "collective": "all_reduce", "algorithm": "ring",
+           "size": 4 << 20, "measured_us": 1.0}
+    identities, namespaces = validate_model.repredict([row, {**row, "netns": True}], {"veth": veth, "plain": TRUE}, 2)
+    assert identities["veth_us"] == identities["plain_us"] == namespaces["plain_us"]
+    assert namespaces["veth_us"] > 1.2 * namespaces["plain_us"]
+
+
+def test_the_tuners_picks_of_host_identities_are_scored_over_loopback() -> None:
+    """tuner_check scores a saved two-host row of host identities with the pick of the profile
+    without its link between hosts: where ``tcp_hosts`` alone moves the pick, the row measured
+    over loopback is scored as the loopback pick."""
+    tcp = TRUE.transports["tcp"]
+    dear = Profile({**TRUE.transports, "tcp_hosts": dataclasses.replace(tcp, alpha=50 * tcp.alpha, beta=50 * tcp.beta)},
+                   "a dear link", margin=0.0, cores=2)
+    moved = [(c, n) for c in ("all_gather", "reduce_scatter") for n in (8, 1 << 16, 1 << 20)
+             if tuner.choose(c, n, 8, "tcp", False, 4, dear) != tuner.choose(c, n, 8, "tcp", False, 4, TRUE)]
+    assert moved, "no pick of two hosts of 4 moves with the link's price: the test would not test"
+    collective, n = moved[0]
+    loopback_pick = tuner.choose(collective, n, 8, "tcp", False, 4, TRUE)
+    times = {a: (100.0 if a == loopback_pick else 1000.0) for a in ("ring", "tree", "recursive")}
+    row = {"transport": "tcp", "ranks": 8, "ranks_per_host": 4, "collective": collective, "size": n, "times_us": times}
+    assert tuner_check.score([row], dear)[1] == 1
+    assert tuner_check.score([{**row, "netns": True}], dear)[1] == 0
+
+
 def test_the_built_in_profile_prices_this_machines_held_out_shm_run_within_25_percent_at_most_rows() -> None:
     """Run X (docs/perf/validation_calib25_shm.json, 192 shm rows at 2-8 ranks, timed at main's code
     of 2026-12-06 on the machine the saved runs since U come from) was held out from the fit of the

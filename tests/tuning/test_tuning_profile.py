@@ -33,6 +33,19 @@ def test_the_link_between_hosts_is_its_own_entry_else_the_transports() -> None:
     assert both.between_hosts("tcp") == veth and both.costs("tcp") == tcp
 
 
+def test_over_loopback_drops_the_link_between_hosts_and_keeps_every_transport() -> None:
+    """Host identities on one machine talk over its loopback: their prices are the profile's
+    without its ``tcp_hosts`` entry."""
+    tcp, veth = TransportCosts(1e-5, 2e-5, 3e-10, 4e-11), TransportCosts(1e-5, 3e-5, 6e-10, 4e-11)
+    shm = TransportCosts(1e-6, 2e-6, 1e-10, 4e-11)
+    both = Profile({"tcp": tcp, "shm": shm, "tcp_hosts": veth}, "x", cores=2, calls=2)
+    loopback = both.over_loopback()
+    assert loopback.between_hosts("tcp") == tcp and dict(loopback.transports) == {"tcp": tcp, "shm": shm}
+    assert (loopback.cores, loopback.calls, loopback.source) == (2, 2, "x")
+    plain = Profile({"tcp": tcp})
+    assert plain.over_loopback() is plain
+
+
 @pytest.mark.parametrize("doc, fault", [
     ({"transports": {}}, "non-empty 'transports'"),
     ({"transports": {"tcp": {"alpha": 1, "speed": 2}}}, "unknown fields"),
