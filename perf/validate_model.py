@@ -15,7 +15,8 @@ predicted against measured. ``--hosts 2`` also runs two hosts of p/2 ranks (host
 on this machine: shared memory within, TCP across); with ``--netns`` the two hosts are
 network namespaces joined by a veth pair (``collectives.testing.netns``: each host's ranks
 in its namespace, TCP across over the pair's addresses, the store on the first host's
-address; rows say ``"netns": true``). ``--from FILE`` measures nothing: it
+address; rows say ``"netns": true``, and only they are priced by a profile's ``tcp_hosts`` link:
+host identities talk over loopback, ``Profile.over_loopback``). ``--from FILE`` measures nothing: it
 predicts the rows of a saved ``--json`` again, with the saved profiles (or ``--profile``'s)
 and the current model, so a model change is scored against the same measurements.
 Each measured row also keeps ``outside_cores``: the cores' worth of CPU work outside the job
