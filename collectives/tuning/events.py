@@ -14,8 +14,13 @@ halves in turn, except in a call whose messages flow one way: in a loop of such 
 sender writes the next call's message while the receiver copies out this one's, which the
 overlapped halves stand for in a replay of a few calls. Messages between two
 ranks match in order, as on a real channel; a schedule that would deadlock raises
-``ScheduleError``. In a call whose messages flow one way (``flows_one_way``: a broadcast's or a
-reduce's tree or chain), a rank that resumes after a wait is told how many ranks of its cores
+``ScheduleError``. A step that exchanges with one peer whose message is already in when the
+step is issued (``in_hand``: a peer that ran ahead, as the 3-rank recursive schedule's lone
+rank does while the folded pair meets) is no longer two ends busy at once: its rank sends as
+a one-way step sends and takes the message in hand (``Network.message``'s ``one_way``,
+``step_extra``'s ``in_hand``), where the machine says so (``Network.takes_in_hand``). In a
+call whose messages flow one way (``flows_one_way``: a broadcast's or a reduce's tree or
+chain), a rank that resumes after a wait is told how many ranks of its cores
 the replay then holds blocked for a message not yet sent, itself counted (``Network.step_extra``'s
 ``waiting``), since in a loop of such calls the ranks upstream run ahead instead of waiting
 beside it.
@@ -39,7 +44,8 @@ class Network(Protocol):
                 one_way: bool = False) -> tuple[float, float, float]:
         """Send ``nbytes`` from ``src`` at ``ready``: (when the sender is free again, when the
         message has arrived, how long the receiver then spends copying it out); ``one_way``: the
-        sender's step receives nothing (it goes on once the message is handed over)."""
+        sender's step receives nothing, or only a message already in (``in_hand``), so it goes
+        on once the message is handed over."""
         ...
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
@@ -68,16 +74,22 @@ class Network(Protocol):
         """Whether ranks ``a`` and ``b`` queue for the same cores."""
         ...
 
+    def takes_in_hand(self, rank: int, peer: int) -> bool:
+        """Whether a step of ``rank`` exchanging with ``peer`` alone, whose message is already in,
+        is priced as a one-way send and a receive (``in_hand``), not as an exchange."""
+        ...
+
     def begin(self, one_way: bool, largest: int = 0) -> None:
         """Told before the first step whether the replayed calls' messages flow one way, and the
         most bytes one rank sends one peer in a call (``largest``)."""
         ...
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0) -> float:
+                   waiting: int = 0, in_hand: bool = False) -> float:
         """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
         call whose messages flow one way, the ranks (itself among them) then waiting on its
-        cores (0: not counted)."""
+        cores (0: not counted); ``in_hand``: the step exchanged with one peer whose message was
+        in before the step was issued (``takes_in_hand``)."""
         ...
 
 
@@ -106,6 +118,22 @@ def flows_one_way(steps: Sequence[Sequence[Step]]) -> bool:
             if indegree[q] == 0:
                 free.append(q)
     return seen == len(indegree)
+
+
+def in_hand(step: Step, rank: int, t: float, inbox: dict[tuple[int, int], deque[tuple[float, float]]],
+            network: Network) -> bool:
+    """Whether ``step`` of ``rank``, issued at ``t``, exchanges with one peer (sends to it and
+    receives from it, no one else) whose messages for it are all in by then (``inbox``: per
+    (sender, receiver), the (arrival, copy) of each message not yet taken, in order), where
+    ``network`` prices such a step apart (``takes_in_hand``)."""
+    peers = {o.peer for o in step}
+    if len(peers) != 1 or not any(isinstance(o, Send) for o in step):
+        return False
+    peer = peers.pop()
+    wanted = sum(1 for o in step if isinstance(o, Recv))
+    queue = inbox.get((peer, rank), deque())
+    return (0 < wanted <= len(queue) and all(queue[i][0] <= t for i in range(wanted))
+            and network.takes_in_hand(rank, peer))
 
 
 def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int = 4) -> list[float]:
@@ -153,6 +181,8 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     ready: list[tuple[float, int, float]] = [(0.0, r, -1.0) for r in range(size)]
     heapq.heapify(ready)
 
+    handed: set[int] = set()  # ranks whose step in progress took its peer's message in hand (in_hand)
+
     def try_finish(r: int, t: float, step: Step) -> bool:
         needed: dict[int, int] = {}
         sends: list[int] = []
@@ -178,7 +208,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
                 work += copy + fold
         # in a call that flows one way, the ranks blocked beside it as it resumes (itself too)
         waiting = 1 + sum(1 for q in blocked if network.same_cores(q, r)) if flowing and waited else 0
-        extra = network.step_extra(r, sends, list(needed), waited, waiting) if needed else 0.0
+        extra = network.step_extra(r, sends, list(needed), waited, waiting, r in handed) if needed else 0.0
         t += extra
         if pooled and needed:  # the receive work, at its time, on a core
             heapq.heappush(ready, (t - work - extra, r, work + extra))
@@ -209,7 +239,12 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             held = True
         else:
             held = False
-        one_way = not any(isinstance(o, Recv) for o in step)
+        taken = in_hand(step, r, t, inbox, network)
+        if taken:
+            handed.add(r)
+        else:
+            handed.discard(r)
+        one_way = taken or not any(isinstance(o, Recv) for o in step)
         for o in step:
             if isinstance(o, Send):
                 if o.peer == r or not 0 <= o.peer < size:

@@ -36,7 +36,11 @@ ranks ahead of the flow finish and sleep (``begin``). So steps in which every ra
 exchanges) queue for the cores, while a chain, with one rank busy at a time, hardly notices
 them. Beyond the wire: a step that both sends and receives costs its link class's
 ``exchange`` more, and one that sends over one kind of link and receives over another
-(shared memory and a NIC) pays ``mixed_wait``: its wait cannot sleep on both. On hosts of
+(shared memory and a NIC) pays ``mixed_wait``: its wait cannot sleep on both. Over tcp, an
+exchange with one peer whose message is already in when the step is issued costs the rank a
+one-way send and that message's receive, without ``exchange`` (``takes_in_hand``,
+``events.in_hand``): the peer ran ahead and waits, the two ends are not busy at once; not
+where every rank takes turns on one core, where the rest of α is no one else's. On hosts of
 several ranks with more than one host, a rank has peers over both kinds of link, and a step
 in which it waited for a message costs ``split_wait`` more: its wait sleeps in slices on
 each kind in turn. A link class may split a one-way message's α (``send_overhead``,
@@ -270,15 +274,16 @@ class Machine:
         return self._pool_of(a) == self._pool_of(b)
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0) -> float:
+                   waiting: int = 0, in_hand: bool = False) -> float:
         """Seconds beyond its messages that ``rank`` spends finishing a step that sent to
         ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready;
         ``waiting``: in a call that flows one way, the ranks then waiting on its cores, itself
-        among them, or 0)."""
+        among them, or 0; ``in_hand``: it exchanged with one peer whose message was in before the
+        step was issued, where ``takes_in_hand``: no ``exchange``, its two ends not busy at once)."""
         if not recvs:
             return 0.0
         classes = [self.path(rank, peer)[0] for peer in recvs]
-        extra = max(c.exchange for c in classes) if sends else 0.0
+        extra = max(c.exchange for c in classes) if sends and not in_hand else 0.0
         one_core = self.one_core
         if (waited or one_core) and self.oversubscribed:
             # a rank with peers on other hosts polls their link on every pass of its wait
@@ -294,6 +299,15 @@ class Machine:
         if waited:
             extra += self.split_wait
         return extra * self.cpu_factor
+
+    def takes_in_hand(self, rank: int, peer: int) -> bool:
+        """Whether a step of ``rank`` that exchanges with ``peer`` only, whose message is in before
+        the step is issued, costs it a one-way send and the receive of that message, without
+        ``exchange`` (its two ends are not busy at once): where the link splits α
+        (``send_overhead``: tcp), so that the sender goes on while the rest of α is spent elsewhere,
+        and the ranks do not all take turns on one core (``one_core``), where nothing is spent
+        elsewhere (docs/simulation.md, *The fifty-second round*)."""
+        return self.path(rank, peer)[0].send_overhead > 0 and not self.one_core
 
     @property
     def one_core(self) -> bool:

@@ -394,3 +394,19 @@ def test_the_3_rank_tcp_all_gather_takes_bruck_at_32_and_64_mib() -> None:
     round); priced below it once the line's ends keep their cores as the call does."""
     for size in (32 << 20, 64 << 20):
         assert tuner.choose("all_gather", size, 3, "tcp") == "recursive"
+
+
+def test_an_exchange_is_taken_in_hand_over_a_split_alpha_unless_every_rank_shares_one_core() -> None:
+    """Where a sender goes on after its send overhead (tcp), the rest of α is spent elsewhere
+    while it works on, unless all ranks take turns on one core (``one_core``), where it is not."""
+    split = LinkClass("tcp", 10e-6, 0.0, 0.5, exchange=5e-6, send_overhead=4e-6, recv_overhead=1e-6)
+    assert Machine(3, 3, split, cores=2).takes_in_hand(0, 1)
+    assert Machine(3, 3, split).takes_in_hand(0, 1)
+    assert not Machine(3, 3, split, cores=1).takes_in_hand(0, 1)
+    assert not Machine(3, 3, link(exchange=5e-6), cores=2).takes_in_hand(0, 1)
+
+
+def test_an_exchange_taken_in_hand_pays_no_exchange_term() -> None:
+    m = Machine(2, 2, link(exchange=5e-6))
+    assert m.step_extra(0, [1], [1], False) == pytest.approx(5e-6)
+    assert m.step_extra(0, [1], [1], False, in_hand=True) == 0.0
