@@ -306,7 +306,7 @@ class Machine:
         ``exchange`` (its two ends are not busy at once): where the link splits α
         (``send_overhead``: tcp), so that the sender goes on while the rest of α is spent elsewhere,
         and the ranks do not all take turns on one core (``one_core``), where nothing is spent
-        elsewhere (docs/simulation.md, *The fifty-second round*)."""
+        elsewhere (docs/simulation.md, *The fifty-third round*)."""
         return self.path(rank, peer)[0].send_overhead > 0 and not self.one_core
 
     @property

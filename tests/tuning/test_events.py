@@ -118,7 +118,7 @@ def ahead(send: float = SEND, cores: int = 0) -> list[float]:
 def test_an_exchange_whose_peer_ran_ahead_costs_its_rank_a_one_way_send() -> None:
     """Over a link that splits α (tcp), the rank that finds its peer's message in goes on after
     its send overhead and pays no ``exchange``: its two ends are not busy at once (the 3-rank
-    recursive schedule's lone rank, docs/simulation.md, the fifty-second round). The peer, which
+    recursive schedule's lone rank, docs/simulation.md, the fifty-third round). The peer, which
     waited, still has the message α after it was sent and pays the exchange."""
     done = ahead()
     assert done[0] == pytest.approx(ALPHA + SEND)
@@ -137,7 +137,7 @@ def test_an_exchange_of_peers_that_meet_at_once_is_priced_whole() -> None:
 
 
 def test_tcp_picks_the_recursive_schedule_at_three_ranks_below_64_kib() -> None:
-    """Choice runs 21 and 25 (docs/simulation.md, the fifty-second round) measured the 3-rank
+    """Choice runs 21 and 25 (docs/simulation.md, the fifty-third round) measured the 3-rank
     recursive all-reduce and reduce-scatter 3-35 % faster than the tree from 8 B to 32 KiB over
     tcp; priced with the lone rank's exchange as a whole exchange, the tree was picked."""
     for collective in ("all_reduce", "reduce_scatter"):
