@@ -56,7 +56,7 @@ from .transports.progress import usable_cpus
 from .tuning import pieces, reads, tuner
 from .tuning.fitting import crowd_error, fit_cache, fit_reads_call, fit_window, in_cache, nonnegative_fit, search_terms
 from .tuning.machine import Machine, copies_whole, link_of
-from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, DEFAULT_MARGIN, ENV, Profile, TransportCosts, load
+from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, ENV, Profile, TransportCosts, load
 
 if TYPE_CHECKING:
     from .testing.netns import Host
@@ -64,6 +64,12 @@ if TYPE_CHECKING:
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
 BURST_SIZES = (8, 1 << 10)
+LEAST_SEND = 1 / 64
+"""The least ``send_overhead`` ``fit_split`` writes, a share of α: the bursts can say the sender goes on at once
+(the fit at 0), but at 0 the model leaves α whole, the other end of the split."""
+SPLIT_PASSES = 3
+"""How many times ``fit_split`` draws its line again about the split it fitted (it converged in 2 on bursts priced
+by the model in a crowded world)."""
 SPLIT = ("tcp",)
 """The transports whose one-way message α the model splits (``send_overhead``, ``recv_overhead``)."""
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
@@ -87,6 +93,13 @@ CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 """The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
 MAX_CROWD_RANKS = 8
 """No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
+
+
+MARGIN = 0.0
+"""The profile's ``margin``: the tuner takes the algorithm the model prices fastest, as under the built-in
+profile. Fitted at 2 ranks alone the sweep wrote 1.25 (the rule's choice stood unless another was priced 2.25
+times as fast), which left every pick to the size rule; with the crowded worlds fitted too, margin 0 picks
+better on this machine's choice runs (docs/simulation.md, the fifty-fourth round)."""
 
 
 DISTURBED_CORES = 0.5
@@ -134,7 +147,13 @@ def measure_quiet(cases: Sequence[Case], ranks: int, transport: str, rounds: int
     return times, quiet
 
 
-def fold_seconds_per_byte(nbytes: int = 4 << 20, repeats: int = 20) -> float:
+FOLD_BYTES = 512 << 10
+"""Bytes of the timed fold for γ (``fold_seconds_per_byte``): the model's γ is a fold in the cache, raised
+beyond it by ``cache_beta`` (``cache.fold_gamma``); here a numpy fold ran at 0.021 ns/B at 256-512 KiB, 0.031-0.036
+at 1 MiB and 0.068 from 2 MiB, out of the cores' 2 MiB L2 (docs/simulation.md, the fifty-fourth round)."""
+
+
+def fold_seconds_per_byte(nbytes: int = FOLD_BYTES, repeats: int = 20) -> float:
     """γ: the fastest of ``repeats`` in-place float32 additions of ``nbytes``, per byte."""
     a = np.ones(nbytes // 4, np.float32)
     b = np.ones(nbytes // 4, np.float32)
@@ -239,46 +258,61 @@ def fit_copies(costs: TransportCosts, allowed: bool, log: list[str]) -> Transpor
     return dataclasses.replace(costs, **steps._asdict())
 
 
-def split_features(case: Case, costs: TransportCosts) -> tuple[list[float], float]:
-    """What 3 ranks cost more than 2 for ``case``, in the model, as ``features ·
-    (send_overhead, recv_overhead) + fixed``: linear while both are above 0 and their sum
-    within α, so taken from points inside (at 0 the model leaves α unsplit)."""
+def split_features(case: Case, costs: TransportCosts, transport: str = "tcp", cores: int = 0, calls: int = 1,
+                   cache_bytes: int = 0) -> tuple[list[float], float]:
+    """What 3 ranks cost more than 2 for ``case``, in the model (on hosts of ``cores``, with the crowded
+    terms of ``costs``: 3 ranks on 2 cores queue for them), as ``features · (send_overhead,
+    recv_overhead) + fixed`` about the split of ``costs`` (its ``send_overhead`` and ``recv_overhead``,
+    at least ``LEAST_SEND`` of α each: at 0 the model leaves α unsplit), a line through points a
+    quarter of each beyond it (the queue and the loop of calls bend the model at other points)."""
     def more(send: float, recv: float) -> float:
-        split = dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)
-        return _model_time(case, 3, split) - _model_time(case, 2, split)
+        profile = Profile({transport: dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)},
+                          cores=cores, calls=calls, cache_bytes=cache_bytes)
+        return (tuner.predict(case[0], case[2], case[1], 3, transport, 0, profile)
+                - tuner.predict(case[0], case[2], case[1], 2, transport, 0, profile))
 
-    unit = costs.alpha / 4
-    if unit <= 0:
+    least = costs.alpha * LEAST_SEND
+    if least <= 0:
         return [0.0, 0.0], more(0.0, 0.0)
-    base = more(unit, unit)
-    features = [(more(2 * unit, unit) - base) / unit, (more(unit, 2 * unit) - base) / unit]
-    return features, base - unit * sum(features)
+    send, recv = max(costs.send_overhead, least), max(costs.recv_overhead, least)
+    base = more(send, recv)
+    features = [(more(send * 1.25, recv) - base) / (send / 4), (more(send, recv * 1.25) - base) / (recv / 4)]
+    return features, base - features[0] * send - features[1] * recv
 
 
 def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str],
-              sizes: Sequence[int] = BURST_SIZES) -> TransportCosts:
+              sizes: Sequence[int] = BURST_SIZES, cores: int = 0, calls: int = 1,
+              cache_bytes: int = 0) -> TransportCosts:
     """``costs`` with ``send_overhead`` and ``recv_overhead`` fitted to one-way bursts: tree
     broadcasts and reduces of ``sizes`` at 3 ranks less the same at 2. The root of a broadcast
     at 3 ranks sends twice in a step that receives nothing, so it costs one sender's turn more
     than at 2 (``send_overhead``: after it the sender is free again); the root of a reduce at
     3 finds its second message already there and pays what taking it costs
-    (``recv_overhead``). The other constants are kept (fitted before at 2 ranks)."""
+    (``recv_overhead``). The other constants are kept (fitted before at 2 ranks and, with
+    ``cores``, in the crowded worlds: 3 ranks on 2 cores wait for a core, which a fit without the
+    crowded terms put in ``recv_overhead``, capped at α less ``send_overhead`` in most sweeps). The
+    model bends with the queue and the loop of ``calls``, so the line is drawn again about each fit,
+    ``SPLIT_PASSES`` times, from a quarter of α each."""
     cases: list[Case] = [(c, n, "tree") for c in ("broadcast", "reduce") for n in sizes]
     two = measure(cases, 2, transport, rounds=rounds)
     three = measure(cases, 3, transport, rounds=rounds)
-    rows, targets = [], []
-    for case, t2, t3 in zip(cases, two, three):
-        features, fixed = split_features(case, costs)
-        rows.append(features)
-        targets.append(t3 - t2 - fixed)
-    send, recv = nonnegative_fit(rows, targets, relative=False)
-    send = min(send, costs.alpha)
-    split = dataclasses.replace(costs, send_overhead=send, recv_overhead=min(recv, costs.alpha - send))
+    split = dataclasses.replace(costs, send_overhead=costs.alpha / 4, recv_overhead=costs.alpha / 4)
+    for _ in range(SPLIT_PASSES):
+        rows, targets = [], []
+        for case, t2, t3 in zip(cases, two, three):
+            features, fixed = split_features(case, split, transport, cores, calls, cache_bytes)
+            rows.append(features)
+            targets.append(t3 - t2 - fixed)
+        send, recv = nonnegative_fit(rows, targets, relative=False)
+        send = min(max(send, costs.alpha * LEAST_SEND), costs.alpha)  # at 0 the model would leave α unsplit
+        split = dataclasses.replace(costs, send_overhead=send, recv_overhead=min(recv, costs.alpha - send))
     if split.recv_overhead < recv:  # then it is a bound, not a measurement: say so
         log.append(f"  {transport:<4} recv_overhead capped at alpha - send_overhead ({split.recv_overhead * 1e6:.2f} us;"
                    f" the fit wanted {recv * 1e6:.2f} us): the reduces at 3 ranks cost more than a message's alpha")
+    profile = Profile({transport: split}, cores=cores, calls=calls, cache_bytes=cache_bytes)
     for case, t2, t3 in zip(cases, two, three):
-        model = (_model_time(case, 3, split) - _model_time(case, 2, split)) * 1e6
+        model = (tuner.predict(case[0], case[2], case[1], 3, transport, 0, profile)
+                 - tuner.predict(case[0], case[2], case[1], 2, transport, 0, profile)) * 1e6
         log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  3 ranks {t3 * 1e6:8.1f} us"
                    f"  2 ranks {t2 * 1e6:8.1f} us  more {(t3 - t2) * 1e6:7.1f} us  model more {model:7.1f} us")
     return split
@@ -430,9 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=2, help="world size measured (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="batches per case (default 5)")
     parser.add_argument("--out", default=None, help=f"profile file to write (default ${ENV}, else collectives_tune.json)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    parser.add_argument("--margin", type=float, default=MARGIN,
                         help="how much faster another algorithm must be predicted before the tuner leaves the"
-                             f" measured size rule (1.0: twice as fast; default {DEFAULT_MARGIN})")
+                             f" measured size rule (1.0: twice as fast; default {MARGIN:g})")
     parser.add_argument("--cores", type=int, default=usable_cpus(),
                         help="cores per host to record: more ranks on a host queue for them"
                              " (default: this machine's, %(default)s; 0: not modelled)")
@@ -453,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
     transports = [t for t in args.transports.split(",") if t]
     out = args.out or os.environ.get(ENV) or "collectives_tune.json"
-    gamma = fold_seconds_per_byte()
+    gamma = fold_seconds_per_byte(FOLD_BYTES)
     copy_beta = copy_seconds_per_byte()
     log: list[str] = []
     start = time.perf_counter()
@@ -462,11 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured[t], found = fit_transport(t, sizes, args.ranks, args.rounds, gamma, log, args.cores, calls=args.calls)
         measured[t] = dataclasses.replace(measured[t], copy_beta=copy_beta)
         cache_bytes = found or cache_bytes  # shared memory's: the transport whose copies it measures
-    for t in transports:
-        if t in SPLIT and not args.no_split:
-            measured[t] = fit_split(t, measured[t], args.rounds, log)
+    for t in transports:  # the crowded terms first: the split's bursts at 3 ranks are crowded on 2 cores
         if not args.no_crowd:
             measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, log, cache_bytes, args.calls)
+        if t in SPLIT and not args.no_split:
+            measured[t] = fit_split(t, measured[t], args.rounds, log, cores=args.cores, calls=args.calls,
+                                    cache_bytes=cache_bytes)
     if args.netns:
         from .testing.netns import two_hosts  # test tooling: only when asked
 

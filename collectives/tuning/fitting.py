@@ -94,11 +94,11 @@ def search_terms(terms: Sequence[str], scales: dict[str, float], error: Callable
 def fit_window(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, gamma: float,
                costs: TransportCosts) -> TransportCosts:
     """``costs`` with ``direct_alpha`` and ``direct_beta`` fitted to the direct engine's calls through
-    its windows (``timed``): β from the calls that fold nothing (broadcasts, all-gathers) where
-    there are two or more, α with it. γ is a numpy fold of 4 MiB, beyond the cache; an
-    all-reduce's window folds blocks in the cache faster, so with it in the fit of β the line took
-    what γ priced too much off the copies (0.023-0.026 ns/B, where the broadcasts alone say
-    0.06 and the quiet validation runs score best at 0.045-0.05)."""
+    its windows (``timed``), every one of them, the folds priced at ``gamma``: the fold in the cache
+    (``tune.FOLD_BYTES``), as an all-reduce's window folds its blocks. With γ a numpy fold of 4 MiB,
+    beyond the cache, the all-reduces pulled β down (0.019-0.026 ns/B), and without them the broadcasts
+    alone said 0.062-0.065 and priced the direct all-reduces of 64 KiB at 3-8 ranks 1.4-1.6 times their
+    time, moving the tuner's picks off them (docs/simulation.md, the fifty-fourth round)."""
     def rows(pairs: Sequence[tuple[Case, float]]) -> tuple[list[list[float]], list[float]]:
         features, targets = [], []
         for (collective, n, _), t in pairs:
@@ -107,8 +107,7 @@ def fit_window(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, gamm
             targets.append(max(t - reduced * n * gamma, t * 0.05))
         return features, targets
 
-    copies = [pair for pair in timed if tuner.window_factors(pair[0][0], pair[0][1], ranks, cores)[1] == 0]
-    fixed, d_beta = nonnegative_fit(*rows(copies if len(copies) >= 2 else timed))
+    fixed, d_beta = nonnegative_fit(*rows(timed))
     return dataclasses.replace(costs, direct_alpha=fixed, direct_beta=d_beta)
 
 
