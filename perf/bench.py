@@ -3,7 +3,9 @@
 For each placement (out-of-place, then in-place):
 
 1. zeroed buffers of the row's size (nccl-tests' layouts, ``-u`` misalignment);
-2. one untimed collective, then a barrier, so every rank starts the clock together;
+2. before the out-of-place cell, the row's warm-up (``spec.warm`` untimed collectives,
+   sized by perf.sweep), then one untimed collective and a barrier, so every rank starts
+   the clock together;
 3. ``iters x agg_iters`` back-to-back collectives timed with ``time.perf_counter``
    (a monotonic clock, like nccl-tests' steady_clock); ``-z 1`` adds a barrier after each
    collective (timed), ``-z 3`` one after each outer iteration (not timed);
@@ -43,6 +45,7 @@ class RowSpec:
     unalign: int = 0
     reps: tuple[int, int] = (1, 2)
     corrupt: int = -1  # test hook: this rank flips a bit of its result before checking
+    warm: int = 0  # untimed calls at the row's size before the out-of-place cell (perf.sweep sizes them)
 
     def to_msg(self) -> dict[str, Any]:
         return {"cmd": "row", **asdict(self)}
@@ -85,6 +88,9 @@ def bench_cell(backend: Any, spec: RowSpec, in_place: bool) -> tuple[float, list
     send, recv = coll.buffers(rank, n, count, dtype, in_place, spec.unalign)
     op, root = spec.op, spec.root
 
+    if not in_place:  # the row's warm-up: the in-place cell follows this one at the same size, warm
+        for _ in range(max(spec.warm, 0)):
+            coll.run(backend, send, recv, op, root)
     coll.run(backend, send, recv, op, root)  # sync
     backend.barrier()
     iters, agg, blocking = max(spec.iters, 0), max(spec.agg, 1), spec.blocking

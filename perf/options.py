@@ -16,7 +16,7 @@ accepted, so nccl-tests command lines run unchanged; ``--help`` names each and w
 non-default value earns a note on stderr saying what happens instead.
 
 Our own options (long only): ``--np``, ``--algo``, ``--transport``, ``--backend``,
-``--json``, ``--plot``, ``--vs``, ``--progress``.
+``--json``, ``--plot``, ``--vs``, ``--progress``, ``--order``, ``--row_warmup``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ LONG_NCCL = {
     "average": "a", "local_register": "R", "cta_policy": "x", "device_implementation": "D",
     "device_cta_count": "V", "output_file": "J", "report_timestamps": "S", "memory": "M", "unalign": "u",
 }
-LONG_OURS = ("np", "algo", "transport", "backend", "json", "plot", "vs", "progress")
+LONG_OURS = ("np", "algo", "transport", "backend", "json", "plot", "vs", "progress", "order", "row_warmup")
+ORDERS = ("ours", "peers", "alternate")
 ALGORITHMS = (*names.ALGORITHMS, "auto", "all")  # all: every algorithm per size (perf.algo_all)
 BACKENDS = ("collectives", "mpi", "gloo")
 
@@ -120,6 +121,8 @@ class Options:
     plot: str | None = None
     vs: list[str] = field(default_factory=list)
     progress: str = "auto"
+    order: str = "ours"  # which world runs a row first beside --vs peers (perf.sweep.peers_go_first)
+    row_warmup: float = 100.0  # ms of untimed calls before each world's out-of-place cell (perf.sweep.warm_calls)
     notes: list[str] = field(default_factory=list)  # stdout lines before the header (nccl prints these)
     warnings: list[str] = field(default_factory=list)  # stderr notes
 
@@ -203,7 +206,11 @@ def usage(program: str) -> str:
         "[--json <file> write every row and the environment as JSON] \n\t"
         "[--plot <file.png> plot algbw/busbw against size (needs matplotlib)] \n\t"
         "[--progress <auto/on/off> progress on stderr, a bar (tqdm) or a live line per row "
-        "(auto: when stderr is a terminal; stdout is only the table)] \n"
+        "(auto: when stderr is a terminal; stdout is only the table)] \n\t"
+        "[--order <ours/peers/alternate> which world runs each row first beside --vs peers "
+        "(default: ours)] \n\t"
+        "[--row_warmup <ms> untimed calls at each row's size before each world's out-of-place cell, "
+        "about this many ms; 0: none (default: 100)] \n"
         + cpu_notes()
     )
 
@@ -327,6 +334,17 @@ def _ours(opts: Options, name: str, value: str) -> None:
         if value not in ("auto", "on", "off"):
             raise UsageExit(255, stderr=f"invalid --progress {value!r}: auto, on or off\n")
         opts.progress = value
+    elif name == "order":
+        if value not in ORDERS:
+            raise UsageExit(255, stderr=f"invalid --order {value!r}: {', '.join(ORDERS)}\n")
+        opts.order = value
+    elif name == "row_warmup":
+        try:
+            opts.row_warmup = float(value)
+        except ValueError:
+            opts.row_warmup = -1.0
+        if not opts.row_warmup >= 0:
+            raise UsageExit(255, stderr=f"invalid --row_warmup {value!r}: milliseconds >= 0\n")
 
 
 def _explain(opts: Options) -> None:

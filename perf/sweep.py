@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -138,7 +139,7 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
     total = len(blocks) * len(sizes) * cycles if cycles > 0 else None
     out.start_progress(total, opts.progress, opts.program)
     try:
-        for dtype, op, root in blocks:
+        for block, (dtype, op, root) in enumerate(blocks):
             run_op = "sum" if op in ("none", "") else op
             elem = numpy_dtype(dtype).itemsize if dtype != "none" else 1
             try:
@@ -152,30 +153,48 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
                         p.warmup, coll.name, dtype, run_op, root, opts.minbytes, opts.maxbytes, opts.warmup_iters,
                         opts.unalign))
             cycle = 0
+            last: dict[str, tuple[int, float]] = {}  # world -> (size, µs out of place) of its last row here
             while cycles <= 0 or cycle < cycles:
                 cycle += 1
-                for size in sizes:
+                for index, size in enumerate(sizes):
                     count, size_bytes, _, _ = coll.counts(size, elem, n)
                     spec = RowSpec(coll.name, dtype, run_op, root, size, opts.iters, opts.agg_iters, opts.check,
                                    opts.blocking, opts.unalign, (rep + 1, rep + 2), -1)
                     rep += 2
                     out.row_started(_row_label(size_bytes, dtype, op, root, cycle if cycles != 1 else 0))
+                    runnable = [p for p in peers if p in active
+                                and p.supports(dtype, op if coll.reduces else None) is None]
+                    theirs_by_name: dict[str, list[RankRow] | None] = {}
+
+                    def run_peers() -> None:
+                        for p in runnable:
+                            if p not in active:
+                                continue
+                            pspec = dataclasses.replace(spec, warm=warm_calls(opts, last.get(p.name), size))
+                            theirs_by_name[p.name] = _peer_call(p, active, result, out, functools.partial(p.row, pspec))
+
+                    peers_first = peers_go_first(opts.order, block, cycle - 1, index)
+                    if peers_first:
+                        run_peers()
                     try:
-                        ours = main.row(dataclasses.replace(spec, corrupt=corrupt))
+                        ours = main.row(dataclasses.replace(spec, corrupt=corrupt,
+                                                            warm=warm_calls(opts, last.get(main.name), size)))
                     except Exception as exc:
                         raise LibraryFailure(str(exc)) from exc
+                    if not peers_first:
+                        run_peers()
                     cells, failing = _cells(coll, size_bytes, ours, opts.average, n)
+                    last[main.name] = (size, cells[0].time)
                     result.out_of_bounds += failing
                     row = Row(size_bytes, count, dtype, op, root, cells)
                     for p in peers:
                         row.peers[p.name] = None
                         row.ratios[p.name] = None
-                        if p not in active or p.supports(dtype, op if coll.reduces else None) is not None:
-                            continue
-                        theirs = _peer_call(p, active, result, out, functools.partial(p.row, spec))
+                        theirs = theirs_by_name.get(p.name)
                         if theirs is None:
                             continue
                         pcells, _ = _cells(coll, size_bytes, theirs, opts.average, n)
+                        last[p.name] = (size, pcells[0].time)
                         row.peers[p.name] = pcells
                         result.peer_bw[p.name].extend(c.busbw for c in pcells)
                         result.peer_wrong[p.name] += sum(1 for c in pcells if c.wrong)
@@ -190,6 +209,30 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
     finally:
         out.stop_progress()
     return result
+
+
+def peers_go_first(order: str, block: int, cycle: int, index: int) -> bool:
+    """Whether the peers run this row before our world: ``ours`` never, ``peers`` always, ``alternate``
+    on every other row, the other way round from one block and one cycle to the next, so that each
+    world runs as many rows first as the other (the first world of a large row pays a warm-up)."""
+    if order == "peers":
+        return True
+    if order == "alternate":
+        return (block + cycle + index) % 2 == 1
+    return False
+
+
+def warm_calls(opts: Options, last: tuple[int, float] | None, size: int) -> int:
+    """Untimed calls before a world's out-of-place cell (``--row_warmup MS``): as many as fill MS at the
+    time per call that the world's last row here predicts for ``size`` (proportional to the size), at
+    least one and at most the timed loop's own count; the timed loop's count when nothing predicts it."""
+    if opts.row_warmup <= 0:
+        return 0
+    cap = max(opts.iters * opts.agg_iters, 1)
+    if last is None or last[1] <= 0:
+        return cap
+    predicted_us = last[1] * max(size, 1) / max(last[0], 1)
+    return max(1, min(cap, math.ceil(opts.row_warmup * 1000.0 / predicted_us)))
 
 
 def _row_label(size_bytes: int, dtype: str, op: str, root: int, cycle: int) -> str:
