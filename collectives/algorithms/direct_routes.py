@@ -324,6 +324,14 @@ def folds_in_c(nbytes: int, oversubscribed: bool) -> bool:
     return oversubscribed and nbytes < FOLDS_IN_C_BYTES
 
 
+def all_reduce_folds_in_c(nbytes: int, oversubscribed: bool) -> bool:
+    """Whether an all-reduce by reads of ``nbytes`` (bytes of ``x``) runs in C where the extension is
+    built (``exchange_reads.fold_plan``'s all-reduce): where every rank has a core, at every size the
+    reads take. Measured: docs/performance.md, "Thirty-sixth round, the 2-rank all-reduce by reads in
+    C"."""
+    return not oversubscribed and nbytes > 0
+
+
 def reduce_by_pieces(nbytes: int, oversubscribed: bool, size: int) -> bool:
     """Whether a reduce of ``nbytes`` (bytes of ``x``) too large for one slot goes through the
     slots a slot's worth at a time (``windowed.PiecewiseReduce``: the other ranks copy each piece

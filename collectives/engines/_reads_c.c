@@ -416,16 +416,19 @@ static PyTypeObject ReadsPlanType = {
    plan's numpy folds); a reduce posts RED after each step and its root reads every peer's
    folded piece of the step out of the peer's ``mine`` into its ``result`` (in the Python plan's
    order). Same flags and addresses as the Python plan: ADDR (my x), RESULT (my mine), LEN,
-   POSTED, RED, READ. Hands back where a peer is late, a count differs or the kernel refuses a
-   read: the Python plan resumes from the state returned (direct.py, ``FOLD_*``). */
+   POSTED, RED, READ. An all-reduce (``root`` EVERY_RANK, direct.py's all_reduce_by_reads) is a
+   reduce whose every rank is the root: each reads every peer's folded piece of a step into its
+   ``result``. Hands back where a peer is late, a count differs or the kernel refuses a read: the
+   Python plan resumes from the state returned (direct.py, ``FOLD_*``). */
 
 enum { F_POSTED, F_READ, F_ADDR, F_RESULT, F_LEN, F_RED, FSLOTS }; /* indices into ``slot`` */
+#define EVERY_RANK (-2) /* ``root`` of an all-reduce: every rank reads every folded piece */
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall; /* how Python calls it: FoldPlan_vectorcall */
     FlagSet w;
-    int root;                  /* the reduce's root, -1: a reduce-scatter */
+    int root;                  /* the reduce's root, -1: a reduce-scatter, EVERY_RANK: an all-reduce */
     int dtype, op, itemsize;
     int slot[FSLOTS];
     pid_t *pids;               /* [ranks]: each window rank's process */
@@ -479,7 +482,7 @@ static int fold_piece(FoldPlan *p, char *dst, const char *own, Py_ssize_t at, Py
 static long long fold_run(FoldPlan *p, const char *x, char *mine, char *result, char *piece, uint64_t serial) {
     int me = p->w.me, ranks = p->w.ranks;
     size_t item = (size_t)p->itemsize;
-    Py_ssize_t lo, n, steps = p->root < 0 ? 1 : fold_steps(p);
+    Py_ssize_t lo, n, steps = p->root == -1 ? 1 : fold_steps(p);
     fold_block(p, me, &lo, &n);
     uint64_t last = serial + (uint64_t)steps;
     set_word(&p->w, p->slot[F_ADDR], (uint64_t)(uintptr_t)x);
@@ -494,7 +497,7 @@ static long long fold_run(FoldPlan *p, const char *x, char *mine, char *result, 
         p->inputs[q] = load_flag(&p->w, q, p->slot[F_ADDR]);
         p->outputs[q] = load_flag(&p->w, q, p->slot[F_RESULT]);
     }
-    if (p->root < 0) { /* a reduce-scatter: my block in steps, no RED */
+    if (p->root == -1) { /* a reduce-scatter: my block in steps, no RED */
         for (Py_ssize_t at = 0; at < n; at += p->chunk) {
             Py_ssize_t m = n - at < p->chunk ? n - at : p->chunk;
             if (!fold_piece(p, mine + (size_t)at * item, x + (size_t)(lo + at) * item, lo + at, m, piece))
@@ -507,7 +510,7 @@ static long long fold_run(FoldPlan *p, const char *x, char *mine, char *result, 
             if (m > 0 && !fold_piece(p, mine + (size_t)at * item, x + (size_t)(lo + at) * item, lo + at, m, piece))
                 return -(2 + (long long)c * ranks);
             post(&p->w, p->slot[F_RED], s);
-            if (me != p->root) continue;
+            if (me != p->root && p->root != EVERY_RANK) continue;
             for (int q = 0, i = 0; q < ranks; q++) {
                 if (q == me) continue;
                 Py_ssize_t qlo, qn;
@@ -525,14 +528,15 @@ static long long fold_run(FoldPlan *p, const char *x, char *mine, char *result, 
     }
     post(&p->w, p->slot[F_READ], last);
     /* the steps done (a reduce-scatter's: its pieces) */
-    long long done = p->root < 0 ? (n + p->chunk - 1) / p->chunk : steps;
+    long long done = p->root == -1 ? (n + p->chunk - 1) / p->chunk : steps;
     for (int q = 0; q < ranks; q++)
         if (q != me && !reach(&p->w, q, p->slot[F_READ], last)) return -(2 + done * ranks);
     return (long long)last;
 }
 
 /* (x, mine, result, piece, serial): my whole x; where my block is folded (the root's: its block
-   of ``result``); the root's result (None elsewhere and in a reduce-scatter); the scratch piece.
+   of ``result``); the root's result (every rank's in an all-reduce; None elsewhere and in a
+   reduce-scatter); the scratch piece.
    0 (the Python plan runs the call) where a buffer is not what the plan's shape says, or where
    ``mine`` overlaps ``x`` other than as my own block of it, or ``result`` overlaps ``x`` other
    than as x itself. */
@@ -543,7 +547,7 @@ static PyObject *FoldPlan_call(FoldPlan *p, PyObject *const *args, Py_ssize_t na
     size_t item = (size_t)p->itemsize, bytes = (size_t)p->count * item;
     Py_ssize_t lo, n;
     fold_block(p, p->w.me, &lo, &n);
-    int at_root = p->w.me == p->root;
+    int at_root = p->w.me == p->root || p->root == EVERY_RANK;
     if ((args[2] == Py_None) == at_root || p->w.ranks < 2) return PyLong_FromLong(0);
     Py_buffer xb = {0}, mb = {0}, rb = {0}, pb = {0};
     long long state = 0;
@@ -592,7 +596,7 @@ static PyObject *FoldPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), bells = PySequence_Length(doorbells);
     if (ranks < 1 || bells < 0) return NULL;
-    if (me < 0 || me >= ranks || root < -1 || root >= ranks || count < 1 || chunk < 1 || sub < itemsize ||
+    if (me < 0 || me >= ranks || root < EVERY_RANK || root >= ranks || count < 1 || chunk < 1 || sub < itemsize ||
         sub % itemsize || dtype < 0 || dtype >= T_COUNT || itemsize != ITEM_SIZE[dtype] || !folds(dtype, op) ||
         spin_ns < 0 || yield_ns < 0)
         return PyErr_Format(PyExc_ValueError, "inconsistent fold plan");

@@ -469,29 +469,36 @@ class Reads(NamedTuple):
         return last
 
 
-def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int) -> int:
+def all_reduce_by_reads(reads: Reads, x: np.ndarray, out: np.ndarray, op: ReduceOp, serial: int,
+                        native: FoldPlan | None = None) -> int:
     """Two-shot all-reduce of ``x`` into ``out`` (``out`` may be ``x``) by reads of peers'
     memory: rank r reads block r of every peer's ``x`` and reduces it into its own ``out``
     (own contribution first, then the others in rank order), then reads every other block,
     reduced, out of its owner's ``out``. Per rank: 2·(p-1)/p·n bytes read across, n/p
-    reduced, no copy in or out of a window.
+    reduced, no copy in or out of a window: a ``reduce_by_reads`` whose every rank is the root.
 
     One piece of each block per step, so that reads of reduced pieces start before whole
     blocks are done. Returns the new serial; returns only once every peer has finished
     reading ``x`` and ``out``, so the caller may overwrite them at once.
 
     In place, a rank writes a peer's block of its ``x`` only after that peer has posted
-    RED for the step, which it does after reading it.
+    RED for the step, which it does after reading it. ``native``: its C plan (``fold_plan``'s
+    all-reduce), which runs the call up to the first late peer; this goes on from where it stopped.
     """
+    ranks = reads.window.ranks
     blocks, chunk, last = reads.walk(x, serial)
-    others, inputs, outputs = reads.post_addresses(x, out, serial + 1, last)
-    lo, n = blocks[reads.window.ranks.index(reads.window.rank)]
-    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, out[lo : lo + n]):
-        for q in others:
-            qlo, qn = pieces[q]
+    lo, n = blocks[ranks.index(reads.window.rank)]
+    mine = out[lo : lo + n]
+    state = 0 if native is None else native(x, mine, out, reads.piece, serial)
+    if state > 0:
+        return int(state)
+    others, inputs, outputs, step, phase = _resumed(reads, x, mine, serial + 1, last, state)
+    for s, pieces in _folded_pieces(reads, op, x, inputs, blocks, chunk, serial, last, mine, step, phase > 0):
+        for q in others[phase - 1 if phase and s == serial + 1 + step else 0 :]:
+            qlo, qn = pieces[ranks.index(q)]
             if qn:
                 reads.wait(q, RED, s)
-                reads.memory.read(q, outputs[q] + qlo * x.itemsize, out[qlo : qlo + qn])
+                reads.memory.read(q, outputs[q] + (s - serial - 1) * chunk * x.itemsize, out[qlo : qlo + qn])
     return reads.finish(others, last)
 
 

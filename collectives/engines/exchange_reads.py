@@ -93,9 +93,13 @@ FOLD_READ_BYTES = 1 << 20
 read): the Python plan's whole piece (``direct_routes.DIRECT_STEP_BYTES``)."""
 
 
+EVERY_RANK = -2
+"""The C fold plan's root of an all-reduce: every rank reads every peer's folded pieces."""
+
 FOLD_YIELD_SECONDS = 2e-3
-"""Where ranks outnumber cores (the only place ``fold_plan`` makes a plan), how long a fold plan's
-wait yields to a late peer before handing the call back to the Python plan's sleeping waits. With
+"""Where ranks outnumber cores (where ``fold_plan`` makes the plans of reduces and reduce-scatters;
+an all-reduce's, where every rank has a core, waits as long), how long a fold plan's wait yields
+to a late peer before handing the call back to the Python plan's sleeping waits. With
 ``YIELD_SECONDS`` (0.2 ms) most calls went back before the first step (a peer not yet posted) and
 ran as slowly as in Python; with ``LATE_PEER_YIELD_SECONDS`` (20 ms) the yielding ranks took the
 folding ranks' turns in some runs (2 MiB at 1.1-2.4 times the Python plan's time in 6 of 12
@@ -118,18 +122,20 @@ def swap_part(me: int, q: int, ranks: int, block: int) -> tuple[int, int]:
 
 
 def fold_plan(window: Window, memory: PeerMemory, dtype: np.dtype, count: int, op: ReduceOp, root: int | None,
-              chunk: int) -> FoldPlan | None:
+              chunk: int, *, every: bool = False) -> FoldPlan | None:
     """The C plan of a reduce (to window rank ``root``) or, ``root`` None, a reduce-scatter by reads
     of ``count`` elements of ``dtype`` in steps of ``chunk`` elements (``direct.Reads.step``), for
-    ``direct.reduce_by_reads`` / ``direct.reduce_scatter_by_reads``; None where those run in Python:
-    the extension not built, a window whose ``in_c`` is false, peers not reached by process id,
-    a dtype and operator C does not fold (``small_native.fold_code``), fewer than two ranks, or
-    a size ``direct_routes.folds_in_c`` leaves to Python (every rank with a core, or large)."""
+    ``direct.reduce_by_reads`` / ``direct.reduce_scatter_by_reads``; ``every``: an all-reduce
+    (``direct.all_reduce_by_reads``: a reduce whose every rank is the root, ``root`` ignored). None
+    where those run in Python: the extension not built, a window whose ``in_c`` is false, peers not
+    reached by process id, a dtype and operator C does not fold (``small_native.fold_code``), fewer
+    than two ranks, or a size ``direct_routes.folds_in_c`` (an all-reduce:
+    ``direct_routes.all_reduce_folds_in_c``) leaves to Python."""
     op_code = small_native.fold_code(dtype, op)
     pids: Any = getattr(memory, "pids", None)
+    in_c = direct_routes.all_reduce_folds_in_c if every else direct_routes.folds_in_c
     if (_reads_c is None or not getattr(window, "in_c", False) or pids is None or op_code == small_native.NO_FOLD
-            or len(window.ranks) < 2 or count < 1
-            or not direct_routes.folds_in_c(count * dtype.itemsize, window.oversubscribed)):
+            or len(window.ranks) < 2 or count < 1 or not in_c(count * dtype.itemsize, window.oversubscribed)):
         return None
     shm: Any = window  # a shared-memory window (ShmWindow) where ``in_c`` is true
     ranks = shm.ranks
@@ -137,7 +143,7 @@ def fold_plan(window: Window, memory: PeerMemory, dtype: np.dtype, count: int, o
     bells = shm.transport.doorbells()
     sub = max(dtype.itemsize, FOLD_READ_BYTES - FOLD_READ_BYTES % dtype.itemsize)
     plan: FoldPlan = _reads_c.FoldPlan(
-        me=ranks.index(shm.rank), root=-1 if root is None else ranks.index(root),
+        me=ranks.index(shm.rank), root=EVERY_RANK if every else -1 if root is None else ranks.index(root),
         flags=[address_of(f) for f in flags], doorbells=[ctypes.addressof(d) for d, _ in bells],
         sleepers=[ctypes.addressof(w) for _, w in bells], pids=[pids.get(q, 0) for q in ranks],
         slots=(POSTED, READ, ADDR, RESULT, LEN, RED), count=count, itemsize=dtype.itemsize,

@@ -228,7 +228,7 @@ class WindowReduction:
         self.small: SmallReduction | PiecewiseAllReduce | None = None
         self.try_reads: bool | None = None  # found on the first call (the window says whether ranks outnumber cores)
         self.by_reads = direct.reduce_scatter_by_reads if scatter else direct.all_reduce_by_reads
-        self.native: direct.FoldPlan | None = None  # a reduce-scatter's C plan by reads (made on its first call)
+        self.native: direct.FoldPlan | None = None  # the C plan by reads (made on the first call by reads)
         self.native_made = False
         self.two_shot: Callable[..., int] = direct.reduce_scatter if scatter else direct.all_reduce
 
@@ -279,15 +279,12 @@ class WindowReduction:
         ok, windows.memory_serial = direct.agree(
             windows.small_window, not registered, windows.memory_serial, call.deadline, call.timed_out
         )
-        if ok and self.scatter:
+        if ok:
             if not self.native_made:
                 self.native_made = True
                 self.native = exchange_reads.fold_plan(reads.window, reads.memory, x.dtype, x.size, self.op, None,
-                                                       reads.step(x))
-            windows.memory_serial = direct.reduce_scatter_by_reads(reads, x, out, self.op, windows.memory_serial,
-                                                                   self.native)
-        elif ok:
-            windows.memory_serial = self.by_reads(reads, x, out, self.op, windows.memory_serial)
+                                                       reads.step(x), every=not self.scatter)
+            windows.memory_serial = self.by_reads(reads, x, out, self.op, windows.memory_serial, self.native)
         return ok
 
 

@@ -105,6 +105,16 @@ def test_crowded_reduces_by_reads_of_eight_ranks_fold_in_c_below_the_c_bound_and
     assert not routes.folds_in_c(start, False) and not routes.folds_in_c(routes.reduce_reads_from(False, 2), False)
 
 
+def test_all_reduces_by_reads_fold_in_c_where_every_rank_has_a_core_and_in_python_where_ranks_outnumber_them(
+        ) -> None:
+    """Where every rank has a core an all-reduce by reads runs in C from the reads' smallest size up (the 2-rank
+    4 MiB of the harness among them); where ranks outnumber cores in Python, as before."""
+    start = routes.reads_from(False, False)
+    for nbytes in (start, 4 << 20, 64 << 20):
+        assert routes.all_reduce_folds_in_c(nbytes, False)
+        assert not routes.all_reduce_folds_in_c(nbytes, True)
+
+
 def test_broadcasts_beyond_the_halves_take_them_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
     limit = routes.BROADCAST_HALVES_CROWDED_BYTES
     assert routes.broadcast_by_halves(small.BROADCAST_BYTES + 1, True)

@@ -807,3 +807,109 @@ def test_a_peer_killed_during_a_crowded_reduce_by_reads_fails_it_with_peer_lost(
     name, peer, states = json.loads((tmp_path / "rank0").read_text())
     assert (name, peer) == ("PeerLostError", 2)
     assert len(states) == 1 and states[0][0] < 0, states  # the root's C plan handed the call back
+
+
+# -- all-reduces by reads where every rank has a core: the fold plan with every rank its root --
+
+@pytest.fixture
+def reads_with_cores(monkeypatch):
+    """Every rank with a core (forced), all-reduces by reads from 64 KiB (the halves up to 16 KiB), in
+    steps of ``STEP_BYTES`` (the forked ranks inherit all of it)."""
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: False)
+    monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
+    for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):
+        monkeypatch.setattr(small, name, 16 << 10)
+    monkeypatch.setattr(window_engine, "DIRECT_STEP_BYTES", STEP_BYTES)
+
+
+ALL_REDUCE_BYTES = 256 << 10
+"""Bytes of the all-reduces below (about): blocks of several steps at two and three ranks."""
+
+
+def _all_reduce_calls(comm: Any) -> tuple[list[bytes], list[list[int]]]:
+    """Every case (odd counts) as an all-reduce in place and into ``out=``, twice each: what each
+    call left, whether ``x`` out of place was left as it was, and what the fold plans returned."""
+    states = _recorded_fold_plans()
+    got = []
+    for dtype, op, _ in FOLD_CASES:
+        count = ALL_REDUCE_BYTES // np.dtype(dtype).itemsize + 7
+        for rep in range(2):
+            x = _part(comm.rank, dtype, op, count)
+            comm.all_reduce(x, op=op)
+            y = _part(comm.rank, dtype, op, count)
+            out = np.full_like(y, 7)
+            comm.all_reduce(y, op=op, out=out)
+            got += [x.tobytes(), out.tobytes(), bytes([np.array_equal(y, _part(comm.rank, dtype, op, count))])]
+    return got, states
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_all_reduces_by_reads_where_every_rank_has_a_core_fold_in_c_with_the_python_plans_bits(reads_with_cores,
+                                                                                               monkeypatch, size):
+    """Where every rank has a core an all-reduce by reads runs in C (``fold_plan(every=True)``: a
+    reduce whose every rank is the root) for every dtype and operator C folds, in place and into
+    ``out=``, and leaves the Python plan's bytes (block r folded by rank r in rank order, the same on
+    every rank); ``x`` out of place is only read; float MAX (numpy's fold) gets no C plan."""
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1.0)  # no hand-back here: the calls in C
+    in_c = run_world(_all_reduce_calls, size, "shm", timeout=180)
+    monkeypatch.setenv(small_native.PURE_PYTHON_ENV, "1")
+    in_python = run_world(_all_reduce_calls, size, "shm", timeout=180)
+    in_c_cases = [case for case in FOLD_CASES if (case[0], case[1]) != ("float32", ReduceOp.MAX)]
+    for r in range(size):
+        assert in_c[r][0] == in_python[r][0] == in_c[0][0], f"rank {r}: the C plan's bytes differ"
+        assert in_python[r][1] == []
+        calls = [state for states in in_c[r][1] for state in states]
+        assert len(calls) == 4 * len(in_c_cases), in_c[r][1]  # two in place and two into out a case
+        assert all(state > 0 for state in calls), in_c[r][1]  # done in C every call
+    i = 0
+    for dtype, op, _ in FOLD_CASES:
+        count = ALL_REDUCE_BYTES // np.dtype(dtype).itemsize + 7
+        parts = [_part(r, dtype, op, count) for r in range(size)]
+        want = None if op is ReduceOp.AVG else _folded_in_rank_order(parts, op).tobytes()
+        for _ in range(2):
+            assert want is None or in_c[0][0][i] == in_c[0][0][i + 1] == want, (dtype, op)
+            assert in_c[0][0][i + 2] == b"\x01", "x changed out of place"
+            i += 3
+
+
+def _late_all_reduce(comm: Any) -> tuple[bool, list[list[int]]]:
+    """All-reduces where the last rank folds in Python and late (every piece 20 ms behind), so that
+    the others' C plans hand their calls back mid-call; whether every result was right."""
+    if comm.rank == comm.size - 1:
+        states = _recorded_fold_plans(wrap=lambda plan: None)
+        reduce = direct.Reads.reduce
+
+        def late(self: Any, *args: Any) -> None:
+            time.sleep(0.02)
+            reduce(self, *args)
+
+        direct.Reads.reduce = late  # type: ignore[method-assign]
+    else:
+        states = _recorded_fold_plans()
+    count = ALL_REDUCE_BYTES // 4 + 7
+    right = True
+    for rep in range(3):
+        parts = [_part(r, "float32", ReduceOp.SUM, count) + rep for r in range(comm.size)]
+        want = _folded_in_rank_order(parts, ReduceOp.SUM)
+        x = parts[comm.rank].copy()
+        comm.all_reduce(x)
+        out = np.empty_like(x)
+        comm.all_reduce(parts[comm.rank], out=out)
+        right = right and x.tobytes() == out.tobytes() == want.tobytes()
+    return right, states
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_an_all_reduce_by_reads_in_c_hands_a_late_peer_back_to_the_python_plan_mid_call(reads_with_cores,
+                                                                                     monkeypatch, size):
+    """A fold plan of an all-reduce that finds a peer late (its RED, or its READ) hands the call back
+    where it stopped, and the Python plan finishes it: every rank gets the bits of folding in rank
+    order, in place and into ``out=``."""
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1e-3)
+    results = run_world(_late_all_reduce, size, "shm", timeout=120)
+    assert [right for right, _ in results] == [True] * size
+    states = results[0][1][0]
+    steps = -(-partition(ALL_REDUCE_BYTES // 4 + 7, size)[0][1] // (STEP_BYTES // 4))
+    mid_call = [-state - 2 for state in states if state < -1 and (-state - 2) // size < steps]
+    assert mid_call, states  # stopped within the steps, not only before them
+    assert results[-1][1] == []  # (the last rank ran in Python)
