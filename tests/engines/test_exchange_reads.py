@@ -733,20 +733,26 @@ LATE_COUNT = (DIRECT_REDUCE_BYTES >> 2) + 4099
 """float32 elements of the reduces below: beyond the slots, blocks of several steps (one short)."""
 
 
+def _folds_late_on(comm: Any, late_rank: int) -> list[list[int]]:
+    """Make ``late_rank`` fold in Python and late (every piece 20 ms behind, its C plans refused), so
+    that the other ranks' C plans hand their calls back mid-call; this rank's recorded plan states."""
+    if comm.rank != late_rank:
+        return _recorded_fold_plans()
+    states = _recorded_fold_plans(wrap=lambda plan: None)
+    reduce = direct.Reads.reduce
+
+    def late(self: Any, *args: Any) -> None:
+        time.sleep(0.02)
+        reduce(self, *args)
+
+    direct.Reads.reduce = late  # type: ignore[method-assign]
+    return states
+
+
 def _late_peer(comm: Any) -> tuple[bool, list[list[int]]]:
     """Reduces to rank 0 where rank 2 folds in Python and late (every piece 20 ms behind), so that
     the others' C plans hand their calls back mid-call; whether every result was right."""
-    if comm.rank == 2:
-        states = _recorded_fold_plans(wrap=lambda plan: None)
-        reduce = direct.Reads.reduce
-
-        def late(self: Any, *args: Any) -> None:
-            time.sleep(0.02)
-            reduce(self, *args)
-
-        direct.Reads.reduce = late  # type: ignore[method-assign]
-    else:
-        states = _recorded_fold_plans()
+    states = _folds_late_on(comm, 2)
     count = LATE_COUNT
     right = True
     for rep in range(3):
@@ -875,17 +881,7 @@ def test_all_reduces_by_reads_where_every_rank_has_a_core_fold_in_c_with_the_pyt
 def _late_all_reduce(comm: Any) -> tuple[bool, list[list[int]]]:
     """All-reduces where the last rank folds in Python and late (every piece 20 ms behind), so that
     the others' C plans hand their calls back mid-call; whether every result was right."""
-    if comm.rank == comm.size - 1:
-        states = _recorded_fold_plans(wrap=lambda plan: None)
-        reduce = direct.Reads.reduce
-
-        def late(self: Any, *args: Any) -> None:
-            time.sleep(0.02)
-            reduce(self, *args)
-
-        direct.Reads.reduce = late  # type: ignore[method-assign]
-    else:
-        states = _recorded_fold_plans()
+    states = _folds_late_on(comm, comm.size - 1)
     count = ALL_REDUCE_BYTES // 4 + 7
     right = True
     for rep in range(3):
