@@ -126,14 +126,21 @@ def in_hand(step: Step, rank: int, t: float, inbox: dict[tuple[int, int], deque[
     receives from it, no one else) whose messages for it are all in by then (``inbox``: per
     (sender, receiver), the (arrival, copy) of each message not yet taken, in order), where
     ``network`` prices such a step apart (``takes_in_hand``)."""
-    peers = {o.peer for o in step}
-    if len(peers) != 1 or not any(isinstance(o, Send) for o in step):
+    peer = step[0].peer if step else -1
+    wanted, sends = 0, False
+    for o in step:  # one pass, no allocation: this runs for every step the replay issues
+        if o.peer != peer:
+            return False
+        if isinstance(o, Recv):
+            wanted += 1
+        else:
+            sends = True
+    if not sends or not wanted:
         return False
-    peer = peers.pop()
-    wanted = sum(1 for o in step if isinstance(o, Recv))
-    queue = inbox.get((peer, rank), deque())
-    return (0 < wanted <= len(queue) and all(queue[i][0] <= t for i in range(wanted))
-            and network.takes_in_hand(rank, peer))
+    queue = inbox.get((peer, rank))
+    if queue is None or len(queue) < wanted or any(queue[i][0] > t for i in range(wanted)):
+        return False
+    return network.takes_in_hand(rank, peer)
 
 
 def replay(schedules: Sequence[Iterator[Step]], network: Network, itemsize: int = 4) -> list[float]:
