@@ -54,7 +54,8 @@ from .timing import Case, measure, measure_outside
 from .transports import cma
 from .transports.progress import usable_cpus
 from .tuning import pieces, reads, tuner
-from .tuning.fitting import crowd_error, fit_cache, fit_reads_call, fit_window, in_cache, nonnegative_fit, search_terms
+from .tuning.fitting import (case_time, crowd_error, fit_cache, fit_reads_call, fit_window, in_cache, nonnegative_fit,
+                              search_terms)
 from .tuning.machine import Machine, copies_whole, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, ENV, Profile, TransportCosts, load
 
@@ -258,6 +259,11 @@ def fit_copies(costs: TransportCosts, allowed: bool, log: list[str]) -> Transpor
     return dataclasses.replace(costs, **steps._asdict())
 
 
+def three_less_two(case: Case, transport: str, profile: Profile) -> float:
+    """What ``case`` costs at 3 ranks more than at 2 under ``profile``: what ``fit_split``'s bursts measure."""
+    return case_time(case, 3, transport, profile) - case_time(case, 2, transport, profile)
+
+
 def split_features(case: Case, costs: TransportCosts, transport: str = "tcp", cores: int = 0, calls: int = 1,
                    cache_bytes: int = 0) -> tuple[list[float], float]:
     """What 3 ranks cost more than 2 for ``case``, in the model (on hosts of ``cores``, with the crowded
@@ -266,10 +272,9 @@ def split_features(case: Case, costs: TransportCosts, transport: str = "tcp", co
     at least ``LEAST_SEND`` of α each: at 0 the model leaves α unsplit), a line through points a
     quarter of each beyond it (the queue and the loop of calls bend the model at other points)."""
     def more(send: float, recv: float) -> float:
-        profile = Profile({transport: dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)},
-                          cores=cores, calls=calls, cache_bytes=cache_bytes)
-        return (tuner.predict(case[0], case[2], case[1], 3, transport, 0, profile)
-                - tuner.predict(case[0], case[2], case[1], 2, transport, 0, profile))
+        return three_less_two(case, transport, Profile(
+            {transport: dataclasses.replace(costs, send_overhead=send, recv_overhead=recv)},
+            cores=cores, calls=calls, cache_bytes=cache_bytes))
 
     least = costs.alpha * LEAST_SEND
     if least <= 0:
@@ -311,8 +316,7 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
                    f" the fit wanted {recv * 1e6:.2f} us): the reduces at 3 ranks cost more than a message's alpha")
     profile = Profile({transport: split}, cores=cores, calls=calls, cache_bytes=cache_bytes)
     for case, t2, t3 in zip(cases, two, three):
-        model = (tuner.predict(case[0], case[2], case[1], 3, transport, 0, profile)
-                 - tuner.predict(case[0], case[2], case[1], 2, transport, 0, profile)) * 1e6
+        model = three_less_two(case, transport, profile) * 1e6
         log.append(f"  {transport:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  3 ranks {t3 * 1e6:8.1f} us"
                    f"  2 ranks {t2 * 1e6:8.1f} us  more {(t3 - t2) * 1e6:7.1f} us  model more {model:7.1f} us")
     return split
@@ -373,7 +377,7 @@ def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, lo
                    f" -> {error(fitted):.3f}")
     profile = Profile({transport: fitted}, cores=cores, calls=calls, cache_bytes=cache_bytes)
     for ((collective, n, algorithm), ranks), t, q in zip(every, measured, quiet):
-        predicted = tuner.predict(collective, algorithm, n, ranks, transport, 0, profile)
+        predicted = case_time((collective, n, algorithm), ranks, transport, profile)
         log.append(f"  {transport:<4} {collective:<10} {algorithm:<10} {n:>9} B  {ranks} ranks  measured"
                    f" {t * 1e6:10.1f} us  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)"
                    + ("" if q else "  disturbed"))
@@ -448,9 +452,9 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
     elif by_reads:
         costs = built_in_terms(transport, ("reads_call", "reads_alpha", "reads_beta"), costs, disturbed, log)
     name = transport + (BETWEEN_HOSTS if places else "")
+    fitted_profile = Profile({transport: costs}, cores=cores, calls=calls, cache_bytes=cache_bytes)
     for case, t, q in zip(cases + direct + by_reads, times, quiet):
-        predicted = tuner.predict(case[0], case[2], case[1], ranks, transport, 0,
-                                  Profile({transport: costs}, cores=cores, calls=calls, cache_bytes=cache_bytes))
+        predicted = case_time(case, ranks, transport, fitted_profile)
         log.append(f"  {name:<4} {case[0]:<10} {case[2]:<10} {case[1]:>9} B  measured {t * 1e6:10.1f} us"
                    f"  model {predicted * 1e6:10.1f} us  ({(predicted - t) / t * 100:+.0f} %)"
                    + ("" if q else "  disturbed"))

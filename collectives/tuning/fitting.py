@@ -54,13 +54,18 @@ def fit_reads_call(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, 
     return max(0.0, min(beyond_steps)[1]) if beyond_steps else None
 
 
+def case_time(case: Case, ranks: int, transport: str, profile: Profile) -> float:
+    """The tuner's price of the timed call ``case`` at ``ranks`` ranks on one host under ``profile``."""
+    collective, n, algorithm = case
+    return tuner.predict(collective, algorithm, n, ranks, transport, 0, profile)
+
+
 def crowd_error(cases: Sequence[tuple[Case, int]], times: Sequence[float], transport: str,
                 profile: Profile) -> float:
     """The mean |log(predicted / measured)| of ``cases`` (each with its world size) under ``profile``."""
     total = 0.0
-    for ((collective, n, algorithm), ranks), t in zip(cases, times):
-        predicted = tuner.predict(collective, algorithm, n, ranks, transport, 0, profile)
-        total += abs(math.log(max(predicted, 1e-9) / t))
+    for (case, ranks), t in zip(cases, times):
+        total += abs(math.log(max(case_time(case, ranks, transport, profile), 1e-9) / t))
     return total / len(cases)
 
 
