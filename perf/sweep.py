@@ -164,25 +164,15 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
                     out.row_started(_row_label(size_bytes, dtype, op, root, cycle if cycles != 1 else 0))
                     runnable = [p for p in peers if p in active
                                 and p.supports(dtype, op if coll.reduces else None) is None]
-                    theirs_by_name: dict[str, list[RankRow] | None] = {}
-
-                    def run_peers() -> None:
-                        for p in runnable:
-                            if p not in active:
-                                continue
-                            pspec = dataclasses.replace(spec, warm=warm_calls(opts, last.get(p.name), size))
-                            theirs_by_name[p.name] = _peer_call(p, active, result, out, functools.partial(p.row, pspec))
-
                     peers_first = peers_go_first(opts.order, block, cycle - 1, index)
-                    if peers_first:
-                        run_peers()
+                    theirs_by_name = _peer_rows(runnable, active, result, out, spec, opts, last) if peers_first else {}
                     try:
                         ours = main.row(dataclasses.replace(spec, corrupt=corrupt,
                                                             warm=warm_calls(opts, last.get(main.name), size)))
                     except Exception as exc:
                         raise LibraryFailure(str(exc)) from exc
                     if not peers_first:
-                        run_peers()
+                        theirs_by_name = _peer_rows(runnable, active, result, out, spec, opts, last)
                     cells, failing = _cells(coll, size_bytes, ours, opts.average, n)
                     last[main.name] = (size, cells[0].time)
                     result.out_of_bounds += failing
@@ -209,6 +199,18 @@ def sweep(opts: Options, coll: Collective, main: Runner, peers: list[Runner], ou
     finally:
         out.stop_progress()
     return result
+
+
+def _peer_rows(runnable: list[Runner], active: list[Runner], result: SweepResult, out: Printer, spec: RowSpec,
+               opts: Options, last: dict[str, tuple[int, float]]) -> dict[str, list[RankRow] | None]:
+    """Each still active peer's row of ``spec``, after its warm-up (``warm_calls`` from its ``last`` row);
+    a failing peer is dropped (``_peer_call``) and its row is None."""
+    rows: dict[str, list[RankRow] | None] = {}
+    for p in runnable:
+        if p in active:
+            pspec = dataclasses.replace(spec, warm=warm_calls(opts, last.get(p.name), spec.size))
+            rows[p.name] = _peer_call(p, active, result, out, functools.partial(p.row, pspec))
+    return rows
 
 
 def peers_go_first(order: str, block: int, cycle: int, index: int) -> bool:
