@@ -202,12 +202,12 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
 BROADCAST_RATE = 1.4
 """What a direct broadcast's copy through the small window's halves costs a byte, in the window's
 per-byte price (``direct_beta``): every rank copies n once (the root in, every other rank out), but
-in a loop of calls the root writes one half while the others copy the other half out, every line
-of it written by another core a call before: measured at 1.29-1.57 times the rate the window's
-other calls fit in the quiet run of 2026-12-07 (2-4 ranks, 64 KiB - 1 MiB; 1.39-1.64 in two fresh
-runs; the broadcasts alone fitted 0.062-0.065 ns/B where all the window's calls fitted 0.038-0.042,
-the fifty-fourth round), 1.4 chosen on a grid over the saved runs keeping every pick
-(docs/simulation.md, the fifty-fifth round)."""
+in a loop of calls the root writes one half while the others copy the other half out, every line of
+it written by another core a call before (the likely reason, not measured apart): 1.29-1.57 times
+the rate the window's other calls fit in the quiet run of 2026-12-07 (2-4 ranks, 64 KiB - 1 MiB;
+1.39-1.64 in two fresh runs; the broadcasts alone fitted 0.062-0.065 ns/B where all the window's
+calls fitted 0.038-0.042, the fifty-fourth round), 1.4 chosen on a grid over the saved runs keeping
+every pick (docs/simulation.md, the fifty-fifth round)."""
 
 
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
