@@ -199,10 +199,22 @@ def replay_time(collective: str, algorithm: str, nbytes: int, make: Callable[[],
     return machine.overhead + max(done[-1]) / calls
 
 
+BROADCAST_RATE = 1.4
+"""What a direct broadcast's copy through the small window's halves costs a byte, in the window's
+per-byte price (``direct_beta``): every rank copies n once (the root in, every other rank out), but
+in a loop of calls the root writes one half while the others copy the other half out, every line of
+it written by another core a call before (the likely reason, not measured apart): 1.29-1.57 times
+the rate the window's other calls fit in the quiet run of 2026-12-07 (2-4 ranks, 64 KiB - 1 MiB;
+1.39-1.64 in two fresh runs; the broadcasts alone fitted 0.062-0.065 ns/B where all the window's
+calls fitted 0.038-0.042, the fifty-fourth round), 1.4 chosen on a grid over the saved runs keeping
+every pick (docs/simulation.md, the fifty-fifth round)."""
+
+
 # Bytes each rank moves (and reduces) in the direct engine, as multiples of n, by collective:
 # all_reduce reads (p-1)/p of n to reduce its block and (p-1)/p of n back; the others move
 # their share once. These are the engine's copies (engines/direct.py, engines/small.py;
-# the all-gather's: _small_c.c's run_halves and small.AllGatherPlan).
+# the all-gather's: _small_c.c's run_halves and small.AllGatherPlan); a broadcast's at its
+# own rate (BROADCAST_RATE).
 def direct_factors(collective: str, size: int) -> tuple[float, float]:
     share = (size - 1) / size
     if collective == "all_reduce":
@@ -219,7 +231,7 @@ def direct_factors(collective: str, size: int) -> tuple[float, float]:
         return 1.0, 0.0
     if collective == "scatter":  # n: the root's x into its slot, and its block out again
         return 1.0 + 1 / size, 0.0
-    return 1.0, 0.0  # broadcast: every rank copies n once
+    return BROADCAST_RATE, 0.0  # broadcast: every rank copies n once, each byte at the broadcast's rate
 
 
 def direct_time(collective: str, nbytes: int, size: int, costs: TransportCosts) -> float:
