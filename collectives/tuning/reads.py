@@ -21,11 +21,13 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
   rank has a core the root writes a part into every peer while each peer reads the others out of
   the root, where ranks outnumber cores every peer reads all of it.
 
-A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
-engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
+A call costs ``reads_call`` where it runs in one C call (``in_c``: the exchanges, and the
+all-reduce where every rank has a core) and the engine's ``direct_alpha`` where its reads run in
+Python (the reduce-scatters, reduces, and all-reduces where ranks outnumber cores),
 ``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer, and per piece where the
 reads go piece by piece: ``PIECEWISE``), ``reads_beta`` per byte
-the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
+the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``;
+beyond the cache raised for the all-reduce's folds in C, ``FOLDS_SPILL``). Ranks beyond the host's cores take turns as
 whole calls (``turns``): a copy of a few MiB is shorter than the scheduler's slice, so 3 ranks on
 2 cores measure as slow as 4, not 1.5 times as slow as 2 (docs/simulation.md, "Single-copy reads").
 

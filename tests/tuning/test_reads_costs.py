@@ -256,9 +256,8 @@ work beside them): 2-64 MiB, and the sizes held out from the choice of the fold'
 
 
 def test_the_built_in_profile_prices_the_2_rank_all_reduces_by_reads_in_c_within_a_tenth() -> None:
-    """From 6 MiB, where the fold's rise counts, every such row within 10 % (the Python plan's price
-    was 0.87-0.90 of the C plan's time at 16-64 MiB in these runs; docs/simulation.md, *The
-    fifty-fifth round*)."""
+    """From 6 MiB, where the fold's rise counts, every such row within 10 % (with γ in the cache, as
+    before, 0.87-0.90 of their time at 16-64 MiB; docs/simulation.md, *The fifty-fifth round*)."""
     profile = current()
     rows = [r for name in CALIB26 for r in json.loads((RUNS / name).read_text())["rows"]
             if r["collective"] == "all_reduce" and r["algorithm"] == "direct" and r["size"] >= 6 << 20]
