@@ -59,8 +59,9 @@ class TransportCosts:
     ``reads_alpha`` and ``reads_beta``, shared memory only: what a call by single-copy reads of
     peers' memory costs per read or write of a peer and per byte copied (``reads``;
     ``reads_beta`` 0: reads not priced, as where the kernel refuses them); ``reads_call``, per
-    exchange by reads that runs in one C call (all-to-all, all-gather, gather, scatter), in place
-    of the engine's ``direct_alpha``, which the reads in Python (all-reduce, reduce-scatter) pay;
+    call by reads that runs in one C call (all-to-all, all-gather, gather, scatter, and the
+    all-reduce where every rank has a core), in place of the engine's ``direct_alpha``, which the
+    reads in Python (reduce-scatter, reduce, the all-reduce where ranks outnumber cores) pay;
     ``direct_sync``, shared memory only: per turn beyond the first of a direct call through the
     windows in which every rank waits for every peer, where ranks outnumber the cores (the cores
     handed from one turn's ranks to the next's at a flag: ``tuner.switches``);

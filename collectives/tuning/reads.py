@@ -21,11 +21,13 @@ routes ``algorithms/direct_routes.py`` and ``registry.DIRECT_LIMITS`` set:
   rank has a core the root writes a part into every peer while each peer reads the others out of
   the root, where ranks outnumber cores every peer reads all of it.
 
-A call costs ``reads_call`` where it runs in one C call (``IN_C``: the exchanges) and the
-engine's ``direct_alpha`` where its reads run in Python (the all-reduces and reduce-scatters),
+A call costs ``reads_call`` where it runs in one C call (``in_c``: the exchanges, and the
+all-reduce where every rank has a core) and the engine's ``direct_alpha`` where its reads run in
+Python (the reduce-scatters, reduces, and all-reduces where ranks outnumber cores),
 ``reads_alpha`` per read or write of a peer (``PEER_COPIES`` per peer, and per piece where the
 reads go piece by piece: ``PIECEWISE``), ``reads_beta`` per byte
-the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``). Ranks beyond the host's cores take turns as
+the busiest rank copies (``READ_BYTES``), each byte once, and γ per byte it folds (``REDUCED``;
+beyond the cache raised for the all-reduce's folds in C, ``FOLDS_SPILL``). Ranks beyond the host's cores take turns as
 whole calls (``turns``): a copy of a few MiB is shorter than the scheduler's slice, so 3 ranks on
 2 cores measure as slow as 4, not 1.5 times as slow as 2 (docs/simulation.md, "Single-copy reads").
 
@@ -134,7 +136,34 @@ def turns(ranks: int, cores: int) -> int:
 
 IN_C = frozenset({"all_to_all", "gather", "scatter", "all_gather"})
 """The calls by reads that run in one C call (``engines/_reads_c.c``): each costs ``reads_call``
-where the others, whose reads run in Python, cost the engine's ``direct_alpha``."""
+where the others, whose reads run in Python, cost the engine's ``direct_alpha``; an all-reduce
+too where ``direct_routes.all_reduce_folds_in_c`` says (``in_c``)."""
+
+FOLDS_SPILL = frozenset({"all_reduce"})
+"""The calls by reads whose folds, where they run in C (``in_c``), cost γ more beyond the cache as
+the schedules' do (``cache.fold_gamma`` on the rank's n, ``fold_spills``): the all-reduce's C plan
+folds every peer's piece into the rank's block of ``x`` or ``out``, which streams from memory once
+the call's buffers outgrow the cache. Measured at 2 ranks from 2 to 64 MiB, in place: without the
+rise the model priced it 0.81-0.96 of its time from 8 MiB, with it 0.90-1.04 (docs/simulation.md,
+*The fifty-sixth round*). Where ranks outnumber cores the all-reduce's reads run in Python and
+its price is left as it was (the rise moved the saved 3- and 4-rank 8 MiB rows from 1.12-1.15 to
+1.21-1.24 of their time); a reduce's and a reduce-scatter's folds are priced without it (a
+reduce's measured so, *The twenty-seventh round*)."""
+
+
+def in_c(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
+    """Whether a call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores`` (0: as
+    many as ranks) runs in one C call: the exchanges (``IN_C``) always, an all-reduce where
+    ``direct_routes.all_reduce_folds_in_c`` says (every rank with a core)."""
+    if collective == "all_reduce":
+        return direct_routes.all_reduce_folds_in_c(nbytes, 0 < cores < size)
+    return collective in IN_C
+
+
+def fold_spills(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
+    """Whether the folds of a call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``
+    are priced at ``cache.fold_gamma``'s rate (``FOLDS_SPILL``, where it runs in C)."""
+    return collective in FOLDS_SPILL and in_c(collective, nbytes, size, cores)
 
 
 class Terms(NamedTuple):
@@ -151,11 +180,11 @@ def terms(collective: str, nbytes: int, size: int, cores: int = 0) -> Terms:
     """The terms of one call by reads of ``nbytes`` at ``size`` ranks on one host of ``cores``."""
     n = turns(size, cores)
     reduced = REDUCED[collective](size) * nbytes if collective in REDUCED else 0.0
-    in_c = collective in IN_C
+    native = in_c(collective, nbytes, size, cores)
     pieces = direct_routes.reads_pieces(nbytes, size) if collective in PIECEWISE else 1
     crowded = 0 < cores < size and collective in CROWDED_READ_BYTES
     share = (CROWDED_READ_BYTES if crowded else READ_BYTES)[collective](size)
-    return Terms(0.0 if in_c else n, n if in_c else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * pieces * n,
+    return Terms(0.0 if native else n, n if native else 0.0, (size - 1) * PEER_COPIES.get(collective, 1) * pieces * n,
                  share * nbytes * n, reduced * n)
 
 

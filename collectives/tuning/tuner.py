@@ -18,6 +18,7 @@ not COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 
@@ -321,6 +322,8 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if reads.taken(collective, nbytes, size, costs, cores):
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
+            if reads.fold_spills(collective, nbytes, size, cores):
+                costs = dataclasses.replace(costs, gamma=fold_gamma(costs.gamma, costs.cache_beta, nbytes, cache_bytes))
         elif reads.once_priced(collective, size, costs, cores):
             share = beyond(footprint(collective, nbytes, size, size), cache_bytes)
             return reads.once_time(nbytes, size, costs, share)
