@@ -21,7 +21,11 @@ receives in, waited or not, whatever their number: measured so, the ranks taking
 core; a rank with peers on other hosts pays the dearer of its message's link and the link
 between hosts, whose channels its wait polls on every pass whatever it waits for), and every
 byte it copies costs ``crowd_beta`` more per rank per core (their copies share the caches and
-the memory bus). With ``sticky`` (one host over shared memory or tcp) a rank keeps to its core, as the
+the memory bus). Where every rank of a host has a core (``cores`` counted, no more ranks than
+they), a message costs its link class's ``core_alpha`` in place of α where the class has one
+(``with_a_core``): no rank queues for the cores its send and receive run on, and a waiting rank
+spins for it, while α is fitted to worlds whose ranks share the cores. With ``sticky`` (one
+host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
 ``MIGRATION_COST`` before (a task that ran more recently is cache-hot and stays); its
@@ -88,6 +92,7 @@ class LinkClass:
     copy_beta: float = 0.0
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
+    core_alpha: float = 0.0
 
 
 @dataclasses.dataclass
@@ -161,6 +166,9 @@ class Machine:
         self.whole_messages = whole_messages and self.k >= ranks
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
+        if cores >= self.k:  # a core each: a message's α is the one of ranks that queue behind no one
+            intra = self.intra = with_a_core(intra)
+            self.inter = with_a_core(self.inter)
         if 0 < cores < self.k:  # ranks beyond the cores: each byte costs more (caches and memory shared)
             intra = self.intra = crowded(intra, self.k / cores)
             self.inter = crowded(self.inter, self.k / cores) if inter is not None else intra
@@ -344,6 +352,12 @@ def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
     return dataclasses.replace(cls, beta=cls.beta + cls.crowd_beta * ranks_per_core) if cls.crowd_beta else cls
 
 
+def with_a_core(cls: LinkClass) -> LinkClass:
+    """``cls`` on a host whose ranks each have a core: α is its ``core_alpha`` where it has one
+    (docs/simulation.md, *The fifty-seventh round*)."""
+    return dataclasses.replace(cls, alpha=cls.core_alpha) if cls.core_alpha else cls
+
+
 def crowd_of_waiters(transport: str) -> bool:
     """Whether ``transport``'s waits count the crowd of a one-way call by the ranks waiting
     (``Machine``'s ``crowd_of_waiters``): tcp's (within hosts and between them); shared memory's
@@ -379,7 +393,7 @@ def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkCl
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
                      costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
-                     costs.recv_overhead)
+                     costs.recv_overhead, costs.core_alpha)
 
 
 def lockstep_bytes(transport: str) -> int:

@@ -73,7 +73,12 @@ class TransportCosts:
     by single copies where every rank has a core, as ``perf/cma_copies.py`` times them alone: per
     ``process_vm_readv`` or ``process_vm_writev``, per byte read from a peer's heap or written into
     it (the two measured alike), per byte copied within a rank's heap, all in the cache
-    (``reads.once_time``; ``heap_beta`` 0: priced by ``reads.reads_time`` instead).
+    (``reads.once_time``; ``heap_beta`` 0: priced by ``reads.reads_time`` instead);
+    ``core_alpha``, what a message costs in place of ``alpha`` where every rank of a host has a
+    core of its own (the profile's ``cores`` counted, no more ranks than they): nobody queues
+    for the cores its send and receive run on, and a waiting rank spins for it
+    (``transports.progress``), where ``alpha`` is fitted to worlds whose ranks share the cores
+    (0: ``alpha`` in every world; ``machine.with_a_core``).
     """
 
     overhead: float
@@ -99,6 +104,7 @@ class TransportCosts:
     peer_alpha: float = 0.0
     peer_beta: float = 0.0
     heap_beta: float = 0.0
+    core_alpha: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
