@@ -1,7 +1,7 @@
 """α by world shape: where every rank of a host has a core of its own (the profile's ``cores`` counted and
 not outnumbered), a message costs the link's ``core_alpha``; where ranks queue for the cores, or the
-cores are not counted, α as before. A profile without the field (0) prices as before
-(docs/simulation.md, *The fifty-seventh round*)."""
+cores are not counted, α as before. A profile without the field (0) prices as before; the built-in profile
+carries tcp's 8 µs (docs/simulation.md, *The fifty-seventh round*)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collectives.tuning.machine import LinkClass, Machine
 ALPHA, CORE_ALPHA = 17e-6, 8e-6
 DOCS = Path(__file__).parents[2] / "docs" / "perf"
 QUIET_TCP = DOCS / "validation_quiet_tcp_calib24.json"
-WITH_CORE_ALPHA = DOCS / "profile_core_alpha_calib26_h26c.json"
+BEFORE = DOCS / "profile_builtin_before_calib26.json"  # the built-in profile before core_alpha
 
 
 def link(core_alpha: float = CORE_ALPHA) -> LinkClass:
@@ -46,29 +46,29 @@ def test_hosts_whose_ranks_each_have_a_core_pay_it_between_hosts_too() -> None:
 
 def test_a_profile_reads_core_alpha_and_one_without_it_prices_as_before(tmp_path: Path) -> None:
     doc = json.loads(profiles.DEFAULT_FILE.read_text())
-    doc["transports"]["tcp"]["core_alpha"] = CORE_ALPHA
+    del doc["transports"]["tcp"]["core_alpha"]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))
-    with_it, built_in = profiles.load(path), profiles.load(profiles.DEFAULT_FILE)
-    assert with_it.costs("tcp").core_alpha == CORE_ALPHA
-    assert built_in.costs("tcp").core_alpha == 0.0
-    two = {p: tuner.predict("all_gather", "recursive", 8, 2, "tcp", 0, p) for p in (with_it, built_in)}
-    three = {p: tuner.predict("all_gather", "recursive", 8, 3, "tcp", 0, p) for p in (with_it, built_in)}
-    assert two[with_it] < two[built_in]  # 2 ranks on the profile's 2 cores: a core each
-    assert three[with_it] == three[built_in]  # 3 ranks on 2 cores: crowded, α as before
+    built_in, without = profiles.load(profiles.DEFAULT_FILE), profiles.load(path)
+    assert built_in.costs("tcp").core_alpha == CORE_ALPHA
+    assert without.costs("tcp").core_alpha == 0.0
+    two = {p: tuner.predict("all_gather", "recursive", 8, 2, "tcp", 0, p) for p in (built_in, without)}
+    three = {p: tuner.predict("all_gather", "recursive", 8, 3, "tcp", 0, p) for p in (built_in, without)}
+    assert two[built_in] < two[without]  # 2 ranks on the profile's 2 cores: a core each
+    assert three[built_in] == three[without]  # 3 ranks on 2 cores: crowded, α as before
 
 
 def test_the_quiet_two_rank_tcp_calls_are_priced_as_they_ran_and_no_crowded_world_moves() -> None:
-    """Today's quiet tcp run: the built-in profile prices its 2-rank calls of 8 B and 64 KiB at 1.61 times
-    their time (2 of 18 within 25 %); with ``core_alpha`` 8 µs, taken apart from two of those calls, at
-    least 10, and every row of 3, 4 and 8 ranks is priced to the same µs."""
+    """Today's quiet tcp run: the built-in profile before ``core_alpha`` priced its 2-rank calls of 8 B and
+    64 KiB at 1.61 times their time (2 of 18 within 25 %); with tcp's ``core_alpha`` 8 µs, taken apart from
+    two of those calls, at least 10, and every row of 3, 4 and 8 ranks is priced to the same µs."""
     import sys
     sys.path.insert(0, str(Path(__file__).parents[2]))
     from perf.validate_model import repredict
 
     doc = json.loads(QUIET_TCP.read_text())
     rows = repredict([r for r in doc["rows"] if r["transport"] == "tcp"],
-                     {"built": profiles.load(profiles.DEFAULT_FILE), "core": profiles.load(WITH_CORE_ALPHA)},
+                     {"built": profiles.load(BEFORE), "core": profiles.load(profiles.DEFAULT_FILE)},
                      doc["cores"])
 
     def within(name: str, ranks: int) -> int:
