@@ -86,13 +86,16 @@ engine, where the halves and the push, once bound, each copy by themselves; push
 4-rank hypercube's 64 and 128 KiB blocks beat both the swap and the halves
 (docs/performance.md, "Twenty-fifth round, the 4-rank hypercube")."""
 
-PUSH_BYTES = 64 << 10
+PUSH_BYTES = 32 << 10
 """The smallest out-of-place ``sendrecv`` with one peer below
 ``HALF_BYTES_OUT_OF_PLACE`` that the two ranks swap by writing each its whole message into the
 other's receive buffer (``process_vm_writev``; bound as the halves are, engines/_half_swap.h):
 one copy a rank, of a message in its own cache, where the ring makes two and the halves read
 half of the peer's message out of the peer's cache (docs/performance.md, "Twenty-fourth round,
-point to point")."""
+point to point"; from 32 KiB, the 2-rank 64 KiB hypercube's blocks: "Thirty-seventh round")."""
+PUSH_BYTES_CROWDED = 64 << 10
+"""PUSH_BYTES where ranks outnumber cores (the 4-rank hypercube's blocks of 16-32 KiB go through
+the ring, as before the thirty-seventh round: not measured there)."""
 
 SHIFT_YIELD_SECONDS_CROWDED = 2e-3
 """Where ranks outnumber cores, how long the single-copy swap of a ``sendrecv`` with two peers (a
@@ -153,7 +156,7 @@ def lane(p2p: PointToPoint, size: int, numbers: Iterator[int], config: Config) -
     max_bytes = min(EXPRESS_BYTES, config.max_frame_bytes)
     aside_bytes = max(SWAP_BYTES_IN_PLACE_CROWDED, swap_bytes) if crowded else max_bytes + 1
     half_out_bytes = HALF_BYTES_OUT_OF_PLACE_CROWDED if crowded else HALF_BYTES_OUT_OF_PLACE
-    half_bytes, push_bytes = HALF_BYTES, PUSH_BYTES
+    half_bytes, push_bytes = HALF_BYTES, PUSH_BYTES_CROWDED if crowded else PUSH_BYTES
     shift_yield = SHIFT_YIELD_SECONDS_CROWDED if crowded else YIELD_SECONDS
     lanes, keep = {}, []
     for peer, channel in channels.items():

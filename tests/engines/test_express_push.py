@@ -1,22 +1,25 @@
 """An out-of-place ``sendrecv`` with one peer from ``PUSH_BYTES`` below ``HALF_BYTES_OUT_OF_PLACE``
-(``HALF_BYTES_OUT_OF_PLACE_CROWDED`` where ranks outnumber cores) through the express lane
-(engines/_half_swap.h, ``push``): where both ranks are in the lane at once, each writes its
-whole message into the other's receive buffer, bound as the halves are (test_express_halves.py);
-in place, or where the peer does not come with the same call, the call goes as before. Every
-case runs with the lane and without it (``pure_python``), and must deliver the same bytes."""
+(from ``PUSH_BYTES_CROWDED`` below ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` where ranks outnumber
+cores) through the express lane (engines/_half_swap.h, ``push``): where both ranks are in the
+lane at once, each writes its whole message into the other's receive buffer, bound as the halves
+are (test_express_halves.py); in place, or where the peer does not come with the same call, the
+call goes as before. Every case runs with the lane and without it (``pure_python``), and must
+deliver the same bytes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from collectives.engines import express
 from collectives.testing import run_world
-from test_express_halves import _swaps  # (this folder)
+from test_express_halves import _late, _learn, _message, _swaps  # (this folder)
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("patient_offers")]  # (conftest.py)
 
+BLOCK_64K = 32 << 10  # a block of hypercube_perf's 2-rank 64 KiB cell (its exchange's message)
 SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_PLACE - 1]
 
 
@@ -56,13 +59,14 @@ def test_where_no_larger_message_taught_single_copy_the_first_calls_ask_the_engi
 
 def test_where_ranks_outnumber_cores_out_of_place_below_the_crowded_halves_is_pushed(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where ranks outnumber cores, out of place, each rank writes its whole message up to
-    ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` (beyond ``HALF_BYTES_OUT_OF_PLACE``, where ranks with a
-    core each swap by halves)."""
+    """Where ranks outnumber cores, out of place, each rank writes its whole message from
+    ``PUSH_BYTES_CROWDED`` up to ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` (beyond
+    ``HALF_BYTES_OUT_OF_PLACE``, where ranks with a core each swap by halves)."""
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
-    sizes = [express.PUSH_BYTES, express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 16]
+    sizes = [express.PUSH_BYTES_CROWDED, express.HALF_BYTES_OUT_OF_PLACE,
+             express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 16]
     results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
                         timeout=60)
     assert all(ok for ok, _, _ in results)
@@ -82,3 +86,68 @@ def test_where_ranks_outnumber_cores_the_crowded_halves_size_goes_by_halves(monk
     assert [p for _, _, p in results] == [0, 0], results
     halves = [h for _, h, _ in results]
     assert halves[0] == halves[1] > 0, halves
+
+
+def test_where_ranks_outnumber_cores_below_the_crowded_push_the_ring_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PUSH_BYTES`` (32 KiB) is the push's size where each rank has a core; where ranks
+    outnumber cores the 4-rank hypercube's blocks below ``PUSH_BYTES_CROWDED`` go through the
+    ring as before."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 1)
+    sizes = [express.PUSH_BYTES, express.PUSH_BYTES_CROWDED - 16]
+    results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
+                        timeout=60)
+    assert all(ok for ok, _, _ in results)
+    assert [p for _, _, p in results] == [0, 0], results
+
+
+def _hypercube_rounds(comm: Any, n: int, written: bool, calls: int = 6) -> tuple[bool, int, int]:
+    """hypercube_perf's exchange at 2 ranks: blocks of ``n`` bytes of one array, rank r sending
+    block r and receiving the peer's into block 1 - r, ``calls`` times in a row (after a barrier,
+    each rank late in turn); with ``written`` each call first copies the rank's block in from a
+    separate array (its out-of-place cell), else the block stays as written once (in place).
+    Whether after every call both blocks held both ranks' messages, the lane's sends through the
+    ring and its pushes."""
+    peer, ok = 1 - comm.rank, []
+    _learn(comm)
+    rows = np.zeros(2 * n, np.uint8)
+    mine, theirs = rows[comm.rank * n:(comm.rank + 1) * n], rows[peer * n:(peer + 1) * n]
+    sends, pushes = comm._express.sends, comm._express.pushes
+    for i in range(calls):
+        seed = 10 * comm.rank + (i if written else 0)
+        if written or i == 0:
+            mine[...] = _message(n, seed)
+        theirs[...] = 0
+        comm.barrier()
+        if comm.rank == i % 2:
+            _late(30e-6)
+        comm.sendrecv(mine, peer, theirs, peer)
+        ok.append(bool(np.array_equal(mine, _message(n, seed))))
+        ok.append(bool(np.array_equal(theirs, _message(n, 10 * peer + (i if written else 0)))))
+    return all(ok), comm._express.sends - sends, comm._express.pushes - pushes
+
+
+@pytest.mark.parametrize("written", [False, True], ids=["in place", "out of place"])
+@pytest.mark.parametrize("n", [BLOCK_64K, BLOCK_64K + 7])
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_the_two_rank_64_kib_hypercubes_blocks_are_pushed_with_every_byte_on_both_ranks(
+        n: int, written: bool, pure_python: bool) -> None:
+    """hypercube_perf's 2-rank 64 KiB cell exchanges blocks of 32 KiB, from ``PUSH_BYTES``: both
+    ranks push every call (none through the ring), and the bytes are the engine's."""
+    calls = 6
+    results = run_world(lambda comm: _hypercube_rounds(comm, n, written, calls), 2, "shm", timeout=60,
+                        pure_python=pure_python)
+    assert all(ok for ok, _, _ in results), results
+    if pure_python:
+        assert [(ring, pushed) for _, ring, pushed in results] == [(0, 0), (0, 0)], results
+    else:
+        assert [(ring, pushed) for _, ring, pushed in results] == [(0, calls), (0, calls)], results
+
+
+def test_out_of_place_below_the_push_goes_through_the_ring() -> None:
+    calls = 4
+    results = run_world(lambda comm: _hypercube_rounds(comm, express.PUSH_BYTES - 16, True, calls), 2, "shm",
+                        timeout=60)
+    assert all(ok for ok, _, _ in results), results
+    assert [(ring, pushed) for _, ring, pushed in results] == [(calls, 0), (calls, 0)], results
