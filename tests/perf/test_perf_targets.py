@@ -70,3 +70,42 @@ def test_a_data_collectives_empty_row_is_left_out_and_a_barriers_is_kept() -> No
             {"size": 32, "peers": {}}]
     assert targets.cells(rows, "mpi", "scatter") == {16: 1.3}
     assert targets.cells(rows[:1], "mpi", "barrier") == {0: 0.98}
+
+
+def test_the_2_rank_point_to_point_64k_rows_time_200_calls_in_their_own_run() -> None:
+    """A call of a few µs at 64 KiB: 200 timed calls there, 20 from 256 KiB on; groups without
+    ``short`` (the 4-rank one among them) are one invocation as before."""
+    from perf import targets
+
+    assert targets.invocations(targets.GROUPS["p2plarge2"]) == [("64K", "64K", "4", 200), ("262144", "64M", "4", 20)]
+    assert targets.invocations(targets.GROUPS["p2plarge4"]) == [("64K", "64M", "4", 20)]
+    assert targets.invocations(targets.GROUPS["large2"]) == [("64K", "64M", "4", 20)]
+    assert targets.invocations(targets.GROUPS["barrier"]) == [("0", "0", "1", 2000)]
+    only = targets.Group("g", ("sendrecv",), 2, ("64K", "64K", "4"), "mpi", 1.0, 20, short=("64K", 200))
+    assert targets.invocations(only) == [("64K", "64K", "4", 200)]  # nothing beyond the short rows
+
+
+def test_a_collectives_invocations_make_one_run_of_all_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_once runs each invocation with its own -b/-e/-n and keeps their rows as one run, in size order."""
+    from perf import targets
+
+    calls: list[list[str]] = []
+
+    def fake_run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(args)
+        first = args[args.index("-b") + 1] == "64K"
+        sizes = [65536] if first else [262144, 1048576]
+        rows = [{"size": s, "out_of_place": {"time": 1.0}, "in_place": {"time": 2.0},
+                 "peers": {"mpi": {"out_of_place": {"time": 3.0}, "in_place": {"time": 4.0}, "ratio": 7 / 3}}}
+                for s in sizes]
+        Path(args[args.index("--json") + 1]).write_text(json.dumps({"results": rows}))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(targets.subprocess, "run", fake_run)
+    keep: list[dict] = []
+    cells = targets.run_once(targets.GROUPS["p2plarge2"], "sendrecv", keep)
+    assert [(c[c.index("-b") + 1], c[c.index("-e") + 1], c[c.index("-n") + 1]) for c in calls] == \
+        [("64K", "64K", "200"), ("262144", "64M", "20")]
+    assert cells == {65536: 7 / 3, 262144: 7 / 3, 1048576: 7 / 3}
+    assert len(keep) == 1 and [r["size"] for r in keep[0]["rows"]] == [65536, 262144, 1048576]
+    assert keep[0]["rows"][0]["ours"] == [1.0, 2.0] and keep[0]["rows"][0]["peer"] == [3.0, 4.0]
