@@ -10,9 +10,7 @@ PEER --json``); every round runs every invocation once, in an order that alterna
 round to round so that drift on a shared machine hits all alike. For each cell (collective,
 ranks, size) it prints the median over rounds of the harness's own ratio column (the peer's
 time over ours, out-of-place and in-place added: > 1, we are faster), the rounds' range, and
-whether the median meets the target the group states. A group's smallest rows may time more
-calls than the rest, in an invocation of their own (``Group.short``); the table and ``--json`` show
-a collective's rows together, as one run.
+whether the median meets the target the group states.
 """
 
 from __future__ import annotations
@@ -28,9 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HERE))
-
-from perf.options import parse_size  # noqa: E402
 FOUR = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 OTHERS = ("reduce", "alltoall", "gather", "scatter")  # the issue's "every collective": the harness's other rows
 P2P = ("sendrecv", "hypercube")  # point to point: our harness backend runs them by blocking send and recv
@@ -49,22 +44,6 @@ class Group:
     iters: int
     transport: str = "shm"
     env: tuple[tuple[str, str], ...] = ()
-    short: tuple[str, int] = ("", 0)
-    """(size, iters): the rows up to that size time that many calls, in an invocation of their own
-    (the rest, from the next size, ``iters``): at 64 KiB a 2-rank point-to-point call takes a few µs,
-    and a cell of 20 calls read the slower first calls of a timed loop and whatever preemption fell in
-    its 0.1-0.5 ms (docs/performance.md, "Thirty-seventh round, the 4-rank sendrecv's stalls and cells
-    of a few µs")."""
-
-
-def invocations(group: Group) -> list[tuple[str, str, str, int]]:
-    """The harness runs of one of ``group``'s collectives: (-b, -e, -f, -n) each, smallest sizes first."""
-    b, e, f = group.sizes
-    upto, iters = group.short
-    if not upto:
-        return [(b, e, f, group.iters)]
-    rest = parse_size(upto) * int(f)
-    return [(b, upto, f, iters)] + ([(str(rest), e, f, group.iters)] if rest <= parse_size(e) else [])
 
 
 GROUPS = {g.name: g for g in [
@@ -80,9 +59,7 @@ GROUPS = {g.name: g for g in [
     Group("otherslarge4", OTHERS, 4, ("64K", "64M", "4"), "mpi", 1.0, 20),
     Group("p2p2", P2P, 2, ("8", "1K", "2"), "mpi", 1 / 1.2, 200),
     Group("p2p4", P2P, 4, ("8", "1K", "2"), "mpi", 1.0, 100),
-    Group("p2plarge2", P2P, 2, ("64K", "64M", "4"), "mpi", 1.0, 20, short=("64K", 200)),
-    # (not p2plarge4: at 4 ranks on 2 cores 200 calls of 25-60 µs took in the 2-5 ms stalls a shared core
-    # brings, our readings no steadier; "Thirty-seventh round")
+    Group("p2plarge2", P2P, 2, ("64K", "64M", "4"), "mpi", 1.0, 20),
     Group("p2plarge4", P2P, 4, ("64K", "64M", "4"), "mpi", 1.0, 20),
     Group("tcp2", ("all_reduce",), 2, ("1M", "64M", "2"), "gloo", 1.5, 20, "tcp"),
     Group("np8", FOUR, 8, ("8", "64M", "8"), "mpi", 1.0, 20),
@@ -93,20 +70,19 @@ GROUPS = {g.name: g for g in [
 
 
 def run_once(group: Group, collective: str, keep: list[dict] | None = None) -> dict[int, float]:
-    """One collective's harness invocations (``invocations``): {size: ratio} for the group's peer; their
-    rows (both libraries' µs out of place and in place) appended to ``keep`` where given, as one run."""
-    rows: list[dict] = []
-    for b, e, f, iters in invocations(group):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.json"
-            args = [sys.executable, "-m", "perf", f"{collective}_perf", "--np", str(group.ranks), "-b", b, "-e", e,
-                    "-f", f, "-n", str(iters), "-c", "0", "--vs", group.peer, "--transport", group.transport,
-                    "--json", str(out), "--progress", "off"]
-            done = subprocess.run(args, cwd=HERE, env={**os.environ, **dict(group.env)}, capture_output=True,
-                                  text=True, timeout=900)
-            if done.returncode != 0:
-                raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-            rows += json.loads(out.read_text())["results"]
+    """One harness invocation: {size: ratio} for the group's peer; its rows (both libraries' µs out
+    of place and in place) appended to ``keep`` where given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        b, e, f = group.sizes
+        args = [sys.executable, "-m", "perf", f"{collective}_perf", "--np", str(group.ranks), "-b", b, "-e", e,
+                "-f", f, "-n", str(group.iters), "-c", "0", "--vs", group.peer, "--transport", group.transport,
+                "--json", str(out), "--progress", "off"]
+        done = subprocess.run(args, cwd=HERE, env={**os.environ, **dict(group.env)}, capture_output=True, text=True,
+                              timeout=900)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        rows = json.loads(out.read_text())["results"]
     if keep is not None:
         keep.append({"group": group.name, "collective": collective, "rows": [
             {"size": int(r["size"]), "ours": [r["out_of_place"]["time"], r["in_place"]["time"]],
