@@ -55,17 +55,12 @@ from .transports import cma
 from .transports.progress import usable_cpus
 from .tuning import pieces, reads, tuner
 from .tuning.fitting import (case_time, crowd_error, fit_cache, fit_reads_call, fit_window, in_cache, nonnegative_fit,
-                              search_outer, search_terms)
+                              search_terms)
 from .tuning.machine import Machine, copies_whole, link_of
 from .tuning.profile import BETWEEN_HOSTS, DEFAULT_FILE, ENV, Profile, TransportCosts, load
 
 if TYPE_CHECKING:
     from .testing.netns import Host
-
-Bursts = tuple[list[Case], list[float], list[float]]
-"""``fit_split``'s bursts timed: the cases, their times at 2 ranks and at 3 (``measure_bursts``)."""
-Crowd = tuple[list[tuple[Case, int]], list[float], list[bool]]
-"""The crowded sweep timed: each case with its world, its time, whether it ran undisturbed (``measure_crowd``)."""
 
 SIZES = (8, 4 << 10, 64 << 10, 512 << 10, 4 << 20)
 SCHEDULED = ("ring", "tree", "recursive")
@@ -78,12 +73,6 @@ SPLIT_PASSES = 3
 by the model in a crowded world)."""
 SPLIT = ("tcp",)
 """The transports whose one-way message α the model splits (``send_overhead``, ``recv_overhead``)."""
-CORE_ALPHA = ("tcp",)
-"""The transports whose α the model takes apart by world shape (``core_alpha``, ``machine.with_a_core``): the
-2-rank sweep's α, fitted where every rank has a core, is written as ``core_alpha``, and ``alpha`` is fitted on the
-crowded sweep (``fit_crowd``), whose ranks share the cores. Over tcp a message with a core each cost 7-10 µs where
-the crowded worlds need about twice that (docs/simulation.md, the fifty-seventh and fifty-eighth rounds); shared
-memory's α is one in every world (the built-in profile's ``core_alpha`` 0)."""
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
 CROWD_SIZES = (8, 64 << 10, 1 << 20)
 """Bytes per call of the crowded sweep (``fit_crowd``): a wake's cost shows at the small ones, a byte's at 1 MiB."""
@@ -103,12 +92,6 @@ CROWD_REPEATS = 3
 as slow from one repeat to the next (4 tcp ranks, 64 KiB-1 MiB), as the validation runs' repeats do."""
 CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 """The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
-CORE_PASSES = 2
-"""How many times the crowded sweep and the split are fitted in turn where the crowded α is fitted too: the
-bursts at 3 ranks pay it, and the crowded calls the split (fitted once, from the model's own times the crowded α
-came out at 8 µs, the 2-rank one, against 17)."""
-CROWD_ALPHAS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
-"""The crowded α ``fit_crowd`` tries first, times the 2-rank sweep's (``core_alpha``; ``fitting.search_outer``)."""
 MAX_CROWD_RANKS = 8
 """No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
 
@@ -302,15 +285,9 @@ def split_features(case: Case, costs: TransportCosts, transport: str = "tcp", co
     return features, base - features[0] * send - features[1] * recv
 
 
-def measure_bursts(transport: str, rounds: int, sizes: Sequence[int] = BURST_SIZES) -> Bursts:
-    """``fit_split``'s bursts timed: tree broadcasts and reduces of ``sizes`` at 2 ranks and at 3."""
-    cases: list[Case] = [(c, n, "tree") for c in ("broadcast", "reduce") for n in sizes]
-    return cases, measure(cases, 2, transport, rounds=rounds), measure(cases, 3, transport, rounds=rounds)
-
-
 def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str],
               sizes: Sequence[int] = BURST_SIZES, cores: int = 0, calls: int = 1,
-              cache_bytes: int = 0, bursts: Bursts | None = None) -> TransportCosts:
+              cache_bytes: int = 0) -> TransportCosts:
     """``costs`` with ``send_overhead`` and ``recv_overhead`` fitted to one-way bursts: tree
     broadcasts and reduces of ``sizes`` at 3 ranks less the same at 2. The root of a broadcast
     at 3 ranks sends twice in a step that receives nothing, so it costs one sender's turn more
@@ -320,9 +297,10 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
     ``cores``, in the crowded worlds: 3 ranks on 2 cores wait for a core, which a fit without the
     crowded terms put in ``recv_overhead``, capped at α less ``send_overhead`` in most sweeps). The
     model bends with the queue and the loop of ``calls``, so the line is drawn again about each fit,
-    ``SPLIT_PASSES`` times, from a quarter of α each. ``bursts``: timed before (``measure_bursts``), else
-    timed here."""
-    cases, two, three = bursts if bursts is not None else measure_bursts(transport, rounds, sizes)
+    ``SPLIT_PASSES`` times, from a quarter of α each."""
+    cases: list[Case] = [(c, n, "tree") for c in ("broadcast", "reduce") for n in sizes]
+    two = measure(cases, 2, transport, rounds=rounds)
+    three = measure(cases, 3, transport, rounds=rounds)
     split = dataclasses.replace(costs, send_overhead=costs.alpha / 4, recv_overhead=costs.alpha / 4)
     for _ in range(SPLIT_PASSES):
         rows, targets = [], []
@@ -344,12 +322,6 @@ def fit_split(transport: str, costs: TransportCosts, rounds: int, log: list[str]
     return split
 
 
-def measures_core_alpha(transport: str, ranks: int, cores: int) -> bool:
-    """Whether the sweep of ``transport`` at ``ranks`` ranks on one host of ``cores`` cores measures
-    ``core_alpha``: every rank has a core (counted), and the model takes its α apart (``CORE_ALPHA``)."""
-    return transport in CORE_ALPHA and 0 < ranks <= cores
-
-
 def crowd_worlds(cores: int) -> list[int]:
     """The world sizes of the crowded sweep on a host of ``cores`` cores: one rank more than the
     cores, and two a core (3 and 4 ranks on 2 cores); none where the cores are not counted or
@@ -366,53 +338,38 @@ def crowd_cases(transport: str) -> list[Case]:
     return cases
 
 
-def measure_crowd(transport: str, cores: int, rounds: int, log: list[str]) -> Crowd:
-    """``fit_crowd``'s sweep timed: each case of ``crowd_cases`` with its world (``crowd_worlds``), its time and
-    whether it ran undisturbed (``measure_quiet``); nothing where there is no crowded world."""
-    cases = crowd_cases(transport)
-    every: list[tuple[Case, int]] = []
-    measured: list[float] = []
-    quiet: list[bool] = []
-    for ranks in crowd_worlds(cores):
-        times, kept = measure_quiet(cases, ranks, transport, rounds, log, repeats=CROWD_REPEATS)
-        every += [(case, ranks) for case in cases]
-        measured += times
-        quiet += kept
-    return every, measured, quiet
-
-
 def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, log: list[str],
-              cache_bytes: int = 0, calls: int = 1, timed: Crowd | None = None) -> TransportCosts:
+              cache_bytes: int = 0, calls: int = 1) -> TransportCosts:
     """``costs`` with ``crowd_wake`` and ``crowd_beta`` (and over shared memory ``direct_sync``)
     fitted to worlds with more ranks than the host's ``cores`` (``crowd_worlds``), every constant
     measured at 2 ranks kept: two ranks with a core each show none of them, so a profile without
-    this sweep prices every crowded call as if each rank had a core of its own. Where ``costs`` has a
-    ``core_alpha`` (the 2-rank α, ``measures_core_alpha``) ``alpha`` is searched with them: the α of
-    ranks that share the cores, which the 2-rank sweep cannot show either. ``timed``: the sweep timed
-    before (``measure_crowd``), else timed here."""
+    this sweep prices every crowded call as if each rank had a core of its own."""
     worlds = crowd_worlds(cores)
     if not worlds:
         log.append(f"# {transport} crowded sweep not run: {cores} cores counted (it runs where 2 x cores is 1 to"
                    f" {MAX_CROWD_RANKS // 2}); crowd_wake, crowd_beta and direct_sync stay 0")
         return costs
-    every, measured, quiet = timed if timed is not None else measure_crowd(transport, cores, rounds, log)
+    cases = crowd_cases(transport)
+    every: list[tuple[Case, int]] = []
+    measured: list[float] = []
+    quiet: list[bool] = []
+    for ranks in worlds:
+        times, kept = measure_quiet(cases, ranks, transport, rounds, log, repeats=CROWD_REPEATS)
+        every += [(case, ranks) for case in cases]
+        measured += times
+        quiet += kept
     at = [pair for pair, q in zip(every, quiet) if q]
     times = [t for t, q in zip(measured, quiet) if q]
     terms = CROWD_TERMS + (("direct_sync",) if transport == "shm" else ())
     if len(at) < len(every) // 2:
-        fitted = built_in_terms(transport, (("alpha",) if costs.core_alpha else ()) + terms, costs,
+        fitted = built_in_terms(transport, terms, costs,
                                 f"crowded sweep: only {len(at)} of {len(every)} calls undisturbed", log)
     else:
         def error(trial: TransportCosts) -> float:
             return crowd_error(at, times, transport, Profile({transport: trial}, cores=cores, calls=calls,
                                                              cache_bytes=cache_bytes))
 
-        if costs.core_alpha:  # the α of ranks that share the cores, with the crowded terms fitted to each
-            fitted = search_outer("alpha", [costs.core_alpha * f for f in CROWD_ALPHAS],
-                                  lambda trial: search_terms(terms, CROWD_SCALES, error, trial), error, costs)
-            terms = ("alpha",) + terms
-        else:
-            fitted = search_terms(terms, CROWD_SCALES, error, costs)
+        fitted = search_terms(terms, CROWD_SCALES, error, costs)
         values = ", ".join(f"{t} {getattr(fitted, t) * 1e9:.4f} ns/B" if t.endswith("beta")
                            else f"{t} {getattr(fitted, t) * 1e6:.2f} us" for t in terms)
         log.append(f"# {transport} crowded sweep ({', '.join(str(r) for r in worlds)} ranks on {cores} cores,"
@@ -464,7 +421,6 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
                                  for p, least in zip(parts, (4, 2, 3)))
     disturbed = f"too few calls undisturbed at {ranks} ranks"
     cache_bytes = 0
-    core = not places and measures_core_alpha(transport, ranks, cores)  # its α is the one of ranks with a core each
     costs = TransportCosts(0.0, 0.0, 0.0, gamma)
     fitted = [pair for pair in sched or [] if not cached or in_cache(pair[0], ranks)]
     if len(fitted) >= 4:
@@ -474,10 +430,9 @@ def fit_transport(transport: str, sizes: Sequence[int], ranks: int, rounds: int,
             rows.append(features)
             targets.append(max(t - fixed, t * 0.05))
         overhead, alpha, beta, exchange = nonnegative_fit(rows, targets)
-        costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange, core_alpha=alpha if core else 0.0)
+        costs = TransportCosts(overhead, alpha, beta, gamma, exchange=exchange)
     else:
-        costs = built_in_terms(transport, ("overhead", "alpha", "beta", "exchange") + (("core_alpha",) if core else ()),
-                               costs, disturbed, log)
+        costs = built_in_terms(transport, ("overhead", "alpha", "beta", "exchange"), costs, disturbed, log)
     if window:
         costs = fit_window(window, ranks, cores, gamma, costs)
     elif direct:
@@ -546,17 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured[t] = dataclasses.replace(measured[t], copy_beta=copy_beta)
         cache_bytes = found or cache_bytes  # shared memory's: the transport whose copies it measures
     for t in transports:  # the crowded terms first: the split's bursts at 3 ranks are crowded on 2 cores
-        crowd = None if args.no_crowd or not crowd_worlds(args.cores) else measure_crowd(t, args.cores, args.rounds,
-                                                                                          log)
-        bursts = measure_bursts(t, args.rounds) if t in SPLIT and not args.no_split else None
-        passes = CORE_PASSES if measured[t].core_alpha and crowd and bursts else 1
-        for n in range(passes):  # the crowded α, then the split of it, the crowded α again with that split, ...
-            said = log if n == passes - 1 else []
-            if not args.no_crowd:
-                measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, said, cache_bytes, args.calls, crowd)
-            if bursts is not None:
-                measured[t] = fit_split(t, measured[t], args.rounds, said, cores=args.cores, calls=args.calls,
-                                        cache_bytes=cache_bytes, bursts=bursts)
+        if not args.no_crowd:
+            measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, log, cache_bytes, args.calls)
+        if t in SPLIT and not args.no_split:
+            measured[t] = fit_split(t, measured[t], args.rounds, log, cores=args.cores, calls=args.calls,
+                                    cache_bytes=cache_bytes)
     if args.netns:
         from .testing.netns import two_hosts  # test tooling: only when asked
 

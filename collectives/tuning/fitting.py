@@ -96,23 +96,6 @@ def search_terms(terms: Sequence[str], scales: dict[str, float], error: Callable
     return costs
 
 
-def search_outer(term: str, trials: Sequence[float], fit: Callable[[TransportCosts], TransportCosts],
-                 error: Callable[[TransportCosts], float], costs: TransportCosts) -> TransportCosts:
-    """``costs`` with ``term`` at the value of least ``error`` once the other terms are fitted to it
-    (``fit``): first each of ``trials``, then ``REFINE``'s last two passes of factors around the best.
-    For a term the other terms trade off against, where ``search_terms``'s one term at a time stops
-    short (the crowded α against ``crowd_wake``: from α 8 µs it stopped at 5.6 or 20, true 17)."""
-    def at(value: float) -> tuple[float, TransportCosts]:
-        fitted = fit(dataclasses.replace(costs, **{term: value}))
-        return error(fitted), fitted
-
-    best = min((at(value) for value in trials), key=lambda b: b[0])
-    for factors in REFINE[1:]:
-        now = getattr(best[1], term)
-        best = min([best] + [at(now * f) for f in factors], key=lambda b: b[0])
-    return best[1]
-
-
 def fit_window(timed: Sequence[tuple[Case, float]], ranks: int, cores: int, gamma: float,
                costs: TransportCosts) -> TransportCosts:
     """``costs`` with ``direct_alpha`` and ``direct_beta`` fitted to the direct engine's calls through

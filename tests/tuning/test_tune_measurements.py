@@ -185,11 +185,10 @@ def test_two_ranks_timed_beside_other_work_keep_the_built_in_constants(monkeypat
     log: list[str] = []
     costs, cache_bytes = tune.fit_transport("tcp", (8, 65536), 2, 1, 0.03e-9, log, CORES, calls=2)
     built_in = load(DEFAULT_FILE).costs("tcp")
-    assert (costs.alpha, costs.beta, costs.exchange, costs.core_alpha) == (
-        built_in.alpha, built_in.beta, built_in.exchange, built_in.core_alpha)
+    assert (costs.alpha, costs.beta, costs.exchange) == (built_in.alpha, built_in.beta, built_in.exchange)
     assert costs.gamma == 0.03e-9 and cache_bytes == 0
-    assert "# tcp: too few calls undisturbed at 2 ranks; overhead, alpha, beta, exchange, core_alpha kept from the" \
-           " built-in profile" in log
+    assert "# tcp: too few calls undisturbed at 2 ranks; overhead, alpha, beta, exchange kept from the built-in" \
+           " profile" in log
     monkeypatch.setattr(tune, "measure_outside", priced(TCP, "tcp", outside=0.0))
     costs, _ = tune.fit_transport("tcp", (8, 4096, 65536, 1 << 20), 2, 1, TCP.gamma, [], CORES, calls=2)
     assert costs.alpha == pytest.approx(TCP.alpha, rel=0.1)  # undisturbed: measured
