@@ -168,12 +168,13 @@ class Profile:
                  f" {1 + self.margin:g}x as fast" + (f"; {self.cores} cores per host" if self.cores else "")
                  + (f"; per call of {self.calls} back to back" if self.calls != 1 else "")
                  + (f"; last-level cache {self.cache_bytes >> 10} KiB" if self.cache_bytes else ""),
-                 "# transport  overhead_us  alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us  direct_beta_ns/B"
-                 "  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us  crowd_beta_ns/B"
-                 "  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us  direct_sync_us"
-                 "  peer_alpha_us  peer_beta_ns/B  heap_beta_ns/B  send_overhead_us  recv_overhead_us"]
+                 "# transport  overhead_us  alpha_us  core_alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us"
+                 "  direct_beta_ns/B  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us"
+                 "  crowd_beta_ns/B  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us"
+                 "  direct_sync_us  peer_alpha_us  peer_beta_ns/B  heap_beta_ns/B  send_overhead_us  recv_overhead_us"]
         for name, c in sorted(self.transports.items()):
-            lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.beta * 1e9:>10.4f}"
+            lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.core_alpha * 1e6:>14.2f}"
+                         f" {c.beta * 1e9:>10.4f}"
                          f" {c.gamma * 1e9:>11.4f} {c.direct_alpha * 1e6:>16.2f} {c.direct_beta * 1e9:>17.4f}"
                          f" {c.exchange * 1e6:>12.2f} {c.wake * 1e6:>8.2f} {c.mixed_wait * 1e6:>14.2f}"
                          f" {c.crowd_wake * 1e6:>14.2f} {c.split_wait * 1e6:>14.2f} {c.crowd_beta * 1e9:>16.4f}"

@@ -21,6 +21,14 @@ def test_a_profile_survives_its_file(tmp_path: Path) -> None:
     assert "tcp" in "\n".join(original.describe())
 
 
+def test_the_printout_shows_each_column_with_core_alpha_beside_alpha() -> None:
+    """``core_alpha`` (the α of ranks with a core each) is printed next to α, under a header of as many columns."""
+    lines = Profile({"tcp": TransportCosts(0.0, 17e-6, 3e-10, 4e-11, core_alpha=8e-6)}).describe()
+    header, row = lines[1].split()[1:], lines[2].split()  # the header less its "#"
+    assert len(header) == len(row) and header[1:4] == ["overhead_us", "alpha_us", "core_alpha_us"]
+    assert [float(row[header.index(name)]) for name in ("alpha_us", "core_alpha_us")] == [17.0, 8.0]
+
+
 def test_an_unmeasured_transport_borrows_tcp() -> None:
     tcp = TransportCosts(1e-5, 2e-5, 3e-10, 4e-11)
     assert Profile({"tcp": tcp, "shm": TransportCosts(0, 0, 0, 0)}).costs("mpi") == tcp
