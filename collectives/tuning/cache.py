@@ -107,3 +107,10 @@ def fold_gamma(gamma: float, cache_beta: float, nbytes: int, cache_bytes: int) -
     if not cache_beta or cache_bytes <= 0:
         return gamma
     return gamma + FOLD_SPILL * cache_beta * beyond(float(nbytes), cache_bytes)
+
+
+def fold_spilled(costs: TransportCosts, nbytes: int, cache_bytes: int) -> TransportCosts:
+    """``costs`` with γ at ``fold_gamma``'s rate for folds into a rank's buffer of ``nbytes``: for
+    the calls by reads whose folds run in C and spill as the schedules' do (``reads.fold_spills``)."""
+    gamma = fold_gamma(costs.gamma, costs.cache_beta, nbytes, cache_bytes)
+    return costs if gamma == costs.gamma else dataclasses.replace(costs, gamma=gamma)

@@ -18,7 +18,6 @@ not COLLECTIVES_CHUNK_BYTES) and 4-byte elements, whatever the call's.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 
@@ -27,7 +26,7 @@ from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from ..steps import STEP_BYTES, step_bytes
 from . import memory, pieces, reads
-from .cache import beyond, fold_gamma, footprint, read_once, read_spilled, spilled, windowed
+from .cache import beyond, fold_gamma, fold_spilled, footprint, read_once, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import largest_to_a_peer, replay_calls
 from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
@@ -323,7 +322,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         if collective in reads.SPILLS:
             costs = read_spilled(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
             if reads.fold_spills(collective, nbytes, size, cores):
-                costs = dataclasses.replace(costs, gamma=fold_gamma(costs.gamma, costs.cache_beta, nbytes, cache_bytes))
+                costs = fold_spilled(costs, nbytes, cache_bytes)
         elif reads.once_priced(collective, size, costs, cores):
             share = beyond(footprint(collective, nbytes, size, size), cache_bytes)
             return reads.once_time(nbytes, size, costs, share)
