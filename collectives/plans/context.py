@@ -77,7 +77,8 @@ class PlanContext:
         every peer, two levels where ``hosts`` (one identity per rank) span several hosts
         evenly and ``connect`` can make the levels' communicators."""
         channels = {peer: ch for t in transports for peer, ch in t.channels.items()}
-        executor = Executor(channels, ProgressEngine(list(transports)))
+        host_ranks = hosts.count(hosts[rank]) if hosts is not None else 1
+        executor = Executor(channels, ProgressEngine(list(transports), host_ranks))
         label = f"rank {rank}"
         window_transport: Any = next(
             (t for t in transports if t.offers_windows and len(t.channels) == size - 1), None

@@ -69,11 +69,16 @@ def spin_for(host_oversubscribed: bool) -> float:
 class ProgressEngine:
     """Drives the transports of one communicator until requests complete."""
 
-    def __init__(self, transports: Sequence[Transport]) -> None:
+    def __init__(self, transports: Sequence[Transport], host_ranks: int = 1) -> None:
+        """``host_ranks``: the ranks of this host where the caller knows them (from the ranks'
+        host identities), this one included. The engine also counts those behind shared memory
+        and this one, and takes the larger: a world on one host over TCP alone has no shared
+        memory channel to count, and its waits spun on cores that the ranks they waited for
+        needed (docs/performance.md, "Thirty-ninth round, a TCP world's waits on a crowded
+        host")."""
         self.transports = list(transports)
-        # ranks known to share this host: those behind shared memory, and this one
-        local = 1 + max((len(t.channels) for t in self.transports if t.name == "shm"), default=0)
-        self.spin_seconds = spin_seconds(local)
+        behind_shm = 1 + max((len(t.channels) for t in self.transports if t.name == "shm"), default=0)
+        self.spin_seconds = spin_seconds(max(behind_shm, host_ranks))
 
     def progress(self) -> bool:
         moved = False

@@ -83,3 +83,26 @@ def test_a_compiled_plan_yields_to_late_peers_only_where_ranks_outnumber_cores()
     assert compiled_yield_seconds(False) == compiled_yield_seconds(False, waits_for_late_peers=True) == 0.0
     assert compiled_yield_seconds(True) == YIELD_SECONDS
     assert compiled_yield_seconds(True, waits_for_late_peers=True) == LATE_PEER_YIELD_SECONDS > YIELD_SECONDS
+
+
+@pytest.mark.parametrize("host_ranks, spins", [(1, True), (2, True), (3, False), (8, False)])
+def test_a_wait_spins_only_where_the_hosts_ranks_it_is_told_of_each_have_a_cpu(
+        host_ranks: int, spins: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A world on one host over TCP alone has no shared-memory channel to count its host's
+    ranks by: the caller's count (from the ranks' host identities) decides, where it is larger."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    log: list[tuple[str, float]] = []
+    tcp = FakeTransport("tcp", 1, log, 1, [])
+    engine = ProgressEngine([tcp], host_ranks)  # type: ignore[list-item]
+    assert engine.spin_seconds == (progress.SPIN_SECONDS if spins else 0.0)
+
+
+def test_the_ranks_behind_shared_memory_count_where_the_caller_knows_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    shm = FakeTransport("shm", 1, [], 1, [])
+    shm.channels = {1: shm.channel, 2: shm.channel}
+    assert ProgressEngine([shm]).spin_seconds == ProgressEngine([shm], 1).spin_seconds == 0.0  # type: ignore[list-item]
