@@ -17,7 +17,7 @@ sides' words on separate cache lines)::
             128 sleeping u32 (owner: set while in futex_wait)
             192 closed u32 (owner: set by close())
             256 slot table: n_slots x i32, the rank writing into each ring
-    ring i    0 tail u64, 8 want_room u32, 16 cpu u32, 24 slot u64[5] (writer)
+    ring i    0 tail u64, 8 want_room u32, 12 resume u32, 16 cpu u32, 24 slot u64[5] (writer)
              | 64 head u64 (reader), 96 deal u64 (both) | 128 data[capacity]
 
 The slot and the deal are the express lane's swap by halves (engines/_half_swap.h): the slot
@@ -26,7 +26,13 @@ the deal, used only in the ring from the lower rank to the higher, is the one wo
 write, by compare-and-swap only.
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
-never confuse empty with full. The writer copies the bytes, then publishes the tail; the
+never confuse empty with full. A writer that finds the ring empty, its tail at least
+RESTART_BYTES into a lap and the bytes it writes fitting before it, restarts: it moves the tail
+on to the next lap's start (skipping the rest of the lap) and stores that lap in the resume
+word before it publishes the tail. A reader whose head is where a restart skipped (the ring
+not empty, the resume word one lap past the head's) moves its head on there first. So a
+stream of messages keeps to the ring's first lines, warm in the caches, instead of passing
+over all of it (docs/performance.md, "Thirty-ninth round"). The writer copies the bytes, then publishes the tail; the
 reader copies them out, then publishes the head. This relies on aligned 8-byte stores
 being atomic and on stores not being reordered with stores (x86-64 TSO); CPUs with weaker
 ordering (aarch64) would need a fence, which plain Python cannot issue. Doorbell
@@ -57,6 +63,7 @@ MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
 STEP_MIN = 64 << 10
 FEED_MIN = 64 << 10  # the fewest bytes a sink is handed at once (but a frame's last, or a small ring's)
+RESTART_BYTES = 64 << 10  # how far into a lap an empty ring's tail must be for a restart (engines/_lane_ring.h)
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
@@ -67,6 +74,7 @@ _OFF_CLOSED = 192
 _OFF_SLOTS = 256
 _RING_TAIL = 0
 _RING_WANT_ROOM = 8
+_RING_RESUME = 12  # the lap where the writer last restarted (mod 2**32; 0: none yet); engines/_lane_ring.h
 _RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
 _RING_SLOT = 24  # the express lane's swap by halves: the writer's slot, 5 u64 ...
 _RING_DEAL = 96  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
@@ -259,7 +267,7 @@ class _Segment:
 class _Ring:
     """Views of one SPSC ring inside a segment."""
 
-    __slots__ = ("tail", "head", "want_room", "cpu", "data", "capacity")
+    __slots__ = ("tail", "head", "want_room", "resume", "cpu", "data", "capacity")
 
     def __init__(self, segment: _Segment, writer: int) -> None:
         offset = segment.ring_offsets.get(writer)
@@ -273,10 +281,26 @@ class _Ring:
         self.capacity = segment.capacity
         self.tail = ctypes.c_uint64.from_buffer(mm, offset + _RING_TAIL)
         self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
+        self.resume = ctypes.c_uint32.from_buffer(mm, offset + _RING_RESUME)
         self.cpu = ctypes.c_uint32.from_buffer(mm, offset + _RING_CPU)
         self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
         _populate(mm, offset, _RING_DATA + self.capacity)
+
+    def settle(self) -> tuple[int, int]:
+        """(head, bytes to read from it), the head moved past the rest of a lap that the writer's
+        restart skipped (and published, freeing that room). Only a restart at this very head leaves
+        the resume word one lap past it: the writer restarts only where the ring is empty, so at
+        my head, and moves the tail past it; an earlier restart's lap is one I have reached."""
+        head = self.head.value
+        tail = self.tail.value  # (before the resume word: the tail publishes it)
+        if tail != head:
+            cap = self.capacity
+            at = head % cap
+            if at and self.resume.value == (head // cap + 1) & 0xFFFFFFFF:
+                head += cap - at
+                self.head.value = head
+        return head, tail - head
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
@@ -310,7 +334,13 @@ class ShmChannel(Channel):
             raise self._lost("closed its shm transport; it reads no more")
         cap = out.capacity
         tail = out.tail.value
-        room = cap - (tail - out.head.value)
+        head = out.head.value
+        room = cap - (tail - head)
+        if tail == head and (at := tail % cap) >= RESTART_BYTES:
+            if 0 < min(sum(len(view) for view in views), self._step) <= at:  # a restart (module docstring)
+                tail += cap - at
+                out.resume.value = (tail // cap) & 0xFFFFFFFF
+                room = at
         if room == 0:
             # Ask the reader to ring us when it frees room, then look once more (it may
             # have read before it saw the flag).
@@ -345,8 +375,7 @@ class ShmChannel(Channel):
         ring = self._in
         if ring is None:
             raise self._lost("is unreachable: the shm channel was closed")
-        head = ring.head.value
-        avail = ring.tail.value - head
+        head, avail = ring.settle()
         if avail == 0:
             if len(into) and self._peer_seg.closed.value and ring.tail.value == head and self._needs_peer():
                 raise self._lost("closed its shm transport; nothing is left to read")
@@ -369,8 +398,7 @@ class ShmChannel(Channel):
         ring = self._in
         if ring is None:
             raise self._lost("is unreachable: the shm channel was closed")
-        head = ring.head.value
-        avail = ring.tail.value - head
+        head, avail = ring.settle()
         cap = ring.capacity
         if avail < min(want, FEED_MIN, cap) and not self._peer_seg.closed.value:
             return 0  # more is on its way: wait for a piece worth a call
