@@ -19,7 +19,7 @@
 #define LANE_WORDS 15
 #define LANE_WORDS_HALF 19 /* ... and the in-place swap's words (_half_swap.h) */
 #define RING_RESUME 12      /* the resume word's bytes after the tail (transports/shm.py, _RING_RESUME) */
-#define RESTART_BYTES (64u << 10) /* how far into a lap the tail must be for a restart (shm.py, RESTART_BYTES) */
+#define RESTART_BYTES (512u << 10) /* how far into a lap the tail must be for a restart (shm.py, RESTART_BYTES) */
 
 
 typedef struct {
@@ -77,10 +77,13 @@ static void ring_read(const char *data, uint64_t cap, uint64_t at, char *buf, ui
 /* Where my next ``frame`` bytes go in my ring, and the room from there (into ``room``): at the
    tail; or, where the reader has taken everything, the tail is at least RESTART_BYTES into its
    lap and the frame fits before it, at the next lap's start (a restart, skipping the rest of the
-   lap), so that a stream of messages keeps going through the ring's first lines, warm in the
-   caches, instead of through all of it, whose lines go cold in a pause (docs/performance.md,
-   "Thirty-ninth round"). A restart stores the new lap in the resume word, which the tail's
-   release store publishes with the frame; the caller publishes the tail from the position returned. */
+   lap), so that a stream of messages keeps to the ring's first RESTART_BYTES (and a frame)
+   instead of passing over all of it, whose lines go cold in a pause: a timed loop's first pass
+   over a 4 MiB ring was 64 slow calls of 64 KiB. Not at every frame: lines the reader's copy has
+   just read are slower to write again than lines it read some 512 KiB ago (64 KiB calls ~12 µs
+   against ~8; docs/performance.md, "Thirty-ninth round"). A restart stores the new lap in the
+   resume word, which the tail's release store publishes with the frame; the caller publishes the
+   tail from the position returned. */
 static uint64_t claim(Lane *lane, uint64_t frame, uint64_t *room) {
     uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
     uint64_t head = __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE), at = tail % cap;

@@ -31,8 +31,9 @@ RESTART_BYTES into a lap and the bytes it writes fitting before it, restarts: it
 on to the next lap's start (skipping the rest of the lap) and stores that lap in the resume
 word before it publishes the tail. A reader whose head is where a restart skipped (the ring
 not empty, the resume word one lap past the head's) moves its head on there first. So a
-stream of messages keeps to the ring's first lines, warm in the caches, instead of passing
-over all of it (docs/performance.md, "Thirty-ninth round"). The writer copies the bytes, then publishes the tail; the
+stream of messages keeps to the ring's first RESTART_BYTES instead of passing over all of it,
+whose lines go cold in a pause (docs/performance.md, "Thirty-ninth round"; the express lane's
+claim() and settle() in engines/_lane_ring.h do the same). The writer copies the bytes, then publishes the tail; the
 reader copies them out, then publishes the head. This relies on aligned 8-byte stores
 being atomic and on stores not being reordered with stores (x86-64 TSO); CPUs with weaker
 ordering (aarch64) would need a fence, which plain Python cannot issue. Doorbell
@@ -63,7 +64,7 @@ MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
 STEP_MIN = 64 << 10
 FEED_MIN = 64 << 10  # the fewest bytes a sink is handed at once (but a frame's last, or a small ring's)
-RESTART_BYTES = 64 << 10  # how far into a lap an empty ring's tail must be for a restart (engines/_lane_ring.h)
+RESTART_BYTES = 512 << 10  # how far into a lap an empty ring's tail must be for a restart (engines/_lane_ring.h)
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
