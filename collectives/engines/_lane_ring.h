@@ -3,7 +3,7 @@
    other, and the CPU each writer last wrote from. Frames are the transports' (transports/base.py:
    a 16-byte header ``tag u64 | nbytes u32 | flags u32``, then the payload). A writer that finds
    the ring empty may restart at the next lap's start (claim(); the reader follows: settle()),
-   as transports/shm.py's writer and readers do. */
+   as transports/shm_ring.py describes. */
 
 #ifndef COLLECTIVES_LANE_RING_H
 #define COLLECTIVES_LANE_RING_H
@@ -18,8 +18,8 @@
 #define FLAG_END 1u
 #define LANE_WORDS 15
 #define LANE_WORDS_HALF 19 /* ... and the in-place swap's words (_half_swap.h) */
-#define RING_RESUME 12      /* the resume word's bytes after the tail (transports/shm.py, _RING_RESUME) */
-#define RESTART_BYTES (512u << 10) /* how far into a lap the tail must be for a restart (shm.py, RESTART_BYTES) */
+#define RING_RESUME 12      /* the resume word's bytes after the tail (transports/shm_ring.py, _RING_RESUME) */
+#define RESTART_BYTES (512u << 10) /* how far into a lap the tail must be for a restart (shm_ring.py, RESTART_BYTES) */
 
 
 typedef struct {

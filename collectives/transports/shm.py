@@ -26,14 +26,9 @@ the deal, used only in the ring from the lower rank to the higher, is the one wo
 write, by compare-and-swap only.
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
-never confuse empty with full. A writer that finds the ring empty, its tail at least
-RESTART_BYTES into a lap and the bytes it writes fitting before it, restarts: it moves the tail
-on to the next lap's start (skipping the rest of the lap) and stores that lap in the resume
-word before it publishes the tail. A reader whose head is where a restart skipped (the ring
-not empty, the resume word one lap past the head's) moves its head on there first. So a
-stream of messages keeps to the ring's first RESTART_BYTES instead of passing over all of it,
-whose lines go cold in a pause (docs/performance.md, "Thirty-ninth round"; the express lane's
-claim() and settle() in engines/_lane_ring.h do the same). The writer copies the bytes, then publishes the tail; the
+never confuse empty with full; a writer that finds the ring empty may restart at the next
+lap's start, which the resume word tells the reader (shm_ring.py). The writer copies the bytes,
+then publishes the tail; the
 reader copies them out, then publishes the head. This relies on aligned 8-byte stores
 being atomic and on stores not being reordered with stores (x86-64 TSO); CPUs with weaker
 ordering (aarch64) would need a fence, which plain Python cannot issue. Doorbell
@@ -57,6 +52,7 @@ from ._futex import futex_wait, futex_wake
 from . import cma
 from .base import Channel, Sink, Transport
 from .shm_names import pid_namespace, proc_stat, segment_name, sweep
+from .shm_ring import _RING_DATA, _RING_DEAL, _RING_SLOT, RESTART_BYTES, Ring
 from .single_copy import SingleCopy
 
 SHM_DIR = "/dev/shm"
@@ -64,7 +60,6 @@ MAGIC = b"COLLSHM1"
 MAX_SLEEP = 0.05
 STEP_MIN = 64 << 10
 FEED_MIN = 64 << 10  # the fewest bytes a sink is handed at once (but a frame's last, or a small ring's)
-RESTART_BYTES = 512 << 10  # how far into a lap an empty ring's tail must be for a restart (engines/_lane_ring.h)
 
 _OFF_NSLOTS = 8
 _OFF_CAPACITY = 16
@@ -73,28 +68,6 @@ _OFF_DOORBELL = 64
 _OFF_SLEEPING = 128
 _OFF_CLOSED = 192
 _OFF_SLOTS = 256
-_RING_TAIL = 0
-_RING_WANT_ROOM = 8
-_RING_RESUME = 12  # the lap where the writer last restarted (mod 2**32; 0: none yet); engines/_lane_ring.h
-_RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
-_RING_SLOT = 24  # the express lane's swap by halves: the writer's slot, 5 u64 ...
-_RING_DEAL = 96  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
-_RING_HEAD = 64
-_RING_DATA = 128
-
-
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+: map every page of a range now, writable
-
-
-def _populate(mm: mmap.mmap, offset: int, length: int) -> None:
-    """Map the pages of ``mm[offset:offset + length]`` into this process now: else the first
-    pass of messages through a ring takes a page fault per page on each side, which small
-    messages feel (docs/performance.md, "Thresholds", ``_populate``)."""
-    start = offset // mmap.PAGESIZE * mmap.PAGESIZE
-    try:
-        mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
-    except (OSError, ValueError, AttributeError):  # an older kernel: reading a byte maps a page of tmpfs
-        bytes(memoryview(mm)[offset : offset + length : mmap.PAGESIZE])
 
 
 def _align(n: int, to: int = 64) -> int:
@@ -265,43 +238,17 @@ class _Segment:
             pass
 
 
-class _Ring:
-    """Views of one SPSC ring inside a segment."""
+def _ring(segment: _Segment, writer: int) -> Ring:
+    """The ring that rank ``writer`` writes into in ``segment``."""
+    offset = segment.ring_offsets.get(writer)
+    if offset is None:
+        raise ConnectError(
+            f"shm: the inbox of rank {segment.owner} has no ring for rank {writer} "
+            "(the ranks disagree on who talks over shm)",
+            peer=segment.owner,
+        )
+    return Ring(segment.mm, offset, segment.capacity)
 
-    __slots__ = ("tail", "head", "want_room", "resume", "cpu", "data", "capacity")
-
-    def __init__(self, segment: _Segment, writer: int) -> None:
-        offset = segment.ring_offsets.get(writer)
-        if offset is None:
-            raise ConnectError(
-                f"shm: the inbox of rank {segment.owner} has no ring for rank {writer} "
-                "(the ranks disagree on who talks over shm)",
-                peer=segment.owner,
-            )
-        mm = segment.mm
-        self.capacity = segment.capacity
-        self.tail = ctypes.c_uint64.from_buffer(mm, offset + _RING_TAIL)
-        self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
-        self.resume = ctypes.c_uint32.from_buffer(mm, offset + _RING_RESUME)
-        self.cpu = ctypes.c_uint32.from_buffer(mm, offset + _RING_CPU)
-        self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
-        self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
-        _populate(mm, offset, _RING_DATA + self.capacity)
-
-    def settle(self) -> tuple[int, int]:
-        """(head, bytes to read from it), the head moved past the rest of a lap that the writer's
-        restart skipped (and published, freeing that room). Only a restart at this very head leaves
-        the resume word one lap past it: the writer restarts only where the ring is empty, so at
-        my head, and moves the tail past it; an earlier restart's lap is one I have reached."""
-        head = self.head.value
-        tail = self.tail.value  # (before the resume word: the tail publishes it)
-        if tail != head:
-            cap = self.capacity
-            at = head % cap
-            if at and self.resume.value == (head // cap + 1) & 0xFFFFFFFF:
-                head += cap - at
-                self.head.value = head
-        return head, tail - head
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
@@ -317,8 +264,8 @@ class ShmChannel(Channel):
         self.single_copy = SingleCopy(peer, theirs.pid, offer=single_copy, read=single_copy,
                                       gone=lambda: bool(theirs.closed.value))
         self._peer_seg = theirs
-        self._out: _Ring | None = _Ring(theirs, rank)
-        self._in: _Ring | None = _Ring(mine, peer)
+        self._out: Ring | None = _ring(theirs, rank)
+        self._in: Ring | None = _ring(mine, peer)
         self._mine_closed = mine.closed
         # Move at most a quarter ring per call and publish it, so that the peer copies
         # one piece out while we copy the next one in (a pipeline, not turns).
@@ -385,7 +332,7 @@ class ShmChannel(Channel):
         cap = ring.capacity
         pos = head % cap
         if pos and ring.resume.value == (head // cap + 1) & 0xFFFFFFFF:  # a restart skipped the rest of the lap
-            head += cap - pos  # (as _Ring.settle, inline: this is every small message's read on the engine's path)
+            head += cap - pos  # (as Ring.settle, inline: this is every small message's read on the engine's path)
             avail -= cap - pos
             pos = 0
             ring.head.value = head

@@ -1,5 +1,5 @@
 """The express lane's side of the shm ring's restart (engines/_lane_ring.h, claim() and settle();
-transports/shm.py's module docstring): the lane's writer restarts an empty ring at the next
+transports/shm_ring.py's module docstring): the lane's writer restarts an empty ring at the next
 lap's start as the channel's writer does, its readers skip what a restart skipped, whichever
 side wrote it, and every message arrives whole.
 
@@ -21,7 +21,8 @@ from collectives.buffers import BUILT_IN_DTYPES
 from collectives.engines import express
 from collectives.tags import MAX_USER_TAG, P2P_TAG_BIT
 from collectives.transports.frames import HEADER_SIZE
-from collectives.transports.shm import RESTART_BYTES, SHM_DIR, ShmChannel, _Segment
+from collectives.transports.shm import SHM_DIR, ShmChannel, _Segment
+from collectives.transports.shm_ring import RESTART_BYTES
 
 pytestmark = [pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm"),
               pytest.mark.skipif(express.Express is None, reason="the lane's C extension is not built")]

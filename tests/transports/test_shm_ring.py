@@ -1,8 +1,9 @@
-"""The shm ring's restart (transports/shm.py): a writer that finds the ring empty, its tail at
-least ``RESTART_BYTES`` into a lap and its bytes fitting before it, writes them at the next
-lap's start, and the reader skips the rest of the lap, so that a stream of messages keeps to
-the ring's first lines. Whatever the writer and reader do around it, every message arrives
-whole: mixed sizes, a writer that laps a reader that is behind, both directions at once.
+"""The shm ring's restart (transports/shm_ring.py), through the channel (transports/shm.py): a
+writer that finds the ring empty, its tail at least ``RESTART_BYTES`` into a lap and its bytes
+fitting before it, writes them at the next lap's start, and the reader skips the rest of the
+lap, so that a stream of messages keeps to the ring's first lines. Whatever the writer and
+reader do around it, every message arrives whole: mixed sizes, a writer that laps a reader
+that is behind, both directions at once.
 
 Both channels of a pair live in this process, on two fresh inboxes, so each test decides
 when each side writes and reads."""
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 
 from collectives.transports.frames import HEADER_SIZE
-from collectives.transports.shm import RESTART_BYTES, SHM_DIR, ShmChannel, _Segment
+from collectives.transports.shm import SHM_DIR, ShmChannel, _Segment
+from collectives.transports.shm_ring import RESTART_BYTES
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm")
 
