@@ -77,11 +77,13 @@ def finish(*channels: ShmChannel, requests: list, limit: int = 100_000) -> None:
 
 
 def send_recv(src: ShmChannel, dst: ShmChannel, x: np.ndarray, tag: int = 7) -> np.ndarray:
-    """``x`` from ``src`` to ``dst``, the receive posted after the send was written."""
+    """``x`` from ``src`` to ``dst``, the receive posted after the send was written; nothing else arrives (the
+    bytes a restart skipped, read as frames, would: zeros read as empty messages of tag 0)."""
     out = np.zeros_like(x)
     sent = src.isend(x, tag)
     got = dst.irecv(out, tag)
     finish(src, dst, requests=[sent, got])
+    assert not any(dst._unexpected.values())
     return out
 
 
