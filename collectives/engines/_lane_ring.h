@@ -1,7 +1,9 @@
 /* A lane of the express lane (_express_c.c, which includes this): my ring in the peer's inbox and
    the peer's ring in mine (transports/shm.py), whole frames written into one and taken out of the
    other, and the CPU each writer last wrote from. Frames are the transports' (transports/base.py:
-   a 16-byte header ``tag u64 | nbytes u32 | flags u32``, then the payload). */
+   a 16-byte header ``tag u64 | nbytes u32 | flags u32``, then the payload). A writer that finds
+   the ring empty may restart at the next lap's start (claim(); the reader follows: settle()),
+   as transports/shm_ring.py describes. */
 
 #ifndef COLLECTIVES_LANE_RING_H
 #define COLLECTIVES_LANE_RING_H
@@ -16,11 +18,14 @@
 #define FLAG_END 1u
 #define LANE_WORDS 15
 #define LANE_WORDS_HALF 19 /* ... and the in-place swap's words (_half_swap.h) */
+#define RING_RESUME 12      /* the resume word's bytes after the tail (transports/shm_ring.py, _RING_RESUME) */
+#define RESTART_BYTES (512u << 10) /* how far into a lap the tail must be for a restart (shm_ring.py, RESTART_BYTES) */
 
 
 typedef struct {
     uint64_t *out_tail, *out_head; /* my ring in the peer's inbox */
     uint32_t *out_want, *out_cpu;  /* (out_cpu: the CPU I last wrote from + 1) */
+    uint32_t *out_resume, *in_resume; /* the lap where each ring's writer last restarted (claim()) */
     char *out_data;
     uint64_t *in_tail, *in_head;   /* the peer's ring in my inbox */
     uint32_t *in_want, *in_cpu;    /* (in_cpu: the CPU the peer last wrote from + 1) */
@@ -69,13 +74,52 @@ static void ring_read(const char *data, uint64_t cap, uint64_t at, char *buf, ui
     if (first < n) memcpy(buf + first, data, n - first);
 }
 
+/* Where my next ``frame`` bytes go in my ring, and the room from there (into ``room``): at the
+   tail; or, where the reader has taken everything, the tail is at least RESTART_BYTES into its
+   lap and the frame fits before it, at the next lap's start (a restart, skipping the rest of the
+   lap), so that a stream of messages keeps to the ring's first RESTART_BYTES (and a frame)
+   instead of passing over all of it, whose lines go cold in a pause: a timed loop's first pass
+   over a 4 MiB ring was 64 slow calls of 64 KiB. Not at every frame: lines the reader's copy has
+   just read are slower to write again than lines it read some 512 KiB ago (64 KiB calls ~12 µs
+   against ~8; docs/performance.md, "Thirty-ninth round"). A restart stores the new lap in the
+   resume word, which the tail's release store publishes with the frame; the caller publishes the
+   tail from the position returned. */
+static uint64_t claim(Lane *lane, uint64_t frame, uint64_t *room) {
+    uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
+    uint64_t head = __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE), at = tail % cap;
+    if (tail == head && at >= RESTART_BYTES && frame <= at) {
+        tail += cap - at;
+        __atomic_store_n(lane->out_resume, (uint32_t)(tail / cap), __ATOMIC_RELAXED);
+        *room = at;
+        return tail;
+    }
+    *room = cap - (tail - head);
+    return tail;
+}
+
+/* My in-ring's head, past the rest of a lap that its writer's restart skipped (then published at
+   once, freeing that room), and the bytes to read from there (into ``have``). Only the writer's
+   restart at this very head leaves the resume word at the next lap: the writer restarts where the
+   ring is empty, so at my head, and moves the tail past it; the resume word of an earlier restart
+   names a lap I have reached (unless 2**32 laps passed without a restart). */
+static uint64_t settle(Lane *lane, uint64_t *have) {
+    uint64_t cap = lane->capacity, head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
+    uint64_t tail = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE), at = head % cap;
+    if (tail != head && at && __atomic_load_n(lane->in_resume, __ATOMIC_RELAXED) == (uint32_t)(head / cap + 1)) {
+        head += cap - at;
+        __atomic_store_n(lane->in_head, head, __ATOMIC_RELEASE);
+        if (__atomic_load_n(lane->in_want, __ATOMIC_SEQ_CST)) ring_bell(lane); /* the writer waits for room */
+    }
+    *have = tail - head;
+    return head;
+}
+
 /* Write one whole frame if the ring has room for it: 1 written, 0 not. */
 static int write_frame(Lane *lane, uint64_t tag, const char *buf, uint64_t n) {
     if (__atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE) || __atomic_load_n(lane->my_closed, __ATOMIC_ACQUIRE))
         return 0;
-    uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
-    uint64_t room = cap - (tail - __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
-    uint64_t frame = HEADER_BYTES + n;
+    uint64_t cap = lane->capacity, frame = HEADER_BYTES + n, room;
+    uint64_t tail = claim(lane, frame, &room);
     if (frame > room) return 0;
     unsigned char header[HEADER_BYTES];
     uint32_t nbytes = (uint32_t)n, flags = FLAG_END;
@@ -98,8 +142,7 @@ enum { NOT_YET, TAKEN, NOT_OURS };
    of ``n`` bytes, the message's last (``headless``: its header was read already, and only the
    payload is next). */
 static int take_frame(Lane *lane, uint64_t tag, char *buf, uint64_t n, int headless) {
-    uint64_t cap = lane->capacity, head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
-    uint64_t have = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) - head;
+    uint64_t cap = lane->capacity, have, head = settle(lane, &have);
     uint64_t skip = headless ? 0 : HEADER_BYTES;
     if (!headless) {
         if (have < HEADER_BYTES) return NOT_YET;
@@ -148,6 +191,8 @@ static int set_lane(Lane *lane, PyObject *channel, PyObject *words) {
     lane->sleeping = (uint32_t *)(uintptr_t)w[12];
     lane->peer_closed = (uint32_t *)(uintptr_t)w[13];
     lane->my_closed = (uint32_t *)(uintptr_t)w[14];
+    lane->out_resume = (uint32_t *)((char *)lane->out_tail + RING_RESUME);
+    lane->in_resume = (uint32_t *)((char *)lane->in_tail + RING_RESUME);
     lane->my_slot = (uint64_t *)(uintptr_t)w[15];
     lane->peer_slot = (uint64_t *)(uintptr_t)w[16];
     lane->deal = (uint64_t *)(uintptr_t)w[17];

@@ -71,8 +71,7 @@ static int single_copy_int(PyObject *channel, PyObject *name, long long *value, 
 
 /* Write a header-only or RTS frame of the protocol if the ring has room: 1 written, 0 not. */
 static int write_control(Lane *lane, uint64_t tag, uint32_t flags, const uint64_t *payload, uint32_t n) {
-    uint64_t cap = lane->capacity, tail = __atomic_load_n(lane->out_tail, __ATOMIC_RELAXED);
-    uint64_t room = cap - (tail - __atomic_load_n(lane->out_head, __ATOMIC_ACQUIRE));
+    uint64_t cap = lane->capacity, room, tail = claim(lane, HEADER_BYTES + n, &room);
     if (HEADER_BYTES + n > room) return 0;
     unsigned char frame[HEADER_BYTES + RTS_BYTES];
     memcpy(frame, &tag, 8);
@@ -88,9 +87,8 @@ static int write_control(Lane *lane, uint64_t tag, uint32_t flags, const uint64_
 
 /* The header of the next frame in ``lane``'s in-ring, and the bytes there: 0 where no whole
    header is there yet. */
-static int peek(const Lane *lane, uint64_t *tag, uint32_t *nbytes, uint32_t *flags, uint64_t *have) {
-    uint64_t head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
-    *have = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) - head;
+static int peek(Lane *lane, uint64_t *tag, uint32_t *nbytes, uint32_t *flags, uint64_t *have) {
+    uint64_t head = settle(lane, have);
     if (*have < HEADER_BYTES) return 0;
     unsigned char header[HEADER_BYTES];
     ring_read(lane->in_data, lane->capacity, head, (char *)header, HEADER_BYTES);

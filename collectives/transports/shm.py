@@ -17,7 +17,7 @@ sides' words on separate cache lines)::
             128 sleeping u32 (owner: set while in futex_wait)
             192 closed u32 (owner: set by close())
             256 slot table: n_slots x i32, the rank writing into each ring
-    ring i    0 tail u64, 8 want_room u32, 16 cpu u32, 24 slot u64[5] (writer)
+    ring i    0 tail u64, 8 want_room u32, 12 resume u32, 16 cpu u32, 24 slot u64[5] (writer)
              | 64 head u64 (reader), 96 deal u64 (both) | 128 data[capacity]
 
 The slot and the deal are the express lane's swap by halves (engines/_half_swap.h): the slot
@@ -26,7 +26,9 @@ the deal, used only in the ring from the lower rank to the higher, is the one wo
 write, by compare-and-swap only.
 
 Head and tail count bytes since the start, so ``tail - head`` is the fill level and wraps
-never confuse empty with full. The writer copies the bytes, then publishes the tail; the
+never confuse empty with full; a writer that finds the ring empty may restart at the next
+lap's start, which the resume word tells the reader (shm_ring.py). The writer copies the bytes,
+then publishes the tail; the
 reader copies them out, then publishes the head. This relies on aligned 8-byte stores
 being atomic and on stores not being reordered with stores (x86-64 TSO); CPUs with weaker
 ordering (aarch64) would need a fence, which plain Python cannot issue. Doorbell
@@ -50,6 +52,7 @@ from ._futex import futex_wait, futex_wake
 from . import cma
 from .base import Channel, Sink, Transport
 from .shm_names import pid_namespace, proc_stat, segment_name, sweep
+from .shm_ring import _RING_DATA, _RING_DEAL, _RING_SLOT, RESTART_BYTES, Ring
 from .single_copy import SingleCopy
 
 SHM_DIR = "/dev/shm"
@@ -65,27 +68,6 @@ _OFF_DOORBELL = 64
 _OFF_SLEEPING = 128
 _OFF_CLOSED = 192
 _OFF_SLOTS = 256
-_RING_TAIL = 0
-_RING_WANT_ROOM = 8
-_RING_CPU = 16  # the CPU the writer last wrote from + 1, 0: unknown (set by the express lane only)
-_RING_SLOT = 24  # the express lane's swap by halves: the writer's slot, 5 u64 ...
-_RING_DEAL = 96  # ... and the deal both sides compare-and-swap (the lower rank's ring only)
-_RING_HEAD = 64
-_RING_DATA = 128
-
-
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+: map every page of a range now, writable
-
-
-def _populate(mm: mmap.mmap, offset: int, length: int) -> None:
-    """Map the pages of ``mm[offset:offset + length]`` into this process now: else the first
-    pass of messages through a ring takes a page fault per page on each side, which small
-    messages feel (docs/performance.md, "Thresholds", ``_populate``)."""
-    start = offset // mmap.PAGESIZE * mmap.PAGESIZE
-    try:
-        mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
-    except (OSError, ValueError, AttributeError):  # an older kernel: reading a byte maps a page of tmpfs
-        bytes(memoryview(mm)[offset : offset + length : mmap.PAGESIZE])
 
 
 def _align(n: int, to: int = 64) -> int:
@@ -256,27 +238,17 @@ class _Segment:
             pass
 
 
-class _Ring:
-    """Views of one SPSC ring inside a segment."""
+def _ring(segment: _Segment, writer: int) -> Ring:
+    """The ring that rank ``writer`` writes into in ``segment``."""
+    offset = segment.ring_offsets.get(writer)
+    if offset is None:
+        raise ConnectError(
+            f"shm: the inbox of rank {segment.owner} has no ring for rank {writer} "
+            "(the ranks disagree on who talks over shm)",
+            peer=segment.owner,
+        )
+    return Ring(segment.mm, offset, segment.capacity)
 
-    __slots__ = ("tail", "head", "want_room", "cpu", "data", "capacity")
-
-    def __init__(self, segment: _Segment, writer: int) -> None:
-        offset = segment.ring_offsets.get(writer)
-        if offset is None:
-            raise ConnectError(
-                f"shm: the inbox of rank {segment.owner} has no ring for rank {writer} "
-                "(the ranks disagree on who talks over shm)",
-                peer=segment.owner,
-            )
-        mm = segment.mm
-        self.capacity = segment.capacity
-        self.tail = ctypes.c_uint64.from_buffer(mm, offset + _RING_TAIL)
-        self.want_room = ctypes.c_uint32.from_buffer(mm, offset + _RING_WANT_ROOM)
-        self.cpu = ctypes.c_uint32.from_buffer(mm, offset + _RING_CPU)
-        self.head = ctypes.c_uint64.from_buffer(mm, offset + _RING_HEAD)
-        self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
-        _populate(mm, offset, _RING_DATA + self.capacity)
 
 class ShmChannel(Channel):
     """The byte stream to one peer: I write into my ring in its inbox and read my inbox's
@@ -292,8 +264,8 @@ class ShmChannel(Channel):
         self.single_copy = SingleCopy(peer, theirs.pid, offer=single_copy, read=single_copy,
                                       gone=lambda: bool(theirs.closed.value))
         self._peer_seg = theirs
-        self._out: _Ring | None = _Ring(theirs, rank)
-        self._in: _Ring | None = _Ring(mine, peer)
+        self._out: Ring | None = _ring(theirs, rank)
+        self._in: Ring | None = _ring(mine, peer)
         self._mine_closed = mine.closed
         # Move at most a quarter ring per call and publish it, so that the peer copies
         # one piece out while we copy the next one in (a pipeline, not turns).
@@ -310,7 +282,13 @@ class ShmChannel(Channel):
             raise self._lost("closed its shm transport; it reads no more")
         cap = out.capacity
         tail = out.tail.value
-        room = cap - (tail - out.head.value)
+        head = out.head.value
+        room = cap - (tail - head)
+        if tail == head and (at := tail % cap) >= RESTART_BYTES:
+            if 0 < min(sum(len(view) for view in views), self._step) <= at:  # a restart (module docstring)
+                tail += cap - at
+                out.resume.value = (tail // cap) & 0xFFFFFFFF
+                room = at
         if room == 0:
             # Ask the reader to ring us when it frees room, then look once more (it may
             # have read before it saw the flag).
@@ -352,8 +330,13 @@ class ShmChannel(Channel):
                 raise self._lost("closed its shm transport; nothing is left to read")
             return 0
         cap = ring.capacity
-        n = min(avail, len(into), self._step)
         pos = head % cap
+        if pos and ring.resume.value == (head // cap + 1) & 0xFFFFFFFF:  # a restart skipped the rest of the lap
+            head += cap - pos  # (as Ring.settle, inline: this is every small message's read on the engine's path)
+            avail -= cap - pos
+            pos = 0
+            ring.head.value = head
+        n = min(avail, len(into), self._step)
         first = min(n, cap - pos)
         into[:first] = ring.data[pos : pos + first]
         if first < n:
@@ -369,8 +352,7 @@ class ShmChannel(Channel):
         ring = self._in
         if ring is None:
             raise self._lost("is unreachable: the shm channel was closed")
-        head = ring.head.value
-        avail = ring.tail.value - head
+        head, avail = ring.settle()
         cap = ring.capacity
         if avail < min(want, FEED_MIN, cap) and not self._peer_seg.closed.value:
             return 0  # more is on its way: wait for a piece worth a call
