@@ -56,6 +56,7 @@ typedef struct {
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
     long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
     long long taken_whole;         /* mixed pairs' calls bound by the in-place rank taking the offer (answer_offer()) */
+    long long unoffered;           /* out-of-place calls that offered nothing, the peer seen in place */
     long long declined;            /* offers to swap by halves or push withdrawn at the peer's frame (bind_half()) */
     long long expired;             /* ... withdrawn with no answer by the end of their wait */
 } Express;
@@ -375,6 +376,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
+    /* Out of place where the peer's last call of this size and tag went through the ring in place
+       (the mixed pair: seen_in_place()), and the peer offers nothing now: the ring's way at once,
+       my frame beside the peer's, where an offer would wait for the peer's frame and copy after it. */
+    int offering = halves && !in_place && to->deal != NULL;
+    if (offering && send.len <= e->max_bytes && to->in_place_n == (uint64_t)send.len && to->in_place_tag == tag &&
+        !offered(to))
+        halves = 0, single = 0, e->unoffered++;
     int beyond_frame = !single && (send.len > e->max_bytes || recv.len > e->max_bytes); /* only the engine's */
     if (beyond_frame && !halves) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
@@ -418,6 +426,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
             if (unlock(e) < 0 || result == NULL) goto fail;
             goto done;
         }
+        mark_in_place(to, (uint64_t)send.len, tag);
     }
     /* The peer's frame of this very call already in the ring (the mixed pair from
        ``apart_bytes``: the peer in place below ``half_bytes`` sent through the ring, and my
@@ -465,6 +474,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         result = got == TAKEN ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
         e->sends++;
         if (got == TAKEN) e->recvs++;
+        if (got == TAKEN && offering) seen_in_place(from, (uint64_t)recv.len, tag);
     }
     if (unlock(e) < 0 || r < 0 || result == NULL) goto fail;
 done:
@@ -596,6 +606,7 @@ static PyMemberDef Express_members[] = {
     COUNTER(halves, "sendrecvs the lane swapped by halves"),
     COUNTER(pushes, "of them, those where each rank wrote its whole message"),
     COUNTER(taken_whole, "sendrecvs of a mixed pair (one rank in place) whose in-place rank moved both messages"),
+    COUNTER(unoffered, "out-of-place sendrecvs through the ring at once, the peer last seen in place"),
     COUNTER(declined, "offers to swap by halves or push withdrawn at once, the peer's call through the ring"),
     COUNTER(expired, "offers to swap by halves or push withdrawn unanswered at the end of their wait"),
     {"shift_yield_ns", T_LONGLONG, offsetof(Express, shift_yield_ns), READONLY,

@@ -213,6 +213,28 @@ static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint6
     return await_peer_half(e, lane, count, pid, their_recv) ? HALF_DONE : HALF_PEER_LOST;
 }
 
+/* In a slot's size: the rank's call of this size and tag (the slot's tag) went through the ring
+   in place, below HALF_BYTES, where an out-of-place peer offers (mark_in_place()). Never in an
+   offer: the offerer writes its slot anew. */
+#define IN_PLACE_MODE ((uint64_t)1 << 61)
+
+/* Say in my slot that this call (``n`` bytes, ``tag``) goes through the ring in place: my frame's
+   tail, published after, carries it to the peer, whose next out-of-place call of this size then
+   goes the ring's way at once (seen_in_place()) instead of offering and waiting for my frame. */
+static void mark_in_place(Lane *lane, uint64_t n, uint64_t tag) {
+    __atomic_store_n(&lane->my_slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
+    __atomic_store_n(&lane->my_slot[SLOT_NBYTES], n | IN_PLACE_MODE, __ATOMIC_RELAXED);
+}
+
+/* After my out-of-place call took the peer's frame of ``n`` bytes and ``tag`` from the ring:
+   remember whether the peer's call was in place (its slot, mark_in_place()), or forget it. */
+static void seen_in_place(Lane *lane, uint64_t n, uint64_t tag) {
+    int in_place = __atomic_load_n(&lane->peer_slot[SLOT_NBYTES], __ATOMIC_ACQUIRE) == (n | IN_PLACE_MODE) &&
+                   __atomic_load_n(&lane->peer_slot[SLOT_TAG], __ATOMIC_ACQUIRE) == tag;
+    lane->in_place_n = in_place ? n : 0;
+    lane->in_place_tag = in_place ? tag : 0;
+}
+
 /* Whether the peer offers now (an out-of-place call's push or halves, bind_half()): a look at
    the deal alone, before the gates that a call takes the offer through. */
 static int offered(const Lane *lane) {

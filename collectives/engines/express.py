@@ -116,6 +116,7 @@ class Lane(Protocol):
     halves: int
     pushes: int
     taken_whole: int
+    unoffered: int
     declined: int
     expired: int
 
@@ -132,7 +133,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = halves = pushes = taken_whole = declined = expired = 0
+    sends = recvs = swaps = halves = pushes = taken_whole = unoffered = declined = expired = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False

@@ -166,12 +166,13 @@ def _mixed_rounds(comm: Any, sizes: list[int], in_place_rank: int, calls: int = 
     other rank's offer waits for it), the out-of-place rank in odd ones (the in-place rank comes
     to no offer). Whether after every call each rank held the peer's message (the out-of-place
     rank its own left as it was), and the lane's sends through the ring, its single-copy swaps,
-    its calls by halves or pushed, its calls taken whole by the in-place rank, and its offers
-    declined and expired, over all of them."""
+    its calls by halves or pushed, its calls taken whole by the in-place rank, its out-of-place
+    calls that offered nothing (the peer seen in place), and its offers declined and expired,
+    over all of them."""
     peer, ok = 1 - comm.rank, []
     _learn(comm)
     lane = comm._express
-    before = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.declined, lane.expired)
+    before = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.unoffered, lane.declined, lane.expired)
     for n in sizes:
         for i in range(calls):
             x = _message(n, 10 * comm.rank + i)
@@ -182,7 +183,7 @@ def _mixed_rounds(comm: Any, sizes: list[int], in_place_rank: int, calls: int = 
             comm.sendrecv(x, peer, out, peer)
             ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
             ok.append(out is x or bool(np.array_equal(x, _message(n, 10 * comm.rank + i))))
-    after = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.declined, lane.expired)
+    after = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.unoffered, lane.declined, lane.expired)
     return all(ok), *(b - a for a, b in zip(before, after))
 
 
@@ -193,21 +194,24 @@ def test_a_mixed_pairs_in_place_rank_takes_the_offer_whole_or_both_go_through_th
     """One rank in place, the other out of place, from ``PUSH_BYTES`` below ``HALF_BYTES``: the
     out-of-place rank offers a push or the halves; the in-place rank (through the ring otherwise)
     that finds the offer takes it whole, writing its message into the offerer's receive and
-    reading the offerer's over its own (``taken_whole``, on both ranks); where it comes first,
-    both go through the ring. No offer waits out its time for an answer (``expired``, 20 ms here:
-    each call where the out-of-place rank came first did before), and every byte is the engine's."""
+    reading the offerer's over its own (``taken_whole``, on both ranks); where it comes first, both
+    go through the ring, and the out-of-place rank's later calls of that size offer nothing
+    (``unoffered``: its frame goes beside the peer's). No offer waits out its time for an answer
+    (``expired``, 20 ms here: each call where the out-of-place rank came first did before), and
+    every byte is the engine's."""
     calls = 4
     results = run_world(lambda comm: _mixed_rounds(comm, MIXED_SIZES, in_place_rank, calls), 2, "shm",
                         timeout=60, pure_python=pure_python)
     assert all(ok for ok, *_ in results), results
     if pure_python:
-        assert [counts for _, *counts in results] == [[0] * 6] * 2, results
+        assert [counts for _, *counts in results] == [[0] * 7] * 2, results
         return
     total = calls * len(MIXED_SIZES)
-    for sends, swaps, halves, whole, declined, expired in (r[1:] for r in results):
+    for sends, swaps, halves, whole, _, _, expired in (r[1:] for r in results):
         assert (swaps, halves, expired) == (0, 0, 0) and sends + whole == total, results
-    assert results[0][4] == results[1][4] > 0, results  # (the calls where the in-place rank came late)
-    assert results[in_place_rank][5] == 0, results  # (it offers nothing)
+    assert results[0][4] == results[1][4] > 0, results  # (the first call of a size, the in-place rank late)
+    assert results[1 - in_place_rank][5] > 0, results  # (the calls after one through the ring)
+    assert results[in_place_rank][5:] == (0, 0, 0), results  # (it offers nothing)
 
 
 def test_where_ranks_outnumber_cores_a_mixed_pairs_offer_is_declined_at_the_in_place_ranks_rts(
@@ -222,6 +226,7 @@ def test_where_ranks_outnumber_cores_a_mixed_pairs_offer_is_declined_at_the_in_p
     calls = 4
     results = run_world(lambda comm: _mixed_rounds(comm, sizes, 0, calls), 2, "shm", timeout=60)
     assert all(ok for ok, *_ in results), results
-    assert results[0][1:] == (0, calls * len(sizes), 0, 0, 0, 0), results
-    sends, swaps, halves, whole, declined, expired = results[1][1:]
-    assert (sends, swaps, halves, whole, expired) == (0, calls * len(sizes), 0, 0, 0) and declined > 0, results
+    assert results[0][1:] == (0, calls * len(sizes), 0, 0, 0, 0, 0), results
+    sends, swaps, halves, whole, unoffered, declined, expired = results[1][1:]
+    assert (sends, swaps, halves, whole, unoffered, expired) == (0, calls * len(sizes), 0, 0, 0, 0), results
+    assert declined > 0, results
