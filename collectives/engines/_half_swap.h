@@ -254,13 +254,14 @@ static int answer_offer(Express *e, Lane *lane, char *buf, uint64_t n, uint64_t 
         (__atomic_load_n(&theirs[SLOT_NBYTES], __ATOMIC_ACQUIRE) & ~PUSH_MODE) != n ||
         __atomic_load_n(&theirs[SLOT_TAG], __ATOMIC_ACQUIRE) != tag)
         return HALF_NOT_TAKEN;
+    uint64_t their_send = __atomic_load_n(&theirs[SLOT_SEND], __ATOMIC_ACQUIRE);
+    uint64_t their_recv = __atomic_load_n(&theirs[SLOT_RECV], __ATOMIC_ACQUIRE);
+    if (their_send == their_recv) return HALF_NOT_TAKEN; /* an offer in place (its halves): mine would overwrite it */
     note_cpu(lane);
     __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)buf, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)buf, __ATOMIC_RELAXED); /* (its peer_lost() probe) */
     if (!__atomic_compare_exchange_n(deal, &expected, TAKEN_WHOLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-        return HALF_NOT_TAKEN; /* withdrawn meanwhile */
-    uint64_t their_send = __atomic_load_n(&theirs[SLOT_SEND], __ATOMIC_ACQUIRE);
-    uint64_t their_recv = __atomic_load_n(&theirs[SLOT_RECV], __ATOMIC_ACQUIRE);
+        return HALF_NOT_TAKEN; /* withdrawn meanwhile (a new offer writes its slot before it) */
     uint64_t count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
     int ok;
     Py_BEGIN_ALLOW_THREADS
