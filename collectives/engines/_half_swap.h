@@ -73,8 +73,9 @@ static int rings_empty(const Lane *lane) {
    messages (TAKEN_WHOLE), 0 not (nothing of mine left on the deal). Accepts the peer's offer
    where its slot matches mine, else offers and waits as the swap's wait does (a spin, then
    yields), and withdraws where no one accepts in time (``expired``) or as soon as a frame of the
-   peer's is in my ring (``declined``: the rings were empty when I offered, so the peer has begun
-   a call of its own through the ring, and waiting out the offer would only hold up both). */
+   peer's is in my ring (``declined``, looked for at each look at the clock: the rings were empty
+   when I offered, so the peer has begun a call of its own through the ring, and waiting out the
+   offer would only hold up both). */
 static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
     uint64_t *deal = lane->deal, *theirs = lane->peer_slot;
     uint64_t mine = lane->low ? OFFER_LOW : OFFER_HIGH, peer = lane->low ? OFFER_HIGH : OFFER_LOW;
@@ -97,8 +98,8 @@ static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
             bound += now_deal == TAKEN_WHOLE;
             break;
         }
-        int framed = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) != head;
-        if (framed || (i & 63) == 0 || spin_until == start) {
+        if ((i & 63) == 0 || spin_until == start) { /* (the spin's polls read the deal alone, as before) */
+            int framed = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) != head;
             int64_t now = framed ? 0 : now_ns();
             if (framed || now >= until || __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
                 expected = mine;
