@@ -12,10 +12,11 @@ batch) and keeps the median batch's µs per call; rank 0's are printed:
   (``halves``, engines/_half_swap.h; out of place below the halves' size, the push, each rank
   writing its whole message into the peer's receive, bound and counted as the halves are) or
   sent through its ring (``ring``);
-- ``in/out``, ``out/in``: the mixed pair, rank 0 in place and rank 1 out of place (separate arrays),
-  and the other way round: the out-of-place rank offers a push (below ``HALF_BYTES_OUT_OF_PLACE``) or
-  the halves, which the in-place rank (through the ring below ``HALF_BYTES``) takes whole
-  (``whole``: it moves both messages) where it finds it, else both go through the ring;
+- ``in/out``, ``out/in`` (only with ``--cases``; ``--both`` prints both ranks): the mixed pair,
+  rank 0 in place and rank 1 out of place (separate arrays), and the other way round: the
+  out-of-place rank offers a push (below ``HALF_BYTES_OUT_OF_PLACE``) or the halves, which the
+  in-place rank (through the ring below ``HALF_BYTES``) takes whole (``whole``: it moves both
+  messages) where it finds it, else both go through the ring;
 - ``entry``: the lane's C call with a peer it refuses at once (the call's own floor);
 - ``memcpy``: ``numpy.copyto`` of the message into the receive buffer;
 - ``readv``: ``process_vm_readv`` of the message out of this rank's own memory (the single-copy
@@ -42,6 +43,10 @@ from collectives.testing import run_world
 from collectives.transports import cma
 
 
+DEFAULT_CASES = ("out", "in", "shared", "entry", "memcpy", "readv")
+"""The cases run without ``--cases`` (the mixed pair's, ``in/out`` and ``out/in``, only when named)."""
+
+
 def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> float:
     """The median batch's µs per call, after 20 untimed calls."""
     for _ in range(20):
@@ -58,7 +63,7 @@ def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> fl
 
 def _cases(comm: Any, nbytes: int, calls: int, batches: int, names: list[str] | None = None
            ) -> dict[str, tuple[float, int, int, int, int]]:
-    """Per case (all, or those in ``names``): (µs per call, calls swapped, by halves, through the
+    """Per case (``DEFAULT_CASES``, or those in ``names``): (µs per call, calls swapped, by halves, through the
     ring, taken whole by a mixed pair's in-place rank) on this rank."""
     peer, pid = 1 - comm.rank, os.getpid()
     x, out = np.ones(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
@@ -77,7 +82,7 @@ def _cases(comm: Any, nbytes: int, calls: int, batches: int, names: list[str] | 
     }
     result = {}
     for name, call in cases.items():
-        if names is not None and name not in names:
+        if name not in (names or DEFAULT_CASES):
             continue
         swaps, halves, sends, whole = lane.swaps, lane.halves, lane.sends, getattr(lane, "taken_whole", 0)
         us = _batches(comm, call, calls, batches)
@@ -91,7 +96,7 @@ def main() -> None:
     parser.add_argument("--bytes", nargs="+", default=["256K", "1M", "4M"])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--cases", nargs="+", help="only these cases (default: all)")
+    parser.add_argument("--cases", nargs="+", help=f"these cases (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument("--both", action="store_true", help="print rank 1's line after rank 0's")
     args = parser.parse_args()
     for text in args.bytes:
@@ -101,7 +106,8 @@ def main() -> None:
         for name in ranks[0]:
             for rank in (0, 1) if args.both else (0,):
                 us, swaps, halves, ring, whole = ranks[rank][name]
-                print(f"{text:>6} {name:7s} r{rank} {us:9.1f} us/call  swaps {swaps:5d}  halves {halves:5d}"
+                who = f" r{rank}" if args.both else ""
+                print(f"{text:>6} {name:7s}{who} {us:9.1f} us/call  swaps {swaps:5d}  halves {halves:5d}"
                       f"  ring {ring:5d}  whole {whole:5d}", flush=True)
 
 
