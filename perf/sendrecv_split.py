@@ -12,6 +12,11 @@ batch) and keeps the median batch's µs per call; rank 0's are printed:
   (``halves``, engines/_half_swap.h; out of place below the halves' size, the push, each rank
   writing its whole message into the peer's receive, bound and counted as the halves are) or
   sent through its ring (``ring``);
+- ``in/out``, ``out/in`` (only with ``--cases``; ``--both`` prints both ranks): the mixed pair,
+  rank 0 in place and rank 1 out of place (separate arrays), and the other way round: the
+  out-of-place rank offers a push (below ``HALF_BYTES_OUT_OF_PLACE``) or the halves, which the
+  in-place rank (through the ring below ``HALF_BYTES``) takes whole (``whole``: it moves both
+  messages) where it finds it, else both go through the ring;
 - ``entry``: the lane's C call with a peer it refuses at once (the call's own floor);
 - ``memcpy``: ``numpy.copyto`` of the message into the receive buffer;
 - ``readv``: ``process_vm_readv`` of the message out of this rank's own memory (the single-copy
@@ -38,6 +43,10 @@ from collectives.testing import run_world
 from collectives.transports import cma
 
 
+DEFAULT_CASES = ("out", "in", "shared", "entry", "memcpy", "readv")
+"""The cases run without ``--cases`` (the mixed pair's, ``in/out`` and ``out/in``, only when named)."""
+
+
 def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> float:
     """The median batch's µs per call, after 20 untimed calls."""
     for _ in range(20):
@@ -52,8 +61,10 @@ def _batches(comm: Any, call: Callable[[], Any], calls: int, batches: int) -> fl
     return statistics.median(times)
 
 
-def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[float, int, int, int]]:
-    """Per case: (µs per call, calls swapped, by halves, through the ring) on this rank."""
+def _cases(comm: Any, nbytes: int, calls: int, batches: int, names: list[str] | None = None
+           ) -> dict[str, tuple[float, int, int, int, int]]:
+    """Per case (``DEFAULT_CASES``, or those in ``names``): (µs per call, calls swapped, by halves, through the
+    ring, taken whole by a mixed pair's in-place rank) on this rank."""
     peer, pid = 1 - comm.rank, os.getpid()
     x, out = np.ones(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
     halves = np.zeros(2 * nbytes, np.uint8)
@@ -63,15 +74,20 @@ def _cases(comm: Any, nbytes: int, calls: int, batches: int) -> dict[str, tuple[
         "out": lambda: comm.sendrecv(x, peer, out, peer),
         "in": lambda: comm.sendrecv(x, peer, x, peer),
         "shared": lambda: comm.sendrecv(mine, peer, theirs, peer),
+        "in/out": lambda: comm.sendrecv(x, peer, x if comm.rank == 0 else out, peer),
+        "out/in": lambda: comm.sendrecv(x, peer, x if comm.rank == 1 else out, peer),
         "entry": lambda: lane.sendrecv(x, -1, out, peer, 0),
         "memcpy": lambda: np.copyto(out, x),
         "readv": lambda: cma.read(pid, address_of(x), out, comm.rank),
     }
     result = {}
     for name, call in cases.items():
-        swaps, halves, sends = lane.swaps, lane.halves, lane.sends
+        if name not in (names or DEFAULT_CASES):
+            continue
+        swaps, halves, sends, whole = lane.swaps, lane.halves, lane.sends, getattr(lane, "taken_whole", 0)
         us = _batches(comm, call, calls, batches)
-        result[name] = (us, lane.swaps - swaps, lane.halves - halves, lane.sends - sends)
+        result[name] = (us, lane.swaps - swaps, lane.halves - halves, lane.sends - sends,
+                        getattr(lane, "taken_whole", 0) - whole)
     return result
 
 
@@ -80,13 +96,19 @@ def main() -> None:
     parser.add_argument("--bytes", nargs="+", default=["256K", "1M", "4M"])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", help=f"these cases (default: {' '.join(DEFAULT_CASES)})")
+    parser.add_argument("--both", action="store_true", help="print rank 1's line after rank 0's")
     args = parser.parse_args()
     for text in args.bytes:
         nbytes = parse_size(text)
-        ranks = run_world(lambda comm: _cases(comm, nbytes, args.calls, args.batches), 2, "shm", timeout=600)
-        for name, (us, swaps, halves, ring) in ranks[0].items():
-            print(f"{text:>6} {name:7s} {us:9.1f} us/call  swaps {swaps:5d}  halves {halves:5d}  ring {ring:5d}",
-                  flush=True)
+        ranks = run_world(lambda comm: _cases(comm, nbytes, args.calls, args.batches, args.cases), 2, "shm",
+                          timeout=600)
+        for name in ranks[0]:
+            for rank in (0, 1) if args.both else (0,):
+                us, swaps, halves, ring, whole = ranks[rank][name]
+                who = f" r{rank}" if args.both else ""
+                print(f"{text:>6} {name:7s}{who} {us:9.1f} us/call  swaps {swaps:5d}  halves {halves:5d}"
+                      f"  ring {ring:5d}  whole {whole:5d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ typedef struct {
     long long crowded_frame_waits; /* receives' frame waits that yielded at every poll, ranks outnumbering cores */
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
     long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
+    long long taken_whole;         /* mixed pairs' calls bound by the in-place rank taking the offer (answer_offer()) */
+    long long unoffered;           /* out-of-place calls that offered nothing, the peer seen in place */
+    long long declined;            /* offers to swap by halves or push withdrawn at the peer's frame (bind_half()) */
+    long long expired;             /* ... withdrawn with no answer by the end of their wait */
 } Express;
 
 static PyObject *s_dtype, *s_base, *s_acquire, *s_release, *s_error, *s_sendq, *s_intake, *s_eof, *s_rx_have, *s_rx_target,
@@ -281,6 +285,14 @@ static int apart(PyObject *x, PyObject *out) {
     return different;
 }
 
+/* Whether the next frame in ``lane``'s in-ring is a whole plain message of ``tag`` and ``n``
+   bytes (its header published with the frame's tail: the frame is whole). */
+static int framed(const Lane *lane, uint64_t tag, Py_ssize_t n) {
+    uint64_t wire, have;
+    uint32_t nbytes, flags;
+    return peek(lane, &wire, &nbytes, &flags, &have) && wire == tag && flags == FLAG_END && nbytes == (uint64_t)n;
+}
+
 /* The swap by halves with the peer of ``lane`` where the channel and the engine let it go now
    (as a swap's gate: nothing queued, held or half read, single copy known to work both ways):
    HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, HALF_ASK (single copy not yet known: the engine's
@@ -300,6 +312,22 @@ static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, ch
     long long pid;
     if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
     return half_swap(e, lane, send, recv, n, tag, (pid_t)pid, pushed);
+}
+
+/* In place below ``half_bytes`` (through the ring otherwise), the peer's offer of this call
+   taken whole where the channel and the engine let it go now (as by_halves()): HALF_BY_ONE,
+   HALF_NOT_TAKEN (no offer, or not now), HALF_PEER_LOST, or -1 with an error set. */
+static int take_offer(Express *e, Lane *lane, PyObject *key, char *buf, uint64_t n, uint64_t tag) {
+    if (!offered(lane)) return HALF_NOT_TAKEN; /* (the gates only where there is an offer) */
+    int r = send_free(lane);
+    if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
+    if (r > 0) r = single_copy_state(lane->channel, s_offers);
+    if (r == WORKS) r = single_copy_state(lane->channel, s_reads);
+    if (r < 0) return -1;
+    if (r != WORKS) return HALF_NOT_TAKEN;
+    long long pid;
+    if (single_copy_int(lane->channel, s_pid, &pid, 0) < 0) return -1;
+    return answer_offer(e, lane, buf, n, tag, (pid_t)pid);
 }
 
 /* sendrecv(x, dst, out, src, tag) -> True where ``x`` went to rank ``dst`` and a message from
@@ -348,6 +376,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     Py_ssize_t least = e->single_bytes;
     if (!in_place && send.len >= e->apart_bytes && send.len < least && apart(args[0], args[2])) least = e->apart_bytes;
     int single = send.len >= least && recv.len >= least && !(in_place && send.len < e->aside_bytes);
+    /* Out of place where the peer's last call of this size and tag went through the ring in place
+       (the mixed pair: seen_in_place()), and the peer offers nothing now: the ring's way at once,
+       my frame beside the peer's, where an offer would wait for the peer's frame and copy after it. */
+    int offering = halves && !in_place && to->deal != NULL;
+    if (offering && send.len <= e->max_bytes && to->in_place_n == (uint64_t)send.len && to->in_place_tag == tag &&
+        !offered(to))
+        halves = 0, single = 0, e->unoffered++;
     int beyond_frame = !single && (send.len > e->max_bytes || recv.len > e->max_bytes); /* only the engine's */
     if (beyond_frame && !halves) goto done;
     key = PyLong_FromUnsignedLongLong(tag);
@@ -363,8 +398,10 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         }
         if (h != HALF_NOT_TAKEN) {
             Py_DECREF(result);
-            result = h == HALF_DONE ? (Py_INCREF(Py_True), Py_True) : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
+            result = h == HALF_DONE || h == HALF_BY_ONE ? (Py_INCREF(Py_True), Py_True)
+                     : h == HALF_PEER_LOST ? Py_BuildValue("(OO)", Py_None, Py_False) : NULL;
             if (h == HALF_DONE) e->halves++, e->pushes += pushed;
+            if (h == HALF_BY_ONE) e->taken_whole++;
             if (unlock(e) < 0 || result == NULL) goto fail;
             goto done;
         }
@@ -373,6 +410,30 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
             goto done;
         }
     }
+    /* In place through the ring, an out-of-place peer's offer (a push, or the halves) taken whole:
+       both messages moved by me, none through the ring. */
+    if (!halves && !single && in_place && to == from && to->deal != NULL && send.buf == recv.buf &&
+        send.len == recv.len && send.len >= e->push_bytes && send.len < e->half_bytes) {
+        int h = take_offer(e, to, key, recv.buf, (uint64_t)recv.len, tag);
+        if (h < 0) {
+            unlock(e);
+            goto fail;
+        }
+        if (h != HALF_NOT_TAKEN) {
+            Py_DECREF(result);
+            result = h == HALF_BY_ONE ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
+            if (h == HALF_BY_ONE) e->taken_whole++;
+            if (unlock(e) < 0 || result == NULL) goto fail;
+            goto done;
+        }
+        mark_in_place(to, (uint64_t)send.len, tag);
+    }
+    /* The peer's frame of this very call already in the ring (the mixed pair from
+       ``apart_bytes``: the peer in place below ``half_bytes`` sent through the ring, and my
+       offer, if any, was declined at it): mine goes the ring's way too, where an RTS would
+       only hand both calls to the engine. */
+    if (single && !in_place && send.len <= e->max_bytes && recv.len <= e->max_bytes && framed(from, tag, recv.len))
+        single = 0;
     int r = send_free(to), receive = 1, headless = 0;
     if (r > 0) r = receive = recv_free(e, from, key, single, tag, (uint64_t)recv.len, single ? NULL : &headless);
     if (r == 0 && receive == 0 && !single) r = 1; /* the engine's receive: the send as send() */
@@ -413,6 +474,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         result = got == TAKEN ? (Py_INCREF(Py_True), Py_True) : Py_BuildValue("(OO)", Py_None, Py_False);
         e->sends++;
         if (got == TAKEN) e->recvs++;
+        if (got == TAKEN && offering) seen_in_place(from, (uint64_t)recv.len, tag);
     }
     if (unlock(e) < 0 || r < 0 || result == NULL) goto fail;
 done:
@@ -543,6 +605,10 @@ static PyMemberDef Express_members[] = {
     COUNTER(crowded_waits, "swap waits that yielded at every poll, ranks outnumbering cores"),
     COUNTER(halves, "sendrecvs the lane swapped by halves"),
     COUNTER(pushes, "of them, those where each rank wrote its whole message"),
+    COUNTER(taken_whole, "sendrecvs of a mixed pair (one rank in place) whose in-place rank moved both messages"),
+    COUNTER(unoffered, "out-of-place sendrecvs through the ring at once, the peer last seen in place"),
+    COUNTER(declined, "offers to swap by halves or push withdrawn at once, the peer's call through the ring"),
+    COUNTER(expired, "offers to swap by halves or push withdrawn unanswered at the end of their wait"),
     {"shift_yield_ns", T_LONGLONG, offsetof(Express, shift_yield_ns), READONLY,
      "how long a swap with two peers yields for them (ns, beyond the peer's copy) before handing the call back"},
     {NULL, 0, 0, 0, NULL},

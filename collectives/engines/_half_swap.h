@@ -17,7 +17,13 @@
    the lower rank's ring to the higher one (transports/shm.py): 0 free; OFFER_LOW or OFFER_HIGH
    (that rank's slot holds its buffers' addresses, the size and the wire tag); ACCEPTED (the peer saw the
    offer, its slot matching: both are bound). The offerer withdraws (OFFER back to 0) where no
-   one accepts in time; the compare-and-swap that wins decides. Once bound, each rank says it
+   one accepts in time, or at once where the peer's frame comes into my ring meanwhile: the
+   peer then runs this call through the ring, and would never take the offer; the
+   compare-and-swap that wins decides. A peer in place below HALF_BYTES (which offers nothing)
+   that finds an offer of an out-of-place rank (a push, or the halves) takes it whole instead,
+   TAKEN_WHOLE (answer_offer()): it writes its message into the offerer's receive and then reads
+   the offerer's message over its own, both copies its own, and the offerer only waits for its
+   count. Once bound, each rank says it
    is done with its half by advancing the count in its slot, and returns once the peer's count
    has caught up: only then does its buffer hold the whole message. */
 
@@ -32,9 +38,9 @@
 #include "_cma.h"
 #include "_waits.h"
 
-enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3 };
+enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3, TAKEN_WHOLE = 4 };
 enum { SLOT_SEND, SLOT_RECV, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
-enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST, HALF_ASK };
+enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST, HALF_ASK, HALF_BY_ONE };
 
 /* Calls of a lane that go to the engine while single copy is not yet known on its channel, so
    that the engine's RTS asks (what a run whose only large messages are the halves' would
@@ -63,9 +69,13 @@ static int rings_empty(const Lane *lane) {
            __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) == __atomic_load_n(lane->in_head, __ATOMIC_ACQUIRE);
 }
 
-/* Bind both ranks to the in-place swap, or not: 1 bound, 0 not (nothing of mine left on the
-   deal). Accepts the peer's offer where its slot matches mine, else offers and waits as the
-   swap's wait does (a spin, then yields), and withdraws where no one accepts in time. */
+/* Bind both ranks to the in-place swap, or not: 1 bound, 2 bound with the peer moving both
+   messages (TAKEN_WHOLE), 0 not (nothing of mine left on the deal). Accepts the peer's offer
+   where its slot matches mine, else offers and waits as the swap's wait does (a spin, then
+   yields), and withdraws where no one accepts in time (``expired``) or as soon as a frame of the
+   peer's is in my ring (``declined``, looked for at each look at the clock: the rings were empty
+   when I offered, so the peer has begun a call of its own through the ring, and waiting out the
+   offer would only hold up both). */
 static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
     uint64_t *deal = lane->deal, *theirs = lane->peer_slot;
     uint64_t mine = lane->low ? OFFER_LOW : OFFER_HIGH, peer = lane->low ? OFFER_HIGH : OFFER_LOW;
@@ -78,15 +88,27 @@ static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
     }
     int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(n / 2);
     int64_t start = now_ns(), spin_until = start + spin, until = spin_until + yield;
+    /* The peer's ring was empty (rings_empty()) and its head is mine to move: a tail past it is a frame since. */
+    uint64_t head = __atomic_load_n(lane->in_head, __ATOMIC_RELAXED);
     if (spin > 0 && beside(lane)) spin_until = start, e->besides++;
+    int bound = 1;
     for (unsigned i = 1;; i++) {
-        if (__atomic_load_n(deal, __ATOMIC_ACQUIRE) == ACCEPTED) break;
-        if ((i & 63) == 0 || spin_until == start) {
-            int64_t now = now_ns();
-            if (now >= until || __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
+        uint64_t now_deal = __atomic_load_n(deal, __ATOMIC_ACQUIRE);
+        if (now_deal == ACCEPTED || now_deal == TAKEN_WHOLE) {
+            bound += now_deal == TAKEN_WHOLE;
+            break;
+        }
+        if ((i & 63) == 0 || spin_until == start) { /* (the spin's polls read the deal alone, as before) */
+            int framed = __atomic_load_n(lane->in_tail, __ATOMIC_ACQUIRE) != head;
+            int64_t now = framed ? 0 : now_ns();
+            if (framed || now >= until || __atomic_load_n(lane->peer_closed, __ATOMIC_ACQUIRE)) {
                 expected = mine;
-                if (__atomic_compare_exchange_n(deal, &expected, DEAL_FREE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                if (__atomic_compare_exchange_n(deal, &expected, DEAL_FREE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+                    if (framed) e->declined++;
+                    else e->expired++;
                     return 0;
+                }
+                bound += expected == TAKEN_WHOLE;
                 break; /* accepted meanwhile */
             }
             if (now >= spin_until) sched_yield();
@@ -95,7 +117,7 @@ static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
         }
     }
     __atomic_store_n(deal, DEAL_FREE, __ATOMIC_RELEASE); /* the peer's next offer may come */
-    return 1;
+    return bound;
 }
 
 /* My half [from, to), both ways, in pieces, the GIL released: the peer's message (at
@@ -176,15 +198,79 @@ static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint6
     uint64_t said = pushed ? n | PUSH_MODE : n;
     __atomic_store_n(&slot[SLOT_NBYTES], said, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
-    if (!bind_half(e, lane, said, n)) return HALF_NOT_TAKEN;
+    int bound = bind_half(e, lane, said, n);
+    if (!bound) return HALF_NOT_TAKEN;
     uint64_t their_send = __atomic_load_n(&lane->peer_slot[SLOT_SEND], __ATOMIC_ACQUIRE);
     uint64_t their_recv = __atomic_load_n(&lane->peer_slot[SLOT_RECV], __ATOMIC_ACQUIRE);
     uint64_t split = n / 2 / 64 * 64, count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
+    if (bound == 2) { /* the peer in place moves both messages (answer_offer()): mine is done at once */
+        __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
+        return await_peer_half(e, lane, count, pid, their_recv) ? HALF_BY_ONE : HALF_PEER_LOST;
+    }
     if (pushed ? !push(pid, send, their_recv, n)
                : !move_half(pid, send, recv, their_send, their_recv, lane->low ? 0 : split, lane->low ? split : n, e->bounce))
         return HALF_PEER_LOST;
     __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
     return await_peer_half(e, lane, count, pid, their_recv) ? HALF_DONE : HALF_PEER_LOST;
+}
+
+/* In a slot's size: the rank's call of this size and tag (the slot's tag) went through the ring
+   in place, below HALF_BYTES, where an out-of-place peer offers (mark_in_place()). Never in an
+   offer: the offerer writes its slot anew. */
+#define IN_PLACE_MODE ((uint64_t)1 << 61)
+
+/* Say in my slot that this call (``n`` bytes, ``tag``) goes through the ring in place: my frame's
+   tail, published after, carries it to the peer, whose next out-of-place call of this size then
+   goes the ring's way at once (seen_in_place()) instead of offering and waiting for my frame. */
+static void mark_in_place(Lane *lane, uint64_t n, uint64_t tag) {
+    __atomic_store_n(&lane->my_slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
+    __atomic_store_n(&lane->my_slot[SLOT_NBYTES], n | IN_PLACE_MODE, __ATOMIC_RELAXED);
+}
+
+/* After my out-of-place call took the peer's frame of ``n`` bytes and ``tag`` from the ring:
+   remember whether the peer's call was in place (its slot, mark_in_place()), or forget it. */
+static void seen_in_place(Lane *lane, uint64_t n, uint64_t tag) {
+    int in_place = __atomic_load_n(&lane->peer_slot[SLOT_NBYTES], __ATOMIC_ACQUIRE) == (n | IN_PLACE_MODE) &&
+                   __atomic_load_n(&lane->peer_slot[SLOT_TAG], __ATOMIC_ACQUIRE) == tag;
+    lane->in_place_n = in_place ? n : 0;
+    lane->in_place_tag = in_place ? tag : 0;
+}
+
+/* Whether the peer offers now (an out-of-place call's push or halves, bind_half()): a look at
+   the deal alone, before the gates that a call takes the offer through. */
+static int offered(const Lane *lane) {
+    return lane->deal != NULL && __atomic_load_n(lane->deal, __ATOMIC_ACQUIRE) == (lane->low ? OFFER_HIGH : OFFER_LOW);
+}
+
+/* In place (``buf``, ``n`` bytes, ``tag`` on the wire), take the offer of the peer of ``lane``
+   (process ``pid``) whole, where it is this call's (its size and tag) and the rings are empty:
+   write my message into its receive buffer, then read its message over mine, the GIL released,
+   and say so by my count; the offerer, out of place, copies nothing (bind_half(): TAKEN_WHOLE).
+   Without it the offer waited for an answer that never came while I went through the ring.
+   HALF_BY_ONE, HALF_NOT_TAKEN (nothing moved: the ring's way follows), HALF_PEER_LOST. */
+static int answer_offer(Express *e, Lane *lane, char *buf, uint64_t n, uint64_t tag, pid_t pid) {
+    uint64_t *deal = lane->deal, *theirs = lane->peer_slot, *slot = lane->my_slot;
+    uint64_t expected = lane->low ? OFFER_HIGH : OFFER_LOW;
+    if (!rings_empty(lane) || __atomic_load_n(deal, __ATOMIC_ACQUIRE) != expected ||
+        (__atomic_load_n(&theirs[SLOT_NBYTES], __ATOMIC_ACQUIRE) & ~PUSH_MODE) != n ||
+        __atomic_load_n(&theirs[SLOT_TAG], __ATOMIC_ACQUIRE) != tag)
+        return HALF_NOT_TAKEN;
+    uint64_t their_send = __atomic_load_n(&theirs[SLOT_SEND], __ATOMIC_ACQUIRE);
+    uint64_t their_recv = __atomic_load_n(&theirs[SLOT_RECV], __ATOMIC_ACQUIRE);
+    if (their_send == their_recv) return HALF_NOT_TAKEN; /* an offer in place (its halves): mine would overwrite it */
+    note_cpu(lane);
+    __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)buf, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)buf, __ATOMIC_RELAXED); /* (its peer_lost() probe) */
+    if (!__atomic_compare_exchange_n(deal, &expected, TAKEN_WHOLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return HALF_NOT_TAKEN; /* withdrawn meanwhile (a new offer writes its slot before it) */
+    uint64_t count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = cma_copy(pid, 1, buf, their_recv, (size_t)n) && cma_copy(pid, 0, buf, their_send, (size_t)n);
+    Py_END_ALLOW_THREADS
+    if (!ok) return HALF_PEER_LOST;
+    __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
+    return await_peer_half(e, lane, count, pid, their_recv) ? HALF_BY_ONE : HALF_PEER_LOST;
 }
 
 #endif

@@ -35,6 +35,8 @@ typedef struct {
     uint64_t *my_slot, *peer_slot, *deal; /* the in-place swap's (_half_swap.h); NULL: none */
     int low;                       /* whether I am the lower rank of the two */
     unsigned asks;                 /* calls the halves handed to the engine to learn single copy */
+    uint64_t in_place_n, in_place_tag; /* the size and tag of the peer's last call through the ring in place
+                                      (its slot said so, _half_swap.h: mark_in_place()); 0: none */
     PyObject *channel;             /* the ShmChannel; NULL where the peer is not over shm */
 } Lane;
 

@@ -115,6 +115,10 @@ class Lane(Protocol):
     swaps: int
     halves: int
     pushes: int
+    taken_whole: int
+    unoffered: int
+    declined: int
+    expired: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
@@ -129,7 +133,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = halves = pushes = 0
+    sends = recvs = swaps = halves = pushes = taken_whole = unoffered = declined = expired = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False

@@ -45,7 +45,8 @@ def test_out_of_place_below_the_halves_each_rank_writes_its_whole_message_into_t
 @pytest.mark.parametrize("how", ["in place", "mixed"])
 def test_in_place_on_either_side_nothing_is_pushed_and_the_messages_arrive(how: str) -> None:
     """In place (and where one rank is in place, the other not: its offer finds no taker and is
-    withdrawn), the message goes through the ring as below ``PUSH_BYTES``."""
+    withdrawn at the in-place rank's frame), the message goes through the ring as below
+    ``PUSH_BYTES``."""
     results = run_world(lambda comm: _pushes(comm, how, rounds=2), 2, "shm", timeout=60)
     assert all(ok for ok, _, _ in results)
     assert [p for _, _, p in results] == [0, 0], results
@@ -151,3 +152,81 @@ def test_out_of_place_below_the_push_goes_through_the_ring() -> None:
                         timeout=60)
     assert all(ok for ok, _, _ in results), results
     assert [(ring, pushed) for _, ring, pushed in results] == [(calls, 0), (calls, 0)], results
+
+
+MIXED_SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_PLACE - 1,
+               express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES - 1]
+"""The mixed pair's sizes: the push's first and last, the halves' first out of place, and the last
+that the in-place rank sends through the ring."""
+
+
+def _mixed_rounds(comm: Any, sizes: list[int], in_place_rank: int, calls: int = 4) -> Any:
+    """``calls`` sendrecvs a size, rank ``in_place_rank`` in place and the other out of place
+    (separate arrays), after a barrier; the in-place rank late by a millisecond in even calls (the
+    other rank's offer waits for it), the out-of-place rank in odd ones (the in-place rank comes
+    to no offer). Whether after every call each rank held the peer's message (the out-of-place
+    rank its own left as it was), and the lane's sends through the ring, its single-copy swaps,
+    its calls by halves or pushed, its calls taken whole by the in-place rank, its out-of-place
+    calls that offered nothing (the peer seen in place), and its offers declined and expired,
+    over all of them."""
+    peer, ok = 1 - comm.rank, []
+    _learn(comm)
+    lane = comm._express
+    before = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.unoffered, lane.declined, lane.expired)
+    for n in sizes:
+        for i in range(calls):
+            x = _message(n, 10 * comm.rank + i)
+            out = x if comm.rank == in_place_rank else np.zeros(n, np.uint8)
+            comm.barrier()
+            if (comm.rank == in_place_rank) is (i % 2 == 0):
+                _late(1e-3)
+            comm.sendrecv(x, peer, out, peer)
+            ok.append(bool(np.array_equal(out, _message(n, 10 * peer + i))))
+            ok.append(out is x or bool(np.array_equal(x, _message(n, 10 * comm.rank + i))))
+    after = (lane.sends, lane.swaps, lane.halves, lane.taken_whole, lane.unoffered, lane.declined, lane.expired)
+    return all(ok), *(b - a for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("in_place_rank", [0, 1])
+@pytest.mark.parametrize("pure_python", [False, True], ids=["lane", "engine"])
+def test_a_mixed_pairs_in_place_rank_takes_the_offer_whole_or_both_go_through_the_ring(
+        in_place_rank: int, pure_python: bool) -> None:
+    """One rank in place, the other out of place, from ``PUSH_BYTES`` below ``HALF_BYTES``: the
+    out-of-place rank offers a push or the halves; the in-place rank (through the ring otherwise)
+    that finds the offer takes it whole, writing its message into the offerer's receive and
+    reading the offerer's over its own (``taken_whole``, on both ranks); where it comes first, both
+    go through the ring, and the out-of-place rank's later calls of that size offer nothing
+    (``unoffered``: its frame goes beside the peer's). No offer waits out its time for an answer
+    (``expired``, 20 ms here: each call where the out-of-place rank came first did before), and
+    every byte is the engine's."""
+    calls = 4
+    results = run_world(lambda comm: _mixed_rounds(comm, MIXED_SIZES, in_place_rank, calls), 2, "shm",
+                        timeout=60, pure_python=pure_python)
+    assert all(ok for ok, *_ in results), results
+    if pure_python:
+        assert [counts for _, *counts in results] == [[0] * 7] * 2, results
+        return
+    total = calls * len(MIXED_SIZES)
+    for sends, swaps, halves, whole, _, _, expired in (r[1:] for r in results):
+        assert (swaps, halves, expired) == (0, 0, 0) and sends + whole == total, results
+    assert results[0][4] == results[1][4] > 0, results  # (the first call of a size, the in-place rank late)
+    assert results[1 - in_place_rank][5] > 0, results  # (the calls after one through the ring)
+    assert results[in_place_rank][5:] == (0, 0, 0), results  # (it offers nothing)
+
+
+def test_where_ranks_outnumber_cores_a_mixed_pairs_offer_is_declined_at_the_in_place_ranks_rts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ranks outnumber cores the in-place rank sends from ``SWAP_BYTES_IN_PLACE_CROWDED`` by
+    single copy (a copy aside and an RTS): its RTS declines the out-of-place rank's push at once,
+    and both swap."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
+    sizes = [express.PUSH_BYTES_CROWDED, express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 1]
+    calls = 4
+    results = run_world(lambda comm: _mixed_rounds(comm, sizes, 0, calls), 2, "shm", timeout=60)
+    assert all(ok for ok, *_ in results), results
+    assert results[0][1:] == (0, calls * len(sizes), 0, 0, 0, 0, 0), results
+    sends, swaps, halves, whole, unoffered, declined, expired = results[1][1:]
+    assert (sends, swaps, halves, whole, unoffered, expired) == (0, calls * len(sizes), 0, 0, 0, 0), results
+    assert declined > 0, results
