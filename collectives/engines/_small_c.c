@@ -47,7 +47,6 @@ typedef struct {
     vectorcallfunc vectorcall; /* how Python calls it: SmallPlan_vectorcall */
     FlagSet w;              /* the window's flags, waits and doorbells (_flags.h) */
     int kind, flag, len_slot, exit_slot, red_flag, areas, op, dtype;
-    int mark_exits;         /* a barrier says it waits (exit_slot 2s) from its post on, not only once in Python */
     Py_ssize_t nbytes, red_offset, red_bytes;
     uint64_t len_word;
     char **area;            /* [areas * ranks]: area m of rank r at m * ranks + r */
@@ -96,12 +95,7 @@ static int arrived(SmallPlan *p, int q, uint64_t s, int len_slot) {
    peers have left, at most EXIT_WAIT_NS, so that the ranks leave together, as they do from
    MPI's spinning barrier: a clock started after a barrier then starts alike on every rank.
    Where ranks outnumber CPUs too: there a woken rank can wait milliseconds for a core, and
-   the ranks that left without it would wait for it in their next call instead. There
-   (``mark_exits``) a rank says so from its post on, not only once it waits in Python: a rank
-   yielding here can be held off its core for milliseconds as one asleep can (its turns go to
-   the ranks that leave), and the first to arrive (a broadcast's root, ahead by its eager
-   slots) was often the last to leave, its receivers' clocks already running
-   (docs/performance.md, "Thirty-ninth round"). */
+   the ranks that left without it would wait for it in their next call instead. */
 #define EXIT_WAIT_NS 2000000
 
 static void await_exits(SmallPlan *p, uint64_t s) {
@@ -128,7 +122,6 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
     char **half = p->area + (size_t)h * p->w.ranks;
     if (p->kind != KIND_BARRIER) copy_bytes(half[p->w.me], x, (size_t)p->nbytes);
     set_word(&p->w, len_slot, p->len_word);
-    if (p->mark_exits) set_word(&p->w, p->exit_slot, 2 * s); /* seen by whoever sees the post */
     post(&p->w, p->flag, s);
     if (p->kind == KIND_ALL_GATHER) {
         for (int q = 0; q < p->w.ranks; q++) {
@@ -147,10 +140,7 @@ static long long run_halves(SmallPlan *p, const char *x, char *out, uint64_t ser
         for (int q = 0; q < p->w.ranks; q++) memcpy(out + (size_t)q * k, half[q] + (size_t)p->w.me * k, k);
         return (long long)s;
     }
-    if (p->kind == KIND_BARRIER) {
-        if (p->mark_exits) set_word(&p->w, p->exit_slot, 2 * s + 1);
-        await_exits(p, s);
-    }
+    if (p->kind == KIND_BARRIER) await_exits(p, s);
     if (p->kind == KIND_ALL_REDUCE && p->op != OP_NONE) {
         fold_halves(p, half, x, out, (size_t)p->red_offset, p->red_bytes);
     }
@@ -405,16 +395,16 @@ static void SmallPlan_dealloc(SmallPlan *p) {
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", "mark_exits", NULL};
-    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1, mark_exits = 0;
+                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", NULL};
+    int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
     long long spin_ns, yield_ns, root_yield_ns = -1;
     PyObject *flags, *areas, *doorbells, *sleepers, *keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiLp", names, &kind, &me, &flags, &areas,
-                                     &doorbells, &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op,
-                                     &red_offset, &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring,
-                                     &exit_slot, &red_flag, &root_yield_ns, &mark_exits))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiL", names, &kind, &me, &flags, &areas, &doorbells,
+                                     &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
+                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot,
+                                     &red_flag, &root_yield_ns))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
@@ -435,7 +425,6 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->w.bells = (int)bells, p->w.cpu_slot = cpu_slot, p->exit_slot = exit_slot, p->red_flag = red_flag, p->w.moves = 0;
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->root_yield_ns = root_yield_ns >= 0 ? root_yield_ns : yield_ns;
-    p->mark_exits = kind == KIND_BARRIER && exit_slot >= 0 && mark_exits;
     p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));

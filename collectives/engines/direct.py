@@ -78,8 +78,7 @@ IN, RED, GOT, SEG, OFF, SMALL, ADDR, POSTED, READ, PROBE, VERDICT, RESULT, PUSHE
 HALF_LEN = 15  # and 16: the bytes in half 0 and half 1 of the small window (engines/small.py)
 SLOT_LEN = 17  # to 17 + small.SLOT_LENS - 1 (48): the bytes of pipelined broadcast or reduce b at 17 + b % SLOT_LENS
 CPU = 49  # 1 + the CPU this rank ran on at its last small post (engines/_small_c.c), 0 where unknown
-EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep; where ranks outnumber CPUs from
-# its post on: _small_c.c's mark_exits), 2s + 1 once it left (small.py)
+EXITED = 50  # 2s while this rank waits out barrier s beyond its spin (it may sleep), 2s + 1 once it left (small.py)
 SHARE = 51  # the bytes of every block that a gather's or scatter's root copies itself this call (exchange_reads.py)
 REDUCED = 52  # the number of my last two-shot small all-reduce whose block is reduced in my half (small.py)
 

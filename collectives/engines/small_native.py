@@ -198,4 +198,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(_yield_seconds(kind, window.oversubscribed) * 1e9),
         root_yield_ns=int(_yield_seconds(kind, window.oversubscribed, root=True) * 1e9),
         keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
-        red_flag=red_flag, mark_exits=kind == BARRIER and bool(getattr(window, "oversubscribed", False))))
+        red_flag=red_flag))

@@ -5,7 +5,6 @@ give the same results, the same bits and the same errors: every test here runs o
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 import collectives
 from collectives import ReduceOp
 from collectives.algorithms import direct_routes
-from collectives.engines import direct, small, small_native
+from collectives.engines import small, small_native
 from collectives.errors import MessageMismatchError
 from collectives.plans import windowed
 from collectives.ops import kernel_of
@@ -425,47 +424,6 @@ def test_where_ranks_outnumber_cpus_a_crowded_cpu_sheds_its_highest_rank() -> No
     moves = [m for m, _ in results]
     assert moves[0] == 0 and moves[3] >= 1, moves  # the lone rank stays; the crowd's highest moves
     assert all(kept for _, kept in results)
-
-
-def _stops_the_first_rank_while_it_waits(comm: collectives.Communicator) -> tuple[int, int, float] | None:
-    """Rank 0 enters a barrier first; rank 1 stops it as soon as its post shows (inside the C
-    plan's yields, before any Python wait), then completes the barrier: rank 0's EXITED word
-    as rank 1 read it, what barrier s writes there while it waits (2s), and rank 1's barrier time."""
-    pids = comm.all_gather(np.array([os.getpid()], dtype=np.int64))
-    comm.barrier()
-    if comm.rank == 0:
-        comm.barrier()
-        return None
-    barrier = comm._barrier
-    assert isinstance(barrier, windowed.SmallBarrier) and barrier.native is not None
-    flags = dict(barrier.kernel.peers)[0]
-    s = barrier.windows.small_serial + 1
-    while flags[direct.SMALL] < s:
-        pass
-    os.kill(int(pids[0]), signal.SIGSTOP)
-    try:
-        word = int(flags[direct.EXITED])
-        start = time.monotonic()
-        comm.barrier()
-        return word, 2 * s, time.monotonic() - start
-    finally:
-        os.kill(int(pids[0]), signal.SIGCONT)
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs: rank 1 watches rank 0's wait")
-def test_where_ranks_outnumber_cpus_a_rank_waiting_in_the_c_barrier_says_so_and_is_waited_for(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where ranks outnumber CPUs a rank yielding in the C barrier can be kept off its core as
-    long as one asleep in the Python wait, so it says it waits (EXITED 2s) from its post on, and
-    the rank that completes the barrier waits for it to leave (EXIT_WAIT_SECONDS at most, as
-    for a sleeping rank): the first rank in (a broadcast's root) no longer leaves last."""
-    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
-    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
-    result = run_world(_stops_the_first_rank_while_it_waits, 2, "shm", timeout=60)[1]
-    assert result is not None
-    word, waiting, waited = result
-    assert word == waiting
-    assert small.EXIT_WAIT_SECONDS <= waited < 1.0
 
 
 def test_the_setting_is_read_like_every_other_flag() -> None:
