@@ -135,6 +135,8 @@ class Machine:
             calls in which a rank sends one peer more than this (``begin``; 0: any call).
         whole_messages: on one host, a receiver copies a message out only once all of it
             has been written (``copies_whole``).
+        queue_ahead: on one host, ``crowd_wake`` counts the ranks ahead of a resuming rank in
+            the run queue of the busiest of its cores, not itself among them (``crowd``).
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
@@ -142,7 +144,7 @@ class Machine:
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
                  crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False,
-                 sticky_flowing: bool = True, lockstep_bytes: int = 0) -> None:
+                 sticky_flowing: bool = True, lockstep_bytes: int = 0, queue_ahead: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -164,6 +166,7 @@ class Machine:
         self.sticky_flowing = sticky_flowing
         self.lockstep_bytes = lockstep_bytes
         self.whole_messages = whole_messages and self.k >= ranks
+        self.queue_ahead = queue_ahead and self.k >= ranks
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
         if cores >= self.k:  # a core each: a message's α is the one of ranks that queue behind no one
@@ -297,7 +300,7 @@ class Machine:
             # a rank with peers on other hosts polls their link on every pass of its wait
             # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
             waits = classes + [self.inter] if self.k < self.ranks else classes
-            crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
+            crowd = 1 if one_core else self.home_ranks(rank) - self.queue_ahead if self.sticky else self.crowd(waiting)
             extra += max(c.wake + c.crowd_wake * crowd for c in waits)
         elif waited and self.cores:
             # a core each: the rank still resumes after its wait (a context switch), nobody queued ahead
@@ -327,10 +330,15 @@ class Machine:
     def crowd(self, waiting: int = 0) -> float:
         """Ranks per core that a resuming rank queues behind: the host's ranks per core (its
         run queue), or with ``crowd_of_waiters`` and a count of ``waiting`` ranks, those per core
-        of the cores they queue for."""
+        of the cores they queue for; with ``queue_ahead``, the ranks ahead of it on the busiest
+        of those cores, itself not counted (0 where it has a core of its own)."""
         if waiting and self.crowd_of_waiters:
-            return waiting / (self.cores * (self.hosts if self.shared_cores else 1))
-        return self.k / self.cores
+            ranks, cores = waiting, self.cores * (self.hosts if self.shared_cores else 1)
+        else:
+            ranks, cores = self.k, self.cores
+        if self.queue_ahead:
+            return max(0, -(-ranks // cores) - 1)
+        return ranks / cores
 
     def home_ranks(self, rank: int) -> int:
         """How many ranks of a sticky host start on ``rank``'s core (rank r on core r mod cores)."""
@@ -344,7 +352,8 @@ class Machine:
                        overhead=self.overhead / self.cpu_factor, nics_per_host=self.nics,
                        hosts_per_leaf=self.hosts_per_leaf, uplink_ratio=self.uplink_ratio,
                        cpu_factor=self.cpu_factor * factor, mixed_wait=self.mixed_wait,
-                       split_wait=self.split_wait, crowd_of_waiters=self.crowd_of_waiters)
+                       split_wait=self.split_wait, crowd_of_waiters=self.crowd_of_waiters,
+                       queue_ahead=self.queue_ahead)
 
 
 def crowded(cls: LinkClass, ranks_per_core: float) -> LinkClass:
@@ -362,6 +371,15 @@ def crowd_of_waiters(transport: str) -> bool:
     """Whether ``transport``'s waits count the crowd of a one-way call by the ranks waiting
     (``Machine``'s ``crowd_of_waiters``): tcp's (within hosts and between them); shared memory's
     not (docs/simulation.md, *The twenty-second round: tcp*)."""
+    return transport.split("_")[0] == "tcp"
+
+
+def queues_ahead(transport: str) -> bool:
+    """Whether ``transport``'s resuming ranks count, on one host, only the ranks ahead of them on
+    the busiest of their cores (``Machine``'s ``queue_ahead``): tcp's, whose waits in a tcp-only
+    world spin and yield without sleeping for a message that comes within
+    ``transports.progress``'s spin and yield (docs/simulation.md, *The sixtieth round*); shared
+    memory's crowd is counted as before."""
     return transport.split("_")[0] == "tcp"
 
 
