@@ -29,7 +29,7 @@ host is shared (at least twice as many ranks as cores) and the link class has an
 a resuming rank pays that per rank ahead of it in the run queue of the busiest of its cores, itself
 not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wake`` per rank per
 core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
-*The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel moves ranks to
+*The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
 the idle core and the crowd stays as before. With ``sticky`` (one
 host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
