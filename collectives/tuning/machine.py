@@ -24,7 +24,13 @@ byte it copies costs ``crowd_beta`` more per rank per core (their copies share t
 the memory bus). Where every rank of a host has a core (``cores`` counted, no more ranks than
 they), a message costs its link class's ``core_alpha`` in place of α where the class has one
 (``with_a_core``): no rank queues for the cores its send and receive run on, and a waiting rank
-spins for it, while α is fitted to worlds whose ranks share the cores. With ``sticky`` (one
+spins for it, while α is fitted to worlds whose ranks share the cores. Where every core of one
+host is shared (at least twice as many ranks as cores) and the link class has an ``ahead_wake``,
+a resuming rank pays that per rank ahead of it in the run queue of the busiest of its cores, itself
+not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wake`` per rank per
+core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
+*The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
+the idle core and the crowd stays as before. With ``sticky`` (one
 host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
@@ -93,6 +99,7 @@ class LinkClass:
     send_overhead: float = 0.0
     recv_overhead: float = 0.0
     core_alpha: float = 0.0
+    ahead_wake: float = 0.0
 
 
 @dataclasses.dataclass
@@ -164,6 +171,7 @@ class Machine:
         self.sticky_flowing = sticky_flowing
         self.lockstep_bytes = lockstep_bytes
         self.whole_messages = whole_messages and self.k >= ranks
+        self.every_core_shared = self.k >= ranks and 0 < 2 * cores <= self.k
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
         if cores >= self.k:  # a core each: a message's α is the one of ranks that queue behind no one
@@ -298,7 +306,9 @@ class Machine:
             # (transports/progress.py), whichever message it waits for: it resumes at that link's cost
             waits = classes + [self.inter] if self.k < self.ranks else classes
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
-            extra += max(c.wake + c.crowd_wake * crowd for c in waits)
+            ahead = self.ahead(rank, waiting) if self.every_core_shared else -1
+            extra += max(c.wake + (c.ahead_wake * ahead if ahead >= 0 and c.ahead_wake else c.crowd_wake * crowd)
+                         for c in waits)
         elif waited and self.cores:
             # a core each: the rank still resumes after its wait (a context switch), nobody queued ahead
             extra += max(c.wake for c in classes)
@@ -331,6 +341,19 @@ class Machine:
         if waiting and self.crowd_of_waiters:
             return waiting / (self.cores * (self.hosts if self.shared_cores else 1))
         return self.k / self.cores
+
+    def ahead(self, rank: int, waiting: int = 0) -> int:
+        """Ranks ahead of a resuming ``rank`` in its core's run queue, itself not counted: the
+        others of its own core where ranks keep to their cores (``sticky``), else those of the
+        busiest of the cores (the host's ranks, or with ``crowd_of_waiters`` and a count of
+        ``waiting`` ranks, those), as ``crowd`` counts them less the rank itself."""
+        if self.sticky:
+            return self.home_ranks(rank) - 1
+        if waiting and self.crowd_of_waiters:
+            ranks, cores = waiting, self.cores * (self.hosts if self.shared_cores else 1)
+        else:
+            ranks, cores = self.k, self.cores
+        return max(0, -(-ranks // cores) - 1)
 
     def home_ranks(self, rank: int) -> int:
         """How many ranks of a sticky host start on ``rank``'s core (rank r on core r mod cores)."""
@@ -393,7 +416,7 @@ def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkCl
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
                      costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
-                     costs.recv_overhead, costs.core_alpha)
+                     costs.recv_overhead, costs.core_alpha, costs.ahead_wake)
 
 
 def lockstep_bytes(transport: str) -> int:

@@ -78,7 +78,10 @@ class TransportCosts:
     core of its own (the profile's ``cores`` counted, no more ranks than they): nobody queues
     for the cores its send and receive run on, and a waiting rank spins for it
     (``transports.progress``), where ``alpha`` is fitted to worlds whose ranks share the cores
-    (0: ``alpha`` in every world; ``machine.with_a_core``).
+    (0: ``alpha`` in every world; ``machine.with_a_core``);
+    ``ahead_wake``, what a rank resuming after a wait pays per rank ahead of it in its core's run
+    queue, itself not counted, where every core of one host is shared (at least two ranks a core),
+    in place of ``crowd_wake`` per rank per core (0: ``crowd_wake`` there too; ``machine.Machine``).
     """
 
     overhead: float
@@ -105,6 +108,7 @@ class TransportCosts:
     peer_beta: float = 0.0
     heap_beta: float = 0.0
     core_alpha: float = 0.0
+    ahead_wake: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
