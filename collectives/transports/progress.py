@@ -74,7 +74,7 @@ class ProgressEngine:
         host identities), this one included. The engine also counts those behind shared memory
         and this one, and takes the larger: a world on one host over TCP alone has no shared
         memory channel to count, and its waits spun on cores that the ranks they waited for
-        needed (docs/performance.md, "Thirty-ninth round, a TCP world's waits on a crowded
+        needed (docs/performance.md, "Forty-second round, a TCP world's waits on a crowded
         host")."""
         self.transports = list(transports)
         behind_shm = 1 + max((len(t.channels) for t in self.transports if t.name == "shm"), default=0)
