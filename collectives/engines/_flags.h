@@ -25,7 +25,31 @@ typedef struct {
     uint64_t **flags;       /* [ranks]: each rank's flag area */
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
+    int64_t *watch;         /* the process's yield watch (transports/progress.py, YieldWatch), NULL: none */
 } FlagSet;
+
+/* What a crowded wait's yields cost, as transports/progress.py's YieldWatch keeps it (the same words,
+   the same rules, the same constants: the tests hold them equal): ``watch[0]`` the monotonic ns until
+   which waits sleep instead of yielding, ``watch[1]`` when the last long yield ended. A yield of
+   LONG_YIELD_NS or more handed the CPU to something other than our ranks' short turns (beside a busy
+   process: its whole turn, charged to the yielder by the scheduler); two within OUTSIDER_PAIR_NS hold
+   the waits to sleeping for OUTSIDER_HOLD_NS. */
+#define LONG_YIELD_NS 500000LL
+#define OUTSIDER_PAIR_NS 50000000LL
+#define OUTSIDER_HOLD_NS 200000000LL
+
+static inline int watch_held(const int64_t *watch, int64_t now) {
+    return watch != NULL && now < __atomic_load_n(watch, __ATOMIC_RELAXED);
+}
+
+/* Record a yield that took ``took`` ns and ended at ``now``; whether waits are now held. */
+static inline int watch_note(int64_t *watch, int64_t took, int64_t now) {
+    if (watch == NULL || took < LONG_YIELD_NS) return 0;
+    int64_t last = __atomic_load_n(watch + 1, __ATOMIC_RELAXED);
+    if (last > 0 && now - last < OUTSIDER_PAIR_NS) __atomic_store_n(watch, now + OUTSIDER_HOLD_NS, __ATOMIC_RELAXED);
+    __atomic_store_n(watch + 1, now, __ATOMIC_RELAXED);
+    return watch_held(watch, now);
+}
 
 static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
     return __atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
@@ -137,12 +161,14 @@ static inline void balance(FlagSet *w) {
 
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. Where
    the plan set ``every_poll`` (ranks outnumber CPUs, a small call: _small_c.c) every poll
-   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. */
+   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. No yields where
+   the watch holds (or a yield of this wait makes it hold): the caller's wait sleeps instead. */
 static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
     if (load_flag(w, rank, slot) >= value) return 1;
     if (w->spin_ns > 0 && w->cpu_slot >= 0) separate(w, rank);
     else if (w->yield_ns > 0 && w->cpu_slot >= 0) balance(w);
     int64_t start = now_ns(), spin_until = start + w->spin_ns, yield_until = spin_until + w->yield_ns;
+    if (w->yield_ns > 0 && watch_held(w->watch, start)) yield_until = spin_until;
     int yielding = w->every_poll;
     if (yielding) w->crowded_waits++;
     for (unsigned i = 1;; i++) {
@@ -150,7 +176,11 @@ static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
         if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return 0;
-            if (t >= spin_until) sched_yield();
+            if (t >= spin_until) {
+                sched_yield();
+                int64_t u = now_ns();
+                if (watch_note(w->watch, u - t, u)) return 0;
+            }
         } else {
             cpu_relax();
         }

@@ -15,6 +15,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
+
 from ..errors import TransportError
 from .base import Request, Transport
 
@@ -30,6 +32,65 @@ them before it hands the call back to the Python plan's sleeping waits: a peer t
 most of a call's copies, and a hand-back mid-call costs a futex sleep and the interpreter's wait
 loop. Measured: docs/performance.md, "Thirty-first round, the all_gather cells" and "Thirty-second
 round, crowded reduces"."""
+
+
+LONG_YIELD_NS = 500_000
+"""A ``sched_yield`` that kept this rank off its CPU this long gave it to work other than our
+ranks' short turns: a process outside the job (or a rank's own long computation). Measured with
+4 ranks on 2 cores (docs/performance.md, "Thirty-ninth round"): alone, 2 of ~2000 yields took
+0.5 ms or more; beside one busy loop ~270 of ~60000, most of them 3 ms or more (its turns)."""
+
+OUTSIDER_PAIR_NS = 50_000_000
+"""Two long yields this close together say the CPU is shared with an outsider (one alone may be a
+stray: a kernel thread, a rank's page fault)."""
+
+OUTSIDER_HOLD_NS = 200_000_000
+"""How long waits sleep instead of yielding once ``OUTSIDER_PAIR_NS`` saw two long yields; then
+they yield again, and find out afresh."""
+
+
+class YieldWatch:
+    """Whether waits should yield or sleep, by what their yields cost, shared by every wait of this
+    process (the Python ones and, by ``address``, the compiled plans': ``_flags.h``, ``watch_*``).
+
+    A crowded wait (ranks outnumber CPUs) yields so that a peer queued on its CPU runs at once.
+    Beside a process outside the job a yield hands that process the CPU instead, for its whole
+    turn (milliseconds), and Linux's scheduler (EEVDF) charges the yielder for it, so waits that
+    yield lose far more than they wait: 4 ranks' small calls read 10-50x slower beside one busy
+    loop. Once two yields took ``LONG_YIELD_NS`` or more within ``OUTSIDER_PAIR_NS``, waits sleep
+    (futex) without yielding for ``OUTSIDER_HOLD_NS``."""
+
+    __slots__ = ("words",)
+
+    def __init__(self) -> None:
+        self.words = np.zeros(2, dtype=np.int64)  # [held until, the last long yield's end] (monotonic ns)
+
+    @property
+    def address(self) -> int:
+        """Where the two words lie, for the compiled plans (which read and write them in place)."""
+        return int(self.words.ctypes.data)
+
+    def held(self, now_ns: int) -> bool:
+        """Whether waits should sleep rather than yield at ``now_ns`` (``time.monotonic_ns``)."""
+        return now_ns < int(self.words[0])
+
+    def note(self, took_ns: int, now_ns: int) -> bool:
+        """Record a yield that took ``took_ns`` and ended at ``now_ns``; whether waits are now held."""
+        if took_ns < LONG_YIELD_NS:
+            return False
+        words = self.words
+        if int(words[1]) > 0 and now_ns - int(words[1]) < OUTSIDER_PAIR_NS:
+            words[0] = now_ns + OUTSIDER_HOLD_NS
+        words[1] = now_ns
+        return self.held(now_ns)
+
+    def clear(self) -> None:
+        """Forget what was seen (tests)."""
+        self.words[:] = 0
+
+
+WATCH = YieldWatch()
+"""This process's ``YieldWatch``."""
 
 
 def compiled_yield_seconds(crowded: bool, waits_for_late_peers: bool = False) -> float:
