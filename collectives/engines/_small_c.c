@@ -427,6 +427,7 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->root_yield_ns = root_yield_ns >= 0 ? root_yield_ns : yield_ns;
     p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
+    p->w.held_waits = 0;
     p->w.watch = (int64_t *)(uintptr_t)watch; /* kept alive by ``keep`` (the process's watch: for ever) */
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
@@ -457,6 +458,8 @@ static PyMemberDef SmallPlan_members[] = {
     {"moves", T_LONGLONG, offsetof(SmallPlan, w.moves), READONLY, "How often this rank moved itself to another CPU."},
     {"crowded_waits", T_LONGLONG, offsetof(SmallPlan, w.crowded_waits), READONLY,
      "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES)."},
+    {"held_waits", T_LONGLONG, offsetof(SmallPlan, w.held_waits), READONLY,
+     "Waits that slept rather than yield: yields were seen to hand the CPU to others (progress.YieldWatch)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -629,15 +632,23 @@ static PyObject *crowded_move_py(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* watch_note(address, took_ns, now_ns) / watch_held(address, now_ns): _flags.h's on a YieldWatch's
-   words (transports/progress.py), for the tests. */
+/* watch_note(address, took_ns, now_ns, outsider) / watch_held(address, now_ns) / runnable_beyond(ranks):
+   _flags.h's, on a YieldWatch's words (transports/progress.py), for the tests. */
 static PyObject *watch_note_py(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long address;
     long long took, now;
-    if (!PyArg_ParseTuple(args, "KLL", &address, &took, &now)) return NULL;
+    int outsider;
+    if (!PyArg_ParseTuple(args, "KLLp", &address, &took, &now, &outsider)) return NULL;
     if (address == 0) return PyErr_Format(PyExc_ValueError, "watch_note: no words at address 0");
-    return PyBool_FromLong(watch_note((int64_t *)(uintptr_t)address, took, now));
+    return PyBool_FromLong(watch_note((int64_t *)(uintptr_t)address, took, now, outsider));
+}
+
+static PyObject *runnable_beyond_py(PyObject *self, PyObject *args) {
+    (void)self;
+    int ranks;
+    if (!PyArg_ParseTuple(args, "i", &ranks)) return NULL;
+    return PyBool_FromLong(runnable_beyond(ranks));
 }
 
 static PyObject *watch_held_py(PyObject *self, PyObject *args) {
@@ -652,6 +663,7 @@ static PyObject *watch_held_py(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"watch_note", watch_note_py, METH_VARARGS, "Record a yield's cost in a yield watch's words; for the tests."},
     {"watch_held", watch_held_py, METH_VARARGS, "Whether a yield watch's words hold waits to sleeping; for the tests."},
+    {"runnable_beyond", runnable_beyond_py, METH_VARARGS, "Whether more tasks are runnable than ranks; for the tests."},
     {"folds", folds_py, METH_VARARGS, "Whether the C plans fold (dtype code, operator code) themselves."},
     {"crowded_move", crowded_move_py, METH_VARARGS, "Where a crowded rank moves itself (-1: it stays); for the tests."},
     {"apart", (PyCFunction)(void (*)(void))apart_py, METH_FASTCALL, "Whether two buffers are the same or apart."},
@@ -670,7 +682,6 @@ PyMODINIT_FUNC PyInit__small_c(void) {
     if (PyModule_AddType(m, &SmallPlanType) < 0 || PyModule_AddType(m, &OneWayCallType) < 0 ||
         PyModule_AddIntConstant(m, "CROWDED_POLL_BYTES", (long)CROWDED_POLL_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "LONG_YIELD_NS", (long)LONG_YIELD_NS) < 0 ||
-        PyModule_AddIntConstant(m, "OUTSIDER_PAIR_NS", (long)OUTSIDER_PAIR_NS) < 0 ||
         PyModule_AddIntConstant(m, "OUTSIDER_HOLD_NS", (long)OUTSIDER_HOLD_NS) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -35,18 +35,26 @@ round, crowded reduces"."""
 
 
 LONG_YIELD_NS = 500_000
-"""A ``sched_yield`` that kept this rank off its CPU this long gave it to work other than our
-ranks' short turns: a process outside the job (or a rank's own long computation). Measured with
-4 ranks on 2 cores (docs/performance.md, "Thirty-ninth round"): alone, 2 of ~2000 yields took
-0.5 ms or more; beside one busy loop ~270 of ~60000, most of them 3 ms or more (its turns)."""
+"""A ``sched_yield`` that kept this rank off its CPU this long, while more tasks were runnable on
+the host than the job has ranks here (``runnable_beyond``), gave the CPU to a process outside the
+job. Measured with 4 ranks on 2 cores (docs/performance.md, "Thirty-ninth round"): alone, 2 of
+~2000 yields took 0.5 ms or more; beside one busy loop ~270 of ~60000, most of them 3 ms or more
+(its turns). A long yield alone is not enough: a rank's own work between calls (the harness's
+row set-up) makes them too."""
 
-OUTSIDER_PAIR_NS = 50_000_000
-"""Two long yields this close together say the CPU is shared with an outsider (one alone may be a
-stray: a kernel thread, a rank's page fault)."""
+OUTSIDER_HOLD_NS = 10_000_000
+"""How long waits sleep instead of yielding after such a yield; then they yield again, and find
+out afresh."""
 
-OUTSIDER_HOLD_NS = 200_000_000
-"""How long waits sleep instead of yielding once ``OUTSIDER_PAIR_NS`` saw two long yields; then
-they yield again, and find out afresh."""
+
+def runnable_beyond(ranks: int) -> bool:
+    """Whether more tasks are runnable on this host than ``ranks`` (``/proc/loadavg``'s running
+    count, the caller included); False where it cannot be read."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0]) > ranks
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 class YieldWatch:
@@ -56,8 +64,8 @@ class YieldWatch:
     A crowded wait (ranks outnumber CPUs) yields so that a peer queued on its CPU runs at once.
     Beside a process outside the job a yield hands that process the CPU instead, for its whole
     turn (milliseconds), and Linux's scheduler (EEVDF) charges the yielder for it, so waits that
-    yield lose far more than they wait: 4 ranks' small calls read 10-50x slower beside one busy
-    loop. Once two yields took ``LONG_YIELD_NS`` or more within ``OUTSIDER_PAIR_NS``, waits sleep
+    yield lose far more than they wait: 4 ranks' small calls read 5-50x slower beside one busy
+    loop. Once a yield took ``LONG_YIELD_NS`` or more with tasks beyond ours runnable, waits sleep
     (futex) without yielding for ``OUTSIDER_HOLD_NS``."""
 
     __slots__ = ("words",)
@@ -74,15 +82,13 @@ class YieldWatch:
         """Whether waits should sleep rather than yield at ``now_ns`` (``time.monotonic_ns``)."""
         return now_ns < int(self.words[0])
 
-    def note(self, took_ns: int, now_ns: int) -> bool:
-        """Record a yield that took ``took_ns`` and ended at ``now_ns``; whether waits are now held."""
-        if took_ns < LONG_YIELD_NS:
+    def note(self, took_ns: int, now_ns: int, outsider: Callable[[], bool]) -> bool:
+        """Record a yield that took ``took_ns`` and ended at ``now_ns`` (``outsider()``, asked only
+        of a long one: whether tasks beyond ours were runnable); whether waits are now held."""
+        if took_ns < LONG_YIELD_NS or not outsider():
             return False
-        words = self.words
-        if int(words[1]) > 0 and now_ns - int(words[1]) < OUTSIDER_PAIR_NS:
-            words[0] = now_ns + OUTSIDER_HOLD_NS
-        words[1] = now_ns
-        return self.held(now_ns)
+        self.words[:] = (now_ns + OUTSIDER_HOLD_NS, now_ns)
+        return True
 
     def clear(self) -> None:
         """Forget what was seen (tests)."""
