@@ -36,8 +36,8 @@ round, crowded reduces"."""
 
 LONG_YIELD_NS = 500_000
 """A ``sched_yield`` that kept this rank off its CPU this long, while more tasks were runnable on
-the host than the job has ranks here (``runnable_beyond``), gave the CPU to a process outside the
-job. Measured with 4 ranks on 2 cores (docs/performance.md, "Thirty-ninth round"): alone, 2 of
+the host than the job's ranks there that are awake (``runnable_beyond``; the shm window counts
+them by their doorbells), gave the CPU to a process outside the job. Measured with 4 ranks on 2 cores (docs/performance.md, "Thirty-ninth round"): alone, 2 of
 ~2000 yields took 0.5 ms or more; beside one busy loop ~270 of ~60000, most of them 3 ms or more
 (its turns). A long yield alone is not enough: a rank's own work between calls (the harness's
 row set-up) makes them too."""

@@ -1,7 +1,6 @@
 """The yield watch (``progress.YieldWatch``): crowded waits yield to a peer queued on their CPU,
-until two yields close together are seen to hand the CPU to something else for long while more
-tasks are runnable than the job's ranks (a process outside the job); then they sleep instead, for
-a while. The compiled plans keep the same words by
+until a yield is seen to hand the CPU to something else for long while more tasks are runnable
+than the job's awake ranks (a process outside the job); then they sleep instead, for a while. The compiled plans keep the same words by
 the same rules (``_flags.h``), and a held watch keeps both kinds of wait from yielding."""
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from collectives.transports import progress, shm_window
 from collectives.transports.progress import (
     LONG_YIELD_NS,
     OUTSIDER_HOLD_NS,
-    OUTSIDER_PAIR_NS,
     YieldWatch,
     runnable_beyond,
 )
@@ -58,22 +56,15 @@ def test_short_yields_never_hold_the_waits(note: Note) -> None:
     assert words.tolist() == [0, 0]
 
 
-def test_one_long_yield_is_remembered_but_holds_nothing(note: Note) -> None:
+def test_a_long_yield_beside_an_outsider_holds_the_waits_for_the_hold_time(note: Note) -> None:
     words = np.zeros(2, dtype=np.int64)
-    assert not note(words, LONG_YIELD_NS, T0)
-    assert words.tolist() == [0, T0]
-
-
-def test_two_long_yields_within_the_pair_time_hold_the_waits_from_the_second(
-        note: Note) -> None:
-    words = np.zeros(2, dtype=np.int64)
-    note(words, LONG_YIELD_NS, T0)
-    second = T0 + OUTSIDER_PAIR_NS - 1
-    assert note(words, 3 * LONG_YIELD_NS, second)
-    assert words.tolist() == [second + OUTSIDER_HOLD_NS, second]
+    assert note(words, LONG_YIELD_NS, T0)
+    assert words.tolist() == [T0 + OUTSIDER_HOLD_NS, T0]
     watch = YieldWatch()
     watch.words = words
-    assert watch.held(second + OUTSIDER_HOLD_NS - 1) and not watch.held(second + OUTSIDER_HOLD_NS)
+    assert watch.held(T0 + OUTSIDER_HOLD_NS - 1) and not watch.held(T0 + OUTSIDER_HOLD_NS)
+    assert note(words, 8 * LONG_YIELD_NS, T0 + 5)  # a later one moves the hold on
+    assert words.tolist() == [T0 + 5 + OUTSIDER_HOLD_NS, T0 + 5]
 
 
 def test_long_yields_with_no_task_beyond_ours_runnable_hold_nothing(note: Note) -> None:
@@ -93,19 +84,11 @@ def test_runnable_beyond_counts_the_caller_itself() -> None:
         assert _small_c.runnable_beyond(0) and not _small_c.runnable_beyond(10**6)
 
 
-def test_long_yields_further_apart_than_the_pair_time_hold_nothing(note: Note) -> None:
-    words = np.zeros(2, dtype=np.int64)
-    for i in range(5):
-        assert not note(words, 10 * LONG_YIELD_NS, T0 + i * OUTSIDER_PAIR_NS)
-    assert words[0] == 0
-
-
 def test_the_compiled_plans_keep_the_watch_by_the_same_constants() -> None:
     if not small_native.built():
         pytest.skip("the C extension is not built")
     from collectives.engines import _small_c  # type: ignore[attr-defined]
-    assert (_small_c.LONG_YIELD_NS, _small_c.OUTSIDER_PAIR_NS, _small_c.OUTSIDER_HOLD_NS) == (
-        LONG_YIELD_NS, OUTSIDER_PAIR_NS, OUTSIDER_HOLD_NS)
+    assert (_small_c.LONG_YIELD_NS, _small_c.OUTSIDER_HOLD_NS) == (LONG_YIELD_NS, OUTSIDER_HOLD_NS)
     words = np.zeros(2, dtype=np.int64)
     words[0] = T0
     assert _small_c.watch_held(int(words.ctypes.data), T0 - 1) and not _small_c.watch_held(int(words.ctypes.data), T0)
