@@ -8,12 +8,6 @@
 
 #include <sched.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef __linux__
-#include <fcntl.h>
-#include <unistd.h>
-#endif
 
 #include "_waits.h"
 
@@ -26,60 +20,12 @@ typedef struct {
     long long moves;        /* how often this rank moved itself to another CPU (separate(), balance()) */
     int every_poll;         /* reach() yields at every poll (a plan's choice: ranks outnumber CPUs, its size) */
     long long crowded_waits; /* reach() waits that yielded at every poll */
-    long long held_waits;   /* reach() waits that did not yield: the watch held, or one of their yields made it hold */
     int64_t spin_ns, yield_ns;
     int64_t balanced_at;    /* when balance() last looked at where the ranks run (0: never) */
     uint64_t **flags;       /* [ranks]: each rank's flag area */
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
-    int64_t *watch;         /* the process's yield watch (transports/progress.py, YieldWatch), NULL: none */
 } FlagSet;
-
-/* What a crowded wait's yields cost, as transports/progress.py's YieldWatch keeps it (the same words,
-   the same rules, the same constants: the tests hold them equal): ``watch[0]`` the monotonic ns until
-   which waits sleep instead of yielding, ``watch[1]`` when the last long yield ended. A yield of
-   LONG_YIELD_NS or more while more tasks were runnable on the host than the job has ranks awake
-   there (awake_ranks) handed the CPU to a process outside the job (beside a busy process: its whole turn, charged to
-   the yielder by the scheduler): such a yield holds the waits to sleeping for OUTSIDER_HOLD_NS. */
-#define LONG_YIELD_NS 500000LL
-#define OUTSIDER_HOLD_NS 10000000LL
-
-static inline int watch_held(const int64_t *watch, int64_t now) {
-    return watch != NULL && now < __atomic_load_n(watch, __ATOMIC_RELAXED);
-}
-
-/* Record a long yield that ended at ``now`` (``outsider``: more tasks were runnable than our ranks);
-   whether waits are now held. */
-static inline int watch_note(int64_t *watch, int64_t took, int64_t now, int outsider) {
-    if (watch == NULL || took < LONG_YIELD_NS || !outsider) return 0;
-    __atomic_store_n(watch, now + OUTSIDER_HOLD_NS, __ATOMIC_RELAXED);
-    __atomic_store_n(watch + 1, now, __ATOMIC_RELAXED);
-    return watch_held(watch, now);
-}
-
-/* Whether more tasks are runnable on the host than ``ranks`` (/proc/loadavg's running count, this
-   one included); 0 where it cannot be read. Read only after a long yield: a few microseconds. */
-static inline int runnable_beyond(int ranks) {
-#ifdef __linux__
-    char text[160];
-    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    text[n] = 0;
-    char *field = text;
-    for (int i = 0; i < 3; i++) { /* the fourth field: running/total */
-        field = strchr(field, ' ');
-        if (field == NULL) return 0;
-        field++;
-    }
-    return atol(field) > ranks;
-#else
-    (void)ranks;
-    return 0;
-#endif
-}
 
 static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
     return __atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
@@ -189,24 +135,14 @@ static inline void balance(FlagSet *w) {
 #endif
 }
 
-/* This rank and those of its host's peers (the shared-memory transport's: one doorbell each) that are
-   not asleep on their doorbell: at most the tasks of the job that can be runnable now. */
-static inline int awake_ranks(const FlagSet *w) {
-    int awake = 1;
-    for (int i = 0; i < w->bells; i++) awake += __atomic_load_n(w->sleeping[i], __ATOMIC_RELAXED) == 0;
-    return awake;
-}
-
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. Where
    the plan set ``every_poll`` (ranks outnumber CPUs, a small call: _small_c.c) every poll
-   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. No yields where
-   the watch holds (or a yield of this wait makes it hold): the caller's wait sleeps instead. */
+   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. */
 static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
     if (load_flag(w, rank, slot) >= value) return 1;
     if (w->spin_ns > 0 && w->cpu_slot >= 0) separate(w, rank);
     else if (w->yield_ns > 0 && w->cpu_slot >= 0) balance(w);
     int64_t start = now_ns(), spin_until = start + w->spin_ns, yield_until = spin_until + w->yield_ns;
-    if (w->yield_ns > 0 && watch_held(w->watch, start)) yield_until = spin_until, w->held_waits++;
     int yielding = w->every_poll;
     if (yielding) w->crowded_waits++;
     for (unsigned i = 1;; i++) {
@@ -214,12 +150,7 @@ static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
         if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return 0;
-            if (t >= spin_until) {
-                sched_yield();
-                int64_t u = now_ns();
-                if (u - t >= LONG_YIELD_NS && watch_note(w->watch, u - t, u, runnable_beyond(awake_ranks(w))))
-                    return w->held_waits++, 0;
-            }
+            if (t >= spin_until) sched_yield();
         } else {
             cpu_relax();
         }

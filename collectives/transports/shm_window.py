@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ConnectError, PeerLostError, TransportError
-from .progress import WATCH, YIELD_SECONDS, oversubscribed, runnable_beyond, spin_for
+from .progress import YIELD_SECONDS, oversubscribed, spin_for
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
 FLAG_AREA = 4096
@@ -129,9 +129,8 @@ class ShmWindow:
             self.transport.ring_peers()
 
     def wait(self, rank: int, slot: int, value: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> None:
-        """Block until rank's flag ``slot`` reaches ``value``: spin, yield (unless yields were seen
-        to hand the CPU to others: ``progress.WATCH``), then sleep on the doorbell, checking that
-        the peer is alive and the deadline between sleeps."""
+        """Block until rank's flag ``slot`` reaches ``value``: spin, yield, then sleep on the
+        doorbell, checking that the peer is alive and the deadline between sleeps."""
         flags = self._flags[rank]
         if flags[slot] >= value:
             return
@@ -143,9 +142,8 @@ class ShmWindow:
             idle = now - start
             if idle < spin:
                 pass
-            elif idle < spin + YIELD_SECONDS and not WATCH.held(t := time.monotonic_ns()):
-                os.sched_yield()  # to a peer queued on this CPU, unless something else takes it (WATCH)
-                WATCH.note((u := time.monotonic_ns()) - t, u, self._outsider)
+            elif idle < spin + YIELD_SECONDS:
+                os.sched_yield()
             else:
                 if now >= deadline:
                     raise on_timeout([rank])
@@ -163,11 +161,6 @@ class ShmWindow:
                 transport.wait_for_activity(min(deadline - now, 0.05), token)
             if flags[slot] >= value:
                 return
-
-    def _outsider(self) -> bool:
-        """Whether more tasks are runnable on the host than this rank and its peers there that are not
-        asleep on their doorbells (``progress.YieldWatch``; as ``_flags.h``'s ``awake_ranks``)."""
-        return runnable_beyond(1 + sum(not sleeping.value for _, sleeping in self.transport.doorbells()))
 
     def close(self) -> None:
         if self.closed:
