@@ -2,7 +2,8 @@
 
 :func:`build_world` connects one transport per rank, ranks being threads of this process
 (the suite's :data:`MakeWorld` factories are built on it); :func:`make_inproc_world` is
-the one for the in-process transport. Apart from :mod:`collectives.testing.conformance`
+the one for the in-process transport; :class:`ShmPair` is two ranks' shared-memory channels to
+each other on fresh inboxes, so that a test decides when each side writes and reads. Apart from :mod:`collectives.testing.conformance`
 so that the suite reads as its checks.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Config
 from ..store import HashStore, Store
 from ..transports.base import Transport
 
-__all__ = ["DEFAULT_TIMEOUT", "MakeWorld", "build_world", "make_inproc_world"]
+__all__ = ["DEFAULT_TIMEOUT", "MakeWorld", "ShmPair", "build_world", "make_inproc_world"]
 
 MakeWorld = Callable[[int], list[Transport]]
 """``make_world(n)`` returns ``[transport of rank 0, ..., transport of rank n-1]``, connected."""
@@ -73,3 +75,36 @@ def make_inproc_world(n: int) -> list[Transport]:
     from ..transports.inproc import InprocTransport
 
     return build_world(InprocTransport, n)
+
+
+class ShmPair:
+    """Rank 0's shared-memory channel to rank 1 (``a``) and rank 1's to rank 0 (``b``), both in
+    this process, over two fresh inboxes whose rings hold ``capacity`` bytes (unlinked at once:
+    nothing is left behind); ``close`` releases them."""
+
+    def __init__(self, capacity: int, max_frame_bytes: int = 64 << 20) -> None:
+        from ..transports.shm import ShmChannel, _Segment
+
+        self.segments = [_Segment.create(0, [1], capacity), _Segment.create(1, [0], capacity)]
+        self.a = ShmChannel(0, 1, self.segments[0], self.segments[1], max_frame_bytes)
+        self.b = ShmChannel(1, 0, self.segments[1], self.segments[0], max_frame_bytes)
+        for segment in self.segments:
+            segment.unlink()
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+        for segment in self.segments:
+            segment.release()
+
+    @staticmethod
+    def tail(channel: Any) -> int:
+        """The tail of ``channel``'s ring out (bytes written since the start, restarts' skips included)."""
+        assert channel._out is not None
+        return int(channel._out.tail.value)
+
+    @staticmethod
+    def head(channel: Any) -> int:
+        """The head of ``channel``'s ring out, as its reader left it."""
+        assert channel._out is not None
+        return int(channel._out.head.value)

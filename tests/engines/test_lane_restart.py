@@ -21,7 +21,8 @@ from collectives.buffers import BUILT_IN_DTYPES
 from collectives.engines import express
 from collectives.tags import MAX_USER_TAG, P2P_TAG_BIT
 from collectives.transports.frames import HEADER_SIZE
-from collectives.transports.shm import SHM_DIR, ShmChannel, _Segment
+from collectives.testing.worlds import ShmPair
+from collectives.transports.shm import SHM_DIR, ShmChannel
 from collectives.transports.shm_ring import RESTART_BYTES
 
 pytestmark = [pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm"),
@@ -33,15 +34,11 @@ BIG = R - HEADER_SIZE  # a message whose frame, R bytes, restarts each time it f
 MAX_BYTES = 2 * R  # the lanes' largest frame here
 
 
-class Pair:
+class Pair(ShmPair):
     """Rank 0's channel to rank 1 (``a``) and rank 1's to rank 0 (``b``), each with a lane (``la``, ``lb``)."""
 
     def __init__(self, capacity: int = CAP) -> None:
-        self.segments = [_Segment.create(0, [1], capacity), _Segment.create(1, [0], capacity)]
-        self.a = ShmChannel(0, 1, self.segments[0], self.segments[1], 64 << 20)
-        self.b = ShmChannel(1, 0, self.segments[1], self.segments[0], 64 << 20)
-        for segment in self.segments:
-            segment.unlink()
+        super().__init__(capacity)
         self.la, self.lb = self._lane(self.a), self._lane(self.b)
 
     @staticmethod
@@ -50,17 +47,6 @@ class Pair:
         return express.Express(2, {channel.peer: (channel, words)}, (kept,), threading.RLock(), {},
                                itertools.count(1), np.ndarray, BUILT_IN_DTYPES, MAX_BYTES, P2P_TAG_BIT, MAX_USER_TAG,
                                0, 0, 1 << 30, 0)
-
-    def close(self) -> None:
-        self.a.close()
-        self.b.close()
-        for segment in self.segments:
-            segment.release()
-
-    @staticmethod
-    def tail(channel: ShmChannel) -> int:
-        assert channel._out is not None
-        return int(channel._out.tail.value)
 
 
 @pytest.fixture

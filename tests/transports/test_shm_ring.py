@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from collectives.transports.frames import HEADER_SIZE
-from collectives.transports.shm import SHM_DIR, ShmChannel, _Segment
+from collectives.testing.worlds import ShmPair
+from collectives.transports.shm import SHM_DIR, ShmChannel
 from collectives.transports.shm_ring import RESTART_BYTES
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="needs /dev/shm")
@@ -27,33 +28,11 @@ CAP = 4 * R  # the rings here (a quarter ring, R, is the most a write moves: _st
 BIG = R - HEADER_SIZE  # a message whose frame, R bytes, restarts each time it finds the ring empty
 
 
-class Pair:
+class Pair(ShmPair):
     """Rank 0's channel to rank 1 (``a``) and rank 1's to rank 0 (``b``), over rings of ``capacity``."""
 
     def __init__(self, capacity: int = CAP, max_frame_bytes: int = 64 << 20) -> None:
-        self.segments = [_Segment.create(0, [1], capacity), _Segment.create(1, [0], capacity)]
-        self.a = ShmChannel(0, 1, self.segments[0], self.segments[1], max_frame_bytes)
-        self.b = ShmChannel(1, 0, self.segments[1], self.segments[0], max_frame_bytes)
-        for segment in self.segments:
-            segment.unlink()
-
-    def close(self) -> None:
-        self.a.close()
-        self.b.close()
-        for segment in self.segments:
-            segment.release()
-
-    @staticmethod
-    def tail(channel: ShmChannel) -> int:
-        """The tail of ``channel``'s ring out (bytes written since the start, restarts' skips included)."""
-        assert channel._out is not None
-        return int(channel._out.tail.value)
-
-    @staticmethod
-    def head(channel: ShmChannel) -> int:
-        """The head of ``channel``'s ring out, as its reader left it."""
-        assert channel._out is not None
-        return int(channel._out.head.value)
+        super().__init__(capacity, max_frame_bytes)
 
 
 @pytest.fixture
