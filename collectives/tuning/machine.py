@@ -72,6 +72,7 @@ the crowd stays the host's ranks per core.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..steps import TCP_SOCKET_BUFFER_BYTES
 from .profile import TransportCosts
@@ -349,11 +350,7 @@ class Machine:
         ``waiting`` ranks, those), as ``crowd`` counts them less the rank itself."""
         if self.sticky:
             return self.home_ranks(rank) - 1
-        if waiting and self.crowd_of_waiters:
-            ranks, cores = waiting, self.cores * (self.hosts if self.shared_cores else 1)
-        else:
-            ranks, cores = self.k, self.cores
-        return max(0, -(-ranks // cores) - 1)
+        return max(0, math.ceil(self.crowd(waiting)) - 1)
 
     def home_ranks(self, rank: int) -> int:
         """How many ranks of a sticky host start on ``rank``'s core (rank r on core r mod cores)."""
