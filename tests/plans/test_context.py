@@ -24,5 +24,7 @@ def test_a_tcp_world_on_one_host_counts_its_ranks_for_the_wait_spin(size: int) -
 
 
 def test_ranks_on_hosts_of_their_own_count_only_their_own_host() -> None:
-    for spin, _ in run_world(_spin, 2, "tcp", hosts=["a", "b"]):
-        assert spin == progress.spin_seconds(1) == progress.SPIN_SECONDS
+    """Host a has one rank, host b two: none of them counts the job's three (which on 2 cores
+    would stop the spin)."""
+    for spin, _ in run_world(_spin, 3, "tcp", hosts=["a", "b", "b"]):
+        assert spin == progress.spin_seconds(2) == progress.SPIN_SECONDS
