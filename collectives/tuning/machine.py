@@ -30,7 +30,13 @@ a resuming rank pays that per rank ahead of it in the run queue of the busiest o
 not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wake`` per rank per
 core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
 *The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
-the idle core and the crowd stays as before. With ``sticky`` (one
+the idle core and the crowd stays as before. Two opt-in terms (0 in the built-in profile) price a crowded
+sticky host's waits as it runs them (docs/simulation.md, *The sixty-third round*): with ``rota_wake`` a
+resuming rank pays that per rank of its own core then blocked in the replay (``queues_with``), itself
+counted, in every call, in place of ``crowd_wake`` per rank whose home is its core (a core runs its ranks
+in a rota, each until it blocks); with ``sleep_wake`` a rank whose wait outlasted the progress engine's
+spin and yield windows (``SPIN_WINDOW``, ``YIELD_WINDOW``) pays that more: it slept on its transport, and
+a sleeping rank wakes later than a yielding one. With ``sticky`` (one
 host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
