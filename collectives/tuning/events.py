@@ -70,8 +70,14 @@ class Network(Protocol):
         """``rank`` gives its core back at ``t``."""
         ...
 
-    def same_cores(self, a: int, b: int) -> bool:
-        """Whether ranks ``a`` and ``b`` queue for the same cores."""
+    def queues_with(self, a: int, b: int) -> bool:
+        """Whether rank ``a``, resuming, would queue behind rank ``b`` were ``b`` runnable."""
+        ...
+
+    @property
+    def counts_waiting(self) -> bool:
+        """Whether ``step_extra``'s ``waiting`` is counted in every call, not only in those whose
+        messages flow one way (read once the replay has begun)."""
         ...
 
     def takes_in_hand(self, rank: int, peer: int) -> bool:
@@ -85,11 +91,12 @@ class Network(Protocol):
         ...
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0, in_hand: bool = False) -> float:
+                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0) -> float:
         """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
-        call whose messages flow one way, the ranks (itself among them) then waiting on its
-        cores (0: not counted); ``in_hand``: the step exchanged with one peer whose message was
-        in before the step was issued (``takes_in_hand``)."""
+        call whose messages flow one way (or in every call, ``counts_waiting``), the ranks (itself
+        among them) then waiting beside it (``queues_with``; 0: not counted); ``in_hand``: the step
+        exchanged with one peer whose message was in before the step was issued (``takes_in_hand``);
+        ``wait``: seconds from the step's sends to its last message's arrival (0: it waited for none)."""
         ...
 
 
@@ -176,6 +183,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     flowing = flows_one_way(first_call)
     network.begin(flowing, largest_to_a_peer(first_call, itemsize))
     in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
+    counted = flowing or network.counts_waiting  # whether a resuming rank is told the ranks blocked beside it
     calls = [[iter(s) for s in first_call], *calls[1:]]
     schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]
     position = [-1] * size
@@ -205,17 +213,21 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             return False
         work = 0.0
         waited = False
+        issued = last = t
         for o in step:
             if isinstance(o, Recv):
                 arrival, copy = inbox[(o.peer, r)].popleft()
                 waited = waited or arrival > t
+                last = max(last, arrival)
                 fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
                 # a waiting receiver copies out as the bytes come, or after all of them (in_turn)
                 t = (max(t, arrival) + copy if in_turn else max(t + copy, arrival)) + fold
                 work += copy + fold
-        # in a call that flows one way, the ranks blocked beside it as it resumes (itself too)
-        waiting = 1 + sum(1 for q in blocked if network.same_cores(q, r)) if flowing and waited else 0
-        extra = network.step_extra(r, sends, list(needed), waited, waiting, r in handed) if needed else 0.0
+        # in a call that flows one way (or in every call, counted), the ranks blocked beside it as it
+        # resumes (itself too)
+        waiting = 1 + sum(1 for q in blocked if network.queues_with(r, q)) if counted and waited else 0
+        extra = (network.step_extra(r, sends, list(needed), waited, waiting, r in handed, last - issued)
+                 if needed else 0.0)
         t += extra
         if pooled and needed:  # the receive work, at its time, on a core
             heapq.heappush(ready, (t - work - extra, r, work + extra))

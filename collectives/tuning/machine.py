@@ -30,7 +30,13 @@ a resuming rank pays that per rank ahead of it in the run queue of the busiest o
 not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wake`` per rank per
 core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
 *The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
-the idle core and the crowd stays as before. With ``sticky`` (one
+the idle core and the crowd stays as before. Two opt-in terms (0 in the built-in profile) price a crowded
+sticky host's waits as it runs them (docs/simulation.md, *The sixty-third round*): with ``rota_wake`` a
+resuming rank pays that per rank of its own core then blocked in the replay (``queues_with``), itself
+counted, in every call, in place of ``crowd_wake`` per rank whose home is its core (a core runs its ranks
+in a rota, each until it blocks); with ``sleep_wake`` a rank whose wait outlasted the progress engine's
+spin and yield windows (``SPIN_WINDOW``, ``YIELD_WINDOW``) pays that more: it slept on its transport, and
+a sleeping rank wakes later than a yielding one. With ``sticky`` (one
 host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
@@ -78,6 +84,13 @@ from ..steps import TCP_SOCKET_BUFFER_BYTES
 from .profile import TransportCosts
 
 
+SPIN_WINDOW = 20e-6
+"""Seconds a waiting rank with a core of its own spins before it yields: ``transports.progress``'s
+``SPIN_SECONDS`` (the tuner may not import transports; tests/tuning holds the two equal)."""
+YIELD_WINDOW = 200e-6
+"""Seconds a waiting rank then yields before it sleeps on its transport (a futex, a selector):
+``transports.progress``'s ``YIELD_SECONDS``; a rank whose wait outlasts it pays ``sleep_wake``."""
+
 MIGRATION_COST = 500e-6
 """Seconds within which a rank that ran is cache-hot and stays queued on its core rather than
 moving to another that frees sooner: the kernel's ``sched_migration_cost`` default (0.5 ms)."""
@@ -101,6 +114,8 @@ class LinkClass:
     recv_overhead: float = 0.0
     core_alpha: float = 0.0
     ahead_wake: float = 0.0
+    rota_wake: float = 0.0
+    sleep_wake: float = 0.0
 
 
 @dataclasses.dataclass
@@ -290,13 +305,32 @@ class Machine:
         """Whether ranks ``a`` and ``b`` queue for the same cores."""
         return self._pool_of(a) == self._pool_of(b)
 
+    def queues_with(self, a: int, b: int) -> bool:
+        """Whether rank ``a``, resuming, would queue behind rank ``b`` were ``b`` runnable: where
+        ranks keep to their cores (``sticky``) and queue for them, ``b`` last ran on ``a``'s core; else they queue
+        for the same cores."""
+        if self.sticky and self.oversubscribed:
+            cores = self.cores * (self.hosts if self.shared_cores else 1)
+            return self._last.get(a, a % cores) == self._last.get(b, b % cores)
+        return self.same_cores(a, b)
+
+    @property
+    def counts_waiting(self) -> bool:
+        """Whether the replay counts, in every call and not only in those that flow one way, the
+        ranks then blocked beside a rank that resumes (``step_extra``'s ``waiting``): where ranks
+        keep to their cores and a link class prices the rota (``rota_wake``)."""
+        return self.sticky and self.oversubscribed and any(c.rota_wake for c in (self.intra, self.inter))
+
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0, in_hand: bool = False) -> float:
+                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0) -> float:
         """Seconds beyond its messages that ``rank`` spends finishing a step that sent to
         ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready;
-        ``waiting``: in a call that flows one way, the ranks then waiting on its cores, itself
-        among them, or 0; ``in_hand``: it exchanged with one peer whose message was in before the
-        step was issued, where ``takes_in_hand``: no ``exchange``, its two ends not busy at once)."""
+        ``waiting``: in a call that flows one way, or in every call where ``counts_waiting``, the
+        ranks then waiting beside it (``queues_with``), itself among them, or 0; ``in_hand``: it
+        exchanged with one peer whose message was in before the step was issued, where
+        ``takes_in_hand``: no ``exchange``, its two ends not busy at once; ``wait``: the seconds
+        from the step's sends to its last message's arrival, a ``sleep_wake`` more where they pass
+        the progress engine's spin and yield windows)."""
         if not recvs:
             return 0.0
         classes = [self.path(rank, peer)[0] for peer in recvs]
@@ -308,11 +342,15 @@ class Machine:
             waits = classes + [self.inter] if self.k < self.ranks else classes
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             ahead = self.ahead(rank, waiting) if self.every_core_shared else -1
-            extra += max(c.wake + (c.ahead_wake * ahead if ahead >= 0 and c.ahead_wake else c.crowd_wake * crowd)
+            rota = max(1, waiting) if self.sticky and not one_core else 0  # its core's ranks then blocked
+            extra += max(c.wake + (c.ahead_wake * ahead if ahead >= 0 and c.ahead_wake else
+                                   c.rota_wake * rota if rota and c.rota_wake else c.crowd_wake * crowd)
                          for c in waits)
+            if wait > YIELD_WINDOW:  # ranks outnumber cores: no spin, it yields, then sleeps
+                extra += max(c.sleep_wake for c in waits)
         elif waited and self.cores:
             # a core each: the rank still resumes after its wait (a context switch), nobody queued ahead
-            extra += max(c.wake for c in classes)
+            extra += max(c.wake + (c.sleep_wake if wait > SPIN_WINDOW + YIELD_WINDOW else 0.0) for c in classes)
         if sends and self.mixed_wait and len({p // self.k == rank // self.k for p in (*sends, *recvs)}) > 1:
             extra += self.mixed_wait
         if waited:
@@ -413,7 +451,7 @@ def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkCl
     """The link class of a measured transport (its α, β, exchange, wake and cache costs)."""
     return LinkClass(name, costs.alpha, costs.beta, send_share, costs.exchange, costs.wake, costs.crowd_wake,
                      costs.crowd_beta, costs.cache_beta, costs.copy_beta, costs.send_overhead,
-                     costs.recv_overhead, costs.core_alpha, costs.ahead_wake)
+                     costs.recv_overhead, costs.core_alpha, costs.ahead_wake, costs.rota_wake, costs.sleep_wake)
 
 
 def lockstep_bytes(transport: str) -> int:

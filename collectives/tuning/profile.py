@@ -81,7 +81,15 @@ class TransportCosts:
     (0: ``alpha`` in every world; ``machine.with_a_core``);
     ``ahead_wake``, what a rank resuming after a wait pays per rank ahead of it in its core's run
     queue, itself not counted, where every core of one host is shared (at least two ranks a core),
-    in place of ``crowd_wake`` per rank per core (0: ``crowd_wake`` there too; ``machine.Machine``).
+    in place of ``crowd_wake`` per rank per core (0: ``crowd_wake`` there too; ``machine.Machine``);
+    ``rota_wake``, where ranks keep to their cores (one host), what a rank resuming after a wait pays
+    per rank of its own core then blocked waiting in the replay, itself counted, in every call, in
+    place of ``crowd_wake`` per rank whose home is its core (0: ``crowd_wake``): the core runs its
+    ranks in a rota, each until it blocks, so a rank queues behind those still runnable, not all;
+    ``sleep_wake``, what a rank pays more to resume where its wait for a message outlasted the
+    progress engine's yield window (``transports.progress``: it slept on the transport's futex or
+    selector and is woken by its peer's post), priced from the replay's own wait lengths (0: not
+    priced; ``machine.Machine.step_extra``; docs/simulation.md, *The sixty-third round*).
     """
 
     overhead: float
@@ -109,6 +117,8 @@ class TransportCosts:
     heap_beta: float = 0.0
     core_alpha: float = 0.0
     ahead_wake: float = 0.0
+    rota_wake: float = 0.0
+    sleep_wake: float = 0.0
 
     def scaled(self, factor: float) -> TransportCosts:
         """Every constant times ``factor`` (ranks sharing a core share its time)."""
