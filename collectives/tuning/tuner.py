@@ -333,11 +333,24 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
     if collective == "all_reduce" and direct_routes.all_reduce_by_halves(nbytes, 0 < cores < size):
         calls = direct_routes.all_reduce_pieces(nbytes, 0 < cores < size)  # each piece a call of its own
         piece = -(-nbytes // calls)
-        costs = windowed(costs, beyond(footprint(collective, piece, size, size), cache_bytes))
+        costs = windowed(costs, beyond(halves_footprint(piece, size), cache_bytes))
         shots = two_shot_time if direct_routes.two_shot(piece, 0 < cores < size) else one_shot_time
         return calls * (shots(piece, size, costs) * turns + switches(collective, turns, costs))
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
+
+
+def halves_footprint(piece: int, size: int) -> float:
+    """Bytes whose share beyond the cache raises the copies of a direct all-reduce of ``piece`` bytes
+    through the small window's halves at ``size`` ranks (``cache.windowed``): one rank's own buffers
+    (``cache.footprint`` of one rank, 2n), not its host's. A rank copies ``x`` into its half and reads
+    back its own block of it and of ``out`` within its turn, and those reuses are what stay in the
+    cache or not; its peers' bytes it copies once either way. Measured (docs/simulation.md, the
+    sixty-fourth round): the calls' passes run one host's ranks in turn on one core cost a byte of n
+    the same at 2, 4 and 8 ranks (1 MiB: 0.184, 0.190, 0.191 ns) and rise with n (2 MiB: 0.21, 0.20,
+    0.23); the 1 MiB calls at 3, 4 and 8 ranks, priced on the host's buffers 1.27-1.44 times their time
+    in four runs, cost what the window's in-cache rate says."""
+    return footprint("all_reduce", piece, size, 1)
 
 
 DIRECT_SYNCED = frozenset({"all_reduce", "reduce_scatter", "all_gather", "all_to_all"})
