@@ -601,7 +601,6 @@ def crowded_reads(monkeypatch, direct_reduces):
     ranks inherit all of it)."""
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
     monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
-    monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (1, DIRECT_REDUCE_BYTES + 1))
     monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
     for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):  # the small window's halves up to 16 KiB
         monkeypatch.setattr(small, name, 16 << 10)
@@ -677,6 +676,41 @@ def _fold_calls(comm: Any) -> tuple[list[bytes], list[list[int]]]:
         comm.reduce_scatter(x, x[me * k : (me + 1) * k], op=op)
         got += [block.tobytes(), x[me * k : (me + 1) * k].tobytes()]
     return got, states
+
+
+def _crowded_reduce_of_4_mib(comm: Any) -> tuple[bytes, list[list[int]], str]:
+    """A float32 SUM reduce of 4 MiB (odd count) to rank 0, in place then into ``out=``: the
+    root's results, what the fold plans returned and the route the reduce took."""
+    states = _recorded_fold_plans()
+    count = (4 << 20) // 4 + 1
+    x = _part(comm.rank, "float32", ReduceOp.SUM, count)
+    out = np.full_like(x, 7) if comm.rank == 0 else None
+    comm.reduce(x.copy(), root=0)
+    comm.reduce(x, root=0, out=out)
+    got = b"" if out is None else out.tobytes()
+    plan = next(p for key, p in comm._plans.items() if key[0] == "reduce")
+    plan = getattr(plan, "plan", plan)
+    return got, states, f"{type(plan).__name__} {type(getattr(plan, 'route', None)).__name__}"
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_a_crowded_few_ranks_reduce_of_4_mib_goes_by_reads_folded_in_c_not_through_the_slots_pieces(
+        monkeypatch, direct_reduces, size):
+    """Where a few ranks (3, 4) outnumber cores a reduce of 4 MiB goes by reads from the size every
+    crowded group takes them (``REDUCE_READS_BYTES``' second), folded in C below ``FOLDS_IN_C_BYTES``,
+    as at 8 ranks: not the slots piece by piece (``PiecewiseReduce``, where the root folds every
+    peer's piece alone). The root's result is the bits of folding each block in rank order."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1.0)  # no hand-back here: the calls in C
+    results = run_world(_crowded_reduce_of_4_mib, size, "shm", timeout=120)
+    count = (4 << 20) // 4 + 1
+    want = _folded_in_rank_order([_part(r, "float32", ReduceOp.SUM, count) for r in range(size)], ReduceOp.SUM)
+    assert results[0][0] == want.tobytes()
+    for got, states, route in results:
+        assert route == "LargeReduce NoneType", route  # by reads (``native``), no route of pieces or schedule
+        calls = [state for plan in states for state in plan]
+        assert len(calls) == 2 and all(state > 0 for state in calls), states  # both calls done in C
 
 
 def _folded_in_rank_order(parts: list[np.ndarray], op: ReduceOp) -> np.ndarray:
