@@ -113,10 +113,16 @@ REDUCE_READS_BYTES = (4 << 20, 2 << 20)
 where ranks outnumber the cores, go by reads (``direct.reduce_by_reads``: every rank folds a
 block, the root reads the folded blocks) where the kernel allows them; smaller ones beyond the
 slots run their schedule, whose pipelined copies beat the reads' syscalls and whole-block waits
-there (where ranks outnumber cores: the slots piece by piece, ``reduce_by_pieces``). Measured:
-docs/performance.md, "Eighteenth round: reduce by reads"; at 4 crowded ranks, where the pieces ran
-up to 16 MiB since the thirty-third round, the reads (in C below ``FOLDS_IN_C_BYTES``) took
-0.6-0.9 of their time at 2-8 MiB: "Forty-fourth round, the 4-rank reduce of 4 MiB by reads"."""
+there. Measured: docs/performance.md, "Eighteenth round: reduce by reads"."""
+REDUCE_PIECES_CROWDED_RANKS = (3, 16 << 20)
+"""Where ranks outnumber cores in a group of at most the first count of ranks, reduces go by reads
+only from the second size instead (``REDUCE_READS_BYTES``' second), the smaller ones through the
+slots piece by piece in C: with two peers a piece the root's fold keeps up, with seven it does
+not (at 8 ranks the pieces were slower from 4 MiB). At 4 ranks the pieces ran up to 16 MiB since
+the thirty-third round, until the reads folded in C (``FOLDS_IN_C_BYTES``) took 0.6-0.8 of their
+time at 2-4 MiB; at 3 ranks the pieces stayed ahead at 2-8 MiB. Measured on 2 cores:
+docs/performance.md, "Thirty-third round, crowded reduces from 2 MiB" and "Forty-fourth round, the
+4-rank reduce of 4 MiB by reads"."""
 
 FOLDS_IN_C_BYTES = 8 << 20
 """Where ranks outnumber cores, reduces and reduce-scatters by reads (bytes of ``x``) below this
@@ -125,9 +131,9 @@ size run in C (``exchange_reads.fold_plan``: the Python plan's steps, its waits 
 ones in Python. At 8 ranks on 2 cores the C plan took 0.67-0.93 of the Python plan's time at 2 and
 4 MiB in 11 of 12 pairs each, 0.81-1.37 at 8 MiB, 1.02-1.40 at 16 MiB; the reduce-scatters by reads
 (from ``READS_FROM_BYTES``) 0.79-1.01 at 8-16 MiB where the same code at 4 MiB took 0.95-0.99: not
-taken. So the crowded reduces of 2-4 MiB run in C, nothing else. Measured: docs/performance.md,
-"Thirty-fourth round, crowded reduces by reads in C" (8 ranks) and "Forty-fourth round, the 4-rank
-reduce of 4 MiB by reads" (4 ranks)."""
+taken. So the crowded reduces of 2-4 MiB at 4-8 ranks run in C, nothing else. Measured:
+docs/performance.md, "Thirty-fourth round, crowded reduces by reads in C" (8 ranks) and
+"Forty-fourth round, the 4-rank reduce of 4 MiB by reads" (4 ranks)."""
 
 HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small
@@ -307,9 +313,12 @@ def exchange_by_reads(collective: str, nbytes: int, oversubscribed: bool) -> boo
     return nbytes >= (ALL_TO_ALL_READS_CROWDED if oversubscribed else ALL_TO_ALL_READS_BYTES)
 
 
-def reduce_reads_from(oversubscribed: bool) -> int:
-    """The smallest reduce taken by reads, in bytes of ``x``, where ranks outnumber cores
-    (``oversubscribed``, the same on every rank) or not."""
+def reduce_reads_from(oversubscribed: bool, size: int) -> int:
+    """The smallest reduce taken by reads, in bytes of ``x``, at ``size`` ranks where they outnumber
+    cores (``oversubscribed``, the same on every rank) or not (``REDUCE_PIECES_CROWDED_RANKS``)."""
+    few, start = REDUCE_PIECES_CROWDED_RANKS
+    if oversubscribed and size <= few:
+        return start
     return REDUCE_READS_BYTES[oversubscribed]
 
 
@@ -327,14 +336,14 @@ def all_reduce_folds_in_c(nbytes: int, oversubscribed: bool) -> bool:
     return not oversubscribed and nbytes > 0
 
 
-def reduce_by_pieces(nbytes: int, oversubscribed: bool) -> bool:
+def reduce_by_pieces(nbytes: int, oversubscribed: bool, size: int) -> bool:
     """Whether a reduce of ``nbytes`` (bytes of ``x``) too large for one slot goes through the
     slots a slot's worth at a time (``windowed.PiecewiseReduce``: the other ranks copy each piece
     in and go on, the root folds), not the schedule: where ranks outnumber cores, below the reads'
     size. There the schedule's steps wait on ranks that share a core at every hop. A reduce of
     nothing has no piece: it takes the schedule, which returns at once. Measured:
     docs/performance.md, "Twenty-third round"."""
-    return oversubscribed and 0 < nbytes < reduce_reads_from(True)
+    return oversubscribed and 0 < nbytes < reduce_reads_from(True, size)
 
 
 def reads_from(scatter: bool, oversubscribed: bool) -> int:

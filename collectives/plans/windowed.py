@@ -332,9 +332,9 @@ class LargeReduce:
         windows = self.windows
         crowded = windows.small(call).oversubscribed
         nbytes = self.count * self.dtype.itemsize
-        if direct_routes.reduce_by_pieces(nbytes, crowded):
+        if direct_routes.reduce_by_pieces(nbytes, crowded, windows.size):
             self.route = PiecewiseReduce(windows, self.root, self.dtype, self.count, self.op)
-        elif nbytes < direct_routes.reduce_reads_from(crowded) or windows.peer_memory(call) is None:
+        elif nbytes < direct_routes.reduce_reads_from(crowded, windows.size) or windows.peer_memory(call) is None:
             self.route = self.fallback()
         else:
             self.kept = np.empty(-(-self.count // windows.size), self.dtype)

@@ -27,7 +27,7 @@ from .profile import TransportCosts
 def taken(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     """Whether the direct engine runs a call of ``nbytes`` at ``size`` ranks on one host of
     ``cores`` (0: as many as ranks) one way through the slots in pieces of at most a slot."""
-    return collective == "reduce" and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size)
+    return collective == "reduce" and direct_routes.reduce_by_pieces(nbytes, 0 < cores < size, size)
 
 
 def count(nbytes: int) -> int:

@@ -119,7 +119,7 @@ def route(collective: str, nbytes: int, size: int, cores: int = 0) -> bool:
     if collective == "broadcast":
         return direct_routes.broadcast_by_reads(nbytes, oversubscribed)
     if collective == "reduce":  # beyond the slots, else the slots' pipelined reduce
-        return nbytes > DIRECT_LIMITS[collective] and nbytes >= direct_routes.reduce_reads_from(oversubscribed)
+        return nbytes > DIRECT_LIMITS[collective] and nbytes >= direct_routes.reduce_reads_from(oversubscribed, size)
     return collective in DIRECT_LIMITS and collective in READ_BYTES and (
         nbytes > DIRECT_LIMITS[collective] or direct_routes.exchange_by_reads(collective, nbytes, oversubscribed))
 

@@ -72,28 +72,37 @@ def test_small_all_reduces_take_two_shots_where_ranks_outnumber_cores_from_the_t
 
 
 def test_reduces_go_by_reads_sooner_where_ranks_outnumber_the_cores_and_only_beyond_the_slots() -> None:
-    assert routes.reduce_reads_from(False) == routes.REDUCE_READS_BYTES[0]
-    assert routes.reduce_reads_from(True) == routes.REDUCE_READS_BYTES[1]
-    assert routes.reduce_reads_from(False) >= routes.reduce_reads_from(True) > DIRECT_REDUCE_BYTES
+    few, later = routes.REDUCE_PIECES_CROWDED_RANKS
+    for size in (2, few, few + 1, 8):
+        assert routes.reduce_reads_from(False, size) == routes.REDUCE_READS_BYTES[0]
+    assert routes.reduce_reads_from(True, few + 1) == routes.reduce_reads_from(True, 8) == routes.REDUCE_READS_BYTES[1]
+    assert routes.reduce_reads_from(False, 8) >= routes.reduce_reads_from(True, 8) > DIRECT_REDUCE_BYTES
 
 
-def test_reduces_below_the_reads_take_the_slots_piece_by_piece_only_where_ranks_outnumber_cores() -> None:
-    crowded = routes.reduce_reads_from(True)
-    assert routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, True) and routes.reduce_by_pieces(crowded - 1, True)
-    assert not routes.reduce_by_pieces(crowded, True) and not routes.reduce_by_pieces(4 << 20, True)
-    assert not routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, False)
-    assert not routes.reduce_by_pieces(0, True)  # nothing to cut: the schedule returns at once
+def test_a_crowded_group_of_few_ranks_takes_reads_only_from_a_larger_size() -> None:
+    few, later = routes.REDUCE_PIECES_CROWDED_RANKS
+    assert routes.reduce_reads_from(True, few) == routes.reduce_reads_from(True, 3) == later
+    assert later > routes.REDUCE_READS_BYTES[1]
 
 
-def test_crowded_reduces_by_reads_fold_in_c_below_the_c_bound_and_nothing_where_ranks_have_cores() -> None:
-    """The crowded reduces by reads (from ``REDUCE_READS_BYTES``' second, at any count of ranks:
-    the 4-rank reduce of 4 MiB among them) run in C below ``FOLDS_IN_C_BYTES``, the larger ones and
-    where every rank has a core in Python."""
-    start, bound = routes.reduce_reads_from(True), routes.FOLDS_IN_C_BYTES
-    assert start <= 4 << 20 < bound
+@pytest.mark.parametrize("size", [3, 4, 8])
+def test_reduces_below_the_reads_take_the_slots_piece_by_piece_only_where_ranks_outnumber_cores(size: int) -> None:
+    crowded = routes.reduce_reads_from(True, size)
+    assert routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, True, size) and routes.reduce_by_pieces(crowded - 1, True, size)
+    assert not routes.reduce_by_pieces(crowded, True, size)
+    assert not routes.reduce_by_pieces(DIRECT_REDUCE_BYTES + 1, False, size)
+    assert not routes.reduce_by_pieces(0, True, size)  # nothing to cut: the schedule returns at once
+
+
+def test_crowded_reduces_by_reads_of_eight_ranks_fold_in_c_below_the_c_bound_and_nothing_where_ranks_have_cores(
+        ) -> None:
+    """The crowded 8-rank reduces by reads (from ``REDUCE_READS_BYTES``' second) run in C below
+    ``FOLDS_IN_C_BYTES``, the larger ones and where every rank has a core in Python."""
+    start, bound = routes.reduce_reads_from(True, 8), routes.FOLDS_IN_C_BYTES
+    assert start < bound
     assert routes.folds_in_c(start, True) and routes.folds_in_c(bound - 1, True)
     assert not routes.folds_in_c(bound, True)
-    assert not routes.folds_in_c(start, False) and not routes.folds_in_c(routes.reduce_reads_from(False), False)
+    assert not routes.folds_in_c(start, False) and not routes.folds_in_c(routes.reduce_reads_from(False, 2), False)
 
 
 def test_all_reduces_by_reads_fold_in_c_where_every_rank_has_a_core_and_in_python_where_ranks_outnumber_them(

@@ -601,6 +601,7 @@ def crowded_reads(monkeypatch, direct_reduces):
     ranks inherit all of it)."""
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)
     monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
+    monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (1, DIRECT_REDUCE_BYTES + 1))
     monkeypatch.setattr(direct_routes, "READS_FROM_BYTES", 64 << 10)
     for name in ("HALF_BYTES", "ALL_REDUCE_HALVES_BYTES"):  # the small window's halves up to 16 KiB
         monkeypatch.setattr(small, name, 16 << 10)
@@ -693,24 +694,34 @@ def _crowded_reduce_of_4_mib(comm: Any) -> tuple[bytes, list[list[int]], str]:
     return got, states, f"{type(plan).__name__} {type(getattr(plan, 'route', None)).__name__}"
 
 
-@pytest.mark.parametrize("size", [3, 4])
-def test_a_crowded_few_ranks_reduce_of_4_mib_goes_by_reads_folded_in_c_not_through_the_slots_pieces(
-        monkeypatch, direct_reduces, size):
-    """Where a few ranks (3, 4) outnumber cores a reduce of 4 MiB goes by reads from the size every
-    crowded group takes them (``REDUCE_READS_BYTES``' second), folded in C below ``FOLDS_IN_C_BYTES``,
-    as at 8 ranks: not the slots piece by piece (``PiecewiseReduce``, where the root folds every
-    peer's piece alone). The root's result is the bits of folding each block in rank order."""
+@pytest.mark.parametrize("size, route", [(4, "LargeReduce NoneType"), (3, "LargeReduce PiecewiseReduce")])
+def test_a_crowded_4_rank_reduce_of_4_mib_goes_by_reads_folded_in_c_and_a_3_rank_one_through_the_slots_pieces(
+        monkeypatch, direct_reduces, size, route):
+    """Where ranks outnumber cores a reduce of 4 MiB goes at 4 ranks by reads from the size larger
+    crowded groups take them (``REDUCE_READS_BYTES``' second), folded in C below ``FOLDS_IN_C_BYTES``,
+    and at 3 ranks (``REDUCE_PIECES_CROWDED_RANKS``) through the slots piece by piece (the root
+    folding two peers' pieces keeps up). Either way the root's result is the bits of folding each
+    block in rank order."""
     monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
     monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
     monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1.0)  # no hand-back here: the calls in C
     results = run_world(_crowded_reduce_of_4_mib, size, "shm", timeout=120)
     count = (4 << 20) // 4 + 1
-    want = _folded_in_rank_order([_part(r, "float32", ReduceOp.SUM, count) for r in range(size)], ReduceOp.SUM)
+    parts = [_part(r, "float32", ReduceOp.SUM, count) for r in range(size)]
+    if route.endswith("NoneType"):  # the reads' blocks, each folded by its rank
+        want = _folded_in_rank_order(parts, ReduceOp.SUM)
+    else:  # the pieces, each folded by the root in rank order
+        want = parts[0].copy()
+        for q in range(1, size):
+            want += parts[q]
     assert results[0][0] == want.tobytes()
-    for got, states, route in results:
-        assert route == "LargeReduce NoneType", route  # by reads (``native``), no route of pieces or schedule
+    for _, states, taken in results:
+        assert taken == route, taken  # NoneType: by reads (``native``), no route of pieces or schedule
         calls = [state for plan in states for state in plan]
-        assert len(calls) == 2 and all(state > 0 for state in calls), states  # both calls done in C
+        if route.endswith("NoneType"):
+            assert len(calls) == 2 and all(state > 0 for state in calls), states  # both calls done in C
+        else:
+            assert calls == [], states  # no reads
 
 
 def _folded_in_rank_order(parts: list[np.ndarray], op: ReduceOp) -> np.ndarray:

@@ -835,6 +835,23 @@ def test_broadcasts_through_the_slots_beyond_the_c_bound_run_in_c_up_to_a_whole_
         assert all(calls > 0 for calls in done.values()), done
 
 
+def test_a_crowded_few_ranks_reduce_beyond_the_many_ranks_reads_size_runs_its_pieces_in_c(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a few ranks outnumber cores (``REDUCE_PIECES_CROWDED_RANKS``) a reduce from the size
+    that larger crowded groups take by reads (``REDUCE_READS_BYTES``' second) still goes through
+    the slots piece by piece, each piece in C; the bits of folding in rank order at every root, in
+    place and into ``out=``, the count odd."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    few, start = direct_routes.REDUCE_PIECES_CROWDED_RANKS
+    nbytes = direct_routes.REDUCE_READS_BYTES[1]
+    assert 3 <= few and nbytes < start and direct_routes.reduce_by_pieces(nbytes + 4, True, 3)
+    cases = [(np.float32, ReduceOp.SUM, nbytes // 4 + 1)]
+    for done, wrong in run_world(lambda comm: _checked_reduces(comm, cases), 3, "shm", timeout=120):
+        assert wrong == []
+        assert done[f"float32 {ReduceOp.SUM} {nbytes // 4 + 1}"] > 0, done
+
+
 def test_a_crowded_reduce_yields_to_late_peers_longer_before_handing_back() -> None:
     """Where ranks outnumber cores a reduce's root yields ``CROWDED_REDUCE_YIELD_SECONDS`` in C to a late
     writer, its writers and every other kind ``YIELD_SECONDS``; where each rank has a core none

@@ -102,6 +102,8 @@ def reads_from_the_slots(monkeypatch, direct_reduces):
     direct engine the automatic choice there, which the cost model, pricing the reads at that size
     (where the engine leaves them for the schedules), would not take."""
     monkeypatch.setattr(direct_routes, "REDUCE_READS_BYTES", (DIRECT_REDUCE_BYTES + 1,) * 2)
+    few, _ = direct_routes.REDUCE_PIECES_CROWDED_RANKS  # 3 ranks on 2 cores are a crowded few
+    monkeypatch.setattr(direct_routes, "REDUCE_PIECES_CROWDED_RANKS", (few, DIRECT_REDUCE_BYTES + 1))
 
 
 def test_large_reduces_by_reads_give_the_root_the_reduction(reads_from_the_slots):

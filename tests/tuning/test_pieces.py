@@ -35,11 +35,14 @@ def test_the_price_counts_the_pieces_the_library_cuts(nbytes: int) -> None:
 
 
 def test_the_pieces_are_taken_where_ranks_outnumber_cores_below_the_reads() -> None:
-    top = direct_routes.reduce_reads_from(True)
-    for size in (3, 4, 8):  # a crowded few ranks as many: the reads from the same size
-        assert pieces.taken("reduce", SLOT + 1, size, 2) and pieces.taken("reduce", top - 1, size, 2)
-        assert not pieces.taken("reduce", top, size, 2) and not pieces.taken("reduce", 4 * top, size, 2)
+    top = direct_routes.reduce_reads_from(True, 3)
+    assert pieces.taken("reduce", SLOT + 1, 3, 2) and pieces.taken("reduce", top - 1, 3, 2)
     assert pieces.taken("reduce", SLOT, 4, 2) and pieces.taken("reduce", 8, 8, 2)  # one piece: the same one-way call
+    assert not pieces.taken("reduce", top, 3, 2)  # the reads' size
+    for size in (4, 8):  # more ranks a core: the reads from a smaller size
+        start = direct_routes.reduce_reads_from(True, size)
+        assert start < top and pieces.taken("reduce", SLOT + 1, size, 2) and pieces.taken("reduce", start - 1, size, 2)
+        assert not pieces.taken("reduce", start, size, 2) and not pieces.taken("reduce", 4 << 20, size, 2)
     assert not pieces.taken("reduce", 4 * SLOT, 2, 2) and not pieces.taken("reduce", 4 * SLOT, 4, 0)
     assert not pieces.taken("broadcast", 4 * SLOT, 4, 2)
 

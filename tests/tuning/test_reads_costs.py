@@ -298,7 +298,7 @@ def test_a_reduce_goes_by_reads_from_the_engines_size_at_an_all_reduces_price(si
     (in Python: where every rank has a core the all-reduce's one C call costs ``reads_call``, here
     held at the reduce's ``direct_alpha``)."""
     profile = profile_of(SHM, cores)
-    start = direct_routes.reduce_reads_from(size > cores)
+    start = direct_routes.reduce_reads_from(size > cores, size)
     assert start > DIRECT_LIMITS["reduce"]
     same = dataclasses.replace(SHM, reads_call=SHM.direct_alpha)
     for n in (start, 4 * start):
@@ -310,7 +310,7 @@ def test_a_reduce_goes_by_reads_from_the_engines_size_at_an_all_reduces_price(si
 def test_a_reduce_beyond_the_slots_and_below_the_reads_runs_the_schedule_where_every_rank_has_a_core() -> None:
     """Where ranks outnumber cores it goes through the slots piece by piece (tests/tuning/test_pieces.py)."""
     profile = profile_of(SHM)
-    n = direct_routes.reduce_reads_from(False) // 2
+    n = direct_routes.reduce_reads_from(False, 2) // 2
     assert n > DIRECT_LIMITS["reduce"]
     assert tuner.direct_runs_schedule("reduce", n, 2, SHM, 2)
     assert tuner.predict("reduce", "direct", n, 2, "shm", 0, profile) == tuner.predict(
