@@ -114,12 +114,15 @@ where ranks outnumber the cores, go by reads (``direct.reduce_by_reads``: every 
 block, the root reads the folded blocks) where the kernel allows them; smaller ones beyond the
 slots run their schedule, whose pipelined copies beat the reads' syscalls and whole-block waits
 there. Measured: docs/performance.md, "Eighteenth round: reduce by reads"."""
-REDUCE_PIECES_CROWDED_RANKS = (4, 16 << 20)
+REDUCE_PIECES_CROWDED_RANKS = (3, 16 << 20)
 """Where ranks outnumber cores in a group of at most the first count of ranks, reduces go by reads
 only from the second size instead (``REDUCE_READS_BYTES``' second), the smaller ones through the
-slots piece by piece in C: with three peers a piece the root's fold keeps up, with seven it does
-not (at 8 ranks the pieces were slower from 4 MiB). Measured at 4 and 8 ranks on 2 cores:
-docs/performance.md, "Thirty-third round, crowded reduces from 2 MiB"."""
+slots piece by piece in C: with two peers a piece the root's fold keeps up, with seven it does
+not (at 8 ranks the pieces were slower from 4 MiB). At 4 ranks the pieces ran up to 16 MiB since
+the thirty-third round, until the reads folded in C (``FOLDS_IN_C_BYTES``) took 0.6-0.8 of their
+time at 2-4 MiB; at 3 ranks the pieces stayed ahead at 2-8 MiB. Measured on 2 cores:
+docs/performance.md, "Thirty-third round, crowded reduces from 2 MiB" and "Forty-fifth round, the
+4-rank reduce of 4 MiB by reads"."""
 
 FOLDS_IN_C_BYTES = 8 << 20
 """Where ranks outnumber cores, reduces and reduce-scatters by reads (bytes of ``x``) below this
@@ -128,8 +131,9 @@ size run in C (``exchange_reads.fold_plan``: the Python plan's steps, its waits 
 ones in Python. At 8 ranks on 2 cores the C plan took 0.67-0.93 of the Python plan's time at 2 and
 4 MiB in 11 of 12 pairs each, 0.81-1.37 at 8 MiB, 1.02-1.40 at 16 MiB; the reduce-scatters by reads
 (from ``READS_FROM_BYTES``) 0.79-1.01 at 8-16 MiB where the same code at 4 MiB took 0.95-0.99: not
-taken. So the crowded 8-rank reduces of 2-4 MiB run in C, nothing else. Measured:
-docs/performance.md, "Thirty-fourth round, crowded reduces by reads in C"."""
+taken. So the crowded reduces of 2-4 MiB at 4-8 ranks run in C, nothing else. Measured:
+docs/performance.md, "Thirty-fourth round, crowded reduces by reads in C" (8 ranks) and
+"Forty-fifth round, the 4-rank reduce of 4 MiB by reads" (4 ranks)."""
 
 HALF_BYTES = 512 << 10
 """Bytes of each half of the small window (``engines/small.py``), the largest contribution a small

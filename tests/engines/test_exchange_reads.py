@@ -679,6 +679,51 @@ def _fold_calls(comm: Any) -> tuple[list[bytes], list[list[int]]]:
     return got, states
 
 
+def _crowded_reduce_of_4_mib(comm: Any) -> tuple[bytes, list[list[int]], str]:
+    """A float32 SUM reduce of 4 MiB (odd count) to rank 0, in place then into ``out=``: the
+    root's results, what the fold plans returned and the route the reduce took."""
+    states = _recorded_fold_plans()
+    count = (4 << 20) // 4 + 1
+    x = _part(comm.rank, "float32", ReduceOp.SUM, count)
+    out = np.full_like(x, 7) if comm.rank == 0 else None
+    comm.reduce(x.copy(), root=0)
+    comm.reduce(x, root=0, out=out)
+    got = b"" if out is None else out.tobytes()
+    plan = next(p for key, p in comm._plans.items() if key[0] == "reduce")
+    plan = getattr(plan, "plan", plan)
+    return got, states, f"{type(plan).__name__} {type(getattr(plan, 'route', None)).__name__}"
+
+
+@pytest.mark.parametrize("size, route", [(4, "LargeReduce NoneType"), (3, "LargeReduce PiecewiseReduce")])
+def test_a_crowded_4_rank_reduce_of_4_mib_goes_by_reads_folded_in_c_and_a_3_rank_one_through_the_slots_pieces(
+        monkeypatch, direct_reduces, size, route):
+    """Where ranks outnumber cores a reduce of 4 MiB goes at 4 ranks by reads from the size larger
+    crowded groups take them (``REDUCE_READS_BYTES``' second), folded in C below ``FOLDS_IN_C_BYTES``,
+    and at 3 ranks (``REDUCE_PIECES_CROWDED_RANKS``) through the slots piece by piece (the root
+    folding two peers' pieces keeps up). Either way the root's result is the bits of folding each
+    block in rank order."""
+    monkeypatch.delenv(small_native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(shm_window, "oversubscribed", lambda n: True)  # the forked ranks inherit it
+    monkeypatch.setattr(exchange_reads, "FOLD_YIELD_SECONDS", 1.0)  # no hand-back here: the calls in C
+    results = run_world(_crowded_reduce_of_4_mib, size, "shm", timeout=120)
+    count = (4 << 20) // 4 + 1
+    parts = [_part(r, "float32", ReduceOp.SUM, count) for r in range(size)]
+    if route.endswith("NoneType"):  # the reads' blocks, each folded by its rank
+        want = _folded_in_rank_order(parts, ReduceOp.SUM)
+    else:  # the pieces, each folded by the root in rank order
+        want = parts[0].copy()
+        for q in range(1, size):
+            want += parts[q]
+    assert results[0][0] == want.tobytes()
+    for _, states, taken in results:
+        assert taken == route, taken  # NoneType: by reads (``native``), no route of pieces or schedule
+        calls = [state for plan in states for state in plan]
+        if route.endswith("NoneType"):
+            assert len(calls) == 2 and all(state > 0 for state in calls), states  # both calls done in C
+        else:
+            assert calls == [], states  # no reads
+
+
 def _folded_in_rank_order(parts: list[np.ndarray], op: ReduceOp) -> np.ndarray:
     """The reduction the Python plans define: block r folded by rank r, its own part first, then
     the others in rank order."""

@@ -35,13 +35,14 @@ def test_the_price_counts_the_pieces_the_library_cuts(nbytes: int) -> None:
 
 
 def test_the_pieces_are_taken_where_ranks_outnumber_cores_below_the_reads() -> None:
-    top = direct_routes.reduce_reads_from(True, 4)
-    assert top == direct_routes.reduce_reads_from(True, 3)
-    assert pieces.taken("reduce", SLOT + 1, 4, 2) and pieces.taken("reduce", top - 1, 3, 2)
+    top = direct_routes.reduce_reads_from(True, 3)
+    assert pieces.taken("reduce", SLOT + 1, 3, 2) and pieces.taken("reduce", top - 1, 3, 2)
     assert pieces.taken("reduce", SLOT, 4, 2) and pieces.taken("reduce", 8, 8, 2)  # one piece: the same one-way call
-    assert not pieces.taken("reduce", top, 4, 2)  # the reads' size
-    top8 = direct_routes.reduce_reads_from(True, 8)  # more ranks a core: the reads from a smaller size
-    assert top8 < top and pieces.taken("reduce", top8 - 1, 8, 2) and not pieces.taken("reduce", top8, 8, 2)
+    assert not pieces.taken("reduce", top, 3, 2)  # the reads' size
+    for size in (4, 8):  # more ranks a core: the reads from a smaller size
+        start = direct_routes.reduce_reads_from(True, size)
+        assert start < top and pieces.taken("reduce", SLOT + 1, size, 2) and pieces.taken("reduce", start - 1, size, 2)
+        assert not pieces.taken("reduce", start, size, 2) and not pieces.taken("reduce", 4 << 20, size, 2)
     assert not pieces.taken("reduce", 4 * SLOT, 2, 2) and not pieces.taken("reduce", 4 * SLOT, 4, 0)
     assert not pieces.taken("broadcast", 4 * SLOT, 4, 2)
 
