@@ -8,13 +8,6 @@
 
 #include <sched.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef __linux__
-#include <fcntl.h>
-#include <unistd.h>
-#endif
 
 #include "_waits.h"
 
@@ -27,105 +20,12 @@ typedef struct {
     long long moves;        /* how often this rank moved itself to another CPU (separate(), balance()) */
     int every_poll;         /* reach() yields at every poll (a plan's choice: ranks outnumber CPUs, its size) */
     long long crowded_waits; /* reach() waits that yielded at every poll */
-    long long held_waits;   /* reach() waits that did not yield: the watch held, or one of their yields made it hold */
     int64_t spin_ns, yield_ns;
     int64_t balanced_at;    /* when balance() last looked at where the ranks run (0: never) */
     uint64_t **flags;       /* [ranks]: each rank's flag area */
     uint32_t **doorbell;    /* [bells] */
     uint32_t **sleeping;    /* [bells] */
-    int64_t *watch;         /* the process's yield watch (transports/progress.py, YieldWatch), NULL: none */
-    int *pids;              /* [npids]: the host's peers' process ids (outsider_runnable) */
-    int npids, unknown_pids; /* and how many peers have none here (another pid namespace) */
 } FlagSet;
-
-/* What a crowded wait's yields cost, as transports/progress.py's YieldWatch keeps it (the same words,
-   the same rules, the same constants: the tests hold them equal): ``watch[0]`` the monotonic ns until
-   which waits sleep instead of yielding, ``watch[1]`` when the last long yield ended. A yield of
-   LONG_YIELD_NS or more while more tasks were running or queued on the host than the job's ranks there
-   that were (``outsider``, counted by ``outsider_runnable``) handed the CPU to a process outside the job
-   (beside a busy process: its whole turn, charged to the yielder by the scheduler): such a yield holds
-   the waits to sleeping for OUTSIDER_HOLD_NS. Only a world of at most WATCH_CROWD ranks a CPU keeps a
-   watch (progress.watch_applies; NULL otherwise): at 8 ranks on 2 cores sleeping ranks cost more than
-   yielding ones whatever else runs (docs/performance.md, forty-third round). */
-#define LONG_YIELD_NS 500000LL
-#define OUTSIDER_HOLD_NS 10000000LL
-
-static inline int watch_held(const int64_t *watch, int64_t now) {
-    return watch != NULL && now < __atomic_load_n(watch, __ATOMIC_RELAXED);
-}
-
-/* Record a long yield that ended at ``now`` (``outsider``: a task outside the job was runnable);
-   whether waits are now held. */
-static inline int watch_note(int64_t *watch, int64_t took, int64_t now, int outsider) {
-    if (watch == NULL || took < LONG_YIELD_NS || !outsider) return 0;
-    __atomic_store_n(watch, now + OUTSIDER_HOLD_NS, __ATOMIC_RELAXED);
-    __atomic_store_n(watch + 1, now, __ATOMIC_RELAXED);
-    return watch_held(watch, now);
-}
-
-/* The outsider test on its counts: more tasks running or queued on the host than the job's ranks
-   there that were (this one included). */
-static inline int outsider(int host_running, int ours_running) {
-    return host_running > ours_running;
-}
-
-#ifdef __linux__
-/* Read a small /proc file into ``text`` (NUL-terminated); its length, or -1. */
-static inline ssize_t read_small(const char *path, char *text, size_t size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, text, size - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    text[n] = 0;
-    return n;
-}
-#endif
-
-/* Tasks running or queued on the host (/proc/loadavg's fourth field, the reader included); -1: unknown. */
-static inline int host_running(void) {
-#ifdef __linux__
-    char text[160];
-    if (read_small("/proc/loadavg", text, sizeof text) < 0) return -1;
-    char *field = text;
-    for (int i = 0; i < 3; i++) {
-        field = strchr(field, ' ');
-        if (field == NULL) return -1;
-        field++;
-    }
-    return atoi(field);
-#else
-    return -1;
-#endif
-}
-
-/* Whether process ``pid`` is running or queued (state R in /proc/<pid>/stat): 1, 0, or -1: unknown. */
-static inline int pid_running(int pid) {
-#ifdef __linux__
-    char path[48], text[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    if (read_small(path, text, sizeof text) < 0) return -1;
-    char *end = strrchr(text, ')');
-    if (end == NULL || end[1] != ' ') return -1;
-    return end[2] == 'R';
-#else
-    (void)pid;
-    return -1;
-#endif
-}
-
-/* Whether a task outside the job is runnable on the host: the host's count against this rank and the
-   peers of ``pids`` (the host's, in our pid namespace) that were running, each read before and after
-   the host's count (either counts: a peer woken or put to sleep between the reads is not taken for an
-   outsider), ``unknown`` peers and unreadable ones taken as running. */
-static inline int outsider_runnable(const int *pids, int npids, int unknown) {
-    int before[64], n = npids < 64 ? npids : 64, ours = 1 + unknown + (npids - n);
-    for (int i = 0; i < n; i++) before[i] = pid_running(pids[i]);
-    int host = host_running();
-    if (host < 0) return 0;
-    for (int i = 0; i < n; i++) ours += before[i] != 0 || pid_running(pids[i]) != 0;
-    return outsider(host, ours);
-}
 
 static inline uint64_t load_flag(const FlagSet *w, int rank, int slot) {
     return __atomic_load_n(w->flags[rank] + (size_t)slot * FLAG_WORDS, __ATOMIC_ACQUIRE);
@@ -237,14 +137,12 @@ static inline void balance(FlagSet *w) {
 
 /* Wait until rank's flag ``slot`` reaches ``value``: spin, then yield; 0 if it did not. Where
    the plan set ``every_poll`` (ranks outnumber CPUs, a small call: _small_c.c) every poll
-   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. No yields where
-   the watch holds (or a yield of this wait makes it hold): the caller's wait sleeps instead. */
+   yields, as the lane's waits do (_swap.h); otherwise a yield every 64th poll. */
 static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
     if (load_flag(w, rank, slot) >= value) return 1;
     if (w->spin_ns > 0 && w->cpu_slot >= 0) separate(w, rank);
     else if (w->yield_ns > 0 && w->cpu_slot >= 0) balance(w);
     int64_t start = now_ns(), spin_until = start + w->spin_ns, yield_until = spin_until + w->yield_ns;
-    if (w->yield_ns > 0 && watch_held(w->watch, start)) yield_until = spin_until, w->held_waits++;
     int yielding = w->every_poll;
     if (yielding) w->crowded_waits++;
     for (unsigned i = 1;; i++) {
@@ -252,13 +150,7 @@ static inline int reach(FlagSet *w, int rank, int slot, uint64_t value) {
         if ((i & 63) == 0 || yielding) {
             int64_t t = now_ns();
             if (t >= yield_until) return 0;
-            if (t >= spin_until) {
-                sched_yield();
-                int64_t u = now_ns();
-                if (u - t >= LONG_YIELD_NS &&
-                    watch_note(w->watch, u - t, u, outsider_runnable(w->pids, w->npids, w->unknown_pids)))
-                    return w->held_waits++, 0;
-            }
+            if (t >= spin_until) sched_yield();
         } else {
             cpu_relax();
         }

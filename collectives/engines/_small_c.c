@@ -388,7 +388,6 @@ static void SmallPlan_dealloc(SmallPlan *p) {
     PyMem_Free(p->area);
     PyMem_Free(p->w.doorbell);
     PyMem_Free(p->w.sleeping);
-    PyMem_Free(p->w.pids);
     Py_XDECREF(p->keep);
     Py_TYPE(p)->tp_free((PyObject *)p);
 }
@@ -396,19 +395,16 @@ static void SmallPlan_dealloc(SmallPlan *p) {
 static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kind", "me", "flags", "areas", "doorbells", "sleepers", "flag", "len_slot", "nbytes",
                             "len_word", "dtype", "op", "red_offset", "red_bytes", "spin_ns", "yield_ns", "keep",
-                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", "watch", "pids",
-                            "unknown_pids", NULL};
+                            "cpu_slot", "len_ring", "exit_slot", "red_flag", "root_yield_ns", NULL};
     int kind, me, flag, len_slot, dtype, op, cpu_slot = -1, len_ring = 0, exit_slot = -1, red_flag = -1;
     Py_ssize_t nbytes, red_offset, red_bytes;
     unsigned long long len_word;
     long long spin_ns, yield_ns, root_yield_ns = -1;
-    unsigned long long watch = 0;
-    int unknown_pids = 0;
-    PyObject *flags, *areas, *doorbells, *sleepers, *keep, *pids = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiLKOi", names, &kind, &me, &flags, &areas,
-                                     &doorbells, &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op,
-                                     &red_offset, &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring,
-                                     &exit_slot, &red_flag, &root_yield_ns, &watch, &pids, &unknown_pids))
+    PyObject *flags, *areas, *doorbells, *sleepers, *keep;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOOOiinKiinnLLO|iiiiL", names, &kind, &me, &flags, &areas, &doorbells,
+                                     &sleepers, &flag, &len_slot, &nbytes, &len_word, &dtype, &op, &red_offset,
+                                     &red_bytes, &spin_ns, &yield_ns, &keep, &cpu_slot, &len_ring, &exit_slot,
+                                     &red_flag, &root_yield_ns))
         return NULL;
     Py_ssize_t ranks = PySequence_Length(flags), nareas = PySequence_Length(areas), bells = PySequence_Length(doorbells);
     if (ranks < 1 || nareas < 0 || bells < 0) return NULL;
@@ -430,30 +426,6 @@ static PyObject *SmallPlan_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     p->len_ring = len_ring > 0 ? len_ring : (int)(nareas / ranks);
     p->root_yield_ns = root_yield_ns >= 0 ? root_yield_ns : yield_ns;
     p->w.every_poll = spin_ns == 0 && yield_ns > 0 && nbytes < CROWDED_POLL_BYTES, p->w.crowded_waits = 0;
-    p->w.held_waits = 0;
-    p->w.watch = (int64_t *)(uintptr_t)watch; /* kept alive by ``keep`` (the process's watch: for ever) */
-    p->w.unknown_pids = unknown_pids;
-    Py_ssize_t npids = pids != NULL && pids != Py_None ? PySequence_Length(pids) : 0;
-    if (npids < 0) {
-        Py_DECREF(p);
-        return NULL;
-    }
-    p->w.npids = (int)npids;
-    p->w.pids = PyMem_Calloc((size_t)npids + 1, sizeof(int));
-    if (p->w.pids == NULL) {
-        Py_DECREF(p);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < npids; i++) {
-        PyObject *item = PySequence_GetItem(pids, i);
-        long pid = item != NULL ? PyLong_AsLong(item) : -1;
-        Py_XDECREF(item);
-        if (pid == -1 && PyErr_Occurred()) {
-            Py_DECREF(p);
-            return NULL;
-        }
-        p->w.pids[i] = (int)pid;
-    }
     p->w.flags = PyMem_Calloc((size_t)ranks, sizeof(void *));
     p->area = PyMem_Calloc((size_t)nareas + 1, sizeof(void *));
     p->w.doorbell = PyMem_Calloc((size_t)bells + 1, sizeof(void *));
@@ -483,8 +455,6 @@ static PyMemberDef SmallPlan_members[] = {
     {"moves", T_LONGLONG, offsetof(SmallPlan, w.moves), READONLY, "How often this rank moved itself to another CPU."},
     {"crowded_waits", T_LONGLONG, offsetof(SmallPlan, w.crowded_waits), READONLY,
      "Waits that yielded at every poll (ranks outnumbering CPUs, a call below CROWDED_POLL_BYTES)."},
-    {"held_waits", T_LONGLONG, offsetof(SmallPlan, w.held_waits), READONLY,
-     "Waits that slept rather than yield: yields were seen to hand the CPU to others (progress.YieldWatch)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -657,56 +627,7 @@ static PyObject *crowded_move_py(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* watch_note(address, took_ns, now_ns, outsider) / watch_held(address, now_ns) / outsider(host, ours) /
-   pid_running(pid) / host_running():
-   _flags.h's, on a YieldWatch's words (transports/progress.py), for the tests. */
-static PyObject *watch_note_py(PyObject *self, PyObject *args) {
-    (void)self;
-    unsigned long long address;
-    long long took, now;
-    int outsider;
-    if (!PyArg_ParseTuple(args, "KLLp", &address, &took, &now, &outsider)) return NULL;
-    if (address == 0) return PyErr_Format(PyExc_ValueError, "watch_note: no words at address 0");
-    return PyBool_FromLong(watch_note((int64_t *)(uintptr_t)address, took, now, outsider));
-}
-
-static PyObject *outsider_py(PyObject *self, PyObject *args) {
-    (void)self;
-    int host, ours;
-    if (!PyArg_ParseTuple(args, "ii", &host, &ours)) return NULL;
-    return PyBool_FromLong(outsider(host, ours));
-}
-
-static PyObject *pid_running_py(PyObject *self, PyObject *args) {
-    (void)self;
-    int pid;
-    if (!PyArg_ParseTuple(args, "i", &pid)) return NULL;
-    int running = pid_running(pid);
-    if (running < 0) Py_RETURN_NONE;
-    return PyBool_FromLong(running);
-}
-
-static PyObject *host_running_py(PyObject *self, PyObject *args) {
-    (void)self, (void)args;
-    return PyLong_FromLong(host_running());
-}
-
-static PyObject *watch_held_py(PyObject *self, PyObject *args) {
-    (void)self;
-    unsigned long long address;
-    long long now;
-    if (!PyArg_ParseTuple(args, "KL", &address, &now)) return NULL;
-    if (address == 0) return PyErr_Format(PyExc_ValueError, "watch_held: no words at address 0");
-    return PyBool_FromLong(watch_held((const int64_t *)(uintptr_t)address, now));
-}
-
 static PyMethodDef methods[] = {
-    {"watch_note", watch_note_py, METH_VARARGS, "Record a yield's cost in a yield watch's words; for the tests."},
-    {"watch_held", watch_held_py, METH_VARARGS, "Whether a yield watch's words hold waits to sleeping; for the tests."},
-    {"outsider", outsider_py, METH_VARARGS, "The outsider test on its counts (host's, ours); for the tests."},
-    {"pid_running", pid_running_py, METH_VARARGS,
-     "Whether a process is running or queued (None: unknown); for the tests."},
-    {"host_running", host_running_py, METH_NOARGS, "Tasks running or queued on the host (-1: unknown); for the tests."},
     {"folds", folds_py, METH_VARARGS, "Whether the C plans fold (dtype code, operator code) themselves."},
     {"crowded_move", crowded_move_py, METH_VARARGS, "Where a crowded rank moves itself (-1: it stays); for the tests."},
     {"apart", (PyCFunction)(void (*)(void))apart_py, METH_FASTCALL, "Whether two buffers are the same or apart."},
@@ -723,9 +644,7 @@ PyMODINIT_FUNC PyInit__small_c(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddType(m, &SmallPlanType) < 0 || PyModule_AddType(m, &OneWayCallType) < 0 ||
-        PyModule_AddIntConstant(m, "CROWDED_POLL_BYTES", (long)CROWDED_POLL_BYTES) < 0 ||
-        PyModule_AddIntConstant(m, "LONG_YIELD_NS", (long)LONG_YIELD_NS) < 0 ||
-        PyModule_AddIntConstant(m, "OUTSIDER_HOLD_NS", (long)OUTSIDER_HOLD_NS) < 0) {
+        PyModule_AddIntConstant(m, "CROWDED_POLL_BYTES", (long)CROWDED_POLL_BYTES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

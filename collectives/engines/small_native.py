@@ -23,7 +23,7 @@ from ..algorithms.direct_routes import ALL_REDUCE_HALVES_CROWDED_BYTES, REDUCE_S
 from ..algorithms.registry import DIRECT_REDUCE_BYTES
 from ..buffers import ALIASED_COPY_BYTES, address_of
 from ..ops import ReduceOp
-from ..transports.progress import LATE_PEER_YIELD_SECONDS, WATCH, compiled_yield_seconds
+from ..transports.progress import LATE_PEER_YIELD_SECONDS, compiled_yield_seconds
 from .direct import CPU, EXITED
 
 try:
@@ -186,7 +186,7 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
     flags = [window.flag_area(q) for q in window.ranks]
     bells = window.transport.doorbells()
     offset, length = reduced if reduced is not None else (0, nbytes)
-    keep = (flags, [list(a) for a in areas], bells, WATCH.words)  # what keeps every address alive
+    keep = (flags, [list(a) for a in areas], bells)  # the views that keep every mapping alive
     return cast(NativePlan, _small_c.SmallPlan(
         kind=kind, me=window.ranks.index(window.rank), flags=[address_of(f) for f in flags],
         areas=[address_of(view) for area in areas for view in area],
@@ -198,5 +198,4 @@ def plan(window: Any, kind: int, areas: Sequence[Sequence[np.ndarray]], *, flag:
         spin_ns=int(window.spin_seconds * 1e9), yield_ns=int(_yield_seconds(kind, window.oversubscribed) * 1e9),
         root_yield_ns=int(_yield_seconds(kind, window.oversubscribed, root=True) * 1e9),
         keep=keep, cpu_slot=CPU, len_ring=len_ring, exit_slot=EXITED if kind == BARRIER else -1,
-        red_flag=red_flag, watch=WATCH.address if window.watched else 0, pids=window.peer_pids,
-        unknown_pids=window.unknown_pids))
+        red_flag=red_flag))

@@ -15,8 +15,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
-
 from ..errors import TransportError
 from .base import Request, Transport
 
@@ -32,112 +30,6 @@ them before it hands the call back to the Python plan's sleeping waits: a peer t
 most of a call's copies, and a hand-back mid-call costs a futex sleep and the interpreter's wait
 loop. Measured: docs/performance.md, "Thirty-first round, the all_gather cells" and "Thirty-second
 round, crowded reduces"."""
-
-
-LONG_YIELD_NS = 500_000
-"""A ``sched_yield`` that kept this rank off its CPU this long, while a task outside the job was
-runnable on the host (``outsider_runnable``), gave the CPU to that task. Measured with 4 ranks on 2
-cores (docs/performance.md, "Forty-third round"): alone, 2 of ~2000 yields took 0.5 ms or more;
-beside one busy loop ~270 of ~60000, most of them 3 ms or more (its turns). A long yield alone is not
-enough: a rank's own work between calls (the harness's row set-up) makes them too."""
-
-OUTSIDER_HOLD_NS = 10_000_000
-"""How long waits sleep instead of yielding after such a yield; then they yield again, and find
-out afresh."""
-
-WATCH_CROWD = 2
-"""Only a world of more ranks than CPUs but at most this many a CPU keeps a yield watch
-(``watch_applies``): at 8 ranks on 2 cores a yield waits behind the job's own ranks for 0.5 ms and
-more, and 8 sleeping ranks cost more than 8 yielding ones whatever else runs (forty-third round)."""
-
-
-def watch_applies(ranks: int, cpus: int) -> bool:
-    """Whether crowded waits of a world of ``ranks`` on ``cpus`` CPUs keep the yield watch."""
-    return cpus < ranks <= WATCH_CROWD * cpus
-
-
-def outsider(host_running: int, ours_running: int) -> bool:
-    """The outsider test on its counts: more tasks running or queued on the host than the job's
-    ranks there that were (the caller included)."""
-    return host_running > ours_running
-
-
-def host_running() -> int | None:
-    """Tasks running or queued on this host (``/proc/loadavg``'s fourth field, the reader
-    included); None where it cannot be read."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return int(f.read().split()[3].split(b"/")[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pid_running(pid: int) -> bool | None:
-    """Whether process ``pid`` is running or queued (state R in ``/proc/<pid>/stat``); None where
-    it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    end = text.rfind(b")")
-    return None if end < 0 or len(text) < end + 3 else text[end + 2 : end + 3] == b"R"
-
-
-def outsider_runnable(pids: Sequence[int], unknown: int = 0) -> bool:
-    """Whether a task outside the job is runnable on this host: the host's count against the caller
-    and the peers of ``pids`` (this host's, in our pid namespace) that were running, each read before
-    and after the host's count (either counts, so that a peer woken or put to sleep between the reads
-    is not taken for an outsider); ``unknown`` peers (no pid here) and unreadable ones count as
-    running. As ``_flags.h``'s ``outsider_runnable``."""
-    before = [pid_running(p) for p in pids]
-    host = host_running()
-    if host is None:
-        return False
-    ours = 1 + unknown + sum(b is not False or pid_running(p) is not False for p, b in zip(pids, before))
-    return outsider(host, ours)
-
-
-class YieldWatch:
-    """Whether waits should yield or sleep, by what their yields cost, shared by every wait of this
-    process (the Python ones and, by ``address``, the compiled plans': ``_flags.h``, ``watch_*``).
-
-    A crowded wait (ranks outnumber CPUs) yields so that a peer queued on its CPU runs at once.
-    Beside a process outside the job a yield hands that process the CPU instead, for its whole
-    turn (milliseconds), and Linux's scheduler (EEVDF) charges the yielder for it, so waits that
-    yield lose far more than they wait: 4 ranks' small calls read 5-50x slower beside one busy
-    loop. Once a yield took ``LONG_YIELD_NS`` or more with a task outside the job runnable
-    (``outsider_runnable``), waits sleep (futex) without yielding for ``OUTSIDER_HOLD_NS``."""
-
-    __slots__ = ("words",)
-
-    def __init__(self) -> None:
-        self.words = np.zeros(2, dtype=np.int64)  # [held until, the last long yield's end] (monotonic ns)
-
-    @property
-    def address(self) -> int:
-        """Where the two words lie, for the compiled plans (which read and write them in place)."""
-        return int(self.words.ctypes.data)
-
-    def held(self, now_ns: int) -> bool:
-        """Whether waits should sleep rather than yield at ``now_ns`` (``time.monotonic_ns``)."""
-        return now_ns < int(self.words[0])
-
-    def note(self, took_ns: int, now_ns: int, outsider: Callable[[], bool]) -> bool:
-        """Record a yield that took ``took_ns`` and ended at ``now_ns`` (``outsider()``, asked only
-        of a long one: whether a task outside the job was runnable); whether waits are now held."""
-        if took_ns < LONG_YIELD_NS or not outsider():
-            return False
-        self.words[:] = (now_ns + OUTSIDER_HOLD_NS, now_ns)
-        return True
-
-    def clear(self) -> None:
-        """Forget what was seen (tests)."""
-        self.words[:] = 0
-
-
-WATCH = YieldWatch()
-"""This process's ``YieldWatch``."""
 
 
 def compiled_yield_seconds(crowded: bool, waits_for_late_peers: bool = False) -> float:

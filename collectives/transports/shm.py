@@ -504,10 +504,6 @@ class ShmTransport(Transport):
         """Each peer's process id as it published it (meaningful only in our pid namespace)."""
         return {p: segment.pid for p, segment in self._peer_segs.items()}
 
-    def local_peer_pids(self) -> list[int]:
-        """The process ids of the peers in our pid namespace (the others' mean nothing here)."""
-        return [pid for pid, _ in self._watch.values()]
-
     def ring_peers(self) -> None:
         """Wake every peer that sleeps on its doorbell (after a shared-window flag changed)."""
         if not self._closed:

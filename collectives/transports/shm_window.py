@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ConnectError, PeerLostError, TransportError
-from .progress import WATCH, YIELD_SECONDS, outsider_runnable, oversubscribed, spin_for, usable_cpus, watch_applies
+from .progress import YIELD_SECONDS, oversubscribed, spin_for
 from .shm import ShmTransport, create_segment_file, open_segment_file, unlink_segment_file
 
 FLAG_AREA = 4096
@@ -54,11 +54,6 @@ class ShmWindow:
         # by a launcher), and algorithms choose by this, so attach() settles on one answer.
         self._flags[rank][OVERSUBSCRIBED_SLOT] = 1 + int(oversubscribed(len(ranks)))
         self._settle_oversubscribed()
-        # The yield watch (progress.YieldWatch) by the host's ranks, not the window's: the crowd
-        # that queues on the CPUs. Its outsider test reads the peers' states by their pids.
-        self.peer_pids = transport.local_peer_pids()
-        self.unknown_pids = len(transport.peer_pids()) - len(self.peer_pids)
-        self.watched = watch_applies(1 + len(transport.peer_pids()), usable_cpus())
 
     def _view(self, rank: int) -> None:
         mm = self._maps[rank]
@@ -134,9 +129,8 @@ class ShmWindow:
             self.transport.ring_peers()
 
     def wait(self, rank: int, slot: int, value: int, deadline: float, on_timeout: Callable[[list[int]], BaseException]) -> None:
-        """Block until rank's flag ``slot`` reaches ``value``: spin, yield (unless yields were seen
-        to hand the CPU to others: ``progress.WATCH``), then sleep on the doorbell, checking that
-        the peer is alive and the deadline between sleeps."""
+        """Block until rank's flag ``slot`` reaches ``value``: spin, yield, then sleep on the
+        doorbell, checking that the peer is alive and the deadline between sleeps."""
         flags = self._flags[rank]
         if flags[slot] >= value:
             return
@@ -148,13 +142,8 @@ class ShmWindow:
             idle = now - start
             if idle < spin:
                 pass
-            elif idle < spin + YIELD_SECONDS and not (self.watched and WATCH.held(time.monotonic_ns())):
-                if not self.watched:
-                    os.sched_yield()  # to a peer queued on this CPU
-                else:  # unless something else takes it (progress.WATCH)
-                    t = time.monotonic_ns()
-                    os.sched_yield()
-                    WATCH.note((u := time.monotonic_ns()) - t, u, self._outsider)
+            elif idle < spin + YIELD_SECONDS:
+                os.sched_yield()
             else:
                 if now >= deadline:
                     raise on_timeout([rank])
@@ -172,11 +161,6 @@ class ShmWindow:
                 transport.wait_for_activity(min(deadline - now, 0.05), token)
             if flags[slot] >= value:
                 return
-
-    def _outsider(self) -> bool:
-        """Whether a task outside the job is runnable on the host (``progress.outsider_runnable``
-        over the host's peers; as ``_flags.h``'s)."""
-        return outsider_runnable(self.peer_pids, self.unknown_pids)
 
     def close(self) -> None:
         if self.closed:
