@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..config import Config
 from ..store import HashStore, Store
 from ..transports.base import Transport
@@ -80,7 +82,7 @@ def make_inproc_world(n: int) -> list[Transport]:
 class ShmPair:
     """Rank 0's shared-memory channel to rank 1 (``a``) and rank 1's to rank 0 (``b``), both in
     this process, over two fresh inboxes whose rings hold ``capacity`` bytes (unlinked at once:
-    nothing is left behind); ``close`` releases them."""
+    nothing is left behind); ``close``, or leaving a ``with`` block, releases them."""
 
     def __init__(self, capacity: int, max_frame_bytes: int = 64 << 20) -> None:
         from ..transports.shm import ShmChannel, _Segment
@@ -96,6 +98,18 @@ class ShmPair:
         self.b.close()
         for segment in self.segments:
             segment.release()
+
+    def __enter__(self) -> ShmPair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def message(n: int, seed: int) -> np.ndarray:
+        """``n`` bytes of a pattern that differs by ``seed``: a byte out of place, or one of another
+        message, shows."""
+        return ((np.arange(n, dtype=np.int64) * 7 + seed) % 251).astype(np.uint8)
 
     @staticmethod
     def tail(channel: Any) -> int:

@@ -37,13 +37,11 @@ class Pair(ShmPair):
 
 @pytest.fixture
 def pair() -> Iterator[Pair]:
-    p = Pair()
-    yield p
-    p.close()
+    with Pair() as p:
+        yield p
 
 
-def message(n: int, seed: int) -> np.ndarray:
-    return ((np.arange(n, dtype=np.int64) * 7 + seed) % 251).astype(np.uint8)
+message = ShmPair.message
 
 
 def finish(*channels: ShmChannel, requests: list, limit: int = 100_000) -> None:
@@ -157,8 +155,7 @@ def test_a_reader_that_read_part_of_a_message_before_the_writer_restarts_gets_th
 
 def test_both_directions_at_once_each_ring_restarts_on_its_own() -> None:
     cap = 2 * CAP  # (a message in one piece: _step is a quarter ring)
-    p = Pair(capacity=cap)
-    try:
+    with Pair(capacity=cap) as p:
         for i in range(20):
             x, y = message(BIG + 20 - i, i), message(R // 10 + i, 100 + i)  # (x fits before the last)
             ox, oy = np.zeros_like(x), np.zeros_like(y)
@@ -168,16 +165,11 @@ def test_both_directions_at_once_each_ring_restarts_on_its_own() -> None:
             assert Pair.tail(p.a) == i * cap + HEADER_SIZE + x.size  # at the start of a lap from the second on
             assert Pair.tail(p.b) % cap < R + HEADER_SIZE + y.size  # on till R into the lap, then back
         assert Pair.tail(p.b) >= cap
-    finally:
-        p.close()
 
 
 def test_a_ring_smaller_than_restart_bytes_never_restarts() -> None:
-    p = Pair(capacity=R // 2)
-    try:
+    with Pair(capacity=R // 2) as p:
         x = message(R // 4, 1)
         for _ in range(10):
             assert np.array_equal(send_recv(p.a, p.b, x), x)
         assert Pair.tail(p.a) == 10 * (HEADER_SIZE + x.size)
-    finally:
-        p.close()
