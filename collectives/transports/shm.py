@@ -285,10 +285,8 @@ class ShmChannel(Channel):
         head = out.head.value
         room = cap - (tail - head)
         if tail == head and (at := tail % cap) >= RESTART_BYTES:
-            if 0 < min(sum(len(view) for view in views), self._step) <= at:  # a restart (module docstring)
-                tail += cap - at
-                out.resume.value = (tail // cap) & 0xFFFFFFFF
-                room = at
+            if 0 < min(sum(len(view) for view in views), self._step) <= at:  # fits before ``at``: a restart
+                tail, room = out.restart(tail), at
         if room == 0:
             # Ask the reader to ring us when it frees room, then look once more (it may
             # have read before it saw the flag).

@@ -67,6 +67,14 @@ class Ring:
         self.data = memoryview(mm)[offset + _RING_DATA : offset + _RING_DATA + self.capacity]
         _populate(mm, offset, _RING_DATA + self.capacity)
 
+    def restart(self, tail: int) -> int:
+        """The writer's restart where the ring is empty at ``tail``: the next lap's start, that lap
+        stored in the resume word, which the caller's store of the new tail publishes (the module
+        docstring)."""
+        tail += self.capacity - tail % self.capacity
+        self.resume.value = (tail // self.capacity) & 0xFFFFFFFF
+        return tail
+
     def settle(self) -> tuple[int, int]:
         """(head, bytes to read from it), the head moved past the rest of a lap that a restart
         skipped (and published, freeing that room): the module docstring."""
