@@ -343,9 +343,7 @@ class Machine:
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             ahead = self.ahead(rank, waiting) if self.every_core_shared else -1
             rota = max(1, waiting) if self.sticky and not one_core else 0  # its core's ranks then blocked
-            extra += max(c.wake + (c.ahead_wake * ahead if ahead >= 0 and c.ahead_wake else
-                                   c.rota_wake * rota if rota and c.rota_wake else c.crowd_wake * crowd)
-                         for c in waits)
+            extra += max(c.wake + crowd_cost(c, ahead, rota, crowd) for c in waits)
             if wait > YIELD_WINDOW:  # ranks outnumber cores: no spin, it yields, then sleeps
                 extra += max(c.sleep_wake for c in waits)
         elif waited and self.cores:
@@ -445,6 +443,18 @@ def copies_whole(transport: str) -> bool:
     a quarter ring at once (docs/simulation.md, *The twenty-sixth round: shared memory*); a
     socket's receiver reads the bytes as they come."""
     return transport == "shm"
+
+
+def crowd_cost(link: LinkClass, ahead: int, rota: int, crowd: float) -> float:
+    """What a rank resuming on a crowded host pays on ``link`` for the ranks beside it: ``ahead_wake``
+    per rank ahead of it in its core's run queue where the class prices that and the count applies
+    (``ahead`` >= 0), else ``rota_wake`` per rank of its core then blocked (``rota`` > 0), else
+    ``crowd_wake`` per rank of ``crowd`` (``Machine.step_extra``)."""
+    if ahead >= 0 and link.ahead_wake:
+        return link.ahead_wake * ahead
+    if rota and link.rota_wake:
+        return link.rota_wake * rota
+    return link.crowd_wake * crowd
 
 
 def link_of(name: str, costs: TransportCosts, send_share: float = 0.5) -> LinkClass:
