@@ -263,12 +263,115 @@ def outsider_ns(t: Timeline, lo: int, hi: int, names: dict[int, str]) -> tuple[i
     return best, who
 
 
+SCHED_YIELD = 24  # x86-64's sched_yield, for ``--syscalls 202,24``
+
+
+@dataclass
+class Crowding:
+    """Within a library's timed cells: the stretches (ns) in which a CPU sat idle while a rank of that library
+    was runnable in another CPU's queue (the balancer did not pull it), and, where ``sched_yield`` was traced,
+    the yields that found a rank of theirs queued on their own CPU and returned without a switch (EEVDF lets a
+    yielder run on while the others queued there are not eligible)."""
+
+    idle_beside_queued: dict[str, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
+    yields: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+    @classmethod
+    def measure(cls, events: list[Event], library: dict[int, str], windows: list[tuple[int, int, str]]) -> Crowding:
+        """``library``: each rank's pid -> "O" or "M"; ``windows``: (start, end, library) of the timed cells."""
+        c = cls()
+        windows = sorted(windows)
+        queued: dict[int, int] = {}  # pid -> the CPU whose queue it waits in
+        running: dict[int, int] = {}  # cpu -> pid
+        opened: dict[int, tuple[int, str]] = {}  # idle cpu -> (since, library)
+        in_yield: dict[int, tuple[int, bool]] = {}  # pid -> (cpu, found one of its library queued there)
+        switched: set[int] = set()
+        cpus: set[int] = set()
+
+        def window(ns: int) -> str | None:
+            for a, b, lib in windows:
+                if a <= ns <= b:
+                    return lib
+                if a > ns:
+                    break
+            return None
+
+        for e in events:
+            cpus.add(e.cpu)
+            if e.name == "sched_switch":
+                f = e.fields()
+                prev, nxt = int(f["prev_pid"]), int(f["next_pid"])
+                if prev and f["prev_state"].startswith("R"):
+                    queued[prev] = e.cpu
+                else:
+                    queued.pop(prev, None)
+                queued.pop(nxt, None)
+                running[e.cpu] = nxt
+                if prev in in_yield:
+                    switched.add(prev)
+            elif e.name == "sched_wakeup":
+                pid = int(e.fields()["pid"])
+                if pid not in running.values():
+                    queued[pid] = int(e.fields()["target_cpu"])
+            elif e.name == "sched_migrate_task":
+                pid = int(e.fields()["pid"])
+                if pid in queued:
+                    queued[pid] = int(e.fields()["dest_cpu"])
+            elif e.name in ("sys_enter", "sys_exit") and e.pid in library and e.text.split()[1:2] == [str(SCHED_YIELD)]:
+                lib = library[e.pid]
+                if e.name == "sys_enter":
+                    if window(e.ns) == lib:
+                        mates = any(q == e.cpu and library.get(p) == lib and p != e.pid for p, q in queued.items())
+                        in_yield[e.pid] = (e.cpu, mates)
+                        switched.discard(e.pid)
+                elif e.pid in in_yield:
+                    _, mates = in_yield.pop(e.pid)
+                    c.yields[(lib, "all")] += 1
+                    if mates:
+                        c.yields[(lib, "queued")] += 1
+                        c.yields[(lib, "kept")] += e.pid not in switched
+                continue
+            else:
+                continue
+            lib_now = window(e.ns)
+            for cpu in cpus:
+                waiting = lib_now is not None and running.get(cpu) == 0 and any(
+                    q != cpu and library.get(p) == lib_now for p, q in queued.items())
+                if waiting and cpu not in opened:
+                    opened[cpu] = (e.ns, lib_now or "")
+                elif not waiting and cpu in opened:
+                    since, lib = opened.pop(cpu)
+                    c.idle_beside_queued[lib].append(e.ns - since)
+        return c
+
+    def lines(self, cell_ns: dict[str, int]) -> list[str]:
+        out = []
+        for lib in sorted(cell_ns):
+            st = sorted(self.idle_beside_queued.get(lib, []))
+            long = [x for x in st if x > 100_000]
+            out.append(f"  {lib}: a CPU idle while a rank of theirs was queued on another: {sum(st) / 1e6:.1f} ms of "
+                       f"{cell_ns[lib] / 1e6:.1f} ms of timed cells, {len(long)} stretches over 100 us, longest "
+                       f"{(st[-1] if st else 0) / 1e3:.0f} us")
+        for lib in sorted({k[0] for k in self.yields}):
+            y = self.yields
+            out.append(f"  {lib}: sched_yield calls {y[(lib, 'all')]}, {y[(lib, 'queued')]} of them with a rank of "
+                       f"theirs queued on their CPU, of which {y[(lib, 'kept')]} returned without a switch")
+        return out
+
+
 def report(folder: str, slow_ms: float, factor: float, show: int, outsider_ms: float) -> tuple[list[str], list[dict]]:
     """The report's lines and, for each slow call, a record (for ``--json``)."""
     with open(os.path.join(folder, "trace.txt")) as fh:
-        t = Timeline.build(parse(fh))
+        events = parse(fh)
+    t = Timeline.build(events)
     cells = read_cells(os.path.join(folder, "calls"))
     names = {c.pid: c.name for c in cells}
+    windows = [(min(c.start for c in w), max(c.ends[-1] for c in w if c.ends), "M" if w[0].peer else "O")
+               for w in worlds(cells) if all(c.ends for c in w)]
+    cell_ns: collections.Counter[str] = collections.Counter()
+    for a, b, lib in windows:
+        cell_ns[lib] += b - a
+    crowding = Crowding.measure(events, {c.pid: c.name[0] for c in cells}, windows)
     lines: list[str] = []
     records: list[dict] = []
     counts: dict[str, list[int]] = {}
@@ -324,6 +427,8 @@ def report(folder: str, slow_ms: float, factor: float, show: int, outsider_ms: f
     for cell, (n, held, calls) in counts.items():
         if n:
             lines.append(f"  {cell}: {n} ({held}) of {calls}")
+    lines.append("crowding within the timed cells (O: our library, M: the --vs peer's):")
+    lines.extend(crowding.lines(dict(cell_ns)))
     return lines, records
 
 

@@ -109,6 +109,34 @@ def test_worlds_pair_each_ranks_kth_cell_and_keep_a_peer_library_apart() -> None
         [("O0", False), ("O1", False)], [("O0", True), ("O1", True)], [("M0", False), ("M1", False)]]
 
 
+def test_crowding_counts_an_idle_cpu_beside_a_queued_rank_and_a_yield_that_kept_the_cpu() -> None:
+    # cpu1 goes idle at 2.0 ms while rank 100 waits in cpu0's queue behind the outsider; the outsider gives cpu0
+    # back at 4.0 ms. Rank 102 yields on cpu1 with rank 103 queued there: once without a switch, once with one.
+    trace = [
+        _switch(0, "1.000000", "python", 100, "R", "cc1", 900),
+        _switch(1, "1.002000", "python", 101, "S", "swapper/1", 0),
+        _switch(0, "1.004000", "cc1", 900, "R", "python", 100),
+        _line("swapper/1", 0, 1, "1.005000", "sched_wakeup", "comm=python pid=103 prio=120 target_cpu=001"),
+        _switch(1, "1.005001", "swapper/1", 0, "R", "python", 102),
+        _line("python", 102, 1, "1.005010", "sys_enter", "NR 24 (0, 0, 0, 0, 0, 0)"),
+        _line("python", 102, 1, "1.005011", "sys_exit", "NR 24 = 0"),
+        _line("python", 102, 1, "1.005020", "sys_enter", "NR 24 (0, 0, 0, 0, 0, 0)"),
+        _switch(1, "1.005021", "python", 102, "R", "python", 103),
+        _switch(1, "1.005100", "python", 103, "R", "python", 102),
+        _line("python", 102, 1, "1.005101", "sys_exit", "NR 24 = 0"),
+    ]
+    events = sched_trace.parse(trace)
+    ours = {100: "O", 101: "O", 102: "O", 103: "O"}
+    c = sched_trace.Crowding.measure(events, ours, [(S, S + 10_000_000, "O")])
+    assert c.idle_beside_queued["O"] == [2_000_000]
+    assert (c.yields[("O", "all")], c.yields[("O", "queued")], c.yields[("O", "kept")]) == (2, 2, 1)
+    outside = sched_trace.Crowding.measure(events, ours, [(S + 20_000_000, S + 30_000_000, "O")])
+    assert outside.idle_beside_queued["O"] == [] and outside.yields[("O", "all")] == 0
+    [line, yields] = c.lines({"O": 10_000_000})
+    assert "2.0 ms of 10.0 ms of timed cells, 1 stretches over 100 us, longest 2000 us" in line
+    assert "sched_yield calls 2, 2 of them" in yields and "of which 1 returned without a switch" in yields
+
+
 class _Echo:
     """One rank whose all-reduce copies."""
 
