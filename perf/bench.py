@@ -19,6 +19,8 @@ in the coordinator (``--np``) or with the backend's own all-gather (external lau
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +29,9 @@ import numpy as np
 
 from .colls import COLLECTIVES, numpy_dtype, warmup_sizes
 from .verify import count_wrong, prepare, tolerance
+
+CALL_LOG_ENV = "PERF_CALL_LOG"
+"""A folder: each rank appends its cells' per-call end times there (``_logged_loop``)."""
 
 
 @dataclass
@@ -94,6 +99,11 @@ def bench_cell(backend: Any, spec: RowSpec, in_place: bool) -> tuple[float, list
     coll.run(backend, send, recv, op, root)  # sync
     backend.barrier()
     iters, agg, blocking = max(spec.iters, 0), max(spec.agg, 1), spec.blocking
+    log_dir = os.environ.get(CALL_LOG_ENV)
+    if log_dir and blocking == 0:
+        time_us = _logged_loop(backend, spec, coll, send, recv, in_place, iters * agg, log_dir)
+        backend.barrier()
+        return time_us, _check(backend, spec, coll, dtype, count, send, recv, in_place)
     clock = time.perf_counter
     coll_only = 0.0
     start = clock()
@@ -109,10 +119,37 @@ def bench_cell(backend: Any, spec: RowSpec, in_place: bool) -> tuple[float, list
     elapsed = coll_only if blocking == 3 else clock() - start
     time_us = elapsed / max(iters * agg, 1) * 1e6
     backend.barrier()
+    return time_us, _check(backend, spec, coll, dtype, count, send, recv, in_place)
 
+
+def _logged_loop(backend: Any, spec: RowSpec, coll: Any, send: np.ndarray, recv: np.ndarray, in_place: bool,
+                 calls: int, log_dir: str) -> float:
+    """The timed loop of ``-z 0`` with each call's end on CLOCK_MONOTONIC (the clock a tracefs instance
+    with ``trace_clock`` mono stamps its events with), appended as one JSON line per cell to
+    ``log_dir/<pid>.jsonl`` after the loop: perf/sched_trace.py lines the calls up with the scheduler's
+    trace. A list append a call is all it adds to the loop; the plain loop runs without this variable."""
+    op, root = spec.op, spec.root
+    mono = time.monotonic_ns
+    ends: list[int] = []
+    start = mono()
+    for _ in range(calls):
+        coll.run(backend, send, recv, op, root)
+        ends.append(mono())
+    record = {"pid": os.getpid(), "rank": backend.rank, "size_ranks": backend.size,
+              "backend": type(backend).__name__, "coll": spec.coll, "bytes": spec.size, "in_place": in_place,
+              "start": start, "ends": ends}
+    with open(os.path.join(log_dir, f"{os.getpid()}.jsonl"), "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return (ends[-1] - start) / 1e3 / calls if calls else 0.0
+
+
+def _check(backend: Any, spec: RowSpec, coll: Any, dtype: np.dtype, count: int, send: np.ndarray,
+           recv: np.ndarray, in_place: bool) -> list[int] | None:
+    """The cell's ``-c`` verification rounds (None where the placement is not verified)."""
     checked = spec.check > 0 and coll.name != "barrier" and (coll.check_in_place or not in_place)
     if not checked:
-        return time_us, None
+        return None
+    rank, n, op, root = backend.rank, backend.size, spec.op, spec.root
     rep = spec.reps[1 if in_place else 0]
     tol = tolerance(dtype, op)
     wrongs = []
@@ -122,7 +159,7 @@ def bench_cell(backend: Any, spec: RowSpec, in_place: bool) -> tuple[float, list
         if spec.corrupt == rank:
             _flip(recv)
         wrongs.append(count_wrong(recv, expected, tolerance=tol) if expected is not None else 0)
-    return time_us, wrongs
+    return wrongs
 
 
 def run_row(backend: Any, spec: RowSpec) -> RankRow:
