@@ -19,7 +19,9 @@ processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_
 where cross-memory copies are refused it says so and keeps the built-in profile's. Over shared memory
 it adds all-reduces of 16 MiB and fits the cache (``fit_cache``: ``cache_bytes``, ``cache_beta``); it
 times a local copy for ``copy_beta``; then worlds of more ranks than cores (``fit_crowd``) for
-``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show. Every
+``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show, after
+timing at two ranks a core the wake of a rank whose wait outlasted the yield window and slept against one
+that yielded (``sleep_wakes``: ``sleep_wake``). Every
 case is timed with the other work beside it read, and one timed beside over half a core of it is timed
 again or left out (``measure_quiet``); a part of the sweep left with too few keeps the built-in
 profile's constants and says so. The profile (``calls`` 2: the sweep times loops of calls, as the
@@ -48,8 +50,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import single_copies
+from . import single_copies, sleep_wakes
 from .config import Config, parse_size
+from .errors import CollectivesError
 from .timing import Case, measure, measure_outside
 from .transports import cma
 from .transports.progress import usable_cpus
@@ -93,6 +96,11 @@ as slow from one repeat to the next (4 tcp ranks, 64 KiB-1 MiB), as the validati
 CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 """The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
 MAX_CROWD_RANKS = 8
+SLEEP_PROBED = ("shm",)
+"""The transports whose ``sleep_wake`` the sleep probe times (``fit_sleep``). Over tcp on 2 cores a waiting rank's
+8 B came 180-360 µs after its send and no wait stayed within the yield window, even with no delay (docs/simulation.md,
+*The sixty-sixth round*): there is no yielding wake to set a sleeping one against, and ``sleep_wake`` stays the
+built-in profile's."""
 """No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
 
 
@@ -338,6 +346,30 @@ def crowd_cases(transport: str) -> list[Case]:
     return cases
 
 
+def fit_sleep(transport: str, costs: TransportCosts, cores: int, log: list[str]) -> TransportCosts:
+    """``costs`` with ``sleep_wake`` timed by ``sleep_wakes`` at two ranks a core (the crowded sweep's larger
+    world, ``crowd_worlds``), where a waiting rank that outlasts the yield window sleeps on its transport and is
+    woken by its peer's post: the sleeping rank's wake less a yielding rank's. Where there is no crowded world,
+    the world fails, or too few waits of either kind came back, ``sleep_wake`` stays the built-in profile's and
+    the log says why."""
+    worlds = crowd_worlds(cores)
+    if not worlds:
+        return built_in_terms(transport, ("sleep_wake",), costs, f"no sleep probe ({cores} cores counted)", log)
+    ranks = worlds[-1]
+    try:
+        measured = sleep_wakes.run(ranks, transport)
+    except CollectivesError as exc:  # a world that cannot run (a rank's failure, a timeout): said, not fitted
+        return built_in_terms(transport, ("sleep_wake",), costs, f"sleep probe failed ({exc})", log)
+    fitted = sleep_wakes.fit(measured)
+    if fitted is None:
+        return built_in_terms(transport, ("sleep_wake",), costs,
+                              f"sleep probe at {ranks} ranks: too few slept and yielded waits", log)
+    sleep_wake, slept, yielded = fitted
+    log.append(f"# {transport} sleep probe ({ranks} ranks on {cores} cores): sleep_wake {sleep_wake * 1e6:.1f} us"
+               f" ({slept} waits slept, {yielded} yielded: the median wakes' difference)")
+    return dataclasses.replace(costs, sleep_wake=sleep_wake)
+
+
 def fit_crowd(transport: str, costs: TransportCosts, cores: int, rounds: int, log: list[str],
               cache_bytes: int = 0, calls: int = 1) -> TransportCosts:
     """``costs`` with ``crowd_wake`` and ``crowd_beta`` (and over shared memory ``direct_sync``)
@@ -486,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-crowd", action="store_true",
                         help="leave crowd_wake, crowd_beta and direct_sync 0 instead of timing worlds of more ranks"
                              " than cores (cores + 1 and 2 x cores ranks)")
+    parser.add_argument("--no-sleep", action="store_true",
+                        help="leave sleep_wake the built-in profile's instead of timing the wake of a rank that"
+                             " slept through a long wait against one that yielded (2 x cores ranks)")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -501,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured[t] = dataclasses.replace(measured[t], copy_beta=copy_beta)
         cache_bytes = found or cache_bytes  # shared memory's: the transport whose copies it measures
     for t in transports:  # the crowded terms first: the split's bursts at 3 ranks are crowded on 2 cores
+        if t in SLEEP_PROBED and not args.no_sleep:  # before the crowd's fit, which then prices the calls' sleeps
+            measured[t] = fit_sleep(t, measured[t], args.cores, log)
         if not args.no_crowd:
             measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, log, cache_bytes, args.calls)
         if t in SPLIT and not args.no_split:

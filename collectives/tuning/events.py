@@ -96,7 +96,9 @@ class Network(Protocol):
         call whose messages flow one way (or in every call, ``counts_waiting``), the ranks (itself
         among them) then waiting beside it (``queues_with``; 0: not counted); ``in_hand``: the step
         exchanged with one peer whose message was in before the step was issued (``takes_in_hand``);
-        ``wait``: seconds from the step's sends to its last message's arrival (0: it waited for none)."""
+        ``wait``: seconds from the step's sends until its last message was sent (0: it waited for none): how
+        long the rank waited with nothing coming in, the bytes of a large message, once sent, flowing to a
+        rank that is awake copying them out."""
         ...
 
 
@@ -127,11 +129,11 @@ def flows_one_way(steps: Sequence[Sequence[Step]]) -> bool:
     return seen == len(indegree)
 
 
-def in_hand(step: Step, rank: int, t: float, inbox: dict[tuple[int, int], deque[tuple[float, float]]],
+def in_hand(step: Step, rank: int, t: float, inbox: dict[tuple[int, int], deque[tuple[float, float, float]]],
             network: Network) -> bool:
     """Whether ``step`` of ``rank``, issued at ``t``, exchanges with one peer (sends to it and
     receives from it, no one else) whose messages for it are all in by then (``inbox``: per
-    (sender, receiver), the (arrival, copy) of each message not yet taken, in order), where
+    (sender, receiver), the (arrival, copy, sent) of each message not yet taken, in order), where
     ``network`` prices such a step apart (``takes_in_hand``)."""
     peer = step[0].peer if step else -1
     wanted, sends = 0, False
@@ -189,7 +191,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     position = [-1] * size
     finished = [[0.0] * size for _ in calls]
     pooled = network.oversubscribed
-    inbox: dict[tuple[int, int], deque[tuple[float, float]]] = {}
+    inbox: dict[tuple[int, int], deque[tuple[float, float, float]]] = {}  # (arrival, copy, sent) per message
     blocked: dict[int, tuple[float, Step]] = {}  # rank -> (time its sends were done, step)
     wanted: dict[int, set[int]] = {}  # rank -> peers it still waits on
     # (time, rank, seconds of receive work to do then, or -1 to start the next step)
@@ -213,12 +215,13 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             return False
         work = 0.0
         waited = False
-        issued = last = t
+        issued = last = sent = t
         for o in step:
             if isinstance(o, Recv):
-                arrival, copy = inbox[(o.peer, r)].popleft()
+                arrival, copy, began = inbox[(o.peer, r)].popleft()
                 waited = waited or arrival > t
-                last = max(last, arrival)
+                if arrival > last:
+                    last, sent = arrival, began
                 fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
                 # a waiting receiver copies out as the bytes come, or after all of them (in_turn)
                 t = (max(t, arrival) + copy if in_turn else max(t + copy, arrival)) + fold
@@ -226,7 +229,8 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
         # in a call that flows one way (or in every call, counted), the ranks blocked beside it as it
         # resumes (itself too)
         waiting = 1 + sum(1 for q in blocked if network.queues_with(r, q)) if counted and waited else 0
-        extra = (network.step_extra(r, sends, list(needed), waited, waiting, r in handed, last - issued)
+        # idle: from its sends until its last message was sent (its bytes then flowing in, the rank awake)
+        extra = (network.step_extra(r, sends, list(needed), waited, waiting, r in handed, sent - issued)
                  if needed else 0.0)
         t += extra
         if pooled and needed:  # the receive work, at its time, on a core
@@ -268,8 +272,9 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             if isinstance(o, Send):
                 if o.peer == r or not 0 <= o.peer < size:
                     raise ScheduleError(f"rank {r} sends to invalid peer {o.peer}")
+                began = t
                 t, arrival, copy = network.message(r, o.peer, o.count * itemsize, t, one_way)
-                inbox.setdefault((r, o.peer), deque()).append((arrival, copy))
+                inbox.setdefault((r, o.peer), deque()).append((arrival, copy, began))
                 if o.peer in blocked and r in wanted.get(o.peer, ()):
                     woken.append(o.peer)
         if held:

@@ -31,12 +31,13 @@ not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wa
 core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
 *The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
 the idle core and the crowd stays as before. Two opt-in terms (0 in the built-in profile) price a crowded
-sticky host's waits as it runs them (docs/simulation.md, *The sixty-third round*): with ``rota_wake`` a
-resuming rank pays that per rank of its own core then blocked in the replay (``queues_with``), itself
-counted, in every call, in place of ``crowd_wake`` per rank whose home is its core (a core runs its ranks
-in a rota, each until it blocks); with ``sleep_wake`` a rank whose wait outlasted the progress engine's
-spin and yield windows (``SPIN_WINDOW``, ``YIELD_WINDOW``) pays that more: it slept on its transport, and
-a sleeping rank wakes later than a yielding one. With ``sticky`` (one
+sticky host's waits as it runs them (docs/simulation.md, *The sixty-third* and *sixty-sixth rounds*): with
+``rota_wake``, where every core is shared (``rota``), a resuming rank pays that per rank of its own core then
+blocked in the replay (``queues_with``), itself counted, in every call, in place of ``crowd_wake`` per rank
+whose home is its core (a core runs its ranks in a rota, each until it blocks); with ``sleep_wake`` a rank
+whose idle wait (from its sends until its last message was sent) outlasted the progress engine's spin and
+yield windows (``SPIN_WINDOW``, ``YIELD_WINDOW``) pays that more: it slept on its transport, and a sleeping
+rank wakes later than a yielding one. With ``sticky`` (one
 host over shared memory or tcp) a rank keeps to its core, as the
 kernel's scheduler keeps it: a rank that wakes takes a core that is idle then, else queues on
 the core it last ran on, and moves to another core that frees sooner only where it last ran
@@ -315,11 +316,21 @@ class Machine:
         return self.same_cores(a, b)
 
     @property
+    def rota(self) -> bool:
+        """Whether a resuming rank's crowd is its core's ranks then blocked (``rota_wake``): where ranks
+        keep to their cores and every core is shared (``every_core_shared``; not one core alone, ``one_core``).
+        With some ranks on cores of their own (3 on 2) it stays ``crowd_wake`` per rank whose home is its core:
+        there a one-way call's ranks upstream run ahead into the next call, runnable, not blocked, and a count of
+        the blocked ones left the 3-rank reduce tree's root alone on its core (docs/simulation.md, *The
+        sixty-sixth round*)."""
+        return self.sticky and self.every_core_shared and not self.one_core
+
+    @property
     def counts_waiting(self) -> bool:
         """Whether the replay counts, in every call and not only in those that flow one way, the
-        ranks then blocked beside a rank that resumes (``step_extra``'s ``waiting``): where ranks
-        keep to their cores and a link class prices the rota (``rota_wake``)."""
-        return self.sticky and self.oversubscribed and any(c.rota_wake for c in (self.intra, self.inter))
+        ranks then blocked beside a rank that resumes (``step_extra``'s ``waiting``): where the rota
+        applies (``rota``) and a link class prices it (``rota_wake``)."""
+        return self.rota and any(c.rota_wake for c in (self.intra, self.inter))
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
                    waiting: int = 0, in_hand: bool = False, wait: float = 0.0) -> float:
@@ -342,7 +353,7 @@ class Machine:
             waits = classes + [self.inter] if self.k < self.ranks else classes
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             ahead = self.ahead(rank, waiting) if self.every_core_shared else -1
-            rota = max(1, waiting) if self.sticky and not one_core else 0  # its core's ranks then blocked
+            rota = max(1, waiting) if self.rota else 0  # its core's ranks then blocked
             extra += max(c.wake + crowd_cost(c, ahead, rota, crowd) for c in waits)
             if wait > YIELD_WINDOW:  # ranks outnumber cores: no spin, it yields, then sleeps
                 extra += max(c.sleep_wake for c in waits)

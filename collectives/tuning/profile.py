@@ -185,7 +185,8 @@ class Profile:
                  "# transport  overhead_us  alpha_us  core_alpha_us  beta_ns/B  gamma_ns/B  direct_alpha_us"
                  "  direct_beta_ns/B  exchange_us  wake_us  mixed_wait_us  crowd_wake_us  split_wait_us"
                  "  crowd_beta_ns/B  cache_beta_ns/B  copy_beta_ns/B  reads_alpha_us  reads_beta_ns/B  reads_call_us"
-                 "  direct_sync_us  peer_alpha_us  peer_beta_ns/B  heap_beta_ns/B  send_overhead_us  recv_overhead_us"]
+                 "  direct_sync_us  peer_alpha_us  peer_beta_ns/B  heap_beta_ns/B  send_overhead_us  recv_overhead_us"
+                 "  sleep_wake_us"]
         for name, c in sorted(self.transports.items()):
             lines.append(f"  {name:<9} {c.overhead * 1e6:>11.2f} {c.alpha * 1e6:>9.2f} {c.core_alpha * 1e6:>14.2f}"
                          f" {c.beta * 1e9:>10.4f}"
@@ -195,7 +196,8 @@ class Profile:
                          f" {c.cache_beta * 1e9:>16.4f} {c.copy_beta * 1e9:>15.4f}"
                          f" {c.reads_alpha * 1e6:>15.2f} {c.reads_beta * 1e9:>16.4f} {c.reads_call * 1e6:>14.2f}"
                          f" {c.direct_sync * 1e6:>15.2f} {c.peer_alpha * 1e6:>14.2f} {c.peer_beta * 1e9:>15.4f}"
-                         f" {c.heap_beta * 1e9:>15.4f} {c.send_overhead * 1e6:>17.2f} {c.recv_overhead * 1e6:>17.2f}")
+                         f" {c.heap_beta * 1e9:>15.4f} {c.send_overhead * 1e6:>17.2f} {c.recv_overhead * 1e6:>17.2f}"
+                         f" {c.sleep_wake * 1e6:>13.2f}")
         return lines
 
 
