@@ -19,9 +19,9 @@ processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_
 where cross-memory copies are refused it says so and keeps the built-in profile's. Over shared memory
 it adds all-reduces of 16 MiB and fits the cache (``fit_cache``: ``cache_bytes``, ``cache_beta``); it
 times a local copy for ``copy_beta``; then worlds of more ranks than cores (``fit_crowd``) for
-``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show, after
-timing at two ranks a core the wake of a rank whose wait outlasted the yield window and slept against one
-that yielded (``sleep_wakes``: ``sleep_wake``). Every
+``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show, with
+``--sleep`` after timing at two ranks a core the wake of a rank whose wait outlasted the yield window and
+slept against one that yielded (``sleep_wakes``: ``sleep_wake``, an opt-in term). Every
 case is timed with the other work beside it read, and one timed beside over half a core of it is timed
 again or left out (``measure_quiet``); a part of the sweep left with too few keeps the built-in
 profile's constants and says so. The profile (``calls`` 2: the sweep times loops of calls, as the
@@ -96,12 +96,12 @@ as slow from one repeat to the next (4 tcp ranks, 64 KiB-1 MiB), as the validati
 CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 """The unit of each crowded term's search grid (``search_terms``: 0, then 1/8 to 64 of it)."""
 MAX_CROWD_RANKS = 8
+"""No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
 SLEEP_PROBED = ("shm",)
 """The transports whose ``sleep_wake`` the sleep probe times (``fit_sleep``). Over tcp on 2 cores a waiting rank's
 8 B came 180-360 µs after its send and no wait stayed within the yield window, even with no delay (docs/simulation.md,
 *The sixty-sixth round*): there is no yielding wake to set a sleeping one against, and ``sleep_wake`` stays the
 built-in profile's."""
-"""No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
 
 
 MARGIN = 0.0
@@ -518,9 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-crowd", action="store_true",
                         help="leave crowd_wake, crowd_beta and direct_sync 0 instead of timing worlds of more ranks"
                              " than cores (cores + 1 and 2 x cores ranks)")
-    parser.add_argument("--no-sleep", action="store_true",
-                        help="leave sleep_wake the built-in profile's instead of timing the wake of a rank that"
-                             " slept through a long wait against one that yielded (2 x cores ranks)")
+    parser.add_argument("--sleep", action="store_true",
+                        help="time the wake of a rank that slept through a long wait against one that yielded (2 x"
+                             " cores ranks) and write it as sleep_wake; off by default, sleep_wake then the built-in"
+                             " profile's (0): the term alone, without the rota, prices the quiet runs worse")
     parser.add_argument("--quiet", action="store_true", help="print the profile only, not every case")
     args = parser.parse_args(argv)
     sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s]
@@ -536,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured[t] = dataclasses.replace(measured[t], copy_beta=copy_beta)
         cache_bytes = found or cache_bytes  # shared memory's: the transport whose copies it measures
     for t in transports:  # the crowded terms first: the split's bursts at 3 ranks are crowded on 2 cores
-        if t in SLEEP_PROBED and not args.no_sleep:  # before the crowd's fit, which then prices the calls' sleeps
+        if t in SLEEP_PROBED and args.sleep:  # before the crowd's fit, which then prices the calls' sleeps
             measured[t] = fit_sleep(t, measured[t], args.cores, log)
         if not args.no_crowd:
             measured[t] = fit_crowd(t, measured[t], args.cores, args.rounds, log, cache_bytes, args.calls)

@@ -67,8 +67,9 @@ def test_the_measured_term_is_saved_printed_and_read_back(tmp_path: Path) -> Non
     assert float(row.split()[at]) == pytest.approx(43.5)
 
 
-def test_the_command_probes_shm_only_and_not_with_no_sleep(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Over tcp no crowded wait stays within the yield window (``SLEEP_PROBED``); ``--no-sleep`` skips the probe."""
+def test_the_command_probes_shm_only_and_only_with_sleep(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Over tcp no crowded wait stays within the yield window (``SLEEP_PROBED``); without ``--sleep`` there is no
+    probe and the term stays the built-in profile's 0 (an opt-in term, as ``rota_wake``)."""
     asked: list[tuple[int, str]] = []
     monkeypatch.setattr(sleep_wakes, "run", probe(52.0, 7.0, asked))
     monkeypatch.setattr(tune, "fit_transport", lambda t, *a, **k: (SHM, 0))
@@ -77,8 +78,8 @@ def test_the_command_probes_shm_only_and_not_with_no_sleep(monkeypatch: pytest.M
     path = tmp_path / "tuned.json"
     args = ["--transports", "shm,tcp", "--cores", "2", "--no-crowd", "--no-split", "--quiet", "--out", str(path)]
     assert tune.main(args) == 0
+    assert asked == [] and load(path).costs("shm").sleep_wake == 0.0
+    assert tune.main(args + ["--sleep"]) == 0
     assert asked == [(4, "shm")]
     assert load(path).costs("shm").sleep_wake == pytest.approx(45e-6)
     assert load(path).costs("tcp").sleep_wake == 0.0
-    assert tune.main(args + ["--no-sleep"]) == 0
-    assert asked == [(4, "shm")] and load(path).costs("shm").sleep_wake == 0.0
