@@ -124,3 +124,80 @@ def test_a_dead_peer_still_fails_the_shift_with_peer_lost(tmp_path: Any, monkeyp
         run_world(_dead_shift(tmp_path), 3, "shm", timeout=60)
     assert info.value.rank == 2 and info.value.exitcode == -signal.SIGKILL
     assert json.loads((tmp_path / "rank0").read_text()) == ["PeerLostError", 2]
+
+
+# In place, a rank whose next rank last wrote from its CPU, and whose previous rank did not, offers
+# ``x`` itself (no copy aside) and copies the previous rank's message over it once the next has
+# taken it (_swap.h, sent_first()): ranks pinned two to a CPU, neighbours together, the first of
+# each pair does; pinned apart, none does.
+
+IN_PLACE = express.EXPRESS_BYTES  # by single copy in place, crowded or not
+
+
+def _pinned_shifts(cpus: list[int], late: int | None = None) -> Any:
+    """Every rank pinned to ``cpus[rank]``, then in-place shifts (the first ones teach the channels
+    single copy and the lanes each peer's CPU); with ``late``, that rank comes to the last shift
+    later than the shift's wait, busy on its CPU. Per rank: whether every message arrived, the
+    shifts that offered ``x`` itself, and the calls the lane handed back having offered it."""
+
+    def body(comm: Any) -> Any:
+        os.sched_setaffinity(0, {cpus[comm.rank]})
+        lane, offered = comm._express, []
+
+        class Seen:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(lane, name)
+
+            def sendrecv(self, *args: Any) -> Any:
+                moved = lane.sendrecv(*args)
+                offered.append(isinstance(moved, tuple) and len(moved) == 3)
+                return moved
+
+        comm._express = Seen()
+        r, n, ok = comm.rank, comm.size, []
+        for i in range(8):
+            if i == 7 and comm.rank == late:
+                until = time.perf_counter() + 20 * express.SHIFT_YIELD_SECONDS_CROWDED
+                while time.perf_counter() < until:
+                    pass
+            x = _message(IN_PLACE, r + i)
+            comm.sendrecv(x, (r + 1) % n, x, (r - 1) % n)
+            ok.append(bool(np.array_equal(x, _message(IN_PLACE, (r - 1) % n + i))))
+        return all(ok), lane.unset_aside, sum(offered)
+
+    return body
+
+
+def _two_cpus() -> list[int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to pin ranks to")
+    return cpus[:2]
+
+
+@pytest.mark.multiprocess
+def test_in_place_shifts_offer_x_itself_where_the_next_rank_shares_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    a, b = _two_cpus()
+    got = run_world(_pinned_shifts([a, a, b, b]), 4, "shm", timeout=60)
+    assert [ok for ok, _, _ in got] == [True] * 4
+    assert [unset >= 5 for _, unset, _ in got] == [True, False, True, False]  # (the first calls learn the CPUs)
+    assert [unset for _, unset, _ in got][1::2] == [0, 0]
+    got = run_world(_pinned_shifts([a, b, a, b]), 4, "shm", timeout=60)
+    assert got == [(True, 0, 0)] * 4
+
+
+@pytest.mark.multiprocess
+def test_a_shift_that_offered_x_itself_completes_in_the_engine_when_its_next_rank_is_late(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 offers its ``x`` and its next rank, 1, comes later than the wait: the engine takes
+    the call, receiving apart from ``x`` until rank 1 has read it."""
+    from collectives.transports import progress
+
+    monkeypatch.setattr(progress, "usable_cpus", lambda: 2)
+    a, b = _two_cpus()
+    got = run_world(_pinned_shifts([a, a, b, b], late=1), 4, "shm", timeout=60)
+    assert [ok for ok, _, _ in got] == [True] * 4
+    assert got[0][2] >= 1  # rank 0's late call handed back having offered x
