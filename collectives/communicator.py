@@ -384,16 +384,11 @@ class Communicator(Traced, Recoverable, Timeouts, Exchanges):
         if moved is True:
             return out
         if isinstance(moved, tuple):  # part moved by the lane: the engine finishes the rest
-            sent, received, *offered_x = moved
-            # (offered_x: in place, the lane's RTS offers x itself, which the peer may still read;
-            # the message received lands apart and is copied over x once both are done)
-            into = np.empty_like(out) if offered_x else out
-            works = [] if received else [self._post_recv(into, src, tag, True, False)]
+            sent, received = moved
+            works = [] if received else [self._post_recv(out, src, tag, True, False)]
             if sent is not None:
                 works.append(self._p2p.adopt_send(sent, dst, next(self._p2p_numbers), self.timeout))
             self._p2p.run(*works)
-            if offered_x:
-                np.copyto(out, into)
             return out
         # The receive first, so that a large message of the peer's finds it posted (it is then
         # copied once, transports/single_copy.py); both are driven on this thread.

@@ -56,7 +56,6 @@ typedef struct {
     long long halves;              /* sendrecvs the lane swapped by halves (_half_swap.h) */
     long long pushes;              /* ... of them, those where each rank wrote its whole message (push()) */
     long long taken_whole;         /* mixed pairs' calls bound by the in-place rank taking the offer (answer_offer()) */
-    long long unset_aside;         /* in-place shifts that offered ``x`` itself, no copy aside (_swap.h, sent_first()) */
     long long unoffered;           /* out-of-place calls that offered nothing, the peer seen in place */
     long long declined;            /* offers to swap by halves or push withdrawn at the peer's frame (bind_half()) */
     long long expired;             /* ... withdrawn with no answer by the end of their wait */
@@ -243,6 +242,9 @@ fail:
 
 /* -- sendrecv: both directions in one call ---------------------------------------------- */
 
+#include "_swap.h" /* the single-copy swap: my RTS out, the peer's message read, TAKEN both ways */
+#include "_half_swap.h" /* with one peer: each rank moves half of the message both ways */
+
 /* The lane's buffer for the copy of a message sent in place, of at least ``n`` bytes (a
    bytearray, kept between calls: a fresh one would cost its page faults each time). One that
    a send handed to the engine still holds (a reference or a view of it besides the lane's) is
@@ -257,10 +259,6 @@ static PyObject *aside(Express *e, Py_ssize_t n) {
     }
     return e->aside;
 }
-
-#include "_swap.h" /* the single-copy swap: my RTS out, the peer's message read, TAKEN both ways */
-#include "_half_swap.h" /* with one peer: each rank moves half of the message both ways */
-
 
 /* The object that owns the memory of ``x`` (numpy keeps the owner as a view's ``base``): a new
    reference, ``x`` itself where it has no base. */
@@ -444,8 +442,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         r = sends < 0 || reads < 0 ? -1 : sends == WORKS && reads == WORKS ? 1 : 0;
         PyObject *x = args[0];
         const char *from_buf = send.buf;
-        int first = r > 0 && in_place && sent_first(to, from);
-        if (r > 0 && in_place && !first) {
+        if (r > 0 && in_place) {
             x = aside(e, send.len);
             if (x == NULL) r = -1;
             else {
@@ -456,7 +453,7 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
         }
         if (r > 0) {
             Py_DECREF(result);
-            result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &recv, tag, key, first);
+            result = swap(e, to, from, x, from_buf, (uint64_t)send.len, &recv, tag, key);
             if (result != NULL && result != Py_False) e->swaps++;
         } else if (r == 0 && sends != UNKNOWN && reads != UNKNOWN && send.len <= e->max_bytes && recv.len <= e->max_bytes) {
             int held = has_entry(from->channel, s_unexpected, key); /* never by single copy here: as send() and recv() */
@@ -609,7 +606,6 @@ static PyMemberDef Express_members[] = {
     COUNTER(halves, "sendrecvs the lane swapped by halves"),
     COUNTER(pushes, "of them, those where each rank wrote its whole message"),
     COUNTER(taken_whole, "sendrecvs of a mixed pair (one rank in place) whose in-place rank moved both messages"),
-    COUNTER(unset_aside, "in-place shifts that offered x itself (no copy aside) and received once it was taken"),
     COUNTER(unoffered, "out-of-place sendrecvs through the ring at once, the peer last seen in place"),
     COUNTER(declined, "offers to swap by halves or push withdrawn at once, the peer's call through the ring"),
     COUNTER(expired, "offers to swap by halves or push withdrawn unanswered at the end of their wait"),

@@ -111,7 +111,6 @@ typedef struct {
     uint64_t n;
     pid_t pid;                 /* the process of ``from`` */
     int sent, received;        /* the peer's TAKEN came; I copied the peer's message */
-    int first;                 /* in place without a copy aside: the peer's message only once mine is taken */
 } Swap;
 
 enum { IDLE, MOVED, OTHER, STOP };
@@ -214,11 +213,11 @@ static int take_held(Swap *s, const uint64_t *rts, PyObject *key) {
    (docs/performance.md, "Twenty-sixth round, the 4-rank sendrecv"). */
 static void swap_wait(Express *e, Swap *s) {
     int64_t spin = e->spin_ns, wait = s->to != s->from ? e->shift_yield_ns : e->swap_yield_ns;
-    int64_t yield = wait + (int64_t)(s->n / 2) * (s->first ? 2 : 1);
+    int64_t yield = wait + (int64_t)(s->n / 2);
     int64_t start = 0, spin_until = 0, yield_until = 0;
     int yielding = 0;
     for (unsigned i = 1;; i++) {
-        int r = s->received || (s->first && !s->sent) ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
+        int r = s->received ? IDLE : take_rts(s), t = s->sent ? IDLE : take_taken(s);
         if (s->sent && s->received) return;
         if (r == STOP || t == STOP) return;
         if (r == MOVED || t == MOVED) continue;
@@ -246,26 +245,11 @@ static int overlaps(const char *a, Py_ssize_t n, const char *b, Py_ssize_t m) {
     return n > 0 && m > 0 && a < b + m && b < a + n;
 }
 
-/* Whether an in-place shift offers ``x`` itself, without the copy aside, and copies the peer's
-   message over it only once mine is taken: where the rank I send to last wrote from my CPU and
-   the rank I receive from did not. Its read of my ``x`` and mine of the other's then run one
-   after the other on the CPU we share, as they would anyway, and the four ranks of a ring on
-   two CPUs copy three messages a CPU instead of four. Every rank of a cycle would need its
-   next beside it and its previous not, on one CPU: never all (a stale CPU could make it so
-   for a call; its waits then run out and the engine, below, receives apart). From one to
-   two peers only: a swap with one peer keeps both copies aside, each rank copying at once.
-   (docs/performance.md, "Forty-seventh round") */
-static int sent_first(Lane *to, Lane *from) {
-    return to != from && beside(to) && !beside(from);
-}
-
 /* The single-copy swap, the lock held and both channels free: True where both are done; a
    tuple (send request or None, received) where the engine finishes the rest (my RTS then
-   handed to ``to``'s channel, which awaits its answer), with a third item, True, where my RTS
-   offers ``x`` itself (``first``) and neither is done: the engine must then receive apart
-   from ``x`` until the peer has read it; False where nothing moved. */
+   handed to ``to``'s channel, which awaits its answer); False where nothing moved. */
 static PyObject *swap(Express *e, Lane *to, Lane *from, PyObject *x, const char *send, uint64_t n, Py_buffer *recv,
-                      uint64_t tag, PyObject *key, int first) {
+                      uint64_t tag, PyObject *key) {
     long long pid, id;
     uint64_t held[3]; /* the peer's RTS the engine holds for this tag: address, size, id */
     if (single_copy_int(from->channel, s_pid, &pid, 0) < 0) return NULL;
@@ -280,17 +264,10 @@ static PyObject *swap(Express *e, Lane *to, Lane *from, PyObject *x, const char 
         if (holds < 0) return NULL;
         Py_RETURN_FALSE;
     }
-    if (first && holds == HELD) { /* the peer's message is here now: copy mine aside after all and take it */
-        x = aside(e, (Py_ssize_t)n);
-        if (x == NULL) return NULL;
-        memcpy(PyByteArray_AS_STRING(x), send, (size_t)n);
-        send = PyByteArray_AS_STRING(x), first = 0;
-    }
     if (single_copy_int(to->channel, s_next_id, &id, 1) < 0) return NULL;
     uint64_t rts[3] = {(uint64_t)(uintptr_t)send, n, (uint64_t)id};
     write_control(to, tag, FLAG_RTS, rts, RTS_BYTES);
-    Swap s = {to, from, tag, (uint64_t)id, recv->buf, (uint64_t)recv->len, (pid_t)pid, 0, 0, first};
-    e->unset_aside += first;
+    Swap s = {to, from, tag, (uint64_t)id, recv->buf, (uint64_t)recv->len, (pid_t)pid, 0, 0};
     if (holds == HELD && take_held(&s, held, key) < 0) return NULL; /* (my RTS first: the peer reads meanwhile) */
     swap_wait(e, &s);
     if (s.sent && s.received) Py_RETURN_TRUE;
@@ -302,7 +279,6 @@ static PyObject *swap(Express *e, Lane *to, Lane *from, PyObject *x, const char 
                                       (unsigned long long)id);
         if (request == NULL) return NULL;
     }
-    if (first && !s.sent) return Py_BuildValue("(NOO)", request, Py_False, Py_True);
     return Py_BuildValue("(NO)", request, s.received ? Py_True : Py_False);
 }
 

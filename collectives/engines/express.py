@@ -116,20 +116,16 @@ class Lane(Protocol):
     halves: int
     pushes: int
     taken_whole: int
-    unset_aside: int
     unoffered: int
     declined: int
     expired: int
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool: ...
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool: ...
-    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any
-                 ) -> bool | tuple[Request | None, bool] | tuple[Request | None, bool, bool]:
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         """Both at once: True where both moved; ``(send request or None, received)`` where part
         did (an unfinished send is on its channel, awaiting the peer's answer to its RTS; a
-        receive not done is not posted), with a third item, True, where in place the RTS offers
-        ``x`` itself and neither is done (receive apart from ``x`` until the send is); False where
-        nothing did."""
+        receive not done is not posted); False where nothing did."""
     def close(self) -> None:
         """Drop the lanes (before the transports unmap their rings); later calls go to the engine."""
 
@@ -137,7 +133,7 @@ class Lane(Protocol):
 class NoLane:
     """Every call through the engine (no shm peers, no C part, or pure Python asked)."""
 
-    sends = recvs = swaps = halves = pushes = taken_whole = unset_aside = unoffered = declined = expired = 0
+    sends = recvs = swaps = halves = pushes = taken_whole = unoffered = declined = expired = 0
 
     def send(self, x: Any, dst: Any, tag: Any) -> int | bool:
         return False
@@ -145,8 +141,7 @@ class NoLane:
     def recv(self, x: Any, src: Any, tag: Any) -> int | bool:
         return False
 
-    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any
-                 ) -> bool | tuple[Request | None, bool] | tuple[Request | None, bool, bool]:
+    def sendrecv(self, x: Any, dst: Any, out: Any, src: Any, tag: Any) -> bool | tuple[Request | None, bool]:
         return False
 
     def close(self) -> None:
