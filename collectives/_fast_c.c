@@ -275,7 +275,7 @@ static int folds_into_out(PyObject *plan) {
 }
 
 /* broadcast(comm, x, root, out[, algorithm]): whether the kept broadcast ran on ``x`` (or into ``out``,
-   filled from ``x`` on the root first, or by the plan where it ``folds_into_out``). */
+   filled from ``x`` on the root first). */
 static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4 && nargs != 5) return PyErr_Format(PyExc_TypeError, "broadcast(comm, x, root, out[, algorithm])");
@@ -294,8 +294,7 @@ static PyObject *broadcast(PyObject *self, PyObject *const *args, Py_ssize_t nar
             int may = (xa->flags & WRITEABLE) != 0 ? 1 : is_root(comm, root); /* read-only: only the root's */
             ran = may < 0 ? -1 : may == 0 ? 0 : run_kept(comm, key, plan, xa, NULL, 0) < 0 ? -1 : 1;
         } else {
-            int folds = folds_into_out(plan); /* (windowed.WindowBroadcast: the root fills out itself) */
-            ran = folds < 0 ? -1 : run_on_filled_out(comm, key, plan, xa, oa, count, root, folds);
+            ran = run_on_filled_out(comm, key, plan, xa, oa, count, root, 0);
         }
         Py_DECREF(plan);
     }

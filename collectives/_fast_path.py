@@ -168,8 +168,7 @@ def all_to_all(comm: Communicator, x: Any, out: Any, algorithm: Any = None) -> b
 
 
 def broadcast(comm: Communicator, x: Any, root: Any, out: Any, algorithm: Any = None) -> bool:
-    """Whether a kept broadcast ran on ``x`` (or into ``out``, filled from ``x`` on the root first, or
-    by the plan where it ``folds_into_out``)."""
+    """Whether a kept broadcast ran on ``x`` (or into ``out``, filled from ``x`` on the root)."""
     if type(x) is not np.ndarray:
         views = _tensor_views(x, out)
         if views is None:
@@ -187,8 +186,7 @@ def broadcast(comm: Communicator, x: Any, root: Any, out: Any, algorithm: Any = 
             return False
         comm._run_kept(key, plan, _flat(x), None)
         return True
-    folds = getattr(plan, "folds_into_out", False)  # (windowed.WindowBroadcast: the root fills out itself)
-    return _run_on_filled_out(comm, key, plan, x, out, fill=root == comm.rank, folds_into_out=folds)
+    return _run_on_filled_out(comm, key, plan, x, out, fill=root == comm.rank)
 
 
 def reduce(comm: Communicator, x: Any, root: Any, op: Any, out: Any, algorithm: Any = None) -> Any:

@@ -457,8 +457,6 @@ class WindowBroadcast:
     (``direct_routes.broadcast_by_halves``), else by single-copy reads (the root writing its share
     unless ranks outnumber cores), else ``fallback`` (a schedule) where reads are refused."""
 
-    folds_into_out = True  # the fast paths pass ``out`` (apart from ``x``) as it is: the root fills it here
-
     def __init__(self, windows: SharedWindows, root: int, dtype: np.dtype, count: int,
                  fallback: Callable[[], Plan]) -> None:
         self.windows = windows
@@ -468,13 +466,8 @@ class WindowBroadcast:
         self.fallback = fallback
         self.kernel: Any = None
 
-    def __call__(self, x: np.ndarray, out: np.ndarray | None, call: Call) -> None:
-        """Into ``x``, or into ``out`` (apart from ``x``, which only the root reads). Through the
-        halves the root copies ``x`` into its half first and fills its ``out`` once the last piece
-        is posted, while the others copy out: filled first, the others waited for that copy
-        (docs/performance.md, "Forty-seventh round")."""
+    def __call__(self, x: np.ndarray, out: None, call: Call) -> None:
         windows = self.windows
-        root = windows.rank == self.root
         if self.halves is None:  # found on the first call (the window says whether ranks outnumber cores)
             crowded = windows.small(call).oversubscribed
             self.halves = direct_routes.broadcast_by_halves(self.count * self.dtype.itemsize, crowded)
@@ -483,15 +476,8 @@ class WindowBroadcast:
                 whole = self.count * self.dtype.itemsize <= small.BROADCAST_BYTES
                 plan = small.BroadcastPlan if whole else small.PiecewiseBroadcastPlan
                 self.kernel = plan(windows.small(call), self.dtype, self.count)
-            into = x if out is None or root else out
-            windows.small_serial = self.kernel(into, self.root, windows.small_serial, call.deadline, call.timed_out)
-            if out is not None and root:
-                copy_array(out, x)
+            windows.small_serial = self.kernel(x, self.root, windows.small_serial, call.deadline, call.timed_out)
             return
-        if out is not None:
-            if root:
-                copy_array(out, x)
-            x = out
         memory = windows.peer_memory(call)
         if memory is None:
             if self.kernel is None:
