@@ -72,7 +72,7 @@ whole read by the single-copy swap costs less; docs/performance.md, "Twenty-seco
 to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
 by its rank goes faster through the ring; where ranks outnumber cores, in place, the copy aside
 and the swap from ``SWAP_BYTES_IN_PLACE_CROWDED``."""
-HALF_BYTES_OUT_OF_PLACE = 128 << 10
+HALF_BYTES_OUT_OF_PLACE = 1 << 20
 """HALF_BYTES out of place (from ``PUSH_BYTES`` each rank writes its whole message instead), whether the message and the receive's buffer are separate arrays or
 blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
 was not just written by its rank and are level with it where it was; below, a message just
