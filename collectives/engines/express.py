@@ -79,8 +79,8 @@ blocks of one (hypercube_perf's exchange); below it, from ``PUSH_BYTES``, each r
 whole message into the peer's receive instead (the push). Beyond ``HALF_BYTES``: a message
 just written by its rank (hypercube_perf out of place) is read from its own cache by the push
 where the halves read half of the peer's out of the peer's cache, 512 KiB blocks 40.6 against
-61.2 µs; one not rewritten is level either way up to 512 KiB, and from 1 MiB the halves are
-level or ahead (docs/performance.md, "Forty-seventh round"; from 128 KiB before it). A mixed
+61.2 µs; one not rewritten is within 10 % either way up to 512 KiB, and from 1 MiB the halves
+are level or ahead (docs/performance.md, "Forty-seventh round"; from 128 KiB before it). A mixed
 pair there (the in-place rank offers the halves) binds by either: engines/_half_swap.h."""
 
 HALF_BYTES_OUT_OF_PLACE_CROWDED = HALF_BYTES
