@@ -298,7 +298,7 @@ static int framed(const Lane *lane, uint64_t tag, Py_ssize_t n) {
    HALF_DONE, HALF_NOT_TAKEN, HALF_PEER_LOST, HALF_ASK (single copy not yet known: the engine's
    call asks, up to HALF_ASKS calls a lane), or -1 with an error set. */
 static int by_halves(Express *e, Lane *lane, PyObject *key, const char *send, char *recv, uint64_t n, uint64_t tag,
-                     int pushed) {
+                     int *pushed) {
     int r = send_free(lane);
     if (r > 0) r = recv_free(e, lane, key, 0, tag, n, NULL);
     if (r > 0) r = single_copy_state(lane->channel, s_offers);
@@ -390,8 +390,13 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     int taken = try_lock(e);
     if (taken < 0) goto fail;
     if (!taken) goto done;
-    if (halves) {
-        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag, pushed);
+    /* In place from ``half_bytes``, where the peer offers to push this call (out of place below
+       ``half_out_bytes``, which lies beyond ``half_bytes``): taken whole, as below ``half_bytes``
+       (the offer of my halves would not bind with a push). */
+    int take_push = halves && in_place && send.len < e->half_out_bytes && offered(to) &&
+                    (__atomic_load_n(&to->peer_slot[SLOT_NBYTES], __ATOMIC_ACQUIRE) & PUSH_MODE);
+    if (halves && !take_push) {
+        int h = by_halves(e, to, key, send.buf, recv.buf, (uint64_t)recv.len, tag, &pushed);
         if (h == HALF_ASK) {
             if (unlock(e) < 0) goto fail;
             goto done;
@@ -412,8 +417,8 @@ static PyObject *Express_sendrecv(Express *e, PyObject *const *args, Py_ssize_t 
     }
     /* In place through the ring, an out-of-place peer's offer (a push, or the halves) taken whole:
        both messages moved by me, none through the ring. */
-    if (!halves && !single && in_place && to == from && to->deal != NULL && send.buf == recv.buf &&
-        send.len == recv.len && send.len >= e->push_bytes && send.len < e->half_bytes) {
+    if (take_push || (!halves && !single && in_place && to == from && to->deal != NULL && send.buf == recv.buf &&
+                      send.len == recv.len && send.len >= e->push_bytes && send.len < e->half_bytes)) {
         int h = take_offer(e, to, key, recv.buf, (uint64_t)recv.len, tag);
         if (h < 0) {
             unlock(e);
@@ -557,7 +562,7 @@ static PyObject *Express_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     e->apart_bytes = apart_bytes < 0 || apart_bytes > single_bytes ? single_bytes : apart_bytes;
     e->aside_bytes = aside_bytes < 0 ? max_bytes + 1 : aside_bytes;
     e->half_bytes = half_bytes < 0 ? PY_SSIZE_T_MAX : half_bytes;
-    e->half_out_bytes = half_out_bytes < 0 || half_out_bytes > e->half_bytes ? e->half_bytes : half_out_bytes;
+    e->half_out_bytes = half_out_bytes < 0 ? e->half_bytes : half_out_bytes;
     e->push_bytes = push_bytes < 0 || push_bytes > e->half_out_bytes ? e->half_out_bytes : push_bytes;
     e->swap_yield_ns = swap_yield_ns;
     e->shift_yield_ns = shift_yield_ns < 0 ? swap_yield_ns : shift_yield_ns;

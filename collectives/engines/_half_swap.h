@@ -41,6 +41,7 @@
 enum { DEAL_FREE = 0, OFFER_LOW = 1, OFFER_HIGH = 2, ACCEPTED = 3, TAKEN_WHOLE = 4 };
 enum { SLOT_SEND, SLOT_RECV, SLOT_NBYTES, SLOT_TAG, SLOT_DONE };
 enum { HALF_NOT_TAKEN, HALF_DONE, HALF_PEER_LOST, HALF_ASK, HALF_BY_ONE };
+enum { BOUND_HALVES = 3 }; /* bind_half(): my push offer's taker came with the halves */
 
 /* Calls of a lane that go to the engine while single copy is not yet known on its channel, so
    that the engine's RTS asks (what a run whose only large messages are the halves' would
@@ -70,8 +71,11 @@ static int rings_empty(const Lane *lane) {
 }
 
 /* Bind both ranks to the in-place swap, or not: 1 bound, 2 bound with the peer moving both
-   messages (TAKEN_WHOLE), 0 not (nothing of mine left on the deal). Accepts the peer's offer
-   where its slot matches mine, else offers and waits as the swap's wait does (a spin, then
+   messages (TAKEN_WHOLE), 3 bound to the halves where I said a push (BOUND_HALVES), 0 not (nothing
+   of mine left on the deal). Accepts the peer's offer where its slot matches mine (or where mine
+   says a push and the peer's the halves of the same call: a peer in place, which cannot push,
+   from HALF_BYTES while out of place pushes up to HALF_BYTES_OUT_OF_PLACE; both then move
+   halves), else offers and waits as the swap's wait does (a spin, then
    yields), and withdraws where no one accepts in time (``expired``) or as soon as a frame of the
    peer's is in my ring (``declined``, looked for at each look at the clock: the rings were empty
    when I offered, so the peer has begun a call of its own through the ring, and waiting out the
@@ -81,10 +85,13 @@ static int bind_half(Express *e, Lane *lane, uint64_t said, uint64_t n) {
     uint64_t mine = lane->low ? OFFER_LOW : OFFER_HIGH, peer = lane->low ? OFFER_HIGH : OFFER_LOW;
     uint64_t expected = DEAL_FREE;
     if (!__atomic_compare_exchange_n(deal, &expected, mine, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        if (expected != peer || __atomic_load_n(&theirs[SLOT_NBYTES], __ATOMIC_ACQUIRE) != said ||
+        uint64_t their_said = __atomic_load_n(&theirs[SLOT_NBYTES], __ATOMIC_ACQUIRE);
+        int halves = their_said != said && their_said == (said & ~PUSH_MODE);
+        if (expected != peer || (their_said != said && !halves) ||
             __atomic_load_n(&theirs[SLOT_TAG], __ATOMIC_ACQUIRE) != lane->my_slot[SLOT_TAG])
             return 0; /* another call's offer, or a stale deal: the peer withdraws it */
-        return __atomic_compare_exchange_n(deal, &expected, ACCEPTED, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        if (!__atomic_compare_exchange_n(deal, &expected, ACCEPTED, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return 0;
+        return halves ? BOUND_HALVES : 1;
     }
     int64_t spin = e->spin_ns, yield = e->swap_yield_ns + (int64_t)(n / 2);
     int64_t start = now_ns(), spin_until = start + spin, until = spin_until + yield;
@@ -183,9 +190,10 @@ static int await_peer_half(Express *e, Lane *lane, uint64_t count, pid_t pid, ui
    ``recv`` (``send`` itself in place; ``n`` bytes each, ``tag`` on the wire) with the peer of
    ``lane`` (process ``pid``), the lock held and the channel free: HALF_DONE, HALF_NOT_TAKEN
    (nothing moved: the caller runs the call otherwise), HALF_PEER_LOST (bound, but the peer
-   died before its half was done: the engine's receive says so), or -1 with an error set. */
+   died before its half was done: the engine's receive says so), or -1 with an error set.
+   ``*pushed`` (whether I offer a push) is cleared where the peer's halves bound us instead. */
 static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint64_t n, uint64_t tag, pid_t pid,
-                     int pushed) {
+                     int *pushed) {
     if (lane->deal == NULL || !rings_empty(lane)) return HALF_NOT_TAKEN;
     if (send == recv && e->bounce == NULL && (e->bounce = malloc(BOUNCE_BYTES)) == NULL) {
         PyErr_NoMemory();
@@ -195,11 +203,12 @@ static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint6
     note_cpu(lane); /* (for the peer's beside()) */
     __atomic_store_n(&slot[SLOT_SEND], (uint64_t)(uintptr_t)send, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_RECV], (uint64_t)(uintptr_t)recv, __ATOMIC_RELAXED);
-    uint64_t said = pushed ? n | PUSH_MODE : n;
+    uint64_t said = *pushed ? n | PUSH_MODE : n;
     __atomic_store_n(&slot[SLOT_NBYTES], said, __ATOMIC_RELAXED);
     __atomic_store_n(&slot[SLOT_TAG], tag, __ATOMIC_RELAXED);
     int bound = bind_half(e, lane, said, n);
     if (!bound) return HALF_NOT_TAKEN;
+    if (bound == BOUND_HALVES) *pushed = 0, bound = 1;
     uint64_t their_send = __atomic_load_n(&lane->peer_slot[SLOT_SEND], __ATOMIC_ACQUIRE);
     uint64_t their_recv = __atomic_load_n(&lane->peer_slot[SLOT_RECV], __ATOMIC_ACQUIRE);
     uint64_t split = n / 2 / 64 * 64, count = __atomic_load_n(&slot[SLOT_DONE], __ATOMIC_RELAXED) + 1;
@@ -207,7 +216,7 @@ static int half_swap(Express *e, Lane *lane, const char *send, char *recv, uint6
         __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);
         return await_peer_half(e, lane, count, pid, their_recv) ? HALF_BY_ONE : HALF_PEER_LOST;
     }
-    if (pushed ? !push(pid, send, their_recv, n)
+    if (*pushed ? !push(pid, send, their_recv, n)
                : !move_half(pid, send, recv, their_send, their_recv, lane->low ? 0 : split, lane->low ? split : n, e->bounce))
         return HALF_PEER_LOST;
     __atomic_store_n(&slot[SLOT_DONE], count, __ATOMIC_RELEASE);

@@ -66,18 +66,22 @@ HALF_BYTES = 256 << 10
 """The smallest ``sendrecv`` with one peer that the two ranks swap
 by halves, each moving half of the message both ways by single copy (engines/_half_swap.h),
 where both are in the lane at once (otherwise it goes as before): in place with no copy aside,
-without an upper bound (out of place: from ``HALF_BYTES_OUT_OF_PLACE``; without an upper bound
+without an upper bound (out of place: from ``HALF_BYTES_OUT_OF_PLACE``, below which, from
+``PUSH_BYTES``, each rank pushes its whole message; without an upper bound
 for blocks of one array, up to ``EXPRESS_BYTES`` for separate arrays, beyond which their
 whole read by the single-copy swap costs less; docs/performance.md, "Twenty-second round, point
 to point" and "Twenty-third round, point to point"). Below it, in place, a buffer just written
 by its rank goes faster through the ring; where ranks outnumber cores, in place, the copy aside
 and the swap from ``SWAP_BYTES_IN_PLACE_CROWDED``."""
-HALF_BYTES_OUT_OF_PLACE = 128 << 10
-"""HALF_BYTES out of place (from ``PUSH_BYTES`` each rank writes its whole message instead), whether the message and the receive's buffer are separate arrays or
-blocks of one (hypercube_perf's exchange): from here the halves beat the ring where the message
-was not just written by its rank and are level with it where it was; below, a message just
-written goes faster through the ring (docs/performance.md, "Twenty-third round, point to
-point")."""
+HALF_BYTES_OUT_OF_PLACE = 1 << 20
+"""HALF_BYTES out of place, whether the message and the receive's buffer are separate arrays or
+blocks of one (hypercube_perf's exchange); below it, from ``PUSH_BYTES``, each rank writes its
+whole message into the peer's receive instead (the push). Beyond ``HALF_BYTES``: a message
+just written by its rank (hypercube_perf out of place) is read from its own cache by the push
+where the halves read half of the peer's out of the peer's cache, 512 KiB blocks 40.6 against
+61.2 µs; one not rewritten is within 10 % either way up to 512 KiB, and from 1 MiB the halves
+are level or ahead (docs/performance.md, "Forty-ninth round"; from 128 KiB before it). A mixed
+pair there (the in-place rank offers the halves) binds by either: engines/_half_swap.h."""
 
 HALF_BYTES_OUT_OF_PLACE_CROWDED = HALF_BYTES
 """HALF_BYTES_OUT_OF_PLACE where ranks outnumber cores: below it each rank pushes its whole
@@ -87,8 +91,8 @@ engine, where the halves and the push, once bound, each copy by themselves; push
 (docs/performance.md, "Twenty-fifth round, the 4-rank hypercube")."""
 
 PUSH_BYTES = 32 << 10
-"""The smallest out-of-place ``sendrecv`` with one peer below
-``HALF_BYTES_OUT_OF_PLACE`` that the two ranks swap by writing each its whole message into the
+"""The smallest out-of-place ``sendrecv`` with one peer (below
+``HALF_BYTES_OUT_OF_PLACE``) that the two ranks swap by writing each its whole message into the
 other's receive buffer (``process_vm_writev``; bound as the halves are, engines/_half_swap.h):
 one copy a rank, of a message in its own cache, where the ring makes two and the halves read
 half of the peer's message out of the peer's cache (docs/performance.md, "Twenty-fourth round,

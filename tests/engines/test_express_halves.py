@@ -115,11 +115,13 @@ def test_out_of_place_up_to_the_lanes_frame_each_rank_reads_half_and_writes_half
 
 @pytest.mark.usefixtures("patient_offers")
 def test_blocks_of_one_array_from_the_out_of_place_size_go_by_halves_odd_sizes_too() -> None:
-    """hypercube_perf's exchange at 256 KiB: blocks of 128 KiB of one array."""
+    """hypercube_perf's exchange at 2 MiB: blocks of 1 MiB of one array (below, the push)."""
     sizes = [express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES_OUT_OF_PLACE + 7]
-    results = run_world(lambda comm: _swaps(comm, sizes, "one array", rounds=2), 2, "shm", timeout=60)
-    assert all(ok for ok, _ in results)
+    results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
+                        timeout=60)
+    assert all(ok for ok, _, _ in results)
     assert results[0][1] == results[1][1] > 0, results
+    assert [pushes for _, _, pushes in results] == [0, 0], results
 
 
 @pytest.mark.usefixtures("patient_offers")

@@ -61,13 +61,12 @@ def test_where_no_larger_message_taught_single_copy_the_first_calls_ask_the_engi
 def test_where_ranks_outnumber_cores_out_of_place_below_the_crowded_halves_is_pushed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Where ranks outnumber cores, out of place, each rank writes its whole message from
-    ``PUSH_BYTES_CROWDED`` up to ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` (beyond
-    ``HALF_BYTES_OUT_OF_PLACE``, where ranks with a core each swap by halves)."""
+    ``PUSH_BYTES_CROWDED`` up to ``HALF_BYTES_OUT_OF_PLACE_CROWDED`` (below
+    ``HALF_BYTES_OUT_OF_PLACE``, where ranks with a core each push too)."""
     from collectives.transports import progress
 
     monkeypatch.setattr(progress, "usable_cpus", lambda: 1)  # the forked ranks inherit it
-    sizes = [express.PUSH_BYTES_CROWDED, express.HALF_BYTES_OUT_OF_PLACE,
-             express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 16]
+    sizes = [express.PUSH_BYTES_CROWDED, 128 << 10, express.HALF_BYTES_OUT_OF_PLACE_CROWDED - 16]
     results = run_world(lambda comm: (*_swaps(comm, sizes, "one array", rounds=2), comm._express.pushes), 2, "shm",
                         timeout=60)
     assert all(ok for ok, _, _ in results)
@@ -154,10 +153,9 @@ def test_out_of_place_below_the_push_goes_through_the_ring() -> None:
     assert [(ring, pushed) for _, ring, pushed in results] == [(calls, 0), (calls, 0)], results
 
 
-MIXED_SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES_OUT_OF_PLACE - 1,
-               express.HALF_BYTES_OUT_OF_PLACE, express.HALF_BYTES - 1]
-"""The mixed pair's sizes: the push's first and last, the halves' first out of place, and the last
-that the in-place rank sends through the ring."""
+MIXED_SIZES = [express.PUSH_BYTES, express.PUSH_BYTES + 7, express.HALF_BYTES - 1]
+"""The mixed pair's sizes below ``HALF_BYTES``: the push's first and the last that the in-place rank
+sends through the ring."""
 
 
 def _mixed_rounds(comm: Any, sizes: list[int], in_place_rank: int, calls: int = 4) -> Any:
@@ -212,6 +210,25 @@ def test_a_mixed_pairs_in_place_rank_takes_the_offer_whole_or_both_go_through_th
     assert results[0][4] == results[1][4] > 0, results  # (the first call of a size, the in-place rank late)
     assert results[1 - in_place_rank][5] > 0, results  # (the calls after one through the ring)
     assert results[in_place_rank][5:] == (0, 0, 0), results  # (it offers nothing)
+
+
+@pytest.mark.parametrize("in_place_rank", [0, 1])
+def test_a_mixed_pair_from_the_in_place_halves_binds_by_the_push_taken_whole_or_by_halves(in_place_rank: int) -> None:
+    """From ``HALF_BYTES`` below ``HALF_BYTES_OUT_OF_PLACE`` the in-place rank offers the halves and
+    the out-of-place rank a push: the one that comes second binds both, the in-place rank taking the
+    push whole (``taken_whole``), the out-of-place rank taking the halves instead of its push
+    (``halves``, none pushed). Nothing goes through the ring, no offer waits out its time, and
+    every byte is the engine's."""
+    sizes = [express.HALF_BYTES, express.HALF_BYTES_OUT_OF_PLACE - 7]
+    calls = 4
+    results = run_world(lambda comm: (*_mixed_rounds(comm, sizes, in_place_rank, calls), comm._express.pushes), 2,
+                        "shm", timeout=60)
+    assert all(ok for ok, *_ in results), results
+    for sends, swaps, halves, whole, unoffered, _, expired, pushes in (r[1:] for r in results):
+        assert (sends, swaps, unoffered, expired, pushes) == (0, 0, 0, 0, 0), results
+        assert halves + whole == calls * len(sizes), results
+    assert results[0][3:5] == results[1][3:5], results  # (both ranks count each call alike)
+    assert results[0][3] > 0 and results[0][4] > 0, results  # (each rank late in turn: both ways bind)
 
 
 def test_where_ranks_outnumber_cores_a_mixed_pairs_offer_is_declined_at_the_in_place_ranks_rts(
