@@ -98,6 +98,31 @@ def test_a_crowded_tune_writes_the_split_that_priced_its_bursts(monkeypatch: pyt
     assert costs.recv_overhead == pytest.approx(CROWDED.recv_overhead, abs=0.75e-6)
 
 
+def test_a_crowded_tune_times_its_crowded_worlds_and_bursts_once(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """The second pass of the crowded fit and the split fits the first pass's timings again: it times nothing."""
+    profile = Profile({"tcp": CROWDED}, cores=2, calls=2)
+    timed: list[tuple[str, int, int]] = []
+
+    def measure(cases: Sequence[Case], size: int, transport: str, **_: Any) -> list[float]:
+        timed.append(("bursts", size, len(cases)))
+        return crowded(CROWDED)(cases, size, transport)
+
+    def outside(cases: Sequence[Case], size: int, t: str, **_: Any) -> tuple[list[list[float]], list[float]]:
+        timed.append(("sweep", size, len(cases)))
+        return [[tuner.predict(c, a, n, size, t, 0, profile)] for c, n, a in cases], [0.0] * len(cases)
+
+    monkeypatch.setattr(tune, "measure", measure)
+    monkeypatch.setattr(tune, "measure_outside", outside)
+    monkeypatch.setattr(tune, "fold_seconds_per_byte", lambda nbytes: GAMMA)
+    monkeypatch.setattr(tune, "copy_seconds_per_byte", lambda: 0.0)
+    assert tune.main(["--transports", "tcp", "--sizes", "8,64K", "--cores", "2", "--quiet",
+                      "--out", str(tmp_path / "tuned.json")]) == 0
+    crowd, bursts = len(tune.crowd_cases("tcp")), len(tune.split_cases())
+    assert timed == [("sweep", 2, 6), ("sweep", 3, crowd), ("sweep", 4, crowd), ("bursts", 2, bursts),
+                     ("bursts", 3, bursts)]
+
+
 def test_the_split_never_exceeds_alpha_and_a_capped_one_is_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tune, "measure",
                         lambda cases, size, transport, **_: [1e-3 * (size - 1)] * len(cases))
