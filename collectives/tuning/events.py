@@ -91,14 +91,15 @@ class Network(Protocol):
         ...
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0) -> float:
+                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0, again: bool = False) -> float:
         """Seconds beyond the messages that finishing the step costs ``rank``; ``waiting``: in a
         call whose messages flow one way (or in every call, ``counts_waiting``), the ranks (itself
         among them) then waiting beside it (``queues_with``; 0: not counted); ``in_hand``: the step
         exchanged with one peer whose message was in before the step was issued (``takes_in_hand``);
         ``wait``: seconds from the step's sends until its last message was sent (0: it waited for none): how
         long the rank waited with nothing coming in, the bytes of a large message, once sent, flowing to a
-        rank that is awake copying them out."""
+        rank that is awake copying them out; ``again``: the rank already resumed after a wait earlier in the
+        same call."""
         ...
 
 
@@ -199,6 +200,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     heapq.heapify(ready)
 
     handed: set[int] = set()  # ranks whose step in progress took its peer's message in hand (in_hand)
+    resumed: set[int] = set()  # ranks that resumed after a wait earlier in the call they are in
 
     def try_finish(r: int, t: float, step: Step) -> bool:
         needed: dict[int, int] = {}
@@ -230,8 +232,10 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
         # resumes (itself too)
         waiting = 1 + sum(1 for q in blocked if network.queues_with(r, q)) if counted and waited else 0
         # idle: from its sends until its last message was sent (its bytes then flowing in, the rank awake)
-        extra = (network.step_extra(r, sends, list(needed), waited, waiting, r in handed, sent - issued)
-                 if needed else 0.0)
+        extra = (network.step_extra(r, sends, list(needed), waited, waiting, r in handed, sent - issued,
+                                    r in resumed) if needed else 0.0)
+        if waited:
+            resumed.add(r)
         t += extra
         if pooled and needed:  # the receive work, at its time, on a core
             heapq.heappush(ready, (t - work - extra, r, work + extra))
@@ -251,6 +255,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             if position[r] >= 0:
                 finished[position[r]][r] = t
             position[r] += 1
+            resumed.discard(r)
             schedules[r] = calls[position[r]][r]
             step = next(schedules[r], None)
         if step is None:

@@ -30,7 +30,15 @@ a resuming rank pays that per rank ahead of it in the run queue of the busiest o
 not counted (``ahead``: 1 at 4 ranks on 2 cores, 3 at 8), in place of ``crowd_wake`` per rank per
 core (2 and 4): its core-mates stay runnable, and it waits behind them alone (docs/simulation.md,
 *The sixtieth round*); with some ranks on cores of their own (3 on 2) the kernel can move ranks to
-the idle core and the crowd stays as before. Two opt-in terms (0 in the built-in profile) price a crowded
+the idle core and the crowd stays as before. Where every core of one host holds exactly two ranks (4 on 2) and
+the transport's ranks take turns (``pairs_take_turns``: tcp), a rank pays its crowd only at the first step of a
+call in which it resumes after a wait (``step_extra``'s ``again``), its later resumes in that call ``wake``
+alone, in calls whose messages come back round and whose ranks take whichever core frees (not ``sticky``): a
+tcp rank's wait yields at once where ranks share cores, so once a call's steps have begun the two ranks of a
+core hand it to each other at every yield, and a step that crosses cores finds its receiver's core-mate
+waiting, not working (measured step by step: docs/simulation.md, *The sixty-seventh round*). Calls that flow
+one way count their crowd by the ranks waiting (``crowd_of_waiters``) and keep it at every step.
+Two opt-in terms (0 in the built-in profile) price a crowded
 sticky host's waits as it runs them (docs/simulation.md, *The sixty-third* and *sixty-sixth rounds*): with
 ``rota_wake``, where every core is shared (``rota``), a resuming rank pays that per rank of its own core then
 blocked in the replay (``queues_with``), itself counted, in every call, in place of ``crowd_wake`` per rank
@@ -159,6 +167,9 @@ class Machine:
             calls in which a rank sends one peer more than this (``begin``; 0: any call).
         whole_messages: on one host, a receiver copies a message out only once all of it
             has been written (``copies_whole``).
+        crowd_per_call: on one host whose every core holds two ranks, a rank pays its crowd
+            only at its first resume after a wait in a call (``takes_turns``, ``step_extra``), in
+            calls whose messages come back round and whose ranks are not ``sticky``.
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
@@ -166,7 +177,7 @@ class Machine:
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
                  crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False,
-                 sticky_flowing: bool = True, lockstep_bytes: int = 0) -> None:
+                 sticky_flowing: bool = True, lockstep_bytes: int = 0, crowd_per_call: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -189,6 +200,8 @@ class Machine:
         self.lockstep_bytes = lockstep_bytes
         self.whole_messages = whole_messages and self.k >= ranks
         self.every_core_shared = self.k >= ranks and 0 < 2 * cores <= self.k
+        self.takes_turns = crowd_per_call and self.k >= ranks and cores >= 2 and self.k == 2 * cores
+        self.flowing = False  # whether the replayed calls' messages flow one way (``begin``)
         self._last: dict[int, int] = {}  # rank -> the core it last ran on (sticky)
         self._ran: dict[int, float] = {}  # rank -> when it last left a core (sticky)
         if cores >= self.k:  # a core each: a message's α is the one of ranks that queue behind no one
@@ -256,6 +269,7 @@ class Machine:
         (``sticky``) in one-way calls only where ``sticky_flowing`` says so, and in the others
         only where ``largest`` is beyond ``lockstep_bytes``."""
         self.sticky = self._keeps and (self.sticky_flowing or (not one_way and largest > self.lockstep_bytes))
+        self.flowing = one_way
 
     def reduce_cost(self, rank: int, nbytes: int) -> float:
         return nbytes * self.gamma
@@ -333,7 +347,7 @@ class Machine:
         return self.rota and any(c.rota_wake for c in (self.intra, self.inter))
 
     def step_extra(self, rank: int, sends: list[int], recvs: list[int], waited: bool,
-                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0) -> float:
+                   waiting: int = 0, in_hand: bool = False, wait: float = 0.0, again: bool = False) -> float:
         """Seconds beyond its messages that ``rank`` spends finishing a step that sent to
         ``sends`` and received from ``recvs`` (``waited``: a message came after the rank was ready;
         ``waiting``: in a call that flows one way, or in every call where ``counts_waiting``, the
@@ -341,7 +355,9 @@ class Machine:
         exchanged with one peer whose message was in before the step was issued, where
         ``takes_in_hand``: no ``exchange``, its two ends not busy at once; ``wait``: the seconds
         from the step's sends to its last message's arrival, a ``sleep_wake`` more where they pass
-        the progress engine's spin and yield windows)."""
+        the progress engine's spin and yield windows; ``again``: it already resumed after a wait
+        earlier in this call, where ``takes_turns`` it pays ``wake`` without the crowd in a call that
+        comes back round and does not keep its ranks to their cores)."""
         if not recvs:
             return 0.0
         classes = [self.path(rank, peer)[0] for peer in recvs]
@@ -354,7 +370,10 @@ class Machine:
             crowd = 1 if one_core else self.home_ranks(rank) if self.sticky else self.crowd(waiting)
             ahead = self.ahead(rank, waiting) if self.every_core_shared else -1
             rota = max(1, waiting) if self.rota else 0  # its core's ranks then blocked
-            extra += max(c.wake + crowd_cost(c, ahead, rota, crowd) for c in waits)
+            # the core's two ranks already take turns in this call (one whose messages come back round, its ranks
+            # taking whichever core frees: not sticky)
+            turn = again and self.takes_turns and not self.sticky and not self.flowing
+            extra += max(c.wake + (0.0 if turn else crowd_cost(c, ahead, rota, crowd)) for c in waits)
             if wait > YIELD_WINDOW:  # ranks outnumber cores: no spin, it yields, then sleeps
                 extra += max(c.sleep_wake for c in waits)
         elif waited and self.cores:
@@ -446,6 +465,14 @@ def keeps_cores_flowing(transport: str) -> bool:
     first there, as their one-way calls were priced (``crowd_of_waiters``; docs/simulation.md,
     *The thirty-ninth round*)."""
     return transport == "shm"
+
+
+def pairs_take_turns(transport: str) -> bool:
+    """Whether ``transport``'s ranks, two to a core, take turns within a call (``Machine``'s
+    ``crowd_per_call``): tcp's, whose waits yield at once where ranks share cores, so that a rank
+    queues behind its core-mate once a call, when the call's steps begin, and not at every step
+    (docs/simulation.md, *The sixty-seventh round*); shared memory's keep the crowd at every step."""
+    return transport == "tcp"
 
 
 def copies_whole(transport: str) -> bool:

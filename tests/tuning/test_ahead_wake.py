@@ -64,8 +64,9 @@ def test_the_built_in_profile_has_none_and_the_opt_in_profile_prices_four_ranks_
 
 def test_the_quiet_four_rank_tcp_calls_are_priced_as_they_ran() -> None:
     """Today's quiet tcp run: the built-in profile prices its 4-rank calls of 8 B and 64 KiB at 1.36 times
-    their time in the median (5 of 18 within 25 %); with tcp's ``ahead_wake`` at its ``crowd_wake``, at least
-    12, every 2- and 3-rank row to the same µs, and the 8-rank calls of those sizes at least 13 (15 before)."""
+    their time in the median (5 of 18 within 25 %; 11 since the crowd is paid once a call where two tcp ranks
+    share each core, the sixty-seventh round); with tcp's ``ahead_wake`` at its ``crowd_wake``, at least 12,
+    every 2- and 3-rank row to the same µs, and the 8-rank calls of those sizes at least 13 (15 before)."""
     doc = json.loads(QUIET_TCP.read_text())
     rows = repredict([r for r in doc["rows"] if r["transport"] == "tcp" and r["size"] < 1 << 20],
                      {"built": profiles.load(profiles.DEFAULT_FILE), "ahead": profiles.load(OPT_IN)}, doc["cores"])
@@ -73,7 +74,7 @@ def test_the_quiet_four_rank_tcp_calls_are_priced_as_they_ran() -> None:
     def within(name: str, ranks: int) -> int:
         return count_within([r for r in rows if r["ranks"] == ranks], name)
 
-    assert within("built", 4) <= 5
+    assert within("built", 4) <= 11
     assert within("ahead", 4) >= 12
     assert within("ahead", 8) >= 13
     assert all(r["ahead_us"] == r["built_us"] for r in rows if r["ranks"] < 4)
