@@ -19,13 +19,12 @@ processes, a core each, a ``memcpy``, a ``process_vm_readv`` and a ``process_vm_
 where cross-memory copies are refused it says so and keeps the built-in profile's. Over shared memory
 it adds all-reduces of 16 MiB and fits the cache (``fit_cache``: ``cache_bytes``, ``cache_beta``); it
 times a local copy for ``copy_beta``; then worlds of more ranks than cores (``fit_crowd``) for
-``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show, with
-``--sleep`` after timing at two ranks a core the wake of a rank whose wait outlasted the yield window and
-slept against one that yielded (``sleep_wakes``: ``sleep_wake``, an opt-in term). Every
-case is timed with the other work beside it read, and one timed beside over half a core of it is timed
-again or left out (``measure_quiet``); a part of the sweep left with too few keeps the built-in
-profile's constants and says so. The profile (``calls`` 2: the sweep times loops of calls, as the
-harness does) is printed and written as JSON; point ``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
+``crowd_wake``, ``crowd_beta`` and ``direct_sync``, which two ranks with a core each cannot show (with
+``--sleep`` after the opt-in ``sleep_wake``: ``fit_sleep``). Every case is timed with the other work beside
+it read, and one timed beside over half a core of it is timed again or left out (``measure_quiet``); a part
+of the sweep left with too few keeps the built-in profile's constants and says so. The profile (``calls`` 2:
+the sweep times loops of calls, as the harness does) is printed and written as JSON; point
+``COLLECTIVES_TUNE_FILE`` at it and the tuner uses it.
 
     collectives-tune                       # shm and tcp, 2 ranks and the crowded worlds, under a minute
     collectives-tune --out my.json --transports tcp --sizes 8,64K,1M,8M
@@ -72,14 +71,11 @@ LEAST_SEND = 1 / 64
 """The least ``send_overhead`` ``fit_split`` writes, a share of α: the bursts can say the sender goes on at once
 (the fit at 0), but at 0 the model leaves α whole, the other end of the split."""
 SPLIT_PASSES = 3
-"""How many times ``fit_split`` draws its line again about the split it fitted (it converged in 2 on bursts priced
-by the model in a crowded world)."""
+"""How many times ``fit_split`` draws its line again about the split it fitted (2 converged in a crowded world)."""
 CROWD_SPLIT_PASSES = 2
-"""How many times ``main`` fits the crowded terms (``fit_crowd``) and then the split (``fit_split``) in turn, each
-to timings taken once: the first crowded fit prices a one-way message with α unsplit, the split not yet known
-(since a 4-rank tcp rank on 2 cores pays its crowd once a call, the sixty-seventh round, it came out 15.0 us against
-a true 18, and the split after it 2.5 us against 4); the second, with the first pass's split, gave back the
-true terms and a third changed nothing (tests/tuning/test_tune_split.py's crowded round trip)."""
+"""How many times ``main`` fits the crowded terms (``fit_crowd``) and then the split (``fit_split``) in turn, to
+timings taken once: the first crowded fit prices a one-way message with α unsplit, the split not yet known; the
+second, with the first's split, gives the true terms back (docs/simulation.md, the sixty-seventh round)."""
 SPLIT = ("tcp",)
 """The transports whose one-way message α the model splits (``send_overhead``, ``recv_overhead``)."""
 DIRECT_COLLECTIVES = ("all_reduce", "all_gather", "broadcast")
@@ -104,10 +100,9 @@ CROWD_SCALES = {"crowd_wake": 1e-6, "crowd_beta": 0.005e-9, "direct_sync": 1e-6}
 MAX_CROWD_RANKS = 8
 """No crowded sweep where twice the cores is more ranks than this (the sweep would take minutes)."""
 SLEEP_PROBED = ("shm",)
-"""The transports whose ``sleep_wake`` the sleep probe times (``fit_sleep``). Over tcp on 2 cores a waiting rank's
-8 B came 180-360 µs after its send and no wait stayed within the yield window, even with no delay (docs/simulation.md,
-*The sixty-sixth round*): there is no yielding wake to set a sleeping one against, and ``sleep_wake`` stays the
-built-in profile's."""
+"""The transports whose ``sleep_wake`` the sleep probe times (``fit_sleep``): over tcp on 2 cores no crowded wait
+stays within the yield window, so no yielding wake to set a sleeping one against (docs/simulation.md, the sixty-sixth
+round)."""
 Bursts = tuple[list[float], list[float]]
 """``fit_split``'s timings (``split_bursts``): its bursts at 2 ranks and at 3, seconds per call."""
 CrowdSweep = tuple[list[tuple[Case, int]], list[float], list[bool]]
@@ -369,11 +364,9 @@ def crowd_cases(transport: str) -> list[Case]:
 
 
 def fit_sleep(transport: str, costs: TransportCosts, cores: int, log: list[str]) -> TransportCosts:
-    """``costs`` with ``sleep_wake`` timed by ``sleep_wakes`` at two ranks a core (the crowded sweep's larger
-    world, ``crowd_worlds``), where a waiting rank that outlasts the yield window sleeps on its transport and is
-    woken by its peer's post: the sleeping rank's wake less a yielding rank's. Where there is no crowded world,
-    the world fails, or too few waits of either kind came back, ``sleep_wake`` stays the built-in profile's and
-    the log says why."""
+    """``costs`` with ``sleep_wake`` timed by ``sleep_wakes`` at the crowded sweep's larger world (``crowd_worlds``):
+    a sleeping rank's wake less a yielding one's; where there is no such world, it fails, or too few waits of either
+    kind came back, the built-in profile's, and the log says why."""
     worlds = crowd_worlds(cores)
     if not worlds:
         return built_in_terms(transport, ("sleep_wake",), costs, f"no sleep probe ({cores} cores counted)", log)
