@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
-                              link_of, lockstep_bytes)
+from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, folds_from_ring, keeps_cores,
+                              keeps_cores_flowing, link_of, lockstep_bytes)
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")
@@ -59,6 +59,7 @@ class Cluster:
     whole_messages: bool = False
     sticky_flowing: bool = True
     lockstep_bytes: int = 0
+    folds_in_place: bool = False
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
@@ -68,7 +69,8 @@ class Cluster:
                                mixed_wait=self.mixed_wait, split_wait=self.split_wait,
                                shared_cores=self.shared_cores, crowd_of_waiters=self.crowd_of_waiters,
                                sticky=self.sticky, whole_messages=self.whole_messages,
-                               sticky_flowing=self.sticky_flowing, lockstep_bytes=self.lockstep_bytes)
+                               sticky_flowing=self.sticky_flowing, lockstep_bytes=self.lockstep_bytes,
+                               folds_in_place=self.folds_in_place)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -102,4 +104,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
                    shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
                    sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
-                   sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport))
+                   sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport),
+                   folds_in_place=folds_from_ring(transport))
