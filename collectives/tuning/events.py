@@ -14,11 +14,13 @@ halves in turn, except in a call whose messages flow one way: in a loop of such 
 sender writes the next call's message while the receiver copies out this one's, which the
 overlapped halves stand for in a replay of a few calls. Where the network folds in place
 (``Network.folds_in_place``: shared memory, whose reducing receives of 64 KiB or more fold straight
-from the channel's ring where ``algorithms.arrival`` says so), such a receive in a call whose
-messages come back round costs its receiver one pass over the bytes, the larger of its copy and
-its fold, not the copy out and then the fold: the fold reads the ring as the copy would (measured
-at 2 ranks, docs/simulation.md, *The sixty-sixth round*); a one-way call keeps its copy, overlapped
-with the sender's next write, and then its fold. Messages between two
+from the channel's ring where ``algorithms.arrival`` says so), such a receive costs its receiver
+one pass over the bytes, the larger of its copy and its fold, not the copy out and then the fold:
+the fold reads the ring as the copy would (measured at 2 ranks, docs/simulation.md, *The sixty-sixth
+round*), in a call whose messages come back round and in a one-way call alike, where that pass
+overlaps the sender's next write as the copy did (the 2-rank reduce's root measured folding from the
+ring in a copy's time; the later choice runs' one-way ring reduces cost what their reduce-scatters
+do, *The sixty-sixth round*, the lead's question). Messages between two
 ranks match in order, as on a real channel; a schedule that would deadlock raises
 ``ScheduleError``. A step that exchanges with one peer whose message is already in when the
 step is issued (``in_hand``: a peer that ran ahead, as the 3-rank recursive schedule's lone
@@ -200,7 +202,7 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     network.begin(flowing, largest_to_a_peer(first_call, itemsize))
     in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
     counted = flowing or network.counts_waiting  # whether a resuming rank is told the ranks blocked beside it
-    folding = in_turn and network.folds_in_place  # reducing receives that fold on arrival read the ring itself
+    folding = network.folds_in_place  # reducing receives that fold on arrival read the ring itself, one way or not
     calls = [[iter(s) for s in first_call], *calls[1:]]
     marked = [[arrivals(s, itemsize) if folding else ((step, NONE) for step in s) for s in c] for c in calls]
     arriving: dict[int, set[int]] = {}  # rank -> the positions in its step in progress that fold on arrival
