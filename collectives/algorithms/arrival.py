@@ -8,7 +8,8 @@ overlaps no other operation of its step nor, when it is posted ahead, of the ste
 (``folds_on_arrival``): no send reads the range meanwhile, and folds into one range keep the
 schedule's order, so the bits do not depend on timing. The rule is a pure function of the
 steps, so what a schedule folds on arrival can be counted without running it (``arrivals``; the
-cost model does not price it apart: docs/simulation.md, *The thirty-third round*).
+cost model prices such a receive over shared memory as one pass over the ring's bytes:
+``tuning/events.py``, docs/simulation.md, *The sixty-eighth round*).
 
 Ranges are ``(key, start, end)``: ``key`` tells the buffers apart (the executor's buffer
 identity, the model's buffer index).

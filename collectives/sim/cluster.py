@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
-                              link_of, lockstep_bytes, pairs_take_turns)
+from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, folds_from_ring, keeps_cores,
+                              keeps_cores_flowing, link_of, lockstep_bytes, pairs_take_turns)
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")
@@ -60,6 +60,7 @@ class Cluster:
     sticky_flowing: bool = True
     lockstep_bytes: int = 0
     crowd_per_call: bool = False
+    folds_in_place: bool = False
 
     def factory(self) -> Callable[[], Machine]:
         return lambda: Machine(self.ranks, self.ranks_per_host, self.intra, self.inter, gamma=self.gamma,
@@ -70,7 +71,8 @@ class Cluster:
                                shared_cores=self.shared_cores, crowd_of_waiters=self.crowd_of_waiters,
                                sticky=self.sticky, whole_messages=self.whole_messages,
                                sticky_flowing=self.sticky_flowing, lockstep_bytes=self.lockstep_bytes,
-                               crowd_per_call=self.crowd_per_call)
+                               crowd_per_call=self.crowd_per_call,
+                               folds_in_place=self.folds_in_place)
 
     def describe(self) -> str:
         hosts = -(-self.ranks // self.ranks_per_host)
@@ -105,4 +107,5 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
                    sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
                    sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport),
-                   crowd_per_call=pairs_take_turns(transport))
+                   crowd_per_call=pairs_take_turns(transport),
+                   folds_in_place=folds_from_ring(transport))

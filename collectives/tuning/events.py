@@ -12,7 +12,15 @@ messages whole (``Network.whole_messages``: shared memory, whose channel publish
 once it is all written), a waiting receiver copies out after the whole message is in, both
 halves in turn, except in a call whose messages flow one way: in a loop of such calls the
 sender writes the next call's message while the receiver copies out this one's, which the
-overlapped halves stand for in a replay of a few calls. Messages between two
+overlapped halves stand for in a replay of a few calls. Where the network folds in place
+(``Network.folds_in_place``: shared memory, whose reducing receives of 64 KiB or more fold straight
+from the channel's ring where ``algorithms.arrival`` says so), such a receive costs its receiver
+one pass over the bytes, the larger of its copy and its fold, not the copy out and then the fold:
+the fold reads the ring as the copy would (measured at 2 ranks, docs/simulation.md, *The sixty-eighth
+round*), in a call whose messages come back round and in a one-way call alike, where that pass
+overlaps the sender's next write as the copy did (the 2-rank reduce's root measured folding from the
+ring in a copy's time; the later choice runs' one-way ring reduces cost what their reduce-scatters
+do, *The sixty-eighth round*, the lead's question). Messages between two
 ranks match in order, as on a real channel; a schedule that would deadlock raises
 ``ScheduleError``. A step that exchanges with one peer whose message is already in when the
 step is issued (``in_hand``: a peer that ran ahead, as the 3-rank recursive schedule's lone
@@ -33,8 +41,12 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from ..algorithms.arrival import arrivals
 from ..algorithms.schedule import Recv, Send, Step
 from ..algorithms.simulate import ScheduleError
+
+NONE: set[int] = set()
+"""No receive of a step folds on arrival (where the replay does not price those apart)."""
 
 
 class Network(Protocol):
@@ -55,6 +67,12 @@ class Network(Protocol):
     @property
     def whole_messages(self) -> bool:
         """Whether a receiver copies a message out only once all of it is in."""
+        ...
+
+    @property
+    def folds_in_place(self) -> bool:
+        """Whether a reducing receive that folds as it arrives (``algorithms.arrival``) folds from
+        where the channel holds the bytes, without copying them out first."""
         ...
 
     @property
@@ -187,10 +205,13 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
     network.begin(flowing, largest_to_a_peer(first_call, itemsize))
     in_turn = network.whole_messages and not flowing  # a waiting receiver copies after the whole message
     counted = flowing or network.counts_waiting  # whether a resuming rank is told the ranks blocked beside it
+    folding = network.folds_in_place  # reducing receives that fold on arrival read the ring itself, one way or not
     calls = [[iter(s) for s in first_call], *calls[1:]]
-    schedules: list[Iterator[Step]] = [iter(()) for _ in range(size)]
+    marked = [[arrivals(s, itemsize) if folding else ((step, NONE) for step in s) for s in c] for c in calls]
+    arriving: dict[int, set[int]] = {}  # rank -> the positions in its step in progress that fold on arrival
+    schedules: list[Iterator[tuple[Step, set[int]]]] = [iter(()) for _ in range(size)]
     position = [-1] * size
-    finished = [[0.0] * size for _ in calls]
+    finished = [[0.0] * size for _ in marked]
     pooled = network.oversubscribed
     inbox: dict[tuple[int, int], deque[tuple[float, float, float]]] = {}  # (arrival, copy, sent) per message
     blocked: dict[int, tuple[float, Step]] = {}  # rank -> (time its sends were done, step)
@@ -218,13 +239,16 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
         work = 0.0
         waited = False
         issued = last = sent = t
-        for o in step:
+        on_arrival = arriving.get(r, ())
+        for i, o in enumerate(step):
             if isinstance(o, Recv):
                 arrival, copy, began = inbox[(o.peer, r)].popleft()
                 waited = waited or arrival > t
                 if arrival > last:
                     last, sent = arrival, began
                 fold = network.reduce_cost(r, o.count * itemsize) if o.reduce else 0.0
+                if i in on_arrival:  # one pass over the ring's bytes, the fold's or the copy's time, the dearer
+                    copy, fold = max(copy, fold), 0.0
                 # a waiting receiver copies out as the bytes come, or after all of them (in_turn)
                 t = (max(t, arrival) + copy if in_turn else max(t + copy, arrival)) + fold
                 work += copy + fold
@@ -250,17 +274,18 @@ def replay_calls(calls: Sequence[Sequence[Iterator[Step]]], network: Network, it
             network.release(r, start + work)
             heapq.heappush(ready, (start + work, r, -1.0))
             continue
-        step = next(schedules[r], None)
-        while step is None and position[r] + 1 < len(calls):
+        pair = next(schedules[r], None)
+        while pair is None and position[r] + 1 < len(marked):
             if position[r] >= 0:
                 finished[position[r]][r] = t
             position[r] += 1
             resumed.discard(r)
-            schedules[r] = calls[position[r]][r]
-            step = next(schedules[r], None)
-        if step is None:
+            schedules[r] = marked[position[r]][r]
+            pair = next(schedules[r], None)
+        if pair is None:
             finished[position[r]][r] = t
             continue
+        step, arriving[r] = pair
         woken = []
         if pooled and any(isinstance(o, Send) for o in step):
             t = network.acquire(r, t)

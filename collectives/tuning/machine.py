@@ -75,7 +75,9 @@ while a chain still waits α at every hop; the receiver of a message already the
 receive overhead. With ``whole_messages`` (one host over shared memory) the receiver of a
 message copies it out only once the sender has written all of it: a channel publishes a piece
 of up to a quarter ring at once (a schedule's segments fit in one), so the two halves of a
-message that a rank waits for run one after the other, not overlapped (``events.replay``). A
+message that a rank waits for run one after the other, not overlapped (``events.replay``); with
+``folds_in_place`` (the same) a reducing receive that folds as it arrives reads the channel's ring
+itself, so its copy out and its fold are one pass (``events.replay_calls``). A
 machine built with ``crowd_of_waiters`` (tcp) counts the crowd of a wake in a call whose
 messages flow one way (``events.flows_one_way``) by the ranks then waiting on its
 cores rather than by all of them: in a loop of such calls the ranks upstream run ahead into
@@ -170,6 +172,8 @@ class Machine:
         crowd_per_call: on one host whose every core holds two ranks, a rank pays its crowd
             only at its first resume after a wait in a call (``takes_turns``, ``step_extra``), in
             calls whose messages come back round and whose ranks are not ``sticky``.
+        folds_in_place: on one host, a reducing receive that folds as it arrives folds from
+            the channel's ring, without a copy out first (``folds_from_ring``).
     """
 
     def __init__(self, ranks: int, ranks_per_host: int, intra: LinkClass, inter: LinkClass | None = None, *,
@@ -177,7 +181,8 @@ class Machine:
                  uplink_ratio: float = 1.0, cpu_factor: float = 1.0, cores: int = 0,
                  mixed_wait: float = 0.0, split_wait: float = 0.0, shared_cores: bool = False,
                  crowd_of_waiters: bool = False, sticky: bool = False, whole_messages: bool = False,
-                 sticky_flowing: bool = True, lockstep_bytes: int = 0, crowd_per_call: bool = False) -> None:
+                 sticky_flowing: bool = True, lockstep_bytes: int = 0, crowd_per_call: bool = False,
+                 folds_in_place: bool = False) -> None:
         self.ranks = ranks
         self.k = max(1, min(ranks_per_host, ranks))
         self.intra = intra
@@ -199,6 +204,7 @@ class Machine:
         self.sticky_flowing = sticky_flowing
         self.lockstep_bytes = lockstep_bytes
         self.whole_messages = whole_messages and self.k >= ranks
+        self.folds_in_place = folds_in_place and self.k >= ranks
         self.every_core_shared = self.k >= ranks and 0 < 2 * cores <= self.k
         self.takes_turns = crowd_per_call and self.k >= ranks and cores >= 2 and self.k == 2 * cores
         self.flowing = False  # whether the replayed calls' messages flow one way (``begin``)
@@ -480,6 +486,13 @@ def copies_whole(transport: str) -> bool:
     (``Machine``'s ``whole_messages``): shared memory's, whose channels publish a piece of up to
     a quarter ring at once (docs/simulation.md, *The twenty-sixth round: shared memory*); a
     socket's receiver reads the bytes as they come."""
+    return transport == "shm"
+
+
+def folds_from_ring(transport: str) -> bool:
+    """Whether ``transport``'s reducing receives that fold as they arrive fold from the channel's
+    own memory (``Machine``'s ``folds_in_place``): shared memory's, whose ring the fold reads in
+    place (``engines/fold_sink.py``); a socket's bytes are copied out of the kernel either way."""
     return transport == "shm"
 
 

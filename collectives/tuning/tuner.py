@@ -29,8 +29,8 @@ from . import memory, pieces, reads
 from .cache import beyond, fold_gamma, fold_spilled, footprint, read_once, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import largest_to_a_peer, replay_calls
-from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, keeps_cores, keeps_cores_flowing,
-                      link_of, lockstep_bytes, pairs_take_turns)
+from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, folds_from_ring, keeps_cores,
+                      keeps_cores_flowing, link_of, lockstep_bytes, pairs_take_turns)
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
@@ -337,7 +337,19 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         shots = two_shot_time if direct_routes.two_shot(piece, 0 < cores < size) else one_shot_time
         return calls * (shots(piece, size, costs) * turns + switches(collective, turns, costs))
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
+    if collective == "reduce" and turns == 1.0:
+        return pipelined_reduce_time(nbytes, size, costs)
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
+
+
+def pipelined_reduce_time(nbytes: int, size: int, costs: TransportCosts) -> float:
+    """Seconds of a direct reduce through the slots (``slots.PipelinedReducePlan``) where every rank
+    has a core: the peers copy their pieces into their slots while the root folds the pieces already
+    there, so the call costs its slowest stream, the root's folds of ``size - 1`` slots at γ or a
+    peer's copy at ``direct_beta``, not their sum (``direct_factors``' ``size + 1`` copies and ``size - 1``
+    folds in a row priced the 2-rank reduces of 8-128 KiB of choice runs 20 and 26 at 1.7-2.8 times
+    their time: docs/simulation.md, *The sixty-eighth round*, its second part)."""
+    return costs.direct_alpha + nbytes * max(costs.direct_beta, (size - 1) * costs.gamma)
 
 
 def halves_footprint(piece: int, size: int) -> float:
@@ -421,7 +433,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
         split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
         sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
         sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport),
-        crowd_per_call=pairs_take_turns(transport)),
+        crowd_per_call=pairs_take_turns(transport), folds_in_place=folds_from_ring(transport)),
         profile.calls, transport, step, lockstep))
 
 

@@ -103,6 +103,98 @@ def test_shared_memory_prices_the_two_rank_tree_all_reduce_with_its_messages_who
     assert tree["shm"] == pytest.approx(tree["tcp"] + N * BETA, rel=0.02)
 
 
+def folding(gamma: float, in_place: bool = True) -> Machine:
+    return Machine(2, 2, LinkClass("x", ALPHA, BETA, 0.5), gamma=gamma, whole_messages=True, folds_in_place=in_place)
+
+
+def reduce_there_and_back(count: int = N // 4) -> list[Iterator[Step]]:
+    """A 2-rank tree all-reduce of one segment: rank 1's piece folded into rank 0's, sent back."""
+    return [iter([(Recv(1, 0, count, reduce=True),), (Send(1, 0, count),)]),
+            iter([(Send(0, 0, count),), (Recv(0, 0, count),)])]
+
+
+@pytest.mark.parametrize("gamma", [BETA / 4, BETA])
+def test_where_folds_read_the_ring_a_reducing_receive_costs_one_pass_over_its_bytes(gamma: float) -> None:
+    """Over shared memory a reducing receive of 64 KiB or more that folds as it arrives reads the
+    channel's ring itself (``engines/fold_sink.py``): in a call whose messages come back round its
+    receiver pays the larger of its copy out and its fold, not the one and then the other. The 2-rank
+    tree all-reduce's root measured its fold from the ring of 1 MiB in a copy's time, 67 µs against the
+    writer's 65 (docs/simulation.md, the sixty-eighth round)."""
+    copy, fold = N * BETA / 2, N * gamma
+    trip = 2 * (ALPHA + N * BETA)  # there and back, both halves each way (messages copied whole)
+    assert max(replay(reduce_there_and_back(), folding(gamma, in_place=False))) == pytest.approx(trip + fold)
+    assert max(replay(reduce_there_and_back(), folding(gamma))) == pytest.approx(trip - copy + max(copy, fold))
+
+
+def test_a_receive_folded_from_scratch_keeps_its_copy_and_its_fold() -> None:
+    """Below ``STREAM_FOLD_BYTES`` a reducing receive lands in scratch: a copy, then the fold."""
+    small = 8 << 10  # 32 KiB of float32
+    trip = 2 * (ALPHA + small * 4 * BETA)
+    assert max(replay(reduce_there_and_back(small), folding(BETA))) == pytest.approx(trip + small * 4 * BETA)
+
+
+def test_in_a_one_way_call_a_fold_from_the_ring_is_one_pass_overlapped_with_the_arrival() -> None:
+    """A call whose messages flow one way (a reduce) overlaps its receiver's copy with the sender's next
+    write; where the receive folds from the ring its one pass, the dearer of copy and fold, takes the copy's
+    place and no fold follows (the 2-rank reduce's root measured folding from the ring in a copy's time, and
+    the later choice runs' one-way ring reduces at 2-4 ranks cost what their reduce-scatters do: the
+    sixty-eighth round). Where folds do not read the ring the copy overlaps and the fold follows."""
+    one_way = [iter([(Recv(1, 0, N // 4, reduce=True),)]), iter([(Send(0, 0, N // 4),)])]
+    arrival = ALPHA + N * BETA / 2
+    assert max(replay(one_way, folding(BETA, in_place=False))) == pytest.approx(arrival + N * BETA)
+    one_way = [iter([(Recv(1, 0, N // 4, reduce=True),)]), iter([(Send(0, 0, N // 4),)])]
+    assert max(replay(one_way, folding(BETA))) == pytest.approx(max(arrival, N * BETA))
+
+
+def test_shared_memorys_folds_read_the_ring_and_tcps_do_not() -> None:
+    from collectives.tuning.machine import folds_from_ring
+
+    assert folds_from_ring("shm") and not folds_from_ring("tcp")
+
+
+@pytest.mark.parametrize("name", ["validation_quiet_shm_calib24.json", "validation_shm48_calib27_h27f.json"])
+def test_the_quiet_runs_large_schedule_all_reduces_at_2_and_4_ranks_are_priced_within_a_quarter(name: str) -> None:
+    """This machine's quiet run (2026-12-07 09:10 UTC) and a fresh one (17:40, 4 and 8 ranks): every ring,
+    tree and recursive all-reduce of 1 and 4 MiB at 2 and 4 ranks within 25 %. With each folded receive's
+    copy out of the ring priced before its fold the quiet run's 2-rank tree all-reduces were 1.40 and 1.36
+    times their time and its 4-rank ring and recursive ones of 4 MiB 1.33 and 1.27."""
+    import json
+    from pathlib import Path
+
+    from collectives.sim.cluster import cluster
+    from collectives.sim.predict import predict
+    from collectives.tuning.profile import current
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "perf" / name).read_text())
+    profile = current()
+    rows = [r for r in doc["rows"] if r["collective"] == "all_reduce" and r["algorithm"] in tuner.FLAT
+            and r["size"] >= 1 << 20 and r["ranks"] in (2, 4)]
+    assert len(rows) >= 6
+    for r in rows:
+        c = cluster("shm", r["ranks"], None, profile, doc["cores"])
+        ratio = predict("all_reduce", r["algorithm"], r["size"], c, "shm", profile) * 1e6 / r["measured_us"]
+        assert 0.75 <= ratio <= 1.25, (r["ranks"], r["algorithm"], r["size"], ratio)
+
+
+@pytest.mark.parametrize("name, ranks, size", [("choices_calib26_shm2_h26d.json", 2, 2 << 20),
+                                                ("choices_calib27_shm4_h27f.json", 4, 2 << 20),
+                                                ("choices_calib27_shm4_h27f.json", 4, 8 << 20)])
+def test_the_later_runs_one_way_ring_reduces_are_priced_within_a_quarter(name: str, ranks: int, size: int) -> None:
+    """The chain of a ring reduce folds every piece from the ring as it arrives, one way: runs 26 and 27
+    (2026-12-07) measured it at 219, 1015 and 4693 µs, about their ring reduce-scatters (4873 µs at 4 ranks
+    and 8 MiB). With each of its folds priced after a copy out of the ring it was 1.32, 1.27 and 1.28 times
+    its time, and the 4-rank recursive reduce, whose exchanges come back round, priced below the ring and
+    the tree where it measured above both (docs/simulation.md, the sixty-eighth round)."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "perf" / name).read_text())
+    [row] = [r for r in doc["rows"] if r["transport"] == "shm" and r["collective"] == "reduce"
+             and r["ranks"] == ranks and r["size"] == size]
+    ratio = tuner.predict("reduce", "ring", size, ranks, "shm") * 1e6 / row["times_us"]["ring"]
+    assert 0.75 <= ratio <= 1.25, ratio
+
+
 SEND, RECEIVE, EXCHANGE = 2e-6, 1e-6, 3e-6
 
 

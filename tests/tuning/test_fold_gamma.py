@@ -61,7 +61,9 @@ def test_the_trees_root_pays_it_on_every_childs_piece_so_the_3_rank_reduce_of_32
     tuner._override.cache_clear()
     plain = prices("reduce", n, 3)
     assert tuner.choose("reduce", n, 3, "shm", False, 0, current()) == "tree"
-    assert raised["tree"] - plain["tree"] > raised["ring"] - plain["ring"] > 0
+    # the ring's folds all read the ring in one pass, the copy the dearer even with the rise (the sixty-eighth
+    # round); the tree's root folds its second child's pieces from scratch, each paying the rise
+    assert raised["tree"] - plain["tree"] > raised["ring"] - plain["ring"] >= 0
 
 
 def test_tcp_and_several_hosts_price_as_before(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,16 +108,17 @@ def test_the_rota_prices_the_eight_rank_ring_lower_and_the_sleep_its_tree_higher
 
 
 def test_the_opt_in_profile_prices_the_quiet_crowded_rings_and_trees() -> None:
-    """Today's quiet shm run: the built-in profile prices 19 of its 32 ring and tree all-reduces and all-gathers
-    at 4 and 8 ranks within 25 % (the 8-rank rings 1.36-1.66 times their time); the opt-in profile (rota and
-    sleep) at least 27, and every 2-rank row below 1 MiB to the same µs (a core each, waits within the windows)."""
+    """Today's quiet shm run: the built-in profile prices 21 of its 32 ring and tree all-reduces and all-gathers
+    at 4 and 8 ranks within 25 % (19 before the sixty-eighth round priced a fold from the ring as one pass; the
+    8-rank rings 1.36-1.66 times their time); the opt-in profile (rota and sleep) at least 27, and every 2-rank
+    row below 1 MiB to the same µs (a core each, waits within the windows)."""
     doc = json.loads((DOCS / "validation_quiet_shm_calib24.json").read_text())
     rows = repredict([r for r in doc["rows"] if r["transport"] == "shm" and r["algorithm"] in ("ring", "tree")
                       and r["collective"] in ("all_reduce", "all_gather")],
                      {"built": profiles.load(profiles.DEFAULT_FILE), "opt": profiles.load(OPT_IN)}, doc["cores"])
     crowded = [r for r in rows if r["ranks"] >= 4]
     assert len(crowded) == 32
-    assert count_within(crowded, "built") <= 19
+    assert count_within(crowded, "built") <= 21
     assert count_within(crowded, "opt") >= 27
     assert all(r["opt_us"] == r["built_us"] for r in rows if r["ranks"] == 2 and r["size"] < 1 << 20)  # short waits
 
