@@ -22,7 +22,8 @@ import functools
 from collections.abc import Callable, Iterator
 
 from ..algorithms import direct_routes
-from ..algorithms.registry import DIRECT, DIRECT_LIMITS, HIERARCHICAL, SCHEDULES, automatic, schedule_for
+from ..algorithms.registry import (DIRECT, DIRECT_LIMITS, DIRECT_REDUCE_BYTES, HIERARCHICAL, SCHEDULES, automatic,
+                                   schedule_for)
 from ..algorithms.schedule import PENDING_COPY_BYTES, Step, partition
 from ..steps import STEP_BYTES, step_bytes
 from . import memory, pieces, reads
@@ -337,7 +338,7 @@ def direct_price(collective: str, nbytes: int, size: int, costs: TransportCosts,
         shots = two_shot_time if direct_routes.two_shot(piece, 0 < cores < size) else one_shot_time
         return calls * (shots(piece, size, costs) * turns + switches(collective, turns, costs))
     costs = windowed(costs, beyond(footprint(collective, nbytes, size, size), cache_bytes))
-    if collective == "reduce" and turns == 1.0:
+    if collective == "reduce" and turns == 1.0 and nbytes < DIRECT_REDUCE_BYTES:
         return pipelined_reduce_time(nbytes, size, costs)
     return direct_time(collective, nbytes, size, costs) * turns + switches(collective, turns, costs)
 
@@ -348,7 +349,9 @@ def pipelined_reduce_time(nbytes: int, size: int, costs: TransportCosts) -> floa
     there, so the call costs its slowest stream, the root's folds of ``size - 1`` slots at γ or a
     peer's copy at ``direct_beta``, not their sum (``direct_factors``' ``size + 1`` copies and ``size - 1``
     folds in a row priced the 2-rank reduces of 8-128 KiB of choice runs 20 and 26 at 1.7-2.8 times
-    their time: docs/simulation.md, *The sixty-eighth round*, its second part)."""
+    their time: docs/simulation.md, *The sixty-eighth round*, its second part). Below a full slot only
+    (``registry.DIRECT_REDUCE_BYTES``): at 256 KiB the 2-rank calls no longer overlap, 42 µs against 9 at
+    128 KiB (likely the ring of eight full slots and ``x`` beyond a core's 2 MiB L2), slower than the ring's 35."""
     return costs.direct_alpha + nbytes * max(costs.direct_beta, (size - 1) * costs.gamma)
 
 
