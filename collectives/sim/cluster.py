@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..tuning.machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, folds_from_ring, keeps_cores,
-                              keeps_cores_flowing, link_of, lockstep_bytes, pairs_take_turns)
+from ..tuning.machine import LinkClass, Machine, link_of, traits_of
 from ..tuning.profile import Profile
 
 TRANSPORTS = ("shm", "tcp", "nvlink")
@@ -104,8 +103,4 @@ def cluster(transport: str, ranks: int, ranks_per_host: int | None, profile: Pro
                    hosts_per_leaf=hosts_per_leaf or 0, cpu_factor=factor, name=f"{transport} ({profile.source})",
                    cores=cores or 0, mixed_wait=tcp.mixed_wait if k < ranks else 0.0,
                    split_wait=tcp.split_wait if k < ranks else 0.0, calls=profile.calls,
-                   shared_cores=shared_cores and k < ranks, crowd_of_waiters=crowd_of_waiters(transport),
-                   sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
-                   sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport),
-                   crowd_per_call=pairs_take_turns(transport),
-                   folds_in_place=folds_from_ring(transport))
+                   shared_cores=shared_cores and k < ranks, **traits_of(transport))

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TypedDict
 
 from ..steps import TCP_SOCKET_BUFFER_BYTES
 from .profile import TransportCosts
@@ -494,6 +495,27 @@ def folds_from_ring(transport: str) -> bool:
     own memory (``Machine``'s ``folds_in_place``): shared memory's, whose ring the fold reads in
     place (``engines/fold_sink.py``); a socket's bytes are copied out of the kernel either way."""
     return transport == "shm"
+
+
+class TransportTraits(TypedDict):
+    """How ``Machine`` runs a transport's ranks: its keyword flags, one function each above."""
+
+    crowd_of_waiters: bool
+    sticky: bool
+    whole_messages: bool
+    sticky_flowing: bool
+    lockstep_bytes: int
+    crowd_per_call: bool
+    folds_in_place: bool
+
+
+def traits_of(transport: str) -> TransportTraits:
+    """``transport``'s keyword flags for ``Machine`` (and ``sim.cluster.Cluster``, which passes them on), so
+    that the tuner and the simulator build the same machine."""
+    return TransportTraits(crowd_of_waiters=crowd_of_waiters(transport), sticky=keeps_cores(transport),
+                           whole_messages=copies_whole(transport), sticky_flowing=keeps_cores_flowing(transport),
+                           lockstep_bytes=lockstep_bytes(transport), crowd_per_call=pairs_take_turns(transport),
+                           folds_in_place=folds_from_ring(transport))
 
 
 def crowd_cost(link: LinkClass, ahead: int, rota: int, crowd: float) -> float:

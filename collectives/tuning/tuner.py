@@ -30,8 +30,7 @@ from . import memory, pieces, reads
 from .cache import beyond, fold_gamma, fold_spilled, footprint, read_once, read_spilled, spilled, windowed
 from .copies import PENDING_RANKS, copy_time, third_buffer_folds
 from .events import largest_to_a_peer, replay_calls
-from .machine import (LinkClass, Machine, copies_whole, crowd_of_waiters, folds_from_ring, keeps_cores,
-                      keeps_cores_flowing, link_of, lockstep_bytes, pairs_take_turns)
+from .machine import LinkClass, Machine, link_of, lockstep_bytes, traits_of
 from .profile import BETWEEN_HOSTS, DEFAULT_MARGIN, Profile, TransportCosts, current
 from .symmetry import ROTATION, chain_time, lockstep_time, symmetry_of
 
@@ -433,10 +432,7 @@ def predict(collective: str, algorithm: str, nbytes: int, size: int, transport: 
     return max(floor, copies + replay_time(collective, algorithm, nbytes, lambda: Machine(
         size, k, intra, inter, gamma=gamma, overhead=costs.overhead,
         cores=profile.cores, mixed_wait=costs.mixed_wait if hosts else 0.0,
-        split_wait=costs.split_wait if hosts else 0.0, crowd_of_waiters=crowd_of_waiters(transport),
-        sticky=keeps_cores(transport), whole_messages=copies_whole(transport),
-        sticky_flowing=keeps_cores_flowing(transport), lockstep_bytes=lockstep_bytes(transport),
-        crowd_per_call=pairs_take_turns(transport), folds_in_place=folds_from_ring(transport)),
+        split_wait=costs.split_wait if hosts else 0.0, **traits_of(transport)),
         profile.calls, transport, step, lockstep))
 
 
